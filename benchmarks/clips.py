@@ -1,0 +1,51 @@
+"""Benchmark inputs assembled from real WCEBleedGen frames (Zenodo 10156571, CC BY 4.0) with PyAV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def real_frames(shared_data: Path, count: int) -> list[np.ndarray]:
+    """``count`` real capsule frames (RGB 224x224) in manifest order, cycling if needed."""
+    rows = [r for r in csv.DictReader(open(shared_data / "wcebleedgen" / "manifest.csv"))]
+    frames = []
+    for row in rows[: min(count, len(rows))]:
+        frames.append(cv2.cvtColor(cv2.imread(str(shared_data / "wcebleedgen" / row["path"])), cv2.COLOR_BGR2RGB))
+    return [frames[i % len(frames)] for i in range(count)]
+
+
+def capsule_336(frame: np.ndarray) -> np.ndarray:
+    return cv2.resize(frame, (336, 336), interpolation=cv2.INTER_CUBIC)
+
+
+def endoscope_720p(frame: np.ndarray) -> np.ndarray:
+    """A real frame as the circular view inside a 1280x720 black canvas (like a scope's output)."""
+    canvas = np.zeros((720, 1280, 3), np.uint8)
+    view = cv2.resize(frame, (680, 680), interpolation=cv2.INTER_CUBIC)
+    canvas[20:700, 300:980] = view
+    return canvas
+
+
+def write_clip(path: Path, frames, *, count: int, fps: int = 4, crf: int = 23) -> Path:
+    """Encode ``count`` frames (an iterable, cycled) as H.264 with PyAV; skips existing files."""
+    if path.exists():
+        return path
+    frames = list(frames)
+    tmp = path.with_suffix(".partial.mp4")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        h, w = frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for i in range(count):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frames[i % len(frames)], format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.rename(path)
+    return path

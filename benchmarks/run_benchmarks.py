@@ -1,0 +1,164 @@
+"""Benchmarks of capsule_triage (see benchmarks/README.md). Ratios within one run are the result.
+
+    python benchmarks/run_benchmarks.py compare      # naive loop vs defaults, 3 models x 2 clips
+    python benchmarks/run_benchmarks.py study        # simulated 5,000 / 50,000-frame studies: wall, RSS
+    python benchmarks/run_benchmarks.py overlap      # model on 1 thread, decode on the other
+    python benchmarks/run_benchmarks.py skip         # redundant-frame skipping on real consecutive frames
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
+CACHE = HERE / ".cache"  # generated clips and random-weight folders (git-ignored)
+RESULTS = HERE / "results"
+
+from clips import capsule_336, endoscope_720p, real_frames, write_clip  # noqa: E402
+from naive import naive_fps  # noqa: E402
+
+from capsule_triage import load_classifier, load_pipeline  # noqa: E402
+from capsule_triage.bench import bench  # noqa: E402
+from capsule_triage.model_config import ModelConfig  # noqa: E402
+from capsule_triage.optimize import optimize  # noqa: E402
+from capsule_triage.pipeline import package_versions  # noqa: E402
+from capsule_triage.weights import create_model, save_weights  # noqa: E402
+
+MODELS = {
+    "default (capsule-bleeding-lite0)": dict(weights=REPO / "weights" / "capsule-bleeding-lite0", naive_frames=48),
+    "resnet50@224": dict(arch="resnet50", size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), naive_frames=24),
+    "resnetv2_50x1_bit@384": dict(arch="resnetv2_50x1_bit", size=384, mean=(0.5,) * 3, std=(0.5,) * 3, naive_frames=8),
+}
+
+
+def clips(frames: int = 240) -> dict[str, Path]:
+    CACHE.mkdir(exist_ok=True)
+    real = real_frames(SHARED, 240)
+    return {
+        "336x336 capsule H.264": write_clip(CACHE / f"capsule336_{frames}.mp4", [capsule_336(f) for f in real], count=frames),
+        "1280x720 endoscope H.264": write_clip(CACHE / f"endo720_{frames}.mp4", [endoscope_720p(f) for f in real[:60]], count=frames),
+    }
+
+
+def model_weights(name: str, spec: dict) -> Path:
+    """The shipped model, or a random-init 2-class model of the architecture (speed does not depend on weights)."""
+    if "weights" in spec:
+        return spec["weights"]
+    folder = CACHE / name.replace("@", "_")
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        config = ModelConfig(architecture=spec["arch"], class_names=["non-bleeding", "bleeding"], abnormal_classes=["bleeding"],
+                             input_size=spec["size"], mean=spec["mean"], std=spec["std"], border="circle", name=name)
+        save_weights(folder, create_model(config), config)
+    if not (folder / "backends.json").exists():
+        optimize(folder, [SHARED / "videos" / "wcebleedgen_mixed_triage_4fps.mp4"], batch_size=8 if spec["size"] > 300 else 32)
+    return folder
+
+
+def compare(args) -> dict:
+    pipeline = load_pipeline("capsule-bleeding")
+    rows = []
+    for name, spec in MODELS.items():
+        weights = model_weights(name, spec)
+        classifier = load_classifier(pipeline, weights=str(weights))
+        cfg = classifier.config
+        for clip_name, clip in clips().items():
+            row = bench(clip, pipeline, classifier, min_seconds=args.seconds, batch_size=8 if cfg.input_size > 300 else None)
+            model = create_model(cfg)
+            model.load_state_dict(classifier_state(weights))
+            row["naive_fps"] = round(naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, frames=spec["naive_frames"]), 2)
+            row["speedup_vs_naive"] = round(row["fps"]["end_to_end"] / row["naive_fps"], 2)
+            row.update(model_name=name, clip=clip_name)
+            rows.append(row)
+            print(f"{name:34s} {clip_name:26s} naive {row['naive_fps']:7.1f}  e2e {row['fps']['end_to_end']:7.1f} "
+                  f"({row['backend']})  x{row['speedup_vs_naive']}", flush=True)
+    return {"rows": rows}
+
+
+def classifier_state(weights: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(weights) / "model.safetensors"))
+
+
+def study(args) -> dict:
+    """Each length in its own process, so peak RSS is that run's own."""
+    real = real_frames(SHARED, 1869)
+    rows = []
+    for frames in args.lengths:
+        clip = write_clip(CACHE / f"study336_{frames}.mp4", (capsule_336(f) for f in real), count=frames, fps=4)
+        code = ("import json,resource,sys,time; from capsule_triage import *; p=load_pipeline(); c=load_classifier(p); t=time.perf_counter(); "
+                f"r=triage_study({str(clip)!r}, p, c, RunOptions(out={str(CACHE / f'study_out_{frames}')!r}, force=True)); "
+                "print(json.dumps(dict(frames=r.frames, wall_seconds=time.perf_counter()-t, fps=r.fps, events=r.events, "
+                "backend=c.backend.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)))")
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["process_seconds"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+        print(row, flush=True)
+    return {"rows": rows}
+
+
+def overlap(args) -> dict:
+    """The model on one thread and decoding on the other: end-to-end vs the slowest stage."""
+    torch.set_num_threads(1)
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, threads=1)
+    clip = clips()["336x336 capsule H.264"]
+    row = bench(clip, pipeline, classifier, min_seconds=args.seconds)
+    slowest = min(row["fps"]["decode"], row["fps"]["model"])
+    row["end_to_end_over_slowest_stage"] = round(row["fps"]["end_to_end"] / slowest, 3)
+    print(row["fps"], row["end_to_end_over_slowest_stage"])
+    return {"rows": [row]}
+
+
+def skip(args) -> dict:
+    """Score every frame vs skip near-duplicates, on clips of real consecutive frames."""
+    from capsule_triage import RunOptions, triage_study
+    import pyarrow.parquet as pq
+
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline)
+    rows = []
+    for clip in sorted((SHARED / "videos").glob("wcebleedgen_*_4fps.mp4")):
+        for threshold in [None] + list(args.thresholds):
+            start = time.perf_counter()
+            result = triage_study(clip, pipeline, classifier, RunOptions(out=CACHE / f"skip_{clip.stem}_{threshold}", force=True, skip_duplicates=threshold))
+            events = pq.read_table(result.out_dir / "events.parquet").select(["start_frame", "end_frame"]).to_pylist()
+            rows.append(dict(clip=clip.name, threshold=threshold, seconds=round(time.perf_counter() - start, 3),
+                             reused=result.run["frames_reused_as_duplicates"], frames=result.frames, events=events))
+            print(rows[-1]["clip"], threshold, rows[-1]["reused"], rows[-1]["seconds"], flush=True)
+    baseline = {r["clip"]: r for r in rows if r["threshold"] is None}
+    for r in rows:
+        r["events_identical_to_scoring_every_frame"] = r["events"] == baseline[r["clip"]]["events"]
+    return {"rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["compare", "study", "overlap", "skip"])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    args = parser.parse_args()
+    result = globals()[args.what](args)
+    result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),
+                  date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(),
+                  cpu=open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ") if Path("/proc/cpuinfo").exists() else "")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

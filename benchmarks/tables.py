@@ -1,0 +1,60 @@
+"""Render benchmarks/results/*.json as the markdown tables in benchmarks/README.md.
+
+    python benchmarks/tables.py > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def compare_table(data: dict) -> str:
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
+             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend | e2e / naive | e2e cost / (decode + model) | decode share of e2e | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        f = r["fps"]
+        lines.append(f"| {r['model_name']} | {r['clip']} | {r['naive_fps']:.1f} | {f['decode']:.0f} | {f['model']:.1f} | {f['end_to_end']:.1f} | "
+                     f"{r['backend']} (batch {r['batch_size']}) | **{r['speedup_vs_naive']:.1f}x** | {r['cost_ratio']:.2f} | {100 * r['decode_share']:.0f}% | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def study_table(data: dict) -> str:
+    lines = [f"`{data['command']}` — {data['date']}", "",
+             "| frames (336x336 H.264, 4 fps) | wall s | frames/s | backend | events | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def overlap_table(data: dict) -> str:
+    r = data["rows"][0]
+    f = r["fps"]
+    return (f"`{data['command']}` — {data['date']}\n\n| decode fps | model-only fps (1 thread) | end-to-end fps | end-to-end / slowest stage |\n|---|---|---|---|\n"
+            f"| {f['decode']:.0f} | {f['model']:.1f} | {f['end_to_end']:.1f} | {r['end_to_end_over_slowest_stage']:.2f} |")
+
+
+def skip_table(data: dict) -> str:
+    lines = [f"`{data['command']}` — {data['date']}", "", "| clip | threshold | frames | reused (not scored) | seconds | events identical to scoring every frame |", "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['clip']} | {r['threshold'] if r['threshold'] is not None else 'off'} | {r['frames']} | {r['reused']} | {r['seconds']:.2f} | {r['events_identical_to_scoring_every_frame']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("skip", skip_table)):
+        data = load(name)
+        if data:
+            print(f"### {name}\n\n{render(data)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""``triage batch``: triage a tree of studies — resumable, failure-isolated, summarised — locally or on Ray.
+
+* A study is a video file (``VIDEO_SUFFIXES``) or a folder with frame images directly inside it.
+  Hidden entries are skipped; a folder without images is not a study (nothing to report), while an
+  empty or corrupt video is a study that fails. Symlinks are followed, each real folder once.
+* Its id is ``<slug of the relative path>-<10 hex of sha256(relative path)>``: stable across runs
+  and machines, readable, and distinct for ``a/b.mp4`` vs ``a_b.mp4``.
+* A study is complete (skipped on the next run) when ``OUT_DIR/<id>/run.json`` records the input's
+  current SHA-256 and this run's :func:`~.worker.pipeline_fingerprint`. Failed studies are retried.
+* Every study goes through :class:`~.worker.StudyWorker` (the model loaded once per worker),
+  in-process, in ``--workers`` processes (:mod:`.engine`) or in Ray actors (:mod:`.ray_engine`). A bad
+  study is recorded as failed; only a model that cannot be loaded stops the batch.
+* Overlap (one local worker): inside a study, decoding runs in a thread ahead of inference
+  (:func:`~capsule_triage.background.prefetch`); across studies, a second thread hashes the next
+  study (reading all of its bytes, so it is in the page cache when its decoding starts) and so
+  decides whether it can be skipped while the current one is scored.
+* Review pages: each study's ``report.html`` is written by ``triage_study`` inside its atomic output;
+  after the summary, ``index.html`` links them (:func:`capsule_triage.report.write_batch_index`).
+  ``--no-report`` writes neither. ``report`` is not part of the pipeline fingerprint (it changes no
+  result): a complete study that lacks report.html when reports are wanted gets one written from its
+  outputs, without rescoring (it stays "skipped"); with ``--no-report`` existing pages are left alone.
+
+Modules: :mod:`.discovery` (studies and their ids), :mod:`.layout` (names in OUT_DIR, atomic JSON),
+:mod:`.lock` (the OUT_DIR lock), :mod:`.worker` (the per-study function, fingerprint, completion
+marker), :mod:`.summary` (studies.parquet, batch.json, batch.log, index.html), :mod:`.engine` (the
+local engine and :func:`run_batch`), :mod:`.ray_engine` (``--engine ray``; ``ray`` is optional).
+"""
+
+from .discovery import discover_studies, study_id
+from .engine import BatchOptions, run_batch
+from .layout import LOCK_FILE
+from .lock import acquire_lock
+from .worker import StudyWorker, WorkerContext, WorkerSetupError
+
+__all__ = ["BatchOptions", "LOCK_FILE", "StudyWorker", "WorkerContext", "WorkerSetupError", "acquire_lock",
+           "discover_studies", "run_batch", "study_id"]

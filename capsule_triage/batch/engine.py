@@ -1,0 +1,286 @@
+"""Running a batch: :func:`run_batch` (arguments, lock, engine, summary) and the local engine.
+
+The local engine runs :class:`~.worker.StudyWorker` in-process (one worker) or in a pool of spawned
+processes (``--workers N``, one model each, one per GPU by default); ``--engine ray`` uses
+:class:`~.ray_engine.RayEngine`, imported only then (``ray`` is optional).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import OutputError, TriageError, WeightsError
+from ..pipeline import RunOptions
+from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline, weights_not_installed
+from .discovery import Study, discover_studies, input_sha256
+from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
+from .lock import acquire_lock, release_lock
+from .summary import Progress, file_logger, summary_row, write_index, write_summary
+from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, pipeline_fingerprint, record_failure
+
+ENGINES = ("local", "ray")
+STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)
+
+
+@dataclass
+class BatchOptions:
+    """Settings of one batch run (CLI flags).
+
+    Attributes:
+        pipeline: preset name or TOML path.
+        weights: weights instead of the preset's.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        backend: "auto" or a backend name (see :mod:`capsule_triage.backends`).
+        engine: "local" or "ray".
+        workers: local worker processes / Ray actors (None = one per GPU, else 1).
+        ray_address: address of an existing Ray cluster (None = start a local one).
+        force: redo studies that are already complete.
+        progress: show a tqdm bar over studies.
+        run: per-study options (batch_size, threshold, top_k, folder_fps; report=False: no review pages).
+    """
+
+    pipeline: str = DEFAULT_PIPELINE
+    weights: str | None = None
+    device: str = "auto"
+    backend: str = "auto"
+    engine: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    force: bool = False
+    progress: bool = False
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+@dataclass
+class BatchResult:
+    """What a finished batch run reports.
+
+    Attributes:
+        out_dir: the output folder.
+        rows: the studies.parquet rows.
+        counts: studies per status.
+        frames: frames scored in this run.
+        wall_seconds: duration of this run.
+        failures: one "<path>: <problem>" line per failed study.
+        index: index.html, when it was written (reports on, and no problem writing it).
+        warnings: problems that changed no result (e.g. index.html could not be written).
+    """
+
+    out_dir: Path
+    rows: list[dict]
+    counts: dict[str, int]
+    frames: int
+    wall_seconds: float
+    failures: list[str]
+    index: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions = BatchOptions()) -> BatchResult:
+    """Triage every study under ``input_dir`` into ``out_dir`` (see :mod:`capsule_triage.batch`).
+
+    Raises:
+        TriageError: bad input folder, preset, weights or engine; the output folder is locked.
+    """
+    started, started_at = time.perf_counter(), now_utc()
+    input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
+    pipeline = _check_arguments(input_dir, out_dir, options)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
+    log = file_logger(out_dir / LOG_FILE)
+    lock = acquire_lock(out_dir, log)
+    try:
+        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
+        for name in (WORK_DIR, FAILED_DIR):
+            (out_dir / name).mkdir(exist_ok=True)
+        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at)
+    except WorkerSetupError as exc:
+        log(f"aborted: {exc}")
+        raise
+    finally:
+        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+        release_lock(lock)
+
+
+def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
+                started: float, started_at: str) -> BatchResult:
+    studies = discover_studies(input_dir, exclude=(out_dir,))
+    engine = _make_engine(options)
+    try:
+        fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
+                                           device_type=engine.device_type, run=options.run)
+        ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
+                            backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force)
+        log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
+            f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
+        info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
+                "workers": engine.workers, "device": engine.device_type}
+        progress = Progress(len(studies), log, show=options.progress, started=started)
+        try:
+            engine.run(studies, ctx, progress)
+        except KeyboardInterrupt:
+            _finish(studies, progress, ctx, info=info, interrupted=True)
+            raise
+        finally:
+            progress.bar.close()
+    finally:
+        engine.close()
+    return _finish(studies, progress, ctx, info=info, interrupted=False)
+
+
+def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> Pipeline:
+    """Validate everything before anything is written; returns the preset."""
+    if options.engine not in ENGINES:
+        raise TriageError("--engine", f"unknown engine {options.engine!r}; use one of {list(ENGINES)}")
+    if options.ray_address and options.engine != "ray":
+        raise TriageError("--ray-address", "only used with --engine ray")
+    if options.engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()
+    if not input_dir.exists():
+        raise TriageError(input_dir, "input folder not found")
+    if not input_dir.is_dir():
+        raise TriageError(input_dir, "not a folder (use `triage run` for a single video)")
+    if os.path.realpath(input_dir) == os.path.realpath(out_dir):
+        raise OutputError(out_dir, "the output folder must not be the input folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(out_dir, "output path exists and is not a folder")
+    pipeline = load_pipeline(options.pipeline)
+    location = options.weights or pipeline.weights
+    if not location or (not location.startswith("hub:") and not Path(location).exists()):
+        raise WeightsError(location, "weights not found") if options.weights else weights_not_installed(pipeline)
+    return pipeline
+
+
+def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool) -> BatchResult:
+    """Rebuild studies.parquet + batch.json from the per-study results on disk, then index.html
+    (unless reports are off; a problem with it is only a warning), log the totals."""
+    outcomes = progress.outcomes
+    rows = [summary_row(s, outcomes[s.study_id].status if s.study_id in outcomes else "pending", ctx.out_dir,
+                        outcomes[s.study_id].error if s.study_id in outcomes else None) for s in studies]
+    counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
+    wall = time.perf_counter() - progress.started
+    batch = {
+        "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
+        "pipeline": {"name": ctx.pipeline.name, "source": str(ctx.pipeline.source)},
+        "weights": ctx.weights or ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
+        "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
+        "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
+    }
+    write_summary(ctx.out_dir, rows, batch)
+    index, warning = write_index(ctx.out_dir, progress.log) if ctx.run.report else (None, None)
+    progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
+                 + f" frames={progress.frames} wall={wall:.1f}s")
+    failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
+    return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
+                       index=index, warnings=[warning] if warning else [])
+
+
+def _make_engine(options: BatchOptions):
+    if options.engine == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(options)
+    return _LocalEngine(options)
+
+
+# ---------------------------------------------------------------- local engine
+
+
+class _LocalEngine:
+    """In-process (one worker) or a process pool; one model per worker, one worker per GPU by default."""
+
+    def __init__(self, options: BatchOptions):
+        from ..device import resolve_device
+
+        device = resolve_device(options.device)
+        self.device_type = device.type
+        if device.type == "cuda" and device.index is None:
+            import torch
+
+            self.devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        else:
+            self.devices = [str(device)]
+        self.workers = options.workers or (len(self.devices) if device.type == "cuda" else 1)
+
+    def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
+        run_local(studies, ctx, workers=self.workers, devices=self.devices, on_outcome=on_outcome)
+
+    def close(self) -> None:
+        pass
+
+
+def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices: list[str],
+              on_outcome: Callable[[StudyOutcome], None]) -> None:
+    """One worker in-process (hashing the next study in a background thread), or a process pool.
+
+    With one worker, while study k is decoded and scored (decode already overlaps inference inside
+    :func:`~capsule_triage.pipeline.triage_study`), a thread hashes study k+1 (reading all of its
+    bytes, which also brings them into the page cache) and checks whether it is already complete.
+    """
+    if workers <= 1:
+        from ..background import prefetch
+
+        worker = StudyWorker(replace(ctx, device=devices[0]))
+        for study, sha in prefetch(_hashed(studies), depth=1):
+            on_outcome(worker.run(study, input_sha=sha))
+        return
+    _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+
+
+def _hashed(studies: list[Study]) -> Iterator[tuple[Study, str | None]]:
+    for study in studies:
+        try:
+            yield study, input_sha256(study)
+        except Exception:  # noqa: BLE001 - the worker reports it
+            yield study, None
+
+
+_POOL_WORKER: StudyWorker | None = None
+
+
+def _pool_init(ctx: WorkerContext, devices) -> None:
+    global _POOL_WORKER
+    _POOL_WORKER = StudyWorker(replace(ctx, device=devices.get()))
+
+
+def _pool_run(study: Study) -> StudyOutcome:
+    return _POOL_WORKER.run(study)
+
+
+def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
+    """``workers`` spawned processes, each with its own model (one per GPU on CUDA)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    mp = multiprocessing.get_context("spawn")
+    queue = mp.Queue()
+    for i in range(workers):
+        queue.put(devices[i % len(devices)])
+    threads = max(1, (ctx.threads or available_cpus()) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init, initargs=(replace(ctx, threads=threads), queue))
+    try:
+        futures = {pool.submit(_pool_run, study): study for study in studies}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except WorkerSetupError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. a crash in a decoder)
+                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process died ({type(exc).__name__})")
+            on_outcome(outcome)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,45 @@
+"""What ``OUT_DIR`` of a batch holds, and how files appear in it (by rename only).
+
+Layout of ``OUT_DIR``::
+
+    <study-id>/          one study's outputs (what ``triage run`` writes); run.json has a ``batch``
+                         section (study id, relative path, pipeline fingerprint, top score)
+    .failed/<id>.json    the error of a study that failed (removed when it later succeeds)
+    studies.parquet      one row per study; batch.json: the run's totals (both rebuilt every run)
+    index.html           the review index linking each study's report.html (rebuilt every run)
+    batch.log            one line per study per run (appended)
+    .batch.lock          pid, host and start time of the run writing here
+    .work/               staging area: wiped at start (under the lock) and removed at the end
+
+Study folders, the summary files and failure records appear by rename only, so a run killed with
+SIGKILL at any moment leaves either the old file or the new one, and the next run (which recovers the
+dead run's lock) finishes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..outputs import write_json
+
+SUMMARY_FILE = "studies.parquet"
+BATCH_FILE = "batch.json"
+LOG_FILE = "batch.log"
+LOCK_FILE = ".batch.lock"
+WORK_DIR = ".work"
+FAILED_DIR = ".failed"
+
+
+def write_json_atomic(path: Path, data: dict, work: Path) -> None:
+    """Write ``data`` to a temp file in ``work`` (same file system) and rename it to ``path``."""
+    tmp = work / f"{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    write_json(tmp, data)
+    os.replace(tmp, path)
+
+
+def now_utc() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,85 @@
+"""The ``OUT_DIR/.batch.lock`` that keeps two batch runs from writing the same folder at once.
+
+The lock file is created with O_EXCL and records pid, host, start time and the process start time
+(to tell a reused pid apart); a lock whose process is gone on this host is recovered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import OutputError
+from .layout import LOCK_FILE, now_utc
+
+
+def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
+    """Create ``OUT_DIR/.batch.lock`` (O_EXCL); recover it if its process is dead on this host.
+
+    Raises:
+        OutputError: a live process (or one on another host) holds the lock.
+    """
+    lock = out_dir / LOCK_FILE
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_utc(), "pid_start": _process_start(os.getpid())}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            if not _is_stale(lock, holder):
+                pid = holder.get("pid", "?")
+                where = "" if holder.get("host") in (None, record["host"]) else f" on {holder['host']}"
+                raise OutputError(out_dir, f"another batch run (pid {pid}{where}) is writing here") from None
+            log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return lock
+    raise OutputError(lock, "cannot take the batch lock (it keeps reappearing)")
+
+
+def release_lock(lock: Path) -> None:
+    if _read_lock(lock).get("pid") == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        data = json.loads(lock.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_stale(lock: Path, holder: dict) -> bool:
+    if not holder:  # empty/garbled: killed between create and write, unless it is being written now
+        try:
+            return time.time() - lock.stat().st_mtime > 30
+        except FileNotFoundError:
+            return True
+    if holder.get("host") != socket.gethostname():
+        return False  # cannot see that host's processes
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    recorded = holder.get("pid_start")  # the pid is alive: is it still the same process?
+    return bool(recorded) and _process_start(int(holder["pid"])) not in (None, recorded)
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot, Linux /proc), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+

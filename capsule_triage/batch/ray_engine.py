@@ -1,0 +1,97 @@
+"""``--engine ray``: the same per-study function on a Ray cluster.
+
+One study per task; each actor wraps a :class:`~capsule_triage.batch.worker.StudyWorker`, so the
+model is loaded once per actor; with GPUs in the cluster each actor asks for one (one model per GPU). Workers
+write straight into ``OUT_DIR``, which must therefore be on a file system every node sees; each node
+needs capsule_triage installed. ``ray`` is an optional extra: ``pip install "capsule-triage[ray]"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..errors import TriageError
+from .discovery import Study
+from .engine import BatchOptions, available_cpus
+from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
+
+OBJECT_STORE_BYTES = 128 * 1024**2  # only study descriptors and outcomes travel through it
+
+
+def require_ray():
+    """The ``ray`` module, or a :class:`TriageError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise TriageError("--engine", 'ray is not installed; pip install "capsule-triage[ray]"') from None
+    return ray
+
+
+class RayEngine:
+    """Connects to (or starts) Ray and runs studies on ``workers`` actors.
+
+    Args:
+        options: ``ray_address`` None starts a local Ray with this machine's CPUs (no dashboard);
+            ``workers`` None = one actor per GPU, else 1.
+    """
+
+    def __init__(self, options: BatchOptions):
+        self.ray = ray = require_ray()
+        self._started = not ray.is_initialized()
+        if self._started:
+            common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            try:
+                if options.ray_address:
+                    ray.init(address=options.ray_address, **common)
+                else:
+                    ray.init(num_cpus=available_cpus(), object_store_memory=OBJECT_STORE_BYTES, **common)
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... from ray
+                raise TriageError(options.ray_address or "ray", f"cannot start or reach Ray ({str(exc).splitlines()[0][:200]})") from None
+        resources = ray.cluster_resources()
+        gpus = 0 if options.device == "cpu" else int(resources.get("GPU", 0))
+        self.device_type = "cuda" if gpus else "cpu"
+        cpus = int(resources.get("CPU", 1))
+        # never more actors than the cluster can place now (an unplaceable actor would wait forever)
+        self.workers = max(1, min(options.workers or gpus or 1, gpus or cpus))
+        self.num_gpus = 1 if gpus else 0
+        node_cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")] or [1]
+        self.cpus_per_actor = max(1, min(cpus // self.workers, int(max(node_cpus))))
+
+    def _actor(self, ctx: WorkerContext):
+        cls = self.ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=0)(StudyWorker)
+        device = "cuda" if self.num_gpus else ctx.device  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+        return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor))
+
+    def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
+        """Keep every actor busy with one study at a time; an actor that dies fails its study and is replaced."""
+        ray = self.ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        pending = list(studies)
+        idle = [self._actor(ctx) for _ in range(min(self.workers, len(pending)))]
+        running: dict = {}
+        while pending or running:
+            while idle and pending:
+                actor, study = idle.pop(), pending.pop(0)
+                running[actor.run.remote(study)] = (actor, study)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, study = running.pop(ref)
+            try:
+                outcome = ray.get(ref)
+                idle.append(actor)
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, WorkerSetupError):
+                    raise WorkerSetupError(cause.path, cause.message) from None
+                outcome = record_failure(ctx, study, f"{study.path}: ray task failed ({type(cause).__name__}: {cause})")
+                idle.append(actor)
+            except RayActorError as exc:
+                outcome = record_failure(ctx, study, f"{study.path}: ray actor died ({type(exc).__name__})")
+                idle.append(self._actor(ctx))
+            on_outcome(outcome)
+
+    def close(self) -> None:
+        if self._started and self.ray.is_initialized():
+            self.ray.shutdown()

@@ -1,0 +1,124 @@
+"""What a batch run leaves for people and programs: studies.parquet, batch.json, batch.log, index.html.
+
+studies.parquet and batch.json are rebuilt from the per-study results on disk at the end of every run
+(also an interrupted one); batch.log gets one line per study per run; index.html (the review index,
+:func:`capsule_triage.report.write_batch_index`) is rebuilt after them unless reports are off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import TriageError
+from ..outputs import RUN_FILE
+from ..report import INDEX_FILE, write_batch_index
+from .discovery import Study
+from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc, write_json_atomic
+from .worker import StudyOutcome
+
+SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.parquet)
+    "study_id": "string", "input_path": "string", "kind": "string", "status": "string", "error": "string",
+    "frames": "int64", "frames_skipped": "int64", "events": "int64", "flagged_percent": "float64",
+    "top_score": "float64", "wall_seconds": "float64", "fps": "float64", "model": "string",
+    "input_sha256": "string", "output_dir": "string",
+}
+
+
+def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None) -> dict:
+    """A studies.parquet row, read back from the study's run.json or failure record."""
+    row = dict.fromkeys(SUMMARY_COLUMNS)
+    row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
+    if status in ("ok", "skipped"):
+        run = json.loads((out_dir / study.study_id / RUN_FILE).read_text())
+        frames = int(run["frames_decoded"])
+        row.update(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
+                   flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
+                   top_score=float(run["batch"]["top_score"]), wall_seconds=float(run["wall_seconds"]),
+                   fps=float(run["fps"]), model=run["model"]["name"], input_sha256=run["input"]["sha256"],
+                   output_dir=study.study_id)
+    elif status == "failed":
+        try:
+            record = json.loads((out_dir / FAILED_DIR / f"{study.study_id}.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        row.update(error=record.get("error", error), input_sha256=record.get("input_sha256"))
+    return row
+
+
+def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
+    """studies.parquet and batch.json, each written to a temp file and renamed into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, getattr(pa, typ)()) for name, typ in SUMMARY_COLUMNS.items()])
+    # Parquet strings are UTF-8: undecodable bytes of file names (kept as surrogates) become U+FFFD;
+    # the exact name stays in each study's run.json.
+    rows = [{k: _utf8(v) for k, v in row.items()} for row in rows]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"]})
+    work = out_dir / WORK_DIR
+    tmp = work / f"{SUMMARY_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    pq.write_table(table, str(tmp), compression="zstd")
+    os.replace(tmp, out_dir / SUMMARY_FILE)
+    write_json_atomic(out_dir / BATCH_FILE, batch, work)
+
+
+
+def write_index(out_dir: Path, log: Callable[[str], None]) -> tuple[Path | None, str | None]:
+    """index.html from studies.parquet; a failure is logged and returned as a warning, never raised
+    (the page is a view of the results: it must not change them or the exit code).
+
+    Returns:
+        (the page, None) or (None, the warning).
+    """
+    try:
+        return write_batch_index(out_dir), None
+    except Exception as exc:  # noqa: BLE001 - any problem with the page leaves the results as they are
+        warning = str(exc) if isinstance(exc, TriageError) else f"{out_dir / INDEX_FILE}: {type(exc).__name__}: {exc}"
+        log(f"warning {INDEX_FILE} not written: {warning}")
+        return None, warning
+
+
+class Progress:
+    """The tqdm bar over studies (frames/s in the postfix) and one batch.log line per study."""
+
+    def __init__(self, total: int, log: Callable[[str], None], *, show: bool, started: float):
+        from tqdm import tqdm
+
+        self.log, self.started, self.frames = log, started, 0
+        self.outcomes: dict[str, StudyOutcome] = {}
+        self.bar = tqdm(total=total, unit="study", desc="batch", disable=not show, dynamic_ncols=True)
+
+    def __call__(self, outcome: StudyOutcome) -> None:
+        self.outcomes[outcome.study.study_id] = outcome
+        self.frames += outcome.frames
+        fps = outcome.frames / outcome.wall_seconds if outcome.wall_seconds > 0 else 0.0
+        error = f" error={outcome.error}" if outcome.error else ""
+        error += f" note={outcome.note}" if outcome.note else ""
+        self.log(f"{outcome.status:<7} {outcome.study.study_id} frames={outcome.frames} fps={fps:.1f} "
+                 f"wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
+        counts = {s: sum(o.status == s for o in self.outcomes.values()) for s in ("ok", "skipped", "failed")}
+        self.bar.set_postfix({"frames/s": f"{self.frames / max(time.perf_counter() - self.started, 1e-9):.1f}", **counts})
+        self.bar.update(1)
+
+
+def file_logger(path: Path) -> Callable[[str], None]:
+    """A function that appends one time-stamped line to ``path`` (batch.log)."""
+
+    def log(line: str) -> None:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:  # names may not be UTF-8
+            fh.write(f"{now_utc()} pid={os.getpid()} {line}\n")
+
+    return log
+
+
+
+def _utf8(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value

@@ -1,0 +1,236 @@
+"""The per-study function: :class:`StudyWorker`, the pipeline fingerprint and the completion marker.
+
+The same worker runs in-process, in each ``--workers`` process and as a Ray actor. A study is
+complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
+:func:`pipeline_fingerprint`, and its tables are present; it is then skipped. Finished studies are
+staged under ``OUT_DIR/.work/<id>`` and renamed into place; failures go to ``.failed/<id>.json``.
+
+Review pages: ``RunOptions.report`` is not in the fingerprint, because it changes no result. A
+complete study without report.html, when reports are wanted, gets one written from its outputs
+(:func:`add_missing_report`, staged and renamed like a new study, no rescoring; the study stays
+"skipped", or is "failed" and retried next run if the pages cannot be written, as when
+``triage_study`` cannot write them). With ``report=False`` a complete study's pages are left as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .. import __version__
+from ..errors import InputError, TriageError
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from ..pipeline import RunOptions, load_classifier, triage_study
+from ..presets import Pipeline
+from ..report import REPORT_FILE, write_report
+from ..weights import file_sha256, weights_sha256
+from .discovery import Study, input_sha256
+from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
+
+FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)
+
+
+def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> str:
+    """Hash of everything that changes a study's results: preset file, weights (with the backend
+    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version.
+    """
+    location = weights or pipeline.weights
+    path = Path(location)
+    extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
+    parts = {
+        "preset_sha256": file_sha256(pipeline.source),
+        "weights_sha256": weights_sha256(path) if path.exists() else location,
+        "weights_extras": {p.name: file_sha256(p) for p in extras},
+        "backend": backend,
+        "device_type": device_type,
+        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS},
+        "capsule_triage": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
+    """run.json of a complete study made from the same input by the same pipeline, else None."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+        same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    files_present = all((folder / name).is_file() for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE))
+    return run if same and files_present else None
+
+
+@dataclass
+class WorkerContext:
+    """What every worker (in-process, pool process or Ray actor) needs; picklable.
+
+    Attributes:
+        out_dir: the batch output folder (shared by all workers).
+        pipeline: the resolved preset.
+        weights: weights instead of the preset's (None = the preset's).
+        device: device for the model ("auto", "cpu", "cuda:N").
+        backend: inference backend ("auto", "torch-fp32", "ort-int8", ...).
+        run: per-study options (batch_size, threshold, top_k, folder_fps, report); out/force are set per study.
+        fingerprint: :func:`pipeline_fingerprint` of this run.
+        force: redo complete studies.
+        threads: torch threads for this worker (None = leave as is).
+    """
+
+    out_dir: Path
+    pipeline: Pipeline
+    weights: str | None
+    device: str
+    backend: str
+    run: RunOptions
+    fingerprint: str
+    force: bool = False
+    threads: int | None = None
+
+
+@dataclass
+class StudyOutcome:
+    """What a worker reports for one study (the summary row itself is rebuilt from disk).
+
+    Attributes:
+        study: the study.
+        status: "ok", "failed" or "skipped".
+        error: "<path>: <problem>" for a failed study.
+        frames: frames scored (0 when skipped or failed).
+        wall_seconds: time spent on the study in this run.
+        note: what else was done, for the log (e.g. the report of a skipped study was added).
+    """
+
+    study: Study
+    status: str
+    error: str | None = None
+    frames: int = 0
+    wall_seconds: float = 0.0
+    note: str | None = None
+
+
+class WorkerSetupError(TriageError):
+    """The model could not be loaded: no study can run, so the batch stops."""
+
+    def __reduce__(self):  # crosses process boundaries (pool workers, Ray actors)
+        return type(self), (self.path, self.message)
+
+
+class StudyWorker:
+    """A stateful callable: the model is loaded once, on the first study that needs it.
+
+    The same class runs in-process, in each ``--workers`` process, and as a Ray actor.
+    """
+
+    def __init__(self, ctx: WorkerContext):
+        self.ctx = ctx
+        self._classifier = None
+        if ctx.threads:
+            import torch
+
+            torch.set_num_threads(ctx.threads)
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            try:
+                self._classifier = load_classifier(self.ctx.pipeline, weights=self.ctx.weights, device=self.ctx.device,
+                                                   backend=self.ctx.backend)
+            except Exception as exc:  # noqa: BLE001 - no study can run without the model
+                raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
+        return self._classifier
+
+    def run(self, study: Study, input_sha: str | None = None) -> StudyOutcome:
+        """Triage one study into ``OUT_DIR/<id>`` unless it is already complete; never raises for
+        a bad study (only :class:`WorkerSetupError`)."""
+        started = time.perf_counter()
+        ctx = self.ctx
+        final = ctx.out_dir / study.study_id
+        try:
+            sha = input_sha or input_sha256(study)
+            if not ctx.force and completed_run(final, sha, ctx.fingerprint) is not None:
+                note = None
+                if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
+                    add_missing_report(final, ctx.out_dir / WORK_DIR)
+                    (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+                    note = f"{REPORT_FILE} added"
+                return StudyOutcome(study, "skipped", note=note, wall_seconds=time.perf_counter() - started)
+            classifier = self.classifier
+            work = ctx.out_dir / WORK_DIR / study.study_id
+            result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False))
+            if result.input_sha256 != sha:
+                raise InputError(study.path, "input changed while it was being triaged (still being written?); "
+                                             "it is retried on the next run")
+            run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path,
+                                           "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
+                                           "flagged_fraction": result.flagged_fraction}}
+            write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
+            _install(work, final)
+            (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
+        except WorkerSetupError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
+            return record_failure(ctx, study, describe_error(study, exc), started=started)
+
+
+def describe_error(study: Study, exc: BaseException) -> str:
+    """One line ``<path>: <problem>``."""
+    if isinstance(exc, TriageError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or study.path}: {exc.strerror}"
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"{study.path}: {type(exc).__name__}{at}: {lines[0][:200] if lines else 'no message'}"
+
+
+def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: float | None = None) -> StudyOutcome:
+    """Write ``.failed/<id>.json`` atomically and return the failed outcome."""
+    try:
+        sha = input_sha256(study)
+    except Exception:  # noqa: BLE001 - unreadable input
+        sha = None
+    failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
+              "input_sha256": sha, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
+    write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
+    shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
+    return StudyOutcome(study, "failed", error=error, wall_seconds=time.perf_counter() - started if started else 0.0)
+
+
+def add_missing_report(final: Path, work_root: Path) -> None:
+    """Write the review pages of a complete study from its outputs, without rescoring it.
+
+    The pages are written into a hard-linked copy under ``work_root`` that is then renamed into
+    place, so a kill leaves either the old folder or the new one (never a half-written page).
+    """
+    work = work_root / final.name
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(final, work, symlinks=True, copy_function=_link_or_copy)
+    write_report(work)  # replaces files by rename only: the linked originals are never modified
+    _install(work, final)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _install(work: Path, final: Path) -> None:
+    """Rename the finished study folder into place (replacing an outdated one)."""
+    trash = None
+    if final.exists():
+        trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+    os.rename(work, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)

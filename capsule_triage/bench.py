@@ -1,0 +1,103 @@
+"""``triage bench``: decode-only, preprocess, model-only and end-to-end frames/s for one input.
+
+All four are measured in one run on the same frames, so their ratios are meaningful even on a
+noisy machine. Each stage is warmed up first; CUDA is synchronised before the clock is read.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classifier import Classifier
+from .frames import DecodeStats
+from .pipeline import RunOptions, package_versions, triage_study
+from .presets import Pipeline
+from .preprocess import Preprocessor
+from .reader import ReadOptions, read_frames
+
+BENCH_SCHEMA_VERSION = 1
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, min_seconds: float, device: torch.device) -> tuple[float, int]:
+    """Run ``fn() -> frames`` repeatedly for at least ``min_seconds``; return (seconds, frames)."""
+    fn()  # warm-up
+    _sync(device)
+    frames, start = 0, time.perf_counter()
+    while True:
+        frames += fn()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed, frames
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batch_size: int | None = None,
+          min_seconds: float = 3.0, decoder_threads: int | None = None) -> dict:
+    """Measure one input; returns a JSON-ready dict (schema: see tests/test_bench.py)."""
+    video = Path(video)
+    size = classifier.config.input_size
+    batch_size = batch_size or pipeline.read.batch_size
+    read = ReadOptions(batch_size=batch_size, short_side=size, square_crop=True,
+                       decoder_threads=decoder_threads or pipeline.read.decoder_threads)
+    device = classifier.device
+
+    def decode() -> int:
+        return sum(len(b) for b in read_frames(video, read, DecodeStats()))
+
+    frames_per_pass = decode()  # also the warm-up of the timed decode below
+    decode_s, decode_n = _timed(decode, min_seconds, torch.device("cpu"))
+    frames = next(iter(read_frames(video, read, DecodeStats())))
+    preprocess = Preprocessor(classifier.config).to(device)
+
+    def prep() -> int:
+        with torch.inference_mode():
+            preprocess(torch.from_numpy(frames.data).to(device).permute(0, 3, 1, 2))
+        return len(frames)
+
+    prep_s, prep_n = _timed(prep, min_seconds / 2, device)
+
+    def model() -> int:
+        classifier.backend.logits(frames.data)
+        return len(frames)
+
+    model_s, model_n = _timed(model, min_seconds, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        def end_to_end() -> int:
+            result = triage_study(video, pipeline, classifier, RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size))
+            return result.frames
+
+        e2e_s, e2e_n = _timed(end_to_end, min_seconds, device)
+    fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s}
+    per_frame = {k: 1.0 / v for k, v in fps.items()}
+    return {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "input": str(video),
+        "frames_per_pass": frames_per_pass,
+        "fps": {k: round(v, 2) for k, v in fps.items()},
+        "cost_ratio": round(per_frame["end_to_end"] / (per_frame["decode"] + per_frame["model"]), 3),
+        "decode_share": round(per_frame["decode"] / per_frame["end_to_end"], 3),
+        "device": str(device),
+        "backend": classifier.backend.name,
+        "precision": classifier.precision,
+        "batch_size": batch_size,
+        "threads": {"torch": torch.get_num_threads(), "decoder": read.decoder_threads},
+        "model": classifier.config.name or classifier.config.architecture,
+        "input_size": size,
+        "versions": package_versions(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

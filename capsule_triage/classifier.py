@@ -1,0 +1,149 @@
+"""The classifier: a model loaded once, scoring batches of frames.
+
+``Classifier.__call__(FrameBatch) -> FrameScores`` is pure (no state changes between calls), so the
+same object runs in-process, in a batch worker, or inside a Ray actor. Which engine runs the model
+(PyTorch fp32/bf16/fp16, ONNX Runtime fp32/int8) is a :mod:`capsule_triage.backends` backend, chosen
+by :func:`choose_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backends import BACKENDS, OnnxBackend, TorchBackend
+from .device import resolve_device
+from .errors import WeightsError
+from .frames import FrameBatch
+from .model_config import ModelConfig
+from .weights import load_model, weights_sha256
+
+BACKENDS_FILE = "backends.json"  # written by `triage optimize` beside config.json
+
+
+@dataclass
+class FrameScores:
+    """Class probabilities for a batch of frames.
+
+    Attributes:
+        probs: float32 [N, C] softmax probabilities in ``ModelConfig.class_names`` order.
+        frame_index: int64 [N], copied from the batch.
+        pts_seconds: float64 [N], copied from the batch.
+    """
+
+    probs: np.ndarray
+    frame_index: np.ndarray
+    pts_seconds: np.ndarray
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Classifier:
+    """A model with its preprocessing, on one device, in inference mode.
+
+    Args:
+        model: the timm network (weights loaded).
+        config: its :class:`ModelConfig`.
+        device: "auto", "cpu", "cuda", "cuda:N".
+        backend: one of :data:`BACKENDS` or "auto" (see :func:`choose_backend`).
+        weights_id: SHA-256 of the weights, for provenance.
+        weights_dir: the weights folder (where ``triage optimize`` put ONNX files and backends.json).
+    """
+
+    def __init__(self, model: nn.Module, config: ModelConfig, *, device: str = "auto", backend: str = "auto",
+                 weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None):
+        self.config = config
+        self.device = resolve_device(device)
+        self.weights_id = weights_id
+        self.weights_path = str(Path(weights_dir).absolute()) if weights_dir else None
+        self.selection = choose_backend(backend, self.device, weights_dir, weights_id)
+        name = self.selection["backend"]
+        if name.startswith("ort-"):
+            self.backend = OnnxBackend(self.selection["onnx_file"], name=name, threads=threads or torch.get_num_threads(), device=str(self.device))
+        else:
+            self.backend = TorchBackend(model, config, device=self.device, precision=name.split("-")[1])
+
+    @classmethod
+    def load(cls, weights: str | Path, base_config: ModelConfig | None = None, **kwargs) -> "Classifier":
+        """Load weights (folder, file or hub tag, see :func:`capsule_triage.weights.load_model`)."""
+        model, config = load_model(weights, base_config)
+        path = Path(str(weights))
+        weights_id = weights_sha256(path) if path.exists() else str(weights)
+        return cls(model, config, weights_id=weights_id, weights_dir=path if path.is_dir() else None, **kwargs)
+
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
+
+    def __call__(self, batch: FrameBatch) -> FrameScores:
+        size = self.config.input_size
+        if isinstance(self.backend, OnnxBackend) and batch.data.shape[1:3] != (size, size):
+            raise ValueError(f"{self.backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
+        probs = softmax(self.backend.logits(batch.data))
+        return FrameScores(probs=probs, frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.config.name or self.config.architecture,
+            "architecture": self.config.architecture,
+            "weights_sha256": self.weights_id,
+            "weights_path": self.weights_path,
+            "device": str(self.device),
+            "backend": self.backend.name,
+            "precision": self.precision,
+            "backend_selection": self.selection,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+
+def read_backend_report(weights_dir: Path | None, weights_id: str) -> dict | None:
+    """The agreement/speed report of ``triage optimize`` if it was made for these exact weights."""
+    if weights_dir is None or not (weights_dir / BACKENDS_FILE).exists():
+        return None
+    report = json.loads((weights_dir / BACKENDS_FILE).read_text())
+    return report if report.get("weights_sha256") == weights_id else None
+
+
+def choose_backend(requested: str, device: torch.device, weights_dir: Path | None, weights_id: str) -> dict:
+    """Pick the backend and say why (recorded in run.json).
+
+    ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
+    measured on real frames *and* accepted (scores within tolerance of fp32, identical events);
+    torch fp32 when no such report exists for these weights.
+    """
+    if requested != "auto" and requested not in BACKENDS:
+        raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
+    report = read_backend_report(weights_dir, weights_id)
+    if requested == "auto":
+        if device.type == "cuda":
+            return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        accepted = {k: v for k, v in (report or {}).get("candidates", {}).items()
+                    if v.get("accepted") and not k.endswith("fp16") and (has_ort or not k.startswith("ort-"))}
+        if not accepted:
+            return {"backend": "torch-fp32", "reason": "no backends.json from `triage optimize` for these weights"}
+        best = max(accepted, key=lambda k: accepted[k].get("frames_per_second", 0.0))
+        requested, reason = best, f"fastest accepted in {BACKENDS_FILE} ({accepted[best]['frames_per_second']:.0f} frames/s)"
+    else:
+        reason = "requested with --backend"
+    choice = {"backend": requested, "reason": reason}
+    if report and requested in report.get("candidates", {}):
+        choice["agreement"] = {k: report["candidates"][requested][k] for k in ("max_score_diff", "events_identical", "accepted") if k in report["candidates"][requested]}
+    if requested == "torch-fp16" and device.type != "cuda":
+        raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16 or ort-* on CPU")
+    if requested.startswith("ort-"):
+        onnx_file = weights_dir / f"model.{requested[4:]}.onnx" if weights_dir else None
+        if onnx_file is None or not onnx_file.exists():
+            raise WeightsError(weights_dir or "weights", f"backend {requested} needs model.{requested[4:]}.onnx; run `triage optimize` on this weights folder")
+        choice["onnx_file"] = str(onnx_file)
+    return choice

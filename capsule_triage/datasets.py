@@ -1,0 +1,227 @@
+"""Labelled image sets for training and evaluation.
+
+A data source is one of:
+* a manifest CSV with columns ``path,label`` and optionally a group column (``group``, ``patient``,
+  ``subject`` or ``near_dup_group``: frames that must stay on one side of a split) and ``split``
+  (``train``/``val``/``test``; ``validation``/``valid``/``dev`` mean ``val``). Paths are relative to
+  the CSV's folder. A folder holding ``manifest.csv`` is read through that manifest.
+* an image-folder tree: one sub-folder per class (images anywhere below it), optionally under split
+  folders ``train/``, ``val/``, ``test/``. A folder tree has no groups: every image is its own group.
+
+Validation frames come from the manifest's ``val`` split when it has one; otherwise
+:func:`assign_validation` moves whole groups of the training pool (``train`` or unassigned rows) to
+``val``, stratified by the groups' majority label, deterministically from a seed. ``test`` rows are
+never used for training.
+
+Images are loaded once as uint8 [N, 3, S, S] (short side resized to S with OpenCV's area filter, then
+centre-cropped: the same as the frame reader), ready for augmentation and the model's Preprocessor.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import InputError
+from .reader import IMAGE_SUFFIXES, natural_key, read_image_rgb
+
+GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
+                 "dev": "val", "test": "test", "testing": "test", "": ""}
+SPLIT_FOLDERS = ("train", "val", "test")
+MANIFEST_NAME = "manifest.csv"
+NORMAL_NAMES = ("normal", "negative", "healthy", "benign", "background")
+NORMAL_PREFIXES = ("normal", "non-", "non_", "no-", "no_")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image.
+
+    Attributes:
+        path: image file.
+        label: class name.
+        group: leakage unit (patient, subject, near-duplicate run); the path when none is given.
+        split: "train", "val", "test" or "" (unassigned: part of the training pool).
+    """
+
+    path: Path
+    label: str
+    group: str
+    split: str
+
+
+@dataclass
+class LabelledImages:
+    """Images of one split in memory.
+
+    Attributes:
+        images: uint8 [N, 3, S, S].
+        labels: int64 [N] indices into ``class_names``.
+        class_names: classes in model head order.
+        paths: image paths [N].
+        groups: group ids [N].
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    paths: list[str]
+    groups: list[str]
+
+
+def read_samples(data: str | Path) -> tuple[list[Sample], str | None]:
+    """All samples of a manifest CSV or image-folder tree, and the name of the group column (or None).
+
+    Raises:
+        InputError: missing source, unreadable manifest, missing columns or files, no images.
+    """
+    data = Path(data)
+    if data.is_dir() and (data / MANIFEST_NAME).is_file():
+        data = data / MANIFEST_NAME
+    if data.is_file():
+        return _read_manifest(data)
+    if data.is_dir():
+        return _read_tree(data), None
+    raise InputError(data, "no such manifest CSV or image folder")
+
+
+def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read manifest CSV ({exc})") from None
+    columns = set(rows[0]) if rows else set()
+    if not {"path", "label"} <= columns:
+        raise InputError(path, f"manifest needs columns path,label (found {sorted(columns) or 'no rows'})")
+    group_col = next((c for c in GROUP_COLUMNS if c in columns), None)
+    samples = []
+    for row in rows:
+        split = (row.get("split") or "").strip().lower()
+        if split not in SPLIT_ALIASES:
+            raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
+        image = (path.parent / row["path"]).resolve()
+        group = (row.get(group_col) or "").strip() if group_col else ""
+        samples.append(Sample(image, row["label"].strip(), group or str(image), SPLIT_ALIASES[split]))
+    missing = [s.path for s in samples if not s.path.is_file()]
+    if missing:
+        raise InputError(missing[0], f"image listed in {path.name} not found ({len(missing)} missing)")
+    return samples, group_col
+
+
+def _images_below(folder: Path) -> list[Path]:
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+def _read_tree(root: Path) -> list[Sample]:
+    split_dirs = [(root / s, s) for s in SPLIT_FOLDERS if (root / s).is_dir()]
+    samples = []
+    for folder, split in split_dirs or [(root, "")]:
+        for class_dir in sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)):
+            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in _images_below(class_dir)]
+    if not samples:
+        raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)")
+    return samples
+
+
+def class_order(labels: list[str] | set[str]) -> list[str]:
+    """Default head order: normal-looking names ("normal", "non-...", "negative", ...) first, then natural order."""
+    def is_normal(name: str) -> bool:
+        return name.lower() in NORMAL_NAMES or name.lower().startswith(NORMAL_PREFIXES)
+    return sorted(set(labels), key=lambda c: (not is_normal(c), natural_key(c)))
+
+
+def assign_validation(samples: list[Sample], *, val_fraction: float, seed: int) -> list[Sample]:
+    """Move whole groups of the training pool to "val", stratified by each group's majority label.
+
+    Keeps an existing "val" split as it is. Pool = samples with split "train" or "". Each label stratum
+    gets about ``val_fraction`` of its pool frames (whole groups, drawn in a seeded random order).
+    """
+    if any(s.split == "val" for s in samples) or val_fraction <= 0:
+        return [replace(s, split=s.split or "train") for s in samples]
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        if s.split in ("train", ""):
+            members[s.group].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for group in sorted(members, key=natural_key):
+        labels = Counter(samples[i].label for i in members[group])
+        strata[max(sorted(labels), key=labels.get)].append(group)
+    rng = np.random.default_rng(seed)
+    val_groups: set[str] = set()
+    for label in sorted(strata):
+        groups = [strata[label][j] for j in rng.permutation(len(strata[label]))]
+        target = val_fraction * sum(len(members[g]) for g in groups)
+        taken = 0
+        for group in groups[:-1]:  # the stratum always keeps at least one training group
+            if taken >= target:
+                break
+            val_groups.add(group)
+            taken += len(members[group])
+    return [replace(s, split="val" if s.group in val_groups and s.split in ("train", "") else (s.split or "train")) for s in samples]
+
+
+def select(samples: list[Sample], split: str) -> list[Sample]:
+    """Samples of one split ("all" = every sample)."""
+    return list(samples) if split == "all" else [s for s in samples if s.split == split]
+
+
+def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False) -> LabelledImages:
+    """Decode, resize (short side = ``size``) and centre-crop every sample to uint8 [N, 3, size, size].
+
+    Raises:
+        InputError: no samples, an undecodable image, or a label not in ``class_names``.
+    """
+    if not samples:
+        raise InputError("(data)", "no images in the requested split")
+    unknown = sorted({s.label for s in samples} - set(class_names))
+    if unknown:
+        raise InputError(samples[0].path.parent, f"label(s) {unknown} are not model classes {class_names}")
+    images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+    for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
+        images[i] = torch.from_numpy(_square(sample.path, size)).permute(2, 0, 1)
+    return LabelledImages(
+        images=images,
+        labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),
+        class_names=list(class_names),
+        paths=[str(s.path) for s in samples],
+        groups=[s.group for s in samples],
+    )
+
+
+def _square(path: Path, size: int) -> np.ndarray:
+    image = read_image_rgb(path)
+    if image is None:
+        raise InputError(path, "not a decodable image")
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    if scale != 1:
+        image = cv2.resize(image, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Balanced loss weights ``n / (C * n_c)`` (0 for a class without images)."""
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    return torch.where(counts > 0, len(labels) / (n_classes * counts.clamp_min(1)), torch.zeros_like(counts))
+
+
+def split_counts(samples: list[Sample]) -> dict[str, dict[str, int]]:
+    """{split: {label: count}} for reports."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for s in samples:
+        counts[s.split][s.label] += 1
+    return {split: dict(sorted(c.items())) for split, c in sorted(counts.items())}

@@ -1,0 +1,64 @@
+"""Redundant-frame skipping: capsules stall, so consecutive frames are often near-identical.
+
+A frame whose 16x16 grey thumbnail differs from the last *scored* frame's by less than
+``threshold`` (mean absolute difference, 0-255 scale) reuses that frame's probabilities instead of
+running the model. Comparing with the last scored frame (not the previous one) keeps a slow drift
+from being skipped forever. Off by default (see benchmarks/README.md for the measurement).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+THUMB = 16  # thumbnail side in blocks
+
+
+def thumbnails(frames: np.ndarray) -> np.ndarray:
+    """float32 [N, 16, 16] block-mean grey thumbnails of uint8 [N, H, W, 3] frames (vectorised)."""
+    n, h, w, _ = frames.shape
+    bh, bw = h // THUMB, w // THUMB
+    if bh == 0 or bw == 0:
+        return frames.mean(axis=3, dtype=np.float32)
+    crop = frames[:, : bh * THUMB, : bw * THUMB]
+    return crop.reshape(n, THUMB, bh, THUMB, bw, 3).mean(axis=(2, 4, 5), dtype=np.float32)
+
+
+class DuplicateSkipper:
+    """Stateful across batches of one stream: which frames need the model, and whom the others copy.
+
+    Args:
+        threshold: max mean absolute thumbnail difference (0-255) for a frame to count as a duplicate.
+    """
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.last_thumb: np.ndarray | None = None
+        self.last_probs: np.ndarray | None = None
+        self.skipped = 0
+
+    def plan(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (score_mask bool [N], source int [N]): source[i] = position in this batch whose
+        probabilities frame i takes, or -1 = the last scored frame of the previous batch."""
+        thumbs = thumbnails(frames)
+        n = len(frames)
+        score = np.ones(n, dtype=bool)
+        source = np.arange(n)
+        ref_thumb, ref_pos = self.last_thumb, -1
+        for i in range(n):
+            if ref_thumb is not None and np.abs(thumbs[i] - ref_thumb).mean() < self.threshold and (ref_pos >= 0 or self.last_probs is not None):
+                score[i] = False
+                source[i] = ref_pos
+            else:
+                ref_thumb, ref_pos = thumbs[i], i
+        self.last_thumb = ref_thumb
+        return score, source
+
+    def fill(self, scored_probs: np.ndarray, score: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """Expand probabilities of the scored frames to the whole batch."""
+        probs = np.empty((len(score), scored_probs.shape[1]), dtype=np.float32)
+        probs[score] = scored_probs
+        for i in np.flatnonzero(~score):
+            probs[i] = probs[source[i]] if source[i] >= 0 else self.last_probs
+        self.skipped += int((~score).sum())
+        self.last_probs = probs[np.flatnonzero(score)[-1]] if score.any() else self.last_probs
+        return probs

@@ -1,0 +1,39 @@
+"""Error types with messages meant for the person running the tool.
+
+Every error that is the input's fault is a :class:`TriageError` carrying the path it concerns; the
+CLI prints it as one line ``Error: <path>: <what is wrong>`` and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TriageError(Exception):
+    """A problem with an input (video, frame folder, weights, preset) the user can fix.
+
+    Args:
+        path: the file or folder the problem concerns.
+        message: what is wrong, in one line, without the path.
+    """
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}")
+
+
+class InputError(TriageError):
+    """The video or frame folder cannot be read."""
+
+
+class WeightsError(TriageError):
+    """The weights or their config are missing, unsafe or inconsistent."""
+
+
+class PresetError(TriageError):
+    """A pipeline preset is missing or malformed."""
+
+
+class OutputError(TriageError):
+    """The output directory cannot be written (exists without --force, disk full, ...)."""

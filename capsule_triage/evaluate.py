@@ -1,0 +1,294 @@
+"""Evaluate a weights folder on labelled frames; choose and store its operating threshold.
+
+``evaluate(weights, data, ...) -> dict`` scores one split of a manifest/folder (see datasets.py)
+through the model's own Preprocessor and reports accuracy, per-class precision / sensitivity /
+specificity / F1 with macro averages, ROC AUC (of the suspicion score = summed probability of the
+abnormal classes; one-vs-rest per class), the confusion matrix, a threshold table and, when the data
+has groups, per-group results. For two classes the predicted class is "abnormal" when the score
+reaches the model's operating threshold; for more, the argmax.
+
+With ``out_dir`` it writes ``metrics.json``, ``predictions.parquet``, ``thresholds.parquet``,
+``groups.parquet`` (when groups exist) and ``roc.png``. With ``target_sensitivity`` it first picks the
+highest threshold reaching that sensitivity on the validation split (never the evaluated split) and
+stores it in the weights' ``config.json``. With ``model_card`` it writes the numbers into a section
+of the weights' ``MODEL_CARD.md``, so the card never holds a hand-typed figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from . import metrics
+from .datasets import LabelledImages, assign_validation, load_images, read_samples, select
+from .errors import InputError, WeightsError
+from .model_config import ModelConfig
+from .preprocess import Preprocessor
+from .weights import CONFIG_NAME, load_model, weights_sha256
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities float32 [N, C] for uint8 [N,3,H,W] images (model left in eval mode)."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = preprocess(images[start : start + batch_size]).contiguous(memory_format=torch.channels_last)
+            out.append(torch.softmax(model(x).float(), dim=1))
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def suspicion(probs: np.ndarray, config: ModelConfig) -> np.ndarray:
+    return probs[:, config.abnormal_indices].sum(axis=1)
+
+
+def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, groups: list[str] | None = None) -> dict:
+    """All metrics of one set of predictions (JSON-ready; NaN for undefined ratios)."""
+    names = config.class_names
+    score = suspicion(probs, config)
+    positive = np.isin(labels, config.abnormal_indices)
+    if len(names) == 2:
+        normal = next(i for i in range(2) if i not in config.abnormal_indices)
+        pred = np.where(score >= config.threshold, config.abnormal_indices[0], normal)
+    else:
+        pred = probs.argmax(axis=1)
+    cm = metrics.confusion_matrix(labels, pred, len(names))
+    report = metrics.per_class_report(cm, names)
+    triage = metrics.binary_report(positive, score, config.threshold)
+    out = {
+        "n": int(len(labels)), "class_names": names, "abnormal_classes": config.abnormal_classes, "threshold": config.threshold,
+        "auc": metrics.roc_auc(positive, score), "accuracy": report["accuracy"],
+        "sensitivity": triage["sensitivity"], "specificity": triage["specificity"], "f1": triage["f1"], "precision": triage["precision"],
+        "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "triage": triage,
+        "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names),
+    }
+    if groups is not None and len(set(groups)) < len(groups):
+        out["groups"] = metrics.group_summary(metrics.group_table(np.array(groups), positive, score, config.threshold), config.threshold)
+    return out
+
+
+def evaluate(
+    weights: str | Path,
+    data: str | Path,
+    split: str = "test",
+    *,
+    out_dir: str | Path | None = None,
+    border: str | None = None,
+    target_sensitivity: float | None = None,
+    val_data: str | Path | None = None,
+    model_card: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict:
+    """Evaluate ``weights`` on ``split`` ("test", "val", "train" or "all") of ``data``.
+
+    Args:
+        border: evaluate with this border mode instead of the model's (e.g. "none" for the border check).
+        target_sensitivity: choose the operating threshold on validation data (``val_data``, else the
+            ``val`` split of ``data`` as training made it) and store it in the weights' config.json.
+        model_card: name of the MODEL_CARD.md section to (re)write with these results.
+
+    Raises:
+        TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
+    """
+    model, config = load_model(weights)
+    model = model.to(memory_format=torch.channels_last)
+    if border is not None:
+        if target_sensitivity is not None:
+            raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
+        config = ModelConfig.from_dict({**config.to_dict(), "border": border})
+    samples = with_validation(data, config)
+    split = split if split == "all" or any(s.split == split for s in samples) else _missing_split(data, split, samples)
+    selection = None
+    if target_sensitivity is not None:
+        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights)
+    images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
+    probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
+    result = {"model": config.name, "architecture": config.architecture, "weights": str(weights),
+              "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
+              **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
+    if selection is not None:
+        result["threshold_selection"] = selection
+    if out_dir is not None:
+        write_outputs(Path(out_dir), result, images, probs, config)
+    if model_card is not None:
+        write_card_section(Path(weights), model_card, result)
+        write_training_section(Path(weights), config)
+    return result
+
+
+def with_validation(data: str | Path, config: ModelConfig) -> list:
+    """The samples of ``data`` with the validation split the model was trained with.
+
+    A manifest with its own ``val`` rows keeps them; otherwise the group-disjoint split is remade
+    from the seed and fraction that training recorded in the weights' provenance (if any).
+    """
+    samples = read_samples(data)[0]
+    split = config.provenance.get("training", {}).get("split")
+    if any(s.split == "val" for s in samples) or not split or not split.get("val_fraction"):
+        return samples
+    return assign_validation(samples, val_fraction=split["val_fraction"], seed=split["seed"])
+
+
+def _missing_split(data: str | Path, split: str, samples: list) -> str:
+    if not any(s.split for s in samples):
+        return "all"  # data without any split information: evaluate everything
+    raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
+
+
+def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path) -> dict:
+    """Pick the highest threshold with validation sensitivity >= ``target`` and store it in config.json."""
+    folder = Path(weights)
+    if not (folder / CONFIG_NAME).is_file():
+        raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
+    samples = with_validation(data, config)
+    if not any(s.split == "val" for s in samples):
+        raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
+    val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
+    score = suspicion(predict_probs(model, Preprocessor(config), val.images), config)
+    positive = np.isin(val.labels.numpy(), config.abnormal_indices)
+    try:
+        threshold = metrics.threshold_for_sensitivity(positive, score, target)
+    except ValueError as exc:
+        raise InputError(data, str(exc)) from None
+    report = metrics.binary_report(positive, score, threshold)
+    selection = {"method": f"highest threshold with sensitivity >= {target} on the validation split", "target_sensitivity": target,
+                 "data": str(data), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
+                 "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
+    config.threshold = threshold  # exact: rounding up would drop the positive that sets it
+    config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
+    config.save(folder / CONFIG_NAME)
+    return selection
+
+
+def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:
+    """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(_json_ready(result), indent=2) + "\n")
+    score = suspicion(probs, config)
+    positive = np.isin(images.labels.numpy(), config.abnormal_indices)
+    columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
+               "abnormal": positive, "score": score, "flagged": score >= config.threshold}
+    columns.update({f"prob_{name}": probs[:, i] for i, name in enumerate(config.class_names)})
+    meta = {"model": config.name, "threshold": str(config.threshold), "split": result["split"], "border": config.border}
+    pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")
+    pq.write_table(pa.table(metrics.threshold_table(positive, score)), out / "thresholds.parquet")
+    if "groups" in result:
+        pq.write_table(pa.table(metrics.group_table(np.array(images.groups), positive, score, config.threshold)), out / "groups.parquet")
+    curves = {"abnormal": metrics.roc_curve(positive, score)[:2]}
+    if len(config.class_names) > 2:
+        curves.update({c: metrics.roc_curve(images.labels.numpy() == i, probs[:, i])[:2] for i, c in enumerate(config.class_names)})
+    op = (1 - result["specificity"], result["sensitivity"])
+    cv2.imwrite(str(out / "roc.png"), draw_roc(curves, title=f"{config.name} {result['split']} AUC {result['auc']:.4f}", point=op))
+
+
+def draw_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str, point: tuple[float, float] | None = None, size: int = 480) -> np.ndarray:
+    """A BGR image of ROC curves (fpr, tpr) with axes, the chance diagonal and an operating point."""
+    img = np.full((size, size, 3), 255, np.uint8)
+    left, right, top, bottom = 50, size - 20, 45, size - 45
+    def xy(fpr: float, tpr: float) -> tuple[int, int]:
+        return int(left + fpr * (right - left)), int(bottom - tpr * (bottom - top))
+    cv2.rectangle(img, xy(0, 0), xy(1, 1), (0, 0, 0), 1)
+    cv2.line(img, xy(0, 0), xy(1, 1), (180, 180, 180), 1, cv2.LINE_AA)
+    for t in (0.0, 0.5, 1.0):
+        cv2.putText(img, f"{t:.1f}", (xy(t, 0)[0] - 10, bottom + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(img, f"{t:.1f}", (left - 30, xy(0, t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    colors = [(200, 60, 0), (0, 140, 0), (0, 0, 200), (160, 0, 160), (0, 160, 160)]
+    for k, (name, (fpr, tpr)) in enumerate(curves.items()):
+        if np.isnan(fpr).any() or np.isnan(tpr).any():
+            continue
+        pts = np.array([xy(f, t) for f, t in zip(fpr, tpr)], np.int32)
+        cv2.polylines(img, [pts], False, colors[k % len(colors)], 2, cv2.LINE_AA)
+        cv2.putText(img, name, (right - 120, bottom - 10 - 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colors[k % len(colors)], 1)
+    if point is not None and not any(math.isnan(v) for v in point):
+        cv2.circle(img, xy(*point), 5, (0, 0, 0), 2)
+    cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "true positive rate (sensitivity)", (left - 30, top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(img, "false positive rate (1 - specificity)", (size // 2 - 110, size - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    return img
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def card_numbers(result: dict) -> dict:
+    """The headline numbers a model card quotes (rounded to 4 decimals)."""
+    keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names")
+    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys}
+    return _json_ready(out)
+
+
+def write_card_section(folder: Path, section: str, result: dict) -> Path:
+    """(Re)write section ``section`` of ``folder/MODEL_CARD.md`` with ``result``'s numbers."""
+    if not folder.is_dir():
+        raise WeightsError(folder, "--model-card needs a weights folder")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", section):
+        raise InputError(section, "model card section names use letters, digits, '.', '_' and '-' only")
+    numbers = card_numbers(result)
+    cm = numbers["confusion_matrix"]
+    lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
+             f"operating threshold {numbers['threshold']}.", "",
+             "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
+             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
+             "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
+             "```json", json.dumps(numbers), "```"]
+    return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+
+
+def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
+    begin, end = f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
+    block = f"{begin}\n{body}\n{end}"
+    text = card.read_text() if card.exists() else f"# {title}\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    card.write_text(text)
+    return card
+
+
+def write_training_section(folder: Path, config: ModelConfig) -> None:
+    """(Re)write the card's "training" section from the provenance that training and eval stored."""
+    training = config.provenance.get("training", {})
+    chosen = config.provenance.get("operating_threshold")
+    lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
+             f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
+             f"{training.get('threads')} threads).", "",
+             f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
+             f"best checkpoint: {json.dumps(training.get('best'))}."]
+    if chosen:
+        lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']} (target {chosen['target_sensitivity']}; "
+                  f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
+                  f"specificity {_pct(chosen['val_specificity'])})."]
+    _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
+
+
+def read_card_section(folder: Path, section: str) -> dict:
+    """The JSON numbers of one section of ``folder/MODEL_CARD.md``."""
+    text = (Path(folder) / CARD_NAME).read_text()
+    match = re.search(rf"<!-- triage-eval:{re.escape(section)}:begin -->.*?```json\n(.*?)\n```", text, re.S)
+    if match is None:
+        raise WeightsError(folder, f"no triage-eval section {section!r} in {CARD_NAME}")
+    return json.loads(match.group(1))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"

@@ -1,0 +1,88 @@
+"""The nouns that flow through the pipeline: frames with their timestamps, and what a source holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FrameBatch:
+    """A batch of decoded frames; pixels never travel without their time.
+
+    Attributes:
+        data: uint8 [N, H, W, 3], RGB, C-contiguous (NHWC).
+        frame_index: int64 [N], position of each frame in decode order of the source (gaps mark
+            frames that failed to decode).
+        pts_seconds: float64 [N], presentation time of each frame in seconds from the stream
+            (pts x time_base), so variable frame rate is preserved.
+    """
+
+    data: np.ndarray
+    frame_index: np.ndarray
+    pts_seconds: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.data.dtype != np.uint8 or self.data.ndim != 4 or self.data.shape[-1] != 3:
+            raise ValueError(f"FrameBatch.data must be uint8 [N,H,W,3], got {self.data.dtype} {self.data.shape}")
+        n = self.data.shape[0]
+        if self.frame_index.shape != (n,) or self.pts_seconds.shape != (n,):
+            raise ValueError(
+                f"FrameBatch: {n} frames but frame_index {self.frame_index.shape} and pts_seconds {self.pts_seconds.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+@dataclass
+class SourceInfo:
+    """What the header (or folder listing) says about a source, before decoding.
+
+    Attributes:
+        path: the video file or frame folder.
+        kind: "video" or "frames".
+        codec: codec name ("h264", "mjpeg", ...) or image format for folders.
+        width: frame width in pixels (first frame for folders).
+        height: frame height in pixels.
+        average_fps: average frame rate from the header (or the folder's --fps); may be None.
+        duration_seconds: duration from the header; None when the container does not say.
+        num_frames_from_header: frame count the header claims (0 or None when unknown).
+        size_bytes: size of the file, or total size of the folder's images.
+    """
+
+    path: str
+    kind: str
+    codec: str
+    width: int
+    height: int
+    average_fps: float | None
+    duration_seconds: float | None
+    num_frames_from_header: int | None
+    size_bytes: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DecodeStats:
+    """Counters a reader fills while streaming.
+
+    Attributes:
+        frames_decoded: frames delivered.
+        frames_skipped: frames (or images) that failed to decode and were skipped.
+        errors: first few decode error messages, for run.json.
+        frames_reused: frames not scored because they duplicated the last scored frame.
+    """
+
+    frames_decoded: int = 0
+    frames_skipped: int = 0
+    frames_reused: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def skip(self, message: str) -> None:
+        self.frames_skipped += 1
+        if len(self.errors) < 10:
+            self.errors.append(message)

@@ -1,0 +1,151 @@
+"""Classification metrics in pure numpy: confusion matrix, per-class and averaged scores, ROC/AUC,
+threshold tables and per-group aggregation.
+
+Conventions: ``y_true`` and ``y_pred`` are int class indices [N]; ``scores`` are float [N] where a
+higher value means "more abnormal"; ``positive`` [N] bool marks the abnormal (positive) frames.
+Sensitivity = recall = TP/(TP+FN); specificity = TN/(TN+FP); F1 = 2TP/(2TP+FP+FN). A ratio whose
+denominator is 0 is NaN (reported as null in JSON), never a silent 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else float("nan")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 [C, C]: rows = true class, columns = predicted class."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    if y_true.size and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n_classes):
+        raise ValueError(f"class indices must be in [0, {n_classes})")
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
+    """Per-class precision, sensitivity, specificity, F1 and support, their macro averages, and accuracy."""
+    cm = np.asarray(cm, dtype=np.int64)
+    total = cm.sum()
+    classes = {}
+    for i, name in enumerate(class_names):
+        tp = cm[i, i]
+        fn = cm[i].sum() - tp
+        fp = cm[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        classes[name] = {
+            "precision": _ratio(tp, tp + fp),
+            "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "support": int(tp + fn),
+        }
+    macro = {k: float(np.nanmean([c[k] for c in classes.values()])) for k in ("precision", "sensitivity", "specificity", "f1")}
+    return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro}
+
+
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve over the distinct score values.
+
+    Returns:
+        (fpr, tpr, thresholds), each float64 [K+1]; point i flags ``scores >= thresholds[i]``;
+        the first point is (0, 0) at threshold +inf.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, p = scores[order], positive[order]
+    last_of_value = np.r_[np.nonzero(np.diff(s))[0], s.size - 1] if s.size else np.array([], dtype=np.int64)
+    tps = np.cumsum(p)[last_of_value]
+    fps = np.cumsum(~p)[last_of_value]
+    n_pos, n_neg = int(p.sum()), int((~p).sum())
+    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.full(tps.size + 1, np.nan)
+    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.full(fps.size + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last_of_value]]
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half); NaN unless both classes are present."""
+    fpr, tpr, _ = roc_curve(positive, scores)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
+        return float("nan")
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def auc_one_vs_rest(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """AUC of each class against the rest, and their macro average."""
+    y_true = np.asarray(y_true)
+    per_class = {name: roc_auc(y_true == i, probs[:, i]) for i, name in enumerate(class_names)}
+    return {"per_class": per_class, "macro": float(np.nanmean(list(per_class.values()))) if per_class else float("nan")}
+
+
+def binary_report(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Counts and rates when frames with ``score >= threshold`` are flagged abnormal."""
+    positive = np.asarray(positive, dtype=bool)
+    flagged = np.asarray(scores) >= threshold
+    tp, fp = int((flagged & positive).sum()), int((flagged & ~positive).sum())
+    fn, tn = int((~flagged & positive).sum()), int((~flagged & ~positive).sum())
+    return {
+        "threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
+        "precision": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn), "accuracy": _ratio(tp + tn, positive.size),
+    }
+
+
+def threshold_table(positive: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, precision and flagged fraction per threshold (default 0.00..1.00 by 0.01)."""
+    thresholds = np.round(np.linspace(0, 1, 101), 2) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    rows = [binary_report(positive, scores, t) for t in thresholds]
+    n = max(len(np.asarray(scores)), 1)
+    table = {k: np.array([r[k] for r in rows]) for k in ("threshold", "sensitivity", "specificity", "precision", "tp", "fp", "tn", "fn")}
+    table["flagged_fraction"] = (table["tp"] + table["fp"]) / n
+    return table
+
+
+def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity (``score >= threshold``) is at least ``target``.
+
+    Raises:
+        ValueError: ``target`` outside (0, 1] or no positive frame.
+    """
+    if not 0 < target <= 1:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    pos_scores = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(positive, dtype=bool)])[::-1]
+    if pos_scores.size == 0:
+        raise ValueError("no positive (abnormal) frame to choose a threshold on")
+    k = max(1, math.ceil(target * pos_scores.size - 1e-9))
+    return float(pos_scores[k - 1])
+
+
+def group_table(groups: np.ndarray, positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """One row per group: frame count, abnormal frames, max and mean score, flagged (max >= threshold).
+
+    A group (patient, video, near-duplicate run) is abnormal when any of its frames is.
+    """
+    groups = np.asarray(groups).astype(str)
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    names, inverse = np.unique(groups, return_inverse=True)
+    count = np.bincount(inverse, minlength=names.size)
+    n_abnormal = np.bincount(inverse, weights=positive, minlength=names.size).astype(np.int64)
+    score_max = np.full(names.size, -np.inf)
+    np.maximum.at(score_max, inverse, scores)
+    score_mean = np.bincount(inverse, weights=scores, minlength=names.size) / np.maximum(count, 1)
+    return {
+        "group": names, "n_frames": count, "n_abnormal": n_abnormal, "abnormal": n_abnormal > 0,
+        "score_max": score_max, "score_mean": score_mean, "flagged": score_max >= threshold,
+    }
+
+
+def group_summary(table: dict[str, np.ndarray], threshold: float) -> dict:
+    """Group-level binary metrics on each group's maximum score."""
+    report = binary_report(table["abnormal"], table["score_max"], threshold)
+    return {"n_groups": int(table["group"].size), "auc_max_score": roc_auc(table["abnormal"], table["score_max"]), **report}

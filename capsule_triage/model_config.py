@@ -1,0 +1,121 @@
+"""The model's own description: architecture, classes, and the preprocessing its weights expect.
+
+Preprocessing is data attached to the weights (as timm's ``PretrainedCfg``): input size, mean/std,
+interpolation and the border handling travel in ``config.json`` beside ``model.safetensors`` and are
+never hard-coded elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import WeightsError
+
+BORDER_MODES = ("circle", "fov", "none")
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a classifier and feed it correctly.
+
+    Attributes:
+        architecture: timm model name (e.g. "resnet50", "resnetv2_101x3_bit", "tf_efficientnet_lite0").
+        class_names: output classes in head order.
+        abnormal_classes: the classes whose probability mass is the suspicion score.
+        input_size: square input side in pixels.
+        mean: per-channel mean on the 0-1 pixel scale (RGB).
+        std: per-channel std on the 0-1 pixel scale (RGB).
+        interpolation: resize filter ("bilinear" or "bicubic").
+        border: how frames are made border-neutral: "circle" (fixed centred circular mask),
+            "fov" (crop to the detected field of view, then the circular mask) or "none".
+        border_radius: radius of the circular mask as a fraction of half the input side.
+        threshold: operating threshold on the suspicion score (chosen on validation data).
+        name: short model name for reports.
+        provenance: free-form facts on where the weights come from (data, command, licence).
+    """
+
+    architecture: str
+    class_names: list[str]
+    abnormal_classes: list[str]
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    border: str = "circle"
+    border_radius: float = 0.89
+    threshold: float = 0.5
+    name: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.class_names = [str(c) for c in self.class_names]
+        self.abnormal_classes = [str(c) for c in self.abnormal_classes]
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+
+    def validate(self, where: str | Path = "config.json") -> None:
+        """Raise :class:`WeightsError` naming the first inconsistent field."""
+        if len(self.class_names) < 2:
+            raise WeightsError(where, f"class_names needs at least 2 classes, got {self.class_names}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise WeightsError(where, f"class_names has duplicates: {self.class_names}")
+        unknown = [c for c in self.abnormal_classes if c not in self.class_names]
+        if unknown or not self.abnormal_classes:
+            raise WeightsError(where, f"abnormal_classes {self.abnormal_classes} must be a non-empty subset of class_names {self.class_names}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise WeightsError(where, f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
+        if self.border not in BORDER_MODES:
+            raise WeightsError(where, f"border must be one of {BORDER_MODES}, got {self.border!r}")
+        if not 0 < self.border_radius <= 1.5:
+            raise WeightsError(where, f"border_radius must be in (0, 1.5], got {self.border_radius}")
+        if not 16 <= self.input_size <= 1024:
+            raise WeightsError(where, f"input_size must be in [16, 1024], got {self.input_size}")
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise WeightsError(where, f"interpolation must be 'bilinear' or 'bicubic', got {self.interpolation!r}")
+        if not 0 <= self.threshold <= 1:
+            raise WeightsError(where, f"threshold must be in [0, 1], got {self.threshold}")
+
+    @property
+    def abnormal_indices(self) -> list[int]:
+        return [self.class_names.index(c) for c in self.abnormal_classes]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return {"config_version": CONFIG_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str | Path = "config.json") -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k != "config_version"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WeightsError(where, f"unknown config field(s) {unknown}; known: {sorted(known)}")
+        missing = [k for k in ("architecture", "class_names", "abnormal_classes") if k not in data]
+        if missing:
+            raise WeightsError(where, f"missing config field(s) {missing}")
+        try:
+            config = cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(where, f"malformed config ({exc})") from None
+        config.validate(where)
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise WeightsError(path, "config.json not found") from None
+        except (OSError, ValueError) as exc:
+            raise WeightsError(path, f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise WeightsError(path, "config.json must hold a JSON object")
+        return cls.from_dict(data, path)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -1,0 +1,228 @@
+"""Write a study's outputs: Parquet tables, thumbnails and run.json, atomically.
+
+Everything is written into a hidden staging folder beside the destination and renamed into place
+only when complete, so ``OUT_DIR`` is either absent or whole: an interrupted or failed run never
+leaves a half-written Parquet behind. An existing ``OUT_DIR`` is replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, OutputError, TriageError
+from .ranking import Event, Ranking
+
+SCHEMA_VERSION = "1"
+FRAMES_FILE = "frames.parquet"
+EVENTS_FILE = "events.parquet"
+TOP_FRAMES_FILE = "top_frames.parquet"
+RUN_FILE = "run.json"
+THUMBNAILS_DIR = "thumbnails"
+PARTIAL_MARK = ".partial-"
+REPLACED_MARK = ".replaced-"  # an old output being swapped out (``--force``); deleted right after
+
+
+def prob_column(class_name: str) -> str:
+    return f"prob_{class_name}"
+
+
+class StagedOutput:
+    """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
+
+    def __init__(self, final: str | Path, *, force: bool = False):
+        self.final = Path(final).absolute()
+        self.force = force
+        self.staging: Path | None = None
+        self._created_parent: Path | None = None
+
+    def check(self) -> None:
+        """Raise early (before any work) if the destination may not be written."""
+        if self.final.exists() and not self.force:
+            raise OutputError(self.final, "output already exists; use --force to replace it")
+        if self.final.exists() and not self.final.is_dir():
+            raise OutputError(self.final, "output path exists and is not a directory")
+
+    def __enter__(self) -> Path:
+        self.check()
+        parent = self.final.parent
+        if not parent.exists():
+            top = parent
+            while not top.parent.exists():
+                top = top.parent
+            self._created_parent = top
+            parent.mkdir(parents=True)
+        remove_stale_partials(parent, self.final.name)
+        self.staging = parent / f".{self.final.name}{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.staging.mkdir()
+        except OSError as exc:
+            raise OutputError(parent, f"cannot write here ({exc.strerror or exc})") from None
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self._discard()
+            if isinstance(exc, OSError):  # e.g. a full disk: one clear error, nothing left behind
+                raise self._os_error(exc) from None
+            if isinstance(exc, OutputError) and self._in_staging(exc.path):  # name the output, not the vanished staging folder
+                detail = re.sub(r"^cannot write \((.*)\)$", r"\1", exc.message)
+                raise OutputError(self.final, f"cannot write the output ({detail}); nothing was written") from None
+            return False
+        trash = None
+        try:
+            if self.final.exists():
+                trash = self.final.parent / f".{self.final.name}{REPLACED_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                os.rename(self.final, trash)
+            os.rename(self.staging, self.final)
+        except OSError as exc:
+            if trash is not None and not self.final.exists():
+                os.rename(trash, self.final)
+                trash = None
+            self._discard()
+            raise OutputError(self.final, f"cannot move the finished output into place ({exc.strerror or exc})") from None
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return False
+
+    def _os_error(self, exc: OSError) -> TriageError:
+        """An OS error while writing becomes an :class:`OutputError` (or an :class:`InputError` if
+        it concerns a file outside the staging folder, e.g. the input vanished while thumbnails were re-read)."""
+        problem = os.strerror(exc.errno) if exc.errno in errno.errorcode else (exc.strerror or str(exc).strip() or type(exc).__name__)
+        filename = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) else None
+        if filename and not self._in_staging(filename):
+            return InputError(filename, problem.splitlines()[0][:160])
+        return OutputError(self.final, f"cannot write the output ({problem.splitlines()[0][:160]}); nothing was written")
+
+    def _in_staging(self, path: str | Path) -> bool:
+        return self.staging is not None and Path(path).absolute().is_relative_to(self.staging)
+
+    def _discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if self._created_parent is not None:
+            shutil.rmtree(self._created_parent, ignore_errors=True)
+
+
+def remove_stale_partials(parent: Path, name: str) -> None:
+    """Delete staging (and swapped-out) folders of runs whose process is gone (e.g. killed with SIGKILL).
+
+    Names are compared as strings, not as glob patterns: an output named ``a[1]`` is matched exactly.
+    """
+    for mark in (PARTIAL_MARK, REPLACED_MARK):
+        prefix = f".{name}{mark}"
+        for path in parent.iterdir():
+            if not path.name.startswith(prefix):
+                continue
+            pid_text = path.name[len(prefix):].split("-")[0]
+            if pid_text.isdigit() and not _alive(int(pid_text)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _metadata(provenance: dict) -> dict[bytes, bytes]:
+    meta = {"schema_version": SCHEMA_VERSION, **{k: str(v) for k, v in provenance.items()}}
+    return {k.encode(): v.encode() for k, v in meta.items()}
+
+
+def write_table(path: Path, columns: dict[str, pa.Array], provenance: dict) -> None:
+    table = pa.table(columns)
+    table = table.replace_schema_metadata(_metadata(provenance))
+    with open(path, "wb") as fh:  # a Python file: pyarrow's own path handling rejects non-UTF-8 names
+        pq.write_table(table, fh, compression="zstd")
+
+
+def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking) -> dict[str, pa.Array]:
+    """Columns of frames.parquet: one row per decoded frame."""
+    columns = {
+        "frame_index": pa.array(frame_index, pa.int64()),
+        "pts_seconds": pa.array(pts_seconds, pa.float64()),
+        "score": pa.array(scores, pa.float32()),
+    }
+    for i, name in enumerate(class_names):
+        columns[prob_column(name)] = pa.array(probs[:, i], pa.float32())
+    columns["smoothed_score"] = pa.array(ranking.smoothed, pa.float32())
+    columns["flagged"] = pa.array(ranking.event_id >= 0, pa.bool_())
+    columns["event_id"] = pa.array(ranking.event_id, pa.int32())
+    return columns
+
+
+def events_table(events: list[Event], thumbnails: dict[int, str]) -> dict[str, pa.Array]:
+    """Columns of events.parquet: one row per event, in rank order (rank 0 = highest peak score)."""
+    def col(name, typ):
+        return pa.array([getattr(e, name) for e in events], typ)
+
+    return {
+        "rank": pa.array(range(len(events)), pa.int32()),
+        "event_id": col("event_id", pa.int32()),
+        "start_frame": col("start_frame", pa.int64()),
+        "end_frame": col("end_frame", pa.int64()),
+        "start_seconds": col("start_seconds", pa.float64()),
+        "end_seconds": col("end_seconds", pa.float64()),
+        "duration_seconds": pa.array([e.end_seconds - e.start_seconds for e in events], pa.float64()),
+        "peak_frame": col("peak_frame", pa.int64()),
+        "peak_seconds": col("peak_seconds", pa.float64()),
+        "peak_score": col("peak_score", pa.float32()),
+        "mean_score": col("mean_score", pa.float32()),
+        "frame_count": col("frame_count", pa.int64()),
+        "dominant_class": col("dominant_class", pa.string()),
+        "thumbnail": pa.array([thumbnails.get(e.peak_frame) for e in events], pa.string()),
+    }
+
+
+def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dict[int, str]) -> dict[str, pa.Array]:
+    """Columns of top_frames.parquet: the top-K single frames after temporal NMS."""
+    return {
+        "rank": pa.array(range(len(top_frames)), pa.int32()),
+        "frame_index": pa.array([t[0] for t in top_frames], pa.int64()),
+        "pts_seconds": pa.array([t[1] for t in top_frames], pa.float64()),
+        "score": pa.array([t[2] for t in top_frames], pa.float32()),
+        "thumbnail": pa.array([thumbnails.get(t[0]) for t in top_frames], pa.string()),
+    }
+
+
+def write_thumbnails(folder: Path, images: dict[int, np.ndarray], *, quality: int = 90) -> dict[int, str]:
+    """JPEGs named by frame index; returns frame_index -> path relative to the output folder."""
+    (folder / THUMBNAILS_DIR).mkdir(exist_ok=True)
+    written = {}
+    for frame_index, rgb in sorted(images.items()):
+        rel = f"{THUMBNAILS_DIR}/frame_{frame_index:07d}.jpg"
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise OutputError(folder / rel, "JPEG encoding failed")
+        (folder / rel).write_bytes(data.tobytes())
+        written[frame_index] = rel
+    return written
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

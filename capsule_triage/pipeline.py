@@ -1,0 +1,233 @@
+"""The composition: one function runs probe -> read -> classify -> rank -> write for one study.
+
+``triage run``, ``triage batch`` (local or Ray) and the benchmarks all call :func:`triage_study`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .background import prefetch
+from .classifier import Classifier
+from .errors import InputError, WeightsError
+from .dedup import DuplicateSkipper
+from .frames import DecodeStats, FrameBatch, SourceInfo
+from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
+                      top_frames_table, write_json, write_table, write_thumbnails)
+from .presets import Pipeline, weights_not_installed
+from .ranking import Ranking, rank
+from .report import write_report
+from .reader import ReadOptions, probe, read_frames, read_frames_at
+from .weights import file_sha256
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings (CLI flags); None = the preset's value.
+
+    Attributes:
+        out: output folder (None = ``<input>_triage`` beside the input).
+        force: replace an existing output folder.
+        batch_size: frames per inference batch.
+        threshold: enter threshold of the event hysteresis (None = the model's operating threshold).
+        top_k: number of single top frames.
+        folder_fps: frame rate of a frame folder without timestamps.
+        timestamps_csv: per-image timestamps for a frame folder.
+        progress: show a tqdm bar.
+        queue_depth: decoded batches the reader may run ahead of inference.
+        skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
+            by less than this (mean abs, 0-255); None = score every frame.
+        report: also write the HTML review page (report.html), inside the same atomic output.
+    """
+
+    out: Path | None = None
+    force: bool = False
+    batch_size: int | None = None
+    threshold: float | None = None
+    top_k: int | None = None
+    folder_fps: float | None = None
+    timestamps_csv: Path | None = None
+    progress: bool = False
+    queue_depth: int = 4
+    skip_duplicates: float | None = None
+    report: bool = True
+
+
+@dataclass
+class StudyResult:
+    """What a finished run reports (also the row a batch summary is built from)."""
+
+    out_dir: Path
+    frames: int
+    frames_skipped: int
+    events: int
+    flagged_fraction: float
+    top_score: float
+    wall_seconds: float
+    fps: float
+    model: str
+    input_sha256: str
+    run: dict = field(default_factory=dict)
+
+
+def default_out_dir(input_path: Path) -> Path:
+    return input_path.parent / f"{input_path.stem if input_path.is_file() else input_path.name}_triage"
+
+
+def load_classifier(pipeline: Pipeline, *, weights: str | None = None, device: str = "auto", backend: str = "auto",
+                    threads: int | None = None) -> Classifier:
+    """The preset's model (or ``weights``), checked against the preset's classes."""
+    location = weights or pipeline.weights
+    if not location or (not location.startswith("hub:") and not Path(location).exists()):
+        if weights:
+            raise WeightsError(location, "weights not found")
+        raise weights_not_installed(pipeline)
+    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads)
+
+
+def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:
+    """Triage one video or frame folder into ``options.out``.
+
+    Raises:
+        TriageError: bad input or output (nothing is left behind).
+    """
+    started = time.perf_counter()
+    input_path = Path(input_path)
+    read = _read_options(pipeline.read, classifier, options)
+    info = probe(input_path, read)  # fails fast, before any output exists
+    params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
+    staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force)
+    staged.check()
+    stats = DecodeStats()
+    frame_index, pts, probs = _score_stream(input_path, read, classifier, stats, info, options)
+    order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
+    frame_index, pts, probs = frame_index[order], pts[order], probs[order]
+    config = classifier.config
+    ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params)
+    input_sha = source_sha256(input_path)
+    provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
+    with staged as folder:
+        thumbs = _thumbnails(folder, input_path, ranking)
+        write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
+                    class_names=config.class_names, scores=ranking.scores, ranking=ranking), provenance)
+        write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
+        write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
+        wall = time.perf_counter() - started
+        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall)
+        write_json(folder / RUN_FILE, run)
+        if options.report:
+            write_report(folder)
+    n = len(pts)
+    return StudyResult(
+        out_dir=staged.final, frames=n, frames_skipped=stats.frames_skipped, events=len(ranking.events),
+        flagged_fraction=float((ranking.event_id >= 0).mean()) if n else 0.0,
+        top_score=float(ranking.scores.max()) if n else 0.0, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
+        model=provenance["model"], input_sha256=input_sha, run=run,
+    )
+
+
+def _read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:
+    """Decode straight to the model's input size (resize inside the decoder's swscale pass).
+
+    With a detected field-of-view crop the frame keeps its shape at twice the input size, so the
+    crop found by the preprocessor still has enough pixels.
+    """
+    fov = classifier.config.border == "fov"
+    return replace(
+        base,
+        short_side=classifier.config.input_size * (2 if fov else 1),
+        square_crop=not fov,
+        batch_size=options.batch_size or base.batch_size,
+        folder_fps=options.folder_fps or base.folder_fps,
+        timestamps_csv=options.timestamps_csv or base.timestamps_csv,
+    )
+
+
+def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, stats: DecodeStats, info: SourceInfo,
+                  options: RunOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    indices, times, probs = [], [], []
+    total = info.num_frames_from_header or None
+    skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
+    with tqdm(total=total, unit="frame", desc=input_path.name[:40], disable=not options.progress, dynamic_ncols=True) as bar:
+        for batch in prefetch(read_frames(input_path, read, stats), depth=options.queue_depth):
+            if skipper is None:
+                batch_probs = classifier(batch).probs
+            else:
+                score, source = skipper.plan(batch.data)
+                subset = FrameBatch(batch.data[score], batch.frame_index[score], batch.pts_seconds[score])
+                scored = classifier(subset).probs if len(subset) else np.empty((0, len(classifier.config.class_names)), np.float32)
+                batch_probs = skipper.fill(scored, score, source)
+            indices.append(batch.frame_index)
+            times.append(batch.pts_seconds)
+            probs.append(batch_probs)
+            bar.update(len(batch))
+    stats.frames_reused = skipper.skipped if skipper else 0
+    if not probs:
+        raise InputError(input_path, "no decodable frames")
+    return np.concatenate(indices), np.concatenate(times), np.concatenate(probs)
+
+
+def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, str]:
+    wanted = {e.peak_frame: e.peak_seconds for e in ranking.events}
+    wanted.update({f: t for f, t, _ in ranking.top_frames})
+    if not wanted:
+        return {}
+    images = read_frames_at(input_path, list(wanted), list(wanted.values()))
+    return write_thumbnails(folder, images)
+
+
+def source_sha256(path: str | Path) -> str:
+    """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
+    and contents in natural order."""
+    from .reader import list_frame_images
+
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for image in list_frame_images(path):
+        digest.update(image.name.encode("utf-8", "surrogateescape"))
+        digest.update(file_sha256(image).encode())
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "capsule-triage": __version__}
+    for name in ("torch", "torchvision", "timm", "av", "numpy", "pyarrow", "opencv-python-headless", "onnxruntime"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall) -> dict:
+    n = stats.frames_decoded
+    return {
+        "schema_version": "1",
+        "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
+        "source": info.to_dict(),
+        "pipeline": {"name": pipeline.name, "source": str(pipeline.source)},
+        "model": {**classifier.describe(), "config": classifier.config.to_dict()},
+        "parameters": {"rank": asdict(params), "read": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()}},
+        "frames_decoded": n,
+        "frames_skipped": stats.frames_skipped,
+        "frames_reused_as_duplicates": stats.frames_reused,
+        "decode_errors": stats.errors,
+        "events": len(ranking.events),
+        "flagged_frames": int((ranking.event_id >= 0).sum()),
+        "wall_seconds": round(wall, 3),
+        "fps": round(n / wall, 2) if wall > 0 else 0.0,
+        "versions": package_versions(),
+        "host": {"machine": platform.machine(), "system": platform.system(), "cpu_count": __import__("os").cpu_count()},
+    }

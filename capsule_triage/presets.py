@@ -1,0 +1,139 @@
+"""Named pipeline presets (``pipelines/*.toml``): which model, how to read, how to rank.
+
+A preset is found by name in the project's ``pipelines/`` folder (or ``$CAPSULE_TRIAGE_HOME/pipelines``)
+or given as a path to a TOML file. Its ``[model] weights`` names a folder under ``weights/``, an
+absolute/relative path, or ``hub:<timm tag>``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import PresetError, WeightsError
+from .model_config import ModelConfig
+from .ranking import RankParams
+from .reader import ReadOptions
+
+DEFAULT_PIPELINE = "capsule-bleeding"
+LEAVE_RATIO = 0.75  # leave_threshold = 0.75 x enter_threshold unless the preset sets it
+
+
+def project_home() -> Path:
+    """The folder holding ``pipelines/`` and ``weights/``: $CAPSULE_TRIAGE_HOME or the source checkout."""
+    env = os.environ.get("CAPSULE_TRIAGE_HOME")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Pipeline:
+    """A resolved preset.
+
+    Attributes:
+        name: preset name.
+        description: one line for --help and reports.
+        source: the TOML file it came from.
+        weights: resolved weights location (folder, file or ``hub:`` tag).
+        model: the preset's model description (used for bare weight files, checked against folders).
+        read: reader settings.
+        rank: rank settings (``enter_threshold``/``leave_threshold`` None = from the model).
+        rank_overrides: the rank keys the preset set explicitly.
+    """
+
+    name: str
+    description: str
+    source: Path
+    weights: str
+    model: ModelConfig
+    read: ReadOptions
+    rank: RankParams
+    rank_overrides: frozenset
+
+    def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
+        """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
+        enter = threshold if threshold is not None else (self.rank.enter_threshold if "enter_threshold" in self.rank_overrides else model.threshold)
+        leave = self.rank.leave_threshold if "leave_threshold" in self.rank_overrides and threshold is None else LEAVE_RATIO * enter
+        params = replace(self.rank, enter_threshold=float(enter), leave_threshold=float(min(leave, enter)))
+        if top_k is not None:
+            params = replace(params, top_k=top_k)
+        params.validate()
+        return params
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise PresetError(path, "pipeline preset file not found")
+        return path
+    candidate = project_home() / "pipelines" / f"{name_or_path}.toml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in (project_home() / "pipelines").glob("*.toml"))
+        raise PresetError(name_or_path, f"no such pipeline preset; known: {known}")
+    return candidate
+
+
+def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
+    """Read and validate a preset.
+
+    Raises:
+        PresetError: missing file, bad TOML, unknown keys or bad values.
+    """
+    path = find_preset(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PresetError(path, f"not valid TOML ({exc})") from None
+    model_data = dict(data.get("model", {}))
+    weights = str(model_data.pop("weights", ""))
+    try:
+        model = ModelConfig.from_dict({"name": data.get("name", path.stem), **model_data}, path)
+    except WeightsError as exc:
+        raise PresetError(path, f"[model] {exc.message}") from None
+    read = _section(ReadOptions, data.get("reader", {}), path, "reader")
+    rank_data = data.get("rank", {})
+    rank = _section(RankParams, rank_data, path, "rank")
+    unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
+    if unknown:
+        raise PresetError(path, f"unknown section(s) {unknown}")
+    return Pipeline(
+        name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
+        weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
+    )
+
+
+def _section(cls, values: dict, path: Path, section: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PresetError(path, f"[{section}] unknown key(s) {unknown}; known: {sorted(known)}")
+    try:
+        obj = cls(**values)
+        if hasattr(obj, "validate"):
+            obj.validate()
+    except (TypeError, ValueError) as exc:
+        raise PresetError(path, f"[{section}] {exc}") from None
+    return obj
+
+
+def resolve_weights(weights: str, preset_path: Path) -> str:
+    """``name`` -> weights/name; relative paths are relative to the preset; hub tags pass through."""
+    if not weights or weights.startswith("hub:"):
+        return weights
+    path = Path(weights)
+    if path.is_absolute():
+        return str(path)
+    if len(path.parts) == 1:
+        return str(project_home() / "weights" / path)
+    return str((preset_path.parent / path).resolve())
+
+
+def weights_not_installed(pipeline: Pipeline) -> WeightsError:
+    return WeightsError(
+        pipeline.weights or pipeline.name,
+        f"weights for pipeline '{pipeline.name}' are not installed; train them with "
+        f"`triage train DATA --arch {pipeline.model.architecture} --out {pipeline.weights}` "
+        f"or pass --weights PATH (weights folder, .safetensors, .pth state dict or BiT .npz)",
+    )

@@ -1,0 +1,325 @@
+"""Turn per-frame class probabilities into ranked suspicious events and a top-K frame list.
+
+Pure numpy. Every duration is in seconds of presentation time (``pts_seconds``), never in frame
+counts, so variable frame rates, decode gaps and different sampling rates are handled alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+_EPS = 1e-9  # tolerance for duration comparisons on float timestamps
+
+
+@dataclass(frozen=True)
+class RankParams:
+    """Parameters of the event and top-K ranking."""
+
+    smooth_seconds: float = 1.0  # centred moving-average window, in seconds (0 = off)
+    enter_threshold: float = 0.5  # smoothed score at/above which an event starts (hysteresis)
+    leave_threshold: float = 0.35  # smoothed score below which an event ends (must be <= enter)
+    merge_gap_seconds: float = 2.0  # events separated by a gap shorter than this merge into one
+    min_event_seconds: float = 0.5  # events shorter than this (incl. one frame period) are dropped
+    top_k: int = 20  # number of single frames in the top-K list
+    nms_seconds: float = 5.0  # no two top-K frames within this many seconds of each other
+
+    def validate(self) -> None:
+        """Check every field.
+
+        Raises:
+            ValueError: naming the first bad field and its value.
+        """
+        for name in ("smooth_seconds", "merge_gap_seconds", "min_event_seconds", "nms_seconds"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"RankParams.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("enter_threshold", "leave_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"RankParams.{name} must be in [0, 1], got {value!r}")
+        if self.leave_threshold > self.enter_threshold:
+            raise ValueError(f"RankParams.leave_threshold ({self.leave_threshold!r}) must be "
+                             f"<= enter_threshold ({self.enter_threshold!r})")
+        top_k = self.top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+            raise ValueError(f"RankParams.top_k must be an integer >= 0, got {self.top_k!r}")
+
+
+@dataclass
+class Event:
+    """One contiguous suspicious stretch of the video."""
+
+    event_id: int  # 0-based rank (0 = highest peak score)
+    start_frame: int  # frame_index value of the first frame
+    end_frame: int  # frame_index value of the last frame
+    start_seconds: float  # pts of the first frame
+    end_seconds: float  # pts of the last frame
+    peak_frame: int  # frame_index value of the frame with the highest raw score
+    peak_seconds: float  # pts of that frame
+    peak_score: float  # max raw score in the event
+    mean_score: float  # mean raw score over the event's frames
+    frame_count: int  # number of frames in the event (including merged gap frames)
+    dominant_class: str  # abnormal class with the largest summed probability over the event
+
+
+@dataclass
+class Ranking:
+    """Everything :func:`rank` computes for one video."""
+
+    scores: np.ndarray  # float32 [N], per-frame abnormal score (probability mass of the abnormal classes)
+    smoothed: np.ndarray  # float32 [N], time-smoothed abnormal score
+    event_id: np.ndarray  # int32 [N], event of each frame, -1 = none
+    events: list[Event]  # events ordered by rank (events[i].event_id == i)
+    top_frames: list[tuple[int, float, float]]  # (frame_index, pts_seconds, score), best first
+
+
+def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape [{n}] (like pts_seconds), got {arr.shape}")
+
+
+def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pts as float64 [N] and probs as [N, C], or ValueError naming the mismatch."""
+    pts = np.asarray(pts_seconds, dtype=np.float64)
+    probs = np.asarray(probs)
+    if pts.ndim != 1:
+        raise ValueError(f"pts_seconds must have shape [N], got {pts.shape}")
+    if probs.ndim != 2 or probs.shape[0] != pts.shape[0]:
+        raise ValueError(
+            f"probs must have shape [{pts.shape[0]}, C] (like pts_seconds), got {probs.shape}"
+        )
+    return pts, probs
+
+
+def _check_indices(abnormal_indices: Sequence[int], num_classes: int) -> np.ndarray:
+    idx = np.asarray(list(abnormal_indices), dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
+        raise ValueError(f"abnormal_indices {idx.tolist()} out of range for {num_classes} classes")
+    return idx
+
+
+def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.ndarray:
+    """Per-frame probability of being abnormal.
+
+    Args:
+        probs: float [N, C] class probabilities.
+        abnormal_indices: columns of ``probs`` that count as abnormal.
+
+    Returns:
+        float32 [N], the sum of the abnormal columns.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must have shape [N, C], got {probs.shape}")
+    idx = _check_indices(abnormal_indices, probs.shape[1])
+    return probs[:, idx].sum(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def smooth_scores(
+    scores: np.ndarray, pts_seconds: np.ndarray, window_seconds: float
+) -> np.ndarray:
+    """Centred moving average over a time window.
+
+    Frame ``i`` gets the mean score of all frames ``j`` with ``|t_j - t_i| <= window / 2``, which
+    handles irregular timestamps; O(N log N) via a cumulative sum and ``searchsorted``.
+
+    Args:
+        scores: float [N] raw scores; pts_seconds: float [N] ascending timestamps.
+        window_seconds: full window width; 0 returns a copy of ``scores``.
+
+    Returns:
+        float32 [N] smoothed scores.
+    """
+    scores = np.asarray(scores)
+    pts = np.asarray(pts_seconds, dtype=np.float64)
+    _check_1d("scores", scores, pts.shape[0] if pts.ndim == 1 else -1)
+    if window_seconds < 0:
+        raise ValueError(f"window_seconds must be >= 0, got {window_seconds!r}")
+    if window_seconds == 0 or scores.shape[0] < 2:
+        return scores.astype(np.float32, copy=True)
+    half = window_seconds / 2.0
+    csum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
+    lo = np.searchsorted(pts, pts - half, side="left")
+    hi = np.searchsorted(pts, pts + half, side="right")
+    return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
+
+
+def hysteresis_mask(smoothed: np.ndarray, enter: float, leave: float) -> np.ndarray:
+    """Two-threshold flagging.
+
+    A frame is flagged from the first frame ``>= enter`` until (excluding) the first later frame
+    ``< leave``; frames in between keep the previous state. Vectorised (forward fill).
+
+    Args:
+        smoothed: float [N] smoothed scores.
+        enter: threshold that switches the state on; leave: below it the state switches off.
+
+    Returns:
+        bool [N] mask of flagged frames.
+    """
+    if leave > enter:
+        raise ValueError(f"leave threshold ({leave!r}) must be <= enter threshold ({enter!r})")
+    s = np.asarray(smoothed)
+    on = s >= enter
+    # Index of the last frame at or before i whose state was decided (-1 = none yet -> off).
+    last = np.maximum.accumulate(np.where(on | (s < leave), np.arange(s.shape[0]), -1))
+    return np.concatenate(([False], on))[last + 1]
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and inclusive end positions of the runs of True in ``mask``."""
+    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
+
+
+def find_events(
+    pts_seconds: np.ndarray,
+    frame_index: np.ndarray,
+    scores: np.ndarray,
+    smoothed: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    abnormal_indices: Sequence[int],
+    params: RankParams,
+) -> tuple[list[Event], np.ndarray]:
+    """Group flagged frames into ranked events.
+
+    Hysteresis on ``smoothed``; runs whose gap (start of next minus end of previous, seconds) is
+    shorter than ``merge_gap_seconds`` merge (gap frames join the event); events whose duration
+    (``end - start + one frame period``, the period being the median pts step) is shorter than
+    ``min_event_seconds`` are dropped. Events are ranked by peak raw score (ties: earlier first).
+
+    Args:
+        pts_seconds: float [N] ascending timestamps.
+        frame_index: int [N] decoder frame numbers (may have gaps); reported in events.
+        scores: float [N] raw abnormal scores; smoothed: float [N] smoothed scores.
+        probs: float [N, C] class probabilities; class_names: C names;
+            abnormal_indices: columns of ``probs`` that count as abnormal.
+        params: ranking parameters.
+
+    Returns:
+        ``(events, event_id_per_frame)``, the latter int32 [N] with -1 outside events.
+    """
+    pts, probs = _as_pts_probs(pts_seconds, probs)
+    n = pts.shape[0]
+    fidx, scores, smoothed = (np.asarray(a) for a in (frame_index, scores, smoothed))
+    for name, arr in (("frame_index", fidx), ("scores", scores), ("smoothed", smoothed)):
+        _check_1d(name, arr, n)
+    if len(class_names) != probs.shape[1]:
+        raise ValueError(f"{len(class_names)} class_names but probs has {probs.shape[1]} columns")
+    idx = _check_indices(abnormal_indices, probs.shape[1])
+
+    event_id = np.full(n, -1, dtype=np.int32)
+    starts, ends = _runs(hysteresis_mask(smoothed, params.enter_threshold, params.leave_threshold))
+    if starts.size == 0:
+        return [], event_id
+    # Merge runs separated by a short gap: a new event begins where the gap is long enough.
+    gaps = pts[starts[1:]] - pts[ends[:-1]]
+    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds))
+    starts = starts[new_group]
+    ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
+    period = float(np.median(np.diff(pts))) if n >= 2 else 0.0
+    keep = pts[ends] - pts[starts] + period >= params.min_event_seconds - _EPS
+    starts, ends = starts[keep], ends[keep]
+
+    events: list[Event] = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        seg = scores[s : e + 1].astype(np.float64)
+        p = s + int(np.argmax(seg))
+        dominant = ""
+        if idx.size:
+            sums = probs[s : e + 1][:, idx].sum(axis=0, dtype=np.float64)
+            dominant = str(class_names[int(idx[int(np.argmax(sums))])])
+        events.append(Event(
+            event_id=-1, start_frame=int(fidx[s]), end_frame=int(fidx[e]),
+            start_seconds=float(pts[s]), end_seconds=float(pts[e]),
+            peak_frame=int(fidx[p]), peak_seconds=float(pts[p]), peak_score=float(seg.max()),
+            mean_score=float(seg.mean()), frame_count=e - s + 1, dominant_class=dominant,
+        ))
+    # Events are in time order, so a stable sort keeps ties earlier-first.
+    order = sorted(range(len(events)), key=lambda i: -events[i].peak_score)
+    ranked = []
+    for rank_i, i in enumerate(order):
+        events[i].event_id = rank_i
+        event_id[starts[i] : ends[i] + 1] = rank_i
+        ranked.append(events[i])
+    return ranked, event_id
+
+
+def top_k_frames(
+    pts_seconds: np.ndarray, frame_index: np.ndarray, scores: np.ndarray, k: int, nms_seconds: float
+) -> list[tuple[int, float, float]]:
+    """Greedy temporal non-maximum suppression over single frames.
+
+    Frames are taken by descending raw score (ties: earlier first); a frame closer than
+    ``nms_seconds`` (``|dt| < nms_seconds``) to an already chosen one is skipped.
+
+    Args:
+        pts_seconds: float [N] timestamps; frame_index: int [N]; scores: float [N] raw scores.
+        k: maximum number of frames to return.
+        nms_seconds: minimum spacing between returned frames.
+
+    Returns:
+        Up to ``k`` tuples ``(frame_index, pts_seconds, score)``, best first.
+    """
+    pts = np.asarray(pts_seconds, dtype=np.float64)
+    n = pts.shape[0] if pts.ndim == 1 else -1
+    fidx, scores = np.asarray(frame_index), np.asarray(scores)
+    _check_1d("frame_index", fidx, n)
+    _check_1d("scores", scores, n)
+    if k <= 0 or n == 0:
+        return []
+    order = np.argsort(-scores.astype(np.float64), kind="stable")
+    chosen_times: list[float] = []  # sorted pts of chosen frames
+    out: list[tuple[int, float, float]] = []
+    for i in order.tolist():
+        t = float(pts[i])
+        pos = bisect.bisect_left(chosen_times, t)
+        if pos > 0 and t - chosen_times[pos - 1] < nms_seconds:
+            continue
+        if pos < len(chosen_times) and chosen_times[pos] - t < nms_seconds:
+            continue
+        chosen_times.insert(pos, t)
+        out.append((int(fidx[i]), t, float(scores[i])))
+        if len(out) >= k:
+            break
+    return out
+
+
+def rank(
+    pts_seconds: np.ndarray,
+    frame_index: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    abnormal_indices: Sequence[int],
+    params: RankParams,
+) -> Ranking:
+    """Score, smooth, find events and pick top-K frames for one video.
+
+    Args:
+        pts_seconds, frame_index, probs, class_names, abnormal_indices: as in
+            :func:`find_events`.
+        params: ranking parameters (validated here).
+
+    Returns:
+        The :class:`Ranking`.
+    """
+    params.validate()
+    pts, probs = _as_pts_probs(pts_seconds, probs)
+    if pts.size > 1 and np.any(np.diff(pts) < 0):
+        raise ValueError("pts_seconds must be ascending")
+    if not np.all(np.isfinite(probs)) or not np.all(np.isfinite(pts)):
+        raise ValueError("pts_seconds and probs must be finite (no NaN/inf)")
+    scores = abnormal_score(probs, abnormal_indices)
+    smoothed = smooth_scores(scores, pts, params.smooth_seconds)
+    events, event_id = find_events(
+        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params
+    )
+    top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
+    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top)

@@ -1,0 +1,357 @@
+"""Stream frames from a video file or a folder of frame images as :class:`FrameBatch` es.
+
+Memory is bounded by ``batch_size`` (and by the prefetch queue depth of the caller), never by the
+length of the video. Frames are resized in the decoder's own swscale pass (video) or by OpenCV
+(images) so that the short side equals ``short_side``, then centre-cropped to a square: the model
+only ever needs that, and source-resolution pixels are re-read later for thumbnails only.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .frames import DecodeStats, FrameBatch, SourceInfo
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a source.
+
+    Attributes:
+        batch_size: frames per :class:`FrameBatch`.
+        short_side: resize so the short side has this many pixels (None = source resolution).
+        square_crop: centre-crop to a square (side = short side) after resizing.
+        decoder_threads: threads the video decoder may use (set explicitly, never "all cores").
+        folder_fps: frame rate assumed for a frame folder without a timestamp CSV.
+        timestamps_csv: CSV with columns ``filename,pts_seconds`` giving each image's time.
+    """
+
+    batch_size: int = 32
+    short_side: int | None = None
+    square_crop: bool = True
+    decoder_threads: int = 1
+    folder_fps: float = DEFAULT_FOLDER_FPS
+    timestamps_csv: Path | None = None
+
+
+def natural_key(name: str) -> list:
+    """Sort key so that ``frame2`` comes before ``frame10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def list_frame_images(folder: Path) -> list[Path]:
+    """The images of a frame folder in natural order (hidden files and non-regular files such as
+    FIFOs or dangling symlinks ignored: reading those could block or fail)."""
+    try:
+        names = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    except OSError as exc:
+        raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
+    return sorted((p for p in names if p.is_file()), key=lambda p: natural_key(p.name))
+
+
+def _fit(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """Output size (w, h) that keeps the aspect ratio with the short side = ``short_side``."""
+    if short_side is None:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+
+
+def _centre_square(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
+    """Read the header of a video (or list a frame folder) without decoding the whole thing.
+
+    Raises:
+        InputError: missing path, empty file, not a video, no video stream, folder without images.
+    """
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            raise InputError(path, "broken symbolic link (its target is missing, or it is part of a symlink loop)")
+        raise InputError(path, "no such file or directory")
+    if path.is_dir():
+        return _probe_folder(path, options)
+    if not path.is_file():
+        raise InputError(path, "not a regular file (a FIFO, socket or device cannot be triaged)")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video and not container.streams.audio:  # e.g. an mp4 cut inside its moov atom
+                raise InputError(path, "not a readable video (no video stream found: truncated or damaged header?)")
+            if not container.streams.video:
+                raise InputError(path, "no video stream (audio or data only)")
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            if cc is None:  # e.g. a damaged sample description: no decoder for this stream
+                raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
+            if not cc.width or not cc.height:
+                raise InputError(path, "video stream has no frame size")
+            duration = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            fps = float(stream.average_rate) if stream.average_rate else None
+            return SourceInfo(
+                path=str(path), kind="video", codec=cc.name, width=cc.width, height=cc.height,
+                average_fps=fps, duration_seconds=duration,
+                num_frames_from_header=int(stream.frames) or None, size_bytes=size,
+            )
+    except InputError:
+        raise
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(path, f"not a readable video ({_short(exc)})") from None
+
+
+def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
+    images = list_frame_images(folder)
+    if not images:
+        raise InputError(folder, f"folder contains no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    unreadable = [p for p in images if not os.access(p, os.R_OK)]
+    if unreadable:
+        raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
+    first = read_image_rgb(images[0])  # not cv2.imread: it crashes on names that are not UTF-8
+    height, width = first.shape[:2] if first is not None else (0, 0)
+    times = _folder_times(folder, images, options)
+    return SourceInfo(
+        path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
+        average_fps=None if options.timestamps_csv else options.folder_fps,
+        duration_seconds=float(times[-1] - times[0]) if len(times) > 1 else 0.0,
+        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images),
+    )
+
+
+def _folder_times(folder: Path, images: list[Path], options: ReadOptions) -> np.ndarray:
+    if options.timestamps_csv is None:
+        if options.folder_fps <= 0:
+            raise InputError(folder, f"--fps must be positive, got {options.folder_fps}")
+        return np.arange(len(images), dtype=np.float64) / options.folder_fps
+    csv_path = Path(options.timestamps_csv)
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = {row["filename"]: float(row["pts_seconds"]) for row in csv.DictReader(fh)}
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(csv_path, f"timestamp CSV needs columns filename,pts_seconds ({_short(exc)})") from None
+    missing = [p.name for p in images if p.name not in rows]
+    if missing:
+        raise InputError(csv_path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}")
+    return np.array([rows[p.name] for p in images], dtype=np.float64)
+
+
+def read_frames(
+    path: str | Path, options: ReadOptions = ReadOptions(), stats: DecodeStats | None = None
+) -> Iterator[FrameBatch]:
+    """Stream a video file or frame folder as batches.
+
+    Frames that fail to decode are skipped and counted in ``stats``; a stream that ends before
+    the frame count its header announces is an error (a truncated file).
+
+    Raises:
+        InputError: the source cannot be opened, is truncated, or yields no decodable frame.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else DecodeStats()
+    source = _read_folder(path, options, stats) if path.is_dir() else _read_video(path, options, stats)
+    buffer: list[tuple[np.ndarray, int, float]] = []
+    for item in source:
+        buffer.append(item)
+        if len(buffer) == options.batch_size:
+            yield _to_batch(buffer)
+            buffer = []
+    if buffer:
+        yield _to_batch(buffer)
+    if stats.frames_decoded == 0:
+        detail = f" ({stats.errors[0]})" if stats.errors else ""
+        raise InputError(path, f"no decodable frames{detail}")
+
+
+def _to_batch(items: list[tuple[np.ndarray, int, float]]) -> FrameBatch:
+    shapes = {item[0].shape for item in items}
+    if len(shapes) > 1:  # mixed sizes without square_crop/short_side: bring all to the first size
+        h, w = items[0][0].shape[:2]
+        items = [(cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA), i, t) for a, i, t in items]
+    return FrameBatch(
+        data=np.stack([item[0] for item in items]),
+        frame_index=np.array([item[1] for item in items], dtype=np.int64),
+        pts_seconds=np.array([item[2] for item in items], dtype=np.float64),
+    )
+
+
+def _read_video(path: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
+    info = probe(path, options)
+    index = 0
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise InputError(path, f"not a readable video ({_short(exc)})") from None
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO" if options.decoder_threads > 1 else "SLICE"
+        stream.codec_context.thread_count = options.decoder_threads
+        time_base = float(stream.time_base) if stream.time_base else 1.0 / (info.average_fps or 1.0)
+        fallback_period = 1.0 / info.average_fps if info.average_fps else 1.0
+        last_pts = None
+        start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        packets_read, packets_end = 0, None  # frames' packets the file delivered, and how far in time they reach
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:  # demuxer gave up (e.g. garbage in the middle): stop here
+                stats.skip(f"demux: {_short(exc)}")
+                break
+            if packet.size and not packet.is_discard:
+                packets_read += 1
+                if packet.pts is not None:
+                    end = (packet.pts + (packet.duration or 0)) * time_base - start
+                    packets_end = end if packets_end is None else max(packets_end, end)
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                if packet.size:
+                    stats.skip(f"frame {index}: {_short(exc)}")
+                    index += 1
+                continue
+            for frame in frames:
+                if frame.pts is not None:
+                    pts = frame.pts * time_base
+                else:
+                    pts = (last_pts + fallback_period) if last_pts is not None else 0.0
+                last_pts = pts
+                try:
+                    w, h = _fit(frame.width, frame.height, options.short_side)
+                    rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
+                except (av.FFmpegError, ValueError) as exc:
+                    stats.skip(f"frame {index}: {_short(exc)}")
+                    index += 1
+                    continue
+                if options.square_crop:
+                    rgb = _centre_square(rgb)
+                stats.frames_decoded += 1
+                yield np.ascontiguousarray(rgb), index, pts
+                index += 1
+    _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
+
+
+def _check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,
+                    frames_out: int) -> None:
+    """After the last packet: a truncated file is an error; frames lost inside a complete file are counted.
+
+    Truncated = the header announces at least two frames more than the file delivered AND the
+    delivered packets stop short in time of what the header announces (frame count / average frame
+    rate; a damaged chunk in the middle loses frames but the packets still reach the end; the
+    container's duration is no reference: demuxers compute it from what is there). Frames the header announces
+    that neither decoded nor failed loudly (a damaged packet the decoder swallowed, a chunk the
+    demuxer skipped) are counted as skipped. Only containers whose header counts frames (mp4, mov,
+    avi) are checked: in WebM/MKV a packet need not be a frame (e.g. VP8 alt-ref packets).
+    """
+    announced = info.num_frames_from_header
+    if not announced:
+        return
+    reached_end = bool(info.average_fps) and packets_end is not None and packets_end >= (announced - 2) / info.average_fps
+    if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
+        raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
+    lost = max(announced, packets_read) - frames_out
+    if lost > 0:
+        stats.frames_skipped += lost
+        if len(stats.errors) < 10:
+            stats.errors.append(f"{lost} frame(s) lost without a decoder error (damaged data)")
+
+
+def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
+    _probe_folder(folder, options)
+    images = list_frame_images(folder)
+    times = _folder_times(folder, images, options)
+    for index, image_path in enumerate(images):
+        try:
+            image = read_image_rgb(image_path)
+        except OSError as exc:  # e.g. deleted or made unreadable while the folder is read
+            stats.skip(f"{image_path.name}: cannot be read ({exc.strerror or exc})")
+            continue
+        if image is None:
+            stats.skip(f"{image_path.name}: not a decodable image")
+            continue
+        w, h = _fit(image.shape[1], image.shape[0], options.short_side)
+        if (w, h) != (image.shape[1], image.shape[0]):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if options.square_crop:
+            image = _centre_square(image)
+        stats.frames_decoded += 1
+        yield np.ascontiguousarray(image), index, float(times[index])
+
+
+def read_image_rgb(path: Path) -> np.ndarray | None:
+    """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit and RGBA are converted); None if undecodable."""
+    data = np.fromfile(str(path), dtype=np.uint8) if path.stat().st_size else None
+    if data is None:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
+    if image is None or image.size == 0:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> dict[int, np.ndarray]:
+    """Re-read chosen frames at source resolution (for thumbnails), keyed by frame_index.
+
+    Video frames are found by seeking to the keyframe before each timestamp and decoding forward to
+    the first frame at or after it; folder frames are re-read by position.
+    """
+    path = Path(path)
+    wanted = sorted(set(zip(frame_indices, pts_seconds)), key=lambda item: item[1])
+    if path.is_dir():
+        images = list_frame_images(path)
+        out = {}
+        for index, _ in wanted:
+            image = read_image_rgb(images[index]) if 0 <= index < len(images) else None
+            if image is not None:
+                out[index] = image
+        return out
+    out = {}
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        time_base = float(stream.time_base)
+        for index, target in wanted:
+            try:
+                container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    t = (frame.pts or 0) * time_base
+                    if t >= target - 0.5 * time_base:
+                        out[index] = frame.to_ndarray(format="rgb24")
+                        break
+            except av.FFmpegError:
+                continue
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)[:160]  # without the errno and the file name the caller already prints
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

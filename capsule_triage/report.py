@@ -1,0 +1,418 @@
+"""Review pages for people: ``report.html`` per study, ``index.html`` per batch.
+
+A study's page is self-contained (inline CSS and JS, no fonts or scripts from elsewhere) and only
+refers to files inside its ``OUT_DIR``: the thumbnails, and one detail page per event under
+``OUT_DIR/report/``. Every string that comes from the input (paths, metadata, class names) is
+HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .errors import InputError, OutputError, TriageError
+from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from .report_svg import (DETAIL_JS, INDEX_JS, MAIN_JS, Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
+                         page_footer, page_header, script_json, timeline_svg)
+
+REPORT_FILE = "report.html"
+DETAIL_DIR = "report"
+INDEX_FILE = "index.html"
+STUDIES_FILE = "studies.parquet"
+READING_FPS = 15.0  # frames per second a reader reviews at
+PAGE_SIZE = 50  # events per gallery page
+MAX_DETAIL_ROWS = 5000  # frames listed on one event page
+
+
+@dataclass
+class Study:
+    """What a study folder holds, loaded for the report."""
+
+    out_dir: Path
+    run: dict  # run.json
+    frames: dict[str, np.ndarray]  # frames.parquet columns (frame_index, pts_seconds, score, smoothed_score, event_id, flagged, prob_*)
+    prob_columns: list[str]  # the prob_<class> columns, in file order
+    events: list[dict]  # events.parquet rows in rank order
+    thumbs: dict[int, str]  # frame_index -> URL of its thumbnail, relative to out_dir (checked to exist inside it)
+
+
+def load_study(out_dir: Path) -> Study:
+    """Read run.json, frames.parquet, events.parquet and top_frames.parquet of a study folder.
+
+    Raises:
+        InputError: not a study folder, or a file that cannot be read.
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / RUN_FILE).is_file():
+        raise InputError(out_dir, f"not a study folder ({RUN_FILE} not found)")
+    try:
+        run = json.loads((out_dir / RUN_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(out_dir / RUN_FILE, f"cannot read ({exc})") from None
+    table = _read_parquet(out_dir / FRAMES_FILE)
+    frames = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    n = table.num_rows
+    frames.setdefault("frame_index", np.arange(n))
+    if "pts_seconds" not in frames:
+        raise InputError(out_dir / FRAMES_FILE, "column pts_seconds missing")
+    frames.setdefault("score", np.zeros(n, np.float32))
+    frames.setdefault("smoothed_score", frames["score"])
+    frames.setdefault("event_id", np.full(n, -1, np.int32))
+    frames.setdefault("flagged", frames["event_id"] >= 0)
+    events = _read_parquet(out_dir / EVENTS_FILE).to_pylist()
+    events.sort(key=lambda e: e.get("rank", 0))
+    thumbs = {}
+    extra = _read_parquet(out_dir / TOP_FRAMES_FILE).to_pylist() if (out_dir / TOP_FRAMES_FILE).exists() else []
+    for frame, rel in [(r.get("frame_index"), r.get("thumbnail")) for r in extra] + [(e.get("peak_frame"), e.get("thumbnail")) for e in events]:
+        url = safe_relpath(rel, out_dir)
+        if url and frame is not None:
+            thumbs[int(frame)] = url
+    return Study(out_dir, run, frames, [c for c in table.column_names if c.startswith("prob_")], events, thumbs)
+
+
+def _read_parquet(path: Path):
+    try:
+        with open(path, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths, input names may not be
+            return pq.read_table(fh)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise InputError(path, f"cannot read Parquet ({exc})") from None
+
+
+def safe_relpath(rel: str | None, root: Path) -> str | None:
+    """``rel`` as a URL if it names an existing file inside ``root`` (no absolute path, ``..`` or scheme)."""
+    if not rel or not isinstance(rel, str) or "\\" in rel or ":" in rel:
+        return None
+    path = PurePosixPath(rel)
+    if path.is_absolute() or ".." in path.parts or not (root / path).is_file():
+        return None
+    return quote(path.as_posix(), safe="/")
+
+
+def paginate(count: int, page_size: int = PAGE_SIZE) -> list[range]:
+    """Item ranges of each gallery page (one empty page when there are no items)."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be >= 1, got {page_size}")
+    return [range(start, min(start + page_size, count)) for start in range(0, max(count, 1), page_size)]
+
+
+def reading_seconds(frames: int, fps: float = READING_FPS) -> float:
+    """Time to look at ``frames`` frames at ``fps`` frames per second."""
+    return frames / fps
+
+
+def intended_use(card: str | None) -> str | None:
+    """The intended-use statement of a model card (Markdown text, or a path to the card file).
+
+    Accepts a line ``Intended use: ...`` (optionally bold or a list item) or the first paragraph
+    line under a heading ``Intended use``.
+    """
+    if not card:
+        return None
+    if "\n" not in card and len(card) < 4096:
+        try:
+            card = Path(card).read_text(errors="replace") if Path(card).is_file() else card
+        except OSError:  # not a readable path (e.g. a long one-line card): treat it as text
+            pass
+    lines = card.splitlines()
+    for i, line in enumerate(lines):
+        inline = re.match(r"\s*(?:[-*]\s+)?(?:\*\*|__)?intended use(?:\*\*|__)?\s*[:\u2014-]\s*(?:\*\*|__)?\s*(\S.*)$", line, re.I)
+        if inline:
+            return inline.group(1).strip()
+        if re.match(r"\s*#+\s*intended use\b", line, re.I):
+            return next((rest.strip() for rest in lines[i + 1:] if rest.strip() and not rest.lstrip().startswith("#")), None)
+    return None
+
+
+def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
+    """Write ``OUT_DIR/report.html`` and one ``OUT_DIR/report/event-NNNN.html`` per event.
+
+    Args:
+        out_dir: a study folder written by ``triage run``.
+        model_card: the model card (Markdown text or path); its intended-use line is shown.
+
+    Returns:
+        The path of report.html.
+
+    Raises:
+        InputError: not a study folder, or unreadable files.
+        OutputError: the pages cannot be written.
+    """
+    study = load_study(Path(out_dir))
+    if model_card is None:  # the card beside the weights the run used, if it is a weights folder
+        weights_path = study.run.get("model", {}).get("weights_path")
+        card = Path(weights_path) / "MODEL_CARD.md" if weights_path else None
+        model_card = str(card) if card is not None and card.is_file() else None
+    card_use = intended_use(model_card) or study.run.get("model", {}).get("config", {}).get("provenance", {}).get("intended_use")
+    detail_dir = study.out_dir / DETAIL_DIR
+    try:
+        detail_dir.mkdir(exist_ok=True)
+        wanted = {_detail_name(i) for i in range(len(study.events))}
+        for stale in detail_dir.glob("event-*.html"):
+            if stale.name not in wanted:
+                stale.unlink()
+        rows_by_event = _rows_by_event(study.frames["event_id"])
+        for i in range(len(study.events)):
+            _write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event))
+    except OSError as exc:
+        raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
+    return _write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # Names from the input may hold undecodable bytes (kept as surrogates): shown as U+FFFD.
+        tmp.write_bytes(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def _detail_name(rank: int) -> str:
+    return f"event-{rank + 1:04d}.html"
+
+
+def _rows_by_event(event_id: np.ndarray) -> dict[int, np.ndarray]:
+    order = np.argsort(event_id, kind="stable")
+    ids, starts = np.unique(event_id[order], return_index=True)
+    bounds = list(starts) + [len(order)]
+    return {int(e): order[bounds[k]:bounds[k + 1]] for k, e in enumerate(ids) if e >= 0}
+
+
+# --- study page -------------------------------------------------------------------------------
+
+def _study_page(study: Study, card_use: str | None) -> str:
+    run, f = study.run, study.frames
+    name = _file_name(run)
+    n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
+    body = [page_header(f"Capsule triage report \u2014 {name}", nav=""),
+            '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>",
+            _summary(n, flagged, len(study.events), _duration(study)),
+            '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
+            '(click one to jump to it); dashed line: enter threshold, dotted: leave threshold.</p>',
+            timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
+                         t_range=(0.0, max(_duration(study), float(f["pts_seconds"][-1]) if n else 0.0)),
+                         label=f"Smoothed score timeline of {name}"),
+            "</section>", _gallery(study), page_footer()]
+    data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
+    script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
+    return html_page(f"Triage report \u2014 {name}", "\n".join(body), script)
+
+
+def _file_name(run: dict) -> str:
+    path = run.get("input", {}).get("path") or run.get("source", {}).get("path") or "(unknown input)"
+    return PurePosixPath(path).name or path
+
+
+def _duration(study: Study) -> float:
+    stated = study.run.get("source", {}).get("duration_seconds")
+    pts = study.frames["pts_seconds"]
+    return float(stated) if stated else (float(pts[-1] - pts[0]) if len(pts) else 0.0)
+
+
+def _thresholds(run: dict) -> dict:
+    rank = run.get("parameters", {}).get("rank", {})
+    enter = rank.get("enter_threshold", run.get("model", {}).get("config", {}).get("threshold"))
+    return {"enter": enter, "leave": rank.get("leave_threshold")}
+
+
+def _spans(study: Study, href: str) -> list[Span]:
+    return [Span(label=f"#{i + 1}", title=f"Event #{i + 1}: {fmt_clock(e.get('start_seconds'))}\u2013{fmt_clock(e.get('end_seconds'))}, "
+                 f"peak {num(e.get('peak_score'))} ({e.get('dominant_class') or '?'})",
+                 start_seconds=e.get("start_seconds") or 0.0, end_seconds=e.get("end_seconds") or 0.0,
+                 peak_seconds=e.get("peak_seconds") or 0.0, peak_score=e.get("peak_score") or 0.0,
+                 href=href.format(n=i + 1, name=_detail_name(i)), rank=i)
+            for i, e in enumerate(study.events)]
+
+
+def _study_facts(study: Study) -> str:
+    run, src = study.run, study.run.get("source", {})
+    size = run.get("input", {}).get("size_bytes")
+    res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
+    return facts("Study", [
+        ("File", _file_name(run)), ("Path", run.get("input", {}).get("path")),
+        ("Duration", f"{fmt_duration(_duration(study))} ({_duration(study):.2f} s)"),
+        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"),
+        ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
+                                             f"{src['average_fps']:.2f} frames/s" if src.get("average_fps") else None) if v)),
+        ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
+
+
+def _model_facts(run: dict, card_use: str | None) -> str:
+    model, rank = run.get("model", {}), run.get("parameters", {}).get("rank", {})
+    config = model.get("config", {})
+    return facts("Model", [
+        ("Model", model.get("name") or config.get("name")), ("Architecture", model.get("architecture") or config.get("architecture")),
+        ("Intended use", card_use or "not stated (no model card given)"),
+        ("Classes", ", ".join(config.get("class_names", [])) or None),
+        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}" if rank else None),
+        ("Weights SHA-256", model.get("weights_sha256")), ("Pipeline", run.get("pipeline", {}).get("name")),
+        ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}")])
+
+
+def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
+    pct = 100 * flagged / frames if frames else 0.0
+    read_flagged, read_all = reading_seconds(flagged), reading_seconds(frames)
+    saved = f"{100 * (1 - read_flagged / read_all):.0f}% less" if read_all else ""
+    tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
+             ("Events", f"{events:,}", "ranked by peak score"),
+             ("Flagged", f"{pct:.1f}%", f"{flagged:,} frames in events"),
+             (f"Reading at {READING_FPS:g} frames/s", fmt_duration(read_flagged),
+              f"flagged frames only, vs {fmt_duration(read_all)} for the whole study ({saved})")]
+    cells = "".join(f'<div class="tile"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div><div class="s">{esc(s)}</div></div>'
+                    for k, v, s in tiles)
+    return f'<section><h2>Summary</h2><div class="tiles" id="summary">{cells}</div></section>'
+
+
+def _gallery(study: Study) -> str:
+    events, pages = study.events, paginate(len(study.events))
+    if not events:
+        return '<section id="events"><h2>Events</h2><p>No events: no stretch of the study reached the enter threshold.</p></section>'
+    pager = "" if len(pages) == 1 else '<nav class="pager" aria-label="Gallery pages">Page ' + " ".join(
+        f'<a href="#page-{p + 1}">{p + 1}</a>' for p in range(len(pages))) + "</nav>"
+    sections = []
+    for p, items in enumerate(pages):
+        cards = "".join(_card(study, i, lazy=p > 0) for i in items)
+        sections.append(f'<section class="page" id="page-{p + 1}"><h3>Events {items.start + 1}\u2013{items.stop} of {len(events)}'
+                        f' \u00b7 page {p + 1} of {len(pages)}</h3><ol class="cards" start="{items.start + 1}">{cards}</ol></section>')
+    return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score. Keys: <kbd>j</kbd>/<kbd>\u2192</kbd> '
+            f'next event, <kbd>k</kbd>/<kbd>\u2190</kbd> previous, <kbd>Enter</kbd> open it.</p>{pager}'
+            f'<div class="pages">{"".join(sections)}</div></section>')
+
+
+def _card(study: Study, i: int, *, lazy: bool) -> str:
+    e, href = study.events[i], f"{DETAIL_DIR}/{_detail_name(i)}"
+    thumb = study.thumbs.get(e.get("peak_frame"))
+    alt = f"Event {i + 1}: peak frame {e.get('peak_frame')} at {fmt_clock(e.get('peak_seconds'))}"
+    img = (f'<img src="{esc(thumb)}" alt="{esc(alt)}"{" loading=lazy" if lazy else ""}>' if thumb
+           else '<span class="nothumb">no thumbnail</span>')
+    return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}">{img}</a>'
+            f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}</a>'
+            f'<span><span class="score">peak {num(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
+            f'<small>{esc(fmt_clock(e.get("start_seconds")))}\u2013{esc(fmt_clock(e.get("end_seconds")))} \u00b7 '
+            f'{e.get("frame_count", "?")} frames \u00b7 mean {num(e.get("mean_score"))}</small></li>')
+
+
+# --- event detail pages -----------------------------------------------------------------------
+
+def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray]) -> str:
+    e, f, n = study.events[i], study.frames, len(study.events)
+    rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
+    name = _file_name(study.run)
+    link = lambda k, text, rel: f'<a rel="{rel}" href="{_detail_name(k)}">{text}</a>' if 0 <= k < n else f"<span>{text}</span>"
+    prev_link, next_link = link(i - 1, "\u2190 previous event", "prev"), link(i + 1, "next event \u2192", "next")
+    nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}'
+    thumb = study.thumbs.get(e.get("peak_frame"))
+    figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak frame {esc(e.get("peak_frame"))}"><figcaption>Peak frame '
+              f'{esc(e.get("peak_frame"))} at {esc(fmt_clock(e.get("peak_seconds")))}</figcaption></figure>' if thumb else "")
+    info = facts(f"Event #{i + 1} of {n}", [
+        ("Start", f"{fmt_clock(e.get('start_seconds'))} (frame {e.get('start_frame')})"),
+        ("End", f"{fmt_clock(e.get('end_seconds'))} (frame {e.get('end_frame')})"),
+        ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
+        ("Peak", f"{num(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} (frame {e.get('peak_frame')})"),
+        ("Mean score", num(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
+    pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))
+    lo, hi = max(0.0, (e.get("start_seconds") or 0) - pad), (e.get("end_seconds") or 0) + pad
+    win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
+    spans = [s for s in _spans(study, "{name}") if s.end_seconds >= lo and s.start_seconds <= hi]
+    svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),
+                       raw=f["score"][win], label=f"Score around event {i + 1}", label_limit=n)
+    body = [page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), '<div class="grid2">', figure, info, "</div>",
+            '<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed.</p>', svg,
+            "</section>", _frame_table(study, rows, e), page_footer()]
+    return html_page(f"Event #{i + 1} \u2014 {name}", "\n".join(body), f"<script>{DETAIL_JS}</script>")
+
+
+def _frame_table(study: Study, rows: np.ndarray, event: dict) -> str:
+    f, shown = study.frames, rows[:MAX_DETAIL_ROWS]
+    probs = study.prob_columns
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", "time", "seconds", "score", "smoothed", *(p[5:] for p in probs)])
+    peak = event.get("peak_frame")
+    body = []
+    for r in shown:
+        frame = int(f["frame_index"][r])
+        cells = [f"{frame}", fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", f"{f['score'][r]:.3f}",
+                 f"{f['smoothed_score'][r]:.3f}", *(f"{f[p][r]:.3f}" for p in probs)]
+        mark = ' class="peak"' if frame == peak else ""
+        body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    more = f"<p>{len(rows) - len(shown):,} more frames are in {FRAMES_FILE}.</p>" if len(rows) > len(shown) else ""
+    return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll"><table class="frames"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>{more}</section>')
+
+
+# --- batch index ------------------------------------------------------------------------------
+
+def write_batch_index(batch_out_dir: Path) -> Path:
+    """Write ``BATCH_OUT_DIR/index.html`` listing every study of ``studies.parquet`` with a link to its report.
+
+    Raises:
+        InputError: no readable studies.parquet.
+        OutputError: the page cannot be written.
+    """
+    folder = Path(batch_out_dir)
+    if not (folder / STUDIES_FILE).is_file():
+        raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
+    rows = _read_parquet(folder / STUDIES_FILE).to_pylist()
+    status = [str(r.get("status") or "unknown") for r in rows]
+    counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
+    total = lambda key: sum(r.get(key) or 0 for r in rows)
+    head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
+        ["study", "status", "events", "flagged", "top score", "frames", "wall", "model", "input", "error"]))
+    body = "".join(_study_row(folder, r) for r in rows)
+    page = [page_header(f"Capsule triage batch \u2014 {folder.name}", nav=""),
+            f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
+            f'{total("frames"):,} frames, {total("events"):,} events.</p></section>',
+            f'<section><h2>Studies</h2><p class="hint">Click a column title to sort.</p><div class="scroll"><table class="studies">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>", page_footer()]
+    return _write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+
+
+def _study_row(folder: Path, row: dict) -> str:
+    sid = str((row.get("study_id") or row.get("id")) or "")
+    report = folder / sid / REPORT_FILE
+    inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
+    linked = inside and (report.is_file() or row.get("status") == "ok")
+    name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
+    pct, top, wall = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds")
+    cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
+             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
+             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames")))),
+             (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
+             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
+    return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
+
+
+def _int(value) -> str:
+    return "\u2014" if value is None else f"{int(value):,}"
+
+
+def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -> tuple[Path, list[TriageError]]:
+    """Rewrite the report of every study folder of a batch (those with run.json), then its index.
+
+    Returns:
+        (index.html path, the errors of studies whose report could not be written).
+    """
+    folder, problems = Path(batch_out_dir), []
+    if not (folder / STUDIES_FILE).is_file():
+        raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
+    for row in _read_parquet(folder / STUDIES_FILE).to_pylist():
+        study = folder / str((row.get("study_id") or row.get("id")) or "")
+        if (row.get("study_id") or row.get("id")) and (study / RUN_FILE).is_file():
+            try:
+                write_report(study, model_card=model_card)
+            except TriageError as exc:
+                problems.append(exc)
+    return write_batch_index(folder), problems

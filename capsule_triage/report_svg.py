@@ -1,0 +1,305 @@
+"""The report's building blocks: escaping, number formats, the score timeline SVG, the page shell.
+
+Pure numpy and string building, no plotting library or web assets: pages stay self-contained and
+small. A long study is downsampled by per-bin maximum before drawing, so a 100,000-frame timeline
+becomes at most ``max_points`` vertices and no peak is lost. The stylesheet and the (plain) scripts
+the pages inline live at the end of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from html import escape
+
+import numpy as np
+
+from . import __version__
+
+MAX_POINTS = 2000
+RUO = "Research use only \u2014 not a diagnostic device"
+WIDTH, HEIGHT = 1000, 210
+LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 26
+_NICE_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
+
+
+def esc(value: object) -> str:
+    """Text or attribute value made safe for HTML and inline SVG (quotes included)."""
+    return escape(str(value), quote=True)
+
+
+def fmt_clock(seconds: float) -> str:
+    """Video position as ``m:ss.s`` (under an hour) or ``h:mm:ss``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds >= 3600:
+        whole = int(seconds)
+        return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    minutes = int(seconds // 60)
+    return f"{minutes}:{seconds - 60 * minutes:04.1f}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A span of time for people: ``4.4 s``, ``12 min 05 s``, ``2 h 03 min``."""
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def downsample_max(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points of a series, keeping each bin's maximum (and its time).
+
+    Consecutive samples are grouped into ``ceil(len / max_points)``-sample bins; each bin becomes
+    the sample with its largest ``y``, so every peak of the full series is still drawn.
+
+    Args:
+        t: float [N], sample times in increasing order.
+        y: float [N], values (NaN counts as missing).
+        max_points: upper bound on the number of points returned.
+
+    Returns:
+        (t, y) of the kept samples, in time order.
+    """
+    t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
+    n = len(y)
+    if n <= max_points:
+        return t, y
+    size = math.ceil(n / max_points)
+    bins = math.ceil(n / size)
+    padded = np.full(bins * size, -np.inf)
+    padded[:n] = np.nan_to_num(y, nan=-np.inf)
+    pick = np.arange(bins) * size + padded.reshape(bins, size).argmax(axis=1)
+    return t[pick], y[pick]
+
+
+@dataclass
+class Span:
+    """One event drawn on a timeline."""
+
+    label: str  # short text, e.g. "#3"
+    title: str  # tooltip
+    start_seconds: float
+    end_seconds: float
+    peak_seconds: float
+    peak_score: float
+    href: str  # link target (already a safe, relative URL)
+    rank: int  # 0-based rank, for keyboard highlighting
+
+
+def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
+    """The round tick spacing giving about ``target_ticks`` ticks over ``span_seconds``."""
+    for step in _NICE_STEPS:
+        if span_seconds / step <= target_ticks:
+            return step
+    return 3600 * math.ceil(span_seconds / target_ticks / 3600)
+
+
+def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
+                 spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
+                 label: str = "Score timeline", max_points: int = MAX_POINTS, label_limit: int = 12) -> str:
+    """The smoothed score over time, threshold lines, and clickable event spans.
+
+    Args:
+        t: float [N], frame times in seconds (increasing).
+        smoothed: float [N], smoothed suspicion score in [0, 1].
+        enter: threshold at which events start (dashed line), or None.
+        leave: threshold below which events end (dotted line), or None.
+        spans: events to shade; each links to ``span.href``.
+        t_range: (start, end) seconds of the x axis; default the data's range.
+        raw: float [N], per-frame score drawn faintly behind the smoothed one (detail views).
+        label: accessible name of the figure.
+        max_points: vertex budget per curve (see :func:`downsample_max`).
+        label_limit: spans of rank below this get a "#k" label.
+
+    Returns:
+        An ``<svg>`` element to inline in HTML.
+    """
+    t = np.asarray(t, np.float64)
+    t0, t1 = t_range if t_range else ((float(t[0]), float(t[-1])) if len(t) else (0.0, 1.0))
+    t1 = max(t1, t0 + 1e-6)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(sec):
+        return LEFT + plot_w * (np.asarray(sec, np.float64) - t0) / (t1 - t0)
+
+    def y(score):
+        return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
+
+    parts = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(label)}" '
+             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>',
+             f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
+    parts += _axes(x, y, t0, t1)
+    for span in spans:
+        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit))
+    if raw is not None and len(t):
+        parts.append(f'<path class="raw" d="{_path(*downsample_max(t, raw, max_points), x, y)}"/>')
+    if len(t):
+        ts, ys = downsample_max(t, smoothed, max_points)
+        line = _path(ts, ys, x, y)
+        parts.append(f'<path class="area" d="{line} L{x(ts[-1]):.1f},{y(0):.1f} L{x(ts[0]):.1f},{y(0):.1f} Z"/>')
+        parts.append(f'<path class="score" d="{line}"/>')
+    for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):
+        if value is not None:
+            parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
+                         f'<title>{name} threshold {value:.3f}</title></line>'
+                         f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) - 3:.1f}" text-anchor="end">'
+                         f'{name} {value:.2f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _path(ts: np.ndarray, ys: np.ndarray, x, y) -> str:
+    xs, yv = x(ts), y(ys)
+    return "M" + " L".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, yv))
+
+
+def _axes(x, y, t0: float, t1: float) -> list[str]:
+    out = []
+    for score in (0.0, 0.5, 1.0):
+        out.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(score):.1f}" y2="{y(score):.1f}"/>'
+                   f'<text class="tick" x="{LEFT - 5}" y="{y(score) + 4:.1f}" text-anchor="end">{score:.1f}</text>')
+    step = nice_step(t1 - t0)
+    first = max(0.0, math.ceil(t0 / step) * step)
+    for k in range(int((t1 - first) / step + 1e-9) + 1):
+        sec = first + k * step
+        out.append(f'<line class="xtick" x1="{x(sec):.1f}" x2="{x(sec):.1f}" y1="{y(0):.1f}" y2="{y(0) + 4:.1f}"/>'
+                   f'<text class="tick" x="{x(sec):.1f}" y="{y(0) + 17:.1f}" text-anchor="middle">{esc(_tick_label(sec, step))}</text>')
+    return out
+
+
+def _tick_label(seconds: float, step: float) -> str:
+    if step < 1:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _span(span: Span, x, y, plot_h: float, *, labelled: bool) -> str:
+    x0, x1 = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (span.start_seconds, span.end_seconds))
+    width = max(x1 - x0, 2.0)
+    x0 = min(x0, WIDTH - RIGHT - width)
+    text = (f'<text class="span-label" x="{x0 + width / 2:.1f}" y="{TOP + 11}" text-anchor="middle">{esc(span.label)}</text>'
+            if labelled and width >= 14 else "")
+    peak = (f'<circle cx="{float(x(span.peak_seconds)):.1f}" cy="{float(y(span.peak_score)):.1f}" r="3"/>'
+            if LEFT <= float(x(span.peak_seconds)) <= WIDTH - RIGHT else "")
+    return (f'<a class="span" href="{esc(span.href)}" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
+            f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'
+            f'{peak}{text}</a>')
+
+
+# --- page building blocks -------------------------------------------------------------------
+
+def script_json(data: object) -> str:
+    """JSON safe to embed in ``<script>``: ``<``, ``>``, ``&`` and line separators as \\u escapes."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def num(value, digits: int = 3) -> str:
+    return "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def facts(title: str, items: list[tuple[str, object]]) -> str:
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v not in (None, ""))
+    return f'<section class="facts"><h2>{esc(title)}</h2><dl>{rows}</dl></section>'
+
+
+def page_header(title: str, *, nav: str) -> str:
+    return (f'<header><div class="ruo" role="note"><strong>{RUO}.</strong> Scores help decide what to look at first; '
+            f'they do not replace reading the study.</div><h1>{esc(title)}</h1>{f"<nav>{nav}</nav>" if nav else ""}</header>')
+
+
+def page_footer() -> str:
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f'<footer>capsule-triage {esc(__version__)} \u00b7 written {made} \u00b7 {RUO}</footer>'
+
+
+def html_page(title: str, body: str, script: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
+            f'initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
+
+
+CSS = """
+:root{--fg:#1d2430;--mut:#5b6575;--bg:#f5f6f8;--card:#fff;--line:#d9dde3;--acc:#b3261e;--acc2:#c77700;--sel:#1f5fbf}
+*{box-sizing:border-box}body{margin:0 auto;max-width:1200px;padding:0 16px 24px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+h1{font-size:1.45rem;margin:.5rem 0;overflow-wrap:anywhere}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}h3{font-size:.95rem;color:var(--mut);margin:.6rem 0}
+.ruo{background:#fff4ce;border:1px solid #e0c200;border-radius:0 0 6px 6px;padding:6px 12px;font-size:.9rem}
+header nav{display:flex;gap:1.5rem;margin:.3rem 0}header nav span{color:var(--mut)}
+a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}kbd{border:1px solid var(--line);border-radius:3px;padding:0 4px;background:#fff;font-size:.8rem}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:0 24px;align-items:start}
+.facts dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}
+.facts dt{color:var(--mut)}.facts dd{margin:0;overflow-wrap:anywhere}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px}
+.tile{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}.tile .k{color:var(--mut);font-size:.85rem}
+.tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
+svg.timeline{width:100%;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
+.plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:#99a}.tick{font-size:11px;fill:var(--mut)}
+.area{fill:rgba(31,95,191,.07)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:#9aa3b0;stroke-width:.8}
+.thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
+.thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
+.span rect{fill:rgba(179,38,30,.13)}.span circle{fill:var(--acc)}.span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30)}
+.span-label{font-size:10px;fill:var(--acc);font-weight:600}
+.pager{margin:.4rem 0;display:flex;flex-wrap:wrap;gap:4px;align-items:center}.pager a{padding:1px 8px;border:1px solid var(--line);border-radius:4px;background:#fff;text-decoration:none}
+.pager a[aria-current]{background:var(--sel);color:#fff}
+.cards{list-style:none;padding:0;margin:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(172px,1fr));gap:10px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:6px;display:flex;flex-direction:column;gap:2px;scroll-margin:80px}
+.card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
+.card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
+.card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
+.score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
+.page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
+html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}
+figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;background:#111}figcaption{color:var(--mut);font-size:.85rem}
+.scroll{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
+table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:3px 8px;border-bottom:1px solid #eceef1;text-align:right;white-space:nowrap}
+th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n+2),:nth-child(n+8)){text-align:left}.studies td:is(:first-child,:nth-child(n+8)){white-space:normal;overflow-wrap:anywhere}
+tr.peak{background:#fde8e6;font-weight:600}th button{all:unset;cursor:pointer}
+.status.ok{color:#1e7a34}.status.failed{color:var(--acc);font-weight:600}.status.skipped{color:var(--mut)}
+footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
+"""
+
+MAIN_JS = """(function(){
+var data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
+var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');
+document.documentElement.classList.add('js');
+function showPage(p){pages.forEach(function(s,i){s.classList.toggle('current',i===p);});
+ links.forEach(function(a,i){if(i===p)a.setAttribute('aria-current','page');else a.removeAttribute('aria-current');});}
+function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
+ document.querySelectorAll('.selected').forEach(function(e){e.classList.remove('selected');});
+ if(m&&+m[1]>=1&&+m[1]<=ev.length){cur=+m[1]-1;showPage(Math.floor(cur/size));
+  document.querySelectorAll('[data-rank="'+cur+'"]').forEach(function(e){e.classList.add('selected');});
+  var c=document.getElementById(h);if(c)c.scrollIntoView({block:'center'});}
+ else if(p){showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
+ else{showPage(cur<0?0:Math.floor(cur/size));}}
+function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
+ location.hash='#event-'+(i+1);sync();}
+document.addEventListener('keydown',function(e){
+ if(e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName))return;
+ var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
+ if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
+ else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
+ e.preventDefault();});
+window.addEventListener('hashchange',sync);sync();})();"""
+
+DETAIL_JS = """document.addEventListener('keydown',function(e){
+if(e.altKey||e.ctrlKey||e.metaKey)return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
+var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});"""
+
+INDEX_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
+var col=+b.dataset.col,tb=document.querySelector('.studies tbody'),rows=Array.from(tb.rows),dir=b.dataset.dir==='1'?-1:1;
+b.dataset.dir=dir===1?'1':'-1';rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
+na=parseFloat(a),nc=parseFloat(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c));});
+rows.forEach(function(r){tb.appendChild(r);});});});"""

@@ -1,0 +1,222 @@
+"""Build timm models and load their weights safely.
+
+Accepted weights:
+* a folder with ``config.json`` + ``model.safetensors`` (what ``triage train`` writes);
+* a ``.safetensors`` file or a ``.pth``/``.pt``/``.bin`` state dict (read with
+  ``torch.load(weights_only=True)``: pickled code is refused, never run) plus a ModelConfig from the
+  pipeline preset;
+* BiT's original ``.npz`` checkpoints (``np.load(allow_pickle=False)``, mapped by timm's loader);
+* ``hub:<timm-tag>`` (e.g. ``hub:resnet50.a1_in1k``) for users who are online: timm downloads the
+  ImageNet weights and a new head is made for the model's classes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import pickle
+import stat
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import WeightsError
+from .model_config import ModelConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def create_model(config: ModelConfig, *, pretrained_file: str | None = None, hub: bool = False) -> torch.nn.Module:
+    """A timm model of ``config.architecture`` with a head for ``config.class_names``.
+
+    Raises:
+        WeightsError: the architecture is not a timm model.
+    """
+    arch = config.architecture
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        raise WeightsError(arch, f"unknown architecture (not a timm model); similar: {close}")
+    kwargs: dict = {"num_classes": len(config.class_names)}
+    if pretrained_file is not None:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
+    elif hub:
+        kwargs["pretrained"] = True
+    try:
+        return timm.create_model(arch, **kwargs)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a regular file.
+
+    Raises:
+        OSError: unreadable, or not a regular file (opened non-blocking, so a FIFO never hangs).
+    """
+    digest = hashlib.sha256()
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device cannot be hashed)", str(path))
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a weights file, or of config + tensors for a weights folder."""
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if (path / name).exists():
+                digest.update(file_sha256(path / name).encode())
+        return digest.hexdigest()
+    return file_sha256(path)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a plain state dict; pickled objects are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "weights file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
+    if path.suffix in STATE_DICT_SUFFIXES:
+        try:
+            with warnings.catch_warnings():  # torch warns on stderr about refused pickles: our error says it in one line
+                warnings.simplefilter("ignore")
+                data = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise WeightsError(path, f"refused: not a plain tensor state dict (loaded with weights_only=True; {first})") from None
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(data, dict) and isinstance(data.get(key), dict):
+                data = data[key]
+        if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise WeightsError(path, "not a state dict of tensors")
+        return {k.removeprefix("module."): v for k, v in data.items()}
+    raise WeightsError(path, f"unsupported weights format {path.suffix!r} (use a weights folder, .safetensors, .pth or BiT .npz)")
+
+
+def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load strictly; a missing, unexpected or mis-shaped tensor is a :class:`WeightsError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shaped = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
+    if shaped:
+        problems.append(f"{len(shaped)} mis-shaped tensor(s) e.g. {shaped[0]} expected")
+    if problems:
+        raise WeightsError(where, "weights do not match the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def head_classes(model: torch.nn.Module) -> int:
+    """Output classes of the head (Linear ``out_features`` or, for ResNet-v2/BiT, 1x1 Conv ``out_channels``)."""
+    head = model.get_classifier()
+    return int(getattr(head, "out_features", None) or getattr(head, "out_channels", -1))
+
+
+def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> tuple[torch.nn.Module, ModelConfig]:
+    """Build the model and load its weights.
+
+    Args:
+        weights: weights folder, file, or ``hub:<timm tag>``.
+        base_config: the preset's model description, used for bare weight files; a folder's own
+            ``config.json`` wins, but its classes must agree with the preset's.
+
+    Raises:
+        WeightsError: missing, unsafe or inconsistent weights.
+    """
+    text = str(weights)
+    if text.startswith("hub:"):
+        if base_config is None:
+            raise WeightsError(text, "hub weights need a model description from the pipeline preset")
+        model = create_model(_with_arch(base_config, text[4:]), hub=True)
+        return model.eval(), base_config
+    path = Path(weights)
+    if path.is_dir():
+        config = ModelConfig.load(path / CONFIG_NAME)
+        if base_config is not None and base_config.class_names != config.class_names:
+            raise WeightsError(path, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}")
+        tensors_path = path / WEIGHTS_NAME
+        if not tensors_path.exists():
+            raise WeightsError(path, f"{WEIGHTS_NAME} not found beside config.json")
+        model = create_model(config)
+        load_into(model, read_state_dict(tensors_path), tensors_path)
+        return model.eval(), config
+    if not path.exists():
+        raise WeightsError(path, "weights not found")
+    if base_config is None:
+        raise WeightsError(path, "a bare weights file needs the model description of a pipeline preset (--pipeline)")
+    model = create_model(base_config)
+    if path.suffix == ".npz":
+        load_bit_npz(model, path)
+    else:
+        load_into(model, read_state_dict(path), path)
+    return model.eval(), base_config
+
+
+def _with_arch(config: ModelConfig, tag: str) -> ModelConfig:
+    if tag.split(".")[0] != config.architecture:
+        raise WeightsError(tag, f"hub tag is not a {config.architecture} checkpoint")
+    return config
+
+
+def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:
+    """Load one of BiT's original ``.npz`` checkpoints into a timm ResNet-v2 (no pickle)."""
+    from timm.models.resnetv2 import ResNetV2, _load_weights
+
+    if not isinstance(model, ResNetV2):
+        raise WeightsError(path, f"BiT .npz checkpoints fit ResNet-v2 models only, not {type(model).__name__}")
+    try:
+        with np.load(str(path), allow_pickle=False) as npz:
+            has_head = any(k.endswith("head/conv2d/kernel") for k in npz.files)
+            head_shape = npz[next(k for k in npz.files if k.endswith("head/conv2d/kernel"))].shape if has_head else None
+        n_classes = head_classes(model)
+        if head_shape is not None and head_shape[-1] != n_classes:
+            # Pretrained BiT head (e.g. 21,843 classes): load the backbone, keep our fresh head.
+            head = {k: v.clone() for k, v in model.get_classifier().state_dict().items()}
+            model.reset_classifier(head_shape[-1])
+            _load_weights(model, str(path))
+            model.reset_classifier(n_classes)
+            model.get_classifier().load_state_dict(head)
+        else:
+            _load_weights(model, str(path))
+    except (OSError, ValueError, KeyError) as exc:  # KeyError: a tensor the ResNet-v2 needs is absent
+        raise WeightsError(path, f"not a BiT npz checkpoint for {type(model).__name__} ({str(exc)[:160]})") from None
+
+
+def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder renamed into place)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; a weights folder is meant to be shared
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "architecture": config.architecture})
+    config.save(tmp / CONFIG_NAME)
+    if folder.exists():
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            os.replace(tmp / name, folder / name)
+        tmp.rmdir()
+    else:
+        os.replace(tmp, folder)
+    return folder

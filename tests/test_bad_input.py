@@ -1,0 +1,119 @@
+"""Bad input: one line `Error: <path>: <problem>`, exit code 2, no output folder left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+
+
+def _expect_error(tmp_path, source, weights, message, *extra):
+    out = tmp_path / "out"
+    result = triage("run", source, "--weights", weights, "--out", out, *extra)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    return lines[0]
+
+
+def test_missing_path(tmp_path, random_weights):
+    line = _expect_error(tmp_path, tmp_path / "nope.mp4", random_weights, "no such file or directory")
+    assert line == f"Error: {tmp_path / 'nope.mp4'}: no such file or directory"
+
+
+def test_empty_file(tmp_path, random_weights):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    _expect_error(tmp_path, tmp_path / "empty.mp4", random_weights, "empty.mp4: file is empty (0 bytes)")
+
+
+def test_not_a_video(tmp_path, random_weights):
+    (tmp_path / "notes.mp4").write_bytes(b"this is a text file, not a video\n" * 100)
+    _expect_error(tmp_path, tmp_path / "notes.mp4", random_weights, "notes.mp4: not a readable video")
+
+
+@needs_shared
+def test_truncated_video(tmp_path, random_weights):
+    data = MIXED_CLIP.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    _expect_error(tmp_path, tmp_path / "cut.mp4", random_weights, "cut.mp4: ")
+
+
+@needs_shared
+def test_truncated_faststart_video_reports_missing_frames(tmp_path, random_weights):
+    clip = encode_clip(mixed_clip_frames()[:40], tmp_path / "fast.mp4", container_options={"movflags": "faststart"})
+    data = clip.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
+    _expect_error(tmp_path, tmp_path / "cut.mp4", random_weights, "truncated video: stream ended after")
+
+
+def test_folder_without_images(tmp_path, random_weights):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "readme.txt").write_text("no images here")
+    _expect_error(tmp_path, tmp_path / "frames", random_weights, "frames: folder contains no frame images")
+
+
+def test_folder_of_undecodable_images_has_zero_decodable_frames(tmp_path, random_weights):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"f{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    _expect_error(tmp_path, folder, random_weights, "frames: no decodable frames")
+
+
+@needs_shared
+def test_one_undecodable_image_is_skipped_and_counted(tmp_path, random_weights):
+    """Documented graceful result: a bad image among good ones is skipped, counted in run.json."""
+    folder = write_frame_folder(mixed_clip_frames()[:6], tmp_path / "frames")
+    (folder / "frame3.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    result = triage("run", folder, "--weights", random_weights, "--out", out)
+    assert result.returncode == 0, result.stderr
+    run = json.loads((out / "run.json").read_text())
+    assert run["frames_decoded"] == 5 and run["frames_skipped"] == 1
+    assert "frame3.png" in run["decode_errors"][0]
+
+
+@needs_shared
+def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):
+    folder = write_frame_folder(mixed_clip_frames()[:3], tmp_path / "frames")
+    (folder / "frame1.png").chmod(0)
+    import os
+
+    if os.access(folder / "frame1.png", os.R_OK):
+        pytest.skip("running as root: permissions do not stop reads")
+    _expect_error(tmp_path, folder, random_weights, "frame1.png: permission denied")
+
+
+@needs_shared
+def test_weights_missing(tmp_path):
+    _expect_error(tmp_path, MIXED_CLIP, tmp_path / "no-weights", "no-weights: weights not found")
+
+
+@needs_shared
+def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
+    other = tmp_path / "three-class"
+    shutil.copytree(random_weights, other)
+    config = json.loads((other / "config.json").read_text())
+    config.update(class_names=["GC", "GU", "CG"], abnormal_classes=["GC"])
+    (other / "config.json").write_text(json.dumps(config))
+    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']")
+
+
+@needs_shared
+def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
+    out = tmp_path / "out"
+    result = triage("run", MIXED_CLIP, "--pipeline", "gastric-ebc-bit-r101x3", "--out", out)
+    assert result.returncode == 2 and not out.exists()
+    assert "weights for pipeline 'gastric-ebc-bit-r101x3' are not installed" in result.stderr
+    assert "triage train" in result.stderr and "--weights" in result.stderr
+
+
+def test_unknown_preset(tmp_path):
+    result = triage("run", "x.mp4", "--pipeline", "no-such-preset", "--out", tmp_path / "o")
+    assert result.returncode == 2 and "no such pipeline preset; known: [" in result.stderr

@@ -1,0 +1,368 @@
+"""`triage batch` over a tree of ten small studies made from real frames: statuses, summary,
+idempotent reruns, SIGKILL + resume, the lock, the review pages, and the Ray engine against the local one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from capsule_triage.batch import LOCK_FILE, StudyWorker, WorkerContext, WorkerSetupError, acquire_lock, discover_studies, study_id
+from capsule_triage.pipeline import RunOptions
+from capsule_triage.presets import load_pipeline
+from capsule_triage.errors import OutputError
+from conftest import encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+
+pytestmark = needs_shared
+
+OK_STUDIES = {  # relative path -> frames
+    "day1/capsule_a.mp4": 16, "day1/capsule_b.avi": 12, "day1/frames_png": 12, "day2/capsule_a.mp4": 16,
+    "day2/nested/deep/frames_jpg": 10, "day2/patient_x.mp4": 20, "a/b.mp4": 8, "a_b.mp4": 8,
+}
+FAILED_STUDIES = {"corrupt.mp4": "not a readable video", "empty.mp4": "file is empty (0 bytes)"}
+OUTPUT_TABLES = ("frames.parquet", "events.parquet", "top_frames.parquet")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Ten studies (8 good, 2 bad) plus things that are not studies."""
+    frames = mixed_clip_frames()
+    root = tmp_path_factory.mktemp("batch") / "studies"
+    (root / "day1").mkdir(parents=True)
+    encode_clip(frames[10:26], root / "day1" / "capsule_a.mp4")
+    encode_clip(frames[40:52], root / "day1" / "capsule_b.avi", codec="mjpeg")
+    write_frame_folder(frames[60:72], root / "day1" / "frames_png")
+    (root / "day2" / "nested" / "deep").mkdir(parents=True)
+    shutil.copy(root / "day1" / "capsule_a.mp4", root / "day2" / "capsule_a.mp4")  # duplicate: same bytes
+    write_frame_folder(frames[0:10], root / "day2" / "nested" / "deep" / "frames_jpg", ext=".jpg")
+    encode_clip(frames[70:90], root / "day2" / "patient_x.mp4")
+    (root / "a").mkdir()
+    encode_clip(frames[30:38], root / "a" / "b.mp4")  # a/b.mp4 and a_b.mp4 must not share an id
+    encode_clip(frames[50:58], root / "a_b.mp4")
+    (root / "corrupt.mp4").write_bytes(os.urandom(20_000))
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "empty_folder").mkdir()  # no images: not a study
+    shutil.copy(root / "a_b.mp4", root / ".hidden.mp4")  # hidden: ignored
+    (root / "day1" / "notes.txt").write_text("not a study\n")
+    os.symlink("..", root / "day2" / "loop")  # a symlink loop is not followed round
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_run(tree, random_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "out"
+    started = time.perf_counter()
+    result = _batch(tree, out, random_weights)
+    return out, result, time.perf_counter() - started
+
+
+def _batch(tree: Path, out: Path, weights: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return triage("batch", tree, "--out", out, "--weights", weights, "--quiet", *extra, timeout=timeout)
+
+
+def _cli(*args):
+    """The CLI in-process (fast: for commands that stop before any study runs)."""
+    from capsule_triage.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _rows(out: Path) -> list[dict]:
+    """studies.parquet without timings; "skipped" (done by an earlier run) counts as "ok"."""
+    rows = pq.read_table(out / "studies.parquet").to_pylist()
+    for row in rows:
+        del row["wall_seconds"], row["fps"]
+        row["status"] = "ok" if row["status"] == "skipped" else row["status"]
+    return rows
+
+
+def _assert_same_outputs(a: Path, b: Path, *, exact: bool = True) -> None:
+    """Same summary rows (but timings) and the same per-study tables; ``exact=False`` allows float
+    differences of a few ulps (e.g. a model run with 1 torch thread instead of 2)."""
+    rows = _rows(a)
+    other = _rows(b)
+    if not exact:
+        for row, row_b in zip(rows, other):
+            assert row.pop("top_score") == pytest.approx(row_b.pop("top_score"), abs=1e-6)
+    assert rows == other
+    for row in rows:
+        if row["status"] == "ok":
+            for name in OUTPUT_TABLES:
+                ta, tb = pq.read_table(a / row["study_id"] / name), pq.read_table(b / row["study_id"] / name)
+                if exact:
+                    assert ta.equals(tb), (row, name)
+                    continue
+                assert ta.schema == tb.schema and ta.num_rows == tb.num_rows
+                for column in ta.column_names:
+                    if pa.types.is_floating(ta.schema.field(column).type):
+                        np.testing.assert_allclose(ta[column].to_numpy(), tb[column].to_numpy(), atol=1e-6)
+                    else:
+                        assert ta[column].equals(tb[column]), (row, name, column)
+            thumbs = sorted(p.name for p in (a / row["study_id"] / "thumbnails").iterdir())
+            assert thumbs == sorted(p.name for p in (b / row["study_id"] / "thumbnails").iterdir())
+
+
+def _assert_clean(out: Path) -> None:
+    """Nothing half-written: only study folders, the summary, the log and failure records."""
+    hidden = {p.name for p in out.iterdir() if p.name.startswith(".")}
+    assert hidden <= {".failed"}, hidden
+    leftovers = [p for p in out.rglob("*") if re.search(r"\.partial-|\.replaced-|\.tmp$", p.name)]
+    assert not leftovers, leftovers
+
+
+def test_discovery_ids_skip_hidden_empty_and_loops(tree, tmp_path):
+    studies = discover_studies(tree, exclude=(tree / "day1" / "frames_png",))
+    assert {s.rel_path for s in studies} == (set(OK_STUDIES) | set(FAILED_STUDIES)) - {"day1/frames_png"}
+    assert {s.rel_path: s.kind for s in discover_studies(tree)}["day2/nested/deep/frames_jpg"] == "frames"
+    ids = [s.study_id for s in discover_studies(tree)]
+    assert len(set(ids)) == len(ids) == 10
+    assert study_id("a/b.mp4") != study_id("a_b.mp4")
+    assert study_id("day2/capsule_a.mp4") == study_id("day2/capsule_a.mp4")
+    assert re.fullmatch(r"day2_capsule_a\.mp4-[0-9a-f]{10}", study_id("day2/capsule_a.mp4"))
+    assert discover_studies(tmp_path) == []
+
+
+def test_statuses_summary_and_outputs(local_run, tree):
+    out, result, seconds = local_run
+    assert result.returncode == 1, result.stderr  # two studies failed, the others went on
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 2 and all(any(line.startswith(f"Error: {tree / rel}: {msg}") for line in errors)
+                                    for rel, msg in FAILED_STUDIES.items()), result.stderr
+    assert "10 studies: 8 ok, 0 skipped, 2 failed" in result.stdout
+    rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert set(rows) == set(OK_STUDIES) | set(FAILED_STUDIES)
+    for rel, n in OK_STUDIES.items():
+        row = rows[rel]
+        assert (row["status"], row["frames"], row["error"], row["model"]) == ("ok", n, None, "test-random"), row
+        frames = pq.read_table(out / row["study_id"] / "frames.parquet")
+        assert frames.num_rows == n and row["top_score"] == pytest.approx(max(frames["score"].to_pylist()))
+        assert row["events"] == pq.read_table(out / row["study_id"] / "events.parquet").num_rows
+        assert row["flagged_percent"] == pytest.approx(100 * sum(frames["flagged"].to_pylist()) / n)
+        run = json.loads((out / row["study_id"] / "run.json").read_text())
+        assert run["input"]["sha256"] == row["input_sha256"] and run["batch"]["relative_path"] == rel
+    for rel, message in FAILED_STUDIES.items():
+        row = rows[rel]
+        assert row["status"] == "failed" and row["error"].startswith(f"{tree / rel}: {message}") and row["frames"] is None
+        assert json.loads((out / ".failed" / f"{row['study_id']}.json").read_text())["error"] == row["error"]
+        assert not (out / row["study_id"]).exists()
+    first, dup = rows["day1/capsule_a.mp4"], rows["day2/capsule_a.mp4"]  # the duplicate: own id, same hash and scores
+    assert first["study_id"] != dup["study_id"] and first["input_sha256"] == dup["input_sha256"]
+    assert pq.read_table(out / first["study_id"] / "frames.parquet").equals(pq.read_table(out / dup["study_id"] / "frames.parquet"))
+    batch = json.loads((out / "batch.json").read_text())
+    assert batch["counts"] == {"ok": 8, "failed": 2, "skipped": 0, "pending": 0} and batch["frames_scored"] == sum(OK_STUDIES.values())
+    log = (out / "batch.log").read_text().splitlines()
+    assert sum(" ok " in line for line in log) == 8 and sum(" failed " in line for line in log) == 2
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        [r["study_id"] for r in rows.values() if r["status"] == "ok"] + ["batch.json", "batch.log", "index.html", "studies.parquet"])
+    _assert_clean(out)
+    print(f"local batch of 10 studies: {seconds:.1f} s")
+
+
+def _index_links(out: Path) -> set[str]:
+    return set(re.findall(r'href="([^"]*report\.html)"', (out / "index.html").read_text()))
+
+
+def test_index_links_every_ok_study_report(local_run):
+    out = local_run[0]
+    ok = [r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist() if r["status"] == "ok"]
+    assert len(ok) == len(OK_STUDIES) and _index_links(out) == {f"{sid}/report.html" for sid in ok}
+    assert all((out / sid / "report.html").is_file() for sid in ok)
+
+
+def test_no_report_writes_neither_and_a_later_run_adds_the_pages_without_rescoring(local_run, tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    result = _batch(tree, out, random_weights, "--no-report")
+    assert result.returncode == 1 and "10 studies: 8 ok, 0 skipped, 2 failed" in result.stdout, result.stderr
+    assert not (out / "index.html").exists() and not list(out.glob("*/report.html")) and not list(out.glob("*/report"))
+    _assert_same_outputs(out, local_run[0])  # the same results: report is not part of the pipeline fingerprint
+    runs = {p: p.read_text() for p in out.glob("*/run.json")}
+    result = _batch(tree, out, random_weights)
+    assert result.returncode == 1 and "10 studies: 0 ok, 8 skipped, 2 failed; 0 frames" in result.stdout, result.stdout
+    assert {p: p.read_text() for p in out.glob("*/run.json")} == runs
+    ok = {r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist() if r["status"] == "skipped"}
+    assert len(ok) == len(OK_STUDIES) and _index_links(out) == {f"{sid}/report.html" for sid in ok}
+    assert all((out / link).is_file() for link in _index_links(out))
+    assert sum("note=report.html added" in line for line in (out / "batch.log").read_text().splitlines()) == len(OK_STUDIES)
+    for row in pq.read_table(out / "studies.parquet").to_pylist():
+        if row["status"] == "skipped":  # the same pages as triage_study writes: one per event, and the main page
+            pages = sorted(p.name for p in (out / row["study_id"] / "report").glob("*.html"))
+            assert pages == sorted(p.name for p in (local_run[0] / row["study_id"] / "report").glob("*.html"))
+            assert len(pages) == row["events"] and (out / row["study_id"] / "report.html").is_file()
+    _assert_same_outputs(out, local_run[0])
+    _assert_clean(out)
+
+
+def test_index_that_cannot_be_written_is_a_warning_not_a_failure(local_run, tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(local_run[0], out, symlinks=True)
+    (out / "index.html").unlink()
+    (out / "index.html").mkdir()  # nothing can be renamed onto it
+    result = _batch(tree, out, random_weights)
+    assert result.returncode == 1 and "10 studies: 0 ok, 8 skipped, 2 failed" in result.stdout, result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"Warning: {out / 'index.html'}: cannot write"), result.stderr
+    assert "warning " in (out / "batch.log").read_text().splitlines()[-2]
+    _assert_same_outputs(out, local_run[0])
+    _assert_clean(out)
+
+
+def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(local_run[0], out, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")}
+    result = _batch(tree, out, random_weights)
+    assert result.returncode == 1 and "10 studies: 0 ok, 8 skipped, 2 failed; 0 frames" in result.stdout, result.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")} == before
+    statuses = {r["input_path"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert statuses == {**dict.fromkeys(OK_STUDIES, "skipped"), **dict.fromkeys(FAILED_STUDIES, "failed")}
+    _assert_same_outputs(out, local_run[0])
+    _assert_clean(out)
+
+
+def test_sigkill_part_way_then_resume_equals_uninterrupted_run(local_run, tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "capsule_triage.cli", "batch", str(tree), "--out", str(out), "--weights", str(random_weights), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and any(not p.name.startswith(".") and p.is_dir() for p in out.iterdir()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the batch finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert 1 <= len(done) < len(OK_STUDIES) and (out / LOCK_FILE).exists()
+    result = _batch(tree, out, random_weights)
+    assert result.returncode == 1, result.stderr
+    assert f"recovered stale lock of pid {proc.pid}" in (out / "batch.log").read_text()
+    statuses = [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
+    assert statuses.count("skipped") == len(done) and statuses.count("ok") == len(OK_STUDIES) - len(done)
+    _assert_same_outputs(out, local_run[0])
+    _assert_clean(out)
+
+
+def test_second_run_is_refused_while_a_live_process_holds_the_lock(tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = {"pid": holder.pid, "host": os.uname().nodename, "started": "2024-01-01T00:00:00+00:00"}
+        (out / LOCK_FILE).write_text(json.dumps(lock))
+        result = _cli("batch", tree, "--out", out, "--weights", random_weights, "--quiet")
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"Error: {out}: another batch run (pid {holder.pid}) is writing here"
+        assert json.loads((out / LOCK_FILE).read_text()) == lock
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "x"}))
+    messages = []
+    lock = acquire_lock(tmp_path, messages.append)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert messages == [f"recovered stale lock of pid {dead.pid} (started x, process gone)"]
+    with pytest.raises(OutputError, match=rf"another batch run \(pid {os.getpid()}\) is writing here"):
+        acquire_lock(tmp_path, messages.append)
+    lock.write_text(json.dumps({**json.loads(lock.read_text()), "pid_start": "1"}))  # our pid, but "another process"
+    acquire_lock(tmp_path, messages.append)
+    assert len(messages) == 2 and messages[1].startswith(f"recovered stale lock of pid {os.getpid()}")
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray"])
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random_weights, tmp_path, monkeypatch):
+    out, weights = tmp_path / "out", random_weights
+    args, expected = {
+        "missing": ([tmp_path / "nope"], f"Error: {tmp_path / 'nope'}: input folder not found"),
+        "file": ([tree / "a_b.mp4"], f"Error: {tree / 'a_b.mp4'}: not a folder (use `triage run` for a single video)"),
+        "same": ([tree], f"Error: {tree}: the output folder must not be the input folder"),
+        "engine": ([tree, "--engine", "spark"], "Error: --engine: unknown engine 'spark'; use one of ['local', 'ray']"),
+        "ray-address": ([tree, "--ray-address", "127.0.0.1:6379"], "Error: --ray-address: only used with --engine ray"),
+        "weights": ([tree], f"Error: {tmp_path / 'w'}: weights not found"),
+        "no-ray": ([tree, "--engine", "ray"], 'Error: --engine: ray is not installed; pip install "capsule-triage[ray]"'),
+    }[case]
+    if case == "no-ray":
+        monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    out = tree if case == "same" else out
+    weights = tmp_path / "w" if case == "weights" else weights
+    result = _cli("batch", *args, "--out", out, "--weights", weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr.strip() == expected, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_2_equals_one_worker(local_run, tree, random_weights, tmp_path):
+    out = tmp_path / "out"
+    result = _batch(tree, out, random_weights, "--workers", "2")
+    assert result.returncode == 1 and "10 studies: 8 ok, 0 skipped, 2 failed" in result.stdout, result.stderr
+    assert json.loads((out / "batch.json").read_text())["workers"] == 2
+    _assert_same_outputs(out, local_run[0], exact=False)  # 1 torch thread per worker instead of 2: ulp-level float differences
+    _assert_clean(out)
+
+
+def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp_path):
+    weights = tmp_path / "broken"
+    shutil.copytree(random_weights, weights)
+    (weights / "model.safetensors").write_bytes(b"not tensors")
+    out = tmp_path / "out"
+    result = _cli("batch", tree, "--out", out, "--weights", weights, "--quiet")
+    assert result.exit_code == 2
+    assert re.fullmatch(rf"Error: {re.escape(str(weights / 'model.safetensors'))}: not a valid safetensors file \(.*\)", result.stderr.strip())
+    assert sorted(p.name for p in out.iterdir()) == [".failed", "batch.log"] and not any((out / ".failed").iterdir())
+    assert "aborted: " in (out / "batch.log").read_text()
+    error = pickle.loads(pickle.dumps(WorkerSetupError("w", "broken")))  # travels back from pool workers and Ray actors
+    assert (error.path, error.message) == ("w", "broken")
+
+
+def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, random_weights, tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(tree / "a_b.mp4", tmp_path / "in" / "clip.mp4")
+    (study,) = discover_studies(tmp_path / "in")
+    out = tmp_path / "out"
+    for name in (".work", ".failed"):
+        (out / name).mkdir(parents=True)
+    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu",
+                        backend="auto", run=RunOptions(), fingerprint="f" * 64)
+    worker = StudyWorker(ctx)
+    outcome = worker.run(study, input_sha="0" * 64)  # as if the file was hashed before it grew
+    assert outcome.status == "failed" and outcome.error == f"{study.path}: input changed while it was being triaged " \
+        "(still being written?); it is retried on the next run"
+    assert not (out / study.study_id).exists() and (out / ".failed" / f"{study.study_id}.json").exists()
+    assert worker.run(study).status == "ok" and not (out / ".failed" / f"{study.study_id}.json").exists()
+    assert worker.run(study).status == "skipped"
+    assert StudyWorker(replace(ctx, fingerprint="e" * 64)).run(study).status == "ok"  # another pipeline: redone
+    shutil.copy(tree / "a" / "b.mp4", study.path)  # new bytes at the same path: redone
+    assert worker.run(study).status == "ok"
+    run = json.loads((out / study.study_id / "run.json").read_text())
+    assert run["input"]["sha256"] == hashlib.sha256((tree / "a" / "b.mp4").read_bytes()).hexdigest()
+    assert run["batch"]["pipeline_fingerprint"] == "f" * 64 and worker.run(study).status == "skipped"
+
+
+def test_ray_engine_equals_local_engine(local_run, tree, random_weights, tmp_path):
+    pytest.importorskip("ray", reason='ray is not installed (pip install "capsule-triage[ray]"); CI installs it')
+    out = tmp_path / "out"
+    result = _batch(tree, out, random_weights, "--engine", "ray", timeout=240)
+    assert result.returncode == 1, result.stderr
+    assert "10 studies: 8 ok, 0 skipped, 2 failed" in result.stdout
+    assert json.loads((out / "batch.json").read_text())["engine"] == "ray"
+    _assert_same_outputs(out, local_run[0])
+    _assert_clean(out)

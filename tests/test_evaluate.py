@@ -1,0 +1,116 @@
+"""``evaluate`` / ``triage eval``: outputs, threshold selection, model card, and the shipped model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import pyarrow.parquet as pq
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from capsule_triage.cli_models import register
+from capsule_triage.evaluate import evaluate, read_card_section
+from capsule_triage.model_config import ModelConfig
+from conftest import REPO, WCE, manifest_rows, needs_shared
+
+torch.set_num_threads(2)
+SHIPPED = REPO / "weights" / "capsule-bleeding-lite0"
+CARD_KEYS = ("n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1")
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory) -> Path:
+    """20 val + 24 test real frames per class, with their near-duplicate groups."""
+    if not WCE.exists():
+        pytest.skip(f"real data not found at {WCE}")
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "group", "split"])
+        for label in ("non-bleeding", "bleeding"):
+            for row in manifest_rows("train", label)[::35][:20]:
+                writer.writerow([WCE / row["path"], label, row["near_dup_group"], "val"])
+            for row in manifest_rows("test", label)[::7][:24]:
+                writer.writerow([WCE / row["path"], label, row["near_dup_group"], "test"])
+    return path
+
+
+@pytest.fixture
+def weights_copy(probe_weights, tmp_path) -> Path:
+    return Path(shutil.copytree(probe_weights, tmp_path / "probe"))
+
+
+@needs_shared
+def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tmp_path):
+    result = evaluate(weights_copy, small_manifest, "test", out_dir=tmp_path / "eval")
+    assert result["n"] == 48 and result["split"] == "test" and result["border"] == "circle"
+    assert result["auc"] > 0.9 and sum(map(sum, result["confusion_matrix"])) == 48
+    assert set(result["per_class"]) == {"non-bleeding", "bleeding"} and "groups" in result
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["auc"] == pytest.approx(result["auc"]) and saved["confusion_matrix"] == result["confusion_matrix"]
+    predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
+    assert predictions.num_rows == 48 and {"path", "label", "score", "prob_bleeding", "group"} <= set(predictions.column_names)
+    assert predictions.schema.metadata[b"split"] == b"test"
+    assert pq.read_table(tmp_path / "eval" / "thresholds.parquet").num_rows == 101
+    assert pq.read_table(tmp_path / "eval" / "groups.parquet").num_rows == result["groups"]["n_groups"]
+    roc = cv2.imread(str(tmp_path / "eval" / "roc.png"))
+    assert roc is not None and roc.shape == (480, 480, 3)
+
+
+@needs_shared
+def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_copy, small_manifest):
+    result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.95)
+    selection = result["threshold_selection"]
+    assert selection["n_val"] == 40 and selection["val_sensitivity"] >= 0.95
+    config = ModelConfig.load(weights_copy / "config.json")
+    assert config.threshold == pytest.approx(result["threshold"]) and config.threshold != 0.5
+    assert config.provenance["operating_threshold"]["target_sensitivity"] == 0.95
+    again = evaluate(weights_copy, small_manifest, "test")
+    assert again["threshold"] == config.threshold and again["confusion_matrix"] == result["confusion_matrix"]
+
+
+@needs_shared
+def test_model_card_section_round_trip_and_border_override(weights_copy, small_manifest):
+    result = evaluate(weights_copy, small_manifest, "test", model_card="test")
+    none = evaluate(weights_copy, small_manifest, "test", border="none", model_card="test-border-none")
+    assert none["border"] == "none" and ModelConfig.load(weights_copy / "config.json").border == "circle"
+    card = (weights_copy / "MODEL_CARD.md").read_text()
+    assert card.count("triage-eval:test:begin") == 1 and "triage-eval:training:begin" in card
+    numbers = read_card_section(weights_copy, "test")
+    assert all(numbers[k] == pytest.approx(result[k], abs=1e-4) for k in CARD_KEYS)
+    assert read_card_section(weights_copy, "test-border-none")["auc"] == pytest.approx(none["auc"], abs=1e-4)
+    evaluate(weights_copy, small_manifest, "test", model_card="test")  # rewriting keeps one section
+    assert (weights_copy / "MODEL_CARD.md").read_text().count("triage-eval:test:begin") == 1
+
+
+@needs_shared
+def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    result = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--split", "val", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "AUC" in result.output and "Confusion matrix" in result.output and (tmp_path / "e" / "metrics.json").exists()
+    bad = runner.invoke(app, ["eval", str(weights_copy), str(tmp_path / "missing.csv")])
+    assert bad.exit_code == 2 and "Error:" in bad.output
+    bad = runner.invoke(app, ["eval", str(tmp_path / "nowhere"), str(small_manifest)])
+    assert bad.exit_code == 2 and "Error:" in bad.output
+
+
+@needs_shared
+@pytest.mark.skipif(not SHIPPED.exists(), reason="shipped model not built yet")
+def test_shipped_model_reproduces_its_model_card():
+    """`triage eval` on wcebleedgen/test gives the numbers its MODEL_CARD.md quotes, and meets the targets."""
+    card = read_card_section(SHIPPED, "test")
+    result = evaluate(SHIPPED, WCE / "manifest.csv", "test")
+    assert result["confusion_matrix"] == card["confusion_matrix"]
+    assert all(result[k] == pytest.approx(card[k], abs=1e-4) for k in CARD_KEYS)
+    assert result["auc"] >= 0.995 and result["sensitivity"] >= 0.97 and result["specificity"] >= 0.95
+    raw = read_card_section(SHIPPED, "test-border-none")
+    assert raw["border"] == "none" and result["auc"] >= raw["auc"] - 0.01

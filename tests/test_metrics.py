@@ -1,0 +1,110 @@
+"""Metrics against hand-checked values (seed A's published confusion matrix) and brute force."""
+
+import math
+
+import numpy as np
+import pytest
+
+from capsule_triage import metrics
+
+SEED_A_CM = np.array([[143, 7, 0], [11, 120, 19], [0, 4, 146]])  # rows true GC / GU / CG
+SEED_A_CLASSES = ["GC", "GU", "CG"]
+
+
+def _labels_from_cm(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true, pred = [], []
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            true += [i] * cm[i, j]
+            pred += [j] * cm[i, j]
+    return np.array(true), np.array(pred)
+
+
+def test_confusion_matrix_rebuilds_seed_a():
+    y_true, y_pred = _labels_from_cm(SEED_A_CM)
+    assert metrics.confusion_matrix(y_true, y_pred, 3).tolist() == SEED_A_CM.tolist()
+
+
+def test_seed_a_published_precision_sensitivity_f1():
+    report = metrics.per_class_report(SEED_A_CM, SEED_A_CLASSES)
+    per = report["per_class"]
+    assert [round(100 * per[c]["precision"]) for c in SEED_A_CLASSES] == [93, 92, 88]
+    assert [round(100 * per[c]["sensitivity"]) for c in SEED_A_CLASSES] == [95, 80, 97]
+    assert {k: round(100 * report["macro"][k]) for k in ("precision", "sensitivity", "f1")} == {"precision": 91, "sensitivity": 91, "f1": 91}
+    assert report["accuracy"] == pytest.approx(409 / 450)
+    assert per["GU"]["f1"] == pytest.approx(2 * 120 / (2 * 120 + 11 + 30))  # F1 = 2TP/(2TP+FP+FN)
+    assert per["GC"]["specificity"] == pytest.approx((120 + 19 + 4 + 146) / 300)
+    assert [per[c]["support"] for c in SEED_A_CLASSES] == [150, 150, 150]
+
+
+def test_undefined_ratio_is_nan_not_zero():
+    report = metrics.per_class_report(np.array([[5, 0], [0, 0]]), ["a", "b"])
+    assert math.isnan(report["per_class"]["b"]["precision"])
+    assert math.isnan(report["per_class"]["b"]["sensitivity"])
+
+
+def _auc_brute_force(positive: np.ndarray, scores: np.ndarray) -> float:
+    pos, neg = scores[positive], scores[~positive]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (pos.size * neg.size)
+
+
+def test_roc_auc_matches_pairwise_count_with_ties():
+    rng = np.random.default_rng(0)
+    positive = rng.random(300) < 0.4
+    scores = np.round(rng.random(300) + 0.5 * positive, 1)  # coarse values: many ties
+    assert metrics.roc_auc(positive, scores) == pytest.approx(_auc_brute_force(positive, scores))
+    fpr, tpr, thresholds = metrics.roc_curve(positive, scores)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and np.all(np.diff(thresholds) < 0)
+
+
+def test_roc_auc_extremes_and_single_class():
+    positive = np.array([False, False, True, True])
+    assert metrics.roc_auc(positive, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.roc_auc(positive, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert math.isnan(metrics.roc_auc(np.ones(3, bool), np.array([0.1, 0.2, 0.3])))
+
+
+def test_one_vs_rest_auc():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    probs = np.eye(3)[y] * 0.8 + 0.1
+    result = metrics.auc_one_vs_rest(y, probs, ["a", "b", "c"])
+    assert result["per_class"] == {"a": 1.0, "b": 1.0, "c": 1.0} and result["macro"] == 1.0
+
+
+def test_threshold_for_sensitivity_is_the_highest_that_reaches_target():
+    rng = np.random.default_rng(1)
+    positive = rng.random(500) < 0.3
+    scores = rng.random(500) * 0.6 + 0.4 * positive
+    for target in (0.5, 0.9, 0.97, 1.0):
+        t = metrics.threshold_for_sensitivity(positive, scores, target)
+        assert metrics.binary_report(positive, scores, t)["sensitivity"] >= target
+        above = scores[scores > t]
+        if above.size:  # any higher threshold (the next score up) misses the target
+            assert metrics.binary_report(positive, scores, above.min())["sensitivity"] < target
+    with pytest.raises(ValueError, match="target sensitivity"):
+        metrics.threshold_for_sensitivity(positive, scores, 0)
+
+
+def test_binary_report_and_threshold_table():
+    positive = np.array([True, True, False, False, False])
+    scores = np.array([0.9, 0.4, 0.6, 0.1, 0.2])
+    r = metrics.binary_report(positive, scores, 0.5)
+    assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (1, 1, 1, 2)
+    assert r["sensitivity"] == 0.5 and r["specificity"] == pytest.approx(2 / 3) and r["f1"] == pytest.approx(0.5)
+    table = metrics.threshold_table(positive, scores)
+    assert table["threshold"].size == 101 and table["sensitivity"][0] == 1 and table["specificity"][-1] == 1
+    assert np.all(np.diff(table["sensitivity"]) <= 0) and np.all(np.diff(table["flagged_fraction"]) <= 0)
+
+
+def test_group_aggregation():
+    groups = np.array(["p1", "p1", "p2", "p2", "p3"])
+    positive = np.array([False, True, False, False, False])
+    scores = np.array([0.2, 0.7, 0.6, 0.1, 0.3])
+    table = metrics.group_table(groups, positive, scores, 0.5)
+    assert table["group"].tolist() == ["p1", "p2", "p3"]
+    assert table["n_frames"].tolist() == [2, 2, 1] and table["abnormal"].tolist() == [True, False, False]
+    assert table["score_max"].tolist() == [0.7, 0.6, 0.3] and table["score_mean"].tolist() == pytest.approx([0.45, 0.35, 0.3])
+    summary = metrics.group_summary(table, 0.5)
+    assert summary["n_groups"] == 3 and summary["sensitivity"] == 1.0 and summary["specificity"] == 0.5

@@ -1,0 +1,66 @@
+"""Preprocessing comes from the model's config; frames are made border-neutral."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from capsule_triage.model_config import ModelConfig
+from capsule_triage.preprocess import Preprocessor, circle_mask, fov_boxes
+
+
+def _config(**kw):
+    base = dict(architecture="resnet50", class_names=["a", "b"], abnormal_classes=["b"], input_size=32)
+    return ModelConfig(**{**base, **kw})
+
+
+def test_normalisation_uses_the_models_own_mean_and_std():
+    frames = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    bit = Preprocessor(_config(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), border="none"))(frames)
+    imagenet = Preprocessor(_config(border="none"))(frames)
+    assert torch.allclose(bit, torch.ones_like(bit))
+    expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(imagenet[0, :, 5, 5], expected, atol=1e-5)
+
+
+def test_circle_mask_makes_the_border_the_mean_colour():
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    out = Preprocessor(_config(input_size=64, border="circle", border_radius=0.89))(frames)
+    mask = circle_mask(64, 0.89)[0, 0].bool()
+    assert (out[:, :, ~mask] == 0).all() and (out[:, :, mask] != 0).any()
+    assert not mask[0, 0] and mask[32, 32] and mask[32, 4] and not mask[32, 1]  # radius 28.5 px at 64
+    # whatever the border holds (black, text, another camera's shape), the output is the same
+    other = frames.clone()
+    other[:, :, ~mask] = 0
+    assert torch.equal(Preprocessor(_config(input_size=64))(other), out)
+
+
+def test_centre_square_crop_and_resize():
+    frames = torch.zeros((1, 3, 40, 80), dtype=torch.uint8)
+    frames[:, :, :, 20:60] = 255  # the centre square is white, the sides black
+    out = Preprocessor(_config(input_size=20, border="none", mean=(0, 0, 0), std=(1, 1, 1)))(frames)
+    assert out.shape == (1, 3, 20, 20) and torch.allclose(out, torch.ones_like(out), atol=1e-4)
+
+
+def test_fov_crop_finds_the_bright_field_of_view():
+    frame = np.zeros((100, 160, 3), np.uint8)
+    frame[20:80, 60:120] = 200  # field of view, off-centre
+    boxes = fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2))
+    top, left, side = boxes[0]
+    assert side == 60 and top == 20 and left == 60
+    out = Preprocessor(_config(input_size=30, border="fov", border_radius=1.5, mean=(0, 0, 0), std=(1, 1, 1)))(
+        torch.from_numpy(frame[None]).permute(0, 3, 1, 2))
+    assert torch.allclose(out, torch.full_like(out, 200 / 255), atol=1e-3)
+
+
+def test_bad_input_dtype_is_refused():
+    with pytest.raises(ValueError, match=r"expects uint8 \[N,3,H,W\]"):
+        Preprocessor(_config())(torch.zeros((1, 3, 8, 8)))
+
+
+@pytest.mark.gpu
+def test_preprocess_on_cuda_matches_cpu():
+    frames = torch.randint(0, 256, (4, 3, 48, 64), dtype=torch.uint8)
+    pre = Preprocessor(_config())
+    assert torch.allclose(pre.cuda()(frames.cuda()).cpu(), Preprocessor(_config())(frames), atol=1e-4)

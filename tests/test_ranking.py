@@ -1,0 +1,277 @@
+"""Tests for capsule_triage.ranking (pure numpy, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from capsule_triage.ranking import (
+    Event,
+    RankParams,
+    abnormal_score,
+    find_events,
+    hysteresis_mask,
+    rank,
+    smooth_scores,
+    top_k_frames,
+)
+
+CLASSES = ["normal", "ulcer", "bleeding"]
+ABNORMAL = [1, 2]
+
+
+def _probs_from_scores(scores: np.ndarray) -> np.ndarray:
+    """3-class probs whose abnormal sum equals ``scores`` (all abnormal mass on 'ulcer')."""
+    s = np.asarray(scores, dtype=np.float64)
+    return np.stack([1.0 - s, s, np.zeros_like(s)], axis=1)
+
+
+def _run(pts, scores, frame_index=None, **params) -> tuple[list[Event], np.ndarray]:
+    """rank() on a score curve; returns (events, event_id)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    if frame_index is None:
+        frame_index = np.arange(len(pts), dtype=np.int64)
+    r = rank(pts, frame_index, _probs_from_scores(scores), CLASSES, ABNORMAL, RankParams(**params))
+    return r.events, r.event_id
+
+
+def _sample(fps: float, duration: float, pieces: list[tuple[float, float, float]], base=0.05):
+    """pts and scores of a piecewise-constant score curve sampled at ``fps``."""
+    pts = np.arange(int(round(duration * fps))) / fps
+    scores = np.full(pts.shape, base)
+    for t0, t1, value in pieces:
+        scores[(pts >= t0) & (pts < t1)] = value
+    return pts, scores
+
+
+def test_abnormal_score_sums_abnormal_columns():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    out = abnormal_score(probs, ABNORMAL)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0.3, 0.9], rtol=1e-6)
+
+
+def test_smoothing_uses_time_window_on_irregular_pts():
+    pts = np.array([0.0, 0.125, 0.25, 1.0, 3.0])
+    scores = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
+    out = smooth_scores(scores, pts, 0.5)  # half-window 0.25 s, inclusive
+    # A 3-frame window would mix frame 3 with its neighbours; a 0.5 s window leaves it alone.
+    np.testing.assert_allclose(out, [1 / 3, 1 / 3, 1 / 3, 1.0, 0.0], rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_smoothing_matches_brute_force_and_zero_window_copies():
+    rng = np.random.default_rng(0)
+    pts = np.cumsum(rng.uniform(0.01, 0.7, size=300))
+    scores = rng.random(300)
+    out = smooth_scores(scores, pts, 1.3)
+    brute = [scores[np.abs(pts - t) <= 0.65].mean() for t in pts]
+    np.testing.assert_allclose(out, brute, rtol=1e-5)
+    copy = smooth_scores(scores, pts, 0.0)
+    np.testing.assert_allclose(copy, scores, rtol=1e-6)
+    assert not np.shares_memory(copy, scores)
+    assert smooth_scores(np.zeros(0), np.zeros(0), 1.0).shape == (0,)
+    np.testing.assert_allclose(smooth_scores(np.array([0.4]), np.array([2.0]), 1.0), [0.4])
+
+
+def test_hysteresis_holds_through_dip_and_ends_below_leave():
+    s = np.array([0.0, 0.6, 0.4, 0.45, 0.6, 0.3, 0.4, 0.6, 0.36])
+    mask = hysteresis_mask(s, enter=0.5, leave=0.35)
+    assert mask.tolist() == [False, True, True, True, True, False, False, True, True]
+    # 0.4 before any entry never starts an event.
+    assert not hysteresis_mask(np.array([0.4, 0.45]), 0.5, 0.35).any()
+    with pytest.raises(ValueError, match="leave"):
+        hysteresis_mask(s, enter=0.3, leave=0.5)
+
+
+def test_event_survives_dip_between_thresholds():
+    pts = np.arange(12) * 0.5
+    scores = [0, 0.6, 0.4, 0.4, 0.4, 0.6, 0.3, 0, 0, 0, 0, 0]
+    events, event_id = _run(pts, scores, smooth_seconds=0, merge_gap_seconds=0)
+    assert len(events) == 1
+    assert (events[0].start_frame, events[0].end_frame) == (1, 5)
+    assert events[0].frame_count == 5
+    assert (event_id >= 0).tolist() == [False] + [True] * 5 + [False] * 6
+
+
+def test_short_blip_is_dropped_long_event_kept():
+    pts, scores = _sample(30, 20, [(2.0, 2.0 + 5 / 30, 0.9), (10.0, 11.0, 0.9)])
+    events, event_id = _run(pts, scores, smooth_seconds=0, min_event_seconds=0.5)
+    assert len(events) == 1
+    assert events[0].start_seconds == pytest.approx(10.0)
+    assert not (event_id[(pts >= 1.5) & (pts < 3)] >= 0).any()
+    # A single frame at 2 fps lasts one period (0.5 s) and is therefore kept.
+    pts2, scores2 = _sample(2, 20, [(5.0, 5.5, 0.9)])
+    events2, _ = _run(pts2, scores2, smooth_seconds=0, min_event_seconds=0.5)
+    assert len(events2) == 1 and events2[0].frame_count == 1
+
+
+@pytest.mark.parametrize("gap, expected", [(1.0, 1), (3.0, 2)])
+def test_merge_gap(gap, expected):
+    pts, scores = _sample(2, 40, [(10.0, 12.5, 0.9), (12.0 + gap, 15.0 + gap, 0.9)])
+    events, event_id = _run(pts, scores, smooth_seconds=0, merge_gap_seconds=2.0)
+    assert len(events) == expected
+    if expected == 1:
+        ev = events[0]
+        assert (ev.start_seconds, ev.end_seconds) == (10.0, 14.5 + gap)
+        assert ev.frame_count == int((ev.end_seconds - ev.start_seconds) * 2) + 1
+        assert (event_id == 0).sum() == ev.frame_count  # gap frames belong to the event
+
+
+def test_same_events_at_2_and_30_fps():
+    pieces = [(10.0, 20.0, 0.9), (40.0, 45.0, 0.8), (70.0, 70.3, 0.9), (90.0, 92.0, 0.7)]
+    results = {}
+    for fps in (2, 30):
+        pts, scores = _sample(fps, 120, pieces)
+        events, _ = _run(pts, scores)  # default params: 1 s smoothing
+        results[fps] = sorted(events, key=lambda e: e.start_seconds)
+    assert len(results[2]) == len(results[30]) == 3  # the 0.3 s blip is gone at both rates
+    for a, b in zip(results[2], results[30]):
+        assert abs(a.start_seconds - b.start_seconds) <= 0.5
+        # The inclusive 1 s window holds 3 samples at 2 fps (effectively 1.5 s of video), so the
+        # smoothed tail falls below leave_threshold up to ~0.65 s earlier than at 30 fps.
+        assert abs(a.end_seconds - b.end_seconds) <= 0.75
+        assert a.event_id == b.event_id
+
+
+def test_same_events_at_2_and_30_fps_without_smoothing():
+    pieces = [(10.0, 20.0, 0.9), (40.0, 45.0, 0.8), (90.0, 92.0, 0.7)]
+    results = {}
+    for fps in (2, 30):
+        pts, scores = _sample(fps, 120, pieces)
+        events, _ = _run(pts, scores, smooth_seconds=0)
+        results[fps] = sorted(events, key=lambda e: e.start_seconds)
+    assert len(results[2]) == len(results[30]) == 3
+    for a, b in zip(results[2], results[30]):
+        assert abs(a.start_seconds - b.start_seconds) <= 0.5
+        assert abs(a.end_seconds - b.end_seconds) <= 0.5
+
+
+def test_ranking_by_peak_and_event_ids():
+    pts, scores = _sample(
+        2, 100, [(10, 15, 0.7), (30, 35, 0.95), (50, 55, 0.8), (70, 75, 0.8)], base=0.0
+    )
+    events, event_id = _run(pts, scores, smooth_seconds=0)
+    assert [e.event_id for e in events] == [0, 1, 2, 3]
+    assert [e.peak_score for e in events] == pytest.approx([0.95, 0.8, 0.8, 0.7])
+    # Tie between 0.8 peaks: the earlier event ranks first.
+    assert [e.start_seconds for e in events] == [30.0, 50.0, 70.0, 10.0]
+    for e in events:
+        sel = np.flatnonzero(event_id == e.event_id)
+        assert len(sel) == e.frame_count
+        assert (pts[sel[0]], pts[sel[-1]]) == (e.start_seconds, e.end_seconds)
+        assert e.mean_score == pytest.approx(scores[sel].mean())
+
+
+def test_dominant_class_uses_summed_probability():
+    n = 20
+    pts = np.arange(n) * 0.5
+    probs = np.tile([1.0, 0.0, 0.0], (n, 1))
+    probs[5] = [0.05, 0.9, 0.05]  # ulcer has the single highest probability...
+    probs[6:9] = [0.1, 0.2, 0.7]  # ...but bleeding has the larger sum (2.15 vs 1.5)
+    probs[14:16] = [0.1, 0.6, 0.3]  # a second event where ulcer dominates
+    r = rank(pts, np.arange(n), probs, CLASSES, ABNORMAL, RankParams(smooth_seconds=0))
+    by_start = {e.start_frame: e for e in r.events}
+    assert by_start[5].dominant_class == "bleeding"
+    assert by_start[5].peak_frame == 5
+    assert by_start[14].dominant_class == "ulcer"
+
+
+def test_top_k_nms():
+    rng = np.random.default_rng(1)
+    pts = np.arange(2000) / 10.0
+    scores = rng.random(2000)
+    top = top_k_frames(pts, np.arange(2000), scores, k=30, nms_seconds=5.0)
+    assert len(top) == 30
+    assert top[0][0] == int(np.argmax(scores)) and top[0][2] == pytest.approx(scores.max())
+    assert [t[2] for t in top] == sorted((t[2] for t in top), reverse=True)
+    times = np.array([t[1] for t in top])
+    diffs = np.abs(times[:, None] - times[None, :])[~np.eye(len(times), dtype=bool)]
+    assert diffs.min() >= 5.0
+    # The runner-up 1 s from the max is suppressed; exactly nms_seconds away is allowed.
+    pts2 = np.array([0.0, 1.0, 5.0, 20.0])
+    top2 = top_k_frames(pts2, np.array([10, 11, 12, 13]), np.array([0.9, 0.8, 0.7, 0.1]), 10, 5.0)
+    assert [t[0] for t in top2] == [10, 12, 13]
+    assert top_k_frames(pts2, np.arange(4), np.ones(4), 0, 5.0) == []
+
+
+def test_empty_and_single_frame():
+    r = rank(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, 3)), CLASSES, ABNORMAL, RankParams())
+    assert r.smoothed.shape == (0,) and r.event_id.shape == (0,)
+    assert r.event_id.dtype == np.int32 and r.events == [] and r.top_frames == []
+    one = (np.array([3.0]), np.array([7]), np.array([[0.1, 0.5, 0.4]]))
+    r1 = rank(*one, CLASSES, ABNORMAL, RankParams())
+    assert r1.events == []  # duration 0 (no frame period) < 0.5 s
+    assert r1.top_frames == [(7, 3.0, pytest.approx(0.9))]
+    r2 = rank(*one, CLASSES, ABNORMAL, RankParams(min_event_seconds=0))
+    assert len(r2.events) == 1 and r2.events[0].start_frame == 7
+    assert r2.events[0].dominant_class == "ulcer" and r2.event_id.tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"smooth_seconds": -1.0}, r"smooth_seconds.*-1\.0"),
+        ({"merge_gap_seconds": -0.1}, "merge_gap_seconds"),
+        ({"min_event_seconds": float("nan")}, "min_event_seconds"),
+        ({"nms_seconds": -5}, "nms_seconds"),
+        ({"enter_threshold": 1.5}, r"enter_threshold.*1\.5"),
+        ({"leave_threshold": -0.1}, "leave_threshold"),
+        ({"enter_threshold": 0.3, "leave_threshold": 0.4}, "leave_threshold.*enter_threshold"),
+        ({"top_k": -1}, r"top_k.*-1"),
+        ({"top_k": 2.5}, "top_k"),
+    ],
+)
+def test_param_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RankParams(**kwargs).validate()
+    with pytest.raises(ValueError, match=match):
+        rank(np.zeros(2), np.arange(2), np.zeros((2, 3)), CLASSES, ABNORMAL, RankParams(**kwargs))
+
+
+def test_shape_validation():
+    pts, fidx, probs = np.arange(5.0), np.arange(5), np.full((5, 3), 1 / 3)
+    p = RankParams()
+    with pytest.raises(ValueError, match="probs"):
+        rank(pts, fidx, probs[:4], CLASSES, ABNORMAL, p)
+    with pytest.raises(ValueError, match="frame_index"):
+        rank(pts, fidx[:4], probs, CLASSES, ABNORMAL, p)
+    with pytest.raises(ValueError, match="class_names"):
+        rank(pts, fidx, probs, CLASSES[:2], ABNORMAL, p)
+    with pytest.raises(ValueError, match="abnormal_indices"):
+        rank(pts, fidx, probs, CLASSES, [1, 3], p)
+    with pytest.raises(ValueError, match="ascending"):
+        rank(pts[::-1].copy(), fidx, probs, CLASSES, ABNORMAL, p)
+    scores = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="smoothed"):
+        find_events(pts, fidx, scores, scores[:3], probs, CLASSES, ABNORMAL, p)
+
+
+def test_frame_index_gaps_are_reported():
+    # Frames 3, 4 and 9 failed to decode; pts follow the real frame numbers at 2 fps.
+    fidx = np.array([0, 1, 2, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    pts = fidx / 2.0
+    scores = np.where((fidx >= 5) & (fidx <= 11), 0.9, 0.0)
+    scores[fidx == 10] = 0.95
+    events, _ = _run(pts, scores, frame_index=fidx, smooth_seconds=0)
+    assert len(events) == 1
+    ev = events[0]
+    assert (ev.start_frame, ev.end_frame, ev.peak_frame) == (5, 11, 10)
+    assert (ev.start_seconds, ev.end_seconds, ev.peak_seconds) == (2.5, 5.5, 5.0)
+    assert ev.frame_count == 6
+
+
+def test_smoke_100k_frames():
+    n = 100_000
+    rng = np.random.default_rng(2)
+    pts = np.cumsum(rng.uniform(0.02, 0.05, size=n))
+    logits = np.cumsum(rng.normal(0, 0.05, size=n))
+    s = 1 / (1 + np.exp(-(logits - logits.mean())))
+    probs = np.stack([1 - s, s * 0.6, s * 0.4], axis=1)
+    r = rank(pts, np.arange(n) * 2, probs, CLASSES, ABNORMAL, RankParams())
+    assert r.smoothed.shape == (n,) and r.event_id.shape == (n,)
+    assert [e.event_id for e in r.events] == list(range(len(r.events)))
+    peaks = [e.peak_score for e in r.events]
+    assert peaks == sorted(peaks, reverse=True)
+    assert sum(e.frame_count for e in r.events) == int((r.event_id >= 0).sum())
+    assert 0 < len(r.top_frames) <= 20

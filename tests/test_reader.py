@@ -1,0 +1,134 @@
+"""Reader: real files encoded with PyAV; timestamps, formats, folders, bounded memory, bad frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from capsule_triage.frames import DecodeStats
+from capsule_triage.errors import InputError
+from capsule_triage.reader import ReadOptions, list_frame_images, probe, read_frames, read_frames_at
+from conftest import VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
+
+pytestmark = needs_shared
+
+
+@pytest.fixture(scope="module")
+def frames24():
+    return mixed_clip_frames()[:24]
+
+
+def _all(path, **kw):
+    stats = DecodeStats()
+    batches = list(read_frames(path, ReadOptions(**kw), stats))
+    return batches, stats
+
+
+@pytest.mark.parametrize("name,codec", [("a.mp4", "libx264"), ("a.mkv", "libx264"), ("a.mov", "mpeg4"), ("a.avi", "mjpeg"), ("b.mkv", "libx265")])
+def test_containers_and_codecs_decode_with_stream_timestamps(tmp_path, frames24, name, codec):
+    import av
+
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this PyAV build")
+    path = encode_clip(frames24, tmp_path / name, codec=codec, options={} if codec != "libx264" else None)
+    batches, stats = _all(path, batch_size=10, short_side=112)
+    assert [len(b) for b in batches] == [10, 10, 4]
+    assert batches[0].data.shape[1:] == (112, 112, 3) and batches[0].data.dtype == np.uint8
+    pts = np.concatenate([b.pts_seconds for b in batches])
+    np.testing.assert_allclose(pts, np.arange(24) / 4, atol=1e-3)
+    assert stats.frames_decoded == 24 and stats.frames_skipped == 0
+
+
+def test_variable_frame_rate_is_preserved(tmp_path, frames24):
+    ticks = [0, 1, 2, 5, 6, 12, 13, 14, 30, 31]  # irregular gaps, time base 1/8 s
+    path = encode_clip(frames24[:10], tmp_path / "vfr.mkv", pts=ticks, time_base=(1, 8))
+    batches, _ = _all(path)
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), np.array(ticks) / 8, atol=1e-3)
+
+
+def test_non_square_source_is_resized_in_the_decoder_and_centre_cropped():
+    path = VIDEOS / "rvimlab_laparoscopic_endo_10s.mp4"  # 1280x720 with an audio track
+    info = probe(path)
+    assert (info.width, info.height, info.average_fps, info.num_frames_from_header) == (1280, 720, 25.0, 250)
+    batches, stats = _all(path, batch_size=64, short_side=96, decoder_threads=2)
+    assert stats.frames_decoded == 250 and batches[0].data.shape == (64, 96, 96, 3)
+    # the centre crop keeps the middle of the 16:9 frame: compare with a full decode of frame 0
+    full = read_frames_at(path, [0], [0.0])[0]
+    assert full.shape == (720, 1280, 3)
+
+
+def test_frame_folder_natural_order_fps_and_timestamp_csv(tmp_path, frames24):
+    folder = write_frame_folder(frames24[:12], tmp_path / "f", pattern="frame{}")
+    names = [p.name for p in list_frame_images(folder)]
+    assert names[:3] == ["frame0.png", "frame1.png", "frame2.png"] and names[10] == "frame10.png"
+    batches, _ = _all(folder, folder_fps=3.0)
+    np.testing.assert_allclose(batches[0].pts_seconds, np.arange(12) / 3)
+    assert batches[0].data[2].mean() == pytest.approx(frames24[2].mean(), abs=0.01)
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("filename,pts_seconds\n" + "".join(f"frame{i}.png,{i * i / 10}\n" for i in range(12)))
+    batches, _ = _all(folder, timestamps_csv=csv_path)
+    np.testing.assert_allclose(batches[0].pts_seconds, np.arange(12) ** 2 / 10)
+    csv_path.write_text("filename,pts_seconds\nframe0.png,0\n")
+    with pytest.raises(InputError, match=r"no timestamp for 11 image\(s\), e.g. 'frame1.png'"):
+        _all(folder, timestamps_csv=csv_path)
+
+
+def test_folder_with_mixed_sizes_and_image_kinds(tmp_path, frames24):
+    import cv2
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a1.png"), cv2.cvtColor(frames24[0], cv2.COLOR_RGB2GRAY))  # grayscale
+    cv2.imwrite(str(folder / "a2.png"), (cv2.resize(frames24[1], (300, 200)).astype(np.uint16) * 257))  # 16-bit
+    cv2.imwrite(str(folder / "a3.png"), np.dstack([frames24[2], np.full((224, 224), 255, np.uint8)]))  # RGBA
+    cv2.imwrite(str(folder / "a4.jpg"), cv2.resize(frames24[3], (225, 223)))  # odd size
+    batches, stats = _all(folder, short_side=64)
+    assert stats.frames_decoded == 4 and batches[0].data.shape == (4, 64, 64, 3)
+
+
+def test_mid_stream_corrupt_frame_is_skipped_and_counted(tmp_path, frames24):
+    """MJPEG frames are independent: destroy one frame's JPEG data in the file."""
+    path = encode_clip(frames24, tmp_path / "a.avi", codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # JPEG SOI markers
+    victim = starts[10]
+    data[victim : victim + 600] = bytes(600)
+    path.write_bytes(bytes(data))
+    batches, stats = _all(path)
+    n = sum(len(b) for b in batches)
+    assert stats.frames_skipped >= 1 and n + stats.frames_skipped == 24, (n, stats)
+    indices = np.concatenate([b.frame_index for b in batches])
+    assert len(set(range(24)) - set(indices.tolist())) == stats.frames_skipped
+
+
+def test_memory_is_bounded_by_the_batch_not_the_video(tmp_path, frames24):
+    """The reader is lazy: taking the first batch of a long clip decodes about one batch."""
+    path = encode_clip(frames24 * 10, tmp_path / "long.mp4")
+    stats = DecodeStats()
+    iterator = read_frames(path, ReadOptions(batch_size=8), stats)
+    first = next(iterator)
+    assert len(first) == 8 and stats.frames_decoded <= 8 + 4
+    iterator.close()
+
+
+def test_audio_only_file_is_rejected(tmp_path):
+    import av
+
+    path = tmp_path / "audio.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(InputError, match="no video stream"):
+        probe(path)
+
+
+def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
+    path = encode_clip(frames24, tmp_path / "a.mp4", options={"crf": "18", "g": "6"})
+    got = read_frames_at(path, [3, 17], [0.75, 4.25])
+    for index in (3, 17):
+        assert np.abs(got[index].astype(int) - frames24[index].astype(int)).mean() < 4

@@ -1,0 +1,474 @@
+"""The review pages: escaping, downsampling, pagination, reading times, batch index, and a real browser.
+
+The browser tests drive Debian's headless Chromium through the Chrome DevTools Protocol (websocket);
+they skip when /usr/bin/chromium is absent (``.ci/install_chromium.sh`` installs it).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from capsule_triage.errors import InputError
+from capsule_triage.outputs import events_table, frames_table, top_frames_table, write_json, write_table
+from capsule_triage.ranking import Event, Ranking
+from capsule_triage.report import (INDEX_FILE, PAGE_SIZE, REPORT_FILE, intended_use, paginate, reading_seconds, script_json,
+                                   write_batch_index, write_report)
+from capsule_triage.report_svg import MAX_POINTS, Span, downsample_max, esc, fmt_duration, timeline_svg
+
+from conftest import ARTIFACTS, MIXED_CLIP, needs_shared, triage
+
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                    "(run .ci/install_chromium.sh)")
+EVIL = "<script>alert(1)</script>"
+CARD = "# probe\n\n## Intended use\n\nResearch triage of capsule-endoscopy video for bleeding; not for diagnosis.\n"
+
+
+# --- synthetic study folders ------------------------------------------------------------------
+
+def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, event_frames: int = 20, name: str = "study.mp4",
+               class_name: str = "bleeding", thumbnail: str | None = None, seed: int = 0) -> Path:
+    """A study folder as ``triage run`` writes it, with ``events`` evenly spaced events of ``event_frames`` frames."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    pts = np.arange(frames) / fps
+    scores = rng.uniform(0.0, 0.2, frames).astype(np.float32)
+    event_id = np.full(frames, -1, np.int32)
+    starts = np.linspace(0, frames - event_frames, events, dtype=np.int64) if events else np.array([], np.int64)
+    peaks = rng.uniform(0.6, 1.0, events)
+    order = np.argsort(-peaks, kind="stable")  # rank 0 = highest peak
+    ranked = []
+    for rank, k in enumerate(order):
+        s = int(starts[k])
+        scores[s:s + event_frames] = np.float32(peaks[k] - 0.1)
+        scores[s + event_frames // 2] = np.float32(peaks[k])
+        event_id[s:s + event_frames] = rank
+        ranked.append(Event(rank, s, s + event_frames - 1, pts[s], pts[s + event_frames - 1], s + event_frames // 2,
+                            pts[s + event_frames // 2], float(np.float32(peaks[k])), float(peaks[k] - 0.1), event_frames, class_name))
+    ranking = Ranking(scores=scores, smoothed=scores, event_id=event_id, events=ranked, top_frames=[])
+    probs = np.stack([1 - scores, scores], axis=1)
+    thumbs = {}
+    if events:
+        (folder / "thumbnails").mkdir()
+        jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), (40, 40, 160), np.uint8))[1].tobytes()
+        for e in ranked:
+            thumbs[e.peak_frame] = thumbnail or f"thumbnails/frame_{e.peak_frame:07d}.jpg"
+            if thumbnail is None:
+                (folder / thumbs[e.peak_frame]).write_bytes(jpeg)
+    prov = {"model": "synthetic"}
+    write_table(folder / "frames.parquet", frames_table(frame_index=np.arange(frames), pts_seconds=pts, probs=probs,
+                class_names=["non-bleeding", class_name], scores=scores, ranking=ranking), prov)
+    write_table(folder / "events.parquet", events_table(ranked, thumbs), prov)
+    write_table(folder / "top_frames.parquet", top_frames_table([], thumbs), prov)
+    write_json(folder / "run.json", {
+        "input": {"path": f"/data/{name}", "size_bytes": 1000},
+        "source": {"path": f"/data/{name}", "kind": "video", "codec": "h264", "width": 64, "height": 64,
+                   "average_fps": fps, "duration_seconds": frames / fps},
+        "model": {"name": "synthetic-model", "architecture": "none", "device": "cpu",
+                  "config": {"class_names": ["non-bleeding", class_name], "threshold": 0.5}},
+        "parameters": {"rank": {"enter_threshold": 0.5, "leave_threshold": 0.375}},
+        "frames_decoded": frames, "frames_skipped": 0, "wall_seconds": 1.0, "fps": 100.0})
+    return folder
+
+
+# --- unit tests -------------------------------------------------------------------------------
+
+def test_script_json_escapes_markup_and_round_trips():
+    data = {"name": "</script><script>alert(1)</script>", "amp": "a&b", "sep": "\u2028"}
+    text = script_json(data)
+    assert not set("<>&\u2028") & set(text)
+    assert json.loads(text) == data
+
+
+def test_svg_escapes_labels_and_titles():
+    svg = timeline_svg(np.arange(10.0), np.zeros(10), enter=0.5, leave=0.4, label=EVIL,
+                       spans=[Span(EVIL, f'"{EVIL}', 1, 2, 1.5, 0.9, "#e\"><script>", 0)])
+    assert "<script" not in svg and "&lt;script&gt;" in svg and 'href="#e&quot;&gt;&lt;script&gt;"' in svg
+
+
+def test_malicious_strings_render_as_text(tmp_path):
+    evil_img = "\"'><img src=x onerror=alert(2)>"
+    study = make_study(tmp_path / "s", frames=200, events=3, name=f"{EVIL}{evil_img}.mp4", class_name=f"<b>{evil_img}</b>",
+                       thumbnail="javascript:alert(3)")
+    html = write_report(study, model_card=f"Intended use: {EVIL}").read_text()
+    pages = [html, *(p.read_text() for p in (study / "report").glob("*.html"))]
+    for page in pages:
+        assert "<script>alert" not in page and "<img src=x" not in page and "<b>\"" not in page
+        assert "javascript:" not in page
+        assert len(re.findall(r"<script\b", page)) == len(re.findall(r"</script>", page)) <= 2
+    assert esc(f"{EVIL}{evil_img}.mp4") in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count('class="nothumb"') == 3  # an unsafe thumbnail path is not linked
+
+
+def test_downsample_keeps_every_bin_maximum():
+    rng = np.random.default_rng(1)
+    n = 100_000
+    t, y = np.arange(n) / 2.0, rng.uniform(0, 0.3, n)
+    spikes = rng.choice(n, 40, replace=False)
+    y[spikes] = rng.uniform(0.7, 1.0, 40)
+    ts, ys = downsample_max(t, y)
+    assert len(ts) <= MAX_POINTS and np.all(np.diff(ts) > 0)
+    assert ys.max() == y.max()
+    assert set(t[spikes]) <= set(ts)  # each isolated spike is its bin's maximum
+    size = -(-n // MAX_POINTS)
+    assert np.allclose(ys, [y[k:k + size].max() for k in range(0, n, size)])
+    short_t, short_y = downsample_max(t[:50], y[:50])
+    assert np.array_equal(short_y, y[:50])
+
+
+def test_pagination_math():
+    pages = paginate(500, 50)
+    assert len(pages) == 10 and pages[0] == range(0, 50) and pages[-1] == range(450, 500)
+    assert paginate(51, 50) == [range(0, 50), range(50, 51)]
+    assert paginate(0, 50) == [range(0, 0)]
+    assert sum(len(p) for p in paginate(1234, 50)) == 1234
+    with pytest.raises(ValueError, match="page_size must be >= 1, got 0"):
+        paginate(10, 0)
+
+
+def test_reading_times_come_from_the_data(tmp_path):
+    study = make_study(tmp_path / "s", frames=3000, events=15, fps=2.0, event_frames=30)  # 450 flagged frames
+    flagged = int(pq.read_table(study / "frames.parquet").column("flagged").to_numpy().sum())
+    assert flagged == 450 and reading_seconds(flagged) == 30.0 and reading_seconds(3000) == 200.0
+    html = write_report(study).read_text()
+    summary = html[html.index('id="summary"'):html.index("</section>", html.index('id="summary"'))]
+    assert "15.0%" in summary and "450 frames in events" in summary
+    assert f">{fmt_duration(30.0)}<" in summary and "30.0 s" in summary
+    assert "vs 3 min 20 s for the whole study (85% less)" in summary
+
+
+@pytest.mark.parametrize("card, expected", [
+    ("# M\n\n## Intended use\n\nTriage research only.\n\n## Data\n", "Triage research only."),
+    ("- **Intended use:** ranking frames for review", "ranking frames for review"),
+    ("Intended use \u2014 research", "research"),
+    ("# M\nno such line\n", None),
+    ("Intended use: " + "x" * 300, "x" * 300),  # one line longer than a file name: text, not a path
+    (None, None),
+])
+def test_intended_use_line(card, expected):
+    assert intended_use(card) == expected
+
+
+def test_reading_a_card_from_a_path(tmp_path):
+    (tmp_path / "MODEL_CARD.md").write_text(CARD)
+    assert intended_use(str(tmp_path / "MODEL_CARD.md")).startswith("Research triage")
+
+
+def test_large_study_is_small_and_paginated(tmp_path):
+    study = make_study(tmp_path / "big", frames=100_000, events=500)
+    started = time.perf_counter()
+    report = write_report(study)
+    seconds = time.perf_counter() - started
+    html = report.read_text()
+    assert report.stat().st_size < 2_000_000, report.stat().st_size
+    assert html.count('class="card"') == 500 and html.count('class="page"') == 10
+    assert len(list((study / "report").glob("event-*.html"))) == 500
+    main_curve = re.search(r'<path class="score" d="([^"]*)"', html).group(1)
+    assert main_curve.count("L") < MAX_POINTS
+    assert seconds < 30, seconds
+
+
+def test_study_without_events(tmp_path):
+    html = write_report(make_study(tmp_path / "s", frames=100, events=0)).read_text()
+    assert "No events" in html and 'class="card"' not in html and "0.0%" in html
+    assert not list((tmp_path / "s" / "report").glob("*.html"))
+
+
+def test_missing_study_files_raise_input_error(tmp_path):
+    with pytest.raises(InputError, match="not a study folder"):
+        write_report(tmp_path)
+    study = make_study(tmp_path / "s", frames=10, events=0)
+    (study / "frames.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="frames.parquet: cannot read Parquet"):
+        write_report(study)
+
+
+def _studies_parquet(folder: Path) -> None:
+    """studies.parquet as the batch command writes it, minus some columns (read gracefully)."""
+    pq.write_table(pa.table({
+        "id": ["s1", "s2", "s3"],
+        "input_path": ["/data/a.mp4", f"/data/{EVIL}.mp4", "/data/c.mp4"],
+        "status": ["ok", "failed", "skipped"],
+        "error": [None, f"/data/{EVIL}.mp4: no decodable frames", None],
+        "frames": [200, None, None],
+        "events": [3, None, None],
+        "flagged_percent": [30.0, None, None],
+    }), folder / "studies.parquet")
+
+
+def test_batch_index_lists_studies_and_links_reports(tmp_path):
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    html = write_batch_index(tmp_path).read_text()
+    assert '<a href="s1/report.html">s1</a>' in html
+    assert "3 studies (1 failed, 1 ok, 1 skipped)" in html and "30.0%" in html
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.mp4: no decodable frames" in html
+    assert 'href="s2/' not in html  # a failed study has no report to link
+    with pytest.raises(InputError, match="not a batch folder"):
+        write_batch_index(tmp_path / "s1")
+
+
+def test_cli_report_rewrites_a_batch(tmp_path):
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    done = triage("report", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / INDEX_FILE).is_file() and (tmp_path / "s1" / REPORT_FILE).is_file()
+    assert done.stdout.strip() == f"Wrote {tmp_path / INDEX_FILE}"
+
+
+def test_cli_report_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from capsule_triage.cli import app
+
+    (tmp_path / "empty").mkdir()
+    for folder, problem in ((tmp_path / "missing", "no such folder"),
+                            (tmp_path / "empty", "neither a study folder (run.json) nor a batch folder (studies.parquet)")):
+        result = CliRunner().invoke(app, ["report", str(folder)])
+        assert result.exit_code == 2 and result.stderr == f"Error: {folder}: {problem}\n"
+    study = make_study(tmp_path / "s", frames=10, events=0)
+    result = CliRunner().invoke(app, ["report", str(study), "--model-card", str(tmp_path / "nope.md")])
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: {tmp_path / 'nope.md'}: cannot read the model card")
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+class Chromium:
+    """Headless Debian Chromium driven over the DevTools Protocol (one page, events collected)."""
+
+    KEYS = {"j": ("KeyJ", 74), "k": ("KeyK", 75), "Enter": ("Enter", 13), "ArrowRight": ("ArrowRight", 39),
+            "ArrowLeft": ("ArrowLeft", 37)}
+
+    def __init__(self, user_data_dir: Path):
+        websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e .[test])")
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+             f"--user-data-dir={user_data_dir}", "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, deadline = user_data_dir / "DevToolsActivePort", time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail(f"chromium did not start (exit code {self.proc.poll()})")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.ids, self.events = itertools.count(1), []
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        self.send("Emulation.setFocusEmulationEnabled", enabled=True)
+
+    def _post(self, method: str, params: dict) -> int:
+        msg_id = next(self.ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        return msg_id
+
+    def _receive(self) -> dict:
+        msg = json.loads(self.ws.recv())
+        if msg.get("method"):
+            self.events.append(msg)
+            if msg["method"] == "Page.javascriptDialogOpening":  # record it, and never block the page
+                self._post("Page.handleJavaScriptDialog", {"accept": False})
+        return msg
+
+    def send(self, method: str, **params) -> dict:
+        msg_id = self._post(method, params)
+        while True:
+            msg = self._receive()
+            if msg.get("id") == msg_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+    def wait_for(self, method: str, since: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e["method"] == method for e in self.events[since:]):
+            assert time.monotonic() < deadline, f"timed out waiting for {method}"
+            self._receive()
+
+    def load(self, url: str) -> None:
+        since = len(self.events)
+        self.send("Page.navigate", url=url)
+        self.wait_for("Page.loadEventFired", since)
+
+    def eval(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def eval_until(self, expression: str, expected, timeout: float = 10):
+        """Evaluate until the value is ``expected`` (events such as hashchange run asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while (value := self.eval(expression)) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return value
+
+    def key(self, key: str) -> None:
+        code, vk = self.KEYS[key]
+        text = {"j": "j", "k": "k", "Enter": "\r"}.get(key, "")
+        self.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, windowsVirtualKeyCode=vk, text=text)
+        self.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=vk)
+
+    def problems(self) -> list[str]:
+        """Console errors, uncaught exceptions, failed loads and dialogs seen so far."""
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e["method"] == "Runtime.exceptionThrown":
+                out.append(f"exception: {p['exceptionDetails'].get('exception', {}).get('description') or p['exceptionDetails']['text']}")
+            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
+                out.append(f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}")
+            elif e["method"] == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
+                out.append(f"log {p['entry']['level']}: {p['entry']['text']} {p['entry'].get('url', '')}")
+            elif e["method"] == "Page.javascriptDialogOpening":
+                out.append(f"dialog: {p.get('type')} {p.get('message')!r}")
+        return out
+
+    def screenshot(self, path: Path) -> None:
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "ws", None):
+                self._post("Browser.close", {})
+                self.ws.close()
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    chromium = Chromium(tmp_path / "chromium-profile")
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture(scope="module")
+def malicious_run(tmp_path_factory, probe_weights) -> Path:
+    """``triage run`` + ``triage report`` on a copy of the mixed clip whose path contains ``<script>alert(1)</script>.mp4``
+    (a file name cannot hold "/", so the clip is ``script>.mp4`` in a folder named ``<script>alert(1)<``)."""
+    if not MIXED_CLIP.exists():
+        pytest.skip(f"mixed clip not found at {MIXED_CLIP}")
+    root = tmp_path_factory.mktemp("evil")
+    source = root / f"{EVIL}.mp4"
+    source.parent.mkdir(parents=True)
+    shutil.copy(MIXED_CLIP, source)
+    (root / "MODEL_CARD.md").write_text(CARD)
+    out = root / "out"
+    for args in (("run", source, "--weights", probe_weights, "--out", out, "--quiet"),
+                 ("report", out, "--model-card", root / "MODEL_CARD.md")):
+        done = triage(*args)
+        assert done.returncode == 0, done.stderr
+    return out
+
+
+@needs_shared
+@needs_chromium
+def test_report_of_the_mixed_clip_in_chromium(malicious_run, browser):
+    events = pq.read_table(malicious_run / "events.parquet").num_rows
+    assert events >= 1
+    browser.load((malicious_run / REPORT_FILE).as_uri())
+    page = browser.eval("""({
+        title: document.title, text: document.body.innerText,
+        scripts: Array.from(document.scripts).map(s => s.textContent.includes('alert(1)')),
+        thumbs: Array.from(document.querySelectorAll('.card img')).filter(
+            i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 50 && i.checkVisibility()).length,
+        cards: document.querySelectorAll('.card').length,
+        svg: !!document.querySelector('svg.timeline path.score'),
+        spans: document.querySelectorAll('svg.timeline a.span').length})""")
+    assert EVIL + ".mp4" in page["text"] and "script>.mp4" in page["title"]
+    assert page["scripts"] == [False, False]  # our data and our code, nothing injected
+    assert page["cards"] == page["thumbs"] == min(events, PAGE_SIZE)
+    assert page["svg"] and page["spans"] == events
+    assert "Research use only \u2014 not a diagnostic device" in page["text"]
+    assert "Research triage of capsule-endoscopy video for bleeding" in page["text"]
+    browser.screenshot(ARTIFACTS / "report.png")
+
+    selected = "document.querySelector('.card.selected') && document.querySelector('.card.selected').id"
+    browser.key("j")
+    assert browser.eval("location.hash") == "#event-1" and browser.eval(selected) == "event-1"
+    assert browser.eval("document.querySelector('svg a.span.selected').dataset.rank") == "0"
+    if events > 1:
+        browser.key("ArrowRight")
+        assert browser.eval(selected) == "event-2"
+        browser.key("k")
+        assert browser.eval(selected) == "event-1"
+    since = len(browser.events)
+    browser.key("Enter")
+    browser.wait_for("Page.loadEventFired", since)
+    detail = browser.eval("""({url: location.href, text: document.body.innerText, rows: document.querySelectorAll('table.frames tbody tr').length,
+        img: (i => i && i.complete && i.naturalWidth > 0)(document.querySelector('figure img'))})""")
+    first = pq.read_table(malicious_run / "events.parquet").to_pylist()[0]
+    assert detail["url"].endswith("/report/event-0001.html") and detail["img"]
+    assert detail["rows"] == first["frame_count"] and "Event #1 \u2014 script>.mp4" in detail["text"]
+    assert browser.problems() == []
+
+
+@needs_chromium
+def test_large_study_paginates_in_chromium(tmp_path, browser):
+    study = make_study(tmp_path / "big", frames=100_000, events=500)
+    url = write_report(study).as_uri()
+    visible = "Array.from(document.querySelectorAll('.card')).filter(c => c.checkVisibility()).map(c => +c.dataset.rank)"
+    browser.load(url)
+    assert browser.eval(visible) == list(range(50))
+    assert browser.eval("document.querySelector('.pager a[aria-current]').textContent") == "1"
+    browser.eval("location.hash = '#event-50'")
+    browser.key("j")  # from the last card of page 1 to the first of page 2
+    assert browser.eval("location.hash") == "#event-51" and browser.eval(visible) == list(range(50, 100))
+    browser.key("k")
+    assert browser.eval(visible) == list(range(50))
+    browser.eval("document.querySelector('svg a.span[data-rank=\"499\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+    assert browser.eval("location.hash") == "#event-500"
+    assert browser.eval_until(visible, list(range(450, 500))) == list(range(450, 500))
+    assert browser.problems() == []
+
+    browser.send("Emulation.setScriptExecutionDisabled", value=True)  # without JS: first page, then pages by link
+    for fragment, shown in (("", range(50)), ("#page-3", range(100, 150)), ("#event-321", range(300, 350))):
+        browser.load("about:blank")  # a new document each time (a fragment change alone fires no load event)
+        browser.load(url + fragment)
+        assert browser.eval(visible) == list(shown), fragment
+    assert browser.eval("document.documentElement.className") == ""  # the script really did not run
+
+
+@needs_chromium
+def test_batch_index_in_chromium(tmp_path, browser):
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    write_report(tmp_path / "s1")
+    browser.load(write_batch_index(tmp_path).as_uri())
+    ids = "Array.from(document.querySelectorAll('.studies tbody tr')).map(r => r.cells[0].textContent)"
+    assert browser.eval(ids) == ["s1", "s2", "s3"]
+    assert EVIL in browser.eval("document.body.innerText")
+    browser.eval("document.querySelector('th button[data-col=\"1\"]').click()")  # sort by status
+    assert browser.eval(ids) == ["s2", "s1", "s3"]
+    since = len(browser.events)
+    browser.eval("document.querySelector('.studies a').click()")
+    browser.wait_for("Page.loadEventFired", since)
+    assert browser.eval("location.href").endswith("/s1/report.html")
+    assert browser.eval("document.querySelectorAll('.card img').length") == 3
+    assert browser.problems() == []

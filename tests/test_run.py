@@ -1,0 +1,157 @@
+"""End to end: `triage run` as a subprocess on real clips, outputs read back with pyarrow."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import MIXED_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+
+pytestmark = needs_shared
+
+
+@pytest.fixture(scope="module")
+def mixed_run(probe_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "mixed"
+    result = triage("run", MIXED_CLIP, "--weights", probe_weights, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run):
+    out, _ = mixed_run
+    frames = pq.read_table(out / "frames.parquet")
+    assert frames.num_rows == 96
+    assert frames.column_names == ["frame_index", "pts_seconds", "score", "prob_non-bleeding", "prob_bleeding",
+                                   "smoothed_score", "flagged", "event_id"]
+    pts = frames["pts_seconds"].to_numpy()
+    np.testing.assert_allclose(np.diff(pts), 0.25, atol=1e-6)
+    np.testing.assert_array_equal(frames["frame_index"].to_numpy(), np.arange(96))
+    probs = np.stack([frames["prob_non-bleeding"].to_numpy(), frames["prob_bleeding"].to_numpy()], 1)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(frames["score"].to_numpy(), probs[:, 1], atol=1e-6)
+    meta = frames.schema.metadata
+    assert meta[b"schema_version"] == b"1" and meta[b"model"] == b"test-probe-lite0" and len(meta[b"input_sha256"]) == 64
+
+
+def test_events_are_well_formed_ranked_and_find_the_bleeding_segments(mixed_run):
+    out, _ = mixed_run
+    events = pq.read_table(out / "events.parquet").to_pylist()
+    frames = pq.read_table(out / "frames.parquet").to_pydict()
+    assert events, "the mixed clip has two bleeding segments"
+    peaks = [e["peak_score"] for e in events]
+    assert peaks == sorted(peaks, reverse=True)
+    for rank, e in enumerate(events):
+        assert e["rank"] == e["event_id"] == rank
+        assert e["start_seconds"] <= e["peak_seconds"] <= e["end_seconds"]
+        members = [i for i, ev in enumerate(frames["event_id"]) if ev == e["event_id"]]
+        assert e["frame_count"] == len(members) and members == list(range(members[0], members[-1] + 1))
+        assert frames["frame_index"][members[0]] == e["start_frame"] and frames["frame_index"][members[-1]] == e["end_frame"]
+        assert e["dominant_class"] == "bleeding"
+    assert frames["flagged"] == [ev >= 0 for ev in frames["event_id"]]
+    # Ground truth: the top two events overlap the two bleeding segments (17-46 and 63-95).
+    labels = [r["label"] for r in csv.DictReader(open(VIDEOS / "wcebleedgen_mixed_triage_4fps_frames.csv"))]
+    for e in events[:2]:
+        inside = labels[e["start_frame"] : e["end_frame"] + 1]
+        assert inside.count("bleeding") > 0.8 * len(inside)
+
+
+def test_thumbnails_exist_and_decode_at_source_resolution(mixed_run):
+    out, _ = mixed_run
+    for table in ("events.parquet", "top_frames.parquet"):
+        for row in pq.read_table(out / table).to_pylist():
+            image = cv2.imread(str(out / row["thumbnail"]))
+            assert image is not None and image.shape == (224, 224, 3)
+    top = pq.read_table(out / "top_frames.parquet").to_pylist()
+    times = [r["pts_seconds"] for r in top]
+    assert all(abs(a - b) >= 5.0 for i, a in enumerate(times) for b in times[i + 1 :])
+
+
+def test_run_json_records_provenance(mixed_run):
+    out, result = mixed_run
+    run = json.loads((out / "run.json").read_text())
+    assert run["frames_decoded"] == 96 and run["frames_skipped"] == 0
+    assert run["input"]["size_bytes"] == MIXED_CLIP.stat().st_size and len(run["input"]["sha256"]) == 64
+    assert run["source"]["codec"] == "h264" and run["source"]["average_fps"] == 4.0
+    assert run["model"]["architecture"] == "tf_efficientnet_lite0" and len(run["model"]["weights_sha256"]) == 64
+    assert set(run["parameters"]["rank"]) >= {"smooth_seconds", "enter_threshold", "leave_threshold", "merge_gap_seconds", "min_event_seconds", "top_k", "nms_seconds"}
+    assert run["versions"]["torch"].startswith("2.14.1") and run["fps"] > 0
+    assert "96 frames" in result.stdout and "events" in result.stdout and "% of frames flagged" in result.stdout
+
+
+def test_existing_output_needs_force(mixed_run, probe_weights):
+    out, _ = mixed_run
+    before = (out / "frames.parquet").read_bytes()
+    refused = triage("run", MIXED_CLIP, "--weights", probe_weights, "--out", out)
+    assert refused.returncode == 2 and refused.stderr.strip() == f"Error: {out}: output already exists; use --force to replace it"
+    assert (out / "frames.parquet").read_bytes() == before
+    forced = triage("run", MIXED_CLIP, "--weights", probe_weights, "--out", out, "--force", "--threshold", "0.99")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((out / "run.json").read_text())["parameters"]["rank"]["enter_threshold"] == 0.99
+    assert not list(out.parent.glob(".mixed*")), "no staging or replaced folders left behind"
+
+
+def test_default_output_is_beside_the_input(tmp_path, random_weights):
+    clip = tmp_path / "study one.mp4"
+    clip.write_bytes(MIXED_CLIP.read_bytes())
+    result = triage("run", clip, "--weights", random_weights, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "study one_triage" / "frames.parquet").exists()
+
+
+def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
+    """The same 48 frames as H.264 mp4, MJPEG avi and a PNG folder, scored by the shipped model:
+    lossy codecs move scores a little; tolerance against the lossless PNG folder: max |delta score|
+    <= 0.15, mean <= 0.02, and the same frames above the model's operating threshold but for at most 2."""
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    frames = mixed_clip_frames()[10:58]
+    sources = {
+        "mp4": encode_clip(frames, tmp_path / "clip.mp4"),
+        "avi": encode_clip(frames, tmp_path / "clip.avi", codec="mjpeg"),
+        "png": write_frame_folder(frames, tmp_path / "frames"),
+    }
+    preset = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(preset, weights=str(shipped_weights))
+    scores = {}
+    for name, source in sources.items():
+        result = triage_study(source, preset, classifier, RunOptions(out=tmp_path / f"out_{name}", folder_fps=4.0, report=False))
+        table = pq.read_table(result.out_dir / "frames.parquet")
+        assert table.num_rows == 48
+        np.testing.assert_allclose(table["pts_seconds"].to_numpy(), np.arange(48) * 0.25, atol=1e-6)
+        scores[name] = table["score"].to_numpy()
+    assert np.ptp(scores["png"]) > 0.5, "the probe model must separate these frames for the comparison to mean anything"
+    threshold = classifier.config.threshold
+    for name in ("mp4", "avi"):
+        delta = np.abs(scores[name] - scores["png"])
+        assert delta.max() <= 0.15 and delta.mean() <= 0.02, (name, delta.max(), delta.mean())
+        assert ((scores[name] >= threshold) != (scores["png"] >= threshold)).sum() <= 2, name
+
+
+def test_gastroscope_preset_with_fov_crop_on_a_720p_clip_with_audio(tmp_path):
+    """The seed-A preset (3 classes, field-of-view crop) on a real 1280x720 endoscope clip with an
+    audio track, with a tiny random 3-class model standing in for trained weights."""
+    import torch
+
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.weights import create_model, save_weights
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="test_resnet", class_names=["GC", "GU", "CG"], abnormal_classes=["GC", "GU"],
+                         input_size=64, border="fov", border_radius=1.0, name="test-fov")
+    weights = save_weights(tmp_path / "w", create_model(config), config)
+    out = tmp_path / "out"
+    result = triage("run", VIDEOS / "rvimlab_laparoscopic_endo_10s.mp4", "--pipeline", "gastric-3class-resnet50",
+                    "--weights", weights, "--out", out, "--quiet", "--no-report")
+    assert result.returncode == 0, result.stderr
+    frames = pq.read_table(out / "frames.parquet")
+    assert frames.num_rows == 250 and "prob_GU" in frames.column_names
+    np.testing.assert_allclose(np.diff(frames["pts_seconds"].to_numpy()), 0.04, atol=1e-3)
+    score = frames["score"].to_numpy()
+    np.testing.assert_allclose(score, frames["prob_GC"].to_numpy() + frames["prob_GU"].to_numpy(), atol=1e-5)
+    assert not (out / "report.html").exists()

