@@ -11,25 +11,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .classifier import Classifier
 from .frames import DecodeStats
 from .pipeline import RunOptions, package_versions, triage_study
 from .presets import Pipeline
-from .preprocess import Preprocessor
 from .reader import ReadOptions, read_frames
 
 BENCH_SCHEMA_VERSION = 1
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, min_seconds: float, device: torch.device) -> tuple[float, int]:
+def _timed(fn, min_seconds: float, device: str) -> tuple[float, int]:
     """Run ``fn() -> frames`` repeatedly for at least ``min_seconds``; return (seconds, frames)."""
     fn()  # warm-up
     _sync(device)
@@ -48,10 +46,15 @@ def peak_rss_mb() -> float:
 
 def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batch_size: int | None = None,
           min_seconds: float = 3.0, decoder_threads: int | None = None) -> dict:
-    """Measure one input; returns a JSON-ready dict (schema: see tests/test_bench.py)."""
+    """Measure one input; returns a JSON-ready dict (schema: see tests/test_backends.py).
+
+    The stages run in the order decode, end-to-end, model-only, preprocess; ``peak_rss_mb`` is
+    read after end-to-end, before the reference preprocess stage (PyTorch, which the ONNX backends
+    do not load) can add to it.
+    """
     video = Path(video)
     size = classifier.config.input_size
-    batch_size = batch_size or pipeline.read.batch_size
+    batch_size = batch_size or classifier.batch_size or pipeline.read.batch_size
     read = ReadOptions(batch_size=batch_size, short_side=size, square_crop=True,
                        decoder_threads=decoder_threads or pipeline.read.decoder_threads)
     device = classifier.device
@@ -60,30 +63,25 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         return sum(len(b) for b in read_frames(video, read, DecodeStats()))
 
     frames_per_pass = decode()  # also the warm-up of the timed decode below
-    decode_s, decode_n = _timed(decode, min_seconds, torch.device("cpu"))
-    frames = next(iter(read_frames(video, read, DecodeStats())))
-    preprocess = Preprocessor(classifier.config).to(device)
-
-    def prep() -> int:
-        with torch.inference_mode():
-            preprocess(torch.from_numpy(frames.data).to(device).permute(0, 3, 1, 2))
-        return len(frames)
-
-    prep_s, prep_n = _timed(prep, min_seconds / 2, device)
-
-    def model() -> int:
-        classifier.backend.logits(frames.data)
-        return len(frames)
-
-    model_s, model_n = _timed(model, min_seconds, device)
+    decode_s, decode_n = _timed(decode, min_seconds, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         def end_to_end() -> int:
             result = triage_study(video, pipeline, classifier, RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size))
             return result.frames
 
         e2e_s, e2e_n = _timed(end_to_end, min_seconds, device)
+    rss = peak_rss_mb()
+    frames = next(iter(read_frames(video, read, DecodeStats())))
+
+    def model() -> int:
+        classifier.backend.logits(frames.data)
+        return len(frames)
+
+    model_s, model_n = _timed(model, min_seconds, device)
+    prep_s, prep_n = _time_preprocess(classifier, frames.data, min_seconds / 2)
     fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s}
     per_frame = {k: 1.0 / v for k, v in fps.items()}
+    backend = classifier.backend
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
         "input": str(video),
@@ -91,13 +89,31 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "cost_ratio": round(per_frame["end_to_end"] / (per_frame["decode"] + per_frame["model"]), 3),
         "decode_share": round(per_frame["decode"] / per_frame["end_to_end"], 3),
-        "device": str(device),
-        "backend": classifier.backend.name,
+        "device": device,
+        "backend": backend.name,
         "precision": classifier.precision,
         "batch_size": batch_size,
-        "threads": {"torch": torch.get_num_threads(), "decoder": read.decoder_threads},
+        "threads": {"inference": getattr(backend, "threads", None) or "default", "streams": getattr(backend, "streams", 1),
+                    "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
         "input_size": size,
         "versions": package_versions(),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(rss, 1),
     }
+
+
+def _time_preprocess(classifier: Classifier, frames, min_seconds: float) -> tuple[float, int]:
+    """The preprocessing alone (PyTorch, as folded into every backend's graph), for reference."""
+    import torch
+
+    from .preprocess import Preprocessor
+
+    device = torch.device(classifier.device)
+    preprocess = Preprocessor(classifier.config).to(device)
+
+    def prep() -> int:
+        with torch.inference_mode():
+            preprocess(torch.from_numpy(frames).to(device).permute(0, 3, 1, 2))
+        return len(frames)
+
+    return _timed(prep, min_seconds, classifier.device)

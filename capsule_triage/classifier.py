@@ -3,7 +3,8 @@
 ``Classifier.__call__(FrameBatch) -> FrameScores`` is pure (no state changes between calls), so the
 same object runs in-process, in a batch worker, or inside a Ray actor. Which engine runs the model
 (PyTorch fp32/bf16/fp16, ONNX Runtime fp32/int8) is a :mod:`capsule_triage.backends` backend, chosen
-by :func:`choose_backend`.
+by :func:`choose_backend`. On an ONNX Runtime backend neither torch nor timm is imported: the model
+runs from the ONNX file that ``triage optimize`` exported from these exact weights.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from .backends import BACKENDS, OnnxBackend, TorchBackend
-from .device import resolve_device
+from .backends import BACKENDS, OnnxBackend
+from .device import device_name
+from .digests import weights_sha256
 from .errors import WeightsError
 from .frames import FrameBatch
-from .model_config import ModelConfig
-from .weights import load_model, weights_sha256
+from .model_config import ModelConfig, folder_config
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BACKENDS_FILE = "backends.json"  # written by `triage optimize` beside config.json
 
@@ -51,35 +54,68 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """A model with its preprocessing, on one device, in inference mode.
 
+    ``batch_size`` is the number of frames per call that ``triage optimize`` measured fastest for
+    the chosen backend (None without a measurement); the pipeline reads in batches of that size.
+
     Args:
-        model: the timm network (weights loaded).
+        model: the timm network (weights loaded); may be None when the backend is an ONNX one.
         config: its :class:`ModelConfig`.
         device: "auto", "cpu", "cuda", "cuda:N".
         backend: one of :data:`BACKENDS` or "auto" (see :func:`choose_backend`).
         weights_id: SHA-256 of the weights, for provenance.
         weights_dir: the weights folder (where ``triage optimize`` put ONNX files and backends.json).
+        threads: intra-op threads of the backend (default: the layout ``triage optimize`` measured
+            fastest, else the backend's own default of one per core).
+        selection: the backend choice already made by :func:`choose_backend` (default: made here).
     """
 
-    def __init__(self, model: nn.Module, config: ModelConfig, *, device: str = "auto", backend: str = "auto",
-                 weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None):
+    def __init__(self, model: "nn.Module | None", config: ModelConfig, *, device: str = "auto", backend: str = "auto",
+                 weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None,
+                 selection: dict | None = None):
         self.config = config
-        self.device = resolve_device(device)
+        self.device = device_name(device)
         self.weights_id = weights_id
         self.weights_path = str(Path(weights_dir).absolute()) if weights_dir else None
-        self.selection = choose_backend(backend, self.device, weights_dir, weights_id)
+        self.threads = threads
+        self.selection = selection or choose_backend(backend, self.device, weights_dir, weights_id)
         name = self.selection["backend"]
+        tuning = self.selection.get("tuning", {})
+        self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
         if name.startswith("ort-"):
-            self.backend = OnnxBackend(self.selection["onnx_file"], name=name, threads=threads or torch.get_num_threads(), device=str(self.device))
+            layout = {"threads": threads} if threads else {"threads": tuning.get("threads"), "streams": tuning.get("streams", 1)}
+            self.backend = OnnxBackend(self.selection["onnx_file"], name=name, batch_size=tuning.get("batch_size"), device=self.device, **layout)
         else:
-            self.backend = TorchBackend(model, config, device=self.device, precision=name.split("-")[1])
+            if model is None:
+                raise ValueError(f"backend {name} needs the network itself, not only its ONNX export")
+            import torch
+
+            from .torch_backend import TorchBackend
+
+            if threads:
+                torch.set_num_threads(threads)
+            self.backend = TorchBackend(model, config, device=torch.device(self.device), precision=name.split("-")[1])
 
     @classmethod
-    def load(cls, weights: str | Path, base_config: ModelConfig | None = None, **kwargs) -> "Classifier":
-        """Load weights (folder, file or hub tag, see :func:`capsule_triage.weights.load_model`)."""
-        model, config = load_model(weights, base_config)
+    def load(cls, weights: str | Path, base_config: ModelConfig | None = None, *, device: str = "auto",
+             backend: str = "auto", threads: int | None = None) -> "Classifier":
+        """Load weights (folder, file or hub tag, see :func:`capsule_triage.weights.load_model`).
+
+        The network is built only for a torch backend; an ONNX backend needs just the folder's
+        config.json and the ONNX file made from these weights (checked by their SHA-256).
+        """
         path = Path(str(weights))
+        weights_dir = path if path.is_dir() else None
         weights_id = weights_sha256(path) if path.exists() else str(weights)
-        return cls(model, config, weights_id=weights_id, weights_dir=path if path.is_dir() else None, **kwargs)
+        device = device_name(device)
+        selection = choose_backend(backend, device, weights_dir, weights_id)
+        if weights_dir is not None and selection["backend"].startswith("ort-"):
+            model, config = None, folder_config(weights_dir, base_config)
+        else:
+            from .weights import load_model
+
+            model, config = load_model(weights, base_config)
+        return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
+                   selection=selection)
 
     @property
     def precision(self) -> str:
@@ -98,11 +134,12 @@ class Classifier:
             "architecture": self.config.architecture,
             "weights_sha256": self.weights_id,
             "weights_path": self.weights_path,
-            "device": str(self.device),
+            "device": self.device,
             "backend": self.backend.name,
             "precision": self.precision,
             "backend_selection": self.selection,
-            "torch_threads": torch.get_num_threads(),
+            "threads": self.threads or "default (one per core)",
+            "batch_size": self.batch_size,
         }
 
 
@@ -114,7 +151,7 @@ def read_backend_report(weights_dir: Path | None, weights_id: str) -> dict | Non
     return report if report.get("weights_sha256") == weights_id else None
 
 
-def choose_backend(requested: str, device: torch.device, weights_dir: Path | None, weights_id: str) -> dict:
+def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str) -> dict:
     """Pick the backend and say why (recorded in run.json).
 
     ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
@@ -125,7 +162,7 @@ def choose_backend(requested: str, device: torch.device, weights_dir: Path | Non
         raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
     report = read_backend_report(weights_dir, weights_id)
     if requested == "auto":
-        if device.type == "cuda":
+        if device.startswith("cuda"):
             return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
         has_ort = importlib.util.find_spec("onnxruntime") is not None
         accepted = {k: v for k, v in (report or {}).get("candidates", {}).items()
@@ -138,8 +175,11 @@ def choose_backend(requested: str, device: torch.device, weights_dir: Path | Non
         reason = "requested with --backend"
     choice = {"backend": requested, "reason": reason}
     if report and requested in report.get("candidates", {}):
-        choice["agreement"] = {k: report["candidates"][requested][k] for k in ("max_score_diff", "events_identical", "accepted") if k in report["candidates"][requested]}
-    if requested == "torch-fp16" and device.type != "cuda":
+        candidate = report["candidates"][requested]
+        choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted") if k in candidate}
+        if "tuning" in candidate:  # batch size and thread layout measured fastest by `triage optimize`
+            choice["tuning"] = candidate["tuning"]
+    if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16 or ort-* on CPU")
     if requested.startswith("ort-"):
         onnx_file = weights_dir / f"model.{requested[4:]}.onnx" if weights_dir else None

@@ -88,7 +88,7 @@ def _print_top_events(out_dir: Path, limit: int = 5) -> None:
     import pyarrow.parquet as pq
 
     with open(out_dir / "events.parquet", "rb") as fh:  # a file object: pyarrow wants UTF-8 paths
-        table = pq.read_table(fh).to_pylist()
+        table = pq.read_table(fh, use_threads=False).to_pylist()  # no Arrow pool threads left at exit
     for row in table[:limit]:
         typer.echo(
             f"  #{row['rank'] + 1}: {row['start_seconds']:.2f}-{row['end_seconds']:.2f} s, peak {row['peak_score']:.3f} "
@@ -114,7 +114,38 @@ _register_optional()
 
 
 def main() -> None:
-    app()
+    """The ``triage`` script: run the command, flush, and end the process without finalisation.
+
+    Everything a command writes is complete (and atomically renamed) before it returns, so nothing
+    is lost by skipping interpreter finalisation; what is avoided is native thread pools (Arrow's,
+    ONNX Runtime's, PyTorch's) being torn down while the interpreter dies, which intermittently
+    aborts an otherwise successful run with "terminate called without an active exception"
+    (exit -6; seen once in CI, apache/arrow#34314). Uncaught exceptions still end normally, with
+    their traceback.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

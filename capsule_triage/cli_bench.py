@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
-        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the preset's).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the one `triage optimize` measured fastest, else the preset's).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage.")] = 3.0,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(result, indent=2))
             return
         fps = result["fps"]
-        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, batch {result['batch_size']}, {result['threads']['torch']} threads)")
+        threads = result["threads"]
+        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, batch {result['batch_size']}, "
+                   f"{threads['streams']} stream(s) x {threads['inference']} thread(s), {threads['decoder']} decoder thread(s))")
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
         typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
@@ -50,9 +52,9 @@ def register(app: typer.Typer) -> None:
     def optimize(
         weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).")],
         check: Annotated[list[Path], typer.Option(help="Real clip(s) every backend must agree on with fp32 (repeatable).")],
-        calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) for int8 calibration (default: the check clips).")] = None,
+        calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
-        batch_size: Annotated[int, typer.Option(min=1, help="Batch size for the speed measurement.")] = 32,
+        batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over batch sizes 1-32).")] = 32,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
         from .optimize import optimize as run_optimize
@@ -63,6 +65,11 @@ def register(app: typer.Typer) -> None:
             fail(exc)
         for name, row in report["candidates"].items():
             verdict = "accepted" if row["accepted"] else "rejected"
-            typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s  max |d score| {row['max_score_diff']:.4f}  "
+            if "error" in row:
+                typer.echo(f"  {name:<11} failed: {row['error']}  -> {verdict}")
+                continue
+            tuning = row["tuning"]
+            typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
+                       f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
                        f"events identical: {row['events_identical']}  -> {verdict}")
         typer.echo(f"Wrote {Path(weights) / 'backends.json'}")

@@ -30,10 +30,11 @@ from torch import nn
 
 from . import metrics
 from .datasets import LabelledImages, assign_validation, load_images, read_samples, select
+from .digests import weights_sha256
 from .errors import InputError, WeightsError
-from .model_config import ModelConfig
+from .model_config import CONFIG_NAME, ModelConfig
 from .preprocess import Preprocessor
-from .weights import CONFIG_NAME, load_model, weights_sha256
+from .weights import load_model
 
 CARD_NAME = "MODEL_CARD.md"
 

@@ -15,6 +15,8 @@ from .errors import WeightsError
 
 BORDER_MODES = ("circle", "fov", "none")
 CONFIG_VERSION = 1
+CONFIG_NAME = "config.json"  # a weights folder = CONFIG_NAME + WEIGHTS_NAME (+ what `triage optimize` adds)
+WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -119,3 +121,18 @@ class ModelConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:
+    """The config of a weights folder, checked against the preset's classes (no tensors are read).
+
+    Raises:
+        WeightsError: no valid config.json, no model.safetensors beside it, or classes that differ
+            from the preset's.
+    """
+    config = ModelConfig.load(folder / CONFIG_NAME)
+    if base_config is not None and base_config.class_names != config.class_names:
+        raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}")
+    if not (folder / WEIGHTS_NAME).exists():
+        raise WeightsError(folder, f"{WEIGHTS_NAME} not found beside config.json")
+    return config

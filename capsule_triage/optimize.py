@@ -19,14 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import OnnxBackend, TorchBackend, export_onnx, quantize_int8
+from .backends import OnnxBackend, quantize_int8
 from .classifier import BACKENDS_FILE, softmax
+from .digests import weights_sha256
 from .frames import DecodeStats
 from .ranking import RankParams, abnormal_score, rank
 from .reader import ReadOptions, read_frames
-from .weights import load_model, weights_sha256
+from .torch_backend import TorchBackend, export_onnx
+from .weights import load_model
 
 DEFAULT_TOLERANCE = 0.05  # max |score - fp32 score| over all check frames
+CALIBRATION_FRAMES = 128  # int8 calibration frames taken from the start of each calibration clip or folder
 
 
 def decode_all(path: Path, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,18 +48,41 @@ def _scores(backend, frames: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([softmax(backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
 
 
-def measure_fps(backend, frames: np.ndarray, batch_size: int, *, repeats: int = 3) -> float:
-    """Model-only frames/s: one warm-up batch, then the median of ``repeats`` timed batches."""
+def measure_fps(backend, frames: np.ndarray, batch_size: int, *, min_seconds: float = 0.6) -> float:
+    """Model-only frames/s of ``backend.logits`` on calls of ``batch_size`` frames: one warm-up call,
+    then as many calls as fit in ``min_seconds`` (at least 2)."""
     batch = np.ascontiguousarray(frames[:batch_size])
     if len(batch) < batch_size:
         batch = np.resize(batch, (batch_size, *batch.shape[1:]))
     backend.logits(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < min_seconds:
         backend.logits(batch)
-        times.append(time.perf_counter() - start)
-    return batch_size / float(np.median(times))
+        calls += 1
+    return calls * batch_size / (time.perf_counter() - start)
+
+
+TUNE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, min_seconds: float = 0.6) -> dict:
+    """Measure frames/s over batch sizes (and, for ONNX Runtime, one run using every thread vs
+    ``threads`` concurrent 1-thread runs); return the fastest setting and every measurement.
+
+    ``make(threads=, streams=, batch_size=)`` builds the backend; each call scores
+    ``batch_size x streams`` frames, ``batch_size`` per run.
+    """
+    layouts = [(threads, 1)] + ([(1, threads)] if onnx and threads > 1 else [])
+    measured = []
+    for run_threads, streams in layouts:
+        for size in TUNE_BATCH_SIZES:
+            backend = make(threads=run_threads, streams=streams, batch_size=size)
+            fps = measure_fps(backend, frames, size * streams, min_seconds=min_seconds)
+            getattr(backend, "close", lambda: None)()
+            measured.append({"batch_size": size, "threads": run_threads, "streams": streams, "frames_per_second": round(fps, 1)})
+    best = max(measured, key=lambda m: m["frames_per_second"])
+    return {"tuning": {k: best[k] for k in ("batch_size", "threads", "streams")}, "frames_per_second": best["frames_per_second"],
+            "measured": measured}
 
 
 def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
@@ -66,40 +92,52 @@ def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
 
 def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_clips: list[Path] | None = None,
              tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None) -> dict:
-    """Export, quantize, check and time every CPU backend; write ``backends.json``.
+    """Export, quantize, check and tune every CPU backend; write ``backends.json``.
+
+    Each candidate is checked at ``batch_size`` and then timed over batch sizes and thread layouts
+    (:func:`tune`); its ``frames_per_second`` is the fastest setting, which ``--backend auto`` uses.
 
     Args:
         weights_dir: a weights folder (config.json + model.safetensors); ONNX files are written into it.
         check_clips: real clips the candidates must agree on with fp32.
-        calibration_clips: real clips for int8 calibration (default: the check clips).
+        calibration_clips: real clips or frame folders for int8 calibration (default: the check
+            clips; frames apart from them are the honest choice).
         tolerance: max accepted |score - fp32 score|.
-        batch_size: batch size of the speed measurement.
-        threads: intra-op threads (default: torch's).
+        batch_size: batch size of the agreement check.
+        threads: threads to tune for (default: torch's, one per physical core).
     """
     weights_dir = Path(weights_dir)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()
     size = config.input_size
     check = [decode_all(Path(c), size) for c in check_clips]
-    calibration = np.concatenate([decode_all(Path(c), size, limit=128)[0] for c in (calibration_clips or check_clips)])[::2]
+    calibration = np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0] for c in (calibration_clips or check_clips)])
     cpu = torch.device("cpu")
-    candidates = {
-        "torch-fp32": lambda: TorchBackend(model, config, device=cpu, precision="fp32"),
-        "torch-bf16": lambda: TorchBackend(model, config, device=cpu, precision="bf16"),
-        "ort-fp32": lambda: OnnxBackend(export_onnx(model, config, weights_dir / "model.fp32.onnx"), name="ort-fp32", threads=threads),
-        "ort-int8": lambda: OnnxBackend(quantize_int8(weights_dir / "model.fp32.onnx", weights_dir / "model.int8.onnx", calibration),
-                                        name="ort-int8", threads=threads),
+
+    def on_torch(precision: str):
+        backend = TorchBackend(model, config, device=cpu, precision=precision)
+        return lambda threads, streams, batch_size: backend  # torch threads are process-wide; the call size is the batch
+
+    def on_onnx(name: str, path: Path):
+        return lambda threads, streams, batch_size: OnnxBackend(path, name=name, threads=threads, streams=streams, batch_size=batch_size)
+
+    candidates = {  # name -> prepare() -> make(threads, streams, batch_size) -> backend
+        "torch-fp32": lambda: on_torch("fp32"),
+        "torch-bf16": lambda: on_torch("bf16"),
+        "ort-fp32": lambda: on_onnx("ort-fp32", export_onnx(model, config, weights_dir / "model.fp32.onnx")),
+        "ort-int8": lambda: on_onnx("ort-int8", quantize_int8(weights_dir / "model.fp32.onnx", weights_dir / "model.int8.onnx", calibration)),
     }
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
-    reference_backend = candidates["torch-fp32"]()
+    reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
     report = {"weights_sha256": weights_sha256(weights_dir), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
               "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
               "rank_params": asdict(params), "machine": {"processor": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
               "candidates": {}}
-    for name, make in candidates.items():
+    for name, prepare in candidates.items():
         try:
-            backend = make()
+            make = prepare()
+            backend = make(threads=threads, streams=1, batch_size=None)
         except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize: recorded, not fatal
             report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
             continue
@@ -112,7 +150,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         report["candidates"][name] = {
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
             "events_identical": bool(identical), "accepted": bool(diff.max() <= tolerance and identical),
-            "frames_per_second": round(measure_fps(backend, check[0][0], batch_size), 1),
+            **tune(make, check[0][0], threads, onnx=name.startswith("ort-")),
         }
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

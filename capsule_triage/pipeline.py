@@ -26,7 +26,7 @@ from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
 from .reader import ReadOptions, probe, read_frames, read_frames_at
-from .weights import file_sha256
+from .digests import file_sha256
 
 
 @dataclass
@@ -135,7 +135,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
 
 
 def _read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:
-    """Decode straight to the model's input size (resize inside the decoder's swscale pass).
+    """Decode straight to the model's input size (resize inside the decoder's swscale pass), in
+    batches of the size measured fastest for the backend (else the preset's).
 
     With a detected field-of-view crop the frame keeps its shape at twice the input size, so the
     crop found by the preprocessor still has enough pixels.
@@ -145,7 +146,7 @@ def _read_options(base: ReadOptions, classifier: Classifier, options: RunOptions
         base,
         short_side=classifier.config.input_size * (2 if fov else 1),
         square_crop=not fov,
-        batch_size=options.batch_size or base.batch_size,
+        batch_size=options.batch_size or classifier.batch_size or base.batch_size,
         folder_fps=options.folder_fps or base.folder_fps,
         timestamps_csv=options.timestamps_csv or base.timestamps_csv,
     )

@@ -82,7 +82,7 @@ def load_study(out_dir: Path) -> Study:
 def _read_parquet(path: Path):
     try:
         with open(path, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths, input names may not be
-            return pq.read_table(fh)
+            return pq.read_table(fh, use_threads=False)
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except Exception as exc:  # pyarrow raises several types for damaged files

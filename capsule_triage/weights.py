@@ -12,11 +12,8 @@ Accepted weights:
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import pickle
-import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,10 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
-from .model_config import ModelConfig
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -54,33 +48,6 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None, hub
         return timm.create_model(arch, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
         raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a regular file.
-
-    Raises:
-        OSError: unreadable, or not a regular file (opened non-blocking, so a FIFO never hangs).
-    """
-    digest = hashlib.sha256()
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, socket or device cannot be hashed)", str(path))
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of a weights file, or of config + tensors for a weights folder."""
-    path = Path(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if (path / name).exists():
-                digest.update(file_sha256(path / name).encode())
-        return digest.hexdigest()
-    return file_sha256(path)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -153,14 +120,9 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
         return model.eval(), base_config
     path = Path(weights)
     if path.is_dir():
-        config = ModelConfig.load(path / CONFIG_NAME)
-        if base_config is not None and base_config.class_names != config.class_names:
-            raise WeightsError(path, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}")
-        tensors_path = path / WEIGHTS_NAME
-        if not tensors_path.exists():
-            raise WeightsError(path, f"{WEIGHTS_NAME} not found beside config.json")
+        config = folder_config(path, base_config)
         model = create_model(config)
-        load_into(model, read_state_dict(tensors_path), tensors_path)
+        load_into(model, read_state_dict(path / WEIGHTS_NAME), path / WEIGHTS_NAME)
         return model.eval(), config
     if not path.exists():
         raise WeightsError(path, "weights not found")

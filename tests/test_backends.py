@@ -80,11 +80,11 @@ def test_a_rejected_backend_is_never_chosen_automatically(optimized, tmp_path):
 
 def test_report_for_other_weights_is_ignored(optimized):
     folder, _ = optimized
-    assert choose_backend("auto", torch.device("cpu"), folder, "0" * 64)["backend"] == "torch-fp32"
+    assert choose_backend("auto", "cpu", folder, "0" * 64)["backend"] == "torch-fp32"
     with pytest.raises(ValueError, match="--backend must be 'auto' or one of"):
-        choose_backend("tensorrt-int4", torch.device("cpu"), folder, "")
+        choose_backend("tensorrt-int4", "cpu", folder, "")
     with pytest.raises(WeightsError, match="run `triage optimize`"):
-        choose_backend("ort-int8", torch.device("cpu"), None, "")
+        choose_backend("ort-int8", "cpu", None, "")
 
 
 def test_bench_json_schema(random_weights):
@@ -96,3 +96,67 @@ def test_bench_json_schema(random_weights):
     for key in ("device", "backend", "precision", "batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share"):
         assert key in data
     assert data["versions"]["torch"].startswith("2.14.1") and data["threads"]["decoder"] >= 1
+
+
+def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):
+    folder, report = optimized
+    for name in ("torch-fp32", "ort-fp32"):
+        row = report["candidates"][name]
+        settings = {(m["batch_size"], m["threads"], m["streams"]) for m in row["measured"]}
+        assert {m["batch_size"] for m in row["measured"]} == {1, 2, 4, 8, 16, 32}, name
+        assert row["frames_per_second"] == max(m["frames_per_second"] for m in row["measured"])
+        assert (row["tuning"]["batch_size"], row["tuning"]["threads"], row["tuning"]["streams"]) in settings
+    if report["threads"] > 1:  # ONNX Runtime: one run on every thread vs one 1-thread run per thread
+        assert {m["streams"] for m in report["candidates"]["ort-fp32"]["measured"]} == {1, report["threads"]}
+    tuning = report["candidates"]["ort-fp32"]["tuning"]
+    classifier = Classifier.load(folder, backend="ort-fp32")
+    assert classifier.backend.batch_size == tuning["batch_size"] and classifier.backend.streams == tuning["streams"]
+    assert classifier.batch_size == tuning["batch_size"] * tuning["streams"]
+    assert classifier.describe()["backend_selection"]["tuning"] == tuning
+
+
+def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimized):
+    from capsule_triage.backends import OnnxBackend
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=13)[0]  # 13: chunks of 2 and 4 leave a remainder
+    whole = OnnxBackend(folder / "model.fp32.onnx", name="ort-fp32").logits(frames)
+    for batch_size, streams in ((1, 1), (2, 2), (4, 2), (32, 2)):
+        backend = OnnxBackend(folder / "model.fp32.onnx", name="ort-fp32", threads=1, batch_size=batch_size, streams=streams)
+        split = backend.logits(frames)
+        backend.close()
+        assert split.shape == whole.shape and np.abs(split - whole).max() < 1e-4, (batch_size, streams)
+
+
+def test_an_onnx_run_never_loads_torch(optimized, tmp_path):
+    """The ONNX backends run from config.json + the ONNX file alone (~600 MB less memory)."""
+    import subprocess
+    import sys
+
+    folder, _ = optimized
+    code = (
+        "import sys, json\n"
+        "from capsule_triage import load_classifier, load_pipeline\n"
+        "from capsule_triage.pipeline import RunOptions, triage_study\n"
+        f"c = load_classifier(load_pipeline('capsule-bleeding'), weights={str(folder)!r}, device='auto', backend='ort-fp32')\n"
+        f"triage_study({str(MIXED_CLIP)!r}, load_pipeline('capsule-bleeding'), c, RunOptions(out=__import__('pathlib').Path({str(tmp_path / 'o')!r})))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules, 'device': c.device}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == {"torch": False, "timm": False, "device": "cpu"} or loaded["device"] != "cpu"
+    assert (tmp_path / "o" / "frames.parquet").is_file()
+
+
+def test_device_names():
+    from capsule_triage.device import device_name
+
+    assert device_name("cpu") == "cpu"
+    assert device_name("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="--device bogus: not a device"):
+        device_name("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            device_name("cuda:1")

@@ -200,17 +200,17 @@ class _LocalEngine:
     """In-process (one worker) or a process pool; one model per worker, one worker per GPU by default."""
 
     def __init__(self, options: BatchOptions):
-        from ..device import resolve_device
+        from ..device import device_name
 
-        device = resolve_device(options.device)
-        self.device_type = device.type
-        if device.type == "cuda" and device.index is None:
+        device = device_name(options.device)
+        self.device_type = device.split(":")[0]
+        if device == "cuda":  # every GPU, one worker each
             import torch
 
             self.devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         else:
-            self.devices = [str(device)]
-        self.workers = options.workers or (len(self.devices) if device.type == "cuda" else 1)
+            self.devices = [device]
+        self.workers = options.workers or (len(self.devices) if self.device_type == "cuda" else 1)
 
     def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
         run_local(studies, ctx, workers=self.workers, devices=self.devices, on_outcome=on_outcome)

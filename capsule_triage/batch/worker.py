@@ -30,7 +30,7 @@ from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
 from ..presets import Pipeline
 from ..report import REPORT_FILE, write_report
-from ..weights import file_sha256, weights_sha256
+from ..digests import file_sha256, weights_sha256
 from .discovery import Study, input_sha256
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 
@@ -80,7 +80,7 @@ class WorkerContext:
         run: per-study options (batch_size, threshold, top_k, folder_fps, report); out/force are set per study.
         fingerprint: :func:`pipeline_fingerprint` of this run.
         force: redo complete studies.
-        threads: torch threads for this worker (None = leave as is).
+        threads: inference threads for this worker (None = the backend's default).
     """
 
     out_dir: Path
@@ -131,17 +131,13 @@ class StudyWorker:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
         self._classifier = None
-        if ctx.threads:
-            import torch
-
-            torch.set_num_threads(ctx.threads)
 
     @property
     def classifier(self):
         if self._classifier is None:
             try:
                 self._classifier = load_classifier(self.ctx.pipeline, weights=self.ctx.weights, device=self.ctx.device,
-                                                   backend=self.ctx.backend)
+                                                   backend=self.ctx.backend, threads=self.ctx.threads)
             except Exception as exc:  # noqa: BLE001 - no study can run without the model
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier

@@ -1,0 +1,76 @@
+"""The PyTorch backends (``torch-fp32``, ``torch-bf16``, ``torch-fp16``) and the ONNX export.
+
+:class:`FoldedModel` is the one graph every backend runs: uint8 NHWC frames -> the model's own
+normalisation and border mask -> the network -> logits. ONNX Runtime runs the same graph exported
+by :func:`export_onnx`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import to_device_nchw
+from .model_config import ModelConfig
+from .preprocess import Preprocessor
+
+
+class FoldedModel(nn.Module):
+    """uint8 NHWC frames -> logits: preprocessing + network in one graph (exportable to ONNX)."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig):
+        super().__init__()
+        self.preprocess = Preprocessor(config)
+        self.model = model
+
+    def forward(self, frames_nhwc: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(frames_nhwc.permute(0, 3, 1, 2))
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+class TorchBackend:
+    """PyTorch eager on CPU or CUDA; autocast for bf16/fp16; pinned, non-blocking copies on CUDA."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str):
+        self.device = device
+        self.precision = precision
+        self.name = f"torch-{precision}"
+        self.folded = FoldedModel(model, config).eval().to(device, memory_format=torch.channels_last)
+        for param in self.folded.parameters():
+            param.requires_grad_(False)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            if self.stream is not None:  # copy on a side stream so it overlaps compute queued on the main one
+                with torch.cuda.stream(self.stream):
+                    frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+            else:
+                frames = torch.from_numpy(frames_nhwc)
+            return self.folded(frames).float().cpu().numpy()
+
+
+def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path:
+    """Export the folded model (uint8 NHWC input, dynamic batch) with the TorchScript-based exporter.
+
+    Only fixed preprocessing folds into a graph: a detected field-of-view crop (border "fov") is
+    data-dependent and runs in PyTorch.
+    """
+    if config.border == "fov":
+        raise ValueError("ONNX export needs border 'circle' or 'none'; the 'fov' crop runs with the torch backends")
+    folded = FoldedModel(model, config).eval()
+    size = config.input_size
+    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended
+        torch.onnx.export(
+            folded, (example,), str(path), input_names=["frames"], output_names=["logits"],
+            dynamic_axes={"frames": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        )
+    return Path(path)
