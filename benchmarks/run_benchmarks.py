@@ -61,7 +61,8 @@ def model_weights(name: str, spec: dict) -> Path:
                              input_size=spec["size"], mean=spec["mean"], std=spec["std"], border="circle", name=name)
         save_weights(folder, create_model(config), config)
     if not (folder / "backends.json").exists():
-        optimize(folder, [SHARED / "videos" / "wcebleedgen_mixed_triage_4fps.mp4"], batch_size=8 if spec["size"] > 300 else 32)
+        # Batch sizes above 8 are never the fastest for these models on a 2-core CPU, and timing them costs minutes.
+        optimize(folder, [SHARED / "videos" / "wcebleedgen_mixed_triage_4fps.mp4"], batch_size=8, tune_batch_sizes=(1, 2, 4, 8))
     return folder
 
 
@@ -73,7 +74,7 @@ def compare(args) -> dict:
         classifier = load_classifier(pipeline, weights=str(weights))
         cfg = classifier.config
         for clip_name, clip in clips().items():
-            row = bench(clip, pipeline, classifier, min_seconds=args.seconds, batch_size=8 if cfg.input_size > 300 else None)
+            row = bench(clip, pipeline, classifier, min_seconds=args.seconds)  # batch and threads as `triage optimize` tuned them
             model = create_model(cfg)
             model.load_state_dict(classifier_state(weights))
             row["naive_fps"] = round(naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, frames=spec["naive_frames"]), 2)

@@ -18,13 +18,19 @@ def load(name: str) -> dict | None:
 
 def compare_table(data: dict) -> str:
     lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend | e2e / naive | e2e cost / (decode + model) | decode share of e2e | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend (batch x streams x threads) | e2e / naive | e2e cost / (decode + model) | decode share of e2e |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         f = r["fps"]
         lines.append(f"| {r['model_name']} | {r['clip']} | {r['naive_fps']:.1f} | {f['decode']:.0f} | {f['model']:.1f} | {f['end_to_end']:.1f} | "
-                     f"{r['backend']} (batch {r['batch_size']}) | **{r['speedup_vs_naive']:.1f}x** | {r['cost_ratio']:.2f} | {100 * r['decode_share']:.0f}% | {r['peak_rss_mb']:.0f} |")
+                     f"{r['backend']} ({_layout(r)}) | **{r['speedup_vs_naive']:.1f}x** | {r['cost_ratio']:.2f} | {100 * r['decode_share']:.0f}% |")
     return "\n".join(lines)
+
+
+def _layout(row: dict) -> str:
+    threads = row["threads"]
+    streams = threads.get("streams", 1)
+    return f"{row['batch_size'] // streams} x {streams} x {threads.get('inference', threads.get('torch'))}"
 
 
 def study_table(data: dict) -> str:

@@ -93,6 +93,7 @@ def eval_command(
     model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+    backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
     import torch
@@ -102,13 +103,13 @@ def eval_command(
     torch.set_num_threads(threads)
     try:
         result = evaluate(weights, data, split, out_dir=out, border=border, target_sensitivity=target_sensitivity,
-                          val_data=val_data, model_card=model_card, batch_size=batch_size)
+                          val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
-    typer.echo(f"{result['model']} on {result['split']} ({result['n']} frames, border {result['border']}): AUC {result['auc']:.4f}, "
+    typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}): AUC {result['auc']:.4f}, "
                f"accuracy {result['accuracy']:.4f}, sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}")
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:

@@ -50,6 +50,21 @@ def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tens
     return torch.cat(out).numpy().astype(np.float32)
 
 
+def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``).
+
+    Raises:
+        InputError: ``--border`` changed the config (backends run the graph exported with the model's own).
+    """
+    from .classifier import Classifier, softmax
+
+    if config.border != ModelConfig.load(Path(weights) / CONFIG_NAME).border:
+        raise InputError("--backend", "an exported backend runs with the model's own border mode (omit --border)")
+    classifier = Classifier.load(weights, backend=backend, device="cpu")
+    frames = images.permute(0, 2, 3, 1).contiguous().numpy()
+    return np.concatenate([softmax(classifier.backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
+
+
 def suspicion(probs: np.ndarray, config: ModelConfig) -> np.ndarray:
     return probs[:, config.abnormal_indices].sum(axis=1)
 
@@ -90,6 +105,7 @@ def evaluate(
     val_data: str | Path | None = None,
     model_card: str | None = None,
     batch_size: int = 64,
+    backend: str = "torch-fp32",
     progress: bool = False,
 ) -> dict:
     """Evaluate ``weights`` on ``split`` ("test", "val", "train" or "all") of ``data``.
@@ -99,6 +115,8 @@ def evaluate(
         target_sensitivity: choose the operating threshold on validation data (``val_data``, else the
             ``val`` split of ``data`` as training made it) and store it in the weights' config.json.
         model_card: name of the MODEL_CARD.md section to (re)write with these results.
+        backend: score with this inference backend (e.g. ``ort-int8``, as ``triage optimize`` made
+            it) instead of the PyTorch fp32 model, to state the metrics of what ``triage run`` runs.
 
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
@@ -115,8 +133,11 @@ def evaluate(
     if target_sensitivity is not None:
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights)
     images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
-    probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
-    result = {"model": config.name, "architecture": config.architecture, "weights": str(weights),
+    if backend == "torch-fp32":
+        probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
+    else:
+        probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size)
+    result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     if selection is not None:
@@ -248,7 +269,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
     numbers = card_numbers(result)
     cm = numbers["confusion_matrix"]
     lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
-             f"operating threshold {numbers['threshold']}.", "",
+             f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`.", "",
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",

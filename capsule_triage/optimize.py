@@ -65,7 +65,7 @@ def measure_fps(backend, frames: np.ndarray, batch_size: int, *, min_seconds: fl
 TUNE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
-def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, min_seconds: float = 0.6) -> dict:
+def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE_BATCH_SIZES, min_seconds: float = 0.6) -> dict:
     """Measure frames/s over batch sizes (and, for ONNX Runtime, one run using every thread vs
     ``threads`` concurrent 1-thread runs); return the fastest setting and every measurement.
 
@@ -75,7 +75,7 @@ def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, min_seconds: flo
     layouts = [(threads, 1)] + ([(1, threads)] if onnx and threads > 1 else [])
     measured = []
     for run_threads, streams in layouts:
-        for size in TUNE_BATCH_SIZES:
+        for size in batch_sizes:
             backend = make(threads=run_threads, streams=streams, batch_size=size)
             fps = measure_fps(backend, frames, size * streams, min_seconds=min_seconds)
             getattr(backend, "close", lambda: None)()
@@ -91,7 +91,8 @@ def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
 
 
 def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_clips: list[Path] | None = None,
-             tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None) -> dict:
+             tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None,
+             tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES) -> dict:
     """Export, quantize, check and tune every CPU backend; write ``backends.json``.
 
     Each candidate is checked at ``batch_size`` and then timed over batch sizes and thread layouts
@@ -105,6 +106,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         tolerance: max accepted |score - fp32 score|.
         batch_size: batch size of the agreement check.
         threads: threads to tune for (default: torch's, one per physical core).
+        tune_batch_sizes: batch sizes to time (large models on a CPU can skip the big ones).
     """
     weights_dir = Path(weights_dir)
     model, config = load_model(weights_dir)
@@ -150,7 +152,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         report["candidates"][name] = {
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
             "events_identical": bool(identical), "accepted": bool(diff.max() <= tolerance and identical),
-            **tune(make, check[0][0], threads, onnx=name.startswith("ort-")),
+            **tune(make, check[0][0], threads, onnx=name.startswith("ort-"), batch_sizes=tune_batch_sizes),
         }
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

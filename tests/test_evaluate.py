@@ -15,6 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
+from capsule_triage.errors import InputError
 from capsule_triage.evaluate import evaluate, read_card_section
 from capsule_triage.model_config import ModelConfig
 from conftest import REPO, WCE, manifest_rows, needs_shared
@@ -114,3 +115,17 @@ def test_shipped_model_reproduces_its_model_card():
     assert result["auc"] >= 0.995 and result["sensitivity"] >= 0.97 and result["specificity"] >= 0.95
     raw = read_card_section(SHIPPED, "test-border-none")
     assert raw["border"] == "none" and result["auc"] >= raw["auc"] - 0.01
+
+
+def test_the_default_backend_reproduces_its_model_card_section():
+    """What `triage run` runs (ort-int8, chosen by --backend auto) meets the same targets on the test split."""
+    from capsule_triage.classifier import Classifier
+
+    assert Classifier.load(SHIPPED, device="cpu").backend.name == "ort-int8"
+    card = read_card_section(SHIPPED, "test-ort-int8")
+    result = evaluate(SHIPPED, WCE / "manifest.csv", "test", backend="ort-int8")
+    assert result["confusion_matrix"] == card["confusion_matrix"]
+    assert all(result[k] == pytest.approx(card[k], abs=1e-4) for k in CARD_KEYS)
+    assert result["auc"] >= 0.995 and result["sensitivity"] >= 0.97 and result["specificity"] >= 0.95
+    with pytest.raises(InputError, match="omit --border"):
+        evaluate(SHIPPED, WCE / "manifest.csv", "test", backend="ort-int8", border="none")
