@@ -125,24 +125,36 @@ def overlap(args) -> dict:
 
 
 def skip(args) -> dict:
-    """Score every frame vs skip near-duplicates, on clips of real consecutive frames."""
+    """Score every frame vs skip near-duplicates, on clips of real consecutive frames (and on the
+    assembled 5,000-frame study, if `study` made it): events, flagged frames and scores compared."""
     from capsule_triage import RunOptions, triage_study
+    import numpy as np
     import pyarrow.parquet as pq
 
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline)
-    rows = []
-    for clip in sorted((SHARED / "videos").glob("wcebleedgen_*_4fps.mp4")):
+    rows, scores = [], {}
+    inputs = sorted((SHARED / "videos").glob("wcebleedgen_*_4fps.mp4")) + sorted(CACHE.glob("study336_5000.mp4"))
+    for clip in inputs:
         for threshold in [None] + list(args.thresholds):
             start = time.perf_counter()
-            result = triage_study(clip, pipeline, classifier, RunOptions(out=CACHE / f"skip_{clip.stem}_{threshold}", force=True, skip_duplicates=threshold))
-            events = pq.read_table(result.out_dir / "events.parquet").select(["start_frame", "end_frame"]).to_pylist()
-            rows.append(dict(clip=clip.name, threshold=threshold, seconds=round(time.perf_counter() - start, 3),
+            result = triage_study(clip, pipeline, classifier, RunOptions(out=CACHE / f"skip_{clip.stem}_{threshold}", force=True,
+                                                                         skip_duplicates=threshold, report=False))
+            seconds = time.perf_counter() - start
+            events = pq.read_table(result.out_dir / "events.parquet").select(["start_frame", "end_frame", "peak_frame"]).to_pylist()
+            frames = pq.read_table(result.out_dir / "frames.parquet", columns=["score", "flagged"])
+            scores[clip.name, threshold] = (np.asarray(frames.column("score")), frames.column("flagged").to_pylist())
+            rows.append(dict(clip=clip.name, threshold=threshold, seconds=round(seconds, 3), fps=round(result.frames / seconds, 1),
                              reused=result.run["frames_reused_as_duplicates"], frames=result.frames, events=events))
-            print(rows[-1]["clip"], threshold, rows[-1]["reused"], rows[-1]["seconds"], flush=True)
+            print(rows[-1]["clip"], threshold, rows[-1]["reused"], rows[-1]["fps"], flush=True)
     baseline = {r["clip"]: r for r in rows if r["threshold"] is None}
     for r in rows:
+        base_scores, base_flagged = scores[r["clip"], None]
+        own_scores, own_flagged = scores[r["clip"], r["threshold"]]
         r["events_identical_to_scoring_every_frame"] = r["events"] == baseline[r["clip"]]["events"]
+        r["flagged_identical"] = own_flagged == base_flagged
+        r["max_score_difference"] = round(float(np.abs(own_scores - base_scores).max()), 4)
+        r["speedup"] = round(r["fps"] / baseline[r["clip"]]["fps"], 3)
     return {"rows": rows}
 
 

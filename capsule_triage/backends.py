@@ -72,8 +72,19 @@ class OnnxBackend:
         if len(frames_nhwc) <= step:
             return self._run(frames_nhwc)
         chunks = [frames_nhwc[i : i + step] for i in range(0, len(frames_nhwc), step)]
-        outputs = self._pool.map(self._run, chunks) if self._pool is not None else map(self._run, chunks)
-        return np.concatenate(list(outputs))
+        if self._pool is None:
+            return np.concatenate([self._run(chunk) for chunk in chunks])
+        # One task per stream, each taking the next chunk until none is left: balanced like a map
+        # over the chunks, with one future per stream instead of one per chunk.
+        todo = iter(enumerate(chunks))  # next() on a shared iterator is atomic under the GIL
+        outputs: list = [None] * len(chunks)
+        for task in [self._pool.submit(self._drain, todo, outputs) for _ in range(min(self.streams, len(chunks)))]:
+            task.result()
+        return np.concatenate(outputs)
+
+    def _drain(self, todo, outputs: list) -> None:
+        for i, chunk in todo:
+            outputs[i] = self._run(chunk)
 
     def close(self) -> None:
         if self._pool is not None:

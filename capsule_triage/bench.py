@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .classifier import Classifier
 from .frames import DecodeStats
-from .pipeline import RunOptions, package_versions, triage_study
+from .pipeline import RunOptions, package_versions, read_batch_size, triage_study
 from .presets import Pipeline
 from .reader import ReadOptions, read_frames
 
@@ -54,7 +54,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     """
     video = Path(video)
     size = classifier.config.input_size
-    batch_size = batch_size or classifier.batch_size or pipeline.read.batch_size
+    batch_size = read_batch_size(pipeline.read.batch_size, classifier, batch_size)
     read = ReadOptions(batch_size=batch_size, short_side=size, square_crop=True,
                        decoder_threads=decoder_threads or pipeline.read.decoder_threads)
     device = classifier.device

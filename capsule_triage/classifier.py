@@ -54,8 +54,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """A model with its preprocessing, on one device, in inference mode.
 
-    ``batch_size`` is the number of frames per call that ``triage optimize`` measured fastest for
-    the chosen backend (None without a measurement); the pipeline reads in batches of that size.
+    ``batch_size`` is the smallest call that keeps the backend as busy as ``triage optimize``
+    measured fastest (its batch size per run x its streams; None without a measurement). The
+    backend splits a larger call into runs of the measured size, so the pipeline may read in larger
+    batches (fewer Python round trips per frame, see :func:`capsule_triage.pipeline.read_batch_size`).
 
     Args:
         model: the timm network (weights loaded); may be None when the backend is an ONNX one.
@@ -93,7 +95,8 @@ class Classifier:
 
             if threads:
                 torch.set_num_threads(threads)
-            self.backend = TorchBackend(model, config, device=torch.device(self.device), precision=name.split("-")[1])
+            self.backend = TorchBackend(model, config, device=torch.device(self.device), precision=name.split("-")[1],
+                                        batch_size=tuning.get("batch_size"))
 
     @classmethod
     def load(cls, weights: str | Path, base_config: ModelConfig | None = None, *, device: str = "auto",

@@ -35,8 +35,10 @@ class FoldedModel(nn.Module):
 class TorchBackend:
     """PyTorch eager on CPU or CUDA; autocast for bf16/fp16; pinned, non-blocking copies on CUDA."""
 
-    def __init__(self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str):
+    def __init__(self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str,
+                 batch_size: int | None = None):
         self.device = device
+        self.batch_size = batch_size  # frames per forward pass; a larger input is split (None: never split)
         self.precision = precision
         self.name = f"torch-{precision}"
         self.folded = FoldedModel(model, config).eval().to(device, memory_format=torch.channels_last)
@@ -46,6 +48,12 @@ class TorchBackend:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        step = self.batch_size or len(frames_nhwc)
+        if len(frames_nhwc) > step:
+            return np.concatenate([self._forward(frames_nhwc[i : i + step]) for i in range(0, len(frames_nhwc), step)])
+        return self._forward(frames_nhwc)
+
+    def _forward(self, frames_nhwc: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             if self.stream is not None:  # copy on a side stream so it overlaps compute queued on the main one
                 with torch.cuda.stream(self.stream):

@@ -129,6 +129,32 @@ def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimiz
         assert split.shape == whole.shape and np.abs(split - whole).max() < 1e-4, (batch_size, streams)
 
 
+def test_torch_backend_splits_a_large_call_into_runs_of_its_tuned_size(optimized):
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=7)[0]
+    whole = Classifier.load(folder, backend="torch-fp32").backend
+    whole.batch_size = None
+    expected = whole.logits(frames)
+    whole.batch_size = 3  # 7 frames: runs of 3, 3 and 1
+    assert np.abs(whole.logits(frames) - expected).max() < 1e-4
+
+
+def test_the_reader_batch_is_a_multiple_of_the_backends_call(optimized):
+    from capsule_triage.pipeline import read_batch_size
+
+    folder, report = optimized
+    classifier = Classifier.load(folder, backend="ort-fp32")
+    call = classifier.batch_size
+    assert read_batch_size(32, classifier) % call == 0 and read_batch_size(32, classifier) >= 32
+    assert read_batch_size(32, classifier, requested=5) == 5  # --batch-size wins
+    classifier.batch_size = 48  # e.g. a GPU tuned to large calls: never read less than one call
+    assert read_batch_size(32, classifier) == 48
+    classifier.batch_size = None
+    assert read_batch_size(32, classifier) == 32
+
+
 def test_an_onnx_run_never_loads_torch(optimized, tmp_path):
     """The ONNX backends run from config.json + the ONNX file alone (~600 MB less memory)."""
     import subprocess
