@@ -92,18 +92,37 @@ def classifier_state(weights: Path) -> dict:
     return load_file(str(Path(weights) / "model.safetensors"))
 
 
+STUDY_RUN = """
+import json, sys, time
+from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+from capsule_triage.bench import peak_rss_mb
+from capsule_triage.pipeline import read_batch_size
+
+clip, out = sys.argv[1], sys.argv[2]
+p = load_pipeline()
+c = load_classifier(p)
+t = time.perf_counter()
+r = triage_study(clip, p, c, RunOptions(out=out, force=True))
+wall = time.perf_counter() - t
+rss = peak_rss_mb()  # before the model-only measurement below, which imports torch (for decode_all's module)
+from capsule_triage.optimize import decode_all, measure_fps
+frames = decode_all(clip, c.config.input_size, limit=64)[0]
+model_fps = measure_fps(c.backend, frames, read_batch_size(p.read.batch_size, c), min_seconds=10)
+print(json.dumps(dict(frames=r.frames, wall_seconds=wall, fps=r.fps, events=r.events, backend=c.backend.name,
+                      peak_rss_mb=rss, model_only_fps=model_fps, end_to_end_over_model_only=r.fps / model_fps)))
+"""
+
+
 def study(args) -> dict:
-    """Each length in its own process, so peak RSS is that run's own."""
+    """Each length in its own process, so peak RSS is that run's own; the backend's model-only speed
+    is measured in the same process afterwards, so the ratio survives a noisy machine."""
     real = real_frames(SHARED, 1869)
     rows = []
     for frames in args.lengths:
         clip = write_clip(CACHE / f"study336_{frames}.mp4", (capsule_336(f) for f in real), count=frames, fps=4)
-        code = ("import json,resource,sys,time; from capsule_triage import *; p=load_pipeline(); c=load_classifier(p); t=time.perf_counter(); "
-                f"r=triage_study({str(clip)!r}, p, c, RunOptions(out={str(CACHE / f'study_out_{frames}')!r}, force=True)); "
-                "print(json.dumps(dict(frames=r.frames, wall_seconds=time.perf_counter()-t, fps=r.fps, events=r.events, "
-                "backend=c.backend.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)))")
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", STUDY_RUN, str(clip), str(CACHE / f"study_out_{frames}")],
+                             capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["process_seconds"] = round(time.perf_counter() - started, 1)
         rows.append(row)
@@ -168,7 +187,7 @@ def main() -> None:
     result = globals()[args.what](args)
     result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),
                   date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(),
-                  cpu=open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": ") if Path("/proc/cpuinfo").exists() else "")
+                  cpu=open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" \t:") if Path("/proc/cpuinfo").exists() else "")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -17,8 +17,8 @@ def load(name: str) -> dict | None:
 
 
 def compare_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend (batch x streams x threads) | e2e / naive | e2e cost / (decode + model) | decode share of e2e |",
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu'].strip(' :' + chr(9))}", "",
+             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend (runs x streams x threads; read batch) | e2e / naive | e2e cost / (decode + model) | decode share of e2e |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         f = r["fps"]
@@ -28,16 +28,22 @@ def compare_table(data: dict) -> str:
 
 
 def _layout(row: dict) -> str:
+    """'runs of B x S streams x T threads' (read batch R): how the backend ran."""
     threads = row["threads"]
-    streams = threads.get("streams", 1)
-    return f"{row['batch_size'] // streams} x {streams} x {threads.get('inference', threads.get('torch'))}"
+    run = row.get("run_batch_size")
+    runs = f"runs of {run}" if run else "runs of ?"
+    return f"{runs} x {threads.get('streams', 1)} x {threads.get('inference', threads.get('torch'))}; read {row['batch_size']}"
 
 
 def study_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}", "",
-             "| frames (336x336 H.264, 4 fps) | wall s | frames/s | backend | events | peak RSS MB |", "|---|---|---|---|---|---|"]
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu'].strip(' :' + chr(9))}", "",
+             "| frames (336x336 H.264, 4 fps) | wall s | end-to-end frames/s | model-only frames/s (same process) | end-to-end / model-only | backend | events | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |")
+        model = r.get("model_only_fps")
+        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {model:.1f} | {r['end_to_end_over_model_only']:.2f} | "
+                     f"{r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |" if model else
+                     f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | - | - | {r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -49,9 +55,12 @@ def overlap_table(data: dict) -> str:
 
 
 def skip_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}", "", "| clip | threshold | frames | reused (not scored) | seconds | events identical to scoring every frame |", "|---|---|---|---|---|---|"]
+    lines = [f"`{data['command']}` — {data['date']}", "",
+             "| clip | threshold | frames | reused (not scored) | frames/s | speed-up | events (start, end, peak) identical | flagged frames identical | max score difference |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        lines.append(f"| {r['clip']} | {r['threshold'] if r['threshold'] is not None else 'off'} | {r['frames']} | {r['reused']} | {r['seconds']:.2f} | {r['events_identical_to_scoring_every_frame']} |")
+        lines.append(f"| {r['clip']} | {r['threshold'] if r['threshold'] is not None else 'off'} | {r['frames']} | {r['reused']} | {r['fps']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['events_identical_to_scoring_every_frame']} | {r['flagged_identical']} | {r['max_score_difference']:.3f} |")
     return "\n".join(lines)
 
 

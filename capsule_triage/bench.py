@@ -7,6 +7,7 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 from __future__ import annotations
 
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,20 @@ def _timed(fn, min_seconds: float, device: str) -> tuple[float, int]:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process in MB: ``VmHWM`` of /proc/self/status.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across exec, so a process started by a large
+    parent (a benchmark harness with torch loaded) reports the parent's size (measured: 1,037 MB
+    reported for a run whose own peak was ~240 MB).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 1024.0**2)
 
 
 def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batch_size: int | None = None,
@@ -92,7 +106,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "device": device,
         "backend": backend.name,
         "precision": classifier.precision,
-        "batch_size": batch_size,
+        "batch_size": batch_size,  # frames per FrameBatch read
+        "run_batch_size": getattr(backend, "batch_size", None) or batch_size,  # frames per backend run
         "threads": {"inference": getattr(backend, "threads", None) or "default", "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,

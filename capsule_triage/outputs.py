@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -200,11 +201,12 @@ def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dic
     }
 
 
-def write_thumbnails(folder: Path, images: dict[int, np.ndarray], *, quality: int = 90) -> dict[int, str]:
-    """JPEGs named by frame index; returns frame_index -> path relative to the output folder."""
+def write_thumbnails(folder: Path, images: Iterable[tuple[int, np.ndarray]], *, quality: int = 90) -> dict[int, str]:
+    """JPEGs named by frame index, written one by one from (frame_index, RGB image) pairs; returns
+    frame_index -> path relative to the output folder."""
     (folder / THUMBNAILS_DIR).mkdir(exist_ok=True)
     written = {}
-    for frame_index, rgb in sorted(images.items()):
+    for frame_index, rgb in images:
         rel = f"{THUMBNAILS_DIR}/frame_{frame_index:07d}.jpg"
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:

@@ -25,7 +25,7 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
-from .reader import ReadOptions, probe, read_frames, read_frames_at
+from .reader import ReadOptions, iter_frames_at, probe, read_frames
 from .digests import file_sha256
 
 
@@ -195,8 +195,7 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, s
     wanted.update({f: t for f, t, _ in ranking.top_frames})
     if not wanted:
         return {}
-    images = read_frames_at(input_path, list(wanted), list(wanted.values()))
-    return write_thumbnails(folder, images)
+    return write_thumbnails(folder, iter_frames_at(input_path, list(wanted), list(wanted.values())))
 
 
 def source_sha256(path: str | Path) -> str:

@@ -322,36 +322,43 @@ def read_image_rgb(path: Path) -> np.ndarray | None:
 
 
 def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> dict[int, np.ndarray]:
-    """Re-read chosen frames at source resolution (for thumbnails), keyed by frame_index.
+    """Re-read chosen frames at source resolution, keyed by frame_index (see :func:`iter_frames_at`)."""
+    return dict(iter_frames_at(path, frame_indices, pts_seconds))
+
+
+def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (frame_index, RGB image at source resolution) for chosen frames, in time order, one at
+    a time (a long study has hundreds of events: holding all of them costs ~100 MB per 300 at 336 px).
 
     Video frames are found by seeking to the keyframe before each timestamp and decoding forward to
-    the first frame at or after it; folder frames are re-read by position.
+    the first frame at or after it; folder frames are re-read by position. A frame that cannot be
+    re-read is left out.
     """
     path = Path(path)
     wanted = sorted(set(zip(frame_indices, pts_seconds)), key=lambda item: item[1])
     if path.is_dir():
         images = list_frame_images(path)
-        out = {}
         for index, _ in wanted:
             image = read_image_rgb(images[index]) if 0 <= index < len(images) else None
             if image is not None:
-                out[index] = image
-        return out
-    out = {}
+                yield index, image
+        return
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         time_base = float(stream.time_base)
         for index, target in wanted:
+            found = None
             try:
                 container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
                 for frame in container.decode(stream):
                     t = (frame.pts or 0) * time_base
                     if t >= target - 0.5 * time_base:
-                        out[index] = frame.to_ndarray(format="rgb24")
+                        found = frame.to_ndarray(format="rgb24")
                         break
             except av.FFmpegError:
                 continue
-    return out
+            if found is not None:
+                yield index, found
 
 
 def _short(exc: BaseException) -> str:

@@ -93,7 +93,7 @@ def test_bench_json_schema(random_weights):
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1 and data["frames_per_pass"] == 64
     assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end"} and all(v > 0 for v in data["fps"].values())
-    for key in ("device", "backend", "precision", "batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share"):
+    for key in ("device", "backend", "precision", "batch_size", "run_batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share"):
         assert key in data
     assert data["versions"]["torch"].startswith("2.14.1") and data["threads"]["decoder"] >= 1
 
