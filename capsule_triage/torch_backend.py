@@ -64,6 +64,43 @@ class TorchBackend:
             return self.folded(frames).float().cpu().numpy()
 
 
+def static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
+    """A copy of ``model`` whose TF-"SAME" convolutions (timm ``Conv2dSame``, e.g. in the ``tf_``
+    EfficientNets) pad by constants computed for ``input_size`` instead of from each input's shape.
+
+    ``Conv2dSame`` computes its padding at run time, which exports to ONNX as Shape/Gather/Ceil/...
+    arithmetic and a separate Pad copying the whole activation. With constant pads ONNX Runtime
+    folds the Pad into the convolution (same numbers: zero padding either way). On the shipped
+    Lite0, Pad alone took 9% of the int8 model's time, 1 thread (ONNX Runtime profiler, 2026-11-22).
+    """
+    import copy
+
+    from timm.layers import Conv2dSame
+    from timm.layers.padding import get_same_padding
+
+    model = copy.deepcopy(model).eval()
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [module.register_forward_pre_hook(lambda _m, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
+             for name, module in model.named_modules() if type(module) is Conv2dSame]
+    if not hooks:
+        return model
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, input_size, input_size))
+    for hook in hooks:
+        hook.remove()
+    for name, (height, width) in sizes.items():
+        same = model.get_submodule(name)
+        conv = nn.Conv2d(same.in_channels, same.out_channels, same.kernel_size, stride=same.stride, padding=0,
+                         dilation=same.dilation, groups=same.groups, bias=same.bias is not None)
+        conv.load_state_dict(same.state_dict())
+        pad_h = get_same_padding(height, same.kernel_size[0], same.stride[0], same.dilation[0])
+        pad_w = get_same_padding(width, same.kernel_size[1], same.stride[1], same.dilation[1])
+        pad = nn.ZeroPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, nn.Sequential(pad, conv))
+    return model
+
+
 def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path:
     """Export the folded model (uint8 NHWC input, dynamic batch) with the TorchScript-based exporter.
 
@@ -72,8 +109,8 @@ def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path
     """
     if config.border == "fov":
         raise ValueError("ONNX export needs border 'circle' or 'none'; the 'fov' crop runs with the torch backends")
-    folded = FoldedModel(model, config).eval()
     size = config.input_size
+    folded = FoldedModel(static_same_padding(model, size), config).eval()
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended

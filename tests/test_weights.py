@@ -131,3 +131,26 @@ def test_classifier_on_cuda_uses_autocast_and_matches_cpu(config):
     assert gpu.precision == "fp16" and gpu.backend.name == "torch-fp16"
     cpu = Classifier(model, config, device="cpu")
     np.testing.assert_allclose(gpu(batch).probs, cpu(batch).probs, atol=2e-2)
+
+
+def test_static_same_padding_exports_constant_pads_with_identical_outputs(tmp_path):
+    """TF-"SAME" convolutions get constant pads for the model's input size: same logits, and the
+    ONNX graph no longer computes padding from the input's shape (ONNX Runtime can fold the pads)."""
+    import onnx
+    from timm.layers import Conv2dSame
+
+    from capsule_triage.torch_backend import export_onnx, static_same_padding
+
+    cfg = ModelConfig(architecture="tf_efficientnet_lite0", class_names=["normal", "lesion"], abnormal_classes=["lesion"],
+                      input_size=64, mean=(0.5,) * 3, std=(0.5,) * 3, border="circle")
+    torch.manual_seed(0)
+    model = create_model(cfg).eval()
+    assert any(type(m) is Conv2dSame for m in model.modules())
+    static = static_same_padding(model, 64)
+    assert not any(type(m) is Conv2dSame for m in static.modules())
+    assert any(type(m) is Conv2dSame for m in model.modules()), "the caller's model must not change"
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), static(x))
+    graph = onnx.load(str(export_onnx(model, cfg, tmp_path / "m.onnx"))).graph
+    assert sum(node.op_type == "Ceil" for node in graph.node) == 0  # Conv2dSame's ceil(size / stride) is gone
