@@ -17,7 +17,7 @@ def load(name: str) -> dict | None:
 
 
 def compare_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu'].strip(' :' + chr(9))}", "",
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
              "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend (runs x streams x threads; read batch) | e2e / naive | e2e cost / (decode + model) | decode share of e2e |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
@@ -28,22 +28,18 @@ def compare_table(data: dict) -> str:
 
 
 def _layout(row: dict) -> str:
-    """'runs of B x S streams x T threads' (read batch R): how the backend ran."""
+    """'runs of B x S streams x T threads; read R': how the backend ran."""
     threads = row["threads"]
-    run = row.get("run_batch_size")
-    runs = f"runs of {run}" if run else "runs of ?"
-    return f"{runs} x {threads.get('streams', 1)} x {threads.get('inference', threads.get('torch'))}; read {row['batch_size']}"
+    return f"runs of {row['run_batch_size']} x {threads.get('streams', 1)} x {threads.get('inference', threads.get('torch'))}; read {row['batch_size']}"
 
 
 def study_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu'].strip(' :' + chr(9))}", "",
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
              "| frames (336x336 H.264, 4 fps) | wall s | end-to-end frames/s | model-only frames/s (same process) | end-to-end / model-only | backend | events | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        model = r.get("model_only_fps")
-        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {model:.1f} | {r['end_to_end_over_model_only']:.2f} | "
-                     f"{r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |" if model else
-                     f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | - | - | {r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |")
+        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {r['model_only_fps']:.1f} | {r['end_to_end_over_model_only']:.2f} | "
+                     f"{r['backend']} | {r['events']} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

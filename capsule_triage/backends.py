@@ -24,6 +24,12 @@ import numpy as np
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "ort-fp32", "ort-int8")
 
 
+def split_runs(frames: np.ndarray, size: int | None) -> list[np.ndarray]:
+    """``frames`` as consecutive runs of at most ``size`` frames (views, no copy; None: one run)."""
+    step = size or max(1, len(frames))
+    return [frames[i : i + step] for i in range(0, max(1, len(frames)), step)]
+
+
 class OnnxBackend:
     """An exported :class:`~capsule_triage.torch_backend.FoldedModel` on ONNX Runtime.
 
@@ -68,23 +74,9 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(frames_nhwc)})[0].astype(np.float32)
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        step = self.batch_size or len(frames_nhwc)
-        if len(frames_nhwc) <= step:
-            return self._run(frames_nhwc)
-        chunks = [frames_nhwc[i : i + step] for i in range(0, len(frames_nhwc), step)]
-        if self._pool is None:
-            return np.concatenate([self._run(chunk) for chunk in chunks])
-        # One task per stream, each taking the next chunk until none is left: balanced like a map
-        # over the chunks, with one future per stream instead of one per chunk.
-        todo = iter(enumerate(chunks))  # next() on a shared iterator is atomic under the GIL
-        outputs: list = [None] * len(chunks)
-        for task in [self._pool.submit(self._drain, todo, outputs) for _ in range(min(self.streams, len(chunks)))]:
-            task.result()
-        return np.concatenate(outputs)
-
-    def _drain(self, todo, outputs: list) -> None:
-        for i, chunk in todo:
-            outputs[i] = self._run(chunk)
+        runs = split_runs(frames_nhwc, self.batch_size)
+        outputs = self._pool.map(self._run, runs) if self._pool is not None and len(runs) > 1 else map(self._run, runs)
+        return np.concatenate(list(outputs))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backends import split_runs
 from .device import to_device_nchw
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
@@ -48,10 +49,7 @@ class TorchBackend:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        step = self.batch_size or len(frames_nhwc)
-        if len(frames_nhwc) > step:
-            return np.concatenate([self._forward(frames_nhwc[i : i + step]) for i in range(0, len(frames_nhwc), step)])
-        return self._forward(frames_nhwc)
+        return np.concatenate([self._forward(run) for run in split_runs(frames_nhwc, self.batch_size)])
 
     def _forward(self, frames_nhwc: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
