@@ -6,14 +6,13 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .classifier import Classifier
 from .frames import DecodeStats
+from .memory import peak_rss_mb
 from .pipeline import RunOptions, package_versions, read_batch_size, triage_study
 from .presets import Pipeline
 from .reader import ReadOptions, read_frames
@@ -41,25 +40,8 @@ def _timed(fn, min_seconds: float, device: str) -> tuple[float, int]:
             return elapsed, frames
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: ``VmHWM`` of /proc/self/status.
-
-    Not ``getrusage().ru_maxrss``: Linux carries that across exec, so a process started by a large
-    parent (a benchmark harness with torch loaded) reports the parent's size (measured: 1,037 MB
-    reported for a run whose own peak was ~240 MB).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 1024.0**2)
-
-
 def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batch_size: int | None = None,
-          min_seconds: float = 3.0, decoder_threads: int | None = None) -> dict:
+          min_seconds: float = 3.0, decoder_threads: int | None = None, decode_in: str = "auto") -> dict:
     """Measure one input; returns a JSON-ready dict (schema: see tests/test_backends.py).
 
     The stages run in the order decode, end-to-end, model-only, preprocess; ``peak_rss_mb`` is
@@ -78,10 +60,12 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
 
     frames_per_pass = decode()  # also the warm-up of the timed decode below
     decode_s, decode_n = _timed(decode, min_seconds, "cpu")
+    last_run: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         def end_to_end() -> int:
-            result = triage_study(video, pipeline, classifier, RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size))
-            return result.frames
+            options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size, decode_in=decode_in)
+            last_run.update(triage_study(video, pipeline, classifier, options).run)
+            return last_run["frames_decoded"]
 
         e2e_s, e2e_n = _timed(end_to_end, min_seconds, device)
     rss = peak_rss_mb()
@@ -113,7 +97,9 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "model": classifier.config.name or classifier.config.architecture,
         "input_size": size,
         "versions": package_versions(),
+        "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
         "peak_rss_mb": round(rss, 1),
+        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],  # the decoder process's own (0 when decoding in a thread)
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,6 +39,12 @@ def fail(exc: BaseException) -> None:
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
 WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hub:<timm tag>.")]
+class DecodeIn(str, Enum):
+    auto = "auto"
+    process = "process"
+    thread = "thread"
+
+
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
@@ -55,6 +62,7 @@ def run(
     fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of a frame folder without timestamps (default: 2.0, the preset's).")] = None,
     timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
+    decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -71,7 +79,7 @@ def run(
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
-                             folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, progress=not quiet and sys.stderr.isatty())
+                             folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value, progress=not quiet and sys.stderr.isatty())
         result = triage_study(source, preset, classifier, options)
     except (TriageError, ValueError) as exc:
         fail(exc)

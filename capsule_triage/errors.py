@@ -22,6 +22,9 @@ class TriageError(Exception):
         self.message = message
         super().__init__(f"{self.path}: {message}")
 
+    def __reduce__(self):  # pickles as (path, message): errors cross process boundaries (decoder, batch workers)
+        return type(self), (self.path, self.message)
+
 
 class InputError(TriageError):
     """The video or frame folder cannot be read."""

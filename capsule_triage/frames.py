@@ -75,11 +75,13 @@ class DecodeStats:
         frames_skipped: frames (or images) that failed to decode and were skipped.
         errors: first few decode error messages, for run.json.
         frames_reused: frames not scored because they duplicated the last scored frame.
+        decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
     """
 
     frames_decoded: int = 0
     frames_skipped: int = 0
     frames_reused: int = 0
+    decoder_peak_rss_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def skip(self, message: str) -> None:

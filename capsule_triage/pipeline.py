@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +27,11 @@ from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
 from .reader import ReadOptions, iter_frames_at, probe, read_frames
+from .reader_process import read_frames_in_process
 from .digests import file_sha256
+
+
+PROCESS_MIN_FRAMES = 1000  # "auto" decodes sources at least this long in a child process
 
 
 @dataclass
@@ -46,6 +51,11 @@ class RunOptions:
         skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
             by less than this (mean abs, 0-255); None = score every frame.
         report: also write the HTML review page (report.html), inside the same atomic output.
+        decode_in: where frames are decoded while the model runs: "process" (a child process with its
+            own GIL, which a crashing decoder cannot take down, see :mod:`capsule_triage.reader_process`),
+            "thread" (a thread of this process), or "auto": a process for sources of at least
+            :data:`PROCESS_MIN_FRAMES` frames or of unknown length, else a thread (starting the
+            process costs ~0.4 s, which a short clip would notice).
     """
 
     out: Path | None = None
@@ -59,6 +69,7 @@ class RunOptions:
     queue_depth: int = 4
     skip_duplicates: float | None = None
     report: bool = True
+    decode_in: str = "auto"
 
 
 @dataclass
@@ -107,7 +118,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force)
     staged.check()
     stats = DecodeStats()
-    frame_index, pts, probs = _score_stream(input_path, read, classifier, stats, info, options)
+    where = decode_location(options, info)
+    frame_index, pts, probs = _score_stream(input_path, read, classifier, stats, info, options, where)
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs = frame_index[order], pts[order], probs[order]
     config = classifier.config
@@ -121,7 +133,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
         wall = time.perf_counter() - started
-        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall)
+        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -167,12 +179,12 @@ def read_batch_size(preset: int, classifier: Classifier, requested: int | None =
 
 
 def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, stats: DecodeStats, info: SourceInfo,
-                  options: RunOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     indices, times, probs = [], [], []
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
     with tqdm(total=total, unit="frame", desc=input_path.name[:40], disable=not options.progress, dynamic_ncols=True) as bar:
-        for batch in prefetch(read_frames(input_path, read, stats), depth=options.queue_depth):
+        for batch in stream_frames(input_path, read, stats, where, options.queue_depth):
             if skipper is None:
                 batch_probs = classifier(batch).probs
             else:
@@ -188,6 +200,24 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     if not probs:
         raise InputError(input_path, "no decodable frames")
     return np.concatenate(indices), np.concatenate(times), np.concatenate(probs)
+
+
+def decode_location(options: RunOptions, info: SourceInfo) -> str:
+    """Where this source is decoded: "process" or "thread" (see ``RunOptions.decode_in``)."""
+    if options.decode_in not in ("auto", "process", "thread"):
+        raise ValueError(f"decode_in must be 'auto', 'process' or 'thread', got {options.decode_in!r}")
+    if options.decode_in != "auto":
+        return options.decode_in
+    frames = info.num_frames_from_header
+    return "process" if not frames or frames >= PROCESS_MIN_FRAMES else "thread"
+
+
+def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where: str, depth: int) -> Iterator[FrameBatch]:
+    """The source's batches, decoded up to ``depth`` batches ahead of the consumer in a child
+    process (``where="process"``) or a thread of this process."""
+    if where == "process":
+        return read_frames_in_process(input_path, read, stats, depth=depth)
+    return prefetch(read_frames(input_path, read, stats), depth=depth)
 
 
 def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, str]:
@@ -225,7 +255,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall) -> dict:
+def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decode_where) -> dict:
     n = stats.frames_decoded
     return {
         "schema_version": "1",
@@ -237,6 +267,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_decoded": n,
         "frames_skipped": stats.frames_skipped,
         "frames_reused_as_duplicates": stats.frames_reused,
+        "decoded_in": decode_where,
+        "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
         "decode_errors": stats.errors,
         "events": len(ranking.events),
         "flagged_frames": int((ranking.event_id >= 0).sum()),

@@ -143,15 +143,19 @@ def _case_params():
             else name for name in CASE_NAMES]
 
 
+@pytest.mark.parametrize("decode_in", ["auto", "process"])  # auto: a thread, except where the header has no frame count
 @pytest.mark.parametrize("name", _case_params())
-def test_triage_run_gives_the_promised_outcome(name, run_cases, warm, no_dac_prefix, random_weights, tmp_path):
+def test_triage_run_gives_the_promised_outcome(name, decode_in, run_cases, warm, no_dac_prefix, random_weights, tmp_path):
     case = run_cases[name]
     if case.needs == "no-dac-override" and no_dac_prefix is None:
         pytest.skip("running as root without setpriv: mode 000 does not stop root's reads")
     from capsule_triage.pipeline import default_out_dir
 
     out = default_out_dir(case.path) if case.default_out else tmp_path / "out"
-    args = ["run", case.path, "--weights", random_weights, "--quiet", *case.run_args] + ([] if case.default_out else ["--out", out])
+    if case.default_out and out.exists():  # left by the same case's other decode_in
+        shutil.rmtree(out)
+    args = ["run", case.path, "--weights", random_weights, "--quiet", "--decode-in", decode_in, *case.run_args]
+    args += [] if case.default_out else ["--out", out]
     run = warm.cli(*args)
     if case.expect.error:
         assert_error(run, case.path, case.expect.error, out)
@@ -160,7 +164,8 @@ def test_triage_run_gives_the_promised_outcome(name, run_cases, warm, no_dac_pre
     assert run.returncode == 0, run.stderr[-3000:]
     assert not [line for line in run.stderr.splitlines() if line.startswith("Error")], run.stderr
     assert f"Wrote {out}" in run.stdout
-    assert_graceful(case, out, report="--no-report" not in case.run_args)
+    run_record = assert_graceful(case, out, report="--no-report" not in case.run_args)
+    assert run_record["decoded_in"] == "process" if decode_in == "process" else run_record["decoded_in"] in ("thread", "process")
     if name == "name_script":  # the name is shown, escaped, never executed
         html = (out / "report.html").read_text()
         assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;" in html

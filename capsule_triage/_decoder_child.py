@@ -1,0 +1,10 @@
+"""Entry point of the decoder process (``python -m capsule_triage._decoder_child RING_FD SOCKET_FD``),
+started by :func:`capsule_triage.reader_process.read_frames_in_process`; kept apart from that module so
+running it as ``__main__`` does not import it twice."""
+
+import sys
+
+from capsule_triage.reader_process import _serve
+
+if __name__ == "__main__":
+    _serve(*(int(arg) for arg in sys.argv[1:3]))

@@ -1,0 +1,237 @@
+"""Decode in a child process: :func:`~capsule_triage.reader.read_frames` batches handed over
+through a ring of shared-memory slots.
+
+Why a process and not only a thread (:func:`~capsule_triage.background.prefetch`): in one process
+the decode thread and the inference thread take turns on the GIL. ONNX Runtime and PyTorch release
+it while they compute, but every run starts and ends in Python, and a thread that wants the GIL back
+waits up to the switch interval (5 ms) while the decoder's Python loop holds it, which is as long as
+a one-frame run of the default model. A child process has its own GIL. It also isolates the decoder:
+a damaged file that crashes FFmpeg ends the child, not the run (reported as an
+:class:`~capsule_triage.errors.InputError`), so in a batch one bad study still cannot stop the others.
+
+How: the child is ``python -m capsule_triage._decoder_child`` started with :mod:`subprocess` (not
+:mod:`multiprocessing`, whose ``spawn`` re-runs the caller's main script: a user's script without an
+``if __name__ == "__main__"`` guard would start itself again). It shares two descriptors:
+
+* the ring: ``depth`` slots of ``batch_size`` frames, sized from the probed frame shape, in an
+  unlinked file in /dev/shm that both map (nothing to clean up, even after ``kill -9``);
+* a socket, to the child: the request (path, options), then the numbers of slots the parent has
+  freed (back-pressure: the child never runs more than ``depth`` batches ahead); from the child: per
+  batch, its slot and its ``frame_index`` and ``pts_seconds`` (pickled); at the end the child's
+  :class:`DecodeStats` and the error that ended the stream, if any.
+
+The parent copies a batch's pixels out of its slot (~5 MB per 32 frames at 224 px, ~1 ms) and frees
+the slot at once, so a yielded :class:`FrameBatch` owns its memory. A batch that does not fit the slot
+shape (a frame folder with images of several sizes) travels pickled instead. If the child dies, its
+socket closes and the parent raises; if the parent stops reading, closing the socket ends the child.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .frames import DecodeStats, FrameBatch, SourceInfo
+from .memory import peak_rss_mb
+from .reader import ReadOptions, _fit, probe, read_frames
+
+MAX_RING_BYTES = 1 << 30  # 4 slots of 32 frames at 448 x 796 px (a 16:9 source for a field-of-view model) take 137 MB
+
+
+def frame_shape(info: SourceInfo, options: ReadOptions) -> tuple[int, int]:
+    """(height, width) of the frames :func:`read_frames` delivers for this source and these options
+    ((0, 0) when the probe could not tell, e.g. a folder whose first image does not decode)."""
+    if not info.width or not info.height:
+        return 0, 0
+    w, h = _fit(info.width, info.height, options.short_side)
+    if options.square_crop:
+        return min(h, w), min(h, w)
+    return h, w
+
+
+def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(), stats: DecodeStats | None = None,
+                           *, depth: int = 4) -> Iterator[FrameBatch]:
+    """:func:`~capsule_triage.reader.read_frames` run in a child process, at most ``depth`` batches
+    ahead of the consumer: the same batches and the same errors (raised where the child met them);
+    ``stats`` is filled when the stream ends. Closing the generator early ends the child.
+
+    Raises:
+        InputError: as :func:`read_frames`; also when the decoder process dies (e.g. killed by a
+            signal inside FFmpeg).
+    """
+    path = Path(path)
+    stats = stats if stats is not None else DecodeStats()
+    info = probe(path, options)  # fail fast in the parent, and size the slots
+    shape = frame_shape(info, options)
+    depth = max(1, depth)
+    if depth * options.batch_size * shape[0] * shape[1] * 3 > MAX_RING_BYTES:  # e.g. a header that claims 60000 px frames
+        shape = (0, 0)  # no ring: every batch travels pickled, sized by what really decodes
+    with _Ring(depth, options.batch_size, shape) as ring, _Child(ring.fd) as child:
+        child.send((str(path), options, shape, depth))
+        for slot in range(depth):
+            child.send(slot)
+        while True:
+            message = child.receive(path)
+            if message[0] == "slot":
+                _, slot, n, frame_index, pts_seconds = message
+                data = ring.slots[slot, :n].copy()
+                child.send(slot)
+                yield FrameBatch(data, frame_index, pts_seconds)
+            elif message[0] == "batch":
+                yield message[1]
+            else:  # ("end", stats, error or None)
+                _, child_stats, error = message
+                stats.frames_decoded += child_stats.frames_decoded
+                stats.frames_skipped += child_stats.frames_skipped
+                stats.errors.extend(child_stats.errors[: max(0, 10 - len(stats.errors))])
+                stats.decoder_peak_rss_mb = child_stats.decoder_peak_rss_mb
+                if error is not None:
+                    raise error
+                return
+
+
+class _Ring:
+    """``depth`` x ``batch_size`` frames of shared memory in an unlinked file (fd passed to the child)."""
+
+    def __init__(self, depth: int, batch_size: int, shape: tuple[int, int]):
+        self.shape = (depth, batch_size, *shape, 3)
+        self.nbytes = int(np.prod(self.shape))
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=folder)
+        os.unlink(name)
+        self.fd = handle
+        os.ftruncate(self.fd, self.nbytes)
+        self.map, self.slots = _map_slots(self.fd, self.shape)
+
+    def __enter__(self) -> "_Ring":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.slots  # the mmap cannot close while a view on it exists
+        if self.map is not None:
+            self.map.close()
+        os.close(self.fd)
+
+
+def _map_slots(fd: int, shape: tuple[int, ...]) -> tuple[mmap.mmap | None, np.ndarray]:
+    nbytes = int(np.prod(shape))
+    if nbytes == 0:
+        return None, np.empty(shape, dtype=np.uint8)
+    shared = mmap.mmap(fd, nbytes)
+    return shared, np.frombuffer(shared, dtype=np.uint8).reshape(shape)
+
+
+class _Child:
+    """The decoder process and the socket to it (pickled messages both ways).
+
+    A socket rather than pipes: ``MSG_NOSIGNAL`` makes a write to a child that has exited an
+    ``EPIPE`` error instead of a SIGPIPE, which would kill a host process that does not ignore it.
+    """
+
+    def __init__(self, ring_fd: int):
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "capsule_triage._decoder_child", str(ring_fd), str(theirs.fileno())],
+                pass_fds=(ring_fd, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.socket = ours
+        self.incoming = ours.makefile("rb")
+
+    def __enter__(self) -> "_Child":
+        return self
+
+    def send(self, obj) -> None:
+        """Send a message; a child that has gone is not an error here (it may have sent its last
+        batch and exited; if it died, :meth:`receive` says so)."""
+        try:
+            _send(self.socket, obj)
+        except OSError:
+            pass
+
+    def receive(self, path: Path):
+        try:
+            return pickle.load(self.incoming)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = self.process.wait()
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise InputError(path, f"decoder process died ({how}) before the end of the stream") from None
+
+    def __exit__(self, *exc) -> None:
+        self.incoming.close()
+        self.socket.close()  # the child sees the end of its socket and exits
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _send(sock: socket.socket, obj) -> None:
+    sock.sendall(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), getattr(socket, "MSG_NOSIGNAL", 0))
+
+
+def _serve(ring_fd: int, socket_fd: int) -> None:
+    """The child: read the request, then decode into the slots the parent frees."""
+    parent = socket.socket(fileno=socket_fd)
+    from_parent = parent.makefile("rb")
+
+    def send(obj) -> None:
+        try:
+            _send(parent, obj)
+        except OSError as exc:  # EPIPE, ECONNRESET: the parent stopped reading
+            raise _ParentGone from exc
+
+    def free_slot() -> int:
+        try:
+            return pickle.load(from_parent)  # blocks until the parent frees one
+        except (EOFError, OSError) as exc:
+            raise _ParentGone from exc
+
+    try:
+        path, options, shape, depth = pickle.load(from_parent)
+    except (EOFError, OSError):
+        return
+    _, slots = _map_slots(ring_fd, (depth, options.batch_size, *shape, 3))
+    stats = DecodeStats()
+    error = None
+    try:
+        for batch in read_frames(path, options, stats):
+            if batch.data.shape[1:3] != tuple(shape) or len(batch) > options.batch_size:
+                send(("batch", batch))
+                continue
+            slot = free_slot()
+            slots[slot, : len(batch)] = batch.data
+            send(("slot", slot, len(batch), batch.frame_index, batch.pts_seconds))
+    except _ParentGone:
+        return
+    except Exception as exc:  # noqa: BLE001 - re-raised in the parent where the stream is consumed
+        error = exc
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an exception type that cannot cross the process boundary
+            error = InputError(path, f"decoder failed ({type(exc).__name__}: {exc})")
+    stats.decoder_peak_rss_mb = peak_rss_mb()
+    try:
+        send(("end", stats, error))
+    except _ParentGone:
+        pass
+
+
+class _ParentGone(Exception):
+    """The parent closed its end of the socket: stop quietly."""

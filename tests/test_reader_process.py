@@ -1,0 +1,134 @@
+"""Decoding in a child process: the same batches, stats and errors as in-process reading; a dead
+decoder is an InputError; stopping early ends the child."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capsule_triage.errors import InputError, WeightsError
+from capsule_triage.frames import DecodeStats
+from capsule_triage.reader import ReadOptions, read_frames
+from capsule_triage.reader_process import read_frames_in_process
+from conftest import DEMO_CLIP, encode_clip
+
+
+def _decoder_children() -> list[int]:
+    """Live children of this process running the decoder entry point."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid, state = int(stat.rsplit(")", 1)[1].split()[1]), stat.rsplit(")", 1)[1].split()[0]
+        if ppid == os.getpid() and b"capsule_triage._decoder_child" in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _both(path, options):
+    in_process, child = DecodeStats(), DecodeStats()
+    expected = list(read_frames(path, options, in_process))
+    got = list(read_frames_in_process(path, options, child, depth=2))
+    return expected, got, in_process, child
+
+
+def _same_counts(child: DecodeStats, in_process: DecodeStats) -> bool:
+    """The same counters and messages; the decoder process also reports its own peak memory."""
+    assert child.decoder_peak_rss_mb > 0 and in_process.decoder_peak_rss_mb == 0
+    return (child.frames_decoded, child.frames_skipped, child.errors) == (in_process.frames_decoded, in_process.frames_skipped, in_process.errors)
+
+
+def _assert_same(expected, got):
+    assert [len(b) for b in got] == [len(b) for b in expected]
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.frame_index, b.frame_index)
+        np.testing.assert_array_equal(a.pts_seconds, b.pts_seconds)
+
+
+@pytest.mark.parametrize("options", [ReadOptions(batch_size=5, short_side=96),  # more batches than slots: slots are reused
+                                     ReadOptions(batch_size=64, short_side=112, square_crop=False)])
+def test_same_batches_and_stats_as_reading_in_process(options):
+    expected, got, in_process, child = _both(DEMO_CLIP, options)
+    _assert_same(expected, got)
+    assert _same_counts(child, in_process) and child.frames_decoded == 64
+
+
+def test_frames_of_several_sizes_travel_outside_the_ring(tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(60, 80), (60, 80), (90, 70), (90, 70), (60, 80)]):
+        cv2.imwrite(str(folder / f"f{i}.png"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    expected, got, in_process, child = _both(folder, ReadOptions(batch_size=2, short_side=None, square_crop=False))
+    assert {b.data.shape[1:3] for b in got} == {(60, 80), (90, 70)}  # the ring is sized for the first image only
+    _assert_same(expected, got)
+    assert _same_counts(child, in_process)
+
+
+def test_errors_are_raised_in_the_consumer_with_the_same_message(tmp_path):
+    data = DEMO_CLIP.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    messages = []
+    for read in (read_frames, read_frames_in_process):
+        with pytest.raises(InputError) as info:
+            list(read(truncated, ReadOptions(batch_size=8, short_side=64)))
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[1].startswith(str(truncated)) and ("truncated" in messages[1] or "not a readable video" in messages[1])
+
+
+def test_decode_errors_inside_the_stream_are_counted_like_in_process(tmp_path):
+    from malformed import frame_payloads
+
+    rng = np.random.default_rng(0)
+    clip = encode_clip([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(12)], tmp_path / "a.avi", codec="mjpeg")
+    data = bytearray(clip.read_bytes())
+    for start, end in frame_payloads(clip)[5:7]:  # two frames' JPEG data replaced by garbage
+        data[start:end] = b"\x00" * (end - start)
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    expected, got, in_process, child = _both(damaged, ReadOptions(batch_size=4, short_side=32))
+    _assert_same(expected, got)
+    assert _same_counts(child, in_process) and child.frames_skipped == 2 and child.errors
+
+
+def test_a_killed_decoder_is_an_input_error_naming_the_file():
+    batches = read_frames_in_process(DEMO_CLIP, ReadOptions(batch_size=1, short_side=64), depth=1)
+    next(batches)
+    (pid,) = _decoder_children()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(InputError, match=r"demo_capsule_4fps\.mp4: decoder process died \(killed by signal 9\)"):
+        for _ in batches:
+            pass
+
+
+def test_stopping_early_ends_the_decoder():
+    batches = read_frames_in_process(DEMO_CLIP, ReadOptions(batch_size=1, short_side=64), depth=1)
+    next(batches)
+    assert len(_decoder_children()) == 1
+    batches.close()
+    deadline = time.monotonic() + 5
+    while _decoder_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _decoder_children() == []
+
+
+def test_errors_survive_pickling_with_path_and_message():
+    for error in (InputError("/x/a.mp4", "truncated video"), WeightsError("w.safetensors", "bad")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and (copy.path, copy.message, str(copy)) == (error.path, error.message, str(error))
