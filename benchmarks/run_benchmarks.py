@@ -108,10 +108,19 @@ rss = peak_rss_mb()  # before the model-only measurement below, which imports to
 from capsule_triage.optimize import decode_all, measure_fps
 frames = decode_all(clip, c.config.input_size, limit=64)[0]
 model_fps = measure_fps(c.backend, frames, read_batch_size(p.read.batch_size, c), min_seconds=10)
+from capsule_triage.reader import ReadOptions, read_frames
+read, decoded, t = ReadOptions(batch_size=32, short_side=c.config.input_size), 0, time.perf_counter()
+for batch in read_frames(clip, read):  # decode alone, as the pipeline reads (first 5,000 frames)
+    decoded += len(batch)
+    if decoded >= 5000:
+        break
+decode_fps = decoded / (time.perf_counter() - t)
 decoder_rss = r.run["decoder_peak_rss_mb"]
 print(json.dumps(dict(frames=r.frames, wall_seconds=wall, fps=r.fps, events=r.events, backend=c.backend.name,
                       decoded_in=r.run["decoded_in"], peak_rss_mb=rss, decoder_peak_rss_mb=decoder_rss,
-                      peak_rss_mb_with_decoder=rss + decoder_rss, model_only_fps=model_fps, end_to_end_over_model_only=r.fps / model_fps)))
+                      peak_rss_mb_with_decoder=rss + decoder_rss, model_only_fps=model_fps, decode_only_fps=decode_fps,
+                      end_to_end_over_model_only=r.fps / model_fps,
+                      cost_ratio=(1 / r.fps) / (1 / decode_fps + 1 / model_fps), decode_share=(1 / decode_fps) / (1 / r.fps))))
 """
 
 
