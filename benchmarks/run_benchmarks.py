@@ -4,6 +4,7 @@
     python benchmarks/run_benchmarks.py study        # simulated 5,000 / 50,000-frame studies: wall, RSS
     python benchmarks/run_benchmarks.py overlap      # model on 1 thread, decode on the other
     python benchmarks/run_benchmarks.py skip         # redundant-frame skipping on real consecutive frames
+    python benchmarks/run_benchmarks.py decoders     # decode-only: one video over 1, 2, 3 decoder processes
 """
 
 from __future__ import annotations
@@ -159,6 +160,31 @@ def overlap(args) -> dict:
     return {"rows": rows}
 
 
+def decoders(args) -> dict:
+    """Decode-only frames/s of the 5,000-frame study clip at 224 px, as the pipeline reads it: in this
+    process, in one child process, and split over several (keyframe-aligned parts, one process each).
+    What a GPU could be fed; on this 2-core machine more than 2 processes only share the cores."""
+    from capsule_triage.frames import DecodeStats
+    from capsule_triage.reader import ReadOptions, read_frames
+    from capsule_triage.reader_process import read_frames_in_process
+
+    clip, read = study_clip(5000), ReadOptions(batch_size=32, short_side=224)
+    ways = {"in this process": lambda: read_frames(clip, read, DecodeStats())}
+    for n in args.processes:
+        ways[f"{n} process(es)"] = lambda n=n: read_frames_in_process(clip, read, DecodeStats(), processes=n)
+    rows = {name: [] for name in ways}
+    for _ in range(args.repeats):  # alternating, so drift of the machine hits every way alike
+        for name, batches in ways.items():
+            start = time.perf_counter()
+            frames = sum(len(b) for b in batches())
+            rows[name].append(round(frames / (time.perf_counter() - start), 1))
+    base = max(rows["in this process"])
+    result = [dict(way=name, frames=frames, fps=fps, best_over_in_process=round(max(fps) / base, 2)) for name, fps in rows.items()]
+    for row in result:
+        print(row, flush=True)
+    return {"rows": result}
+
+
 def study_clip(frames: int) -> Path:
     """A simulated study of ``frames`` frames at 4 fps, 336 x 336, cycling through real frames."""
     path = CACHE / f"study336_{frames}.mp4"
@@ -201,7 +227,9 @@ def skip(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["compare", "study", "overlap", "skip"])
+    parser.add_argument("what", choices=["compare", "study", "overlap", "skip", "decoders"])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])

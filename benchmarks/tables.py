@@ -65,8 +65,18 @@ def skip_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def decoders_table(data: dict) -> str:
+    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
+             "| decoding (5,000-frame 336x336 study clip, to 224 px) | frames/s (alternating runs) | best / in this process |",
+             "|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['way']} | {', '.join(f'{v:,.0f}' for v in r['fps'])} | **{r['best_over_in_process']:.2f}x** |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("skip", skip_table)):
+    for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("decoders", decoders_table),
+                         ("skip", skip_table)):
         data = load(name)
         if data:
             print(f"### {name}\n\n{render(data)}\n")

@@ -41,7 +41,8 @@ def _timed(fn, min_seconds: float, device: str) -> tuple[float, int]:
 
 
 def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batch_size: int | None = None,
-          min_seconds: float = 3.0, decoder_threads: int | None = None, decode_in: str = "auto") -> dict:
+          min_seconds: float = 3.0, decoder_threads: int | None = None, decode_in: str = "auto",
+          decoder_processes: int = 1) -> dict:
     """Measure one input; returns a JSON-ready dict (schema: see tests/test_backends.py).
 
     The stages run in the order decode, end-to-end, model-only, preprocess; ``peak_rss_mb`` is
@@ -63,7 +64,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     last_run: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         def end_to_end() -> int:
-            options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size, decode_in=decode_in)
+            options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size, decode_in=decode_in,
+                                 decoder_processes=decoder_processes)
             last_run.update(triage_study(video, pipeline, classifier, options).run)
             return last_run["frames_decoded"]
 
@@ -98,6 +100,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "input_size": size,
         "versions": package_versions(),
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
+        "decoder_processes": last_run["decoder_processes"],
         "peak_rss_mb": round(rss, 1),
         "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],  # the decoder process's own (0 when decoding in a thread)
     }

@@ -63,6 +63,7 @@ def run(
     timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
     decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,
+    decoders: Annotated[int, typer.Option(min=1, help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~900-1,100 frames/s per process at 336 px).")] = 1,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -79,7 +80,8 @@ def run(
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
-                             folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value, progress=not quiet and sys.stderr.isatty())
+                             folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value,
+                             decoder_processes=decoders, progress=not quiet and sys.stderr.isatty())
         result = triage_study(source, preset, classifier, options)
     except (TriageError, ValueError) as exc:
         fail(exc)

@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the one `triage optimize` measured fastest, else the preset's).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
+        decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Measure decode-only, preprocess, model-only and end-to-end frames/s on one input, in one run."""
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
             preset = load_pipeline(pipeline)
             classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
             result = run_bench(video or project_home() / "tests" / "assets" / "demo_capsule_4fps.mp4", preset, classifier,
-                               batch_size=batch_size, min_seconds=seconds, decode_in=decode_in)
+                               batch_size=batch_size, min_seconds=seconds, decode_in=decode_in,
+                               decoder_processes=decoders)
         except (TriageError, ValueError) as exc:
             fail(exc)
         if as_json:
@@ -45,10 +47,10 @@ def register(app: typer.Typer) -> None:
         threads = result["threads"]
         typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, batch {result['batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference']} thread(s), {threads['decoder']} decoder thread(s) "
-                   f"in a {result['decoded_in']})")
+                   f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
-        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder process {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder processes {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
 
     @app.command()
     def optimize(

@@ -88,3 +88,18 @@ class DecodeStats:
         self.frames_skipped += 1
         if len(self.errors) < 10:
             self.errors.append(message)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A part of a video that decodes on its own: from a keyframe to the next part's keyframe.
+
+    Attributes:
+        start_pts: pts (stream time base) of the keyframe it starts at; None = the beginning.
+        end_pts: pts of the keyframe the next part starts at; None = to the end.
+        first_index: ``frame_index`` of its first frame (frames before it in presentation order).
+    """
+
+    start_pts: int | None
+    end_pts: int | None
+    first_index: int

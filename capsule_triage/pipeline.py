@@ -51,6 +51,10 @@ class RunOptions:
         skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
             by less than this (mean abs, 0-255); None = score every frame.
         report: also write the HTML review page (report.html), inside the same atomic output.
+        decoder_processes: decode one video in this many child processes, one keyframe-aligned part
+            each (:mod:`capsule_triage.segments`), to feed a model faster than one core decodes (a
+            GPU); 1 = one pass. Implies ``decode_in="process"``; not with ``skip_duplicates``, which
+            compares each frame with the one before it.
         decode_in: where frames are decoded while the model runs: "process" (a child process with its
             own GIL, which a crashing decoder cannot take down, see :mod:`capsule_triage.reader_process`),
             "thread" (a thread of this process), or "auto": a process for sources of at least
@@ -70,6 +74,7 @@ class RunOptions:
     skip_duplicates: float | None = None
     report: bool = True
     decode_in: str = "auto"
+    decoder_processes: int = 1
 
 
 @dataclass
@@ -133,7 +138,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
         wall = time.perf_counter() - started
-        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where)
+        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
+                              options.decoder_processes)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -184,7 +190,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
     with tqdm(total=total, unit="frame", desc=input_path.name[:40], disable=not options.progress, dynamic_ncols=True) as bar:
-        for batch in stream_frames(input_path, read, stats, where, options.queue_depth):
+        for batch in stream_frames(input_path, read, stats, where, options.queue_depth, options.decoder_processes):
             if skipper is None:
                 batch_probs = classifier(batch).probs
             else:
@@ -206,17 +212,22 @@ def decode_location(options: RunOptions, info: SourceInfo) -> str:
     """Where this source is decoded: "process" or "thread" (see ``RunOptions.decode_in``)."""
     if options.decode_in not in ("auto", "process", "thread"):
         raise ValueError(f"decode_in must be 'auto', 'process' or 'thread', got {options.decode_in!r}")
+    if options.decoder_processes > 1:
+        if options.skip_duplicates:
+            raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
+        return "process"
     if options.decode_in != "auto":
         return options.decode_in
     frames = info.num_frames_from_header
     return "process" if not frames or frames >= PROCESS_MIN_FRAMES else "thread"
 
 
-def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where: str, depth: int) -> Iterator[FrameBatch]:
-    """The source's batches, decoded up to ``depth`` batches ahead of the consumer in a child
-    process (``where="process"``) or a thread of this process."""
+def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where: str, depth: int,
+                  processes: int = 1) -> Iterator[FrameBatch]:
+    """The source's batches, decoded up to ``depth`` batches ahead of the consumer in child
+    processes (``where="process"``; with several, batches come out of time order) or a thread."""
     if where == "process":
-        return read_frames_in_process(input_path, read, stats, depth=depth)
+        return read_frames_in_process(input_path, read, stats, depth=depth, processes=processes)
     return prefetch(read_frames(input_path, read, stats), depth=depth)
 
 
@@ -255,7 +266,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decode_where) -> dict:
+def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decode_where,
+                options_processes) -> dict:
     n = stats.frames_decoded
     return {
         "schema_version": "1",
@@ -268,6 +280,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_skipped": stats.frames_skipped,
         "frames_reused_as_duplicates": stats.frames_reused,
         "decoded_in": decode_where,
+        "decoder_processes": options_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
         "decode_errors": stats.errors,
         "events": len(ranking.events),

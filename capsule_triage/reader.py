@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .frames import DecodeStats, FrameBatch, SourceInfo
+from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -164,19 +164,22 @@ def _folder_times(folder: Path, images: list[Path], options: ReadOptions) -> np.
 
 
 def read_frames(
-    path: str | Path, options: ReadOptions = ReadOptions(), stats: DecodeStats | None = None
+    path: str | Path, options: ReadOptions = ReadOptions(), stats: DecodeStats | None = None, *, segment: Segment | None = None
 ) -> Iterator[FrameBatch]:
     """Stream a video file or frame folder as batches.
 
     Frames that fail to decode are skipped and counted in ``stats``; a stream that ends before
     the frame count its header announces is an error (a truncated file).
 
+    ``segment``: decode only this part of a video (see :mod:`capsule_triage.segments`); the checks
+    for truncation and for no decodable frames are then left to the caller, who sees all parts.
+
     Raises:
         InputError: the source cannot be opened, is truncated, or yields no decodable frame.
     """
     path = Path(path)
     stats = stats if stats is not None else DecodeStats()
-    source = _read_folder(path, options, stats) if path.is_dir() else _read_video(path, options, stats)
+    source = _read_folder(path, options, stats) if path.is_dir() else _read_video(path, options, stats, segment)
     buffer: list[tuple[np.ndarray, int, float]] = []
     for item in source:
         buffer.append(item)
@@ -185,7 +188,7 @@ def read_frames(
             buffer = []
     if buffer:
         yield _to_batch(buffer)
-    if stats.frames_decoded == 0:
+    if stats.frames_decoded == 0 and segment is None:
         detail = f" ({stats.errors[0]})" if stats.errors else ""
         raise InputError(path, f"no decodable frames{detail}")
 
@@ -202,9 +205,10 @@ def _to_batch(items: list[tuple[np.ndarray, int, float]]) -> FrameBatch:
     )
 
 
-def _read_video(path: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
+def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: Segment | None = None) -> Iterator[tuple[np.ndarray, int, float]]:
     info = probe(path, options)
-    index = 0
+    index = segment.first_index if segment else 0
+    started = segment is None or segment.start_pts is None
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
@@ -230,15 +234,21 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats) -> Iterato
             except av.FFmpegError as exc:  # demuxer gave up (e.g. garbage in the middle): stop here
                 stats.skip(f"demux: {_short(exc)}")
                 break
-            if packet.size and not packet.is_discard:
+            if segment is not None:  # demux (cheap) up to the segment's first keyframe; stop at the next one's
+                started = started or (packet.pts == segment.start_pts and packet.is_keyframe)
+                if not started:
+                    continue
+                if segment.end_pts is not None and packet.pts == segment.end_pts and packet.is_keyframe:
+                    packet = None  # flush: the frames still inside the decoder come out
+            if packet is not None and packet.size and not packet.is_discard:
                 packets_read += 1
                 if packet.pts is not None:
                     end = (packet.pts + (packet.duration or 0)) * time_base - start
                     packets_end = end if packets_end is None else max(packets_end, end)
             try:
-                frames = packet.decode()
+                frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
             except av.FFmpegError as exc:
-                if packet.size:
+                if packet is not None and packet.size:
                     stats.skip(f"frame {index}: {_short(exc)}")
                     index += 1
                 continue
@@ -260,7 +270,10 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats) -> Iterato
                 stats.frames_decoded += 1
                 yield np.ascontiguousarray(rgb), index, pts
                 index += 1
-    _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
+            if packet is None:  # flushed at the end of a segment
+                break
+    if segment is None:
+        _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
 
 
 def _check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,

@@ -32,10 +32,13 @@ import mmap
 import os
 import pickle
 import socket
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,8 @@ import numpy as np
 from .errors import InputError
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .memory import peak_rss_mb
-from .reader import ReadOptions, _fit, probe, read_frames
+from .reader import ReadOptions, _check_complete, _fit, probe, read_frames
+from .segments import plan_segments
 
 MAX_RING_BYTES = 1 << 30  # 4 slots of 32 frames at 448 x 796 px (a 16:9 source for a field-of-view model) take 137 MB
 
@@ -60,13 +64,18 @@ def frame_shape(info: SourceInfo, options: ReadOptions) -> tuple[int, int]:
 
 
 def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(), stats: DecodeStats | None = None,
-                           *, depth: int = 4) -> Iterator[FrameBatch]:
+                           *, depth: int = 4, processes: int = 1) -> Iterator[FrameBatch]:
     """:func:`~capsule_triage.reader.read_frames` run in a child process, at most ``depth`` batches
     ahead of the consumer: the same batches and the same errors (raised where the child met them);
     ``stats`` is filled when the stream ends. Closing the generator early ends the child.
 
+    ``processes`` > 1: a video that :func:`~capsule_triage.segments.plan_segments` can split is
+    decoded by that many children, one keyframe-aligned part each, and batches are yielded as the
+    children deliver them, **not in time order** (every batch carries its ``frame_index`` and
+    ``pts_seconds``; sort by them); the frames, indices, timestamps and counts are those of one pass.
+
     Raises:
-        InputError: as :func:`read_frames`; also when the decoder process dies (e.g. killed by a
+        InputError: as :func:`read_frames`; also when a decoder process dies (e.g. killed by a
             signal inside FFmpeg).
     """
     path = Path(path)
@@ -76,12 +85,23 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
     depth = max(1, depth)
     if depth * options.batch_size * shape[0] * shape[1] * 3 > MAX_RING_BYTES:  # e.g. a header that claims 60000 px frames
         shape = (0, 0)  # no ring: every batch travels pickled, sized by what really decodes
-    with _Ring(depth, options.batch_size, shape) as ring, _Child(ring.fd) as child:
-        child.send((str(path), options, shape, depth))
-        for slot in range(depth):
-            child.send(slot)
-        while True:
-            message = child.receive(path)
+    plan = plan_segments(path, processes) if processes > 1 and info.kind == "video" else None
+    arrivals: queue.Queue = queue.Queue()  # (decoder number, message), from one receiving thread per decoder
+    with ExitStack() as stack:
+        decoders = []
+        for number, segment in enumerate(plan.segments if plan else [None]):
+            ring = stack.enter_context(_Ring(depth, options.batch_size, shape))
+            child = stack.enter_context(_Child(ring.fd))
+            child.send((str(path), options, shape, depth, segment))
+            for slot in range(depth):
+                child.send(slot)
+            decoders.append((ring, child))
+            threading.Thread(target=_forward, args=(number, child, path, arrivals), name=f"capsule-triage-decoder-{number}",
+                             daemon=True).start()
+        running = len(decoders)
+        while running:
+            number, message = arrivals.get()
+            ring, child = decoders[number]
             if message[0] == "slot":
                 _, slot, n, frame_index, pts_seconds = message
                 data = ring.slots[slot, :n].copy()
@@ -89,15 +109,35 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 yield FrameBatch(data, frame_index, pts_seconds)
             elif message[0] == "batch":
                 yield message[1]
+            elif message[0] == "died":
+                raise message[1]
             else:  # ("end", stats, error or None)
                 _, child_stats, error = message
                 stats.frames_decoded += child_stats.frames_decoded
                 stats.frames_skipped += child_stats.frames_skipped
                 stats.errors.extend(child_stats.errors[: max(0, 10 - len(stats.errors))])
-                stats.decoder_peak_rss_mb = child_stats.decoder_peak_rss_mb
+                stats.decoder_peak_rss_mb += child_stats.decoder_peak_rss_mb  # all decoder processes together
                 if error is not None:
                     raise error
-                return
+                running -= 1
+    if plan is not None:  # the whole-video checks read_frames makes at the end of its single pass
+        _check_complete(path, info, stats, packets_read=plan.packets_read, packets_end=plan.packets_end,
+                        frames_out=stats.frames_decoded + stats.frames_skipped)
+        if stats.frames_decoded == 0:
+            raise InputError(path, f"no decodable frames{f' ({stats.errors[0]})' if stats.errors else ''}")
+
+
+def _forward(number: int, child: "_Child", path: Path, arrivals: queue.Queue) -> None:
+    """Receiving thread: pass one decoder's messages on until its last (or its death)."""
+    while True:
+        try:
+            message = child.receive(path)
+        except InputError as exc:
+            arrivals.put((number, ("died", exc)))
+            return
+        arrivals.put((number, message))
+        if message[0] == "end":
+            return
 
 
 class _Ring:
@@ -167,14 +207,18 @@ class _Child:
     def receive(self, path: Path):
         try:
             return pickle.load(self.incoming)
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):  # ValueError: closed by __exit__ meanwhile
             code = self.process.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             raise InputError(path, f"decoder process died ({how}) before the end of the stream") from None
 
     def __exit__(self, *exc) -> None:
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it; the child sees the end and exits
+        except OSError:
+            pass
         self.incoming.close()
-        self.socket.close()  # the child sees the end of its socket and exits
+        self.socket.close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -204,14 +248,14 @@ def _serve(ring_fd: int, socket_fd: int) -> None:
             raise _ParentGone from exc
 
     try:
-        path, options, shape, depth = pickle.load(from_parent)
+        path, options, shape, depth, segment = pickle.load(from_parent)
     except (EOFError, OSError):
         return
     _, slots = _map_slots(ring_fd, (depth, options.batch_size, *shape, 3))
     stats = DecodeStats()
     error = None
     try:
-        for batch in read_frames(path, options, stats):
+        for batch in read_frames(path, options, stats, segment=segment):
             if batch.data.shape[1:3] != tuple(shape) or len(batch) > options.batch_size:
                 send(("batch", batch))
                 continue

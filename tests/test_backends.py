@@ -88,16 +88,16 @@ def test_report_for_other_weights_is_ignored(optimized):
 
 
 def test_bench_json_schema(random_weights):
-    result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--json", "--seconds", "0.3", "--decode-in", "process")
+    result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--json", "--seconds", "0.3", "--decode-in", "process", "--decoders", "2")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1 and data["frames_per_pass"] == 64
     assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end"} and all(v > 0 for v in data["fps"].values())
     for key in ("device", "backend", "precision", "batch_size", "run_batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share",
-                "decoded_in", "decoder_peak_rss_mb"):
+                "decoded_in", "decoder_processes", "decoder_peak_rss_mb"):
         assert key in data
     assert data["versions"]["torch"].startswith("2.14.1") and data["threads"]["decoder"] >= 1
-    assert data["decoded_in"] == "process" and data["decoder_peak_rss_mb"] > 0
+    assert data["decoded_in"] == "process" and data["decoder_processes"] == 2 and data["decoder_peak_rss_mb"] > 0
 
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):
