@@ -92,13 +92,13 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
         for number, segment in enumerate(plan.segments if plan else [None]):
             ring = stack.enter_context(_Ring(depth, options.batch_size, shape))
             child = stack.enter_context(_Child(ring.fd))
-            child.send((str(path), options, shape, depth, segment))
+            child.send((str(path), options, ring.frame_shape, depth, segment))
             for slot in range(depth):
                 child.send(slot)
             decoders.append((ring, child))
             threading.Thread(target=_forward, args=(number, child, path, arrivals), name=f"capsule-triage-decoder-{number}",
                              daemon=True).start()
-        running = len(decoders)
+        running, errors = len(decoders), {}
         while running:
             number, message = arrivals.get()
             ring, child = decoders[number]
@@ -115,11 +115,14 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 _, child_stats, error = message
                 stats.frames_decoded += child_stats.frames_decoded
                 stats.frames_skipped += child_stats.frames_skipped
-                stats.errors.extend(child_stats.errors[: max(0, 10 - len(stats.errors))])
                 stats.decoder_peak_rss_mb += child_stats.decoder_peak_rss_mb  # all decoder processes together
+                errors[number] = child_stats.errors
                 if error is not None:
+                    stats.errors.extend(child_stats.errors[: max(0, 10 - len(stats.errors))])
                     raise error
                 running -= 1
+        for number in sorted(errors):  # in time order, whichever part finished first
+            stats.errors.extend(errors[number][: max(0, 10 - len(stats.errors))])
     if plan is not None:  # the whole-video checks read_frames makes at the end of its single pass
         _check_complete(path, info, stats, packets_read=plan.packets_read, packets_end=plan.packets_end,
                         frames_out=stats.frames_decoded + stats.frames_skipped)
@@ -141,17 +144,25 @@ def _forward(number: int, child: "_Child", path: Path, arrivals: queue.Queue) ->
 
 
 class _Ring:
-    """``depth`` x ``batch_size`` frames of shared memory in an unlinked file (fd passed to the child)."""
+    """``depth`` x ``batch_size`` frames of shared memory in an unlinked file (fd passed to the child).
+
+    The file's pages are allocated up front (``posix_fallocate``), in /dev/shm, else in the temp
+    folder: a tmpfs that is too small (Docker's default /dev/shm is 64 MB) would otherwise make the
+    child's first write into a slot a SIGBUS. Where neither has room, the ring is empty and every
+    batch travels pickled through the socket instead (slower, same batches).
+    """
 
     def __init__(self, depth: int, batch_size: int, shape: tuple[int, int]):
         self.shape = (depth, batch_size, *shape, 3)
-        self.nbytes = int(np.prod(self.shape))
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=folder)
-        os.unlink(name)
-        self.fd = handle
-        os.ftruncate(self.fd, self.nbytes)
+        self.fd = _allocated_file(int(np.prod(self.shape)))
+        if self.fd is None:
+            self.shape = (depth, batch_size, 0, 0, 3)
+            self.fd = _allocated_file(0)
         self.map, self.slots = _map_slots(self.fd, self.shape)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.shape[2], self.shape[3]
 
     def __enter__(self) -> "_Ring":
         return self
@@ -161,6 +172,24 @@ class _Ring:
         if self.map is not None:
             self.map.close()
         os.close(self.fd)
+
+
+def _allocated_file(nbytes: int) -> int | None:
+    """An unlinked file of ``nbytes`` allocated bytes, in /dev/shm or else the temp folder; None if no room."""
+    for folder in ("/dev/shm", None):
+        if folder is not None and not os.path.isdir(folder):
+            continue
+        handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=folder)
+        os.unlink(name)
+        try:
+            if nbytes and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle, 0, nbytes)
+            else:  # macOS: no posix_fallocate
+                os.ftruncate(handle, nbytes)
+            return handle
+        except OSError:
+            os.close(handle)
+    return None
 
 
 def _map_slots(fd: int, shape: tuple[int, ...]) -> tuple[mmap.mmap | None, np.ndarray]:

@@ -151,3 +151,15 @@ def test_a_run_whose_decoder_dies_fails_with_one_error_and_leaves_no_output(rand
     with pytest.raises(InputError, match=r"demo_capsule_4fps\.mp4: decoder process died \(killed by signal 9\)"):
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=out, batch_size=1, queue_depth=1, decode_in="process"))
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_without_room_for_the_ring_batches_travel_through_the_socket(monkeypatch):
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)  # e.g. Docker's 64 MB /dev/shm, and a full temp folder
+    expected, got, in_process, child = _both(DEMO_CLIP, ReadOptions(batch_size=16, short_side=96))
+    _assert_same(expected, got)
+    assert _same_counts(child, in_process)
