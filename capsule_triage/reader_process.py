@@ -209,10 +209,12 @@ class _Child:
 
     def __init__(self, ring_fd: int):
         ours, theirs = socket.socketpair()
+        env = dict(os.environ)  # the child imports this very package, even if the caller found it through sys.path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "capsule_triage._decoder_child", str(ring_fd), str(theirs.fileno())],
-                pass_fds=(ring_fd, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(ring_fd, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True, env=env,
             )
         except BaseException:
             ours.close()
