@@ -1,22 +1,38 @@
 """capsule_triage: triage capsule-endoscopy video with a transfer-learned CNN.
 
 Research use only, not a diagnostic device.
+
+The public names below are imported on first use (PEP 562), so that a process that needs one
+module, such as the decoder process (:mod:`capsule_triage.reader_process`), does not load the
+rest (pyarrow, the model code): ~70 MB less memory per decoder process.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .classifier import Classifier, FrameScores  # noqa: E402
-from .errors import InputError, OutputError, PresetError, TriageError, WeightsError  # noqa: E402
-from .frames import DecodeStats, FrameBatch, SourceInfo  # noqa: E402
-from .model_config import ModelConfig  # noqa: E402
-from .pipeline import RunOptions, StudyResult, load_classifier, triage_study  # noqa: E402
-from .presets import Pipeline, load_pipeline  # noqa: E402
-from .ranking import Event, RankParams, Ranking, rank  # noqa: E402
-from .reader import ReadOptions, probe, read_frames  # noqa: E402
+_PUBLIC = {  # name -> module that defines it
+    "Classifier": "classifier", "FrameScores": "classifier",
+    "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
+    "DecodeStats": "frames", "FrameBatch": "frames", "SourceInfo": "frames",
+    "ModelConfig": "model_config",
+    "RunOptions": "pipeline", "StudyResult": "pipeline", "load_classifier": "pipeline", "triage_study": "pipeline",
+    "Pipeline": "presets", "load_pipeline": "presets",
+    "Event": "ranking", "RankParams": "ranking", "Ranking": "ranking", "rank": "ranking",
+    "ReadOptions": "reader", "probe": "reader", "read_frames": "reader",
+}
+__all__ = list(_PUBLIC)
 
-__all__ = [
-    "Classifier", "FrameScores", "InputError", "OutputError", "PresetError", "TriageError", "WeightsError",
-    "DecodeStats", "FrameBatch", "SourceInfo", "ModelConfig", "RunOptions", "StudyResult", "load_classifier",
-    "triage_study", "Pipeline", "load_pipeline", "Event", "RankParams", "Ranking", "rank", "ReadOptions", "probe",
-    "read_frames",
-]
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
