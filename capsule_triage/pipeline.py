@@ -59,7 +59,7 @@ class RunOptions:
             own GIL, which a crashing decoder cannot take down, see :mod:`capsule_triage.reader_process`),
             "thread" (a thread of this process), or "auto": a process for sources of at least
             :data:`PROCESS_MIN_FRAMES` frames or of unknown length, else a thread (starting the
-            process costs ~0.4 s, which a short clip would notice).
+            process costs ~0.25 s, which a short clip would notice).
     """
 
     out: Path | None = None
