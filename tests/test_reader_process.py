@@ -163,3 +163,15 @@ def test_without_room_for_the_ring_batches_travel_through_the_socket(monkeypatch
     expected, got, in_process, child = _both(DEMO_CLIP, ReadOptions(batch_size=16, short_side=96))
     _assert_same(expected, got)
     assert _same_counts(child, in_process)
+
+
+def test_the_decoder_process_loads_only_the_reader():
+    import subprocess
+    import sys
+
+    code = ("import sys, capsule_triage._decoder_child, capsule_triage as c\n"
+            "heavy = sorted(m for m in ('pyarrow', 'onnxruntime', 'torch', 'timm', 'capsule_triage.pipeline') if m in sys.modules)\n"
+            "names = [n for n in c.__all__ if n not in dir(c)]\n"
+            "print(heavy, names, c.RunOptions.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[] [] capsule_triage.pipeline"  # and a public name still imports on first use
