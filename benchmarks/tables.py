@@ -16,15 +16,22 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def compare_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| model | clip | naive loop fps | decode fps | model-only fps | end-to-end fps | backend (runs x streams x threads; read batch) | e2e / naive | e2e cost / (decode + model) | decode share of e2e |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["rows"]:
-        f = r["fps"]
-        lines.append(f"| {r['model_name']} | {r['clip']} | {r['naive_fps']:.1f} | {f['decode']:.0f} | {f['model']:.1f} | {f['end_to_end']:.1f} | "
-                     f"{r['backend']} ({_layout(r)}) | **{r['speedup_vs_naive']:.1f}x** | {r['cost_ratio']:.2f} | {100 * r['decode_share']:.0f}% |")
+def _table(data: dict, columns: list[str], rows: list[list]) -> str:
+    """The command and date that produced ``data``, then a markdown table."""
+    cpu = data.get("cpu", "").strip(" \t:")  # older files kept the separator of /proc/cpuinfo
+    head = f"`{data['command']}` — {data['date']}" + (f", {cpu}" if cpu else "")
+    lines = [head, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def compare_table(data: dict) -> str:
+    columns = ["model", "clip", "naive loop fps", "decode fps", "model-only fps", "end-to-end fps",
+               "backend (runs x streams x threads; read batch)", "e2e / naive", "e2e cost / (decode + model)", "decode share of e2e"]
+    return _table(data, columns, [
+        [r["model_name"], r["clip"], f"{r['naive_fps']:.1f}", f"{r['fps']['decode']:.0f}", f"{r['fps']['model']:.1f}",
+         f"{r['fps']['end_to_end']:.1f}", f"{r['backend']} ({_layout(r)})", f"**{r['speedup_vs_naive']:.1f}x**",
+         f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%"] for r in data["rows"]])
 
 
 def _layout(row: dict) -> str:
@@ -34,44 +41,35 @@ def _layout(row: dict) -> str:
 
 
 def study_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| frames (336x336 H.264, 4 fps) | wall s | end-to-end frames/s | decode-only frames/s | model-only frames/s | end-to-end / model-only | e2e cost / (decode + model) | decode share of e2e | backend | decoding in | events | peak RSS MB (main + decoder process) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["rows"]:
-        lines.append(f"| {r['frames']:,} | {r['wall_seconds']:.0f} | {r['fps']:.1f} | {r['decode_only_fps']:.0f} | {r['model_only_fps']:.1f} | "
-                     f"{r['end_to_end_over_model_only']:.2f} | {r['cost_ratio']:.2f} | {100 * r['decode_share']:.0f}% | "
-                     f"{r['backend']} | {r['decoded_in']} | {r['events']} | {r['peak_rss_mb']:.0f} + {r['decoder_peak_rss_mb']:.0f} |")
-    return "\n".join(lines)
+    columns = ["frames (336x336 H.264, 4 fps)", "wall s", "end-to-end frames/s", "decode-only frames/s", "model-only frames/s",
+               "end-to-end / model-only", "e2e cost / (decode + model)", "decode share of e2e", "backend", "decoding in", "events",
+               "peak RSS MB (main + decoder process)"]
+    return _table(data, columns, [
+        [f"{r['frames']:,}", f"{r['wall_seconds']:.0f}", f"{r['fps']:.1f}", f"{r['decode_only_fps']:.0f}", f"{r['model_only_fps']:.1f}",
+         f"{r['end_to_end_over_model_only']:.2f}", f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%", r["backend"],
+         r["decoded_in"], r["events"], f"{r['peak_rss_mb']:.0f} + {r['decoder_peak_rss_mb']:.0f}"] for r in data["rows"]])
 
 
 def overlap_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| decoding in | frames | decode fps | model-only fps (1 thread) | end-to-end fps | end-to-end / slowest stage |",
-             "|---|---|---|---|---|---|"]
-    for r in data["rows"]:
-        f = r["fps"]
-        lines.append(f"| {r['decoded_in']} | {r['frames_per_pass']:,} | {f['decode']:.0f} | {f['model']:.1f} | {f['end_to_end']:.1f} | "
-                     f"**{r['end_to_end_over_slowest_stage']:.2f}** |")
-    return "\n".join(lines)
+    columns = ["decoding in", "frames", "decode fps", "model-only fps (1 thread)", "end-to-end fps", "end-to-end / slowest stage"]
+    return _table(data, columns, [
+        [r["decoded_in"], f"{r['frames_per_pass']:,}", f"{r['fps']['decode']:.0f}", f"{r['fps']['model']:.1f}",
+         f"{r['fps']['end_to_end']:.1f}", f"**{r['end_to_end_over_slowest_stage']:.2f}**"] for r in data["rows"]])
 
 
 def skip_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}", "",
-             "| clip | threshold | frames | reused (not scored) | frames/s | speed-up | events (start, end, peak) identical | flagged frames identical | max score difference |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in data["rows"]:
-        lines.append(f"| {r['clip']} | {r['threshold'] if r['threshold'] is not None else 'off'} | {r['frames']} | {r['reused']} | {r['fps']:.1f} | "
-                     f"{r['speedup']:.2f}x | {r['events_identical_to_scoring_every_frame']} | {r['flagged_identical']} | {r['max_score_difference']:.3f} |")
-    return "\n".join(lines)
+    columns = ["clip", "threshold", "frames", "reused (not scored)", "frames/s", "speed-up", "events (start, end, peak) identical",
+               "flagged frames identical", "max score difference"]
+    return _table(data, columns, [
+        [r["clip"], r["threshold"] if r["threshold"] is not None else "off", r["frames"], r["reused"], f"{r['fps']:.1f}",
+         f"{r['speedup']:.2f}x", r["events_identical_to_scoring_every_frame"], r["flagged_identical"],
+         f"{r['max_score_difference']:.3f}"] for r in data["rows"]])
 
 
 def decoders_table(data: dict) -> str:
-    lines = [f"`{data['command']}` — {data['date']}, {data['cpu']}", "",
-             "| decoding (5,000-frame 336x336 study clip, to 224 px) | frames/s (alternating runs) | best / in this process |",
-             "|---|---|---|"]
-    for r in data["rows"]:
-        lines.append(f"| {r['way']} | {', '.join(f'{v:,.0f}' for v in r['fps'])} | **{r['best_over_in_process']:.2f}x** |")
-    return "\n".join(lines)
+    columns = ["decoding (5,000-frame 336x336 study clip, to 224 px)", "frames/s (alternating runs)", "best / in this process"]
+    return _table(data, columns, [
+        [r["way"], ", ".join(f"{v:,.0f}" for v in r["fps"]), f"**{r['best_over_in_process']:.2f}x**"] for r in data["rows"]])
 
 
 def main() -> None:

@@ -37,14 +37,16 @@ def fail(exc: BaseException) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hub:<timm tag>.")]
 class DecodeIn(str, Enum):
+    """Where frames are decoded (RunOptions.decode_in)."""
+
     auto = "auto"
     process = "process"
     thread = "thread"
 
 
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hub:<timm tag>.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 

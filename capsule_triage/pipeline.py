@@ -139,7 +139,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
         wall = time.perf_counter() - started
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                              options.decoder_processes)
+                          options.decoder_processes)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -266,8 +266,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decode_where,
-                options_processes) -> dict:
+def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
+                decoder_processes) -> dict:
     n = stats.frames_decoded
     return {
         "schema_version": "1",
@@ -279,8 +279,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_decoded": n,
         "frames_skipped": stats.frames_skipped,
         "frames_reused_as_duplicates": stats.frames_reused,
-        "decoded_in": decode_where,
-        "decoder_processes": options_processes,
+        "decoded_in": decoded_in,
+        "decoder_processes": decoder_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
         "decode_errors": stats.errors,
         "events": len(ranking.events),

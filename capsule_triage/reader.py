@@ -188,7 +188,13 @@ def read_frames(
             buffer = []
     if buffer:
         yield _to_batch(buffer)
-    if stats.frames_decoded == 0 and segment is None:
+    if segment is None:
+        require_frames(path, stats)
+
+
+def require_frames(path: Path, stats: DecodeStats) -> None:
+    """The end-of-stream check that something decoded (naming the first decode error, if any)."""
+    if stats.frames_decoded == 0:
         detail = f" ({stats.errors[0]})" if stats.errors else ""
         raise InputError(path, f"no decodable frames{detail}")
 
