@@ -8,8 +8,13 @@ copy happens outside it.
 * ``torch-fp32`` / ``torch-bf16`` (CPU autocast; uses AVX-512-BF16 or AMX where present) /
   ``torch-fp16`` (CUDA autocast), channels_last: :mod:`capsule_triage.torch_backend`;
 * ``ort-fp32`` and ``ort-int8`` (static QDQ int8 calibrated on real frames) on ONNX Runtime's CPU
-  provider (CUDA/TensorRT providers are used when onnxruntime-gpu offers them): here. This module
-  does not import torch, so a run on an ONNX backend never loads it (about 600 MB less memory).
+  provider (CUDA/TensorRT providers are used when onnxruntime-gpu offers them): :class:`OnnxBackend`;
+* ``ov-fp32``, ``ov-bf16`` and ``ov-int8``: the same two ONNX files on OpenVINO's CPU plugin
+  (:class:`OpenVinoBackend`). Unlike ONNX Runtime on x86, OpenVINO runs the layers left in float
+  in bf16 on CPUs with native bf16 (AVX-512-BF16 or AMX) — the depthwise convolutions that int8
+  keeps in float are most of Lite0's time.
+
+This module does not import torch, so a run on an ONNX file never loads it (about 600 MB less memory).
 
 A lower precision is only chosen automatically after ``triage optimize`` showed that it agrees
 with fp32 on real frames (see :mod:`capsule_triage.optimize`).
@@ -17,11 +22,38 @@ with fp32 on real frames (see :mod:`capsule_triage.optimize`).
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "ort-fp32", "ort-int8")
+BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
+ENGINE_MODULES = {"torch": "torch", "ort": "onnxruntime", "ov": "openvino"}  # backend prefix -> the package that runs it
+
+
+def onnx_file(backend: str) -> str | None:
+    """The ONNX file (in the weights folder, made by ``triage optimize``) a backend runs; None for torch."""
+    engine, precision = backend.split("-", 1)
+    if engine == "torch":
+        return None
+    return "model.int8.onnx" if precision == "int8" else "model.fp32.onnx"
+
+
+@cache
+def openvino_native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has native bf16 here (AVX-512-BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def runs_here(backend: str) -> bool:
+    """Whether ``backend`` can run on this machine: its engine is installed, and ``ov-bf16`` has native
+    bf16 (a ``backends.json`` may have been measured on another machine)."""
+    if importlib.util.find_spec(ENGINE_MODULES[backend.split("-")[0]]) is None:
+        return False
+    return backend != "ov-bf16" or openvino_native_bf16()
 
 
 def split_runs(frames: np.ndarray, size: int | None) -> list[np.ndarray]:
@@ -82,6 +114,79 @@ class OnnxBackend:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+OPENVINO_RUN = 8  # frames per request when no measured run size is given
+
+
+class OpenVinoBackend:
+    """An exported :class:`~capsule_triage.torch_backend.FoldedModel` on OpenVINO's CPU plugin.
+
+    Same arguments as :class:`OnnxBackend` (``streams`` are OpenVINO's CPU streams, each running
+    one request of ``batch_size`` frames with ``threads`` threads), except that the model is always
+    compiled for a static batch (``batch_size``, default :data:`OPENVINO_RUN`) and a last, shorter
+    run is padded: static shapes were faster than a dynamic batch, and they select other kernels —
+    bf16 logits of a dynamic compile differed by up to 0.03 from the (identical) static ones at
+    1, 2 and 32 frames, so the agreement check must see what runs. ``name`` sets the float precision: ``ov-fp32`` f32; ``ov-bf16`` bf16 (needs a CPU
+    with native bf16); ``ov-int8`` runs the int8 ONNX file with its float layers in bf16 where the
+    CPU has native bf16, else f32 (the precision actually compiled is :attr:`precision`).
+    Threads are not pinned to cores: the decoder shares them.
+    """
+
+    def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
+                 streams: int = 1, device: str = "cpu"):
+        import openvino as ov
+
+        if device != "cpu":
+            raise ValueError(f"backend {name} runs on the CPU only (got device {device!r}); use torch-fp16 on CUDA")
+        core = ov.Core()
+        native_bf16 = openvino_native_bf16()
+        kind = name.split("-", 1)[1]
+        if kind == "bf16" and not native_bf16:
+            raise ValueError(f"backend {name} needs a CPU with native bf16 (AVX-512-BF16 or AMX); use ov-fp32 or ov-int8")
+        float_precision = "bf16" if kind == "bf16" or (kind == "int8" and native_bf16) else "f32"
+        model = core.read_model(str(path))
+        batch_size = batch_size or OPENVINO_RUN
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch_size
+        model.reshape({model.inputs[0].any_name: shape})
+        self.streams = max(1, streams)
+        config = {"INFERENCE_PRECISION_HINT": float_precision, "NUM_STREAMS": self.streams, "ENABLE_CPU_PINNING": False}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads * self.streams
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._queue = ov.AsyncInferQueue(self.compiled, self.streams)
+        self._queue.set_callback(self._keep)
+        self._outputs: dict[int, np.ndarray] = {}
+        self.name = name
+        self.precision = f"int8+{float_precision.replace('f32', 'fp32')}" if kind == "int8" else kind
+        self.path = Path(path)
+        self.threads = threads
+        self.batch_size = batch_size
+
+    def _keep(self, request, index: int) -> None:
+        self._outputs[index] = request.get_output_tensor(0).data.astype(np.float32)  # a copy: the request's buffer is reused
+
+    def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        runs = split_runs(frames_nhwc, self.batch_size)
+        self._outputs.clear()
+        for index, run in enumerate(runs):
+            if len(run) < self.batch_size:
+                run = np.concatenate([run, np.zeros((self.batch_size - len(run), *run.shape[1:]), run.dtype)])
+            self._queue.start_async({0: np.ascontiguousarray(run)}, index)
+        self._queue.wait_all()
+        return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
+
+    def close(self) -> None:
+        self._queue.wait_all()
+
+
+ONNX_ENGINES = (OnnxBackend, OpenVinoBackend)
+
+
+def onnx_backend(name: str, path: str | Path, **options) -> OnnxBackend | OpenVinoBackend:
+    """The engine that runs backend ``name`` (``ort-*`` or ``ov-*``) on an ONNX file."""
+    return (OpenVinoBackend if name.startswith("ov-") else OnnxBackend)(path, name=name, **options)
 
 
 FLOAT_STEM_CONVS = 4  # the first convolutions see the raw, hard-masked image: int8 there costs the most accuracy

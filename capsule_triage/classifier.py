@@ -2,14 +2,14 @@
 
 ``Classifier.__call__(FrameBatch) -> FrameScores`` is pure (no state changes between calls), so the
 same object runs in-process, in a batch worker, or inside a Ray actor. Which engine runs the model
-(PyTorch fp32/bf16/fp16, ONNX Runtime fp32/int8) is a :mod:`capsule_triage.backends` backend, chosen
-by :func:`choose_backend`. On an ONNX Runtime backend neither torch nor timm is imported: the model
-runs from the ONNX file that ``triage optimize`` exported from these exact weights.
+(PyTorch fp32/bf16/fp16, ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8) is a
+:mod:`capsule_triage.backends` backend, chosen by :func:`choose_backend`. On an ONNX Runtime or
+OpenVINO backend neither torch nor timm is imported: the model runs from the ONNX file that
+``triage optimize`` exported from these exact weights.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backends import BACKENDS, OnnxBackend
+from .backends import BACKENDS, ONNX_ENGINES, onnx_backend, onnx_file, runs_here
 from .device import device_name
 from .digests import weights_sha256
 from .errors import WeightsError
@@ -83,9 +83,9 @@ class Classifier:
         name = self.selection["backend"]
         tuning = self.selection.get("tuning", {})
         self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
-        if name.startswith("ort-"):
+        if onnx_file(name):
             layout = {"threads": threads} if threads else {"threads": tuning.get("threads"), "streams": tuning.get("streams", 1)}
-            self.backend = OnnxBackend(self.selection["onnx_file"], name=name, batch_size=tuning.get("batch_size"), device=self.device, **layout)
+            self.backend = onnx_backend(name, self.selection["onnx_file"], batch_size=tuning.get("batch_size"), device=self.device, **layout)
         else:
             if model is None:
                 raise ValueError(f"backend {name} needs the network itself, not only its ONNX export")
@@ -111,7 +111,7 @@ class Classifier:
         weights_id = weights_sha256(path) if path.exists() else str(weights)
         device = device_name(device)
         selection = choose_backend(backend, device, weights_dir, weights_id)
-        if weights_dir is not None and selection["backend"].startswith("ort-"):
+        if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:
             from .weights import load_model
@@ -126,7 +126,7 @@ class Classifier:
 
     def __call__(self, batch: FrameBatch) -> FrameScores:
         size = self.config.input_size
-        if isinstance(self.backend, OnnxBackend) and batch.data.shape[1:3] != (size, size):
+        if isinstance(self.backend, ONNX_ENGINES) and batch.data.shape[1:3] != (size, size):
             raise ValueError(f"{self.backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
         probs = softmax(self.backend.logits(batch.data))
         return FrameScores(probs=probs, frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
@@ -158,8 +158,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     """Pick the backend and say why (recorded in run.json).
 
     ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
-    measured on real frames *and* accepted (scores within tolerance of fp32, identical events);
-    torch fp32 when no such report exists for these weights.
+    measured on real frames *and* accepted (scores within tolerance of fp32, identical events) and
+    whose engine is installed; torch fp32 when no such report exists for these weights.
     """
     if requested != "auto" and requested not in BACKENDS:
         raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
@@ -167,13 +167,14 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     if requested == "auto":
         if device.startswith("cuda"):
             return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
-        has_ort = importlib.util.find_spec("onnxruntime") is not None
-        accepted = {k: v for k, v in (report or {}).get("candidates", {}).items()
-                    if v.get("accepted") and not k.endswith("fp16") and (has_ort or not k.startswith("ort-"))}
-        if not accepted:
+        accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v.get("accepted") and not k.endswith("fp16")}
+        runnable = [k for k in sorted(accepted, key=lambda k: -accepted[k].get("frames_per_second", 0.0)) if runs_here(k)]
+        if not runnable:
             return {"backend": "torch-fp32", "reason": "no backends.json from `triage optimize` for these weights"}
-        best = max(accepted, key=lambda k: accepted[k].get("frames_per_second", 0.0))
+        best = runnable[0]
         requested, reason = best, f"fastest accepted in {BACKENDS_FILE} ({accepted[best]['frames_per_second']:.0f} frames/s)"
+        if best != max(accepted, key=lambda k: accepted[k].get("frames_per_second", 0.0)):
+            reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
     else:
         reason = "requested with --backend"
     choice = {"backend": requested, "reason": reason}
@@ -183,10 +184,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if "tuning" in candidate:  # batch size and thread layout measured fastest by `triage optimize`
             choice["tuning"] = candidate["tuning"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
-        raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16 or ort-* on CPU")
-    if requested.startswith("ort-"):
-        onnx_file = weights_dir / f"model.{requested[4:]}.onnx" if weights_dir else None
-        if onnx_file is None or not onnx_file.exists():
-            raise WeightsError(weights_dir or "weights", f"backend {requested} needs model.{requested[4:]}.onnx; run `triage optimize` on this weights folder")
-        choice["onnx_file"] = str(onnx_file)
+        raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
+    if onnx_file(requested):
+        path = weights_dir / onnx_file(requested) if weights_dir else None
+        if path is None or not path.exists():
+            raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
+        choice["onnx_file"] = str(path)
     return choice

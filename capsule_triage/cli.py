@@ -57,7 +57,7 @@ def run(
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32 or ort-int8. auto: fp16 on CUDA; on CPU the fastest backend `triage optimize` accepted for these weights, else torch-fp32.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: fp16 on CUDA; on CPU the fastest backend `triage optimize` accepted for these weights, else torch-fp32.")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames per inference batch (default: the preset's).")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,

@@ -23,7 +23,7 @@ def batch_command(
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage\\[ray]\").")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
-    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32 or ort-int8 (as for `triage run`).")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no HTML review pages (report.html per study, index.html); the results are the same, and a later run without this flag adds the missing pages without rescoring.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

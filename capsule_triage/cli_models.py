@@ -93,7 +93,7 @@ def eval_command(
     model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
-    backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
+    backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
     import torch

@@ -1,7 +1,7 @@
 """``triage optimize``: make faster backends for a weights folder and prove they agree with fp32.
 
-For each candidate backend (torch bf16, ONNX Runtime fp32, ONNX Runtime static int8 calibrated on
-real frames) this scores the same real clips as torch fp32 and records the largest score
+For each candidate backend (torch bf16, ONNX Runtime fp32 and static int8 calibrated on real frames,
+the same two ONNX files on OpenVINO in fp32, bf16 and int8) this scores the same real clips as torch fp32 and records the largest score
 difference, whether the ranked events (start/end frames) are identical, and the measured
 frames/s at the chosen batch size. A candidate is *accepted* only if its max score difference is
 within ``tolerance`` and its events are identical; ``--backend auto`` then picks the fastest
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import OnnxBackend, quantize_int8
+from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .digests import weights_sha256
 from .frames import DecodeStats
@@ -85,6 +85,13 @@ def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE
             "measured": measured}
 
 
+def _machine() -> dict:
+    machine = {"processor": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if runs_here("ov-fp32"):
+        machine["openvino_native_bf16"] = openvino_native_bf16()
+    return machine
+
+
 def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
     ranking = rank(pts, index, probs, config.class_names, config.abnormal_indices, params)
     return sorted((e.start_frame, e.end_frame) for e in ranking.events)
@@ -121,26 +128,27 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         return lambda threads, streams, batch_size: backend  # torch threads are process-wide; the call size is the batch
 
     def on_onnx(name: str, path: Path):
-        return lambda threads, streams, batch_size: OnnxBackend(path, name=name, threads=threads, streams=streams, batch_size=batch_size)
+        return lambda threads, streams, batch_size: onnx_backend(name, path, threads=threads, streams=streams, batch_size=batch_size)
 
     candidates = {  # name -> prepare() -> make(threads, streams, batch_size) -> backend
         "torch-fp32": lambda: on_torch("fp32"),
         "torch-bf16": lambda: on_torch("bf16"),
         "ort-fp32": lambda: on_onnx("ort-fp32", export_onnx(model, config, weights_dir / "model.fp32.onnx")),
         "ort-int8": lambda: on_onnx("ort-int8", quantize_int8(weights_dir / "model.fp32.onnx", weights_dir / "model.int8.onnx", calibration)),
+        **{name: (lambda name=name: on_onnx(name, weights_dir / onnx_file(name))) for name in ("ov-fp32", "ov-bf16", "ov-int8")},
     }
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
     report = {"weights_sha256": weights_sha256(weights_dir), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
               "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
-              "rank_params": asdict(params), "machine": {"processor": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+              "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}
     for name, prepare in candidates.items():
         try:
             make = prepare()
             backend = make(threads=threads, streams=1, batch_size=None)
-        except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize: recorded, not fatal
+        except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize, no native bf16: recorded, not fatal
             report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
             continue
         diffs, identical = [], True
@@ -152,7 +160,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         report["candidates"][name] = {
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
             "events_identical": bool(identical), "accepted": bool(diff.max() <= tolerance and identical),
-            **tune(make, check[0][0], threads, onnx=name.startswith("ort-"), batch_sizes=tune_batch_sizes),
+            **tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes),
         }
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

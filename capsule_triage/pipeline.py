@@ -258,7 +258,7 @@ def package_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version(), "capsule-triage": __version__}
-    for name in ("torch", "torchvision", "timm", "av", "numpy", "pyarrow", "opencv-python-headless", "onnxruntime"):
+    for name in ("torch", "torchvision", "timm", "av", "numpy", "pyarrow", "opencv-python-headless", "onnxruntime", "openvino"):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:

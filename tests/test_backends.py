@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from capsule_triage import FrameBatch, load_pipeline
+from capsule_triage.backends import runs_here
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.errors import WeightsError
 from conftest import DEMO_CLIP, MIXED_CLIP, needs_shared, triage
@@ -19,7 +20,9 @@ pytestmark = needs_shared
 # Tolerances on the suspicion score (0-1) against torch fp32, on the 96 real frames of the mixed clip.
 # fp32 backends must match; bf16 and int8 are accepted only if within the report's tolerance (0.05)
 # with identical events — on this probe model bf16 measured 0.0975 and is rejected: the check works.
-TOLERANCE = {"torch-fp32": 0.0, "ort-fp32": 1e-4}
+TOLERANCE = {"torch-fp32": 0.0, "ort-fp32": 1e-4, "ov-fp32": 1e-4}
+LOWER = ("torch-bf16", "ort-int8", "ov-bf16", "ov-int8")  # accepted only by the agreement check
+CANDIDATES = {"torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8"}
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +36,16 @@ def optimized(probe_weights, tmp_path_factory):
 
 def test_every_backend_is_checked_against_fp32_on_real_frames(optimized):
     folder, report = optimized
-    assert report["check_frames"] == 96 and set(report["candidates"]) == {"torch-fp32", "torch-bf16", "ort-fp32", "ort-int8"}
+    assert report["check_frames"] == 96 and set(report["candidates"]) == CANDIDATES
     for name, limit in TOLERANCE.items():
         row = report["candidates"][name]
         assert row["max_score_diff"] <= limit, (name, row)
         assert row["events_identical"] and row["accepted"] and row["frames_per_second"] > 0
-    for name in ("torch-bf16", "ort-int8"):
+    for name in LOWER:
         row = report["candidates"][name]
+        if "error" in row:  # only ov-bf16, on a CPU without native bf16
+            assert name == "ov-bf16" and not runs_here(name) and "native bf16" in row["error"] and not row["accepted"]
+            continue
         assert row["accepted"] == (row["max_score_diff"] <= report["tolerance"] and row["events_identical"]), name
     assert (folder / "model.fp32.onnx").exists() and (folder / "model.int8.onnx").exists()
 
@@ -51,7 +57,7 @@ def test_backends_score_frames_like_fp32(optimized):
     frames, index, pts = decode_all(MIXED_CLIP, 224)
     batch = FrameBatch(frames[:32], index[:32], pts[:32])
     reference = Classifier.load(folder, backend="torch-fp32")(batch).probs[:, 1]
-    for name in ("ort-fp32", "torch-bf16", "ort-int8"):
+    for name in ("ort-fp32", "ov-fp32", *(name for name in LOWER if runs_here(name))):
         probs = Classifier.load(folder, backend=name)(batch).probs[:, 1]
         limit = TOLERANCE.get(name, report["tolerance"] if report["candidates"][name]["accepted"] else 1.0)
         assert np.abs(probs - reference).max() <= limit + 1e-6, name
@@ -59,7 +65,7 @@ def test_backends_score_frames_like_fp32(optimized):
 
 def test_auto_picks_the_fastest_accepted_backend_and_records_why(optimized, tmp_path):
     folder, report = optimized
-    accepted = {k: v["frames_per_second"] for k, v in report["candidates"].items() if v["accepted"]}
+    accepted = {k: v["frames_per_second"] for k, v in report["candidates"].items() if v["accepted"] and runs_here(k)}
     classifier = Classifier.load(folder, device="cpu")
     assert classifier.backend.name == max(accepted, key=accepted.get)
     out = tmp_path / "out"
@@ -76,6 +82,26 @@ def test_a_rejected_backend_is_never_chosen_automatically(optimized, tmp_path):
     shutil.copytree(folder, copy)
     (copy / "backends.json").write_text(json.dumps(edited))
     assert Classifier.load(copy).backend.name == "torch-fp32"
+
+
+def test_auto_passes_over_a_backend_this_machine_cannot_run(optimized, tmp_path, monkeypatch):
+    """backends.json may come from a machine with native bf16: auto then takes the next accepted one."""
+    from capsule_triage import backends
+
+    folder, report = optimized
+    edited = dict(report, candidates={**report["candidates"], "ov-bf16": dict(report["candidates"]["ov-fp32"], frames_per_second=1e6)})
+    edited["candidates"]["ov-bf16"].pop("error", None)
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    (copy / "backends.json").write_text(json.dumps(edited))
+    monkeypatch.setattr(backends, "openvino_native_bf16", lambda: False)
+    choice = choose_backend("auto", "cpu", copy, report["weights_sha256"])
+    accepted = {k: v["frames_per_second"] for k, v in edited["candidates"].items() if v["accepted"] and k != "ov-bf16"}
+    assert choice["backend"] == max(accepted, key=accepted.get) and "that runs here" in choice["reason"]
+    with pytest.raises(ValueError, match="ov-bf16 needs a CPU with native bf16"):
+        backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-bf16")
+    with pytest.raises(ValueError, match="ov-fp32 runs on the CPU only"):
+        backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-fp32", device="cuda")
 
 
 def test_report_for_other_weights_is_ignored(optimized):
@@ -102,19 +128,20 @@ def test_bench_json_schema(random_weights):
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):
     folder, report = optimized
-    for name in ("torch-fp32", "ort-fp32"):
+    for name in ("torch-fp32", "ort-fp32", "ov-fp32"):
         row = report["candidates"][name]
         settings = {(m["batch_size"], m["threads"], m["streams"]) for m in row["measured"]}
         assert {m["batch_size"] for m in row["measured"]} == {1, 2, 4, 8, 16, 32}, name
         assert row["frames_per_second"] == max(m["frames_per_second"] for m in row["measured"])
         assert (row["tuning"]["batch_size"], row["tuning"]["threads"], row["tuning"]["streams"]) in settings
-    if report["threads"] > 1:  # ONNX Runtime: one run on every thread vs one 1-thread run per thread
-        assert {m["streams"] for m in report["candidates"]["ort-fp32"]["measured"]} == {1, report["threads"]}
-    tuning = report["candidates"]["ort-fp32"]["tuning"]
-    classifier = Classifier.load(folder, backend="ort-fp32")
-    assert classifier.backend.batch_size == tuning["batch_size"] and classifier.backend.streams == tuning["streams"]
-    assert classifier.batch_size == tuning["batch_size"] * tuning["streams"]
-    assert classifier.describe()["backend_selection"]["tuning"] == tuning
+    for name in ("ort-fp32", "ov-fp32"):
+        if report["threads"] > 1:  # ONNX files: one run on every thread vs one 1-thread run per thread
+            assert {m["streams"] for m in report["candidates"][name]["measured"]} == {1, report["threads"]}
+        tuning = report["candidates"][name]["tuning"]
+        classifier = Classifier.load(folder, backend=name)
+        assert classifier.backend.batch_size == tuning["batch_size"] and classifier.backend.streams == tuning["streams"]
+        assert classifier.batch_size == tuning["batch_size"] * tuning["streams"]
+        assert classifier.describe()["backend_selection"]["tuning"] == tuning
 
 
 def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimized):
@@ -129,6 +156,29 @@ def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimiz
         split = backend.logits(frames)
         backend.close()
         assert split.shape == whole.shape and np.abs(split - whole).max() < 1e-4, (batch_size, streams)
+
+
+def test_openvino_runs_pad_the_last_run_and_match_onnx_runtime(optimized):
+    """Static-shape runs of 1, 4 (13 = 4+4+4+1, padded) and 32 frames on 1 or 2 streams: same logits as
+    ONNX Runtime in fp32; in bf16 every run size gives the same logits (the agreement check's)."""
+    from capsule_triage.backends import OnnxBackend, OpenVinoBackend
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=13)[0]
+    reference = OnnxBackend(folder / "model.fp32.onnx", name="ort-fp32").logits(frames)
+    names = ["ov-fp32"] + (["ov-bf16"] if runs_here("ov-bf16") else [])
+    for name in names:
+        first = None
+        for batch_size, streams in ((1, 1), (4, 2), (32, 1), (None, 2)):
+            backend = OpenVinoBackend(folder / "model.fp32.onnx", name=name, threads=1, batch_size=batch_size, streams=streams)
+            logits = backend.logits(frames)
+            backend.close()
+            assert logits.shape == reference.shape and logits.dtype == np.float32
+            first = logits if first is None else first
+            assert np.abs(logits - first).max() == 0.0, (name, batch_size, streams)
+            assert np.abs(logits - reference).max() < (1e-3 if name == "ov-fp32" else 0.5), (name, batch_size, streams)
+        assert backend.precision == name.split("-")[1]
 
 
 def test_torch_backend_splits_a_large_call_into_runs_of_its_tuned_size(optimized):
@@ -157,8 +207,9 @@ def test_the_reader_batch_is_a_multiple_of_the_backends_call(optimized):
     assert read_batch_size(32, classifier) == 32
 
 
-def test_an_onnx_run_never_loads_torch(optimized, tmp_path):
-    """The ONNX backends run from config.json + the ONNX file alone (~600 MB less memory)."""
+@pytest.mark.parametrize("backend", ["ort-fp32", "ov-fp32"])
+def test_an_onnx_run_never_loads_torch(optimized, tmp_path, backend):
+    """The ONNX Runtime and OpenVINO backends run from config.json + the ONNX file alone (~600 MB less memory)."""
     import subprocess
     import sys
 
@@ -167,7 +218,7 @@ def test_an_onnx_run_never_loads_torch(optimized, tmp_path):
         "import sys, json\n"
         "from capsule_triage import load_classifier, load_pipeline\n"
         "from capsule_triage.pipeline import RunOptions, triage_study\n"
-        f"c = load_classifier(load_pipeline('capsule-bleeding'), weights={str(folder)!r}, device='auto', backend='ort-fp32')\n"
+        f"c = load_classifier(load_pipeline('capsule-bleeding'), weights={str(folder)!r}, device='auto', backend={backend!r})\n"
         f"triage_study({str(MIXED_CLIP)!r}, load_pipeline('capsule-bleeding'), c, RunOptions(out=__import__('pathlib').Path({str(tmp_path / 'o')!r})))\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'timm': 'timm' in sys.modules, 'device': c.device}))\n"
     )

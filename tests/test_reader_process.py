@@ -170,7 +170,7 @@ def test_the_decoder_process_loads_only_the_reader():
     import sys
 
     code = ("import sys, capsule_triage._decoder_child, capsule_triage as c\n"
-            "heavy = sorted(m for m in ('pyarrow', 'onnxruntime', 'torch', 'timm', 'capsule_triage.pipeline') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('pyarrow', 'onnxruntime', 'openvino', 'torch', 'timm', 'capsule_triage.pipeline') if m in sys.modules)\n"
             "names = [n for n in c.__all__ if n not in dir(c)]\n"
             "print(heavy, names, c.RunOptions.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
