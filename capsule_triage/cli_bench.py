@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def optimize(
         weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).")],
-        check: Annotated[list[Path], typer.Option(help="Real clip(s) every backend must agree on with fp32 (repeatable).")],
+        check: Annotated[list[Path], typer.Option(help="Real clip(s) or frame folder(s) every backend must agree on with fp32 (repeatable). Include frames the model is unsure about: a check on frames it is sure of proves little.")],
         calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
         batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over batch sizes 1-32).")] = 32,
@@ -76,4 +76,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
                        f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
                        f"events identical: {row['events_identical']}  -> {verdict}")
+        typer.echo(f"Checked on {report['check_frames']} frames, {report['check_frames_uncertain']} of them uncertain "
+                   f"(fp32 score between 0.1 and 0.9)")
         typer.echo(f"Wrote {Path(weights) / 'backends.json'}")

@@ -50,6 +50,15 @@ def test_every_backend_is_checked_against_fp32_on_real_frames(optimized):
     assert (folder / "model.fp32.onnx").exists() and (folder / "model.int8.onnx").exists()
 
 
+def test_the_report_counts_the_check_frames_fp32_is_unsure_about(optimized):
+    from capsule_triage.optimize import decode_all
+
+    folder, report = optimized
+    frames, index, pts = decode_all(MIXED_CLIP, 224)
+    scores = Classifier.load(folder, backend="torch-fp32")(FrameBatch(frames, index, pts)).probs[:, 1]
+    assert report["check_frames_uncertain"] == int(((scores > 0.1) & (scores < 0.9)).sum())
+
+
 def test_backends_score_frames_like_fp32(optimized):
     from capsule_triage.optimize import decode_all
 
