@@ -202,7 +202,9 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_fram
     on the two shared real clips against fp32 (2026-11-22): int8 everywhere moved scores by up to
     0.98; stem and head in float by up to 0.089 with changed events; also the depthwise
     convolutions in float, calibrated on 256 WCEBleedGen training frames, by 0.036 with identical
-    events, at 206 vs 195 frames/s for fp32.
+    events, at 206 vs 195 frames/s for fp32 — on those two clips; on the 374 wcebleedgen/test frames,
+    where the model is less sure, it moves scores by up to 0.175 and is rejected (2026-11-30, see
+    :func:`capsule_triage.optimize.uncertain_frames`).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
