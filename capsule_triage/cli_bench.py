@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over batch sizes 1-32).")] = 32,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
+        from .optimize import check_summary
         from .optimize import optimize as run_optimize
 
         try:
@@ -76,6 +77,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
                        f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
                        f"events identical: {row['events_identical']}  -> {verdict}")
-        typer.echo(f"Checked on {report['check_frames']} frames, {report['check_frames_uncertain']} of them uncertain "
-                   f"(fp32 score between 0.1 and 0.9)")
+        typer.echo(check_summary(report))
         typer.echo(f"Wrote {Path(weights) / 'backends.json'}")

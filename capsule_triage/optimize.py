@@ -99,6 +99,17 @@ def uncertain_frames(reference: list[np.ndarray], abnormal_indices) -> int:
     return int(((scores > UNCERTAIN[0]) & (scores < UNCERTAIN[1])).sum())
 
 
+MIN_UNCERTAIN = 10  # fewer uncertain check frames than this: the check says little about a lower precision
+
+
+def check_summary(report: dict) -> str:
+    """One line on how demanding the agreement check was (printed by ``triage optimize``)."""
+    line = f"Checked on {report['check_frames']} frames, {report['check_frames_uncertain']} of them uncertain (fp32 score between {UNCERTAIN[0]} and {UNCERTAIN[1]})"
+    if report["check_frames_uncertain"] < MIN_UNCERTAIN:
+        line += f"; fewer than {MIN_UNCERTAIN}: the check proves little, add --check frames the model is unsure about"
+    return line
+
+
 def _machine() -> dict:
     machine = {"processor": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if runs_here("ov-fp32"):

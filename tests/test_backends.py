@@ -59,6 +59,13 @@ def test_the_report_counts_the_check_frames_fp32_is_unsure_about(optimized):
     assert report["check_frames_uncertain"] == int(((scores > 0.1) & (scores < 0.9)).sum())
 
 
+def test_optimize_says_when_its_check_proves_little():
+    from capsule_triage.optimize import check_summary
+
+    assert check_summary({"check_frames": 188, "check_frames_uncertain": 2}).endswith("add --check frames the model is unsure about")
+    assert check_summary({"check_frames": 562, "check_frames_uncertain": 12}) == "Checked on 562 frames, 12 of them uncertain (fp32 score between 0.1 and 0.9)"
+
+
 def test_backends_score_frames_like_fp32(optimized):
     from capsule_triage.optimize import decode_all
 
