@@ -114,6 +114,12 @@ def test_auto_passes_over_a_backend_this_machine_cannot_run(optimized, tmp_path,
     choice = choose_backend("auto", "cpu", copy, report["weights_sha256"])
     accepted = {k: v["frames_per_second"] for k, v in edited["candidates"].items() if v["accepted"] and k != "ov-bf16"}
     assert choice["backend"] == max(accepted, key=accepted.get) and "that runs here" in choice["reason"]
+    real_find_spec = backends.importlib.util.find_spec  # without OpenVINO installed: the fastest accepted ONNX Runtime or torch one
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a))
+    choice = choose_backend("auto", "cpu", copy, report["weights_sha256"])
+    accepted = {k: v for k, v in accepted.items() if not k.startswith("ov-")}
+    assert choice["backend"] == max(accepted, key=accepted.get) and "that runs here" in choice["reason"]
+    monkeypatch.setattr(backends.importlib.util, "find_spec", real_find_spec)
     with pytest.raises(ValueError, match="ov-bf16 needs a CPU with native bf16"):
         backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-bf16")
     with pytest.raises(ValueError, match="ov-fp32 runs on the CPU only"):
