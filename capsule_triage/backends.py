@@ -127,10 +127,12 @@ class OpenVinoBackend:
     compiled for a static batch (``batch_size``, default :data:`OPENVINO_RUN`) and a last, shorter
     run is padded: static shapes were faster than a dynamic batch, and they select other kernels —
     bf16 logits of a dynamic compile differed by up to 0.03 from the (identical) static ones at
-    1, 2 and 32 frames, so the agreement check must see what runs. ``name`` sets the float precision: ``ov-fp32`` f32; ``ov-bf16`` bf16 (needs a CPU
-    with native bf16); ``ov-int8`` runs the int8 ONNX file with its float layers in bf16 where the
-    CPU has native bf16, else f32 (the precision actually compiled is :attr:`precision`).
-    Threads are not pinned to cores: the decoder shares them.
+    1, 2 and 32 frames, so the agreement check must see what runs.
+
+    ``name`` sets the float precision: ``ov-fp32`` f32; ``ov-bf16`` bf16 (needs a CPU with native
+    bf16); ``ov-int8`` runs the int8 ONNX file with its float layers in bf16 where the CPU has
+    native bf16, else f32 (the precision actually compiled is :attr:`precision`). Threads are not
+    pinned to cores: the decoder shares them. Inputs are shared with the requests, not copied.
     """
 
     def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
@@ -169,11 +171,11 @@ class OpenVinoBackend:
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
         runs = split_runs(frames_nhwc, self.batch_size)
+        inputs = [np.ascontiguousarray(run) if len(run) == self.batch_size else
+                  np.concatenate([run, np.zeros((self.batch_size - len(run), *run.shape[1:]), run.dtype)]) for run in runs]
         self._outputs.clear()
-        for index, run in enumerate(runs):
-            if len(run) < self.batch_size:
-                run = np.concatenate([run, np.zeros((self.batch_size - len(run), *run.shape[1:]), run.dtype)])
-            self._queue.start_async({0: np.ascontiguousarray(run)}, index)
+        for index, frames in enumerate(inputs):  # shared, not copied: `inputs` keeps them alive until wait_all
+            self._queue.start_async({0: frames}, index, share_inputs=True)
         self._queue.wait_all()
         return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
 

@@ -168,12 +168,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if device.startswith("cuda"):
             return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
         accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v.get("accepted") and not k.endswith("fp16")}
-        runnable = [k for k in sorted(accepted, key=lambda k: -accepted[k].get("frames_per_second", 0.0)) if runs_here(k)]
+        fastest_first = sorted(accepted, key=lambda k: -accepted[k].get("frames_per_second", 0.0))
+        runnable = [k for k in fastest_first if runs_here(k)]
         if not runnable:
             return {"backend": "torch-fp32", "reason": "no backends.json from `triage optimize` for these weights"}
-        best = runnable[0]
-        requested, reason = best, f"fastest accepted in {BACKENDS_FILE} ({accepted[best]['frames_per_second']:.0f} frames/s)"
-        if best != max(accepted, key=lambda k: accepted[k].get("frames_per_second", 0.0)):
+        requested, reason = runnable[0], f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} frames/s)"
+        if runnable[0] != fastest_first[0]:
             reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
     else:
         reason = "requested with --backend"
