@@ -27,11 +27,19 @@ def _table(data: dict, columns: list[str], rows: list[list]) -> str:
 
 def compare_table(data: dict) -> str:
     columns = ["model", "clip", "naive loop fps", "decode fps", "model-only fps", "end-to-end fps",
-               "backend (runs x streams x threads; read batch)", "e2e / naive", "e2e cost / (decode + model)", "decode share of e2e"]
+               "backend (runs x streams x threads; read batch)", "e2e / naive", "e2e cost / (decode + model)", "decode share of e2e",
+               "e2e without per-study work fps (thumbnails s per pass)", "that / naive"]
     return _table(data, columns, [
         [r["model_name"], r["clip"], f"{r['naive_fps']:.1f}", f"{r['fps']['decode']:.0f}", f"{r['fps']['model']:.1f}",
          f"{r['fps']['end_to_end']:.1f}", f"{r['backend']} ({_layout(r)})", f"**{r['speedup_vs_naive']:.1f}x**",
-         f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%"] for r in data["rows"]])
+         f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%", *_scoring(r)] for r in data["rows"]])
+
+
+def _scoring(row: dict) -> list[str]:
+    """The decode-and-score stream alone (results from before it was recorded have no such column)."""
+    if "scoring" not in row["fps"]:
+        return ["-", "-"]
+    return [f"{row['fps']['scoring']:.1f} ({row['stage_seconds']['thumbnails']:.2f})", f"{row['fps']['scoring'] / row['naive_fps']:.1f}x"]
 
 
 def _layout(row: dict) -> str:

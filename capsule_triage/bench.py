@@ -61,15 +61,17 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
 
     frames_per_pass = decode()  # also the warm-up of the timed decode below
     decode_s, decode_n = _timed(decode, min_seconds, "cpu")
-    last_run: dict = {}
+    runs: list[dict] = []  # run.json of every end-to-end pass, the first being _timed's warm-up
     with tempfile.TemporaryDirectory() as tmp:
         def end_to_end() -> int:
             options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size, decode_in=decode_in,
                                  decoder_processes=decoder_processes)
-            last_run.update(triage_study(video, pipeline, classifier, options).run)
-            return last_run["frames_decoded"]
+            runs.append(triage_study(video, pipeline, classifier, options).run)
+            return runs[-1]["frames_decoded"]
 
         e2e_s, e2e_n = _timed(end_to_end, min_seconds, device)
+    last_run = runs[-1]
+    scoring_s = sum(run["stage_seconds"]["decode_and_score"] for run in runs[1:])
     rss = peak_rss_mb()
     frames = next(iter(read_frames(video, read, DecodeStats())))
 
@@ -79,7 +81,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
 
     model_s, model_n = _timed(model, min_seconds, device)
     prep_s, prep_n = _time_preprocess(classifier, frames.data, min_seconds / 2)
-    fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s}
+    fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s,
+           "scoring": e2e_n / scoring_s}  # end to end without the per-study work (thumbnails, tables; run.json's stage_seconds)
     per_frame = {k: 1.0 / v for k, v in fps.items()}
     backend = classifier.backend
     return {
@@ -102,7 +105,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
         "decoder_processes": last_run["decoder_processes"],
         "peak_rss_mb": round(rss, 1),
-        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],  # the decoder process's own (0 when decoding in a thread)
+        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],
+        "stage_seconds": last_run["stage_seconds"],  # of the last end-to-end pass  # the decoder process's own (0 when decoding in a thread)
     }
 
 

@@ -50,6 +50,8 @@ def register(app: typer.Typer) -> None:
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
+        stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())
+        typer.echo(f"  end to end without the per-study work {fps['scoring']:.1f} frames/s (last pass: {stages})")
         typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder processes {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
 
     @app.command()

@@ -124,7 +124,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     staged.check()
     stats = DecodeStats()
     where = decode_location(options, info)
+    scoring_started = time.perf_counter()
     frame_index, pts, probs = _score_stream(input_path, read, classifier, stats, info, options, where)
+    stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs = frame_index[order], pts[order], probs[order]
     config = classifier.config
@@ -132,14 +134,17 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     input_sha = source_sha256(input_path)
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
+        thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking)
+        stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
                     class_names=config.class_names, scores=ranking.scores, ranking=ranking), provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
         wall = time.perf_counter() - started
+        stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options.decoder_processes)
+                          options.decoder_processes, stage_seconds)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -267,8 +272,9 @@ def package_versions() -> dict[str, str]:
 
 
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                decoder_processes) -> dict:
+                decoder_processes, stage_seconds) -> dict:
     n = stats.frames_decoded
+    scoring = stage_seconds["decode_and_score"]
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
@@ -287,6 +293,10 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "flagged_frames": int((ranking.event_id >= 0).sum()),
         "wall_seconds": round(wall, 3),
         "fps": round(n / wall, 2) if wall > 0 else 0.0,
+        # Where the wall time went: the decode-and-score stream grows with the study; thumbnails (a seek and
+        # a decode from the keyframe before each event peak and top frame) and the rest are per study.
+        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
+        "scoring_fps": round(n / scoring, 2) if scoring > 0 else 0.0,
         "versions": package_versions(),
         "host": {"machine": platform.machine(), "system": platform.system(), "cpu_count": __import__("os").cpu_count()},
     }

@@ -142,7 +142,9 @@ def test_bench_json_schema(random_weights):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1 and data["frames_per_pass"] == 64
-    assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end"} and all(v > 0 for v in data["fps"].values())
+    assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end", "scoring"} and all(v > 0 for v in data["fps"].values())
+    assert data["fps"]["scoring"] > data["fps"]["end_to_end"]  # the decode-and-score stream is a part of each end-to-end pass
+    assert set(data["stage_seconds"]) == {"decode_and_score", "thumbnails", "other"} and data["stage_seconds"]["thumbnails"] > 0
     for key in ("device", "backend", "precision", "batch_size", "run_batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share",
                 "decoded_in", "decoder_processes", "decoder_peak_rss_mb"):
         assert key in data

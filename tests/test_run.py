@@ -81,6 +81,11 @@ def test_run_json_records_provenance(mixed_run):
     assert run["model"]["architecture"] == "tf_efficientnet_lite0" and len(run["model"]["weights_sha256"]) == 64
     assert set(run["parameters"]["rank"]) >= {"smooth_seconds", "enter_threshold", "leave_threshold", "merge_gap_seconds", "min_event_seconds", "top_k", "nms_seconds"}
     assert run["versions"]["torch"].startswith("2.14.1") and run["fps"] > 0
+    stages = run["stage_seconds"]  # where the wall time went: they add up to it
+    assert set(stages) == {"decode_and_score", "thumbnails", "other"} and min(stages.values()) >= 0
+    assert abs(sum(stages.values()) - run["wall_seconds"]) < 0.005
+    assert run["scoring_fps"] == pytest.approx(96 / stages["decode_and_score"], rel=0.01) and run["scoring_fps"] > run["fps"]
+    assert len(list((out / "thumbnails").glob("*.jpg"))) > 0 and stages["thumbnails"] > 0
     assert "96 frames" in result.stdout and "events" in result.stdout and "% of frames flagged" in result.stdout
 
 
