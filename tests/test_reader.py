@@ -132,3 +132,20 @@ def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
     got = read_frames_at(path, [3, 17], [0.75, 4.25])
     for index in (3, 17):
         assert np.abs(got[index].astype(int) - frames24[index].astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("pyramid", ["none", "normal"])
+def test_thumbnails_skip_unreferenced_frames_yet_match_a_full_decode(tmp_path, frames24, pyramid):
+    import av
+
+    path = encode_clip(frames24, tmp_path / "b.mp4", options={"crf": "23", "g": "10", "bf": "3", "b-pyramid": pyramid})
+    with av.open(str(path)) as container:
+        full = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:  # the clip has frames nothing references: the skip has work to do
+        container.streams.video[0].codec_context.skip_frame = "NONREF"
+        assert len(list(container.decode(video=0))) < len(full) == 24
+    indices = [0, 1, 2, 5, 9, 10, 11, 15, 22, 23]  # keyframes, B-frames, the frame before a keyframe, the last frame
+    got = read_frames_at(path, indices, [i / 4 for i in indices])
+    assert sorted(got) == indices
+    for index in indices:
+        assert np.array_equal(got[index], full[index]), index
