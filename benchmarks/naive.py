@@ -9,18 +9,23 @@ import av
 import torch
 import torchvision.transforms as T
 
+WARM_UP_FRAMES = 2
 
-def naive_fps(video: Path, model: torch.nn.Module, *, size: int, mean, std, frames: int) -> float:
+
+def naive_fps(video: Path, model: torch.nn.Module, *, size: int, mean, std, min_seconds: float) -> float:
+    """Frames per second of the loop over ``video`` for at least ``min_seconds`` (after two warm-up
+    frames), starting again at its first frame if the clip ends sooner."""
     transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     model = model.eval()
     done, start = 0, None
-    with av.open(str(video)) as container, torch.no_grad():
-        for frame in container.decode(video=0):
-            x = transform(frame.to_image()).unsqueeze(0)
-            model(x).softmax(1)
-            done += 1
-            if done == 2:  # two warm-up frames
-                start = time.perf_counter()
-            if done == frames + 2:
-                break
-    return (done - 2) / (time.perf_counter() - start)
+    with torch.no_grad():
+        while True:
+            with av.open(str(video)) as container:
+                for frame in container.decode(video=0):
+                    x = transform(frame.to_image()).unsqueeze(0)
+                    model(x).softmax(1)
+                    done += 1
+                    if done == WARM_UP_FRAMES:
+                        start = time.perf_counter()
+                    elif start is not None and time.perf_counter() - start >= min_seconds:
+                        return (done - WARM_UP_FRAMES) / (time.perf_counter() - start)

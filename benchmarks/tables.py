@@ -26,13 +26,21 @@ def _table(data: dict, columns: list[str], rows: list[list]) -> str:
 
 
 def compare_table(data: dict) -> str:
-    columns = ["model", "clip", "naive loop fps", "decode fps", "model-only fps", "end-to-end fps",
+    columns = ["model", "clip", "naive loop fps (before, after)", "decode fps", "model-only fps", "end-to-end fps",
                "backend (runs x streams x threads; read batch)", "e2e / naive", "e2e cost / (decode + model)", "decode share of e2e",
                "e2e without per-study work fps (thumbnails s per pass)", "that / naive"]
     return _table(data, columns, [
-        [r["model_name"], r["clip"], f"{r['naive_fps']:.1f}", f"{r['fps']['decode']:.0f}", f"{r['fps']['model']:.1f}",
+        [r["model_name"], r["clip"], _naive(r), f"{r['fps']['decode']:.0f}", f"{r['fps']['model']:.1f}",
          f"{r['fps']['end_to_end']:.1f}", f"{r['backend']} ({_layout(r)})", f"**{r['speedup_vs_naive']:.1f}x**",
          f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%", *_scoring(r)] for r in data["rows"]])
+
+
+def _naive(row: dict) -> str:
+    """The mean of the naive loop timed before and after capsule_triage's stages (one figure in older results)."""
+    if "naive_fps_before_after" not in row:
+        return f"{row['naive_fps']:.1f}"
+    before, after = row["naive_fps_before_after"]
+    return f"{row['naive_fps']:.1f} ({before:.1f}, {after:.1f})"
 
 
 def _scoring(row: dict) -> list[str]:
@@ -51,11 +59,12 @@ def _layout(row: dict) -> str:
 def study_table(data: dict) -> str:
     columns = ["frames (336x336 H.264, 4 fps)", "wall s", "end-to-end frames/s", "decode-only frames/s", "model-only frames/s",
                "end-to-end / model-only", "e2e cost / (decode + model)", "decode share of e2e", "backend", "decoding in", "events",
-               "peak RSS MB (main + decoder process)"]
+               "peak RSS MB (main + decoder process)", "of the wall s: thumbnails / other"]
     return _table(data, columns, [
         [f"{r['frames']:,}", f"{r['wall_seconds']:.0f}", f"{r['fps']:.1f}", f"{r['decode_only_fps']:.0f}", f"{r['model_only_fps']:.1f}",
          f"{r['end_to_end_over_model_only']:.2f}", f"{r['cost_ratio']:.2f}", f"{100 * r['decode_share']:.0f}%", r["backend"],
-         r["decoded_in"], r["events"], f"{r['peak_rss_mb']:.0f} + {r['decoder_peak_rss_mb']:.0f}"] for r in data["rows"]])
+         r["decoded_in"], r["events"], f"{r['peak_rss_mb']:.0f} + {r['decoder_peak_rss_mb']:.0f}",
+         f"{r['stage_seconds']['thumbnails']:.1f} / {r['stage_seconds']['other']:.1f}" if "stage_seconds" in r else "-"] for r in data["rows"]])
 
 
 def overlap_table(data: dict) -> str:

@@ -105,8 +105,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
         "decoder_processes": last_run["decoder_processes"],
         "peak_rss_mb": round(rss, 1),
-        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],
-        "stage_seconds": last_run["stage_seconds"],  # of the last end-to-end pass  # the decoder process's own (0 when decoding in a thread)
+        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],  # the decoder process's own (0 when decoding in a thread)
+        "stage_seconds": last_run["stage_seconds"],  # of the last end-to-end pass
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -149,3 +150,17 @@ def test_thumbnails_skip_unreferenced_frames_yet_match_a_full_decode(tmp_path, f
     assert sorted(got) == indices
     for index in indices:
         assert np.array_equal(got[index], full[index]), index
+
+
+def test_frames_scaled_on_one_thread_equal_pyav_default_scaling(tmp_path, frames24):
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    big = [cv2.resize(f, (336, 336), interpolation=cv2.INTER_CUBIC) for f in frames24]  # a resize to 224 px inside the decoder
+    path = encode_clip(big, tmp_path / "c.mp4")
+    batches, _ = _all(path, short_side=224, batch_size=8)
+    ours = np.concatenate([b.data for b in batches])
+    reformatter = VideoReformatter()  # PyAV's default: one scaling thread per core
+    with av.open(str(path)) as container:
+        default = np.stack([reformatter.reformat(f, width=224, height=224, format="rgb24").to_ndarray() for f in container.decode(video=0)])
+    assert ours.shape == (24, 224, 224, 3) and np.array_equal(ours, default)
