@@ -26,7 +26,8 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
-from .reader import ReadOptions, iter_frames_at, probe, read_frames
+from .frames_at import iter_frames_at
+from .reader import ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
 from .digests import file_sha256
 

@@ -343,53 +343,6 @@ def read_image_rgb(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> dict[int, np.ndarray]:
-    """Re-read chosen frames at source resolution, keyed by frame_index (see :func:`iter_frames_at`)."""
-    return dict(iter_frames_at(path, frame_indices, pts_seconds))
-
-
-def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (frame_index, RGB image at source resolution) for chosen frames, in time order, one at
-    a time (a long study has hundreds of events: holding all of them costs ~100 MB per 300 at 336 px).
-
-    Video frames are found by seeking to the keyframe before each timestamp and decoding forward to
-    the first frame at or after it; folder frames are re-read by position. A frame that cannot be
-    re-read is left out. On the way, frames that no other frame references and that come before the
-    target are not decoded (``skip_frame`` NONREF per packet): nothing needs them, so the target's
-    pixels are those of a full decode, and a thumbnail of the 720p benchmark clip (libx264, B-frames)
-    took 30 instead of 42 ms.
-    """
-    path = Path(path)
-    wanted = sorted(set(zip(frame_indices, pts_seconds)), key=lambda item: item[1])
-    if path.is_dir():
-        images = list_frame_images(path)
-        for index, _ in wanted:
-            image = read_image_rgb(images[index]) if 0 <= index < len(images) else None
-            if image is not None:
-                yield index, image
-        return
-    with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        time_base = float(stream.time_base)
-        for index, target in wanted:
-            found, reached = None, target - 0.5 * time_base
-            try:
-                container.seek(int(target / time_base), stream=stream, backward=True, any_frame=False)
-                for packet in container.demux(stream):
-                    before = packet.pts is not None and packet.pts * time_base < reached
-                    stream.codec_context.skip_frame = "NONREF" if before else "DEFAULT"
-                    for frame in packet.decode():
-                        if (frame.pts or 0) * time_base >= reached:
-                            found = frame.to_ndarray(format="rgb24")
-                            break
-                    if found is not None:
-                        break
-            except av.FFmpegError:
-                continue
-            if found is not None:
-                yield index, found
-
-
 def _short(exc: BaseException) -> str:
     if isinstance(exc, av.FFmpegError) and exc.strerror:
         return str(exc.strerror)[:160]  # without the errno and the file name the caller already prints

@@ -526,7 +526,8 @@ def _read_in_child(path: str, result: Path) -> int:
     """Child body of a ``read`` job: stream every frame, re-read the first two at source resolution."""
     from capsule_triage.errors import InputError
     from capsule_triage.frames import DecodeStats
-    from capsule_triage.reader import ReadOptions, read_frames, read_frames_at
+    from capsule_triage.frames_at import read_frames_at
+    from capsule_triage.reader import ReadOptions, read_frames
 
     stats = DecodeStats()
     try:

@@ -8,7 +8,8 @@ import pytest
 
 from capsule_triage.frames import DecodeStats
 from capsule_triage.errors import InputError
-from capsule_triage.reader import ReadOptions, list_frame_images, probe, read_frames, read_frames_at
+from capsule_triage.frames_at import read_frames_at
+from capsule_triage.reader import ReadOptions, list_frame_images, probe, read_frames
 from conftest import VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
 
 pytestmark = needs_shared
@@ -135,20 +136,28 @@ def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
         assert np.abs(got[index].astype(int) - frames24[index].astype(int)).mean() < 4
 
 
-@pytest.mark.parametrize("pyramid", ["none", "normal"])
-def test_thumbnails_skip_unreferenced_frames_yet_match_a_full_decode(tmp_path, frames24, pyramid):
+@pytest.mark.parametrize("name,codec,options,unreferenced", [
+    ("b.mp4", "libx264", {"crf": "23", "g": "10", "bf": "3", "b-pyramid": "none"}, True),
+    ("b.mp4", "libx264", {"crf": "23", "g": "10", "bf": "3", "b-pyramid": "normal"}, True),
+    ("b.mkv", "libx265", {"crf": "28", "bframes": "4", "x265-params": "log-level=error"}, True),
+    ("b.mov", "mpeg4", {"bf": "2", "g": "10"}, True),  # a keyframe's packet before B-frames shown ahead of it
+    ("b.mpg", "mpeg2video", {"bf": "2", "g": "10"}, True),  # a program stream: seeks land between keyframes
+    ("b.avi", "mjpeg", {}, False),
+])
+def test_thumbnails_are_the_frames_a_full_decode_shows(tmp_path, frames24, name, codec, options, unreferenced):
     import av
 
-    path = encode_clip(frames24, tmp_path / "b.mp4", options={"crf": "23", "g": "10", "bf": "3", "b-pyramid": pyramid})
+    path = encode_clip(frames24, tmp_path / name, codec=codec, options=options)
     with av.open(str(path)) as container:
-        full = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    with av.open(str(path)) as container:  # the clip has frames nothing references: the skip has work to do
+        decoded = list(container.decode(video=0))
+        full = [f.to_ndarray(format="rgb24") for f in decoded]
+        times = [f.pts * float(f.time_base) for f in decoded]
+    with av.open(str(path)) as container:  # frames nothing references: the skip on the way has work to do
         container.streams.video[0].codec_context.skip_frame = "NONREF"
-        assert len(list(container.decode(video=0))) < len(full) == 24
-    indices = [0, 1, 2, 5, 9, 10, 11, 15, 22, 23]  # keyframes, B-frames, the frame before a keyframe, the last frame
-    got = read_frames_at(path, indices, [i / 4 for i in indices])
-    assert sorted(got) == indices
-    for index in indices:
+        assert (len(list(container.decode(video=0))) < len(full) == 24) is unreferenced
+    got = read_frames_at(path, list(range(24)), times)
+    assert sorted(got) == list(range(24))
+    for index in range(24):
         assert np.array_equal(got[index], full[index]), index
 
 
