@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .reader import list_frame_images, read_image_rgb
+from .reader import PresentationTimes, list_frame_images, read_image_rgb, stores_no_times
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
@@ -76,18 +76,27 @@ def _first_whole_frame(container, stream, seconds: float, reached: float, *, fro
 
     Frames shown before ``reached`` that no other frame references are not decoded (``skip_frame``
     NONREF per packet): nothing needs them, and a 720p thumbnail of the benchmark clip (libx264 with
-    B-frames) took 30-33 instead of 41-43 ms.
+    B-frames) took 30-33 instead of 41-43 ms. Except in AVI, whose times are put in presentation
+    order as the whole-file pass does (:class:`~capsule_triage.reader.PresentationTimes`), which
+    needs every frame's.
     """
     time_base = float(stream.time_base)
     container.seek(int(seconds / time_base), stream=stream, backward=True, any_frame=False)
     whole_from = -math.inf if from_start else None
+    reorder = PresentationTimes() if stores_no_times(container) else None
     for packet in container.demux(stream):
-        early = packet.pts is not None and packet.pts * time_base < reached
+        early = reorder is None and packet.pts is not None and packet.pts * time_base < reached
         stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
         for frame in packet.decode():
-            shown = (frame.pts or 0) * time_base
+            guessed = (frame.pts or 0) * time_base
             if whole_from is None and frame.key_frame:
-                whole_from = shown
-            if whole_from is not None and shown >= max(whole_from, reached):
-                return frame, whole_from
+                whole_from = guessed  # a keyframe opens its group in decode and presentation order alike
+            if whole_from is None:
+                continue
+            for out, shown in (reorder.push(frame, guessed) if reorder else [(frame, guessed)]):
+                if shown >= max(whole_from, reached):
+                    return out, whole_from
+    for out, shown in (reorder.drain() if reorder and whole_from is not None else []):
+        if shown >= max(whole_from, reached):
+            return out, whole_from
     return None, math.inf

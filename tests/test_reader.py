@@ -143,15 +143,16 @@ def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
     ("b.mov", "mpeg4", {"bf": "2", "g": "10"}, True),  # a keyframe's packet before B-frames shown ahead of it
     ("b.mpg", "mpeg2video", {"bf": "2", "g": "10"}, True),  # a program stream: seeks land between keyframes
     ("b.avi", "mjpeg", {}, False),
+    ("c.avi", "libx264", {"crf": "23", "g": "10", "bf": "3"}, True),  # times put in presentation order (AVI stores none)
 ])
 def test_thumbnails_are_the_frames_a_full_decode_shows(tmp_path, frames24, name, codec, options, unreferenced):
     import av
 
     path = encode_clip(frames24, tmp_path / name, codec=codec, options=options)
     with av.open(str(path)) as container:
-        decoded = list(container.decode(video=0))
-        full = [f.to_ndarray(format="rgb24") for f in decoded]
-        times = [f.pts * float(f.time_base) for f in decoded]
+        full = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    batches, _ = _all(path, batch_size=24)  # thumbnails are asked for at the times the whole-file pass gave
+    times = list(batches[0].pts_seconds)
     with av.open(str(path)) as container:  # frames nothing references: the skip on the way has work to do
         container.streams.video[0].codec_context.skip_frame = "NONREF"
         assert (len(list(container.decode(video=0))) < len(full) == 24) is unreferenced
@@ -175,10 +176,16 @@ def test_frames_scaled_on_one_thread_equal_pyav_default_scaling(tmp_path, frames
     assert ours.shape == (24, 224, 224, 3) and np.array_equal(ours, default)
 
 
-@pytest.mark.xfail(strict=True, reason="known: AVI stores no presentation times; FFmpeg's per-packet guesses come out "
-                   "permuted within each group of H.264 B-frames (README, Guarantees)")
-def test_h264_with_b_frames_in_avi_keeps_presentation_times(tmp_path, frames24):
-    path = encode_clip(frames24, tmp_path / "d.avi", options={"crf": "23", "bf": "3"})
+@pytest.mark.parametrize("codec,options", [("libx264", {"crf": "23", "bf": "3"}), ("mjpeg", {})])
+def test_avi_frames_get_presentation_times(tmp_path, frames24, codec, options):
+    import av
+
+    path = encode_clip(frames24, tmp_path / "d.avi", codec=codec, options=options)
+    with av.open(str(path)) as container:  # AVI stores no times: with B-frames the demuxer's guesses come out permuted
+        guessed = [f.pts for f in container.decode(video=0)]
+    assert (guessed != sorted(guessed)) is (codec == "libx264")
     batches, stats = _all(path, batch_size=8)
     pts = np.concatenate([b.pts_seconds for b in batches])
-    assert stats.frames_decoded == 24 and np.all(np.diff(pts) > 0)
+    assert stats.frames_decoded == 24 and np.allclose(np.diff(pts), 0.25)
+    assert np.array_equal(np.concatenate([b.frame_index for b in batches]), np.arange(24))
+    assert np.allclose(pts, np.sort(guessed) * 0.25)
