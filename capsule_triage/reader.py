@@ -3,7 +3,9 @@
 Memory is bounded by ``batch_size`` (and by the prefetch queue depth of the caller), never by the
 length of the video. Frames are resized in the decoder's own swscale pass (video) or by OpenCV
 (images) so that the short side equals ``short_side``, then centre-cropped to a square: the model
-only ever needs that, and source-resolution pixels are re-read later for thumbnails only.
+only ever needs that, and source-resolution pixels are re-read later for thumbnails only
+(:mod:`capsule_triage.frames_at`). Frame times are the stream's presentation times; in AVI, which
+stores none, they are put in presentation order (:class:`PresentationTimes`).
 """
 
 from __future__ import annotations
