@@ -144,6 +144,8 @@ def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
     ("b.mpg", "mpeg2video", {"bf": "2", "g": "10"}, True),  # a program stream: seeks land between keyframes
     ("b.avi", "mjpeg", {}, False),
     ("c.avi", "libx264", {"crf": "23", "g": "10", "bf": "3"}, True),  # times put in presentation order (AVI stores none)
+    ("b.ts", "libx264", {"crf": "23", "g": "10", "bf": "3"}, True),  # MPEG-TS, as hospital capture devices record
+    ("b.webm", "libvpx-vp9", {"g": "10"}, False),
 ])
 def test_thumbnails_are_the_frames_a_full_decode_shows(tmp_path, frames24, name, codec, options, unreferenced):
     import av
