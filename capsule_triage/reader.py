@@ -266,7 +266,8 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         # One reformatter for the whole stream: it keeps its swscale context, where frame.to_ndarray(width=...)
         # builds a new one per frame (1,110 vs 680 frames/s decode+convert+resize at 336 -> 224 px here).
         # Scaling on one thread: the same pixels as PyAV's default of one thread per core, without waking
-        # threads per frame on the cores the model uses (1,200-frame 336 px clip, alternating: stream 299-310 vs 292-301 frames/s).
+        # threads per frame on the cores the model uses (decode-and-score stream of a 1,200-frame 336 px
+        # clip, alternating: 299-310 vs 292-301 frames/s).
         reformatter = VideoReformatter()
         time_base = float(stream.time_base) if stream.time_base else 1.0 / (info.average_fps or 1.0)
         fallback_period = 1.0 / info.average_fps if info.average_fps else 1.0
