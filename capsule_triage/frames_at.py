@@ -58,21 +58,25 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     comes before frames shown ahead of it. Frames shown before the first keyframe decoded since the
     seek lack their references (garbled, or another frame's pixels), so they are passed over; if the
     target is among them, the next try seeks further back (:data:`SEEK_BACK_SECONDS`), and the last
-    decodes from the file's start.
+    decodes from the file's start. A try that decoded from a keyframe to the end of the stream
+    without reaching the target ends the search: starting earlier cannot add frames after it.
     """
     time_base = float(stream.time_base)
     for back in (*SEEK_BACK_SECONDS, None):
         seconds = 0.0 if back is None else max(0.0, target - back)
         frame, whole_from = _first_whole_frame(container, stream, seconds, target - 0.5 * time_base, from_start=back is None)
+        if frame is None and whole_from is not None:
+            return None
         if frame is not None and whole_from <= target + 0.5 * time_base:
             return frame
     return None
 
 
-def _first_whole_frame(container, stream, seconds: float, reached: float, *, from_start: bool) -> tuple[av.VideoFrame | None, float]:
+def _first_whole_frame(container, stream, seconds: float, reached: float, *, from_start: bool) -> tuple[av.VideoFrame | None, float | None]:
     """Seek to the keyframe at or before ``seconds`` and decode forward: the first frame shown at or
     after ``reached`` among those shown from the first keyframe decoded on (all of them when
-    decoding ``from_start``, as the whole-file pass does), and that keyframe's shown time.
+    decoding ``from_start``, as the whole-file pass does), and that keyframe's shown time (None if
+    none was decoded).
 
     Frames shown before ``reached`` that no other frame references are not decoded (``skip_frame``
     NONREF per packet): nothing needs them, and a 720p thumbnail of the benchmark clip (libx264 with
@@ -99,4 +103,4 @@ def _first_whole_frame(container, stream, seconds: float, reached: float, *, fro
     for out, shown in (reorder.drain() if reorder and whole_from is not None else []):
         if shown >= max(whole_from, reached):
             return out, whole_from
-    return None, math.inf
+    return None, whole_from

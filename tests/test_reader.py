@@ -191,3 +191,14 @@ def test_avi_frames_get_presentation_times(tmp_path, frames24, codec, options):
     assert stats.frames_decoded == 24 and np.allclose(np.diff(pts), 0.25)
     assert np.array_equal(np.concatenate([b.frame_index for b in batches]), np.arange(24))
     assert np.allclose(pts, np.sort(guessed) * 0.25)
+
+
+def test_a_frame_past_the_end_is_left_out_after_one_try(tmp_path, frames24, monkeypatch):
+    import capsule_triage.frames_at as frames_at
+
+    path = encode_clip(frames24, tmp_path / "a.mp4", options={"crf": "23", "g": "10"})
+    tries = []
+    real = frames_at._first_whole_frame
+    monkeypatch.setattr(frames_at, "_first_whole_frame", lambda *a, **k: tries.append(a[2]) or real(*a, **k))
+    assert read_frames_at(path, [3, 99], [0.75, 99 / 4]).keys() == {3}
+    assert len(tries) == 2  # one each: decoding from a keyframe to the end without the target ends the search (no decode from the start)
