@@ -180,4 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    # The verdict is the summary above. Skip interpreter teardown: once in 7 CI runs (2026-11-30) this harness,
+    # after printing an all-ok summary, died in it with "terminate called without an active exception" (SIGABRT
+    # from a native thread pool of a library it imports to check the outputs), failing a test whose trials passed.
+    os._exit(code)
