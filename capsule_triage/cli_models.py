@@ -38,6 +38,8 @@ def train_command(
     budget_scale: Annotated[float, typer.Option(min=0.0, help="Fraction of the BiT image budget (e.g. 0.03 on a CPU).")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 32,
     augment: Annotated[str, typer.Option(help="bit (seed B: 0-2 of flips, rot90s, intensity, blur) | flip-rotate (seed C) | none.")] = "bit",
+    recompress: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of a lossy round trip per training frame, after --augment: the model learns compressed frames, as video delivers them, and compression carries no class information.")] = 0.0,
+    recompress_codec: Annotated[str, typer.Option(help="h264 (the batch's chosen frames as one clip, CRF 18-35) | jpeg (quality 30-95).")] = "h264",
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
@@ -58,7 +60,7 @@ def train_command(
     options = TrainOptions(
         data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
-        class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        recompress=recompress, recompress_codec=recompress_codec, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
@@ -94,6 +96,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
     backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
+    codec: Annotated[Optional[str], typer.Option(help="Score the frames after a lossy round trip, as video reaches the model: h264:CRF (one clip, 4:2:0, e.g. h264:23) or jpeg:QUALITY. Also applies to the frames --target-sensitivity chooses on.")] = None,
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
     import torch
@@ -103,13 +106,13 @@ def eval_command(
     torch.set_num_threads(threads)
     try:
         result = evaluate(weights, data, split, out_dir=out, border=border, target_sensitivity=target_sensitivity,
-                          val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend)
+                          val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend, codec=codec)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
-    typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}): AUC {result['auc']:.4f}, "
+    typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}{', codec ' + result['codec'] if result.get('codec') else ''}): AUC {result['auc']:.4f}, "
                f"accuracy {result['accuracy']:.4f}, sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}")
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:

@@ -34,6 +34,7 @@ from .digests import weights_sha256
 from .errors import InputError, WeightsError
 from .model_config import CONFIG_NAME, ModelConfig
 from .preprocess import Preprocessor
+from .recompress import Codec, round_trip
 from .weights import load_model
 
 CARD_NAME = "MODEL_CARD.md"
@@ -106,6 +107,7 @@ def evaluate(
     model_card: str | None = None,
     batch_size: int = 64,
     backend: str = "torch-fp32",
+    codec: str | None = None,
     progress: bool = False,
 ) -> dict:
     """Evaluate ``weights`` on ``split`` ("test", "val", "train" or "all") of ``data``.
@@ -117,10 +119,14 @@ def evaluate(
         model_card: name of the MODEL_CARD.md section to (re)write with these results.
         backend: score with this inference backend (e.g. ``ort-int8``, as ``triage optimize`` made
             it) instead of the PyTorch fp32 model, to state the metrics of what ``triage run`` runs.
+        codec: score the frames after a lossy round trip (``"h264:23"``, ``"jpeg:75"``; see
+            :mod:`~capsule_triage.recompress`), as video reaches the model; with
+            ``target_sensitivity`` the validation frames go through it too.
 
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
     """
+    round_trip = _round_trip(codec)
     model, config = load_model(weights)
     model = model.to(memory_format=torch.channels_last)
     if border is not None:
@@ -131,14 +137,16 @@ def evaluate(
     split = split if split == "all" or any(s.split == split for s in samples) else _missing_split(data, split, samples)
     selection = None
     if target_sensitivity is not None:
-        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights)
+        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=codec)
     images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
+    images.images = round_trip(images.images)
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
     else:
         probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size)
     result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
+              **({"codec": str(Codec.parse(codec))} if codec else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     if selection is not None:
         result["threshold_selection"] = selection
@@ -169,8 +177,21 @@ def _missing_split(data: str | Path, split: str, samples: list) -> str:
     raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
 
 
-def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path) -> dict:
-    """Pick the highest threshold with validation sensitivity >= ``target`` and store it in config.json."""
+def _round_trip(codec: str | None):
+    """The frames' transformation for ``codec`` (identity for None); a bad spec fails before any work."""
+    if codec is None:
+        return lambda images: images
+    try:
+        parsed = Codec.parse(codec)
+    except ValueError as exc:
+        raise InputError("--codec", str(exc)) from None
+    return lambda images: round_trip(images, parsed)
+
+
+def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
+                     codec: str | None = None) -> dict:
+    """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
+    after ``codec``'s round trip, if given) and store it in config.json."""
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
@@ -178,7 +199,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
     val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
-    score = suspicion(predict_probs(model, Preprocessor(config), val.images), config)
+    score = suspicion(predict_probs(model, Preprocessor(config), _round_trip(codec)(val.images)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     try:
         threshold = metrics.threshold_for_sensitivity(positive, score, target)
@@ -186,7 +207,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         raise InputError(data, str(exc)) from None
     report = metrics.binary_report(positive, score, threshold)
     selection = {"method": f"highest threshold with sensitivity >= {target} on the validation split", "target_sensitivity": target,
-                 "data": str(data), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
+                 "data": str(data), **({"codec": str(Codec.parse(codec))} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
@@ -257,6 +278,8 @@ def card_numbers(result: dict) -> dict:
     """The headline numbers a model card quotes (rounded to 4 decimals)."""
     keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names")
     out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys}
+    if result.get("codec"):
+        out["codec"] = result["codec"]
     return _json_ready(out)
 
 
@@ -269,7 +292,8 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
     numbers = card_numbers(result)
     cm = numbers["confusion_matrix"]
     lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
-             f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`.", "",
+             f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
+             + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
@@ -297,7 +321,8 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
              f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
              f"best checkpoint: {json.dumps(training.get('best'))}."]
     if chosen:
-        lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']} (target {chosen['target_sensitivity']}; "
+        lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
+                  + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
                   f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
                   f"specificity {_pct(chosen['val_specificity'])})."]
     _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)

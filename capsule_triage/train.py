@@ -35,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import POLICIES, augment
+from .recompress import CODECS, recompress_augment
 from .datasets import LabelledImages, assign_validation, class_order, class_weights, load_images, read_samples, select, split_counts
 from .errors import InputError, WeightsError
 from .evaluate import predict_probs, summarize
@@ -70,6 +71,8 @@ class TrainOptions:
     batch_size: int = 32
     weight_decay: float = 0.0
     augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | none
+    recompress: float = 0.0  # probability of a lossy round trip per frame after augmentation (recompress.py)
+    recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
@@ -136,6 +139,8 @@ def _check_options(o: TrainOptions) -> None:
     checks = [(o.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {o.strategy!r}"),
               (o.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {o.schedule!r}"),
               (o.augment in POLICIES, f"augment must be one of {POLICIES}, got {o.augment!r}"),
+              (0.0 <= o.recompress <= 1.0, f"recompress is a probability in [0, 1], got {o.recompress}"),
+              (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
               (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
@@ -239,7 +244,10 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
     batch = order[index * bs : (index + 1) * bs]
     step_seed = _seed(run.options.seed, pi, 10**9 + step)
     torch.manual_seed(step_seed)  # dropout / drop-path
-    frames = augment(run.train_set.images[batch], run.options.augment, torch.Generator().manual_seed(step_seed))
+    generator = torch.Generator().manual_seed(step_seed)
+    frames = augment(run.train_set.images[batch], run.options.augment, generator)
+    if run.options.recompress:
+        frames = recompress_augment(frames, run.options.recompress, generator, run.options.recompress_codec)
     for group in optimizer.param_groups:
         group["lr"] = run.phases[pi].schedule.lr_at(step)
     x = run.preprocess(frames).contiguous(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -91,6 +92,23 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
 
 
 @needs_shared
+def test_codec_round_trip_is_scored_recorded_and_used_for_the_threshold(weights_copy, small_manifest, tmp_path):
+    clean = evaluate(weights_copy, small_manifest, "test", out_dir=tmp_path / "clean")
+    coded = evaluate(weights_copy, small_manifest, "test", codec="jpeg:30", out_dir=tmp_path / "coded", model_card="test-jpeg-30")
+    assert coded["codec"] == "jpeg:30" and "codec" not in clean
+    before, after = (pq.read_table(tmp_path / name / "predictions.parquet") for name in ("clean", "coded"))
+    assert before.column("path").to_pylist() == after.column("path").to_pylist()
+    assert np.abs(before.column("score").to_numpy() - after.column("score").to_numpy()).max() > 1e-3  # other pixels were scored
+    assert read_card_section(weights_copy, "test-jpeg-30")["codec"] == "jpeg:30"
+    assert "after a `jpeg:30` round trip" in (weights_copy / "MODEL_CARD.md").read_text()
+    chosen = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.95, codec="jpeg:30")["threshold_selection"]
+    assert chosen["codec"] == "jpeg:30"
+    assert ModelConfig.load(weights_copy / "config.json").provenance["operating_threshold"]["codec"] == "jpeg:30"
+    with pytest.raises(InputError, match="expected h264:CRF or jpeg:QUALITY"):
+        evaluate(weights_copy, small_manifest, "test", codec="png:3")
+
+
+@needs_shared
 def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
     app = typer.Typer()
     register(app)
@@ -102,6 +120,8 @@ def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
     assert bad.exit_code == 2 and "Error:" in bad.output
     bad = runner.invoke(app, ["eval", str(tmp_path / "nowhere"), str(small_manifest)])
     assert bad.exit_code == 2 and "Error:" in bad.output
+    bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--codec", "h264:99"])
+    assert bad.exit_code == 2 and "--codec" in bad.output and "CRF must be in 0-51" in bad.output
 
 
 @needs_shared

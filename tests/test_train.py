@@ -85,7 +85,7 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
 
 @needs_shared
 def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
-    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", seed=3)
+    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", recompress=0.5, seed=3)
     full = train(_options(tiny_manifest, tmp_path / "a", **kwargs))
     part = train(_options(tiny_manifest, tmp_path / "b", stop_after_steps=4, **kwargs))
     state = json.loads((part / "checkpoint" / "state.json").read_text())
@@ -94,6 +94,8 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     assert [s["total_steps"] for s in schedules] == [3, 6]
     with pytest.raises(InputError, match="different options"):
         train(_options(tiny_manifest, part, resume=True, **{**kwargs, "seed": 4}))
+    with pytest.raises(InputError, match="different options"):
+        train(_options(tiny_manifest, part, resume=True, **{**kwargs, "recompress": 0.0}))
     with pytest.raises(InputError, match="--resume"):
         train(_options(tiny_manifest, part, **kwargs))
     train(_options(tiny_manifest, part, resume=True, **kwargs))

@@ -1,0 +1,128 @@
+"""Lossy re-encoding of frames, as a video codec does to them before ``triage run`` sees them.
+
+The labelled frames a model is trained and evaluated on are stills (PNG); the studies it triages are
+compressed video (H.264 at 4:2:0). ``triage eval --codec h264:23`` scores a split after a round trip
+through the codec, so the model card states what compression does to the metrics; training with
+``--recompress P`` passes frames through H.264 (or JPEG) at a random quality, so the model learns
+what compressed frames look like and compression artefacts carry no class information (in
+WCEBleedGen the classes come mostly from different sources, whose compression differs, like their
+borders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+import torch
+
+CODECS = ("h264", "jpeg")
+JPEG_QUALITY_RANGE = (30, 95)  # training: uniform over this range (OpenCV's JPEG is 4:2:0, like H.264 here)
+H264_CRF_RANGE = (18, 35)  # training: one CRF per batch, uniform over this range (libx264's default is 23)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A lossy round trip: ``h264`` at a CRF (0-51, libx264's scale: lower is better) or ``jpeg`` at a
+    quality (1-100: higher is better)."""
+
+    kind: str
+    level: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Codec:
+        """``"h264:23"`` or ``"jpeg:75"``.
+
+        Raises:
+            ValueError: naming the spec and what is wrong with it.
+        """
+        kind, _, level = spec.partition(":")
+        if kind not in CODECS or not level.strip().isdigit():
+            raise ValueError(f"codec {spec!r}: expected h264:CRF or jpeg:QUALITY, e.g. h264:23")
+        codec = cls(kind, int(level))
+        low, high = (0, 51) if kind == "h264" else (1, 100)
+        if not low <= codec.level <= high:
+            raise ValueError(f"codec {spec!r}: {'CRF' if kind == 'h264' else 'quality'} must be in {low}-{high}")
+        return codec
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.level}"
+
+
+def round_trip(images: torch.Tensor, codec: Codec) -> torch.Tensor:
+    """uint8 [N,3,H,W] frames after encoding and decoding with ``codec`` (same shape).
+
+    H.264 encodes the frames as one 4 fps clip in the given order, so later frames are predicted from
+    earlier ones as in a study (libx264, yuv420p, preset veryfast, one thread, no macroblock-tree
+    rate control, so that the same frames give the same bytes), with PyAV, and decodes it to RGB as
+    the reader does. JPEG encodes each frame alone with OpenCV.
+    """
+    frames = images.permute(0, 2, 3, 1).contiguous().numpy()
+    if codec.kind == "jpeg":
+        out = np.stack([jpeg(frame, codec.level) for frame in frames])
+    else:
+        out = _h264(frames, codec.level)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    """An RGB uint8 [H,W,3] frame after a JPEG round trip at ``quality``."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a frame of shape {frame.shape}")
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
+    import io
+
+    n, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 at 4:2:0 needs even frame sides, got {w}x{h}")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # Reproducible bytes: x264's macroblock-tree rate control gave 2-10 different encodes of the same
+        # 48 frames in 10 runs (in one process, one thread); without it 1 of 10. One thread, because
+        # x264's output depends on the thread count, which by default follows the machine's cores.
+        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+        stream.codec_context.thread_count = 1
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer, "r") as container:
+        out = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    if len(out) != n:
+        raise ValueError(f"H.264 round trip returned {len(out)} frames for {n}")
+    return out
+
+
+def recompress_augment(frames: torch.Tensor, probability: float, generator: torch.Generator, codec: str = "h264") -> torch.Tensor:
+    """Training: each uint8 [N,3,H,W] frame, with ``probability``, after a lossy round trip — ``h264``:
+    the chosen frames of the batch as one clip at a CRF uniform in :data:`H264_CRF_RANGE`; ``jpeg``:
+    each at a quality uniform in :data:`JPEG_QUALITY_RANGE`. Every draw comes from ``generator``.
+
+    Raises:
+        ValueError: an unknown codec.
+    """
+    if codec not in CODECS:
+        raise ValueError(f"recompress codec must be one of {CODECS}, got {codec!r}")
+    n = frames.shape[0]
+    chosen = torch.rand(n, generator=generator) < probability
+    low, high = H264_CRF_RANGE if codec == "h264" else JPEG_QUALITY_RANGE
+    level = torch.randint(low, high + 1, (n,), generator=generator)
+    picked = chosen.nonzero().flatten()
+    if not len(picked):
+        return frames
+    out = frames.clone()
+    if codec == "h264":  # one clip per batch, at the first chosen frame's CRF
+        out[picked] = round_trip(frames[picked], Codec("h264", int(level[picked[0]])))
+        return out
+    for i in picked.tolist():
+        hwc = frames[i].permute(1, 2, 0).contiguous().numpy()
+        out[i] = torch.from_numpy(jpeg(hwc, int(level[i]))).permute(2, 0, 1)
+    return out

@@ -1,0 +1,92 @@
+"""Lossy round trips of frames (``capsule_triage.recompress``): what ``triage eval --codec`` scores and
+``triage train --recompress`` trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from capsule_triage.recompress import H264_CRF_RANGE, JPEG_QUALITY_RANGE, Codec, jpeg, recompress_augment, round_trip
+from conftest import WCE, load_rgb, manifest_rows, needs_shared
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> torch.Tensor:
+    """12 real capsule frames (6 per class), uint8 [12, 3, 224, 224]."""
+    if not WCE.exists():
+        pytest.skip(f"real data not found at {WCE}")
+    rows = manifest_rows("test", "bleeding")[::30][:6] + manifest_rows("test", "non-bleeding")[::30][:6]
+    return torch.from_numpy(np.stack([load_rgb(WCE / r["path"]) for r in rows])).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.mark.parametrize("spec, kind, level", [("h264:23", "h264", 23), ("jpeg:75", "jpeg", 75), ("h264:0", "h264", 0)])
+def test_codec_specs_parse(spec, kind, level):
+    codec = Codec.parse(spec)
+    assert (codec.kind, codec.level, str(codec)) == (kind, level, spec)
+
+
+@pytest.mark.parametrize("spec, message", [("h265:23", "expected h264:CRF or jpeg:QUALITY"), ("jpeg", "expected h264:CRF"),
+                                           ("h264:x", "expected h264:CRF"), ("h264:52", "CRF must be in 0-51"),
+                                           ("jpeg:0", "quality must be in 1-100"), ("jpeg:101", "quality must be in 1-100")])
+def test_bad_codec_specs_name_the_spec_and_the_problem(spec, message):
+    with pytest.raises(ValueError, match=message) as info:
+        Codec.parse(spec)
+    assert repr(spec) in str(info.value)
+
+
+@needs_shared
+@pytest.mark.parametrize("spec", ["h264:23", "jpeg:75"])
+def test_round_trip_keeps_order_and_shape_and_loses_a_little(real_frames, spec):
+    out = round_trip(real_frames, Codec.parse(spec))
+    assert out.shape == real_frames.shape and out.dtype == torch.uint8
+    assert all(torch.equal(out, round_trip(real_frames, Codec.parse(spec))) for _ in range(3))  # reproducible (model cards quote it)
+    diff = (out.int() - real_frames.int()).abs().float()
+    per_frame = diff.flatten(1).mean(1)
+    assert 0.3 < float(per_frame.mean()) < 6  # lossy, but the same pictures
+    # every output frame is nearest to its own input (the clip's frames come back in order)
+    distance = torch.cdist(out.flatten(1).float(), real_frames.flatten(1).float())
+    assert distance.argmin(dim=1).tolist() == list(range(len(real_frames)))
+
+
+@needs_shared
+def test_lower_quality_loses_more(real_frames):
+    def loss(spec: str) -> float:
+        return float((round_trip(real_frames, Codec.parse(spec)).int() - real_frames.int()).abs().float().mean())
+
+    assert loss("h264:10") < loss("h264:23") < loss("h264:40")
+    assert loss("jpeg:95") < loss("jpeg:75") < loss("jpeg:30")
+
+
+def test_h264_needs_even_sides():
+    with pytest.raises(ValueError, match="even frame sides, got 15x16"):
+        round_trip(torch.zeros((2, 3, 16, 15), dtype=torch.uint8), Codec.parse("h264:23"))
+
+
+@needs_shared
+@pytest.mark.parametrize("codec", ["h264", "jpeg"])
+def test_recompress_augment_is_seeded_and_follows_its_probability(real_frames, codec):
+    frames = real_frames.repeat(4, 1, 1, 1)  # 48 frames
+
+    def changed(out: torch.Tensor) -> torch.Tensor:
+        return (out != frames).flatten(1).any(1)
+
+    a = recompress_augment(frames, 0.5, torch.Generator().manual_seed(3), codec)
+    b = recompress_augment(frames, 0.5, torch.Generator().manual_seed(3), codec)
+    assert torch.equal(a, b)  # same generator state, same batch (what --resume relies on)
+    assert 10 <= int(changed(a).sum()) <= 38
+    assert not changed(recompress_augment(frames, 0.0, torch.Generator().manual_seed(3), codec)).any()
+    every = recompress_augment(frames, 1.0, torch.Generator().manual_seed(3), codec)
+    assert changed(every).all()
+    # a changed frame is a round trip of its input at a level in the documented range
+    low, high = H264_CRF_RANGE if codec == "h264" else JPEG_QUALITY_RANGE
+    if codec == "h264":  # the whole batch is one clip at one CRF
+        assert any(torch.equal(every, round_trip(frames, Codec("h264", crf))) for crf in range(low, high + 1))
+    else:
+        first = frames[0].permute(1, 2, 0).numpy()
+        assert any(np.array_equal(every[0].permute(1, 2, 0).numpy(), jpeg(first, q)) for q in range(low, high + 1))
+
+
+def test_recompress_augment_names_an_unknown_codec():
+    with pytest.raises(ValueError, match="recompress codec must be one of .*got 'png'"):
+        recompress_augment(torch.zeros((2, 3, 16, 16), dtype=torch.uint8), 0.5, torch.Generator(), "png")
