@@ -126,7 +126,7 @@ def evaluate(
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
     """
-    round_trip = _round_trip(codec)
+    compress = _compression(codec)
     model, config = load_model(weights)
     model = model.to(memory_format=torch.channels_last)
     if border is not None:
@@ -139,7 +139,7 @@ def evaluate(
     if target_sensitivity is not None:
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=codec)
     images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
-    images.images = round_trip(images.images)
+    images.images = compress(images.images)
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
     else:
@@ -177,7 +177,7 @@ def _missing_split(data: str | Path, split: str, samples: list) -> str:
     raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
 
 
-def _round_trip(codec: str | None):
+def _compression(codec: str | None):
     """The frames' transformation for ``codec`` (identity for None); a bad spec fails before any work."""
     if codec is None:
         return lambda images: images
@@ -199,7 +199,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
     val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
-    score = suspicion(predict_probs(model, Preprocessor(config), _round_trip(codec)(val.images)), config)
+    score = suspicion(predict_probs(model, Preprocessor(config), _compression(codec)(val.images)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     try:
         threshold = metrics.threshold_for_sensitivity(positive, score, target)
