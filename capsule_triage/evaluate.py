@@ -126,7 +126,7 @@ def evaluate(
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
     """
-    compress = _compression(codec)
+    parsed = _parse_codec(codec)
     model, config = load_model(weights)
     model = model.to(memory_format=torch.channels_last)
     if border is not None:
@@ -137,16 +137,16 @@ def evaluate(
     split = split if split == "all" or any(s.split == split for s in samples) else _missing_split(data, split, samples)
     selection = None
     if target_sensitivity is not None:
-        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=codec)
+        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
     images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
-    images.images = compress(images.images)
+    images.images = _compressed(images.images, parsed)
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
     else:
         probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size)
     result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
-              **({"codec": str(Codec.parse(codec))} if codec else {}),
+              **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     if selection is not None:
         result["threshold_selection"] = selection
@@ -177,19 +177,20 @@ def _missing_split(data: str | Path, split: str, samples: list) -> str:
     raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
 
 
-def _compression(codec: str | None):
-    """The frames' transformation for ``codec`` (identity for None); a bad spec fails before any work."""
-    if codec is None:
-        return lambda images: images
+def _parse_codec(codec: str | None) -> Codec | None:
+    """``--codec`` parsed before any work (None: no round trip)."""
     try:
-        parsed = Codec.parse(codec)
+        return Codec.parse(codec) if codec is not None else None
     except ValueError as exc:
         raise InputError("--codec", str(exc)) from None
-    return lambda images: round_trip(images, parsed)
+
+
+def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
+    return round_trip(images, codec) if codec is not None else images
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
-                     codec: str | None = None) -> dict:
+                     codec: Codec | None = None) -> dict:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
     after ``codec``'s round trip, if given) and store it in config.json."""
     folder = Path(weights)
@@ -199,7 +200,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
     val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
-    score = suspicion(predict_probs(model, Preprocessor(config), _compression(codec)(val.images)), config)
+    score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     try:
         threshold = metrics.threshold_for_sensitivity(positive, score, target)
@@ -207,7 +208,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         raise InputError(data, str(exc)) from None
     report = metrics.binary_report(positive, score, threshold)
     selection = {"method": f"highest threshold with sensitivity >= {target} on the validation split", "target_sensitivity": target,
-                 "data": str(data), **({"codec": str(Codec.parse(codec))} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
+                 "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}

@@ -11,6 +11,7 @@ borders).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import av
@@ -76,8 +77,6 @@ def jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
-    import io
-
     n, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 at 4:2:0 needs even frame sides, got {w}x{h}")
