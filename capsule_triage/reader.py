@@ -246,6 +246,11 @@ class PresentationTimes:
             yield self.waiting.popleft(), heapq.heappop(self.times)
 
 
+def _kept(pairs: Iterator[tuple[object, float]]) -> Iterator[tuple[np.ndarray, int, float]]:
+    """(rgb, index, time) for the reordered frames that were converted (None marks a skipped one)."""
+    return ((rgb, i, t) for (rgb, i), t in pairs if rgb is not None)
+
+
 def stores_no_times(container: av.container.InputContainer) -> bool:
     """True for containers whose frame times are the demuxer's guesses in decode order (AVI)."""
     return container.format.name == "avi"
@@ -313,20 +318,20 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24", threads=SWSCALE_THREADS).to_ndarray()
                 except (av.FFmpegError, ValueError) as exc:
                     stats.skip(f"frame {index}: {_short(exc)}")
-                    index += 1
-                    continue
-                if options.square_crop:
-                    rgb = _centre_square(rgb)
-                stats.frames_decoded += 1
-                if reorder is None:
-                    yield np.ascontiguousarray(rgb), index, pts
+                    rgb = None
                 else:
-                    yield from ((rgb, i, t) for (rgb, i), t in reorder.push((np.ascontiguousarray(rgb), index), pts))
+                    rgb = np.ascontiguousarray(_centre_square(rgb) if options.square_crop else rgb)
+                    stats.frames_decoded += 1
+                if reorder is None:
+                    if rgb is not None:
+                        yield rgb, index, pts
+                else:  # a frame left out still takes its place in time, so its neighbours keep theirs
+                    yield from _kept(reorder.push((rgb, index), pts))
                 index += 1
             if packet is None:  # flushed at the end of a segment
                 break
         if reorder is not None:
-            yield from ((rgb, i, t) for (rgb, i), t in reorder.drain())
+            yield from _kept(reorder.drain())
     if segment is None:
         _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
 

@@ -193,6 +193,34 @@ def test_avi_frames_get_presentation_times(tmp_path, frames24, codec, options):
     assert np.allclose(pts, np.sort(guessed) * 0.25)
 
 
+@pytest.mark.parametrize("container", ["avi", "mp4"])
+def test_a_frame_that_fails_conversion_leaves_its_neighbours_times(tmp_path, frames24, monkeypatch, container):
+    """A frame whose RGB conversion fails is skipped; in an AVI with B-frames its guessed time must
+    still be consumed, or every later frame would take its neighbour's time (one slot early)."""
+    import capsule_triage.reader as reader
+
+    real_reformatter = reader.VideoReformatter
+
+    class FailsOnce:  # the sixth frame out of the decoder (frame 5) fails to convert
+        def __init__(self):
+            self.real, self.calls = real_reformatter(), 0
+
+        def reformat(self, frame, **kw):
+            self.calls += 1
+            if self.calls == 6:
+                raise ValueError("conversion failed")
+            return self.real.reformat(frame, **kw)
+
+    path = encode_clip(frames24, tmp_path / f"b.{container}", options={"crf": "23", "bf": "3"})
+    whole = np.concatenate([b.pts_seconds for b in _all(path, batch_size=8)[0]])
+    monkeypatch.setattr(reader, "VideoReformatter", FailsOnce)
+    batches, stats = _all(path, batch_size=8)
+    assert stats.frames_skipped == 1 and stats.frames_decoded == 23
+    assert np.array_equal(np.concatenate([b.frame_index for b in batches]), np.delete(np.arange(24), 5))
+    assert np.allclose(np.diff(whole), 0.25)
+    assert np.array_equal(np.concatenate([b.pts_seconds for b in batches]), np.delete(whole, 5))
+
+
 def test_a_frame_past_the_end_is_left_out_after_one_try(tmp_path, frames24, monkeypatch):
     import capsule_triage.frames_at as frames_at
 
