@@ -10,7 +10,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .reader import PresentationTimes, list_frame_images, read_image_rgb, stores_no_times
+from .presentation_times import PresentationTimes, stores_no_times
+from .reader import list_frame_images, read_image_rgb
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
@@ -81,7 +82,7 @@ def _first_whole_frame(container, stream, seconds: float, reached: float, *, fro
     Frames shown before ``reached`` that no other frame references are not decoded (``skip_frame``
     NONREF per packet): nothing needs them, and a 720p thumbnail of the benchmark clip (libx264 with
     B-frames) took 30-33 instead of 41-43 ms. Except in AVI, whose times are put in presentation
-    order as the whole-file pass does (:class:`~capsule_triage.reader.PresentationTimes`), which
+    order as the whole-file pass does (:class:`~capsule_triage.presentation_times.PresentationTimes`), which
     needs every frame's.
     """
     time_base = float(stream.time_base)

@@ -11,10 +11,8 @@ stores none, they are put in presentation order (:class:`PresentationTimes`).
 from __future__ import annotations
 
 import csv
-import heapq
 import os
 import re
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +24,12 @@ import numpy as np
 
 from .errors import InputError
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
+from .presentation_times import PresentationTimes, kept, stores_no_times
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
 SWSCALE_THREADS = 1  # the decoder's resize and RGB conversion on one thread (PyAV 17+ defaults to one per core)
-REORDER_FRAMES = 16  # the most frames an H.264/HEVC decoder holds back to put them in presentation order
 
 
 @dataclass(frozen=True)
@@ -217,45 +215,6 @@ def _to_batch(items: list[tuple[np.ndarray, int, float]]) -> FrameBatch:
     )
 
 
-class PresentationTimes:
-    """Timestamps for containers that store none (AVI): the k-th frame out of the decoder gets the
-    k-th smallest timestamp.
-
-    A decoder hands frames out in presentation order, but an AVI demuxer guesses each packet's time
-    in decode order, and with B-frames the guesses come out permuted (H.264: 1, 4, 3, 5, 2, ...).
-    Frames wait here until :data:`REORDER_FRAMES` later ones have been seen, then leave with the
-    smallest time not yet given out: the right times where the guesses are permuted within the
-    decoder's reordering, and the same times where they already rise (MJPEG, gaps kept).
-    """
-
-    def __init__(self, depth: int = REORDER_FRAMES):
-        self.depth = depth
-        self.times: list[float] = []
-        self.waiting: deque = deque()
-
-    def push(self, item, seconds: float) -> Iterator[tuple[object, float]]:
-        """Add a frame with its guessed time; yield the (item, time) pairs that can leave."""
-        heapq.heappush(self.times, seconds)
-        self.waiting.append(item)
-        while len(self.waiting) > self.depth:
-            yield self.waiting.popleft(), heapq.heappop(self.times)
-
-    def drain(self) -> Iterator[tuple[object, float]]:
-        """At the end of the stream: every frame still waiting."""
-        while self.waiting:
-            yield self.waiting.popleft(), heapq.heappop(self.times)
-
-
-def _kept(pairs: Iterator[tuple[object, float]]) -> Iterator[tuple[np.ndarray, int, float]]:
-    """(rgb, index, time) for the reordered frames that were converted (None marks a skipped one)."""
-    return ((rgb, i, t) for (rgb, i), t in pairs if rgb is not None)
-
-
-def stores_no_times(container: av.container.InputContainer) -> bool:
-    """True for containers whose frame times are the demuxer's guesses in decode order (AVI)."""
-    return container.format.name == "avi"
-
-
 def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: Segment | None = None) -> Iterator[tuple[np.ndarray, int, float]]:
     info = probe(path, options)
     index = segment.first_index if segment else 0
@@ -326,12 +285,12 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     if rgb is not None:
                         yield rgb, index, pts
                 else:  # a frame left out still takes its place in time, so its neighbours keep theirs
-                    yield from _kept(reorder.push((rgb, index), pts))
+                    yield from kept(reorder.push((rgb, index), pts))
                 index += 1
             if packet is None:  # flushed at the end of a segment
                 break
         if reorder is not None:
-            yield from _kept(reorder.drain())
+            yield from kept(reorder.drain())
     if segment is None:
         _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
 
