@@ -104,3 +104,10 @@ def flip_rotate(frames: torch.Tensor, generator: torch.Generator, *, max_degrees
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)  # [N,2,3]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return _to_uint8(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
+
+
+def pixel_noise(frames: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """``frames`` plus Gaussian noise of ``sigma`` grey levels, rounded back to uint8: the copy a
+    stability loss compares each training frame with (what a different decoder's rounding, a
+    re-encode or a lower-precision backend does to a frame, in kind)."""
+    return _to_uint8(frames.float() + sigma * torch.randn(frames.shape, generator=generator))

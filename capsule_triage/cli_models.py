@@ -40,6 +40,8 @@ def train_command(
     augment: Annotated[str, typer.Option(help="bit (seed B: 0-2 of flips, rot90s, intensity, blur) | flip-rotate (seed C) | none.")] = "bit",
     recompress: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of a lossy round trip per training frame, after --augment: the model learns compressed frames, as video delivers them, and compression carries no class information.")] = 0.0,
     recompress_codec: Annotated[str, typer.Option(help="h264 (the batch's chosen frames as one clip, CRF 18-35) | jpeg (quality 30-95).")] = "h264",
+    stability: Annotated[float, typer.Option(min=0.0, help="Weight of the stability loss (Zheng et al. 2016): KL divergence between each training frame's prediction and that of a copy with Gaussian pixel noise, so that scores do not hang on a grey level.")] = 0.0,
+    stability_sigma: Annotated[float, typer.Option(min=0.01, help="Grey levels (0-255) of the noisy copy's Gaussian noise.")] = 2.0,
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
@@ -60,7 +62,7 @@ def train_command(
     options = TrainOptions(
         data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
-        recompress=recompress, recompress_codec=recompress_codec, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )

@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from .augment import POLICIES, augment
+from .augment import POLICIES, augment, pixel_noise
 from .recompress import CODECS, recompress_augment
 from .datasets import LabelledImages, assign_validation, class_order, class_weights, load_images, read_samples, select, split_counts
 from .errors import InputError, WeightsError
@@ -73,6 +73,8 @@ class TrainOptions:
     augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | none
     recompress: float = 0.0  # probability of a lossy round trip per frame after augmentation (recompress.py)
     recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
+    stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its noisy copy's
+    stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
@@ -141,6 +143,7 @@ def _check_options(o: TrainOptions) -> None:
               (o.augment in POLICIES, f"augment must be one of {POLICIES}, got {o.augment!r}"),
               (0.0 <= o.recompress <= 1.0, f"recompress is a probability in [0, 1], got {o.recompress}"),
               (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
+              (o.stability >= 0 and o.stability_sigma > 0, f"stability must be >= 0 and stability_sigma > 0, got {o.stability}, {o.stability_sigma}"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
               (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
@@ -155,7 +158,8 @@ def _check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
     if saved is None and ((out / CHECKPOINT_DIR).exists() or (out / "config.json").exists()):
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is not None:
-        differ = sorted(k for k, v in recipe(options).items() if saved["recipe"].get(k) != v)
+        defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
+        differ = sorted(k for k, v in recipe(options).items() if saved["recipe"].get(k, defaults.get(k)) != v)
         if differ:
             raise InputError(out, f"--resume with different options than the checkpoint: {differ} (rerun the same command)")
 
@@ -250,6 +254,8 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
         frames = recompress_augment(frames, run.options.recompress, generator, run.options.recompress_codec)
     for group in optimizer.param_groups:
         group["lr"] = run.phases[pi].schedule.lr_at(step)
+    if run.options.stability:  # the noisy copies go through the same forward pass, after the clean frames
+        frames = torch.cat([frames, pixel_noise(frames, run.options.stability_sigma, generator)])
     x = run.preprocess(frames).contiguous(memory_format=torch.channels_last)
     if head_only:
         with torch.no_grad():
@@ -257,11 +263,27 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
         logits = run.model.forward_head(features)
     else:
         logits = run.model(x)
-    loss = run.loss_fn(logits, run.train_set.labels[batch])
+    if run.options.stability:
+        logits, noisy = logits.chunk(2)
+        loss = run.loss_fn(logits, run.train_set.labels[batch]) + run.options.stability * stability_loss(logits, noisy)
+    else:
+        loss = run.loss_fn(logits, run.train_set.labels[batch])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def stability_loss(logits: torch.Tensor, noisy_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p(x) || p(x')) over the batch, x' a noisy copy of x: the stability term of Zheng et al.,
+    "Improving the robustness of deep neural networks via stability training" (CVPR 2016).
+
+    The shipped model trained without it moved its score by up to 0.08 under Gaussian pixel noise of
+    0.5 grey levels and by 0.30 under 1 level (wcebleedgen/test), as much as bf16 or int8 inference
+    moves it, so the precision checks and small decoder differences decide events.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    return nn.functional.kl_div(torch.log_softmax(noisy_logits.float(), dim=1), log_p, log_target=True, reduction="batchmean")
 
 
 def validation_metrics(labels: np.ndarray, probs: np.ndarray, config: ModelConfig) -> dict:

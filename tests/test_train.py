@@ -15,14 +15,14 @@ import typer
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from capsule_triage.augment import augment
+from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
 from capsule_triage.datasets import assign_validation, class_order, load_images, read_samples, select
 from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
-from capsule_triage.train import TrainOptions, train
+from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
 from conftest import WCE, manifest_rows, needs_shared
@@ -85,7 +85,7 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
 
 @needs_shared
 def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
-    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", recompress=0.5, seed=3)
+    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", recompress=0.5, stability=1.0, seed=3)
     full = train(_options(tiny_manifest, tmp_path / "a", **kwargs))
     part = train(_options(tiny_manifest, tmp_path / "b", stop_after_steps=4, **kwargs))
     state = json.loads((part / "checkpoint" / "state.json").read_text())
@@ -96,6 +96,8 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
         train(_options(tiny_manifest, part, resume=True, **{**kwargs, "seed": 4}))
     with pytest.raises(InputError, match="different options"):
         train(_options(tiny_manifest, part, resume=True, **{**kwargs, "recompress": 0.0}))
+    with pytest.raises(InputError, match=r"different options.*'stability'"):
+        train(_options(tiny_manifest, part, resume=True, **{**kwargs, "stability": 0.5}))
     with pytest.raises(InputError, match="--resume"):
         train(_options(tiny_manifest, part, **kwargs))
     train(_options(tiny_manifest, part, resume=True, **kwargs))
@@ -276,6 +278,45 @@ def test_augmentations_are_seeded_uint8_and_shape_preserving():
     assert augment(x, "none", torch.Generator()) is x
     with pytest.raises(ValueError, match="policy"):
         augment(x, "mixup", torch.Generator())
+
+
+def test_pixel_noise_is_seeded_uint8_and_of_its_sigma():
+    x = torch.full((8, 3, 64, 64), 128, dtype=torch.uint8)
+    a = pixel_noise(x, 2.0, torch.Generator().manual_seed(1))
+    assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, pixel_noise(x, 2.0, torch.Generator().manual_seed(1)))
+    assert abs(float((a.float() - 128).std()) - 2.0) < 0.05  # rounding adds 1/12 level^2 of variance
+    assert pixel_noise(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), 50.0, torch.Generator()).min() == 0  # clipped, not wrapped
+
+
+def test_stability_loss_is_the_kl_divergence_to_the_noisy_copy():
+    logits = torch.tensor([[2.0, -1.0], [0.0, 0.5]], requires_grad=True)
+    noisy = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
+    p, q = logits.softmax(1).detach(), noisy.softmax(1)
+    expected = (p * (p.log() - q.log())).sum(1).mean()  # per frame, then over the batch
+    loss = stability_loss(logits, noisy)
+    assert torch.isclose(loss.detach(), expected) and float(loss.detach()) > 0
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0].abs().sum() > 0 and logits.grad[1].abs().sum() == 0
+    assert float(stability_loss(noisy, noisy.clone())) == 0.0
+
+
+@needs_shared
+def test_resume_of_a_checkpoint_older_than_an_option_takes_its_default(tiny_manifest, tmp_path):
+    """A checkpoint written before --stability existed has no such key: it resumes as stability 0."""
+    kwargs = dict(strategy="full", epochs=1, seed=2)
+    part = train(_options(tiny_manifest, tmp_path / "old", stop_after_steps=1, **kwargs))
+    state_path = part / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("stability", "stability_sigma"):
+        del state["recipe"][key]
+    state_path.write_text(json.dumps(state))
+    assert json.loads((train(_options(tiny_manifest, part, resume=True, **kwargs)) / "checkpoint" / "state.json").read_text())["finished"]
+    with pytest.raises(InputError, match="'stability'"):
+        part2 = train(_options(tiny_manifest, tmp_path / "old2", stop_after_steps=1, **kwargs))
+        state = json.loads((part2 / "checkpoint" / "state.json").read_text())
+        del state["recipe"]["stability"]
+        (part2 / "checkpoint" / "state.json").write_text(json.dumps(state))
+        train(_options(tiny_manifest, part2, resume=True, stability=1.0, **kwargs))
 
 
 @needs_shared
