@@ -5,7 +5,7 @@ length of the video. Frames are resized in the decoder's own swscale pass (video
 (images) so that the short side equals ``short_side``, then centre-cropped to a square: the model
 only ever needs that, and source-resolution pixels are re-read later for thumbnails only
 (:mod:`capsule_triage.frames_at`). Frame times are the stream's presentation times; in AVI, which
-stores none, they are put in presentation order (:class:`PresentationTimes`).
+stores none, they are put in presentation order (:class:`~capsule_triage.presentation_times.PresentationTimes`).
 """
 
 from __future__ import annotations
