@@ -9,6 +9,11 @@ import av
 import cv2
 import numpy as np
 
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# ../shared/data next to the clone (the development machines also have it at /work/shared/data)
+SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
+WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"  # the shipped default model
 
 def real_frames(shared_data: Path, count: int) -> list[np.ndarray]:
     """``count`` real capsule frames (RGB 224x224) in manifest order, cycling if needed."""

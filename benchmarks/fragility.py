@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+
 sys.path.insert(0, str(REPO))
-SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
-WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"
 
 from capsule_triage.augment import pixel_noise  # noqa: E402
 from capsule_triage.datasets import load_images, read_samples, select  # noqa: E402

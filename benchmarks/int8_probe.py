@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+
 sys.path.insert(0, str(REPO))
-SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
-WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"
 CHECK = ["videos/wcebleedgen_mixed_triage_4fps.mp4", "videos/wcebleedgen_bleeding_run_0419-0510_4fps.mp4",
          "wcebleedgen/test/bleeding", "wcebleedgen/test/non-bleeding"]
 TRAIN = ["wcebleedgen/train/bleeding", "wcebleedgen/train/non-bleeding"]

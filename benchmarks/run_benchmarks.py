@@ -19,13 +19,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
 CACHE = HERE / ".cache"  # generated clips and random-weight folders (git-ignored)
 RESULTS = HERE / "results"
 
-from clips import capsule_336, endoscope_720p, real_frames, write_clip  # noqa: E402
+from clips import SHARED, WEIGHTS, capsule_336, endoscope_720p, real_frames, write_clip  # noqa: E402
 from naive import naive_fps  # noqa: E402
 
 from capsule_triage import load_classifier, load_pipeline  # noqa: E402
@@ -36,7 +34,7 @@ from capsule_triage.pipeline import package_versions  # noqa: E402
 from capsule_triage.weights import create_model, save_weights  # noqa: E402
 
 MODELS = {
-    "default (capsule-bleeding-lite0)": dict(weights=REPO / "weights" / "capsule-bleeding-lite0"),
+    "default (capsule-bleeding-lite0)": dict(weights=WEIGHTS),
     "resnet50@224": dict(arch="resnet50", size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     "resnetv2_50x1_bit@384": dict(arch="resnetv2_50x1_bit", size=384, mean=(0.5,) * 3, std=(0.5,) * 3),
 }
