@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from .reader import RGB_CONVERSION
+
 CODECS = ("h264", "jpeg")
 JPEG_QUALITY_RANGE = (30, 95)  # training: uniform over this range (OpenCV's JPEG is 4:2:0, like H.264 here)
 H264_CRF_RANGE = (18, 35)  # training: one CRF per batch, uniform over this range (libx264's default is 23)
@@ -94,7 +96,7 @@ def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
         container.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer, "r") as container:
-        out = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+        out = np.stack([frame.to_ndarray(format="rgb24", interpolation=RGB_CONVERSION) for frame in container.decode(video=0)])
     if len(out) != n:
         raise ValueError(f"H.264 round trip returned {len(out)} frames for {n}")
     return out
