@@ -15,6 +15,7 @@ import io
 from dataclasses import dataclass
 
 import av
+from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 import torch
@@ -95,8 +96,14 @@ def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     buffer.seek(0)
+    # One reformatter (one swscale context) for the clip: frame.to_ndarray(format=...) builds one per
+    # frame. Same pixels; 64 frames decoded and converted in 27-46 instead of 45-64 ms.
+    reformatter = VideoReformatter()
     with av.open(buffer, "r") as container:
-        out = np.stack([frame.to_ndarray(format="rgb24", interpolation=RGB_CONVERSION) for frame in container.decode(video=0)])
+        out = np.stack([
+            reformatter.reformat(frame, format="rgb24", interpolation=RGB_CONVERSION).to_ndarray()
+            for frame in container.decode(video=0)
+        ])
     if len(out) != n:
         raise ValueError(f"H.264 round trip returned {len(out)} frames for {n}")
     return out
