@@ -173,7 +173,10 @@ def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; a weights folder is meant to be shared
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "architecture": config.architecture})
+    # One metadata key: safetensors keeps the metadata in a hash map whose order changes from one save
+    # to the next, so two keys gave two different files for the same tensors (and weights_sha256 with
+    # them). The architecture is in config.json.
+    save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
     config.save(tmp / CONFIG_NAME)
     if folder.exists():
         for name in (CONFIG_NAME, WEIGHTS_NAME):

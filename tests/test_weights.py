@@ -66,6 +66,15 @@ def test_weights_folder_round_trip_gives_identical_scores(tmp_path, config):
     assert json.loads((folder / "config.json").read_text())["architecture"] == "test_efficientnet"
 
 
+def test_saving_the_same_weights_again_gives_the_same_file(tmp_path, config):
+    """Training is deterministic, so the file must be too: its SHA-256 identifies the weights in
+    run.json and backends.json. (With two metadata keys, safetensors wrote them in either order:
+    2 different files in 8 saves.)"""
+    model = create_model(config)
+    files = {(save_weights(tmp_path / f"w{i}", model, config) / "model.safetensors").read_bytes() for i in range(8)}
+    assert len(files) == 1
+
+
 def test_mis_shaped_and_missing_tensors_are_named(tmp_path, config):
     state = create_model(config).state_dict()
     head = next(k for k in state if k.endswith("classifier.weight"))
