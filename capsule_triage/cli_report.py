@@ -24,7 +24,8 @@ def report(
     OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
     """
     from .errors import TriageError
-    from .report import RUN_FILE, STUDIES_FILE, write_batch_reports, write_report
+    from .report import RUN_FILE, write_report
+    from .report_batch import STUDIES_FILE, write_batch_reports
 
     try:
         card = _read_card(model_card)

@@ -25,8 +25,8 @@ import pytest
 from capsule_triage.errors import InputError
 from capsule_triage.outputs import events_table, frames_table, top_frames_table, write_json, write_table
 from capsule_triage.ranking import Event, Ranking
-from capsule_triage.report import (INDEX_FILE, PAGE_SIZE, REPORT_FILE, intended_use, paginate, reading_seconds, script_json,
-                                   write_batch_index, write_report)
+from capsule_triage.report import PAGE_SIZE, REPORT_FILE, intended_use, paginate, reading_seconds, script_json, write_report
+from capsule_triage.report_batch import INDEX_FILE, write_batch_index
 from capsule_triage.report_svg import MAX_POINTS, Span, downsample_max, esc, fmt_duration, timeline_svg
 
 from conftest import ARTIFACTS, MIXED_CLIP, needs_shared, triage

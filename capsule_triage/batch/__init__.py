@@ -15,7 +15,7 @@
   study (reading all of its bytes, so it is in the page cache when its decoding starts) and so
   decides whether it can be skipped while the current one is scored.
 * Review pages: each study's ``report.html`` is written by ``triage_study`` inside its atomic output;
-  after the summary, ``index.html`` links them (:func:`capsule_triage.report.write_batch_index`).
+  after the summary, ``index.html`` links them (:func:`capsule_triage.report_batch.write_batch_index`).
   ``--no-report`` writes neither. ``report`` is not part of the pipeline fingerprint (it changes no
   result): a complete study that lacks report.html when reports are wanted gets one written from its
   outputs, without rescoring (it stays "skipped"); with ``--no-report`` existing pages are left alone.

@@ -2,7 +2,7 @@
 
 studies.parquet and batch.json are rebuilt from the per-study results on disk at the end of every run
 (also an interrupted one); batch.log gets one line per study per run; index.html (the review index,
-:func:`capsule_triage.report.write_batch_index`) is rebuilt after them unless reports are off.
+:func:`capsule_triage.report_batch.write_batch_index`) is rebuilt after them unless reports are off.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import TriageError
 from ..outputs import RUN_FILE
-from ..report import INDEX_FILE, write_batch_index
+from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc, write_json_atomic
 from .worker import StudyOutcome

@@ -1,0 +1,80 @@
+"""The review page of a batch: ``BATCH_OUT_DIR/index.html`` lists every study of ``studies.parquet``
+with a link to its ``report.html`` (:mod:`capsule_triage.report`), sortable by any column. Strings
+from the input are HTML-escaped, and a study id that would lead outside the batch folder is not linked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from .errors import InputError, TriageError
+from .outputs import RUN_FILE
+from .report import REPORT_FILE, _read_parquet, _write_atomic, write_report
+from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
+
+INDEX_FILE = "index.html"
+STUDIES_FILE = "studies.parquet"
+
+
+def write_batch_index(batch_out_dir: Path) -> Path:
+    """Write ``BATCH_OUT_DIR/index.html`` listing every study of ``studies.parquet`` with a link to its report.
+
+    Raises:
+        InputError: no readable studies.parquet.
+        OutputError: the page cannot be written.
+    """
+    folder = Path(batch_out_dir)
+    if not (folder / STUDIES_FILE).is_file():
+        raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
+    rows = _read_parquet(folder / STUDIES_FILE).to_pylist()
+    status = [str(r.get("status") or "unknown") for r in rows]
+    counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
+    total = lambda key: sum(r.get(key) or 0 for r in rows)
+    head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
+        ["study", "status", "events", "flagged", "top score", "frames", "wall", "model", "input", "error"]))
+    body = "".join(_study_row(folder, r) for r in rows)
+    page = [page_header(f"Capsule triage batch \u2014 {folder.name}", nav=""),
+            f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
+            f'{total("frames"):,} frames, {total("events"):,} events.</p></section>',
+            f'<section><h2>Studies</h2><p class="hint">Click a column title to sort.</p><div class="scroll"><table class="studies">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>", page_footer()]
+    return _write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+
+
+def _study_row(folder: Path, row: dict) -> str:
+    sid = str((row.get("study_id") or row.get("id")) or "")
+    report = folder / sid / REPORT_FILE
+    inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
+    linked = inside and (report.is_file() or row.get("status") == "ok")
+    name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
+    pct, top, wall = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds")
+    cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
+             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
+             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames")))),
+             (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
+             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
+    return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
+
+
+def _int(value) -> str:
+    return "\u2014" if value is None else f"{int(value):,}"
+
+
+def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -> tuple[Path, list[TriageError]]:
+    """Rewrite the report of every study folder of a batch (those with run.json), then its index.
+
+    Returns:
+        (index.html path, the errors of studies whose report could not be written).
+    """
+    folder, problems = Path(batch_out_dir), []
+    if not (folder / STUDIES_FILE).is_file():
+        raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
+    for row in _read_parquet(folder / STUDIES_FILE).to_pylist():
+        study = folder / str((row.get("study_id") or row.get("id")) or "")
+        if (row.get("study_id") or row.get("id")) and (study / RUN_FILE).is_file():
+            try:
+                write_report(study, model_card=model_card)
+            except TriageError as exc:
+                problems.append(exc)
+    return write_batch_index(folder), problems
