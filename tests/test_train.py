@@ -104,6 +104,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     a = load_file(str(full / "checkpoint" / "state.safetensors"))
     b = load_file(str(part / "checkpoint" / "state.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (full / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()  # the same weights file
     log_a = list(csv.DictReader(open(full / "train_log.csv")))
     log_b = list(csv.DictReader(open(part / "train_log.csv")))
     assert [(r["lr"], r["train_loss"]) for r in log_a] == [(r["lr"], r["train_loss"]) for r in log_b]
