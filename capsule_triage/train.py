@@ -155,8 +155,10 @@ def _check_options(o: TrainOptions) -> None:
 
 
 def _check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
-    if saved is None and ((out / CHECKPOINT_DIR).exists() or (out / "config.json").exists()):
+    if saved is None and (out / CHECKPOINT_DIR).exists():
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
+    if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
+        raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
     if saved is not None:
         defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
         differ = sorted(k for k, v in recipe(options).items() if saved["recipe"].get(k, defaults.get(k)) != v)

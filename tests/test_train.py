@@ -100,6 +100,11 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
         train(_options(tiny_manifest, part, resume=True, **{**kwargs, "stability": 0.5}))
     with pytest.raises(InputError, match="--resume"):
         train(_options(tiny_manifest, part, **kwargs))
+    model_only = tmp_path / "model_only"  # a weights folder without a checkpoint (e.g. shipped weights)
+    model_only.mkdir()
+    (model_only / "config.json").write_text("{}")
+    with pytest.raises(InputError, match=r"model_only: output folder already holds a model \(config.json, no checkpoint to resume\)"):
+        train(_options(tiny_manifest, model_only, **kwargs))
     train(_options(tiny_manifest, part, resume=True, **kwargs))
     a = load_file(str(full / "checkpoint" / "state.safetensors"))
     b = load_file(str(part / "checkpoint" / "state.safetensors"))
