@@ -56,7 +56,7 @@ def load_study(out_dir: Path) -> Study:
         run = json.loads((out_dir / RUN_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(out_dir / RUN_FILE, f"cannot read ({exc})") from None
-    table = _read_parquet(out_dir / FRAMES_FILE)
+    table = read_parquet(out_dir / FRAMES_FILE)
     frames = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     n = table.num_rows
     frames.setdefault("frame_index", np.arange(n))
@@ -66,10 +66,10 @@ def load_study(out_dir: Path) -> Study:
     frames.setdefault("smoothed_score", frames["score"])
     frames.setdefault("event_id", np.full(n, -1, np.int32))
     frames.setdefault("flagged", frames["event_id"] >= 0)
-    events = _read_parquet(out_dir / EVENTS_FILE).to_pylist()
+    events = read_parquet(out_dir / EVENTS_FILE).to_pylist()
     events.sort(key=lambda e: e.get("rank", 0))
     thumbs = {}
-    extra = _read_parquet(out_dir / TOP_FRAMES_FILE).to_pylist() if (out_dir / TOP_FRAMES_FILE).exists() else []
+    extra = read_parquet(out_dir / TOP_FRAMES_FILE).to_pylist() if (out_dir / TOP_FRAMES_FILE).exists() else []
     for frame, rel in [(r.get("frame_index"), r.get("thumbnail")) for r in extra] + [(e.get("peak_frame"), e.get("thumbnail")) for e in events]:
         url = safe_relpath(rel, out_dir)
         if url and frame is not None:
@@ -77,7 +77,8 @@ def load_study(out_dir: Path) -> Study:
     return Study(out_dir, run, frames, [c for c in table.column_names if c.startswith("prob_")], events, thumbs)
 
 
-def _read_parquet(path: Path):
+def read_parquet(path: Path):
+    """A Parquet table of a study or batch folder; InputError naming the file if it is missing or damaged."""
     try:
         with open(path, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths, input names may not be
             return pq.read_table(fh, use_threads=False)
@@ -161,13 +162,14 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
                 stale.unlink()
         rows_by_event = _rows_by_event(study.frames["event_id"])
         for i in range(len(study.events)):
-            _write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event))
+            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
-    return _write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
+    return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
 
 
-def _write_atomic(path: Path, text: str) -> Path:
+def write_atomic(path: Path, text: str) -> Path:
+    """Write a page through a temp file renamed into place (never half a page); OutputError naming it."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         # Names from the input may hold undecodable bytes (kept as surrogates): shown as U+FFFD.

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from .errors import InputError, TriageError
 from .outputs import RUN_FILE
-from .report import REPORT_FILE, _read_parquet, _write_atomic, write_report
+from .report import REPORT_FILE, read_parquet, write_atomic, write_report
 from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
 
 INDEX_FILE = "index.html"
@@ -27,7 +27,7 @@ def write_batch_index(batch_out_dir: Path) -> Path:
     folder = Path(batch_out_dir)
     if not (folder / STUDIES_FILE).is_file():
         raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
-    rows = _read_parquet(folder / STUDIES_FILE).to_pylist()
+    rows = read_parquet(folder / STUDIES_FILE).to_pylist()
     status = [str(r.get("status") or "unknown") for r in rows]
     counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
     total = lambda key: sum(r.get(key) or 0 for r in rows)
@@ -39,11 +39,15 @@ def write_batch_index(batch_out_dir: Path) -> Path:
             f'{total("frames"):,} frames, {total("events"):,} events.</p></section>',
             f'<section><h2>Studies</h2><p class="hint">Click a column title to sort.</p><div class="scroll"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>", page_footer()]
-    return _write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+    return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+
+
+def _study_id(row: dict) -> str:
+    return str(row.get("study_id") or row.get("id") or "")
 
 
 def _study_row(folder: Path, row: dict) -> str:
-    sid = str((row.get("study_id") or row.get("id")) or "")
+    sid = _study_id(row)
     report = folder / sid / REPORT_FILE
     inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
     linked = inside and (report.is_file() or row.get("status") == "ok")
@@ -70,11 +74,11 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
     folder, problems = Path(batch_out_dir), []
     if not (folder / STUDIES_FILE).is_file():
         raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
-    for row in _read_parquet(folder / STUDIES_FILE).to_pylist():
-        study = folder / str((row.get("study_id") or row.get("id")) or "")
-        if (row.get("study_id") or row.get("id")) and (study / RUN_FILE).is_file():
+    for row in read_parquet(folder / STUDIES_FILE).to_pylist():
+        sid = _study_id(row)
+        if sid and (folder / sid / RUN_FILE).is_file():
             try:
-                write_report(study, model_card=model_card)
+                write_report(folder / sid, model_card=model_card)
             except TriageError as exc:
                 problems.append(exc)
     return write_batch_index(folder), problems
