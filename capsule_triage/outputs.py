@@ -41,18 +41,38 @@ def prob_column(class_name: str) -> str:
 class StagedOutput:
     """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
 
-    def __init__(self, final: str | Path, *, force: bool = False):
+    def __init__(self, final: str | Path, *, force: bool = False, source: str | Path | None = None):
         self.final = Path(final).absolute()
         self.force = force
+        self.source = Path(source) if source is not None else None
         self.staging: Path | None = None
         self._created_parent: Path | None = None
 
     def check(self) -> None:
-        """Raise early (before any work) if the destination may not be written."""
-        if self.final.exists() and not self.force:
-            raise OutputError(self.final, "output already exists; use --force to replace it")
-        if self.final.exists() and not self.final.is_dir():
-            raise OutputError(self.final, "output path exists and is not a directory")
+        """Raise early (before any work) if the destination may not be written.
+
+        ``--force`` replaces only an earlier output (a folder holding run.json) or an empty folder,
+        never the input or a folder that holds it: a mistyped ``--out`` must not delete a study.
+        """
+        if self.source is not None:
+            source, final = self.source.resolve(), self.final.resolve()
+            if source == final or source.is_relative_to(final):
+                raise OutputError(self.final, f"output folder would replace the input {self.source}; choose another --out")
+        if self.final.exists():
+            if not self.force:
+                raise OutputError(self.final, "output already exists; use --force to replace it")
+            if not self.final.is_dir():
+                raise OutputError(self.final, "output path exists and is not a directory")
+            if not (self.final / RUN_FILE).is_file() and any(self.final.iterdir()):
+                raise OutputError(self.final, f"folder is not an earlier triage output (no {RUN_FILE}); "
+                                              "--force replaces only those, choose another --out")
+        ancestor = self.final.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise OutputError(ancestor, "is not a folder, so the output cannot be created under it")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise OutputError(ancestor, "cannot write here (permission denied)")
 
     def __enter__(self) -> Path:
         self.check()
@@ -61,8 +81,12 @@ class StagedOutput:
             top = parent
             while not top.parent.exists():
                 top = top.parent
+            try:
+                parent.mkdir(parents=True)
+            except OSError as exc:
+                shutil.rmtree(top, ignore_errors=True)  # it did not exist: whatever of it exists now is ours
+                raise OutputError(parent, f"cannot create the output's folder ({exc.strerror or exc})") from None
             self._created_parent = top
-            parent.mkdir(parents=True)
         remove_stale_partials(parent, self.final.name)
         self.staging = parent / f".{self.final.name}{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:

@@ -121,7 +121,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     read = _read_options(pipeline.read, classifier, options)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
-    staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force)
+    staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path)
     staged.check()
     stats = DecodeStats()
     where = decode_location(options, info)

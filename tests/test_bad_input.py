@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 
 def _expect_error(tmp_path, source, weights, message, *extra):
@@ -117,3 +119,76 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
 def test_unknown_preset(tmp_path):
     result = triage("run", "x.mp4", "--pipeline", "no-such-preset", "--out", tmp_path / "o")
     assert result.returncode == 2 and "no such pipeline preset; known: [" in result.stderr
+
+
+# ----------------------------------------------------------------------------- where the output goes
+
+
+def _refused(result, path, message):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith(f"Error: {path}: ") and message in lines[0], result.stderr
+    return lines[0]
+
+
+def test_out_that_holds_the_input_is_refused_even_with_force(tmp_path, random_weights):
+    """--force must never delete a study: --out naming the input's own folder (or a frame folder
+    itself) is refused before any work, and every file in it survives."""
+    study = tmp_path / "study1"
+    study.mkdir()
+    video = study / "capsule.mp4"
+    shutil.copy(DEMO_CLIP, video)
+    (study / "notes.txt").write_text("keep me")
+    result = triage("run", video, "--weights", random_weights, "--out", study, "--force")
+    _refused(result, study, "output folder would replace the input")
+    assert sorted(p.name for p in study.iterdir()) == ["capsule.mp4", "notes.txt"]
+    assert video.read_bytes() == DEMO_CLIP.read_bytes()
+
+    frames = write_frame_folder(_demo_frames(3), tmp_path / "frames")
+    before = sorted(p.name for p in frames.iterdir())
+    result = triage("run", frames, "--weights", random_weights, "--out", frames, "--force")
+    _refused(result, frames, "output folder would replace the input")
+    assert sorted(p.name for p in frames.iterdir()) == before
+
+
+def test_force_replaces_only_an_earlier_output(tmp_path, random_weights):
+    """A folder that is not an earlier output (no run.json) is not replaced, with or without --force."""
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "letter.txt").write_text("keep me")
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", folder, "--force")
+    _refused(result, folder, "folder is not an earlier triage output (no run.json)")
+    assert [p.name for p in folder.iterdir()] == ["letter.txt"]
+
+
+def test_out_under_a_file_is_refused_before_decoding(tmp_path, random_weights):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", blocker / "sub" / "out")
+    _refused(result, blocker, "is not a folder, so the output cannot be created under it")
+    assert "Traceback" not in result.stderr and blocker.read_text() == "not a folder"
+
+
+def test_out_in_a_read_only_folder_is_refused_before_decoding(tmp_path, random_weights):
+    from malformed import drop_dac_override_prefix
+
+    prefix = drop_dac_override_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: mode 555 does not stop root's writes")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = subprocess.run([*prefix, sys.executable, "-m", "capsule_triage.cli", "run", str(DEMO_CLIP), "--weights",
+                                 str(random_weights), "--out", str(locked / "new" / "out")], capture_output=True, text=True, timeout=300)
+    finally:
+        locked.chmod(0o755)
+    _refused(result, locked, "cannot write here (permission denied)")
+    assert list(locked.iterdir()) == []
+
+
+def _demo_frames(count):
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:
+        return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0))]

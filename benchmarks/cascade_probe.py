@@ -1,0 +1,85 @@
+"""Would a cascade make the shipped model faster without leaving the agreement check? A probe, not part of the product.
+
+    python benchmarks/cascade_probe.py [--backends ov-int8,ov-bf16,ort-int8] [--gates 0.005,0.01,0.02,0.05]
+
+The idea: score every frame with a fast backend and re-score with fp32 only the frames whose fast
+score reaches a gate, so the stored score is fp32's wherever it could matter and the fast one only
+where the model is sure the frame is normal. It pays only if (a) few frames reach the gate and (b)
+the frames below it stay within ``triage optimize``'s tolerance (0.05) of fp32.
+
+Scores the model card's check frames (the two shared WCE clips and wcebleedgen/test) and, when
+``run_benchmarks.py study`` has made it, the 5,000-frame study, with ov-fp32 and each fast backend
+(the ONNX files ``triage optimize`` wrote beside the shipped weights). Reports per backend and gate:
+the share of frames re-scored, the max |cascade score - fp32 score| and the model time per frame
+the cascade would cost relative to fp32 alone (fast + share x fp32, frames/s measured in this run).
+Writes ``benchmarks/results/cascade_probe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+
+sys.path.insert(0, str(REPO))
+
+from capsule_triage.backends import onnx_backend, onnx_file  # noqa: E402
+from capsule_triage.model_config import folder_config  # noqa: E402
+from capsule_triage.optimize import _scores, decode_all, measure_fps  # noqa: E402
+from capsule_triage.ranking import abnormal_score  # noqa: E402
+
+CACHE = HERE / ".cache"
+
+
+def inputs() -> dict[str, Path]:
+    found = {
+        "mixed clip": SHARED / "videos/wcebleedgen_mixed_triage_4fps.mp4",
+        "bleeding-run clip": SHARED / "videos/wcebleedgen_bleeding_run_0419-0510_4fps.mp4",
+        "test bleeding": SHARED / "wcebleedgen/test/bleeding",
+        "test non-bleeding": SHARED / "wcebleedgen/test/non-bleeding",
+        "study336_5000": CACHE / "study336_5000.mp4",
+    }
+    return {name: path for name, path in found.items() if path.exists()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="ov-int8,ov-bf16,ort-int8")
+    parser.add_argument("--gates", default="0.005,0.01,0.02,0.05")
+    args = parser.parse_args()
+    config = folder_config(WEIGHTS)
+    frames = {name: decode_all(path, config.input_size)[0] for name, path in inputs().items()}
+
+    def scores_and_fps(name: str) -> tuple[dict[str, np.ndarray], float]:
+        backend = onnx_backend(name, WEIGHTS / onnx_file(name), threads=2, batch_size=32)
+        scores = {k: abnormal_score(_scores(backend, f, 32), config.abnormal_indices) for k, f in frames.items()}
+        return scores, measure_fps(backend, frames["test non-bleeding"], 32, min_seconds=3.0)
+
+    reference, reference_fps = scores_and_fps("ov-fp32")
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "weights": str(WEIGHTS), "frames": {k: len(f) for k, f in frames.items()},
+              "fp32_frames_per_second": round(reference_fps, 1), "backends": {}}
+    for name in args.backends.split(","):
+        fast, fast_fps = scores_and_fps(name)
+        rows = []
+        for gate in map(float, args.gates.split(",")):
+            share = {k: float((fast[k] >= gate).mean()) for k in frames}
+            cascade_diff = max(float(np.abs(np.where(fast[k] >= gate, reference[k], fast[k]) - reference[k]).max()) for k in frames)
+            cost = {k: (1 / fast_fps + share[k] / reference_fps) * reference_fps for k in frames}  # model time per frame / fp32's
+            rows.append({"gate": gate, "max_score_diff": round(cascade_diff, 4), "rescored_share": {k: round(v, 3) for k, v in share.items()},
+                         "model_time_vs_fp32": {k: round(v, 2) for k, v in cost.items()}})
+            print(f"{name} gate {gate}: max |d| {cascade_diff:.4f}; re-scored "
+                  + ", ".join(f"{k} {100 * share[k]:.0f}% ({cost[k]:.2f}x fp32 time)" for k in frames))
+        result["backends"][name] = {"frames_per_second": round(fast_fps, 1), "gates": rows}
+    out = HERE / "results" / "cascade_probe.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
