@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from .presentation_times import PresentationTimes, stores_no_times
-from .reader import RGB_CONVERSION, list_frame_images, read_image_rgb
+from .reader import RGB_CONVERSION, list_frame_images, read_image_rgb, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
@@ -40,7 +40,7 @@ def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list
                 yield index, image
         return
     with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         for index, target in wanted:
             try:
                 frame = decode_at(container, stream, target)

@@ -117,7 +117,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no video stream found: truncated or damaged header?)")
             if not container.streams.video:
                 raise InputError(path, "no video stream (audio or data only)")
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             cc = stream.codec_context
             if cc is None:  # e.g. a damaged sample description: no decoder for this stream
                 raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
@@ -138,6 +138,12 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(path, f"not a readable video ({_short(exc)})") from None
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video stream to triage: FFmpeg's own choice (``av_find_best_stream``, as ffmpeg and players
+    make it), not whichever comes first — a cover picture or a one-frame preview track may."""
+    return container.streams.best("video")
 
 
 def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
@@ -232,7 +238,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
     except av.FFmpegError as exc:
         raise InputError(path, f"not a readable video ({_short(exc)})") from None
     with container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         stream.thread_type = "AUTO" if options.decoder_threads > 1 else "SLICE"
         stream.codec_context.thread_count = options.decoder_threads
         # One reformatter for the whole stream: it keeps its swscale context, where frame.to_ndarray(width=...)

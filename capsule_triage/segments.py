@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from .frames import Segment
+from .reader import video_stream
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def plan_segments(path: str | Path, parts: int) -> SegmentPlan | None:
         return None
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             time_base = float(stream.time_base) if stream.time_base else None
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None and time_base else 0.0
             pts, keyframe, ends = [], [], []

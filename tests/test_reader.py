@@ -248,3 +248,28 @@ def test_a_frame_past_the_end_is_left_out_after_one_try(tmp_path, frames24, monk
     monkeypatch.setattr(frames_at, "_first_whole_frame", lambda *a, **k: tries.append(a[2]) or real(*a, **k))
     assert read_frames_at(path, [3, 99], [0.75, 99 / 4]).keys() == {3}
     assert len(tries) == 2  # one each: decoding from a keyframe to the end without the target ends the search (no decode from the start)
+
+
+def test_the_main_video_stream_is_read_when_a_preview_track_comes_first(tmp_path, frames24):
+    """Some exports put a one-frame picture (cover or preview) before the study; the reader, the
+    segment planner and the thumbnails take FFmpeg's best video stream, not stream 0."""
+    import av
+
+    path = tmp_path / "preview_first.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        preview = out.add_stream("mjpeg", rate=1)
+        preview.width, preview.height, preview.pix_fmt = 320, 240, "yuvj420p"
+        study = out.add_stream("libx264", rate=4)
+        study.width, study.height, study.pix_fmt = 224, 224, "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 200, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        out.mux([*preview.encode(picture), *preview.encode()])
+        for frame in frames24:
+            out.mux(study.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:224, :224]), format="rgb24")))
+        out.mux(study.encode())
+    info = probe(path, ReadOptions())
+    assert (info.width, info.height) == (224, 224)
+    batches, stats = _all(path, batch_size=10, short_side=112)
+    assert stats.frames_decoded == 24
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), np.arange(24) / 4, atol=1e-3)
+    got = read_frames_at(path, [5], [1.25])
+    assert got[5].shape == (224, 224, 3) and np.abs(got[5].astype(int) - frames24[5][:224, :224].astype(int)).mean() < 6
