@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
 @app.callback()
@@ -87,6 +89,9 @@ def run(
         result = triage_study(source, preset, classifier, options)
     except (TriageError, ValueError) as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        typer.echo(printable(f"Interrupted; nothing was written for {source}."), err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     events = result.run["events"]
     typer.echo(
         f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "
@@ -135,6 +140,7 @@ def main() -> None:
     (exit -6; seen once in CI, apache/arrow#34314). Uncaught exceptions still end normally, with
     their traceback.
     """
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends a run or batch as Ctrl-C does: cleaned up, exit 130
     try:
         app()
         code = 0
@@ -145,6 +151,10 @@ def main() -> None:
             print(exc.code, file=sys.stderr)
             code = 1
     _exit_now(code)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _exit_now(code: int) -> None:

@@ -50,7 +50,9 @@ def _study_row(folder: Path, row: dict) -> str:
     sid = _study_id(row)
     report = folder / sid / REPORT_FILE
     inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
-    linked = inside and (report.is_file() or row.get("status") == "ok")
+    # Only a current result is linked: a failed study's folder may still hold the report of an earlier
+    # version of its input (the new one failed), and a folder deleted since has no page to open.
+    linked = inside and row.get("status") in ("ok", "skipped") and report.is_file()
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
     pct, top, wall = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),

@@ -26,7 +26,7 @@ from capsule_triage.batch import LOCK_FILE, StudyWorker, WorkerContext, WorkerSe
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
 from capsule_triage.errors import OutputError
-from conftest import encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -366,3 +366,33 @@ def test_ray_engine_equals_local_engine(local_run, tree, random_weights, tmp_pat
     assert json.loads((out / "batch.json").read_text())["engine"] == "ray"
     _assert_same_outputs(out, local_run[0])
     _assert_clean(out)
+
+
+def test_earlier_outputs_inside_the_input_tree_are_not_studies(tmp_path):
+    """A `triage run` output beside its input, or an earlier batch's OUT_DIR inside the input tree,
+    holds JPEG thumbnails that would otherwise be taken for frame folders (and multiply every run)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(DEMO_CLIP, root / "clip.mp4")
+    for folder, markers in ((root / "clip_triage", ("run.json", "frames.parquet")),
+                            (root / "old_batch", ("batch.json", "studies.parquet"))):
+        thumbs = folder / "thumbnails" if "run.json" in markers else folder / "clip_mp4-0123456789" / "thumbnails"
+        thumbs.mkdir(parents=True)
+        (thumbs / "event_000.jpg").write_bytes(b"\xff\xd8 not decoded by discovery")
+        for name in markers:
+            (folder / name).write_text("{}")
+    assert [s.rel_path for s in discover_studies(root)] == ["clip.mp4"]
+
+
+def test_a_failed_rerun_does_not_link_the_report_of_the_earlier_input(random_weights, tmp_path):
+    (tmp_path / "in").mkdir()
+    clip = tmp_path / "in" / "clip.mp4"
+    shutil.copy(DEMO_CLIP, clip)
+    out = tmp_path / "out"
+    assert _batch(tmp_path / "in", out, random_weights).returncode == 0
+    (sid,) = [r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
+    assert _index_links(out) == {f"{sid}/report.html"}
+    clip.write_bytes(os.urandom(50_000))  # the study changed, and the new bytes cannot be read
+    assert _batch(tmp_path / "in", out, random_weights).returncode == 1
+    assert [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()] == ["failed"]
+    assert _index_links(out) == set()

@@ -213,6 +213,8 @@ def _studies_parquet(folder: Path) -> None:
 def test_batch_index_lists_studies_and_links_reports(tmp_path):
     make_study(tmp_path / "s1", frames=200, events=3)
     _studies_parquet(tmp_path)
+    assert 'href="s1/' not in write_batch_index(tmp_path).read_text()  # no page yet: no link to a missing file
+    (tmp_path / "s1" / REPORT_FILE).write_text("<html></html>")
     html = write_batch_index(tmp_path).read_text()
     assert '<a href="s1/report.html">s1</a>' in html
     assert "3 studies (1 failed, 1 ok, 1 skipped)" in html and "30.0%" in html

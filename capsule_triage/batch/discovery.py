@@ -12,8 +12,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..outputs import FRAMES_FILE, RUN_FILE
 from ..pipeline import source_sha256
 from ..reader import IMAGE_SUFFIXES, VIDEO_SUFFIXES, natural_key
+from .layout import BATCH_FILE, SUMMARY_FILE
+
+# A folder holding both files of a pair is capsule_triage's own output, never a study: an earlier
+# `triage run` beside its input (<name>_triage/, whose thumbnails/ would look like a frame folder) or
+# an earlier batch's OUT_DIR inside the input tree.
+OUTPUT_SIGNATURES = ({RUN_FILE, FRAMES_FILE}, {BATCH_FILE, SUMMARY_FILE})
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,9 @@ def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = ()) -
     """Studies under ``input_dir`` in natural path order.
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
-    (no loops), folders in ``exclude`` (e.g. the output folder) are not entered, and a folder with no
-    images directly inside it is not a study (its subfolders may be).
+    (no loops), folders in ``exclude`` (e.g. the output folder) and earlier outputs of capsule_triage
+    (:data:`OUTPUT_SIGNATURES`) are not entered, and a folder with no images directly inside it is
+    not a study (its subfolders may be).
     """
     root = Path(input_dir).absolute()
     skip = {os.path.realpath(p) for p in exclude}
@@ -62,6 +70,8 @@ def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = ()) -
                 entries = sorted(listing, key=lambda e: natural_key(e.name))
         except OSError:  # unreadable folder: let it fail as a study so it is reported
             studies.append(_study(root, folder, "frames"))
+            continue
+        if any(signature <= {e.name for e in entries} for signature in OUTPUT_SIGNATURES):
             continue
         has_images, subfolders = False, []
         for entry in entries:

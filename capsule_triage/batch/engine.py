@@ -7,9 +7,12 @@ processes (``--workers N``, one model each, one per GPU by default); ``--engine 
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -248,9 +251,33 @@ def _hashed(studies: list[Study]) -> Iterator[tuple[Study, str | None]]:
 _POOL_WORKER: StudyWorker | None = None
 
 
-def _pool_init(ctx: WorkerContext, devices) -> None:
+def _pool_init(ctx: WorkerContext, devices, parent_pid: int) -> None:
     global _POOL_WORKER
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore; a worker killed on Ctrl-C never unregisters it, and
+    # the resource tracker then warns of a leak. Workers draw no progress bars: a thread lock is enough.
+    tqdm.set_lock(threading.RLock())
     _POOL_WORKER = StudyWorker(replace(ctx, device=devices.get()))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when the batch process dies, even by SIGKILL (Linux).
+
+    Without it a killed batch left its workers running: they finished their studies into OUT_DIR
+    without the lock, while a re-run had already recovered the stale lock (QA, 2026-12-01).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _pool_run(study: Study) -> StudyOutcome:
@@ -267,7 +294,8 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     for i in range(workers):
         queue.put(devices[i % len(devices)])
     threads = max(1, (ctx.threads or available_cpus()) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init, initargs=(replace(ctx, threads=threads), queue))
+    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
+                               initargs=(replace(ctx, threads=threads), queue, os.getpid()))
     try:
         futures = {pool.submit(_pool_run, study): study for study in studies}
         for future in as_completed(futures):
@@ -278,8 +306,23 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
             except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. a crash in a decoder)
                 outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process died ({type(exc).__name__})")
             on_outcome(outcome)
+    except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
+        _kill_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        # Free the pool's semaphores now: a traceback would keep this frame (and them) alive until the
+        # CLI's os._exit, and multiprocessing's resource tracker would then warn of "leaked semaphores".
+        del pool, queue
+        gc.collect()  # the executor sits in reference cycles
+
+
+def _kill_workers(pool) -> None:
+    """Kill the pool's workers (``ProcessPoolExecutor.kill_workers`` from Python 3.14): a study in
+    flight is in OUT_DIR/.work, which run_batch discards, so it is neither installed after the
+    summary was taken (it would be listed as pending) nor waited for."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def available_cpus() -> int:

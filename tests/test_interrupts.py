@@ -1,0 +1,164 @@
+"""Stopping a run or a batch from outside: Ctrl-C, SIGTERM (a scheduler's stop) and SIGKILL.
+
+The promise: exit 130 with one line (no traceback) on Ctrl-C or SIGTERM, nothing half-written, no
+process left behind — a killed batch's workers die with it instead of writing into OUT_DIR without
+the lock — and the summary lists every study whose folder is in OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO_CLIP
+
+STUDIES = 6
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _wait_gone(pids: set[int], seconds: float = 20) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "capsule_triage.cli", *map(str, args)]
+
+
+def _wait_for(condition, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None, "the command ended before it could be stopped"
+        assert time.monotonic() < deadline, "timed out waiting for the moment to stop the command"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("interrupts") / "studies"
+    root.mkdir()
+    for i in range(STUDIES):
+        shutil.copy(DEMO_CLIP, root / f"study_{i}.mp4")
+    return root
+
+
+def _study_folders(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} if out.exists() else set()
+
+
+def _start_batch(studies: Path, out: Path, weights: Path) -> subprocess.Popen:
+    return subprocess.Popen(_cli("batch", studies, "--out", out, "--weights", weights, "--workers", 2, "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_killed_batch_takes_its_workers_with_it(studies, random_weights, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_batch(studies, out, random_weights)
+    try:
+        _wait_for(lambda: len(_study_folders(out)) >= 1, proc)
+        workers = _descendants(proc.pid)
+        assert len(workers) >= 2, workers
+        proc.kill()
+        proc.wait()
+        done = _study_folders(out)
+        assert len(done) < STUDIES, "every study finished before the kill"
+        assert _wait_gone(workers) == set(), "workers outlived the killed batch"
+        assert _study_folders(out) == done, "a study was installed after the batch was killed"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    rerun = subprocess.run(_cli("batch", studies, "--out", out, "--weights", random_weights, "--quiet"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = pq.read_table(out / "studies.parquet").to_pylist()
+    assert sorted(r["status"] for r in rows) == sorted(["skipped"] * len(done) + ["ok"] * (STUDIES - len(done)))
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_batch_stops_now_and_lists_what_is_done(how, studies, random_weights, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_batch(studies, out, random_weights)
+    try:
+        _wait_for(lambda: len(_study_folders(out)) >= 1, proc)
+        workers = _descendants(proc.pid)
+        if how == "ctrl-c":  # the terminal signals the whole foreground process group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:  # a scheduler stopping the batch process
+            proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert _wait_gone(workers) == set(), "processes left behind"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("Interrupted; studies.parquet lists what is done"), stderr
+    rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    done = _study_folders(out)
+    assert len(rows) == STUDIES and done and len(done) < STUDIES
+    assert {sid for sid, status in rows.items() if status == "ok"} == done, (rows, done)
+    assert not (out / ".work").exists() and not (out / ".batch.lock").exists()
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(random_weights, tmp_path):
+    """Stopped while the decoder process runs: exit 130, one line, no output, no staging, no child left."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli("run", DEMO_CLIP, "--weights", random_weights, "--out", out, "--decode-in", "process",
+                                 "--batch-size", 1, "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: bool(_descendants(proc.pid)), proc)
+        children = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert _wait_gone(children) == set(), "decoder process left behind"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [f"Interrupted; nothing was written for {DEMO_CLIP}."], stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
