@@ -140,6 +140,9 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
         raise InputError(path, f"not a readable video ({_short(exc)})") from None
 
 
+MAX_TIME_STEP_BACK = 1.0  # seconds a frame may show before one already read (a damaged file); more is two timelines
+
+
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:
     """The video stream to triage: FFmpeg's own choice (``av_find_best_stream``, as ffmpeg and players
     make it), not whichever comes first — a cover picture or a one-frame preview track may."""
@@ -249,7 +252,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         reformatter = VideoReformatter()
         time_base = float(stream.time_base) if stream.time_base else 1.0 / (info.average_fps or 1.0)
         fallback_period = 1.0 / info.average_fps if info.average_fps else 1.0
-        last_pts = None
+        last_pts = latest = None
         start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
         packets_read, packets_end = 0, None  # frames' packets the file delivered, and how far in time they reach
         reorder = PresentationTimes() if stores_no_times(container) else None
@@ -285,6 +288,10 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     pts = frame.pts * time_base
                 else:
                     pts = (last_pts + fallback_period) if last_pts is not None else 0.0
+                if reorder is None and latest is not None and pts < latest - MAX_TIME_STEP_BACK:
+                    raise InputError(path, f"timestamps jump back from {latest:.2f} s to {pts:.2f} s at frame {index} "
+                                           "(recordings joined without re-timing?); split it there or re-mux it into one timeline")
+                latest = pts if latest is None else max(latest, pts)
                 last_pts = pts
                 try:
                     w, h = _fit(frame.width, frame.height, options.short_side)
