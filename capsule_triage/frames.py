@@ -50,6 +50,8 @@ class SourceInfo:
         duration_seconds: duration from the header; None when the container does not say.
         num_frames_from_header: frame count the header claims (0 or None when unknown).
         size_bytes: size of the file, or total size of the folder's images.
+        display_width: width with square pixels (differs from ``width`` for anamorphic video, whose
+            frames are stretched to it before scaling); None for frame folders.
     """
 
     path: str
@@ -61,6 +63,7 @@ class SourceInfo:
     duration_seconds: float | None
     num_frames_from_header: int | None
     size_bytes: int
+    display_width: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

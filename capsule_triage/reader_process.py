@@ -57,7 +57,7 @@ def frame_shape(info: SourceInfo, options: ReadOptions) -> tuple[int, int]:
     ((0, 0) when the probe could not tell, e.g. a folder whose first image does not decode)."""
     if not info.width or not info.height:
         return 0, 0
-    w, h = _fit(info.width, info.height, options.short_side)
+    w, h = _fit(info.display_width or info.width, info.height, options.short_side)
     if options.square_crop:
         return min(h, w), min(h, w)
     return h, w

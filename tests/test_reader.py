@@ -285,3 +285,34 @@ def test_two_recordings_joined_without_re_timing_are_refused(tmp_path, frames24)
         _all(tmp_path / "joined.ts")
     batches, stats = _all(tmp_path / "a.ts")  # one recording alone reads as before
     assert stats.frames_decoded == 12 and np.all(np.diff(np.concatenate([b.pts_seconds for b in batches])) > 0)
+
+
+def test_anamorphic_video_is_read_with_square_pixels(tmp_path, frames24):
+    """A 162 x 128 picture stored as 128 x 128 pixels of aspect 81:64 (as PAL captures store 16:9 in
+    720 x 576 with 64:45) is stretched back before scaling, for the model and the thumbnails alike."""
+    from fractions import Fraction
+
+    import av
+
+    shown = [cv2.resize(f, (162, 128), interpolation=cv2.INTER_AREA) for f in frames24[:8]]  # what a player shows
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        stream.options = {"crf": "12"}
+        stream.codec_context.sample_aspect_ratio = Fraction(81, 64)  # 128 stored pixels show 162 wide
+        for picture in shown:
+            stored = cv2.resize(picture, (128, 128), interpolation=cv2.INTER_AREA)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="rgb24")))
+        out.mux(stream.encode())
+    info = probe(path, ReadOptions())
+    assert (info.width, info.height, info.display_width) == (128, 128, 162)
+    batches, _ = _all(path, short_side=64, square_crop=False)
+    assert batches[0].data.shape[1:] == (64, 81, 3)
+    expected = cv2.resize(shown[3], (81, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(batches[0].data[3].astype(int) - expected.astype(int)).mean() < 6
+    thumb = read_frames_at(path, [3], [0.75])[3]
+    assert thumb.shape == (128, 162, 3)
+    from capsule_triage.reader_process import frame_shape
+
+    assert frame_shape(info, ReadOptions(short_side=64, square_crop=False)) == (64, 81)  # the decoder process's ring fits it
