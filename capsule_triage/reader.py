@@ -131,6 +131,10 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
             if not cc.width or not cc.height:
                 raise InputError(path, "video stream has no frame size")
+            if container.format.name in RAW_STREAM_FORMATS:
+                raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
+                                       f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "
+                                       f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.mp4")
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -149,6 +153,9 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
         raise InputError(path, f"not a readable video ({_short(exc)})") from None
 
 
+# Raw elementary streams whose demuxer invents times at 25 frames/s (FFmpeg's default -framerate); a raw
+# MPEG-1/2 stream is not among them: its sequence header carries the rate.
+RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "vvc", "mjpeg", "cavsvideo", "avs2", "avs3"})
 MAX_TIME_STEP_BACK = 1.0  # seconds a frame may show before one already read (a damaged file); more is two timelines
 
 

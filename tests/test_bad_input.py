@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import DEMO_CLIP, MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
@@ -192,3 +193,20 @@ def _demo_frames(count):
 
     with av.open(str(DEMO_CLIP)) as container:
         return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0))]
+
+
+def test_raw_h264_stream_is_refused_with_how_to_wrap_it(tmp_path, random_weights):
+    """A raw elementary stream stores no rate: FFmpeg would time it at 25 frames/s (a 4 fps capsule
+    clip would last 6x too short) and it cannot be seeked for thumbnails."""
+    import av
+
+    raw = tmp_path / "capsule.h264"
+    with av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=4)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for frame in _demo_frames(8):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:64, :64]), format="rgb24")))
+        out.mux(stream.encode())
+    _expect_error(tmp_path, raw, random_weights, "capsule.h264: raw h264 stream: it stores no frame rate or timestamps "
+                  "(25 frames/s would be assumed)")
