@@ -52,6 +52,8 @@ class SourceInfo:
         size_bytes: size of the file, or total size of the folder's images.
         display_width: width with square pixels (differs from ``width`` for anamorphic video, whose
             frames are stretched to it before scaling); None for frame folders.
+        muxer_duration_seconds: the video track's duration as its muxer wrote it (Matroska's
+            ``DURATION`` tag), against which truncation is checked; None when not written.
     """
 
     path: str
@@ -64,6 +66,7 @@ class SourceInfo:
     num_frames_from_header: int | None
     size_bytes: int
     display_width: int | None = None
+    muxer_duration_seconds: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

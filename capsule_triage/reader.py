@@ -22,6 +22,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 import cv2
 import numpy as np
 
+from .completeness import check_complete, tag_seconds
 from .errors import InputError
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import PresentationTimes, kept, stores_no_times
@@ -143,7 +144,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
             fps = float(stream.average_rate) if stream.average_rate else None
             return SourceInfo(
                 path=str(path), kind="video", codec=cc.name, width=cc.width, height=cc.height,
-                display_width=square_pixel_width(stream, cc.width),
+                display_width=square_pixel_width(stream, cc.width), muxer_duration_seconds=tag_seconds(stream.metadata.get("DURATION")),
                 average_fps=fps, duration_seconds=duration,
                 num_frames_from_header=int(stream.frames) or None, size_bytes=size,
             )
@@ -330,32 +331,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         if reorder is not None:
             yield from kept(reorder.drain())
     if segment is None:
-        _check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
-
-
-def _check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,
-                    frames_out: int) -> None:
-    """After the last packet: a truncated file is an error; frames lost inside a complete file are counted.
-
-    Truncated = the header announces at least two frames more than the file delivered AND the
-    delivered packets stop short in time of what the header announces (frame count / average frame
-    rate; a damaged chunk in the middle loses frames but the packets still reach the end; the
-    container's duration is no reference: demuxers compute it from what is there). Frames the header announces
-    that neither decoded nor failed loudly (a damaged packet the decoder swallowed, a chunk the
-    demuxer skipped) are counted as skipped. Only containers whose header counts frames (mp4, mov,
-    avi) are checked: in WebM/MKV a packet need not be a frame (e.g. VP8 alt-ref packets).
-    """
-    announced = info.num_frames_from_header
-    if not announced:
-        return
-    reached_end = bool(info.average_fps) and packets_end is not None and packets_end >= (announced - 2) / info.average_fps
-    if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
-        raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
-    lost = max(announced, packets_read) - frames_out
-    if lost > 0:
-        stats.frames_skipped += lost
-        if len(stats.errors) < 10:
-            stats.errors.append(f"{lost} frame(s) lost without a decoder error (damaged data)")
+        check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
 
 
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:

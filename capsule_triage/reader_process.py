@@ -46,7 +46,8 @@ import numpy as np
 from .errors import InputError
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .memory import peak_rss_mb
-from .reader import ReadOptions, _check_complete, _fit, probe, read_frames, require_frames
+from .completeness import check_complete
+from .reader import ReadOptions, _fit, probe, read_frames, require_frames
 from .segments import plan_segments
 
 MAX_RING_BYTES = 1 << 30  # 4 slots of 32 frames at 448 x 796 px (a 16:9 source for a field-of-view model) take 137 MB
@@ -122,7 +123,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
         for number in sorted(errors):  # in time order, whichever part finished first
             stats.errors.extend(errors[number][: max(0, 10 - len(stats.errors))])
     if plan is not None:  # the whole-video checks read_frames makes at the end of its single pass
-        _check_complete(path, info, stats, packets_read=plan.packets_read, packets_end=plan.packets_end,
+        check_complete(path, info, stats, packets_read=plan.packets_read, packets_end=plan.packets_end,
                         frames_out=stats.frames_decoded + stats.frames_skipped)
         require_frames(path, stats)
 

@@ -210,3 +210,14 @@ def test_raw_h264_stream_is_refused_with_how_to_wrap_it(tmp_path, random_weights
         out.mux(stream.encode())
     _expect_error(tmp_path, raw, random_weights, "capsule.h264: raw h264 stream: it stores no frame rate or timestamps "
                   "(25 frames/s would be assumed)")
+
+
+def test_truncated_mkv_is_refused_against_the_duration_its_muxer_wrote(tmp_path, random_weights):
+    """Matroska counts no frames, but FFmpeg's and mkvmerge's muxers write each track's DURATION tag."""
+    clip = encode_clip(_demo_frames(40), tmp_path / "full.mkv")
+    data = clip.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    line = _expect_error(tmp_path, tmp_path / "cut.mkv", random_weights, "cut.mkv: truncated video: stream ended at ")
+    assert line.endswith("of the 10.0 s its header announces"), line
+    whole = triage("run", clip, "--weights", random_weights, "--out", tmp_path / "whole", "--quiet")
+    assert whole.returncode == 0, whole.stderr

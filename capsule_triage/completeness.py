@@ -1,0 +1,48 @@
+"""Is a decoded video complete? The end-of-stream checks of :func:`capsule_triage.reader.read_frames`
+(also run by the decoder-process path over all of its parts)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import InputError
+from .frames import DecodeStats, SourceInfo
+
+
+def tag_seconds(value: str | None) -> float | None:
+    """Seconds of a Matroska ``DURATION`` tag ("HH:MM:SS.nnnnnnnnn"), written by the muxer per track."""
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", (value or "").strip())
+    return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else None
+
+
+def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,
+                   frames_out: int) -> None:
+    """After the last packet: a truncated file is an error; frames lost inside a complete file are counted.
+
+    Truncated = the header announces at least two frames more than the file delivered AND the
+    delivered packets stop short in time of what the header announces (frame count / average frame
+    rate; a damaged chunk in the middle loses frames but the packets still reach the end; the
+    container's duration is no reference: demuxers compute it from what is there). Frames the header announces
+    that neither decoded nor failed loudly (a damaged packet the decoder swallowed, a chunk the
+    demuxer skipped) are counted as skipped. Only containers whose header counts frames (mp4, mov,
+    avi) are checked so: in WebM/MKV a packet need not be a frame (e.g. VP8 alt-ref packets). There,
+    a file whose packets end more than a second (or two frames) before the video track's duration as
+    its muxer wrote it (Matroska's ``DURATION`` tag) is truncated; without the tag nothing is checked.
+    """
+    written = info.muxer_duration_seconds
+    if written and packets_end is not None and stats.frames_decoded:
+        slack = max(1.0, 2 / info.average_fps) if info.average_fps else 1.0
+        if packets_end < written - slack:
+            raise InputError(path, f"truncated video: stream ended at {packets_end:.1f} s of the {written:.1f} s its header announces")
+    announced = info.num_frames_from_header
+    if not announced:
+        return
+    reached_end = bool(info.average_fps) and packets_end is not None and packets_end >= (announced - 2) / info.average_fps
+    if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
+        raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
+    lost = max(announced, packets_read) - frames_out
+    if lost > 0:
+        stats.frames_skipped += lost
+        if len(stats.errors) < 10:
+            stats.errors.append(f"{lost} frame(s) lost without a decoder error (damaged data)")
