@@ -35,6 +35,8 @@ def report(
                 typer.echo(f"Warning: {problem}", err=True)
         elif (out_dir / RUN_FILE).is_file():
             written = write_report(out_dir, model_card=card)
+        elif out_dir.exists() and not out_dir.is_dir():
+            raise TriageError(out_dir, "not a folder: give the output folder of `triage run` or `triage batch`")
         elif not out_dir.is_dir():
             raise TriageError(out_dir, "no such folder")
         else:

@@ -396,3 +396,11 @@ def test_a_failed_rerun_does_not_link_the_report_of_the_earlier_input(random_wei
     assert _batch(tmp_path / "in", out, random_weights).returncode == 1
     assert [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()] == ["failed"]
     assert _index_links(out) == set()
+
+
+def test_a_tree_without_studies_says_so(random_weights, tmp_path):
+    (tmp_path / "in" / "empty_day").mkdir(parents=True)
+    (tmp_path / "in" / "notes.txt").write_text("no video here")
+    result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"Warning: {tmp_path / 'in'}: no studies found (video files, or folders directly holding frame images)"]

@@ -239,7 +239,9 @@ def test_cli_report_errors_are_one_line(tmp_path):
     from capsule_triage.cli import app
 
     (tmp_path / "empty").mkdir()
+    (tmp_path / "clip.mp4").write_bytes(b"not a folder")
     for folder, problem in ((tmp_path / "missing", "no such folder"),
+                            (tmp_path / "clip.mp4", "not a folder: give the output folder of `triage run` or `triage batch`"),
                             (tmp_path / "empty", "neither a study folder (run.json) nor a batch folder (studies.parquet)")):
         result = CliRunner().invoke(app, ["report", str(folder)])
         assert result.exit_code == 2 and result.stderr == f"Error: {folder}: {problem}\n"
