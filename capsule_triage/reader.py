@@ -28,6 +28,7 @@ from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import PresentationTimes, kept, stores_no_times
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
+PROBE_IMAGES = 10  # images tried for a frame folder's size
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
 SWSCALE_THREADS = 1  # the decoder's resize and RGB conversion on one thread (PyAV 17+ defaults to one per core)
@@ -173,7 +174,9 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
     unreadable = [p for p in images if not os.access(p, os.R_OK)]
     if unreadable:
         raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
-    first = read_image_rgb(images[0])  # not cv2.imread: it crashes on names that are not UTF-8
+    # The size of the first image that decodes (a damaged first image is skipped when read, too);
+    # not cv2.imread: it crashes on names that are not UTF-8.
+    first = next((image for image in map(read_image_rgb, images[:PROBE_IMAGES]) if image is not None), None)
     height, width = first.shape[:2] if first is not None else (0, 0)
     times = _folder_times(folder, images, options)
     return SourceInfo(

@@ -316,3 +316,10 @@ def test_anamorphic_video_is_read_with_square_pixels(tmp_path, frames24):
     from capsule_triage.reader_process import frame_shape
 
     assert frame_shape(info, ReadOptions(short_side=64, square_crop=False)) == (64, 81)  # the decoder process's ring fits it
+
+
+def test_a_damaged_first_image_does_not_hide_the_folder_frame_size(tmp_path, frames24):
+    folder = write_frame_folder(frames24[:4], tmp_path / "frames")
+    (folder / "frame0.png").write_bytes(b"\x89PNG broken")
+    info = probe(folder, ReadOptions())
+    assert (info.width, info.height) == frames24[1].shape[1::-1]
