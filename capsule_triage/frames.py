@@ -54,6 +54,8 @@ class SourceInfo:
             frames are stretched to it before scaling); None for frame folders.
         muxer_duration_seconds: the video track's duration as its muxer wrote it (Matroska's
             ``DURATION`` tag), against which truncation is checked; None when not written.
+        start_seconds: the stream's first timestamp. ``pts_seconds`` everywhere are stream times, as
+            in the file; a player that counts from zero shows ``pts_seconds - start_seconds``.
     """
 
     path: str
@@ -67,6 +69,7 @@ class SourceInfo:
     size_bytes: int
     display_width: int | None = None
     muxer_duration_seconds: float | None = None
+    start_seconds: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

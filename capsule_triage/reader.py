@@ -146,6 +146,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
             return SourceInfo(
                 path=str(path), kind="video", codec=cc.name, width=cc.width, height=cc.height,
                 display_width=square_pixel_width(stream, cc.width), muxer_duration_seconds=tag_seconds(stream.metadata.get("DURATION")),
+                start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
                 average_fps=fps, duration_seconds=duration,
                 num_frames_from_header=int(stream.frames) or None, size_bytes=size,
             )

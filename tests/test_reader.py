@@ -323,3 +323,10 @@ def test_a_damaged_first_image_does_not_hide_the_folder_frame_size(tmp_path, fra
     (folder / "frame0.png").write_bytes(b"\x89PNG broken")
     info = probe(folder, ReadOptions())
     assert (info.width, info.height) == frames24[1].shape[1::-1]
+
+
+def test_stream_start_is_recorded_and_times_stay_stream_times(tmp_path, frames24):
+    path = encode_clip(frames24[:8], tmp_path / "late.mkv", pts=[40 + i for i in range(8)], time_base=(1, 4))
+    assert probe(path, ReadOptions()).start_seconds == pytest.approx(10.0)
+    batches, _ = _all(path)
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), 10.0 + np.arange(8) / 4, atol=1e-3)
