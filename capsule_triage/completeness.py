@@ -32,9 +32,12 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
     """
     written = info.muxer_duration_seconds
     if written and packets_end is not None and stats.frames_decoded:
+        # FFmpeg's muxer writes the track's last timestamp (from zero, not from the stream's start), mkvmerge
+        # the duration of tracks it starts at zero: comparing the last timestamp reached errs towards "complete".
+        reached = packets_end + (info.start_seconds or 0.0)
         slack = max(1.0, 2 / info.average_fps) if info.average_fps else 1.0
-        if packets_end < written - slack:
-            raise InputError(path, f"truncated video: stream ended at {packets_end:.1f} s of the {written:.1f} s its header announces")
+        if reached < written - slack:
+            raise InputError(path, f"truncated video: stream ended at {reached:.1f} s of the {written:.1f} s its header announces")
     announced = info.num_frames_from_header
     if not announced:
         return
