@@ -11,7 +11,9 @@ Scores the model card's check frames (the two shared WCE clips and wcebleedgen/t
 ``run_benchmarks.py study`` has made it, the 5,000-frame study, with ov-fp32 and each fast backend
 (the ONNX files ``triage optimize`` wrote beside the shipped weights). Reports per backend and gate:
 the share of frames re-scored, the max |cascade score - fp32 score| and the model time per frame
-the cascade would cost relative to fp32 alone (fast + share x fp32, frames/s measured in this run).
+the cascade would cost relative to fp32 alone (fast + share x fp32), from the model-only frames/s
+that ``triage optimize`` measured and wrote to backends.json (not timed here: the shares and score
+differences do not depend on the machine's load, timings would).
 Writes ``benchmarks/results/cascade_probe.json``.
 """
 
@@ -31,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from capsule_triage.backends import onnx_backend, onnx_file  # noqa: E402
 from capsule_triage.model_config import folder_config  # noqa: E402
-from capsule_triage.optimize import _scores, decode_all, measure_fps  # noqa: E402
+from capsule_triage.classifier import BACKENDS_FILE  # noqa: E402
+from capsule_triage.optimize import _scores, decode_all  # noqa: E402
 from capsule_triage.ranking import abnormal_score  # noqa: E402
 
 CACHE = HERE / ".cache"
@@ -56,14 +59,16 @@ def main() -> None:
     config = folder_config(WEIGHTS)
     frames = {name: decode_all(path, config.input_size)[0] for name, path in inputs().items()}
 
+    measured = json.loads((WEIGHTS / BACKENDS_FILE).read_text())["candidates"]
+
     def scores_and_fps(name: str) -> tuple[dict[str, np.ndarray], float]:
         backend = onnx_backend(name, WEIGHTS / onnx_file(name), threads=2, batch_size=32)
         scores = {k: abnormal_score(_scores(backend, f, 32), config.abnormal_indices) for k, f in frames.items()}
-        return scores, measure_fps(backend, frames["test non-bleeding"], 32, min_seconds=3.0)
+        return scores, measured[name]["frames_per_second"]
 
     reference, reference_fps = scores_and_fps("ov-fp32")
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "weights": str(WEIGHTS), "frames": {k: len(f) for k, f in frames.items()},
-              "fp32_frames_per_second": round(reference_fps, 1), "backends": {}}
+              "fp32_frames_per_second (backends.json)": reference_fps, "backends": {}}
     for name in args.backends.split(","):
         fast, fast_fps = scores_and_fps(name)
         rows = []
@@ -75,7 +80,7 @@ def main() -> None:
                          "model_time_vs_fp32": {k: round(v, 2) for k, v in cost.items()}})
             print(f"{name} gate {gate}: max |d| {cascade_diff:.4f}; re-scored "
                   + ", ".join(f"{k} {100 * share[k]:.0f}% ({cost[k]:.2f}x fp32 time)" for k in frames))
-        result["backends"][name] = {"frames_per_second": round(fast_fps, 1), "gates": rows}
+        result["backends"][name] = {"frames_per_second (backends.json)": fast_fps, "gates": rows}
     out = HERE / "results" / "cascade_probe.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
