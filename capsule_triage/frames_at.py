@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from .presentation_times import PresentationTimes, stores_no_times
-from .reader import RGB_CONVERSION, list_frame_images, read_image_rgb, square_pixel_width, video_stream
+from .reader import RGB_CONVERSION, list_frame_images, read_image_rgb, square_pixel_width, upright, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
@@ -47,8 +47,9 @@ def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list
             except av.FFmpegError:
                 continue
             if frame is not None:
-                yield index, frame.to_ndarray(width=square_pixel_width(stream, frame.width), height=frame.height,
-                                              format="rgb24", interpolation=RGB_CONVERSION)
+                rgb = frame.to_ndarray(width=square_pixel_width(stream, frame.width), height=frame.height, format="rgb24",
+                                       interpolation=RGB_CONVERSION)
+                yield index, np.ascontiguousarray(upright(rgb, frame))
 
 
 def decode_at(container: av.container.InputContainer, stream: av.VideoStream, target: float) -> av.VideoFrame | None:

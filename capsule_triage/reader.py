@@ -94,6 +94,13 @@ def square_pixel_width(stream: av.VideoStream, width: int) -> int:
     return max(1, round(width * sar)) if sar and sar > 0 and sar != 1 else width
 
 
+def upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    """``image`` (decoded from ``frame``) turned as a player shows it, by the display matrix a phone
+    or recorder writes (quarter turns, as FFmpeg's autorotate); a view, no copy."""
+    turns = round((frame.rotation or 0) / 90) % 4
+    return np.rot90(image, turns) if turns else image
+
+
 def _centre_square(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     side = min(h, w)
@@ -322,6 +329,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     stats.skip(f"frame {index}: {_short(exc)}")
                     rgb = None
                 else:
+                    rgb = upright(rgb, frame)
                     rgb = np.ascontiguousarray(_centre_square(rgb) if options.square_crop else rgb)
                     stats.frames_decoded += 1
                 if reorder is None:

@@ -330,3 +330,29 @@ def test_stream_start_is_recorded_and_times_stay_stream_times(tmp_path, frames24
     assert probe(path, ReadOptions()).start_seconds == pytest.approx(10.0)
     batches, _ = _all(path)
     np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), 10.0 + np.arange(8) / 4, atol=1e-3)
+
+
+def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
+    """A phone or recorder may store frames sideways with a display matrix (here: turn 90 degrees clockwise)."""
+    import struct
+
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:, :32] = 220  # left half bright: after a clockwise quarter turn, the top half
+    path = encode_clip([picture] * 6, tmp_path / "stored.mp4")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert data[at + 4] == 0  # version 0 box: the matrix follows 5 words of fields and 16 bytes of reserved/layer/volume
+    matrix = at + 4 + 4 + 4 * 5 + 16
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    rotated = tmp_path / "rotated.mp4"
+    rotated.write_bytes(bytes(data))
+    batches, _ = _all(rotated, short_side=None, square_crop=False)
+    frame = batches[0].data[0]
+    assert frame.shape == (64, 32, 3)
+    assert frame[:28].mean() > 200 and frame[36:].mean() < 30
+    thumb = read_frames_at(rotated, [2], [0.5])[2]
+    assert thumb.shape == (64, 32, 3) and thumb[:28].mean() > 200 and thumb[36:].mean() < 30
+    from capsule_triage.reader_process import read_frames_in_process
+
+    in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False)))
+    np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
