@@ -180,6 +180,9 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
     class_names = list(options.class_names or class_order(labels))
     if labels - set(class_names):
         raise InputError(options.data, f"label(s) {sorted(labels - set(class_names))} missing from class_names {class_names}")
+    if len(class_names) < 2:
+        raise InputError(options.data, f"the data has one class ({', '.join(class_names) or 'none'}); a classifier needs "
+                                       "frames of at least 2 classes")
     tag = options.init[4:] if options.init.startswith("hub:") else options.arch
     cfg = timm.models.get_pretrained_cfg(tag) or timm.models.get_pretrained_cfg(options.arch)
     data = {"input_size": cfg.input_size[-1], "mean": cfg.mean, "std": cfg.std, "interpolation": cfg.interpolation} if cfg else {}

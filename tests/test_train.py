@@ -341,3 +341,13 @@ def test_cli_train_stops_and_reports(tiny_manifest, tmp_path):
     assert bad.exit_code == 2 and "Error:" in bad.output and "nope.csv" in bad.output
     bad = runner.invoke(app, ["train", str(tiny_manifest), "-o", str(tmp_path / "y"), "--strategy", "head", "--lock", "2"])
     assert bad.exit_code == 2 and "lock" in bad.output
+
+
+@needs_shared
+def test_data_of_one_class_is_refused_naming_the_data(tiny_manifest, tmp_path):
+    rows = [line for line in tiny_manifest.read_text().splitlines() if ",bleeding," not in line]
+    one = tmp_path / "one_class.csv"
+    one.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"one_class.csv: the data has one class \(non-bleeding\); a classifier needs"):
+        train(_options(one, tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
