@@ -114,11 +114,24 @@ def eval_command(
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
+        _note_outdated_backends(weights)
     typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}{', codec ' + result['codec'] if result.get('codec') else ''}): AUC {result['auc']:.4f}, "
                f"accuracy {result['accuracy']:.4f}, sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}")
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:
         typer.echo(f"Wrote {out}")
+
+
+def _note_outdated_backends(weights: Path) -> None:
+    """A new threshold changes the folder's config, so the agreement check in backends.json (made with
+    the old one: identical events depend on it) no longer applies; say so rather than let
+    ``triage run`` fall back to torch-fp32 without a word."""
+    from .classifier import BACKENDS_FILE, read_backend_report
+    from .digests import weights_sha256
+
+    if (weights / BACKENDS_FILE).is_file() and read_backend_report(weights, weights_sha256(weights)) is None:
+        typer.echo(f"Note: {weights / BACKENDS_FILE} was checked with the previous config; until `triage optimize` runs "
+                   "again on this folder, `triage run --backend auto` uses torch-fp32")
 
 
 def register(app: typer.Typer) -> None:

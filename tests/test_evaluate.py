@@ -181,3 +181,16 @@ def test_triage_run_scores_the_shipped_model_in_fp32_as_its_agreement_check_requ
     name = Classifier.load(SHIPPED, device="cpu").backend.name
     assert name in accepted
     assert read_card_section(SHIPPED, "test")["confusion_matrix"] == evaluate(SHIPPED, WCE / "manifest.csv", "test", backend=name)["confusion_matrix"]
+
+
+@needs_shared
+def test_cli_eval_says_when_a_new_threshold_outdates_backends_json(weights_copy, small_manifest):
+    from capsule_triage.classifier import BACKENDS_FILE
+    from capsule_triage.digests import weights_sha256
+
+    (weights_copy / BACKENDS_FILE).write_text(json.dumps({"weights_sha256": weights_sha256(weights_copy), "candidates": {}}))
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["eval", str(weights_copy), str(small_manifest), "--target-sensitivity", "0.95"])
+    assert result.exit_code == 0, result.output
+    assert f"Note: {weights_copy / BACKENDS_FILE} was checked with the previous config; until `triage optimize`" in result.output
