@@ -25,7 +25,7 @@ import numpy as np
 from .completeness import check_complete, tag_seconds
 from .errors import InputError
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
-from .presentation_times import PresentationTimes, kept, stores_no_times
+from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
@@ -166,7 +166,10 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
 # Raw elementary streams whose demuxer invents times at 25 frames/s (FFmpeg's default -framerate); a raw
 # MPEG-1/2 stream is not among them: its sequence header carries the rate.
 RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "vvc", "mjpeg", "cavsvideo", "avs2", "avs3"})
-MAX_TIME_STEP_BACK = 1.0  # seconds a frame may show before one already read (a damaged file); more is two timelines
+# How far a frame may show before one already read (a damaged file, leading pictures of an open GOP):
+# the longer of 1 s and a decoder's reordering depth in frame periods (8 s at 2 frames/s). Further back
+# is two timelines in one file.
+MAX_TIME_STEP_BACK = 1.0
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:
@@ -280,6 +283,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         reformatter = VideoReformatter()
         time_base = float(stream.time_base) if stream.time_base else 1.0 / (info.average_fps or 1.0)
         fallback_period = 1.0 / info.average_fps if info.average_fps else 1.0
+        step_back_limit = max(MAX_TIME_STEP_BACK, REORDER_FRAMES * fallback_period)
         last_pts = latest = None
         start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
         packets_read, packets_end = 0, None  # frames' packets the file delivered, and how far in time they reach
@@ -316,7 +320,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     pts = frame.pts * time_base
                 else:
                     pts = (last_pts + fallback_period) if last_pts is not None else 0.0
-                if reorder is None and latest is not None and pts < latest - MAX_TIME_STEP_BACK:
+                if reorder is None and latest is not None and pts < latest - step_back_limit:
                     raise InputError(path, f"timestamps jump back from {latest:.2f} s to {pts:.2f} s at frame {index} "
                                            "(recordings joined without re-timing?); split it there or re-mux it into one timeline")
                 latest = pts if latest is None else max(latest, pts)

@@ -278,13 +278,13 @@ def test_the_main_video_stream_is_read_when_a_preview_track_comes_first(tmp_path
 def test_two_recordings_joined_without_re_timing_are_refused(tmp_path, frames24):
     """MPEG-TS segments joined with `cat` restart their clock: sorting by time would interleave the
     two recordings (frame 0, 12, 1, 13, ...) and put events at the wrong time without a word."""
-    first = encode_clip(frames24[:12], tmp_path / "a.ts").read_bytes()
-    second = encode_clip(frames24[12:], tmp_path / "b.ts").read_bytes()
+    first = encode_clip(frames24, tmp_path / "a.ts").read_bytes()  # 6 s: beyond 16 frames' reordering (4 s)
+    second = encode_clip(frames24[:8], tmp_path / "b.ts").read_bytes()
     (tmp_path / "joined.ts").write_bytes(first + second)
-    with pytest.raises(InputError, match=r"joined.ts: timestamps jump back from \d+\.\d\d s to \d+\.\d\d s at frame 12 "):
+    with pytest.raises(InputError, match=r"joined.ts: timestamps jump back from \d+\.\d\d s to \d+\.\d\d s at frame 24 "):
         _all(tmp_path / "joined.ts")
     batches, stats = _all(tmp_path / "a.ts")  # one recording alone reads as before
-    assert stats.frames_decoded == 12 and np.all(np.diff(np.concatenate([b.pts_seconds for b in batches])) > 0)
+    assert stats.frames_decoded == 24 and np.all(np.diff(np.concatenate([b.pts_seconds for b in batches])) > 0)
 
 
 def test_anamorphic_video_is_read_with_square_pixels(tmp_path, frames24):
