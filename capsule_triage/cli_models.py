@@ -70,6 +70,9 @@ def train_command(
         folder = train(options)
     except (TriageError, ValueError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
+        raise typer.Exit(130) from None
     _print_training(folder)
 
 

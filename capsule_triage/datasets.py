@@ -108,6 +108,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
+        if not (row.get("label") or "").strip():
+            raise InputError(path, f"empty label for {row['path']} (row {len(samples) + 2})")
         image = (path.parent / row["path"]).resolve()
         group = (row.get(group_col) or "").strip() if group_col else ""
         samples.append(Sample(image, row["label"].strip(), group or str(image), SPLIT_ALIASES[split]))

@@ -31,7 +31,7 @@ from torch import nn
 from . import metrics
 from .datasets import LabelledImages, assign_validation, load_images, read_samples, select
 from .digests import weights_sha256
-from .errors import InputError, WeightsError
+from .errors import InputError, OutputError, WeightsError
 from .model_config import CONFIG_NAME, ModelConfig
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
@@ -127,6 +127,8 @@ def evaluate(
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
     """
     parsed = _parse_codec(codec)
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(out_dir, "output path exists and is not a folder")
     model, config = load_model(weights)
     model = model.to(memory_format=torch.channels_last)
     if border is not None:
@@ -202,6 +204,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
     score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
+    if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs
+        raise InputError(data, "no normal frame in the validation split to choose a threshold on")
     try:
         threshold = metrics.threshold_for_sensitivity(positive, score, target)
     except ValueError as exc:

@@ -27,6 +27,11 @@ from .errors import InputError
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
+# OpenCV's image decoders print a [ WARN ]/[ERROR] line to stderr for each damaged image; the reader
+# reports those frames itself (skipped, counted, named in run.json), so they would only break the one
+# `Error:` line a bad input gets (a folder with 400 damaged PNGs printed 428 lines).
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})

@@ -44,7 +44,7 @@ from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .schedule import SGD_MOMENTUM, STRATEGIES, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .transfer import INIT_SOURCES, N_BLOCKS, initial_model, set_trainable, train_mode
-from .weights import create_model, save_weights
+from .weights import create_model, save_weights, shareable
 
 SCHEDULES = ("epochs", "bit")
 LOG_NAME = "train_log.csv"
@@ -155,6 +155,8 @@ def _check_options(o: TrainOptions) -> None:
 
 
 def _check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
     if saved is None and (out / CHECKPOINT_DIR).exists():
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
@@ -350,6 +352,7 @@ def _save_checkpoint(run: _Run, out: Path, optimizer: torch.optim.Optimizer, nam
             tensors[f"optim.{name}"] = buffer.contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(folder / "state.safetensors.tmp"))
+    shareable(folder / "state.safetensors.tmp")
     state = {k: v for k, v in run.state.items() if k != "session_start"}
     state.update(recipe=recipe(run.options), elapsed_seconds=time.perf_counter() - run.state["session_start"],
                  schedules=[p.schedule.to_dict() for p in run.phases])

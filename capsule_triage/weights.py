@@ -166,6 +166,14 @@ def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:
         raise WeightsError(path, f"not a BiT npz checkpoint for {type(model).__name__} ({str(exc)[:160]})") from None
 
 
+def shareable(path: Path) -> None:
+    """Give a file the permissions the umask allows (0644 under the usual 022): safetensors writes its
+    files 0600, so other users of a shared server could not load a weights folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
+
+
 def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder renamed into place)."""
     folder = Path(folder)
@@ -177,6 +185,7 @@ def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig
     # to the next, so two keys gave two different files for the same tensors (and weights_sha256 with
     # them). The architecture is in config.json.
     save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    shareable(tmp / WEIGHTS_NAME)
     config.save(tmp / CONFIG_NAME)
     if folder.exists():
         for name in (CONFIG_NAME, WEIGHTS_NAME):

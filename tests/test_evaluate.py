@@ -194,3 +194,19 @@ def test_cli_eval_says_when_a_new_threshold_outdates_backends_json(weights_copy,
     result = CliRunner().invoke(app, ["eval", str(weights_copy), str(small_manifest), "--target-sensitivity", "0.95"])
     assert result.exit_code == 0, result.output
     assert f"Note: {weights_copy / BACKENDS_FILE} was checked with the previous config; until `triage optimize`" in result.output
+
+
+@needs_shared
+def test_threshold_needs_normal_validation_frames_and_out_must_be_a_folder(weights_copy, small_manifest, tmp_path):
+    rows = small_manifest.read_text().splitlines()
+    only_abnormal = tmp_path / "bleeding_only.csv"
+    only_abnormal.write_text("\n".join([rows[0]] + [r for r in rows[1:] if ",bleeding," in r]) + "\n")
+    before = (weights_copy / "config.json").read_text()
+    with pytest.raises(InputError, match="bleeding_only.csv: no normal frame in the validation split"):
+        evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=only_abnormal)
+    assert (weights_copy / "config.json").read_text() == before  # no NaN specificity stored
+    (tmp_path / "a_file").write_text("x")
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["eval", str(weights_copy), str(small_manifest), "--out", str(tmp_path / "a_file")])
+    assert result.exit_code == 2 and result.output.strip() == f"Error: {tmp_path / 'a_file'}: output path exists and is not a folder"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +352,44 @@ def test_data_of_one_class_is_refused_naming_the_data(tiny_manifest, tmp_path):
     with pytest.raises(InputError, match=r"one_class.csv: the data has one class \(non-bleeding\); a classifier needs"):
         train(_options(one, tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+
+@needs_shared
+def test_output_that_is_a_file_is_refused_before_training(tiny_manifest, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="a_file: output path exists and is not a folder"):
+        train(_options(tiny_manifest, blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_an_empty_label_is_refused_naming_the_row(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.png,bleeding\nb.png,\n")
+    with pytest.raises(InputError, match=r"m.csv: empty label for b.png \(row 3\)"):
+        read_samples(manifest)
+
+
+def test_weights_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    config = ModelConfig(architecture="test_efficientnet", class_names=["a", "b"], abnormal_classes=["b"], input_size=64)
+    old = os.umask(0o022)
+    try:
+        folder = save_weights(tmp_path / "w", create_model(config), config)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"config.json": 0o644, "model.safetensors": 0o644}
+
+
+def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
+    import capsule_triage.train as train_module
+
+    def interrupted(options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
+    assert result.exit_code == 130
+    assert f"Interrupted; to continue from the last checkpoint in {tmp_path / 'w'}, run the same command with --resume." in result.output
