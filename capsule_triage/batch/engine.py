@@ -8,6 +8,7 @@ processes (``--workers N``, one model each, one per GPU by default); ``--engine 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, WeightsError
+from ..outputs import RUN_FILE
 from ..pipeline import RunOptions
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline, weights_not_installed
 from .discovery import Study, discover_studies, input_sha256
@@ -168,8 +170,9 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     """Rebuild studies.parquet + batch.json from the per-study results on disk, then index.html
     (unless reports are off; a problem with it is only a warning), log the totals."""
     outcomes = progress.outcomes
-    rows = [summary_row(s, outcomes[s.study_id].status if s.study_id in outcomes else "pending", ctx.out_dir,
-                        outcomes[s.study_id].error if s.study_id in outcomes else None) for s in studies]
+    since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
+    rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error) if s.study_id in outcomes
+            else summary_row(s, "ok" if _installed_since(ctx, s, since) else "pending", ctx.out_dir) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     wall = time.perf_counter() - progress.started
     batch = {
@@ -186,6 +189,20 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=[warning] if warning else [])
+
+
+def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:
+    """True for a study that a worker installed in this run but whose outcome never reached this process
+    (the workers are killed on Ctrl-C, possibly between the two): its run.json is this pipeline's and
+    was written after the run started."""
+    run_file = ctx.out_dir / study.study_id / RUN_FILE
+    try:
+        if run_file.stat().st_mtime < since:
+            return False
+        run = json.loads(run_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return run.get("batch", {}).get("pipeline_fingerprint") == ctx.fingerprint
 
 
 def _make_engine(options: BatchOptions):
