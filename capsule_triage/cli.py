@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
 from .errors import TriageError
 
 app = typer.Typer(
@@ -20,7 +21,6 @@ app = typer.Typer(
 )
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
 @app.callback()

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_batch import EXIT_INTERRUPTED
 from .errors import TriageError
 
 EXIT_BAD_INPUT = 2
@@ -72,7 +73,7 @@ def train_command(
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 
 

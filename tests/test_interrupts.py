@@ -7,12 +7,14 @@ the lock — and the summary lists every study whose folder is in OUT_DIR.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -85,15 +87,26 @@ def _study_folders(out: Path) -> set[str]:
     return {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} if out.exists() else set()
 
 
-def _start_batch(studies: Path, out: Path, weights: Path) -> subprocess.Popen:
-    return subprocess.Popen(_cli("batch", studies, "--out", out, "--weights", weights, "--workers", 2, "--quiet"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+@contextlib.contextmanager
+def _started(*args) -> Iterator[subprocess.Popen]:
+    """``triage ARGS`` in its own process group, which is killed on the way out whatever happened."""
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _batch_args(studies: Path, out: Path, weights: Path) -> tuple:
+    return ("batch", studies, "--out", out, "--weights", weights, "--workers", 2, "--quiet")
 
 
 def test_killed_batch_takes_its_workers_with_it(studies, random_weights, tmp_path):
     out = tmp_path / "out"
-    proc = _start_batch(studies, out, random_weights)
-    try:
+    with _started(*_batch_args(studies, out, random_weights)) as proc:
         _wait_for(lambda: len(_study_folders(out)) >= 1, proc)
         workers = _descendants(proc.pid)
         assert len(workers) >= 2, workers
@@ -103,11 +116,6 @@ def test_killed_batch_takes_its_workers_with_it(studies, random_weights, tmp_pat
         assert len(done) < STUDIES, "every study finished before the kill"
         assert _wait_gone(workers) == set(), "workers outlived the killed batch"
         assert _study_folders(out) == done, "a study was installed after the batch was killed"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     rerun = subprocess.run(_cli("batch", studies, "--out", out, "--weights", random_weights, "--quiet"),
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -118,8 +126,7 @@ def test_killed_batch_takes_its_workers_with_it(studies, random_weights, tmp_pat
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupted_batch_stops_now_and_lists_what_is_done(how, studies, random_weights, tmp_path):
     out = tmp_path / "out"
-    proc = _start_batch(studies, out, random_weights)
-    try:
+    with _started(*_batch_args(studies, out, random_weights)) as proc:
         _wait_for(lambda: len(_study_folders(out)) >= 1, proc)
         workers = _descendants(proc.pid)
         if how == "ctrl-c":  # the terminal signals the whole foreground process group
@@ -128,11 +135,6 @@ def test_interrupted_batch_stops_now_and_lists_what_is_done(how, studies, random
             proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert _wait_gone(workers) == set(), "processes left behind"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("Interrupted; studies.parquet lists what is done"), stderr
     rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
@@ -145,20 +147,13 @@ def test_interrupted_batch_stops_now_and_lists_what_is_done(how, studies, random
 def test_sigterm_ends_a_run_like_ctrl_c(random_weights, tmp_path):
     """Stopped while the decoder process runs: exit 130, one line, no output, no staging, no child left."""
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cli("run", DEMO_CLIP, "--weights", random_weights, "--out", out, "--decode-in", "process",
-                                 "--batch-size", 1, "--quiet"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with _started("run", DEMO_CLIP, "--weights", random_weights, "--out", out, "--decode-in", "process",
+                  "--batch-size", 1, "--quiet") as proc:
         _wait_for(lambda: bool(_descendants(proc.pid)), proc)
         children = _descendants(proc.pid)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert _wait_gone(children) == set(), "decoder process left behind"
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == [f"Interrupted; nothing was written for {DEMO_CLIP}."], stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
