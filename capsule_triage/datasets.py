@@ -20,6 +20,7 @@ centre-cropped: the same as the frame reader), ready for augmentation and the mo
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,13 +105,17 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         raise InputError(path, f"manifest needs columns path,label (found {sorted(columns) or 'no rows'})")
     group_col = next((c for c in GROUP_COLUMNS if c in columns), None)
     samples = []
-    for row in rows:
+    first_row: dict[Path, int] = {}
+    for number, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
         if not (row.get("label") or "").strip():
-            raise InputError(path, f"empty label for {row['path']} (row {len(samples) + 2})")
+            raise InputError(path, f"empty label for {row['path']} (row {number})")
         image = (path.parent / row["path"]).resolve()
+        if image in first_row:  # a second label, group or split for one image: ambiguous, or a leak across the split
+            raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image]} and {number}); list each image once")
+        first_row[image] = number
         group = (row.get(group_col) or "").strip() if group_col else ""
         samples.append(Sample(image, row["label"].strip(), group or str(image), SPLIT_ALIASES[split]))
     missing = [s.path for s in samples if not s.path.is_file()]
@@ -174,22 +179,48 @@ def assign_validation(samples: list[Sample], *, val_fraction: float, seed: int) 
     return [replace(s, split="val" if s.group in val_groups and s.split in ("train", "") else (s.split or "train")) for s in samples]
 
 
+def check_training_splits(data: str | Path, samples: list[Sample], class_names: list[str], *, val_fraction: float) -> None:
+    """Refuse splits that would train something other than what was asked, before any image is loaded.
+
+    Raises:
+        InputError: no training frames, a class without training frames, no validation frames although
+            ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
+    """
+    train_labels = {s.label for s in samples if s.split == "train"}
+    if not train_labels:
+        raise InputError(data, "no training images (all rows are val/test)")
+    absent = [c for c in class_names if c not in train_labels]
+    if absent:
+        raise InputError(data, f"no training frames of class(es) {', '.join(absent)}; the head would learn nothing for "
+                               "them (label some frames or leave them out of --classes)")
+    val_labels = {s.label for s in samples if s.split == "val"}
+    if val_fraction > 0 and not val_labels:
+        raise InputError(data, "no validation frames: validation takes whole groups and every class has only one group "
+                               "in the training pool (add 'val' rows, more groups, or --val-fraction 0 to train without validation)")
+    if len(val_labels) == 1:
+        raise InputError(data, f"the validation frames are all of class {next(iter(val_labels))}; choosing the best "
+                               "epoch needs frames of at least 2 classes (add 'val' rows or more groups of the other classes)")
+
+
 def select(samples: list[Sample], split: str) -> list[Sample]:
     """Samples of one split ("all" = every sample)."""
     return list(samples) if split == "all" else [s for s in samples if s.split == split]
 
 
-def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False) -> LabelledImages:
+def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False,
+                source: str | Path = "(data)") -> LabelledImages:
     """Decode, resize (short side = ``size``) and centre-crop every sample to uint8 [N, 3, size, size].
+
+    ``source`` (the manifest or folder the samples came from) is what error messages name.
 
     Raises:
         InputError: no samples, an undecodable image, or a label not in ``class_names``.
     """
     if not samples:
-        raise InputError("(data)", "no images in the requested split")
+        raise InputError(source, "no images in the requested split")
     unknown = sorted({s.label for s in samples} - set(class_names))
     if unknown:
-        raise InputError(samples[0].path.parent, f"label(s) {unknown} are not model classes {class_names}")
+        raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
     for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
         images[i] = torch.from_numpy(_square(sample.path, size)).permute(2, 0, 1)
@@ -213,6 +244,14 @@ def _square(path: Path, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
     return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+def samples_digest(samples: list[Sample]) -> str:
+    """SHA-256 of what a training run learns from: every image's path, size, label, group and split."""
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: str(s.path)):
+        digest.update(f"{s.path}\t{s.path.stat().st_size}\t{s.label}\t{s.group}\t{s.split}\n".encode())
+    return digest.hexdigest()
 
 
 def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .datasets import LabelledImages, assign_validation, load_images, read_samples, select
+from .datasets import MANIFEST_NAME, LabelledImages, assign_validation, load_images, read_samples, samples_digest, select
 from .digests import weights_sha256
 from .errors import InputError, OutputError, WeightsError
 from .model_config import CONFIG_NAME, ModelConfig
@@ -135,12 +135,11 @@ def evaluate(
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
-    samples = with_validation(data, config)
-    split = split if split == "all" or any(s.split == split for s in samples) else _missing_split(data, split, samples)
+    samples, split = _split_to_score(data, config, split)
     selection = None
     if target_sensitivity is not None:
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
-    images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress)
+    images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
@@ -166,17 +165,37 @@ def with_validation(data: str | Path, config: ModelConfig) -> list:
     A manifest with its own ``val`` rows keeps them; otherwise the group-disjoint split is remade
     from the seed and fraction that training recorded in the weights' provenance (if any).
     """
-    samples = read_samples(data)[0]
+    return _training_validation(read_samples(data)[0], config)
+
+
+def _training_validation(samples: list, config: ModelConfig) -> list:
     split = config.provenance.get("training", {}).get("split")
     if any(s.split == "val" for s in samples) or not split or not split.get("val_fraction"):
         return samples
     return assign_validation(samples, val_fraction=split["val_fraction"], seed=split["seed"])
 
 
-def _missing_split(data: str | Path, split: str, samples: list) -> str:
-    if not any(s.split for s in samples):
-        return "all"  # data without any split information: evaluate everything
-    raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
+def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str]:
+    """The samples and the split to score: data without any split information is held-out data, scored
+    whole for ``test`` (unless the model was trained on it)."""
+    samples = read_samples(data)[0]
+    if split == "test" and not any(s.split for s in samples):
+        training = config.provenance.get("training", {})
+        trained_on = training.get("recipe", {}).get("data")
+        if (trained_on and _same_data(trained_on, data)) or training.get("data_sha256") == samples_digest(_training_validation(samples, config)):
+            raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
+                                   "frames, or --split val for the frames training held out for validation")
+        return samples, "all"
+    samples = _training_validation(samples, config)
+    if split != "all" and not any(s.split == split for s in samples):
+        raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
+    return samples, split
+
+
+def _same_data(a: str | Path, b: str | Path) -> bool:
+    def manifest(p: Path) -> Path:
+        return p / MANIFEST_NAME if p.is_dir() and (p / MANIFEST_NAME).is_file() else p
+    return manifest(Path(a).resolve()) == manifest(Path(b).resolve())
 
 
 def _parse_codec(codec: str | None) -> Codec | None:
@@ -201,7 +220,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     samples = with_validation(data, config)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
-    val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names)
+    val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names, source=data)
     score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs

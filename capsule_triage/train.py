@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from .augment import POLICIES, augment, pixel_noise
 from .recompress import CODECS, recompress_augment
-from .datasets import LabelledImages, assign_validation, class_order, class_weights, load_images, read_samples, select, split_counts
+from .datasets import (LabelledImages, assign_validation, check_training_splits, class_order, class_weights, load_images, read_samples,
+                       samples_digest, select, split_counts)
 from .errors import InputError, WeightsError
 from .evaluate import predict_probs, summarize
 from .imagenet_init import LITE0_ARCH
@@ -104,6 +105,7 @@ class _Run:
     phases: list[Phase]
     steps_per_epoch: int
     state: dict = field(default_factory=dict)
+    data_sha256: str = ""  # datasets.samples_digest: a resumed run must see the same data
 
 
 def train(options: TrainOptions) -> Path:
@@ -122,14 +124,20 @@ def train(options: TrainOptions) -> Path:
         return out
     samples = assign_validation(read_samples(options.data)[0], val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
-    sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress) if select(samples, s) else None for s in ("train", "val")]
-    if sets[0] is None:
-        raise InputError(options.data, "no training images (all rows are val/test)")
+    check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
+    digest = samples_digest(samples)
+    if saved is not None and saved.get("data_sha256", digest) != digest:
+        raise InputError(options.data, "the data changed since the checkpoint (images, labels, groups or splits differ); "
+                                       "--resume continues a run only on the data it started with")
+    config.provenance["training"]["data_sha256"] = digest
+    sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
+                        source=options.data) if select(samples, s) else None for s in ("train", "val")]
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
     run = _Run(options, config, model.to(memory_format=torch.channels_last), Preprocessor(config), sets[0], sets[1],
                nn.CrossEntropyLoss(weight=class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None),
                [], max(1, len(sets[0].labels) // options.batch_size))
+    run.data_sha256 = digest
     run.phases = _phases(options, run.steps_per_epoch, len(sets[0].labels))
     run.state = saved or {"phase": 0, "step": 0, "global_step": 0, "best": None, "log": [], "epoch_loss": [0.0, 0], "elapsed_seconds": 0.0, "finished": False}
     run.state["session_start"] = started - run.state["elapsed_seconds"]
@@ -354,7 +362,7 @@ def _save_checkpoint(run: _Run, out: Path, optimizer: torch.optim.Optimizer, nam
     save_file(tensors, str(folder / "state.safetensors.tmp"))
     shareable(folder / "state.safetensors.tmp")
     state = {k: v for k, v in run.state.items() if k != "session_start"}
-    state.update(recipe=recipe(run.options), elapsed_seconds=time.perf_counter() - run.state["session_start"],
+    state.update(recipe=recipe(run.options), data_sha256=run.data_sha256, elapsed_seconds=time.perf_counter() - run.state["session_start"],
                  schedules=[p.schedule.to_dict() for p in run.phases])
     (folder / "state.json.tmp").write_text(json.dumps(state, indent=1))
     os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
-from capsule_triage.datasets import assign_validation, class_order, load_images, read_samples, select
+from capsule_triage.datasets import Sample, assign_validation, check_training_splits, class_order, load_images, read_samples, select
 from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
@@ -393,3 +393,73 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
     assert result.exit_code == 130
     assert f"Interrupted; to continue from the last checkpoint in {tmp_path / 'w'}, run the same command with --resume." in result.output
+
+
+def test_a_manifest_listing_an_image_twice_is_refused_naming_both_rows(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,group\na.png,bleeding,g1\nb.png,normal,g2\n./a.png,normal,g3\n")
+    with pytest.raises(InputError, match=r"m.csv: ./a.png is listed twice \(rows 2 and 4\); list each image once"):
+        read_samples(manifest)
+
+
+def _sample(label: str, group: str, split: str) -> Sample:
+    return Sample(Path(f"/data/{group}-{label}.png"), label, group, split)
+
+
+def test_training_splits_that_would_train_something_else_are_refused():
+    two_groups = [_sample(label, f"{label}{i}", "") for label in ("normal", "ulcer") for i in range(2)]
+    split = assign_validation(two_groups, val_fraction=0.2, seed=0)
+    check_training_splits("d.csv", split, ["normal", "ulcer"], val_fraction=0.2)  # one group of each class in val
+    with pytest.raises(InputError, match=r"d.csv: no training frames of class\(es\) bleeding; the head would learn nothing"):
+        check_training_splits("d.csv", split, ["normal", "ulcer", "bleeding"], val_fraction=0.2)
+    one_group = assign_validation([_sample(label, label, "") for label in ("normal", "ulcer") for _ in range(2)], val_fraction=0.2, seed=0)
+    with pytest.raises(InputError, match=r"d.csv: no validation frames: validation takes whole groups and every class has only one group"):
+        check_training_splits("d.csv", one_group, ["normal", "ulcer"], val_fraction=0.2)
+    check_training_splits("d.csv", one_group, ["normal", "ulcer"], val_fraction=0.0)  # no validation asked for
+    one_class_val = [*[_sample(label, f"{label}{i}", "train") for label in ("normal", "ulcer") for i in range(2)], _sample("ulcer", "u9", "val")]
+    with pytest.raises(InputError, match=r"d.csv: the validation frames are all of class ulcer; choosing the best epoch needs"):
+        check_training_splits("d.csv", one_class_val, ["normal", "ulcer"], val_fraction=0.2)
+    with pytest.raises(InputError, match=r"d.csv: no training images"):
+        check_training_splits("d.csv", [_sample("ulcer", "u", "val")], ["normal", "ulcer"], val_fraction=0.2)
+
+
+@needs_shared
+def test_resume_on_changed_data_is_refused(tiny_manifest, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text(tiny_manifest.read_text())
+    part = train(_options(data, tmp_path / "m", strategy="full", epochs=2, stop_after_steps=1))
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[:-1]) + "\n")  # one frame fewer
+    with pytest.raises(InputError, match=r"data.csv: the data changed since the checkpoint .* --resume continues a run only on the data it started with"):
+        train(_options(data, part, strategy="full", epochs=2, resume=True))
+    data.write_text("\n".join(lines) + "\n")  # the same data again: the run continues
+    train(_options(data, part, strategy="full", epochs=2, resume=True))
+    assert json.loads((part / "checkpoint" / "state.json").read_text())["finished"]
+    assert len(ModelConfig.load(part / "config.json").provenance["training"]["data_sha256"]) == 64
+
+
+@needs_shared
+def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_training_data(tiny_manifest, tmp_path):
+    from capsule_triage.evaluate import evaluate
+
+    rows = list(csv.DictReader(open(tiny_manifest)))
+    data = tmp_path / "no_split.csv"
+    with open(data, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "near_dup_group"])
+        writer.writerows([r["path"], r["label"], r["near_dup_group"]] for r in rows)
+    out = train(_options(data, tmp_path / "m", epochs=1, val_fraction=0.25))
+    with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data and it has no 'test' split"):
+        evaluate(out, data)
+    assert evaluate(out, data, split="val")["n"] == ModelConfig.load(out / "config.json").provenance["training"]["split"]["n_val"]
+    held_out = tmp_path / "held_out.csv"
+    with open(held_out, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label"])
+        for label in ("non-bleeding", "bleeding"):
+            writer.writerows([WCE / r["path"], label] for r in manifest_rows("test", label)[:5])
+    result = evaluate(out, held_out)
+    assert (result["split"], result["n"]) == ("all", 10)
+    with pytest.raises(InputError, match=r"held_out.csv: label\(s\) \['ulcer'\] are not model classes"):
+        held_out.write_text(held_out.read_text() + f"{WCE / rows[0]['path']},ulcer\n")
+        evaluate(out, held_out)
