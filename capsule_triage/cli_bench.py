@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         except (TriageError, ValueError) as exc:
             fail(exc)
         for name, row in report["candidates"].items():
-            verdict = "accepted" if row["accepted"] else "rejected"
+            verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})" if "reason" in row else "rejected"
             if "error" in row:
                 typer.echo(f"  {name:<11} failed: {row['error']}  -> {verdict}")
                 continue

@@ -4,7 +4,8 @@ For each candidate backend (torch bf16, ONNX Runtime fp32 and static int8 calibr
 the same two ONNX files on OpenVINO in fp32, bf16 and int8) this scores the same real clips as torch fp32 and records the largest score
 difference, whether the ranked events (start/end frames) are identical, and the measured
 frames/s at the chosen batch size. A candidate is *accepted* only if its max score difference is
-within ``tolerance`` and its events are identical; ``--backend auto`` then picks the fastest
+within ``tolerance`` and its events are identical, and a lower precision only on a check with enough
+frames the model is unsure about (:func:`verdict`); ``--backend auto`` then picks the fastest
 accepted one. The report goes to ``backends.json`` beside the weights.
 """
 
@@ -99,15 +100,28 @@ def uncertain_frames(reference: list[np.ndarray], abnormal_indices) -> int:
     return int(((scores > UNCERTAIN[0]) & (scores < UNCERTAIN[1])).sum())
 
 
-MIN_UNCERTAIN = 10  # fewer uncertain check frames than this: the check says little about a lower precision
+MIN_UNCERTAIN = 10  # fewer uncertain check frames than this: the check proves nothing about a lower precision
 
 
 def check_summary(report: dict) -> str:
     """One line on how demanding the agreement check was (printed by ``triage optimize``)."""
     line = f"Checked on {report['check_frames']} frames, {report['check_frames_uncertain']} of them uncertain (fp32 score between {UNCERTAIN[0]} and {UNCERTAIN[1]})"
     if report["check_frames_uncertain"] < MIN_UNCERTAIN:
-        line += f"; fewer than {MIN_UNCERTAIN}: the check proves little, add --check frames the model is unsure about"
+        line += (f"; fewer than {MIN_UNCERTAIN}: the check proves little, so no lower precision is accepted on it "
+                 "(add --check frames the model is unsure about)")
     return line
+
+
+def verdict(name: str, max_diff: float, events_identical: bool, *, tolerance: float, uncertain: int) -> dict:
+    """Whether a candidate is accepted, and why not: its scores within ``tolerance`` of fp32 and the same
+    events, and for a lower precision (bf16, int8) a check with at least :data:`MIN_UNCERTAIN` uncertain frames."""
+    if max_diff > tolerance:
+        return {"accepted": False, "reason": f"max score difference {max_diff:.4f} > tolerance {tolerance}"}
+    if not events_identical:
+        return {"accepted": False, "reason": "events differ from fp32"}
+    if not name.endswith("fp32") and uncertain < MIN_UNCERTAIN:
+        return {"accepted": False, "reason": f"lower precision on a weak check ({uncertain} uncertain frames, fewer than {MIN_UNCERTAIN})"}
+    return {"accepted": True}
 
 
 def _machine() -> dict:
@@ -185,7 +199,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         diff = np.concatenate(diffs)
         report["candidates"][name] = {
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
-            "events_identical": bool(identical), "accepted": bool(diff.max() <= tolerance and identical),
+            "events_identical": bool(identical),
+            **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
             **tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes),
         }
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")

@@ -13,6 +13,7 @@ from capsule_triage import FrameBatch, load_pipeline
 from capsule_triage.backends import runs_here
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.errors import WeightsError
+from capsule_triage.optimize import MIN_UNCERTAIN
 from conftest import DEMO_CLIP, MIXED_CLIP, needs_shared, triage
 
 pytestmark = needs_shared
@@ -47,7 +48,8 @@ def test_every_backend_is_checked_against_fp32_on_real_frames(optimized):
         if "error" in row:  # only OpenVINO where it cannot run: not installed, or ov-bf16 without native bf16
             assert name.startswith("ov-") and not runs_here(name) and not row["accepted"], (name, row["error"])
             continue
-        assert row["accepted"] == (row["max_score_diff"] <= report["tolerance"] and row["events_identical"]), name
+        strong = report["check_frames_uncertain"] >= MIN_UNCERTAIN
+        assert row["accepted"] == (row["max_score_diff"] <= report["tolerance"] and row["events_identical"] and strong), name
     assert (folder / "model.fp32.onnx").exists() and (folder / "model.int8.onnx").exists()
 
 
@@ -60,10 +62,17 @@ def test_the_report_counts_the_check_frames_fp32_is_unsure_about(optimized):
     assert report["check_frames_uncertain"] == int(((scores > 0.1) & (scores < 0.9)).sum())
 
 
-def test_optimize_says_when_its_check_proves_little():
-    from capsule_triage.optimize import check_summary
+def test_optimize_says_when_its_check_proves_little_and_accepts_no_lower_precision_on_it():
+    from capsule_triage.optimize import check_summary, verdict
 
-    assert check_summary({"check_frames": 188, "check_frames_uncertain": 2}).endswith("add --check frames the model is unsure about")
+    assert check_summary({"check_frames": 188, "check_frames_uncertain": 2}).endswith(
+        "fewer than 10: the check proves little, so no lower precision is accepted on it (add --check frames the model is unsure about)")
+    assert verdict("ort-int8", 0.001, True, tolerance=0.05, uncertain=9) == {
+        "accepted": False, "reason": "lower precision on a weak check (9 uncertain frames, fewer than 10)"}
+    assert verdict("ort-int8", 0.001, True, tolerance=0.05, uncertain=10) == {"accepted": True}
+    assert verdict("ov-fp32", 0.0, True, tolerance=0.05, uncertain=0) == {"accepted": True}  # the same precision: the diff is the check
+    assert verdict("ov-bf16", 0.06, True, tolerance=0.05, uncertain=50) == {"accepted": False, "reason": "max score difference 0.0600 > tolerance 0.05"}
+    assert verdict("torch-bf16", 0.01, False, tolerance=0.05, uncertain=50) == {"accepted": False, "reason": "events differ from fp32"}
     assert check_summary({"check_frames": 562, "check_frames_uncertain": 12}) == "Checked on 562 frames, 12 of them uncertain (fp32 score between 0.1 and 0.9)"
 
 
