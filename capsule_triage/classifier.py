@@ -20,6 +20,7 @@ import numpy as np
 from .backends import BACKENDS, ONNX_ENGINES, onnx_backend, onnx_file, runs_here
 from .device import device_name
 from .digests import weights_sha256
+from .hub import local_weights
 from .errors import WeightsError
 from .frames import FrameBatch
 from .model_config import ModelConfig, folder_config
@@ -101,11 +102,12 @@ class Classifier:
     @classmethod
     def load(cls, weights: str | Path, base_config: ModelConfig | None = None, *, device: str = "auto",
              backend: str = "auto", threads: int | None = None) -> "Classifier":
-        """Load weights (folder, file or hub tag, see :func:`capsule_triage.weights.load_model`).
+        """Load weights (folder, file or ``hf-hub:`` repository, see :func:`capsule_triage.weights.load_model`).
 
         The network is built only for a torch backend; an ONNX backend needs just the folder's
         config.json and the ONNX file made from these weights (checked by their SHA-256).
         """
+        weights = local_weights(weights)  # an hf-hub: repository as its cached folder
         path = Path(str(weights))
         weights_dir = path if path.is_dir() else None
         weights_id = weights_sha256(path) if path.exists() else str(weights)

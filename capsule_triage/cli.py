@@ -48,7 +48,7 @@ class DecodeIn(str, Enum):
 
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hub:<timm tag>.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 

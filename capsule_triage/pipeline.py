@@ -103,7 +103,7 @@ def load_classifier(pipeline: Pipeline, *, weights: str | None = None, device: s
                     threads: int | None = None) -> Classifier:
     """The preset's model (or ``weights``), checked against the preset's classes."""
     location = weights or pipeline.weights
-    if not location or (not location.startswith("hub:") and not Path(location).exists()):
+    if not location or (not location.startswith(("hub:", "hf-hub:")) and not Path(location).exists()):
         if weights:
             raise WeightsError(location, "weights not found")
         raise weights_not_installed(pipeline)

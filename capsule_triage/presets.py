@@ -2,7 +2,7 @@
 
 A preset is found by name in the project's ``pipelines/`` folder (or ``$CAPSULE_TRIAGE_HOME/pipelines``)
 or given as a path to a TOML file. Its ``[model] weights`` names a folder under ``weights/``, an
-absolute/relative path, or ``hub:<timm tag>``.
+absolute/relative path, or ``hf-hub:OWNER/REPO`` (trained weights on the Hugging Face Hub).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from .reader import ReadOptions
 
 DEFAULT_PIPELINE = "capsule-bleeding"
 LEAVE_RATIO = 0.75  # leave_threshold = 0.75 x enter_threshold unless the preset sets it
+# What a preset's [reader] may set: the frame size and crop come from the model's config, the
+# timestamps from the input (--timestamps).
+PRESET_READER_KEYS = ("batch_size", "decoder_threads", "folder_fps")
 
 
 def project_home() -> Path:
@@ -35,7 +38,7 @@ class Pipeline:
         name: preset name.
         description: one line for --help and reports.
         source: the TOML file it came from.
-        weights: resolved weights location (folder, file or ``hub:`` tag).
+        weights: resolved weights location (folder, file or ``hf-hub:`` repository).
         model: the preset's model description (used for bare weight files, checked against folders).
         read: reader settings.
         rank: rank settings (``enter_threshold``/``leave_threshold`` None = from the model).
@@ -86,13 +89,17 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise PresetError(path, f"not valid TOML ({exc})") from None
+    if not isinstance(data.get("model", {}), dict):
+        raise PresetError(path, f"[model] must be a table of settings, got {data['model']!r}")
     model_data = dict(data.get("model", {}))
-    weights = str(model_data.pop("weights", ""))
+    weights = model_data.pop("weights", "")
+    if not isinstance(weights, str):
+        raise PresetError(path, f"[model] weights must be a string (a folder under weights/, a path or hf-hub:OWNER/REPO), got {weights!r}")
     try:
         model = ModelConfig.from_dict({"name": data.get("name", path.stem), **model_data}, path)
     except WeightsError as exc:
         raise PresetError(path, f"[model] {exc.message}") from None
-    read = _section(ReadOptions, data.get("reader", {}), path, "reader")
+    read = _section(ReadOptions, data.get("reader", {}), path, "reader", keys=PRESET_READER_KEYS)
     rank_data = data.get("rank", {})
     rank = _section(RankParams, rank_data, path, "rank")
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
@@ -104,8 +111,10 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     )
 
 
-def _section(cls, values: dict, path: Path, section: str):
-    known = {f.name for f in fields(cls)}
+def _section(cls, values, path: Path, section: str, keys: tuple[str, ...] | None = None):
+    if not isinstance(values, dict):
+        raise PresetError(path, f"[{section}] must be a table of settings, got {values!r}")
+    known = set(keys or (f.name for f in fields(cls)))
     unknown = sorted(set(values) - known)
     if unknown:
         raise PresetError(path, f"[{section}] unknown key(s) {unknown}; known: {sorted(known)}")
@@ -119,8 +128,8 @@ def _section(cls, values: dict, path: Path, section: str):
 
 
 def resolve_weights(weights: str, preset_path: Path) -> str:
-    """``name`` -> weights/name; relative paths are relative to the preset; hub tags pass through."""
-    if not weights or weights.startswith("hub:"):
+    """``name`` -> weights/name; relative paths are relative to the preset; hub names pass through."""
+    if not weights or weights.startswith(("hub:", "hf-hub:")):
         return weights
     path = Path(weights)
     if path.is_absolute():
@@ -131,9 +140,12 @@ def resolve_weights(weights: str, preset_path: Path) -> str:
 
 
 def weights_not_installed(pipeline: Pipeline) -> WeightsError:
+    arch = pipeline.model.architecture
+    init = "" if arch == "tf_efficientnet_lite0" else (f" --init hub:{arch}` (ImageNet weights from the hub; offline: `--init FILE`, a "
+                                          ".safetensors, .pth or BiT .npz checkpoint)")
+    command = f"`triage train DATA --arch {arch} -o {pipeline.weights}" + (init or "`")
     return WeightsError(
         pipeline.weights or pipeline.name,
-        f"weights for pipeline '{pipeline.name}' are not installed; train them with "
-        f"`triage train DATA --arch {pipeline.model.architecture} --out {pipeline.weights}` "
+        f"weights for pipeline '{pipeline.name}' are not installed; train them with {command}, "
         f"or pass --weights PATH (weights folder, .safetensors, .pth state dict or BiT .npz)",
     )

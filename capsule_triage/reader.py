@@ -11,6 +11,7 @@ stores none, they are put in presentation order (:class:`~capsule_triage.present
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -66,6 +67,16 @@ class ReadOptions:
     decoder_threads: int = 1
     folder_fps: float = DEFAULT_FOLDER_FPS
     timestamps_csv: Path | None = None
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field a preset or caller set to something unusable."""
+        for name in ("batch_size", "decoder_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        fps = self.folder_fps
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"folder_fps must be a finite number > 0, got {fps!r}")
 
 
 def natural_key(name: str) -> list:

@@ -6,8 +6,9 @@ Accepted weights:
   ``torch.load(weights_only=True)``: pickled code is refused, never run) plus a ModelConfig from the
   pipeline preset;
 * BiT's original ``.npz`` checkpoints (``np.load(allow_pickle=False)``, mapped by timm's loader);
-* ``hub:<timm-tag>`` (e.g. ``hub:resnet50.a1_in1k``) for users who are online: timm downloads the
-  ImageNet weights and a new head is made for the model's classes.
+* ``hf-hub:OWNER/REPO[@REVISION]``: a weights folder published on the Hugging Face Hub (:mod:`.hub`).
+  A timm tag (``hub:resnet50.a1_in1k``, ImageNet weights without our head) only starts training
+  (:func:`capsule_triage.transfer.initial_model`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .hub import local_weights
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
-def create_model(config: ModelConfig, *, pretrained_file: str | None = None, hub: bool = False) -> torch.nn.Module:
+def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> torch.nn.Module:
     """A timm model of ``config.architecture`` with a head for ``config.class_names``.
 
     Raises:
@@ -42,8 +44,6 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None, hub
     kwargs: dict = {"num_classes": len(config.class_names)}
     if pretrained_file is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
-    elif hub:
-        kwargs["pretrained"] = True
     try:
         return timm.create_model(arch, **kwargs)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -105,20 +105,14 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
     """Build the model and load its weights.
 
     Args:
-        weights: weights folder, file, or ``hub:<timm tag>``.
+        weights: weights folder, file, or ``hf-hub:OWNER/REPO[@REVISION]`` (:mod:`capsule_triage.hub`).
         base_config: the preset's model description, used for bare weight files; a folder's own
             ``config.json`` wins, but its classes must agree with the preset's.
 
     Raises:
         WeightsError: missing, unsafe or inconsistent weights.
     """
-    text = str(weights)
-    if text.startswith("hub:"):
-        if base_config is None:
-            raise WeightsError(text, "hub weights need a model description from the pipeline preset")
-        model = create_model(_with_arch(base_config, text[4:]), hub=True)
-        return model.eval(), base_config
-    path = Path(weights)
+    path = Path(local_weights(weights))
     if path.is_dir():
         config = folder_config(path, base_config)
         model = create_model(config)
@@ -134,12 +128,6 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
     else:
         load_into(model, read_state_dict(path), path)
     return model.eval(), base_config
-
-
-def _with_arch(config: ModelConfig, tag: str) -> ModelConfig:
-    if tag.split(".")[0] != config.architecture:
-        raise WeightsError(tag, f"hub tag is not a {config.architecture} checkpoint")
-    return config
 
 
 def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:

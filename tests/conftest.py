@@ -48,11 +48,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def triage(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the ``triage`` CLI as a subprocess (the installed console script's module)."""
+def triage(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the ``triage`` CLI as a subprocess (the installed console script's module); ``env`` adds variables."""
     return subprocess.run(
         [sys.executable, "-m", "capsule_triage.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
     )
 
 

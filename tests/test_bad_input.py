@@ -228,3 +228,46 @@ def test_truncated_mkv_is_refused_against_the_duration_its_muxer_wrote(tmp_path,
     assert line.endswith("of the 10.0 s its header announces"), line
     whole = triage("run", clip, "--weights", random_weights, "--out", tmp_path / "whole", "--quiet")
     assert whole.returncode == 0, whole.stderr
+
+
+def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n[model]\nweights = "capsule-bleeding-lite0"\narchitecture = "tf_efficientnet_lite0"\n'
+                    f'class_names = ["non-bleeding", "bleeding"]\nabnormal_classes = ["bleeding"]\n{model_extra}\n[reader]\n{reader}\n')
+    return str(path)
+
+
+@pytest.mark.parametrize("model_extra,reader,message", [
+    ('input_size = "224"', "", "[model] input_size must be an integer, got '224'"),
+    ("input_size = 224.7", "", "[model] input_size must be an integer, got 224.7"),
+    ('threshold = "0.3"', "", "[model] threshold must be a number, got '0.3'"),
+    ('border_radius = "0.89"', "", "[model] border_radius must be a number, got '0.89'"),
+    ("", 'batch_size = "32"', "[reader] batch_size must be an integer >= 1, got '32'"),
+    ("", "batch_size = 0", "[reader] batch_size must be an integer >= 1, got 0"),
+    ("", 'decoder_threads = "two"', "[reader] decoder_threads must be an integer >= 1, got 'two'"),
+    ("", "folder_fps = 0", "[reader] folder_fps must be a finite number > 0, got 0"),
+    ("", "short_side = 100", "[reader] unknown key(s) ['short_side']; known: ['batch_size', 'decoder_threads', 'folder_fps']"),
+])
+def test_preset_values_of_the_wrong_type_or_range_give_one_line(tmp_path, model_extra, reader, message):
+    preset = _preset(tmp_path, model_extra, reader)
+    result = triage("run", DEMO_CLIP, "--pipeline", preset, "--out", tmp_path / "out")
+    assert result.returncode == 2 and result.stderr.strip() == f"Error: {preset}: {message}", result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_json_values_of_the_wrong_type_are_named(tmp_path, random_weights):
+    from capsule_triage.errors import WeightsError
+    from capsule_triage.model_config import ModelConfig
+
+    for field, value, kind in (("threshold", None, "a number"), ("input_size", "224", "an integer"), ("class_names", "ab", "a list of strings"),
+                               ("architecture", 7, "a string"), ("mean", [0.5, 0.5], "a list of 3 numbers")):
+        data = {**json.loads((random_weights / "config.json").read_text()), field: value}
+        with pytest.raises(WeightsError, match=rf"^config.json: {field} must be {kind}, got {value!r}".replace("[", r"\[").replace("]", r"\]")):
+            ModelConfig.from_dict(data)
+
+
+def test_the_hint_for_preset_weights_not_installed_is_a_command_that_runs(tmp_path):
+    result = triage("run", DEMO_CLIP, "--pipeline", "gastric-3class-resnet50", "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert "`triage train DATA --arch resnet50 -o " in result.stderr and "--init hub:resnet50`" in result.stderr
+    assert "--out" not in result.stderr

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -15,6 +18,7 @@ from capsule_triage.errors import WeightsError
 from capsule_triage.frames import FrameBatch
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.weights import create_model, load_model, read_state_dict, save_weights
+from conftest import DEMO_CLIP, triage
 
 
 @pytest.fixture()
@@ -163,3 +167,41 @@ def test_static_same_padding_exports_constant_pads_with_identical_outputs(tmp_pa
         assert torch.equal(model(x), static(x))
     graph = onnx.load(str(export_onnx(model, cfg, tmp_path / "m.onnx"))).graph
     assert sum(node.op_type == "Ceil" for node in graph.node) == 0  # Conv2dSame's ceil(size / stride) is gone
+
+
+def _hub_cache(cache: Path, repo: str, folder: Path) -> str:
+    """A Hugging Face cache holding ``folder`` as the ``main`` revision of model repository ``repo``
+    (the layout huggingface_hub writes: refs/main -> snapshots/<commit>/<files>)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, root / "snapshots" / commit)
+    return commit
+
+
+def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(random_weights, tmp_path):
+    """`--weights hf-hub:OWNER/REPO` reads a weights folder from the Hugging Face cache, offline."""
+    cache = tmp_path / "hf"
+    _hub_cache(cache, "lab/capsule-model", random_weights)
+    clip = DEMO_CLIP
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    hub = triage("run", clip, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "hub", "--quiet", env=env)
+    local = triage("run", clip, "--weights", random_weights, "--out", tmp_path / "local", "--quiet")
+    assert hub.returncode == 0 and local.returncode == 0, hub.stderr
+    assert pq.read_table(tmp_path / "hub" / "frames.parquet")["score"] == pq.read_table(tmp_path / "local" / "frames.parquet")["score"]
+    model = json.loads((tmp_path / "hub" / "run.json").read_text())["model"]
+    assert model["weights_sha256"] == json.loads((tmp_path / "local" / "run.json").read_text())["model"]["weights_sha256"]
+    missing = triage("run", clip, "--weights", "hf-hub:lab/other", "--out", tmp_path / "o", env=env)
+    assert missing.returncode == 2 and not (tmp_path / "o").exists()
+    assert missing.stderr.strip() == "Error: hf-hub:lab/other: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+
+
+def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):
+    from capsule_triage.hub import local_weights
+
+    with pytest.raises(WeightsError, match=r"hub:resnet50.a1_in1k: a timm hub tag holds ImageNet weights without a head .*\(`triage train --init hub:resnet50.a1_in1k`\)"):
+        local_weights("hub:resnet50.a1_in1k")
+    with pytest.raises(WeightsError, match=r"hf-hub:nobody: expected hf-hub:OWNER/REPO"):
+        local_weights("hf-hub:nobody")
+    assert local_weights(tmp_path) == tmp_path

@@ -1,0 +1,59 @@
+"""Trained weights from the Hugging Face Hub: ``hf-hub:OWNER/REPO[@REVISION]`` names a model repository
+holding a weights folder as ``triage train`` writes it (``config.json`` + ``model.safetensors``, and
+the model card). It is fetched once into the Hugging Face cache (``HF_HUB_CACHE``) and read from there
+afterwards, also offline (``HF_HUB_OFFLINE=1``); from then on it is an ordinary weights folder.
+
+A timm tag (``hub:resnet50.a1_in1k``) is not trained weights: it holds ImageNet weights without a
+head for the model's classes, so it starts training (``triage train --init hub:TAG``) and is refused
+for scoring.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import WeightsError
+from .model_config import CONFIG_NAME, WEIGHTS_NAME
+
+PREFIX = "hf-hub:"
+FILES = [CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md"]
+ETAG_TIMEOUT_SECONDS = 10
+
+
+def local_weights(weights: str | Path) -> str | Path:
+    """``weights`` as a local location: an ``hf-hub:`` repository as its cached folder; others unchanged.
+
+    Raises:
+        WeightsError: a timm ``hub:`` tag; an ``hf-hub:`` repository that is not in the cache when
+            offline, cannot be fetched, or holds no weights folder.
+    """
+    text = str(weights)
+    if text.startswith("hub:"):
+        raise WeightsError(text, "a timm hub tag holds ImageNet weights without a head for this model's classes: start "
+                                 f"training from it (`triage train --init {text}`), or score with trained weights "
+                                 f"(a folder, a file, or {PREFIX}OWNER/REPO)")
+    if not text.startswith(PREFIX):
+        return weights
+    repo, _, revision = text[len(PREFIX):].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise WeightsError(text, f"expected {PREFIX}OWNER/REPO or {PREFIX}OWNER/REPO@REVISION")
+    folder = _snapshot(text, repo, revision or None)
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsError(text, f"the repository holds no weights folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
+    return folder
+
+
+def _snapshot(text: str, repo: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:  # the cache first: no network at all when the repository was fetched before
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+    try:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, ValueError) as exc:
+        raise WeightsError(text, f"cannot fetch the repository ({str(exc).splitlines()[0][:200]})") from None
