@@ -10,14 +10,14 @@ OpenVINO backend neither torch nor timm is imported: the model runs from the ONN
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backends import BACKENDS, ONNX_ENGINES, onnx_backend, onnx_file, runs_here
+from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
+from .backends import ONNX_ENGINES, onnx_backend, onnx_file
 from .device import device_name
 from .digests import weights_sha256
 from .hub import local_weights
@@ -27,9 +27,6 @@ from .model_config import ModelConfig, folder_config
 
 if TYPE_CHECKING:
     from torch import nn
-
-BACKENDS_FILE = "backends.json"  # written by `triage optimize` beside config.json
-
 
 @dataclass
 class FrameScores:
@@ -86,7 +83,13 @@ class Classifier:
         self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
         if onnx_file(name):
             layout = {"threads": threads} if threads else {"threads": tuning.get("threads"), "streams": tuning.get("streams", 1)}
-            self.backend = onnx_backend(name, self.selection["onnx_file"], batch_size=tuning.get("batch_size"), device=self.device, **layout)
+            try:
+                self.backend = onnx_backend(name, self.selection["onnx_file"], batch_size=tuning.get("batch_size"), device=self.device, **layout)
+            except ValueError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
+                raise WeightsError(self.selection["onnx_file"], f"cannot load it with {name} ({str(exc).strip().splitlines()[-1][:160]}); "
+                                                                "run `triage optimize` again") from None
         else:
             if model is None:
                 raise ValueError(f"backend {name} needs the network itself, not only its ONNX export")
@@ -146,50 +149,3 @@ class Classifier:
             "threads": self.threads or "default (one per core)",
             "batch_size": self.batch_size,
         }
-
-
-def read_backend_report(weights_dir: Path | None, weights_id: str) -> dict | None:
-    """The agreement/speed report of ``triage optimize`` if it was made for these exact weights."""
-    if weights_dir is None or not (weights_dir / BACKENDS_FILE).exists():
-        return None
-    report = json.loads((weights_dir / BACKENDS_FILE).read_text())
-    return report if report.get("weights_sha256") == weights_id else None
-
-
-def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str) -> dict:
-    """Pick the backend and say why (recorded in run.json).
-
-    ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
-    measured on real frames *and* accepted (scores within tolerance of fp32, identical events) and
-    whose engine is installed; torch fp32 when no such report exists for these weights.
-    """
-    if requested != "auto" and requested not in BACKENDS:
-        raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
-    report = read_backend_report(weights_dir, weights_id)
-    if requested == "auto":
-        if device.startswith("cuda"):
-            return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
-        accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v.get("accepted") and not k.endswith("fp16")}
-        fastest_first = sorted(accepted, key=lambda k: -accepted[k].get("frames_per_second", 0.0))
-        runnable = [k for k in fastest_first if runs_here(k)]
-        if not runnable:
-            return {"backend": "torch-fp32", "reason": "no backends.json from `triage optimize` for these weights"}
-        requested, reason = runnable[0], f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} frames/s)"
-        if runnable[0] != fastest_first[0]:
-            reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
-    else:
-        reason = "requested with --backend"
-    choice = {"backend": requested, "reason": reason}
-    if report and requested in report.get("candidates", {}):
-        candidate = report["candidates"][requested]
-        choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted") if k in candidate}
-        if "tuning" in candidate:  # batch size and thread layout measured fastest by `triage optimize`
-            choice["tuning"] = candidate["tuning"]
-    if requested == "torch-fp16" and not device.startswith("cuda"):
-        raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
-    if onnx_file(requested):
-        path = weights_dir / onnx_file(requested) if weights_dir else None
-        if path is None or not path.exists():
-            raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
-        choice["onnx_file"] = str(path)
-    return choice

@@ -39,6 +39,12 @@ def fail(exc: BaseException) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def warn_backend(classifier) -> None:
+    """One ``Warning:`` line per thing the backend choice wants the user to know (also in run.json)."""
+    for line in classifier.selection.get("warnings", []):
+        typer.echo(printable(f"Warning: {line}"), err=True)
+
+
 class DecodeIn(str, Enum):
     """Where frames are decoded (RunOptions.decode_in)."""
 
@@ -83,6 +89,7 @@ def run(
     try:
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
+        warn_backend(classifier)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
                              folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value,
                              decoder_processes=decoders, progress=not quiet and sys.stderr.isatty())

@@ -29,12 +29,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure decode-only, preprocess, model-only and end-to-end frames/s on one input, in one run."""
         from .bench import bench as run_bench
+        from .cli import warn_backend
         from .pipeline import load_classifier
         from .presets import load_pipeline, project_home
 
         try:
             preset = load_pipeline(pipeline)
             classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
+            warn_backend(classifier)
             result = run_bench(video or project_home() / "tests" / "assets" / "demo_capsule_4fps.mp4", preset, classifier,
                                batch_size=batch_size, min_seconds=seconds, decode_in=decode_in,
                                decoder_processes=decoders)

@@ -133,7 +133,7 @@ def _note_outdated_backends(weights: Path) -> None:
     from .classifier import BACKENDS_FILE, read_backend_report
     from .digests import weights_sha256
 
-    if (weights / BACKENDS_FILE).is_file() and read_backend_report(weights, weights_sha256(weights)) is None:
+    if (weights / BACKENDS_FILE).is_file() and read_backend_report(weights, weights_sha256(weights))[0] is None:
         typer.echo(f"Note: {weights / BACKENDS_FILE} was checked with the previous config; until `triage optimize` runs "
                    "again on this folder, `triage run --backend auto` uses torch-fp32")
 

@@ -22,7 +22,8 @@ import torch
 
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
-from .digests import weights_sha256
+from .digests import file_sha256, weights_sha256
+from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
 from .ranking import RankParams, abnormal_score, rank
 from .reader import ReadOptions, read_frames
@@ -179,7 +180,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
-    report = {"weights_sha256": weights_sha256(weights_dir), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
+    report = {"weights_sha256": weights_sha256(weights_dir), "model_sha256": file_sha256(weights_dir / WEIGHTS_NAME), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
               "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),
               "rank_params": asdict(params), "machine": _machine(),

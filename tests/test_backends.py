@@ -12,6 +12,7 @@ import torch
 from capsule_triage import FrameBatch, load_pipeline
 from capsule_triage.backends import runs_here
 from capsule_triage.classifier import Classifier, choose_backend
+from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
 from capsule_triage.optimize import MIN_UNCERTAIN
 from conftest import DEMO_CLIP, MIXED_CLIP, needs_shared, triage
@@ -275,3 +276,56 @@ def test_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             device_name("cuda:1")
+
+
+def _with_report(folder, tmp_path, report_text: str):
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    (copy / "backends.json").write_text(report_text)
+    return copy
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("{oops", "is unreadable (Expecting property name"),
+    ("[]", "is malformed (not a report of `triage optimize`"),
+    ('{"candidates": {"trt": {"accepted": true}}}', "is malformed (unknown backend 'trt')"),
+    ('{"candidates": {"ort-fp32": {"accepted": true, "frames_per_second": "fast"}}}', "is malformed (ort-fp32: frames_per_second must be a positive number"),
+    ('{"candidates": {"ov-fp32": {"accepted": true, "frames_per_second": 9, "tuning": {"threads": -1}}}}', "is malformed (ov-fp32: tuning needs integers >= 1"),
+])
+def test_a_damaged_or_hand_edited_report_falls_back_to_fp32_with_a_warning(optimized, tmp_path, text, problem):
+    folder, _ = optimized
+    copy = _with_report(folder, tmp_path, text)
+    out = tmp_path / "out"
+    result = triage("run", MIXED_CLIP, "--weights", copy, "--out", out, "--quiet")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"Warning: {copy / 'backends.json'} {problem}"), result.stderr
+    selection = json.loads((out / "run.json").read_text())["model"]["backend_selection"]
+    assert selection["backend"] == "torch-fp32" and problem in selection["reason"]
+
+
+def test_an_explicit_rejected_backend_runs_but_says_so(optimized, tmp_path):
+    folder, report = optimized
+    rejected = dict(report["candidates"]["ort-int8"], accepted=False, reason="max score difference 0.2000 > tolerance 0.05")
+    copy = _with_report(folder, tmp_path, json.dumps(dict(report, candidates={**report["candidates"], "ort-int8": rejected})))
+    out = tmp_path / "out"
+    result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-int8", "--out", out, "--quiet")
+    warning = ("Warning: ort-int8 was rejected by the agreement check in backends.json (max score difference 0.2000 > tolerance 0.05); "
+               "its scores may differ from fp32")
+    assert result.returncode == 0 and result.stderr.strip() == warning, result.stderr
+    selection = json.loads((out / "run.json").read_text())["model"]["backend_selection"]
+    assert selection["warnings"] == [warning[len("Warning: "):]]
+    assert selection["agreement"]["check_frames"] == report["check_frames"] and "check_frames_uncertain" in selection["agreement"]
+
+
+def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_named(optimized, tmp_path):
+    folder, report = optimized
+    assert report["model_sha256"] == file_sha256(folder / "model.safetensors")
+    copy = _with_report(folder, tmp_path, json.dumps(dict(report, model_sha256="0" * 64)))  # the network changed since the export
+    result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o1")
+    assert result.returncode == 2 and not (tmp_path / "o1").exists()
+    assert result.stderr.strip().endswith(f"Error: {copy / 'model.fp32.onnx'}: exported from other network weights than model.safetensors; run `triage optimize` again")
+    (copy / "backends.json").write_text(json.dumps(report))
+    (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes()[:100_000])
+    result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o2")
+    assert result.returncode == 2 and not (tmp_path / "o2").exists() and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"Error: {(copy / 'model.fp32.onnx').absolute()}: cannot load it with ort-fp32 (")

@@ -1,0 +1,136 @@
+"""Which backend scores a weights folder, and why: ``triage optimize``'s report (``backends.json``)
+read defensively, and the choice recorded in run.json.
+
+A report is used only when it was made for these exact weights and is well formed; a hand-edited or
+damaged one is set aside with a warning, never a traceback. An explicit ``--backend`` that the report
+rejected still runs (the user asked for it) but says so, and an ONNX backend whose file was provably
+exported from other network weights is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .backends import BACKENDS, onnx_file, runs_here
+from .digests import file_sha256
+from .errors import WeightsError
+from .model_config import WEIGHTS_NAME
+
+BACKENDS_FILE = "backends.json"  # written by `triage optimize` beside config.json
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def report_problem(report) -> str | None:
+    """What makes a parsed report unusable (None when it is well formed)."""
+    if not isinstance(report, dict) or not isinstance(report.get("candidates"), dict):
+        return "not a report of `triage optimize` (no candidates object)"
+    for name, row in report["candidates"].items():
+        if name not in BACKENDS:
+            return f"unknown backend {name!r}"
+        if not isinstance(row, dict) or not isinstance(row.get("accepted"), bool):
+            return f"{name}: no accepted true/false"
+        if not row["accepted"]:
+            continue
+        fps = row.get("frames_per_second")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            return f"{name}: frames_per_second must be a positive number, got {fps!r}"
+        tuning = row.get("tuning", {})
+        if not isinstance(tuning, dict) or not all(_positive_int(tuning.get(k, 1)) for k in ("batch_size", "threads", "streams")):
+            return f"{name}: tuning needs integers >= 1 (batch_size, threads, streams), got {tuning!r}"
+    return None
+
+
+def read_backend_report(weights_dir: Path | None, weights_id: str) -> tuple[dict | None, str | None]:
+    """``triage optimize``'s report if it is usable for these exact weights, else None and why."""
+    if weights_dir is None or not (weights_dir / BACKENDS_FILE).exists():
+        return None, f"no {BACKENDS_FILE} from `triage optimize` for these weights"
+    path = weights_dir / BACKENDS_FILE
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{path} is unreadable ({str(exc).splitlines()[0][:120]}); run `triage optimize` again"
+    problem = report_problem(report)
+    if problem:
+        return None, f"{path} is malformed ({problem}); run `triage optimize` again"
+    if report.get("weights_sha256") != weights_id:
+        return None, f"{path} was made for other weights or another config.json; run `triage optimize` again"
+    return report, None
+
+
+def _stale_onnx(weights_dir: Path, backend: str) -> tuple[bool, str | None]:
+    """Whether the ONNX file of ``backend`` was provably exported from other network weights (the
+    report records the ``model.safetensors`` it was made from), and a warning when nothing says."""
+    try:
+        report = json.loads((weights_dir / BACKENDS_FILE).read_text())
+    except (OSError, ValueError):
+        report = None
+    recorded = report.get("model_sha256") if isinstance(report, dict) else None
+    if recorded:  # the network weights the ONNX files were exported from
+        if recorded != file_sha256(weights_dir / WEIGHTS_NAME):
+            return True, None
+        return False, None  # same network: only config.json changed (e.g. a new threshold), the graph still holds
+    return False, (f"{onnx_file(backend)} may not be the export of these weights (no {BACKENDS_FILE} vouches for it); "
+                   "run `triage optimize` again")
+
+
+def _disagreement(candidate: dict, tolerance) -> str:
+    diff = candidate.get("max_score_diff")
+    parts = [f"max score difference {diff:.3f}" + (f" > tolerance {tolerance}" if tolerance is not None else "")] if isinstance(diff, (int, float)) else []
+    parts += ["events differ"] if candidate.get("events_identical") is False else []
+    return ", ".join(parts) or "scores differ from fp32"
+
+
+def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str) -> dict:
+    """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
+
+    ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
+    measured on real frames *and* accepted (scores within tolerance of fp32, identical events, on a
+    demanding enough check) and whose engine is installed; torch fp32 when no usable report exists.
+    """
+    if requested != "auto" and requested not in BACKENDS:
+        raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
+    report, why_not = read_backend_report(weights_dir, weights_id)
+    warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []
+    if requested == "auto":
+        if device.startswith("cuda"):
+            return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
+        accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v["accepted"] and not k.endswith("fp16")}
+        fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
+        runnable = [k for k in fastest_first if runs_here(k)]
+        if not runnable:
+            reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
+            return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
+        requested, reason = runnable[0], f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} frames/s)"
+        if runnable[0] != fastest_first[0]:
+            reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
+    else:
+        reason = "requested with --backend"
+    choice = {"backend": requested, "reason": reason}
+    if report and requested in report["candidates"]:
+        candidate = report["candidates"][requested]
+        choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted", "reason") if k in candidate}
+        choice["agreement"].update({k: report[k] for k in ("check_frames", "check_frames_uncertain", "tolerance") if k in report})
+        if not candidate["accepted"] and not requested.endswith("fp32"):
+            why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
+            warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
+        if "tuning" in candidate and candidate["accepted"]:  # batch size and thread layout measured fastest by `triage optimize`
+            choice["tuning"] = candidate["tuning"]
+    if requested == "torch-fp16" and not device.startswith("cuda"):
+        raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
+    if onnx_file(requested):
+        path = weights_dir / onnx_file(requested) if weights_dir else None
+        if path is None or not path.exists():
+            raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
+        stale, warning = _stale_onnx(weights_dir, requested)
+        if stale:
+            raise WeightsError(path, f"exported from other network weights than {WEIGHTS_NAME}; run `triage optimize` again")
+        warnings += [warning] if warning and report is None else []
+        choice["onnx_file"] = str(path.absolute())
+    if warnings:
+        choice["warnings"] = warnings
+    return choice
