@@ -71,7 +71,7 @@ def run(
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of a frame folder without timestamps (default: 2.0, the preset's).")] = None,
     timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders).")] = None,
-    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
+    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
     decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,
     decoders: Annotated[int, typer.Option(min=1, help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~900-1,100 frames/s per process at 336 px).")] = 1,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
@@ -83,10 +83,14 @@ def run(
     Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML
     review page report.html into the output folder, atomically. Exit code 2 on bad input (nothing is written).
     """
+    from .errors import InputError
     from .pipeline import RunOptions, load_classifier, triage_study
     from .presets import load_pipeline
 
     try:
+        if source.is_file() and (fps is not None or timestamps is not None):
+            raise InputError("--fps" if fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
+                             "(a video's frame times come from its stream)")
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         warn_backend(classifier)

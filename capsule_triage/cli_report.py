@@ -34,7 +34,10 @@ def report(
             for problem in problems:
                 typer.echo(f"Warning: {problem}", err=True)
         elif (out_dir / RUN_FILE).is_file():
-            written = write_report(out_dir, model_card=card)
+            try:
+                written = write_report(out_dir, model_card=card)
+            except (AttributeError, TypeError, KeyError) as exc:  # a hand-edited run.json: a field of another type deep inside
+                raise TriageError(out_dir / RUN_FILE, f"cannot make the page from it ({type(exc).__name__}: {exc})") from None
         elif out_dir.exists() and not out_dir.is_dir():
             raise TriageError(out_dir, "not a folder: give the output folder of `triage run` or `triage batch`")
         elif not out_dir.is_dir():

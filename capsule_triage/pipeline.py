@@ -118,6 +118,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     """
     started = time.perf_counter()
     input_path = Path(input_path)
+    skip = options.skip_duplicates
+    if skip is not None and not (isinstance(skip, (int, float)) and 0 <= skip <= 255):  # nan fails too
+        raise ValueError(f"--skip-duplicates is a mean grey-level difference in [0, 255], got {skip}")
     read = _read_options(pipeline.read, classifier, options)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
@@ -145,7 +148,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options.decoder_processes, stage_seconds)
+                          options, stage_seconds)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -273,21 +276,23 @@ def package_versions() -> dict[str, str]:
 
 
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                decoder_processes, stage_seconds) -> dict:
+                options, stage_seconds) -> dict:
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
+    read_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()
+                   if info.kind == "frames" or k not in ("folder_fps", "timestamps_csv")}  # a video's times are its own
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
         "source": info.to_dict(),
         "pipeline": {"name": pipeline.name, "source": str(pipeline.source)},
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
-        "parameters": {"rank": asdict(params), "read": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()}},
+        "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
         "frames_decoded": n,
         "frames_skipped": stats.frames_skipped,
         "frames_reused_as_duplicates": stats.frames_reused,
         "decoded_in": decoded_in,
-        "decoder_processes": decoder_processes,
+        "decoder_processes": options.decoder_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
         "decode_errors": stats.errors,
         "events": len(ranking.events),

@@ -25,6 +25,7 @@ import numpy as np
 
 from .completeness import check_complete, tag_seconds
 from .errors import InputError
+from .folder_times import folder_times
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
@@ -205,30 +206,13 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
     # not cv2.imread: it crashes on names that are not UTF-8.
     first = next((image for image in map(read_image_rgb, images[:PROBE_IMAGES]) if image is not None), None)
     height, width = first.shape[:2] if first is not None else (0, 0)
-    times = _folder_times(folder, images, options)
+    times = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
     return SourceInfo(
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(times[-1] - times[0]) if len(times) > 1 else 0.0,
         num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images),
     )
-
-
-def _folder_times(folder: Path, images: list[Path], options: ReadOptions) -> np.ndarray:
-    if options.timestamps_csv is None:
-        if options.folder_fps <= 0:
-            raise InputError(folder, f"--fps must be positive, got {options.folder_fps}")
-        return np.arange(len(images), dtype=np.float64) / options.folder_fps
-    csv_path = Path(options.timestamps_csv)
-    try:
-        with open(csv_path, newline="") as fh:
-            rows = {row["filename"]: float(row["pts_seconds"]) for row in csv.DictReader(fh)}
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(csv_path, f"timestamp CSV needs columns filename,pts_seconds ({_short(exc)})") from None
-    missing = [p.name for p in images if p.name not in rows]
-    if missing:
-        raise InputError(csv_path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}")
-    return np.array([rows[p.name] for p in images], dtype=np.float64)
 
 
 def read_frames(
@@ -369,7 +353,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
     _probe_folder(folder, options)
     images = list_frame_images(folder)
-    times = _folder_times(folder, images, options)
+    times = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
     for index, image_path in enumerate(images):
         try:
             image = read_image_rgb(image_path)

@@ -43,6 +43,20 @@ class Study:
     thumbs: dict[int, str]  # frame_index -> URL of its thumbnail, relative to out_dir (checked to exist inside it)
 
 
+def _run_problem(run) -> str | None:
+    """What makes a parsed run.json unusable for the page (its sections must be JSON objects)."""
+    if not isinstance(run, dict):
+        return f"a JSON object is expected, got {type(run).__name__}"
+    for section, keys in (("model", ("config",)), ("parameters", ("rank",)), ("source", ()), ("input", ())):
+        value = run.get(section, {})
+        if not isinstance(value, dict):
+            return f"{section} must be an object, got {value!r:.40}"
+        for key in keys:
+            if not isinstance(value.get(key, {}), dict):
+                return f"{section}.{key} must be an object, got {value[key]!r:.40}"
+    return None
+
+
 def load_study(out_dir: Path) -> Study:
     """Read run.json, frames.parquet, events.parquet and top_frames.parquet of a study folder.
 
@@ -56,6 +70,9 @@ def load_study(out_dir: Path) -> Study:
         run = json.loads((out_dir / RUN_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise InputError(out_dir / RUN_FILE, f"cannot read ({exc})") from None
+    problem = _run_problem(run)
+    if problem:
+        raise InputError(out_dir / RUN_FILE, f"not a run.json of `triage run` ({problem})")
     table = read_parquet(out_dir / FRAMES_FILE)
     frames = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     n = table.num_rows
@@ -202,10 +219,9 @@ def _study_page(study: Study, card_use: str | None) -> str:
             '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>",
             _summary(n, flagged, len(study.events), _duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
-            '(click one to jump to it); dashed line: enter threshold, dotted: leave threshold.</p>',
+            f'(click one to jump to it); dashed line: enter threshold, dotted: leave threshold.{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=(0.0, max(_duration(study), float(f["pts_seconds"][-1]) if n else 0.0)),
-                         label=f"Smoothed score timeline of {name}"),
+                         t_range=_time_range(study), label=f"Smoothed score timeline of {name}"),
             "</section>", _gallery(study), page_footer()]
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
@@ -217,10 +233,36 @@ def _file_name(run: dict) -> str:
     return PurePosixPath(path).name or path
 
 
-def _duration(study: Study) -> float:
-    stated = study.run.get("source", {}).get("duration_seconds")
+def _start(study: Study) -> float:
+    """Where the stream's clock starts (0 for most files; a recording's own clock, e.g. 3600 s, for some)."""
+    stated = study.run.get("source", {}).get("start_seconds")
     pts = study.frames["pts_seconds"]
-    return float(stated) if stated else (float(pts[-1] - pts[0]) if len(pts) else 0.0)
+    first = float(pts[0]) if len(pts) else 0.0
+    return min(float(stated), first) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else first
+
+
+def _duration(study: Study) -> float:
+    """The video's length: from its frames (container durations of streams that start late may be their
+    end time), else as the container states it."""
+    pts = study.frames["pts_seconds"]
+    if len(pts) > 1:
+        return float(pts[-1] - pts[0] + np.median(np.diff(pts)))
+    stated = study.run.get("source", {}).get("duration_seconds")
+    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else 0.0
+
+
+def _time_range(study: Study) -> tuple[float, float]:
+    pts = study.frames["pts_seconds"]
+    start = _start(study)
+    return start, max(start + _duration(study), float(pts[-1]) if len(pts) else start)
+
+
+def _start_note(study: Study) -> str:
+    start = _start(study)
+    if abs(start) < 0.5:
+        return ""
+    return (f" Times are the stream's own: it starts at {esc(fmt_clock(start))}; a player counting from zero shows each "
+            f"time {esc(fmt_clock(abs(start)))} {'earlier' if start > 0 else 'later'}.")
 
 
 def _thresholds(run: dict) -> dict:

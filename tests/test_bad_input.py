@@ -271,3 +271,27 @@ def test_the_hint_for_preset_weights_not_installed_is_a_command_that_runs(tmp_pa
     assert result.returncode == 2
     assert "`triage train DATA --arch resnet50 -o " in result.stderr and "--init hub:resnet50`" in result.stderr
     assert "--out" not in result.stderr
+
+
+def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_refused(tmp_path):
+    for option, value in (("--fps", "4"), ("--timestamps", str(tmp_path / "t.csv"))):
+        result = triage("run", DEMO_CLIP, option, value, "--out", tmp_path / "o")
+        assert result.returncode == 2 and not (tmp_path / "o").exists()
+        assert result.stderr.strip() == f"Error: {option}: applies to a frame folder; {DEMO_CLIP} is a file (a video's frame times come from its stream)"
+    for value in ("nan", "300", "inf"):  # 300 reused one score for every frame of the demo clip: 0 events instead of 2
+        result = triage("run", DEMO_CLIP, "--skip-duplicates", value, "--out", tmp_path / "o")
+        assert result.returncode == 2 and not (tmp_path / "o").exists() and "Traceback" not in result.stderr
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    pipeline = load_pipeline()
+    with pytest.raises(ValueError, match=r"--skip-duplicates is a mean grey-level difference in \[0, 255\], got nan"):
+        triage_study(DEMO_CLIP, pipeline, load_classifier(pipeline), RunOptions(out=tmp_path / "o", skip_duplicates=float("nan")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_json_records_skip_duplicates_and_no_frame_folder_settings_for_a_video(tmp_path):
+    result = triage("run", DEMO_CLIP, "--skip-duplicates", "2", "--out", tmp_path / "o", "--quiet")
+    assert result.returncode == 0, result.stderr
+    parameters = json.loads((tmp_path / "o" / "run.json").read_text())["parameters"]
+    assert parameters["skip_duplicates"] == 2.0
+    assert "folder_fps" not in parameters["read"] and "timestamps_csv" not in parameters["read"]

@@ -356,3 +356,34 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
 
     in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False)))
     np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("filename,pts_seconds\nframe0.png,0\nframe1.png\nframe2.png,1\n", "row 3: pts_seconds '' of frame1.png is not a number"),
+    ("filename,pts_seconds\nframe0.png,0\nframe1.png,nan\nframe2.png,1\n", "row 3: pts_seconds of frame1.png must be finite, got 'nan'"),
+    ("filename,pts_seconds\nframe0.png,0\nframe1.png,0.5\nframe2.png,1\nframe1.png,50\n", "frame1.png is listed twice (rows 3 and 5)"),
+    ("filename,pts_seconds\nframe0.png,0\nframe1.png,2\nframe2.png,1\n",
+     "times must increase in the frames' order (natural order of their names): frame1.png at 2 s, then frame2.png at 1 s (rows 3 and 4)"),
+    ("filename,pts_seconds\nframe0.png,5\nframe1.png,5\nframe2.png,5\n", "times must increase in the frames' order"),
+    ("filename;pts_seconds\nframe0.png;0\n", "needs a header row with columns filename,pts_seconds, separated by commas (found ['filename;pts_seconds'])"),
+    (",pts_seconds\n,0\n", "needs a header row with columns filename,pts_seconds"),
+])
+def test_a_timestamp_csv_is_read_strictly_naming_the_row(tmp_path, frames24, text, message):
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text(text)
+    with pytest.raises(InputError) as error:
+        probe(folder, ReadOptions(timestamps_csv=csv_path))  # before anything is decoded or scored
+    assert str(error.value).startswith(f"{csv_path}: ") and message in str(error.value), str(error.value)
+
+
+def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames24):
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_bytes("\ufefffilename,pts_seconds\r\nframe0.png,0\r\nframe1.png,0.25\r\nframe2.png,0.5\r\n".encode("utf-8"))
+    batches, _ = _all(folder, timestamps_csv=csv_path)
+    np.testing.assert_allclose(batches[0].pts_seconds, [0, 0.25, 0.5])
+    with pytest.raises(InputError, match=r"nope.csv: timestamp CSV not found"):
+        probe(folder, ReadOptions(timestamps_csv=tmp_path / "nope.csv"))
+    with pytest.raises(InputError, match=r"f: --fps must be a finite number > 0, got inf"):
+        probe(folder, ReadOptions(folder_fps=float("inf")))

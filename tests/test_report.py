@@ -27,7 +27,7 @@ from capsule_triage.outputs import events_table, frames_table, top_frames_table,
 from capsule_triage.ranking import Event, Ranking
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, intended_use, paginate, reading_seconds, script_json, write_report
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
-from capsule_triage.report_svg import MAX_POINTS, Span, downsample_max, esc, fmt_duration, timeline_svg
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_duration, timeline_svg
 
 from conftest import ARTIFACTS, MIXED_CLIP, needs_shared, triage
 
@@ -41,11 +41,12 @@ CARD = "# probe\n\n## Intended use\n\nResearch triage of capsule-endoscopy video
 # --- synthetic study folders ------------------------------------------------------------------
 
 def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, event_frames: int = 20, name: str = "study.mp4",
-               class_name: str = "bleeding", thumbnail: str | None = None, seed: int = 0) -> Path:
-    """A study folder as ``triage run`` writes it, with ``events`` evenly spaced events of ``event_frames`` frames."""
+               class_name: str = "bleeding", thumbnail: str | None = None, seed: int = 0, start: float = 0.0) -> Path:
+    """A study folder as ``triage run`` writes it, with ``events`` evenly spaced events of ``event_frames`` frames
+    (``start``: the stream's clock at its first frame, with the container duration FFmpeg gives such a Matroska file)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    pts = np.arange(frames) / fps
+    pts = start + np.arange(frames) / fps
     scores = rng.uniform(0.0, 0.2, frames).astype(np.float32)
     event_id = np.full(frames, -1, np.int32)
     starts = np.linspace(0, frames - event_frames, events, dtype=np.int64) if events else np.array([], np.int64)
@@ -77,7 +78,7 @@ def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, even
     write_json(folder / "run.json", {
         "input": {"path": f"/data/{name}", "size_bytes": 1000},
         "source": {"path": f"/data/{name}", "kind": "video", "codec": "h264", "width": 64, "height": 64,
-                   "average_fps": fps, "duration_seconds": frames / fps},
+                   "average_fps": fps, "duration_seconds": start + frames / fps, "start_seconds": start},
         "model": {"name": "synthetic-model", "architecture": "none", "device": "cpu",
                   "config": {"class_names": ["non-bleeding", class_name], "threshold": 0.5}},
         "parameters": {"rank": {"enter_threshold": 0.5, "leave_threshold": 0.375}},
@@ -186,6 +187,32 @@ def test_study_without_events(tmp_path):
     html = write_report(make_study(tmp_path / "s", frames=100, events=0)).read_text()
     assert "No events" in html and 'class="card"' not in html and "0.0%" in html
     assert not list((tmp_path / "s" / "report").glob("*.html"))
+
+
+def test_a_stream_that_starts_late_is_drawn_over_its_own_time_and_length(tmp_path):
+    """A recording whose clock starts at 1 h (MPEG-TS/Matroska from a capture device): the timeline spans its
+    frames (its curve was squeezed into the last 1.5% of an axis from 0), the length is its 16 s (the
+    container's duration, its end time, said 1 h 00 min), and the page says how its times read in a player."""
+    html = write_report(make_study(tmp_path / "s", frames=64, events=2, fps=4.0, event_frames=8, start=3600.0)).read_text()
+    timeline = html[html.index('<svg class="timeline"'):html.index("</svg>")]
+    xs = [float(point.split(",")[0]) for point in timeline.split('class="score" d="M')[1].split('"')[0].split(" L")]
+    assert xs[0] == pytest.approx(LEFT, abs=1) and xs[-1] > WIDTH - RIGHT - 20
+    assert "1:00:00" in timeline and f"{fmt_duration(16.0)} of video" in html
+    assert "Times are the stream's own: it starts at 1:00:00; a player counting from zero shows each time 1:00:00 earlier." in html
+    plain = write_report(make_study(tmp_path / "p", frames=64, events=2, fps=4.0, event_frames=8)).read_text()
+    assert "stream's own" not in plain
+
+
+def test_a_hand_edited_run_json_is_one_line(tmp_path):
+    study = make_study(tmp_path / "s", frames=10, events=0)
+    run = json.loads((study / "run.json").read_text())
+    for edited, problem in (([1], "a JSON object is expected, got list"), ({**run, "model": None}, "model must be an object, got None")):
+        (study / "run.json").write_text(json.dumps(edited))
+        result = triage("report", study)
+        assert result.returncode == 2 and result.stderr.strip() == f"Error: {study / 'run.json'}: not a run.json of `triage run` ({problem})"
+    (study / "run.json").write_text(json.dumps({**run, "model": {**run["model"], "config": {**run["model"]["config"], "provenance": None}}}))
+    result = triage("report", study)
+    assert result.returncode == 2 and result.stderr.startswith(f"Error: {study / 'run.json'}: cannot make the page from it (")
 
 
 def test_missing_study_files_raise_input_error(tmp_path):

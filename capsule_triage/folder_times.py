@@ -1,0 +1,73 @@
+"""Frame times of a frame folder: a constant rate (``--fps``), or a timestamp CSV (``--timestamps``)
+with columns ``filename,pts_seconds``, one row per image, read strictly: a frame folder's times place
+its events, so a row that cannot be read, a name listed twice or times that do not increase in the
+frames' order is refused, naming the CSV and the row, before any frame is scored."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+COLUMNS = ("filename", "pts_seconds")
+
+
+def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv: Path | None) -> np.ndarray:
+    """float64 [len(images)] times in seconds, for ``images`` in their (natural) order.
+
+    Raises:
+        InputError: a non-positive or non-finite ``fps``; a CSV that is missing, unreadable, lacks the
+            columns, has a row without a name or a finite time, lists a name twice, misses an image,
+            or whose times do not increase in the images' order.
+    """
+    if timestamps_csv is None:
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise InputError(folder, f"--fps must be a finite number > 0, got {fps}")
+        return np.arange(len(images), dtype=np.float64) / fps
+    times = read_timestamp_csv(Path(timestamps_csv))
+    path = Path(timestamps_csv)
+    missing = [p.name for p in images if p.name not in times]
+    if missing:
+        raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}")
+    ordered = np.array([times[p.name][0] for p in images], dtype=np.float64)
+    back = np.flatnonzero(np.diff(ordered) <= 0)
+    if len(back):
+        a, b = images[back[0]].name, images[back[0] + 1].name
+        raise InputError(path, f"times must increase in the frames' order (natural order of their names): {a} at {ordered[back[0]]:g} s, "
+                               f"then {b} at {ordered[back[0] + 1]:g} s (rows {times[a][1]} and {times[b][1]})")
+    return ordered
+
+
+def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
+    """{filename: (seconds, CSV row number)} from a timestamp CSV (UTF-8, a BOM allowed)."""
+    if not path.is_file():
+        raise InputError(path, "timestamp CSV not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in reader.fieldnames or []]
+            if not set(COLUMNS) <= set(header):
+                raise InputError(path, f"timestamp CSV needs a header row with columns filename,pts_seconds, separated by commas "
+                                       f"(found {header or 'no header'})")
+            reader.fieldnames = header
+            times: dict[str, tuple[float, int]] = {}
+            for number, row in enumerate(reader, start=2):
+                name, text = (row.get("filename") or "").strip(), (row.get("pts_seconds") or "").strip()
+                if not name:
+                    raise InputError(path, f"row {number}: no filename")
+                try:
+                    seconds = float(text)
+                except ValueError:
+                    raise InputError(path, f"row {number}: pts_seconds {text!r} of {name} is not a number") from None
+                if not math.isfinite(seconds):
+                    raise InputError(path, f"row {number}: pts_seconds of {name} must be finite, got {text!r}")
+                if name in times:
+                    raise InputError(path, f"{name} is listed twice (rows {times[name][1]} and {number})")
+                times[name] = (seconds, number)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot read the timestamp CSV ({exc})") from None
+    return times
