@@ -87,8 +87,8 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     path = find_preset(name_or_path)
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PresetError(path, f"not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PresetError(path, f"not valid TOML ({str(exc)[:160]})") from None
     if not isinstance(data.get("model", {}), dict):
         raise PresetError(path, f"[model] must be a table of settings, got {data['model']!r}")
     model_data = dict(data.get("model", {}))

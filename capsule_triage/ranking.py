@@ -37,11 +37,11 @@ class RankParams:
         """
         for name in ("smooth_seconds", "merge_gap_seconds", "min_event_seconds", "nms_seconds"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"RankParams.{name} must be a finite number >= 0, got {value!r}")
         for name in ("enter_threshold", "leave_threshold"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"RankParams.{name} must be in [0, 1], got {value!r}")
         if self.leave_threshold > self.enter_threshold:
             raise ValueError(f"RankParams.leave_threshold ({self.leave_threshold!r}) must be "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -295,3 +296,14 @@ def test_run_json_records_skip_duplicates_and_no_frame_folder_settings_for_a_vid
     parameters = json.loads((tmp_path / "o" / "run.json").read_text())["parameters"]
     assert parameters["skip_duplicates"] == 2.0
     assert "folder_fps" not in parameters["read"] and "timestamps_csv" not in parameters["read"]
+
+
+def test_a_binary_preset_and_a_boolean_rank_value_are_named(tmp_path):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    result = triage("run", DEMO_CLIP, "--pipeline", binary, "--out", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr.startswith(f"Error: {binary}: not valid TOML (")
+    preset = _preset(tmp_path, "", "") + ""
+    Path(preset).write_text(Path(preset).read_text() + "[rank]\nsmooth_seconds = true\n")
+    result = triage("run", DEMO_CLIP, "--pipeline", preset, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "RankParams.smooth_seconds must be a finite number >= 0, got True" in result.stderr

@@ -163,3 +163,4 @@ def test_gastroscope_preset_with_fov_crop_on_a_720p_clip_with_audio(tmp_path):
     score = frames["score"].to_numpy()
     np.testing.assert_allclose(score, frames["prob_GC"].to_numpy() + frames["prob_GU"].to_numpy(), atol=1e-5)
     assert not (out / "report.html").exists()
+

@@ -18,7 +18,7 @@ from capsule_triage.errors import WeightsError
 from capsule_triage.frames import FrameBatch
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.weights import create_model, load_model, read_state_dict, save_weights
-from conftest import DEMO_CLIP, triage
+from conftest import DEMO_CLIP, REPO, triage
 
 
 @pytest.fixture()
@@ -205,3 +205,21 @@ def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):
     with pytest.raises(WeightsError, match=r"hf-hub:nobody: expected hf-hub:OWNER/REPO"):
         local_weights("hf-hub:nobody")
     assert local_weights(tmp_path) == tmp_path
+
+
+def test_the_default_preset_describes_the_shipped_model_as_its_config_does(tmp_path):
+    """A bare weights file takes the preset's [model]: for the shipped model.safetensors it must score and
+    flag as the folder does (the preset lacked the threshold and bicubic resizing: 40.6% vs 50% flagged)."""
+    from capsule_triage import load_pipeline
+    from capsule_triage.model_config import ModelConfig
+
+    preset = load_pipeline().model
+    shipped = ModelConfig.load(REPO / "weights" / "capsule-bleeding-lite0" / "config.json")
+    assert {k: v for k, v in preset.to_dict().items() if k not in ("name", "provenance")} == \
+        {k: v for k, v in shipped.to_dict().items() if k not in ("name", "provenance")}
+    folder = triage("run", DEMO_CLIP, "--out", tmp_path / "folder", "--quiet", "--backend", "torch-fp32")
+    bare = triage("run", DEMO_CLIP, "--weights", REPO / "weights" / "capsule-bleeding-lite0" / "model.safetensors",
+                  "--out", tmp_path / "bare", "--quiet")
+    assert folder.returncode == 0 and bare.returncode == 0, bare.stderr
+    a, b = (pq.read_table(tmp_path / name / "frames.parquet") for name in ("folder", "bare"))
+    assert a["score"] == b["score"] and a["flagged"] == b["flagged"]
