@@ -121,6 +121,7 @@ def probe_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = load_pipeline("capsule-bleeding").model
     config.name = "test-probe-lite0"
+    config.threshold, config.interpolation = 0.5, "bilinear"  # the probe's own, not the shipped model's (the preset's)
     model = create_lite0_imagenet(num_classes=2).eval()
     rng = np.random.default_rng(0)
     images, labels = [], []
