@@ -108,7 +108,8 @@ class Classifier:
         """Load weights (folder, file or ``hf-hub:`` repository, see :func:`capsule_triage.weights.load_model`).
 
         The network is built only for a torch backend; an ONNX backend needs just the folder's
-        config.json and the ONNX file made from these weights (checked by their SHA-256).
+        config.json and the ONNX file made from these weights (checked against the network's SHA-256
+        that ``triage optimize`` recorded, see :mod:`capsule_triage.backend_choice`).
         """
         weights = local_weights(weights)  # an hf-hub: repository as its cached folder
         path = Path(str(weights))
