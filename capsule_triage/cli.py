@@ -103,6 +103,12 @@ def run(
     except KeyboardInterrupt:
         typer.echo(printable(f"Interrupted; nothing was written for {source}."), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    gaps = result.run["time_gaps"]
+    if gaps["count"]:
+        from .report import gaps_phrase
+
+        typer.echo(printable(f"Warning: {source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
+                             f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)
     events = result.run["events"]
     typer.echo(
         f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "

@@ -1,10 +1,14 @@
 """Is a decoded video complete? The end-of-stream checks of :func:`capsule_triage.reader.read_frames`
-(also run by the decoder-process path over all of its parts)."""
+(also run by the decoder-process path over all of its parts), and the gaps inside it: stretches of
+time without frames (a damaged part the demuxer skipped, a capsule's lost radio link), which the
+reviewer must know were not seen."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import numpy as np
 
 from .errors import InputError
 from .frames import DecodeStats, SourceInfo
@@ -49,3 +53,28 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
         stats.frames_skipped += lost
         if len(stats.errors) < 10:
             stats.errors.append(f"{lost} frame(s) lost without a decoder error (damaged data)")
+
+
+GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS typical frame periods
+GAP_PERIODS = 3.0  # (a capsule's adaptive 2-6 frames/s stays well inside 3 periods of its median)
+GAPS_LISTED = 100
+
+
+def time_gaps(pts_seconds: np.ndarray) -> dict:
+    """Stretches without frames in a sorted timeline, for run.json and the report.
+
+    Returns:
+        {"count", "seconds" (in all), "frames_missing_estimate" (at the median frame period), "gaps": up to
+        :data:`GAPS_LISTED` of {"from_seconds", "to_seconds", "seconds", "frames_missing_estimate"}}.
+    """
+    pts = np.asarray(pts_seconds, np.float64)
+    steps = np.diff(pts)
+    if len(steps) < 2:
+        return {"count": 0, "seconds": 0.0, "frames_missing_estimate": 0, "gaps": []}
+    period = float(np.median(steps))
+    at = np.flatnonzero(steps > max(GAP_MIN_SECONDS, GAP_PERIODS * period))
+    missing = [max(0, round(steps[i] / period) - 1) if period > 0 else 0 for i in at]
+    gaps = [{"from_seconds": float(pts[i]), "to_seconds": float(pts[i + 1]), "seconds": round(float(steps[i]), 3),
+             "frames_missing_estimate": int(m)} for i, m in zip(at, missing)]
+    return {"count": len(gaps), "seconds": round(float(steps[at].sum()), 3), "frames_missing_estimate": int(sum(missing)),
+            "gaps": gaps[:GAPS_LISTED]}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from . import __version__
 from .background import prefetch
 from .classifier import Classifier
+from .completeness import time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .frames import DecodeStats, FrameBatch, SourceInfo
@@ -148,7 +149,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options, stage_seconds)
+                          options, stage_seconds, pts)
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -276,7 +277,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                options, stage_seconds) -> dict:
+                options, stage_seconds, pts) -> dict:
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
     read_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()
@@ -291,6 +292,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_decoded": n,
         "frames_skipped": stats.frames_skipped,
         "frames_reused_as_duplicates": stats.frames_reused,
+        "time_gaps": time_gaps(pts),
         "decoded_in": decoded_in,
         "decoder_processes": options.decoder_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),

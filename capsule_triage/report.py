@@ -288,9 +288,24 @@ def _study_facts(study: Study) -> str:
         ("File", _file_name(run)), ("Path", run.get("input", {}).get("path")),
         ("Duration", f"{fmt_duration(_duration(study))} ({_duration(study):.2f} s)"),
         ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"),
+        ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
                                              f"{src['average_fps']:.2f} frames/s" if src.get("average_fps") else None) if v)),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
+
+
+def gaps_phrase(count: int) -> str:
+    return f"{count} stretch{'es' if count != 1 else ''}"
+
+
+def _gaps(gaps) -> str | None:
+    """Stretches of the video without frames: never seen by the model, so the reviewer must know."""
+    if not isinstance(gaps, dict) or not gaps.get("count"):
+        return None
+    longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
+    where = f"; longest {longest['seconds']:.1f} s after {fmt_clock(longest['from_seconds'])}" if longest else ""
+    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {fmt_duration(gaps.get('seconds', 0))} in all (~{gaps.get('frames_missing_estimate', 0):,} "
+            f"frames){where}: not scored (a damaged file, or a lost signal)")
 
 
 def _model_facts(run: dict, card_use: str | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from fractions import Fraction
 import re
 import shutil
 import subprocess
@@ -503,3 +504,38 @@ def test_batch_index_in_chromium(tmp_path, browser):
     assert browser.eval("location.href").endswith("/s1/report.html")
     assert browser.eval("document.querySelectorAll('.card img').length") == 3
     assert browser.problems() == []
+
+
+def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
+    from capsule_triage.completeness import time_gaps
+
+    pts = np.concatenate([np.arange(20) / 4, 10 + np.arange(20) / 4])  # 4.75 s -> 10.0 s: ~20 frames at 4 fps missing
+    assert time_gaps(pts) == {"count": 1, "seconds": 5.25, "frames_missing_estimate": 20,
+                              "gaps": [{"from_seconds": 4.75, "to_seconds": 10.0, "seconds": 5.25, "frames_missing_estimate": 20}]}
+    adaptive = np.cumsum(np.random.default_rng(0).choice([1 / 6, 1 / 2], 400))  # a capsule switching between 6 and 2 frames/s
+    assert time_gaps(adaptive)["count"] == 0 and time_gaps(np.array([0.0, 9.0]))["count"] == 0
+
+
+def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
+    """Frames the demuxer never delivered (a damaged part skipped, a lost signal) were not scored: run.json,
+    the page and a Warning line say where, instead of a silent exit 0."""
+    import av
+
+    clip = tmp_path / "gap.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width = stream.height = 128
+        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 4)
+        for pts in [*range(20), *range(40, 60)]:  # 5 s missing after 4.75 s
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 4)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    result = triage("run", clip, "--out", tmp_path / "o", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (f"Warning: {clip}: 1 stretch without frames (5.2 s in all, ~20 frames), not scored; "
+                                     "see time_gaps in run.json")
+    gaps = json.loads((tmp_path / "o" / "run.json").read_text())["time_gaps"]
+    assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
+    assert "1 stretch without frames, 5.2 s in all (~20 frames); longest 5.2 s after 0:04.8" in (tmp_path / "o" / "report.html").read_text()
