@@ -32,7 +32,7 @@ def write_batch_index(batch_out_dir: Path) -> Path:
     counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
     total = lambda key: sum(r.get(key) or 0 for r in rows)
     head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
-        ["study", "status", "events", "flagged", "top score", "frames", "wall", "model", "input", "error"]))
+        ["study", "status", "events", "flagged", "top score", "frames", "gaps", "wall", "model", "input", "error"]))
     body = "".join(_study_row(folder, r) for r in rows)
     page = [page_header(f"Capsule triage batch \u2014 {folder.name}", nav=""),
             f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
@@ -54,13 +54,20 @@ def _study_row(folder: Path, row: dict) -> str:
     # version of its input (the new one failed), and a folder deleted since has no page to open.
     linked = inside and row.get("status") in ("ok", "skipped") and report.is_file()
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
-    pct, top, wall = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds")
+    pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
-             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames")))),
+             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames")))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
              (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
+
+
+def _gap_cell(seconds) -> str:
+    """Time without frames (never scored): empty when none, marked when some."""
+    if not seconds:
+        return "\u2014" if seconds is None else ""
+    return f'<span class="status failed">\u26a0 {esc(fmt_duration(seconds))}</span>'
 
 
 def _int(value) -> str:

@@ -30,7 +30,7 @@ from capsule_triage.report import PAGE_SIZE, REPORT_FILE, intended_use, paginate
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
 from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_duration, timeline_svg
 
-from conftest import ARTIFACTS, MIXED_CLIP, needs_shared, triage
+from conftest import ARTIFACTS, DEMO_CLIP, MIXED_CLIP, needs_shared, triage
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
@@ -539,3 +539,11 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     gaps = json.loads((tmp_path / "o" / "run.json").read_text())["time_gaps"]
     assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
     assert "1 stretch without frames, 5.2 s in all (~20 frames); longest 5.2 s after 0:04.8" in (tmp_path / "o" / "report.html").read_text()
+    (tmp_path / "studies").mkdir()
+    shutil.copy(clip, tmp_path / "studies" / "gap.mp4")
+    shutil.copy(DEMO_CLIP, tmp_path / "studies" / "demo.mp4")
+    batch = triage("batch", tmp_path / "studies", "--out", tmp_path / "b", "--quiet")
+    assert batch.returncode == 0, batch.stderr
+    rows = {r["input_path"]: r["gap_seconds"] for r in pq.read_table(tmp_path / "b" / "studies.parquet").to_pylist()}
+    assert rows == {"gap.mp4": 5.25, "demo.mp4": 0.0}
+    assert "\u26a0 5.2 s" in (tmp_path / "b" / "index.html").read_text()
