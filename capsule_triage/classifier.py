@@ -23,7 +23,7 @@ from .digests import weights_sha256
 from .hub import local_weights
 from .errors import WeightsError
 from .frames import FrameBatch
-from .model_config import ModelConfig, folder_config
+from .model_config import ModelConfig, folder_config, unfinished_training
 
 if TYPE_CHECKING:
     from torch import nn
@@ -123,6 +123,8 @@ class Classifier:
             from .weights import load_model
 
             model, config = load_model(weights, base_config)
+        if unfinished_training(config):
+            selection["warnings"] = [*selection.get("warnings", []), unfinished_training(config)]
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
                    selection=selection)
 

@@ -18,7 +18,7 @@ def batch_command(
     input_dir: Annotated[Path, typer.Argument(readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
     pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
-    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hub:<tag>).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO[@REVISION]).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage\\[ray]\").")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,

@@ -115,6 +115,8 @@ def eval_command(
                           val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend, codec=codec)
     except (TriageError, ValueError) as exc:
         _fail(exc)
+    for warning in result.get("warnings", []):
+        typer.echo(f"Warning: {warning}", err=True)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import cv2
@@ -31,13 +30,15 @@ from torch import nn
 from . import metrics
 from .datasets import MANIFEST_NAME, LabelledImages, assign_validation, load_images, read_samples, samples_digest, select
 from .digests import weights_sha256
-from .errors import InputError, OutputError, WeightsError
-from .model_config import CONFIG_NAME, ModelConfig
+from .errors import InputError, OutputError, TriageError, WeightsError
+from .hub import local_weights
+from .outputs import check_creatable
+from .model_card import check_section_name, json_ready, write_card_section, write_training_section
+from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
 from .weights import load_model
 
-CARD_NAME = "MODEL_CARD.md"
 
 
 def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
@@ -127,8 +128,14 @@ def evaluate(
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
     """
     parsed = _parse_codec(codec)
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise OutputError(out_dir, "output path exists and is not a folder")
+    _check_outputs(out_dir, model_card)
+    if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
+        raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
+                                    "this one out of the Hugging Face cache first")
+    weights = local_weights(weights)  # an hf-hub: repository as its cached folder
+    if Path(weights).is_file():
+        raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
+                                    "classes, preprocessing or threshold to evaluate with")
     model, config = load_model(weights)
     model = model.to(memory_format=torch.channels_last)
     if border is not None:
@@ -149,14 +156,31 @@ def evaluate(
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
+    warnings = [w for w in (unfinished_training(config), _training_overlap(select(samples, split), config, split)) if w]
+    if warnings:
+        result["warnings"] = warnings
     if selection is not None:
         result["threshold_selection"] = selection
+        config.save(Path(weights) / CONFIG_NAME)
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, probs, config)
     if model_card is not None:
         write_card_section(Path(weights), model_card, result)
         write_training_section(Path(weights), config)
     return result
+
+
+def _check_outputs(out_dir: str | Path | None, model_card: str | None) -> None:
+    """Refuse an unusable --out or --model-card before anything is scored or config.json is changed."""
+    if model_card is not None:
+        check_section_name(model_card)
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out_dir, "output path exists and is not a folder")
+    if not out.exists():
+        check_creatable(out)
 
 
 def with_validation(data: str | Path, config: ModelConfig) -> list:
@@ -192,6 +216,27 @@ def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[
     return samples, split
 
 
+def _training_overlap(scored: list, config: ModelConfig, split: str) -> str | None:
+    """A warning when frames being scored were training frames of this model (the same images listed in
+    another manifest or folder tree: metrics on them are optimistic); None when none were, or when the
+    training data is no longer where training read it."""
+    training = config.provenance.get("training", {})
+    trained_on, fraction = training.get("recipe", {}).get("data"), (training.get("split") or {})
+    if not trained_on or not Path(trained_on).exists():
+        return None
+    try:
+        train = assign_validation(read_samples(trained_on)[0], val_fraction=fraction.get("val_fraction", 0.0) or 0.0,
+                                  seed=fraction.get("seed", 0))
+    except (TriageError, ValueError):
+        return None
+    seen = {s.path for s in train if s.split == "train"}
+    overlap = sum(s.path in seen for s in scored)
+    if not overlap:
+        return None
+    return (f"{overlap} of the {len(scored)} frames scored ({split}) were training frames of this model ({trained_on}); "
+            "these metrics are optimistic")
+
+
 def _same_data(a: str | Path, b: str | Path) -> bool:
     def manifest(p: Path) -> Path:
         return p / MANIFEST_NAME if p.is_dir() and (p / MANIFEST_NAME).is_file() else p
@@ -213,7 +258,7 @@ def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
                      codec: Codec | None = None) -> dict:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
-    after ``codec``'s round trip, if given) and store it in config.json."""
+    after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`)."""
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
@@ -235,14 +280,13 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
-    config.save(folder / CONFIG_NAME)
-    return selection
+    return selection  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:
     """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(_json_ready(result), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(json_ready(result), indent=2) + "\n")
     score = suspicion(probs, config)
     positive = np.isin(images.labels.numpy(), config.abnormal_indices)
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
@@ -253,6 +297,8 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
     pq.write_table(pa.table(metrics.threshold_table(positive, score)), out / "thresholds.parquet")
     if "groups" in result:
         pq.write_table(pa.table(metrics.group_table(np.array(images.groups), positive, score, config.threshold)), out / "groups.parquet")
+    else:  # not left over from an earlier evaluation into the same folder
+        (out / "groups.parquet").unlink(missing_ok=True)
     curves = {"abnormal": metrics.roc_curve(positive, score)[:2]}
     if len(config.class_names) > 2:
         curves.update({c: metrics.roc_curve(images.labels.numpy() == i, probs[:, i])[:2] for i, c in enumerate(config.class_names)})
@@ -284,82 +330,3 @@ def draw_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str, po
     cv2.putText(img, "true positive rate (sensitivity)", (left - 30, top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     cv2.putText(img, "false positive rate (1 - specificity)", (size // 2 - 110, size - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     return img
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def card_numbers(result: dict) -> dict:
-    """The headline numbers a model card quotes (rounded to 4 decimals)."""
-    keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names")
-    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys}
-    if result.get("codec"):
-        out["codec"] = result["codec"]
-    return _json_ready(out)
-
-
-def write_card_section(folder: Path, section: str, result: dict) -> Path:
-    """(Re)write section ``section`` of ``folder/MODEL_CARD.md`` with ``result``'s numbers."""
-    if not folder.is_dir():
-        raise WeightsError(folder, "--model-card needs a weights folder")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", section):
-        raise InputError(section, "model card section names use letters, digits, '.', '_' and '-' only")
-    numbers = card_numbers(result)
-    cm = numbers["confusion_matrix"]
-    lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
-             f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
-             + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
-             "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
-             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
-             "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
-             "```json", json.dumps(numbers), "```"]
-    return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
-
-
-def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
-    begin, end = f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
-    block = f"{begin}\n{body}\n{end}"
-    text = card.read_text() if card.exists() else f"# {title}\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-    card.write_text(text)
-    return card
-
-
-def write_training_section(folder: Path, config: ModelConfig) -> None:
-    """(Re)write the card's "training" section from the provenance that training and eval stored."""
-    training = config.provenance.get("training", {})
-    chosen = config.provenance.get("operating_threshold")
-    lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
-             f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
-             f"{training.get('threads')} threads).", "",
-             f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
-             f"best checkpoint: {json.dumps(training.get('best'))}."]
-    if chosen:
-        lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
-                  + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
-                  f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
-                  f"specificity {_pct(chosen['val_specificity'])})."]
-    _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
-
-
-def read_card_section(folder: Path, section: str) -> dict:
-    """The JSON numbers of one section of ``folder/MODEL_CARD.md``."""
-    text = (Path(folder) / CARD_NAME).read_text()
-    match = re.search(rf"<!-- triage-eval:{re.escape(section)}:begin -->.*?```json\n(.*?)\n```", text, re.S)
-    if match is None:
-        raise WeightsError(folder, f"no triage-eval section {section!r} in {CARD_NAME}")
-    return json.loads(match.group(1))
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"

@@ -22,7 +22,9 @@ ETAG_TIMEOUT_SECONDS = 10
 
 
 def local_weights(weights: str | Path) -> str | Path:
-    """``weights`` as a local location: an ``hf-hub:`` repository as its cached folder; others unchanged.
+    """``weights`` as a local location: an ``hf-hub:`` repository as its cached folder, the
+    ``model.safetensors`` of a weights folder as that folder (its config.json describes it, not a
+    preset's [model]); others unchanged.
 
     Raises:
         WeightsError: a timm ``hub:`` tag; an ``hf-hub:`` repository that is not in the cache when
@@ -34,9 +36,12 @@ def local_weights(weights: str | Path) -> str | Path:
                                  f"training from it (`triage train --init {text}`), or score with trained weights "
                                  f"(a folder, a file, or {PREFIX}OWNER/REPO)")
     if not text.startswith(PREFIX):
+        path = Path(text)
+        if path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
+            return path.parent
         return weights
-    repo, _, revision = text[len(PREFIX):].partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
+    repo, at, revision = text[len(PREFIX):].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")) or any(c.isspace() for c in repo) or (at and not revision):
         raise WeightsError(text, f"expected {PREFIX}OWNER/REPO or {PREFIX}OWNER/REPO@REVISION")
     folder = _snapshot(text, repo, revision or None)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():

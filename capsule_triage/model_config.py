@@ -150,6 +150,16 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def unfinished_training(config: ModelConfig) -> str | None:
+    """A warning when the weights are the best epoch so far of a training run that was stopped (the
+    folder holds them from the first epoch on); None for finished or shipped weights."""
+    training = config.provenance.get("training") if isinstance(config.provenance, dict) else None
+    if not isinstance(training, dict) or training.get("finished") is not False:
+        return None
+    return (f"these weights come from a training run stopped after epoch {training.get('epochs_done', '?')} "
+            "(the best epoch so far); continue it with the same `triage train` command and --resume")
+
+
 def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:
     """The config of a weights folder, checked against the preset's classes (no tensors are read).
 

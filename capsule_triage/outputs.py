@@ -38,6 +38,18 @@ def prob_column(class_name: str) -> str:
     return f"prob_{class_name}"
 
 
+def check_creatable(path: Path) -> None:
+    """Raise :class:`OutputError` now, before any work, if ``path`` could not be created: the nearest
+    existing folder above it is a file or not writable."""
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(ancestor, "is not a folder, so the output cannot be created under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(ancestor, "cannot write here (permission denied)")
+
+
 class StagedOutput:
     """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
 
@@ -66,13 +78,7 @@ class StagedOutput:
             if not (self.final / RUN_FILE).is_file() and any(self.final.iterdir()):
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {RUN_FILE}); "
                                               "--force replaces only those, choose another --out")
-        ancestor = self.final.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir():
-            raise OutputError(ancestor, "is not a folder, so the output cannot be created under it")
-        if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise OutputError(ancestor, "cannot write here (permission denied)")
+        check_creatable(self.final)
 
     def __enter__(self) -> Path:
         self.check()

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from . import __version__
 from .background import prefetch
 from .classifier import Classifier
+from .hub import local_weights
 from .completeness import time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
@@ -103,12 +104,25 @@ def default_out_dir(input_path: Path) -> Path:
 def load_classifier(pipeline: Pipeline, *, weights: str | None = None, device: str = "auto", backend: str = "auto",
                     threads: int | None = None) -> Classifier:
     """The preset's model (or ``weights``), checked against the preset's classes."""
+    location = weights_location(pipeline, weights)
+    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads)
+
+
+def weights_location(pipeline: Pipeline, weights: str | None = None) -> str:
+    """The local weights to load (``weights`` or the preset's): an ``hf-hub:`` repository fetched into
+    its cached folder, a folder's ``model.safetensors`` as the folder (see :func:`capsule_triage.hub.local_weights`).
+
+    Raises:
+        WeightsError: none found (for the preset's own: how to get them), or a hub name that cannot serve.
+    """
     location = weights or pipeline.weights
-    if not location or (not location.startswith(("hub:", "hf-hub:")) and not Path(location).exists()):
+    if not location:
+        raise weights_not_installed(pipeline)
+    if not location.startswith(("hub:", "hf-hub:")) and not Path(location).exists():
         if weights:
             raise WeightsError(location, "weights not found")
         raise weights_not_installed(pipeline)
-    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads)
+    return str(local_weights(location))
 
 
 def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:

@@ -10,7 +10,6 @@ stores none, they are put in presentation order (:class:`~capsule_triage.present
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re

@@ -40,6 +40,7 @@ from .datasets import (LabelledImages, assign_validation, check_training_splits,
                        samples_digest, select, split_counts)
 from .errors import InputError, WeightsError
 from .evaluate import predict_probs, summarize
+from .outputs import check_creatable
 from .imagenet_init import LITE0_ARCH
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
@@ -165,6 +166,8 @@ def _check_options(o: TrainOptions) -> None:
 def _check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(out, "output path exists and is not a folder")
+    if not out.exists():
+        check_creatable(out)
     if saved is None and (out / CHECKPOINT_DIR).exists():
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
@@ -337,7 +340,8 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
 
 def _save_best(run: _Run, out: Path) -> None:
     provenance = dict(run.config.provenance)
-    provenance["training"] = {**provenance["training"], "best": run.state["best"], "split": {
+    provenance["training"] = {**provenance["training"], "finished": False, "epochs_done": len(run.state["log"]) + 1,
+                              "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0}}
     run.config.provenance = provenance
@@ -394,7 +398,7 @@ def _finish(run: _Run, out: Path) -> None:
     """Record the total wall time in the best model's config and in the checkpoint."""
     wall = round(time.perf_counter() - run.state["session_start"], 1)
     config = ModelConfig.load(out / "config.json")
-    config.provenance["training"]["wall_seconds"] = wall
+    config.provenance["training"].update(wall_seconds=wall, finished=True, epochs_done=len(run.state["log"]))
     config.save(out / "config.json")
     path = out / CHECKPOINT_DIR / "state.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "finished": True, "elapsed_seconds": wall}, indent=1))

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
 from capsule_triage.errors import InputError
-from capsule_triage.evaluate import evaluate, read_card_section
+from capsule_triage.evaluate import evaluate
+from capsule_triage.model_card import read_card_section
 from capsule_triage.model_config import ModelConfig
 from conftest import REPO, WCE, manifest_rows, needs_shared
 
@@ -210,3 +211,24 @@ def test_threshold_needs_normal_validation_frames_and_out_must_be_a_folder(weigh
     register(app)
     result = CliRunner().invoke(app, ["eval", str(weights_copy), str(small_manifest), "--out", str(tmp_path / "a_file")])
     assert result.exit_code == 2 and result.output.strip() == f"Error: {tmp_path / 'a_file'}: output path exists and is not a folder"
+
+
+@needs_shared
+def test_a_failing_eval_leaves_the_operating_threshold_alone(weights_copy, small_manifest, tmp_path):
+    """--target-sensitivity rewrites config.json only once the evaluation has succeeded: a bad --model-card
+    name or an --out under a file rewrote it and then failed (the second with a traceback)."""
+    from capsule_triage.errors import OutputError
+
+    before = (weights_copy / "config.json").read_text()
+    with pytest.raises(InputError, match="bad name: model card section names use"):
+        evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, model_card="bad name")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(OutputError, match="a_file: is not a folder, so the output cannot be created under it"):
+        evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, out_dir=tmp_path / "a_file" / "sub")
+    assert (weights_copy / "config.json").read_text() == before
+    out = tmp_path / "eval"
+    evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, out_dir=out)
+    assert (weights_copy / "config.json").read_text() != before and (out / "groups.parquet").exists()
+    evaluate(weights_copy, small_manifest, "val", out_dir=out)  # no groups this time: none left from the test split
+    assert json.loads((out / "metrics.json").read_text())["split"] == "val"
+    assert (out / "groups.parquet").exists() == ("groups" in json.loads((out / "metrics.json").read_text()))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
 from capsule_triage.datasets import Sample, assign_validation, check_training_splits, class_order, load_images, read_samples, select
-from capsule_triage.errors import InputError, WeightsError
+from capsule_triage.errors import InputError, TriageError, WeightsError
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
@@ -463,3 +463,31 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     with pytest.raises(InputError, match=r"held_out.csv: label\(s\) \['ulcer'\] are not model classes"):
         held_out.write_text(held_out.read_text() + f"{WCE / rows[0]['path']},ulcer\n")
         evaluate(out, held_out)
+
+
+@needs_shared
+def test_weights_of_a_stopped_training_run_say_so_and_training_frames_scored_elsewhere_are_named(tiny_manifest, tmp_path):
+    from capsule_triage.classifier import Classifier
+    from capsule_triage.evaluate import evaluate
+    from capsule_triage.model_config import unfinished_training
+
+    part = train(_options(tiny_manifest, tmp_path / "m", strategy="two-stage", head_epochs=1, epochs=2, stop_after_steps=4))
+    warning = unfinished_training(ModelConfig.load(part / "config.json"))
+    assert warning == ("these weights come from a training run stopped after epoch 1 (the best epoch so far); continue it "
+                       "with the same `triage train` command and --resume")
+    assert warning in Classifier.load(part, backend="torch-fp32").selection["warnings"]
+    other = tmp_path / "same_frames.csv"  # the training frames, listed in another manifest (no split column)
+    rows = list(csv.DictReader(open(tiny_manifest)))
+    other.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in rows[:6]))
+    result = evaluate(part, other)
+    assert result["warnings"] == [warning, f"6 of the 6 frames scored (all) were training frames of this model ({tiny_manifest}); "
+                                           "these metrics are optimistic"]
+    done = train(_options(tiny_manifest, part, strategy="two-stage", head_epochs=1, epochs=2, resume=True))
+    assert unfinished_training(ModelConfig.load(done / "config.json")) is None
+    assert "warnings" not in Classifier.load(done, backend="torch-fp32").selection
+
+
+def test_training_output_under_a_file_is_refused_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(TriageError, match="a_file: is not a folder, so the output cannot be created under it"):
+        train(_options(tmp_path / "data.csv", tmp_path / "a_file" / "m"))

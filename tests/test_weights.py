@@ -223,3 +223,43 @@ def test_the_default_preset_describes_the_shipped_model_as_its_config_does(tmp_p
     assert folder.returncode == 0 and bare.returncode == 0, bare.stderr
     a, b = (pq.read_table(tmp_path / name / "frames.parquet") for name in ("folder", "bare"))
     assert a["score"] == b["score"] and a["flagged"] == b["flagged"]
+
+
+def test_the_model_safetensors_of_a_weights_folder_is_read_with_its_own_config(random_weights, tmp_path):
+    """Given a folder's model.safetensors, the folder's config.json describes it (not the preset's [model]:
+    a model trained at 64 px was scored at the preset's 224 px and 0.19 threshold, 100% flagged)."""
+    from capsule_triage.hub import local_weights
+
+    assert local_weights(random_weights / "model.safetensors") == random_weights
+    result = triage("run", DEMO_CLIP, "--weights", random_weights / "model.safetensors", "--out", tmp_path / "o", "--quiet")
+    assert result.returncode == 0, result.stderr
+    model = json.loads((tmp_path / "o" / "run.json").read_text())["model"]
+    assert model["config"]["name"] == json.loads((random_weights / "config.json").read_text())["name"]
+    assert model["weights_path"] == str(random_weights.absolute())
+
+
+def test_hub_weights_serve_batch_and_eval_but_are_not_rewritten(random_weights, tmp_path):
+    cache = tmp_path / "hf"
+    _hub_cache(cache, "lab/capsule-model", random_weights)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    (tmp_path / "studies").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "studies" / "demo.mp4")
+    batch = triage("batch", tmp_path / "studies", "--out", tmp_path / "b", "--weights", "hf-hub:lab/capsule-model", "--quiet", env=env)
+    assert batch.returncode == 0, batch.stderr
+    assert pq.read_table(tmp_path / "b" / "studies.parquet")["status"].to_pylist() == ["ok"]
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:  # a labelled folder tree from the demo clip's frames (labels arbitrary)
+        for i, frame in enumerate(container.decode(video=0)):
+            label = ("non-bleeding", "bleeding")[(i // 8) % 2]
+            (tmp_path / "tree" / label).mkdir(parents=True, exist_ok=True)
+            frame.to_image().save(tmp_path / "tree" / label / f"f{i}.png")
+    evaluated = triage("eval", "hf-hub:lab/capsule-model", tmp_path / "tree", env=env)
+    assert evaluated.returncode == 0 and "on all (64 frames" in evaluated.stdout, evaluated.stderr
+    refused = triage("eval", "hf-hub:lab/capsule-model", tmp_path / "tree", "--target-sensitivity", "0.9", env=env)
+    assert refused.returncode == 2 and "copy this one out of the Hugging Face cache first" in refused.stderr
+    bare = triage("eval", random_weights / "model.safetensors", tmp_path / "tree")  # a folder's file: the folder
+    assert bare.returncode == 0, bare.stderr
+    (tmp_path / "loose.safetensors").write_bytes((random_weights / "model.safetensors").read_bytes())
+    loose = triage("eval", tmp_path / "loose.safetensors", tmp_path / "tree")
+    assert loose.returncode == 2 and "give a weights folder (config.json + model.safetensors)" in loose.stderr and "--pipeline" not in loose.stderr

@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import OutputError, TriageError, WeightsError
+from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
-from ..pipeline import RunOptions
-from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline, weights_not_installed
+from ..pipeline import RunOptions, weights_location
+from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from .discovery import Study, discover_studies, input_sha256
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .lock import acquire_lock, release_lock
@@ -95,7 +95,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     """
     started, started_at = time.perf_counter(), now_utc()
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
-    pipeline = _check_arguments(input_dir, out_dir, options)
+    pipeline, options = _check_arguments(input_dir, out_dir, options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -141,7 +141,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
     return _finish(studies, progress, ctx, info=info, interrupted=False)
 
 
-def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> Pipeline:
+def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions]:
     """Validate everything before anything is written; returns the preset."""
     if options.engine not in ENGINES:
         raise TriageError("--engine", f"unknown engine {options.engine!r}; use one of {list(ENGINES)}")
@@ -160,10 +160,7 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> P
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(out_dir, "output path exists and is not a folder")
     pipeline = load_pipeline(options.pipeline)
-    location = options.weights or pipeline.weights
-    if not location or (not location.startswith("hub:") and not Path(location).exists()):
-        raise WeightsError(location, "weights not found") if options.weights else weights_not_installed(pipeline)
-    return pipeline
+    return pipeline, replace(options, weights=weights_location(pipeline, options.weights))  # an hf-hub: repository fetched once, here
 
 
 def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool) -> BatchResult:

@@ -1,0 +1,102 @@
+"""The model card's measured sections: ``triage eval --model-card NAME`` (re)writes a section of
+``MODEL_CARD.md`` between ``<!-- triage-eval:NAME:begin/end -->`` markers with the numbers it
+computed, and the "training" section from the provenance that training and eval stored in config.json,
+so a card never states a number that was not computed from data."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, WeightsError
+from .model_config import ModelConfig
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def json_ready(value):
+    """``value`` with NaN as None and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def card_numbers(result: dict) -> dict:
+    """The headline numbers a model card quotes (rounded to 4 decimals)."""
+    keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names")
+    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys}
+    if result.get("codec"):
+        out["codec"] = result["codec"]
+    return json_ready(out)
+
+
+def check_section_name(section: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", section):
+        raise InputError(section, "model card section names use letters, digits, '.', '_' and '-' only")
+
+
+def write_card_section(folder: Path, section: str, result: dict) -> Path:
+    """(Re)write section ``section`` of ``folder/MODEL_CARD.md`` with ``result``'s numbers."""
+    if not folder.is_dir():
+        raise WeightsError(folder, "--model-card needs a weights folder")
+    check_section_name(section)
+    numbers = card_numbers(result)
+    cm = numbers["confusion_matrix"]
+    lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
+             f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
+             + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
+             "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
+             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
+             "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
+             "```json", json.dumps(numbers), "```"]
+    return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+
+
+def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
+    begin, end = f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
+    block = f"{begin}\n{body}\n{end}"
+    text = card.read_text() if card.exists() else f"# {title}\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    card.write_text(text)
+    return card
+
+
+def write_training_section(folder: Path, config: ModelConfig) -> None:
+    """(Re)write the card's "training" section from the provenance that training and eval stored."""
+    training = config.provenance.get("training", {})
+    chosen = config.provenance.get("operating_threshold")
+    lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
+             f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
+             f"{training.get('threads')} threads).", "",
+             f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
+             f"best checkpoint: {json.dumps(training.get('best'))}."]
+    if chosen:
+        lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
+                  + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
+                  f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
+                  f"specificity {_pct(chosen['val_specificity'])})."]
+    _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
+
+
+def read_card_section(folder: Path, section: str) -> dict:
+    """The JSON numbers of one section of ``folder/MODEL_CARD.md``."""
+    text = (Path(folder) / CARD_NAME).read_text()
+    match = re.search(rf"<!-- triage-eval:{re.escape(section)}:begin -->.*?```json\n(.*?)\n```", text, re.S)
+    if match is None:
+        raise WeightsError(folder, f"no triage-eval section {section!r} in {CARD_NAME}")
+    return json.loads(match.group(1))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
