@@ -23,6 +23,7 @@ with fp32 on real frames (see :mod:`capsule_triage.optimize`).
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import cache
 from pathlib import Path
 
@@ -220,7 +221,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_fram
             batch = next(self.batches, None)
             return None if batch is None else {"frames": np.ascontiguousarray(batch)}
 
-    prepared = Path(int8_path).with_suffix(".prep.onnx")
+    prepared, partial = Path(int8_path).with_suffix(".prep.onnx"), Path(int8_path).with_suffix(".partial")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         convs = [node for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
@@ -228,11 +229,13 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_fram
         names = [node.name for node in convs]
         keep_float = sorted(set(names[:FLOAT_STEM_CONVS] + names[-FLOAT_HEAD_CONVS:] + depthwise))
         quantize_static(
-            str(prepared), str(int8_path), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(prepared), str(partial), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
             op_types_to_quantize=["Conv", "MatMul", "Gemm"], nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
+        os.replace(partial, int8_path)  # whole or not at all
     finally:
         prepared.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
     return Path(int8_path)

@@ -13,6 +13,7 @@ from .errors import TriageError
 
 def register(app: typer.Typer) -> None:
     from .cli import fail
+    from .cli_batch import EXIT_INTERRUPTED
 
     @app.command()
     def bench(
@@ -72,6 +73,9 @@ def register(app: typer.Typer) -> None:
             report = run_optimize(weights, check, calibration_clips=calibration, tolerance=tolerance, batch_size=batch_size)
         except (TriageError, ValueError) as exc:
             fail(exc)
+        except KeyboardInterrupt:
+            typer.echo(f"Interrupted; {Path(weights) / 'backends.json'} was not changed.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         for name, row in report["candidates"].items():
             verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})" if "reason" in row else "rejected"
             if "error" in row:

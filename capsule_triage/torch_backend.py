@@ -7,6 +7,7 @@ by :func:`export_onnx`.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -110,10 +111,14 @@ def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path
     size = config.input_size
     folded = FoldedModel(static_same_padding(model, size), config).eval()
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    partial = Path(path).with_suffix(".partial")
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")  # the TorchScript exporter, chosen
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")
         torch.onnx.export(
-            folded, (example,), str(path), input_names=["frames"], output_names=["logits"],
+            folded, (example,), str(partial), input_names=["frames"], output_names=["logits"],
             dynamic_axes={"frames": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
         )
+    os.replace(partial, path)  # whole or not at all: an interrupted export leaves no half file for backends.json to vouch for
     return Path(path)

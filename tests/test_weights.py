@@ -218,8 +218,9 @@ def test_the_default_preset_describes_the_shipped_model_as_its_config_does(tmp_p
     assert {k: v for k, v in preset.to_dict().items() if k not in ("name", "provenance")} == \
         {k: v for k, v in shipped.to_dict().items() if k not in ("name", "provenance")}
     folder = triage("run", DEMO_CLIP, "--out", tmp_path / "folder", "--quiet", "--backend", "torch-fp32")
-    bare = triage("run", DEMO_CLIP, "--weights", REPO / "weights" / "capsule-bleeding-lite0" / "model.safetensors",
-                  "--out", tmp_path / "bare", "--quiet")
+    loose = tmp_path / "loose.safetensors"  # a bare file (a folder's own model.safetensors is read as the folder)
+    loose.write_bytes((REPO / "weights" / "capsule-bleeding-lite0" / "model.safetensors").read_bytes())
+    bare = triage("run", DEMO_CLIP, "--weights", loose, "--out", tmp_path / "bare", "--quiet")
     assert folder.returncode == 0 and bare.returncode == 0, bare.stderr
     a, b = (pq.read_table(tmp_path / name / "frames.parquet") for name in ("folder", "bare"))
     assert a["score"] == b["score"] and a["flagged"] == b["flagged"]
