@@ -9,6 +9,7 @@ exported from other network weights is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from .backends import BACKENDS, onnx_file, runs_here
 from .digests import file_sha256
 from .errors import WeightsError
-from .model_config import WEIGHTS_NAME
+from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 
 BACKENDS_FILE = "backends.json"  # written by `triage optimize` beside config.json
 
@@ -62,6 +63,15 @@ def read_backend_report(weights_dir: Path | None, weights_id: str) -> tuple[dict
     return report, None
 
 
+GRAPH_FIELDS = ("input_size", "mean", "std", "interpolation", "border", "border_radius")  # folded into an exported graph
+
+
+def graph_sha256(config: ModelConfig) -> str:
+    """SHA-256 of the config fields an exported ONNX graph has built in (its preprocessing)."""
+    data = config.to_dict()
+    return hashlib.sha256(json.dumps({k: data[k] for k in GRAPH_FIELDS}, sort_keys=True).encode()).hexdigest()
+
+
 def _stale_onnx(weights_dir: Path, backend: str) -> tuple[bool, str | None]:
     """Whether the ONNX file of ``backend`` was provably exported from other network weights (the
     report records the ``model.safetensors`` it was made from), and a warning when nothing says."""
@@ -70,10 +80,11 @@ def _stale_onnx(weights_dir: Path, backend: str) -> tuple[bool, str | None]:
     except (OSError, ValueError):
         report = None
     recorded = report.get("model_sha256") if isinstance(report, dict) else None
-    if recorded:  # the network weights the ONNX files were exported from
-        if recorded != file_sha256(weights_dir / WEIGHTS_NAME):
+    if recorded:  # the network weights and the preprocessing folded into the graph when it was exported
+        graph = report.get("graph_sha256")
+        if recorded != file_sha256(weights_dir / WEIGHTS_NAME) or (graph and graph != graph_sha256(ModelConfig.load(weights_dir / CONFIG_NAME))):
             return True, None
-        return False, None  # same network: only config.json changed (e.g. a new threshold), the graph still holds
+        return False, None  # same network and preprocessing: only e.g. the threshold changed, the graph still holds
     return False, (f"{onnx_file(backend)} may not be the export of these weights (no {BACKENDS_FILE} vouches for it); "
                    "run `triage optimize` again")
 
@@ -115,7 +126,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         candidate = report["candidates"][requested]
         choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted", "reason") if k in candidate}
         choice["agreement"].update({k: report[k] for k in ("check_frames", "check_frames_uncertain", "tolerance") if k in report})
-        if not candidate["accepted"] and not requested.endswith("fp32"):
+        if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
         if "tuning" in candidate and candidate["accepted"]:  # batch size and thread layout measured fastest by `triage optimize`
@@ -128,7 +139,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
         stale, warning = _stale_onnx(weights_dir, requested)
         if stale:
-            raise WeightsError(path, f"exported from other network weights than {WEIGHTS_NAME}; run `triage optimize` again")
+            raise WeightsError(path, f"exported from other network weights or preprocessing than {WEIGHTS_NAME} and "
+                                     f"{CONFIG_NAME} hold now; run `triage optimize` again")
         warnings += [warning] if warning and report is None else []
         choice["onnx_file"] = str(path.absolute())
     if warnings:

@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
         except (TriageError, ValueError) as exc:
             fail(exc)
         except KeyboardInterrupt:
-            typer.echo(f"Interrupted; {Path(weights) / 'backends.json'} was not changed.", err=True)
+            typer.echo(f"Interrupted; {Path(weights) / 'backends.json'} is removed until `triage optimize` completes "
+                       "(--backend auto uses torch-fp32 meanwhile).", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         for name, row in report["candidates"].items():
             verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})" if "reason" in row else "rejected"

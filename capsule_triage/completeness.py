@@ -64,7 +64,8 @@ def time_gaps(pts_seconds: np.ndarray) -> dict:
     """Stretches without frames in a sorted timeline, for run.json and the report.
 
     Returns:
-        {"count", "seconds" (in all), "frames_missing_estimate" (at the median frame period), "gaps": up to
+        {"count", "seconds" (without frames, in all: each step less one median frame period),
+        "frames_missing_estimate" (at the median frame period), "gaps": up to
         :data:`GAPS_LISTED` of {"from_seconds", "to_seconds", "seconds", "frames_missing_estimate"}}.
     """
     pts = np.asarray(pts_seconds, np.float64)
@@ -74,7 +75,8 @@ def time_gaps(pts_seconds: np.ndarray) -> dict:
     period = float(np.median(steps))
     at = np.flatnonzero(steps > max(GAP_MIN_SECONDS, GAP_PERIODS * period))
     missing = [max(0, round(steps[i] / period) - 1) if period > 0 else 0 for i in at]
-    gaps = [{"from_seconds": float(pts[i]), "to_seconds": float(pts[i + 1]), "seconds": round(float(steps[i]), 3),
-             "frames_missing_estimate": int(m)} for i, m in zip(at, missing)]
-    return {"count": len(gaps), "seconds": round(float(steps[at].sum()), 3), "frames_missing_estimate": int(sum(missing)),
+    without = steps[at] - period  # the time no frame covers: the step less the one period a frame would fill
+    gaps = [{"from_seconds": float(pts[i]), "to_seconds": float(pts[i + 1]), "seconds": round(float(w), 3),
+             "frames_missing_estimate": int(m)} for i, w, m in zip(at, without, missing)]
+    return {"count": len(gaps), "seconds": round(float(without.sum()), 3), "frames_missing_estimate": int(sum(missing)),
             "gaps": gaps[:GAPS_LISTED]}

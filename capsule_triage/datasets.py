@@ -192,7 +192,7 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
     absent = [c for c in class_names if c not in train_labels]
     if absent:
         raise InputError(data, f"no training frames of class(es) {', '.join(absent)}; the head would learn nothing for "
-                               "them (label some frames or leave them out of --classes)")
+                               "them (label some training frames, or leave the class out of --classes and its frames out of the data)")
     val_labels = {s.label for s in samples if s.split == "val"}
     if val_fraction > 0 and not val_labels:
         raise InputError(data, "no validation frames: validation takes whole groups and every class has only one group "

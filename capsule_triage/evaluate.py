@@ -193,10 +193,17 @@ def with_validation(data: str | Path, config: ModelConfig) -> list:
 
 
 def _training_validation(samples: list, config: ModelConfig) -> list:
-    split = config.provenance.get("training", {}).get("split")
-    if any(s.split == "val" for s in samples) or not split or not split.get("val_fraction"):
-        return samples
-    return assign_validation(samples, val_fraction=split["val_fraction"], seed=split["seed"])
+    """``samples`` split as training split them (assign_validation: unassigned rows join the training
+    pool, a validation fraction is remade from the recorded seed): the same list training hashed."""
+    split = config.provenance.get("training", {}).get("split") or {}
+    return assign_validation(samples, val_fraction=split.get("val_fraction") or 0.0, seed=split.get("seed", 0))
+
+
+def _training_data(config: ModelConfig) -> str | None:
+    """Where training read its data: the absolute path it recorded, else the command's (relative to the
+    folder the command ran in, which is all older weights recorded)."""
+    training = config.provenance.get("training", {})
+    return training.get("data_path") or training.get("recipe", {}).get("data")
 
 
 def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str]:
@@ -204,9 +211,8 @@ def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[
     whole for ``test`` (unless the model was trained on it)."""
     samples = read_samples(data)[0]
     if split == "test" and not any(s.split for s in samples):
-        training = config.provenance.get("training", {})
-        trained_on = training.get("recipe", {}).get("data")
-        if (trained_on and _same_data(trained_on, data)) or training.get("data_sha256") == samples_digest(_training_validation(samples, config)):
+        trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
+        if (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config))):
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
         return samples, "all"
@@ -220,13 +226,11 @@ def _training_overlap(scored: list, config: ModelConfig, split: str) -> str | No
     """A warning when frames being scored were training frames of this model (the same images listed in
     another manifest or folder tree: metrics on them are optimistic); None when none were, or when the
     training data is no longer where training read it."""
-    training = config.provenance.get("training", {})
-    trained_on, fraction = training.get("recipe", {}).get("data"), (training.get("split") or {})
+    trained_on = _training_data(config)
     if not trained_on or not Path(trained_on).exists():
         return None
     try:
-        train = assign_validation(read_samples(trained_on)[0], val_fraction=fraction.get("val_fraction", 0.0) or 0.0,
-                                  seed=fraction.get("seed", 0))
+        train = _training_validation(read_samples(trained_on)[0], config)
     except (TriageError, ValueError):
         return None
     seen = {s.path for s in train if s.split == "train"}

@@ -1,7 +1,9 @@
 """Frame times of a frame folder: a constant rate (``--fps``), or a timestamp CSV (``--timestamps``)
 with columns ``filename,pts_seconds``, one row per image, read strictly: a frame folder's times place
-its events, so a row that cannot be read, a name listed twice or times that do not increase in the
-frames' order is refused, naming the CSV and the row, before any frame is scored."""
+its events, so a row that cannot be read, a name listed twice or times that are all equal is
+refused, naming the CSV and the row, before any frame is scored. The CSV's times are the authority
+on order: frames are ranked in time order whatever their names (a camera counter that wraps from
+IMG_9999 to IMG_0000 keeps its frames in place)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     Raises:
         InputError: a non-positive or non-finite ``fps``; a CSV that is missing, unreadable, lacks the
             columns, has a row without a name or a finite time, lists a name twice, misses an image,
-            or whose times do not increase in the images' order.
+            or gives every image the same time.
     """
     if timestamps_csv is None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
@@ -33,13 +35,10 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     missing = [p.name for p in images if p.name not in times]
     if missing:
         raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}")
-    ordered = np.array([times[p.name][0] for p in images], dtype=np.float64)
-    back = np.flatnonzero(np.diff(ordered) <= 0)
-    if len(back):
-        a, b = images[back[0]].name, images[back[0] + 1].name
-        raise InputError(path, f"times must increase in the frames' order (natural order of their names): {a} at {ordered[back[0]]:g} s, "
-                               f"then {b} at {ordered[back[0] + 1]:g} s (rows {times[a][1]} and {times[b][1]})")
-    return ordered
+    seconds = np.array([times[p.name][0] for p in images], dtype=np.float64)
+    if len(seconds) > 1 and np.ptp(seconds) == 0:
+        raise InputError(path, f"all {len(seconds)} images have the same time ({seconds[0]:g} s): the study has no duration")
+    return seconds
 
 
 def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:

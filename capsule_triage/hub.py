@@ -1,7 +1,8 @@
 """Trained weights from the Hugging Face Hub: ``hf-hub:OWNER/REPO[@REVISION]`` names a model repository
 holding a weights folder as ``triage train`` writes it (``config.json`` + ``model.safetensors``, and
-the model card). It is fetched once into the Hugging Face cache (``HF_HUB_CACHE``) and read from there
-afterwards, also offline (``HF_HUB_OFFLINE=1``); from then on it is an ordinary weights folder.
+the model card). It is fetched into the Hugging Face cache (``HF_HUB_CACHE``), checked for updates on
+each use when the Hub can be reached, and read from the cache alone offline (``HF_HUB_OFFLINE=1``, or
+no connection); ``@REVISION`` (a commit) pins it. From then on it is an ordinary weights folder.
 
 A timm tag (``hub:resnet50.a1_in1k``) is not trained weights: it holds ImageNet weights without a
 head for the model's classes, so it starts training (``triage train --init hub:TAG``) and is refused
@@ -50,15 +51,18 @@ def local_weights(weights: str | Path) -> str | Path:
 
 
 def _snapshot(text: str, repo: str, revision: str | None) -> Path:
+    """The repository's files: fetched (or checked for updates) online; from the cache alone when
+    HF_HUB_OFFLINE is set, or, as huggingface_hub does, when the Hub cannot be reached."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    try:  # the cache first: no network at all when the repository was fetched before
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, ValueError) as exc:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=offline,
+                                      etag_timeout=ETAG_TIMEOUT_SECONDS))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        if offline:
+            raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+        raise WeightsError(text, f"cannot fetch the repository and it is not in the local cache ({str(exc).splitlines()[0][:160]})") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
         raise WeightsError(text, f"cannot fetch the repository ({str(exc).splitlines()[0][:200]})") from None

@@ -156,8 +156,9 @@ def unfinished_training(config: ModelConfig) -> str | None:
     training = config.provenance.get("training") if isinstance(config.provenance, dict) else None
     if not isinstance(training, dict) or training.get("finished") is not False:
         return None
-    return (f"these weights come from a training run stopped after epoch {training.get('epochs_done', '?')} "
-            "(the best epoch so far); continue it with the same `triage train` command and --resume")
+    best = training.get("best") if isinstance(training.get("best"), dict) else {}
+    return (f"these weights are the best epoch so far (epoch {best.get('epoch', '?')}) of a training run that was stopped; "
+            "continue it with the same `triage train` command and --resume")
 
 
 def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:

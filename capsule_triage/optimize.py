@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .digests import file_sha256, weights_sha256
@@ -160,6 +161,9 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     threads = threads or torch.get_num_threads()
     size = config.input_size
     check = [decode_all(Path(c), size) for c in check_clips]
+    # The ONNX files are about to be replaced: until the new report is written, no report vouches for them
+    # (an interrupted run must not leave the old report accepting new, unchecked files).
+    (weights_dir / BACKENDS_FILE).unlink(missing_ok=True)
     calibration = np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0] for c in (calibration_clips or check_clips)])
     cpu = torch.device("cpu")
 
@@ -180,7 +184,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
-    report = {"weights_sha256": weights_sha256(weights_dir), "model_sha256": file_sha256(weights_dir / WEIGHTS_NAME), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
+    report = {"weights_sha256": weights_sha256(weights_dir), "model_sha256": file_sha256(weights_dir / WEIGHTS_NAME),
+              "graph_sha256": graph_sha256(config), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
               "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),
               "rank_params": asdict(params), "machine": _machine(),

@@ -209,7 +209,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
     return SourceInfo(
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
-        duration_seconds=float(times[-1] - times[0]) if len(times) > 1 else 0.0,
+        duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
         num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images),
     )
 

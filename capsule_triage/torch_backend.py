@@ -7,6 +7,7 @@ by :func:`export_onnx`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -100,6 +101,15 @@ def static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def _removed_on_error(path: Path):
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path:
     """Export the folded model (uint8 NHWC input, dynamic batch) with the TorchScript-based exporter.
 
@@ -112,7 +122,7 @@ def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path
     folded = FoldedModel(static_same_padding(model, size), config).eval()
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     partial = Path(path).with_suffix(".partial")
-    with torch.inference_mode(), warnings.catch_warnings():
+    with torch.inference_mode(), warnings.catch_warnings(), _removed_on_error(partial):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: intended
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.onnx")  # the TorchScript exporter, chosen
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.onnx")

@@ -130,7 +130,7 @@ def train(options: TrainOptions) -> Path:
     if saved is not None and saved.get("data_sha256", digest) != digest:
         raise InputError(options.data, "the data changed since the checkpoint (images, labels, groups or splits differ); "
                                        "--resume continues a run only on the data it started with")
-    config.provenance["training"]["data_sha256"] = digest
+    config.provenance["training"].update(data_sha256=digest, data_path=str(Path(options.data).resolve()))
     sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
                         source=options.data) if select(samples, s) else None for s in ("train", "val")]
     torch.manual_seed(options.seed)
@@ -340,8 +340,7 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
 
 def _save_best(run: _Run, out: Path) -> None:
     provenance = dict(run.config.provenance)
-    provenance["training"] = {**provenance["training"], "finished": False, "epochs_done": len(run.state["log"]) + 1,
-                              "best": run.state["best"], "split": {
+    provenance["training"] = {**provenance["training"], "finished": False, "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0}}
     run.config.provenance = provenance
@@ -398,7 +397,7 @@ def _finish(run: _Run, out: Path) -> None:
     """Record the total wall time in the best model's config and in the checkpoint."""
     wall = round(time.perf_counter() - run.state["session_start"], 1)
     config = ModelConfig.load(out / "config.json")
-    config.provenance["training"].update(wall_seconds=wall, finished=True, epochs_done=len(run.state["log"]))
+    config.provenance["training"].update(wall_seconds=wall, finished=True)
     config.save(out / "config.json")
     path = out / CHECKPOINT_DIR / "state.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "finished": True, "elapsed_seconds": wall}, indent=1))

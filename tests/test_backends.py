@@ -323,9 +323,41 @@ def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_nam
     copy = _with_report(folder, tmp_path, json.dumps(dict(report, model_sha256="0" * 64)))  # the network changed since the export
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o1")
     assert result.returncode == 2 and not (tmp_path / "o1").exists()
-    assert result.stderr.strip().endswith(f"Error: {copy / 'model.fp32.onnx'}: exported from other network weights than model.safetensors; run `triage optimize` again")
+    assert result.stderr.strip().endswith(f"Error: {copy / 'model.fp32.onnx'}: exported from other network weights or preprocessing than model.safetensors and config.json hold now; run `triage optimize` again")
     (copy / "backends.json").write_text(json.dumps(report))
     (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes()[:100_000])
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o2")
     assert result.returncode == 2 and not (tmp_path / "o2").exists() and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"Error: {(copy / 'model.fp32.onnx').absolute()}: cannot load it with ort-fp32 (")
+
+
+def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_the_graph(optimized, tmp_path):
+    folder, report = optimized
+    rejected = dict(report["candidates"]["ort-fp32"], accepted=False, reason="events differ from fp32")
+    copy = _with_report(folder, tmp_path, json.dumps(dict(report, candidates={**report["candidates"], "ort-fp32": rejected})))
+    choice = choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])
+    assert choice["warnings"] == ["ort-fp32 was rejected by the agreement check in backends.json (events differ from fp32); "
+                                  "its scores may differ from fp32"]
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "mean": [0.4, 0.4, 0.4]}))  # folded into the exported graph
+    with pytest.raises(WeightsError, match="exported from other network weights or preprocessing"):
+        choose_backend("ort-fp32", "cpu", copy, "changed")
+    (copy / "config.json").write_text(json.dumps({**config, "threshold": 0.3}))  # not in the graph: it still holds
+    assert choose_backend("ort-fp32", "cpu", copy, "changed")["backend"] == "ort-fp32"
+
+
+def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimized, tmp_path, monkeypatch):
+    from capsule_triage import optimize as optimize_module
+
+    folder, _ = optimized
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimize_module, "export_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        optimize_module.optimize(copy, [MIXED_CLIP], tune_batch_sizes=(1,))
+    assert not (copy / "backends.json").exists() and not list(copy.glob("*.partial"))
+    assert Classifier.load(copy).backend.name == "torch-fp32"

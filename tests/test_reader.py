@@ -362,9 +362,7 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     ("filename,pts_seconds\nframe0.png,0\nframe1.png\nframe2.png,1\n", "row 3: pts_seconds '' of frame1.png is not a number"),
     ("filename,pts_seconds\nframe0.png,0\nframe1.png,nan\nframe2.png,1\n", "row 3: pts_seconds of frame1.png must be finite, got 'nan'"),
     ("filename,pts_seconds\nframe0.png,0\nframe1.png,0.5\nframe2.png,1\nframe1.png,50\n", "frame1.png is listed twice (rows 3 and 5)"),
-    ("filename,pts_seconds\nframe0.png,0\nframe1.png,2\nframe2.png,1\n",
-     "times must increase in the frames' order (natural order of their names): frame1.png at 2 s, then frame2.png at 1 s (rows 3 and 4)"),
-    ("filename,pts_seconds\nframe0.png,5\nframe1.png,5\nframe2.png,5\n", "times must increase in the frames' order"),
+    ("filename,pts_seconds\nframe0.png,5\nframe1.png,5\nframe2.png,5\n", "all 3 images have the same time (5 s): the study has no duration"),
     ("filename;pts_seconds\nframe0.png;0\n", "needs a header row with columns filename,pts_seconds, separated by commas (found ['filename;pts_seconds'])"),
     (",pts_seconds\n,0\n", "needs a header row with columns filename,pts_seconds"),
 ])
@@ -383,6 +381,9 @@ def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames
     csv_path.write_bytes("\ufefffilename,pts_seconds\r\nframe0.png,0\r\nframe1.png,0.25\r\nframe2.png,0.5\r\n".encode("utf-8"))
     batches, _ = _all(folder, timestamps_csv=csv_path)
     np.testing.assert_allclose(batches[0].pts_seconds, [0, 0.25, 0.5])
+    csv_path.write_text("filename,pts_seconds\nframe0.png,100.0\nframe1.png,100.5\nframe2.png,0.0\n")  # a counter that wrapped
+    times = probe(folder, ReadOptions(timestamps_csv=csv_path))
+    assert times.duration_seconds == 100.5
     with pytest.raises(InputError, match=r"nope.csv: timestamp CSV not found"):
         probe(folder, ReadOptions(timestamps_csv=tmp_path / "nope.csv"))
     with pytest.raises(InputError, match=r"f: --fps must be a finite number > 0, got inf"):

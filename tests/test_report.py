@@ -510,8 +510,8 @@ def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
     from capsule_triage.completeness import time_gaps
 
     pts = np.concatenate([np.arange(20) / 4, 10 + np.arange(20) / 4])  # 4.75 s -> 10.0 s: ~20 frames at 4 fps missing
-    assert time_gaps(pts) == {"count": 1, "seconds": 5.25, "frames_missing_estimate": 20,
-                              "gaps": [{"from_seconds": 4.75, "to_seconds": 10.0, "seconds": 5.25, "frames_missing_estimate": 20}]}
+    assert time_gaps(pts) == {"count": 1, "seconds": 5.0, "frames_missing_estimate": 20,
+                              "gaps": [{"from_seconds": 4.75, "to_seconds": 10.0, "seconds": 5.0, "frames_missing_estimate": 20}]}
     adaptive = np.cumsum(np.random.default_rng(0).choice([1 / 6, 1 / 2], 400))  # a capsule switching between 6 and 2 frames/s
     assert time_gaps(adaptive)["count"] == 0 and time_gaps(np.array([0.0, 9.0]))["count"] == 0
 
@@ -534,16 +534,16 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
         container.mux(stream.encode())
     result = triage("run", clip, "--out", tmp_path / "o", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {clip}: 1 stretch without frames (5.2 s in all, ~20 frames), not scored; "
+    assert result.stderr.strip() == (f"Warning: {clip}: 1 stretch without frames (5.0 s in all, ~20 frames), not scored; "
                                      "see time_gaps in run.json")
     gaps = json.loads((tmp_path / "o" / "run.json").read_text())["time_gaps"]
     assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
-    assert "1 stretch without frames, 5.2 s in all (~20 frames); longest 5.2 s after 0:04.8" in (tmp_path / "o" / "report.html").read_text()
+    assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in (tmp_path / "o" / "report.html").read_text()
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")
     shutil.copy(DEMO_CLIP, tmp_path / "studies" / "demo.mp4")
     batch = triage("batch", tmp_path / "studies", "--out", tmp_path / "b", "--quiet")
     assert batch.returncode == 0, batch.stderr
     rows = {r["input_path"]: r["gap_seconds"] for r in pq.read_table(tmp_path / "b" / "studies.parquet").to_pylist()}
-    assert rows == {"gap.mp4": 5.25, "demo.mp4": 0.0}
-    assert "\u26a0 5.2 s" in (tmp_path / "b" / "index.html").read_text()
+    assert rows == {"gap.mp4": 5.0, "demo.mp4": 0.0}
+    assert "\u26a0 5.0 s" in (tmp_path / "b" / "index.html").read_text()

@@ -451,6 +451,13 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     out = train(_options(data, tmp_path / "m", epochs=1, val_fraction=0.25))
     with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data and it has no 'test' split"):
         evaluate(out, data)
+    listed_again = tmp_path / "listed_again.csv"  # the same rows in another file: found by the data digest
+    listed_again.write_text(data.read_text())
+    with pytest.raises(InputError, match=r"listed_again.csv: the model was trained on this data"):
+        evaluate(out, listed_again)
+    plain = train(_options(tiny_manifest, tmp_path / "m0", epochs=1, val_fraction=0.0))  # its rows say split 'train'
+    with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data"):
+        evaluate(plain, data)  # the same frames without a split column ('' joins the training pool, as in training)
     assert evaluate(out, data, split="val")["n"] == ModelConfig.load(out / "config.json").provenance["training"]["split"]["n_val"]
     held_out = tmp_path / "held_out.csv"
     with open(held_out, "w", newline="") as fh:
@@ -473,7 +480,7 @@ def test_weights_of_a_stopped_training_run_say_so_and_training_frames_scored_els
 
     part = train(_options(tiny_manifest, tmp_path / "m", strategy="two-stage", head_epochs=1, epochs=2, stop_after_steps=4))
     warning = unfinished_training(ModelConfig.load(part / "config.json"))
-    assert warning == ("these weights come from a training run stopped after epoch 1 (the best epoch so far); continue it "
+    assert warning == ("these weights are the best epoch so far (epoch 1) of a training run that was stopped; continue it "
                        "with the same `triage train` command and --resume")
     assert warning in Classifier.load(part, backend="torch-fp32").selection["warnings"]
     other = tmp_path / "same_frames.csv"  # the training frames, listed in another manifest (no split column)

@@ -208,19 +208,20 @@ def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):
 
 
 def test_the_default_preset_describes_the_shipped_model_as_its_config_does(tmp_path):
-    """A bare weights file takes the preset's [model]: for the shipped model.safetensors it must score and
-    flag as the folder does (the preset lacked the threshold and bicubic resizing: 40.6% vs 50% flagged)."""
+    """A loose weights file takes the preset's [model]: the shipped tensors given loose must score as the
+    folder does, and flag as it does at its threshold (the preset lacked bicubic resizing: 40.6% vs 50% flagged)."""
     from capsule_triage import load_pipeline
     from capsule_triage.model_config import ModelConfig
 
     preset = load_pipeline().model
     shipped = ModelConfig.load(REPO / "weights" / "capsule-bleeding-lite0" / "config.json")
-    assert {k: v for k, v in preset.to_dict().items() if k not in ("name", "provenance")} == \
-        {k: v for k, v in shipped.to_dict().items() if k not in ("name", "provenance")}
+    own = ("name", "provenance", "threshold")  # a loose file is another model: its operating point is its own (0.5 by default)
+    assert {k: v for k, v in preset.to_dict().items() if k not in own} == {k: v for k, v in shipped.to_dict().items() if k not in own}
+    assert preset.threshold == 0.5
     folder = triage("run", DEMO_CLIP, "--out", tmp_path / "folder", "--quiet", "--backend", "torch-fp32")
     loose = tmp_path / "loose.safetensors"  # a bare file (a folder's own model.safetensors is read as the folder)
     loose.write_bytes((REPO / "weights" / "capsule-bleeding-lite0" / "model.safetensors").read_bytes())
-    bare = triage("run", DEMO_CLIP, "--weights", loose, "--out", tmp_path / "bare", "--quiet")
+    bare = triage("run", DEMO_CLIP, "--weights", loose, "--out", tmp_path / "bare", "--quiet", "--threshold", str(shipped.threshold))
     assert folder.returncode == 0 and bare.returncode == 0, bare.stderr
     a, b = (pq.read_table(tmp_path / name / "frames.parquet") for name in ("folder", "bare"))
     assert a["score"] == b["score"] and a["flagged"] == b["flagged"]
