@@ -46,8 +46,8 @@ def report_problem(report) -> str | None:
     return None
 
 
-def read_backend_report(weights_dir: Path | None, weights_id: str) -> tuple[dict | None, str | None]:
-    """``triage optimize``'s report if it is usable for these exact weights, else None and why."""
+def _parse_report(weights_dir: Path | None) -> tuple[dict | None, str | None]:
+    """The well-formed report in ``weights_dir`` whoever it was made for, else None and why."""
     if weights_dir is None or not (weights_dir / BACKENDS_FILE).exists():
         return None, f"no {BACKENDS_FILE} from `triage optimize` for these weights"
     path = weights_dir / BACKENDS_FILE
@@ -58,9 +58,19 @@ def read_backend_report(weights_dir: Path | None, weights_id: str) -> tuple[dict
     problem = report_problem(report)
     if problem:
         return None, f"{path} is malformed ({problem}); run `triage optimize` again"
-    if report.get("weights_sha256") != weights_id:
-        return None, f"{path} was made for other weights or another config.json; run `triage optimize` again"
     return report, None
+
+
+def _for_these_weights(parsed: tuple[dict | None, str | None], weights_dir: Path | None, weights_id: str) -> tuple[dict | None, str | None]:
+    report, problem = parsed
+    if report is not None and report.get("weights_sha256") != weights_id:
+        return None, f"{weights_dir / BACKENDS_FILE} was made for other weights or another config.json; run `triage optimize` again"
+    return report, problem
+
+
+def read_backend_report(weights_dir: Path | None, weights_id: str) -> tuple[dict | None, str | None]:
+    """``triage optimize``'s report if it is usable for these exact weights, else None and why."""
+    return _for_these_weights(_parse_report(weights_dir), weights_dir, weights_id)
 
 
 GRAPH_FIELDS = ("input_size", "mean", "std", "interpolation", "border", "border_radius")  # folded into an exported graph
@@ -72,21 +82,18 @@ def graph_sha256(config: ModelConfig) -> str:
     return hashlib.sha256(json.dumps({k: data[k] for k in GRAPH_FIELDS}, sort_keys=True).encode()).hexdigest()
 
 
-def _stale_onnx(weights_dir: Path, backend: str) -> tuple[bool, str | None]:
-    """Whether the ONNX file of ``backend`` was provably exported from other network weights (the
-    report records the ``model.safetensors`` it was made from), and a warning when nothing says."""
-    try:
-        report = json.loads((weights_dir / BACKENDS_FILE).read_text())
-    except (OSError, ValueError):
-        report = None
-    recorded = report.get("model_sha256") if isinstance(report, dict) else None
-    if recorded:  # the network weights and the preprocessing folded into the graph when it was exported
-        graph = report.get("graph_sha256")
-        if recorded != file_sha256(weights_dir / WEIGHTS_NAME) or (graph and graph != graph_sha256(ModelConfig.load(weights_dir / CONFIG_NAME))):
-            return True, None
-        return False, None  # same network and preprocessing: only e.g. the threshold changed, the graph still holds
-    return False, (f"{onnx_file(backend)} may not be the export of these weights (no {BACKENDS_FILE} vouches for it); "
-                   "run `triage optimize` again")
+def _stale_onnx(weights_dir: Path, backend: str, parsed: dict | None, model_sha256: str | None) -> tuple[bool, str | None]:
+    """Whether the ONNX file of ``backend`` was provably exported from other network weights or
+    preprocessing (the report ``parsed`` records both as they were at the export), and a warning when
+    no report says. ``model_sha256``: the current model.safetensors digest, if the caller has it."""
+    recorded = parsed.get("model_sha256") if parsed else None
+    if not recorded:
+        return False, (f"{onnx_file(backend)} may not be the export of these weights (no {BACKENDS_FILE} vouches for it); "
+                       "run `triage optimize` again")
+    graph = parsed.get("graph_sha256")
+    if recorded != (model_sha256 or file_sha256(weights_dir / WEIGHTS_NAME)) or (graph and graph != graph_sha256(ModelConfig.load(weights_dir / CONFIG_NAME))):
+        return True, None
+    return False, None  # same network and preprocessing: only e.g. the threshold changed, the graph still holds
 
 
 def _disagreement(candidate: dict, tolerance) -> str:
@@ -96,16 +103,18 @@ def _disagreement(candidate: dict, tolerance) -> str:
     return ", ".join(parts) or "scores differ from fp32"
 
 
-def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str) -> dict:
+def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
 
     ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
     measured on real frames *and* accepted (scores within tolerance of fp32, identical events, on a
     demanding enough check) and whose engine is installed; torch fp32 when no usable report exists.
+    ``model_sha256``: the digest of the folder's model.safetensors if the caller computed it already.
     """
     if requested != "auto" and requested not in BACKENDS:
         raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
-    report, why_not = read_backend_report(weights_dir, weights_id)
+    parsed = _parse_report(weights_dir)
+    report, why_not = _for_these_weights(parsed, weights_dir, weights_id)
     warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []
     if requested == "auto":
         if device.startswith("cuda"):
@@ -137,7 +146,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         path = weights_dir / onnx_file(requested) if weights_dir else None
         if path is None or not path.exists():
             raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
-        stale, warning = _stale_onnx(weights_dir, requested)
+        stale, warning = _stale_onnx(weights_dir, requested, parsed[0], model_sha256)
         if stale:
             raise WeightsError(path, f"exported from other network weights or preprocessing than {WEIGHTS_NAME} and "
                                      f"{CONFIG_NAME} hold now; run `triage optimize` again")

@@ -19,11 +19,11 @@ import numpy as np
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
 from .backends import ONNX_ENGINES, onnx_backend, onnx_file
 from .device import device_name
-from .digests import weights_sha256
+from .digests import weights_digests, weights_sha256
 from .hub import local_weights
 from .errors import WeightsError
 from .frames import FrameBatch
-from .model_config import ModelConfig, folder_config, unfinished_training
+from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, unfinished_training
 
 if TYPE_CHECKING:
     from torch import nn
@@ -114,17 +114,19 @@ class Classifier:
         weights = local_weights(weights)  # an hf-hub: repository as its cached folder
         path = Path(str(weights))
         weights_dir = path if path.is_dir() else None
-        weights_id = weights_sha256(path) if path.exists() else str(weights)
+        digests = weights_digests(path) if path.exists() else {}
+        weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
         device = device_name(device)
-        selection = choose_backend(backend, device, weights_dir, weights_id)
+        selection = choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME))
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:
             from .weights import load_model
 
             model, config = load_model(weights, base_config)
-        if unfinished_training(config):
-            selection["warnings"] = [*selection.get("warnings", []), unfinished_training(config)]
+        stopped = unfinished_training(config)
+        if stopped:
+            selection["warnings"] = [*selection.get("warnings", []), stopped]
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
                    selection=selection)
 

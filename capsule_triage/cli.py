@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
-from .errors import TriageError
+from .errors import InputError, TriageError
 
 app = typer.Typer(
     add_completion=False,
@@ -83,7 +83,6 @@ def run(
     Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML
     review page report.html into the output folder, atomically. Exit code 2 on bad input (nothing is written).
     """
-    from .errors import InputError
     from .pipeline import RunOptions, load_classifier, triage_study
     from .presets import load_pipeline
 

@@ -26,13 +26,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of a weights file, or of config + tensors for a weights folder."""
+def weights_digests(path: str | Path) -> dict[str, str]:
+    """SHA-256 of each file that makes the weights: {name: digest} for a folder's config.json and
+    model.safetensors (those present), or for a single weights file."""
     path = Path(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if (path / name).exists():
-                digest.update(file_sha256(path / name).encode())
-        return digest.hexdigest()
-    return file_sha256(path)
+    if not path.is_dir():
+        return {path.name: file_sha256(path)}
+    return {name: file_sha256(path / name) for name in (CONFIG_NAME, WEIGHTS_NAME) if (path / name).exists()}
+
+
+def weights_sha256(path: str | Path, digests: dict[str, str] | None = None) -> str:
+    """SHA-256 of a weights file, or of config + tensors for a weights folder (of their digests, in that
+    order). ``digests``: :func:`weights_digests` of ``path`` when the caller has them (no file is read twice)."""
+    path = Path(path)
+    digests = digests if digests is not None else weights_digests(path)
+    if not path.is_dir():
+        return digests[path.name]
+    return hashlib.sha256("".join(digests[n] for n in (CONFIG_NAME, WEIGHTS_NAME) if n in digests).encode()).hexdigest()

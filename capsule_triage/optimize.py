@@ -23,7 +23,7 @@ import torch
 from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
-from .digests import file_sha256, weights_sha256
+from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
 from .ranking import RankParams, abnormal_score, rank
@@ -184,7 +184,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
-    report = {"weights_sha256": weights_sha256(weights_dir), "model_sha256": file_sha256(weights_dir / WEIGHTS_NAME),
+    digests = weights_digests(weights_dir)
+    report = {"weights_sha256": weights_sha256(weights_dir, digests), "model_sha256": digests[WEIGHTS_NAME],
               "graph_sha256": graph_sha256(config), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
               "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import PresetError, WeightsError
-from .model_config import ModelConfig
+from .model_config import LITE0_ARCH, ModelConfig
 from .ranking import RankParams
 from .reader import ReadOptions
 
@@ -141,7 +141,7 @@ def resolve_weights(weights: str, preset_path: Path) -> str:
 
 def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     arch = pipeline.model.architecture
-    init = "" if arch == "tf_efficientnet_lite0" else (f" --init hub:{arch}` (ImageNet weights from the hub; offline: `--init FILE`, a "
+    init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}` (ImageNet weights from the hub; offline: `--init FILE`, a "
                                           ".safetensors, .pth or BiT .npz checkpoint)")
     command = f"`triage train DATA --arch {arch} -o {pipeline.weights}" + (init or "`")
     return WeightsError(
