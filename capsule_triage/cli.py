@@ -158,8 +158,7 @@ def main() -> None:
     """
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends a run or batch as Ctrl-C does: cleaned up, exit 130
     try:
-        app()
-        code = 0
+        code = _run_app()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -167,6 +166,25 @@ def main() -> None:
             print(exc.code, file=sys.stderr)
             code = 1
     _exit_now(code)
+
+
+def _run_app() -> int:
+    """Run the command; a usage error (unknown option, value out of range, missing argument) is one
+    ``Error:`` line, exit 2, like every other bad input (typer's framed panel spans five lines of a
+    nightly log)."""
+    try:
+        code = app(prog_name="triage", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click exceptions: usage errors and their kin
+        exit_code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            return exit_code
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(printable(f"Error: {exc.format_message()}{hint}"), err=True)
+        return exit_code
+    except typer.Abort:
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 def _interrupt(signum, frame) -> None:

@@ -290,6 +290,29 @@ def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_re
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (("run", DEMO_CLIP, "--threshold", "nan"), "Error: Invalid value for '--threshold': "),
+    (("run", DEMO_CLIP, "--batch-size", "abc"), "Error: Invalid value for '--batch-size': "),
+    (("run", DEMO_CLIP, "--no-such-option"), "Error: No such option: --no-such-option"),
+    (("run",), "Error: Missing argument 'source'."),
+    (("batch",), "Error: Missing argument 'input_dir'."),
+    (("no-such-command",), "Error: No such command 'no-such-command'."),
+])
+def test_usage_errors_are_one_line_like_every_other_bad_input(tmp_path, args, message):
+    """typer's framed usage panel was five lines of box drawing in a nightly log."""
+    result = triage(*args, "--out", tmp_path / "o") if args[0] == "run" and len(args) > 1 else triage(*args)
+    assert result.returncode == 2 and not (tmp_path / "o").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert lines[0].endswith(f"(see 'triage {args[0]} --help')" if args[0] != "no-such-command" else "(see 'triage --help')")
+
+
+def test_no_arguments_prints_the_help(tmp_path):
+    result = triage()
+    assert result.returncode == 2 and "Usage: triage [OPTIONS] COMMAND" in result.stdout + result.stderr
+    assert "Error" not in result.stdout + result.stderr
+
+
 def test_run_json_records_skip_duplicates_and_no_frame_folder_settings_for_a_video(tmp_path):
     result = triage("run", DEMO_CLIP, "--skip-duplicates", "2", "--out", tmp_path / "o", "--quiet")
     assert result.returncode == 0, result.stderr
