@@ -5,6 +5,7 @@ so a card never states a number that was not computed from data."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -16,6 +17,21 @@ from .errors import InputError, WeightsError
 from .model_config import ModelConfig
 
 CARD_NAME = "MODEL_CARD.md"
+
+NEW_CARD = """# {title}
+
+**Research use only, not a diagnostic device.** The scores rank video frames for a physician to
+review; they do not diagnose anything and must not replace reading the study.
+
+## Intended use
+
+Research triage: ranking frames of capsule-endoscopy or gastroscope video for review. Research use
+only, not a diagnostic device; check it with `triage eval` on frames from the target device first.
+
+## Data and metrics
+
+The sections below are written by `triage eval --model-card` and training from the data they used.
+"""
 
 
 def json_ready(value):
@@ -65,7 +81,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
 def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
     begin, end = f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
     block = f"{begin}\n{body}\n{end}"
-    text = card.read_text() if card.exists() else f"# {title}\n"
+    text = card.read_text() if card.exists() else NEW_CARD.format(title=title)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
     card.write_text(text)
@@ -100,3 +116,28 @@ def read_card_section(folder: Path, section: str) -> dict:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def intended_use(card: str | None) -> str | None:
+    """The intended-use statement of a model card (Markdown text, or a path to the card file).
+
+    Accepts a line ``Intended use: ...`` (optionally bold or a list item) or the first paragraph
+    under a heading ``Intended use`` (its lines joined).
+    """
+    if not card:
+        return None
+    if "\n" not in card and len(card) < 4096:
+        try:
+            card = Path(card).read_text(errors="replace") if Path(card).is_file() else card
+        except OSError:  # not a readable path (e.g. a long one-line card): treat it as text
+            pass
+    lines = card.splitlines()
+    for i, line in enumerate(lines):
+        inline = re.match(r"\s*(?:[-*]\s+)?(?:\*\*|__)?intended use(?:\*\*|__)?\s*[:\u2014-]\s*(?:\*\*|__)?\s*(\S.*)$", line, re.I)
+        if inline:
+            return inline.group(1).strip()
+        if re.match(r"\s*#+\s*intended use\b", line, re.I):
+            paragraph = " ".join(itertools.takewhile(lambda rest: rest and not rest.startswith("#"),
+                                                     itertools.dropwhile(lambda rest: not rest, (rest.strip() for rest in lines[i + 1:]))))
+            return paragraph.replace("`", "") or None
+    return None

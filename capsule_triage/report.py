@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError
+from .model_card import intended_use
 from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from .report_svg import (DETAIL_JS, MAIN_JS, Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
                          page_footer, page_header, script_json, timeline_svg)
@@ -127,29 +127,6 @@ def reading_seconds(frames: int, fps: float = READING_FPS) -> float:
     return frames / fps
 
 
-def intended_use(card: str | None) -> str | None:
-    """The intended-use statement of a model card (Markdown text, or a path to the card file).
-
-    Accepts a line ``Intended use: ...`` (optionally bold or a list item) or the first paragraph
-    line under a heading ``Intended use``.
-    """
-    if not card:
-        return None
-    if "\n" not in card and len(card) < 4096:
-        try:
-            card = Path(card).read_text(errors="replace") if Path(card).is_file() else card
-        except OSError:  # not a readable path (e.g. a long one-line card): treat it as text
-            pass
-    lines = card.splitlines()
-    for i, line in enumerate(lines):
-        inline = re.match(r"\s*(?:[-*]\s+)?(?:\*\*|__)?intended use(?:\*\*|__)?\s*[:\u2014-]\s*(?:\*\*|__)?\s*(\S.*)$", line, re.I)
-        if inline:
-            return inline.group(1).strip()
-        if re.match(r"\s*#+\s*intended use\b", line, re.I):
-            return next((rest.strip() for rest in lines[i + 1:] if rest.strip() and not rest.lstrip().startswith("#")), None)
-    return None
-
-
 def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
     """Write ``OUT_DIR/report.html`` and one ``OUT_DIR/report/event-NNNN.html`` per event.
 
@@ -170,6 +147,7 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
         card = Path(weights_path) / "MODEL_CARD.md" if weights_path else None
         model_card = str(card) if card is not None and card.is_file() else None
     card_use = intended_use(model_card) or study.run.get("model", {}).get("config", {}).get("provenance", {}).get("intended_use")
+    card_use = card_use or ("not stated in the model card" if model_card else None)
     detail_dir = study.out_dir / DETAIL_DIR
     try:
         detail_dir.mkdir(exist_ok=True)

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from capsule_triage.cli_models import register
 from capsule_triage.errors import InputError
 from capsule_triage.evaluate import evaluate
-from capsule_triage.model_card import read_card_section
+from capsule_triage.model_card import intended_use, read_card_section
+
 from capsule_triage.model_config import ModelConfig
 from conftest import REPO, WCE, manifest_rows, needs_shared
 
@@ -85,6 +86,9 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
     assert none["border"] == "none" and ModelConfig.load(weights_copy / "config.json").border == "circle"
     card = (weights_copy / "MODEL_CARD.md").read_text()
     assert card.count("triage-eval:test:begin") == 1 and "triage-eval:training:begin" in card
+    # a card the tool starts says what every card must (it began with the title alone)
+    assert card.startswith("# test-probe-lite0\n") and "Research use only, not a diagnostic device" in card
+    assert "not a diagnostic device" in intended_use(card)
     numbers = read_card_section(weights_copy, "test")
     assert all(numbers[k] == pytest.approx(result[k], abs=1e-4) for k in CARD_KEYS)
     assert read_card_section(weights_copy, "test-border-none")["auc"] == pytest.approx(none["auc"], abs=1e-4)

@@ -26,7 +26,8 @@ import pytest
 from capsule_triage.errors import InputError
 from capsule_triage.outputs import events_table, frames_table, top_frames_table, write_json, write_table
 from capsule_triage.ranking import Event, Ranking
-from capsule_triage.report import PAGE_SIZE, REPORT_FILE, intended_use, paginate, reading_seconds, script_json, write_report
+from capsule_triage.model_card import intended_use
+from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, script_json, write_report
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
 from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_duration, timeline_svg
 
@@ -163,6 +164,22 @@ def test_reading_times_come_from_the_data(tmp_path):
 ])
 def test_intended_use_line(card, expected):
     assert intended_use(card) == expected
+
+
+def test_intended_use_paragraph_is_read_whole_and_a_card_without_one_is_named(tmp_path):
+    """The first version showed the paragraph's first line only ("... for a physician to")."""
+    card = "# M\n\n## Intended use\n\nResearch triage of capsule video:\nranking frames for `review`.\n\nSecond paragraph.\n"
+    assert intended_use(card) == "Research triage of capsule video: ranking frames for review."
+    study = make_study(tmp_path / "s", frames=50, events=1)
+    assert "not stated in the model card" in write_report(study, model_card="# M\n\nno such statement\n").read_text()
+    assert "not stated (no model card given)" in write_report(study).read_text()
+
+
+def test_shipped_model_card_states_its_intended_use():
+    from conftest import SHIPPED_WEIGHTS
+
+    use = intended_use(str(SHIPPED_WEIGHTS / "MODEL_CARD.md"))
+    assert use is not None and "bleeding" in use and "not a diagnostic device" in use
 
 
 def test_reading_a_card_from_a_path(tmp_path):
