@@ -108,6 +108,8 @@ def run(
 
         typer.echo(printable(f"Warning: {source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
                              f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)
+    if result.run["source"].get("unread"):
+        typer.echo(printable(f"Warning: {source}: not read: {'; '.join(result.run['source']['unread'])}; see source.unread in run.json"), err=True)
     events = result.run["events"]
     typer.echo(
         f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
-from .reader import IMAGE_SUFFIXES, natural_key, read_image_rgb
+from .frame_folder import IMAGE_SUFFIXES, natural_key, read_image_rgb
 
 GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",

@@ -56,6 +56,8 @@ class SourceInfo:
             ``DURATION`` tag), against which truncation is checked; None when not written.
         start_seconds: the stream's first timestamp. ``pts_seconds`` everywhere are stream times, as
             in the file; a player that counts from zero shows ``pts_seconds - start_seconds``.
+        unread: frame folders only: what looks like frames but is not read (images in subfolders,
+            image types that are not frames), one phrase each; shown as a warning.
     """
 
     path: str
@@ -70,6 +72,7 @@ class SourceInfo:
     display_width: int | None = None
     muxer_duration_seconds: float | None = None
     start_seconds: float | None = None
+    unread: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -11,7 +11,8 @@ import av
 import numpy as np
 
 from .presentation_times import PresentationTimes, stores_no_times
-from .reader import RGB_CONVERSION, list_frame_images, read_image_rgb, square_pixel_width, upright, video_stream
+from .frame_folder import list_frame_images, read_image_rgb
+from .reader import RGB_CONVERSION, square_pixel_width, upright, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.

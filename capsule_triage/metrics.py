@@ -83,7 +83,8 @@ def auc_one_vs_rest(y_true: np.ndarray, probs: np.ndarray, class_names: list[str
     """AUC of each class against the rest, and their macro average."""
     y_true = np.asarray(y_true)
     per_class = {name: roc_auc(y_true == i, probs[:, i]) for i, name in enumerate(class_names)}
-    return {"per_class": per_class, "macro": float(np.nanmean(list(per_class.values()))) if per_class else float("nan")}
+    defined = [v for v in per_class.values() if not np.isnan(v)]  # NaN where data holds one class only
+    return {"per_class": per_class, "macro": float(np.mean(defined)) if defined else float("nan")}
 
 
 def binary_report(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:

@@ -149,7 +149,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs = frame_index[order], pts[order], probs[order]
     config = classifier.config
-    ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params)
+    ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
+                   frame_period=1.0 / info.average_fps if info.average_fps else None)
     input_sha = source_sha256(input_path)
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
@@ -266,7 +267,7 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, s
 def source_sha256(path: str | Path) -> str:
     """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
     and contents in natural order."""
-    from .reader import list_frame_images
+    from .frame_folder import list_frame_images
 
     path = Path(path)
     if not path.is_dir():

@@ -187,6 +187,7 @@ def find_events(
     class_names: Sequence[str],
     abnormal_indices: Sequence[int],
     params: RankParams,
+    frame_period: float | None = None,
 ) -> tuple[list[Event], np.ndarray]:
     """Group flagged frames into ranked events.
 
@@ -202,6 +203,8 @@ def find_events(
         probs: float [N, C] class probabilities; class_names: C names;
             abnormal_indices: columns of ``probs`` that count as abnormal.
         params: ranking parameters.
+        frame_period: the source's nominal frame period (seconds), used when fewer than two frames
+            give a median step (a one-frame study); None: 0.
 
     Returns:
         ``(events, event_id_per_frame)``, the latter int32 [N] with -1 outside events.
@@ -224,7 +227,7 @@ def find_events(
     new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds))
     starts = starts[new_group]
     ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
-    period = float(np.median(np.diff(pts))) if n >= 2 else 0.0
+    period = float(np.median(np.diff(pts))) if n >= 2 else (frame_period or 0.0)
     keep = pts[ends] - pts[starts] + period >= params.min_event_seconds - _EPS
     starts, ends = starts[keep], ends[keep]
 
@@ -299,6 +302,7 @@ def rank(
     class_names: Sequence[str],
     abnormal_indices: Sequence[int],
     params: RankParams,
+    frame_period: float | None = None,
 ) -> Ranking:
     """Score, smooth, find events and pick top-K frames for one video.
 
@@ -306,6 +310,7 @@ def rank(
         pts_seconds, frame_index, probs, class_names, abnormal_indices: as in
             :func:`find_events`.
         params: ranking parameters (validated here).
+        frame_period: as in :func:`find_events`.
 
     Returns:
         The :class:`Ranking`.
@@ -319,7 +324,7 @@ def rank(
     scores = abnormal_score(probs, abnormal_indices)
     smoothed = smooth_scores(scores, pts, params.smooth_seconds)
     events, event_id = find_events(
-        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params
+        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period
     )
     top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
     return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from .completeness import check_complete, tag_seconds
 from .errors import InputError
 from .folder_times import folder_times
+from .frame_folder import IMAGE_SUFFIXES, list_frame_images, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
@@ -35,7 +35,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
 SWSCALE_THREADS = 1  # the decoder's resize and RGB conversion on one thread (PyAV 17+ defaults to one per core)
 # How every decoded frame becomes RGB (here, in thumbnails and in the H.264 round trips of training and
@@ -77,21 +76,6 @@ class ReadOptions:
         fps = self.folder_fps
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"folder_fps must be a finite number > 0, got {fps!r}")
-
-
-def natural_key(name: str) -> list:
-    """Sort key so that ``frame2`` comes before ``frame10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def list_frame_images(folder: Path) -> list[Path]:
-    """The images of a frame folder in natural order (hidden files and non-regular files such as
-    FIFOs or dangling symlinks ignored: reading those could block or fail)."""
-    try:
-        names = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
-    except OSError as exc:
-        raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
-    return sorted((p for p in names if p.is_file()), key=lambda p: natural_key(p.name))
 
 
 def _fit(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -195,9 +179,11 @@ def video_stream(container: av.container.InputContainer) -> av.VideoStream:
 
 
 def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
-    images = list_frame_images(folder)
+    listing = scan_frame_folder(folder)
+    images = listing.images
     if not images:
-        raise InputError(folder, f"folder contains no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(folder, f"folder contains no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                         + (f"; not read: {'; '.join(listing.unread)}" if listing.unread else ""))
     unreadable = [p for p in images if not os.access(p, os.R_OK)]
     if unreadable:
         raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
@@ -210,7 +196,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
-        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images),
+        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images), unread=listing.unread,
     )
 
 
@@ -369,17 +355,6 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
             image = _centre_square(image)
         stats.frames_decoded += 1
         yield np.ascontiguousarray(image), index, float(times[index])
-
-
-def read_image_rgb(path: Path) -> np.ndarray | None:
-    """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit and RGBA are converted); None if undecodable."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.stat().st_size else None
-    if data is None:
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
-    if image is None or image.size == 0:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _short(exc: BaseException) -> str:

@@ -147,11 +147,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         line = _path(ts, ys, x, y)
         parts.append(f'<path class="area" d="{line} L{x(ts[-1]):.1f},{y(0):.1f} L{x(ts[0]):.1f},{y(0):.1f} Z"/>')
         parts.append(f'<path class="score" d="{line}"/>')
-    for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):
+    for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):  # enter's label above its line, leave's below
         if value is not None:
             parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
                          f'<title>{name} threshold {value:.3f}</title></line>'
-                         f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) - 3:.1f}" text-anchor="end">'
+                         f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {value:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -171,8 +171,9 @@ def _axes(x, y, t0: float, t1: float) -> list[str]:
     first = max(0.0, math.ceil(t0 / step) * step)
     for k in range(int((t1 - first) / step + 1e-9) + 1):
         sec = first + k * step
+        anchor = "end" if x(sec) > WIDTH - RIGHT - 12 else "middle"  # a label centred on the right edge is cut off
         out.append(f'<line class="xtick" x1="{x(sec):.1f}" x2="{x(sec):.1f}" y1="{y(0):.1f}" y2="{y(0) + 4:.1f}"/>'
-                   f'<text class="tick" x="{x(sec):.1f}" y="{y(0) + 17:.1f}" text-anchor="middle">{esc(_tick_label(sec, step))}</text>')
+                   f'<text class="tick" x="{x(sec):.1f}" y="{y(0) + 17:.1f}" text-anchor="{anchor}">{esc(_tick_label(sec, step))}</text>')
     return out
 
 

@@ -73,6 +73,16 @@ def test_one_vs_rest_auc():
     assert result["per_class"] == {"a": 1.0, "b": 1.0, "c": 1.0} and result["macro"] == 1.0
 
 
+def test_one_vs_rest_auc_of_one_class_data_is_nan_without_a_runtime_warning():
+    """Evaluating frames of one class printed numpy's "RuntimeWarning: Mean of empty slice" into eval's output."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = metrics.auc_one_vs_rest(np.zeros(4, int), np.full((4, 2), 0.5), ["a", "b"])
+    assert math.isnan(result["macro"]) and all(map(math.isnan, result["per_class"].values()))
+
+
 def test_threshold_for_sensitivity_is_the_highest_that_reaches_target():
     rng = np.random.default_rng(1)
     positive = rng.random(500) < 0.3

@@ -206,6 +206,9 @@ def test_empty_and_single_frame():
     r2 = rank(*one, CLASSES, ABNORMAL, RankParams(min_event_seconds=0))
     assert len(r2.events) == 1 and r2.events[0].start_frame == 7
     assert r2.events[0].dominant_class == "ulcer" and r2.event_id.tolist() == [0]
+    # a one-frame study of a 2 fps source lasts one period, 0.5 s: an event (none at 4 fps, as two frames there)
+    assert len(rank(*one, CLASSES, ABNORMAL, RankParams(), frame_period=0.5).events) == 1
+    assert rank(*one, CLASSES, ABNORMAL, RankParams(), frame_period=0.25).events == []
 
 
 @pytest.mark.parametrize(

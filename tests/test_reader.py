@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import pytest
 from capsule_triage.frames import DecodeStats
 from capsule_triage.errors import InputError
 from capsule_triage.frames_at import read_frames_at
-from capsule_triage.reader import RGB_CONVERSION, ReadOptions, list_frame_images, probe, read_frames
+from capsule_triage.frame_folder import list_frame_images, scan_frame_folder
+from capsule_triage.reader import RGB_CONVERSION, ReadOptions, probe, read_frames
 from conftest import VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
 
 pytestmark = needs_shared
@@ -57,6 +61,44 @@ def test_non_square_source_is_resized_in_the_decoder_and_centre_cropped():
     # the centre crop keeps the middle of the 16:9 frame: compare with a full decode of frame 0
     full = read_frames_at(path, [0], [0.0])[0]
     assert full.shape == (720, 1280, 3)
+
+
+def test_frame_folder_reads_webp_orders_unicode_names_alike_and_names_what_it_does_not_read(tmp_path, frames24):
+    """Found by QA: a .webp frame was dropped (every later frame's time moved one period earlier),
+    images in a subfolder were ignored in silence, and names copied from a Mac (NFD) sorted apart."""
+    import unicodedata
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(6):
+        name = unicodedata.normalize("NFD" if i >= 3 else "NFC", f"L\u00e4sion_{i:02d}") + (".webp" if i == 4 else ".png")
+        cv2.imwrite(str(folder / name), cv2.cvtColor(frames24[i], cv2.COLOR_RGB2BGR))
+    write_frame_folder(frames24[6:8], folder / "part2")
+    (folder / "scan.gif").write_bytes(b"GIF89a")
+    listing = scan_frame_folder(folder)
+    assert [unicodedata.normalize("NFC", p.stem) for p in listing.images] == [f"L\u00e4sion_{i:02d}" for i in range(6)]
+    assert listing.unread == ["part2/ (2 images in a subfolder)",
+                              "scan.gif (a gif image; frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+    batches, stats = _all(folder, folder_fps=2.0)
+    assert stats.frames_decoded == 6 and stats.frames_skipped == 0
+    np.testing.assert_allclose(batches[0].pts_seconds, np.arange(6) / 2)
+    assert probe(folder, ReadOptions()).unread == listing.unread
+    only_sub = tmp_path / "only_sub"
+    write_frame_folder(frames24[:2], only_sub / "IMAGES")
+    with pytest.raises(InputError, match=r"no frame images .*; not read: IMAGES/ \(2 images in a subfolder\)"):
+        probe(only_sub, ReadOptions())
+
+
+def test_a_png_cut_short_is_skipped_without_libpng_printing(tmp_path, frames24):
+    """An interrupted copy leaves PNGs without their end; libpng printed 'libpng error: PNG input
+    buffer is incomplete' to stderr for each, around the run's own lines."""
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    data = (folder / "frame1.png").read_bytes()
+    (folder / "frame1.png").write_bytes(data[: len(data) * 95 // 100])
+    code = ("import sys; from pathlib import Path; from capsule_triage.frame_folder import read_image_rgb; "
+            "print([read_image_rgb(p) is None for p in sorted(Path(sys.argv[1]).glob('*.png'))])")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    assert done.stdout.strip() == "[False, True, False]" and done.stderr == "", done.stderr
 
 
 def test_frame_folder_natural_order_fps_and_timestamp_csv(tmp_path, frames24):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..outputs import FRAMES_FILE, RUN_FILE
 from ..pipeline import source_sha256
-from ..reader import IMAGE_SUFFIXES, VIDEO_SUFFIXES, natural_key
+from ..frame_folder import IMAGE_SUFFIXES, natural_key
+from ..reader import VIDEO_SUFFIXES
 from .layout import BATCH_FILE, SUMMARY_FILE
 
 # A folder holding both files of a pair is capsule_triage's own output, never a study: an earlier
