@@ -41,10 +41,28 @@ def onnx_file(backend: str) -> str | None:
     return "model.int8.onnx" if precision == "int8" else "model.fp32.onnx"
 
 
+def import_openvino():
+    """``openvino``, imported without its usage telemetry.
+
+    ``import openvino`` imports its model converter, which imports ``openvino_telemetry``: every run
+    then wrote ``~/intel/openvino_ga_cid`` and ``~/intel/stats`` and looked up www.google-analytics.com
+    (QA, strace). A hospital's nightly job must not talk to anyone; the converter falls back to
+    OpenVINO's own telemetry stub when the package cannot be imported, which this arranges (unless
+    something imported it earlier). Scoring never uses the converter.
+    """
+    import sys
+
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: ImportError on import
+    import openvino
+
+    return openvino
+
+
 @cache
 def openvino_native_bf16() -> bool:
     """Whether OpenVINO's CPU plugin has native bf16 here (AVX-512-BF16 or AMX)."""
-    import openvino as ov
+    ov = import_openvino()
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -138,7 +156,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
                  streams: int = 1, device: str = "cpu"):
-        import openvino as ov
+        ov = import_openvino()
 
         if device != "cpu":
             raise ValueError(f"backend {name} runs on the CPU only (got device {device!r}); use torch-fp16 on CUDA")

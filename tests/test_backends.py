@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -264,6 +265,26 @@ def test_an_onnx_run_never_loads_torch(optimized, tmp_path, backend):
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded == {"torch": False, "timm": False, "device": "cpu"} or loaded["device"] != "cpu"
     assert (tmp_path / "o" / "frames.parquet").is_file()
+
+
+@needs_openvino
+def test_openvino_runs_without_its_usage_telemetry(optimized, tmp_path):
+    """``import openvino`` pulled in openvino_telemetry: each run wrote ~/intel/openvino_ga_cid and
+    ~/intel/stats and looked up www.google-analytics.com (found by QA with strace)."""
+    import subprocess
+    import sys
+
+    folder, _ = optimized
+    code = ("import sys\n"
+            "from capsule_triage import load_classifier, load_pipeline\n"
+            f"c = load_classifier(load_pipeline('capsule-bleeding'), weights={str(folder)!r}, backend='ov-fp32')\n"
+            "import openvino\n"
+            "print(c.selection['backend'], 'openvino_telemetry' in sys.modules and sys.modules['openvino_telemetry'] is not None)\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(home)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ov-fp32", "False"] and list(home.iterdir()) == []
 
 
 def test_device_names():
