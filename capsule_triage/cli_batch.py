@@ -37,6 +37,7 @@ def batch_command(
     Exit code 0 when every study is ok or skipped, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights or a locked OUT_DIR.
     """
     from .batch import BatchOptions, run_batch
+    from .cli import printable  # names with undecodable bytes print as they are on disk
     from .pipeline import RunOptions
 
     options = BatchOptions(pipeline=pipeline, weights=weights, device=device, backend=backend, engine=engine, workers=workers,
@@ -44,24 +45,27 @@ def batch_command(
     try:
         result = run_batch(input_dir, out, options)
     except (TriageError, ValueError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         typer.echo("Interrupted; studies.parquet lists what is done. Re-run the same command to finish the rest.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     for line in result.failures:
-        typer.echo(f"Error: {line}", err=True)
+        typer.echo(printable(f"Error: {line}"), err=True)
     if not result.rows:
-        typer.echo(f"Warning: {input_dir}: no studies found (video files, or folders directly holding frame images)", err=True)
+        typer.echo(printable(f"Warning: {input_dir}: no studies found (video files, or folders directly holding frame images)"), err=True)
     for line in result.warnings:
-        typer.echo(f"Warning: {line}", err=True)
+        typer.echo(printable(f"Warning: {line}"), err=True)
     counts = result.counts
     fps = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
     typer.echo(f"{len(result.rows)} studies: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
                f"{result.frames} frames in {result.wall_seconds:.1f} s ({fps:.1f} frames/s)")
-    typer.echo(f"Wrote {result.out_dir / 'studies.parquet'}")
+    if result.summary_error:
+        typer.echo(printable(f"Error: {result.summary_error}"), err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    typer.echo(printable(f"Wrote {result.out_dir / 'studies.parquet'}"))
     if result.index is not None:
-        typer.echo(f"Wrote {result.index}")
+        typer.echo(printable(f"Wrote {result.index}"))
     if counts["failed"]:
         raise typer.Exit(EXIT_STUDY_FAILED)
 

@@ -3,6 +3,7 @@ idempotent reruns, SIGKILL + resume, the lock, the review pages, and the Ray eng
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from capsule_triage.batch import LOCK_FILE, StudyWorker, WorkerContext, WorkerSetupError, acquire_lock, discover_studies, study_id
+from capsule_triage.batch import LOCK_FILE, BatchOptions, StudyWorker, WorkerContext, WorkerSetupError, acquire_lock, discover_studies, study_id
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
 from capsule_triage.errors import OutputError
@@ -404,3 +405,61 @@ def test_a_tree_without_studies_says_so(random_weights, tmp_path):
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet")
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [f"Warning: {tmp_path / 'in'}: no studies found (video files, or folders directly holding frame images)"]
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_reported_study_by_study_not_a_crash(local_run, tree, random_weights, tmp_path, monkeypatch):
+    """QA on a small tmpfs: ENOSPC while writing a failure record or studies.parquet/batch.json ended
+    the batch with a traceback (exit 1, later studies not tried, no current summary), and a report page
+    that could not be added listed complete studies as failed."""
+    from capsule_triage.batch import run_batch, summary, worker
+
+    out = tmp_path / "out"
+    shutil.copytree(local_run[0], out, symlinks=True)
+    for page in out.glob("*/report.html"):
+        page.unlink()
+    monkeypatch.setattr(worker, "add_missing_report", _disk_full)
+    monkeypatch.setattr(worker, "write_json_atomic", _disk_full)  # the .failed records
+    result = run_batch(tree, out, BatchOptions(weights=str(random_weights)))
+    assert result.counts == {"ok": 0, "failed": 2, "skipped": 8, "pending": 0} and result.summary_error is None
+    assert len(result.warnings) == 8 and all(w.endswith("report.html: not added (No space left on device); the results are complete")
+                                             for w in result.warnings), result.warnings
+    assert sorted(f.split(":")[0] for f in result.failures) == sorted(str(tree / p) for p in FAILED_STUDIES)
+    _assert_same_outputs(out, local_run[0])
+    monkeypatch.setattr(summary, "write_json_atomic", _disk_full)  # batch.json
+    result = run_batch(tree, out, BatchOptions(weights=str(random_weights)))
+    assert result.summary_error == (f"{out / 'batch.json'}: cannot write (No space left on device); the studies' own folders "
+                                    "are unaffected: re-run the same command to rebuild the summary")
+    assert len(result.failures) == 2 and result.index is None
+    _assert_clean(out)
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    """An empty lock left by a full disk refused every run for 30 s ('another batch run (pid ?)')."""
+    from capsule_triage.batch import lock as lock_module
+
+    def fdopen_on_a_full_disk(fd, *args, **kwargs):
+        os.close(fd)
+        _disk_full()
+
+    monkeypatch.setattr(lock_module.os, "fdopen", fdopen_on_a_full_disk)
+    with pytest.raises(OutputError, match=r"cannot write the batch lock \(No space left on device\)"):
+        acquire_lock(tmp_path, lambda line: None)
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_path):
+    """Every study was scored, then 'utf-8 codec can't encode character' (no file named), no summary, exit 2."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/out\xff"))
+    result = subprocess.run([sys.executable, "-m", "capsule_triage.cli", "batch", tmp_path / "in", "--out", out, "--weights",
+                             random_weights, "--quiet"], capture_output=True, timeout=120)  # bytes: the name is printed as on disk
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2] == b"Wrote " + bytes(out) + b"/studies.parquet"
+    with open(out / "studies.parquet", "rb") as fh:  # pyarrow takes UTF-8 paths only
+        assert pq.read_table(fh).num_rows == 1
+    assert (out / "batch.json").is_file() and (out / "index.html").is_file()

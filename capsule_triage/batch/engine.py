@@ -75,6 +75,7 @@ class BatchResult:
         failures: one "<path>: <problem>" line per failed study.
         index: index.html, when it was written (reports on, and no problem writing it).
         warnings: problems that changed no result (e.g. index.html could not be written).
+        summary_error: studies.parquet/batch.json could not be written ("<path>: <problem>"), else None.
     """
 
     out_dir: Path
@@ -85,6 +86,7 @@ class BatchResult:
     failures: list[str]
     index: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    summary_error: str | None = None
 
 
 def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions = BatchOptions()) -> BatchResult:
@@ -179,13 +181,19 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
     }
-    write_summary(ctx.out_dir, rows, batch)
-    index, warning = write_index(ctx.out_dir, progress.log) if ctx.run.report else (None, None)
+    try:
+        write_summary(ctx.out_dir, rows, batch)
+        summary_error = None
+    except OutputError as exc:  # a full disk: the studies' own results stand; said after their lines
+        summary_error = str(exc)
+        progress.log(f"error {summary_error}")
+    index, warning = write_index(ctx.out_dir, progress.log) if ctx.run.report and not summary_error else (None, None)
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s")
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
-                       index=index, warnings=[warning] if warning else [])
+                       index=index, warnings=[o.warning for o in outcomes.values() if o.warning] + ([warning] if warning else []),
+                       summary_error=summary_error)
 
 
 def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:

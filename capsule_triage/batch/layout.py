@@ -36,8 +36,12 @@ FAILED_DIR = ".failed"
 def write_json_atomic(path: Path, data: dict, work: Path) -> None:
     """Write ``data`` to a temp file in ``work`` (same file system) and rename it to ``path``."""
     tmp = work / f"{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    write_json(tmp, data)
-    os.replace(tmp, path)
+    try:
+        write_json(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a record behind
+        raise
 
 
 def now_utc() -> str:

@@ -37,10 +37,14 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
             log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
             lock.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk: an empty lock would refuse every run for 30 s
+            lock.unlink(missing_ok=True)
+            raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
         return lock
     raise OutputError(lock, "cannot take the batch lock (it keeps reappearing)")
 

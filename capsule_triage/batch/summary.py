@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import TriageError
+from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
 from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study
@@ -65,9 +65,17 @@ def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
     table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"]})
     work = out_dir / WORK_DIR
     tmp = work / f"{SUMMARY_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-    pq.write_table(table, str(tmp), compression="zstd")
-    os.replace(tmp, out_dir / SUMMARY_FILE)
-    write_json_atomic(out_dir / BATCH_FILE, batch, work)
+    target = out_dir / SUMMARY_FILE
+    try:
+        with open(tmp, "wb") as fh:  # a file object: pyarrow wants UTF-8 paths, an OUT_DIR may not be one
+            pq.write_table(table, fh, compression="zstd")
+        os.replace(tmp, target)
+        target = out_dir / BATCH_FILE
+        write_json_atomic(target, batch, work)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(target, f"cannot write ({exc.strerror or exc}); the studies' own folders are "
+                                  "unaffected: re-run the same command to rebuild the summary") from None
 
 
 
@@ -102,6 +110,7 @@ class Progress:
         fps = outcome.frames / outcome.wall_seconds if outcome.wall_seconds > 0 else 0.0
         error = f" error={outcome.error}" if outcome.error else ""
         error += f" note={outcome.note}" if outcome.note else ""
+        error += f" warning={outcome.warning}" if outcome.warning else ""
         self.log(f"{outcome.status:<7} {outcome.study.study_id} frames={outcome.frames} fps={fps:.1f} "
                  f"wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
         counts = {s: sum(o.status == s for o in self.outcomes.values()) for s in ("ok", "skipped", "failed")}
@@ -113,8 +122,11 @@ def file_logger(path: Path) -> Callable[[str], None]:
     """A function that appends one time-stamped line to ``path`` (batch.log)."""
 
     def log(line: str) -> None:
-        with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:  # names may not be UTF-8
-            fh.write(f"{now_utc()} pid={os.getpid()} {line}\n")
+        try:
+            with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:  # names may not be UTF-8
+                fh.write(f"{now_utc()} pid={os.getpid()} {line}\n")
+        except OSError:  # a full disk loses log lines, never a study (the results say the rest)
+            pass
 
     return log
 

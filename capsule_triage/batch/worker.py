@@ -14,6 +14,7 @@ complete study without report.html, when reports are wanted, gets one written fr
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -105,6 +106,7 @@ class StudyOutcome:
         frames: frames scored (0 when skipped or failed).
         wall_seconds: time spent on the study in this run.
         note: what else was done, for the log (e.g. the report of a skipped study was added).
+        warning: a problem that changed no result (e.g. its report.html could not be added).
     """
 
     study: Study
@@ -113,6 +115,7 @@ class StudyOutcome:
     frames: int = 0
     wall_seconds: float = 0.0
     note: str | None = None
+    warning: str | None = None
 
 
 class WorkerSetupError(TriageError):
@@ -151,12 +154,16 @@ class StudyWorker:
         try:
             sha = input_sha or input_sha256(study)
             if not ctx.force and completed_run(final, sha, ctx.fingerprint) is not None:
-                note = None
+                note = warning = None
                 if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
-                    add_missing_report(final, ctx.out_dir / WORK_DIR)
-                    (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-                    note = f"{REPORT_FILE} added"
-                return StudyOutcome(study, "skipped", note=note, wall_seconds=time.perf_counter() - started)
+                    try:
+                        add_missing_report(final, ctx.out_dir / WORK_DIR)
+                        (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+                        note = f"{REPORT_FILE} added"
+                    except (OSError, TriageError) as exc:  # the results are complete: the page is only a view of them
+                        shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
+                        warning = f"{final / REPORT_FILE}: not added ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
+                return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
             work = ctx.out_dir / WORK_DIR / study.study_id
             result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False))
@@ -173,13 +180,17 @@ class StudyWorker:
         except WorkerSetupError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
-            return record_failure(ctx, study, describe_error(study, exc), started=started)
+            error = describe_error(study, exc, out_dir=ctx.out_dir)
+            error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
+            return record_failure(ctx, study, error, started=started)
 
 
-def describe_error(study: Study, exc: BaseException) -> str:
-    """One line ``<path>: <problem>``."""
+def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = None) -> str:
+    """One line ``<path>: <problem>`` (a full disk names the output folder, not the input)."""
     if isinstance(exc, TriageError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
+        return f"{out_dir}: {exc.strerror} (the outputs of {study.path} were not written)"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename or study.path}: {exc.strerror}"
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -196,8 +207,11 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
         sha = None
     failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
               "input_sha256": sha, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
-    write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
-    shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
+    shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # first: it may be what filled the disk
+    try:
+        write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
+    except OSError:  # a full disk: the failure is still reported (summary row, Error line) and retried next run
+        pass
     return StudyOutcome(study, "failed", error=error, wall_seconds=time.perf_counter() - started if started else 0.0)
 
 
