@@ -34,7 +34,7 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok or skipped, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights or a locked OUT_DIR.
+    Exit code 0 when every study is ok or skipped, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written.
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk
