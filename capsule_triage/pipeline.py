@@ -137,6 +137,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     if skip is not None and not (isinstance(skip, (int, float)) and 0 <= skip <= 255):  # nan fails too
         raise ValueError(f"--skip-duplicates is a mean grey-level difference in [0, 255], got {skip}")
     read = _read_options(pipeline.read, classifier, options)
+    unchanged = source_state(input_path)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
     staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path)
@@ -151,7 +152,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     config = classifier.config
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
                    frame_period=1.0 / info.average_fps if info.average_fps else None)
-    input_sha = source_sha256(input_path)
+    input_sha = _hash_unchanged(input_path, unchanged)
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
         thumbnails_started = time.perf_counter()
@@ -262,6 +263,38 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, s
     if not wanted:
         return {}
     return write_thumbnails(folder, iter_frames_at(input_path, list(wanted), list(wanted.values())))
+
+
+def source_state(path: Path) -> tuple:
+    """What tells a changed input apart without reading it: (inode, size, mtime) of the video file,
+    or of every image of a frame folder (its listing included)."""
+    from .frame_folder import list_frame_images
+
+    def state(p: Path) -> tuple:
+        st = p.stat()
+        return p.name, st.st_ino, st.st_size, st.st_mtime_ns
+
+    try:
+        return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
+    except OSError:
+        return ()  # probe names the problem
+
+
+def _hash_unchanged(path: Path, before: tuple) -> str:
+    """The input's hash, after checking that it is the input that was scored: a file replaced,
+    appended to or deleted during the run was recorded with the new file's hash and the old file's
+    size and scores (or ended in a traceback)."""
+    changed = InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
+                               "nothing was written")
+    if source_state(path) != before:
+        raise changed
+    try:
+        sha = source_sha256(path)
+    except OSError:
+        raise changed from None
+    if source_state(path) != before:
+        raise changed
+    return sha
 
 
 def source_sha256(path: str | Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 import shutil
 import subprocess
@@ -343,3 +344,43 @@ def test_a_binary_preset_and_a_boolean_rank_value_are_named(tmp_path):
     Path(preset).write_text(Path(preset).read_text() + "[rank]\nsmooth_seconds = true\n")
     result = triage("run", DEMO_CLIP, "--pipeline", preset, "--out", tmp_path / "o")
     assert result.returncode == 2 and "RankParams.smooth_seconds must be a finite number >= 0, got True" in result.stderr
+
+
+@pytest.mark.parametrize("change", ["append", "replace", "delete", "folder"])
+def test_an_input_changed_during_the_run_is_refused(tmp_path, random_weights, monkeypatch, change):
+    """QA: a video replaced mid-run was recorded with the new file's SHA-256, the old one's size and
+    scores and the new one's thumbnails (exit 0); one deleted mid-run ended in a FileNotFoundError traceback."""
+    from capsule_triage import pipeline as pipeline_module
+    from capsule_triage.errors import InputError
+    from capsule_triage.pipeline import RunOptions, load_classifier, triage_study
+    from capsule_triage.presets import load_pipeline
+
+    if change == "folder":
+        source = write_frame_folder(mixed_clip_frames()[:4] if MIXED_CLIP.exists() else [np.zeros((64, 64, 3), np.uint8)] * 4,
+                                    tmp_path / "frames")
+    else:
+        source = tmp_path / "study.mp4"
+        shutil.copy(DEMO_CLIP, source)
+    score_stream = pipeline_module._score_stream
+
+    def scored_then_changed(*args, **kwargs):
+        result = score_stream(*args, **kwargs)
+        if change == "append":
+            with open(source, "ab") as fh:
+                fh.write(b"\0" * 1000)
+        elif change == "replace":
+            other = tmp_path / "other.mp4"
+            shutil.copy(DEMO_CLIP, other)
+            os.replace(other, source)  # same bytes, another file: still not the one that was scored
+        elif change == "delete":
+            source.unlink()
+        else:
+            (source / "frame1.png").unlink()
+        return result
+
+    monkeypatch.setattr(pipeline_module, "_score_stream", scored_then_changed)
+    preset = load_pipeline()
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"input changed while it was being triaged"):
+        triage_study(source, preset, load_classifier(preset, weights=str(random_weights)), RunOptions(out=out))
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
