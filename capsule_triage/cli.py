@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from enum import Enum
@@ -159,6 +160,9 @@ def main() -> None:
     their traceback.
     """
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends a run or batch as Ctrl-C does: cleaned up, exit 130
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with it closed (`2>&-`): print nowhere, keep the exit code
+            setattr(sys, name, open(os.devnull, "w"))
     try:
         code = _run_app()
     except SystemExit as exc:
@@ -195,7 +199,6 @@ def _interrupt(signum, frame) -> None:
 
 def _exit_now(code: int) -> None:
     import logging
-    import os
 
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

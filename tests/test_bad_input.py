@@ -384,3 +384,19 @@ def test_an_input_changed_during_the_run_is_refused(tmp_path, random_weights, mo
     with pytest.raises(InputError, match=r"input changed while it was being triaged"):
         triage_study(source, preset, load_classifier(preset, weights=str(random_weights)), RunOptions(out=out))
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_closed_stdout_or_stderr_keep_the_exit_code(tmp_path, random_weights):
+    """QA: started with stderr closed (`2>&-`), a good run exited 1 (AttributeError at exit) and a bad
+    input 1 instead of 2; with stdout closed, a traceback."""
+    import shlex
+
+    cli = f"{shlex.quote(sys.executable)} -m capsule_triage.cli"
+    run = f"{cli} run {shlex.quote(str(DEMO_CLIP))} --weights {shlex.quote(str(random_weights))} --quiet --out"
+    cases = {f"{cli} run {shlex.quote(str(tmp_path / 'nope.mp4'))} 2>&-": 2,
+             f"{run} {shlex.quote(str(tmp_path / 'a'))} 2>&-": 0,
+             f"{run} {shlex.quote(str(tmp_path / 'b'))} >&-": 0}
+    for command, expected in cases.items():
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300)
+        assert done.returncode == expected, (command, done.stderr)
+    assert (tmp_path / "a" / "run.json").is_file() and (tmp_path / "b" / "run.json").is_file()
