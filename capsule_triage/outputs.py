@@ -50,6 +50,22 @@ def check_creatable(path: Path) -> None:
         raise OutputError(ancestor, "cannot write here (permission denied)")
 
 
+def _check_name_lengths(final: Path) -> None:
+    """The output's names fit the file system, with the staging folder's suffix added (a 240-byte
+    name passed every check, was scored, then failed to install: 'File name too long')."""
+    ancestor = final.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    name_max, path_max = os.pathconf(ancestor, "PC_NAME_MAX"), os.pathconf(ancestor, "PC_PATH_MAX")
+    staging_extra = len(f"..{PARTIAL_MARK}{4194304}-{uuid.uuid4().hex[:8]}")  # leading dot, pid (max 2^22), token
+    longest = max(len(os.fsencode(part)) for part in final.parts[1:]) if len(final.parts) > 1 else 0
+    if longest > name_max or len(os.fsencode(final.name)) + staging_extra > name_max:
+        raise OutputError(final, f"name too long: at most {name_max - staging_extra} bytes for the output folder's "
+                                 f"name and {name_max} for the folders above it on this file system")
+    if len(os.fsencode(str(final))) + staging_extra + 64 > path_max:  # 64: the longest path inside an output
+        raise OutputError(final, f"path too long: at most {path_max - staging_extra - 64} bytes on this file system")
+
+
 class StagedOutput:
     """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
 
@@ -65,7 +81,20 @@ class StagedOutput:
 
         ``--force`` replaces only an earlier output (a folder holding run.json) or an empty folder,
         never the input or a folder that holds it: a mistyped ``--out`` must not delete a study.
+        A symbolic link to a folder stands for that folder (the link stays).
         """
+        try:
+            self._check()
+        except OSError as exc:  # e.g. a name too long for stat() itself
+            raise OutputError(self.final, f"cannot use this output path ({exc.strerror or exc})") from None
+
+    def _check(self) -> None:
+        _check_name_lengths(self.final)
+        if self.final.is_symlink():
+            target = self.final.resolve()
+            if not target.is_dir():
+                raise OutputError(self.final, f"is a symbolic link to {os.readlink(self.final)}, which is not a folder")
+            self.final = target  # replacing the link itself left the old output in the target and a hidden link behind
         if self.source is not None:
             source, final = self.source.resolve(), self.final.resolve()
             if source == final or source.is_relative_to(final):

@@ -400,3 +400,24 @@ def test_closed_stdout_or_stderr_keep_the_exit_code(tmp_path, random_weights):
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300)
         assert done.returncode == expected, (command, done.stderr)
     assert (tmp_path / "a" / "run.json").is_file() and (tmp_path / "b" / "run.json").is_file()
+
+
+def test_output_names_too_long_and_symbolic_links_as_out(tmp_path, random_weights):
+    """QA: a 240-byte --out name was refused only after scoring (the staging suffix pushed it past 255
+    bytes), 256 bytes gave a traceback; --out a symlink with --force replaced the link by a folder and
+    left the old output in the target plus a hidden '.replaced-' link for good."""
+    for name in ("y" * 240, "x" * 256):
+        result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / name, "--quiet")
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(f"Error: {tmp_path / name}: name too long: at most 228 bytes"), result.stderr
+    real = tmp_path / "real"
+    assert triage("run", DEMO_CLIP, "--weights", random_weights, "--out", real, "--quiet").returncode == 0
+    before = (real / "run.json").stat().st_mtime_ns
+    (tmp_path / "link").symlink_to("real")
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "link", "--force", "--quiet")
+    assert result.returncode == 0 and result.stdout.strip().endswith(f"Wrote {real}"), result.stdout + result.stderr
+    assert (tmp_path / "link").is_symlink() and (real / "run.json").stat().st_mtime_ns != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    (tmp_path / "dangling").symlink_to("missing")
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "dangling", "--quiet")
+    assert result.returncode == 2 and result.stderr.strip() == f"Error: {tmp_path / 'dangling'}: is a symbolic link to missing, which is not a folder"
