@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import time
 from collections.abc import Iterator
@@ -166,6 +167,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
+        run["input"]["state_sha256"] = state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -265,10 +267,12 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, s
     return write_thumbnails(folder, iter_frames_at(input_path, list(wanted), list(wanted.values())))
 
 
-def source_state(path: Path) -> tuple:
+def source_state(path: str | Path) -> tuple:
     """What tells a changed input apart without reading it: (inode, size, mtime) of the video file,
     or of every image of a frame folder (its listing included)."""
     from .frame_folder import list_frame_images
+
+    path = Path(path)
 
     def state(p: Path) -> tuple:
         st = p.stat()
@@ -278,6 +282,11 @@ def source_state(path: Path) -> tuple:
         return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
     except OSError:
         return ()  # probe names the problem
+
+
+def state_digest(state: tuple) -> str:
+    """SHA-256 of a :func:`source_state` (what ``run.json`` records as ``input.state_sha256``)."""
+    return hashlib.sha256(json.dumps(state).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _hash_unchanged(path: Path, before: tuple) -> str:

@@ -463,3 +463,38 @@ def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_
     with open(out / "studies.parquet", "rb") as fh:  # pyarrow takes UTF-8 paths only
         assert pq.read_table(fh).num_rows == 1
     assert (out / "batch.json").is_file() and (out / "index.html").is_file()
+
+
+def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tmp_path, monkeypatch):
+    """A nightly re-run hashed every study's bytes again to find it complete (a whole archive read each
+    night); a study whose file state (inode, size, mtime) is the recorded one is now skipped unread."""
+    from capsule_triage.batch import engine, run_batch, worker
+    from capsule_triage.pipeline import source_sha256
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    assert first.counts["ok"] == 2
+    hashed = []
+
+    def counting(study):
+        hashed.append(Path(study.path).name)
+        return source_sha256(study.path)
+
+    monkeypatch.setattr(worker, "input_sha256", counting)
+    monkeypatch.setattr(engine, "input_sha256", counting)
+    assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
+    runs = {p: p.read_text() for p in out.glob("*/run.json")}
+    stamp = (tmp_path / "in" / "a.mp4").stat().st_mtime_ns + 10**9
+    os.utime(tmp_path / "in" / "a.mp4", ns=(stamp, stamp))  # touched (e.g. copied with a new time): same bytes
+    third = run_batch(tmp_path / "in", out, options)
+    assert third.counts["skipped"] == 2 and hashed == ["a.mp4"], (third.counts, third.failures, hashed)
+    changed = [p for p in out.glob("*/run.json") if p.read_text() != runs[p]]
+    assert [p.parent.name.split("-")[0] for p in changed] == ["a.mp4"]  # only its recorded file state
+    hashed.clear()
+    assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
+    with open(tmp_path / "in" / "b.mp4", "ab") as fh:  # new bytes: scored again
+        fh.write(b"\0" * 100)
+    assert run_batch(tmp_path / "in", out, options).counts == {"ok": 1, "failed": 0, "skipped": 1, "pending": 0}

@@ -27,7 +27,8 @@ from .discovery import Study, discover_studies, input_sha256
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .lock import acquire_lock, release_lock
 from .summary import Progress, file_logger, summary_row, write_index, write_summary
-from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, pipeline_fingerprint, record_failure
+from .worker import (StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, pipeline_fingerprint, record_failure,
+                     unchanged_input_sha)
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)
@@ -256,16 +257,17 @@ def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices
         from ..background import prefetch
 
         worker = StudyWorker(replace(ctx, device=devices[0]))
-        for study, sha in prefetch(_hashed(studies), depth=1):
+        for study, sha in prefetch(_hashed(studies, ctx), depth=1):
             on_outcome(worker.run(study, input_sha=sha))
         return
     _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
 
 
-def _hashed(studies: list[Study]) -> Iterator[tuple[Study, str | None]]:
+def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, str | None]]:
     for study in studies:
         try:
-            yield study, input_sha256(study)
+            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, study, ctx.fingerprint)
+            yield study, known or input_sha256(study)
         except Exception:  # noqa: BLE001 - the worker reports it
             yield study, None
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, load_classifier, triage_study
+from ..pipeline import RunOptions, load_classifier, source_state, state_digest, triage_study
 from ..presets import Pipeline
 from ..report import REPORT_FILE, write_report
 from ..digests import file_sha256, weights_sha256
@@ -55,6 +55,22 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
         "capsule_triage": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def unchanged_input_sha(folder: Path, study: Study, fingerprint: str) -> str | None:
+    """The input hash a complete study of this pipeline recorded, if its input's file state (names,
+    inodes, sizes, modification times) is still the recorded one: a nightly re-run then skips it
+    without reading the input's bytes (it re-read every study in the archive, every night). None:
+    hash the input."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+        recorded, sha = run["input"].get("state_sha256"), run["input"]["sha256"]
+        same_pipeline = run["batch"]["pipeline_fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not (same_pipeline and recorded and isinstance(sha, str)):
+        return None
+    return sha if state_digest(source_state(study.path)) == recorded else None
 
 
 def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
@@ -152,9 +168,12 @@ class StudyWorker:
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         try:
-            sha = input_sha or input_sha256(study)
-            if not ctx.force and completed_run(final, sha, ctx.fingerprint) is not None:
+            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)) or input_sha256(study)
+            if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
                 note = warning = None
+                state = state_digest(source_state(study.path))
+                if run["input"].get("state_sha256") != state:  # same bytes, new file state (copied, touched): skip by state next time
+                    write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state}}, ctx.out_dir / WORK_DIR)
                 if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
                     try:
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
