@@ -30,7 +30,7 @@ def batch_command(
 ) -> None:
     """Triage every study under INPUT_DIR into OUT_DIR; resumable, one bad study never stops the others.
 
-    A study is a video file or a folder that directly holds frame images. A study whose outputs match its input hash and the pipeline is skipped, so re-running after an interruption finishes the rest.
+    A study is a video file or a folder that directly holds frame images. A study whose outputs match its input hash and the pipeline is skipped (unread when its files' sizes and times are as recorded), so re-running after an interruption finishes the rest.
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
