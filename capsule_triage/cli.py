@@ -29,9 +29,13 @@ def _main() -> None:
     """Triage capsule-endoscopy video. Research use only, not a diagnostic device."""
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
 def printable(text: object) -> bytes:
-    """Bytes to print: file names with undecodable bytes (kept as surrogates) come out as they are on disk."""
-    return str(text).encode("utf-8", "surrogateescape")
+    """Bytes to print: file names with undecodable bytes (kept as surrogates) come out as they are on
+    disk; control characters (a newline in a file name) are escaped, so a message stays one line."""
+    return str(text).translate(_CONTROL).encode("utf-8", "surrogateescape")
 
 
 def fail(exc: BaseException) -> None:

@@ -12,7 +12,7 @@ from .errors import TriageError
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import fail
+    from .cli import fail, printable
     from .cli_batch import EXIT_INTERRUPTED
 
     @app.command()
@@ -87,4 +87,4 @@ def register(app: typer.Typer) -> None:
                        f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
                        f"events identical: {row['events_identical']}  -> {verdict}")
         typer.echo(check_summary(report))
-        typer.echo(f"Wrote {Path(weights) / 'backends.json'}")
+        typer.echo(printable(f"Wrote {Path(weights) / 'backends.json'}"))

@@ -16,8 +16,15 @@ EXIT_BAD_INPUT = 2
 
 
 def _fail(exc: BaseException) -> None:
-    typer.echo(f"Error: {exc}", err=True)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    from .cli import fail  # one line, printed as on disk
+
+    fail(exc)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    from .cli import printable
+
+    typer.echo(printable(text), err=err)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -87,7 +94,7 @@ def _print_training(folder: Path) -> None:
     best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
     metric = f", val metric {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
-    typer.echo(f"Wrote {folder}")
+    _echo(f"Wrote {folder}")
 
 
 def eval_command(
@@ -116,7 +123,7 @@ def eval_command(
     except (TriageError, ValueError) as exc:
         _fail(exc)
     for warning in result.get("warnings", []):
-        typer.echo(f"Warning: {warning}", err=True)
+        _echo(f"Warning: {warning}", err=True)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
@@ -125,7 +132,7 @@ def eval_command(
                f"accuracy {result['accuracy']:.4f}, sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}")
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:
-        typer.echo(f"Wrote {out}")
+        _echo(f"Wrote {out}")
 
 
 def _note_outdated_backends(weights: Path) -> None:

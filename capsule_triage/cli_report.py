@@ -25,6 +25,7 @@ def report(
     """
     from .errors import TriageError
     from .report import RUN_FILE, write_report
+    from .cli import printable
     from .report_batch import STUDIES_FILE, write_batch_reports
 
     try:
@@ -32,7 +33,7 @@ def report(
         if (out_dir / STUDIES_FILE).is_file():
             written, problems = write_batch_reports(out_dir, model_card=card)
             for problem in problems:
-                typer.echo(f"Warning: {problem}", err=True)
+                typer.echo(printable(f"Warning: {problem}"), err=True)
         elif (out_dir / RUN_FILE).is_file():
             try:
                 written = write_report(out_dir, model_card=card)
@@ -45,9 +46,9 @@ def report(
         else:
             raise TriageError(out_dir, f"neither a study folder ({RUN_FILE}) nor a batch folder ({STUDIES_FILE})")
     except TriageError as exc:
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    typer.echo(f"Wrote {written}")
+    typer.echo(printable(f"Wrote {written}"))
 
 
 def _read_card(path: Path | None) -> str | None:

@@ -421,3 +421,13 @@ def test_output_names_too_long_and_symbolic_links_as_out(tmp_path, random_weight
     (tmp_path / "dangling").symlink_to("missing")
     result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "dangling", "--quiet")
     assert result.returncode == 2 and result.stderr.strip() == f"Error: {tmp_path / 'dangling'}: is a symbolic link to missing, which is not a folder"
+
+
+def test_control_characters_in_names_keep_errors_on_one_line(tmp_path):
+    """QA: a newline in a file name split the one Error line in two (run), and eval/train/report/optimize
+    printed names without the care run and batch take."""
+    missing = tmp_path / "a\nb\x1b[31m.mp4"
+    for args in (("run", missing), ("report", missing), ("eval", missing, missing)):
+        result = triage(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "a\\nb\\x1b[31m.mp4" in lines[0], (args, result.stderr)
