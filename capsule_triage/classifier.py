@@ -88,8 +88,11 @@ class Classifier:
             except ValueError:
                 raise
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
-                raise WeightsError(self.selection["onnx_file"], f"cannot load it with {name} ({str(exc).strip().splitlines()[-1][:160]}); "
-                                                                "run `triage optimize` again") from None
+                detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+                out_of_memory = isinstance(exc, MemoryError) or "bad_alloc" in detail or "Failed to allocate" in detail
+                advice = ("out of memory (a memory limit such as `ulimit -v`?); free memory or raise the limit" if out_of_memory
+                          else "run `triage optimize` again")
+                raise WeightsError(self.selection["onnx_file"], f"cannot load it with {name} ({detail}); {advice}") from None
         else:
             if model is None:
                 raise ValueError(f"backend {name} needs the network itself, not only its ONNX export")

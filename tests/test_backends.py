@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -382,3 +383,21 @@ def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimiz
         optimize_module.optimize(copy, [MIXED_CLIP], tune_batch_sizes=(1,))
     assert not (copy / "backends.json").exists() and not list(copy.glob("*.partial"))
     assert Classifier.load(copy).backend.name == "torch-fp32"
+
+
+@pytest.mark.parametrize("error, advice", [(RuntimeError("std::bad_alloc"), "out of memory"), (MemoryError(), "out of memory"),
+                                           (RuntimeError("Protobuf parsing failed"), "run `triage optimize` again")])
+def test_an_onnx_file_that_cannot_be_loaded_gets_the_right_advice(optimized, monkeypatch, error, advice):
+    """QA under `ulimit -v`: std::bad_alloc was answered with 'run triage optimize again'."""
+    from capsule_triage import classifier as classifier_module
+    from capsule_triage.errors import WeightsError
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(classifier_module, "onnx_backend", failing)
+    folder, _ = optimized
+    with pytest.raises(WeightsError, match=re.escape(advice)):
+        from capsule_triage import load_classifier
+
+        load_classifier(load_pipeline("capsule-bleeding"), weights=str(folder), backend="ort-fp32")
