@@ -24,7 +24,7 @@ import numpy as np
 from .completeness import check_complete, tag_seconds
 from .errors import InputError
 from .folder_times import folder_times
-from .frame_folder import IMAGE_SUFFIXES, list_frame_images, read_image_rgb, scan_frame_folder
+from .frame_folder import IMAGE_SUFFIXES, FolderListing, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
@@ -178,7 +178,8 @@ def video_stream(container: av.container.InputContainer) -> av.VideoStream:
     return container.streams.best("video")
 
 
-def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
+def _folder_frames(folder: Path, options: ReadOptions) -> tuple[FolderListing, np.ndarray]:
+    """The folder's frames and their times, or the one-line error that says why there are none."""
     listing = scan_frame_folder(folder)
     images = listing.images
     if not images:
@@ -187,11 +188,16 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
     unreadable = [p for p in images if not os.access(p, os.R_OK)]
     if unreadable:
         raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
+    return listing, folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
+
+
+def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
+    listing, times = _folder_frames(folder, options)
+    images = listing.images
     # The size of the first image that decodes (a damaged first image is skipped when read, too);
     # not cv2.imread: it crashes on names that are not UTF-8.
     first = next((image for image in map(read_image_rgb, images[:PROBE_IMAGES]) if image is not None), None)
     height, width = first.shape[:2] if first is not None else (0, 0)
-    times = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
     return SourceInfo(
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
@@ -336,10 +342,8 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
 
 
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
-    _probe_folder(folder, options)
-    images = list_frame_images(folder)
-    times = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
-    for index, image_path in enumerate(images):
+    listing, times = _folder_frames(folder, options)  # listed and timed once (the probe's first-image decode is not needed)
+    for index, image_path in enumerate(listing.images):
         try:
             image = read_image_rgb(image_path)
         except OSError as exc:  # e.g. deleted or made unreadable while the folder is read
