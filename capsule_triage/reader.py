@@ -276,7 +276,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         fallback_period = 1.0 / info.average_fps if info.average_fps else 1.0
         step_back_limit = max(MAX_TIME_STEP_BACK, REORDER_FRAMES * fallback_period)
         last_pts = latest = None
-        start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        start = info.start_seconds or 0.0  # the stream's first timestamp, as probed
         packets_read, packets_end = 0, None  # frames' packets the file delivered, and how far in time they reach
         reorder = PresentationTimes() if stores_no_times(container) else None
         packets = container.demux(stream)
