@@ -65,7 +65,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU)
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg, natural order).", show_default=False, readable=False)],
+    source: Annotated[Path, typer.Argument(help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp, natural order).", show_default=False, readable=False)],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <input>_triage beside the input).")] = None,
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
