@@ -10,6 +10,7 @@ a study in silence (and, at a fixed frame rate, shifting every later frame's tim
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 # Image types an export may hold that are not read as frames; named when found, never silently dropped.
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC; data an exporter appends after it is fine
 
 
 def natural_key(name: str) -> list:
@@ -32,37 +34,54 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
 
 
-def _visible_images(folder: Path, suffixes: frozenset[str]) -> list[Path]:
-    return [p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")]
+def _image_count(folder: str) -> int:
+    with os.scandir(folder) as listing:
+        return sum(1 for e in listing if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+
+
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 @dataclass
 class FolderListing:
     """``images``: the frames in natural order (hidden files and non-regular files such as FIFOs or
     dangling symlinks ignored: reading those could block or fail); ``unread``: what looks like frames
-    but is not read, one phrase each (subfolders holding images, images of other types)."""
+    but is not read, one short phrase per kind (subfolders holding images; images of each other type)."""
 
     images: list[Path]
     unread: list[str]
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
+    """One pass over the folder (``os.scandir``: file or folder from the directory entry, no stat per
+    name for regular files; a 100,000-image folder was stat-ed twice per name by ``Path`` checks)."""
+    folder = Path(folder)
     try:
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-        images = sorted((p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: natural_key(p.name))
-        unread = []
-        for entry in sorted(entries, key=lambda p: natural_key(p.name)):
-            if entry.is_dir():
+        with os.scandir(folder) as listing:
+            entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
+        images = [folder / e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()]
+        subfolders, others = [], {}
+        for entry in entries:
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if suffix in OTHER_IMAGE_SUFFIXES and entry.is_file():
+                others.setdefault(suffix, []).append(entry.name)
+            elif suffix not in IMAGE_SUFFIXES and entry.is_dir() and os.path.realpath(entry.path) != os.path.realpath(folder):
                 try:
-                    count = len(_visible_images(entry, IMAGE_SUFFIXES))
-                except OSError:
+                    count = _image_count(entry.path)
+                except OSError:  # unreadable: not ours to report
                     continue
                 if count:
-                    unread.append(f"{entry.name}/ ({count} images in a subfolder)")
-            elif entry.suffix.lower() in OTHER_IMAGE_SUFFIXES:
-                unread.append(f"{entry.name} (a {entry.suffix.lower().lstrip('.')} image; frames are {', '.join(sorted(IMAGE_SUFFIXES))})")
+                    subfolders.append(f"{entry.name}/ ({count})")
     except OSError as exc:
         raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
+    unread = [f"images in {_plural(len(subfolders), 'subfolder')}: {_listed(subfolders)}"] if subfolders else []
+    unread += [f"{_plural(len(names), suffix.lstrip('.') + ' file')}: {_listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
+               for suffix, names in sorted(others.items())]
     return FolderListing(images, unread)
 
 
@@ -77,7 +96,7 @@ def read_image_rgb(path: Path) -> np.ndarray | None:
     data = np.fromfile(str(path), dtype=np.uint8) if path.stat().st_size else None
     if data is None:
         return None
-    if data[:8].tobytes() == _PNG_SIGNATURE and b"IEND" not in data[-32:].tobytes():
+    if data[:8].tobytes() == _PNG_SIGNATURE and _PNG_END not in data[-4096:].tobytes() and _PNG_END not in data.tobytes():
         return None  # cut short (an interrupted copy): libpng would print its own error line to stderr
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
     if image is None or image.size == 0:

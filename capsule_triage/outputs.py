@@ -87,6 +87,8 @@ class StagedOutput:
             self._check()
         except OSError as exc:  # e.g. a name too long for stat() itself
             raise OutputError(self.final, f"cannot use this output path ({exc.strerror or exc})") from None
+        except RuntimeError as exc:  # Path.resolve() on a symbolic link loop (Python 3.11)
+            raise OutputError(self.final, f"cannot use this output path ({exc})") from None
 
     def _check(self) -> None:
         _check_name_lengths(self.final)

@@ -167,7 +167,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
-        run["input"]["state_sha256"] = state_digest(unchanged)  # lets a batch re-run skip it without reading it
+        run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
             write_report(folder)
@@ -287,6 +287,19 @@ def source_state(path: str | Path) -> tuple:
 def state_digest(state: tuple) -> str:
     """SHA-256 of a :func:`source_state` (what ``run.json`` records as ``input.state_sha256``)."""
     return hashlib.sha256(json.dumps(state).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
+
+
+def settled_state_digest(state: tuple) -> str | None:
+    """:func:`state_digest` of a state whose files were last modified more than ``SETTLE_SECONDS``
+    ago, else None (as git does with its index: on a file system with coarse times a file rewritten
+    within the same second at the same size keeps its state)."""
+    entries = (state,) if state and isinstance(state[0], str) else state
+    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):
+        return None
+    return state_digest(state)
 
 
 def _hash_unchanged(path: Path, before: tuple) -> str:

@@ -99,9 +99,9 @@ def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights)
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == f"Warning: {folder}: not read: part2/ (6 images in a subfolder); see source.unread in run.json"
+    assert result.stderr.strip() == f"Warning: {folder}: not read: images in 1 subfolder: part2/ (6); see source.unread in run.json"
     run = json.loads((out / "run.json").read_text())
-    assert run["frames_decoded"] == 4 and run["source"]["unread"] == ["part2/ (6 images in a subfolder)"]
+    assert run["frames_decoded"] == 4 and run["source"]["unread"] == ["images in 1 subfolder: part2/ (6)"]
 
 
 @needs_shared

@@ -27,7 +27,7 @@ from capsule_triage.batch import LOCK_FILE, BatchOptions, StudyWorker, WorkerCon
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
 from capsule_triage.errors import OutputError
-from conftest import DEMO_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -472,8 +472,10 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     from capsule_triage.pipeline import source_sha256
 
     (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9  # settled files (a state within seconds of a write is not trusted)
     for name in ("a.mp4", "b.mp4"):
         shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+        os.utime(tmp_path / "in" / name, ns=(past, past))
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
     first = run_batch(tmp_path / "in", out, options)
     assert first.counts["ok"] == 2
@@ -487,8 +489,7 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     monkeypatch.setattr(engine, "input_sha256", counting)
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
     runs = {p: p.read_text() for p in out.glob("*/run.json")}
-    stamp = (tmp_path / "in" / "a.mp4").stat().st_mtime_ns + 10**9
-    os.utime(tmp_path / "in" / "a.mp4", ns=(stamp, stamp))  # touched (e.g. copied with a new time): same bytes
+    os.utime(tmp_path / "in" / "a.mp4", ns=(past + 10**9, past + 10**9))  # touched (e.g. copied with a new time): same bytes
     third = run_batch(tmp_path / "in", out, options)
     assert third.counts["skipped"] == 2 and hashed == ["a.mp4"], (third.counts, third.failures, hashed)
     changed = [p for p in out.glob("*/run.json") if p.read_text() != runs[p]]
@@ -498,3 +499,34 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     with open(tmp_path / "in" / "b.mp4", "ab") as fh:  # new bytes: scored again
         fh.write(b"\0" * 100)
     assert run_batch(tmp_path / "in", out, options).counts == {"ok": 1, "failed": 0, "skipped": 1, "pending": 0}
+
+
+def test_a_study_replaced_after_it_was_hashed_is_not_recorded_as_unchanged(random_weights, tmp_path, monkeypatch):
+    """Review: the file state was recorded next to a hash taken earlier (by the prefetch thread): a study
+    replaced in between got the new file's state with the old file's hash, and was skipped with the old
+    results on every later night. Also: a state that cannot be recorded (full disk) leaves the study skipped."""
+    from capsule_triage.batch import run_batch, worker
+    from capsule_triage.batch.discovery import discover_studies, input_sha256
+    from capsule_triage.batch.worker import StudyWorker
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    source = tmp_path / "in" / "b.mp4"
+    shutil.copy(DEMO_CLIP, source)
+    os.utime(source, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
+    study = discover_studies(tmp_path / "in")[0]
+    old_sha = input_sha256(study)
+    shutil.copy(MIXED_CLIP if MIXED_CLIP.exists() else DEMO_CLIP, source)  # replaced after the prefetch hashed it
+    with open(source, "ab") as fh:
+        fh.write(b"\0")
+    os.utime(source, ns=(past + 10**9, past + 10**9))
+    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu", backend="auto",
+                        run=RunOptions(), fingerprint=json.loads((out / study.study_id / "run.json").read_text())["batch"]["pipeline_fingerprint"])
+    assert StudyWorker(ctx).run(study, input_sha=old_sha).status == "skipped"  # decided on the old hash, as before
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1  # next night: rescored, not skipped by state
+    os.utime(source, ns=(past + 2 * 10**9, past + 2 * 10**9))
+    monkeypatch.setattr(worker, "write_json_atomic", _disk_full)
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts["skipped"] == 1 and not result.failures

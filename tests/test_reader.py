@@ -77,16 +77,41 @@ def test_frame_folder_reads_webp_orders_unicode_names_alike_and_names_what_it_do
     (folder / "scan.gif").write_bytes(b"GIF89a")
     listing = scan_frame_folder(folder)
     assert [unicodedata.normalize("NFC", p.stem) for p in listing.images] == [f"L\u00e4sion_{i:02d}" for i in range(6)]
-    assert listing.unread == ["part2/ (2 images in a subfolder)",
-                              "scan.gif (a gif image; frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+    assert listing.unread == ["images in 1 subfolder: part2/ (2)",
+                              "1 gif file: scan.gif (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
     batches, stats = _all(folder, folder_fps=2.0)
     assert stats.frames_decoded == 6 and stats.frames_skipped == 0
     np.testing.assert_allclose(batches[0].pts_seconds, np.arange(6) / 2)
     assert probe(folder, ReadOptions()).unread == listing.unread
     only_sub = tmp_path / "only_sub"
     write_frame_folder(frames24[:2], only_sub / "IMAGES")
-    with pytest.raises(InputError, match=r"no frame images .*; not read: IMAGES/ \(2 images in a subfolder\)"):
+    with pytest.raises(InputError, match=r"no frame images .*; not read: images in 1 subfolder: IMAGES/ \(2\)"):
         probe(only_sub, ReadOptions())
+
+
+def test_many_unread_files_are_summed_up_and_a_link_to_the_folder_itself_is_not_a_subfolder(tmp_path, frames24):
+    """Review: 2,000 .dcm files beside the frames made one 166,000-character Warning line, and a
+    symbolic link to the folder itself was reported as a subfolder of unread images."""
+    folder = write_frame_folder(frames24[:2], tmp_path / "f")
+    for i in range(2000):
+        (folder / f"IM{i:05d}.dcm").write_bytes(b"")
+    for name in ("b", "a", "c", "d"):
+        write_frame_folder(frames24[:1], folder / name)
+    (folder / "self").symlink_to(".")
+    assert scan_frame_folder(folder).unread == [
+        "images in 4 subfolders: a/ (1), b/ (1), c/ (1) and 1 more",
+        "2000 dcm files: IM00000.dcm, IM00001.dcm, IM00002.dcm and 1997 more (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+
+
+def test_a_png_with_data_after_its_end_is_read(tmp_path, frames24):
+    """Review: the cut-PNG check looked for IEND in the last 32 bytes only and refused PNGs with text an
+    exporter appends after the image (OpenCV reads them)."""
+    from capsule_triage.frame_folder import read_image_rgb
+
+    folder = write_frame_folder(frames24[:1], tmp_path / "f")
+    path = folder / "frame0.png"
+    path.write_bytes(path.read_bytes() + b"exported by CapsuleReader 3.2 on 2026-11-30\n" * 3)
+    np.testing.assert_array_equal(read_image_rgb(path), frames24[0])
 
 
 def test_a_png_cut_short_is_skipped_without_libpng_printing(tmp_path, frames24):

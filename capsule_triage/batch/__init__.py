@@ -11,9 +11,10 @@
   in-process, in ``--workers`` processes (:mod:`.engine`) or in Ray actors (:mod:`.ray_engine`). A bad
   study is recorded as failed; only a model that cannot be loaded stops the batch.
 * Overlap (one local worker): inside a study, decoding runs in a thread ahead of inference
-  (:func:`~capsule_triage.background.prefetch`); across studies, a second thread hashes the next
-  study (reading all of its bytes, so it is in the page cache when its decoding starts) and so
-  decides whether it can be skipped while the current one is scored.
+  (:func:`~capsule_triage.background.prefetch`); across studies, a second thread decides whether the
+  next study can be skipped while the current one is scored: unread when its files' state is the one
+  its run.json records, else by hashing it (reading all of its bytes, so it is in the page cache when
+  its decoding starts).
 * Review pages: each study's ``report.html`` is written by ``triage_study`` inside its atomic output;
   after the summary, ``index.html`` links them (:func:`capsule_triage.report_batch.write_batch_index`).
   ``--no-report`` writes neither. ``report`` is not part of the pipeline fingerprint (it changes no

@@ -250,8 +250,9 @@ def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices
     """One worker in-process (hashing the next study in a background thread), or a process pool.
 
     With one worker, while study k is decoded and scored (decode already overlaps inference inside
-    :func:`~capsule_triage.pipeline.triage_study`), a thread hashes study k+1 (reading all of its
-    bytes, which also brings them into the page cache) and checks whether it is already complete.
+    :func:`~capsule_triage.pipeline.triage_study`), a thread checks whether study k+1 is already
+    complete: by its recorded file state, else by hashing it (reading all of its bytes, which also
+    brings them into the page cache).
     """
     if workers <= 1:
         from ..background import prefetch

@@ -9,6 +9,7 @@ needs capsule_triage installed. ``ray`` is an optional extra: ``pip install "cap
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -38,6 +39,9 @@ class RayEngine:
     """
 
     def __init__(self, options: BatchOptions):
+        # Ray's usage statistics (on by default) probe cloud metadata addresses and report to Anyscale
+        # (QA, strace); a hospital's nightly job talks to no one. A user's own setting wins.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self.ray = ray = require_ray()
         self._started = not ray.is_initialized()
         if self._started:

@@ -2,14 +2,15 @@
 
 The same worker runs in-process, in each ``--workers`` process and as a Ray actor. A study is
 complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
-:func:`pipeline_fingerprint`, and its tables are present; it is then skipped. Finished studies are
+:func:`pipeline_fingerprint`, and its tables are present; it is then skipped. The SHA-256 is not
+recomputed while the input's file state (names, inodes, sizes, modification times) is the one
+run.json records with it (:func:`unchanged_input_sha`). Finished studies are
 staged under ``OUT_DIR/.work/<id>`` and renamed into place; failures go to ``.failed/<id>.json``.
 
 Review pages: ``RunOptions.report`` is not in the fingerprint, because it changes no result. A
 complete study without report.html, when reports are wanted, gets one written from its outputs
 (:func:`add_missing_report`, staged and renamed like a new study, no rescoring; the study stays
-"skipped", or is "failed" and retried next run if the pages cannot be written, as when
-``triage_study`` cannot write them). With ``report=False`` a complete study's pages are left as they are.
+"skipped"; pages that cannot be written are a warning, and are tried again next run). With ``report=False`` a complete study's pages are left as they are.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, load_classifier, source_state, state_digest, triage_study
+from ..pipeline import RunOptions, load_classifier, settled_state_digest, source_sha256, source_state, state_digest, triage_study
 from ..presets import Pipeline
 from ..report import REPORT_FILE, write_report
 from ..digests import file_sha256, weights_sha256
@@ -71,6 +72,22 @@ def unchanged_input_sha(folder: Path, study: Study, fingerprint: str) -> str | N
     if not (same_pipeline and recorded and isinstance(sha, str)):
         return None
     return sha if state_digest(source_state(study.path)) == recorded else None
+
+
+def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict) -> None:
+    """Record the input's file state with a complete study found by its hash (same bytes, new state:
+    a copied or touched archive), so that later runs skip it unread. Only a state that held while the
+    bytes were hashed again here is recorded (the hash that found the study may be older: a file
+    replaced since would otherwise be skipped with stale results for good); best effort."""
+    try:
+        before = source_state(study.path)
+        if state_digest(before) == run["input"].get("state_sha256") or settled_state_digest(before) is None:
+            return
+        if source_sha256(study.path) != run["input"]["sha256"] or source_state(study.path) != before:
+            return
+        write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state_digest(before)}}, ctx.out_dir / WORK_DIR)
+    except OSError:  # e.g. a full disk: the study stays complete, it is hashed again next run
+        pass
 
 
 def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
@@ -171,9 +188,7 @@ class StudyWorker:
             sha = input_sha or (None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)) or input_sha256(study)
             if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
                 note = warning = None
-                state = state_digest(source_state(study.path))
-                if run["input"].get("state_sha256") != state:  # same bytes, new file state (copied, touched): skip by state next time
-                    write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state}}, ctx.out_dir / WORK_DIR)
+                _record_state(ctx, final, study, run)
                 if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
                     try:
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
