@@ -302,5 +302,5 @@ var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();l
 INDEX_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
 var col=+b.dataset.col,tb=document.querySelector('.studies tbody'),rows=Array.from(tb.rows),dir=b.dataset.dir==='1'?-1:1;
 b.dataset.dir=dir===1?'1':'-1';rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
-na=parseFloat(a),nc=parseFloat(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c));});
+na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
 rows.forEach(function(r){tb.appendChild(r);});});});"""

@@ -418,6 +418,10 @@ def test_output_names_too_long_and_symbolic_links_as_out(tmp_path, random_weight
     assert result.returncode == 0 and result.stdout.strip().endswith(f"Wrote {real}"), result.stdout + result.stderr
     assert (tmp_path / "link").is_symlink() and (real / "run.json").stat().st_mtime_ns != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    (tmp_path / "loop").symlink_to("loop")  # a symbolic link loop: Path.resolve raised RuntimeError, a traceback
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "loop", "--quiet")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    (tmp_path / "loop").unlink()
     (tmp_path / "dangling").symlink_to("missing")
     result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "dangling", "--quiet")
     assert result.returncode == 2 and result.stderr.strip() == f"Error: {tmp_path / 'dangling'}: is a symbolic link to missing, which is not a folder"

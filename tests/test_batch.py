@@ -530,3 +530,36 @@ def test_a_study_replaced_after_it_was_hashed_is_not_recorded_as_unchanged(rando
     monkeypatch.setattr(worker, "write_json_atomic", _disk_full)
     result = run_batch(tmp_path / "in", out, options)
     assert result.counts["skipped"] == 1 and not result.failures
+
+
+def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_a_stale_index(random_weights, tmp_path, monkeypatch):
+    """QA: Ctrl-C early in a night listed every study it had not reached as pending, with no data and no
+    link (index.html of a 102-study archive: '102 pending'); a --no-report night left the previous
+    index.html, linking a deleted study and a failed one's old report."""
+    from capsule_triage.batch import run_batch, worker
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+        os.utime(tmp_path / "in" / name, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 2 and (out / "index.html").is_file()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "0new.mp4")  # first in order: the night is interrupted on it
+    run = worker.StudyWorker.run
+
+    def interrupted_on_the_new_study(self, study, input_sha=None):
+        if study.rel_path == "0new.mp4":
+            raise KeyboardInterrupt
+        return run(self, study, input_sha)
+
+    monkeypatch.setattr(worker.StudyWorker, "run", interrupted_on_the_new_study)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in", out, options)
+    rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "skipped", "b.mp4": "skipped"}
+    assert rows["a.mp4"]["frames"] == 64 and "a.mp4" in (out / "index.html").read_text()
+    monkeypatch.setattr(worker.StudyWorker, "run", run)
+    (tmp_path / "in" / "b.mp4").unlink()
+    result = run_batch(tmp_path / "in", out, replace(options, run=RunOptions(report=False)))
+    assert result.counts["ok"] == 1 and result.index is None and not (out / "index.html").exists()

@@ -523,6 +523,25 @@ def test_batch_index_in_chromium(tmp_path, browser):
     assert browser.problems() == []
 
 
+@needs_chromium
+def test_batch_index_sorts_paths_as_text_in_natural_order(tmp_path, browser):
+    """QA: a column of date-named paths ('2026-11-01/...') was compared with parseFloat: every row 2026,
+    so sorting by study or input never changed the order."""
+    pq.write_table(pa.table({"id": ["d1", "d2", "d3"], "status": ["ok", "ok", "ok"],
+                             "input_path": ["2026-11-02/p_10/a.mp4", "2026-11-01/p_2/b.mp4", "2026-11-01/p_10/c.mp4"],
+                             "frames": [10, 9, 100]}), tmp_path / "studies.parquet")
+    browser.load(write_batch_index(tmp_path).as_uri())
+    ids = "Array.from(document.querySelectorAll('.studies tbody tr')).map(r => r.cells[0].textContent)"
+    click = "Array.from(document.querySelectorAll('th button')).find(b => b.textContent.trim().startsWith('{}')).click()"
+    browser.eval(click.format("input"))
+    assert browser.eval(ids) == ["d2", "d3", "d1"]
+    browser.eval(click.format("input"))
+    assert browser.eval(ids) == ["d1", "d3", "d2"]
+    browser.eval(click.format("frames"))
+    assert browser.eval(ids) == ["d2", "d1", "d3"]  # numbers as numbers: 9 < 10 < 100
+    assert browser.problems() == []
+
+
 def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
     from capsule_triage.completeness import time_gaps
 

@@ -23,12 +23,13 @@ from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
 from ..pipeline import RunOptions, weights_location
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
+from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies, input_sha256
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .lock import acquire_lock, release_lock
 from .summary import Progress, file_logger, summary_row, write_index, write_summary
-from .worker import (StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, pipeline_fingerprint, record_failure,
-                     unchanged_input_sha)
+from .worker import (StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, completed_run, pipeline_fingerprint,
+                     record_failure, unchanged_input_sha)
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)
@@ -172,7 +173,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     outcomes = progress.outcomes
     since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
     rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error) if s.study_id in outcomes
-            else summary_row(s, "ok" if _installed_since(ctx, s, since) else "pending", ctx.out_dir) for s in studies]
+            else summary_row(s, _unreached_status(ctx, s, since), ctx.out_dir) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     wall = time.perf_counter() - progress.started
     batch = {
@@ -189,12 +190,29 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         summary_error = str(exc)
         progress.log(f"error {summary_error}")
     index, warning = write_index(ctx.out_dir, progress.log) if ctx.run.report and not summary_error else (None, None)
+    if index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
+        try:
+            (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
+        except OSError:
+            pass
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s")
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=[o.warning for o in outcomes.values() if o.warning] + ([warning] if warning else []),
                        summary_error=summary_error)
+
+
+def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
+    """The status of a study whose outcome this run never got (interrupted): "ok" if a killed worker
+    installed it, "skipped" if it is complete from an earlier run and its input unchanged by its
+    recorded file state (an early Ctrl-C listed a whole archive of complete studies as pending, with
+    no data or link on index.html), else "pending"."""
+    if _installed_since(ctx, study, since):
+        return "ok"
+    final = ctx.out_dir / study.study_id
+    sha = None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)
+    return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
 
 
 def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:
