@@ -61,6 +61,10 @@ def tree(tmp_path_factory) -> Path:
     shutil.copy(root / "a_b.mp4", root / ".hidden.mp4")  # hidden: ignored
     (root / "day1" / "notes.txt").write_text("not a study\n")
     os.symlink("..", root / "day2" / "loop")  # a symlink loop is not followed round
+    past = time.time_ns() - 24 * 3600 * 10**9  # recorded yesterday: settled, so run.json records the file state
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.utime(path, ns=(past, past))
     return root
 
 
