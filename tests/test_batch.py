@@ -566,4 +566,31 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     monkeypatch.setattr(worker.StudyWorker, "run", run)
     (tmp_path / "in" / "b.mp4").unlink()
     result = run_batch(tmp_path / "in", out, replace(options, run=RunOptions(report=False)))
-    assert result.counts["ok"] == 1 and result.index is None and not (out / "index.html").exists()
+    assert result.counts["pending"] == 0 and result.index is None and not (out / "index.html").exists()
+
+
+def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path):
+    """QA: moving a study to another folder of the archive (its id comes from its path) scored it again,
+    and its old folder stayed in OUT_DIR, unlisted, for good."""
+    from capsule_triage.batch import run_batch
+
+    (tmp_path / "in" / "2026-11-01").mkdir(parents=True)
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "2026-11-01" / "a.mp4")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    (old_id,) = [r["study_id"] for r in first.rows]
+    (tmp_path / "in" / "2026" / "11").mkdir(parents=True)
+    os.rename(tmp_path / "in" / "2026-11-01", tmp_path / "in" / "2026" / "11" / "01")
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts == {"ok": 0, "failed": 0, "skipped": 1, "pending": 0} and result.frames == 0  # nothing scored
+    (new_id,) = [r["study_id"] for r in result.rows]
+    assert pq.read_table(out / new_id / "frames.parquet").equals(pq.read_table(out / old_id / "frames.parquet"))
+    run = json.loads((out / new_id / "run.json").read_text())
+    new_path = str(tmp_path / "in" / "2026" / "11" / "01" / "a.mp4")
+    assert run["input"]["path"] == new_path and run["batch"]["study_id"] == new_id
+    assert new_path in (out / new_id / "report.html").read_text()
+    assert json.loads((out / old_id / "run.json").read_text())["batch"]["study_id"] == old_id  # the old folder untouched
+    assert json.loads((out / "batch.json").read_text())["orphan_folders"] == [old_id]
+    assert len(result.warnings) == 1 and "1 study folder of inputs no longer found" in result.warnings[0]
+    assert "outputs of" in (out / "batch.log").read_text()
+    assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1  # and it stays complete

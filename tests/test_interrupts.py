@@ -78,8 +78,10 @@ def _wait_for(condition, proc: subprocess.Popen, seconds: float = 120) -> None:
 def studies(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("interrupts") / "studies"
     root.mkdir()
-    for i in range(STUDIES):
+    for i in range(STUDIES):  # distinct bytes (a trailing tag FFmpeg ignores): identical copies share one output
         shutil.copy(DEMO_CLIP, root / f"study_{i}.mp4")
+        with open(root / f"study_{i}.mp4", "ab") as fh:
+            fh.write(f"study {i}".encode())
     return root
 
 

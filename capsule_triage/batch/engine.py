@@ -182,6 +182,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "weights": ctx.weights or ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
+        "orphan_folders": _orphans(ctx.out_dir, {s.study_id for s in studies}),
     }
     try:
         write_summary(ctx.out_dir, rows, batch)
@@ -198,9 +199,24 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s")
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
+    orphans = batch["orphan_folders"]
+    warnings = [o.warning for o in outcomes.values() if o.warning] + ([warning] if warning else [])
+    if orphans:
+        warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
+                        f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
+                        "orphan_folders names them); delete them to free the space")
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
-                       index=index, warnings=[o.warning for o in outcomes.values() if o.warning] + ([warning] if warning else []),
-                       summary_error=summary_error)
+                       index=index, warnings=warnings, summary_error=summary_error)
+
+
+def _orphans(out_dir: Path, current: set[str]) -> list[str]:
+    """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
+    not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen."""
+    try:
+        return sorted(p.name for p in out_dir.iterdir()
+                      if not p.name.startswith(".") and p.name not in current and (p / RUN_FILE).is_file())
+    except OSError:
+        return []
 
 
 def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:

@@ -31,7 +31,7 @@ from ..errors import InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, settled_state_digest, source_sha256, source_state, state_digest, triage_study
 from ..presets import Pipeline
-from ..report import REPORT_FILE, write_report
+from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..digests import file_sha256, weights_sha256
 from .discovery import Study, input_sha256
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
@@ -167,6 +167,7 @@ class StudyWorker:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
         self._classifier = None
+        self._outputs_by_input: dict[str, Path] | None = None  # complete outputs in OUT_DIR by input SHA-256
 
     @property
     def classifier(self):
@@ -198,6 +199,11 @@ class StudyWorker:
                         shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
                         warning = f"{final / REPORT_FILE}: not added ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
+            earlier = None if ctx.force else self._earlier_output(sha, final)
+            if earlier is not None:
+                _reuse(ctx, study, earlier, final)
+                return StudyOutcome(study, "skipped", note=f"outputs of {earlier.name} reused (same input bytes)",
+                                    wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
             work = ctx.out_dir / WORK_DIR / study.study_id
             result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False))
@@ -217,6 +223,47 @@ class StudyWorker:
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             return record_failure(ctx, study, error, started=started)
+
+
+    def _earlier_output(self, sha: str, final: Path) -> Path | None:
+        """A complete output of the same input bytes and pipeline under another id: the study was
+        moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
+        once per worker, from the outputs that existed before this run's studies."""
+        if self._outputs_by_input is None:
+            self._outputs_by_input = {}
+            for run_file in sorted(self.ctx.out_dir.glob(f"*/{RUN_FILE}")):
+                if run_file.parent.name.startswith("."):
+                    continue
+                try:
+                    run = json.loads(run_file.read_text())
+                    if run["batch"]["pipeline_fingerprint"] == self.ctx.fingerprint:
+                        self._outputs_by_input.setdefault(run["input"]["sha256"], run_file.parent)
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue
+        folder = self._outputs_by_input.get(sha)
+        if folder is None or folder == final or completed_run(folder, sha, self.ctx.fingerprint) is None:
+            return None
+        return folder
+
+
+def _reuse(ctx: WorkerContext, study: Study, earlier: Path, final: Path) -> None:
+    """Install a hard-linked copy of ``earlier`` as this study's output (reorganising an archive into
+    other folders rescored every study), with run.json naming this study and its review pages
+    rewritten for its path; ``earlier`` itself is not modified."""
+    work = ctx.out_dir / WORK_DIR / study.study_id
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(earlier, work, symlinks=True, copy_function=_link_or_copy)
+    run = json.loads((earlier / RUN_FILE).read_text())
+    run["input"] = {**run["input"], "path": str(Path(study.path).absolute()), "state_sha256": None}  # recorded when next hashed
+    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
+    write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
+    if ctx.run.report:
+        write_report(work)  # replaces the linked pages by rename
+    else:  # no pages naming the earlier path
+        (work / REPORT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
+    _install(work, final)
+    (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
 
 
 def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = None) -> str:
