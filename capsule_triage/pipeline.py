@@ -268,15 +268,16 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, s
 
 
 def source_state(path: str | Path) -> tuple:
-    """What tells a changed input apart without reading it: (inode, size, mtime) of the video file,
-    or of every image of a frame folder (its listing included)."""
+    """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
+    video file, or of every image of a frame folder (its listing included). The ctime catches a
+    rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
     from .frame_folder import list_frame_images
 
     path = Path(path)
 
     def state(p: Path) -> tuple:
         st = p.stat()
-        return p.name, st.st_ino, st.st_size, st.st_mtime_ns
+        return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     try:
         return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
@@ -297,7 +298,7 @@ def settled_state_digest(state: tuple) -> str | None:
     ago, else None (as git does with its index: on a file system with coarse times a file rewritten
     within the same second at the same size keeps its state)."""
     entries = (state,) if state and isinstance(state[0], str) else state
-    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):
+    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):  # a write sets both times
         return None
     return state_digest(state)
 

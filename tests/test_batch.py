@@ -569,10 +569,13 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     assert result.counts["pending"] == 0 and result.index is None and not (out / "index.html").exists()
 
 
-def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path):
+def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path, monkeypatch):
     """QA: moving a study to another folder of the archive (its id comes from its path) scored it again,
     and its old folder stayed in OUT_DIR, unlisted, for good."""
+    from capsule_triage import pipeline as pipeline_module
     from capsule_triage.batch import run_batch
+
+    monkeypatch.setattr(pipeline_module, "SETTLE_SECONDS", 0.0)  # the files here were written a moment ago
 
     (tmp_path / "in" / "2026-11-01").mkdir(parents=True)
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "2026-11-01" / "a.mp4")
@@ -587,10 +590,62 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     assert pq.read_table(out / new_id / "frames.parquet").equals(pq.read_table(out / old_id / "frames.parquet"))
     run = json.loads((out / new_id / "run.json").read_text())
     new_path = str(tmp_path / "in" / "2026" / "11" / "01" / "a.mp4")
-    assert run["input"]["path"] == new_path and run["batch"]["study_id"] == new_id
+    assert run["input"]["path"] == new_path and run["source"]["path"] == new_path and run["batch"]["study_id"] == new_id
+    assert run["input"]["state_sha256"] is not None  # review: without it the next interrupted night listed it pending
     assert new_path in (out / new_id / "report.html").read_text()
     assert json.loads((out / old_id / "run.json").read_text())["batch"]["study_id"] == old_id  # the old folder untouched
     assert json.loads((out / "batch.json").read_text())["orphan_folders"] == [old_id]
     assert len(result.warnings) == 1 and "1 study folder of inputs no longer found" in result.warnings[0]
     assert "outputs of" in (out / "batch.log").read_text()
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1  # and it stays complete
+
+
+def test_reuse_checks_the_input_and_the_copy_and_orphans_spare_unlisted_folders(random_weights, tmp_path, monkeypatch):
+    """Review: a study hashed a while ago and rewritten since was given the old bytes' outputs; a full
+    disk while copying gave an unreadable shutil.Error line; studies under a folder that could not be
+    listed were named orphans ('delete them'); a rewrite restoring the modification time kept the file state."""
+    from capsule_triage.batch import summary, worker
+    from capsule_triage.batch.discovery import discover_studies, input_sha256
+    from capsule_triage.pipeline import source_state
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    from capsule_triage.batch import run_batch
+
+    run_batch(tmp_path / "in", out, options)
+    x_sha = input_sha256(discover_studies(tmp_path / "in")[0])
+    (tmp_path / "in" / "a.mp4").rename(tmp_path / "in" / "b.mp4")
+    study = discover_studies(tmp_path / "in")[0]
+    shutil.copy(MIXED_CLIP if MIXED_CLIP.exists() else DEMO_CLIP, study.path)  # rewritten after it was hashed as X
+    with open(study.path, "ab") as fh:
+        fh.write(b"y")
+    fingerprint = json.loads(next(out.glob("a.mp4-*/run.json")).read_text())["batch"]["pipeline_fingerprint"]
+    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu", backend="auto",
+                        run=RunOptions(), fingerprint=fingerprint)
+    outcome = StudyWorker(ctx).run(study, input_sha=x_sha)
+    assert outcome.status == "failed" and "input changed while it was being triaged" in outcome.error, outcome  # never X's outputs
+    assert not (out / study.study_id).exists()  # retried next night
+    shutil.rmtree(out / study.study_id, ignore_errors=True)
+    shutil.copy(DEMO_CLIP, study.path)
+
+    def full_copy(*args, **kwargs):
+        raise shutil.Error([("src", "dst", "[Errno 28] No space left on device")])
+
+    monkeypatch.setattr(worker.shutil, "copytree", full_copy)
+    outcome = StudyWorker(ctx).run(study)
+    assert outcome.status == "failed" and outcome.error == f"{out}: No space left on device (the outputs of {study.path} were not written)"
+    monkeypatch.undo()
+    studies = [replace(study, rel_path="locked", path=tmp_path / "in" / "locked", kind="frames")]
+    monkeypatch.setattr(summary, "_listable", lambda folder: False)
+    run_json = next(out.glob("a.mp4-*/run.json"))
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "batch": {"relative_path": "locked/a.mp4"}}))
+    assert summary.orphan_folders(out, studies) == []
+    monkeypatch.setattr(summary, "_listable", lambda folder: True)
+    assert summary.orphan_folders(out, studies) == [run_json.parent.name]
+    before, mtime = source_state(study.path), os.stat(study.path).st_mtime_ns
+    data = bytearray(Path(study.path).read_bytes())
+    data[-1] ^= 1
+    Path(study.path).write_bytes(bytes(data))  # same size, then the old time put back
+    os.utime(study.path, ns=(mtime, mtime))
+    assert source_state(study.path) != before

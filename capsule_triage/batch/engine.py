@@ -27,7 +27,7 @@ from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies, input_sha256
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .lock import acquire_lock, release_lock
-from .summary import Progress, file_logger, summary_row, write_index, write_summary
+from .summary import Progress, file_logger, orphan_folders, summary_row, write_index, write_summary
 from .worker import (StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, completed_run, pipeline_fingerprint,
                      record_failure, unchanged_input_sha)
 
@@ -182,7 +182,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "weights": ctx.weights or ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
-        "orphan_folders": _orphans(ctx.out_dir, {s.study_id for s in studies}),
+        "orphan_folders": orphan_folders(ctx.out_dir, studies),
     }
     try:
         write_summary(ctx.out_dir, rows, batch)
@@ -207,16 +207,6 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                         "orphan_folders names them); delete them to free the space")
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
-
-
-def _orphans(out_dir: Path, current: set[str]) -> list[str]:
-    """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
-    not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen."""
-    try:
-        return sorted(p.name for p in out_dir.iterdir()
-                      if not p.name.startswith(".") and p.name not in current and (p / RUN_FILE).is_file())
-    except OSError:
-        return []
 
 
 def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:

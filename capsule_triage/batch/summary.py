@@ -136,3 +136,32 @@ def _utf8(value):
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return value
+
+
+def orphan_folders(out_dir: Path, studies: list[Study]) -> list[str]:
+    """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
+    not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen.
+    Folders of studies under a folder that could not be listed are not orphans: their inputs may be there."""
+    current = {s.study_id for s in studies}
+    unlisted = [s.rel_path.rstrip("/") + "/" for s in studies if s.kind == "frames" and not _listable(s.path)]
+    try:
+        candidates = [p for p in out_dir.iterdir() if not p.name.startswith(".") and p.name not in current and (p / RUN_FILE).is_file()]
+    except OSError:
+        return []
+    orphans = []
+    for folder in candidates:
+        try:
+            relative = json.loads((folder / RUN_FILE).read_text())["batch"]["relative_path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            relative = ""
+        if not any(str(relative).startswith(prefix) for prefix in unlisted):
+            orphans.append(folder.name)
+    return sorted(orphans)
+
+
+def _listable(folder) -> bool:
+    try:
+        os.scandir(folder).close()
+        return True
+    except OSError:
+        return False

@@ -200,8 +200,7 @@ class StudyWorker:
                         warning = f"{final / REPORT_FILE}: not added ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             earlier = None if ctx.force else self._earlier_output(sha, final)
-            if earlier is not None:
-                _reuse(ctx, study, earlier, final)
+            if earlier is not None and _reuse(ctx, study, sha, earlier, final):
                 return StudyOutcome(study, "skipped", note=f"outputs of {earlier.name} reused (same input bytes)",
                                     wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
@@ -228,7 +227,8 @@ class StudyWorker:
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
         """A complete output of the same input bytes and pipeline under another id: the study was
         moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
-        once per worker, from the outputs that existed before this run's studies."""
+        once per worker, at its first study that needs scoring (with several workers it may include
+        outputs other workers installed in this run: harmless, :func:`_reuse` checks the copy)."""
         if self._outputs_by_input is None:
             self._outputs_by_input = {}
             for run_file in sorted(self.ctx.out_dir.glob(f"*/{RUN_FILE}")):
@@ -246,15 +246,29 @@ class StudyWorker:
         return folder
 
 
-def _reuse(ctx: WorkerContext, study: Study, earlier: Path, final: Path) -> None:
+def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Path) -> bool:
     """Install a hard-linked copy of ``earlier`` as this study's output (reorganising an archive into
     other folders rescored every study), with run.json naming this study and its review pages
-    rewritten for its path; ``earlier`` itself is not modified."""
+    rewritten for its path; ``earlier`` itself is not modified. False (nothing installed: score it)
+    when the input is not the bytes ``sha`` says (it may have been hashed a while ago) or the copy is
+    not a complete output of ``sha`` (another worker may be replacing ``earlier`` meanwhile)."""
+    before = source_state(study.path)
+    if source_sha256(study.path) != sha or source_state(study.path) != before:
+        return False
     work = ctx.out_dir / WORK_DIR / study.study_id
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(earlier, work, symlinks=True, copy_function=_link_or_copy)
-    run = json.loads((earlier / RUN_FILE).read_text())
-    run["input"] = {**run["input"], "path": str(Path(study.path).absolute()), "state_sha256": None}  # recorded when next hashed
+    try:
+        shutil.copytree(earlier, work, symlinks=True, copy_function=_link_or_copy)
+    except shutil.Error as exc:  # the errors of each file, in one exception without an errno
+        shutil.rmtree(work, ignore_errors=True)
+        full = "[Errno 28]" in str(exc) or "[Errno 122]" in str(exc)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else OSError(errno.EIO, f"cannot copy {earlier}") from None
+    run = completed_run(work, sha, ctx.fingerprint)
+    if run is None or any(_table_input_sha(work / name) != sha for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
+        shutil.rmtree(work, ignore_errors=True)
+        return False
+    run["input"] = {**run["input"], "path": str(Path(study.path).absolute()), "state_sha256": settled_state_digest(before)}
+    run["source"] = {**run.get("source", {}), "path": str(study.path)}
     run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
@@ -264,6 +278,18 @@ def _reuse(ctx: WorkerContext, study: Study, earlier: Path, final: Path) -> None
         shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
     _install(work, final)
     (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+    return True
+
+
+def _table_input_sha(path: Path) -> str | None:
+    """The input SHA-256 a table's metadata records (written with it by ``triage_study``)."""
+    import pyarrow.parquet as pq
+
+    try:
+        with open(path, "rb") as fh:  # a Python file: pyarrow's own path handling rejects non-UTF-8 names
+            return (pq.read_schema(fh).metadata or {}).get(b"input_sha256", b"").decode() or None
+    except (OSError, ValueError):
+        return None
 
 
 def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = None) -> str:
