@@ -649,3 +649,31 @@ def test_reuse_checks_the_input_and_the_copy_and_orphans_spare_unlisted_folders(
     Path(study.path).write_bytes(bytes(data))  # same size, then the old time put back
     os.utime(study.path, ns=(mtime, mtime))
     assert source_state(study.path) != before
+
+
+def test_a_study_replaced_after_the_prefetch_hashed_it_is_not_skipped_on_that_hash(random_weights, tmp_path, monkeypatch):
+    """Review: the one-worker batch hashes the next study in a thread while the current one is scored;
+    a study replaced in between was skipped that night on the old bytes' hash (stale results)."""
+    from capsule_triage import background
+    from capsule_triage.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+        with open(tmp_path / "in" / name, "ab") as fh:
+            fh.write(name.encode())  # distinct bytes
+        os.utime(tmp_path / "in" / name, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 2
+    prefetch = background.prefetch
+
+    def hashed_then_replaced(iterable, depth):
+        items = list(iterable)  # every study hashed ahead, as the thread may
+        shutil.copy(MIXED_CLIP if MIXED_CLIP.exists() else DEMO_CLIP, tmp_path / "in" / "b.mp4")  # then b is re-exported
+        return prefetch(iter(items), depth)
+
+    monkeypatch.setattr(background, "prefetch", hashed_then_replaced)
+    result = run_batch(tmp_path / "in", out, options)
+    statuses = {r["input_path"]: r["status"] for r in result.rows}
+    assert statuses["a.mp4"] == "skipped" and statuses["b.mp4"] == "ok", statuses

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
-from ..pipeline import RunOptions, weights_location
+from ..pipeline import RunOptions, source_state, weights_location
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies, input_sha256
@@ -282,17 +282,22 @@ def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices
         from ..background import prefetch
 
         worker = StudyWorker(replace(ctx, device=devices[0]))
-        for study, sha in prefetch(_hashed(studies, ctx), depth=1):
-            on_outcome(worker.run(study, input_sha=sha))
+        for study, hashed in prefetch(_hashed(studies, ctx), depth=1):
+            sha, state = hashed or (None, None)
+            on_outcome(worker.run(study, input_sha=sha if sha and source_state(study.path) == state else None))
         return
     _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
 
 
-def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, str | None]]:
+def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, tuple[str, tuple] | None]]:
+    """Each study with its input hash and the file state that held while it was taken (the worker
+    trusts the hash only if the state still holds when it gets to the study), or None."""
     for study in studies:
         try:
+            state = source_state(study.path)
             known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, study, ctx.fingerprint)
-            yield study, known or input_sha256(study)
+            sha = known or input_sha256(study)
+            yield study, ((sha, state) if state and source_state(study.path) == state else None)
         except Exception:  # noqa: BLE001 - the worker reports it
             yield study, None
 
