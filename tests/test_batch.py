@@ -677,3 +677,36 @@ def test_a_study_replaced_after_the_prefetch_hashed_it_is_not_skipped_on_that_ha
     result = run_batch(tmp_path / "in", out, options)
     statuses = {r["input_path"]: r["status"] for r in result.rows}
     assert statuses["a.mp4"] == "skipped" and statuses["b.mp4"] == "ok", statuses
+
+
+def test_a_bad_input_is_not_decoded_again_until_it_changes(random_weights, tmp_path, monkeypatch):
+    """QA: a corrupt study was decoded again every night to fail the same way (minutes a night for a
+    truncated 50,000-frame study). A failure of the machine (full disk) is still retried."""
+    from capsule_triage.batch import run_batch, worker
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    bad = tmp_path / "in" / "cut.mp4"
+    bad.write_bytes(DEMO_CLIP.read_bytes()[:20_000])
+    os.utime(bad, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    assert first.counts["failed"] == 1
+    scored = []
+    triage_study = worker.triage_study
+
+    def counting(path, *args, **kwargs):
+        scored.append(Path(path).name)
+        return triage_study(path, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "triage_study", counting)
+    again = run_batch(tmp_path / "in", out, options)
+    assert again.counts["failed"] == 1 and again.failures == first.failures and scored == []
+    assert "not decoded again: input unchanged since it failed" in (out / "batch.log").read_text()
+    assert run_batch(tmp_path / "in", out, replace(options, force=True)).counts["failed"] == 1 and scored == ["cut.mp4"]
+    os.utime(bad, ns=(past + 10**9, past + 10**9))  # touched: tried again
+    assert run_batch(tmp_path / "in", out, options).counts["failed"] == 1 and scored == ["cut.mp4", "cut.mp4"]
+    record = json.loads(next((out / ".failed").glob("*.json")).read_text())
+    monkeypatch.setattr(worker, "triage_study", lambda *a, **k: _disk_full())  # a machine failure records no state
+    run_batch(tmp_path / "in", out, replace(options, force=True))
+    assert record["input_state_sha256"] and json.loads(next((out / ".failed").glob("*.json")).read_text())["input_state_sha256"] is None

@@ -90,6 +90,20 @@ def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict) -> N
         pass
 
 
+def unchanged_failure(ctx: WorkerContext, study: Study) -> dict | None:
+    """The failure record of a study whose input was bad (truncated, not a video, no decodable
+    frames, ...) when neither the input's file state nor the pipeline changed since: a corrupt
+    50,000-frame study was decoded again every night to fail the same way. Failures of the machine
+    (full disk, a crashed worker) record no state and are always retried."""
+    try:
+        record = json.loads((ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").read_text())
+        recorded = record.get("input_state_sha256")
+        same = recorded and record["pipeline_fingerprint"] == ctx.fingerprint and isinstance(record.get("error"), str)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return record if same and state_digest(source_state(study.path)) == recorded else None
+
+
 def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
     """run.json of a complete study made from the same input by the same pipeline, else None."""
     try:
@@ -186,6 +200,10 @@ class StudyWorker:
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         try:
+            failed = None if ctx.force else unchanged_failure(ctx, study)
+            if failed is not None:
+                return StudyOutcome(study, "failed", error=failed["error"],
+                                    note=f"not decoded again: input unchanged since it failed at {failed.get('failed_at')} (--force retries)")
             sha = input_sha or (None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)) or input_sha256(study)
             if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
                 note = warning = None
@@ -221,7 +239,8 @@ class StudyWorker:
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
-            return record_failure(ctx, study, error, started=started)
+            input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
+            return record_failure(ctx, study, error, started=started, input_fault=input_fault)
 
 
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
@@ -306,14 +325,19 @@ def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = N
     return f"{study.path}: {type(exc).__name__}{at}: {lines[0][:200] if lines else 'no message'}"
 
 
-def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: float | None = None) -> StudyOutcome:
-    """Write ``.failed/<id>.json`` atomically and return the failed outcome."""
+def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: float | None = None,
+                   input_fault: bool = False) -> StudyOutcome:
+    """Write ``.failed/<id>.json`` atomically and return the failed outcome. ``input_fault``: the
+    input itself is bad (not the machine: a full disk, a crashed worker); its file state is recorded,
+    and the study is not decoded again while that state holds (:func:`unchanged_failure`)."""
     try:
+        state = source_state(study.path)
         sha = input_sha256(study)
+        state = settled_state_digest(state) if input_fault and source_state(study.path) == state else None
     except Exception:  # noqa: BLE001 - unreadable input
-        sha = None
+        sha = state = None
     failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
-              "input_sha256": sha, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
+              "input_sha256": sha, "input_state_sha256": state, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
     shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # first: it may be what filled the disk
     try:
         write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
