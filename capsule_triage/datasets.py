@@ -125,7 +125,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
 
 
 def _images_below(folder: Path) -> list[Path]:
-    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]  # nor hidden folders (.thumbnails)
     return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 

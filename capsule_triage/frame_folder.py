@@ -28,10 +28,14 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC; data an exporter appends after it is fine
 
 
-def natural_key(name: str) -> list:
+def natural_key(name: str) -> tuple[list, str]:
     """Sort key so that ``frame2`` comes before ``frame10``; names are compared in Unicode NFC, so
-    "Läsion_07" copied from a Mac (decomposed, NFD) sorts with "Läsion_06" written elsewhere (NFC)."""
-    return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
+    "Läsion_07" copied from a Mac (decomposed, NFD) sorts with "Läsion_06" written elsewhere (NFC).
+    Names equal that way ("Frame1"/"frame1", NFC/NFD twins, "img_01"/"img_1") are ordered by the name
+    itself: a total order, so frames, classes and splits never follow a folder's listing order or
+    Python's string hashing (QA: the same frames trained different models)."""
+    parts = [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
+    return parts, name
 
 
 def _image_count(folder: str) -> int:

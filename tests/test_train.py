@@ -498,3 +498,24 @@ def test_training_output_under_a_file_is_refused_before_training(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(TriageError, match="a_file: is not a folder, so the output cannot be created under it"):
         train(_options(tmp_path / "data.csv", tmp_path / "a_file" / "m"))
+
+
+def test_class_and_frame_order_never_depend_on_hashing_or_listing_order(tmp_path):
+    """QA: class names equal but for case or Unicode normalisation ('Bleeding'/'bleeding') came out in
+    the order of Python's string hashing (PYTHONHASHSEED 1-2 vs 3-4: different models from one command),
+    frames whose names tie ('Frame1'/'frame1') in the folder's listing order, and images in a hidden
+    folder inside a class ('.thumbnails') were trained as frames of that class."""
+    import subprocess
+    import sys
+
+    code = ("import unicodedata; from capsule_triage.datasets import class_order; "
+            "print(class_order(['normal', 'Bleeding', 'bleeding', 'L\\u00e4sion', unicodedata.normalize('NFD', 'L\\u00e4sion')]))")
+    orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                             check=True).stdout for seed in range(1, 9)}
+    assert len(orders) == 1, orders
+    from capsule_triage.datasets import _images_below
+
+    for name in ("frame1.png", "Frame1.png", "img_1.png", "img_01.png", ".thumbnails/x.png", "sub/y.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [str(p.relative_to(tmp_path)) for p in _images_below(tmp_path)] == ["Frame1.png", "frame1.png", "img_01.png", "img_1.png", "sub/y.png"]
