@@ -303,21 +303,26 @@ def settled_state_digest(state: tuple) -> str | None:
     return state_digest(state)
 
 
+def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
+    """The input's hash with the file state that held while it was taken; None when the input
+    changed meanwhile or cannot be read (a hash is only worth recording with the state it belongs to)."""
+    before = source_state(path)
+    try:
+        sha = source_sha256(path)
+    except OSError:
+        return None
+    return (sha, before) if before and source_state(path) == before else None
+
+
 def _hash_unchanged(path: Path, before: tuple) -> str:
     """The input's hash, after checking that it is the input that was scored: a file replaced,
     appended to or deleted during the run was recorded with the new file's hash and the old file's
     size and scores (or ended in a traceback)."""
-    changed = InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
+    hashed = hashed_state(path)
+    if hashed is None or hashed[1] != before:
+        raise InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
                                "nothing was written")
-    if source_state(path) != before:
-        raise changed
-    try:
-        sha = source_sha256(path)
-    except OSError:
-        raise changed from None
-    if source_state(path) != before:
-        raise changed
-    return sha
+    return hashed[0]
 
 
 def source_sha256(path: str | Path) -> str:

@@ -472,7 +472,8 @@ def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_
 def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tmp_path, monkeypatch):
     """A nightly re-run hashed every study's bytes again to find it complete (a whole archive read each
     night); a study whose file state (inode, size, mtime) is the recorded one is now skipped unread."""
-    from capsule_triage.batch import engine, run_batch, worker
+    from capsule_triage import pipeline
+    from capsule_triage.batch import run_batch
     from capsule_triage.pipeline import source_sha256
 
     (tmp_path / "in").mkdir()
@@ -485,12 +486,11 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     assert first.counts["ok"] == 2
     hashed = []
 
-    def counting(study):
-        hashed.append(Path(study.path).name)
-        return source_sha256(study.path)
+    def counting(path):
+        hashed.append(Path(path).name)
+        return source_sha256(path)
 
-    monkeypatch.setattr(worker, "input_sha256", counting)
-    monkeypatch.setattr(engine, "input_sha256", counting)
+    monkeypatch.setattr(pipeline, "source_sha256", counting)  # where every input hash is taken
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
     runs = {p: p.read_text() for p in out.glob("*/run.json")}
     os.utime(tmp_path / "in" / "a.mp4", ns=(past + 10**9, past + 10**9))  # touched (e.g. copied with a new time): same bytes
@@ -552,10 +552,10 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "0new.mp4")  # first in order: the night is interrupted on it
     run = worker.StudyWorker.run
 
-    def interrupted_on_the_new_study(self, study, input_sha=None):
+    def interrupted_on_the_new_study(self, study, *args, **kwargs):
         if study.rel_path == "0new.mp4":
             raise KeyboardInterrupt
-        return run(self, study, input_sha)
+        return run(self, study, *args, **kwargs)
 
     monkeypatch.setattr(worker.StudyWorker, "run", interrupted_on_the_new_study)
     with pytest.raises(KeyboardInterrupt):

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
-from ..pipeline import RunOptions, source_state, weights_location
+from ..pipeline import RunOptions, hashed_state, source_state, weights_location
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
-from .discovery import Study, discover_studies, input_sha256
+from .discovery import Study, discover_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .lock import acquire_lock, release_lock
 from .summary import Progress, file_logger, orphan_folders, summary_row, write_index, write_summary
@@ -217,7 +217,7 @@ def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     if _installed_since(ctx, study, since):
         return "ok"
     final = ctx.out_dir / study.study_id
-    sha = None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)
+    sha = None if ctx.force else unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
     return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
 
 
@@ -284,7 +284,7 @@ def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices
         worker = StudyWorker(replace(ctx, device=devices[0]))
         for study, hashed in prefetch(_hashed(studies, ctx), depth=1):
             sha, state = hashed or (None, None)
-            on_outcome(worker.run(study, input_sha=sha if sha and source_state(study.path) == state else None))
+            on_outcome(worker.run(study, input_sha=sha, input_state=state))  # the worker checks the state still holds
         return
     _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
 
@@ -295,9 +295,8 @@ def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, t
     for study in studies:
         try:
             state = source_state(study.path)
-            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, study, ctx.fingerprint)
-            sha = known or input_sha256(study)
-            yield study, ((sha, state) if state and source_state(study.path) == state else None)
+            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.fingerprint, state)
+            yield study, ((known, state) if known else hashed_state(study.path))
         except Exception:  # noqa: BLE001 - the worker reports it
             yield study, None
 

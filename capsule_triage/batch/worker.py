@@ -29,7 +29,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, load_classifier, settled_state_digest, source_sha256, source_state, state_digest, triage_study
+from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..digests import file_sha256, weights_sha256
@@ -58,50 +58,51 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def unchanged_input_sha(folder: Path, study: Study, fingerprint: str) -> str | None:
-    """The input hash a complete study of this pipeline recorded, if its input's file state (names,
-    inodes, sizes, modification times) is still the recorded one: a nightly re-run then skips it
-    without reading the input's bytes (it re-read every study in the archive, every night). None:
-    hash the input."""
+def _recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
+    """The record (run.json or a failure record) at ``path`` if this pipeline wrote it for an input
+    whose file state was ``state``: the input is then known without reading it."""
     try:
-        run = json.loads((folder / RUN_FILE).read_text())
-        recorded, sha = run["input"].get("state_sha256"), run["input"]["sha256"]
-        same_pipeline = run["batch"]["pipeline_fingerprint"] == fingerprint
+        record = json.loads(path.read_text())
+        pipeline = record["batch"]["pipeline_fingerprint"] if "batch" in record else record["pipeline_fingerprint"]
+        recorded = record["input"].get("state_sha256") if "input" in record else record.get("input_state_sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not (same_pipeline and recorded and isinstance(sha, str)):
-        return None
-    return sha if state_digest(source_state(study.path)) == recorded else None
+    return record if recorded and pipeline == fingerprint and state_digest(state) == recorded else None
 
 
-def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict) -> None:
+def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | None:
+    """The input hash a complete study of this pipeline recorded, if its input's file state (names,
+    inodes, sizes, times; ``state``, from :func:`source_state`) is still the recorded one: a nightly
+    re-run then skips it without reading the input's bytes (it re-read every study in the archive,
+    every night). None: hash the input."""
+    run = _recorded(folder / RUN_FILE, fingerprint, state)
+    sha = run["input"].get("sha256") if run else None
+    return sha if isinstance(sha, str) else None
+
+
+def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict, state: tuple, *, hashed_under_state: bool) -> None:
     """Record the input's file state with a complete study found by its hash (same bytes, new state:
     a copied or touched archive), so that later runs skip it unread. Only a state that held while the
-    bytes were hashed again here is recorded (the hash that found the study may be older: a file
-    replaced since would otherwise be skipped with stale results for good); best effort."""
+    bytes were hashed is recorded (a hash taken before the state changed would have a file replaced
+    since skipped with stale results for good): ``hashed_under_state`` says the hash that found the
+    study was, else it is hashed again here; best effort."""
+    if state_digest(state) == run["input"].get("state_sha256") or settled_state_digest(state) is None:
+        return
+    if not hashed_under_state and hashed_state(study.path) != (run["input"]["sha256"], state):
+        return
     try:
-        before = source_state(study.path)
-        if state_digest(before) == run["input"].get("state_sha256") or settled_state_digest(before) is None:
-            return
-        if source_sha256(study.path) != run["input"]["sha256"] or source_state(study.path) != before:
-            return
-        write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state_digest(before)}}, ctx.out_dir / WORK_DIR)
+        write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state_digest(state)}}, ctx.out_dir / WORK_DIR)
     except OSError:  # e.g. a full disk: the study stays complete, it is hashed again next run
         pass
 
 
-def unchanged_failure(ctx: WorkerContext, study: Study) -> dict | None:
+def unchanged_failure(ctx: WorkerContext, study: Study, state: tuple) -> dict | None:
     """The failure record of a study whose input was bad (truncated, not a video, no decodable
     frames, ...) when neither the input's file state nor the pipeline changed since: a corrupt
     50,000-frame study was decoded again every night to fail the same way. Failures of the machine
     (full disk, a crashed worker) record no state and are always retried."""
-    try:
-        record = json.loads((ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").read_text())
-        recorded = record.get("input_state_sha256")
-        same = recorded and record["pipeline_fingerprint"] == ctx.fingerprint and isinstance(record.get("error"), str)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return record if same and state_digest(source_state(study.path)) == recorded else None
+    record = _recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint, state)
+    return record if record is not None and isinstance(record.get("error"), str) else None
 
 
 def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
@@ -193,21 +194,32 @@ class StudyWorker:
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier
 
-    def run(self, study: Study, input_sha: str | None = None) -> StudyOutcome:
+    def run(self, study: Study, input_sha: str | None = None, input_state: tuple | None = None) -> StudyOutcome:
         """Triage one study into ``OUT_DIR/<id>`` unless it is already complete; never raises for
-        a bad study (only :class:`WorkerSetupError`)."""
+        a bad study (only :class:`WorkerSetupError`). ``input_sha``: the input's hash if the caller
+        took it; with ``input_state`` (the file state it was taken under, see
+        :func:`~capsule_triage.pipeline.hashed_state`) it is used only while that state holds, and
+        then need not be taken again to record the state."""
         started = time.perf_counter()
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         try:
-            failed = None if ctx.force else unchanged_failure(ctx, study)
+            state = source_state(study.path)  # once per study: a stat of every image of a frame folder
+            if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
+                input_sha = None
+            hashed_under_state = input_sha is not None and input_state == state
+            failed = None if ctx.force else unchanged_failure(ctx, study, state)
             if failed is not None:
                 return StudyOutcome(study, "failed", error=failed["error"],
                                     note=f"not decoded again: input unchanged since it failed at {failed.get('failed_at')} (--force retries)")
-            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, study, ctx.fingerprint)) or input_sha256(study)
+            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.fingerprint, state))
+            if sha is None:
+                hashed = hashed_state(study.path)
+                hashed_under_state = hashed is not None and hashed[1] == state
+                sha = hashed[0] if hashed else input_sha256(study)  # a changing input: scoring it will say so
             if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
                 note = warning = None
-                _record_state(ctx, final, study, run)
+                _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
                 if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
                     try:
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
@@ -271,9 +283,10 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     rewritten for its path; ``earlier`` itself is not modified. False (nothing installed: score it)
     when the input is not the bytes ``sha`` says (it may have been hashed a while ago) or the copy is
     not a complete output of ``sha`` (another worker may be replacing ``earlier`` meanwhile)."""
-    before = source_state(study.path)
-    if source_sha256(study.path) != sha or source_state(study.path) != before:
+    hashed = hashed_state(study.path)
+    if hashed is None or hashed[0] != sha:
         return False
+    before = hashed[1]
     work = ctx.out_dir / WORK_DIR / study.study_id
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -331,11 +344,10 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
     input itself is bad (not the machine: a full disk, a crashed worker); its file state is recorded,
     and the study is not decoded again while that state holds (:func:`unchanged_failure`)."""
     try:
-        state = source_state(study.path)
-        sha = input_sha256(study)
-        state = settled_state_digest(state) if input_fault and source_state(study.path) == state else None
+        sha, state = hashed_state(study.path) or (None, None)
     except Exception:  # noqa: BLE001 - unreadable input
         sha = state = None
+    state = settled_state_digest(state) if input_fault and state else None
     failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
               "input_sha256": sha, "input_state_sha256": state, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
     shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # first: it may be what filled the disk
