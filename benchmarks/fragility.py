@@ -38,7 +38,7 @@ from capsule_triage.weights import load_model  # noqa: E402
 
 def changes(weights: Path, backends: list[str]) -> dict:
     model, config = load_model(weights)
-    samples, _ = read_samples(SHARED / "wcebleedgen" / "manifest.csv")
+    samples = read_samples(SHARED / "wcebleedgen" / "manifest.csv").samples
     images = load_images(select(samples, "test"), size=config.input_size, class_names=config.class_names).images
     preprocess = Preprocessor(config)
     score = lambda x: suspicion(predict_probs(model, preprocess, x), config)  # noqa: E731

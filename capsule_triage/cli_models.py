@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shlex
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .cli_batch import EXIT_INTERRUPTED
-from .errors import TriageError
+from .errors import DataWarning, TriageError
 
 EXIT_BAD_INPUT = 2
 
@@ -25,6 +27,24 @@ def _echo(text: str, *, err: bool = False) -> None:
     from .cli import printable
 
     typer.echo(printable(text), err=err)
+
+
+@contextmanager
+def _warning_lines():
+    """The library's DataWarnings printed as one ``Warning: ...`` line each, when they happen (before a
+    long training run, not after it); other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, DataWarning):
+            _echo(f"Warning: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -75,7 +95,8 @@ def train_command(
         stop_after_steps=stop_after_steps, threads=threads, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
     try:
-        folder = train(options)
+        with _warning_lines():
+            folder = train(options)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     except KeyboardInterrupt:

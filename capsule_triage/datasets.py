@@ -7,6 +7,10 @@ A data source is one of:
   the CSV's folder. A folder holding ``manifest.csv`` is read through that manifest.
 * an image-folder tree: one sub-folder per class (images anywhere below it), optionally under split
   folders ``train/``, ``val/``, ``test/``. A folder tree has no groups: every image is its own group.
+  Folders of segmentation masks or annotations (``masks_bleeding/``, ``bleeding/Annotations/``,
+  ``Ground Truth/``: public datasets ship them beside or inside the class folders) are neither a
+  class nor frames; they, images outside the class folders and image types that are not read are
+  listed in :attr:`LabelledSource.unread`, so training and evaluation can say what they left out.
 
 Validation frames come from the manifest's ``val`` split when it has one; otherwise
 :func:`assign_validation` moves whole groups of the training pool (``train`` or unassigned rows) to
@@ -21,9 +25,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -31,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
-from .frame_folder import IMAGE_SUFFIXES, natural_key, read_image_rgb
+from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, listed, natural_key, plural, read_image_rgb
 
 GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
@@ -40,6 +47,8 @@ SPLIT_FOLDERS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 NORMAL_NAMES = ("normal", "negative", "healthy", "benign", "background")
 NORMAL_PREFIXES = ("normal", "non-", "non_", "no-", "no_")
+# Folder names of masks and annotations, as a word of the name: "masks_bleeding", "Annotations", "Ground Truth", "gt".
+MASK_FOLDER = re.compile(r"(?:^|[^a-z0-9])(?:masks?|annotations?|segmentations?|ground[ _-]?truths?|gt)(?:[^a-z0-9]|$)")
 
 
 @dataclass(frozen=True)
@@ -78,8 +87,23 @@ class LabelledImages:
     groups: list[str]
 
 
-def read_samples(data: str | Path) -> tuple[list[Sample], str | None]:
-    """All samples of a manifest CSV or image-folder tree, and the name of the group column (or None).
+class LabelledSource(NamedTuple):
+    """What :func:`read_samples` found.
+
+    Attributes:
+        samples: the labelled images.
+        group_column: the manifest's group column, or None.
+        unread: what a folder tree holds that is not read as labelled frames, one short phrase per kind
+            (mask or annotation folders, images outside the class folders, image types not read).
+    """
+
+    samples: list[Sample]
+    group_column: str | None
+    unread: list[str]
+
+
+def read_samples(data: str | Path) -> LabelledSource:
+    """All samples of a manifest CSV or image-folder tree.
 
     Raises:
         InputError: missing source, unreadable manifest, missing columns or files, no images.
@@ -88,9 +112,9 @@ def read_samples(data: str | Path) -> tuple[list[Sample], str | None]:
     if data.is_dir() and (data / MANIFEST_NAME).is_file():
         data = data / MANIFEST_NAME
     if data.is_file():
-        return _read_manifest(data)
+        return LabelledSource(*_read_manifest(data), [])
     if data.is_dir():
-        return _read_tree(data), None
+        return _read_tree(data)
     raise InputError(data, "no such manifest CSV or image folder")
 
 
@@ -124,21 +148,67 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     return samples, group_col
 
 
-def _images_below(folder: Path) -> list[Path]:
-    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]  # nor hidden folders (.thumbnails)
+def is_mask_folder(name: str) -> bool:
+    """Whether a folder's name says it holds segmentation masks or annotations rather than frames."""
+    return MASK_FOLDER.search(name.casefold()) is not None
+
+
+class _Unread:
+    """What a folder tree holds that is not read, named relative to its root."""
+
+    def __init__(self, root: Path):
+        self.root, self.masks, self.loose, self.beside = root, [], [], []
+        self.other: dict[str, list[str]] = defaultdict(list)
+
+    def name(self, path: str | Path, folder: bool = False) -> str:
+        return os.path.relpath(path, self.root) + ("/" if folder else "")
+
+    def phrases(self) -> list[str]:
+        found = [f"{plural(len(self.masks), 'mask or annotation folder')} (not a class, not frames): {listed(self.masks)}"] if self.masks else []
+        found += [f"{plural(len(self.loose), 'image')} outside the class folders: {listed(self.loose)}"] if self.loose else []
+        found += [f"{plural(len(self.beside), 'folder')} beside the split folders {', '.join(s + '/' for s in SPLIT_FOLDERS)}: "
+                  f"{listed(self.beside)}"] if self.beside else []
+        found += [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
+                  for suffix, names in sorted(self.other.items())]
+        return found
+
+
+def _images_below(folder: Path, unread: _Unread) -> list[Path]:
+    """Images anywhere below ``folder`` in natural order; hidden entries (.thumbnails, .DS_Store) are
+    skipped, mask folders and other image types noted in ``unread``. Symlinked folders are not followed."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        masks = [d for d in dirs if not d.startswith(".") and is_mask_folder(d)]
+        unread.masks += [unread.name(os.path.join(top, d), folder=True) for d in masks]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in masks]
+        for name in files:
+            suffix = os.path.splitext(name)[1].lower()
+            if name.startswith("."):
+                continue
+            if suffix in IMAGE_SUFFIXES:
+                found.append(Path(top, name))
+            elif suffix in OTHER_IMAGE_SUFFIXES:
+                unread.other[suffix].append(unread.name(os.path.join(top, name)))
     return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
-def _read_tree(root: Path) -> list[Sample]:
+def _read_tree(root: Path) -> LabelledSource:
     split_dirs = [(root / s, s) for s in SPLIT_FOLDERS if (root / s).is_dir()]
-    samples = []
+    samples, unread = [], _Unread(root)
     for folder, split in split_dirs or [(root, "")]:
-        for class_dir in sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)):
-            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in _images_below(class_dir)]
+        entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
+        unread.loose += [unread.name(e) for e in entries if e.suffix.lower() in IMAGE_SUFFIXES and e.is_file()]
+        for class_dir in (e for e in entries if e.is_dir()):
+            if is_mask_folder(class_dir.name):
+                unread.masks.append(unread.name(class_dir, folder=True))
+                continue
+            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in _images_below(class_dir, unread)]
+    if split_dirs:
+        unread.beside = [unread.name(e, folder=True) for e in sorted(root.iterdir(), key=lambda e: natural_key(e.name))
+                         if e.is_dir() and not e.name.startswith(".") and e.name not in SPLIT_FOLDERS]
     if not samples:
         raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)")
-    return samples
+    return LabelledSource(samples, None, unread.phrases())
 
 
 def class_order(labels: list[str] | set[str]) -> list[str]:

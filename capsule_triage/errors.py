@@ -40,3 +40,8 @@ class PresetError(TriageError):
 
 class OutputError(TriageError):
     """The output directory cannot be written (exists without --force, disk full, ...)."""
+
+
+class DataWarning(UserWarning):
+    """Labelled data that is read only in part (mask folders, images outside the class folders, image
+    types not read): training and evaluation go on, and the CLI prints it as one ``Warning:`` line."""

@@ -142,7 +142,7 @@ def evaluate(
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
-    samples, split = _split_to_score(data, config, split)
+    samples, split, unread = _split_to_score(data, config, split)
     selection = None
     if target_sensitivity is not None:
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
@@ -156,7 +156,8 @@ def evaluate(
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
-    warnings = [w for w in (unfinished_training(config), _training_overlap(select(samples, split), config, split)) if w]
+    warnings = [w for w in (unfinished_training(config), _training_overlap(select(samples, split), config, split),
+                            unread and f"{data}: not read: {'; '.join(unread)}") if w]
     if warnings:
         result["warnings"] = warnings
     if selection is not None:
@@ -206,20 +207,20 @@ def _training_data(config: ModelConfig) -> str | None:
     return training.get("data_path") or training.get("recipe", {}).get("data")
 
 
-def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str]:
-    """The samples and the split to score: data without any split information is held-out data, scored
-    whole for ``test`` (unless the model was trained on it)."""
-    samples = read_samples(data)[0]
+def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str, list[str]]:
+    """The samples and the split to score, and what the data holds that is not read: data without any
+    split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
+    samples, _, unread = read_samples(data)
     if split == "test" and not any(s.split for s in samples):
         trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
         if (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config))):
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
-        return samples, "all"
+        return samples, "all", unread
     samples = _training_validation(samples, config)
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
-    return samples, split
+    return samples, split, unread
 
 
 def _training_overlap(scored: list, config: ModelConfig, split: str) -> str | None:

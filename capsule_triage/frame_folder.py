@@ -43,11 +43,11 @@ def _image_count(folder: str) -> int:
         return sum(1 for e in listing if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
 
 
-def _listed(names: list[str], limit: int = 3) -> str:
+def listed(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
@@ -83,8 +83,8 @@ def scan_frame_folder(folder: Path) -> FolderListing:
                     subfolders.append(f"{entry.name}/ ({count})")
     except OSError as exc:
         raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
-    unread = [f"images in {_plural(len(subfolders), 'subfolder')}: {_listed(subfolders)}"] if subfolders else []
-    unread += [f"{_plural(len(names), suffix.lstrip('.') + ' file')}: {_listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
+    unread = [f"images in {plural(len(subfolders), 'subfolder')}: {listed(subfolders)}"] if subfolders else []
+    unread += [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
                for suffix, names in sorted(others.items())]
     return FolderListing(images, unread)
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .augment import POLICIES, augment, pixel_noise
 from .recompress import CODECS, recompress_augment
 from .datasets import (LabelledImages, assign_validation, check_training_splits, class_order, class_weights, load_images, read_samples,
                        samples_digest, select, split_counts)
-from .errors import InputError, WeightsError
+from .errors import DataWarning, InputError, WeightsError
 from .evaluate import predict_probs, summarize
 from .outputs import check_creatable
 from .imagenet_init import LITE0_ARCH
@@ -123,14 +124,17 @@ def train(options: TrainOptions) -> Path:
     _check_output(out, options, saved)
     if saved is not None and saved.get("finished"):
         return out
-    samples = assign_validation(read_samples(options.data)[0], val_fraction=options.val_fraction, seed=options.seed)
+    source = read_samples(options.data)
+    if source.unread:
+        warnings.warn(f"{options.data}: not read: {'; '.join(source.unread)}", DataWarning, stacklevel=2)
+    samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
     digest = samples_digest(samples)
     if saved is not None and saved.get("data_sha256", digest) != digest:
         raise InputError(options.data, "the data changed since the checkpoint (images, labels, groups or splits differ); "
                                        "--resume continues a run only on the data it started with")
-    config.provenance["training"].update(data_sha256=digest, data_path=str(Path(options.data).resolve()))
+    config.provenance["training"].update(data_sha256=digest, data_path=str(Path(options.data).resolve()), unread=source.unread)
     sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
                         source=options.data) if select(samples, s) else None for s in ("train", "val")]
     torch.manual_seed(options.seed)

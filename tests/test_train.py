@@ -53,7 +53,7 @@ def tiny_manifest(tmp_path_factory) -> Path:
 
 
 def _train_images(manifest: Path, config: ModelConfig):
-    samples, _ = read_samples(manifest)
+    samples = read_samples(manifest).samples
     return load_images(select(samples, "train"), size=config.input_size, class_names=config.class_names)
 
 
@@ -241,7 +241,7 @@ def test_init_paths_hub_file_and_imagenet_only_for_lite0(tmp_path):
 
 @needs_shared
 def test_group_disjoint_stratified_validation_split():
-    samples, group_col = read_samples(WCE)  # the folder's manifest.csv
+    samples, group_col, _ = read_samples(WCE)  # the folder's manifest.csv
     assert group_col == "near_dup_group"
     split = assign_validation(samples, val_fraction=0.2, seed=0)
     assert [s.split for s in split if s.split == "test"] == [s.split for s in samples if s.split == "test"]
@@ -261,7 +261,7 @@ def test_image_folder_tree_and_class_order(tmp_path):
         (tmp_path / split / label).mkdir(parents=True)
         for i in range(n):
             cv2.imwrite(str(tmp_path / split / label / f"f{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
-    samples, group_col = read_samples(tmp_path)
+    samples, group_col, _ = read_samples(tmp_path)
     assert group_col is None and len(samples) == 7 and {s.split for s in samples} == {"train", "test"}
     images = load_images(select(samples, "test"), size=32, class_names=["normal", "ulcer"])
     assert images.images.shape == (2, 3, 32, 32) and images.images.dtype == torch.uint8
@@ -513,9 +513,9 @@ def test_class_and_frame_order_never_depend_on_hashing_or_listing_order(tmp_path
     orders = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": str(seed)},
                              check=True).stdout for seed in range(1, 9)}
     assert len(orders) == 1, orders
-    from capsule_triage.datasets import _images_below
+    from capsule_triage.datasets import _images_below, _Unread
 
     for name in ("frame1.png", "Frame1.png", "img_1.png", "img_01.png", ".thumbnails/x.png", "sub/y.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    assert [str(p.relative_to(tmp_path)) for p in _images_below(tmp_path)] == ["Frame1.png", "frame1.png", "img_01.png", "img_1.png", "sub/y.png"]
+    assert [str(p.relative_to(tmp_path)) for p in _images_below(tmp_path, _Unread(tmp_path))] == ["Frame1.png", "frame1.png", "img_01.png", "img_1.png", "sub/y.png"]
