@@ -106,7 +106,8 @@ def _disagreement(candidate: dict, tolerance) -> str:
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
 
-    ``auto``: on CUDA, torch fp16 autocast; on CPU, the fastest backend that ``triage optimize``
+    ``auto``: on CUDA, torch fp16 autocast if ``triage optimize`` on a GPU accepted it, else fp32; on
+    CPU, the fastest backend that ``triage optimize``
     measured on real frames *and* accepted (scores within tolerance of fp32, identical events, on a
     demanding enough check) and whose engine is installed; torch fp32 when no usable report exists.
     ``model_sha256``: the digest of the folder's model.safetensors if the caller computed it already.
@@ -116,9 +117,11 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     parsed = _parse_report(weights_dir)
     report, why_not = _for_these_weights(parsed, weights_dir, weights_id)
     warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []
-    if requested == "auto":
-        if device.startswith("cuda"):
-            return {"backend": "torch-fp16", "reason": "CUDA device: fp16 autocast"}
+    if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on a GPU accepted it
+        accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
+        requested, reason = ("torch-fp16", f"CUDA device: fp16 autocast, accepted in {BACKENDS_FILE}") if accepted else \
+            ("torch-fp32", f"CUDA device: fp32 (fp16 is chosen once `triage optimize` on this GPU accepted it in {BACKENDS_FILE})")
+    elif requested == "auto":
         accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v["accepted"] and not k.endswith("fp16")}
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
@@ -142,6 +145,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             choice["tuning"] = candidate["tuning"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
+    if requested == "torch-fp16" and "agreement" not in choice:
+        warnings.append("torch-fp16 has not been checked against fp32 for these weights (`triage optimize` on this GPU "
+                        "checks it); its scores may differ from fp32")
     if onnx_file(requested):
         path = weights_dir / onnx_file(requested) if weights_dir else None
         if path is None or not path.exists():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -103,11 +104,10 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available] + providers
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(str(path), options, providers=gpu_providers(device, ort.get_available_providers()) + ["CPUExecutionProvider"])
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise ValueError(f"--device {device}: this onnxruntime has no CUDA provider (install onnxruntime-gpu), so {name} "
+                             "would run on the CPU; use a torch-* backend on the GPU")
         self.input_name = self.session.get_inputs()[0].name
         self.name = name
         self.precision = name.split("-")[-1]
@@ -152,6 +152,7 @@ class OpenVinoBackend:
     bf16); ``ov-int8`` runs the int8 ONNX file with its float layers in bf16 where the CPU has
     native bf16, else f32 (the precision actually compiled is :attr:`precision`). Threads are not
     pinned to cores: the decoder shares them. Inputs are shared with the requests, not copied.
+    Calls from several threads are run one at a time (each call already uses every stream).
     """
 
     def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
@@ -179,6 +180,7 @@ class OpenVinoBackend:
         self._queue = ov.AsyncInferQueue(self.compiled, self.streams)
         self._queue.set_callback(self._keep)
         self._outputs: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
         self.name = name
         self.precision = f"int8+{float_precision.replace('f32', 'fp32')}" if kind == "int8" else kind
         self.path = Path(path)
@@ -192,17 +194,34 @@ class OpenVinoBackend:
         runs = split_runs(frames_nhwc, self.batch_size)
         inputs = [np.ascontiguousarray(run) if len(run) == self.batch_size else
                   np.concatenate([run, np.zeros((self.batch_size - len(run), *run.shape[1:]), run.dtype)]) for run in runs]
-        self._outputs.clear()
-        for index, frames in enumerate(inputs):  # shared, not copied: `inputs` keeps them alive until wait_all
-            self._queue.start_async({0: frames}, index, share_inputs=True)
-        self._queue.wait_all()
-        return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
+        with self._lock:  # one call at a time: the queue and its results are shared (QA: threads got each other's scores)
+            self._outputs.clear()
+            for index, frames in enumerate(inputs):  # shared, not copied: `inputs` keeps them alive until wait_all
+                self._queue.start_async({0: frames}, index, share_inputs=True)
+            self._queue.wait_all()
+            return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
 
     def close(self) -> None:
         self._queue.wait_all()
 
 
 ONNX_ENGINES = (OnnxBackend, OpenVinoBackend)
+
+
+def gpu_providers(device: str, available: list[str]) -> list:
+    """ONNX Runtime's GPU providers for ``device`` ("cuda" or "cuda:N"), with the device number (the
+    providers otherwise take GPU 0 whatever was asked) and, for TensorRT, an engine cache so each new
+    process does not build the engine again (minutes for a large network). [] for the CPU."""
+    if not device.startswith("cuda"):
+        return []
+    index = int(device.partition(":")[2] or 0)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "capsule_triage" / "tensorrt"
+    if "TensorrtExecutionProvider" in available:
+        cache.mkdir(parents=True, exist_ok=True)
+    options = {"TensorrtExecutionProvider": {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)},
+               "CUDAExecutionProvider": {"device_id": index}}
+    return [(name, provider_options) for name, provider_options in options.items() if name in available]
 
 
 def onnx_backend(name: str, path: str | Path, **options) -> OnnxBackend | OpenVinoBackend:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
 from .backends import ONNX_ENGINES, onnx_backend, onnx_file
-from .device import device_name
+from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import local_weights
 from .errors import WeightsError
@@ -77,7 +77,7 @@ class Classifier:
         self.weights_id = weights_id
         self.weights_path = str(Path(weights_dir).absolute()) if weights_dir else None
         self.threads = threads
-        self.selection = selection or choose_backend(backend, self.device, weights_dir, weights_id)
+        self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id), auto_device_note(device))
         name = self.selection["backend"]
         tuning = self.selection.get("tuning", {})
         self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
@@ -119,8 +119,8 @@ class Classifier:
         weights_dir = path if path.is_dir() else None
         digests = weights_digests(path) if path.exists() else {}
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
-        device = device_name(device)
-        selection = choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME))
+        device, note = device_name(device), auto_device_note(device)
+        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME)), note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:
@@ -157,3 +157,8 @@ class Classifier:
             "threads": self.threads or "default (one per core)",
             "batch_size": self.batch_size,
         }
+
+
+def _noted(selection: dict, warning: str | None) -> dict:
+    """``selection`` with ``warning`` added to the warnings it carries into run.json and onto stderr."""
+    return {**selection, "warnings": [*selection.get("warnings", []), warning]} if warning else selection

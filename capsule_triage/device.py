@@ -7,6 +7,7 @@ an ONNX Runtime backend never loads it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -41,25 +42,69 @@ def device_name(name: str = "auto") -> str:
 
 
 def resolve_device(name: str = "auto") -> "torch.device":
-    """``auto`` = CUDA when present, else CPU; otherwise the named device (``cpu``, ``cuda``, ``cuda:1``)."""
+    """``auto`` = CUDA when present and this PyTorch build has kernels for it, else CPU; otherwise the
+    named device (``cpu``, ``cuda``, ``cuda:1``), which must exist and be supported.
+
+    Raises:
+        ValueError: an unknown device, CUDA where there is none, a device number the machine does
+            not have, or a GPU this PyTorch build has no kernels for.
+    """
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and cuda_unsupported(0) is None else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
+        reason = cuda_unsupported(device.index or 0)
+        if reason:
+            raise ValueError(f"--device {name}: {reason} (use cpu)")
     return device
+
+
+def cuda_unsupported(index: int) -> str | None:
+    """Why this PyTorch build cannot run kernels on CUDA device ``index``, or None when it can.
+
+    A wheel carries machine code for some GPU generations (``sm_XY``: runs on X.Y to X.9) and PTX
+    (``compute_XY``: compiled at load for X.Y and newer); an older GPU (a V100 or a GTX 10xx under a
+    build for sm_75 and up) otherwise fails at its first kernel with "no kernel image is available".
+    """
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(index)
+    built = [(kind, int(number) // 10, int(number) % 10) for kind, number in
+             (re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch).groups() for arch in torch.cuda.get_arch_list()
+              if re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch))]
+    if any((kind == "sm" and b_major == major and b_minor <= minor) or (kind == "compute" and (b_major, b_minor) <= (major, minor))
+           for kind, b_major, b_minor in built):
+        return None
+    return (f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor}) is not supported by this PyTorch build "
+            f"(built for {', '.join(torch.cuda.get_arch_list())})")
+
+
+def auto_device_note(requested: str) -> str | None:
+    """For ``--device auto`` on a machine whose GPU this PyTorch build cannot use: why the run is on
+    the CPU (a warning, so a user with a GPU is not left guessing). None otherwise."""
+    if requested != "auto" or not cuda_possible():
+        return None
+    import torch
+
+    reason = cuda_unsupported(0) if torch.cuda.is_available() else None
+    return f"{reason}: running on the CPU" if reason else None
 
 
 def to_device_nchw(frames_nhwc: np.ndarray, device: "torch.device") -> "torch.Tensor":
     """uint8 NHWC numpy -> uint8 [N,3,H,W] on ``device`` (channels_last memory, no copy on CPU).
 
-    On CUDA the batch goes through pinned host memory with a non-blocking copy, so the transfer
-    overlaps work already queued on the stream.
+    On CUDA the batch goes through pinned host memory with a non-blocking copy (the caller orders it
+    with its streams).
     """
     import torch
 

@@ -42,6 +42,11 @@ class OutputError(TriageError):
     """The output directory cannot be written (exists without --force, disk full, ...)."""
 
 
+class DeviceError(TriageError):
+    """The compute device failed: out of memory for even one frame, or a device error that leaves it
+    unusable in this process. Not the input's fault: a batch stops and retries the study next run."""
+
+
 class DataWarning(UserWarning):
     """Labelled data that is read only in part (mask folders, images outside the class folders, image
     types not read): training and evaluation go on, and the CLI prints it as one ``Warning:`` line."""

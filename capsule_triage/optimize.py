@@ -1,7 +1,7 @@
 """``triage optimize``: make faster backends for a weights folder and prove they agree with fp32.
 
 For each candidate backend (torch bf16, ONNX Runtime fp32 and static int8 calibrated on real frames,
-the same two ONNX files on OpenVINO in fp32, bf16 and int8) this scores the same real clips as torch fp32 and records the largest score
+the same two ONNX files on OpenVINO in fp32, bf16 and int8; torch fp16 on a GPU when one is usable) this scores the same real clips as torch fp32 and records the largest score
 difference, whether the ranked events (start/end frames) are identical, and the measured
 frames/s at the chosen batch size. A candidate is *accepted* only if its max score difference is
 within ``tolerance`` and its events are identical, and a lower precision only on a check with enough
@@ -23,6 +23,7 @@ import torch
 from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
+from .device import cuda_unsupported, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
@@ -141,7 +142,7 @@ def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
 def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_clips: list[Path] | None = None,
              tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None,
              tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES) -> dict:
-    """Export, quantize, check and tune every CPU backend; write ``backends.json``.
+    """Export, quantize, check and tune every CPU backend (and torch fp16 on a usable GPU); write ``backends.json``.
 
     Each candidate is checked at ``batch_size`` and then timed over batch sizes and thread layouts
     (:func:`tune`); its ``frames_per_second`` is the fastest setting, which ``--backend auto`` uses.
@@ -167,8 +168,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     calibration = np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0] for c in (calibration_clips or check_clips)])
     cpu = torch.device("cpu")
 
-    def on_torch(precision: str):
-        backend = TorchBackend(model, config, device=cpu, precision=precision)
+    def on_torch(precision: str, device: torch.device = cpu):
+        backend = TorchBackend(model, config, device=device, precision=precision)
         return lambda threads, streams, batch_size: backend  # torch threads are process-wide; the call size is the batch
 
     def on_onnx(name: str, path: Path):
@@ -180,6 +181,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         "ort-fp32": lambda: on_onnx("ort-fp32", export_onnx(model, config, weights_dir / "model.fp32.onnx")),
         "ort-int8": lambda: on_onnx("ort-int8", quantize_int8(weights_dir / "model.fp32.onnx", weights_dir / "model.int8.onnx", calibration)),
         **{name: (lambda name=name: on_onnx(name, weights_dir / onnx_file(name))) for name in ("ov-fp32", "ov-bf16", "ov-int8")},
+        # on a GPU, fp16 autocast: what `--backend auto` runs on CUDA once it is accepted here (against the CPU's fp32)
+        **({"torch-fp16": lambda: on_torch("fp16", resolve_device("cuda"))} if torch.cuda.is_available() and cuda_unsupported(0) is None else {}),
     }
     params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")

@@ -8,6 +8,7 @@ by :func:`export_onnx`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from .backends import split_runs
 from .device import to_device_nchw
+from .errors import DeviceError
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 
@@ -36,7 +38,17 @@ class FoldedModel(nn.Module):
 
 
 class TorchBackend:
-    """PyTorch eager on CPU or CUDA; autocast for bf16/fp16; pinned, non-blocking copies on CUDA."""
+    """PyTorch eager on CPU or CUDA; autocast for bf16/fp16; pinned, non-blocking copies on CUDA.
+
+    The backend runs its own copy of the network: the caller's ``model`` is not moved, put in eval
+    mode or frozen (two backends built from one model on two devices each keep theirs). On CUDA,
+    ``fp32`` means fp32 (TF32 off: it is a lower precision nothing has checked), and a batch that runs
+    out of device memory is split in halves and run again (:class:`~capsule_triage.errors.DeviceError`
+    at one frame).
+
+    Each batch's frames are copied on a side stream and its result read before the next batch is
+    copied: the overlap in a run is between the decoder (its own process or thread) and the device.
+    """
 
     def __init__(self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str,
                  batch_size: int | None = None):
@@ -44,24 +56,55 @@ class TorchBackend:
         self.batch_size = batch_size  # frames per forward pass; a larger input is split (None: never split)
         self.precision = precision
         self.name = f"torch-{precision}"
-        self.folded = FoldedModel(model, config).eval().to(device, memory_format=torch.channels_last)
+        self.folded = FoldedModel(_own_copy(model, device), config).eval().to(device, memory_format=torch.channels_last)
         for param in self.folded.parameters():
             param.requires_grad_(False)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        if device.type == "cuda" and self.dtype is None:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._forward(run) for run in split_runs(frames_nhwc, self.batch_size)])
+        return np.concatenate([self._fitting(run) for run in split_runs(frames_nhwc, self.batch_size)])
+
+    def _fitting(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        """``_forward``, in halves while a batch does not fit in device memory."""
+        try:
+            return self._forward(frames_nhwc)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(frames_nhwc) == 1:
+                raise DeviceError(self.device, f"out of memory for one {frames_nhwc.shape[1]}x{frames_nhwc.shape[2]} frame "
+                                               "(another process on the device, or a model too large for it?)") from None
+            half = (len(frames_nhwc) + 1) // 2
+            return np.concatenate([self._fitting(frames_nhwc[:half]), self._fitting(frames_nhwc[half:])])
+        except torch.AcceleratorError as exc:  # sticky: this process cannot use the device again
+            raise DeviceError(self.device, f"device error ({str(exc).splitlines()[0]}); this process cannot use it again") from None
 
     def _forward(self, frames_nhwc: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            if self.stream is not None:  # copy on a side stream so it overlaps compute queued on the main one
+            if self.stream is not None:
                 with torch.cuda.stream(self.stream):
                     frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)
-                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                current = torch.cuda.current_stream(self.device)
+                current.wait_stream(self.stream)
+                frames.record_stream(current)  # allocated on the side stream, used on this one
             else:
                 frames = torch.from_numpy(frames_nhwc)
             return self.folded(frames).float().cpu().numpy()
+
+
+def _own_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of ``model`` on ``device`` with frozen parameters, sharing no module with the caller's.
+
+    The tensors are copied straight to ``device`` (no second copy in host memory for a large network
+    on a GPU); on the CPU they are shared with the caller's model, which stays as it was.
+    """
+    memo = {id(p): nn.Parameter(p.detach().to(device), requires_grad=False) for p in model.parameters()}
+    memo.update({id(b): b.to(device) for b in model.buffers()})
+    return copy.deepcopy(model, memo)
 
 
 def static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
@@ -73,8 +116,6 @@ def static_same_padding(model: nn.Module, input_size: int) -> nn.Module:
     folds the Pad into the convolution (same numbers: zero padding either way). On the shipped
     Lite0, Pad alone took 9% of the int8 model's time, 1 thread (ONNX Runtime profiler, 2026-11-22).
     """
-    import copy
-
     from timm.layers import Conv2dSame
     from timm.layers.padding import get_same_padding
 

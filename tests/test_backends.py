@@ -196,6 +196,27 @@ def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimiz
         assert split.shape == whole.shape and np.abs(split - whole).max() < 1e-4, (batch_size, streams)
 
 
+def test_one_backend_called_from_several_threads_gives_each_call_its_own_scores(optimized):
+    """QA: a classifier shared by a thread pool in a notebook (the library's use) scored studies with
+    each other's logits on OpenVINO (one results dict for every caller; 'Infer Request is busy')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from capsule_triage.backends import onnx_backend
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=48)[0]
+    parts = [frames[i::4] for i in range(4)]  # four different inputs
+    for name in [n for n in ("ov-fp32", "ort-fp32") if runs_here(n)]:
+        backend = onnx_backend(name, folder / "model.fp32.onnx", threads=1, batch_size=4, streams=2)
+        expected = [backend.logits(part) for part in parts]
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(3):
+                got = list(pool.map(backend.logits, parts))
+                assert all(np.array_equal(a, b) for a, b in zip(got, expected)), name
+        backend.close() if hasattr(backend, "close") else None
+
+
 @needs_openvino
 def test_openvino_runs_pad_the_last_run_and_match_onnx_runtime(optimized):
     """Static-shape runs of 1, 4 (13 = 4+4+4+1, padded) and 32 frames on 1 or 2 streams: same logits as
@@ -401,3 +422,24 @@ def test_an_onnx_file_that_cannot_be_loaded_gets_the_right_advice(optimized, mon
         from capsule_triage import load_classifier
 
         load_classifier(load_pipeline("capsule-bleeding"), weights=str(folder), backend="ort-fp32")
+
+
+def test_auto_on_cuda_runs_fp32_until_optimize_on_a_gpu_accepted_fp16(optimized, tmp_path):
+    """Review: auto on CUDA ran fp16 that nothing had checked against fp32 (optimize checked CPU
+    backends only). Decided without a GPU: the choice reads the report, the device is a name."""
+    folder, report = optimized
+    assert "torch-fp16" not in report["candidates"]  # no usable GPU here: optimize checks CPU backends only
+    choice = choose_backend("auto", "cuda", folder, report["weights_sha256"])
+    assert choice["backend"] == "torch-fp32" and "fp16 is chosen once `triage optimize` on this GPU accepted it" in choice["reason"]
+    explicit = choose_backend("torch-fp16", "cuda:1", folder, report["weights_sha256"])
+    assert explicit["warnings"] == ["torch-fp16 has not been checked against fp32 for these weights (`triage optimize` on this GPU "
+                                    "checks it); its scores may differ from fp32"]
+    for accepted in (True, False):
+        copy = tmp_path / f"w{accepted}"
+        shutil.copytree(folder, copy)
+        fp16 = dict(report["candidates"]["torch-fp32"], accepted=accepted, max_score_diff=0.01 if accepted else 0.2)
+        (copy / "backends.json").write_text(json.dumps(dict(report, candidates={**report["candidates"], "torch-fp16": fp16})))
+        choice = choose_backend("auto", "cuda", copy, report["weights_sha256"])
+        assert choice["backend"] == ("torch-fp16" if accepted else "torch-fp32"), choice
+        assert choose_backend("auto", "cpu", copy, report["weights_sha256"])["backend"] != "torch-fp16"
+    assert choice["backend"] == "torch-fp32" and "warnings" not in choice

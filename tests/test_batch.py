@@ -338,6 +338,24 @@ def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp
     assert (error.path, error.message) == ("w", "broken")
 
 
+def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, random_weights, tmp_path, monkeypatch):
+    """Review: out of GPU memory for one frame, or a sticky CUDA error, failed each later study in turn
+    (and a sticky error left the worker pulling studies to fail them instantly)."""
+    from capsule_triage.classifier import Classifier
+    from capsule_triage.errors import DeviceError
+
+    def broken_device(self, batch):
+        raise DeviceError("cuda:0", "device error (CUDA error: an illegal memory access was encountered); this process cannot use it again")
+
+    monkeypatch.setattr(Classifier, "__call__", broken_device)
+    out = tmp_path / "out"
+    result = _cli("batch", tree, "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr.strip() == ("Error: cuda:0: device error (CUDA error: an illegal memory access "
+                                                               "was encountered); this process cannot use it again")
+    assert not [p for p in out.iterdir() if not p.name.startswith(".") and p.name != "batch.log"]  # no study failed or written
+    assert not any((out / ".failed").iterdir()) and "aborted: " in (out / "batch.log").read_text()
+
+
 def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, random_weights, tmp_path):
     (tmp_path / "in").mkdir()
     shutil.copy(tree / "a_b.mp4", tmp_path / "in" / "clip.mp4")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
-from ..errors import InputError, TriageError
+from ..errors import DeviceError, InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study
 from ..presets import Pipeline
@@ -167,7 +167,8 @@ class StudyOutcome:
 
 
 class WorkerSetupError(TriageError):
-    """The model could not be loaded: no study can run, so the batch stops."""
+    """The model could not be loaded, or the device failed (:class:`DeviceError`): no study can run, so
+    the batch stops; the studies not done stay for the next run."""
 
     def __reduce__(self):  # crosses process boundaries (pool workers, Ray actors)
         return type(self), (self.path, self.message)
@@ -248,6 +249,8 @@ class StudyWorker:
             return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
         except WorkerSetupError:
             raise
+        except DeviceError as exc:  # every later study would fail the same way
+            raise WorkerSetupError(exc.path, exc.message) from None
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone

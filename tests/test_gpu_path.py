@@ -1,0 +1,116 @@
+"""The CUDA path, checked on the CPU where it can be (review 2026-12-01): a backend never moves or
+freezes the caller's model; a batch that does not fit in device memory runs in halves; device
+numbers and GPUs the PyTorch build has no kernels for are named before any work; ONNX Runtime gets
+the GPU asked for, or refuses to run on the CPU in its place; a device failure stops a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from capsule_triage import device as device_module
+from capsule_triage.backends import OnnxBackend, gpu_providers
+from capsule_triage.device import auto_device_note, cuda_unsupported, resolve_device
+from capsule_triage.errors import DeviceError
+from capsule_triage.model_config import ModelConfig
+from capsule_triage.torch_backend import TorchBackend, export_onnx
+from capsule_triage.weights import create_model
+
+WHEEL_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # the pinned torch 2.14.1 cu130 wheel
+
+
+@pytest.fixture()
+def model_and_config():
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="test_efficientnet", class_names=["non-bleeding", "bleeding"], abnormal_classes=["bleeding"],
+                         input_size=32, name="gpu-path")
+    return create_model(config).train(), config
+
+
+def _frames(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def test_a_backend_leaves_the_callers_model_where_and_as_it_was(model_and_config):
+    """Two backends from one model on two devices: building the second moved the shared network
+    (the GPU test built CUDA then CPU backends and the CUDA one failed); eval/frozen leaked too."""
+    model, config = model_and_config
+    cpu = TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")
+    expected = cpu.logits(_frames(4))
+    TorchBackend(model, config, device=torch.device("meta"), precision="fp32")  # another device: no data needed
+    np.testing.assert_array_equal(cpu.logits(_frames(4)), expected)
+    assert model.training and all(p.requires_grad and p.device.type == "cpu" for p in model.parameters())
+    assert not any(p.requires_grad for p in cpu.folded.parameters()) and not cpu.folded.training
+
+
+def test_a_batch_that_does_not_fit_runs_in_halves_and_one_frame_that_does_not_is_one_line(model_and_config, monkeypatch):
+    model, config = model_and_config
+    backend = TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")
+    frames = _frames(7)
+    expected = backend.logits(frames)
+    forward, sizes = backend._forward, []
+
+    def small_memory(batch):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(batch)
+
+    monkeypatch.setattr(backend, "_forward", small_memory)
+    np.testing.assert_allclose(backend.logits(frames), expected, atol=1e-5)
+    assert sizes == [7, 4, 2, 2, 3, 2, 1]
+    monkeypatch.setattr(backend, "_forward", lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
+    with pytest.raises(DeviceError) as error:
+        backend.logits(frames[:2])
+    assert str(error.value) == ("cpu: out of memory for one 32x32 frame (another process on the device, or a model too large for it?)")
+    monkeypatch.setattr(backend, "_forward", lambda batch: (_ for _ in ()).throw(torch.AcceleratorError("CUDA error: an illegal memory access was encountered\nmore")))
+    with pytest.raises(DeviceError, match=r"^cpu: device error \(CUDA error: an illegal memory access was encountered\); this process cannot use it again$"):
+        backend.logits(frames)
+
+
+@pytest.fixture()
+def fake_gpu(monkeypatch):
+    """One GPU of a given compute capability under the pinned wheel's architecture list."""
+    def install(capability: tuple[int, int], archs=WHEEL_ARCHS, count: int = 1):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capability)
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(archs))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla V100-SXM2-16GB" if capability < (7, 5) else "GPU")
+        monkeypatch.setattr(device_module, "cuda_possible", lambda: True)
+    return install
+
+
+def test_gpus_the_pytorch_build_cannot_run_are_named_and_auto_falls_back_to_the_cpu(fake_gpu):
+    fake_gpu((7, 0))
+    message = ("Tesla V100-SXM2-16GB (compute capability 7.0) is not supported by this PyTorch build "
+               "(built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120)")
+    assert cuda_unsupported(0) == message
+    assert resolve_device("auto").type == "cpu"
+    assert auto_device_note("auto") == f"{message}: running on the CPU" and auto_device_note("cpu") is None
+    with pytest.raises(ValueError, match=r"^--device cuda: Tesla V100-SXM2-16GB \(compute capability 7.0\) is not supported"):
+        resolve_device("cuda")
+    for capability in ((7, 5), (8, 9), (9, 0), (12, 0)):  # sm_XY runs on X.Y to X.9
+        fake_gpu(capability)
+        assert cuda_unsupported(0) is None and resolve_device("auto") == torch.device("cuda") and auto_device_note("auto") is None
+    fake_gpu((12, 1), archs=["sm_80", "compute_90"])  # PTX compiles for newer GPUs
+    assert cuda_unsupported(0) is None
+    fake_gpu((8, 6), count=2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"^--device cuda:2: this machine has 2 CUDA devices \(cuda:0 to cuda:1\)$"):
+        resolve_device("cuda:2")
+
+
+def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its_place(model_and_config, tmp_path):
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = gpu_providers("cuda:1", every)
+    assert [(name, options["device_id"]) for name, options in providers] == [("TensorrtExecutionProvider", 1), ("CUDAExecutionProvider", 1)]
+    assert providers[0][1]["trt_engine_cache_enable"] is True
+    assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert gpu_providers("cpu", every) == []
+    model, config = model_and_config
+    path = export_onnx(model.eval(), config, tmp_path / "model.fp32.onnx")
+    assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"^--device cuda:1: this onnxruntime has no CUDA provider \(install onnxruntime-gpu\)"):
+        OnnxBackend(path, name="ort-fp32", device="cuda:1")  # the CPU-only wheel, as installed here
