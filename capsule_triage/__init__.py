@@ -18,7 +18,7 @@ _PUBLIC = {  # name -> module that defines it
     "DataWarning": "errors", "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
     "DecodeStats": "frames", "FrameBatch": "frames", "SourceInfo": "frames",
     "ModelConfig": "model_config",
-    "RunOptions": "pipeline", "StudyResult": "pipeline", "load_classifier": "pipeline", "triage_study": "pipeline",
+    "RunOptions": "run_options", "StudyResult": "pipeline", "load_classifier": "pipeline", "triage_study": "pipeline",
     "Pipeline": "presets", "load_pipeline": "presets",
     "Event": "ranking", "RankParams": "ranking", "Ranking": "ranking", "rank": "ranking",
     "ReadOptions": "reader", "probe": "reader", "read_frames": "reader",

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .classifier import Classifier
 from .frames import DecodeStats
 from .memory import peak_rss_mb
-from .pipeline import RunOptions, package_versions, read_batch_size, triage_study
+from .pipeline import RunOptions, model_read_options, package_versions, read_batch_size, triage_study
 from .presets import Pipeline
-from .reader import ReadOptions, read_frames
+from .reader import read_frames
 
 BENCH_SCHEMA_VERSION = 1
 
@@ -50,10 +51,9 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     do not load) can add to it.
     """
     video = Path(video)
-    size = classifier.config.input_size
     batch_size = read_batch_size(pipeline.read.batch_size, classifier, batch_size)
-    read = ReadOptions(batch_size=batch_size, short_side=size, square_crop=True,
-                       decoder_threads=decoder_threads or pipeline.read.decoder_threads)
+    read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=batch_size)),  # as `triage run` reads
+                   decoder_threads=decoder_threads or pipeline.read.decoder_threads)
     device = classifier.device
 
     def decode() -> int:
@@ -100,7 +100,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "threads": {"inference": getattr(backend, "threads", None) or "default", "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
-        "input_size": size,
+        "input_size": classifier.config.input_size,
         "versions": package_versions(),
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
         "decoder_processes": last_run["decoder_processes"],

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
-from .errors import InputError, TriageError
+from .errors import TriageError
 
 app = typer.Typer(
     add_completion=False,
@@ -70,8 +70,8 @@ def run(
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: fp16 on CUDA; on CPU the fastest backend `triage optimize` accepted for these weights, else torch-fp32.")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames per inference batch (default: the preset's).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: the fastest backend `triage optimize` accepted for these weights on this kind of device (fp16 on a GPU, once checked there), else torch-fp32.")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of a frame folder without timestamps (default: 2.0, the preset's).")] = None,
@@ -92,9 +92,6 @@ def run(
     from .presets import load_pipeline
 
     try:
-        if source.is_file() and (fps is not None or timestamps is not None):
-            raise InputError("--fps" if fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
-                             "(a video's frame times come from its stream)")
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         warn_backend(classifier)

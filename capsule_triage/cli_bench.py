@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
-        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: the one `triage optimize` measured fastest, else the preset's).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
         decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             return
         fps = result["fps"]
         threads = result["threads"]
-        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, batch {result['batch_size']}, "
+        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference']} thread(s), {threads['decoder']} decoder thread(s) "
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
         for stage in ("decode", "preprocess", "model", "end_to_end"):

@@ -18,8 +18,9 @@ from .errors import InputError
 COLUMNS = ("filename", "pts_seconds")
 
 
-def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv: Path | None) -> np.ndarray:
-    """float64 [len(images)] times in seconds, for ``images`` in their (natural) order.
+def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv: Path | None) -> tuple[np.ndarray, list[str]]:
+    """float64 [len(images)] times in seconds, for ``images`` in their (natural) order, and the names
+    the CSV lists that are not in the folder (frames the export timed but did not write), in CSV order.
 
     Raises:
         InputError: a non-positive or non-finite ``fps``; a CSV that is missing, unreadable, lacks the
@@ -29,7 +30,7 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     if timestamps_csv is None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise InputError(folder, f"--fps must be a finite number > 0, got {fps}")
-        return np.arange(len(images), dtype=np.float64) / fps
+        return np.arange(len(images), dtype=np.float64) / fps, []
     times = read_timestamp_csv(Path(timestamps_csv))
     path = Path(timestamps_csv)
     missing = [p.name for p in images if p.name not in times]
@@ -38,7 +39,8 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     seconds = np.array([times[p.name][0] for p in images], dtype=np.float64)
     if len(seconds) > 1 and np.ptp(seconds) == 0:
         raise InputError(path, f"all {len(seconds)} images have the same time ({seconds[0]:g} s): the study has no duration")
-    return seconds
+    names = {p.name for p in images}
+    return seconds, sorted((name for name in times if name not in names), key=lambda name: times[name][1])
 
 
 def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:

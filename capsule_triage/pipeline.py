@@ -32,53 +32,8 @@ from .report import write_report
 from .frames_at import iter_frames_at
 from .reader import ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
+from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .digests import file_sha256
-
-
-PROCESS_MIN_FRAMES = 1000  # "auto" decodes sources at least this long in a child process
-
-
-@dataclass
-class RunOptions:
-    """Per-run settings (CLI flags); None = the preset's value.
-
-    Attributes:
-        out: output folder (None = ``<input>_triage`` beside the input).
-        force: replace an existing output folder.
-        batch_size: frames per inference batch.
-        threshold: enter threshold of the event hysteresis (None = the model's operating threshold).
-        top_k: number of single top frames.
-        folder_fps: frame rate of a frame folder without timestamps.
-        timestamps_csv: per-image timestamps for a frame folder.
-        progress: show a tqdm bar.
-        queue_depth: decoded batches the reader may run ahead of inference.
-        skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
-            by less than this (mean abs, 0-255); None = score every frame.
-        report: also write the HTML review page (report.html), inside the same atomic output.
-        decoder_processes: decode one video in this many child processes, one keyframe-aligned part
-            each (:mod:`capsule_triage.segments`), to feed a model faster than one core decodes (a
-            GPU); 1 = one pass. Implies ``decode_in="process"``; not with ``skip_duplicates``, which
-            compares each frame with the one before it.
-        decode_in: where frames are decoded while the model runs: "process" (a child process with its
-            own GIL, which a crashing decoder cannot take down, see :mod:`capsule_triage.reader_process`),
-            "thread" (a thread of this process), or "auto": a process for sources of at least
-            :data:`PROCESS_MIN_FRAMES` frames or of unknown length, else a thread (starting the
-            process costs ~0.25 s, which a short clip would notice).
-    """
-
-    out: Path | None = None
-    force: bool = False
-    batch_size: int | None = None
-    threshold: float | None = None
-    top_k: int | None = None
-    folder_fps: float | None = None
-    timestamps_csv: Path | None = None
-    progress: bool = False
-    queue_depth: int = 4
-    skip_duplicates: float | None = None
-    report: bool = True
-    decode_in: str = "auto"
-    decoder_processes: int = 1
 
 
 @dataclass
@@ -102,21 +57,21 @@ def default_out_dir(input_path: Path) -> Path:
     return input_path.parent / f"{input_path.stem if input_path.is_file() else input_path.name}_triage"
 
 
-def load_classifier(pipeline: Pipeline, *, weights: str | None = None, device: str = "auto", backend: str = "auto",
+def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, device: str = "auto", backend: str = "auto",
                     threads: int | None = None) -> Classifier:
     """The preset's model (or ``weights``), checked against the preset's classes."""
     location = weights_location(pipeline, weights)
     return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads)
 
 
-def weights_location(pipeline: Pipeline, weights: str | None = None) -> str:
+def weights_location(pipeline: Pipeline, weights: str | Path | None = None) -> str:
     """The local weights to load (``weights`` or the preset's): an ``hf-hub:`` repository fetched into
     its cached folder, a folder's ``model.safetensors`` as the folder (see :func:`capsule_triage.hub.local_weights`).
 
     Raises:
         WeightsError: none found (for the preset's own: how to get them), or a hub name that cannot serve.
     """
-    location = weights or pipeline.weights
+    location = str(weights) if weights else pipeline.weights
     if not location:
         raise weights_not_installed(pipeline)
     if not location.startswith(("hub:", "hf-hub:")) and not Path(location).exists():
@@ -134,10 +89,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     """
     started = time.perf_counter()
     input_path = Path(input_path)
-    skip = options.skip_duplicates
-    if skip is not None and not (isinstance(skip, (int, float)) and 0 <= skip <= 255):  # nan fails too
-        raise ValueError(f"--skip-duplicates is a mean grey-level difference in [0, 255], got {skip}")
-    read = _read_options(pipeline.read, classifier, options)
+    check_run(input_path, pipeline, classifier, options)
+    read = model_read_options(pipeline.read, classifier, options)
     unchanged = source_state(input_path)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
@@ -180,7 +133,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     )
 
 
-def _read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:
+def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:
     """Decode straight to the model's input size (resize inside the decoder's swscale pass), in
     batches of the size measured fastest for the backend (else the preset's).
 

@@ -66,12 +66,18 @@ class Pipeline:
 
 
 def find_preset(name_or_path: str | Path) -> Path:
+    """The preset file: a name (``capsule-bleeding``) is a preset in ``pipelines/``, even when the
+    working folder holds a file or folder of that name (QA: a data folder called capsule-bleeding
+    made every default run fail); a ``.toml`` name or a path with a folder part is a file."""
     path = Path(name_or_path)
+    candidate = project_home() / "pipelines" / f"{name_or_path}.toml"
+    bare_name = isinstance(name_or_path, str) and path.suffix != ".toml" and "/" not in name_or_path and os.sep not in name_or_path
+    if bare_name and candidate.is_file():
+        return candidate
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise PresetError(path, "pipeline preset file not found")
         return path
-    candidate = project_home() / "pipelines" / f"{name_or_path}.toml"
     if not candidate.is_file():
         known = sorted(p.stem for p in (project_home() / "pipelines").glob("*.toml"))
         raise PresetError(name_or_path, f"no such pipeline preset; known: {known}")

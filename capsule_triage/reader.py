@@ -24,7 +24,7 @@ import numpy as np
 from .completeness import check_complete, tag_seconds
 from .errors import InputError
 from .folder_times import folder_times
-from .frame_folder import IMAGE_SUFFIXES, FolderListing, read_image_rgb, scan_frame_folder
+from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 
@@ -188,7 +188,10 @@ def _folder_frames(folder: Path, options: ReadOptions) -> tuple[FolderListing, n
     unreadable = [p for p in images if not os.access(p, os.R_OK)]
     if unreadable:
         raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
-    return listing, folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
+    times, absent = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
+    if absent:  # frames the export timed but did not write: the study is incomplete (QA pass 13)
+        listing.unread.append(f"{plural(len(absent), 'frame')} listed in {Path(options.timestamps_csv).name} but not in the folder: {listed(absent)}")
+    return listing, times
 
 
 def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:

@@ -144,6 +144,23 @@ def test_unknown_preset(tmp_path):
     assert result.returncode == 2 and "no such pipeline preset; known: [" in result.stderr
 
 
+def test_a_folder_named_like_a_preset_in_the_working_folder_does_not_hide_the_preset(tmp_path, monkeypatch):
+    """QA: with a data folder called capsule-bleeding in the working folder, every run on the defaults
+    failed 'pipeline preset file not found'. A bare name is a preset; a path with a folder part is a file."""
+    from capsule_triage.errors import PresetError
+    from capsule_triage.presets import find_preset, load_pipeline, project_home
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "capsule-bleeding").mkdir()
+    (tmp_path / "gastric-3class-resnet50").write_text("not a preset")
+    assert find_preset("capsule-bleeding") == project_home() / "pipelines" / "capsule-bleeding.toml"
+    assert load_pipeline("gastric-3class-resnet50").name == "gastric-3class-resnet50"
+    with pytest.raises(PresetError, match="pipeline preset file not found"):
+        find_preset("./capsule-bleeding")
+    (tmp_path / "mine").write_text((project_home() / "pipelines" / "capsule-bleeding.toml").read_text())
+    assert find_preset("mine") == Path("mine")  # a preset file of the user's own, without the suffix
+
+
 # ----------------------------------------------------------------------------- where the output goes
 
 
@@ -299,7 +316,7 @@ def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_re
     from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
 
     pipeline = load_pipeline()
-    with pytest.raises(ValueError, match=r"--skip-duplicates is a mean grey-level difference in \[0, 255\], got nan"):
+    with pytest.raises(ValueError, match=r"--skip-duplicates must be a mean grey-level difference in \[0, 255\], got nan"):
         triage_study(DEMO_CLIP, pipeline, load_classifier(pipeline), RunOptions(out=tmp_path / "o", skip_duplicates=float("nan")))
     assert not (tmp_path / "o").exists()
 

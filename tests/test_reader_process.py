@@ -174,4 +174,4 @@ def test_the_decoder_process_loads_only_the_reader():
             "names = [n for n in c.__all__ if n not in dir(c)]\n"
             "print(heavy, names, c.RunOptions.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[] [] capsule_triage.pipeline"  # and a public name still imports on first use
+    assert result.stdout.strip() == "[] [] capsule_triage.run_options"  # and a public name still imports on first use

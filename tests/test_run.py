@@ -128,7 +128,7 @@ def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
     classifier = load_classifier(preset, weights=str(shipped_weights))
     scores = {}
     for name, source in sources.items():
-        result = triage_study(source, preset, classifier, RunOptions(out=tmp_path / f"out_{name}", folder_fps=4.0, report=False))
+        result = triage_study(source, preset, classifier, RunOptions(out=tmp_path / f"out_{name}", folder_fps=4.0 if source.is_dir() else None, report=False))
         table = pq.read_table(result.out_dir / "frames.parquet")
         assert table.num_rows == 48
         np.testing.assert_allclose(table["pts_seconds"].to_numpy(), np.arange(48) * 0.25, atol=1e-6)

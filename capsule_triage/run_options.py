@@ -1,0 +1,112 @@
+"""Per-run settings of :func:`~capsule_triage.pipeline.triage_study`, checked before any work.
+
+The library refuses what the CLI refuses, with the same messages (named by their CLI flag), so a
+script that passes ``batch_size=-4`` or ``folder_fps`` for a video learns it at once, not from a
+numpy error in the decoder or from a run.json recording the wrong value (QA pass 13).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import InputError, WeightsError
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
+    from .presets import Pipeline
+
+PROCESS_MIN_FRAMES = 1000  # "auto" decodes sources at least this long in a child process
+DECODE_IN = ("auto", "process", "thread")
+
+
+@dataclass
+class RunOptions:
+    """Per-run settings (CLI flags); None = the preset's value.
+
+    Attributes:
+        out: output folder (None = ``<input>_triage`` beside the input).
+        force: replace an existing output folder.
+        batch_size: frames per decoded batch handed to the classifier (None: the preset's, rounded to a
+            multiple of the backend's run size); the backend scores them in runs of its measured size.
+        threshold: enter threshold of the event hysteresis (None = the model's operating threshold).
+        top_k: number of single top frames.
+        folder_fps: frame rate of a frame folder without timestamps.
+        timestamps_csv: per-image timestamps for a frame folder.
+        progress: show a tqdm bar.
+        queue_depth: decoded batches the reader may run ahead of inference.
+        skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
+            by less than this (mean abs, 0-255); None = score every frame.
+        report: also write the HTML review page (report.html), inside the same atomic output.
+        decoder_processes: decode one video in this many child processes, one keyframe-aligned part
+            each (:mod:`capsule_triage.segments`), to feed a model faster than one core decodes (a
+            GPU); 1 = one pass. Implies ``decode_in="process"``; not with ``skip_duplicates``, which
+            compares each frame with the one before it.
+        decode_in: where frames are decoded while the model runs: "process" (a child process with its
+            own GIL, which a crashing decoder cannot take down, see :mod:`capsule_triage.reader_process`),
+            "thread" (a thread of this process), or "auto": a process for sources of at least
+            :data:`PROCESS_MIN_FRAMES` frames or of unknown length, else a thread (starting the
+            process costs ~0.25 s, which a short clip would notice).
+    """
+
+    out: Path | None = None
+    force: bool = False
+    batch_size: int | None = None
+    threshold: float | None = None
+    top_k: int | None = None
+    folder_fps: float | None = None
+    timestamps_csv: Path | None = None
+    progress: bool = False
+    queue_depth: int = 4
+    skip_duplicates: float | None = None
+    report: bool = True
+    decode_in: str = "auto"
+    decoder_processes: int = 1
+
+
+def check_run(source: Path, pipeline: "Pipeline", classifier: "Classifier", options: RunOptions) -> None:
+    """Refuse options out of range or of the wrong type, folder options for a file, and a classifier
+    whose classes are not the pipeline's (its ranking settings and run.json would describe another model).
+
+    Raises:
+        ValueError: an option out of range or of the wrong type.
+        InputError: ``folder_fps`` or ``timestamps_csv`` for a file (a video's frame times come from its stream).
+        WeightsError: the classifier's classes differ from the preset's.
+    """
+    checks = [
+        ("--batch-size", options.batch_size, _whole(options.batch_size, 1), "a whole number >= 1"),
+        ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
+        ("--top-k", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),
+        ("--fps", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and 0 < options.folder_fps < math.inf),
+         "a finite number > 0"),
+        ("--skip-duplicates", options.skip_duplicates, _real(options.skip_duplicates, 0.0, 255.0),
+         "a mean grey-level difference in [0, 255]"),
+        ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
+        ("--decode-in", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
+        ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
+    ]
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{flag} must be {expected}, got {value!r}")
+    if source.is_file() and (options.folder_fps is not None or options.timestamps_csv is not None):
+        raise InputError("--fps" if options.folder_fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
+                         "(a video's frame times come from its stream)")
+    if classifier.config.class_names != pipeline.model.class_names:
+        raise WeightsError(classifier.weights_path or classifier.config.name or "classifier",
+                           f"weights classes {classifier.config.class_names} do not match the preset's {pipeline.model.class_names} "
+                           f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))")
+
+
+def _whole(value, low: int, *, optional: bool = True) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _real(value, low: float, high: float) -> bool:
+    """None, or an int/float (not a bool or a string) in [low, high]; NaN fails."""
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high

@@ -1,0 +1,54 @@
+"""The library refuses what the CLI refuses (QA pass 13): RunOptions out of range or of the wrong
+type, folder options for a video and a classifier of another pipeline are named before any work;
+they used to reach the decoder as numpy errors or run.json as the wrong value."""
+
+from __future__ import annotations
+
+import pytest
+
+from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+from capsule_triage.errors import InputError, WeightsError
+from conftest import DEMO_CLIP
+
+
+@pytest.fixture(scope="module")
+def bleeding(random_weights):
+    pipeline = load_pipeline("capsule-bleeding")
+    return pipeline, load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")  # a Path, as well as a str
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=-4), "--batch-size must be a whole number >= 1, got -4"),
+    (dict(batch_size=2.5), "--batch-size must be a whole number >= 1, got 2.5"),
+    (dict(batch_size="8"), "--batch-size must be a whole number >= 1, got '8'"),
+    (dict(batch_size=0), "--batch-size must be a whole number >= 1, got 0"),
+    (dict(threshold="0.3"), "--threshold must be a number in [0, 1], got '0.3'"),
+    (dict(threshold=float("nan")), "--threshold must be a number in [0, 1], got nan"),
+    (dict(top_k=-1), "--top-k must be a whole number >= 0, got -1"),
+    (dict(folder_fps=0), "--fps must be a finite number > 0, got 0"),
+    (dict(folder_fps=float("inf")), "--fps must be a finite number > 0, got inf"),
+    (dict(skip_duplicates=300), "--skip-duplicates must be a mean grey-level difference in [0, 255], got 300"),
+    (dict(decoder_processes=0), "--decoders must be a whole number >= 1, got 0"),
+    (dict(decode_in="gpu"), "--decode-in must be one of auto, process, thread, got 'gpu'"),
+    (dict(queue_depth=True), "queue_depth must be a whole number >= 1, got True"),
+])
+def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(bleeding, tmp_path, options, message):
+    pipeline, classifier = bleeding
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as error:
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=out, **options))
+    assert str(error.value) == message and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_folder_options_for_a_video_and_a_classifier_of_another_pipeline_are_refused(bleeding, tmp_path):
+    pipeline, classifier = bleeding
+    for options, option in ((dict(folder_fps=7.0), "--fps"), (dict(timestamps_csv=tmp_path / "t.csv"), "--timestamps")):
+        with pytest.raises(InputError) as error:
+            triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", **options))
+        assert str(error.value) == f"{option}: applies to a frame folder; {DEMO_CLIP} is a file (a video's frame times come from its stream)"
+    with pytest.raises(WeightsError, match=r"weights classes \['non-bleeding', 'bleeding'\] do not match the preset's \['GC', 'GU', 'CG'\] "
+                                           r"\(gastric-3class-resnet50\); load the classifier for this pipeline"):
+        triage_study(DEMO_CLIP, load_pipeline("gastric-3class-resnet50"), classifier, RunOptions(out=tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+    result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", batch_size=8, top_k=0, threshold=0.4))
+    assert result.run["parameters"]["read"]["batch_size"] == 8 and result.frames == 64
