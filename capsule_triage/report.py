@@ -264,7 +264,7 @@ def _study_facts(study: Study) -> str:
     res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
     return facts("Study", [
         ("File", _file_name(run)), ("Path", run.get("input", {}).get("path")),
-        ("Duration", f"{fmt_duration(_duration(study))} ({_duration(study):.2f} s)"),
+        ("Duration", fmt_duration(_duration(study)) + (f" ({_duration(study):,.0f} s)" if _duration(study) >= 60 else "")),
         ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"),
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,

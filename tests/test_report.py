@@ -219,6 +219,9 @@ def test_a_stream_that_starts_late_is_drawn_over_its_own_time_and_length(tmp_pat
     assert "Times are the stream's own: it starts at 1:00:00; a player counting from zero shows each time 1:00:00 earlier." in html
     plain = write_report(make_study(tmp_path / "p", frames=64, events=2, fps=4.0, event_frames=8)).read_text()
     assert "stream's own" not in plain
+    assert "<dt>Duration</dt><dd>16.0 s</dd>" in plain  # QA 13: said "16.0 s (16.00 s)"
+    long = write_report(make_study(tmp_path / "l", frames=4000, events=2, fps=2.0, event_frames=8)).read_text()
+    assert "<dt>Duration</dt><dd>33 min 20 s (2,000 s)</dd>" in long
 
 
 def test_a_hand_edited_run_json_is_one_line(tmp_path):
