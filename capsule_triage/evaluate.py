@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .training_images import overlap_warning, read_training_images
 from .datasets import MANIFEST_NAME, LabelledImages, assign_validation, load_images, read_samples, samples_digest, select
 from .digests import weights_sha256
 from .errors import InputError, OutputError, TriageError, WeightsError
@@ -156,7 +157,9 @@ def evaluate(
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
-    warnings = [w for w in (unfinished_training(config), _training_overlap(select(samples, split), config, split),
+    known = read_training_images(weights)  # by content; weights trained before the list existed: by path
+    overlap = overlap_warning(known, select(samples, split), split) if known is not None else _training_overlap(select(samples, split), config, split)
+    warnings = [w for w in (unfinished_training(config), overlap,
                             unread and f"{data}: not read: {'; '.join(unread)}") if w]
     if warnings:
         result["warnings"] = warnings

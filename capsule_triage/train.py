@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import timm
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from .augment import POLICIES, augment, pixel_noise
+from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .recompress import CODECS, recompress_augment
 from .datasets import (LabelledImages, assign_validation, check_training_splits, class_order, class_weights, load_images, read_samples,
                        samples_digest, select, split_counts)
@@ -46,12 +46,12 @@ from .imagenet_init import LITE0_ARCH
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .schedule import SGD_MOMENTUM, STRATEGIES, Phase, bit_hyperrule, epoch_schedule, plan_phases
+from .training_images import TRAINING_IMAGES, image_digests, images_sha256, repeated_images, write_training_images
 from .transfer import INIT_SOURCES, N_BLOCKS, initial_model, set_trainable, train_mode
-from .weights import create_model, save_weights, shareable
+from .weights import create_model, save_weights
 
 SCHEDULES = ("epochs", "bit")
 LOG_NAME = "train_log.csv"
-CHECKPOINT_DIR = "checkpoint"
 RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "progress", "command")
 
 
@@ -107,7 +107,8 @@ class _Run:
     phases: list[Phase]
     steps_per_epoch: int
     state: dict = field(default_factory=dict)
-    data_sha256: str = ""  # datasets.samples_digest: a resumed run must see the same data
+    identity: dict = field(default_factory=dict)  # data_sha256 (datasets.samples_digest), images_sha256: a resumed run must see the same data
+    images: tuple = ()  # (samples, SHA-256 of their files) of the training and validation images, for training_images.parquet
 
 
 def train(options: TrainOptions) -> Path:
@@ -120,7 +121,7 @@ def train(options: TrainOptions) -> Path:
     _check_options(options)
     torch.set_num_threads(options.threads)
     out = Path(options.output)
-    saved = _load_state(out) if options.resume else None
+    saved = load_checkpoint(out) if options.resume else None
     _check_output(out, options, saved)
     if saved is not None and saved.get("finished"):
         return out
@@ -130,11 +131,16 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    digest = samples_digest(samples)
-    if saved is not None and saved.get("data_sha256", digest) != digest:
-        raise InputError(options.data, "the data changed since the checkpoint (images, labels, groups or splits differ); "
+    pool = select(samples, "train") + select(samples, "val")
+    digests = image_digests(pool)  # by content: what eval compares its frames with, and what --resume must see again
+    identity = {"data_sha256": samples_digest(samples), "images_sha256": images_sha256(pool, digests)}
+    changed = [key for key, value in identity.items() if saved is not None and saved.get(key, value) != value]
+    if changed:
+        raise InputError(options.data, f"the data changed since the checkpoint ({'images, labels, groups or splits differ' if 'data_sha256' in changed else 'an image changed in place'}); "
                                        "--resume continues a run only on the data it started with")
-    config.provenance["training"].update(data_sha256=digest, data_path=str(Path(options.data).resolve()), unread=source.unread)
+    for phrase in repeated_images(pool, digests):
+        warnings.warn(f"{options.data}: {phrase}", DataWarning, stacklevel=2)
+    config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread)
     sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
                         source=options.data) if select(samples, s) else None for s in ("train", "val")]
     torch.manual_seed(options.seed)
@@ -142,7 +148,7 @@ def train(options: TrainOptions) -> Path:
     run = _Run(options, config, model.to(memory_format=torch.channels_last), Preprocessor(config), sets[0], sets[1],
                nn.CrossEntropyLoss(weight=class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None),
                [], max(1, len(sets[0].labels) // options.batch_size))
-    run.data_sha256 = digest
+    run.identity, run.images = identity, (pool, digests)
     run.phases = _phases(options, run.steps_per_epoch, len(sets[0].labels))
     run.state = saved or {"phase": 0, "step": 0, "global_step": 0, "best": None, "log": [], "epoch_loss": [0.0, 0], "elapsed_seconds": 0.0, "finished": False}
     run.state["session_start"] = started - run.state["elapsed_seconds"]
@@ -240,7 +246,7 @@ def _loop(run: _Run, out: Path) -> None:
         params = [p for n, p in run.model.named_parameters() if n in names]
         optimizer = torch.optim.SGD(params, lr=phase.schedule.base_lr, momentum=SGD_MOMENTUM, weight_decay=o.weight_decay)
         if state.get("resume_tensors") is not None:
-            _restore(run.model, optimizer, names, state.pop("resume_tensors"))
+            restore(run.model, optimizer, names, state.pop("resume_tensors"))
         train_mode(run.model)
         total = phase.schedule.total_steps
         bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc=f"{phase.name} ({pi + 1}/{len(run.phases)})", disable=not o.progress)
@@ -349,6 +355,8 @@ def _save_best(run: _Run, out: Path) -> None:
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0}}
     run.config.provenance = provenance
     save_weights(out, run.model, run.config)
+    if not (out / TRAINING_IMAGES).exists():
+        write_training_images(out, *run.images)
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -357,44 +365,10 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def _save_checkpoint(run: _Run, out: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
-    folder = out / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in run.model.state_dict().items()}
-    params = dict(run.model.named_parameters())
-    for name in names:
-        buffer = optimizer.state.get(params[name], {}).get("momentum_buffer")
-        if buffer is not None:
-            tensors[f"optim.{name}"] = buffer.contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(folder / "state.safetensors.tmp"))
-    shareable(folder / "state.safetensors.tmp")
     state = {k: v for k, v in run.state.items() if k != "session_start"}
-    state.update(recipe=recipe(run.options), data_sha256=run.data_sha256, elapsed_seconds=time.perf_counter() - run.state["session_start"],
+    state.update(recipe=recipe(run.options), **run.identity, elapsed_seconds=time.perf_counter() - run.state["session_start"],
                  schedules=[p.schedule.to_dict() for p in run.phases])
-    (folder / "state.json.tmp").write_text(json.dumps(state, indent=1))
-    os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
-    os.replace(folder / "state.json.tmp", folder / "state.json")
-
-
-def _load_state(out: Path) -> dict | None:
-    folder = out / CHECKPOINT_DIR
-    if not (folder / "state.json").is_file():
-        return None
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        state["resume_tensors"] = load_file(str(folder / "state.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(folder, f"unreadable checkpoint ({exc})") from None
-    return state
-
-
-def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], tensors: dict) -> None:
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(model.named_parameters())
-    for name in names:
-        if f"optim.{name}" in tensors:
-            optimizer.state[params[name]]["momentum_buffer"] = tensors[f"optim.{name}"].clone()
-    torch.set_rng_state(tensors["rng.torch"])
+    save_checkpoint(out, run.model, optimizer, names, state)
 
 
 def _finish(run: _Run, out: Path) -> None:

@@ -1,0 +1,59 @@
+"""A training run's checkpoint: ``checkpoint/state.safetensors`` (model, SGD momentum, torch RNG; no
+pickle) + ``checkpoint/state.json`` (phase, step, log, recipe, data digest), written atomically, from
+which ``triage train --resume`` continues exactly where the run stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import WeightsError
+from .weights import shareable
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], state: dict) -> None:
+    """Write the model, the momentum of the trainable parameters ``names``, the RNG and ``state``."""
+    folder = out / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    params = dict(model.named_parameters())
+    for name in names:
+        buffer = optimizer.state.get(params[name], {}).get("momentum_buffer")
+        if buffer is not None:
+            tensors[f"optim.{name}"] = buffer.contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(folder / "state.safetensors.tmp"))
+    shareable(folder / "state.safetensors.tmp")
+    (folder / "state.json.tmp").write_text(json.dumps(state, indent=1))
+    os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
+    os.replace(folder / "state.json.tmp", folder / "state.json")
+
+
+def load_checkpoint(out: Path) -> dict | None:
+    """The saved state with its tensors under ``resume_tensors``; None when ``out`` has no checkpoint."""
+    folder = out / CHECKPOINT_DIR
+    if not (folder / "state.json").is_file():
+        return None
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        state["resume_tensors"] = load_file(str(folder / "state.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(folder, f"unreadable checkpoint ({exc})") from None
+    return state
+
+
+def restore(model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], tensors: dict) -> None:
+    """Load what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``, and the RNG."""
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(model.named_parameters())
+    for name in names:
+        if f"optim.{name}" in tensors:
+            optimizer.state[params[name]]["momentum_buffer"] = tensors[f"optim.{name}"].clone()
+    torch.set_rng_state(tensors["rng.torch"])

@@ -1,0 +1,87 @@
+"""The images a model learned from, by content: ``training_images.parquet`` in its weights folder.
+
+Training writes one row per training and validation image: the SHA-256 of the file's bytes and its
+split, nothing else (no names or labels: a weights folder may be shared, and file names of clinical
+data can carry patient details; a digest cannot be turned back into the image). Evaluation then recognises frames byte-identical to those wherever they are
+now (a copy on another disk, another manifest, renamed files: a check by path sees none of these;
+QA 12 and 14), and training names images it was given twice (the same bytes under two labels, or on
+both sides of the train/val split), and refuses to resume on images changed in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .datasets import Sample
+from .digests import file_sha256
+from .frame_folder import listed
+
+TRAINING_IMAGES = "training_images.parquet"
+
+
+def image_digests(samples: list[Sample]) -> list[str]:
+    """SHA-256 of each sample's file."""
+    return [file_sha256(s.path) for s in samples]
+
+
+def images_sha256(samples: list[Sample], digests: list[str]) -> str:
+    """One digest of the images' contents with their labels and splits (order-free): what a resumed run
+    must see again (two same-size images swapped between class folders change it too)."""
+    return hashlib.sha256("".join(sorted(f"{d}\t{s.label}\t{s.split}\n" for s, d in zip(samples, digests))).encode()).hexdigest()
+
+
+def write_training_images(folder: Path, samples: list[Sample], digests: list[str]) -> None:
+    """Write :data:`TRAINING_IMAGES` into the weights ``folder`` atomically."""
+    table = pa.table({"sha256": digests, "split": [s.split for s in samples]})
+    partial = folder / f".{TRAINING_IMAGES}.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, folder / TRAINING_IMAGES)
+
+
+def read_training_images(folder: str | Path) -> dict[str, str] | None:
+    """{sha256: split} of a weights folder's training and validation images; None when it has no
+    readable list (weights trained before it existed, a single weights file, a damaged file)."""
+    try:
+        table = pq.read_table(Path(folder) / TRAINING_IMAGES, columns=["sha256", "split"]).to_pydict()
+    except (OSError, pa.ArrowException, KeyError):
+        return None
+    return dict(zip(table["sha256"], table["split"]))
+
+
+def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:
+    """What the training data holds twice, one phrase per kind: the same bytes under two labels (one of
+    them is wrong, or the image says nothing of either class) and validation images that are training
+    images (the validation metric, and the epoch it picks, are then optimistic)."""
+    by_digest: dict[str, list[Sample]] = defaultdict(list)
+    for sample, digest in zip(samples, digests):
+        by_digest[digest].append(sample)
+    labels = [group for group in by_digest.values() if len({s.label for s in group}) > 1]
+    sides = [group for group in by_digest.values() if {"train", "val"} <= {s.split for s in group}]
+    found = []
+    if labels:
+        examples = [" and ".join(f"{s.path.name} ({s.label})" for s in group[:2]) for group in labels]
+        found.append(f"{len(labels)} image(s) with the same bytes under two labels: {listed(examples)}")
+    if sides:
+        examples = [f"{next(s for s in g if s.split == 'val').path.name} = {next(s for s in g if s.split == 'train').path.name}" for g in sides]
+        found.append(f"{len(sides)} validation image(s) byte-identical to training images ({listed(examples)}): "
+                     "the validation metric is optimistic")
+    return found
+
+
+def overlap_warning(known: dict[str, str], scored: list[Sample], split: str) -> str | None:
+    """A warning when frames being scored have the bytes of frames the model was trained on (for
+    ``split`` "val": of its training frames only, its validation frames being what is asked for)."""
+    counted = ("train",) if split == "val" else ("train", "val")
+    hits = [(sample, known[digest]) for sample, digest in zip(scored, image_digests(scored)) if known.get(digest) in counted]
+    if not hits:
+        return None
+    sides = " and ".join(f"{n} {'training' if side == 'train' else 'validation'}" for side in counted
+                         if (n := sum(1 for _, s in hits if s == side)))
+    return (f"{len(hits)} of the {len(scored)} frames scored ({split}) have the bytes of this model's training data "
+            f"({sides} frames; e.g. {hits[0][0].path}); these metrics are optimistic")

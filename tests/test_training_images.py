@@ -1,0 +1,106 @@
+"""The images a model learned from, by content (training_images.parquet): evaluation of a copy of the
+training data is named, images given twice are named, and --resume refuses images changed in place
+(QA 12: a copy of the training data evaluated as held-out; --resume took a same-size edit)."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from capsule_triage.errors import DataWarning, InputError
+from capsule_triage.evaluate import evaluate
+from capsule_triage.train import TrainOptions, train
+from capsule_triage.training_images import TRAINING_IMAGES
+from conftest import REPO, WCE, needs_shared
+
+SHIPPED = REPO / "weights" / "capsule-bleeding-lite0"
+
+
+def _tree(root: Path, seed: int, n: int = 6) -> Path:
+    rng = np.random.default_rng(seed)
+    for label in ("non-bleeding", "bleeding"):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            assert cv2.imwrite(str(root / label / f"img_{i}.bmp"), rng.integers(0, 255, (40, 40, 3), np.uint8))  # BMP: a fixed size
+    return root
+
+
+def _options(data: Path, out: Path, **kwargs) -> TrainOptions:
+    return TrainOptions(data=data, output=out, arch="test_efficientnet", init="none", strategy="head", epochs=1, batch_size=4,
+                        input_size=32, val_fraction=0.25, progress=False, **kwargs)
+
+
+def _train(data: Path, out: Path, **kwargs) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(_options(data, out, **kwargs))
+    return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+
+
+def test_an_evaluation_on_a_copy_of_the_training_data_is_named_and_held_out_data_is_not(tmp_path):
+    data = _tree(tmp_path / "data", seed=1)
+    assert _train(data, tmp_path / "m") == []
+    table = pq.read_table(tmp_path / "m" / TRAINING_IMAGES)
+    assert table.column_names == ["sha256", "split"] and table.num_rows == 12  # no names or labels: weights get shared
+    assert sorted(table.column("split").to_pylist()) == ["train"] * 8 + ["val"] * 4
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(data, copy)
+    (copy / "bleeding" / "img_0.bmp").rename(copy / "bleeding" / "renamed.bmp")
+    result = evaluate(tmp_path / "m", copy, "all")
+    assert [w for w in result["warnings"] if "bytes of this model's training data" in w] == [
+        f"12 of the 12 frames scored (all) have the bytes of this model's training data (8 training and 4 validation frames; "
+        f"e.g. {copy / 'bleeding' / 'img_1.bmp'}); these metrics are optimistic"]
+    held_out = evaluate(tmp_path / "m", _tree(tmp_path / "new", seed=2), "all")
+    assert not any("training data" in w for w in held_out.get("warnings", []))
+    val_only = evaluate(tmp_path / "m", data, "val")  # the frames training held out: its validation frames are what is asked for
+    assert not any("training data" in w for w in val_only.get("warnings", []))
+
+
+def test_images_given_twice_are_named_before_training(tmp_path):
+    data = _tree(tmp_path / "data", seed=3)
+    shutil.copy(data / "bleeding" / "img_1.bmp", data / "non-bleeding" / "same_as_bleeding_1.bmp")
+    messages = _train(data, tmp_path / "m")
+    assert len(messages) == 1 and messages[0].startswith(f"{data}: 1 image(s) with the same bytes under two labels: ")
+    assert "img_1.bmp (bleeding)" in messages[0] and "same_as_bleeding_1.bmp (non-bleeding)" in messages[0]
+
+
+def test_resume_refuses_an_image_changed_in_place_at_the_same_size(tmp_path):
+    data = _tree(tmp_path / "data", seed=4)
+    out = tmp_path / "m"
+    train(_options(data, out, stop_after_steps=1))
+    image = data / "bleeding" / "img_2.bmp"
+    size, original = image.stat().st_size, image.read_bytes()
+    cv2.imwrite(str(image), np.zeros((40, 40, 3), np.uint8))
+    assert image.stat().st_size == size
+    with pytest.raises(InputError, match=r"the data changed since the checkpoint \(an image changed in place\)"):
+        train(_options(data, out, resume=True))
+    image.write_bytes(original)  # QA 14: the same images, two of them swapped between class folders (labels changed)
+    swapped = data / "non-bleeding" / "img_2.bmp"
+    image.rename(tmp_path / "x.bmp"), swapped.rename(image), (tmp_path / "x.bmp").rename(swapped)
+    with pytest.raises(InputError, match=r"the data changed since the checkpoint \(an image changed in place\)"):
+        train(_options(data, out, resume=True))
+
+
+@needs_shared
+def test_the_shipped_models_training_list_is_its_training_and_validation_frames():
+    """Made once for the shipped model from its recorded data and split (it predates the list):
+    recomputed here from the data, so it cannot drift from what the provenance says."""
+    import json
+
+    from capsule_triage.datasets import assign_validation, read_samples, select
+    from capsule_triage.training_images import image_digests, read_training_images
+
+    training = json.loads((SHIPPED / "config.json").read_text())["provenance"]["training"]
+    samples = assign_validation(read_samples(WCE / "manifest.csv").samples, val_fraction=training["split"]["val_fraction"],
+                                seed=training["split"]["seed"])
+    pool = select(samples, "train") + select(samples, "val")
+    assert read_training_images(SHIPPED) == {digest: s.split for s, digest in zip(pool, image_digests(pool))}
+    assert (len(select(samples, "train")), len(select(samples, "val"))) == (training["split"]["n_train"], training["split"]["n_val"])
+    test = select(read_samples(WCE / "manifest.csv").samples, "test")
+    assert not set(image_digests(test)) & set(read_training_images(SHIPPED))  # the card's test frames are held out by content too
