@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from .backends import BACKENDS, onnx_file, runs_here
+from .device import gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
@@ -117,7 +118,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     parsed = _parse_report(weights_dir)
     report, why_not = _for_these_weights(parsed, weights_dir, weights_id)
     warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []
-    if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on a GPU accepted it
+    if report and device.startswith("cuda"):  # CPU measurements say nothing of a GPU: only what optimize checked on this one
+        report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
+    if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it
         accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
         requested, reason = ("torch-fp16", f"CUDA device: fp16 autocast, accepted in {BACKENDS_FILE}") if accepted else \
             ("torch-fp32", f"CUDA device: fp32 (fp16 is chosen once `triage optimize` on this GPU accepted it in {BACKENDS_FILE})")

@@ -104,10 +104,11 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=gpu_providers(device, ort.get_available_providers()) + ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=gpu_providers(device, ort.get_available_providers(), path) + ["CPUExecutionProvider"])
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
-            raise ValueError(f"--device {device}: this onnxruntime has no CUDA provider (install onnxruntime-gpu), so {name} "
-                             "would run on the CPU; use a torch-* backend on the GPU")
+            raise ValueError(f"--device {device}: ONNX Runtime cannot use the GPU here (the onnxruntime package has no CUDA "
+                             f"provider: install onnxruntime-gpu; or onnxruntime-gpu could not load its CUDA/cuDNN libraries), "
+                             f"so {name} would run on the CPU; use a torch-* backend on the GPU")
         self.input_name = self.session.get_inputs()[0].name
         self.name = name
         self.precision = name.split("-")[-1]
@@ -208,20 +209,32 @@ class OpenVinoBackend:
 ONNX_ENGINES = (OnnxBackend, OpenVinoBackend)
 
 
-def gpu_providers(device: str, available: list[str]) -> list:
+def gpu_providers(device: str, available: list[str], onnx_path: str | Path) -> list:
     """ONNX Runtime's GPU providers for ``device`` ("cuda" or "cuda:N"), with the device number (the
     providers otherwise take GPU 0 whatever was asked) and, for TensorRT, an engine cache so each new
     process does not build the engine again (minutes for a large network). [] for the CPU."""
     if not device.startswith("cuda"):
         return []
     index = int(device.partition(":")[2] or 0)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "capsule_triage" / "tensorrt"
-    if "TensorrtExecutionProvider" in available:
-        cache.mkdir(parents=True, exist_ok=True)
-    options = {"TensorrtExecutionProvider": {"device_id": index, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)},
+    options = {"TensorrtExecutionProvider": {"device_id": index, **_tensorrt_cache(onnx_path)} if "TensorrtExecutionProvider" in available else {},
                "CUDAExecutionProvider": {"device_id": index}}
     return [(name, provider_options) for name, provider_options in options.items() if name in available]
+
+
+def _tensorrt_cache(onnx_path: str | Path) -> dict:
+    """TensorRT's engine cache options for one ONNX file: a folder per file content, because ONNX
+    Runtime names an engine after the graph's node names, not its weights (a retrained model of the
+    same architecture would load the old engine: microsoft/onnxruntime#6455). {} (no cache) when the
+    cache folder cannot be made (a read-only home in a container)."""
+    from .digests import file_sha256
+
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "capsule_triage" / "tensorrt" / file_sha256(onnx_path)[:16]
+        cache.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError):  # RuntimeError: Path.home() without a home
+        return {}
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache)}
 
 
 def onnx_backend(name: str, path: str | Path, **options) -> OnnxBackend | OpenVinoBackend:

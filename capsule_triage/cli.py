@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
-from .errors import TriageError
+from .errors import InputError, TriageError
 
 app = typer.Typer(
     add_completion=False,
@@ -92,6 +92,9 @@ def run(
     from .presets import load_pipeline
 
     try:
+        if source.is_file() and (fps is not None or timestamps is not None):  # before the model loads
+            raise InputError("--fps" if fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
+                             "(a video's frame times come from its stream)")
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         warn_backend(classifier)

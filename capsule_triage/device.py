@@ -78,6 +78,8 @@ def cuda_unsupported(index: int) -> str | None:
     """
     import torch
 
+    if getattr(torch.version, "hip", None):  # ROCm: "cuda" devices are AMD GPUs with gfx... architectures
+        return None
     major, minor = torch.cuda.get_device_capability(index)
     built = [(kind, int(number) // 10, int(number) % 10) for kind, number in
              (re.fullmatch(r"(sm|compute)_(\d+)[a-z]?", arch).groups() for arch in torch.cuda.get_arch_list()
@@ -87,6 +89,13 @@ def cuda_unsupported(index: int) -> str | None:
         return None
     return (f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor}) is not supported by this PyTorch build "
             f"(built for {', '.join(torch.cuda.get_arch_list())})")
+
+
+def gpu_name(device: str) -> str:
+    """The name of CUDA device ``device`` ("cuda" or "cuda:N"), as ``triage optimize`` records it."""
+    import torch
+
+    return torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
 
 
 def auto_device_note(requested: str) -> str | None:

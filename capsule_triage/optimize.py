@@ -23,7 +23,7 @@ import torch
 from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
-from .device import cuda_unsupported, resolve_device
+from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
@@ -208,6 +208,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             identical &= _events(pts, index, probs, config, params) == _events(pts, index, ref, config, params)
         diff = np.concatenate(diffs)
         report["candidates"][name] = {
+            **({"gpu": gpu_name("cuda")} if name == "torch-fp16" else {}),  # checked and timed on this GPU (the rest on the CPU)
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
             "events_identical": bool(identical),
             **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),

@@ -89,7 +89,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     """
     started = time.perf_counter()
     input_path = Path(input_path)
-    check_run(input_path, pipeline, classifier, options)
+    options = check_run(pipeline, classifier, options)
     read = model_read_options(pipeline.read, classifier, options)
     unchanged = source_state(input_path)
     info = probe(input_path, read)  # fails fast, before any output exists
@@ -191,11 +191,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:
     """Where this source is decoded: "process" or "thread" (see ``RunOptions.decode_in``)."""
-    if options.decode_in not in ("auto", "process", "thread"):
-        raise ValueError(f"decode_in must be 'auto', 'process' or 'thread', got {options.decode_in!r}")
     if options.decoder_processes > 1:
-        if options.skip_duplicates:
-            raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
         return "process"
     if options.decode_in != "auto":
         return options.decode_in

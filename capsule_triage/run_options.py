@@ -1,18 +1,20 @@
 """Per-run settings of :func:`~capsule_triage.pipeline.triage_study`, checked before any work.
 
 The library refuses what the CLI refuses, with the same messages (named by their CLI flag), so a
-script that passes ``batch_size=-4`` or ``folder_fps`` for a video learns it at once, not from a
-numpy error in the decoder or from a run.json recording the wrong value (QA pass 13).
+script that passes ``batch_size=-4`` learns it at once, not from a numpy error in the decoder or from
+a run.json recording the wrong value (QA pass 13). Numbers may be numpy scalars (a threshold taken
+from an evaluation's scores); they are recorded as Python numbers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError, WeightsError
+from .errors import WeightsError
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -66,13 +68,16 @@ class RunOptions:
     decoder_processes: int = 1
 
 
-def check_run(source: Path, pipeline: "Pipeline", classifier: "Classifier", options: RunOptions) -> None:
-    """Refuse options out of range or of the wrong type, folder options for a file, and a classifier
-    whose classes are not the pipeline's (its ranking settings and run.json would describe another model).
+def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOptions) -> RunOptions:
+    """Refuse options out of range or of the wrong type, and a classifier whose classes are not the
+    pipeline's (its ranking settings and run.json would describe another model). ``folder_fps`` and
+    ``timestamps_csv`` apply to frame folders and are ignored for a video (one RunOptions serves every
+    study of a batch; ``triage run`` refuses them for a video before loading the model).
+
+    Returns the options with numpy scalars made Python numbers.
 
     Raises:
         ValueError: an option out of range or of the wrong type.
-        InputError: ``folder_fps`` or ``timestamps_csv`` for a file (a video's frame times come from its stream).
         WeightsError: the classifier's classes differ from the preset's.
     """
     checks = [
@@ -90,23 +95,31 @@ def check_run(source: Path, pipeline: "Pipeline", classifier: "Classifier", opti
     for flag, value, ok, expected in checks:
         if not ok:
             raise ValueError(f"{flag} must be {expected}, got {value!r}")
-    if source.is_file() and (options.folder_fps is not None or options.timestamps_csv is not None):
-        raise InputError("--fps" if options.folder_fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
-                         "(a video's frame times come from its stream)")
+    if options.decoder_processes > 1 and options.skip_duplicates:
+        raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
     if classifier.config.class_names != pipeline.model.class_names:
         raise WeightsError(classifier.weights_path or classifier.config.name or "classifier",
                            f"weights classes {classifier.config.class_names} do not match the preset's {pipeline.model.class_names} "
                            f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))")
+    return _plain(options)
 
 
 def _whole(value, low: int, *, optional: bool = True) -> bool:
     if value is None:
         return optional
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
 
 
 def _real(value, low: float, high: float) -> bool:
-    """None, or an int/float (not a bool or a string) in [low, high]; NaN fails."""
+    """None, or a real number (numpy's too; not a bool or a string) in [low, high]; NaN fails."""
     if value is None:
         return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
+
+
+def _plain(options: RunOptions) -> RunOptions:
+    """``options`` with numpy scalars as Python numbers (run.json is JSON)."""
+    whole = {name: int(getattr(options, name)) for name in ("batch_size", "top_k", "decoder_processes", "queue_depth")
+             if getattr(options, name) is not None}
+    real = {name: float(getattr(options, name)) for name in ("threshold", "folder_fps", "skip_duplicates") if getattr(options, name) is not None}
+    return replace(options, **whole, **real)

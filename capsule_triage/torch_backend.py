@@ -42,7 +42,8 @@ class TorchBackend:
 
     The backend runs its own copy of the network: the caller's ``model`` is not moved, put in eval
     mode or frozen (two backends built from one model on two devices each keep theirs). On CUDA,
-    ``fp32`` means fp32 (TF32 off: it is a lower precision nothing has checked), and a batch that runs
+    ``fp32`` means fp32 (TF32 off, for the whole process: it is a lower precision nothing has
+    checked; a notebook's own GPU training then runs without TF32 too), and a batch that runs
     out of device memory is split in halves and run again (:class:`~capsule_triage.errors.DeviceError`
     at one frame).
 
@@ -69,19 +70,22 @@ class TorchBackend:
         return np.concatenate([self._fitting(run) for run in split_runs(frames_nhwc, self.batch_size)])
 
     def _fitting(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        """``_forward``, in halves while a batch does not fit in device memory."""
+        """``_forward``, in halves while a batch does not fit in device memory. The halves run after
+        the ``except`` block: inside it the exception's traceback keeps the failed attempt's tensors
+        alive (PyTorch FAQ), and the halves would not fit either."""
         try:
             return self._forward(frames_nhwc)
         except torch.OutOfMemoryError:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(frames_nhwc) == 1:
-                raise DeviceError(self.device, f"out of memory for one {frames_nhwc.shape[1]}x{frames_nhwc.shape[2]} frame "
-                                               "(another process on the device, or a model too large for it?)") from None
-            half = (len(frames_nhwc) + 1) // 2
-            return np.concatenate([self._fitting(frames_nhwc[:half]), self._fitting(frames_nhwc[half:])])
+            pass
         except torch.AcceleratorError as exc:  # sticky: this process cannot use the device again
             raise DeviceError(self.device, f"device error ({str(exc).splitlines()[0]}); this process cannot use it again") from None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(frames_nhwc) == 1:
+            raise DeviceError(self.device, f"out of memory for one {frames_nhwc.shape[1]}x{frames_nhwc.shape[2]} frame "
+                                           "(another process on the device, or a model too large for it?)")
+        half = (len(frames_nhwc) + 1) // 2
+        return np.concatenate([self._fitting(frames_nhwc[:half]), self._fitting(frames_nhwc[half:])])
 
     def _forward(self, frames_nhwc: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
@@ -97,10 +101,12 @@ class TorchBackend:
 
 
 def _own_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """A copy of ``model`` on ``device`` with frozen parameters, sharing no module with the caller's.
+    """A copy of ``model``'s modules on ``device`` with frozen parameters: building a backend never
+    moves, freezes or switches the caller's model to eval mode.
 
     The tensors are copied straight to ``device`` (no second copy in host memory for a large network
-    on a GPU); on the CPU they are shared with the caller's model, which stays as it was.
+    on a GPU). On the CPU the copy shares the caller's tensor storage (no copy of a large network): a
+    caller who goes on training the same model object changes what the backend scores with.
     """
     memo = {id(p): nn.Parameter(p.detach().to(device), requires_grad=False) for p in model.parameters()}
     memo.update({id(b): b.to(device) for b in model.buffers()})

@@ -424,22 +424,28 @@ def test_an_onnx_file_that_cannot_be_loaded_gets_the_right_advice(optimized, mon
         load_classifier(load_pipeline("capsule-bleeding"), weights=str(folder), backend="ort-fp32")
 
 
-def test_auto_on_cuda_runs_fp32_until_optimize_on_a_gpu_accepted_fp16(optimized, tmp_path):
+def test_auto_on_cuda_runs_fp32_until_optimize_on_this_gpu_accepted_fp16(optimized, tmp_path, monkeypatch):
     """Review: auto on CUDA ran fp16 that nothing had checked against fp32 (optimize checked CPU
-    backends only). Decided without a GPU: the choice reads the report, the device is a name."""
+    backends only), then took the CPU's batch size and agreement for a GPU run. Decided without a GPU:
+    the choice reads the report, the GPU's name is what optimize records."""
+    from capsule_triage import backend_choice
+
+    monkeypatch.setattr(backend_choice, "gpu_name", lambda device: "GPU A")
     folder, report = optimized
     assert "torch-fp16" not in report["candidates"]  # no usable GPU here: optimize checks CPU backends only
     choice = choose_backend("auto", "cuda", folder, report["weights_sha256"])
     assert choice["backend"] == "torch-fp32" and "fp16 is chosen once `triage optimize` on this GPU accepted it" in choice["reason"]
+    assert "tuning" not in choice and "agreement" not in choice  # the report's torch-fp32 row was measured on the CPU
     explicit = choose_backend("torch-fp16", "cuda:1", folder, report["weights_sha256"])
     assert explicit["warnings"] == ["torch-fp16 has not been checked against fp32 for these weights (`triage optimize` on this GPU "
                                     "checks it); its scores may differ from fp32"]
-    for accepted in (True, False):
-        copy = tmp_path / f"w{accepted}"
+    for gpu, accepted, expected in (("GPU A", True, "torch-fp16"), ("GPU A", False, "torch-fp32"), ("GPU B", True, "torch-fp32")):
+        copy = tmp_path / f"w{gpu[-1]}{accepted}"
         shutil.copytree(folder, copy)
-        fp16 = dict(report["candidates"]["torch-fp32"], accepted=accepted, max_score_diff=0.01 if accepted else 0.2)
+        fp16 = dict(report["candidates"]["torch-fp32"], accepted=accepted, max_score_diff=0.01 if accepted else 0.2, gpu=gpu,
+                    tuning={"batch_size": 64, "threads": 1, "streams": 1})
         (copy / "backends.json").write_text(json.dumps(dict(report, candidates={**report["candidates"], "torch-fp16": fp16})))
         choice = choose_backend("auto", "cuda", copy, report["weights_sha256"])
-        assert choice["backend"] == ("torch-fp16" if accepted else "torch-fp32"), choice
+        assert choice["backend"] == expected, (gpu, accepted, choice)
+        assert ("tuning" in choice) is (expected == "torch-fp16") and choice.get("tuning", {}).get("batch_size", 64) == 64
         assert choose_backend("auto", "cpu", copy, report["weights_sha256"])["backend"] != "torch-fp16"
-    assert choice["backend"] == "torch-fp32" and "warnings" not in choice

@@ -60,6 +60,23 @@ def test_a_batch_that_does_not_fit_runs_in_halves_and_one_frame_that_does_not_is
     monkeypatch.setattr(backend, "_forward", small_memory)
     np.testing.assert_allclose(backend.logits(frames), expected, atol=1e-5)
     assert sizes == [7, 4, 2, 2, 3, 2, 1]
+    # Review: the halves ran inside the except block, whose traceback kept the failed attempt's tensors alive
+    import gc
+    import weakref
+
+    alive = []
+
+    def failing_with_a_tensor(batch):
+        held = torch.zeros(len(batch), 1000)
+        alive.append(weakref.ref(held))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        gc.collect()
+        assert sum(ref() is not None for ref in alive) == 1, "a failed attempt's tensors are still alive"  # only this one
+        return forward(batch)
+
+    monkeypatch.setattr(backend, "_forward", failing_with_a_tensor)
+    np.testing.assert_allclose(backend.logits(frames), expected, atol=1e-5)
     monkeypatch.setattr(backend, "_forward", lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
     with pytest.raises(DeviceError) as error:
         backend.logits(frames[:2])
@@ -82,7 +99,7 @@ def fake_gpu(monkeypatch):
     return install
 
 
-def test_gpus_the_pytorch_build_cannot_run_are_named_and_auto_falls_back_to_the_cpu(fake_gpu):
+def test_gpus_the_pytorch_build_cannot_run_are_named_and_auto_falls_back_to_the_cpu(fake_gpu, monkeypatch):
     fake_gpu((7, 0))
     message = ("Tesla V100-SXM2-16GB (compute capability 7.0) is not supported by this PyTorch build "
                "(built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120)")
@@ -96,21 +113,31 @@ def test_gpus_the_pytorch_build_cannot_run_are_named_and_auto_falls_back_to_the_
         assert cuda_unsupported(0) is None and resolve_device("auto") == torch.device("cuda") and auto_device_note("auto") is None
     fake_gpu((12, 1), archs=["sm_80", "compute_90"])  # PTX compiles for newer GPUs
     assert cuda_unsupported(0) is None
+    fake_gpu((9, 4), archs=["gfx90a", "gfx942"])
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # ROCm: AMD GPUs, no sm_ architectures to compare with
+    assert cuda_unsupported(0) is None
+    monkeypatch.setattr(torch.version, "hip", None)
     fake_gpu((8, 6), count=2)
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match=r"^--device cuda:2: this machine has 2 CUDA devices \(cuda:0 to cuda:1\)$"):
         resolve_device("cuda:2")
 
 
-def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its_place(model_and_config, tmp_path):
-    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    providers = gpu_providers("cuda:1", every)
-    assert [(name, options["device_id"]) for name, options in providers] == [("TensorrtExecutionProvider", 1), ("CUDAExecutionProvider", 1)]
-    assert providers[0][1]["trt_engine_cache_enable"] is True
-    assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [("CUDAExecutionProvider", {"device_id": 0})]
-    assert gpu_providers("cpu", every) == []
+def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its_place(model_and_config, tmp_path, monkeypatch):
     model, config = model_and_config
     path = export_onnx(model.eval(), config, tmp_path / "model.fp32.onnx")
+    other = export_onnx(create_model(config).eval(), config, tmp_path / "other.fp32.onnx")  # same graph, other weights
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = gpu_providers("cuda:1", every, path)
+    assert [(name, options["device_id"]) for name, options in providers] == [("TensorrtExecutionProvider", 1), ("CUDAExecutionProvider", 1)]
+    assert providers[0][1]["trt_engine_cache_enable"] is True
+    # Review: TensorRT names an engine after the graph, not its weights: one cache folder per file content
+    assert providers[0][1]["trt_engine_cache_path"] != gpu_providers("cuda:1", every, other)[0][1]["trt_engine_cache_path"]
+    monkeypatch.setenv("XDG_CACHE_HOME", "/dev/null/cache")  # cannot be made: no cache, not an error
+    assert gpu_providers("cuda", every, path)[0] == ("TensorrtExecutionProvider", {"device_id": 0})
+    assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], path) == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert gpu_providers("cpu", every, path) == []
     assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
-    with pytest.raises(ValueError, match=r"^--device cuda:1: this onnxruntime has no CUDA provider \(install onnxruntime-gpu\)"):
+    with pytest.raises(ValueError, match=r"^--device cuda:1: ONNX Runtime cannot use the GPU here \(the onnxruntime package has no CUDA provider"):
         OnnxBackend(path, name="ort-fp32", device="cuda:1")  # the CPU-only wheel, as installed here

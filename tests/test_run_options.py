@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
-from capsule_triage.errors import InputError, WeightsError
+from capsule_triage.errors import WeightsError
 from conftest import DEMO_CLIP
 
 
@@ -40,15 +40,21 @@ def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(b
     assert str(error.value) == message and not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_folder_options_for_a_video_and_a_classifier_of_another_pipeline_are_refused(bleeding, tmp_path):
+def test_a_classifier_of_another_pipeline_is_refused_and_numpy_numbers_and_folder_options_on_a_video_are_taken(bleeding, tmp_path):
+    """Review: one RunOptions serves every study of a batch, so folder options on a video are ignored
+    there (triage run refuses them before loading the model); numpy scalars (a threshold from an
+    evaluation's scores) are numbers and are recorded as plain ones."""
+    import numpy as np
+
     pipeline, classifier = bleeding
-    for options, option in ((dict(folder_fps=7.0), "--fps"), (dict(timestamps_csv=tmp_path / "t.csv"), "--timestamps")):
-        with pytest.raises(InputError) as error:
-            triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", **options))
-        assert str(error.value) == f"{option}: applies to a frame folder; {DEMO_CLIP} is a file (a video's frame times come from its stream)"
     with pytest.raises(WeightsError, match=r"weights classes \['non-bleeding', 'bleeding'\] do not match the preset's \['GC', 'GU', 'CG'\] "
                                            r"\(gastric-3class-resnet50\); load the classifier for this pipeline"):
         triage_study(DEMO_CLIP, load_pipeline("gastric-3class-resnet50"), classifier, RunOptions(out=tmp_path / "out"))
+    with pytest.raises(ValueError, match="^skipping duplicates compares frames in time order: use one decoder process with it$"):
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", skip_duplicates=2.0, decoder_processes=2))
     assert list(tmp_path.iterdir()) == []
-    result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", batch_size=8, top_k=0, threshold=0.4))
-    assert result.run["parameters"]["read"]["batch_size"] == 8 and result.frames == 64
+    result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", batch_size=np.int64(8), top_k=np.int64(0),
+                                                                      threshold=np.float32(0.4), folder_fps=7.0, timestamps_csv=tmp_path / "t.csv"))
+    read, rank = result.run["parameters"]["read"], result.run["parameters"]["rank"]
+    assert read["batch_size"] == 8 and type(read["batch_size"]) is int and result.frames == 64
+    assert rank["enter_threshold"] == pytest.approx(0.4) and type(rank["enter_threshold"]) is float
