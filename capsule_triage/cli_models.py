@@ -115,6 +115,8 @@ def _print_training(folder: Path) -> None:
     best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
     metric = f", val metric {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
+    config = json.loads((folder / "config.json").read_text())  # said, so a landmark class flagged as abnormal is seen (--abnormal)
+    _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
     _echo(f"Wrote {folder}")
 
 

@@ -6,11 +6,13 @@ A data source is one of:
   (``train``/``val``/``test``; ``validation``/``valid``/``dev`` mean ``val``). Paths are relative to
   the CSV's folder. A folder holding ``manifest.csv`` is read through that manifest.
 * an image-folder tree: one sub-folder per class (images anywhere below it), optionally under split
-  folders ``train/``, ``val/``, ``test/``. A folder tree has no groups: every image is its own group.
-  Folders of segmentation masks or annotations (``masks_bleeding/``, ``bleeding/Annotations/``,
-  ``Ground Truth/``: public datasets ship them beside or inside the class folders) are neither a
-  class nor frames; they, images outside the class folders and image types that are not read are
-  listed in :attr:`LabelledSource.unread`, so training and evaluation can say what they left out.
+  folders ``train/``, ``val/``, ``test/`` (any case; ``training``, ``valid``, ``validation``, ``dev``,
+  ``testing`` too). A folder tree has no groups: every image is its own group. Folders and images
+  of segmentation masks or annotations (``masks_bleeding/``, ``bleeding/Annotations/``,
+  ``Ground Truth/``, ``0_mask.png``: public datasets ship them beside or inside the class folders)
+  are neither a class nor frames; they, images outside the class folders, empty class folders and
+  image types that are not read are listed in :attr:`LabelledSource.unread`, so training and
+  evaluation can say what they left out.
 
 Validation frames come from the manifest's ``val`` split when it has one; otherwise
 :func:`assign_validation` moves whole groups of the training pool (``train`` or unassigned rows) to
@@ -27,6 +29,7 @@ import csv
 import hashlib
 import os
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,12 +97,16 @@ class LabelledSource(NamedTuple):
         samples: the labelled images.
         group_column: the manifest's group column, or None.
         unread: what a folder tree holds that is not read as labelled frames, one short phrase per kind
-            (mask or annotation folders, images outside the class folders, image types not read).
+            (mask or annotation folders and images, images outside the class folders, empty class
+            folders, image types not read).
+        notes: how the tree was read where a user may have meant otherwise (a class folder made of
+            several image folders, as HyperKvasir's lower-gi-tract/pathological-findings/polyps/).
     """
 
     samples: list[Sample]
     group_column: str | None
     unread: list[str]
+    notes: list[str] = []
 
 
 def read_samples(data: str | Path) -> LabelledSource:
@@ -120,7 +127,7 @@ def read_samples(data: str | Path) -> LabelledSource:
 
 def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read manifest CSV ({exc})") from None
@@ -136,7 +143,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
         if not (row.get("label") or "").strip():
             raise InputError(path, f"empty label for {row['path']} (row {number})")
-        image = (path.parent / row["path"]).resolve()
+        image = _on_disk((path.parent / row["path"].replace("\\", os.sep)).resolve())  # a manifest written on Windows
         if image in first_row:  # a second label, group or split for one image: ambiguous, or a leak across the split
             raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image]} and {number}); list each image once")
         first_row[image] = number
@@ -149,7 +156,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
 
 
 def is_mask_folder(name: str) -> bool:
-    """Whether a folder's name says it holds segmentation masks or annotations rather than frames."""
+    """Whether a folder's (or an image's) name says it holds segmentation masks or annotations rather
+    than frames."""
     return MASK_FOLDER.search(name.casefold()) is not None
 
 
@@ -157,7 +165,7 @@ class _Unread:
     """What a folder tree holds that is not read, named relative to its root."""
 
     def __init__(self, root: Path):
-        self.root, self.masks, self.loose, self.beside = root, [], [], []
+        self.root, self.masks, self.mask_files, self.loose, self.beside, self.empty = root, [], [], [], [], []
         self.other: dict[str, list[str]] = defaultdict(list)
 
     def name(self, path: str | Path, folder: bool = False) -> str:
@@ -165,12 +173,26 @@ class _Unread:
 
     def phrases(self) -> list[str]:
         found = [f"{plural(len(self.masks), 'mask or annotation folder')} (not a class, not frames): {listed(self.masks)}"] if self.masks else []
+        found += [f"{plural(len(self.mask_files), 'mask image')} (by name, not frames): {listed(self.mask_files)}"] if self.mask_files else []
+        found += [f"{plural(len(self.empty), 'class folder')} without images (not a class): {listed(self.empty)}"] if self.empty else []
         found += [f"{plural(len(self.loose), 'image')} outside the class folders: {listed(self.loose)}"] if self.loose else []
         found += [f"{plural(len(self.beside), 'folder')} beside the split folders {', '.join(s + '/' for s in SPLIT_FOLDERS)}: "
                   f"{listed(self.beside)}"] if self.beside else []
         found += [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
                   for suffix, names in sorted(self.other.items())]
         return found
+
+
+def _on_disk(path: Path) -> Path:
+    """``path``, or its name in the other Unicode normal form when only that exists (a manifest written
+    in NFC naming files that a Mac stored decomposed, NFD, or the reverse)."""
+    if path.exists():
+        return path
+    for form in ("NFC", "NFD"):
+        other = Path(unicodedata.normalize(form, str(path)))
+        if other.exists():
+            return other
+    return path
 
 
 def _images_below(folder: Path, unread: _Unread) -> list[Path]:
@@ -185,7 +207,9 @@ def _images_below(folder: Path, unread: _Unread) -> list[Path]:
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith("."):
                 continue
-            if suffix in IMAGE_SUFFIXES:
+            if suffix in IMAGE_SUFFIXES and is_mask_folder(os.path.splitext(name)[0]):  # 0_mask.png beside 0.png
+                unread.mask_files.append(unread.name(os.path.join(top, name)))
+            elif suffix in IMAGE_SUFFIXES:
                 found.append(Path(top, name))
             elif suffix in OTHER_IMAGE_SUFFIXES:
                 unread.other[suffix].append(unread.name(os.path.join(top, name)))
@@ -193,8 +217,10 @@ def _images_below(folder: Path, unread: _Unread) -> list[Path]:
 
 
 def _read_tree(root: Path) -> LabelledSource:
-    split_dirs = [(root / s, s) for s in SPLIT_FOLDERS if (root / s).is_dir()]
-    samples, unread = [], _Unread(root)
+    top = sorted((e for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")), key=lambda e: natural_key(e.name))
+    # split folders as people name them: Train/, TEST/, valid/, validation/ (QA 14: Train/ and Test/ were trained as two classes)
+    split_dirs = [(e, SPLIT_ALIASES[e.name.casefold()]) for e in top if SPLIT_ALIASES.get(e.name.casefold())]
+    samples, unread, merged = [], _Unread(root), []
     for folder, split in split_dirs or [(root, "")]:
         entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
         unread.loose += [unread.name(e) for e in entries if e.suffix.lower() in IMAGE_SUFFIXES and e.is_file()]
@@ -202,13 +228,20 @@ def _read_tree(root: Path) -> LabelledSource:
             if is_mask_folder(class_dir.name):
                 unread.masks.append(unread.name(class_dir, folder=True))
                 continue
-            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in _images_below(class_dir, unread)]
+            images = _images_below(class_dir, unread)
+            unread.empty += [] if images else [unread.name(class_dir, folder=True)]
+            parts = sorted({str(p.parent.relative_to(class_dir)) for p in images} - {"."}, key=natural_key)
+            if len(parts) > 1:  # e.g. lower-gi-tract/ holding polyps/ and cecum/: one class, maybe not what was meant
+                merged.append(f"{unread.name(class_dir, folder=True)} ({listed([p + '/' for p in parts])})")
+            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in images]
     if split_dirs:
-        unread.beside = [unread.name(e, folder=True) for e in sorted(root.iterdir(), key=lambda e: natural_key(e.name))
-                         if e.is_dir() and not e.name.startswith(".") and e.name not in SPLIT_FOLDERS]
+        unread.beside = [unread.name(e, folder=True) for e in top if not SPLIT_ALIASES.get(e.name.casefold())]
     if not samples:
-        raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)")
-    return LabelledSource(samples, None, unread.phrases())
+        raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)"
+                               + (f"; not read: {'; '.join(unread.phrases())}" if unread.phrases() else ""))
+    notes = [f"{plural(len(merged), 'class folder')} made of several image folders, each read as one class: {listed(merged)} "
+             "(for a class per leaf folder, point DATA at the folder above them or list the frames in a manifest)"] if merged else []
+    return LabelledSource(samples, None, unread.phrases(), notes)
 
 
 def class_order(labels: list[str] | set[str]) -> list[str]:
@@ -254,9 +287,17 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
     """Refuse splits that would train something other than what was asked, before any image is loaded.
 
     Raises:
-        InputError: no training frames, a class without training frames, no validation frames although
+        InputError: class names equal but for case or Unicode form, no training frames, a class without
+            training frames, no validation frames although
             ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
     """
+    same: dict[str, set[str]] = defaultdict(set)
+    for label in {s.label for s in samples}:
+        same[unicodedata.normalize("NFC", label).casefold()].add(label)
+    twins = [sorted(names) for names in same.values() if len(names) > 1]
+    if twins:  # QA 14: 'Ulcer'/'ulcer', or 'Läsion' written on a Mac (NFD) and elsewhere (NFC), trained as two classes
+        raise InputError(data, f"class names that differ only in case or Unicode form: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
+                               "give each class one name (rename the folders or the labels)")
     train_labels = {s.label for s in samples if s.split == "train"}
     if not train_labels:
         raise InputError(data, "no training images (all rows are val/test)")

@@ -160,7 +160,7 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = overlap_warning(known, select(samples, split), split) if known is not None else _training_overlap(select(samples, split), config, split)
     warnings = [w for w in (unfinished_training(config), overlap,
-                            unread and f"{data}: not read: {'; '.join(unread)}") if w]
+                            *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings
     if selection is not None:
@@ -211,9 +211,11 @@ def _training_data(config: ModelConfig) -> str | None:
 
 
 def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str, list[str]]:
-    """The samples and the split to score, and what the data holds that is not read: data without any
+    """The samples and the split to score, and the data's warnings (what is not read, how it was read): data without any
     split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
-    samples, _, unread = read_samples(data)
+    samples, _, unread, notes = read_samples(data)
+    unread = [f"not read: {'; '.join(unread)}"] if unread else []
+    unread += notes
     if split == "test" and not any(s.split for s in samples):
         trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
         if (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config))):

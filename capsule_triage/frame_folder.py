@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InputError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp"})
 # Image types an export may hold that are not read as frames; named when found, never silently dropped.
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -31,7 +31,8 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 
 def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
-    """Per-class precision, sensitivity, specificity, F1 and support, their macro averages, and accuracy."""
+    """Per-class precision, sensitivity, specificity, F1 and support, their macro averages over the
+    classes present in the data (``macro["classes"]``), and accuracy."""
     cm = np.asarray(cm, dtype=np.int64)
     total = cm.sum()
     classes = {}
@@ -47,7 +48,12 @@ def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
             "f1": _ratio(2 * tp, 2 * tp + fp + fn),
             "support": int(tp + fn),
         }
-    macro = {k: float(np.nanmean([c[k] for c in classes.values()])) for k in ("precision", "sensitivity", "specificity", "f1")}
+    # Over the classes present in the data, for every metric alike (QA 14: with a class absent from the
+    # test frames, macro specificity counted its trivial 1.0 while the other three left it out).
+    present = [c for c in classes.values() if c["support"] > 0] or list(classes.values())
+    macro = {k: float(np.nanmean([c[k] for c in present])) if not all(np.isnan(c[k]) for c in present) else float("nan")
+             for k in ("precision", "sensitivity", "specificity", "f1")}
+    macro["classes"] = [name for name, c in classes.items() if c in present]
     return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro}
 
 

@@ -126,8 +126,8 @@ def train(options: TrainOptions) -> Path:
     if saved is not None and saved.get("finished"):
         return out
     source = read_samples(options.data)
-    if source.unread:
-        warnings.warn(f"{options.data}: not read: {'; '.join(source.unread)}", DataWarning, stacklevel=2)
+    for message in ([f"not read: {'; '.join(source.unread)}"] if source.unread else []) + source.notes:
+        warnings.warn(f"{options.data}: {message}", DataWarning, stacklevel=2)
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)

@@ -14,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
-from capsule_triage.datasets import is_mask_folder, read_samples
+from capsule_triage.datasets import is_mask_folder, load_images, read_samples
 from capsule_triage.errors import DataWarning
 from capsule_triage.train import TrainOptions, train
 
@@ -55,7 +55,7 @@ def test_mask_folders_are_not_classes_and_whatever_is_not_read_is_named(publishe
         "2 mask or annotation folders (not a class, not frames): train/bleeding/Annotations/, train/masks_bleeding/",
         "1 image outside the class folders: train/stray.png",
         "1 folder beside the split folders train/, val/, test/: extra/",
-        "1 gif file: train/non-bleeding/clip.gif (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
+        "1 gif file: train/non-bleeding/clip.gif (frames are .bmp, .jfif, .jpeg, .jpg, .png, .tif, .tiff, .webp)",
     ]
     assert read_samples(published_layout / "test").unread == []
 
@@ -91,6 +91,63 @@ def test_train_and_eval_print_one_warning_line_naming_the_data(published_layout,
     lines = [line for line in trained.output.splitlines() if line.startswith("Warning:")]
     assert lines == [f"Warning: {published_layout}: not read: " + "; ".join(read_samples(published_layout).unread)]
     assert trained.output.index("Warning:") < trained.output.index("Best epoch")  # said before training, not after
+    assert "Classes non-bleeding, bleeding; abnormal (flagged by triage run): bleeding" in trained.output
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout)])
     assert evaluated.exit_code == 0, evaluated.output
     assert "train/masks_bleeding/" in evaluated.output and "on test (8 frames" in evaluated.output
+
+
+def test_dataset_layouts_as_published_are_read_as_meant(tmp_path):
+    """QA 14: Train/ and Test/ were trained as two classes (the test frames trained on); valid/ was not
+    a split; 0_mask.png beside 0.png was trained as a frame; an empty class folder vanished without a
+    word; HyperKvasir's nested folders became two classes without a word; .jfif frames were dropped."""
+    root = tmp_path / "caps"
+    for split in ("Train", "VALID", "Test"):
+        for label in ("bleeding", "normal"):
+            for i in range(2):
+                _image(root / split / label / f"{i}.png", i)
+    _image(root / "Train" / "bleeding" / "0_mask.png", 9, mask=True)
+    (root / "Train" / "ulcer").mkdir()
+    (root / "Train" / "normal" / "2.jfif").write_bytes(cv2.imencode(".jpg", np.full((48, 48, 3), 90, np.uint8))[1].tobytes())
+    source = read_samples(root)
+    assert sorted({s.label for s in source.samples}) == ["bleeding", "normal"]
+    assert {s.split for s in source.samples} == {"train", "val", "test"} and len(source.samples) == 13
+    assert source.unread == ["1 mask image (by name, not frames): Train/bleeding/0_mask.png",
+                             "1 class folder without images (not a class): Train/ulcer/"] and source.notes == []
+    jfif = [s for s in source.samples if s.path.suffix == ".jfif"]
+    assert load_images(jfif, size=32, class_names=["bleeding", "normal"]).images.float().mean() == pytest.approx(90, abs=2)
+    nested = tmp_path / "labeled-images"
+    for i, leaf in enumerate(("lower-gi-tract/pathological-findings/polyps", "lower-gi-tract/anatomical-landmarks/cecum",
+                              "upper-gi-tract/anatomical-landmarks/pylorus")):
+        _image(nested / leaf / f"{i}.jpg", i)
+    assert read_samples(nested).notes == [
+        "1 class folder made of several image folders, each read as one class: lower-gi-tract/ (anatomical-landmarks/cecum/, "
+        "pathological-findings/polyps/) (for a class per leaf folder, point DATA at the folder above them or list the frames in a manifest)"]
+
+
+def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
+    import unicodedata
+
+    from capsule_triage.datasets import assign_validation, check_training_splits
+    from capsule_triage.errors import InputError
+
+    for a, b in (("Ulcer", "ulcer"), (unicodedata.normalize("NFC", "Blutung_ä"), unicodedata.normalize("NFD", "Blutung_ä"))):
+        root = tmp_path / a
+        for label in ("normal", a, b):
+            for i in range(3):
+                _image(root / label / f"{i}.png", i)
+        samples = assign_validation(read_samples(root).samples, val_fraction=0.0, seed=0)
+        with pytest.raises(InputError, match="class names that differ only in case or Unicode form: "):
+            check_training_splits(root, samples, sorted({s.label for s in samples}), val_fraction=0.0)
+
+
+def test_manifests_from_excel_windows_and_macs_are_read(tmp_path):
+    import unicodedata
+
+    name = unicodedata.normalize("NFD", "Läsion_1.png")  # stored decomposed, as a Mac writes it
+    _image(tmp_path / "imgs" / "bleeding" / name, 1)
+    _image(tmp_path / "imgs" / "normal" / "0.png", 2)
+    nfc = unicodedata.normalize("NFC", name)
+    (tmp_path / "m.csv").write_bytes(("\ufeffpath,label\r\n" + f"imgs\\bleeding\\{nfc},bleeding\r\nimgs\\normal\\0.png,normal\r\n").encode())
+    samples = read_samples(tmp_path / "m.csv").samples
+    assert [s.path.name for s in samples] == [name, "0.png"] and all(s.path.is_file() for s in samples)

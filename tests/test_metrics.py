@@ -37,6 +37,17 @@ def test_seed_a_published_precision_sensitivity_f1():
     assert [per[c]["support"] for c in SEED_A_CLASSES] == [150, 150, 150]
 
 
+def test_macro_averages_cover_the_classes_present_in_the_data_for_every_metric():
+    """QA 14: with a class absent from the test frames, macro specificity averaged its trivial 1.0
+    over 3 classes while macro precision/sensitivity/F1 averaged 2."""
+    cm = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])  # no frame of class c, none predicted as c
+    report = metrics.per_class_report(cm, ["a", "b", "c"])
+    assert report["macro"]["classes"] == ["a", "b"]
+    assert report["macro"]["specificity"] == pytest.approx((9 / 10 + 8 / 10) / 2)
+    assert report["macro"]["sensitivity"] == pytest.approx((8 / 10 + 9 / 10) / 2)
+    assert report["per_class"]["c"]["support"] == 0 and report["per_class"]["c"]["specificity"] == 1.0
+
+
 def test_undefined_ratio_is_nan_not_zero():
     report = metrics.per_class_report(np.array([[5, 0], [0, 0]]), ["a", "b"])
     assert math.isnan(report["per_class"]["b"]["precision"])

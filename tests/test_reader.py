@@ -78,7 +78,7 @@ def test_frame_folder_reads_webp_orders_unicode_names_alike_and_names_what_it_do
     listing = scan_frame_folder(folder)
     assert [unicodedata.normalize("NFC", p.stem) for p in listing.images] == [f"L\u00e4sion_{i:02d}" for i in range(6)]
     assert listing.unread == ["images in 1 subfolder: part2/ (2)",
-                              "1 gif file: scan.gif (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+                              "1 gif file: scan.gif (frames are .bmp, .jfif, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
     batches, stats = _all(folder, folder_fps=2.0)
     assert stats.frames_decoded == 6 and stats.frames_skipped == 0
     np.testing.assert_allclose(batches[0].pts_seconds, np.arange(6) / 2)
@@ -100,7 +100,7 @@ def test_many_unread_files_are_summed_up_and_a_link_to_the_folder_itself_is_not_
     (folder / "self").symlink_to(".")
     assert scan_frame_folder(folder).unread == [
         "images in 4 subfolders: a/ (1), b/ (1), c/ (1) and 1 more",
-        "2000 dcm files: IM00000.dcm, IM00001.dcm, IM00002.dcm and 1997 more (frames are .bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
+        "2000 dcm files: IM00000.dcm, IM00001.dcm, IM00002.dcm and 1997 more (frames are .bmp, .jfif, .jpeg, .jpg, .png, .tif, .tiff, .webp)"]
 
 
 def test_a_png_with_data_after_its_end_is_read(tmp_path, frames24):

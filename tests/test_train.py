@@ -241,7 +241,7 @@ def test_init_paths_hub_file_and_imagenet_only_for_lite0(tmp_path):
 
 @needs_shared
 def test_group_disjoint_stratified_validation_split():
-    samples, group_col, _ = read_samples(WCE)  # the folder's manifest.csv
+    samples, group_col, *_ = read_samples(WCE)  # the folder's manifest.csv
     assert group_col == "near_dup_group"
     split = assign_validation(samples, val_fraction=0.2, seed=0)
     assert [s.split for s in split if s.split == "test"] == [s.split for s in samples if s.split == "test"]
@@ -261,7 +261,7 @@ def test_image_folder_tree_and_class_order(tmp_path):
         (tmp_path / split / label).mkdir(parents=True)
         for i in range(n):
             cv2.imwrite(str(tmp_path / split / label / f"f{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
-    samples, group_col, _ = read_samples(tmp_path)
+    samples, group_col, *_ = read_samples(tmp_path)
     assert group_col is None and len(samples) == 7 and {s.split for s in samples} == {"train", "test"}
     images = load_images(select(samples, "test"), size=32, class_names=["normal", "ulcer"])
     assert images.images.shape == (2, 3, 32, 32) and images.images.dtype == torch.uint8
