@@ -58,7 +58,8 @@ def batch_command(
         typer.echo(printable(f"Warning: {line}"), err=True)
     counts = result.counts
     fps = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
-    typer.echo(f"{len(result.rows)} studies: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
+    pending = f", {counts['pending']} pending" if counts.get("pending") else ""
+    typer.echo(f"{len(result.rows)} studies: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed{pending}; "
                f"{result.frames} frames in {result.wall_seconds:.1f} s ({fps:.1f} frames/s)")
     if result.summary_error:
         typer.echo(printable(f"Error: {result.summary_error}"), err=True)

@@ -356,6 +356,44 @@ def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, r
     assert not any((out / ".failed").iterdir()) and "aborted: " in (out / "batch.log").read_text()
 
 
+def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_it(random_weights, tmp_path, monkeypatch):
+    """A capsule export still being copied into the archive when the night's batch reached it was a
+    failed study ("truncated") and a red night (exit 1); when the input changed while it was read it
+    is pending, said in one Warning line. A cut file that does not change is still a failure."""
+    from capsule_triage.batch import worker
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "done.mp4")
+    data = DEMO_CLIP.read_bytes()
+    copying = tmp_path / "in" / "copying.mp4"
+    copying.write_bytes(data[: len(data) // 2])
+    real = worker.triage_study
+
+    def copy_goes_on(path, *args, **kwargs):
+        if Path(path).name == "copying.mp4" and copying.stat().st_size < len(data):
+            with open(copying, "ab") as fh:  # the copy writes on while the batch reads
+                fh.write(data[copying.stat().st_size: copying.stat().st_size + 4096])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "triage_study", copy_goes_on)
+    out = tmp_path / "out"
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert "2 studies: 1 ok, 0 skipped, 0 failed, 1 pending;" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Warning: {copying}: still being written (it changed while it was read: ") and line.endswith("; triaged on the next run")
+    row = next(r for r in pq.read_table(out / "studies.parquet").to_pylist() if r["input_path"] == "copying.mp4")
+    assert row["status"] == "pending" and "still being written" in row["error"] and not any((out / ".failed").iterdir())
+    monkeypatch.undo()
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")  # cut, and no longer changing
+    assert result.exit_code == 1 and ", 1 failed;" in result.stdout and "pending" not in result.stdout, result.stdout
+    copying.write_bytes(data)  # the copy finished
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0 and ", 0 failed;" in result.stdout, result.stdout
+    row = next(r for r in pq.read_table(out / "studies.parquet").to_pylist() if r["input_path"] == "copying.mp4")
+    assert row["status"] in ("ok", "skipped") and row["frames"] == 64  # skipped: the outputs of done.mp4 (same bytes) reused
+
+
 def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, random_weights, tmp_path):
     (tmp_path / "in").mkdir()
     shutil.copy(tree / "a_b.mp4", tmp_path / "in" / "clip.mp4")

@@ -43,6 +43,8 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
                    top_score=float(run["batch"]["top_score"]), wall_seconds=float(run["wall_seconds"]),
                    fps=float(run["fps"]), model=run["model"]["name"], input_sha256=run["input"]["sha256"],
                    output_dir=study.study_id)
+    elif status == "pending" and error:  # e.g. still being written: why it waits for the next run
+        row.update(error=error)
     elif status == "failed":
         try:
             record = json.loads((out_dir / FAILED_DIR / f"{study.study_id}.json").read_text())

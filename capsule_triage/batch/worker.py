@@ -29,7 +29,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import DeviceError, InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study
+from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study, being_written
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..digests import file_sha256, weights_sha256
@@ -204,8 +204,10 @@ class StudyWorker:
         started = time.perf_counter()
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
+        first_state = input_state  # the earliest look at the input: changed by the time it fails = still being written
         try:
             state = source_state(study.path)  # once per study: a stat of every image of a frame folder
+            first_state = first_state or state
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
                 input_sha = None
             hashed_under_state = input_sha is not None and input_state == state
@@ -252,6 +254,9 @@ class StudyWorker:
         except DeviceError as exc:  # every later study would fail the same way
             raise WorkerSetupError(exc.path, exc.message) from None
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
+            if isinstance(exc, InputError) and being_written(study.path, first_state):  # an export still being copied in
+                note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
+                return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
