@@ -51,6 +51,8 @@ MANIFEST_NAME = "manifest.csv"
 NORMAL_NAMES = ("normal", "negative", "healthy", "benign", "background")
 NORMAL_PREFIXES = ("normal", "non-", "non_", "no-", "no_")
 # Folder names of masks and annotations, as a word of the name: "masks_bleeding", "Annotations", "Ground Truth", "gt".
+# An image named as a mask ("0_mask.png", "mask_12.jpg"); not "gt"/"annotation", words frame exports use too ("frame_gt_001").
+MASK_FILE = re.compile(r"(?:^|[^a-z0-9])masks?(?:[^a-z0-9]|$)")
 MASK_FOLDER = re.compile(r"(?:^|[^a-z0-9])(?:masks?|annotations?|segmentations?|ground[ _-]?truths?|gt)(?:[^a-z0-9]|$)")
 
 
@@ -143,7 +145,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
         if not (row.get("label") or "").strip():
             raise InputError(path, f"empty label for {row['path']} (row {number})")
-        image = _on_disk((path.parent / row["path"].replace("\\", os.sep)).resolve())  # a manifest written on Windows
+        image = _on_disk(path.parent, row["path"])
         if image in first_row:  # a second label, group or split for one image: ambiguous, or a leak across the split
             raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image]} and {number}); list each image once")
         first_row[image] = number
@@ -183,16 +185,15 @@ class _Unread:
         return found
 
 
-def _on_disk(path: Path) -> Path:
-    """``path``, or its name in the other Unicode normal form when only that exists (a manifest written
-    in NFC naming files that a Mac stored decomposed, NFD, or the reverse)."""
-    if path.exists():
-        return path
-    for form in ("NFC", "NFD"):
-        other = Path(unicodedata.normalize(form, str(path)))
-        if other.exists():
-            return other
-    return path
+def _on_disk(folder: Path, relative: str) -> Path:
+    """The image a manifest row names, relative to the manifest's ``folder``: as written, else with
+    Windows ``\\`` separators, else in the other Unicode normal form (a manifest written in NFC
+    naming files a Mac stored decomposed, NFD, or the reverse). The row's own text is tried first,
+    so a POSIX name holding a backslash is still found."""
+    spellings = [relative] + ([relative.replace("\\", "/")] if "\\" in relative and os.sep == "/" else [])
+    candidates = [(folder / text).resolve() for name in spellings for text in (name, unicodedata.normalize("NFC", name),
+                                                                                unicodedata.normalize("NFD", name))]
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def _images_below(folder: Path, unread: _Unread) -> list[Path]:
@@ -207,7 +208,7 @@ def _images_below(folder: Path, unread: _Unread) -> list[Path]:
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith("."):
                 continue
-            if suffix in IMAGE_SUFFIXES and is_mask_folder(os.path.splitext(name)[0]):  # 0_mask.png beside 0.png
+            if suffix in IMAGE_SUFFIXES and MASK_FILE.search(os.path.splitext(name)[0].casefold()):  # 0_mask.png beside 0.png
                 unread.mask_files.append(unread.name(os.path.join(top, name)))
             elif suffix in IMAGE_SUFFIXES:
                 found.append(Path(top, name))
@@ -216,10 +217,15 @@ def _images_below(folder: Path, unread: _Unread) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
+def _holds_classes(folder: Path) -> bool:
+    """A split folder holds class folders (a class called "valid" or "dev", holding its images, stays a class)."""
+    return any(e.is_dir() and not e.name.startswith(".") for e in folder.iterdir())
+
+
 def _read_tree(root: Path) -> LabelledSource:
     top = sorted((e for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")), key=lambda e: natural_key(e.name))
     # split folders as people name them: Train/, TEST/, valid/, validation/ (QA 14: Train/ and Test/ were trained as two classes)
-    split_dirs = [(e, SPLIT_ALIASES[e.name.casefold()]) for e in top if SPLIT_ALIASES.get(e.name.casefold())]
+    split_dirs = [(e, SPLIT_ALIASES[e.name.casefold()]) for e in top if SPLIT_ALIASES.get(e.name.casefold()) and _holds_classes(e)]
     samples, unread, merged = [], _Unread(root), []
     for folder, split in split_dirs or [(root, "")]:
         entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
@@ -235,12 +241,12 @@ def _read_tree(root: Path) -> LabelledSource:
                 merged.append(f"{unread.name(class_dir, folder=True)} ({listed([p + '/' for p in parts])})")
             samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in images]
     if split_dirs:
-        unread.beside = [unread.name(e, folder=True) for e in top if not SPLIT_ALIASES.get(e.name.casefold())]
+        unread.beside = [unread.name(e, folder=True) for e in top if e not in dict(split_dirs)]
     if not samples:
         raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)"
                                + (f"; not read: {'; '.join(unread.phrases())}" if unread.phrases() else ""))
-    notes = [f"{plural(len(merged), 'class folder')} made of several image folders, each read as one class: {listed(merged)} "
-             "(for a class per leaf folder, point DATA at the folder above them or list the frames in a manifest)"] if merged else []
+    notes = [f"{plural(len(merged), 'class folder')} holding several image folders, each read as one class: {listed(merged)} "
+             "(if those folders are classes of their own, point DATA at the folder that holds them or list the frames in a manifest)"] if merged else []
     return LabelledSource(samples, None, unread.phrases(), notes)
 
 

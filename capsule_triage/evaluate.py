@@ -89,7 +89,7 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
         "n": int(len(labels)), "class_names": names, "abnormal_classes": config.abnormal_classes, "threshold": config.threshold,
         "auc": metrics.roc_auc(positive, score), "accuracy": report["accuracy"],
         "sensitivity": triage["sensitivity"], "specificity": triage["specificity"], "f1": triage["f1"], "precision": triage["precision"],
-        "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "triage": triage,
+        "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "macro_classes": report["macro_classes"], "triage": triage,
         "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names),
     }
     if groups is not None and len(set(groups)) < len(groups):

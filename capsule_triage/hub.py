@@ -18,7 +18,7 @@ from .errors import WeightsError
 from .model_config import CONFIG_NAME, WEIGHTS_NAME
 
 PREFIX = "hf-hub:"
-FILES = [CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md"]
+FILES = [CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md", "training_images.parquet"]  # the last: eval's overlap check
 ETAG_TIMEOUT_SECONDS = 10
 
 

@@ -32,7 +32,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
     """Per-class precision, sensitivity, specificity, F1 and support, their macro averages over the
-    classes present in the data (``macro["classes"]``), and accuracy."""
+    classes in the data or predicted (``macro_classes``), and accuracy."""
     cm = np.asarray(cm, dtype=np.int64)
     total = cm.sum()
     classes = {}
@@ -48,13 +48,13 @@ def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
             "f1": _ratio(2 * tp, 2 * tp + fp + fn),
             "support": int(tp + fn),
         }
-    # Over the classes present in the data, for every metric alike (QA 14: with a class absent from the
-    # test frames, macro specificity counted its trivial 1.0 while the other three left it out).
-    present = [c for c in classes.values() if c["support"] > 0] or list(classes.values())
-    macro = {k: float(np.nanmean([c[k] for c in present])) if not all(np.isnan(c[k]) for c in present) else float("nan")
+    # Over the classes in the data or predicted (as scikit-learn's default), for every metric alike (QA 14:
+    # with a class absent from the test frames and never predicted, macro specificity counted its
+    # trivial 1.0 while the other three left it out).
+    counted = [name for i, name in enumerate(class_names) if cm[i].sum() or cm[:, i].sum()] or list(class_names)
+    macro = {k: float(np.nanmean(values)) if not np.isnan(values := [classes[n][k] for n in counted]).all() else float("nan")
              for k in ("precision", "sensitivity", "specificity", "f1")}
-    macro["classes"] = [name for name, c in classes.items() if c in present]
-    return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro}
+    return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro, "macro_classes": counted}
 
 
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -377,5 +377,7 @@ def _finish(run: _Run, out: Path) -> None:
     config = ModelConfig.load(out / "config.json")
     config.provenance["training"].update(wall_seconds=wall, finished=True)
     config.save(out / "config.json")
+    if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
+        write_training_images(out, *run.images)
     path = out / CHECKPOINT_DIR / "state.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "finished": True, "elapsed_seconds": wall}, indent=1))

@@ -51,7 +51,10 @@ def read_training_images(folder: str | Path) -> dict[str, str] | None:
         table = pq.read_table(Path(folder) / TRAINING_IMAGES, columns=["sha256", "split"]).to_pydict()
     except (OSError, pa.ArrowException, KeyError):
         return None
-    return dict(zip(table["sha256"], table["split"]))
+    known: dict[str, str] = {}
+    for digest, split in zip(table["sha256"], table["split"]):  # bytes both trained on and validated on: training
+        known[digest] = "train" if "train" in (split, known.get(digest)) else split
+    return known
 
 
 def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:

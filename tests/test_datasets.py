@@ -121,8 +121,13 @@ def test_dataset_layouts_as_published_are_read_as_meant(tmp_path):
                               "upper-gi-tract/anatomical-landmarks/pylorus")):
         _image(nested / leaf / f"{i}.jpg", i)
     assert read_samples(nested).notes == [
-        "1 class folder made of several image folders, each read as one class: lower-gi-tract/ (anatomical-landmarks/cecum/, "
-        "pathological-findings/polyps/) (for a class per leaf folder, point DATA at the folder above them or list the frames in a manifest)"]
+        "1 class folder holding several image folders, each read as one class: lower-gi-tract/ (anatomical-landmarks/cecum/, "
+        "pathological-findings/polyps/) (if those folders are classes of their own, point DATA at the folder that holds them "
+        "or list the frames in a manifest)"]
+    quality = tmp_path / "quality"  # review: classes called valid/ and invalid/ (images inside) are classes, not a split
+    for label in ("valid", "invalid"):
+        _image(quality / label / "frame_gt_001.png", 1)  # and 'gt' in a frame's name does not make it a mask
+    assert sorted({s.label for s in read_samples(quality).samples}) == ["invalid", "valid"]
 
 
 def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
@@ -144,10 +149,13 @@ def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
 def test_manifests_from_excel_windows_and_macs_are_read(tmp_path):
     import unicodedata
 
+    root = tmp_path / unicodedata.normalize("NFC", "Universitätsklinik")  # review: a non-ASCII folder above the manifest
     name = unicodedata.normalize("NFD", "Läsion_1.png")  # stored decomposed, as a Mac writes it
-    _image(tmp_path / "imgs" / "bleeding" / name, 1)
-    _image(tmp_path / "imgs" / "normal" / "0.png", 2)
+    _image(root / "imgs" / "bleeding" / name, 1)
+    _image(root / "imgs" / "normal" / "0.png", 2)
+    _image(root / "imgs" / "normal" / "a\\b.png", 3)  # a POSIX name holding a backslash is found as written
     nfc = unicodedata.normalize("NFC", name)
-    (tmp_path / "m.csv").write_bytes(("\ufeffpath,label\r\n" + f"imgs\\bleeding\\{nfc},bleeding\r\nimgs\\normal\\0.png,normal\r\n").encode())
-    samples = read_samples(tmp_path / "m.csv").samples
-    assert [s.path.name for s in samples] == [name, "0.png"] and all(s.path.is_file() for s in samples)
+    (root / "m.csv").write_bytes(("\ufeffpath,label\r\n" + f"imgs\\bleeding\\{nfc},bleeding\r\nimgs\\normal\\0.png,normal\r\n"
+                                  "imgs/normal/a\\b.png,normal\r\n").encode())
+    samples = read_samples(root / "m.csv").samples
+    assert [s.path.name for s in samples] == [name, "0.png", "a\\b.png"] and all(s.path.is_file() for s in samples)

@@ -42,10 +42,12 @@ def test_macro_averages_cover_the_classes_present_in_the_data_for_every_metric()
     over 3 classes while macro precision/sensitivity/F1 averaged 2."""
     cm = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])  # no frame of class c, none predicted as c
     report = metrics.per_class_report(cm, ["a", "b", "c"])
-    assert report["macro"]["classes"] == ["a", "b"]
+    assert report["macro_classes"] == ["a", "b"]
     assert report["macro"]["specificity"] == pytest.approx((9 / 10 + 8 / 10) / 2)
     assert report["macro"]["sensitivity"] == pytest.approx((8 / 10 + 9 / 10) / 2)
     assert report["per_class"]["c"]["support"] == 0 and report["per_class"]["c"]["specificity"] == 1.0
+    predicted = metrics.per_class_report(np.array([[5, 0, 5], [0, 10, 0], [0, 0, 0]]), ["a", "b", "c"])  # c predicted, never true
+    assert predicted["macro_classes"] == ["a", "b", "c"] and predicted["macro"]["precision"] == pytest.approx((1 + 1 + 0) / 3)
 
 
 def test_undefined_ratio_is_nan_not_zero():

@@ -104,3 +104,21 @@ def test_the_shipped_models_training_list_is_its_training_and_validation_frames(
     assert (len(select(samples, "train")), len(select(samples, "val"))) == (training["split"]["n_train"], training["split"]["n_val"])
     test = select(read_samples(WCE / "manifest.csv").samples, "test")
     assert not set(image_digests(test)) & set(read_training_images(SHIPPED))  # the card's test frames are held out by content too
+
+
+def test_bytes_both_trained_and_validated_on_count_as_training_frames(tmp_path):
+    """Review: the list kept the last split of a digest (val), so `triage eval --split val` missed the
+    very duplicate that training warned about."""
+    import pyarrow as pa
+
+    from capsule_triage.datasets import Sample
+    from capsule_triage.digests import file_sha256
+    from capsule_triage.training_images import overlap_warning, read_training_images
+
+    frame = _tree(tmp_path / "data", seed=5, n=1) / "bleeding" / "img_0.bmp"
+    digest = file_sha256(frame)
+    pq.write_table(pa.table({"sha256": [digest, digest], "split": ["train", "val"]}), tmp_path / TRAINING_IMAGES)
+    known = read_training_images(tmp_path)
+    assert known == {digest: "train"}
+    warning = overlap_warning(known, [Sample(frame, "bleeding", str(frame), "val")], "val")
+    assert warning is not None and warning.startswith("1 of the 1 frames scored (val) have the bytes of this model's training data (1 training")
