@@ -31,7 +31,7 @@ import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
-from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, listed, natural_key, plural, read_image_rgb
+from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, decode_image_rgb, listed, natural_key, plural
 
 GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
@@ -83,6 +83,7 @@ class LabelledImages:
         class_names: classes in model head order.
         paths: image paths [N].
         groups: group ids [N].
+        sha256: SHA-256 of each image file [N], taken from the bytes decoded (each file is read once).
     """
 
     images: torch.Tensor
@@ -90,6 +91,7 @@ class LabelledImages:
     class_names: list[str]
     paths: list[str]
     groups: list[str]
+    sha256: list[str] = field(default_factory=list)
 
 
 class LabelledSource(NamedTuple):
@@ -340,19 +342,22 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     if unknown:
         raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+    digests = []
     for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
-        images[i] = torch.from_numpy(_square(sample.path, size)).permute(2, 0, 1)
+        data = np.fromfile(str(sample.path), dtype=np.uint8)
+        digests.append(hashlib.sha256(data).hexdigest())
+        images[i] = torch.from_numpy(_square(sample.path, decode_image_rgb(data), size)).permute(2, 0, 1)
     return LabelledImages(
         images=images,
         labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),
         class_names=list(class_names),
         paths=[str(s.path) for s in samples],
         groups=[s.group for s in samples],
+        sha256=digests,
     )
 
 
-def _square(path: Path, size: int) -> np.ndarray:
-    image = read_image_rgb(path)
+def _square(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
     if image is None:
         raise InputError(path, "not a decodable image")
     h, w = image.shape[:2]

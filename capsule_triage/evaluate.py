@@ -158,7 +158,8 @@ def evaluate(
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
-    overlap = overlap_warning(known, select(samples, split), split) if known is not None else _training_overlap(select(samples, split), config, split)
+    overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
+               else _training_overlap(select(samples, split), config, split))
     warnings = [w for w in (unfinished_training(config), overlap,
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:

@@ -97,8 +97,12 @@ def list_frame_images(folder: Path) -> list[Path]:
 def read_image_rgb(path: Path) -> np.ndarray | None:
     """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit and RGBA are converted; EXIF
     orientation applied); None if undecodable."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.stat().st_size else None
-    if data is None:
+    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.stat().st_size else None
+
+
+def decode_image_rgb(data: np.ndarray) -> np.ndarray | None:
+    """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory."""
+    if not len(data):
         return None
     if data[:8].tobytes() == _PNG_SIGNATURE and _PNG_END not in data[-4096:].tobytes() and _PNG_END not in data.tobytes():
         return None  # cut short (an interrupted copy): libpng would print its own error line to stderr

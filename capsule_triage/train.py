@@ -46,7 +46,7 @@ from .imagenet_init import LITE0_ARCH
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .schedule import SGD_MOMENTUM, STRATEGIES, Phase, bit_hyperrule, epoch_schedule, plan_phases
-from .training_images import TRAINING_IMAGES, image_digests, images_sha256, repeated_images, write_training_images
+from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
 from .transfer import INIT_SOURCES, N_BLOCKS, initial_model, set_trainable, train_mode
 from .weights import create_model, save_weights
 
@@ -131,8 +131,10 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
+    sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
+                        source=options.data) if select(samples, s) else None for s in ("train", "val")]
     pool = select(samples, "train") + select(samples, "val")
-    digests = image_digests(pool)  # by content: what eval compares its frames with, and what --resume must see again
+    digests = [d for images in sets if images is not None for d in images.sha256]  # by content, from the bytes just decoded
     identity = {"data_sha256": samples_digest(samples), "images_sha256": images_sha256(pool, digests)}
     changed = [key for key, value in identity.items() if saved is not None and saved.get(key, value) != value]
     if changed:
@@ -141,8 +143,6 @@ def train(options: TrainOptions) -> Path:
     for phrase in repeated_images(pool, digests):
         warnings.warn(f"{options.data}: {phrase}", DataWarning, stacklevel=2)
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread)
-    sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
-                        source=options.data) if select(samples, s) else None for s in ("train", "val")]
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
     run = _Run(options, config, model.to(memory_format=torch.channels_last), Preprocessor(config), sets[0], sets[1],

@@ -43,7 +43,13 @@ def _train(data: Path, out: Path, **kwargs) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
-def test_an_evaluation_on_a_copy_of_the_training_data_is_named_and_held_out_data_is_not(tmp_path):
+def test_an_evaluation_on_a_copy_of_the_training_data_is_named_and_held_out_data_is_not(tmp_path, monkeypatch):
+    from capsule_triage import training_images
+
+    def second_read(path):
+        raise AssertionError(f"{path} read a second time to hash it")
+
+    monkeypatch.setattr(training_images, "file_sha256", second_read)  # review: hashed from the bytes decoded, each file read once
     data = _tree(tmp_path / "data", seed=1)
     assert _train(data, tmp_path / "m") == []
     table = pq.read_table(tmp_path / "m" / TRAINING_IMAGES)
