@@ -338,6 +338,24 @@ def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp
     assert (error.path, error.message) == ("w", "broken")
 
 
+def test_too_low_an_open_file_limit_for_the_workers_is_one_line(random_weights, tmp_path):
+    """`ulimit -n 16` with --workers 2: multiprocessing's EMFILE traceback (and leaked-semaphore
+    warnings) instead of one line."""
+    import resource
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    result = subprocess.run([sys.executable, "-m", "capsule_triage.cli", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                             "--weights", str(random_weights), "--workers", "2", "--quiet"], capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (16, hard)))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("Error: --workers: cannot start 2 worker processes (Too many open files; open-file limit "
+                                     "`ulimit -n` 16): raise the limit or use fewer --workers")
+
+
 def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, random_weights, tmp_path, monkeypatch):
     """Review: out of GPU memory for one frame, or a sticky CUDA error, failed each later study in turn
     (and a sticky error left the worker pulling studies to fail them instantly)."""

@@ -7,6 +7,7 @@ processes (``--workers N``, one model each, one per GPU by default); ``--engine 
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -286,7 +287,17 @@ def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices
             sha, state = hashed or (None, None)
             on_outcome(worker.run(study, input_sha=sha, input_state=state))  # the worker checks the state still holds
         return
-    _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+    try:
+        return _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+    except OSError as exc:  # a process limit, not a study's fault: one line instead of multiprocessing's traceback
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN):
+            raise
+        problem = exc.strerror
+    import resource
+
+    gc.collect()  # the pool's semaphores, kept by the exception's frames until now ("leaked semaphore" warnings at exit)
+    raise WorkerSetupError("--workers", f"cannot start {workers} worker processes ({problem}; open-file limit `ulimit -n` "
+                                        f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}): raise the limit or use fewer --workers")
 
 
 def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, tuple[str, tuple] | None]]:
