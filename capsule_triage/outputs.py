@@ -277,6 +277,21 @@ def write_thumbnails(folder: Path, images: Iterable[tuple[int, np.ndarray]], *, 
     return written
 
 
+def outputs_complete(folder: Path) -> bool:
+    """Whether a study folder holds its three tables and every thumbnail they name (a thumbnails/
+    folder pruned or a table damaged after the run: not complete, so a batch triages it again)."""
+    try:
+        if not all((folder / name).is_file() for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
+            return False
+        named: set[str] = set()
+        for table in (EVENTS_FILE, TOP_FRAMES_FILE):
+            with open(folder / table, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths
+                named.update(name for name in pq.read_table(fh, columns=["thumbnail"]).column("thumbnail").to_pylist() if name)
+    except (OSError, pa.ArrowException, KeyError):
+        return False
+    return all((folder / name).is_file() for name in named)
+
+
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 

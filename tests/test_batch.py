@@ -338,6 +338,23 @@ def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp
     assert (error.path, error.message) == ("w", "broken")
 
 
+def test_a_study_whose_thumbnails_were_pruned_is_not_complete(random_weights, tmp_path):
+    """Last note's left-for-later: a complete study whose thumbnails/ was pruned after the run was
+    skipped night after night, its report showing broken images."""
+    from capsule_triage.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
+    assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1
+    (thumbnail,) = sorted((out / next(p.name for p in out.iterdir() if p.name.startswith("a.mp4"))).glob("thumbnails/*.jpg"))[:1]
+    thumbnail.unlink()
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and thumbnail.is_file()  # triaged again, whole
+
+
 def test_too_low_an_open_file_limit_for_the_workers_is_one_line(random_weights, tmp_path):
     """`ulimit -n 16` with --workers 2: multiprocessing's EMFILE traceback (and leaked-semaphore
     warnings) instead of one line."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import DeviceError, InputError, TriageError
-from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, outputs_complete
 from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study, being_written
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
@@ -112,8 +112,7 @@ def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None
         same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    files_present = all((folder / name).is_file() for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE))
-    return run if same and files_present else None
+    return run if same and outputs_complete(folder) else None
 
 
 @dataclass
