@@ -6,6 +6,8 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
+import os
+import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -100,6 +102,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "threads": {"inference": getattr(backend, "threads", None) or "default", "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
+        "weights_sha256": classifier.weights_id,  # which weights were measured (QA 13: figures of two machines could not be matched)
+        "machine": {"host": platform.node(), "processor": _processor(), "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()},
         "input_size": classifier.config.input_size,
         "versions": package_versions(),
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
@@ -125,3 +129,12 @@ def _time_preprocess(classifier: Classifier, frames, min_seconds: float) -> tupl
         return len(frames)
 
     return _timed(prep, min_seconds, classifier.device)
+
+
+def _processor() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "") or platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()

@@ -95,6 +95,8 @@ def run(
         if source.is_file() and (fps is not None or timestamps is not None):  # before the model loads
             raise InputError("--fps" if fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
                              "(a video's frame times come from its stream)")
+        if fps is not None and timestamps is not None:  # QA 13: --fps was ignored without a word
+            raise InputError("--fps", "give --fps or --timestamps, not both (the CSV's times are the frames' times)")
         preset = load_pipeline(pipeline)
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
         warn_backend(classifier)

@@ -162,6 +162,10 @@ def test_bench_json_schema(random_weights):
         assert key in data
     assert data["versions"]["torch"].startswith("2.14.1") and data["threads"]["decoder"] >= 1
     assert data["decoded_in"] == "process" and data["decoder_processes"] == 2 and data["decoder_peak_rss_mb"] > 0
+    from capsule_triage.digests import weights_sha256
+
+    assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
+    assert set(data["machine"]) == {"host", "processor", "cpus"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
 
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):

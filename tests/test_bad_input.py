@@ -310,6 +310,10 @@ def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_re
         result = triage("run", DEMO_CLIP, option, value, "--out", tmp_path / "o")
         assert result.returncode == 2 and not (tmp_path / "o").exists()
         assert result.stderr.strip() == f"Error: {option}: applies to a frame folder; {DEMO_CLIP} is a file (a video's frame times come from its stream)"
+    folder = write_frame_folder(mixed_clip_frames()[:2] if MIXED_CLIP.exists() else [np.zeros((32, 32, 3), np.uint8)] * 2, tmp_path / "f")
+    result = triage("run", folder, "--fps", "4", "--timestamps", str(tmp_path / "t.csv"), "--out", tmp_path / "o")
+    assert result.returncode == 2 and not (tmp_path / "o").exists()
+    assert result.stderr.strip() == "Error: --fps: give --fps or --timestamps, not both (the CSV's times are the frames' times)"
     for value in ("nan", "300", "inf"):  # 300 reused one score for every frame of the demo clip: 0 events instead of 2
         result = triage("run", DEMO_CLIP, "--skip-duplicates", value, "--out", tmp_path / "o")
         assert result.returncode == 2 and not (tmp_path / "o").exists() and "Traceback" not in result.stderr
