@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import InputError
-from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, decode_image_rgb, listed, natural_key, plural
+from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, decode_image_rgb, listed, natural_key, other_types, plural
 
 GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
@@ -111,6 +111,10 @@ class LabelledSource(NamedTuple):
     group_column: str | None
     unread: list[str]
     notes: list[str] = []
+
+    def messages(self) -> list[str]:
+        """What training and evaluation say of the data, one line each: what is not read, then the notes."""
+        return ([f"not read: {'; '.join(self.unread)}"] if self.unread else []) + self.notes
 
 
 def read_samples(data: str | Path) -> LabelledSource:
@@ -182,9 +186,7 @@ class _Unread:
         found += [f"{plural(len(self.loose), 'image')} outside the class folders: {listed(self.loose)}"] if self.loose else []
         found += [f"{plural(len(self.beside), 'folder')} beside the split folders {', '.join(s + '/' for s in SPLIT_FOLDERS)}: "
                   f"{listed(self.beside)}"] if self.beside else []
-        found += [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
-                  for suffix, names in sorted(self.other.items())]
-        return found
+        return found + other_types(self.other)
 
 
 def _on_disk(folder: Path, relative: str) -> Path:

@@ -214,9 +214,8 @@ def _training_data(config: ModelConfig) -> str | None:
 def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str, list[str]]:
     """The samples and the split to score, and the data's warnings (what is not read, how it was read): data without any
     split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
-    samples, _, unread, notes = read_samples(data)
-    unread = [f"not read: {'; '.join(unread)}"] if unread else []
-    unread += notes
+    source = read_samples(data)
+    samples, unread = source.samples, source.messages()
     if split == "test" and not any(s.split for s in samples):
         trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
         if (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config))):

@@ -51,6 +51,12 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
+def other_types(names_by_suffix: dict[str, list[str]]) -> list[str]:
+    """One phrase per image type that is not read as frames ({".gif": [names]}), for ``unread`` lists."""
+    return [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
+            for suffix, names in sorted(names_by_suffix.items())]
+
+
 @dataclass
 class FolderListing:
     """``images``: the frames in natural order (hidden files and non-regular files such as FIFOs or
@@ -84,8 +90,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     except OSError as exc:
         raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
     unread = [f"images in {plural(len(subfolders), 'subfolder')}: {listed(subfolders)}"] if subfolders else []
-    unread += [f"{plural(len(names), suffix.lstrip('.') + ' file')}: {listed(names)} (frames are {', '.join(sorted(IMAGE_SUFFIXES))})"
-               for suffix, names in sorted(others.items())]
+    unread += other_types(others)
     return FolderListing(images, unread)
 
 

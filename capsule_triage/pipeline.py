@@ -242,12 +242,6 @@ def state_digest(state: tuple) -> str:
 SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
 
 
-def seconds_since_write(state: tuple) -> float:
-    """Seconds since the last write to any file of a :func:`source_state` (0 for an empty state)."""
-    entries = (state,) if state and isinstance(state[0], str) else state
-    return (time.time_ns() - max(entry[3] for entry in entries)) / 1e9 if entries else 0.0  # a write sets both times
-
-
 def being_written(path: str | Path, earlier_state: tuple | None) -> bool:
     """Whether the input's files changed since ``earlier_state`` (:func:`source_state`): a file still
     being copied into an archive fails as truncated or changing, and is not a bad input yet."""
@@ -263,7 +257,10 @@ def settled_state_digest(state: tuple) -> str | None:
     """:func:`state_digest` of a state whose files were last modified more than ``SETTLE_SECONDS``
     ago, else None (as git does with its index: on a file system with coarse times a file rewritten
     within the same second at the same size keeps its state)."""
-    return state_digest(state) if state and seconds_since_write(state) > SETTLE_SECONDS else None
+    entries = (state,) if state and isinstance(state[0], str) else state
+    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):  # a write sets both times
+        return None
+    return state_digest(state)
 
 
 def hashed_state(path: str | Path) -> tuple[str, tuple] | None:

@@ -126,7 +126,7 @@ def train(options: TrainOptions) -> Path:
     if saved is not None and saved.get("finished"):
         return out
     source = read_samples(options.data)
-    for message in ([f"not read: {'; '.join(source.unread)}"] if source.unread else []) + source.notes:
+    for message in source.messages():
         warnings.warn(f"{options.data}: {message}", DataWarning, stacklevel=2)
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)

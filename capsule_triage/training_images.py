@@ -77,12 +77,11 @@ def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:
     return found
 
 
-def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, digests: list[str] | None = None) -> str | None:
+def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, digests: list[str]) -> str | None:
     """A warning when frames being scored have the bytes of frames the model was trained on (for
     ``split`` "val": of its training frames only, its validation frames being what is asked for).
-    ``digests``: the scored files' SHA-256 when the caller has them (``LabelledImages.sha256``)."""
+    ``digests``: the scored files' SHA-256 (``LabelledImages.sha256``, taken as they were decoded)."""
     counted = ("train",) if split == "val" else ("train", "val")
-    digests = digests if digests is not None else image_digests(scored)
     hits = [(sample, known[digest]) for sample, digest in zip(scored, digests) if known.get(digest) in counted]
     if not hits:
         return None

@@ -126,5 +126,5 @@ def test_bytes_both_trained_and_validated_on_count_as_training_frames(tmp_path):
     pq.write_table(pa.table({"sha256": [digest, digest], "split": ["train", "val"]}), tmp_path / TRAINING_IMAGES)
     known = read_training_images(tmp_path)
     assert known == {digest: "train"}
-    warning = overlap_warning(known, [Sample(frame, "bleeding", str(frame), "val")], "val")
+    warning = overlap_warning(known, [Sample(frame, "bleeding", str(frame), "val")], "val", [digest])
     assert warning is not None and warning.startswith("1 of the 1 frames scored (val) have the bytes of this model's training data (1 training")
