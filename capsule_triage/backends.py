@@ -1,9 +1,11 @@
 """Inference backends: the same model and preprocessing run by PyTorch or by ONNX Runtime.
 
 Every backend takes uint8 frames [N, H, W, 3] (already at the model's input size, as the reader
-delivers them) and returns float32 logits [N, C]. The normalisation and border mask are folded into
-the model (:class:`capsule_triage.torch_backend.FoldedModel`), so no per-frame Python work or float
-copy happens outside it.
+delivers them) and returns float32 logits [N, C]: ``logits(frames)``, or ``submit(frames)`` whose
+``result()`` gives them (on CUDA it returns while the device works, so the caller can read the next
+batch meanwhile; the frames may be reused as soon as it returns). The normalisation and border mask
+are folded into the model (:class:`capsule_triage.torch_backend.FoldedModel`), so no per-frame
+Python work or float copy happens outside it.
 
 * ``torch-fp32`` / ``torch-bf16`` (CPU autocast; uses AVX-512-BF16 or AMX where present) /
   ``torch-fp16`` (CUDA autocast), channels_last: :mod:`capsule_triage.torch_backend`;
@@ -76,6 +78,20 @@ def runs_here(backend: str) -> bool:
     return backend != "ov-bf16" or openvino_native_bf16()
 
 
+class Done:
+    """A backend call's logits, already computed: what :meth:`submit` returns on a backend that runs
+    a call through before returning (every CPU backend). A CUDA backend returns a handle whose
+    ``result()`` waits for the device (:class:`capsule_triage.torch_backend.OnDevice`)."""
+
+    __slots__ = ("logits",)
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = logits
+
+    def result(self) -> np.ndarray:
+        return self.logits
+
+
 def split_runs(frames: np.ndarray, size: int | None) -> list[np.ndarray]:
     """``frames`` as consecutive runs of at most ``size`` frames (views, no copy; None: one run)."""
     step = size or max(1, len(frames))
@@ -129,6 +145,9 @@ class OnnxBackend:
         runs = split_runs(frames_nhwc, self.batch_size)
         outputs = self._pool.map(self._run, runs) if self._pool is not None and len(runs) > 1 else map(self._run, runs)
         return np.concatenate(list(outputs))
+
+    def submit(self, frames_nhwc: np.ndarray) -> Done:
+        return Done(self.logits(frames_nhwc))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -201,6 +220,9 @@ class OpenVinoBackend:
                 self._queue.start_async({0: frames}, index, share_inputs=True)
             self._queue.wait_all()
             return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
+
+    def submit(self, frames_nhwc: np.ndarray) -> Done:
+        return Done(self.logits(frames_nhwc))
 
     def close(self) -> None:
         self._queue.wait_all()

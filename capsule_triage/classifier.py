@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import ONNX_ENGINES, onnx_backend, onnx_file
+from .backends import ONNX_ENGINES, Done, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import local_weights
@@ -138,11 +138,16 @@ class Classifier:
         return self.backend.precision
 
     def __call__(self, batch: FrameBatch) -> FrameScores:
+        return self.submit(batch).result()
+
+    def submit(self, batch: FrameBatch) -> "PendingScores":
+        """Start scoring ``batch``; ``result()`` gives its :class:`FrameScores`. On a CUDA backend this
+        returns while the device works (the pipeline reads the next batch meanwhile); elsewhere the
+        scores are computed before it returns. ``batch.data`` may be reused once it returns."""
         size = self.config.input_size
         if isinstance(self.backend, ONNX_ENGINES) and batch.data.shape[1:3] != (size, size):
             raise ValueError(f"{self.backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
-        probs = softmax(self.backend.logits(batch.data))
-        return FrameScores(probs=probs, frame_index=batch.frame_index, pts_seconds=batch.pts_seconds)
+        return PendingScores(self.backend.submit(batch.data), batch.frame_index, batch.pts_seconds)
 
     def describe(self) -> dict:
         return {
@@ -157,6 +162,18 @@ class Classifier:
             "threads": self.threads or "default (one per core)",
             "batch_size": self.batch_size,
         }
+
+
+@dataclass
+class PendingScores:
+    """A batch submitted to the backend: ``result()`` waits for its logits (see :meth:`Classifier.submit`)."""
+
+    logits: "Done"
+    frame_index: np.ndarray
+    pts_seconds: np.ndarray
+
+    def result(self) -> FrameScores:
+        return FrameScores(probs=softmax(self.logits.result()), frame_index=self.frame_index, pts_seconds=self.pts_seconds)
 
 
 def _noted(selection: dict, warning: str | None) -> dict:

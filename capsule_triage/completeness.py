@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .frames import DecodeStats, SourceInfo
+from .presentation_times import REORDER_FRAMES
 
 
 def tag_seconds(value: str | None) -> float | None:
@@ -33,6 +34,12 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
     avi) are checked so: in WebM/MKV a packet need not be a frame (e.g. VP8 alt-ref packets). There,
     a file whose packets end more than a second (or two frames) before the video track's duration as
     its muxer wrote it (Matroska's ``DURATION`` tag) is truncated; without the tag nothing is checked.
+
+    MP4/MOV: the header's duration is the muxer's (the edit list's when there is one), and the
+    demuxer leaves out only samples an edit list hides (a recording trimmed by ``ffmpeg -ss T -c
+    copy``, an editor, a camera; QA: such files were refused as truncated, or reported 2 frames lost
+    to damage). So packets that reach the header's duration make a complete file, and the samples
+    the header counts beyond them are hidden frames (``stats.frames_hidden_by_edit_list``), not lost.
     """
     written = info.muxer_duration_seconds
     if written and packets_end is not None and stats.frames_decoded:
@@ -45,14 +52,66 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
     announced = info.num_frames_from_header
     if not announced:
         return
-    reached_end = bool(info.average_fps) and packets_end is not None and packets_end >= (announced - 2) / info.average_fps
+    period = 1 / info.average_fps if info.average_fps else None
+    edited = "mov" in (info.container or "").split(",") and info.duration_seconds and period
+    end = info.duration_seconds if edited else (announced * period if period else None)
+    reached_end = end is not None and packets_end is not None and packets_end >= end - 2 * period
     if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
         raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
+    if edited and reached_end and packets_read < announced:
+        stats.frames_hidden_by_edit_list += announced - packets_read
+        announced = packets_read
     lost = max(announced, packets_read) - frames_out
     if lost > 0:
         stats.frames_skipped += lost
         if len(stats.errors) < 10:
             stats.errors.append(f"{lost} frame(s) lost without a decoder error (damaged data)")
+
+
+class LeadingFrames:
+    """Frames shown before the first frame the decoder gave that never came out: in a recording that
+    starts inside a group of pictures (a capture started between keyframes, a file cut at a byte
+    offset) the first frames lack their references, and decoders drop them without an error (QA:
+    30 of 80 frames of such a transport stream went unscored and unmentioned).
+
+    Fed the packets' timestamps in decode order and the frames' as they come out; a packet up to
+    :data:`REORDER_FRAMES` after the first frame may still be shown before it (B-frames), and a
+    frame stamped late (a capture clock) comes out after frames shown before it: only timestamps
+    that never came out count. Packets the decoder failed on before the first frame are counted
+    by the reader already."""
+
+    def __init__(self):
+        self.pts: list[int] = []
+        self.first: int | None = None
+        self.out: set[int] = set()  # frames shown before the first one that came out all the same
+        self.after = 0
+        self.failed = 0
+
+    def packet(self, pts: int | None) -> None:
+        if pts is not None and (self.first is None or self.after < REORDER_FRAMES):
+            self.pts.append(pts)
+            self.after += self.first is not None
+
+    def decode_failed(self) -> None:
+        self.failed += self.first is None
+
+    def frame(self, pts: int | None) -> None:
+        if pts is None:
+            return
+        if self.first is None:
+            self.first = pts
+        elif pts < self.first:
+            self.out.add(pts)
+
+    def count(self, stats: DecodeStats) -> int:
+        """The frames lost so, added to ``stats`` (skipped, and one line in its errors)."""
+        never_out = 0 if self.first is None else sum(p < self.first and p not in self.out for p in self.pts)
+        lost = max(0, never_out - self.failed)
+        if lost:
+            stats.frames_skipped += lost
+            stats.errors.append(f"{lost} frame(s) at the start could not be decoded (the recording starts inside a "
+                                "group of pictures: their reference frames are not in the file)")
+        return lost
 
 
 GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS typical frame periods

@@ -26,6 +26,10 @@ def thumbnails(frames: np.ndarray) -> np.ndarray:
 class DuplicateSkipper:
     """Stateful across batches of one stream: which frames need the model, and whom the others copy.
 
+    ``plan`` each batch, then ``fill`` the batches in the same order; a plan may run ahead of the
+    fill of the batch before it (the pipeline keeps one batch in flight): the thumbnail compared
+    with is always a scored frame's, whose probabilities that earlier ``fill`` provides.
+
     Args:
         threshold: max mean absolute thumbnail difference (0-255) for a frame to count as a duplicate.
     """
@@ -45,7 +49,7 @@ class DuplicateSkipper:
         source = np.arange(n)
         ref_thumb, ref_pos = self.last_thumb, -1
         for i in range(n):
-            if ref_thumb is not None and np.abs(thumbs[i] - ref_thumb).mean() < self.threshold and (ref_pos >= 0 or self.last_probs is not None):
+            if ref_thumb is not None and np.abs(thumbs[i] - ref_thumb).mean() < self.threshold:
                 score[i] = False
                 source[i] = ref_pos
             else:

@@ -58,6 +58,10 @@ class SourceInfo:
             in the file; a player that counts from zero shows ``pts_seconds - start_seconds``.
         unread: frame folders only: what looks like frames but is not read (images in subfolders,
             image types that are not frames), one phrase each; shown as a warning.
+        container: FFmpeg's name of the container format ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm",
+            "avi", ...); None for frame folders.
+        stream_index: the container's stream that is triaged (FFmpeg's choice among
+            ``video_streams`` video streams); None for frame folders.
     """
 
     path: str
@@ -73,6 +77,9 @@ class SourceInfo:
     muxer_duration_seconds: float | None = None
     start_seconds: float | None = None
     unread: list[str] = field(default_factory=list)
+    container: str | None = None
+    stream_index: int | None = None
+    video_streams: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -87,12 +94,15 @@ class DecodeStats:
         frames_skipped: frames (or images) that failed to decode and were skipped.
         errors: first few decode error messages, for run.json.
         frames_reused: frames not scored because they duplicated the last scored frame.
+        frames_hidden_by_edit_list: frames of an MP4/MOV sample table its edit list hides (a trimmed
+            recording): not shown by players, not delivered by the demuxer, not scored.
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
     """
 
     frames_decoded: int = 0
     frames_skipped: int = 0
     frames_reused: int = 0
+    frames_hidden_by_edit_list: int = 0
     decoder_peak_rss_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
 

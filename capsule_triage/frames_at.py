@@ -10,13 +10,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .presentation_times import PresentationTimes, stores_no_times
+from .presentation_times import REORDER_FRAMES, PresentationTimes, stores_no_times
 from .frame_folder import list_frame_images, read_image_rgb
-from .reader import RGB_CONVERSION, square_pixel_width, upright, video_stream
+from .reader import MAX_TIME_STEP_BACK, RGB_CONVERSION, square_pixel_width, upright, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
 SEEK_BACK_SECONDS = (0.0, 1.0, 4.0, 16.0, 64.0)
+# A frame shown out of decode order (a capture clock stepping back across a keyframe, within the
+# reader's limit) is looked for this far back before the next frame shown stands in for it.
+EXACT_SEARCH_SECONDS = 16.0
 
 
 def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> dict[int, np.ndarray]:
@@ -64,47 +67,72 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     target is among them, the next try seeks further back (:data:`SEEK_BACK_SECONDS`), and the last
     decodes from the file's start. A try that decoded from a keyframe to the end of the stream
     without reaching the target ends the search: starting earlier cannot add frames after it.
+    A frame shown at the target whose packet comes before the keyframe the seek landed on (a
+    timestamp stepping back across it) is found by the tries up to :data:`EXACT_SEARCH_SECONDS`
+    back; only then does the next frame stand in for it (QA: the thumbnail showed another scene).
     """
     time_base = float(stream.time_base)
+    standing_in = None
     for back in (*SEEK_BACK_SECONDS, None):
+        if standing_in is not None and (back is None or back > EXACT_SEARCH_SECONDS):
+            break
         seconds = 0.0 if back is None else max(0.0, target - back)
-        frame, whole_from = _first_whole_frame(container, stream, seconds, target - 0.5 * time_base, from_start=back is None)
+        frame, shown, whole_from = _first_whole_frame(container, stream, seconds, target, from_start=back is None)
         if frame is None and whole_from is not None:
-            return None
+            break
         if frame is not None and whole_from <= target + 0.5 * time_base:
-            return frame
-    return None
+            if shown <= target + 0.5 * time_base:
+                return frame
+            standing_in = standing_in or frame
+    return standing_in
 
 
-def _first_whole_frame(container, stream, seconds: float, reached: float, *, from_start: bool) -> tuple[av.VideoFrame | None, float | None]:
-    """Seek to the keyframe at or before ``seconds`` and decode forward: the first frame shown at or
-    after ``reached`` among those shown from the first keyframe decoded on (all of them when
-    decoding ``from_start``, as the whole-file pass does), and that keyframe's shown time (None if
-    none was decoded).
+def _first_whole_frame(container, stream, seconds: float, target: float, *,
+                       from_start: bool) -> tuple[av.VideoFrame | None, float | None, float | None]:
+    """Seek to the keyframe at or before ``seconds`` and decode forward, among the frames shown from
+    the first keyframe decoded on (all of them when decoding ``from_start``, as the whole-file pass
+    does): the frame shown at ``target`` (within half a time base), else the first shown after it;
+    its shown time; and that keyframe's shown time (None if none was decoded).
 
-    Frames shown before ``reached`` that no other frame references are not decoded (``skip_frame``
+    Frames come out in presentation order, but timestamps that step back (a capture clock) put a
+    frame after later ones: the frame shown at ``target`` is looked for until a frame shown more
+    than the reader's largest step back after it has come out.
+
+    Frames shown before the target that no other frame references are not decoded (``skip_frame``
     NONREF per packet): nothing needs them, and a 720p thumbnail of the benchmark clip (libx264 with
     B-frames) took 30-33 instead of 41-43 ms. Except in AVI, whose times are put in presentation
     order as the whole-file pass does (:class:`~capsule_triage.presentation_times.PresentationTimes`), which
     needs every frame's.
     """
     time_base = float(stream.time_base)
+    reached, exact_until = target - 0.5 * time_base, target + 0.5 * time_base
+    rate = float(stream.average_rate) if stream.average_rate else 0.0
+    horizon = target + max(MAX_TIME_STEP_BACK, REORDER_FRAMES / rate if rate else 0.0)
     container.seek(int(seconds / time_base), stream=stream, backward=True, any_frame=False)
     whole_from = -math.inf if from_start else None
     reorder = PresentationTimes() if stores_no_times(container) else None
-    for packet in container.demux(stream):
-        early = reorder is None and packet.pts is not None and packet.pts * time_base < reached
-        stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
-        for frame in packet.decode():
-            guessed = (frame.pts or 0) * time_base
-            if whole_from is None and frame.key_frame:
-                whole_from = guessed  # a keyframe opens its group in decode and presentation order alike
-            if whole_from is None:
-                continue
-            for out, shown in (reorder.push(frame, guessed) if reorder else [(frame, guessed)]):
-                if shown >= max(whole_from, reached):
-                    return out, whole_from
-    for out, shown in (reorder.drain() if reorder and whole_from is not None else []):
-        if shown >= max(whole_from, reached):
-            return out, whole_from
-    return None, whole_from
+    after = None  # the first frame shown after the target: stands in if none is shown at it
+
+    def shown_frames():
+        nonlocal whole_from
+        for packet in container.demux(stream):
+            early = reorder is None and packet.pts is not None and packet.pts * time_base < reached
+            stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
+            for frame in packet.decode():
+                guessed = (frame.pts or 0) * time_base
+                if whole_from is None and frame.key_frame:
+                    whole_from = guessed  # a keyframe opens its group in decode and presentation order alike
+                if whole_from is not None:
+                    yield from (reorder.push(frame, guessed) if reorder else [(frame, guessed)])
+        if reorder and whole_from is not None:
+            yield from reorder.drain()
+
+    for out, shown in shown_frames():
+        if shown < max(whole_from, reached):
+            continue
+        if shown <= exact_until:
+            return out, shown, whole_from
+        after = after or (out, shown)
+        if shown > horizon or whole_from > exact_until:  # past the step-back limit, or landed after the target
+            break
+    return (*after, whole_from) if after else (None, None, whole_from)

@@ -9,7 +9,7 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -103,6 +103,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs = frame_index[order], pts[order], probs[order]
+    if info.kind == "video" and info.start_seconds is None:  # a header without it (a one-frame MKV): the first frame's time
+        info = replace(info, start_seconds=float(pts[0]))
     config = classifier.config
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
                    frame_period=1.0 / info.average_fps if info.average_fps else None)
@@ -167,26 +169,55 @@ def read_batch_size(preset: int, classifier: Classifier, requested: int | None =
 
 def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, stats: DecodeStats, info: SourceInfo,
                   options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
+    batch k are waited for (on a GPU the device works on k meanwhile; on the CPU scores are ready
+    when submitted, so nothing changes there)."""
     indices, times, probs = [], [], []
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
+    in_flight = None  # (frame_index, pts_seconds, scores) of the batch submitted last
     with tqdm(total=total, unit="frame", desc=input_path.name[:40], disable=not options.progress, dynamic_ncols=True) as bar:
-        for batch in stream_frames(input_path, read, stats, where, options.queue_depth, options.decoder_processes):
-            if skipper is None:
-                batch_probs = classifier(batch).probs
-            else:
-                score, source = skipper.plan(batch.data)
-                subset = FrameBatch(batch.data[score], batch.frame_index[score], batch.pts_seconds[score])
-                scored = classifier(subset).probs if len(subset) else np.empty((0, len(classifier.config.class_names)), np.float32)
-                batch_probs = skipper.fill(scored, score, source)
-            indices.append(batch.frame_index)
-            times.append(batch.pts_seconds)
-            probs.append(batch_probs)
-            bar.update(len(batch))
+        batches = stream_frames(input_path, read, stats, where, options.queue_depth, options.decoder_processes)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except InputError:
+                if in_flight is not None:
+                    in_flight[2]()  # a device that failed on the batch in flight is the error to report
+                raise
+            submitted = (batch.frame_index, batch.pts_seconds, _submit(classifier, batch, skipper))
+            if in_flight is not None:
+                _collect(*in_flight, indices, times, probs, bar)
+            in_flight = submitted
+        if in_flight is not None:
+            _collect(*in_flight, indices, times, probs, bar)
     stats.frames_reused = skipper.skipped if skipper else 0
     if not probs:
         raise InputError(input_path, "no decodable frames")
     return np.concatenate(indices), np.concatenate(times), np.concatenate(probs)
+
+
+def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None) -> Callable[[], np.ndarray]:
+    """Start scoring ``batch`` (the frames the skipper does not reuse); the returned function waits
+    for the whole batch's probabilities."""
+    if skipper is None:
+        pending = classifier.submit(batch)
+        return lambda: pending.result().probs
+    score, source = skipper.plan(batch.data)
+    if not score.any():
+        return lambda: skipper.fill(np.empty((0, len(classifier.config.class_names)), np.float32), score, source)
+    pending = classifier.submit(FrameBatch(batch.data[score], batch.frame_index[score], batch.pts_seconds[score]))
+    return lambda: skipper.fill(pending.result().probs, score, source)
+
+
+def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[[], np.ndarray], indices: list, times: list,
+             probs: list, bar: tqdm) -> None:
+    probs.append(scores())
+    indices.append(frame_index)
+    times.append(pts_seconds)
+    bar.update(len(frame_index))
 
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:
@@ -327,6 +358,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
         "frames_decoded": n,
         "frames_skipped": stats.frames_skipped,
+        "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,
         "time_gaps": time_gaps(pts),
         "decoded_in": decoded_in,

@@ -21,7 +21,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 import cv2
 import numpy as np
 
-from .completeness import check_complete, tag_seconds
+from .completeness import LeadingFrames, check_complete, tag_seconds
 from .errors import InputError
 from .folder_times import folder_times
 from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
@@ -33,7 +33,10 @@ from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_
 # `Error:` line a bad input gets (a folder with 400 damaged PNGs printed 428 lines).
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
+# What `triage batch` takes for a video (any file `triage run` is given is read by its content): common
+# containers, and what recorders write: AVCHD (.m2ts/.mts), DVD (.vob), broadcast and capture (.mxf, .m2t, .dv).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts", ".m2ts", ".mts",
+                            ".m2t", ".mxf", ".vob", ".dv", ".3gp", ".flv", ".ogv", ".asf", ".m2v"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
 SWSCALE_THREADS = 1  # the decoder's resize and RGB conversion on one thread (PyAV 17+ defaults to one per core)
@@ -151,11 +154,11 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 duration = container.duration / av.time_base
             fps = float(stream.average_rate) if stream.average_rate else None
             return SourceInfo(
-                path=str(path), kind="video", codec=cc.name, width=cc.width, height=cc.height,
+                path=str(path), kind="video", codec=cc.codec.canonical_name, width=cc.width, height=cc.height,
                 display_width=square_pixel_width(stream, cc.width), muxer_duration_seconds=tag_seconds(stream.metadata.get("DURATION")),
                 start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
-                average_fps=fps, duration_seconds=duration,
-                num_frames_from_header=int(stream.frames) or None, size_bytes=size,
+                average_fps=fps, duration_seconds=duration, num_frames_from_header=int(stream.frames) or None, size_bytes=size,
+                container=container.format.name, stream_index=stream.index, video_streams=len(container.streams.video),
             )
     except InputError:
         raise
@@ -282,6 +285,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
         start = info.start_seconds or 0.0  # the stream's first timestamp, as probed
         packets_read, packets_end = 0, None  # frames' packets the file delivered, and how far in time they reach
         reorder = PresentationTimes() if stores_no_times(container) else None
+        leading = LeadingFrames() if segment is None or segment.start_pts is None else None  # from the file's start
         packets = container.demux(stream)
         while True:
             try:
@@ -299,6 +303,8 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     packet = None  # flush: the frames still inside the decoder come out
             if packet is not None and packet.size and not packet.is_discard:
                 packets_read += 1
+                if leading:
+                    leading.packet(packet.pts)
                 if packet.pts is not None:
                     end = (packet.pts + (packet.duration or 0)) * time_base - start
                     packets_end = end if packets_end is None else max(packets_end, end)
@@ -308,8 +314,12 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 if packet is not None and packet.size:
                     stats.skip(f"frame {index}: {_short(exc)}")
                     index += 1
+                    if leading:
+                        leading.decode_failed()
                 continue
             for frame in frames:
+                if leading:
+                    leading.frame(frame.pts)
                 if frame.pts is not None:
                     pts = frame.pts * time_base
                 else:
@@ -340,8 +350,9 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 break
         if reorder is not None:
             yield from kept(reorder.drain())
+        lost_at_start = leading.count(stats) if leading else 0
     if segment is None:
-        check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index)
+        check_complete(path, info, stats, packets_read=packets_read, packets_end=packets_end, frames_out=index + lost_at_start)
 
 
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:

@@ -67,6 +67,8 @@ def plan_segments(path: str | Path, parts: int) -> SegmentPlan | None:
         return None
     shown_before = np.maximum.accumulate(order)  # latest pts among packets [0, i]
     shown_from = np.minimum.accumulate(order[::-1])[::-1]  # earliest pts among packets [i, n)
+    if not keyframe[0] or shown_from[0] < order[0]:
+        return None  # frames before the first keyframe, or shown before it (open GOP), lack references: numbered by one pass
     cuts = np.array([i for i in range(1, n) if keyframe[i] and shown_before[i - 1] < order[i] == shown_from[i]], dtype=np.int64)
     if len(cuts) == 0:
         return None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import split_runs
+from .backends import Done, split_runs
 from .device import to_device_nchw
 from .errors import DeviceError
 from .model_config import ModelConfig
@@ -47,8 +47,15 @@ class TorchBackend:
     out of device memory is split in halves and run again (:class:`~capsule_triage.errors.DeviceError`
     at one frame).
 
-    Each batch's frames are copied on a side stream and its result read before the next batch is
-    copied: the overlap in a run is between the decoder (its own process or thread) and the device.
+    On CUDA, :meth:`submit` returns once a call's runs are queued on the device: each run's frames
+    are staged in pinned host memory and copied on a side stream, so the copy of run k+1 overlaps
+    the model on run k; the logits come back by a non-blocking copy into pinned memory, waited for
+    in ``result()``. The pipeline submits batch k+1 before it waits for batch k, so the copies of
+    one batch also overlap the model on the one before, and the decoder's next batch is read while
+    the device works. ``cudnn.benchmark`` stays off: the number of frames per run varies (a study's
+    last batch, halves after running out of memory, the frames duplicate skipping leaves), and each
+    new shape would be measured again; its choices may also differ from those ``triage optimize``
+    checked.
     """
 
     def __init__(self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str,
@@ -67,9 +74,15 @@ class TorchBackend:
             torch.backends.cudnn.allow_tf32 = False
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._fitting(run) for run in split_runs(frames_nhwc, self.batch_size)])
+        return self.submit(frames_nhwc).result()
 
-    def _fitting(self, frames_nhwc: np.ndarray) -> np.ndarray:
+    def submit(self, frames_nhwc: np.ndarray) -> "Done | OnDevice":
+        """Score ``frames_nhwc``: on the CPU now (:class:`Done`), on CUDA queued on the device
+        (:class:`OnDevice`). The frames are read before this returns."""
+        parts = [part for run in split_runs(frames_nhwc, self.batch_size) for part in self._fitting(run)]
+        return Done(np.concatenate(parts)) if self.stream is None else OnDevice(parts, self.device)
+
+    def _fitting(self, frames_nhwc: np.ndarray) -> list:
         """``_forward``, in halves while a batch does not fit in device memory. The halves run after
         the ``except`` block: inside it the exception's traceback keeps the failed attempt's tensors
         alive (PyTorch FAQ), and the halves would not fit either."""
@@ -78,26 +91,56 @@ class TorchBackend:
         except torch.OutOfMemoryError:
             pass
         except torch.AcceleratorError as exc:  # sticky: this process cannot use the device again
-            raise DeviceError(self.device, f"device error ({str(exc).splitlines()[0]}); this process cannot use it again") from None
+            raise _device_error(self.device, exc) from None
         if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+            try:
+                torch.cuda.synchronize(self.device)  # runs queued earlier release their memory first
+                torch.cuda.empty_cache()
+            except torch.AcceleratorError as exc:  # one of them failed on the device
+                raise _device_error(self.device, exc) from None
         if len(frames_nhwc) == 1:
             raise DeviceError(self.device, f"out of memory for one {frames_nhwc.shape[1]}x{frames_nhwc.shape[2]} frame "
                                            "(another process on the device, or a model too large for it?)")
         half = (len(frames_nhwc) + 1) // 2
-        return np.concatenate([self._fitting(frames_nhwc[:half]), self._fitting(frames_nhwc[half:])])
+        return self._fitting(frames_nhwc[:half]) + self._fitting(frames_nhwc[half:])
 
-    def _forward(self, frames_nhwc: np.ndarray) -> np.ndarray:
+    def _forward(self, frames_nhwc: np.ndarray) -> list:
+        """One run: ``[logits]`` on the CPU; on CUDA ``[(pinned logits, event)]``, the event recorded
+        after the copy back to the host."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            if self.stream is not None:
-                with torch.cuda.stream(self.stream):
-                    frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)
-                current = torch.cuda.current_stream(self.device)
-                current.wait_stream(self.stream)
-                frames.record_stream(current)  # allocated on the side stream, used on this one
-            else:
-                frames = torch.from_numpy(frames_nhwc)
-            return self.folded(frames).float().cpu().numpy()
+            if self.stream is None:
+                return [self.folded(torch.from_numpy(frames_nhwc)).float().numpy()]
+            with torch.cuda.stream(self.stream):
+                frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            frames.record_stream(current)  # allocated on the side stream, used on this one
+            logits = self.folded(frames).float()
+            host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(logits, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(current)
+            return [(host, copied)]
+
+
+class OnDevice:
+    """The logits of a call queued on a CUDA device: ``result()`` waits for each run's copy back."""
+
+    def __init__(self, parts: list, device: torch.device):
+        self.parts = parts
+        self.device = device
+
+    def result(self) -> np.ndarray:
+        try:
+            for _, copied in self.parts:
+                copied.synchronize()
+        except torch.AcceleratorError as exc:  # a kernel's failure shows at the first wait after it
+            raise _device_error(self.device, exc) from None
+        return np.concatenate([host.numpy() for host, _ in self.parts])
+
+
+def _device_error(device: torch.device, exc: Exception) -> DeviceError:
+    return DeviceError(device, f"device error ({str(exc).splitlines()[0]}); this process cannot use it again")
 
 
 def _own_copy(model: nn.Module, device: torch.device) -> nn.Module:

@@ -142,6 +142,20 @@ def test_discovery_ids_skip_hidden_empty_and_loops(tree, tmp_path):
     assert discover_studies(tmp_path) == []
 
 
+def test_recorder_formats_are_studies(tmp_path):
+    """QA 15: AVCHD (.m2ts, .MTS), DVD (.VOB) and capture (.mxf) recordings were silently not studies
+    (triage run reads them; the batch listed 1 of 5 files, exit 0)."""
+    from conftest import encode_clip
+
+    frames = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(4)]
+    names = ["p1/00001.m2ts", "p2/CAMERA.MTS", "p3/VTS_01_1.VOB", "p4/clip.mxf", "p5/ok.mp4"]
+    for name in names:
+        (tmp_path / name).parent.mkdir()
+        encode_clip(frames, tmp_path / "clip.mkv")
+        (tmp_path / "clip.mkv").rename(tmp_path / name)  # discovery goes by the name; run reads the content
+    assert [s.rel_path for s in discover_studies(tmp_path)] == names
+
+
 def test_statuses_summary_and_outputs(local_run, tree):
     out, result, seconds = local_run
     assert result.returncode == 1, result.stderr  # two studies failed, the others went on
@@ -382,7 +396,7 @@ def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, r
     def broken_device(self, batch):
         raise DeviceError("cuda:0", "device error (CUDA error: an illegal memory access was encountered); this process cannot use it again")
 
-    monkeypatch.setattr(Classifier, "__call__", broken_device)
+    monkeypatch.setattr(Classifier, "submit", broken_device)
     out = tmp_path / "out"
     result = _cli("batch", tree, "--out", out, "--weights", random_weights, "--quiet")
     assert result.exit_code == 2 and result.stderr.strip() == ("Error: cuda:0: device error (CUDA error: an illegal memory access "

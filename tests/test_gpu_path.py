@@ -141,3 +141,106 @@ def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its
     assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
     with pytest.raises(ValueError, match=r"^--device cuda:1: ONNX Runtime cannot use the GPU here \(the onnxruntime package has no CUDA provider"):
         OnnxBackend(path, name="ort-fp32", device="cuda:1")  # the CPU-only wheel, as installed here
+
+
+class _LikeCuda:
+    """A backend that returns from ``submit`` before scoring, as the CUDA one does: it keeps its own
+    copy of the frames (the CUDA one stages them in pinned memory) and scores in ``result()``."""
+
+    def __init__(self, backend, log: list):
+        self.backend, self.log, self.calls = backend, log, 0
+
+    def submit(self, frames):
+        number, staged = self.calls, frames.copy()
+        self.calls += 1
+        self.log.append(f"submit {number}")
+        backend, log = self.backend, self.log
+
+        class Handle:
+            def result(self):
+                log.append(f"result {number}")
+                return backend.logits(staged)
+
+        return Handle()
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+def test_the_pipeline_keeps_one_batch_in_flight_and_scores_as_one_call_at_a_time_does(tmp_path):
+    """On a GPU, batch k+1 is read and submitted before batch k's scores are waited for; the frames,
+    scores and reused duplicates are those of the plain loop, duplicates across batch edges included
+    (a plan ran ahead of the previous batch's fill: the skipper scored frames it should reuse)."""
+    import av
+    import pyarrow.parquet as pq
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+    from conftest import DEMO_CLIP, encode_clip
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:18]
+    stalled = encode_clip([f for f in frames for _ in range(3)], tmp_path / "stalled.mp4")  # a capsule that stalls
+    pipeline = load_pipeline("capsule-bleeding")
+    results = {}
+    for kind, batch_size in (("plain", 4), ("plain", 64), ("in flight", 4)):  # 64: the whole clip in one batch
+        classifier, log = load_classifier(pipeline, device="cpu"), []
+        if kind == "in flight":
+            classifier.backend = _LikeCuda(classifier.backend, log)
+        for skip in (None, 2.0):
+            out = tmp_path / f"{kind} {batch_size} {skip}"
+            result = triage_study(stalled, pipeline, classifier, RunOptions(out=out, batch_size=batch_size, skip_duplicates=skip))
+            results[kind, batch_size, skip] = (pq.read_table(out / "frames.parquet").to_pydict(), result.run["frames_reused_as_duplicates"])
+            if kind == "in flight" and skip is None:
+                calls = -(-54 // 4)
+                assert log == ["submit 0", *(item for n in range(1, calls) for item in (f"submit {n}", f"result {n - 1}")), f"result {calls - 1}"]
+            log.clear()
+    assert results["in flight", 4, None] == results["plain", 4, None]
+    (skipped, reused), (whole, whole_reused) = results["in flight", 4, 2.0], results["plain", 64, 2.0]
+    assert reused == whole_reused >= 30  # two of each three frames, across batch edges too (the clip in one batch has none)
+    assert skipped["frame_index"] == whole["frame_index"] and skipped["flagged"] == whole["flagged"]
+    np.testing.assert_allclose(skipped["score"], whole["score"], atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_on_cuda_submit_returns_before_the_result_and_the_frames_may_be_reused(model_and_config):
+    """Two calls in flight, split into runs (the copy of a run overlaps the model on the one before),
+    with their frames overwritten as soon as submit returned: the logits are the CPU's."""
+    model, config = model_and_config
+    cpu = TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")
+    gpu = TorchBackend(model, config, device=torch.device("cuda"), precision="fp32", batch_size=3)
+    first, second = _frames(7), _frames(5)
+    expected = [cpu.logits(first), cpu.logits(second)]
+    pending = [gpu.submit(first), gpu.submit(second)]
+    assert [len(p.parts) for p in pending] == [3, 2]
+    first[:], second[:] = 0, 255
+    for handle, logits in zip(pending, expected):
+        np.testing.assert_allclose(handle.result(), logits, atol=1e-4)
+
+
+def test_a_device_failure_on_the_batch_in_flight_is_reported_before_a_decoder_error_after_it(tmp_path, monkeypatch):
+    """Review: with one batch in flight, a decoder error on batch k+1 was raised before batch k's
+    result was waited for, so a failed GPU was recorded as a bad input and a batch went on."""
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, pipeline as pipeline_module, triage_study
+    from capsule_triage.errors import InputError
+    from capsule_triage.frames import FrameBatch
+    from conftest import DEMO_CLIP
+
+    def one_batch_then_a_damaged_file(path, *args, **kwargs):
+        yield FrameBatch(np.zeros((4, 224, 224, 3), np.uint8), np.arange(4), np.arange(4) / 4)
+        raise InputError(path, "decoder failed")
+
+    class FailsOnTheDevice:
+        def result(self):
+            raise DeviceError("cuda:0", "device error (CUDA error: an illegal memory access was encountered); this process cannot use it again")
+
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, device="cpu")
+    classifier.backend = _LikeCuda(classifier.backend, [])
+    monkeypatch.setattr(pipeline_module, "stream_frames", one_batch_then_a_damaged_file)
+    monkeypatch.setattr(classifier.backend, "submit", lambda frames: FailsOnTheDevice())
+    with pytest.raises(DeviceError, match="illegal memory access"):
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out"))
+    monkeypatch.setattr(classifier.backend, "submit", _LikeCuda(classifier.backend.backend, []).submit)
+    with pytest.raises(InputError, match="decoder failed"):  # a device that worked: the decoder's error
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []

@@ -54,6 +54,29 @@ def test_fov_crop_finds_the_bright_field_of_view():
     assert torch.allclose(out, torch.full_like(out, 200 / 255), atol=1e-3)
 
 
+def test_fov_boxes_of_a_batch_are_each_frames_own():
+    """Boxes of frames of one batch, found together (one copy back from a GPU per batch, not two
+    synchronisations per frame), are those of each frame alone: an off-centre view, a dark frame,
+    a view with burned-in text beside it, a view touching the edges."""
+    rng = np.random.default_rng(3)
+    frames = np.zeros((5, 90, 160, 3), np.uint8)
+    frames[0, 10:80, 30:100] = 180
+    frames[1] = rng.integers(0, 15, (90, 160, 3))  # dark: the centre square
+    frames[2, 5:85, 40:120] = 120
+    frames[2, 80:84, 2:30] = 255  # text in the black border, rows 80-83 bright for 28 of 160 columns
+    frames[3, :, 20:150] = 90
+    frames[4, 30:60, 10:30] = 250  # too small to be a view: the centre square
+    boxes = fov_boxes(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    assert [fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2))[0] for frame in frames] == boxes
+    assert boxes[0] == (10, 30, 70) and boxes[1] == boxes[4] == (0, 35, 90) and boxes[3] == (0, 40, 90)
+    assert boxes[2] == (5, 40, 80)
+    frames[4] = 0
+    frames[4, 10:80, 40:110] = (20, 20, 21)  # mean 20.3 of 255: below the brightness threshold (0.08 = 20.4 of 255)
+    assert fov_boxes(torch.from_numpy(frames[4:]).permute(0, 3, 1, 2)) == [(0, 35, 90)]
+    frames[4, 10:80, 40:110] = (20, 21, 21)  # mean 20.7: above
+    assert fov_boxes(torch.from_numpy(frames[4:]).permute(0, 3, 1, 2)) == [(10, 40, 70)]
+
+
 def test_bad_input_dtype_is_refused():
     with pytest.raises(ValueError, match=r"expects uint8 \[N,3,H,W\]"):
         Preprocessor(_config())(torch.zeros((1, 3, 8, 8)))

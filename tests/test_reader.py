@@ -458,3 +458,144 @@ def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames
     assert probe(folder, ReadOptions(timestamps_csv=csv_path)).unread == ["2 frames listed in t.csv but not in the folder: lost9.png, lost10.png"]
     with pytest.raises(InputError, match=r"f: --fps must be a finite number > 0, got inf"):
         probe(folder, ReadOptions(folder_fps=float("inf")))
+
+
+def _demo_frames(n: int) -> list[np.ndarray]:
+    import av
+
+    from conftest import DEMO_CLIP
+
+    with av.open(str(DEMO_CLIP)) as container:
+        return [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(n))]
+
+
+def _trimmed(source, path, frames_cut: int, movflags: str | None = None):
+    """``source`` remuxed with its first ``frames_cut`` frames before time zero: the MP4 muxer hides
+    them with an edit list, as ``ffmpeg -ss T -c copy`` (or a camera's trim) writes a trimmed recording."""
+    import av
+
+    with av.open(str(source)) as src:
+        shown = sorted(p.pts for p in src.demux(video=0) if p.size)
+    with av.open(str(source)) as src, av.open(str(path), "w", format="mp4", options={"movflags": movflags} if movflags else {}) as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        shift = shown[frames_cut] - shown[0]
+        for packet in src.demux(stream):
+            if packet.size:
+                packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
+                packet.stream = out
+                dst.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("frames_cut, bframes, variable_rate", [(2, 3, False), (10, 3, False), (10, 0, True), (10, 3, True)])
+def test_a_recording_trimmed_by_an_edit_list_is_read_as_players_show_it(tmp_path, frames_cut, bframes, variable_rate):
+    """QA 15: an MP4 trimmed at its start (edit list) was refused as truncated ("54 of the 64 frames
+    its header announces") or, trimmed by 2 frames, reported 2 frames lost to damaged data. Review:
+    with a variable frame rate an estimate from duration x average rate was wrong both ways; the
+    hidden frames are counted, not estimated."""
+    frames = _demo_frames(40)
+    pts = [i * 3 if i < 20 else 60 + (i - 20) * 12 for i in range(40)] if variable_rate else None  # 4 fps, then 1 fps (1/12 s ticks)
+    clip = encode_clip(frames, tmp_path / "whole.mp4", options={"crf": "18", "bf": str(bframes), "g": "8"},
+                       **({"pts": pts, "time_base": (1, 12)} if variable_rate else {}))
+    whole = np.concatenate([b.pts_seconds for b in read_frames(clip, ReadOptions(short_side=64, batch_size=8))])
+    trimmed = _trimmed(clip, tmp_path / "trimmed.mp4", frames_cut)
+    stats = DecodeStats()
+    times = np.concatenate([b.pts_seconds for b in read_frames(trimmed, ReadOptions(short_side=64, batch_size=8), stats)])
+    shown = whole[frames_cut:] - whole[frames_cut]
+    assert np.allclose(times, shown, atol=1e-3) and stats.frames_skipped == 0 and stats.errors == []
+    assert stats.frames_hidden_by_edit_list == frames_cut
+    # a trimmed file cut short is still truncated: its header keeps the edit's whole duration
+    faststart = _trimmed(clip, tmp_path / "fast.mp4", frames_cut, movflags="faststart")
+    (tmp_path / "cut.mp4").write_bytes(faststart.read_bytes()[: int(faststart.stat().st_size * 0.6)])
+    with pytest.raises(InputError, match=r"cut\.mp4: truncated video: stream ended after \d+ of the \d+ frames"):
+        list(read_frames(tmp_path / "cut.mp4", ReadOptions(short_side=64)))
+
+
+def test_the_triaged_stream_and_the_codec_are_named_as_ffmpeg_names_them(tmp_path):
+    """QA 15: an AV1 file's codec was recorded as 'libdav1d' (the decoder); run.json did not say which
+    of several video streams was scored."""
+    import av
+
+    frames = _demo_frames(6)
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w") as container:
+        overview = container.add_stream("mpeg4", rate=1)
+        overview.width, overview.height, overview.pix_fmt = 64, 48, "yuv420p"
+        main = container.add_stream("libsvtav1", rate=4, options={"preset": "12"})
+        main.width, main.height, main.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for stream, pictures in ((overview, [np.full((48, 64, 3), 90, np.uint8)] * 2), (main, frames)):
+            for picture in pictures:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+            container.mux(stream.encode())
+    info = probe(path)
+    assert (info.codec, info.stream_index, info.video_streams, info.width) == ("av1", 1, 2, frames[0].shape[1])  # decoded by libdav1d
+
+
+def test_thumbnails_of_frames_whose_timestamps_step_back_are_those_frames(tmp_path):
+    """QA 15: a capture clock stamping every 10th frame 0.4 s late (still within the reader's step
+    back) put frame 25 (6.65 s) before frame 26 (6.5 s), and frame 55 (14.15 s) before keyframe 56
+    (14.0 s) in decode order: their thumbnails showed the next frame shown (another scene)."""
+    import av
+
+    clip = encode_clip(_demo_frames(64), tmp_path / "even.mkv", options={"crf": "18", "bf": "0", "g": "8"})
+    jittered = tmp_path / "jittered.mkv"
+    with av.open(str(clip)) as src, av.open(str(jittered), "w", format="matroska") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        late = round(0.4 / stream.time_base)
+        for number, packet in enumerate(p for p in src.demux(stream) if p.size):
+            packet.pts += late if number % 10 == 5 else 0
+            packet.stream = out
+            dst.mux(packet)
+    with av.open(str(jittered)) as container:
+        whole = {f.pts: f.to_ndarray(format="rgb24", interpolation=RGB_CONVERSION) for f in container.decode(video=0)}
+    read = list(read_frames(jittered, ReadOptions(short_side=336, batch_size=64)))[0]
+    at = read_frames_at(jittered, read.frame_index.tolist(), read.pts_seconds.tolist())
+    with av.open(str(jittered)) as container:
+        time_base = float(container.streams.video[0].time_base)
+    wrong = [(int(i), float(t)) for i, t in zip(read.frame_index, read.pts_seconds)
+             if not np.array_equal(at[int(i)], whole[round(t / time_base)])]
+    assert wrong == [] and len(at) == 64
+
+
+def _remuxed(source, path, fmt: str, first: int = 0, late: dict | None = None):
+    """``source``'s packets from the ``first`` on into ``path``; ``late``: {packet number: ticks} added to its pts."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(path), "w", format=fmt) as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for number, packet in enumerate([p for p in src.demux(stream) if p.size][first:]):
+            packet.pts += (late or {}).get(number, 0)
+            packet.stream = out
+            dst.mux(packet)
+    return path
+
+
+def test_a_recording_starting_between_keyframes_counts_the_frames_it_cannot_decode(tmp_path):
+    """QA 15: a transport stream whose capture started inside a group of pictures lost its first
+    frames (no reference frame in the file) with frames_skipped 0 and no word; with --decoders 2 the
+    part before the first keyframe decoded nothing and the frame numbers started at 30. Review: an
+    open-GOP stream cut at a keyframe loses the B-frames shown before it (and --decoders 2 numbered
+    its frames from 1); a first frame stamped late by a capture clock is not lost."""
+    from capsule_triage.reader_process import read_frames_in_process
+
+    frames = _demo_frames(40)
+    closed = encode_clip(frames, tmp_path / "closed.mkv", options={"crf": "18", "bf": "0", "g": "8", "sc_threshold": "0"})
+    opened = encode_clip(frames, tmp_path / "open.mkv", options={"crf": "23", "bf": "3", "g": "8", "keyint_min": "8", "sc_threshold": "0",
+                                                                   "x264-params": "open-gop=1:b-pyramid=none"})
+    cases = {  # file: (frames decoded, frames lost at the start)
+        _remuxed(closed, tmp_path / "mid_group.ts", "mpegts", first=5): (32, 3),  # starts 5 frames into the first group of 8
+        _remuxed(opened, tmp_path / "open_cut.mkv", "matroska", first=7): (32, 1),  # at the 2nd keyframe (packet 7): a B-frame shown before it
+        _remuxed(closed, tmp_path / "late_first.mkv", "matroska", late={0: 400}): (40, 0),  # frame 0 stamped 0.4 s late
+    }
+    for path, (decoded, lost) in cases.items():
+        for decoders in (1, 2):
+            stats = DecodeStats()
+            options = ReadOptions(short_side=64, batch_size=8)
+            batches = list(read_frames(path, options, stats) if decoders == 1 else read_frames_in_process(path, options, stats, depth=2, processes=2))
+            indices = np.sort(np.concatenate([b.frame_index for b in batches]))
+            assert (stats.frames_decoded, stats.frames_skipped, indices.tolist()) == (decoded, lost, list(range(decoded))), (path.name, decoders)
+            assert stats.errors == ([f"{lost} frame(s) at the start could not be decoded (the recording starts inside a "
+                                     "group of pictures: their reference frames are not in the file)"] if lost else [])

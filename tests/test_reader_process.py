@@ -139,14 +139,14 @@ def test_a_run_whose_decoder_dies_fails_with_one_error_and_leaves_no_output(rand
 
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=str(random_weights))
-    score = Classifier.__call__
+    score = Classifier.submit
 
     def kill_the_decoder_then_score(self, batch):  # on the model's first call the decoder is mid-stream
         for pid in _decoder_children():
             os.kill(pid, signal.SIGKILL)
         return score(self, batch)
 
-    monkeypatch.setattr(Classifier, "__call__", kill_the_decoder_then_score)
+    monkeypatch.setattr(Classifier, "submit", kill_the_decoder_then_score)
     out = tmp_path / "out"
     with pytest.raises(InputError, match=r"demo_capsule_4fps\.mp4: decoder process died \(killed by signal 9\)"):
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=out, batch_size=1, queue_depth=1, decode_in="process"))

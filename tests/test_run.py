@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MIXED_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -107,6 +107,20 @@ def test_default_output_is_beside_the_input(tmp_path, random_weights):
     result = triage("run", clip, "--weights", random_weights, "--quiet")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "study one_triage" / "frames.parquet").exists()
+
+
+def test_a_header_without_the_streams_start_records_the_first_frames_time(tmp_path, random_weights):
+    """QA 15: a one-frame MKV's header gives no start time; run.json said start_seconds null."""
+    import av
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    clip = encode_clip([frame], tmp_path / "one.mkv")
+    pipeline = load_pipeline("capsule-bleeding")
+    result = triage_study(clip, pipeline, load_classifier(pipeline, weights=random_weights, device="cpu"), RunOptions(out=tmp_path / "o"))
+    assert result.frames == 1 and result.run["source"]["start_seconds"] == 0.0
 
 
 def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
