@@ -114,16 +114,21 @@ def test_a_png_with_data_after_its_end_is_read(tmp_path, frames24):
     np.testing.assert_array_equal(read_image_rgb(path), frames24[0])
 
 
-def test_a_png_cut_short_is_skipped_without_libpng_printing(tmp_path, frames24):
+def test_a_png_cut_short_or_damaged_is_skipped_without_libpng_printing(tmp_path, frames24):
     """An interrupted copy leaves PNGs without their end; libpng printed 'libpng error: PNG input
-    buffer is incomplete' to stderr for each, around the run's own lines."""
-    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    buffer is incomplete' to stderr for each, around the run's own lines; for a byte flipped inside
+    the image data 'libpng error: IDAT: CRC error', and data appended after the end is fine."""
+    folder = write_frame_folder(frames24[:5], tmp_path / "f")
     data = (folder / "frame1.png").read_bytes()
     (folder / "frame1.png").write_bytes(data[: len(data) * 95 // 100])
+    data = bytearray((folder / "frame2.png").read_bytes())
+    data[data.find(b"IDAT") + 40] ^= 0xFF
+    (folder / "frame2.png").write_bytes(bytes(data))
+    (folder / "frame3.png").write_bytes((folder / "frame3.png").read_bytes() + b"exporter's trailer")
     code = ("import sys; from pathlib import Path; from capsule_triage.frame_folder import read_image_rgb; "
             "print([read_image_rgb(p) is None for p in sorted(Path(sys.argv[1]).glob('*.png'))])")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
-    assert done.stdout.strip() == "[False, True, False]" and done.stderr == "", done.stderr
+    assert done.stdout.strip() == "[False, True, True, False, False]" and done.stderr == "", done.stderr
 
 
 def test_frame_folder_natural_order_fps_and_timestamp_csv(tmp_path, frames24):
