@@ -241,6 +241,19 @@ def read_frames(
         require_frames(path, stats)
 
 
+def _letterboxed(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``rgb`` fitted inside ``width`` x ``height`` with its aspect ratio, on black (a frame squeezed to
+    another shape would be scored distorted; black is border to the field-of-view crop)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    w, h = max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    out[top : top + h, left : left + w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
 def require_frames(path: Path, stats: DecodeStats) -> None:
     """The end-of-stream check that something decoded (naming the first decode error, if any)."""
     if stats.frames_decoded == 0:
@@ -250,9 +263,9 @@ def require_frames(path: Path, stats: DecodeStats) -> None:
 
 def _to_batch(items: list[tuple[np.ndarray, int, float]]) -> FrameBatch:
     shapes = {item[0].shape for item in items}
-    if len(shapes) > 1:  # mixed sizes without square_crop/short_side: bring all to the first size
+    if len(shapes) > 1:  # frame size changed mid-stream (another capture source) without a square crop
         h, w = items[0][0].shape[:2]
-        items = [(cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA), i, t) for a, i, t in items]
+        items = [(_letterboxed(a, w, h), i, t) for a, i, t in items]
     return FrameBatch(
         data=np.stack([item[0] for item in items]),
         frame_index=np.array([item[1] for item in items], dtype=np.int64),

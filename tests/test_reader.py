@@ -604,3 +604,28 @@ def test_a_recording_starting_between_keyframes_counts_the_frames_it_cannot_deco
             assert (stats.frames_decoded, stats.frames_skipped, indices.tolist()) == (decoded, lost, list(range(decoded))), (path.name, decoders)
             assert stats.errors == ([f"{lost} frame(s) at the start could not be decoded (the recording starts inside a "
                                      "group of pictures: their reference frames are not in the file)"] if lost else [])
+
+
+def test_a_frame_size_change_mid_stream_keeps_each_pictures_shape(tmp_path):
+    """QA 15 (a capture switching from a 5:4 PAL source to a 16:9 HD one): frames of another size in
+    the same batch were squeezed to the first one's shape (a circle scored as an ellipse); they are
+    fitted inside it with their own aspect ratio, on black (border to the field-of-view crop)."""
+    import av
+
+    def disc(width: int, height: int) -> np.ndarray:
+        picture = np.zeros((height, width, 3), np.uint8)
+        cv2.circle(picture, (width // 2, height // 2), height // 3, (200, 60, 60), -1)
+        return picture
+
+    path = tmp_path / "switch.ts"
+    with open(path, "wb") as joined:
+        for width, height in ((720, 576), (1280, 720)):
+            part = encode_clip([disc(width, height)] * 4, tmp_path / f"{width}.ts", options={"crf": "18"})
+            joined.write(part.read_bytes())
+    with av.open(str(path)) as container:
+        assert {(f.width, f.height) for f in container.decode(video=0)} == {(720, 576), (1280, 720)}
+    batch = list(read_frames(path, ReadOptions(short_side=200, square_crop=False, batch_size=8)))[0]
+    assert batch.data.shape == (8, 200, 250, 3)
+    for frame in batch.data:
+        rows, cols = np.nonzero(frame[..., 0] > 100)
+        assert abs((np.ptp(rows) + 1) / (np.ptp(cols) + 1) - 1) < 0.06  # round, not an ellipse
