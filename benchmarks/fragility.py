@@ -29,17 +29,18 @@ from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's fol
 sys.path.insert(0, str(REPO))
 
 from capsule_triage.augment import pixel_noise  # noqa: E402
-from capsule_triage.datasets import load_images, read_samples, select  # noqa: E402
+from capsule_triage.datasets import read_samples, select  # noqa: E402
 from capsule_triage.evaluate import backend_probs, predict_probs, suspicion  # noqa: E402
 from capsule_triage.preprocess import Preprocessor  # noqa: E402
 from capsule_triage.recompress import Codec, round_trip  # noqa: E402
+from capsule_triage.stills import load_for_model  # noqa: E402
 from capsule_triage.weights import load_model  # noqa: E402
 
 
 def changes(weights: Path, backends: list[str]) -> dict:
     model, config = load_model(weights)
     samples = read_samples(SHARED / "wcebleedgen" / "manifest.csv").samples
-    images = load_images(select(samples, "test"), size=config.input_size, class_names=config.class_names).images
+    images = load_for_model(select(samples, "test"), config).images
     preprocess = Preprocessor(config)
     score = lambda x: suspicion(predict_probs(model, preprocess, x), config)  # noqa: E731
     base = score(images)

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import ONNX_ENGINES, Done, onnx_backend, onnx_file
+from .backends import BACKENDS, ONNX_ENGINES, Done, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import local_weights
 from .errors import WeightsError
 from .frames import FrameBatch
-from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, unfinished_training
+from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, preset_differences, unfinished_training
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,6 +120,9 @@ class Classifier:
         digests = weights_digests(path) if path.exists() else {}
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
         device, note = device_name(device), auto_device_note(device)
+        if backend in BACKENDS and onnx_file(backend) and weights_dir is not None and folder_config(weights_dir, base_config).border == "fov":
+            raise WeightsError(weights_dir, f"backend {backend} runs an ONNX export, which a model that detects the field of view "
+                                            "(border 'fov') cannot have: the crop runs in PyTorch; use torch-fp32 or torch-bf16")
         selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME)), note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
@@ -127,9 +130,8 @@ class Classifier:
             from .weights import load_model
 
             model, config = load_model(weights, base_config)
-        stopped = unfinished_training(config)
-        if stopped:
-            selection["warnings"] = [*selection.get("warnings", []), stopped]
+        for note in (unfinished_training(config), preset_differences(config, base_config)):
+            selection = _noted(selection, note)
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
                    selection=selection)
 

@@ -19,8 +19,7 @@ Validation frames come from the manifest's ``val`` split when it has one; otherw
 ``val``, stratified by the groups' majority label, deterministically from a seed. ``test`` rows are
 never used for training.
 
-Images are loaded once as uint8 [N, 3, S, S] (short side resized to S with OpenCV's area filter, then
-centre-cropped: the same as the frame reader), ready for augmentation and the model's Preprocessor.
+The images themselves are loaded by :mod:`capsule_triage.stills`.
 """
 
 from __future__ import annotations
@@ -31,17 +30,15 @@ import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .errors import InputError
-from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, decode_image_rgb, listed, natural_key, other_types, plural
+from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, listed, natural_key, other_types, plural
 
 GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
@@ -71,27 +68,6 @@ class Sample:
     label: str
     group: str
     split: str
-
-
-@dataclass
-class LabelledImages:
-    """Images of one split in memory.
-
-    Attributes:
-        images: uint8 [N, 3, S, S].
-        labels: int64 [N] indices into ``class_names``.
-        class_names: classes in model head order.
-        paths: image paths [N].
-        groups: group ids [N].
-        sha256: SHA-256 of each image file [N], taken from the bytes decoded (each file is read once).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    paths: list[str]
-    groups: list[str]
-    sha256: list[str] = field(default_factory=list)
 
 
 class LabelledSource(NamedTuple):
@@ -327,48 +303,6 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
 def select(samples: list[Sample], split: str) -> list[Sample]:
     """Samples of one split ("all" = every sample)."""
     return list(samples) if split == "all" else [s for s in samples if s.split == split]
-
-
-def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False,
-                source: str | Path = "(data)") -> LabelledImages:
-    """Decode, resize (short side = ``size``) and centre-crop every sample to uint8 [N, 3, size, size].
-
-    ``source`` (the manifest or folder the samples came from) is what error messages name.
-
-    Raises:
-        InputError: no samples, an undecodable image, or a label not in ``class_names``.
-    """
-    if not samples:
-        raise InputError(source, "no images in the requested split")
-    unknown = sorted({s.label for s in samples} - set(class_names))
-    if unknown:
-        raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
-    images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
-    digests = []
-    for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
-        data = np.fromfile(str(sample.path), dtype=np.uint8)
-        digests.append(hashlib.sha256(data).hexdigest())
-        images[i] = torch.from_numpy(_square(sample.path, decode_image_rgb(data), size)).permute(2, 0, 1)
-    return LabelledImages(
-        images=images,
-        labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),
-        class_names=list(class_names),
-        paths=[str(s.path) for s in samples],
-        groups=[s.group for s in samples],
-        sha256=digests,
-    )
-
-
-def _square(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
-    if image is None:
-        raise InputError(path, "not a decodable image")
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    if scale != 1:
-        image = cv2.resize(image, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
-    h, w = image.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(image[top : top + size, left : left + size])
 
 
 def samples_digest(samples: list[Sample]) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import metrics
 from .training_images import overlap_warning, read_training_images
-from .datasets import MANIFEST_NAME, LabelledImages, assign_validation, load_images, read_samples, samples_digest, select
+from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select
 from .digests import weights_sha256
 from .errors import InputError, OutputError, TriageError, WeightsError
 from .hub import local_weights
@@ -38,6 +38,7 @@ from .model_card import check_section_name, json_ready, write_card_section, writ
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
+from .stills import LabelledImages, load_for_model
 from .weights import load_model
 
 
@@ -147,7 +148,7 @@ def evaluate(
     selection = None
     if target_sensitivity is not None:
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
-    images = load_images(select(samples, split), size=config.input_size, class_names=config.class_names, progress=progress, source=data)
+    images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
@@ -275,7 +276,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     samples = with_validation(data, config)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
-    val = load_images(select(samples, "val"), size=config.input_size, class_names=config.class_names, source=data)
+    val = load_for_model(select(samples, "val"), config, source=data)
     score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs

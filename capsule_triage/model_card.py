@@ -49,8 +49,9 @@ def json_ready(value):
 
 def card_numbers(result: dict) -> dict:
     """The headline numbers a model card quotes (rounded to 4 decimals)."""
-    keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names")
-    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys}
+    keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names",
+            "abnormal_classes")
+    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys if k in result}
     if result.get("codec"):
         out["codec"] = result["codec"]
     return json_ready(out)
@@ -73,9 +74,26 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
+             "", f"ROC AUC, sensitivity, specificity, precision and F1 are those of triage: a frame is abnormal when its suspicion score "
+             f"(the summed probability of {', '.join(numbers.get('abnormal_classes', []))}) reaches the threshold. Accuracy and the "
+             + ("confusion matrix are those of the class with the highest probability." if len(numbers["class_names"]) > 2 else
+                "confusion matrix are those of the same decision."),
+             *_per_class_rows(result),
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
              "```json", json.dumps(numbers), "```"]
     return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+
+
+def _per_class_rows(result: dict) -> list[str]:
+    """Per-class precision / sensitivity / specificity / F1 of a model of more than two classes (QA 16:
+    a 3-class card quoted only the triage numbers and an accuracy beside them)."""
+    if len(result["class_names"]) <= 2 or "per_class" not in result:
+        return []
+    rows = ["", "| class | frames | precision | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|"]
+    for name in result["class_names"]:
+        c = result["per_class"][name]
+        rows.append(f"| {name} | {c['support']} | " + " | ".join(_pct(c[k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
+    return rows
 
 
 def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
@@ -115,7 +133,7 @@ def read_card_section(folder: Path, section: str) -> dict:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}%"
 
 
 def intended_use(card: str | None) -> str | None:

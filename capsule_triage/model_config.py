@@ -162,6 +162,20 @@ def unfinished_training(config: ModelConfig) -> str | None:
             "continue it with the same `triage train` command and --resume")
 
 
+PRESET_CHECKED = ("border", "border_radius", "abnormal_classes")  # what a weights folder changes of its preset, said in a warning
+
+
+def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str | None:
+    """One line naming what a weights folder's config changes of the preset's model (QA 16: weights
+    trained with the default circle border and abnormal classes ran under a field-of-view preset
+    without a word, flagging every frame as chronic gastritis), or None."""
+    changed = [name for name in PRESET_CHECKED if preset is not None and getattr(config, name) != getattr(preset, name)]
+    if not changed:
+        return None
+    return ("the weights were trained with " + ", ".join(f"{name} {getattr(config, name)!r}" for name in changed) + "; the preset says "
+            + ", ".join(f"{name} {getattr(preset, name)!r}" for name in changed) + ": frames are read and scored as the weights were trained")
+
+
 def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:
     """The config of a weights folder, checked against the preset's classes (no tensors are read).
 

@@ -27,7 +27,8 @@ from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
-from .ranking import RankParams, abnormal_score, rank
+from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
+from .ranking import abnormal_score, rank
 from .reader import ReadOptions, read_frames
 from .torch_backend import TorchBackend, export_onnx
 from .weights import load_model
@@ -36,10 +37,12 @@ DEFAULT_TOLERANCE = 0.05  # max |score - fp32 score| over all check frames
 CALIBRATION_FRAMES = 128  # int8 calibration frames taken from the start of each calibration clip or folder
 
 
-def decode_all(path: Path, size: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All frames of a clip at the model's input size (small clips only)."""
+def decode_all(path: Path, size: int, limit: int | None = None, *, fov: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All frames of a clip at the model's input size (small clips only); for a model that detects
+    the field of view (``fov``), at twice that size with their shape kept, as ``triage run`` reads them."""
     data, index, pts = [], [], []
-    for batch in read_frames(path, ReadOptions(batch_size=64, short_side=size), DecodeStats()):
+    read = ReadOptions(batch_size=64, short_side=size * 2, square_crop=False) if fov else ReadOptions(batch_size=64, short_side=size)
+    for batch in read_frames(path, read, DecodeStats()):
         data.append(batch.data)
         index.append(batch.frame_index)
         pts.append(batch.pts_seconds)
@@ -141,7 +144,7 @@ def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
 
 def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_clips: list[Path] | None = None,
              tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None,
-             tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES) -> dict:
+             tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES, pipeline: "Pipeline | None" = None) -> dict:
     """Export, quantize, check and tune every CPU backend (and torch fp16 on a usable GPU); write ``backends.json``.
 
     Each candidate is checked at ``batch_size`` and then timed over batch sizes and thread layouts
@@ -156,16 +159,21 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         batch_size: batch size of the agreement check.
         threads: threads to tune for (default: torch's, one per physical core).
         tune_batch_sizes: batch sizes to time (large models on a CPU can skip the big ones).
+        pipeline: the preset whose event settings (smoothing, merging, minimum length) the "events
+            identical" check uses (default: the default preset's; QA 16: a gastroscope model was
+            checked with the capsule preset's).
     """
     weights_dir = Path(weights_dir)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()
     size = config.input_size
-    check = [decode_all(Path(c), size) for c in check_clips]
+    fov = config.border == "fov"  # the crop runs in PyTorch: no ONNX export, no ONNX Runtime or OpenVINO candidates
+    check = [decode_all(Path(c), size, fov=fov) for c in check_clips]
     # The ONNX files are about to be replaced: until the new report is written, no report vouches for them
     # (an interrupted run must not leave the old report accepting new, unchecked files).
     (weights_dir / BACKENDS_FILE).unlink(missing_ok=True)
-    calibration = np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0] for c in (calibration_clips or check_clips)])
+    calibration = None if fov else np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0]
+                                                   for c in (calibration_clips or check_clips)])
     cpu = torch.device("cpu")
 
     def on_torch(precision: str, device: torch.device = cpu):
@@ -184,7 +192,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         # on a GPU, fp16 autocast: what `--backend auto` runs on CUDA once it is accepted here (against the CPU's fp32)
         **({"torch-fp16": lambda: on_torch("fp16", resolve_device("cuda"))} if torch.cuda.is_available() and cuda_unsupported(0) is None else {}),
     }
-    params = RankParams(enter_threshold=config.threshold, leave_threshold=0.75 * config.threshold)
+    params = (pipeline or load_pipeline(DEFAULT_PIPELINE)).rank_params(config)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
     digests = weights_digests(weights_dir)
@@ -195,6 +203,10 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
               "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}
     for name, prepare in candidates.items():
+        if fov and onnx_file(name):
+            report["candidates"][name] = {"accepted": False, "error": "the model detects the field of view (border 'fov'): "
+                                                                      "the crop runs in PyTorch, no ONNX export"}
+            continue
         try:
             make = prepare()
             backend = make(threads=threads, streams=1, batch_size=None)

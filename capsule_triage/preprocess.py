@@ -9,6 +9,7 @@ evaluation and inference, so a model is always fed exactly as it was trained.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +18,7 @@ from .model_config import ModelConfig
 
 FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside the endoscope's view
 FOV_MIN_FRACTION = 0.05  # a row/column is inside the view when this fraction of it is bright
+FOV_GAP_FRACTION = 1 / 32  # dark rows/columns (of the short side) one view may hold; a wider dark gap separates marks beside it
 
 
 def circle_mask(size: int, radius_fraction: float) -> torch.Tensor:
@@ -29,15 +31,23 @@ def circle_mask(size: int, radius_fraction: float) -> torch.Tensor:
 def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
     """Per-frame square box (top, left, side) around the bright field of view of uint8 [N,3,H,W] frames.
 
-    The bright rows and columns of the whole batch are found on the frames' device and come back
-    to the host in one copy (on a GPU: one synchronisation per batch, not two per frame).
+    The columns inside the view are the stretch of bright ones (:func:`_view_stretch`) holding the
+    most bright pixels; the rows are found within those columns, and the columns again within those
+    rows: burned-in text, a status line or a logo in the black border is a stretch of its own, and
+    text above the view lies outside its columns (QA pass 16: white overlay text beside the view
+    moved the crop onto it). A view narrower than a quarter of the frame's short side counts as
+    none found (a dark frame): the centre square. The batch's bright-pixel mask comes to the host in
+    one copy (on a GPU: one synchronisation per batch, not two per frame).
     """
-    bright = frames.sum(dim=1, dtype=torch.int16) > FOV_LUMA_THRESHOLD * 255 * 3  # mean of R, G, B, without a float copy of the frames
+    bright = (frames.sum(dim=1, dtype=torch.int16) > FOV_LUMA_THRESHOLD * 255 * 3).cpu().numpy()  # mean of R, G, B > threshold
     n, h, w = bright.shape
-    extents = [_extent(bright.float().mean(dim=dim) > FOV_MIN_FRACTION) for dim in (2, 1)]  # rows [N, H], columns [N, W]
+    gap, least = max(1.0, min(h, w) * FOV_GAP_FRACTION), min(h, w) // 4
     boxes = []
-    for (rows, top, bottom), (cols, left, right) in zip(*(e.tolist() for e in extents)):
-        if rows < h // 4 or cols < w // 4:  # nothing found (dark frame): centre square
+    for mask in bright:
+        left, right = _view_stretch(mask.sum(axis=0) / h, gap)
+        top, bottom = _view_stretch(mask[:, left:right].sum(axis=1) / max(1, right - left), gap)
+        left, right = _view_stretch(mask[top:bottom].sum(axis=0) / max(1, bottom - top), gap)
+        if bottom - top < least or right - left < least:  # nothing found (dark frame): centre square
             side = min(h, w)
             boxes.append(((h - side) // 2, (w - side) // 2, side))
             continue
@@ -49,12 +59,17 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def _extent(inside: torch.Tensor) -> torch.Tensor:
-    """int64 [N, 3] of a bool [N, L]: how many are True, the first True, one past the last True."""
-    length = inside.shape[1]
-    first = inside.int().argmax(dim=1)  # argmax returns the first maximum
-    last = length - inside.flip(1).int().argmax(dim=1)
-    return torch.stack([inside.sum(dim=1), first, last], dim=1).cpu()
+def _view_stretch(share: np.ndarray, gap: float) -> tuple[int, int]:
+    """(first, one past the last) of the rows (or columns) inside the view, given each one's bright
+    share: of the stretches of rows more than :data:`FOV_MIN_FRACTION` bright, joined across dark
+    runs up to ``gap`` long, the one holding the most bright pixels; (0, 0) if none is bright."""
+    inside = np.flatnonzero(share > FOV_MIN_FRACTION)
+    if not len(inside):
+        return 0, 0
+    breaks = np.flatnonzero(np.diff(inside) > gap + 1)  # a step of k + 1 skips k dark rows
+    starts, ends = np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(inside) - 1]])
+    best = int(np.argmax([share[inside[a] : inside[b] + 1].sum() for a, b in zip(starts, ends)]))
+    return int(inside[starts[best]]), int(inside[ends[best]]) + 1
 
 
 class Preprocessor(nn.Module):
@@ -76,8 +91,10 @@ class Preprocessor(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"Preprocessor expects uint8 [N,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
-        if self.border == "fov":
-            x = torch.cat([self._resize(frames[i : i + 1, :, t : t + s, l : l + s].float()) for i, (t, l, s) in enumerate(fov_boxes(frames))])
+        if self.border == "fov" and tuple(frames.shape[-2:]) == (self.input_size, self.input_size):
+            x = frames.float()  # already cropped to the view: stills are when they are loaded (see view)
+        elif self.border == "fov":
+            x = self.view(frames)
         else:
             h, w = frames.shape[-2:]
             side = min(h, w)
@@ -85,6 +102,17 @@ class Preprocessor(nn.Module):
             x = self._resize(frames[:, :, top : top + side, left : left + side].float())
         x = x * self.scale + self.shift
         return x * self.mask
+
+    def view(self, frames: torch.Tensor) -> torch.Tensor:
+        """float [N, 3, S, S]: each uint8 [N, 3, H, W] frame's field of view, cropped square and resized.
+
+        ``triage run`` reads frames for a field-of-view model at twice the input size with their
+        shape kept and crops them here. Training and evaluation crop their stills the same way when
+        they load them (:func:`capsule_triage.stills.load_images`; they are stored S x S), and
+        frames of exactly S x S are taken as cropped: a run never reads frames that small for such a
+        model. (Stills were centre-cropped square first: a 16:9 gastroscope still lost part of its
+        view and trained on black border where the run crops to the view; QA pass 16.)"""
+        return torch.cat([self._resize(frames[i : i + 1, :, t : t + s, l : l + s].float()) for i, (t, l, s) in enumerate(fov_boxes(frames))])
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == self.input_size and x.shape[-2] == self.input_size:

@@ -146,10 +146,16 @@ def resolve_weights(weights: str, preset_path: Path) -> str:
 
 
 def weights_not_installed(pipeline: Pipeline) -> WeightsError:
-    arch = pipeline.model.architecture
+    """How to train the preset's weights: its model's classes (in head order), abnormal classes,
+    input size and border on the command line (QA 16: the hint trained alphabetical classes and the
+    default circle border, weights the preset then refused or ran differently)."""
+    model = pipeline.model
+    arch = model.architecture
     init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}` (ImageNet weights from the hub; offline: `--init FILE`, a "
                                           ".safetensors, .pth or BiT .npz checkpoint)")
-    command = f"`triage train DATA --arch {arch} -o {pipeline.weights}" + (init or "`")
+    shape = (f" --classes {','.join(model.class_names)} --abnormal {','.join(model.abnormal_classes)} --input-size {model.input_size}"
+             f" --border {model.border} --border-radius {model.border_radius:g}")
+    command = f"`triage train DATA --arch {arch}{shape} -o {pipeline.weights}" + (init or "`")
     return WeightsError(
         pipeline.weights or pipeline.name,
         f"weights for pipeline '{pipeline.name}' are not installed; train them with {command}, "

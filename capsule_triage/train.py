@@ -37,14 +37,15 @@ from tqdm import tqdm
 from .augment import POLICIES, augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .recompress import CODECS, recompress_augment
-from .datasets import (LabelledImages, assign_validation, check_training_splits, class_order, class_weights, load_images, read_samples,
-                       samples_digest, select, split_counts)
+from .datasets import (assign_validation, check_training_splits, class_order, class_weights, read_samples, samples_digest, select,
+                       split_counts)
 from .errors import DataWarning, InputError, WeightsError
 from .evaluate import predict_probs, summarize
 from .outputs import check_creatable
 from .imagenet_init import LITE0_ARCH
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
+from .stills import LabelledImages, load_for_model
 from .schedule import SGD_MOMENTUM, STRATEGIES, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
 from .transfer import INIT_SOURCES, N_BLOCKS, initial_model, set_trainable, train_mode
@@ -131,8 +132,8 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    sets = [load_images(select(samples, s), size=config.input_size, class_names=config.class_names, progress=options.progress,
-                        source=options.data) if select(samples, s) else None for s in ("train", "val")]
+    sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None
+            for s in ("train", "val")]
     pool = select(samples, "train") + select(samples, "val")
     digests = [d for images in sets if images is not None for d in images.sha256]  # by content, from the bytes just decoded
     identity = {"data_sha256": samples_digest(samples), "images_sha256": images_sha256(pool, digests)}

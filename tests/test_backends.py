@@ -453,3 +453,39 @@ def test_auto_on_cuda_runs_fp32_until_optimize_on_this_gpu_accepted_fp16(optimiz
         assert choice["backend"] == expected, (gpu, accepted, choice)
         assert ("tuning" in choice) is (expected == "torch-fp16") and choice.get("tuning", {}).get("batch_size", 64) == 64
         assert choose_backend("auto", "cpu", copy, report["weights_sha256"])["backend"] != "torch-fp16"
+
+
+def test_a_field_of_view_model_is_optimized_on_frames_read_as_a_run_reads_them_and_has_no_onnx_backends(tmp_path):
+    """QA 16: optimize on a model with border 'fov' rejected ort-fp32 with the reason, then failed
+    ort-int8 with a FileNotFoundError and the OpenVINO ones with an empty RuntimeError; it checked
+    centre-cropped squares, not frames as triage run reads them; --backend ort-fp32 then said 'run
+    triage optimize', which can never export such a model; its events were compared with the capsule
+    preset's event settings."""
+    import av
+
+    from capsule_triage import optimize as optimize_module
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.optimize import optimize
+    from capsule_triage.weights import create_model, save_weights
+    from conftest import encode_clip
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(12))]
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="test_efficientnet", class_names=["GC", "GU", "CG"], abnormal_classes=["GC", "GU"],
+                         input_size=32, border="fov", border_radius=1.0, name="fov")
+    weights = save_weights(tmp_path / "fov", create_model(config), config)
+    clip = encode_clip([np.pad(f, ((0, 0), (60, 20), (0, 0))) for f in frames], tmp_path / "wide.mp4")  # off-centre view
+    seen = []
+    real_scores = optimize_module._scores
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(optimize_module, "_scores", lambda backend, frames, batch_size: seen.append(frames.shape) or real_scores(backend, frames, batch_size))
+        report = optimize(weights, [clip], batch_size=4, tune_batch_sizes=(4,), pipeline=load_pipeline("gastric-3class-resnet50"))
+    assert report["rank_params"]["smooth_seconds"] == 0.5 and report["rank_params"]["nms_seconds"] == 2.0  # the preset's, not the capsule one's
+    assert seen[0][1] == 64 and seen[0][2] > 80  # twice the input size, its shape kept (wider than high)
+    onnx = {name for name in report["candidates"] if name.split("-")[0] in ("ort", "ov")}
+    assert onnx == {"ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8"}
+    assert all(report["candidates"][name]["error"].startswith("the model detects the field of view") for name in onnx)
+    assert report["candidates"]["torch-fp32"]["accepted"]
+    with pytest.raises(WeightsError, match=r"backend ov-fp32 runs an ONNX export, which a model that detects the field of view"):
+        Classifier.load(weights, backend="ov-fp32", device="cpu")

@@ -14,7 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
-from capsule_triage.datasets import is_mask_folder, load_images, read_samples
+from capsule_triage.datasets import is_mask_folder, read_samples
+from capsule_triage.stills import load_images
 from capsule_triage.errors import DataWarning
 from capsule_triage.train import TrainOptions, train
 
@@ -159,3 +160,35 @@ def test_manifests_from_excel_windows_and_macs_are_read(tmp_path):
                                   "imgs/normal/a\\b.png,normal\r\n").encode())
     samples = read_samples(root / "m.csv").samples
     assert [s.path.name for s in samples] == [name, "0.png", "a\\b.png"] and all(s.path.is_file() for s in samples)
+
+
+def test_stills_of_a_field_of_view_model_are_cropped_to_the_view_as_a_run_crops_frames(tmp_path):
+    """QA 16: stills were centre-cropped square before the field-of-view crop, so a model for 16:9
+    gastroscope frames trained and was evaluated on half its view plus black border, where triage run
+    crops each frame to its view. Now a still is read as the run reads a frame (short side twice the
+    input size, shape kept) and cropped to its view there; the model's Preprocessor takes it as cropped."""
+    import torch
+
+    from capsule_triage.datasets import Sample
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.preprocess import Preprocessor
+    from capsule_triage.reader import ReadOptions, read_frames
+    from capsule_triage.stills import load_for_model
+
+    rng = np.random.default_rng(0)
+    view = cv2.resize(rng.integers(40, 255, (8, 8, 3), dtype=np.uint8), (300, 300), interpolation=cv2.INTER_CUBIC)
+    canvas = np.zeros((450, 800, 3), np.uint8)
+    canvas[75:375, 20:320] = view  # the view left of centre, as some scopes record it
+    folder = tmp_path / "still"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    config = ModelConfig(architecture="resnet50", class_names=["a", "b"], abnormal_classes=["b"], input_size=64, border="fov",
+                         border_radius=1.0, mean=(0, 0, 0), std=(1, 1, 1))
+    still = load_for_model([Sample(folder / "a.png", "a", "a", "test")], config).images
+    frame = next(read_frames(folder, ReadOptions(short_side=128, square_crop=False))).data
+    preprocess = Preprocessor(config)
+    trained = preprocess(still)
+    scored = preprocess(torch.from_numpy(frame).permute(0, 3, 1, 2))
+    assert still.shape == (1, 3, 64, 64) and (trained - scored).abs().mean() < 0.01
+    centre = load_for_model([Sample(folder / "a.png", "a", "a", "test")], ModelConfig.from_dict({**config.to_dict(), "border": "circle"}))
+    assert (preprocess(centre.images) - scored).abs().mean() > 0.1  # the centre square: what was trained before

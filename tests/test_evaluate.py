@@ -236,3 +236,23 @@ def test_a_failing_eval_leaves_the_operating_threshold_alone(weights_copy, small
     evaluate(weights_copy, small_manifest, "val", out_dir=out)  # no groups this time: none left from the test split
     assert json.loads((out / "metrics.json").read_text())["split"] == "val"
     assert (out / "groups.parquet").exists() == ("groups" in json.loads((out / "metrics.json").read_text()))
+
+
+def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_gives_each_class(tmp_path):
+    """QA 16: a 3-class card showed accuracy 33% (highest class) beside sensitivity 100% and
+    specificity 0% (the suspicion score of two abnormal classes) without saying so, and no class's own numbers."""
+    import numpy as np
+
+    from capsule_triage.evaluate import summarize
+    from capsule_triage.model_card import write_card_section
+    from capsule_triage.model_config import ModelConfig
+
+    config = ModelConfig(architecture="resnet50", class_names=["GC", "GU", "CG"], abnormal_classes=["GC", "GU"], name="three")
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    probs = np.array([[.7, .2, .1], [.2, .5, .3], [.1, .8, .1], [.3, .3, .4], [.1, .1, .8], [.2, .2, .6], [.5, .1, .4], [.1, .3, .6]])
+    result = {**summarize(labels, probs, config), "model": "three", "data": "ds3", "split": "test", "border": "fov"}
+    (tmp_path / "w").mkdir()
+    card = write_card_section(tmp_path / "w", "test-results", result).read_text()
+    assert "suspicion score (the summed probability of GC, GU) reaches the threshold" in card
+    assert "Accuracy and the confusion matrix are those of the class with the highest probability." in card
+    assert "| GC | 2 | 50.00% | 50.00% | 83.33% | 50.00% |" in card and "| CG | 4 | 75.00% | 75.00% | 75.00% | 75.00% |" in card

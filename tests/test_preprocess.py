@@ -77,6 +77,20 @@ def test_fov_boxes_of_a_batch_are_each_frames_own():
     assert fov_boxes(torch.from_numpy(frames[4:]).permute(0, 3, 1, 2)) == [(10, 40, 70)]
 
 
+def test_fov_boxes_pass_over_burned_in_text_and_find_a_small_view():
+    """QA 16: white overlay text (patient id, date) in the black border beside the view pulled the
+    crop onto the text; a view narrower than a quarter of a 16:9 frame's width was taken for none
+    (the model scored the black centre square)."""
+    frames = np.zeros((3, 180, 320, 3), np.uint8)
+    frames[0, 30:150, 100:220] = 150  # the view
+    frames[1] = frames[0]
+    for row in range(4, 176, 8):  # lines of text left of the view, from above its top to below its bottom
+        frames[1, row : row + 2, 5:80] = 255
+    frames[2, 5:55, 5:55] = 150  # a small view in the top-left corner
+    boxes = fov_boxes(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    assert boxes[0] == boxes[1] == (30, 100, 120) and boxes[2] == (5, 5, 50)
+
+
 def test_bad_input_dtype_is_refused():
     with pytest.raises(ValueError, match=r"expects uint8 \[N,3,H,W\]"):
         Preprocessor(_config())(torch.zeros((1, 3, 8, 8)))

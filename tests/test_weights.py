@@ -270,3 +270,21 @@ def test_hub_weights_serve_batch_and_eval_but_are_not_rewritten(random_weights, 
     (tmp_path / "loose.safetensors").write_bytes((random_weights / "model.safetensors").read_bytes())
     loose = triage("eval", tmp_path / "loose.safetensors", tmp_path / "tree")
     assert loose.returncode == 2 and "give a weights folder (config.json + model.safetensors)" in loose.stderr and "--pipeline" not in loose.stderr
+
+
+def test_weights_that_change_the_presets_border_or_abnormal_classes_are_named(tmp_path):
+    """QA 16: weights trained with the default circle border and the default abnormal classes ran
+    under the field-of-view preset without a word (every frame flagged as chronic gastritis)."""
+    from capsule_triage import load_classifier, load_pipeline
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.weights import create_model, save_weights
+
+    pipeline = load_pipeline("gastric-3class-resnet50")
+    config = ModelConfig(architecture="test_efficientnet", class_names=["GC", "GU", "CG"], abnormal_classes=["GU", "CG"], input_size=32)
+    weights = save_weights(tmp_path / "w", create_model(config), config)
+    warnings = load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection["warnings"]
+    assert ("the weights were trained with border 'circle', border_radius 0.89, abnormal_classes ['GU', 'CG']; the preset says border "
+            "'fov', border_radius 1.0, abnormal_classes ['GC', 'GU']: frames are read and scored as the weights were trained") in warnings
+    same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GC", "GU"], "border": "fov", "border_radius": 1.0})
+    weights = save_weights(tmp_path / "same", create_model(same), same)
+    assert not load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection.get("warnings")

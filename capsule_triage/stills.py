@@ -1,0 +1,107 @@
+"""Labelled stills in memory: the images of one split decoded once into uint8 [N, 3, S, S], ready
+for augmentation and the model's Preprocessor.
+
+Each image is resized (short side S, OpenCV's area filter) and centre-cropped, as the frame reader
+reads frames for a model with a fixed mask; for a model with a detected field of view (border
+"fov") it is read at twice S with its shape kept and cropped to its view, as ``triage run`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .datasets import Sample
+from .errors import InputError
+from .frame_folder import decode_image_rgb
+from .model_config import ModelConfig
+from .preprocess import Preprocessor
+
+
+@dataclass
+class LabelledImages:
+    """Images of one split in memory.
+
+    Attributes:
+        images: uint8 [N, 3, S, S].
+        labels: int64 [N] indices into ``class_names``.
+        class_names: classes in model head order.
+        paths: image paths [N].
+        groups: group ids [N].
+        sha256: SHA-256 of each image file [N], taken from the bytes decoded (each file is read once).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    paths: list[str]
+    groups: list[str]
+    sha256: list[str] = field(default_factory=list)
+
+
+def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False,
+                source: str | Path = "(data)", view: "Preprocessor | None" = None) -> LabelledImages:
+    """Decode, resize (short side = ``size``) and centre-crop every sample to uint8 [N, 3, size, size].
+
+    With ``view`` (the preprocessing of a model with a detected field of view, border "fov") each
+    image is read as ``triage run`` reads a frame for it (short side twice the input size, its shape
+    kept) and cropped to its view there (:meth:`Preprocessor.view`), instead of centre-cropped.
+    ``source`` (the manifest or folder the samples came from) is what error messages name.
+
+    Raises:
+        InputError: no samples, an undecodable image, or a label not in ``class_names``.
+    """
+    if not samples:
+        raise InputError(source, "no images in the requested split")
+    unknown = sorted({s.label for s in samples} - set(class_names))
+    if unknown:
+        raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
+    images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+    digests = []
+    for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
+        data = np.fromfile(str(sample.path), dtype=np.uint8)
+        digests.append(hashlib.sha256(data).hexdigest())
+        image = decode_image_rgb(data)
+        if view is None:
+            images[i] = torch.from_numpy(_square(sample.path, image, size)).permute(2, 0, 1)
+        else:
+            shaped = torch.from_numpy(_short_side(sample.path, image, 2 * size)).permute(2, 0, 1)[None]
+            images[i] = view.view(shaped)[0].round().clamp(0, 255).to(torch.uint8)
+    return LabelledImages(
+        images=images,
+        labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),
+        class_names=list(class_names),
+        paths=[str(s.path) for s in samples],
+        groups=[s.group for s in samples],
+        sha256=digests,
+    )
+
+
+def _short_side(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
+    if image is None:
+        raise InputError(path, "not a decodable image")
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    if scale != 1:
+        image = cv2.resize(image, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def _square(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
+    image = _short_side(path, image, size)
+    h, w = image.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+def load_for_model(samples: list[Sample], config: ModelConfig, *, progress: bool = False, source: str | Path = "(data)") -> LabelledImages:
+    """:func:`load_images` as the model of ``config`` reads frames: its input size and classes, and
+    cropped to the field of view when it detects one."""
+    return load_images(samples, size=config.input_size, class_names=config.class_names, progress=progress, source=source,
+                       view=Preprocessor(config) if config.border == "fov" else None)
