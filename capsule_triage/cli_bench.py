@@ -64,16 +64,16 @@ def register(app: typer.Typer) -> None:
         calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
         batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over batch sizes 1-32).")] = 32,
-        pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path).")] = "capsule-bleeding",
+        pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
         from .optimize import check_summary
         from .optimize import optimize as run_optimize
-        from .presets import load_pipeline
+        from .presets import load_pipeline, preset_for_weights
 
         try:
             report = run_optimize(weights, check, calibration_clips=calibration, tolerance=tolerance, batch_size=batch_size,
-                                  pipeline=load_pipeline(pipeline))
+                                  pipeline=load_pipeline(pipeline or preset_for_weights(weights)))
         except (TriageError, ValueError) as exc:
             fail(exc)
         except KeyboardInterrupt:

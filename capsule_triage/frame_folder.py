@@ -106,15 +106,20 @@ def read_image_rgb(path: Path) -> np.ndarray | None:
 
 
 def png_intact(data: memoryview) -> bool:
-    """Whether a PNG's chunks are all there up to IEND, each with its CRC. libpng prints its own
-    line to stderr for a damaged one ("libpng error: IDAT: CRC error" for a flipped byte, "PNG input
-    buffer is incomplete" for a file cut short by an interrupted copy), around the run's own lines;
-    the reader counts such a frame as undecodable itself. CRCs of a 1 MB frame: ~0.1 ms."""
+    """Whether a PNG's chunks are all there up to IEND, its critical ones (IHDR, PLTE, IDAT, IEND:
+    an upper-case first letter) each with its CRC. libpng prints its own line to stderr for a damaged
+    one ("libpng error: IDAT: CRC error" for a flipped byte, "PNG input buffer is incomplete" for a
+    file cut short by an interrupted copy), around the run's own lines; the reader counts such a
+    frame as undecodable itself. A damaged ancillary chunk (tEXt, ...) does not stop the image from
+    decoding. CRCs of a 1 MB frame: ~0.1 ms."""
     at = 8
     while at + 12 <= len(data):
         length = int.from_bytes(data[at : at + 4], "big")
         end = at + 8 + length
-        if end + 4 > len(data) or zlib.crc32(data[at + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+        if end + 4 > len(data):
+            return False
+        critical = 65 <= data[at + 4] <= 90
+        if critical and zlib.crc32(data[at + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
             return False
         if data[at + 4 : at + 8] == b"IEND":
             return True  # data an exporter appends after it is fine
@@ -126,7 +131,7 @@ def decode_image_rgb(data: np.ndarray) -> np.ndarray | None:
     """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory."""
     if not len(data):
         return None
-    if data[:8].tobytes() == _PNG_SIGNATURE and not png_intact(memoryview(data)):
+    if data[:8].tobytes() == _PNG_SIGNATURE and not png_intact(memoryview(np.ascontiguousarray(data))):
         return None  # cut short or damaged: libpng would print its own error line to stderr
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
     if image is None or image.size == 0:

@@ -7,6 +7,8 @@ never hard-coded elsewhere.
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -169,7 +171,15 @@ def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str |
     """One line naming what a weights folder's config changes of the preset's model (QA 16: weights
     trained with the default circle border and abnormal classes ran under a field-of-view preset
     without a word, flagging every frame as chronic gastritis), or None."""
-    changed = [name for name in PRESET_CHECKED if preset is not None and getattr(config, name) != getattr(preset, name)]
+    def differs(name: str) -> bool:
+        mine, theirs = getattr(config, name), getattr(preset, name)
+        if name == "abnormal_classes":
+            return set(mine) != set(theirs)  # the suspicion score sums them: order does not matter
+        if name == "border_radius":
+            return not (config.border == preset.border == "none" or math.isclose(mine, theirs, abs_tol=1e-6))
+        return mine != theirs
+
+    changed = [name for name in PRESET_CHECKED if preset is not None and differs(name)]
     if not changed:
         return None
     return ("the weights were trained with " + ", ".join(f"{name} {getattr(config, name)!r}" for name in changed) + "; the preset says "

@@ -29,7 +29,7 @@ from .model_config import WEIGHTS_NAME
 from .frames import DecodeStats
 from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from .ranking import abnormal_score, rank
-from .reader import ReadOptions, read_frames
+from .reader import ReadOptions, letterboxed, read_frames
 from .torch_backend import TorchBackend, export_onnx
 from .weights import load_model
 
@@ -48,6 +48,9 @@ def decode_all(path: Path, size: int, limit: int | None = None, *, fov: bool = F
         pts.append(batch.pts_seconds)
         if limit and sum(len(d) for d in data) >= limit:
             break
+    if fov:  # stills of several sizes: every batch keeps its first frame's shape; the first batch's for all (review)
+        height, width = data[0].shape[1:3]
+        data = [np.stack([letterboxed(frame, width, height) for frame in batch]) for batch in data]
     return np.concatenate(data)[:limit], np.concatenate(index)[:limit], np.concatenate(pts)[:limit]
 
 

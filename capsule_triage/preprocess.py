@@ -19,6 +19,7 @@ from .model_config import ModelConfig
 FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside the endoscope's view
 FOV_MIN_FRACTION = 0.05  # a row/column is inside the view when this fraction of it is bright
 FOV_GAP_FRACTION = 1 / 32  # dark rows/columns (of the short side) one view may hold; a wider dark gap separates marks beside it
+FOV_PART_SHARE = 0.25  # a bright stretch with this share of the fullest one's bright pixels is part of the view
 
 
 def circle_mask(size: int, radius_fraction: float) -> torch.Tensor:
@@ -61,15 +62,18 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
 
 def _view_stretch(share: np.ndarray, gap: float) -> tuple[int, int]:
     """(first, one past the last) of the rows (or columns) inside the view, given each one's bright
-    share: of the stretches of rows more than :data:`FOV_MIN_FRACTION` bright, joined across dark
-    runs up to ``gap`` long, the one holding the most bright pixels; (0, 0) if none is bright."""
+    share: the stretches of rows more than :data:`FOV_MIN_FRACTION` bright, joined across dark runs
+    up to ``gap`` long, that hold at least :data:`FOV_PART_SHARE` of the bright pixels of the
+    fullest one (a view crossed by a dark band is two such stretches; overlay text holds far less);
+    (0, 0) if none is bright."""
     inside = np.flatnonzero(share > FOV_MIN_FRACTION)
     if not len(inside):
         return 0, 0
     breaks = np.flatnonzero(np.diff(inside) > gap + 1)  # a step of k + 1 skips k dark rows
     starts, ends = np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(inside) - 1]])
-    best = int(np.argmax([share[inside[a] : inside[b] + 1].sum() for a, b in zip(starts, ends)]))
-    return int(inside[starts[best]]), int(inside[ends[best]]) + 1
+    mass = np.array([share[inside[a] : inside[b] + 1].sum() for a, b in zip(starts, ends)])
+    parts = np.flatnonzero(mass >= FOV_PART_SHARE * mass.max())
+    return int(inside[starts[parts[0]]]), int(inside[ends[parts[-1]]]) + 1
 
 
 class Preprocessor(nn.Module):

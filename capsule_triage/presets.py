@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .errors import PresetError, WeightsError
+from .errors import PresetError, TriageError, WeightsError
 from .model_config import LITE0_ARCH, ModelConfig
 from .ranking import RankParams
 from .reader import ReadOptions
@@ -143,6 +143,19 @@ def resolve_weights(weights: str, preset_path: Path) -> str:
     if len(path.parts) == 1:
         return str(project_home() / "weights" / path)
     return str((preset_path.parent / path).resolve())
+
+
+def preset_for_weights(folder: str | Path) -> str:
+    """The name of the preset whose weights are ``folder`` (``triage optimize`` checks events with its
+    settings), else the default preset's."""
+    for path in sorted((project_home() / "pipelines").glob("*.toml")):
+        try:
+            pipeline = load_pipeline(path.stem)
+        except TriageError:
+            continue
+        if pipeline.weights and not pipeline.weights.startswith(("hub:", "hf-hub:")) and Path(pipeline.weights).resolve() == Path(folder).resolve():
+            return pipeline.name
+    return DEFAULT_PIPELINE
 
 
 def weights_not_installed(pipeline: Pipeline) -> WeightsError:

@@ -241,7 +241,7 @@ def read_frames(
         require_frames(path, stats)
 
 
-def _letterboxed(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def letterboxed(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     """``rgb`` fitted inside ``width`` x ``height`` with its aspect ratio, on black (a frame squeezed to
     another shape would be scored distorted; black is border to the field-of-view crop)."""
     if rgb.shape[:2] == (height, width):
@@ -265,7 +265,7 @@ def _to_batch(items: list[tuple[np.ndarray, int, float]]) -> FrameBatch:
     shapes = {item[0].shape for item in items}
     if len(shapes) > 1:  # frame size changed mid-stream (another capture source) without a square crop
         h, w = items[0][0].shape[:2]
-        items = [(_letterboxed(a, w, h), i, t) for a, i, t in items]
+        items = [(letterboxed(a, w, h), i, t) for a, i, t in items]
     return FrameBatch(
         data=np.stack([item[0] for item in items]),
         frame_index=np.array([item[1] for item in items], dtype=np.int64),

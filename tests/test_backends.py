@@ -17,7 +17,7 @@ from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
 from capsule_triage.optimize import MIN_UNCERTAIN
-from conftest import DEMO_CLIP, MIXED_CLIP, needs_shared, triage
+from conftest import DEMO_CLIP, MIXED_CLIP, SHIPPED_WEIGHTS as REPO_WEIGHTS, needs_shared, triage
 
 pytestmark = needs_shared
 
@@ -489,3 +489,22 @@ def test_a_field_of_view_model_is_optimized_on_frames_read_as_a_run_reads_them_a
     assert report["candidates"]["torch-fp32"]["accepted"]
     with pytest.raises(WeightsError, match=r"backend ov-fp32 runs an ONNX export, which a model that detects the field of view"):
         Classifier.load(weights, backend="ov-fp32", device="cpu")
+
+
+def test_check_frames_of_a_field_of_view_model_come_in_one_shape_and_its_preset_is_found(tmp_path):
+    """Review: optimize read check stills of several sizes for a fov model in batches of their own
+    shapes and failed to join them; the events check now uses the preset whose weights these are."""
+    import cv2
+
+    from capsule_triage.optimize import decode_all
+    from capsule_triage.presets import preset_for_weights
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i in range(66):
+        width, height = (128, 72) if i < 64 else (72, 58)
+        cv2.imwrite(str(folder / f"s{i:03d}.png"), np.full((height, width, 3), 90 + i, np.uint8))
+    frames, index, _ = decode_all(folder, 32, fov=True)
+    assert frames.shape == (66, 64, 114, 3) and index.tolist() == list(range(66))
+    assert preset_for_weights(REPO_WEIGHTS) == "capsule-bleeding" and preset_for_weights(tmp_path) == "capsule-bleeding"
+    assert preset_for_weights(REPO_WEIGHTS.parent / "gastric-3class-resnet50") == "gastric-3class-resnet50"

@@ -89,6 +89,11 @@ def test_fov_boxes_pass_over_burned_in_text_and_find_a_small_view():
     frames[2, 5:55, 5:55] = 150  # a small view in the top-left corner
     boxes = fov_boxes(torch.from_numpy(frames).permute(0, 3, 1, 2))
     assert boxes[0] == boxes[1] == (30, 100, 120) and boxes[2] == (5, 5, 50)
+    # Review: a view crossed by a dark band (a shadow, the lumen) wider than the gap is one view, not its larger part
+    banded = frames[:1].copy()
+    banded[:, :, 150:170] = 0  # a 20-column band through the view (gap: 180 / 32 = 5.6 columns)
+    banded[:, 80:92] = 0  # and a 12-row one
+    assert fov_boxes(torch.from_numpy(banded).permute(0, 3, 1, 2)) == [(30, 100, 120)]
 
 
 def test_bad_input_dtype_is_refused():

@@ -629,3 +629,20 @@ def test_a_frame_size_change_mid_stream_keeps_each_pictures_shape(tmp_path):
     for frame in batch.data:
         rows, cols = np.nonzero(frame[..., 0] > 100)
         assert abs((np.ptp(rows) + 1) / (np.ptp(cols) + 1) - 1) < 0.06  # round, not an ellipse
+
+
+def test_a_png_with_a_damaged_text_chunk_is_still_read(tmp_path, frames24):
+    """Review: only critical chunks (IHDR, PLTE, IDAT, IEND) make a PNG undecodable; a damaged tEXt
+    chunk (an exporter's comment) does not stop libpng from decoding the image."""
+    import struct
+    import zlib
+
+    from capsule_triage.frame_folder import read_image_rgb
+
+    folder = write_frame_folder(frames24[:1], tmp_path / "f")
+    data = (folder / "frame0.png").read_bytes()
+    text = b"tEXt" + b"Comment\x00exported"
+    chunk = struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text) ^ 1)  # wrong CRC
+    (folder / "frame0.png").write_bytes(data[:33] + chunk + data[33:])  # after the 8-byte signature and IHDR
+    image = read_image_rgb(folder / "frame0.png")
+    assert image is not None and image.shape == frames24[0].shape

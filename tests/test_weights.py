@@ -285,6 +285,6 @@ def test_weights_that_change_the_presets_border_or_abnormal_classes_are_named(tm
     warnings = load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection["warnings"]
     assert ("the weights were trained with border 'circle', border_radius 0.89, abnormal_classes ['GU', 'CG']; the preset says border "
             "'fov', border_radius 1.0, abnormal_classes ['GC', 'GU']: frames are read and scored as the weights were trained") in warnings
-    same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GC", "GU"], "border": "fov", "border_radius": 1.0})
+    same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GU", "GC"], "border": "fov", "border_radius": 1.0 + 1e-9})  # order: same score
     weights = save_weights(tmp_path / "same", create_model(same), same)
     assert not load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection.get("warnings")
