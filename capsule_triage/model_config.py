@@ -153,6 +153,14 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def read_geometry(input_size: int, border: str) -> tuple[int, bool]:
+    """(short side, square crop) at which frames and stills are read for a model: its input size,
+    centre-cropped square; with a detected field of view (border "fov") twice its input size with
+    the picture's shape kept, so the crop the preprocessor finds still has enough pixels. One rule
+    for triage run, triage optimize's check frames and the stills of training and evaluation."""
+    return (input_size * 2, False) if border == "fov" else (input_size, True)
+
+
 def unfinished_training(config: ModelConfig) -> str | None:
     """A warning when the weights are the best epoch so far of a training run that was stopped (the
     folder holds them from the first epoch on); None for finished or shipped weights."""

@@ -25,7 +25,7 @@ from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_in
 from .classifier import BACKENDS_FILE, softmax
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
-from .model_config import WEIGHTS_NAME
+from .model_config import WEIGHTS_NAME, read_geometry
 from .frames import DecodeStats
 from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from .ranking import abnormal_score, rank
@@ -41,8 +41,8 @@ def decode_all(path: Path, size: int, limit: int | None = None, *, fov: bool = F
     """All frames of a clip at the model's input size (small clips only); for a model that detects
     the field of view (``fov``), at twice that size with their shape kept, as ``triage run`` reads them."""
     data, index, pts = [], [], []
-    read = ReadOptions(batch_size=64, short_side=size * 2, square_crop=False) if fov else ReadOptions(batch_size=64, short_side=size)
-    for batch in read_frames(path, read, DecodeStats()):
+    short_side, square_crop = read_geometry(size, "fov" if fov else "circle")
+    for batch in read_frames(path, ReadOptions(batch_size=64, short_side=short_side, square_crop=square_crop), DecodeStats()):
         data.append(batch.data)
         index.append(batch.frame_index)
         pts.append(batch.pts_seconds)

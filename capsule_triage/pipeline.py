@@ -20,6 +20,7 @@ from . import __version__
 from .background import prefetch
 from .classifier import Classifier
 from .hub import local_weights
+from .model_config import read_geometry
 from .completeness import time_gaps
 from .errors import InputError, TriageError, WeightsError
 from .dedup import DuplicateSkipper
@@ -142,11 +143,11 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
     With a detected field-of-view crop the frame keeps its shape at twice the input size, so the
     crop found by the preprocessor still has enough pixels.
     """
-    fov = classifier.config.border == "fov"
+    short_side, square_crop = read_geometry(classifier.config.input_size, classifier.config.border)
     return replace(
         base,
-        short_side=classifier.config.input_size * (2 if fov else 1),
-        square_crop=not fov,
+        short_side=short_side,
+        square_crop=square_crop,
         batch_size=read_batch_size(base.batch_size, classifier, options.batch_size),
         folder_fps=options.folder_fps or base.folder_fps,
         timestamps_csv=options.timestamps_csv or base.timestamps_csv,

@@ -379,13 +379,18 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         if image is None:
             stats.skip(f"{image_path.name}: not a decodable image")
             continue
-        w, h = _fit(image.shape[1], image.shape[0], options.short_side)
-        if (w, h) != (image.shape[1], image.shape[0]):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        if options.square_crop:
-            image = _centre_square(image)
         stats.frames_decoded += 1
-        yield np.ascontiguousarray(image), index, float(times[index])
+        yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
+
+
+def fit_still(image: np.ndarray, short_side: int | None, square_crop: bool) -> np.ndarray:
+    """A decoded still as a frame folder's frame is read: short side resized with OpenCV's area
+    filter (aspect kept), then centre-cropped square if asked; contiguous. Training and evaluation
+    read their stills with it too (:mod:`capsule_triage.stills`)."""
+    w, h = _fit(image.shape[1], image.shape[0], short_side)
+    if (w, h) != (image.shape[1], image.shape[0]):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(_centre_square(image) if square_crop else image)
 
 
 def _short(exc: BaseException) -> str:

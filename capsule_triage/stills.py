@@ -1,9 +1,10 @@
 """Labelled stills in memory: the images of one split decoded once into uint8 [N, 3, S, S], ready
 for augmentation and the model's Preprocessor.
 
-Each image is resized (short side S, OpenCV's area filter) and centre-cropped, as the frame reader
-reads frames for a model with a fixed mask; for a model with a detected field of view (border
-"fov") it is read at twice S with its shape kept and cropped to its view, as ``triage run`` does.
+Each image is read as a frame folder's frame is (:func:`capsule_triage.reader.fit_still`) at the
+model's read geometry (:func:`capsule_triage.model_config.read_geometry`): resized to short side S
+and centre-cropped, or, for a model with a detected field of view (border "fov"), at twice S with
+its shape kept and cropped to its view there, as ``triage run`` does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -20,8 +20,9 @@ from tqdm import tqdm
 from .datasets import Sample
 from .errors import InputError
 from .frame_folder import decode_image_rgb
-from .model_config import ModelConfig
+from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
+from .reader import fit_still
 
 
 @dataclass
@@ -63,16 +64,16 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     if unknown:
         raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
+    short_side, square_crop = read_geometry(size, "fov" if view is not None else "circle")
     digests = []
     for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
         data = np.fromfile(str(sample.path), dtype=np.uint8)
         digests.append(hashlib.sha256(data).hexdigest())
         image = decode_image_rgb(data)
-        if view is None:
-            images[i] = torch.from_numpy(_square(sample.path, image, size)).permute(2, 0, 1)
-        else:
-            shaped = torch.from_numpy(_short_side(sample.path, image, 2 * size)).permute(2, 0, 1)[None]
-            images[i] = view.view(shaped)[0].round().clamp(0, 255).to(torch.uint8)
+        if image is None:
+            raise InputError(sample.path, "not a decodable image")
+        still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)
+        images[i] = still if view is None else view.view(still[None])[0].round().clamp(0, 255).to(torch.uint8)
     return LabelledImages(
         images=images,
         labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),
@@ -81,23 +82,6 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
         groups=[s.group for s in samples],
         sha256=digests,
     )
-
-
-def _short_side(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
-    if image is None:
-        raise InputError(path, "not a decodable image")
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    if scale != 1:
-        image = cv2.resize(image, (max(size, round(w * scale)), max(size, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return image
-
-
-def _square(path: Path, image: np.ndarray | None, size: int) -> np.ndarray:
-    image = _short_side(path, image, size)
-    h, w = image.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(image[top : top + size, left : left + size])
 
 
 def load_for_model(samples: list[Sample], config: ModelConfig, *, progress: bool = False, source: str | Path = "(data)") -> LabelledImages:
