@@ -353,7 +353,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
-        "source": info.to_dict(),
+        "source": {**info.to_dict(), "path": str(input_path.absolute())},  # as input.path, not as typed
         "pipeline": {"name": pipeline.name, "source": str(pipeline.source)},
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
         "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},

@@ -104,9 +104,11 @@ def test_existing_output_needs_force(mixed_run, probe_weights):
 def test_default_output_is_beside_the_input(tmp_path, random_weights):
     clip = tmp_path / "study one.mp4"
     clip.write_bytes(MIXED_CLIP.read_bytes())
-    result = triage("run", clip, "--weights", random_weights, "--quiet")
+    result = triage("run", clip.name, "--weights", random_weights, "--quiet", cwd=tmp_path)  # a path relative to the cwd
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "study one_triage" / "frames.parquet").exists()
+    run = json.loads((tmp_path / "study one_triage" / "run.json").read_text())
+    assert run["input"]["path"] == run["source"]["path"] == str(clip)  # both absolute: the run.json says where it was
 
 
 def test_a_header_without_the_streams_start_records_the_first_frames_time(tmp_path, random_weights):

@@ -307,7 +307,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
         shutil.rmtree(work, ignore_errors=True)
         return False
     run["input"] = {**run["input"], "path": str(Path(study.path).absolute()), "state_sha256": settled_state_digest(before)}
-    run["source"] = {**run.get("source", {}), "path": str(study.path)}
+    run["source"] = {**run.get("source", {}), "path": run["input"]["path"]}
     run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
