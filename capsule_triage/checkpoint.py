@@ -22,12 +22,12 @@ def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimize
     """Write the model, the momentum of the trainable parameters ``names``, the RNG and ``state``."""
     folder = out / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # from any device
     params = dict(model.named_parameters())
     for name in names:
         buffer = optimizer.state.get(params[name], {}).get("momentum_buffer")
         if buffer is not None:
-            tensors[f"optim.{name}"] = buffer.contiguous()
+            tensors[f"optim.{name}"] = buffer.cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(folder / "state.safetensors.tmp"))
     shareable(folder / "state.safetensors.tmp")
@@ -50,10 +50,11 @@ def load_checkpoint(out: Path) -> dict | None:
 
 
 def restore(model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], tensors: dict) -> None:
-    """Load what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``, and the RNG."""
+    """Load what :func:`save_checkpoint` wrote into ``model`` and ``optimizer`` (on the model's device,
+    which may differ from the one the run started on), and the RNG."""
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     params = dict(model.named_parameters())
     for name in names:
         if f"optim.{name}" in tensors:
-            optimizer.state[params[name]]["momentum_buffer"] = tensors[f"optim.{name}"].clone()
+            optimizer.state[params[name]]["momentum_buffer"] = tensors[f"optim.{name}"].to(params[name].device, copy=True)
     torch.set_rng_state(tensors["rng.torch"])

@@ -82,6 +82,8 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output (same options).")] = False,
     stop_after_steps: Annotated[Optional[int], typer.Option(min=1, help="Stop after N steps, leaving a checkpoint for --resume.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N. A resumed run may continue on another device.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16: mixed precision (autocast; fp16 with loss scaling, CUDA only). Validation scores in fp32.")] = "fp32",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fine-tune a timm classifier on labelled frames; write a weights folder `triage run` accepts."""
@@ -92,7 +94,7 @@ def train_command(
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
         recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
-        stop_after_steps=stop_after_steps, threads=threads, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
+        stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
     try:
         with _warning_lines():
@@ -133,6 +135,7 @@ def eval_command(
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
     backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
     codec: Annotated[Optional[str], typer.Option(help="Score the frames after a lossy round trip, as video reaches the model: h264:CRF (one clip, 4:2:0, e.g. h264:23) or jpeg:QUALITY. Also applies to the frames --target-sensitivity chooses on.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N, for the torch backends (ONNX Runtime and OpenVINO score on the CPU).")] = "auto",
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
     import torch
@@ -142,7 +145,8 @@ def eval_command(
     torch.set_num_threads(threads)
     try:
         result = evaluate(weights, data, split, out_dir=out, border=border, target_sensitivity=target_sensitivity,
-                          val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend, codec=codec)
+                          val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend, codec=codec,
+                          device=device)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     for warning in result.get("warnings", []):

@@ -121,3 +121,32 @@ def to_device_nchw(frames_nhwc: np.ndarray, device: "torch.device") -> "torch.Te
     if device.type == "cuda":
         tensor = tensor.pin_memory().to(device, non_blocking=True)
     return tensor.permute(0, 3, 1, 2)
+
+
+# Mixed precision for training and evaluation (inference picks its precision per backend, see backends.py).
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str, device: "torch.device") -> None:
+    """Raises ValueError for a precision ``device`` cannot train in (fp16 autocast is CUDA's)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"--precision fp16: mixed fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+
+
+def autocast(device: "torch.device", precision: str):
+    """The autocast context of ``precision`` on ``device`` (disabled for fp32): matrix products and
+    convolutions in bf16/fp16, reductions and the loss in fp32."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+
+
+def to_device(tensor: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
+    """A host tensor on ``device``: on CUDA through pinned memory with a non-blocking copy, so the CPU
+    prepares the next batch while the GPU works; unchanged on the CPU."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

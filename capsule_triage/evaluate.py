@@ -29,6 +29,7 @@ from torch import nn
 
 from . import metrics
 from .training_images import overlap_warning, read_training_images
+from .device import resolve_device, to_device
 from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select
 from .digests import weights_sha256
 from .errors import InputError, OutputError, TriageError, WeightsError
@@ -44,17 +45,21 @@ from .weights import load_model
 
 
 def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities float32 [N, C] for uint8 [N,3,H,W] images (model left in eval mode)."""
+    """Softmax probabilities float32 [N, C] for uint8 [N,3,H,W] host images, in fp32 on the model's
+    device (model left in eval mode; on CUDA each batch is copied from pinned memory without waiting)."""
     model.eval()
+    device = next(model.parameters()).device
+    preprocess = preprocess.to(device)
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = preprocess(images[start : start + batch_size]).contiguous(memory_format=torch.channels_last)
+            x = preprocess(to_device(images[start : start + batch_size], device)).contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(model(x).float(), dim=1))
-    return torch.cat(out).numpy().astype(np.float32)
+    return torch.cat(out).cpu().numpy().astype(np.float32)
 
 
-def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images: torch.Tensor, *, batch_size: int = 64,
+                  device: str = "cpu") -> np.ndarray:
     """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``).
 
     Raises:
@@ -64,7 +69,7 @@ def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images
 
     if config.border != ModelConfig.load(Path(weights) / CONFIG_NAME).border:
         raise InputError("--backend", "an exported backend runs with the model's own border mode (omit --border)")
-    classifier = Classifier.load(weights, backend=backend, device="cpu")
+    classifier = Classifier.load(weights, backend=backend, device=device)
     frames = images.permute(0, 2, 3, 1).contiguous().numpy()
     return np.concatenate([softmax(classifier.backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
 
@@ -111,6 +116,7 @@ def evaluate(
     batch_size: int = 64,
     backend: str = "torch-fp32",
     codec: str | None = None,
+    device: str = "auto",
     progress: bool = False,
 ) -> dict:
     """Evaluate ``weights`` on ``split`` ("test", "val", "train" or "all") of ``data``.
@@ -125,10 +131,14 @@ def evaluate(
         codec: score the frames after a lossy round trip (``"h264:23"``, ``"jpeg:75"``; see
             :mod:`~capsule_triage.recompress`), as video reaches the model; with
             ``target_sensitivity`` the validation frames go through it too.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``: where the model scores
+            (an ONNX Runtime or OpenVINO backend scores on the CPU).
 
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
+        ValueError: a device this machine does not have.
     """
+    where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
     parsed = _parse_codec(codec)
     _check_outputs(out_dir, model_card)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
@@ -139,7 +149,7 @@ def evaluate(
         raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
                                     "classes, preprocessing or threshold to evaluate with")
     model, config = load_model(weights)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(where, memory_format=torch.channels_last)
     if border is not None:
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
@@ -150,11 +160,13 @@ def evaluate(
         selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
+    result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
     if backend == "torch-fp32":
         probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
     else:
-        probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size)
+        probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device)
     result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
+              "device": result_device,
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}

@@ -524,3 +524,65 @@ def test_class_and_frame_order_never_depend_on_hashing_or_listing_order(tmp_path
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert [str(p.relative_to(tmp_path)) for p in _images_below(tmp_path, _Unread(tmp_path))] == ["Frame1.png", "frame1.png", "img_01.png", "img_1.png", "sub/y.png"]
+
+
+@needs_shared
+def test_mixed_precision_trains_fp32_master_weights_and_is_part_of_the_recipe(tiny_manifest, tmp_path):
+    """--precision bf16 (autocast) on the CPU: weights stay fp32 and move differently from an fp32 run
+    of the same seed; a resumed run must keep the precision, but may change the device."""
+    kwargs = dict(strategy="full", epochs=2, seed=1)
+    fp32 = train(_options(tiny_manifest, tmp_path / "fp32", **kwargs))
+    bf16 = train(_options(tiny_manifest, tmp_path / "bf16", precision="bf16", **kwargs))
+    a, b = load_file(str(fp32 / "model.safetensors")), load_file(str(bf16 / "model.safetensors"))
+    assert a.keys() == b.keys() and all(b[k].dtype == a[k].dtype for k in a)  # master weights in their own dtype
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # autocast ran
+    losses = [[float(r["train_loss"]) for r in csv.DictReader(open(out / "train_log.csv"))] for out in (fp32, bf16)]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=0.1)  # the same training, in lower precision
+    config = ModelConfig.load(bf16 / "config.json")
+    assert config.provenance["training"]["recipe"]["precision"] == "bf16" and config.provenance["training"]["device"] == "cpu"
+    with pytest.raises(InputError, match=r"different options.*'precision'"):
+        train(_options(tiny_manifest, bf16, resume=True, **kwargs))
+    assert train(_options(tiny_manifest, bf16, resume=True, precision="bf16", device="cpu", **kwargs)) == bf16
+
+
+def test_a_device_or_precision_this_machine_lacks_is_one_line_before_any_work(tmp_path):
+    """No GPU here: --device cuda and --precision fp16 (CUDA's) are refused as triage run refuses --device."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    data = tmp_path / "no-data-needed.csv"  # the device is checked before the data is read
+    for args, line in [(["--device", "cuda"], "Error: --device cuda: CUDA is not available on this machine (use cpu or auto)"),
+                       (["--device", "gpu"], "Error: --device gpu: not a device (use auto, cpu, cuda or cuda:N)"),
+                       (["--precision", "fp16"], "Error: --precision fp16: mixed fp16 needs a CUDA device (this run is on cpu); use bf16 or fp32")]:
+        result = runner.invoke(app, ["train", str(data), "--output", str(tmp_path / "m"), *args])
+        assert result.exit_code == 2 and result.output.strip() == line, result.output
+        assert not (tmp_path / "m").exists()
+    result = runner.invoke(app, ["eval", str(tmp_path / "w"), str(data), "--device", "cuda:1"])
+    assert result.exit_code == 2 and result.output.strip() == "Error: --device cuda:1: CUDA is not available on this machine (use cpu or auto)"
+
+
+@pytest.mark.gpu
+@needs_shared
+def test_training_on_the_gpu_resumes_on_the_cpu_and_evaluates_on_either(tiny_manifest, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from capsule_triage.evaluate import evaluate
+
+    kwargs = dict(strategy="two-stage", head_epochs=1, epochs=1, seed=5, precision="fp16")
+    part = train(_options(tiny_manifest, tmp_path / "m", stop_after_steps=2, device="cuda", **kwargs))
+    state = json.loads((part / "checkpoint" / "state.json").read_text())
+    assert state["grad_scaler"]["scale"] > 0  # the loss scale is resumed with the run
+    with pytest.raises(ValueError, match="fp16"):
+        train(_options(tiny_manifest, part, resume=True, device="cpu", **kwargs))  # fp16 autocast is CUDA's
+    done = train(_options(tiny_manifest, part, resume=True, device="cuda", **kwargs))
+    model, config = load_model(done)
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    on_gpu = evaluate(done, tiny_manifest, "all", device="cuda")
+    on_cpu = evaluate(done, tiny_manifest, "all", device="cpu")
+    assert on_gpu["auc"] == pytest.approx(on_cpu["auc"], abs=0.02)

@@ -1,0 +1,152 @@
+"""What a training run is: ``TrainOptions``, their checks, the recipe a resumed run must repeat,
+the model description (``ModelConfig``) made from them and the data, and the device it trains on."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+import timm
+import torch
+
+from .datasets import class_order, split_counts
+from .device import PRECISIONS, check_precision, resolve_device
+from .errors import InputError, WeightsError
+from .imagenet_init import LITE0_ARCH
+from .outputs import check_creatable
+from .augment import POLICIES
+from .checkpoint import CHECKPOINT_DIR
+from .model_config import ModelConfig
+from .recompress import CODECS
+from .schedule import STRATEGIES
+from .transfer import INIT_SOURCES, N_BLOCKS
+
+SCHEDULES = ("epochs", "bit")
+RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "device", "progress", "command")
+
+
+@dataclass
+class TrainOptions:
+    """A training run. Fields not in ``RUNTIME_FIELDS`` must match when resuming."""
+
+    data: Path  # manifest CSV or image-folder tree (see datasets.py)
+    output: Path  # weights folder to write
+    arch: str = LITE0_ARCH  # timm architecture
+    init: str = "imagenet"  # "none" | "imagenet" (Lite0 only) | "hub:<timm tag>" | weights file/folder | BiT .npz
+    strategy: str = "two-stage"  # head | full | two-stage
+    lock: int = 0  # freeze logical blocks 1..lock (0-5) in the full stage
+    schedule: str = "epochs"  # "epochs" (cosine over `epochs`) | "bit" (BiT-HyperRule)
+    epochs: int = 5  # full-stage (or head-strategy) epochs for the "epochs" schedule
+    head_epochs: int = 2  # head stage of two-stage
+    lr: float = 0.005  # SGD lr of the "epochs" schedule
+    head_lr: float = 0.01  # SGD lr of the head stage of two-stage
+    budget_scale: float = 1.0  # fraction of the BiT image budget (e.g. 0.03 for CPU runs)
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | none
+    recompress: float = 0.0  # probability of a lossy round trip per frame after augmentation (recompress.py)
+    recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
+    stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its noisy copy's
+    stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
+    class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
+    class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
+    abnormal_classes: list[str] | None = None  # default: every class but the first
+    input_size: int | None = None  # default: the architecture's timm input size
+    border: str = "circle"
+    border_radius: float = 0.89
+    val_fraction: float = 0.2  # of the training pool, by whole groups, when the data has no val split
+    seed: int = 0
+    name: str = ""
+    resume: bool = False  # continue from output/checkpoint
+    stop_after_steps: int | None = None  # stop this invocation after N steps (time boxes, tests)
+    checkpoint_every: int = 50  # steps between checkpoints (and at every epoch end)
+    threads: int = 2
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N; a resumed run may change it
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with loss scaling, CUDA only)
+    progress: bool = True
+    command: str = ""  # the command line, recorded in provenance
+
+
+def training_device(options: TrainOptions) -> torch.device:
+    """The device of ``options.device``; on CUDA with cuDNN's deterministic algorithms, so that a seeded
+    run repeats (as far as the GPU's kernels allow: a few have no deterministic backward pass).
+
+    Raises:
+        ValueError: no such device, or a precision it cannot train in (as ``triage run``'s ``--device``).
+    """
+    device = resolve_device(options.device)
+    check_precision(options.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    return device
+
+
+def device_label(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def check_options(o: TrainOptions) -> None:
+    checks = [(o.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {o.strategy!r}"),
+              (o.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {o.schedule!r}"),
+              (o.augment in POLICIES, f"augment must be one of {POLICIES}, got {o.augment!r}"),
+              (0.0 <= o.recompress <= 1.0, f"recompress is a probability in [0, 1], got {o.recompress}"),
+              (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
+              (o.stability >= 0 and o.stability_sigma > 0, f"stability must be >= 0 and stability_sigma > 0, got {o.stability}, {o.stability_sigma}"),
+              (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
+              (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
+              (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
+              (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
+              (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, "batch_size must be >= 2, epochs and head_epochs >= 1"),
+              (o.lr > 0 and o.head_lr > 0 and o.budget_scale > 0, "lr, head_lr and budget_scale must be > 0")]
+    for ok, message in checks:
+        if not ok:
+            raise InputError("options", message)
+
+
+def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    if not out.exists():
+        check_creatable(out)
+    if saved is None and (out / CHECKPOINT_DIR).exists():
+        raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
+    if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
+        raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
+    if saved is not None:
+        defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
+        differ = sorted(k for k, v in recipe(options).items() if saved["recipe"].get(k, defaults.get(k)) != v)
+        if differ:
+            raise InputError(out, f"--resume with different options than the checkpoint: {differ} (rerun the same command)")
+
+
+def recipe(options: TrainOptions) -> dict:
+    """The options that define a run (all but the runtime ones), JSON-ready."""
+    data = asdict(options)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k not in RUNTIME_FIELDS}
+
+
+def make_config(options: TrainOptions, samples: list) -> ModelConfig:
+    """The model description: classes from the data, preprocessing from timm's config for the arch."""
+    if not timm.is_model(options.arch):
+        raise WeightsError(options.arch, "unknown architecture (not a timm model)")
+    labels = {s.label for s in samples if s.split in ("train", "val")}
+    class_names = list(options.class_names or class_order(labels))
+    if labels - set(class_names):
+        raise InputError(options.data, f"label(s) {sorted(labels - set(class_names))} missing from class_names {class_names}")
+    if len(class_names) < 2:
+        raise InputError(options.data, f"the data has one class ({', '.join(class_names) or 'none'}); a classifier needs "
+                                       "frames of at least 2 classes")
+    tag = options.init[4:] if options.init.startswith("hub:") else options.arch
+    cfg = timm.models.get_pretrained_cfg(tag) or timm.models.get_pretrained_cfg(options.arch)
+    data = {"input_size": cfg.input_size[-1], "mean": cfg.mean, "std": cfg.std, "interpolation": cfg.interpolation} if cfg else {}
+    data["interpolation"] = data.get("interpolation") if data.get("interpolation") in ("bilinear", "bicubic") else "bilinear"
+    config = ModelConfig(
+        architecture=options.arch, class_names=class_names, abnormal_classes=list(options.abnormal_classes or class_names[1:]),
+        **{**data, "input_size": options.input_size or data.get("input_size", 224)},
+        border=options.border, border_radius=options.border_radius, name=options.name or options.arch,
+        provenance={"training": {"command": options.command, "recipe": recipe(options), "init": INIT_SOURCES.get(options.init, options.init),
+                                 "data_counts": split_counts(samples), "torch": torch.__version__, "timm": timm.__version__, "threads": options.threads}},
+    )
+    config.validate("options")
+    return config
+
