@@ -119,6 +119,15 @@ GAP_PERIODS = 3.0  # (a capsule's adaptive 2-6 frames/s stays well inside 3 peri
 GAPS_LISTED = 100
 
 
+def gap_starts(pts_seconds: np.ndarray) -> np.ndarray:
+    """Positions i of a sorted timeline after which a stretch without frames begins (frame i + 1 is the
+    next one): steps longer than :data:`GAP_MIN_SECONDS` and :data:`GAP_PERIODS` median frame periods."""
+    steps = np.diff(np.asarray(pts_seconds, np.float64))
+    if len(steps) < 2:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(steps > max(GAP_MIN_SECONDS, GAP_PERIODS * float(np.median(steps))))
+
+
 def time_gaps(pts_seconds: np.ndarray) -> dict:
     """Stretches without frames in a sorted timeline, for run.json and the report.
 
@@ -132,7 +141,7 @@ def time_gaps(pts_seconds: np.ndarray) -> dict:
     if len(steps) < 2:
         return {"count": 0, "seconds": 0.0, "frames_missing_estimate": 0, "gaps": []}
     period = float(np.median(steps))
-    at = np.flatnonzero(steps > max(GAP_MIN_SECONDS, GAP_PERIODS * period))
+    at = gap_starts(pts)
     missing = [max(0, round(steps[i] / period) - 1) if period > 0 else 0 for i in at]
     without = steps[at] - period  # the time no frame covers: the step less the one period a frame would fill
     gaps = [{"from_seconds": float(pts[i]), "to_seconds": float(pts[i + 1]), "seconds": round(float(w), 3),

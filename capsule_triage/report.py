@@ -18,6 +18,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow.parquet as pq
 
+from .completeness import gap_starts
 from .errors import InputError, OutputError
 from .model_card import intended_use
 from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
@@ -155,9 +156,10 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
         for stale in detail_dir.glob("event-*.html"):
             if stale.name not in wanted:
                 stale.unlink()
-        rows_by_event = _rows_by_event(study.frames["event_id"])
+        rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
+        breaks = gap_starts(study.frames["pts_seconds"])
         for i in range(len(study.events)):
-            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event))
+            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, breaks))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
     return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
@@ -197,9 +199,10 @@ def _study_page(study: Study, card_use: str | None) -> str:
             '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>",
             _summary(n, flagged, len(study.events), _duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
-            f'(click one to jump to it); dashed line: enter threshold, dotted: leave threshold.{_start_note(study)}</p>',
+            '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
+            f'threshold; hatched: no frames (not scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=_time_range(study), label=f"Smoothed score timeline of {name}"),
+                         t_range=_time_range(study), breaks=gap_starts(f["pts_seconds"]), label=f"Smoothed score timeline of {name}"),
             "</section>", _gallery(study), page_footer()]
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
@@ -315,7 +318,7 @@ def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
 def _gallery(study: Study) -> str:
     events, pages = study.events, paginate(len(study.events))
     if not events:
-        return '<section id="events"><h2>Events</h2><p>No events: no stretch of the study reached the enter threshold.</p></section>'
+        return f'<section id="events"><h2>Events</h2><p>No events: {esc(_why_no_events(study))}</p></section>'
     pager = "" if len(pages) == 1 else '<nav class="pager" aria-label="Gallery pages">Page ' + " ".join(
         f'<a href="#page-{p + 1}">{p + 1}</a>' for p in range(len(pages))) + "</nav>"
     sections = []
@@ -326,6 +329,16 @@ def _gallery(study: Study) -> str:
     return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score. Keys: <kbd>j</kbd>/<kbd>\u2192</kbd> '
             f'next event, <kbd>k</kbd>/<kbd>\u2190</kbd> previous, <kbd>Enter</kbd> open it.</p>{pager}'
             f'<div class="pages">{"".join(sections)}</div></section>')
+
+
+def _why_no_events(study: Study) -> str:
+    rank, smoothed = study.run.get("parameters", {}).get("rank", {}), study.frames["smoothed_score"]
+    enter, shortest = _thresholds(study.run)["enter"], rank.get("min_event_seconds")
+    if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
+        return "no stretch of the study reached the enter threshold."
+    return (f"the smoothed score reached the enter threshold (highest {num(float(np.max(smoothed)))}) only in stretches shorter "
+            f"than the shortest event ({fmt_duration(shortest) if shortest is not None else 'min_event_seconds'}, one frame period "
+            f"counted); the per-frame scores are in {FRAMES_FILE}.")
 
 
 def _card(study: Study, i: int, *, lazy: bool) -> str:
@@ -343,7 +356,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 
 # --- event detail pages -----------------------------------------------------------------------
 
-def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray]) -> str:
+def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], breaks: np.ndarray) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
     name = _file_name(study.run)
@@ -362,11 +375,13 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray]) -> s
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))
     lo, hi = max(0.0, (e.get("start_seconds") or 0) - pad), (e.get("end_seconds") or 0) + pad
     win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
-    spans = [s for s in _spans(study, "{name}") if s.end_seconds >= lo and s.start_seconds <= hi]
+    spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]
     svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),
-                       raw=f["score"][win], label=f"Score around event {i + 1}", label_limit=n)
+                       raw=f["score"][win], breaks=breaks[(breaks >= win.start) & (breaks < win.stop - 1)] - win.start,
+                       label=f"Score around event {i + 1}", label_limit=n)
     body = [page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), '<div class="grid2">', figure, info, "</div>",
-            '<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed.</p>', svg,
+            f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
+            f'frames.{_start_note(study)}</p>', svg,
             "</section>", _frame_table(study, rows, e), page_footer()]
     return html_page(f"Event #{i + 1} \u2014 {name}", "\n".join(body), f"<script>{DETAIL_JS}</script>")
 

@@ -52,7 +52,7 @@ def _study_row(folder: Path, row: dict) -> str:
     inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
     # Only a current result is linked: a failed study's folder may still hold the report of an earlier
     # version of its input (the new one failed), and a folder deleted since has no page to open.
-    linked = inside and row.get("status") in ("ok", "skipped") and report.is_file()
+    linked = inside and row.get("status") in ("ok", "skipped") and report.is_file() and (folder / sid / RUN_FILE).is_file()
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
@@ -90,4 +90,7 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
                 write_report(folder / sid, model_card=model_card)
             except TriageError as exc:
                 problems.append(exc)
+        elif sid and row.get("status") in ("ok", "skipped"):  # listed as done, but its output is gone or incomplete
+            problems.append(InputError(folder / sid, f"{RUN_FILE} not found: the study's output is incomplete (not linked "
+                                                     "from index.html; run triage batch again to triage it)"))
     return write_batch_index(folder), problems

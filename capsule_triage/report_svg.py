@@ -31,15 +31,15 @@ def esc(value: object) -> str:
 
 
 def fmt_clock(seconds: float) -> str:
-    """Video position as ``m:ss.s`` (under an hour) or ``h:mm:ss``."""
+    """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on ``h:mm:ss.s``.
+
+    Rounded before it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds >= 3600:
-        whole = int(seconds)
-        return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-    minutes = int(seconds // 60)
-    return f"{minutes}:{seconds - 60 * minutes:04.1f}"
+    hours, tenths = divmod(round(max(0.0, float(seconds)) * 10), 36000)
+    minutes, tenths = divmod(tenths, 600)
+    clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if hours else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
+    return f"{hours}:{clock}" if hours else clock
 
 
 def fmt_duration(seconds: float) -> str:
@@ -105,7 +105,8 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
-                 label: str = "Score timeline", max_points: int = MAX_POINTS, label_limit: int = 12) -> str:
+                 breaks: np.ndarray | None = None, label: str = "Score timeline", max_points: int = MAX_POINTS,
+                 label_limit: int = 12) -> str:
     """The smoothed score over time, threshold lines, and clickable event spans.
 
     Args:
@@ -116,6 +117,9 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         spans: events to shade; each links to ``span.href``.
         t_range: (start, end) seconds of the x axis; default the data's range.
         raw: float [N], per-frame score drawn faintly behind the smoothed one (detail views).
+        breaks: positions i after which the study has no frames for a while (a gap: a lost signal, a
+            damaged stretch; :func:`capsule_triage.completeness.gap_starts`): the lines stop there and
+            the gap is hatched, so no score is drawn across time the model never saw.
         label: accessible name of the figure.
         max_points: vertex budget per curve (see :func:`downsample_max`).
         label_limit: spans of rank below this get a "#k" label.
@@ -135,18 +139,28 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
 
     parts = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(label)}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>',
+             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
+             '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+             '<rect width="6" height="6" fill="#f1f2f4"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c3c8d0" stroke-width="2"/>'
+             '</pattern></defs>',
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
     parts += _axes(x, y, t0, t1)
+    cuts = np.asarray(breaks if breaks is not None else [], np.int64)
+    for i in cuts[cuts < len(t) - 1]:
+        a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (t[i], t[i + 1]))
+        parts.append(f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
+                     f'<title>no frames from {esc(fmt_clock(t[i]))} to {esc(fmt_clock(t[i + 1]))}: not scored</title></rect>')
     for span in spans:
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit))
-    if raw is not None and len(t):
-        parts.append(f'<path class="raw" d="{_path(*downsample_max(t, raw, max_points), x, y)}"/>')
-    if len(t):
-        ts, ys = downsample_max(t, smoothed, max_points)
-        line = _path(ts, ys, x, y)
-        parts.append(f'<path class="area" d="{line} L{x(ts[-1]):.1f},{y(0):.1f} L{x(ts[0]):.1f},{y(0):.1f} Z"/>')
-        parts.append(f'<path class="score" d="{line}"/>')
+    pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
+    for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
+        budget = max(2, round(max_points * len(piece) / len(t)))
+        if raw is not None:
+            parts.append(_line("raw", *downsample_max(t[piece], np.asarray(raw)[piece], budget), x, y))
+        ts, ys = downsample_max(t[piece], np.asarray(smoothed)[piece], budget)
+        if len(ts) > 1:
+            parts.append(f'<path class="area" d="{_path(ts, ys, x, y)} L{x(ts[-1]):.1f},{y(0):.1f} L{x(ts[0]):.1f},{y(0):.1f} Z"/>')
+        parts.append(_line("score", ts, ys, x, y))
     for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):  # enter's label above its line, leave's below
         if value is not None:
             parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
@@ -155,6 +169,13 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'{name} {value:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _line(cls: str, ts: np.ndarray, ys: np.ndarray, x, y) -> str:
+    """A curve of class ``cls``; a single point (a one-frame stretch) as a dot, which a path cannot draw."""
+    if len(ts) == 1:
+        return f'<circle class="{cls} point" cx="{float(x(ts[0])):.1f}" cy="{float(y(ys[0])):.1f}" r="2.5"/>'
+    return f'<path class="{cls}" d="{_path(ts, ys, x, y)}"/>'
 
 
 def _path(ts: np.ndarray, ys: np.ndarray, x, y) -> str:
@@ -248,7 +269,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
 svg.timeline{width:100%;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
 .plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:#99a}.tick{font-size:11px;fill:var(--mut)}
-.area{fill:rgba(31,95,191,.07)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:#9aa3b0;stroke-width:.8}
+.area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:#9aa3b0}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:#9aa3b0;stroke-width:.8}
 .thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
 .thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
 .span rect{fill:rgba(179,38,30,.13)}.span circle{fill:var(--acc)}.span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30)}
@@ -289,8 +310,10 @@ function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
  location.hash='#event-'+(i+1);sync();}
 document.addEventListener('keydown',function(e){
  if(e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName))return;
- var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
- if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
+ var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash),p=/^#page-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
+ var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
+ if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);
+ else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
  else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
  e.preventDefault();});
 window.addEventListener('hashchange',sync);sync();})();"""

@@ -29,7 +29,7 @@ from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, script_json, write_report
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
-from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_duration, timeline_svg
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, MIXED_CLIP, needs_shared, triage
 
@@ -203,8 +203,51 @@ def test_large_study_is_small_and_paginated(tmp_path):
 
 def test_study_without_events(tmp_path):
     html = write_report(make_study(tmp_path / "s", frames=100, events=0)).read_text()
-    assert "No events" in html and 'class="card"' not in html and "0.0%" in html
+    assert "No events: no stretch of the study reached the enter threshold." in html and 'class="card"' not in html and "0.0%" in html
     assert not list((tmp_path / "s" / "report").glob("*.html"))
+
+
+def test_no_events_says_why_when_the_score_crossed_the_threshold_too_briefly(tmp_path):
+    """QA 17: a one-frame study scoring 0.998 said 'no stretch reached the enter threshold'; its one frame
+    (0.25 s) is shorter than the shortest event."""
+    study = make_study(tmp_path / "s", frames=100, events=0)
+    table = pq.read_table(study / "frames.parquet")
+    smoothed = table["smoothed_score"].to_numpy().copy()
+    smoothed[40] = 0.998
+    index = table.column_names.index("smoothed_score")
+    pq.write_table(table.set_column(index, table.field(index), pa.array(smoothed)), study / "frames.parquet")
+    run = json.loads((study / "run.json").read_text())
+    run["parameters"]["rank"]["min_event_seconds"] = 0.5
+    (study / "run.json").write_text(json.dumps(run))
+    html = write_report(study).read_text()
+    assert ("No events: the smoothed score reached the enter threshold (highest 0.998) only in stretches shorter than the "
+            "shortest event (0.5 s, one frame period counted); the per-frame scores are in frames.parquet.") in html
+
+
+def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
+    """QA 17: 59.96 s read '0:60.0', and from an hour on times lost their tenths, cut down (3623.75 s: '1:00:23')."""
+    cases = {0.0: "0:00.0", 4.75: "0:04.8", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
+             8715.3: "2:25:15.3", 36000.0: "10:00:00.0"}
+    assert {k: fmt_clock(k) for k in cases} == cases
+
+
+def test_the_timeline_never_draws_a_score_across_a_gap_and_draws_a_single_frame():
+    """QA 17: the line ran straight across 60 s without frames, crossing both thresholds; a one-frame
+    study drew nothing (a path of one point is invisible)."""
+    from capsule_triage.completeness import gap_starts
+
+    t = np.concatenate([np.arange(48) / 4, 72 + np.arange(32) / 4])  # no frames from 11.75 s to 72 s
+    y = np.where(t < 12, 0.64, 0.0)
+    svg = timeline_svg(t, y, enter=0.5, leave=0.4, spans=[], breaks=gap_starts(t), raw=y)
+    assert svg.count('<path class="score"') == 2 and svg.count('<path class="raw"') == 2 and svg.count('class="area"') == 2
+    gap = re.search(r'<rect class="gap" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)
+    left, right = float(gap[1]), float(gap[1]) + float(gap[2])
+    for line in re.findall(r'class="score" d="M([^"]+)"', svg):
+        xs = [float(p.split(",")[0]) for p in line.split(" L")]
+        assert all(x <= left + 0.05 or x >= right - 0.05 for x in xs)  # no vertex inside the gap
+    assert "no frames from 0:11.8 to 1:12.0: not scored" in svg
+    one = timeline_svg(np.array([0.0]), np.array([0.998]), enter=0.5, leave=0.4, spans=[])
+    assert '<circle class="score point"' in one and '<path class="score"' not in one
 
 
 def test_a_stream_that_starts_late_is_drawn_over_its_own_time_and_length(tmp_path):
@@ -216,7 +259,7 @@ def test_a_stream_that_starts_late_is_drawn_over_its_own_time_and_length(tmp_pat
     xs = [float(point.split(",")[0]) for point in timeline.split('class="score" d="M')[1].split('"')[0].split(" L")]
     assert xs[0] == pytest.approx(LEFT, abs=1) and xs[-1] > WIDTH - RIGHT - 20
     assert "1:00:00" in timeline and f"{fmt_duration(16.0)} of video" in html
-    assert "Times are the stream's own: it starts at 1:00:00; a player counting from zero shows each time 1:00:00 earlier." in html
+    assert "Times are the stream's own: it starts at 1:00:00.0; a player counting from zero shows each time 1:00:00.0 earlier." in html
     plain = write_report(make_study(tmp_path / "p", frames=64, events=2, fps=4.0, event_frames=8)).read_text()
     assert "stream's own" not in plain
     assert "<dt>Duration</dt><dd>16.0 s</dd>" in plain  # QA 13: said "16.0 s (16.00 s)"
@@ -268,6 +311,8 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
     assert "3 studies (1 failed, 1 ok, 1 skipped)" in html and "30.0%" in html
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;.mp4: no decodable frames" in html
     assert 'href="s2/' not in html  # a failed study has no report to link
+    (tmp_path / "s1" / "run.json").unlink()  # QA 17: a study whose output lost its run.json was linked as fine
+    assert 'href="s1/' not in write_batch_index(tmp_path).read_text()
     with pytest.raises(InputError, match="not a batch folder"):
         write_batch_index(tmp_path / "s1")
 
@@ -279,6 +324,12 @@ def test_cli_report_rewrites_a_batch(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / INDEX_FILE).is_file() and (tmp_path / "s1" / REPORT_FILE).is_file()
     assert done.stdout.strip() == f"Wrote {tmp_path / INDEX_FILE}"
+    warning = ("Warning: {}: run.json not found: the study's output is incomplete (not linked from index.html; run triage batch "
+               "again to triage it)")
+    assert done.stderr.splitlines() == [warning.format(tmp_path / "s3")]  # listed as skipped (done earlier), but no folder
+    (tmp_path / "s1" / "run.json").unlink()  # QA 17: its old page was linked as fine, without a word
+    done = triage("report", tmp_path)
+    assert done.returncode == 0 and done.stderr.splitlines() == [warning.format(tmp_path / "s1"), warning.format(tmp_path / "s3")]
 
 
 def test_cli_report_errors_are_one_line(tmp_path):
@@ -494,6 +545,10 @@ def test_large_study_paginates_in_chromium(tmp_path, browser):
     assert browser.eval("location.hash") == "#event-51" and browser.eval(visible) == list(range(50, 100))
     browser.key("k")
     assert browser.eval(visible) == list(range(50))
+    browser.eval("document.querySelector('.pager a[href=\"#page-3\"]').click()")  # QA 17: j then went back to page 1
+    assert browser.eval_until(visible, list(range(100, 150))) == list(range(100, 150))
+    browser.key("j")
+    assert browser.eval("location.hash") == "#event-101" and browser.eval(visible) == list(range(100, 150))
     browser.eval("document.querySelector('svg a.span[data-rank=\"499\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
     assert browser.eval("location.hash") == "#event-500"
     assert browser.eval_until(visible, list(range(450, 500))) == list(range(450, 500))
@@ -577,7 +632,9 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
                                      "see time_gaps in run.json")
     gaps = json.loads((tmp_path / "o" / "run.json").read_text())["time_gaps"]
     assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
-    assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in (tmp_path / "o" / "report.html").read_text()
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in page
+    assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")
     shutil.copy(DEMO_CLIP, tmp_path / "studies" / "demo.mp4")
