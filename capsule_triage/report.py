@@ -271,8 +271,18 @@ def _study_facts(study: Study) -> str:
         ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"),
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
-                                             f"{src['average_fps']:.2f} frames/s" if src.get("average_fps") else None) if v)),
+                                             _rate(run, src)) if v)),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
+
+
+def _rate(run: dict, src: dict) -> str | None:
+    """The frame rate, and for a frame folder where its times came from (the images carry none)."""
+    if not src.get("average_fps"):
+        return None
+    read = run.get("parameters", {}).get("read", {})
+    origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if read.get("timestamps_csv")
+              else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)")
+    return f"{src['average_fps']:.2f} frames/s{origin}"
 
 
 def gaps_phrase(count: int) -> str:

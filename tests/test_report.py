@@ -643,3 +643,16 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     rows = {r["input_path"]: r["gap_seconds"] for r in pq.read_table(tmp_path / "b" / "studies.parquet").to_pylist()}
     assert rows == {"gap.mp4": 5.0, "demo.mp4": 0.0}
     assert "\u26a0 5.0 s" in (tmp_path / "b" / "index.html").read_text()
+
+
+def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
+    """QA 17: a frame folder showed '2.00 frames/s' as if it were measured; its times are --fps's (or a CSV's)."""
+    study = make_study(tmp_path / "s", frames=20, events=0)
+    run = json.loads((study / "run.json").read_text())
+    run["source"]["kind"] = "frames"
+    for read, shown in (({"folder_fps": 2.0, "timestamps_csv": None}, "2.00 frames/s (--fps 2: the images carry no times)"),
+                        ({"folder_fps": 2.0, "timestamps_csv": "/data/t.csv"}, "2.00 frames/s (times from the --timestamps CSV)")):
+        (study / "run.json").write_text(json.dumps({**run, "parameters": {**run["parameters"], "read": read}}))
+        assert shown in write_report(study).read_text()
+    (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "kind": "video"}}))
+    assert "2.00 frames/s</dd>" in write_report(study).read_text()
