@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> module that defines it
     "Classifier": "classifier", "FrameScores": "classifier",
-    "DataWarning": "errors", "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
+    "DataWarning": "errors", "DeviceError": "errors", "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
     "DecodeStats": "frames", "FrameBatch": "frames", "SourceInfo": "frames",
     "ModelConfig": "model_config",
     "RunOptions": "run_options", "StudyResult": "pipeline", "load_classifier": "pipeline", "triage_study": "pipeline",

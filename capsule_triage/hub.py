@@ -11,7 +11,10 @@ for scoring.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 from pathlib import Path
 
 from .errors import WeightsError
@@ -52,17 +55,48 @@ def local_weights(weights: str | Path) -> str | Path:
 
 def _snapshot(text: str, repo: str, revision: str | None) -> Path:
     """The repository's files: fetched (or checked for updates) online; from the cache alone when
-    HF_HUB_OFFLINE is set, or, as huggingface_hub does, when the Hub cannot be reached."""
+    HF_HUB_OFFLINE is set, for a commit already cached (a commit never changes), or, as
+    huggingface_hub does, when the Hub cannot be reached (no connection, a proxy that refuses it)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    fetch = dict(revision=revision, allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS)
+    with quiet_hub():
+        if offline or (revision is not None and COMMIT.fullmatch(revision)):
+            try:
+                return Path(snapshot_download(repo, local_files_only=True, **fetch))
+            except Exception:  # not cached: offline that is the end; a commit is fetched below
+                if offline:
+                    raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+        try:
+            return Path(snapshot_download(repo, **fetch))
+        except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as the Hub's
+            network = exc
+        try:  # huggingface_hub falls back to the cache for some network errors, not for all
+            return Path(snapshot_download(repo, local_files_only=True, **fetch))
+        except Exception:
+            raise WeightsError(text, f"cannot fetch the repository and it is not in the local cache ({first_line(network, typed=True)})") from None
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def first_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> str:
+    """An exception's first line, without terminal colour codes, or its type when it has no text;
+    ``typed``: with the type in front ("ProxyError: 404 Not Found" says more than "404 Not Found")."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    line = lines[0][:limit] if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {line}" if typed and type(exc).__name__ not in line else line
+
+
+@contextlib.contextmanager
+def quiet_hub():
+    """huggingface_hub's retry warnings ("Retrying in 8s [Retry 4/5]") off for the call: the outcome is
+    one line of ours."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=FILES, local_files_only=offline,
-                                      etag_timeout=ETAG_TIMEOUT_SECONDS))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        if offline:
-            raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
-        raise WeightsError(text, f"cannot fetch the repository and it is not in the local cache ({str(exc).splitlines()[0][:160]})") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise WeightsError(text, f"cannot fetch the repository ({str(exc).splitlines()[0][:200]})") from None
+        yield
+    finally:
+        logger.setLevel(level)

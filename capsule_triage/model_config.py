@@ -95,6 +95,9 @@ class ModelConfig:
             raise WeightsError(where, f"abnormal_classes {self.abnormal_classes} must be a non-empty subset of class_names {self.class_names}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise WeightsError(where, f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
+        if not all(0 <= m <= 1 for m in self.mean) or not all(s <= 1 for s in self.std):  # NaN and inf fail too
+            raise WeightsError(where, f"mean and std are on the 0-1 pixel scale (ImageNet: mean [0.485, 0.456, 0.406], std "
+                                      f"[0.229, 0.224, 0.225]; mean in [0, 1], std in (0, 1]), got mean={list(self.mean)} std={list(self.std)}")
         if self.border not in BORDER_MODES:
             raise WeightsError(where, f"border must be one of {BORDER_MODES}, got {self.border!r}")
         if not 0 < self.border_radius <= 1.5:
@@ -118,6 +121,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict, where: str | Path = "config.json") -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        version = data.get("config_version", CONFIG_VERSION)  # files written before it existed have none
+        if version != CONFIG_VERSION or isinstance(version, bool) or not isinstance(version, int):
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > CONFIG_VERSION
+            raise WeightsError(where, f"config_version {version!r}: " + ("written by a newer capsule-triage; update it to read "
+                                      "these weights" if newer else f"this capsule-triage reads config_version {CONFIG_VERSION}"))
         data = {k: v for k, v in data.items() if k != "config_version"}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
-from .hub import local_weights
+from .hub import first_line, local_weights
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
@@ -66,8 +66,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore")
                 data = torch.load(str(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(path, f"refused: not a plain tensor state dict (loaded with weights_only=True; {first})") from None
+            raise WeightsError(path, f"refused: {_why_not_loaded(path, exc)}") from None
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(data, dict) and isinstance(data.get(key), dict):
                 data = data[key]
@@ -75,6 +74,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(path, "not a state dict of tensors")
         return {k.removeprefix("module."): v for k, v in data.items()}
     raise WeightsError(path, f"unsupported weights format {path.suffix!r} (use a weights folder, .safetensors, .pth or BiT .npz)")
+
+
+def _why_not_loaded(path: Path, exc: BaseException) -> str:
+    """What a ``torch.load(weights_only=True)`` failure means, in our words: torch's own text is pages
+    long, carries terminal colour codes and suggests loading with ``weights_only=False`` (running code)."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    size = int.from_bytes(head[:8], "little") if len(head) == 16 else 0
+    if 0 < size < 100_000_000 and head[8:9] == b"{":  # an 8-byte header length, then JSON: safetensors
+        return "a safetensors file named .pth/.pt; rename it to .safetensors"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc).lower():
+        return ("not a plain tensor state dict: it holds Python objects besides tensors (a training checkpoint with numbers, "
+                "arrays or classes), which are never loaded here; save model.state_dict() alone, or as .safetensors")
+    return f"not a readable PyTorch state dict ({first_line(exc, 160)})"
 
 
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
@@ -124,14 +137,24 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
         raise WeightsError(path, "a bare weights file needs the model description of a pipeline preset (--pipeline)")
     model = create_model(base_config)
     if path.suffix == ".npz":
-        load_bit_npz(model, path)
+        load_bit_npz(model, path, fresh_head=False)
     else:
         load_into(model, read_state_dict(path), path)
     return model.eval(), base_config
 
 
-def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:
-    """Load one of BiT's original ``.npz`` checkpoints into a timm ResNet-v2 (no pickle)."""
+def load_bit_npz(model: torch.nn.Module, path: str | Path, *, fresh_head: bool = True) -> None:
+    """Load one of BiT's original ``.npz`` checkpoints into a timm ResNet-v2 (no pickle).
+
+    Args:
+        fresh_head: a checkpoint whose head has another number of classes (BiT-M's 21,843, or none)
+            gives the backbone and the model keeps its own new head: how training starts from it.
+            False (scoring): such a checkpoint is refused, since a new head scores at random.
+
+    Raises:
+        WeightsError: not a BiT checkpoint of this network, or (``fresh_head=False``) its head does not
+            fit the model's classes.
+    """
     from timm.models.resnetv2 import ResNetV2, _load_weights
 
     if not isinstance(model, ResNetV2):
@@ -141,6 +164,10 @@ def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:
             has_head = any(k.endswith("head/conv2d/kernel") for k in npz.files)
             head_shape = npz[next(k for k in npz.files if k.endswith("head/conv2d/kernel"))].shape if has_head else None
         n_classes = head_classes(model)
+        if not fresh_head and (head_shape is None or head_shape[-1] != n_classes):
+            held = f"a head for {head_shape[-1]:,} classes" if head_shape is not None else "no classifier head"
+            raise WeightsError(path, f"the checkpoint has {held}, not for this model's {n_classes} classes (a pretrained BiT "
+                                     f"checkpoint): it starts training (`triage train --init {path}`), it does not score")
         if head_shape is not None and head_shape[-1] != n_classes:
             # Pretrained BiT head (e.g. 21,843 classes): load the backbone, keep our fresh head.
             head = {k: v.clone() for k, v in model.get_classifier().state_dict().items()}
@@ -150,8 +177,8 @@ def load_bit_npz(model: torch.nn.Module, path: str | Path) -> None:
             model.get_classifier().load_state_dict(head)
         else:
             _load_weights(model, str(path))
-    except (OSError, ValueError, KeyError) as exc:  # KeyError: a tensor the ResNet-v2 needs is absent
-        raise WeightsError(path, f"not a BiT npz checkpoint for {type(model).__name__} ({str(exc)[:160]})") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # KeyError: a tensor is absent; RuntimeError: of another shape
+        raise WeightsError(path, f"not a BiT npz checkpoint for this {type(model).__name__} ({first_line(exc, 160)})") from None
 
 
 def shareable(path: Path) -> None:

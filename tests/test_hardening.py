@@ -411,7 +411,7 @@ def test_pickle_payload_weights_are_refused_and_never_run(short_clip, warm, tmp_
     for name, path in files.items():
         out = tmp_path / f"out-{name}"
         run = warm.cli("run", short_clip, "--weights", path, "--out", out, "--quiet")
-        assert_error(run, path, "refused: not a plain tensor state dict (loaded with weights_only=True", out)
+        assert_error(run, path, "refused: not a plain tensor state dict: it holds Python objects besides tensors", out)
         assert not marker.exists(), f"{name}: the payload ran"
 
 
@@ -443,6 +443,10 @@ WEIGHTS_CASES = {  # name -> (config changes, tensor changes, path the error nam
     "abnormal_not_a_class": ({"abnormal_classes": ["tumour"]}, None, "config.json", "must be a non-empty subset of class_names"),
     "duplicate_classes": ({"class_names": ["bleeding", "bleeding"]}, None, "config.json", "class_names has duplicates"),
     "unknown_field": ({"colour": "red"}, None, "config.json", "unknown config field(s) ['colour']"),
+    # QA 18: NaN got through to the ranking ("pts_seconds and probs must be finite", no path); the 0-255 scale ran, 100% flagged
+    "mean_nan": ({"mean": [float("nan")] * 3}, None, "config.json", "mean and std are on the 0-1 pixel scale"),
+    "mean_std_0_255": ({"mean": [123.7, 116.3, 103.5], "std": [58.4, 57.1, 57.4]}, None, "config.json", "mean and std are on the 0-1 pixel scale"),
+    "newer_config": ({"config_version": 2}, None, "config.json", "config_version 2: written by a newer capsule-triage; update it"),
     "missing_tensors": (None, _drop_head, "model.safetensors", "missing tensor(s) e.g."),
     "mis_shaped_tensors": (None, _wider_head, "model.safetensors", "mis-shaped tensor(s) e.g."),
 }

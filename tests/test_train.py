@@ -218,6 +218,17 @@ def test_bit_npz_round_trip(tmp_path):
     model = initial_model(three, str(tmp_path / "bit.npz"))
     assert torch.equal(model.stages[3].blocks[0].conv2.weight, source.stages[3].blocks[0].conv2.weight)
     assert model.head.fc.weight.shape[0] == 3 and not model.head.fc.weight.any()
+    # QA 18: scoring with a checkpoint whose head is for other classes (BiT-M's 21,843) ran a random head, exit 0.
+    with pytest.raises(WeightsError, match=r"bit.npz: the checkpoint has a head for 2 classes, not for this model's 3 classes "
+                                           r"\(a pretrained BiT checkpoint\): it starts training \(`triage train --init "):
+        load_model(tmp_path / "bit.npz", three)
+    with np.load(tmp_path / "bit.npz") as npz:
+        np.savez(tmp_path / "nohead.npz", **{k: npz[k] for k in npz.files if "/head/" not in k})
+    with pytest.raises(WeightsError, match="the checkpoint has no classifier head, not for this model's 2 classes"):
+        load_model(tmp_path / "nohead.npz", config)
+    wide = ModelConfig("resnetv2_50x3_bit", ["a", "b"], ["b"], input_size=64)  # QA 18: a traceback (RuntimeError)
+    with pytest.raises(WeightsError, match=r"bit.npz: not a BiT npz checkpoint for this ResNetV2 \(The size of tensor"):
+        load_model(tmp_path / "bit.npz", wide)
 
 
 def test_init_paths_hub_file_and_imagenet_only_for_lite0(tmp_path):

@@ -48,6 +48,20 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, config):
     assert not marker.exists()
 
 
+def test_a_refused_state_dict_says_why_in_our_words(tmp_path):
+    """QA 18: torch's own text was passed on: cut mid-sentence, with terminal colour codes, and pointing
+    at weights_only=False (running the file's code)."""
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "best_acc": np.float64(0.9)}, tmp_path / "ckpt.pth")
+    with pytest.raises(WeightsError) as caught:
+        read_state_dict(tmp_path / "ckpt.pth")
+    assert str(caught.value) == (f"{tmp_path / 'ckpt.pth'}: refused: not a plain tensor state dict: it holds Python objects besides "
+                                 "tensors (a training checkpoint with numbers, arrays or classes), which are never loaded here; "
+                                 "save model.state_dict() alone, or as .safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "st.pth"))
+    with pytest.raises(WeightsError, match=r"st.pth: refused: a safetensors file named .pth/.pt; rename it to .safetensors$"):
+        read_state_dict(tmp_path / "st.pth")
+
+
 def test_pth_state_dict_and_safetensors_file_round_trip(tmp_path, config):
     torch.manual_seed(0)
     model = create_model(config).eval()
@@ -202,6 +216,52 @@ def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(r
     assert missing.stderr.strip() == "Error: hf-hub:lab/other: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
 
 
+def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_commit_without_asking(random_weights, tmp_path):
+    """QA 18: behind a proxy that answered 404 (hospital networks), a cached repository gave a 320-line
+    traceback (the HTTP client's ProxyError was not caught); a cached @COMMIT asked the Hub anyway
+    (31 s of retries with no connection): a commit never changes."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def refuse(self):
+            asked.append(self.requestline)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_CONNECT = do_GET = do_HEAD = refuse
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        cache = tmp_path / "hf"
+        commit = _hub_cache(cache, "lab/capsule-model", random_weights)
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url,
+               "http_proxy": url, "NO_PROXY": "", "no_proxy": ""}
+        latest = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "latest", "--quiet", env=env)
+        assert latest.returncode == 0 and latest.stderr == "", latest.stderr[-2000:]
+        assert asked, "the Hub was asked for updates, through the proxy"
+        asked.clear()
+        pinned = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{commit}", "--out", tmp_path / "pinned", "--quiet", env=env)
+        assert pinned.returncode == 0 and pinned.stderr == "" and asked == [], (pinned.stderr[-2000:], asked)
+        other = "f" * 40
+        missing = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{other}", "--out", tmp_path / "o", env=env)
+        assert missing.returncode == 2 and not (tmp_path / "o").exists()
+        assert missing.stderr.startswith(f"Error: hf-hub:lab/capsule-model@{other}: cannot fetch the repository and it is not in "
+                                         "the local cache (") and len(missing.stderr.splitlines()) == 1, missing.stderr[-2000:]
+    finally:
+        proxy.shutdown()
+    scores = [pq.read_table(tmp_path / name / "frames.parquet")["score"] for name in ("latest", "pinned")]
+    assert scores[0] == scores[1]
+
+
 def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):
     from capsule_triage.hub import local_weights
 
@@ -288,3 +348,12 @@ def test_weights_that_change_the_presets_border_or_abnormal_classes_are_named(tm
     same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GU", "GC"], "border": "fov", "border_radius": 1.0 + 1e-9})  # order: same score
     weights = save_weights(tmp_path / "same", create_model(same), same)
     assert not load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection.get("warnings")
+
+
+def test_every_error_the_readme_names_is_importable_from_the_package():
+    """QA 18: `from capsule_triage import DeviceError` raised ImportError (README, Library)."""
+    import capsule_triage
+    from capsule_triage import DeviceError, InputError, OutputError, TriageError, WeightsError
+
+    assert all(issubclass(e, TriageError) for e in (DeviceError, InputError, OutputError, WeightsError))
+    assert "DeviceError" in capsule_triage.__all__
