@@ -20,7 +20,7 @@ from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  
 from .backends import BACKENDS, ONNX_ENGINES, Done, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
-from .hub import local_weights
+from .hub import fetch_weights
 from .errors import WeightsError
 from .frames import FrameBatch
 from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, preset_differences, unfinished_training
@@ -107,31 +107,33 @@ class Classifier:
 
     @classmethod
     def load(cls, weights: str | Path, base_config: ModelConfig | None = None, *, device: str = "auto",
-             backend: str = "auto", threads: int | None = None) -> "Classifier":
+             backend: str = "auto", threads: int | None = None, note: str | None = None) -> "Classifier":
         """Load weights (folder, file or ``hf-hub:`` repository, see :func:`capsule_triage.weights.load_model`).
 
         The network is built only for a torch backend; an ONNX backend needs just the folder's
         config.json and the ONNX file made from these weights (checked against the network's SHA-256
-        that ``triage optimize`` recorded, see :mod:`capsule_triage.backend_choice`).
+        that ``triage optimize`` recorded, see :mod:`capsule_triage.backend_choice`). ``note``: a line
+        for the user about how the weights were found (a ``Warning:`` line and run.json's backend_selection).
         """
-        weights = local_weights(weights)  # an hf-hub: repository as its cached folder
+        weights, fetched = fetch_weights(weights)  # an hf-hub: repository as its cached folder
+        note = note or fetched  # a cached copy standing in for a Hub that could not be reached
         path = Path(str(weights))
         weights_dir = path if path.is_dir() else None
         digests = weights_digests(path) if path.exists() else {}
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
-        device, note = device_name(device), auto_device_note(device)
+        device, device_note = device_name(device), auto_device_note(device)
         if backend in BACKENDS and onnx_file(backend) and weights_dir is not None and folder_config(weights_dir, base_config).border == "fov":
             raise WeightsError(weights_dir, f"backend {backend} runs an ONNX export, which a model that detects the field of view "
                                             "(border 'fov') cannot have: the crop runs in PyTorch; use torch-fp32 or torch-bf16")
-        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME)), note)
+        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME)), device_note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:
             from .weights import load_model
 
             model, config = load_model(weights, base_config)
-        for note in (unfinished_training(config), preset_differences(config, base_config)):
-            selection = _noted(selection, note)
+        for line in (note, unfinished_training(config), preset_differences(config, base_config)):
+            selection = _noted(selection, line)
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
                    selection=selection)
 

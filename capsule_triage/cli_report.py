@@ -24,7 +24,8 @@ def report(
     OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
     """
     from .errors import TriageError
-    from .report import RUN_FILE, write_report
+    from .outputs import RUN_FILE
+    from .report import write_report
     from .cli import printable
     from .report_batch import STUDIES_FILE, write_batch_reports
 

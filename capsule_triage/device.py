@@ -144,6 +144,16 @@ def autocast(device: "torch.device", precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
 
 
+def exact_fp32(device: "torch.device") -> None:
+    """fp32 arithmetic as named on a CUDA device: cuDNN convolutions default to TF32 on Ampere and
+    newer GPUs (10 mantissa bits), which moves scores; off for the whole process (no effect on the CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def to_device(tensor: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
     """A host tensor on ``device``: on CUDA through pinned memory with a non-blocking copy, so the CPU
     prepares the next batch while the GPU works; unchanged on the CPU."""

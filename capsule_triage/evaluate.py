@@ -29,11 +29,11 @@ from torch import nn
 
 from . import metrics
 from .training_images import overlap_warning, read_training_images
-from .device import resolve_device, to_device
+from .device import exact_fp32, resolve_device, to_device
 from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select
 from .digests import weights_sha256
-from .errors import InputError, OutputError, TriageError, WeightsError
-from .hub import local_weights
+from .errors import DeviceError, InputError, OutputError, TriageError, WeightsError
+from .hub import fetch_weights
 from .outputs import check_creatable
 from .model_card import check_section_name, json_ready, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
@@ -49,6 +49,7 @@ def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tens
     device (model left in eval mode; on CUDA each batch is copied from pinned memory without waiting)."""
     model.eval()
     device = next(model.parameters()).device
+    exact_fp32(device)  # as triage run's torch-fp32: no TF32 on the GPU, so a threshold chosen here holds there
     preprocess = preprocess.to(device)
     out = []
     with torch.inference_mode():
@@ -137,6 +138,7 @@ def evaluate(
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
         ValueError: a device this machine does not have.
+        DeviceError: the device ran out of memory.
     """
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
     parsed = _parse_codec(codec)
@@ -144,7 +146,7 @@ def evaluate(
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
                                     "this one out of the Hugging Face cache first")
-    weights = local_weights(weights)  # an hf-hub: repository as its cached folder
+    weights, hub_note = fetch_weights(weights)  # an hf-hub: repository as its cached folder
     if Path(weights).is_file():
         raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
                                     "classes, preprocessing or threshold to evaluate with")
@@ -161,10 +163,14 @@ def evaluate(
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
-    if backend == "torch-fp32":
-        probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
-    else:
-        probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device)
+    try:
+        if backend == "torch-fp32":
+            probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
+        else:
+            probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device)
+    except torch.OutOfMemoryError:
+        raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
+                                      "use a smaller --batch-size") from None
     result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
               "device": result_device,
               "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
@@ -173,7 +179,9 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))
-    warnings = [w for w in (unfinished_training(config), overlap,
+    elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
+                 "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
+    warnings = [w for w in (hub_note, elsewhere, unfinished_training(config), overlap,
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings

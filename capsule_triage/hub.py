@@ -12,6 +12,7 @@ for scoring.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -26,13 +27,20 @@ ETAG_TIMEOUT_SECONDS = 10
 
 
 def local_weights(weights: str | Path) -> str | Path:
+    """``weights`` as a local location (see :func:`fetch_weights`, whose note this drops)."""
+    return fetch_weights(weights)[0]
+
+
+def fetch_weights(weights: str | Path) -> tuple[str | Path, str | None]:
     """``weights`` as a local location: an ``hf-hub:`` repository as its cached folder, the
     ``model.safetensors`` of a weights folder as that folder (its config.json describes it, not a
-    preset's [model]); others unchanged.
+    preset's [model]); others unchanged. With a note when the Hub could not be reached and the
+    cached copy stands in (a ``Warning:`` line and run.json say so), else None.
 
     Raises:
         WeightsError: a timm ``hub:`` tag; an ``hf-hub:`` repository that is not in the cache when
-            offline, cannot be fetched, or holds no weights folder.
+            offline or unreachable, that the Hub says is missing or closed to us (never replaced by a
+            cached copy), that cannot be fetched, or that holds no weights folder.
     """
     text = str(weights)
     if text.startswith("hub:"):
@@ -42,43 +50,70 @@ def local_weights(weights: str | Path) -> str | Path:
     if not text.startswith(PREFIX):
         path = Path(text)
         if path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
-            return path.parent
-        return weights
+            return path.parent, None
+        return weights, None
     repo, at, revision = text[len(PREFIX):].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")) or any(c.isspace() for c in repo) or (at and not revision):
         raise WeightsError(text, f"expected {PREFIX}OWNER/REPO or {PREFIX}OWNER/REPO@REVISION")
-    folder = _snapshot(text, repo, revision or None)
+    folder, note = _snapshot(text, repo, revision or None)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise WeightsError(text, f"the repository holds no weights folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
-    return folder
+    return folder, note
 
 
-def _snapshot(text: str, repo: str, revision: str | None) -> Path:
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE set as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _snapshot(text: str, repo: str, revision: str | None) -> tuple[Path, str | None]:
     """The repository's files: fetched (or checked for updates) online; from the cache alone when
-    HF_HUB_OFFLINE is set, for a commit already cached (a commit never changes), or, as
-    huggingface_hub does, when the Hub cannot be reached (no connection, a proxy that refuses it)."""
-    from huggingface_hub import snapshot_download
+    HF_HUB_OFFLINE is set, for a commit already cached (a commit never changes), or, with a note,
+    when the Hub cannot be reached or refuses us (no connection, a proxy, the Hub failing, a private
+    repository without a token). A repository or revision the Hub says does not exist (404) is an
+    error, never a cached copy (huggingface_hub falls back to the cache for any HTTP error, silently:
+    so we ask the Hub which commit is current first)."""
+    from huggingface_hub import HfApi, snapshot_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    fetch = dict(revision=revision, allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS)
+    fetch = dict(allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS)
     with quiet_hub():
-        if offline or (revision is not None and COMMIT.fullmatch(revision)):
+        if offline_mode() or (revision is not None and COMMIT.fullmatch(revision)):
             try:
-                return Path(snapshot_download(repo, local_files_only=True, **fetch))
+                return Path(snapshot_download(repo, revision=revision, local_files_only=True, **fetch)), None
             except Exception:  # not cached: offline that is the end; a commit is fetched below
-                if offline:
+                if offline_mode():
                     raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
         try:
-            return Path(snapshot_download(repo, **fetch))
+            commit = HfApi().repo_info(repo, revision=revision, timeout=ETAG_TIMEOUT_SECONDS).sha
+            return Path(snapshot_download(repo, revision=commit, **fetch)), None
         except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as the Hub's
+            if not unreachable(exc):
+                raise WeightsError(text, f"cannot fetch the repository ({first_line(exc, typed=True)})") from None
             network = exc
-        try:  # huggingface_hub falls back to the cache for some network errors, not for all
-            return Path(snapshot_download(repo, local_files_only=True, **fetch))
+        try:
+            folder = Path(snapshot_download(repo, revision=revision, local_files_only=True, **fetch))
         except Exception:
             raise WeightsError(text, f"cannot fetch the repository and it is not in the local cache ({first_line(network, typed=True)})") from None
+    return folder, f"{text}: could not check the Hub for updates ({first_line(network, 120, typed=True)}); using the cached commit {folder.name[:12]}"
 
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
+NETWORK_MODULES = ("httpx", "httpcore", "requests", "urllib3", "ssl", "socket", "h11", "h2")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Hub could not be reached, failed or refused us (a connection, proxy,
+    TLS or DNS error, a timeout, a 5xx, 401/403/407/408/429: a private repository without a token is
+    401, as the Hub answers for a missing one without a token), rather than that the repository or
+    revision does not exist (404), or another error (a full disk, a bug)."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if isinstance(exc, HfHubHTTPError):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        return status is None or status >= 500 or status in (401, 403, 407, 408, 429)
+    if isinstance(exc, (LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+        return True
+    return any(cls.__module__.startswith(NETWORK_MODULES) for cls in type(exc).__mro__ if cls.__module__ != "builtins")
 
 
 def first_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> str:
@@ -89,14 +124,25 @@ def first_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> 
     return f"{type(exc).__name__}: {line}" if typed and type(exc).__name__ not in line else line
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 @contextlib.contextmanager
 def quiet_hub():
     """huggingface_hub's retry warnings ("Retrying in 8s [Retry 4/5]") off for the call: the outcome is
-    one line of ours."""
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    one line of ours. A filter of its own per call on each of its loggers (a filter applies to the
+    logger it is on, not to its children; a changed level would not be restored right when threads
+    overlap)."""
+    importlib.import_module("huggingface_hub")  # its loggers exist once it is imported
+
+    only_errors = _BelowError()
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.split(".")[0] == "huggingface_hub"]
+    for logger in loggers:
+        logger.addFilter(only_errors)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(only_errors)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import __version__
 from .background import prefetch
 from .classifier import Classifier
-from .hub import local_weights
+from .hub import fetch_weights
 from .model_config import read_geometry
 from .completeness import time_gaps
 from .errors import InputError, TriageError, WeightsError
@@ -61,13 +61,19 @@ def default_out_dir(input_path: Path) -> Path:
 def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, device: str = "auto", backend: str = "auto",
                     threads: int | None = None) -> Classifier:
     """The preset's model (or ``weights``), checked against the preset's classes."""
-    location = weights_location(pipeline, weights)
-    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads)
+    location, note = resolve_weights(pipeline, weights)
+    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note)
 
 
 def weights_location(pipeline: Pipeline, weights: str | Path | None = None) -> str:
+    """The local weights to load (see :func:`resolve_weights`, whose note this drops)."""
+    return resolve_weights(pipeline, weights)[0]
+
+
+def resolve_weights(pipeline: Pipeline, weights: str | Path | None = None) -> tuple[str, str | None]:
     """The local weights to load (``weights`` or the preset's): an ``hf-hub:`` repository fetched into
-    its cached folder, a folder's ``model.safetensors`` as the folder (see :func:`capsule_triage.hub.local_weights`).
+    its cached folder, a folder's ``model.safetensors`` as the folder (see :func:`capsule_triage.hub.fetch_weights`);
+    with a note when a cached copy stands in for a Hub that could not be reached.
 
     Raises:
         WeightsError: none found (for the preset's own: how to get them), or a hub name that cannot serve.
@@ -79,7 +85,8 @@ def weights_location(pipeline: Pipeline, weights: str | Path | None = None) -> s
         if weights:
             raise WeightsError(location, "weights not found")
         raise weights_not_installed(pipeline)
-    return str(local_weights(location))
+    local, note = fetch_weights(location)
+    return str(local), note
 
 
 def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:

@@ -8,112 +8,25 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .completeness import gap_starts
-from .errors import InputError, OutputError
+from .errors import OutputError
 from .model_card import intended_use
-from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from .outputs import FRAMES_FILE
 from .report_svg import (DETAIL_JS, MAIN_JS, Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
                          page_footer, page_header, script_json, timeline_svg)
+from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
 DETAIL_DIR = "report"
 READING_FPS = 15.0  # frames per second a reader reviews at
 PAGE_SIZE = 50  # events per gallery page
 MAX_DETAIL_ROWS = 5000  # frames listed on one event page
-
-
-@dataclass
-class Study:
-    """What a study folder holds, loaded for the report."""
-
-    out_dir: Path
-    run: dict  # run.json
-    frames: dict[str, np.ndarray]  # frames.parquet columns (frame_index, pts_seconds, score, smoothed_score, event_id, flagged, prob_*)
-    prob_columns: list[str]  # the prob_<class> columns, in file order
-    events: list[dict]  # events.parquet rows in rank order
-    thumbs: dict[int, str]  # frame_index -> URL of its thumbnail, relative to out_dir (checked to exist inside it)
-
-
-def _run_problem(run) -> str | None:
-    """What makes a parsed run.json unusable for the page (its sections must be JSON objects)."""
-    if not isinstance(run, dict):
-        return f"a JSON object is expected, got {type(run).__name__}"
-    for section, keys in (("model", ("config",)), ("parameters", ("rank",)), ("source", ()), ("input", ())):
-        value = run.get(section, {})
-        if not isinstance(value, dict):
-            return f"{section} must be an object, got {value!r:.40}"
-        for key in keys:
-            if not isinstance(value.get(key, {}), dict):
-                return f"{section}.{key} must be an object, got {value[key]!r:.40}"
-    return None
-
-
-def load_study(out_dir: Path) -> Study:
-    """Read run.json, frames.parquet, events.parquet and top_frames.parquet of a study folder.
-
-    Raises:
-        InputError: not a study folder, or a file that cannot be read.
-    """
-    out_dir = Path(out_dir)
-    if not (out_dir / RUN_FILE).is_file():
-        raise InputError(out_dir, f"not a study folder ({RUN_FILE} not found)")
-    try:
-        run = json.loads((out_dir / RUN_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(out_dir / RUN_FILE, f"cannot read ({exc})") from None
-    problem = _run_problem(run)
-    if problem:
-        raise InputError(out_dir / RUN_FILE, f"not a run.json of `triage run` ({problem})")
-    table = read_parquet(out_dir / FRAMES_FILE)
-    frames = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    n = table.num_rows
-    frames.setdefault("frame_index", np.arange(n))
-    if "pts_seconds" not in frames:
-        raise InputError(out_dir / FRAMES_FILE, "column pts_seconds missing")
-    frames.setdefault("score", np.zeros(n, np.float32))
-    frames.setdefault("smoothed_score", frames["score"])
-    frames.setdefault("event_id", np.full(n, -1, np.int32))
-    frames.setdefault("flagged", frames["event_id"] >= 0)
-    events = read_parquet(out_dir / EVENTS_FILE).to_pylist()
-    events.sort(key=lambda e: e.get("rank", 0))
-    thumbs = {}
-    extra = read_parquet(out_dir / TOP_FRAMES_FILE).to_pylist() if (out_dir / TOP_FRAMES_FILE).exists() else []
-    for frame, rel in [(r.get("frame_index"), r.get("thumbnail")) for r in extra] + [(e.get("peak_frame"), e.get("thumbnail")) for e in events]:
-        url = safe_relpath(rel, out_dir)
-        if url and frame is not None:
-            thumbs[int(frame)] = url
-    return Study(out_dir, run, frames, [c for c in table.column_names if c.startswith("prob_")], events, thumbs)
-
-
-def read_parquet(path: Path):
-    """A Parquet table of a study or batch folder; InputError naming the file if it is missing or damaged."""
-    try:
-        with open(path, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths, input names may not be
-            return pq.read_table(fh, use_threads=False)
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise InputError(path, f"cannot read Parquet ({exc})") from None
-
-
-def safe_relpath(rel: str | None, root: Path) -> str | None:
-    """``rel`` as a URL if it names an existing file inside ``root`` (no absolute path, ``..`` or scheme)."""
-    if not rel or not isinstance(rel, str) or "\\" in rel or ":" in rel:
-        return None
-    path = PurePosixPath(rel)
-    if path.is_absolute() or ".." in path.parts or not (root / path).is_file():
-        return None
-    return quote(path.as_posix(), safe="/")
 
 
 def paginate(count: int, page_size: int = PAGE_SIZE) -> list[range]:
@@ -157,9 +70,9 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
             if stale.name not in wanted:
                 stale.unlink()
         rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
-        breaks = gap_starts(study.frames["pts_seconds"])
+        gaps = _gap_times(study)
         for i in range(len(study.events)):
-            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, breaks))
+            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
     return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
@@ -202,7 +115,7 @@ def _study_page(study: Study, card_use: str | None) -> str:
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames (not scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=_time_range(study), breaks=gap_starts(f["pts_seconds"]), label=f"Smoothed score timeline of {name}"),
+                         t_range=_time_range(study), gaps=_gap_times(study), label=f"Smoothed score timeline of {name}"),
             "</section>", _gallery(study), page_footer()]
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
@@ -244,6 +157,12 @@ def _start_note(study: Study) -> str:
         return ""
     return (f" Times are the stream's own: it starts at {esc(fmt_clock(start))}; a player counting from zero shows each "
             f"time {esc(fmt_clock(abs(start)))} {'earlier' if start > 0 else 'later'}.")
+
+
+def _gap_times(study: Study) -> list[tuple[float, float]]:
+    """(last frame before, first frame after) of each stretch without frames (the rule of run.json's time_gaps)."""
+    pts = study.frames["pts_seconds"]
+    return [(float(pts[i]), float(pts[i + 1])) for i in gap_starts(pts)]
 
 
 def _thresholds(run: dict) -> dict:
@@ -366,7 +285,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 
 # --- event detail pages -----------------------------------------------------------------------
 
-def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], breaks: np.ndarray) -> str:
+def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
     name = _file_name(study.run)
@@ -387,7 +306,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
     spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]
     svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),
-                       raw=f["score"][win], breaks=breaks[(breaks >= win.start) & (breaks < win.stop - 1)] - win.start,
+                       raw=f["score"][win], gaps=gaps,
                        label=f"Score around event {i + 1}", label_limit=n)
     body = [page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), '<div class="grid2">', figure, info, "</div>",
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '

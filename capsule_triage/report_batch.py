@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 from .errors import InputError, TriageError
 from .outputs import RUN_FILE
-from .report import REPORT_FILE, read_parquet, write_atomic, write_report
+from .report import REPORT_FILE, write_atomic, write_report
+from .study_folder import read_parquet
 from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
 
 INDEX_FILE = "index.html"

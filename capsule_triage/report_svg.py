@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
+from typing import Sequence
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
-                 breaks: np.ndarray | None = None, label: str = "Score timeline", max_points: int = MAX_POINTS,
+                 gaps: Sequence[tuple[float, float]] = (), label: str = "Score timeline", max_points: int = MAX_POINTS,
                  label_limit: int = 12) -> str:
     """The smoothed score over time, threshold lines, and clickable event spans.
 
@@ -117,9 +118,9 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         spans: events to shade; each links to ``span.href``.
         t_range: (start, end) seconds of the x axis; default the data's range.
         raw: float [N], per-frame score drawn faintly behind the smoothed one (detail views).
-        breaks: positions i after which the study has no frames for a while (a gap: a lost signal, a
-            damaged stretch; :func:`capsule_triage.completeness.gap_starts`): the lines stop there and
-            the gap is hatched, so no score is drawn across time the model never saw.
+        gaps: (time of the last frame before, time of the first frame after) of each stretch without
+            frames (a lost signal, a damaged part; :func:`capsule_triage.completeness.gap_starts`): hatched
+            (cut to the axis), and the lines stop at each, so no score is drawn across time the model never saw.
         label: accessible name of the figure.
         max_points: vertex budget per curve (see :func:`downsample_max`).
         label_limit: spans of rank below this get a "#k" label.
@@ -145,11 +146,13 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
              '</pattern></defs>',
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
     parts += _axes(x, y, t0, t1)
-    cuts = np.asarray(breaks if breaks is not None else [], np.int64)
-    for i in cuts[cuts < len(t) - 1]:
-        a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (t[i], t[i + 1]))
+    for start, end in gaps:
+        if end < t0 or start > t1:
+            continue
+        a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (start, end))
         parts.append(f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
-                     f'<title>no frames from {esc(fmt_clock(t[i]))} to {esc(fmt_clock(t[i + 1]))}: not scored</title></rect>')
+                     f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
+    cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
     for span in spans:
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []

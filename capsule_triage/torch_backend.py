@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .backends import Done, split_runs
-from .device import to_device_nchw
+from .device import exact_fp32, to_device_nchw
 from .errors import DeviceError
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
@@ -69,9 +69,8 @@ class TorchBackend:
             param.requires_grad_(False)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        if device.type == "cuda" and self.dtype is None:
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+        if self.dtype is None:
+            exact_fp32(device)
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
         return self.submit(frames_nhwc).result()

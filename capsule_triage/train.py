@@ -37,7 +37,7 @@ from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
 from .device import autocast, to_device
-from .errors import DataWarning, InputError
+from .errors import DataWarning, DeviceError, InputError
 from .evaluate import predict_probs, summarize
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
@@ -78,6 +78,7 @@ def train(options: TrainOptions) -> Path:
     Raises:
         TriageError: bad data, options, init weights, or an output folder that exists without resume.
         ValueError: a device this machine does not have, or a precision it cannot train in.
+        DeviceError: the device ran out of memory.
     """
     started = time.perf_counter()
     check_options(options)
@@ -119,7 +120,13 @@ def train(options: TrainOptions) -> Path:
         run.scaler.load_state_dict(saved["grad_scaler"])
     run.state = saved or {"phase": 0, "step": 0, "global_step": 0, "best": None, "log": [], "epoch_loss": [0.0, 0], "elapsed_seconds": 0.0, "finished": False}
     run.state["session_start"] = started - run.state["elapsed_seconds"]
-    _loop(run, out)
+    try:
+        _loop(run, out)
+    except torch.OutOfMemoryError:
+        lower = "" if options.precision != "fp32" else " or --precision bf16/fp16"
+        raise DeviceError(device_label(device), f"out of memory training {config.architecture} at {config.input_size} px in batches of "
+                                                f"{options.batch_size}: use a smaller --batch-size{lower} (a new --output: the batch "
+                                                "size is part of the recipe)") from None
     return out
 
 

@@ -10,7 +10,7 @@ import timm
 import torch
 
 from .datasets import class_order, split_counts
-from .device import PRECISIONS, check_precision, resolve_device
+from .device import PRECISIONS, check_precision, exact_fp32, resolve_device
 from .errors import InputError, WeightsError
 from .imagenet_init import LITE0_ARCH
 from .outputs import check_creatable
@@ -78,6 +78,8 @@ def training_device(options: TrainOptions) -> torch.device:
     check_precision(options.precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        if options.precision == "fp32":
+            exact_fp32(device)  # fp32 as named (no TF32), as validation and triage run compute
     return device
 
 

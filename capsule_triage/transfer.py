@@ -27,7 +27,6 @@ given as module-name prefixes per family:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import timm
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .hub import first_line, quiet_hub
+from .hub import first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
 from .model_config import ModelConfig
 from .weights import WEIGHTS_NAME, create_model, load_bit_npz, read_state_dict
@@ -71,12 +70,14 @@ def _hub_model(config: ModelConfig, tag: str, hub_file: str | Path | None) -> nn
     if tag.split(".")[0] != config.architecture:
         raise WeightsError(f"hub:{tag}", f"hub tag is not a {config.architecture} checkpoint")
     overlay = {"pretrained_cfg_overlay": {"file": str(hub_file)}} if hub_file else {}
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         with quiet_hub():
             model = timm.create_model(tag, pretrained=True, num_classes=len(config.class_names), **overlay)
     except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as timm's and the Hub's
-        why = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline and not hub_file else first_line(exc, typed=True)
+        missing = offline_mode() and isinstance(exc, LocalEntryNotFoundError)
+        why = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if missing else first_line(exc, typed=True)
         raise WeightsError(f"hub:{tag}", f"cannot load hub weights ({why})") from None
     if model.pretrained_cfg.get("num_classes") != len(config.class_names):
         _zero_head(model)

@@ -65,7 +65,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():  # torch warns on stderr about refused pickles: our error says it in one line
                 warnings.simplefilter("ignore")
                 data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError, KeyError, OSError) as exc:
             raise WeightsError(path, f"refused: {_why_not_loaded(path, exc)}") from None
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(data, dict) and isinstance(data.get(key), dict):
@@ -82,12 +82,16 @@ def _why_not_loaded(path: Path, exc: BaseException) -> str:
     with open(path, "rb") as fh:
         head = fh.read(16)
     size = int.from_bytes(head[:8], "little") if len(head) == 16 else 0
+    if not head:
+        return "an empty file (0 bytes)"
     if 0 < size < 100_000_000 and head[8:9] == b"{":  # an 8-byte header length, then JSON: safetensors
         return "a safetensors file named .pth/.pt; rename it to .safetensors"
-    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc).lower():
+    if not (head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")):
+        return f"not a PyTorch weights file (it begins with {head[:8]!r}: a web page, text, or another format?)"
+    if "unsupported global" in str(exc).lower() or "unsupported operand" in str(exc).lower():
         return ("not a plain tensor state dict: it holds Python objects besides tensors (a training checkpoint with numbers, "
                 "arrays or classes), which are never loaded here; save model.state_dict() alone, or as .safetensors")
-    return f"not a readable PyTorch state dict ({first_line(exc, 160)})"
+    return f"a damaged or truncated PyTorch file ({first_line(exc, 160).split('. ')[0]})"
 
 
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:

@@ -551,9 +551,11 @@ def test_mixed_precision_trains_fp32_master_weights_and_is_part_of_the_recipe(ti
     np.testing.assert_allclose(losses[1], losses[0], rtol=0.1)  # the same training, in lower precision
     config = ModelConfig.load(bf16 / "config.json")
     assert config.provenance["training"]["recipe"]["precision"] == "bf16" and config.provenance["training"]["device"] == "cpu"
+    part = train(_options(tiny_manifest, tmp_path / "part", precision="bf16", stop_after_steps=2, **kwargs))
     with pytest.raises(InputError, match=r"different options.*'precision'"):
-        train(_options(tiny_manifest, bf16, resume=True, **kwargs))
-    assert train(_options(tiny_manifest, bf16, resume=True, precision="bf16", device="cpu", **kwargs)) == bf16
+        train(_options(tiny_manifest, part, resume=True, **kwargs))
+    train(_options(tiny_manifest, part, resume=True, precision="bf16", device="cpu", **kwargs))  # the device is not the recipe
+    assert (part / "model.safetensors").read_bytes() == (bf16 / "model.safetensors").read_bytes()  # resumed = uninterrupted
 
 
 def test_a_device_or_precision_this_machine_lacks_is_one_line_before_any_work(tmp_path):
@@ -592,8 +594,34 @@ def test_training_on_the_gpu_resumes_on_the_cpu_and_evaluates_on_either(tiny_man
     with pytest.raises(ValueError, match="fp16"):
         train(_options(tiny_manifest, part, resume=True, device="cpu", **kwargs))  # fp16 autocast is CUDA's
     done = train(_options(tiny_manifest, part, resume=True, device="cuda", **kwargs))
+    moved = dict(strategy="full", epochs=2, seed=5)  # fp32 from the GPU to the CPU: the momentum follows the model
+    half = train(_options(tiny_manifest, tmp_path / "moved", stop_after_steps=2, device="cuda", **moved))
+    assert train(_options(tiny_manifest, half, resume=True, device="cpu", **moved)) == half
+    assert json.loads((half / "checkpoint" / "state.json").read_text())["finished"]
     model, config = load_model(done)
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     on_gpu = evaluate(done, tiny_manifest, "all", device="cuda")
     on_cpu = evaluate(done, tiny_manifest, "all", device="cpu")
     assert on_gpu["auc"] == pytest.approx(on_cpu["auc"], abs=0.02)
+
+
+@needs_shared
+def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(tiny_manifest, tmp_path, monkeypatch):
+    """Review: torch.OutOfMemoryError in training or evaluation was a traceback (triage run halves its batch)."""
+    from capsule_triage import evaluate as evaluate_module
+    from capsule_triage import train as train_module
+    from capsule_triage.errors import DeviceError
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "_train_step", out_of_memory)
+    with pytest.raises(DeviceError) as caught:
+        train(_options(tiny_manifest, tmp_path / "m", strategy="full", epochs=1))
+    assert str(caught.value) == ("cpu: out of memory training tf_efficientnet_lite0 at 64 px in batches of 8: use a smaller "
+                                 "--batch-size or --precision bf16/fp16 (a new --output: the batch size is part of the recipe)")
+    monkeypatch.undo()
+    weights = train(_options(tiny_manifest, tmp_path / "w", strategy="head", epochs=1))
+    monkeypatch.setattr(evaluate_module, "predict_probs", out_of_memory)
+    with pytest.raises(DeviceError, match=r"^cpu: out of memory scoring 64 px frames in batches of 64: use a smaller --batch-size$"):
+        evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,16 @@ def test_a_refused_state_dict_says_why_in_our_words(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "st.pth"))
     with pytest.raises(WeightsError, match=r"st.pth: refused: a safetensors file named .pth/.pt; rename it to .safetensors$"):
         read_state_dict(tmp_path / "st.pth")
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "good.pth")  # review: these were told they hold Python objects, or tracebacks
+    (tmp_path / "half.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:2000])
+    (tmp_path / "page.pth").write_bytes(b"<!DOCTYPE html><html>404</html>")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("hello")
+    for name, problem in (("half.pth", r"refused: a damaged or truncated PyTorch file \(.+\)"), ("empty.pth", r"refused: an empty file \(0 bytes\)"),
+                          ("page.pth", r"refused: not a PyTorch weights file \(it begins with b'<!DOCTYP': a web page, text, or another format\?\)"),
+                          ("text.pth", r"refused: not a PyTorch weights file \(it begins with b'hello'")):
+        with pytest.raises(WeightsError, match=rf"{name}: {problem}"):
+            read_state_dict(tmp_path / name)
 
 
 def test_pth_state_dict_and_safetensors_file_round_trip(tmp_path, config):
@@ -246,7 +257,9 @@ def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_co
         env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url,
                "http_proxy": url, "NO_PROXY": "", "no_proxy": ""}
         latest = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "latest", "--quiet", env=env)
-        assert latest.returncode == 0 and latest.stderr == "", latest.stderr[-2000:]
+        assert latest.returncode == 0, latest.stderr[-2000:]
+        assert re.fullmatch(r"Warning: hf-hub:lab/capsule-model: could not check the Hub for updates \(\w*Error: [^)]*\); using the cached "
+                            rf"commit {commit[:12]}\n", latest.stderr), latest.stderr  # review: said nothing
         assert asked, "the Hub was asked for updates, through the proxy"
         asked.clear()
         pinned = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{commit}", "--out", tmp_path / "pinned", "--quiet", env=env)
@@ -260,6 +273,49 @@ def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_co
         proxy.shutdown()
     scores = [pq.read_table(tmp_path / name / "frames.parquet")["score"] for name in ("latest", "pinned")]
     assert scores[0] == scores[1]
+
+
+def test_a_hub_that_answers_the_repository_is_gone_is_believed_not_replaced_by_the_cache(random_weights, tmp_path):
+    """Review: every fetch error fell back to the cached copy, a deleted repository or revision too (its old
+    weights would score on); only a Hub that cannot be reached or fails (5xx) may be stood in for."""
+    import http.server
+    import threading
+
+    status = {"code": 404}
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            body = b'{"error": "Repository not found"}'
+            self.send_response(status["code"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if status["code"] == 404:
+                self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_HEAD = answer
+
+        def log_message(self, *args):
+            pass
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    try:
+        cache = tmp_path / "hf"
+        commit = _hub_cache(cache, "lab/capsule-model", random_weights)
+        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}",
+               "NO_PROXY": "*", "no_proxy": "*"}
+        gone = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "gone", env=env)
+        assert gone.returncode == 2 and not (tmp_path / "gone").exists(), gone.stderr[-2000:]
+        assert gone.stderr.startswith("Error: hf-hub:lab/capsule-model: cannot fetch the repository (RepositoryNotFoundError: ")
+        status["code"] = 503  # the Hub failing: the cached copy stands in, with a word
+        failing = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "failing", "--quiet", env=env)
+        assert failing.returncode == 0, failing.stderr[-2000:]
+        assert failing.stderr.startswith("Warning: hf-hub:lab/capsule-model: could not check the Hub for updates (") and \
+            failing.stderr.endswith(f"using the cached commit {commit[:12]}\n"), failing.stderr
+    finally:
+        hub.shutdown()
 
 
 def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
-from ..pipeline import RunOptions, hashed_state, source_state, weights_location
+from ..pipeline import RunOptions, hashed_state, resolve_weights, source_state
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies
@@ -100,7 +100,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     """
     started, started_at = time.perf_counter(), now_utc()
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
-    pipeline, options = _check_arguments(input_dir, out_dir, options)
+    pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -111,7 +111,11 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
         for name in (WORK_DIR, FAILED_DIR):
             (out_dir / name).mkdir(exist_ok=True)
-        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at)
+        result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at)
+        if weights_note:  # a cached copy of hub weights stood in for a Hub that could not be reached
+            log(f"warning {weights_note}")
+            result.warnings.insert(0, weights_note)
+        return result
     except WorkerSetupError as exc:
         log(f"aborted: {exc}")
         raise
@@ -146,8 +150,9 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
     return _finish(studies, progress, ctx, info=info, interrupted=False)
 
 
-def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions]:
-    """Validate everything before anything is written; returns the preset."""
+def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions, str | None]:
+    """Validate everything before anything is written; returns the preset, the options with local
+    weights, and a note on how hub weights were found (None when there is nothing to say)."""
     if options.engine not in ENGINES:
         raise TriageError("--engine", f"unknown engine {options.engine!r}; use one of {list(ENGINES)}")
     if options.ray_address and options.engine != "ray":
@@ -165,7 +170,8 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(out_dir, "output path exists and is not a folder")
     pipeline = load_pipeline(options.pipeline)
-    return pipeline, replace(options, weights=weights_location(pipeline, options.weights))  # an hf-hub: repository fetched once, here
+    weights, note = resolve_weights(pipeline, options.weights)  # an hf-hub: repository fetched once, here
+    return pipeline, replace(options, weights=weights), note
 
 
 def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool) -> BatchResult:
