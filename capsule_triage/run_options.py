@@ -97,6 +97,9 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
             raise ValueError(f"{flag} must be {expected}, got {value!r}")
     if options.decoder_processes > 1 and options.skip_duplicates:
         raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
+    if options.decoder_processes > 1 and options.decode_in == "thread":  # QA 19: decoded in processes without a word
+        raise ValueError(f"--decoders {options.decoder_processes} decodes in {options.decoder_processes} processes: "
+                         "--decode-in thread contradicts it (omit one)")
     if classifier.config.class_names != pipeline.model.class_names:
         raise WeightsError(classifier.weights_path or classifier.config.name or "classifier",
                            f"weights classes {classifier.config.class_names} do not match the preset's {pipeline.model.class_names} "

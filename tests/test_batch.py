@@ -308,7 +308,7 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
     assert len(messages) == 2 and messages[1].startswith(f"recovered stale lock of pid {os.getpid()}")
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray"])
+@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random_weights, tmp_path, monkeypatch):
     out, weights = tmp_path / "out", random_weights
     args, expected = {
@@ -319,7 +319,14 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random
         "ray-address": ([tree, "--ray-address", "127.0.0.1:6379"], "Error: --ray-address: only used with --engine ray"),
         "weights": ([tree], f"Error: {tmp_path / 'w'}: weights not found"),
         "no-ray": ([tree, "--engine", "ray"], 'Error: --engine: ray is not installed; pip install "capsule-triage[ray]"'),
+        # QA 19: ray.init on an address where nothing answers retried for ever, holding the lock, deaf to SIGTERM
+        "ray-unreachable": ([tree, "--engine", "ray", "--ray-address", "127.0.0.1:1"],
+                            "Error: --ray-address: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray cluster up?"),
+        "ray-nonsense": ([tree, "--engine", "ray", "--ray-address", "nonsense"],
+                         "Error: --ray-address: 'nonsense': expected HOST:PORT, ray://HOST:PORT, auto or local"),
     }[case]
+    if case.startswith("ray-") and case != "ray-address":
+        pytest.importorskip("ray", reason='ray is not installed (pip install "capsule-triage[ray]"); CI installs it')
     if case == "no-ray":
         monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     out = tree if case == "same" else out

@@ -158,9 +158,10 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     if options.ray_address and options.engine != "ray":
         raise TriageError("--ray-address", "only used with --engine ray")
     if options.engine == "ray":
-        from .ray_engine import require_ray
+        from .ray_engine import check_ray_address, require_ray
 
         require_ray()
+        check_ray_address(options.ray_address)  # before the lock is taken: a wrong address is one line
     if not input_dir.exists():
         raise TriageError(input_dir, "input folder not found")
     if not input_dir.is_dir():

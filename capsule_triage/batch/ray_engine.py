@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -19,6 +23,7 @@ from .engine import BatchOptions, available_cpus
 from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
 
 OBJECT_STORE_BYTES = 128 * 1024**2  # only study descriptors and outcomes travel through it
+REACH_SECONDS = 5.0  # a --ray-address that does not answer a TCP connection in this time is not a Ray cluster
 
 
 def require_ray():
@@ -28,6 +33,24 @@ def require_ray():
     except ImportError:
         raise TriageError("--engine", 'ray is not installed; pip install "capsule-triage[ray]"') from None
     return ray
+
+
+def check_ray_address(address: str | None) -> None:
+    """A ``--ray-address`` HOST:PORT (or ray://HOST:PORT) must accept a connection: ``ray.init`` on one
+    that does not retries for ever (QA: 197 s, ignoring SIGTERM, holding OUT_DIR's lock).
+
+    Raises:
+        TriageError: not an address, or nothing answers there.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise TriageError("--ray-address", f"{address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise TriageError("--ray-address", f"nothing answers at {address} ({exc.strerror or exc}); is the Ray cluster up?") from None
 
 
 class RayEngine:
@@ -46,6 +69,7 @@ class RayEngine:
         self._started = not ray.is_initialized()
         if self._started:
             common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            ours = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 if options.ray_address:
                     ray.init(address=options.ray_address, **common)
@@ -53,6 +77,10 @@ class RayEngine:
                     ray.init(num_cpus=available_cpus(), object_store_memory=OBJECT_STORE_BYTES, **common)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... from ray
                 raise TriageError(options.ray_address or "ray", f"cannot start or reach Ray ({str(exc).splitlines()[0][:200]})") from None
+            finally:  # ray.init puts in its own SIGTERM handler (sys.exit(15): no summary, exit 15; QA 19)
+                if threading.current_thread() is threading.main_thread():
+                    for sig, handler in ours.items():
+                        signal.signal(sig, handler)
         resources = ray.cluster_resources()
         gpus = 0 if options.device == "cpu" else int(resources.get("GPU", 0))
         self.device_type = "cuda" if gpus else "cpu"
@@ -64,9 +92,9 @@ class RayEngine:
         self.cpus_per_actor = max(1, min(cpus // self.workers, int(max(node_cpus))))
 
     def _actor(self, ctx: WorkerContext):
-        cls = self.ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=0)(StudyWorker)
+        cls = self.ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=0)(OwnedStudyWorker)
         device = "cuda" if self.num_gpus else ctx.device  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
-        return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor))
+        return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor), (socket.gethostname(), os.getpid()))
 
     def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
         """Keep every actor busy with one study at a time; an actor that dies fails its study and is replaced."""
@@ -99,3 +127,42 @@ class RayEngine:
     def close(self) -> None:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+class OwnedStudyWorker(StudyWorker):
+    """A :class:`StudyWorker` as a Ray actor that ends when the batch that started it is gone.
+
+    After a ``kill -9`` of the batch Ray notices its driver's death only seconds later, and meanwhile
+    the actor installed a whole study into OUT_DIR, whose lock no longer guarded it (QA 19); local
+    ``--workers`` processes die with the batch. On the batch's own host the actor checks the batch's
+    process every :data:`OWNER_CHECK_SECONDS`; on other nodes it cannot see it and Ray ends it.
+    """
+
+    def __init__(self, ctx: WorkerContext, owner: tuple[str, int]):
+        super().__init__(ctx)
+        host, pid = owner
+        self.owner_pid = pid if host == socket.gethostname() else None
+        if self.owner_pid is not None:  # ends an idle actor; a busy one may hold the GIL in a decoder, so also:
+            threading.Thread(target=_exit_when_gone, args=(pid,), daemon=True, name="owner-watch").start()
+
+    def may_install(self) -> bool:
+        return self.owner_pid is None or _alive(self.owner_pid)
+
+
+OWNER_CHECK_SECONDS = 0.2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that number
+        return True
+    return True
+
+
+def _exit_when_gone(pid: int) -> None:
+    while _alive(pid):
+        time.sleep(OWNER_CHECK_SECONDS)
+    os._exit(1)  # at once: no cleanup that could write into OUT_DIR

@@ -194,6 +194,10 @@ class StudyWorker:
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier
 
+    def may_install(self) -> bool:
+        """Whether a finished study may still be renamed into OUT_DIR (see the Ray engine's override)."""
+        return True
+
     def run(self, study: Study, input_sha: str | None = None, input_state: tuple | None = None) -> StudyOutcome:
         """Triage one study into ``OUT_DIR/<id>`` unless it is already complete; never raises for
         a bad study (only :class:`WorkerSetupError`). ``input_sha``: the input's hash if the caller
@@ -245,6 +249,9 @@ class StudyWorker:
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
+            if not self.may_install():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
+                shutil.rmtree(work, ignore_errors=True)
+                return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
             (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
             return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
