@@ -5,14 +5,15 @@ from the input are HTML-escaped, and a study id that would lead outside the batc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .errors import InputError, TriageError
 from .outputs import RUN_FILE
 from .report import REPORT_FILE, write_atomic, write_report
-from .study_folder import read_parquet
 from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
+from .study_folder import read_parquet
 
 INDEX_FILE = "index.html"
 STUDIES_FILE = "studies.parquet"
@@ -37,10 +38,26 @@ def write_batch_index(batch_out_dir: Path) -> Path:
     body = "".join(_study_row(folder, r) for r in rows)
     page = [page_header(f"Capsule triage batch \u2014 {folder.name}", nav=""),
             f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
-            f'{total("frames"):,} frames, {total("events"):,} events.</p></section>',
+            f'{total("frames"):,} frames, {total("events"):,} events.{_run_line(folder)}</p></section>',
             f'<section><h2>Studies</h2><p class="hint">Click a column title to sort.</p><div class="scroll"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>", page_footer()]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+
+
+def _run_line(folder: Path) -> str:
+    """How the last run went, from batch.json (QA 19: the page did not say which engine ran): "" if unreadable."""
+    from .batch.layout import BATCH_FILE  # here: the batch package imports this module
+
+    try:
+        batch = json.loads((folder / BATCH_FILE).read_text())
+        engine, workers = str(batch["engine"]), int(batch["workers"])
+        pipeline = str(batch.get("pipeline", {}).get("name", "?"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return ""
+    wall = batch.get("wall_seconds")
+    return esc(f" Last run {batch.get('started', '?')}: engine {engine}, {workers} worker{'s' if workers != 1 else ''} on "
+               f"{batch.get('device', '?')}, preset {pipeline}" + (f", {fmt_duration(wall)}" if isinstance(wall, (int, float)) else "")
+               + (" (interrupted)" if batch.get("interrupted") else "") + ".")
 
 
 def _study_id(row: dict) -> str:

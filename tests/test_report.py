@@ -318,6 +318,11 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
     assert 'href="s2/' not in html  # a failed study has no report to link
     (tmp_path / "s1" / "run.json").unlink()  # QA 17: a study whose output lost its run.json was linked as fine
     assert 'href="s1/' not in write_batch_index(tmp_path).read_text()
+    assert "Last run" not in html  # no batch.json (or an unreadable one): nothing said about the run
+    (tmp_path / "batch.json").write_text(json.dumps({"started": "2026-12-01T18:00:00+00:00", "engine": "ray", "workers": 2,
+                                                     "device": "cpu", "pipeline": {"name": "capsule-bleeding"}, "wall_seconds": 75.0}))
+    assert ("Last run 2026-12-01T18:00:00+00:00: engine ray, 2 workers on cpu, preset capsule-bleeding, 1 min 15 s."
+            in write_batch_index(tmp_path).read_text())  # QA 19: the page did not say which engine ran
     with pytest.raises(InputError, match="not a batch folder"):
         write_batch_index(tmp_path / "s1")
 
