@@ -12,7 +12,6 @@ for scoring.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import re
@@ -84,8 +83,10 @@ def _snapshot(text: str, repo: str, revision: str | None) -> tuple[Path, str | N
                 if offline_mode():
                     raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
         try:
-            commit = HfApi().repo_info(repo, revision=revision, timeout=ETAG_TIMEOUT_SECONDS).sha
-            return Path(snapshot_download(repo, revision=commit, **fetch)), None
+            HfApi().repo_info(repo, revision=revision, timeout=ETAG_TIMEOUT_SECONDS)  # raises what the Hub says
+            # by the name given, not the commit it resolved to: only so does the cache record which commit a
+            # branch is at (refs/main), which offline runs and the fallback below read (review rev19)
+            return Path(snapshot_download(repo, revision=revision, **fetch)), None
         except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as the Hub's
             if not unreachable(exc):
                 raise WeightsError(text, f"cannot fetch the repository ({first_line(exc, typed=True)})") from None
@@ -103,11 +104,19 @@ NETWORK_MODULES = ("httpx", "httpcore", "requests", "urllib3", "ssl", "socket", 
 
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the Hub could not be reached, failed or refused us (a connection, proxy,
-    TLS or DNS error, a timeout, a 5xx, 401/403/407/408/429: a private repository without a token is
-    401, as the Hub answers for a missing one without a token), rather than that the repository or
-    revision does not exist (404), or another error (a full disk, a bug)."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    TLS or DNS error, a timeout, a 5xx, 401/403/407/408/429 without a reason: a gated repository without
+    a token), rather than that the repository or revision does not exist or is disabled (the Hub says
+    so with an error code, as 401 without a token: RepositoryNotFoundError), or another error (a full
+    disk, a mistyped HF_ENDPOINT, a bug)."""
+    from huggingface_hub.errors import (DisabledRepoError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
+    if isinstance(exc, GatedRepoError):
+        return True
+    if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, DisabledRepoError)):
+        return False
+    if type(exc).__name__ in ("UnsupportedProtocol", "InvalidURL", "MissingSchema", "InvalidSchema"):
+        return False  # our address is wrong, not the network
     if isinstance(exc, HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return status is None or status >= 500 or status in (401, 403, 407, 408, 429)
@@ -132,17 +141,20 @@ class _BelowError(logging.Filter):
 @contextlib.contextmanager
 def quiet_hub():
     """huggingface_hub's retry warnings ("Retrying in 8s [Retry 4/5]") off for the call: the outcome is
-    one line of ours. A filter of its own per call on each of its loggers (a filter applies to the
-    logger it is on, not to its children; a changed level would not be restored right when threads
-    overlap)."""
-    importlib.import_module("huggingface_hub")  # its loggers exist once it is imported
+    one line of ours, and its progress bars ("Fetching 2 files"). A filter of its own per call on each
+    of its loggers (a filter applies to the logger it is on, not to its children; a changed level would
+    not be restored right when threads overlap)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars  # creates its loggers
 
-    only_errors = _BelowError()
+    only_errors, bars_were_off = _BelowError(), are_progress_bars_disabled()
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.split(".")[0] == "huggingface_hub"]
     for logger in loggers:
         logger.addFilter(only_errors)
+    disable_progress_bars()  # "Fetching 2 files: 100%" on stderr at each check for updates
     try:
         yield
     finally:
         for logger in loggers:
             logger.removeFilter(only_errors)
+        if not bars_were_off:
+            enable_progress_bars()

@@ -51,8 +51,8 @@ def _run_line(folder: Path) -> str:
     try:
         batch = json.loads((folder / BATCH_FILE).read_text())
         engine, workers = str(batch["engine"]), int(batch["workers"])
-        pipeline = str(batch.get("pipeline", {}).get("name", "?"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pipeline = str((batch.get("pipeline") or {}).get("name", "?"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return ""
     wall = batch.get("wall_seconds")
     return esc(f" Last run {batch.get('started', '?')}: engine {engine}, {workers} worker{'s' if workers != 1 else ''} on "

@@ -78,8 +78,8 @@ def training_device(options: TrainOptions) -> torch.device:
     check_precision(options.precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        if options.precision == "fp32":
-            exact_fp32(device)  # fp32 as named (no TF32), as validation and triage run compute
+        exact_fp32(device)  # no TF32 from the start, whatever the precision: validation turns it off (as triage run
+        # computes), and a run must not change arithmetic after its first epoch (a resumed run would differ)
     return device
 
 

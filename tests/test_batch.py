@@ -308,7 +308,7 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
     assert len(messages) == 2 and messages[1].startswith(f"recovered stale lock of pid {os.getpid()}")
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense"])
+@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense", "ray-env"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random_weights, tmp_path, monkeypatch):
     out, weights = tmp_path / "out", random_weights
     args, expected = {
@@ -324,7 +324,11 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random
                             "Error: --ray-address: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray cluster up?"),
         "ray-nonsense": ([tree, "--engine", "ray", "--ray-address", "nonsense"],
                          "Error: --ray-address: 'nonsense': expected HOST:PORT, ray://HOST:PORT, auto or local"),
+        "ray-env": ([tree, "--engine", "ray"],  # review: RAY_ADDRESS (as `ray job submit` sets it) bypassed the check
+                    "Error: RAY_ADDRESS: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray cluster up?"),
     }[case]
+    if case == "ray-env":
+        monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     if case.startswith("ray-") and case != "ray-address":
         pytest.importorskip("ray", reason='ray is not installed (pip install "capsule-triage[ray]"); CI installs it')
     if case == "no-ray":

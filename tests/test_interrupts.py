@@ -55,6 +55,13 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _wait_gone(pids: set[int], seconds: float = 20) -> set[int]:
     deadline = time.monotonic() + seconds
     while _alive(pids) and time.monotonic() < deadline:
@@ -127,8 +134,9 @@ def test_killed_batch_takes_its_workers_with_it(engine, studies, random_weights,
         assert len(done) < STUDIES, "every study finished before the kill"
         if engine == "local":
             assert _wait_gone(workers) == set(), "workers outlived the killed batch"
-        else:  # the actors end themselves; Ray's own agents take their time (up to a minute)
-            time.sleep(3.0)  # longer than a study takes here
+        else:  # the study actors end themselves; Ray's own agents take their time (up to a minute)
+            actors = {pid for pid in workers if "StudyWorker" in _command(pid)}
+            assert actors and _wait_gone(actors) == set(), "study actors outlived the killed batch"
         assert _study_folders(out) == done, "a study was installed after the batch was killed"
     rerun = subprocess.run(_cli("batch", studies, "--out", out, "--weights", random_weights, "--quiet"),
                            capture_output=True, text=True, timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import re
@@ -227,33 +228,80 @@ def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(r
     assert missing.stderr.strip() == "Error: hf-hub:lab/other: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
 
 
-def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_commit_without_asking(random_weights, tmp_path):
-    """QA 18: behind a proxy that answered 404 (hospital networks), a cached repository gave a 320-line
-    traceback (the HTTP client's ProxyError was not caught); a cached @COMMIT asked the Hub anyway
-    (31 s of retries with no connection): a commit never changes."""
+@contextlib.contextmanager
+def _local_server(answer):
+    """An HTTP server on 127.0.0.1 whose every request (GET, HEAD, CONNECT) is ``answer(handler)``; yields its URL."""
     import http.server
     import threading
 
-    asked = []
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def handle_one(self):
+            answer(self)
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
-        def refuse(self):
-            asked.append(self.requestline)
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_CONNECT = do_GET = do_HEAD = refuse
+        do_GET = do_HEAD = do_CONNECT = handle_one
 
         def log_message(self, *args):
             pass
 
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        cache = tmp_path / "hf"
-        commit = _hub_cache(cache, "lab/capsule-model", random_weights)
-        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def _reply(handler, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+    handler.send_response(status)
+    for key, value in {**(headers or {}), "Content-Length": str(len(body))}.items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def _fake_hub(folder: Path, state: dict):
+    """A Hugging Face Hub serving ``folder`` (config.json, model.safetensors) as model repository lab/capsule-model at
+    ``state["commit"]``; ``state["answer"]``: "ok", or an HTTP status and error code to answer everything with."""
+    import hashlib
+    from urllib.parse import urlparse
+
+    files = {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}
+
+    def answer(handler):
+        path, commit = urlparse(handler.path).path, state["commit"]
+        state["requests"].append(f"{handler.command} {path}")
+        if state["answer"] != "ok":
+            status, code = state["answer"]
+            return _reply(handler, status, b'{"error": "no"}', {"Content-Type": "application/json", **({"X-Error-Code": code} if code else {})})
+        if path.startswith("/api/models/lab/capsule-model") and "/tree/" in path:
+            tree = [{"type": "file", "path": k, "size": len(v), "oid": hashlib.sha1(v).hexdigest()} for k, v in files.items()]
+            return _reply(handler, 200, json.dumps(tree).encode(), {"Content-Type": "application/json"})
+        if path.startswith("/api/models/lab/capsule-model"):
+            info = {"id": "lab/capsule-model", "sha": commit, "siblings": [{"rfilename": k} for k in files]}
+            return _reply(handler, 200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+        if "/resolve/" in path and path.rsplit("/", 1)[1] in files:
+            data = files[path.rsplit("/", 1)[1]]
+            return _reply(handler, 200, data, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                                               "Content-Type": "application/octet-stream"})
+        _reply(handler, 404)
+
+    return _local_server(answer)
+
+
+def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_commit_without_asking(random_weights, tmp_path):
+    """QA 18: behind a proxy that answered 404 (hospital networks), a cached repository gave a 320-line
+    traceback (the HTTP client's ProxyError was not caught); a cached @COMMIT asked the Hub anyway
+    (31 s of retries with no connection): a commit never changes."""
+    asked = []
+
+    def refuse(handler):
+        asked.append(handler.requestline)
+        _reply(handler, 404)
+
+    cache = tmp_path / "hf"
+    commit = _hub_cache(cache, "lab/capsule-model", random_weights)
+    with _local_server(refuse) as url:
         env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url,
                "http_proxy": url, "NO_PROXY": "", "no_proxy": ""}
         latest = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "latest", "--quiet", env=env)
@@ -269,53 +317,39 @@ def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_co
         assert missing.returncode == 2 and not (tmp_path / "o").exists()
         assert missing.stderr.startswith(f"Error: hf-hub:lab/capsule-model@{other}: cannot fetch the repository and it is not in "
                                          "the local cache (") and len(missing.stderr.splitlines()) == 1, missing.stderr[-2000:]
-    finally:
-        proxy.shutdown()
     scores = [pq.read_table(tmp_path / name / "frames.parquet")["score"] for name in ("latest", "pinned")]
     assert scores[0] == scores[1]
 
 
-def test_a_hub_that_answers_the_repository_is_gone_is_believed_not_replaced_by_the_cache(random_weights, tmp_path):
-    """Review: every fetch error fell back to the cached copy, a deleted repository or revision too (its old
-    weights would score on); only a Hub that cannot be reached or fails (5xx) may be stood in for."""
-    import http.server
-    import threading
-
-    status = {"code": 404}
-
-    class Hub(http.server.BaseHTTPRequestHandler):
-        def answer(self):
-            body = b'{"error": "Repository not found"}'
-            self.send_response(status["code"])
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if status["code"] == 404:
-                self.send_header("X-Error-Code", "RepoNotFound")
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_HEAD = answer
-
-        def log_message(self, *args):
-            pass
-
-    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=hub.serve_forever, daemon=True).start()
-    try:
-        cache = tmp_path / "hf"
-        commit = _hub_cache(cache, "lab/capsule-model", random_weights)
-        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}",
-               "NO_PROXY": "*", "no_proxy": "*"}
-        gone = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "gone", env=env)
-        assert gone.returncode == 2 and not (tmp_path / "gone").exists(), gone.stderr[-2000:]
-        assert gone.stderr.startswith("Error: hf-hub:lab/capsule-model: cannot fetch the repository (RepositoryNotFoundError: ")
-        status["code"] = 503  # the Hub failing: the cached copy stands in, with a word
-        failing = triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "failing", "--quiet", env=env)
+def test_hub_weights_fetched_online_serve_offline_follow_the_hub_and_a_repository_it_says_is_gone_is_an_error(random_weights, tmp_path):
+    """Review rev19: weights fetched by commit left no refs/main in the cache, so an offline run found
+    nothing (or an older commit); a deleted repository (401 RepoNotFound without a token) and any other
+    error fell back to the cached copy. Only a Hub that cannot be asked (5xx here) may be stood in for, with a word."""
+    state = {"commit": "a" * 40, "answer": "ok", "requests": []}
+    cache = tmp_path / "hf"
+    with _fake_hub(random_weights, state) as url:
+        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": url, "NO_PROXY": "*", "no_proxy": "*"}
+        run = lambda name, **extra: triage("run", DEMO_CLIP, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / name,
+                                           "--quiet", env={**env, **extra})
+        online = run("online")
+        assert online.returncode == 0 and online.stderr == "", online.stderr[-2000:]
+        assert (cache / "models--lab--capsule-model" / "refs" / "main").read_text() == "a" * 40
+        offline = run("offline", HF_HUB_OFFLINE="1")
+        assert offline.returncode == 0 and offline.stderr == "", offline.stderr[-2000:]
+        state["commit"] = "b" * 40  # a new commit on the Hub: the next online run takes it, and so does the next offline one
+        assert run("moved").returncode == 0 and (cache / "models--lab--capsule-model" / "refs" / "main").read_text() == "b" * 40
+        state["answer"] = (503, None)
+        failing = run("failing")
         assert failing.returncode == 0, failing.stderr[-2000:]
         assert failing.stderr.startswith("Warning: hf-hub:lab/capsule-model: could not check the Hub for updates (") and \
-            failing.stderr.endswith(f"using the cached commit {commit[:12]}\n"), failing.stderr
-    finally:
-        hub.shutdown()
+            failing.stderr.endswith(f"using the cached commit {'b' * 12}\n"), failing.stderr
+        for status in (401, 404):  # the Hub answers 401 for a missing repository without a token
+            state["answer"] = (status, "RepoNotFound")
+            gone = run(f"gone{status}")
+            assert gone.returncode == 2 and not (tmp_path / f"gone{status}").exists(), gone.stderr[-2000:]
+            assert gone.stderr.startswith("Error: hf-hub:lab/capsule-model: cannot fetch the repository (RepositoryNotFoundError: ")
+    scores = [pq.read_table(tmp_path / name / "frames.parquet")["score"] for name in ("online", "offline", "failing")]
+    assert scores[0] == scores[1] == scores[2]
 
 
 def test_a_timm_hub_tag_is_refused_for_scoring_and_named_for_training(tmp_path):

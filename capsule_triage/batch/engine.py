@@ -111,10 +111,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
         for name in (WORK_DIR, FAILED_DIR):
             (out_dir / name).mkdir(exist_ok=True)
-        result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at)
-        if weights_note:  # a cached copy of hub weights stood in for a Hub that could not be reached
+        if weights_note:  # a cached copy of hub weights stands in for a Hub that could not be asked
             log(f"warning {weights_note}")
-            result.warnings.insert(0, weights_note)
+        result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note)
+        result.warnings[:0] = [weights_note] if weights_note else []
         return result
     except WorkerSetupError as exc:
         log(f"aborted: {exc}")
@@ -125,7 +125,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
-                started: float, started_at: str) -> BatchResult:
+                started: float, started_at: str, note: str | None = None) -> BatchResult:
     studies = discover_studies(input_dir, exclude=(out_dir,))
     engine = _make_engine(options)
     try:
@@ -136,7 +136,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
-                "workers": engine.workers, "device": engine.device_type}
+                "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {})}
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
             engine.run(studies, ctx, progress)

@@ -29,8 +29,8 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _read_lock(lock)
-            if not _is_stale(lock, holder):
+            holder = read_lock(lock)
+            if not is_stale(lock, holder):
                 pid = holder.get("pid", "?")
                 where = "" if holder.get("host") in (None, record["host"]) else f" on {holder['host']}"
                 raise OutputError(out_dir, f"another batch run (pid {pid}{where}) is writing here") from None
@@ -50,11 +50,11 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
 
 
 def release_lock(lock: Path) -> None:
-    if _read_lock(lock).get("pid") == os.getpid():
+    if read_lock(lock).get("pid") == os.getpid():
         lock.unlink(missing_ok=True)
 
 
-def _read_lock(lock: Path) -> dict:
+def read_lock(lock: Path) -> dict:
     try:
         data = json.loads(lock.read_text())
         return data if isinstance(data, dict) else {}
@@ -62,7 +62,7 @@ def _read_lock(lock: Path) -> dict:
         return {}
 
 
-def _is_stale(lock: Path, holder: dict) -> bool:
+def is_stale(lock: Path, holder: dict) -> bool:
     if not holder:  # empty/garbled: killed between create and write, unless it is being written now
         try:
             return time.time() - lock.stat().st_mtime > 30

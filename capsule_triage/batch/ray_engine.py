@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from ..errors import TriageError
 from .discovery import Study
 from .engine import BatchOptions, available_cpus
+from .layout import LOCK_FILE
+from .lock import is_stale, read_lock
 from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
 
 OBJECT_STORE_BYTES = 128 * 1024**2  # only study descriptors and outcomes travel through it
@@ -42,15 +45,18 @@ def check_ray_address(address: str | None) -> None:
     Raises:
         TriageError: not an address, or nothing answers there.
     """
+    source = "--ray-address"
+    if address in (None, "auto") and os.environ.get("RAY_ADDRESS"):  # what ray.init connects to then
+        address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if not address or address in ("auto", "local"):
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise TriageError("--ray-address", f"{address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
+        raise TriageError(source, f"{address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
     except OSError as exc:
-        raise TriageError("--ray-address", f"nothing answers at {address} ({exc.strerror or exc}); is the Ray cluster up?") from None
+        raise TriageError(source, f"nothing answers at {address} ({exc.strerror or exc}); is the Ray cluster up?") from None
 
 
 class RayEngine:
@@ -71,8 +77,8 @@ class RayEngine:
             common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             ours = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
-                if options.ray_address:
-                    ray.init(address=options.ray_address, **common)
+                if options.ray_address or os.environ.get("RAY_ADDRESS"):  # a cluster's own size (ray job submit sets RAY_ADDRESS)
+                    ray.init(address=options.ray_address or os.environ["RAY_ADDRESS"], **common)
                 else:
                     ray.init(num_cpus=available_cpus(), object_store_memory=OBJECT_STORE_BYTES, **common)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... from ray
@@ -80,7 +86,8 @@ class RayEngine:
             finally:  # ray.init puts in its own SIGTERM handler (sys.exit(15): no summary, exit 15; QA 19)
                 if threading.current_thread() is threading.main_thread():
                     for sig, handler in ours.items():
-                        signal.signal(sig, handler)
+                        if handler is not None:  # None: installed outside Python, not ours to put back
+                            signal.signal(sig, handler)
         resources = ray.cluster_resources()
         gpus = 0 if options.device == "cpu" else int(resources.get("GPU", 0))
         self.device_type = "cuda" if gpus else "cpu"
@@ -94,7 +101,9 @@ class RayEngine:
     def _actor(self, ctx: WorkerContext):
         cls = self.ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=0)(OwnedStudyWorker)
         device = "cuda" if self.num_gpus else ctx.device  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
-        return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor), (socket.gethostname(), os.getpid()))
+        owner = {"node": self.ray.get_runtime_context().get_node_id(), "lock": str(ctx.out_dir / LOCK_FILE),
+                 "record": read_lock(ctx.out_dir / LOCK_FILE)}
+        return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor), owner)
 
     def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
         """Keep every actor busy with one study at a time; an actor that dies fails its study and is replaced."""
@@ -130,39 +139,34 @@ class RayEngine:
 
 
 class OwnedStudyWorker(StudyWorker):
-    """A :class:`StudyWorker` as a Ray actor that ends when the batch that started it is gone.
+    """A :class:`StudyWorker` as a Ray actor that installs nothing once the batch that started it is gone.
 
     After a ``kill -9`` of the batch Ray notices its driver's death only seconds later, and meanwhile
     the actor installed a whole study into OUT_DIR, whose lock no longer guarded it (QA 19); local
-    ``--workers`` processes die with the batch. On the batch's own host the actor checks the batch's
-    process every :data:`OWNER_CHECK_SECONDS`; on other nodes it cannot see it and Ray ends it.
+    ``--workers`` processes die with the batch. Before each install the actor checks that OUT_DIR's
+    lock still holds the batch's own record (any node: OUT_DIR is shared) and, on the batch's own Ray
+    node, that its process is alive and the same one (:func:`~capsule_triage.batch.lock.is_stale`:
+    pid and start time, so a reused pid or another container's host name cannot fool it); there a
+    watcher also ends an idle actor every :data:`OWNER_CHECK_SECONDS`.
     """
 
-    def __init__(self, ctx: WorkerContext, owner: tuple[str, int]):
+    def __init__(self, ctx: WorkerContext, owner: dict):
         super().__init__(ctx)
-        host, pid = owner
-        self.owner_pid = pid if host == socket.gethostname() else None
-        if self.owner_pid is not None:  # ends an idle actor; a busy one may hold the GIL in a decoder, so also:
-            threading.Thread(target=_exit_when_gone, args=(pid,), daemon=True, name="owner-watch").start()
+        import ray
+
+        self.lock, self.record = Path(owner["lock"]), owner["record"]
+        self.same_node = ray.get_runtime_context().get_node_id() == owner["node"]
+        if self.same_node:
+            threading.Thread(target=self._exit_when_gone, daemon=True, name="owner-watch").start()
 
     def may_install(self) -> bool:
-        return self.owner_pid is None or _alive(self.owner_pid)
+        holder = read_lock(self.lock)
+        return bool(holder) and holder == self.record and not (self.same_node and is_stale(self.lock, holder))
+
+    def _exit_when_gone(self) -> None:
+        while self.may_install():
+            time.sleep(OWNER_CHECK_SECONDS)
+        os._exit(1)  # at once: no cleanup that could write into OUT_DIR
 
 
 OWNER_CHECK_SECONDS = 0.2
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process of that number
-        return True
-    return True
-
-
-def _exit_when_gone(pid: int) -> None:
-    while _alive(pid):
-        time.sleep(OWNER_CHECK_SECONDS)
-    os._exit(1)  # at once: no cleanup that could write into OUT_DIR
