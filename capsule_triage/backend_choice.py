@@ -104,7 +104,23 @@ def _disagreement(candidate: dict, tolerance) -> str:
     return ", ".join(parts) or "scores differ from fp32"
 
 
-def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None) -> dict:
+EVENT_SETTINGS = ("smooth_seconds", "enter_threshold", "leave_threshold", "merge_gap_seconds", "min_event_seconds")
+
+
+def _other_events(report: dict | None, rank_params: dict | None) -> str | None:
+    """How the run's event settings differ from those the agreement check found identical events with
+    (a lower precision that agreed at the model's threshold may split an event at another; QA 20), or None."""
+    checked = (report or {}).get("rank_params")
+    if not isinstance(checked, dict) or not rank_params:
+        return None
+    differ = [f"{k} {rank_params[k]:g} (checked {checked[k]:g})" for k in EVENT_SETTINGS
+              if isinstance(checked.get(k), (int, float)) and isinstance(rank_params.get(k), (int, float))
+              and not math.isclose(checked[k], rank_params[k], rel_tol=1e-6, abs_tol=1e-9)]
+    return ", ".join(differ) or None
+
+
+def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
+                   rank_params: dict | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
 
     ``auto``: on CUDA, torch fp16 autocast if ``triage optimize`` on a GPU accepted it, else fp32; on
@@ -112,6 +128,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     measured on real frames *and* accepted (scores within tolerance of fp32, identical events, on a
     demanding enough check) and whose engine is installed; torch fp32 when no usable report exists.
     ``model_sha256``: the digest of the folder's model.safetensors if the caller computed it already.
+    ``rank_params``: the run's event settings; where they differ from those of the check, ``auto``
+    takes only fp32 backends (the check's "identical events" held for its settings), with a warning.
     """
     if requested != "auto" and requested not in BACKENDS:
         raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
@@ -126,6 +144,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             ("torch-fp32", f"CUDA device: fp32 (fp16 is chosen once `triage optimize` on this GPU accepted it in {BACKENDS_FILE})")
     elif requested == "auto":
         accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v["accepted"] and not k.endswith("fp16")}
+        other = _other_events(report, rank_params)
+        if other and any(not k.endswith("fp32") for k in accepted):
+            lower = sorted(k for k in accepted if not k.endswith("fp32"))
+            accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
+            warnings.append(f"this run's event settings differ from those {BACKENDS_FILE} checked {', '.join(lower)} with ({other}); "
+                            "fp32 runs (run `triage optimize` with these settings to check the faster ones for them)")
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
         if not runnable:

@@ -10,9 +10,9 @@ OpenVINO backend neither torch nor timm is imported: the model runs from the ONN
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -107,13 +107,16 @@ class Classifier:
 
     @classmethod
     def load(cls, weights: str | Path, base_config: ModelConfig | None = None, *, device: str = "auto",
-             backend: str = "auto", threads: int | None = None, note: str | None = None) -> "Classifier":
+             backend: str = "auto", threads: int | None = None, note: str | None = None,
+             rank: Callable[[ModelConfig], object] | None = None) -> "Classifier":
         """Load weights (folder, file or ``hf-hub:`` repository, see :func:`capsule_triage.weights.load_model`).
 
         The network is built only for a torch backend; an ONNX backend needs just the folder's
         config.json and the ONNX file made from these weights (checked against the network's SHA-256
         that ``triage optimize`` recorded, see :mod:`capsule_triage.backend_choice`). ``note``: a line
         for the user about how the weights were found (a ``Warning:`` line and run.json's backend_selection).
+        ``rank``: the run's event settings (a RankParams) for a model config, so that ``auto`` takes only
+        what the agreement check covered (see :func:`~capsule_triage.backend_choice.choose_backend`).
         """
         weights, fetched = fetch_weights(weights)  # an hf-hub: repository as its cached folder
         note = note or fetched  # a cached copy standing in for a Hub that could not be reached
@@ -125,7 +128,9 @@ class Classifier:
         if backend in BACKENDS and onnx_file(backend) and weights_dir is not None and folder_config(weights_dir, base_config).border == "fov":
             raise WeightsError(weights_dir, f"backend {backend} runs an ONNX export, which a model that detects the field of view "
                                             "(border 'fov') cannot have: the crop runs in PyTorch; use torch-fp32 or torch-bf16")
-        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME)), device_note)
+        events = asdict(rank(folder_config(weights_dir, base_config))) if rank is not None and weights_dir is not None else None
+        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),
+                                          rank_params=events), device_note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:

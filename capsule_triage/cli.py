@@ -98,7 +98,7 @@ def run(
         if fps is not None and timestamps is not None:  # QA 13: --fps was ignored without a word
             raise InputError("--fps", "give --fps or --timestamps, not both (the CSV's times are the frames' times)")
         preset = load_pipeline(pipeline)
-        classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
+        classifier = load_classifier(preset, weights=weights, device=device, backend=backend, threshold=threshold)
         warn_backend(classifier)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
                              folder_fps=fps, timestamps_csv=timestamps, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value,

@@ -173,7 +173,7 @@ def evaluate(
                                       "use a smaller --batch-size") from None
     result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
               "device": result_device,
-              "weights_sha256": weights_sha256(weights), "data": str(data), "split": split, "border": config.border,
+              "weights_sha256": None, "data": str(data), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
@@ -188,6 +188,9 @@ def evaluate(
     if selection is not None:
         result["threshold_selection"] = selection
         config.save(Path(weights) / CONFIG_NAME)
+        if (Path(weights) / "MODEL_CARD.md").is_file() and model_card is None:  # its stated threshold is the new one (QA 20)
+            write_training_section(Path(weights), config)
+    result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, probs, config)
     if model_card is not None:

@@ -59,10 +59,12 @@ def default_out_dir(input_path: Path) -> Path:
 
 
 def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, device: str = "auto", backend: str = "auto",
-                    threads: int | None = None) -> Classifier:
-    """The preset's model (or ``weights``), checked against the preset's classes."""
+                    threads: int | None = None, threshold: float | None = None) -> Classifier:
+    """The preset's model (or ``weights``), checked against the preset's classes. ``threshold``: the
+    runs' ``--threshold``, if any: ``auto`` then takes only backends checked with these event settings."""
     location, note = resolve_weights(pipeline, weights)
-    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note)
+    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
+                           rank=lambda config: pipeline.rank_params(config, threshold=threshold))
 
 
 def weights_location(pipeline: Pipeline, weights: str | Path | None = None) -> str:

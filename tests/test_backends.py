@@ -140,6 +140,34 @@ def test_auto_passes_over_a_backend_this_machine_cannot_run(optimized, tmp_path,
         backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-fp32", device="cuda")
 
 
+def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized, tmp_path):
+    """QA 20: `--threshold 0.6` ran ov-int8, accepted for identical events at the model's threshold: at 0.6 its
+    events differed from fp32's (4.75-5.50 s vs 4.50-5.50 s), without a word."""
+    from dataclasses import asdict
+
+    from capsule_triage import load_classifier, load_pipeline
+
+    folder, report = optimized
+    fastest = dict(report["candidates"]["ort-fp32"], frames_per_second=1e6, accepted=True)  # a lower precision, accepted, fastest
+    fastest.pop("error", None)
+    edited = dict(report, candidates={**report["candidates"], "ort-int8": fastest})
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    (copy / "backends.json").write_text(json.dumps(edited))
+    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())
+    checked = edited["rank_params"]
+    same = choose_backend("auto", "cpu", copy, report["weights_sha256"], rank_params=checked)
+    assert same["backend"] == "ort-int8" and "warnings" not in same
+    other = choose_backend("auto", "cpu", copy, report["weights_sha256"], rank_params={**checked, "enter_threshold": 0.6})
+    assert other["backend"].endswith("fp32") and other["warnings"] == [
+        f"this run's event settings differ from those backends.json checked ort-int8 with (enter_threshold 0.6 (checked "
+        f"{checked['enter_threshold']:g})); fp32 runs (run `triage optimize` with these settings to check the faster ones for them)"]
+    pipeline = load_pipeline("capsule-bleeding")
+    assert load_classifier(pipeline, weights=copy, device="cpu").selection["backend"] == "ort-int8"
+    assert asdict(pipeline.rank_params(Classifier.load(copy, device="cpu", backend="torch-fp32").config)) == checked
+    assert load_classifier(pipeline, weights=copy, device="cpu", threshold=0.6).selection["backend"].endswith("fp32")
+
+
 def test_report_for_other_weights_is_ignored(optimized):
     folder, _ = optimized
     assert choose_backend("auto", "cpu", folder, "0" * 64)["backend"] == "torch-fp32"

@@ -826,3 +826,25 @@ def test_a_bad_input_is_not_decoded_again_until_it_changes(random_weights, tmp_p
     monkeypatch.setattr(worker, "triage_study", lambda *a, **k: _disk_full())  # a machine failure records no state
     run_batch(tmp_path / "in", out, replace(options, force=True))
     assert record["input_state_sha256"] and json.loads(next((out / ".failed").glob("*.json")).read_text())["input_state_sha256"] is None
+
+
+def test_the_models_warnings_reach_the_batchs_console_and_log(random_weights, tmp_path, monkeypatch):
+    """QA 20: `triage run` printed 'the best epoch so far of a training run that was stopped' (and a set-aside
+    backends.json); `triage batch` scored with such weights without a word (only each run.json said it)."""
+    from capsule_triage import pipeline as pipeline_module
+    from capsule_triage.batch import run_batch
+
+    monkeypatch.setattr(pipeline_module, "SETTLE_SECONDS", 0.0)
+    weights = Path(shutil.copytree(random_weights, tmp_path / "stopped"))
+    config = json.loads((weights / "config.json").read_text())
+    config["provenance"] = {**config.get("provenance", {}), "training": {"finished": False, "best": {"epoch": 2}}}
+    (weights / "config.json").write_text(json.dumps(config))
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+        with open(tmp_path / "in" / name, "ab") as fh:
+            fh.write(name.encode())  # distinct bytes: two studies, not one reused
+    result = run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(weights)))
+    said = [w for w in result.warnings if "training run that was stopped" in w]
+    assert result.counts["ok"] == 2 and len(said) == 1, result.warnings  # once, not once per study
+    assert "training run that was stopped" in (tmp_path / "out" / "batch.log").read_text()

@@ -183,13 +183,15 @@ class StudyWorker:
         self.ctx = ctx
         self._classifier = None
         self._outputs_by_input: dict[str, Path] | None = None  # complete outputs in OUT_DIR by input SHA-256
+        self._unsaid: list[str] = []  # the model's warnings (backend choice, stopped training), for the next study scored
 
     @property
     def classifier(self):
         if self._classifier is None:
             try:
                 self._classifier = load_classifier(self.ctx.pipeline, weights=self.ctx.weights, device=self.ctx.device,
-                                                   backend=self.ctx.backend, threads=self.ctx.threads)
+                                                   backend=self.ctx.backend, threads=self.ctx.threads, threshold=self.ctx.run.threshold)
+                self._unsaid = list(self._classifier.selection.get("warnings", []))
             except Exception as exc:  # noqa: BLE001 - no study can run without the model
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier
@@ -254,7 +256,8 @@ class StudyWorker:
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
             (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
+            unsaid, self._unsaid = "; ".join(self._unsaid) or None, []  # QA 20: a batch never said them
+            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=unsaid)
         except WorkerSetupError:
             raise
         except DeviceError as exc:  # every later study would fail the same way
