@@ -119,6 +119,18 @@ def _other_events(report: dict | None, rank_params: dict | None) -> str | None:
     return ", ".join(differ) or None
 
 
+def events_unchecked(selection: dict, rank_params: dict) -> str | None:
+    """A warning when a lower precision was chosen for other event settings than this run's (a classifier
+    loaded without the run's ``--threshold``: the library's ``load_classifier(pipeline)``), else None."""
+    other = _other_events({"rank_params": selection.get("events_checked")}, rank_params)
+    return f"{selection.get('backend')} was checked for other event settings ({other}); its events may differ from fp32's" if other else None
+
+
+def _other_events_warning(backends: str, other: str) -> str:
+    return (f"this run's event settings differ from those {BACKENDS_FILE} checked {backends} with ({other}); fp32 runs "
+            "(run `triage optimize` with these settings to check the faster ones for them)")
+
+
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
                    rank_params: dict | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
@@ -140,6 +152,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
     if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it
         accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
+        if accepted and (other := _other_events(report, rank_params)):
+            accepted = False
+            warnings.append(_other_events_warning("torch-fp16", other))
         requested, reason = ("torch-fp16", f"CUDA device: fp16 autocast, accepted in {BACKENDS_FILE}") if accepted else \
             ("torch-fp32", f"CUDA device: fp32 (fp16 is chosen once `triage optimize` on this GPU accepted it in {BACKENDS_FILE})")
     elif requested == "auto":
@@ -148,8 +163,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if other and any(not k.endswith("fp32") for k in accepted):
             lower = sorted(k for k in accepted if not k.endswith("fp32"))
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
-            warnings.append(f"this run's event settings differ from those {BACKENDS_FILE} checked {', '.join(lower)} with ({other}); "
-                            "fp32 runs (run `triage optimize` with these settings to check the faster ones for them)")
+            warnings.append(_other_events_warning(", ".join(lower), other))
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
         if not runnable:
@@ -170,6 +184,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
         if "tuning" in candidate and candidate["accepted"]:  # batch size and thread layout measured fastest by `triage optimize`
             choice["tuning"] = candidate["tuning"]
+        if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict):  # what "identical events" held for
+            choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
     if requested == "torch-fp16" and "agreement" not in choice:

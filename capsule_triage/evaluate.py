@@ -188,8 +188,9 @@ def evaluate(
     if selection is not None:
         result["threshold_selection"] = selection
         config.save(Path(weights) / CONFIG_NAME)
-        if (Path(weights) / "MODEL_CARD.md").is_file() and model_card is None:  # its stated threshold is the new one (QA 20)
-            write_training_section(Path(weights), config)
+        card = Path(weights) / "MODEL_CARD.md"
+        if model_card is None and card.is_file() and "<!-- triage-eval:training:begin -->" in card.read_text():
+            write_training_section(Path(weights), config)  # the threshold it states is the new one (QA 20)
     result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, probs, config)

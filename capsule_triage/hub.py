@@ -74,7 +74,8 @@ def _snapshot(text: str, repo: str, revision: str | None) -> tuple[Path, str | N
     so we ask the Hub which commit is current first)."""
     from huggingface_hub import HfApi, snapshot_download
 
-    fetch = dict(allow_patterns=FILES, etag_timeout=ETAG_TIMEOUT_SECONDS)
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or ETAG_TIMEOUT_SECONDS)  # the user's setting wins
+    fetch = dict(allow_patterns=FILES, etag_timeout=timeout)
     with quiet_hub():
         if offline_mode() or (revision is not None and COMMIT.fullmatch(revision)):
             try:
@@ -83,10 +84,14 @@ def _snapshot(text: str, repo: str, revision: str | None) -> tuple[Path, str | N
                 if offline_mode():
                     raise WeightsError(text, "not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
         try:
-            HfApi().repo_info(repo, revision=revision, timeout=ETAG_TIMEOUT_SECONDS)  # raises what the Hub says
+            current = HfApi().repo_info(repo, revision=revision, timeout=timeout).sha  # raises what the Hub says
             # by the name given, not the commit it resolved to: only so does the cache record which commit a
             # branch is at (refs/main), which offline runs and the fallback below read (review rev19)
-            return Path(snapshot_download(repo, revision=revision, **fetch)), None
+            folder = Path(snapshot_download(repo, revision=revision, **fetch))
+            if current and folder.name != current:  # its own second look failed and it took the cache, silently
+                return folder, (f"{text}: the Hub's current commit {current[:12]} could not be fetched; using the cached "
+                                f"commit {folder.name[:12]}")
+            return folder, None
         except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as the Hub's
             if not unreachable(exc):
                 raise WeightsError(text, f"cannot fetch the repository ({first_line(exc, typed=True)})") from None
@@ -147,10 +152,12 @@ def quiet_hub():
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars  # creates its loggers
 
     only_errors, bars_were_off = _BelowError(), are_progress_bars_disabled()
+    bars_were_off = bars_were_off or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") is not None  # the user's: left alone
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.split(".")[0] == "huggingface_hub"]
     for logger in loggers:
         logger.addFilter(only_errors)
-    disable_progress_bars()  # "Fetching 2 files: 100%" on stderr at each check for updates
+    if not bars_were_off:
+        disable_progress_bars()  # "Fetching 2 files: 100%" on stderr at each check for updates
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .backend_choice import events_unchecked
 from .background import prefetch
 from .classifier import Classifier
 from .hub import fetch_weights
@@ -132,6 +133,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
+        if unchecked := events_unchecked(classifier.selection, asdict(params)):  # load_classifier(threshold=) avoids it
+            run["warnings"] = [unchecked]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:

@@ -140,7 +140,7 @@ def test_auto_passes_over_a_backend_this_machine_cannot_run(optimized, tmp_path,
         backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-fp32", device="cuda")
 
 
-def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized, tmp_path):
+def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized, tmp_path, monkeypatch):
     """QA 20: `--threshold 0.6` ran ov-int8, accepted for identical events at the model's threshold: at 0.6 its
     events differed from fp32's (4.75-5.50 s vs 4.50-5.50 s), without a word."""
     from dataclasses import asdict
@@ -166,6 +166,24 @@ def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized
     assert load_classifier(pipeline, weights=copy, device="cpu").selection["backend"] == "ort-int8"
     assert asdict(pipeline.rank_params(Classifier.load(copy, device="cpu", backend="torch-fp32").config)) == checked
     assert load_classifier(pipeline, weights=copy, device="cpu", threshold=0.6).selection["backend"].endswith("fp32")
+    # The library: a classifier loaded without the run's threshold says so in run.json (review rev20)
+    from capsule_triage import RunOptions, triage_study
+
+    result = triage_study(DEMO_CLIP, pipeline, load_classifier(pipeline, weights=copy, device="cpu"),
+                          RunOptions(out=tmp_path / "o", threshold=0.6, report=False))
+    assert result.run["warnings"] == [f"ort-int8 was checked for other event settings (enter_threshold 0.6 (checked "
+                                      f"{checked['enter_threshold']:g}), leave_threshold 0.45 (checked {checked['leave_threshold']:g})); "
+                                      "its events may differ from fp32's"]
+    # On a GPU: fp16 accepted by `triage optimize` on it, for other event settings (review rev20: CUDA skipped the check)
+    from capsule_triage import backend_choice
+
+    monkeypatch.setattr(backend_choice, "gpu_name", lambda device: "FakeGPU")
+    gpu = dict(edited, candidates={**edited["candidates"], "torch-fp16": dict(fastest, gpu="FakeGPU")})
+    (copy / "backends.json").write_text(json.dumps(gpu))
+    assert choose_backend("auto", "cuda", copy, report["weights_sha256"], rank_params=checked)["backend"] == "torch-fp16"
+    moved = choose_backend("auto", "cuda", copy, report["weights_sha256"], rank_params={**checked, "enter_threshold": 0.6})
+    assert moved["backend"] == "torch-fp32" and moved["warnings"][0].startswith("this run's event settings differ from those "
+                                                                                "backends.json checked torch-fp16 with (")
 
 
 def test_report_for_other_weights_is_ignored(optimized):

@@ -85,6 +85,9 @@ def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_
     write_training_section(weights_copy, config)  # a card stating this threshold; a new one without --model-card updates it
     chosen = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.80)["threshold"]
     assert chosen != config.threshold and f"Operating threshold {chosen}:" in (weights_copy / "MODEL_CARD.md").read_text()
+    (weights_copy / "MODEL_CARD.md").write_text("# Our own card\n")  # review rev20: no training section is forced into it
+    evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9)
+    assert (weights_copy / "MODEL_CARD.md").read_text() == "# Our own card\n"
 
 
 @needs_shared

@@ -50,6 +50,9 @@ def check_ray_address(address: str | None) -> None:
         address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if not address or address in ("auto", "local"):
         return
+    if address.startswith(("http://", "https://")):
+        raise TriageError(source, f"{address} is a dashboard address (for `ray job submit`); give the cluster's HOST:PORT "
+                                  "(its GCS, port 6379 by default) or ray://HOST:10001")
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise TriageError(source, f"{address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
@@ -77,8 +80,9 @@ class RayEngine:
             common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             ours = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
-                if options.ray_address or os.environ.get("RAY_ADDRESS"):  # a cluster's own size (ray job submit sets RAY_ADDRESS)
-                    ray.init(address=options.ray_address or os.environ["RAY_ADDRESS"], **common)
+                address = options.ray_address or os.environ.get("RAY_ADDRESS")  # ray job submit sets RAY_ADDRESS
+                if address and address != "local":  # a cluster of its own size
+                    ray.init(address=address, **common)
                 else:
                     ray.init(num_cpus=available_cpus(), object_store_memory=OBJECT_STORE_BYTES, **common)
             except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ... from ray
@@ -97,12 +101,15 @@ class RayEngine:
         self.num_gpus = 1 if gpus else 0
         node_cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")] or [1]
         self.cpus_per_actor = max(1, min(cpus // self.workers, int(max(node_cpus))))
+        self._lock_record: dict | None = None
 
     def _actor(self, ctx: WorkerContext):
         cls = self.ray.remote(num_cpus=self.cpus_per_actor, num_gpus=self.num_gpus, max_restarts=0)(OwnedStudyWorker)
         device = "cuda" if self.num_gpus else ctx.device  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+        if self._lock_record is None:  # read once: the batch holds its lock from before the engine starts
+            self._lock_record = read_lock(ctx.out_dir / LOCK_FILE) or {}
         owner = {"node": self.ray.get_runtime_context().get_node_id(), "lock": str(ctx.out_dir / LOCK_FILE),
-                 "record": read_lock(ctx.out_dir / LOCK_FILE)}
+                 "record": self._lock_record or None}
         return cls.remote(replace(ctx, device=device, threads=self.cpus_per_actor), owner)
 
     def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
@@ -154,19 +161,34 @@ class OwnedStudyWorker(StudyWorker):
         super().__init__(ctx)
         import ray
 
-        self.lock, self.record = Path(owner["lock"]), owner["record"]
+        self.lock, self.record = Path(owner["lock"]), owner["record"]  # record None: the batch's lock could not be read
         self.same_node = ray.get_runtime_context().get_node_id() == owner["node"]
-        if self.same_node:
+        if self.same_node and self.record:
             threading.Thread(target=self._exit_when_gone, daemon=True, name="owner-watch").start()
 
     def may_install(self) -> bool:
+        return not self._owner_gone()
+
+    def _owner_gone(self) -> bool:
+        """True when the lock is released or another's, or (on the batch's node) its process is gone; an
+        unreadable lock (a busy or network file system for a moment) is no verdict."""
+        if not self.record:
+            return False
+        try:
+            if not self.lock.exists():
+                return True
+        except OSError:
+            return False
         holder = read_lock(self.lock)
-        return bool(holder) and holder == self.record and not (self.same_node and is_stale(self.lock, holder))
+        return bool(holder) and (holder != self.record or (self.same_node and is_stale(self.lock, holder)))
 
     def _exit_when_gone(self) -> None:
-        while self.may_install():
+        verdicts = 0
+        while verdicts < OWNER_VERDICTS:  # a few in a row: one odd read never ends a healthy actor
+            verdicts = verdicts + 1 if self._owner_gone() else 0
             time.sleep(OWNER_CHECK_SECONDS)
         os._exit(1)  # at once: no cleanup that could write into OUT_DIR
 
 
 OWNER_CHECK_SECONDS = 0.2
+OWNER_VERDICTS = 3
