@@ -194,6 +194,7 @@ def decoders(args) -> dict:
 
 def study_clip(frames: int) -> Path:
     """A simulated study of ``frames`` frames at 4 fps, 336 x 336, cycling through real frames."""
+    CACHE.mkdir(exist_ok=True)  # QA 21: study, overlap and decoders failed on a fresh clone (only compare made it)
     path = CACHE / f"study336_{frames}.mp4"
     return path if path.exists() else write_clip(path, (capsule_336(f) for f in real_frames(SHARED, 1869)), count=frames, fps=4)
 

@@ -143,6 +143,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     ``rank_params``: the run's event settings; where they differ from those of the check, ``auto``
     takes only fp32 backends (the check's "identical events" held for its settings), with a warning.
     """
+    explicit = requested != "auto"
     if requested != "auto" and requested not in BACKENDS:
         raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
     parsed = _parse_report(weights_dir)
@@ -182,8 +183,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
-        if "tuning" in candidate and candidate["accepted"]:  # batch size and thread layout measured fastest by `triage optimize`
-            choice["tuning"] = candidate["tuning"]
+        if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
+            choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
         if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict):  # what "identical events" held for
             choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):

@@ -89,7 +89,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     backend = classifier.backend
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
-        "input": str(video),
+        "input": str(Path(video).absolute()),
         "frames_per_pass": frames_per_pass,
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "cost_ratio": round(per_frame["end_to_end"] / (per_frame["decode"] + per_frame["model"]), 3),

@@ -38,7 +38,10 @@ def register(app: typer.Typer) -> None:
             preset = load_pipeline(pipeline)
             classifier = load_classifier(preset, weights=weights, device=device, backend=backend)
             warn_backend(classifier)
-            result = run_bench(video or project_home() / "tests" / "assets" / "demo_capsule_4fps.mp4", preset, classifier,
+            demo = project_home() / "tests" / "assets" / "demo_capsule_4fps.mp4"
+            if video is None and not demo.is_file():
+                raise TriageError(demo, "no VIDEO given and the demo clip is not here (an installed wheel): give a VIDEO")
+            result = run_bench(video or demo, preset, classifier,
                                batch_size=batch_size, min_seconds=seconds, decode_in=decode_in,
                                decoder_processes=decoders)
         except (TriageError, ValueError) as exc:
@@ -48,6 +51,8 @@ def register(app: typer.Typer) -> None:
             return
         fps = result["fps"]
         threads = result["threads"]
+        typer.echo(printable(f"Input {result['input']}" + (" (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"
+                                                           if video is None else "")))
         typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference']} thread(s), {threads['decoder']} decoder thread(s) "
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")

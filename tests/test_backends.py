@@ -212,6 +212,10 @@ def test_bench_json_schema(random_weights):
 
     assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
     assert set(data["machine"]) == {"host", "processor", "cpus"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
+    assert data["input"] == str(DEMO_CLIP.absolute())
+    console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named
+    assert console.returncode == 0 and console.stdout.splitlines()[0] == (
+        f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
 
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):
@@ -408,6 +412,7 @@ def test_an_explicit_rejected_backend_runs_but_says_so(optimized, tmp_path):
     selection = json.loads((out / "run.json").read_text())["model"]["backend_selection"]
     assert selection["warnings"] == [warning[len("Warning: "):]]
     assert selection["agreement"]["check_frames"] == report["check_frames"] and "check_frames_uncertain" in selection["agreement"]
+    assert selection["tuning"] == rejected["tuning"]  # QA 21: it ran untuned (3x slower, 2x the memory in triage bench)
 
 
 def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_named(optimized, tmp_path):
