@@ -13,6 +13,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from .classifier import Classifier
 from .frames import DecodeStats
 from .memory import peak_rss_mb
@@ -75,14 +77,17 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     last_run = runs[-1]
     scoring_s = sum(run["stage_seconds"]["decode_and_score"] for run in runs[1:])
     rss = peak_rss_mb()
-    frames = next(iter(read_frames(video, read, DecodeStats())))
+    frames = next(iter(read_frames(video, read, DecodeStats()))).data
+    run_size = getattr(classifier.backend, "batch_size", None) or batch_size
+    if len(frames) < run_size:  # an input shorter than one run (a single image): its frames repeated to a run (QA 21)
+        frames = np.concatenate([frames] * -(-run_size // len(frames)))[:run_size]
 
     def model() -> int:
-        classifier.backend.logits(frames.data)
+        classifier.backend.logits(frames)
         return len(frames)
 
     model_s, model_n = _timed(model, min_seconds, device)
-    prep_s, prep_n = _time_preprocess(classifier, frames.data, min_seconds / 2)
+    prep_s, prep_n = _time_preprocess(classifier, frames, min_seconds / 2)
     fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s,
            "scoring": e2e_n / scoring_s}  # end to end without the per-study work (thumbnails, tables; run.json's stage_seconds)
     per_frame = {k: 1.0 / v for k, v in fps.items()}
@@ -99,7 +104,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "precision": classifier.precision,
         "batch_size": batch_size,  # frames per FrameBatch read
         "run_batch_size": getattr(backend, "batch_size", None) or batch_size,  # frames per backend run
-        "threads": {"inference": getattr(backend, "threads", None) or "default", "streams": getattr(backend, "streams", 1),
+        "model_frames_per_call": len(frames),  # model-only: one read batch, or a short input's frames repeated to a run
+        "threads": {"inference": _inference_threads(backend), "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
         "weights_sha256": classifier.weights_id,  # which weights were measured (QA 13: figures of two machines could not be matched)
@@ -138,3 +144,15 @@ def _processor() -> str:
             return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "") or platform.processor()
     except OSError:
         return platform.processor() or platform.machine()
+
+
+def _inference_threads(backend) -> int | None:
+    """Threads per run: as set, torch's own count, or None where the engine chooses (ONNX Runtime and
+    OpenVINO untuned: about one per core)."""
+    if getattr(backend, "threads", None):
+        return int(backend.threads)
+    if backend.name.startswith("torch-"):
+        import torch
+
+        return torch.get_num_threads()
+    return None

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(printable(f"Input {result['input']}" + (" (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"
                                                            if video is None else "")))
         typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
-                   f"{threads['streams']} stream(s) x {threads['inference']} thread(s), {threads['decoder']} decoder thread(s) "
+                   f"{threads['streams']} stream(s) x {threads['inference'] or 'engine-chosen'} thread(s), {threads['decoder']} decoder thread(s) "
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")

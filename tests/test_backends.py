@@ -195,7 +195,7 @@ def test_report_for_other_weights_is_ignored(optimized):
         choose_backend("ort-int8", "cpu", None, "")
 
 
-def test_bench_json_schema(random_weights):
+def test_bench_json_schema(random_weights, tmp_path):
     result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--json", "--seconds", "0.3", "--decode-in", "process", "--decoders", "2")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -213,6 +213,17 @@ def test_bench_json_schema(random_weights):
     assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
     assert set(data["machine"]) == {"host", "processor", "cpus"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
     assert data["input"] == str(DEMO_CLIP.absolute())
+    assert type(data["threads"]["inference"]) is int or data["threads"]["inference"] is None  # QA 21: was the string "default"
+    assert data["model_frames_per_call"] == data["batch_size"]
+    import av
+    import cv2
+
+    single = tmp_path / "one"  # QA 21: one image was timed one frame per model call
+    single.mkdir()
+    with av.open(str(DEMO_CLIP)) as container:
+        cv2.imwrite(str(single / "f1.png"), next(container.decode(video=0)).to_ndarray(format="bgr24"))
+    one = json.loads(triage("bench", single, "--weights", random_weights, "--json", "--seconds", "0.1").stdout)
+    assert one["frames_per_pass"] == 1 and one["model_frames_per_call"] == one["run_batch_size"] > 1
     console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named
     assert console.returncode == 0 and console.stdout.splitlines()[0] == (
         f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
