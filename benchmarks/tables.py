@@ -53,7 +53,7 @@ def _scoring(row: dict) -> list[str]:
 def _layout(row: dict) -> str:
     """'runs of B x S streams x T threads; read R': how the backend ran."""
     threads = row["threads"]
-    return f"runs of {row['run_batch_size']} x {threads.get('streams', 1)} x {threads.get('inference', threads.get('torch'))}; read {row['batch_size']}"
+    return f"runs of {row['run_batch_size']} x {threads.get('streams', 1)} x {threads.get('inference', threads.get('torch')) or 'engine-chosen'}; read {row['batch_size']}"
 
 
 def study_table(data: dict) -> str:
