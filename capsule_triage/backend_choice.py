@@ -107,10 +107,10 @@ def _disagreement(candidate: dict, tolerance) -> str:
 EVENT_SETTINGS = ("smooth_seconds", "enter_threshold", "leave_threshold", "merge_gap_seconds", "min_event_seconds")
 
 
-def _other_events(report: dict | None, rank_params: dict | None) -> str | None:
-    """How the run's event settings differ from those the agreement check found identical events with
-    (a lower precision that agreed at the model's threshold may split an event at another; QA 20), or None."""
-    checked = (report or {}).get("rank_params")
+def _other_events(checked: dict | None, rank_params: dict | None) -> str | None:
+    """How the run's event settings differ from ``checked``, those the agreement check found identical
+    events with (a lower precision that agreed at the model's threshold may split an event at another;
+    QA 20), or None."""
     if not isinstance(checked, dict) or not rank_params:
         return None
     differ = [f"{k} {rank_params[k]:g} (checked {checked[k]:g})" for k in EVENT_SETTINGS
@@ -122,7 +122,7 @@ def _other_events(report: dict | None, rank_params: dict | None) -> str | None:
 def events_unchecked(selection: dict, rank_params: dict) -> str | None:
     """A warning when a lower precision was chosen for other event settings than this run's (a classifier
     loaded without the run's ``--threshold``: the library's ``load_classifier(pipeline)``), else None."""
-    other = _other_events({"rank_params": selection.get("events_checked")}, rank_params)
+    other = _other_events(selection.get("events_checked"), rank_params)
     return f"{selection.get('backend')} was checked for other event settings ({other}); its events may differ from fp32's" if other else None
 
 
@@ -153,14 +153,14 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
     if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it
         accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
-        if accepted and (other := _other_events(report, rank_params)):
+        if accepted and (other := _other_events(report.get("rank_params"), rank_params)):
             accepted = False
             warnings.append(_other_events_warning("torch-fp16", other))
         requested, reason = ("torch-fp16", f"CUDA device: fp16 autocast, accepted in {BACKENDS_FILE}") if accepted else \
             ("torch-fp32", f"CUDA device: fp32 (fp16 is chosen once `triage optimize` on this GPU accepted it in {BACKENDS_FILE})")
     elif requested == "auto":
         accepted = {k: v for k, v in (report or {}).get("candidates", {}).items() if v["accepted"] and not k.endswith("fp16")}
-        other = _other_events(report, rank_params)
+        other = _other_events((report or {}).get("rank_params"), rank_params)
         if other and any(not k.endswith("fp32") for k in accepted):
             lower = sorted(k for k in accepted if not k.endswith("fp32"))
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}

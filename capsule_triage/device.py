@@ -117,10 +117,7 @@ def to_device_nchw(frames_nhwc: np.ndarray, device: "torch.device") -> "torch.Te
     """
     import torch
 
-    tensor = torch.from_numpy(frames_nhwc)
-    if device.type == "cuda":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.permute(0, 3, 1, 2)
+    return to_device(torch.from_numpy(frames_nhwc), device).permute(0, 3, 1, 2)
 
 
 # Mixed precision for training and evaluation (inference picks its precision per backend, see backends.py).

@@ -62,7 +62,7 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
         model_card = str(card) if card is not None and card.is_file() else None
     card_use = intended_use(model_card) or study.run.get("model", {}).get("config", {}).get("provenance", {}).get("intended_use")
     card_use = card_use or ("not stated in the model card" if model_card else None)
-    detail_dir = study.out_dir / DETAIL_DIR
+    detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     try:
         detail_dir.mkdir(exist_ok=True)
         wanted = {_detail_name(i) for i in range(len(study.events))}
@@ -70,12 +70,11 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
             if stale.name not in wanted:
                 stale.unlink()
         rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
-        gaps = _gap_times(study)
         for i in range(len(study.events)):
             write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
-    return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use))
+    return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use, gaps))
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -104,7 +103,7 @@ def _rows_by_event(event_id: np.ndarray) -> dict[int, np.ndarray]:
 
 # --- study page -------------------------------------------------------------------------------
 
-def _study_page(study: Study, card_use: str | None) -> str:
+def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, float]]) -> str:
     run, f = study.run, study.frames
     name = _file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
@@ -115,7 +114,7 @@ def _study_page(study: Study, card_use: str | None) -> str:
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames (not scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=_time_range(study), gaps=_gap_times(study), label=f"Smoothed score timeline of {name}"),
+                         t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}"),
             "</section>", _gallery(study), page_footer()]
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'

@@ -183,9 +183,10 @@ def _loop(run: _Run, out: Path) -> None:
 
 
 def _add_losses(state: dict, losses: list[torch.Tensor]) -> None:
-    """Add the steps' losses to the epoch's running sum (in step order, as Python floats) and clear the list."""
-    for loss in losses:
-        state["epoch_loss"] = [state["epoch_loss"][0] + float(loss), state["epoch_loss"][1] + 1]
+    """Add the steps' losses to the epoch's running sum (in step order, as Python floats: one copy from
+    the device for all of them) and clear the list."""
+    for value in torch.stack(losses).tolist() if losses else []:
+        state["epoch_loss"] = [state["epoch_loss"][0] + value, state["epoch_loss"][1] + 1]
     losses.clear()
 
 
