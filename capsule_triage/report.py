@@ -108,7 +108,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     name = _file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
     body = [page_header(f"Capsule triage report \u2014 {name}", nav=""),
-            '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>",
+            '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>", _warnings(run),
             _summary(n, flagged, len(study.events), _duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
@@ -225,8 +225,27 @@ def _model_facts(run: dict, card_use: str | None) -> str:
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
         ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}" if rank else None),
-        ("Weights SHA-256", model.get("weights_sha256")), ("Pipeline", run.get("pipeline", {}).get("name")),
+        ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
+        ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
         ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}")])
+
+
+def _warnings(run: dict) -> str:
+    """The run's Warning: lines (a backend the agreement check rejected, scores checked for other event
+    settings, weights unlike their preset's, a cached copy of hub weights), which the console showed
+    once and the reviewer would not see: "" when there are none."""
+    lines = [*((run.get("model") or {}).get("backend_selection") or {}).get("warnings", []), *run.get("warnings", [])]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{esc(line)}</li>" for line in dict.fromkeys(map(str, lines)))
+    return f'<section class="warnings" role="note"><h2>Warnings</h2><ul>{items}</ul></section>'
+
+
+def _backend(model: dict) -> str | None:
+    """"ov-fp32 (fastest accepted in backends.json ...)": what scored the frames and why (QA 20: not on the page)."""
+    backend = model.get("backend")
+    reason = (model.get("backend_selection") or {}).get("reason")
+    return f"{backend} ({reason})" if backend and reason else backend
 
 
 def _summary(frames: int, flagged: int, events: int, duration: float) -> str:

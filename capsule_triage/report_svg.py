@@ -262,6 +262,7 @@ CSS = """
 *{box-sizing:border-box}body{margin:0 auto;max-width:1200px;padding:0 16px 24px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
 h1{font-size:1.45rem;margin:.5rem 0;overflow-wrap:anywhere}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}h3{font-size:.95rem;color:var(--mut);margin:.6rem 0}
 .ruo{background:#fff4ce;border:1px solid #e0c200;border-radius:0 0 6px 6px;padding:6px 12px;font-size:.9rem}
+.warnings ul{margin:0;padding:6px 12px 6px 28px;background:#fff4ce;border:1px solid #e0c200;border-radius:6px}
 header nav{display:flex;gap:1.5rem;margin:.3rem 0}header nav span{color:var(--mut)}
 a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}kbd{border:1px solid var(--line);border-radius:3px;padding:0 4px;background:#fff;font-size:.8rem}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:0 24px;align-items:start}

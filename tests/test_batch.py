@@ -174,6 +174,7 @@ def test_statuses_summary_and_outputs(local_run, tree):
         assert row["flagged_percent"] == pytest.approx(100 * sum(frames["flagged"].to_pylist()) / n)
         run = json.loads((out / row["study_id"] / "run.json").read_text())
         assert run["input"]["sha256"] == row["input_sha256"] and run["batch"]["relative_path"] == rel
+        assert (row["weights_sha256"], row["backend"]) == (run["model"]["weights_sha256"], run["model"]["backend"])  # QA 20
     for rel, message in FAILED_STUDIES.items():
         row = rows[rel]
         assert row["status"] == "failed" and row["error"].startswith(f"{tree / rel}: {message}") and row["frames"] is None
@@ -190,6 +191,20 @@ def test_statuses_summary_and_outputs(local_run, tree):
         [r["study_id"] for r in rows.values() if r["status"] == "ok"] + ["batch.json", "batch.log", "index.html", "studies.parquet"])
     _assert_clean(out)
     print(f"local batch of 10 studies: {seconds:.1f} s")
+
+
+def test_batch_json_names_its_folders_and_weights_absolutely(tmp_path, random_weights):
+    """QA 20: batch.json kept the paths as typed ("in", "out"), which say nothing once read from elsewhere."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "study.mp4")
+    weights = os.path.relpath(random_weights, tmp_path)
+    result = triage("batch", "in", "--out", "out", "--weights", weights, "--quiet", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    batch = json.loads((tmp_path / "out" / "batch.json").read_text())
+    assert (batch["input_dir"], batch["out_dir"]) == (str(tmp_path / "in"), str(tmp_path / "out"))
+    assert batch["weights"] == str(tmp_path / weights)
+    (row,) = pq.read_table(tmp_path / "out" / "studies.parquet").to_pylist()
+    assert row["backend"] == "torch-fp32" and len(row["weights_sha256"]) == 64
 
 
 def _index_links(out: Path) -> set[str]:

@@ -154,6 +154,24 @@ def test_reading_times_come_from_the_data(tmp_path):
     assert "vs 3 min 20 s for the whole study (85% less)" in summary
 
 
+def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_path):
+    """QA 20: report.html named neither the backend nor the weights path, and the Warning: lines of a run
+    (a backend the agreement check rejected, scores checked for other event settings) reached only the console."""
+    study = make_study(tmp_path / "s", frames=40, events=1)
+    assert "<h2>Warnings</h2>" not in write_report(study).read_text()  # none: no empty box
+    run = json.loads((study / "run.json").read_text())
+    rejected = "ort-int8 was rejected by the agreement check in backends.json (events differ from fp32); its scores may differ from fp32"
+    run["model"].update(weights_path="/models/<mine>", backend="ort-int8",
+                        backend_selection={"backend": "ort-int8", "reason": "asked for (--backend)", "warnings": [rejected]})
+    run["warnings"] = ["ov-fp32 was checked for other event settings", rejected]
+    (study / "run.json").write_text(json.dumps(run))
+    page = write_report(study).read_text()
+    assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page
+    assert "<dt>Backend</dt><dd>ort-int8 (asked for (--backend))</dd>" in page
+    box = page[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
+    assert box.count("<li>") == 2 and rejected in box and "checked for other event settings" in box  # each line once
+
+
 @pytest.mark.parametrize("card, expected", [
     ("# M\n\n## Intended use\n\nTriage research only.\n\n## Data\n", "Triage research only."),
     ("- **Intended use:** ranking frames for review", "ranking frames for review"),

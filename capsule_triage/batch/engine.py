@@ -135,7 +135,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
-        info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
+        info = {"input_dir": str(input_dir.absolute()), "out_dir": str(out_dir.absolute()), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {})}
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
@@ -187,7 +187,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     batch = {
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
         "pipeline": {"name": ctx.pipeline.name, "source": str(ctx.pipeline.source)},
-        "weights": ctx.weights or ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
+        "weights": str(Path(ctx.weights).absolute()) if ctx.weights else ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies),

@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
     "study_id": "string", "input_path": "string", "kind": "string", "status": "string", "error": "string",
     "frames": "int64", "frames_skipped": "int64", "gap_seconds": "float64", "events": "int64", "flagged_percent": "float64",
     "top_score": "float64", "wall_seconds": "float64", "fps": "float64", "model": "string",
-    "input_sha256": "string", "output_dir": "string",
+    "weights_sha256": "string", "backend": "string", "input_sha256": "string", "output_dir": "string",
 }
 
 
@@ -41,7 +41,8 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
                    gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
                    flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
                    top_score=float(run["batch"]["top_score"]), wall_seconds=float(run["wall_seconds"]),
-                   fps=float(run["fps"]), model=run["model"]["name"], input_sha256=run["input"]["sha256"],
+                   fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
+                   backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"],
                    output_dir=study.study_id)
     elif status == "pending" and error:  # e.g. still being written: why it waits for the next run
         row.update(error=error)
