@@ -145,7 +145,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     """
     explicit = requested != "auto"
     if requested != "auto" and requested not in BACKENDS:
-        raise ValueError(f"--backend must be 'auto' or one of {BACKENDS}, got {requested!r}")
+        raise ValueError(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {requested!r}")
     parsed = _parse_report(weights_dir)
     report, why_not = _for_these_weights(parsed, weights_dir, weights_id)
     warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []

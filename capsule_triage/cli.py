@@ -17,6 +17,7 @@ from .errors import InputError, TriageError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Triage capsule-endoscopy video: score every frame, rank suspicious events for review. "
     "Research use only, not a diagnostic device.",
 )
@@ -24,8 +25,19 @@ app = typer.Typer(
 EXIT_BAD_INPUT = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"capsule-triage {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Triage capsule-endoscopy video. Research use only, not a diagnostic device."""
 
 
@@ -59,14 +71,14 @@ class DecodeIn(str, Enum):
 
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO\\[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp, natural order).", show_default=False, readable=False)],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <input>_triage beside the input).")] = None,
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp, natural order).", show_default=False, readable=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <input>_triage beside the input).")] = None,
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
@@ -117,6 +129,8 @@ def run(
                              f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)
     if result.run["source"].get("unread"):
         typer.echo(printable(f"Warning: {source}: not read: {'; '.join(result.run['source']['unread'])}; see source.unread in run.json"), err=True)
+    for line in result.run.get("warnings", []):  # e.g. a frame folder read at the preset's rate
+        typer.echo(printable(f"Warning: {line}"), err=True)
     events = result.run["events"]
     typer.echo(
         f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "
@@ -124,6 +138,8 @@ def run(
     )
     _print_top_events(result.out_dir)
     typer.echo(printable(f"Wrote {result.out_dir}"))
+    if not no_report:  # QA 22: a first run did not say what to open
+        typer.echo(printable(f"Review page: {result.out_dir / 'report.html'}"))
 
 
 def _print_top_events(out_dir: Path, limit: int = 5) -> None:
@@ -192,6 +208,8 @@ def _run_app() -> int:
             return exit_code
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        if ctx is not None and ctx.command_path.endswith(" run") and "extra argument" in exc.format_message():
+            hint = " (one SOURCE per run: `triage batch FOLDER --out DIR` triages every study in a folder)"
         typer.echo(printable(f"Error: {exc.format_message()}{hint}"), err=True)
         return exit_code
     except typer.Abort:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,15 +16,20 @@ EXIT_INTERRUPTED = 130
 
 
 def batch_command(
-    input_dir: Annotated[Path, typer.Argument(readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
     pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
-    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO[@REVISION]).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO\\[@REVISION]).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage\\[ray]\").")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
     backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,
+    fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of the frame-folder studies (default: the preset's, 2.0); videos keep their own times.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
+    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no HTML review pages (report.html per study, index.html); the results are the same, and a later run without this flag adds the missing pages without rescoring.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -41,7 +47,9 @@ def batch_command(
     from .pipeline import RunOptions
 
     options = BatchOptions(pipeline=pipeline, weights=weights, device=device, backend=backend, engine=engine, workers=workers,
-                           ray_address=ray_address, force=force, progress=not quiet, run=RunOptions(report=not no_report))
+                           ray_address=ray_address, force=force, progress=not quiet and sys.stderr.isatty(),
+                           run=RunOptions(report=not no_report, threshold=threshold, top_k=top_k, folder_fps=fps,
+                                          batch_size=batch_size, skip_duplicates=skip_duplicates))
     try:
         result = run_batch(input_dir, out, options)
     except (TriageError, ValueError) as exc:
@@ -56,11 +64,15 @@ def batch_command(
         typer.echo(printable(f"Warning: {input_dir}: no studies found (video files, or folders directly holding frame images)"), err=True)
     for line in result.warnings:
         typer.echo(printable(f"Warning: {line}"), err=True)
+    folders = sum(r["kind"] == "frames" and r["status"] in ("ok", "skipped") for r in result.rows)
+    if folders and fps is None:  # QA 22: a 4 fps export read at 2 fps had every time off by 2x, without a word
+        typer.echo(f"Warning: {folders} frame-folder {'study' if folders == 1 else 'studies'} read at the preset's frame rate "
+                   "(the images carry no times): give --fps F if that is not their rate", err=True)
     counts = result.counts
-    fps = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    rate = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
     pending = f", {counts['pending']} pending" if counts.get("pending") else ""
-    typer.echo(f"{len(result.rows)} studies: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed{pending}; "
-               f"{result.frames} frames in {result.wall_seconds:.1f} s ({fps:.1f} frames/s)")
+    typer.echo(f"{len(result.rows)} {'study' if len(result.rows) == 1 else 'studies'}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed{pending}; "
+               f"{result.frames} frames in {result.wall_seconds:.1f} s ({rate:.1f} frames/s)")
     if result.summary_error:
         typer.echo(printable(f"Error: {result.summary_error}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -54,7 +54,7 @@ def resolve_device(name: str = "auto") -> "torch.device":
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() and cuda_unsupported(0) is None else "cpu")
     try:
-        device = torch.device(name)
+        device = torch.device(name.lower())  # 'CPU', 'CUDA:0' as typed
     except RuntimeError:
         raise ValueError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":

@@ -6,6 +6,7 @@ CLI prints it as one line ``Error: <path>: <what is wrong>`` and exits with code
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -50,3 +51,16 @@ class DeviceError(TriageError):
 class DataWarning(UserWarning):
     """Labelled data that is read only in part (mask folders, images outside the class folders, image
     types not read): training and evaluation go on, and the CLI prints it as one ``Warning:`` line."""
+
+
+def unexpanded_home(path: str | Path) -> str | None:
+    """The ``~`` or ``~user`` a path begins with when no such file is here: the shell left it as it was
+    (quoted), and the path does not mean the home folder the user meant."""
+    first = Path(path).parts[0] if Path(path).parts else ""
+    return first if first.startswith("~") and not os.path.lexists(first) else None
+
+
+def unexpanded_note(path: str | Path) -> str:
+    """" ('~' was not expanded by the shell: quoted?)" for a path not found because of it, else ""."""
+    tilde = unexpanded_home(path)
+    return f" ({tilde!r} was not expanded by the shell: quoted?)" if tilde else ""

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError, OutputError, TriageError
+from .errors import InputError, OutputError, TriageError, unexpanded_home
 from .ranking import Event, Ranking
 
 SCHEMA_VERSION = "1"
@@ -38,9 +38,18 @@ def prob_column(class_name: str) -> str:
     return f"prob_{class_name}"
 
 
+def check_expanded(path: Path) -> None:
+    """Refuse an output path beginning with a ``~`` the shell did not expand (QA 22: ``--out '~/out'``
+    made a folder named ``~`` here, one ``rm -rf ~`` away from losing the home folder)."""
+    if tilde := unexpanded_home(path):
+        raise OutputError(path, f"begins with {tilde!r}, which the shell did not expand (quoted?): it would create a folder "
+                                f"named {tilde!r} in {Path.cwd()}; give the path unquoted or with $HOME")
+
+
 def check_creatable(path: Path) -> None:
-    """Raise :class:`OutputError` now, before any work, if ``path`` could not be created: the nearest
-    existing folder above it is a file or not writable."""
+    """Raise :class:`OutputError` now, before any work, if ``path`` could not be created: it begins with
+    a ``~`` the shell did not expand, or the nearest existing folder above it is a file or not writable."""
+    check_expanded(path)
     ancestor = Path(path).absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -70,6 +79,7 @@ class StagedOutput:
     """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
 
     def __init__(self, final: str | Path, *, force: bool = False, source: str | Path | None = None):
+        self.given = Path(final)  # as typed: '~/out' is checked for its unexpanded '~'
         self.final = Path(final).absolute()
         self.force = force
         self.source = Path(source) if source is not None else None
@@ -91,6 +101,7 @@ class StagedOutput:
             raise OutputError(self.final, f"cannot use this output path ({exc})") from None
 
     def _check(self) -> None:
+        check_creatable(self.given)
         _check_name_lengths(self.final)
         if self.final.is_symlink():
             target = self.final.resolve()
@@ -102,10 +113,10 @@ class StagedOutput:
             if source == final or source.is_relative_to(final):
                 raise OutputError(self.final, f"output folder would replace the input {self.source}; choose another --out")
         if self.final.exists():
+            if not self.final.is_dir():  # before --force is suggested: it would not help (QA 22)
+                raise OutputError(self.final, "output path exists and is not a folder")
             if not self.force:
                 raise OutputError(self.final, "output already exists; use --force to replace it")
-            if not self.final.is_dir():
-                raise OutputError(self.final, "output path exists and is not a directory")
             if not (self.final / RUN_FILE).is_file() and any(self.final.iterdir()):
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {RUN_FILE}); "
                                               "--force replaces only those, choose another --out")

@@ -133,8 +133,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
-        if unchecked := events_unchecked(classifier.selection, asdict(params)):  # load_classifier(threshold=) avoids it
-            run["warnings"] = [unchecked]
+        run["warnings"] = [w for w in (events_unchecked(classifier.selection, asdict(params)),  # load_classifier(threshold=) avoids it
+                                       _assumed_rate(info, read, options)) if w]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -164,6 +164,14 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
         folder_fps=options.folder_fps or base.folder_fps,
         timestamps_csv=options.timestamps_csv or base.timestamps_csv,
     )
+
+
+def _assumed_rate(info, read: ReadOptions, options: RunOptions) -> str | None:
+    """A frame folder read at a rate nobody gave for it (QA 22: times silently off by 2x for 4 fps exports)."""
+    if info.kind != "frames" or options.folder_fps is not None or read.timestamps_csv is not None:
+        return None
+    return (f"{info.path}: frames read at {read.folder_fps:g} frames/s (the preset's folder_fps; the images carry no times): "
+            "give --fps F or --timestamps CSV if that is not their rate")
 
 
 def read_batch_size(preset: int, classifier: Classifier, requested: int | None = None) -> int:

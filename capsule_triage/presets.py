@@ -7,6 +7,7 @@ absolute/relative path, or ``hf-hub:OWNER/REPO`` (trained weights on the Hugging
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -74,13 +75,18 @@ def find_preset(name_or_path: str | Path) -> Path:
     bare_name = isinstance(name_or_path, str) and path.suffix != ".toml" and "/" not in name_or_path and os.sep not in name_or_path
     if bare_name and candidate.is_file():
         return candidate
+    known = sorted(p.stem for p in (project_home() / "pipelines").glob("*.toml"))
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise PresetError(path, "pipeline preset file not found")
+        if path.is_dir():
+            raise PresetError(path, "is a folder, not a pipeline preset file (a .toml file or a preset name)")
+        if not path.is_file():  # QA 22: 'capsule-bleeding.toml' typed from another folder
+            hint = f" (the preset {path.stem} is given by its name: --pipeline {path.stem})" if path.stem in known else ""
+            raise PresetError(path, f"pipeline preset file not found{hint}")
         return path
     if not candidate.is_file():
-        known = sorted(p.stem for p in (project_home() / "pipelines").glob("*.toml"))
-        raise PresetError(name_or_path, f"no such pipeline preset; known: {known}")
+        close = difflib.get_close_matches(str(name_or_path), known, n=1)
+        raise PresetError(name_or_path, "no such pipeline preset" + (f"; did you mean {close[0]}?" if close else "")
+                          + f" (known: {', '.join(known)})")
     return candidate
 
 

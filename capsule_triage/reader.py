@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .completeness import LeadingFrames, check_complete, tag_seconds
-from .errors import InputError
+from .errors import InputError, unexpanded_note
 from .folder_times import folder_times
 from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
@@ -121,7 +121,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
     if not path.exists():
         if path.is_symlink():
             raise InputError(path, "broken symbolic link (its target is missing, or it is part of a symlink loop)")
-        raise InputError(path, "no such file or directory")
+        raise InputError(path, "no such file or directory" + unexpanded_note(path))
     if path.is_dir():
         return _probe_folder(path, options)
     if not path.is_file():

@@ -190,7 +190,7 @@ def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized
 def test_report_for_other_weights_is_ignored(optimized):
     folder, _ = optimized
     assert choose_backend("auto", "cpu", folder, "0" * 64)["backend"] == "torch-fp32"
-    with pytest.raises(ValueError, match="--backend must be 'auto' or one of"):
+    with pytest.raises(ValueError, match="--backend must be auto or one of torch-fp32, "):
         choose_backend("tensorrt-int4", "cpu", folder, "")
     with pytest.raises(WeightsError, match="run `triage optimize`"):
         choose_backend("ort-int8", "cpu", None, "")

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import OutputError, TriageError
-from ..outputs import RUN_FILE
+from ..errors import OutputError, TriageError, unexpanded_note
+from ..outputs import RUN_FILE, check_expanded
 from ..pipeline import RunOptions, hashed_state, resolve_weights, source_state
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
@@ -99,6 +99,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         TriageError: bad input folder, preset, weights or engine; the output folder is locked.
     """
     started, started_at = time.perf_counter(), now_utc()
+    check_expanded(out_dir)  # as typed: a quoted '~/out' would be a folder named '~' here
+    if not Path(input_dir).exists():
+        raise TriageError(Path(input_dir).absolute(), "input folder not found" + unexpanded_note(input_dir))
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
     pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
     try:
@@ -162,8 +165,6 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
 
         require_ray()
         check_ray_address(options.ray_address)  # before the lock is taken: a wrong address is one line
-    if not input_dir.exists():
-        raise TriageError(input_dir, "input folder not found")
     if not input_dir.is_dir():
         raise TriageError(input_dir, "not a folder (use `triage run` for a single video)")
     if os.path.realpath(input_dir) == os.path.realpath(out_dir):

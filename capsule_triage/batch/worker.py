@@ -52,7 +52,8 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
         "weights_extras": {p.name: file_sha256(p) for p in extras},
         "backend": backend,
         "device_type": device_type,
-        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS},
+        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
+            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}),
         "capsule_triage": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

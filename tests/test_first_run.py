@@ -1,0 +1,134 @@
+"""What a new user meets first (QA 22, a fresh clone): the version, the help, the lines a run ends
+with, and the mistakes typed in a first hour (a quoted ``~``, a frame folder without ``--fps``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import av
+import pyarrow.parquet as pq
+
+from capsule_triage import __version__
+from conftest import DEMO_CLIP, triage, write_frame_folder
+
+
+def _demo_frames(count: int = 24) -> list:
+    with av.open(str(DEMO_CLIP)) as container:
+        return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0))]
+
+
+def test_version_and_short_help():
+    for flag in ("--version", "-V"):
+        done = triage(flag)
+        assert done.returncode == 0 and done.stdout.strip() == f"capsule-triage {__version__}", done.stdout + done.stderr
+    done = triage("run", "-h")
+    assert done.returncode == 0 and "Score every frame of SOURCE" in done.stdout
+
+
+def test_two_sources_point_to_batch():
+    done = triage("run", "a.mp4", "b.mp4")
+    assert done.returncode == 2 and done.stderr.strip() == ("Error: Got unexpected extra argument(s) (b.mp4) (one SOURCE per run: "
+                                                            "`triage batch FOLDER --out DIR` triages every study in a folder)")
+
+
+def test_help_shows_the_hub_revision_syntax():
+    """Rich read ``[@REVISION]`` as markup and dropped it: the help said ``hf-hub:OWNER/REPO`` only."""
+    for command in ("run", "batch"):
+        done = triage(command, "--help", env={"COLUMNS": "400"})
+        assert done.returncode == 0 and "hf-hub:OWNER/REPO[@REVISION]" in done.stdout, done.stdout
+
+
+def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weights):
+    """``--out '~/x'`` created a folder named ``~`` in the working directory (``rm -rf ~`` to clean it up)."""
+    shutil.copy(DEMO_CLIP, tmp_path / "study.mp4")
+    done = triage("run", "study.mp4", "--weights", random_weights, "--out", "~/x", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"Error: ~/x: begins with '~', which the shell did not expand (quoted?): it would create a folder named '~' in {tmp_path}; "
+        "give the path unquoted or with $HOME"), done.stderr
+    done = triage("batch", ".", "--out", "~/nightly", "--weights", random_weights, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("Error: ~/nightly: begins with '~'"), done.stderr
+    done = triage("batch", "~/studies", "--out", "nightly", "--weights", random_weights, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"Error: {tmp_path / '~/studies'}: input folder not found ('~' was not expanded by the shell: quoted?)"), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.mp4"]
+    done = triage("run", "~/study.mp4", "--weights", random_weights, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted?)")
+
+
+def test_an_existing_file_as_out_is_named_without_suggesting_force(tmp_path, random_weights):
+    """It said "use --force to replace it", and with --force "exists and is not a directory"."""
+    (tmp_path / "notes.txt").write_text("mine")
+    done = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "notes.txt")
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path / 'notes.txt'}: output path exists and is not a folder"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_ends_naming_its_review_page(tmp_path, random_weights):
+    done = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "o", "--quiet")
+    assert done.returncode == 0 and done.stdout.splitlines()[-2:] == [f"Wrote {tmp_path / 'o'}", f"Review page: {tmp_path / 'o' / 'report.html'}"]
+    done = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "n", "--quiet", "--no-report")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == f"Wrote {tmp_path / 'n'}"
+
+
+def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weights):
+    """A 4 fps export read at the preset's 2 fps had every time off by 2x, and nothing said so."""
+    folder = write_frame_folder(_demo_frames(), tmp_path / "export")
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
+    line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps; the images carry no times): "
+            "give --fps F or --timestamps CSV if that is not their rate")
+    assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["warnings"] == [line]
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "4")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["warnings"] == []
+
+
+def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
+    """`triage batch` had no --fps, --threshold, --top-k, --batch-size or --skip-duplicates: frame-folder
+    studies were always read at 2 fps; its progress bar went into logs that are not a terminal."""
+    write_frame_folder(_demo_frames(), tmp_path / "in" / "export")
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "clip.mp4")
+    done = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
+    assert done.returncode == 0 and done.stderr.strip() == ("Warning: 1 frame-folder study read at the preset's frame rate (the images "
+                                                            "carry no times): give --fps F if that is not their rate"), done.stderr
+    assert "2 studies: 2 ok" in done.stdout
+    done = triage("batch", tmp_path / "in", "--out", tmp_path / "o2", "--weights", random_weights, "--no-report",
+                  "--fps", "4", "--threshold", "0.3", "--top-k", "2", "--batch-size", "8", "--skip-duplicates", "1.5")
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no bar either: stderr is not a terminal
+    rows = {r["kind"]: r for r in pq.read_table(tmp_path / "o2" / "studies.parquet").to_pylist()}
+    folder = tmp_path / "o2" / rows["frames"]["study_id"]
+    times = pq.read_table(folder / "frames.parquet").column("pts_seconds").to_pylist()
+    assert times[:3] == [0.0, 0.25, 0.5]
+    run = json.loads((folder / "run.json").read_text())
+    assert run["parameters"]["rank"]["enter_threshold"] == 0.3 and run["parameters"]["rank"]["top_k"] == 2
+    assert run["parameters"]["read"]["batch_size"] == 8 and run["parameters"]["skip_duplicates"] == 1.5
+    assert pq.read_table(folder / "top_frames.parquet").num_rows <= 2
+
+
+def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_path, monkeypatch):
+    """A Python list of presets without a suggestion, a folder called "file not found", a preset's own
+    file name typed from another folder, a tuple of backends, and 'CPU' refused for its case."""
+    import pytest
+
+    from capsule_triage import load_pipeline
+    from capsule_triage.classifier import choose_backend
+    from capsule_triage.device import resolve_device
+    from capsule_triage.errors import TriageError
+
+    with pytest.raises(TriageError) as err:
+        load_pipeline("capsule-bleding")
+    assert str(err.value).startswith("capsule-bleding: no such pipeline preset; did you mean capsule-bleeding? (known: capsule-bleeding, ")
+    with pytest.raises(TriageError, match="is a folder, not a pipeline preset file"):
+        load_pipeline(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TriageError) as err:
+        load_pipeline("capsule-bleeding.toml")
+    assert str(err.value) == ("capsule-bleeding.toml: pipeline preset file not found (the preset capsule-bleeding is given "
+                              "by its name: --pipeline capsule-bleeding)")
+    with pytest.raises(ValueError) as err:
+        choose_backend("fast", "cpu", None, "x")
+    assert str(err.value) == ("--backend must be auto or one of torch-fp32, torch-bf16, torch-fp16, ort-fp32, ort-int8, ov-fp32, "
+                              "ov-bf16, ov-int8, got 'fast'")
+    assert str(resolve_device("CPU")) == "cpu"
