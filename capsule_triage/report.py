@@ -18,7 +18,8 @@ from .completeness import gap_starts
 from .errors import OutputError
 from .model_card import intended_use
 from .outputs import FRAMES_FILE
-from .report_svg import (DETAIL_JS, MAIN_JS, Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
+from .report_assets import DETAIL_JS, MAIN_JS
+from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
                          page_footer, page_header, script_json, timeline_svg)
 from .study_folder import Study, load_study
 

@@ -12,7 +12,8 @@ from urllib.parse import quote
 from .errors import InputError, TriageError
 from .outputs import RUN_FILE
 from .report import REPORT_FILE, write_atomic, write_report
-from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
+from .report_assets import INDEX_JS
+from .report_svg import esc, fmt_duration, html_page, num, page_footer, page_header
 from .study_folder import read_parquet
 
 INDEX_FILE = "index.html"
