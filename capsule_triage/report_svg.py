@@ -35,10 +35,11 @@ def esc(value: object) -> str:
 def fmt_clock(seconds: float) -> str:
     """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on ``h:mm:ss.s``.
 
-    Rounded before it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
+    Rounded half up (4.25 s is ``0:04.3``; Python's round() gave ``0:04.2`` but ``0:03.8`` for 3.75 s) before
+    it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    hours, tenths = divmod(round(max(0.0, float(seconds)) * 10), 36000)
+    hours, tenths = divmod(math.floor(max(0.0, float(seconds)) * 10 + 0.5), 36000)
     minutes, tenths = divmod(tenths, 600)
     clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if hours else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
     return f"{hours}:{clock}" if hours else clock

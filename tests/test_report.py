@@ -243,8 +243,9 @@ def test_no_events_says_why_when_the_score_crossed_the_threshold_too_briefly(tmp
 
 
 def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
-    """QA 17: 59.96 s read '0:60.0', and from an hour on times lost their tenths, cut down (3623.75 s: '1:00:23')."""
-    cases = {0.0: "0:00.0", 4.75: "0:04.8", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
+    """QA 17: 59.96 s read '0:60.0', and from an hour on times lost their tenths, cut down (3623.75 s: '1:00:23').
+    QA 23: halves went to the even tenth (3.75 s '0:03.8' but 4.25 s '0:04.2'): half up."""
+    cases = {0.0: "0:00.0", 4.75: "0:04.8", 4.25: "0:04.3", 3.75: "0:03.8", 0.05: "0:00.1", 3600.25: "1:00:00.3", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
              8715.3: "2:25:15.3", 36000.0: "10:00:00.0"}
     assert {k: fmt_clock(k) for k in cases} == cases
 
