@@ -109,8 +109,13 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
                  gaps: Sequence[tuple[float, float]] = (), label: str = "Score timeline", max_points: int = MAX_POINTS,
-                 label_limit: int = 12) -> str:
-    """The smoothed score over time, threshold lines, and clickable event spans.
+                 label_limit: int = 12, flagged_percent: float | None = None, current: int | None = None) -> str:
+    """The smoothed score over time, threshold lines, and clickable event spans, in a box that scrolls sideways.
+
+    The figure is a named group (it holds links, so not an image) with a ``<desc>`` saying in words what
+    it shows (:func:`timeline_desc`). Its span links are out of the Tab order: every event is also linked
+    from the gallery, and 2,000 spans would be 2,000 tab stops before it. The SVG has a minimum width, so
+    on a narrow screen its text stays readable and the box scrolls instead of the text shrinking.
 
     Args:
         t: float [N], frame times in seconds (increasing).
@@ -126,9 +131,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         label: accessible name of the figure.
         max_points: vertex budget per curve (see :func:`downsample_max`).
         label_limit: spans of rank below this get a "#k" label.
+        flagged_percent: share of the study's frames in events, said in the description (None: not said).
+        current: rank of the event this page is about: its span is marked (class selected, aria-current).
 
     Returns:
-        An ``<svg>`` element to inline in HTML.
+        A ``<div>`` holding the ``<svg>``, to inline in HTML.
     """
     t = np.asarray(t, np.float64)
     t0, t1 = t_range if t_range else ((float(t[0]), float(t[-1])) if len(t) else (0.0, 1.0))
@@ -141,10 +148,13 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     def y(score):
         return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
 
-    parts = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(label)}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
+    desc = timeline_desc(spans, t0, t1, enter=enter, leave=leave, gaps=[g for g in gaps if g[1] >= t0 and g[0] <= t1],
+                         flagged_percent=flagged_percent)
+    parts = ['<div class="timeline-scroll" tabindex="0" role="region" aria-label="Timeline (scrolls sideways on a narrow screen)">'
+             f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="group" aria-label="{esc(label)}" '
+             f'xmlns="http://www.w3.org/2000/svg"><desc>{esc(desc)}</desc>'
              '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-             '<rect width="6" height="6" fill="#f1f2f4"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c3c8d0" stroke-width="2"/>'
+             '<rect width="6" height="6" fill="#e4e6ea"/><line x1="0" y1="0" x2="0" y2="6" stroke="#8b93a0" stroke-width="2"/>'
              '</pattern></defs>',
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
     parts += _axes(x, y, t0, t1)
@@ -156,7 +166,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                      f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
     cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
     for span in spans:
-        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit))
+        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
@@ -172,8 +182,32 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'<title>{name} threshold {value:.3f}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {value:.2f}</text>')
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
+
+
+def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | None, leave: float | None,
+                  gaps: Sequence[tuple[float, float]] = (), flagged_percent: float | None = None, top: int = 5) -> str:
+    """What a timeline shows, in words (its ``<desc>``): the time range, how many events, the ``top``
+    highest-ranked with their time span and peak score, the share of frames flagged, stretches without
+    frames, and the thresholds."""
+    out = [f"Score from {fmt_clock(t0)} to {fmt_clock(t1)}."]
+    ranked = sorted(spans, key=lambda s: s.rank)
+    if ranked:
+        listed = "; ".join(f"{s.label} {fmt_clock(s.start_seconds)}\u2013{fmt_clock(s.end_seconds)}, peak {s.peak_score:.3f}"
+                           for s in ranked[:top])
+        more = f"; {len(ranked) - top} more" if len(ranked) > top else ""
+        out.append(f"{len(ranked)} event{'s' if len(ranked) != 1 else ''} shown, highest first: {listed}{more}.")
+    else:
+        out.append("No events shown.")
+    if flagged_percent is not None:
+        out.append(f"{flagged_percent:.1f}% of frames flagged (in events).")
+    if gaps:
+        out.append(f"{len(gaps)} stretch{'es' if len(gaps) != 1 else ''} without frames (not scored).")
+    thresholds = ", ".join(f"{name} threshold {value:.3f}" for name, value in (("enter", enter), ("leave", leave)) if value is not None)
+    if thresholds:
+        out.append(f"{thresholds[0].upper()}{thresholds[1:]}.")
+    return " ".join(out)
 
 
 def _line(cls: str, ts: np.ndarray, ys: np.ndarray, x, y) -> str:
@@ -212,7 +246,7 @@ def _tick_label(seconds: float, step: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def _span(span: Span, x, y, plot_h: float, *, labelled: bool) -> str:
+def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> str:
     x0, x1 = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (span.start_seconds, span.end_seconds))
     width = max(x1 - x0, 2.0)
     x0 = min(x0, WIDTH - RIGHT - width)
@@ -220,7 +254,8 @@ def _span(span: Span, x, y, plot_h: float, *, labelled: bool) -> str:
             if labelled and width >= 14 else "")
     peak = (f'<circle cx="{float(x(span.peak_seconds)):.1f}" cy="{float(y(span.peak_score)):.1f}" r="3"/>'
             if LEFT <= float(x(span.peak_seconds)) <= WIDTH - RIGHT else "")
-    return (f'<a class="span" href="{esc(span.href)}" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
+    mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
+    return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
             f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'
             f'{peak}{text}</a>')
 
@@ -249,11 +284,24 @@ def page_header(title: str, *, nav: str) -> str:
             f'they do not replace reading the study.</div><h1>{esc(title)}</h1>{f"<nav>{nav}</nav>" if nav else ""}</header>')
 
 
+def keys_hint(keys: str) -> str:
+    """The keys of a page (``keys``: markup) and the checkbox that turns them off (WCAG 2.1.4: single-key
+    shortcuts can be turned off); the page's script reads and remembers it."""
+    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" checked> '
+            'Single-key shortcuts</label></span>')
+
+
 def page_footer() -> str:
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f'<footer>capsule-triage {esc(__version__)} \u00b7 written {made} \u00b7 {RUO}</footer>'
 
 
-def html_page(title: str, body: str, script: str) -> str:
+def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:
+    """A whole page: ``header``, then the ``main`` parts in ``<main id="main">``, the footer, the script.
+
+    ``skip``: (target, text) of a link first in the page, shown when it has focus (e.g. past the
+    study page's facts and timeline straight to its events)."""
+    link = f'<a class="skip" href="{esc(skip[0])}">{esc(skip[1])}</a>\n' if skip else ""
+    body = f'{link}{header}\n<main id="main">\n' + "\n".join(main) + f"\n</main>\n{page_footer()}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
             f'initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
