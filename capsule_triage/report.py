@@ -18,8 +18,9 @@ from .completeness import gap_starts
 from .errors import OutputError
 from .model_card import intended_use
 from .outputs import FRAMES_FILE
-from .report_svg import (DETAIL_JS, MAIN_JS, Span, esc, facts, fmt_clock, fmt_duration, html_page, num,
-                         page_footer, page_header, script_json, timeline_svg)
+from .report_assets import DETAIL_JS, MAIN_JS
+from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, num, page_header,
+                         script_json, timeline_svg)
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
@@ -107,18 +108,21 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     run, f = study.run, study.frames
     name = _file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
-    body = [page_header(f"Capsule triage report \u2014 {name}", nav=""),
-            '<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>", _warnings(run),
+    main = ['<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>", _warnings(run),
             _summary(n, flagged, len(study.events), _duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames (not scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}"),
-            "</section>", _gallery(study), page_footer()]
-    data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}"} for i in range(len(study.events))]}
+                         t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
+                         flagged_percent=100 * flagged / n if n else None),
+            "</section>", _gallery(study)]
+    # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
+    data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": num(e.get("peak_score")),
+                                                "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
-    return html_page(f"Triage report \u2014 {name}", "\n".join(body), script)
+    return html_page(f"Triage report \u2014 {name}", page_header(f"Capsule triage report \u2014 {name}", nav=""), main, script,
+                     skip=("#events", "Skip to events"))
 
 
 def _file_name(run: dict) -> str:
@@ -266,16 +270,18 @@ def _gallery(study: Study) -> str:
     events, pages = study.events, paginate(len(study.events))
     if not events:
         return f'<section id="events"><h2>Events</h2><p>No events: {esc(_why_no_events(study))}</p></section>'
-    pager = "" if len(pages) == 1 else '<nav class="pager" aria-label="Gallery pages">Page ' + " ".join(
-        f'<a href="#page-{p + 1}">{p + 1}</a>' for p in range(len(pages))) + "</nav>"
+    pager = lambda where: "" if len(pages) == 1 else f'<nav class="pager" aria-label="Gallery pages{where}">Page ' + " ".join(
+        f'<a href="#page-{p + 1}" aria-label="Page {p + 1} (events {r.start + 1}\u2013{r.stop})">{p + 1}</a>'
+        for p, r in enumerate(pages)) + "</nav>"
     sections = []
     for p, items in enumerate(pages):
         cards = "".join(_card(study, i, lazy=p > 0) for i in items)
         sections.append(f'<section class="page" id="page-{p + 1}"><h3>Events {items.start + 1}\u2013{items.stop} of {len(events)}'
                         f' \u00b7 page {p + 1} of {len(pages)}</h3><ol class="cards" start="{items.start + 1}">{cards}</ol></section>')
-    return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score. Keys: <kbd>j</kbd>/<kbd>\u2192</kbd> '
-            f'next event, <kbd>k</kbd>/<kbd>\u2190</kbd> previous, <kbd>Enter</kbd> open it.</p>{pager}'
-            f'<div class="pages">{"".join(sections)}</div></section>')
+    keys = keys_hint("<kbd>j</kbd>/<kbd>\u2192</kbd> next event, <kbd>k</kbd>/<kbd>\u2190</kbd> previous, <kbd>Enter</kbd> open it.")
+    return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score. {keys}</p>'
+            f'<p id="announce" class="vh" aria-live="polite"></p>{pager("")}'
+            f'<div class="pages">{"".join(sections)}</div>{pager(", below the events")}</section>')
 
 
 def _why_no_events(study: Study) -> str:
@@ -294,10 +300,13 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
     alt = f"Event {i + 1}: peak frame {e.get('peak_frame')} at {fmt_clock(e.get('peak_seconds'))}"
     img = (f'<img src="{esc(thumb)}" alt="{esc(alt)}"{" loading=lazy" if lazy else ""}>' if thumb
            else '<span class="nothumb">no thumbnail</span>')
-    return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}">{img}</a>'
-            f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}</a>'
+    span = f'{fmt_clock(e.get("start_seconds"))}\u2013{fmt_clock(e.get("end_seconds"))}'
+    # One tab stop per card: the thumbnail repeats the title's link; the title link's name says it all
+    return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}" tabindex="-1" aria-hidden="true">{img}</a>'
+            f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}<span class="vh">: peak '
+            f'{num(e.get("peak_score"))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
             f'<span><span class="score">peak {num(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
-            f'<small>{esc(fmt_clock(e.get("start_seconds")))}\u2013{esc(fmt_clock(e.get("end_seconds")))} \u00b7 '
+            f'<small>{esc(span)} \u00b7 '
             f'{e.get("frame_count", "?")} frames \u00b7 mean {num(e.get("mean_score"))}</small></li>')
 
 
@@ -308,7 +317,9 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
     name = _file_name(study.run)
     link = lambda k, text, rel: f'<a rel="{rel}" href="{_detail_name(k)}">{text}</a>' if 0 <= k < n else f"<span>{text}</span>"
-    prev_link, next_link = link(i - 1, "\u2190 previous event", "prev"), link(i + 1, "next event \u2192", "next")
+    # They go by rank, not by time: the names say so
+    prev_link = link(i - 1, f"\u2190 previous event (#{i}, higher score)" if i else "\u2190 previous event", "prev")
+    next_link = link(i + 1, f"next event (#{i + 2}, lower score) \u2192" if i + 1 < n else "next event \u2192", "next")
     nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}'
     thumb = study.thumbs.get(e.get("peak_frame"))
     figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak frame {esc(e.get("peak_frame"))}"><figcaption>Peak frame '
@@ -325,15 +336,18 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]
     svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),
                        raw=f["score"][win], gaps=gaps,
-                       label=f"Score around event {i + 1}", label_limit=n)
-    body = [page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), '<div class="grid2">', figure, info, "</div>",
+                       label=f"Score around event {i + 1}", label_limit=n, current=i)
+    keys = keys_hint("<kbd>j</kbd>/<kbd>\u2192</kbd> next event (lower score), <kbd>k</kbd>/<kbd>\u2190</kbd> previous "
+                     "(higher score), <kbd>u</kbd>/<kbd>Esc</kbd> all events.")
+    main = [f'<p class="hint">{keys}</p>', '<div class="grid2">', figure, info, "</div>",
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
             f'frames.{_start_note(study)}</p>', svg,
-            "</section>", _frame_table(study, rows, e), page_footer()]
-    return html_page(f"Event #{i + 1} \u2014 {name}", "\n".join(body), f"<script>{DETAIL_JS}</script>")
+            "</section>", _frame_table(study, rows, e, i)]
+    return html_page(f"Event #{i + 1} \u2014 {name}", page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), main,
+                     f"<script>{DETAIL_JS}</script>")
 
 
-def _frame_table(study: Study, rows: np.ndarray, event: dict) -> str:
+def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     f, shown = study.frames, rows[:MAX_DETAIL_ROWS]
     probs = study.prob_columns
     head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", "time", "seconds", "score", "smoothed", *(p[5:] for p in probs)])
@@ -346,5 +360,9 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict) -> str:
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     more = f"<p>{len(rows) - len(shown):,} more frames are in {FRAMES_FILE}.</p>" if len(rows) > len(shown) else ""
-    return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll"><table class="frames"><thead><tr>{head}</tr></thead>'
+    caption = (f"Frames of event #{rank + 1}{f' (the first {len(shown):,})' if more else ''} in time order: time, score, smoothed "
+               "score and each class's probability; the peak frame's row is bold")
+    # Focusable, so its rows scroll by keyboard (and the page's arrow keys leave it alone: DETAIL_JS)
+    return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
+            f'<table class="frames"><caption>{esc(caption)}</caption><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{more}</section>')

@@ -12,7 +12,8 @@ from urllib.parse import quote
 from .errors import InputError, TriageError
 from .outputs import RUN_FILE
 from .report import REPORT_FILE, write_atomic, write_report
-from .report_svg import INDEX_JS, esc, fmt_duration, html_page, num, page_footer, page_header
+from .report_assets import INDEX_JS
+from .report_svg import esc, fmt_duration, html_page, num, page_header
 from .study_folder import read_parquet
 
 INDEX_FILE = "index.html"
@@ -36,12 +37,13 @@ def write_batch_index(batch_out_dir: Path) -> Path:
     head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
         ["study", "status", "events", "flagged", "top score", "frames", "gaps", "wall", "model", "input", "error"]))
     body = "".join(_study_row(folder, r) for r in rows)
-    page = [page_header(f"Capsule triage batch \u2014 {folder.name}", nav=""),
-            f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
+    main = [f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
             f'{total("frames"):,} frames, {total("events"):,} events.{_run_line(folder)}</p></section>',
-            f'<section><h2>Studies</h2><p class="hint">Click a column title to sort.</p><div class="scroll"><table class="studies">'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>", page_footer()]
-    return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", "\n".join(page), f"<script>{INDEX_JS}</script>"))
+            '<section><h2>Studies</h2><p class="hint">Click a column title (or Tab to it and press Enter) to sort.</p>'
+            '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
+    return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
+        f"Capsule triage batch \u2014 {folder.name}", nav=""), main, f"<script>{INDEX_JS}</script>"))
 
 
 def _run_line(folder: Path) -> str:

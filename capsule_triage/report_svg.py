@@ -2,8 +2,8 @@
 
 Pure numpy and string building, no plotting library or web assets: pages stay self-contained and
 small. A long study is downsampled by per-bin maximum before drawing, so a 100,000-frame timeline
-becomes at most ``max_points`` vertices and no peak is lost. The stylesheet and the (plain) scripts
-the pages inline live at the end of this module.
+becomes at most ``max_points`` vertices and no peak is lost. The stylesheet and the (plain) scripts the
+pages inline are in :mod:`capsule_triage.report_assets`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
+from .report_assets import CSS
 
 MAX_POINTS = 2000
 RUO = "Research use only \u2014 not a diagnostic device"
@@ -34,10 +35,11 @@ def esc(value: object) -> str:
 def fmt_clock(seconds: float) -> str:
     """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on ``h:mm:ss.s``.
 
-    Rounded before it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
+    Rounded half up (4.25 s is ``0:04.3``; Python's round() gave ``0:04.2`` but ``0:03.8`` for 3.75 s) before
+    it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    hours, tenths = divmod(round(max(0.0, float(seconds)) * 10), 36000)
+    hours, tenths = divmod(math.floor(max(0.0, float(seconds)) * 10 + 0.5), 36000)
     minutes, tenths = divmod(tenths, 600)
     clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if hours else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
     return f"{hours}:{clock}" if hours else clock
@@ -107,8 +109,13 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
                  gaps: Sequence[tuple[float, float]] = (), label: str = "Score timeline", max_points: int = MAX_POINTS,
-                 label_limit: int = 12) -> str:
-    """The smoothed score over time, threshold lines, and clickable event spans.
+                 label_limit: int = 12, flagged_percent: float | None = None, current: int | None = None) -> str:
+    """The smoothed score over time, threshold lines, and clickable event spans, in a box that scrolls sideways.
+
+    The figure is a named group (it holds links, so not an image) with a ``<desc>`` saying in words what
+    it shows (:func:`timeline_desc`). Its span links are out of the Tab order: every event is also linked
+    from the gallery, and 2,000 spans would be 2,000 tab stops before it. The SVG has a minimum width, so
+    on a narrow screen its text stays readable and the box scrolls instead of the text shrinking.
 
     Args:
         t: float [N], frame times in seconds (increasing).
@@ -124,9 +131,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         label: accessible name of the figure.
         max_points: vertex budget per curve (see :func:`downsample_max`).
         label_limit: spans of rank below this get a "#k" label.
+        flagged_percent: share of the study's frames in events, said in the description (None: not said).
+        current: rank of the event this page is about: its span is marked (class selected, aria-current).
 
     Returns:
-        An ``<svg>`` element to inline in HTML.
+        A ``<div>`` holding the ``<svg>``, to inline in HTML.
     """
     t = np.asarray(t, np.float64)
     t0, t1 = t_range if t_range else ((float(t[0]), float(t[-1])) if len(t) else (0.0, 1.0))
@@ -139,10 +148,13 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     def y(score):
         return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
 
-    parts = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{esc(label)}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
+    desc = timeline_desc(spans, t0, t1, enter=enter, leave=leave, gaps=[g for g in gaps if g[1] >= t0 and g[0] <= t1],
+                         flagged_percent=flagged_percent)
+    parts = ['<div class="timeline-scroll" tabindex="0" role="region" aria-label="Timeline (scrolls sideways on a narrow screen)">'
+             f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="group" aria-label="{esc(label)}" '
+             f'xmlns="http://www.w3.org/2000/svg"><desc>{esc(desc)}</desc>'
              '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-             '<rect width="6" height="6" fill="#f1f2f4"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c3c8d0" stroke-width="2"/>'
+             '<rect width="6" height="6" fill="#e4e6ea"/><line x1="0" y1="0" x2="0" y2="6" stroke="#8b93a0" stroke-width="2"/>'
              '</pattern></defs>',
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
     parts += _axes(x, y, t0, t1)
@@ -154,7 +166,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                      f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
     cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
     for span in spans:
-        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit))
+        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
@@ -170,8 +182,32 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'<title>{name} threshold {value:.3f}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {value:.2f}</text>')
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
+
+
+def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | None, leave: float | None,
+                  gaps: Sequence[tuple[float, float]] = (), flagged_percent: float | None = None, top: int = 5) -> str:
+    """What a timeline shows, in words (its ``<desc>``): the time range, how many events, the ``top``
+    highest-ranked with their time span and peak score, the share of frames flagged, stretches without
+    frames, and the thresholds."""
+    out = [f"Score from {fmt_clock(t0)} to {fmt_clock(t1)}."]
+    ranked = sorted(spans, key=lambda s: s.rank)
+    if ranked:
+        listed = "; ".join(f"{s.label} {fmt_clock(s.start_seconds)}\u2013{fmt_clock(s.end_seconds)}, peak {s.peak_score:.3f}"
+                           for s in ranked[:top])
+        more = f"; {len(ranked) - top} more" if len(ranked) > top else ""
+        out.append(f"{len(ranked)} event{'s' if len(ranked) != 1 else ''} shown, highest first: {listed}{more}.")
+    else:
+        out.append("No events shown.")
+    if flagged_percent is not None:
+        out.append(f"{flagged_percent:.1f}% of frames flagged (in events).")
+    if gaps:
+        out.append(f"{len(gaps)} stretch{'es' if len(gaps) != 1 else ''} without frames (not scored).")
+    thresholds = ", ".join(f"{name} threshold {value:.3f}" for name, value in (("enter", enter), ("leave", leave)) if value is not None)
+    if thresholds:
+        out.append(f"{thresholds[0].upper()}{thresholds[1:]}.")
+    return " ".join(out)
 
 
 def _line(cls: str, ts: np.ndarray, ys: np.ndarray, x, y) -> str:
@@ -210,7 +246,7 @@ def _tick_label(seconds: float, step: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def _span(span: Span, x, y, plot_h: float, *, labelled: bool) -> str:
+def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> str:
     x0, x1 = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (span.start_seconds, span.end_seconds))
     width = max(x1 - x0, 2.0)
     x0 = min(x0, WIDTH - RIGHT - width)
@@ -218,7 +254,8 @@ def _span(span: Span, x, y, plot_h: float, *, labelled: bool) -> str:
             if labelled and width >= 14 else "")
     peak = (f'<circle cx="{float(x(span.peak_seconds)):.1f}" cy="{float(y(span.peak_score)):.1f}" r="3"/>'
             if LEFT <= float(x(span.peak_seconds)) <= WIDTH - RIGHT else "")
-    return (f'<a class="span" href="{esc(span.href)}" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
+    mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
+    return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
             f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'
             f'{peak}{text}</a>')
 
@@ -247,87 +284,24 @@ def page_header(title: str, *, nav: str) -> str:
             f'they do not replace reading the study.</div><h1>{esc(title)}</h1>{f"<nav>{nav}</nav>" if nav else ""}</header>')
 
 
+def keys_hint(keys: str) -> str:
+    """The keys of a page (``keys``: markup) and the checkbox that turns them off (WCAG 2.1.4: single-key
+    shortcuts can be turned off); the page's script reads and remembers it."""
+    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" checked> '
+            'Single-key shortcuts</label></span>')
+
+
 def page_footer() -> str:
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f'<footer>capsule-triage {esc(__version__)} \u00b7 written {made} \u00b7 {RUO}</footer>'
 
 
-def html_page(title: str, body: str, script: str) -> str:
+def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:
+    """A whole page: ``header``, then the ``main`` parts in ``<main id="main">``, the footer, the script.
+
+    ``skip``: (target, text) of a link first in the page, shown when it has focus (e.g. past the
+    study page's facts and timeline straight to its events)."""
+    link = f'<a class="skip" href="{esc(skip[0])}">{esc(skip[1])}</a>\n' if skip else ""
+    body = f'{link}{header}\n<main id="main">\n' + "\n".join(main) + f"\n</main>\n{page_footer()}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
             f'initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
-
-
-CSS = """
-:root{--fg:#1d2430;--mut:#5b6575;--bg:#f5f6f8;--card:#fff;--line:#d9dde3;--acc:#b3261e;--acc2:#c77700;--sel:#1f5fbf}
-*{box-sizing:border-box}body{margin:0 auto;max-width:1200px;padding:0 16px 24px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
-h1{font-size:1.45rem;margin:.5rem 0;overflow-wrap:anywhere}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}h3{font-size:.95rem;color:var(--mut);margin:.6rem 0}
-.ruo{background:#fff4ce;border:1px solid #e0c200;border-radius:0 0 6px 6px;padding:6px 12px;font-size:.9rem}
-.warnings ul{margin:0;padding:6px 12px 6px 28px;background:#fff4ce;border:1px solid #e0c200;border-radius:6px}
-header nav{display:flex;gap:1.5rem;margin:.3rem 0}header nav span{color:var(--mut)}
-a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}kbd{border:1px solid var(--line);border-radius:3px;padding:0 4px;background:#fff;font-size:.8rem}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:0 24px;align-items:start}
-.facts dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}
-.facts dt{color:var(--mut)}.facts dd{margin:0;overflow-wrap:anywhere}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px}
-.tile{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}.tile .k{color:var(--mut);font-size:.85rem}
-.tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
-svg.timeline{width:100%;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
-.plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:#99a}.tick{font-size:11px;fill:var(--mut)}
-.area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:#9aa3b0}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:#9aa3b0;stroke-width:.8}
-.thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
-.thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
-.span rect{fill:rgba(179,38,30,.13)}.span circle{fill:var(--acc)}.span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30)}
-.span-label{font-size:10px;fill:var(--acc);font-weight:600}
-.pager{margin:.4rem 0;display:flex;flex-wrap:wrap;gap:4px;align-items:center}.pager a{padding:1px 8px;border:1px solid var(--line);border-radius:4px;background:#fff;text-decoration:none}
-.pager a[aria-current]{background:var(--sel);color:#fff}
-.cards{list-style:none;padding:0;margin:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(172px,1fr));gap:10px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:6px;display:flex;flex-direction:column;gap:2px;scroll-margin:80px}
-.card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
-.card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
-.card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
-.score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
-.page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
-html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}
-figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;background:#111}figcaption{color:var(--mut);font-size:.85rem}
-.scroll{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
-table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:3px 8px;border-bottom:1px solid #eceef1;text-align:right;white-space:nowrap}
-th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n+2),:nth-child(n+8)){text-align:left}.studies td:is(:first-child,:nth-child(n+8)){white-space:normal;overflow-wrap:anywhere}
-tr.peak{background:#fde8e6;font-weight:600}th button{all:unset;cursor:pointer}
-.status.ok{color:#1e7a34}.status.failed{color:var(--acc);font-weight:600}.status.skipped{color:var(--mut)}
-footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
-"""
-
-MAIN_JS = """(function(){
-var data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
-var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');
-document.documentElement.classList.add('js');
-function showPage(p){pages.forEach(function(s,i){s.classList.toggle('current',i===p);});
- links.forEach(function(a,i){if(i===p)a.setAttribute('aria-current','page');else a.removeAttribute('aria-current');});}
-function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
- document.querySelectorAll('.selected').forEach(function(e){e.classList.remove('selected');});
- if(m&&+m[1]>=1&&+m[1]<=ev.length){cur=+m[1]-1;showPage(Math.floor(cur/size));
-  document.querySelectorAll('[data-rank="'+cur+'"]').forEach(function(e){e.classList.add('selected');});
-  var c=document.getElementById(h);if(c)c.scrollIntoView({block:'center'});}
- else if(p){showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
- else{showPage(cur<0?0:Math.floor(cur/size));}}
-function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
- location.hash='#event-'+(i+1);sync();}
-document.addEventListener('keydown',function(e){
- if(e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT)$/.test(e.target.tagName))return;
- var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash),p=/^#page-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
- var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
- if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);
- else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
- else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
- e.preventDefault();});
-window.addEventListener('hashchange',sync);sync();})();"""
-
-DETAIL_JS = """document.addEventListener('keydown',function(e){
-if(e.altKey||e.ctrlKey||e.metaKey)return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
-var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});"""
-
-INDEX_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
-var col=+b.dataset.col,tb=document.querySelector('.studies tbody'),rows=Array.from(tb.rows),dir=b.dataset.dir==='1'?-1:1;
-b.dataset.dir=dir===1?'1':'-1';rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
-na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
-rows.forEach(function(r){tb.appendChild(r);});});});"""

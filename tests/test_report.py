@@ -243,10 +243,94 @@ def test_no_events_says_why_when_the_score_crossed_the_threshold_too_briefly(tmp
 
 
 def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
-    """QA 17: 59.96 s read '0:60.0', and from an hour on times lost their tenths, cut down (3623.75 s: '1:00:23')."""
-    cases = {0.0: "0:00.0", 4.75: "0:04.8", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
+    """QA 17: 59.96 s read '0:60.0', and from an hour on times lost their tenths, cut down (3623.75 s: '1:00:23').
+    QA 23: halves went to the even tenth (3.75 s '0:03.8' but 4.25 s '0:04.2'): half up."""
+    cases = {0.0: "0:00.0", 4.75: "0:04.8", 4.25: "0:04.3", 3.75: "0:03.8", 0.05: "0:00.1", 3600.25: "1:00:00.3", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
              8715.3: "2:25:15.3", 36000.0: "10:00:00.0"}
     assert {k: fmt_clock(k) for k in cases} == cases
+
+
+def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
+    """QA 23 (WCAG 2.4.1, 2.4.3, 1.3.1): no <main> and no skip link; Tab went through every timeline span (117 stops)
+    before the gallery, and each card twice (thumbnail, title); the title link's name was '#1 0:22.8'; the pager was
+    above the gallery only, its links named '2'; nothing printed past the first gallery page or the frames' scroll box."""
+    study = make_study(tmp_path / "s", frames=1400, events=60, event_frames=10)
+    html = write_report(study).read_text()
+    body = html[html.index("<body>"):]
+    assert body.index('<a class="skip" href="#events">Skip to events</a>') < body.index("<header>") < body.index('<main id="main">')
+    assert body.index('<main id="main">') < body.index('id="events"') < body.index("</main>") < body.index("<footer>")
+    spans = re.findall(r'<a class="span[^"]*"[^>]*>', html)
+    assert len(spans) == 60 and all('tabindex="-1"' in a for a in spans)
+    thumbs = re.findall(r'<a class="thumb"[^>]*>', html)
+    assert len(thumbs) == 60 and all('tabindex="-1" aria-hidden="true"' in a for a in thumbs)
+    first = pq.read_table(study / "events.parquet").to_pylist()[0]
+    name = (f'<b>#1</b> {fmt_clock(first["peak_seconds"])}<span class="vh">: peak {first["peak_score"]:.3f}, bleeding, event '
+            f'{fmt_clock(first["start_seconds"])}\u2013{fmt_clock(first["end_seconds"])}</span></a>')
+    assert f'<a class="title" href="report/event-0001.html">{name}' in html
+    pagers = re.findall(r'<nav class="pager" aria-label="([^"]*)">(.*?)</nav>', html)
+    assert [label for label, _ in pagers] == ["Gallery pages", "Gallery pages, below the events"]
+    assert html.index("</nav>", html.index('class="pages"')) > html.rindex('class="card"')  # the second is below the cards
+    assert all('<a href="#page-2" aria-label="Page 2 (events 51\u201360)">2</a>' in links for _, links in pagers)
+    assert '<p id="announce" class="vh" aria-live="polite"></p>' in html
+    assert 'id="shortcuts" checked> Single-key shortcuts</label>' in html
+    assert re.search(r"@media print\{[^@]*\.scroll\{max-height:none;overflow:visible\}[^@]*\.page\{display:block!important\}", html)
+
+
+def test_timeline_is_a_group_described_in_words_from_the_study(tmp_path):
+    """QA 23 (WCAG 1.1.1, 4.1.2): the SVG was role="img" though it holds links, named twice (aria-label and an
+    equal <title>), and said nothing of its data."""
+    study = make_study(tmp_path / "s", frames=400, events=7, event_frames=10)
+    html = write_report(study).read_text()
+    svg = re.search(r'<div class="timeline-scroll"[^>]*><svg class="timeline" ([^>]*)>(<[^>]*>)([^<]*)', html)
+    assert 'role="group"' in svg[1] and svg[1].count("aria-label=") == 1 and 'role="img"' not in svg[1]
+    assert svg[2] == "<desc>"  # the description, and no <title> repeating the name
+    events = pq.read_table(study / "events.parquet").to_pylist()
+    top = "; ".join(f"#{k + 1} {fmt_clock(e['start_seconds'])}\u2013{fmt_clock(e['end_seconds'])}, peak {e['peak_score']:.3f}"
+                    for k, e in enumerate(events[:5]))
+    flagged = 100 * 70 / 400
+    assert svg[3] == esc(f"Score from 0:00.0 to 3:20.0. 7 events shown, highest first: {top}; 2 more. {flagged:.1f}% of frames "
+                         "flagged (in events). Enter threshold 0.500, leave threshold 0.375.")
+    assert re.search(r"\.timeline-scroll\{overflow-x:auto\}svg\.timeline\{[^}]*min-width:640px", html)  # scrolls, text stays readable
+
+
+def _contrast(a: str, b: str = "#ffffff") -> float:
+    def luminance(colour):
+        rgb = [int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_timeline_colours_are_readable_on_white(tmp_path):
+    """QA 23 (WCAG 1.4.3, 1.4.11): the leave threshold's label (#c77700) was 3.46:1, the per-frame line and the axis
+    ticks 2.5:1, and an event span's fill 1.24:1 with no edge."""
+    html = write_report(make_study(tmp_path / "s", frames=200, events=3)).read_text()
+    colour = lambda name: re.search(rf"{name}:(#[0-9a-f]{{6}})", html)[1]
+    assert _contrast(colour("--acc2")) >= 4.5 and _contrast(colour("--faint")) >= 4.5 and _contrast(colour("--acc")) >= 4.5
+    assert ".thr-label.leave{fill:var(--acc2)}" in html and ".raw{fill:none;stroke:var(--faint)" in html
+    assert ".xtick{stroke:var(--faint)}" in html and ".span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}" in html
+    hatch = re.search(r'<pattern id="hatch".*?stroke="(#[0-9a-f]{6})"', html)[1]
+    assert _contrast(hatch) >= 3.0
+
+
+def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
+    """QA 23: an event page listed no keys (and they could not be turned off), its previous/next links did not say they
+    go by rank, its own span was not marked on its timeline, and the frames table had no caption; its scroll box
+    could not be reached by Tab."""
+    study = make_study(tmp_path / "s", frames=60, events=3, event_frames=10)
+    write_report(study)
+    page = (study / "report" / "event-0002.html").read_text()
+    assert '<a rel="prev" href="event-0001.html">\u2190 previous event (#1, higher score)</a>' in page
+    assert '<a rel="next" href="event-0003.html">next event (#3, lower score) \u2192</a>' in page
+    assert "<kbd>u</kbd>/<kbd>Esc</kbd> all events." in page and 'id="shortcuts" checked> Single-key shortcuts' in page
+    spans = re.findall(r'<a class="span([^"]*)"([^>]*)>', page)
+    assert [attrs for cls, attrs in spans if cls] == [' aria-current="true" href="event-0002.html" tabindex="-1" data-rank="1"']
+    assert [cls for cls, _ in spans if cls] == [" selected"]
+    assert '<div class="scroll" tabindex="0" role="region" aria-label="Frames of this event"><table class="frames"><caption>Frames of event #2' in page
+    assert page.index('<main id="main">') < page.index('id="shortcuts"') < page.index("</main>")
+    last = (study / "report" / "event-0003.html").read_text()
+    assert "<span>next event \u2192</span>" in last  # no next: not a link
 
 
 def test_the_timeline_never_draws_a_score_across_a_gap_and_draws_a_single_frame():
@@ -609,6 +693,35 @@ def test_batch_index_in_chromium(tmp_path, browser):
     assert browser.problems() == []
 
 
+def test_batch_index_says_how_to_sort_and_names_its_table(tmp_path):
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    html = write_batch_index(tmp_path).read_text()
+    assert "Click a column title (or Tab to it and press Enter) to sort." in html
+    assert '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch">' in html
+    assert "th button:focus-visible{outline:2px solid" in html  # all:unset took the focus ring away (QA 23)
+    assert html.index('<main id="main">') < html.index('class="studies"') < html.index("</main>")
+
+
+@needs_chromium
+def test_batch_index_sort_is_told_and_shown(tmp_path, browser):
+    """QA 23 (WCAG 1.3.1): a sorted column did not say so (no aria-sort, no arrow)."""
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    browser.load(write_batch_index(tmp_path).as_uri())
+    state = """Array.from(document.querySelectorAll('.studies th')).filter(th => th.hasAttribute('aria-sort')).map(th =>
+        [th.textContent, th.getAttribute('aria-sort'), getComputedStyle(th.querySelector('button'), '::after').content])"""
+    assert browser.eval(state) == []
+    status = "document.querySelector('th button[data-col=\"1\"]').click()"
+    browser.eval(status)
+    assert browser.eval(state) == [["status", "ascending", '" \u25b2" / ""']]
+    browser.eval(status)
+    assert browser.eval(state) == [["status", "descending", '" \u25bc" / ""']]
+    browser.eval("document.querySelector('th button[data-col=\"5\"]').click()")
+    assert browser.eval(state) == [["frames", "ascending", '" \u25b2" / ""']]
+    assert browser.problems() == []
+
+
 @needs_chromium
 def test_batch_index_sorts_paths_as_text_in_natural_order(tmp_path, browser):
     """QA: a column of date-named paths ('2026-11-01/...') was compared with parseFloat: every row 2026,
@@ -625,6 +738,77 @@ def test_batch_index_sorts_paths_as_text_in_natural_order(tmp_path, browser):
     assert browser.eval(ids) == ["d1", "d3", "d2"]
     browser.eval(click.format("frames"))
     assert browser.eval(ids) == ["d2", "d1", "d3"]  # numbers as numbers: 9 < 10 < 100
+    assert browser.problems() == []
+
+
+@needs_chromium
+def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
+    """QA 23: after j the focus stayed on <body> and nothing was announced (WCAG 2.4.3, 4.1.3); single-key shortcuts
+    could not be turned off (2.1.4); on an event page the arrow keys left the page while the frames' scroll box had
+    focus (so it could not be scrolled by keyboard)."""
+    study = make_study(tmp_path / "s", frames=200, events=3)
+    events = pq.read_table(study / "events.parquet").to_pylist()
+    browser.load(write_report(study).as_uri())
+    state = """({focus: document.activeElement.closest('.card') && document.activeElement.closest('.card').id,
+        link: document.activeElement.className, said: document.getElementById('announce').textContent,
+        current: Array.from(document.querySelectorAll('[aria-current="true"]')).map(a => a.closest('.card').id)})"""
+    for key, n in (("j", 1), ("j", 2), ("k", 1)):
+        browser.key(key)
+        e = events[n - 1]
+        assert browser.eval(state) == {"focus": f"event-{n}", "link": "title", "current": [f"event-{n}"],
+                                       "said": f"Event {n} of 3, peak {e['peak_score']:.3f}, at {fmt_clock(e['peak_seconds'])}"}
+    since = len(browser.events)
+    browser.key("Enter")  # the focused link opens its event
+    browser.wait_for("Page.loadEventFired", since)
+    assert browser.eval("location.pathname").endswith("/report/event-0001.html")
+
+    browser.eval("document.querySelector('.scroll').focus()")  # arrows scroll the table, not the study
+    for key in ("ArrowRight", "ArrowLeft", "j"):
+        browser.key(key)
+    time.sleep(0.3)
+    assert browser.eval("location.pathname").endswith("/report/event-0001.html")
+    assert browser.eval("document.activeElement.getAttribute('aria-label')") == "Frames of this event"
+    browser.eval("document.activeElement.blur()")
+    since = len(browser.events)
+    browser.key("ArrowRight")
+    browser.wait_for("Page.loadEventFired", since)
+    assert browser.eval("location.pathname").endswith("/report/event-0002.html")
+
+    browser.eval("document.getElementById('shortcuts').click()")  # off: remembered, here and on the study page
+    browser.eval("document.activeElement.blur()")
+    browser.key("j")
+    time.sleep(0.3)
+    assert browser.eval("location.pathname").endswith("/report/event-0002.html")
+    browser.load((study / REPORT_FILE).as_uri())
+    assert browser.eval("document.getElementById('shortcuts').checked") is False
+    browser.key("j")
+    time.sleep(0.3)
+    assert browser.eval("location.hash") == "" and browser.eval("document.getElementById('announce').textContent") == ""
+    browser.eval("document.getElementById('shortcuts').click()")
+    browser.eval("document.activeElement.blur()")
+    browser.key("j")
+    assert browser.eval("location.hash") == "#event-1"
+    assert browser.problems() == []
+
+
+@needs_chromium
+def test_pages_reflow_at_360_px(tmp_path, browser):
+    """QA 23 (WCAG 1.4.10): at 320-360 px the facts and the event page's figure ran past the right edge (a
+    340 px grid column), and the timeline shrank its text to 3 px: no page scrolls sideways now, and the timeline
+    keeps its size in a box of its own that does."""
+    make_study(tmp_path / "s1", frames=200, events=3, name="a-rather-long-study-file-name-of-a-capsule-video.mp4")
+    _studies_parquet(tmp_path)
+    write_report(tmp_path / "s1")
+    browser.send("Emulation.setDeviceMetricsOverride", width=360, height=740, deviceScaleFactor=1, mobile=False)
+    widths = """({page: document.documentElement.scrollWidth, view: document.documentElement.clientWidth,
+        svg: (s => s && s.getBoundingClientRect().width)(document.querySelector('svg.timeline')),
+        box: (b => b && b.scrollWidth > b.clientWidth)(document.querySelector('.timeline-scroll'))})"""
+    for page in (tmp_path / "s1" / REPORT_FILE, tmp_path / "s1" / "report" / "event-0001.html", tmp_path / INDEX_FILE):
+        browser.load(page.as_uri())
+        got = browser.eval(widths)
+        assert got["page"] <= got["view"] <= 360, (page.name, got)
+        if page.name != INDEX_FILE:
+            assert got["svg"] >= 640 and got["box"], (page.name, got)
     assert browser.problems() == []
 
 

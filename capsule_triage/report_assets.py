@@ -1,0 +1,106 @@
+"""What the review pages inline: the stylesheet, and the plain scripts of the study page (MAIN_JS),
+an event page (DETAIL_JS) and a batch's index (INDEX_JS). No fonts, images or scripts from
+elsewhere: each page stays one self-contained file.
+"""
+
+CSS = """
+:root{--fg:#1d2430;--mut:#5b6575;--bg:#f5f6f8;--card:#fff;--line:#d9dde3;--acc:#b3261e;--acc2:#8f5200;--sel:#1f5fbf;--faint:#6b7280}
+*{box-sizing:border-box}body{margin:0 auto;max-width:1200px;padding:0 16px 24px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
+h1{font-size:1.45rem;margin:.5rem 0;overflow-wrap:anywhere}h2{font-size:1.1rem;margin:1.2rem 0 .4rem}h3{font-size:.95rem;color:var(--mut);margin:.6rem 0}
+.ruo{background:#fff4ce;border:1px solid #e0c200;border-radius:0 0 6px 6px;padding:6px 12px;font-size:.9rem}
+.warnings ul{margin:0;padding:6px 12px 6px 28px;background:#fff4ce;border:1px solid #e0c200;border-radius:6px}
+header nav{display:flex;flex-wrap:wrap;gap:.2rem 1.5rem;margin:.3rem 0}header nav span{color:var(--mut)}
+a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}kbd{border:1px solid var(--line);border-radius:3px;padding:0 4px;background:#fff;font-size:.8rem}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(340px,100%),1fr));gap:0 24px;align-items:start}
+.facts dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}
+.facts dt{color:var(--mut)}.facts dd{margin:0;overflow-wrap:anywhere}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px}
+.tile{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}.tile .k{color:var(--mut);font-size:.85rem}
+.tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
+.timeline-scroll{overflow-x:auto}svg.timeline{width:100%;min-width:640px;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
+.plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:var(--faint)}.tick{font-size:11px;fill:var(--mut)}
+.area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:var(--faint)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:var(--faint);stroke-width:.8}
+.thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
+.thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
+.span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}.span circle{fill:var(--acc)}
+.span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30);stroke:var(--sel)}
+.span-label{font-size:10px;fill:var(--acc);font-weight:600}
+.pager{margin:.4rem 0;display:flex;flex-wrap:wrap;gap:4px;align-items:center}.pager a{padding:1px 8px;border:1px solid var(--line);border-radius:4px;background:#fff;text-decoration:none}
+.pager a[aria-current]{background:var(--sel);color:#fff}
+.cards{list-style:none;padding:0;margin:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(172px,1fr));gap:10px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:6px;display:flex;flex-direction:column;gap:2px;scroll-margin:80px}
+.card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
+.card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
+.card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
+.score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
+.page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
+html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}
+figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;background:#111}figcaption{color:var(--mut);font-size:.85rem}
+.scroll{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
+table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:3px 8px;border-bottom:1px solid #eceef1;text-align:right;white-space:nowrap}
+th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n+2),:nth-child(n+8)){text-align:left}.studies td:is(:first-child,:nth-child(n+8)){white-space:normal;overflow-wrap:anywhere}
+tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
+th button{all:unset;cursor:pointer}th button:focus-visible{outline:2px solid var(--sel);outline-offset:2px}
+th[aria-sort=ascending] button::after{content:" \u25b2";content:" \u25b2"/""}th[aria-sort=descending] button::after{content:" \u25bc";content:" \u25bc"/""}
+.status.ok{color:#1e7a34}.status.failed{color:var(--acc);font-weight:600}.status.skipped{color:var(--mut)}
+footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
+.vh,.skip:not(:focus){position:absolute;width:1px;height:1px;margin:-1px;padding:0;border:0;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
+.skip{position:absolute;left:8px;top:8px;z-index:1;background:#fff;padding:4px 10px;border:2px solid var(--sel);border-radius:4px}
+.keys label{white-space:nowrap;margin-left:.5rem}
+@media print{.scroll{max-height:none;overflow:visible}.timeline-scroll{overflow:visible}.page{display:block!important}
+ .pager,.keys,.skip{display:none}th{position:static}}
+"""
+
+# The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of
+# report_svg.keys_hint, whose state is remembered in localStorage (file:// pages may refuse it: then it
+# is on at each load); skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier
+# held, focus in a form field or button, or in a scroll box (.scroll: its arrow keys scroll it).
+_KEYS_JS = """var box=document.getElementById('shortcuts');
+try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}
+if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
+function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
+ ||!!(e.target.closest&&e.target.closest('.scroll'));}
+"""
+
+# j/k move to the next/previous card: its title link gets focus and aria-current, and #announce (a
+# polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5".
+MAIN_JS = """(function(){""" + _KEYS_JS + """
+var live=document.getElementById('announce'),data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
+var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');
+document.documentElement.classList.add('js');
+function showPage(p){pages.forEach(function(s,i){s.classList.toggle('current',i===p);});
+ links.forEach(function(a){if(a.getAttribute('href')==='#page-'+(p+1))a.setAttribute('aria-current','page');else a.removeAttribute('aria-current');});}
+function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
+ document.querySelectorAll('.selected').forEach(function(e){e.classList.remove('selected');});
+ document.querySelectorAll('.card a[aria-current]').forEach(function(a){a.removeAttribute('aria-current');});
+ if(m&&+m[1]>=1&&+m[1]<=ev.length){cur=+m[1]-1;showPage(Math.floor(cur/size));
+  document.querySelectorAll('[data-rank="'+cur+'"]').forEach(function(e){e.classList.add('selected');});
+  var c=document.getElementById(h);if(c){c.scrollIntoView({block:'center'});c.querySelector('a.title').setAttribute('aria-current','true');}}
+ else if(p){showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
+ else{showPage(cur<0?0:Math.floor(cur/size));}}
+function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
+ location.hash='#event-'+(i+1);sync();
+ var a=document.querySelector('#event-'+(i+1)+' a.title');if(a)a.focus({preventScroll:true});
+ if(live)live.textContent='Event '+(i+1)+' of '+ev.length+', peak '+ev[i].peak+', at '+ev[i].time;}
+document.addEventListener('keydown',function(e){
+ if(skipKey(e))return;
+ var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash),p=/^#page-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
+ var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
+ if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);
+ else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
+ else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
+ e.preventDefault();});
+window.addEventListener('hashchange',sync);sync();})();"""
+
+DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){
+if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
+var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});})();"""
+
+# A column sorts ascending, again descending; its th says which (aria-sort, and an arrow from the CSS).
+INDEX_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
+var th=b.parentNode,col=+b.dataset.col,tb=document.querySelector('.studies tbody'),rows=Array.from(tb.rows),
+dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
+document.querySelectorAll('th[aria-sort]').forEach(function(h){h.removeAttribute('aria-sort');});
+th.setAttribute('aria-sort',dir===1?'ascending':'descending');rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
+na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
+rows.forEach(function(r){tb.appendChild(r);});});});"""
