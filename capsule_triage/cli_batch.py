@@ -64,10 +64,6 @@ def batch_command(
         typer.echo(printable(f"Warning: {input_dir}: no studies found (video files, or folders directly holding frame images)"), err=True)
     for line in result.warnings:
         typer.echo(printable(f"Warning: {line}"), err=True)
-    folders = sum(r["kind"] == "frames" and r["status"] in ("ok", "skipped") for r in result.rows)
-    if folders and fps is None:  # QA 22: a 4 fps export read at 2 fps had every time off by 2x, without a word
-        typer.echo(f"Warning: {folders} frame-folder {'study' if folders == 1 else 'studies'} read at the preset's frame rate "
-                   "(the images carry no times): give --fps F if that is not their rate", err=True)
     counts = result.counts
     rate = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
     pending = f", {counts['pending']} pending" if counts.get("pending") else ""

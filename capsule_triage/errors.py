@@ -54,10 +54,11 @@ class DataWarning(UserWarning):
 
 
 def unexpanded_home(path: str | Path) -> str | None:
-    """The ``~`` or ``~user`` a path begins with when no such file is here: the shell left it as it was
-    (quoted), and the path does not mean the home folder the user meant."""
+    """The ``~`` or ``~user`` (of a user this machine has) a relative path begins with: the shell left it
+    as it was (quoted), so the path does not mean the home folder the user meant. Other names that begin
+    with ``~`` (``~clip.mp4``, its default output ``~clip_triage``) are names like any other."""
     first = Path(path).parts[0] if Path(path).parts else ""
-    return first if first.startswith("~") and not os.path.lexists(first) else None
+    return first if first.startswith("~") and os.path.expanduser(first) != first else None
 
 
 def unexpanded_note(path: str | Path) -> str:

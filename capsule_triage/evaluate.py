@@ -171,9 +171,9 @@ def evaluate(
     except torch.OutOfMemoryError:
         raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
                                       "use a smaller --batch-size") from None
-    result = {"model": config.name, "architecture": config.architecture, "weights": str(weights), "backend": backend,
-              "device": result_device,
-              "weights_sha256": None, "data": str(data), "split": split, "border": config.border,
+    result = {"model": config.name, "architecture": config.architecture, "weights": str(Path(weights).absolute()), "backend": backend,
+              "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
+              "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
               **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
@@ -327,11 +327,13 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
                "abnormal": positive, "score": score, "flagged": score >= config.threshold}
     columns.update({f"prob_{name}": probs[:, i] for i, name in enumerate(config.class_names)})
-    meta = {"model": config.name, "threshold": str(config.threshold), "split": result["split"], "border": config.border}
+    meta = {"model": config.name, "weights_sha256": result["weights_sha256"], "threshold": str(config.threshold),
+            "split": result["split"], "border": config.border}  # on every table: each is read alone (QA 20)
     pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")
-    pq.write_table(pa.table(metrics.threshold_table(positive, score)), out / "thresholds.parquet")
+    pq.write_table(pa.table(metrics.threshold_table(positive, score)).replace_schema_metadata(meta), out / "thresholds.parquet")
     if "groups" in result:
-        pq.write_table(pa.table(metrics.group_table(np.array(images.groups), positive, score, config.threshold)), out / "groups.parquet")
+        groups = metrics.group_table(np.array(images.groups), positive, score, config.threshold)
+        pq.write_table(pa.table(groups).replace_schema_metadata(meta), out / "groups.parquet")
     else:  # not left over from an earlier evaluation into the same folder
         (out / "groups.parquet").unlink(missing_ok=True)
     curves = {"abnormal": metrics.roc_curve(positive, score)[:2]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
     check_section_name(section)
     numbers = card_numbers(result)
     cm = numbers["confusion_matrix"]
-    lines = [f"Data: `{result['data']}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
+    lines = [f"Data: `{os.path.relpath(result['data'])}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
              f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
              + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",

@@ -43,7 +43,8 @@ def check_expanded(path: Path) -> None:
     made a folder named ``~`` here, one ``rm -rf ~`` away from losing the home folder)."""
     if tilde := unexpanded_home(path):
         raise OutputError(path, f"begins with {tilde!r}, which the shell did not expand (quoted?): it would create a folder "
-                                f"named {tilde!r} in {Path.cwd()}; give the path unquoted or with $HOME")
+                                f"named {tilde!r} in {Path.cwd()}; give the path unquoted or with $HOME (a folder really "
+                                "named so: its full path)")
 
 
 def check_creatable(path: Path) -> None:

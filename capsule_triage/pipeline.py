@@ -32,7 +32,7 @@ from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
 from .frames_at import iter_frames_at
-from .reader import ReadOptions, probe, read_frames
+from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .digests import file_sha256
@@ -166,12 +166,13 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
     )
 
 
-def _assumed_rate(info, read: ReadOptions, options: RunOptions) -> str | None:
-    """A frame folder read at a rate nobody gave for it (QA 22: times silently off by 2x for 4 fps exports)."""
-    if info.kind != "frames" or options.folder_fps is not None or read.timestamps_csv is not None:
+def _assumed_rate(info: SourceInfo, read: ReadOptions, options: RunOptions) -> str | None:
+    """A frame folder read at the default rate without anyone giving it (QA 22: times silently off by 2x
+    for 4 fps exports); a preset that sets another rate for its recorder is taken at its word."""
+    if info.kind != "frames" or options.folder_fps is not None or read.timestamps_csv is not None or read.folder_fps != DEFAULT_FOLDER_FPS:
         return None
-    return (f"{info.path}: frames read at {read.folder_fps:g} frames/s (the preset's folder_fps; the images carry no times): "
-            "give --fps F or --timestamps CSV if that is not their rate")
+    return (f"{info.path}: frames read at {read.folder_fps:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
+            "images carry no times): give --fps F or --timestamps CSV if that is not their rate")
 
 
 def read_batch_size(preset: int, classifier: Classifier, requested: int | None = None) -> int:
@@ -370,11 +371,13 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
     scoring = stage_seconds["decode_and_score"]
     read_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()
                    if info.kind == "frames" or k not in ("folder_fps", "timestamps_csv")}  # a video's times are its own
+    if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
+        read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
         "source": {**info.to_dict(), "path": str(input_path.absolute())},  # as input.path, not as typed
-        "pipeline": {"name": pipeline.name, "source": str(pipeline.source)},
+        "pipeline": {"name": pipeline.name, "source": str(Path(pipeline.source).absolute())},
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
         "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
         "frames_decoded": n,

@@ -203,7 +203,9 @@ def _rate(run: dict, src: dict) -> str | None:
         return None
     read = run.get("parameters", {}).get("read", {})
     origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if read.get("timestamps_csv")
-              else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)")
+              else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
+              else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
+              if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
     return f"{src['average_fps']:.2f} frames/s{origin}"
 
 
@@ -238,7 +240,9 @@ def _warnings(run: dict) -> str:
     """The run's Warning: lines (a backend the agreement check rejected, scores checked for other event
     settings, weights unlike their preset's, a cached copy of hub weights), which the console showed
     once and the reviewer would not see: "" when there are none."""
-    lines = [*((run.get("model") or {}).get("backend_selection") or {}).get("warnings", []), *run.get("warnings", [])]
+    unread = (run.get("source") or {}).get("unread") or []
+    lines = [*((run.get("model") or {}).get("backend_selection") or {}).get("warnings", []), *run.get("warnings", []),
+             *([f"not read: {'; '.join(map(str, unread))}"] if unread else [])]  # as the console's "not read:" line
     if not lines:
         return ""
     items = "".join(f"<li>{esc(line)}</li>" for line in dict.fromkeys(map(str, lines)))
@@ -249,7 +253,7 @@ def _backend(model: dict) -> str | None:
     """"ov-fp32 (fastest accepted in backends.json ...)": what scored the frames and why (QA 20: not on the page)."""
     backend = model.get("backend")
     reason = (model.get("backend_selection") or {}).get("reason")
-    return f"{backend} ({reason})" if backend and reason else backend
+    return f"{backend} \u2014 {reason}" if backend and reason else backend
 
 
 def _summary(frames: int, flagged: int, events: int, duration: float) -> str:

@@ -54,16 +54,17 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of
 # report_svg.keys_hint, whose state is remembered in localStorage (file:// pages may refuse it: then it
 # is on at each load); skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier
-# held, focus in a form field or button, or in a scroll box (.scroll: its arrow keys scroll it).
+# held, focus in a form field or button, or in a scroll box (.scroll, .timeline-scroll: its arrow keys scroll it).
 _KEYS_JS = """var box=document.getElementById('shortcuts');
 try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}
 if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
 function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
- ||!!(e.target.closest&&e.target.closest('.scroll'));}
+ ||!!(e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """
 
 # j/k move to the next/previous card: its title link gets focus and aria-current, and #announce (a
-# polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5".
+# polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
+# announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing.
 MAIN_JS = """(function(){""" + _KEYS_JS + """
 var live=document.getElementById('announce'),data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
 var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');
@@ -81,7 +82,8 @@ function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page
 function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
  location.hash='#event-'+(i+1);sync();
  var a=document.querySelector('#event-'+(i+1)+' a.title');if(a)a.focus({preventScroll:true});
- if(live)live.textContent='Event '+(i+1)+' of '+ev.length+', peak '+ev[i].peak+', at '+ev[i].time;}
+ if(live)live.textContent='Event '+(i+1)+' of '+ev.length+', peak '+ev[i].peak+', at '+ev[i].time
+  +(ev.length>1&&i===ev.length-1?' (last event)':ev.length>1&&i===0?' (first event)':'');}
 document.addEventListener('keydown',function(e){
  if(skipKey(e))return;
  var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash),p=/^#page-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
@@ -90,7 +92,9 @@ document.addEventListener('keydown',function(e){
  else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
  else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
  e.preventDefault();});
-window.addEventListener('hashchange',sync);sync();})();"""
+window.addEventListener('hashchange',sync);sync();
+window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});});
+})();"""
 
 DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){
 if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];

@@ -426,7 +426,7 @@ def test_an_explicit_rejected_backend_runs_but_says_so(optimized, tmp_path):
     assert selection["agreement"]["check_frames"] == report["check_frames"] and "check_frames_uncertain" in selection["agreement"]
     assert selection["tuning"] == rejected["tuning"]  # QA 21: it ran untuned (3x slower, 2x the memory in triage bench)
     page = (out / "report.html").read_text()  # the reviewer is told too (QA 20: only the console said it)
-    assert "<dt>Backend</dt><dd>ort-int8 (" in page and html.escape(warning[len("Warning: "):]) in page
+    assert "<dt>Backend</dt><dd>ort-int8 \u2014 " in page and html.escape(warning[len("Warning: "):]) in page
 
 
 def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_named(optimized, tmp_path):

@@ -155,7 +155,7 @@ def test_a_folder_named_like_a_preset_in_the_working_folder_does_not_hide_the_pr
     (tmp_path / "gastric-3class-resnet50").write_text("not a preset")
     assert find_preset("capsule-bleeding") == project_home() / "pipelines" / "capsule-bleeding.toml"
     assert load_pipeline("gastric-3class-resnet50").name == "gastric-3class-resnet50"
-    with pytest.raises(PresetError, match="pipeline preset file not found"):
+    with pytest.raises(PresetError, match="is a folder, not a pipeline preset file"):
         find_preset("./capsule-bleeding")
     (tmp_path / "mine").write_text((project_home() / "pipelines" / "capsule-bleeding.toml").read_text())
     assert find_preset("mine") == Path("mine")  # a preset file of the user's own, without the suffix

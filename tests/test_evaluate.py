@@ -63,6 +63,10 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
     assert predictions.schema.metadata[b"split"] == b"test"
     assert pq.read_table(tmp_path / "eval" / "thresholds.parquet").num_rows == 101
     assert pq.read_table(tmp_path / "eval" / "groups.parquet").num_rows == result["groups"]["n_groups"]
+    for table in ("predictions", "thresholds", "groups"):  # QA 20: thresholds and groups said nothing of what made them
+        meta = pq.read_schema(tmp_path / "eval" / f"{table}.parquet").metadata
+        assert meta[b"weights_sha256"].decode() == result["weights_sha256"] and meta[b"split"] == b"test"
+    assert (saved["weights"], saved["data"]) == (str(weights_copy.absolute()), str(small_manifest.absolute()))
     roc = cv2.imread(str(tmp_path / "eval" / "roc.png"))
     assert roc is not None and roc.shape == (480, 480, 3)
 

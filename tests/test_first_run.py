@@ -3,6 +3,7 @@ with, and the mistakes typed in a first hour (a quoted ``~``, a frame folder wit
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 
@@ -45,13 +46,19 @@ def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weigh
     done = triage("run", "study.mp4", "--weights", random_weights, "--out", "~/x", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"Error: ~/x: begins with '~', which the shell did not expand (quoted?): it would create a folder named '~' in {tmp_path}; "
-        "give the path unquoted or with $HOME"), done.stderr
+        "give the path unquoted or with $HOME (a folder really named so: its full path)"), done.stderr
     done = triage("batch", ".", "--out", "~/nightly", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("Error: ~/nightly: begins with '~'"), done.stderr
     done = triage("batch", "~/studies", "--out", "nightly", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         f"Error: {tmp_path / '~/studies'}: input folder not found ('~' was not expanded by the shell: quoted?)"), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.mp4"]
+    # review rev21: names that merely begin with '~' are names (the first fix refused the default output '~clip_triage')
+    shutil.copy(DEMO_CLIP, tmp_path / "~clip.mp4")
+    for args in (("./~clip.mp4",), ("./~clip.mp4", "--out", "./~out")):
+        done = triage("run", *args, "--weights", random_weights, "--quiet", "--no-report", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "~clip_triage" / "run.json").is_file() and (tmp_path / "~out" / "run.json").is_file()
     done = triage("run", "~/study.mp4", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted?)")
@@ -76,10 +83,12 @@ def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weight
     """A 4 fps export read at the preset's 2 fps had every time off by 2x, and nothing said so."""
     folder = write_frame_folder(_demo_frames(), tmp_path / "export")
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
-    line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps; the images carry no times): "
+    line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps, a typical capsule rate; the images carry no times): "
             "give --fps F or --timestamps CSV if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
-    assert json.loads((tmp_path / "a" / "run.json").read_text())["warnings"] == [line]
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["warnings"] == [line] and run["parameters"]["read"]["folder_fps_from"] == "preset"
+    assert html.escape("(the preset's folder_fps 2: the images carry no times)") in (tmp_path / "a" / "report.html").read_text()
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "4")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((tmp_path / "b" / "run.json").read_text())["warnings"] == []
@@ -91,8 +100,9 @@ def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
     write_frame_folder(_demo_frames(), tmp_path / "in" / "export")
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "clip.mp4")
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
-    assert done.returncode == 0 and done.stderr.strip() == ("Warning: 1 frame-folder study read at the preset's frame rate (the images "
-                                                            "carry no times): give --fps F if that is not their rate"), done.stderr
+    line = "1 frame-folder study read at 2 frames/s, the preset's rate (the images carry no times): give --fps F if that is not their rate"
+    assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
+    assert f"warning {line}" in (tmp_path / "o1" / "batch.log").read_text()
     assert "2 studies: 2 ok" in done.stdout
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o2", "--weights", random_weights, "--no-report",
                   "--fps", "4", "--threshold", "0.3", "--top-k", "2", "--batch-size", "8", "--skip-duplicates", "1.5")

@@ -164,12 +164,14 @@ def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_
     run["model"].update(weights_path="/models/<mine>", backend="ort-int8",
                         backend_selection={"backend": "ort-int8", "reason": "asked for (--backend)", "warnings": [rejected]})
     run["warnings"] = ["ov-fp32 was checked for other event settings", rejected]
+    run["source"]["unread"] = ["images in 1 subfolder: part2/ (6)"]  # review rev21: the console's "not read:" line too
     (study / "run.json").write_text(json.dumps(run))
     page = write_report(study).read_text()
     assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page
-    assert "<dt>Backend</dt><dd>ort-int8 (asked for (--backend))</dd>" in page
+    assert "<dt>Backend</dt><dd>ort-int8 \u2014 asked for (--backend)</dd>" in page
     box = page[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
-    assert box.count("<li>") == 2 and rejected in box and "checked for other event settings" in box  # each line once
+    assert box.count("<li>") == 3 and rejected in box and "checked for other event settings" in box  # each line once
+    assert "<li>not read: images in 1 subfolder: part2/ (6)</li>" in box
 
 
 @pytest.mark.parametrize("card, expected", [
@@ -752,21 +754,23 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
     state = """({focus: document.activeElement.closest('.card') && document.activeElement.closest('.card').id,
         link: document.activeElement.className, said: document.getElementById('announce').textContent,
         current: Array.from(document.querySelectorAll('[aria-current="true"]')).map(a => a.closest('.card').id)})"""
-    for key, n in (("j", 1), ("j", 2), ("k", 1)):
+    for key, n in (("j", 1), ("j", 2), ("j", 3), ("j", 3), ("k", 2), ("k", 1)):
         browser.key(key)
-        e = events[n - 1]
+        e, end = events[n - 1], {1: " (first event)", 3: " (last event)"}.get(n, "")  # rev21: j at the end said nothing new
         assert browser.eval(state) == {"focus": f"event-{n}", "link": "title", "current": [f"event-{n}"],
-                                       "said": f"Event {n} of 3, peak {e['peak_score']:.3f}, at {fmt_clock(e['peak_seconds'])}"}
+                                       "said": f"Event {n} of 3, peak {e['peak_score']:.3f}, at {fmt_clock(e['peak_seconds'])}{end}"}
     since = len(browser.events)
     browser.key("Enter")  # the focused link opens its event
     browser.wait_for("Page.loadEventFired", since)
     assert browser.eval("location.pathname").endswith("/report/event-0001.html")
 
-    browser.eval("document.querySelector('.scroll').focus()")  # arrows scroll the table, not the study
-    for key in ("ArrowRight", "ArrowLeft", "j"):
-        browser.key(key)
-    time.sleep(0.3)
-    assert browser.eval("location.pathname").endswith("/report/event-0001.html")
+    for box in (".scroll", ".timeline-scroll"):  # arrows scroll the table (or the timeline: rev21), not the study
+        browser.eval(f"document.querySelector('{box}').focus()")
+        for key in ("ArrowRight", "ArrowLeft", "j"):
+            browser.key(key)
+        time.sleep(0.3)
+        assert browser.eval("location.pathname").endswith("/report/event-0001.html")
+    browser.eval("document.querySelector('.scroll').focus()")
     assert browser.eval("document.activeElement.getAttribute('aria-label')") == "Frames of this event"
     browser.eval("document.activeElement.blur()")
     since = len(browser.events)
@@ -862,9 +866,13 @@ def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
     study = make_study(tmp_path / "s", frames=20, events=0)
     run = json.loads((study / "run.json").read_text())
     run["source"]["kind"] = "frames"
-    for read, shown in (({"folder_fps": 2.0, "timestamps_csv": None}, "2.00 frames/s (--fps 2: the images carry no times)"),
+    for read, shown in (({"folder_fps": 2.0, "timestamps_csv": None, "folder_fps_from": "--fps"}, "2.00 frames/s (--fps 2: the images carry no times)"),
+                        # review rev21: it said "--fps 2" when no --fps was given
+                        ({"folder_fps": 2.0, "timestamps_csv": None, "folder_fps_from": "preset"},
+                         "2.00 frames/s (the preset's folder_fps 2: the images carry no times)"),
+                        ({"folder_fps": 2.0, "timestamps_csv": None}, "2.00 frames/s (the images carry no times)"),  # older run.json
                         ({"folder_fps": 2.0, "timestamps_csv": "/data/t.csv"}, "2.00 frames/s (times from the --timestamps CSV)")):
         (study / "run.json").write_text(json.dumps({**run, "parameters": {**run["parameters"], "read": read}}))
-        assert shown in write_report(study).read_text()
+        assert esc(shown) in write_report(study).read_text()
     (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "kind": "video"}}))
     assert "2.00 frames/s</dd>" in write_report(study).read_text()

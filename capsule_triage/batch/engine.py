@@ -1,36 +1,31 @@
-"""Running a batch: :func:`run_batch` (arguments, lock, engine, summary) and the local engine.
+"""Running a batch: :func:`run_batch` (arguments, lock, engine, summary).
 
-The local engine runs :class:`~.worker.StudyWorker` in-process (one worker) or in a pool of spawned
-processes (``--workers N``, one model each, one per GPU by default); ``--engine ray`` uses
-:class:`~.ray_engine.RayEngine`, imported only then (``ray`` is optional).
+The studies run on :class:`~.local_engine.LocalEngine` (in-process or a process pool) or, with
+``--engine ray``, :class:`~.ray_engine.RayEngine`, imported only then (``ray`` is optional).
 """
 
 from __future__ import annotations
 
-import errno
-import gc
 import json
 import os
 import shutil
-import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..outputs import RUN_FILE, check_expanded
-from ..pipeline import RunOptions, hashed_state, resolve_weights, source_state
+from ..pipeline import RunOptions, resolve_weights, source_state
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
+from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import Progress, file_logger, orphan_folders, summary_row, write_index, write_summary
-from .worker import (StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, completed_run, pipeline_fingerprint,
-                     record_failure, unchanged_input_sha)
+from .summary import Progress, assumed_rate_warning, file_logger, orphan_folders, summary_row, write_index, write_summary
+from .worker import WorkerContext, WorkerSetupError, completed_run, pipeline_fingerprint, unchanged_input_sha
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)
@@ -138,7 +133,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
-        info = {"input_dir": str(input_dir.absolute()), "out_dir": str(out_dir.absolute()), "started": started_at, "engine": options.engine,
+        info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {})}
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
@@ -187,8 +182,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     wall = time.perf_counter() - progress.started
     batch = {
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
-        "pipeline": {"name": ctx.pipeline.name, "source": str(ctx.pipeline.source)},
-        "weights": str(Path(ctx.weights).absolute()) if ctx.weights else ctx.pipeline.weights, "pipeline_fingerprint": ctx.fingerprint,
+        "pipeline": {"name": ctx.pipeline.name, "source": os.path.abspath(ctx.pipeline.source)},
+        "weights": os.path.abspath(ctx.weights), "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies),
@@ -205,11 +200,14 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
             (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
         except OSError:
             pass
+    if rate := assumed_rate_warning(ctx.out_dir, rows):
+        progress.log(f"warning {rate}")
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s")
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
+    warnings += [rate] if rate else []
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
@@ -249,153 +247,4 @@ def _make_engine(options: BatchOptions):
         from .ray_engine import RayEngine
 
         return RayEngine(options)
-    return _LocalEngine(options)
-
-
-# ---------------------------------------------------------------- local engine
-
-
-class _LocalEngine:
-    """In-process (one worker) or a process pool; one model per worker, one worker per GPU by default."""
-
-    def __init__(self, options: BatchOptions):
-        from ..device import device_name
-
-        device = device_name(options.device)
-        self.device_type = device.split(":")[0]
-        if device == "cuda":  # every GPU, one worker each
-            import torch
-
-            self.devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        else:
-            self.devices = [device]
-        self.workers = options.workers or (len(self.devices) if self.device_type == "cuda" else 1)
-
-    def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
-        run_local(studies, ctx, workers=self.workers, devices=self.devices, on_outcome=on_outcome)
-
-    def close(self) -> None:
-        pass
-
-
-def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices: list[str],
-              on_outcome: Callable[[StudyOutcome], None]) -> None:
-    """One worker in-process (hashing the next study in a background thread), or a process pool.
-
-    With one worker, while study k is decoded and scored (decode already overlaps inference inside
-    :func:`~capsule_triage.pipeline.triage_study`), a thread checks whether study k+1 is already
-    complete: by its recorded file state, else by hashing it (reading all of its bytes, which also
-    brings them into the page cache).
-    """
-    if workers <= 1:
-        from ..background import prefetch
-
-        worker = StudyWorker(replace(ctx, device=devices[0]))
-        for study, hashed in prefetch(_hashed(studies, ctx), depth=1):
-            sha, state = hashed or (None, None)
-            on_outcome(worker.run(study, input_sha=sha, input_state=state))  # the worker checks the state still holds
-        return
-    try:
-        return _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
-    except OSError as exc:  # a process limit, not a study's fault: one line instead of multiprocessing's traceback
-        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN):
-            raise
-        problem = exc.strerror
-    import resource
-
-    gc.collect()  # the pool's semaphores, kept by the exception's frames until now ("leaked semaphore" warnings at exit)
-    raise WorkerSetupError("--workers", f"cannot start {workers} worker processes ({problem}; open-file limit `ulimit -n` "
-                                        f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}): raise the limit or use fewer --workers")
-
-
-def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, tuple[str, tuple] | None]]:
-    """Each study with its input hash and the file state that held while it was taken (the worker
-    trusts the hash only if the state still holds when it gets to the study), or None."""
-    for study in studies:
-        try:
-            state = source_state(study.path)
-            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.fingerprint, state)
-            yield study, ((known, state) if known else hashed_state(study.path))
-        except Exception:  # noqa: BLE001 - the worker reports it
-            yield study, None
-
-
-_POOL_WORKER: StudyWorker | None = None
-
-
-def _pool_init(ctx: WorkerContext, devices, parent_pid: int) -> None:
-    global _POOL_WORKER
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
-    import threading
-
-    from tqdm import tqdm
-
-    # tqdm's default lock is a multiprocessing semaphore; a worker killed on Ctrl-C never unregisters it, and
-    # the resource tracker then warns of a leak. Workers draw no progress bars: a thread lock is enough.
-    tqdm.set_lock(threading.RLock())
-    _POOL_WORKER = StudyWorker(replace(ctx, device=devices.get()))
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this process when the batch process dies, even by SIGKILL (Linux).
-
-    Without it a killed batch left its workers running: they finished their studies into OUT_DIR
-    without the lock, while a re-run had already recovered the stale lock (QA, 2026-12-01).
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def _pool_run(study: Study) -> StudyOutcome:
-    return _POOL_WORKER.run(study)
-
-
-def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
-    """``workers`` spawned processes, each with its own model (one per GPU on CUDA)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    mp = multiprocessing.get_context("spawn")
-    queue = mp.Queue()
-    for i in range(workers):
-        queue.put(devices[i % len(devices)])
-    threads = max(1, (ctx.threads or available_cpus()) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
-                               initargs=(replace(ctx, threads=threads), queue, os.getpid()))
-    try:
-        futures = {pool.submit(_pool_run, study): study for study in studies}
-        for future in as_completed(futures):
-            try:
-                outcome = future.result()
-            except WorkerSetupError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. a crash in a decoder)
-                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process died ({type(exc).__name__})")
-            on_outcome(outcome)
-    except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
-        _kill_workers(pool)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        # Free the pool's semaphores now: a traceback would keep this frame (and them) alive until the
-        # CLI's os._exit, and multiprocessing's resource tracker would then warn of "leaked semaphores".
-        del pool, queue
-        gc.collect()  # the executor sits in reference cycles
-
-
-def _kill_workers(pool) -> None:
-    """Kill the pool's workers (``ProcessPoolExecutor.kill_workers`` from Python 3.14): a study in
-    flight is in OUT_DIR/.work, which run_batch discards, so it is neither installed after the
-    summary was taken (it would be listed as pending) nor waited for."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.kill()
-
-
-def available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return LocalEngine(options)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..errors import TriageError
 from .discovery import Study
-from .engine import BatchOptions, available_cpus
+from .engine import BatchOptions
+from .local_engine import available_cpus
 from .layout import LOCK_FILE
 from .lock import is_stale, read_lock
 from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
@@ -93,7 +94,7 @@ class RayEngine:
                         if handler is not None:  # None: installed outside Python, not ours to put back
                             signal.signal(sig, handler)
         resources = ray.cluster_resources()
-        gpus = 0 if options.device == "cpu" else int(resources.get("GPU", 0))
+        gpus = 0 if options.device.lower() == "cpu" else int(resources.get("GPU", 0))  # 'CPU' as typed
         self.device_type = "cuda" if gpus else "cpu"
         cpus = int(resources.get("CPU", 1))
         # never more actors than the cluster can place now (an unplaceable actor would wait forever)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError
 from ..outputs import RUN_FILE
+from ..reader import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc, write_json_atomic
@@ -53,6 +54,22 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
             record = {}
         row.update(error=record.get("error", error), input_sha256=record.get("input_sha256"))
     return row
+
+
+def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
+    """One line for the frame-folder studies read at the default rate that nobody gave (QA 22: a 4 fps
+    export read at 2 fps without a word; each study's run.json and page say it too), else None."""
+    count = 0
+    for row in rows:
+        if row["kind"] != "frames" or row["status"] not in ("ok", "skipped"):
+            continue
+        try:
+            read = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())["parameters"]["read"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        count += read.get("folder_fps_from") == "preset" and read.get("folder_fps") == DEFAULT_FOLDER_FPS
+    return (f"{count} frame-folder {'study' if count == 1 else 'studies'} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's "
+            "rate (the images carry no times): give --fps F if that is not their rate") if count else None
 
 
 def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:

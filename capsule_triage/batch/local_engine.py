@@ -1,0 +1,168 @@
+"""The local engine of a batch: :class:`~.worker.StudyWorker` in-process (one worker) or in a pool of
+spawned processes (``--workers N``, one model each, one per GPU by default), each killed with the
+batch process (:func:`die_with_parent`). ``--engine ray`` uses :class:`~.ray_engine.RayEngine` instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ..pipeline import hashed_state, source_state
+from .discovery import Study
+from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure, unchanged_input_sha
+
+if TYPE_CHECKING:
+    from .engine import BatchOptions
+
+
+class LocalEngine:
+    """In-process (one worker) or a process pool; one model per worker, one worker per GPU by default."""
+
+    def __init__(self, options: BatchOptions):
+        from ..device import device_name
+
+        device = device_name(options.device)
+        self.device_type = device.split(":")[0]
+        if device == "cuda":  # every GPU, one worker each
+            import torch
+
+            self.devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        else:
+            self.devices = [device]
+        self.workers = options.workers or (len(self.devices) if self.device_type == "cuda" else 1)
+
+    def run(self, studies: list[Study], ctx: WorkerContext, on_outcome: Callable[[StudyOutcome], None]) -> None:
+        run_local(studies, ctx, workers=self.workers, devices=self.devices, on_outcome=on_outcome)
+
+    def close(self) -> None:
+        pass
+
+
+def run_local(studies: list[Study], ctx: WorkerContext, *, workers: int, devices: list[str],
+              on_outcome: Callable[[StudyOutcome], None]) -> None:
+    """One worker in-process (hashing the next study in a background thread), or a process pool.
+
+    With one worker, while study k is decoded and scored (decode already overlaps inference inside
+    :func:`~capsule_triage.pipeline.triage_study`), a thread checks whether study k+1 is already
+    complete: by its recorded file state, else by hashing it (reading all of its bytes, which also
+    brings them into the page cache).
+    """
+    if workers <= 1:
+        from ..background import prefetch
+
+        worker = StudyWorker(replace(ctx, device=devices[0]))
+        for study, hashed in prefetch(_hashed(studies, ctx), depth=1):
+            sha, state = hashed or (None, None)
+            on_outcome(worker.run(study, input_sha=sha, input_state=state))  # the worker checks the state still holds
+        return
+    try:
+        return _run_pool(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+    except OSError as exc:  # a process limit, not a study's fault: one line instead of multiprocessing's traceback
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN):
+            raise
+        problem = exc.strerror
+    import resource
+
+    gc.collect()  # the pool's semaphores, kept by the exception's frames until now ("leaked semaphore" warnings at exit)
+    raise WorkerSetupError("--workers", f"cannot start {workers} worker processes ({problem}; open-file limit `ulimit -n` "
+                                        f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}): raise the limit or use fewer --workers")
+
+
+def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, tuple[str, tuple] | None]]:
+    """Each study with its input hash and the file state that held while it was taken (the worker
+    trusts the hash only if the state still holds when it gets to the study), or None."""
+    for study in studies:
+        try:
+            state = source_state(study.path)
+            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.fingerprint, state)
+            yield study, ((known, state) if known else hashed_state(study.path))
+        except Exception:  # noqa: BLE001 - the worker reports it
+            yield study, None
+
+
+_POOL_WORKER: StudyWorker | None = None
+
+
+def _pool_init(ctx: WorkerContext, devices, parent_pid: int) -> None:
+    global _POOL_WORKER
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore; a worker killed on Ctrl-C never unregisters it, and
+    # the resource tracker then warns of a leak. Workers draw no progress bars: a thread lock is enough.
+    tqdm.set_lock(threading.RLock())
+    _POOL_WORKER = StudyWorker(replace(ctx, device=devices.get()))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when the batch process dies, even by SIGKILL (Linux).
+
+    Without it a killed batch left its workers running: they finished their studies into OUT_DIR
+    without the lock, while a re-run had already recovered the stale lock (QA, 2026-12-01).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _pool_run(study: Study) -> StudyOutcome:
+    return _POOL_WORKER.run(study)
+
+
+def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
+    """``workers`` spawned processes, each with its own model (one per GPU on CUDA)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    mp = multiprocessing.get_context("spawn")
+    queue = mp.Queue()
+    for i in range(workers):
+        queue.put(devices[i % len(devices)])
+    threads = max(1, (ctx.threads or available_cpus()) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
+                               initargs=(replace(ctx, threads=threads), queue, os.getpid()))
+    try:
+        futures = {pool.submit(_pool_run, study): study for study in studies}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except WorkerSetupError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. a crash in a decoder)
+                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process died ({type(exc).__name__})")
+            on_outcome(outcome)
+    except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
+        _kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        # Free the pool's semaphores now: a traceback would keep this frame (and them) alive until the
+        # CLI's os._exit, and multiprocessing's resource tracker would then warn of "leaked semaphores".
+        del pool, queue
+        gc.collect()  # the executor sits in reference cycles
+
+
+def _kill_workers(pool) -> None:
+    """Kill the pool's workers (``ProcessPoolExecutor.kill_workers`` from Python 3.14): a study in
+    flight is in OUT_DIR/.work, which run_batch discards, so it is neither installed after the
+    summary was taken (it would be listed as pending) nor waited for."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
