@@ -864,3 +864,25 @@ def test_the_models_warnings_reach_the_batchs_console_and_log(random_weights, tm
     said = [w for w in result.warnings if "training run that was stopped" in w]
     assert result.counts["ok"] == 2 and len(said) == 1, result.warnings  # once, not once per study
     assert "training run that was stopped" in (tmp_path / "out" / "batch.log").read_text()
+
+
+def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions_wrote(tmp_path, monkeypatch):
+    """A change to pipeline_fingerprint makes every nightly batch score its whole archive again: the prints
+    of fixed settings are pinned (computed with the code of d3f97a8, before --skip-duplicates joined them
+    only when set; review rev21). Change these values only when a re-score of every archive is meant."""
+    import types
+
+    from capsule_triage.batch import worker
+
+    (tmp_path / "preset.toml").write_bytes(b"name = 'fixed'\n")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_bytes(b'{"fixed": true}\n')
+    (weights / "model.safetensors").write_bytes(b"\0" * 64)
+    monkeypatch.setattr(worker, "__version__", "0.1.0")
+    preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None)
+    prints = [worker.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
+              for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
+    assert prints[:2] == ["855aeea1fb6eb27a5523702b747bd7b0ba36ec61d7740fad2d75d81dd14b2f51",
+                          "83b69326fb038227ed25284df869a6078f7339d8413ac4bff57347d17ac2fa28"]
+    assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
