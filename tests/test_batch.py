@@ -864,6 +864,10 @@ def test_the_models_warnings_reach_the_batchs_console_and_log(random_weights, tm
     said = [w for w in result.warnings if "training run that was stopped" in w]
     assert result.counts["ok"] == 2 and len(said) == 1, result.warnings  # once, not once per study
     assert "training run that was stopped" in (tmp_path / "out" / "batch.log").read_text()
+    (tmp_path / "bad").mkdir()  # review rev20: a worker whose studies all failed never passed them on
+    (tmp_path / "bad" / "broken.mp4").write_bytes(b"not a video" * 100)
+    result = run_batch(tmp_path / "bad", tmp_path / "out2", BatchOptions(weights=str(weights)))
+    assert result.counts["failed"] == 1 and sum("training run that was stopped" in w for w in result.warnings) == 1, result.warnings
 
 
 def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions_wrote(tmp_path, monkeypatch):

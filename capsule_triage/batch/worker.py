@@ -270,7 +270,9 @@ class StudyWorker:
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
-            return record_failure(ctx, study, error, started=started, input_fault=input_fault)
+            failed = record_failure(ctx, study, error, started=started, input_fault=input_fault)
+            unsaid, self._unsaid = "; ".join(self._unsaid) or None, []  # rev20: said even if this worker's studies all fail
+            return replace(failed, warning=unsaid) if unsaid else failed
 
 
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
