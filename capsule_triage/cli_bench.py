@@ -53,14 +53,18 @@ def register(app: typer.Typer) -> None:
         threads = result["threads"]
         typer.echo(printable(f"Input {result['input']}" + (" (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"
                                                            if video is None else "")))
-        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
+        typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, {result['precision']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference'] or 'engine-chosen'} thread(s), {threads['decoder']} decoder thread(s) "
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())
         typer.echo(f"  end to end without the per-study work {fps['scoring']:.1f} frames/s (last pass: {stages})")
-        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder processes {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model)")
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder processes {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
+                   f"decode {100 * result['decode_share']:.0f}% of end to end")
+        machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
+        typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + "; "
+                             + ", ".join(f"{name} {version}" for name, version in result["versions"].items() if version)))
 
     @app.command()
     def optimize(

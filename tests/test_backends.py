@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from capsule_triage import FrameBatch, load_pipeline
+from capsule_triage import FrameBatch, __version__, load_pipeline
 from capsule_triage.backends import runs_here
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
@@ -228,6 +228,9 @@ def test_bench_json_schema(random_weights, tmp_path):
     console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named
     assert console.returncode == 0 and console.stdout.splitlines()[0] == (
         f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
+    lines = console.stdout.splitlines()  # QA 21: precision, decode share and versions were in the JSON only
+    assert " (torch-fp32, fp32, read batch " in lines[1] and re.search(r"; decode \d+% of end to end$", lines[-2])
+    assert f"capsule-triage {__version__}, torch {torch.__version__.split('+')[0]}" in lines[-1] and "av " in lines[-1]
 
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):
