@@ -44,6 +44,21 @@ def onnx_file(backend: str) -> str | None:
     return "model.int8.onnx" if precision == "int8" else "model.fp32.onnx"
 
 
+def import_onnxruntime():
+    """``onnxruntime`` with its telemetry off.
+
+    Its official Linux wheels (1DS telemetry since 2026) kept a device id and a queue of events to upload
+    under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime`` (QA 24: 131 queued events naming the Python
+    path, the CPU and the network; no connection seen), and printed an ANSI-coloured line into cron logs
+    when HOME could not be written. ``ORT_DISABLE_TELEMETRY=1`` set before its first import is its full
+    opt-out: no uploader, device id or cache (latched for the process). A value the user set is kept.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def import_openvino():
     """``openvino``, imported without its usage telemetry.
 
@@ -114,8 +129,7 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
                  streams: int = 1, device: str = "cpu"):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
@@ -282,6 +296,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration_fram
     :func:`capsule_triage.optimize.uncertain_frames`).
     """
     import onnx
+
+    import_onnxruntime()  # its telemetry off before the quantizer imports it
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

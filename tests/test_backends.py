@@ -576,3 +576,17 @@ def test_check_frames_of_a_field_of_view_model_come_in_one_shape_and_its_preset_
     assert frames.shape == (66, 64, 114, 3) and index.tolist() == list(range(66))
     assert preset_for_weights(REPO_WEIGHTS) == "capsule-bleeding" and preset_for_weights(tmp_path) == "capsule-bleeding"
     assert preset_for_weights(REPO_WEIGHTS.parent / "gastric-3class-resnet50") == "gastric-3class-resnet50"
+
+
+def test_onnx_runtime_keeps_nothing_under_home(tmp_path):
+    """QA 24: scoring with an ort-* backend left ONNX Runtime's telemetry device id and a queue of 131 events
+    to upload under ~/.cache/Microsoft/DeveloperTools/.onnxruntime (and an ANSI-coloured line in a cron log when
+    HOME was read-only); the nightly job must leave nothing outside its output folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for backend in ("ort-fp32", "ort-int8"):
+        done = triage("run", DEMO_CLIP, "--weights", REPO_WEIGHTS, "--backend", backend, "--out", tmp_path / backend, "--quiet",
+                      env={"HOME": str(home)})
+        assert done.returncode == 0 and "\x1b[" not in done.stderr, done.stderr
+        assert json.loads((tmp_path / backend / "run.json").read_text())["model"]["backend"] == backend
+    assert list(home.rglob("*")) == []
