@@ -19,7 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Triage capsule-endoscopy video: score every frame, rank suspicious events for review. "
-    "Research use only, not a diagnostic device.",
+    "Research use only, not a diagnostic device. Presets (pipelines/) and shipped weights (weights/) are read from "
+    "$CAPSULE_TRIAGE_HOME, by default the source checkout (an installed wheel carries neither).",
 )
 
 EXIT_BAD_INPUT = 2

@@ -142,3 +142,21 @@ def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_p
     assert str(err.value) == ("--backend must be auto or one of torch-fp32, torch-bf16, torch-fp16, ort-fp32, ort-int8, ov-fp32, "
                               "ov-bf16, ov-int8, got 'fast'")
     assert str(resolve_device("CPU")) == "cpu"
+
+
+def test_an_install_without_presets_says_where_they_come_from(tmp_path):
+    """QA 24 (a wheel, which carries no pipelines/ or weights/): 'no such pipeline preset (known: )'; a checkout's
+    preset given by path then looked for its weights in site-packages and suggested training into it."""
+    from conftest import REPO
+
+    home = tmp_path / "home"
+    home.mkdir()
+    done = triage("run", DEMO_CLIP, "--out", tmp_path / "o", env={"CAPSULE_TRIAGE_HOME": str(home)})
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"Error: capsule-bleeding: no such pipeline preset: {home / 'pipelines'} holds no presets (an installed wheel carries "
+        "none): set CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/, or give --pipeline FILE.toml"), done.stderr
+    done = triage("run", DEMO_CLIP, "--out", tmp_path / "o", "--quiet", "-p", REPO / "pipelines" / "capsule-bleeding.toml",
+                  env={"CAPSULE_TRIAGE_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["model"]["weights_path"] == str(REPO / "weights" / "capsule-bleeding-lite0")
