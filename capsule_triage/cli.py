@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
-from .errors import InputError, TriageError
+from .errors import InputError, TriageError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -42,13 +42,10 @@ def _main(
     """Triage capsule-endoscopy video. Research use only, not a diagnostic device."""
 
 
-_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
-
-
 def printable(text: object) -> bytes:
     """Bytes to print: file names with undecodable bytes (kept as surrogates) come out as they are on
     disk; control characters (a newline in a file name) are escaped, so a message stays one line."""
-    return str(text).translate(_CONTROL).encode("utf-8", "surrogateescape")
+    return one_line(text).encode("utf-8", "surrogateescape")
 
 
 def fail(exc: BaseException) -> None:

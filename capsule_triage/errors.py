@@ -65,3 +65,12 @@ def unexpanded_note(path: str | Path) -> str:
     """" ('~' was not expanded by the shell: quoted?)" for a path not found because of it, else ""."""
     tilde = unexpanded_home(path)
     return f" ({tilde!r} was not expanded by the shell: quoted?)" if tilde else ""
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def one_line(text: object) -> str:
+    """``text`` with its control characters escaped (a newline in a file name is ``\\n``), so a message or
+    a batch.log line stays one line and cannot forge the next one (QA 24)."""
+    return str(text).translate(_CONTROL)

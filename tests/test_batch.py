@@ -231,7 +231,9 @@ def test_no_report_writes_neither_and_a_later_run_adds_the_pages_without_rescori
     ok = {r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist() if r["status"] == "skipped"}
     assert len(ok) == len(OK_STUDIES) and _index_links(out) == {f"{sid}/report.html" for sid in ok}
     assert all((out / link).is_file() for link in _index_links(out))
-    assert sum("note=report.html added" in line for line in (out / "batch.log").read_text().splitlines()) == len(OK_STUDIES)
+    log = (out / "batch.log").read_text().splitlines()
+    assert sum("note=report.html added" in line for line in log) == len(OK_STUDIES)
+    assert not any(" skipped " in line and "frames=" in line for line in log)  # QA 24: 'frames=0' (studies.parquet has them)
     for row in pq.read_table(out / "studies.parquet").to_pylist():
         if row["status"] == "skipped":  # the same pages as triage_study writes: one per event, and the main page
             pages = sorted(p.name for p in (out / row["study_id"] / "report").glob("*.html"))
@@ -890,3 +892,16 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     assert prints[:2] == ["855aeea1fb6eb27a5523702b747bd7b0ba36ec61d7740fad2d75d81dd14b2f51",
                           "83b69326fb038227ed25284df869a6078f7339d8413ac4bff57347d17ac2fa28"]
     assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
+
+
+def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random_weights):
+    """QA 24: stderr escaped a newline in a file name, batch.log wrote it raw: 'evil\\nok ... done ok=9.mp4'
+    made a line of its own that a log parser would take for the batch's summary."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "evil\nok 2026-12-01T00:00:00+00:00 pid=1 done ok=9.mp4")
+    (tmp_path / "in" / "bad\nname.mp4").write_bytes(b"not a video" * 100)
+    result = _batch(tmp_path / "in", tmp_path / "out", random_weights, "--no-report")
+    assert result.returncode == 1, result.stderr
+    lines = (tmp_path / "out" / "batch.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 pid=\d+ ", line) for line in lines), lines
+    assert sum(bool(re.match(r"\S+ pid=\d+ done ", line)) for line in lines) == 1 and any("evil\\nok 2026" in line for line in lines)

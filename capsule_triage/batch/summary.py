@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import OutputError, TriageError
+from ..errors import OutputError, TriageError, one_line
 from ..outputs import RUN_FILE
 from ..reader import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
@@ -131,8 +131,8 @@ class Progress:
         error = f" error={outcome.error}" if outcome.error else ""
         error += f" note={outcome.note}" if outcome.note else ""
         error += f" warning={outcome.warning}" if outcome.warning else ""
-        self.log(f"{outcome.status:<7} {outcome.study.study_id} frames={outcome.frames} fps={fps:.1f} "
-                 f"wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
+        scored = "" if outcome.status == "skipped" else f"frames={outcome.frames} fps={fps:.1f} "  # QA 24: 'frames=0' read as empty
+        self.log(f"{outcome.status:<7} {outcome.study.study_id} {scored}wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
         counts = {s: sum(o.status == s for o in self.outcomes.values()) for s in ("ok", "skipped", "failed")}
         self.bar.set_postfix({"frames/s": f"{self.frames / max(time.perf_counter() - self.started, 1e-9):.1f}", **counts})
         self.bar.update(1)
@@ -144,7 +144,7 @@ def file_logger(path: Path) -> Callable[[str], None]:
     def log(line: str) -> None:
         try:
             with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:  # names may not be UTF-8
-                fh.write(f"{now_utc()} pid={os.getpid()} {line}\n")
+                fh.write(f"{now_utc()} pid={os.getpid()} {one_line(line)}\n")  # a newline in a study's name stays in its line
         except OSError:  # a full disk loses log lines, never a study (the results say the rest)
             pass
 
