@@ -42,7 +42,7 @@ CALIBRATION = 300
 from capsule_triage.backends import onnx_backend, quantize_int8, runs_here  # noqa: E402
 from capsule_triage.classifier import softmax  # noqa: E402
 from capsule_triage.optimize import decode_all, measure_fps  # noqa: E402
-from capsule_triage.pipeline import package_versions  # noqa: E402
+from capsule_triage.versions import package_versions  # noqa: E402
 from capsule_triage.torch_backend import FoldedModel, static_same_padding  # noqa: E402
 from capsule_triage.weights import load_model  # noqa: E402
 

@@ -30,7 +30,7 @@ from capsule_triage import load_classifier, load_pipeline  # noqa: E402
 from capsule_triage.bench import bench  # noqa: E402
 from capsule_triage.model_config import ModelConfig  # noqa: E402
 from capsule_triage.optimize import optimize  # noqa: E402
-from capsule_triage.pipeline import package_versions  # noqa: E402
+from capsule_triage.versions import package_versions  # noqa: E402
 from capsule_triage.weights import create_model, save_weights  # noqa: E402
 
 MODELS = {

@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
         typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + "; "
-                             + ", ".join(f"{name} {version}" for name, version in result["versions"].items() if version)))
+                             + ", ".join(f"{name} {version}" + (f" ({result['versions']['capsule-triage-commit'][:12]})"
+                                                                   if name == "capsule-triage" and "capsule-triage-commit" in result["versions"] else "")
+                                         for name, version in result["versions"].items() if version and name != "capsule-triage-commit")))
 
     @app.command()
     def optimize(

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
 from .backend_choice import events_unchecked
 from .background import prefetch
 from .classifier import Classifier
@@ -33,6 +32,7 @@ from .ranking import Ranking, rank
 from .report import write_report
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
+from .versions import package_versions
 from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .digests import file_sha256
@@ -351,18 +351,6 @@ def source_sha256(path: str | Path) -> str:
         digest.update(image.name.encode("utf-8", "surrogateescape"))
         digest.update(file_sha256(image).encode())
     return digest.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version(), "capsule-triage": __version__}
-    for name in ("torch", "torchvision", "timm", "av", "numpy", "pyarrow", "opencv-python-headless", "onnxruntime", "openvino"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return versions
 
 
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,

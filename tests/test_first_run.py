@@ -77,6 +77,11 @@ def test_a_run_ends_naming_its_review_page(tmp_path, random_weights):
     assert done.returncode == 0 and done.stdout.splitlines()[-2:] == [f"Wrote {tmp_path / 'o'}", f"Review page: {tmp_path / 'o' / 'report.html'}"]
     done = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "n", "--quiet", "--no-report")
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == f"Wrote {tmp_path / 'n'}"
+    from capsule_triage.versions import checkout_commit
+    from conftest import REPO
+
+    versions = json.loads((tmp_path / "n" / "run.json").read_text())["versions"]  # QA 24: which code ran
+    assert versions.get("capsule-triage-commit") == checkout_commit(REPO) and versions["capsule-triage"] == __version__
 
 
 def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weights):
@@ -160,3 +165,29 @@ def test_an_install_without_presets_says_where_they_come_from(tmp_path):
     assert done.returncode == 0, done.stderr
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["model"]["weights_path"] == str(REPO / "weights" / "capsule-bleeding-lite0")
+
+
+def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path):
+    """QA 24: run.json said 'capsule-triage 0.1.0' whatever code ran; from a git checkout (a branch, a worktree,
+    packed refs, a detached HEAD) it names the commit, read from .git without running git; a wheel has none."""
+    import subprocess
+
+    from capsule_triage.versions import checkout_commit
+
+    def git(*args, cwd=tmp_path / "repo"):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "repo").mkdir()
+    git("init", "-q", "-b", "main")
+    (tmp_path / "repo" / "a.txt").write_text("a")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    assert checkout_commit(tmp_path / "repo") == head
+    git("worktree", "add", "-q", str(tmp_path / "wt"), "-b", "other")
+    assert checkout_commit(tmp_path / "wt") == head
+    git("pack-refs", "--all")
+    assert not (tmp_path / "repo" / ".git" / "refs" / "heads" / "main").exists() and checkout_commit(tmp_path / "repo") == head
+    git("checkout", "-q", "--detach")
+    assert checkout_commit(tmp_path / "repo") == head
+    assert checkout_commit(tmp_path) is None  # not a checkout (an installed wheel's site-packages)
