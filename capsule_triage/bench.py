@@ -19,9 +19,9 @@ from .classifier import Classifier
 from .frames import DecodeStats
 from .memory import peak_rss_mb
 from .pipeline import RunOptions, model_read_options, read_batch_size, triage_study
-from .versions import package_versions
 from .presets import Pipeline
 from .reader import read_frames
+from .versions import package_versions
 
 BENCH_SCHEMA_VERSION = 1
 

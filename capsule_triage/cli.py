@@ -28,9 +28,9 @@ EXIT_BAD_INPUT = 2
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .versions import version_line
 
-        typer.echo(f"capsule-triage {__version__}")
+        typer.echo(version_line())
         raise typer.Exit()
 
 

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         from .cli import warn_backend
         from .pipeline import load_classifier
         from .presets import load_pipeline, project_home
+        from .versions import version_line
 
         try:
             preset = load_pipeline(pipeline)
@@ -64,8 +65,7 @@ def register(app: typer.Typer) -> None:
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
         typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + "; "
-                             + ", ".join(f"{name} {version}" + (f" ({result['versions']['capsule-triage-commit'][:12]})"
-                                                                   if name == "capsule-triage" and "capsule-triage-commit" in result["versions"] else "")
+                             + ", ".join(version_line() if name == "capsule-triage" else f"{name} {version}"
                                          for name, version in result["versions"].items() if version and name != "capsule-triage-commit")))
 
     @app.command()

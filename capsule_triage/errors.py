@@ -67,7 +67,9 @@ def unexpanded_note(path: str | Path) -> str:
     return f" ({tilde!r} was not expanded by the shell: quoted?)" if tilde else ""
 
 
-_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+# C0 and C1 controls and the Unicode line breaks Python's splitlines() also splits on (review rev22: U+2028)
+_CONTROL = ({i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7F, 0xA0))} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+            | {i: f"\\u{i:04x}" for i in (0x2028, 0x2029)})
 
 
 def one_line(text: object) -> str:

@@ -32,10 +32,10 @@ from .ranking import Ranking, rank
 from .report import write_report
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
-from .versions import package_versions
 from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .digests import file_sha256
+from .versions import package_versions
 
 
 @dataclass

@@ -85,9 +85,11 @@ def find_preset(name_or_path: str | Path) -> Path:
         return path
     if not candidate.is_file():
         if not known:  # QA 24: an installed wheel said "no such pipeline preset (known: )"
-            raise PresetError(name_or_path, f"no such pipeline preset: {candidate.parent} holds no presets (an installed wheel "
-                                            "carries none): set CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/, "
-                                            "or give --pipeline FILE.toml")
+            env = os.environ.get("CAPSULE_TRIAGE_HOME")
+            fix = (f"CAPSULE_TRIAGE_HOME={env} should be a checkout holding pipelines/ and weights/" if env else
+                   "an installed wheel carries none): set CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/")
+            raise PresetError(name_or_path, f"no such pipeline preset: {candidate.parent} holds no presets ({fix}"
+                                            f"{')' if env else ''}, or give --pipeline FILE.toml")
         close = difflib.get_close_matches(str(name_or_path), known, n=1)
         raise PresetError(name_or_path, "no such pipeline preset" + (f"; did you mean {close[0]}?" if close else "")
                           + f" (known: {', '.join(known)})")
@@ -144,17 +146,21 @@ def _section(cls, values, path: Path, section: str, keys: tuple[str, ...] | None
 
 
 def resolve_weights(weights: str, preset_path: Path) -> str:
-    """``name`` -> weights/name of the preset's own checkout (``pipelines/../weights``) when it is there,
-    else of :func:`project_home` (QA 24: a checkout's preset given by path to an installed wheel looked
-    for its weights in site-packages); relative paths are relative to the preset; hub names pass through."""
+    """``name`` -> weights/name of :func:`project_home`, or, when that has none, of the preset's own
+    checkout (a preset in ``pipelines/`` with a weights folder beside it: QA 24, a checkout's preset given
+    by path to an installed wheel looked only in site-packages); relative paths are relative to the
+    preset; hub names pass through."""
     if not weights or weights.startswith(("hub:", "hf-hub:")):
         return weights
     path = Path(weights)
     if path.is_absolute():
         return str(path)
     if len(path.parts) == 1:
-        beside = Path(preset_path).absolute().parent.parent / "weights" / path
-        return str(beside if beside.exists() else project_home() / "weights" / path)
+        home = project_home() / "weights" / path
+        preset_dir = Path(preset_path).absolute().parent
+        beside = preset_dir.parent / "weights" / path  # only another checkout's own pipelines/ and weights/
+        use_beside = not home.exists() and preset_dir.name == "pipelines" and (beside / "config.json").is_file()
+        return str(beside if use_beside else home)
     return str((preset_path.parent / path).resolve())
 
 

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
 from .report_assets import CSS
+from .versions import version_line
 
 MAX_POINTS = 2000
 RUO = "Research use only \u2014 not a diagnostic device"
@@ -293,7 +293,7 @@ def keys_hint(keys: str) -> str:
 
 def page_footer() -> str:
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f'<footer>capsule-triage {esc(__version__)} \u00b7 written {made} \u00b7 {RUO}</footer>'
+    return f'<footer>{esc(version_line())} \u00b7 written {made} \u00b7 {RUO}</footer>'
 
 
 def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:

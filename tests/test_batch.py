@@ -878,16 +878,16 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     only when set; review rev21). Change these values only when a re-score of every archive is meant."""
     import types
 
-    from capsule_triage.batch import worker
+    from capsule_triage.batch import records
 
     (tmp_path / "preset.toml").write_bytes(b"name = 'fixed'\n")
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "config.json").write_bytes(b'{"fixed": true}\n')
     (weights / "model.safetensors").write_bytes(b"\0" * 64)
-    monkeypatch.setattr(worker, "__version__", "0.1.0")
+    monkeypatch.setattr(records, "__version__", "0.1.0")
     preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None)
-    prints = [worker.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
+    prints = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
               for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
     assert prints[:2] == ["855aeea1fb6eb27a5523702b747bd7b0ba36ec61d7740fad2d75d81dd14b2f51",
                           "83b69326fb038227ed25284df869a6078f7339d8413ac4bff57347d17ac2fa28"]
@@ -905,3 +905,6 @@ def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random
     lines = (tmp_path / "out" / "batch.log").read_text().splitlines()
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 pid=\d+ ", line) for line in lines), lines
     assert sum(bool(re.match(r"\S+ pid=\d+ done ", line)) for line in lines) == 1 and any("evil\\nok 2026" in line for line in lines)
+    from capsule_triage.errors import one_line
+
+    assert len(one_line("a\u2028b\x85c\rd\u2029e").splitlines()) == 1  # review rev22: Python's other line breaks too

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 
 import av
@@ -22,7 +23,8 @@ def _demo_frames(count: int = 24) -> list:
 def test_version_and_short_help():
     for flag in ("--version", "-V"):
         done = triage(flag)
-        assert done.returncode == 0 and done.stdout.strip() == f"capsule-triage {__version__}", done.stdout + done.stderr
+        assert done.returncode == 0 and re.fullmatch(rf"capsule-triage {re.escape(__version__)}( \([0-9a-f]{{12}}\))?",
+                                                     done.stdout.strip()), done.stdout + done.stderr
     done = triage("run", "-h")
     assert done.returncode == 0 and "Score every frame of SOURCE" in done.stdout
 
@@ -82,6 +84,8 @@ def test_a_run_ends_naming_its_review_page(tmp_path, random_weights):
 
     versions = json.loads((tmp_path / "n" / "run.json").read_text())["versions"]  # QA 24: which code ran
     assert versions.get("capsule-triage-commit") == checkout_commit(REPO) and versions["capsule-triage"] == __version__
+    if (REPO / ".git").exists():  # CI's clean clone: a commit, not None == None (review rev22)
+        assert re.fullmatch(r"[0-9a-f]{40}", versions["capsule-triage-commit"])
 
 
 def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weights):
@@ -158,16 +162,22 @@ def test_an_install_without_presets_says_where_they_come_from(tmp_path):
     home.mkdir()
     done = triage("run", DEMO_CLIP, "--out", tmp_path / "o", env={"CAPSULE_TRIAGE_HOME": str(home)})
     assert done.returncode == 2 and done.stderr.strip() == (
-        f"Error: capsule-bleeding: no such pipeline preset: {home / 'pipelines'} holds no presets (an installed wheel carries "
-        "none): set CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/, or give --pipeline FILE.toml"), done.stderr
+        f"Error: capsule-bleeding: no such pipeline preset: {home / 'pipelines'} holds no presets (CAPSULE_TRIAGE_HOME={home} "
+        "should be a checkout holding pipelines/ and weights/), or give --pipeline FILE.toml"), done.stderr
     done = triage("run", DEMO_CLIP, "--out", tmp_path / "o", "--quiet", "-p", REPO / "pipelines" / "capsule-bleeding.toml",
                   env={"CAPSULE_TRIAGE_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["model"]["weights_path"] == str(REPO / "weights" / "capsule-bleeding-lite0")
+    # review rev22: CAPSULE_TRIAGE_HOME's own weights still win when it has them (the checkout's only stand in)
+    shutil.copytree(REPO / "weights" / "capsule-bleeding-lite0", home / "weights" / "capsule-bleeding-lite0")
+    done = triage("run", DEMO_CLIP, "--out", tmp_path / "o2", "--quiet", "-p", REPO / "pipelines" / "capsule-bleeding.toml",
+                  env={"CAPSULE_TRIAGE_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "o2" / "run.json").read_text())["model"]["weights_path"] == str(home / "weights" / "capsule-bleeding-lite0")
 
 
-def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path):
+def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path, monkeypatch):
     """QA 24: run.json said 'capsule-triage 0.1.0' whatever code ran; from a git checkout (a branch, a worktree,
     packed refs, a detached HEAD) it names the commit, read from .git without running git; a wheel has none."""
     import subprocess
@@ -191,3 +201,9 @@ def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path):
     git("checkout", "-q", "--detach")
     assert checkout_commit(tmp_path / "repo") == head
     assert checkout_commit(tmp_path) is None  # not a checkout (an installed wheel's site-packages)
+    # review rev22: a submodule's .git file names its gitdir relative to the checkout, not to the working folder
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(tmp_path / "wt"), "sub")
+    monkeypatch.chdir("/")
+    assert (tmp_path / "repo" / "sub" / ".git").is_file() and checkout_commit(tmp_path / "repo" / "sub") == head
+    (tmp_path / "repo" / ".git" / "HEAD").write_text("garbage\n")  # what is not a commit is not recorded as one
+    assert checkout_commit(tmp_path / "repo") is None

@@ -6,7 +6,7 @@
 * Its id is ``<slug of the relative path>-<10 hex of sha256(relative path)>``: stable across runs
   and machines, readable, and distinct for ``a/b.mp4`` vs ``a_b.mp4``.
 * A study is complete (skipped on the next run) when ``OUT_DIR/<id>/run.json`` records the input's
-  current SHA-256 and this run's :func:`~.worker.pipeline_fingerprint`. Failed studies are retried.
+  current SHA-256 and this run's :func:`~.records.pipeline_fingerprint`. Failed studies are retried.
 * Every study goes through :class:`~.worker.StudyWorker` (the model loaded once per worker),
   in-process, in ``--workers`` processes (:mod:`.engine`) or in Ray actors (:mod:`.ray_engine`). A bad
   study is recorded as failed; only a model that cannot be loaded stops the batch.

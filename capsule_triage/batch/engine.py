@@ -25,7 +25,8 @@ from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .summary import Progress, assumed_rate_warning, file_logger, orphan_folders, summary_row, write_index, write_summary
-from .worker import WorkerContext, WorkerSetupError, completed_run, pipeline_fingerprint, unchanged_input_sha
+from .records import completed_run, pipeline_fingerprint, unchanged_input_sha
+from .worker import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)

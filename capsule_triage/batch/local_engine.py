@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from ..pipeline import hashed_state, source_state
 from .discovery import Study
-from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure, unchanged_input_sha
+from .records import unchanged_input_sha
+from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
 
 if TYPE_CHECKING:
     from .engine import BatchOptions

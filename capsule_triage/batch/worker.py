@@ -1,4 +1,4 @@
-"""The per-study function: :class:`StudyWorker`, the pipeline fingerprint and the completion marker.
+"""The per-study function: :class:`StudyWorker` (the fingerprint and completion records: :mod:`.records`).
 
 The same worker runs in-process, in each ``--workers`` process and as a Ray actor. A study is
 complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
@@ -16,7 +16,6 @@ complete study without report.html, when reports are wanted, gets one written fr
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -26,60 +25,14 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__
 from ..errors import DeviceError, InputError, TriageError
-from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, outputs_complete
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study, being_written
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
-from ..digests import file_sha256, weights_sha256
 from .discovery import Study, input_sha256
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
-
-FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)
-
-
-def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> str:
-    """Hash of everything that changes a study's results: preset file, weights (with the backend
-    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version.
-    """
-    location = weights or pipeline.weights
-    path = Path(location)
-    extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
-    parts = {
-        "preset_sha256": file_sha256(pipeline.source),
-        "weights_sha256": weights_sha256(path) if path.exists() else location,
-        "weights_extras": {p.name: file_sha256(p) for p in extras},
-        "backend": backend,
-        "device_type": device_type,
-        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
-            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}),
-        "capsule_triage": __version__,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def _recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
-    """The record (run.json or a failure record) at ``path`` if this pipeline wrote it for an input
-    whose file state was ``state``: the input is then known without reading it."""
-    try:
-        record = json.loads(path.read_text())
-        pipeline = record["batch"]["pipeline_fingerprint"] if "batch" in record else record["pipeline_fingerprint"]
-        recorded = record["input"].get("state_sha256") if "input" in record else record.get("input_state_sha256")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return record if recorded and pipeline == fingerprint and state_digest(state) == recorded else None
-
-
-def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | None:
-    """The input hash a complete study of this pipeline recorded, if its input's file state (names,
-    inodes, sizes, times; ``state``, from :func:`source_state`) is still the recorded one: a nightly
-    re-run then skips it without reading the input's bytes (it re-read every study in the archive,
-    every night). None: hash the input."""
-    run = _recorded(folder / RUN_FILE, fingerprint, state)
-    sha = run["input"].get("sha256") if run else None
-    return sha if isinstance(sha, str) else None
-
+from .records import completed_run, recorded, unchanged_input_sha
 
 def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict, state: tuple, *, hashed_under_state: bool) -> None:
     """Record the input's file state with a complete study found by its hash (same bytes, new state:
@@ -102,18 +55,8 @@ def unchanged_failure(ctx: WorkerContext, study: Study, state: tuple) -> dict | 
     frames, ...) when neither the input's file state nor the pipeline changed since: a corrupt
     50,000-frame study was decoded again every night to fail the same way. Failures of the machine
     (full disk, a crashed worker) record no state and are always retried."""
-    record = _recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint, state)
+    record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint, state)
     return record if record is not None and isinstance(record.get("error"), str) else None
-
-
-def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
-    """run.json of a complete study made from the same input by the same pipeline, else None."""
-    try:
-        run = json.loads((folder / RUN_FILE).read_text())
-        same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return run if same and outputs_complete(folder) else None
 
 
 @dataclass
@@ -206,7 +149,15 @@ class StudyWorker:
         a bad study (only :class:`WorkerSetupError`). ``input_sha``: the input's hash if the caller
         took it; with ``input_state`` (the file state it was taken under, see
         :func:`~capsule_triage.pipeline.hashed_state`) it is used only while that state holds, and
-        then need not be taken again to record the state."""
+        then need not be taken again to record the state. The first outcome after the model loaded
+        carries its warnings, whatever the study's fate (QA 20, reviews rev20 and rev22)."""
+        outcome = self._run(study, input_sha, input_state)
+        if self._unsaid:
+            said, self._unsaid = "; ".join(self._unsaid), []
+            outcome = replace(outcome, warning="; ".join(w for w in (outcome.warning, said) if w))
+        return outcome
+
+    def _run(self, study: Study, input_sha: str | None, input_state: tuple | None) -> StudyOutcome:
         started = time.perf_counter()
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
@@ -257,8 +208,7 @@ class StudyWorker:
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
             (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-            unsaid, self._unsaid = "; ".join(self._unsaid) or None, []  # QA 20: a batch never said them
-            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=unsaid)
+            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
         except WorkerSetupError:
             raise
         except DeviceError as exc:  # every later study would fail the same way
@@ -270,9 +220,7 @@ class StudyWorker:
             error = describe_error(study, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
-            failed = record_failure(ctx, study, error, started=started, input_fault=input_fault)
-            unsaid, self._unsaid = "; ".join(self._unsaid) or None, []  # rev20: said even if this worker's studies all fail
-            return replace(failed, warning=unsaid) if unsaid else failed
+            return record_failure(ctx, study, error, started=started, input_fault=input_fault)
 
 
     def _earlier_output(self, sha: str, final: Path) -> Path | None:

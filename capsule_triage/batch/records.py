@@ -1,0 +1,73 @@
+"""What a study folder records about how it was made: the pipeline fingerprint of a batch, and the
+run.json / failure records that let a re-run skip a study without reading its input.
+
+A study is complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
+:func:`pipeline_fingerprint`, and its tables are present (:func:`completed_run`). The SHA-256 is not
+recomputed while the input's file state is the one run.json records with it (:func:`unchanged_input_sha`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import __version__
+from ..digests import file_sha256, weights_sha256
+from ..outputs import RUN_FILE, outputs_complete
+from ..pipeline import RunOptions, state_digest
+from ..presets import Pipeline
+
+FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)
+
+
+def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> str:
+    """Hash of everything that changes a study's results: preset file, weights (with the backend
+    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version.
+    """
+    location = weights or pipeline.weights
+    path = Path(location)
+    extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
+    parts = {
+        "preset_sha256": file_sha256(pipeline.source),
+        "weights_sha256": weights_sha256(path) if path.exists() else location,
+        "weights_extras": {p.name: file_sha256(p) for p in extras},
+        "backend": backend,
+        "device_type": device_type,
+        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
+            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}),
+        "capsule_triage": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
+    """The record (run.json or a failure record) at ``path`` if this pipeline wrote it for an input
+    whose file state was ``state``: the input is then known without reading it."""
+    try:
+        record = json.loads(path.read_text())
+        pipeline = record["batch"]["pipeline_fingerprint"] if "batch" in record else record["pipeline_fingerprint"]
+        recorded = record["input"].get("state_sha256") if "input" in record else record.get("input_state_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return record if recorded and pipeline == fingerprint and state_digest(state) == recorded else None
+
+
+def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | None:
+    """The input hash a complete study of this pipeline recorded, if its input's file state (names,
+    inodes, sizes, times; ``state``, from :func:`source_state`) is still the recorded one: a nightly
+    re-run then skips it without reading the input's bytes (it re-read every study in the archive,
+    every night). None: hash the input."""
+    run = recorded(folder / RUN_FILE, fingerprint, state)
+    sha = run["input"].get("sha256") if run else None
+    return sha if isinstance(sha, str) else None
+
+
+def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
+    """run.json of a complete study made from the same input by the same pipeline, else None."""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+        same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run if same and outputs_complete(folder) else None
