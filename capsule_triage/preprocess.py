@@ -9,6 +9,7 @@ evaluation and inference, so a model is always fed exactly as it was trained.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,8 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
         left, right = _view_stretch(mask.sum(axis=0) / h, gap)
         top, bottom = _view_stretch(mask[:, left:right].sum(axis=1) / max(1, right - left), gap)
         left, right = _view_stretch(mask[top:bottom].sum(axis=0) / max(1, bottom - top), gap)
+        if bottom - top >= least and right - left >= least:
+            top, bottom, left, right = _without_specks(mask, top, bottom, left, right, gap)
         if bottom - top < least or right - left < least:  # nothing found (dark frame): centre square
             side = min(h, w)
             boxes.append(((h - side) // 2, (w - side) // 2, side))
@@ -58,6 +61,28 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
         left = min(max(cx - side // 2, 0), w - side)
         boxes.append((top, left, side))
     return boxes
+
+
+def _without_specks(mask: np.ndarray, top: int, bottom: int, left: int, right: int, gap: float) -> tuple[int, int, int, int]:
+    """The box shrunk to the view's large connected parts: burned-in text close beside a round view
+    shares its rows or columns, so the stretches took it in (QA 25: the crop slid 50 px onto a
+    patient id next to the circle), but it is small parts of its own. Parts with at least
+    :data:`FOV_PART_SHARE` of the largest one's pixels stay (a view cut by a dark band is two large
+    parts); the mask is halved and closed over a quarter of ``gap`` first (a view's own dark specks
+    do not split it). A side moves only when the parts leave more than the halving's rounding."""
+    sub = np.ascontiguousarray(mask[top:bottom:2, left:right:2], dtype=np.uint8)
+    size = max(1, int(gap / 4))
+    sub = cv2.morphologyEx(sub, cv2.MORPH_CLOSE, np.ones((size, size), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
+    if count <= 2:  # one part (or none): nothing to leave out
+        return top, bottom, left, right
+    stats = stats[1:]
+    keep = stats[stats[:, cv2.CC_STAT_AREA] >= FOV_PART_SHARE * stats[:, cv2.CC_STAT_AREA].max()]
+    x0, y0 = left + 2 * keep[:, cv2.CC_STAT_LEFT].min(), top + 2 * keep[:, cv2.CC_STAT_TOP].min()
+    x1 = left + 2 * (keep[:, cv2.CC_STAT_LEFT] + keep[:, cv2.CC_STAT_WIDTH]).max()
+    y1 = top + 2 * (keep[:, cv2.CC_STAT_TOP] + keep[:, cv2.CC_STAT_HEIGHT]).max()
+    moved = lambda old, new: int(new) if abs(new - old) > 2 else old  # noqa: E731 - the halving rounds by up to 2 pixels
+    return moved(top, y0), moved(bottom, min(y1, bottom)), moved(left, x0), moved(right, min(x1, right))
 
 
 def _view_stretch(share: np.ndarray, gap: float) -> tuple[int, int]:

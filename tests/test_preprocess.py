@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -94,6 +95,18 @@ def test_fov_boxes_pass_over_burned_in_text_and_find_a_small_view():
     banded[:, :, 150:170] = 0  # a 20-column band through the view (gap: 180 / 32 = 5.6 columns)
     banded[:, 80:92] = 0  # and a 12-row one
     assert fov_boxes(torch.from_numpy(banded).permute(0, 3, 1, 2)) == [(30, 100, 120)]
+
+
+def test_fov_boxes_leave_out_text_close_beside_a_round_view():
+    """QA 25: a patient id in the black corner beside a round view, closer to it than the gap (1/32 of the short
+    side), shared the view's columns: the crop slid onto the text (here to (0, 58, 180): 60 columns of text in
+    the model's input, the circle's right side cut off). Text is small parts of its own; the view one large part."""
+    frame = np.zeros((180, 320, 3), np.uint8)
+    cv2.circle(frame, (200, 90), 85, (150, 110, 90), -1)  # columns 116-284 at least 9 rows bright
+    for row in (6, 18, 30):  # three lines of 'glyphs' (4 x 8 px, 2 px apart), the last ending 4 columns before the view
+        for x in range(12, 110, 6):
+            frame[row : row + 8, x : x + 4] = 255
+    assert fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2)) == [(6, 116, 169)]
 
 
 def test_bad_input_dtype_is_refused():
