@@ -202,6 +202,14 @@ def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str |
             + ", ".join(f"{name} {getattr(preset, name)!r}" for name in changed) + ": frames are read and scored as the weights were trained")
 
 
+def order_hint(weights_classes: list[str], preset_classes: list[str]) -> str:
+    """For the same classes in another order (QA 25: training without --classes sorts them): how to fix it."""
+    if sorted(weights_classes) != sorted(preset_classes):
+        return ""
+    return (f": the same classes in another order, and the head's order must be the preset's (train with --classes "
+            f"{','.join(preset_classes)}, or give a preset file of your own in the weights' order)")
+
+
 def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:
     """The config of a weights folder, checked against the preset's classes (no tensors are read).
 
@@ -211,7 +219,8 @@ def folder_config(folder: Path, base_config: ModelConfig | None = None) -> Model
     """
     config = ModelConfig.load(folder / CONFIG_NAME)
     if base_config is not None and base_config.class_names != config.class_names:
-        raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}")
+        raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}"
+                                   + order_hint(config.class_names, base_config.class_names))
     if not (folder / WEIGHTS_NAME).exists():
         raise WeightsError(folder, f"{WEIGHTS_NAME} not found beside config.json")
     return config

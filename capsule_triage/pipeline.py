@@ -133,8 +133,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
-        run["warnings"] = [w for w in (events_unchecked(classifier.selection, asdict(params)),  # load_classifier(threshold=) avoids it
-                                       _assumed_rate(info, read, options)) if w]
+        # every Warning: line of the run in one list (QA 25: the model's, e.g. weights unlike their preset, were only in backend_selection)
+        run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
+                                                                                    _assumed_rate(info, read, options)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:

@@ -183,10 +183,11 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     default circle border, weights the preset then refused or ran differently)."""
     model = pipeline.model
     arch = model.architecture
-    init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}` (ImageNet weights from the hub; offline: `--init FILE`, a "
-                                          ".safetensors, .pth or BiT .npz checkpoint)")
+    bit = "_bit" in arch  # seed B's recipe: BiT-M (ImageNet-21k) weights, fine-tuned whole with BiT-HyperRule (QA 25)
+    init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}{'.goog_in21k' if bit else ''}` ({'BiT-M ImageNet-21k' if bit else 'ImageNet'} "
+                                          "weights from the hub; offline: `--init FILE`, a .safetensors, .pth or BiT .npz checkpoint)")
     shape = (f" --classes {','.join(model.class_names)} --abnormal {','.join(model.abnormal_classes)} --input-size {model.input_size}"
-             f" --border {model.border} --border-radius {model.border_radius:g}")
+             f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else ""))
     command = f"`triage train DATA --arch {arch}{shape} -o {pipeline.weights}" + (init or "`")
     return WeightsError(
         pipeline.weights or pipeline.name,

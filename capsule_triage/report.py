@@ -121,7 +121,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": num(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
-    return html_page(f"Triage report \u2014 {name}", page_header(f"Capsule triage report \u2014 {name}", nav=""), main, script,
+    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=""), main, script,
                      skip=("#events", "Skip to events"))
 
 
@@ -230,6 +230,7 @@ def _model_facts(run: dict, card_use: str | None) -> str:
         ("Model", model.get("name") or config.get("name")), ("Architecture", model.get("architecture") or config.get("architecture")),
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
+        ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
         ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}" if rank else None),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),

@@ -43,7 +43,7 @@ def write_batch_index(batch_out_dir: Path) -> Path:
             '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
-        f"Capsule triage batch \u2014 {folder.name}", nav=""), main, f"<script>{INDEX_JS}</script>"))
+        f"Triage batch \u2014 {folder.name}", nav=""), main, f"<script>{INDEX_JS}</script>"))
 
 
 def _run_line(folder: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import WeightsError
+from .model_config import order_hint
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -103,7 +104,8 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     if classifier.config.class_names != pipeline.model.class_names:
         raise WeightsError(classifier.weights_path or classifier.config.name or "classifier",
                            f"weights classes {classifier.config.class_names} do not match the preset's {pipeline.model.class_names} "
-                           f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))")
+                           f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))"
+                           + order_hint(classifier.config.class_names, pipeline.model.class_names))
     return _plain(options)
 
 

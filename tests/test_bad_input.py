@@ -137,6 +137,8 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
     assert result.returncode == 2 and not out.exists()
     assert "weights for pipeline 'gastric-ebc-bit-r101x3' are not installed" in result.stderr
     assert "triage train" in result.stderr and "--weights" in result.stderr
+    # QA 25: seed B's recipe (BiT-M, whole network, BiT-HyperRule), not the default two-stage cosine schedule on in1k weights
+    assert "--strategy full --schedule bit" in result.stderr and "--init hub:resnetv2_101x3_bit.goog_in21k" in result.stderr
 
 
 def test_unknown_preset(tmp_path):

@@ -131,3 +131,17 @@ def test_group_aggregation():
     assert table["score_max"].tolist() == [0.7, 0.6, 0.3] and table["score_mean"].tolist() == pytest.approx([0.45, 0.35, 0.3])
     summary = metrics.group_summary(table, 0.5)
     assert summary["n_groups"] == 3 and summary["sensitivity"] == 1.0 and summary["specificity"] == 0.5
+
+
+def test_macro_precision_counts_a_class_never_predicted_as_zero():
+    """QA 25: with CG in the data but never predicted, macro precision was the mean of the two other classes
+    (0.175 for 0.117 over three): undefined precision (or sensitivity) of a counted class is 0, as scikit-learn's."""
+    import numpy as np
+
+    from capsule_triage import metrics
+
+    cm = np.array([[4, 1, 0], [2, 3, 0], [1, 2, 0]])  # rows true GC, GU, CG; CG never predicted
+    report = metrics.per_class_report(cm, ["GC", "GU", "CG"])
+    assert report["per_class"]["CG"]["precision"] is None or np.isnan(report["per_class"]["CG"]["precision"])
+    assert report["macro"]["precision"] == pytest.approx((4 / 7 + 3 / 6 + 0) / 3)
+    assert report["macro"]["sensitivity"] == pytest.approx((4 / 5 + 3 / 5 + 0) / 3)

@@ -165,9 +165,10 @@ def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_
                         backend_selection={"backend": "ort-int8", "reason": "asked for (--backend)", "warnings": [rejected]})
     run["warnings"] = ["ov-fp32 was checked for other event settings", rejected]
     run["source"]["unread"] = ["images in 1 subfolder: part2/ (6)"]  # review rev21: the console's "not read:" line too
+    run["model"]["config"]["abnormal_classes"] = ["GC", "GU"]  # QA 25: the page named the classes, not which make the score
     (study / "run.json").write_text(json.dumps(run))
     page = write_report(study).read_text()
-    assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page
+    assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page and "<dt>Score</dt><dd>P(GC + GU), the abnormal classes</dd>" in page
     assert "<dt>Backend</dt><dd>ort-int8 \u2014 asked for (--backend)</dd>" in page
     box = page[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
     assert box.count("<li>") == 3 and rejected in box and "checked for other event settings" in box  # each line once

@@ -249,6 +249,9 @@ def test_init_paths_hub_file_and_imagenet_only_for_lite0(tmp_path):
         initial_model(config, "hub:resnet50.a1_in1k")
     with pytest.raises(WeightsError, match="do not fit"):
         initial_model(ModelConfig("resnet18", ["a", "b"], ["b"]), str(tmp_path / "in1k.safetensors"))
+    with pytest.raises(WeightsError) as err:  # QA 25: "not a BiT npz checkpoint for this ResNetV2 ([Errno 2] ...)"
+        initial_model(ModelConfig("resnetv2_50x1_bit", ["a", "b"], ["b"]), str(tmp_path / "BiT-M-R50x1.npz"))
+    assert str(err.value).startswith(f"{tmp_path / 'BiT-M-R50x1.npz'}: no such file or folder (--init takes imagenet, none, hub:TAG")
 
 
 @needs_shared

@@ -432,12 +432,35 @@ def test_weights_that_change_the_presets_border_or_abnormal_classes_are_named(tm
     pipeline = load_pipeline("gastric-3class-resnet50")
     config = ModelConfig(architecture="test_efficientnet", class_names=["GC", "GU", "CG"], abnormal_classes=["GU", "CG"], input_size=32)
     weights = save_weights(tmp_path / "w", create_model(config), config)
-    warnings = load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection["warnings"]
-    assert ("the weights were trained with border 'circle', border_radius 0.89, abnormal_classes ['GU', 'CG']; the preset says border "
-            "'fov', border_radius 1.0, abnormal_classes ['GC', 'GU']: frames are read and scored as the weights were trained") in warnings
+    classifier = load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32")
+    line = ("the weights were trained with border 'circle', border_radius 0.89, abnormal_classes ['GU', 'CG']; the preset says border "
+            "'fov', border_radius 1.0, abnormal_classes ['GC', 'GU']: frames are read and scored as the weights were trained")
+    assert line in classifier.selection["warnings"]
+    from capsule_triage import RunOptions, triage_study
+    from conftest import DEMO_CLIP
+
+    result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "o", report=False))
+    assert line in result.run["warnings"]  # QA 25: run.json's warnings lacked it (only backend_selection had it)
     same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GU", "GC"], "border": "fov", "border_radius": 1.0 + 1e-9})  # order: same score
     weights = save_weights(tmp_path / "same", create_model(same), same)
     assert not load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection.get("warnings")
+
+
+def test_the_same_classes_in_another_order_say_how_to_fix_it(tmp_path):
+    """QA 25: training without --classes sorts them (CG, GC, GU); the 3-class preset refused the weights with
+    a bare 'do not match', which did not say that only the order differs or what to do."""
+    from capsule_triage import load_classifier, load_pipeline
+    from capsule_triage.errors import WeightsError
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.weights import create_model, save_weights
+
+    config = ModelConfig(architecture="test_efficientnet", class_names=["CG", "GC", "GU"], abnormal_classes=["GC", "GU"], input_size=32)
+    weights = save_weights(tmp_path / "w", create_model(config), config)
+    with pytest.raises(WeightsError) as err:
+        load_classifier(load_pipeline("gastric-3class-resnet50"), weights=weights, device="cpu", backend="torch-fp32")
+    assert str(err.value).endswith("do not match the preset's ['GC', 'GU', 'CG']: the same classes in another order, and the head's "
+                                   "order must be the preset's (train with --classes GC,GU,CG, or give a preset file of your own in "
+                                   "the weights' order)")
 
 
 def test_every_error_the_readme_names_is_importable_from_the_package():
