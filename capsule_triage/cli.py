@@ -127,8 +127,9 @@ def run(
                              f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)
     if result.run["source"].get("unread"):
         typer.echo(printable(f"Warning: {source}: not read: {'; '.join(result.run['source']['unread'])}; see source.unread in run.json"), err=True)
-    for line in result.run.get("warnings", []):  # e.g. a frame folder read at the preset's rate
-        typer.echo(printable(f"Warning: {line}"), err=True)
+    for line in result.run.get("warnings", []):  # e.g. a frame folder read at the preset's rate; the model's were said
+        if line not in classifier.selection.get("warnings", []):
+            typer.echo(printable(f"Warning: {line}"), err=True)
     events = result.run["events"]
     typer.echo(
         f"{result.frames} frames ({result.frames_skipped} skipped), {events} events, "

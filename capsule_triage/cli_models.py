@@ -157,7 +157,8 @@ def eval_command(
         _note_outdated_backends(weights)
     classes = len(result["class_names"])  # QA 25: one line mixed the 3-class accuracy with abnormal-vs-rest figures, unlabelled
     typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}{', codec ' + result['codec'] if result.get('codec') else ''}): "
-               f"{'+'.join(result['abnormal_classes'])} vs the rest at threshold {result['threshold']:.4f}: AUC {result['auc']:.4f}, "
+               f"{'+'.join(result['abnormal_classes'])} vs {'the rest' if classes > 2 else next(c for c in result['class_names'] if c not in result['abnormal_classes'])} "
+               f"at threshold {result['threshold']:.4f}: AUC {result['auc']:.4f}, "
                f"sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}; "
                f"{classes}-class accuracy {result['accuracy']:.4f}" + (f", macro F1 {result['macro']['f1']:.4f}" if classes > 2 else ""))
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")

@@ -54,7 +54,7 @@ def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
     # A counted class never predicted has no precision (0/0), one predicted but absent no sensitivity: they count as 0
     # there, as scikit-learn's zero_division (QA 25: macro precision averaged the two classes predicted of three).
     counted = [name for i, name in enumerate(class_names) if cm[i].sum() or cm[:, i].sum()] or list(class_names)
-    zero_if_undefined = lambda k, v: 0.0 if k in ("precision", "sensitivity") and np.isnan(v) else v  # noqa: E731
+    zero_if_undefined = lambda k, v: 0.0 if total and k in ("precision", "sensitivity") and np.isnan(v) else v  # noqa: E731
     macro = {k: float(np.nanmean(values)) if not np.isnan(values := [zero_if_undefined(k, classes[n][k]) for n in counted]).all()
              else float("nan") for k in ("precision", "sensitivity", "specificity", "f1")}
     return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro, "macro_classes": counted}

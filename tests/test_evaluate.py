@@ -135,8 +135,8 @@ def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--split", "val", "--out", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
-    assert "AUC" in result.output and "Confusion matrix" in result.output and "bleeding vs the rest at threshold " in result.output
-    assert "; 2-class accuracy " in result.output  # QA 25: the class accuracy and the abnormal-vs-rest figures were unlabelled and (tmp_path / "e" / "metrics.json").exists()
+    assert "AUC" in result.output and "Confusion matrix" in result.output and "bleeding vs non-bleeding at threshold " in result.output
+    assert "; 2-class accuracy " in result.output and (tmp_path / "e" / "metrics.json").exists()  # QA 25: the figures were unlabelled
     bad = runner.invoke(app, ["eval", str(weights_copy), str(tmp_path / "missing.csv")])
     assert bad.exit_code == 2 and "Error:" in bad.output
     bad = runner.invoke(app, ["eval", str(tmp_path / "nowhere"), str(small_manifest)])

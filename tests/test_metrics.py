@@ -48,6 +48,7 @@ def test_macro_averages_cover_the_classes_present_in_the_data_for_every_metric()
     assert report["per_class"]["c"]["support"] == 0 and report["per_class"]["c"]["specificity"] == 1.0
     predicted = metrics.per_class_report(np.array([[5, 0, 5], [0, 10, 0], [0, 0, 0]]), ["a", "b", "c"])  # c predicted, never true
     assert predicted["macro_classes"] == ["a", "b", "c"] and predicted["macro"]["precision"] == pytest.approx((1 + 1 + 0) / 3)
+    assert predicted["macro"]["sensitivity"] == pytest.approx((0.5 + 1 + 0) / 3)  # c's undefined sensitivity counts 0 (review rev23)
 
 
 def test_undefined_ratio_is_nan_not_zero():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from capsule_triage.model_config import ModelConfig
+from capsule_triage import preprocess
 from capsule_triage.preprocess import Preprocessor, circle_mask, fov_boxes
 
 
@@ -107,6 +108,39 @@ def test_fov_boxes_leave_out_text_close_beside_a_round_view():
         for x in range(12, 110, 6):
             frame[row : row + 8, x : x + 4] = 255
     assert fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2)) == [(6, 116, 169)]
+
+
+def test_fov_boxes_of_dim_views_and_text_at_the_size_they_run(monkeypatch):
+    """Review rev23, at the 448 x 796 a 224 px model reads (the closing acts there, not at 180 px): text 10 px
+    beside a circle is left out; a dim view (8% of its pixels bright) with text beside it keeps the stretches'
+    box (the first fix cropped onto the text alone: (151, 25, 150)); a speckled view is not shrunk."""
+    def box(frame):
+        return fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2))[0]
+
+    def circle():
+        frame = np.zeros((448, 796, 3), np.uint8)
+        cv2.circle(frame, (398, 224), 210, (150, 110, 90), -1)
+        return frame
+
+    frame = circle()
+    for row in range(150, 300, 14):  # a text block ending 10 px before the circle
+        for x in range(58, 178, 7):
+            frame[row : row + 10, x : x + 5] = 255
+    (top, left, side), plain = box(frame), box(circle())
+    assert plain == (15, 189, 419) and (top, side) == (15, 419) and abs(left - 189) <= 2  # the halving's rounding (was 109)
+    rng = np.random.default_rng(0)
+    for share in (0.3, 0.08):
+        dim = circle()
+        inside = dim.any(axis=2)
+        dim[inside] = 0
+        dim[inside & (rng.random(inside.shape) < share)] = 60
+        for row in range(150, 300, 14):  # text 30 px left of the dim view
+            for x in range(38, 158, 7):
+                dim[row : row + 10, x : x + 5] = 255
+        found = box(dim)
+        with monkeypatch.context() as m:  # the rows' and columns' stretches alone
+            m.setattr(preprocess, "_without_specks", lambda mask, top, bottom, left, right, gap: (top, bottom, left, right))
+            assert found == box(dim), share
 
 
 def test_bad_input_dtype_is_refused():

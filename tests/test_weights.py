@@ -437,10 +437,11 @@ def test_weights_that_change_the_presets_border_or_abnormal_classes_are_named(tm
             "'fov', border_radius 1.0, abnormal_classes ['GC', 'GU']: frames are read and scored as the weights were trained")
     assert line in classifier.selection["warnings"]
     from capsule_triage import RunOptions, triage_study
-    from conftest import DEMO_CLIP
 
     result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "o", report=False))
     assert line in result.run["warnings"]  # QA 25: run.json's warnings lacked it (only backend_selection had it)
+    done = triage("run", DEMO_CLIP, "-p", "gastric-3class-resnet50", "--weights", weights, "--out", tmp_path / "cli", "--quiet")
+    assert done.returncode == 0 and done.stderr.count(line) == 1, done.stderr  # said once, not again from run.json (rev23)
     same = ModelConfig.from_dict({**config.to_dict(), "abnormal_classes": ["GU", "GC"], "border": "fov", "border_radius": 1.0 + 1e-9})  # order: same score
     weights = save_weights(tmp_path / "same", create_model(same), same)
     assert not load_classifier(pipeline, weights=weights, device="cpu", backend="torch-fp32").selection.get("warnings")
