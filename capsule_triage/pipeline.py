@@ -134,8 +134,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
         # every Warning: line of the run in one list (QA 25: the model's, e.g. weights unlike their preset, were only in backend_selection)
-        run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
-                                                                                    _assumed_rate(info, read, options)) if w)]
+        assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
+        run["warnings"] = [*classifier.selection.get("warnings", []),
+                           *(w for w in (events_unchecked(classifier.selection, asdict(params)), assumed) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -167,13 +168,15 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
     )
 
 
-def _assumed_rate(info: SourceInfo, read: ReadOptions, options: RunOptions) -> str | None:
-    """A frame folder read at the default rate without anyone giving it (QA 22: times silently off by 2x
-    for 4 fps exports); a preset that sets another rate for its recorder is taken at its word."""
-    if info.kind != "frames" or options.folder_fps is not None or read.timestamps_csv is not None or read.folder_fps != DEFAULT_FOLDER_FPS:
-        return None
-    return (f"{info.path}: frames read at {read.folder_fps:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
-            "images carry no times): give --fps F or --timestamps CSV if that is not their rate")
+ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
+                       "images carry no times): give --fps F or --timestamps CSV if that is not their rate")
+
+
+def rate_assumed(read_record: dict) -> bool:
+    """Whether run.json's ``parameters.read`` is a frame folder read at the default rate that nobody gave
+    (QA 22: times silently off by 2x for 4 fps exports); a preset that sets another rate for its recorder
+    is taken at its word. The run's warning and the batch's count both ask this."""
+    return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
 
 
 def read_batch_size(preset: int, classifier: Classifier, requested: int | None = None) -> int:

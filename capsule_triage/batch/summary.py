@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError, one_line
 from ..outputs import RUN_FILE
+from ..pipeline import rate_assumed
 from ..reader import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study
@@ -67,7 +68,7 @@ def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
             read = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())["parameters"]["read"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        count += read.get("folder_fps_from") == "preset" and read.get("folder_fps") == DEFAULT_FOLDER_FPS
+        count += rate_assumed(read)
     return (f"{count} frame-folder {'study' if count == 1 else 'studies'} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's "
             "rate (the images carry no times): give --fps F if that is not their rate") if count else None
 
