@@ -40,6 +40,7 @@ from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
 from .stills import LabelledImages, load_for_model
+from .versions import package_versions
 from .weights import load_model
 
 
@@ -175,7 +176,7 @@ def evaluate(
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
               "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}),
-              **summarize(images.labels.numpy(), probs, config, groups=images.groups)}
+              **summarize(images.labels.numpy(), probs, config, groups=images.groups), "versions": package_versions()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))

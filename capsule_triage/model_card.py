@@ -107,13 +107,21 @@ def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path
     return card
 
 
+def _code(versions) -> str:
+    """", capsule-triage 0.1.0 at commit 535e783a1b2c" from the versions training recorded (none before they were)."""
+    if not isinstance(versions, dict) or "capsule-triage" not in versions:
+        return ""
+    commit = versions.get("capsule-triage-commit")
+    return f", capsule-triage {versions['capsule-triage']}" + (f" at commit {str(commit)[:12]}" if commit else "")
+
+
 def write_training_section(folder: Path, config: ModelConfig) -> None:
     """(Re)write the card's "training" section from the provenance that training and eval stored."""
     training = config.provenance.get("training", {})
     chosen = config.provenance.get("operating_threshold")
     lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
              f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
-             f"{training.get('threads')} threads).", "",
+             f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
              f"best checkpoint: {json.dumps(training.get('best'))}."]
     if chosen:

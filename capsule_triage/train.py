@@ -48,6 +48,7 @@ from .train_options import (RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_optio
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
 from .transfer import initial_model, set_trainable, train_mode
+from .versions import package_versions
 from .weights import create_model, save_weights
 
 __all__ = ["RUNTIME_FIELDS", "SCHEDULES", "TrainOptions", "make_config", "recipe", "train", "stability_loss", "validation_metrics"]
@@ -107,7 +108,7 @@ def train(options: TrainOptions) -> Path:
     for phrase in repeated_images(pool, digests):
         warnings.warn(f"{options.data}: {phrase}", DataWarning, stacklevel=2)
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread,
-                                         device=device_label(device))
+                                         device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None

@@ -67,6 +67,9 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
         meta = pq.read_schema(tmp_path / "eval" / f"{table}.parquet").metadata
         assert meta[b"weights_sha256"].decode() == result["weights_sha256"] and meta[b"split"] == b"test"
     assert (saved["weights"], saved["data"]) == (str(weights_copy.absolute()), str(small_manifest.absolute()))
+    from capsule_triage.versions import package_versions  # which code computed the numbers (train/eval lacked the commit)
+
+    assert saved["versions"] == package_versions() and saved["versions"]["capsule-triage"]
     roc = cv2.imread(str(tmp_path / "eval" / "roc.png"))
     assert roc is not None and roc.shape == (480, 480, 3)
 

@@ -83,6 +83,14 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
     with torch.no_grad():
         assert torch.equal(model(x), ref.eval()(x))
     assert config.provenance["training"]["recipe"]["strategy"] == "full"
+    # The code that trained is recorded, and the card says it (train/eval outputs lacked the commit).
+    from capsule_triage.model_card import write_training_section
+    from capsule_triage.versions import code_commit
+
+    versions = config.provenance["training"]["versions"]
+    assert versions["torch"].startswith("2.14.1") and versions.get("capsule-triage-commit") == code_commit()
+    write_training_section(out, config)
+    assert f"capsule-triage {versions['capsule-triage']}" in (out / "MODEL_CARD.md").read_text()
 
 
 @needs_shared
