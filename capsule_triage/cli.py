@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_batch import EXIT_INTERRUPTED  # Ctrl-C or SIGTERM, for every command
+from .cli_batch import EXIT_INTERRUPTED, output_folder  # Ctrl-C or SIGTERM, for every command
 from .errors import InputError, TriageError, one_line
 
 app = typer.Typer(
@@ -76,7 +76,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU)
 @app.command()
 def run(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp, natural order).", show_default=False, readable=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: <input>_triage beside the input).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Output folder (default: <input>_triage beside the input).")] = None,
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",

