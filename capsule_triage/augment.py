@@ -10,6 +10,9 @@ Policies:
   rotation by 90/180/270 degrees, intensity scale in [0.8, 1.5], Gaussian blur with sigma in [0, 5]}.
 * ``flip-rotate`` (seed C): horizontal flip with p = 0.5 and a rotation uniform in [-12, 12] degrees
   (zero fill; the border is masked afterwards anyway).
+* ``rotate-zoom`` (seed A, "rotation and zoom", no ranges given: ours are Keras' common
+  ``rotation_range=30, zoom_range=0.2``): a rotation uniform in [-30, 30] degrees and a zoom uniform in
+  [0.8, 1.2] (above 1 zooms in; zero fill).
 * ``none``.
 """
 
@@ -20,12 +23,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("bit", "flip-rotate", "none")
+POLICIES = ("bit", "flip-rotate", "rotate-zoom", "none")
 BIT_OPS = ("hflip", "vflip", "rot90", "intensity", "blur")
 BIT_MAX_OPS = 2
 INTENSITY_RANGE = (0.8, 1.5)
 BLUR_SIGMA_RANGE = (0.0, 5.0)
 ROTATE_DEGREES = 12.0
+ZOOM_DEGREES = 30.0
+ZOOM_RANGE = (0.8, 1.2)
 
 
 def augment(frames: torch.Tensor, policy: str, generator: torch.Generator) -> torch.Tensor:
@@ -38,6 +43,8 @@ def augment(frames: torch.Tensor, policy: str, generator: torch.Generator) -> to
         return bit_augment(frames, generator)
     if policy == "flip-rotate":
         return flip_rotate(frames, generator)
+    if policy == "rotate-zoom":
+        return rotate_zoom(frames, generator)
     return frames
 
 
@@ -53,8 +60,8 @@ def bit_augment(frames: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """Seed B: each image gets 0, 1 or 2 distinct operations of :data:`BIT_OPS`, chosen uniformly."""
     n = frames.shape[0]
     n_ops = torch.randint(0, BIT_MAX_OPS + 1, (n,), generator=generator)
-    rank = torch.argsort(torch.rand(n, len(BIT_OPS), generator=generator), dim=1)  # random op order
-    chosen = rank < n_ops[:, None]  # [N, 5]: op j applied to image i
+    rank = torch.argsort(torch.rand(n, len(BIT_OPS), generator=generator), dim=1)  # a random choice of ops ...
+    chosen = rank < n_ops[:, None]  # [N, 5]: op j applied to image i, in BIT_OPS order (the seed names no order)
     rot_k = torch.randint(1, 4, (n,), generator=generator)
     scale = _uniform(n, *INTENSITY_RANGE, generator)
     sigma = _uniform(n, *BLUR_SIGMA_RANGE, generator)
@@ -98,10 +105,21 @@ def flip_rotate(frames: torch.Tensor, generator: torch.Generator, *, max_degrees
     flip = torch.rand(n, generator=generator) < 0.5
     angle = torch.deg2rad(_uniform(n, -max_degrees, max_degrees, generator))
     x = frames.float()
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    return _affine(torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), angle, torch.ones(n))
+
+
+def rotate_zoom(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Seed A: rotation uniform in [-ZOOM_DEGREES, ZOOM_DEGREES], then zoom uniform in ZOOM_RANGE."""
+    n = frames.shape[0]
+    angle = torch.deg2rad(_uniform(n, -ZOOM_DEGREES, ZOOM_DEGREES, generator))
+    return _affine(frames.float(), angle, _uniform(n, *ZOOM_RANGE, generator))
+
+
+def _affine(x: torch.Tensor, angle: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """Rotate float [N,C,H,W] by ``angle`` (radians) about the centre and scale by ``zoom`` (> 1 enlarges), bilinear, zero fill."""
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     zeros = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)  # [N,2,3]
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)  # [N,2,3]: output -> input
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return _to_uint8(F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
 

@@ -300,6 +300,30 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
                                "epoch needs frames of at least 2 classes (add 'val' rows or more groups of the other classes)")
 
 
+def split_leak(samples: list[Sample], group_column: str | None, scored: str | None = None) -> str | None:
+    """One phrase when a manifest's groups (patients, subjects) have frames in more than one split (rev24:
+    seed C keeps every image of one subject on one side; a patient in both train and test went unsaid),
+    or None. With ``scored``, only the groups of that split are counted (``triage eval``)."""
+    if group_column is None:
+        return None
+    splits: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        splits[s.group].add(s.split or "train")
+    leaking = sorted((g for g, where in splits.items() if len(where) > 1 and (scored is None or scored in where)), key=natural_key)
+    if not leaking:
+        return None
+    kinds = Counter(" + ".join(sorted(splits[g])) for g in leaking)
+    named = ", ".join(map(repr, leaking[:3])) + (", ..." if len(leaking) > 3 else "")
+    counted = "; ".join(f"{n} in {kind}" for kind, n in sorted(kinds.items()))
+    if scored is not None:
+        return (f"{plural(len(leaking), group_column + ' value')} of the {scored!r} frames also {'has' if len(leaking) == 1 else 'have'} "
+                f"frames in another split ({counted}: {named}): the model was chosen or trained on these {group_column}s, so these "
+                f"metrics are optimistic (keep each {group_column} in one split)")
+    return (f"{plural(len(leaking), group_column + ' value')} {'has' if len(leaking) == 1 else 'have'} frames in more than one split "
+            f"({counted}: {named}): validation or test frames of a {group_column} the model trains on measure it on what it has "
+            f"seen (keep each {group_column} in one split, as seed C splits by subject)")
+
+
 def select(samples: list[Sample], split: str) -> list[Sample]:
     """Samples of one split ("all" = every sample)."""
     return list(samples) if split == "all" else [s for s in samples if s.split == split]

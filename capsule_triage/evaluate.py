@@ -30,7 +30,7 @@ from torch import nn
 from . import metrics
 from .training_images import overlap_warning, read_training_images
 from .device import exact_fp32, resolve_device, to_device
-from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select
+from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
 from .errors import DeviceError, InputError, OutputError, TriageError, WeightsError
 from .hub import fetch_weights
@@ -251,7 +251,8 @@ def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[
     samples = _training_validation(samples, config)
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
-    return samples, split, unread
+    leak = split_leak(samples, source.group_column, scored=split) if split != "all" else None
+    return samples, split, unread + ([leak] if leak else [])
 
 
 def _training_overlap(scored: list, config: ModelConfig, split: str) -> str | None:

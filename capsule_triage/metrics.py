@@ -159,3 +159,18 @@ def group_summary(table: dict[str, np.ndarray], threshold: float) -> dict:
     """Group-level binary metrics on each group's maximum score."""
     report = binary_report(table["abnormal"], table["score_max"], threshold)
     return {"n_groups": int(table["group"].size), "auc_max_score": roc_auc(table["abnormal"], table["score_max"]), **report}
+
+
+def accuracy_curve(accuracies: list[float], *, tail: float = 1 / 3) -> dict | None:
+    """Seed C's figures of one training configuration from its validation accuracy per epoch: the best
+    accuracy (and its epoch), the mean and variance "after convergence" — taken here as the last
+    ``tail`` of the epochs (at least one) — and the first epoch whose accuracy reaches that mean.
+    Epochs are numbered from 1; None without validation."""
+    values = np.asarray([a for a in accuracies if a is not None and not math.isnan(a)], dtype=float)
+    if len(values) != len(accuracies) or not len(values):
+        return None
+    last = values[-max(1, math.ceil(len(values) * tail)):]
+    mean = float(last.mean())
+    return {"best_accuracy": float(values.max()), "best_epoch": int(values.argmax()) + 1, "epochs": len(values),
+            "converged_from_epoch": len(values) - len(last) + 1, "mean_after_convergence": mean,
+            "variance_after_convergence": float(last.var()), "first_epoch_at_mean": int(np.argmax(values >= mean - 1e-12)) + 1}

@@ -94,6 +94,10 @@ def _per_class_rows(result: dict) -> list[str]:
     for name in result["class_names"]:
         c = result["per_class"][name]
         rows.append(f"| {name} | {c['support']} | " + " | ".join(_pct(c[k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
+    if isinstance(result.get("macro"), dict):  # rev24: seed A reports the averages too (metrics.json had them, the card not)
+        counted = result.get("macro_classes") or result["class_names"]
+        rows.append(f"| macro average ({len(counted)} classes) | {sum(result['per_class'][n]['support'] for n in counted)} | "
+                    + " | ".join(_pct(result["macro"][k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
     return rows
 
 
@@ -124,6 +128,11 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
              f"best checkpoint: {json.dumps(training.get('best'))}."]
+    if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)
+        lines += ["", f"Validation accuracy per epoch: best {_pct(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
+                  f"after convergence (epochs {curve['converged_from_epoch']}-{curve['epochs']}, the last third) mean "
+                  f"{_pct(curve['mean_after_convergence'])}, variance {curve['variance_after_convergence']:.6f}; first reached at epoch "
+                  f"{curve['first_epoch_at_mean']}."]
     if chosen:
         lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
                   + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "

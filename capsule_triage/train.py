@@ -35,10 +35,12 @@ from tqdm import tqdm
 
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
-from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
+from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
 from .device import autocast, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import predict_probs, summarize
+from .metrics import accuracy_curve
+from .model_card import CARD_NAME, write_training_section
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .recompress import recompress_augment
@@ -96,6 +98,8 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
+    if leak := split_leak(samples, source.group_column):
+        warnings.warn(f"{options.data}: {leak}", DataWarning, stacklevel=2)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None
             for s in ("train", "val")]
     pool = select(samples, "train") + select(samples, "val")
@@ -307,8 +311,11 @@ def _finish(run: _Run, out: Path) -> None:
     """Record the total wall time in the best model's config and in the checkpoint."""
     wall = round(time.perf_counter() - run.state["session_start"], 1)
     config = ModelConfig.load(out / "config.json")
-    config.provenance["training"].update(wall_seconds=wall, finished=True)
+    curve = accuracy_curve([row.get("val_accuracy") for row in run.state["log"]]) if run.val_set is not None else None
+    config.provenance["training"].update(wall_seconds=wall, finished=True, **({"accuracy_curve": curve} if curve else {}))
     config.save(out / "config.json")
+    if not (out / CARD_NAME).exists():  # rev24: a trained folder said "research use only" nowhere until an eval wrote a card
+        write_training_section(out, config)
     if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
         write_training_images(out, *run.images)
     path = out / CHECKPOINT_DIR / "state.json"

@@ -43,7 +43,7 @@ class TrainOptions:
     budget_scale: float = 1.0  # fraction of the BiT image budget (e.g. 0.03 for CPU runs)
     batch_size: int = 32
     weight_decay: float = 0.0
-    augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | none
+    augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | rotate-zoom (seed A) | none
     recompress: float = 0.0  # probability of a lossy round trip per frame after augmentation (recompress.py)
     recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
     stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its noisy copy's
@@ -98,6 +98,9 @@ def check_options(o: TrainOptions) -> None:
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
               (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
+              (not (o.init == "none" and o.lock),  # rev24: random blocks were frozen without a word
+               f"--init none starts from random weights and --lock {o.lock} would freeze blocks 1-{o.lock} of them: train from "
+               "scratch with --lock 0 (seed C's lock0), or lock blocks of pretrained weights (--init)"),
               (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, "batch_size must be >= 2, epochs and head_epochs >= 1"),
               (o.lr > 0 and o.head_lr > 0 and o.budget_scale > 0, "lr, head_lr and budget_scale must be > 0")]
     for ok, message in checks:

@@ -146,3 +146,15 @@ def test_macro_precision_counts_a_class_never_predicted_as_zero():
     assert report["per_class"]["CG"]["precision"] is None or np.isnan(report["per_class"]["CG"]["precision"])
     assert report["macro"]["precision"] == pytest.approx((4 / 7 + 3 / 6 + 0) / 3)
     assert report["macro"]["sensitivity"] == pytest.approx((4 / 5 + 3 / 5 + 0) / 3)
+
+
+def test_accuracy_curve_gives_seed_c_figures_of_a_configuration():
+    """rev24: seed C reports per configuration the best accuracy, the mean and variance after convergence
+    and the first epoch reaching that mean; train_log.csv held the accuracies, nothing summarised them."""
+    acc = [0.50, 0.70, 0.82, 0.78, 0.80, 0.84]  # last third = epochs 5-6: mean 0.82, variance 0.0004
+    curve = metrics.accuracy_curve(acc)
+    assert (curve["best_accuracy"], curve["best_epoch"], curve["epochs"], curve["converged_from_epoch"]) == (0.84, 6, 6, 5)
+    assert curve["mean_after_convergence"] == pytest.approx(0.82) and curve["variance_after_convergence"] == pytest.approx(0.0004)
+    assert curve["first_epoch_at_mean"] == 3  # 0.82 reached first at epoch 3
+    assert metrics.accuracy_curve([0.6])["converged_from_epoch"] == 1 and metrics.accuracy_curve([]) is None
+    assert metrics.accuracy_curve([0.5, None]) is None and metrics.accuracy_curve([0.5, math.nan]) is None  # no validation in some epochs

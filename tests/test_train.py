@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,13 +86,13 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
         assert torch.equal(model(x), ref.eval()(x))
     assert config.provenance["training"]["recipe"]["strategy"] == "full"
     # The code that trained is recorded, and the card says it (train/eval outputs lacked the commit).
-    from capsule_triage.model_card import write_training_section
     from capsule_triage.versions import code_commit
 
     versions = config.provenance["training"]["versions"]
     assert versions["torch"].startswith("2.14.1") and versions.get("capsule-triage-commit") == code_commit()
-    write_training_section(out, config)
-    assert f"capsule-triage {versions['capsule-triage']}" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()  # written by training (rev24: "research use only" was nowhere until an eval)
+    assert "**Research use only, not a diagnostic device.**" in card and f"capsule-triage {versions['capsule-triage']}" in card
+    assert "Wall time:" in card and "Command: `(library call)`" in card
 
 
 @needs_shared
@@ -142,6 +144,11 @@ def test_lock_k_freezes_exactly_blocks_1_to_k(tiny_manifest, tmp_path):
     frozen_buffers = [n for n in buffers if blocks[n.replace("running_mean", "weight")] <= 3]
     assert frozen_buffers and all(torch.equal(after[n], before[n]) for n in frozen_buffers)
     assert not all(torch.equal(after[n], before[n]) for n in buffers if n not in frozen_buffers)
+    # rev24: --lock on random weights (--init none) froze random blocks without a word; seed C's lock0 is from scratch.
+    with pytest.raises(InputError, match=r"options: --init none starts from random weights and --lock 3 would freeze blocks 1-3 of them: "
+                                         r"train from scratch with --lock 0 \(seed C's lock0\)"):
+        train(_options(tiny_manifest, tmp_path / "r", init="none", strategy="full", lock=3, epochs=1))
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50x1_bit", LITE0, "vgg11_bn", "inception_v3"])
@@ -297,7 +304,7 @@ def test_image_folder_tree_and_class_order(tmp_path):
 
 def test_augmentations_are_seeded_uint8_and_shape_preserving():
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    for policy in ("bit", "flip-rotate"):
+    for policy in ("bit", "flip-rotate", "rotate-zoom"):
         a = augment(x, policy, torch.Generator().manual_seed(5))
         b = augment(x, policy, torch.Generator().manual_seed(5))
         assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, b)
@@ -308,6 +315,33 @@ def test_augmentations_are_seeded_uint8_and_shape_preserving():
     assert augment(x, "none", torch.Generator()) is x
     with pytest.raises(ValueError, match="policy"):
         augment(x, "mixup", torch.Generator())
+
+
+def test_rotate_zoom_rotates_and_zooms_about_the_centre():
+    """rev24: seed A augments by "rotation and zoom"; only rotation (seed C's, and rot90s) existed."""
+    from capsule_triage.augment import ZOOM_DEGREES, ZOOM_RANGE, _affine, rotate_zoom
+
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., 27:37, 27:37] = 200.0  # a 10 px square at the centre
+    side = lambda y: int((y[0, 0, 32] > 100).sum())  # its width along the middle row
+    assert side(_affine(x, torch.zeros(1), torch.ones(1))) == 10 and side(_affine(x, torch.zeros(1), torch.full((1,), 2.0))) == 20
+    x[..., 10:14, 40:60] = 90.0  # a bar right of centre ends up above it after a quarter turn (counter-clockwise on screen)
+    turned = _affine(x, torch.full((1,), math.pi / 2), torch.ones(1))
+    assert torch.equal(turned, torch.rot90(x, 1, dims=(-2, -1)).to(torch.uint8))
+    # Drawn as documented: sizes of a centred disc scale by zooms in ZOOM_RANGE; the angle stays inside +-ZOOM_DEGREES.
+    disc = torch.zeros(256, 3, 64, 64, dtype=torch.uint8)
+    yy, xx = torch.meshgrid(torch.arange(64) - 31.5, torch.arange(64) - 31.5, indexing="ij")
+    disc[:, :, (yy ** 2 + xx ** 2) < 16 ** 2] = 255
+    area = (rotate_zoom(disc, torch.Generator().manual_seed(0))[:, 0] > 127).sum((1, 2)).float() / (disc[0, 0] > 127).sum()
+    assert ZOOM_RANGE[0] ** 2 - 0.05 < float(area.min()) < ZOOM_RANGE[0] ** 2 + 0.05 and ZOOM_RANGE[1] ** 2 - 0.05 < float(area.max()) < ZOOM_RANGE[1] ** 2 + 0.05
+    bar = torch.zeros(256, 3, 64, 64, dtype=torch.uint8)
+    bar[:, :, 30:34, 12:52] = 255  # horizontal through the centre: its orientation after the draw is the angle drawn
+    out = rotate_zoom(bar, torch.Generator().manual_seed(1))[:, 0].float()
+    m = out.sum((1, 2))
+    cy, cx = (out * (yy + 31.5)).sum((1, 2)) / m, (out * (xx + 31.5)).sum((1, 2)) / m
+    dy, dx = yy + 31.5 - cy.view(-1, 1, 1), xx + 31.5 - cx.view(-1, 1, 1)
+    angle = torch.rad2deg(0.5 * torch.atan2(2 * (out * dx * dy).sum((1, 2)), (out * (dx ** 2 - dy ** 2)).sum((1, 2)))).abs()
+    assert ZOOM_DEGREES - 3 < float(angle.max()) < ZOOM_DEGREES + 1 and float(angle.min()) < 3
 
 
 def test_pixel_noise_is_seeded_uint8_and_of_its_sigma():
@@ -447,6 +481,36 @@ def test_training_splits_that_would_train_something_else_are_refused():
 
 
 @needs_shared
+def test_a_patient_in_two_splits_is_named_by_train_and_eval(tmp_path):
+    """rev24: seed C keeps every image of one subject on one side of the split; a manifest with patients
+    in both train and test trained and evaluated without a word."""
+    from capsule_triage.datasets import split_leak
+    from capsule_triage.errors import DataWarning
+    from capsule_triage.evaluate import evaluate
+
+    path = tmp_path / "leak.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "patient", "split"])
+        for label in ("non-bleeding", "bleeding"):
+            rows = manifest_rows("train", label)[::60][:10]
+            for i, row in enumerate(rows):  # P0-P3 train; test: P0 and P1 again (the leak) and P9, seen nowhere else
+                patient, split = (f"P{i % 4}", "train") if i < 8 else (("P0", "P1")[i - 8] if label == "bleeding" else "P9", "test")
+                writer.writerow([WCE / row["path"], label, patient, split])
+    expected = "2 patient values have frames in more than one split (2 in test + train: 'P0', 'P1'): validation or test frames"
+    with pytest.warns(DataWarning, match=re.escape(f"{path}: {expected}")):
+        out = train(_options(path, tmp_path / "m", strategy="full", epochs=1))
+    result = evaluate(out, path, "test")
+    assert f"{path}: 2 patient values of the 'test' frames also have frames in another split (2 in test + train: 'P0', 'P1'): " \
+           "the model was chosen or trained on these patients, so these metrics are optimistic (keep each patient in one split)" in result["warnings"]
+    # No group column (a folder tree, or a manifest without one), or groups kept on one side: nothing to say.
+    samples = read_samples(path).samples
+    assert split_leak(samples, None) is None
+    assert split_leak([s for s in samples if s.group != "P0" and s.group != "P1"], "patient") is None
+    assert split_leak(samples, "patient", scored="train") is not None and split_leak(read_samples(WCE / "manifest.csv").samples, "near_dup_group") is None
+
+
+@needs_shared
 def test_resume_on_changed_data_is_refused(tiny_manifest, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text(tiny_manifest.read_text())
@@ -472,6 +536,10 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
         writer.writerow(["path", "label", "near_dup_group"])
         writer.writerows([r["path"], r["label"], r["near_dup_group"]] for r in rows)
     out = train(_options(data, tmp_path / "m", epochs=1, val_fraction=0.25))
+    log = [float(r["val_accuracy"]) for r in csv.DictReader(open(out / "train_log.csv"))]  # rev24: seed C's figures, from the log
+    curve = ModelConfig.load(out / "config.json").provenance["training"]["accuracy_curve"]
+    assert curve["epochs"] == len(log) == 3 and curve["best_accuracy"] == max(log) and curve["mean_after_convergence"] == log[-1]  # head 2 + full 1
+    assert f"Validation accuracy per epoch: best {100 * max(log):.2f}% (epoch {curve['best_epoch']} of 3)" in (out / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data and it has no 'test' split"):
         evaluate(out, data)
     listed_again = tmp_path / "listed_again.csv"  # the same rows in another file: found by the data digest
