@@ -273,9 +273,40 @@ def _tensorrt_cache(onnx_path: str | Path) -> dict:
             "trt_timing_cache_path": str(cache)}
 
 
-def onnx_backend(name: str, path: str | Path, **options) -> OnnxBackend | OpenVinoBackend:
-    """The engine that runs backend ``name`` (``ort-*`` or ``ov-*``) on an ONNX file."""
-    return (OpenVinoBackend if name.startswith("ov-") else OnnxBackend)(path, name=name, **options)
+def onnx_backend(name: str, path: str | Path, *, view=None, **options) -> "OnnxBackend | OpenVinoBackend | ViewCropped":
+    """The engine that runs backend ``name`` (``ort-*`` or ``ov-*``) on an ONNX file; for a model that
+    detects the field of view, ``view`` is its ModelConfig and the engine takes the frames as read."""
+    engine = (OpenVinoBackend if name.startswith("ov-") else OnnxBackend)(path, name=name, **options)
+    return ViewCropped(engine, view) if view is not None and view.border == "fov" else engine
+
+
+class ViewCropped:
+    """An ONNX engine of a model that detects the field of view (border "fov"): the crop is
+    data-dependent, so it runs on the host before the graph — each frame cropped to its view, resized
+    and rounded to uint8 by the model's own :class:`~capsule_triage.preprocess.Preprocessor`, exactly
+    the pixels the torch backends and training use — and the graph, exported from such crops,
+    normalises, masks and scores them (QA 26: such models ran only in PyTorch, ~11 frames/s on 720p
+    gastroscopy here). Imports torch (the crop's resize is torch's)."""
+
+    def __init__(self, engine: "OnnxBackend | OpenVinoBackend", config):
+        from .preprocess import Preprocessor
+
+        self.engine, self.size = engine, config.input_size
+        self.preprocess = Preprocessor(config)
+        self.name, self.precision, self.batch_size = engine.name, engine.precision, engine.batch_size
+
+    def views(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        """uint8 [N, S, S, 3]: the frames' views (frames already S x S are taken as cropped, as the torch backends take them)."""
+        return frames_nhwc if frames_nhwc.shape[1:3] == (self.size, self.size) else self.preprocess.views_nhwc(frames_nhwc)
+
+    def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
+        return self.engine.logits(self.views(frames_nhwc))
+
+    def submit(self, frames_nhwc: np.ndarray) -> Done:
+        return self.engine.submit(self.views(frames_nhwc))
+
+    def close(self) -> None:
+        self.engine.close()
 
 
 FLOAT_STEM_CONVS = 4  # the first convolutions see the raw, hard-masked image: int8 there costs the most accuracy

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import BACKENDS, ONNX_ENGINES, Done, onnx_backend, onnx_file
+from .backends import ONNX_ENGINES, Done, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -84,7 +84,8 @@ class Classifier:
         if onnx_file(name):
             layout = {"threads": threads} if threads else {"threads": tuning.get("threads"), "streams": tuning.get("streams", 1)}
             try:
-                self.backend = onnx_backend(name, self.selection["onnx_file"], batch_size=tuning.get("batch_size"), device=self.device, **layout)
+                self.backend = onnx_backend(name, self.selection["onnx_file"], view=config, batch_size=tuning.get("batch_size"),
+                                            device=self.device, **layout)
             except ValueError:
                 raise
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
@@ -125,9 +126,6 @@ class Classifier:
         digests = weights_digests(path) if path.exists() else {}
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
         device, device_note = device_name(device), auto_device_note(device)
-        if backend in BACKENDS and onnx_file(backend) and weights_dir is not None and folder_config(weights_dir, base_config).border == "fov":
-            raise WeightsError(weights_dir, f"backend {backend} runs an ONNX export, which a model that detects the field of view "
-                                            "(border 'fov') cannot have: the crop runs in PyTorch; use torch-fp32 or torch-bf16")
         events = asdict(rank(folder_config(weights_dir, base_config))) if rank is not None and weights_dir is not None else None
         selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),
                                           rank_params=events), device_note)

@@ -27,6 +27,7 @@ from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
 from .frames import DecodeStats
+from .preprocess import Preprocessor
 from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from .ranking import abnormal_score, rank
 from .reader import ReadOptions, letterboxed, read_frames
@@ -52,6 +53,12 @@ def decode_all(path: Path, size: int, limit: int | None = None, *, fov: bool = F
         height, width = data[0].shape[1:3]
         data = [np.stack([letterboxed(frame, width, height) for frame in batch]) for batch in data]
     return np.concatenate(data)[:limit], np.concatenate(index)[:limit], np.concatenate(pts)[:limit]
+
+
+def _views(frames: np.ndarray, config) -> np.ndarray:
+    """Frames as an ONNX graph takes them: for a model that detects the field of view, cropped to their
+    views on the host (int8 calibration sees what the graph will); others as read."""
+    return Preprocessor(config).views_nhwc(frames) if config.border == "fov" else frames
 
 
 def _scores(backend, frames: np.ndarray, batch_size: int) -> np.ndarray:
@@ -170,13 +177,13 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()
     size = config.input_size
-    fov = config.border == "fov"  # the crop runs in PyTorch: no ONNX export, no ONNX Runtime or OpenVINO candidates
+    fov = config.border == "fov"  # frames read as triage run reads them; ONNX candidates crop them on the host (ViewCropped)
     check = [decode_all(Path(c), size, fov=fov) for c in check_clips]
     # The ONNX files are about to be replaced: until the new report is written, no report vouches for them
     # (an interrupted run must not leave the old report accepting new, unchecked files).
     (weights_dir / BACKENDS_FILE).unlink(missing_ok=True)
-    calibration = None if fov else np.concatenate([decode_all(Path(c), size, limit=CALIBRATION_FRAMES)[0]
-                                                   for c in (calibration_clips or check_clips)])
+    calibration = np.concatenate([_views(decode_all(Path(c), size, limit=CALIBRATION_FRAMES, fov=fov)[0], config)
+                                  for c in (calibration_clips or check_clips)])
     cpu = torch.device("cpu")
 
     def on_torch(precision: str, device: torch.device = cpu):
@@ -184,7 +191,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         return lambda threads, streams, batch_size: backend  # torch threads are process-wide; the call size is the batch
 
     def on_onnx(name: str, path: Path):
-        return lambda threads, streams, batch_size: onnx_backend(name, path, threads=threads, streams=streams, batch_size=batch_size)
+        return lambda threads, streams, batch_size: onnx_backend(name, path, view=config, threads=threads, streams=streams, batch_size=batch_size)
 
     candidates = {  # name -> prepare() -> make(threads, streams, batch_size) -> backend
         "torch-fp32": lambda: on_torch("fp32"),
@@ -206,10 +213,6 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
               "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}
     for name, prepare in candidates.items():
-        if fov and onnx_file(name):
-            report["candidates"][name] = {"accepted": False, "error": "the model detects the field of view (border 'fov'): "
-                                                                      "the crop runs in PyTorch, no ONNX export"}
-            continue
         try:
             make = prepare()
             backend = make(threads=threads, streams=1, batch_size=None)

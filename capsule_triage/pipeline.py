@@ -123,7 +123,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
         thumbnails_started = time.perf_counter()
-        thumbs = _thumbnails(folder, input_path, ranking)
+        thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
                     class_names=config.class_names, scores=ranking.scores, ranking=ranking), provenance)
@@ -265,12 +265,18 @@ def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where
     return prefetch(read_frames(input_path, read, stats), depth=depth)
 
 
-def _thumbnails(folder: Path, input_path: Path, ranking: Ranking) -> dict[int, str]:
+def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool) -> dict[int, str]:
+    """Thumbnails of the events' peaks and the top frames; with ``view`` (border "fov") cropped to the view."""
     wanted = {e.peak_frame: e.peak_seconds for e in ranking.events}
     wanted.update({f: t for f, t, _ in ranking.top_frames})
     if not wanted:
         return {}
-    return write_thumbnails(folder, iter_frames_at(input_path, list(wanted), list(wanted.values())))
+    images = iter_frames_at(input_path, list(wanted), list(wanted.values()))
+    if view:
+        from .preprocess import crop_to_view  # torch: imported only for such a model (an ONNX backend runs without it)
+
+        images = ((i, crop_to_view(rgb)) for i, rgb in images)
+    return write_thumbnails(folder, images)
 
 
 def source_state(path: str | Path) -> tuple:

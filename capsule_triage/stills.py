@@ -73,7 +73,7 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
         if image is None:
             raise InputError(sample.path, "not a decodable image")
         still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)
-        images[i] = still if view is None else view.view(still[None])[0].round().clamp(0, 255).to(torch.uint8)
+        images[i] = still if view is None else view.view(still[None])[0]
     return LabelledImages(
         images=images,
         labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),

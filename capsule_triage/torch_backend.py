@@ -202,11 +202,10 @@ def _removed_on_error(path: Path):
 def export_onnx(model: nn.Module, config: ModelConfig, path: str | Path) -> Path:
     """Export the folded model (uint8 NHWC input, dynamic batch) with the TorchScript-based exporter.
 
-    Only fixed preprocessing folds into a graph: a detected field-of-view crop (border "fov") is
-    data-dependent and runs in PyTorch.
+    Only fixed preprocessing folds into a graph: for a model that detects the field of view (border
+    "fov") the graph takes frames already cropped to their view at the input size (the crop is
+    data-dependent and runs on the host: :class:`capsule_triage.backends.ViewCropped`).
     """
-    if config.border == "fov":
-        raise ValueError("ONNX export needs border 'circle' or 'none'; the 'fov' crop runs with the torch backends")
     size = config.input_size
     folded = FoldedModel(static_same_padding(model, size), config).eval()
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)

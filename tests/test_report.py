@@ -152,6 +152,11 @@ def test_reading_times_come_from_the_data(tmp_path):
     assert "15.0%" in summary and "450 frames in events" in summary
     assert f">{fmt_duration(30.0)}<" in summary and "30.0 s" in summary
     assert "vs 3 min 20 s for the whole study (85% less)" in summary
+    # QA 26: a reader goes no slower than the video plays (at 15 frames/s, a 90 s 60 fps clip "read" in 6 min)
+    fast = write_report(make_study(tmp_path / "f", frames=1800, events=2, fps=60.0, event_frames=60)).read_text()
+    summary = fast[fast.index('id="summary"'):fast.index("</section>", fast.index('id="summary"'))]
+    assert "Reading at 60 frames/s (as it plays)" in summary and "vs 30.0 s for the whole study" in summary, summary
+    assert f">{fmt_duration(2.0)}<" in summary  # 120 flagged frames at 60 frames/s
 
 
 def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_path):

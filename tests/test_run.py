@@ -180,3 +180,38 @@ def test_gastroscope_preset_with_fov_crop_on_a_720p_clip_with_audio(tmp_path):
     np.testing.assert_allclose(score, frames["prob_GC"].to_numpy() + frames["prob_GU"].to_numpy(), atol=1e-5)
     assert not (out / "report.html").exists()
 
+
+
+def test_thumbnails_of_a_field_of_view_model_show_the_view_not_the_text_beside_it(tmp_path):
+    """QA 26: with a field-of-view model, thumbnails (and so the shared review page) were whole frames,
+    with the burned-in patient name and id beside the view; the model never saw them."""
+    import av
+    import torch
+
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.weights import create_model, save_weights
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(16))]
+    side = views[0].shape[0]
+    frames = []
+    for view in views:  # the view left of centre in a wide frame, a block of "text" at the top right, 120 px from it
+        frame = np.zeros((side, side * 2, 3), np.uint8)
+        frame[:, 40 : 40 + side] = view
+        frame[20:60, side + 160 : side + 300] = 255
+        frames.append(frame)
+    clip = encode_clip(frames, tmp_path / "wide.mp4")
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="test_resnet", class_names=["chronic-gastritis", "early-gastric-cancer"], abnormal_classes=["early-gastric-cancer"], input_size=64,
+                         border="fov", border_radius=1.0, name="test-fov")
+    weights = save_weights(tmp_path / "w", create_model(config), config)
+    done = triage("run", clip, "-p", "gastric-ebc-bit-r101x3", "--weights", weights, "--out", tmp_path / "o", "--quiet", "--no-report")
+    assert done.returncode == 0, done.stderr
+    thumbs = sorted((tmp_path / "o" / "thumbnails").glob("*.jpg"))
+    assert thumbs
+    for path in thumbs:
+        thumb = cv2.imread(str(path))
+        index = int(path.stem.split("_")[1])
+        assert abs(thumb.shape[0] - side) <= 4 and abs(thumb.shape[1] - side) <= 4, thumb.shape  # the view's square, not 2:1
+        view = cv2.cvtColor(views[index], cv2.COLOR_RGB2BGR)[: thumb.shape[0], : thumb.shape[1]]
+        assert np.abs(thumb.astype(int) - view.astype(int)).mean() < 12  # the view itself (JPEG and H.264 apart)
