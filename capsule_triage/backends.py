@@ -16,7 +16,8 @@ Python work or float copy happens outside it.
   in bf16 on CPUs with native bf16 (AVX-512-BF16 or AMX) — the depthwise convolutions that int8
   keeps in float are most of Lite0's time.
 
-This module does not import torch, so a run on an ONNX file never loads it (about 600 MB less memory).
+This module does not import torch, so a run on an ONNX file never loads it (about 600 MB less memory),
+except for a model that detects the field of view, whose crop runs in torch (:class:`ViewCropped`).
 
 A lower precision is only chosen automatically after ``triage optimize`` showed that it agrees
 with fp32 on real frames (see :mod:`capsule_triage.optimize`).
@@ -286,14 +287,20 @@ class ViewCropped:
     and rounded to uint8 by the model's own :class:`~capsule_triage.preprocess.Preprocessor`, exactly
     the pixels the torch backends and training use — and the graph, exported from such crops,
     normalises, masks and scores them (QA 26: such models ran only in PyTorch, ~11 frames/s on 720p
-    gastroscopy here). Imports torch (the crop's resize is torch's)."""
+    gastroscopy here). Imports torch (the crop's resize is torch's), and gives it the engine's threads
+    (a batch worker's share of the cores: torch's own default is every core, review rev25)."""
 
     def __init__(self, engine: "OnnxBackend | OpenVinoBackend", config):
+        import torch
+
         from .preprocess import Preprocessor
 
         self.engine, self.size = engine, config.input_size
         self.preprocess = Preprocessor(config)
         self.name, self.precision, self.batch_size = engine.name, engine.precision, engine.batch_size
+        self.path, self.threads, self.streams = engine.path, engine.threads, engine.streams  # what bench and run.json report
+        if engine.threads:
+            torch.set_num_threads(engine.threads * engine.streams)
 
     def views(self, frames_nhwc: np.ndarray) -> np.ndarray:
         """uint8 [N, S, S, 3]: the frames' views (frames already S x S are taken as cropped, as the torch backends take them)."""

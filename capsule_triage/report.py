@@ -260,13 +260,13 @@ def _backend(model: dict) -> str | None:
 def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
     pct = 100 * flagged / frames if frames else 0.0
     # A reader goes no slower than the video plays (QA 26: at 15 frames/s a 90 s 60 fps clip "read" in 6 min).
-    rate = max(READING_FPS, frames / duration if duration > 0 else 0.0)
+    rate = max(READING_FPS, round(frames / duration) if frames > 1 and duration > 0 else 0.0)
     read_flagged, read_all = reading_seconds(flagged, rate), reading_seconds(frames, rate)
     saved = f"{100 * (1 - read_flagged / read_all):.0f}% less" if read_all else ""
     tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
              ("Events", f"{events:,}", "ranked by peak score"),
              ("Flagged", f"{pct:.1f}%", f"{flagged:,} frames in events"),
-             (f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.3g} frames/s (as it plays)", fmt_duration(read_flagged),
+             (f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.0f} frames/s (as it plays)", fmt_duration(read_flagged),
               f"flagged frames only, vs {fmt_duration(read_all)} for the whole study ({saved})")]
     cells = "".join(f'<div class="tile"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div><div class="s">{esc(s)}</div></div>'
                     for k, v, s in tiles)

@@ -314,7 +314,8 @@ def _finish(run: _Run, out: Path) -> None:
     curve = accuracy_curve([row.get("val_accuracy") for row in run.state["log"]]) if run.val_set is not None else None
     config.provenance["training"].update(wall_seconds=wall, finished=True, **({"accuracy_curve": curve} if curve else {}))
     config.save(out / "config.json")
-    if not (out / CARD_NAME).exists():  # rev24: a trained folder said "research use only" nowhere until an eval wrote a card
+    card = out / CARD_NAME  # rev24: a trained folder said "research use only" nowhere until an eval wrote a card
+    if not card.exists() or "<!-- triage-eval:training:begin -->" in card.read_text():  # a card of one's own stays as it is
         write_training_section(out, config)
     if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
         write_training_images(out, *run.images)

@@ -98,8 +98,9 @@ def check_options(o: TrainOptions) -> None:
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
               (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
-              (not (o.init == "none" and o.lock),  # rev24: random blocks were frozen without a word
-               f"--init none starts from random weights and --lock {o.lock} would freeze blocks 1-{o.lock} of them: train from "
+              (not (o.init == "none" and o.lock and not o.resume),  # rev24: random blocks were frozen without a word (a run
+               # checkpointed before may still finish: rev25)
+               f"--init none starts from random weights and --lock {o.lock} would freeze {'block 1' if o.lock == 1 else f'blocks 1-{o.lock}'} of them: train from "
                "scratch with --lock 0 (seed C's lock0), or lock blocks of pretrained weights (--init)"),
               (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, "batch_size must be >= 2, epochs and head_epochs >= 1"),
               (o.lr > 0 and o.head_lr > 0 and o.budget_scale > 0, "lr, head_lr and budget_scale must be > 0")]

@@ -566,6 +566,15 @@ def test_a_field_of_view_model_is_optimized_on_frames_read_as_a_run_reads_them_a
     views = Preprocessor(config).views_nhwc(wide)
     assert views.shape == (12, 32, 32, 3) and views.dtype == np.uint8
     assert np.array_equal(on_ov.backend.logits(views), on_ov.backend.logits(wide))  # cropped frames are taken as they are
+    # Review rev25: the crop ran on every core whatever the engine's (a batch worker's) share, and bench read no threads.
+    from capsule_triage.backends import onnx_backend
+
+    before = torch.get_num_threads()
+    try:
+        engine = onnx_backend("ort-fp32", weights / "model.fp32.onnx", view=config, threads=1, streams=1)
+        assert torch.get_num_threads() == 1 and (engine.threads, engine.streams, engine.path) == (1, 1, weights / "model.fp32.onnx")
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_check_frames_of_a_field_of_view_model_come_in_one_shape_and_its_preset_is_found(tmp_path):

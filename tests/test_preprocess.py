@@ -17,6 +17,15 @@ def _config(**kw):
     return ModelConfig(**{**base, **kw})
 
 
+def test_fov_boxes_take_float_frames_too():
+    """Review rev25: the numpy bright mask (uint8 only) refused float frames the torch sum had taken."""
+    from capsule_triage.preprocess import fov_boxes
+
+    frames = torch.zeros(2, 3, 40, 60, dtype=torch.uint8)
+    frames[:, :, 5:35, 20:50] = 200
+    assert fov_boxes(frames) == fov_boxes(frames.float()) == [(5, 20, 30), (5, 20, 30)]
+
+
 def test_normalisation_uses_the_models_own_mean_and_std():
     frames = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
     bit = Preprocessor(_config(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), border="none"))(frames)

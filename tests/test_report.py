@@ -157,6 +157,8 @@ def test_reading_times_come_from_the_data(tmp_path):
     summary = fast[fast.index('id="summary"'):fast.index("</section>", fast.index('id="summary"'))]
     assert "Reading at 60 frames/s (as it plays)" in summary and "vs 30.0 s for the whole study" in summary, summary
     assert f">{fmt_duration(2.0)}<" in summary  # 120 flagged frames at 60 frames/s
+    one = write_report(make_study(tmp_path / "one", frames=1, events=0, fps=25.0)).read_text()  # rev25: no rate from one frame
+    assert "Reading at 15 frames/s<" in one
 
 
 def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_path):

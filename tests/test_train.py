@@ -117,7 +117,12 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     (model_only / "config.json").write_text("{}")
     with pytest.raises(InputError, match=r"model_only: output folder already holds a model \(config.json, no checkpoint to resume\)"):
         train(_options(tiny_manifest, model_only, **kwargs))
+    from capsule_triage.model_card import write_training_section
+
+    write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
+    assert "Wall time: nan min" in (part / "MODEL_CARD.md").read_text()
     train(_options(tiny_manifest, part, resume=True, **kwargs))
+    assert "Wall time: nan min" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
     a = load_file(str(full / "checkpoint" / "state.safetensors"))
     b = load_file(str(part / "checkpoint" / "state.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -149,6 +154,11 @@ def test_lock_k_freezes_exactly_blocks_1_to_k(tiny_manifest, tmp_path):
                                          r"train from scratch with --lock 0 \(seed C's lock0\)"):
         train(_options(tiny_manifest, tmp_path / "r", init="none", strategy="full", lock=3, epochs=1))
     assert not (tmp_path / "r").exists()
+    from capsule_triage.train_options import check_options
+
+    with pytest.raises(InputError, match=r"--lock 1 would freeze block 1 of them"):
+        check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1))
+    check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1, resume=True))  # a run checkpointed before may finish (rev25)
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50x1_bit", LITE0, "vgg11_bn", "inception_v3"])
