@@ -149,6 +149,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     parsed = _parse_report(weights_dir)
     report, why_not = _for_these_weights(parsed, weights_dir, weights_id)
     warnings = [why_not] if why_not and weights_dir is not None and (weights_dir / BACKENDS_FILE).exists() else []
+    if report and any("crop runs in PyTorch" in str(c.get("error")) for c in report.get("candidates", {}).values()):
+        warnings.append(f"{BACKENDS_FILE} was written before models that detect the field of view could run on ONNX Runtime and "
+                        "OpenVINO (2026-12-01), and its lower precisions were checked against the crop before it was rounded to "
+                        "uint8: run `triage optimize` again (QA 27)")
     if report and device.startswith("cuda"):  # CPU measurements say nothing of a GPU: only what optimize checked on this one
         report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
     if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it

@@ -126,7 +126,7 @@ def eval_command(
     weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).", show_default=False)],
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
     split: Annotated[str, typer.Option(help="test | val | train | all (data without splits: all).")] = "test",
-    out: Annotated[Optional[Path], typer.Option(parser=output_folder, metavar="DIR", help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
     border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
     target_sensitivity: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Choose the operating threshold on validation data for this sensitivity; store it in config.json.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,

@@ -169,6 +169,21 @@ def read_geometry(input_size: int, border: str) -> tuple[int, bool]:
     return (input_size * 2, False) if border == "fov" else (input_size, True)
 
 
+WIDE_ASPECT = 1.5  # 3:2 and wider (16:9 gastroscope towers); 4:3 and square capsule exports are left alone
+
+
+def wide_frames_note(config: ModelConfig, width: int, height: int) -> str | None:
+    """A warning when a model that masks the centred square (border "circle", made for capsule frames)
+    meets wide frames: whatever lies off centre is never seen (QA 26: 16:9 gastroscope video under the
+    default preset flagged 62-79% of normal frames without a word), or None."""
+    short, long = sorted((width, height))
+    if config.border != "circle" or not short or long / short < WIDE_ASPECT:
+        return None
+    return (f"frames of {width}x{height}: this model (border 'circle', made for capsule frames) scores only the centred "
+            f"{short}x{short} square masked to a circle, so a view off centre is cut; for gastroscope video use a preset "
+            "with border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3)")
+
+
 def unfinished_training(config: ModelConfig) -> str | None:
     """A warning when the weights are the best epoch so far of a training run that was stopped (the
     folder holds them from the first epoch on); None for finished or shipped weights."""

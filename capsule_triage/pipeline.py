@@ -20,7 +20,7 @@ from .backend_choice import events_unchecked
 from .background import prefetch
 from .classifier import Classifier
 from .hub import fetch_weights
-from .model_config import read_geometry
+from .model_config import read_geometry, wide_frames_note
 from .completeness import time_gaps
 from .errors import InputError, TriageError, WeightsError
 from .dedup import DuplicateSkipper
@@ -133,10 +133,10 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts)
-        # every Warning: line of the run in one list (QA 25: the model's, e.g. weights unlike their preset, were only in backend_selection)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
-        run["warnings"] = [*classifier.selection.get("warnings", []),
-                           *(w for w in (events_unchecked(classifier.selection, asdict(params)), assumed) if w)]
+        wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
+        run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
+                                                                                     assumed, wide and f"{info.path}: {wide}") if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:

@@ -460,6 +460,12 @@ def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_th
         choose_backend("ort-fp32", "cpu", copy, "changed")
     (copy / "config.json").write_text(json.dumps({**config, "threshold": 0.3}))  # not in the graph: it still holds
     assert choose_backend("ort-fp32", "cpu", copy, "changed")["backend"] == "ort-fp32"
+    # QA 27: a report from before field-of-view models ran on ONNX backends rejected them all; auto kept torch without a hint.
+    old = {"accepted": False, "error": "the model detects the field of view (border 'fov'): the crop runs in PyTorch, no ONNX export"}
+    stale = _with_report(folder, tmp_path / "stale", json.dumps(dict(report, candidates={**report["candidates"], "ov-fp32": old})))
+    assert any(w.startswith("backends.json was written before models that detect the field of view could run on ONNX Runtime")
+               and w.endswith("run `triage optimize` again (QA 27)") for w in choose_backend("auto", "cpu", stale, report["weights_sha256"])["warnings"])
+    assert "warnings" not in choose_backend("auto", "cpu", folder, report["weights_sha256"])
 
 
 def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimized, tmp_path, monkeypatch):

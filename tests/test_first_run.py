@@ -76,8 +76,8 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, random
                 f"Error: Invalid value for '--out' / '-o': is empty: give a folder (. for the current one) (see 'triage {args[0]} --help')")
     done = triage("train", ".", "--output", " ", cwd=tmp_path)
     assert done.returncode == 2 and "is empty: give a folder" in done.stderr, done.stderr
-    done = triage("eval", random_weights, ".", "--out", "", cwd=tmp_path)
-    assert done.returncode == 2 and "is empty: give a folder" in done.stderr, done.stderr
+    done = triage("eval", random_weights, ".", "-o", "", cwd=tmp_path)  # QA 27: eval had no -o
+    assert done.returncode == 2 and "Invalid value for '--out' / '-o': is empty: give a folder" in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.mp4"]
 
 

@@ -215,3 +215,22 @@ def test_thumbnails_of_a_field_of_view_model_show_the_view_not_the_text_beside_i
         assert abs(thumb.shape[0] - side) <= 4 and abs(thumb.shape[1] - side) <= 4, thumb.shape  # the view's square, not 2:1
         view = cv2.cvtColor(views[index], cv2.COLOR_RGB2BGR)[: thumb.shape[0], : thumb.shape[1]]
         assert np.abs(thumb.astype(int) - view.astype(int)).mean() < 12  # the view itself (JPEG and H.264 apart)
+
+
+def test_wide_frames_under_a_capsule_model_are_named(tmp_path, random_weights):
+    """QA 26: 16:9 gastroscope video under the default (capsule, centred circle) preset flagged most normal
+    frames, the view off centre cut by the centred square, without a word."""
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(8))]
+    side = views[0].shape[0]
+    wide = encode_clip([np.pad(v, ((0, 0), (0, side * 3 // 4), (0, 0))) for v in views], tmp_path / "wide.mp4")  # 7:4
+    done = triage("run", wide, "--weights", random_weights, "--out", tmp_path / "w", "--quiet", "--no-report")
+    line = (f"{wide}: frames of {side + side * 3 // 4}x{side}: this model (border 'circle', made for capsule frames) scores only the "
+            f"centred {side}x{side} square masked to a circle, so a view off centre is cut; for gastroscope video use a preset with "
+            "border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3)")
+    assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["warnings"] == [line]
+    square = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "s", "--quiet", "--no-report")
+    assert square.returncode == 0 and "frames of" not in square.stderr, square.stderr
