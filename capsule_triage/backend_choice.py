@@ -171,6 +171,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             warnings.append(_other_events_warning(", ".join(lower), other))
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
+        missing = [k for k in runnable if onnx_file(k) and not (weights_dir / onnx_file(k)).is_file()]  # QA 27: copied without them
+        if missing:
+            warnings.append(f"{BACKENDS_FILE} accepts {', '.join(missing)}, but {weights_dir} lacks "
+                            f"{', '.join(sorted({onnx_file(k) for k in missing}))}: left out (copy the .onnx files with the weights, "
+                            "or run `triage optimize`)")
+            runnable = [k for k in runnable if k not in missing]
         if not runnable:
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}

@@ -466,6 +466,16 @@ def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_th
     assert any(w.startswith("backends.json was written before models that detect the field of view could run on ONNX Runtime")
                and w.endswith("run `triage optimize` again (QA 27)") for w in choose_backend("auto", "cpu", stale, report["weights_sha256"])["warnings"])
     assert "warnings" not in choose_backend("auto", "cpu", folder, report["weights_sha256"])
+    # QA 27: weights copied without their .onnx files: auto chose an accepted ONNX backend and then failed for its file.
+    fastest = dict(report["candidates"]["ort-fp32"], accepted=True, frames_per_second=1e6)
+    bare = _with_report(folder, tmp_path / "bare", json.dumps(dict(report, candidates={**report["candidates"], "ort-fp32": fastest})))
+    (bare / "model.fp32.onnx").unlink()
+    choice = choose_backend("auto", "cpu", bare, report["weights_sha256"])
+    line = next(w for w in choice["warnings"] if w.startswith("backends.json accepts ort-fp32"))  # and ov-fp32, if accepted: one file
+    assert choice["backend"] != "ort-fp32" and line.endswith(f", but {bare} lacks model.fp32.onnx: left out (copy the .onnx files with "
+                                                             "the weights, or run `triage optimize`)"), line
+    result = triage("run", DEMO_CLIP, "--weights", bare, "--out", tmp_path / "bare_run", "--quiet", "--no-report")
+    assert result.returncode == 0 and f"Warning: {line}" in result.stderr, result.stderr
 
 
 def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimized, tmp_path, monkeypatch):
