@@ -295,22 +295,18 @@ class ViewCropped:
 
         from .preprocess import Preprocessor
 
-        self.engine, self.size = engine, config.input_size
+        self.engine = engine
         self.preprocess = Preprocessor(config)
         self.name, self.precision, self.batch_size = engine.name, engine.precision, engine.batch_size
         self.path, self.threads, self.streams = engine.path, engine.threads, engine.streams  # what bench and run.json report
         if engine.threads:
             torch.set_num_threads(engine.threads * engine.streams)
 
-    def views(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        """uint8 [N, S, S, 3]: the frames' views (frames already S x S are taken as cropped, as the torch backends take them)."""
-        return frames_nhwc if frames_nhwc.shape[1:3] == (self.size, self.size) else self.preprocess.views_nhwc(frames_nhwc)
-
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        return self.engine.logits(self.views(frames_nhwc))
+        return self.engine.logits(self.preprocess.views_nhwc(frames_nhwc))
 
     def submit(self, frames_nhwc: np.ndarray) -> Done:
-        return self.engine.submit(self.views(frames_nhwc))
+        return self.engine.submit(self.preprocess.views_nhwc(frames_nhwc))
 
     def close(self) -> None:
         self.engine.close()

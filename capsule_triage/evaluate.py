@@ -35,7 +35,7 @@ from .digests import weights_sha256
 from .errors import DeviceError, InputError, OutputError, TriageError, WeightsError
 from .hub import fetch_weights
 from .outputs import check_creatable
-from .model_card import check_section_name, json_ready, write_card_section, write_training_section
+from .model_card import check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
@@ -189,9 +189,8 @@ def evaluate(
     if selection is not None:
         result["threshold_selection"] = selection
         config.save(Path(weights) / CONFIG_NAME)
-        card = Path(weights) / "MODEL_CARD.md"
-        if model_card is None and card.is_file() and "<!-- triage-eval:training:begin -->" in card.read_text():
-            write_training_section(Path(weights), config)  # the threshold it states is the new one (QA 20)
+        if model_card is None:
+            refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
     result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
     if out_dir is not None:
         write_outputs(Path(out_dir), result, images, probs, config)

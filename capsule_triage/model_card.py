@@ -101,8 +101,21 @@ def _per_class_rows(result: dict) -> list[str]:
     return rows
 
 
+def _markers(section: str) -> tuple[str, str]:
+    return f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
+
+
+def refresh_training_section(folder: Path, config: ModelConfig, *, create: bool) -> None:
+    """Rewrite the card's training section where the card has one (a new threshold, a finished run), or
+    make the card when there is none and ``create``; a card of one's own without the section stays as it
+    is (review rev20)."""
+    card = folder / CARD_NAME
+    if (create and not card.exists()) or (card.is_file() and _markers("training")[0] in card.read_text()):
+        write_training_section(folder, config)
+
+
 def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
-    begin, end = f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
+    begin, end = _markers(section)
     block = f"{begin}\n{body}\n{end}"
     text = card.read_text() if card.exists() else NEW_CARD.format(title=title)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)

@@ -142,9 +142,7 @@ class Preprocessor(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"Preprocessor expects uint8 [N,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
-        if self.border == "fov" and tuple(frames.shape[-2:]) == (self.input_size, self.input_size):
-            x = frames.float()  # already cropped to the view: stills are when they are loaded (see view)
-        elif self.border == "fov":
+        if self.border == "fov":
             x = self.view(frames).float()
         else:
             h, w = frames.shape[-2:]
@@ -165,6 +163,8 @@ class Preprocessor(nn.Module):
         frames of exactly S x S are taken as cropped: a run never reads frames that small for such a
         model. (Stills were centre-cropped square first: a 16:9 gastroscope still lost part of its
         view and trained on black border where the run crops to the view; QA pass 16.)"""
+        if tuple(frames.shape[-2:]) == (self.input_size, self.input_size):
+            return frames  # already cropped to the view (stills are when they are loaded)
         views = torch.cat([self._resize(frames[i : i + 1, :, t : t + s, l : l + s].float()) for i, (t, l, s) in enumerate(fov_boxes(frames))])
         return views.round_().clamp_(0, 255).to(torch.uint8)
 

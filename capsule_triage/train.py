@@ -40,7 +40,7 @@ from .device import autocast, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import predict_probs, summarize
 from .metrics import accuracy_curve
-from .model_card import CARD_NAME, write_training_section
+from .model_card import refresh_training_section
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .recompress import recompress_augment
@@ -314,9 +314,7 @@ def _finish(run: _Run, out: Path) -> None:
     curve = accuracy_curve([row.get("val_accuracy") for row in run.state["log"]]) if run.val_set is not None else None
     config.provenance["training"].update(wall_seconds=wall, finished=True, **({"accuracy_curve": curve} if curve else {}))
     config.save(out / "config.json")
-    card = out / CARD_NAME  # rev24: a trained folder said "research use only" nowhere until an eval wrote a card
-    if not card.exists() or "<!-- triage-eval:training:begin -->" in card.read_text():  # a card of one's own stays as it is
-        write_training_section(out, config)
+    refresh_training_section(out, config, create=True)  # rev24: a trained folder said "research use only" nowhere until an eval
     if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
         write_training_images(out, *run.images)
     path = out / CHECKPOINT_DIR / "state.json"
