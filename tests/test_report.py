@@ -792,6 +792,13 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
     time.sleep(0.3)
     assert browser.eval("location.pathname").endswith("/report/event-0002.html")
     browser.load((study / REPORT_FILE).as_uri())
+    # The setting reaches the page loaded next through Chromium's storage service, whose write from the page
+    # before can land after this page has read it (the CI of 11e156f, loaded machine): then a 'storage' event
+    # brings it.
+    assert browser.eval_until("document.getElementById('shortcuts').checked", False) is False
+    browser.eval("window.dispatchEvent(new StorageEvent('storage', {key: 'capsule-triage-shortcuts', newValue: 'on'}))")
+    assert browser.eval("document.getElementById('shortcuts').checked") is True  # turned on in another tab
+    browser.eval("window.dispatchEvent(new StorageEvent('storage', {key: 'capsule-triage-shortcuts', newValue: 'off'}))")
     assert browser.eval("document.getElementById('shortcuts').checked") is False
     browser.key("j")
     time.sleep(0.3)
