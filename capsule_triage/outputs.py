@@ -225,18 +225,21 @@ def write_table(path: Path, columns: dict[str, pa.Array], provenance: dict) -> N
         pq.write_table(table, fh, compression="zstd")
 
 
-def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking) -> dict[str, pa.Array]:
-    """Columns of frames.parquet: one row per decoded frame."""
+def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking, has_view=None) -> dict[str, pa.Array]:
+    """Columns of frames.parquet: one row per decoded frame. A frame without a field of view
+    (``has_view`` False) has null score, probabilities and smoothed score: it was not scored."""
+    score = lambda values: pa.array(values, pa.float32(), from_pandas=True)  # noqa: E731 - NaN (no view) -> null
     columns = {
         "frame_index": pa.array(frame_index, pa.int64()),
         "pts_seconds": pa.array(pts_seconds, pa.float64()),
-        "score": pa.array(scores, pa.float32()),
+        "score": score(scores),
     }
     for i, name in enumerate(class_names):
-        columns[prob_column(name)] = pa.array(probs[:, i], pa.float32())
-    columns["smoothed_score"] = pa.array(ranking.smoothed, pa.float32())
+        columns[prob_column(name)] = score(probs[:, i])
+    columns["smoothed_score"] = score(ranking.smoothed)
     columns["flagged"] = pa.array(ranking.event_id >= 0, pa.bool_())
     columns["event_id"] = pa.array(ranking.event_id, pa.int32())
+    columns["has_view"] = pa.array(np.ones(len(scores), bool) if has_view is None else has_view, pa.bool_())
     return columns
 
 

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, wide_frames_note
 from .completeness import time_gaps
-from .errors import InputError, TriageError, WeightsError
+from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
@@ -30,11 +28,12 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
+from .field_of_view import has_view
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
-from .digests import file_sha256
+from .source_state import hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 
 
@@ -110,33 +109,35 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     stats = DecodeStats()
     where = decode_location(options, info)
     scoring_started = time.perf_counter()
-    frame_index, pts, probs = _score_stream(input_path, read, classifier, stats, info, options, where)
+    frame_index, pts, probs, view = _score_stream(input_path, read, classifier, stats, info, options, where)
     stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
-    frame_index, pts, probs = frame_index[order], pts[order], probs[order]
+    frame_index, pts, probs, view = frame_index[order], pts[order], probs[order], view[order]
+    probs[~view] = np.nan  # frames without a view have no score (QA 27: black, or burned-in text only)
     if info.kind == "video" and info.start_seconds is None:  # a header without it (a one-frame MKV): the first frame's time
         info = replace(info, start_seconds=float(pts[0]))
     config = classifier.config
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
-                   frame_period=1.0 / info.average_fps if info.average_fps else None)
-    input_sha = _hash_unchanged(input_path, unchanged)
+                   frame_period=1.0 / info.average_fps if info.average_fps else None, has_view=view)
+    input_sha = hash_unchanged(input_path, unchanged)
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
         thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
-                    class_names=config.class_names, scores=ranking.scores, ranking=ranking), provenance)
+                    class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view), provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options, stage_seconds, pts)
+                          options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
-                                                                                     assumed, wide and f"{info.path}: {wide}") if w)]
+                                                                                     assumed, wide and f"{info.path}: {wide}",
+                                                                                     _no_view_note(info.path, view)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -145,7 +146,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     return StudyResult(
         out_dir=staged.final, frames=n, frames_skipped=stats.frames_skipped, events=len(ranking.events),
         flagged_fraction=float((ranking.event_id >= 0).mean()) if n else 0.0,
-        top_score=float(ranking.scores.max()) if n else 0.0, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
+        top_score=float(np.nanmax(ranking.scores)) if view.any() else 0.0, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
         model=provenance["model"], input_sha256=input_sha, run=run,
     )
 
@@ -198,7 +199,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     """Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
     batch k are waited for (on a GPU the device works on k meanwhile; on the CPU scores are ready
     when submitted, so nothing changes there)."""
-    indices, times, probs = [], [], []
+    indices, times, probs, views = [], [], [], []
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
     in_flight = None  # (frame_index, pts_seconds, scores) of the batch submitted last
@@ -214,6 +215,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
                     in_flight[2]()  # a device that failed on the batch in flight is the error to report
                 raise
             submitted = (batch.frame_index, batch.pts_seconds, _submit(classifier, batch, skipper))
+            views.append(has_view(batch.data))
             if in_flight is not None:
                 _collect(*in_flight, indices, times, probs, bar)
             in_flight = submitted
@@ -222,7 +224,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     stats.frames_reused = skipper.skipped if skipper else 0
     if not probs:
         raise InputError(input_path, "no decodable frames")
-    return np.concatenate(indices), np.concatenate(times), np.concatenate(probs)
+    return np.concatenate(indices), np.concatenate(times), np.concatenate(probs), np.concatenate(views)
 
 
 def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None) -> Callable[[], np.ndarray]:
@@ -244,6 +246,15 @@ def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[
     indices.append(frame_index)
     times.append(pts_seconds)
     bar.update(len(frame_index))
+
+
+def _no_view_note(path: Path, view: np.ndarray) -> str | None:
+    """A Warning: line when at least half the frames show no field of view (a blank or unplugged study)."""
+    without = int((~view).sum())
+    if without * 2 < len(view):
+        return None
+    what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
+    return f"{path}: {what} a field of view (black, too dark, or burned-in text only): not scored, in no event"
 
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:
@@ -279,92 +290,8 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool)
     return write_thumbnails(folder, images)
 
 
-def source_state(path: str | Path) -> tuple:
-    """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
-    video file, or of every image of a frame folder (its listing included). The ctime catches a
-    rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
-    from .frame_folder import list_frame_images
-
-    path = Path(path)
-
-    def state(p: Path) -> tuple:
-        st = p.stat()
-        return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-    try:
-        return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
-    except OSError:
-        return ()  # probe names the problem
-
-
-def state_digest(state: tuple) -> str:
-    """SHA-256 of a :func:`source_state` (what ``run.json`` records as ``input.state_sha256``)."""
-    return hashlib.sha256(json.dumps(state).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
-
-
-def being_written(path: str | Path, earlier_state: tuple | None) -> bool:
-    """Whether the input's files changed since ``earlier_state`` (:func:`source_state`): a file still
-    being copied into an archive fails as truncated or changing, and is not a bad input yet."""
-    if not earlier_state:
-        return False
-    try:
-        return source_state(path) != earlier_state
-    except (OSError, TriageError):  # deleted meanwhile: a failure like any other
-        return False
-
-
-def settled_state_digest(state: tuple) -> str | None:
-    """:func:`state_digest` of a state whose files were last modified more than ``SETTLE_SECONDS``
-    ago, else None (as git does with its index: on a file system with coarse times a file rewritten
-    within the same second at the same size keeps its state)."""
-    entries = (state,) if state and isinstance(state[0], str) else state
-    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):  # a write sets both times
-        return None
-    return state_digest(state)
-
-
-def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
-    """The input's hash with the file state that held while it was taken; None when the input
-    changed meanwhile or cannot be read (a hash is only worth recording with the state it belongs to)."""
-    before = source_state(path)
-    try:
-        sha = source_sha256(path)
-    except OSError:
-        return None
-    return (sha, before) if before and source_state(path) == before else None
-
-
-def _hash_unchanged(path: Path, before: tuple) -> str:
-    """The input's hash, after checking that it is the input that was scored: a file replaced,
-    appended to or deleted during the run was recorded with the new file's hash and the old file's
-    size and scores (or ended in a traceback)."""
-    hashed = hashed_state(path)
-    if hashed is None or hashed[1] != before:
-        raise InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
-                               "nothing was written")
-    return hashed[0]
-
-
-def source_sha256(path: str | Path) -> str:
-    """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
-    and contents in natural order."""
-    from .frame_folder import list_frame_images
-
-    path = Path(path)
-    if not path.is_dir():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for image in list_frame_images(path):
-        digest.update(image.name.encode("utf-8", "surrogateescape"))
-        digest.update(file_sha256(image).encode())
-    return digest.hexdigest()
-
-
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                options, stage_seconds, pts) -> dict:
+                options, stage_seconds, pts, view) -> dict:
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
     read_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()
@@ -382,6 +309,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,
+        "frames_without_view": int((~view).sum()),  # black, too dark, or burned-in text only: not scored
         "time_gaps": time_gaps(pts),
         "decoded_in": decoded_in,
         "decoder_processes": options.decoder_processes,

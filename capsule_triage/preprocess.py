@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .field_of_view import FOV_LUMA_THRESHOLD
 from .model_config import ModelConfig
 
-FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside the endoscope's view
 FOV_MIN_FRACTION = 0.05  # a row/column is inside the view when this fraction of it is bright
 FOV_GAP_FRACTION = 1 / 32  # dark rows/columns (of the short side) one view may hold; a wider dark gap separates marks beside it
 FOV_PART_SHARE = 0.25  # a bright stretch with this share of the fullest one's bright pixels is part of the view

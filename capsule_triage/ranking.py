@@ -303,6 +303,7 @@ def rank(
     abnormal_indices: Sequence[int],
     params: RankParams,
     frame_period: float | None = None,
+    has_view: np.ndarray | None = None,
 ) -> Ranking:
     """Score, smooth, find events and pick top-K frames for one video.
 
@@ -311,6 +312,10 @@ def rank(
             :func:`find_events`.
         params: ranking parameters (validated here).
         frame_period: as in :func:`find_events`.
+        has_view: bool [N], False for frames that show no field of view
+            (:func:`capsule_triage.field_of_view.has_view`); their ``probs`` may be NaN. They are
+            left out as if never decoded: no score (NaN in ``scores`` and ``smoothed``), in no
+            event, never a top frame, and no part of their neighbours' smoothed scores.
 
     Returns:
         The :class:`Ranking`.
@@ -319,6 +324,8 @@ def rank(
     pts, probs = _as_pts_probs(pts_seconds, probs)
     if pts.size > 1 and np.any(np.diff(pts) < 0):
         raise ValueError("pts_seconds must be ascending")
+    if has_view is not None and not np.all(has_view):
+        return _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view)
     if not np.all(np.isfinite(probs)) or not np.all(np.isfinite(pts)):
         raise ValueError("pts_seconds and probs must be finite (no NaN/inf)")
     scores = abnormal_score(probs, abnormal_indices)
@@ -328,3 +335,14 @@ def rank(
     )
     top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
     return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top)
+
+
+def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view) -> Ranking:
+    """:func:`rank` of the frames with a view, spread back over every frame (see its ``has_view``)."""
+    view, fidx = np.asarray(has_view, dtype=bool), np.asarray(frame_index)
+    _check_1d("has_view", view, pts.shape[0])
+    part = rank(pts[view], fidx[view], probs[view], class_names, abnormal_indices, params, frame_period)
+    scores, smoothed = np.full(view.shape, np.nan, np.float32), np.full(view.shape, np.nan, np.float32)
+    event_id = np.full(view.shape, -1, np.int32)
+    scores[view], smoothed[view], event_id[view] = part.scores, part.smoothed, part.event_id
+    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=part.events, top_frames=part.top_frames)

@@ -190,7 +190,8 @@ def _study_facts(study: Study) -> str:
     return facts("Study", [
         ("File", _file_name(run)), ("Path", run.get("input", {}).get("path")),
         ("Duration", fmt_duration(_duration(study)) + (f" ({_duration(study):,.0f} s)" if _duration(study) >= 60 else "")),
-        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"),
+        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"
+                   + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
                                              _rate(run, src)) if v)),
@@ -294,6 +295,9 @@ def _gallery(study: Study) -> str:
 def _why_no_events(study: Study) -> str:
     rank, smoothed = study.run.get("parameters", {}).get("rank", {}), study.frames["smoothed_score"]
     enter, shortest = _thresholds(study.run)["enter"], rank.get("min_event_seconds")
+    smoothed = smoothed[np.isfinite(smoothed)]  # NaN: frames without a field of view
+    if len(study.frames["smoothed_score"]) and not len(smoothed):
+        return "no frame shows a field of view (black, too dark, or burned-in text only): nothing was scored."
     if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
         return "no stretch of the study reached the enter threshold."
     return (f"the smoothed score reached the enter threshold (highest {num(float(np.max(smoothed)))}) only in stretches shorter "
@@ -348,7 +352,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
                      "(higher score), <kbd>u</kbd>/<kbd>Esc</kbd> all events.")
     main = [f'<p class="hint">{keys}</p>', '<div class="grid2">', figure, info, "</div>",
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
-            f'frames.{_start_note(study)}</p>', svg,
+            f'frames; shaded: no field of view (not scored).{_start_note(study)}</p>', svg,
             "</section>", _frame_table(study, rows, e, i)]
     return html_page(f"Event #{i + 1} \u2014 {name}", page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), main,
                      f"<script>{DETAIL_JS}</script>")
@@ -362,8 +366,8 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     body = []
     for r in shown:
         frame = int(f["frame_index"][r])
-        cells = [f"{frame}", fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", f"{f['score'][r]:.3f}",
-                 f"{f['smoothed_score'][r]:.3f}", *(f"{f[p][r]:.3f}" for p in probs)]
+        cells = [f"{frame}", fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", num(float(f["score"][r])),
+                 num(float(f["smoothed_score"][r])), *(num(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     more = f"<p>{len(rows) - len(shown):,} more frames are in {FRAMES_FILE}.</p>" if len(rows) > len(shown) else ""

@@ -77,10 +77,15 @@ def _study_row(folder: Path, row: dict) -> str:
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
-             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames")))), (gap, _gap_cell(gap)),
+             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames"))) + _no_view_note(row.get("frames_without_view"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
              (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
+
+
+def _no_view_note(count) -> str:
+    """Frames that showed no field of view (not scored): a black or unplugged study stands out."""
+    return f' <span class="status failed">\u26a0 {count:,} without a view</span>' if count else ""
 
 
 def _gap_cell(seconds) -> str:

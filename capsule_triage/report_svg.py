@@ -168,6 +168,10 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     for span in spans:
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
+    scored = np.isfinite(np.asarray(smoothed, np.float64))  # NaN: a frame without a field of view, not scored
+    if not scored.all():
+        parts += [_no_view(float(t[run[0]]), float(t[run[-1]]), x, plot_h) for run in _runs(np.flatnonzero(~scored))]
+        pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
         if raw is not None:
@@ -208,6 +212,18 @@ def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | Non
     if thresholds:
         out.append(f"{thresholds[0].upper()}{thresholds[1:]}.")
     return " ".join(out)
+
+
+def _runs(positions: np.ndarray) -> list[np.ndarray]:
+    """Increasing positions split where they skip one."""
+    return [run for run in np.split(positions, np.flatnonzero(np.diff(positions) > 1) + 1) if len(run)]
+
+
+def _no_view(start: float, end: float, x, plot_h: float) -> str:
+    """A stretch of frames that show no field of view (dark, or burned-in text only): shaded, not scored."""
+    a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (start, end))
+    return (f'<rect class="noview" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
+            f'<title>no field of view from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
 
 
 def _line(cls: str, ts: np.ndarray, ys: np.ndarray, x, y) -> str:

@@ -608,7 +608,7 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     night); a study whose file state (inode, size, mtime) is the recorded one is now skipped unread."""
     from capsule_triage import pipeline
     from capsule_triage.batch import run_batch
-    from capsule_triage.pipeline import source_sha256
+    from capsule_triage.source_state import source_sha256
 
     (tmp_path / "in").mkdir()
     past = time.time_ns() - 3600 * 10**9  # settled files (a state within seconds of a write is not trusted)
@@ -706,10 +706,10 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
 def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path, monkeypatch):
     """QA: moving a study to another folder of the archive (its id comes from its path) scored it again,
     and its old folder stayed in OUT_DIR, unlisted, for good."""
-    from capsule_triage import pipeline as pipeline_module
+    from capsule_triage import source_state as source_state_module
     from capsule_triage.batch import run_batch
 
-    monkeypatch.setattr(pipeline_module, "SETTLE_SECONDS", 0.0)  # the files here were written a moment ago
+    monkeypatch.setattr(source_state_module, "SETTLE_SECONDS", 0.0)  # the files here were written a moment ago
 
     (tmp_path / "in" / "2026-11-01").mkdir(parents=True)
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "2026-11-01" / "a.mp4")
@@ -740,7 +740,7 @@ def test_reuse_checks_the_input_and_the_copy_and_orphans_spare_unlisted_folders(
     listed were named orphans ('delete them'); a rewrite restoring the modification time kept the file state."""
     from capsule_triage.batch import summary, worker
     from capsule_triage.batch.discovery import discover_studies, input_sha256
-    from capsule_triage.pipeline import source_state
+    from capsule_triage.source_state import source_state
 
     (tmp_path / "in").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
@@ -849,10 +849,10 @@ def test_a_bad_input_is_not_decoded_again_until_it_changes(random_weights, tmp_p
 def test_the_models_warnings_reach_the_batchs_console_and_log(random_weights, tmp_path, monkeypatch):
     """QA 20: `triage run` printed 'the best epoch so far of a training run that was stopped' (and a set-aside
     backends.json); `triage batch` scored with such weights without a word (only each run.json said it)."""
-    from capsule_triage import pipeline as pipeline_module
+    from capsule_triage import source_state as source_state_module
     from capsule_triage.batch import run_batch
 
-    monkeypatch.setattr(pipeline_module, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(source_state_module, "SETTLE_SECONDS", 0.0)
     weights = Path(shutil.copytree(random_weights, tmp_path / "stopped"))
     config = json.loads((weights / "config.json").read_text())
     config["provenance"] = {**config.get("provenance", {}), "training": {"finished": False, "best": {"epoch": 2}}}

@@ -28,10 +28,11 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     frames = pq.read_table(out / "frames.parquet")
     assert frames.num_rows == 96
     assert frames.column_names == ["frame_index", "pts_seconds", "score", "prob_non-bleeding", "prob_bleeding",
-                                   "smoothed_score", "flagged", "event_id"]
+                                   "smoothed_score", "flagged", "event_id", "has_view"]
     pts = frames["pts_seconds"].to_numpy()
     np.testing.assert_allclose(np.diff(pts), 0.25, atol=1e-6)
     np.testing.assert_array_equal(frames["frame_index"].to_numpy(), np.arange(96))
+    assert frames["has_view"].to_pylist() == [True] * 96  # every real capsule frame shows its view
     probs = np.stack([frames["prob_non-bleeding"].to_numpy(), frames["prob_bleeding"].to_numpy()], 1)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(frames["score"].to_numpy(), probs[:, 1], atol=1e-6)

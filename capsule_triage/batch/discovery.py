@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..outputs import FRAMES_FILE, RUN_FILE
-from ..pipeline import source_sha256
+from ..source_state import source_sha256
 from ..frame_folder import IMAGE_SUFFIXES, natural_key
 from ..reader import VIDEO_SUFFIXES
 from .layout import BATCH_FILE, SUMMARY_FILE

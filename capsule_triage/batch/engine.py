@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..outputs import RUN_FILE, check_expanded
-from ..pipeline import RunOptions, resolve_weights, source_state
+from ..pipeline import RunOptions, resolve_weights
+from ..source_state import source_state
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, discover_studies

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..pipeline import hashed_state, source_state
+from ..source_state import hashed_state, source_state
 from .discovery import Study
 from .records import unchanged_input_sha
 from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure

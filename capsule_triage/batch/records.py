@@ -15,7 +15,8 @@ from pathlib import Path
 from .. import __version__
 from ..digests import file_sha256, weights_sha256
 from ..outputs import RUN_FILE, outputs_complete
-from ..pipeline import RunOptions, state_digest
+from ..pipeline import RunOptions
+from ..source_state import state_digest
 from ..presets import Pipeline
 
 FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)

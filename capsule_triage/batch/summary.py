@@ -25,7 +25,8 @@ from .worker import StudyOutcome
 
 SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.parquet)
     "study_id": "string", "input_path": "string", "kind": "string", "status": "string", "error": "string",
-    "frames": "int64", "frames_skipped": "int64", "gap_seconds": "float64", "events": "int64", "flagged_percent": "float64",
+    "frames": "int64", "frames_skipped": "int64", "gap_seconds": "float64",
+    "frames_without_view": "int64", "events": "int64", "flagged_percent": "float64",
     "top_score": "float64", "wall_seconds": "float64", "fps": "float64", "model": "string",
     "weights_sha256": "string", "backend": "string", "input_sha256": "string", "output_dir": "string",
 }
@@ -41,6 +42,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
         gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
         row.update(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
                    gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
+                   frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
                    flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
                    top_score=float(run["batch"]["top_score"]), wall_seconds=float(run["wall_seconds"]),
                    fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ..errors import DeviceError, InputError, TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, hashed_state, load_classifier, settled_state_digest, source_state, state_digest, triage_study, being_written
+from ..pipeline import RunOptions, load_classifier, triage_study
+from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from .discovery import Study, input_sha256
@@ -148,7 +149,7 @@ class StudyWorker:
         """Triage one study into ``OUT_DIR/<id>`` unless it is already complete; never raises for
         a bad study (only :class:`WorkerSetupError`). ``input_sha``: the input's hash if the caller
         took it; with ``input_state`` (the file state it was taken under, see
-        :func:`~capsule_triage.pipeline.hashed_state`) it is used only while that state holds, and
+        :func:`~capsule_triage.source_state.hashed_state`) it is used only while that state holds, and
         then need not be taken again to record the state. The first outcome after the model loaded
         carries its warnings, whatever the study's fate (QA 20, reviews rev20 and rev22)."""
         outcome = self._run(study, input_sha, input_state)

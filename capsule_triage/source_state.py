@@ -1,0 +1,97 @@
+"""The input's state and hash: what tells a changed video or frame folder apart, with or without
+reading it (``run.json``'s ``input.sha256`` and ``input.state_sha256``; a batch re-run skips a study
+whose state is the recorded one)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from .digests import file_sha256
+from .errors import InputError, TriageError
+
+
+def source_state(path: str | Path) -> tuple:
+    """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
+    video file, or of every image of a frame folder (its listing included). The ctime catches a
+    rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
+    from .frame_folder import list_frame_images
+
+    path = Path(path)
+
+    def state(p: Path) -> tuple:
+        st = p.stat()
+        return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    try:
+        return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
+    except OSError:
+        return ()  # probe names the problem
+
+
+def state_digest(state: tuple) -> str:
+    """SHA-256 of a :func:`source_state` (what ``run.json`` records as ``input.state_sha256``)."""
+    return hashlib.sha256(json.dumps(state).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
+
+
+def being_written(path: str | Path, earlier_state: tuple | None) -> bool:
+    """Whether the input's files changed since ``earlier_state`` (:func:`source_state`): a file still
+    being copied into an archive fails as truncated or changing, and is not a bad input yet."""
+    if not earlier_state:
+        return False
+    try:
+        return source_state(path) != earlier_state
+    except (OSError, TriageError):  # deleted meanwhile: a failure like any other
+        return False
+
+
+def settled_state_digest(state: tuple) -> str | None:
+    """:func:`state_digest` of a state whose files were last modified more than ``SETTLE_SECONDS``
+    ago, else None (as git does with its index: on a file system with coarse times a file rewritten
+    within the same second at the same size keeps its state)."""
+    entries = (state,) if state and isinstance(state[0], str) else state
+    if not entries or any(entry[3] > time.time_ns() - SETTLE_SECONDS * 1e9 for entry in entries):  # a write sets both times
+        return None
+    return state_digest(state)
+
+
+def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
+    """The input's hash with the file state that held while it was taken; None when the input
+    changed meanwhile or cannot be read (a hash is only worth recording with the state it belongs to)."""
+    before = source_state(path)
+    try:
+        sha = source_sha256(path)
+    except OSError:
+        return None
+    return (sha, before) if before and source_state(path) == before else None
+
+
+def hash_unchanged(path: Path, before: tuple) -> str:
+    """The input's hash, after checking that it is the input that was scored: a file replaced,
+    appended to or deleted during the run was recorded with the new file's hash and the old file's
+    size and scores (or ended in a traceback)."""
+    hashed = hashed_state(path)
+    if hashed is None or hashed[1] != before:
+        raise InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
+                               "nothing was written")
+    return hashed[0]
+
+
+def source_sha256(path: str | Path) -> str:
+    """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
+    and contents in natural order."""
+    from .frame_folder import list_frame_images
+
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for image in list_frame_images(path):
+        digest.update(image.name.encode("utf-8", "surrogateescape"))
+        digest.update(file_sha256(image).encode())
+    return digest.hexdigest()
