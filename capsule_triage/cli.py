@@ -132,8 +132,8 @@ def run(
             typer.echo(printable(f"Warning: {line}"), err=True)
     events = result.run["events"]
     typer.echo(
-        f"{result.frames} frames ({result.frames_skipped} skipped"
-        + (f", {result.run['frames_without_view']} without a field of view" if result.run.get("frames_without_view") else "")
+        f"{result.frames:,} frames ({result.frames_skipped:,} skipped"
+        + (f", {result.run['frames_without_view']:,} without a field of view" if result.run.get("frames_without_view") else "")
         + f"), {events} events, "
         f"{100 * result.flagged_fraction:.1f}% of frames flagged, {result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"
     )

@@ -7,32 +7,62 @@ import cv2
 import numpy as np
 
 FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside the endoscope's view
+VIEW_MIN_SIDE = 1 / 4  # the smallest view, as a fraction of the frame's short side (fov_boxes and has_view)
 VIEW_GRID = 48  # has_view looks at about this many pixels along the frame's short side
+FLAT_LUMA_IQR = 3  # a bright part whose middle half of pixels spans fewer grey levels (of 255) is a flat screen
+NO_VIEW_WARN_SHARE = 0.5  # a study with at least this share of frames without a view is named (Warning:, batch index)
+
+
+def brightness(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """uint16: R + G + B of uint8 channels (3 x the mean, 0-765)."""
+    total = red.astype(np.uint16)
+    total += green
+    total += blue
+    return total
+
+
+def bright_pixels(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """bool: where the mean of uint8 R, G, B is above :data:`FOV_LUMA_THRESHOLD` (inside a view)."""
+    return brightness(red, green, blue) > FOV_LUMA_THRESHOLD * 255 * 3
+
+
+def mostly_without_view(without: int, frames: int) -> bool:
+    """Whether a study's frames without a view are :data:`NO_VIEW_WARN_SHARE` of it or more."""
+    return frames > 0 and without >= NO_VIEW_WARN_SHARE * frames
 
 
 def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
     """bool [N]: which uint8 [N, H, W, 3] frames show a field of view at all.
 
-    A frame shows one when its largest connected part of bright pixels (mean of R, G, B above
-    :data:`FOV_LUMA_THRESHOLD`) covers at least the area of a square a quarter of the frame's short
-    side across: the smallest view :func:`capsule_triage.preprocess.fov_boxes` takes for one. A
-    black frame, a view too dark to read (before the scope goes in, after it comes out) or one
-    showing only burned-in text (each glyph a small part of its own) shows none: a model's score of
-    such a frame means nothing, and its thumbnail would show the patient's name (QA pass 27).
+    A frame shows one when its largest connected part of bright pixels (:func:`bright_pixels`)
+    covers at least the area of a square :data:`VIEW_MIN_SIDE` of the frame's short side across
+    (the smallest view :func:`capsule_triage.preprocess.fov_boxes` takes) and is not flat: the middle
+    half of its pixels' brightness spans at least :data:`FLAT_LUMA_IQR` grey levels. A black frame,
+    a view too dark to read (before the scope goes in, after it comes out), burned-in text alone
+    (each glyph a small part of its own), or a flat screen (a processor's blue "no signal", a plain
+    grey or a light panel of patient details) shows none: a model's score of such a frame means
+    nothing, and its thumbnail would show the patient's name (QA pass 27, review rev26).
     Measured (2026-12-02): every real frame of ../shared/data (1,868 WCEBleedGen stills, the three
-    clips) and of QA 26's gastroscope-style clips has a part of at least 5.4 times that area; QA 27's
-    black frames none, its text-only frames 0.04 times. Counted on every ``step``-th pixel, about
-    :data:`VIEW_GRID` along the short side (about 35 microseconds per 336 px frame)."""
+    clips) and of QA 26's gastroscope-style clips has a part at least 5.4 times that area, whose
+    middle half spans 6.0 grey levels or more (1 % of the stills below 9.3); QA 27's black frames
+    have none, its text-only frames 0.04 times the area. Counted on every ``step``-th pixel, about
+    :data:`VIEW_GRID` along the short side (about 30 microseconds per 336 px frame, 40 per 720p one)."""
     n, h, w, _ = frames_nhwc.shape
     step = max(1, min(h, w) // VIEW_GRID)
     small = frames_nhwc[:, ::step, ::step]
-    total = small[..., 0].astype(np.uint16)
-    total += small[..., 1]
-    total += small[..., 2]
+    total = brightness(small[..., 0], small[..., 1], small[..., 2])
     bright = (total > FOV_LUMA_THRESHOLD * 255 * 3).view(np.uint8)
-    least = (min(bright.shape[1:]) / 4) ** 2
+    least = (VIEW_MIN_SIDE * min(bright.shape[1:])) ** 2
     out = np.zeros(n, dtype=bool)
     for i, mask in enumerate(bright):
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        out[i] = count > 1 and stats[1:, cv2.CC_STAT_AREA].max() >= least
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if count < 2:
+            continue
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        size = int(stats[largest, cv2.CC_STAT_AREA])
+        if size < least:
+            continue
+        cumulative = np.bincount(total[i][labels == largest], minlength=766).cumsum()  # quartiles from the histogram
+        low, high = np.searchsorted(cumulative, (size / 4, 3 * size / 4))
+        out[i] = high - low >= 3 * FLAT_LUMA_IQR
     return out

@@ -25,6 +25,9 @@ from .errors import InputError, OutputError, TriageError, unexpanded_home
 from .ranking import Event, Ranking
 
 SCHEMA_VERSION = "1"
+# Raised when the same input, weights and options give other results, so a batch re-run redoes the studies
+# it made before: 2 = frames without a field of view are not scored, and runs end at time not seen (2026-12-02).
+RESULTS_VERSION = 2
 FRAMES_FILE = "frames.parquet"
 EVENTS_FILE = "events.parquet"
 TOP_FRAMES_FILE = "top_frames.parquet"
@@ -255,7 +258,7 @@ def events_table(events: list[Event], thumbnails: dict[int, str]) -> dict[str, p
         "end_frame": col("end_frame", pa.int64()),
         "start_seconds": col("start_seconds", pa.float64()),
         "end_seconds": col("end_seconds", pa.float64()),
-        "duration_seconds": pa.array([e.end_seconds - e.start_seconds for e in events], pa.float64()),
+        "duration_seconds": col("duration_seconds", pa.float64()),
         "peak_frame": col("peak_frame", pa.int64()),
         "peak_seconds": col("peak_seconds", pa.float64()),
         "peak_score": col("peak_score", pa.float32()),

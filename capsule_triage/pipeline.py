@@ -28,7 +28,7 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
-from .field_of_view import has_view
+from .field_of_view import has_view, mostly_without_view
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
@@ -46,7 +46,7 @@ class StudyResult:
     frames_skipped: int
     events: int
     flagged_fraction: float
-    top_score: float
+    top_score: float | None  # None: no frame showed a view (nothing scored)
     wall_seconds: float
     fps: float
     model: str
@@ -146,7 +146,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     return StudyResult(
         out_dir=staged.final, frames=n, frames_skipped=stats.frames_skipped, events=len(ranking.events),
         flagged_fraction=float((ranking.event_id >= 0).mean()) if n else 0.0,
-        top_score=float(np.nanmax(ranking.scores)) if view.any() else 0.0, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
+        top_score=float(np.nanmax(ranking.scores)) if view.any() else None, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
         model=provenance["model"], input_sha256=input_sha, run=run,
     )
 
@@ -195,8 +195,8 @@ def read_batch_size(preset: int, classifier: Classifier, requested: int | None =
 
 
 def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, stats: DecodeStats, info: SourceInfo,
-                  options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
+                  options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(frame_index, pts_seconds, probs, has_view) of every frame. Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
     batch k are waited for (on a GPU the device works on k meanwhile; on the CPU scores are ready
     when submitted, so nothing changes there)."""
     indices, times, probs, views = [], [], [], []
@@ -249,9 +249,9 @@ def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[
 
 
 def _no_view_note(path: Path, view: np.ndarray) -> str | None:
-    """A Warning: line when at least half the frames show no field of view (a blank or unplugged study)."""
+    """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
     without = int((~view).sum())
-    if without * 2 < len(view):
+    if not mostly_without_view(without, len(view)):
         return None
     what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
     return f"{path}: {what} a field of view (black, too dark, or burned-in text only): not scored, in no event"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .field_of_view import FOV_LUMA_THRESHOLD
+from .field_of_view import FOV_LUMA_THRESHOLD, VIEW_MIN_SIDE, bright_pixels
 from .model_config import ModelConfig
 
 FOV_MIN_FRACTION = 0.05  # a row/column is inside the view when this fraction of it is bright
@@ -43,14 +43,11 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
     """
     if frames.device.type == "cpu" and frames.dtype == torch.uint8:  # mean of R, G, B > threshold; numpy: 2-4x faster than torch
         channels = frames.numpy()
-        total = channels[:, 0].astype(np.uint16)
-        total += channels[:, 1]
-        total += channels[:, 2]
-        bright = total > FOV_LUMA_THRESHOLD * 255 * 3
+        bright = bright_pixels(channels[:, 0], channels[:, 1], channels[:, 2])
     else:
         bright = (frames.sum(dim=1, dtype=torch.int16) > FOV_LUMA_THRESHOLD * 255 * 3).cpu().numpy()
     n, h, w = bright.shape
-    gap, least = max(1.0, min(h, w) * FOV_GAP_FRACTION), min(h, w) // 4
+    gap, least = max(1.0, min(h, w) * FOV_GAP_FRACTION), int(min(h, w) * VIEW_MIN_SIDE)
     boxes = []
     for mask in bright:
         left, right = _view_stretch(mask.sum(axis=0) / h, gap)

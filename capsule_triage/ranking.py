@@ -66,6 +66,7 @@ class Event:
     mean_score: float  # mean raw score over the event's frames
     frame_count: int  # number of frames in the event (including merged gap frames)
     dominant_class: str  # abnormal class with the largest summed probability over the event
+    duration_seconds: float  # end - start + one frame period: the time its frames show (what min_event_seconds is held to)
 
 
 @dataclass
@@ -191,7 +192,8 @@ def find_events(
 ) -> tuple[list[Event], np.ndarray]:
     """Group flagged frames into ranked events.
 
-    Hysteresis on ``smoothed``; runs whose gap (start of next minus end of previous, seconds) is
+    Hysteresis on ``smoothed``, a run cut where the time no frame shows between two consecutive
+    frames (their step less one frame period) is ``merge_gap_seconds`` or more; runs whose gap (start of next minus end of previous, seconds) is
     shorter than ``merge_gap_seconds`` merge (gap frames join the event); events whose duration
     (``end - start + one frame period``, the period being the median pts step) is shorter than
     ``min_event_seconds`` are dropped. Events are ranked by peak raw score (ties: earlier first).
@@ -219,15 +221,22 @@ def find_events(
     idx = _check_indices(abnormal_indices, probs.shape[1])
 
     event_id = np.full(n, -1, dtype=np.int32)
-    starts, ends = _runs(hysteresis_mask(smoothed, params.enter_threshold, params.leave_threshold))
+    flagged = hysteresis_mask(smoothed, params.enter_threshold, params.leave_threshold)
+    starts, ends = _runs(flagged)
     if starts.size == 0:
         return [], event_id
+    period = float(np.median(np.diff(pts))) if n >= 2 else (frame_period or 0.0)
+    # A run crossing time without frames (a decode gap, or frames without a view) of merge_gap_seconds
+    # or more (and at least half a frame period) ends before it and starts again after it: what was not
+    # seen is in no event (review rev26).
+    unseen = np.diff(pts) - period
+    cut = np.flatnonzero((unseen >= max(params.merge_gap_seconds - _EPS, period / 2)) & flagged[:-1] & flagged[1:])
+    starts, ends = np.sort(np.concatenate((starts, cut + 1))), np.sort(np.concatenate((ends, cut)))
     # Merge runs separated by a short gap: a new event begins where the gap is long enough.
     gaps = pts[starts[1:]] - pts[ends[:-1]]
     new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds))
     starts = starts[new_group]
     ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
-    period = float(np.median(np.diff(pts))) if n >= 2 else (frame_period or 0.0)
     keep = pts[ends] - pts[starts] + period >= params.min_event_seconds - _EPS
     starts, ends = starts[keep], ends[keep]
 
@@ -244,6 +253,7 @@ def find_events(
             start_seconds=float(pts[s]), end_seconds=float(pts[e]),
             peak_frame=int(fidx[p]), peak_seconds=float(pts[p]), peak_score=float(seg.max()),
             mean_score=float(seg.mean()), frame_count=e - s + 1, dominant_class=dominant,
+            duration_seconds=float(pts[e] - pts[s] + period),
         ))
     # Events are in time order, so a stable sort keeps ties earlier-first.
     order = sorted(range(len(events)), key=lambda i: -events[i].peak_score)

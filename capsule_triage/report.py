@@ -112,7 +112,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             _summary(n, flagged, len(study.events), _duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
-            f'threshold; hatched: no frames (not scored).{_start_note(study)}</p>',
+            f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
@@ -352,7 +352,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
                      "(higher score), <kbd>u</kbd>/<kbd>Esc</kbd> all events.")
     main = [f'<p class="hint">{keys}</p>', '<div class="grid2">', figure, info, "</div>",
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
-            f'frames; shaded: no field of view (not scored).{_start_note(study)}</p>', svg,
+            f'frames; grey: no field of view (neither scored).{_start_note(study)}</p>', svg,
             "</section>", _frame_table(study, rows, e, i)]
     return html_page(f"Event #{i + 1} \u2014 {name}", page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), main,
                      f"<script>{DETAIL_JS}</script>")

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .errors import InputError, TriageError
+from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
 from .report import REPORT_FILE, write_atomic, write_report
 from .report_assets import INDEX_JS
@@ -77,15 +78,20 @@ def _study_row(folder: Path, row: dict) -> str:
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
-             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames"))) + _no_view_note(row.get("frames_without_view"))), (gap, _gap_cell(gap)),
+             (top, num(top)), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
              (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
 
 
-def _no_view_note(count) -> str:
-    """Frames that showed no field of view (not scored): a black or unplugged study stands out."""
-    return f' <span class="status failed">\u26a0 {count:,} without a view</span>' if count else ""
+def _without_view(count, frames) -> str:
+    """Frames that showed no field of view (not scored): marked when they are most of the study (a black
+    or unplugged one, as its run's Warning: line), else said plainly (a few dark frames at either end)."""
+    if not count:
+        return ""
+    if mostly_without_view(count, frames or 0):
+        return f' <span class="status failed">\u26a0 {count:,} without a view</span>'
+    return f' <span class="hint">({count:,} without a view)</span>'
 
 
 def _gap_cell(seconds) -> str:

@@ -148,8 +148,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     def y(score):
         return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
 
+    scored = np.isfinite(np.asarray(smoothed, np.float64))  # NaN: a frame without a field of view, not scored
+    unseen = [(float(t[max(run[0] - 1, 0)]), float(t[min(run[-1] + 1, len(t) - 1)]))  # from the frame scored before to the one after
+              for run in _runs(np.flatnonzero(~scored))]
     desc = timeline_desc(spans, t0, t1, enter=enter, leave=leave, gaps=[g for g in gaps if g[1] >= t0 and g[0] <= t1],
-                         flagged_percent=flagged_percent)
+                         flagged_percent=flagged_percent, no_view=len(unseen))
     parts = ['<div class="timeline-scroll" tabindex="0" role="region" aria-label="Timeline (scrolls sideways on a narrow screen)">'
              f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="group" aria-label="{esc(label)}" '
              f'xmlns="http://www.w3.org/2000/svg"><desc>{esc(desc)}</desc>'
@@ -168,9 +171,8 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     for span in spans:
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
-    scored = np.isfinite(np.asarray(smoothed, np.float64))  # NaN: a frame without a field of view, not scored
-    if not scored.all():
-        parts += [_no_view(float(t[run[0]]), float(t[run[-1]]), x, plot_h) for run in _runs(np.flatnonzero(~scored))]
+    if unseen:
+        parts += [_no_view(start, end, x, plot_h) for start, end in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
@@ -191,10 +193,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
 
 
 def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | None, leave: float | None,
-                  gaps: Sequence[tuple[float, float]] = (), flagged_percent: float | None = None, top: int = 5) -> str:
+                  gaps: Sequence[tuple[float, float]] = (), flagged_percent: float | None = None, top: int = 5,
+                  no_view: int = 0) -> str:
     """What a timeline shows, in words (its ``<desc>``): the time range, how many events, the ``top``
     highest-ranked with their time span and peak score, the share of frames flagged, stretches without
-    frames, and the thresholds."""
+    frames and without a field of view (``no_view``), and the thresholds."""
     out = [f"Score from {fmt_clock(t0)} to {fmt_clock(t1)}."]
     ranked = sorted(spans, key=lambda s: s.rank)
     if ranked:
@@ -208,6 +211,8 @@ def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | Non
         out.append(f"{flagged_percent:.1f}% of frames flagged (in events).")
     if gaps:
         out.append(f"{len(gaps)} stretch{'es' if len(gaps) != 1 else ''} without frames (not scored).")
+    if no_view:
+        out.append(f"{no_view} stretch{'es' if no_view != 1 else ''} without a field of view (not scored).")
     thresholds = ", ".join(f"{name} threshold {value:.3f}" for name, value in (("enter", enter), ("leave", leave)) if value is not None)
     if thresholds:
         out.append(f"{thresholds[0].upper()}{thresholds[1:]}.")
@@ -220,7 +225,8 @@ def _runs(positions: np.ndarray) -> list[np.ndarray]:
 
 
 def _no_view(start: float, end: float, x, plot_h: float) -> str:
-    """A stretch of frames that show no field of view (dark, or burned-in text only): shaded, not scored."""
+    """Frames that show no field of view (dark, burned-in text only, a flat screen), from the frame scored
+    before them to the one after (as a gap runs): grey, not scored."""
     a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (start, end))
     return (f'<rect class="noview" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
             f'<title>no field of view from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')

@@ -606,7 +606,7 @@ def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_
 def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tmp_path, monkeypatch):
     """A nightly re-run hashed every study's bytes again to find it complete (a whole archive read each
     night); a study whose file state (inode, size, mtime) is the recorded one is now skipped unread."""
-    from capsule_triage import pipeline
+    from capsule_triage import source_state
     from capsule_triage.batch import run_batch
     from capsule_triage.source_state import source_sha256
 
@@ -624,7 +624,7 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
         hashed.append(Path(path).name)
         return source_sha256(path)
 
-    monkeypatch.setattr(pipeline, "source_sha256", counting)  # where every input hash is taken
+    monkeypatch.setattr(source_state, "source_sha256", counting)  # where every input hash is taken
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
     runs = {p: p.read_text() for p in out.glob("*/run.json")}
     os.utime(tmp_path / "in" / "a.mp4", ns=(past + 10**9, past + 10**9))  # touched (e.g. copied with a new time): same bytes

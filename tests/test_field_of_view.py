@@ -59,6 +59,25 @@ def test_real_views_show_one_and_black_dark_or_text_only_frames_do_not():
     assert has_view(np.zeros((0, 64, 64, 3), np.uint8)).shape == (0,)
 
 
+def test_flat_screens_show_no_view():
+    """Review rev26: a processor's blue "no signal" screen, a plain grey and a light panel of patient details
+    were taken for views (the panel scored 0.934 and was a thumbnail). Colour bars still count as one."""
+    blue = np.zeros((720, 1280, 3), np.uint8)
+    blue[:] = (0, 0, 200)
+    cv2.putText(blue, "NO SIGNAL", (400, 380), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 4)
+    panel = np.zeros((720, 1280, 3), np.uint8)
+    cv2.rectangle(panel, (40, 40), (420, 300), (230, 230, 230), -1)
+    for i in range(5):
+        cv2.putText(panel, "Patient: DOE^JANE 1961", (50, 80 + 45 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
+    grey = np.full((720, 1280, 3), 40, np.uint8)
+    bars = np.zeros((720, 1280, 3), np.uint8)
+    for i, colour in enumerate([(192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0), (192, 0, 192), (192, 0, 0), (0, 0, 192)]):
+        bars[:, i * 1280 // 7 : (i + 1) * 1280 // 7] = colour
+    assert has_view(np.stack([blue, panel, grey, bars])).tolist() == [False, False, False, True]
+    views = np.stack(demo_frames(8))
+    assert has_view(views).all() and has_view(np.stack([gastroscope(v) for v in views])).all()
+
+
 @needs_shared
 def test_every_real_capsule_still_shows_a_view():
     stills = np.stack([load_rgb(WCE / row["path"]) for row in manifest_rows("test")])
@@ -85,6 +104,11 @@ def test_frames_without_a_view_are_ranked_as_if_never_decoded():
     assert all(f not in index[~view] for f, _, _ in got.top_frames)
     with pytest.raises(ValueError, match="finite"):  # NaN where a frame shows its view is still a model's fault
         rank(pts, index, probs, ["normal", "abnormal"], [1], params)
+    view[18:22] = True  # review rev26: frames without a view for merge_gap_seconds or more inside a stretch end its event
+    view[14:24] = False
+    probs[14:24] = np.nan
+    apart = rank(pts, index, probs, ["normal", "abnormal"], [1], params, has_view=view)
+    assert sorted((e.start_frame, e.end_frame, e.duration_seconds) for e in apart.events) == [(10, 13, 1.0), (24, 30, 1.75)]
     none = rank(pts, index, np.full_like(probs, np.nan), ["normal", "abnormal"], [1], params, has_view=np.zeros(60, bool))
     assert none.events == [] and none.top_frames == [] and (none.event_id == -1).all() and np.isnan(none.scores).all()
 
@@ -111,7 +135,7 @@ def test_a_run_leaves_frames_without_a_view_unscored_and_says_so(tmp_path, shipp
     run = json.loads((out / "run.json").read_text())
     assert run["frames_without_view"] == 8 and run["warnings"] == []
     page = (out / "report.html").read_text()
-    assert 'class="noview"' in page and "no field of view from 0:04.5 to 0:06.3: not scored" in page and "nan" not in page.lower()
+    assert 'class="noview"' in page and "no field of view from 0:04.3 to 0:06.5: not scored" in page and "nan" not in page.lower()
     assert "8 without a field of view (not scored)" in page
     for event_page in (out / "report").glob("event-*.html"):
         assert "nan" not in event_page.read_text().lower()
@@ -130,13 +154,26 @@ def test_a_nightly_batch_lists_a_blank_study_beside_a_readable_one(tmp_path, shi
     views = demo_frames(24)
     studies = tmp_path / "studies"
     studies.mkdir()
-    encode_clip(views, studies / "readable.mp4")
     h, w = views[0].shape[:2]
+    encode_clip(views + [np.zeros((h, w, 3), np.uint8)], studies / "readable.mp4")  # one black frame at the end
     encode_clip([text_only(h, w, 0.3)] * 12, studies / "blank.mp4")
     done = triage("batch", studies, "--weights", shipped_weights, "--out", tmp_path / "night", "--backend", "torch-fp32", "-q")
     assert done.returncode == 0, done.stderr
     rows = {r["input_path"]: r for r in pq.read_table(tmp_path / "night" / "studies.parquet").to_pylist()}
-    assert {k: (r["status"], r["frames"], r["frames_without_view"], r["events"] > 0) for k, r in rows.items()} == {
-        "blank.mp4": ("ok", 12, 12, False), "readable.mp4": ("ok", 24, 0, True)}
+    assert {k: (r["status"], r["frames"], r["frames_without_view"], r["events"] > 0, r["top_score"] is None) for k, r in rows.items()} == {
+        "blank.mp4": ("ok", 12, 12, False, True), "readable.mp4": ("ok", 25, 1, True, False)}  # nothing scored: no top score
     index = (tmp_path / "night" / "index.html").read_text()
-    assert index.count("without a view</span>") == 1 and "\u26a0 12 without a view" in index
+    assert index.count("without a view") == 2 and "\u26a0 12 without a view" in index and '"hint">(1 without a view)' in index
+
+
+def test_a_change_of_results_redoes_a_batch(monkeypatch):
+    """Review rev26: a batch re-run skipped studies made before frames without a view were left out (the
+    fingerprint held the package version only): RESULTS_VERSION is part of it."""
+    from capsule_triage.batch import records
+    from capsule_triage.pipeline import RunOptions
+    from capsule_triage.presets import load_pipeline
+
+    pipeline = load_pipeline()
+    before = records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions())
+    monkeypatch.setattr(records, "RESULTS_VERSION", records.RESULTS_VERSION + 1)
+    assert records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions()) != before

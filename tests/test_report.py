@@ -61,7 +61,8 @@ def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, even
         scores[s + event_frames // 2] = np.float32(peaks[k])
         event_id[s:s + event_frames] = rank
         ranked.append(Event(rank, s, s + event_frames - 1, pts[s], pts[s + event_frames - 1], s + event_frames // 2,
-                            pts[s + event_frames // 2], float(np.float32(peaks[k])), float(peaks[k] - 0.1), event_frames, class_name))
+                            pts[s + event_frames // 2], float(np.float32(peaks[k])), float(peaks[k] - 0.1), event_frames, class_name,
+                            pts[s + event_frames - 1] - pts[s] + 1 / fps))
     ranking = Ranking(scores=scores, smoothed=scores, event_id=event_id, events=ranked, top_frames=[])
     probs = np.stack([1 - scores, scores], axis=1)
     thumbs = {}

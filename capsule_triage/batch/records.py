@@ -14,17 +14,18 @@ from pathlib import Path
 
 from .. import __version__
 from ..digests import file_sha256, weights_sha256
-from ..outputs import RUN_FILE, outputs_complete
+from ..outputs import RESULTS_VERSION, RUN_FILE, outputs_complete
 from ..pipeline import RunOptions
-from ..source_state import state_digest
 from ..presets import Pipeline
+from ..source_state import state_digest
 
 FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)
 
 
 def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> str:
     """Hash of everything that changes a study's results: preset file, weights (with the backend
-    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version.
+    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version,
+    and :data:`~capsule_triage.outputs.RESULTS_VERSION`.
     """
     location = weights or pipeline.weights
     path = Path(location)
@@ -38,6 +39,7 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
         "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
             {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}),
         "capsule_triage": __version__,
+        "results": RESULTS_VERSION,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -44,7 +44,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
                    gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
                    frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
                    flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
-                   top_score=float(run["batch"]["top_score"]), wall_seconds=float(run["wall_seconds"]),
+                   top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored wall_seconds=float(run["wall_seconds"]),
                    fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
                    backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"],
                    output_dir=study.study_id)
