@@ -37,24 +37,29 @@ class DuplicateSkipper:
     def __init__(self, threshold: float):
         self.threshold = threshold
         self.last_thumb: np.ndarray | None = None
+        self.last_view = True
         self.last_probs: np.ndarray | None = None
         self.skipped = 0
 
-    def plan(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def plan(self, frames: np.ndarray, has_view: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (score_mask bool [N], source int [N]): source[i] = position in this batch whose
-        probabilities frame i takes, or -1 = the last scored frame of the previous batch."""
+        probabilities frame i takes, or -1 = the last scored frame of the previous batch. With
+        ``has_view`` (:func:`capsule_triage.field_of_view.has_view`), a frame never takes those of a
+        frame on the other side of that line (QA 28: a dim frame with a view took the score of a
+        slightly dimmer one without)."""
         thumbs = thumbnails(frames)
         n = len(frames)
+        view = np.ones(n, dtype=bool) if has_view is None else np.asarray(has_view, dtype=bool)
         score = np.ones(n, dtype=bool)
         source = np.arange(n)
-        ref_thumb, ref_pos = self.last_thumb, -1
+        ref_thumb, ref_pos, ref_view = self.last_thumb, -1, self.last_view
         for i in range(n):
-            if ref_thumb is not None and np.abs(thumbs[i] - ref_thumb).mean() < self.threshold:
+            if ref_thumb is not None and view[i] == ref_view and np.abs(thumbs[i] - ref_thumb).mean() < self.threshold:
                 score[i] = False
                 source[i] = ref_pos
             else:
-                ref_thumb, ref_pos = thumbs[i], i
-        self.last_thumb = ref_thumb
+                ref_thumb, ref_pos, ref_view = thumbs[i], i, view[i]
+        self.last_thumb, self.last_view = ref_thumb, ref_view
         return score, source
 
     def fill(self, scored_probs: np.ndarray, score: np.ndarray, source: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside th
 VIEW_MIN_SIDE = 1 / 4  # the smallest view, as a fraction of the frame's short side (fov_boxes and has_view)
 VIEW_GRID = 48  # has_view looks at about this many pixels along the frame's short side
 FLAT_LUMA_IQR = 3  # a bright part whose middle half of pixels spans fewer grey levels (of 255) is a flat screen
+GREY_SATURATION = 20  # a bright part whose median pixel's saturation ((max - min) / max of R, G, B) is below this % is grey: a panel, not tissue
 NO_VIEW_WARN_SHARE = 0.5  # a study with at least this share of frames without a view is named (Warning:, batch index)
 
 
@@ -36,24 +37,29 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
 
     A frame shows one when its largest connected part of bright pixels (:func:`bright_pixels`)
     covers at least the area of a square :data:`VIEW_MIN_SIDE` of the frame's short side across
-    (the smallest view :func:`capsule_triage.preprocess.fov_boxes` takes) and is not flat: the middle
-    half of its pixels' brightness spans at least :data:`FLAT_LUMA_IQR` grey levels. A black frame,
-    a view too dark to read (before the scope goes in, after it comes out), burned-in text alone
-    (each glyph a small part of its own), or a flat screen (a processor's blue "no signal", a plain
-    grey or a light panel of patient details) shows none: a model's score of such a frame means
-    nothing, and its thumbnail would show the patient's name (QA pass 27, review rev26).
+    (the smallest view :func:`capsule_triage.preprocess.fov_boxes` takes), is not flat (the middle
+    half of its pixels' brightness spans at least :data:`FLAT_LUMA_IQR` grey levels) and is not
+    grey (its median pixel's saturation is at least :data:`GREY_SATURATION` %; dimming keeps it). A
+    black frame, a view too dark to read (before the scope goes in, after it comes out), burned-in
+    text alone (each glyph a small part of its own), a flat screen (a processor's blue "no signal")
+    or a grey one (a panel of patient details, shaded or not) shows none: a model's score of such a
+    frame means nothing, and its thumbnail would show the patient's name (QA passes 27 and 28,
+    review rev26). A grey (monochrome) video shows none either: endoscopes record colour.
+
     Measured (2026-12-02): every real frame of ../shared/data (1,868 WCEBleedGen stills, the three
     clips) and of QA 26's gastroscope-style clips has a part at least 5.4 times that area, whose
-    middle half spans 6.0 grey levels or more (1 % of the stills below 9.3); QA 27's black frames
-    have none, its text-only frames 0.04 times the area. Counted on every ``step``-th pixel, about
-    :data:`VIEW_GRID` along the short side (about 30 microseconds per 336 px frame, 40 per 720p one)."""
+    middle half spans 6.0 grey levels or more (1 % of the stills below 9.3) and whose median
+    saturation is 35 % or more (1 % of the stills below 44 %, clips 49 %; QA 28's bluish-grey panels
+    6-10 %); QA 27's black frames have none, its text-only frames 0.04 times the area. Counted on
+    every ``step``-th pixel, about :data:`VIEW_GRID` along the short side: about 55 microseconds per
+    336 px frame, 75 per 720p one, 40 % of it in OpenCV's connected components."""
     n, h, w, _ = frames_nhwc.shape
     step = max(1, min(h, w) // VIEW_GRID)
     small = frames_nhwc[:, ::step, ::step]
     total = brightness(small[..., 0], small[..., 1], small[..., 2])
     bright = (total > FOV_LUMA_THRESHOLD * 255 * 3).view(np.uint8)
     least = (VIEW_MIN_SIDE * min(bright.shape[1:])) ** 2
-    out = np.zeros(n, dtype=bool)
+    out, saturation = np.zeros(n, dtype=bool), None
     for i, mask in enumerate(bright):
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count < 2:
@@ -62,7 +68,14 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
         size = int(stats[largest, cv2.CC_STAT_AREA])
         if size < least:
             continue
-        cumulative = np.bincount(total[i][labels == largest], minlength=766).cumsum()  # quartiles from the histogram
+        part = labels == largest
+        cumulative = np.bincount(total[i][part], minlength=766).cumsum()  # quartiles from the histogram
         low, high = np.searchsorted(cumulative, (size / 4, 3 * size / 4))
-        out[i] = high - low >= 3 * FLAT_LUMA_IQR
+        if high - low < 3 * FLAT_LUMA_IQR:
+            continue
+        if saturation is None:  # of every grid pixel in %, once per batch (most frames get here)
+            top = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2]).astype(np.uint16)
+            spread = top - np.minimum(np.minimum(small[..., 0], small[..., 1]), small[..., 2])
+            saturation = (spread * 100 // np.maximum(top, 1)).astype(np.uint8)
+        out[i] = np.searchsorted(np.bincount(saturation[i][part], minlength=101).cumsum(), size / 2) >= GREY_SATURATION
     return out

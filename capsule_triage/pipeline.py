@@ -214,8 +214,8 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
                 if in_flight is not None:
                     in_flight[2]()  # a device that failed on the batch in flight is the error to report
                 raise
-            submitted = (batch.frame_index, batch.pts_seconds, _submit(classifier, batch, skipper))
             views.append(has_view(batch.data))
+            submitted = (batch.frame_index, batch.pts_seconds, _submit(classifier, batch, skipper, views[-1]))
             if in_flight is not None:
                 _collect(*in_flight, indices, times, probs, bar)
             in_flight = submitted
@@ -227,13 +227,13 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     return np.concatenate(indices), np.concatenate(times), np.concatenate(probs), np.concatenate(views)
 
 
-def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None) -> Callable[[], np.ndarray]:
-    """Start scoring ``batch`` (the frames the skipper does not reuse); the returned function waits
-    for the whole batch's probabilities."""
+def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None, view: np.ndarray) -> Callable[[], np.ndarray]:
+    """Start scoring ``batch`` (the frames the skipper does not reuse; ``view``: which show a field of
+    view); the returned function waits for the whole batch's probabilities."""
     if skipper is None:
         pending = classifier.submit(batch)
         return lambda: pending.result().probs
-    score, source = skipper.plan(batch.data)
+    score, source = skipper.plan(batch.data, view)
     if not score.any():
         return lambda: skipper.fill(np.empty((0, len(classifier.config.class_names)), np.float32), score, source)
     pending = classifier.submit(FrameBatch(batch.data[score], batch.frame_index[score], batch.pts_seconds[score]))

@@ -41,3 +41,14 @@ def test_slow_drift_is_rescored():
 def test_first_frame_is_always_scored():
     score, _ = DuplicateSkipper(threshold=100).plan(_frames([5, 5]))
     assert score.tolist() == [True, False]
+
+
+def test_a_frame_with_a_view_never_takes_the_score_of_one_without():
+    """QA 28: a dim frame with a view took the model's output for a slightly dimmer one without a view
+    (0.514 for frames that score 0.492-0.499), so its true score was never computed."""
+    skipper = DuplicateSkipper(threshold=2.0)
+    view = np.array([False, False, True, True, False])
+    score, source = skipper.plan(_frames([20, 20, 21, 21, 21]), view)
+    assert score.tolist() == [True, False, True, False, True] and source.tolist() == [0, 0, 2, 2, 4]
+    score, source = skipper.plan(_frames([21, 21]), np.array([False, True]))  # against the last scored (no view)
+    assert score.tolist() == [False, True] and source.tolist() == [-1, 1]

@@ -70,10 +70,18 @@ def test_flat_screens_show_no_view():
     for i in range(5):
         cv2.putText(panel, "Patient: DOE^JANE 1961", (50, 80 + 45 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2)
     grey = np.full((720, 1280, 3), 40, np.uint8)
+    shaded = panel.copy()  # QA 28: a panel with a gradient, or rows shaded in turn, is not flat, but grey
+    shaded[40:300, 40:420] = np.linspace(170, 235, 380).astype(np.uint8)[None, :, None]
+    zebra = panel.copy()  # bluish grey (QA 28's colours): saturation 6-10 %
+    zebra[40:300, 40:420] = (215, 220, 228)
+    for row in range(40, 300, 40):
+        zebra[row : row + 20, 40:420] = (190, 198, 210)
+    for line in range(4):
+        cv2.putText(shaded, "Name: DOE^JANE", (50, 80 + 45 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (20, 20, 60), 2)
     bars = np.zeros((720, 1280, 3), np.uint8)
     for i, colour in enumerate([(192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0), (192, 0, 192), (192, 0, 0), (0, 0, 192)]):
         bars[:, i * 1280 // 7 : (i + 1) * 1280 // 7] = colour
-    assert has_view(np.stack([blue, panel, grey, bars])).tolist() == [False, False, False, True]
+    assert has_view(np.stack([blue, panel, grey, shaded, zebra, bars])).tolist() == [False, False, False, False, False, True]
     views = np.stack(demo_frames(8))
     assert has_view(views).all() and has_view(np.stack([gastroscope(v) for v in views])).all()
 
@@ -158,8 +166,12 @@ def test_a_nightly_batch_lists_a_blank_study_beside_a_readable_one(tmp_path, shi
     encode_clip(views + [np.zeros((h, w, 3), np.uint8)], studies / "readable.mp4")  # one black frame at the end
     encode_clip([text_only(h, w, 0.3)] * 12, studies / "blank.mp4")
     done = triage("batch", studies, "--weights", shipped_weights, "--out", tmp_path / "night", "--backend", "torch-fp32", "-q")
-    assert done.returncode == 0, done.stderr
+    line = ("1 study shows no field of view in most frames (black, too dark, burned-in text only or a flat screen: not scored): "
+            "blank.mp4")  # QA 28: said only in its run.json and the index
+    assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
+    assert f"warning {line}" in (tmp_path / "night" / "batch.log").read_text()
     rows = {r["input_path"]: r for r in pq.read_table(tmp_path / "night" / "studies.parquet").to_pylist()}
+    assert all(r["wall_seconds"] > 0 and r["fps"] > 0 for r in rows.values())  # QA 28: a comment had swallowed wall_seconds
     assert {k: (r["status"], r["frames"], r["frames_without_view"], r["events"] > 0, r["top_score"] is None) for k, r in rows.items()} == {
         "blank.mp4": ("ok", 12, 12, False, True), "readable.mp4": ("ok", 25, 1, True, False)}  # nothing scored: no top score
     index = (tmp_path / "night" / "index.html").read_text()

@@ -25,7 +25,7 @@ from .discovery import Study, discover_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import Progress, assumed_rate_warning, file_logger, orphan_folders, summary_row, write_index, write_summary
+from .summary import Progress, assumed_rate_warning, file_logger, orphan_folders, summary_row, without_view_warning, write_index, write_summary
 from .records import completed_run, pipeline_fingerprint, unchanged_input_sha
 from .worker import WorkerContext, WorkerSetupError
 
@@ -204,12 +204,14 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
             pass
     if rate := assumed_rate_warning(ctx.out_dir, rows):
         progress.log(f"warning {rate}")
+    if blank := without_view_warning(rows):
+        progress.log(f"warning {blank}")
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s")
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
-    warnings += [rate] if rate else []
+    warnings += [line for line in (rate, blank) if line]
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, one_line
+from ..field_of_view import mostly_without_view
 from ..outputs import RUN_FILE
 from ..pipeline import rate_assumed
 from ..reader import DEFAULT_FOLDER_FPS
@@ -44,7 +45,8 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
                    gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
                    frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
                    flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
-                   top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored wall_seconds=float(run["wall_seconds"]),
+                   top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored
+                   wall_seconds=float(run["wall_seconds"]),
                    fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
                    backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"],
                    output_dir=study.study_id)
@@ -73,6 +75,18 @@ def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
         count += rate_assumed(read)
     return (f"{count} frame-folder {'study' if count == 1 else 'studies'} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's "
             "rate (the images carry no times): give --fps F if that is not their rate") if count else None
+
+
+def without_view_warning(rows: list[dict]) -> str | None:
+    """One line for the studies most of whose frames show no field of view (a recorder left running
+    unplugged, a capsule in the dark: QA 28), naming up to three; each one's run.json says it too."""
+    blank = [row["input_path"] for row in rows if row["status"] in ("ok", "skipped") and row.get("frames_without_view")
+             and mostly_without_view(row["frames_without_view"], row["frames"] or 0)]
+    if not blank:
+        return None
+    named = ", ".join(blank[:3]) + (f" and {len(blank) - 3} more" if len(blank) > 3 else "")
+    return (f"{len(blank)} {'study shows' if len(blank) == 1 else 'studies show'} no field of view in most frames (black, too dark, "
+            f"burned-in text only or a flat screen: not scored): {named}")
 
 
 def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
