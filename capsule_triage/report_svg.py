@@ -149,7 +149,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         return TOP + plot_h * (1.0 - np.clip(np.asarray(score, np.float64), 0.0, 1.0))
 
     scored = np.isfinite(np.asarray(smoothed, np.float64))  # NaN: a frame without a field of view, not scored
-    unseen = [(float(t[max(run[0] - 1, 0)]), float(t[min(run[-1] + 1, len(t) - 1)]))  # from the frame scored before to the one after
+    unseen = [(float(t[max(run[0] - 1, 0)]), float(t[min(run[-1] + 1, len(t) - 1)]), run)  # from the frame scored before to the one after
               for run in _runs(np.flatnonzero(~scored))]
     desc = timeline_desc(spans, t0, t1, enter=enter, leave=leave, gaps=[g for g in gaps if g[1] >= t0 and g[0] <= t1],
                          flagged_percent=flagged_percent, no_view=len(unseen))
@@ -172,7 +172,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
     if unseen:
-        parts += [_no_view(start, end, x, plot_h) for start, end in unseen]
+        parts += [_no_view(start, end, t[run], x, plot_h) for start, end, run in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
@@ -224,12 +224,17 @@ def _runs(positions: np.ndarray) -> list[np.ndarray]:
     return [run for run in np.split(positions, np.flatnonzero(np.diff(positions) > 1) + 1) if len(run)]
 
 
-def _no_view(start: float, end: float, x, plot_h: float) -> str:
-    """Frames that show no field of view (dark, burned-in text only, a flat screen), from the frame scored
-    before them to the one after (as a gap runs): grey, not scored."""
+def _no_view(start: float, end: float, times: np.ndarray, x, plot_h: float) -> str:
+    """Frames that show no field of view (dark, burned-in text only, a flat screen) at ``times``, drawn
+    from the frame scored before them to the one after (as a gap runs): grey, not scored. The title
+    names the frames' own first and last time and their count (QA 28: one frame at 30 frames/s read
+    "from 0:12.5 to 0:12.5", the clock being in tenths)."""
     a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (start, end))
+    first, last = fmt_clock(float(times[0])), fmt_clock(float(times[-1]))
+    when = f"at {first}" if first == last else f"from {first} to {last}"
+    count = f"{len(times)} frame{'s' if len(times) != 1 else ''}"
     return (f'<rect class="noview" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
-            f'<title>no field of view from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
+            f'<title>no field of view {esc(when)} ({count}): not scored</title></rect>')
 
 
 def _line(cls: str, ts: np.ndarray, ys: np.ndarray, x, y) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from capsule_triage.field_of_view import has_view
 from capsule_triage.ranking import RankParams, rank
+from capsule_triage.report_svg import timeline_svg
 from conftest import DEMO_CLIP, WCE, encode_clip, load_rgb, manifest_rows, needs_shared, triage
 
 PATIENT = ["OLYMPUS EVIS", "ID: 0042-ANON", "Name: TEST^PATIENT", "2026/12/02 08:14:03"]
@@ -143,7 +144,7 @@ def test_a_run_leaves_frames_without_a_view_unscored_and_says_so(tmp_path, shipp
     run = json.loads((out / "run.json").read_text())
     assert run["frames_without_view"] == 8 and run["warnings"] == []
     page = (out / "report.html").read_text()
-    assert 'class="noview"' in page and "no field of view from 0:04.3 to 0:06.5: not scored" in page and "nan" not in page.lower()
+    assert 'class="noview"' in page and "no field of view from 0:04.5 to 0:06.3 (8 frames): not scored" in page and "nan" not in page.lower()
     assert "8 without a field of view (not scored)" in page
     for event_page in (out / "report").glob("event-*.html"):
         assert "nan" not in event_page.read_text().lower()
@@ -189,3 +190,16 @@ def test_a_change_of_results_redoes_a_batch(monkeypatch):
     before = records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions())
     monkeypatch.setattr(records, "RESULTS_VERSION", records.RESULTS_VERSION + 1)
     assert records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions()) != before
+
+
+def test_a_one_frame_stretch_without_a_view_is_named_by_its_frame():
+    """QA 28 L2: one frame without a view at 30 frames/s was titled "from 0:12.5 to 0:12.5" (the scored
+    neighbours' times, in tenths)."""
+    t = np.arange(600) / 30.0
+    smoothed = np.full(600, 0.2)
+    smoothed[375] = np.nan  # 12.5 s
+    smoothed[450:480] = np.nan  # 15.0-15.97 s
+    page = timeline_svg(t, smoothed, enter=0.5, leave=0.4, spans=[])
+    assert "no field of view at 0:12.5 (1 frame): not scored" in page
+    assert "no field of view from 0:15.0 to 0:16.0 (30 frames): not scored" in page
+    assert page.count('class="noview"') == 2
