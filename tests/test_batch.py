@@ -288,8 +288,12 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(local_run, tree, 
     result = _batch(tree, out, random_weights)
     assert result.returncode == 1, result.stderr
     assert f"recovered stale lock of pid {proc.pid}" in (out / "batch.log").read_text()
-    statuses = [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
-    assert statuses.count("skipped") == len(done) and statuses.count("ok") == len(OK_STUDIES) - len(done)
+    rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert all(rows[p.name] == "skipped" for p in done), rows  # each study done before the kill is kept as it is
+    # The rest are scored now, or skipped when an identical copy (the tree has one) was done before the kill
+    # (the helper-53 audit: a kill ~0.1 s late on a loaded machine finds day1's copy done, day2's not).
+    statuses = list(rows.values())
+    assert statuses.count("ok") + statuses.count("skipped") == len(OK_STUDIES) and statuses.count("ok") >= len(OK_STUDIES) - len(done) - 1
     _assert_same_outputs(out, local_run[0])
     _assert_clean(out)
 

@@ -159,7 +159,7 @@ def test_interrupted_batch_stops_now_and_lists_what_is_done(how, engine, studies
         else:  # a scheduler stopping the batch process
             proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
-        assert _wait_gone(workers) == set(), "processes left behind"
+        assert _wait_gone(workers, 60) == set(), "processes left behind"  # Ray's agents may take their time on a loaded machine
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("Interrupted; studies.parquet lists what is done"), stderr
     rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
