@@ -194,14 +194,20 @@ def _study_facts(study: Study) -> str:
                    + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
-                                             _rate(run, src)) if v)),
+                                             _rate(run, src, study.frames["pts_seconds"])) if v)),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
 
 
-def _rate(run: dict, src: dict) -> str | None:
-    """The frame rate, and for a frame folder where its times came from (the images carry none)."""
+def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
+    """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
+    where its times came from (the images carry none)."""
     if not src.get("average_fps"):
         return None
+    steps = np.diff(np.asarray(pts, np.float64))
+    fast, slow = np.percentile(steps[steps > 0], [5, 95]) if np.count_nonzero(steps > 0) >= 10 else (1.0, 1.0)
+    if slow > 1.1 * fast:  # the average from the frames' own times (a Matroska file's header gives the encoder's nominal rate)
+        average = len(steps) / (float(pts[-1]) - float(pts[0]))
+        return f"{average:.2f} frames/s on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)"
     read = run.get("parameters", {}).get("read", {})
     origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if read.get("timestamps_csv")
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"

@@ -892,3 +892,17 @@ def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
         assert esc(shown) in write_report(study).read_text()
     (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "kind": "video"}}))
     assert "2.00 frames/s</dd>" in write_report(study).read_text()
+
+
+def test_a_variable_frame_rate_is_said_with_its_range(tmp_path):
+    """An adaptive-rate capsule (2-6 frames/s by motion) showed only its average, read as constant."""
+    study = make_study(tmp_path / "s", frames=400, events=0)
+    table = pq.read_table(study / "frames.parquet")
+    steps = np.random.default_rng(0).choice([1 / 6, 1 / 2], 399, p=[0.7, 0.3])  # 6 frames/s moving, 2 resting
+    pts = np.concatenate([[0.0], np.cumsum(steps)])
+    table = table.set_column(table.schema.get_field_index("pts_seconds"), "pts_seconds", pa.array(pts))
+    pq.write_table(table.replace_schema_metadata(table.schema.metadata), study / "frames.parquet")
+    run = json.loads((study / "run.json").read_text())
+    (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "average_fps": 4.0}}))  # a header's nominal rate
+    page = write_report(study).read_text()
+    assert f"{399 / pts[-1]:.2f} frames/s on average, from 2.0 to 6.0 (5th-95th percentile of frame steps)</dd>" in page
