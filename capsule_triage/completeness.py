@@ -13,6 +13,7 @@ import numpy as np
 from .errors import InputError
 from .frames import DecodeStats, SourceInfo
 from .presentation_times import REORDER_FRAMES
+from .ranking import _EPS, local_periods
 
 
 def tag_seconds(value: str | None) -> float | None:
@@ -114,36 +115,41 @@ class LeadingFrames:
         return lost
 
 
-GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS typical frame periods
-GAP_PERIODS = 3.0  # (a capsule's adaptive 2-6 frames/s stays well inside 3 periods of its median)
+GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS frame periods around it
+GAP_PERIODS = 3.0  # (ranking.local_periods: a capsule's adaptive 0.5-6 frames/s is judged at its rate there)
 GAPS_LISTED = 100
 
 
 def gap_starts(pts_seconds: np.ndarray) -> np.ndarray:
     """Positions i of a sorted timeline after which a stretch without frames begins (frame i + 1 is the
-    next one): steps longer than :data:`GAP_MIN_SECONDS` and :data:`GAP_PERIODS` median frame periods."""
-    steps = np.diff(np.asarray(pts_seconds, np.float64))
+    next one): steps longer than :data:`GAP_MIN_SECONDS` and :data:`GAP_PERIODS` frame periods there
+    (:func:`capsule_triage.ranking.local_periods`)."""
+    return _gaps(np.asarray(pts_seconds, np.float64))[0]
+
+
+def _gaps(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions of the gaps, every step, every step's local period)."""
+    steps = np.diff(pts)
     if len(steps) < 2:
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(steps > max(GAP_MIN_SECONDS, GAP_PERIODS * float(np.median(steps))))
+        return np.zeros(0, np.int64), steps, steps
+    local = local_periods(pts)
+    return np.flatnonzero(steps > np.maximum(GAP_MIN_SECONDS, GAP_PERIODS * local) + _EPS), steps, local
 
 
 def time_gaps(pts_seconds: np.ndarray) -> dict:
     """Stretches without frames in a sorted timeline, for run.json and the report.
 
     Returns:
-        {"count", "seconds" (without frames, in all: each step less one median frame period),
-        "frames_missing_estimate" (at the median frame period), "gaps": up to
+        {"count", "seconds" (without frames, in all: each step less one frame period there),
+        "frames_missing_estimate" (at the frame period there), "gaps": up to
         :data:`GAPS_LISTED` of {"from_seconds", "to_seconds", "seconds", "frames_missing_estimate"}}.
     """
     pts = np.asarray(pts_seconds, np.float64)
-    steps = np.diff(pts)
+    at, steps, local = _gaps(pts)
     if len(steps) < 2:
         return {"count": 0, "seconds": 0.0, "frames_missing_estimate": 0, "gaps": []}
-    period = float(np.median(steps))
-    at = gap_starts(pts)
-    missing = [max(0, round(steps[i] / period) - 1) if period > 0 else 0 for i in at]
-    without = steps[at] - period  # the time no frame covers: the step less the one period a frame would fill
+    missing = [max(0, round(steps[i] / local[i]) - 1) if local[i] > 0 else 0 for i in at]
+    without = steps[at] - local[at]  # the time no frame covers: the step less the one period a frame would fill
     gaps = [{"from_seconds": float(pts[i]), "to_seconds": float(pts[i + 1]), "seconds": round(float(w), 3),
              "frames_missing_estimate": int(m)} for i, w, m in zip(at, without, missing)]
     return {"count": len(gaps), "seconds": round(float(without.sum()), 3), "frames_missing_estimate": int(sum(missing)),

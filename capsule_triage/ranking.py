@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 _EPS = 1e-9  # tolerance for duration comparisons on float timestamps
+LOCAL_STEPS = 10  # a frame's period is the median of up to this many steps on each side of it (QA 29)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,35 @@ def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.nda
     return probs[:, idx].sum(axis=1, dtype=np.float64).astype(np.float32)
 
 
+def local_periods(pts_seconds: np.ndarray) -> np.ndarray:
+    """The frame period around each step of an ascending timeline: float [N - 1], step i's being the
+    median of up to :data:`LOCAL_STEPS` steps on each side of it, not step i itself (a lone step: itself).
+
+    A capsule's rate follows its motion (2 frames/s resting, 6 moving, 0.5 in some): a step is judged
+    against the steps around it, not the study's median (QA 29: a 0.5 frames/s stretch in a study
+    mostly at 6 was fifteen "stretches without frames"; a 2 frames/s frame was held to 1/6 s)."""
+    steps = np.diff(np.asarray(pts_seconds, np.float64))
+    if len(steps) < 2:
+        return steps
+    k = LOCAL_STEPS
+    padded = np.concatenate((np.full(k, np.nan), steps, np.full(k, np.nan)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1)  # row i: step i in the middle (a view)
+    out = np.empty_like(steps)
+    edge = np.r_[0:min(k, len(steps)), max(k, len(steps) - k):len(steps)]  # rows with padding in them
+    out[edge] = np.nanmedian(np.delete(windows[edge], k, axis=1), axis=1)
+    for lo in range(k, len(steps) - k, 65536):  # a bounded copy at a time (a 1,000,000-frame study)
+        rows = windows[lo:min(lo + 65536, len(steps) - k)]
+        out[lo:lo + len(rows)] = np.median(np.delete(rows, k, axis=1), axis=1)
+    return out
+
+
+def frame_periods(pts_seconds: np.ndarray, frame_period: float | None = None) -> np.ndarray:
+    """The time each frame of an ascending timeline shows: float [N], the period around the step after it
+    (:func:`local_periods`; the last frame: the step before it). One frame: ``frame_period`` (None: 0)."""
+    local = local_periods(pts_seconds)
+    return np.append(local, local[-1]) if len(local) else np.full(len(pts_seconds), frame_period or 0.0)
+
+
 def smooth_scores(
     scores: np.ndarray, pts_seconds: np.ndarray, window_seconds: float
 ) -> np.ndarray:
@@ -146,8 +176,8 @@ def smooth_scores(
         return scores.astype(np.float32, copy=True)
     half = window_seconds / 2.0
     csum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
-    lo = np.searchsorted(pts, pts - half, side="left")
-    hi = np.searchsorted(pts, pts + half, side="right")
+    lo = np.searchsorted(pts, pts - half - _EPS, side="left")  # QA 29: at 2 frames/s a 1 s window ends on the
+    hi = np.searchsorted(pts, pts + half + _EPS, side="right")  # neighbours, and 16.333000000000002 fell out
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
 
 
@@ -193,10 +223,12 @@ def find_events(
     """Group flagged frames into ranked events.
 
     Hysteresis on ``smoothed``, a run cut where the time no frame shows between two consecutive
-    frames (their step less one frame period) is ``merge_gap_seconds`` or more; runs whose gap (start of next minus end of previous, seconds) is
-    shorter than ``merge_gap_seconds`` merge (gap frames join the event); events whose duration
-    (``end - start + one frame period``, the period being the median pts step) is shorter than
-    ``min_event_seconds`` are dropped. Events are ranked by peak raw score (ties: earlier first).
+    frames (their step less the frame period there) is ``merge_gap_seconds`` or more; runs whose
+    unflagged time between them (start of next minus end of previous less the period of that last
+    frame) is shorter than ``merge_gap_seconds`` merge (gap frames join the event); events whose
+    duration (``end - start`` + the period of the last frame) is shorter than ``min_event_seconds``
+    are dropped. Periods are local (:func:`frame_periods`), so an adaptive frame rate gives the same
+    events at 2 and 6 frames/s. Events are ranked by peak raw score (ties: earlier first).
 
     Args:
         pts_seconds: float [N] ascending timestamps.
@@ -225,19 +257,20 @@ def find_events(
     starts, ends = _runs(flagged)
     if starts.size == 0:
         return [], event_id
-    period = float(np.median(np.diff(pts))) if n >= 2 else (frame_period or 0.0)
+    period = frame_periods(pts, frame_period)
     # A run crossing time without frames (a decode gap, or frames without a view) of merge_gap_seconds
     # or more (and at least half a frame period) ends before it and starts again after it: what was not
     # seen is in no event (review rev26).
-    unseen = np.diff(pts) - period
-    cut = np.flatnonzero((unseen >= max(params.merge_gap_seconds - _EPS, period / 2)) & flagged[:-1] & flagged[1:])
+    unseen = np.diff(pts) - period[:-1]
+    cut = np.flatnonzero((unseen >= np.maximum(params.merge_gap_seconds - _EPS, period[:-1] / 2)) & flagged[:-1] & flagged[1:])
     starts, ends = np.sort(np.concatenate((starts, cut + 1))), np.sort(np.concatenate((ends, cut)))
-    # Merge runs separated by a short gap: a new event begins where the gap is long enough.
-    gaps = pts[starts[1:]] - pts[ends[:-1]]
-    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds))
+    # Merge runs separated by a short unflagged time (QA 29: measured with one period in, at 2 frames/s
+    # 1.5 s apart split, at 6 merged): a new event begins where it is long enough.
+    gaps = pts[starts[1:]] - pts[ends[:-1]] - period[ends[:-1]]
+    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds - _EPS))
     starts = starts[new_group]
     ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
-    keep = pts[ends] - pts[starts] + period >= params.min_event_seconds - _EPS
+    keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - _EPS
     starts, ends = starts[keep], ends[keep]
 
     events: list[Event] = []
@@ -253,7 +286,7 @@ def find_events(
             start_seconds=float(pts[s]), end_seconds=float(pts[e]),
             peak_frame=int(fidx[p]), peak_seconds=float(pts[p]), peak_score=float(seg.max()),
             mean_score=float(seg.mean()), frame_count=e - s + 1, dominant_class=dominant,
-            duration_seconds=float(pts[e] - pts[s] + period),
+            duration_seconds=float(pts[e] - pts[s] + period[e]),
         ))
     # Events are in time order, so a stable sort keeps ties earlier-first.
     order = sorted(range(len(events)), key=lambda i: -events[i].peak_score)

@@ -278,3 +278,43 @@ def test_smoke_100k_frames():
     assert peaks == sorted(peaks, reverse=True)
     assert sum(e.frame_count for e in r.events) == int((r.event_id >= 0).sum())
     assert 0 < len(r.top_frames) <= 20
+
+
+def test_events_of_an_adaptive_rate_are_the_same_at_2_and_6_fps():
+    """QA 29: runs 1.5 s of unflagged video apart split at 2 frames/s but merged at 6 (the merge gap was
+    measured with one frame period in); a frame's period was the study's median step, so a lone flagged
+    frame of a 2 frames/s stretch in a study mostly at 6 lasted 1/6 s and was dropped."""
+    for fps in (2, 6):  # bleeding 5.0-8.0 s and 9.5-12.0 s: 1.5 s apart, under the 2 s merge gap
+        pts, scores = _sample(fps, 20, [(5.0, 8.0, 0.9), (9.5, 12.0, 0.9)])
+        events, _ = _run(pts, scores, smooth_seconds=0, merge_gap_seconds=2.0)
+        assert [(e.start_seconds, round(e.end_seconds + 1 / fps, 6)) for e in events] == [(5.0, 12.0)], fps
+        assert events[0].duration_seconds == pytest.approx(7.0)
+    # mostly 6 frames/s, one 2 frames/s stretch (10-20 s) holding a single flagged frame at 15 s
+    pts = np.concatenate([np.arange(60) / 6, 10 + np.arange(20) / 2, 20 + np.arange(60) / 6])
+    scores = np.where(pts == 15.0, 0.9, 0.05)
+    events, _ = _run(pts, scores, smooth_seconds=0, min_event_seconds=0.5)
+    assert len(events) == 1 and events[0].frame_count == 1 and events[0].duration_seconds == pytest.approx(0.5)
+    # and the other way round: a lone 6 frames/s frame in a study mostly at 2 lasts 1/6 s, under 0.5
+    pts = np.concatenate([np.arange(20) / 2, 10 + np.arange(60) / 6, 20 + np.arange(20) / 2])
+    assert _run(pts, np.where(pts == 15.0, 0.9, 0.05), smooth_seconds=0, min_event_seconds=0.5)[0] == []
+
+
+def test_local_periods_are_the_steps_around_each_step():
+    from capsule_triage.ranking import frame_periods, local_periods
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 12, 21, 22, 23, 60):
+        pts = np.cumsum(rng.uniform(0.1, 2.0, n))
+        steps = np.diff(pts)
+        expected = [np.median(np.concatenate([steps[max(0, i - 10):i], steps[i + 1:i + 11]])) if len(steps) > 1 else steps[i]
+                    for i in range(len(steps))]
+        np.testing.assert_allclose(local_periods(pts), expected)
+        assert frame_periods(pts)[-1] == local_periods(pts)[-1]
+    assert frame_periods(np.array([3.0]), 0.25).tolist() == [0.25] and frame_periods(np.array([3.0])).tolist() == [0.0]
+
+
+def test_smoothing_window_edges_do_not_depend_on_rounding():
+    """QA 29: at 2 frames/s a 1 s window ends on the neighbours; 15.833 s held 16.333000000000002 out (2 frames, not 3)."""
+    pts = np.array([15.333, 15.833, 16.333000000000002, 16.833])
+    got = smooth_scores(np.array([0.0, 0.3, 0.9, 0.0]), pts, 1.0)
+    assert got[1] == pytest.approx((0.0 + 0.3 + 0.9) / 3) and got[2] == pytest.approx((0.3 + 0.9 + 0.0) / 3)

@@ -840,6 +840,16 @@ def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
                               "gaps": [{"from_seconds": 4.75, "to_seconds": 10.0, "seconds": 5.0, "frames_missing_estimate": 20}]}
     adaptive = np.cumsum(np.random.default_rng(0).choice([1 / 6, 1 / 2], 400))  # a capsule switching between 6 and 2 frames/s
     assert time_gaps(adaptive)["count"] == 0 and time_gaps(np.array([0.0, 9.0]))["count"] == 0
+    # QA 29: a 0.5 frames/s stretch in a study mostly at 6 was 15 "stretches without frames", and frames
+    # lost at 2 frames/s were counted at 6; steps are judged against the steps around them
+    rng = np.random.default_rng(1)
+    fast = lambda n: rng.choice([1 / 6, 1 / 3], n, p=[0.8, 0.2])  # noqa: E731
+    steps = np.concatenate([fast(200), np.full(15, 2.0), fast(200), [6.5], fast(200), np.full(20, 0.5), [2.0], np.full(20, 0.5)])
+    pts = np.concatenate([[0.0], np.cumsum(steps)])
+    gaps = time_gaps(pts)
+    pause, dropped = 415, 415 + 1 + 200 + 20
+    assert [(g["from_seconds"], g["seconds"], g["frames_missing_estimate"]) for g in gaps["gaps"]] == [
+        (pts[pause], pytest.approx(6.5 - 1 / 6, abs=1e-3), 38), (pts[dropped], 1.5, 3)]
 
 
 def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
@@ -890,6 +900,10 @@ def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
                         ({"folder_fps": 2.0, "timestamps_csv": "/data/t.csv"}, "2.00 frames/s (times from the --timestamps CSV)")):
         (study / "run.json").write_text(json.dumps({**run, "parameters": {**run["parameters"], "read": read}}))
         assert esc(shown) in write_report(study).read_text()
+    # QA 29: the reader leaves a CSV-timed folder's rate out (average_fps null): from the frames' times
+    csv_run = {**run, "source": {**run["source"], "average_fps": None}, "parameters": {**run["parameters"], "read": {"timestamps_csv": "/t.csv"}}}
+    (study / "run.json").write_text(json.dumps(csv_run))
+    assert esc("2.00 frames/s (times from the --timestamps CSV)") + "</dd>" in write_report(study).read_text()
     (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "kind": "video"}}))
     assert "2.00 frames/s</dd>" in write_report(study).read_text()
 
