@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InputError
 from .frames import DecodeStats, SourceInfo
 from .presentation_times import REORDER_FRAMES
-from .ranking import _EPS, local_periods
+from .ranking import TIME_EPS, local_periods
 
 
 def tag_seconds(value: str | None) -> float | None:
@@ -133,7 +133,7 @@ def _gaps(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(steps) < 2:
         return np.zeros(0, np.int64), steps, steps
     local = local_periods(pts)
-    return np.flatnonzero(steps > np.maximum(GAP_MIN_SECONDS, GAP_PERIODS * local) + _EPS), steps, local
+    return np.flatnonzero(steps > np.maximum(GAP_MIN_SECONDS, GAP_PERIODS * local) + TIME_EPS), steps, local
 
 
 def time_gaps(pts_seconds: np.ndarray) -> dict:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-_EPS = 1e-9  # tolerance for duration comparisons on float timestamps
+TIME_EPS = 1e-9  # tolerance for duration comparisons on float timestamps
 LOCAL_STEPS = 10  # a frame's period is the median of up to this many steps on each side of it (QA 29)
 
 
@@ -25,7 +25,7 @@ class RankParams:
     smooth_seconds: float = 1.0  # centred moving-average window, in seconds (0 = off)
     enter_threshold: float = 0.5  # smoothed score at/above which an event starts (hysteresis)
     leave_threshold: float = 0.35  # smoothed score below which an event ends (must be <= enter)
-    merge_gap_seconds: float = 2.0  # events separated by a gap shorter than this merge into one
+    merge_gap_seconds: float = 2.0  # events with less unflagged time between them (next start - last end - its period) merge
     min_event_seconds: float = 0.5  # events shorter than this (incl. one frame period) are dropped
     top_k: int = 20  # number of single frames in the top-K list
     nms_seconds: float = 5.0  # no two top-K frames within this many seconds of each other
@@ -129,10 +129,13 @@ def local_periods(pts_seconds: np.ndarray) -> np.ndarray:
 
     A capsule's rate follows its motion (2 frames/s resting, 6 moving, 0.5 in some): a step is judged
     against the steps around it, not the study's median (QA 29: a 0.5 frames/s stretch in a study
-    mostly at 6 was fifteen "stretches without frames"; a 2 frames/s frame was held to 1/6 s)."""
+    mostly at 6 was fifteen "stretches without frames"; a 2 frames/s frame was held to 1/6 s). Under five
+    steps: their median. Where most steps around are gaps (a signal lost again and again), the median is
+    one of them, and the stretch reads as a slower rate (review rev27: 2 frames then 2 s lost, 20 times,
+    finds 10 of the 20 gaps)."""
     steps = np.diff(np.asarray(pts_seconds, np.float64))
-    if len(steps) < 2:
-        return steps
+    if len(steps) < 5:  # too few for the steps around a step to be more than the others (review rev27: a gap's)
+        return np.full_like(steps, np.median(steps)) if len(steps) else steps
     k = LOCAL_STEPS
     padded = np.concatenate((np.full(k, np.nan), steps, np.full(k, np.nan)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1)  # row i: step i in the middle (a view)
@@ -176,8 +179,8 @@ def smooth_scores(
         return scores.astype(np.float32, copy=True)
     half = window_seconds / 2.0
     csum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
-    lo = np.searchsorted(pts, pts - half - _EPS, side="left")  # QA 29: at 2 frames/s a 1 s window ends on the
-    hi = np.searchsorted(pts, pts + half + _EPS, side="right")  # neighbours, and 16.333000000000002 fell out
+    lo = np.searchsorted(pts, pts - half - TIME_EPS, side="left")  # QA 29: at 2 frames/s a 1 s window ends on the
+    hi = np.searchsorted(pts, pts + half + TIME_EPS, side="right")  # neighbours, and 16.333000000000002 fell out
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
 
 
@@ -219,6 +222,7 @@ def find_events(
     abnormal_indices: Sequence[int],
     params: RankParams,
     frame_period: float | None = None,
+    periods: np.ndarray | None = None,
 ) -> tuple[list[Event], np.ndarray]:
     """Group flagged frames into ranked events.
 
@@ -239,6 +243,9 @@ def find_events(
         params: ranking parameters.
         frame_period: the source's nominal frame period (seconds), used when fewer than two frames
             give a median step (a one-frame study); None: 0.
+        periods: float [N], each frame's period when these frames are part of a longer timeline
+            (frames with a view among all decoded: a removed frame is unseen time); None:
+            :func:`frame_periods` of ``pts_seconds``.
 
     Returns:
         ``(events, event_id_per_frame)``, the latter int32 [N] with -1 outside events.
@@ -257,20 +264,21 @@ def find_events(
     starts, ends = _runs(flagged)
     if starts.size == 0:
         return [], event_id
-    period = frame_periods(pts, frame_period)
+    period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
+    _check_1d("periods", period, n)
     # A run crossing time without frames (a decode gap, or frames without a view) of merge_gap_seconds
     # or more (and at least half a frame period) ends before it and starts again after it: what was not
     # seen is in no event (review rev26).
     unseen = np.diff(pts) - period[:-1]
-    cut = np.flatnonzero((unseen >= np.maximum(params.merge_gap_seconds - _EPS, period[:-1] / 2)) & flagged[:-1] & flagged[1:])
+    cut = np.flatnonzero((unseen >= np.maximum(params.merge_gap_seconds - TIME_EPS, period[:-1] / 2)) & flagged[:-1] & flagged[1:])
     starts, ends = np.sort(np.concatenate((starts, cut + 1))), np.sort(np.concatenate((ends, cut)))
     # Merge runs separated by a short unflagged time (QA 29: measured with one period in, at 2 frames/s
     # 1.5 s apart split, at 6 merged): a new event begins where it is long enough.
     gaps = pts[starts[1:]] - pts[ends[:-1]] - period[ends[:-1]]
-    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds - _EPS))
+    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds - TIME_EPS))
     starts = starts[new_group]
     ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
-    keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - _EPS
+    keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - TIME_EPS
     starts, ends = starts[keep], ends[keep]
 
     events: list[Event] = []
@@ -347,6 +355,7 @@ def rank(
     params: RankParams,
     frame_period: float | None = None,
     has_view: np.ndarray | None = None,
+    periods: np.ndarray | None = None,
 ) -> Ranking:
     """Score, smooth, find events and pick top-K frames for one video.
 
@@ -359,6 +368,7 @@ def rank(
             (:func:`capsule_triage.field_of_view.has_view`); their ``probs`` may be NaN. They are
             left out as if never decoded: no score (NaN in ``scores`` and ``smoothed``), in no
             event, never a top frame, and no part of their neighbours' smoothed scores.
+        periods: as in :func:`find_events`.
 
     Returns:
         The :class:`Ranking`.
@@ -374,7 +384,7 @@ def rank(
     scores = abnormal_score(probs, abnormal_indices)
     smoothed = smooth_scores(scores, pts, params.smooth_seconds)
     events, event_id = find_events(
-        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period
+        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period, periods
     )
     top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
     return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top)
@@ -384,7 +394,9 @@ def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indice
     """:func:`rank` of the frames with a view, spread back over every frame (see its ``has_view``)."""
     view, fidx = np.asarray(has_view, dtype=bool), np.asarray(frame_index)
     _check_1d("has_view", view, pts.shape[0])
-    part = rank(pts[view], fidx[view], probs[view], class_names, abnormal_indices, params, frame_period)
+    part = rank(pts[view], fidx[view], probs[view], class_names, abnormal_indices, params, frame_period,
+                periods=frame_periods(pts, frame_period)[view])  # review rev27: the periods of every frame decoded, so
+    # frames left out are unseen time (from the frames with a view alone, one seen every 5 s at 6 frames/s made a 5 s period)
     scores, smoothed = np.full(view.shape, np.nan, np.float32), np.full(view.shape, np.nan, np.float32)
     event_id = np.full(view.shape, -1, np.int32)
     scores[view], smoothed[view], event_id[view] = part.scores, part.smoothed, part.event_id

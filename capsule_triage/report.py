@@ -208,9 +208,10 @@ def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
     if not src.get("average_fps") and not (csv and len(steps) and pts[-1] > pts[0]):
         return None
     fast, slow = np.percentile(steps[steps > 0], [5, 95]) if np.count_nonzero(steps > 0) >= 10 else (1.0, 1.0)
-    if slow > 1.1 * fast or not src.get("average_fps"):  # from the frames' own times (QA 29: a Matroska header
+    varying = slow - fast > max(0.1 * fast, 0.002)  # not a timebase's rounding (rev27: 120 frames/s in ms ticks)
+    if varying or not src.get("average_fps"):  # from the frames' own times (QA 29: a Matroska header
         average = len(steps) / (float(pts[-1]) - float(pts[0]))  # gives the encoder's nominal rate; a CSV's folder none)
-        varies = f" on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)" if slow > 1.1 * fast else ""
+        varies = f" on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)" if varying else ""
         return f"{average:.2f} frames/s{varies}{csv}"
     origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if read.get("timestamps_csv")
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"

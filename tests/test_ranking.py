@@ -306,11 +306,28 @@ def test_local_periods_are_the_steps_around_each_step():
     for n in (2, 3, 5, 12, 21, 22, 23, 60):
         pts = np.cumsum(rng.uniform(0.1, 2.0, n))
         steps = np.diff(pts)
-        expected = [np.median(np.concatenate([steps[max(0, i - 10):i], steps[i + 1:i + 11]])) if len(steps) > 1 else steps[i]
+        expected = [np.median(np.concatenate([steps[max(0, i - 10):i], steps[i + 1:i + 11]])) if len(steps) >= 5 else np.median(steps)
                     for i in range(len(steps))]
         np.testing.assert_allclose(local_periods(pts), expected)
         assert frame_periods(pts)[-1] == local_periods(pts)[-1]
     assert frame_periods(np.array([3.0]), 0.25).tolist() == [0.25] and frame_periods(np.array([3.0])).tolist() == [0.0]
+    # review rev27: in a study of 4 frames the steps besides a step are its gap: a lone frame at 0 lasted 4.75 s
+    events, _ = _run([0.0, 0.5, 1.0, 10.0], [0.9, 0.05, 0.05, 0.05], smooth_seconds=0, min_event_seconds=0.5)
+    assert [e.duration_seconds for e in events] == [0.5]
+
+
+def test_frames_without_a_view_are_unseen_time_whatever_their_number():
+    """Review rev27: with frames without a view left out, the periods came from the frames with a view alone:
+    at 6 frames/s, one frame in 30 with a view for 120 s made a 5 s period, and all of them one 110 s event."""
+    pts = np.arange(0, 200, 1 / 6)
+    view, i = np.ones(len(pts), bool), np.arange(len(pts))
+    middle = (pts >= 10) & (pts < 130)
+    view[middle] = i[middle] % 30 == 0
+    scores = np.where(middle, 0.9, 0.05)
+    probs = _probs_from_scores(np.where(view, scores, np.nan))
+    for params in (RankParams(), RankParams(smooth_seconds=0, min_event_seconds=0.5)):
+        got = rank(pts, i, probs, CLASSES, ABNORMAL, params, has_view=view)
+        assert all(e.duration_seconds < 1 for e in got.events), [(e.start_seconds, e.end_seconds) for e in got.events]
 
 
 def test_smoothing_window_edges_do_not_depend_on_rounding():

@@ -920,3 +920,9 @@ def test_a_variable_frame_rate_is_said_with_its_range(tmp_path):
     (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "average_fps": 4.0}}))  # a header's nominal rate
     page = write_report(study).read_text()
     assert f"{399 / pts[-1]:.2f} frames/s on average, from 2.0 to 6.0 (5th-95th percentile of frame steps)</dd>" in page
+    # review rev27: 120 frames/s in a Matroska file's millisecond ticks (steps of 8 and 9 ms) is constant
+    ms = np.floor(np.arange(400) * 1000 / 120) / 1000
+    table = table.set_column(table.schema.get_field_index("pts_seconds"), "pts_seconds", pa.array(ms))
+    pq.write_table(table, study / "frames.parquet")
+    (study / "run.json").write_text(json.dumps({**run, "source": {**run["source"], "average_fps": 120.0}}))
+    assert "120.00 frames/s</dd>" in write_report(study).read_text()
