@@ -54,13 +54,16 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of
 # report_svg.keys_hint, whose state is remembered in localStorage (file:// pages may refuse it: then it
 # is on at each load). A change made on another page of the study (another tab, or the page before,
-# whose write can land after this page has read the setting) reaches this one as a 'storage' event.
+# whose write can land after this page has read the setting) reaches this one as a 'storage' event,
+# which sets the box from the stored value as it is now, not from the event's: the page before's write
+# can also be announced after this page's own later change (a full test run under load), and the
+# store already holds the later one.
 # skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held, focus in a
 # form field or button, or in a scroll box (.scroll, .timeline-scroll: its arrow keys scroll it).
 _KEYS_JS = """var box=document.getElementById('shortcuts');
 try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}
 if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
-window.addEventListener('storage',function(e){if(box&&e.key==='capsule-triage-shortcuts')box.checked=e.newValue!=='off';});
+window.addEventListener('storage',function(e){if(box&&(e.key==='capsule-triage-shortcuts'||e.key===null))try{box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}});
 function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
  ||!!(e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """
