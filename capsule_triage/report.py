@@ -18,7 +18,7 @@ from .completeness import gap_starts
 from .errors import OutputError
 from .model_card import intended_use
 from .outputs import FRAMES_FILE
-from .ranking import frame_periods
+from .ranking import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
 from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, num, page_header,
                          script_json, timeline_svg)
@@ -144,7 +144,8 @@ def _duration(study: Study) -> float:
     end time), else as the container states it."""
     pts = study.frames["pts_seconds"]
     if len(pts) > 1:
-        return float(pts[-1] - pts[0] + frame_periods(pts)[-1])  # the last frame shows for the period around it
+        # the last frame shows for the period around it, which only the steps before it decide
+        return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])
     stated = study.run.get("source", {}).get("duration_seconds")
     return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else 0.0
 
@@ -204,19 +205,19 @@ def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
     where its times came from (the images carry none)."""
     read = run.get("parameters", {}).get("read", {})
     steps = np.diff(np.asarray(pts, np.float64))
-    csv = " (times from the --timestamps CSV)" if src.get("kind") == "frames" and read.get("timestamps_csv") else ""
-    if not src.get("average_fps") and not (csv and len(steps) and pts[-1] > pts[0]):
+    timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
+    if not src.get("average_fps") and not (timed_by_csv and len(steps) and pts[-1] > pts[0]):
         return None
     fast, slow = np.percentile(steps[steps > 0], [5, 95]) if np.count_nonzero(steps > 0) >= 10 else (1.0, 1.0)
     varying = slow - fast > max(0.1 * fast, 0.002)  # not a timebase's rounding (rev27: 120 frames/s in ms ticks)
-    if varying or not src.get("average_fps"):  # from the frames' own times (QA 29: a Matroska header
-        average = len(steps) / (float(pts[-1]) - float(pts[0]))  # gives the encoder's nominal rate; a CSV's folder none)
-        varies = f" on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)" if varying else ""
-        return f"{average:.2f} frames/s{varies}{csv}"
-    origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if read.get("timestamps_csv")
+    origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if timed_by_csv
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
               else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
+    if varying or not src.get("average_fps"):  # from the frames' own times (QA 29: a Matroska header gives the
+        average = len(steps) / (float(pts[-1]) - float(pts[0]))  # encoder's nominal rate; a CSV-timed folder none)
+        varies = f" on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)" if varying else ""
+        return f"{average:.2f} frames/s{varies}{origin}"
     return f"{src['average_fps']:.2f} frames/s{origin}"
 
 
