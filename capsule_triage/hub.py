@@ -54,6 +54,8 @@ def fetch_weights(weights: str | Path) -> tuple[str | Path, str | None]:
     repo, at, revision = text[len(PREFIX):].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")) or any(c.isspace() for c in repo) or (at and not revision):
         raise WeightsError(text, f"expected {PREFIX}OWNER/REPO or {PREFIX}OWNER/REPO@REVISION")
+    if COMMIT.fullmatch(revision.lower()):
+        revision = revision.lower()  # a commit in capitals (as some tools print it) is the same commit: the cache, not the Hub
     folder, note = _snapshot(text, repo, revision or None)
     if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise WeightsError(text, f"the repository holds no weights folder ({CONFIG_NAME} + {WEIGHTS_NAME})")

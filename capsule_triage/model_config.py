@@ -122,6 +122,8 @@ class ModelConfig:
     def from_dict(cls, data: dict, where: str | Path = "config.json") -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         version = data.get("config_version", CONFIG_VERSION)  # files written before it existed have none
+        if isinstance(version, float) and version.is_integer():
+            version = int(version)  # 1.0: JSON written by a tool that keeps every number a float is version 1
         if version != CONFIG_VERSION or isinstance(version, bool) or not isinstance(version, int):
             newer = isinstance(version, int) and not isinstance(version, bool) and version > CONFIG_VERSION
             raise WeightsError(where, f"config_version {version!r}: " + ("written by a newer capsule-triage; update it to read "

@@ -141,6 +141,19 @@ def test_config_errors_are_specific(tmp_path, config):
         load_model(folder)
 
 
+def test_config_version_is_read_as_a_number_not_a_type(tmp_path, config):
+    """Left for later since QA 24: config_version 1.0 (a JSON writer that keeps every number a float)
+    was refused as 'this capsule-triage reads config_version 1'; 1.5, "1" and true are still refused."""
+    folder = save_weights(tmp_path / "w", create_model(config), config)
+    data = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**data, "config_version": 1.0}))
+    assert load_model(folder)[1] == config
+    for version in (1.5, "1", True):
+        (folder / "config.json").write_text(json.dumps({**data, "config_version": version}))
+        with pytest.raises(WeightsError, match=re.escape(f"config_version {version!r}: this capsule-triage reads config_version 1")):
+            load_model(folder)
+
+
 @pytest.mark.parametrize("arch", ["resnet50", "resnetv2_50x1_bit", "resnetv2_101x1_bit", "resnetv2_50x3_bit", "resnetv2_101x3_bit",
                                   "resnetv2_152x4_bit", "efficientnet_lite0", "tf_efficientnet_lite0", "resnet18", "vgg11_bn", "vgg19_bn", "inception_v3"])
 def test_required_architectures_build_with_a_head_for_the_classes(arch):
@@ -312,6 +325,8 @@ def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_co
         asked.clear()
         pinned = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{commit}", "--out", tmp_path / "pinned", "--quiet", env=env)
         assert pinned.returncode == 0 and pinned.stderr == "" and asked == [], (pinned.stderr[-2000:], asked)
+        capitals = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{commit.upper()}", "--out", tmp_path / "upper", "--quiet", env=env)
+        assert capitals.returncode == 0 and capitals.stderr == "" and asked == [], (capitals.stderr[-2000:], asked)  # the same commit
         other = "f" * 40
         missing = triage("run", DEMO_CLIP, "--weights", f"hf-hub:lab/capsule-model@{other}", "--out", tmp_path / "o", env=env)
         assert missing.returncode == 2 and not (tmp_path / "o").exists()
