@@ -154,3 +154,25 @@ def time_gaps(pts_seconds: np.ndarray) -> dict:
              "frames_missing_estimate": int(m)} for i, w, m in zip(at, without, missing)]
     return {"count": len(gaps), "seconds": round(float(without.sum()), 3), "frames_missing_estimate": int(sum(missing)),
             "gaps": gaps[:GAPS_LISTED]}
+
+
+def measured_rate(pts_seconds: np.ndarray) -> dict | None:
+    """The frame rate the frames' own times give, for run.json's ``frame_rate`` and the review page:
+    a header's rate can be the encoder's nominal one (Matroska), an adaptive-rate capsule's varies
+    (2-6 frames/s), and a folder timed by a CSV has none (QA 29).
+
+    Returns:
+        None for fewer than two distinct times, else {"average_fps" (frames over the span, gaps
+        included), "varies" (the 95th percentile of frame steps more than 10% and 2 ms above the 5th:
+        not a timebase's rounding, as 120 frames/s in millisecond ticks), "slowest_fps", "fastest_fps"
+        (the 95th and 5th percentiles of the steps; None under 10 steps)}.
+    """
+    pts = np.asarray(pts_seconds, np.float64)
+    if len(pts) < 2 or not pts[-1] > pts[0]:
+        return None
+    steps = np.diff(pts)
+    positive = steps[steps > 0]
+    fast, slow = np.percentile(positive, [5, 95]) if len(positive) >= 10 else (None, None)
+    return {"average_fps": round(len(steps) / float(pts[-1] - pts[0]), 4),
+            "varies": bool(fast is not None and slow - fast > max(0.1 * fast, 0.002)),
+            "slowest_fps": round(1 / float(slow), 4) if slow else None, "fastest_fps": round(1 / float(fast), 4) if fast else None}

@@ -19,7 +19,7 @@ from .background import prefetch
 from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, wide_frames_note
-from .completeness import time_gaps
+from .completeness import measured_rate, time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .frames import DecodeStats, FrameBatch, SourceInfo
@@ -311,6 +311,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_reused_as_duplicates": stats.frames_reused,
         "frames_without_view": int((~view).sum()),  # black, too dark, or burned-in text only: not scored
         "time_gaps": time_gaps(pts),
+        "frame_rate": measured_rate(pts),  # from the frames' times (source.average_fps is the header's, maybe nominal)
         "decoded_in": decoded_in,
         "decoder_processes": options.decoder_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .completeness import gap_starts
+from .completeness import gap_starts, measured_rate
 from .errors import OutputError
 from .model_card import intended_use
 from .outputs import FRAMES_FILE
@@ -204,20 +204,18 @@ def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
     """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
     where its times came from (the images carry none)."""
     read = run.get("parameters", {}).get("read", {})
-    steps = np.diff(np.asarray(pts, np.float64))
+    measured = measured_rate(pts)
     timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
-    if not src.get("average_fps") and not (timed_by_csv and len(steps) and pts[-1] > pts[0]):
+    if not src.get("average_fps") and not (timed_by_csv and measured):
         return None
-    fast, slow = np.percentile(steps[steps > 0], [5, 95]) if np.count_nonzero(steps > 0) >= 10 else (1.0, 1.0)
-    varying = slow - fast > max(0.1 * fast, 0.002)  # not a timebase's rounding (rev27: 120 frames/s in ms ticks)
     origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if timed_by_csv
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
               else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
-    if varying or not src.get("average_fps"):  # from the frames' own times (QA 29: a Matroska header gives the
-        average = len(steps) / (float(pts[-1]) - float(pts[0]))  # encoder's nominal rate; a CSV-timed folder none)
-        varies = f" on average, from {1 / slow:.1f} to {1 / fast:.1f} (5th-95th percentile of frame steps)" if varying else ""
-        return f"{average:.2f} frames/s{varies}{origin}"
+    if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
+        varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
+                  if measured["varies"] else "")
+        return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
     return f"{src['average_fps']:.2f} frames/s{origin}"
 
 

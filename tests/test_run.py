@@ -126,6 +126,28 @@ def test_a_header_without_the_streams_start_records_the_first_frames_time(tmp_pa
     assert result.frames == 1 and result.run["source"]["start_seconds"] == 0.0
 
 
+def test_run_json_gives_the_rate_the_frames_times_measure_not_a_headers_nominal_one(tmp_path, random_weights):
+    """QA 29 (left for later): run.json's only rate was the header's, and a Matroska file's is the encoder's
+    nominal one: 4 frames/s for an adaptive-rate capsule of 5 and 2 frames/s steps."""
+    import av
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+    from capsule_triage.completeness import measured_rate
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(40), container.decode(video=0))]
+    steps = np.random.default_rng(1).choice([2, 5], 39, p=[0.6, 0.4])  # in tenths of a second: 5 frames/s moving, 2 resting
+    ticks = [0, *np.cumsum(steps).tolist()]
+    clip = encode_clip(frames, tmp_path / "adaptive.mkv", fps=4, pts=ticks, time_base=(1, 10))
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
+    run = triage_study(clip, pipeline, classifier, RunOptions(out=tmp_path / "o", report=False)).run
+    assert run["source"]["average_fps"] == 4.0  # the header's: the encoder's nominal rate
+    assert run["frame_rate"] == {"average_fps": round(39 / (ticks[-1] / 10), 4), "varies": True, "slowest_fps": 2.0, "fastest_fps": 5.0}
+    assert measured_rate(np.arange(30) / 25) == {"average_fps": 25.0, "varies": False, "slowest_fps": 25.0, "fastest_fps": 25.0}
+    assert measured_rate(np.arange(5) / 25)["fastest_fps"] is None and measured_rate([3.0]) is None and measured_rate([1.0, 1.0]) is None
+
+
 def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
     """The same 48 frames as H.264 mp4, MJPEG avi and a PNG folder, scored by the shipped model:
     lossy codecs move scores a little; tolerance against the lossless PNG folder: mean |delta score|
