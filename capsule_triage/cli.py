@@ -20,7 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Triage capsule-endoscopy video: score every frame, rank suspicious events for review. "
     "Research use only, not a diagnostic device. Presets (pipelines/) and shipped weights (weights/) are read from "
-    "$CAPSULE_TRIAGE_HOME, by default the source checkout (an installed wheel carries neither).",
+    "$CAPSULE_TRIAGE_HOME, by default the source checkout or, installed from a wheel, <prefix>/share/capsule-triage.",
 )
 
 EXIT_BAD_INPUT = 2

@@ -1,6 +1,7 @@
 """Named pipeline presets (``pipelines/*.toml``): which model, how to read, how to rank.
 
-A preset is found by name in the project's ``pipelines/`` folder (or ``$CAPSULE_TRIAGE_HOME/pipelines``)
+A preset is found by name in the project's ``pipelines/`` folder (``$CAPSULE_TRIAGE_HOME/pipelines``, the
+checkout's, or an installed wheel's ``<prefix>/share/capsule-triage/pipelines``)
 or given as a path to a TOML file. Its ``[model] weights`` names a folder under ``weights/``, an
 absolute/relative path, or ``hf-hub:OWNER/REPO`` (trained weights on the Hugging Face Hub).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sysconfig
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,9 +28,25 @@ PRESET_READER_KEYS = ("batch_size", "decoder_threads", "folder_fps")
 
 
 def project_home() -> Path:
-    """The folder holding ``pipelines/`` and ``weights/``: $CAPSULE_TRIAGE_HOME or the source checkout."""
+    """The folder holding ``pipelines/`` and ``weights/``: $CAPSULE_TRIAGE_HOME, else the source checkout
+    around the package, else what an installed wheel carries (:func:`installed_homes`)."""
     env = os.environ.get("CAPSULE_TRIAGE_HOME")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pipelines").is_dir():
+        return checkout
+    return next((home for home in installed_homes() if (home / "pipelines").is_dir()), checkout)
+
+
+def installed_homes() -> list[Path]:
+    """Where a wheel or a non-editable ``pip install .`` puts the presets and shipped weights
+    (pyproject.toml's data-files: QA 24, such an install found no preset): ``<prefix>/share/capsule-triage``
+    of this environment, then of a ``pip install --user``."""
+    homes = [Path(sysconfig.get_path("data")) / "share" / "capsule-triage"]
+    if f"{os.name}_user" in sysconfig.get_scheme_names():
+        homes.append(Path(sysconfig.get_path("data", f"{os.name}_user")) / "share" / "capsule-triage")
+    return homes
 
 
 @dataclass
@@ -87,7 +105,8 @@ def find_preset(name_or_path: str | Path) -> Path:
         if not known:  # QA 24: an installed wheel said "no such pipeline preset (known: )"
             env = os.environ.get("CAPSULE_TRIAGE_HOME")
             fix = (f"CAPSULE_TRIAGE_HOME={env} should be a checkout holding pipelines/ and weights/" if env else
-                   "an installed wheel carries none): set CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/")
+                   f"nor does {installed_homes()[0]}, an installed wheel's): set CAPSULE_TRIAGE_HOME to a checkout "
+                   "holding pipelines/ and weights/")
             raise PresetError(name_or_path, f"no such pipeline preset: {candidate.parent} holds no presets ({fix}"
                                             f"{')' if env else ''}, or give --pipeline FILE.toml")
         close = difflib.get_close_matches(str(name_or_path), known, n=1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import av
 import pyarrow.parquet as pq
@@ -190,6 +192,55 @@ def test_an_install_without_presets_says_where_they_come_from(tmp_path):
                   env={"CAPSULE_TRIAGE_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "o2" / "run.json").read_text())["model"]["weights_path"] == str(home / "weights" / "capsule-bleeding-lite0")
+
+
+def test_an_installed_wheel_carries_the_presets_and_shipped_weights(tmp_path):
+    """QA 24 (left for later since): a wheel, or a non-editable `pip install .` (a Dockerfile's), carried no
+    pipelines/ or weights/, so `triage run video.mp4` failed until CAPSULE_TRIAGE_HOME named a checkout.
+    The wheel is built from this checkout and installed into a new environment (its dependencies from
+    this one's site-packages), then run from a folder outside any checkout."""
+    import subprocess
+    import sys
+    import sysconfig
+    import tomllib
+    import zipfile
+
+    from conftest import REPO
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {p.parent.name for p in (REPO / "weights").glob("*/config.json")}
+    assert {k.rsplit("/", 1)[1] for k in declared if k.startswith("share/capsule-triage/weights/")} == shipped  # none left out
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr[-3000:]
+    wheel, = (tmp_path / "dist").glob("capsule_triage-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in (*(f"pipelines/{p.name}" for p in (REPO / "pipelines").glob("*.toml")),
+                 *(f"weights/{p.parent.name}/{p.name}" for p in (REPO / "weights").glob("*/*"))):
+        assert any(n.endswith(f".data/data/share/capsule-triage/{name}") for n in names), name
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (Path(site) / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")  # torch, PyAV, ... from this environment
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CAPSULE_TRIAGE_HOME", "PYTHONPATH")}
+    run = subprocess.run([python, "-m", "capsule_triage.cli", "run", str(DEMO_CLIP), "--out", "o", "--quiet"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((work / "o" / "run.json").read_text())
+    home = env_dir / "share" / "capsule-triage"
+    assert record["model"]["weights_path"] == str(home / "weights" / "capsule-bleeding-lite0")
+    assert record["pipeline"]["source"] == str(home / "pipelines" / "capsule-bleeding.toml")
+    assert record["events"] == 2 and record["model"]["backend"].endswith("fp32"), record  # the shipped model, as from the checkout
+    located = subprocess.run([python, "-c", "import capsule_triage; print(capsule_triage.__file__)"], capture_output=True, text=True,
+                             cwd=work, env=env).stdout
+    assert located.startswith(str(env_dir)), located  # the wheel's package ran, not this checkout's
 
 
 def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path, monkeypatch):
