@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InputError
 from .frames import DecodeStats, SourceInfo
 from .presentation_times import REORDER_FRAMES
-from .ranking import TIME_EPS, local_periods
+from .periods import TIME_EPS, local_periods
 
 
 def tag_seconds(value: str | None) -> float | None:
@@ -116,14 +116,14 @@ class LeadingFrames:
 
 
 GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS frame periods around it
-GAP_PERIODS = 3.0  # (ranking.local_periods: a capsule's adaptive 0.5-6 frames/s is judged at its rate there)
+GAP_PERIODS = 3.0  # (periods.local_periods: a capsule's adaptive 0.5-6 frames/s is judged at its rate there)
 GAPS_LISTED = 100
 
 
 def gap_starts(pts_seconds: np.ndarray) -> np.ndarray:
     """Positions i of a sorted timeline after which a stretch without frames begins (frame i + 1 is the
     next one): steps longer than :data:`GAP_MIN_SECONDS` and :data:`GAP_PERIODS` frame periods there
-    (:func:`capsule_triage.ranking.local_periods`)."""
+    (:func:`capsule_triage.periods.local_periods`)."""
     return _gaps(np.asarray(pts_seconds, np.float64))[0]
 
 

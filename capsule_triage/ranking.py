@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-TIME_EPS = 1e-9  # tolerance for duration comparisons on float timestamps
-LOCAL_STEPS = 10  # a frame's period is the median of up to this many steps on each side of it (QA 29)
+from .periods import TIME_EPS, frame_periods
+
 
 
 @dataclass(frozen=True)
@@ -121,38 +121,6 @@ def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.nda
         raise ValueError(f"probs must have shape [N, C], got {probs.shape}")
     idx = _check_indices(abnormal_indices, probs.shape[1])
     return probs[:, idx].sum(axis=1, dtype=np.float64).astype(np.float32)
-
-
-def local_periods(pts_seconds: np.ndarray) -> np.ndarray:
-    """The frame period around each step of an ascending timeline: float [N - 1], step i's being the
-    median of up to :data:`LOCAL_STEPS` steps on each side of it, not step i itself (a lone step: itself).
-
-    A capsule's rate follows its motion (2 frames/s resting, 6 moving, 0.5 in some): a step is judged
-    against the steps around it, not the study's median (QA 29: a 0.5 frames/s stretch in a study
-    mostly at 6 was fifteen "stretches without frames"; a 2 frames/s frame was held to 1/6 s). Under five
-    steps: their median. Where most steps around are gaps (a signal lost again and again), the median is
-    one of them, and the stretch reads as a slower rate (review rev27: 2 frames then 2 s lost, 20 times,
-    finds 10 of the 20 gaps)."""
-    steps = np.diff(np.asarray(pts_seconds, np.float64))
-    if len(steps) < 5:  # too few for the steps around a step to be more than the others (review rev27: a gap's)
-        return np.full_like(steps, np.median(steps)) if len(steps) else steps
-    k = LOCAL_STEPS
-    padded = np.concatenate((np.full(k, np.nan), steps, np.full(k, np.nan)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1)  # row i: step i in the middle (a view)
-    out = np.empty_like(steps)
-    edge = np.r_[0:min(k, len(steps)), max(k, len(steps) - k):len(steps)]  # rows with padding in them
-    out[edge] = np.nanmedian(np.delete(windows[edge], k, axis=1), axis=1)
-    for lo in range(k, len(steps) - k, 65536):  # a bounded copy at a time (a 1,000,000-frame study)
-        rows = windows[lo:min(lo + 65536, len(steps) - k)]
-        out[lo:lo + len(rows)] = np.median(np.delete(rows, k, axis=1), axis=1)
-    return out
-
-
-def frame_periods(pts_seconds: np.ndarray, frame_period: float | None = None) -> np.ndarray:
-    """The time each frame of an ascending timeline shows: float [N], the period around the step after it
-    (:func:`local_periods`; the last frame: the step before it). One frame: ``frame_period`` (None: 0)."""
-    local = local_periods(pts_seconds)
-    return np.append(local, local[-1]) if len(local) else np.full(len(pts_seconds), frame_period or 0.0)
 
 
 def smooth_scores(

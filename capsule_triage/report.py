@@ -18,7 +18,7 @@ from .completeness import gap_starts, measured_rate
 from .errors import OutputError
 from .model_card import intended_use
 from .outputs import FRAMES_FILE
-from .ranking import LOCAL_STEPS, frame_periods
+from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
 from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, num, page_header,
                          script_json, timeline_svg)

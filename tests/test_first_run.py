@@ -210,7 +210,13 @@ def test_an_installed_wheel_carries_the_presets_and_shipped_weights(tmp_path):
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
     shipped = {p.parent.name for p in (REPO / "weights").glob("*/config.json")}
     assert {k.rsplit("/", 1)[1] for k in declared if k.startswith("share/capsule-triage/weights/")} == shipped  # none left out
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
+    source = tmp_path / "source"  # a copy: setuptools builds in the tree (build/), and the checkout stays as it is
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("capsule_triage", "pipelines", "weights"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "checkpoint"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel, = (tmp_path / "dist").glob("capsule_triage-*.whl")

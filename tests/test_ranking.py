@@ -300,7 +300,7 @@ def test_events_of_an_adaptive_rate_are_the_same_at_2_and_6_fps():
 
 
 def test_local_periods_are_the_steps_around_each_step():
-    from capsule_triage.ranking import frame_periods, local_periods
+    from capsule_triage.periods import frame_periods, local_periods
 
     rng = np.random.default_rng(3)
     for n in (2, 3, 5, 12, 21, 22, 23, 60):
@@ -311,6 +311,14 @@ def test_local_periods_are_the_steps_around_each_step():
         np.testing.assert_allclose(local_periods(pts), expected)
         assert frame_periods(pts)[-1] == local_periods(pts)[-1]
     assert frame_periods(np.array([3.0]), 0.25).tolist() == [0.25] and frame_periods(np.array([3.0])).tolist() == [0.0]
+    # review rev27 (left for later): a repeated timestamp is no period; where every other step was one, the median halved
+    # (0.125 s at 4 frames/s, 0 under five steps) and the frames lost in a 2.25 s step were counted at 8 frames/s (17, not 8)
+    from capsule_triage.completeness import time_gaps
+
+    paired = np.repeat(np.concatenate([np.arange(40) / 4, 12 + np.arange(40) / 4]), 2)  # two frames at each time
+    assert np.allclose(local_periods(paired), 0.25) and np.allclose(local_periods(paired[:4]), 0.25)
+    assert [(g["from_seconds"], g["frames_missing_estimate"]) for g in time_gaps(paired)["gaps"]] == [(9.75, 8)]
+    assert local_periods(np.zeros(30)).tolist() == [0.0] * 29 and local_periods(np.zeros(3)).tolist() == [0.0] * 2
     # review rev27: in a study of 4 frames the steps besides a step are its gap: a lone frame at 0 lasted 4.75 s
     events, _ = _run([0.0, 0.5, 1.0, 10.0], [0.9, 0.05, 0.05, 0.05], smooth_seconds=0, min_event_seconds=0.5)
     assert [e.duration_seconds for e in events] == [0.5]
