@@ -1,4 +1,4 @@
-"""``triage train`` and ``triage eval``: parse, call the library, print a summary."""
+"""``triage split``, ``triage train`` and ``triage eval``: parse, call the library, print a summary."""
 
 from __future__ import annotations
 
@@ -178,7 +178,30 @@ def _note_outdated_backends(weights: Path) -> None:
                    "again on this folder, `triage run --backend auto` uses torch-fp32")
 
 
+def split_command(
+    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
+    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups.")] = 0.15,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the draw (the same seed, data and fractions give the same splits).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists (also the input manifest itself).")] = False,
+) -> None:
+    """Draw train / val / test splits by group (patient, subject), stratified by label: seed B's 70/15/15."""
+    from .splits import describe, split_dataset
+
+    try:
+        result = split_dataset(data, output, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, force=force)
+    except (TriageError, ValueError) as exc:
+        _fail(exc)
+    for warning in result.warnings:
+        _echo(f"Warning: {warning}", err=True)
+    for line in describe(result):
+        _echo(line)
+    _echo(f"Wrote {result.manifest}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``eval`` to the ``triage`` app."""
+    """Add ``split``, ``train`` and ``eval`` to the ``triage`` app."""
+    app.command("split")(split_command)
     app.command("train")(train_command)
     app.command("eval")(eval_command)

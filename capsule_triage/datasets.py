@@ -247,26 +247,34 @@ def assign_validation(samples: list[Sample], *, val_fraction: float, seed: int) 
         return [replace(s, split=s.split or "train") for s in samples]
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    drawn = draw_groups(samples, into="val", fraction=val_fraction, rng=np.random.default_rng(seed), pool=("train", ""))
+    return [replace(s, split=s.split or "train") for s in drawn]
+
+
+def draw_groups(samples: list[Sample], *, into: str, fraction: float, rng: np.random.Generator,
+                pool: tuple[str, ...]) -> list[Sample]:
+    """Move whole groups of the pool (samples whose split is in ``pool``) to the split ``into``: about
+    ``fraction`` of each label stratum's pool frames, a stratum being the groups whose majority label it
+    is, groups drawn in ``rng``'s order; every stratum keeps at least one group in the pool."""
     members: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
-        if s.split in ("train", ""):
+        if s.split in pool:
             members[s.group].append(i)
     strata: dict[str, list[str]] = defaultdict(list)
     for group in sorted(members, key=natural_key):
         labels = Counter(samples[i].label for i in members[group])
         strata[max(sorted(labels), key=labels.get)].append(group)
-    rng = np.random.default_rng(seed)
-    val_groups: set[str] = set()
+    drawn: set[str] = set()
     for label in sorted(strata):
         groups = [strata[label][j] for j in rng.permutation(len(strata[label]))]
-        target = val_fraction * sum(len(members[g]) for g in groups)
+        target = fraction * sum(len(members[g]) for g in groups)
         taken = 0
-        for group in groups[:-1]:  # the stratum always keeps at least one training group
+        for group in groups[:-1]:  # the stratum always keeps at least one group in the pool
             if taken >= target:
                 break
-            val_groups.add(group)
+            drawn.add(group)
             taken += len(members[group])
-    return [replace(s, split="val" if s.group in val_groups and s.split in ("train", "") else (s.split or "train")) for s in samples]
+    return [replace(s, split=into) if s.group in drawn and s.split in pool else s for s in samples]
 
 
 def check_training_splits(data: str | Path, samples: list[Sample], class_names: list[str], *, val_fraction: float) -> None:

@@ -1,0 +1,140 @@
+"""``triage split``: a manifest CSV with train / val / test splits drawn from labelled images, whole
+groups (patients, subjects, near-duplicate runs) at a time and stratified by label, as the seeds split
+their data (seed B: 70/15/15 stratified; seed C: by subject). ``triage train`` and ``triage eval`` then
+read the splits from it.
+
+Rows that already have a split keep it, and the unassigned rows of a group that has one join it (a
+group on one side); the other unassigned rows are drawn with
+:func:`capsule_triage.datasets.draw_groups`: test first, then validation, the rest is training.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import MANIFEST_NAME, Sample, draw_groups, read_samples, split_leak
+from .errors import OutputError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitResult:
+    """What :func:`split_dataset` wrote.
+
+    Attributes:
+        manifest: the CSV written.
+        frames: split -> label -> frames.
+        groups: split -> number of groups.
+        group_column: the manifest's group column, or None (every image its own group).
+        warnings: one line each (no groups; a group already in two splits; what a folder tree left unread).
+    """
+
+    manifest: Path
+    frames: dict[str, Counter]
+    groups: dict[str, int]
+    group_column: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float = 0.15, val_fraction: float = 0.15,
+                  seed: int = 0, force: bool = False) -> SplitResult:
+    """Write ``out``: the manifest of ``data`` (a manifest CSV, its other columns kept, or an image-folder
+    tree) with a ``split`` column, paths relative to ``out``'s folder.
+
+    Raises:
+        ValueError: fractions outside [0, 1) or summing to 1 or more.
+        OutputError: ``out`` exists (without ``force``) or cannot be written.
+        InputError: what :func:`~capsule_triage.datasets.read_samples` refuses.
+    """
+    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise ValueError(f"test and val fractions must be in [0, 1) and leave frames for training, got {test_fraction} and {val_fraction}")
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(out, "is a folder: give the manifest CSV to write, e.g. " + str(out / MANIFEST_NAME))
+    if out.exists() and not force:
+        raise OutputError(out, "exists; --force replaces it")
+    source = read_samples(data)
+    kept = sum(bool(s.split) for s in source.samples)
+    samples = _join_assigned_groups(source.samples)
+    rng = np.random.default_rng(seed)
+    samples = draw_groups(samples, into="test", fraction=test_fraction, rng=rng, pool=("",))
+    samples = draw_groups(samples, into="val", fraction=val_fraction / (1 - test_fraction), rng=rng, pool=("",))
+    samples = [replace(s, split=s.split or "train") for s in samples]
+    rows, columns = _rows(data, samples, out.parent)
+    _write_csv(out, rows, columns)
+    frames = {split: Counter(s.label for s in samples if s.split == split) for split in SPLITS}
+    groups = {split: len({s.group for s in samples if s.split == split}) for split in SPLITS}
+    warnings = list(source.messages())
+    if kept:
+        warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
+    if source.group_column is None:
+        warnings.append("no group column (group, patient, subject or near_dup_group): every image is its own group, so frames of "
+                        "one patient can fall on both sides of a split (the seeds split by patient and by subject)")
+    leak = split_leak(samples, source.group_column)
+    if leak:
+        warnings.append(leak)
+    return SplitResult(out, frames, groups, source.group_column, warnings)
+
+
+def _join_assigned_groups(samples: list[Sample]) -> list[Sample]:
+    """Unassigned rows of a group whose other rows are in one split join that split."""
+    assigned: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        if s.split:
+            assigned[s.group].add(s.split)
+    return [replace(s, split=next(iter(assigned[s.group]))) if not s.split and len(assigned[s.group]) == 1 else s for s in samples]
+
+
+def _rows(data: str | Path, samples: list[Sample], folder: Path) -> tuple[list[dict], list[str]]:
+    """The manifest's own rows (one per sample, in order) with their split, or path,label,split rows for a tree."""
+    data = Path(data)
+    manifest = data / MANIFEST_NAME if data.is_dir() and (data / MANIFEST_NAME).is_file() else data
+    def where(sample: Sample) -> str:  # relative below the manifest's folder, else absolute
+        path = sample.path.absolute()
+        return (path.relative_to(folder.absolute()) if path.is_relative_to(folder.absolute()) else path).as_posix()
+
+    if not manifest.is_file():
+        return [{"path": where(s), "label": s.label, "split": s.split} for s in samples], ["path", "label", "split"]
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        rows, columns = list(reader), list(reader.fieldnames or [])
+    same_folder = manifest.parent.absolute() == folder.absolute()
+    for row, sample in zip(rows, samples, strict=True):
+        row["split"] = sample.split
+        if not same_folder:
+            row["path"] = where(sample)
+    return rows, columns + ([] if "split" in columns else ["split"])
+
+
+def _write_csv(out: Path, rows: list[dict], columns: list[str]) -> None:
+    """Whole or not at all: a temporary file beside ``out``, then a rename."""
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(out, f"cannot write the manifest ({exc.strerror or exc})") from None
+
+
+def describe(result: SplitResult) -> list[str]:
+    """The lines ``triage split`` prints: frames, groups and labels per split."""
+    total = sum(sum(c.values()) for c in result.frames.values())
+    lines = []
+    for split in SPLITS:
+        count = sum(result.frames[split].values())
+        labels = ", ".join(f"{label} {n:,}" for label, n in sorted(result.frames[split].items()))
+        share = f" ({100 * count / total:.0f}%)" if total else ""
+        groups = result.groups[split]
+        lines.append(f"{split:<5} {count:,} frames{share}, {groups:,} group{'s' if groups != 1 else ''}" + (f": {labels}" if labels else ""))
+    return lines

@@ -1,0 +1,112 @@
+"""`triage split`: train / val / test drawn by group and stratified by label (seed B's 70/15/15, seed C's
+split by subject), from real WCEBleedGen frames whose near-duplicate groups stand in for patients."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from capsule_triage.datasets import read_samples
+from conftest import WCE, manifest_rows, needs_shared, triage
+
+pytestmark = needs_shared
+
+
+def _manifest(path: Path, rows: list[dict], *, split: bool = False) -> Path:
+    """The shared frames as a lab's manifest: absolute paths, a patient column, no split unless ``split``."""
+    columns = ["path", "label", "patient", "note"] + (["split"] if split else [])
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"path": str(WCE / row["path"]), "label": row["label"], "patient": row["near_dup_group"], "note": "kept",
+                             **({"split": row.get("new_split", "")} if split else {})})
+    return path
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_splits_are_drawn_by_patient_stratified_by_label_and_read_back_by_training(tmp_path):
+    rows = manifest_rows("train")  # 1,494 frames, 1,086 near-duplicate groups
+    source = _manifest(tmp_path / "lab.csv", rows)
+    done = triage("split", source, "-o", tmp_path / "out" / "split.csv")
+    assert done.returncode == 2 and done.stderr.startswith("Error: ")  # its folder does not exist: one line, nothing written
+    (tmp_path / "out").mkdir()
+    done = triage("split", source, "-o", tmp_path / "out" / "split.csv", "--seed", "7")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    written = _read(tmp_path / "out" / "split.csv")
+    assert [r["path"] for r in written] == [str(WCE / r["path"]) for r in rows]  # every row, in order, its columns kept
+    assert list(written[0]) == ["path", "label", "patient", "note", "split"] and {r["note"] for r in written} == {"kept"}
+    sides = defaultdict(set)
+    for r in written:
+        sides[r["patient"]].add(r["split"])
+    assert all(len(s) == 1 for s in sides.values())  # every patient on one side
+    frames = Counter((r["split"], r["label"]) for r in written)
+    for label in ("bleeding", "non-bleeding"):
+        total = sum(frames[s, label] for s in ("train", "val", "test"))
+        for split, share in (("test", 0.15), ("val", 0.15), ("train", 0.70)):
+            assert frames[split, label] / total == pytest.approx(share, abs=0.02), (split, label, frames)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"train {sum(frames['train', x] for x in ('bleeding', 'non-bleeding')):,} frames (70%), ")
+    assert lines[-1] == f"Wrote {tmp_path / 'out' / 'split.csv'}"
+    read = read_samples(tmp_path / "out" / "split.csv")  # what train and eval read
+    assert read.group_column == "patient" and Counter(s.split for s in read.samples) == Counter(r["split"] for r in written)
+    again = triage("split", source, "-o", tmp_path / "again.csv", "--seed", "7")
+    other = triage("split", source, "-o", tmp_path / "other.csv", "--seed", "8")
+    assert again.returncode == other.returncode == 0
+    assert [r["split"] for r in _read(tmp_path / "again.csv")] == [r["split"] for r in written]  # seeded
+    assert [r["split"] for r in _read(tmp_path / "other.csv")] != [r["split"] for r in written]
+
+
+def test_rows_with_a_split_keep_it_and_their_patients_unassigned_rows_join_them(tmp_path):
+    rows = manifest_rows("train")[:300]
+    first = rows[0]["near_dup_group"]
+    for row in rows:
+        row["new_split"] = "test" if row is rows[0] else ""
+    mates = [r for r in rows if r["near_dup_group"] == first]
+    source = _manifest(tmp_path / "lab.csv", rows, split=True)
+    done = triage("split", source, "-o", tmp_path / "split.csv", "--test-fraction", "0.2", "--val-fraction", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "Warning: 1 of 300 frames already had a split and keep it"
+    by_path = {r["path"]: r["split"] for r in _read(tmp_path / "split.csv")}
+    assert {by_path[str(WCE / r["path"])] for r in mates} == {"test"}  # the patient's other frames joined it
+    assert set(by_path.values()) == {"train", "test"}  # --val-fraction 0: training draws its own later
+
+
+def test_a_folder_tree_gives_paths_below_the_manifest_and_says_it_has_no_groups(tmp_path):
+    import shutil
+
+    tree = tmp_path / "data"
+    for row in manifest_rows("test")[:40] + manifest_rows("test", "non-bleeding")[:40]:
+        target = tree / row["label"] / Path(row["path"]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(WCE / row["path"], target)
+    done = triage("split", tree, "-o", tree / "manifest.csv")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("Warning: no group column (group, patient, subject or near_dup_group): every image is its own group")
+    written = _read(tree / "manifest.csv")
+    assert list(written[0]) == ["path", "label", "split"] and all(not Path(r["path"]).is_absolute() for r in written)
+    assert all((tree / r["path"]).is_file() and r["path"].startswith(r["label"] + "/") for r in written)
+    assert read_samples(tree).group_column is None and {s.split for s in read_samples(tree).samples} == {"train", "val", "test"}
+
+
+def test_refusals_are_one_line_and_leave_the_manifest_as_it_was(tmp_path):
+    source = _manifest(tmp_path / "lab.csv", manifest_rows("train")[:50])
+    before = source.read_bytes()
+    for args, message in (((), f"Error: {source}: exists; --force replaces it"),
+                          (("--test-fraction", "0.5", "--val-fraction", "0.5"), "Error: test and val fractions must be in [0, 1) and leave "
+                                                                               "frames for training, got 0.5 and 0.5")):
+        done = triage("split", source, "-o", source, *args, *(("--force",) if args else ()))
+        assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
+        assert source.read_bytes() == before
+    done = triage("split", source, "-o", tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path}: is a folder: give the manifest CSV to write, e.g. {tmp_path / 'manifest.csv'}"
+    done = triage("split", source, "-o", source, "--force")  # in place
+    assert done.returncode == 0 and {r["split"] for r in _read(source)} == {"train", "val", "test"}
+    assert not list(tmp_path.glob(".*partial*"))
