@@ -1,4 +1,4 @@
-"""``triage split``, ``triage train`` and ``triage eval``: parse, call the library, print a summary."""
+"""``triage split``, ``train``, ``eval`` and ``hard-cases``: parse, call the library, print a summary."""
 
 from __future__ import annotations
 
@@ -200,8 +200,35 @@ def split_command(
     _echo(f"Wrote {result.manifest}")
 
 
+def hard_cases_command(
+    evaluations: Annotated[list[Path], typer.Argument(readable=False, help="Two or more `triage eval --out` folders (their predictions.parquet).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Write every frame's scores and how many models got it wrong as Parquet.")] = None,
+    show: Annotated[int, typer.Option(min=0, help="Frames to list, most often wrong first.")] = 20,
+) -> None:
+    """List the frames that several evaluated models get wrong (seed B's hard cases)."""
+    from .hard_cases import hard_cases, write_hard_cases
+
+    try:
+        result = hard_cases(evaluations)
+        written = write_hard_cases(result, out) if out is not None else None
+    except TriageError as exc:
+        _fail(exc)
+    for warning in result.warnings:
+        _echo(f"Warning: {warning}", err=True)
+    table, k = result.table, len(result.models)
+    wrong = table["wrong"].to_numpy()
+    _echo(f"{result.wrong_by_all:,} of {table.num_rows:,} frames wrong in {'both' if k == 2 else f'all {k}'} evaluations ({', '.join(result.models)}); "
+          f"{int((wrong > 0).sum()):,} wrong in at least one")
+    for row in table.slice(0, min(show, int((wrong > 0).sum()))).to_pylist():
+        scores = ", ".join(f"{row[f'score_{m}']:.3f}" for m in result.models)
+        _echo(f"  {row['wrong']}/{k}  {row['label']}  scores {scores}  {row['path']}")
+    if written is not None:
+        _echo(f"Wrote {written}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``split``, ``train`` and ``eval`` to the ``triage`` app."""
+    """Add ``split``, ``train``, ``eval`` and ``hard-cases`` to the ``triage`` app."""
     app.command("split")(split_command)
     app.command("train")(train_command)
     app.command("eval")(eval_command)
+    app.command("hard-cases")(hard_cases_command)

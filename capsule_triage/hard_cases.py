@@ -1,0 +1,102 @@
+"""``triage hard-cases``: the frames that several evaluated models get wrong, as seed B reports the test
+images every model misclassifies. Reads the ``predictions.parquet`` of ``triage eval --out`` folders;
+a frame is wrong for a model when its triage decision is (flagged at the model's operating threshold,
+but not of an abnormal class, or the other way round)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, OutputError
+
+PREDICTIONS = "predictions.parquet"
+
+
+@dataclass
+class HardCases:
+    """What :func:`hard_cases` found.
+
+    Attributes:
+        models: one name per evaluation (its folder's name), in the order given.
+        table: one row per frame every evaluation scored: path, label, group, ``wrong`` (how many models
+            got it wrong), then ``score_<model>`` and ``wrong_<model>`` per model; most often wrong first.
+        warnings: one line each (frames not in every evaluation, evaluations of different splits).
+    """
+
+    models: list[str]
+    table: pa.Table
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def wrong_by_all(self) -> int:
+        return int(np.count_nonzero(self.table["wrong"].to_numpy() == len(self.models)))
+
+
+def hard_cases(evaluations: list[str | Path]) -> HardCases:
+    """Join the evaluations' predictions on the frame's path.
+
+    Raises:
+        InputError: fewer than two evaluations, a folder without predictions.parquet, one named twice,
+            or no frame in common.
+    """
+    folders = [Path(e) for e in evaluations]
+    if len(folders) < 2:
+        raise InputError(folders[0] if folders else Path("."), "give at least two `triage eval --out` folders to compare")
+    names = [f.absolute().name for f in folders]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise InputError(twice, "two evaluations of the same folder name: the columns would be ambiguous (rename one)")
+    tables, splits = [], set()
+    for folder in folders:
+        path = folder / PREDICTIONS if folder.is_dir() else folder
+        if not path.is_file():
+            raise InputError(folder, f"no {PREDICTIONS} (write one with `triage eval WEIGHTS DATA --out {folder}`)")
+        table = pq.read_table(path)
+        splits.add((table.schema.metadata or {}).get(b"split", b"?").decode())
+        tables.append(table)
+    common = set(tables[0]["path"].to_pylist()).intersection(*(t["path"].to_pylist() for t in tables[1:]))
+    if not common:
+        raise InputError(folders[1], f"no frame in common with {folders[0]} (the evaluations scored different data)")
+    order = [p for p in tables[0]["path"].to_pylist() if p in common]
+    first = _rows(tables[0], order)
+    columns = {"path": order, "label": first["label"], "group": first["group"]}
+    wrong = np.zeros(len(order), np.int32)
+    for name, table in zip(names, tables):
+        rows = _rows(table, order)
+        miss = np.asarray(rows["flagged"], bool) != np.asarray(rows["abnormal"], bool)
+        columns[f"score_{name}"], columns[f"wrong_{name}"] = rows["score"], miss
+        wrong += miss
+    columns = {"path": columns.pop("path"), "label": columns.pop("label"), "group": columns.pop("group"), "wrong": wrong, **columns}
+    table = pa.table(columns).take(pa.array(np.argsort(-wrong, kind="stable")))
+    warnings = []
+    left_out = sum(t.num_rows for t in tables) - len(tables) * len(order)
+    if left_out:
+        warnings.append(f"{left_out:,} scored frames are not in every evaluation and are left out (the evaluations scored different data)")
+    if len(splits) > 1:
+        warnings.append(f"the evaluations scored different splits ({', '.join(sorted(splits))})")
+    return HardCases(names, table, warnings)
+
+
+def _rows(table: pa.Table, order: list[str]) -> dict[str, list]:
+    """The table's columns in ``order`` of paths."""
+    at = {p: i for i, p in enumerate(table["path"].to_pylist())}
+    picked = table.take(pa.array([at[p] for p in order]))
+    return {name: picked[name].to_pylist() for name in ("label", "group", "abnormal", "flagged", "score")}
+
+
+def write_hard_cases(result: HardCases, out: str | Path) -> Path:
+    """The table as Parquet, whole or not at all."""
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        pq.write_table(result.table.replace_schema_metadata({"models": ",".join(result.models)}), partial)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(out, f"cannot write ({exc.strerror or exc})") from None
+    return out
