@@ -167,8 +167,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         other = _other_events((report or {}).get("rank_params"), rank_params)
         if other and any(not k.endswith("fp32") for k in accepted):
             lower = sorted(k for k in accepted if not k.endswith("fp32"))
+            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k)), None)
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
-            warnings.append(_other_events_warning(", ".join(lower), other))
+            if would_win in lower:  # QA 30: said also when an fp32 backend was the fastest anyway (nothing given up)
+                warnings.append(_other_events_warning(", ".join(lower), other))
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
         missing = [k for k in runnable if onnx_file(k) and not (weights_dir / onnx_file(k)).is_file()]  # QA 27: copied without them
@@ -199,9 +201,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
-    if requested == "torch-fp16" and "agreement" not in choice:
-        warnings.append("torch-fp16 has not been checked against fp32 for these weights (`triage optimize` on this GPU "
-                        "checks it); its scores may differ from fp32")
+    if not requested.endswith("fp32") and "agreement" not in choice:  # QA 30: a rejected one warned, one never checked ran silently
+        warnings.append(f"{requested} has not been checked against fp32 for these weights (`triage optimize`"
+                        f"{' on this GPU' if requested == 'torch-fp16' else ''} checks it); its scores may differ from fp32")
     if onnx_file(requested):
         path = weights_dir / onnx_file(requested) if weights_dir else None
         if path is None or not path.exists():

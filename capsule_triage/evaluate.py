@@ -61,8 +61,9 @@ def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tens
 
 
 def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images: torch.Tensor, *, batch_size: int = 64,
-                  device: str = "cpu") -> np.ndarray:
-    """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``).
+                  device: str = "cpu", notes: list[str] | None = None) -> np.ndarray:
+    """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``); ``notes``
+    gets what ``triage run`` would warn of it (rejected by the agreement check, never checked).
 
     Raises:
         InputError: ``--border`` changed the config (backends run the graph exported with the model's own).
@@ -72,6 +73,8 @@ def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images
     if config.border != ModelConfig.load(Path(weights) / CONFIG_NAME).border:
         raise InputError("--backend", "an exported backend runs with the model's own border mode (omit --border)")
     classifier = Classifier.load(weights, backend=backend, device=device)
+    if notes is not None:
+        notes += classifier.selection.get("warnings", [])
     frames = images.permute(0, 2, 3, 1).contiguous().numpy()
     return np.concatenate([softmax(classifier.backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
 
@@ -164,11 +167,14 @@ def evaluate(
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
+    backend_notes: list[str] = []  # QA 30: `triage run` warned of a rejected or unchecked backend, eval did not
+    if selection is not None and backend != "torch-fp32":
+        backend_notes.append(f"--target-sensitivity chose the threshold on fp32 scores of the validation frames; the metrics are {backend}'s")
     try:
         if backend == "torch-fp32":
             probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
         else:
-            probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device)
+            probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device, notes=backend_notes)
     except torch.OutOfMemoryError:
         raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
                                       "use a smaller --batch-size") from None
@@ -182,7 +188,7 @@ def evaluate(
                else _training_overlap(select(samples, split), config, split))
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
                  "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
-    warnings = [w for w in (hub_note, elsewhere, unfinished_training(config), overlap,
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap,
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings

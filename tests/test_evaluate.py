@@ -92,6 +92,10 @@ def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_
     write_training_section(weights_copy, config)  # a card stating this threshold; a new one without --model-card updates it
     chosen = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.80)["threshold"]
     assert chosen != config.threshold and f"Operating threshold {chosen}:" in (weights_copy / "MODEL_CARD.md").read_text()
+    other = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.80, backend="torch-bf16")  # QA 30: said nothing
+    assert other["warnings"][:2] == ["--target-sensitivity chose the threshold on fp32 scores of the validation frames; the metrics are torch-bf16's",
+                                     "torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks it); its scores "
+                                     "may differ from fp32"]
     (weights_copy / "MODEL_CARD.md").write_text("# Our own card\n")  # review rev20: no training section is forced into it
     evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9)
     assert (weights_copy / "MODEL_CARD.md").read_text() == "# Our own card\n"
@@ -187,6 +191,8 @@ def test_each_backends_model_card_section_is_what_eval_computes(backend):
     card = read_card_section(SHIPPED, f"test-{backend}")
     result = evaluate(SHIPPED, WCE / "manifest.csv", "test", backend=backend)
     assert result["confusion_matrix"] == card["confusion_matrix"]
+    rejected = [w for w in result.get("warnings", []) if "was rejected by the agreement check" in w]  # QA 30: said by run, not by eval
+    assert len(rejected) == (backend != "ov-fp32") and all(w.startswith(f"{backend} was rejected") for w in rejected), result.get("warnings")
     assert all(result[k] == pytest.approx(card[k], abs=1e-4) for k in CARD_KEYS)
     assert result["auc"] >= 0.995 and result["sensitivity"] >= 0.97 and result["specificity"] >= 0.95
     with pytest.raises(InputError, match="omit --border"):
