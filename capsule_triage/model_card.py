@@ -145,7 +145,9 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
         lines += ["", f"Validation accuracy per epoch: best {_pct(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
                   f"after convergence (epochs {curve['converged_from_epoch']}-{curve['epochs']}, the last third) mean "
                   f"{_pct(curve['mean_after_convergence'])}, variance {curve['variance_after_convergence']:.6f}; first reached at epoch "
-                  f"{curve['first_epoch_at_mean']}."]
+                  f"{curve['first_epoch_at_mean']}."
+                  + (f" The saved weights are epoch {curve['saved_epoch']}'s (the best {curve['saved_by']}): validation accuracy "
+                     f"{_pct(curve['saved_accuracy'])}." if curve.get("saved_epoch") else "")]
     if chosen:
         lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
                   + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "

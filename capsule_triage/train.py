@@ -312,6 +312,10 @@ def _finish(run: _Run, out: Path) -> None:
     wall = round(time.perf_counter() - run.state["session_start"], 1)
     config = ModelConfig.load(out / "config.json")
     curve = accuracy_curve([row.get("val_accuracy") for row in run.state["log"]]) if run.val_set is not None else None
+    if curve and run.state["best"]:  # QA 30: the card's "best" accuracy read as the saved weights', chosen by another metric
+        saved = next(row for row in run.state["log"] if row["epoch"] == run.state["best"]["epoch"])
+        curve.update(saved_epoch=saved["epoch"], saved_accuracy=saved.get("val_accuracy"),
+                     saved_by="validation ROC AUC" if len(run.config.class_names) == 2 else "validation macro F1")
     config.provenance["training"].update(wall_seconds=wall, finished=True, **({"accuracy_curve": curve} if curve else {}))
     config.save(out / "config.json")
     refresh_training_section(out, config, create=True)  # rev24: a trained folder said "research use only" nowhere until an eval

@@ -550,6 +550,10 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     curve = ModelConfig.load(out / "config.json").provenance["training"]["accuracy_curve"]
     assert curve["epochs"] == len(log) == 3 and curve["best_accuracy"] == max(log) and curve["mean_after_convergence"] == log[-1]  # head 2 + full 1
     assert f"Validation accuracy per epoch: best {100 * max(log):.2f}% (epoch {curve['best_epoch']} of 3)" in (out / "MODEL_CARD.md").read_text()
+    logged = list(csv.DictReader(open(out / "train_log.csv")))  # QA 30: the best accuracy read as the saved weights'
+    saved = [r for r in logged if r["best"] == "true"][-1]
+    assert (f"The saved weights are epoch {saved['epoch']}'s (the best validation ROC AUC): validation accuracy "
+            f"{100 * float(saved['val_accuracy']):.2f}%.") in (out / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data and it has no 'test' split"):
         evaluate(out, data)
     listed_again = tmp_path / "listed_again.csv"  # the same rows in another file: found by the data digest
