@@ -394,7 +394,11 @@ def test_the_default_preset_describes_the_shipped_model_as_its_config_does(tmp_p
     bare = triage("run", DEMO_CLIP, "--weights", loose, "--out", tmp_path / "bare", "--quiet", "--threshold", str(shipped.threshold))
     assert folder.returncode == 0 and bare.returncode == 0, bare.stderr
     a, b = (pq.read_table(tmp_path / name / "frames.parquet") for name in ("folder", "bare"))
-    assert a["score"] == b["score"] and a["flagged"] == b["flagged"]
+    # The folder runs in backends.json's tuned runs of 4 frames, the loose file in the preset's batches: on the AMX Xeon
+    # (2026-12-02) oneDNN's float sums differ by run size, up to 1.2e-7 (identical on the EPYC); a wrong description moved
+    # scores by tenths (40.6% vs 50% flagged)
+    np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=0, atol=1e-5)
+    assert a["flagged"] == b["flagged"]
 
 
 def test_the_model_safetensors_of_a_weights_folder_is_read_with_its_own_config(random_weights, tmp_path):
