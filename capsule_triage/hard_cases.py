@@ -63,15 +63,13 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     if not common:
         raise InputError(folders[1], f"no frame in common with {folders[0]} (the evaluations scored different data)")
     order = [p for p in tables[0]["path"].to_pylist() if p in common]
-    first = _rows(tables[0], order)
-    columns = {"path": order, "label": first["label"], "group": first["group"]}
-    wrong = np.zeros(len(order), np.int32)
-    for name, table in zip(names, tables):
-        rows = _rows(table, order)
-        miss = np.asarray(rows["flagged"], bool) != np.asarray(rows["abnormal"], bool)
-        columns[f"score_{name}"], columns[f"wrong_{name}"] = rows["score"], miss
+    picked = [_in_order(table, order) for table in tables]
+    per_model, wrong = {}, np.zeros(len(order), np.int32)
+    for name, rows in zip(names, picked):
+        miss = rows["flagged"].to_numpy(zero_copy_only=False) != rows["abnormal"].to_numpy(zero_copy_only=False)
+        per_model[f"score_{name}"], per_model[f"wrong_{name}"] = rows["score"], miss
         wrong += miss
-    columns = {"path": columns.pop("path"), "label": columns.pop("label"), "group": columns.pop("group"), "wrong": wrong, **columns}
+    columns = {"path": picked[0]["path"], "label": picked[0]["label"], "group": picked[0]["group"], "wrong": wrong, **per_model}
     table = pa.table(columns).take(pa.array(np.argsort(-wrong, kind="stable")))
     warnings = []
     left_out = sum(t.num_rows for t in tables) - len(tables) * len(order)
@@ -82,11 +80,10 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     return HardCases(names, table, warnings)
 
 
-def _rows(table: pa.Table, order: list[str]) -> dict[str, list]:
-    """The table's columns in ``order`` of paths."""
+def _in_order(table: pa.Table, order: list[str]) -> pa.Table:
+    """The table's rows in ``order`` of paths (one take, the columns stay Arrow)."""
     at = {p: i for i, p in enumerate(table["path"].to_pylist())}
-    picked = table.take(pa.array([at[p] for p in order]))
-    return {name: picked[name].to_pylist() for name in ("label", "group", "abnormal", "flagged", "score")}
+    return table.take(pa.array([at[p] for p in order]))
 
 
 def write_hard_cases(result: HardCases, out: str | Path) -> Path:
