@@ -1,11 +1,13 @@
 """Would a cascade make the shipped model faster without leaving the agreement check? A probe, not part of the product.
 
-    python benchmarks/cascade_probe.py [--backends ov-int8,ov-bf16,ort-int8] [--gates 0.005,0.01,0.02,0.05]
+    python benchmarks/cascade_probe.py [--backends ov-int8,ov-bf16,ort-int8] [--gates 0.005,0.01,0.02,0.05] [--uppers 1,0.98,0.95]
 
 The idea: score every frame with a fast backend and re-score with fp32 only the frames whose fast
-score reaches a gate, so the stored score is fp32's wherever it could matter and the fast one only
-where the model is sure the frame is normal. It pays only if (a) few frames reach the gate and (b)
-the frames below it stay within ``triage optimize``'s tolerance (0.05) of fp32.
+score lies between a gate and an upper gate, so the stored score is fp32's wherever it could matter
+and the fast one only where the model is sure (normal below the gate, abnormal above the upper gate:
+a sigmoid's slope, and so the score a logit error moves, is smallest near 0 and 1). Upper gate 1:
+only the lower gate (the first probe, 2026-12-01). It pays only if (a) few frames fall in the band
+and (b) the frames outside it stay within ``triage optimize``'s tolerance (0.05) of fp32.
 
 Scores the model card's check frames (the two shared WCE clips and wcebleedgen/test) and, when
 ``run_benchmarks.py study`` has made it, the 5,000-frame study, with ov-fp32 and each fast backend
@@ -55,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="ov-int8,ov-bf16,ort-int8")
     parser.add_argument("--gates", default="0.005,0.01,0.02,0.05")
+    parser.add_argument("--uppers", default="1", help="upper gates: fast scores above one keep the fast score (1: none)")
     args = parser.parse_args()
     config = folder_config(WEIGHTS)
     frames = {name: decode_all(path, config.input_size)[0] for name, path in inputs().items()}
@@ -72,13 +75,15 @@ def main() -> None:
     for name in args.backends.split(","):
         fast, fast_fps = scores_and_fps(name)
         rows = []
-        for gate in map(float, args.gates.split(",")):
-            share = {k: float((fast[k] >= gate).mean()) for k in frames}
-            cascade_diff = max(float(np.abs(np.where(fast[k] >= gate, reference[k], fast[k]) - reference[k]).max()) for k in frames)
+        for gate, upper in [(g, u) for u in map(float, args.uppers.split(",")) for g in map(float, args.gates.split(","))]:
+            band = {k: (fast[k] >= gate) & (fast[k] <= upper) for k in frames}
+            share = {k: float(band[k].mean()) for k in frames}
+            cascade_diff = max(float(np.abs(np.where(band[k], reference[k], fast[k]) - reference[k]).max()) for k in frames)
             cost = {k: (1 / fast_fps + share[k] / reference_fps) * reference_fps for k in frames}  # model time per frame / fp32's
-            rows.append({"gate": gate, "max_score_diff": round(cascade_diff, 4), "rescored_share": {k: round(v, 3) for k, v in share.items()},
+            rows.append({"gate": gate, **({"upper_gate": upper} if upper < 1 else {}), "max_score_diff": round(cascade_diff, 4),
+                         "rescored_share": {k: round(v, 3) for k, v in share.items()},
                          "model_time_vs_fp32": {k: round(v, 2) for k, v in cost.items()}})
-            print(f"{name} gate {gate}: max |d| {cascade_diff:.4f}; re-scored "
+            print(f"{name} band [{gate}, {upper}]: max |d| {cascade_diff:.4f}; re-scored "
                   + ", ".join(f"{k} {100 * share[k]:.0f}% ({cost[k]:.2f}x fp32 time)" for k in frames))
         result["backends"][name] = {"frames_per_second (backends.json)": fast_fps, "gates": rows}
     out = HERE / "results" / "cascade_probe.json"
