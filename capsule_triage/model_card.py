@@ -73,6 +73,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
     lines = [f"Data: `{os.path.relpath(result['data'])}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
              f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
              + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
+             *_warning_lines(result),
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
              "", f"ROC AUC, sensitivity, specificity, precision and F1 are those of triage: a frame is abnormal when its suspicion score "
@@ -83,6 +84,14 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
              "```json", json.dumps(numbers), "```"]
     return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+
+
+def _warning_lines(result: dict) -> list[str]:
+    """The evaluation's warnings, said where its numbers are quoted: a card must not state metrics of frames the
+    model was trained on, or of a backend the agreement check rejected, without the caveat `triage eval` printed."""
+    if not result.get("warnings"):
+        return []
+    return ["Measured with these warnings (`triage eval` printed them):", "", *(f"- {w}" for w in result["warnings"]), ""]
 
 
 def _per_class_rows(result: dict) -> list[str]:

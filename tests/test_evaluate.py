@@ -116,6 +116,13 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
     assert read_card_section(weights_copy, "test-border-none")["auc"] == pytest.approx(none["auc"], abs=1e-4)
     evaluate(weights_copy, small_manifest, "test", model_card="test")  # rewriting keeps one section
     assert (weights_copy / "MODEL_CARD.md").read_text().count("triage-eval:test:begin") == 1
+    assert "Measured with these warnings" not in (weights_copy / "MODEL_CARD.md").read_text()
+    # the card says what `triage eval` warned of where it quotes the numbers (left for later, QA 30: it printed them only)
+    bf16 = evaluate(weights_copy, small_manifest, "val", backend="torch-bf16", model_card="val-bf16")
+    section = (weights_copy / "MODEL_CARD.md").read_text().split("triage-eval:val-bf16:begin")[1].split("triage-eval:val-bf16:end")[0]
+    assert bf16["warnings"] and all(f"- {w}" in section for w in bf16["warnings"])
+    assert "torch-bf16 has not been checked against fp32" in section
+    assert read_card_section(weights_copy, "val-bf16")["auc"] == pytest.approx(bf16["auc"], abs=1e-4)
 
 
 @needs_shared
