@@ -181,8 +181,8 @@ def _note_outdated_backends(weights: Path) -> None:
 def split_command(
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
-    test_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups.")] = 0.15,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups.")] = 0.15,
+    test_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups [default: 0.15, or 0 when rows already hold test].", show_default=False)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups [default: 0.15, or 0 when rows already hold val].", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the draw (the same seed, data and fractions give the same splits).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists (also the input manifest itself).")] = False,
 ) -> None:
@@ -204,11 +204,14 @@ def hard_cases_command(
     evaluations: Annotated[list[Path], typer.Argument(readable=False, help="Two or more `triage eval --out` folders (their predictions.parquet).", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Write every frame's scores and how many models got it wrong as Parquet.")] = None,
     show: Annotated[int, typer.Option(min=0, help="Frames to list, most often wrong first.")] = 20,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
 ) -> None:
     """List the frames that several evaluated models get wrong (seed B's hard cases)."""
-    from .hard_cases import hard_cases, write_hard_cases
+    from .hard_cases import check_output, hard_cases, write_hard_cases
 
     try:
+        if out is not None:
+            check_output(out, evaluations, force=force)
         result = hard_cases(evaluations)
         written = write_hard_cases(result, out) if out is not None else None
     except TriageError as exc:

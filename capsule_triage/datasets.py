@@ -122,6 +122,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     samples = []
     first_row: dict[Path, int] = {}
     for number, row in enumerate(rows, start=2):
+        if None in row:  # csv.DictReader files the fields beyond the header under None (review rev28)
+            raise InputError(path, f"row {number} has more fields than the header's {len(row) - 1} (a value holding a comma needs quotes)")
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")

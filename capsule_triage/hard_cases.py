@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError
@@ -47,16 +48,16 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     folders = [Path(e) for e in evaluations]
     if len(folders) < 2:
         raise InputError(folders[0] if folders else Path("."), "give at least two `triage eval --out` folders to compare")
-    names = [f.absolute().name for f in folders]
+    paths = [predictions_path(f) for f in folders]
+    names = [p.absolute().parent.name for p in paths]  # an evaluation folder, or the folder of a predictions file given (review rev28)
     if len(set(names)) < len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise InputError(twice, "two evaluations of the same folder name: the columns would be ambiguous (rename one)")
     tables, splits = [], set()
-    for folder in folders:
-        path = folder / PREDICTIONS if folder.is_dir() else folder
+    for folder, path in zip(folders, paths):
         if not path.is_file():
             raise InputError(folder, f"no {PREDICTIONS} (write one with `triage eval WEIGHTS DATA --out {folder}`)")
-        table = pq.read_table(path)
+        table = _read_predictions(path)
         splits.add((table.schema.metadata or {}).get(b"split", b"?").decode())
         tables.append(table)
     common = set(tables[0]["path"].to_pylist()).intersection(*(t["path"].to_pylist() for t in tables[1:]))
@@ -80,10 +81,46 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     return HardCases(names, table, warnings)
 
 
+COLUMNS = ("path", "label", "group", "score", "flagged", "abnormal")  # of an evaluation's predictions, read here
+
+
+def predictions_path(evaluation: str | Path) -> Path:
+    """An evaluation folder's predictions.parquet (or the file itself, given directly)."""
+    evaluation = Path(evaluation)
+    return evaluation / PREDICTIONS if evaluation.is_dir() else evaluation
+
+
+def _read_predictions(path: Path) -> pa.Table:
+    """An evaluation's predictions, or one line on what else the file is (review rev28: tracebacks)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(path, f"cannot read it as Parquet ({str(exc).splitlines()[0][:160]})") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(path, f"not the {PREDICTIONS} of `triage eval --out` (no column {', '.join(missing)})")
+    paths = table["path"]
+    if pa.compute.count_distinct(paths).as_py() < len(paths):
+        raise InputError(path, "lists a frame more than once, which `triage eval` never writes")
+    return table
+
+
 def _in_order(table: pa.Table, order: list[str]) -> pa.Table:
     """The table's rows in ``order`` of paths (one take, the columns stay Arrow)."""
     at = {p: i for i, p in enumerate(table["path"].to_pylist())}
     return table.take(pa.array([at[p] for p in order]))
+
+
+def check_output(out: str | Path, evaluations: list[str | Path], *, force: bool = False) -> None:
+    """Refuse ``--out`` before anything is read: a folder, an existing file without ``force``, or one of the
+    evaluations' own predictions (review rev28: replaced without a word, and the next run failed on it)."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(out, "is a folder: give the Parquet file to write, e.g. " + str(out / "hard_cases.parquet"))
+    if any(out.exists() and predictions_path(e).exists() and out.samefile(predictions_path(e)) for e in evaluations):
+        raise OutputError(out, "is the predictions of an evaluation being compared; write elsewhere")
+    if out.exists() and not force:
+        raise OutputError(out, "exists; --force replaces it")
 
 
 def write_hard_cases(result: HardCases, out: str | Path) -> Path:
@@ -93,7 +130,9 @@ def write_hard_cases(result: HardCases, out: str | Path) -> Path:
     try:
         pq.write_table(result.table.replace_schema_metadata({"models": ",".join(result.models)}), partial)
         partial.replace(out)
-    except OSError as exc:
+    except BaseException as exc:  # whatever stops it, no partial file stays behind
         partial.unlink(missing_ok=True)
-        raise OutputError(out, f"cannot write ({exc.strerror or exc})") from None
+        if isinstance(exc, OSError):
+            raise OutputError(out, f"cannot write ({exc.strerror or exc})") from None
+        raise
     return out

@@ -43,17 +43,24 @@ class SplitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float = 0.15, val_fraction: float = 0.15,
+DEFAULT_FRACTION = 0.15  # of the unassigned frames, for test and for validation: seed B's 70/15/15
+
+
+def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | None = None, val_fraction: float | None = None,
                   seed: int = 0, force: bool = False) -> SplitResult:
     """Write ``out``: the manifest of ``data`` (a manifest CSV, its other columns kept, or an image-folder
     tree) with a ``split`` column, paths relative to ``out``'s folder.
+
+    A fraction not given is :data:`DEFAULT_FRACTION`, or 0 when rows already hold that split (a dataset's
+    own test set is not enlarged from its training frames unasked; review rev28).
 
     Raises:
         ValueError: fractions outside [0, 1) or summing to 1 or more.
         OutputError: ``out`` exists (without ``force``) or cannot be written.
         InputError: what :func:`~capsule_triage.datasets.read_samples` refuses.
     """
-    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+    given = (test_fraction, val_fraction)
+    if not all(f is None or 0 <= f < 1 for f in given) or sum(f or 0 for f in given) >= 1:
         raise ValueError(f"test and val fractions must be in [0, 1) and leave frames for training, got {test_fraction} and {val_fraction}")
     out = Path(out)
     if out.is_dir():
@@ -62,6 +69,11 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float = 0
         raise OutputError(out, "exists; --force replaces it")
     source = read_samples(data)
     kept = sum(bool(s.split) for s in source.samples)
+    held = Counter(s.split for s in source.samples if s.split)
+    not_drawn = [f"{held[split]:,} frames are already in {split}: none drawn for it (--{split}-fraction draws more)"
+                 for split, f in (("test", test_fraction), ("val", val_fraction)) if f is None and held[split]]
+    test_fraction = (0.0 if held["test"] else DEFAULT_FRACTION) if test_fraction is None else test_fraction
+    val_fraction = (0.0 if held["val"] else DEFAULT_FRACTION) if val_fraction is None else val_fraction
     samples = _join_assigned_groups(source.samples)
     rng = np.random.default_rng(seed)
     samples = draw_groups(samples, into="test", fraction=test_fraction, rng=rng, pool=("",))
@@ -74,6 +86,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float = 0
     warnings = list(source.messages())
     if kept:
         warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
+        warnings += not_drawn if kept < len(samples) else []
     if source.group_column is None:
         warnings.append("no group column (group, patient, subject or near_dup_group): every image is its own group, so frames of "
                         "one patient can fall on both sides of a split (the seeds split by patient and by subject)")
@@ -122,9 +135,11 @@ def _write_csv(out: Path, rows: list[dict], columns: list[str]) -> None:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(partial, out)
-    except OSError as exc:
+    except BaseException as exc:  # whatever stops it (a full disk, Ctrl-C), no partial file stays behind (review rev28)
         partial.unlink(missing_ok=True)
-        raise OutputError(out, f"cannot write the manifest ({exc.strerror or exc})") from None
+        if isinstance(exc, OSError):
+            raise OutputError(out, f"cannot write the manifest ({exc.strerror or exc})") from None
+        raise
 
 
 def describe(result: SplitResult) -> list[str]:

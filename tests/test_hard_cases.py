@@ -61,3 +61,39 @@ def test_hard_cases_refusals_are_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == (f"Error: {tmp_path / 'a'}: no predictions.parquet (write one with "
                                                             f"`triage eval WEIGHTS DATA --out {tmp_path / 'a'}`)")
     assert not Path(tmp_path / "hard.parquet").exists()
+
+
+def test_unreadable_or_foreign_predictions_are_one_line(tmp_path):
+    """review rev28: tracebacks (ArrowInvalid, KeyError) for a file that is not an evaluation's predictions."""
+    import pyarrow as pa
+
+    good = {"path": ["a.png", "b.png"], "label": ["x", "y"], "group": ["1", "2"], "score": [0.1, 0.9], "flagged": [False, True],
+            "abnormal": [False, True]}
+    for name, write in (("junk", lambda p: p.write_text("junk")),
+                        ("other", lambda p: pq.write_table(pa.table({"path": ["a.png"], "wrong": [1]}), p)),
+                        ("twice", lambda p: pq.write_table(pa.table({k: v * 2 for k, v in good.items()}), p))):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "predictions.parquet")
+    (tmp_path / "ok").mkdir()
+    pq.write_table(pa.table(good), tmp_path / "ok" / "predictions.parquet")
+    for name, problem in (("junk", "cannot read it as Parquet ("), ("other", "not the predictions.parquet of `triage eval --out` (no column "
+                                                                              "label, group, score, flagged, abnormal)"),
+                          ("twice", "lists a frame more than once, which `triage eval` never writes")):
+        done = triage("hard-cases", tmp_path / "ok", tmp_path / name)
+        assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / name / 'predictions.parquet'}: {problem}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    # files given directly are named after their folders (review rev28: both were "predictions.parquet")
+    (tmp_path / "ok2").mkdir()
+    pq.write_table(pa.table({**good, "flagged": [True, True]}), tmp_path / "ok2" / "predictions.parquet")
+    done = triage("hard-cases", tmp_path / "ok" / "predictions.parquet", tmp_path / "ok2" / "predictions.parquet", "--out", tmp_path / "h.parquet")
+    assert done.returncode == 0 and done.stdout.startswith("0 of 2 frames wrong in both evaluations (ok, ok2); 1 wrong in at least one"), done.stderr
+    # --out: an existing file only with --force, an evaluation's own predictions never (review rev28: replaced, then a KeyError)
+    before = (tmp_path / "ok" / "predictions.parquet").read_bytes()
+    for out, force, message in ((tmp_path / "h.parquet", (), "exists; --force replaces it"),
+                                (tmp_path / "ok" / "predictions.parquet", ("--force",), "is the predictions of an evaluation being compared; write elsewhere"),
+                                (tmp_path, (), f"is a folder: give the Parquet file to write, e.g. {tmp_path / 'hard_cases.parquet'}")):
+        done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", out, *force)
+        assert done.returncode == 2 and done.stderr.strip() == f"Error: {out}: {message}", done.stderr
+    assert (tmp_path / "ok" / "predictions.parquet").read_bytes() == before
+    done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", tmp_path / "h.parquet", "--force")
+    assert done.returncode == 0 and pq.read_table(tmp_path / "h.parquet").num_rows == 2

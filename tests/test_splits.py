@@ -110,3 +110,31 @@ def test_refusals_are_one_line_and_leave_the_manifest_as_it_was(tmp_path):
     done = triage("split", source, "-o", source, "--force")  # in place
     assert done.returncode == 0 and {r["split"] for r in _read(source)} == {"train", "val", "test"}
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_dataset_s_own_test_set_is_kept_as_it_is_unless_a_test_fraction_is_given(tmp_path):
+    """review rev28: with the manifest's test rows kept, the default 0.15 drew ~225 more test frames from training."""
+    train, test = manifest_rows("train")[:200], manifest_rows("test")[:60]
+    for row in train + test:
+        row["new_split"] = "test" if row in test else ""
+    source = _manifest(tmp_path / "lab.csv", train + test, split=True)
+    done = triage("split", source, "-o", tmp_path / "split.csv")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["Warning: 60 of 260 frames already had a split and keep it",
+                                        "Warning: 60 frames are already in test: none drawn for it (--test-fraction draws more)"]
+    splits = Counter(r["split"] for r in _read(tmp_path / "split.csv"))
+    assert splits["test"] == 60 and 0 < splits["val"] < 60 and splits["train"] + splits["val"] == 200
+    done = triage("split", source, "-o", tmp_path / "more.csv", "--test-fraction", "0.15")  # asked for: drawn
+    assert done.returncode == 0 and Counter(r["split"] for r in _read(tmp_path / "more.csv"))["test"] > 60
+
+
+def test_a_row_with_more_fields_than_the_header_is_one_line_and_leaves_nothing(tmp_path):
+    source = _manifest(tmp_path / "lab.csv", manifest_rows("train")[:20])
+    lines = source.read_text().splitlines()
+    lines[3] += ",EXTRA"  # review rev28: "dict contains fields not in fieldnames: None" and a .partial file left
+    source.write_text("\n".join(lines) + "\n")
+    (tmp_path / "out").mkdir()
+    done = triage("split", source, "-o", tmp_path / "out" / "split.csv")
+    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: row 4 has more fields than the header's 4 "
+                                                            "(a value holding a comma needs quotes)"), done.stderr
+    assert list((tmp_path / "out").iterdir()) == []
