@@ -40,7 +40,8 @@ import torch
 from .errors import InputError
 from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, listed, natural_key, other_types, plural
 
-GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")
+GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")  # in this order of preference
+GROUP_SUFFIXES = ("", "_id", "id")  # "Patient", "patient_id", "Patient ID", "PatientID" name the same column (QA 31)
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
                  "dev": "val", "test": "test", "testing": "test", "": ""}
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -109,21 +110,38 @@ def read_samples(data: str | Path) -> LabelledSource:
     raise InputError(data, "no such manifest CSV or image folder")
 
 
+_LINE = "\0line"  # key of a manifest row's line number while it is read (no CSV header holds a NUL)
+
+
+def group_column(columns) -> str | None:
+    """The manifest column that names each image's group (patient, subject, near-duplicate run): one of
+    :data:`GROUP_COLUMNS`, in any case, with an id suffix ("Patient ID", "patient_id"), or None."""
+    def plain(name: str) -> str:
+        return re.sub(r"[\s_-]+", "_", name.strip().casefold())
+
+    named = {plain(c): c for c in sorted(c for c in columns if c)}
+    return next((named[g + suffix] for g in GROUP_COLUMNS for suffix in GROUP_SUFFIXES if g + suffix in named), None)
+
+
 def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = [{**row, _LINE: reader.line_num} for row in reader]  # the file's own line (blank lines are skipped)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read manifest CSV ({exc})") from None
-    columns = set(rows[0]) if rows else set()
+    columns = set(rows[0]) - {_LINE, None} if rows else set()
     if not {"path", "label"} <= columns:
         raise InputError(path, f"manifest needs columns path,label (found {sorted(columns) or 'no rows'})")
-    group_col = next((c for c in GROUP_COLUMNS if c in columns), None)
+    group_col = group_column(columns)
     samples = []
     first_row: dict[Path, int] = {}
-    for number, row in enumerate(rows, start=2):
+    for row in rows:
+        number = row.pop(_LINE)
         if None in row:  # csv.DictReader files the fields beyond the header under None (review rev28)
             raise InputError(path, f"row {number} has more fields than the header's {len(row) - 1} (a value holding a comma needs quotes)")
+        if not (row["path"] or "").strip():  # a short row's missing fields are None (QA 31: a TypeError traceback)
+            raise InputError(path, f"row {number} has no path" + (" (fewer fields than the header)" if None in row.values() else ""))
         split = (row.get("split") or "").strip().lower()
         if split not in SPLIT_ALIASES:
             raise InputError(path, f"unknown split {split!r} for {row['path']}; allowed: train, val, test")
@@ -279,6 +297,18 @@ def draw_groups(samples: list[Sample], *, into: str, fraction: float, rng: np.ra
     return [replace(s, split=into) if s.group in drawn and s.split in pool else s for s in samples]
 
 
+def check_label_twins(data: str | Path, samples: list[Sample]) -> None:
+    """Refuse class names that differ only in case or Unicode form (QA 14: 'Ulcer'/'ulcer', or 'Läsion' written
+    on a Mac (NFD) and elsewhere (NFC), trained as two classes; QA 31: `triage split` wrote them unsaid)."""
+    same: dict[str, set[str]] = defaultdict(set)
+    for label in {s.label for s in samples}:
+        same[unicodedata.normalize("NFC", label).casefold()].add(label)
+    twins = [sorted(names) for names in same.values() if len(names) > 1]
+    if twins:
+        raise InputError(data, f"class names that differ only in case or Unicode form: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
+                               "give each class one name (rename the folders or the labels)")
+
+
 def check_training_splits(data: str | Path, samples: list[Sample], class_names: list[str], *, val_fraction: float) -> None:
     """Refuse splits that would train something other than what was asked, before any image is loaded.
 
@@ -287,13 +317,7 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
             training frames, no validation frames although
             ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
     """
-    same: dict[str, set[str]] = defaultdict(set)
-    for label in {s.label for s in samples}:
-        same[unicodedata.normalize("NFC", label).casefold()].add(label)
-    twins = [sorted(names) for names in same.values() if len(names) > 1]
-    if twins:  # QA 14: 'Ulcer'/'ulcer', or 'Läsion' written on a Mac (NFD) and elsewhere (NFC), trained as two classes
-        raise InputError(data, f"class names that differ only in case or Unicode form: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
-                               "give each class one name (rename the folders or the labels)")
+    check_label_twins(data, samples)
     train_labels = {s.label for s in samples if s.split == "train"}
     if not train_labels:
         raise InputError(data, "no training images (all rows are val/test)")

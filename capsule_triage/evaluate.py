@@ -30,7 +30,7 @@ from torch import nn
 from . import metrics
 from .training_images import overlap_warning, read_training_images
 from .device import exact_fp32, resolve_device, to_device
-from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest, select, split_leak
+from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
 from .errors import DeviceError, InputError, OutputError, TriageError, WeightsError
 from .hub import fetch_weights
@@ -145,6 +145,7 @@ def evaluate(
         DeviceError: the device ran out of memory.
     """
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
+    split = SPLIT_ALIASES.get(split.strip().lower(), split) if split.strip().lower() != "all" else "all"  # QA 31: 'validation' refused
     parsed = _parse_codec(codec)
     _check_outputs(out_dir, model_card)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
@@ -188,7 +189,7 @@ def evaluate(
                else _training_overlap(select(samples, split), config, split))
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
                  "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap,
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, _one_sided(result, config),
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings
@@ -204,6 +205,19 @@ def evaluate(
         write_card_section(Path(weights), model_card, result)
         write_training_section(Path(weights), config)
     return result
+
+
+def _one_sided(result: dict, config: ModelConfig) -> str | None:
+    """Why AUC (and sensitivity or specificity) is nan: the scored frames hold no abnormal, or no normal,
+    frame (QA 31: "AUC nan, sensitivity nan" and an "AUC nan" plot, unexplained)."""
+    cm, abnormal = np.asarray(result["confusion_matrix"]), list(config.abnormal_indices)
+    positives = int(cm[abnormal].sum())
+    if 0 < positives < cm.sum():
+        return None
+    missing = " or ".join(config.abnormal_classes) if positives == 0 else "normal (" + ", ".join(
+        c for c in config.class_names if c not in config.abnormal_classes) + ")"
+    return (f"none of the {int(cm.sum()):,} frames scored ({result['split']}) is {missing}: AUC and "
+            f"{'sensitivity' if positives == 0 else 'specificity'} are undefined (nan); score frames of both kinds")
 
 
 def _check_outputs(out_dir: str | Path | None, model_card: str | None) -> None:

@@ -42,21 +42,19 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     """Join the evaluations' predictions on the frame's path.
 
     Raises:
-        InputError: fewer than two evaluations, a folder without predictions.parquet, one named twice,
-            or no frame in common.
+        InputError: fewer than two evaluations, a folder without predictions.parquet, one given twice,
+            a file that is not an evaluation's predictions, or no frame in common.
     """
     folders = [Path(e) for e in evaluations]
     if len(folders) < 2:
         raise InputError(folders[0] if folders else Path("."), "give at least two `triage eval --out` folders to compare")
     paths = [predictions_path(f) for f in folders]
-    names = [p.absolute().parent.name for p in paths]  # an evaluation folder, or the folder of a predictions file given (review rev28)
-    if len(set(names)) < len(names):
-        twice = next(n for n in names if names.count(n) > 1)
-        raise InputError(twice, "two evaluations of the same folder name: the columns would be ambiguous (rename one)")
-    tables, splits = [], set()
     for folder, path in zip(folders, paths):
         if not path.is_file():
             raise InputError(folder, f"no {PREDICTIONS} (write one with `triage eval WEIGHTS DATA --out {folder}`)")
+    names = model_names(paths)
+    tables, splits = [], set()
+    for path in paths:
         table = _read_predictions(path)
         splits.add((table.schema.metadata or {}).get(b"split", b"?").decode())
         tables.append(table)
@@ -82,6 +80,19 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
 
 
 COLUMNS = ("path", "label", "group", "score", "flagged", "abnormal")  # of an evaluation's predictions, read here
+
+
+def model_names(paths: list[Path]) -> list[str]:
+    """A name per evaluation: its folder's name (a predictions file given directly: the folder holding it, review
+    rev28), with as many parent folders as tell them apart (QA 31: evals/A/test and evals/B/test were refused)."""
+    folders = [p.resolve().parent for p in paths]
+    if len(set(folders)) < len(folders):
+        raise InputError(next(f for f in folders if folders.count(f) > 1), "given twice")
+    for depth in range(1, max(len(f.parts) for f in folders) + 1):
+        names = ["/".join(f.parts[-depth:]) for f in folders]
+        if len(set(names)) == len(names):
+            return names
+    return [str(f) for f in folders]  # unreachable: distinct folders differ in some trailing part
 
 
 def predictions_path(evaluation: str | Path) -> Path:
@@ -121,6 +132,8 @@ def check_output(out: str | Path, evaluations: list[str | Path], *, force: bool 
         raise OutputError(out, "is the predictions of an evaluation being compared; write elsewhere")
     if out.exists() and not force:
         raise OutputError(out, "exists; --force replaces it")
+    if not out.absolute().parent.is_dir():  # QA 31: "Failed to open local file 'nodir/.hc.parquet.partial'"
+        raise OutputError(out, f"its folder {out.absolute().parent} does not exist")
 
 
 def write_hard_cases(result: HardCases, out: str | Path) -> Path:

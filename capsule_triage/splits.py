@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import MANIFEST_NAME, Sample, draw_groups, read_samples, split_leak
+from .datasets import MANIFEST_NAME, Sample, check_label_twins, draw_groups, read_samples, split_leak
 from .errors import OutputError
 
 SPLITS = ("train", "val", "test")
@@ -68,6 +68,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     if out.exists() and not force:
         raise OutputError(out, "exists; --force replaces it")
     source = read_samples(data)
+    check_label_twins(data, source.samples)
     kept = sum(bool(s.split) for s in source.samples)
     held = Counter(s.split for s in source.samples if s.split)
     not_drawn = [f"{held[split]:,} frames are already in {split}: none drawn for it (--{split}-fraction draws more)"
@@ -88,7 +89,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
         warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
         warnings += not_drawn if kept < len(samples) else []
     if source.group_column is None:
-        warnings.append("no group column (group, patient, subject or near_dup_group): every image is its own group, so frames of "
+        warnings.append("no group column (group, patient, subject or near_dup_group, any case, with or without an id suffix): every image is its own group, so frames of "
                         "one patient can fall on both sides of a split (the seeds split by patient and by subject)")
     leak = split_leak(samples, source.group_column)
     if leak:

@@ -289,3 +289,19 @@ def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_giv
     assert "Accuracy and the confusion matrix are those of the class with the highest probability." in card
     assert "| GC | 2 | 50.00% | 50.00% | 83.33% | 50.00% |" in card and "| CG | 4 | 75.00% | 75.00% | 75.00% | 75.00% |" in card
     assert "| macro average (3 classes) | 8 | 58.33% | 58.33% | 80.56% | 58.33% |" in card  # rev24: the card lacked seed A's averages
+
+
+@needs_shared
+def test_split_names_as_manifests_write_them_and_one_sided_frames_are_explained(tmp_path):
+    """QA 31: --split validation was refused though a manifest's 'validation' rows are read as val; frames of one
+    kind gave 'AUC nan, sensitivity nan' unexplained."""
+    data = tmp_path / "neg.csv"
+    with open(data, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "split"])
+        for row in manifest_rows("test", "non-bleeding")[:10]:
+            writer.writerow([WCE / row["path"], "non-bleeding", "Validation"])
+    result = evaluate(SHIPPED, data, "validation")
+    assert result["split"] == "val" and result["n"] == 10 and np.isnan(result["auc"])
+    assert result["warnings"] == ["none of the 10 frames scored (val) is bleeding: AUC and sensitivity are undefined (nan); "
+                                  "score frames of both kinds"]

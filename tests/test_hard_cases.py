@@ -97,3 +97,26 @@ def test_unreadable_or_foreign_predictions_are_one_line(tmp_path):
     assert (tmp_path / "ok" / "predictions.parquet").read_bytes() == before
     done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", tmp_path / "h.parquet", "--force")
     assert done.returncode == 0 and pq.read_table(tmp_path / "h.parquet").num_rows == 2
+
+
+def test_evaluations_in_folders_of_the_same_name_are_told_apart_by_their_parents(tmp_path):
+    """QA 31: evals/A/test and evals/B/test were refused as "the same folder name", and so was a run folder
+    without predictions beside an evaluation of its name; --out into a missing folder named the partial file."""
+    import pyarrow as pa
+
+    good = {"path": ["a.png", "b.png"], "label": ["x", "y"], "group": ["1", "2"], "score": [0.1, 0.9], "flagged": [False, True],
+            "abnormal": [False, True]}
+    for model in ("A", "B"):
+        (tmp_path / "evals" / model / "test").mkdir(parents=True)
+        pq.write_table(pa.table(good), tmp_path / "evals" / model / "test" / "predictions.parquet")
+    a, b = tmp_path / "evals" / "A" / "test", tmp_path / "evals" / "B" / "test"
+    done = triage("hard-cases", a, b, "--out", tmp_path / "h.parquet")
+    assert done.returncode == 0 and done.stdout.startswith("0 of 2 frames wrong in both evaluations (A/test, B/test)"), done.stderr
+    assert pq.read_table(tmp_path / "h.parquet").column_names[-4:] == ["score_A/test", "wrong_A/test", "score_B/test", "wrong_B/test"]
+    (tmp_path / "runs" / "test").mkdir(parents=True)
+    done = triage("hard-cases", a, tmp_path / "runs" / "test")
+    assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / 'runs' / 'test'}: no predictions.parquet"), done.stderr
+    done = triage("hard-cases", a, a / "predictions.parquet")
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {a}: given twice", done.stderr
+    done = triage("hard-cases", a, b, "--out", tmp_path / "nodir" / "h.parquet")
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path / 'nodir' / 'h.parquet'}: its folder {tmp_path / 'nodir'} does not exist"

@@ -89,7 +89,7 @@ def test_a_folder_tree_gives_paths_below_the_manifest_and_says_it_has_no_groups(
         shutil.copy(WCE / row["path"], target)
     done = triage("split", tree, "-o", tree / "manifest.csv")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("Warning: no group column (group, patient, subject or near_dup_group): every image is its own group")
+    assert done.stderr.startswith("Warning: no group column (group, patient, subject or near_dup_group, any case, with or without an id suffix): every image is its own group")
     written = _read(tree / "manifest.csv")
     assert list(written[0]) == ["path", "label", "split"] and all(not Path(r["path"]).is_absolute() for r in written)
     assert all((tree / r["path"]).is_file() and r["path"].startswith(r["label"] + "/") for r in written)
@@ -138,3 +138,15 @@ def test_a_row_with_more_fields_than_the_header_is_one_line_and_leaves_nothing(t
     assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: row 4 has more fields than the header's 4 "
                                                             "(a value holding a comma needs quotes)"), done.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_labels_differing_only_in_case_are_refused_before_a_manifest_is_written(tmp_path):
+    """QA 31: split wrote 'Bleeding' and 'bleeding' as two classes; train refused them only later."""
+    rows = manifest_rows("train")[:30]
+    rows[0] = {**rows[0], "label": rows[0]["label"].capitalize()}
+    source = _manifest(tmp_path / "lab.csv", rows)
+    done = triage("split", source, "-o", tmp_path / "split.csv")
+    twins = sorted({rows[0]["label"], rows[0]["label"].lower()})
+    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: class names that differ only in case or Unicode form: "
+                                                            f"{twins[0]!r} / {twins[1]!r}; give each class one name (rename the folders or the labels)"), done.stderr
+    assert not (tmp_path / "split.csv").exists()
