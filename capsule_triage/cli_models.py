@@ -136,6 +136,7 @@ def eval_command(
     backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
     codec: Annotated[Optional[str], typer.Option(help="Score the frames after a lossy round trip, as video reaches the model: h264:CRF (one clip, 4:2:0, e.g. h264:23) or jpeg:QUALITY. Also applies to the frames --target-sensitivity chooses on.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N, for the torch backends (ONNX Runtime and OpenVINO score on the CPU).")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is an earlier evaluation's folder (or empty).")] = False,
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
     import torch
@@ -146,7 +147,7 @@ def eval_command(
     try:
         result = evaluate(weights, data, split, out_dir=out, border=border, target_sensitivity=target_sensitivity,
                           val_data=val_data, model_card=model_card, batch_size=batch_size, backend=backend, codec=codec,
-                          device=device)
+                          device=device, force=force)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     for warning in result.get("warnings", []):

@@ -32,9 +32,9 @@ from .training_images import overlap_warning, read_training_images
 from .device import exact_fp32, resolve_device, to_device
 from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
-from .errors import DeviceError, InputError, OutputError, TriageError, WeightsError
+from .errors import DeviceError, InputError, TriageError, WeightsError
 from .hub import fetch_weights
-from .outputs import check_creatable
+from .outputs import StagedOutput
 from .model_card import check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
@@ -43,6 +43,8 @@ from .stills import LabelledImages, load_for_model
 from .versions import package_versions
 from .weights import load_model
 
+METRICS_FILE = "metrics.json"  # makes a folder an earlier evaluation's (`--out` replaces only those, with --force)
+OUTPUT_FILES = frozenset({METRICS_FILE, "predictions.parquet", "thresholds.parquet", "groups.parquet", "roc.png"})  # all --out holds
 
 
 def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
@@ -123,6 +125,7 @@ def evaluate(
     codec: str | None = None,
     device: str = "auto",
     progress: bool = False,
+    force: bool = False,
 ) -> dict:
     """Evaluate ``weights`` on ``split`` ("test", "val", "train" or "all") of ``data``.
 
@@ -138,6 +141,7 @@ def evaluate(
             ``target_sensitivity`` the validation frames go through it too.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``: where the model scores
             (an ONNX Runtime or OpenVINO backend scores on the CPU).
+        force: replace ``out_dir`` if it is an earlier evaluation's (holds metrics.json) or empty.
 
     Raises:
         TriageError: bad weights or data; a threshold or card request for weights that are not a folder.
@@ -147,7 +151,7 @@ def evaluate(
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
     split = SPLIT_ALIASES.get(split.strip().lower(), split) if split.strip().lower() != "all" else "all"  # QA 31: 'validation' refused
     parsed = _parse_codec(codec)
-    _check_outputs(out_dir, model_card)
+    _check_outputs(out_dir, model_card, force)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
                                     "this one out of the Hugging Face cache first")
@@ -199,8 +203,9 @@ def evaluate(
         if model_card is None:
             refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
     result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
-    if out_dir is not None:
-        write_outputs(Path(out_dir), result, images, probs, config)
+    if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
+        with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
+            write_outputs(staging, result, images, probs, config)
     if model_card is not None:
         write_card_section(Path(weights), model_card, result)
         write_training_section(Path(weights), config)
@@ -220,17 +225,12 @@ def _one_sided(result: dict, config: ModelConfig) -> str | None:
             f"{'sensitivity' if positives == 0 else 'specificity'} are undefined (nan); score frames of both kinds")
 
 
-def _check_outputs(out_dir: str | Path | None, model_card: str | None) -> None:
+def _check_outputs(out_dir: str | Path | None, model_card: str | None, force: bool) -> None:
     """Refuse an unusable --out or --model-card before anything is scored or config.json is changed."""
     if model_card is not None:
         check_section_name(model_card)
-    if out_dir is None:
-        return
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(out_dir, "output path exists and is not a folder")
-    if not out.exists():
-        check_creatable(out)
+    if out_dir is not None:
+        StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
 
 
 def with_validation(data: str | Path, config: ModelConfig) -> list:
@@ -340,9 +340,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:
-    """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(json_ready(result), indent=2) + "\n")
+    """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out`` (a new folder)."""
+    (out / METRICS_FILE).write_text(json.dumps(json_ready(result), indent=2) + "\n")
     score = suspicion(probs, config)
     positive = np.isin(images.labels.numpy(), config.abnormal_indices)
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
@@ -355,8 +354,6 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
     if "groups" in result:
         groups = metrics.group_table(np.array(images.groups), positive, score, config.threshold)
         pq.write_table(pa.table(groups).replace_schema_metadata(meta), out / "groups.parquet")
-    else:  # not left over from an earlier evaluation into the same folder
-        (out / "groups.parquet").unlink(missing_ok=True)
     curves = {"abnormal": metrics.roc_curve(positive, score)[:2]}
     if len(config.class_names) > 2:
         curves.update({c: metrics.roc_curve(images.labels.numpy() == i, probs[:, i])[:2] for i, c in enumerate(config.class_names)})

@@ -82,10 +82,13 @@ def _check_name_lengths(final: Path) -> None:
 class StagedOutput:
     """Context manager: a staging folder that becomes ``final`` on success and vanishes on error."""
 
-    def __init__(self, final: str | Path, *, force: bool = False, source: str | Path | None = None):
+    def __init__(self, final: str | Path, *, force: bool = False, source: str | Path | None = None, marker: str = RUN_FILE,
+                 only: frozenset[str] | None = None):
         self.given = Path(final)  # as typed: '~/out' is checked for its unexpanded '~'
         self.final = Path(final).absolute()
         self.force = force
+        self.marker = marker  # the file that makes a folder an earlier output of the command (triage eval: metrics.json)
+        self.only = only  # if given, the names an earlier output may hold (nothing else is replaced with it)
         self.source = Path(source) if source is not None else None
         self.staging: Path | None = None
         self._created_parent: Path | None = None
@@ -93,7 +96,7 @@ class StagedOutput:
     def check(self) -> None:
         """Raise early (before any work) if the destination may not be written.
 
-        ``--force`` replaces only an earlier output (a folder holding run.json) or an empty folder,
+        ``--force`` replaces only an earlier output (a folder holding run.json, or ``marker``) or an empty folder,
         never the input or a folder that holds it: a mistyped ``--out`` must not delete a study.
         A symbolic link to a folder stands for that folder (the link stays).
         """
@@ -121,9 +124,13 @@ class StagedOutput:
                 raise OutputError(self.final, "output path exists and is not a folder")
             if not self.force:
                 raise OutputError(self.final, "output already exists; use --force to replace it")
-            if not (self.final / RUN_FILE).is_file() and any(self.final.iterdir()):
-                raise OutputError(self.final, f"folder is not an earlier triage output (no {RUN_FILE}); "
+            if not (self.final / self.marker).is_file() and any(self.final.iterdir()):
+                raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
                                               "--force replaces only those, choose another --out")
+            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only) if self.only is not None else []
+            if others:
+                raise OutputError(self.final, f"folder holds files this command does not write ({', '.join(others[:3])}"
+                                              f"{', ...' if len(others) > 3 else ''}); --force replaces only an earlier output, choose another --out")
         check_creatable(self.final)
 
     def __enter__(self) -> Path:

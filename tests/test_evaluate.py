@@ -265,9 +265,27 @@ def test_a_failing_eval_leaves_the_operating_threshold_alone(weights_copy, small
     out = tmp_path / "eval"
     evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, out_dir=out)
     assert (weights_copy / "config.json").read_text() != before and (out / "groups.parquet").exists()
-    evaluate(weights_copy, small_manifest, "val", out_dir=out)  # no groups this time: none left from the test split
+    with pytest.raises(OutputError, match="eval: output already exists; use --force to replace it"):
+        evaluate(weights_copy, small_manifest, "val", out_dir=out)
+    evaluate(weights_copy, small_manifest, "val", out_dir=out, force=True)  # no groups this time: none left from the test split
     assert json.loads((out / "metrics.json").read_text())["split"] == "val"
     assert (out / "groups.parquet").exists() == ("groups" in json.loads((out / "metrics.json").read_text()))
+    # QA 31: --out wrote into any folder, over its metrics.json, beside its other files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.json").write_text("keep")
+    (other / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for force in (False, True):
+        with pytest.raises(OutputError, match="other: output already exists; use --force" if not force else
+                           r"other: folder holds files this command does not write \(notes.txt\); --force replaces only an earlier"):
+            evaluate(weights_copy, small_manifest, "val", out_dir=other, force=force)
+    (other / "metrics.json").unlink()
+    with pytest.raises(OutputError, match=r"other: folder is not an earlier triage output \(no metrics.json\)"):
+        evaluate(weights_copy, small_manifest, "val", out_dir=other, force=True)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"] and not list(tmp_path.glob(".other*"))
+    evaluate(weights_copy, small_manifest, "val", out_dir=tmp_path / "empty", force=True)
+    assert (tmp_path / "empty" / "predictions.parquet").is_file() and not list(tmp_path.glob(".*partial*"))
 
 
 def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_gives_each_class(tmp_path):
