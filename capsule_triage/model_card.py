@@ -141,6 +141,24 @@ def _code(versions) -> str:
     return f", capsule-triage {versions['capsule-triage']}" + (f" at commit {str(commit)[:12]}" if commit else "")
 
 
+VALIDATION_FROM = {"manifest": "the data's own val rows", "none": "none (--val-fraction 0)"}
+
+
+def _data_line(training: dict) -> str:
+    """Frames per split and class, where the validation frames came from, and the saved epoch, in words (QA 31: JSON
+    dumps, and a --val-fraction 0.2 stated beside a manifest's own val rows, which training used instead)."""
+    counts = training.get("data_counts") if isinstance(training.get("data_counts"), dict) else {}
+    frames = "; ".join(f"{split} " + ", ".join(f"{label} {n:,}" for label, n in labels.items()) for split, labels in counts.items()
+                       if isinstance(labels, dict))
+    split = training.get("split") if isinstance(training.get("split"), dict) else {}
+    drawn = f"whole groups drawn from the training rows ({split.get('val_fraction')} of each label's frames, seed {split.get('seed')})"
+    source = VALIDATION_FROM.get(training.get("val_from"), drawn if training.get("val_from") == "drawn" else
+                                 drawn + ", or the data's own val rows if it had them (not recorded before 2026-12-02)")
+    best = training.get("best") if isinstance(training.get("best"), dict) else {}
+    return (f"Frames per split and class: {frames or 'not recorded'}. Validation: {split.get('n_val', '?')} frames, {source}. "
+            f"Saved checkpoint: epoch {best.get('epoch', '?')} ({best.get('phase', '?')} phase).")
+
+
 def write_training_section(folder: Path, config: ModelConfig) -> None:
     """(Re)write the card's "training" section from the provenance that training and eval stored."""
     training = config.provenance.get("training", {})
@@ -148,8 +166,7 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
     lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
              f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
-             f"Frames per split and class: {json.dumps(training.get('data_counts'))}; validation split: {json.dumps(training.get('split'))}; "
-             f"best checkpoint: {json.dumps(training.get('best'))}."]
+             _data_line(training)]
     if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)
         lines += ["", f"Validation accuracy per epoch: best {_pct(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
                   f"after convergence (epochs {curve['converged_from_epoch']}-{curve['epochs']}, the last third) mean "

@@ -111,7 +111,8 @@ def train(options: TrainOptions) -> Path:
                                        "--resume continues a run only on the data it started with")
     for phrase in repeated_images(pool, digests):
         warnings.warn(f"{options.data}: {phrase}", DataWarning, stacklevel=2)
-    config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread,
+    val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
+    config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)

@@ -93,6 +93,24 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
     card = (out / "MODEL_CARD.md").read_text()  # written by training (rev24: "research use only" was nowhere until an eval)
     assert "**Research use only, not a diagnostic device.**" in card and f"capsule-triage {versions['capsule-triage']}" in card
     assert "Wall time:" in card and "Command: `(library call)`" in card
+    # QA 31: JSON dumps, and a validation fraction stated where none was drawn
+    assert config.provenance["training"]["val_from"] == "none"
+    assert ("Frames per split and class: train bleeding 12, non-bleeding 12. Validation: 0 frames, none (--val-fraction 0). "
+            "Saved checkpoint: epoch 4 (full phase).") in card
+
+
+def test_the_card_says_where_the_validation_frames_came_from():
+    from capsule_triage.model_card import _data_line
+
+    counts = {"train": {"a": 10, "b": 1200}, "val": {"a": 2, "b": 300}}
+    split, best = {"val_fraction": 0.2, "seed": 3, "n_train": 1210, "n_val": 302}, {"key": [0.9, -0.1], "epoch": 5, "phase": "full"}
+    line = _data_line({"data_counts": counts, "split": split, "best": best, "val_from": "manifest"})
+    assert line == ("Frames per split and class: train a 10, b 1,200; val a 2, b 300. Validation: 302 frames, the data's own val rows. "
+                    "Saved checkpoint: epoch 5 (full phase).")
+    assert "Validation: 302 frames, whole groups drawn from the training rows (0.2 of each label's frames, seed 3). " in \
+        _data_line({"data_counts": counts, "split": split, "best": best, "val_from": "drawn"})
+    assert "seed 3), or the data's own val rows if it had them (not recorded before 2026-12-02). " in \
+        _data_line({"data_counts": counts, "split": split, "best": best})  # weights trained before it was recorded
 
 
 @needs_shared
