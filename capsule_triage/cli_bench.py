@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
-        from .optimize import check_summary
+        from .optimize import calibration_warning, check_summary
         from .optimize import optimize as run_optimize
         from .presets import load_pipeline, preset_for_weights
 
@@ -101,4 +101,6 @@ def register(app: typer.Typer) -> None:
                        f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
                        f"events identical: {row['events_identical']}  -> {verdict}")
         typer.echo(check_summary(report))
+        if warning := calibration_warning(report):
+            typer.echo(printable(f"Warning: {warning}"), err=True)
         typer.echo(printable(f"Wrote {Path(weights) / 'backends.json'}"))

@@ -12,6 +12,7 @@ accepted one. The report goes to ``backends.json`` beside the weights.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -124,6 +125,16 @@ def uncertain_frames(reference: list[np.ndarray], abnormal_indices) -> int:
 MIN_UNCERTAIN = 10  # fewer uncertain check frames than this: the check proves nothing about a lower precision
 
 
+def calibration_warning(report: dict) -> str | None:
+    """A warning when int8 was calibrated on frames the agreement check then scores (QA 31: the default), which
+    makes its check optimistic: the quantization ranges were fitted to those very frames."""
+    same = sorted({os.path.realpath(c) for c in report.get("calibration_clips", [])} & {os.path.realpath(c) for c in report["check_clips"]})
+    if not same:
+        return None
+    return (f"int8 was calibrated on frames the agreement check scores ({', '.join(os.path.basename(c) for c in same)}), so its check "
+            "is optimistic; --calibration with frames apart from them (training frames) is the honest choice")
+
+
 def check_summary(report: dict) -> str:
     """One line on how demanding the agreement check was (printed by ``triage optimize``)."""
     line = f"Checked on {report['check_frames']} frames, {report['check_frames_uncertain']} of them uncertain (fp32 score between {UNCERTAIN[0]} and {UNCERTAIN[1]})"
@@ -213,7 +224,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     digests = weights_digests(weights_dir)
     report = {"weights_sha256": weights_sha256(weights_dir, digests), "model_sha256": digests[WEIGHTS_NAME],
               "graph_sha256": graph_sha256(config), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
-              "check_clips": [str(c) for c in check_clips], "check_frames": int(sum(len(c[0]) for c in check)),
+              "check_clips": [str(c) for c in check_clips], "calibration_clips": [str(c) for c in (calibration_clips or check_clips)],
+              "check_frames": int(sum(len(c[0]) for c in check)),
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),
               "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}

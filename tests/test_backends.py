@@ -37,6 +37,10 @@ def optimized(probe_weights, tmp_path_factory):
     shutil.copytree(probe_weights, folder)
     result = triage("optimize", folder, "--check", MIXED_CLIP, "--batch-size", "16")
     assert result.returncode == 0, result.stderr
+    # QA 31: int8 calibrated (by default) on the frames its check scores was said nowhere
+    assert result.stderr.strip().splitlines()[-1] == (f"Warning: int8 was calibrated on frames the agreement check scores ({MIXED_CLIP.name}), "
+                                                      "so its check is optimistic; --calibration with frames apart from them (training "
+                                                      "frames) is the honest choice")
     return folder, json.loads((folder / "backends.json").read_text())
 
 
@@ -67,7 +71,11 @@ def test_the_report_counts_the_check_frames_fp32_is_unsure_about(optimized):
 
 
 def test_optimize_says_when_its_check_proves_little_and_accepts_no_lower_precision_on_it():
-    from capsule_triage.optimize import check_summary, verdict
+    from capsule_triage.optimize import calibration_warning, check_summary, verdict
+
+    apart = {"check_clips": ["/data/a.mp4", "/data/test"], "calibration_clips": ["/data/train"]}
+    assert calibration_warning(apart) is None
+    assert "(test)" in calibration_warning({**apart, "calibration_clips": ["/data/train", "/data/x/../test"]})
 
     assert check_summary({"check_frames": 188, "check_frames_uncertain": 2}).endswith(
         "fewer than 10: the check proves little, so no lower precision is accepted on it (add --check frames the model is unsure about)")
