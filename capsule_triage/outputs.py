@@ -60,7 +60,8 @@ def check_creatable(path: Path) -> None:
     if not ancestor.is_dir():
         raise OutputError(ancestor, "is not a folder, so the output cannot be created under it")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(ancestor, "cannot write here (permission denied)")
+        read_only = os.statvfs(ancestor).f_flag & os.ST_RDONLY  # QA 33: said "permission denied" for a read-only mount
+        raise OutputError(ancestor, f"cannot write here ({'read-only file system' if read_only else 'permission denied'})")
 
 
 def _check_name_lengths(final: Path) -> None:

@@ -915,3 +915,48 @@ def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random
     from capsule_triage.errors import one_line
 
     assert len(one_line("a\u2028b\x85c\rd\u2029e").splitlines()) == 1  # review rev22: Python's other line breaks too
+
+
+def test_an_out_dir_that_cannot_be_written_is_one_error_line_not_a_traceback(tmp_path, monkeypatch):
+    """QA 33: OUT_DIR made read-only (chmod, or a file system remounted read-only) before or during a batch gave a
+    PermissionError traceback and exit 1: the lock's O_EXCL create caught only FileExistsError, its removal in the
+    batch's `finally` raised over the summary's Error line, and so did removing the summary's temporary file."""
+    import capsule_triage.batch.lock as lock_module
+    from capsule_triage.batch.lock import release_lock
+    from capsule_triage.batch.summary import write_summary
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(lock_module.os, "open", refuse)
+        with pytest.raises(OutputError, match=r"out: cannot write the batch lock \(Permission denied\)$"):
+            acquire_lock(out, lambda line: None)
+    lock = acquire_lock(out, lambda line: None)
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", refuse)
+        release_lock(lock)  # stays (the next run recovers a lock whose process is gone); no exception
+    assert lock.exists()
+    release_lock(lock)
+    assert not lock.exists()
+    (out / ".work").mkdir()
+    batch = {"pipeline_fingerprint": "f", "studies": 0}
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+        m.setattr("pyarrow.parquet.write_table", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+        with pytest.raises(OutputError, match=r"studies.parquet: cannot write \(Read-only file system\); the studies' own folders"):
+            write_summary(out, [], batch)
+    from types import SimpleNamespace
+
+    from capsule_triage.outputs import check_creatable
+
+    with monkeypatch.context() as m:  # QA 33: a read-only file system was called "permission denied"
+        m.setattr(os, "access", lambda *a, **k: False)
+        m.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=os.ST_RDONLY))
+        with pytest.raises(OutputError, match=r"out: cannot write here \(read-only file system\)$"):
+            check_creatable(out / "study")
+        m.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=0))
+        with pytest.raises(OutputError, match=r"out: cannot write here \(permission denied\)$"):
+            check_creatable(out / "study")

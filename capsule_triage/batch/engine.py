@@ -110,7 +110,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
         for name in (WORK_DIR, FAILED_DIR):
-            (out_dir / name).mkdir(exist_ok=True)
+            try:
+                (out_dir / name).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise OutputError(out_dir / name, f"cannot create it ({exc.strerror or exc})") from None
         if weights_note:  # a cached copy of hub weights stands in for a Hub that could not be asked
             log(f"warning {weights_note}")
         result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note)

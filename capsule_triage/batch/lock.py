@@ -35,8 +35,13 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
                 where = "" if holder.get("host") in (None, record["host"]) else f" on {holder['host']}"
                 raise OutputError(out_dir, f"another batch run (pid {pid}{where}) is writing here") from None
             log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
-            lock.unlink(missing_ok=True)
+            try:
+                lock.unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(out_dir, f"cannot remove the stale batch lock ({exc.strerror or exc})") from None
             continue
+        except OSError as exc:  # QA 33: an OUT_DIR made read-only (or a read-only file system) was a traceback, exit 1
+            raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -50,8 +55,14 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
 
 
 def release_lock(lock: Path) -> None:
+    """Remove our lock. If OUT_DIR can no longer be written (made read-only while the batch ran), it stays:
+    the next run recovers a lock whose process is gone, and the batch's own error has been said (QA 33: this
+    raised over it, a traceback instead of the summary's Error line)."""
     if read_lock(lock).get("pid") == os.getpid():
-        lock.unlink(missing_ok=True)
+        try:
+            lock.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def read_lock(lock: Path) -> dict:

@@ -110,7 +110,10 @@ def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
         target = out_dir / BATCH_FILE
         write_json_atomic(target, batch, work)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system: the OutputError below is what matters (QA 33: this hid it)
+            pass
         raise OutputError(target, f"cannot write ({exc.strerror or exc}); the studies' own folders are "
                                   "unaffected: re-run the same command to rebuild the summary") from None
 
