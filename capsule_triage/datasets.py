@@ -114,11 +114,15 @@ _LINE = "\0line"  # key of a manifest row's line number while it is read (no CSV
 
 
 def group_column(columns) -> str | None:
-    """The manifest column that names each image's group (patient, subject, near-duplicate run): one of
-    :data:`GROUP_COLUMNS`, in any case, with an id suffix ("Patient ID", "patient_id"), or None."""
+    """The manifest column that names each image's group (patient, subject, near-duplicate run): the first of
+    :data:`GROUP_COLUMNS` named exactly, else the first named in another case or with an id suffix ("Patient ID",
+    "patient_id"), else None."""
     def plain(name: str) -> str:
         return re.sub(r"[\s_-]+", "_", name.strip().casefold())
 
+    exact = next((g for g in GROUP_COLUMNS if g in columns), None)  # as before 2026-12-02: a 'Group' beside 'patient' stays a
+    if exact is not None:                                            # label of its own (review rev29: a study arm took over)
+        return exact
     named = {plain(c): c for c in sorted(c for c in columns if c)}
     return next((named[g + suffix] for g in GROUP_COLUMNS for suffix in GROUP_SUFFIXES if g + suffix in named), None)
 
@@ -128,6 +132,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(fh)
             rows = [{**row, _LINE: reader.line_num} for row in reader]  # the file's own line (blank lines are skipped)
+            header = len(reader.fieldnames or [])  # as written: names may repeat ('path,label,,')
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"cannot read manifest CSV ({exc})") from None
     columns = set(rows[0]) - {_LINE, None} if rows else set()
@@ -139,7 +144,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     for row in rows:
         number = row.pop(_LINE)
         if None in row:  # csv.DictReader files the fields beyond the header under None (review rev28)
-            raise InputError(path, f"row {number} has more fields than the header's {len(row) - 1} (a value holding a comma needs quotes)")
+            raise InputError(path, f"row {number} has more fields than the header's {header} (a value holding a comma needs quotes)")
         if not (row["path"] or "").strip():  # a short row's missing fields are None (QA 31: a TypeError traceback)
             raise InputError(path, f"row {number} has no path" + (" (fewer fields than the header)" if None in row.values() else ""))
         split = (row.get("split") or "").strip().lower()

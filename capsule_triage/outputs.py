@@ -97,8 +97,9 @@ class StagedOutput:
     def check(self) -> None:
         """Raise early (before any work) if the destination may not be written.
 
-        ``--force`` replaces only an earlier output (a folder holding run.json, or ``marker``) or an empty folder,
-        never the input or a folder that holds it: a mistyped ``--out`` must not delete a study.
+        An empty folder is filled; ``--force`` replaces only an earlier output (a folder holding run.json, or
+        ``marker``, and with ``only`` nothing else but hidden files), never the input or a folder that holds it:
+        a mistyped ``--out`` must not delete a study.
         A symbolic link to a folder stands for that folder (the link stays).
         """
         try:
@@ -123,15 +124,18 @@ class StagedOutput:
         if self.final.exists():
             if not self.final.is_dir():  # before --force is suggested: it would not help (QA 22)
                 raise OutputError(self.final, "output path exists and is not a folder")
-            if not self.force:
-                raise OutputError(self.final, "output already exists; use --force to replace it")
-            if not (self.final / self.marker).is_file() and any(self.final.iterdir()):
+            if all(_system_file(p.name) for p in self.final.iterdir()):
+                return check_creatable(self.final)  # an empty folder (made for the output) is filled, --force or not
+            if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
                                               "--force replaces only those, choose another --out")
-            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only) if self.only is not None else []
+            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p.name)) \
+                if self.only is not None else []
             if others:
                 raise OutputError(self.final, f"folder holds files this command does not write ({', '.join(others[:3])}"
                                               f"{', ...' if len(others) > 3 else ''}); --force replaces only an earlier output, choose another --out")
+            if not self.force:
+                raise OutputError(self.final, "output already exists; use --force to replace it")
         check_creatable(self.final)
 
     def __enter__(self) -> Path:
@@ -197,6 +201,12 @@ class StagedOutput:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self._created_parent is not None:
             shutil.rmtree(self._created_parent, ignore_errors=True)
+
+
+def _system_file(name: str) -> bool:
+    """A file a file browser leaves in folders it shows (macOS .DS_Store, Windows Thumbs.db), or another hidden one:
+    not the user's work, so it does not keep an earlier output from being replaced (review rev29)."""
+    return name.startswith(".") or name.casefold() in ("thumbs.db", "desktop.ini")
 
 
 def remove_stale_partials(parent: Path, name: str) -> None:

@@ -59,9 +59,6 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
         OutputError: ``out`` exists (without ``force``) or cannot be written.
         InputError: what :func:`~capsule_triage.datasets.read_samples` refuses.
     """
-    given = (test_fraction, val_fraction)
-    if not all(f is None or 0 <= f < 1 for f in given) or sum(f or 0 for f in given) >= 1:
-        raise ValueError(f"test and val fractions must be in [0, 1) and leave frames for training, got {test_fraction} and {val_fraction}")
     out = Path(out)
     if out.is_dir():
         raise OutputError(out, "is a folder: give the manifest CSV to write, e.g. " + str(out / MANIFEST_NAME))
@@ -75,6 +72,8 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
                  for split, f in (("test", test_fraction), ("val", val_fraction)) if f is None and held[split]]
     test_fraction = (0.0 if held["test"] else DEFAULT_FRACTION) if test_fraction is None else test_fraction
     val_fraction = (0.0 if held["val"] else DEFAULT_FRACTION) if val_fraction is None else val_fraction
+    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):  # with the defaults (review rev29)
+        raise ValueError(f"test and val fractions must be in [0, 1) and leave frames for training, got {test_fraction} and {val_fraction}")
     samples = _join_assigned_groups(source.samples)
     rng = np.random.default_rng(seed)
     samples = draw_groups(samples, into="test", fraction=test_fraction, rng=rng, pool=("",))

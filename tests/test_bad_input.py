@@ -198,9 +198,15 @@ def test_force_replaces_only_an_earlier_output(tmp_path, random_weights):
     folder = tmp_path / "documents"
     folder.mkdir()
     (folder / "letter.txt").write_text("keep me")
-    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", folder, "--force")
-    _refused(result, folder, "folder is not an earlier triage output (no run.json)")
+    for force in ((), ("--force",)):  # review rev29: without --force it was told to use --force, which would not help
+        result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", folder, *force)
+        _refused(result, folder, "folder is not an earlier triage output (no run.json)")
     assert [p.name for p in folder.iterdir()] == ["letter.txt"]
+    made = tmp_path / "made_for_it"  # an empty folder made for the output (a file browser's .DS_Store in it) is filled
+    made.mkdir()
+    (made / ".DS_Store").write_text("finder")
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "-q")
+    assert result.returncode == 0 and (made / "run.json").is_file(), result.stderr
 
 
 def test_out_under_a_file_is_refused_before_decoding(tmp_path, random_weights):

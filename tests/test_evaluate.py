@@ -276,16 +276,18 @@ def test_a_failing_eval_leaves_the_operating_threshold_alone(weights_copy, small
     (other / "metrics.json").write_text("keep")
     (other / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
-    for force in (False, True):
-        with pytest.raises(OutputError, match="other: output already exists; use --force" if not force else
-                           r"other: folder holds files this command does not write \(notes.txt\); --force replaces only an earlier"):
+    for force in (False, True):  # review rev29: not told to use --force, which would not help
+        with pytest.raises(OutputError, match=r"other: folder holds files this command does not write \(notes.txt\); --force replaces only an earlier"):
             evaluate(weights_copy, small_manifest, "val", out_dir=other, force=force)
     (other / "metrics.json").unlink()
     with pytest.raises(OutputError, match=r"other: folder is not an earlier triage output \(no metrics.json\)"):
         evaluate(weights_copy, small_manifest, "val", out_dir=other, force=True)
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"] and not list(tmp_path.glob(".other*"))
-    evaluate(weights_copy, small_manifest, "val", out_dir=tmp_path / "empty", force=True)
+    evaluate(weights_copy, small_manifest, "val", out_dir=tmp_path / "empty")  # an empty folder is filled without --force
     assert (tmp_path / "empty" / "predictions.parquet").is_file() and not list(tmp_path.glob(".*partial*"))
+    (out / ".DS_Store").write_text("finder")  # review rev29: a file browser's file kept an earlier evaluation from being replaced
+    evaluate(weights_copy, small_manifest, "test", out_dir=out, force=True)
+    assert json.loads((out / "metrics.json").read_text())["split"] == "test"
 
 
 def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_gives_each_class(tmp_path):

@@ -105,6 +105,9 @@ def test_refusals_are_one_line_and_leave_the_manifest_as_it_was(tmp_path):
         done = triage("split", source, "-o", source, *args, *(("--force",) if args else ()))
         assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
         assert source.read_bytes() == before
+    done = triage("split", source, "-o", tmp_path / "v.csv", "--val-fraction", "0.9")  # review rev29: with the default test 0.15
+    assert done.returncode == 2 and done.stderr.strip() == ("Error: test and val fractions must be in [0, 1) and leave frames for "
+                                                            "training, got 0.15 and 0.9"), done.stderr
     done = triage("split", source, "-o", tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path}: is a folder: give the manifest CSV to write, e.g. {tmp_path / 'manifest.csv'}"
     done = triage("split", source, "-o", source, "--force")  # in place

@@ -474,6 +474,13 @@ def test_short_rows_and_group_columns_as_spreadsheets_write_them(tmp_path):
         source = read_samples(manifest)
         assert source.group_column == column
         assert [s.group for s in source.samples] == (["P1", "P1", "P2"] if column else [str(tmp_path / i) for i in ("a.png", "b.png", "c.png")])
+    # review rev29: an exact name wins as before ('Group' holding a study arm took over from 'patient')
+    for header, column in (("Group,patient", "patient"), ("near_dup_group,Patient", "near_dup_group"), ("Patient,subject", "subject")):
+        manifest.write_text(f"path,label,{header}\na.png,x,A,P1\n")
+        assert read_samples(manifest).group_column == column
+    manifest.write_text("path,label,,\na.png,bleeding,,,\n")  # the header's fields as written, names repeated
+    with pytest.raises(InputError, match=r"row 2 has more fields than the header's 4 "):
+        read_samples(manifest)
 
 
 def test_weights_files_are_readable_by_others_as_the_umask_allows(tmp_path):
