@@ -94,6 +94,18 @@ def runs_here(backend: str) -> bool:
     return backend != "ov-bf16" or openvino_native_bf16()
 
 
+def inference_threads(backend) -> int | None:
+    """Threads per run: as set, torch's own count (process-wide: ``torch.set_num_threads``), or None where the
+    engine chooses (ONNX Runtime and OpenVINO untuned: about one per core)."""
+    if getattr(backend, "threads", None):
+        return int(backend.threads)
+    if backend.name.startswith("torch-"):
+        import torch
+
+        return torch.get_num_threads()
+    return None
+
+
 class Done:
     """A backend call's logits, already computed: what :meth:`submit` returns on a backend that runs
     a call through before returning (every CPU backend). A CUDA backend returns a handle whose

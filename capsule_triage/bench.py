@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import inference_threads
 from .classifier import Classifier
 from .frames import DecodeStats
 from .memory import peak_rss_mb
@@ -107,7 +108,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "batch_size": batch_size,  # frames per FrameBatch read
         "run_batch_size": getattr(backend, "batch_size", None) or batch_size,  # frames per backend run
         "model_frames_per_call": len(frames),  # model-only: one read batch, or a short input's frames repeated to a run
-        "threads": {"inference": _inference_threads(backend), "streams": getattr(backend, "streams", 1),
+        "threads": {"inference": inference_threads(backend), "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
         "weights_sha256": classifier.weights_id,  # which weights were measured (QA 13: figures of two machines could not be matched)
@@ -148,13 +149,3 @@ def _processor() -> str:
         return platform.processor() or platform.machine()
 
 
-def _inference_threads(backend) -> int | None:
-    """Threads per run: as set, torch's own count, or None where the engine chooses (ONNX Runtime and
-    OpenVINO untuned: about one per core)."""
-    if getattr(backend, "threads", None):
-        return int(backend.threads)
-    if backend.name.startswith("torch-"):
-        import torch
-
-        return torch.get_num_threads()
-    return None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import ONNX_ENGINES, Done, onnx_backend, onnx_file
+from .backends import ONNX_ENGINES, Done, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -34,8 +34,8 @@ class FrameScores:
 
     Attributes:
         probs: float32 [N, C] softmax probabilities in ``ModelConfig.class_names`` order.
-        frame_index: int64 [N], copied from the batch.
-        pts_seconds: float64 [N], copied from the batch.
+        frame_index: int64 [N], the batch's own array (not a copy).
+        pts_seconds: float64 [N], the batch's own array (not a copy).
     """
 
     probs: np.ndarray
@@ -65,7 +65,9 @@ class Classifier:
         weights_id: SHA-256 of the weights, for provenance.
         weights_dir: the weights folder (where ``triage optimize`` put ONNX files and backends.json).
         threads: intra-op threads of the backend (default: the layout ``triage optimize`` measured
-            fastest, else the backend's own default of one per core).
+            fastest, else the backend's own default of one per core). For a torch backend this is
+            PyTorch's thread count, which is process-wide (``torch.set_num_threads``): it applies to all
+            torch work in the process, other classifiers included, until set again.
         selection: the backend choice already made by :func:`choose_backend` (default: made here).
     """
 
@@ -166,7 +168,7 @@ class Classifier:
             "backend": self.backend.name,
             "precision": self.precision,
             "backend_selection": self.selection,
-            "threads": self.threads or "default (one per core)",
+            "threads": inference_threads(self.backend) or "default (one per core)",  # QA 32: "default" while torch ran on 1
             "batch_size": self.batch_size,
         }
 

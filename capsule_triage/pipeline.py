@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .backend_choice import events_unchecked
 from .background import prefetch
@@ -35,6 +34,7 @@ from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .source_state import hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
+from .progress import progress_bar
 
 
 @dataclass
@@ -61,7 +61,9 @@ def default_out_dir(input_path: Path) -> Path:
 def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, device: str = "auto", backend: str = "auto",
                     threads: int | None = None, threshold: float | None = None) -> Classifier:
     """The preset's model (or ``weights``), checked against the preset's classes. ``threshold``: the
-    runs' ``--threshold``, if any: ``auto`` then takes only backends checked with these event settings."""
+    runs' ``--threshold``, if any: ``auto`` then takes only backends checked with these event settings.
+    ``threads``: the backend's intra-op threads (default: as ``triage optimize`` tuned them); for a torch
+    backend PyTorch's process-wide count (see :class:`~capsule_triage.classifier.Classifier`)."""
     location, note = resolve_weights(pipeline, weights)
     return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                            rank=lambda config: pipeline.rank_params(config, threshold=threshold))
@@ -203,7 +205,7 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
     in_flight = None  # (frame_index, pts_seconds, scores) of the batch submitted last
-    with tqdm(total=total, unit="frame", desc=input_path.name[:40], disable=not options.progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=total, unit="frame", desc=input_path.name[:40], show=options.progress, dynamic_ncols=True) as bar:
         batches = stream_frames(input_path, read, stats, where, options.queue_depth, options.decoder_processes)
         while True:
             try:
@@ -241,7 +243,7 @@ def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper
 
 
 def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[[], np.ndarray], indices: list, times: list,
-             probs: list, bar: tqdm) -> None:
+             probs: list, bar) -> None:
     probs.append(scores())
     indices.append(frame_index)
     times.append(pts_seconds)

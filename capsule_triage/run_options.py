@@ -81,6 +81,8 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         ValueError: an option out of range or of the wrong type.
         WeightsError: the classifier's classes differ from the preset's.
     """
+    if not isinstance(options, RunOptions):  # QA 32: a dict gave "'dict' object has no attribute 'batch_size'"
+        raise ValueError(f"options must be a RunOptions, got {type(options).__name__}")
     checks = [
         ("--batch-size", options.batch_size, _whole(options.batch_size, 1), "a whole number >= 1"),
         ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),

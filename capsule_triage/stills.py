@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .datasets import Sample
 from .errors import InputError
 from .frame_folder import decode_image_rgb
 from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
+from .progress import progress_bar
 from .reader import fit_still
 
 
@@ -66,7 +66,7 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
     short_side, square_crop = read_geometry(size, "fov" if view is not None else "circle")
     digests = []
-    for i, sample in enumerate(tqdm(samples, desc="loading images", disable=not progress, leave=False)):
+    for i, sample in enumerate(progress_bar(samples, show=progress, desc="loading images", leave=False)):
         data = np.fromfile(str(sample.path), dtype=np.uint8)
         digests.append(hashlib.sha256(data).hexdigest())
         image = decode_image_rgb(data)

@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
@@ -43,6 +42,7 @@ from .metrics import accuracy_curve
 from .model_card import refresh_training_section
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
+from .progress import progress_bar
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .stills import LabelledImages, load_for_model
@@ -165,7 +165,7 @@ def _loop(run: _Run, out: Path) -> None:
             restore(run.model, optimizer, names, state.pop("resume_tensors"))
         train_mode(run.model)
         total = phase.schedule.total_steps
-        bar = tqdm(range(state["step"], total), initial=state["step"], total=total, desc=f"{phase.name} ({pi + 1}/{len(run.phases)})", disable=not o.progress)
+        bar = progress_bar(range(state["step"], total), show=o.progress, initial=state["step"], total=total, desc=f"{phase.name} ({pi + 1}/{len(run.phases)})")
         losses = []  # of the steps since the last read-back: on a GPU, reading each would wait for it every step
         for step in bar:
             losses.append(_train_step(run, optimizer, pi, step, head_only=phase.name == "head"))
@@ -173,11 +173,14 @@ def _loop(run: _Run, out: Path) -> None:
             steps_this_session += 1
             epoch_end = (step + 1) % run.steps_per_epoch == 0 or step + 1 == total
             stop = o.stop_after_steps is not None and steps_this_session >= o.stop_after_steps and step + 1 < total
-            if epoch_end or stop or (step + 1) % o.checkpoint_every == 0 or len(losses) == LOSS_SYNC_STEPS:
+            shown = epoch_end or stop or (step + 1) % o.checkpoint_every == 0 or len(losses) == LOSS_SYNC_STEPS
+            if shown:
                 _add_losses(state, losses)
-                bar.set_postfix(loss=f"{state['epoch_loss'][0] / state['epoch_loss'][1]:.4f}", **_last_val(state))
+                loss = f"{state['epoch_loss'][0] / state['epoch_loss'][1]:.4f}"  # before _end_epoch starts the next epoch's sum
             if epoch_end:
                 _end_epoch(run, out, phase, optimizer.param_groups[0]["lr"])
+            if shown:  # after _end_epoch: the validation figure of the epoch just ended (QA 31: the one before it)
+                bar.set_postfix(loss=loss, **_last_val(state))
             if (step + 1) % o.checkpoint_every == 0 or epoch_end or stop:
                 _save_checkpoint(run, out, optimizer, names)
             if stop:

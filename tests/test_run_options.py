@@ -59,3 +59,37 @@ def test_a_classifier_of_another_pipeline_is_refused_and_numpy_numbers_and_folde
     read, rank = result.run["parameters"]["read"], result.run["parameters"]["rank"]
     assert read["batch_size"] == 8 and type(read["batch_size"]) is int and result.frames == 64
     assert rank["enter_threshold"] == pytest.approx(0.4) and type(rank["enter_threshold"]) is float
+
+
+def test_library_use_leaves_no_progress_thread_and_says_the_threads_torch_ran_on(bleeding, tmp_path, random_weights):
+    """QA 32: a run with progress=False left tqdm's monitor thread running in the user's process (tqdm starts it even
+    for a disabled bar); run.json said threads "default (one per core)" while a classifier loaded with threads=1
+    had set torch's process-wide count to 1; options given as a dict failed deep inside ('dict' has no 'batch_size')."""
+    import subprocess
+    import sys
+
+    import torch
+
+    script = ("import threading, sys\n"
+              "from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study\n"
+              "p = load_pipeline('capsule-bleeding')\n"
+              f"c = load_classifier(p, weights={str(random_weights)!r}, device='cpu', backend='torch-fp32')\n"
+              f"triage_study({str(DEMO_CLIP)!r}, p, c, RunOptions(out={str(tmp_path / 'o')!r}, progress=False))\n"
+              "print(sorted(t.name for t in threading.enumerate()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tqdm_monitor" not in done.stdout and "MainThread" in done.stdout
+    pipeline, _ = bleeding
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32", threads=1)
+        other = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
+        assert one.describe()["threads"] == other.describe()["threads"] == torch.get_num_threads() == 1  # said as it is
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="^options must be a RunOptions, got dict$"):
+        triage_study(DEMO_CLIP, pipeline, other, {"out": tmp_path / "x"})
+    import capsule_triage
+
+    assert capsule_triage.RunOptions is RunOptions and len(dir(capsule_triage)) == len(set(dir(capsule_triage)))  # QA 32: listed twice

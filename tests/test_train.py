@@ -765,3 +765,15 @@ def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(tiny_man
     monkeypatch.setattr(evaluate_module, "predict_probs", out_of_memory)
     with pytest.raises(DeviceError, match=r"^cpu: out of memory scoring 64 px frames in batches of 64: use a smaller --batch-size$"):
         evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu")
+
+
+@needs_shared
+def test_the_progress_bar_shows_the_validation_figure_of_the_epoch_it_ends(tiny_manifest, tmp_path, capsys):
+    """QA 31: the bar was updated before the epoch's validation ran, so it ended on the previous epoch's figure."""
+    import re
+
+    out = train(_options(tiny_manifest, tmp_path / "m", strategy="full", epochs=2, lr=0.02, val_fraction=0.3, progress=True))
+    shown = re.findall(r"val=([0-9.]+)", capsys.readouterr().err)
+    logged = [float(r["val_metric"]) for r in csv.DictReader(open(out / "train_log.csv"))]
+    assert shown and float(shown[-1]) == pytest.approx(logged[-1], abs=1e-4)
+    assert {round(float(v), 4) for v in shown} <= {round(v, 4) for v in logged}
