@@ -960,3 +960,38 @@ def test_an_out_dir_that_cannot_be_written_is_one_error_line_not_a_traceback(tmp
         m.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=0))
         with pytest.raises(OutputError, match=r"out: cannot write here \(permission denied\)$"):
             check_creatable(out / "study")
+
+
+def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(random_weights, tmp_path):
+    """QA 33: a study replaced by a truncated file failed, but its folder kept last night's tables and page, named
+    nowhere; a skipped study kept an earlier failure's record; a decoder process that could not start was
+    reported under the Python interpreter's path instead of the study's."""
+    from capsule_triage.batch import run_batch
+    from capsule_triage.batch.worker import describe_error
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    study, other = tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4"
+    shutil.copy(DEMO_CLIP, study)
+    shutil.copy(DEMO_CLIP, other)
+    with open(other, "ab") as fh:
+        fh.write(b"b")  # distinct bytes
+    for path in (study, other):
+        os.utime(path, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    assert first.counts["ok"] == 2
+    (out / ".failed" / f"{study_id('b.mp4')}.json").write_text("{}")  # as a failure of the machine would leave it
+    study.write_bytes(DEMO_CLIP.read_bytes()[:20_000])
+    os.utime(study, ns=(past + 10**9, past + 10**9))
+    second = run_batch(tmp_path / "in", out, options)
+    assert second.counts == {"ok": 0, "failed": 1, "skipped": 1, "pending": 0}
+    stale = json.loads((out / "batch.json").read_text())["stale_folders"]
+    assert stale == [study_id("a.mp4")] and (out / stale[0] / "run.json").is_file()  # kept, and said
+    assert any(w.startswith(f"{out}: 1 failed study keeps the results of an earlier version of its input, e.g. {stale[0]}") for w in second.warnings)
+    assert not (out / ".failed" / f"{study_id('b.mp4')}.json").exists()
+    refused = PermissionError(errno.EACCES, "Permission denied", "/usr/bin/python3")
+    study_record = discover_studies(tmp_path / "in")[0]
+    assert describe_error(study_record, refused) == f"{study_record.path}: Permission denied (/usr/bin/python3)"
+    inside = PermissionError(errno.EACCES, "Permission denied", str(study_record.path))
+    assert describe_error(study_record, inside) == f"{study_record.path}: Permission denied"

@@ -192,6 +192,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies),
+        # QA 33: a study that fails now keeps an earlier night's results of another version of its input in its folder
+        "stale_folders": [s.study_id for s, r in zip(studies, rows) if r["status"] == "failed" and (ctx.out_dir / s.study_id / RUN_FILE).is_file()],
     }
     try:
         write_summary(ctx.out_dir, rows, batch)
@@ -215,6 +217,10 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
     warnings += [line for line in (rate, blank) if line]
+    if stale := batch["stale_folders"]:
+        warnings.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
+                        f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
+                        "stale_folders names them; kept, not linked from index.html)")
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "

@@ -184,11 +184,11 @@ class StudyWorker:
                 if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
                     try:
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
-                        (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
                         note = f"{REPORT_FILE} added"
                     except (OSError, TriageError) as exc:  # the results are complete: the page is only a view of them
                         shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
                         warning = f"{final / REPORT_FILE}: not added ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
+                _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             earlier = None if ctx.force else self._earlier_output(sha, final)
             if earlier is not None and _reuse(ctx, study, sha, earlier, final):
@@ -293,6 +293,13 @@ def _table_input_sha(path: Path) -> str | None:
         return None
 
 
+def _forget_failure(ctx: WorkerContext, study: Study) -> None:
+    try:
+        (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+    except OSError:  # a read-only OUT_DIR: the record says an earlier failure, which the summary shows as such
+        pass
+
+
 def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = None) -> str:
     """One line ``<path>: <problem>`` (a full disk names the output folder, not the input)."""
     if isinstance(exc, TriageError):
@@ -300,7 +307,10 @@ def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = N
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
         return f"{out_dir}: {exc.strerror} (the outputs of {study.path} were not written)"
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename or study.path}: {exc.strerror}"
+        filename = Path(os.fsdecode(exc.filename)) if isinstance(exc.filename, (str, bytes)) else None
+        if filename is None or filename == Path(study.path) or filename.is_relative_to(study.path):  # the study or one of its images
+            return f"{filename or study.path}: {exc.strerror}"
+        return f"{study.path}: {exc.strerror} ({filename})"  # QA 33: named the Python interpreter the decoder process could not start
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
