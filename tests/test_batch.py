@@ -992,6 +992,23 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     assert not (out / ".failed" / f"{study_id('b.mp4')}.json").exists()
     refused = PermissionError(errno.EACCES, "Permission denied", "/usr/bin/python3")
     study_record = discover_studies(tmp_path / "in")[0]
-    assert describe_error(study_record, refused) == f"{study_record.path}: Permission denied (/usr/bin/python3)"
+    assert describe_error(study_record, refused, out_dir=out) == f"{study_record.path}: Permission denied (/usr/bin/python3)"
     inside = PermissionError(errno.EACCES, "Permission denied", str(study_record.path))
-    assert describe_error(study_record, inside) == f"{study_record.path}: Permission denied"
+    assert describe_error(study_record, inside, out_dir=out) == f"{study_record.path}: Permission denied"
+    written = OSError(errno.EROFS, "Read-only file system", str(out / ".work" / "a" / "frames.parquet"))  # review rev30: OUT_DIR first
+    assert describe_error(study_record, written, out_dir=out) == f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system"
+    assert describe_error(study_record, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
+        f"{study_record.path}: No such file or directory"
+    # the same bytes failing for the machine's sake (here: a forced rerun that cannot write) are not stale results
+    from capsule_triage.batch import worker
+
+    shutil.copy(DEMO_CLIP, study)
+    assert run_batch(tmp_path / "in", out, options).counts["failed"] == 0  # its first bytes again: their folder is complete
+    original = worker.triage_study
+    try:
+        worker.triage_study = lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+        forced = run_batch(tmp_path / "in", out, replace(options, force=True))
+    finally:
+        worker.triage_study = original
+    assert forced.counts["failed"] == 2 and json.loads((out / "batch.json").read_text())["stale_folders"] == []
+    assert not any("earlier version" in w for w in forced.warnings)

@@ -75,6 +75,8 @@ def test_library_use_leaves_no_progress_thread_and_says_the_threads_torch_ran_on
               "p = load_pipeline('capsule-bleeding')\n"
               f"c = load_classifier(p, weights={str(random_weights)!r}, device='cpu', backend='torch-fp32')\n"
               f"triage_study({str(DEMO_CLIP)!r}, p, c, RunOptions(out={str(tmp_path / 'o')!r}, progress=False))\n"
+              "from capsule_triage.batch import BatchOptions, run_batch\n"  # review rev30: the batch's bar too
+              f"run_batch({str(DEMO_CLIP.parent)!r}, {str(tmp_path / 'b')!r}, BatchOptions(weights={str(random_weights)!r}, progress=False))\n"
               "print(sorted(t.name for t in threading.enumerate()))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -192,8 +192,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies),
-        # QA 33: a study that fails now keeps an earlier night's results of another version of its input in its folder
-        "stale_folders": [s.study_id for s, r in zip(studies, rows) if r["status"] == "failed" and (ctx.out_dir / s.study_id / RUN_FILE).is_file()],
+        "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
     try:
         write_summary(ctx.out_dir, rows, batch)
@@ -227,6 +226,23 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                         "orphan_folders names them); delete them to free the space")
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
+
+
+def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list[str]:
+    """Failed studies whose folders hold an earlier night's results of other input bytes than the file that failed
+    now (QA 33: named nowhere). Results of these very bytes (a machine failure on a rerun) are not stale (review
+    rev30); a failure that could not hash its input says nothing either way."""
+    stale = []
+    for study, row in zip(studies, rows):
+        if row["status"] != "failed" or not row.get("input_sha256"):
+            continue
+        try:
+            recorded = json.loads((out_dir / study.study_id / RUN_FILE).read_text())["input"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if recorded != row["input_sha256"]:
+            stale.append(study.study_id)
+    return stale
 
 
 def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:

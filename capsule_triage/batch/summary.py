@@ -138,11 +138,11 @@ class Progress:
     """The tqdm bar over studies (frames/s in the postfix) and one batch.log line per study."""
 
     def __init__(self, total: int, log: Callable[[str], None], *, show: bool, started: float):
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         self.log, self.started, self.frames = log, started, 0
         self.outcomes: dict[str, StudyOutcome] = {}
-        self.bar = tqdm(total=total, unit="study", desc="batch", disable=not show, dynamic_ncols=True)
+        self.bar = progress_bar(total=total, show=show, unit="study", desc="batch", dynamic_ncols=True)  # off: no tqdm thread (review rev30)
 
     def __call__(self, outcome: StudyOutcome) -> None:
         self.outcomes[outcome.study.study_id] = outcome

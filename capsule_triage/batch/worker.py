@@ -307,10 +307,11 @@ def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = N
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
         return f"{out_dir}: {exc.strerror} (the outputs of {study.path} were not written)"
     if isinstance(exc, OSError) and exc.strerror:
-        filename = Path(os.fsdecode(exc.filename)) if isinstance(exc.filename, (str, bytes)) else None
-        if filename is None or filename == Path(study.path) or filename.is_relative_to(study.path):  # the study or one of its images
-            return f"{filename or study.path}: {exc.strerror}"
-        return f"{study.path}: {exc.strerror} ({filename})"  # QA 33: named the Python interpreter the decoder process could not start
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) and exc.filename else None
+        where = Path(os.path.normpath(os.path.abspath(name))) if name else None
+        if where is None or where.is_relative_to(os.path.abspath(study.path)) or (out_dir is not None and where.is_relative_to(out_dir)):
+            return f"{name or study.path}: {exc.strerror}"  # the study (or one of its images), or OUT_DIR: named first, as it is
+        return f"{study.path}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
