@@ -179,7 +179,27 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
                   + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
                   f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
                   f"specificity {_pct(chosen['val_specificity'])})."]
+    if other := _at_other_thresholds(folder / CARD_NAME, config.threshold):
+        lines += ["", "Sections measured at another threshold than this one (before it was chosen; `triage eval --model-card NAME` "
+                  "measures one again): " + ", ".join(f"{name} ({threshold:g})" for name, threshold in other) + "."]
     _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
+
+
+def _at_other_thresholds(card: Path, threshold: float) -> list[tuple[str, float]]:
+    """The card's evaluation sections whose numbers were measured at another operating threshold (QA 31: after
+    --target-sensitivity chose a new one, a section still quoted the metrics at 0.5 with nothing to mark it)."""
+    if not card.is_file():
+        return []
+    found = []
+    for name, body in re.findall(r"<!-- triage-eval:([A-Za-z0-9_.-]+):begin -->(.*?)<!-- triage-eval:\1:end -->", card.read_text(), re.S):
+        block = re.search(r"```json\n(.*?)\n```", body, re.S)
+        try:
+            measured = json.loads(block.group(1)).get("threshold") if block else None
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(measured, (int, float)) and not math.isclose(measured, round(threshold, 4), abs_tol=1e-4):
+            found.append((name, measured))
+    return found
 
 
 def read_card_section(folder: Path, section: str) -> dict:

@@ -123,6 +123,14 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
     assert bf16["warnings"] and all(f"- {w}" in section for w in bf16["warnings"])
     assert "torch-bf16 has not been checked against fp32" in section
     assert read_card_section(weights_copy, "val-bf16")["auc"] == pytest.approx(bf16["auc"], abs=1e-4)
+    # QA 31: after --target-sensitivity chose another threshold, the sections measured at the old one were unmarked
+    assert "Sections measured at another threshold" not in (weights_copy / "MODEL_CARD.md").read_text()
+    old = read_card_section(weights_copy, "test")["threshold"]
+    chosen = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.8)["threshold"]
+    assert round(chosen, 4) != old
+    training = (weights_copy / "MODEL_CARD.md").read_text().split("triage-eval:training:begin")[1].split("triage-eval:training:end")[0]
+    listed = "test ({0:g}), test-border-none ({0:g}), val-bf16 ({0:g})".format(old)
+    assert f"Sections measured at another threshold than this one (before it was chosen; `triage eval --model-card NAME` measures one again): {listed}." in training
 
 
 @needs_shared
