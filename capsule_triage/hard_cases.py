@@ -5,6 +5,7 @@ but not of an abnormal class, or the other way round)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,18 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
         warnings.append(f"{left_out:,} scored frames are not in every evaluation and are left out (the evaluations scored different data)")
     if len(splits) > 1:
         warnings.append(f"the evaluations scored different splits ({', '.join(sorted(splits))})")
+    warnings += [f"{name}: {line}" for name, path in zip(names, paths) for line in _evaluation_warnings(path)]
     return HardCases(names, table, warnings)
+
+
+def _evaluation_warnings(predictions: Path) -> list[str]:
+    """What `triage eval` warned of for these predictions (metrics.json beside them): frames the model was trained
+    on, a backend not checked against fp32... (QA 31: a model's training frames were listed as its hard cases unsaid)."""
+    try:
+        found = json.loads((predictions.parent / "metrics.json").read_text()).get("warnings", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [w for w in found if isinstance(w, str)] if isinstance(found, list) else []
 
 
 COLUMNS = ("path", "label", "group", "score", "flagged", "abnormal")  # of an evaluation's predictions, read here

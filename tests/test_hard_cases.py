@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,11 @@ def test_evaluations_in_folders_of_the_same_name_are_told_apart_by_their_parents
         (tmp_path / "evals" / model / "test").mkdir(parents=True)
         pq.write_table(pa.table(good), tmp_path / "evals" / model / "test" / "predictions.parquet")
     a, b = tmp_path / "evals" / "A" / "test", tmp_path / "evals" / "B" / "test"
+    trained = "2 of the 2 frames scored (test) were training frames of this model (m.csv); these metrics are optimistic"
+    (a / "metrics.json").write_text(json.dumps({"warnings": [trained]}))  # QA 31: what eval warned of was not passed on
     done = triage("hard-cases", a, b, "--out", tmp_path / "h.parquet")
     assert done.returncode == 0 and done.stdout.startswith("0 of 2 frames wrong in both evaluations (A/test, B/test)"), done.stderr
+    assert done.stderr.strip() == f"Warning: A/test: {trained}"
     assert pq.read_table(tmp_path / "h.parquet").column_names[-4:] == ["score_A/test", "wrong_A/test", "score_B/test", "wrong_B/test"]
     (tmp_path / "runs" / "test").mkdir(parents=True)
     done = triage("hard-cases", a, tmp_path / "runs" / "test")
