@@ -572,7 +572,7 @@ def test_a_full_disk_is_reported_study_by_study_not_a_crash(local_run, tree, ran
                                    for w in pages), result.warnings
     assert sorted(f.split(":")[0] for f in result.failures) == sorted(str(tree / p) for p in FAILED_STUDIES)
     _assert_same_outputs(out, local_run[0])
-    monkeypatch.setattr(summary, "write_json_atomic", _disk_full)  # batch.json
+    monkeypatch.setattr(summary, "write_json", _disk_full)  # batch.json
     result = run_batch(tree, out, BatchOptions(weights=str(random_weights)))
     assert result.summary_error == (f"{out / 'batch.json'}: cannot write (No space left on device); the studies' own folders "
                                     "are unaffected: re-run the same command to rebuild the summary")
@@ -1012,3 +1012,22 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
         worker.triage_study = original
     assert forced.counts["failed"] == 2 and json.loads((out / "batch.json").read_text())["stale_folders"] == []
     assert not any("earlier version" in w for w in forced.warnings)
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_last_pair_as_it_was(tmp_path, monkeypatch):
+    """QA 33: on a full disk, studies.parquet was replaced and then batch.json failed: the two disagreed."""
+    from capsule_triage.batch import layout, summary
+
+    out = tmp_path / "out"
+    (out / ".work").mkdir(parents=True)
+    summary.write_summary(out, [], {"pipeline_fingerprint": "night1", "studies": 0})
+    before = {name: (out / name).read_bytes() for name in ("studies.parquet", "batch.json")}
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(summary, "write_json", full, raising=False)
+    monkeypatch.setattr(layout, "write_json", full, raising=False)
+    with pytest.raises(OutputError, match=r"batch.json: cannot write \(No space left on device\)"):
+        summary.write_summary(out, [], {"pipeline_fingerprint": "night2", "studies": 0})
+    assert {name: (out / name).read_bytes() for name in before} == before and list((out / ".work").iterdir()) == []

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from ..errors import OutputError, TriageError, one_line
 from ..field_of_view import mostly_without_view
-from ..outputs import RUN_FILE
+from ..outputs import RUN_FILE, write_json
 from ..pipeline import rate_assumed
 from ..reader import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study
-from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc, write_json_atomic
+from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc
 from .worker import StudyOutcome
 
 SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.parquet)
@@ -102,18 +102,22 @@ def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
     table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"]})
     work = out_dir / WORK_DIR
     tmp = work / f"{SUMMARY_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp_batch = work / f"{BATCH_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     target = out_dir / SUMMARY_FILE
-    try:
+    try:  # both written before either is renamed into place: a full disk leaves last night's pair, not a mixed one (QA 33)
         with open(tmp, "wb") as fh:  # a file object: pyarrow wants UTF-8 paths, an OUT_DIR may not be one
             pq.write_table(table, fh, compression="zstd")
-        os.replace(tmp, target)
         target = out_dir / BATCH_FILE
-        write_json_atomic(target, batch, work)
+        write_json(tmp_batch, batch)
+        os.replace(tmp_batch, target)
+        target = out_dir / SUMMARY_FILE
+        os.replace(tmp, target)
     except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # a read-only file system: the OutputError below is what matters (QA 33: this hid it)
-            pass
+        for path in (tmp, tmp_batch):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a read-only file system: the OutputError below is what matters (QA 33: this hid it)
+                pass
         raise OutputError(target, f"cannot write ({exc.strerror or exc}); the studies' own folders are "
                                   "unaffected: re-run the same command to rebuild the summary") from None
 
