@@ -124,12 +124,12 @@ class StagedOutput:
         if self.final.exists():
             if not self.final.is_dir():  # before --force is suggested: it would not help (QA 22)
                 raise OutputError(self.final, "output path exists and is not a folder")
-            if all(_system_file(p.name) for p in self.final.iterdir()):
+            if all(_system_file(p) for p in self.final.iterdir()):
                 return check_creatable(self.final)  # an empty folder (made for the output) is filled, --force or not
             if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
                                               "--force replaces only those, choose another --out")
-            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p.name)) \
+            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p)) \
                 if self.only is not None else []
             if others:
                 raise OutputError(self.final, f"folder holds files this command does not write ({', '.join(others[:3])}"
@@ -203,10 +203,14 @@ class StagedOutput:
             shutil.rmtree(self._created_parent, ignore_errors=True)
 
 
-def _system_file(name: str) -> bool:
-    """A file a file browser leaves in folders it shows (macOS .DS_Store, Windows Thumbs.db), or another hidden one:
-    not the user's work, so it does not keep an earlier output from being replaced (review rev29)."""
-    return name.startswith(".") or name.casefold() in ("thumbs.db", "desktop.ini")
+SYSTEM_FILES = (".ds_store", "thumbs.db", "desktop.ini")  # what file browsers leave in folders they show
+
+
+def _system_file(path: Path) -> bool:
+    """A file a file browser leaves in folders it shows (macOS .DS_Store and ._ files, Windows Thumbs.db): not the
+    user's work, so it does not keep an earlier output from being replaced (review rev29). Only these, and only
+    files: a folder holding just a hidden .git is someone's repository, not an empty folder."""
+    return path.is_file() and not path.is_symlink() and (path.name.casefold() in SYSTEM_FILES or path.name.startswith("._"))
 
 
 def remove_stale_partials(parent: Path, name: str) -> None:

@@ -207,6 +207,13 @@ def test_force_replaces_only_an_earlier_output(tmp_path, random_weights):
     (made / ".DS_Store").write_text("finder")
     result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "-q")
     assert result.returncode == 0 and (made / "run.json").is_file(), result.stderr
+    repository = tmp_path / "repo"  # only a hidden folder: someone's (empty) repository, not an empty folder
+    (repository / ".git").mkdir(parents=True)
+    (repository / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    for force in ((), ("--force",)):
+        _refused(triage("run", DEMO_CLIP, "--weights", random_weights, "--out", repository, *force), repository,
+                 "folder is not an earlier triage output (no run.json)")
+    assert (repository / ".git" / "HEAD").is_file()
 
 
 def test_out_under_a_file_is_refused_before_decoding(tmp_path, random_weights):
