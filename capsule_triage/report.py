@@ -8,6 +8,7 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path, PurePosixPath
@@ -241,10 +242,23 @@ def _model_facts(run: dict, card_use: str | None) -> str:
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
         ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
-        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}" if rank else None),
+        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}{_not_operating(rank, config)}"
+         if rank else None),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
         ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}")])
+
+
+def _not_operating(rank: dict, config: dict) -> str:
+    """Said beside the thresholds when the run's enter threshold is not the model's operating one (QA 34: a run at
+    --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), else ""."""
+    enter, operating = rank.get("enter_threshold"), config.get("threshold")
+    if not isinstance(enter, (int, float)) or not isinstance(operating, (int, float)) or math.isclose(enter, operating, abs_tol=1e-9):
+        return ""
+    chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
+    sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
+    validated = f", chosen for sensitivity {100 * sensitivity:.1f}% on validation" if isinstance(sensitivity, (int, float)) else ""
+    return f" (this run's; the model's operating threshold is {num(operating)}{validated})"
 
 
 def _warnings(run: dict) -> str:
