@@ -250,9 +250,11 @@ def write_table(path: Path, columns: dict[str, pa.Array], provenance: dict) -> N
         pq.write_table(table, fh, compression="zstd")
 
 
-def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking, has_view=None) -> dict[str, pa.Array]:
+def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking, has_view=None,
+                 files: list[str] | None = None) -> dict[str, pa.Array]:
     """Columns of frames.parquet: one row per decoded frame. A frame without a field of view
-    (``has_view`` False) has null score, probabilities and smoothed score: it was not scored."""
+    (``has_view`` False) has null score, probabilities and smoothed score: it was not scored. ``files``: a
+    frame folder's image names by frame index, as the ``source_file`` column."""
     score = lambda values: pa.array(values, pa.float32(), from_pandas=True)  # noqa: E731 - NaN (no view) -> null
     columns = {
         "frame_index": pa.array(frame_index, pa.int64()),
@@ -265,11 +267,14 @@ def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, rankin
     columns["flagged"] = pa.array(ranking.event_id >= 0, pa.bool_())
     columns["event_id"] = pa.array(ranking.event_id, pa.int32())
     columns["has_view"] = pa.array(np.ones(len(scores), bool) if has_view is None else has_view, pa.bool_())
+    if files is not None:
+        columns["source_file"] = pa.array([files[i] for i in frame_index], pa.string())
     return columns
 
 
-def events_table(events: list[Event], thumbnails: dict[int, str]) -> dict[str, pa.Array]:
-    """Columns of events.parquet: one row per event, in rank order (rank 0 = highest peak score)."""
+def events_table(events: list[Event], thumbnails: dict[int, str], *, files: list[str] | None = None) -> dict[str, pa.Array]:
+    """Columns of events.parquet: one row per event, in rank order (rank 0 = highest peak score); for a frame
+    folder (``files``) also the peak frame's image name, ``peak_file``."""
     def col(name, typ):
         return pa.array([getattr(e, name) for e in events], typ)
 
@@ -288,17 +293,20 @@ def events_table(events: list[Event], thumbnails: dict[int, str]) -> dict[str, p
         "frame_count": col("frame_count", pa.int64()),
         "dominant_class": col("dominant_class", pa.string()),
         "thumbnail": pa.array([thumbnails.get(e.peak_frame) for e in events], pa.string()),
+        **({"peak_file": pa.array([files[e.peak_frame] for e in events], pa.string())} if files is not None else {}),
     }
 
 
-def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dict[int, str]) -> dict[str, pa.Array]:
-    """Columns of top_frames.parquet: the top-K single frames after temporal NMS."""
+def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dict[int, str], *,
+                     files: list[str] | None = None) -> dict[str, pa.Array]:
+    """Columns of top_frames.parquet: the top-K single frames after temporal NMS (a frame folder's: with ``file``)."""
     return {
         "rank": pa.array(range(len(top_frames)), pa.int32()),
         "frame_index": pa.array([t[0] for t in top_frames], pa.int64()),
         "pts_seconds": pa.array([t[1] for t in top_frames], pa.float64()),
         "score": pa.array([t[2] for t in top_frames], pa.float32()),
         "thumbnail": pa.array([thumbnails.get(t[0]) for t in top_frames], pa.string()),
+        **({"file": pa.array([files[t[0]] for t in top_frames], pa.string())} if files is not None else {}),
     }
 
 

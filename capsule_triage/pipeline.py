@@ -21,6 +21,7 @@ from .model_config import read_geometry, wide_frames_note
 from .completeness import measured_rate, time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
+from .frame_folder import scan_frame_folder
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
                       top_frames_table, write_json, write_table, write_thumbnails)
@@ -127,10 +128,11 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
+        files = image_names(input_path) if info.kind == "frames" else None  # by frame index (QA 34: "frame 36" only)
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
-                    class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view), provenance)
-        write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs), provenance)
-        write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs), provenance)
+                    class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files), provenance)
+        write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs, files=files), provenance)
+        write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs, files=files), provenance)
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
@@ -151,6 +153,11 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         top_score=float(np.nanmax(ranking.scores)) if view.any() else None, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
         model=provenance["model"], input_sha256=input_sha, run=run,
     )
+
+
+def image_names(folder: Path) -> list[str]:
+    """A frame folder's image names, by frame index (the reader's order: natural order of the names)."""
+    return [path.name for path in scan_frame_folder(folder).images]
 
 
 def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:

@@ -331,7 +331,7 @@ def _why_no_events(study: Study) -> str:
 def _card(study: Study, i: int, *, lazy: bool) -> str:
     e, href = study.events[i], f"{DETAIL_DIR}/{_detail_name(i)}"
     thumb = study.thumbs.get(e.get("peak_frame"))
-    alt = f"Event {i + 1}: peak frame {e.get('peak_frame')} at {fmt_clock(e.get('peak_seconds'))}"
+    alt = f"Event {i + 1}: peak {study.frame(e.get('peak_frame'))} at {fmt_clock(e.get('peak_seconds'))}"
     img = (f'<img src="{esc(thumb)}" alt="{esc(alt)}"{" loading=lazy" if lazy else ""}>' if thumb
            else '<span class="nothumb">no thumbnail</span>')
     span = f'{fmt_clock(e.get("start_seconds"))}\u2013{fmt_clock(e.get("end_seconds"))}'
@@ -340,7 +340,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
             f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}<span class="vh">: peak '
             f'{num(e.get("peak_score"))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
             f'<span><span class="score">peak {num(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
-            f'<small>{esc(span)} \u00b7 '
+            f'<small>{esc(span)} \u00b7 ' + (f'{esc(e["peak_file"])} \u00b7 ' if e.get("peak_file") else "") +
             f'{e.get("frame_count", "?")} frames \u00b7 mean {num(e.get("mean_score"))}</small></li>')
 
 
@@ -356,13 +356,13 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     next_link = link(i + 1, f"next event (#{i + 2}, lower score) \u2192" if i + 1 < n else "next event \u2192", "next")
     nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}'
     thumb = study.thumbs.get(e.get("peak_frame"))
-    figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak frame {esc(e.get("peak_frame"))}"><figcaption>Peak frame '
-              f'{esc(e.get("peak_frame"))} at {esc(fmt_clock(e.get("peak_seconds")))}</figcaption></figure>' if thumb else "")
+    figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak {esc(study.frame(e.get("peak_frame")))}"><figcaption>Peak '
+              f'{esc(study.frame(e.get("peak_frame")))} at {esc(fmt_clock(e.get("peak_seconds")))}</figcaption></figure>' if thumb else "")
     info = facts(f"Event #{i + 1} of {n}", [
-        ("Start", f"{fmt_clock(e.get('start_seconds'))} (frame {e.get('start_frame')})"),
-        ("End", f"{fmt_clock(e.get('end_seconds'))} (frame {e.get('end_frame')})"),
+        ("Start", f"{fmt_clock(e.get('start_seconds'))} ({study.frame(e.get('start_frame'))})"),
+        ("End", f"{fmt_clock(e.get('end_seconds'))} ({study.frame(e.get('end_frame'))})"),
         ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
-        ("Peak", f"{num(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} (frame {e.get('peak_frame')})"),
+        ("Peak", f"{num(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
         ("Mean score", num(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))
     lo, hi = max(0.0, (e.get("start_seconds") or 0) - pad), (e.get("end_seconds") or 0) + pad
@@ -384,12 +384,14 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
 def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     f, shown = study.frames, rows[:MAX_DETAIL_ROWS]
     probs = study.prob_columns
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", "time", "seconds", "score", "smoothed", *(p[5:] for p in probs)])
+    files = f.get("source_file")  # a frame folder's image names
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", *(["file"] if files is not None else []), "time", "seconds", "score",
+                                                  "smoothed", *(p[5:] for p in probs)])
     peak = event.get("peak_frame")
     body = []
     for r in shown:
         frame = int(f["frame_index"][r])
-        cells = [f"{frame}", fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", num(float(f["score"][r])),
+        cells = [f"{frame}", *([files[r]] if files is not None else []), fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", num(float(f["score"][r])),
                  num(float(f["smoothed_score"][r])), *(num(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")

@@ -26,6 +26,12 @@ class Study:
     events: list[dict]  # events.parquet rows in rank order
     thumbs: dict[int, str]  # frame_index -> URL of its thumbnail, relative to out_dir (checked to exist inside it)
 
+    def frame(self, index) -> str:
+        """'frame N', with its image's name for a frame folder (QA 34: the reviewer had to count to the file)."""
+        names = self.frames.get("source_file")
+        at = np.flatnonzero(self.frames["frame_index"] == index) if names is not None and index is not None else []
+        return f"frame {index}" + (f", {names[at[0]]}" if len(at) else "")
+
 
 def _run_problem(run) -> str | None:
     """What makes a parsed run.json unusable for the page (its sections must be JSON objects)."""

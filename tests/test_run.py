@@ -257,3 +257,22 @@ def test_wide_frames_under_a_capsule_model_are_named(tmp_path, random_weights):
     assert json.loads((tmp_path / "w" / "run.json").read_text())["warnings"] == [line]
     square = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "s", "--quiet", "--no-report")
     assert square.returncode == 0 and "frames of" not in square.stderr, square.stderr
+
+
+def test_a_frame_folder_s_outputs_and_pages_name_each_frame_s_image(tmp_path, shipped_weights):
+    """QA 34: a frame folder's cards, event pages and tables said only "frame 36" (its place in the sorted folder),
+    so the reviewer had to sort the folder and count to find the image."""
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    folder = write_frame_folder(mixed_clip_frames()[:40], tmp_path / "frames", pattern="img_{}")  # natural order: img_2 before img_10
+    preset = load_pipeline("capsule-bleeding")
+    result = triage_study(folder, preset, load_classifier(preset, weights=str(shipped_weights)), RunOptions(out=tmp_path / "out", folder_fps=4.0))
+    frames, events, top = (pq.read_table(result.out_dir / name) for name in ("frames.parquet", "events.parquet", "top_frames.parquet"))
+    names = frames["source_file"].to_pylist()
+    assert names == [f"img_{i}.png" for i in frames["frame_index"].to_pylist()] and names[:3] == ["img_0.png", "img_1.png", "img_2.png"]
+    assert events.num_rows >= 1 and events["peak_file"].to_pylist() == [f"img_{i}.png" for i in events["peak_frame"].to_pylist()]
+    assert top["file"].to_pylist() == [f"img_{i}.png" for i in top["frame_index"].to_pylist()]
+    page = (result.out_dir / "report" / "event-0001.html").read_text()
+    peak = events["peak_frame"][0].as_py()
+    assert f"Peak frame {peak}, img_{peak}.png at" in page and "<th>file</th>" in page and f"<td>img_{peak}.png</td>" in page
+    assert f"img_{peak}.png" in (result.out_dir / "report.html").read_text()
