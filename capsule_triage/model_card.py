@@ -232,9 +232,29 @@ def intended_use(card: str | None) -> str | None:
     for i, line in enumerate(lines):
         inline = re.match(r"\s*(?:[-*]\s+)?(?:\*\*|__)?intended use(?:\*\*|__)?\s*[:\u2014-]\s*(?:\*\*|__)?\s*(\S.*)$", line, re.I)
         if inline:
-            return inline.group(1).strip()
+            return _plain(inline.group(1).strip())
         if re.match(r"\s*#+\s*intended use\b", line, re.I):
             paragraph = " ".join(itertools.takewhile(lambda rest: rest and not rest.startswith("#"),
                                                      itertools.dropwhile(lambda rest: not rest, (rest.strip() for rest in lines[i + 1:]))))
-            return paragraph.replace("`", "") or None
+            return _plain(paragraph) or None
     return None
+
+
+def _plain(markdown: str) -> str:
+    """Markdown's inline marks taken out (the page shows text: QA 34, '**screening**' shown with its asterisks):
+    code ticks, bold/italic markers, links as their text."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", markdown.replace("`", ""))
+    text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
+    return re.sub(r"(?<![\w*])[*_](?=\S)(.+?)(?<=\S)[*_](?![\w*])", r"\1", text).strip()
+
+
+def operating_note(rank: dict, config: dict) -> str:
+    """Said beside the thresholds when the run's enter threshold is not the model's operating one (QA 34: a run at
+    --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), else ""."""
+    enter, operating = rank.get("enter_threshold"), config.get("threshold")
+    if not isinstance(enter, (int, float)) or not isinstance(operating, (int, float)) or math.isclose(enter, operating, abs_tol=1e-9):
+        return ""
+    chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
+    sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
+    validated = f", chosen for sensitivity {100 * sensitivity:.1f}% on validation" if isinstance(sensitivity, (int, float)) else ""
+    return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"

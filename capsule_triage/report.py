@@ -8,7 +8,6 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from pathlib import Path, PurePosixPath
@@ -17,7 +16,7 @@ import numpy as np
 
 from .completeness import gap_starts, measured_rate
 from .errors import OutputError
-from .model_card import intended_use
+from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
@@ -242,23 +241,11 @@ def _model_facts(run: dict, card_use: str | None) -> str:
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
         ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
-        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}{_not_operating(rank, config)}"
+        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}{operating_note(rank, config)}"
          if rank else None),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
         ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}")])
-
-
-def _not_operating(rank: dict, config: dict) -> str:
-    """Said beside the thresholds when the run's enter threshold is not the model's operating one (QA 34: a run at
-    --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), else ""."""
-    enter, operating = rank.get("enter_threshold"), config.get("threshold")
-    if not isinstance(enter, (int, float)) or not isinstance(operating, (int, float)) or math.isclose(enter, operating, abs_tol=1e-9):
-        return ""
-    chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
-    sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
-    validated = f", chosen for sensitivity {100 * sensitivity:.1f}% on validation" if isinstance(sensitivity, (int, float)) else ""
-    return f" (this run's; the model's operating threshold is {num(operating)}{validated})"
 
 
 def _warnings(run: dict) -> str:
@@ -364,8 +351,10 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
         ("Peak", f"{num(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
         ("Mean score", num(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
-    pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))
-    lo, hi = max(0.0, (e.get("start_seconds") or 0) - pad), (e.get("end_seconds") or 0) + pad
+    t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
+    pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
+    first, last = _time_range(study)
+    lo, hi = max(first, (e.get("start_seconds") or 0) - pad), min((e.get("end_seconds") or 0) + pad, last)
     win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
     spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]
     svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),

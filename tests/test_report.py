@@ -190,6 +190,9 @@ def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_
     ("# M\nno such line\n", None),
     ("Intended use: " + "x" * 300, "x" * 300),  # one line longer than a file name: text, not a path
     (None, None),
+    # QA 34: Markdown marks were shown as typed
+    ("Intended use: for **screening** of _capsule_ video ([paper](https://x.org/p)); `triage run`; 2*3*4 and snake_case",
+     "for screening of capsule video (paper); triage run; 2*3*4 and snake_case"),
 ])
 def test_intended_use_line(card, expected):
     assert intended_use(card) == expected
@@ -944,3 +947,29 @@ def test_a_threshold_other_than_the_models_is_said_beside_it():
             "98.7% on validation)") in _model_facts(run, None)
     run["parameters"]["rank"]["enter_threshold"] = 0.18828
     assert "operating threshold" not in _model_facts(run, None)
+
+
+@needs_shared
+def test_an_event_chart_stays_inside_the_study_and_shows_neighbouring_frames_at_slow_rates(tmp_path, shipped_weights):
+    """QA 34: the chart of an event near the end ran past the video ('from 0:11.0 to 0:28.0' of a 24 s study); at
+    0.2 frames/s its fixed 2 s margin showed one lone frame."""
+    import re
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+    from conftest import DEMO_CLIP, mixed_clip_frames, write_frame_folder
+
+    preset = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(preset, weights=str(shipped_weights))
+    demo = triage_study(DEMO_CLIP, preset, classifier, RunOptions(out=tmp_path / "demo"))
+    ends = [re.search(r"from (\d+):(\d+\.\d) to (\d+):(\d+\.\d)", p.read_text()) for p in sorted((demo.out_dir / "report").glob("event-*.html"))]
+    assert ends and all(60 * int(m[3]) + float(m[4]) <= 16.0 for m in ends)  # 64 frames at 4 frames/s
+    assert any(60 * int(m[3]) + float(m[4]) == 16.0 for m in ends)  # event #1 ends at 14.25 s: its 2 s margin is cut at the end
+    frames = mixed_clip_frames()
+    frames = frames[:8] + frames[17:19] + frames[47:55]  # a short bleeding run between normal frames, at 5 s a frame
+    slow = triage_study(write_frame_folder(frames, tmp_path / "frames"), preset, classifier, RunOptions(out=tmp_path / "slow", folder_fps=0.2))
+    events = pq.read_table(slow.out_dir / "events.parquet").to_pylist()
+    for rank, event in enumerate(events):
+        shown = re.search(r"from (\d+):(\d+\.\d) to (\d+):(\d+\.\d)", (slow.out_dir / "report" / f"event-{rank + 1:04d}.html").read_text())
+        lo, hi = 60 * int(shown[1]) + float(shown[2]), 60 * int(shown[3]) + float(shown[4])
+        assert lo <= max(0.0, event["start_seconds"] - 15.0) + 0.05 and hi >= min(85.0, event["end_seconds"] + 15.0) - 0.05, (event, lo, hi)
+    assert any(e["end_seconds"] - e["start_seconds"] < 30.0 for e in events)  # short enough that the old margin (half of it) was less
