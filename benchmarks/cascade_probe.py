@@ -34,6 +34,9 @@ from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's fol
 sys.path.insert(0, str(REPO))
 
 from capsule_triage.backends import onnx_backend, onnx_file  # noqa: E402
+from capsule_triage.bench import machine  # noqa: E402
+from capsule_triage.digests import weights_sha256  # noqa: E402
+from capsule_triage.versions import package_versions  # noqa: E402
 from capsule_triage.model_config import folder_config  # noqa: E402
 from capsule_triage.classifier import BACKENDS_FILE  # noqa: E402
 from capsule_triage.optimize import _scores, decode_all  # noqa: E402
@@ -70,7 +73,9 @@ def main() -> None:
         return scores, measured[name]["frames_per_second"]
 
     reference, reference_fps = scores_and_fps("ov-fp32")
-    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "weights": str(WEIGHTS), "frames": {k: len(f) for k, f in frames.items()},
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", "benchmarks/cascade_probe.py", *sys.argv[1:]]),
+              "machine": machine(), "versions": package_versions(),  # QA 35: the file held no command, CPU or versions
+              "weights": str(WEIGHTS), "weights_sha256": weights_sha256(WEIGHTS), "frames": {k: len(f) for k, f in frames.items()},
               "fp32_frames_per_second (backends.json)": reference_fps, "backends": {}}
     for name in args.backends.split(","):
         fast, fast_fps = scores_and_fps(name)

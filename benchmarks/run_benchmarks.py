@@ -27,7 +27,7 @@ from clips import SHARED, WEIGHTS, capsule_336, endoscope_720p, real_frames, wri
 from naive import naive_fps  # noqa: E402
 
 from capsule_triage import load_classifier, load_pipeline  # noqa: E402
-from capsule_triage.bench import bench  # noqa: E402
+from capsule_triage.bench import bench, machine  # noqa: E402
 from capsule_triage.model_config import ModelConfig  # noqa: E402
 from capsule_triage.optimize import optimize  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402
@@ -244,8 +244,8 @@ def main() -> None:
     args = parser.parse_args()
     result = globals()[args.what](args)
     result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),
-                  date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(),
-                  cpu=open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" \t:") if Path("/proc/cpuinfo").exists() else "")
+                  date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(), cpu=machine()["processor"],
+                  machine=machine(), commit=package_versions().get("capsule-triage-commit"))  # QA 35: AMX or not, and which code
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
 

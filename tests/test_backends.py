@@ -255,7 +255,10 @@ def test_bench_json_schema(random_weights, tmp_path):
     from capsule_triage.digests import weights_sha256
 
     assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
-    assert set(data["machine"]) == {"host", "processor", "cpus"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
+    assert set(data["machine"]) == {"host", "processor", "cpus", "cpu_features"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
+    flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
+    assert data["machine"]["cpu_features"] == [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+                                               if f in flags]  # QA 35: which machine's (AMX or not) was recorded nowhere
     assert data["input"] == str(DEMO_CLIP.absolute())
     assert type(data["threads"]["inference"]) is int or data["threads"]["inference"] is None  # QA 21: was the string "default"
     assert data["model_frames_per_call"] == data["batch_size"]
