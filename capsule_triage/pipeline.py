@@ -129,6 +129,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
         files = image_names(input_path) if info.kind == "frames" else None  # by frame index (QA 34: "frame 36" only)
+        files = files if files is None or len(files) == info.num_frames_from_header else None  # the listing the frames came from
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
                     class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files), provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs, files=files), provenance)
