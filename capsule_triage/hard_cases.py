@@ -15,6 +15,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError
+from .outputs import written_whole
 
 PREDICTIONS = "predictions.parquet"
 
@@ -151,13 +152,6 @@ def check_output(out: str | Path, evaluations: list[str | Path], *, force: bool 
 def write_hard_cases(result: HardCases, out: str | Path) -> Path:
     """The table as Parquet, whole or not at all."""
     out = Path(out)
-    partial = out.with_name(f".{out.name}.partial")
-    try:
+    with written_whole(out) as partial:
         pq.write_table(result.table.replace_schema_metadata({"models": ",".join(result.models)}), partial)
-        partial.replace(out)
-    except BaseException as exc:  # whatever stops it, no partial file stays behind
-        partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(out, f"cannot write ({exc.strerror or exc})") from None
-        raise
     return out

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -211,6 +212,21 @@ def _system_file(path: Path) -> bool:
     user's work, so it does not keep an earlier output from being replaced (review rev29). Only these, and only
     files: a folder holding just a hidden .git is someone's repository, not an empty folder."""
     return path.is_file() and not path.is_symlink() and (path.name.casefold() in SYSTEM_FILES or path.name.startswith("._"))
+
+
+@contextmanager
+def written_whole(out: Path, what: str = ""):
+    """A temporary path beside ``out`` that becomes ``out`` when the block ends, or vanishes whatever stops it (a full
+    disk, Ctrl-C); an OS error is one :class:`OutputError` naming ``out`` ("cannot write{what} (...)")."""
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, out)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(out, f"cannot write{what} ({exc.strerror or exc})") from None
+        raise
 
 
 def remove_stale_partials(parent: Path, name: str) -> None:

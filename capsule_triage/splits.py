@@ -11,7 +11,6 @@ group on one side); the other unassigned rows are drawn with
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from .datasets import MANIFEST_NAME, Sample, check_label_twins, draw_groups, read_samples, split_leak
 from .errors import OutputError
+from .outputs import written_whole
 
 SPLITS = ("train", "val", "test")
 
@@ -127,19 +127,11 @@ def _rows(data: str | Path, samples: list[Sample], folder: Path) -> tuple[list[d
 
 
 def _write_csv(out: Path, rows: list[dict], columns: list[str]) -> None:
-    """Whole or not at all: a temporary file beside ``out``, then a rename."""
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(partial, out)
-    except BaseException as exc:  # whatever stops it (a full disk, Ctrl-C), no partial file stays behind (review rev28)
-        partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(out, f"cannot write the manifest ({exc.strerror or exc})") from None
-        raise
+    """Whole or not at all (review rev28: a failure left a .partial file)."""
+    with written_whole(out, " the manifest") as partial, open(partial, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def describe(result: SplitResult) -> list[str]:
