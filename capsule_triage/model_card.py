@@ -152,8 +152,8 @@ def _data_line(training: dict) -> str:
                        if isinstance(labels, dict))
     split = training.get("split") if isinstance(training.get("split"), dict) else {}
     drawn = f"whole groups drawn from the training rows ({split.get('val_fraction')} of each label's frames, seed {split.get('seed')})"
-    source = VALIDATION_FROM.get(training.get("val_from"), drawn if training.get("val_from") == "drawn" else
-                                 drawn + ", or the data's own val rows if it had them (not recorded before 2026-12-02)")
+    source = {**VALIDATION_FROM, "drawn": drawn}.get(training.get("val_from"),
+                                                     drawn + ", or the data's own val rows if it had them (not recorded before 2026-12-02)")
     best = training.get("best") if isinstance(training.get("best"), dict) else {}
     return (f"Frames per split and class: {frames or 'not recorded'}. Validation: {split.get('n_val', '?')} frames, {source}. "
             f"Saved checkpoint: epoch {best.get('epoch', '?')} ({best.get('phase', '?')} phase).")
