@@ -5,6 +5,7 @@
     python benchmarks/run_benchmarks.py overlap      # model on 1 thread, decode on the other
     python benchmarks/run_benchmarks.py skip         # redundant-frame skipping on real consecutive frames
     python benchmarks/run_benchmarks.py decoders     # decode-only: one video over 1, 2, 3 decoder processes
+    python benchmarks/run_benchmarks.py ceiling      # decode-only with both cores vs 10x the naive loop (issue 6)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -192,6 +194,64 @@ def decoders(args) -> dict:
     return {"rows": result}
 
 
+def ceiling(args) -> dict:
+    """How far end to end could go on each compare clip, against issue 6's 10x the naive loop (default model).
+
+    ``triage run``'s time per frame is, measured, the decode-only time plus the model-only time
+    (compare's cost ratio 0.97-1.07: the two share the cores). So end to end can never beat decoding to
+    the model's input with both cores decoding and no model at all, and 10x the naive loop needs a model
+    that adds at most ``1 / (10 x naive) - 1 / decode`` seconds per frame. Measured in one run: the naive
+    loop (before and after), decode-only as the pipeline reads (one and two decoder threads, two decoder
+    processes), and the model-only speed of every backend of the shipped model (calls of a read batch, split
+    into its tuned runs and streams), the ones the agreement check rejects too."""
+    from capsule_triage.frames import DecodeStats
+    from capsule_triage.optimize import measure_fps
+    from capsule_triage.pipeline import RunOptions, model_read_options
+    from capsule_triage.reader import read_frames
+    from capsule_triage.reader_process import read_frames_in_process
+
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, weights=str(WEIGHTS))
+    cfg = classifier.config
+    model = create_model(cfg)
+    model.load_state_dict(classifier_state(WEIGHTS))
+    read = model_read_options(pipeline.read, classifier, RunOptions())
+    rows, frames_for_model = [], None
+    for clip_name, clip in clips(args.frames).items():
+        before = naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, min_seconds=args.seconds)
+        ways = {"1 thread": lambda: read_frames(clip, replace(read, decoder_threads=1), DecodeStats()),
+                "2 threads": lambda: read_frames(clip, replace(read, decoder_threads=2), DecodeStats()),
+                "2 processes": lambda: read_frames_in_process(clip, replace(read, decoder_threads=1), DecodeStats(), processes=2)}
+        decode = {name: [] for name in ways}
+        for _ in range(args.repeats):
+            for name, batches in ways.items():
+                start = time.perf_counter()
+                got = [b.data for b in batches()]
+                decode[name].append(round(sum(len(d) for d in got) / (time.perf_counter() - start), 1))
+                frames_for_model = got[0] if frames_for_model is None else frames_for_model
+        after = naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, min_seconds=args.seconds)
+        naive = (before + after) / 2
+        best = max(max(v) for v in decode.values())
+        budget = 1 / (10 * naive) - 1 / best  # seconds per frame left to the model for 10x
+        rows.append(dict(clip=clip_name, frames=args.frames, naive_fps_before_after=[round(before, 1), round(after, 1)],
+                         naive_fps=round(naive, 1), ten_times_naive_fps=round(10 * naive, 1), decode_fps=decode,
+                         best_decode_fps=best, ceiling_over_naive=round(best / naive, 2),
+                         model_fps_needed_for_10x=round(1 / budget, 0) if budget > 0 else None))
+        print(rows[-1], flush=True)
+    backends = {}
+    for name in ("ov-fp32", "ov-bf16", "ov-int8", "ort-int8", "torch-fp32"):
+        try:
+            candidate = load_classifier(pipeline, weights=str(WEIGHTS), backend=name)
+        except Exception as exc:  # not installed / not native on this CPU: say so in the results
+            backends[name] = f"not measured: {exc}".splitlines()[0]
+            continue
+        calls = model_read_options(pipeline.read, candidate, RunOptions()).batch_size  # as triage run calls it (split into runs)
+        backends[name] = round(measure_fps(candidate.backend, frames_for_model, calls, min_seconds=args.seconds), 1)
+        print(name, backends[name], flush=True)
+    return {"rows": rows, "model_only_fps": backends,
+            "accepted_backend": classifier.backend.name}
+
+
 def study_clip(frames: int) -> Path:
     """A simulated study of ``frames`` frames at 4 fps, 336 x 336, cycling through real frames."""
     CACHE.mkdir(exist_ok=True)  # QA 21: study, overlap and decoders failed on a fresh clone (only compare made it)
@@ -235,10 +295,11 @@ def skip(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["compare", "study", "overlap", "skip", "decoders"])
+    parser.add_argument("what", choices=["compare", "study", "overlap", "skip", "decoders", "ceiling"])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--frames", type=int, default=1200, help="ceiling: frames of each clip")
     parser.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args()
