@@ -1,5 +1,5 @@
-"""Frame times of a frame folder: a constant rate (``--fps``), or a timestamp CSV (``--timestamps``)
-with columns ``filename,pts_seconds``, one row per image, read strictly: a frame folder's times place
+"""Frame times of a frame folder: a constant rate (``--fps``), or a timestamp CSV (``--timestamps``, or
+the folder's own ``timestamps.csv``) with columns ``filename,pts_seconds``, one row per image, read strictly: a frame folder's times place
 its events, so a row that cannot be read, a name listed twice or times that are all equal is
 refused, naming the CSV and the row, before any frame is scored. The CSV's times are the authority
 on order: frames are ranked in time order whatever their names (a camera counter that wraps from
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,32 @@ import numpy as np
 from .errors import InputError
 
 COLUMNS = ("filename", "pts_seconds")
+TIMESTAMPS_FILE = "timestamps.csv"  # a frame folder's own times: used when no --timestamps names a CSV
+
+
+def own_timestamps(folder: Path) -> Path | None:
+    """The folder's own timestamp CSV (``timestamps.csv`` inside it), if it has one. An export that
+    writes its frames' times beside them is timed by them in ``triage run`` and ``triage batch`` alike
+    (a batch has no per-study ``--timestamps``; QA 31: its frame folders were all read at one rate)."""
+    path = Path(folder) / TIMESTAMPS_FILE
+    try:
+        return path if path.is_file() else None
+    except OSError:  # a folder that cannot be searched: reading it names the problem
+        return None
+
+
+def with_own_timestamps(read, source: Path):
+    """``read`` (a :class:`~capsule_triage.reader.ReadOptions`) timed by ``source``'s own timestamps.csv
+    when ``source`` is a frame folder that has one and no CSV was named (``--timestamps`` or the preset)."""
+    own = own_timestamps(source) if read.timestamps_csv is None and Path(source).is_dir() else None
+    return replace(read, timestamps_csv=own) if own else read
+
+
+def timestamps_origin(read_csv: str | Path, source: Path, named: Path | None) -> str:
+    """Where a frame folder's CSV came from, for run.json: "--timestamps", "folder" or "preset"."""
+    if named is not None:
+        return "--timestamps"
+    return "folder" if Path(read_csv) == Path(source) / TIMESTAMPS_FILE else "preset"
 
 
 def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv: Path | None) -> tuple[np.ndarray, list[str]]:

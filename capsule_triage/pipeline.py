@@ -21,6 +21,7 @@ from .model_config import read_geometry, wide_frames_note
 from .completeness import measured_rate, time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
+from .folder_times import TIMESTAMPS_FILE, timestamps_origin, with_own_timestamps
 from .frame_folder import scan_frame_folder
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
@@ -103,7 +104,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     started = time.perf_counter()
     input_path = Path(input_path)
     options = check_run(pipeline, classifier, options)
-    read = model_read_options(pipeline.read, classifier, options)
+    read = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path)
     unchanged = source_state(input_path)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
@@ -139,6 +140,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
+        assumed = assumed or _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
                                                                                      assumed, wide and f"{info.path}: {wide}",
@@ -180,7 +182,8 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
 
 
 ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
-                       "images carry no times): give --fps F or --timestamps CSV if that is not their rate")
+                       f"images carry no times): give --fps F or --timestamps CSV, or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
+                       "in the folder, if that is not their rate")
 
 
 def rate_assumed(read_record: dict) -> bool:
@@ -258,6 +261,14 @@ def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[
     bar.update(len(frame_index))
 
 
+def _fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:
+    """A Warning: line when --fps was given for a folder that its own timestamps.csv times (a batch's --fps is
+    for its folders without one)."""
+    if fps is None or read_record.get("timestamps_from") != "folder":
+        return None
+    return f"{path}: --fps {fps:g} not used: the folder's {TIMESTAMPS_FILE} gives its frames' times"
+
+
 def _no_view_note(path: Path, view: np.ndarray) -> str | None:
     """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
     without = int((~view).sum())
@@ -308,6 +319,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
                    if info.kind == "frames" or k not in ("folder_fps", "timestamps_csv")}  # a video's times are its own
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
         read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
+    elif info.kind == "frames":
+        read_record["timestamps_from"] = timestamps_origin(read.timestamps_csv, input_path, options.timestamps_csv)
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},

@@ -200,6 +200,9 @@ def _study_facts(study: Study) -> str:
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
 
 
+_CSV_ORIGIN = {"folder": "folder's timestamps.csv", "preset": "preset's timestamp CSV"}  # else --timestamps (older run.json too)
+
+
 def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
     """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
     where its times came from (the images carry none)."""
@@ -208,7 +211,7 @@ def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
     timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
     if not src.get("average_fps") and not (timed_by_csv and measured):
         return None
-    origin = ("" if src.get("kind") != "frames" else " (times from the --timestamps CSV)" if timed_by_csv
+    origin = ("" if src.get("kind") != "frames" else f" (times from the {_CSV_ORIGIN.get(read.get('timestamps_from'), '--timestamps CSV')})" if timed_by_csv
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
               else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said

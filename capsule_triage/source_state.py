@@ -13,12 +13,20 @@ from .digests import file_sha256
 from .errors import InputError, TriageError
 
 
-def source_state(path: str | Path) -> tuple:
-    """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
-    video file, or of every image of a frame folder (its listing included). The ctime catches a
-    rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
+def _folder_files(folder: Path) -> list[Path]:
+    """A frame folder's images in natural order, then its own ``timestamps.csv`` if it has one (its
+    times are part of the study: an edited CSV moves events, so a batch scores the study again)."""
+    from .folder_times import own_timestamps
     from .frame_folder import list_frame_images
 
+    csv = own_timestamps(folder)
+    return list_frame_images(folder) + ([csv] if csv else [])
+
+
+def source_state(path: str | Path) -> tuple:
+    """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
+    video file, or of every image of a frame folder and its own timestamps.csv (its listing included).
+    The ctime catches a rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
     path = Path(path)
 
     def state(p: Path) -> tuple:
@@ -26,7 +34,7 @@ def source_state(path: str | Path) -> tuple:
         return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     try:
-        return tuple(map(state, list_frame_images(path))) if path.is_dir() else state(path)
+        return tuple(map(state, _folder_files(path))) if path.is_dir() else state(path)
     except OSError:
         return ()  # probe names the problem
 
@@ -84,14 +92,12 @@ def hash_unchanged(path: Path, before: tuple) -> str:
 
 def source_sha256(path: str | Path) -> str:
     """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
-    and contents in natural order."""
-    from .frame_folder import list_frame_images
-
+    and contents in natural order, then its own timestamps.csv's (a folder without one hashes as before)."""
     path = Path(path)
     if not path.is_dir():
         return file_sha256(path)
     digest = hashlib.sha256()
-    for image in list_frame_images(path):
+    for image in _folder_files(path):
         digest.update(image.name.encode("utf-8", "surrogateescape"))
         digest.update(file_sha256(image).encode())
     return digest.hexdigest()

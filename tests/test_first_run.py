@@ -110,7 +110,7 @@ def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weight
     folder = write_frame_folder(_demo_frames(), tmp_path / "export")
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
     line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps, a typical capsule rate; the images carry no times): "
-            "give --fps F or --timestamps CSV if that is not their rate")
+            "give --fps F or --timestamps CSV, or put a timestamps.csv (filename,pts_seconds) in the folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["warnings"] == [line] and run["parameters"]["read"]["folder_fps_from"] == "preset"
@@ -126,7 +126,8 @@ def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
     write_frame_folder(_demo_frames(), tmp_path / "in" / "export")
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "clip.mp4")
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
-    line = "1 frame-folder study read at 2 frames/s, the preset's rate (the images carry no times): give --fps F if that is not their rate"
+    line = ("1 frame-folder study read at 2 frames/s, the preset's rate (the images carry no times): give --fps F, or a timestamps.csv "
+            "(filename,pts_seconds) in each folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     assert f"warning {line}" in (tmp_path / "o1" / "batch.log").read_text()
     assert "2 studies: 2 ok" in done.stdout
@@ -141,6 +142,58 @@ def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
     assert run["parameters"]["rank"]["enter_threshold"] == 0.3 and run["parameters"]["rank"]["top_k"] == 2
     assert run["parameters"]["read"]["batch_size"] == 8 and run["parameters"]["skip_duplicates"] == 1.5
     assert pq.read_table(folder / "top_frames.parquet").num_rows <= 2
+
+
+def _write_times(folder: Path, step: float) -> Path:
+    names = sorted(p.name for p in folder.iterdir() if p.suffix == ".png")
+    csv = folder / "timestamps.csv"
+    csv.write_text("filename,pts_seconds\n" + "".join(f"{name},{3 + i * step}\n" for i, name in enumerate(names)))
+    return csv
+
+
+def _times(study: Path) -> list[float]:
+    return pq.read_table(study / "frames.parquet").column("pts_seconds").to_pylist()
+
+
+def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path, random_weights):
+    """QA 31 (left for later): `triage batch` has no per-study --timestamps, so an export that writes its
+    frames' times beside them was read at one rate, the CSV ignored; run needed --timestamps typed."""
+    folder = write_frame_folder(_demo_frames(8), tmp_path / "in" / "export")
+    csv = _write_times(folder, 0.25)
+    write_frame_folder(_demo_frames(8), tmp_path / "in" / "untimed")
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no "read at 2 frames/s" warning
+    assert _times(tmp_path / "a") == [3 + i * 0.25 for i in range(8)]
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    read = run["parameters"]["read"]
+    assert read["timestamps_csv"] == str(csv) and read["timestamps_from"] == "folder" and "folder_fps_from" not in read
+    assert html.escape("4.00 frames/s (times from the folder's timestamps.csv)") in (tmp_path / "a" / "report.html").read_text()
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "3")
+    line = f"{folder}: --fps 3 not used: the folder's timestamps.csv gives its frames' times"
+    assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
+    assert _times(tmp_path / "b") == _times(tmp_path / "a") and json.loads((tmp_path / "b" / "run.json").read_text())["warnings"] == [line]
+    other = tmp_path / "other.csv"  # a CSV named on the command line is the one used
+    shutil.copy(csv, other)
+    other.write_text(other.read_text().replace(",3", ",1"))
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "c", "--quiet", "--timestamps", other)
+    assert done.returncode == 0 and _times(tmp_path / "c")[0] == 1.0, done.stderr
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["parameters"]["read"]["timestamps_from"] == "--timestamps"
+
+    def batch() -> dict:
+        done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report", "--fps", "4")
+        assert done.returncode == 0, done.stderr
+        return {r["study_id"]: r for r in pq.read_table(tmp_path / "o" / "studies.parquet").to_pylist()}
+
+    for path in (tmp_path / "in").rglob("*"):  # written a minute ago: settled, so a re-run may skip them (source_state)
+        os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+    rows = batch()
+    timed, untimed = (next(r for r in rows.values() if r["study_id"].startswith(name)) for name in ("export", "untimed"))
+    assert _times(tmp_path / "o" / timed["study_id"]) == _times(tmp_path / "a")
+    assert _times(tmp_path / "o" / untimed["study_id"])[:2] == [0.0, 0.25]  # --fps 4 for the folder without times
+    _write_times(folder, 0.5)  # the export's times corrected: that study is scored again, the other kept
+    rows = batch()
+    assert rows[timed["study_id"]]["status"] == "ok" and rows[untimed["study_id"]]["status"] == "skipped"
+    assert _times(tmp_path / "o" / timed["study_id"])[:2] == [3.0, 3.5]
 
 
 def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_path, monkeypatch):

@@ -74,7 +74,8 @@ def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
             continue
         count += rate_assumed(read)
     return (f"{count} frame-folder {'study' if count == 1 else 'studies'} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's "
-            "rate (the images carry no times): give --fps F if that is not their rate") if count else None
+            "rate (the images carry no times): give --fps F, or a timestamps.csv (filename,pts_seconds) in each folder, "
+            "if that is not their rate") if count else None
 
 
 def without_view_warning(rows: list[dict]) -> str | None:
