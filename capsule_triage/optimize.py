@@ -88,6 +88,17 @@ def measure_fps(backend, frames: np.ndarray, batch_size: int, *, min_seconds: fl
 TUNE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``--tune-batch-sizes`` ("1,4,16") as ascending distinct sizes; ValueError naming the option otherwise."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"--tune-batch-sizes: give whole numbers >= 1 separated by commas (e.g. 1,4,16), got {text!r}")
+    return tuple(sizes)
+
+
 def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE_BATCH_SIZES, min_seconds: float = 0.6) -> dict:
     """Measure frames/s over batch sizes (and, for ONNX Runtime, one run using every thread vs
     ``threads`` concurrent 1-thread runs); return the fastest setting and every measurement.
