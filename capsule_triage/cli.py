@@ -146,11 +146,13 @@ def run(
 def _print_top_events(out_dir: Path, limit: int = 5) -> None:
     import pyarrow.parquet as pq
 
+    from .report_svg import score_text
+
     with open(out_dir / "events.parquet", "rb") as fh:  # a file object: pyarrow wants UTF-8 paths
         table = pq.read_table(fh, use_threads=False).to_pylist()  # no Arrow pool threads left at exit
     for row in table[:limit]:
         typer.echo(
-            f"  #{row['rank'] + 1}: {row['start_seconds']:.2f}-{row['end_seconds']:.2f} s, peak {row['peak_score']:.3f} "
+            f"  #{row['rank'] + 1}: {row['start_seconds']:.2f}-{row['end_seconds']:.2f} s, peak {score_text(row['peak_score'])} "
             f"at {row['peak_seconds']:.2f} s, {row['frame_count']} frames, {row['dominant_class']}"
         )
 

@@ -21,7 +21,7 @@ from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
 from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, num, page_header,
-                         script_json, timeline_svg)
+                         score_text, script_json, timeline_svg)
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
@@ -119,7 +119,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
                          flagged_percent=100 * flagged / n if n else None),
             "</section>", _gallery(study)]
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
-    data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": num(e.get("peak_score")),
+    data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
     return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=""), main, script,
@@ -178,7 +178,7 @@ def _thresholds(run: dict) -> dict:
 
 def _spans(study: Study, href: str) -> list[Span]:
     return [Span(label=f"#{i + 1}", title=f"Event #{i + 1}: {fmt_clock(e.get('start_seconds'))}\u2013{fmt_clock(e.get('end_seconds'))}, "
-                 f"peak {num(e.get('peak_score'))} ({e.get('dominant_class') or '?'})",
+                 f"peak {score_text(e.get('peak_score'))} ({e.get('dominant_class') or '?'})",
                  start_seconds=e.get("start_seconds") or 0.0, end_seconds=e.get("end_seconds") or 0.0,
                  peak_seconds=e.get("peak_seconds") or 0.0, peak_score=e.get("peak_score") or 0.0,
                  href=href.format(n=i + 1, name=_detail_name(i)), rank=i)
@@ -313,7 +313,7 @@ def _why_no_events(study: Study) -> str:
         return "no frame shows a field of view (black, too dark, or burned-in text only): nothing was scored."
     if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
         return "no stretch of the study reached the enter threshold."
-    return (f"the smoothed score reached the enter threshold (highest {num(float(np.max(smoothed)))}) only in stretches shorter "
+    return (f"the smoothed score reached the enter threshold (highest {score_text(float(np.max(smoothed)))}) only in stretches shorter "
             f"than the shortest event ({fmt_duration(shortest) if shortest is not None else 'min_event_seconds'}, one frame period "
             f"counted); the per-frame scores are in {FRAMES_FILE}.")
 
@@ -328,10 +328,10 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
     # One tab stop per card: the thumbnail repeats the title's link; the title link's name says it all
     return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}" tabindex="-1" aria-hidden="true">{img}</a>'
             f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}<span class="vh">: peak '
-            f'{num(e.get("peak_score"))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
-            f'<span><span class="score">peak {num(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
+            f'{score_text(e.get("peak_score"))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
+            f'<span><span class="score">peak {score_text(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
             f'<small>{esc(span)} \u00b7 ' + (f'{esc(e["peak_file"])} \u00b7 ' if e.get("peak_file") else "") +
-            f'{e.get("frame_count", "?")} frames \u00b7 mean {num(e.get("mean_score"))}</small></li>')
+            f'{e.get("frame_count", "?")} frames \u00b7 mean {score_text(e.get("mean_score"))}</small></li>')
 
 
 # --- event detail pages -----------------------------------------------------------------------
@@ -352,8 +352,8 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("Start", f"{fmt_clock(e.get('start_seconds'))} ({study.frame(e.get('start_frame'))})"),
         ("End", f"{fmt_clock(e.get('end_seconds'))} ({study.frame(e.get('end_frame'))})"),
         ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
-        ("Peak", f"{num(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
-        ("Mean score", num(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
+        ("Peak", f"{score_text(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
+        ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
     t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
     first, last = _time_range(study)
@@ -383,8 +383,8 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     body = []
     for r in shown:
         frame = int(f["frame_index"][r])
-        cells = [f"{frame}", *([files[r]] if files is not None else []), fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", num(float(f["score"][r])),
-                 num(float(f["smoothed_score"][r])), *(num(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
+        cells = [f"{frame}", *([files[r]] if files is not None else []), fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", score_text(float(f["score"][r])),
+                 score_text(float(f["smoothed_score"][r])), *(score_text(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     more = f"<p>{len(rows) - len(shown):,} more frames are in {FRAMES_FILE}.</p>" if len(rows) > len(shown) else ""

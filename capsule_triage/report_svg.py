@@ -201,7 +201,7 @@ def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | Non
     out = [f"Score from {fmt_clock(t0)} to {fmt_clock(t1)}."]
     ranked = sorted(spans, key=lambda s: s.rank)
     if ranked:
-        listed = "; ".join(f"{s.label} {fmt_clock(s.start_seconds)}\u2013{fmt_clock(s.end_seconds)}, peak {s.peak_score:.3f}"
+        listed = "; ".join(f"{s.label} {fmt_clock(s.start_seconds)}\u2013{fmt_clock(s.end_seconds)}, peak {score_text(s.peak_score)}"
                            for s in ranked[:top])
         more = f"; {len(ranked) - top} more" if len(ranked) > top else ""
         out.append(f"{len(ranked)} event{'s' if len(ranked) != 1 else ''} shown, highest first: {listed}{more}.")
@@ -299,6 +299,19 @@ def script_json(data: object) -> str:
 
 def num(value, digits: int = 3) -> str:
     return "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def score_text(value, digits: int = 3) -> str:
+    """A score (0-1) to ``digits`` places, never rounded onto an end it does not reach: 0.99962 reads
+    ">0.999", not "1.000" (which a reviewer takes for certainty), and 0.00031 "<0.001"; None/NaN a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2014"
+    step = 10.0 ** -digits
+    if 1.0 - step / 2 <= value < 1.0:
+        return f">{1.0 - step:.{digits}f}"
+    if 0.0 < value < step / 2:
+        return f"<{step:.{digits}f}"
+    return f"{value:.{digits}f}"
 
 
 def facts(title: str, items: list[tuple[str, object]]) -> str:

@@ -29,7 +29,7 @@ from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, script_json, write_report
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
-from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, timeline_svg
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, MIXED_CLIP, needs_shared, triage
 
@@ -278,7 +278,7 @@ def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
     thumbs = re.findall(r'<a class="thumb"[^>]*>', html)
     assert len(thumbs) == 60 and all('tabindex="-1" aria-hidden="true"' in a for a in thumbs)
     first = pq.read_table(study / "events.parquet").to_pylist()[0]
-    name = (f'<b>#1</b> {fmt_clock(first["peak_seconds"])}<span class="vh">: peak {first["peak_score"]:.3f}, bleeding, event '
+    name = (f'<b>#1</b> {fmt_clock(first["peak_seconds"])}<span class="vh">: peak {score_text(first["peak_score"])}, bleeding, event '
             f'{fmt_clock(first["start_seconds"])}\u2013{fmt_clock(first["end_seconds"])}</span></a>')
     assert f'<a class="title" href="report/event-0001.html">{name}' in html
     pagers = re.findall(r'<nav class="pager" aria-label="([^"]*)">(.*?)</nav>', html)
@@ -299,7 +299,7 @@ def test_timeline_is_a_group_described_in_words_from_the_study(tmp_path):
     assert 'role="group"' in svg[1] and svg[1].count("aria-label=") == 1 and 'role="img"' not in svg[1]
     assert svg[2] == "<desc>"  # the description, and no <title> repeating the name
     events = pq.read_table(study / "events.parquet").to_pylist()
-    top = "; ".join(f"#{k + 1} {fmt_clock(e['start_seconds'])}\u2013{fmt_clock(e['end_seconds'])}, peak {e['peak_score']:.3f}"
+    top = "; ".join(f"#{k + 1} {fmt_clock(e['start_seconds'])}\u2013{fmt_clock(e['end_seconds'])}, peak {score_text(e['peak_score'])}"
                     for k, e in enumerate(events[:5]))
     flagged = 100 * 70 / 400
     assert svg[3] == esc(f"Score from 0:00.0 to 3:20.0. 7 events shown, highest first: {top}; 2 more. {flagged:.1f}% of frames "
@@ -770,7 +770,7 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
         browser.key(key)
         e, end = events[n - 1], {1: " (first event)", 3: " (last event)"}.get(n, "")  # rev21: j at the end said nothing new
         assert browser.eval(state) == {"focus": f"event-{n}", "link": "title", "current": [f"event-{n}"],
-                                       "said": f"Event {n} of 3, peak {e['peak_score']:.3f}, at {fmt_clock(e['peak_seconds'])}{end}"}
+                                       "said": f"Event {n} of 3, peak {score_text(e['peak_score'])}, at {fmt_clock(e['peak_seconds'])}{end}"}
     since = len(browser.events)
     browser.key("Enter")  # the focused link opens its event
     browser.wait_for("Page.loadEventFired", since)
@@ -893,6 +893,22 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     rows = {r["input_path"]: r["gap_seconds"] for r in pq.read_table(tmp_path / "b" / "studies.parquet").to_pylist()}
     assert rows == {"gap.mp4": 5.0, "demo.mp4": 0.0}
     assert "\u26a0 5.0 s" in (tmp_path / "b" / "index.html").read_text()
+
+
+def test_scores_near_the_ends_are_not_rounded_onto_them(tmp_path):
+    """Left for later (QA 34): a peak of 0.99962 read "1.000" on the pages and the console, which a reviewer takes for
+    certainty; 0.0003 read "0.000"."""
+    values = (0.99962, 0.99951, 0.99949, 1.0, 0.00031, 0.0, 0.0006, 0.5, None, float("nan"))
+    assert [score_text(v) for v in values] == [">0.999", ">0.999", "0.999", "1.000", "<0.001", "0.000", "0.001", "0.500", "\u2014", "\u2014"]
+    study = make_study(tmp_path / "s", frames=40, events=2)
+    events = pq.read_table(study / "events.parquet")
+    peaks = events.column("peak_score").to_pylist()
+    peaks[0] = 0.99962
+    pq.write_table(events.set_column(events.schema.get_field_index("peak_score"), "peak_score", pa.array(peaks)), study / "events.parquet")
+    page = write_report(study).read_text()
+    assert "peak &gt;0.999" in page and "peak 1.000" not in page
+    detail = (study / "report" / "event-0001.html").read_text()
+    assert "<dd>&gt;0.999 at " in detail, re.findall(r"<dt>Peak</dt><dd>[^<]*", detail)
 
 
 def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
