@@ -2,7 +2,7 @@
 
 A study's page is self-contained (inline CSS and JS, no fonts or scripts from elsewhere) and only
 refers to files inside its ``OUT_DIR``: the thumbnails, and one detail page per event under
-``OUT_DIR/report/``. Every string that comes from the input (paths, metadata, class names) is
+``OUT_DIR/report/`` (and a batch's study to the batch's ``index.html`` above it). Every string that comes from the input (paths, metadata, class names) is
 HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` escaped.
 """
 
@@ -26,6 +26,7 @@ from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
 DETAIL_DIR = "report"
+INDEX_FILE = "index.html"  # a batch's page of all its studies, in the folder above each study's (report_batch)
 READING_FPS = 15.0  # frames per second a reader reviews at
 PAGE_SIZE = 50  # events per gallery page
 MAX_DETAIL_ROWS = 5000  # frames listed on one event page
@@ -44,14 +45,11 @@ def reading_seconds(frames: int, fps: float = READING_FPS) -> float:
 
 
 def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
-    """Write ``OUT_DIR/report.html`` and one ``OUT_DIR/report/event-NNNN.html`` per event.
+    """Write ``OUT_DIR/report.html`` and one ``OUT_DIR/report/event-NNNN.html`` per event; return report.html's path.
 
     Args:
         out_dir: a study folder written by ``triage run``.
         model_card: the model card (Markdown text or path); its intended-use line is shown.
-
-    Returns:
-        The path of report.html.
 
     Raises:
         InputError: not a study folder, or unreadable files.
@@ -105,6 +103,11 @@ def _rows_by_event(event_id: np.ndarray) -> dict[int, np.ndarray]:
 
 # --- study page -------------------------------------------------------------------------------
 
+def _batch_link(run: dict, up: str) -> str:
+    """A link to the batch's list of studies, for a study that ``triage batch`` triaged (QA 34: only Back led there)."""
+    return f' <a href="{up}{INDEX_FILE}">all studies of the batch</a>' if isinstance(run.get("batch"), dict) else ""
+
+
 def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, float]]) -> str:
     run, f = study.run, study.frames
     name = _file_name(run)
@@ -122,7 +125,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
-    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=""), main, script,
+    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(run, "../")), main, script,
                      skip=("#events", "Skip to events"))
 
 
@@ -344,7 +347,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     # They go by rank, not by time: the names say so
     prev_link = link(i - 1, f"\u2190 previous event (#{i}, higher score)" if i else "\u2190 previous event", "prev")
     next_link = link(i + 1, f"next event (#{i + 2}, lower score) \u2192" if i + 1 < n else "next event \u2192", "next")
-    nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}'
+    nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}{_batch_link(study.run, "../../")}'
     thumb = study.thumbs.get(e.get("peak_frame"))
     figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak {esc(study.frame(e.get("peak_frame")))}"><figcaption>Peak '
               f'{esc(study.frame(e.get("peak_frame")))} at {esc(fmt_clock(e.get("peak_seconds")))}</figcaption></figure>' if thumb else "")

@@ -12,12 +12,11 @@ from urllib.parse import quote
 from .errors import InputError, TriageError
 from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
-from .report import REPORT_FILE, write_atomic, write_report
+from .report import INDEX_FILE, REPORT_FILE, write_atomic, write_report
 from .report_assets import INDEX_JS
 from .report_svg import esc, fmt_duration, html_page, page_header, score_text
 from .study_folder import read_parquet
 
-INDEX_FILE = "index.html"
 STUDIES_FILE = "studies.parquet"
 
 

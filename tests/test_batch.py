@@ -217,6 +217,12 @@ def test_index_links_every_ok_study_report(local_run):
     ok = [r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist() if r["status"] == "ok"]
     assert len(ok) == len(OK_STUDIES) and _index_links(out) == {f"{sid}/report.html" for sid in ok}
     assert all((out / sid / "report.html").is_file() for sid in ok)
+    # QA 34: a study's pages led back to the batch's list only through the browser's Back
+    pages = [page for sid in ok for page in (out / sid / "report.html", *(out / sid / "report").glob("event-*.html"))]
+    assert len(pages) > len(ok)  # event pages among them
+    for page in pages:
+        (link,) = re.findall(r'<a href="([^"]*index\.html)">all studies of the batch</a>', page.read_text())
+        assert (page.parent / link).resolve() == (out / "index.html").resolve(), page
 
 
 def test_no_report_writes_neither_and_a_later_run_adds_the_pages_without_rescoring(local_run, tree, random_weights, tmp_path):

@@ -911,6 +911,17 @@ def test_scores_near_the_ends_are_not_rounded_onto_them(tmp_path):
     assert "<dd>&gt;0.999 at " in detail, re.findall(r"<dt>Peak</dt><dd>[^<]*", detail)
 
 
+def test_only_a_batch_s_study_links_to_the_batch_index(tmp_path):
+    study = make_study(tmp_path / "s", frames=40, events=2)
+    pages = lambda: [write_report(study).read_text(), *(p.read_text() for p in sorted((study / "report").glob("*.html")))]
+    assert not any("all studies of the batch" in page for page in pages())  # triage run: no batch above it
+    run = json.loads((study / "run.json").read_text())
+    (study / "run.json").write_text(json.dumps({**run, "batch": {"study_id": "s", "relative_path": "s.mp4"}}))
+    study_page, *event_pages = pages()
+    assert '<a href="../index.html">all studies of the batch</a>' in study_page and len(event_pages) == 2
+    assert all('<a href="../../index.html">all studies of the batch</a>' in page for page in event_pages)
+
+
 def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):
     """QA 17: a frame folder showed '2.00 frames/s' as if it were measured; its times are --fps's (or a CSV's)."""
     study = make_study(tmp_path / "s", frames=20, events=0)

@@ -196,7 +196,8 @@ class StudyWorker:
                                     wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
             work = ctx.out_dir / WORK_DIR / study.study_id
-            result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False))
+            # The pages are written once run.json names the batch (they link back to its index.html)
+            result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False, report=False))
             if result.input_sha256 != sha:
                 raise InputError(study.path, "input changed while it was being triaged (still being written?); "
                                              "it is retried on the next run")
@@ -204,6 +205,8 @@ class StudyWorker:
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
+            if ctx.run.report:
+                write_report(work)
             if not self.may_install():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
                 shutil.rmtree(work, ignore_errors=True)
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
