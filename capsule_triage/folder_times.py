@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,14 +23,24 @@ TIMESTAMPS_FILE = "timestamps.csv"  # a frame folder's own times: used when no -
 
 
 def own_timestamps(folder: Path) -> Path | None:
-    """The folder's own timestamp CSV (``timestamps.csv`` inside it), if it has one. An export that
-    writes its frames' times beside them is timed by them in ``triage run`` and ``triage batch`` alike
-    (a batch has no per-study ``--timestamps``; QA 31: its frame folders were all read at one rate)."""
-    path = Path(folder) / TIMESTAMPS_FILE
+    """The folder's own timestamp CSV (``timestamps.csv`` inside it, the name in any case: "Timestamps.CSV"
+    from a Windows export is found on every file system alike), if it has one. An export that writes its
+    frames' times beside them is timed by them in ``triage run`` and ``triage batch`` alike (a batch has no
+    per-study ``--timestamps``; QA 31: its frame folders were all read at one rate). An entry of that name
+    that is not a readable file (a broken link, a folder) is still returned: reading it names the problem
+    (QA 36: the folder was read at the preset's rate in silence).
+
+    Raises:
+        InputError: two entries of that name in different case (which is meant is not for us to guess).
+    """
     try:
-        return path if path.is_file() else None
+        with os.scandir(folder) as listing:
+            found = sorted(e.name for e in listing if e.name.casefold() == TIMESTAMPS_FILE)
     except OSError:  # a folder that cannot be searched: reading it names the problem
         return None
+    if len(found) > 1:
+        raise InputError(Path(folder), f"holds {' and '.join(found)}: keep one timestamp CSV")
+    return Path(folder).absolute() / found[0] if found else None
 
 
 def with_own_timestamps(read, source: Path):
@@ -42,7 +54,7 @@ def timestamps_origin(read_csv: str | Path, source: Path, named: Path | None) ->
     """Where a frame folder's CSV came from, for run.json: "--timestamps", "folder" or "preset"."""
     if named is not None:
         return "--timestamps"
-    return "folder" if Path(read_csv) == Path(source) / TIMESTAMPS_FILE else "preset"
+    return "folder" if Path(read_csv).absolute().parent == Path(source).absolute() else "preset"
 
 
 def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv: Path | None) -> tuple[np.ndarray, list[str]]:
@@ -60,20 +72,28 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
         return np.arange(len(images), dtype=np.float64) / fps, []
     times = read_timestamp_csv(Path(timestamps_csv))
     path = Path(timestamps_csv)
-    missing = [p.name for p in images if p.name not in times]
+    keys = [_nfc(p.name) for p in images]  # QA 36: a Mac's decomposed "Läsion_0.png" against a CSV written elsewhere
+    missing = [p.name for p, key in zip(images, keys) if key not in times]
     if missing:
-        raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}")
-    seconds = np.array([times[p.name][0] for p in images], dtype=np.float64)
+        hint = " (the CSV's names carry a folder: give the image names alone)" if any("/" in n or "\\" in n for n in times) else ""
+        raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}{hint}")
+    seconds = np.array([times[key][0] for key in keys], dtype=np.float64)
     if len(seconds) > 1 and np.ptp(seconds) == 0:
         raise InputError(path, f"all {len(seconds)} images have the same time ({seconds[0]:g} s): the study has no duration")
-    names = {p.name for p in images}
+    names = set(keys)
     return seconds, sorted((name for name in times if name not in names), key=lambda name: times[name][1])
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
 
 
 def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
     """{filename: (seconds, CSV row number)} from a timestamp CSV (UTF-8, a BOM allowed)."""
     if not path.is_file():
-        raise InputError(path, "timestamp CSV not found")
+        what = ("is a folder, not a timestamp CSV" if path.is_dir() else
+                f"is a symbolic link to {os.readlink(path)}, which does not exist" if path.is_symlink() else "timestamp CSV not found")
+        raise InputError(path, what)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -93,6 +113,7 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
                     raise InputError(path, f"row {number}: pts_seconds {text!r} of {name} is not a number") from None
                 if not math.isfinite(seconds):
                     raise InputError(path, f"row {number}: pts_seconds of {name} must be finite, got {text!r}")
+                name = _nfc(name)
                 if name in times:
                     raise InputError(path, f"{name} is listed twice (rows {times[name][1]} and {number})")
                 times[name] = (seconds, number)

@@ -315,7 +315,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
                 options, stage_seconds, pts, view) -> dict:
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
-    read_record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(read).items()
+    read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
                    if info.kind == "frames" or k not in ("folder_fps", "timestamps_csv")}  # a video's times are its own
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
         read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"

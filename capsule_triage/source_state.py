@@ -19,7 +19,10 @@ def _folder_files(folder: Path) -> list[Path]:
     from .folder_times import own_timestamps
     from .frame_folder import list_frame_images
 
-    csv = own_timestamps(folder)
+    try:
+        csv = own_timestamps(folder)
+    except InputError:  # two of them: the run refuses the folder, naming both
+        csv = None
     return list_frame_images(folder) + ([csv] if csv else [])
 
 

@@ -190,7 +190,16 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     timed, untimed = (next(r for r in rows.values() if r["study_id"].startswith(name)) for name in ("export", "untimed"))
     assert _times(tmp_path / "o" / timed["study_id"]) == _times(tmp_path / "a")
     assert _times(tmp_path / "o" / untimed["study_id"])[:2] == [0.0, 0.25]  # --fps 4 for the folder without times
-    _write_times(folder, 0.5)  # the export's times corrected: that study is scored again, the other kept
+    shutil.copytree(folder, tmp_path / "in" / "copy", copy_function=shutil.copy2)  # the same export under another name
+    for path in (tmp_path / "in" / "copy").rglob("*"):
+        os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
+    rows = batch()  # QA 36: the copy reused the outputs with the original's CSV path and warning
+    (copied,) = (r for r in rows.values() if r["study_id"].startswith("copy"))
+    assert copied["status"] == "skipped" and rows[timed["study_id"]]["status"] == "skipped", rows
+    run = json.loads((tmp_path / "o" / copied["study_id"] / "run.json").read_text())
+    assert run["parameters"]["read"]["timestamps_csv"] == str(tmp_path / "in" / "copy" / "timestamps.csv")
+    assert run["warnings"] == [f"{tmp_path / 'in' / 'copy'}: --fps 4 not used: the folder's timestamps.csv gives its frames' times"]
+    _write_times(folder, 0.5)  # the export's times corrected: that study is scored again, the others kept
     rows = batch()
     assert rows[timed["study_id"]]["status"] == "ok" and rows[untimed["study_id"]]["status"] == "skipped"
     assert _times(tmp_path / "o" / timed["study_id"])[:2] == [3.0, 3.5]

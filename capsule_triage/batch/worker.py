@@ -271,8 +271,10 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     if run is None or any(_table_input_sha(work / name) != sha for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
         shutil.rmtree(work, ignore_errors=True)
         return False
-    run["input"] = {**run["input"], "path": str(Path(study.path).absolute()), "state_sha256": settled_state_digest(before)}
-    run["source"] = {**run.get("source", {}), "path": run["input"]["path"]}
+    earlier_path, path = run["input"]["path"], str(Path(study.path).absolute())
+    run["input"] = {**run["input"], "path": path, "state_sha256": settled_state_digest(before)}
+    run["source"] = {**run.get("source", {}), "path": path}
+    _renamed(run, earlier_path, path)
     run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
@@ -283,6 +285,15 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     _install(work, final)
     (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
     return True
+
+
+def _renamed(run: dict, earlier_path: str, path: str) -> None:
+    """The rest of a reused run.json that names the study's folder (QA 36: its warnings and the folder's own
+    timestamps.csv named the study the outputs were made for)."""
+    run["warnings"] = [path + w[len(earlier_path):] if w.startswith(earlier_path + ":") else w for w in run.get("warnings", [])]
+    read = run.get("parameters", {}).get("read", {})
+    if read.get("timestamps_from") == "folder" and str(read.get("timestamps_csv", "")).startswith(earlier_path + os.sep):
+        read["timestamps_csv"] = path + read["timestamps_csv"][len(earlier_path):]
 
 
 def _table_input_sha(path: Path) -> str | None:
