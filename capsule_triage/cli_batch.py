@@ -35,7 +35,7 @@ def batch_command(
     backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,
-    fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of the frame-folder studies (default: the preset's, 2.0); videos keep their own times.")] = None,
+    fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,

@@ -75,16 +75,16 @@ def register(app: typer.Typer) -> None:
         calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
         batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over --tune-batch-sizes).")] = 32,
-        tune_batch_sizes: Annotated[str, typer.Option(help="Run sizes to time each backend at, comma-separated (a big model, e.g. BiT at 384 px, can skip 16 and 32: each takes minutes).")] = "1,2,4,8,16,32",
+        tune_batch_sizes: Annotated[Optional[str], typer.Option(help="Run sizes to time each backend at, comma-separated (default 1,2,4,8,16,32; a big model, e.g. BiT at 384 px, can skip 16 and 32: each takes minutes).")] = None,
         pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
-        from .optimize import calibration_warning, check_summary, parse_sizes
+        from .optimize import TUNE_BATCH_SIZES, calibration_warning, check_summary, parse_sizes
         from .optimize import optimize as run_optimize
         from .presets import load_pipeline, preset_for_weights
 
         try:
-            sizes = parse_sizes(tune_batch_sizes)
+            sizes = TUNE_BATCH_SIZES if tune_batch_sizes is None else parse_sizes(tune_batch_sizes)
             report = run_optimize(weights, check, calibration_clips=calibration, tolerance=tolerance, batch_size=batch_size,
                                   tune_batch_sizes=sizes, pipeline=load_pipeline(pipeline or preset_for_weights(weights)))
         except (TriageError, ValueError) as exc:

@@ -43,11 +43,31 @@ def own_timestamps(folder: Path) -> Path | None:
     return Path(folder).absolute() / found[0] if found else None
 
 
-def with_own_timestamps(read, source: Path):
-    """``read`` (a :class:`~capsule_triage.reader.ReadOptions`) timed by ``source``'s own timestamps.csv
-    when ``source`` is a frame folder that has one and no CSV was named (``--timestamps`` or the preset)."""
+def with_own_timestamps(read, source: Path, *, use: bool = True):
+    """``(read, note)``: ``read`` (a :class:`~capsule_triage.reader.ReadOptions`) timed by ``source``'s own
+    timestamps.csv when ``source`` is a frame folder that has one and no CSV was named (``--timestamps`` or the
+    preset), and ``use``; else ``read`` as it is, with a ``Warning:`` line when the folder's CSV is left unused:
+    not ``use``d (``--fps``), or without the columns (a timing file of another format, which a folder read at
+    ``--fps`` before this CSV was looked for may hold: review rev31)."""
     own = own_timestamps(source) if read.timestamps_csv is None and Path(source).is_dir() else None
-    return replace(read, timestamps_csv=own) if own else read
+    if own is None:
+        return read, None
+    if not use:
+        return read, f"{own}: not used: --fps {read.folder_fps:g} reads the frames at a fixed rate"
+    if not _has_columns(own):
+        return read, (f"{own}: not used as the frames' times (it has no header with columns {','.join(COLUMNS)}): "
+                      f"read at {read.folder_fps:g} frames/s")
+    return replace(read, timestamps_csv=own), None
+
+
+def _has_columns(path: Path) -> bool:
+    """Whether a CSV's first row names the columns (a file that cannot be read counts as ours: reading it says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return True
+    return set(COLUMNS) <= {h.strip() for h in header}
 
 
 def timestamps_origin(read_csv: str | Path, source: Path, named: Path | None) -> str:

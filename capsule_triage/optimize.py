@@ -88,14 +88,18 @@ def measure_fps(backend, frames: np.ndarray, batch_size: int, *, min_seconds: fl
 TUNE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
+MAX_TUNE_BATCH = 256  # a run of more frames holds GBs of input at 384 px and compiles OpenVINO for that batch (review rev31)
+
+
 def parse_sizes(text: str) -> tuple[int, ...]:
     """``--tune-batch-sizes`` ("1,4,16") as ascending distinct sizes; ValueError naming the option otherwise."""
     try:
         sizes = sorted({int(part) for part in text.split(",")})
     except ValueError:
         sizes = []
-    if not sizes or sizes[0] < 1:
-        raise ValueError(f"--tune-batch-sizes: give whole numbers >= 1 separated by commas (e.g. 1,4,16), got {text!r}")
+    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_TUNE_BATCH:
+        raise ValueError(f"--tune-batch-sizes: give whole numbers from 1 to {MAX_TUNE_BATCH} separated by commas (e.g. 1,4,16), "
+                         f"got {text!r}")
     return tuple(sizes)
 
 

@@ -104,8 +104,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     started = time.perf_counter()
     input_path = Path(input_path)
     options = check_run(pipeline, classifier, options)
-    read = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path)
-    unchanged = source_state(input_path)
+    unchanged = source_state(input_path)  # first: a timestamps.csv added after it fails the run as a changed input
+    read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=options.own_timestamps)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
     staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path)
@@ -140,10 +140,10 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
-        assumed = assumed or _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
+        timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
-                                                                                     assumed, wide and f"{info.path}: {wide}",
+                                                                                     own_note, assumed, timing, wide and f"{info.path}: {wide}",
                                                                                      _no_view_note(info.path, view)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)

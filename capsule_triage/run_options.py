@@ -38,6 +38,10 @@ class RunOptions:
         top_k: number of single top frames.
         folder_fps: frame rate of a frame folder without timestamps.
         timestamps_csv: per-image timestamps for a frame folder.
+        own_timestamps: time a frame folder by its own ``timestamps.csv`` when ``timestamps_csv`` is None
+            (:func:`~capsule_triage.folder_times.own_timestamps`); ``folder_fps`` then reads only folders without one.
+            ``triage run --fps F`` turns it off (an option typed for one study beats a file found in it); a
+            batch's ``--fps`` is for its folders without times.
         progress: show a tqdm bar.
         queue_depth: decoded batches the reader may run ahead of inference.
         skip_duplicates: reuse the previous score for near-identical frames whose thumbnail differs
@@ -61,6 +65,7 @@ class RunOptions:
     top_k: int | None = None
     folder_fps: float | None = None
     timestamps_csv: Path | None = None
+    own_timestamps: bool = True
     progress: bool = False
     queue_depth: int = 4
     skip_duplicates: float | None = None

@@ -168,10 +168,13 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     read = run["parameters"]["read"]
     assert read["timestamps_csv"] == str(csv) and read["timestamps_from"] == "folder" and "folder_fps_from" not in read
     assert html.escape("4.00 frames/s (times from the folder's timestamps.csv)") in (tmp_path / "a" / "report.html").read_text()
-    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "3")
-    line = f"{folder}: --fps 3 not used: the folder's timestamps.csv gives its frames' times"
+    # review rev31: --fps typed for one study is the way to read it at a fixed rate (the CSV won before, with no way out)
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "2.5")
+    line = f"{csv}: not used: --fps 2.5 reads the frames at a fixed rate"
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
-    assert _times(tmp_path / "b") == _times(tmp_path / "a") and json.loads((tmp_path / "b" / "run.json").read_text())["warnings"] == [line]
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert _times(tmp_path / "b")[:3] == [0.0, 0.4, 0.8] and run["warnings"] == [line]
+    assert run["parameters"]["read"]["folder_fps_from"] == "--fps" and run["parameters"]["read"]["timestamps_csv"] is None
     other = tmp_path / "other.csv"  # a CSV named on the command line is the one used
     shutil.copy(csv, other)
     other.write_text(other.read_text().replace(",3", ",1"))
@@ -179,9 +182,11 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     assert done.returncode == 0 and _times(tmp_path / "c")[0] == 1.0, done.stderr
     assert json.loads((tmp_path / "c" / "run.json").read_text())["parameters"]["read"]["timestamps_from"] == "--timestamps"
 
-    def batch() -> dict:
+    def batch(timed: int = 1) -> dict:  # a batch's --fps is for its folders without times: the others keep theirs, said once
         done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report", "--fps", "4")
-        assert done.returncode == 0, done.stderr
+        studies = f"{timed} frame-folder {'study' if timed == 1 else 'studies'}"
+        line = f"Warning: {studies} timed by {'its' if timed == 1 else 'their'} own timestamps.csv: --fps 4 is for the folders without one"
+        assert done.returncode == 0 and done.stderr.strip() == line, done.stderr
         return {r["study_id"]: r for r in pq.read_table(tmp_path / "o" / "studies.parquet").to_pylist()}
 
     for path in (tmp_path / "in").rglob("*"):  # written a minute ago: settled, so a re-run may skip them (source_state)
@@ -193,16 +198,22 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     shutil.copytree(folder, tmp_path / "in" / "copy", copy_function=shutil.copy2)  # the same export under another name
     for path in (tmp_path / "in" / "copy").rglob("*"):
         os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
-    rows = batch()  # QA 36: the copy reused the outputs with the original's CSV path and warning
+    rows = batch(timed=2)  # QA 36: the copy reused the outputs with the original's CSV path and warning
     (copied,) = (r for r in rows.values() if r["study_id"].startswith("copy"))
     assert copied["status"] == "skipped" and rows[timed["study_id"]]["status"] == "skipped", rows
     run = json.loads((tmp_path / "o" / copied["study_id"] / "run.json").read_text())
     assert run["parameters"]["read"]["timestamps_csv"] == str(tmp_path / "in" / "copy" / "timestamps.csv")
     assert run["warnings"] == [f"{tmp_path / 'in' / 'copy'}: --fps 4 not used: the folder's timestamps.csv gives its frames' times"]
     _write_times(folder, 0.5)  # the export's times corrected: that study is scored again, the others kept
-    rows = batch()
+    rows = batch(timed=2)
     assert rows[timed["study_id"]]["status"] == "ok" and rows[untimed["study_id"]]["status"] == "skipped"
     assert _times(tmp_path / "o" / timed["study_id"])[:2] == [3.0, 3.5]
+    # review rev31: a timing file of another format, which such a folder may have held before the CSV was looked for
+    (folder / "timestamps.csv").write_text("frame,time\n0,0.0\n")
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "d", "--quiet")
+    line = f"{csv}: not used as the frames' times (it has no header with columns filename,pts_seconds): read at 2 frames/s"
+    assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
+    assert _times(tmp_path / "d")[:2] == [0.0, 0.5]
 
 
 def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_path, monkeypatch):

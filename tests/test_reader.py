@@ -475,11 +475,11 @@ def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_name
     from capsule_triage.folder_times import own_timestamps, with_own_timestamps
 
     folder = write_frame_folder(frames24[:3], tmp_path / "f")
-    assert own_timestamps(folder) is None and with_own_timestamps(ReadOptions(), folder) == ReadOptions()
+    assert own_timestamps(folder) is None and with_own_timestamps(ReadOptions(), folder) == (ReadOptions(), None)
     text = "filename,pts_seconds\nframe0.png,0\nframe1.png,0.25\nframe2.png,0.5\n"
     (folder / "Timestamps.CSV").write_text(text)
     assert own_timestamps(folder) == folder.absolute() / "Timestamps.CSV"
-    np.testing.assert_allclose(_all(folder, **vars(with_own_timestamps(ReadOptions(), folder)))[0][0].pts_seconds, [0, 0.25, 0.5])
+    np.testing.assert_allclose(_all(folder, **vars(with_own_timestamps(ReadOptions(), folder)[0]))[0][0].pts_seconds, [0, 0.25, 0.5])
     (folder / "timestamps.csv").write_text(text)
     with pytest.raises(InputError, match=r"f: holds Timestamps.CSV and timestamps.csv: keep one timestamp CSV$"):
         own_timestamps(folder)
@@ -488,7 +488,7 @@ def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_name
     os.symlink(tmp_path / "gone.csv", folder / "timestamps.csv")
     for what in (f"is a symbolic link to {tmp_path / 'gone.csv'}, which does not exist", "is a folder, not a timestamp CSV"):
         with pytest.raises(InputError) as error:
-            probe(folder, with_own_timestamps(ReadOptions(), folder))
+            probe(folder, with_own_timestamps(ReadOptions(), folder)[0])
         assert str(error.value) == f"{folder.absolute() / 'timestamps.csv'}: {what}"
         if (folder / "timestamps.csv").is_symlink():
             (folder / "timestamps.csv").unlink()
@@ -498,10 +498,10 @@ def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_name
     for i, frame in enumerate(frames24[:2]):  # "Läsion" with a combining diaeresis, as macOS stores names
         (decomposed / unicodedata.normalize("NFD", f"L\u00e4sion_{i}.png")).write_bytes(cv2.imencode(".png", frame[..., ::-1])[1].tobytes())
     (decomposed / "timestamps.csv").write_text("filename,pts_seconds\nL\u00e4sion_0.png,1\nL\u00e4sion_1.png,2\n", encoding="utf-8")
-    np.testing.assert_allclose(_all(decomposed, **vars(with_own_timestamps(ReadOptions(), decomposed)))[0][0].pts_seconds, [1, 2])
+    np.testing.assert_allclose(_all(decomposed, **vars(with_own_timestamps(ReadOptions(), decomposed)[0]))[0][0].pts_seconds, [1, 2])
     (decomposed / "timestamps.csv").write_text("filename,pts_seconds\nexport/L\u00e4sion_0.png,1\nexport/L\u00e4sion_1.png,2\n")
     with pytest.raises(InputError, match=r"\(the CSV's names carry a folder: give the image names alone\)$"):
-        probe(decomposed, with_own_timestamps(ReadOptions(), decomposed))
+        probe(decomposed, with_own_timestamps(ReadOptions(), decomposed)[0])
 
 
 def _demo_frames(n: int) -> list[np.ndarray]:

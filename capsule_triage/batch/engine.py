@@ -25,7 +25,7 @@ from .discovery import Study, discover_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import Progress, assumed_rate_warning, file_logger, orphan_folders, summary_row, without_view_warning, write_index, write_summary
+from .summary import Progress, file_logger, rate_warnings, orphan_folders, summary_row, without_view_warning, write_index, write_summary
 from .records import completed_run, pipeline_fingerprint, unchanged_input_sha
 from .worker import WorkerContext, WorkerSetupError
 
@@ -206,8 +206,9 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
             (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
         except OSError:
             pass
-    if rate := assumed_rate_warning(ctx.out_dir, rows):
-        progress.log(f"warning {rate}")
+    rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
+    for line in rates:
+        progress.log(f"warning {line}")
     if blank := without_view_warning(rows):
         progress.log(f"warning {blank}")
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
@@ -215,7 +216,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
-    warnings += [line for line in (rate, blank) if line]
+    warnings += [*rates, *([blank] if blank else [])]
     if stale := batch["stale_folders"]:
         warnings.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
                         f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "

@@ -61,10 +61,11 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
     return row
 
 
-def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
-    """One line for the frame-folder studies read at the default rate that nobody gave (QA 22: a 4 fps
-    export read at 2 fps without a word; each study's run.json and page say it too), else None."""
-    count = 0
+def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[str]:
+    """The lines on how the frame-folder studies were timed: those read at the default rate that nobody gave
+    (QA 22: a 4 fps export read at 2 fps without a word; each study's run.json and page say it too), and, when
+    ``--fps`` was given, those timed by their own timestamps.csv instead (review rev31: said in run.json only)."""
+    assumed = own = 0
     for row in rows:
         if row["kind"] != "frames" or row["status"] not in ("ok", "skipped"):
             continue
@@ -72,10 +73,15 @@ def assumed_rate_warning(out_dir: Path, rows: list[dict]) -> str | None:
             read = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())["parameters"]["read"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        count += rate_assumed(read)
-    return (f"{count} frame-folder {'study' if count == 1 else 'studies'} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's "
-            "rate (the images carry no times): give --fps F, or a timestamps.csv (filename,pts_seconds) in each folder, "
-            "if that is not their rate") if count else None
+        assumed += rate_assumed(read)
+        own += read.get("timestamps_from") == "folder"
+    studies = lambda n: f"{n} frame-folder {'study' if n == 1 else 'studies'}"
+    lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (the images carry no times): give "
+             "--fps F, or a timestamps.csv (filename,pts_seconds) in each folder, if that is not their rate"] if assumed else []
+    if own and fps is not None:
+        lines.append(f"{studies(own)} timed by {'its' if own == 1 else 'their'} own timestamps.csv: --fps {fps:g} is for the "
+                     "folders without one")
+    return lines
 
 
 def without_view_warning(rows: list[dict]) -> str | None:
