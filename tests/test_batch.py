@@ -1037,3 +1037,17 @@ def test_a_summary_that_cannot_be_written_leaves_the_last_pair_as_it_was(tmp_pat
     with pytest.raises(OutputError, match=r"batch.json: cannot write \(No space left on device\)"):
         summary.write_summary(out, [], {"pipeline_fingerprint": "night2", "studies": 0})
     assert {name: (out / name).read_bytes() for name in before} == before and list((out / ".work").iterdir()) == []
+
+
+def test_a_reused_run_names_the_study_s_own_folder_and_files():
+    """QA 36: a study reusing another folder's outputs kept that folder's CSV path and warnings (review: also a
+    warning that names a file in the folder, and not a folder whose name merely starts the same)."""
+    from capsule_triage.batch.worker import _renamed
+
+    run = {"warnings": ["/a/s1: frames read at 2 frames/s", "/a/s1/timestamps.csv: not used as the frames' times", "/a/s10: other",
+                        "a backend note"],
+           "parameters": {"read": {"timestamps_from": "folder", "timestamps_csv": "/a/s1/Timestamps.CSV"}}}
+    _renamed(run, "/a/s1", "/b/copy")
+    assert run["warnings"] == ["/b/copy: frames read at 2 frames/s", "/b/copy/timestamps.csv: not used as the frames' times", "/a/s10: other",
+                               "a backend note"]
+    assert run["parameters"]["read"]["timestamps_csv"] == "/b/copy/Timestamps.CSV"

@@ -290,9 +290,10 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
 def _renamed(run: dict, earlier_path: str, path: str) -> None:
     """The rest of a reused run.json that names the study's folder (QA 36: its warnings and the folder's own
     timestamps.csv named the study the outputs were made for)."""
-    run["warnings"] = [path + w[len(earlier_path):] if w.startswith(earlier_path + ":") else w for w in run.get("warnings", [])]
+    named = lambda text: text.startswith(earlier_path) and text[len(earlier_path):][:1] in (":", os.sep)  # the folder or a file in it
+    run["warnings"] = [path + w[len(earlier_path):] if named(w) else w for w in run.get("warnings", [])]
     read = run.get("parameters", {}).get("read", {})
-    if read.get("timestamps_from") == "folder" and str(read.get("timestamps_csv", "")).startswith(earlier_path + os.sep):
+    if read.get("timestamps_from") == "folder" and named(str(read.get("timestamps_csv", ""))):
         read["timestamps_csv"] = path + read["timestamps_csv"][len(earlier_path):]
 
 
