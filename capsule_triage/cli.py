@@ -100,8 +100,10 @@ def run(
     """
     from .pipeline import RunOptions, load_classifier, triage_study
     from .presets import load_pipeline
+    from .source_state import check_source
 
     try:
+        check_source(source)  # before the model loads (a mistyped path took 3.5 s to be told)
         if source.is_file() and (fps is not None or timestamps is not None):  # before the model loads
             raise InputError("--fps" if fps is not None else "--timestamps", f"applies to a frame folder; {source} is a file "
                              "(a video's frame times come from its stream)")

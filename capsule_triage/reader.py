@@ -22,11 +22,12 @@ import cv2
 import numpy as np
 
 from .completeness import LeadingFrames, check_complete, tag_seconds
-from .errors import InputError, unexpanded_note
+from .errors import InputError
 from .folder_times import folder_times
 from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
+from .source_state import check_source
 
 # OpenCV's image decoders print a [ WARN ]/[ERROR] line to stderr for each damaged image; the reader
 # reports those frames itself (skipped, counted, named in run.json), so they would only break the one
@@ -118,19 +119,10 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
         InputError: missing path, empty file, not a video, no video stream, folder without images.
     """
     path = Path(path)
-    if not path.exists():
-        if path.is_symlink():
-            raise InputError(path, "broken symbolic link (its target is missing, or it is part of a symlink loop)")
-        raise InputError(path, "no such file or directory" + unexpanded_note(path))
+    check_source(path)
     if path.is_dir():
         return _probe_folder(path, options)
-    if not path.is_file():
-        raise InputError(path, "not a regular file (a FIFO, socket or device cannot be triaged)")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied")
     size = path.stat().st_size
-    if size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.video and not container.streams.audio:  # e.g. an mp4 cut inside its moov atom

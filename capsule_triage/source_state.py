@@ -6,11 +6,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
 from .digests import file_sha256
-from .errors import InputError, TriageError
+from .errors import InputError, TriageError, unexpanded_note
+
+
+def check_source(path: str | Path) -> None:
+    """Refuse a source that cannot be triaged before anything is loaded (``triage run`` checks it before the
+    model, so a mistyped path is said at once, not after seconds of loading PyTorch): missing, a broken link,
+    not a regular file or folder, unreadable, empty.
+
+    Raises:
+        InputError: naming the path and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            raise InputError(path, "broken symbolic link (its target is missing, or it is part of a symlink loop)")
+        raise InputError(path, "no such file or directory" + unexpanded_note(path))
+    if path.is_dir():
+        return
+    if not path.is_file():
+        raise InputError(path, "not a regular file (a FIFO, socket or device cannot be triaged)")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
 
 
 def _folder_files(folder: Path) -> list[Path]:

@@ -142,8 +142,18 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
 
 
 def test_unknown_preset(tmp_path):
-    result = triage("run", "x.mp4", "--pipeline", "no-such-preset", "--out", tmp_path / "o")
+    result = triage("run", DEMO_CLIP, "--pipeline", "no-such-preset", "--out", tmp_path / "o")
     assert result.returncode == 2 and "no such pipeline preset (known: capsule-bleeding, " in result.stderr
+
+
+def test_a_source_that_cannot_be_triaged_is_refused_before_the_model_loads(tmp_path):
+    """A mistyped path was said after the model had loaded (3.5 s with PyTorch weights; 0.4 s now): the weights
+    named here do not exist, and the source's error comes first."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for source, problem in (("missing.mp4", "no such file or directory"), ("empty.mp4", "file is empty (0 bytes)")):
+        result = triage("run", tmp_path / source, "--weights", tmp_path / "no-weights", "--out", tmp_path / "o")
+        assert result.returncode == 2 and result.stderr.strip() == f"Error: {tmp_path / source}: {problem}", result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_folder_named_like_a_preset_in_the_working_folder_does_not_hide_the_preset(tmp_path, monkeypatch):
