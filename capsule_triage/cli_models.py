@@ -219,12 +219,14 @@ def hard_cases_command(
         _fail(exc)
     for warning in result.warnings:
         _echo(f"Warning: {warning}", err=True)
+    from .report_svg import score_text
+
     table, k = result.table, len(result.models)
     wrong = table["wrong"].to_numpy()
     _echo(f"{result.wrong_by_all:,} of {table.num_rows:,} frames wrong in {'both' if k == 2 else f'all {k}'} evaluations ({', '.join(result.models)}); "
           f"{int((wrong > 0).sum()):,} wrong in at least one")
     for row in table.slice(0, min(show, int((wrong > 0).sum()))).to_pylist():
-        scores = ", ".join(f"{row[f'score_{m}']:.3f}" for m in result.models)
+        scores = ", ".join(score_text(row[f"score_{m}"]) for m in result.models)
         _echo(f"  {row['wrong']}/{k}  {row['label']}  scores {scores}  {row['path']}")
     if written is not None:
         _echo(f"Wrote {written}")

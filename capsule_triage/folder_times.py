@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
@@ -61,13 +62,15 @@ def with_own_timestamps(read, source: Path, *, use: bool = True):
 
 
 def _has_columns(path: Path) -> bool:
-    """Whether a CSV's first row names the columns (a file that cannot be read counts as ours: reading it says why)."""
+    """Whether a CSV's first row names the columns, separated by commas, semicolons or tabs (a European Excel's
+    "filename;pts_seconds" is ours, and reading it says what is wrong: review rev32); a file that cannot be read
+    counts as ours too."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+        with open(path, encoding="utf-8-sig") as fh:
+            header = fh.readline()
+    except (OSError, UnicodeDecodeError):
         return True
-    return set(COLUMNS) <= {h.strip() for h in header}
+    return set(COLUMNS) <= {h.strip().strip('"') for h in re.split(r"[,;\t]", header)}
 
 
 def timestamps_origin(read_csv: str | Path, source: Path, named: Path | None) -> str:

@@ -205,6 +205,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             checked with the capsule preset's).
     """
     weights_dir = Path(weights_dir)
+    parse_sizes(",".join(map(str, tune_batch_sizes)))  # the library's sizes checked as the command line's (review rev32)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()
     size = config.input_size

@@ -138,7 +138,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options, stage_seconds, pts, view)
+                          options, stage_seconds, pts, view, own_note and ("--fps" if not options.own_timestamps else "columns"))
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
@@ -312,7 +312,7 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool)
 
 
 def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                options, stage_seconds, pts, view) -> dict:
+                options, stage_seconds, pts, view, own_unused) -> dict:
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
     read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
@@ -321,6 +321,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
     elif info.kind == "frames":
         read_record["timestamps_from"] = timestamps_origin(read.timestamps_csv, input_path, options.timestamps_csv)
+    if info.kind == "frames" and own_unused:  # the folder's own CSV, found and passed over: why (the batch counts them)
+        read_record["own_timestamps_unused"] = own_unused
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},

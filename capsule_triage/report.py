@@ -20,7 +20,7 @@ from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
-from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, num, page_header,
+from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg)
 from .study_folder import Study, load_study
 
@@ -247,7 +247,7 @@ def _model_facts(run: dict, card_use: str | None) -> str:
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
         ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
-        ("Thresholds", f"enter {num(rank.get('enter_threshold'))}, leave {num(rank.get('leave_threshold'))}{operating_note(rank, config)}"
+        ("Thresholds", f"enter {score_text(rank.get('enter_threshold'))}, leave {score_text(rank.get('leave_threshold'))}{operating_note(rank, config)}"
          if rank else None),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),

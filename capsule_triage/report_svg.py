@@ -185,7 +185,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):  # enter's label above its line, leave's below
         if value is not None:
             parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
-                         f'<title>{name} threshold {value:.3f}</title></line>'
+                         f'<title>{name} threshold {score_text(value)}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {value:.2f}</text>')
     parts.append("</svg></div>")
@@ -213,7 +213,7 @@ def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | Non
         out.append(f"{len(gaps)} stretch{'es' if len(gaps) != 1 else ''} without frames (not scored).")
     if no_view:
         out.append(f"{no_view} stretch{'es' if no_view != 1 else ''} without a field of view (not scored).")
-    thresholds = ", ".join(f"{name} threshold {value:.3f}" for name, value in (("enter", enter), ("leave", leave)) if value is not None)
+    thresholds = ", ".join(f"{name} threshold {score_text(value)}" for name, value in (("enter", enter), ("leave", leave)) if value is not None)
     if thresholds:
         out.append(f"{thresholds[0].upper()}{thresholds[1:]}.")
     return " ".join(out)
@@ -304,8 +304,9 @@ def num(value, digits: int = 3) -> str:
 def score_text(value, digits: int = 3) -> str:
     """A score (0-1) to ``digits`` places, never rounded onto an end it does not reach: 0.99962 reads
     ">0.999", not "1.000" (which a reviewer takes for certainty), and 0.00031 "<0.001"; None/NaN a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or math.isnan(value := float(value)):  # numpy's float32 NaN too (review rev32: it read "nan")
         return "\u2014"
+    value = value + 0.0 if value else 0.0  # -0.0 reads 0.000
     step = 10.0 ** -digits
     if 1.0 - step / 2 <= value < 1.0:
         return f">{1.0 - step:.{digits}f}"

@@ -99,6 +99,7 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
         ("--decode-in", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
         ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
+        ("own_timestamps", options.own_timestamps, isinstance(options.own_timestamps, bool), "True or False"),
     ]
     for flag, value, ok, expected in checks:
         if not ok:

@@ -408,6 +408,34 @@ def test_a_study_whose_thumbnails_were_pruned_is_not_complete(random_weights, tm
     assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and thumbnail.is_file()  # triaged again, whole
 
 
+def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weights, tmp_path, monkeypatch):
+    """Review rev32: the pages of a study scored in the batch are written after triage_study now; a failure there
+    failed the study, and an InputError (its outputs read back) was recorded as a bad input, never retried."""
+    from capsule_triage.batch import run_batch
+    from capsule_triage.batch import worker as worker_module
+    from capsule_triage.errors import InputError
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+
+    def unreadable(folder):
+        (Path(folder) / "report.html").write_text("half a page")
+        raise InputError(Path(folder) / "thumbs", "unreadable")
+
+    monkeypatch.setattr(worker_module, "write_report", unreadable)
+    result = run_batch(tmp_path / "in", out, options)
+    (study,) = (p for p in out.iterdir() if p.name.startswith("a.mp4"))
+    assert result.counts["ok"] == 1 and not result.failures and (study / "run.json").is_file() and not (study / "report.html").exists()
+    assert result.warnings == [f"{study / 'report.html'}: not written ({study / 'thumbs'}: unreadable); the results are complete, "
+                               "a later run adds the pages"], result.warnings
+    monkeypatch.undo()
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts["skipped"] == 1 and (study / "report.html").is_file() and "all studies of the batch" in (study / "report.html").read_text()
+
+
 def test_too_low_an_open_file_limit_for_the_workers_is_one_line(random_weights, tmp_path):
     """`ulimit -n 16` with --workers 2: multiprocessing's EMFILE traceback (and leaked-semaphore
     warnings) instead of one line."""

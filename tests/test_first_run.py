@@ -214,6 +214,9 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     line = f"{csv}: not used as the frames' times (it has no header with columns filename,pts_seconds): read at 2 frames/s"
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
     assert _times(tmp_path / "d")[:2] == [0.0, 0.5]
+    done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report")  # review rev32: said
+    assert done.returncode == 0 and ("Warning: 1 frame-folder study read at a fixed rate although it has a timestamps.csv without the "
+                                     f"columns filename,pts_seconds, e.g. {folder}") in done.stderr.splitlines(), done.stderr
 
 
 def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_path, monkeypatch):

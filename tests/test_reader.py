@@ -493,6 +493,15 @@ def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_name
         if (folder / "timestamps.csv").is_symlink():
             (folder / "timestamps.csv").unlink()
             (folder / "timestamps.csv").mkdir()
+    (folder / "timestamps.csv").rmdir()  # review rev32: a European Excel's CSV is ours, refused with what is wrong, not passed over
+    (folder / "timestamps.csv").write_text("filename;pts_seconds\nframe0.png;0\nframe1.png;0.25\nframe2.png;0.5\n")
+    read, note = with_own_timestamps(ReadOptions(), folder)
+    assert note is None and read.timestamps_csv == folder.absolute() / "timestamps.csv"
+    with pytest.raises(InputError, match="separated by commas"):
+        probe(folder, read)
+    (folder / "timestamps.csv").write_text("frame,time\n0,0\n")  # a timing file of another format: passed over, said
+    assert with_own_timestamps(ReadOptions(), folder) == (ReadOptions(), f"{folder.absolute() / 'timestamps.csv'}: not used as the "
+                                                           "frames' times (it has no header with columns filename,pts_seconds): read at 2 frames/s")
     decomposed = tmp_path / "mac"
     decomposed.mkdir()
     for i, frame in enumerate(frames24[:2]):  # "Läsion" with a combining diaeresis, as macOS stores names

@@ -898,8 +898,9 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
 def test_scores_near_the_ends_are_not_rounded_onto_them(tmp_path):
     """Left for later (QA 34): a peak of 0.99962 read "1.000" on the pages and the console, which a reviewer takes for
     certainty; 0.0003 read "0.000"."""
-    values = (0.99962, 0.99951, 0.99949, 1.0, 0.00031, 0.0, 0.0006, 0.5, None, float("nan"))
-    assert [score_text(v) for v in values] == [">0.999", ">0.999", "0.999", "1.000", "<0.001", "0.000", "0.001", "0.500", "\u2014", "\u2014"]
+    values = (0.99962, 0.99951, 0.99949, 1.0, 0.00031, 0.0, 0.0006, 0.5, None, float("nan"), np.float32("nan"), -0.0, np.float32(0.99962))
+    assert [score_text(v) for v in values] == [">0.999", ">0.999", "0.999", "1.000", "<0.001", "0.000", "0.001", "0.500", "\u2014", "\u2014",
+                                               "\u2014", "0.000", ">0.999"]  # review rev32: numpy's NaN read "nan", -0.0 "-0.000"
     study = make_study(tmp_path / "s", frames=40, events=2)
     events = pq.read_table(study / "events.parquet")
     peaks = events.column("peak_score").to_pylist()

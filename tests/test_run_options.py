@@ -32,6 +32,7 @@ def bleeding(random_weights):
     (dict(decode_in="gpu"), "--decode-in must be one of auto, process, thread, got 'gpu'"),
     (dict(decoder_processes=2, decode_in="thread"), "--decoders 2 decodes in 2 processes: --decode-in thread contradicts it (omit one)"),
     (dict(queue_depth=True), "queue_depth must be a whole number >= 1, got True"),
+    (dict(own_timestamps="no"), "own_timestamps must be True or False, got 'no'"),  # review rev32: any value was taken
 ])
 def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(bleeding, tmp_path, options, message):
     pipeline, classifier = bleeding

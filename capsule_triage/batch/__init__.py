@@ -15,8 +15,10 @@
   next study can be skipped while the current one is scored: unread when its files' state is the one
   its run.json records, else by hashing it (reading all of its bytes, so it is in the page cache when
   its decoding starts).
-* Review pages: each study's ``report.html`` is written by ``triage_study`` inside its atomic output;
-  after the summary, ``index.html`` links them (:func:`capsule_triage.report_batch.write_batch_index`).
+* Review pages: each study's ``report.html`` is written in its staging folder once its run.json names the
+  batch (the pages link back to ``index.html``; a page that cannot be written leaves the complete results
+  installed without pages, with a warning); after the summary, ``index.html`` links them
+  (:func:`capsule_triage.report_batch.write_batch_index`).
   ``--no-report`` writes neither. ``report`` is not part of the pipeline fingerprint (it changes no
   result): a complete study that lacks report.html when reports are wanted gets one written from its
   outputs, without rescoring (it stays "skipped"); with ``--no-report`` existing pages are left alone.

@@ -37,7 +37,8 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
         "backend": backend,
         "device_type": device_type,
         "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
-            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}),
+            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}) | (
+            {"own_timestamps": False} if not run.own_timestamps else {}),  # a library's batch that turns the folder CSVs off
         "capsule_triage": __version__,
         "results": RESULTS_VERSION,
     }

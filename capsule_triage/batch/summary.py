@@ -66,21 +66,27 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
     (QA 22: a 4 fps export read at 2 fps without a word; each study's run.json and page say it too), and, when
     ``--fps`` was given, those timed by their own timestamps.csv instead (review rev31: said in run.json only)."""
     assumed = own = 0
+    unused = []  # folders whose timestamps.csv lacks the columns: read at the rate instead (review rev32: said in run.json only)
     for row in rows:
         if row["kind"] != "frames" or row["status"] not in ("ok", "skipped"):
             continue
         try:
-            read = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())["parameters"]["read"]
+            run = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())
+            read = run["parameters"]["read"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         assumed += rate_assumed(read)
         own += read.get("timestamps_from") == "folder"
+        unused += [run.get("input", {}).get("path", row["input_path"])] if read.get("own_timestamps_unused") == "columns" else []
     studies = lambda n: f"{n} frame-folder {'study' if n == 1 else 'studies'}"
     lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (the images carry no times): give "
              "--fps F, or a timestamps.csv (filename,pts_seconds) in each folder, if that is not their rate"] if assumed else []
     if own and fps is not None:
         lines.append(f"{studies(own)} timed by {'its' if own == 1 else 'their'} own timestamps.csv: --fps {fps:g} is for the "
                      "folders without one")
+    if unused:
+        lines.append(f"{studies(len(unused))} read at a fixed rate although {'it has' if len(unused) == 1 else 'they have'} a "
+                     f"timestamps.csv without the columns filename,pts_seconds, e.g. {unused[0]}")
     return lines
 
 

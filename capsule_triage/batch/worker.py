@@ -205,14 +205,13 @@ class StudyWorker:
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
-            if ctx.run.report:
-                write_report(work)
+            page_note = _write_pages(work, final) if ctx.run.report else None
             if not self.may_install():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
                 shutil.rmtree(work, ignore_errors=True)
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
             (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started)
+            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note)
         except WorkerSetupError:
             raise
         except DeviceError as exc:  # every later study would fail the same way
@@ -285,6 +284,20 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     _install(work, final)
     (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
     return True
+
+
+def _write_pages(work: Path, final: Path) -> str | None:
+    """The review pages of a study scored in this run; a failure leaves its complete results to be installed without
+    pages (a later run adds them) and is said in a warning (review rev32: it failed the study, and an InputError from
+    reading the outputs back was taken for a bad input, never retried)."""
+    try:
+        write_report(work)
+        return None
+    except (OSError, TriageError) as exc:
+        (work / REPORT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
+        reason = str(exc).replace(str(work), str(final)) if isinstance(exc, TriageError) else exc.strerror or str(exc)
+        return f"{final / REPORT_FILE}: not written ({reason}); the results are complete, a later run adds the pages"
 
 
 def _renamed(run: dict, earlier_path: str, path: str) -> None:
