@@ -98,7 +98,7 @@ def run(
     Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML
     review page report.html into the output folder, atomically. Exit code 2 on bad input (nothing is written).
     """
-    from .pipeline import RunOptions, load_classifier, triage_study
+    from .pipeline import RunOptions, check_input, load_classifier, triage_study
     from .presets import load_pipeline
     from .source_state import check_source
 
@@ -110,11 +110,12 @@ def run(
         if fps is not None and timestamps is not None:  # QA 13: --fps was ignored without a word
             raise InputError("--fps", "give --fps or --timestamps, not both (the CSV's times are the frames' times)")
         preset = load_pipeline(pipeline)
-        classifier = load_classifier(preset, weights=weights, device=device, backend=backend, threshold=threshold)
-        warn_backend(classifier)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
                              folder_fps=fps, timestamps_csv=timestamps, own_timestamps=fps is None, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value,
                              decoder_processes=decoders, progress=not quiet and sys.stderr.isatty())
+        check_input(source, preset, options)  # the header, or a folder's listing and times, before the model loads
+        classifier = load_classifier(preset, weights=weights, device=device, backend=backend, threshold=threshold)
+        warn_backend(classifier)
         result = triage_study(source, preset, classifier, options)
     except (TriageError, ValueError) as exc:
         fail(exc)

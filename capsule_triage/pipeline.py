@@ -95,6 +95,19 @@ def resolve_weights(pipeline: Pipeline, weights: str | Path | None = None) -> tu
     return str(local), note
 
 
+def check_input(input_path: str | Path, pipeline: Pipeline, options: RunOptions = RunOptions()) -> None:
+    """Refuse an input :func:`triage_study` would refuse at its probe, without a model: a video's header, a frame
+    folder's listing and times (``triage run`` calls it before loading the model: review rev32, an empty folder or a
+    missing --timestamps CSV was said after seconds of loading PyTorch).
+
+    Raises:
+        InputError: as the probe of :func:`triage_study`.
+    """
+    read = replace(pipeline.read, folder_fps=options.folder_fps or pipeline.read.folder_fps,
+                   timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv)
+    probe(Path(input_path), with_own_timestamps(read, Path(input_path), use=options.own_timestamps)[0])
+
+
 def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:
     """Triage one video or frame folder into ``options.out``.
 

@@ -150,9 +150,16 @@ def test_a_source_that_cannot_be_triaged_is_refused_before_the_model_loads(tmp_p
     """A mistyped path was said after the model had loaded (3.5 s with PyTorch weights; 0.4 s now): the weights
     named here do not exist, and the source's error comes first."""
     (tmp_path / "empty.mp4").write_bytes(b"")
-    for source, problem in (("missing.mp4", "no such file or directory"), ("empty.mp4", "file is empty (0 bytes)")):
-        result = triage("run", tmp_path / source, "--weights", tmp_path / "no-weights", "--out", tmp_path / "o")
-        assert result.returncode == 2 and result.stderr.strip() == f"Error: {tmp_path / source}: {problem}", result.stderr
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "no-frames").mkdir()  # review rev32: a folder's listing and times were still read after the model loaded
+    write_frame_folder([np.zeros((8, 8, 3), np.uint8)], tmp_path / "frames")
+    for source, problem in (("missing.mp4", "no such file or directory"), ("empty.mp4", "file is empty (0 bytes)"),
+                            ("notes.mp4", "not a readable video"),
+                            ("no-frames", "folder contains no frame images"), ("frames", "timestamp CSV not found")):
+        extra = ("--timestamps", tmp_path / "t.csv") if source == "frames" else ()
+        result = triage("run", tmp_path / source, "--weights", tmp_path / "no-weights", "--out", tmp_path / "o", *extra)
+        where = tmp_path / ("t.csv" if source == "frames" else source)
+        assert result.returncode == 2 and result.stderr.strip().startswith(f"Error: {where}: {problem}"), result.stderr
     assert not (tmp_path / "o").exists()
 
 
