@@ -22,7 +22,6 @@ from .completeness import measured_rate, time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .folder_times import TIMESTAMPS_FILE, timestamps_origin, with_own_timestamps
-from .frame_folder import scan_frame_folder
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
                       top_frames_table, write_json, write_table, write_thumbnails)
@@ -34,7 +33,7 @@ from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
-from .source_state import hash_unchanged, settled_state_digest, source_state
+from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 from .progress import progress_bar
 
@@ -142,8 +141,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
-        files = image_names(input_path) if info.kind == "frames" else None  # by frame index (QA 34: "frame 36" only)
-        files = files if files is None or len(files) == info.num_frames_from_header else None  # the listing the frames came from
+        # A frame folder's image names by frame index (QA 34: "frame 36" only), from the state the hash has just
+        # confirmed: the listing the frames came from, without listing the folder again (~0.45 s per 50,000 images)
+        files = folder_names(unchanged, info.num_frames_from_header) if info.kind == "frames" else None
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
                     class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files), provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs, files=files), provenance)
@@ -169,11 +169,6 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         top_score=float(np.nanmax(ranking.scores)) if view.any() else None, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
         model=provenance["model"], input_sha256=input_sha, run=run,
     )
-
-
-def image_names(folder: Path) -> list[str]:
-    """A frame folder's image names, by frame index (the reader's order: natural order of the names)."""
-    return [path.name for path in scan_frame_folder(folder).images]
 
 
 def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOptions) -> ReadOptions:

@@ -66,6 +66,12 @@ def source_state(path: str | Path) -> tuple:
         return ()  # probe names the problem
 
 
+def folder_names(state: tuple, images: int) -> list[str]:
+    """A frame folder's image names by frame index, from its :func:`source_state` (its images in the reader's
+    natural order come first, then its own timestamps.csv)."""
+    return [entry[0] for entry in state[:images]]
+
+
 def state_digest(state: tuple) -> str:
     """SHA-256 of a :func:`source_state` (what ``run.json`` records as ``input.state_sha256``)."""
     return hashlib.sha256(json.dumps(state).encode("utf-8", "surrogateescape")).hexdigest()

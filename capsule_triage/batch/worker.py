@@ -210,7 +210,7 @@ class StudyWorker:
                 shutil.rmtree(work, ignore_errors=True)
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
-            (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+            _forget_failure(ctx, study)
             return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note)
         except WorkerSetupError:
             raise
