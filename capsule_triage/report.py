@@ -8,8 +8,6 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -21,7 +19,7 @@ from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
 from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
-                         score_text, script_json, timeline_svg)
+                         score_text, script_json, timeline_svg, write_atomic)
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
@@ -44,12 +42,14 @@ def reading_seconds(frames: int, fps: float = READING_FPS) -> float:
     return frames / fps
 
 
-def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
+def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: bool | None = None) -> Path:
     """Write ``OUT_DIR/report.html`` and one ``OUT_DIR/report/event-NNNN.html`` per event; return report.html's path.
 
     Args:
         out_dir: a study folder written by ``triage run``.
         model_card: the model card (Markdown text or path); its intended-use line is shown.
+        batch_index: whether a batch study's pages link to the batch's index.html (its writer says so); None: when
+            that page is there now (a ``--no-report`` batch has none: review rev32 L5, the link was dead).
 
     Raises:
         InputError: not a study folder, or unreadable files.
@@ -63,6 +63,8 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
     card_use = intended_use(model_card) or study.run.get("model", {}).get("config", {}).get("provenance", {}).get("intended_use")
     card_use = card_use or ("not stated in the model card" if model_card else None)
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
+    in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
+    linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())
     try:
         detail_dir.mkdir(exist_ok=True)
         wanted = {_detail_name(i) for i in range(len(study.events))}
@@ -71,23 +73,10 @@ def write_report(out_dir: Path, *, model_card: str | None = None) -> Path:
                 stale.unlink()
         rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
         for i in range(len(study.events)):
-            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps))
+            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps, linked))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
-    return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use, gaps))
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write a page through a temp file renamed into place (never half a page); OutputError naming it."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # Names from the input may hold undecodable bytes (kept as surrogates): shown as U+FFFD.
-        tmp.write_bytes(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
-    return path
+    return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use, gaps, linked))
 
 
 def _detail_name(rank: int) -> str:
@@ -103,12 +92,12 @@ def _rows_by_event(event_id: np.ndarray) -> dict[int, np.ndarray]:
 
 # --- study page -------------------------------------------------------------------------------
 
-def _batch_link(run: dict, up: str) -> str:
+def _batch_link(linked: bool, up: str) -> str:
     """A link to the batch's list of studies, for a study that ``triage batch`` triaged (QA 34: only Back led there)."""
-    return f' <a href="{up}{INDEX_FILE}">all studies of the batch</a>' if isinstance(run.get("batch"), dict) else ""
+    return f' <a href="{up}{INDEX_FILE}">all studies of the batch</a>' if linked else ""
 
 
-def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, float]]) -> str:
+def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, float]], linked: bool) -> str:
     run, f = study.run, study.frames
     name = _file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
@@ -125,7 +114,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
-    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(run, "../")), main, script,
+    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main, script,
                      skip=("#events", "Skip to events"))
 
 
@@ -339,7 +328,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 
 # --- event detail pages -----------------------------------------------------------------------
 
-def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list) -> str:
+def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list, linked: bool) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
     name = _file_name(study.run)
@@ -347,7 +336,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     # They go by rank, not by time: the names say so
     prev_link = link(i - 1, f"\u2190 previous event (#{i}, higher score)" if i else "\u2190 previous event", "prev")
     next_link = link(i + 1, f"next event (#{i + 2}, lower score) \u2192" if i + 1 < n else "next event \u2192", "next")
-    nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}{_batch_link(study.run, "../../")}'
+    nav = f'{prev_link} <a rel="up" href="../{REPORT_FILE}#event-{i + 1}">all events</a> {next_link}{_batch_link(linked, "../../")}'
     thumb = study.thumbs.get(e.get("peak_frame"))
     figure = (f'<figure><img src="../{esc(thumb)}" alt="Peak {esc(study.frame(e.get("peak_frame")))}"><figcaption>Peak '
               f'{esc(study.frame(e.get("peak_frame")))} at {esc(fmt_clock(e.get("peak_seconds")))}</figcaption></figure>' if thumb else "")

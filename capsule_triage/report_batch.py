@@ -12,9 +12,9 @@ from urllib.parse import quote
 from .errors import InputError, TriageError
 from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
-from .report import INDEX_FILE, REPORT_FILE, write_atomic, write_report
+from .report import INDEX_FILE, REPORT_FILE, write_report
 from .report_assets import INDEX_JS
-from .report_svg import esc, fmt_duration, html_page, page_header, score_text
+from .report_svg import esc, fmt_duration, html_page, page_header, score_text, write_atomic
 from .study_folder import read_parquet
 
 STUDIES_FILE = "studies.parquet"
@@ -117,7 +117,7 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
         sid = _study_id(row)
         if sid and (folder / sid / RUN_FILE).is_file():
             try:
-                write_report(folder / sid, model_card=model_card)
+                write_report(folder / sid, model_card=model_card, batch_index=True)  # the index follows
             except TriageError as exc:
                 problems.append(exc)
         elif sid and row.get("status") in ("ok", "skipped"):  # listed as done, but its output is gone or incomplete

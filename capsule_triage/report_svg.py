@@ -1,4 +1,5 @@
-"""The report's building blocks: escaping, number formats, the score timeline SVG, the page shell.
+"""The report's building blocks: escaping, number formats, the score timeline SVG, the page shell, and
+writing a page (through a temp file renamed into place).
 
 Pure numpy and string building, no plotting library or web assets: pages stay self-contained and
 small. A long study is downsampled by per-bin maximum before drawing, so a 100,000-frame timeline
@@ -10,13 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .errors import OutputError
 from .report_assets import CSS
 from .versions import version_line
 
@@ -346,3 +351,16 @@ def html_page(title: str, header: str, main: list[str], script: str, *, skip: tu
     body = f'{link}{header}\n<main id="main">\n' + "\n".join(main) + f"\n</main>\n{page_footer()}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
             f'initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write a page through a temp file renamed into place (never half a page); OutputError naming it."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # Names from the input may hold undecodable bytes (kept as surrogates): shown as U+FFFD.
+        tmp.write_bytes(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
+    return path

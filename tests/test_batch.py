@@ -421,7 +421,7 @@ def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weigh
     os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
 
-    def unreadable(folder):
+    def unreadable(folder, **_):
         (Path(folder) / "report.html").write_text("half a page")
         raise InputError(Path(folder) / "thumbs", "unreadable")
 

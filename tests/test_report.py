@@ -918,9 +918,16 @@ def test_only_a_batch_s_study_links_to_the_batch_index(tmp_path):
     assert not any("all studies of the batch" in page for page in pages())  # triage run: no batch above it
     run = json.loads((study / "run.json").read_text())
     (study / "run.json").write_text(json.dumps({**run, "batch": {"study_id": "s", "relative_path": "s.mp4"}}))
+    # review rev32 L5: a --no-report batch has no index.html; `triage report STUDY` linked to it anyway (a dead link)
+    assert not any("all studies of the batch" in page for page in pages())
+    (tmp_path / "index.html").write_text("<html></html>")  # the batch's index beside the study
     study_page, *event_pages = pages()
     assert '<a href="../index.html">all studies of the batch</a>' in study_page and len(event_pages) == 2
     assert all('<a href="../../index.html">all studies of the batch</a>' in page for page in event_pages)
+    (tmp_path / "index.html").unlink()  # the batch's writers say the index follows them
+    write_report(study, batch_index=True)
+    assert "all studies of the batch" in (study / "report.html").read_text()
+    assert "all studies of the batch" in (study / "report" / "event-0001.html").read_text()
 
 
 def test_a_frame_folders_rate_says_where_its_times_came_from(tmp_path):

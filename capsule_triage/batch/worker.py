@@ -277,7 +277,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
-        write_report(work)  # replaces the linked pages by rename
+        write_report(work, batch_index=True)  # replaces the linked pages by rename; index.html follows this run
     else:  # no pages naming the earlier path
         (work / REPORT_FILE).unlink(missing_ok=True)
         shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
@@ -291,7 +291,7 @@ def _write_pages(work: Path, final: Path) -> str | None:
     pages (a later run adds them) and is said in a warning (review rev32: it failed the study, and an InputError from
     reading the outputs back was taken for a bad input, never retried)."""
     try:
-        write_report(work)
+        write_report(work, batch_index=True)  # the run writes index.html after its studies
         return None
     except (OSError, TriageError) as exc:
         (work / REPORT_FILE).unlink(missing_ok=True)
@@ -375,7 +375,7 @@ def add_missing_report(final: Path, work_root: Path) -> None:
     work = work_root / final.name
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(final, work, symlinks=True, copy_function=_link_or_copy)
-    write_report(work)  # replaces files by rename only: the linked originals are never modified
+    write_report(work, batch_index=True)  # replaces files by rename only: the linked originals are never modified
     _install(work, final)
 
 
