@@ -141,5 +141,11 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
                     raise InputError(path, f"{name} is listed twice (rows {times[name][1]} and {number})")
                 times[name] = (seconds, number)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"cannot read the timestamp CSV ({exc})") from None
+        raise unreadable_csv(path, exc) from None
     return times
+
+
+def unreadable_csv(path: Path, exc: Exception) -> InputError:
+    """The one error for a timestamp CSV that cannot be read, in ``triage run`` and in a batch's hashing alike
+    (QA 36 L9: the batch said "Permission denied" alone)."""
+    return InputError(path, f"cannot read the timestamp CSV ({getattr(exc, 'strerror', None) or exc})")

@@ -107,7 +107,7 @@ def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
     before = source_state(path)
     try:
         sha = source_sha256(path)
-    except OSError:
+    except (OSError, InputError):
         return None
     return (sha, before) if before and source_state(path) == before else None
 
@@ -129,8 +129,13 @@ def source_sha256(path: str | Path) -> str:
     path = Path(path)
     if not path.is_dir():
         return file_sha256(path)
+    from .folder_times import TIMESTAMPS_FILE, unreadable_csv
+
     digest = hashlib.sha256()
     for image in _folder_files(path):
         digest.update(image.name.encode("utf-8", "surrogateescape"))
-        digest.update(file_sha256(image).encode())
+        try:
+            digest.update(file_sha256(image).encode())
+        except OSError as exc:  # the CSV said as `triage run` says it; an image as it is (the batch names the file)
+            raise unreadable_csv(image, exc) if image.name.casefold() == TIMESTAMPS_FILE else exc from None
     return digest.hexdigest()

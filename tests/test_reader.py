@@ -513,6 +513,46 @@ def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_name
         probe(decomposed, with_own_timestamps(ReadOptions(), decomposed)[0])
 
 
+def test_an_unreadable_own_timestamp_csv_is_said_alike_by_the_run_and_the_batch_hash(tmp_path, frames24, monkeypatch):
+    """QA 36 L9: a batch study whose timestamps.csv could not be read failed with "timestamps.csv: Permission denied"
+    (its hash is taken first), `triage run` with "cannot read the timestamp CSV (...)". Root reads a chmod 000 file,
+    so the denial is simulated at open()."""
+    import builtins
+    import errno
+    import os
+
+    from capsule_triage.batch.discovery import Study
+    from capsule_triage.batch.worker import describe_error
+    from capsule_triage.folder_times import with_own_timestamps
+    from capsule_triage.source_state import hashed_state, source_sha256
+
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\nframe0.png,0\nframe1.png,0.25\nframe2.png,0.5\n")
+    csv_path = folder.absolute() / "timestamps.csv"
+    real_open, real_os_open, denied = builtins.open, os.open, ["timestamps.csv"]
+
+    def deny(path):
+        if isinstance(path, (str, bytes, os.PathLike)) and os.path.basename(os.fsdecode(path)) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: deny(path) or real_open(path, *a, **k))
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: deny(path) or real_os_open(path, *a, **k))
+    expected = f"{csv_path}: cannot read the timestamp CSV (Permission denied)"
+    with pytest.raises(InputError) as run_error:
+        probe(folder, with_own_timestamps(ReadOptions(), folder)[0])
+    with pytest.raises(InputError) as hash_error:
+        source_sha256(folder)
+    assert str(run_error.value) == str(hash_error.value) == expected
+    assert hashed_state(folder) is None  # "cannot be read": the worker hashes again and records that error
+    study = Study(study_id="f", rel_path="f", path=str(folder), kind="frames")
+    assert describe_error(study, hash_error.value) == expected
+    denied[:] = ["frame1.png"]  # an image: its own error, named by the batch as it is
+    with pytest.raises(PermissionError):
+        source_sha256(folder)
+    assert describe_error(study, PermissionError(errno.EACCES, "Permission denied", str(folder / "frame1.png"))) == \
+        f"{folder / 'frame1.png'}: Permission denied"
+
+
 def _demo_frames(n: int) -> list[np.ndarray]:
     import av
 
