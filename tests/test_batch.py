@@ -740,6 +740,11 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "skipped", "b.mp4": "skipped"}
     assert rows["a.mp4"]["frames"] == 64 and "a.mp4" in (out / "index.html").read_text()
+    with pytest.raises(KeyboardInterrupt):  # left for later since stop 22: with --force they were listed as pending
+        run_batch(tmp_path / "in", out, replace(options, force=True))
+    rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "skipped", "b.mp4": "skipped"}
+    assert rows["b.mp4"]["frames"] == 64 and "b.mp4" in (out / "index.html").read_text()
     monkeypatch.setattr(worker.StudyWorker, "run", run)
     (tmp_path / "in" / "b.mp4").unlink()
     result = run_batch(tmp_path / "in", out, replace(options, run=RunOptions(report=False)))

@@ -250,11 +250,11 @@ def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     """The status of a study whose outcome this run never got (interrupted): "ok" if a killed worker
     installed it, "skipped" if it is complete from an earlier run and its input unchanged by its
     recorded file state (an early Ctrl-C listed a whole archive of complete studies as pending, with
-    no data or link on index.html), else "pending"."""
+    no data or link on index.html; with ``--force`` too: its results stand until it is redone), else "pending"."""
     if _installed_since(ctx, study, since):
         return "ok"
     final = ctx.out_dir / study.study_id
-    sha = None if ctx.force else unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
+    sha = unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
     return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
 
 
