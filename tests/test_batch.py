@@ -748,7 +748,29 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     monkeypatch.setattr(worker.StudyWorker, "run", run)
     (tmp_path / "in" / "b.mp4").unlink()
     result = run_batch(tmp_path / "in", out, replace(options, run=RunOptions(report=False)))
-    assert result.counts["pending"] == 0 and result.index is None and not (out / "index.html").exists()
+    # QA 37: the --no-report night removed index.html and the pages of its skipped studies kept dead links to it; it is
+    # rebuilt instead, without the deleted study, linking only studies that have pages (0new.mp4, scored now, has none)
+    index = (out / "index.html").read_text()
+    assert result.counts["pending"] == 0 and result.index == out / "index.html" and "b.mp4" not in index
+    (a_id,) = [r["study_id"] for r in result.rows if r["input_path"] == "a.mp4"]
+    (new_id,) = [r["study_id"] for r in result.rows if r["input_path"] == "0new.mp4"]
+    assert f'href="{a_id}/report.html"' in index and "all studies of the batch" in (out / a_id / "report.html").read_text()
+    assert not (out / new_id / "report.html").exists() and f'href="{new_id}/report.html"' not in index
+
+
+@pytest.mark.parametrize("force,advice", [(False, "Re-run the same command to finish the rest."),
+                                           (True, "Studies not reached keep their earlier results; --force again redoes every study.")])
+def test_an_interrupted_batch_says_what_a_rerun_does(force, advice, monkeypatch, tmp_path):
+    """QA 37: after Ctrl-C in a --force night the advice was to re-run the same command, which redoes every study again."""
+    import capsule_triage.batch as batch_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_batch", interrupted)
+    (tmp_path / "in").mkdir()
+    result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")
+    assert result.exit_code == 130 and result.stderr.strip() == f"Interrupted; studies.parquet lists what is done. {advice}", result.stderr
 
 
 def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path, monkeypatch):
