@@ -137,7 +137,7 @@ def run(
     typer.echo(
         f"{result.frames:,} frames ({result.frames_skipped:,} skipped"
         + (f", {result.run['frames_without_view']:,} without a field of view" if result.run.get("frames_without_view") else "")
-        + f"), {events} events, "
+        + f"), {events} event{'s' if events != 1 else ''}, "
         f"{100 * result.flagged_fraction:.1f}% of frames flagged, {result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"
     )
     _print_top_events(result.out_dir)
