@@ -29,11 +29,13 @@ from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's fol
 sys.path.insert(0, str(REPO))
 
 from capsule_triage.augment import pixel_noise  # noqa: E402
+from capsule_triage.bench import machine  # noqa: E402
 from capsule_triage.datasets import read_samples, select  # noqa: E402
 from capsule_triage.evaluate import backend_probs, predict_probs, suspicion  # noqa: E402
 from capsule_triage.preprocess import Preprocessor  # noqa: E402
 from capsule_triage.recompress import Codec, round_trip  # noqa: E402
 from capsule_triage.stills import load_for_model  # noqa: E402
+from capsule_triage.versions import package_versions  # noqa: E402
 from capsule_triage.weights import load_model  # noqa: E402
 
 
@@ -77,7 +79,8 @@ def main() -> None:
         print(weights)
         results.append(changes(weights, [b for b in args.backends.split(",") if b]))
     out = {"what": "fragility", "command": "python benchmarks/fragility.py " + " ".join(sys.argv[1:]),
-           "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "results": results}
+           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": package_versions(),  # left for later (QA 35)
+           "torch": torch.__version__, "results": results}
     (HERE / "results" / "fragility.json").write_text(json.dumps(out, indent=1) + "\n")
 
 

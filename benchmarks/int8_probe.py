@@ -40,6 +40,7 @@ TRAIN = ["wcebleedgen/train/bleeding", "wcebleedgen/train/non-bleeding"]
 CALIBRATION = 300
 
 from capsule_triage.backends import onnx_backend, quantize_int8, runs_here  # noqa: E402
+from capsule_triage.bench import machine  # noqa: E402
 from capsule_triage.classifier import softmax  # noqa: E402
 from capsule_triage.optimize import decode_all, measure_fps  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402
@@ -112,7 +113,9 @@ def main() -> None:
     fp32_file = WEIGHTS / "model.fp32.onnx"
     reference = onnx_scores("ort-fp32", fp32_file, check, abnormal)
     engines = [e for e in ("ort-int8", "ov-int8") if runs_here(e)]
-    report = {"check": CHECK, "check_frames": len(check), "train_frames": len(train), "calibration_frames": CALIBRATION,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", "benchmarks/int8_probe.py", *sys.argv[1:]]),
+              "machine": machine(),  # left for later (QA 35): the file held no command or CPU
+              "check": CHECK, "check_frames": len(check), "train_frames": len(train), "calibration_frames": CALIBRATION,
               "epochs": args.epochs, "lr": args.lr, "versions": package_versions(), "variants": {}}
     fp32_speed = {e: round(measure_fps(onnx_backend(e, fp32_file, threads=2, batch_size=8), check, 8, min_seconds=3), 1)
                   for e in ("ort-fp32", "ov-fp32") if runs_here(e)}
