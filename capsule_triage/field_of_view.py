@@ -11,13 +11,7 @@ VIEW_MIN_SIDE = 1 / 4  # the smallest view, as a fraction of the frame's short s
 VIEW_GRID = 48  # has_view looks at about this many pixels along the frame's short side
 FLAT_LUMA_IQR = 3  # a bright part whose middle half of pixels spans fewer grey levels (of 255) is a flat screen
 GREY_SATURATION = 20  # a bright part whose median pixel's saturation ((max - min) / max of R, G, B) is below this % is grey: a panel, not tissue
-NO_VIEW_KINDS = "black, too dark, burned-in text only, or a blank or test-pattern screen"  # said with every count of them
 NO_VIEW_WARN_SHARE = 0.5  # a study with at least this share of frames without a view is named (Warning:, batch index)
-SMOOTH_SHARE = 0.6  # a screen: at least this share of its pixels equal (within SAME_LEVELS) to the one below them
-SAME_LEVELS = 4  # grey levels (every channel) within which two pixels count as equal
-BAR_EDGES = 3  # colour bars: at least this many columns where half the rows step by more than BAR_STEP levels
-BAR_STEP = 40
-BLUE_SHARE = 0.9  # a blue screen: at least this share of its pixels blue (hue 190-270 degrees, saturation >= 20 %)
 
 
 def brightness(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
@@ -47,9 +41,8 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
     half of its pixels' brightness spans at least :data:`FLAT_LUMA_IQR` grey levels) and is not
     grey (its median pixel's saturation is at least :data:`GREY_SATURATION` %; dimming keeps it). A
     black frame, a view too dark to read (before the scope goes in, after it comes out), burned-in
-    text alone (each glyph a small part of its own), a flat screen (a processor's blue "no signal"),
-    a grey one (a panel of patient details, shaded or not) or a generated one (colour bars, a smooth blue
-    screen: :func:`_screen`) shows none: a model's score of such a
+    text alone (each glyph a small part of its own), a flat screen (a processor's blue "no signal")
+    or a grey one (a panel of patient details, shaded or not) shows none: a model's score of such a
     frame means nothing, and its thumbnail would show the patient's name (QA passes 27 and 28,
     review rev26). A grey (monochrome) video shows none either: endoscopes record colour.
 
@@ -66,7 +59,7 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
     total = brightness(small[..., 0], small[..., 1], small[..., 2])
     bright = (total > FOV_LUMA_THRESHOLD * 255 * 3).view(np.uint8)
     least = (VIEW_MIN_SIDE * min(bright.shape[1:])) ** 2
-    out, saturation, level = np.zeros(n, dtype=bool), None, None
+    out, saturation = np.zeros(n, dtype=bool), None
     for i, mask in enumerate(bright):
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if count < 2:
@@ -85,43 +78,4 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
             spread = top - np.minimum(np.minimum(small[..., 0], small[..., 1]), small[..., 2])
             saturation = (spread * 100 // np.maximum(top, 1)).astype(np.uint8)
         out[i] = np.searchsorted(np.bincount(saturation[i][part], minlength=101).cumsum(), size / 2) >= GREY_SATURATION
-        if out[i]:
-            if level is None:  # once per batch, as saturation: brightness equal to the pixel below's (a screen's first sign)
-                level = np.abs(np.diff(total.astype(np.int16), axis=1)) <= 3 * SAME_LEVELS
-            out[i] = not _screen(small[i], part, level[i])
     return out
-
-
-def _screen(grid: np.ndarray, part: np.ndarray, level: np.ndarray) -> bool:
-    """Whether a bright, coloured part is a generated screen, not tissue: colour bars (a recorder's test pattern)
-    or a smooth blue "no signal" screen; the shipped model scored both as bleeding (0.64-0.90). Both are smooth
-    (:data:`SMOOTH_SHARE` of the pixels inside the part, two grid steps from its edge, equal to the one below in
-    every channel within :data:`SAME_LEVELS`); colour bars also step sharply in the same columns (:data:`BAR_EDGES`),
-    a blue screen is blue (:data:`BLUE_SHARE`). ``level``: where the brightness (R + G + B) equals the one below
-    within 3 x SAME_LEVELS (cheap, for the whole batch: a frame that is not smooth by it is not smooth at all).
-
-    Measured (2026-12-02, /tmp/s43): of the 1,868 WCEBleedGen stills (also through H.264 at CRF 35 at 336 px), the
-    two WCE clips and the 720p laparoscopic clip, those with three such columns are at most 0.23 smooth (0.54
-    with two), and none is more than 0.5 % blue; 75 % / 100 % / SMPTE bars at 336 and 720 px, with Gaussian noise of
-    up to 4 levels, through H.264 at CRF 23 and 35: 0.80-1.00 smooth, 6-7 columns; blue gradients 0.89-0.99 smooth,
-    100 % blue. Adds 20-35 microseconds per 336 px frame to has_view (68-84 before), 10 per 720p one (120)."""
-    inner = cv2.erode(part.view(np.uint8), _KERNEL, iterations=2, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
-    pairs = inner[1:] & inner[:-1]
-    counted = np.count_nonzero(pairs)
-    if counted < 16 or np.count_nonzero(level & pairs) < SMOOTH_SHARE * counted:
-        return False  # textured: tissue (most frames end here)
-    pixels = grid.astype(np.int16)
-    down = np.abs(pixels[1:] - pixels[:-1]).max(axis=-1) <= SAME_LEVELS
-    if np.count_nonzero(down & pairs) < SMOOTH_SHARE * counted:
-        return False
-    across = inner[:, 1:] & inner[:, :-1]
-    steps = (np.abs(pixels[:, 1:] - pixels[:, :-1]).max(axis=-1) > BAR_STEP) & across
-    rows = across.sum(axis=0)
-    if np.count_nonzero((rows >= 8) & (2 * steps.sum(axis=0) >= rows)) >= BAR_EDGES:
-        return True
-    hsv = cv2.cvtColor(np.ascontiguousarray(grid), cv2.COLOR_RGB2HSV)  # hue 0-180, saturation 0-255
-    blue = (hsv[..., 0] >= 95) & (hsv[..., 0] <= 135) & (hsv[..., 1] >= 51)  # 190-270 degrees, saturation >= 20 %
-    return np.count_nonzero(blue & part) >= BLUE_SHARE * np.count_nonzero(part)
-
-
-_KERNEL = np.ones((3, 3), np.uint8)

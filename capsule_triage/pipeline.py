@@ -28,7 +28,7 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
-from .field_of_view import NO_VIEW_KINDS, has_view, mostly_without_view
+from .field_of_view import has_view, mostly_without_view
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
@@ -283,7 +283,7 @@ def _no_view_note(path: Path, view: np.ndarray) -> str | None:
     if not mostly_without_view(without, len(view)):
         return None
     what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
-    return f"{path}: {what} a field of view ({NO_VIEW_KINDS}): not scored, in no event"
+    return f"{path}: {what} a field of view (black, too dark, or burned-in text only): not scored, in no event"
 
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:
@@ -342,7 +342,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,
-        "frames_without_view": int((~view).sum()),  # black, too dark, text only, a screen: not scored
+        "frames_without_view": int((~view).sum()),  # black, too dark, or burned-in text only: not scored
         "time_gaps": time_gaps(pts),
         "frame_rate": measured_rate(pts),  # from the frames' times (source.average_fps is the header's, maybe nominal)
         "decoded_in": decoded_in,
