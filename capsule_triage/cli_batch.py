@@ -39,7 +39,7 @@ def batch_command(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Write no HTML review pages (report.html per study; index.html only if an earlier run wrote one: it is kept up to date, linking the studies that have pages); the results are the same, and a later run without this flag adds the missing pages without rescoring.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Write no study pages (report.html); an index.html of earlier runs is kept up to date. A later run without this flag adds the missing pages without rescoring.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Triage every study under INPUT_DIR into OUT_DIR; resumable, one bad study never stops the others.
@@ -64,7 +64,8 @@ def batch_command(
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        rest = ("Studies not reached keep their earlier results; --force again redoes every study" if force else  # QA 37
+        rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
+                "those only); --force again redoes every study" if force else  # QA 37, rev33
                 "Re-run the same command to finish the rest")
         typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)

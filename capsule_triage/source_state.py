@@ -115,12 +115,23 @@ def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
 def hash_unchanged(path: Path, before: tuple) -> str:
     """The input's hash, after checking that it is the input that was scored: a file replaced,
     appended to or deleted during the run was recorded with the new file's hash and the old file's
-    size and scores (or ended in a traceback)."""
-    hashed = hashed_state(path)
-    if hashed is None or hashed[1] != before:
-        raise InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
+    size and scores (or ended in a traceback). A file of it that cannot be read while its state holds is
+    said as such (review rev33: a folder's unreadable timestamps.csv, unused under --fps, read "input changed")."""
+    changed = InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
                                "nothing was written")
-    return hashed[0]
+    if not before:
+        raise changed
+    try:
+        sha = source_sha256(path)
+    except (OSError, InputError) as exc:
+        if source_state(path) != before:
+            raise changed from None
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(Path(os.fsdecode(exc.filename)) if exc.filename else path, f"cannot read ({exc.strerror or exc})") from None
+    if source_state(path) != before:
+        raise changed
+    return sha
 
 
 def source_sha256(path: str | Path) -> str:

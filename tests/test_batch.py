@@ -759,7 +759,8 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
 
 
 @pytest.mark.parametrize("force,advice", [(False, "Re-run the same command to finish the rest."),
-                                           (True, "Studies not reached keep their earlier results; --force again redoes every study.")])
+                                           (True, "Studies not reached keep their earlier results and new ones stay pending (a run without "
+                                                  "--force scores those only); --force again redoes every study.")])
 def test_an_interrupted_batch_says_what_a_rerun_does(force, advice, monkeypatch, tmp_path):
     """QA 37: after Ctrl-C in a --force night the advice was to re-run the same command, which redoes every study again."""
     import capsule_triage.batch as batch_module

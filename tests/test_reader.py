@@ -551,6 +551,21 @@ def test_an_unreadable_own_timestamp_csv_is_said_alike_by_the_run_and_the_batch_
         source_sha256(folder)
     assert describe_error(study, PermissionError(errno.EACCES, "Permission denied", str(folder / "frame1.png"))) == \
         f"{folder / 'frame1.png'}: Permission denied"
+    # review rev33: after scoring (the CSV unused under --fps) the run said "input changed while it was being triaged"
+    from capsule_triage.source_state import hash_unchanged, source_state
+
+    state = source_state(folder)
+    with pytest.raises(InputError, match=r"frame1.png: cannot read \(Permission denied\)$"):
+        hash_unchanged(folder, state)
+    denied[:] = ["timestamps.csv"]
+    with pytest.raises(InputError) as error:
+        hash_unchanged(folder, state)
+    assert str(error.value) == expected
+    denied[:] = []
+    assert hash_unchanged(folder, state) == source_sha256(folder)
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\nframe0.png,0\n")
+    with pytest.raises(InputError, match="input changed while it was being triaged"):
+        hash_unchanged(folder, state)
 
 
 def _demo_frames(n: int) -> list[np.ndarray]:

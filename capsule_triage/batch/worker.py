@@ -211,8 +211,8 @@ class StudyWorker:
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             _install(work, final)
             _forget_failure(ctx, study)
-            if self._outputs_by_input is not None:  # a copy later in this run reuses it (it was scored twice)
-                self._outputs_by_input.setdefault(sha, final)
+            if self._outputs_by_input is not None:  # a copy later in this run reuses it (rev33: not setdefault, an entry may be stale)
+                self._outputs_by_input[sha] = final
             return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note)
         except WorkerSetupError:
             raise
@@ -227,14 +227,12 @@ class StudyWorker:
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
             return record_failure(ctx, study, error, started=started, input_fault=input_fault)
 
-
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
         """A complete output of the same input bytes and pipeline under another id: the study was
         moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
         once per worker, at its first study that needs scoring (with several workers it may include
-        outputs other workers installed in this run: harmless, :func:`_reuse` checks the copy), and the
-        studies the worker scores are added to it as they are installed (two copies of a study in one night
-        are scored once by one worker; by two workers at the same moment, twice)."""
+        outputs other workers installed in this run: harmless, :func:`_reuse` checks the copy); the studies it
+        scores join it when installed (two copies in one night: scored once; by two workers at once, twice)."""
         if self._outputs_by_input is None:
             self._outputs_by_input = {}
             for run_file in sorted(self.ctx.out_dir.glob(f"*/{RUN_FILE}")):
