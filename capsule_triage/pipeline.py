@@ -116,7 +116,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     started = time.perf_counter()
     input_path = Path(input_path)
     options = check_run(pipeline, classifier, options)
-    unchanged = source_state(input_path)  # first: a timestamps.csv added after it fails the run as a changed input
+    # The folder's own timestamps.csv is part of the input unless the run times the frames otherwise (QA 36 L7)
+    own_csv = options.own_timestamps and (options.timestamps_csv or pipeline.read.timestamps_csv) is None
+    unchanged = source_state(input_path, own_csv=own_csv)  # first: a timestamps.csv added after it fails the run as a changed input
     read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=options.own_timestamps)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
@@ -135,7 +137,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     config = classifier.config
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
                    frame_period=1.0 / info.average_fps if info.average_fps else None, has_view=view)
-    input_sha = hash_unchanged(input_path, unchanged)
+    input_sha = hash_unchanged(input_path, unchanged, own_csv=own_csv)
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
         thumbnails_started = time.perf_counter()

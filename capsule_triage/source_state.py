@@ -37,20 +37,21 @@ def check_source(path: str | Path) -> None:
         raise InputError(path, "file is empty (0 bytes)")
 
 
-def _folder_files(folder: Path) -> list[Path]:
-    """A frame folder's images in natural order, then its own ``timestamps.csv`` if it has one (its
-    times are part of the study: an edited CSV moves events, so a batch scores the study again)."""
+def _folder_files(folder: Path, own_csv: bool = True) -> list[Path]:
+    """A frame folder's images in natural order, then its own ``timestamps.csv`` if it has one and ``own_csv`` (its
+    times are part of the study: an edited CSV moves events, so a batch scores the study again; a run that times the
+    frames otherwise, ``--fps`` or ``--timestamps OTHER``, leaves it out: QA 36 L7)."""
     from .folder_times import own_timestamps
     from .frame_folder import list_frame_images
 
     try:
-        csv = own_timestamps(folder)
+        csv = own_timestamps(folder) if own_csv else None
     except InputError:  # two of them: the run refuses the folder, naming both
         csv = None
     return list_frame_images(folder) + ([csv] if csv else [])
 
 
-def source_state(path: str | Path) -> tuple:
+def source_state(path: str | Path, *, own_csv: bool = True) -> tuple:
     """What tells a changed input apart without reading it: (name, inode, size, mtime, ctime) of the
     video file, or of every image of a frame folder and its own timestamps.csv (its listing included).
     The ctime catches a rewrite that restores the modification time (``cp -p``, an anonymiser calling utime)."""
@@ -61,7 +62,7 @@ def source_state(path: str | Path) -> tuple:
         return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     try:
-        return tuple(map(state, _folder_files(path))) if path.is_dir() else state(path)
+        return tuple(map(state, _folder_files(path, own_csv))) if path.is_dir() else state(path)
     except OSError:
         return ()  # probe names the problem
 
@@ -112,7 +113,7 @@ def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
     return (sha, before) if before and source_state(path) == before else None
 
 
-def hash_unchanged(path: Path, before: tuple) -> str:
+def hash_unchanged(path: Path, before: tuple, *, own_csv: bool = True) -> str:
     """The input's hash, after checking that it is the input that was scored: a file replaced,
     appended to or deleted during the run was recorded with the new file's hash and the old file's
     size and scores (or ended in a traceback). A file of it that cannot be read while its state holds is
@@ -122,19 +123,19 @@ def hash_unchanged(path: Path, before: tuple) -> str:
     if not before:
         raise changed
     try:
-        sha = source_sha256(path)
+        sha = source_sha256(path, own_csv=own_csv)
     except (OSError, InputError) as exc:
-        if source_state(path) != before:
+        if source_state(path, own_csv=own_csv) != before:
             raise changed from None
         if isinstance(exc, InputError):
             raise
         raise InputError(Path(os.fsdecode(exc.filename)) if exc.filename else path, f"cannot read ({exc.strerror or exc})") from None
-    if source_state(path) != before:
+    if source_state(path, own_csv=own_csv) != before:
         raise changed
     return sha
 
 
-def source_sha256(path: str | Path) -> str:
+def source_sha256(path: str | Path, *, own_csv: bool = True) -> str:
     """The input hash recorded in run.json: a video file's bytes, or a frame folder's image names
     and contents in natural order, then its own timestamps.csv's (a folder without one hashes as before)."""
     path = Path(path)
@@ -143,7 +144,7 @@ def source_sha256(path: str | Path) -> str:
     from .folder_times import TIMESTAMPS_FILE, unreadable_csv
 
     digest = hashlib.sha256()
-    for image in _folder_files(path):
+    for image in _folder_files(path, own_csv):
         digest.update(image.name.encode("utf-8", "surrogateescape"))
         try:
             digest.update(file_sha256(image).encode())

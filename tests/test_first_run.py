@@ -181,6 +181,11 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "c", "--quiet", "--timestamps", other)
     assert done.returncode == 0 and _times(tmp_path / "c")[0] == 1.0, done.stderr
     assert json.loads((tmp_path / "c" / "run.json").read_text())["parameters"]["read"]["timestamps_from"] == "--timestamps"
+    # QA 36 L7: the input hash covered the folder's own CSV when --fps or --timestamps OTHER timed the frames instead
+    from capsule_triage.source_state import source_sha256
+
+    sha = {k: json.loads((tmp_path / k / "run.json").read_text())["input"]["sha256"] for k in "abc"}
+    assert sha["a"] == source_sha256(folder) and sha["b"] == sha["c"] == source_sha256(folder, own_csv=False) != sha["a"]
 
     def batch(timed: int = 1) -> dict:  # a batch's --fps is for its folders without times: the others keep theirs, said once
         done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report", "--fps", "4")
