@@ -661,9 +661,9 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     assert first.counts["ok"] == 2
     hashed = []
 
-    def counting(path):
+    def counting(path, **kwargs):
         hashed.append(Path(path).name)
-        return source_sha256(path)
+        return source_sha256(path, **kwargs)
 
     monkeypatch.setattr(source_state, "source_sha256", counting)  # where every input hash is taken
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
