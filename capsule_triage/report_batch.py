@@ -20,17 +20,23 @@ from .study_folder import read_parquet
 STUDIES_FILE = "studies.parquet"
 
 
-def write_batch_index(batch_out_dir: Path) -> Path:
+def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch: dict | None = None) -> Path:
     """Write ``BATCH_OUT_DIR/index.html`` listing every study of ``studies.parquet`` with a link to its report.
+
+    Args:
+        rows, batch: the studies' rows and the run's batch.json as the batch has them in memory (its index does
+            not depend on the summary files being written: QA 37, pages linked an index a failed summary left
+            out); None: read from the folder.
 
     Raises:
         InputError: no readable studies.parquet.
         OutputError: the page cannot be written.
     """
     folder = Path(batch_out_dir)
-    if not (folder / STUDIES_FILE).is_file():
-        raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
-    rows = read_parquet(folder / STUDIES_FILE).to_pylist()
+    if rows is None:
+        if not (folder / STUDIES_FILE).is_file():
+            raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
+        rows = read_parquet(folder / STUDIES_FILE).to_pylist()
     status = [str(r.get("status") or "unknown") for r in rows]
     counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
     total = lambda key: sum(r.get(key) or 0 for r in rows)
@@ -38,7 +44,7 @@ def write_batch_index(batch_out_dir: Path) -> Path:
         ["study", "status", "events", "flagged", "top score", "frames", "gaps", "wall", "model", "input", "error"]))
     body = "".join(_study_row(folder, r) for r in rows)
     main = [f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
-            f'{total("frames"):,} frames, {total("events"):,} events.{_run_line(folder)}</p></section>',
+            f'{total("frames"):,} frames, {total("events"):,} events.{_run_line(folder, batch)}</p></section>',
             '<section><h2>Studies</h2><p class="hint">Click a column title (or Tab to it and press Enter) to sort.</p>'
             '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
@@ -46,12 +52,12 @@ def write_batch_index(batch_out_dir: Path) -> Path:
         f"Triage batch \u2014 {folder.name}", nav=""), main, f"<script>{INDEX_JS}</script>"))
 
 
-def _run_line(folder: Path) -> str:
+def _run_line(folder: Path, batch: dict | None = None) -> str:
     """How the last run went, from batch.json (QA 19: the page did not say which engine ran): "" if unreadable."""
     from .batch.layout import BATCH_FILE  # here: the batch package imports this module
 
     try:
-        batch = json.loads((folder / BATCH_FILE).read_text())
+        batch = batch if batch is not None else json.loads((folder / BATCH_FILE).read_text())
         engine, workers = str(batch["engine"]), int(batch["workers"])
         pipeline = str((batch.get("pipeline") or {}).get("name", "?"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):

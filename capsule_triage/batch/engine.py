@@ -203,7 +203,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     # --no-report writes no pages, but an index.html of earlier runs is rebuilt (QA 37: removed, the studies' pages kept
     # dead links to it); it links only the studies that have pages
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
-    index, warning = write_index(ctx.out_dir, progress.log) if wanted and not summary_error else (None, None)
+    index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
     if index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
         try:
             (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)

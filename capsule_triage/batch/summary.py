@@ -136,15 +136,16 @@ def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
 
 
 
-def write_index(out_dir: Path, log: Callable[[str], None]) -> tuple[Path | None, str | None]:
-    """index.html from studies.parquet; a failure is logged and returned as a warning, never raised
-    (the page is a view of the results: it must not change them or the exit code).
+def write_index(out_dir: Path, log: Callable[[str], None], rows: list[dict], batch: dict) -> tuple[Path | None, str | None]:
+    """index.html of the run's rows (those of studies.parquet, also when that could not be written: the pages link
+    the index); a failure is logged and returned as a warning, never raised (the page is a view of the results: it
+    must not change them or the exit code).
 
     Returns:
         (the page, None) or (None, the warning).
     """
     try:
-        return write_batch_index(out_dir), None
+        return write_batch_index(out_dir, rows, batch), None
     except Exception as exc:  # noqa: BLE001 - any problem with the page leaves the results as they are
         warning = str(exc) if isinstance(exc, TriageError) else f"{out_dir / INDEX_FILE}: {type(exc).__name__}: {exc}"
         log(f"warning {INDEX_FILE} not written: {warning}")
