@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from capsule_triage.batch import LOCK_FILE, BatchOptions, StudyWorker, WorkerContext, WorkerSetupError, acquire_lock, discover_studies, study_id
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
-from capsule_triage.errors import OutputError
+from capsule_triage.errors import OutputError, TriageError
 from conftest import DEMO_CLIP, MIXED_CLIP, REPO, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 pytestmark = needs_shared
@@ -141,6 +141,35 @@ def test_discovery_ids_skip_hidden_empty_and_loops(tree, tmp_path):
     assert study_id("day2/capsule_a.mp4") == study_id("day2/capsule_a.mp4")
     assert re.fullmatch(r"day2_capsule_a\.mp4-[0-9a-f]{10}", study_id("day2/capsule_a.mp4"))
     assert discover_studies(tmp_path) == []
+
+
+def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run, tree, random_weights, tmp_path):
+    """A broken export failed every night (exit 1) until someone deleted it from the archive: --exclude leaves out
+    videos and folders by path or pattern relative to the input folder; their earlier outputs are kept, not orphans."""
+    from capsule_triage.batch import run_batch
+    from capsule_triage.batch.discovery import exclude_patterns, find_studies
+
+    studies, left_out = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
+    assert {s.rel_path for s in studies} == {"a/b.mp4", "a_b.mp4", "day1/capsule_a.mp4", "empty.mp4"}
+    assert left_out == ["corrupt.mp4", "day1/capsule_b.avi", "day1/frames_png", "day2"]  # what matched, not what lies under it
+    assert exclude_patterns([f"{tree}/day2/", "a/*"], tree) == ("day2", "a/*") and exclude_patterns("a.mp4", tree) == ("a.mp4",)
+    for bad, message in (("/elsewhere/x.mp4", "is not inside the input folder"), (str(tree), "would leave out every study"),
+                         ("*", "would leave out every study"), ("", "would leave out every study")):
+        with pytest.raises(TriageError, match=message):
+            exclude_patterns([bad], tree)
+    out = tmp_path / "out"
+    shutil.copytree(local_run[0], out, symlinks=True)
+    result = run_batch(tree, out, BatchOptions(weights=str(random_weights), exclude=("corrupt.mp4", "empty.mp4", f"{tree}/day2", "typo.mp4")))
+    assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "pending": 0} and not result.failures
+    batch = json.loads((out / "batch.json").read_text())
+    assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4"]
+    assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
+    assert [w for w in result.warnings if "exclude" in w] == [f"--exclude 'typo.mp4': nothing under {tree} matches it"]
+    assert all((out / study_id(rel) / "run.json").is_file() for rel in ("day2/patient_x.mp4", "day2/capsule_a.mp4"))  # kept
+    assert set(pq.read_table(out / "studies.parquet").column("input_path").to_pylist()) == {
+        rel for rel in OK_STUDIES if not rel.startswith("day2/")}
+    cli = _batch(tree, out, random_weights, "--exclude", "corrupt.mp4", "--exclude", "empty.mp4")
+    assert cli.returncode == 0 and "Error" not in cli.stderr, cli.stderr  # exit 1 without them (test_statuses_summary_and_outputs)
 
 
 def test_recorder_formats_are_studies(tmp_path):
@@ -336,7 +365,8 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
     assert len(messages) == 2 and messages[1].startswith(f"recovered stale lock of pid {os.getpid()}")
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense", "ray-env"])
+@pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense", "ray-env",
+                                  "exclude"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random_weights, tmp_path, monkeypatch):
     out, weights = tmp_path / "out", random_weights
     args, expected = {
@@ -354,6 +384,7 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random
                          "Error: --ray-address: 'nonsense': expected HOST:PORT, ray://HOST:PORT, auto or local"),
         "ray-env": ([tree, "--engine", "ray"],  # review: RAY_ADDRESS (as `ray job submit` sets it) bypassed the check
                     "Error: RAY_ADDRESS: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray cluster up?"),
+        "exclude": ([tree, "--exclude", "day1", "--exclude", "/srv/x.mp4"], f"Error: --exclude: /srv/x.mp4 is not inside the input folder {tree}"),
     }[case]
     if case == "ray-env":
         monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")

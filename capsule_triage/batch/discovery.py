@@ -6,12 +6,14 @@ id is ``<slug of the relative path>-<10 hex of sha256(relative path)>``.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import TriageError
 from ..outputs import FRAMES_FILE, RUN_FILE
 from ..source_state import source_sha256
 from ..frame_folder import IMAGE_SUFFIXES, natural_key
@@ -47,18 +49,25 @@ def study_id(rel_path: str) -> str:
     return f"{slug}-{hashlib.sha256(rel_path.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
-def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = ()) -> list[Study]:
-    """Studies under ``input_dir`` in natural path order.
+def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> list[Study]:
+    """Studies under ``input_dir`` in natural path order (see :func:`find_studies`)."""
+    return find_studies(input_dir, exclude=exclude, patterns=patterns)[0]
+
+
+def find_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> tuple[list[Study], list[str]]:
+    """Studies under ``input_dir`` in natural path order, and the relative paths that ``patterns`` left out.
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
     (no loops), folders in ``exclude`` (e.g. the output folder) and earlier outputs of capsule_triage
     (:data:`OUTPUT_SIGNATURES`) are not entered, and a folder with no images directly inside it is
-    not a study (its subfolders may be).
+    not a study (its subfolders may be). A file or folder whose path relative to ``input_dir`` (POSIX)
+    matches one of ``patterns`` (:func:`excluded`; ``--exclude``) is no study and a folder is not entered.
     """
     root = Path(input_dir).absolute()
     skip = {os.path.realpath(p) for p in exclude}
     visited: set[str] = set()
     studies: list[Study] = []
+    left_out: list[str] = []
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -79,7 +88,10 @@ def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = ()) -
             suffix = os.path.splitext(entry.name)[1].lower()
             if entry.name.startswith("."):
                 continue
-            if _is_dir(entry):
+            is_dir = _is_dir(entry)
+            if (is_dir or suffix in VIDEO_SUFFIXES) and patterns and excluded(_relative(root, Path(entry.path)), patterns):
+                left_out.append(_relative(root, Path(entry.path)))
+            elif is_dir:
                 subfolders.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
                 studies.append(_study(root, Path(entry.path), "video"))
@@ -88,7 +100,38 @@ def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = ()) -
         if has_images:
             studies.append(_study(root, folder, "frames"))
         stack.extend(reversed(subfolders))
-    return sorted(studies, key=lambda s: natural_key(s.rel_path))
+    return sorted(studies, key=lambda s: natural_key(s.rel_path)), sorted(left_out, key=natural_key)
+
+
+def excluded(rel_path: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a study's path relative to the input folder (POSIX), or a folder above it, matches one of the
+    ``--exclude`` patterns (:func:`fnmatch.fnmatchcase`: ``*`` also crosses ``/``, so ``*.avi`` is every AVI)."""
+    parts = rel_path.split("/")
+    paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(path, pattern) for path in paths for pattern in patterns)
+
+
+def exclude_patterns(patterns, input_dir: Path) -> tuple[str, ...]:
+    """``--exclude`` values as patterns relative to the input folder (an absolute path under it made relative,
+    a trailing ``/`` dropped).
+
+    Raises:
+        TriageError: an empty pattern, one that names the input folder itself, or an absolute path outside it.
+    """
+    out = []
+    for pattern in (patterns,) if isinstance(patterns, (str, Path)) else patterns:  # one pattern as a string, not its letters
+        text = str(pattern).strip()
+        if os.path.isabs(text):
+            try:
+                text = Path(os.path.normpath(text)).relative_to(input_dir).as_posix()
+            except ValueError:
+                raise TriageError("--exclude", f"{pattern} is not inside the input folder {input_dir}") from None
+        text = text.rstrip("/")
+        if text in ("", ".", "*"):
+            raise TriageError("--exclude", f"{pattern!r} would leave out every study: give a path or pattern relative to the "
+                                           "input folder (e.g. day3/broken.mp4, '*.avi', 'scratch')")
+        out.append(text)
+    return tuple(out)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -98,8 +141,12 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
+def _relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else "."
+
+
 def _study(root: Path, path: Path, kind: str) -> Study:
-    rel = path.relative_to(root).as_posix() if path != root else "."
+    rel = _relative(root, path)
     return Study(study_id=study_id(rel), rel_path=rel, path=str(path), kind=kind)
 
 

@@ -21,7 +21,7 @@ from ..pipeline import RunOptions, resolve_weights
 from ..source_state import source_state
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
-from .discovery import Study, discover_studies
+from .discovery import Study, exclude_patterns, excluded, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
@@ -46,6 +46,9 @@ class BatchOptions:
         workers: local worker processes / Ray actors (None = one per GPU, else 1).
         ray_address: address of an existing Ray cluster (None = start a local one).
         force: redo studies that are already complete.
+        exclude: paths or patterns relative to the input folder (``fnmatch``) of videos and folders that are no
+            studies of this batch (:func:`~capsule_triage.batch.discovery.excluded`): e.g. an export known to be
+            broken, which would fail (exit 1) every night until fixed. Not part of the pipeline's settings.
         progress: show a tqdm bar over studies.
         run: per-study options (batch_size, threshold, top_k, folder_fps; report=False: no review pages).
     """
@@ -58,6 +61,7 @@ class BatchOptions:
     workers: int | None = None
     ray_address: str | None = None
     force: bool = False
+    exclude: tuple[str, ...] = ()
     progress: bool = False
     run: RunOptions = field(default_factory=RunOptions)
 
@@ -129,7 +133,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, note: str | None = None) -> BatchResult:
-    studies = discover_studies(input_dir, exclude=(out_dir,))
+    studies, left_out = find_studies(input_dir, exclude=(out_dir,), patterns=options.exclude)
     engine = _make_engine(options)
     try:
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
@@ -139,7 +143,10 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
-                "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {})}
+                "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {}),
+                **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
+        if left_out:
+            log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
             engine.run(studies, ctx, progress)
@@ -171,6 +178,7 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
         raise OutputError(out_dir, "the output folder must not be the input folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(out_dir, "output path exists and is not a folder")
+    options = replace(options, exclude=exclude_patterns(options.exclude, input_dir))
     pipeline = load_pipeline(options.pipeline)
     weights, note = resolve_weights(pipeline, options.weights)  # an hf-hub: repository fetched once, here
     return pipeline, replace(options, weights=weights), note
@@ -191,7 +199,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "weights": os.path.abspath(ctx.weights), "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
-        "orphan_folders": orphan_folders(ctx.out_dir, studies),
+        "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
         "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
     try:
@@ -224,6 +232,9 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         warnings.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
                         f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
                         "stale_folders names them; kept, not linked from index.html)")
+    for pattern in info.get("exclude", ()):  # a typo would leave a broken study failing every night
+        if not any(excluded(path, (pattern,)) for path in info["excluded"]):
+            warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "

@@ -20,7 +20,7 @@ from ..outputs import RUN_FILE, write_json
 from ..pipeline import rate_assumed
 from ..reader import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
-from .discovery import Study
+from .discovery import Study, excluded
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc
 from .worker import StudyOutcome
 
@@ -196,10 +196,11 @@ def _utf8(value):
     return value
 
 
-def orphan_folders(out_dir: Path, studies: list[Study]) -> list[str]:
+def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> list[str]:
     """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
     not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen.
-    Folders of studies under a folder that could not be listed are not orphans: their inputs may be there."""
+    Folders of studies under a folder that could not be listed are not orphans: their inputs may be there;
+    nor are those of studies ``exclude`` leaves out (``--exclude``: kept as they are, not listed)."""
     current = {s.study_id for s in studies}
     unlisted = [s.rel_path.rstrip("/") + "/" for s in studies if s.kind == "frames" and not _listable(s.path)]
     try:
@@ -212,7 +213,7 @@ def orphan_folders(out_dir: Path, studies: list[Study]) -> list[str]:
             relative = json.loads((folder / RUN_FILE).read_text())["batch"]["relative_path"]
         except (OSError, ValueError, KeyError, TypeError):
             relative = ""
-        if not any(str(relative).startswith(prefix) for prefix in unlisted):
+        if not any(str(relative).startswith(prefix) for prefix in unlisted) and not (relative and excluded(str(relative), exclude)):
             orphans.append(folder.name)
     return sorted(orphans)
 
