@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -35,7 +36,7 @@ from .digests import weights_sha256
 from .errors import DeviceError, InputError, TriageError, WeightsError
 from .hub import fetch_weights
 from .outputs import StagedOutput
-from .model_card import check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
+from .model_card import check_card, check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
@@ -151,7 +152,7 @@ def evaluate(
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
     split = SPLIT_ALIASES.get(split.strip().lower(), split) if split.strip().lower() != "all" else "all"  # QA 31: 'validation' refused
     parsed = _parse_codec(codec)
-    _check_outputs(out_dir, model_card, force)
+    _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
                                     "this one out of the Hugging Face cache first")
@@ -168,7 +169,8 @@ def evaluate(
     samples, split, unread = _split_to_score(data, config, split)
     selection = None
     if target_sensitivity is not None:
-        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed)
+        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed,
+                                     whole=val_data is not None)
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
@@ -191,9 +193,15 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))
+    chosen_on = set(selection.pop("val_sha256")) if selection else set()  # QA 39: a threshold chosen on the frames scored
+    tuned = sum(d in chosen_on for d in images.sha256)
+    tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on ({val_data or data}): "
+             "the figures at that threshold are optimistic" if tuned else None)
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
                  "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, _one_sided(result, config),
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, tuned,
+                            metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
+                            metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings
@@ -212,23 +220,13 @@ def evaluate(
     return result
 
 
-def _one_sided(result: dict, config: ModelConfig) -> str | None:
-    """Why AUC (and sensitivity or specificity) is nan: the scored frames hold no abnormal, or no normal,
-    frame (QA 31: "AUC nan, sensitivity nan" and an "AUC nan" plot, unexplained)."""
-    cm, abnormal = np.asarray(result["confusion_matrix"]), list(config.abnormal_indices)
-    positives = int(cm[abnormal].sum())
-    if 0 < positives < cm.sum():
-        return None
-    missing = " or ".join(config.abnormal_classes) if positives == 0 else "normal (" + ", ".join(
-        c for c in config.class_names if c not in config.abnormal_classes) + ")"
-    return (f"none of the {int(cm.sum()):,} frames scored ({result['split']}) is {missing}: AUC and "
-            f"{'sensitivity' if positives == 0 else 'specificity'} are undefined (nan); score frames of both kinds")
-
-
-def _check_outputs(out_dir: str | Path | None, model_card: str | None, force: bool) -> None:
-    """Refuse an unusable --out or --model-card before anything is scored or config.json is changed."""
+def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: str | None, force: bool, *, card: bool) -> None:
+    """Refuse an unusable --out or --model-card (or a card whose sections this run would rewrite that has broken
+    markers, ``card``) before anything is scored or config.json is changed."""
     if model_card is not None:
         check_section_name(model_card)
+    if card:
+        check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"))
     if out_dir is not None:
         StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
 
@@ -312,13 +310,22 @@ def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
-                     codec: Codec | None = None) -> dict:
+                     codec: Codec | None = None, whole: bool = False) -> dict:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
-    after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`)."""
+    after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
+
+    ``whole``: ``data`` is validation data of its own (``--val-data``): without splits, every frame of it validates;
+    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it. The selection's
+    ``val_sha256`` (the validation files' SHA-256, not stored) lets the caller say when it scores the same frames."""
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
-    samples = with_validation(data, config)
+    given = read_samples(data)[0] if whole else None
+    every = given is not None and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
+    if every:
+        samples = [replace(s, split="val") for s in given]
+    else:
+        samples = with_validation(data, config) if given is None else _training_validation(given, config)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
     val = load_for_model(select(samples, "val"), config, source=data)
@@ -331,12 +338,13 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     except ValueError as exc:
         raise InputError(data, str(exc)) from None
     report = metrics.binary_report(positive, score, threshold)
-    selection = {"method": f"highest threshold with sensitivity >= {target} on the validation split", "target_sensitivity": target,
+    where = "every frame of the validation data" if every else "the validation split"
+    selection = {"method": f"highest threshold with sensitivity >= {target} on {where}", "target_sensitivity": target,
                  "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
-    return selection  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
+    return {**selection, "val_sha256": val.sha256}  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:

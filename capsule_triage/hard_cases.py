@@ -61,8 +61,15 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
         splits.add((table.schema.metadata or {}).get(b"split", b"?").decode())
         tables.append(table)
     common = set(tables[0]["path"].to_pylist()).intersection(*(t["path"].to_pylist() for t in tables[1:]))
-    if not common:
-        raise InputError(folders[1], f"no frame in common with {folders[0]} (the evaluations scored different data)")
+    if not common:  # name the first evaluation that shares no frame with those before it (QA 39: the second was blamed)
+        seen, odd = set(tables[0]["path"].to_pylist()), len(tables) - 1
+        for i, table in enumerate(tables[1:], 1):
+            if not seen.intersection(table["path"].to_pylist()):
+                odd = i
+                break
+            seen.intersection_update(table["path"].to_pylist())
+        before = ", ".join(str(f) for f in folders[:odd])
+        raise InputError(folders[odd], f"no frame in common with {before} (the evaluations scored different data)")
     order = [p for p in tables[0]["path"].to_pylist() if p in common]
     picked = [_in_order(table, order) for table in tables]
     per_model, wrong = {}, np.zeros(len(order), np.int32)

@@ -60,6 +60,36 @@ def per_class_report(cm: np.ndarray, class_names: list[str]) -> dict:
     return {"accuracy": _ratio(np.trace(cm), total), "per_class": classes, "macro": macro, "macro_classes": counted}
 
 
+def one_sided_note(cm: np.ndarray, class_names: list[str], abnormal_classes: list[str], split: str) -> str | None:
+    """Why AUC (and sensitivity or specificity) is nan: the scored frames hold no abnormal, or no normal,
+    frame (QA 31: "AUC nan, sensitivity nan" and an "AUC nan" plot, unexplained); None when they hold both."""
+    cm = np.asarray(cm)
+    abnormal = [class_names.index(name) for name in abnormal_classes]
+    positives = int(cm[abnormal].sum())
+    if 0 < positives < cm.sum():
+        return None
+    missing = " or ".join(abnormal_classes) if positives == 0 else "normal (" + ", ".join(
+        c for c in class_names if c not in abnormal_classes) + ")"
+    return (f"none of the {int(cm.sum()):,} frames scored ({split}) is {missing}: AUC and "
+            f"{'sensitivity' if positives == 0 else 'specificity'} are undefined (nan); score frames of both kinds")
+
+
+def absent_classes_note(cm: np.ndarray, class_names: list[str]) -> str | None:
+    """For a model of more than two classes: which classes have no frame among those scored, and how the averages
+    treat them (QA 39: a null sensitivity counted 0 in the macro average, unexplained); None when every class has
+    frames (two classes: the one-sided note of ``triage eval`` says it)."""
+    cm = np.asarray(cm)
+    absent = [i for i in range(len(class_names)) if not cm[i].sum()]
+    if len(class_names) <= 2 or not absent or len(absent) == len(class_names):
+        return None
+    names = ", ".join(class_names[i] for i in absent)
+    predicted = [f"{class_names[i]} {int(cm[:, i].sum()):,}" for i in absent if cm[:, i].sum()]
+    return (f"no frame of {names} among the {int(cm.sum()):,} scored: per-class sensitivity undefined (null); "
+            + (f"yet predicted (frames: {', '.join(predicted)}), so counted in the macro averages with sensitivity 0 "
+               "(as scikit-learn's zero_division)" if predicted else "never predicted, so left out of the macro averages")
+            + "; the one-vs-rest AUC's macro leaves it out. Score frames of every class for per-class figures")
+
+
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve over the distinct score values.
 

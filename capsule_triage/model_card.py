@@ -123,12 +123,39 @@ def refresh_training_section(folder: Path, config: ModelConfig, *, create: bool)
         write_training_section(folder, config)
 
 
+def check_card(folder: Path, sections: tuple[str, ...]) -> None:
+    """Refuse a card whose markers of one of ``sections`` are not one begin followed by one end (QA 39: with an end
+    marker edited away, the next eval appended a second section and the one after replaced everything from the
+    first begin to the next end: a clinician's notes between them were deleted without a word)."""
+    card = Path(folder) / CARD_NAME
+    if card.is_file():
+        text = card.read_text()
+        for section in sections:
+            _section_span(card, text, section)
+
+
+def _section_span(card: Path, text: str, section: str) -> tuple[int, int] | None:
+    """Where the section's block (markers included) is in ``text``; None if the card has none.
+
+    Raises:
+        WeightsError: its markers are not one begin followed by one end.
+    """
+    begin, end = _markers(section)
+    starts, ends = [m.start() for m in re.finditer(re.escape(begin), text)], [m.end() for m in re.finditer(re.escape(end), text)]
+    if not starts and not ends:
+        return None
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise WeightsError(card, f"section {section!r} has {len(starts)} begin and {len(ends)} end markers ({begin} ... {end}), "
+                                 "not one of each in that order; mend them by hand (nothing was written, so no text of yours is lost)")
+    return starts[0], ends[0]
+
+
 def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
     begin, end = _markers(section)
     block = f"{begin}\n{body}\n{end}"
     text = card.read_text() if card.exists() else NEW_CARD.format(title=title)
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
+    span = _section_span(card, text, section)
+    text = text[: span[0]] + block + text[span[1]:] if span else text.rstrip("\n") + "\n\n" + block + "\n"
     card.write_text(text)
     return card
 

@@ -134,6 +134,28 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
 
 
 @needs_shared
+def test_a_section_whose_markers_were_edited_is_refused_not_overwritten(weights_copy, small_manifest, tmp_path):
+    """QA 39: with a section's end marker edited away, the next eval appended a second section and the one after
+    replaced everything from the first begin marker to the next end: the text written between them was deleted."""
+    from capsule_triage.errors import WeightsError
+
+    evaluate(weights_copy, small_manifest, "val", model_card="group")
+    card = weights_copy / "MODEL_CARD.md"
+    edited = card.read_text().replace("<!-- triage-eval:group:end -->", "Our clinician's notes: reviewed by Dr. X.")
+    card.write_text(edited + "\n<!-- triage-eval:training:end -->\n")
+    config_before = (weights_copy / "config.json").read_bytes()
+    for kwargs in ({"model_card": "group"}, {"target_sensitivity": 0.9}, {"model_card": "other"}):  # the training section: 2 ends
+        with pytest.raises(WeightsError, match=r"MODEL_CARD.md: section '(group|training)' has 1 begin and [02] end markers .* mend them by hand"):
+            evaluate(weights_copy, small_manifest, "val", out_dir=tmp_path / "e", **kwargs)
+        assert card.read_text() == edited + "\n<!-- triage-eval:training:end -->\n" and not (tmp_path / "e").exists()
+    assert (weights_copy / "config.json").read_bytes() == config_before  # no threshold chosen either
+    card.write_text(edited.replace("Dr. X.", "Dr. X.\n<!-- triage-eval:group:end -->"))  # mended: rewritten between its markers only
+    evaluate(weights_copy, small_manifest, "val", model_card="group")
+    assert card.read_text().count("triage-eval:group:begin") == 1 and "Our clinician's notes" not in card.read_text()
+    assert evaluate(weights_copy, small_manifest, "val")["n"] > 0  # a card it does not write is not checked
+
+
+@needs_shared
 def test_codec_round_trip_is_scored_recorded_and_used_for_the_threshold(weights_copy, small_manifest, tmp_path):
     clean = evaluate(weights_copy, small_manifest, "test", out_dir=tmp_path / "clean")
     coded = evaluate(weights_copy, small_manifest, "test", codec="jpeg:30", out_dir=tmp_path / "coded", model_card="test-jpeg-30")
@@ -255,6 +277,21 @@ def test_threshold_needs_normal_validation_frames_and_out_must_be_a_folder(weigh
     register(app)
     result = CliRunner().invoke(app, ["eval", str(weights_copy), str(small_manifest), "--out", str(tmp_path / "a_file")])
     assert result.exit_code == 2 and result.output.strip() == f"Error: {tmp_path / 'a_file'}: output path exists and is not a folder"
+
+
+@needs_shared
+def test_val_data_without_splits_is_used_whole_and_a_threshold_chosen_on_the_scored_frames_is_said(weights_copy, small_manifest, tmp_path):
+    """QA 39: --val-data without splits chose the threshold on 12 of its 60 frames (training's val fraction redrawn
+    from it), and a threshold chosen on the very frames then scored was not said."""
+    rows = small_manifest.read_text().splitlines()
+    unsplit = tmp_path / "val.csv"  # the 48 test frames with no split column
+    unsplit.write_text("path,label,group\n" + "".join(",".join(r.split(",")[:3]) + "\n" for r in rows[1:] if r.endswith(",test")))
+    result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=unsplit)
+    assert result["threshold_selection"]["n_val"] == 48 and "val_sha256" not in result["threshold_selection"]
+    assert result["threshold_selection"]["method"] == "highest threshold with sensitivity >= 0.9 on every frame of the validation data"
+    assert f"48 of the 48 frames scored (test) are frames the threshold was chosen on ({unsplit}): the figures at that threshold are optimistic" in result["warnings"]
+    split = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=small_manifest)  # its val split only
+    assert split["threshold_selection"]["n_val"] == 40 and not any("chosen on" in w for w in split.get("warnings", []))
 
 
 @needs_shared

@@ -124,3 +124,27 @@ def test_evaluations_in_folders_of_the_same_name_are_told_apart_by_their_parents
     assert done.returncode == 2 and done.stderr.strip() == f"Error: {a}: given twice", done.stderr
     done = triage("hard-cases", a, b, "--out", tmp_path / "nodir" / "h.parquet")
     assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path / 'nodir' / 'h.parquet'}: its folder {tmp_path / 'nodir'} does not exist"
+
+
+def test_the_evaluation_of_other_frames_is_the_one_named(tmp_path):
+    """QA 39: of three evaluations, the third of other frames, the error named the second ('no frame in common with
+    the first'), which shared every frame with it."""
+    import pyarrow as pa
+
+    from capsule_triage.errors import InputError
+    from capsule_triage.hard_cases import hard_cases
+
+    def evaluation(name, paths):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"path": paths, "label": ["x"] * len(paths), "group": ["1"] * len(paths), "score": [0.1] * len(paths),
+                                 "flagged": [False] * len(paths), "abnormal": [False] * len(paths)}), tmp_path / name / "predictions.parquet")
+        return tmp_path / name
+
+    a, b, other = evaluation("a", ["1.png", "2.png"]), evaluation("b", ["1.png", "2.png"]), evaluation("other", ["3.png"])
+    for order, named, before in (((a, b, other), other, f"{a}, {b}"), ((other, a, b), a, f"{other}"), ((a, other, b), other, f"{a}")):
+        try:
+            hard_cases(list(order))
+        except InputError as exc:
+            assert str(exc) == f"{named}: no frame in common with {before} (the evaluations scored different data)"
+        else:
+            raise AssertionError("no error")

@@ -158,3 +158,21 @@ def test_accuracy_curve_gives_seed_c_figures_of_a_configuration():
     assert curve["first_epoch_at_mean"] == 3  # 0.82 reached first at epoch 3
     assert metrics.accuracy_curve([0.6])["converged_from_epoch"] == 1 and metrics.accuracy_curve([]) is None
     assert metrics.accuracy_curve([0.5, None]) is None and metrics.accuracy_curve([0.5, math.nan]) is None  # no validation in some epochs
+
+
+def test_a_class_without_frames_is_named_with_how_the_averages_treat_it():
+    """QA 39: a 3-class evaluation on data without ulcer frames gave ulcer a null sensitivity that the macro
+    sensitivity averaged as 0, and the one-vs-rest AUC's macro left out, with nothing said."""
+    from capsule_triage.metrics import absent_classes_note
+
+    predicted = np.array([[7, 2, 1], [1, 9, 0], [0, 0, 0]])  # c: no frames, predicted once
+    assert absent_classes_note(predicted, ["a", "b", "c"]) == (
+        "no frame of c among the 20 scored: per-class sensitivity undefined (null); yet predicted (frames: c 1), so "
+        "counted in the macro averages with sensitivity 0 (as scikit-learn's zero_division); the one-vs-rest AUC's macro "
+        "leaves it out. Score frames of every class for per-class figures")
+    assert metrics.per_class_report(predicted, ["a", "b", "c"])["macro"]["sensitivity"] == pytest.approx((0.7 + 0.9 + 0) / 3)  # as said
+    never = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])
+    assert "never predicted, so left out of the macro averages" in absent_classes_note(never, ["a", "b", "c"])
+    assert metrics.per_class_report(never, ["a", "b", "c"])["macro_classes"] == ["a", "b"]  # as said
+    assert absent_classes_note(np.array([[8, 2, 0], [1, 9, 0], [1, 0, 3]]), ["a", "b", "c"]) is None
+    assert absent_classes_note(np.array([[8, 2], [0, 0]]), ["a", "b"]) is None  # two classes: triage eval's one-sided note
