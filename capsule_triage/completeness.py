@@ -6,6 +6,7 @@ reviewer must know were not seen."""
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,33 @@ def tag_seconds(value: str | None) -> float | None:
     """Seconds of a Matroska ``DURATION`` tag ("HH:MM:SS.nnnnnnnnn"), written by the muxer per track."""
     match = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", (value or "").strip())
     return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else None
+
+
+def cut_iso_box(path: Path) -> str | None:
+    """How an MP4/MOV file is cut off: the top-level box (ISO BMFF) the file ends inside, else None.
+
+    For a fragmented MP4 (``movflags=frag_keyframe+empty_moov``, as streaming recorders write) whose header counts
+    no frames: cut mid-fragment, it read as a shorter recording without a word (QA 40). Reads 16 bytes per box;
+    a structure it does not understand (a box smaller than its header, one running to the end) is left to the demuxer.
+    """
+    size = path.stat().st_size
+    offset = 0
+    with open(path, "rb") as fh:
+        while offset < size:
+            fh.seek(offset)
+            head = fh.read(16)
+            if len(head) < 8:
+                return f"the file ends inside a box header ({len(head)} bytes at {offset:,})"
+            box_size, kind = struct.unpack(">I4s", head[:8])
+            if box_size == 1 and len(head) == 16:  # a 64-bit size follows
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            if box_size < 8:
+                return None
+            if offset + box_size > size:
+                name = kind.decode("latin-1")
+                return f"the file ends inside its '{name}' box ({size - offset:,} of its {box_size:,} bytes)"
+            offset += box_size
+    return None
 
 
 def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,

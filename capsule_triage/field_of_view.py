@@ -11,6 +11,7 @@ VIEW_MIN_SIDE = 1 / 4  # the smallest view, as a fraction of the frame's short s
 VIEW_GRID = 48  # has_view looks at about this many pixels along the frame's short side
 FLAT_LUMA_IQR = 3  # a bright part whose middle half of pixels spans fewer grey levels (of 255) is a flat screen
 GREY_SATURATION = 20  # a bright part whose median pixel's saturation ((max - min) / max of R, G, B) is below this % is grey: a panel, not tissue
+NO_VIEW_KINDS = "black, too dark, a flat or grey (monochrome) picture, or burned-in text only"  # what has_view refuses, in every message
 NO_VIEW_WARN_SHARE = 0.5  # a study with at least this share of frames without a view is named (Warning:, batch index)
 
 

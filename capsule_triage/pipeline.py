@@ -28,7 +28,7 @@ from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, Stage
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import write_report
-from .field_of_view import has_view, mostly_without_view
+from .field_of_view import NO_VIEW_KINDS, has_view, mostly_without_view
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
 from .reader_process import read_frames_in_process
@@ -159,7 +159,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
                                                                                      own_note, assumed, timing, wide and f"{info.path}: {wide}",
-                                                                                     _no_view_note(info.path, view)) if w)]
+                                                                                     _no_view_note(info.path, view), other_streams_note(info)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -279,13 +279,22 @@ def _fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None
     return f"{path}: --fps {fps:g} not used: the folder's {TIMESTAMPS_FILE} gives its frames' times"
 
 
+def other_streams_note(info: SourceInfo) -> str | None:
+    """A Warning: line for a file of several video streams (QA 40: a two-camera recording lost one camera in silence)."""
+    if not info.video_streams or info.video_streams < 2:
+        return None
+    return (f"{info.path}: {info.video_streams} video streams; only stream {info.stream_index} ({info.width}x{info.height}, FFmpeg's "
+            "choice) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
+            "(e.g. ffmpeg -i IN -map 0:v:1 -c copy OUT.mkv)")
+
+
 def _no_view_note(path: Path, view: np.ndarray) -> str | None:
     """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
     without = int((~view).sum())
     if not mostly_without_view(without, len(view)):
         return None
     what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
-    return f"{path}: {what} a field of view (black, too dark, or burned-in text only): not scored, in no event"
+    return f"{path}: {what} a field of view ({NO_VIEW_KINDS}): not scored, in no event"
 
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:
@@ -344,7 +353,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,
-        "frames_without_view": int((~view).sum()),  # black, too dark, or burned-in text only: not scored
+        "frames_without_view": int((~view).sum()),  # NO_VIEW_KINDS: not scored
         "time_gaps": time_gaps(pts),
         "frame_rate": measured_rate(pts),  # from the frames' times (source.average_fps is the header's, maybe nominal)
         "decoded_in": decoded_in,

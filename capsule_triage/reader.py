@@ -21,7 +21,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 import cv2
 import numpy as np
 
-from .completeness import LeadingFrames, check_complete, tag_seconds
+from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds
 from .errors import InputError
 from .folder_times import folder_times
 from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
@@ -29,9 +29,8 @@ from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
 
-# OpenCV's image decoders print a [ WARN ]/[ERROR] line to stderr for each damaged image; the reader
-# reports those frames itself (skipped, counted, named in run.json), so they would only break the one
-# `Error:` line a bad input gets (a folder with 400 damaged PNGs printed 428 lines).
+# OpenCV's decoders print a line per damaged image; the reader reports those frames itself (skipped, counted, named
+# in run.json): the lines would only break the one `Error:` line of a bad input (400 damaged PNGs printed 428 lines).
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 # What `triage batch` takes for a video (any file `triage run` is given is read by its content): common
@@ -129,6 +128,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no video stream found: truncated or damaged header?)")
             if not container.streams.video:
                 raise InputError(path, "no video stream (audio or data only)")
+            if not moving_pictures(container):  # QA 40: an mp3's cover art was scored as a one-frame study
+                raise InputError(path, "no video stream (only a cover picture: audio with an attached image)")
             stream = video_stream(container)
             cc = stream.codec_context
             if cc is None:  # e.g. a damaged sample description: no decoder for this stream
@@ -139,6 +140,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
                                        f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "
                                        f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.mp4")
+            if "mov" in container.format.name.split(",") and not stream.frames and (cut := cut_iso_box(path)):
+                raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4 counts no frames (QA 40)
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -150,7 +153,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 display_width=square_pixel_width(stream, cc.width), muxer_duration_seconds=tag_seconds(stream.metadata.get("DURATION")),
                 start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
                 average_fps=fps, duration_seconds=duration, num_frames_from_header=int(stream.frames) or None, size_bytes=size,
-                container=container.format.name, stream_index=stream.index, video_streams=len(container.streams.video),
+                container=container.format.name, stream_index=stream.index, video_streams=len(moving_pictures(container)),
             )
     except InputError:
         raise
@@ -165,6 +168,11 @@ RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "vvc", "mjpeg", "cavsvideo", "av
 # the longer of 1 s and a decoder's reordering depth in frame periods (8 s at 2 frames/s). Further back
 # is two timelines in one file.
 MAX_TIME_STEP_BACK = 1.0
+
+
+def moving_pictures(container: av.container.InputContainer) -> list:
+    """The container's video streams that are not a cover picture (an attached image, as of an mp3 or m4a)."""
+    return [s for s in container.streams.video if av.stream.Disposition.attached_pic not in s.disposition]
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:

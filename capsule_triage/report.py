@@ -14,6 +14,7 @@ import numpy as np
 
 from .completeness import gap_starts, measured_rate
 from .errors import OutputError
+from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
@@ -302,7 +303,7 @@ def _why_no_events(study: Study) -> str:
     enter, shortest = _thresholds(study.run)["enter"], rank.get("min_event_seconds")
     smoothed = smoothed[np.isfinite(smoothed)]  # NaN: frames without a field of view
     if len(study.frames["smoothed_score"]) and not len(smoothed):
-        return "no frame shows a field of view (black, too dark, or burned-in text only): nothing was scored."
+        return f"no frame shows a field of view ({NO_VIEW_KINDS}): nothing was scored."
     if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
         return "no stretch of the study reached the enter threshold."
     return (f"the smoothed score reached the enter threshold (highest {score_text(float(np.max(smoothed)))}) only in stretches shorter "

@@ -155,7 +155,7 @@ def test_a_run_leaves_frames_without_a_view_unscored_and_says_so(tmp_path, shipp
 
     black = encode_clip([np.zeros((h, w, 3), np.uint8)] * 6 + [text_only(h, w, 0.3)] * 6, tmp_path / "black.mp4")
     done = triage("run", black, "--weights", shipped_weights, "--out", tmp_path / "b", "--backend", "torch-fp32")
-    line = f"{black}: no frame shows a field of view (black, too dark, or burned-in text only): not scored, in no event"
+    line = f"{black}: no frame shows a field of view (black, too dark, a flat or grey (monochrome) picture, or burned-in text only): not scored, in no event"
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
     assert json.loads((tmp_path / "b" / "run.json").read_text())["warnings"] == [line]
     assert pq.read_table(tmp_path / "b" / "events.parquet").num_rows == 0 and not list((tmp_path / "b").glob("thumbnails/*"))
@@ -179,7 +179,7 @@ def test_a_nightly_batch_lists_a_blank_study_beside_a_readable_one(tmp_path, shi
     encode_clip(views + [np.zeros((h, w, 3), np.uint8)], studies / "readable.mp4")  # one black frame at the end
     encode_clip([text_only(h, w, 0.3)] * 12, studies / "blank.mp4")
     done = triage("batch", studies, "--weights", shipped_weights, "--out", tmp_path / "night", "--backend", "torch-fp32", "-q")
-    line = ("1 study shows no field of view in most frames (black, too dark, burned-in text only or a flat screen: not scored): "
+    line = ("1 study shows no field of view in most frames (black, too dark, a flat or grey (monochrome) picture, or burned-in text only: not scored): "
             "blank.mp4")  # QA 28: said only in its run.json and the index
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
     assert f"warning {line}" in (tmp_path / "night" / "batch.log").read_text()

@@ -14,7 +14,7 @@ from capsule_triage.errors import InputError
 from capsule_triage.frames_at import read_frames_at
 from capsule_triage.frame_folder import list_frame_images, scan_frame_folder
 from capsule_triage.reader import RGB_CONVERSION, ReadOptions, probe, read_frames
-from conftest import VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
+from conftest import DEMO_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -571,8 +571,6 @@ def test_an_unreadable_own_timestamp_csv_is_said_alike_by_the_run_and_the_batch_
 def _demo_frames(n: int) -> list[np.ndarray]:
     import av
 
-    from conftest import DEMO_CLIP
-
     with av.open(str(DEMO_CLIP)) as container:
         return [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(n))]
 
@@ -638,6 +636,35 @@ def test_the_triaged_stream_and_the_codec_are_named_as_ffmpeg_names_them(tmp_pat
             container.mux(stream.encode())
     info = probe(path)
     assert (info.codec, info.stream_index, info.video_streams, info.width) == ("av1", 1, 2, frames[0].shape[1])  # decoded by libdav1d
+    from capsule_triage.pipeline import other_streams_note  # QA 40: a two-camera recording lost one camera in silence
+
+    assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 1 ({frames[0].shape[1]}x{frames[0].shape[0]}, FFmpeg's choice) "
+                                        "is scored, not the others (a second camera's, a preview): put one in a file of its own to triage "
+                                        "it (e.g. ffmpeg -i IN -map 0:v:1 -c copy OUT.mkv)")
+    assert other_streams_note(probe(DEMO_CLIP)) is None
+
+
+def test_an_audio_file_with_a_cover_picture_is_no_video(tmp_path):
+    """QA 40: an mp3's cover art (a stream with the attached-picture disposition) was scored as a one-frame study."""
+    import av
+
+    path = tmp_path / "cover.mp3"
+    with av.open(str(path), "w", format="mp3") as out:
+        audio = out.add_stream("libmp3lame", rate=44100)
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        out.mux([*cover.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 120, np.uint8), format="rgb24").reformat(format="yuvj420p")),
+                 *cover.encode()])
+        for i in range(20):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 44100, i * 1024
+            out.mux(audio.encode(samples))
+        out.mux(audio.encode())
+    with av.open(str(path)) as check:  # the file holds what the test says
+        assert [av.stream.Disposition.attached_pic in s.disposition for s in check.streams.video] == [True]
+    with pytest.raises(InputError, match=r"cover.mp3: no video stream \(only a cover picture: audio with an attached image\)"):
+        probe(path)
 
 
 def test_thumbnails_of_frames_whose_timestamps_step_back_are_those_frames(tmp_path):
@@ -749,3 +776,19 @@ def test_a_png_with_a_damaged_text_chunk_is_still_read(tmp_path, frames24):
     (folder / "frame0.png").write_bytes(data[:33] + chunk + data[33:])  # after the 8-byte signature and IHDR
     image = read_image_rgb(folder / "frame0.png")
     assert image is not None and image.shape == frames24[0].shape
+
+
+def test_a_fragmented_mp4_cut_off_is_truncated_not_a_shorter_recording(tmp_path, frames24):
+    """QA 40: a fragmented MP4 (as streaming recorders write; its header counts no frames) cut at 60% of its bytes
+    read as a 9.75 s recording of a 16 s one, without a word."""
+    whole = encode_clip(frames24, tmp_path / "frag.mp4", options={"crf": "18", "g": "4"},
+                        container_options={"movflags": "frag_keyframe+empty_moov"})
+    info = probe(whole)
+    assert info.num_frames_from_header is None  # the case: nothing in the header to check the frames against
+    assert _all(whole)[1].frames_decoded == 24
+    data = whole.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(InputError, match=r"cut.mp4: truncated video: the file ends inside its '(mdat|moof)' box \([\d,]+ of its [\d,]+ bytes\)"):
+        probe(tmp_path / "cut.mp4")
+    plain = encode_clip(frames24, tmp_path / "plain.mp4")  # a file that counts its frames is checked against them, as before
+    assert probe(plain).num_frames_from_header == 24

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, one_line
-from ..field_of_view import mostly_without_view
+from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, write_json
 from ..pipeline import rate_assumed
 from ..reader import DEFAULT_FOLDER_FPS
@@ -98,8 +98,8 @@ def without_view_warning(rows: list[dict]) -> str | None:
     if not blank:
         return None
     named = ", ".join(blank[:3]) + (f" and {len(blank) - 3} more" if len(blank) > 3 else "")
-    return (f"{len(blank)} {'study shows' if len(blank) == 1 else 'studies show'} no field of view in most frames (black, too dark, "
-            f"burned-in text only or a flat screen: not scored): {named}")
+    return (f"{len(blank)} {'study shows' if len(blank) == 1 else 'studies show'} no field of view in most frames ({NO_VIEW_KINDS}: "
+            f"not scored): {named}")
 
 
 def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
