@@ -76,3 +76,12 @@ def one_line(text: object) -> str:
     """``text`` with its control characters escaped (a newline in a file name is ``\\n``), so a message or
     a batch.log line stays one line and cannot forge the next one (QA 24)."""
     return str(text).translate(_CONTROL)
+
+
+def short_error(exc: BaseException) -> str:
+    """An exception in one short line: an FFmpeg (PyAV) error's own message, without the errno and the file name
+    the caller already prints; otherwise its first line."""
+    if type(exc).__module__.startswith("av.") and getattr(exc, "strerror", None):
+        return str(exc.strerror)[:160]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

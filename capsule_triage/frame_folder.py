@@ -105,6 +105,20 @@ def read_image_rgb(path: Path) -> np.ndarray | None:
     return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.stat().st_size else None
 
 
+MULTI_PAGE_SUFFIXES = frozenset({".tif", ".tiff", ".webp"})  # formats that may hold several pages or frames in one file
+
+
+def extra_pages(path: Path) -> int:
+    """Pages (TIFF) or frames (animated WebP) of an image file beyond the first, which a frame folder does not read;
+    0 for other formats or when OpenCV cannot count them."""
+    if path.suffix.lower() not in MULTI_PAGE_SUFFIXES:
+        return 0
+    try:
+        return max(0, int(cv2.imcount(str(path))) - 1)
+    except cv2.error:
+        return 0
+
+
 def png_intact(data: memoryview) -> bool:
     """Whether a PNG's chunks are all there up to IEND, its critical ones (IHDR, PLTE, IDAT, IEND:
     an upper-case first letter) each with its CRC. libpng prints its own line to stderr for a damaged

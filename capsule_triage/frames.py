@@ -97,6 +97,7 @@ class DecodeStats:
         frames_hidden_by_edit_list: frames of an MP4/MOV sample table its edit list hides (a trimmed
             recording): not shown by players, not delivered by the demuxer, not scored.
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
+        multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
     """
 
     frames_decoded: int = 0
@@ -105,6 +106,7 @@ class DecodeStats:
     frames_hidden_by_edit_list: int = 0
     decoder_peak_rss_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
+    multi_page: list[str] = field(default_factory=list)
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1

@@ -159,7 +159,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
                                                                                      own_note, assumed, timing, wide and f"{info.path}: {wide}",
-                                                                                     _no_view_note(info.path, view), other_streams_note(info)) if w)]
+                                                                                     _no_view_note(info.path, view), other_streams_note(info),
+                                                                                     _multi_page_note(info.path, stats)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -286,6 +287,15 @@ def other_streams_note(info: SourceInfo) -> str | None:
     return (f"{info.path}: {info.video_streams} video streams; only stream {info.stream_index} ({info.width}x{info.height}, FFmpeg's "
             "choice) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
             "(e.g. ffmpeg -i IN -map 0:v:1 -c copy OUT.mkv)")
+
+
+def _multi_page_note(path: Path, stats: DecodeStats) -> str | None:
+    """A Warning: line for a frame folder's images of several pages or frames, of which only the first is read."""
+    if not stats.multi_page:
+        return None
+    many = len(stats.multi_page)
+    return (f"{path}: {many} image{'s hold' if many > 1 else ' holds'} several pages or frames (a multi-page TIFF, an animated WebP; "
+            f"e.g. {stats.multi_page[0]}): only the first of each is scored; export one image per frame to triage them all")
 
 
 def _no_view_note(path: Path, view: np.ndarray) -> str | None:

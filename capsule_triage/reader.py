@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds
-from .errors import InputError
+from .errors import InputError, short_error
 from .folder_times import folder_times
-from .frame_folder import IMAGE_SUFFIXES, FolderListing, listed, plural, read_image_rgb, scan_frame_folder
+from .frame_folder import IMAGE_SUFFIXES, FolderListing, extra_pages, listed, plural, read_image_rgb, scan_frame_folder
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
@@ -158,7 +158,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
     except InputError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(path, f"not a readable video ({_short(exc)})") from None
+        raise InputError(path, f"not a readable video ({short_error(exc)})") from None
 
 
 # Raw elementary streams whose demuxer invents times at 25 frames/s (FFmpeg's default -framerate); a raw
@@ -280,7 +280,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
-        raise InputError(path, f"not a readable video ({_short(exc)})") from None
+        raise InputError(path, f"not a readable video ({short_error(exc)})") from None
     with container:
         stream = video_stream(container)
         stream.thread_type = "AUTO" if options.decoder_threads > 1 else "SLICE"
@@ -306,7 +306,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
             except StopIteration:
                 break
             except av.FFmpegError as exc:  # demuxer gave up (e.g. garbage in the middle): stop here
-                stats.skip(f"demux: {_short(exc)}")
+                stats.skip(f"demux: {short_error(exc)}")
                 break
             if segment is not None:  # demux (cheap) up to the segment's first keyframe; stop at the next one's
                 started = started or (packet.pts == segment.start_pts and packet.is_keyframe)
@@ -325,7 +325,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 frames = packet.decode() if packet is not None else stream.codec_context.decode(None)
             except av.FFmpegError as exc:
                 if packet is not None and packet.size:
-                    stats.skip(f"frame {index}: {_short(exc)}")
+                    stats.skip(f"frame {index}: {short_error(exc)}")
                     index += 1
                     if leading:
                         leading.decode_failed()
@@ -347,7 +347,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=RGB_CONVERSION,
                                               threads=SWSCALE_THREADS).to_ndarray()
                 except (av.FFmpegError, ValueError) as exc:
-                    stats.skip(f"frame {index}: {_short(exc)}")
+                    stats.skip(f"frame {index}: {short_error(exc)}")
                     rgb = None
                 else:
                     rgb = upright(rgb, frame)
@@ -379,6 +379,8 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         if image is None:
             stats.skip(f"{image_path.name}: not a decodable image")
             continue
+        if more := extra_pages(image_path):  # QA 40: a multi-page TIFF or an animated WebP lost its other pages in silence
+            stats.multi_page.append(f"{image_path.name} ({more + 1})")
         stats.frames_decoded += 1
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
 
@@ -391,10 +393,3 @@ def fit_still(image: np.ndarray, short_side: int | None, square_crop: bool) -> n
     if (w, h) != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(_centre_square(image) if square_crop else image)
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, av.FFmpegError) and exc.strerror:
-        return str(exc.strerror)[:160]  # without the errno and the file name the caller already prints
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]

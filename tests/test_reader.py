@@ -792,3 +792,21 @@ def test_a_fragmented_mp4_cut_off_is_truncated_not_a_shorter_recording(tmp_path,
         probe(tmp_path / "cut.mp4")
     plain = encode_clip(frames24, tmp_path / "plain.mp4")  # a file that counts its frames is checked against them, as before
     assert probe(plain).num_frames_from_header == 24
+
+
+def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):
+    """QA 40: a multi-page TIFF (and an animated WebP) in a frame folder gave its first page only, with nothing said."""
+    from capsule_triage.pipeline import _multi_page_note
+    from capsule_triage.reader_process import read_frames_in_process
+
+    folder = write_frame_folder(frames24[:3], tmp_path / "study")
+    assert cv2.imwritemulti(str(folder / "frame4.tif"), [np.ascontiguousarray(f[..., ::-1]) for f in frames24[3:6]])
+    assert cv2.imwrite(str(folder / "frame5.tif"), np.ascontiguousarray(frames24[6][..., ::-1]))  # one page: nothing to say
+    batches, stats = _all(folder)
+    assert stats.frames_decoded == 5 and stats.multi_page == ["frame4.tif (3)"]
+    child = DecodeStats()
+    assert sum(len(b.frame_index) for b in read_frames_in_process(folder, ReadOptions(), child)) == 5
+    assert child.multi_page == ["frame4.tif (3)"]  # decoded in a child process, as triage run does for large folders
+    assert _multi_page_note(folder, stats) == (f"{folder}: 1 image holds several pages or frames (a multi-page TIFF, an animated WebP; "
+                                               "e.g. frame4.tif (3)): only the first of each is scored; export one image per frame to triage them all")
+    assert _multi_page_note(folder, DecodeStats()) is None
