@@ -23,29 +23,34 @@ def tag_seconds(value: str | None) -> float | None:
     return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else None
 
 
-def cut_iso_box(path: Path) -> str | None:
-    """How an MP4/MOV file is cut off: the top-level box (ISO BMFF) the file ends inside, else None.
+FRAGMENT_BOXES = frozenset({b"moof", b"mdat"})  # what a fragmented MP4 adds fragment by fragment
 
-    For a fragmented MP4 (``movflags=frag_keyframe+empty_moov``, as streaming recorders write) whose header counts
-    no frames: cut mid-fragment, it read as a shorter recording without a word (QA 40). Reads 16 bytes per box;
-    a structure it does not understand (a box smaller than its header, one running to the end) is left to the demuxer.
+
+def cut_iso_box(path: Path) -> str | None:
+    """How a fragmented MP4/MOV is cut off: the fragment box (``moof``/``mdat``) the file ends inside, else None.
+
+    A fragmented MP4 (``movflags=frag_keyframe``, with or without ``empty_moov``, as streaming recorders write)
+    counts in its header the frames of its first fragment at most: cut mid-fragment it read as a shorter recording
+    without a word (QA 40; review rev34: also when the header counted the first fragment). Reads 16 bytes per
+    top-level box. Only a file with a ``moof`` box is judged (an unfragmented one is checked against the frames
+    its header counts); bytes after the last whole box that are no fragment box (a few trailing bytes, padding,
+    junk) are left to the demuxer, which plays such files whole.
     """
     size = path.stat().st_size
-    offset = 0
+    offset, fragmented = 0, False
     with open(path, "rb") as fh:
-        while offset < size:
+        while offset + 8 <= size:
             fh.seek(offset)
             head = fh.read(16)
-            if len(head) < 8:
-                return f"the file ends inside a box header ({len(head)} bytes at {offset:,})"
             box_size, kind = struct.unpack(">I4s", head[:8])
             if box_size == 1 and len(head) == 16:  # a 64-bit size follows
                 box_size = struct.unpack(">Q", head[8:16])[0]
-            if box_size < 8:
-                return None
+            if box_size < 8 or kind not in FRAGMENT_BOXES and offset + box_size > size:
+                return None  # to the end of the file (size 0), or not a box: not ours to judge
+            fragmented |= kind == b"moof"
             if offset + box_size > size:
-                name = kind.decode("latin-1")
-                return f"the file ends inside its '{name}' box ({size - offset:,} of its {box_size:,} bytes)"
+                return (f"the file ends inside its '{kind.decode()}' box ({size - offset:,} of its {box_size:,} bytes)"
+                        if fragmented else None)
             offset += box_size
     return None
 

@@ -17,7 +17,6 @@ of the weights' ``MODEL_CARD.md``, so the card never holds a hand-typed figure.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from .model_card import check_card, check_section_name, json_ready, refresh_trai
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
+from .roc_plot import draw_roc
 from .stills import LabelledImages, load_for_model
 from .versions import package_versions
 from .weights import load_model
@@ -167,9 +167,9 @@ def evaluate(
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
     samples, split, unread = _split_to_score(data, config, split)
-    selection = None
+    selection, chosen_on = None, []
     if target_sensitivity is not None:
-        selection = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed,
+        selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed,
                                      whole=val_data is not None)
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
@@ -193,13 +193,15 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))
-    chosen_on = set(selection.pop("val_sha256")) if selection else set()  # QA 39: a threshold chosen on the frames scored
-    tuned = sum(d in chosen_on for d in images.sha256)
+    tuned = len(set(chosen_on).intersection(images.sha256))  # QA 39: a threshold chosen on the frames scored
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on ({val_data or data}): "
              "the figures at that threshold are optimistic" if tuned else None)
+    learned = sum(known.get(d) == "train" for d in chosen_on) if known else 0  # review rev34: --val-data of training frames
+    learned = (f"{learned} of the {len(chosen_on)} frames the threshold was chosen on ({val_data or data}) are this model's training "
+               "frames: it fits frames the model learned, so its sensitivity on new frames may fall short of the target" if learned else None)
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
                  "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, tuned,
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, tuned, learned,
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread)) if w]
@@ -225,8 +227,8 @@ def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: 
     markers, ``card``) before anything is scored or config.json is changed."""
     if model_card is not None:
         check_section_name(model_card)
-    if card:
-        check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"))
+    if card:  # --model-card writes both sections; --target-sensitivity alone rewrites the training section where there is one
+        check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"), only_begun=model_card is None)
     if out_dir is not None:
         StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
 
@@ -315,8 +317,12 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
     ``whole``: ``data`` is validation data of its own (``--val-data``): without splits, every frame of it validates;
-    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it. The selection's
-    ``val_sha256`` (the validation files' SHA-256, not stored) lets the caller say when it scores the same frames."""
+    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it.
+
+    Returns:
+        (the selection as config.json records it, the validation files' SHA-256: the caller says when they are
+        frames it scores, or the model's training frames).
+    """
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
@@ -326,6 +332,9 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         samples = [replace(s, split="val") for s in given]
     else:
         samples = with_validation(data, config) if given is None else _training_validation(given, config)
+    if not any(s.split == "val" for s in samples) and given is not None:  # review rev34: it said no validation data was passed
+        raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
+                               "'val' split, or without splits to choose on all of it")
     if not any(s.split == "val" for s in samples):
         raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
     val = load_for_model(select(samples, "val"), config, source=data)
@@ -344,7 +353,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
-    return {**selection, "val_sha256": val.sha256}  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
+    return selection, val.sha256  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:
@@ -367,29 +376,3 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
         curves.update({c: metrics.roc_curve(images.labels.numpy() == i, probs[:, i])[:2] for i, c in enumerate(config.class_names)})
     op = (1 - result["specificity"], result["sensitivity"])
     cv2.imwrite(str(out / "roc.png"), draw_roc(curves, title=f"{config.name} {result['split']} AUC {result['auc']:.4f}", point=op))
-
-
-def draw_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str, point: tuple[float, float] | None = None, size: int = 480) -> np.ndarray:
-    """A BGR image of ROC curves (fpr, tpr) with axes, the chance diagonal and an operating point."""
-    img = np.full((size, size, 3), 255, np.uint8)
-    left, right, top, bottom = 50, size - 20, 45, size - 45
-    def xy(fpr: float, tpr: float) -> tuple[int, int]:
-        return int(left + fpr * (right - left)), int(bottom - tpr * (bottom - top))
-    cv2.rectangle(img, xy(0, 0), xy(1, 1), (0, 0, 0), 1)
-    cv2.line(img, xy(0, 0), xy(1, 1), (180, 180, 180), 1, cv2.LINE_AA)
-    for t in (0.0, 0.5, 1.0):
-        cv2.putText(img, f"{t:.1f}", (xy(t, 0)[0] - 10, bottom + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(img, f"{t:.1f}", (left - 30, xy(0, t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    colors = [(200, 60, 0), (0, 140, 0), (0, 0, 200), (160, 0, 160), (0, 160, 160)]
-    for k, (name, (fpr, tpr)) in enumerate(curves.items()):
-        if np.isnan(fpr).any() or np.isnan(tpr).any():
-            continue
-        pts = np.array([xy(f, t) for f, t in zip(fpr, tpr)], np.int32)
-        cv2.polylines(img, [pts], False, colors[k % len(colors)], 2, cv2.LINE_AA)
-        cv2.putText(img, name, (right - 120, bottom - 10 - 16 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colors[k % len(colors)], 1)
-    if point is not None and not any(math.isnan(v) for v in point):
-        cv2.circle(img, xy(*point), 5, (0, 0, 0), 2)
-    cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "true positive rate (sensitivity)", (left - 30, top - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    cv2.putText(img, "false positive rate (1 - specificity)", (size // 2 - 110, size - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    return img

@@ -69,7 +69,8 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
                 break
             seen.intersection_update(table["path"].to_pylist())
         before = ", ".join(str(f) for f in folders[:odd])
-        raise InputError(folders[odd], f"no frame in common with {before} (the evaluations scored different data)")
+        raise InputError(folders[odd], f"none of its frames is among those {before} {'all ' if odd > 1 else ''}scored "
+                                       "(the evaluations scored different data)")
     order = [p for p in tables[0]["path"].to_pylist() if p in common]
     picked = [_in_order(table, order) for table in tables]
     per_model, wrong = {}, np.zeros(len(order), np.int32)

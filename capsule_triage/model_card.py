@@ -123,15 +123,17 @@ def refresh_training_section(folder: Path, config: ModelConfig, *, create: bool)
         write_training_section(folder, config)
 
 
-def check_card(folder: Path, sections: tuple[str, ...]) -> None:
+def check_card(folder: Path, sections: tuple[str, ...], *, only_begun: bool = False) -> None:
     """Refuse a card whose markers of one of ``sections`` are not one begin followed by one end (QA 39: with an end
     marker edited away, the next eval appended a second section and the one after replaced everything from the
-    first begin to the next end: a clinician's notes between them were deleted without a word)."""
+    first begin to the next end: a clinician's notes between them were deleted without a word). ``only_begun``: the
+    sections are rewritten only where the card has their begin marker (:func:`refresh_training_section`): check those."""
     card = Path(folder) / CARD_NAME
     if card.is_file():
         text = card.read_text()
         for section in sections:
-            _section_span(card, text, section)
+            if not only_begun or _markers(section)[0] in text:
+                _section_span(card, text, section)
 
 
 def _section_span(card: Path, text: str, section: str) -> tuple[int, int] | None:

@@ -140,8 +140,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
                                        f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "
                                        f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.mp4")
-            if "mov" in container.format.name.split(",") and not stream.frames and (cut := cut_iso_box(path)):
-                raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4 counts no frames (QA 40)
+            if "mov" in container.format.name.split(",") and (cut := cut_iso_box(path)):
+                raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4's header counts no frames (QA 40)
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)

@@ -39,7 +39,7 @@ from .device import autocast, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import predict_probs, summarize
 from .metrics import accuracy_curve
-from .model_card import refresh_training_section
+from .model_card import check_card, refresh_training_section
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .progress import progress_bar
@@ -90,6 +90,7 @@ def train(options: TrainOptions) -> Path:
     out = Path(options.output)
     saved = load_checkpoint(out) if options.resume else None
     check_output(out, options, saved)
+    check_card(out, ("training",), only_begun=True)  # a resumed run's card is rewritten at the end (review rev34: refused only then)
     if saved is not None and saved.get("finished"):
         return out
     source = read_samples(options.data)

@@ -132,7 +132,7 @@ def _assert_clean(out: Path) -> None:
 
 
 def test_discovery_ids_skip_hidden_empty_and_loops(tree, tmp_path):
-    studies = discover_studies(tree, exclude=(tree / "day1" / "frames_png",))
+    studies = discover_studies(tree, skip_dirs=(tree / "day1" / "frames_png",))
     assert {s.rel_path for s in studies} == (set(OK_STUDIES) | set(FAILED_STUDIES)) - {"day1/frames_png"}
     assert {s.rel_path: s.kind for s in discover_studies(tree)}["day2/nested/deep/frames_jpg"] == "frames"
     ids = [s.study_id for s in discover_studies(tree)]
@@ -152,17 +152,27 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     studies, left_out = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
     assert {s.rel_path for s in studies} == {"a/b.mp4", "a_b.mp4", "day1/capsule_a.mp4", "empty.mp4"}
     assert left_out == ["corrupt.mp4", "day1/capsule_b.avi", "day1/frames_png", "day2"]  # what matched, not what lies under it
-    assert exclude_patterns([f"{tree}/day2/", "a/*"], tree) == ("day2", "a/*") and exclude_patterns("a.mp4", tree) == ("a.mp4",)
+    assert exclude_patterns([f"{tree}/day2/", "a/*", "./day1//capsule_b.avi"], tree) == ("day2", "a/*", "day1/capsule_b.avi")
+    assert exclude_patterns("a.mp4", tree) == ("a.mp4",)
+    # review rev34: a name with brackets was a pattern matching another study ('study[1].mp4' left out study1.mp4)
+    for name in ("study[1].mp4", "study1.mp4"):
+        shutil.copy(tree / "a_b.mp4", tmp_path / name)
+    assert find_studies(tmp_path, patterns=exclude_patterns(["study[1].mp4"], tmp_path))[1] == ["study[1].mp4"]
+    assert find_studies(tmp_path, patterns=exclude_patterns(["study[0-9].mp4"], tmp_path))[1] == ["study1.mp4"]  # no such name: a pattern
+    link = tmp_path / "link"
+    link.symlink_to(tree)
+    assert exclude_patterns([f"{tree}/day2"], link) == ("day2",)  # the input folder given through a symbolic link
     for bad, message in (("/elsewhere/x.mp4", "is not inside the input folder"), (str(tree), "would leave out every study"),
-                         ("*", "would leave out every study"), ("", "would leave out every study")):
+                         ("*", "would leave out every study"), ("", "would leave out every study"), ("../x", "or none")):
         with pytest.raises(TriageError, match=message):
             exclude_patterns([bad], tree)
     out = tmp_path / "out"
     shutil.copytree(local_run[0], out, symlinks=True)
-    result = run_batch(tree, out, BatchOptions(weights=str(random_weights), exclude=("corrupt.mp4", "empty.mp4", f"{tree}/day2", "typo.mp4")))
+    result = run_batch(tree, out, BatchOptions(weights=str(random_weights), exclude=("corrupt.mp4", "empty.mp4", f"{tree}/day2", "typo.mp4",
+                                                                               "day2/patient_x.mp4")))  # inside day2: no warning
     assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "pending": 0} and not result.failures
     batch = json.loads((out / "batch.json").read_text())
-    assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4"]
+    assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4"]
     assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
     assert [w for w in result.warnings if "exclude" in w] == [f"--exclude 'typo.mp4': nothing under {tree} matches it"]
     assert all((out / study_id(rel) / "run.json").is_file() for rel in ("day2/patient_x.mp4", "day2/capsule_a.mp4"))  # kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -153,6 +154,11 @@ def test_a_section_whose_markers_were_edited_is_refused_not_overwritten(weights_
     evaluate(weights_copy, small_manifest, "val", model_card="group")
     assert card.read_text().count("triage-eval:group:begin") == 1 and "Our clinician's notes" not in card.read_text()
     assert evaluate(weights_copy, small_manifest, "val")["n"] > 0  # a card it does not write is not checked
+    # review rev34: --target-sensitivity alone rewrites the training section only where it begins: nothing else is refused
+    text = card.read_text().replace("<!-- triage-eval:training:begin -->", "")
+    card.write_text(text)
+    evaluate(weights_copy, small_manifest, "val", target_sensitivity=0.9)
+    assert card.read_text() == text
 
 
 @needs_shared
@@ -292,6 +298,20 @@ def test_val_data_without_splits_is_used_whole_and_a_threshold_chosen_on_the_sco
     assert f"48 of the 48 frames scored (test) are frames the threshold was chosen on ({unsplit}): the figures at that threshold are optimistic" in result["warnings"]
     split = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=small_manifest)  # its val split only
     assert split["threshold_selection"]["n_val"] == 40 and not any("chosen on" in w for w in split.get("warnings", []))
+    # review rev34: --val-data of the model's own training frames chose the threshold on them without a word
+    from capsule_triage.datasets import read_samples
+    from capsule_triage.training_images import image_digests, write_training_images
+
+    val_rows = [s for s in read_samples(small_manifest)[0] if s.split == "val"]  # recorded here as what the model trained on
+    write_training_images(weights_copy, [replace(s, split="train") for s in val_rows], image_digests(val_rows))
+    trained = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=small_manifest)
+    assert (f"40 of the 40 frames the threshold was chosen on ({small_manifest}) are this model's training frames: it fits frames the "
+            "model learned, so its sensitivity on new frames may fall short of the target") in trained["warnings"]
+    test_only = tmp_path / "test_only.csv"  # review rev34: 'no training split record ... pass validation data', which it had
+    test_only.write_text("\n".join(r for r in rows if not r.endswith(",val")) + "\n")
+    with pytest.raises(InputError, match=r"test_only.csv: no 'val' rows \(splits: test\); give validation data with a 'val' split, or "
+                                         r"without splits to choose on all of it"):
+        evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=test_only)
 
 
 @needs_shared

@@ -145,6 +145,7 @@ def test_the_evaluation_of_other_frames_is_the_one_named(tmp_path):
         try:
             hard_cases(list(order))
         except InputError as exc:
-            assert str(exc) == f"{named}: no frame in common with {before} (the evaluations scored different data)"
+            everyone = "all " if before.count(",") else ""
+            assert str(exc) == f"{named}: none of its frames is among those {before} {everyone}scored (the evaluations scored different data)"
         else:
             raise AssertionError("no error")

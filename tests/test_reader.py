@@ -638,9 +638,9 @@ def test_the_triaged_stream_and_the_codec_are_named_as_ffmpeg_names_them(tmp_pat
     assert (info.codec, info.stream_index, info.video_streams, info.width) == ("av1", 1, 2, frames[0].shape[1])  # decoded by libdav1d
     from capsule_triage.pipeline import other_streams_note  # QA 40: a two-camera recording lost one camera in silence
 
-    assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 1 ({frames[0].shape[1]}x{frames[0].shape[0]}, FFmpeg's choice) "
+    assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 0:1 ({frames[0].shape[1]}x{frames[0].shape[0]}, FFmpeg's choice) "
                                         "is scored, not the others (a second camera's, a preview): put one in a file of its own to triage "
-                                        "it (e.g. ffmpeg -i IN -map 0:v:1 -c copy OUT.mkv)")
+                                        "it (ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
     assert other_streams_note(probe(DEMO_CLIP)) is None
 
 
@@ -792,6 +792,17 @@ def test_a_fragmented_mp4_cut_off_is_truncated_not_a_shorter_recording(tmp_path,
         probe(tmp_path / "cut.mp4")
     plain = encode_clip(frames24, tmp_path / "plain.mp4")  # a file that counts its frames is checked against them, as before
     assert probe(plain).num_frames_from_header == 24
+    # review rev34: a whole file with a few bytes or junk after its last box plays whole: not refused
+    for tail in (b"\0" * 4, b"x" * 32, b"\0\0\0\x10free" + b"\0" * 8):
+        (tmp_path / "tail.mp4").write_bytes(data + tail)
+        assert probe(tmp_path / "tail.mp4").num_frames_from_header is None and _all(tmp_path / "tail.mp4")[1].frames_decoded == 24
+    # review rev34: fragmented without empty_moov, the header counts the first fragment's frames; cut later, it read short
+    first = encode_clip(frames24, tmp_path / "first.mp4", options={"crf": "18", "g": "4"}, container_options={"movflags": "frag_keyframe"})
+    assert 0 < probe(first).num_frames_from_header < 24
+    data = first.read_bytes()
+    (tmp_path / "cut2.mp4").write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(InputError, match=r"cut2.mp4: truncated video: the file ends inside its '(mdat|moof)' box"):
+        probe(tmp_path / "cut2.mp4")
 
 
 def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):

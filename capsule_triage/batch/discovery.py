@@ -7,8 +7,10 @@ id is ``<slug of the relative path>-<10 hex of sha256(relative path)>``.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,22 +51,22 @@ def study_id(rel_path: str) -> str:
     return f"{slug}-{hashlib.sha256(rel_path.encode('utf-8', 'surrogateescape')).hexdigest()[:10]}"
 
 
-def discover_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> list[Study]:
+def discover_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> list[Study]:
     """Studies under ``input_dir`` in natural path order (see :func:`find_studies`)."""
-    return find_studies(input_dir, exclude=exclude, patterns=patterns)[0]
+    return find_studies(input_dir, skip_dirs=skip_dirs, patterns=patterns)[0]
 
 
-def find_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> tuple[list[Study], list[str]]:
+def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> tuple[list[Study], list[str]]:
     """Studies under ``input_dir`` in natural path order, and the relative paths that ``patterns`` left out.
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
-    (no loops), folders in ``exclude`` (e.g. the output folder) and earlier outputs of capsule_triage
+    (no loops), folders in ``skip_dirs`` (e.g. the output folder) and earlier outputs of capsule_triage
     (:data:`OUTPUT_SIGNATURES`) are not entered, and a folder with no images directly inside it is
     not a study (its subfolders may be). A file or folder whose path relative to ``input_dir`` (POSIX)
     matches one of ``patterns`` (:func:`excluded`; ``--exclude``) is no study and a folder is not entered.
     """
     root = Path(input_dir).absolute()
-    skip = {os.path.realpath(p) for p in exclude}
+    skip = {os.path.realpath(p) for p in skip_dirs}
     visited: set[str] = set()
     studies: list[Study] = []
     left_out: list[str] = []
@@ -89,8 +91,8 @@ def find_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patte
             if entry.name.startswith("."):
                 continue
             is_dir = _is_dir(entry)
-            if (is_dir or suffix in VIDEO_SUFFIXES) and patterns and excluded(_relative(root, Path(entry.path)), patterns):
-                left_out.append(_relative(root, Path(entry.path)))
+            if (is_dir or suffix in VIDEO_SUFFIXES) and patterns and excluded(rel := _relative(root, Path(entry.path)), patterns):
+                left_out.append(rel)
             elif is_dir:
                 subfolders.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
@@ -105,15 +107,17 @@ def find_studies(input_dir: str | Path, *, exclude: tuple[Path, ...] = (), patte
 
 def excluded(rel_path: str, patterns: tuple[str, ...]) -> bool:
     """Whether a study's path relative to the input folder (POSIX), or a folder above it, matches one of the
-    ``--exclude`` patterns (:func:`fnmatch.fnmatchcase`: ``*`` also crosses ``/``, so ``*.avi`` is every AVI)."""
+    ``--exclude`` patterns (:func:`fnmatch.fnmatchcase`, case-sensitive as the file system: ``*`` also crosses ``/``,
+    so ``*.avi`` is every ``.avi``, not ``.AVI``)."""
     parts = rel_path.split("/")
     paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     return any(fnmatch.fnmatchcase(path, pattern) for path in paths for pattern in patterns)
 
 
 def exclude_patterns(patterns, input_dir: Path) -> tuple[str, ...]:
-    """``--exclude`` values as patterns relative to the input folder (an absolute path under it made relative,
-    a trailing ``/`` dropped).
+    """``--exclude`` values as patterns relative to the input folder: an absolute path under it made relative (also
+    through symbolic links), ``./`` and ``//`` dropped, and a value naming an existing file or folder literally taken
+    as that name (review rev34: ``study[1].mp4`` was a pattern matching ``study1.mp4``, another study).
 
     Raises:
         TriageError: an empty pattern, one that names the input folder itself, or an absolute path outside it.
@@ -122,16 +126,25 @@ def exclude_patterns(patterns, input_dir: Path) -> tuple[str, ...]:
     for pattern in (patterns,) if isinstance(patterns, (str, Path)) else patterns:  # one pattern as a string, not its letters
         text = str(pattern).strip()
         if os.path.isabs(text):
-            try:
-                text = Path(os.path.normpath(text)).relative_to(input_dir).as_posix()
-            except ValueError:
-                raise TriageError("--exclude", f"{pattern} is not inside the input folder {input_dir}") from None
-        text = text.rstrip("/")
-        if text in ("", ".", "*"):
-            raise TriageError("--exclude", f"{pattern!r} would leave out every study: give a path or pattern relative to the "
-                                           "input folder (e.g. day3/broken.mp4, '*.avi', 'scratch')")
-        out.append(text)
+            text = _inside(Path(os.path.normpath(text)), input_dir)
+            if text is None:
+                raise TriageError("--exclude", f"{pattern} is not inside the input folder {input_dir}")
+        text = posixpath.normpath(text) if text else text
+        if text in ("", ".", "*") or text.startswith("../"):
+            raise TriageError("--exclude", f"{pattern!r} would leave out every study or none: give a path or pattern relative to "
+                                           "the input folder (e.g. day3/broken.mp4, '*.avi', 'scratch')")
+        out.append(glob.escape(text) if os.path.lexists(input_dir / text) else text)
     return tuple(out)
+
+
+def _inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (POSIX), as given or with symbolic links resolved in both; None if outside."""
+    for a, b in ((path, folder), (Path(os.path.realpath(path)), Path(os.path.realpath(folder)))):
+        try:
+            return a.relative_to(b).as_posix()
+        except ValueError:
+            continue
+    return None
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

@@ -133,7 +133,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, note: str | None = None) -> BatchResult:
-    studies, left_out = find_studies(input_dir, exclude=(out_dir,), patterns=options.exclude)
+    studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     engine = _make_engine(options)
     try:
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
@@ -233,7 +233,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                         f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
                         "stale_folders names them; kept, not linked from index.html)")
     for pattern in info.get("exclude", ()):  # a typo would leave a broken study failing every night
-        if not any(excluded(path, (pattern,)) for path in info["excluded"]):
+        if not any(excluded(path, (pattern,)) or pattern.startswith(f"{path}/") for path in info["excluded"]):  # or inside one
             warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
