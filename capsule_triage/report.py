@@ -19,6 +19,7 @@ from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
+from .report_top import top_frames_section
 from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg, write_atomic)
 from .study_folder import Study, load_study
@@ -110,7 +111,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
-            "</section>", _gallery(study)]
+            "</section>", _gallery(study), top_frames_section(study, lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}")]
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
@@ -270,11 +271,12 @@ def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
     rate = max(READING_FPS, round(frames / duration) if frames > 1 and duration > 0 else 0.0)
     read_flagged, read_all = reading_seconds(flagged, rate), reading_seconds(frames, rate)
     saved = f"{100 * (1 - read_flagged / read_all):.0f}% less" if read_all else ""
+    reading = f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.0f} frames/s (as it plays)"
     tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
              ("Events", f"{events:,}", "ranked by peak score"),
              ("Flagged", f"{pct:.1f}%", f"{flagged:,} frames in events"),
-             (f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.0f} frames/s (as it plays)", fmt_duration(read_flagged),
-              f"flagged frames only, vs {fmt_duration(read_all)} for the whole study ({saved})")]
+             (reading, fmt_duration(read_flagged), f"flagged frames only, vs {fmt_duration(read_all)} for the whole study ({saved})")
+             if flagged else (reading, fmt_duration(read_all), "the whole study: no flagged frames to look at first")]  # QA 41: "0.0 s, 100% less"
     cells = "".join(f'<div class="tile"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div><div class="s">{esc(s)}</div></div>'
                     for k, v, s in tiles)
     return f'<section><h2>Summary</h2><div class="tiles" id="summary">{cells}</div></section>'

@@ -25,6 +25,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}.span circle{fill:var(--acc)}
 .span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30);stroke:var(--sel)}
 .span-label{font-size:10px;fill:var(--acc);font-weight:600}
+svg.timeline :is(.area,.score,.raw,.point,.grid,.xtick,.tick,.span-label,.thr,.thr-label){pointer-events:none}
 .pager{margin:.4rem 0;display:flex;flex-wrap:wrap;gap:4px;align-items:center}.pager a{padding:1px 8px;border:1px solid var(--line);border-radius:4px;background:#fff;text-decoration:none}
 .pager a[aria-current]{background:var(--sel);color:#fff}
 .cards{list-style:none;padding:0;margin:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(172px,1fr));gap:10px}
@@ -33,6 +34,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
 .card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
 .score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
+details summary{cursor:pointer}details summary h2{display:inline}.card.top{font-size:.9rem}
 .page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
 html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}
 figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;background:#111}figcaption{color:var(--mut);font-size:.85rem}
@@ -47,8 +49,8 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 .vh,.skip:not(:focus){position:absolute;width:1px;height:1px;margin:-1px;padding:0;border:0;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 .skip{position:absolute;left:8px;top:8px;z-index:1;background:#fff;padding:4px 10px;border:2px solid var(--sel);border-radius:4px}
 .keys label{white-space:nowrap;margin-left:.5rem}
-@media print{.scroll{max-height:none;overflow:visible}.timeline-scroll{overflow:visible}.page{display:block!important}
- .pager,.keys,.skip{display:none}th{position:static}}
+@media print{details:not([open]){display:none}.scroll{max-height:none;overflow:visible}.timeline-scroll{overflow:visible}.page{display:block!important}
+ .pager,.keys,.skip{display:none}th{position:static}.card,.tile,figure,.facts,tr{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 # The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of

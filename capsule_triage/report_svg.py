@@ -56,7 +56,7 @@ def fmt_duration(seconds: float) -> str:
         return "unknown"
     seconds = max(0.0, float(seconds))
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{math.floor(seconds * 10 + 0.5) / 10:.1f} s"  # half up, as fmt_clock: 7.25 s is 7.3 s (QA 41: 7.2 beside 13:43.3)
     whole = int(round(seconds))
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
@@ -173,7 +173,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         parts.append(f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
                      f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
     cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
-    for span in spans:
+    for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
         parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
     if unseen:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -25,6 +25,7 @@ class Study:
     prob_columns: list[str]  # the prob_<class> columns, in file order
     events: list[dict]  # events.parquet rows in rank order
     thumbs: dict[int, str]  # frame_index -> URL of its thumbnail, relative to out_dir (checked to exist inside it)
+    top_frames: list[dict] = field(default_factory=list)  # top_frames.parquet rows in rank order
 
     def frame(self, index) -> str:
         """'frame N', with its image's name for a frame folder (QA 34: the reviewer had to count to the file)."""
@@ -81,7 +82,8 @@ def load_study(out_dir: Path) -> Study:
         url = safe_relpath(rel, out_dir)
         if url and frame is not None:
             thumbs[int(frame)] = url
-    return Study(out_dir, run, frames, [c for c in table.column_names if c.startswith("prob_")], events, thumbs)
+    extra.sort(key=lambda r: r.get("rank", 0))
+    return Study(out_dir, run, frames, [c for c in table.column_names if c.startswith("prob_")], events, thumbs, extra)
 
 
 def read_parquet(path: Path):

@@ -160,6 +160,10 @@ def test_reading_times_come_from_the_data(tmp_path):
     assert f">{fmt_duration(2.0)}<" in summary  # 120 flagged frames at 60 frames/s
     one = write_report(make_study(tmp_path / "one", frames=1, events=0, fps=25.0)).read_text()  # rev25: no rate from one frame
     assert "Reading at 15 frames/s<" in one
+    # QA 41: a study without events read "0.0 s, vs 4 min 27 s for the whole study (100% less)", as if reading could be skipped
+    none = write_report(make_study(tmp_path / "none", frames=3000, events=0, fps=2.0)).read_text()
+    summary = none[none.index('id="summary"'):none.index("</section>", none.index('id="summary"'))]
+    assert ">3 min 20 s<" in summary and "the whole study: no flagged frames to look at first" in summary and "less" not in summary
 
 
 def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_path):
@@ -237,6 +241,35 @@ def test_study_without_events(tmp_path):
     html = write_report(make_study(tmp_path / "s", frames=100, events=0)).read_text()
     assert "No events: no stretch of the study reached the enter threshold." in html and 'class="card"' not in html and "0.0%" in html
     assert not list((tmp_path / "s" / "report").glob("*.html"))
+
+
+def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
+    """QA 41: top_frames.parquet and its thumbnails were written, but the page said only "No events" (a frame at
+    0.435, above the model's threshold, was nowhere to be seen)."""
+    import pyarrow.parquet as pq
+
+    for events in (0, 2):
+        study = make_study(tmp_path / f"s{events}", frames=200, events=events, seed=3)
+        frames = pq.read_table(study / "frames.parquet").to_pydict()
+        (study / "thumbnails").mkdir(exist_ok=True)
+        top = sorted(range(200), key=lambda i: -frames["score"][i])[:3]
+        thumbs = {i: f"thumbnails/frame_{i:07d}.jpg" for i in top}
+        for rel in thumbs.values():
+            (study / rel).write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
+        write_table(study / "top_frames.parquet", top_frames_table([(i, frames["pts_seconds"][i], frames["score"][i]) for i in top],
+                                                                   thumbs), {"model": "synthetic"})
+        html = write_report(study).read_text()
+        section = html[html.index('<section id="top-frames">'):]
+        section = section[:section.index("</section>")]
+        assert ("<details open>" in section) == (events == 0) and "Highest-scoring frames (3)" in section
+        assert section.count('<li class="card top">') == 3 and all(f'src="{rel}"' in section for rel in thumbs.values())
+        first = top[0]
+        assert f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> <span class=\"score\">{score_text(frames['score'][first])}</span>" in section
+        rank = frames["event_id"][first]
+        assert (f'<a href="report/event-{rank + 1:04d}.html">in event #{rank + 1}</a>' if rank >= 0 else "in no event") in section
+    assert "in event #" in section  # the study with events: its top frames lie in them
+    study = make_study(tmp_path / "empty", frames=20, events=0)  # none listed: no section
+    assert 'id="top-frames"' not in write_report(study).read_text()
 
 
 def test_no_events_says_why_when_the_score_crossed_the_threshold_too_briefly(tmp_path):
@@ -625,14 +658,15 @@ def test_report_of_the_mixed_clip_in_chromium(malicious_run, browser):
     page = browser.eval("""({
         title: document.title, text: document.body.innerText,
         scripts: Array.from(document.scripts).map(s => s.textContent.includes('alert(1)')),
-        thumbs: Array.from(document.querySelectorAll('.card img')).filter(
+        thumbs: Array.from(document.querySelectorAll('.card:not(.top) img')).filter(
             i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 50 && i.checkVisibility()).length,
-        cards: document.querySelectorAll('.card').length,
+        cards: document.querySelectorAll('.card:not(.top)').length, top: document.querySelectorAll('.card.top').length,
         svg: !!document.querySelector('svg.timeline path.score'),
         spans: document.querySelectorAll('svg.timeline a.span').length})""")
     assert EVIL + ".mp4" in page["text"] and "script>.mp4" in page["title"]
     assert page["scripts"] == [False, False]  # our data and our code, nothing injected
     assert page["cards"] == page["thumbs"] == min(events, PAGE_SIZE)
+    assert page["top"] == pq.read_table(malicious_run / "top_frames.parquet").num_rows > 0  # QA 41: not on the page before
     assert page["svg"] and page["spans"] == events
     assert "Research use only \u2014 not a diagnostic device" in page["text"]
     assert "Research triage of capsule-endoscopy video for bleeding" in page["text"]
@@ -675,6 +709,14 @@ def test_large_study_paginates_in_chromium(tmp_path, browser):
     assert browser.eval_until(visible, list(range(100, 150))) == list(range(100, 150))
     browser.key("j")
     assert browser.eval("location.hash") == "#event-101" and browser.eval(visible) == list(range(100, 150))
+    # QA 41: the score's area and line, drawn over the spans, took the clicks (30 of 122 spans, #1 among them, had no
+    # clickable point); now a click anywhere in a top event's span is that span's, also where thin spans meet
+    missed = browser.eval("""(() => { const svg = document.querySelector('svg.timeline'); svg.scrollIntoView();
+        return Array.from(svg.querySelectorAll('a.span')).filter(a => +a.dataset.rank < 10).filter(a => {
+            const r = a.querySelector('rect').getBoundingClientRect();
+            return [0.2, 0.5, 0.95].some(f => { const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height * f);
+                                                 return !hit || hit.closest('a.span') !== a; }); }).map(a => +a.dataset.rank); })()""")
+    assert missed == []
     browser.eval("document.querySelector('svg a.span[data-rank=\"499\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
     assert browser.eval("location.hash") == "#event-500"
     assert browser.eval_until(visible, list(range(450, 500))) == list(range(450, 500))
