@@ -20,7 +20,7 @@ from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
 from .report_top import top_frames_section
-from .report_svg import (Span, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
+from .report_svg import (Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg, write_atomic)
 from .study_folder import Study, load_study
 
@@ -67,6 +67,11 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
     linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())
+    with clock_with_hours(_time_range(study)[1] >= 3600):
+        return _write_pages(study, card_use, gaps, linked, detail_dir)
+
+
+def _write_pages(study: Study, card_use: str | None, gaps: list, linked: bool, detail_dir: Path) -> Path:
     try:
         detail_dir.mkdir(exist_ok=True)
         wanted = {_detail_name(i) for i in range(len(study.events))}

@@ -9,6 +9,8 @@ pages inline are in :mod:`capsule_triage.report_assets`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
@@ -37,8 +39,23 @@ def esc(value: object) -> str:
     return escape(str(value), quote=True)
 
 
+_HOURS = contextvars.ContextVar("clock_hours", default=False)  # pages of a study that reaches an hour: h:mm:ss.s throughout
+
+
+@contextlib.contextmanager
+def clock_with_hours(on: bool):
+    """While building the pages of a study that reaches an hour, every :func:`fmt_clock` says its hours (QA 41:
+    "#100 1:34.5" beside "#98 1:04:36.8" read as 1 h 34 min)."""
+    token = _HOURS.set(on)
+    try:
+        yield
+    finally:
+        _HOURS.reset(token)
+
+
 def fmt_clock(seconds: float) -> str:
-    """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on ``h:mm:ss.s``.
+    """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on (or within
+    :func:`clock_with_hours`) ``h:mm:ss.s``.
 
     Rounded half up (4.25 s is ``0:04.3``; Python's round() gave ``0:04.2`` but ``0:03.8`` for 3.75 s) before
     it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
@@ -46,8 +63,9 @@ def fmt_clock(seconds: float) -> str:
         return "?"
     hours, tenths = divmod(math.floor(max(0.0, float(seconds)) * 10 + 0.5), 36000)
     minutes, tenths = divmod(tenths, 600)
-    clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if hours else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
-    return f"{hours}:{clock}" if hours else clock
+    long = hours or _HOURS.get()
+    clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if long else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
+    return f"{hours}:{clock}" if long else clock
 
 
 def fmt_duration(seconds: float) -> str:
@@ -273,7 +291,7 @@ def _tick_label(seconds: float, step: float) -> str:
     if step < 1:
         return f"{seconds:.1f} s"
     whole = int(round(seconds))
-    if whole >= 3600:
+    if whole >= 3600 or _HOURS.get():
         return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
     return f"{whole // 60}:{whole % 60:02d}"
 

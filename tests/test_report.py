@@ -272,6 +272,21 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
     assert 'id="top-frames"' not in write_report(study).read_text()
 
 
+def test_times_of_a_study_that_reaches_an_hour_all_say_their_hours(tmp_path):
+    """QA 41: on a 66-minute study the cards mixed "#100 1:34.5" and "#98 1:04:36.8": the first reads as 1 h 34 min."""
+    import re
+
+    study = make_study(tmp_path / "long", frames=8000, events=30, fps=2.0)  # 4,000 s
+    pages = [write_report(study).read_text(), (study / "report" / "event-0001.html").read_text()]
+    short_clock = re.compile(r"(?<![:\d])\d{1,2}:\d\d\.\d")  # m:ss.s, not the end of an h:mm:ss.s
+    for html in pages:
+        assert re.search(r"\b\d:\d\d:\d\d\.\d", html) and not short_clock.findall(html), short_clock.findall(html)[:5]
+    assert re.search(r"\b0:\d\d:\d\d\.\d", pages[0])  # times before the first hour too
+    assert fmt_clock(94.5) == "1:34.5"  # outside a study's pages: as before
+    short = make_study(tmp_path / "short", frames=400, events=3, fps=2.0)
+    assert short_clock.findall(write_report(short).read_text())  # a study under an hour keeps m:ss.s
+
+
 def test_no_events_says_why_when_the_score_crossed_the_threshold_too_briefly(tmp_path):
     """QA 17: a one-frame study scoring 0.998 said 'no stretch reached the enter threshold'; its one frame
     (0.25 s) is shorter than the shortest event."""
