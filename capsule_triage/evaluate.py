@@ -169,8 +169,8 @@ def evaluate(
     samples, split, unread = _split_to_score(data, config, split)
     selection, chosen_on = None, []
     if target_sensitivity is not None:
-        selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights, codec=parsed,
-                                     whole=val_data is not None)
+        selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
+                                                codec=parsed, whole=val_data is not None)
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
@@ -231,15 +231,6 @@ def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: 
         check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"), only_begun=model_card is None)
     if out_dir is not None:
         StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
-
-
-def with_validation(data: str | Path, config: ModelConfig) -> list:
-    """The samples of ``data`` with the validation split the model was trained with.
-
-    A manifest with its own ``val`` rows keeps them; otherwise the group-disjoint split is remade
-    from the seed and fraction that training recorded in the weights' provenance (if any).
-    """
-    return _training_validation(read_samples(data)[0], config)
 
 
 def _training_validation(samples: list, config: ModelConfig) -> list:
@@ -312,7 +303,7 @@ def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
-                     codec: Codec | None = None, whole: bool = False) -> dict:
+                     codec: Codec | None = None, whole: bool = False) -> tuple[dict, list[str]]:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
@@ -326,17 +317,13 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
-    given = read_samples(data)[0] if whole else None
-    every = given is not None and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
-    if every:
-        samples = [replace(s, split="val") for s in given]
-    else:
-        samples = with_validation(data, config) if given is None else _training_validation(given, config)
-    if not any(s.split == "val" for s in samples) and given is not None:  # review rev34: it said no validation data was passed
-        raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
-                               "'val' split, or without splits to choose on all of it")
+    given = read_samples(data)[0]
+    every = whole and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
+    samples = [replace(s, split="val") for s in given] if every else _training_validation(given, config)
     if not any(s.split == "val" for s in samples):
-        raise InputError(data, "no 'val' split and no training split record in the weights; pass validation data")
+        raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
+                               "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed
+                         "no 'val' split and no training split record in the weights; pass validation data")
     val = load_for_model(select(samples, "val"), config, source=data)
     score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
