@@ -19,9 +19,9 @@ from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS
-from .report_top import top_frames_section
 from .report_svg import (Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg, write_atomic)
+from .report_top import top_frames_section
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
