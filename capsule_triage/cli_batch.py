@@ -38,7 +38,7 @@ def batch_command(
     fps: Annotated[Optional[float], typer.Option(min=0.001, help="Frame rate of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch, as a path relative to INPUT_DIR or a pattern ('day3/broken.mp4', '*.avi', 'scratch'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch: a path relative to INPUT_DIR ('day3/broken.mp4', 'scratch') or, with * or ?, a pattern ('*.avi'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no study pages (report.html); an index.html of earlier runs is kept up to date. A later run without this flag adds the missing pages without rescoring.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

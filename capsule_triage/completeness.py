@@ -52,6 +52,11 @@ def cut_iso_box(path: Path) -> str | None:
                 return (f"the file ends inside its '{kind.decode()}' box ({size - offset:,} of its {box_size:,} bytes)"
                         if fragmented else None)
             offset += box_size
+        if fragmented and 4 <= size - offset < 8:  # cut inside the next fragment's header (review rev35), not a tail of junk
+            fh.seek(offset)
+            tail = fh.read(8)
+            if struct.unpack(">I", tail[:4])[0] >= 8 and any(name.startswith(tail[4:]) for name in FRAGMENT_BOXES):
+                return f"the file ends inside a box header ({len(tail)} bytes at {offset:,})"
     return None
 
 

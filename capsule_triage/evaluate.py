@@ -193,7 +193,8 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))
-    tuned = len(set(chosen_on).intersection(images.sha256))  # QA 39: a threshold chosen on the frames scored
+    chosen = set(chosen_on)
+    tuned = sum(d in chosen for d in images.sha256)  # QA 39: a threshold chosen on the frames scored (each frame counted)
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on ({val_data or data}): "
              "the figures at that threshold are optimistic" if tuned else None)
     learned = sum(known.get(d) == "train" for d in chosen_on) if known else 0  # review rev34: --val-data of training frames
@@ -319,7 +320,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         raise WeightsError(weights, "--target-sensitivity stores the threshold in a weights folder's config.json; give a folder")
     given = read_samples(data)[0]
     every = whole and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
-    samples = [replace(s, split="val") for s in given] if every else _training_validation(given, config)
+    # --val-data with splits: its own val rows (review rev35: training's fraction was drawn from its train rows, unsaid)
+    samples = [replace(s, split="val") for s in given] if every else given if whole else _training_validation(given, config)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+import math
+
 import numpy as np
 
 from .completeness import gap_starts, measured_rate
@@ -67,7 +69,7 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
     linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())
-    with clock_with_hours(_time_range(study)[1] >= 3600):
+    with clock_with_hours(math.floor(_time_range(study)[1] * 10 + 0.5) >= 36000):  # as fmt_clock rounds (rev35: 3599.96 s)
         return _write_pages(study, card_use, gaps, linked, detail_dir)
 
 

@@ -34,7 +34,7 @@ svg.timeline :is(.area,.score,.raw,.point,.grid,.xtick,.tick,.span-label,.thr,.t
 .card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
 .card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
 .score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
-details summary{cursor:pointer}details summary h2{display:inline}.card.top{font-size:.9rem}
+details summary{cursor:pointer;color:var(--mut);margin-bottom:.4rem}.card.top{font-size:.9rem}
 .page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
 html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}
 figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;background:#111}figcaption{color:var(--mut);font-size:.85rem}

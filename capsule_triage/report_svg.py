@@ -72,10 +72,10 @@ def fmt_duration(seconds: float) -> str:
     """A span of time for people: ``4.4 s``, ``12 min 05 s``, ``2 h 03 min``."""
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{math.floor(seconds * 10 + 0.5) / 10:.1f} s"  # half up, as fmt_clock: 7.25 s is 7.3 s (QA 41: 7.2 beside 13:43.3)
-    whole = int(round(seconds))
+    tenths = math.floor(max(0.0, float(seconds)) * 10 + 0.5)  # half up, as fmt_clock: 7.25 s is 7.3 s (QA 41: 7.2 beside 13:43.3)
+    if tenths < 600:
+        return f"{tenths / 10:.1f} s"
+    whole = math.floor(tenths / 10 + 0.5)
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
@@ -191,12 +191,12 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         parts.append(f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
                      f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
     cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
-    for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
-        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
-    if unseen:
+    if unseen:  # under the spans: a stretch without a view bridged inside an event must not take its clicks (review rev35)
         parts += [_no_view(start, end, t[run], x, plot_h) for start, end, run in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
+    for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
+        parts.append(_span(span, x, y, plot_h, labelled=span.rank < label_limit, current=span.rank == current))
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
         if raw is not None:

@@ -90,9 +90,9 @@ def train(options: TrainOptions) -> Path:
     out = Path(options.output)
     saved = load_checkpoint(out) if options.resume else None
     check_output(out, options, saved)
-    check_card(out, ("training",), only_begun=True)  # a resumed run's card is rewritten at the end (review rev34: refused only then)
     if saved is not None and saved.get("finished"):
         return out
+    check_card(out, ("training",), only_begun=True)  # a resumed run's card is rewritten at the end (review rev34: refused only then)
     source = read_samples(options.data)
     for message in source.messages():
         warnings.warn(f"{options.data}: {message}", DataWarning, stacklevel=2)

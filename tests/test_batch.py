@@ -158,12 +158,14 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     for name in ("study[1].mp4", "study1.mp4"):
         shutil.copy(tree / "a_b.mp4", tmp_path / name)
     assert find_studies(tmp_path, patterns=exclude_patterns(["study[1].mp4"], tmp_path))[1] == ["study[1].mp4"]
-    assert find_studies(tmp_path, patterns=exclude_patterns(["study[0-9].mp4"], tmp_path))[1] == ["study1.mp4"]  # no such name: a pattern
+    assert find_studies(tmp_path, patterns=exclude_patterns(["study?.mp4"], tmp_path))[1] == ["study1.mp4"]  # * or ?: a pattern
+    (tmp_path / "study[1].mp4").unlink()  # review rev35: the same value, the night the broken file is gone, left out study1.mp4
+    assert find_studies(tmp_path, patterns=exclude_patterns(["study[1].mp4"], tmp_path))[1] == []
     link = tmp_path / "link"
     link.symlink_to(tree)
     assert exclude_patterns([f"{tree}/day2"], link) == ("day2",)  # the input folder given through a symbolic link
     for bad, message in (("/elsewhere/x.mp4", "is not inside the input folder"), (str(tree), "would leave out every study"),
-                         ("*", "would leave out every study"), ("", "would leave out every study"), ("../x", "or none")):
+                         ("*", "would leave out every study"), ("", "would leave out every study"), ("../x", "or none"), ("..", "or none")):
         with pytest.raises(TriageError, match=message):
             exclude_patterns([bad], tree)
     out = tmp_path / "out"

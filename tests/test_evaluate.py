@@ -307,9 +307,11 @@ def test_val_data_without_splits_is_used_whole_and_a_threshold_chosen_on_the_sco
     trained = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=small_manifest)
     assert (f"40 of the 40 frames the threshold was chosen on ({small_manifest}) are this model's training frames: it fits frames the "
             "model learned, so its sensitivity on new frames may fall short of the target") in trained["warnings"]
-    test_only = tmp_path / "test_only.csv"  # review rev34: 'no training split record ... pass validation data', which it had
-    test_only.write_text("\n".join(r for r in rows if not r.endswith(",val")) + "\n")
-    with pytest.raises(InputError, match=r"test_only.csv: no 'val' rows \(splits: test\); give validation data with a 'val' split, or "
+    test_only = tmp_path / "test_only.csv"  # review rev34: 'no training split record ... pass validation data', which it had;
+    # rev35: with train rows, training's val fraction was drawn from them and chosen on, unsaid
+    test_only.write_text("\n".join([rows[0]] + [r.replace(",val", ",train") for r in rows[1:] if r.endswith(",val")]
+                                   + [r for r in rows[1:] if r.endswith(",test")]) + "\n")
+    with pytest.raises(InputError, match=r"test_only.csv: no 'val' rows \(splits: test, train\); give validation data with a 'val' split, or "
                                          r"without splits to choose on all of it"):
         evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=test_only)
 

@@ -259,9 +259,10 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         write_table(study / "top_frames.parquet", top_frames_table([(i, frames["pts_seconds"][i], frames["score"][i]) for i in top],
                                                                    thumbs), {"model": "synthetic"})
         html = write_report(study).read_text()
-        section = html[html.index('<section id="top-frames">'):]
+        section = html[html.index('<section id="top-frames"'):]
         section = section[:section.index("</section>")]
-        assert ("<details open>" in section) == (events == 0) and "Highest-scoring frames (3)" in section
+        assert ("<details open>" in section) == (events == 0) and "Highest-scoring frames</h2>" in section
+        assert "3 single frames by score" in section
         assert section.count('<li class="card top">') == 3 and all(f'src="{rel}"' in section for rel in thumbs.values())
         first = top[0]
         assert f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> <span class=\"score\">{score_text(frames['score'][first])}</span>" in section
@@ -270,6 +271,9 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
     assert "in event #" in section  # the study with events: its top frames lie in them
     study = make_study(tmp_path / "empty", frames=20, events=0)  # none listed: no section
     assert 'id="top-frames"' not in write_report(study).read_text()
+    # review rev35: a listed frame missing from frames.parquet read "in no event"
+    write_table(study / "top_frames.parquet", top_frames_table([(999, 499.5, 0.9)], {}), {"model": "synthetic"})
+    assert "frame 999 \u00b7 not in frames.parquet" in write_report(study).read_text()
 
 
 def test_times_of_a_study_that_reaches_an_hour_all_say_their_hours(tmp_path):
@@ -282,6 +286,9 @@ def test_times_of_a_study_that_reaches_an_hour_all_say_their_hours(tmp_path):
     for html in pages:
         assert re.search(r"\b\d:\d\d:\d\d\.\d", html) and not short_clock.findall(html), short_clock.findall(html)[:5]
     assert re.search(r"\b0:\d\d:\d\d\.\d", pages[0])  # times before the first hour too
+    edge = make_study(tmp_path / "edge", frames=400, events=3, fps=2.0, start=3399.96)  # review rev35: ends at 3599.96 s, "1:00:00.0"
+    assert not short_clock.findall(write_report(edge).read_text())
+    assert (fmt_duration(7.25), fmt_duration(59.96), fmt_duration(62.5)) == ("7.3 s", "1 min 00 s", "1 min 03 s")  # half up throughout
     assert fmt_clock(94.5) == "1:34.5"  # outside a study's pages: as before
     short = make_study(tmp_path / "short", frames=400, events=3, fps=2.0)
     assert short_clock.findall(write_report(short).read_text())  # a study under an hour keeps m:ss.s

@@ -7,7 +7,6 @@ id is ``<slug of the relative path>-<10 hex of sha256(relative path)>``.
 from __future__ import annotations
 
 import fnmatch
-import glob
 import hashlib
 import os
 import posixpath
@@ -106,21 +105,27 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
 
 
 def excluded(rel_path: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a study's path relative to the input folder (POSIX), or a folder above it, matches one of the
-    ``--exclude`` patterns (:func:`fnmatch.fnmatchcase`, case-sensitive as the file system: ``*`` also crosses ``/``,
-    so ``*.avi`` is every ``.avi``, not ``.AVI``)."""
+    """Whether a study's path relative to the input folder (POSIX), or a folder above it, is one of the ``--exclude``
+    values: a value with ``*`` or ``?`` is a pattern (:func:`fnmatch.fnmatchcase`, case-sensitive as the file system;
+    ``*`` also crosses ``/``, so ``*.avi`` is every ``.avi``, not ``.AVI``), any other the path itself, brackets and
+    all (review rev34/rev35: ``study[1].mp4`` as a pattern left out ``study1.mp4``, another study, at once or on the
+    night the broken file was gone)."""
     parts = rel_path.split("/")
     paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatchcase(path, pattern) for path in paths for pattern in patterns)
+    return any(fnmatch.fnmatchcase(path, pattern) if is_pattern(pattern) else path == pattern for path in paths for pattern in patterns)
+
+
+def is_pattern(value: str) -> bool:
+    return "*" in value or "?" in value
 
 
 def exclude_patterns(patterns, input_dir: Path) -> tuple[str, ...]:
-    """``--exclude`` values as patterns relative to the input folder: an absolute path under it made relative (also
-    through symbolic links), ``./`` and ``//`` dropped, and a value naming an existing file or folder literally taken
-    as that name (review rev34: ``study[1].mp4`` was a pattern matching ``study1.mp4``, another study).
+    """``--exclude`` values relative to the input folder (see :func:`excluded`): an absolute path under it made relative
+    (also through symbolic links), ``./`` and ``//`` dropped.
 
     Raises:
-        TriageError: an empty pattern, one that names the input folder itself, or an absolute path outside it.
+        TriageError: an empty value, one that names the input folder itself or a folder above it, or an absolute path
+            outside it.
     """
     out = []
     for pattern in (patterns,) if isinstance(patterns, (str, Path)) else patterns:  # one pattern as a string, not its letters
@@ -130,10 +135,10 @@ def exclude_patterns(patterns, input_dir: Path) -> tuple[str, ...]:
             if text is None:
                 raise TriageError("--exclude", f"{pattern} is not inside the input folder {input_dir}")
         text = posixpath.normpath(text) if text else text
-        if text in ("", ".", "*") or text.startswith("../"):
+        if text in ("", ".", "..", "*") or text.startswith("../"):
             raise TriageError("--exclude", f"{pattern!r} would leave out every study or none: give a path or pattern relative to "
                                            "the input folder (e.g. day3/broken.mp4, '*.avi', 'scratch')")
-        out.append(glob.escape(text) if os.path.lexists(input_dir / text) else text)
+        out.append(text)
     return tuple(out)
 
 

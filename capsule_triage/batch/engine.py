@@ -233,7 +233,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                         f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
                         "stale_folders names them; kept, not linked from index.html)")
     for pattern in info.get("exclude", ()):  # a typo would leave a broken study failing every night
-        if not any(excluded(path, (pattern,)) or pattern.startswith(f"{path}/") for path in info["excluded"]):  # or inside one
+        inside = lambda path: excluded(pattern, (path,)) and pattern != path  # noqa: E731 - a value within a folder left out
+        if not any(excluded(path, (pattern,)) or inside(path) for path in info["excluded"]):
             warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
