@@ -20,7 +20,8 @@ from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use, operating_note
 from .outputs import FRAMES_FILE
 from .periods import LOCAL_STEPS, frame_periods
-from .report_assets import DETAIL_JS, MAIN_JS
+from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
+from .report_event_list import event_list_section
 from .report_svg import (Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg, write_atomic)
 from .report_top import top_frames_section
@@ -118,11 +119,12 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
-            "</section>", _gallery(study), top_frames_section(study, lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}")]
+            "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
+            top_frames_section(study, href)]
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
-    script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}</script>'
+    script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}{SORT_JS}</script>'
     return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main, script,
                      skip=("#events", "Skip to events"))
 

@@ -1,6 +1,6 @@
-"""What the review pages inline: the stylesheet, and the plain scripts of the study page (MAIN_JS),
-an event page (DETAIL_JS) and a batch's index (INDEX_JS). No fonts, images or scripts from
-elsewhere: each page stays one self-contained file.
+"""What the review pages inline: the stylesheet, and the plain scripts of the study page (MAIN_JS), an
+event page (DETAIL_JS), and the column sorting of the tables of a batch's index and of a study's events
+in time order (SORT_JS). No fonts, images or scripts from elsewhere: each page stays one self-contained file.
 """
 
 CSS = """
@@ -41,7 +41,7 @@ figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;b
 .scroll{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
 table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:3px 8px;border-bottom:1px solid #eceef1;text-align:right;white-space:nowrap}
 th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n+2),:nth-child(n+8)){text-align:left}.studies td:is(:first-child,:nth-child(n+8)){white-space:normal;overflow-wrap:anywhere}
-tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
+.events :is(td,th):nth-child(6){text-align:left}tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
 th button{all:unset;cursor:pointer}th button:focus-visible{outline:2px solid var(--sel);outline-offset:2px}
 th[aria-sort=ascending] button::after{content:" \u25b2";content:" \u25b2"/""}th[aria-sort=descending] button::after{content:" \u25bc";content:" \u25bc"/""}
 .status.ok{color:#1e7a34}.status.failed{color:var(--acc);font-weight:600}.status.skipped{color:var(--mut)}
@@ -108,11 +108,12 @@ DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydow
 if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
 var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});})();"""
 
-# A column sorts ascending, again descending; its th says which (aria-sort, and an arrow from the CSS).
-INDEX_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
-var th=b.parentNode,col=+b.dataset.col,tb=document.querySelector('.studies tbody'),rows=Array.from(tb.rows),
+# A column of a table (the batch's studies, a study's events in time order) sorts ascending, again
+# descending; its th says which (aria-sort, and an arrow from the CSS); numbers as numbers, text in natural order.
+SORT_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
+var th=b.parentNode,table=th.closest('table'),col=+b.dataset.col,tb=table.tBodies[0],rows=Array.from(tb.rows),
 dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
-document.querySelectorAll('th[aria-sort]').forEach(function(h){h.removeAttribute('aria-sort');});
+table.querySelectorAll('th[aria-sort]').forEach(function(h){h.removeAttribute('aria-sort');});
 th.setAttribute('aria-sort',dir===1?'ascending':'descending');rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
 na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
 rows.forEach(function(r){tb.appendChild(r);});});});"""
