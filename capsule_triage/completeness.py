@@ -34,7 +34,8 @@ def cut_iso_box(path: Path) -> str | None:
     without a word (QA 40; review rev34: also when the header counted the first fragment). Reads 16 bytes per
     top-level box. Only a file with a ``moof`` box is judged (an unfragmented one is checked against the frames
     its header counts); bytes after the last whole box that are no fragment box (a few trailing bytes, padding,
-    junk) are left to the demuxer, which plays such files whole.
+    junk) are left to the demuxer, which plays such files whole. A cut in the first 4 bytes of a box header (its size
+    field alone) cannot be told from such a tail: it reads as the file up to that box.
     """
     size = path.stat().st_size
     offset, fragmented = 0, False
@@ -52,11 +53,11 @@ def cut_iso_box(path: Path) -> str | None:
                 return (f"the file ends inside its '{kind.decode()}' box ({size - offset:,} of its {box_size:,} bytes)"
                         if fragmented else None)
             offset += box_size
-        if fragmented and 4 <= size - offset < 8:  # cut inside the next fragment's header (review rev35), not a tail of junk
-            fh.seek(offset)
+        if fragmented and 5 <= size - offset < 8:  # cut inside the next fragment's header (review rev35), not a tail of junk:
+            fh.seek(offset)                          # its size and the start of 'moof'/'mdat' (rev36: 4 bytes are any tail)
             tail = fh.read(8)
             if struct.unpack(">I", tail[:4])[0] >= 8 and any(name.startswith(tail[4:]) for name in FRAGMENT_BOXES):
-                return f"the file ends inside a box header ({len(tail)} bytes at {offset:,})"
+                return f"the file ends inside the header of its next box ({len(tail)} of its 8 bytes, at byte {offset:,})"
     return None
 
 

@@ -150,7 +150,7 @@ def _duration(study: Study) -> float:
         # the last frame shows for the period around it, which only the steps before it decide
         return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])
     stated = study.run.get("source", {}).get("duration_seconds")
-    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else 0.0
+    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
 
 
 def _time_range(study: Study) -> tuple[float, float]:

@@ -72,7 +72,8 @@ function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||
 
 # j/k move to the next/previous card: its title link gets focus and aria-current, and #announce (a
 # polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
-# announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing.
+# announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing, and
+# the events in time order are printed (opened for the printout, folded again after: rev36).
 MAIN_JS = """(function(){""" + _KEYS_JS + """
 var live=document.getElementById('announce'),data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
 var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');
@@ -101,7 +102,9 @@ document.addEventListener('keydown',function(e){
  else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
  e.preventDefault();});
 window.addEventListener('hashchange',sync);sync();
-window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});});
+window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});
+ document.querySelectorAll('#event-list details:not([open])').forEach(function(d){d.open=true;d.dataset.printed='1';});});
+window.addEventListener('afterprint',function(){document.querySelectorAll('#event-list details[data-printed]').forEach(function(d){d.open=false;delete d.dataset.printed;});});
 })();"""
 
 DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){
@@ -109,11 +112,12 @@ if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'pre
 var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});})();"""
 
 # A column of a table (the batch's studies, a study's events in time order) sorts ascending, again
-# descending; its th says which (aria-sort, and an arrow from the CSS); numbers as numbers, text in natural order.
+# descending; its th says which (aria-sort, and an arrow from the CSS); numbers as numbers, text in natural order,
+# empty cells (no value) last either way (rev36: first when ascending).
 SORT_JS = """document.querySelectorAll('th button').forEach(function(b){b.addEventListener('click',function(){
 var th=b.parentNode,table=th.closest('table'),col=+b.dataset.col,tb=table.tBodies[0],rows=Array.from(tb.rows),
 dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
 table.querySelectorAll('th[aria-sort]').forEach(function(h){h.removeAttribute('aria-sort');});
 th.setAttribute('aria-sort',dir===1?'ascending':'descending');rows.sort(function(x,y){var a=x.cells[col].dataset.v,c=y.cells[col].dataset.v,
-na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
+na=a===''?NaN:Number(a),nc=c===''?NaN:Number(c);if((a==='')!==(c===''))return a===''?1:-1;return dir*(!isNaN(na)&&!isNaN(nc)?na-nc:a.localeCompare(c,undefined,{numeric:true}));});
 rows.forEach(function(r){tb.appendChild(r);});});});"""

@@ -34,11 +34,11 @@ def event_list_section(study: Study, event_href) -> str:
 def _row(e: dict, rank: int, href: str) -> str:
     start, end, length = e.get("start_seconds"), e.get("end_seconds"), e.get("duration_seconds")
     cells = [(_number(start), esc(fmt_clock(start))), (_number(end), esc(fmt_clock(end))),
-             (_number(length), esc(fmt_duration(length))),
+             (_number(length), esc(fmt_duration(length)) if _number(length) != "" else "?"),
              (_number(e.get("peak_seconds")), esc(fmt_clock(e.get("peak_seconds")))),
              (_number(e.get("peak_score")), score_text(e.get("peak_score"))),
              (esc(e.get("dominant_class") or ""), esc(e.get("dominant_class") or "?")),
-             (_number(e.get("frame_count")), esc(e.get("frame_count", "?"))),
+             (_number(e.get("frame_count")), esc(e["frame_count"]) if _number(e.get("frame_count")) != "" else "?"),
              (rank + 1, f'<a href="{esc(href)}">#{rank + 1}</a>')]
     return "<tr>" + "".join(f'<td data-v="{v}">{text}</td>' for v, text in cells) + "</tr>"
 

@@ -78,7 +78,8 @@ def fmt_duration(seconds: float) -> str:
     whole = math.floor(tenths / 10 + 0.5)
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+    hours, minutes = divmod((whole + 30) // 60, 60)  # minutes rounded half up too (rev36: 7,199 s read 1 h 59 min)
+    return f"{hours} h {minutes:02d} min"
 
 
 def downsample_max(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:

@@ -796,10 +796,15 @@ def test_a_fragmented_mp4_cut_off_is_truncated_not_a_shorter_recording(tmp_path,
     for tail in (b"\0" * 4, b"x" * 32, b"\0\0\0\x10free" + b"\0" * 8):
         (tmp_path / "tail.mp4").write_bytes(data + tail)
         assert probe(tmp_path / "tail.mp4").num_frames_from_header is None and _all(tmp_path / "tail.mp4")[1].frames_decoded == 24
-    moofs = [i for i in range(len(data) - 4) if data[i:i + 4] == b"moof"]  # review rev35: cut 4 bytes into a fragment's header
-    (tmp_path / "head.mp4").write_bytes(data[: moofs[2] - 4 + 4])
-    with pytest.raises(InputError, match=r"head.mp4: truncated video: the file ends inside a box header \(4 bytes at [\d,]+\)"):
-        probe(tmp_path / "head.mp4")
+    moofs = [i for i in range(len(data) - 4) if data[i:i + 4] == b"moof"]  # review rev35: cut inside a fragment's header
+    for kept in (5, 7):
+        (tmp_path / "head.mp4").write_bytes(data[: moofs[2] - 4 + kept])
+        with pytest.raises(InputError, match=rf"head.mp4: truncated video: the file ends inside the header of its next box \({kept} of its "
+                                             rf"8 bytes, at byte {moofs[2] - 4:,}\)"):
+            probe(tmp_path / "head.mp4")
+    for tail in (b"abcd", b"\0\0\0\x10", b"\0\0\0\x10x"):  # rev36: 4 bytes (any size field) were refused; a type not moof/mdat
+        (tmp_path / "tail.mp4").write_bytes(data + tail)
+        assert _all(tmp_path / "tail.mp4")[1].frames_decoded == 24
     # review rev34: fragmented without empty_moov, the header counts the first fragment's frames; cut later, it read short
     first = encode_clip(frames24, tmp_path / "first.mp4", options={"crf": "18", "g": "4"}, container_options={"movflags": "frag_keyframe"})
     assert 0 < probe(first).num_frames_from_header < 24
