@@ -145,3 +145,25 @@ def describe(result: SplitResult) -> list[str]:
         groups = result.groups[split]
         lines.append(f"{split:<5} {count:,} frames{share}, {groups:,} group{'s' if groups != 1 else ''}" + (f": {labels}" if labels else ""))
     return lines
+
+
+MIN_TRAIN_FRAMES = 20  # of a class, below which `triage train` says so
+MIN_VAL_FRAMES = 5
+
+
+def few_frames_note(samples: list[Sample], class_names: list[str]) -> str | None:
+    """One phrase naming the classes with few training (< :data:`MIN_TRAIN_FRAMES`) or validation frames
+    (< :data:`MIN_VAL_FRAMES`, when there are any), or None: a class of 3 frames trained without a word, and its
+    sensitivity and the epoch chosen by validation then rest on a handful of frames."""
+    counts = {split: Counter(s.label for s in samples if s.split == split) for split in ("train", "val")}
+    has_val = bool(counts["val"])
+    few = []
+    for c in class_names:
+        parts = [f"{counts['train'][c]} training"] if counts["train"][c] < MIN_TRAIN_FRAMES else []
+        parts += [f"{counts['val'][c]} validation"] if has_val and counts["val"][c] < MIN_VAL_FRAMES else []
+        few += [f"{c} ({', '.join(parts)})"] if parts else []
+    if not few:
+        return None
+    return (f"few frames of class{'es' if len(few) > 1 else ''} {'; '.join(few)} (fewer than {MIN_TRAIN_FRAMES} training or "
+            f"{MIN_VAL_FRAMES} validation frames): what the model learns of {'them' if len(few) > 1 else 'it'} and its measured "
+            "sensitivity rest on a handful of frames; label more, or merge the class into another")

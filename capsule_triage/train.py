@@ -45,6 +45,7 @@ from .preprocess import Preprocessor
 from .progress import progress_bar
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
+from .splits import few_frames_note
 from .stills import LabelledImages, load_for_model
 from .train_options import (RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, device_label, make_config,
                             recipe, training_device)
@@ -99,8 +100,9 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    if leak := split_leak(samples, source.group_column):
-        warnings.warn(f"{options.data}: {leak}", DataWarning, stacklevel=2)
+    for note in (split_leak(samples, source.group_column), few_frames_note(samples, config.class_names)):
+        if note:
+            warnings.warn(f"{options.data}: {note}", DataWarning, stacklevel=2)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None
             for s in ("train", "val")]
     pool = select(samples, "train") + select(samples, "val")

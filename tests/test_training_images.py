@@ -40,7 +40,8 @@ def _train(data: Path, out: Path, **kwargs) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(_options(data, out, **kwargs))
-    return [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    # these data are a handful of images per class, which few_frames_note names in every run (test_train tests it)
+    return [str(w.message) for w in caught if issubclass(w.category, DataWarning) and ": few frames of class" not in str(w.message)]
 
 
 def test_an_evaluation_on_a_copy_of_the_training_data_is_named_and_held_out_data_is_not(tmp_path, monkeypatch):
