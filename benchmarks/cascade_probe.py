@@ -34,7 +34,7 @@ from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's fol
 sys.path.insert(0, str(REPO))
 
 from capsule_triage.backends import onnx_backend, onnx_file  # noqa: E402
-from capsule_triage.bench import machine  # noqa: E402
+from capsule_triage.cpu_info import machine  # noqa: E402
 from capsule_triage.digests import weights_sha256  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402
 from capsule_triage.model_config import folder_config  # noqa: E402

@@ -29,7 +29,7 @@ from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's fol
 sys.path.insert(0, str(REPO))
 
 from capsule_triage.augment import pixel_noise  # noqa: E402
-from capsule_triage.bench import machine  # noqa: E402
+from capsule_triage.cpu_info import machine  # noqa: E402
 from capsule_triage.datasets import read_samples, select  # noqa: E402
 from capsule_triage.evaluate import backend_probs, predict_probs, suspicion  # noqa: E402
 from capsule_triage.preprocess import Preprocessor  # noqa: E402

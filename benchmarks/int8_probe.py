@@ -40,7 +40,7 @@ TRAIN = ["wcebleedgen/train/bleeding", "wcebleedgen/train/non-bleeding"]
 CALIBRATION = 300
 
 from capsule_triage.backends import onnx_backend, quantize_int8, runs_here  # noqa: E402
-from capsule_triage.bench import machine  # noqa: E402
+from capsule_triage.cpu_info import machine  # noqa: E402
 from capsule_triage.classifier import softmax  # noqa: E402
 from capsule_triage.optimize import decode_all, measure_fps  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402

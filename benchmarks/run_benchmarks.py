@@ -29,7 +29,8 @@ from clips import SHARED, WEIGHTS, capsule_336, endoscope_720p, real_frames, wri
 from naive import naive_fps  # noqa: E402
 
 from capsule_triage import load_classifier, load_pipeline  # noqa: E402
-from capsule_triage.bench import bench, machine  # noqa: E402
+from capsule_triage.bench import bench  # noqa: E402
+from capsule_triage.cpu_info import machine  # noqa: E402
 from capsule_triage.model_config import ModelConfig  # noqa: E402
 from capsule_triage.optimize import optimize  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from .backends import BACKENDS, onnx_file, runs_here
+from .cpu_info import cpu_model, numerics
 from .device import gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
@@ -131,6 +132,30 @@ def _other_events_warning(backends: str, other: str) -> str:
             "(run `triage optimize` with these settings to check the faster ones for them)")
 
 
+NUMERICS = {"native_bf16": "native bf16 (AVX-512-BF16 or AMX)", "int8_dot_product": "int8 dot products (VNNI or AMX)"}
+
+
+def _other_numerics(machine) -> str | None:
+    """How the CPU a report was measured on computes bf16 and int8 differently from this one (or is not recorded
+    as doing), or None when they compute alike: its lower precisions' agreement checks then hold here too."""
+    machine = machine if isinstance(machine, dict) else {}
+    theirs = {"native_bf16": machine.get("native_bf16", machine.get("openvino_native_bf16")),  # older reports: OpenVINO's word
+              "int8_dot_product": machine.get("int8_dot_product")}
+    here = numerics()
+    said = lambda value: "not recorded" if not isinstance(value, bool) else "yes" if value else "no"
+    differ = [f"{NUMERICS[k]}: {said(theirs[k])} there, {said(here[k])} here" for k in NUMERICS if theirs[k] is not here[k]]
+    return "; ".join(differ) or None
+
+
+def _measured_on(report: dict) -> str:
+    """Where a report's speeds were measured, when that is not this CPU model ("" when it is)."""
+    machine = report.get("machine") if isinstance(report.get("machine"), dict) else {}
+    theirs = machine.get("processor") if "native_bf16" in machine else None  # older reports name the architecture only
+    if theirs == cpu_model():
+        return ""
+    return f", measured on {theirs}, not this CPU" if isinstance(theirs, str) and theirs else ", measured on a CPU it does not name"
+
+
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
                    rank_params: dict | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
@@ -155,6 +180,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                         "uint8: run `triage optimize` again (QA 27)")
     if report and device.startswith("cuda"):  # CPU measurements say nothing of a GPU: only what optimize checked on this one
         report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
+    # QA 42: a report from a CPU that computes bf16 or int8 otherwise vouches for no lower precision here
+    other_cpu = _other_numerics(report.get("machine")) if report and not device.startswith("cuda") else None
     if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it
         accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
         if accepted and (other := _other_events(report.get("rank_params"), rank_params)):
@@ -171,6 +198,13 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
             if would_win in lower:  # QA 30: said also when an fp32 backend was the fastest anyway (nothing given up)
                 warnings.append(_other_events_warning(", ".join(lower), other))
+        if other_cpu and any(not k.endswith("fp32") for k in accepted):
+            lower = sorted(k for k in accepted if not k.endswith("fp32"))
+            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k)), None)
+            accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
+            if would_win in lower:
+                warnings.append(f"{BACKENDS_FILE} checked {', '.join(lower)} on a CPU that computes them otherwise ({other_cpu}): "
+                                "their agreement with fp32 does not carry over; fp32 runs (run `triage optimize` on this machine)")
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
         missing = [k for k in runnable if onnx_file(k) and not (weights_dir / onnx_file(k)).is_file()]  # QA 27: copied without them
@@ -182,7 +216,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if not runnable:
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
-        requested, reason = runnable[0], f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} frames/s)"
+        requested, reason = runnable[0], (f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} "
+                                          f"frames/s{_measured_on(report)})")  # QA 42: another machine's figure read as this one's
         if runnable[0] != fastest_first[0]:
             reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
     else:
@@ -195,6 +230,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
+        elif explicit and other_cpu and not requested.endswith("fp32"):
+            warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on a CPU that computes it otherwise ({other_cpu}); "
+                            "its scores may differ from fp32 here (run `triage optimize` on this machine)")
         if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
             choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
         if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict):  # what "identical events" held for

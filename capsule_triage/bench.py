@@ -6,8 +6,6 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -17,6 +15,7 @@ import numpy as np
 
 from .backends import inference_threads
 from .classifier import Classifier
+from .cpu_info import machine
 from .frames import DecodeStats
 from .memory import peak_rss_mb
 from .pipeline import RunOptions, model_read_options, read_batch_size, triage_study
@@ -120,7 +119,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "decoded_in": last_run["decoded_in"],  # end to end: in a child process or a thread (see RunOptions.decode_in)
         "decoder_processes": last_run["decoder_processes"],
         "peak_rss_mb": round(rss, 1),
-        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"],  # the decoder process's own (0 when decoding in a thread)
+        # the decoder processes' own; null when decoding in a thread (QA 42: 0.0 read as a measured zero)
+        "decoder_peak_rss_mb": last_run["decoder_peak_rss_mb"] if last_run["decoded_in"] == "process" else None,
         "stage_seconds": last_run["stage_seconds"],  # of the last end-to-end pass
     }
 
@@ -140,30 +140,3 @@ def _time_preprocess(classifier: Classifier, frames, min_seconds: float) -> tupl
         return len(frames)
 
     return _timed(prep, min_seconds, classifier.device)
-
-
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
-
-
-def machine() -> dict:
-    """The machine a measurement was taken on: host, CPU model, usable cores and the CPU features that decide which
-    backends are fast (QA 35: "a Xeon with AMX" was recorded nowhere, only "Intel(R) Xeon(R) Processor")."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = set(next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []))
-    except OSError:
-        flags = set()
-    return {"host": platform.node(), "processor": _processor(),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_features": [f for f in CPU_FEATURES if f in flags]}
-
-
-def _processor() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "") or platform.processor()
-    except OSError:
-        return platform.processor() or platform.machine()
-
-

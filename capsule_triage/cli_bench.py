@@ -61,10 +61,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())
         typer.echo(f"  end to end without the per-study work {fps['scoring']:.1f} frames/s (last pass: {stages})")
-        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB (decoder processes {result['decoder_peak_rss_mb']:.0f} MB); end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
+        decoders = "" if result["decoder_peak_rss_mb"] is None else f" (decoder processes {result['decoder_peak_rss_mb']:.0f} MB)"
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB{decoders}; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
-        typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + "; "
+        bf16 = "native bf16" if machine["native_bf16"] else "no native bf16"  # QA 42: said only by a feature missing from the JSON's list
+        typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + f" ({bf16}); "
                              + ", ".join(version_line() if name == "capsule-triage" else f"{name} {version}"
                                          for name, version in result["versions"].items() if version and name != "capsule-triage-commit")))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
+from .cpu_info import cpu_model, numerics
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
@@ -172,7 +172,8 @@ def verdict(name: str, max_diff: float, events_identical: bool, *, tolerance: fl
 
 
 def _machine() -> dict:
-    machine = {"processor": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """The CPU the report's speeds and agreement checks were measured on (read back by backend_choice: QA 42)."""
+    machine = {"processor": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), **numerics()}
     if runs_here("ov-fp32"):
         machine["openvino_native_bf16"] = openvino_native_bf16()
     return machine

@@ -143,10 +143,47 @@ def test_auto_passes_over_a_backend_this_machine_cannot_run(optimized, tmp_path,
     accepted = {k: v for k, v in accepted.items() if not k.startswith("ov-")}
     assert choice["backend"] == max(accepted, key=accepted.get) and "that runs here" in choice["reason"]
     monkeypatch.setattr(backends.importlib.util, "find_spec", real_find_spec)
-    with pytest.raises(ValueError, match="ov-bf16 needs a CPU with native bf16"):
+    with pytest.raises(ValueError, match=r"^--backend ov-bf16: needs a CPU with native bf16 \(AVX-512-BF16 or AMX\), which this one lacks; use ov-fp32$"):
         backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-bf16")
     with pytest.raises(ValueError, match="ov-fp32 runs on the CPU only"):
         backends.OpenVinoBackend(copy / "model.fp32.onnx", name="ov-fp32", device="cuda")
+
+
+def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_lower_precision(optimized, tmp_path):
+    """QA 42: a backends.json measured on a CPU with native bf16 (where int8's float layers run in bf16: 0.243 max score
+    difference, against 0.044 on this Xeon without it) was trusted here, its agreement check and its speeds too."""
+    from capsule_triage.cpu_info import cpu_model, numerics
+
+    folder, report = optimized
+    here = report["machine"]
+    assert here["processor"] == cpu_model() and {k: here[k] for k in ("native_bf16", "int8_dot_product")} == numerics()
+    fastest = dict(report["candidates"]["ort-fp32"], frames_per_second=1e6, accepted=True)  # a lower precision, accepted, fastest
+    fastest.pop("error", None)
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())
+
+    def choose(machine: dict, requested: str = "auto") -> dict:
+        (copy / "backends.json").write_text(json.dumps(dict(report, machine=machine, candidates={**report["candidates"], "ort-int8": fastest})))
+        return choose_backend(requested, "cpu", copy, report["weights_sha256"])
+
+    same = choose(here)
+    assert same["backend"] == "ort-int8" and "warnings" not in same and same["reason"] == "fastest accepted in backends.json (1000000 frames/s)"
+    bf16 = "no" if here["native_bf16"] else "yes"
+    other = choose({**here, "native_bf16": not here["native_bf16"]})
+    assert other["backend"].endswith("fp32") and other["warnings"] == [
+        f"backends.json checked ort-int8 on a CPU that computes them otherwise (native bf16 (AVX-512-BF16 or AMX): {bf16} there, "
+        f"{'yes' if here['native_bf16'] else 'no'} here): their agreement with fp32 does not carry over; fp32 runs (run `triage optimize` "
+        "on this machine)"]
+    asked = choose({**here, "int8_dot_product": not here["int8_dot_product"]}, "ort-int8")
+    assert asked["backend"] == "ort-int8" and asked["warnings"][0].startswith(
+        "ort-int8 was checked against fp32 in backends.json on a CPU that computes it otherwise (int8 dot products (VNNI or AMX): ")
+    assert "warnings" not in choose(here, "ort-int8")
+    elsewhere = choose({**here, "processor": "Some Other CPU 9000"})  # same numerics: the check holds, the speed is another's
+    assert elsewhere["backend"] == "ort-int8" and elsewhere["reason"].endswith("(1000000 frames/s, measured on Some Other CPU 9000, not this CPU)")
+    older = choose({"processor": "x86_64", "cpu_capability": "AVX512", "openvino_native_bf16": here["native_bf16"]})  # the shipped format
+    assert older["backend"].endswith("fp32") and "int8 dot products (VNNI or AMX): not recorded there" in older["warnings"][0]
+    assert older["reason"].endswith("frames/s, measured on a CPU it does not name)")
 
 
 def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized, tmp_path, monkeypatch):
@@ -255,10 +292,13 @@ def test_bench_json_schema(random_weights, tmp_path):
     from capsule_triage.digests import weights_sha256
 
     assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
-    assert set(data["machine"]) == {"host", "processor", "cpus", "cpu_features"} and data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
+    assert set(data["machine"]) == {"host", "processor", "cpus", "cpu_features", "native_bf16", "int8_dot_product"}
+    assert data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
     flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
     assert data["machine"]["cpu_features"] == [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
                                                if f in flags]  # QA 35: which machine's (AMX or not) was recorded nowhere
+    assert data["machine"]["native_bf16"] is bool(flags & {"avx512_bf16", "amx_bf16"})  # QA 42: said outright
+    assert data["machine"]["int8_dot_product"] is bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
     assert data["input"] == str(DEMO_CLIP.absolute())
     assert type(data["threads"]["inference"]) is int or data["threads"]["inference"] is None  # QA 21: was the string "default"
     assert data["model_frames_per_call"] == data["batch_size"]
@@ -272,6 +312,7 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert data["backend_selection"]["backend"] == data["backend"] and data["backend_selection"]["reason"]
     one = json.loads(triage("bench", single, "--weights", random_weights, "--json", "--seconds", "0.1", "--backend", "torch-bf16").stdout)
     assert one["frames_per_pass"] == 1 and one["model_frames_per_call"] == one["run_batch_size"] > 1
+    assert (one["decoder_peak_rss_mb"] is None) == (one["decoded_in"] == "thread")  # QA 42: 0.0 read as a measurement
     assert one["backend_selection"]["warnings"] == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` "
                                                     "checks it); its scores may differ from fp32"]  # QA 30: on stderr only, not in saved results
     console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named

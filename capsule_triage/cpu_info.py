@@ -1,0 +1,53 @@
+"""What CPU this is: its model name and the features that decide which backends are fast and how a
+lower precision computes (native bf16, int8 dot products), as benchmarks and ``triage optimize`` record them.
+
+A ``backends.json`` measured on one CPU is read on others (weights are copied between machines, and the
+shipped ones were measured on the project's machine): :func:`numerics` is what must match for its agreement
+checks of bf16 and int8 to hold here (QA 42: int8's float layers run in bf16 where the CPU has it natively,
+in f32 elsewhere; 0.243 against 0.044 max score difference for the same weights).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
+INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return frozenset(next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []))
+    except OSError:
+        return frozenset()
+
+
+@cache
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "") or platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def numerics() -> dict[str, bool]:
+    """How bf16 and int8 compute on this CPU: natively (AVX-512-BF16 or AMX; VNNI or AMX dot products) or not."""
+    flags = cpu_flags()
+    return {"native_bf16": any(f in flags for f in NATIVE_BF16), "int8_dot_product": any(f in flags for f in INT8_DOT)}
+
+
+def machine() -> dict:
+    """The machine a measurement was taken on: host, CPU model, usable cores, the CPU features that decide which
+    backends are fast (QA 35: "a Xeon with AMX" was recorded nowhere, only "Intel(R) Xeon(R) Processor") and, said
+    outright, how bf16 and int8 compute (QA 42: "no bf16" was to be read from a feature missing from the list)."""
+    return {"host": platform.node(), "processor": cpu_model(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_features": [f for f in CPU_FEATURES if f in cpu_flags()], **numerics()}
