@@ -251,7 +251,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             make = prepare()
             backend = make(threads=threads, streams=1, batch_size=None)
         except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize, no native bf16: recorded, not fatal
-            report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            said = str(exc).splitlines()[0].removeprefix(f"--backend {name}: ")  # no --backend option here
+            report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {said[:200]}"}
             continue
         diffs, identical = [], True
         for (frames, index, pts), ref in zip(check, reference):
