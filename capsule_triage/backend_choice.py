@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 
 from .backends import BACKENDS, onnx_file, runs_here
-from .cpu_info import cpu_model, numerics
+from .cpu_info import machine as cpu_machine
+from .cpu_info import numerics
 from .device import gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
@@ -135,25 +136,40 @@ def _other_events_warning(backends: str, other: str) -> str:
 NUMERICS = {"native_bf16": "native bf16 (AVX-512-BF16 or AMX)", "int8_dot_product": "int8 dot products (VNNI or AMX)"}
 
 
-def _other_numerics(machine) -> str | None:
-    """How the CPU a report was measured on computes bf16 and int8 differently from this one (or is not recorded
-    as doing), or None when they compute alike: its lower precisions' agreement checks then hold here too."""
+# what a lower precision's arithmetic depends on (rev37: a difference in int8 blocked torch-bf16 too)
+NUMERICS_OF = {"torch-bf16": ("native_bf16",), "ov-bf16": ("native_bf16",), "ort-int8": ("int8_dot_product",),
+               "ov-int8": ("native_bf16", "int8_dot_product")}  # OpenVINO's int8 runs its float layers in bf16 where native
+
+
+def _other_numerics(machine, backends) -> str | None:
+    """Where the CPU a report was measured on computes ``backends`` (lower precisions) otherwise than this one, or
+    does not record how, as "a CPU that computes it otherwise (...)"; None when it computes them alike: their
+    agreement checks then hold here too."""
     machine = machine if isinstance(machine, dict) else {}
     theirs = {"native_bf16": machine.get("native_bf16", machine.get("openvino_native_bf16")),  # older reports: OpenVINO's word
               "int8_dot_product": machine.get("int8_dot_product")}
     here = numerics()
+    keys = [k for k in NUMERICS if any(k in NUMERICS_OF.get(b, ()) for b in backends) and theirs[k] is not here[k]]
+    if not keys:
+        return None
     said = lambda value: "not recorded" if not isinstance(value, bool) else "yes" if value else "no"
-    differ = [f"{NUMERICS[k]}: {said(theirs[k])} there, {said(here[k])} here" for k in NUMERICS if theirs[k] is not here[k]]
-    return "; ".join(differ) or None
+    known = any(isinstance(theirs[k], bool) for k in keys)
+    lead = f"that computes {'them' if len(backends) > 1 else 'it'} otherwise" if known else "whose arithmetic is not recorded"
+    return f"a CPU {lead} (" + "; ".join(f"{NUMERICS[k]}: {said(theirs[k])} there, {said(here[k])} here" for k in keys) + ")"
 
 
 def _measured_on(report: dict) -> str:
-    """Where a report's speeds were measured, when that is not this CPU model ("" when it is)."""
+    """Where a report's speeds were measured, when that is not this machine: another CPU model, core count or
+    features (rev37: two machines may share the generic name "Intel(R) Xeon(R) Processor"); "" when it is this one."""
     machine = report.get("machine") if isinstance(report.get("machine"), dict) else {}
-    theirs = machine.get("processor") if "native_bf16" in machine else None  # older reports name the architecture only
-    if theirs == cpu_model():
+    if "native_bf16" not in machine or not isinstance(machine.get("processor"), str):  # older reports name the architecture only
+        return ", measured on a CPU it does not name"
+    here = cpu_machine()
+    if all(machine.get(k) == here[k] for k in ("processor", "cpus", "cpu_features")):
         return ""
-    return f", measured on {theirs}, not this CPU" if isinstance(theirs, str) and theirs else ", measured on a CPU it does not name"
+    features = machine.get("cpu_features")
+    features = ", ".join(map(str, features)) if isinstance(features, list) and features else "none of the listed features"
+    return f", measured on {machine['processor']} with {machine.get('cpus', '?')} CPU(s) and {features}, not this machine"
 
 
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
@@ -181,7 +197,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     if report and device.startswith("cuda"):  # CPU measurements say nothing of a GPU: only what optimize checked on this one
         report = {**report, "candidates": {k: v for k, v in report["candidates"].items() if v.get("gpu") and v["gpu"] == gpu_name(device)}}
     # QA 42: a report from a CPU that computes bf16 or int8 otherwise vouches for no lower precision here
-    other_cpu = _other_numerics(report.get("machine")) if report and not device.startswith("cuda") else None
+    on_cpu = bool(report) and not device.startswith("cuda")
     if requested == "auto" and device.startswith("cuda"):  # fp16 only once `triage optimize` on this GPU accepted it
         accepted = (report or {}).get("candidates", {}).get("torch-fp16", {}).get("accepted")
         if accepted and (other := _other_events(report.get("rank_params"), rank_params)):
@@ -198,13 +214,15 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
             if would_win in lower:  # QA 30: said also when an fp32 backend was the fastest anyway (nothing given up)
                 warnings.append(_other_events_warning(", ".join(lower), other))
-        if other_cpu and any(not k.endswith("fp32") for k in accepted):
-            lower = sorted(k for k in accepted if not k.endswith("fp32"))
+        blocked = sorted(k for k in accepted if on_cpu and _other_numerics(report.get("machine"), [k]))
+        if blocked:
             would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k)), None)
-            accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
-            if would_win in lower:
-                warnings.append(f"{BACKENDS_FILE} checked {', '.join(lower)} on a CPU that computes them otherwise ({other_cpu}): "
-                                "their agreement with fp32 does not carry over; fp32 runs (run `triage optimize` on this machine)")
+            accepted = {k: v for k, v in accepted.items() if k not in blocked}
+            if would_win in blocked:
+                warnings.append(f"{BACKENDS_FILE} checked {', '.join(blocked)} on {_other_numerics(report.get('machine'), blocked)}: "
+                                f"{'their' if len(blocked) > 1 else 'its'} agreement with fp32 does not carry over; "
+                                f"{'an fp32 backend' if all(k.endswith('fp32') for k in accepted) else 'another'} runs "
+                                "(run `triage optimize` on this machine)")
         fastest_first = sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"])
         runnable = [k for k in fastest_first if runs_here(k)]
         missing = [k for k in runnable if onnx_file(k) and not (weights_dir / onnx_file(k)).is_file()]  # QA 27: copied without them
@@ -230,8 +248,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
-        elif explicit and other_cpu and not requested.endswith("fp32"):
-            warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on a CPU that computes it otherwise ({other_cpu}); "
+        elif explicit and on_cpu and (other := _other_numerics(report.get("machine"), [requested])):
+            warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on {other}; "
                             "its scores may differ from fp32 here (run `triage optimize` on this machine)")
         if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
             choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)

@@ -13,7 +13,7 @@ import os
 import platform
 from functools import cache
 
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
+CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
 INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
 

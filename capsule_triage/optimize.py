@@ -23,7 +23,7 @@ import torch
 from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
-from .cpu_info import cpu_model, numerics
+from .cpu_info import machine as cpu_machine
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
@@ -173,7 +173,7 @@ def verdict(name: str, max_diff: float, events_identical: bool, *, tolerance: fl
 
 def _machine() -> dict:
     """The CPU the report's speeds and agreement checks were measured on (read back by backend_choice: QA 42)."""
-    machine = {"processor": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), **numerics()}
+    machine = {**cpu_machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # rev37: cores and features too
     if runs_here("ov-fp32"):
         machine["openvino_native_bf16"] = openvino_native_bf16()
     return machine

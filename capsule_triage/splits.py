@@ -152,18 +152,19 @@ MIN_VAL_FRAMES = 5
 
 
 def few_frames_note(samples: list[Sample], class_names: list[str]) -> str | None:
-    """One phrase naming the classes with few training (< :data:`MIN_TRAIN_FRAMES`) or validation frames
-    (< :data:`MIN_VAL_FRAMES`, when there are any), or None: a class of 3 frames trained without a word, and its
-    sensitivity and the epoch chosen by validation then rest on a handful of frames."""
+    """One phrase naming the classes with few training (< :data:`MIN_TRAIN_FRAMES`) or, when there is validation,
+    few validation frames (< :data:`MIN_VAL_FRAMES`), or None: a class of 3 frames trained without a word. Each
+    shortage is said for what it weakens (rev37: one sentence blamed both on every class named)."""
     counts = {split: Counter(s.label for s in samples if s.split == split) for split in ("train", "val")}
-    has_val = bool(counts["val"])
-    few = []
-    for c in class_names:
-        parts = [f"{counts['train'][c]} training"] if counts["train"][c] < MIN_TRAIN_FRAMES else []
-        parts += [f"{counts['val'][c]} validation"] if has_val and counts["val"][c] < MIN_VAL_FRAMES else []
-        few += [f"{c} ({', '.join(parts)})"] if parts else []
-    if not few:
-        return None
-    return (f"few frames of class{'es' if len(few) > 1 else ''} {'; '.join(few)} (fewer than {MIN_TRAIN_FRAMES} training or "
-            f"{MIN_VAL_FRAMES} validation frames): what the model learns of {'them' if len(few) > 1 else 'it'} and its measured "
-            "sensitivity rest on a handful of frames; label more, or merge the class into another")
+    train = [f"{c} ({counts['train'][c]})" for c in class_names if counts["train"][c] < MIN_TRAIN_FRAMES]
+    val = [f"{c} ({counts['val'][c]})" for c in class_names if counts["val"] and counts["val"][c] < MIN_VAL_FRAMES]
+    parts = [f"few training frames of {_classes(train)} (fewer than {MIN_TRAIN_FRAMES}): the model learns "
+             f"{'them' if len(train) > 1 else 'it'} from a handful of examples"] if train else []
+    parts += [f"few validation frames of {_classes(val)} (fewer than {MIN_VAL_FRAMES}): the choice of the best epoch "
+              "(and of a --target-sensitivity threshold) barely sees " + ("them" if len(val) > 1 else "it")
+              + (", or not at all where 0" if any(counts["val"][c] == 0 for c in class_names) else "")] if val else []
+    return "; ".join(parts) + "; label more, or merge such a class into another" if parts else None
+
+
+def _classes(named: list[str]) -> str:
+    return ("classes " if len(named) > 1 else "class ") + ", ".join(named)

@@ -170,20 +170,30 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
 
     same = choose(here)
     assert same["backend"] == "ort-int8" and "warnings" not in same and same["reason"] == "fastest accepted in backends.json (1000000 frames/s)"
-    bf16 = "no" if here["native_bf16"] else "yes"
-    other = choose({**here, "native_bf16": not here["native_bf16"]})
+    said = lambda value: "yes" if value else "no"
+    int8 = f"int8 dot products (VNNI or AMX): {said(not here['int8_dot_product'])} there, {said(here['int8_dot_product'])} here"
+    other = choose({**here, "int8_dot_product": not here["int8_dot_product"]})
     assert other["backend"].endswith("fp32") and other["warnings"] == [
-        f"backends.json checked ort-int8 on a CPU that computes them otherwise (native bf16 (AVX-512-BF16 or AMX): {bf16} there, "
-        f"{'yes' if here['native_bf16'] else 'no'} here): their agreement with fp32 does not carry over; fp32 runs (run `triage optimize` "
-        "on this machine)"]
-    asked = choose({**here, "int8_dot_product": not here["int8_dot_product"]}, "ort-int8")
-    assert asked["backend"] == "ort-int8" and asked["warnings"][0].startswith(
-        "ort-int8 was checked against fp32 in backends.json on a CPU that computes it otherwise (int8 dot products (VNNI or AMX): ")
+        f"backends.json checked ort-int8 on a CPU that computes it otherwise ({int8}): its agreement with fp32 does not carry over; "
+        "an fp32 backend runs (run `triage optimize` on this machine)"]
+    assert "warnings" not in choose({**here, "native_bf16": not here["native_bf16"]})  # rev37: ONNX Runtime's int8 has no bf16 in it
+    bf16 = f"native bf16 (AVX-512-BF16 or AMX): {said(not here['native_bf16'])} there, {said(here['native_bf16'])} here"
+    fastest_bf16 = dict(fastest, frames_per_second=10.0)
+    (copy / "backends.json").write_text(json.dumps(dict(report, machine={**here, "native_bf16": not here["native_bf16"]},
+                                                        candidates={**report["candidates"], "torch-bf16": fastest_bf16})))
+    asked = choose_backend("torch-bf16", "cpu", copy, report["weights_sha256"])
+    assert asked["backend"] == "torch-bf16" and asked["warnings"] == [
+        f"torch-bf16 was checked against fp32 in backends.json on a CPU that computes it otherwise ({bf16}); its scores may differ "
+        "from fp32 here (run `triage optimize` on this machine)"]
     assert "warnings" not in choose(here, "ort-int8")
     elsewhere = choose({**here, "processor": "Some Other CPU 9000"})  # same numerics: the check holds, the speed is another's
-    assert elsewhere["backend"] == "ort-int8" and elsewhere["reason"].endswith("(1000000 frames/s, measured on Some Other CPU 9000, not this CPU)")
+    features = ", ".join(here["cpu_features"]) or "none of the listed features"
+    assert elsewhere["backend"] == "ort-int8" and elsewhere["reason"].endswith(
+        f"(1000000 frames/s, measured on Some Other CPU 9000 with {here['cpus']} CPU(s) and {features}, not this machine)")
+    assert choose({**here, "cpus": 64})["reason"].endswith("with 64 CPU(s) and " + features + ", not this machine)")  # rev37: one name
     older = choose({"processor": "x86_64", "cpu_capability": "AVX512", "openvino_native_bf16": here["native_bf16"]})  # the shipped format
-    assert older["backend"].endswith("fp32") and "int8 dot products (VNNI or AMX): not recorded there" in older["warnings"][0]
+    assert older["backend"].endswith("fp32") and older["warnings"][0].startswith(
+        "backends.json checked ort-int8 on a CPU whose arithmetic is not recorded (int8 dot products (VNNI or AMX): not recorded there")
     assert older["reason"].endswith("frames/s, measured on a CPU it does not name)")
 
 
@@ -296,7 +306,7 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert set(data["machine"]) == {"host", "processor", "cpus", "cpu_features", "native_bf16", "int8_dot_product"}
     assert data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
     flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
-    assert data["machine"]["cpu_features"] == [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    assert data["machine"]["cpu_features"] == [f for f in ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
                                                if f in flags]  # QA 35: which machine's (AMX or not) was recorded nowhere
     assert data["machine"]["native_bf16"] is bool(flags & {"avx512_bf16", "amx_bf16"})  # QA 42: said outright
     assert data["machine"]["int8_dot_product"] is bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})

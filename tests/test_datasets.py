@@ -76,7 +76,7 @@ def test_training_warns_before_it_trains_and_records_what_it_left_out(published_
         train(options)
     data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
     assert len(data_warnings) == 2 and "train/masks_bleeding/" in str(data_warnings[0].message)
-    assert ": few frames of classes non-bleeding (4 training); bleeding (4 training) " in str(data_warnings[1].message)
+    assert ": few training frames of classes non-bleeding (4), bleeding (4) (fewer than 20)" in str(data_warnings[1].message)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["class_names"] == ["non-bleeding", "bleeding"]
     assert config["provenance"]["training"]["unread"] == read_samples(published_layout).unread
@@ -92,7 +92,7 @@ def test_train_and_eval_print_one_warning_line_naming_the_data(published_layout,
     assert trained.exit_code == 0, trained.output
     lines = [line for line in trained.output.splitlines() if line.startswith("Warning:")]
     assert lines[0] == f"Warning: {published_layout}: not read: " + "; ".join(read_samples(published_layout).unread)
-    assert len(lines) == 2 and lines[1].startswith(f"Warning: {published_layout}: few frames of classes")  # 4 of each
+    assert len(lines) == 2 and lines[1].startswith(f"Warning: {published_layout}: few training frames of classes")  # 4 of each
     assert trained.output.index("Warning:") < trained.output.index("Best epoch")  # said before training, not after
     assert "Classes non-bleeding, bleeding; abnormal (flagged by triage run): bleeding" in trained.output
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout)])
