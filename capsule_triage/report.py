@@ -251,7 +251,14 @@ def _model_facts(run: dict, card_use: str | None) -> str:
          if rank else None),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
-        ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}")])
+        ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}" + _scored_by(run))])
+
+
+def _scored_by(run: dict) -> str:
+    """Which capsule_triage scored the study (QA 43: a page rewritten by a later version named only its own, in the footer)."""
+    versions = run.get("versions") if isinstance(run.get("versions"), dict) else {}
+    commit = versions.get("capsule-triage-commit")
+    return (f", by capsule-triage {versions['capsule-triage']}" + (f" ({str(commit)[:12]})" if commit else "")) if versions.get("capsule-triage") else ""
 
 
 def _warnings(run: dict) -> str:

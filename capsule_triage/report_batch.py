@@ -78,7 +78,8 @@ def _study_row(folder: Path, row: dict) -> str:
     inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
     # Only a current result is linked: a failed study's folder may still hold the report of an earlier
     # version of its input (the new one failed), and a folder deleted since has no page to open.
-    linked = inside and row.get("status") in ("ok", "skipped") and report.is_file() and (folder / sid / RUN_FILE).is_file()
+    current = row.get("status") in ("ok", "skipped") or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
+    linked = inside and current and report.is_file() and (folder / sid / RUN_FILE).is_file()
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),

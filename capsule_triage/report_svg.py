@@ -361,6 +361,20 @@ def page_footer() -> str:
     return f'<footer>{esc(version_line())} \u00b7 written {made} \u00b7 {RUO}</footer>'
 
 
+PAGES_VERSION = "2"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
+PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
+
+
+def pages_current(page: Path) -> bool:
+    """Whether ``page`` was written by pages of this :data:`PAGES_VERSION` (QA 43: after an upgrade the skipped studies
+    kept their old pages: no link to the batch's index, scores rounded otherwise than the index beside them)."""
+    try:
+        with open(page, "rb") as fh:
+            return PAGES_META.format(PAGES_VERSION).encode() in fh.read(512)
+    except OSError:
+        return False
+
+
 def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:
     """A whole page: ``header``, then the ``main`` parts in ``<main id="main">``, the footer, the script.
 
@@ -368,8 +382,8 @@ def html_page(title: str, header: str, main: list[str], script: str, *, skip: tu
     study page's facts and timeline straight to its events)."""
     link = f'<a class="skip" href="{esc(skip[0])}">{esc(skip[1])}</a>\n' if skip else ""
     body = f'{link}{header}\n<main id="main">\n' + "\n".join(main) + f"\n</main>\n{page_footer()}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
-            f'initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{PAGES_META.format(PAGES_VERSION)}<meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
 
 
 def write_atomic(path: Path, text: str) -> Path:

@@ -804,6 +804,65 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
     assert not (out / new_id / "report.html").exists() and f'href="{new_id}/report.html"' not in index
 
 
+def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earlier_results_listed(random_weights, tmp_path, monkeypatch):
+    """QA 43 (an archive of an earlier capsule_triage, then the upgrade): skipped studies kept their old pages (no link to
+    the index, scores rounded otherwise); a whole archive was rescored without a word; an upgrade night interrupted
+    early listed every study as pending, with no data or link on index.html."""
+    from capsule_triage.batch import run_batch, worker
+    from capsule_triage.batch.engine import EARLIER_RESULTS
+    from capsule_triage.report_svg import PAGES_META, PAGES_VERSION
+
+    (tmp_path / "in").mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
+        with open(tmp_path / "in" / name, "ab") as fh:
+            fh.write(name.encode())  # distinct bytes: two studies
+        os.utime(tmp_path / "in" / name, ns=(past, past))
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    ids = {r["input_path"]: r["study_id"] for r in first.rows}
+    page_a, page_b = out / ids["a.mp4"] / "report.html", out / ids["b.mp4"] / "report.html"
+    meta = PAGES_META.format(PAGES_VERSION)
+    page_a.write_text(page_a.read_text().replace(meta, "").replace("all studies of the batch", "OLD PAGE"))  # an earlier version's
+    b_written = page_b.stat().st_mtime_ns
+    again = run_batch(tmp_path / "in", out, options)
+    assert again.counts["skipped"] == 2 and meta in page_a.read_text() and "OLD PAGE" not in page_a.read_text()
+    assert "all studies of the batch" in page_a.read_text() and page_b.stat().st_mtime_ns == b_written  # a current page is kept
+    assert not any("scored again" in w for w in again.warnings)
+
+    for study_id in ids.values():  # results of an earlier version: another pipeline fingerprint, the same input
+        run = json.loads((out / study_id / "run.json").read_text())
+        run["batch"]["pipeline_fingerprint"] = "0" * 64
+        (out / study_id / "run.json").write_text(json.dumps(run))
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "0new.mp4")  # first in order: the night is interrupted on it
+    run = worker.StudyWorker.run
+
+    def interrupted_on_the_new_study(self, study, *args, **kwargs):
+        if study.rel_path == "0new.mp4":
+            raise KeyboardInterrupt
+        return run(self, study, *args, **kwargs)
+
+    monkeypatch.setattr(worker.StudyWorker, "run", interrupted_on_the_new_study)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in", out, options)
+    rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "pending", "b.mp4": "pending"}
+    assert rows["a.mp4"]["frames"] == 64 and rows["a.mp4"]["error"] == EARLIER_RESULTS and rows["0new.mp4"]["frames"] is None
+    index = (out / "index.html").read_text()
+    assert f'href="{ids["a.mp4"]}/report.html"' in index and f'href="{ids["b.mp4"]}/report.html"' in index
+    monkeypatch.setattr(worker.StudyWorker, "run", run)
+    done = run_batch(tmp_path / "in", out, options)
+    assert done.counts["ok"] == 3
+    line = (f"2 studies held results made by an earlier capsule_triage or with other settings (results version, weights, preset or "
+            f"options), e.g. {sorted(ids.values())[0]}: scored again in this run (batch.json made_otherwise names them)")
+    assert line in done.warnings
+    assert sorted(json.loads((out / "batch.json").read_text())["made_otherwise"]) == sorted(ids.values())
+    quiet = run_batch(tmp_path / "in", out, options)
+    assert quiet.counts["skipped"] == 3 and "made_otherwise" not in json.loads((out / "batch.json").read_text())
+    assert not any("scored again" in w for w in quiet.warnings)
+
+
 @pytest.mark.parametrize("force,advice", [(False, "Re-run the same command to finish the rest."),
                                            (True, "Studies not reached keep their earlier results and new ones stay pending (a run without "
                                                   "--force scores those only); --force again redoes every study.")])

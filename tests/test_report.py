@@ -307,6 +307,20 @@ def test_events_are_listed_in_time_order_with_links_to_their_pages(tmp_path):
     assert [cells[k] for k in (0, 2, 6)] == [("", "?")] * 3 and cells[7][0] == str(table[0]["rank"] + 1)
 
 
+def test_the_page_names_the_version_that_scored_the_study(tmp_path):
+    """QA 43: a page rewritten by a later version (`triage report`, a batch after an upgrade) named only its own in the
+    footer, not the one whose results it shows."""
+    study = make_study(tmp_path / "s", frames=100, events=1)
+    run = json.loads((study / "run.json").read_text())
+    run["versions"] = {"capsule-triage": "0.0.9", "capsule-triage-commit": "c235cb2d1e0f9a8b7c6d"}
+    (study / "run.json").write_text(json.dumps(run))
+    html = write_report(study).read_text()
+    assert "frames/s on cpu, by capsule-triage 0.0.9 (c235cb2d1e0f)</dd>" in html
+    del run["versions"]
+    (study / "run.json").write_text(json.dumps(run))
+    assert "frames/s on cpu</dd>" in write_report(study).read_text()
+
+
 def test_times_of_a_study_that_reaches_an_hour_all_say_their_hours(tmp_path):
     """QA 41: on a 66-minute study the cards mixed "#100 1:34.5" and "#98 1:04:36.8": the first reads as 1 h 34 min."""
     import re

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, unexpanded_note
-from ..outputs import RUN_FILE, check_expanded
+from ..outputs import RUN_FILE, check_expanded, outputs_complete
 from ..pipeline import RunOptions, resolve_weights
-from ..source_state import source_state
+from ..source_state import source_state, state_digest
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, exclude_patterns, excluded, find_studies
@@ -26,7 +26,7 @@ from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .summary import Progress, file_logger, rate_warnings, orphan_folders, summary_row, without_view_warning, write_index, write_summary
-from .records import completed_run, pipeline_fingerprint, unchanged_input_sha
+from .records import completed_run, made_otherwise, pipeline_fingerprint, unchanged_input_sha
 from .worker import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
@@ -147,6 +147,9 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
+        if redone := ([] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)):
+            info["made_otherwise"] = redone  # batch.json: scored again for an earlier version or other settings
+            log(f"warning {_made_otherwise_line(redone)}")
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
             engine.run(studies, ctx, progress)
@@ -190,7 +193,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     outcomes = progress.outcomes
     since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
     rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error) if s.study_id in outcomes
-            else summary_row(s, _unreached_status(ctx, s, since), ctx.out_dir) for s in studies]
+            else _unreached_row(ctx, s, since) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     wall = time.perf_counter() - progress.started
     batch = {
@@ -236,12 +239,20 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         inside = lambda path: excluded(pattern, (path,)) and pattern != path  # noqa: E731 - a value within a folder left out
         if not any(excluded(path, (pattern,)) or inside(path) for path in info["excluded"]):
             warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
+    if info.get("made_otherwise"):
+        warnings.append(_made_otherwise_line(info["made_otherwise"]))
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
                         "orphan_folders names them); delete them to free the space")
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
+
+
+def _made_otherwise_line(study_ids: list[str]) -> str:
+    n = len(study_ids)
+    return (f"{n} stud{'ies' if n != 1 else 'y'} held results made by an earlier capsule_triage or with other settings (results "
+            f"version, weights, preset or options), e.g. {study_ids[0]}: scored again in this run (batch.json made_otherwise names them)")
 
 
 def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list[str]:
@@ -271,6 +282,29 @@ def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     final = ctx.out_dir / study.study_id
     sha = unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
     return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
+
+
+EARLIER_RESULTS = ("not reached in this run (interrupted); these are the results of an earlier version or other settings, "
+                   "of the same input: it is scored again on the next run")
+
+
+def _unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
+    """The studies.parquet row of a study this run never got to: with the earlier results its folder holds of the same
+    input, when another pipeline made them (QA 43: an upgrade night interrupted early listed a whole archive as pending,
+    with no data or link on index.html), as pending."""
+    status = _unreached_status(ctx, study, since)
+    if status == "pending":
+        final = ctx.out_dir / study.study_id
+        try:
+            same_input = json.loads((final / RUN_FILE).read_text())["input"]["state_sha256"] == state_digest(source_state(study.path))
+        except (OSError, ValueError, KeyError, TypeError, TriageError):
+            same_input = False
+        if same_input and outputs_complete(final):
+            try:
+                return summary_row(study, status, ctx.out_dir, EARLIER_RESULTS, earlier=True)
+            except (OSError, ValueError, KeyError, TypeError):  # a run.json of a version that recorded less
+                pass
+    return summary_row(study, status, ctx.out_dir)
 
 
 def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:

@@ -75,3 +75,19 @@ def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return run if same and outputs_complete(folder) else None
+
+
+def made_otherwise(out_dir: Path, study_ids: list[str], fingerprint: str) -> list[str]:
+    """The studies whose folders hold complete results of another pipeline fingerprint: made by an earlier
+    capsule_triage (its results version) or with other settings (weights, preset, options), so scored again in
+    this run (QA 43: the first night after an upgrade rescored a whole archive without a word)."""
+    made = []
+    for study_id in study_ids:
+        try:
+            run = json.loads((out_dir / study_id / RUN_FILE).read_text())
+            other = run["batch"]["pipeline_fingerprint"] != fingerprint
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other and outputs_complete(out_dir / study_id):
+            made.append(study_id)
+    return made

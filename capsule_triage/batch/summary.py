@@ -33,11 +33,12 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
 }
 
 
-def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None) -> dict:
-    """A studies.parquet row, read back from the study's run.json or failure record."""
+def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False) -> dict:
+    """A studies.parquet row, read back from the study's run.json or failure record (``earlier``: a pending study's
+    results of an earlier run, shown until it is scored again; ``error`` says so)."""
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
-    if status in ("ok", "skipped"):
+    if status in ("ok", "skipped") or earlier:
         run = json.loads((out_dir / study.study_id / RUN_FILE).read_text())
         frames = int(run["frames_decoded"])
         gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
@@ -49,7 +50,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
                    wall_seconds=float(run["wall_seconds"]),
                    fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
                    backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"],
-                   output_dir=study.study_id)
+                   output_dir=study.study_id, error=error if earlier else None)
     elif status == "pending" and error:  # e.g. still being written: why it waits for the next run
         row.update(error=error)
     elif status == "failed":

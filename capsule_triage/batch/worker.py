@@ -31,6 +31,7 @@ from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
+from ..report_svg import pages_current
 from .discovery import Study, input_sha256
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
@@ -181,13 +182,14 @@ class StudyWorker:
             if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
                 note = warning = None
                 _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
-                if ctx.run.report and not (final / REPORT_FILE).is_file():  # done with --no-report earlier
+                if ctx.run.report and not pages_current(final / REPORT_FILE):  # done with --no-report, or by an earlier version (QA 43)
                     try:
+                        written = (final / REPORT_FILE).is_file()
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
-                        note = f"{REPORT_FILE} added"
+                        note = "pages rewritten (written by an earlier version)" if written else f"{REPORT_FILE} added"
                     except (OSError, TriageError) as exc:  # the results are complete: the page is only a view of them
                         shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
-                        warning = f"{final / REPORT_FILE}: not added ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
+                        warning = f"{final / REPORT_FILE}: not {'rewritten' if written else 'added'} ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
                 _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             earlier = None if ctx.force else self._earlier_output(sha, final)
