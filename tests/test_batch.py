@@ -757,22 +757,22 @@ def test_a_study_replaced_after_it_was_hashed_is_not_recorded_as_unchanged(rando
     assert result.counts["skipped"] == 1 and not result.failures
 
 
-def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_a_stale_index(random_weights, tmp_path, monkeypatch):
-    """QA: Ctrl-C early in a night listed every study it had not reached as pending, with no data and no
-    link (index.html of a 102-study archive: '102 pending'); a --no-report night left the previous
-    index.html, linking a deleted study and a failed one's old report."""
-    from capsule_triage.batch import run_batch, worker
-
-    (tmp_path / "in").mkdir()
+def _two_old_studies(folder: Path) -> None:
+    """a.mp4 and b.mp4 (the demo clip, distinct bytes: two studies, not one reused), written an hour ago."""
+    folder.mkdir()
     past = time.time_ns() - 3600 * 10**9
     for name in ("a.mp4", "b.mp4"):
-        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
-        with open(tmp_path / "in" / name, "ab") as fh:
-            fh.write(name.encode())  # distinct bytes: two studies, not one reused
-        os.utime(tmp_path / "in" / name, ns=(past, past))
-    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
-    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 2 and (out / "index.html").is_file()
-    shutil.copy(DEMO_CLIP, tmp_path / "in" / "0new.mp4")  # first in order: the night is interrupted on it
+        shutil.copy(DEMO_CLIP, folder / name)
+        with open(folder / name, "ab") as fh:
+            fh.write(name.encode())
+        os.utime(folder / name, ns=(past, past))
+
+
+def _interrupt_on_a_new_study(folder: Path, monkeypatch):
+    """Adds 0new.mp4 (first in order) and makes the night stop there with a Ctrl-C; returns the worker's own run."""
+    from capsule_triage.batch import worker
+
+    shutil.copy(DEMO_CLIP, folder / "0new.mp4")
     run = worker.StudyWorker.run
 
     def interrupted_on_the_new_study(self, study, *args, **kwargs):
@@ -781,6 +781,19 @@ def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_
         return run(self, study, *args, **kwargs)
 
     monkeypatch.setattr(worker.StudyWorker, "run", interrupted_on_the_new_study)
+    return run
+
+
+def test_an_interrupted_night_keeps_complete_studies_listed_and_no_report_drops_a_stale_index(random_weights, tmp_path, monkeypatch):
+    """QA: Ctrl-C early in a night listed every study it had not reached as pending, with no data and no
+    link (index.html of a 102-study archive: '102 pending'); a --no-report night left the previous
+    index.html, linking a deleted study and a failed one's old report."""
+    from capsule_triage.batch import run_batch, worker
+
+    _two_old_studies(tmp_path / "in")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 2 and (out / "index.html").is_file()
+    run = _interrupt_on_a_new_study(tmp_path / "in", monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_batch(tmp_path / "in", out, options)
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
@@ -812,13 +825,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     from capsule_triage.batch.engine import EARLIER_RESULTS
     from capsule_triage.report_svg import PAGES_META, PAGES_VERSION
 
-    (tmp_path / "in").mkdir()
-    past = time.time_ns() - 3600 * 10**9
-    for name in ("a.mp4", "b.mp4"):
-        shutil.copy(DEMO_CLIP, tmp_path / "in" / name)
-        with open(tmp_path / "in" / name, "ab") as fh:
-            fh.write(name.encode())  # distinct bytes: two studies
-        os.utime(tmp_path / "in" / name, ns=(past, past))
+    _two_old_studies(tmp_path / "in")
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
     first = run_batch(tmp_path / "in", out, options)
     ids = {r["input_path"]: r["study_id"] for r in first.rows}
@@ -831,19 +838,11 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     assert "all studies of the batch" in page_a.read_text() and page_b.stat().st_mtime_ns == b_written  # a current page is kept
     assert not any("scored again" in w for w in again.warnings)
 
-    for study_id in ids.values():  # results of an earlier version: another pipeline fingerprint, the same input
-        run = json.loads((out / study_id / "run.json").read_text())
+    for sid in ids.values():  # results of an earlier version: another pipeline fingerprint, the same input
+        run = json.loads((out / sid / "run.json").read_text())
         run["batch"]["pipeline_fingerprint"] = "0" * 64
-        (out / study_id / "run.json").write_text(json.dumps(run))
-    shutil.copy(DEMO_CLIP, tmp_path / "in" / "0new.mp4")  # first in order: the night is interrupted on it
-    run = worker.StudyWorker.run
-
-    def interrupted_on_the_new_study(self, study, *args, **kwargs):
-        if study.rel_path == "0new.mp4":
-            raise KeyboardInterrupt
-        return run(self, study, *args, **kwargs)
-
-    monkeypatch.setattr(worker.StudyWorker, "run", interrupted_on_the_new_study)
+        (out / sid / "run.json").write_text(json.dumps(run))
+    run = _interrupt_on_a_new_study(tmp_path / "in", monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_batch(tmp_path / "in", out, options)
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
