@@ -876,6 +876,22 @@ def test_an_interrupted_batch_says_what_a_rerun_does(force, advice, monkeypatch,
     (tmp_path / "in").mkdir()
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")
     assert result.exit_code == 130 and result.stderr.strip() == f"Interrupted; studies.parquet lists what is done. {advice}", result.stderr
+    # QA 43: the studies that failed before the interrupt had no Error line (only studies.parquet and batch.log named them)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    rows = {"status": ["failed", "ok", "pending"], "error": ["/in/broken.mp4: not a video", None, None],
+            "input_path": ["broken.mp4", "a.mp4", "b.mp4"]}
+    summary = tmp_path / "out" / "studies.parquet"
+    pq.write_table(pa.table(rows), summary)
+    os.utime(summary, (time.time() - 3600,) * 2)  # an earlier night's: not this run's failures
+    assert _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--quiet").stderr.count("Error:") == 0
+
+    def interrupted_after_a_failure(input_dir, out, options):
+        pq.write_table(pa.table(rows), Path(out) / "studies.parquet")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_batch", interrupted_after_a_failure)
+    result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")
+    assert result.exit_code == 130 and result.stderr.splitlines()[0] == "Error: /in/broken.mp4: not a video", result.stderr
 
 
 def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path, monkeypatch):
