@@ -257,8 +257,9 @@ def _model_facts(run: dict, card_use: str | None) -> str:
 def _scored_by(run: dict) -> str:
     """Which capsule_triage scored the study (QA 43: a page rewritten by a later version named only its own, in the footer)."""
     versions = run.get("versions") if isinstance(run.get("versions"), dict) else {}
-    commit = versions.get("capsule-triage-commit")
-    return (f", by capsule-triage {versions['capsule-triage']}" + (f" ({str(commit)[:12]})" if commit else "")) if versions.get("capsule-triage") else ""
+    version, commit = versions.get("capsule-triage"), versions.get("capsule-triage-commit")
+    said = " ".join([f"capsule-triage {version}"] * bool(version) + [f"({str(commit)[:12]})"] * bool(commit))
+    return f", by {said}" if said else ", by a capsule-triage that did not record its version"
 
 
 def _warnings(run: dict) -> str:

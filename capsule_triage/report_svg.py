@@ -14,6 +14,7 @@ import contextvars
 import json
 import math
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -366,13 +367,15 @@ PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
 
 
 def pages_current(page: Path) -> bool:
-    """Whether ``page`` was written by pages of this :data:`PAGES_VERSION` (QA 43: after an upgrade the skipped studies
-    kept their old pages: no link to the batch's index, scores rounded otherwise than the index beside them)."""
+    """Whether ``page`` was written by pages of this :data:`PAGES_VERSION` or a later one (QA 43: after an upgrade the
+    skipped studies kept their old pages: no link to the batch's index, scores rounded otherwise than the index beside
+    them; rev38: not a later version's, which two installs sharing a folder would rewrite in turn every night)."""
     try:
         with open(page, "rb") as fh:
-            return PAGES_META.format(PAGES_VERSION).encode() in fh.read(512)
+            found = re.search(rb'<meta name="capsule-triage-pages" content="(\d+)">', fh.read(512))
     except OSError:
         return False
+    return found is not None and int(found[1]) >= int(PAGES_VERSION)
 
 
 def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:

@@ -850,6 +850,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     assert rows["a.mp4"]["frames"] == 64 and rows["a.mp4"]["error"] == EARLIER_RESULTS and rows["0new.mp4"]["frames"] is None
     index = (out / "index.html").read_text()
     assert f'href="{ids["a.mp4"]}/report.html"' in index and f'href="{ids["b.mp4"]}/report.html"' in index
+    assert "made_otherwise" not in json.loads((out / "batch.json").read_text())  # rev38: none of them was scored again yet
     monkeypatch.setattr(worker.StudyWorker, "run", run)
     done = run_batch(tmp_path / "in", out, options)
     assert done.counts["ok"] == 3
@@ -860,6 +861,16 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     quiet = run_batch(tmp_path / "in", out, options)
     assert quiet.counts["skipped"] == 3 and "made_otherwise" not in json.loads((out / "batch.json").read_text())
     assert not any("scored again" in w for w in quiet.warnings)
+    # rev38: a page of a later version is no earlier one's; an old page that cannot be written again (a hand-edited run.json)
+    # failed a complete study every night: a Warning line, the study skipped
+    later = page_b.read_text().replace(meta, PAGES_META.format(int(PAGES_VERSION) + 1))
+    page_b.write_text(later)
+    run_a = json.loads((out / ids["a.mp4"] / "run.json").read_text())
+    (out / ids["a.mp4"] / "run.json").write_text(json.dumps({**run_a, "warnings": None}))
+    page_a.write_text(page_a.read_text().replace(meta, ""))
+    edited = run_batch(tmp_path / "in", out, options)
+    assert edited.counts["skipped"] == 3 and not edited.failures and page_b.read_text() == later
+    assert any(w.startswith(f"{page_a}: not rewritten (TypeError: ") and w.endswith("; the results are complete") for w in edited.warnings)
 
 
 @pytest.mark.parametrize("force,advice", [(False, "Re-run the same command to finish the rest."),

@@ -316,9 +316,12 @@ def test_the_page_names_the_version_that_scored_the_study(tmp_path):
     (study / "run.json").write_text(json.dumps(run))
     html = write_report(study).read_text()
     assert "frames/s on cpu, by capsule-triage 0.0.9 (c235cb2d1e0f)</dd>" in html
-    del run["versions"]
+    run["versions"] = {"capsule-triage-commit": "c235cb2d1e0f9a8b7c6d"}  # rev38: a commit alone said nothing
     (study / "run.json").write_text(json.dumps(run))
-    assert "frames/s on cpu</dd>" in write_report(study).read_text()
+    assert "frames/s on cpu, by (c235cb2d1e0f)</dd>" in write_report(study).read_text()
+    del run["versions"]  # rev38: the footer's version then read as the scorer's
+    (study / "run.json").write_text(json.dumps(run))
+    assert "frames/s on cpu, by a capsule-triage that did not record its version</dd>" in write_report(study).read_text()
 
 
 def test_times_of_a_study_that_reaches_an_hour_all_say_their_hours(tmp_path):
@@ -837,12 +840,11 @@ def test_the_events_in_time_order_sort_by_any_column_in_chromium(tmp_path, brows
     browser.eval("document.querySelector('#event-list summary').click()")  # opened by the reader: stays open
     browser.eval("window.dispatchEvent(new Event('beforeprint')); window.dispatchEvent(new Event('afterprint'))")
     assert browser.eval(details) is True
-    browser.eval("location.reload()")
-    browser.eval_until("document.readyState", "complete")
     browser.key("j")  # the gallery's keys still work beside the table
     assert browser.eval("location.hash") == "#event-1"
+    browser.eval("Array.from(document.querySelectorAll('table.events th button')).find(b => b.textContent === 'start').click()")
     since = len(browser.events)
-    browser.eval("document.querySelector('table.events a').click()")
+    browser.eval("document.querySelector('table.events a').click()")  # the first row by time
     browser.wait_for("Page.loadEventFired", since)
     first = min(pq.read_table(study / "events.parquet").to_pylist(), key=lambda e: e["start_seconds"])["rank"]
     assert browser.eval("location.href").endswith(f"/report/event-{first + 1:04d}.html")

@@ -147,20 +147,18 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
-        if redone := ([] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)):
-            info["made_otherwise"] = redone  # batch.json: scored again for an earlier version or other settings
-            log(f"warning {_made_otherwise_line(redone)}")
+        made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
         progress = Progress(len(studies), log, show=options.progress, started=started)
         try:
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            _finish(studies, progress, ctx, info=info, interrupted=True)
+            _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
             raise
         finally:
             progress.bar.close()
     finally:
         engine.close()
-    return _finish(studies, progress, ctx, info=info, interrupted=False)
+    return _finish(studies, progress, ctx, info=info, interrupted=False, made=made)
 
 
 def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions, str | None]:
@@ -187,7 +185,8 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     return pipeline, replace(options, weights=weights), note
 
 
-def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool) -> BatchResult:
+def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
+            made: list[str] = ()) -> BatchResult:
     """Rebuild studies.parquet + batch.json from the per-study results on disk, then index.html
     (unless reports are off; a problem with it is only a warning), log the totals."""
     outcomes = progress.outcomes
@@ -195,6 +194,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error) if s.study_id in outcomes
             else _unreached_row(ctx, s, since) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
+    scored = {r["study_id"] for r in rows if r["status"] == "ok"}  # rev38: a failure not decoded again, one not reached: not redone
+    info = {**info, **({"made_otherwise": redone} if (redone := [m for m in made if m in scored]) else {})}
     wall = time.perf_counter() - progress.started
     batch = {
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
@@ -239,8 +240,9 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         inside = lambda path: excluded(pattern, (path,)) and pattern != path  # noqa: E731 - a value within a folder left out
         if not any(excluded(path, (pattern,)) or inside(path) for path in info["excluded"]):
             warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
-    if info.get("made_otherwise"):
-        warnings.append(_made_otherwise_line(info["made_otherwise"]))
+    if redone:
+        warnings.append(_made_otherwise_line(redone))
+        progress.log(f"warning {warnings[-1]}")
     if orphans:
         warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                         f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "

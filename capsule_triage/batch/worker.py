@@ -187,9 +187,10 @@ class StudyWorker:
                         written = (final / REPORT_FILE).is_file()
                         add_missing_report(final, ctx.out_dir / WORK_DIR)
                         note = "pages rewritten (written by an earlier version)" if written else f"{REPORT_FILE} added"
-                    except (OSError, TriageError) as exc:  # the results are complete: the page is only a view of them
-                        shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)
-                        warning = f"{final / REPORT_FILE}: not {'rewritten' if written else 'added'} ({getattr(exc, 'message', None) or exc.strerror or exc}); the results are complete"
+                    except Exception as exc:  # noqa: BLE001 - the results are complete: the page is only a view of them
+                        shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # (rev38: a hand-edited run.json failed it)
+                        why = getattr(exc, "message", None) or getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+                        warning = f"{final / REPORT_FILE}: not {'rewritten' if written else 'added'} ({why}); the results are complete"
                 _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             earlier = None if ctx.force else self._earlier_output(sha, final)
