@@ -69,15 +69,17 @@ class Classifier:
             PyTorch's thread count, which is process-wide (``torch.set_num_threads``): it applies to all
             torch work in the process, other classifiers included, until set again.
         selection: the backend choice already made by :func:`choose_backend` (default: made here).
+        weights_file: the weights file loaded, when they were given as one (.safetensors, .pth, .npz), not a folder.
     """
 
     def __init__(self, model: "nn.Module | None", config: ModelConfig, *, device: str = "auto", backend: str = "auto",
                  weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None,
-                 selection: dict | None = None):
+                 selection: dict | None = None, weights_file: Path | None = None):
         self.config = config
         self.device = device_name(device)
         self.weights_id = weights_id
-        self.weights_path = str(Path(weights_dir).absolute()) if weights_dir else None
+        # run.json's weights_path: the folder, or a weights file given as such (QA 44: recorded nowhere, the SHA-256 only)
+        self.weights_path = str(Path(weights_dir or weights_file).absolute()) if weights_dir or weights_file else None
         self.threads = threads
         self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id), auto_device_note(device))
         name = self.selection["backend"]
@@ -140,7 +142,7 @@ class Classifier:
         for line in (note, unfinished_training(config), preset_differences(config, base_config)):
             selection = _noted(selection, line)
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
-                   selection=selection)
+                   selection=selection, weights_file=path if path.is_file() else None)
 
     @property
     def precision(self) -> str:

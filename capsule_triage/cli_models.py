@@ -102,7 +102,12 @@ def train_command(
     except (TriageError, ValueError) as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
+        from .checkpoint import CHECKPOINT_DIR
+
+        if (Path(output) / CHECKPOINT_DIR / "state.json").is_file():
+            typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
+        else:  # QA 44: pointed to a checkpoint that was never written
+            typer.echo("Interrupted before the first checkpoint; nothing to resume: run the same command again.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 
@@ -119,6 +124,9 @@ def _print_training(folder: Path) -> None:
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
     config = json.loads((folder / "config.json").read_text())  # said, so a landmark class flagged as abnormal is seen (--abnormal)
     _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
+    # QA 44: a 3-class model at 0.5 flagged every frame of a study (two abnormal classes of an unsure model sum to 0.67)
+    _echo(f"Operating threshold {config.get('threshold', 0.5):g} on P({' + '.join(config['abnormal_classes'])}), not chosen on data: "
+          f"`triage eval {folder} DATA --target-sensitivity S` chooses it on validation frames")
     _echo(f"Wrote {folder}")
 
 

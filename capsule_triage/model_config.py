@@ -236,8 +236,10 @@ def folder_config(folder: Path, base_config: ModelConfig | None = None) -> Model
     """
     config = ModelConfig.load(folder / CONFIG_NAME)
     if base_config is not None and base_config.class_names != config.class_names:
+        from .presets import presets_hint  # presets reads model configs: imported here, not at the top
+
         raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}"
-                                   + order_hint(config.class_names, base_config.class_names))
+                                   + (order_hint(config.class_names, base_config.class_names) or presets_hint(config.class_names)))
     if not (folder / WEIGHTS_NAME).exists():
         raise WeightsError(folder, f"{WEIGHTS_NAME} not found beside config.json")
     return config

@@ -213,3 +213,19 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
         f"weights for pipeline '{pipeline.name}' are not installed; train them with {command}, "
         f"or pass --weights PATH (weights folder, .safetensors, .pth state dict or BiT .npz)",
     )
+
+
+def presets_hint(class_names: list[str]) -> str:
+    """What to run weights of ``class_names`` with: the presets of exactly these classes (QA 44: `--weights` of a
+    3-class model alone met the default preset's two classes, and nothing named `-p gastric-3class-resnet50`),
+    else a preset file of one's own."""
+    named = []
+    for path in sorted((project_home() / "pipelines").glob("*.toml")):
+        try:
+            if load_pipeline(path.stem).model.class_names == list(class_names):
+                named.append(path.stem)
+        except TriageError:
+            continue
+    if named:
+        return f"; preset {' or '.join(named)} has these classes: run with -p {named[0]}"
+    return "; no preset has these classes: give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)"

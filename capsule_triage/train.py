@@ -90,6 +90,8 @@ def train(options: TrainOptions) -> Path:
     torch.set_num_threads(options.threads)
     out = Path(options.output)
     saved = load_checkpoint(out) if options.resume else None
+    if options.resume and saved is None:  # QA 44: trained from the beginning without a word
+        warnings.warn(f"{out}: --resume: no checkpoint there; training starts from the beginning", DataWarning, stacklevel=2)
     check_output(out, options, saved)
     if saved is not None and saved.get("finished"):
         return out

@@ -127,7 +127,16 @@ def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
     config = json.loads((other / "config.json").read_text())
     config.update(class_names=["GC", "GU", "CG"], abnormal_classes=["GC"])
     (other / "config.json").write_text(json.dumps(config))
-    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']")
+    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; preset gastric-3class-resnet50 "
+                                              "has these classes: run with -p gastric-3class-resnet50")  # QA 44: named no preset
+    config.update(class_names=["polyp", "normal"], abnormal_classes=["polyp"])
+    (other / "config.json").write_text(json.dumps(config))
+    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; no preset has these classes: "
+                                              "give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)")
+    (tmp_path / "in").mkdir()  # QA 44: a batch refused them after it had made OUT_DIR and its batch.log
+    shutil.copy(MIXED_CLIP, tmp_path / "in")
+    result = triage("batch", tmp_path / "in", "--out", tmp_path / "bout", "--weights", other)
+    assert result.returncode == 2 and "no preset has these classes" in result.stderr and not (tmp_path / "bout").exists()
 
 
 @needs_shared

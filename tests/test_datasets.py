@@ -95,6 +95,8 @@ def test_train_and_eval_print_one_warning_line_naming_the_data(published_layout,
     assert len(lines) == 2 and lines[1].startswith(f"Warning: {published_layout}: few training frames of classes")  # 4 of each
     assert trained.output.index("Warning:") < trained.output.index("Best epoch")  # said before training, not after
     assert "Classes non-bleeding, bleeding; abnormal (flagged by triage run): bleeding" in trained.output
+    assert (f"Operating threshold 0.5 on P(bleeding), not chosen on data: `triage eval {tmp_path / 'm'} DATA --target-sensitivity S` "
+            "chooses it on validation frames") in " ".join(trained.output.split())  # QA 44: a 3-class model at 0.5 flagged every frame
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout)])
     assert evaluated.exit_code == 0, evaluated.output
     assert "train/masks_bleeding/" in evaluated.output and "on test (8 frames" in evaluated.output

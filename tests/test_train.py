@@ -506,6 +506,11 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     app = typer.Typer()
     register(app)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
+    assert result.exit_code == 130  # QA 44: before the first checkpoint it pointed to one that was never written
+    assert "Interrupted before the first checkpoint; nothing to resume: run the same command again." in result.output
+    (tmp_path / "w" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "w" / "checkpoint" / "state.json").write_text("{}")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
     assert result.exit_code == 130
     assert f"Interrupted; to continue from the last checkpoint in {tmp_path / 'w'}, run the same command with --resume." in result.output
 

@@ -130,3 +130,10 @@ def test_bytes_both_trained_and_validated_on_count_as_training_frames(tmp_path):
     assert known == {digest: "train"}
     warning = overlap_warning(known, [Sample(frame, "bleeding", str(frame), "val")], "val", [digest])
     assert warning is not None and warning.startswith("1 of the 1 frames scored (val) have the bytes of this model's training data (1 training")
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path):
+    """QA 44: --resume of a run interrupted before its first checkpoint trained from scratch without a word."""
+    out = tmp_path / "m"
+    assert _train(_tree(tmp_path / "data", 1), out, resume=True) == [f"{out}: --resume: no checkpoint there; training starts from the beginning"]
+    assert (out / "model.safetensors").is_file()

@@ -490,3 +490,13 @@ def test_every_error_the_readme_names_is_importable_from_the_package():
 
     assert all(issubclass(e, TriageError) for e in (DeviceError, InputError, OutputError, WeightsError))
     assert "DeviceError" in capsule_triage.__all__
+
+
+def test_a_weights_file_given_as_such_is_named_in_the_run(random_weights, tmp_path):
+    """QA 44: `--weights loose.pth` (or .safetensors) ran with run.json's weights_path null and no Weights row on the page:
+    only the SHA-256 said which file scored the study."""
+    loose = tmp_path / "loose.safetensors"
+    shutil.copy(random_weights / "model.safetensors", loose)
+    base = ModelConfig.load(random_weights / "config.json")
+    assert Classifier.load(loose, base, device="cpu").weights_path == str(loose)
+    assert Classifier.load(random_weights, device="cpu").weights_path == str(random_weights)  # a folder: as before

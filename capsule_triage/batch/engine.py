@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import OutputError, TriageError, unexpanded_note
+from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded, outputs_complete
 from ..pipeline import RunOptions, resolve_weights
 from ..source_state import source_state, state_digest
@@ -182,6 +183,8 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     options = replace(options, exclude=exclude_patterns(options.exclude, input_dir))
     pipeline = load_pipeline(options.pipeline)
     weights, note = resolve_weights(pipeline, options.weights)  # an hf-hub: repository fetched once, here
+    if Path(weights).is_dir():  # its classes against the preset's before OUT_DIR exists (QA 44: a batch.log was left behind)
+        folder_config(Path(weights), pipeline.model)
     return pipeline, replace(options, weights=weights), note
 
 
