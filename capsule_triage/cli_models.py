@@ -120,9 +120,10 @@ def _print_training(folder: Path) -> None:
         typer.echo(f"Stopped at step {state['global_step']}; continue with --resume. Checkpoint in {folder / 'checkpoint'}")
         return
     best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
-    metric = f", val metric {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
-    typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
     config = json.loads((folder / "config.json").read_text())  # said, so a landmark class flagged as abnormal is seen (--abnormal)
+    named = "ROC AUC" if len(config["class_names"]) == 2 else "macro F1"  # QA 44: 'val metric' said neither (train.py's val_metric)
+    metric = f", validation {named} {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
+    typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
     _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
     # QA 44: a 3-class model at 0.5 flagged every frame of a study (two abnormal classes of an unsure model sum to 0.67)
     _echo(f"Operating threshold {config.get('threshold', 0.5):g} on P({' + '.join(config['abnormal_classes'])}), not chosen on data: "

@@ -807,3 +807,17 @@ def test_the_progress_bar_shows_the_validation_figure_of_the_epoch_it_ends(tiny_
     assert logged[-1] != logged[-2]  # (0.5 then 0.75 here) so the previous epoch's figure shown last fails (review rev30)
     assert shown and float(shown[-1]) == pytest.approx(logged[-1], abs=1e-4)
     assert {round(float(v), 4) for v in shown} <= {round(v, 4) for v in logged}
+
+
+@pytest.mark.parametrize("classes,named", [(["normal", "bleeding"], "ROC AUC"), (["GC", "GU", "CG"], "macro F1")])
+def test_the_end_of_training_names_its_validation_metric(classes, named, tmp_path, capsys):
+    """QA 44: 'val metric 0.1667' said neither which (ROC AUC for two classes, macro F1 for more)."""
+    from capsule_triage.cli_models import _print_training
+
+    (tmp_path / "checkpoint").mkdir()
+    state = {"finished": True, "best": {"epoch": 2}, "global_step": 8, "elapsed_seconds": 60.0,
+             "log": [{"epoch": 1, "phase": "full", "val_metric": 0.5}, {"epoch": 2, "phase": "full", "val_metric": 0.75}]}
+    (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    (tmp_path / "config.json").write_text(json.dumps({"class_names": classes, "abnormal_classes": classes[:1], "threshold": 0.5}))
+    _print_training(tmp_path)
+    assert f"Best epoch 2 (full), validation {named} 0.7500; 8 steps, 1.0 min" in capsys.readouterr().out
