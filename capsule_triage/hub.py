@@ -57,8 +57,10 @@ def fetch_weights(weights: str | Path) -> tuple[str | Path, str | None]:
     if COMMIT.fullmatch(revision.lower()):
         revision = revision.lower()  # a commit in capitals (as some tools print it) is the same commit: the cache, not the Hub
     folder, note = _snapshot(text, repo, revision or None)
-    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise WeightsError(text, f"the repository holds no weights folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
+    if missing:  # QA 44: an incomplete cached snapshot was called the repository's fault
+        raise WeightsError(text, f"its snapshot {folder} lacks {' and '.join(missing)}: the repository holds no weights folder "
+                                 f"({CONFIG_NAME} + {WEIGHTS_NAME}), or the cached download is incomplete (fetch it again online)")
     return folder, note
 
 

@@ -165,6 +165,9 @@ def load_bit_npz(model: torch.nn.Module, path: str | Path, *, fresh_head: bool =
         raise WeightsError(path, f"BiT .npz checkpoints fit ResNet-v2 models only, not {type(model).__name__}")
     try:
         with np.load(str(path), allow_pickle=False) as npz:
+            if not any(k.startswith("resnet/") for k in npz.files):  # QA 44: any .npz was offered as a BiT checkpoint to train from
+                raise WeightsError(path, "not a BiT npz checkpoint (no resnet/ tensors): BiT's .npz files hold the "
+                                         "network under resnet/ and its classifier under head/")
             has_head = any(k.endswith("head/conv2d/kernel") for k in npz.files)
             head_shape = npz[next(k for k in npz.files if k.endswith("head/conv2d/kernel"))].shape if has_head else None
         n_classes = head_classes(model)

@@ -269,6 +269,9 @@ def test_bit_npz_round_trip(tmp_path):
         np.savez(tmp_path / "nohead.npz", **{k: npz[k] for k in npz.files if "/head/" not in k})
     with pytest.raises(WeightsError, match="the checkpoint has no classifier head, not for this model's 2 classes"):
         load_model(tmp_path / "nohead.npz", config)
+    np.savez(tmp_path / "junk.npz", a=np.zeros(3), b=np.ones((2, 2)))  # QA 44: offered as a BiT checkpoint to train from
+    with pytest.raises(WeightsError, match=r"junk.npz: not a BiT npz checkpoint \(no resnet/ tensors\)"):
+        load_model(tmp_path / "junk.npz", config)
     wide = ModelConfig("resnetv2_50x3_bit", ["a", "b"], ["b"], input_size=64)  # QA 18: a traceback (RuntimeError)
     with pytest.raises(WeightsError, match=r"bit.npz: not a BiT npz checkpoint for this ResNetV2 \(The size of tensor"):
         load_model(tmp_path / "bit.npz", wide)

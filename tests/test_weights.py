@@ -239,6 +239,14 @@ def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(r
     missing = triage("run", clip, "--weights", "hf-hub:lab/other", "--out", tmp_path / "o", env=env)
     assert missing.returncode == 2 and not (tmp_path / "o").exists()
     assert missing.stderr.strip() == "Error: hf-hub:lab/other: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    commit = _hub_cache(cache, "lab/partial", random_weights)  # QA 44: an incomplete snapshot was called the repository's fault
+    snapshot = cache / "models--lab--partial" / "snapshots" / commit
+    (snapshot / "model.safetensors").unlink()
+    partial = triage("run", clip, "--weights", "hf-hub:lab/partial", "--out", tmp_path / "p", env=env)
+    assert partial.returncode == 2 and not (tmp_path / "p").exists()
+    assert partial.stderr.strip() == (f"Error: hf-hub:lab/partial: its snapshot {snapshot} lacks model.safetensors: the repository holds "
+                                      "no weights folder (config.json + model.safetensors), or the cached download is incomplete "
+                                      "(fetch it again online)")
 
 
 @contextlib.contextmanager
