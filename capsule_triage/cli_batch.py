@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -60,14 +59,13 @@ def batch_command(
                            ray_address=ray_address, force=force, exclude=tuple(exclude or ()), progress=not quiet and sys.stderr.isatty(),
                            run=RunOptions(report=not no_report, threshold=threshold, top_k=top_k, folder_fps=fps,
                                           batch_size=batch_size, skip_duplicates=skip_duplicates))
-    started = time.time()
     try:
         result = run_batch(input_dir, out, options)
     except (TriageError, ValueError) as exc:
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        for line in _failed_before_the_interrupt(out, started):
+    except KeyboardInterrupt as exc:
+        for line in getattr(exc, "failures", ()):  # a BatchInterrupted: the studies that failed before it
             typer.echo(printable(f"Error: {line}"), err=True)
         rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
                 "those only); --force again redoes every study" if force else  # QA 37, rev33
@@ -98,17 +96,3 @@ def batch_command(
 def register(app: typer.Typer) -> None:
     app.command("batch")(batch_command)
 
-
-def _failed_before_the_interrupt(out: Path, started: float) -> list[str]:
-    """The studies that failed in an interrupted run, as the studies.parquet it wrote on its way out lists them (QA 43: only
-    the Interrupted line was printed); none when the run stopped before writing one (an earlier night's is not this one's)."""
-    try:
-        summary = Path(out) / "studies.parquet"
-        if summary.stat().st_mtime < started:
-            return []
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(summary, columns=["status", "error", "input_path"]).to_pylist()
-    except Exception:  # noqa: BLE001 - no summary, or an unreadable one: the Interrupted line still says where to look
-        return []
-    return [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import warnings
 from contextlib import contextmanager
@@ -96,6 +97,7 @@ def train_command(
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
+    new_folder = not Path(output).exists()
     try:
         with _warning_lines():
             folder = train(options)
@@ -106,8 +108,12 @@ def train_command(
 
         if (Path(output) / CHECKPOINT_DIR / "state.json").is_file():
             typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
-        else:  # QA 44: pointed to a checkpoint that was never written
-            typer.echo("Interrupted before the first checkpoint; nothing to resume: run the same command again.", err=True)
+        elif new_folder:  # QA 44: pointed to a checkpoint never written; rev39: a folder of this run's first weights refused a rerun
+            shutil.rmtree(output, ignore_errors=True)
+            typer.echo("Interrupted before the first checkpoint; nothing was kept: run the same command again.", err=True)
+        else:
+            typer.echo(f"Interrupted before the first checkpoint; {output} holds none to resume: delete it and run the same command "
+                       "again.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 
@@ -126,8 +132,10 @@ def _print_training(folder: Path) -> None:
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
     _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
     # QA 44: a 3-class model at 0.5 flagged every frame of a study (two abnormal classes of an unsure model sum to 0.67)
-    _echo(f"Operating threshold {config.get('threshold', 0.5):g} on P({' + '.join(config['abnormal_classes'])}), not chosen on data: "
-          f"`triage eval {folder} DATA --target-sensitivity S` chooses it on validation frames")
+    chosen = config.get("provenance", {}).get("operating_threshold")  # rev39: a finished run resumed after triage eval chose it
+    _echo(f"Operating threshold {config.get('threshold', 0.5):g} on P({' + '.join(config['abnormal_classes'])}), " + (
+          f"chosen by triage eval for sensitivity {chosen.get('target_sensitivity', '?')}" if isinstance(chosen, dict) else
+          f"not chosen on data: `triage eval {folder} DATA --target-sensitivity S` chooses it on validation frames"))
     _echo(f"Wrote {folder}")
 
 
@@ -191,8 +199,8 @@ def _note_outdated_backends(weights: Path) -> None:
 def split_command(
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
-    test_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups [default: 0.15, or 0 when rows already hold test].", show_default=False)] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups [default: 0.15, or 0 when rows already hold val].", show_default=False)] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups (default: 0.15, or 0 when rows already hold test).", show_default=False)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups (default: 0.15, or 0 when rows already hold val).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the draw (the same seed, data and fractions give the same splits).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists (also the input manifest itself).")] = False,
 ) -> None:

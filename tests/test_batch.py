@@ -843,8 +843,9 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
         run["batch"]["pipeline_fingerprint"] = "0" * 64
         (out / sid / "run.json").write_text(json.dumps(run))
     run = _interrupt_on_a_new_study(tmp_path / "in", monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         run_batch(tmp_path / "in", out, options)
+    assert stopped.value.failures == []  # a BatchInterrupted: what failed before it (none here)
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "pending", "b.mp4": "pending"}
     assert rows["a.mp4"]["frames"] == 64 and rows["a.mp4"]["error"] == EARLIER_RESULTS and rows["0new.mp4"]["frames"] is None
@@ -887,18 +888,12 @@ def test_an_interrupted_batch_says_what_a_rerun_does(force, advice, monkeypatch,
     (tmp_path / "in").mkdir()
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")
     assert result.exit_code == 130 and result.stderr.strip() == f"Interrupted; studies.parquet lists what is done. {advice}", result.stderr
-    # QA 43: the studies that failed before the interrupt had no Error line (only studies.parquet and batch.log named them)
-    (tmp_path / "out").mkdir(exist_ok=True)
-    rows = {"status": ["failed", "ok", "pending"], "error": ["/in/broken.mp4: not a video", None, None],
-            "input_path": ["broken.mp4", "a.mp4", "b.mp4"]}
-    summary = tmp_path / "out" / "studies.parquet"
-    pq.write_table(pa.table(rows), summary)
-    os.utime(summary, (time.time() - 3600,) * 2)  # an earlier night's: not this run's failures
-    assert _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--quiet").stderr.count("Error:") == 0
+    # QA 43: the studies that failed before the interrupt had no Error line (only studies.parquet and batch.log named them);
+    # rev39: they come with the interrupt, not from a studies.parquet that another run could have written
+    from capsule_triage.batch.engine import BatchInterrupted
 
     def interrupted_after_a_failure(input_dir, out, options):
-        pq.write_table(pa.table(rows), Path(out) / "studies.parquet")
-        raise KeyboardInterrupt
+        raise BatchInterrupted(["/in/broken.mp4: not a video"])
 
     monkeypatch.setattr(batch_module, "run_batch", interrupted_after_a_failure)
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")

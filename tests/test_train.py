@@ -502,7 +502,9 @@ def test_weights_files_are_readable_by_others_as_the_umask_allows(tmp_path):
 def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     import capsule_triage.train as train_module
 
-    def interrupted(options):
+    def interrupted(options):  # after the first epoch's weights, before its checkpoint (rev39: the folder then refused a rerun)
+        Path(options.output).mkdir(exist_ok=True)
+        (Path(options.output) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train", interrupted)
@@ -510,12 +512,17 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     register(app)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
     assert result.exit_code == 130  # QA 44: before the first checkpoint it pointed to one that was never written
-    assert "Interrupted before the first checkpoint; nothing to resume: run the same command again." in result.output
+    assert "Interrupted before the first checkpoint; nothing was kept: run the same command again." in result.output
+    assert not (tmp_path / "w").exists()
     (tmp_path / "w" / "checkpoint").mkdir(parents=True)
     (tmp_path / "w" / "checkpoint" / "state.json").write_text("{}")
     result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "w")])
     assert result.exit_code == 130
     assert f"Interrupted; to continue from the last checkpoint in {tmp_path / 'w'}, run the same command with --resume." in result.output
+    (tmp_path / "old").mkdir()  # a folder that was there before: not ours to delete
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "old")])
+    assert result.exit_code == 130 and (tmp_path / "old" / "config.json").exists()
+    assert f"Interrupted before the first checkpoint; {tmp_path / 'old'} holds none to resume: delete it and run" in " ".join(result.output.split())
 
 
 def test_a_manifest_listing_an_image_twice_is_refused_naming_both_rows(tmp_path):
@@ -823,4 +830,11 @@ def test_the_end_of_training_names_its_validation_metric(classes, named, tmp_pat
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
     (tmp_path / "config.json").write_text(json.dumps({"class_names": classes, "abnormal_classes": classes[:1], "threshold": 0.5}))
     _print_training(tmp_path)
-    assert f"Best epoch 2 (full), validation {named} 0.7500; 8 steps, 1.0 min" in capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"Best epoch 2 (full), validation {named} 0.7500; 8 steps, 1.0 min" in printed
+    assert f"not chosen on data: `triage eval {tmp_path} DATA --target-sensitivity S`" in printed
+    (tmp_path / "config.json").write_text(json.dumps({"class_names": classes, "abnormal_classes": classes[:1], "threshold": 0.316,
+                                                      "provenance": {"operating_threshold": {"target_sensitivity": 0.9}}}))
+    _print_training(tmp_path)  # rev39: said "not chosen" after triage eval had chosen it (a finished run resumed)
+    assert "Operating threshold 0.316 on P(" in (printed := " ".join(capsys.readouterr().out.split()))
+    assert "chosen by triage eval for sensitivity 0.9" in printed and "not chosen" not in printed

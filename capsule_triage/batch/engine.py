@@ -67,6 +67,16 @@ class BatchOptions:
     run: RunOptions = field(default_factory=RunOptions)
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM in a batch, raised once its summary is written; ``failures``: a "<path>: <problem>" line per
+    study that failed before it (QA 43: the CLI printed none; rev39: not read back from a studies.parquet that another
+    run, or a file system's own clock, could have written)."""
+
+    def __init__(self, failures: list[str]):
+        super().__init__()
+        self.failures = failures
+
+
 @dataclass
 class BatchResult:
     """What a finished batch run reports.
@@ -153,8 +163,8 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         try:
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
-            raise
+            done = _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
+            raise BatchInterrupted(done.failures) from None
         finally:
             progress.bar.close()
     finally:
