@@ -42,6 +42,8 @@ def test_help_shows_the_hub_revision_syntax():
     for command in ("run", "batch"):
         done = triage(command, "--help", env={"COLUMNS": "400"})
         assert done.returncode == 0 and "hf-hub:OWNER/REPO[@REVISION]" in done.stdout, done.stdout
+    done = triage("split", "--help", env={"COLUMNS": "400"})  # QA 45: "[default: 0.15, ...]" was dropped the same way
+    assert "whole groups (default: 0.15, or 0 when rows already hold test)." in done.stdout, done.stdout
 
 
 def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weights):
