@@ -174,6 +174,8 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
                                                                                "day2/patient_x.mp4")))  # inside day2: no warning
     assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "pending": 0} and not result.failures
     batch = json.loads((out / "batch.json").read_text())
+    assert batch["settings"] == {"backend": "auto", "device": "auto", "force": False, "report": True, "threshold": None, "top_k": None,
+                                 "folder_fps": None, "batch_size": None, "skip_duplicates": None}  # QA 45: in the fingerprint only
     assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4"]
     assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
     assert [w for w in result.warnings if "exclude" in w] == [f"--exclude 'typo.mp4': nothing under {tree} matches it"]

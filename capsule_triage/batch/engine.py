@@ -153,8 +153,11 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
+        run = options.run  # QA 45: the options were in the fingerprint only (README: batch.json holds the run's settings)
+        settings = {"backend": options.backend, "device": options.device, "force": options.force, "report": run.report,
+                    **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
         info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
-                "workers": engine.workers, "device": engine.device_type, **({"weights_warning": note} if note else {}),
+                "workers": engine.workers, "device": engine.device_type, "settings": settings, **({"weights_warning": note} if note else {}),
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
