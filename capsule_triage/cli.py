@@ -231,6 +231,13 @@ def _exit_now(code: int) -> None:
     import logging
 
     logging.shutdown()
+    if (mp_util := sys.modules.get("multiprocessing.util")) is not None:
+        # What an interpreter's own exit runs first: named semaphores unlinked and unregistered. Skipped by os._exit, the
+        # resource tracker now and then warned of "leaked semaphore objects" after a pool that could not start (CI).
+        try:
+            mp_util._run_finalizers(0)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
