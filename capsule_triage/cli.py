@@ -124,7 +124,7 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     gaps = result.run["time_gaps"]
     if gaps["count"]:
-        from .report import gaps_phrase
+        from .report_facts import gaps_phrase
 
         typer.echo(printable(f"Warning: {source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
                              f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)

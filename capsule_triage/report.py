@@ -8,20 +8,20 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import math
 
 import numpy as np
 
-from .completeness import gap_starts, measured_rate
+from .completeness import gap_starts
 from .errors import OutputError
 from .field_of_view import NO_VIEW_KINDS
-from .model_card import intended_use, operating_note
+from .model_card import intended_use
 from .outputs import FRAMES_FILE
-from .periods import LOCAL_STEPS, frame_periods
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
+from .report_facts import file_name, model_facts, study_duration, study_facts, study_start
 from .report_svg import (Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
                          score_text, script_json, timeline_svg, write_atomic)
 from .report_top import top_frames_section
@@ -109,10 +109,10 @@ def _batch_link(linked: bool, up: str) -> str:
 
 def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, float]], linked: bool) -> str:
     run, f = study.run, study.frames
-    name = _file_name(run)
+    name = file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
-    main = ['<div class="grid2">', _study_facts(study), _model_facts(run, card_use), "</div>", _warnings(run),
-            _summary(n, flagged, len(study.events), _duration(study)),
+    main = ['<div class="grid2">', study_facts(study), model_facts(run, card_use), "</div>", _warnings(run),
+            _summary(n, flagged, len(study.events), study_duration(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
@@ -129,38 +129,14 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
                      skip=("#events", "Skip to events"))
 
 
-def _file_name(run: dict) -> str:
-    path = run.get("input", {}).get("path") or run.get("source", {}).get("path") or "(unknown input)"
-    return PurePosixPath(path).name or path
-
-
-def _start(study: Study) -> float:
-    """Where the stream's clock starts (0 for most files; a recording's own clock, e.g. 3600 s, for some)."""
-    stated = study.run.get("source", {}).get("start_seconds")
-    pts = study.frames["pts_seconds"]
-    first = float(pts[0]) if len(pts) else 0.0
-    return min(float(stated), first) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else first
-
-
-def _duration(study: Study) -> float:
-    """The video's length: from its frames (container durations of streams that start late may be their
-    end time), else as the container states it."""
-    pts = study.frames["pts_seconds"]
-    if len(pts) > 1:
-        # the last frame shows for the period around it, which only the steps before it decide
-        return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])
-    stated = study.run.get("source", {}).get("duration_seconds")
-    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
-
-
 def _time_range(study: Study) -> tuple[float, float]:
     pts = study.frames["pts_seconds"]
-    start = _start(study)
-    return start, max(start + _duration(study), float(pts[-1]) if len(pts) else start)
+    start = study_start(study)
+    return start, max(start + study_duration(study), float(pts[-1]) if len(pts) else start)
 
 
 def _start_note(study: Study) -> str:
-    start = _start(study)
+    start = study_start(study)
     if abs(start) < 0.5:
         return ""
     return (f" Times are the stream's own: it starts at {esc(fmt_clock(start))}; a player counting from zero shows each "
@@ -188,80 +164,6 @@ def _spans(study: Study, href: str) -> list[Span]:
             for i, e in enumerate(study.events)]
 
 
-def _study_facts(study: Study) -> str:
-    run, src = study.run, study.run.get("source", {})
-    size = run.get("input", {}).get("size_bytes")
-    res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
-    return facts("Study", [
-        ("File", _file_name(run)), ("Path", run.get("input", {}).get("path")),
-        ("Duration", fmt_duration(_duration(study)) + (f" ({_duration(study):,.0f} s)" if _duration(study) >= 60 else "")),
-        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"
-                   + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
-        ("Gaps", _gaps(run.get("time_gaps"))),
-        ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
-                                             _rate(run, src, study.frames["pts_seconds"])) if v)),
-        ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
-
-
-_CSV_ORIGIN = {"folder": "folder's timestamps.csv", "preset": "preset's timestamp CSV"}  # else --timestamps (older run.json too)
-
-
-def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
-    """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
-    where its times came from (the images carry none)."""
-    read = run.get("parameters", {}).get("read", {})
-    measured = measured_rate(pts)
-    timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
-    if not src.get("average_fps") and not (timed_by_csv and measured):
-        return None
-    origin = ("" if src.get("kind") != "frames" else f" (times from the {_CSV_ORIGIN.get(read.get('timestamps_from'), '--timestamps CSV')})" if timed_by_csv
-              else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
-              else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
-              if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
-    if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
-        varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
-                  if measured["varies"] else "")
-        return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
-    return f"{src['average_fps']:.2f} frames/s{origin}"
-
-
-def gaps_phrase(count: int) -> str:
-    return f"{count} stretch{'es' if count != 1 else ''}"
-
-
-def _gaps(gaps) -> str | None:
-    """Stretches of the video without frames: never seen by the model, so the reviewer must know."""
-    if not isinstance(gaps, dict) or not gaps.get("count"):
-        return None
-    longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
-    where = f"; longest {longest['seconds']:.1f} s after {fmt_clock(longest['from_seconds'])}" if longest else ""
-    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {fmt_duration(gaps.get('seconds', 0))} in all (~{gaps.get('frames_missing_estimate', 0):,} "
-            f"frames){where}: not scored (a damaged file, or a lost signal)")
-
-
-def _model_facts(run: dict, card_use: str | None) -> str:
-    model, rank = run.get("model", {}), run.get("parameters", {}).get("rank", {})
-    config = model.get("config", {})
-    return facts("Model", [
-        ("Model", model.get("name") or config.get("name")), ("Architecture", model.get("architecture") or config.get("architecture")),
-        ("Intended use", card_use or "not stated (no model card given)"),
-        ("Classes", ", ".join(config.get("class_names", [])) or None),
-        ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
-        ("Thresholds", f"enter {score_text(rank.get('enter_threshold'))}, leave {score_text(rank.get('leave_threshold'))}{operating_note(rank, config)}"
-         if rank else None),
-        ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
-        ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
-        ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}" + _scored_by(run))])
-
-
-def _scored_by(run: dict) -> str:
-    """Which capsule_triage scored the study (QA 43: a page rewritten by a later version named only its own, in the footer)."""
-    versions = run.get("versions") if isinstance(run.get("versions"), dict) else {}
-    version, commit = versions.get("capsule-triage"), versions.get("capsule-triage-commit")
-    said = " ".join([f"capsule-triage {version}"] * bool(version) + [f"({str(commit)[:12]})"] * bool(commit))
-    return f", by {said}" if said else ", by a capsule-triage that did not record its version"
-
-
 def _warnings(run: dict) -> str:
     """The run's Warning: lines (a backend the agreement check rejected, scores checked for other event
     settings, weights unlike their preset's, a cached copy of hub weights), which the console showed
@@ -273,13 +175,6 @@ def _warnings(run: dict) -> str:
         return ""
     items = "".join(f"<li>{esc(line)}</li>" for line in dict.fromkeys(map(str, lines)))
     return f'<section class="warnings" role="note"><h2>Warnings</h2><ul>{items}</ul></section>'
-
-
-def _backend(model: dict) -> str | None:
-    """"ov-fp32 (fastest accepted in backends.json ...)": what scored the frames and why (QA 20: not on the page)."""
-    backend = model.get("backend")
-    reason = (model.get("backend_selection") or {}).get("reason")
-    return f"{backend} \u2014 {reason}" if backend and reason else backend
 
 
 def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
@@ -351,7 +246,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list, linked: bool) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
-    name = _file_name(study.run)
+    name = file_name(study.run)
     link = lambda k, text, rel: f'<a rel="{rel}" href="{_detail_name(k)}">{text}</a>' if 0 <= k < n else f"<span>{text}</span>"
     # They go by rank, not by time: the names say so
     prev_link = link(i - 1, f"\u2190 previous event (#{i}, higher score)" if i else "\u2190 previous event", "prev")

@@ -1136,15 +1136,15 @@ def test_a_variable_frame_rate_is_said_with_its_range(tmp_path):
 
 def test_a_threshold_other_than_the_models_is_said_beside_it():
     """QA 34: a run at --threshold 0.99 showed 'Thresholds: enter 0.990, leave 0.742' as if it were the validated setting."""
-    from capsule_triage.report import _model_facts
+    from capsule_triage.report_facts import model_facts
 
     config = {"threshold": 0.18828, "class_names": ["non-bleeding", "bleeding"], "abnormal_classes": ["bleeding"],
               "provenance": {"operating_threshold": {"threshold": 0.18828, "val_sensitivity": 0.9866}}}
     run = {"model": {"config": config}, "parameters": {"rank": {"enter_threshold": 0.99, "leave_threshold": 0.7425}}}
     assert ("enter 0.990, leave 0.743 (this run&#x27;s; the model&#x27;s operating threshold is 0.188, chosen for sensitivity "
-            "98.7% on validation)") in _model_facts(run, None)
+            "98.7% on validation)") in model_facts(run, None)
     run["parameters"]["rank"]["enter_threshold"] = 0.18828
-    assert "operating threshold" not in _model_facts(run, None)
+    assert "operating threshold" not in model_facts(run, None)
 
 
 @needs_shared

@@ -1,0 +1,121 @@
+"""The facts boxes of a study's page: the study (file, duration, frames, gaps, source and rate) and the model
+(classes, score, thresholds, weights, backend, the run), from run.json and the study's frames."""
+
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from .completeness import measured_rate
+from .model_card import operating_note
+from .periods import LOCAL_STEPS, frame_periods
+from .report_svg import facts, fmt_clock, fmt_duration, score_text
+from .study_folder import Study
+
+
+def file_name(run: dict) -> str:
+    path = run.get("input", {}).get("path") or run.get("source", {}).get("path") or "(unknown input)"
+    return PurePosixPath(path).name or path
+
+
+def study_start(study: Study) -> float:
+    """Where the stream's clock starts (0 for most files; a recording's own clock, e.g. 3600 s, for some)."""
+    stated = study.run.get("source", {}).get("start_seconds")
+    pts = study.frames["pts_seconds"]
+    first = float(pts[0]) if len(pts) else 0.0
+    return min(float(stated), first) if isinstance(stated, (int, float)) and not isinstance(stated, bool) else first
+
+
+def study_duration(study: Study) -> float:
+    """The video's length: from its frames (container durations of streams that start late may be their
+    end time), else as the container states it."""
+    pts = study.frames["pts_seconds"]
+    if len(pts) > 1:
+        # the last frame shows for the period around it, which only the steps before it decide
+        return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])
+    stated = study.run.get("source", {}).get("duration_seconds")
+    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
+
+
+def study_facts(study: Study) -> str:
+    run, src = study.run, study.run.get("source", {})
+    size = run.get("input", {}).get("size_bytes")
+    res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
+    duration = study_duration(study)
+    return facts("Study", [
+        ("File", file_name(run)), ("Path", run.get("input", {}).get("path")),
+        ("Duration", fmt_duration(duration) + (f" ({duration:,.0f} s)" if duration >= 60 else "")),
+        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"
+                   + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
+        ("Gaps", _gaps(run.get("time_gaps"))),
+        ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
+                                             _rate(run, src, study.frames["pts_seconds"])) if v)),
+        ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
+
+
+_CSV_ORIGIN = {"folder": "folder's timestamps.csv", "preset": "preset's timestamp CSV"}  # else --timestamps (older run.json too)
+
+
+def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
+    """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
+    where its times came from (the images carry none)."""
+    read = run.get("parameters", {}).get("read", {})
+    measured = measured_rate(pts)
+    timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
+    if not src.get("average_fps") and not (timed_by_csv and measured):
+        return None
+    origin = ("" if src.get("kind") != "frames" else f" (times from the {_CSV_ORIGIN.get(read.get('timestamps_from'), '--timestamps CSV')})" if timed_by_csv
+              else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
+              else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
+              if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
+    if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
+        varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
+                  if measured["varies"] else "")
+        return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
+    return f"{src['average_fps']:.2f} frames/s{origin}"
+
+
+def gaps_phrase(count: int) -> str:
+    return f"{count} stretch{'es' if count != 1 else ''}"
+
+
+def _gaps(gaps) -> str | None:
+    """Stretches of the video without frames: never seen by the model, so the reviewer must know."""
+    if not isinstance(gaps, dict) or not gaps.get("count"):
+        return None
+    longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
+    where = f"; longest {longest['seconds']:.1f} s after {fmt_clock(longest['from_seconds'])}" if longest else ""
+    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {fmt_duration(gaps.get('seconds', 0))} in all (~{gaps.get('frames_missing_estimate', 0):,} "
+            f"frames){where}: not scored (a damaged file, or a lost signal)")
+
+
+def model_facts(run: dict, card_use: str | None) -> str:
+    model, rank = run.get("model", {}), run.get("parameters", {}).get("rank", {})
+    config = model.get("config", {})
+    return facts("Model", [
+        ("Model", model.get("name") or config.get("name")), ("Architecture", model.get("architecture") or config.get("architecture")),
+        ("Intended use", card_use or "not stated (no model card given)"),
+        ("Classes", ", ".join(config.get("class_names", [])) or None),
+        ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
+        ("Thresholds", f"enter {score_text(rank.get('enter_threshold'))}, leave {score_text(rank.get('leave_threshold'))}{operating_note(rank, config)}"
+         if rank else None),
+        ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
+        ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
+        ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}" + _scored_by(run))])
+
+
+def _scored_by(run: dict) -> str:
+    """Which capsule_triage scored the study (QA 43: a page rewritten by a later version named only its own, in the footer)."""
+    versions = run.get("versions") if isinstance(run.get("versions"), dict) else {}
+    version, commit = versions.get("capsule-triage"), versions.get("capsule-triage-commit")
+    said = " ".join([f"capsule-triage {version}"] * bool(version) + [f"({str(commit)[:12]})"] * bool(commit))
+    return f", by {said}" if said else ", by a capsule-triage that did not record its version"
+
+
+def _backend(model: dict) -> str | None:
+    """"ov-fp32 (fastest accepted in backends.json ...)": what scored the frames and why (QA 20: not on the page)."""
+    backend = model.get("backend")
+    reason = (model.get("backend_selection") or {}).get("reason")
+    return f"{backend} \u2014 {reason}" if backend and reason else backend
