@@ -229,3 +229,26 @@ def presets_hint(class_names: list[str]) -> str:
     if named:
         return f"; preset {' or '.join(named)} has these classes: run with -p {named[0]}"
     return "; no preset has these classes: give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)"
+
+
+def presets_fitting(tensors: dict, config: ModelConfig) -> str:
+    """For a bare weights file that does not fit ``config``'s model: the presets whose model it fits (rev39: a
+    3-class file under the 2-class default preset was a shape error naming no way on), else what to write."""
+    from .weights import mismatches, model_shapes  # weights imports model configs, which import this module lazily
+
+    named = []
+    for path in sorted((project_home() / "pipelines").glob("*.toml")):
+        try:
+            model = load_pipeline(path.stem).model
+            if model.architecture != config.architecture or model.class_names != config.class_names:
+                if mismatches(model_shapes(model), tensors) is None:
+                    named.append((path.stem, model))
+        except TriageError:
+            continue
+    if named:
+        stem, model = named[0]
+        return (f"; they fit the model of preset {' and '.join(n for n, _ in named)} ({model.architecture}, {len(model.class_names)} "
+                f"classes): run with -p {stem} if they were trained for its classes {', '.join(model.class_names)}, in that order")
+    return ("; no preset's model fits them: give -p FILE.toml, a preset of your own naming their architecture and classes "
+            "(as pipelines/*.toml do), or a weights folder (with its config.json)")
+

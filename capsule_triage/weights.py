@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
@@ -50,13 +50,20 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
         raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors file or a plain state dict; pickled objects are refused."""
+def read_state_dict(path: str | Path, *, mapped: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a plain state dict; pickled objects are refused.
+
+    ``mapped``: the tensors' bytes stay in the file until used (the memory map of a safetensors file or of a
+    zip-format .pth), for reading names and shapes only.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "weights file not found")
     if path.suffix == ".safetensors":
         try:
+            if mapped:
+                with safe_open(str(path), framework="pt") as f:
+                    return {k: f.get_slice(k) for k in f.keys()}  # slices: their shape is read, not their bytes
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
@@ -64,7 +71,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             with warnings.catch_warnings():  # torch warns on stderr about refused pickles: our error says it in one line
                 warnings.simplefilter("ignore")
-                data = torch.load(str(path), map_location="cpu", weights_only=True)
+                try:
+                    data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mapped)
+                except RuntimeError:
+                    if not mapped:
+                        raise
+                    data = torch.load(str(path), map_location="cpu", weights_only=True)  # a legacy (not zip) .pth cannot be mapped
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError, KeyError, OSError) as exc:
             raise WeightsError(path, f"refused: {_why_not_loaded(path, exc)}") from None
         for key in ("state_dict", "model", "model_state_dict"):
@@ -94,12 +106,15 @@ def _why_not_loaded(path: Path, exc: BaseException) -> str:
     return f"a damaged or truncated PyTorch file ({first_line(exc, 160).split('. ')[0]})"
 
 
-def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
-    """Load strictly; a missing, unexpected or mis-shaped tensor is a :class:`WeightsError`."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shaped = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+def _shape(tensor) -> tuple[int, ...]:
+    return tuple(tensor.get_shape() if hasattr(tensor, "get_shape") else tensor.shape)  # a safetensors slice, or a tensor
+
+
+def mismatches(own: dict, given: dict) -> str | None:
+    """What keeps tensors ``given`` (name -> tensor or slice) from loading into a model whose state dict is ``own``: None if nothing."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shaped = [f"{k} {_shape(given[k])} vs {_shape(v)}" for k, v in own.items() if k in given and _shape(given[k]) != _shape(v)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
@@ -107,9 +122,37 @@ def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where
         problems.append(f"{len(unexpected)} unexpected tensor(s) e.g. {unexpected[0]}")
     if shaped:
         problems.append(f"{len(shaped)} mis-shaped tensor(s) e.g. {shaped[0]} expected")
+    return "; ".join(problems) or None
+
+
+def model_shapes(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The state dict of ``config``'s model without its numbers (tensors on the meta device: a fraction of a second, no memory)."""
+    with torch.device("meta"):
+        return create_model(config).state_dict()
+
+
+def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load strictly; a missing, unexpected or mis-shaped tensor is a :class:`WeightsError`."""
+    problems = mismatches(model.state_dict(), state_dict)
     if problems:
-        raise WeightsError(where, "weights do not match the model: " + "; ".join(problems))
+        raise WeightsError(where, "weights do not match the model: " + problems)
     model.load_state_dict(state_dict, strict=True)
+
+
+def check_weights_file(path: Path, config: ModelConfig) -> None:
+    """That a bare weights file (.safetensors or a state dict; not a BiT .npz) fits ``config``'s model, from its
+    tensors' names and shapes alone (rev39: a file of other classes was a shape error naming no way on, and
+    ``triage batch`` found it only after making OUT_DIR).
+
+    Raises:
+        WeightsError: unreadable, or of another model: naming the presets whose model it fits, if any.
+    """
+    given = read_state_dict(path, mapped=True)
+    problems = mismatches(model_shapes(config), given)
+    if problems:
+        from .presets import presets_fitting  # presets reads model configs: imported here, not at the top
+
+        raise WeightsError(path, f"weights do not match the model: {problems}{presets_fitting(given, config)}")
 
 
 def head_classes(model: torch.nn.Module) -> int:
@@ -139,6 +182,8 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
         raise WeightsError(path, "weights not found")
     if base_config is None:
         raise WeightsError(path, "a bare weights file needs the model description of a pipeline preset (--pipeline)")
+    if path.suffix != ".npz":
+        check_weights_file(path, base_config)
     model = create_model(base_config)
     if path.suffix == ".npz":
         load_bit_npz(model, path, fresh_head=False)

@@ -1260,3 +1260,20 @@ def test_a_reused_run_names_the_study_s_own_folder_and_files():
     assert run["warnings"] == ["/b/copy: frames read at 2 frames/s", "/b/copy/timestamps.csv: not used as the frames' times", "/a/s10: other",
                                "a backend note"]
     assert run["parameters"]["read"]["timestamps_csv"] == "/b/copy/Timestamps.CSV"
+
+
+def test_a_bare_weights_file_of_other_classes_is_refused_before_out_dir(tree, random_weights, tmp_path):
+    """rev39: a weights folder of other classes was refused before OUT_DIR existed (QA 44), a bare file only when a
+    worker loaded it: a shape error without a way on, and OUT_DIR left with its batch.log."""
+    from safetensors.torch import save_file
+
+    from capsule_triage.model_config import ModelConfig
+    from capsule_triage.weights import create_model
+
+    config = ModelConfig(architecture="test_efficientnet", class_names=["a", "b", "c"], abnormal_classes=["b"], input_size=64)
+    save_file(create_model(config).state_dict(), tmp_path / "three.safetensors")
+    result = _cli("batch", tree, "--out", tmp_path / "out", "--weights", tmp_path / "three.safetensors", "--quiet")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {tmp_path / 'three.safetensors'}: weights do not match the model: ")
+    assert "mis-shaped tensor(s)" in result.stderr and "no preset's model fits them" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -508,3 +508,27 @@ def test_a_weights_file_given_as_such_is_named_in_the_run(random_weights, tmp_pa
     base = ModelConfig.load(random_weights / "config.json")
     assert Classifier.load(loose, base, device="cpu").weights_path == str(loose)
     assert Classifier.load(random_weights, device="cpu").weights_path == str(random_weights)  # a folder: as before
+
+
+def test_a_bare_weights_file_of_another_model_names_the_preset_it_fits(tmp_path):
+    """rev39: a bare 3-class ResNet-50 file under the default (2-class EfficientNet-Lite0) preset was a shape error
+    naming no way on; the file's tensors are compared with each preset's model by their shapes alone."""
+    from capsule_triage.presets import load_pipeline
+    from capsule_triage.weights import check_weights_file, model_shapes
+
+    resnet = load_pipeline("gastric-3class-resnet50").model
+    save_file({k: torch.zeros(v.shape) for k, v in model_shapes(resnet).items()}, tmp_path / "r50.safetensors")
+    torch.save({k: torch.zeros(v.shape) for k, v in model_shapes(resnet).items()}, tmp_path / "r50.pth", _use_new_zipfile_serialization=False)
+    for name in ("r50.safetensors", "r50.pth"):  # a legacy (not zip) .pth cannot be memory-mapped: read whole
+        with pytest.raises(WeightsError, match=r"they fit the model of preset gastric-3class-resnet50 \(resnet50, 3 classes\): run with -p "
+                                               r"gastric-3class-resnet50 if they were trained for its classes GC, GU, CG, in that order$"):
+            check_weights_file(tmp_path / name, load_pipeline("capsule-bleeding").model)
+    check_weights_file(tmp_path / "r50.safetensors", resnet)  # fits its own preset
+    done = triage("run", DEMO_CLIP, "--weights", tmp_path / "r50.safetensors", "--out", tmp_path / "out", "--quiet")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "run with -p gastric-3class-resnet50" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+    other = ModelConfig(architecture="test_efficientnet", class_names=["a", "b", "c", "d", "e"], abnormal_classes=["b"], input_size=32)
+    save_file(create_model(other).state_dict(), tmp_path / "five.safetensors")
+    with pytest.raises(WeightsError, match=r"mis-shaped tensor\(s\) .*; no preset's model fits them: give -p FILE.toml, a preset of "
+                                           r"your own naming their architecture and classes"):
+        check_weights_file(tmp_path / "five.safetensors", ModelConfig.from_dict({**other.to_dict(), "class_names": ["x", "y"], "abnormal_classes": ["y"]}))

@@ -20,6 +20,7 @@ from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded, outputs_complete
 from ..pipeline import RunOptions, resolve_weights
 from ..source_state import source_state, state_digest
+from ..weights import check_weights_file
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from .discovery import Study, exclude_patterns, excluded, find_studies
@@ -198,6 +199,8 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     weights, note = resolve_weights(pipeline, options.weights)  # an hf-hub: repository fetched once, here
     if Path(weights).is_dir():  # its classes against the preset's before OUT_DIR exists (QA 44: a batch.log was left behind)
         folder_config(Path(weights), pipeline.model)
+    elif Path(weights).is_file() and Path(weights).suffix != ".npz":  # a bare file, from its tensors' shapes (rev39)
+        check_weights_file(Path(weights), pipeline.model)
     return pipeline, replace(options, weights=weights), note
 
 
