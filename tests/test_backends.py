@@ -732,3 +732,25 @@ def test_onnx_runtime_keeps_nothing_under_home(tmp_path, monkeypatch):
         assert done.returncode == 0 and "\x1b[" not in done.stderr, done.stderr
         assert json.loads((tmp_path / backend / "run.json").read_text())["model"]["backend"] == backend
     assert list(home.rglob("*")) == []
+
+
+@needs_openvino
+def test_a_dropped_openvino_backend_is_freed(optimized):
+    """QA 46: the native request queue held a bound method of the backend, a cycle the garbage collector cannot
+    see: every classifier loaded and dropped in a long-running process kept its compiled model and two threads
+    (+57 MB each time)."""
+    import gc
+    import weakref
+
+    from capsule_triage.backends import OpenVinoBackend
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=5)[0]
+    backend = OpenVinoBackend(folder / "model.fp32.onnx", name="ov-fp32", threads=1, batch_size=4)
+    logits = backend.logits(frames)
+    assert logits.shape[0] == 5
+    gone = weakref.ref(backend)
+    del backend
+    gc.collect()
+    assert gone() is None
