@@ -231,24 +231,28 @@ def presets_hint(class_names: list[str]) -> str:
     return "; no preset has these classes: give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)"
 
 
-def presets_fitting(tensors: dict, config: ModelConfig) -> str:
-    """For a bare weights file that does not fit ``config``'s model: the presets whose model it fits (rev39: a
-    3-class file under the 2-class default preset was a shape error naming no way on), else what to write."""
-    from .weights import mismatches, model_shapes  # weights imports model configs, which import this module lazily
+PRETRAINED_HEAD = 1000  # a head of this many classes or more: ImageNet's 1,000 or 21,841, a pretrained network, not a triage model
+
+
+def fitting_presets_hint(shapes: dict[str, tuple[int, ...]], classes: int | None, path) -> str:
+    """For a loose weights file that does not fit the preset's model: the shipped presets whose model its tensors'
+    ``shapes`` fit (rev39: a 3-class file under the 2-class default preset was a shape error naming no way on), a
+    pretrained network's head (``classes``, where only the head differs) said to start training, else what to write."""
+    from .weights import meta_model, mismatches, shapes_of  # here, not at the top: importing presets loads no torch
 
     named = []
-    for path in sorted((project_home() / "pipelines").glob("*.toml")):
+    for preset in sorted((project_home() / "pipelines").glob("*.toml")):
         try:
-            model = load_pipeline(path.stem).model
-            if model.architecture != config.architecture or model.class_names != config.class_names:
-                if mismatches(model_shapes(model), tensors) is None:
-                    named.append((path.stem, model))
+            model = load_pipeline(preset.stem).model
+            if mismatches(shapes_of(meta_model(model).state_dict()), shapes) is None:
+                named.append((preset.stem, model))
         except TriageError:
             continue
     if named:
         stem, model = named[0]
         return (f"; they fit the model of preset {' and '.join(n for n, _ in named)} ({model.architecture}, {len(model.class_names)} "
                 f"classes): run with -p {stem} if they were trained for its classes {', '.join(model.class_names)}, in that order")
-    return ("; no preset's model fits them: give -p FILE.toml, a preset of your own naming their architecture and classes "
-            "(as pipelines/*.toml do), or a weights folder (with its config.json)")
-
+    if classes is not None and classes >= PRETRAINED_HEAD:
+        return (f" (pretrained weights, e.g. ImageNet's): they start training (`triage train --init {path}`), they do not score")
+    return ("; no preset's model fits them: give -p FILE.toml, a preset of your own naming their architecture and "
+            + (f"{classes} classes" if classes else "classes") + " (as pipelines/*.toml do), or a weights folder (with its config.json)")

