@@ -81,15 +81,30 @@ def state_digest(state: tuple) -> str:
 SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
 
 
-def being_written(path: str | Path, earlier_state: tuple | None) -> bool:
+RECENT_SECONDS = 60.0  # an input that failed and was modified this recently is watched for a copy still writing it
+WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
+
+
+def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS) -> bool:
     """Whether the input's files changed since ``earlier_state`` (:func:`source_state`): a file still
-    being copied into an archive fails as truncated or changing, and is not a bad input yet."""
+    being copied into an archive fails as truncated or changing, and is not a bad input yet. An input
+    modified in the last :data:`RECENT_SECONDS` is watched up to ``watch_seconds`` for another write
+    (QA 47: a file that failed to open in a few milliseconds had not changed yet, so six exports still being
+    copied in were failed studies and a red night)."""
     if not earlier_state:
         return False
-    try:
-        return source_state(path) != earlier_state
-    except (OSError, TriageError):  # deleted meanwhile: a failure like any other
-        return False
+    entries = (earlier_state,) if isinstance(earlier_state[0], str) else earlier_state
+    recent = any(max(entry[3:5]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)  # (name, inode, size, mtime, ctime)
+    deadline = time.monotonic() + (watch_seconds if recent else 0.0)
+    while True:
+        try:
+            if source_state(path) != earlier_state:
+                return True
+        except (OSError, TriageError):  # deleted meanwhile: a failure like any other
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def settled_state_digest(state: tuple) -> str | None:

@@ -358,7 +358,9 @@ def test_second_run_is_refused_while_a_live_process_holds_the_lock(tree, random_
         assert result.exit_code == 2
         assert result.stderr.strip() == f"Error: {out}: another batch run (pid {holder.pid}) is writing here"
         assert json.loads((out / LOCK_FILE).read_text()) == lock
-        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "batch.log"]  # QA 47: the refusal is logged
+        (line,) = (out / "batch.log").read_text().splitlines()
+        assert line.endswith(f" refused: another batch run (pid {holder.pid}) is writing here")
     finally:
         holder.kill()
         holder.wait()
@@ -515,6 +517,37 @@ def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, r
                                                                "was encountered); this process cannot use it again")
     assert not [p for p in out.iterdir() if not p.name.startswith(".") and p.name != "batch.log"]  # no study failed or written
     assert not any((out / ".failed").iterdir()) and "aborted: " in (out / "batch.log").read_text()
+
+
+def test_a_copy_that_writes_between_reads_is_pending_not_failed(random_weights, tmp_path):
+    """QA 47: six exports copied in by a slow copy (a write every 0.75 s) failed to open within milliseconds, before
+    the next write, so the check for a change found none: failed studies and a red night. A recently modified input
+    that fails is watched for another write (up to WATCH_SECONDS)."""
+    import threading
+
+    (tmp_path / "in").mkdir()
+    data = DEMO_CLIP.read_bytes()
+    copying = tmp_path / "in" / "copying.mp4"
+    copying.write_bytes(data[:1000])
+    stop = threading.Event()
+
+    def copy_slowly():  # the rest in 40 writes, 0.4 s apart (16 s): the batch reads the file long before the copy ends
+        for i in range(40):
+            if stop.wait(0.4):
+                return
+            with open(copying, "ab") as fh:
+                fh.write(data[1000 + i * (len(data) - 1000) // 40: 1000 + (i + 1) * (len(data) - 1000) // 40])
+
+    writer = threading.Thread(target=copy_slowly, daemon=True)
+    writer.start()
+    try:
+        result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet")
+        assert copying.stat().st_size < len(data), "the copy ended before the batch read it: the test proves nothing"
+    finally:
+        stop.set()
+        writer.join()
+    assert result.exit_code == 0 and "1 study: 0 ok, 0 skipped, 0 failed, 1 pending;" in result.stdout, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"Warning: {copying}: still being written (it changed while it was read: ")
 
 
 def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_it(random_weights, tmp_path, monkeypatch):
@@ -930,6 +963,7 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     assert json.loads((out / "batch.json").read_text())["orphan_folders"] == [old_id]
     assert len(result.warnings) == 1 and "1 study folder of inputs no longer found" in result.warnings[0]
     assert "outputs of" in (out / "batch.log").read_text()
+    assert f" warning {result.warnings[0]}" in (out / "batch.log").read_text()  # QA 47: it reached stderr only
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1  # and it stays complete
 
 
@@ -1262,18 +1296,45 @@ def test_a_reused_run_names_the_study_s_own_folder_and_files():
     assert run["parameters"]["read"]["timestamps_csv"] == "/b/copy/Timestamps.CSV"
 
 
-def test_a_bare_weights_file_of_other_classes_is_refused_before_out_dir(tree, random_weights, tmp_path):
+def test_a_bare_weights_file_of_other_classes_is_refused_before_out_dir(tree, tmp_path):
     """rev39: a weights folder of other classes was refused before OUT_DIR existed (QA 44), a bare file only when a
-    worker loaded it: a shape error without a way on, and OUT_DIR left with its batch.log."""
+    worker loaded it: a shape error without a way on, and OUT_DIR left with .failed/ and batch.log."""
+    import torch
     from safetensors.torch import save_file
 
     from capsule_triage.model_config import ModelConfig
-    from capsule_triage.weights import create_model
+    from capsule_triage.weights import meta_model
 
-    config = ModelConfig(architecture="test_efficientnet", class_names=["a", "b", "c"], abnormal_classes=["b"], input_size=64)
-    save_file(create_model(config).state_dict(), tmp_path / "three.safetensors")
+    preset = load_pipeline("capsule-bleeding").model  # the default's architecture, with a head of 3 classes
+    config = ModelConfig.from_dict({**preset.to_dict(), "class_names": ["a", "b", "c"], "abnormal_classes": ["b"]})
+    save_file({k: torch.zeros(v.shape) for k, v in meta_model(config).state_dict().items()}, tmp_path / "three.safetensors")
     result = _cli("batch", tree, "--out", tmp_path / "out", "--weights", tmp_path / "three.safetensors", "--quiet")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith(f"Error: {tmp_path / 'three.safetensors'}: weights do not match the model: ")
-    assert "mis-shaped tensor(s)" in result.stderr and "no preset's model fits them" in result.stderr
+    assert result.stderr.startswith(f"Error: {tmp_path / 'three.safetensors'}: weights do not match the model (tf_efficientnet_lite0, "
+                                    "2 classes: non-bleeding, bleeding): their head has 3 classes (2 mis-shaped tensor(s) e.g. classifier.weight "
+                                    "(3, 1280) vs (2, 1280) expected); no preset's model fits them"), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inputs(tmp_path, random_weights):
+    """QA 47: batch.log's closing line gave only counts (the failed study's line sat among a hundred skipped ones), and
+    the .failed/ record of an input deleted from the archive stayed for good, through --force too."""
+    from capsule_triage.batch import run_batch
+
+    (tmp_path / "in" / "keep").mkdir(parents=True)
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "good.mp4")
+    (tmp_path / "in" / "bad.mp4").write_text("not a video")
+    (tmp_path / "in" / "keep" / "bad.mp4").write_text("not a video either")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    first = run_batch(tmp_path / "in", out, options)
+    failed = sorted(r["study_id"] for r in first.rows if r["status"] == "failed")
+    (kept,) = [r["study_id"] for r in first.rows if r["input_path"] == "keep/bad.mp4"]
+    assert len(failed) == 2 and sorted(p.stem for p in (out / ".failed").glob("*.json")) == failed
+    done = (out / "batch.log").read_text().splitlines()[-1]
+    assert " done ok=1 failed=2 " in done and done.endswith(f"; failed: {', '.join(failed)}")
+    (tmp_path / "in" / "bad.mp4").unlink()
+    second = run_batch(tmp_path / "in", out, BatchOptions(weights=str(random_weights), exclude=("keep",)))
+    assert second.counts["failed"] == 0 and [p.stem for p in (out / ".failed").glob("*.json")] == [kept]  # excluded: kept
+    assert "removed 1 failure record of inputs no longer found" in (out / "batch.log").read_text()
+    assert not (out / "batch.log").read_text().splitlines()[-1].count("; failed:")
+

@@ -20,14 +20,15 @@ from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded, outputs_complete
 from ..pipeline import RunOptions, resolve_weights
 from ..source_state import source_state, state_digest
-from ..weights import check_weights_file
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
+from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, excluded, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import Progress, file_logger, rate_warnings, orphan_folders, summary_row, without_view_warning, write_index, write_summary
+from .summary import (Progress, file_logger, orphan_folders, prune_failure_records, rate_warnings, summary_row, without_view_warning,
+                      write_index, write_summary)
 from .records import completed_run, made_otherwise, pipeline_fingerprint, unchanged_input_sha
 from .worker import WorkerContext, WorkerSetupError
 
@@ -122,7 +123,11 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     except OSError as exc:
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log = file_logger(out_dir / LOG_FILE)
-    lock = acquire_lock(out_dir, log)
+    try:
+        lock = acquire_lock(out_dir, log)
+    except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
+        log(f"refused: {exc.message}")
+        raise
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
         for name in (WORK_DIR, FAILED_DIR):
@@ -225,6 +230,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
         "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
+    if pruned := prune_failure_records(ctx.out_dir, studies, tuple(info.get("exclude", ()))):
+        progress.log(f"removed {pruned} failure record{'s' if pruned != 1 else ''} of inputs no longer found")
     try:
         write_summary(ctx.out_dir, rows, batch)
         summary_error = None
@@ -241,31 +248,33 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         except OSError:
             pass
     rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
-    for line in rates:
-        progress.log(f"warning {line}")
-    if blank := without_view_warning(rows):
-        progress.log(f"warning {blank}")
-    progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
-                 + f" frames={progress.frames} wall={wall:.1f}s")
+    blank = without_view_warning(rows)
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
-    warnings += [*rates, *([blank] if blank else [])]
+    said = [*rates, *([blank] if blank else [])]  # the run's own lines, in batch.log too (QA 47: some reached stderr only)
     if stale := batch["stale_folders"]:
-        warnings.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
-                        f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
-                        "stale_folders names them; kept, not linked from index.html)")
+        said.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
+                    f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
+                    "stale_folders names them; kept, not linked from index.html)")
     for pattern in info.get("exclude", ()):  # a typo would leave a broken study failing every night
         inside = lambda path: excluded(pattern, (path,)) and pattern != path  # noqa: E731 - a value within a folder left out
         if not any(excluded(path, (pattern,)) or inside(path) for path in info["excluded"]):
-            warnings.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
+            said.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
     if redone:
-        warnings.append(_made_otherwise_line(redone))
-        progress.log(f"warning {warnings[-1]}")
+        said.append(_made_otherwise_line(redone))
     if orphans:
-        warnings.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
-                        f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
-                        "orphan_folders names them); delete them to free the space")
+        said.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
+                    f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
+                    "orphan_folders names them); delete them to free the space")
+    for line in said:
+        progress.log(f"warning {line}")
+    warnings += said
+    failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: which ones, on the line a morning reader reads
+    progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
+                 + f" frames={progress.frames} wall={wall:.1f}s"
+                 + (f"; failed: {', '.join(failed_ids[:10])}{f' and {len(failed_ids) - 10} more' if len(failed_ids) > 10 else ''}"
+                    if failed_ids else ""))
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
 

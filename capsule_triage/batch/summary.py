@@ -219,6 +219,32 @@ def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...]
     return sorted(orphans)
 
 
+def prune_failure_records(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> int:
+    """Delete the ``.failed/<id>.json`` of inputs no longer found (QA 47: kept for good, through ``--force`` too; a
+    record is only ever read for its own study's input): those of studies under a folder that could not be listed, or
+    left out by ``--exclude``, are kept, as their folders are (:func:`orphan_folders`). Returns how many went."""
+    current = {s.study_id for s in studies}
+    unlisted = [s.rel_path.rstrip("/") + "/" for s in studies if s.kind == "frames" and not _listable(s.path)]
+    gone = 0
+    try:
+        records = [p for p in (out_dir / FAILED_DIR).glob("*.json") if p.stem not in current]
+    except OSError:
+        return 0
+    for record in records:
+        try:
+            relative = str(json.loads(record.read_text())["relative_path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge
+        if any(relative.startswith(prefix) for prefix in unlisted) or excluded(relative, exclude):
+            continue
+        try:
+            record.unlink()
+            gone += 1
+        except OSError:
+            pass
+    return gone
+
+
 def _listable(folder) -> bool:
     try:
         os.scandir(folder).close()
