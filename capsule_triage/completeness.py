@@ -61,6 +61,51 @@ def cut_iso_box(path: Path) -> str | None:
     return None
 
 
+def unreadable_why(path: Path) -> str | None:
+    """What a file FFmpeg cannot open is, where its first bytes or its boxes tell, else None (QA 47: a text file
+    named .mp4, a truncated export and one still being copied all read "Invalid data found when processing input").
+    An MP4/MOV without its index (``moov``, written last by most recorders): cut short inside a box, its media box
+    left open (size 0: a recorder stopped before finishing), or never written; a file of text (an error page saved
+    as the video, a note). Reads the first 256 bytes and 16 per top-level box, up to the index."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+            if head[4:8] == b"ftyp":
+                return _unindexed_iso(fh, size)
+    except (OSError, struct.error):
+        return None
+    head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut by the 256th byte is not binary
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 and exc.start > 0 else ""
+    if text.strip() and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return f"a text file, beginning {text.strip()[:40]!r}"
+    return None
+
+
+def _unindexed_iso(fh, size: int) -> str | None:
+    offset = 0
+    while offset + 8 <= size:
+        fh.seek(offset)
+        box_size, kind = struct.unpack(">I4s", fh.read(8))
+        if kind == b"moov" or not all(33 <= c < 127 for c in kind):
+            return None  # indexed, or not a box (a damaged size led here): FFmpeg's words stand
+        if box_size == 1:
+            box_size = struct.unpack(">Q", fh.read(8))[0]
+        if box_size == 0:  # runs to the end of the file: a recorder's media box, never closed
+            return (f"an MP4/MOV never finished: its '{kind.decode()}' box runs to the end of the file and no index (the 'moov' "
+                    f"box) was written: a recording stopped before it was closed, or still being copied")
+        if box_size < 8:
+            return None
+        if offset + box_size > size:
+            return (f"an MP4/MOV cut short: the file ends inside its '{kind.decode()}' box ({size - offset:,} of its {box_size:,} "
+                    f"bytes), before its index (the 'moov' box): still being copied, or damaged")
+        offset += box_size
+    return "an MP4/MOV without its index (the 'moov' box): a recording never finished?"
+
+
 def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_read: int, packets_end: float | None,
                    frames_out: int) -> None:
     """After the last packet: a truncated file is an error; frames lost inside a complete file are counted.

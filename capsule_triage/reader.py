@@ -21,7 +21,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 import cv2
 import numpy as np
 
-from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds
+from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times
 from .frame_folder import IMAGE_SUFFIXES, FolderListing, extra_pages, listed, plural, read_image_rgb, scan_frame_folder
@@ -158,7 +158,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
     except InputError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(path, f"not a readable video ({short_error(exc)})") from None
+        raise InputError(path, f"not a readable video ({unreadable_why(path) or short_error(exc)})") from None
 
 
 # Raw elementary streams whose demuxer invents times at 25 frames/s (FFmpeg's default -framerate); a raw

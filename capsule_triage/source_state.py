@@ -98,10 +98,13 @@ def being_written(path: str | Path, earlier_state: tuple | None, *, watch_second
     deadline = time.monotonic() + (watch_seconds if recent else 0.0)
     while True:
         try:
-            if source_state(path) != earlier_state:
-                return True
-        except (OSError, TriageError):  # deleted meanwhile: a failure like any other
+            now = source_state(path)
+        except (OSError, TriageError):
             return False
+        if not now:  # deleted meanwhile (source_state says so by ()): a failure like any other
+            return False
+        if now != earlier_state:
+            return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)

@@ -39,7 +39,37 @@ def test_empty_file(tmp_path, random_weights):
 
 def test_not_a_video(tmp_path, random_weights):
     (tmp_path / "notes.mp4").write_bytes(b"this is a text file, not a video\n" * 100)
-    _expect_error(tmp_path, tmp_path / "notes.mp4", random_weights, "notes.mp4: not a readable video")
+    _expect_error(tmp_path, tmp_path / "notes.mp4", random_weights, "notes.mp4: not a readable video (a text file, beginning "
+                                                                    "'this is a text file, not a video\\nthis is')")
+
+
+def test_an_unreadable_file_says_what_it_is_where_its_bytes_tell(tmp_path, random_weights):
+    """QA 47: a text file, a truncated export and one still being copied in all read "not a readable video (Invalid data
+    found when processing input)": the morning reader took a copy cut short for a corrupt recording."""
+    import struct
+
+    from capsule_triage.completeness import unreadable_why
+
+    data = DEMO_CLIP.read_bytes()  # ftyp, free, mdat, then moov: its index is written last
+    (tmp_path / "cut.mp4").write_bytes(data[:140_000])
+    _expect_error(tmp_path, tmp_path / "cut.mp4", random_weights, "cut.mp4: not a readable video (an MP4/MOV cut short: the file ends "
+                  "inside its 'mdat' box (139,960 of its 281,407 bytes), before its index (the 'moov' box): still being copied, or damaged)")
+    moov = data.index(b"moov") - 4
+    mdat = data.index(b"mdat") - 4
+    (tmp_path / "unfinished.mp4").write_bytes(data[:moov])  # every box whole, no index
+    assert unreadable_why(tmp_path / "unfinished.mp4") == "an MP4/MOV without its index (the 'moov' box): a recording never finished?"
+    (tmp_path / "open.mp4").write_bytes(data[:mdat] + struct.pack(">I", 0) + data[mdat + 4: moov])  # rev41: what FFmpeg's muxer leaves when killed
+    assert unreadable_why(tmp_path / "open.mp4").startswith("an MP4/MOV never finished: its 'mdat' box runs to the end of the file")
+    damaged = bytearray(data[:moov])
+    damaged[mdat + 4: mdat + 8] = b"\x00\x01\x02\x03"  # rev41: garbage where a box type should be is not named as one
+    (tmp_path / "damaged.mp4").write_bytes(bytes(damaged))
+    assert unreadable_why(tmp_path / "damaged.mp4") is None
+    (tmp_path / "page.mp4").write_text("<!DOCTYPE html><html><body>Sign in</body></html>")  # a download that saved a login page
+    assert unreadable_why(tmp_path / "page.mp4") == "a text file, beginning '<!DOCTYPE html><html><body>Sign in</body'"
+    (tmp_path / "bom.mp4").write_bytes(b"\xef\xbb\xbf" + b" " * 100 + "x".ljust(254, "\u00e9").encode())  # BOM, spaces, a cut character
+    assert unreadable_why(tmp_path / "bom.mp4") == "a text file, beginning 'x" + "\u00e9" * 39 + "'"
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    assert unreadable_why(tmp_path / "noise.mp4") is None and unreadable_why(DEMO_CLIP) is None  # FFmpeg's words stand
 
 
 @needs_shared

@@ -519,6 +519,30 @@ def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, r
     assert not any((out / ".failed").iterdir()) and "aborted: " in (out / "batch.log").read_text()
 
 
+def test_a_recently_modified_input_is_watched_for_another_write():
+    """rev41: the batch-level test below can pass without the watch (the prefetch's first look may be old enough to see a
+    write): here a write 0.7 s after the look is seen only with the watch; a file deleted meanwhile is no copy."""
+    import tempfile
+    import threading
+
+    from capsule_triage.source_state import being_written, source_state
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "copying.mp4"
+        path.write_bytes(b"x" * 1000)
+        for watch, seen in ((0.0, False), (2.0, True)):
+            before = source_state(path)
+            writer = threading.Timer(0.7, lambda: path.write_bytes(path.read_bytes() + b"y"))
+            writer.start()
+            try:
+                assert being_written(path, before, watch_seconds=watch) is seen
+            finally:
+                writer.join()
+        before = source_state(path)
+        threading.Timer(0.3, path.unlink).start()
+        assert being_written(path, before) is False
+
+
 def test_a_copy_that_writes_between_reads_is_pending_not_failed(random_weights, tmp_path):
     """QA 47: six exports copied in by a slow copy (a write every 0.75 s) failed to open within milliseconds, before
     the next write, so the check for a change found none: failed studies and a red night. A recently modified input
@@ -1337,4 +1361,16 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
     assert second.counts["failed"] == 0 and [p.stem for p in (out / ".failed").glob("*.json")] == [kept]  # excluded: kept
     assert "removed 1 failure record of inputs no longer found" in (out / "batch.log").read_text()
     assert not (out / "batch.log").read_text().splitlines()[-1].count("; failed:")
+    # rev41: an input out of reach (a share offline behind a symlink) or a night that finds no studies prunes nothing
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "bad.mp4").write_text("still not a video")
+    (tmp_path / "in" / "nas").symlink_to(tmp_path / "share")
+    third = run_batch(tmp_path / "in", out, options)
+    (nas,) = [r["study_id"] for r in third.rows if r["input_path"] == "nas/bad.mp4"]
+    (tmp_path / "share").rename(tmp_path / "share-offline")
+    run_batch(tmp_path / "in", out, options)
+    assert (out / ".failed" / f"{nas}.json").is_file()
+    (tmp_path / "empty").mkdir()
+    run_batch(tmp_path / "empty", out, options)
+    assert (out / ".failed" / f"{nas}.json").is_file() and (out / ".failed" / f"{kept}.json").is_file()
 

@@ -230,7 +230,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
         "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
-    if pruned := prune_failure_records(ctx.out_dir, studies, tuple(info.get("exclude", ()))):
+    if pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ()))):
         progress.log(f"removed {pruned} failure record{'s' if pruned != 1 else ''} of inputs no longer found")
     try:
         write_summary(ctx.out_dir, rows, batch)

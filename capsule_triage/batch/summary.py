@@ -219,12 +219,15 @@ def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...]
     return sorted(orphans)
 
 
-def prune_failure_records(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> int:
+def prune_failure_records(out_dir: Path, studies: list[Study], input_dir: Path, exclude: tuple[str, ...] = ()) -> int:
     """Delete the ``.failed/<id>.json`` of inputs no longer found (QA 47: kept for good, through ``--force`` too; a
-    record is only ever read for its own study's input): those of studies under a folder that could not be listed, or
-    left out by ``--exclude``, are kept, as their folders are (:func:`orphan_folders`). Returns how many went."""
+    record is only ever read for its own study's input). Only where the input is known to be gone: never on a night
+    that found no studies (an empty mount point), and not when the way to it is out of reach (a dangling symlink, a
+    share offline: rev41) or cannot be listed; those left out by ``--exclude`` are kept, as their folders are
+    (:func:`orphan_folders`). Returns how many went."""
+    if not studies:
+        return 0
     current = {s.study_id for s in studies}
-    unlisted = [s.rel_path.rstrip("/") + "/" for s in studies if s.kind == "frames" and not _listable(s.path)]
     gone = 0
     try:
         records = [p for p in (out_dir / FAILED_DIR).glob("*.json") if p.stem not in current]
@@ -235,7 +238,7 @@ def prune_failure_records(out_dir: Path, studies: list[Study], exclude: tuple[st
             relative = str(json.loads(record.read_text())["relative_path"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge
-        if any(relative.startswith(prefix) for prefix in unlisted) or excluded(relative, exclude):
+        if excluded(relative, exclude) or not _surely_gone(input_dir, relative):
             continue
         try:
             record.unlink()
@@ -243,6 +246,25 @@ def prune_failure_records(out_dir: Path, studies: list[Study], exclude: tuple[st
         except OSError:
             pass
     return gone
+
+
+def _surely_gone(input_dir: Path, relative: str) -> bool:
+    """Whether ``input_dir / relative`` is absent with the folder above its first missing part there and listable
+    (not a dangling symlink, a share offline, a folder that cannot be read)."""
+    parts = Path(relative.rstrip("/")).parts
+    if not parts or ".." in parts:
+        return False
+    folder = input_dir
+    for part in parts:
+        if not _listable(folder):
+            return False
+        nxt = folder / part
+        if not os.path.lexists(nxt):
+            return True  # absent, from a folder that lists
+        if not nxt.exists():
+            return False  # a symlink whose target is gone: out of reach, maybe for the night
+        folder = nxt
+    return False  # it is there (a study not found as one this night, e.g. emptied): kept
 
 
 def _listable(folder) -> bool:
