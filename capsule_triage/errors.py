@@ -6,7 +6,9 @@ CLI prints it as one line ``Error: <path>: <what is wrong>`` and exits with code
 
 from __future__ import annotations
 
+import errno
 import os
+import traceback
 from pathlib import Path
 
 
@@ -85,3 +87,24 @@ def short_error(exc: BaseException) -> str:
         return str(exc.strerror)[:160]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
+
+
+def describe_error(source: Path, exc: BaseException, *, out_dir: Path | None = None) -> str:
+    """One line ``<path>: <problem>`` for any exception a study of ``source`` failed with (a full disk names the output
+    folder, not the input; one of the machine says so)."""
+    if isinstance(exc, TriageError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
+        return f"{out_dir}: {exc.strerror} (the outputs of {source} were not written)"
+    if isinstance(exc, OSError) and exc.strerror:
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) and exc.filename else None
+        where = Path(os.path.normpath(os.path.abspath(name))) if name else None
+        if where is None or where.is_relative_to(os.path.abspath(source)) or (out_dir is not None and where.is_relative_to(out_dir)):
+            return f"{name or source}: {exc.strerror}"  # the study (or one of its images), or OUT_DIR: named first, as it is
+        return f"{source}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start
+    if isinstance(exc, MemoryError) or "(-4:Insufficient memory)" in str(exc):  # QA 48: OpenCV's own words, a path into its source
+        return f"{source}: out of memory ({type(exc).__name__}); not a fault of the input: retried on the next run"
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"{source}: {type(exc).__name__}{at}: {lines[0][:200] if lines else 'no message'}"

@@ -10,15 +10,18 @@ a study in silence (and, at a fixed frame rate, shifting every later frame's tim
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import unicodedata
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .errors import InputError
 
@@ -101,8 +104,16 @@ def list_frame_images(folder: Path) -> list[Path]:
 
 def read_image_rgb(path: Path) -> np.ndarray | None:
     """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit and RGBA are converted; EXIF
-    orientation applied); None if undecodable."""
+    orientation applied); None if undecodable. Raises :class:`ImageTooLarge` (:func:`check_image_size`)."""
     return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.stat().st_size else None
+
+
+def probe_image(path: Path) -> np.ndarray | None:
+    """:func:`read_image_rgb`, with an image too large taken as undecodable (the folder's read skips it and says why)."""
+    try:
+        return read_image_rgb(path)
+    except ImageTooLarge:
+        return None
 
 
 MULTI_PAGE_SUFFIXES = frozenset({".tif", ".tiff", ".webp"})  # formats that may hold several pages or frames in one file
@@ -141,12 +152,48 @@ def png_intact(data: memoryview) -> bool:
     return False
 
 
+MAX_FRAME_PIXELS = 100_000_000  # a still larger than this is not decoded (a 4K frame is 8.3 MP, a 48 MP photo fits)
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header states more than :data:`MAX_FRAME_PIXELS`: not decoded (QA 48: a 1.2 MB PNG of
+    20000 x 20000 pixels, a decompression bomb, took 2.5 GB and 23 s, and two of them a batch's workers' memory)."""
+
+
+def check_image_size(data: np.ndarray) -> None:
+    """Raise :class:`ImageTooLarge` for an image file's bytes whose header states more than :data:`MAX_FRAME_PIXELS`;
+    Pillow reads the header only (a format it cannot read is left to OpenCV, whose own limit is 2^30 pixels)."""
+    head = data[:24].tobytes()
+    try:
+        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":  # the first chunk, at a fixed place: no need to ask Pillow
+            width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit here is ours
+                with Image.open(io.BytesIO(data.tobytes()), formats=("JPEG",) if head[:2] == b"\xff\xd8" else None) as image:
+                    width, height = image.size  # ~25 us for a JPEG (its decode: 0.3-1.5 ms)
+    except Image.DecompressionBombError as exc:  # beyond twice Pillow's own limit: it says how many pixels
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        stated = f"an image of {int(pixels.group(1)):,} pixels" if pixels else "an image beyond Pillow's decompression-bomb limit"
+        raise ImageTooLarge(f"{stated}, over the {MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded") from None
+    except Exception:  # noqa: BLE001 - not an image Pillow reads, or damaged: OpenCV decides
+        return
+    if width * height > MAX_FRAME_PIXELS:
+        raise ImageTooLarge(f"{width:,} \u00d7 {height:,} px ({width * height / 1e6:,.0f} MP), over the "
+                            f"{MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded")
+
+
 def decode_image_rgb(data: np.ndarray) -> np.ndarray | None:
-    """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory."""
+    """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory.
+
+    Raises:
+        ImageTooLarge: its header states more than :data:`MAX_FRAME_PIXELS`.
+    """
     if not len(data):
         return None
     if data[:8].tobytes() == _PNG_SIGNATURE and not png_intact(memoryview(np.ascontiguousarray(data))):
         return None  # cut short or damaged: libpng would print its own error line to stderr
+    check_image_size(data)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
     if image is None or image.size == 0:
         return None

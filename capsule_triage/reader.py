@@ -24,7 +24,8 @@ import numpy as np
 from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times
-from .frame_folder import IMAGE_SUFFIXES, FolderListing, extra_pages, listed, plural, read_image_rgb, scan_frame_folder
+from .frame_folder import (IMAGE_SUFFIXES, FolderListing, ImageTooLarge, extra_pages, listed, plural, probe_image, read_image_rgb,
+                           scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
@@ -202,7 +203,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
     images = listing.images
     # The size of the first image that decodes (a damaged first image is skipped when read, too);
     # not cv2.imread: it crashes on names that are not UTF-8.
-    first = next((image for image in map(read_image_rgb, images[:PROBE_IMAGES]) if image is not None), None)
+    first = next((image for image in map(probe_image, images[:PROBE_IMAGES]) if image is not None), None)
     height, width = first.shape[:2] if first is not None else (0, 0)
     return SourceInfo(
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
@@ -375,6 +376,9 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
             image = read_image_rgb(image_path)
         except OSError as exc:  # e.g. deleted or made unreadable while the folder is read
             stats.skip(f"{image_path.name}: cannot be read ({exc.strerror or exc})")
+            continue
+        except ImageTooLarge as exc:
+            stats.skip(f"{image_path.name}: {exc}")
             continue
         if image is None:
             stats.skip(f"{image_path.name}: not a decodable image")

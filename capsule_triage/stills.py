@@ -18,7 +18,7 @@ import torch
 
 from .datasets import Sample
 from .errors import InputError
-from .frame_folder import decode_image_rgb
+from .frame_folder import ImageTooLarge, decode_image_rgb
 from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
 from .progress import progress_bar
@@ -69,7 +69,10 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     for i, sample in enumerate(progress_bar(samples, show=progress, desc="loading images", leave=False)):
         data = np.fromfile(str(sample.path), dtype=np.uint8)
         digests.append(hashlib.sha256(data).hexdigest())
-        image = decode_image_rgb(data)
+        try:
+            image = decode_image_rgb(data)
+        except ImageTooLarge as exc:
+            raise InputError(sample.path, str(exc)) from None
         if image is None:
             raise InputError(sample.path, "not a decodable image")
         still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)

@@ -1240,7 +1240,7 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     nowhere; a skipped study kept an earlier failure's record; a decoder process that could not start was
     reported under the Python interpreter's path instead of the study's."""
     from capsule_triage.batch import run_batch
-    from capsule_triage.batch.worker import describe_error
+    from capsule_triage.errors import describe_error
 
     (tmp_path / "in").mkdir()
     past = time.time_ns() - 3600 * 10**9
@@ -1265,13 +1265,18 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     assert not (out / ".failed" / f"{study_id('b.mp4')}.json").exists()
     refused = PermissionError(errno.EACCES, "Permission denied", "/usr/bin/python3")
     study_record = discover_studies(tmp_path / "in")[0]
-    assert describe_error(study_record, refused, out_dir=out) == f"{study_record.path}: Permission denied (/usr/bin/python3)"
+    assert describe_error(study_record.path, refused, out_dir=out) == f"{study_record.path}: Permission denied (/usr/bin/python3)"
     inside = PermissionError(errno.EACCES, "Permission denied", str(study_record.path))
-    assert describe_error(study_record, inside, out_dir=out) == f"{study_record.path}: Permission denied"
+    assert describe_error(study_record.path, inside, out_dir=out) == f"{study_record.path}: Permission denied"
     written = OSError(errno.EROFS, "Read-only file system", str(out / ".work" / "a" / "frames.parquet"))  # review rev30: OUT_DIR first
-    assert describe_error(study_record, written, out_dir=out) == f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system"
-    assert describe_error(study_record, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
+    assert describe_error(study_record.path, written, out_dir=out) == f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system"
+    assert describe_error(study_record.path, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
         f"{study_record.path}: No such file or directory"
+    import cv2  # QA 48: OpenCV's allocation failure read "error at frame_folder.py:150: OpenCV(5.1.0) /io/opencv/modules/..."
+    opencv = cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 1200000000 bytes")
+    for exc in (MemoryError(), opencv):
+        assert describe_error(study_record.path, exc) == (f"{study_record.path}: out of memory ({type(exc).__name__}); not a fault of the "
+                                                     "input: retried on the next run")
     # the same bytes failing for the machine's sake (here: a forced rerun that cannot write) are not stale results
     from capsule_triage.batch import worker
 

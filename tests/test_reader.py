@@ -522,7 +522,7 @@ def test_an_unreadable_own_timestamp_csv_is_said_alike_by_the_run_and_the_batch_
     import os
 
     from capsule_triage.batch.discovery import Study
-    from capsule_triage.batch.worker import describe_error
+    from capsule_triage.errors import describe_error
     from capsule_triage.folder_times import with_own_timestamps
     from capsule_triage.source_state import hashed_state, source_sha256
 
@@ -545,11 +545,11 @@ def test_an_unreadable_own_timestamp_csv_is_said_alike_by_the_run_and_the_batch_
     assert str(run_error.value) == str(hash_error.value) == expected
     assert hashed_state(folder) is None  # "cannot be read": the worker hashes again and records that error
     study = Study(study_id="f", rel_path="f", path=str(folder), kind="frames")
-    assert describe_error(study, hash_error.value) == expected
+    assert describe_error(study.path, hash_error.value) == expected
     denied[:] = ["frame1.png"]  # an image: its own error, named by the batch as it is
     with pytest.raises(PermissionError):
         source_sha256(folder)
-    assert describe_error(study, PermissionError(errno.EACCES, "Permission denied", str(folder / "frame1.png"))) == \
+    assert describe_error(study.path, PermissionError(errno.EACCES, "Permission denied", str(folder / "frame1.png"))) == \
         f"{folder / 'frame1.png'}: Permission denied"
     # review rev33: after scoring (the CSV unused under --fps) the run said "input changed while it was being triaged"
     from capsule_triage.source_state import hash_unchanged, source_state
@@ -830,3 +830,49 @@ def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):
     assert _multi_page_note(folder, stats) == (f"{folder}: 1 image holds several pages or frames (a multi-page TIFF, an animated WebP; "
                                                "e.g. frame4.tif (3)): only the first of each is scored; export one image per frame to triage them all")
     assert _multi_page_note(folder, DecodeStats()) is None
+
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header states ``width`` x ``height`` with a few bytes of pixel data (valid CRCs): what a
+    decompression bomb looks like to anything that reads the header first."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_an_image_too_large_to_be_a_frame_is_skipped_unread_and_named(tmp_path):
+    """QA 48: a 1.2 MB PNG of 20000 x 20000 pixels in a frame folder was decoded whole (2.5 GB, 23 s, no word: it
+    counted as a frame without a view), and in a batch with two workers ran a worker out of memory."""
+    import struct
+
+    import av
+
+    from capsule_triage.datasets import Sample
+    from capsule_triage.frame_folder import ImageTooLarge, check_image_size
+    from capsule_triage.stills import load_images
+
+    frames = [f.to_ndarray(format="rgb24") for f in av.open(str(DEMO_CLIP)).decode(video=0)][:6]
+    folder = write_frame_folder(frames, tmp_path / "study")
+    _png_header_only(folder / "frame2b.png", 12_000, 9_000)  # 108 MP: under Pillow's own limit (2 x 89 MP)
+    _png_header_only(folder / "frame4b.png", 20_000, 20_000)
+    bmp_info = struct.pack("<IiiHHIIiiII", 40, 20_000, 20_000, 1, 24, 0, 0, 2835, 2835, 0, 0)  # a BMP's header only: read by Pillow,
+    (folder / "frame5b.bmp").write_bytes(b"BM" + struct.pack("<IHHI", 54 + len(bmp_info), 0, 0, 54) + bmp_info)  # which refuses to size it
+    stats = DecodeStats()
+    read = sum(len(batch.pts_seconds) for batch in read_frames(folder, ReadOptions(folder_fps=4.0), stats=stats))
+    assert read == 6 and stats.frames_skipped == 3
+    assert stats.errors == ["frame2b.png: 12,000 \u00d7 9,000 px (108 MP), over the 100 MP a frame may have: not decoded",
+                            "frame4b.png: 20,000 \u00d7 20,000 px (400 MP), over the 100 MP a frame may have: not decoded",
+                            "frame5b.bmp: an image of 400,000,000 pixels, over the 100 MP a frame may have: not decoded"]
+    assert probe(folder, ReadOptions(folder_fps=4.0)).width == frames[0].shape[1]
+    _png_header_only(tmp_path / "fits.png", 10_000, 10_000)  # exactly 100 MP: allowed (it would decode)
+    check_image_size(np.fromfile(tmp_path / "fits.png", dtype=np.uint8))
+    with pytest.raises(ImageTooLarge):
+        check_image_size(np.fromfile(folder / "frame2b.png", dtype=np.uint8))
+    with pytest.raises(InputError, match=r"frame2b.png: 12,000 \u00d7 9,000 px \(108 MP\), over the 100 MP a frame may have"):
+        load_images([Sample(path=folder / "frame2b.png", label="a", group="g", split="train")], size=64, class_names=["a", "b"])
+

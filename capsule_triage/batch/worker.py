@@ -20,12 +20,11 @@ import json
 import os
 import shutil
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import DeviceError, InputError, TriageError
+from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
@@ -225,7 +224,7 @@ class StudyWorker:
             if isinstance(exc, InputError) and being_written(study.path, first_state):  # an export still being copied in
                 note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
-            error = describe_error(study, exc, out_dir=ctx.out_dir)
+            error = describe_error(study.path, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
             return record_failure(ctx, study, error, started=started, input_fault=input_fault)
@@ -331,24 +330,6 @@ def _forget_failure(ctx: WorkerContext, study: Study) -> None:
         (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
     except OSError:  # a read-only OUT_DIR: the record says an earlier failure, which the summary shows as such
         pass
-
-
-def describe_error(study: Study, exc: BaseException, *, out_dir: Path | None = None) -> str:
-    """One line ``<path>: <problem>`` (a full disk names the output folder, not the input)."""
-    if isinstance(exc, TriageError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
-        return f"{out_dir}: {exc.strerror} (the outputs of {study.path} were not written)"
-    if isinstance(exc, OSError) and exc.strerror:
-        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) and exc.filename else None
-        where = Path(os.path.normpath(os.path.abspath(name))) if name else None
-        if where is None or where.is_relative_to(os.path.abspath(study.path)) or (out_dir is not None and where.is_relative_to(out_dir)):
-            return f"{name or study.path}: {exc.strerror}"  # the study (or one of its images), or OUT_DIR: named first, as it is
-        return f"{study.path}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
-    return f"{study.path}: {type(exc).__name__}{at}: {lines[0][:200] if lines else 'no message'}"
 
 
 def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: float | None = None,
