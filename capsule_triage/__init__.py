@@ -10,8 +10,14 @@ rest (pyarrow, the model code): ~70 MB less memory per decoder process.
 from __future__ import annotations
 
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# An image of more pixels is not decoded (a decompression bomb: QA 48, a 1.2 MB PNG of 400 MP took 2.5 GB). OpenCV reads
+# this variable once, when cv2 is first imported (hence here, before any module imports it); a user's own setting wins.
+MAX_FRAME_PIXELS = 100_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_FRAME_PIXELS))
 
 _PUBLIC = {  # name -> module that defines it
     "Classifier": "classifier", "FrameScores": "classifier",

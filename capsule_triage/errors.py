@@ -103,7 +103,8 @@ def describe_error(source: Path, exc: BaseException, *, out_dir: Path | None = N
             return f"{name or source}: {exc.strerror}"  # the study (or one of its images), or OUT_DIR: named first, as it is
         return f"{source}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start
     if isinstance(exc, MemoryError) or "(-4:Insufficient memory)" in str(exc):  # QA 48: OpenCV's own words, a path into its source
-        return f"{source}: out of memory ({type(exc).__name__}); not a fault of the input: retried on the next run"
+        who = "OpenCV" if type(exc).__module__.startswith("cv2") else type(exc).__name__  # cv2's class is named `error`
+        return f"{source}: out of memory ({who}); retried on the next run"
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""

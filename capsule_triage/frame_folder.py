@@ -10,19 +10,17 @@ a study in silence (and, at a fixed frame rate, shifting every later frame's tim
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import unicodedata
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
+from . import MAX_FRAME_PIXELS
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp"})
@@ -152,34 +150,38 @@ def png_intact(data: memoryview) -> bool:
     return False
 
 
-MAX_FRAME_PIXELS = 100_000_000  # a still larger than this is not decoded (a 4K frame is 8.3 MP, a 48 MP photo fits)
-
-
 class ImageTooLarge(ValueError):
-    """An image whose header states more than :data:`MAX_FRAME_PIXELS`: not decoded (QA 48: a 1.2 MB PNG of
-    20000 x 20000 pixels, a decompression bomb, took 2.5 GB and 23 s, and two of them a batch's workers' memory)."""
+    """An image of more than :data:`~capsule_triage.MAX_FRAME_PIXELS`: not decoded (QA 48: a 1.2 MB PNG of 20000 x 20000
+    pixels, a decompression bomb, took 2.5 GB and 23 s, and two of them a batch's workers' memory)."""
+
+
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})  # a JPEG's frame header
 
 
 def check_image_size(data: np.ndarray) -> None:
-    """Raise :class:`ImageTooLarge` for an image file's bytes whose header states more than :data:`MAX_FRAME_PIXELS`;
-    Pillow reads the header only (a format it cannot read is left to OpenCV, whose own limit is 2^30 pixels)."""
-    head = data[:24].tobytes()
-    try:
-        if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":  # the first chunk, at a fixed place: no need to ask Pillow
-            width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit here is ours
-                with Image.open(io.BytesIO(data.tobytes()), formats=("JPEG",) if head[:2] == b"\xff\xd8" else None) as image:
-                    width, height = image.size  # ~25 us for a JPEG (its decode: 0.3-1.5 ms)
-    except Image.DecompressionBombError as exc:  # beyond twice Pillow's own limit: it says how many pixels
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        stated = f"an image of {int(pixels.group(1)):,} pixels" if pixels else "an image beyond Pillow's decompression-bomb limit"
-        raise ImageTooLarge(f"{stated}, over the {MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded") from None
-    except Exception:  # noqa: BLE001 - not an image Pillow reads, or damaged: OpenCV decides
-        return
-    if width * height > MAX_FRAME_PIXELS:
-        raise ImageTooLarge(f"{width:,} \u00d7 {height:,} px ({width * height / 1e6:,.0f} MP), over the "
+    """Raise :class:`ImageTooLarge` for a PNG or JPEG whose header states more than the limit (PNG: IHDR, at a fixed place;
+    JPEG: its frame header, a few markers in; ~3 us), naming its size. Any other format, or a header not found here, meets
+    OpenCV's own check of the same limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, set by the package: :func:`decode_image_rgb`)."""
+    head = memoryview(data)
+    size = None
+    if bytes(head[:8]) == _PNG_SIGNATURE and bytes(head[12:16]) == b"IHDR":
+        size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    elif bytes(head[:2]) == b"\xff\xd8":
+        at = 2
+        while size is None and at + 9 <= len(head) and head[at] == 0xFF:
+            marker = head[at + 1]
+            if marker == 0xFF:  # fill byte
+                at += 1
+            elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length (TEM, RSTn)
+                at += 2
+            elif marker in _SOF_MARKERS:
+                size = int.from_bytes(head[at + 7: at + 9], "big"), int.from_bytes(head[at + 5: at + 7], "big")
+            elif marker in (0xD9, 0xDA):  # the end, or the pixel data, before any frame header
+                break
+            else:
+                at += 2 + int.from_bytes(head[at + 2: at + 4], "big")
+    if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
+        raise ImageTooLarge(f"{size[0]:,} x {size[1]:,} px ({size[0] * size[1] / 1e6:,.0f} MP), over the "
                             f"{MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded")
 
 
@@ -187,14 +189,19 @@ def decode_image_rgb(data: np.ndarray) -> np.ndarray | None:
     """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory.
 
     Raises:
-        ImageTooLarge: its header states more than :data:`MAX_FRAME_PIXELS`.
+        ImageTooLarge: more than :data:`~capsule_triage.MAX_FRAME_PIXELS` (its header, or OpenCV's own check, says so).
     """
     if not len(data):
         return None
     if data[:8].tobytes() == _PNG_SIGNATURE and not png_intact(memoryview(np.ascontiguousarray(data))):
         return None  # cut short or damaged: libpng would print its own error line to stderr
     check_image_size(data)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
+            raise
+        raise ImageTooLarge(f"over the {MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded") from None
     if image is None or image.size == 0:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -32,6 +32,7 @@ import mmap
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -43,12 +44,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, TriageError
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .memory import peak_rss_mb
 from .completeness import check_complete
 from .reader import ReadOptions, _fit, probe, read_frames, require_frames
 from .segments import plan_segments
+
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT})  # the decoder's own crash: the input's doing
 
 MAX_RING_BYTES = 1 << 30  # 4 slots of 32 frames at 448 x 796 px (a 16:9 source for a field-of-view model) take 137 MB
 
@@ -135,7 +138,7 @@ def _forward(number: int, child: "_Child", path: Path, arrivals: queue.Queue) ->
     while True:
         try:
             message = child.receive(path)
-        except InputError as exc:
+        except TriageError as exc:  # died: the input's doing (InputError) or not (TriageError)
             arrivals.put((number, ("died", exc)))
             return
         arrivals.put((number, message))
@@ -243,6 +246,9 @@ class _Child:
         except (EOFError, OSError, ValueError, pickle.UnpicklingError):  # ValueError: closed by __exit__ meanwhile
             code = self.process.wait()
             how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            if code < 0 and -code not in CRASH_SIGNALS:  # rev42: the out-of-memory killer (SIGKILL), a person, a shutdown
+                raise TriageError(path, f"decoder process {how} from outside before the end of the stream (out of memory?); "
+                                        "not a fault of the input") from None  # a batch retries it on the next run
             raise InputError(path, f"decoder process died ({how}) before the end of the stream") from None
 
     def __exit__(self, *exc) -> None:

@@ -847,7 +847,9 @@ def _png_header_only(path, width: int, height: int) -> None:
 
 def test_an_image_too_large_to_be_a_frame_is_skipped_unread_and_named(tmp_path):
     """QA 48: a 1.2 MB PNG of 20000 x 20000 pixels in a frame folder was decoded whole (2.5 GB, 23 s, no word: it
-    counted as a frame without a view), and in a batch with two workers ran a worker out of memory."""
+    counted as a frame without a view), and in a batch with two workers ran a worker out of memory. rev42: a JPEG whose
+    header a reader did not parse, and any other format, passed a check of the header alone."""
+    import json
     import struct
 
     import av
@@ -858,21 +860,28 @@ def test_an_image_too_large_to_be_a_frame_is_skipped_unread_and_named(tmp_path):
 
     frames = [f.to_ndarray(format="rgb24") for f in av.open(str(DEMO_CLIP)).decode(video=0)][:6]
     folder = write_frame_folder(frames, tmp_path / "study")
-    _png_header_only(folder / "frame2b.png", 12_000, 9_000)  # 108 MP: under Pillow's own limit (2 x 89 MP)
-    _png_header_only(folder / "frame4b.png", 20_000, 20_000)
-    bmp_info = struct.pack("<IiiHHIIiiII", 40, 20_000, 20_000, 1, 24, 0, 0, 2835, 2835, 0, 0)  # a BMP's header only: read by Pillow,
-    (folder / "frame5b.bmp").write_bytes(b"BM" + struct.pack("<IHHI", 54 + len(bmp_info), 0, 0, 54) + bmp_info)  # which refuses to size it
+    _png_header_only(folder / "frame2b.png", 12_000, 9_000)
+    jpeg = bytearray(cv2.imencode(".jpg", frames[0])[1].tobytes())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5: sof + 9] = struct.pack(">HH", 20_000, 20_000)  # its frame header says 20000 x 20000 (never decoded)
+    (folder / "frame3b.jpg").write_bytes(b"\xff\xd8\xff\x01" + bytes(jpeg[2:]))  # a TEM marker first (libjpeg reads it)
     stats = DecodeStats()
     read = sum(len(batch.pts_seconds) for batch in read_frames(folder, ReadOptions(folder_fps=4.0), stats=stats))
-    assert read == 6 and stats.frames_skipped == 3
-    assert stats.errors == ["frame2b.png: 12,000 \u00d7 9,000 px (108 MP), over the 100 MP a frame may have: not decoded",
-                            "frame4b.png: 20,000 \u00d7 20,000 px (400 MP), over the 100 MP a frame may have: not decoded",
-                            "frame5b.bmp: an image of 400,000,000 pixels, over the 100 MP a frame may have: not decoded"]
+    assert read == 6 and stats.frames_skipped == 2
+    assert stats.errors == ["frame2b.png: 12,000 x 9,000 px (108 MP), over the 100 MP a frame may have: not decoded",
+                                "frame3b.jpg: 20,000 x 20,000 px (400 MP), over the 100 MP a frame may have: not decoded"]
     assert probe(folder, ReadOptions(folder_fps=4.0)).width == frames[0].shape[1]
+    # OpenCV's own limit is set when the package is imported before cv2 (as the CLI is; this test process imported cv2 first)
+    bmp_info = struct.pack("<IiiHHIIiiII", 40, 20_000, 20_000, 1, 24, 0, 0, 2835, 2835, 0, 0)  # a BMP's header only
+    (folder / "frame5b.bmp").write_bytes(b"BM" + struct.pack("<IHHI", 54 + len(bmp_info), 0, 0, 54) + bmp_info)
+    done = subprocess.run([sys.executable, "-m", "capsule_triage.cli", "run", str(folder), "--fps", "4", "--out", str(tmp_path / "out"),
+                           "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["decode_errors"] == [
+        *stats.errors, "frame5b.bmp: over the 100 MP a frame may have: not decoded"]
     _png_header_only(tmp_path / "fits.png", 10_000, 10_000)  # exactly 100 MP: allowed (it would decode)
     check_image_size(np.fromfile(tmp_path / "fits.png", dtype=np.uint8))
     with pytest.raises(ImageTooLarge):
         check_image_size(np.fromfile(folder / "frame2b.png", dtype=np.uint8))
-    with pytest.raises(InputError, match=r"frame2b.png: 12,000 \u00d7 9,000 px \(108 MP\), over the 100 MP a frame may have"):
-        load_images([Sample(path=folder / "frame2b.png", label="a", group="g", split="train")], size=64, class_names=["a", "b"])
-
+    with pytest.raises(InputError, match=r"frame3b.jpg: 20,000 x 20,000 px \(400 MP\), over the 100 MP a frame may have"):
+        load_images([Sample(path=folder / "frame3b.jpg", label="a", group="g", split="train")], size=64, class_names=["a", "b"])

@@ -107,14 +107,22 @@ def test_decode_errors_inside_the_stream_are_counted_like_in_process(tmp_path):
     assert _same_counts(child, in_process) and child.frames_skipped == 2 and child.errors
 
 
-def test_a_killed_decoder_is_an_input_error_naming_the_file():
+@pytest.mark.parametrize("sig, fault", [(signal.SIGKILL, False), (signal.SIGSEGV, True)])
+def test_a_killed_decoder_names_the_file_and_whether_the_input_did_it(sig, fault):
+    """rev42: a decoder killed by the out-of-memory killer (SIGKILL) was an input error, so a batch recorded the input as bad
+    and never retried it; a crash of the decoder itself (SIGSEGV, ...) is the input's doing."""
+    from capsule_triage.errors import TriageError
+
     batches = read_frames_in_process(DEMO_CLIP, ReadOptions(batch_size=1, short_side=64), depth=1)
     next(batches)
     (pid,) = _decoder_children()
-    os.kill(pid, signal.SIGKILL)
-    with pytest.raises(InputError, match=r"demo_capsule_4fps\.mp4: decoder process died \(killed by signal 9\)"):
+    os.kill(pid, sig)
+    with pytest.raises(TriageError) as err:
         for _ in batches:
             pass
+    assert isinstance(err.value, InputError) is fault
+    assert str(err.value).startswith(f"{DEMO_CLIP}: decoder process " + (f"died (killed by signal {int(sig)})" if fault else
+                                                                          "killed by signal 9 from outside before the end of the stream"))
 
 
 def test_stopping_early_ends_the_decoder():
@@ -135,7 +143,7 @@ def test_errors_survive_pickling_with_path_and_message():
 
 
 def test_a_run_whose_decoder_dies_fails_with_one_error_and_leaves_no_output(random_weights, tmp_path, monkeypatch):
-    from capsule_triage import Classifier, RunOptions, load_classifier, load_pipeline, triage_study
+    from capsule_triage import Classifier, RunOptions, TriageError, load_classifier, load_pipeline, triage_study
 
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=str(random_weights))
@@ -148,7 +156,7 @@ def test_a_run_whose_decoder_dies_fails_with_one_error_and_leaves_no_output(rand
 
     monkeypatch.setattr(Classifier, "submit", kill_the_decoder_then_score)
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=r"demo_capsule_4fps\.mp4: decoder process died \(killed by signal 9\)"):
+    with pytest.raises(TriageError, match=r"demo_capsule_4fps\.mp4: decoder process killed by signal 9 from outside"):
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=out, batch_size=1, queue_depth=1, decode_in="process"))
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
 
