@@ -17,7 +17,7 @@ from .backend_choice import events_unchecked
 from .background import prefetch
 from .classifier import Classifier
 from .hub import fetch_weights
-from .model_config import read_geometry, wide_frames_note
+from .model_config import read_geometry, small_frames_note, wide_frames_note
 from .completeness import measured_rate, time_gaps
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
@@ -156,9 +156,11 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                           options, stage_seconds, pts, view, own_note and ("--fps" if not options.own_timestamps else "columns"))
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
-        wide = wide_frames_note(config, info.display_width or info.width, info.height)  # every Warning: line of the run (QA 25, 26)
+        shape = (info.display_width or info.width, info.height)
+        wide, small = wide_frames_note(config, *shape), small_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
                                                                                      own_note, assumed, timing, wide and f"{info.path}: {wide}",
+                                                                                     small and f"{info.path}: {small}",
                                                                                      _no_view_note(info.path, view), other_streams_note(info),
                                                                                      _multi_page_note(info.path, stats)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it

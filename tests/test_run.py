@@ -259,6 +259,25 @@ def test_wide_frames_under_a_capsule_model_are_named(tmp_path, random_weights):
     assert square.returncode == 0 and "frames of" not in square.stderr, square.stderr
 
 
+def test_frames_far_smaller_than_the_model_s_input_are_named(tmp_path, random_weights):
+    """QA 48: a 16 x 16 video was enlarged 14x to the model's input and scored without a word (a preview or
+    thumbnail export, not the recording). The random model reads 64 px: 24 px frames are enlarged 2.7x, 32 px
+    ones exactly 2x (not named)."""
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(8))]
+    tiny = encode_clip([cv2.resize(v, (24, 24), interpolation=cv2.INTER_AREA) for v in views], tmp_path / "tiny.mp4")
+    done = triage("run", tiny, "--weights", random_weights, "--out", tmp_path / "t", "--quiet", "--no-report")
+    line = (f"{tiny}: frames of 24x24: this model reads 64x64, so each frame is enlarged 2.7x and scored on detail it does "
+            "not hold; score the original recording, not a preview or thumbnail export")
+    assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
+    assert json.loads((tmp_path / "t" / "run.json").read_text())["warnings"] == [line]
+    small = encode_clip([cv2.resize(v, (32, 32), interpolation=cv2.INTER_AREA) for v in views], tmp_path / "small.mp4")
+    done = triage("run", small, "--weights", random_weights, "--out", tmp_path / "s", "--quiet", "--no-report")
+    assert done.returncode == 0 and "enlarged" not in done.stderr, done.stderr
+
+
 def test_a_frame_folder_s_outputs_and_pages_name_each_frame_s_image(tmp_path, shipped_weights):
     """QA 34: a frame folder's cards, event pages and tables said only "frame 36" (its place in the sorted folder),
     so the reviewer had to sort the folder and count to find the image."""
