@@ -94,11 +94,12 @@ def describe_error(source: Path, exc: BaseException, *, out_dir: Path | None = N
     folder, not the input; one of the machine says so)."""
     if isinstance(exc, TriageError):
         return str(exc)
+    name = os.fsdecode(exc.filename) if isinstance(exc, OSError) and isinstance(exc.filename, (str, bytes)) and exc.filename else None
+    where = Path(os.path.normpath(os.path.abspath(name))) if name else None
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and out_dir is not None:
-        return f"{out_dir}: {exc.strerror} (the outputs of {source} were not written)"
+        full = name if where is not None and not where.is_relative_to(os.path.abspath(out_dir)) else out_dir
+        return f"{full}: {exc.strerror} (the outputs of {source} were not written)"  # QA 49: a full /dev/shm read as OUT_DIR's
     if isinstance(exc, OSError) and exc.strerror:
-        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes)) and exc.filename else None
-        where = Path(os.path.normpath(os.path.abspath(name))) if name else None
         if where is None or where.is_relative_to(os.path.abspath(source)) or (out_dir is not None and where.is_relative_to(out_dir)):
             return f"{name or source}: {exc.strerror}"  # the study (or one of its images), or OUT_DIR: named first, as it is
         return f"{source}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start

@@ -125,6 +125,9 @@ class StagedOutput:
         if self.final.exists():
             if not self.final.is_dir():  # before --force is suggested: it would not help (QA 22)
                 raise OutputError(self.final, "output path exists and is not a folder")
+            if os.path.ismount(self.final):  # QA 49: Docker's `-v host:/out` then `--out /out` failed after all the scoring
+                raise OutputError(self.final, "is a mount point: the output is made beside its folder and moved into place, "
+                                              "which a mount point cannot be; give a folder inside it")
             if all(_system_file(p) for p in self.final.iterdir()):
                 return check_creatable(self.final)  # an empty folder (made for the output) is filled, --force or not
             if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)

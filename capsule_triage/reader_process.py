@@ -14,7 +14,7 @@ How: the child is ``python -m capsule_triage._decoder_child`` started with :mod:
 ``if __name__ == "__main__"`` guard would start itself again). It shares two descriptors:
 
 * the ring: ``depth`` slots of ``batch_size`` frames, sized from the probed frame shape, in an
-  unlinked file in /dev/shm that both map (nothing to clean up, even after ``kill -9``);
+  unlinked file that both map (anonymous memory, else /dev/shm: nothing to clean up, even after ``kill -9``);
 * a socket, to the child: the request (path, options), then the numbers of slots the parent has
   freed (back-pressure: the child never runs more than ``depth`` batches ahead); from the child: per
   batch, its slot and its ``frame_index`` and ``pts_seconds`` (pickled); at the end the child's
@@ -92,7 +92,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
     with ExitStack() as stack:
         decoders = []
         for number, segment in enumerate(plan.segments if plan else [None]):
-            ring = stack.enter_context(_Ring(depth, options.batch_size, shape))
+            ring = stack.enter_context(_Ring(depth, options.batch_size, shape, path))
             child = stack.enter_context(_Child(ring.fd))
             child.send((str(path), options, ring.frame_shape, depth, segment))
             for slot in range(depth):
@@ -149,20 +149,24 @@ def _forward(number: int, child: "_Child", path: Path, arrivals: queue.Queue) ->
 class _Ring:
     """``depth`` x ``batch_size`` frames of shared memory in an unlinked file (fd passed to the child).
 
-    The file's pages are allocated up front (``posix_fallocate``), in /dev/shm, else in the temp
-    folder: a tmpfs that is too small (Docker's default /dev/shm is 64 MB) would otherwise make the
+    The file's pages are allocated up front (``posix_fallocate``), in anonymous memory, else /dev/shm, else
+    the temp folder: a tmpfs that is too small (Docker's default /dev/shm is 64 MB) would otherwise make the
     child's first write into a slot a SIGBUS. Where neither has room, or the ring would exceed
     :data:`MAX_RING_BYTES` (a header that claims 60000 px frames), the ring is empty and every batch
     travels pickled through the socket instead (slower, same batches, sized by what really decodes).
     """
 
-    def __init__(self, depth: int, batch_size: int, shape: tuple[int, int]):
+    def __init__(self, depth: int, batch_size: int, shape: tuple[int, int], source: Path):
         self.shape = (depth, batch_size, *shape, 3)
         nbytes = int(np.prod(self.shape))
-        self.fd = _allocated_file(nbytes) if nbytes <= MAX_RING_BYTES else None
+        why: list[str] = []
+        self.fd = _allocated_file(nbytes, why) if nbytes <= MAX_RING_BYTES else None
         if self.fd is None:
             self.shape = (depth, batch_size, 0, 0, 3)
-            self.fd = _allocated_file(0)
+            self.fd = _allocated_file(0, why)
+        if self.fd is None:
+            raise TriageError(source, f"cannot make the decoder process's frame buffer anywhere ({'; '.join(why[-3:])}); "
+                                      "not a fault of the input")  # a batch retries it on the next run
         self.map, self.slots = _map_slots(self.fd, self.shape)
 
     @property
@@ -179,20 +183,32 @@ class _Ring:
         os.close(self.fd)
 
 
-def _allocated_file(nbytes: int) -> int | None:
-    """An unlinked file of ``nbytes`` allocated bytes, in /dev/shm or else the temp folder; None if no room."""
-    for folder in ("/dev/shm", None):
-        if folder is not None and not os.path.isdir(folder):
+def _allocated_file(nbytes: int, why: list[str]) -> int | None:
+    """An unlinked file of ``nbytes`` allocated bytes: anonymous memory (``memfd_create``, Linux: no
+    /dev/shm needed), else in /dev/shm, else in the temp folder; None if none has room (each place and
+    why appended to ``why``; QA 49: a full /dev/shm, the first place tried, was a traceback)."""
+    for place in ("memory", "/dev/shm", tempfile.gettempdir()):
+        try:
+            if place == "memory":
+                if not hasattr(os, "memfd_create"):
+                    continue
+                handle = os.memfd_create("capsule-triage-ring")
+            else:
+                if not os.path.isdir(place):
+                    continue
+                handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=place)
+                os.unlink(name)
+        except OSError as exc:
+            why.append(f"{place}: {exc.strerror or exc}")
             continue
-        handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=folder)
-        os.unlink(name)
         try:
             if nbytes and hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(handle, 0, nbytes)
             else:  # macOS: no posix_fallocate
                 os.ftruncate(handle, nbytes)
             return handle
-        except OSError:
+        except OSError as exc:
+            why.append(f"{place}: {exc.strerror or exc}")
             os.close(handle)
     return None
 

@@ -1272,6 +1272,11 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     assert describe_error(study_record.path, written, out_dir=out) == f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system"
     assert describe_error(study_record.path, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
         f"{study_record.path}: No such file or directory"
+    full = OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "a" / "frames.parquet"))
+    assert describe_error(study_record.path, full, out_dir=out) == f"{out}: No space left on device (the outputs of {study_record.path} were not written)"
+    shm = OSError(errno.ENOSPC, "No space left on device", "/dev/shm/capsule-triage-ring-x")  # QA 49: not OUT_DIR's disk
+    assert describe_error(study_record.path, shm, out_dir=out) == \
+        f"/dev/shm/capsule-triage-ring-x: No space left on device (the outputs of {study_record.path} were not written)"
     import cv2  # QA 48: OpenCV's allocation failure read "error at frame_folder.py:150: OpenCV(5.1.0) /io/opencv/modules/..."
     opencv = cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 1200000000 bytes")
     for exc, who in ((MemoryError(), "MemoryError"), (opencv, "OpenCV")):
@@ -1378,3 +1383,32 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
     run_batch(tmp_path / "empty", out, options)
     assert (out / ".failed" / f"{nas}.json").is_file() and (out / ".failed" / f"{kept}.json").is_file()
 
+
+
+def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
+    """QA 49: a full disk tore a batch.log line, and the next night's first line was glued to it
+    ("2026-12026-12-03T10:50:39+00:00 pid=... start ..."); on a disk with no room at all an empty batch.log was made."""
+    from capsule_triage.batch import summary
+
+    log = tmp_path / "batch.log"
+    log.write_bytes(b"2026-12-01T01:00:00+00:00 pid=1 start 3 studies\n2026-12")  # torn by an older version
+    summary.append_whole_line(log, b"next night\n")
+    assert log.read_bytes().splitlines() == [b"2026-12-01T01:00:00+00:00 pid=1 start 3 studies", b"2026-12", b"next night"]
+    before = log.read_bytes()
+    real = os.write
+
+    def half_then_full(fd, data):
+        real(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    summary.append_whole_line(log, b"lost on a full disk\n")
+    assert log.read_bytes() == before  # the half written is taken back
+    summary.append_whole_line(tmp_path / "new.log", b"lost too\n")
+    assert not (tmp_path / "new.log").exists()
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:3]))  # a short write without an error
+    summary.append_whole_line(log, b"short\n")
+    assert log.read_bytes() == before
+    monkeypatch.undo()
+    summary.file_logger(log)("done 3 studies")
+    assert log.read_text().splitlines()[-1].endswith(" done 3 studies") and log.read_text().endswith("\n")

@@ -544,6 +544,17 @@ def test_full_disk_gives_one_line_error_and_nothing_on_disk(tiny_disk, short_cli
     assert os.listdir(tiny_disk) == [".filler"]
 
 
+def test_a_mount_point_as_out_is_refused_before_any_work(tiny_disk, short_clip, warm, random_weights):
+    """QA 49: `--out` an (empty) mount point, as `docker run -v host:/out ... --out /out` gives, was scored whole,
+    then failed to move the output into place (Device or resource busy)."""
+    run = warm.cli("run", short_clip, "--weights", random_weights, "--out", tiny_disk, "--quiet")
+    assert_error(run, tiny_disk, "is a mount point: the output is made beside its folder and moved into place, which a mount "
+                                 "point cannot be; give a folder inside it")
+    assert os.listdir(tiny_disk) == [] and [p.name for p in tiny_disk.parent.iterdir()] == ["tiny"]
+    inside = warm.cli("run", short_clip, "--weights", random_weights, "--out", tiny_disk / "study", "--quiet")
+    assert "mount point" not in inside.stderr  # (64 kB hold no whole output: it fails for want of space)
+
+
 def _enospc():
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

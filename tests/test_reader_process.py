@@ -173,6 +173,53 @@ def test_without_room_for_the_ring_batches_travel_through_the_socket(monkeypatch
     assert _same_counts(child, in_process)
 
 
+def _no_room(place_errno):
+    import errno
+    import tempfile
+
+    made = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir == "/dev/shm" or place_errno.get("temp"):
+            raise OSError(errno.ENOSPC, "No space left on device", f"{dir}/capsule-triage-ring-x")
+        return made(*args, dir=dir, **kwargs)
+    return mkstemp
+
+
+def test_a_full_dev_shm_is_not_needed_for_the_ring(monkeypatch):
+    """QA 49: a full (or read-only) /dev/shm made `triage run` of any video of 1,000 frames or more a traceback
+    (mkstemp failed before the fallback was tried); the ring is anonymous memory where the system has it, else
+    /dev/shm, else the temp folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "mkstemp", _no_room({}))
+    expected, got, in_process, child = _both(DEMO_CLIP, ReadOptions(batch_size=16, short_side=96))
+    _assert_same(expected, got)
+    if hasattr(os, "memfd_create"):  # and without anonymous memory: the temp folder
+        monkeypatch.delattr(os, "memfd_create")
+        expected, got, in_process, child = _both(DEMO_CLIP, ReadOptions(batch_size=16, short_side=96))
+        _assert_same(expected, got)
+
+
+def test_nowhere_for_the_ring_is_one_line_that_blames_no_input(monkeypatch):
+    import errno
+    import tempfile
+
+    from capsule_triage.errors import TriageError
+
+    def no_memory(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "memfd_create", no_memory, raising=False)
+    monkeypatch.setattr(tempfile, "mkstemp", _no_room({"temp": True}))
+    with pytest.raises(TriageError) as caught:
+        list(read_frames_in_process(DEMO_CLIP, ReadOptions(batch_size=16, short_side=96), DecodeStats(), depth=2))
+    assert type(caught.value) is TriageError  # not an InputError: a batch retries the study
+    assert str(caught.value) == (f"{DEMO_CLIP}: cannot make the decoder process's frame buffer anywhere (memory: Cannot allocate "
+                                 f"memory; /dev/shm: No space left on device; {tempfile.gettempdir()}: No space left on device); "
+                                 "not a fault of the input")
+
+
 def test_the_decoder_process_loads_only_the_reader():
     import subprocess
     import sys

@@ -180,14 +180,37 @@ class Progress:
 def file_logger(path: Path) -> Callable[[str], None]:
     """A function that appends one time-stamped line to ``path`` (batch.log)."""
 
-    def log(line: str) -> None:
-        try:
-            with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:  # names may not be UTF-8
-                fh.write(f"{now_utc()} pid={os.getpid()} {one_line(line)}\n")  # a newline in a study's name stays in its line
-        except OSError:  # a full disk loses log lines, never a study (the results say the rest)
-            pass
+    def log(line: str) -> None:  # a newline in a study's name stays in its line; names may not be UTF-8
+        append_whole_line(path, f"{now_utc()} pid={os.getpid()} {one_line(line)}\n".encode("utf-8", "backslashreplace"))
 
     return log
+
+
+def append_whole_line(path: Path, data: bytes) -> None:
+    """Append ``data`` (one line) to ``path`` in one write, or not at all: a full disk loses log lines, never a study
+    (the results say the rest), and leaves no torn line for the next night's to be glued to (QA 49: "2026-12026-12-03T...").
+    A file that does not end in a newline (torn by an older version or another program) gets one first."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            if os.write(fd, data) == len(data):
+                return
+        except OSError:
+            pass
+        if os.fstat(fd).st_size > size:  # part of it was written: taken back
+            os.ftruncate(fd, size)
+        if size == 0:
+            os.unlink(path)  # made by this call, for nothing
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 
