@@ -98,6 +98,7 @@ class DecodeStats:
             recording): not shown by players, not delivered by the demuxer, not scored.
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
         multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
+        smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
     """
 
     frames_decoded: int = 0
@@ -107,11 +108,16 @@ class DecodeStats:
     decoder_peak_rss_mb: float = 0.0
     errors: list[str] = field(default_factory=list)
     multi_page: list[str] = field(default_factory=list)
+    smallest_image: tuple[int, int, str] | None = None
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1
         if len(self.errors) < 10:
             self.errors.append(message)
+
+    def saw_image(self, width: int, height: int, name: str) -> None:
+        if self.smallest_image is None or min(width, height) < min(self.smallest_image[:2]):
+            self.smallest_image = (width, height, name)
 
 
 @dataclass(frozen=True)

@@ -189,15 +189,18 @@ def wide_frames_note(config: ModelConfig, width: int, height: int) -> str | None
 SMALL_FRAME_ENLARGEMENT = 2  # frames enlarged more than this to the model's input are named (a capsule frame of 256 px to 336 px: 1.3x)
 
 
-def small_frames_note(config: ModelConfig, width: int, height: int) -> str | None:
+def small_frames_note(config: ModelConfig, width: int, height: int, image: str | None = None) -> str | None:
     """A warning when frames are so small that reading them at the model's input size enlarges them
     more than :data:`SMALL_FRAME_ENLARGEMENT` times (QA 48: a 16 x 16 video was enlarged 14x and scored
-    without a word: a preview or thumbnail export, not the recording), or None."""
+    without a word: a preview or thumbnail export, not the recording), or None. ``image``: the name of a
+    frame folder's smallest image, whose size is given (its images may differ in size: rev43)."""
     short = min(width, height)
     if not short or config.input_size <= SMALL_FRAME_ENLARGEMENT * short:
         return None
-    return (f"frames of {width}x{height}: this model reads {config.input_size}x{config.input_size}, so each frame is enlarged "
-            f"{config.input_size / short:.1f}x and scored on detail it does not hold; score the original recording, not a "
+    these = f"images as small as {width}x{height} ({image})" if image else f"frames of {width}x{height}"
+    each = "such an image" if image else "each frame"
+    return (f"{these}: this model reads {config.input_size}x{config.input_size}, so {each} is enlarged "
+            f"{config.input_size / short:.3g}x and scored on detail it does not hold; score the original recording, not a "
             "preview or thumbnail export")
 
 

@@ -157,7 +157,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         shape = (info.display_width or info.width, info.height)
-        wide, small = wide_frames_note(config, *shape), small_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
+        wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
+        small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
                                                                                      own_note, assumed, timing, wide and f"{info.path}: {wide}",
                                                                                      small and f"{info.path}: {small}",

@@ -386,6 +386,7 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         if more := extra_pages(image_path):  # QA 40: a multi-page TIFF or an animated WebP lost its other pages in silence
             stats.multi_page.append(f"{image_path.name} ({more + 1})")
         stats.frames_decoded += 1
+        stats.saw_image(image.shape[1], image.shape[0], image_path.name)
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
 
 

@@ -54,6 +54,7 @@ from .segments import plan_segments
 CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT})  # the decoder's own crash: the input's doing
 
 MAX_RING_BYTES = 1 << 30  # 4 slots of 32 frames at 448 x 796 px (a 16:9 source for a field-of-view model) take 137 MB
+MEMFD_MAX_BYTES = 64 << 20  # a ring up to this size is anonymous memory (as much as Docker's default /dev/shm holds)
 
 
 def frame_shape(info: SourceInfo, options: ReadOptions) -> tuple[int, int]:
@@ -119,6 +120,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.frames_skipped += child_stats.frames_skipped
                 stats.frames_hidden_by_edit_list += child_stats.frames_hidden_by_edit_list
                 stats.multi_page += child_stats.multi_page  # a frame folder is one part
+                stats.smallest_image = child_stats.smallest_image or stats.smallest_image
                 stats.decoder_peak_rss_mb += child_stats.decoder_peak_rss_mb  # all decoder processes together
                 errors[number] = child_stats.errors
                 if error is not None:
@@ -159,13 +161,14 @@ class _Ring:
     def __init__(self, depth: int, batch_size: int, shape: tuple[int, int], source: Path):
         self.shape = (depth, batch_size, *shape, 3)
         nbytes = int(np.prod(self.shape))
-        why: list[str] = []
+        why: dict[str, str] = {}
         self.fd = _allocated_file(nbytes, why) if nbytes <= MAX_RING_BYTES else None
         if self.fd is None:
             self.shape = (depth, batch_size, 0, 0, 3)
             self.fd = _allocated_file(0, why)
         if self.fd is None:
-            raise TriageError(source, f"cannot make the decoder process's frame buffer anywhere ({'; '.join(why[-3:])}); "
+            places = "; ".join(f"{place}: {reason}" for place, reason in why.items())
+            raise TriageError(source, f"cannot make the decoder process's frame buffer anywhere ({places}); "
                                       "not a fault of the input")  # a batch retries it on the next run
         self.map, self.slots = _map_slots(self.fd, self.shape)
 
@@ -183,11 +186,14 @@ class _Ring:
         os.close(self.fd)
 
 
-def _allocated_file(nbytes: int, why: list[str]) -> int | None:
-    """An unlinked file of ``nbytes`` allocated bytes: anonymous memory (``memfd_create``, Linux: no
-    /dev/shm needed), else in /dev/shm, else in the temp folder; None if none has room (each place and
-    why appended to ``why``; QA 49: a full /dev/shm, the first place tried, was a traceback)."""
-    for place in ("memory", "/dev/shm", tempfile.gettempdir()):
+def _allocated_file(nbytes: int, why: dict[str, str]) -> int | None:
+    """An unlinked file of ``nbytes`` allocated bytes: in anonymous memory (``memfd_create``, Linux: no /dev/shm
+    needed) up to :data:`MEMFD_MAX_BYTES`, else in /dev/shm, else in the temp folder; None if none has room (each
+    place's failure in ``why``; QA 49: a full /dev/shm, the first place tried, was a traceback). A bigger ring
+    keeps out of anonymous memory as Docker's 64 MB /dev/shm keeps it out of there: it goes to the temp folder,
+    whose pages the kernel can write back, rather than pinned memory charged to a container's limit (rev43)."""
+    places = ("memory", "/dev/shm", tempfile.gettempdir()) if nbytes <= MEMFD_MAX_BYTES else ("/dev/shm", tempfile.gettempdir())
+    for place in places:
         try:
             if place == "memory":
                 if not hasattr(os, "memfd_create"):
@@ -199,7 +205,7 @@ def _allocated_file(nbytes: int, why: list[str]) -> int | None:
                 handle, name = tempfile.mkstemp(prefix="capsule-triage-ring-", dir=place)
                 os.unlink(name)
         except OSError as exc:
-            why.append(f"{place}: {exc.strerror or exc}")
+            why[place] = exc.strerror or str(exc)
             continue
         try:
             if nbytes and hasattr(os, "posix_fallocate"):
@@ -208,7 +214,7 @@ def _allocated_file(nbytes: int, why: list[str]) -> int | None:
                 os.ftruncate(handle, nbytes)
             return handle
         except OSError as exc:
-            why.append(f"{place}: {exc.strerror or exc}")
+            why[place] = exc.strerror or str(exc)
             os.close(handle)
     return None
 

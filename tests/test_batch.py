@@ -1274,9 +1274,10 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
         f"{study_record.path}: No such file or directory"
     full = OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "a" / "frames.parquet"))
     assert describe_error(study_record.path, full, out_dir=out) == f"{out}: No space left on device (the outputs of {study_record.path} were not written)"
-    shm = OSError(errno.ENOSPC, "No space left on device", "/dev/shm/capsule-triage-ring-x")  # QA 49: not OUT_DIR's disk
-    assert describe_error(study_record.path, shm, out_dir=out) == \
-        f"/dev/shm/capsule-triage-ring-x: No space left on device (the outputs of {study_record.path} were not written)"
+    cache = tmp_path / "cache" / "hub" / "model.safetensors"  # QA 49: a disk full elsewhere (here a cache) is not OUT_DIR's
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", str(cache))
+    assert describe_error(study_record.path, elsewhere, out_dir=out) == \
+        f"{cache}: No space left on device (the outputs of {study_record.path} were not written)"
     import cv2  # QA 48: OpenCV's allocation failure read "error at frame_folder.py:150: OpenCV(5.1.0) /io/opencv/modules/..."
     opencv = cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 1200000000 bytes")
     for exc, who in ((MemoryError(), "MemoryError"), (opencv, "OpenCV")):
@@ -1387,7 +1388,11 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
 
 def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
     """QA 49: a full disk tore a batch.log line, and the next night's first line was glued to it
-    ("2026-12026-12-03T10:50:39+00:00 pid=... start ..."); on a disk with no room at all an empty batch.log was made."""
+    ("2026-12026-12-03T10:50:39+00:00 pid=... start ..."). A short write (what a disk filling up returns) is taken
+    back; writers lock the file, so that a refused run's line is not taken back with it (rev43)."""
+    import fcntl
+    import threading
+
     from capsule_triage.batch import summary
 
     log = tmp_path / "batch.log"
@@ -1397,18 +1402,26 @@ def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
     before = log.read_bytes()
     real = os.write
 
-    def half_then_full(fd, data):
-        real(fd, data[: len(data) // 2])
+    def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "write", full)
     summary.append_whole_line(log, b"lost on a full disk\n")
-    assert log.read_bytes() == before  # the half written is taken back
-    summary.append_whole_line(tmp_path / "new.log", b"lost too\n")
-    assert not (tmp_path / "new.log").exists()
-    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:3]))  # a short write without an error
+    assert log.read_bytes() == before
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:3]))  # a short write: the disk filled up during it
     summary.append_whole_line(log, b"short\n")
     assert log.read_bytes() == before
     monkeypatch.undo()
+    with open(log, "rb") as held:  # another writer holds the lock: ours waits for it, then appends after its line
+        fcntl.flock(held, fcntl.LOCK_EX)
+        writer = threading.Thread(target=summary.append_whole_line, args=(log, b"ours\n"))
+        writer.start()
+        writer.join(0.3)
+        assert writer.is_alive() and log.read_bytes() == before
+        with open(log, "ab") as other:
+            other.write(b"refused: another batch run (pid 2) is writing here\n")
+        fcntl.flock(held, fcntl.LOCK_UN)
+        writer.join(5)
+    assert log.read_bytes() == before + b"refused: another batch run (pid 2) is writing here\nours\n"
     summary.file_logger(log)("done 3 studies")
     assert log.read_text().splitlines()[-1].endswith(" done 3 studies") and log.read_text().endswith("\n")

@@ -555,6 +555,26 @@ def test_a_mount_point_as_out_is_refused_before_any_work(tiny_disk, short_clip, 
     assert "mount point" not in inside.stderr  # (64 kB hold no whole output: it fails for want of space)
 
 
+def test_a_bind_mount_of_the_same_file_system_as_out_is_refused_too(short_clip, warm, random_weights, tmp_path):
+    """rev43: os.path.ismount compares devices only: a bind mount of a folder of the same file system passed, was
+    scored whole and failed to move the output into place (Device or resource busy)."""
+    source, out = tmp_path / "source", tmp_path / "out"
+    source.mkdir()
+    out.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    done = subprocess.run(["mount", "--bind", str(source), str(out)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+    try:
+        assert os.stat(out).st_dev == os.stat(tmp_path).st_dev and not os.path.ismount(out)  # what ismount cannot see
+        run = warm.cli("run", short_clip, "--weights", random_weights, "--out", out, "--quiet")
+        assert_error(run, out, "is a mount point: the output is made beside its folder and moved into place")
+        assert os.listdir(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "source"]
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+
+
 def _enospc():
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -201,6 +201,24 @@ def test_a_full_dev_shm_is_not_needed_for_the_ring(monkeypatch):
         _assert_same(expected, got)
 
 
+def test_a_ring_over_64_mb_keeps_out_of_anonymous_memory(monkeypatch):
+    """rev43: anonymous memory is pinned and charged to a container's limit: a ring bigger than Docker's default
+    /dev/shm (64 MB; a 1080p field-of-view read takes 68-101 MB) goes to /dev/shm or the temp folder, as before."""
+    from capsule_triage import reader_process
+
+    made = []
+    if hasattr(os, "memfd_create"):
+        real = os.memfd_create
+        monkeypatch.setattr(os, "memfd_create", lambda *a, **k: made.append(a) or real(*a, **k))
+    options = ReadOptions(batch_size=16, short_side=96)
+    list(read_frames_in_process(DEMO_CLIP, options, DecodeStats(), depth=2))
+    assert len(made) == (1 if hasattr(os, "memfd_create") else 0)  # 2 x 16 frames of 96 x 96: 0.9 MB
+    monkeypatch.setattr(reader_process, "MEMFD_MAX_BYTES", 96 * 96 * 3 * 16 * 2 - 1)
+    expected, got, in_process, child = _both(DEMO_CLIP, options)
+    _assert_same(expected, got)
+    assert len(made) == (1 if hasattr(os, "memfd_create") else 0)
+
+
 def test_nowhere_for_the_ring_is_one_line_that_blames_no_input(monkeypatch):
     import errno
     import tempfile

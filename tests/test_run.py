@@ -269,12 +269,23 @@ def test_frames_far_smaller_than_the_model_s_input_are_named(tmp_path, random_we
         views = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(8))]
     tiny = encode_clip([cv2.resize(v, (24, 24), interpolation=cv2.INTER_AREA) for v in views], tmp_path / "tiny.mp4")
     done = triage("run", tiny, "--weights", random_weights, "--out", tmp_path / "t", "--quiet", "--no-report")
-    line = (f"{tiny}: frames of 24x24: this model reads 64x64, so each frame is enlarged 2.7x and scored on detail it does "
+    line = (f"{tiny}: frames of 24x24: this model reads 64x64, so each frame is enlarged 2.67x and scored on detail it does "
             "not hold; score the original recording, not a preview or thumbnail export")
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
     assert json.loads((tmp_path / "t" / "run.json").read_text())["warnings"] == [line]
     small = encode_clip([cv2.resize(v, (32, 32), interpolation=cv2.INTER_AREA) for v in views], tmp_path / "small.mp4")
     done = triage("run", small, "--weights", random_weights, "--out", tmp_path / "s", "--quiet", "--no-report")
+    assert done.returncode == 0 and "enlarged" not in done.stderr, done.stderr
+    # rev43: a frame folder's images may differ in size: the smallest is named, wherever it is in the folder
+    sizes = [200, 200, 30, 200, 20, 200, 200, 200]
+    folder = write_frame_folder([cv2.resize(v, (n, n), interpolation=cv2.INTER_AREA) for v, n in zip(views, sizes)], tmp_path / "mixed")
+    done = triage("run", folder, "--fps", "4", "--weights", random_weights, "--out", tmp_path / "m", "--quiet", "--no-report",
+                  "--decode-in", "process")
+    line = (f"{folder}: images as small as 20x20 (frame4.png): this model reads 64x64, so such an image is enlarged 3.2x and "
+            "scored on detail it does not hold; score the original recording, not a preview or thumbnail export")
+    assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
+    folder = write_frame_folder([cv2.resize(v, (200, 200), interpolation=cv2.INTER_AREA) for v in views], tmp_path / "large")
+    done = triage("run", folder, "--fps", "4", "--weights", random_weights, "--out", tmp_path / "l", "--quiet", "--no-report")
     assert done.returncode == 0 and "enlarged" not in done.stderr, done.stderr
 
 

@@ -7,6 +7,7 @@ studies.parquet and batch.json are rebuilt from the per-study results on disk at
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -189,12 +190,15 @@ def file_logger(path: Path) -> Callable[[str], None]:
 def append_whole_line(path: Path, data: bytes) -> None:
     """Append ``data`` (one line) to ``path`` in one write, or not at all: a full disk loses log lines, never a study
     (the results say the rest), and leaves no torn line for the next night's to be glued to (QA 49: "2026-12026-12-03T...").
-    A file that does not end in a newline (torn by an older version or another program) gets one first."""
+    A file that does not end in a newline (torn by an older version or another program) gets one first. Writers hold
+    an exclusive lock (flock) from the look at the end to the write, so a refused run's line is never taken back with
+    ours (rev43); a file made for a line that could not be written stays, empty."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError:
         return
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
@@ -203,15 +207,12 @@ def append_whole_line(path: Path, data: bytes) -> None:
                 return
         except OSError:
             pass
-        if os.fstat(fd).st_size > size:  # part of it was written: taken back
+        if os.fstat(fd).st_size > size:  # a short write: taken back
             os.ftruncate(fd, size)
-        if size == 0:
-            os.unlink(path)  # made by this call, for nothing
     except OSError:
         pass
     finally:
-        os.close(fd)
-
+        os.close(fd)  # and the lock with it
 
 
 def _utf8(value):
