@@ -188,6 +188,8 @@ def main() -> None:
     their traceback.
     """
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends a run or batch as Ctrl-C does: cleaned up, exit 130
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # a closed terminal too (QA 51);
+        signal.signal(signal.SIGHUP, _interrupt)  # not under nohup, which ignores it
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:  # started with it closed (`2>&-`): print nowhere, keep the exit code
             setattr(sys, name, open(os.devnull, "w"))

@@ -11,6 +11,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -1425,3 +1426,63 @@ def test_a_log_line_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):
     assert log.read_bytes() == before + b"refused: another batch run (pid 2) is writing here\nours\n"
     summary.file_logger(log)("done 3 studies")
     assert log.read_text().splitlines()[-1].endswith(" done 3 studies") and log.read_text().endswith("\n")
+
+
+def test_a_lock_of_another_user_is_never_taken_for_a_garbled_one(tmp_path, monkeypatch):
+    """QA 51: under umask 077 another service user's live lock could not be read, was taken for a garbled one and
+    removed after 30 s: two batches wrote one OUT_DIR. A live pid of another user (EPERM) skipped the check that tells
+    a reused pid apart, so a lock whose pid now is another user's daemon refused every night."""
+    from capsule_triage.batch import lock as locks
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = out / LOCK_FILE
+    held.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "x", "pid_start": "1"}))
+    old = time.time() - 3600
+    os.utime(held, (old, old))
+    real = Path.read_text
+
+    def unreadable(self, *args, **kwargs):
+        if self.name == LOCK_FILE:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    logged = []
+    with pytest.raises(OutputError) as refused:
+        locks.acquire_lock(out, logged.append)
+    import pwd
+
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    assert str(refused.value) == (f"{out}: the batch lock {LOCK_FILE} cannot be read (Permission denied; it is {owner}'s): another "
+                                  "batch run may be writing here; remove it if none is")
+    assert held.exists() and logged == []
+    monkeypatch.undo()
+
+    def another_users(pid, sig):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", another_users)
+    record = {"pid": 4321, "host": socket.gethostname(), "pid_start": "100"}
+    monkeypatch.setattr(locks, "_process_start", lambda pid: "200")  # pid 4321 was reused since
+    assert locks.is_stale(held, record)
+    monkeypatch.setattr(locks, "_process_start", lambda pid: "100")  # the very process: alive
+    assert not locks.is_stale(held, record)
+
+
+def test_batch_log_is_made_as_the_umask_allows_and_a_lost_line_is_said(tmp_path, capsys):
+    """QA 51: batch.log was made 0644 whatever the umask, so a team's second service user (umask 002, setgid
+    folder) could not append, and its whole night's lines were dropped without a word."""
+    from capsule_triage.batch import summary
+
+    mask = os.umask(0o002)
+    try:
+        summary.file_logger(tmp_path / "batch.log")("start 3 studies")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "batch.log").stat().st_mode & 0o777 == 0o664
+    lost = summary.file_logger(tmp_path / "gone" / "batch.log")
+    lost("start 3 studies")
+    lost("ok a")
+    assert capsys.readouterr().err.splitlines() == [
+        f"Warning: {tmp_path / 'gone' / 'batch.log'}: cannot append (No such file or directory); this run's lines from here on are not in it"]

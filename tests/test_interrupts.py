@@ -145,7 +145,7 @@ def test_killed_batch_takes_its_workers_with_it(engine, studies, random_weights,
     assert sorted(r["status"] for r in rows) == sorted(["skipped"] * len(done) + ["ok"] * (STUDIES - len(done)))
 
 
-@pytest.mark.parametrize("how, engine", [("ctrl-c", "local"), ("sigterm", "local"), ("sigterm", "ray")])
+@pytest.mark.parametrize("how, engine", [("ctrl-c", "local"), ("sigterm", "local"), ("sigterm", "ray"), ("sighup", "local")])
 def test_interrupted_batch_stops_now_and_lists_what_is_done(how, engine, studies, random_weights, tmp_path):
     """QA 19: with --engine ray, SIGTERM exited 15 with Ray's stack dump and no summary (ray.init put in
     its own handler)."""
@@ -156,8 +156,8 @@ def test_interrupted_batch_stops_now_and_lists_what_is_done(how, engine, studies
         workers = _descendants(proc.pid)
         if how == "ctrl-c":  # the terminal signals the whole foreground process group
             os.killpg(proc.pid, signal.SIGINT)
-        else:  # a scheduler stopping the batch process
-            proc.send_signal(signal.SIGTERM)
+        else:  # a scheduler stopping the batch process; SIGHUP: its terminal closed (QA 51: exit 129, lock and .work left)
+            proc.send_signal(signal.SIGHUP if how == "sighup" else signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert _wait_gone(workers, 60) == set(), "processes left behind"  # Ray's agents may take their time on a loaded machine
     assert proc.returncode == 130, stderr

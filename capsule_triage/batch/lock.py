@@ -30,6 +30,9 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = read_lock(lock)
+            if "unreadable" in holder:  # QA 51: another user's lock under umask 077 read as garbled, and was removed live
+                raise OutputError(out_dir, f"the batch lock {LOCK_FILE} cannot be read ({holder['unreadable']}; it is "
+                                           f"{_owner(lock)}'s): another batch run may be writing here; remove it if none is") from None
             if not is_stale(lock, holder):
                 pid = holder.get("pid", "?")
                 where = "" if holder.get("host") in (None, record["host"]) else f" on {holder['host']}"
@@ -66,11 +69,27 @@ def release_lock(lock: Path) -> None:
 
 
 def read_lock(lock: Path) -> dict:
+    """The lock's record; {} if gone or garbled; ``{"unreadable": why}`` if it cannot be read (another user's)."""
     try:
         data = json.loads(lock.read_text())
         return data if isinstance(data, dict) else {}
+    except PermissionError as exc:
+        return {"unreadable": exc.strerror or str(exc)}
     except (OSError, ValueError):
         return {}
+
+
+def _owner(path: Path) -> str:
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return "another user"
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"user {uid}"
 
 
 def is_stale(lock: Path, holder: dict) -> bool:
@@ -85,7 +104,9 @@ def is_stale(lock: Path, holder: dict) -> bool:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
         return True
-    except (PermissionError, KeyError, ValueError, TypeError):
+    except PermissionError:
+        pass  # alive, another user's (QA 51: a reused pid of another user's daemon held the lock for good): compared below
+    except (KeyError, ValueError, TypeError):
         return False
     recorded = holder.get("pid_start")  # the pid is alive: is it still the same process?
     return bool(recorded) and _process_start(int(holder["pid"])) not in (None, recorded)

@@ -7,9 +7,11 @@ studies.parquet and batch.json are rebuilt from the per-study results on disk at
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -179,24 +181,30 @@ class Progress:
 
 
 def file_logger(path: Path) -> Callable[[str], None]:
-    """A function that appends one time-stamped line to ``path`` (batch.log)."""
+    """A function that appends one time-stamped line to ``path`` (batch.log); the first line it cannot append is
+    said once on stderr (QA 51: another user's batch.log, or a full disk, lost a whole night's lines without a word)."""
+    said = []
 
     def log(line: str) -> None:  # a newline in a study's name stays in its line; names may not be UTF-8
-        append_whole_line(path, f"{now_utc()} pid={os.getpid()} {one_line(line)}\n".encode("utf-8", "backslashreplace"))
+        why = append_whole_line(path, f"{now_utc()} pid={os.getpid()} {one_line(line)}\n".encode("utf-8", "backslashreplace"))
+        if why and not said:
+            said.append(why)
+            print(f"Warning: {path}: cannot append ({why}); this run's lines from here on are not in it", file=sys.stderr)
 
     return log
 
 
-def append_whole_line(path: Path, data: bytes) -> None:
+def append_whole_line(path: Path, data: bytes) -> str | None:
     """Append ``data`` (one line) to ``path`` in one write, or not at all: a full disk loses log lines, never a study
     (the results say the rest), and leaves no torn line for the next night's to be glued to (QA 49: "2026-12026-12-03T...").
     A file that does not end in a newline (torn by an older version or another program) gets one first. Writers hold
     an exclusive lock (flock) from the look at the end to the write, so a refused run's line is never taken back with
-    ours (rev43); a file made for a line that could not be written stays, empty."""
+    ours (rev43); a file made for a line that could not be written stays, empty. Made readable and writable as the
+    umask allows (QA 51: 0644 whatever the umask kept a team's other service user out). Returns why a line was lost, else None."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError:
-        return
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        return exc.strerror or str(exc)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
@@ -204,13 +212,15 @@ def append_whole_line(path: Path, data: bytes) -> None:
             data = b"\n" + data
         try:
             if os.write(fd, data) == len(data):
-                return
-        except OSError:
-            pass
-        if os.fstat(fd).st_size > size:  # a short write: taken back
+                return None
+            why = os.strerror(errno.ENOSPC)  # a short write: the disk filled up
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        if os.fstat(fd).st_size > size:  # taken back
             os.ftruncate(fd, size)
-    except OSError:
-        pass
+        return why
+    except OSError as exc:
+        return exc.strerror or str(exc)
     finally:
         os.close(fd)  # and the lock with it
 
