@@ -270,6 +270,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                                      f"{CONFIG_NAME} hold now; run `triage optimize` again")
         warnings += [warning] if warning and report is None else []
         choice["onnx_file"] = str(path.absolute())
+        choice["onnx_sha256"] = file_sha256(path)  # QA 52: weights_sha256 covers config and safetensors, not the graph that scores
     if warnings:
         choice["warnings"] = warnings
     return choice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from enum import Enum
@@ -112,7 +113,8 @@ def run(
         preset = load_pipeline(pipeline)
         options = RunOptions(out=out, force=force, batch_size=batch_size, threshold=threshold, top_k=top_k,
                              folder_fps=fps, timestamps_csv=timestamps, own_timestamps=fps is None, skip_duplicates=skip_duplicates, report=not no_report, decode_in=decode_in.value,
-                             decoder_processes=decoders, progress=not quiet and sys.stderr.isatty())
+                             decoder_processes=decoders, progress=not quiet and sys.stderr.isatty(),
+                             command="triage " + shlex.join(sys.argv[1:]))
         check_input(source, preset, options)  # the header, or a folder's listing and times, before the model loads
         classifier = load_classifier(preset, weights=weights, device=device, backend=backend, threshold=threshold)
         warn_backend(classifier)
@@ -189,7 +191,8 @@ def main() -> None:
     """
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop ends a run or batch as Ctrl-C does: cleaned up, exit 130
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # a closed terminal too (QA 51);
-        signal.signal(signal.SIGHUP, _interrupt)  # not under nohup, which ignores it
+        _TERMINAL_FDS[:] = [fd for fd in (1, 2) if os.isatty(fd)]  # known now: a hung-up terminal is a tty no more
+        signal.signal(signal.SIGHUP, _hang_up)  # not under nohup, which ignores it
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:  # started with it closed (`2>&-`): print nowhere, keep the exit code
             setattr(sys, name, open(os.devnull, "w"))
@@ -226,6 +229,22 @@ def _run_app() -> int:
 
 
 def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+_TERMINAL_FDS: list[int] = []  # stdout, stderr where they were a terminal when the command started
+
+
+def _hang_up(signum, frame) -> None:
+    """SIGHUP: the terminal is gone, and a write to it fails (EIO: rev44, the closing lines made the exit 1, not 130);
+    what went to it goes nowhere from now on, at the descriptor, so that every writer (tqdm's bar too) is covered."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in _TERMINAL_FDS:
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
     raise KeyboardInterrupt
 
 

@@ -359,7 +359,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
         "source": {**info.to_dict(), "path": str(input_path.absolute())},  # as input.path, not as typed
-        "pipeline": {"name": pipeline.name, "source": str(Path(pipeline.source).absolute())},
+        "command": options.command,  # QA 52: with the preset's own bytes, what a re-run needs (the library: None)
+        "pipeline": {"name": pipeline.name, "source": str(Path(pipeline.source).absolute()), "sha256": pipeline.sha256},
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
         "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
         "frames_decoded": n,

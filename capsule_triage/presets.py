@@ -9,6 +9,7 @@ absolute/relative path, or ``hf-hub:OWNER/REPO`` (trained weights on the Hugging
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import sysconfig
 import tomllib
@@ -62,6 +63,7 @@ class Pipeline:
         read: reader settings.
         rank: rank settings (``enter_threshold``/``leave_threshold`` None = from the model).
         rank_overrides: the rank keys the preset set explicitly.
+        sha256: SHA-256 of the TOML's bytes as they were read (None: made in code), for run.json (QA 52, rev44).
     """
 
     name: str
@@ -72,6 +74,7 @@ class Pipeline:
     read: ReadOptions
     rank: RankParams
     rank_overrides: frozenset
+    sha256: str | None = None
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
@@ -123,7 +126,8 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     """
     path = find_preset(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PresetError(path, f"not valid TOML ({str(exc)[:160]})") from None
     if not isinstance(data.get("model", {}), dict):
@@ -145,6 +149,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
+        sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 

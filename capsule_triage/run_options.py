@@ -56,6 +56,7 @@ class RunOptions:
             "thread" (a thread of this process), or "auto": a process for sources of at least
             :data:`PROCESS_MIN_FRAMES` frames or of unknown length, else a thread (starting the
             process costs ~0.25 s, which a short clip would notice).
+        command: the command line that made the run (``triage run`` gives its own), recorded in run.json.
     """
 
     out: Path | None = None
@@ -72,6 +73,7 @@ class RunOptions:
     report: bool = True
     decode_in: str = "auto"
     decoder_processes: int = 1
+    command: str | None = None
 
 
 def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOptions) -> RunOptions:

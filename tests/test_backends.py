@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -535,6 +536,8 @@ def test_an_explicit_rejected_backend_runs_but_says_so(optimized, tmp_path):
     assert selection["warnings"] == [warning[len("Warning: "):]]
     assert selection["agreement"]["check_frames"] == report["check_frames"] and "check_frames_uncertain" in selection["agreement"]
     assert selection["tuning"] == rejected["tuning"]  # QA 21: it ran untuned (3x slower, 2x the memory in triage bench)
+    graph = copy / "model.int8.onnx"  # QA 52: the file that scored is named by its bytes too (a re-export changes scores)
+    assert selection["onnx_file"] == str(graph) and selection["onnx_sha256"] == hashlib.sha256(graph.read_bytes()).hexdigest()
     page = (out / "report.html").read_text()  # the reviewer is told too (QA 20: only the console said it)
     assert "<dt>Backend</dt><dd>ort-int8 \u2014 " in page and html.escape(warning[len("Warning: "):]) in page
 

@@ -1458,6 +1458,14 @@ def test_a_lock_of_another_user_is_never_taken_for_a_garbled_one(tmp_path, monke
                                   "batch run may be writing here; remove it if none is")
     assert held.exists() and logged == []
     monkeypatch.undo()
+    held.unlink()
+    mask = os.umask(0o077)  # rev44: a lock made 0600 could be read by no other user, so its dead holder was never told apart
+    try:
+        mine = locks.acquire_lock(out, logged.append)
+    finally:
+        os.umask(mask)
+    assert mine.stat().st_mode & 0o777 == 0o644
+    locks.release_lock(mine)
 
     def another_users(pid, sig):
         raise PermissionError(errno.EPERM, "Operation not permitted")

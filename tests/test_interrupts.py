@@ -182,3 +182,41 @@ def test_sigterm_ends_a_run_like_ctrl_c(random_weights, tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == [f"Interrupted; nothing was written for {DEMO_CLIP}."], stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_whose_terminal_closes_stops_as_if_interrupted(studies, random_weights, tmp_path):
+    """rev44: on a closed terminal every write fails (EIO): the closing lines raised, exit 1 instead of 130. The batch
+    runs on a pseudo-terminal, which is closed (its hangup: SIGHUP to the session and its foreground group)."""
+    import pty
+    import select
+
+    out = tmp_path / "out"
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: a session on the pseudo-terminal, as a login shell's job
+        try:
+            os.execv(sys.executable, _cli(*_batch_args(studies, out, random_weights)))
+        finally:
+            os._exit(127)
+    try:
+        deadline = time.monotonic() + 180
+        while not _study_folders(out):
+            assert time.monotonic() < deadline, "timed out waiting for the first study"
+            if select.select([terminal], [], [], 0.05)[0]:
+                try:
+                    os.read(terminal, 65536)  # what the batch draws, read so that it never blocks on a full terminal
+                except OSError:
+                    break
+        workers = _descendants(pid)
+        os.close(terminal)  # the terminal goes away
+        os.killpg(pid, signal.SIGHUP)  # as a shell hangs up its jobs (the kernel's own may come first)
+        _, status = os.waitpid(pid, 0)
+        assert _wait_gone(workers, 60) == set(), "processes left behind"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    assert os.waitstatus_to_exitcode(status) == 130
+    rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert len(rows) == STUDIES and {sid for sid, status in rows.items() if status == "ok"} == _study_folders(out)
+    assert "failed" not in rows.values(), rows  # workers ignore the hangup: none died of it
+    assert not (out / ".work").exists() and not (out / ".batch.lock").exists()
+    assert "interrupted" in (out / "batch.log").read_text()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shlex
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_CLIP, MIXED_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -254,7 +256,13 @@ def test_wide_frames_under_a_capsule_model_are_named(tmp_path, random_weights):
             f"centred {side}x{side} square masked to a circle, so a view off centre is cut; for gastroscope video use a preset with "
             "border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3)")
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
-    assert json.loads((tmp_path / "w" / "run.json").read_text())["warnings"] == [line]
+    run = json.loads((tmp_path / "w" / "run.json").read_text())
+    assert run["warnings"] == [line]
+    # QA 52: what a re-run needs: the command line and the preset's bytes (run.json named the preset by its path only)
+    assert shlex.split(run["command"]) == ["triage", "run", str(wide), "--weights", str(random_weights), "--out", str(tmp_path / "w"),
+                                           "--quiet", "--no-report"]
+    preset = REPO / "pipelines" / "capsule-bleeding.toml"
+    assert run["pipeline"]["source"] == str(preset) and run["pipeline"]["sha256"] == hashlib.sha256(preset.read_bytes()).hexdigest()
     square = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", tmp_path / "s", "--quiet", "--no-report")
     assert square.returncode == 0 and "frames of" not in square.stderr, square.stderr
 

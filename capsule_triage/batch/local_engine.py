@@ -95,6 +95,8 @@ def _pool_init(ctx: WorkerContext, devices, parent_pid: int) -> None:
     global _POOL_WORKER
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so does a closed terminal's hangup (rev44)
     import threading
 
     from tqdm import tqdm

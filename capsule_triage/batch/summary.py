@@ -189,7 +189,9 @@ def file_logger(path: Path) -> Callable[[str], None]:
         why = append_whole_line(path, f"{now_utc()} pid={os.getpid()} {one_line(line)}\n".encode("utf-8", "backslashreplace"))
         if why and not said:
             said.append(why)
-            print(f"Warning: {path}: cannot append ({why}); this run's lines from here on are not in it", file=sys.stderr)
+            from tqdm import tqdm  # above a progress bar, not glued to it (rev44)
+
+            tqdm.write(f"Warning: {path}: cannot append ({why}); this run's lines from here on are not in it", file=sys.stderr)
 
     return log
 
