@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -122,7 +123,8 @@ def run(
     except (TriageError, ValueError) as exc:
         fail(exc)
     except KeyboardInterrupt:
-        typer.echo(printable(f"Interrupted; nothing was written for {source}."), err=True)
+        with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
+            typer.echo(printable(f"Interrupted; nothing was written for {source}."), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     gaps = result.run["time_gaps"]
     if gaps["count"]:
@@ -245,6 +247,8 @@ def _hang_up(signum, frame) -> None:
         except OSError:
             pass
     os.close(null)
+    for later in (signal.SIGHUP, signal.SIGTERM):  # a second hangup (the kernel's, then a shell's or systemd's) must not
+        signal.signal(later, signal.SIG_IGN)  # interrupt the cleanup this one starts (rev45)
     raise KeyboardInterrupt
 
 

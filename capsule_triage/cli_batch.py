@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -65,12 +66,13 @@ def batch_command(
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as exc:
-        for line in getattr(exc, "failures", ()):  # a BatchInterrupted: the studies that failed before it
-            typer.echo(printable(f"Error: {line}"), err=True)
         rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
                 "those only); --force again redoes every study" if force else  # QA 37, rev33
                 "Re-run the same command to finish the rest")
-        typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
+        with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
+            for line in getattr(exc, "failures", ()):  # a BatchInterrupted: the studies that failed before it
+                typer.echo(printable(f"Error: {line}"), err=True)
+            typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     for line in result.failures:
         typer.echo(printable(f"Error: {line}"), err=True)

@@ -24,9 +24,10 @@ from . import MAX_FRAME_PIXELS
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
-                            ".ppm", ".pgm", ".pbm", ".pnm"})  # Netpbm: `ffmpeg -i study.mp4 %05d.ppm` (QA 53: dropped, later frames' times shifted)
-# Image types an export may hold that are not read as frames; named when found, never silently dropped.
-OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm"})
+                            ".ppm", ".pnm"})  # colour Netpbm: `ffmpeg -i study.mp4 %05d.ppm` (QA 53: dropped, later times shifted)
+# Image types an export may hold that are not read as frames; named when found, never silently dropped. Grey Netpbm
+# (.pgm, .pbm) is what masks beside frames are written as, and a grey frame shows no view (rev45).
+OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm", ".pgm", ".pbm", ".pam"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -126,8 +126,8 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     """
     path = find_preset(name_or_path)
     try:
-        raw = path.read_bytes()
-        data = tomllib.loads(raw.decode())
+        raw = path.read_bytes()  # hashed as read; decoded as read_text() did, a BOM and lone CRs accepted (rev45)
+        data = tomllib.loads(raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PresetError(path, f"not valid TOML ({str(exc)[:160]})") from None
     if not isinstance(data.get("model", {}), dict):

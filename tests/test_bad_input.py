@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DEMO_CLIP, MIXED_CLIP, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
 
 
 def _expect_error(tmp_path, source, weights, message, *extra):
@@ -437,6 +437,21 @@ def test_a_binary_preset_and_a_boolean_rank_value_are_named(tmp_path):
     Path(preset).write_text(Path(preset).read_text() + "[rank]\nsmooth_seconds = true\n")
     result = triage("run", DEMO_CLIP, "--pipeline", preset, "--out", tmp_path / "o")
     assert result.returncode == 2 and "RankParams.smooth_seconds must be a finite number >= 0, got True" in result.stderr
+
+
+def test_a_preset_with_a_bom_or_old_mac_line_ends_loads_and_is_hashed_as_read(tmp_path):
+    """rev45: the preset is hashed from the bytes it is parsed from; a UTF-8 BOM (Notepad) read "Invalid statement (at
+    line 1, column 1)", and classic Mac line ends (CR alone) must still load as read_text() read them."""
+    import hashlib
+
+    from capsule_triage.presets import load_pipeline
+
+    shipped = (REPO / "pipelines" / "capsule-bleeding.toml").read_bytes()
+    for name, data in (("bom.toml", b"\xef\xbb\xbf" + shipped), ("cr.toml", shipped.replace(b"\n", b"\r"))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        loaded = load_pipeline(str(path))
+        assert loaded.rank == load_pipeline("capsule-bleeding").rank and loaded.sha256 == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("change", ["append", "replace", "delete", "folder"])

@@ -1467,6 +1467,14 @@ def test_a_lock_of_another_user_is_never_taken_for_a_garbled_one(tmp_path, monke
     assert mine.stat().st_mode & 0o777 == 0o644
     locks.release_lock(mine)
 
+    def refused(fd, mode):  # FAT/exFAT refuse a change of mode (rev45): the lock is still taken, with the umask's mode
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refused)
+    mine = locks.acquire_lock(out, logged.append)
+    assert locks.read_lock(mine)["pid"] == os.getpid()
+    locks.release_lock(mine)
+
     def another_users(pid, sig):
         raise PermissionError(errno.EPERM, "Operation not permitted")
 

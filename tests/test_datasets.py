@@ -56,7 +56,7 @@ def test_mask_folders_are_not_classes_and_whatever_is_not_read_is_named(publishe
         "2 mask or annotation folders (not a class, not frames): train/bleeding/Annotations/, train/masks_bleeding/",
         "1 image outside the class folders: train/stray.png",
         "1 folder beside the split folders train/, val/, test/: extra/",
-        "1 gif file: train/non-bleeding/clip.gif (frames are .bmp, .jfif, .jpe, .jpeg, .jpg, .pbm, .pgm, .png, .pnm, .ppm, .tif, .tiff, .webp)",
+        "1 gif file: train/non-bleeding/clip.gif (frames are .bmp, .jfif, .jpe, .jpeg, .jpg, .png, .pnm, .ppm, .tif, .tiff, .webp)",
     ]
     assert read_samples(published_layout / "test").unread == []
 

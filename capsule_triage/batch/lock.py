@@ -6,6 +6,7 @@ The lock file is created with O_EXCL and records pid, host, start time and the p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -46,7 +47,8 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
         except OSError as exc:  # QA 33: an OUT_DIR made read-only (or a read-only file system) was a traceback, exit 1
             raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
         try:
-            os.fchmod(fd, 0o644)  # whatever the umask (rev44): another service user's run must read it to tell a dead holder
+            with contextlib.suppress(OSError):  # not on FAT/exFAT, which refuse it (rev45): the umask's mode then
+                os.fchmod(fd, 0o644)  # whatever the umask (rev44): another service user's run must read it to tell a dead holder
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(record) + "\n")
                 fh.flush()

@@ -31,7 +31,7 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
     path = Path(location)
     extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
     parts = {
-        "preset_sha256": file_sha256(pipeline.source),
+        "preset_sha256": pipeline.sha256 or file_sha256(pipeline.source),  # the bytes run.json names
         "weights_sha256": weights_sha256(path) if path.exists() else location,
         "weights_extras": {p.name: file_sha256(p) for p in extras},
         "backend": backend,
