@@ -1167,12 +1167,13 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     (weights / "config.json").write_bytes(b'{"fixed": true}\n')
     (weights / "model.safetensors").write_bytes(b"\0" * 64)
     monkeypatch.setattr(records, "__version__", "0.1.0")
-    preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None)
-    prints = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
-              for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
-    assert prints[:2] == ["45b60a6aa3e709f73f305fd11541dcf398aed76d12404767b11c0018059be56a",
-                          "f78b101f09668f6a42e1463ea03546a9cc5c6b9f5be39d5daa35a18ceb2be437"]
-    assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
+    for sha256 in (None, hashlib.sha256(b"name = 'fixed'\n").hexdigest()):  # rev45: the preset's hash from its load, or none
+        preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None, sha256=sha256)
+        prints = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
+                  for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
+        assert prints[:2] == ["45b60a6aa3e709f73f305fd11541dcf398aed76d12404767b11c0018059be56a",
+                              "f78b101f09668f6a42e1463ea03546a9cc5c6b9f5be39d5daa35a18ceb2be437"]
+        assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
 
 
 def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random_weights):
