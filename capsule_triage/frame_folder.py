@@ -102,17 +102,17 @@ def list_frame_images(folder: Path) -> list[Path]:
     return scan_frame_folder(folder).images
 
 
-def read_image_rgb(path: Path) -> np.ndarray | None:
-    """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit and RGBA are converted; EXIF
-    orientation applied); None if undecodable. Raises :class:`ImageTooLarge` (:func:`check_image_size`)."""
-    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8)) if path.stat().st_size else None
+def read_image_rgb(path: Path, depth: SampleDepth | None = None) -> np.ndarray | None:
+    """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit, floating-point and RGBA are converted: see
+    :func:`decode_image_rgb`; EXIF orientation applied); None if undecodable. Raises :class:`UnreadableImage`."""
+    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), depth, path.name) if path.stat().st_size else None
 
 
 def probe_image(path: Path) -> np.ndarray | None:
-    """:func:`read_image_rgb`, with an image too large taken as undecodable (the folder's read skips it and says why)."""
+    """:func:`read_image_rgb`, with an image not read taken as undecodable (the folder's read skips it and says why)."""
     try:
         return read_image_rgb(path)
-    except ImageTooLarge:
+    except UnreadableImage:
         return None
 
 
@@ -152,7 +152,11 @@ def png_intact(data: memoryview) -> bool:
     return False
 
 
-class ImageTooLarge(ValueError):
+class UnreadableImage(ValueError):
+    """An image file that decodes but whose samples are not taken as a frame's colours; its message says why."""
+
+
+class ImageTooLarge(UnreadableImage):
     """An image of more than :data:`~capsule_triage.MAX_FRAME_PIXELS`: not decoded (QA 48: a 1.2 MB PNG of 20000 x 20000
     pixels, a decompression bomb, took 2.5 GB and 23 s, and two of them a batch's workers' memory)."""
 
@@ -187,23 +191,114 @@ def check_image_size(data: np.ndarray) -> None:
                             f"{MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded")
 
 
-def decode_image_rgb(data: np.ndarray) -> np.ndarray | None:
+class SampleDepth:
+    """How a frame folder's 16-bit images are brought to 8 bits, kept across its images so that they all get the same scale.
+
+    A 16-bit PNG or TIFF often holds a camera's 10-, 12- or 14-bit values (0-4,095 for 12 bits) as they came, not
+    stretched to 0-65,535 (QA 53: read as 16-bit, a 12-bit export was nearly black, every score fell, 0 events). The
+    depth is a PNG's own word where it gives one (its sBIT chunk); otherwise the fewest of 10, 12, 14 or 16 bits that hold
+    the brightest value seen so far in the folder (an endoscope's light and its highlights reach the top of its range), so
+    a dark frame is not brightened on its own.
+
+    Attributes:
+        bits: the depth guessed so far (0: no 16-bit image without a stated depth yet).
+        first: the first image whose depth was guessed; ``raised_at``: the first image that needed more bits than the
+            images before it (those were read at the smaller depth), if any. Both for the run's note.
+    """
+
+    def __init__(self) -> None:
+        self.bits = self.first_bits = 0
+        self.first: str | None = None
+        self.raised_at: str | None = None
+
+    def scale(self, image: np.ndarray, stated_bits: int | None, name: str = "") -> float:
+        """The factor that brings ``image``'s values (uint16) to 0-255."""
+        if stated_bits:
+            return 255 / (2 ** stated_bits - 1)
+        needed = next(bits for bits in (10, 12, 14, 16) if int(image.max()) < 2 ** bits)
+        if self.first is None:
+            self.first, self.first_bits = name, needed
+        elif needed > self.bits and self.raised_at is None:
+            self.raised_at = name
+        self.bits = max(self.bits, needed)
+        return 255 / (2 ** self.bits - 1)
+
+    def note(self) -> str | None:
+        """What a run says of the depth it guessed, or None when none was guessed below 16 bits."""
+        if self.first is None or (self.bits == 16 and self.raised_at is None):
+            return None
+        if self.raised_at:
+            return (f"16-bit images that do not state their depth: from {self.first} on they held values only up to "
+                    f"{2 ** self.first_bits - 1:,} and were read as {self.first_bits}-bit data, from {self.raised_at} on as "
+                    f"{self.bits}-bit (brighter values): the earlier ones may be too bright; a PNG's sBIT chunk states the depth")
+        return (f"16-bit images that do not state their depth (e.g. {self.first}) hold values only up to "
+                f"{2 ** self.bits - 1:,}: read as {self.bits}-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT "
+                "chunk states the depth")
+
+
+def png_significant_bits(data: memoryview) -> int | None:
+    """The significant bits a PNG states for its colour samples (its sBIT chunk, before the pixel data), else None."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), bytes(data[at + 4 : at + 8])
+        if kind == b"sBIT" and 1 <= length <= 4 and at + 8 + length <= len(data):
+            return max(data[at + 8 : at + 8 + min(length, 3)])  # grey, or R G B; not alpha
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        at += 12 + length
+    return None
+
+
+def _float_to_uint8(image: np.ndarray) -> np.ndarray:
+    """A floating-point image (a float TIFF: values 0-1 by convention) as uint8; values outside 0-1 are not guessed at."""
+    low, high = float(np.nanmin(image)), float(np.nanmax(image))
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+        raise UnreadableImage(f"floating-point samples from {low:.4g} to {high:.4g}, outside the 0-1 a floating-point "
+                              "frame holds (a high-dynamic-range or scientific image?): not read; export it as 8- or "
+                              "16-bit")
+    return cv2.convertScaleAbs(image, alpha=255.0)
+
+
+def decode_image_rgb(data: np.ndarray, depth: SampleDepth | None = None, name: str = "") -> np.ndarray | None:
     """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory.
+
+    16-bit images are scaled from their significant bits (:class:`SampleDepth`; ``depth`` keeps the scale across a
+    folder's images, ``name`` names this one for its note); floating-point ones from 0-1; a PNG's transparency is laid on
+    black, the colour outside an endoscope's field of view (the colour under transparent pixels is often left-over).
 
     Raises:
         ImageTooLarge: more than :data:`~capsule_triage.MAX_FRAME_PIXELS` (its header, or OpenCV's own check, says so).
+        UnreadableImage: samples that cannot be taken as colours (floating-point values outside 0-1).
     """
     if not len(data):
         return None
-    if data[:8].tobytes() == _PNG_SIGNATURE and not png_intact(memoryview(np.ascontiguousarray(data))):
+    head = memoryview(np.ascontiguousarray(data))
+    png = bytes(head[:8]) == _PNG_SIGNATURE
+    if png and not png_intact(head):
         return None  # cut short or damaged: libpng would print its own error line to stderr
     check_image_size(data)
+    with_alpha = png and len(head) > 25 and head[25] in (4, 6)  # IHDR's colour type: grey or RGB with an alpha channel
+    flags = cv2.IMREAD_UNCHANGED if with_alpha else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)  # converts gray/RGBA to BGR and 16-bit to 8-bit
+        image = cv2.imdecode(data, flags)  # gray and palette to RGB; 16-bit and float kept, scaled below
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
             raise
         raise ImageTooLarge(f"over the {MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded") from None
     if image is None or image.size == 0:
         return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    alpha = None
+    if with_alpha:  # grey + alpha or BGRA, as stored
+        image, alpha = (cv2.cvtColor(image[..., :1], cv2.COLOR_GRAY2RGB) if image.shape[2] == 2
+                        else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)), image[..., -1:]
+    if image.dtype == np.uint16:
+        scale = (depth or SampleDepth()).scale(image, png_significant_bits(head) if png else None, name)
+        image = cv2.convertScaleAbs(image, alpha=scale)
+        alpha = None if alpha is None else (alpha.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = _float_to_uint8(image)
+    elif image.dtype != np.uint8:
+        raise UnreadableImage(f"samples of type {image.dtype} (not 8- or 16-bit, nor 0-1 floating point): not read")
+    if alpha is not None and alpha.min() < 255:
+        image = (image.astype(np.uint16) * alpha // 255).astype(np.uint8)
+    return np.ascontiguousarray(image)

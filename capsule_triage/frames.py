@@ -99,6 +99,8 @@ class DecodeStats:
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
         multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
+        sample_depth: what a frame folder's read says of the depth it guessed for 16-bit images
+            (:meth:`~capsule_triage.frame_folder.SampleDepth.note`), if it guessed one.
     """
 
     frames_decoded: int = 0
@@ -109,6 +111,7 @@ class DecodeStats:
     errors: list[str] = field(default_factory=list)
     multi_page: list[str] = field(default_factory=list)
     smallest_image: tuple[int, int, str] | None = None
+    sample_depth: str | None = None
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1

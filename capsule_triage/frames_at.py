@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from .presentation_times import REORDER_FRAMES, PresentationTimes, stores_no_times
-from .frame_folder import ImageTooLarge, list_frame_images, read_image_rgb
+from .frame_folder import UnreadableImage, list_frame_images, read_image_rgb
 from .reader import MAX_TIME_STEP_BACK, RGB_CONVERSION, square_pixel_width, upright, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
@@ -41,7 +41,7 @@ def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list
         for index, _ in wanted:
             try:
                 image = read_image_rgb(images[index]) if 0 <= index < len(images) else None
-            except ImageTooLarge:  # skipped when the study was read: no frame of it is asked for
+            except UnreadableImage:  # skipped when the study was read: no frame of it is asked for
                 image = None
             if image is not None:
                 yield index, image

@@ -163,7 +163,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                                                                                      own_note, assumed, timing, wide and f"{info.path}: {wide}",
                                                                                      small and f"{info.path}: {small}",
                                                                                      _no_view_note(info.path, view), other_streams_note(info),
-                                                                                     _multi_page_note(info.path, stats)) if w)]
+                                                                                     _multi_page_note(info.path, stats),
+                                                                                     stats.sample_depth and f"{info.path}: {stats.sample_depth}") if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:

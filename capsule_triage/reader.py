@@ -24,8 +24,8 @@ import numpy as np
 from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times
-from .frame_folder import (IMAGE_SUFFIXES, FolderListing, ImageTooLarge, extra_pages, listed, plural, probe_image, read_image_rgb,
-                           scan_frame_folder)
+from .frame_folder import (IMAGE_SUFFIXES, FolderListing, SampleDepth, UnreadableImage, extra_pages, listed, plural,
+                           probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
@@ -371,13 +371,14 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
 
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
     listing, times = _folder_frames(folder, options)  # listed and timed once (the probe's first-image decode is not needed)
+    depth = SampleDepth()  # one scale for the folder's 16-bit images
     for index, image_path in enumerate(listing.images):
         try:
-            image = read_image_rgb(image_path)
+            image = read_image_rgb(image_path, depth)
         except OSError as exc:  # e.g. deleted or made unreadable while the folder is read
             stats.skip(f"{image_path.name}: cannot be read ({exc.strerror or exc})")
             continue
-        except ImageTooLarge as exc:
+        except UnreadableImage as exc:
             stats.skip(f"{image_path.name}: {exc}")
             continue
         if image is None:
@@ -388,6 +389,7 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         stats.frames_decoded += 1
         stats.saw_image(image.shape[1], image.shape[0], image_path.name)
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
+    stats.sample_depth = depth.note()
 
 
 def fit_still(image: np.ndarray, short_side: int | None, square_crop: bool) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 
 from .datasets import Sample
 from .errors import InputError
-from .frame_folder import ImageTooLarge, decode_image_rgb
+from .frame_folder import UnreadableImage, decode_image_rgb
 from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
 from .progress import progress_bar
@@ -71,7 +71,7 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
         digests.append(hashlib.sha256(data).hexdigest())
         try:
             image = decode_image_rgb(data)
-        except ImageTooLarge as exc:
+        except UnreadableImage as exc:
             raise InputError(sample.path, str(exc)) from None
         if image is None:
             raise InputError(sample.path, "not a decodable image")

@@ -908,3 +908,84 @@ def test_an_image_too_large_to_be_a_frame_is_skipped_unread_and_named(tmp_path):
         check_image_size(np.fromfile(folder / "frame2b.png", dtype=np.uint8))
     with pytest.raises(InputError, match=r"frame3b.jpg: 20,000 x 20,000 px \(400 MP\), over the 100 MP a frame may have"):
         load_images([Sample(path=folder / "frame3b.jpg", label="a", group="g", split="train")], size=64, class_names=["a", "b"])
+
+
+def _png(pixels: np.ndarray, colour_type: int, extra: bytes = b"") -> bytes:
+    """A PNG written by hand (OpenCV writes no grey + alpha, nor an sBIT chunk): pixels [H, W, C] uint8 or
+    big-endian uint16, no filtering."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w = pixels.shape[:2]
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    rows = pixels.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0)) + extra
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _sbit(bits: int) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", 3) + b"sBIT" + bytes([bits] * 3) + struct.pack(">I", zlib.crc32(b"sBIT" + bytes([bits] * 3)))
+
+
+def test_16_bit_frames_are_read_from_their_significant_bits(tmp_path, frames24):
+    """QA 53: a camera's 12-bit values in 16-bit PNGs or TIFFs (0-4,095, not stretched) were read as 16-bit, so every
+    frame was nearly black (values up to 15 of 255) and scored so: 0 events. The depth is the PNG's sBIT where stated,
+    else the fewest of 10/12/14/16 bits holding the brightest value seen in the folder, which the run names."""
+    twelve = [(f.astype(np.uint32) * 4095 // 255).astype(np.uint16) for f in frames24[:6]]
+    folder = tmp_path / "twelve"
+    folder.mkdir()
+    for i, rgb in enumerate(twelve[:3]):
+        cv2.imwrite(str(folder / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    for i, rgb in enumerate(twelve[3:5], 3):
+        cv2.imwrite(str(folder / f"f{i}.tif"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "f5.png"), cv2.cvtColor(twelve[5] // 8, cv2.COLOR_RGB2BGR))  # a dark frame: not brightened
+    batches, stats = _all(folder)
+    frames = np.concatenate([b.data for b in batches])
+    assert np.abs(frames[:5].astype(int) - np.stack(frames24[:5])).max() <= 1
+    assert np.abs(frames[5].astype(int) - frames24[5] // 8).max() <= 1
+    assert stats.sample_depth == ("16-bit images that do not state their depth (e.g. f0.png) hold values only up to 4,095: "
+                                  "read as 12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth")
+    # the dark frame first: it was read as 10-bit before a brighter one raised the depth, which the note says
+    (folder / "f5.png").rename(folder / "a5.png")
+    _, stats = _all(folder)
+    assert stats.sample_depth.startswith("16-bit images that do not state their depth: from a5.png on they held values only "
+                                         "up to 1,023 and were read as 10-bit data, from f0.png on as 12-bit")
+    # an sBIT chunk is the PNG's own word: read so, nothing guessed; full-range 16-bit: nothing said
+    stated = tmp_path / "stated"
+    stated.mkdir()
+    for i, rgb in enumerate(twelve[:2]):
+        (stated / f"s{i}.png").write_bytes(_png(rgb, 2, _sbit(12)))
+    (stated / "s2.png").write_bytes(_png(frames24[2].astype(np.uint16) * 257, 2))
+    batches, stats = _all(stated)
+    assert np.abs(np.concatenate([b.data for b in batches]).astype(int) - np.stack(frames24[:3])).max() <= 1
+    assert stats.sample_depth is None
+
+
+def test_floating_point_and_transparent_frames(tmp_path, frames24):
+    """QA 53: a floating-point TIFF (0-1) was skipped as 'not a decodable image' (OpenCV printed its own warning line);
+    one outside 0-1 is skipped with why; a PNG's transparent pixels, whose colour is left-over, were scored as colour:
+    laid on black (outside an endoscope's view), grey + alpha too."""
+    folder = tmp_path / "float"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "f0.tif"), cv2.cvtColor(frames24[0], cv2.COLOR_RGB2BGR).astype(np.float32) / 255)
+    cv2.imwrite(str(folder / "f1.tif"), cv2.cvtColor(frames24[1], cv2.COLOR_RGB2BGR).astype(np.float32))  # 0-255
+    rgba = np.dstack([cv2.cvtColor(frames24[2], cv2.COLOR_RGB2BGR), np.full((224, 224), 255, np.uint8)])
+    rgba[:100, :, 3] = 0  # transparent top, its colour left as it was
+    cv2.imwrite(str(folder / "f2.png"), rgba)
+    grey = cv2.cvtColor(frames24[3], cv2.COLOR_RGB2GRAY)
+    (folder / "f3.png").write_bytes(_png(np.dstack([grey, np.full_like(grey, 255)]).copy(), 4))
+    batches, stats = _all(folder)
+    frames = np.concatenate([b.data for b in batches])
+    assert stats.frames_decoded == 3 and stats.errors == [
+        f"f1.tif: floating-point samples from {frames24[1].min()} to {frames24[1].max()}, outside the 0-1 a floating-point frame holds (a high-dynamic-range "
+        "or scientific image?): not read; export it as 8- or 16-bit"]
+    assert np.abs(frames[0].astype(int) - frames24[0]).max() <= 1
+    assert frames[1][:100].max() == 0 and (frames[1][100:] == frames24[2][100:]).all()
+    assert (frames[2] == grey[..., None]).all()

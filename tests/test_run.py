@@ -314,3 +314,31 @@ def test_a_frame_folder_s_outputs_and_pages_name_each_frame_s_image(tmp_path, sh
     peak = events["peak_frame"][0].as_py()
     assert f"Peak frame {peak}, img_{peak}.png at" in page and "<th>file</th>" in page and f"<td>img_{peak}.png</td>" in page
     assert f"img_{peak}.png" in (result.out_dir / "report.html").read_text()
+
+
+def test_a_12_bit_frame_folder_scores_as_its_8_bit_export(tmp_path, random_weights):
+    """QA 53: 12-bit values in 16-bit PNGs were read as 16-bit: nearly black frames, scores of a black study, 0 events,
+    exit 0 without a word. Now the same scores as the 8-bit export of the same frames, and the guessed depth is named
+    (read in the decoder process: its note comes back with its counters)."""
+    import av
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(8))]
+    eight = write_frame_folder(views, tmp_path / "eight")
+    twelve = tmp_path / "twelve"
+    twelve.mkdir()
+    for path in sorted(eight.iterdir()):
+        rgb = cv2.imread(str(path))
+        cv2.imwrite(str(twelve / path.name), (rgb.astype(np.uint32) * 4095 // 255).astype(np.uint16))
+    runs = {}
+    for name, folder in (("eight", eight), ("twelve", twelve)):
+        done = triage("run", folder, "--fps", "4", "--weights", random_weights, "--out", tmp_path / f"o{name}", "--quiet",
+                      "--no-report", "--decode-in", "process")
+        assert done.returncode == 0, done.stderr
+        runs[name] = done, pq.read_table(tmp_path / f"o{name}" / "frames.parquet").column("score").to_numpy()
+    line = (f"{twelve}: 16-bit images that do not state their depth (e.g. frame0.png) hold values only up to 4,095: read as "
+            "12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth")
+    assert f"Warning: {line}" in runs["twelve"][0].stderr.splitlines(), runs["twelve"][0].stderr
+    assert line in json.loads((tmp_path / "otwelve" / "run.json").read_text())["warnings"]
+    assert "16-bit" not in runs["eight"][0].stderr
+    np.testing.assert_allclose(runs["twelve"][1], runs["eight"][1], atol=0.02)
