@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from . import MAX_FRAME_PIXELS
+from .colour_profile import UnusableProfile, embedded_profile, to_srgb
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -102,10 +103,10 @@ def list_frame_images(folder: Path) -> list[Path]:
     return scan_frame_folder(folder).images
 
 
-def read_image_rgb(path: Path, depth: SampleDepth | None = None) -> np.ndarray | None:
+def read_image_rgb(path: Path, colours: FolderColours | None = None) -> np.ndarray | None:
     """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit, floating-point and RGBA are converted: see
     :func:`decode_image_rgb`; EXIF orientation applied); None if undecodable. Raises :class:`UnreadableImage`."""
-    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), depth, path.name) if path.stat().st_size else None
+    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), colours, path.name) if path.stat().st_size else None
 
 
 def probe_image(path: Path) -> np.ndarray | None:
@@ -236,6 +237,31 @@ class SampleDepth:
                 "chunk states the depth")
 
 
+class FolderColours:
+    """What a frame folder's read keeps across its images so that their colours are read alike: the depth of its 16-bit
+    images (:class:`SampleDepth`) and the colour profiles it converted to sRGB (:mod:`~capsule_triage.colour_profile`).
+
+    Attributes:
+        converted: each profile converted from (its description), with the first image that carried it.
+        unusable: the first image whose profile could not be used, and why (its colours were taken as sRGB).
+    """
+
+    def __init__(self) -> None:
+        self.depth = SampleDepth()
+        self.converted: dict[str, str] = {}
+        self.unusable: str | None = None
+
+    def notes(self) -> list[str]:
+        """The Warning: lines of what was guessed: a depth below 16 bits, a profile not used."""
+        unusable = self.unusable and (f"{self.unusable}: its colours were taken as sRGB (so were those of any other image "
+                                      "carrying it); export the frames in sRGB")
+        return [note for note in (self.depth.note(), unusable) if note]
+
+    def profiles(self) -> list[str]:
+        """The profiles converted from, for run.json: "ProPhoto RGB (from frame0.png)"."""
+        return [f"{profile} (from {name})" for profile, name in self.converted.items()]
+
+
 def png_significant_bits(data: memoryview) -> int | None:
     """The significant bits a PNG states for its colour samples (its sBIT chunk, before the pixel data), else None."""
     at = 8
@@ -259,12 +285,14 @@ def _float_to_uint8(image: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(image, alpha=255.0)
 
 
-def decode_image_rgb(data: np.ndarray, depth: SampleDepth | None = None, name: str = "") -> np.ndarray | None:
+def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, name: str = "") -> np.ndarray | None:
     """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory.
 
-    16-bit images are scaled from their significant bits (:class:`SampleDepth`; ``depth`` keeps the scale across a
-    folder's images, ``name`` names this one for its note); floating-point ones from 0-1; a PNG's transparency is laid on
-    black, the colour outside an endoscope's field of view (the colour under transparent pixels is often left-over).
+    16-bit images are scaled from their significant bits (:class:`SampleDepth`), floating-point ones from 0-1; an image
+    with a colour profile other than sRGB is converted to sRGB (:func:`~capsule_triage.colour_profile.to_srgb`); a PNG's
+    transparency is laid on black, the colour outside an endoscope's field of view (under transparent pixels the colour
+    is often left-over). ``colours`` keeps what a folder's images share (:class:`FolderColours`; None: this image
+    alone), ``name`` names this one in its notes.
 
     Raises:
         ImageTooLarge: more than :data:`~capsule_triage.MAX_FRAME_PIXELS` (its header, or OpenCV's own check, says so).
@@ -292,13 +320,23 @@ def decode_image_rgb(data: np.ndarray, depth: SampleDepth | None = None, name: s
         image, alpha = (cv2.cvtColor(image[..., :1], cv2.COLOR_GRAY2RGB) if image.shape[2] == 2
                         else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)), image[..., -1:]
     if image.dtype == np.uint16:
-        scale = (depth or SampleDepth()).scale(image, png_significant_bits(head) if png else None, name)
+        colours = colours or FolderColours()
+        scale = colours.depth.scale(image, png_significant_bits(head) if png else None, name)
         image = cv2.convertScaleAbs(image, alpha=scale)
         alpha = None if alpha is None else (alpha.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
         image = _float_to_uint8(image)
     elif image.dtype != np.uint8:
         raise UnreadableImage(f"samples of type {image.dtype} (not 8- or 16-bit, nor 0-1 floating point): not read")
+    if (profile := embedded_profile(head)) is not None:
+        colours = colours or FolderColours()
+        try:
+            image, converted = to_srgb(image, profile)
+        except UnusableProfile as exc:
+            colours.unusable = colours.unusable or f"{name or 'an image'}: its colour profile {exc}"
+        else:
+            if converted:
+                colours.converted.setdefault(converted, name)
     if alpha is not None and alpha.min() < 255:
         image = (image.astype(np.uint16) * alpha // 255).astype(np.uint8)
     return np.ascontiguousarray(image)

@@ -99,8 +99,10 @@ class DecodeStats:
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
         multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
-        sample_depth: what a frame folder's read says of the depth it guessed for 16-bit images
-            (:meth:`~capsule_triage.frame_folder.SampleDepth.note`), if it guessed one.
+        colour_notes: what a frame folder's read guessed of its images' colours, as Warning: lines (a 16-bit depth, a
+            colour profile not used: :meth:`~capsule_triage.frame_folder.FolderColours.notes`).
+        colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
+            frame0.png)").
     """
 
     frames_decoded: int = 0
@@ -111,7 +113,8 @@ class DecodeStats:
     errors: list[str] = field(default_factory=list)
     multi_page: list[str] = field(default_factory=list)
     smallest_image: tuple[int, int, str] | None = None
-    sample_depth: str | None = None
+    colour_notes: list[str] = field(default_factory=list)
+    colour_profiles: list[str] = field(default_factory=list)
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1

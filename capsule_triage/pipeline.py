@@ -164,7 +164,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                                                                                      small and f"{info.path}: {small}",
                                                                                      _no_view_note(info.path, view), other_streams_note(info),
                                                                                      _multi_page_note(info.path, stats),
-                                                                                     stats.sample_depth and f"{info.path}: {stats.sample_depth}") if w)]
+                                                                                     *(f"{info.path}: {note}" for note in stats.colour_notes)) if w)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -375,6 +375,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "decoder_processes": options.decoder_processes,
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
         "decode_errors": stats.errors,
+        "colour_profiles_converted": stats.colour_profiles,  # a frame folder's images' own, converted to sRGB
         "events": len(ranking.events),
         "flagged_frames": int((ranking.event_id >= 0).sum()),
         "wall_seconds": round(wall, 3),

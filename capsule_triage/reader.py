@@ -24,7 +24,7 @@ import numpy as np
 from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times
-from .frame_folder import (IMAGE_SUFFIXES, FolderListing, SampleDepth, UnreadableImage, extra_pages, listed, plural,
+from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed, plural,
                            probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
@@ -371,10 +371,10 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
 
 def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iterator[tuple[np.ndarray, int, float]]:
     listing, times = _folder_frames(folder, options)  # listed and timed once (the probe's first-image decode is not needed)
-    depth = SampleDepth()  # one scale for the folder's 16-bit images
+    colours = FolderColours()  # one scale for its 16-bit images; its colour profiles converted once
     for index, image_path in enumerate(listing.images):
         try:
-            image = read_image_rgb(image_path, depth)
+            image = read_image_rgb(image_path, colours)
         except OSError as exc:  # e.g. deleted or made unreadable while the folder is read
             stats.skip(f"{image_path.name}: cannot be read ({exc.strerror or exc})")
             continue
@@ -389,7 +389,7 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         stats.frames_decoded += 1
         stats.saw_image(image.shape[1], image.shape[0], image_path.name)
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
-    stats.sample_depth = depth.note()
+    stats.colour_notes, stats.colour_profiles = colours.notes(), colours.profiles()
 
 
 def fit_still(image: np.ndarray, short_side: int | None, square_crop: bool) -> np.ndarray:

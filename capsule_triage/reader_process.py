@@ -121,7 +121,8 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.frames_hidden_by_edit_list += child_stats.frames_hidden_by_edit_list
                 stats.multi_page += child_stats.multi_page  # a frame folder is one part
                 stats.smallest_image = child_stats.smallest_image or stats.smallest_image
-                stats.sample_depth = child_stats.sample_depth or stats.sample_depth
+                stats.colour_notes += child_stats.colour_notes
+                stats.colour_profiles += child_stats.colour_profiles
                 stats.decoder_peak_rss_mb += child_stats.decoder_peak_rss_mb  # all decoder processes together
                 errors[number] = child_stats.errors
                 if error is not None:

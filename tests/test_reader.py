@@ -950,12 +950,12 @@ def test_16_bit_frames_are_read_from_their_significant_bits(tmp_path, frames24):
     frames = np.concatenate([b.data for b in batches])
     assert np.abs(frames[:5].astype(int) - np.stack(frames24[:5])).max() <= 1
     assert np.abs(frames[5].astype(int) - frames24[5] // 8).max() <= 1
-    assert stats.sample_depth == ("16-bit images that do not state their depth (e.g. f0.png) hold values only up to 4,095: "
-                                  "read as 12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth")
+    assert stats.colour_notes == ["16-bit images that do not state their depth (e.g. f0.png) hold values only up to 4,095: "
+                                  "read as 12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth"]
     # the dark frame first: it was read as 10-bit before a brighter one raised the depth, which the note says
     (folder / "f5.png").rename(folder / "a5.png")
     _, stats = _all(folder)
-    assert stats.sample_depth.startswith("16-bit images that do not state their depth: from a5.png on they held values only "
+    assert stats.colour_notes[0].startswith("16-bit images that do not state their depth: from a5.png on they held values only "
                                          "up to 1,023 and were read as 10-bit data, from f0.png on as 12-bit")
     # an sBIT chunk is the PNG's own word: read so, nothing guessed; full-range 16-bit: nothing said
     stated = tmp_path / "stated"
@@ -965,7 +965,7 @@ def test_16_bit_frames_are_read_from_their_significant_bits(tmp_path, frames24):
     (stated / "s2.png").write_bytes(_png(frames24[2].astype(np.uint16) * 257, 2))
     batches, stats = _all(stated)
     assert np.abs(np.concatenate([b.data for b in batches]).astype(int) - np.stack(frames24[:3])).max() <= 1
-    assert stats.sample_depth is None
+    assert stats.colour_notes == []
 
 
 def test_floating_point_and_transparent_frames(tmp_path, frames24):
@@ -989,3 +989,43 @@ def test_floating_point_and_transparent_frames(tmp_path, frames24):
     assert np.abs(frames[0].astype(int) - frames24[0]).max() <= 1
     assert frames[1][:100].max() == 0 and (frames[1][100:] == frames24[2][100:]).all()
     assert (frames[2] == grey[..., None]).all()
+
+
+def test_frames_with_a_colour_profile_are_converted_to_srgb(tmp_path, frames24):
+    """QA 53: an export tagged ProPhoto RGB was read as sRGB (dull reds: a bleeding frame scored 0.15-0.21 instead of
+    0.999). Converted to sRGB where the format keeps its profile (PNG, TIFF, JPEG, WebP); an sRGB or grey profile is
+    left alone; one that cannot be read is named (the image read as sRGB)."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from icc import matrix_profile
+
+    prophoto = matrix_profile()
+    to_prophoto = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(prophoto)),
+                                          "RGB", "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                          flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    wide = [np.asarray(ImageCms.applyTransform(Image.fromarray(f), to_prophoto)) for f in frames24[:4]]
+    assert np.abs(wide[0].astype(int) - frames24[0]).mean() > 5  # what the old read scored
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    for rgb, name in zip(wide, ("a0.png", "a1.tif", "a2.jpg", "a3.webp")):
+        Image.fromarray(rgb).save(folder / name, icc_profile=prophoto, **({"quality": 98} if name[-3:] in "jpgwebp" else {}))
+    batches, stats = _all(folder)
+    frames = np.concatenate([b.data for b in batches]).astype(int)
+    assert np.abs(frames[:2] - np.stack(frames24[:2])).max() <= 2  # lossless: the round trip's rounding
+    assert np.abs(frames[2:] - np.stack(frames24[2:4])).mean() < 3  # lossy JPEG/WebP
+    assert stats.colour_profiles == ["ProPhoto RGB (test) (from a0.png)"] and stats.colour_notes == []
+    # an sRGB profile: nothing to convert; a grey image's grey profile: its greys as they are
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.fromarray(frames24[0]).save(plain / "s0.png", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    grey = cv2.cvtColor(frames24[1], cv2.COLOR_RGB2GRAY)
+    Image.fromarray(grey).save(plain / "s1.png", icc_profile=matrix_profile("Grey gamma 1.8", grey=True))
+    (plain / "s2.jpg").write_bytes(b"\xff\xd8\xff\xe2\x00\x18ICC_PROFILE\x00\x01\x01garbage!" + cv2.imencode(".jpg", frames24[2])[1].tobytes()[2:])
+    batches, stats = _all(plain)
+    frames = np.concatenate([b.data for b in batches])
+    assert (frames[0] == frames24[0]).all() and (frames[1] == grey[..., None]).all() and stats.colour_profiles == []
+    assert len(stats.colour_notes) == 1 and stats.colour_notes[0].startswith("s2.jpg: its colour profile cannot be read (")
+    assert stats.colour_notes[0].endswith("): its colours were taken as sRGB (so were those of any other image carrying it); "
+                                          "export the frames in sRGB")

@@ -342,3 +342,39 @@ def test_a_12_bit_frame_folder_scores_as_its_8_bit_export(tmp_path, random_weigh
     assert line in json.loads((tmp_path / "otwelve" / "run.json").read_text())["warnings"]
     assert "16-bit" not in runs["eight"][0].stderr
     np.testing.assert_allclose(runs["twelve"][1], runs["eight"][1], atol=0.02)
+
+
+def test_a_prophoto_export_scores_as_its_srgb_export(tmp_path):
+    """QA 53: frames exported in ProPhoto RGB (their profile embedded) were read as sRGB, and the shipped model scored
+    a bleeding frame 0.15-0.21 instead of 0.999. Now converted: the same scores and events as the sRGB export; run.json
+    names the profile converted from."""
+    import io
+
+    import av
+    from PIL import Image, ImageCms
+
+    from icc import matrix_profile
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][36:60]  # the second event and around it
+    prophoto = matrix_profile()
+    to_prophoto = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(prophoto)),
+                                          "RGB", "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                          flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    srgb, wide = write_frame_folder(views, tmp_path / "srgb"), tmp_path / "wide"
+    wide.mkdir()
+    for i, rgb in enumerate(views):
+        Image.fromarray(np.asarray(ImageCms.applyTransform(Image.fromarray(rgb), to_prophoto))).save(
+            wide / f"frame{i}.png", icc_profile=prophoto)
+    out = {}
+    for name, folder in (("srgb", srgb), ("wide", wide)):
+        done = triage("run", folder, "--fps", "4", "--out", tmp_path / f"o{name}", "--quiet", "--no-report")
+        assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+        out[name] = (pq.read_table(tmp_path / f"o{name}" / "frames.parquet").column("score").to_numpy(),
+                     pq.read_table(tmp_path / f"o{name}" / "events.parquet").select(["start_frame", "end_frame"]).to_pylist(),
+                     json.loads((tmp_path / f"o{name}" / "run.json").read_text()))
+    assert out["srgb"][0].max() > 0.9 and out["srgb"][1]  # the event is there to be lost
+    np.testing.assert_allclose(out["wide"][0], out["srgb"][0], atol=0.05)
+    assert out["wide"][1] == out["srgb"][1]
+    assert out["wide"][2]["colour_profiles_converted"] == ["ProPhoto RGB (test) (from frame0.png)"]
+    assert out["srgb"][2]["colour_profiles_converted"] == []
