@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from . import MAX_FRAME_PIXELS
-from .colour_profile import UnusableProfile, embedded_profile, to_srgb
+from .colour_profile import UnusableProfile, to_srgb
+from .image_headers import PNG_SIGNATURE, embedded_profile, png_exif_orientation, png_transparent
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -29,7 +30,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".
 # Image types an export may hold that are not read as frames; named when found, never silently dropped. Grey Netpbm
 # (.pgm, .pbm) is what masks beside frames are written as, and a grey frame shows no view (rev45).
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm", ".pgm", ".pbm", ".pam"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def natural_key(name: str) -> tuple[list, str]:
@@ -171,7 +171,7 @@ def check_image_size(data: np.ndarray) -> None:
     OpenCV's own check of the same limit (``OPENCV_IO_MAX_IMAGE_PIXELS``, set by the package: :func:`decode_image_rgb`)."""
     head = memoryview(data)
     size = None
-    if bytes(head[:8]) == _PNG_SIGNATURE and bytes(head[12:16]) == b"IHDR":
+    if bytes(head[:8]) == PNG_SIGNATURE and bytes(head[12:16]) == b"IHDR":
         size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     elif bytes(head[:2]) == b"\xff\xd8":
         at = 2
@@ -196,45 +196,42 @@ class SampleDepth:
     """How a frame folder's 16-bit images are brought to 8 bits, kept across its images so that they all get the same scale.
 
     A 16-bit PNG or TIFF often holds a camera's 10-, 12- or 14-bit values (0-4,095 for 12 bits) as they came, not
-    stretched to 0-65,535 (QA 53: read as 16-bit, a 12-bit export was nearly black, every score fell, 0 events). The
-    depth is a PNG's own word where it gives one (its sBIT chunk); otherwise the fewest of 10, 12, 14 or 16 bits that hold
-    the brightest value seen so far in the folder (an endoscope's light and its highlights reach the top of its range), so
-    a dark frame is not brightened on its own.
+    stretched to 0-65,535 (QA 53: read as 16-bit, a 12-bit export was nearly black, every score fell, 0 events). No
+    field says which (a PNG's sBIT chunk, where written, states the precision of values that the PNG standard has
+    stretched to 16 bits, and FFmpeg writes it so: rev46), so the depth is the fewest of 10, 12, 14 or 16 bits that hold
+    the brightest value seen so far in the folder: an endoscope's light and its highlights reach the top of its range,
+    and a dark frame is not brightened on its own. Stretched data reach past 14 bits and are read as 16-bit.
 
     Attributes:
-        bits: the depth guessed so far (0: no 16-bit image without a stated depth yet).
-        first: the first image whose depth was guessed; ``raised_at``: the first image that needed more bits than the
-            images before it (those were read at the smaller depth), if any. Both for the run's note.
+        bits: the depth so far (0: no 16-bit image yet); ``fixed``: given (a thumbnail's read takes the scoring read's
+            final depth), not guessed.
+        changes: (first image, depth) for the first 16-bit image and each that raised the depth; the images before a
+            raise were read at the smaller depth. For the run's note.
     """
 
-    def __init__(self) -> None:
-        self.bits = self.first_bits = 0
-        self.first: str | None = None
-        self.raised_at: str | None = None
+    def __init__(self, bits: int = 0) -> None:
+        self.bits, self.fixed = bits, bool(bits)
+        self.changes: list[tuple[str, int]] = []
 
-    def scale(self, image: np.ndarray, stated_bits: int | None, name: str = "") -> float:
-        """The factor that brings ``image``'s values (uint16) to 0-255."""
-        if stated_bits:
-            return 255 / (2 ** stated_bits - 1)
-        needed = next(bits for bits in (10, 12, 14, 16) if int(image.max()) < 2 ** bits)
-        if self.first is None:
-            self.first, self.first_bits = name, needed
-        elif needed > self.bits and self.raised_at is None:
-            self.raised_at = name
-        self.bits = max(self.bits, needed)
+    def scale_for(self, image: np.ndarray, name: str = "") -> float:
+        """The factor that brings ``image``'s values (uint16) to 0-255, raising the folder's depth if it needs more bits."""
+        if not self.fixed:
+            needed = next(bits for bits in (10, 12, 14, 16) if int(image.max()) < 2 ** bits)
+            if needed > self.bits:
+                self.bits = needed
+                self.changes.append((name, needed))
         return 255 / (2 ** self.bits - 1)
 
     def note(self) -> str | None:
-        """What a run says of the depth it guessed, or None when none was guessed below 16 bits."""
-        if self.first is None or (self.bits == 16 and self.raised_at is None):
+        """What a run says of the depth it guessed, or None when its 16-bit images were read as 16-bit throughout."""
+        if not self.changes or self.changes == [self.changes[0][:1] + (16,)]:
             return None
-        if self.raised_at:
-            return (f"16-bit images that do not state their depth: from {self.first} on they held values only up to "
-                    f"{2 ** self.first_bits - 1:,} and were read as {self.first_bits}-bit data, from {self.raised_at} on as "
-                    f"{self.bits}-bit (brighter values): the earlier ones may be too bright; a PNG's sBIT chunk states the depth")
-        return (f"16-bit images that do not state their depth (e.g. {self.first}) hold values only up to "
-                f"{2 ** self.bits - 1:,}: read as {self.bits}-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT "
-                "chunk states the depth")
+        if len(self.changes) == 1:
+            return (f"16-bit images (e.g. {self.changes[0][0]}) hold values only up to {2 ** self.bits - 1:,}: read as "
+                    f"{self.bits}-bit data (a camera's, not stretched to 16 bits)")
+        steps = ", ".join(f"from {name} on as {bits}-bit" for name, bits in self.changes)
+        return (f"16-bit images read at the depth their brightest value so far needed: {steps}; the images before each "
+                "change may be too bright (they were read at the smaller depth)")
 
 
 class FolderColours:
@@ -246,8 +243,8 @@ class FolderColours:
         unusable: the first image whose profile could not be used, and why (its colours were taken as sRGB).
     """
 
-    def __init__(self) -> None:
-        self.depth = SampleDepth()
+    def __init__(self, bits: int = 0) -> None:
+        self.depth = SampleDepth(bits)
         self.converted: dict[str, str] = {}
         self.unusable: str | None = None
 
@@ -262,53 +259,54 @@ class FolderColours:
         return [f"{profile} (from {name})" for profile, name in self.converted.items()]
 
 
-def png_significant_bits(data: memoryview) -> int | None:
-    """The significant bits a PNG states for its colour samples (its sBIT chunk, before the pixel data), else None."""
-    at = 8
-    while at + 8 <= len(data):
-        length, kind = int.from_bytes(data[at : at + 4], "big"), bytes(data[at + 4 : at + 8])
-        if kind == b"sBIT" and 1 <= length <= 4 and at + 8 + length <= len(data):
-            return max(data[at + 8 : at + 8 + min(length, 3)])  # grey, or R G B; not alpha
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        at += 12 + length
-    return None
-
-
 def _float_to_uint8(image: np.ndarray) -> np.ndarray:
-    """A floating-point image (a float TIFF: values 0-1 by convention) as uint8; values outside 0-1 are not guessed at."""
-    low, high = float(np.nanmin(image)), float(np.nanmax(image))
-    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+    """A floating-point image (a float TIFF: values 0-1 by convention) as uint8; NaN (no data, as outside a view) is
+    black; values outside 0-1 are not guessed at."""
+    image = np.nan_to_num(image, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    low, high = float(image.min()), float(image.max())
+    if low < -1e-3 or high > 1 + 1e-3:  # inf included
         raise UnreadableImage(f"floating-point samples from {low:.4g} to {high:.4g}, outside the 0-1 a floating-point "
                               "frame holds (a high-dynamic-range or scientific image?): not read; export it as 8- or "
                               "16-bit")
     return cv2.convertScaleAbs(image, alpha=255.0)
 
 
+def _as_unsigned_16(image: np.ndarray) -> np.ndarray:
+    """A signed 16-bit image (some TIFF writers' choice for camera data) as unsigned, if it holds no negative value."""
+    if int(image.min()) < 0:
+        raise UnreadableImage("signed 16-bit samples below zero (not a picture's brightness): not read; export the "
+                              "frames as 8- or 16-bit unsigned")
+    return image.view(np.uint16)
+
+
+# EXIF orientation (1-8) as numpy steps on an image stored [H, W, C]: what OpenCV applies for a decode without alpha.
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.transpose(1, 0, 2),
+           6: lambda a: np.rot90(a, -1), 7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a)}
+
+
 def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, name: str = "") -> np.ndarray | None:
     """:func:`read_image_rgb` of an image file's bytes (uint8 [n]) already in memory.
 
-    16-bit images are scaled from their significant bits (:class:`SampleDepth`), floating-point ones from 0-1; an image
-    with a colour profile other than sRGB is converted to sRGB (:func:`~capsule_triage.colour_profile.to_srgb`); a PNG's
-    transparency is laid on black, the colour outside an endoscope's field of view (under transparent pixels the colour
-    is often left-over). ``colours`` keeps what a folder's images share (:class:`FolderColours`; None: this image
-    alone), ``name`` names this one in its notes.
+    16-bit images are scaled from the bits they use (:class:`SampleDepth`), floating-point ones from 0-1 (NaN black); an
+    image with a colour profile other than sRGB is converted to sRGB (:func:`~capsule_triage.colour_profile.to_srgb`);
+    a PNG's transparency (an alpha channel or a tRNS chunk) is laid on black, the colour outside an endoscope's field of
+    view (under transparent pixels the colour is often left-over). ``colours`` keeps what a folder's images share
+    (:class:`FolderColours`; None: this image alone), ``name`` names this one in its notes.
 
     Raises:
         ImageTooLarge: more than :data:`~capsule_triage.MAX_FRAME_PIXELS` (its header, or OpenCV's own check, says so).
-        UnreadableImage: samples that cannot be taken as colours (floating-point values outside 0-1).
+        UnreadableImage: samples that cannot be taken as colours (floating-point values outside 0-1, negative ones).
     """
     if not len(data):
         return None
-    head = memoryview(np.ascontiguousarray(data))
-    png = bytes(head[:8]) == _PNG_SIGNATURE
-    if png and not png_intact(head):
+    whole = memoryview(np.ascontiguousarray(data))
+    png = bytes(whole[:8]) == PNG_SIGNATURE
+    if png and not png_intact(whole):
         return None  # cut short or damaged: libpng would print its own error line to stderr
     check_image_size(data)
-    with_alpha = png and len(head) > 25 and head[25] in (4, 6)  # IHDR's colour type: grey or RGB with an alpha channel
-    flags = cv2.IMREAD_UNCHANGED if with_alpha else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH
-    try:
-        image = cv2.imdecode(data, flags)  # gray and palette to RGB; 16-bit and float kept, scaled below
+    transparent = png and png_transparent(whole)
+    try:  # with alpha: as stored (OpenCV then applies no EXIF orientation: done below); else gray/palette to RGB
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED if transparent else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
             raise
@@ -316,22 +314,29 @@ def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, nam
     if image is None or image.size == 0:
         return None
     alpha = None
-    if with_alpha:  # grey + alpha or BGRA, as stored
-        image, alpha = (cv2.cvtColor(image[..., :1], cv2.COLOR_GRAY2RGB) if image.shape[2] == 2
-                        else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)), image[..., -1:]
+    if transparent:
+        if image.ndim == 2 or image.shape[2] < 4:  # a tRNS OpenCV did not expand (grey 16-bit): no alpha to lay
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if image.ndim == 2 or image.shape[2] == 1 else cv2.COLOR_BGR2RGB)
+        else:
+            image, alpha = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), image[..., 3:]
+        if (orientation := png_exif_orientation(whole)) != 1:
+            image = _ORIENT[orientation](image)
+            alpha = None if alpha is None else _ORIENT[orientation](alpha)
+    if image.dtype == np.int16:
+        image = _as_unsigned_16(image)
     if image.dtype == np.uint16:
         colours = colours or FolderColours()
-        scale = colours.depth.scale(image, png_significant_bits(head) if png else None, name)
-        image = cv2.convertScaleAbs(image, alpha=scale)
+        image = cv2.convertScaleAbs(image, alpha=colours.depth.scale_for(image, name))
         alpha = None if alpha is None else (alpha.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
         image = _float_to_uint8(image)
     elif image.dtype != np.uint8:
-        raise UnreadableImage(f"samples of type {image.dtype} (not 8- or 16-bit, nor 0-1 floating point): not read")
-    if (profile := embedded_profile(head)) is not None:
+        raise UnreadableImage(f"samples of type {image.dtype} (32-bit integers, not 8- or 16-bit, nor 0-1 floating "
+                              "point): not read; export the frames as 8- or 16-bit")
+    if (profile := embedded_profile(whole)) is not None:
         colours = colours or FolderColours()
         try:
-            image, converted = to_srgb(image, profile)
+            image, converted = to_srgb(np.ascontiguousarray(image), profile)
         except UnusableProfile as exc:
             colours.unusable = colours.unusable or f"{name or 'an image'}: its colour profile {exc}"
         else:

@@ -101,6 +101,7 @@ class DecodeStats:
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
         colour_notes: what a frame folder's read guessed of its images' colours, as Warning: lines (a 16-bit depth, a
             colour profile not used: :meth:`~capsule_triage.frame_folder.FolderColours.notes`).
+        sample_bits: the depth a frame folder's 16-bit images were read at, at the end (0: none), for re-reads.
         colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
             frame0.png)").
     """
@@ -115,6 +116,7 @@ class DecodeStats:
     smallest_image: tuple[int, int, str] | None = None
     colour_notes: list[str] = field(default_factory=list)
     colour_profiles: list[str] = field(default_factory=list)
+    sample_bits: int = 0
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1

@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from .presentation_times import REORDER_FRAMES, PresentationTimes, stores_no_times
-from .frame_folder import UnreadableImage, list_frame_images, read_image_rgb
+from .frame_folder import FolderColours, UnreadableImage, list_frame_images, read_image_rgb
 from .reader import MAX_TIME_STEP_BACK, RGB_CONVERSION, square_pixel_width, upright, video_stream
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
@@ -22,25 +22,28 @@ SEEK_BACK_SECONDS = (0.0, 1.0, 4.0, 16.0, 64.0)
 EXACT_SEARCH_SECONDS = 16.0
 
 
-def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> dict[int, np.ndarray]:
+def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float],
+                   sample_bits: int = 0) -> dict[int, np.ndarray]:
     """Re-read chosen frames at source resolution, keyed by frame_index (see :func:`iter_frames_at`)."""
-    return dict(iter_frames_at(path, frame_indices, pts_seconds))
+    return dict(iter_frames_at(path, frame_indices, pts_seconds, sample_bits))
 
 
-def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float]) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float],
+                   sample_bits: int = 0) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (frame_index, RGB image at source resolution) for chosen frames, in time order, one at
     a time (a long study has hundreds of events: holding all of them costs ~100 MB per 300 at 336 px).
 
     Video frames: see :func:`decode_at`, which gives the pixels a decode of the whole file gives.
-    Folder frames are re-read by position. A frame that cannot be re-read is left out.
+    Folder frames are re-read by position, 16-bit ones at ``sample_bits`` (the depth the folder's read ended at:
+    :class:`~capsule_triage.frame_folder.SampleDepth`). A frame that cannot be re-read is left out.
     """
     path = Path(path)
     wanted = sorted(set(zip(frame_indices, pts_seconds)), key=lambda item: item[1])
     if path.is_dir():
-        images = list_frame_images(path)
+        images, colours = list_frame_images(path), FolderColours(sample_bits)
         for index, _ in wanted:
             try:
-                image = read_image_rgb(images[index]) if 0 <= index < len(images) else None
+                image = read_image_rgb(images[index], colours) if 0 <= index < len(images) else None
             except UnreadableImage:  # skipped when the study was read: no frame of it is asked for
                 image = None
             if image is not None:

@@ -141,7 +141,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
     with staged as folder:
         thumbnails_started = time.perf_counter()
-        thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov")
+        thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov", sample_bits=stats.sample_bits)
         stage_seconds["thumbnails"] = time.perf_counter() - thumbnails_started
         # A frame folder's image names by frame index (QA 34: "frame 36" only), from the state the hash has just
         # confirmed: the listing the frames came from, without listing the folder again (~0.45 s per 50,000 images)
@@ -159,12 +159,10 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         shape = (info.display_width or info.width, info.height)
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
-        run["warnings"] = [*classifier.selection.get("warnings", []), *(w for w in (events_unchecked(classifier.selection, asdict(params)),
-                                                                                     own_note, assumed, timing, wide and f"{info.path}: {wide}",
-                                                                                     small and f"{info.path}: {small}",
-                                                                                     _no_view_note(info.path, view), other_streams_note(info),
-                                                                                     _multi_page_note(info.path, stats),
-                                                                                     *(f"{info.path}: {note}" for note in stats.colour_notes)) if w)]
+        notes = (events_unchecked(classifier.selection, asdict(params)), own_note, assumed, timing,
+                 wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
+                 other_streams_note(info), _multi_page_note(info.path, stats), *(f"{info.path}: {note}" for note in stats.colour_notes))
+        run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -330,13 +328,14 @@ def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where
     return prefetch(read_frames(input_path, read, stats), depth=depth)
 
 
-def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool) -> dict[int, str]:
-    """Thumbnails of the events' peaks and the top frames; with ``view`` (border "fov") cropped to the view."""
+def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool, sample_bits: int = 0) -> dict[int, str]:
+    """Thumbnails of the events' peaks and the top frames; with ``view`` (border "fov") cropped to the view; a frame
+    folder's 16-bit images at the depth the scoring read ended at (``sample_bits``)."""
     wanted = {e.peak_frame: e.peak_seconds for e in ranking.events}
     wanted.update({f: t for f, t, _ in ranking.top_frames})
     if not wanted:
         return {}
-    images = iter_frames_at(input_path, list(wanted), list(wanted.values()))
+    images = iter_frames_at(input_path, list(wanted), list(wanted.values()), sample_bits=sample_bits)
     if view:
         from .preprocess import crop_to_view  # torch: imported only for such a model (an ONNX backend runs without it)
 

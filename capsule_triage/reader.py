@@ -389,7 +389,7 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
         stats.frames_decoded += 1
         stats.saw_image(image.shape[1], image.shape[0], image_path.name)
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
-    stats.colour_notes, stats.colour_profiles = colours.notes(), colours.profiles()
+    stats.colour_notes, stats.colour_profiles, stats.sample_bits = colours.notes(), colours.profiles(), colours.depth.bits
 
 
 def fit_still(image: np.ndarray, short_side: int | None, square_crop: bool) -> np.ndarray:

@@ -123,6 +123,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.smallest_image = child_stats.smallest_image or stats.smallest_image
                 stats.colour_notes += child_stats.colour_notes
                 stats.colour_profiles += child_stats.colour_profiles
+                stats.sample_bits = max(stats.sample_bits, child_stats.sample_bits)
                 stats.decoder_peak_rss_mb += child_stats.decoder_peak_rss_mb  # all decoder processes together
                 errors[number] = child_stats.errors
                 if error is not None:

@@ -10,6 +10,7 @@ its shape kept and cropped to its view there, as ``triage run`` does.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from .datasets import Sample
-from .errors import InputError
-from .frame_folder import UnreadableImage, decode_image_rgb
+from .errors import DataWarning, InputError
+from .frame_folder import FolderColours, UnreadableImage, decode_image_rgb
 from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
 from .progress import progress_bar
@@ -65,18 +66,20 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
         raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
     short_side, square_crop = read_geometry(size, "fov" if view is not None else "circle")
-    digests = []
+    digests, colours = [], FolderColours()  # one 16-bit depth for the split, as for a frame folder
     for i, sample in enumerate(progress_bar(samples, show=progress, desc="loading images", leave=False)):
         data = np.fromfile(str(sample.path), dtype=np.uint8)
         digests.append(hashlib.sha256(data).hexdigest())
         try:
-            image = decode_image_rgb(data)
+            image = decode_image_rgb(data, colours, sample.path.name)
         except UnreadableImage as exc:
             raise InputError(sample.path, str(exc)) from None
         if image is None:
             raise InputError(sample.path, "not a decodable image")
         still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)
         images[i] = still if view is None else view.view(still[None])[0]
+    for note in colours.notes():
+        warnings.warn(f"{source}: {note}", DataWarning, stacklevel=2)
     return LabelledImages(
         images=images,
         labels=torch.tensor([class_names.index(s.label) for s in samples], dtype=torch.int64),

@@ -196,3 +196,27 @@ def test_stills_of_a_field_of_view_model_are_cropped_to_the_view_as_a_run_crops_
     assert still.shape == (1, 3, 64, 64) and (trained - scored).abs().mean() < 0.01
     centre = load_for_model([Sample(folder / "a.png", "a", "a", "test")], ModelConfig.from_dict({**config.to_dict(), "border": "circle"}))
     assert (preprocess(centre.images) - scored).abs().mean() > 0.1  # the centre square: what was trained before
+
+
+def test_16_bit_stills_share_one_depth_and_a_guess_is_warned(tmp_path):
+    """rev46: training stills were scaled each on its own, so a dark full-range 16-bit still was brightened 4x
+    (read as 10-bit). A split's stills share one depth, as a frame folder's frames do, and a depth guessed below 16
+    bits, or changed on the way, is a DataWarning naming the stills."""
+    from capsule_triage.datasets import Sample
+
+    bright = np.full((48, 48, 3), 60000, np.uint16)
+    dark = np.full((48, 48, 3), 1000, np.uint16)  # 1/65 of full range: 10 bits would hold it
+    for name, image in (("0bright.png", bright), ("1dark.png", dark)):
+        cv2.imwrite(str(tmp_path / name), image)
+    samples = [Sample(path=tmp_path / name, label="normal", group=name, split="train") for name in ("0bright.png", "1dark.png")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # full range: nothing guessed, nothing said
+        images = load_images(samples, size=32, class_names=["normal"]).images
+    assert images[1].float().mean() == pytest.approx(1000 * 255 / 65535, abs=1)  # as dark as it is
+    twelve = [Sample(path=tmp_path / f"t{i}.png", label="normal", group=str(i), split="train") for i in range(2)]
+    cv2.imwrite(str(twelve[0].path), np.full((48, 48, 3), 4000, np.uint16))
+    cv2.imwrite(str(twelve[1].path), np.full((48, 48, 3), 400, np.uint16))
+    with pytest.warns(DataWarning, match=r"^\(data\): 16-bit images \(e\.g\. t0\.png\) hold values only up to 4,095: read as "
+                      r"12-bit data"):
+        images = load_images(twelve, size=32, class_names=["normal"]).images
+    assert images[1].float().mean() == pytest.approx(400 * 255 / 4095, abs=1)

@@ -13,7 +13,7 @@ import pytest
 from capsule_triage.frames import DecodeStats
 from capsule_triage.errors import InputError
 from capsule_triage.frames_at import read_frames_at
-from capsule_triage.frame_folder import list_frame_images, scan_frame_folder
+from capsule_triage.frame_folder import list_frame_images, read_image_rgb, scan_frame_folder
 from capsule_triage.reader import RGB_CONVERSION, ReadOptions, probe, read_frames
 from conftest import DEMO_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
 
@@ -936,8 +936,9 @@ def _sbit(bits: int) -> bytes:
 
 def test_16_bit_frames_are_read_from_their_significant_bits(tmp_path, frames24):
     """QA 53: a camera's 12-bit values in 16-bit PNGs or TIFFs (0-4,095, not stretched) were read as 16-bit, so every
-    frame was nearly black (values up to 15 of 255) and scored so: 0 events. The depth is the PNG's sBIT where stated,
-    else the fewest of 10/12/14/16 bits holding the brightest value seen in the folder, which the run names."""
+    frame was nearly black (values up to 15 of 255) and scored so: 0 events. The depth is the fewest of 10/12/14/16
+    bits holding the brightest value seen so far in the folder, which the run names; a PNG's sBIT chunk describes
+    values the standard stretches to 16 bits, as FFmpeg writes them (rev46: taking it as their range made them white)."""
     twelve = [(f.astype(np.uint32) * 4095 // 255).astype(np.uint16) for f in frames24[:6]]
     folder = tmp_path / "twelve"
     folder.mkdir()
@@ -950,45 +951,111 @@ def test_16_bit_frames_are_read_from_their_significant_bits(tmp_path, frames24):
     frames = np.concatenate([b.data for b in batches])
     assert np.abs(frames[:5].astype(int) - np.stack(frames24[:5])).max() <= 1
     assert np.abs(frames[5].astype(int) - frames24[5] // 8).max() <= 1
-    assert stats.colour_notes == ["16-bit images that do not state their depth (e.g. f0.png) hold values only up to 4,095: "
-                                  "read as 12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth"]
-    # the dark frame first: it was read as 10-bit before a brighter one raised the depth, which the note says
+    assert stats.colour_notes == ["16-bit images (e.g. f0.png) hold values only up to 4,095: read as 12-bit data (a "
+                                  "camera's, not stretched to 16 bits)"] and stats.sample_bits == 12
+    # the dark frame first, then a 14-bit one: each change of depth is named (the images before it were read brighter)
     (folder / "f5.png").rename(folder / "a5.png")
+    cv2.imwrite(str(folder / "f6.png"), cv2.cvtColor(twelve[0] * 4, cv2.COLOR_RGB2BGR))
     _, stats = _all(folder)
-    assert stats.colour_notes[0].startswith("16-bit images that do not state their depth: from a5.png on they held values only "
-                                         "up to 1,023 and were read as 10-bit data, from f0.png on as 12-bit")
-    # an sBIT chunk is the PNG's own word: read so, nothing guessed; full-range 16-bit: nothing said
+    assert stats.colour_notes == ["16-bit images read at the depth their brightest value so far needed: from a5.png on as "
+                                  "10-bit, from f0.png on as 12-bit, from f6.png on as 14-bit; the images before each change "
+                                  "may be too bright (they were read at the smaller depth)"]
+    # sBIT 12 with the values stretched (the PNG standard, FFmpeg) or not (some writers): both read right; full-range
+    # 16-bit: nothing said
     stated = tmp_path / "stated"
     stated.mkdir()
-    for i, rgb in enumerate(twelve[:2]):
-        (stated / f"s{i}.png").write_bytes(_png(rgb, 2, _sbit(12)))
-    (stated / "s2.png").write_bytes(_png(frames24[2].astype(np.uint16) * 257, 2))
+    stretched = (twelve[0].astype(np.uint32) * 65535 // 4095).astype(np.uint16)
+    (stated / "s0.png").write_bytes(_png(stretched, 2, _sbit(12)))
+    (stated / "s1.png").write_bytes(_png(frames24[1].astype(np.uint16) * 257, 2))
     batches, stats = _all(stated)
-    assert np.abs(np.concatenate([b.data for b in batches]).astype(int) - np.stack(frames24[:3])).max() <= 1
-    assert stats.colour_notes == []
+    assert np.abs(np.concatenate([b.data for b in batches]).astype(int) - np.stack(frames24[:2])).max() <= 1
+    assert stats.colour_notes == [] and stats.sample_bits == 16
+    unstretched = tmp_path / "unstretched"
+    unstretched.mkdir()
+    (unstretched / "u0.png").write_bytes(_png(twelve[0], 2, _sbit(12)))
+    batches, _ = _all(unstretched)
+    assert np.abs(batches[0].data[0].astype(int) - frames24[0]).max() <= 1
+    # thumbnails are re-read at the depth the folder's read ended at: the dark frame as it was scored (12-bit)
+    dark = read_frames_at(folder, [0], [0.0], sample_bits=12)[0]
+    assert np.abs(dark.astype(int) - frames24[5] // 8).max() <= 1
 
 
-def test_floating_point_and_transparent_frames(tmp_path, frames24):
-    """QA 53: a floating-point TIFF (0-1) was skipped as 'not a decodable image' (OpenCV printed its own warning line);
-    one outside 0-1 is skipped with why; a PNG's transparent pixels, whose colour is left-over, were scored as colour:
-    laid on black (outside an endoscope's view), grey + alpha too."""
+def test_floating_point_and_signed_frames(tmp_path, frames24):
+    """QA 53: a floating-point TIFF (0-1) was skipped as 'not a decodable image' (OpenCV printed its own warning line):
+    read, NaN (no data) as black; one outside 0-1 is skipped with why. rev46: a signed 16-bit TIFF without negative
+    values is read as unsigned (as before); 32-bit integers are named."""
     folder = tmp_path / "float"
     folder.mkdir()
-    cv2.imwrite(str(folder / "f0.tif"), cv2.cvtColor(frames24[0], cv2.COLOR_RGB2BGR).astype(np.float32) / 255)
-    cv2.imwrite(str(folder / "f1.tif"), cv2.cvtColor(frames24[1], cv2.COLOR_RGB2BGR).astype(np.float32))  # 0-255
-    rgba = np.dstack([cv2.cvtColor(frames24[2], cv2.COLOR_RGB2BGR), np.full((224, 224), 255, np.uint8)])
+    bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames24[:5]]
+    cv2.imwrite(str(folder / "f0.tif"), bgr[0].astype(np.float32) / 255)
+    cv2.imwrite(str(folder / "f1.tif"), bgr[1].astype(np.float32))  # 0-255
+    with_nan = bgr[2].astype(np.float32) / 255
+    with_nan[:50] = np.nan
+    cv2.imwrite(str(folder / "f2.tif"), with_nan)
+    cv2.imwrite(str(folder / "f3.tif"), (bgr[3].astype(np.int16) * 128))
+    cv2.imwrite(str(folder / "f4.tif"), bgr[4].astype(np.int32))
+    batches, stats = _all(folder)
+    frames = np.concatenate([b.data for b in batches]).astype(int)
+    assert stats.frames_decoded == 3 and stats.errors == [
+        f"f1.tif: floating-point samples from {frames24[1].min()} to {frames24[1].max()}, outside the 0-1 a floating-point "
+        "frame holds (a high-dynamic-range or scientific image?): not read; export it as 8- or 16-bit",
+        "f4.tif: samples of type int32 (32-bit integers, not 8- or 16-bit, nor 0-1 floating point): not read; export the "
+        "frames as 8- or 16-bit"]
+    assert np.abs(frames[0] - frames24[0]).max() <= 1
+    assert frames[1][:50].max() == 0 and np.abs(frames[1][50:] - frames24[2][50:]).max() <= 1
+    assert np.abs(frames[2] - frames24[3] // 2).max() <= 1  # 15 bits used of 16: read as 16-bit (the nearest depth up)
+
+
+def test_transparent_pixels_are_laid_on_black(tmp_path, frames24):
+    """QA 53: a PNG's transparent pixels, whose colour is left-over, were scored as colour: laid on black (outside an
+    endoscope's view), for every kind of PNG transparency (rev46: grey + alpha, 16-bit alpha, a palette's or one
+    colour's tRNS, as PNG optimisers write)."""
+    from PIL import Image
+
+    folder = tmp_path / "alpha"
+    folder.mkdir()
+    rgba = np.dstack([cv2.cvtColor(frames24[0], cv2.COLOR_RGB2BGR), np.full((224, 224), 255, np.uint8)])
     rgba[:100, :, 3] = 0  # transparent top, its colour left as it was
-    cv2.imwrite(str(folder / "f2.png"), rgba)
-    grey = cv2.cvtColor(frames24[3], cv2.COLOR_RGB2GRAY)
-    (folder / "f3.png").write_bytes(_png(np.dstack([grey, np.full_like(grey, 255)]).copy(), 4))
+    cv2.imwrite(str(folder / "f0.png"), rgba)
+    cv2.imwrite(str(folder / "f1.png"), rgba.astype(np.uint16) * 257)
+    grey = cv2.cvtColor(frames24[2], cv2.COLOR_RGB2GRAY)
+    half = np.full_like(grey, 255)
+    half[:, :112] = 0
+    (folder / "f2.png").write_bytes(_png(np.dstack([grey, half]).copy(), 4))
+    keyed_top = [f.copy() for f in frames24[3:5]]
+    for picture in keyed_top:
+        picture[:20] = (200, 30, 30)  # a colour made transparent (not black: the frames' corners are black already)
+    palette = Image.fromarray(keyed_top[0]).quantize(64)
+    palette.save(folder / "f3.png", transparency=int(np.asarray(palette)[0, 0]))
+    Image.fromarray(keyed_top[1]).save(folder / "f4.png", transparency=(200, 30, 30))
     batches, stats = _all(folder)
     frames = np.concatenate([b.data for b in batches])
-    assert stats.frames_decoded == 3 and stats.errors == [
-        f"f1.tif: floating-point samples from {frames24[1].min()} to {frames24[1].max()}, outside the 0-1 a floating-point frame holds (a high-dynamic-range "
-        "or scientific image?): not read; export it as 8- or 16-bit"]
-    assert np.abs(frames[0].astype(int) - frames24[0]).max() <= 1
-    assert frames[1][:100].max() == 0 and (frames[1][100:] == frames24[2][100:]).all()
-    assert (frames[2] == grey[..., None]).all()
+    assert stats.frames_decoded == 5
+    for frame in frames[:2]:
+        assert frame[:100].max() == 0 and (frame[100:] == frames24[0][100:]).all()
+    assert frames[2][:, :112].max() == 0 and (frames[2][:, 112:] == grey[:, 112:, None]).all()
+    keyed = np.asarray(palette) == np.asarray(palette)[0, 0]
+    assert keyed[:20].all() and frames[3][keyed].max() == 0 and frames[3][~keyed].min(axis=-1).max() > 0
+    keyed = (keyed_top[1] == (200, 30, 30)).all(axis=-1)
+    assert keyed[:20].all() and frames[4][keyed].max() == 0 and (frames[4][~keyed] == keyed_top[1][~keyed]).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_transparent_png_is_turned_by_its_exif_orientation(tmp_path, frames24, orientation):
+    """rev46: a PNG with transparency is decoded as stored (for its alpha), where OpenCV applies no EXIF orientation:
+    turned here as OpenCV turns the same picture without transparency."""
+    from PIL import Image
+
+    picture = np.ascontiguousarray(frames24[0][:, :180])  # not square: a quarter turn shows
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(picture).save(tmp_path / "opaque.png", exif=exif.tobytes())
+    Image.fromarray(np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])).save(tmp_path / "rgba.png",
+                                                                                             exif=exif.tobytes())
+    expected = cv2.cvtColor(cv2.imread(str(tmp_path / "opaque.png")), cv2.COLOR_BGR2RGB)
+    if orientation != 1:
+        assert expected.shape != picture.shape or not (expected == picture).all()  # OpenCV turned it
+    assert (read_image_rgb(tmp_path / "rgba.png") == expected).all()
 
 
 def test_frames_with_a_colour_profile_are_converted_to_srgb(tmp_path, frames24):

@@ -336,8 +336,8 @@ def test_a_12_bit_frame_folder_scores_as_its_8_bit_export(tmp_path, random_weigh
                       "--no-report", "--decode-in", "process")
         assert done.returncode == 0, done.stderr
         runs[name] = done, pq.read_table(tmp_path / f"o{name}" / "frames.parquet").column("score").to_numpy()
-    line = (f"{twelve}: 16-bit images that do not state their depth (e.g. frame0.png) hold values only up to 4,095: read as "
-            "12-bit data (a camera's, not stretched to 16 bits); a PNG's sBIT chunk states the depth")
+    line = (f"{twelve}: 16-bit images (e.g. frame0.png) hold values only up to 4,095: read as 12-bit data (a camera's, not "
+            "stretched to 16 bits)")
     assert f"Warning: {line}" in runs["twelve"][0].stderr.splitlines(), runs["twelve"][0].stderr
     assert line in json.loads((tmp_path / "otwelve" / "run.json").read_text())["warnings"]
     assert "16-bit" not in runs["eight"][0].stderr

@@ -1,0 +1,117 @@
+"""What an image file's own bytes say before it is decoded: a PNG's chunks (transparency, EXIF orientation), a
+TIFF-structured block's tags (a TIFF file, EXIF), and the ICC colour profile each format embeds where it keeps it
+(a PNG's iCCP chunk, a JPEG's APP2 ICC_PROFILE segments, a WebP's ICCP chunk, a TIFF's tag 34675).
+
+OpenCV decodes the pixels but does not hand these over (nor apply a profile), and reads no EXIF orientation
+when asked for an image's alpha channel; these few byte walks fill the gaps (microseconds a frame).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_ICC_TAG, _TIFF_ORIENTATION_TAG = 34675, 0x0112
+
+
+def png_chunks(data: memoryview) -> Iterator[tuple[bytes, memoryview]]:
+    """A PNG's chunks before its pixel data (IHDR ... up to the first IDAT), as (kind, body)."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), bytes(data[at + 4 : at + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return
+        yield kind, data[at + 8 : at + 8 + length]
+        at += 12 + length
+
+
+def png_transparent(data: memoryview) -> bool:
+    """Whether a PNG may have transparent pixels: an alpha channel (colour type 4 or 6) or a tRNS chunk (a palette's
+    alphas, or one grey or RGB colour that is transparent: what PNG optimisers write for an RGBA image)."""
+    return len(data) > 25 and (data[25] in (4, 6) or any(kind == b"tRNS" for kind, _ in png_chunks(data)))
+
+
+def tiff_tag(block: memoryview, tag: int) -> memoryview | None:
+    """The value bytes of a tag in the first directory (IFD0) of a TIFF-structured block (a TIFF file, EXIF), or None."""
+    order = "little" if bytes(block[:2]) == b"II" else "big"
+    ifd = int.from_bytes(block[4:8], order)
+    for entry in range(int.from_bytes(block[ifd : ifd + 2], order)):
+        at = ifd + 2 + 12 * entry
+        if int.from_bytes(block[at : at + 2], order) == tag:
+            kind, count = int.from_bytes(block[at + 2 : at + 4], order), int.from_bytes(block[at + 4 : at + 8], order)
+            size = count * {1: 1, 2: 1, 3: 2, 4: 4, 7: 1}.get(kind, 4)
+            if size <= 4:
+                return block[at + 8 : at + 8 + size]
+            offset = int.from_bytes(block[at + 8 : at + 12], order)
+            return block[offset : offset + size]
+    return None
+
+
+def png_exif_orientation(data: memoryview) -> int:
+    """The EXIF orientation (1-8) a PNG's eXIf chunk states; 1 (as stored) when none or unreadable."""
+    try:
+        exif = next((body for kind, body in png_chunks(data) if kind == b"eXIf"), None)
+        if exif is None or bytes(exif[:2]) not in (b"II", b"MM"):
+            return 1
+        value = tiff_tag(exif, _TIFF_ORIENTATION_TAG)
+        orientation = int.from_bytes(value[:2], "little" if bytes(exif[:2]) == b"II" else "big") if value else 1
+        return orientation if 1 <= orientation <= 8 else 1
+    except (IndexError, ValueError):
+        return 1
+
+
+def embedded_profile(data: memoryview) -> bytes | None:
+    """The ICC profile an image file's bytes embed (PNG, JPEG, WebP, TIFF), or None: none, another format, or
+    a profile chunk that cannot be read (taken as none)."""
+    try:
+        if bytes(data[:8]) == PNG_SIGNATURE:
+            return _png_profile(data)
+        if bytes(data[:2]) == b"\xff\xd8":
+            return _jpeg_profile(data)
+        if bytes(data[:4]) == b"RIFF" and bytes(data[8:12]) == b"WEBP":
+            return _webp_profile(data)
+        if bytes(data[:4]) in (b"II*\x00", b"MM\x00*"):
+            value = tiff_tag(data, _TIFF_ICC_TAG)
+            return bytes(value) if value is not None and len(value) > 4 else None
+    except (zlib.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _png_profile(data: memoryview) -> bytes | None:
+    for kind, body in png_chunks(data):
+        if kind == b"iCCP":
+            body = bytes(body)
+            name_end = body.index(b"\x00")  # a name of 1-79 bytes, then the compression method (0: zlib)
+            return zlib.decompress(body[name_end + 2 :])
+        if kind == b"sRGB":  # says sRGB in so many words
+            return None
+    return None
+
+
+def _jpeg_profile(data: memoryview) -> bytes | None:
+    parts: dict[int, bytes] = {}
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xDA or marker == 0xD9:  # the pixel data (or the end): the profile comes before it
+            break
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xE2 and bytes(data[at + 4 : at + 16]) == b"ICC_PROFILE\x00":
+            parts[data[at + 16]] = bytes(data[at + 18 : at + 2 + length])  # sequence number (from 1), count, data
+        at += 2 + length
+    return b"".join(parts[k] for k in sorted(parts)) if parts else None
+
+
+def _webp_profile(data: memoryview) -> bytes | None:
+    at = 12
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        if bytes(data[at : at + 4]) == b"ICCP":
+            return bytes(data[at + 8 : at + 8 + size])
+        at += 8 + size + (size & 1)
+    return None
