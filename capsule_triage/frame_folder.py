@@ -22,7 +22,7 @@ import numpy as np
 
 from . import MAX_FRAME_PIXELS
 from .colour_profile import UnusableProfile, to_srgb
-from .image_headers import PNG_SIGNATURE, embedded_profile, png_exif_orientation, png_transparent
+from .image_headers import PNG_SIGNATURE, embedded_profile, png_chunk_span, png_exif_orientation, png_transparent
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -305,6 +305,9 @@ def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, nam
         return None  # cut short or damaged: libpng would print its own error line to stderr
     check_image_size(data)
     transparent = png and png_transparent(whole)
+    profile = embedded_profile(whole)
+    if profile is not None and profile.compressed and (span := png_chunk_span(whole, b"iCCP")):
+        data = np.concatenate((data[: span[0]], data[span[1] :]))  # read below; libpng would warn per frame of some
     try:  # with alpha: as stored (OpenCV then applies no EXIF orientation: done below); else gray/palette to RGB
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED if transparent else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:
@@ -333,7 +336,7 @@ def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, nam
     elif image.dtype != np.uint8:
         raise UnreadableImage(f"samples of type {image.dtype} (32-bit integers, not 8- or 16-bit, nor 0-1 floating "
                               "point): not read; export the frames as 8- or 16-bit")
-    if (profile := embedded_profile(whole)) is not None:
+    if profile is not None:
         colours = colours or FolderColours()
         try:
             image, converted = to_srgb(np.ascontiguousarray(image), profile)

@@ -3,13 +3,14 @@ TIFF-structured block's tags (a TIFF file, EXIF), and the ICC colour profile eac
 (a PNG's iCCP chunk, a JPEG's APP2 ICC_PROFILE segments, a WebP's ICCP chunk, a TIFF's tag 34675).
 
 OpenCV decodes the pixels but does not hand these over (nor apply a profile), and reads no EXIF orientation
-when asked for an image's alpha channel; these few byte walks fill the gaps (microseconds a frame).
+when asked for an image's alpha channel; these few byte walks fill the gaps (microseconds a frame: a profile is
+found and copied here, and read, inflated and checked in :mod:`~capsule_triage.colour_profile`, once per profile).
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_ICC_TAG, _TIFF_ORIENTATION_TAG = 34675, 0x0112
@@ -26,25 +27,39 @@ def png_chunks(data: memoryview) -> Iterator[tuple[bytes, memoryview]]:
         at += 12 + length
 
 
+def png_chunk_span(data: memoryview, wanted: bytes) -> tuple[int, int] | None:
+    """Where a chunk before a PNG's pixel data lies, [start, end) over its length, kind, body and CRC, or None."""
+    at = 8
+    for kind, body in png_chunks(data):
+        if kind == wanted:
+            return at, at + 12 + len(body)
+        at += 12 + len(body)
+    return None
+
+
 def png_transparent(data: memoryview) -> bool:
     """Whether a PNG may have transparent pixels: an alpha channel (colour type 4 or 6) or a tRNS chunk (a palette's
     alphas, or one grey or RGB colour that is transparent: what PNG optimisers write for an RGBA image)."""
     return len(data) > 25 and (data[25] in (4, 6) or any(kind == b"tRNS" for kind, _ in png_chunks(data)))
 
 
-def tiff_tag(block: memoryview, tag: int) -> memoryview | None:
-    """The value bytes of a tag in the first directory (IFD0) of a TIFF-structured block (a TIFF file, EXIF), or None."""
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 6: 1, 7: 1, 3: 2, 8: 2, 4: 4, 9: 4, 11: 4, 13: 4, 5: 8, 10: 8, 12: 8, 16: 8, 17: 8, 18: 8}
+
+
+def tiff_tag(block: memoryview, tag: int) -> tuple[int, memoryview] | None:
+    """(type, value bytes) of a tag in the first directory (IFD0) of a TIFF-structured block (a TIFF file, EXIF), or
+    None. The bytes may be short of what the tag states when it points past the block's end (a damaged file)."""
     order = "little" if bytes(block[:2]) == b"II" else "big"
     ifd = int.from_bytes(block[4:8], order)
     for entry in range(int.from_bytes(block[ifd : ifd + 2], order)):
         at = ifd + 2 + 12 * entry
         if int.from_bytes(block[at : at + 2], order) == tag:
             kind, count = int.from_bytes(block[at + 2 : at + 4], order), int.from_bytes(block[at + 4 : at + 8], order)
-            size = count * {1: 1, 2: 1, 3: 2, 4: 4, 7: 1}.get(kind, 4)
+            size = count * _TIFF_TYPE_SIZES.get(kind, 1)
             if size <= 4:
-                return block[at + 8 : at + 8 + size]
+                return kind, block[at + 8 : at + 8 + size]
             offset = int.from_bytes(block[at + 8 : at + 12], order)
-            return block[offset : offset + size]
+            return kind, block[offset : offset + size]
     return None
 
 
@@ -54,16 +69,25 @@ def png_exif_orientation(data: memoryview) -> int:
         exif = next((body for kind, body in png_chunks(data) if kind == b"eXIf"), None)
         if exif is None or bytes(exif[:2]) not in (b"II", b"MM"):
             return 1
-        value = tiff_tag(exif, _TIFF_ORIENTATION_TAG)
-        orientation = int.from_bytes(value[:2], "little" if bytes(exif[:2]) == b"II" else "big") if value else 1
-        return orientation if 1 <= orientation <= 8 else 1
+        found = tiff_tag(exif, _TIFF_ORIENTATION_TAG)
+        orientation = int.from_bytes(found[1], "little" if bytes(exif[:2]) == b"II" else "big") if found else 1
+        return orientation if 1 <= orientation <= 8 else 1  # a SHORT by the standard; a LONG read whole alike
     except (IndexError, ValueError):
         return 1
 
 
-def embedded_profile(data: memoryview) -> bytes | None:
-    """The ICC profile an image file's bytes embed (PNG, JPEG, WebP, TIFF), or None: none, another format, or
-    a profile chunk that cannot be read (taken as none)."""
+@dataclass(frozen=True)
+class EmbeddedProfile:
+    """An ICC profile as the file keeps it: ``data``, compressed with zlib when ``compressed`` (a PNG's iCCP), inflated
+    by its reader (:mod:`~capsule_triage.colour_profile`, with a limit) once per profile rather than here per frame."""
+
+    data: bytes
+    compressed: bool = False
+
+
+def embedded_profile(data: memoryview) -> EmbeddedProfile | None:
+    """The ICC profile an image file's bytes embed (PNG, JPEG, WebP, TIFF) as stored, or None: none, or another
+    format. What is found is not checked here: a damaged one is the reader's to name."""
     try:
         if bytes(data[:8]) == PNG_SIGNATURE:
             return _png_profile(data)
@@ -72,26 +96,26 @@ def embedded_profile(data: memoryview) -> bytes | None:
         if bytes(data[:4]) == b"RIFF" and bytes(data[8:12]) == b"WEBP":
             return _webp_profile(data)
         if bytes(data[:4]) in (b"II*\x00", b"MM\x00*"):
-            value = tiff_tag(data, _TIFF_ICC_TAG)
-            return bytes(value) if value is not None and len(value) > 4 else None
-    except (zlib.error, IndexError, ValueError):
+            found = tiff_tag(data, _TIFF_ICC_TAG)
+            return EmbeddedProfile(bytes(found[1])) if found is not None else None
+    except (IndexError, ValueError):  # a directory or chunk list that runs off the end: no profile found in it
         return None
     return None
 
 
-def _png_profile(data: memoryview) -> bytes | None:
+def _png_profile(data: memoryview) -> EmbeddedProfile | None:
     for kind, body in png_chunks(data):
         if kind == b"iCCP":
-            body = bytes(body)
-            name_end = body.index(b"\x00")  # a name of 1-79 bytes, then the compression method (0: zlib)
-            return zlib.decompress(body[name_end + 2 :])
+            name_end = bytes(body[:80]).find(b"\x00")  # a name of 1-79 bytes, then the compression method (0: zlib)
+            return EmbeddedProfile(bytes(body[name_end + 2 :]) if name_end > 0 else b"", compressed=True)
         if kind == b"sRGB":  # says sRGB in so many words
             return None
     return None
 
 
-def _jpeg_profile(data: memoryview) -> bytes | None:
+def _jpeg_profile(data: memoryview) -> EmbeddedProfile | None:
     parts: dict[int, bytes] = {}
+    count = 0
     at = 2
     while at + 4 <= len(data) and data[at] == 0xFF:
         marker = data[at + 1]
@@ -103,15 +127,20 @@ def _jpeg_profile(data: memoryview) -> bytes | None:
         length = int.from_bytes(data[at + 2 : at + 4], "big")
         if marker == 0xE2 and bytes(data[at + 4 : at + 16]) == b"ICC_PROFILE\x00":
             parts[data[at + 16]] = bytes(data[at + 18 : at + 2 + length])  # sequence number (from 1), count, data
+            count = data[at + 17]
         at += 2 + length
-    return b"".join(parts[k] for k in sorted(parts)) if parts else None
+    if not parts:
+        return None
+    if sorted(parts) != list(range(1, count + 1)):  # a segment missing: what is left is not the profile
+        return EmbeddedProfile(b"")
+    return EmbeddedProfile(b"".join(parts[k] for k in sorted(parts)))
 
 
-def _webp_profile(data: memoryview) -> bytes | None:
+def _webp_profile(data: memoryview) -> EmbeddedProfile | None:
     at = 12
     while at + 8 <= len(data):
         size = int.from_bytes(data[at + 4 : at + 8], "little")
         if bytes(data[at : at + 4]) == b"ICCP":
-            return bytes(data[at + 8 : at + 8 + size])
+            return EmbeddedProfile(bytes(data[at + 8 : at + 8 + size]))
         at += 8 + size + (size & 1)
     return None

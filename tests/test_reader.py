@@ -1096,3 +1096,67 @@ def test_frames_with_a_colour_profile_are_converted_to_srgb(tmp_path, frames24):
     assert len(stats.colour_notes) == 1 and stats.colour_notes[0].startswith("s2.jpg: its colour profile cannot be read (")
     assert stats.colour_notes[0].endswith("): its colours were taken as sRGB (so were those of any other image carrying it); "
                                           "export the frames in sRGB")
+
+
+def test_a_colour_profile_that_cannot_be_used_is_named_and_costs_nothing(tmp_path, frames24):
+    """rev47: a profile LittleCMS opens but cannot convert from (a tag missing, a device link) ended the run with a
+    traceback; a damaged or cut iCCP, or a JPEG profile missing a segment, was taken as none without a word; a small
+    iCCP that inflates past 8 MB was inflated whole for every frame (1 GB: 5.6 s, 2.1 GB a frame); sRGB was decided
+    by the profile's name (a linear-light profile named 'sRGB' was not converted) and an unnamed profile went unlisted.
+    Each unusable one is now a note naming the image, the frame read as sRGB; sRGB is decided by what the profile does."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from icc import SRGB_COLORANTS, matrix_profile, srgb_curve
+
+    def iccp(rgb: np.ndarray, compressed: bytes) -> bytes:
+        plain = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+        body = b"p\x00\x00" + compressed
+        return plain[:33] + struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body)) + plain[33:]
+
+    def jpeg_with(rgb: np.ndarray, profile: bytes, order: list[int], count: int) -> bytes:
+        plain = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
+        parts = [profile[i * 200 : (i + 1) * 200] for i in range(count)]
+        segments = b"".join(b"\xff\xe2" + struct.pack(">H", 16 + len(parts[i])) + b"ICC_PROFILE\x00" + bytes([i + 1, count])
+                            + parts[i] for i in order)
+        return plain[:2] + segments + plain[2:]
+
+    cases = {
+        "a0.png": iccp(frames24[0], zlib.compress(matrix_profile(omit=(b"bTRC",)))),
+        "a1.png": iccp(frames24[1], zlib.compress(matrix_profile(device_class=b"link"))),
+        "a2.png": iccp(frames24[2], zlib.compress(matrix_profile())[:200]),
+        "a3.png": iccp(frames24[3], zlib.compress(bytes(64 << 20), 9)),
+        "a4.jpg": jpeg_with(frames24[4], matrix_profile(), [0, 2], 3),
+    }
+    for name, data in cases.items():
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        (folder / "b.png").write_bytes(data if name.endswith(".png") else cases["a0.png"])
+        batches, stats = _all(folder)
+        assert stats.frames_decoded == 2 and stats.colour_profiles == [], name
+        assert len(stats.colour_notes) == 1 and stats.colour_notes[0].startswith(f"{name}: its colour profile "), stats.colour_notes
+        assert stats.colour_notes[0].endswith("): its colours were taken as sRGB (so were those of any other image "
+                                              "carrying it); export the frames in sRGB") or name in ("a1.png", "a3.png")
+        assert {"a1.png": "'ProPhoto RGB (test)' is a 'link' profile, not an image's",
+                "a3.png": "is over 8 MB: not read"}.get(name, "") in stats.colour_notes[0]
+    # a JPEG's segments out of order: put back in order and converted
+    folder = tmp_path / "order"
+    folder.mkdir()
+    (folder / "c.jpg").write_bytes(jpeg_with(frames24[0], matrix_profile(), [2, 0, 1], 3))
+    _, stats = _all(folder)
+    assert stats.colour_profiles == ["ProPhoto RGB (test) (from c.jpg)"]
+    # sRGB by what it does: sRGB under another name is left alone; linear light named "sRGB" is converted; unnamed listed
+    folder = tmp_path / "named"
+    folder.mkdir()
+    Image.fromarray(frames24[0]).save(folder / "d0.png", icc_profile=matrix_profile("c2", SRGB_COLORANTS, curve=srgb_curve()))
+    linear = (np.asarray(srgb_curve(256))[frames24[1]] * 255).round().astype(np.uint8)
+    Image.fromarray(linear).save(folder / "d1.png", icc_profile=matrix_profile("sRGB-elle-V2-g10", SRGB_COLORANTS, gamma=1.0))
+    Image.fromarray(frames24[2]).save(folder / "d2.png", icc_profile=matrix_profile("", omit=(b"desc",)))
+    batches, stats = _all(folder)
+    frames = np.concatenate([b.data for b in batches]).astype(int)
+    assert stats.colour_profiles == ["sRGB-elle-V2-g10 (from d1.png)", "unnamed (from d2.png)"] and stats.colour_notes == []
+    assert (frames[0] == frames24[0]).all()
+    assert np.abs(frames[1] - frames24[1]).mean() < 2 and np.abs(linear.astype(int) - frames24[1]).mean() > 20
