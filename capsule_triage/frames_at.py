@@ -9,10 +9,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .presentation_times import REORDER_FRAMES, PresentationTimes, stores_no_times
 from .frame_folder import FolderColours, UnreadableImage, list_frame_images, read_image_rgb
-from .reader import MAX_TIME_STEP_BACK, RGB_CONVERSION, square_pixel_width, upright, video_stream
+from .reader import MAX_TIME_STEP_BACK, square_pixel_width, upright, video_stream
+from .video_colour import frame_rgb
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the
 # file's start. Most files need only the first: the seek lands on a keyframe at or before the target.
@@ -50,15 +52,14 @@ def iter_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list
                 yield index, image
         return
     with av.open(str(path), metadata_errors="ignore") as container:
-        stream = video_stream(container)
+        stream, reformatter = video_stream(container), VideoReformatter()
         for index, target in wanted:
             try:
                 frame = decode_at(container, stream, target)
             except av.FFmpegError:
                 continue
-            if frame is not None:
-                rgb = frame.to_ndarray(width=square_pixel_width(stream, frame.width), height=frame.height, format="rgb24",
-                                       interpolation=RGB_CONVERSION)
+            if frame is not None:  # converted as the scoring read converts it (HDR, BT.2020: video_colour)
+                rgb = frame_rgb(reformatter, frame, square_pixel_width(stream, frame.width), frame.height)
                 yield index, np.ascontiguousarray(upright(rgb, frame))
 
 

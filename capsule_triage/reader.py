@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-from av.video.reformatter import Interpolation, VideoReformatter
+from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
@@ -29,6 +29,7 @@ from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, Unreada
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
+from .video_colour import UnconvertibleColours, conversion_note, frame_rgb, needs_conversion
 
 # OpenCV's decoders print a line per damaged image; the reader reports those frames itself (skipped, counted, named
 # in run.json): the lines would only break the one `Error:` line of a bad input (400 damaged PNGs printed 428 lines).
@@ -40,15 +41,6 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".m
                             ".m2t", ".mxf", ".vob", ".dv", ".3gp", ".flv", ".ogv", ".asf", ".m2v"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
-SWSCALE_THREADS = 1  # the decoder's resize and RGB conversion on one thread (PyAV 17+ defaults to one per core)
-# How every decoded frame becomes RGB (here, in thumbnails and in the H.264 round trips of training and
-# evaluation). swscale's default (bilinear, chroma at half width, fast rounding) darkens frames: on real
-# frames encoded at CRF 10 and read at 224 px, by 1.8 / 1.0 / 1.4 grey levels (R / G / B) against the
-# training resize of the same frames (OpenCV INTER_AREA of the source), mean |difference| 1.73. Full-width
-# chroma with accurate rounding removes the bias (-0.15 / 0.13 / -0.09, what the codec itself leaves), and
-# with AREA (the training resize's filter) the mean |difference| 0.63. Cost: 336 -> 224 px 264 vs 243 us per frame,
-# 720p 1.25 vs 1.05 ms (tests: test_reader.py::test_video_frames_are_as_bright_as_their_source, test_recompress.py).
-RGB_CONVERSION = Interpolation.AREA | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 
 
 @dataclass(frozen=True)
@@ -345,8 +337,11 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 last_pts = pts
                 try:
                     w, h = _fit(square_pixel_width(stream, frame.width), frame.height, options.short_side)
-                    rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=RGB_CONVERSION,
-                                              threads=SWSCALE_THREADS).to_ndarray()
+                    rgb = frame_rgb(reformatter, frame, w, h)
+                    if not stats.colour_notes and needs_conversion(frame):
+                        stats.colour_notes = [conversion_note(frame)]
+                except UnconvertibleColours as exc:
+                    raise InputError(path, f"frame {index}: {exc}") from None
                 except (av.FFmpegError, ValueError) as exc:
                     stats.skip(f"frame {index}: {short_error(exc)}")
                     rgb = None

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .reader import RGB_CONVERSION
+from .video_colour import RGB_CONVERSION
 
 CODECS = ("h264", "jpeg")
 JPEG_QUALITY_RANGE = (30, 95)  # training: uniform over this range (OpenCV's JPEG is 4:2:0, like H.264 here)

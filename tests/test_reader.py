@@ -14,7 +14,8 @@ from capsule_triage.frames import DecodeStats
 from capsule_triage.errors import InputError
 from capsule_triage.frames_at import read_frames_at
 from capsule_triage.frame_folder import list_frame_images, read_image_rgb, scan_frame_folder
-from capsule_triage.reader import RGB_CONVERSION, ReadOptions, probe, read_frames
+from capsule_triage.reader import ReadOptions, probe, read_frames
+from capsule_triage.video_colour import RGB_CONVERSION
 from conftest import DEMO_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
 
 pytestmark = needs_shared
@@ -1160,3 +1161,71 @@ def test_a_colour_profile_that_cannot_be_used_is_named_and_costs_nothing(tmp_pat
     assert stats.colour_profiles == ["sRGB-elle-V2-g10 (from d1.png)", "unnamed (from d2.png)"] and stats.colour_notes == []
     assert (frames[0] == frames24[0]).all()
     assert np.abs(frames[1] - frames24[1]).mean() < 2 and np.abs(linear.astype(int) - frames24[1]).mean() > 20
+
+
+def test_hdr_and_bt2020_video_is_read_as_sdr_bt709(tmp_path, frames24):
+    """QA 54: PQ and HLG video (HDR) and BT.2020 primaries were read as SDR BT.709 without a word: PQ frames came out
+    dull and dark (bias -35 grey levels in red; the shipped model's bleeding frames 0.32 instead of 0.99), BT.2020's
+    reds desaturated. Now converted to linear light, BT.709 primaries and back (video_colour), thumbnails alike, with a
+    note; a colour matrix FFmpeg's scaler cannot convert is refused by name (every frame failed 'Operation not
+    supported')."""
+    import av
+
+    from hdr_clips import HLG, PQ, SDR_2020, bt709_curve, srgb_to_linear, write_clip
+
+    source = np.stack(frames24[:6]).astype(int)
+    for trc, expected in ((PQ, source), (HLG, source),
+                          (SDR_2020, np.round(bt709_curve(srgb_to_linear(source.astype(float))) * 255).astype(int))):
+        path = write_clip(frames24[:6], tmp_path / f"trc{trc}.mp4", trc)
+        batches, stats = _all(path, short_side=None, square_crop=False)
+        frames = np.concatenate([b.data for b in batches]).astype(int)
+        error = np.abs(frames - expected).reshape(-1, 3).mean(0)
+        assert error.max() < 2.5 and np.abs((frames - expected).reshape(-1, 3).mean(0)).max() < 2, (trc, error)
+        assert stats.colour_notes == [
+            {PQ: "HDR video (PQ (SMPTE ST 2084), BT.2020 primaries): converted to SDR sRGB with BT.709 primaries, reference "
+                 "white at 203 cd/m2 (BT.2408), highlights above it clipped",
+             HLG: "HDR video (HLG (ARIB STD-B67), BT.2020 primaries): converted to SDR sRGB with BT.709 primaries, reference "
+                  "white at its 75 % signal, highlights above it clipped",
+             SDR_2020: "video (SDR, BT.2020 primaries): converted to SDR sRGB with BT.709 primaries"}[trc]
+            + "; the models learned SDR recordings, so check its events against the source"]
+        again = read_frames_at(path, [2], [0.5])[2]
+        assert (again == frames[2]).all()  # the thumbnail's colours are the scored frame's
+    ycgco = tmp_path / "ycgco.mp4"
+    with av.open(str(ycgco), "w") as container:  # H.264 tagged YCgCo (AVCOL_SPC_YCGCO = 8)
+        stream = container.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 224, 224, "yuv420p"
+        stream.codec_context.colorspace = 8
+        for i, rgb in enumerate(frames24[:2]):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.colorspace = i, 8
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(InputError, match=r"frame 0: colour matrix YCgCo \(a stream tag\), which FFmpeg's scaler cannot "
+                                         r"convert to RGB: re-encode it to BT.709"):
+        _all(ycgco)
+
+
+def test_a_video_s_transparent_pixels_are_laid_on_black(tmp_path, frames24):
+    """QA 54: a video with an alpha channel (PNG in a MOV, rgba) was scored with the colour stored under transparent
+    pixels, where a frame folder's PNG lays them on black: the same frame read two ways."""
+    import av
+
+    path = tmp_path / "rgba.mov"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 224, 224, "rgba"
+        for i, rgb in enumerate(frames24[:3]):
+            rgba = np.dstack([rgb, np.full((224, 224), 255, np.uint8)])
+            rgba[:100, :, :3], rgba[:100, :, 3] = (0, 200, 0), 0  # a transparent top, a colour left under it
+            frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    batches, _ = _all(path, short_side=None, square_crop=False)
+    frames = np.concatenate([b.data for b in batches])
+    assert frames[:, :100].max() == 0 and (frames[:, 100:] == np.stack(frames24[:3])[:, 100:]).all()
+    assert (read_frames_at(path, [1], [0.25])[1] == frames[1]).all()

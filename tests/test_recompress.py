@@ -52,7 +52,7 @@ def test_round_trip_keeps_order_and_shape_and_loses_a_little(real_frames, spec):
 @needs_shared
 @pytest.mark.parametrize("spec", ["h264:10", "jpeg:95"])
 def test_round_trip_keeps_the_frames_brightness(real_frames, spec):
-    """Decoded as the reader decodes (reader.RGB_CONVERSION): no systematic shift per channel. swscale's
+    """Decoded as the reader decodes (video_colour.RGB_CONVERSION): no systematic shift per channel. swscale's
     default conversion took 1-2 grey levels off each, so training and thresholds saw darker frames."""
     shift = (round_trip(real_frames, Codec.parse(spec)).float() - real_frames.float()).mean(dim=(0, 2, 3))
     assert shift.abs().max() < 0.4, shift

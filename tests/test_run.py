@@ -378,3 +378,27 @@ def test_a_prophoto_export_scores_as_its_srgb_export(tmp_path):
     assert out["wide"][1] == out["srgb"][1]
     assert out["wide"][2]["colour_profiles_converted"] == ["ProPhoto RGB (test) (from frame0.png)"]
     assert out["srgb"][2]["colour_profiles_converted"] == []
+
+
+def test_an_hdr_recording_scores_as_its_sdr_recording(tmp_path):
+    """QA 54: a PQ (HDR) recording was read as SDR: the shipped model scored its bleeding frames 0.13-0.32 instead of
+    0.99, no word said. Now converted: the same scores and events as the SDR recording within 0.05, and a Warning:
+    line says what was converted and how."""
+    import av
+
+    from hdr_clips import PQ, write_clip
+
+    with av.open(str(DEMO_CLIP)) as container:
+        views = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][8:32]  # the first event and around it
+    out = {}
+    for name, path in (("sdr", encode_clip(views, tmp_path / "sdr.mp4", options={"qp": "0"})),
+                       ("pq", write_clip(views, tmp_path / "pq.mp4", PQ))):
+        done = triage("run", path, "--out", tmp_path / f"o{name}", "--quiet", "--no-report")
+        assert done.returncode == 0, done.stderr
+        out[name] = (done.stderr, pq.read_table(tmp_path / f"o{name}" / "frames.parquet").column("score").to_numpy(),
+                     pq.read_table(tmp_path / f"o{name}" / "events.parquet").select(["start_frame", "end_frame"]).to_pylist())
+    assert out["sdr"][1].max() > 0.9 and out["sdr"][2]  # the event is there to be lost
+    np.testing.assert_allclose(out["pq"][1], out["sdr"][1], atol=0.05)
+    assert out["pq"][2] == out["sdr"][2]
+    assert (f"Warning: {tmp_path / 'pq.mp4'}: HDR video (PQ (SMPTE ST 2084), BT.2020 primaries): converted to SDR sRGB "
+            "with BT.709 primaries") in out["pq"][0] and "Warning" not in out["sdr"][0]
