@@ -338,8 +338,8 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 try:
                     w, h = _fit(square_pixel_width(stream, frame.width), frame.height, options.short_side)
                     rgb = frame_rgb(reformatter, frame, w, h)
-                    if not stats.colour_notes and needs_conversion(frame):
-                        stats.colour_notes = [conversion_note(frame)]
+                    if needs_conversion(frame) and (note := conversion_note(frame)) not in stats.colour_notes:
+                        stats.colour_notes.append(note)  # each kind once: a stream may change (SDR, then HDR)
                 except UnconvertibleColours as exc:
                     raise InputError(path, f"frame {index}: {exc}") from None
                 except (av.FFmpegError, ValueError) as exc:

@@ -4,13 +4,15 @@ Almost every recording is SDR with BT.709 or BT.601 primaries: swscale converts 
 and range the stream states (or FFmpeg's default for an untagged one), and those values are the frame. Two kinds of
 stream need more (QA 54), because swscale converts the matrix only, not the light: HDR video, whose R'G'B' are PQ
 (SMPTE ST 2084) or HLG (ARIB STD-B67) signals, read as SDR they are dull and dark (bleeding frames scored 0.32 instead
-of 0.99); and BT.2020's wider primaries, read as BT.709 they desaturate reds. Such a frame is converted to float
-R'G'B' by swscale (matrix, range, resize), then in numpy to linear light (PQ: reference white 203 cd/m2, BT.2408; HLG:
-its 75 % signal; SDR: the inverse BT.709 curve), to BT.709 primaries, and back to signals (HDR: sRGB's curve, as an
-SDR picture is shown; SDR: the BT.709 curve it came by, so only its primaries change); what lies above reference white
-(highlights) or outside BT.709 is clipped. ~3 ms a 224 px frame here. Colour matrices swscale cannot convert
-(YCgCo, ICtCp, constant-luminance BT.2020) are refused with their name. A stream with an alpha channel (PNG or
-QuickTime Animation in a MOV) is laid on black, as a frame folder's transparent PNG is.
+of 0.99); and BT.2020's wider primaries, read as BT.709 they desaturate reds. Such a frame is converted to 16-bit
+R'G'B' by swscale (matrix, range, resize), then by lookup tables and a 3 x 3 matrix to display light relative to
+reference white (PQ: 203 cd/m2, BT.2408; HLG: its 75 % signal, through BT.2100's display step, system gamma 1.2 at
+1,000 cd/m2; SDR: the inverse BT.709 curve), to BT.709 primaries (BT.2087), and back to signals (HDR: sRGB's curve, as
+an SDR picture is shown; SDR: the BT.709 curve it came by, so only its primaries change); what lies above reference
+white (highlights) or outside BT.709 is clipped. ~1-2 ms a 224 px frame, 55-70 ms a 1080p thumbnail here. Colour
+matrices swscale cannot convert (YCgCo, ICtCp, constant-luminance BT.2020) are refused with their name. A stream with
+an alpha channel (PNG or QuickTime Animation in a MOV, ProRes 4444) or a palette is laid on black, as a frame folder's
+transparent PNG is.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 
 import av
+import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
@@ -37,10 +40,12 @@ _TRANSFER_NAMES = {PQ: "PQ (SMPTE ST 2084)", HLG: "HLG (ARIB STD-B67)"}
 _UNCONVERTIBLE_MATRICES = {8: "YCgCo", 10: "BT.2020 constant luminance", 11: "SMPTE ST 2085", 12: "chromaticity-derived",
                            13: "chromaticity-derived constant luminance", 14: "ICtCp", 15: "IPT-C2", 16: "YCgCo-Re",
                            17: "YCgCo-Ro"}
-_HLG_WHITE = (np.exp((0.75 - 0.55991073) / 0.17883277) + 0.28466892) / 12  # scene light of its 75 % signal: 0.265
 # BT.2020 -> BT.709 primaries, linear light (ITU-R BT.2087)
-_BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728], [-0.1246, 1.1329, -0.0083], [-0.0182, -0.1006, 1.1187]],
-                            np.float32)
+BT2020_TO_BT709 = np.array([[1.6605, -0.5876, -0.0728], [-0.1246, 1.1329, -0.0083], [-0.0182, -0.1006, 1.1187]],
+                           np.float32)
+BT2020_LUMA, BT709_LUMA = np.array([0.2627, 0.6780, 0.0593], np.float32), np.array([0.2126, 0.7152, 0.0722], np.float32)
+HLG_PEAK, REFERENCE_WHITE = 1000.0, 203.0  # cd/m2: BT.2100's nominal HLG display, BT.2408's reference white
+_OUT_STEPS = 16383  # linear light is looked up at this many steps to its 8-bit signal (under half a level apart)
 
 
 class UnconvertibleColours(Exception):
@@ -49,7 +54,8 @@ class UnconvertibleColours(Exception):
 
 @functools.lru_cache(maxsize=16)
 def _has_alpha(pixel_format: str) -> bool:
-    return any(component.is_alpha for component in av.VideoFormat(pixel_format).components)
+    """An alpha channel, or a palette (whose entries may be transparent: FFmpeg's PNG decoder keeps tRNS there)."""
+    return pixel_format == "pal8" or any(component.is_alpha for component in av.VideoFormat(pixel_format).components)
 
 
 def needs_conversion(frame: av.VideoFrame) -> bool:
@@ -58,18 +64,18 @@ def needs_conversion(frame: av.VideoFrame) -> bool:
 
 
 def conversion_note(frame: av.VideoFrame) -> str:
-    """What a run says of a converted stream (a Warning: line: the scores of such input are less certain)."""
+    """What a run says of a converted frame's kind (a Warning: line: the scores of such input are less certain)."""
     trc = int(frame.color_trc)
-    what = f"HDR video ({_TRANSFER_NAMES[trc]}" if trc in _TRANSFER_NAMES else "video (SDR"
     primaries = ", BT.2020 primaries" if int(frame.color_primaries) == BT2020_PRIMARIES else ""
-    white = {PQ: ", reference white at 203 cd/m2 (BT.2408), highlights above it clipped",
-             HLG: ", reference white at its 75 % signal, highlights above it clipped"}.get(trc, "")
-    return (f"{what}{primaries}): converted to SDR sRGB with BT.709 primaries{white}; the models learned SDR recordings, "
-            "so check its events against the source")
+    if trc not in _TRANSFER_NAMES:
+        return f"video (SDR{primaries}): converted to BT.709 primaries (its BT.709 curve kept)"
+    white = {PQ: "reference white at 203 cd/m2 (BT.2408)", HLG: "reference white at its 75 % signal (BT.2408)"}[trc]
+    return (f"HDR video ({_TRANSFER_NAMES[trc]}{primaries}): converted to SDR sRGB with BT.709 primaries, {white}, "
+            "highlights above it clipped; the models learned SDR recordings, so check its events against the source")
 
 
 def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """``frame`` as uint8 RGB [height, width, 3] (see the module's docstring).
+    """``frame`` as uint8 RGB [height, width, 3] (see the module's docstring); an alpha channel laid on black.
 
     Raises:
         UnconvertibleColours: a colour matrix swscale cannot convert.
@@ -78,38 +84,60 @@ def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, h
     matrix = int(frame.colorspace)
     if matrix in _UNCONVERTIBLE_MATRICES:
         raise UnconvertibleColours(f"colour matrix {_UNCONVERTIBLE_MATRICES[matrix]} (a stream tag), which FFmpeg's "
-                                   "scaler cannot convert to RGB: re-encode it to BT.709 (ffmpeg -vf "
-                                   "colorspace=all=bt709) to triage it")
-    if _has_alpha(frame.format.name):  # (PNG or QuickTime Animation in a MOV): laid on black, as a frame folder's PNG
+                                   "scaler cannot convert to RGB: convert it to BT.709 Y'CbCr with a tool that knows "
+                                   "this matrix to triage it")
+    alpha = _has_alpha(frame.format.name)
+    if not needs_conversion(frame):
+        if not alpha:
+            return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=RGB_CONVERSION,
+                                        threads=SWSCALE_THREADS).to_ndarray()
         rgba = reformatter.reformat(frame, width=width, height=height, format="rgba", interpolation=RGB_CONVERSION,
                                     threads=SWSCALE_THREADS).to_ndarray()
-        return np.ascontiguousarray((rgba[..., :3].astype(np.uint16) * rgba[..., 3:] // 255).astype(np.uint8))
-    if not needs_conversion(frame):
-        return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=RGB_CONVERSION,
-                                    threads=SWSCALE_THREADS).to_ndarray()
-    planar = reformatter.reformat(frame, width=width, height=height, format="gbrpf32le", interpolation=RGB_CONVERSION,
-                                  threads=SWSCALE_THREADS)
-    g, b, r = (np.frombuffer(p, np.float32).reshape(p.height, p.line_size // 4)[:, : p.width] for p in planar.planes)
-    signal = np.clip(np.stack([r, g, b], -1), 0.0, 1.0)
-    linear = _to_linear(signal, int(frame.color_trc))
-    if int(frame.color_primaries) == BT2020_PRIMARIES:
-        linear = linear @ _BT2020_TO_BT709.T
-    linear = np.clip(linear, 0.0, 1.0)
-    if int(frame.color_trc) in (PQ, HLG):  # display light: sRGB's curve, as an SDR picture is shown
-        encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
-    else:  # SDR: back through the curve it came by, so only the primaries change (as any SDR stream is read)
-        encoded = np.where(linear < 0.018, 4.5 * linear, 1.099 * np.power(linear, 0.45) - 0.099)
-    return np.ascontiguousarray((encoded * 255 + 0.5).astype(np.uint8))
+        return _on_black(rgba[..., :3], rgba[..., 3:], 255)
+    planar = reformatter.reformat(frame, width=width, height=height, format="gbrap16le" if alpha else "gbrp16le",
+                                  interpolation=RGB_CONVERSION, threads=SWSCALE_THREADS)
+    planes = [np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, : p.width] for p in planar.planes]
+    trc, wide = int(frame.color_trc), int(frame.color_primaries) == BT2020_PRIMARIES
+    to_linear = _signal_to_linear(trc if trc in (PQ, HLG) else 0)
+    linear = np.stack([to_linear[planes[2]], to_linear[planes[0]], to_linear[planes[1]]], -1)  # gbrp: G, B, R planes
+    if trc == HLG:  # BT.2100's display step: F_D = L_W * Y_S ** (gamma - 1) * E, in the stream's (BT.2020) primaries
+        luma = cv2.transform(linear, (BT2020_LUMA if wide else BT709_LUMA)[None]).reshape(linear.shape[:2] + (1,))
+        linear *= (HLG_PEAK / REFERENCE_WHITE) * np.power(np.maximum(luma, 0), 0.2)
+    if wide:
+        linear = cv2.transform(linear, BT2020_TO_BT709)
+    steps = np.clip(linear * _OUT_STEPS + 0.5, 0, _OUT_STEPS).astype(np.uint16)
+    rgb = _linear_to_signal(trc in (PQ, HLG))[steps]
+    return _on_black(rgb, planes[3][..., None], 65535) if alpha else np.ascontiguousarray(rgb)
 
 
-def _to_linear(signal: np.ndarray, trc: int) -> np.ndarray:
-    """R'G'B' signals (0-1) as linear light, 1.0 at reference white."""
+
+def _on_black(rgb: np.ndarray, alpha: np.ndarray, opaque: int) -> np.ndarray:
+    return np.ascontiguousarray((rgb.astype(np.uint32) * alpha // opaque).astype(np.uint8))
+
+
+@functools.lru_cache(maxsize=4)
+def _signal_to_linear(trc: int) -> np.ndarray:
+    """float32 [65536]: a 16-bit R'G'B' signal as light, 1.0 at reference white (HLG: scene light, before the display
+    step; 0: SDR, the inverse BT.709 curve)."""
+    signal = np.arange(65536, dtype=np.float64) / 65535
     if trc == PQ:
         m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
         p = np.power(signal, 1 / m2)
-        return 10000 / 203 * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
-    if trc == HLG:
+        light = 10000 / REFERENCE_WHITE * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
+    elif trc == HLG:  # scene light 0-1 (BT.2100's inverse OETF); the display step makes its 75 % signal 1.0
         a, b, c = 0.17883277, 0.28466892, 0.55991073
-        scene = np.where(signal <= 0.5, signal * signal / 3, (np.exp((signal - c) / a) + b) / 12)
-        return scene / _HLG_WHITE
-    return np.where(signal < 0.081, signal / 4.5, np.power((signal + 0.099) / 1.099, 1 / 0.45))  # BT.709's curve
+        light = np.where(signal <= 0.5, signal * signal / 3, (np.exp((signal - c) / a) + b) / 12)
+    else:
+        light = np.where(signal < 0.081, signal / 4.5, np.power((signal + 0.099) / 1.099, 1 / 0.45))
+    return light.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _linear_to_signal(srgb: bool) -> np.ndarray:
+    """uint8 [_OUT_STEPS + 1]: linear light 0-1 as an 8-bit signal: sRGB's curve (HDR) or BT.709's (SDR)."""
+    linear = np.arange(_OUT_STEPS + 1, dtype=np.float64) / _OUT_STEPS
+    if srgb:
+        signal = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+    else:
+        signal = np.where(linear < 0.018, 4.5 * linear, 1.099 * np.power(linear, 0.45) - 0.099)
+    return (signal * 255 + 0.5).astype(np.uint8)

@@ -1,8 +1,9 @@
 """Wide-gamut and HDR clips written by the standards' own formulas, for tests (no such recordings ship with the data).
 
 sRGB frames -> linear light -> BT.2020 primaries (ITU-R BT.2087) -> a transfer: the BT.709 curve (SDR), PQ with
-reference white at 203 cd/m2 (SMPTE ST 2084, ITU-R BT.2408) or HLG with reference white at its 75 % signal (ARIB
-STD-B67) -> BT.2020 non-constant-luminance Y'CbCr, limited range, 10-bit 4:2:0 -> lossless HEVC, tagged.
+reference white at 203 cd/m2 (SMPTE ST 2084, ITU-R BT.2408) or HLG through BT.2100's inverse EOTF (a 1,000 cd/m2
+display, reference white 203 cd/m2) -> BT.2020 non-constant-luminance Y'CbCr, limited range, 10-bit 4:2:0 -> lossless
+HEVC, tagged.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ def _signal(linear: np.ndarray, trc: int) -> np.ndarray:
         m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 4096 * 128, 3424 / 4096, 2413 / 4096 * 32, 2392 / 4096 * 32
         y = np.clip(linear * 203 / 10000, 0, 1) ** m1
         return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
-    if trc == HLG:
+    if trc == HLG:  # BT.2100's inverse EOTF: display light (1,000 cd/m2 display, gamma 1.2) to scene light, then OETF
         a, b, c = 0.17883277, 0.28466892, 0.55991073
-        white = (np.exp((0.75 - c) / a) + b) / 12
-        e = linear * white
+        display = linear * 203 / 1000
+        luma = np.maximum(display @ [0.2627, 0.6780, 0.0593], 1e-12)[..., None]
+        e = display * luma ** ((1 - 1.2) / 1.2)
         return np.where(e <= 1 / 12, np.sqrt(3 * np.maximum(e, 0)), a * np.log(np.maximum(12 * e - b, 1e-12)) + c)
     return bt709_curve(linear)
 
