@@ -86,14 +86,16 @@ def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, h
         raise UnconvertibleColours(f"colour matrix {_UNCONVERTIBLE_MATRICES[matrix]} (a stream tag), which FFmpeg's "
                                    "scaler cannot convert to RGB: convert it to BT.709 Y'CbCr with a tool that knows "
                                    "this matrix to triage it")
-    alpha = _has_alpha(frame.format.name)
+    alpha, size = _has_alpha(frame.format.name), (width, height)
+    if alpha:  # laid on black at the frame's own size, then resized, as a frame folder's image is (resizing straight
+        width, height = frame.width, frame.height  # RGBA would blend the colours under transparent pixels in: rev49)
     if not needs_conversion(frame):
         if not alpha:
             return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation=RGB_CONVERSION,
                                         threads=SWSCALE_THREADS).to_ndarray()
         rgba = reformatter.reformat(frame, width=width, height=height, format="rgba", interpolation=RGB_CONVERSION,
                                     threads=SWSCALE_THREADS).to_ndarray()
-        return _on_black(rgba[..., :3], rgba[..., 3:], 255)
+        return _resized(_on_black(rgba[..., :3], rgba[..., 3:]), size)
     planar = reformatter.reformat(frame, width=width, height=height, format="gbrap16le" if alpha else "gbrp16le",
                                   interpolation=RGB_CONVERSION, threads=SWSCALE_THREADS)
     planes = [np.frombuffer(p, np.uint16).reshape(p.height, p.line_size // 2)[:, : p.width] for p in planar.planes]
@@ -107,12 +109,21 @@ def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, h
         linear = cv2.transform(linear, BT2020_TO_BT709)
     steps = np.clip(linear * _OUT_STEPS + 0.5, 0, _OUT_STEPS).astype(np.uint16)
     rgb = _linear_to_signal(trc in (PQ, HLG))[steps]
-    return _on_black(rgb, planes[3][..., None], 65535) if alpha else np.ascontiguousarray(rgb)
+    if not alpha:
+        return np.ascontiguousarray(rgb)
+    alpha8 = ((planes[3].astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 10/12-bit opaque: 65472, 65520
+    return _resized(_on_black(rgb, alpha8[..., None]), size)
 
 
+def _on_black(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """uint8 RGB laid on black by its uint8 alpha, as a frame folder's transparent PNG is."""
+    return np.ascontiguousarray((rgb.astype(np.uint16) * alpha // 255).astype(np.uint8))
 
-def _on_black(rgb: np.ndarray, alpha: np.ndarray, opaque: int) -> np.ndarray:
-    return np.ascontiguousarray((rgb.astype(np.uint32) * alpha // opaque).astype(np.uint8))
+
+def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
 
 
 @functools.lru_cache(maxsize=4)

@@ -1230,6 +1230,16 @@ def test_a_video_s_transparent_pixels_are_laid_on_black(tmp_path, frames24):
     frames = np.concatenate([b.data for b in batches])
     assert frames[:, :100].max() == 0 and (frames[:, 100:] == np.stack(frames24[:3])[:, 100:]).all()
     assert (read_frames_at(path, [1], [0.25])[1] == frames[1]).all()
+    # read smaller (as scoring does): laid on black before the resize, as a frame folder's PNG (rev49: the green under
+    # the transparent top bled into the rows below it)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, rgb in enumerate(frames24[:3]):
+        rgba = np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.full((224, 224), 255, np.uint8)])
+        rgba[:100, :, :3], rgba[:100, :, 3] = (0, 200, 0), 0
+        cv2.imwrite(str(folder / f"f{i}.png"), rgba)
+    small = np.concatenate([b.data for b in _all(path, short_side=112, square_crop=False)[0]])
+    assert (small == np.concatenate([b.data for b in _all(folder, short_side=112, square_crop=False)[0]])).all()
 
 
 def _tagged_frame(rgb16: np.ndarray, trc: int, primaries: int = 9, alpha: np.ndarray | None = None):
@@ -1279,3 +1289,15 @@ def test_hdr_signals_become_the_sdr_picture_the_standards_define():
     alpha[:2] = 0
     got = read(grey(pq_signal(203)), 16, alpha=alpha)
     assert (got[:2] == 0).all() and (got[2:] == 255).all()
+    # as ProRes 4444 decodes: 12-bit Y'CbCr + alpha, opaque at 4,095 (65,520 in 16 bits: it read one level dark, rev49)
+    import av
+
+    read = {}
+    for pixels in ("yuva444p12le", "yuv444p12le"):
+        frame = av.VideoFrame(4, 4, pixels)
+        for plane, value in zip(frame.planes, (round(256 + 3504 * pq_signal(0.18 * 203)), 2048, 2048, 4095)):
+            np.frombuffer(plane, np.uint16).reshape(plane.height, -1)[:] = value
+        frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc = 9, 1, 9, 16
+        read[pixels] = frame_rgb(VideoReformatter(), frame, 4, 4)
+    assert (read["yuva444p12le"] == read["yuv444p12le"]).all()  # opaque is opaque
+    assert np.abs(read["yuv444p12le"].astype(int) - round(srgb(0.18))).max() <= 1  # (swscale's 12-bit range expansion)
