@@ -33,6 +33,9 @@ def report_problem(report) -> str | None:
     """What makes a parsed report unusable (None when it is well formed)."""
     if not isinstance(report, dict) or not isinstance(report.get("candidates"), dict):
         return "not a report of `triage optimize` (no candidates object)"
+    digests = report.get("onnx_sha256", {})
+    if not isinstance(digests, dict) or not all(isinstance(v, str) and len(v) == 64 for v in digests.values()):
+        return "onnx_sha256 must map ONNX file names to SHA-256 digests"
     for name, row in report["candidates"].items():
         if name not in BACKENDS:
             return f"unknown backend {name!r}"
@@ -271,6 +274,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         warnings += [warning] if warning and report is None else []
         choice["onnx_file"] = str(path.absolute())
         choice["onnx_sha256"] = file_sha256(path)  # QA 52: weights_sha256 covers config and safetensors, not the graph that scores
+        checked = (parsed[0] or {}).get("onnx_sha256", {}).get(onnx_file(requested))
+        if checked and checked != choice["onnx_sha256"]:  # swapped, edited or re-exported since the check: not what was measured
+            raise WeightsError(path, f"not the file `triage optimize` checked against fp32 (SHA-256 {choice['onnx_sha256'][:12]}..., "
+                                     f"{BACKENDS_FILE} records {checked[:12]}...); run `triage optimize` again")
     if warnings:
         choice["warnings"] = warnings
     return choice

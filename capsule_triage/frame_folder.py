@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import numpy as np
 
 from . import MAX_FRAME_PIXELS
 from .colour_profile import UnusableProfile, to_srgb
-from .image_headers import PNG_SIGNATURE, embedded_profile, png_chunk_span, png_exif_orientation, png_transparent
+from .image_headers import (PNG_SIGNATURE, embedded_profile, jpeg_size, png_chunk_span, png_exif_orientation, png_intact,
+                            png_transparent)
 from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -131,28 +131,6 @@ def extra_pages(path: Path) -> int:
         return 0
 
 
-def png_intact(data: memoryview) -> bool:
-    """Whether a PNG's chunks are all there up to IEND, its critical ones (IHDR, PLTE, IDAT, IEND:
-    an upper-case first letter) each with its CRC. libpng prints its own line to stderr for a damaged
-    one ("libpng error: IDAT: CRC error" for a flipped byte, "PNG input buffer is incomplete" for a
-    file cut short by an interrupted copy), around the run's own lines; the reader counts such a
-    frame as undecodable itself. A damaged ancillary chunk (tEXt, ...) does not stop the image from
-    decoding. CRCs of a 1 MB frame: ~0.1 ms."""
-    at = 8
-    while at + 12 <= len(data):
-        length = int.from_bytes(data[at : at + 4], "big")
-        end = at + 8 + length
-        if end + 4 > len(data):
-            return False
-        critical = 65 <= data[at + 4] <= 90
-        if critical and zlib.crc32(data[at + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
-            return False
-        if data[at + 4 : at + 8] == b"IEND":
-            return True  # data an exporter appends after it is fine
-        at = end + 4
-    return False
-
-
 class UnreadableImage(ValueError):
     """An image file that decodes but whose samples are not taken as a frame's colours; its message says why."""
 
@@ -160,9 +138,6 @@ class UnreadableImage(ValueError):
 class ImageTooLarge(UnreadableImage):
     """An image of more than :data:`~capsule_triage.MAX_FRAME_PIXELS`: not decoded (QA 48: a 1.2 MB PNG of 20000 x 20000
     pixels, a decompression bomb, took 2.5 GB and 23 s, and two of them a batch's workers' memory)."""
-
-
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})  # a JPEG's frame header
 
 
 def check_image_size(data: np.ndarray) -> None:
@@ -174,19 +149,7 @@ def check_image_size(data: np.ndarray) -> None:
     if bytes(head[:8]) == PNG_SIGNATURE and bytes(head[12:16]) == b"IHDR":
         size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     elif bytes(head[:2]) == b"\xff\xd8":
-        at = 2
-        while size is None and at + 9 <= len(head) and head[at] == 0xFF:
-            marker = head[at + 1]
-            if marker == 0xFF:  # fill byte
-                at += 1
-            elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length (TEM, RSTn)
-                at += 2
-            elif marker in _SOF_MARKERS:
-                size = int.from_bytes(head[at + 7: at + 9], "big"), int.from_bytes(head[at + 5: at + 7], "big")
-            elif marker in (0xD9, 0xDA):  # the end, or the pixel data, before any frame header
-                break
-            else:
-                at += 2 + int.from_bytes(head[at + 2: at + 4], "big")
+        size = jpeg_size(head)
     if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
         raise ImageTooLarge(f"{size[0]:,} x {size[1]:,} px ({size[0] * size[1] / 1e6:,.0f} MP), over the "
                             f"{MAX_FRAME_PIXELS // 1_000_000} MP a frame may have: not decoded")

@@ -25,7 +25,7 @@ from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_in
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
 from .device import cuda_unsupported, gpu_name, resolve_device
-from .digests import weights_digests, weights_sha256
+from .digests import file_sha256, weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
 from .frames import DecodeStats
 from .preprocess import Preprocessor
@@ -267,5 +267,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
             **tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes),
         }
+    # the bytes each ONNX candidate was checked on: a file swapped or re-exported later is refused, not trusted (QA 52)
+    checked = sorted({onnx_file(name) for name, row in report["candidates"].items() if onnx_file(name) and "error" not in row})
+    report["onnx_sha256"] = {name: file_sha256(weights_dir / name) for name in checked}
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -511,6 +511,7 @@ def _with_report(folder, tmp_path, report_text: str):
     ('{"candidates": {"trt": {"accepted": true}}}', "is malformed (unknown backend 'trt')"),
     ('{"candidates": {"ort-fp32": {"accepted": true, "frames_per_second": "fast"}}}', "is malformed (ort-fp32: frames_per_second must be a positive number"),
     ('{"candidates": {"ov-fp32": {"accepted": true, "frames_per_second": 9, "tuning": {"threads": -1}}}}', "is malformed (ov-fp32: tuning needs integers >= 1"),
+    ('{"candidates": {}, "onnx_sha256": {"model.fp32.onnx": 7}}', "is malformed (onnx_sha256 must map ONNX file names to SHA-256 digests)"),
 ])
 def test_a_damaged_or_hand_edited_report_falls_back_to_fp32_with_a_warning(optimized, tmp_path, text, problem):
     folder, _ = optimized
@@ -549,11 +550,31 @@ def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_nam
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o1")
     assert result.returncode == 2 and not (tmp_path / "o1").exists()
     assert result.stderr.strip().endswith(f"Error: {copy / 'model.fp32.onnx'}: exported from other network weights or preprocessing than model.safetensors and config.json hold now; run `triage optimize` again")
-    (copy / "backends.json").write_text(json.dumps(report))
-    (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes()[:100_000])
+    (copy / "backends.json").write_text(json.dumps({k: v for k, v in report.items() if k != "onnx_sha256"}))  # a report of before 2026-12-03
+    (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes()[:100_000])  # (with it: the swapped-file refusal)
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o2")
     assert result.returncode == 2 and not (tmp_path / "o2").exists() and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"Error: {(copy / 'model.fp32.onnx').absolute()}: cannot load it with ort-fp32 (")
+
+
+def test_an_onnx_file_swapped_after_its_check_is_refused(optimized, tmp_path):
+    # QA 52: a hand-swapped model.fp32.onnx moved scores by 0.08 while run.json only recorded its digest
+    folder, report = optimized
+    assert report["onnx_sha256"] == {name: file_sha256(folder / name) for name in ("model.fp32.onnx", "model.int8.onnx")}
+    copy = _with_report(folder, tmp_path, json.dumps(report))
+    (copy / "model.fp32.onnx").write_bytes((folder / "model.int8.onnx").read_bytes())  # a valid graph, not the one checked
+    swapped = file_sha256(copy / "model.fp32.onnx")
+    line = (f"Error: {copy / 'model.fp32.onnx'}: not the file `triage optimize` checked against fp32 (SHA-256 {swapped[:12]}..., "
+            f"backends.json records {report['onnx_sha256']['model.fp32.onnx'][:12]}...); run `triage optimize` again")
+    for backend in ("ort-fp32", "auto"):  # auto: when the report accepts an fp32 ONNX backend as the fastest
+        fastest = dict(report["candidates"]["ort-fp32"], accepted=True, frames_per_second=1e6)
+        (copy / "backends.json").write_text(json.dumps(dict(report, candidates={**report["candidates"], "ort-fp32": fastest})))
+        out = tmp_path / f"out-{backend}"
+        result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", backend, "--out", out)
+        assert result.returncode == 2 and not out.exists() and result.stderr.strip().splitlines()[-1] == line, result.stderr
+    assert choose_backend("ort-int8", "cpu", copy, report["weights_sha256"])["backend"] == "ort-int8"  # its own file is the one checked
+    (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes())
+    assert choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])["onnx_sha256"] == report["onnx_sha256"]["model.fp32.onnx"]
 
 
 def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_the_graph(optimized, tmp_path):
