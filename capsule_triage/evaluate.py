@@ -33,6 +33,7 @@ from .device import exact_fp32, resolve_device, to_device
 from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
 from .errors import DeviceError, InputError, TriageError, WeightsError
+from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
 from .model_card import check_card, check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
@@ -84,6 +85,16 @@ def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images
 
 def suspicion(probs: np.ndarray, config: ModelConfig) -> np.ndarray:
     return probs[:, config.abnormal_indices].sum(axis=1)
+
+
+def as_run_scores(probs: np.ndarray, view: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """``probs`` with the frames that show no field of view (``view`` False) given all to the first normal class: triage
+    run does not score such frames (black, flat or grey pictures, burned-in text), so no such frame is ever flagged."""
+    out = probs.copy()
+    normal = next(i for i in range(len(config.class_names)) if i not in config.abnormal_indices)
+    out[~view] = 0.0
+    out[~view, normal] = 1.0
+    return out
 
 
 def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, groups: list[str] | None = None) -> dict:
@@ -185,11 +196,13 @@ def evaluate(
     except torch.OutOfMemoryError:
         raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
                                       "use a smaller --batch-size") from None
+    view = has_view(images.images.permute(0, 2, 3, 1).numpy())  # QA 53 #4: what triage run leaves unscored counts as unflagged
     result = {"model": config.name, "architecture": config.architecture, "weights": str(Path(weights).absolute()), "backend": backend,
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
               "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
-              **({"codec": str(parsed)} if parsed else {}),
-              **summarize(images.labels.numpy(), probs, config, groups=images.groups), "versions": package_versions()}
+              **({"codec": str(parsed)} if parsed else {}), "frames_without_view": int((~view).sum()),
+              **summarize(images.labels.numpy(), as_run_scores(probs, view, config), config, groups=images.groups),
+              "versions": package_versions()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else _training_overlap(select(samples, split), config, split))
@@ -202,7 +215,10 @@ def evaluate(
                "frames: it fits frames the model learned, so its sensitivity on new frames may fall short of the target" if learned else None)
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
                  "threshold" if where.type != "cpu" and not backend.startswith("torch-") else None)
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unfinished_training(config), overlap, tuned, learned,
+    unseen = (f"{result['frames_without_view']} of the {len(view)} frames scored show no field of view ({NO_VIEW_KINDS}): "
+              "triage run gives such frames no score, so they count as not flagged here (predictions.parquet: has_view)"
+              if not view.all() else None)
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, learned,
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread)) if w]
@@ -216,7 +232,7 @@ def evaluate(
     result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
     if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
         with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
-            write_outputs(staging, result, images, probs, config)
+            write_outputs(staging, result, images, probs, config, view)
     if model_card is not None:
         write_card_section(Path(weights), model_card, result)
         write_training_section(Path(weights), config)
@@ -345,14 +361,17 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     return selection, val.sha256  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
-def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig) -> None:
-    """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out`` (a new folder)."""
+def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig,
+                  view: np.ndarray) -> None:
+    """metrics.json, predictions/thresholds/groups Parquet and roc.png into ``out`` (a new folder). ``probs``: the model's;
+    ``view``: which frames show a field of view (the others' score is 0, as :func:`as_run_scores`)."""
     (out / METRICS_FILE).write_text(json.dumps(json_ready(result), indent=2) + "\n")
+    model_probs, probs = probs, as_run_scores(probs, view, config)
     score = suspicion(probs, config)
     positive = np.isin(images.labels.numpy(), config.abnormal_indices)
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
-               "abnormal": positive, "score": score, "flagged": score >= config.threshold}
-    columns.update({f"prob_{name}": probs[:, i] for i, name in enumerate(config.class_names)})
+               "abnormal": positive, "has_view": view, "score": score, "flagged": score >= config.threshold}
+    columns.update({f"prob_{name}": model_probs[:, i] for i, name in enumerate(config.class_names)})  # the model's own
     meta = {"model": config.name, "weights_sha256": result["weights_sha256"], "threshold": str(config.threshold),
             "split": result["split"], "border": config.border}  # on every table: each is read alone (QA 20)
     pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")

@@ -76,6 +76,27 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
 
 
 @needs_shared
+def test_stills_without_a_view_count_as_triage_run_treats_them(weights_copy, small_manifest, tmp_path):
+    # QA 53 #4: eval scored a black or flat still as any other, while triage run gives such a frame no score
+    flat_red, black = tmp_path / "flat_red.png", tmp_path / "black.png"
+    cv2.imwrite(str(flat_red), np.full((300, 300, 3), (20, 30, 200), np.uint8))  # a flat picture (BGR): no view
+    cv2.imwrite(str(black), np.zeros((300, 300, 3), np.uint8))
+    manifest = tmp_path / "with_blank.csv"
+    manifest.write_text(small_manifest.read_text() + f"{flat_red},non-bleeding,blank1,test\n{black},bleeding,blank2,test\n")
+    result = evaluate(weights_copy, manifest, "test", out_dir=tmp_path / "eval")
+    assert result["n"] == 50 and result["frames_without_view"] == 2
+    assert any(w.startswith("2 of the 50 frames scored show no field of view (black, too dark, ") for w in result["warnings"])
+    rows = pq.read_table(tmp_path / "eval" / "predictions.parquet").to_pylist()
+    blank = {Path(r["path"]).name: r for r in rows if not r["has_view"]}
+    assert set(blank) == {"flat_red.png", "black.png"} and all(r["has_view"] for r in rows if r not in blank.values())
+    for row in blank.values():  # never flagged, as in triage run; the model's own probabilities kept beside
+        assert row["score"] == 0.0 and not row["flagged"]
+        assert row["prob_bleeding"] + row["prob_non-bleeding"] == pytest.approx(1.0, abs=1e-5) and row["prob_bleeding"] > 0
+    seen = evaluate(weights_copy, small_manifest, "test")  # the black bleeding still is a miss; the flat one a true negative
+    assert np.array(result["confusion_matrix"]).tolist() == (np.array(seen["confusion_matrix"]) + [[1, 0], [1, 0]]).tolist()
+
+
+@needs_shared
 def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_copy, small_manifest):
     result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.95)
     selection = result["threshold_selection"]
