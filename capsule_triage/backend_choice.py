@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from .json_files import read_json
 from .backends import BACKENDS, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
 from .cpu_info import numerics
@@ -58,7 +59,7 @@ def _parse_report(weights_dir: Path | None) -> tuple[dict | None, str | None]:
         return None, f"no {BACKENDS_FILE} from `triage optimize` for these weights"
     path = weights_dir / BACKENDS_FILE
     try:
-        report = json.loads(path.read_text())
+        report = read_json(path)
     except (OSError, ValueError) as exc:
         return None, f"{path} is unreadable ({str(exc).splitlines()[0][:120]}); run `triage optimize` again"
     problem = report_problem(report)
@@ -278,6 +279,11 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if checked and checked != choice["onnx_sha256"]:  # swapped, edited or re-exported since the check: not what was measured
             raise WeightsError(path, f"not the file `triage optimize` checked against fp32 (SHA-256 {choice['onnx_sha256'][:12]}..., "
                                      f"{BACKENDS_FILE} records {checked[:12]}...); run `triage optimize` again")
+        if report is not None and "onnx_sha256" not in report:  # QA 55: a swapped file then runs unseen
+            warnings.append(f"{BACKENDS_FILE} predates the ONNX files' digests (2026-12-03): nothing shows that {onnx_file(requested)} "
+                            "is the file its check measured; run `triage optimize` again")
+    if parsed[0] is not None:  # what vouched for the choice, by its bytes (QA 55: an edited report is not in weights_sha256)
+        choice["backends_json_sha256"] = file_sha256(weights_dir / BACKENDS_FILE)
     if warnings:
         choice["warnings"] = warnings
     return choice

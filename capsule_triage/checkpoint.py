@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .json_files import read_json
 from .errors import WeightsError
 from .weights import shareable
 
@@ -42,7 +43,7 @@ def load_checkpoint(out: Path) -> dict | None:
     if not (folder / "state.json").is_file():
         return None
     try:
-        state = json.loads((folder / "state.json").read_text())
+        state = read_json(folder / "state.json")
         state["resume_tensors"] = load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError) as exc:
         raise WeightsError(folder, f"unreadable checkpoint ({exc})") from None

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .json_files import read_json
 from .cli_batch import EXIT_INTERRUPTED, output_folder
 from .errors import DataWarning, TriageError
 
@@ -119,14 +120,12 @@ def train_command(
 
 
 def _print_training(folder: Path) -> None:
-    import json
-
-    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    state = read_json(folder / "checkpoint" / "state.json")
     if not state.get("finished"):
         typer.echo(f"Stopped at step {state['global_step']}; continue with --resume. Checkpoint in {folder / 'checkpoint'}")
         return
     best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
-    config = json.loads((folder / "config.json").read_text())  # said, so a landmark class flagged as abnormal is seen (--abnormal)
+    config = read_json(folder / "config.json")  # said, so a landmark class flagged as abnormal is seen (--abnormal)
     named = "ROC AUC" if len(config["class_names"]) == 2 else "macro F1"  # QA 44: 'val metric' said neither (train.py's val_metric)
     metric = f", validation {named} {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")

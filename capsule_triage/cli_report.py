@@ -38,7 +38,7 @@ def report(
         elif (out_dir / RUN_FILE).is_file():
             try:
                 written = write_report(out_dir, model_card=card)
-            except (AttributeError, TypeError, KeyError) as exc:  # a hand-edited run.json: a field of another type deep inside
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited run.json: a field of another type deep inside
                 raise TriageError(out_dir / RUN_FILE, f"cannot make the page from it ({type(exc).__name__}: {exc})") from None
         elif out_dir.exists() and not out_dir.is_dir():
             raise TriageError(out_dir, "not a folder: give the output folder of `triage run` or `triage batch`")

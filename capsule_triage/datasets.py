@@ -104,10 +104,21 @@ def read_samples(data: str | Path) -> LabelledSource:
     if data.is_dir() and (data / MANIFEST_NAME).is_file():
         data = data / MANIFEST_NAME
     if data.is_file():
-        return LabelledSource(*_read_manifest(data), [])
+        return _named_in_utf8(LabelledSource(*_read_manifest(data), []))
     if data.is_dir():
-        return _read_tree(data)
+        return _named_in_utf8(_read_tree(data))
     raise InputError(data, "no such manifest CSV or image folder")
+
+
+def _named_in_utf8(source: LabelledSource) -> LabelledSource:
+    """``source`` once every image path is UTF-8 (QA 55: another encoding's name failed eval after its scoring)."""
+    for sample in source.samples:
+        try:
+            str(sample.path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(sample.path, "its name is not UTF-8 text (written on a system with another encoding?), which "
+                                          "the tables written from it cannot hold: rename it, e.g. with convmv") from None
+    return source
 
 
 _LINE = "\0line"  # key of a manifest row's line number while it is read (no CSV header holds a NUL)

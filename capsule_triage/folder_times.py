@@ -107,6 +107,20 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     return seconds, sorted((name for name in times if name not in names), key=lambda name: times[name][1])
 
 
+def without_untimed_irregular(listing, timestamps_csv: Path | None):
+    """``listing`` (a :class:`~capsule_triage.frame_folder.FolderListing`) without the entries that are not regular files
+    (a broken link, a FIFO) and that ``timestamps_csv`` does not time: a frame folder timed by name keeps every other
+    frame's time without them, so such a stray is left out and named, not a reason to refuse the study (review rev50)."""
+    if timestamps_csv is None or not listing.irregular:
+        return listing
+    timed = {_nfc(name) for name in read_timestamp_csv(Path(timestamps_csv))}
+    stray = [name for name in listing.irregular if _nfc(name) not in timed]
+    if stray:
+        listing.images = [p for p in listing.images if p.name not in set(stray)]
+        listing.unread.append(f"{len(stray)} not regular file(s) that {Path(timestamps_csv).name} does not time: {', '.join(stray[:3])}")
+    return listing
+
+
 def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -63,12 +64,14 @@ def other_types(names_by_suffix: dict[str, list[str]]) -> list[str]:
 
 @dataclass
 class FolderListing:
-    """``images``: the frames in natural order (hidden files and non-regular files such as FIFOs or
-    dangling symlinks ignored: reading those could block or fail); ``unread``: what looks like frames
-    but is not read, one short phrase per kind (subfolders holding images; images of each other type)."""
+    """``images``: the frames in natural order (hidden files ignored), each name of an image type that is not a folder:
+    one that is not a regular file (a link to a missing file, a FIFO, a device) is skipped when read, with why, and keeps
+    its place in time (QA 55: left out in silence, it moved every later frame's time with ``--fps``); ``unread``: what
+    looks like frames but is not read, one short phrase per kind (subfolders holding images; images of each other type)."""
 
     images: list[Path]
     unread: list[str]
+    irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -78,7 +81,8 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     try:
         with os.scandir(folder) as listing:
             entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
-        images = [folder / e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()]
+        named = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not e.is_dir()]
+        images, irregular = [folder / e.name for e in named], [e.name for e in named if not e.is_file()]
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -95,7 +99,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
         raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
     unread = [f"images in {plural(len(subfolders), 'subfolder')}: {listed(subfolders)}"] if subfolders else []
     unread += other_types(others)
-    return FolderListing(images, unread)
+    return FolderListing(images, unread, irregular)
 
 
 def list_frame_images(folder: Path) -> list[Path]:
@@ -105,15 +109,19 @@ def list_frame_images(folder: Path) -> list[Path]:
 
 def read_image_rgb(path: Path, colours: FolderColours | None = None) -> np.ndarray | None:
     """An image file as uint8 RGB [H, W, 3] (grayscale, 16-bit, floating-point and RGBA are converted: see
-    :func:`decode_image_rgb`; EXIF orientation applied); None if undecodable. Raises :class:`UnreadableImage`."""
-    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), colours, path.name) if path.stat().st_size else None
+    :func:`decode_image_rgb`; EXIF orientation applied); None if undecodable. Raises :class:`UnreadableImage` (also for
+    a FIFO or a device, which is never opened: reading one could block), OSError (a link to a missing file)."""
+    found = path.stat()
+    if not stat.S_ISREG(found.st_mode):
+        raise UnreadableImage(f"not a regular file ({'a FIFO' if stat.S_ISFIFO(found.st_mode) else 'a device or socket'}): not read")
+    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), colours, path.name) if found.st_size else None
 
 
 def probe_image(path: Path) -> np.ndarray | None:
     """:func:`read_image_rgb`, with an image not read taken as undecodable (the folder's read skips it and says why)."""
     try:
         return read_image_rgb(path)
-    except UnreadableImage:
+    except (UnreadableImage, OSError):
         return None
 
 

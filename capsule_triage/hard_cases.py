@@ -5,7 +5,6 @@ but not of an abnormal class, or the other way round)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
+from .json_files import read_json
 from .errors import InputError, OutputError
 from .outputs import written_whole
 
@@ -94,7 +94,7 @@ def _evaluation_warnings(predictions: Path) -> list[str]:
     """What `triage eval` warned of for these predictions (metrics.json beside them): frames the model was trained
     on, a backend not checked against fp32... (QA 31: a model's training frames were listed as its hard cases unsaid)."""
     try:
-        found = json.loads((predictions.parent / "metrics.json").read_text()).get("warnings", [])
+        found = read_json(predictions.parent / "metrics.json").get("warnings", [])
     except (OSError, ValueError, AttributeError):
         return []
     return [w for w in found if isinstance(w, str)] if isinstance(found, list) else []

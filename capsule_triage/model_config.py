@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .json_files import read_json
 from .errors import WeightsError
 
 BORDER_MODES = ("circle", "fov", "none")
@@ -150,7 +151,7 @@ class ModelConfig:
     def load(cls, path: str | Path) -> "ModelConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
         except FileNotFoundError:
             raise WeightsError(path, "config.json not found") from None
         except (OSError, ValueError) as exc:

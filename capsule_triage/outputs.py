@@ -113,7 +113,8 @@ class StagedOutput:
         """Raise early (before any work) if the destination may not be written.
 
         An empty folder is filled; ``--force`` replaces only an earlier output (a folder holding run.json, or
-        ``marker``, and with ``only`` nothing else but hidden files), never the input or a folder that holds it:
+        ``marker``, and with ``only`` nothing else but what an interrupted write of those names or the file system
+        leaves: :func:`_left_over`), never the input or a folder that holds it:
         a mistyped ``--out`` must not delete a study.
         A symbolic link to a folder stands for that folder (the link stays).
         """
@@ -147,8 +148,8 @@ class StagedOutput:
             if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
                                               "--force replaces only those, choose another --out")
-            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p)) \
-                if self.only is not None else []
+            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p)
+                            and not _left_over(p.name, self.only)) if self.only is not None else []
             if others:
                 raise OutputError(self.final, f"folder holds files this command does not write ({', '.join(others[:3])}"
                                               f"{', ...' if len(others) > 3 else ''}); --force replaces only an earlier output, choose another --out")
@@ -222,6 +223,12 @@ class StagedOutput:
 
 
 SYSTEM_FILES = (".ds_store", "thumbs.db", "desktop.ini")  # what file browsers leave in folders they show
+
+
+def _left_over(name: str, own: frozenset[str]) -> bool:
+    """A hidden file an interrupted write of one of ``own`` leaves (``.report.html.<hex>.tmp``, ``.<name>.partial-...``) or
+    that NFS keeps for a file deleted while open (``.nfsXXXX``): not someone's work (review rev50)."""
+    return name.startswith(".nfs") or any(name.startswith(f".{o}.") and (name.endswith(".tmp") or PARTIAL_MARK in name) for o in own)
 
 
 def _system_file(path: Path) -> bool:

@@ -23,11 +23,11 @@ from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .folder_times import TIMESTAMPS_FILE, timestamps_origin, with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
-from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, StagedOutput, events_table, frames_table,
-                      top_frames_table, write_json, write_table, write_thumbnails)
+from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, events_table,
+                      frames_table, top_frames_table, write_json, write_table, write_thumbnails)
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
-from .report import write_report
+from .report import DETAIL_DIR, REPORT_FILE, write_report
 from .field_of_view import NO_VIEW_KINDS, has_view, mostly_without_view
 from .frames_at import iter_frames_at
 from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
@@ -36,6 +36,10 @@ from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 from .progress import progress_bar
+
+# everything a run's folder holds: --force replaces such a folder only when it holds nothing else (QA 55: a reviewer's
+# notes.txt in it was deleted with the old output)
+RUN_OUTPUTS = frozenset({FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, REPORT_FILE, DETAIL_DIR})
 
 
 @dataclass
@@ -122,7 +126,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=options.own_timestamps)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
-    staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path)
+    staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path, only=RUN_OUTPUTS)
     staged.check()
     stats = DecodeStats()
     where = decode_location(options, info)

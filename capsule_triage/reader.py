@@ -23,7 +23,7 @@ import numpy as np
 
 from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
 from .errors import InputError, short_error
-from .folder_times import folder_times
+from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed, plural,
                            probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
@@ -176,12 +176,12 @@ def video_stream(container: av.container.InputContainer) -> av.VideoStream:
 
 def _folder_frames(folder: Path, options: ReadOptions) -> tuple[FolderListing, np.ndarray]:
     """The folder's frames and their times, or the one-line error that says why there are none."""
-    listing = scan_frame_folder(folder)
+    listing = without_untimed_irregular(scan_frame_folder(folder), options.timestamps_csv)
     images = listing.images
     if not images:
         raise InputError(folder, f"folder contains no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                          + (f"; not read: {'; '.join(listing.unread)}" if listing.unread else ""))
-    unreadable = [p for p in images if not os.access(p, os.R_OK)]
+    unreadable = [p for p in images if not os.access(p, os.R_OK) and os.path.exists(p)]  # (a broken link: skipped when read)
     if unreadable:
         raise InputError(unreadable[0], "permission denied (frame image cannot be opened)")
     times, absent = folder_times(folder, images, fps=options.folder_fps, timestamps_csv=options.timestamps_csv)
@@ -201,7 +201,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
-        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images), unread=listing.unread,
+        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular or p.exists()), unread=listing.unread,
     )
 
 

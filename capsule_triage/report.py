@@ -76,6 +76,8 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
 
 def _write_pages(study: Study, card_use: str | None, gaps: list, linked: bool, detail_dir: Path) -> Path:
     try:
+        if detail_dir.is_symlink():  # never written through, nor its target's pages deleted (review rev50)
+            detail_dir.unlink()
         detail_dir.mkdir(exist_ok=True)
         wanted = {_detail_name(i) for i in range(len(study.events))}
         for stale in detail_dir.glob("event-*.html"):

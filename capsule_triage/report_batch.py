@@ -5,10 +5,10 @@ from the input are HTML-escaped, and a study id that would lead outside the batc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
+from .json_files import read_json
 from .errors import InputError, TriageError
 from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
@@ -57,7 +57,7 @@ def _run_line(folder: Path, batch: dict | None = None) -> str:
     from .batch.layout import BATCH_FILE  # here: the batch package imports this module
 
     try:
-        batch = batch if batch is not None else json.loads((folder / BATCH_FILE).read_text())
+        batch = batch if batch is not None else read_json(folder / BATCH_FILE)
         engine, workers = str(batch["engine"]), int(batch["workers"])
         pipeline = str((batch.get("pipeline") or {}).get("name", "?"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
@@ -72,10 +72,15 @@ def _study_id(row: dict) -> str:
     return str(row.get("study_id") or row.get("id") or "")
 
 
+def _inside(sid: str) -> bool:
+    """Whether a study id from studies.parquet names a folder inside the batch folder (the file may have been edited)."""
+    return bool(sid) and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
+
+
 def _study_row(folder: Path, row: dict) -> str:
     sid = _study_id(row)
     report = folder / sid / REPORT_FILE
-    inside = sid and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
+    inside = _inside(sid)
     # Only a current result is linked: a failed study's folder may still hold the report of an earlier
     # version of its input (the new one failed), and a folder deleted since has no page to open.
     current = row.get("status") in ("ok", "skipped") or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
@@ -122,11 +127,16 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
         raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
     for row in read_parquet(folder / STUDIES_FILE).to_pylist():
         sid = _study_id(row)
-        if sid and (folder / sid / RUN_FILE).is_file():
+        if sid and not (_inside(sid) and (folder / sid).resolve().is_relative_to(folder.resolve())):  # QA 55, rev50: an absolute
+            # or ../ id, or a study folder that is a link out of the batch, had the pages of a folder elsewhere rewritten
+            problems.append(InputError(folder / STUDIES_FILE, f"study id {sid!r} is not a folder of this batch: its report is left alone"))
+        elif sid and (folder / sid / RUN_FILE).is_file():
             try:
                 write_report(folder / sid, model_card=model_card, batch_index=True)  # the index follows
             except TriageError as exc:
                 problems.append(exc)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited run.json (QA 55: a traceback)
+                problems.append(InputError(folder / sid / RUN_FILE, f"cannot make the page from it ({type(exc).__name__}: {exc})"))
         elif sid and row.get("status") in ("ok", "skipped"):  # listed as done, but its output is gone or incomplete
             problems.append(InputError(folder / sid, f"{RUN_FILE} not found: the study's output is incomplete (not linked "
                                                      "from index.html; run triage batch again to triage it)"))

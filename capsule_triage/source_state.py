@@ -58,7 +58,10 @@ def source_state(path: str | Path, *, own_csv: bool = True) -> tuple:
     path = Path(path)
 
     def state(p: Path) -> tuple:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # a frame that is a broken link: the link's own state
+            st = p.lstat()
         return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     try:
@@ -164,6 +167,9 @@ def source_sha256(path: str | Path, *, own_csv: bool = True) -> str:
     digest = hashlib.sha256()
     for image in _folder_files(path, own_csv):
         digest.update(image.name.encode("utf-8", "surrogateescape"))
+        if not image.is_file():  # a broken link, a FIFO or a device (skipped when read): what it is, not its contents
+            digest.update(b"\0not a regular file:" + (os.fsencode(os.readlink(image)) if image.is_symlink() else b""))
+            continue
         try:
             digest.update(file_sha256(image).encode())
         except OSError as exc:  # the CSV said as `triage run` says it; an image as it is (the batch names the file)

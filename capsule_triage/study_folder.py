@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -11,6 +10,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow.parquet as pq
 
+from .json_files import read_json
 from .errors import InputError
 from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 
@@ -58,7 +58,7 @@ def load_study(out_dir: Path) -> Study:
     if not (out_dir / RUN_FILE).is_file():
         raise InputError(out_dir, f"not a study folder ({RUN_FILE} not found)")
     try:
-        run = json.loads((out_dir / RUN_FILE).read_text())
+        run = read_json(out_dir / RUN_FILE)
     except (OSError, ValueError) as exc:
         raise InputError(out_dir / RUN_FILE, f"cannot read ({exc})") from None
     problem = _run_problem(run)

@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 import torch
 from torch import nn
 
+from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
@@ -331,4 +332,4 @@ def _finish(run: _Run, out: Path) -> None:
     if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
         write_training_images(out, *run.images)
     path = out / CHECKPOINT_DIR / "state.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "finished": True, "elapsed_seconds": wall}, indent=1))
+    path.write_text(json.dumps({**read_json(path), "finished": True, "elapsed_seconds": wall}, indent=1))

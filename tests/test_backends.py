@@ -163,7 +163,8 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     fastest.pop("error", None)
     copy = tmp_path / "w"
     shutil.copytree(folder, copy)
-    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())
+    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())  # the stand-in the report vouches for
+    report = dict(report, onnx_sha256={**report["onnx_sha256"], "model.int8.onnx": file_sha256(copy / "model.int8.onnx")})
 
     def choose(machine: dict, requested: str = "auto") -> dict:
         (copy / "backends.json").write_text(json.dumps(dict(report, machine=machine, candidates={**report["candidates"], "ort-int8": fastest})))
@@ -208,11 +209,12 @@ def test_auto_takes_only_fp32_for_event_settings_the_check_did_not_use(optimized
     folder, report = optimized
     fastest = dict(report["candidates"]["ort-fp32"], frames_per_second=1e6, accepted=True)  # a lower precision, accepted, fastest
     fastest.pop("error", None)
-    edited = dict(report, candidates={**report["candidates"], "ort-int8": fastest})
     copy = tmp_path / "w"
     shutil.copytree(folder, copy)
+    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())  # the stand-in the report vouches for
+    edited = dict(report, candidates={**report["candidates"], "ort-int8": fastest},
+                  onnx_sha256={**report["onnx_sha256"], "model.int8.onnx": file_sha256(copy / "model.int8.onnx")})
     (copy / "backends.json").write_text(json.dumps(edited))
-    (copy / "model.int8.onnx").write_bytes((copy / "model.fp32.onnx").read_bytes())
     checked = edited["rank_params"]
     same = choose_backend("auto", "cpu", copy, report["weights_sha256"], rank_params=checked)
     assert same["backend"] == "ort-int8" and "warnings" not in same
@@ -555,6 +557,16 @@ def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_nam
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o2")
     assert result.returncode == 2 and not (tmp_path / "o2").exists() and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"Error: {(copy / 'model.fp32.onnx').absolute()}: cannot load it with ort-fp32 (")
+    (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes())  # QA 55: such a report cannot show the
+    assert choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])["warnings"] == [  # file is the one it measured
+        "backends.json predates the ONNX files' digests (2026-12-03): nothing shows that model.fp32.onnx is the file its check "
+        "measured; run `triage optimize` again"]
+
+
+def test_the_shipped_onnx_files_are_those_their_agreement_check_measured():
+    report = json.loads((REPO_WEIGHTS / "backends.json").read_text())
+    assert report["model_sha256"] == file_sha256(REPO_WEIGHTS / "model.safetensors")
+    assert report["onnx_sha256"] == {name: file_sha256(REPO_WEIGHTS / name) for name in ("model.fp32.onnx", "model.int8.onnx")}
 
 
 def test_an_onnx_file_swapped_after_its_check_is_refused(optimized, tmp_path):
@@ -574,7 +586,9 @@ def test_an_onnx_file_swapped_after_its_check_is_refused(optimized, tmp_path):
         assert result.returncode == 2 and not out.exists() and result.stderr.strip().splitlines()[-1] == line, result.stderr
     assert choose_backend("ort-int8", "cpu", copy, report["weights_sha256"])["backend"] == "ort-int8"  # its own file is the one checked
     (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes())
-    assert choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])["onnx_sha256"] == report["onnx_sha256"]["model.fp32.onnx"]
+    choice = choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])
+    assert choice["onnx_sha256"] == report["onnx_sha256"]["model.fp32.onnx"] and "warnings" not in choice
+    assert choice["backends_json_sha256"] == file_sha256(copy / "backends.json")  # QA 55: the report that vouched, by its bytes
 
 
 def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_the_graph(optimized, tmp_path):

@@ -270,6 +270,17 @@ def test_force_replaces_only_an_earlier_output(tmp_path, random_weights):
         _refused(triage("run", DEMO_CLIP, "--weights", random_weights, "--out", repository, *force), repository,
                  "folder is not an earlier triage output (no run.json)")
     assert (repository / ".git" / "HEAD").is_file()
+    # QA 55: an earlier output that someone added a file to was replaced whole, their file with it
+    (made / "notes.txt").write_text("event 2 is a polyp, not blood")
+    _refused(triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "--force"), made,
+             "folder holds files this command does not write (notes.txt); --force replaces only an earlier output, "
+             "choose another --out")
+    assert (made / "notes.txt").read_text() == "event 2 is a polyp, not blood" and (made / "run.json").is_file()
+    (made / "notes.txt").unlink()
+    (made / ".report.html.1a2b3c4d.tmp").write_text("<html")  # what a killed `triage report` leaves is its own (rev50)
+    result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "--force", "-q")  # its own files only
+    assert result.returncode == 0 and sorted(p.name for p in made.iterdir()) == [
+        "events.parquet", "frames.parquet", "report", "report.html", "run.json", "thumbnails", "top_frames.parquet"], result.stderr
 
 
 def test_out_under_a_file_is_refused_before_decoding(tmp_path, random_weights):

@@ -1487,6 +1487,62 @@ def test_a_lock_of_another_user_is_never_taken_for_a_garbled_one(tmp_path, monke
     assert not locks.is_stale(held, record)
 
 
+def test_links_in_out_dir_are_not_written_through(tmp_path, random_weights):
+    """QA 55: anyone who may write OUT_DIR (a team's shared folder) could swap batch.log for a symbolic link, and the
+    night appended its lines, with the archive's file names in them ('a;touch PWNED;#.mp4'), to the linked file: a
+    service user's ~/.bashrc ran them. A linked .work or .failed took the staging and failure records elsewhere."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a;touch PWNED;#.mp4")
+    (tmp_path / "in" / "bad.mp4").write_bytes(b"not a video" * 100)
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    (victim / ".bashrc").write_text("echo hello\n")
+    (victim / "failed").mkdir()
+    (victim / "work").mkdir()
+    root = os.geteuid() == 0  # another user's link takes root to make (lchown)
+    if root:
+        os.symlink(victim / ".bashrc", out / "batch.log")
+        os.lchown(out / "batch.log", 65534, 65534)
+    os.symlink(victim / "failed", out / ".failed")
+    os.symlink(victim / "work", out / ".work")
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr  # bad.mp4 failed; the other is done
+    assert (victim / ".bashrc").read_text() == "echo hello\n" and not any((victim / "failed").iterdir())
+    assert not any((victim / "work").iterdir())
+    if root:
+        assert (out / "batch.log").is_symlink()
+        assert f"Warning: {out / 'batch.log'}: cannot append (a symbolic link made by another user, not followed)" in result.stderr
+    for name in (".failed", ".work"):
+        assert f"Warning: {out / name} was a symbolic link (to {victim / name[1:]}): replaced by a folder" in result.stderr
+    assert not (out / ".failed").is_symlink() and [p.name for p in (out / ".failed").iterdir()][0].startswith("bad.mp4")
+    os.mkfifo(tmp_path / "fifo")  # nor into a pipe or device (opened without waiting for a reader)
+    from capsule_triage.batch.summary import append_whole_line
+
+    assert append_whole_line(tmp_path / "fifo", b"line\n") == "not a regular file"
+    os.symlink(tmp_path / "kept_elsewhere.log", tmp_path / "own.log")  # this user's own link (a log kept elsewhere): followed
+    assert append_whole_line(tmp_path / "own.log", b"line\n") is None and (tmp_path / "kept_elsewhere.log").read_bytes() == b"line\n"
+
+
+def test_a_deeply_nested_json_file_in_out_dir_does_not_stop_the_night(tmp_path, random_weights):
+    """QA 55: a run.json (or failure record) of 100,000 nested brackets raised RecursionError, which no `except ValueError`
+    caught: every night's batch ended with a traceback before any study, until someone removed the file."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    (tmp_path / "in" / "bad.mp4").write_bytes(b"not a video" * 100)
+    out = tmp_path / "out"
+    assert _batch(tmp_path / "in", out, random_weights, "--no-report").returncode == 1
+    deep = "[" * 100_000 + "]" * 100_000
+    study_a = next(out.glob("a.mp4-*"))
+    (study_a / "run.json").write_text(deep)
+    next((out / ".failed").iterdir()).write_text(deep)
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    rows = {row["study_id"].split(".")[0]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert rows == {"a": "ok", "bad": "failed"}, rows  # a run again (its run.json unreadable)
+    assert json.loads((study_a / "run.json").read_text())["frames_decoded"] == 64
+
+
 def test_batch_log_is_made_as_the_umask_allows_and_a_lost_line_is_said(tmp_path, capsys):
     """QA 51: batch.log was made 0644 whatever the umask, so a team's second service user (umask 002, setgid
     folder) could not append, and its whole night's lines were dropped without a word."""

@@ -220,3 +220,26 @@ def test_16_bit_stills_share_one_depth_and_a_guess_is_warned(tmp_path):
                       r"12-bit data"):
         images = load_images(twelve, size=32, class_names=["normal"]).images
     assert images[1].float().mean() == pytest.approx(400 * 255 / 4095, abs=1)
+
+
+def test_an_image_name_that_is_not_utf8_is_named_before_any_work(tmp_path, random_weights):
+    """QA 55: a frame exported under another encoding's name (Latin-1 'fréquence.png', a byte that is not UTF-8)
+    failed `triage split`, `eval` (after all its scoring) and `train` with "'utf-8' codec can't encode character
+    '\\udce9'", naming no file."""
+    import os
+    import subprocess
+    import sys
+
+    for label in ("bleeding", "non-bleeding"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "data" / label / f"{i}.png"), np.full((64, 64, 3), 40 * i, np.uint8))
+    odd = os.fsencode(tmp_path / "data" / "bleeding") + b"/fr\xe9quence.png"
+    with open(odd, "wb") as fh:
+        fh.write((tmp_path / "data" / "bleeding" / "0.png").read_bytes())
+    for args in (("split", tmp_path / "data", "--output", tmp_path / "m.csv"), ("eval", random_weights, tmp_path / "data", "--split", "all")):
+        result = subprocess.run([sys.executable, "-m", "capsule_triage.cli", *map(str, args)], capture_output=True, timeout=300)
+        assert result.returncode == 2 and result.stderr.strip() == (
+            b"Error: " + odd + b": its name is not UTF-8 text (written on a system with another encoding?), which the tables "
+            b"written from it cannot hold: rename it, e.g. with convmv"), result.stderr
+    assert not (tmp_path / "m.csv").exists()

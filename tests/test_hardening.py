@@ -464,6 +464,14 @@ def test_inconsistent_weights_give_one_line_errors(short_clip, warm, random_weig
     (tmp_path / "not_json" / "config.json").write_text("{'architecture': ")
     run = warm.cli("run", short_clip, "--weights", tmp_path / "not_json", "--out", tmp_path / "o", "--quiet")
     assert_error(run, tmp_path / "not_json" / "config.json", "not valid JSON", tmp_path / "o")
+    (tmp_path / "not_json" / "config.json").write_text("[" * 100_000 + "]" * 100_000)  # QA 55: RecursionError, a traceback
+    run = warm.cli("run", short_clip, "--weights", tmp_path / "not_json", "--out", tmp_path / "o", "--quiet")
+    assert_error(run, tmp_path / "not_json" / "config.json", "not valid JSON (JSON nested too deeply to read)", tmp_path / "o")
+    deep = Path(shutil.copytree(random_weights, tmp_path / "deep_report"))
+    (deep / "backends.json").write_text('{"candidates": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    run = warm.cli("run", short_clip, "--weights", deep, "--out", tmp_path / "o", "--quiet", "--no-report")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith(f"Warning: {deep / 'backends.json'} is unreadable (JSON nested too deeply to read)"), run.stderr
 
 
 # ----------------------------------------------------------------------------- interruption: SIGKILL

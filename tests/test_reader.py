@@ -421,6 +421,42 @@ def test_a_damaged_first_image_does_not_hide_the_folder_frame_size(tmp_path, fra
     assert (info.width, info.height) == frames24[1].shape[1::-1]
 
 
+def test_frames_that_are_not_regular_files_keep_their_time_and_are_named(tmp_path, frames24):
+    """QA 55: a frame that is a link to a missing file (linked into an archive that is offline), a FIFO or a device was
+    left out of the listing in silence, and with --fps every later frame took an earlier frame's time."""
+    folder = write_frame_folder(frames24[:6], tmp_path / "frames", pattern="f{}")
+    (folder / "f2.png").unlink()
+    os.symlink(tmp_path / "offline" / "f2.png", folder / "f2.png")
+    (folder / "f4.png").unlink()
+    os.mkfifo(folder / "f4.png")  # never opened: reading a FIFO waits for a writer
+    os.symlink(folder, folder / "loop.png")  # a folder named like an image is no frame
+    assert [p.name for p in list_frame_images(folder)] == ["f0.png", "f1.png", "f2.png", "f3.png", "f4.png", "f5.png"]
+    batches, stats = _all(folder, folder_fps=2.0)
+    assert np.concatenate([b.frame_index for b in batches]).tolist() == [0, 1, 3, 5]
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), [0.0, 0.5, 1.5, 2.5])
+    assert stats.frames_skipped == 2 and stats.errors == ["f2.png: cannot be read (No such file or directory)",
+                                                          "f4.png: not a regular file (a FIFO): not read"]
+    (folder / "f0.png").unlink()
+    os.symlink("/dev/null", folder / "f0.png")  # a device first: the probe takes the next image's size
+    assert (probe(folder, ReadOptions(folder_fps=2.0)).width, stats.frames_skipped) == (frames24[1].shape[1], 2)
+    from conftest import SHIPPED_WEIGHTS, triage
+
+    result = triage("run", folder, "--fps", "2", "--weights", SHIPPED_WEIGHTS, "--out", tmp_path / "out", "-q")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    import json
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["frames_skipped"] == 3 and "f4.png: not a regular file (a FIFO): not read" in run["decode_errors"]
+    # rev50: timed by its own timestamps.csv, a stray broken link the CSV does not name is left out and said, not a failure
+    timed = write_frame_folder(frames24[:3], tmp_path / "timed", pattern="f{}")
+    (timed / "timestamps.csv").write_text("filename,pts_seconds\nf0.png,0\nf1.png,0.5\nf2.png,1.5\n")
+    os.symlink(tmp_path / "offline" / "preview.png", timed / "f_preview.png")
+    csv = timed / "timestamps.csv"
+    assert probe(timed, ReadOptions(timestamps_csv=csv)).unread == ["1 not regular file(s) that timestamps.csv does not time: f_preview.png"]
+    batches, stats = _all(timed, timestamps_csv=csv)
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), [0.0, 0.5, 1.5])
+
+
 def test_stream_start_is_recorded_and_times_stay_stream_times(tmp_path, frames24):
     path = encode_clip(frames24[:8], tmp_path / "late.mkv", pts=[40 + i for i in range(8)], time_base=(1, 4))
     assert probe(path, ReadOptions()).start_seconds == pytest.approx(10.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 from fractions import Fraction
 import re
 import shutil
@@ -565,6 +566,36 @@ def test_cli_report_rewrites_a_batch(tmp_path):
     (tmp_path / "s1" / "run.json").unlink()  # QA 17: its old page was linked as fine, without a word
     done = triage("report", tmp_path)
     assert done.returncode == 0 and done.stderr.splitlines() == [warning.format(tmp_path / "s1"), warning.format(tmp_path / "s3")]
+
+
+def test_report_of_a_batch_writes_only_inside_it(tmp_path):
+    """QA 55: a study id edited in studies.parquet to an absolute path or ../ made `triage report BATCH` rewrite the
+    pages of a folder outside the batch (and delete its event pages)."""
+    from capsule_triage.report_batch import write_batch_reports
+
+    outside = make_study(tmp_path / "victim", frames=50, events=1)
+    (outside / REPORT_FILE).write_text("theirs")
+    batch = tmp_path / "batch"
+    make_study(batch / "s1", frames=200, events=3)
+    edited = make_study(batch / "s2", frames=20, events=1)  # QA 55: a string where a number belongs was a traceback
+    run = json.loads((edited / "run.json").read_text())
+    (edited / "run.json").write_text(json.dumps({**run, "frames_skipped": "abc"}))
+    (outside / "report").mkdir(exist_ok=True)
+    (outside / "report" / "event-0099.html").write_text("theirs")  # rev50: a study's report/ linked to another folder,
+    shutil.rmtree(batch / "s1" / "report", ignore_errors=True)     # and a study folder that is a link out of the batch
+    os.symlink(outside / "report", batch / "s1" / "report")
+    os.symlink(outside, batch / "s3")
+    rows = {"id": ["s1", "s2", str(outside), "../victim", "s3"], "status": ["ok", "ok", "ok", "ok", "ok"]}
+    pq.write_table(pa.table(rows), batch / "studies.parquet")
+    _, problems = write_batch_reports(batch)
+    assert (batch / "s1" / REPORT_FILE).is_file() and (outside / REPORT_FILE).read_text() == "theirs"
+    assert not (batch / "s1" / "report").is_symlink() and (outside / "report" / "event-0099.html").read_text() == "theirs"
+    assert [p.message for p in problems] == [
+        "cannot make the page from it (ValueError: Cannot specify ',' with 's'.)",
+        *(f"study id {sid!r} is not a folder of this batch: its report is left alone" for sid in (str(outside), "../victim", "s3"))]
+    result = triage("report", edited)
+    assert result.returncode != 0 and result.stderr.strip() == (f"Error: {edited / 'run.json'}: cannot make the page from it "
+                                                                "(ValueError: Cannot specify ',' with 's'.)")
 
 
 def test_cli_report_errors_are_one_line(tmp_path):

@@ -6,7 +6,6 @@ The studies run on :class:`~.local_engine.LocalEngine` (in-process or a process 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..json_files import read_json
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded, outputs_complete
@@ -24,7 +24,7 @@ from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, excluded, find_studies
-from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc
+from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .summary import (Progress, file_logger, orphan_folders, prune_failure_records, rate_warnings, summary_row, without_view_warning,
@@ -130,15 +130,16 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         raise
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
+        notes = [weights_note] if weights_note else []  # a cached copy of hub weights stands in for a Hub that could not be asked
         for name in (WORK_DIR, FAILED_DIR):
             try:
-                (out_dir / name).mkdir(exist_ok=True)
+                notes += [replaced] if (replaced := own_folder(out_dir / name)) else []
             except OSError as exc:
                 raise OutputError(out_dir / name, f"cannot create it ({exc.strerror or exc})") from None
-        if weights_note:  # a cached copy of hub weights stands in for a Hub that could not be asked
-            log(f"warning {weights_note}")
+        for note in notes:
+            log(f"warning {note}")
         result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note)
-        result.warnings[:0] = [weights_note] if weights_note else []
+        result.warnings[:0] = notes
         return result
     except WorkerSetupError as exc:
         log(f"aborted: {exc}")
@@ -294,7 +295,7 @@ def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list
         if row["status"] != "failed" or not row.get("input_sha256"):
             continue
         try:
-            recorded = json.loads((out_dir / study.study_id / RUN_FILE).read_text())["input"]["sha256"]
+            recorded = read_json(out_dir / study.study_id / RUN_FILE)["input"]["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if recorded != row["input_sha256"]:
@@ -326,7 +327,7 @@ def _unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
     if status == "pending":
         final = ctx.out_dir / study.study_id
         try:
-            same_input = json.loads((final / RUN_FILE).read_text())["input"]["state_sha256"] == state_digest(source_state(study.path))
+            same_input = read_json(final / RUN_FILE)["input"]["state_sha256"] == state_digest(source_state(study.path))
         except (OSError, ValueError, KeyError, TypeError, TriageError):
             same_input = False
         if same_input and outputs_complete(final):
@@ -345,7 +346,7 @@ def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:
     try:
         if run_file.stat().st_mtime < since:
             return False
-        run = json.loads(run_file.read_text())
+        run = read_json(run_file)
     except (OSError, ValueError):
         return False
     return run.get("batch", {}).get("pipeline_fingerprint") == ctx.fingerprint

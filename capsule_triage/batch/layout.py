@@ -44,6 +44,18 @@ def write_json_atomic(path: Path, data: dict, work: Path) -> None:
         raise
 
 
+def own_folder(path: Path) -> str | None:
+    """Make ``path`` (``.work``, ``.failed``) a folder of OUT_DIR's own; run under the lock. A symbolic link there is
+    removed, not written through (QA 55: staging and failure records landed in the folder a link pointed at), and said.
+    Raises OSError when it cannot be made."""
+    note = None
+    if path.is_symlink():
+        note = f"{path} was a symbolic link (to {os.readlink(path)}): replaced by a folder, nothing written through it"
+        path.unlink()
+    path.mkdir(exist_ok=True)
+    return note
+
+
 def now_utc() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..json_files import read_json
 from ..errors import OutputError
 from .layout import LOCK_FILE, now_utc
 
@@ -74,7 +75,7 @@ def release_lock(lock: Path) -> None:
 def read_lock(lock: Path) -> dict:
     """The lock's record; {} if gone or garbled; ``{"unreadable": why}`` if it cannot be read (another user's)."""
     try:
-        data = json.loads(lock.read_text())
+        data = read_json(lock)
         return data if isinstance(data, dict) else {}
     except PermissionError as exc:
         return {"unreadable": exc.strerror or str(exc)}

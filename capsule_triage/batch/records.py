@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..json_files import read_json
 from .. import __version__
 from ..digests import file_sha256, weights_sha256
 from ..outputs import RESULTS_VERSION, RUN_FILE, outputs_complete
@@ -49,7 +50,7 @@ def recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
     """The record (run.json or a failure record) at ``path`` if this pipeline wrote it for an input
     whose file state was ``state``: the input is then known without reading it."""
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         pipeline = record["batch"]["pipeline_fingerprint"] if "batch" in record else record["pipeline_fingerprint"]
         recorded = record["input"].get("state_sha256") if "input" in record else record.get("input_state_sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -70,7 +71,7 @@ def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | N
 def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
     """run.json of a complete study made from the same input by the same pipeline, else None."""
     try:
-        run = json.loads((folder / RUN_FILE).read_text())
+        run = read_json(folder / RUN_FILE)
         same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -84,7 +85,7 @@ def made_otherwise(out_dir: Path, study_ids: list[str], fingerprint: str) -> lis
     made = []
     for study_id in study_ids:
         try:
-            run = json.loads((out_dir / study_id / RUN_FILE).read_text())
+            run = read_json(out_dir / study_id / RUN_FILE)
             other = run["batch"]["pipeline_fingerprint"] != fingerprint
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
+import stat
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ..json_files import read_json
 from ..errors import OutputError, TriageError, one_line
 from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, write_json
@@ -42,7 +43,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
     if status in ("ok", "skipped") or earlier:
-        run = json.loads((out_dir / study.study_id / RUN_FILE).read_text())
+        run = read_json(out_dir / study.study_id / RUN_FILE)
         frames = int(run["frames_decoded"])
         gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
         row.update(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
@@ -58,7 +59,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
         row.update(error=error)
     elif status == "failed":
         try:
-            record = json.loads((out_dir / FAILED_DIR / f"{study.study_id}.json").read_text())
+            record = read_json(out_dir / FAILED_DIR / f"{study.study_id}.json")
         except (OSError, ValueError):
             record = {}
         row.update(error=record.get("error", error), input_sha256=record.get("input_sha256"))
@@ -75,7 +76,7 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
         if row["kind"] != "frames" or row["status"] not in ("ok", "skipped"):
             continue
         try:
-            run = json.loads((out_dir / row["study_id"] / RUN_FILE).read_text())
+            run = read_json(out_dir / row["study_id"] / RUN_FILE)
             read = run["parameters"]["read"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -202,12 +203,22 @@ def append_whole_line(path: Path, data: bytes) -> str | None:
     A file that does not end in a newline (torn by an older version or another program) gets one first. Writers hold
     an exclusive lock (flock) from the look at the end to the write, so a refused run's line is never taken back with
     ours (rev43); a file made for a line that could not be written stays, empty. Made readable and writable as the
-    umask allows (QA 51: 0644 whatever the umask kept a team's other service user out). Returns why a line was lost, else None."""
+    umask allows (QA 51: 0644 whatever the umask kept a team's other service user out). Never into anything but a regular
+    file, nor through a symbolic link made by another user (QA 55: a link swapped in by anyone who may write OUT_DIR took
+    the night's lines, and the file names in them, into a service user's ~/.bashrc); one of this user's own (a log kept
+    elsewhere) is followed, as the kernel's protected_symlinks rule does (rev50). Returns why a line was lost, else None."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        found = os.lstat(path)
+        own_link = stat.S_ISLNK(found.st_mode) and found.st_uid == os.geteuid()
+    except OSError:
+        own_link = False
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | (0 if own_link else os.O_NOFOLLOW), 0o666)
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return "a symbolic link made by another user, not followed" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file"
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -247,7 +258,7 @@ def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...]
     orphans = []
     for folder in candidates:
         try:
-            relative = json.loads((folder / RUN_FILE).read_text())["batch"]["relative_path"]
+            relative = read_json(folder / RUN_FILE)["batch"]["relative_path"]
         except (OSError, ValueError, KeyError, TypeError):
             relative = ""
         if not any(str(relative).startswith(prefix) for prefix in unlisted) and not (relative and excluded(str(relative), exclude)):
@@ -271,7 +282,7 @@ def prune_failure_records(out_dir: Path, studies: list[Study], input_dir: Path, 
         return 0
     for record in records:
         try:
-            relative = str(json.loads(record.read_text())["relative_path"])
+            relative = str(read_json(record)["relative_path"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge
         if excluded(relative, exclude) or not _surely_gone(input_dir, relative):

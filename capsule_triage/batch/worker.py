@@ -16,7 +16,6 @@ complete study without report.html, when reports are wanted, gets one written fr
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
@@ -241,7 +241,7 @@ class StudyWorker:
                 if run_file.parent.name.startswith("."):
                     continue
                 try:
-                    run = json.loads(run_file.read_text())
+                    run = read_json(run_file)
                     if run["batch"]["pipeline_fingerprint"] == self.ctx.fingerprint:
                         self._outputs_by_input.setdefault(run["input"]["sha256"], run_file.parent)
                 except (OSError, ValueError, KeyError, TypeError, AttributeError):
