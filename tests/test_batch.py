@@ -1441,14 +1441,14 @@ def test_a_lock_of_another_user_is_never_taken_for_a_garbled_one(tmp_path, monke
     held.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "x", "pid_start": "1"}))
     old = time.time() - 3600
     os.utime(held, (old, old))
-    real = Path.read_text
+    real = locks.read_json
 
-    def unreadable(self, *args, **kwargs):
-        if self.name == LOCK_FILE:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def unreadable(path):
+        if Path(path).name == LOCK_FILE:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
 
-    monkeypatch.setattr(Path, "read_text", unreadable)
+    monkeypatch.setattr(locks, "read_json", unreadable)
     logged = []
     with pytest.raises(OutputError) as refused:
         locks.acquire_lock(out, logged.append)
