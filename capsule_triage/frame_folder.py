@@ -81,14 +81,14 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     try:
         with os.scandir(folder) as listing:
             entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
-        named = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not e.is_dir()]
-        images, irregular = [folder / e.name for e in named], [e.name for e in named if not e.is_file()]
+        named = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
+        images, irregular = [folder / e.name for e in named], [e.name for e in named if not _is(e.is_file)]
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
-            if suffix in OTHER_IMAGE_SUFFIXES and entry.is_file():
+            if suffix in OTHER_IMAGE_SUFFIXES and _is(entry.is_file):
                 others.setdefault(suffix, []).append(entry.name)
-            elif suffix not in IMAGE_SUFFIXES and entry.is_dir() and os.path.realpath(entry.path) != os.path.realpath(folder):
+            elif suffix not in IMAGE_SUFFIXES and _is(entry.is_dir) and os.path.realpath(entry.path) != os.path.realpath(folder):
                 try:
                     count = _image_count(entry.path)
                 except OSError:  # unreadable: not ours to report
@@ -100,6 +100,15 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     unread = [f"images in {plural(len(subfolders), 'subfolder')}: {listed(subfolders)}"] if subfolders else []
     unread += other_types(others)
     return FolderListing(images, unread, irregular)
+
+
+def _is(test) -> bool:
+    """A directory entry's ``is_dir``/``is_file``, False where it cannot be told (a link looping to itself: ELOOP, which
+    failed the whole folder with "cannot list the folder")."""
+    try:
+        return test()
+    except OSError:
+        return False
 
 
 def list_frame_images(folder: Path) -> list[Path]:

@@ -140,4 +140,7 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
         elif sid and row.get("status") in ("ok", "skipped"):  # listed as done, but its output is gone or incomplete
             problems.append(InputError(folder / sid, f"{RUN_FILE} not found: the study's output is incomplete (not linked "
                                                      "from index.html; run triage batch again to triage it)"))
-    return write_batch_index(folder), problems
+    try:
+        return write_batch_index(folder), problems
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited studies.parquet (rev50: a traceback)
+        raise InputError(folder / STUDIES_FILE, f"cannot make the index from it ({type(exc).__name__}: {exc})") from None

@@ -60,7 +60,9 @@ def source_state(path: str | Path, *, own_csv: bool = True) -> tuple:
     def state(p: Path) -> tuple:
         try:
             st = p.stat()
-        except FileNotFoundError:  # a frame that is a broken link: the link's own state
+        except OSError:  # a frame that is a broken or looping link: the link's own state
+            if not p.is_symlink():
+                raise
             st = p.lstat()
         return p.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 

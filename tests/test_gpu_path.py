@@ -77,6 +77,21 @@ def test_a_batch_that_does_not_fit_runs_in_halves_and_one_frame_that_does_not_is
 
     monkeypatch.setattr(backend, "_forward", failing_with_a_tensor)
     np.testing.assert_allclose(backend.logits(frames), expected, atol=1e-5)
+    cpu_sizes = []  # QA 55 #8: the CPU's allocator fails with a plain RuntimeError (a 1024 px model at batch 32: > 12 GB)
+
+    def cpu_allocator(batch):
+        cpu_sizes.append(len(batch))
+        if len(batch) > 4:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 3221225472 bytes. Error code 12 (Cannot allocate memory)")
+        return forward(batch)
+
+    monkeypatch.setattr(backend, "_forward", cpu_allocator)
+    np.testing.assert_allclose(backend.logits(frames), expected, atol=1e-5)
+    assert cpu_sizes == [7, 4, 3]
+    monkeypatch.setattr(backend, "_forward", lambda batch: (_ for _ in ()).throw(RuntimeError("shapes cannot be multiplied")))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # any other error is not memory: raised as it is
+        backend.logits(frames)
     monkeypatch.setattr(backend, "_forward", lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
     with pytest.raises(DeviceError) as error:
         backend.logits(frames[:2])

@@ -457,6 +457,21 @@ def test_frames_that_are_not_regular_files_keep_their_time_and_are_named(tmp_pat
     np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), [0.0, 0.5, 1.5])
 
 
+def test_a_frame_that_is_a_looping_link_is_skipped_not_the_folder(tmp_path, frames24):
+    """rev50: a link that loops to itself named like a frame failed the whole folder ("cannot list the folder (Too many
+    levels of symbolic links)")."""
+    folder = write_frame_folder(frames24[:3], tmp_path / "frames", pattern="f{}")
+    (folder / "f1.png").unlink()
+    os.symlink("f1.png", folder / "f1.png")
+    batches, stats = _all(folder, folder_fps=2.0)
+    np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), [0.0, 1.0])
+    assert stats.errors == ["f1.png: cannot be read (Too many levels of symbolic links)"]
+    from conftest import SHIPPED_WEIGHTS, triage
+
+    result = triage("run", folder, "--fps", "2", "--weights", SHIPPED_WEIGHTS, "--out", tmp_path / "out", "-q", "--no-report")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
 def test_stream_start_is_recorded_and_times_stay_stream_times(tmp_path, frames24):
     path = encode_clip(frames24[:8], tmp_path / "late.mkv", pts=[40 + i for i in range(8)], time_base=(1, 4))
     assert probe(path, ReadOptions()).start_seconds == pytest.approx(10.0)

@@ -593,6 +593,9 @@ def test_report_of_a_batch_writes_only_inside_it(tmp_path):
     assert [p.message for p in problems] == [
         "cannot make the page from it (ValueError: Cannot specify ',' with 's'.)",
         *(f"study id {sid!r} is not a folder of this batch: its report is left alone" for sid in (str(outside), "../victim", "s3"))]
+    pq.write_table(pa.table({"id": ["s1"], "status": ["ok"], "frames": ["abc"]}), batch / "studies.parquet")
+    with pytest.raises(InputError, match=r"studies.parquet: cannot make the index from it \(ValueError: "):  # rev50: a traceback
+        write_batch_reports(batch)
     result = triage("report", edited)
     assert result.returncode != 0 and result.stderr.strip() == (f"Error: {edited / 'run.json'}: cannot make the page from it "
                                                                 "(ValueError: Cannot specify ',' with 's'.)")
