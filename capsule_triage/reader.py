@@ -201,7 +201,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         path=str(folder), kind="frames", codec=images[0].suffix.lower().lstrip("."), width=width, height=height,
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
-        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular or p.exists()), unread=listing.unread,
+        num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular), unread=listing.unread,
     )
 
 
