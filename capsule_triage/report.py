@@ -22,8 +22,8 @@ from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
 from .report_facts import file_name, model_facts, study_duration, study_facts, study_start
-from .report_svg import (Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, html_page, keys_hint, page_header,
-                         score_text, script_json, timeline_svg, write_atomic)
+from .report_page import html_page, keys_hint, page_header, write_atomic
+from .report_svg import Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
 from .study_folder import Study, load_study
 
@@ -126,9 +126,8 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
-    script = f'<script type="application/json" id="report-data">{script_json(data)}</script><script>{MAIN_JS}{SORT_JS}</script>'
-    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main, script,
-                     skip=("#events", "Skip to events"))
+    return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main,
+                     MAIN_JS + SORT_JS, data=data, skip=("#events", "Skip to events"))
 
 
 def _time_range(study: Study) -> tuple[float, float]:
@@ -278,8 +277,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
             f'frames; grey: no field of view (neither scored).{_start_note(study)}</p>', svg,
             "</section>", _frame_table(study, rows, e, i)]
-    return html_page(f"Event #{i + 1} \u2014 {name}", page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), main,
-                     f"<script>{DETAIL_JS}</script>")
+    return html_page(f"Event #{i + 1} \u2014 {name}", page_header(f"Event #{i + 1} \u2014 {name}", nav=nav), main, DETAIL_JS)
 
 
 def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:

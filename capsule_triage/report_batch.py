@@ -14,7 +14,8 @@ from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
 from .report import INDEX_FILE, REPORT_FILE, write_report
 from .report_assets import SORT_JS
-from .report_svg import esc, fmt_duration, html_page, page_header, score_text, write_atomic
+from .report_page import html_page, page_header, write_atomic
+from .report_svg import esc, fmt_duration, score_text
 from .study_folder import read_parquet
 
 STUDIES_FILE = "studies.parquet"
@@ -49,7 +50,7 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
             '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
-        f"Triage batch \u2014 {folder.name}", nav=""), main, f"<script>{SORT_JS}</script>"))
+        f"Triage batch \u2014 {folder.name}", nav=""), main, SORT_JS))
 
 
 def _run_line(folder: Path, batch: dict | None = None) -> str:

@@ -1,5 +1,5 @@
-"""The report's building blocks: escaping, number formats, the score timeline SVG, the page shell, and
-writing a page (through a temp file renamed into place).
+"""The report's building blocks: escaping, number formats, the score timeline SVG, facts lists (the page
+shell and writing a page are in :mod:`capsule_triage.report_page`).
 
 Pure numpy and string building, no plotting library or web assets: pages stay self-contained and
 small. A long study is downsampled by per-bin maximum before drawing, so a 100,000-frame timeline
@@ -13,20 +13,12 @@ import contextlib
 import contextvars
 import json
 import math
-import os
-import re
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from html import escape
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import OutputError
-from .report_assets import CSS
-from .versions import version_line
 
 MAX_POINTS = 2000
 RUO = "Research use only \u2014 not a diagnostic device"
@@ -343,60 +335,3 @@ def score_text(value, digits: int = 3) -> str:
 def facts(title: str, items: list[tuple[str, object]]) -> str:
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v not in (None, ""))
     return f'<section class="facts"><h2>{esc(title)}</h2><dl>{rows}</dl></section>'
-
-
-def page_header(title: str, *, nav: str) -> str:
-    return (f'<header><div class="ruo" role="note"><strong>{RUO}.</strong> Scores help decide what to look at first; '
-            f'they do not replace reading the study.</div><h1>{esc(title)}</h1>{f"<nav>{nav}</nav>" if nav else ""}</header>')
-
-
-def keys_hint(keys: str) -> str:
-    """The keys of a page (``keys``: markup) and the checkbox that turns them off (WCAG 2.1.4: single-key
-    shortcuts can be turned off); the page's script reads and remembers it."""
-    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" checked> '
-            'Single-key shortcuts</label></span>')
-
-
-def page_footer() -> str:
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f'<footer>{esc(version_line())} \u00b7 written {made} \u00b7 {RUO}</footer>'
-
-
-PAGES_VERSION = "2"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
-PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
-
-
-def pages_current(page: Path) -> bool:
-    """Whether ``page`` was written by pages of this :data:`PAGES_VERSION` or a later one (QA 43: after an upgrade the
-    skipped studies kept their old pages: no link to the batch's index, scores rounded otherwise than the index beside
-    them; rev38: not a later version's, which two installs sharing a folder would rewrite in turn every night)."""
-    try:
-        with open(page, "rb") as fh:
-            found = re.search(rb'<meta name="capsule-triage-pages" content="(\d+)">', fh.read(512))
-    except OSError:
-        return False
-    return found is not None and int(found[1]) >= int(PAGES_VERSION)
-
-
-def html_page(title: str, header: str, main: list[str], script: str, *, skip: tuple[str, str] | None = None) -> str:
-    """A whole page: ``header``, then the ``main`` parts in ``<main id="main">``, the footer, the script.
-
-    ``skip``: (target, text) of a link first in the page, shown when it has focus (e.g. past the
-    study page's facts and timeline straight to its events)."""
-    link = f'<a class="skip" href="{esc(skip[0])}">{esc(skip[1])}</a>\n' if skip else ""
-    body = f'{link}{header}\n<main id="main">\n' + "\n".join(main) + f"\n</main>\n{page_footer()}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{PAGES_META.format(PAGES_VERSION)}<meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n{script}\n</body></html>\n')
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write a page through a temp file renamed into place (never half a page); OutputError naming it."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # Names from the input may hold undecodable bytes (kept as surrogates): shown as U+FFFD.
-        tmp.write_bytes(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8"))
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
-    return path

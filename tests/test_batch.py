@@ -883,7 +883,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     early listed every study as pending, with no data or link on index.html."""
     from capsule_triage.batch import run_batch, worker
     from capsule_triage.batch.engine import EARLIER_RESULTS
-    from capsule_triage.report_svg import PAGES_META, PAGES_VERSION
+    from capsule_triage.report_page import PAGES_META, PAGES_VERSION
 
     _two_old_studies(tmp_path / "in")
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))

@@ -7,6 +7,7 @@ they skip when /usr/bin/chromium is absent (``.ci/install_chromium.sh`` installs
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
@@ -28,9 +29,9 @@ from capsule_triage.errors import InputError
 from capsule_triage.outputs import events_table, frames_table, top_frames_table, write_json, write_table
 from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
-from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, script_json, write_report
+from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, write_report
 from capsule_triage.report_batch import INDEX_FILE, write_batch_index
-from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, timeline_svg
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, MIXED_CLIP, needs_shared, triage
 
@@ -702,8 +703,12 @@ class Chromium:
 
     def problems(self) -> list[str]:
         """Console errors, uncaught exceptions, failed loads and dialogs seen so far."""
+        return self.problems_since(0)
+
+    def problems_since(self, since: int) -> list[str]:
+        """:meth:`problems` among the events from index ``since`` on."""
         out = []
-        for e in self.events:
+        for e in self.events[since:]:
             p = e.get("params", {})
             if e["method"] == "Runtime.exceptionThrown":
                 out.append(f"exception: {p['exceptionDetails'].get('exception', {}).get('description') or p['exceptionDetails']['text']}")
@@ -1205,3 +1210,52 @@ def test_an_event_chart_stays_inside_the_study_and_shows_neighbouring_frames_at_
         lo, hi = 60 * int(shown[1]) + float(shown[2]), 60 * int(shown[3]) + float(shown[4])
         assert lo <= max(0.0, event["start_seconds"] - 15.0) + 0.05 and hi >= min(85.0, event["end_seconds"] + 15.0) - 0.05, (event, lo, hi)
     assert any(e["end_seconds"] - e["start_seconds"] < 30.0 for e in events)  # short enough that the old margin (half of it) was less
+
+
+def _inline(html: str, tag: str) -> list[str]:
+    return re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+
+
+def test_each_page_allows_exactly_its_own_script_and_stylesheet(tmp_path):
+    """The Content-Security-Policy of every page names the SHA-256 of the one script and stylesheet it holds (a stale
+    hash would leave the page without its keys, paging and sorting), and nothing else may load or run."""
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    pages = [write_report(tmp_path / "s1"), tmp_path / "s1" / "report" / "event-0002.html", write_batch_index(tmp_path)]
+    for page in pages:
+        html = page.read_text()
+        policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+        assert policy and html.index(policy[0]) < html.index("<style>") < html.index("<script"), page.name
+        directives = dict(d.strip().split(" ", 1) for d in policy[1].replace("&#x27;", "'").split(";"))
+        digest = lambda text: "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"  # noqa: E731
+        (script,), (style,) = _inline(html, "script"), _inline(html, "style")
+        assert directives == {"default-src": "'none'", "script-src": digest(script), "style-src": digest(style),
+                              "img-src": "'self'", "base-uri": "'none'", "form-action": "'none'"}, page.name
+        assert not re.search(r"<[^>]*\son[a-z]+\s*=", html) and "javascript:" not in html  # no inline handlers or script links
+
+
+@needs_chromium
+def test_markup_that_slipped_past_escaping_is_shown_not_run_in_chromium(tmp_path, browser):
+    """Defence in depth (QA 55's remainder): if a name from the input ever reached a page unescaped, its script,
+    event handler or script link would not run; the page's own script still does and its thumbnails still load."""
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    injected = ("<script>document.title='PWNED-inline'</script><img src=nothing.png onerror=\"document.title='PWNED-handler'\">"
+                "<script src=\"data:text/javascript,document.title='PWNED-data'\"></script>"
+                "<a id=jsurl href=\"javascript:document.title='PWNED-link'\">x</a>")
+    pages = [write_report(tmp_path / "s1"), tmp_path / "s1" / "report" / "event-0001.html", write_batch_index(tmp_path)]
+    for page in pages:
+        html = page.read_text()
+        title = re.search(r"<title>(.*?)</title>", html)[1]
+        page.write_text(html.replace("</main>", injected + "</main>", 1))
+        since = len(browser.events)
+        browser.load(page.as_uri())
+        browser.eval("document.getElementById('jsurl').click()")
+        time.sleep(0.3)
+        assert browser.eval("document.title") == title.replace("&#x27;", "'"), page.name
+        blocked = [p for p in browser.problems_since(since) if "Content Security Policy" in p]
+        assert len(blocked) >= 4, (page.name, browser.problems_since(since))
+        assert [p for p in browser.problems_since(since) if p not in blocked and "nothing.png" not in p] == [], page.name
+        if page.name == REPORT_FILE:
+            assert browser.eval("document.documentElement.className") == "js"  # its own script ran
+            assert browser.eval("Array.from(document.querySelectorAll('.card img')).filter(i => i.naturalWidth > 0).length") == 3

@@ -30,7 +30,7 @@ from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
-from ..report_svg import pages_current
+from ..report_page import pages_current
 from .discovery import Study, input_sha256
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
