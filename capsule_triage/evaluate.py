@@ -17,6 +17,7 @@ of the weights' ``MODEL_CARD.md``, so the card never holds a hand-typed figure.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,6 +96,11 @@ def as_run_scores(probs: np.ndarray, view: np.ndarray, config: ModelConfig) -> n
     out[~view] = 0.0
     out[~view, normal] = 1.0
     return out
+
+
+def frames_with_view(images: torch.Tensor) -> np.ndarray:
+    """bool [N]: which uint8 [N, 3, H, W] images (as the model is given them) show a field of view (:func:`has_view`)."""
+    return has_view(images.permute(0, 2, 3, 1).numpy())
 
 
 def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, groups: list[str] | None = None) -> dict:
@@ -196,7 +202,7 @@ def evaluate(
     except torch.OutOfMemoryError:
         raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
                                       "use a smaller --batch-size") from None
-    view = has_view(images.images.permute(0, 2, 3, 1).numpy())  # QA 53 #4: what triage run leaves unscored counts as unflagged
+    view = frames_with_view(images.images)  # QA 53 #4: what triage run leaves unscored counts as unflagged
     result = {"model": config.name, "architecture": config.architecture, "weights": str(Path(weights).absolute()), "backend": backend,
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
               "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
@@ -343,18 +349,26 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed
                          "no 'val' split and no training split record in the weights; pass validation data")
     val = load_for_model(select(samples, "val"), config, source=data)
-    score = suspicion(predict_probs(model, Preprocessor(config), _compressed(val.images, codec)), config)
+    images = _compressed(val.images, codec)
+    # as triage run and the evaluation count them (QA 53 #4): a still without a field of view is never flagged
+    view = frames_with_view(images)
+    score = suspicion(as_run_scores(predict_probs(model, Preprocessor(config), images), view, config), config)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs
         raise InputError(data, "no normal frame in the validation split to choose a threshold on")
-    try:
-        threshold = metrics.threshold_for_sensitivity(positive, score, target)
+    try:  # -inf: no threshold flags it
+        threshold = metrics.threshold_for_sensitivity(positive, np.where(view, score, -np.inf), target)
     except ValueError as exc:
         raise InputError(data, str(exc)) from None
+    if not math.isfinite(threshold):
+        unseen = int((positive & ~view).sum())
+        raise InputError(data, f"sensitivity {target} is out of reach: {unseen} of the {int(positive.sum())} abnormal validation "
+                               "frames show no field of view, which triage run never flags; choose a lower --target-sensitivity")
     report = metrics.binary_report(positive, score, threshold)
     where = "every frame of the validation data" if every else "the validation split"
     selection = {"method": f"highest threshold with sensitivity >= {target} on {where}", "target_sensitivity": target,
                  "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
+                 "n_val_without_view": int((~view).sum()),
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}

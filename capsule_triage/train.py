@@ -38,7 +38,7 @@ from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoin
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
 from .device import autocast, to_device
 from .errors import DataWarning, DeviceError, InputError
-from .evaluate import predict_probs, summarize
+from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
 from .metrics import accuracy_curve
 from .model_card import check_card, refresh_training_section
 from .model_config import ModelConfig
@@ -67,6 +67,7 @@ class _Run:
     preprocess: Preprocessor
     train_set: LabelledImages
     val_set: LabelledImages | None
+    val_view: np.ndarray | None  # which validation stills show a field of view (evaluate.frames_with_view)
     loss_fn: nn.Module
     phases: list[Phase]
     steps_per_epoch: int
@@ -124,6 +125,7 @@ def train(options: TrainOptions) -> Path:
     model = create_model(config) if saved else initial_model(config, options.init)
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None
     run = _Run(options, config, model.to(device, memory_format=torch.channels_last), Preprocessor(config).to(device), sets[0], sets[1],
+               frames_with_view(sets[1].images) if sets[1] is not None else None,
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
     run.identity, run.images = identity, (pool, digests)
@@ -258,9 +260,12 @@ def stability_loss(logits: torch.Tensor, noisy_logits: torch.Tensor) -> torch.Te
     return nn.functional.kl_div(torch.log_softmax(noisy_logits.float(), dim=1), log_p, log_target=True, reduction="batchmean")
 
 
-def validation_metrics(labels: np.ndarray, probs: np.ndarray, config: ModelConfig) -> dict:
-    """Loss, accuracy, AUC of the suspicion score and macro-F1; ``metric`` = AUC (2 classes) or macro-F1."""
-    summary = summarize(labels, probs, config)
+def validation_metrics(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, view: np.ndarray | None = None) -> dict:
+    """Loss, accuracy, AUC of the suspicion score and macro-F1; ``metric`` = AUC (2 classes) or macro-F1.
+
+    ``view``: which stills show a field of view; the others count as triage run and triage eval count them, never
+    flagged (:func:`capsule_triage.evaluate.as_run_scores`), in every figure but the loss (the model's own output)."""
+    summary = summarize(labels, probs if view is None else as_run_scores(probs, view, config), config)
     out = {"val_loss": float(-np.log(probs[np.arange(len(labels)), labels] + 1e-12).mean()), "val_accuracy": summary["accuracy"],
            "val_auc": summary["auc"], "val_macro_f1": summary["macro"]["f1"]}
     return {**out, "val_metric": out["val_auc"] if len(config.class_names) == 2 else out["val_macro_f1"]}
@@ -277,7 +282,7 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
            "train_loss": state["epoch_loss"][0] / max(state["epoch_loss"][1], 1)}
     if run.val_set is not None:
         probs = predict_probs(run.model, run.preprocess, run.val_set.images)
-        row.update(validation_metrics(run.val_set.labels.numpy(), probs, run.config))
+        row.update(validation_metrics(run.val_set.labels.numpy(), probs, run.config, run.val_view))
         train_mode(run.model)
     key = [row.get("val_metric", 0.0), -row.get("val_loss", 0.0)] if run.val_set is not None else [row["epoch"], 0]
     if any(math.isnan(v) for v in key):

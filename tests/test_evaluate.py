@@ -97,6 +97,32 @@ def test_stills_without_a_view_count_as_triage_run_treats_them(weights_copy, sma
 
 
 @needs_shared
+def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_counts_them(weights_copy, small_manifest, tmp_path):
+    """A validation still without a field of view is never flagged by triage run (and counts so in eval, QA 53 #4), so
+    --target-sensitivity chooses as if it were not: left before, a black bleeding still's own score could set the
+    threshold, and a flat red normal one the model scores high was a false positive in the stored specificity."""
+    flat_red, black = tmp_path / "flat_red.png", tmp_path / "black.png"
+    cv2.imwrite(str(flat_red), np.full((300, 300, 3), (20, 30, 200), np.uint8))
+    cv2.imwrite(str(black), np.zeros((300, 300, 3), np.uint8))
+    rows = [",".join(r.split(",")[:3]) for r in small_manifest.read_text().splitlines()[1:] if r.endswith(",val")]
+    plain, with_flat, with_black = (tmp_path / f"{name}.csv" for name in ("plain", "flat", "black"))
+    plain.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    with_flat.write_text(plain.read_text() + f"{flat_red},non-bleeding,blank1\n")
+    with_black.write_text(plain.read_text() + f"{black},bleeding,blank2\n")
+    chosen = lambda target, data: evaluate(weights_copy, small_manifest, "test", target_sensitivity=target, val_data=data)  # noqa: E731
+    (seen, at), (flat, flat_at) = ((r["threshold_selection"], r["threshold"]) for r in (chosen(0.9, plain), chosen(0.9, with_flat)))
+    negatives = seen["n_val"] - seen["n_val_abnormal"]
+    assert (seen["n_val_without_view"], flat["n_val_without_view"], flat["n_val"]) == (0, 1, seen["n_val"] + 1)
+    assert flat_at == at and flat["val_sensitivity"] == seen["val_sensitivity"]
+    assert flat["val_specificity"] == pytest.approx((seen["val_specificity"] * negatives + 1) / (negatives + 1))  # a true negative
+    positives = seen["n_val_abnormal"] + 1
+    with pytest.raises(InputError, match=rf"black.csv: sensitivity 1.0 is out of reach: 1 of the {positives} abnormal validation frames "
+                                         "show no field of view, which triage run never flags; choose a lower --target-sensitivity"):
+        chosen(1.0, with_black)
+    assert chosen((positives - 1) / positives, with_black)["threshold"] == chosen(1.0, plain)["threshold"]  # the rest all flagged
+
+
+@needs_shared
 def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_copy, small_manifest):
     result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.95)
     selection = result["threshold_selection"]

@@ -838,3 +838,29 @@ def test_the_end_of_training_names_its_validation_metric(classes, named, tmp_pat
     _print_training(tmp_path)  # rev39: said "not chosen" after triage eval had chosen it (a finished run resumed)
     assert "Operating threshold 0.316 on P(" in (printed := " ".join(capsys.readouterr().out.split()))
     assert "chosen by triage eval for sensitivity 0.9" in printed and "not chosen" not in printed
+
+
+def test_validation_counts_stills_without_a_view_as_triage_run_does(tiny_manifest, tmp_path, monkeypatch):
+    """The epoch chosen as best is chosen on what triage run would flag: a validation still without a field of view
+    is never flagged (as in triage eval, QA 53 #4); the loss stays the model's own."""
+    from capsule_triage import train as train_module
+
+    config = ModelConfig(name="m", architecture="resnet18", input_size=32, class_names=["non-bleeding", "bleeding"],
+                         abnormal_classes=["bleeding"], threshold=0.5)
+    labels, probs = np.array([0, 1, 0, 1]), np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.3, 0.7]])
+    raw = train_module.validation_metrics(labels, probs, config)
+    seen = train_module.validation_metrics(labels, probs, config, np.array([False, True, True, True]))  # 1st: a flat red still
+    assert (raw["val_accuracy"], seen["val_accuracy"]) == (0.75, 1.0) and seen["val_loss"] == raw["val_loss"]
+    assert (raw["val_auc"], seen["val_auc"]) == (0.5, 1.0) and seen["val_metric"] == 1.0
+    black, flat = tmp_path / "black.png", tmp_path / "flat.png"
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(black), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(flat), np.full((64, 64, 3), (20, 30, 200), np.uint8))
+    manifest = tmp_path / "with_blank.csv"
+    manifest.write_text(tiny_manifest.read_text() + f"{black},bleeding,blank1,val\n{flat},non-bleeding,blank2,val\n"
+                        f"{WCE / manifest_rows('train', 'bleeding')[1]['path']},bleeding,real,val\n")  # not one of tiny's
+    given = []
+    monkeypatch.setattr(train_module, "validation_metrics", lambda *a: given.append(a) or raw)
+    train(_options(manifest, tmp_path / "m", strategy="full", epochs=1, lr=0.02, val_fraction=0.0))
+    (labels, _, _, view), = given
+    assert len(labels) == 3 and sorted(view.tolist()) == [False, False, True]
