@@ -157,3 +157,11 @@ def to_device(tensor: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
     if device.type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says a PyTorch allocation failed: ``torch.OutOfMemoryError`` on a GPU, and on the CPU the
+    plain RuntimeError of the default allocator ("DefaultCPUAllocator: can't allocate memory: ...", QA 55 #8)."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))

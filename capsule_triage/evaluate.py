@@ -30,7 +30,7 @@ from torch import nn
 
 from . import metrics
 from .training_images import overlap_warning, read_training_images
-from .device import exact_fp32, resolve_device, to_device
+from .device import exact_fp32, out_of_memory, resolve_device, to_device
 from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
 from .errors import DeviceError, InputError, TriageError, WeightsError
@@ -199,7 +199,9 @@ def evaluate(
             probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
         else:
             probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device, notes=backend_notes)
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's plain RuntimeError
+        if not out_of_memory(exc):
+            raise
         raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
                                       "use a smaller --batch-size") from None
     view = frames_with_view(images.images)  # QA 53 #4: what triage run leaves unscored counts as unflagged

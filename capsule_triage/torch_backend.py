@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .backends import Done, split_runs
-from .device import exact_fp32, to_device_nchw
+from .device import exact_fp32, out_of_memory, to_device_nchw
 from .errors import DeviceError
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
@@ -87,12 +87,10 @@ class TorchBackend:
         alive (PyTorch FAQ), and the halves would not fit either."""
         try:
             return self._forward(frames_nhwc)
-        except torch.OutOfMemoryError:
-            pass
         except torch.AcceleratorError as exc:  # sticky: this process cannot use the device again
             raise _device_error(self.device, exc) from None
-        except RuntimeError as exc:  # QA 55 #8: on the CPU an allocation that fails is a plain RuntimeError
-            if "can't allocate memory" not in str(exc):
+        except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's plain RuntimeError (QA 55 #8)
+            if not out_of_memory(exc):
                 raise
         if self.device.type == "cuda":
             try:

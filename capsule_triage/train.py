@@ -36,7 +36,7 @@ from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
-from .device import autocast, to_device
+from .device import autocast, out_of_memory, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
 from .metrics import accuracy_curve
@@ -136,7 +136,9 @@ def train(options: TrainOptions) -> Path:
     run.state["session_start"] = started - run.state["elapsed_seconds"]
     try:
         _loop(run, out)
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's plain RuntimeError
+        if not out_of_memory(exc):
+            raise
         lower = "" if options.precision != "fp32" else " or --precision bf16/fp16"
         raise DeviceError(device_label(device), f"out of memory training {config.architecture} at {config.input_size} px in batches of "
                                                 f"{options.batch_size}: use a smaller --batch-size{lower} (a new --output: the batch "

@@ -784,15 +784,36 @@ def test_training_on_the_gpu_resumes_on_the_cpu_and_evaluates_on_either(tiny_man
     assert on_gpu["auc"] == pytest.approx(on_cpu["auc"], abs=0.02)
 
 
+def _cpu_allocation_failure() -> RuntimeError:
+    """The CPU allocator's own error, from an allocation no machine grants (a plain RuntimeError, not OutOfMemoryError)."""
+    try:
+        torch.empty(1 << 52, dtype=torch.uint8)
+    except RuntimeError as exc:
+        return exc
+    pytest.skip("this machine granted a 4 PiB allocation")
+
+
 @needs_shared
-def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(tiny_manifest, tmp_path, monkeypatch):
-    """Review: torch.OutOfMemoryError in training or evaluation was a traceback (triage run halves its batch)."""
+@pytest.mark.parametrize("failure", ["cuda", "cpu"])
+def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(failure, tiny_manifest, tmp_path, monkeypatch):
+    """Review: torch.OutOfMemoryError in training or evaluation was a traceback (triage run halves its batch); QA 55's
+    remainder: so was the CPU allocator's RuntimeError ("can't allocate memory"), and it still is any other RuntimeError."""
     from capsule_triage import evaluate as evaluate_module
     from capsule_triage import train as train_module
     from capsule_triage.errors import DeviceError
 
+    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB") if failure == "cuda" else _cpu_allocation_failure()
+    assert failure == "cuda" or "can't allocate memory" in str(error) and not isinstance(error, torch.OutOfMemoryError)
+
     def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
+
+    def other_failure(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(train_module, "_train_step", other_failure)
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
+        train(_options(tiny_manifest, tmp_path / "other", strategy="full", epochs=1))
 
     monkeypatch.setattr(train_module, "_train_step", out_of_memory)
     with pytest.raises(DeviceError) as caught:
@@ -803,6 +824,9 @@ def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(tiny_man
     weights = train(_options(tiny_manifest, tmp_path / "w", strategy="head", epochs=1))
     monkeypatch.setattr(evaluate_module, "predict_probs", out_of_memory)
     with pytest.raises(DeviceError, match=r"^cpu: out of memory scoring 64 px frames in batches of 64: use a smaller --batch-size$"):
+        evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu")
+    monkeypatch.setattr(evaluate_module, "predict_probs", other_failure)
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
         evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu")
 
 
