@@ -206,7 +206,9 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
     if chosen:
         lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
                   + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
-                  f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal, sensitivity {_pct(chosen['val_sensitivity'])}, "
+                  f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal"
+                  + (f", {chosen['n_val_without_view']} without a field of view (never flagged)" if chosen.get("n_val_without_view") else "")
+                  + f", sensitivity {_pct(chosen['val_sensitivity'])}, "
                   f"specificity {_pct(chosen['val_specificity'])})."]
     if other := _at_other_thresholds(folder / CARD_NAME, config.threshold):
         lines += ["", "Sections measured at another threshold than this one (before it was chosen; `triage eval --model-card NAME` "
@@ -224,7 +226,7 @@ def _at_other_thresholds(card: Path, threshold: float) -> list[tuple[str, float]
         block = re.search(r"```json\n(.*?)\n```", body, re.S)
         try:
             measured = json.loads(block.group(1)).get("threshold") if block else None
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # not ours to judge: an edited or damaged block is left alone
             continue
         if isinstance(measured, (int, float)) and not math.isclose(measured, round(threshold, 4), abs_tol=1e-4):
             found.append((name, measured))
@@ -237,7 +239,11 @@ def read_card_section(folder: Path, section: str) -> dict:
     match = re.search(rf"<!-- triage-eval:{re.escape(section)}:begin -->.*?```json\n(.*?)\n```", text, re.S)
     if match is None:
         raise WeightsError(folder, f"no triage-eval section {section!r} in {CARD_NAME}")
-    return json.loads(match.group(1))
+    try:
+        return json.loads(match.group(1))
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested past Python's parser
+        raise WeightsError(folder, f"the JSON of section {section!r} in {CARD_NAME} cannot be read "
+                                   f"({'nested too deeply' if isinstance(exc, RecursionError) else exc})") from None
 
 
 def _pct(value: float | None) -> str:

@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
-from capsule_triage.errors import InputError
+from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.evaluate import evaluate
 from capsule_triage.model_card import intended_use, read_card_section
 
@@ -107,10 +107,13 @@ def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_coun
     rows = [",".join(r.split(",")[:3]) for r in small_manifest.read_text().splitlines()[1:] if r.endswith(",val")]
     plain, with_flat, with_black = (tmp_path / f"{name}.csv" for name in ("plain", "flat", "black"))
     plain.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    (weights_copy / "MODEL_CARD.md").write_text(TRAINED_CARD)  # a card triage train made: eval rewrites its training section
     with_flat.write_text(plain.read_text() + f"{flat_red},non-bleeding,blank1\n")
     with_black.write_text(plain.read_text() + f"{black},bleeding,blank2\n")
     chosen = lambda target, data: evaluate(weights_copy, small_manifest, "test", target_sensitivity=target, val_data=data)  # noqa: E731
     (seen, at), (flat, flat_at) = ((r["threshold_selection"], r["threshold"]) for r in (chosen(0.9, plain), chosen(0.9, with_flat)))
+    assert f"validation: {flat['n_val']} frames, {flat['n_val_abnormal']} abnormal, 1 without a field of view (never flagged), " in (
+        weights_copy / "MODEL_CARD.md").read_text()
     negatives = seen["n_val"] - seen["n_val_abnormal"]
     assert (seen["n_val_without_view"], flat["n_val_without_view"], flat["n_val"]) == (0, 1, seen["n_val"] + 1)
     assert flat_at == at and flat["val_sensitivity"] == seen["val_sensitivity"]
@@ -120,6 +123,22 @@ def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_coun
                                          "show no field of view, which triage run never flags; choose a lower --target-sensitivity"):
         chosen(1.0, with_black)
     assert chosen((positives - 1) / positives, with_black)["threshold"] == chosen(1.0, plain)["threshold"]  # the rest all flagged
+
+
+TRAINED_CARD = "# probe\n\n<!-- triage-eval:training:begin -->\n<!-- triage-eval:training:end -->\n"
+
+
+@needs_shared
+def test_a_card_section_of_json_nested_past_the_parser_is_left_or_named_not_a_traceback(weights_copy, small_manifest):
+    """QA 55's remainder: the model card's JSON blocks were parsed with nothing to stop RecursionError (100,000 nested
+    brackets in a downloaded card: triage eval --target-sensitivity ended in a traceback after choosing)."""
+    card = weights_copy / "MODEL_CARD.md"
+    card.write_text(TRAINED_CARD + "\n<!-- triage-eval:damaged:begin -->\n```json\n{\"threshold\": " + "[" * 100_000
+                    + "]" * 100_000 + "}\n```\n<!-- triage-eval:damaged:end -->\n")
+    result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9)
+    assert "Operating threshold" in card.read_text() and result["threshold"] > 0
+    with pytest.raises(WeightsError, match=r"probe: the JSON of section 'damaged' in MODEL_CARD.md cannot be read \(nested too deeply\)$"):
+        read_card_section(weights_copy, "damaged")
 
 
 @needs_shared
