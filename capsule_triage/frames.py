@@ -62,6 +62,8 @@ class SourceInfo:
             "avi", ...); None for frame folders.
         stream_index: the container's stream that is triaged (FFmpeg's choice among
             ``video_streams`` video streams); None for frame folders.
+        colours: how the video stream's header describes its colours and how an untagged one is read
+            (:func:`capsule_triage.video_colour.stream_colours`); None for frame folders.
     """
 
     path: str
@@ -80,6 +82,7 @@ class SourceInfo:
     container: str | None = None
     stream_index: int | None = None
     video_streams: int | None = None
+    colours: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -29,7 +29,7 @@ from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, Unreada
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
-from .video_colour import UnconvertibleColours, conversion_note, frame_rgb, needs_conversion
+from .video_colour import UnconvertibleColours, conversion_note, frame_rgb, needs_conversion, stream_colours
 
 # OpenCV's decoders print a line per damaged image; the reader reports those frames itself (skipped, counted, named
 # in run.json): the lines would only break the one `Error:` line of a bad input (400 damaged PNGs printed 428 lines).
@@ -147,7 +147,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
                 average_fps=fps, duration_seconds=duration, num_frames_from_header=int(stream.frames) or None, size_bytes=size,
                 container=container.format.name, stream_index=stream.index, video_streams=len(moving_pictures(container)),
-            )
+                colours=stream_colours(cc))
     except InputError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:

@@ -52,6 +52,7 @@ def study_facts(study: Study) -> str:
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
                                              _rate(run, src, study.frames["pts_seconds"])) if v)),
+        ("Colours", src.get("colours")),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
 
 

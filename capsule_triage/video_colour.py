@@ -48,6 +48,36 @@ HLG_PEAK, REFERENCE_WHITE = 1000.0, 203.0  # cd/m2: BT.2100's nominal HLG displa
 _OUT_STEPS = 16383  # linear light is looked up at this many steps to its 8-bit signal (under half a level apart)
 
 
+# How a stream's header describes its Y'CbCr (AVColorSpace, AVColorRange), for run.json and the report
+_MATRIX_NAMES = {1: "BT.709", 4: "FCC", 5: "BT.601", 6: "BT.601", 7: "SMPTE 240M", 9: "BT.2020"} | _UNCONVERTIBLE_MATRICES
+_RANGE_NAMES = {1: "limited range", 2: "full range"}
+HD_WIDTH, SD_HEIGHT = 1280, 576  # players take an untagged picture this wide, or taller than SD, for BT.709 (mpv, Chromium)
+
+
+def stream_colours(codec_context) -> str | None:
+    """How the stream's header describes its colours, as a fact of the source ("BT.709, limited range"), saying what an
+    untagged stream is read as: swscale's BT.601 whatever its size (FFmpeg's convention, and what FFmpeg, OpenCV and PyAV
+    write untagged from RGB). A player shows untagged HD as BT.709 instead, which moves saturated colours by up to ~24
+    grey levels (a red of (200, 30, 40) here), so this is said for such a stream. None: no pixel format in the header."""
+    fmt = codec_context.format
+    if fmt is None:
+        return None
+    if fmt.is_rgb or fmt.name == "pal8":
+        return "RGB"
+    matrix = int(codec_context.colorspace)
+    assumed = "full" if fmt.name.startswith("yuvj") else "limited"  # swscale's reading of an untagged range
+    in_range = _RANGE_NAMES.get(int(codec_context.color_range)) or f"range untagged, read as {assumed}"
+    if matrix in _MATRIX_NAMES:
+        described = f"{_MATRIX_NAMES[matrix]}, {in_range}"
+    else:
+        described = f"matrix untagged, read as BT.601 (FFmpeg's convention), {in_range}"
+        if codec_context.width >= HD_WIDTH or codec_context.height > SD_HEIGHT:
+            described += " (players show untagged HD as BT.709: saturated colours differ)"
+    trc, primaries = int(codec_context.color_trc), int(codec_context.color_primaries)
+    return described + "".join(note for cond, note in ((primaries == BT2020_PRIMARIES, ", BT.2020 primaries"),
+                                                       (trc in _TRANSFER_NAMES, f", {_TRANSFER_NAMES.get(trc)}")) if cond)
+
+
 class UnconvertibleColours(Exception):
     """A frame whose colour matrix swscale cannot convert to RGB; the message names it."""
 

@@ -1352,3 +1352,51 @@ def test_hdr_signals_become_the_sdr_picture_the_standards_define():
         read[pixels] = frame_rgb(VideoReformatter(), frame, 4, 4)
     assert (read["yuva444p12le"] == read["yuv444p12le"]).all()  # opaque is opaque
     assert np.abs(read["yuv444p12le"].astype(int) - round(srgb(0.18))).max() <= 1  # (swscale's 12-bit range expansion)
+
+
+def _bars_clip(path, width: int, height: int, matrix, *, tag: bool, codec: str = "libx264", pix_fmt: str = "yuv420p"):
+    """Three saturated bars encoded with ``matrix`` (Y'CbCr), the stream's colour matrix tagged or left untagged."""
+    import av
+
+    rgb = np.zeros((height, width, 3), np.uint8)
+    for i, colour in enumerate([(200, 30, 40), (40, 180, 60), (50, 60, 200)]):
+        rgb[:, i * width // 3 : (i + 1) * width // 3] = colour
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=4)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if codec == "libx264":
+            stream.options = {"crf": "10"}
+        if tag:
+            stream.codec_context.colorspace = int(matrix)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, dst_colorspace=matrix)
+            frame.pts = i
+            frame.colorspace = int(matrix) if tag else 2
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return rgb
+
+
+def test_the_sources_colour_tags_are_recorded_and_an_untagged_stream_says_how_it_is_read(tmp_path):
+    """QA 54 #4's remainder: an untagged stream is read as BT.601 (FFmpeg's convention, and what FFmpeg, OpenCV and PyAV
+    write untagged from RGB) while players show untagged HD as BT.709; nothing in run.json said which a study was."""
+    from av.video.reformatter import Colorspace
+
+    untagged = "matrix untagged, read as BT.601 (FFmpeg's convention), range untagged, read as limited"
+    players = " (players show untagged HD as BT.709: saturated colours differ)"
+    for (width, height), matrix, tag, expected in [((1280, 720), Colorspace.ITU601, False, untagged + players),
+                                                   ((640, 480), Colorspace.ITU601, False, untagged),
+                                                   ((1280, 720), Colorspace.ITU709, True, "BT.709, limited range"),
+                                                   ((1280, 720), Colorspace.ITU709, False, untagged + players)]:
+        path = tmp_path / f"{width}_{int(matrix)}_{tag}.mp4"
+        source = _bars_clip(path, width, height, matrix, tag=tag)
+        assert probe(path).colours == expected, path.name
+        frame = np.concatenate([b.data for b in _all(path, short_side=None, square_crop=False)[0]])[0].astype(int)
+        worst = np.abs(frame[height // 2, [width // 6, width // 2, 5 * width // 6]] - source[0, [0, width // 2, -1]]).max()
+        # what the description says is what happens: BT.601 or tagged reads right; an untagged BT.709 stream does not
+        assert (worst <= 2) if (matrix == Colorspace.ITU601 or tag) else (worst >= 15), (path.name, worst)
+    _bars_clip(tmp_path / "a.avi", 320, 240, Colorspace.ITU601, tag=False, codec="mjpeg", pix_fmt="yuvj420p")
+    assert probe(tmp_path / "a.avi").colours.endswith(("full range", "read as full"))  # MJPEG: full-range Y'CbCr
+    assert probe(write_frame_folder([np.zeros((32, 32, 3), np.uint8)] * 2, tmp_path / "frames")).colours is None

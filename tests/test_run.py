@@ -81,6 +81,9 @@ def test_run_json_records_provenance(mixed_run):
     assert run["frames_decoded"] == 96 and run["frames_skipped"] == 0
     assert run["input"]["size_bytes"] == MIXED_CLIP.stat().st_size and len(run["input"]["sha256"]) == 64
     assert run["source"]["codec"] == "h264" and run["source"]["average_fps"] == 4.0
+    untagged = "matrix untagged, read as BT.601 (FFmpeg's convention), range untagged, read as limited"
+    assert run["source"]["colours"] == untagged  # the clip is written untagged from RGB (conftest.encode_clip)
+    assert f"<dt>Colours</dt><dd>{untagged.replace(chr(39), '&#x27;')}</dd>" in (out / "report.html").read_text()
     assert run["model"]["architecture"] == "tf_efficientnet_lite0" and len(run["model"]["weights_sha256"]) == 64
     assert set(run["parameters"]["rank"]) >= {"smooth_seconds", "enter_threshold", "leave_threshold", "merge_gap_seconds", "min_event_seconds", "top_k", "nms_seconds"}
     assert run["versions"]["torch"].startswith("2.14.1") and run["fps"] > 0
