@@ -6,10 +6,11 @@ an ONNX Runtime backend never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -157,6 +158,18 @@ def to_device(tensor: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
     if device.type != "cuda":
         return tensor
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+@contextlib.contextmanager
+def out_of_memory_raises(error: Callable[[], Exception]):
+    """Within this block, a failed PyTorch allocation (:func:`out_of_memory`) raises ``error()`` instead, a one-line
+    error naming what to change; any other exception passes as it is."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not out_of_memory(exc):
+            raise
+        raise error() from None
 
 
 def out_of_memory(exc: BaseException) -> bool:

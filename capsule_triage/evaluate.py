@@ -30,7 +30,7 @@ from torch import nn
 
 from . import metrics
 from .training_images import overlap_warning, read_training_images
-from .device import exact_fp32, out_of_memory, resolve_device, to_device
+from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
 from .digests import weights_sha256
 from .errors import DeviceError, InputError, TriageError, WeightsError
@@ -186,24 +186,20 @@ def evaluate(
     samples, split, unread = _split_to_score(data, config, split)
     selection, chosen_on = None, []
     if target_sensitivity is not None:
-        selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
-                                                codec=parsed, whole=val_data is not None)
+        with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
+            selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
+                                                    codec=parsed, whole=val_data is not None, batch_size=batch_size)
     images = load_for_model(select(samples, split), config, progress=progress, source=data)
     images.images = _compressed(images.images, parsed)
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
     backend_notes: list[str] = []  # QA 30: `triage run` warned of a rejected or unchecked backend, eval did not
     if selection is not None and backend != "torch-fp32":
         backend_notes.append(f"--target-sensitivity chose the threshold on fp32 scores of the validation frames; the metrics are {backend}'s")
-    try:
+    with _out_of_memory_in_one_line(where, config, batch_size):
         if backend == "torch-fp32":
             probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
         else:
             probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device, notes=backend_notes)
-    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's plain RuntimeError
-        if not out_of_memory(exc):
-            raise
-        raise DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches of {batch_size}: "
-                                      "use a smaller --batch-size") from None
     view = frames_with_view(images.images)  # QA 53 #4: what triage run leaves unscored counts as unflagged
     result = {"model": config.name, "architecture": config.architecture, "weights": str(Path(weights).absolute()), "backend": backend,
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
@@ -245,6 +241,11 @@ def evaluate(
         write_card_section(Path(weights), model_card, result)
         write_training_section(Path(weights), config)
     return result
+
+
+def _out_of_memory_in_one_line(where, config: ModelConfig, batch_size: int):
+    return out_of_memory_raises(lambda: DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches "
+                                                                f"of {batch_size}: use a smaller --batch-size"))
 
 
 def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: str | None, force: bool, *, card: bool) -> None:
@@ -328,7 +329,7 @@ def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
-                     codec: Codec | None = None, whole: bool = False) -> tuple[dict, list[str]]:
+                     codec: Codec | None = None, whole: bool = False, batch_size: int = 64) -> tuple[dict, list[str]]:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
@@ -354,19 +355,21 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     images = _compressed(val.images, codec)
     # as triage run and the evaluation count them (QA 53 #4): a still without a field of view is never flagged
     view = frames_with_view(images)
-    score = suspicion(as_run_scores(predict_probs(model, Preprocessor(config), images), view, config), config)
+    score = suspicion(as_run_scores(predict_probs(model, Preprocessor(config), images, batch_size=batch_size), view, config), config)
+    reachable = np.where(view, score, -np.inf)  # no threshold flags these (rev51: a threshold of 0.0 counted them flagged)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs
         raise InputError(data, "no normal frame in the validation split to choose a threshold on")
     try:  # -inf: no threshold flags it
-        threshold = metrics.threshold_for_sensitivity(positive, np.where(view, score, -np.inf), target)
+        threshold = metrics.threshold_for_sensitivity(positive, reachable, target)
     except ValueError as exc:
         raise InputError(data, str(exc)) from None
     if not math.isfinite(threshold):
-        unseen = int((positive & ~view).sum())
-        raise InputError(data, f"sensitivity {target} is out of reach: {unseen} of the {int(positive.sum())} abnormal validation "
-                               "frames show no field of view, which triage run never flags; choose a lower --target-sensitivity")
-    report = metrics.binary_report(positive, score, threshold)
+        unseen, positives = int((positive & ~view).sum()), int(positive.sum())
+        raise InputError(data, f"sensitivity {target} is out of reach: {unseen} of the {positives} abnormal validation frames show "
+                               f"no field of view, which triage run never flags; the highest reachable is "
+                               f"{(positives - unseen) * 10_000 // positives / 10_000:g}")
+    report = metrics.binary_report(positive, reachable, threshold)
     where = "every frame of the validation data" if every else "the validation split"
     selection = {"method": f"highest threshold with sensitivity >= {target} on {where}", "target_sensitivity": target,
                  "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),

@@ -184,7 +184,9 @@ def _data_line(training: dict) -> str:
     source = {**VALIDATION_FROM, "drawn": drawn}.get(training.get("val_from"),
                                                      drawn + ", or the data's own val rows if it had them (not recorded before 2026-12-02)")
     best = training.get("best") if isinstance(training.get("best"), dict) else {}
-    return (f"Frames per split and class: {frames or 'not recorded'}. Validation: {split.get('n_val', '?')} frames, {source}. "
+    blank = (f" ({split['n_val_without_view']} without a field of view, counted as never flagged as triage run does)"
+             if split.get("n_val_without_view") else "")
+    return (f"Frames per split and class: {frames or 'not recorded'}. Validation: {split.get('n_val', '?')} frames{blank}, {source}. "
             f"Saved checkpoint: epoch {best.get('epoch', '?')} ({best.get('phase', '?')} phase).")
 
 

@@ -5,9 +5,10 @@ renamed into place.
 The pages are opened from disk (``file://``) or served as static files by a hospital's web server; they
 hold names taken from the input (files, folders, classes, model cards). Every such name is escaped where it
 is written, and each page also carries a policy that lets only its own code run: the one inline
-script and stylesheet it was written with (by their SHA-256), images from its own folder, nothing else
-(no other script, no inline event handler, no connection, no form, no frame, no ``<base>``). A name
-that an escaping bug let through would be shown, not run.
+script and stylesheet it was written with (by their SHA-256), images of its own origin (its thumbnails; on
+``file://`` that is any local file, which an image cannot run), nothing else (no other script, no inline event
+handler, no connection, no form, no frame, no ``<base>``). A name that an escaping bug let through would be shown,
+not run.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _sha256_source(text: str) -> str:
 def content_security_policy(code: str) -> str:
     """The policy of a page whose one inline script is ``code`` and whose one stylesheet is :data:`CSS`.
 
-    ``'self'`` for images: the thumbnails beside the page (Chromium and Firefox count a ``file://`` page's
-    own folder tree as such). ``data:`` blocks (``<script type="application/json">``) are not run, so
-    need no entry."""
+    ``'self'`` for images: the thumbnails beside the page (same origin: served over http, the site; opened from
+    ``file://``, in Chromium any local file — images, which run nothing). The JSON data block
+    (``<script type="application/json">``) is not run, so needs no entry."""
     return ("default-src 'none'; "
             f"script-src {_sha256_source(code)}; style-src {_sha256_source(CSS)}; img-src 'self'; "
             "base-uri 'none'; form-action 'none'")

@@ -36,9 +36,10 @@ from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
-from .device import autocast, out_of_memory, to_device
+from .device import autocast, out_of_memory_raises, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
+from .field_of_view import NO_VIEW_KINDS
 from .metrics import accuracy_curve
 from .model_card import check_card, refresh_training_section
 from .model_config import ModelConfig
@@ -129,20 +130,20 @@ def train(options: TrainOptions) -> Path:
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
     run.identity, run.images = identity, (pool, digests)
+    if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
+        warnings.warn(f"{options.data}: {int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view "
+                      f"({NO_VIEW_KINDS}): they count as never flagged in the validation metric, as triage run treats them",
+                      DataWarning, stacklevel=2)
     run.phases = _phases(options, run.steps_per_epoch, len(sets[0].labels))
     if run.scaler is not None and (saved or {}).get("grad_scaler"):
         run.scaler.load_state_dict(saved["grad_scaler"])
     run.state = saved or {"phase": 0, "step": 0, "global_step": 0, "best": None, "log": [], "epoch_loss": [0.0, 0], "elapsed_seconds": 0.0, "finished": False}
     run.state["session_start"] = started - run.state["elapsed_seconds"]
-    try:
+    lower = "" if options.precision != "fp32" else " or --precision bf16/fp16"
+    with out_of_memory_raises(lambda: DeviceError(device_label(device), f"out of memory training {config.architecture} at "
+                                                  f"{config.input_size} px in batches of {options.batch_size}: use a smaller "
+                                                  f"--batch-size{lower} (a new --output: the batch size is part of the recipe)")):
         _loop(run, out)
-    except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's plain RuntimeError
-        if not out_of_memory(exc):
-            raise
-        lower = "" if options.precision != "fp32" else " or --precision bf16/fp16"
-        raise DeviceError(device_label(device), f"out of memory training {config.architecture} at {config.input_size} px in batches of "
-                                                f"{options.batch_size}: use a smaller --batch-size{lower} (a new --output: the batch "
-                                                "size is part of the recipe)") from None
     return out
 
 
@@ -303,7 +304,8 @@ def _save_best(run: _Run, out: Path) -> None:
     provenance = dict(run.config.provenance)
     provenance["training"] = {**provenance["training"], "finished": False, "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
-        "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0}}
+        "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0,
+        "n_val_without_view": int((~run.val_view).sum()) if run.val_view is not None else 0}}
     run.config.provenance = provenance
     save_weights(out, run.model, run.config)
     if not (out / TRAINING_IMAGES).exists():

@@ -97,7 +97,7 @@ def test_stills_without_a_view_count_as_triage_run_treats_them(weights_copy, sma
 
 
 @needs_shared
-def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_counts_them(weights_copy, small_manifest, tmp_path):
+def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_counts_them(weights_copy, small_manifest, tmp_path, monkeypatch):
     """A validation still without a field of view is never flagged by triage run (and counts so in eval, QA 53 #4), so
     --target-sensitivity chooses as if it were not: left before, a black bleeding still's own score could set the
     threshold, and a flat red normal one the model scores high was a false positive in the stored specificity."""
@@ -119,10 +119,18 @@ def test_the_threshold_is_chosen_on_validation_stills_counted_as_triage_run_coun
     assert flat_at == at and flat["val_sensitivity"] == seen["val_sensitivity"]
     assert flat["val_specificity"] == pytest.approx((seen["val_specificity"] * negatives + 1) / (negatives + 1))  # a true negative
     positives = seen["n_val_abnormal"] + 1
+    reach = (positives - 1) * 10_000 // positives / 10_000
     with pytest.raises(InputError, match=rf"black.csv: sensitivity 1.0 is out of reach: 1 of the {positives} abnormal validation frames "
-                                         "show no field of view, which triage run never flags; choose a lower --target-sensitivity"):
+                                         rf"show no field of view, which triage run never flags; the highest reachable is {reach:g}$"):
         chosen(1.0, with_black)
-    assert chosen((positives - 1) / positives, with_black)["threshold"] == chosen(1.0, plain)["threshold"]  # the rest all flagged
+    assert chosen(reach, with_black)["threshold"] == chosen(1.0, plain)["threshold"]  # the rest all flagged
+    # rev51: a visible abnormal still scored 0.0 (float32 underflow) makes the threshold 0.0; the still without a view is
+    # still never flagged in the stored specificity (it was counted flagged: 0 >= 0)
+    from capsule_triage import evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "predict_probs", lambda model, pre, images, **kw: np.tile([[1.0, 0.0]], (len(images), 1)))
+    zero = chosen(1.0, with_flat)
+    assert zero["threshold"] == 0.0 and zero["threshold_selection"]["val_specificity"] == pytest.approx(1 / (negatives + 1))
 
 
 TRAINED_CARD = "# probe\n\n<!-- triage-eval:training:begin -->\n<!-- triage-eval:training:end -->\n"

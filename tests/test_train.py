@@ -22,7 +22,7 @@ from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
 from capsule_triage.datasets import Sample, assign_validation, check_training_splits, class_order, read_samples, select
 from capsule_triage.stills import load_images
-from capsule_triage.errors import InputError, TriageError, WeightsError
+from capsule_triage.errors import DataWarning, InputError, TriageError, WeightsError
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
@@ -828,6 +828,10 @@ def test_running_out_of_device_memory_is_one_line_naming_the_batch_size(failure,
     monkeypatch.setattr(evaluate_module, "predict_probs", other_failure)
     with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes cannot be multiplied$"):
         evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu")
+    monkeypatch.setattr(evaluate_module, "predict_probs", out_of_memory)  # rev51: choosing the threshold ran outside the catch
+    with pytest.raises(DeviceError, match=r"^cpu: out of memory scoring 64 px frames in batches of 16: use a smaller --batch-size$"):
+        (val := tmp_path / "val.csv").write_text(tiny_manifest.read_text().replace(",train\n", ",val\n"))
+        evaluate_module.evaluate(weights, tiny_manifest, "all", device="cpu", target_sensitivity=0.9, val_data=val, batch_size=16)
 
 
 @needs_shared
@@ -885,6 +889,10 @@ def test_validation_counts_stills_without_a_view_as_triage_run_does(tiny_manifes
                         f"{WCE / manifest_rows('train', 'bleeding')[1]['path']},bleeding,real,val\n")  # not one of tiny's
     given = []
     monkeypatch.setattr(train_module, "validation_metrics", lambda *a: given.append(a) or raw)
-    train(_options(manifest, tmp_path / "m", strategy="full", epochs=1, lr=0.02, val_fraction=0.0))
+    with pytest.warns(DataWarning, match=r"with_blank.csv: 2 of the 3 validation frames show no field of view \(black, too dark, .*\): "
+                                         "they count as never flagged in the validation metric, as triage run treats them"):
+        out = train(_options(manifest, tmp_path / "m", strategy="full", epochs=1, lr=0.02, val_fraction=0.0))
     (labels, _, _, view), = given
     assert len(labels) == 3 and sorted(view.tolist()) == [False, False, True]
+    assert json.loads((out / "config.json").read_text())["provenance"]["training"]["split"]["n_val_without_view"] == 2
+    assert "Validation: 3 frames (2 without a field of view, counted as never flagged as triage run does)" in (out / "MODEL_CARD.md").read_text()
