@@ -2,13 +2,12 @@
 started by :func:`capsule_triage.reader_process.read_frames_in_process`; kept apart from that module so
 running it as ``__main__`` does not import it twice."""
 
-import signal
 import sys
 
-from capsule_triage.reader_process import _serve
+from capsule_triage.child_signals import ignore_group_signals
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent ends this process
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as does a closed terminal's hangup (rev44)
+    ignore_group_signals()  # before the imports below: Ctrl-C and hangup reach the whole group; the parent ends this process
+    from capsule_triage.reader_process import _serve
+
     _serve(*(int(arg) for arg in sys.argv[1:3]))

@@ -47,6 +47,7 @@ import numpy as np
 from .errors import InputError, TriageError
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .memory import peak_rss_mb
+from .child_signals import starting_children
 from .completeness import check_complete
 from .reader import ReadOptions, _fit, probe, read_frames, require_frames
 from .segments import plan_segments
@@ -242,10 +243,11 @@ class _Child:
         env = dict(os.environ)  # the child imports this very package, even if the caller found it through sys.path
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "capsule_triage._decoder_child", str(ring_fd), str(theirs.fileno())],
-                pass_fds=(ring_fd, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True, env=env,
-            )
+            with starting_children():
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "capsule_triage._decoder_child", str(ring_fd), str(theirs.fileno())],
+                    pass_fds=(ring_fd, theirs.fileno()), stdin=subprocess.DEVNULL, close_fds=True, env=env,
+                )
         except BaseException:
             ours.close()
             raise

@@ -115,13 +115,18 @@ def run_trials(clip: Path, weights: Path, work: Path, *, trials: int, seed: int,
     base = ["run", str(clip), "--weights", str(weights), "--out", str(out), "--force", "--quiet"]
     failures: list[str] = []
 
-    started = time.perf_counter()  # calibration: one complete run (into another folder)
+    # Calibration: two complete runs (into another folder), the faster one timed. The first pays for a cold page
+    # cache and took ~1.4x as long as the runs after it: windows drawn from it left most "late" kills after the run's
+    # end (CI 2026-12-03: 5 kills of 12, failing the check below that the trials killed enough runs).
     calib = work / "calibration"
-    pid, proc = start([*base[:4], "--out", str(calib), "--quiet"], work, -1, exec_mode=exec_mode)
-    done = finish(pid, proc, 300)
-    whole = time.perf_counter() - started
-    if done != {"status": "exit", "code": 0}:
-        return {"ok": False, "failures": [f"calibration run failed: {done}: {(work / 'trial-1.err').read_text()[-2000:]}"]}
+    whole = float("inf")
+    for attempt in (-2, -1):
+        started = time.perf_counter()
+        pid, proc = start([*base[:4], "--out", str(calib), "--force", "--quiet"], work, attempt, exec_mode=exec_mode)
+        done = finish(pid, proc, 300)
+        whole = min(whole, time.perf_counter() - started)
+        if done != {"status": "exit", "code": 0}:
+            return {"ok": False, "failures": [f"calibration run failed: {done}: {(work / f'trial{attempt}.err').read_text()[-2000:]}"]}
     import pyarrow.parquet as pq
 
     frames = pq.read_table(calib / "frames.parquet").num_rows
@@ -129,7 +134,7 @@ def run_trials(clip: Path, weights: Path, work: Path, *, trials: int, seed: int,
     records = []
     for k in range(trials):
         mode = ("anytime", "late", "writing")[k % 3]
-        window = {"anytime": (0, whole), "late": (0.6 * whole, 1.05 * whole), "writing": (0, 0.05)}[mode]
+        window = {"anytime": (0, whole), "late": (0.6 * whole, whole), "writing": (0, 0.05)}[mode]
         delay = rng.uniform(*window)
         before = "complete" if out.exists() else "absent"
         t0 = time.perf_counter()

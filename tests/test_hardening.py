@@ -482,7 +482,7 @@ def _kill_trials(clip: Path, weights: Path, work: Path, *extra: str) -> list[dic
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     summary = json.loads(result.stdout) if result.stdout.strip() else {"ok": False, "failures": [result.stderr[-3000:]]}
     assert result.returncode == 0 and summary["ok"], summary["failures"]
-    print("kill trials:", [(t["mode"], t["delay_s"], t["after"], t["killed_while_staging"]) for t in summary["trials"]])
+    print("kill trials:", summary["whole_run_s"], [(t["mode"], t["delay_s"], t["killed"], t["after"], t["killed_while_staging"]) for t in summary["trials"]])
     return summary["trials"]
 
 

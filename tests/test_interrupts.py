@@ -184,6 +184,51 @@ def test_sigterm_ends_a_run_like_ctrl_c(random_weights, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_while_the_decoder_process_imports_is_one_line(random_weights, tmp_path):
+    """CI 2026-12-03: a Ctrl-C that reached a child before it had run a line of its own (while it imported numpy and
+    PyAV here, torch and timm in a batch worker) printed the child's KeyboardInterrupt traceback."""
+    out = tmp_path / "out"
+    with _started("run", DEMO_CLIP, "--weights", random_weights, "--out", out, "--decode-in", "process", "--quiet") as proc:
+        deadline = time.monotonic() + 120
+        while not _descendants(proc.pid):  # polled tightly: the child is seconds from its first line of its own
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it started its decoder"
+            time.sleep(0.001)
+        children = _descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert _wait_gone(children) == set(), "decoder process left behind"
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [f"Interrupted; nothing was written for {DEMO_CLIP}."], stderr
+    assert not out.exists()
+
+
+def test_a_worker_spawned_while_group_signals_are_blocked_keeps_a_ctrl_c_pending_until_it_ignores_it():
+    """The mechanism under both: a SIGINT raised in a worker before its first task (as a Ctrl-C during its imports)
+    waits, blocked, and is discarded by ignore_group_signals; one in this process is delivered when the block ends.
+    Without the block (the control) the same SIGINT breaks the worker."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from capsule_triage.child_signals import ignore_group_signals, starting_children
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=signal.raise_signal, initargs=(signal.SIGINT,)) as pool:
+        with starting_children():
+            first = pool.submit(signal.sigpending)
+        assert first.result(timeout=60) == {signal.SIGINT}
+        assert pool.submit(ignore_group_signals).result(timeout=60) is None
+        assert pool.submit(signal.sigpending).result(timeout=60) == set()
+        assert pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []).result(timeout=60) == set()
+    with pytest.raises(KeyboardInterrupt):
+        with starting_children():
+            signal.raise_signal(signal.SIGINT)
+            assert signal.sigpending() == {signal.SIGINT}
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=signal.raise_signal, initargs=(signal.SIGINT,)) as pool:
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(signal.sigpending).result(timeout=60)
+
+
 def test_a_batch_whose_terminal_closes_stops_as_if_interrupted(studies, random_weights, tmp_path):
     """rev44: on a closed terminal every write fails (EIO): the closing lines raised, exit 1 instead of 130. The batch
     runs on a pseudo-terminal, which is closed (its hangup: SIGHUP to the session and its foreground group), then

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..child_signals import ignore_group_signals, starting_children
 from ..source_state import hashed_state, source_state
 from .discovery import Study
 from .records import unchanged_input_sha
@@ -94,9 +95,7 @@ _POOL_WORKER: StudyWorker | None = None
 def _pool_init(ctx: WorkerContext, devices, parent_pid: int) -> None:
     global _POOL_WORKER
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops the workers
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # so does a closed terminal's hangup (rev44)
+    ignore_group_signals()  # Ctrl-C and hangup reach the whole process group: the parent stops the workers
     import threading
 
     from tqdm import tqdm
@@ -139,7 +138,8 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
                                initargs=(replace(ctx, threads=threads), queue, os.getpid()))
     try:
-        futures = {pool.submit(_pool_run, study): study for study in studies}
+        with starting_children():  # the first submit spawns every worker (the spawn context never does so later)
+            futures = {pool.submit(_pool_run, study): study for study in studies}
         for future in as_completed(futures):
             try:
                 outcome = future.result()
