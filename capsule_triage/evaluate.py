@@ -169,6 +169,11 @@ def evaluate(
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
     split = SPLIT_ALIASES.get(split.strip().lower(), split) if split.strip().lower() != "all" else "all"  # QA 31: 'validation' refused
     parsed = _parse_codec(codec)
+    if val_data is not None and target_sensitivity is None:  # QA 56 #8: ignored, even a file that does not exist
+        raise InputError("--val-data", "is the data --target-sensitivity chooses the threshold on; give both, or neither "
+                                       "(the evaluation itself scores DATA's --split)")
+    if target_sensitivity is not None and not 0 < target_sensitivity <= 1:  # QA 56 #9: refused in the data file's name
+        raise InputError("--target-sensitivity", f"a sensitivity in (0, 1] (1: every abnormal validation frame flagged), got {target_sensitivity:g}")
     _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
@@ -278,12 +283,17 @@ def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[
     split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
     source = read_samples(data)
     samples, unread = source.samples, source.messages()
-    if split == "test" and not any(s.split for s in samples):
+    if split in ("test", "val") and not any(s.split for s in samples):
         trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
-        if (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config))):
+        trained = (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config)))
+        if split == "test" and trained:
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
-        return samples, "all", unread
+        if split == "val" and not trained:  # QA 56 #7: a validation share redrawn from data the model never saw, silently
+            raise InputError(data, "the data has no splits and is not this model's training data, so it has no 'val' split "
+                                   "(training's is redrawn only from its own data); evaluate it whole: --split test")
+        if split == "test":
+            return samples, "all", unread
     samples = _training_validation(samples, config)
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")

@@ -94,6 +94,9 @@ class ModelConfig:
         unknown = [c for c in self.abnormal_classes if c not in self.class_names]
         if unknown or not self.abnormal_classes:
             raise WeightsError(where, f"abnormal_classes {self.abnormal_classes} must be a non-empty subset of class_names {self.class_names}")
+        if set(self.abnormal_classes) == set(self.class_names):  # QA 56 #1: trained an epoch, then a StopIteration traceback
+            raise WeightsError(where, f"abnormal_classes {self.abnormal_classes} name every class: the suspicion score, their summed "
+                                      "probability, would be 1 for every frame; leave at least one class normal")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise WeightsError(where, f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
         if not all(0 <= m <= 1 for m in self.mean) or not all(s <= 1 for s in self.std):  # NaN and inf fail too

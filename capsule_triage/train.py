@@ -49,7 +49,7 @@ from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .splits import few_frames_note
 from .stills import LabelledImages, load_for_model
-from .train_options import (RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, device_label, make_config,
+from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, device_label, make_config,
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
 from .transfer import initial_model, set_trainable, train_mode
@@ -57,7 +57,6 @@ from .versions import package_versions
 from .weights import create_model, save_weights
 
 __all__ = ["RUNTIME_FIELDS", "SCHEDULES", "TrainOptions", "make_config", "recipe", "train", "stability_loss", "validation_metrics"]
-LOG_NAME = "train_log.csv"
 LOSS_SYNC_STEPS = 20  # the running loss is read back from the device every N steps (each read waits for the GPU)
 
 @dataclass
@@ -319,7 +318,7 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 def _save_checkpoint(run: _Run, out: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
     state = {k: v for k, v in run.state.items() if k != "session_start"}
-    state.update(recipe=recipe(run.options), **run.identity, elapsed_seconds=time.perf_counter() - run.state["session_start"],
+    state.update(recipe=recipe(run.options), threads=run.options.threads, **run.identity, elapsed_seconds=time.perf_counter() - run.state["session_start"],
                  schedules=[p.schedule.to_dict() for p in run.phases])
     if run.scaler is not None:
         state["grad_scaler"] = run.scaler.state_dict()

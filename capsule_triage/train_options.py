@@ -22,6 +22,7 @@ from .schedule import STRATEGIES
 from .transfer import INIT_SOURCES, N_BLOCKS
 
 SCHEDULES = ("epochs", "bit")
+LOG_NAME = "train_log.csv"  # one row per epoch, beside the weights
 RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "device", "progress", "command")
 
 
@@ -103,7 +104,7 @@ def check_options(o: TrainOptions) -> None:
                f"--init none starts from random weights and --lock {o.lock} would freeze {'block 1' if o.lock == 1 else f'blocks 1-{o.lock}'} of them: train from "
                "scratch with --lock 0 (seed C's lock0), or lock blocks of pretrained weights (--init)"),
               (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, "batch_size must be >= 2, epochs and head_epochs >= 1"),
-              (o.lr > 0 and o.head_lr > 0 and o.budget_scale > 0, "lr, head_lr and budget_scale must be > 0")]
+              *((v > 0, f"{k} must be > 0, got {v:g}") for k, v in (("lr", o.lr), ("head_lr", o.head_lr), ("budget_scale", o.budget_scale)))]
     for ok, message in checks:
         if not ok:
             raise InputError("options", message)
@@ -118,11 +119,20 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
         raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
+    written = [name for name in (LOG_NAME, "model.safetensors") if saved is None and (out / name).exists()]
+    if written:  # QA 56 #5: a folder of the user's own files: their train_log.csv was overwritten
+        raise InputError(out, f"output folder already holds {' and '.join(written)}, which training writes; choose another folder")
     if saved is not None:
         defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
-        differ = sorted(k for k, v in recipe(options).items() if saved["recipe"].get(k, defaults.get(k)) != v)
+        # the data is compared by what it holds (train: data_sha256, images_sha256), not by the path as typed (QA 56 #3:
+        # the same manifest given as ./data.csv after data.csv was refused)
+        differ = sorted(k for k, v in recipe(options).items() if k != "data" and saved["recipe"].get(k, defaults.get(k)) != v)
         if differ:
             raise InputError(out, f"--resume with different options than the checkpoint: {differ} (rerun the same command)")
+        if saved.get("threads", options.threads) != options.threads:  # QA 56 #2: accepted, weights then matched neither count
+            raise InputError(out, f"--resume with --threads {options.threads}: the checkpoint was trained with --threads "
+                                  f"{saved['threads']}, and float sums (so the weights) depend on the thread count; rerun with "
+                                  f"--threads {saved['threads']}")
 
 
 def recipe(options: TrainOptions) -> dict:

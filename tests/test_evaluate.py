@@ -267,6 +267,23 @@ def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
     assert bad.exit_code == 2 and "Error:" in bad.output
     bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--codec", "h264:99"])
     assert bad.exit_code == 2 and "--codec" in bad.output and "CRF must be in 0-51" in bad.output
+    card, config = weights_copy / "MODEL_CARD.md", weights_copy / "config.json"
+    before = (card.read_bytes() if card.exists() else None, config.read_bytes())
+    for value in ("0", "1.5", "-0.2", "nan"):  # QA 56 #9: 0 was refused in the data file's name, after loading the model
+        bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--target-sensitivity", value])
+        assert bad.exit_code == 2 and bad.output.strip() == ("Error: --target-sensitivity: a sensitivity in (0, 1] (1: every "
+                                                             f"abnormal validation frame flagged), got {float(value):g}"), bad.output
+    for val_data in (small_manifest, tmp_path / "missing.csv"):  # QA 56 #8: ignored without --target-sensitivity, even missing
+        bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--val-data", str(val_data)])
+        assert bad.exit_code == 2 and bad.output.strip() == ("Error: --val-data: is the data --target-sensitivity chooses the "
+                                                             "threshold on; give both, or neither (the evaluation itself scores "
+                                                             "DATA's --split)"), bad.output
+    # QA 56 #4: the evaluation went into the training section, which the same command then rewrote: nothing, silently
+    bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--model-card", "training"])
+    assert bad.exit_code == 2 and bad.output.strip() == ("Error: training: the card's training section is written from config.json's "
+                                                         "provenance (and rewritten by this very command); name the evaluation's "
+                                                         "section otherwise, e.g. test"), bad.output
+    assert (card.read_bytes() if card.exists() else None, config.read_bytes()) == before
 
 
 @needs_shared

@@ -139,7 +139,12 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
 
     write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
     assert "Wall time: nan min" in (part / "MODEL_CARD.md").read_text()
-    train(_options(tiny_manifest, part, resume=True, **kwargs))
+    with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2, and float sums "
+                                         r"\(so the weights\) depend on the thread count; rerun with --threads 2"):  # QA 56 #2
+        train(_options(tiny_manifest, part, resume=True, threads=1, **kwargs))
+    # QA 56 #3: the same data by another path was refused as "different options" (the path as typed was compared)
+    elsewhere = tiny_manifest.parent / ".." / tiny_manifest.parent.name / tiny_manifest.name
+    train(_options(elsewhere, part, resume=True, **kwargs))
     assert "Wall time: nan min" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
     a = load_file(str(full / "checkpoint" / "state.safetensors"))
     b = load_file(str(part / "checkpoint" / "state.safetensors"))
@@ -177,6 +182,47 @@ def test_lock_k_freezes_exactly_blocks_1_to_k(tiny_manifest, tmp_path):
     with pytest.raises(InputError, match=r"--lock 1 would freeze block 1 of them"):
         check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1))
     check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1, resume=True))  # a run checkpointed before may finish (rev25)
+
+
+def test_every_class_abnormal_and_learning_rates_of_0_are_refused_before_any_work(tiny_manifest, tmp_path):
+    """QA 56: --abnormal naming every class trained an epoch, then ended in a StopIteration traceback (the score, the
+    abnormal classes' summed probability, is 1 for every frame); --lr 0 was refused while --help said x>=0.0."""
+    app = typer.Typer()
+    register(app)
+    common = ["train", str(tiny_manifest), "--arch", "test_efficientnet", "--input-size", "64", "--init", "none", "--epochs", "1"]
+    out = tmp_path / "m"
+    result = CliRunner().invoke(app, [*common, "--abnormal", "bleeding,non-bleeding", "-o", str(out)])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == (
+        "Error: options: abnormal_classes ['bleeding', 'non-bleeding'] name every class: the suspicion score, their summed "
+        "probability, would be 1 for every frame; leave at least one class normal"), result.output
+    assert not out.exists()
+    for option, value in (("--lr", "0"), ("--head-lr", "-0.01"), ("--budget-scale", "nan")):
+        result = CliRunner().invoke(app, [*common, option, value, "-o", str(out)])
+        name = option[2:].replace("-", "_")
+        assert result.exit_code == 2 and result.output.strip() == f"Error: options: {name} must be > 0, got {float(value):g}", result.output
+        assert not out.exists()
+    rows = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250"}).output.splitlines()
+    for option in ("--lr ", "--head-lr ", "--budget-scale "):  # no range of typer's (it said x>=0.0) but "(> 0" in the text
+        row = next(r for r in rows if option in r)
+        assert "<float> " in row and "(> 0" in row and "x>=" not in row, row
+
+
+def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_manifest, tmp_path):
+    """QA 56 #5: `-o` a folder of the user's own files: their train_log.csv was overwritten."""
+    for name in ("train_log.csv", "model.safetensors"):
+        out = tmp_path / name.split(".")[0]
+        out.mkdir()
+        (out / name).write_text("mine\n")
+        (out / "notes.txt").write_text("notes\n")
+        with pytest.raises(InputError, match=rf"^{re.escape(str(out))}: output folder already holds {name}, which training writes; "
+                                             "choose another folder$"):
+            train(_options(tiny_manifest, out, init="none", epochs=1))
+        assert sorted(p.name for p in out.iterdir()) == sorted([name, "notes.txt"]) and (out / name).read_text() == "mine\n"
+    out = tmp_path / "notes_only"  # a folder of other files is written into, beside them
+    out.mkdir()
+    (out / "notes.txt").write_text("notes\n")
+    assert (train(_options(tiny_manifest, out, init="none", epochs=1, arch="test_efficientnet")) / "train_log.csv").is_file()
+    assert (out / "notes.txt").read_text() == "notes\n"
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnetv2_50x1_bit", LITE0, "vgg11_bn", "inception_v3"])
@@ -656,6 +702,10 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
             writer.writerows([WCE / r["path"], label] for r in manifest_rows("test", label)[:5])
     result = evaluate(out, held_out)
     assert (result["split"], result["n"]) == ("all", 10)
+    # QA 56 #7: --split val of held-out data without splits scored a validation share redrawn from it, silently
+    with pytest.raises(InputError, match=r"held_out.csv: the data has no splits and is not this model's training data, so it has "
+                                         r"no 'val' split \(training's is redrawn only from its own data\); evaluate it whole: --split test$"):
+        evaluate(out, held_out, split="val")
     with pytest.raises(InputError, match=r"held_out.csv: label\(s\) \['ulcer'\] are not model classes"):
         held_out.write_text(held_out.read_text() + f"{WCE / rows[0]['path']},ulcer\n")
         evaluate(out, held_out)

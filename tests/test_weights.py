@@ -128,6 +128,8 @@ def test_config_errors_are_specific(tmp_path, config):
     cases = [
         ({"architecture": "resnet_9000"}, "resnet_9000: unknown architecture"),
         ({"abnormal_classes": ["tumour"]}, r"abnormal_classes \['tumour'\] must be a non-empty subset"),
+        ({"abnormal_classes": ["lesion", "normal"]}, r"abnormal_classes \['lesion', 'normal'\] name every class: the suspicion "
+                                                    r"score, their summed probability, would be 1 for every frame"),
         ({"class_names": ["a", "a"]}, "class_names has duplicates"),
         ({"border": "square"}, "border must be one of"),
         ({"colour": "red"}, r"unknown config field\(s\) \['colour'\]"),
