@@ -4,7 +4,7 @@ running it as ``__main__`` does not import it twice."""
 
 import sys
 
-from capsule_triage.child_signals import ignore_group_signals
+from capsule_triage.interrupts import ignore_group_signals
 
 if __name__ == "__main__":
     ignore_group_signals()  # before the imports below: Ctrl-C and hangup reach the whole group; the parent ends this process

@@ -166,6 +166,16 @@ def eval_command(
                           device=device, force=force)
     except (TriageError, ValueError) as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:  # QA 56 #10: exit 1 without a word (click's Abort)
+        from .interrupts import InterruptedAfterWriting
+
+        written = [str(p) for p, wrote in ((weights / "config.json", target_sensitivity is not None),
+                                           (weights / "MODEL_CARD.md", model_card is not None), (out, out is not None)) if wrote]
+        if isinstance(exc, InterruptedAfterWriting):
+            _echo(f"Interrupted after the results were written ({', '.join(written) or 'nothing to write'}).", err=True)
+        else:
+            _echo(f"Interrupted; nothing was written{' (' + ', '.join(written) + ' unchanged)' if written else ''}.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     for warning in result.get("warnings", []):
         _echo(f"Warning: {warning}", err=True)
     if "threshold_selection" in result:

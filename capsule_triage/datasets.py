@@ -142,13 +142,21 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(fh)
+            reader.fieldnames = _named_as_we_read(reader.fieldnames or [])
             rows = [{**row, _LINE: reader.line_num} for row in reader]  # the file's own line (blank lines are skipped)
-            header = len(reader.fieldnames or [])  # as written: names may repeat ('path,label,,')
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            header = len(reader.fieldnames)  # as written: names may repeat ('path,label,,')
+    except UnicodeDecodeError:  # QA 56 #12: the decoder's position is within its chunk: find the line
+        line = next(n for n, raw in enumerate(path.read_bytes().splitlines(), 1) if not _is_utf8(raw))
+        raise InputError(path, f"line {line} is not UTF-8 text (a Latin-1 or Windows-1252 file?); save it as UTF-8 "
+                               "(Excel: CSV UTF-8)") from None
+    except (OSError, csv.Error) as exc:
         raise InputError(path, f"cannot read manifest CSV ({exc})") from None
-    columns = set(rows[0]) - {_LINE, None} if rows else set()
+    columns = set(reader.fieldnames) - {""}
     if not {"path", "label"} <= columns:
-        raise InputError(path, f"manifest needs columns path,label (found {sorted(columns) or 'no rows'})")
+        separated = next((f" (separated by {sep!r}? a manifest is comma-separated)" for sep in ";\t" if any(sep in c for c in columns)), "")
+        raise InputError(path, f"manifest needs columns path,label (found {sorted(columns) or 'an empty file'}){separated}")
+    if not rows:
+        raise InputError(path, "manifest lists no images (a header only)")
     group_col = group_column(columns)
     samples = []
     first_row: dict[Path, int] = {}
@@ -164,6 +172,9 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         if not (row.get("label") or "").strip():
             raise InputError(path, f"empty label for {row['path']} (row {number})")
         image = _on_disk(path.parent, row["path"])
+        if os.sep == "/" and re.match(r"[A-Za-z]:[\\/]|\\\\", row["path"].strip()) and not image.exists():  # QA 56 #13: 'not found'
+            raise InputError(path, f"row {number}: {row['path'].strip()} is an absolute Windows path; list the images relative to the "
+                                   "manifest's folder (as `triage split` writes them)")
         if image in first_row:  # a second label, group or split for one image: ambiguous, or a leak across the split
             raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image]} and {number}); list each image once")
         first_row[image] = number
@@ -173,6 +184,23 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     if missing:
         raise InputError(missing[0], f"image listed in {path.name} not found ({len(missing)} missing)")
     return samples, group_col
+
+
+def _named_as_we_read(header: list[str]) -> list[str]:
+    """'Path', ' Label ', 'SPLIT' as path, label, split (QA 56 #12: refused) where the exact name is absent; other columns
+    as written (a 'Group' beside 'patient' stays a column of its own: :func:`group_column`)."""
+    for key in ("path", "label", "split"):
+        if key not in header:
+            header = [key if (name or "").strip().casefold() == key else name for name in header]
+    return header
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def is_mask_folder(name: str) -> bool:
@@ -258,6 +286,8 @@ def _read_tree(root: Path) -> LabelledSource:
             samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in images]
     if split_dirs:
         unread.beside = [unread.name(e, folder=True) for e in top if e not in dict(split_dirs)]
+        unread.loose += [unread.name(e) for e in sorted(root.iterdir(), key=lambda e: natural_key(e.name))  # QA 56 #11: unnamed
+                         if not e.name.startswith(".") and e.suffix.lower() in IMAGE_SUFFIXES and e.is_file()]
     if not samples:
         raise InputError(root, "no labelled images (expected one sub-folder of images per class, or a manifest CSV)"
                                + (f"; not read: {'; '.join(unread.phrases())}" if unread.phrases() else ""))
@@ -348,30 +378,6 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
     if len(val_labels) == 1:
         raise InputError(data, f"the validation frames are all of class {next(iter(val_labels))}; choosing the best "
                                "epoch needs frames of at least 2 classes (add 'val' rows or more groups of the other classes)")
-
-
-def split_leak(samples: list[Sample], group_column: str | None, scored: str | None = None) -> str | None:
-    """One phrase when a manifest's groups (patients, subjects) have frames in more than one split (rev24:
-    seed C keeps every image of one subject on one side; a patient in both train and test went unsaid),
-    or None. With ``scored``, only the groups of that split are counted (``triage eval``)."""
-    if group_column is None:
-        return None
-    splits: dict[str, set[str]] = defaultdict(set)
-    for s in samples:
-        splits[s.group].add(s.split or "train")
-    leaking = sorted((g for g, where in splits.items() if len(where) > 1 and (scored is None or scored in where)), key=natural_key)
-    if not leaking:
-        return None
-    kinds = Counter(" + ".join(sorted(splits[g])) for g in leaking)
-    named = ", ".join(map(repr, leaking[:3])) + (", ..." if len(leaking) > 3 else "")
-    counted = "; ".join(f"{n} in {kind}" for kind, n in sorted(kinds.items()))
-    if scored is not None:
-        return (f"{plural(len(leaking), group_column + ' value')} of the {scored!r} frames also {'has' if len(leaking) == 1 else 'have'} "
-                f"frames in another split ({counted}: {named}): the model was chosen or trained on these {group_column}s, so these "
-                f"metrics are optimistic (keep each {group_column} in one split)")
-    return (f"{plural(len(leaking), group_column + ' value')} {'has' if len(leaking) == 1 else 'have'} frames in more than one split "
-            f"({counted}: {named}): validation or test frames of a {group_column} the model trains on measure it on what it has "
-            f"seen (keep each {group_column} in one split, as seed C splits by subject)")
 
 
 def select(samples: list[Sample], split: str) -> list[Sample]:

@@ -31,12 +31,14 @@ from torch import nn
 from . import metrics
 from .training_images import overlap_warning, read_training_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
-from .datasets import MANIFEST_NAME, SPLIT_ALIASES, assign_validation, read_samples, samples_digest, select, split_leak
+from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import weights_sha256
-from .errors import DeviceError, InputError, TriageError, WeightsError
+from .eval_data import split_to_score, training_overlap, training_validation
+from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
+from .interrupts import deferring_interrupts
 from .model_card import check_card, check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
@@ -188,7 +190,7 @@ def evaluate(
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
-    samples, split, unread = _split_to_score(data, config, split)
+    samples, split, unread = split_to_score(data, config, split)
     selection, chosen_on = None, []
     if target_sensitivity is not None:
         with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
@@ -214,7 +216,7 @@ def evaluate(
               "versions": package_versions()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
-               else _training_overlap(select(samples, split), config, split))
+               else training_overlap(select(samples, split), config, split))
     chosen = set(chosen_on)
     tuned = sum(d in chosen for d in images.sha256)  # QA 39: a threshold chosen on the frames scored (each frame counted)
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on ({val_data or data}): "
@@ -233,18 +235,19 @@ def evaluate(
                             *(f"{data}: {message}" for message in unread)) if w]
     if warnings:
         result["warnings"] = warnings
-    if selection is not None:
-        result["threshold_selection"] = selection
-        config.save(Path(weights) / CONFIG_NAME)
-        if model_card is None:
-            refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
-    result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
-    if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
-        with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
-            write_outputs(staging, result, images, probs, config, view)
-    if model_card is not None:
-        write_card_section(Path(weights), model_card, result)
-        write_training_section(Path(weights), config)
+    with deferring_interrupts():  # QA 56 #10: an interrupt waits for the last file, so that all or none are written
+        if selection is not None:
+            result["threshold_selection"] = selection
+            config.save(Path(weights) / CONFIG_NAME)
+            if model_card is None:
+                refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
+        result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
+        if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
+            with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
+                write_outputs(staging, result, images, probs, config, view)
+        if model_card is not None:
+            write_card_section(Path(weights), model_card, result)
+            write_training_section(Path(weights), config)
     return result
 
 
@@ -262,68 +265,6 @@ def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: 
         check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"), only_begun=model_card is None)
     if out_dir is not None:
         StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
-
-
-def _training_validation(samples: list, config: ModelConfig) -> list:
-    """``samples`` split as training split them (assign_validation: unassigned rows join the training
-    pool, a validation fraction is remade from the recorded seed): the same list training hashed."""
-    split = config.provenance.get("training", {}).get("split") or {}
-    return assign_validation(samples, val_fraction=split.get("val_fraction") or 0.0, seed=split.get("seed", 0))
-
-
-def _training_data(config: ModelConfig) -> str | None:
-    """Where training read its data: the absolute path it recorded, else the command's (relative to the
-    folder the command ran in, which is all older weights recorded)."""
-    training = config.provenance.get("training", {})
-    return training.get("data_path") or training.get("recipe", {}).get("data")
-
-
-def _split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str, list[str]]:
-    """The samples and the split to score, and the data's warnings (what is not read, how it was read): data without any
-    split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
-    source = read_samples(data)
-    samples, unread = source.samples, source.messages()
-    if split in ("test", "val") and not any(s.split for s in samples):
-        trained_on, digest = _training_data(config), config.provenance.get("training", {}).get("data_sha256")
-        trained = (trained_on and _same_data(trained_on, data)) or (digest and digest == samples_digest(_training_validation(samples, config)))
-        if split == "test" and trained:
-            raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
-                                   "frames, or --split val for the frames training held out for validation")
-        if split == "val" and not trained:  # QA 56 #7: a validation share redrawn from data the model never saw, silently
-            raise InputError(data, "the data has no splits and is not this model's training data, so it has no 'val' split "
-                                   "(training's is redrawn only from its own data); evaluate it whole: --split test")
-        if split == "test":
-            return samples, "all", unread
-    samples = _training_validation(samples, config)
-    if split != "all" and not any(s.split == split for s in samples):
-        raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
-    leak = split_leak(samples, source.group_column, scored=split) if split != "all" else None
-    return samples, split, unread + ([leak] if leak else [])
-
-
-def _training_overlap(scored: list, config: ModelConfig, split: str) -> str | None:
-    """A warning when frames being scored were training frames of this model (the same images listed in
-    another manifest or folder tree: metrics on them are optimistic); None when none were, or when the
-    training data is no longer where training read it."""
-    trained_on = _training_data(config)
-    if not trained_on or not Path(trained_on).exists():
-        return None
-    try:
-        train = _training_validation(read_samples(trained_on)[0], config)
-    except (TriageError, ValueError):
-        return None
-    seen = {s.path for s in train if s.split == "train"}
-    overlap = sum(s.path in seen for s in scored)
-    if not overlap:
-        return None
-    return (f"{overlap} of the {len(scored)} frames scored ({split}) were training frames of this model ({trained_on}); "
-            "these metrics are optimistic")
-
-
-def _same_data(a: str | Path, b: str | Path) -> bool:
-    def manifest(p: Path) -> Path:
-        return p / MANIFEST_NAME if p.is_dir() and (p / MANIFEST_NAME).is_file() else p
-    return manifest(Path(a).resolve()) == manifest(Path(b).resolve())
 
 
 def _parse_codec(codec: str | None) -> Codec | None:
@@ -356,7 +297,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     given = read_samples(data)[0]
     every = whole and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
     # --val-data with splits: its own val rows (review rev35: training's fraction was drawn from its train rows, unsaid)
-    samples = [replace(s, split="val") for s in given] if every else given if whole else _training_validation(given, config)
+    samples = [replace(s, split="val") for s in given] if every else given if whole else training_validation(given, config)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed

@@ -201,6 +201,8 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
              f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              _data_line(training)]
+    if isinstance(noted := training.get("data_warnings"), list) and noted:  # QA 56 #6: said on the console only before
+        lines += ["", "Warnings about the training data (as training printed them):", *(f"- {note}" for note in map(str, noted))]
     if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)
         lines += ["", f"Validation accuracy per epoch: best {_pct(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
                   f"after convergence (epochs {curve['converged_from_epoch']}-{curve['epochs']}, the last third) mean "

@@ -47,7 +47,7 @@ import numpy as np
 from .errors import InputError, TriageError
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .memory import peak_rss_mb
-from .child_signals import starting_children
+from .interrupts import starting_children
 from .completeness import check_complete
 from .reader import ReadOptions, _fit, probe, read_frames, require_frames
 from .segments import plan_segments

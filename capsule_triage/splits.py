@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import MANIFEST_NAME, Sample, check_label_twins, draw_groups, read_samples, split_leak
+from .datasets import MANIFEST_NAME, Sample, check_label_twins, draw_groups, read_samples
 from .errors import OutputError
+from .frame_folder import natural_key, plural
 from .outputs import written_whole
 
 SPLITS = ("train", "val", "test")
@@ -129,7 +130,7 @@ def _rows(data: str | Path, samples: list[Sample], folder: Path) -> tuple[list[d
 def _write_csv(out: Path, rows: list[dict], columns: list[str]) -> None:
     """Whole or not at all (review rev28: a failure left a .partial file)."""
     with written_whole(out, " the manifest") as partial, open(partial, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")  # QA 56 #14: not CRLF on every system
         writer.writeheader()
         writer.writerows(rows)
 
@@ -149,6 +150,30 @@ def describe(result: SplitResult) -> list[str]:
 
 MIN_TRAIN_FRAMES = 20  # of a class, below which `triage train` says so
 MIN_VAL_FRAMES = 5
+
+
+def split_leak(samples: list[Sample], group_column: str | None, scored: str | None = None) -> str | None:
+    """One phrase when a manifest's groups (patients, subjects) have frames in more than one split (rev24:
+    seed C keeps every image of one subject on one side; a patient in both train and test went unsaid),
+    or None. With ``scored``, only the groups of that split are counted (``triage eval``)."""
+    if group_column is None:
+        return None
+    splits: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        splits[s.group].add(s.split or "train")
+    leaking = sorted((g for g, where in splits.items() if len(where) > 1 and (scored is None or scored in where)), key=natural_key)
+    if not leaking:
+        return None
+    kinds = Counter(" + ".join(sorted(splits[g])) for g in leaking)
+    named = ", ".join(map(repr, leaking[:3])) + (", ..." if len(leaking) > 3 else "")
+    counted = "; ".join(f"{n} in {kind}" for kind, n in sorted(kinds.items()))
+    if scored is not None:
+        return (f"{plural(len(leaking), group_column + ' value')} of the {scored!r} frames also {'has' if len(leaking) == 1 else 'have'} "
+                f"frames in another split ({counted}: {named}): the model was chosen or trained on these {group_column}s, so these "
+                f"metrics are optimistic (keep each {group_column} in one split)")
+    return (f"{plural(len(leaking), group_column + ' value')} {'has' if len(leaking) == 1 else 'have'} frames in more than one split "
+            f"({counted}: {named}): validation or test frames of a {group_column} the model trains on measure it on what it has "
+            f"seen (keep each {group_column} in one split, as seed C splits by subject)")
 
 
 def few_frames_note(samples: list[Sample], class_names: list[str]) -> str | None:

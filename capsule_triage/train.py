@@ -35,7 +35,7 @@ from torch import nn
 from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
-from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select, split_leak
+from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
@@ -47,9 +47,9 @@ from .preprocess import Preprocessor
 from .progress import progress_bar
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
-from .splits import few_frames_note
+from .splits import few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
-from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, device_label, make_config,
+from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config,
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
 from .transfer import initial_model, set_trainable, train_mode
@@ -95,18 +95,29 @@ def train(options: TrainOptions) -> Path:
     if options.resume and saved is None:  # QA 44: trained from the beginning without a word
         warnings.warn(f"{out}: --resume: no checkpoint there; training starts from the beginning", DataWarning, stacklevel=2)
     check_output(out, options, saved)
-    if saved is not None and saved.get("finished"):
+    source = read_samples(options.data) if saved is None or not saved.get("finished") or "data_sha256" in saved else None
+    if saved is not None and saved.get("finished"):  # rev52: another manifest was accepted here, the weights returned as they were
+        drawn = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed) if source is not None else None
+        if drawn is not None and saved["data_sha256"] != samples_digest(drawn):
+            raise _changed_data(options, ["data_sha256"])
         return out
+    if saved is not None:
+        check_threads(out, options, saved)
     check_card(out, ("training",), only_begun=True)  # a resumed run's card is rewritten at the end (review rev34: refused only then)
-    source = read_samples(options.data)
+    data_warnings: list[str] = []  # QA 56 #6: printed only; now in the provenance and the card's training section too
+
+    def warn(note: str) -> None:
+        data_warnings.append(note)
+        warnings.warn(f"{options.data}: {note}", DataWarning, stacklevel=3)
+
     for message in source.messages():
-        warnings.warn(f"{options.data}: {message}", DataWarning, stacklevel=2)
+        warn(message)
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
     for note in (split_leak(samples, source.group_column), few_frames_note(samples, config.class_names)):
         if note:
-            warnings.warn(f"{options.data}: {note}", DataWarning, stacklevel=2)
+            warn(note)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None
             for s in ("train", "val")]
     pool = select(samples, "train") + select(samples, "val")
@@ -114,12 +125,12 @@ def train(options: TrainOptions) -> Path:
     identity = {"data_sha256": samples_digest(samples), "images_sha256": images_sha256(pool, digests)}
     changed = [key for key, value in identity.items() if saved is not None and saved.get(key, value) != value]
     if changed:
-        raise InputError(options.data, f"the data changed since the checkpoint ({'images, labels, groups or splits differ' if 'data_sha256' in changed else 'an image changed in place'}); "
-                                       "--resume continues a run only on the data it started with")
+        raise _changed_data(options, changed)
     for phrase in repeated_images(pool, digests):
-        warnings.warn(f"{options.data}: {phrase}", DataWarning, stacklevel=2)
+        warn(phrase)
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
+                                         data_warnings=data_warnings,
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
@@ -130,9 +141,8 @@ def train(options: TrainOptions) -> Path:
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
     run.identity, run.images = identity, (pool, digests)
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
-        warnings.warn(f"{options.data}: {int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view "
-                      f"({NO_VIEW_KINDS}): they count as never flagged in the validation metric, as triage run treats them",
-                      DataWarning, stacklevel=2)
+        warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
+             "they count as never flagged in the validation metric, as triage run treats them")
     run.phases = _phases(options, run.steps_per_epoch, len(sets[0].labels))
     if run.scaler is not None and (saved or {}).get("grad_scaler"):
         run.scaler.load_state_dict(saved["grad_scaler"])
@@ -309,6 +319,11 @@ def _save_best(run: _Run, out: Path) -> None:
     save_weights(out, run.model, run.config)
     if not (out / TRAINING_IMAGES).exists():
         write_training_images(out, *run.images)
+
+
+def _changed_data(options: TrainOptions, changed: list[str]) -> InputError:
+    return InputError(options.data, f"the data changed since the checkpoint ({'images, labels, groups or splits differ' if 'data_sha256' in changed else 'an image changed in place'}); "
+                                    "--resume continues a run only on the data it started with")
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

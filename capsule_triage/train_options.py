@@ -13,12 +13,14 @@ from .datasets import class_order, split_counts
 from .device import PRECISIONS, check_precision, exact_fp32, resolve_device
 from .errors import InputError, WeightsError
 from .imagenet_init import LITE0_ARCH
+from .json_files import read_json
 from .outputs import check_creatable
 from .augment import POLICIES
 from .checkpoint import CHECKPOINT_DIR
 from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
+from .training_images import TRAINING_IMAGES
 from .transfer import INIT_SOURCES, N_BLOCKS
 
 SCHEDULES = ("epochs", "bit")
@@ -119,20 +121,32 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
         raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
-    written = [name for name in (LOG_NAME, "model.safetensors") if saved is None and (out / name).exists()]
-    if written:  # QA 56 #5: a folder of the user's own files: their train_log.csv was overwritten
+    written = [name for name in (LOG_NAME, "model.safetensors", TRAINING_IMAGES) if saved is None and (out / name).exists()]
+    if written:  # QA 56 #5: a folder of the user's own files: their train_log.csv was overwritten (rev52: another run's image list kept)
         raise InputError(out, f"output folder already holds {' and '.join(written)}, which training writes; choose another folder")
     if saved is not None:
         defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
-        # the data is compared by what it holds (train: data_sha256, images_sha256), not by the path as typed (QA 56 #3:
-        # the same manifest given as ./data.csv after data.csv was refused)
-        differ = sorted(k for k, v in recipe(options).items() if k != "data" and saved["recipe"].get(k, defaults.get(k)) != v)
+        differ = sorted(k for k, v in recipe(options).items()
+                        if saved["recipe"].get(k, defaults.get(k)) != v and not _same_source(k, saved["recipe"].get(k), v, saved))
         if differ:
             raise InputError(out, f"--resume with different options than the checkpoint: {differ} (rerun the same command)")
-        if saved.get("threads", options.threads) != options.threads:  # QA 56 #2: accepted, weights then matched neither count
-            raise InputError(out, f"--resume with --threads {options.threads}: the checkpoint was trained with --threads "
-                                  f"{saved['threads']}, and float sums (so the weights) depend on the thread count; rerun with "
-                                  f"--threads {saved['threads']}")
+
+
+def _same_source(key: str, before, now, saved: dict) -> bool:
+    """QA 56 #3: the same data or init file given by another path (./data.csv after data.csv) is the same run. The data is
+    compared by what it holds (data_sha256, images_sha256: train) where the checkpoint recorded it; an init file resolved."""
+    if key == "data":
+        return "data_sha256" in saved
+    return key == "init" and isinstance(before, str) and Path(before).is_file() and Path(before).resolve() == Path(now).resolve()
+
+
+def check_threads(out: Path, options: TrainOptions, saved: dict) -> None:
+    """QA 56 #2: a run resumed with another --threads was accepted, its weights then matching neither count."""
+    config = out / "config.json"  # checkpoints before 2026-12-03 did not record it; the best model's provenance did
+    before = saved.get("threads") or (read_json(config).get("provenance", {}).get("training", {}).get("threads") if config.is_file() else None)
+    if before is not None and before != options.threads:
+        raise InputError(out, f"--resume with --threads {options.threads}: the checkpoint was trained with --threads {before}, and "
+                              f"float sums on the CPU (so the weights) depend on the thread count; rerun with --threads {before}")
 
 
 def recipe(options: TrainOptions) -> dict:

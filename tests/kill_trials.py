@@ -5,9 +5,11 @@ Usage::
     python tests/kill_trials.py --clip CLIP --weights WEIGHTS --work DIR [--trials 12] [--seed 0] [--exec]
 
 Each trial starts ``triage run CLIP --out DIR/out --force`` and kills it after a random delay: a third
-of the delays are uniform over a whole run, a third fall in its last 40 % (scoring, thumbnails,
-Parquet, run.json, the report and the final rename), and a third are 0-50 ms after the run's staging
-folder appears (so some kills surely land while the outputs are being written). After every kill, ``DIR/out`` must be absent or complete
+of the delays are uniform over a whole run, a third fall between the moment a calibration run's staging
+folder appeared and its end (thumbnails, Parquet, run.json, the report and the final renames), and a
+third are 0-50 ms after the run's staging folder appears (so some kills surely land while the outputs
+are being written). The calibration run before them leaves a complete DIR/out, which the first trials'
+``--force`` runs replace. After every kill, ``DIR/out`` must be absent or complete
 and valid: every Parquet file reads back with pyarrow and has the rows run.json announces, run.json
 parses, every thumbnail decodes, the HTML report is whole. The only other things allowed beside it
 are the hidden staging folders of the killed process; the final re-run must succeed and remove them.
@@ -115,18 +117,26 @@ def run_trials(clip: Path, weights: Path, work: Path, *, trials: int, seed: int,
     base = ["run", str(clip), "--weights", str(weights), "--out", str(out), "--force", "--quiet"]
     failures: list[str] = []
 
-    # Calibration: two complete runs (into another folder), the faster one timed. The first pays for a cold page
-    # cache and took ~1.4x as long as the runs after it: windows drawn from it left most "late" kills after the run's
-    # end (CI 2026-12-03: 5 kills of 12, failing the check below that the trials killed enough runs).
+    # Calibration: two complete runs, the faster one timed (the first pays for a cold page cache: ~1.4x as long as the runs
+    # after it; windows drawn from it alone left most "late" kills after the run's end: CI 2026-12-03, 5 of 12 killed). The
+    # second writes OUT itself, so the first trials kill a --force run over a complete output, and times when its staging
+    # folder appears: "late" kills fall between that and the end (rev52: from 0.6 of the run they missed the writing).
     calib = work / "calibration"
-    whole = float("inf")
-    for attempt in (-2, -1):
+    whole, staged = float("inf"), None
+    for attempt, args in ((-2, [*base[:4], "--out", str(calib), "--quiet"]), (-1, base)):
         started = time.perf_counter()
-        pid, proc = start([*base[:4], "--out", str(calib), "--force", "--quiet"], work, attempt, exec_mode=exec_mode)
+        pid, proc = start(args, work, attempt, exec_mode=exec_mode)
+        while attempt == -1 and staged is None and time.perf_counter() - started < 300:
+            if any(f"-{pid}-" in name for name in leftovers(out)):
+                staged = time.perf_counter() - started
+            elif out.exists() and not leftovers(out):  # done before its staging folder was seen
+                break
+            time.sleep(0.001)
         done = finish(pid, proc, 300)
         whole = min(whole, time.perf_counter() - started)
         if done != {"status": "exit", "code": 0}:
             return {"ok": False, "failures": [f"calibration run failed: {done}: {(work / f'trial{attempt}.err').read_text()[-2000:]}"]}
+    staged = min(staged or 0.6 * whole, 0.9 * whole)
     import pyarrow.parquet as pq
 
     frames = pq.read_table(calib / "frames.parquet").num_rows
@@ -134,7 +144,7 @@ def run_trials(clip: Path, weights: Path, work: Path, *, trials: int, seed: int,
     records = []
     for k in range(trials):
         mode = ("anytime", "late", "writing")[k % 3]
-        window = {"anytime": (0, whole), "late": (0.6 * whole, whole), "writing": (0, 0.05)}[mode]
+        window = {"anytime": (0, whole), "late": (0.8 * staged, 0.95 * whole), "writing": (0, 0.05)}[mode]
         delay = rng.uniform(*window)
         before = "complete" if out.exists() else "absent"
         t0 = time.perf_counter()
@@ -166,7 +176,8 @@ def run_trials(clip: Path, weights: Path, work: Path, *, trials: int, seed: int,
         failures.append(f"re-run failed: {result}: {(work / f'trial{trials}.err').read_text()[-2000:]}")
     elif check_output(out, frames=frames) or leftovers(out):
         failures.append(f"re-run output invalid {check_output(out, frames=frames)} or leftovers {leftovers(out)}")
-    return {"ok": not failures, "failures": failures, "whole_run_s": round(whole, 3), "frames": frames, "trials": records}
+    return {"ok": not failures, "failures": failures, "whole_run_s": round(whole, 3), "staged_s": round(staged, 3), "frames": frames,
+            "trials": records}
 
 
 def main(argv: list[str] | None = None) -> int:

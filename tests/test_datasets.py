@@ -40,6 +40,7 @@ def published_layout(tmp_path) -> Path:
         _image(root / "test" / "bleeding" / f"img_{i}.png", 20 + i)
         _image(root / "test" / "non-bleeding" / f"img_{i}.png", 30 + i)
     _image(root / "train" / "stray.png", 40)
+    _image(root / "overview.png", 42)  # QA 56 #11: an image at the root of a tree of split folders went unnamed
     (root / "train" / "non-bleeding" / "clip.gif").write_bytes(b"GIF89a")
     (root / "train" / "bleeding" / "Bounding boxes").mkdir()
     (root / "train" / "bleeding" / "Bounding boxes" / "img_0.txt").write_text("0 0.5 0.5 0.1 0.1\n")
@@ -54,7 +55,7 @@ def test_mask_folders_are_not_classes_and_whatever_is_not_read_is_named(publishe
     assert len(source.samples) == 16 and source.group_column is None
     assert source.unread == [
         "2 mask or annotation folders (not a class, not frames): train/bleeding/Annotations/, train/masks_bleeding/",
-        "1 image outside the class folders: train/stray.png",
+        "2 images outside the class folders: train/stray.png, overview.png",
         "1 folder beside the split folders train/, val/, test/: extra/",
         "1 gif file: train/non-bleeding/clip.gif (frames are .bmp, .jfif, .jpe, .jpeg, .jpg, .png, .pnm, .ppm, .tif, .tiff, .webp)",
     ]
@@ -164,6 +165,37 @@ def test_manifests_from_excel_windows_and_macs_are_read(tmp_path):
                                   "imgs/normal/a\\b.png,normal\r\n").encode())
     samples = read_samples(root / "m.csv").samples
     assert [s.path.name for s in samples] == [name, "0.png", "a\\b.png"] and all(s.path.is_file() for s in samples)
+
+
+def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_named(tmp_path):
+    """QA 56 #12: 'Path,Label' was refused; a Latin-1 file was refused without its line; a ';'-separated file (a German
+    Excel's CSV) without a hint; a header-only file said it found 'no rows' of a header it had read."""
+    import re
+
+    from capsule_triage.errors import InputError
+
+    _image(tmp_path / "imgs" / "a.png", 1)
+    _image(tmp_path / "imgs" / "b.png", 2)
+    (tmp_path / "case.csv").write_text(" Path , Label ,Patient,Split\nimgs/a.png,normal,P1,train\nimgs/b.png,bleeding,P2,Test\n")
+    source = read_samples(tmp_path / "case.csv")
+    assert [(s.path.name, s.label, s.group, s.split) for s in source.samples] == [("a.png", "normal", "P1", "train"),
+                                                                                   ("b.png", "bleeding", "P2", "test")]
+    assert source.group_column == "Patient"
+    cases = {
+        "latin1.csv": ("path,label\nimgs/a.png,normal\nimgs/b.png,l\xe9sion\n".encode("latin-1"),
+                       "line 3 is not UTF-8 text (a Latin-1 or Windows-1252 file?); save it as UTF-8 (Excel: CSV UTF-8)"),
+        "semicolon.csv": (b"path;label\nimgs/a.png;normal\n",
+                          "manifest needs columns path,label (found ['path;label']) (separated by ';'? a manifest is comma-separated)"),
+        "header.csv": (b"path,label\r\n", "manifest lists no images (a header only)"),
+        "empty.csv": (b"", "manifest needs columns path,label (found an empty file)"),
+        "windows.csv": (b"path,label\nimgs/a.png,normal\nC:\\lab\\b.png,bleeding\n",  # QA 56 #13: 'not found', joined to the folder
+                        "row 3: C:\\lab\\b.png is an absolute Windows path; list the images relative to the manifest's folder "
+                        "(as `triage split` writes them)"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=f"^{re.escape(str(tmp_path / name))}: {re.escape(message)}$"):
+            read_samples(tmp_path / name)
 
 
 def test_stills_of_a_field_of_view_model_are_cropped_to_the_view_as_a_run_crops_frames(tmp_path):

@@ -483,3 +483,43 @@ def test_split_names_as_manifests_write_them_and_one_sided_frames_are_explained(
     assert result["split"] == "val" and result["n"] == 10 and np.isnan(result["auc"])
     assert result["warnings"] == ["none of the 10 frames scored (val) is bleeding: AUC and sensitivity are undefined (nan); "
                                   "score frames of both kinds"]
+
+
+@needs_shared
+def test_an_interrupted_eval_says_whether_it_wrote_nothing_or_everything(weights_copy, small_manifest, tmp_path, monkeypatch):
+    """QA 56 #10: Ctrl-C ended triage eval with exit 1 and no line. Now 130 and one line; an interrupt while the results
+    are written (config.json's threshold, the card, --out) waits until all of them are, so it is never some of them."""
+    import os
+    import signal
+
+    import capsule_triage.evaluate as evaluation
+
+    app = typer.Typer()
+    register(app)
+    out, card, config = tmp_path / "e", weights_copy / "MODEL_CARD.md", weights_copy / "config.json"
+    args = ["eval", str(weights_copy), str(small_manifest), "--target-sensitivity", "0.9", "--model-card", "test", "--out", str(out)]
+    before = (card.read_bytes() if card.exists() else None, config.read_bytes())
+    scored = evaluation.predict_probs
+
+    def interrupted(*a, **k):
+        if k.get("batch_size") and a[2].shape[0] == 48:  # the test split, after the threshold was chosen on val
+            raise KeyboardInterrupt
+        return scored(*a, **k)
+
+    monkeypatch.setattr(evaluation, "predict_probs", interrupted)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130 and result.output.strip() == (
+        f"Interrupted; nothing was written ({config}, {card}, {out} unchanged)."), result.output
+    assert (card.read_bytes() if card.exists() else None, config.read_bytes()) == before and not out.exists()
+    monkeypatch.setattr(evaluation, "predict_probs", scored)
+    written = evaluation.write_outputs
+
+    def signalled_half_way(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # after config.json, before --out and the card
+        return written(*a, **k)
+
+    monkeypatch.setattr(evaluation, "write_outputs", signalled_half_way)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130 and result.output.strip() == f"Interrupted after the results were written ({config}, {card}, {out})."
+    assert (out / "metrics.json").is_file() and "<!-- triage-eval:test:begin -->" in card.read_text()
+    assert json.loads(config.read_text())["provenance"]["operating_threshold"]["target_sensitivity"] == 0.9

@@ -482,7 +482,7 @@ def _kill_trials(clip: Path, weights: Path, work: Path, *extra: str) -> list[dic
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     summary = json.loads(result.stdout) if result.stdout.strip() else {"ok": False, "failures": [result.stderr[-3000:]]}
     assert result.returncode == 0 and summary["ok"], summary["failures"]
-    print("kill trials:", summary["whole_run_s"], [(t["mode"], t["delay_s"], t["killed"], t["after"], t["killed_while_staging"]) for t in summary["trials"]])
+    print("kill trials:", summary["whole_run_s"], summary["staged_s"], [(t["mode"], t["delay_s"], t["killed"], t["before"], t["after"], t["killed_while_staging"]) for t in summary["trials"]])
     return summary["trials"]
 
 
@@ -491,6 +491,7 @@ def test_sigkill_at_random_moments_leaves_no_partial_output(short_clip, random_w
     trials = _kill_trials(short_clip, random_weights, tmp_path, "--trials", "12", "--seed", "7")
     assert len(trials) >= 10 and sum(t["killed"] for t in trials) >= 6, trials
     assert any(t["killed_while_staging"] for t in trials), "no kill landed while outputs were being written"
+    assert any(t["killed"] and t["before"] == "complete" for t in trials), "no kill of a --force run over a complete output"
 
 
 def test_sigkill_of_real_processes(short_clip, random_weights, tmp_path):

@@ -210,7 +210,7 @@ def test_a_worker_spawned_while_group_signals_are_blocked_keeps_a_ctrl_c_pending
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from capsule_triage.child_signals import ignore_group_signals, starting_children
+    from capsule_triage.interrupts import ignore_group_signals, starting_children
 
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=signal.raise_signal, initargs=(signal.SIGINT,)) as pool:

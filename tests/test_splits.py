@@ -42,6 +42,7 @@ def test_splits_are_drawn_by_patient_stratified_by_label_and_read_back_by_traini
     assert done.returncode == 0 and done.stderr == "", done.stderr
     written = _read(tmp_path / "out" / "split.csv")
     assert [r["path"] for r in written] == [str(WCE / r["path"]) for r in rows]  # every row, in order, its columns kept
+    assert b"\r" not in (tmp_path / "out" / "split.csv").read_bytes()  # QA 56 #14: CRLF line ends, as csv writes by default
     assert list(written[0]) == ["path", "label", "patient", "note", "split"] and {r["note"] for r in written} == {"kept"}
     sides = defaultdict(set)
     for r in written:

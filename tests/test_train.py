@@ -139,9 +139,15 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
 
     write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
     assert "Wall time: nan min" in (part / "MODEL_CARD.md").read_text()
-    with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2, and float sums "
+    with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2, and float sums on the CPU "
                                          r"\(so the weights\) depend on the thread count; rerun with --threads 2"):  # QA 56 #2
         train(_options(tiny_manifest, part, resume=True, threads=1, **kwargs))
+    state_file = part / "checkpoint" / "state.json"  # rev52: a checkpoint from before threads were recorded: the best model's record
+    state_text = state_file.read_text()
+    state_file.write_text(json.dumps({k: v for k, v in json.loads(state_text).items() if k != "threads"}))
+    with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2"):
+        train(_options(tiny_manifest, part, resume=True, threads=1, **kwargs))
+    state_file.write_text(state_text)
     # QA 56 #3: the same data by another path was refused as "different options" (the path as typed was compared)
     elsewhere = tiny_manifest.parent / ".." / tiny_manifest.parent.name / tiny_manifest.name
     train(_options(elsewhere, part, resume=True, **kwargs))
@@ -154,6 +160,13 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     log_b = list(csv.DictReader(open(part / "train_log.csv")))
     assert [(r["lr"], r["train_loss"]) for r in log_a] == [(r["lr"], r["train_loss"]) for r in log_b]
     assert json.loads((part / "checkpoint" / "state.json").read_text())["finished"]
+    # rev52: resuming the finished run on other data returned its weights without a word (the data path was no longer compared)
+    other = tmp_path / "other.csv"
+    other.write_text("".join(tiny_manifest.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(InputError, match=r"other.csv: the data changed since the checkpoint \(images, labels, groups or splits differ\)"):
+        train(_options(other, part, resume=True, **kwargs))
+    weights = (part / "model.safetensors").read_bytes()  # a finished run resumed with another --threads trains nothing: no refusal
+    assert train(_options(elsewhere, part, resume=True, threads=1, **kwargs)) == part and (part / "model.safetensors").read_bytes() == weights
 
 
 @needs_shared
@@ -209,7 +222,7 @@ def test_every_class_abnormal_and_learning_rates_of_0_are_refused_before_any_wor
 
 def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_manifest, tmp_path):
     """QA 56 #5: `-o` a folder of the user's own files: their train_log.csv was overwritten."""
-    for name in ("train_log.csv", "model.safetensors"):
+    for name in ("train_log.csv", "model.safetensors", "training_images.parquet"):  # rev52: another run's image list was kept
         out = tmp_path / name.split(".")[0]
         out.mkdir()
         (out / name).write_text("mine\n")
@@ -218,6 +231,13 @@ def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_m
                                              "choose another folder$"):
             train(_options(tiny_manifest, out, init="none", epochs=1))
         assert sorted(p.name for p in out.iterdir()) == sorted([name, "notes.txt"]) and (out / name).read_text() == "mine\n"
+    from capsule_triage.train_options import _same_source  # QA 56 #3 / rev52: what --resume compares by what it names
+
+    init = tmp_path / "init.pth"
+    init.write_bytes(b"")
+    assert _same_source("init", str(init), str(tmp_path / ".." / tmp_path.name / "init.pth"), {})
+    assert not _same_source("init", str(init), str(tmp_path / "other.pth"), {}) and not _same_source("init", "imagenet", "none", {})
+    assert _same_source("data", "a.csv", "./a.csv", {"data_sha256": "0" * 64}) and not _same_source("data", "a.csv", "./a.csv", {})
     out = tmp_path / "notes_only"  # a folder of other files is written into, beside them
     out.mkdir()
     (out / "notes.txt").write_text("notes\n")
@@ -624,7 +644,7 @@ def test_training_splits_that_would_train_something_else_are_refused():
 def test_a_patient_in_two_splits_is_named_by_train_and_eval(tmp_path):
     """rev24: seed C keeps every image of one subject on one side of the split; a manifest with patients
     in both train and test trained and evaluated without a word."""
-    from capsule_triage.datasets import split_leak
+    from capsule_triage.splits import split_leak
     from capsule_triage.errors import DataWarning
     from capsule_triage.evaluate import evaluate
 
@@ -640,6 +660,11 @@ def test_a_patient_in_two_splits_is_named_by_train_and_eval(tmp_path):
     expected = "2 patient values have frames in more than one split (2 in test + train: 'P0', 'P1'): validation or test frames"
     with pytest.warns(DataWarning, match=re.escape(f"{path}: {expected}")):
         out = train(_options(path, tmp_path / "m", strategy="full", epochs=1))
+    # QA 56 #6: said on the console only; the weights' provenance and card keep what training warned of the data
+    noted = ModelConfig.load(out / "config.json").provenance["training"]["data_warnings"]
+    assert any(note.startswith(expected) for note in noted) and any(note.startswith("few training frames") for note in noted), noted
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Warnings about the training data (as training printed them):\n" in card and all(f"\n- {note}\n" in card for note in noted)
     result = evaluate(out, path, "test")
     assert f"{path}: 2 patient values of the 'test' frames also have frames in another split (2 in test + train: 'P0', 'P1'): " \
            "the model was chosen or trained on these patients, so these metrics are optimistic (keep each patient in one split)" in result["warnings"]
@@ -703,9 +728,15 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     result = evaluate(out, held_out)
     assert (result["split"], result["n"]) == ("all", 10)
     # QA 56 #7: --split val of held-out data without splits scored a validation share redrawn from it, silently
-    with pytest.raises(InputError, match=r"held_out.csv: the data has no splits and is not this model's training data, so it has "
-                                         r"no 'val' split \(training's is redrawn only from its own data\); evaluate it whole: --split test$"):
+    refusal = (r": the data has no 'val' rows and is not recognised as this model's training data \(by the path or the digest "
+               r"training recorded\), so there is no validation share of it to redraw; score its frames with --split test$")
+    with pytest.raises(InputError, match="held_out.csv" + refusal):
         evaluate(out, held_out, split="val")
+    with_splits = tmp_path / "held_out_split.csv"  # rev52: a split column without val rows was redrawn all the same
+    with_splits.write_text("path,label,split\n" + "".join(f"{line},{('train', 'test')[i % 2]}\n"
+                                                          for i, line in enumerate(held_out.read_text().splitlines()[1:])))
+    with pytest.raises(InputError, match="held_out_split.csv" + refusal):
+        evaluate(out, with_splits, split="val")
     with pytest.raises(InputError, match=r"held_out.csv: label\(s\) \['ulcer'\] are not model classes"):
         held_out.write_text(held_out.read_text() + f"{WCE / rows[0]['path']},ulcer\n")
         evaluate(out, held_out)

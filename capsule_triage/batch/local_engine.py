@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..child_signals import ignore_group_signals, starting_children
+from ..interrupts import ignore_group_signals, starting_children
 from ..source_state import hashed_state, source_state
 from .discovery import Study
 from .records import unchanged_input_sha
@@ -138,7 +138,7 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
                                initargs=(replace(ctx, threads=threads), queue, os.getpid()))
     try:
-        with starting_children():  # the first submit spawns every worker (the spawn context never does so later)
+        with starting_children():  # each submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
             futures = {pool.submit(_pool_run, study): study for study in studies}
         for future in as_completed(futures):
             try:
