@@ -268,14 +268,18 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         path = weights_dir / onnx_file(requested) if weights_dir else None
         if path is None or not path.exists():
             raise WeightsError(weights_dir or "weights", f"backend {requested} needs {onnx_file(requested)}; run `triage optimize` on this weights folder")
-        stale, warning = _stale_onnx(weights_dir, requested, parsed[0], model_sha256)
+        choice["onnx_file"] = str(path.absolute())
+        choice["onnx_sha256"] = file_sha256(path)  # QA 52: weights_sha256 covers config and safetensors, not the graph that scores
+        vouching = parsed[0]
+        recorded = (vouching or {}).get("onnx_sha256", {}).get(onnx_file(requested))
+        if report is None and recorded and recorded != choice["onnx_sha256"]:  # QA 57 #2: a set-aside report (another model's,
+            vouching = None  # copied in) says nothing of this file; judged by it, the folder's own export was called stale
+        stale, warning = _stale_onnx(weights_dir, requested, vouching, model_sha256)
         if stale:
             raise WeightsError(path, f"exported from other network weights or preprocessing than {WEIGHTS_NAME} and "
                                      f"{CONFIG_NAME} hold now; run `triage optimize` again")
         warnings += [warning] if warning and report is None else []
-        choice["onnx_file"] = str(path.absolute())
-        choice["onnx_sha256"] = file_sha256(path)  # QA 52: weights_sha256 covers config and safetensors, not the graph that scores
-        checked = (parsed[0] or {}).get("onnx_sha256", {}).get(onnx_file(requested))
+        checked = (vouching or {}).get("onnx_sha256", {}).get(onnx_file(requested))
         if checked and checked != choice["onnx_sha256"]:  # swapped, edited or re-exported since the check: not what was measured
             raise WeightsError(path, f"not the file `triage optimize` checked against fp32 (SHA-256 {choice['onnx_sha256'][:12]}..., "
                                      f"{BACKENDS_FILE} records {checked[:12]}...); run `triage optimize` again")

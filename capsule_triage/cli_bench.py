@@ -47,6 +47,11 @@ def register(app: typer.Typer) -> None:
                                decoder_processes=decoders)
         except (TriageError, ValueError) as exc:
             fail(exc)
+        except KeyboardInterrupt:  # QA 57 #4: exit 130 without a word
+            typer.echo("Interrupted; nothing was measured (bench writes no file).", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        for warning in result["warnings"]:
+            typer.echo(printable(f"Warning: {warning}"), err=True)
         if as_json:
             typer.echo(json.dumps(result, indent=2))
             return

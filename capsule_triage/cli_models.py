@@ -240,9 +240,12 @@ def hard_cases_command(
         if out is not None:
             check_output(out, evaluations, force=force)
         result = hard_cases(evaluations)
-        written = write_hard_cases(result, out) if out is not None else None
+        written = write_hard_cases(result, out) if out is not None else None  # whole or not at all
     except TriageError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # QA 57 #4: exit 130 without a word
+        _echo(f"Interrupted; nothing was written{f' ({out} unchanged)' if out is not None else ''}.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     for warning in result.warnings:
         _echo(f"Warning: {warning}", err=True)
     from .report_svg import score_text

@@ -93,10 +93,17 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
 def _evaluation_warnings(predictions: Path) -> list[str]:
     """What `triage eval` warned of for these predictions (metrics.json beside them): frames the model was trained
     on, a backend not checked against fp32... (QA 31: a model's training frames were listed as its hard cases unsaid)."""
-    try:
-        found = read_json(predictions.parent / "metrics.json").get("warnings", [])
-    except (OSError, ValueError, AttributeError):
+    metrics = predictions.parent / "metrics.json"
+    if not metrics.exists():
         return []
+    try:  # QA 57 #3: an unreadable one dropped its warnings (trained-on frames...) unsaid
+        found = read_json(metrics)
+    except (OSError, ValueError) as exc:
+        found = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    if not isinstance(found, dict):
+        return [f"its metrics.json cannot be read ({found if isinstance(found, str) else 'not a JSON object'}), so what triage "
+                "eval warned of these frames is unknown"]
+    found = found.get("warnings", [])
     return [w for w in found if isinstance(w, str)] if isinstance(found, list) else []
 
 
@@ -131,6 +138,11 @@ def _read_predictions(path: Path) -> pa.Table:
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise InputError(path, f"not the {PREDICTIONS} of `triage eval --out` (no column {', '.join(missing)})")
+    kinds = {"flagged": pa.types.is_boolean, "abnormal": pa.types.is_boolean, "score": pa.types.is_floating}
+    odd = [c for c, is_kind in kinds.items() if not is_kind(table[c].type) or table[c].null_count]  # QA 57 #5: "True" strings, nulls
+    if odd:                                                                                    # counted every frame as wrong
+        raise InputError(path, f"column {', '.join(odd)} is not what `triage eval` writes (true/false flags, float scores, "
+                               "no empty values)")
     paths = table["path"]
     if pa.compute.count_distinct(paths).as_py() < len(paths):
         raise InputError(path, "lists a frame more than once, which `triage eval` never writes")
@@ -151,10 +163,13 @@ def check_output(out: str | Path, evaluations: list[str | Path], *, force: bool 
         raise OutputError(out, "is a folder: give the Parquet file to write, e.g. " + str(out / "hard_cases.parquet"))
     if any(out.exists() and predictions_path(e).exists() and out.samefile(predictions_path(e)) for e in evaluations):
         raise OutputError(out, "is the predictions of an evaluation being compared; write elsewhere")
+    if (out.absolute().parent / "metrics.json").is_file():  # QA 57 #3: --force replaced an evaluation's metrics.json
+        raise OutputError(out, f"is inside the evaluation folder {out.absolute().parent} (`triage eval --out` writes and "
+                               "replaces it whole); write elsewhere")
     if out.exists() and not force:
         raise OutputError(out, "exists; --force replaces it")
     if not out.absolute().parent.is_dir():  # QA 31: "Failed to open local file 'nodir/.hc.parquet.partial'"
-        raise OutputError(out, f"its folder {out.absolute().parent} does not exist")
+        raise OutputError(out, f"its folder {out.absolute().parent} " + ("is a file" if out.absolute().parent.exists() else "does not exist"))
 
 
 def write_hard_cases(result: HardCases, out: str | Path) -> Path:

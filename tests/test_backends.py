@@ -290,6 +290,28 @@ def test_report_for_other_weights_is_ignored(optimized):
         choose_backend("ort-int8", "cpu", None, "")
 
 
+def test_bench_says_when_its_stage_timings_cannot_all_be_true(random_weights, monkeypatch):
+    """QA 57 #1: on a machine whose load changed between the stages' windows, bench printed end to end at 2.8x the model
+    alone (which scores every frame of it) as a measurement."""
+    import capsule_triage.bench as bench
+    from capsule_triage import load_classifier
+
+    timed = bench._timed
+
+    def model_slowed(fn, min_seconds, device, **kwargs):  # the model's window measured under another job's load
+        seconds, frames = timed(fn, min_seconds, device, **kwargs)
+        return (seconds * 20, frames) if fn.__name__ == "model" else (seconds, frames)
+
+    monkeypatch.setattr(bench, "_timed", model_slowed)
+    pipeline = load_pipeline("capsule-bleeding")
+    result = bench.bench(DEMO_CLIP, pipeline, load_classifier(pipeline, weights=random_weights, device="cpu"), min_seconds=0.2)
+    ratio = result["fps"]["end_to_end"] / result["fps"]["model"]  # of the rounded figures: the warning's may differ in the last digit
+    said = re.fullmatch(r"end to end measured (\d+\.\d)x faster than the model alone, which scores every frame of it: the machine's "
+                        r"load changed between the stages' timings; measure again on an idle machine, or with more --seconds",
+                        "".join(result["warnings"]))
+    assert ratio > 1.15 and len(result["warnings"]) == 1 and said and abs(float(said[1]) - ratio) <= 0.051, (ratio, result["warnings"])
+
+
 def test_bench_json_schema(random_weights, tmp_path):
     result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--json", "--seconds", "0.3", "--decode-in", "process", "--decoders", "2")
     assert result.returncode == 0, result.stderr
@@ -316,6 +338,8 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert data["input"] == str(DEMO_CLIP.absolute())
     assert type(data["threads"]["inference"]) is int or data["threads"]["inference"] is None  # QA 21: was the string "default"
     assert data["model_frames_per_call"] == data["batch_size"]
+    impossible = data["fps"]["end_to_end"] > 1.15 * data["fps"]["model"]  # QA 57 #1: said when the figures cannot all be true
+    assert isinstance(data["warnings"], list) and bool(data["warnings"]) is impossible and ("Warning: " in result.stderr) is impossible
     import av
     import cv2
 
@@ -552,6 +576,17 @@ def test_onnx_files_exported_from_other_weights_are_refused_and_damaged_ones_nam
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o1")
     assert result.returncode == 2 and not (tmp_path / "o1").exists()
     assert result.stderr.strip().endswith(f"Error: {copy / 'model.fp32.onnx'}: exported from other network weights or preprocessing than model.safetensors and config.json hold now; run `triage optimize` again")
+    # QA 57 #2: another model's backends.json copied in beside this folder's own export: set aside for other weights, and
+    # the export was then judged by it and refused as stale ("run triage optimize again" held, the blame did not)
+    foreign = dict(report, weights_sha256="f" * 64, model_sha256="0" * 64, onnx_sha256={n: "1" * 64 for n in report["onnx_sha256"]})
+    (copy / "backends.json").write_text(json.dumps(foreign))
+    choice = choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])
+    assert choice["backend"] == "ort-fp32" and choice["onnx_sha256"] == report["onnx_sha256"]["model.fp32.onnx"]
+    assert ("model.fp32.onnx may not be the export of these weights (no backends.json vouches for it); run `triage optimize` "
+            "again") in choice["warnings"], choice["warnings"]
+    (copy / "backends.json").write_text(json.dumps(dict(foreign, onnx_sha256=report["onnx_sha256"])))  # that model's export, copied too
+    with pytest.raises(WeightsError, match="model.fp32.onnx: exported from other network weights or preprocessing"):
+        choose_backend("ort-fp32", "cpu", copy, report["weights_sha256"])
     (copy / "backends.json").write_text(json.dumps({k: v for k, v in report.items() if k != "onnx_sha256"}))  # a report of before 2026-12-03
     (copy / "model.fp32.onnx").write_bytes((folder / "model.fp32.onnx").read_bytes()[:100_000])  # (with it: the swapped-file refusal)
     result = triage("run", MIXED_CLIP, "--weights", copy, "--backend", "ort-fp32", "--out", tmp_path / "o2")
@@ -792,3 +827,28 @@ def test_a_dropped_openvino_backend_is_freed(optimized):
     del backend
     gc.collect()
     assert gone() is None
+
+
+def test_bench_and_hard_cases_say_so_when_interrupted(random_weights, monkeypatch, tmp_path):
+    """QA 57 #4: Ctrl-C or SIGTERM ended both with exit 130 and no line (run, optimize, train and eval each print one)."""
+    import typer
+    from typer.testing import CliRunner
+
+    import capsule_triage.bench as bench
+    import capsule_triage.hard_cases as hard_cases
+    from capsule_triage import cli_bench, cli_models
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    app = typer.Typer()
+    cli_bench.register(app)
+    cli_models.register(app)
+    monkeypatch.setattr(bench, "bench", interrupted)
+    done = CliRunner().invoke(app, ["bench", str(DEMO_CLIP), "--weights", str(random_weights)])
+    assert done.exit_code == 130 and done.output.strip() == "Interrupted; nothing was measured (bench writes no file).", done.output
+    monkeypatch.setattr(hard_cases, "hard_cases", interrupted)
+    out = tmp_path / "hard.parquet"
+    done = CliRunner().invoke(app, ["hard-cases", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert done.exit_code == 130 and done.output.strip() == f"Interrupted; nothing was written ({out} unchanged).", done.output
+    assert list(tmp_path.iterdir()) == []

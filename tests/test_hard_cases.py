@@ -72,14 +72,19 @@ def test_unreadable_or_foreign_predictions_are_one_line(tmp_path):
             "abnormal": [False, True]}
     for name, write in (("junk", lambda p: p.write_text("junk")),
                         ("other", lambda p: pq.write_table(pa.table({"path": ["a.png"], "wrong": [1]}), p)),
-                        ("twice", lambda p: pq.write_table(pa.table({k: v * 2 for k, v in good.items()}), p))):
+                        ("twice", lambda p: pq.write_table(pa.table({k: v * 2 for k, v in good.items()}), p)),
+                        # QA 57 #5: counted every frame (or the empty one) as wrong
+                        ("strflag", lambda p: pq.write_table(pa.table({**good, "flagged": ["False", "True"]}), p)),
+                        ("nullflag", lambda p: pq.write_table(pa.table({**good, "flagged": [None, True]}), p))):
         (tmp_path / name).mkdir()
         write(tmp_path / name / "predictions.parquet")
     (tmp_path / "ok").mkdir()
     pq.write_table(pa.table(good), tmp_path / "ok" / "predictions.parquet")
     for name, problem in (("junk", "cannot read it as Parquet ("), ("other", "not the predictions.parquet of `triage eval --out` (no column "
                                                                               "label, group, score, flagged, abnormal)"),
-                          ("twice", "lists a frame more than once, which `triage eval` never writes")):
+                          ("twice", "lists a frame more than once, which `triage eval` never writes"),
+                          *((n, "column flagged is not what `triage eval` writes (true/false flags, float scores, no empty values)")
+                            for n in ("strflag", "nullflag"))):
         done = triage("hard-cases", tmp_path / "ok", tmp_path / name)
         assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / name / 'predictions.parquet'}: {problem}"), done.stderr
         assert len(done.stderr.splitlines()) == 1
@@ -98,6 +103,19 @@ def test_unreadable_or_foreign_predictions_are_one_line(tmp_path):
     assert (tmp_path / "ok" / "predictions.parquet").read_bytes() == before
     done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", tmp_path / "h.parquet", "--force")
     assert done.returncode == 0 and pq.read_table(tmp_path / "h.parquet").num_rows == 2
+    # QA 57 #3: --force replaced an evaluation's metrics.json with the Parquet; an unreadable one then dropped its warnings unsaid
+    (tmp_path / "ok" / "metrics.json").write_text('{"warnings": ["3 of the 2 frames were training frames"]}')
+    (tmp_path / "ok2" / "metrics.json").write_text("[1, 2")
+    for out in (tmp_path / "ok" / "metrics.json", tmp_path / "ok2" / "groups.parquet"):
+        done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", out, "--force")
+        assert done.returncode == 2 and done.stderr.strip() == (f"Error: {out}: is inside the evaluation folder {out.parent} (`triage "
+                                                                "eval --out` writes and replaces it whole); write elsewhere"), done.stderr
+    done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", tmp_path / "h.parquet", "--force")
+    assert done.returncode == 0 and "Warning: ok: 3 of the 2 frames were training frames" in done.stderr, done.stderr
+    assert ("Warning: ok2: its metrics.json cannot be read (") in done.stderr and "so what triage eval warned of these frames is unknown" in done.stderr
+    (tmp_path / "afile").write_text("x")
+    done = triage("hard-cases", tmp_path / "ok", tmp_path / "ok2", "--out", tmp_path / "afile" / "h.parquet")
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {tmp_path / 'afile' / 'h.parquet'}: its folder {tmp_path / 'afile'} is a file"
 
 
 def test_evaluations_in_folders_of_the_same_name_are_told_apart_by_their_parents(tmp_path):
