@@ -423,7 +423,9 @@ def test_one_backend_called_from_several_threads_gives_each_call_its_own_scores(
 @needs_openvino
 def test_openvino_runs_pad_the_last_run_and_match_onnx_runtime(optimized):
     """Static-shape runs of 1, 4 (13 = 4+4+4+1, padded) and 32 frames on 1 or 2 streams: same logits as
-    ONNX Runtime in fp32; in bf16 every run size gives the same logits (the agreement check's)."""
+    ONNX Runtime in fp32; in bf16 every run size gives the same logits (the agreement check's). In fp32 a run
+    size may take other kernels, summing in another order: on an AVX2-only EPYC (2026-12-04) runs of 32 differed
+    from runs of 1 by 2.6e-6 in a logit, every time (not the load); within 1e-5 then."""
     from capsule_triage.backends import OnnxBackend, OpenVinoBackend
     from capsule_triage.optimize import decode_all
 
@@ -439,7 +441,7 @@ def test_openvino_runs_pad_the_last_run_and_match_onnx_runtime(optimized):
             backend.close()
             assert logits.shape == reference.shape and logits.dtype == np.float32
             first = logits if first is None else first
-            assert np.abs(logits - first).max() == 0.0, (name, batch_size, streams)
+            assert np.abs(logits - first).max() <= (1e-5 if name == "ov-fp32" else 0.0), (name, batch_size, streams)
             assert np.abs(logits - reference).max() < (1e-3 if name == "ov-fp32" else 0.5), (name, batch_size, streams)
         assert backend.precision == name.split("-")[1]
 
