@@ -23,11 +23,11 @@ _PUBLIC = {  # name -> module that defines it
     "Classifier": "classifier", "FrameScores": "classifier",
     "DataWarning": "errors", "DeviceError": "errors", "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
     "DecodeStats": "frames", "FrameBatch": "frames", "SourceInfo": "frames",
-    "ModelConfig": "model_config",
+    "ModelConfig": "model_config", "has_view": "field_of_view",
     "RunOptions": "run_options", "StudyResult": "pipeline", "load_classifier": "pipeline", "triage_study": "pipeline",
     "Pipeline": "presets", "load_pipeline": "presets",
     "Event": "ranking", "RankParams": "ranking", "Ranking": "ranking", "rank": "ranking",
-    "ReadOptions": "reader", "probe": "reader", "read_frames": "reader",
+    "ReadOptions": "read_options", "probe": "reader", "read_frames": "reader",
 }
 __all__ = list(_PUBLIC)
 

@@ -75,7 +75,9 @@ class Classifier:
     def __init__(self, model: "nn.Module | None", config: ModelConfig, *, device: str = "auto", backend: str = "auto",
                  weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None,
                  selection: dict | None = None, weights_file: Path | None = None):
+        _check_threads(threads)
         self.config = config
+        self.loaded_threshold: float | None = None  # load_classifier's threshold (backend choice only; the run ranks at its own)
         self.device = device_name(device)
         self.weights_id = weights_id
         # run.json's weights_path: the folder, or a weights file given as such (QA 44: recorded nowhere, the SHA-256 only)
@@ -123,6 +125,7 @@ class Classifier:
         ``rank``: the run's event settings (a RankParams) for a model config, so that ``auto`` takes only
         what the agreement check covered (see :func:`~capsule_triage.backend_choice.choose_backend`).
         """
+        _check_threads(threads)  # before any loading (QA 58 #6: OpenVINO blamed the ONNX file, torch gave its own error)
         weights, fetched = fetch_weights(weights)  # an hf-hub: repository as its cached folder
         note = note or fetched  # a cached copy standing in for a Hub that could not be reached
         path = Path(str(weights))
@@ -146,7 +149,25 @@ class Classifier:
 
     @property
     def precision(self) -> str:
-        return self.backend.precision
+        return self._open().precision
+
+    def close(self) -> None:
+        """Free the backend (its threads and memory) now; a dropped classifier is freed too, when collected. Scoring
+        after it raises ValueError. ``with load_classifier(pipeline) as classifier:`` closes it at the block's end."""
+        backend, self.backend = getattr(self, "backend", None), None
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self):
+        if self.backend is None:
+            raise ValueError("this Classifier is closed (close() or the end of its with block): load another")
+        return self.backend
 
     def __call__(self, batch: FrameBatch) -> FrameScores:
         return self.submit(batch).result()
@@ -155,10 +176,13 @@ class Classifier:
         """Start scoring ``batch``; ``result()`` gives its :class:`FrameScores`. On a CUDA backend this
         returns while the device works (the pipeline reads the next batch meanwhile); elsewhere the
         scores are computed before it returns. ``batch.data`` may be reused once it returns."""
-        size = self.config.input_size
-        if isinstance(self.backend, ONNX_ENGINES) and batch.data.shape[1:3] != (size, size):
-            raise ValueError(f"{self.backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
-        return PendingScores(self.backend.submit(batch.data), batch.frame_index, batch.pts_seconds)
+        if not isinstance(batch, FrameBatch):  # QA 58 #7: an array gave "'numpy.ndarray' object has no attribute 'frame_index'"
+            raise ValueError(f"a Classifier scores a FrameBatch(data, frame_index, pts_seconds), got {type(batch).__name__}")
+        backend, size = self._open(), self.config.input_size
+        if isinstance(backend, ONNX_ENGINES) and batch.data.shape[1:3] != (size, size):
+            raise ValueError(f"{backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
+        # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only)
+        return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds)
 
     def describe(self) -> dict:
         return {
@@ -167,10 +191,10 @@ class Classifier:
             "weights_sha256": self.weights_id,
             "weights_path": self.weights_path,
             "device": self.device,
-            "backend": self.backend.name,
+            "backend": self._open().name,
             "precision": self.precision,
             "backend_selection": self.selection,
-            "threads": inference_threads(self.backend) or "default (one per core)",  # QA 32: "default" while torch ran on 1
+            "threads": inference_threads(self._open()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
             "batch_size": self.batch_size,
         }
 
@@ -185,6 +209,11 @@ class PendingScores:
 
     def result(self) -> FrameScores:
         return FrameScores(probs=softmax(self.logits.result()), frame_index=self.frame_index, pts_seconds=self.pts_seconds)
+
+
+def _check_threads(threads) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1 or None (as triage optimize tuned it), got {threads!r}")
 
 
 def _noted(selection: dict, warning: str | None) -> dict:

@@ -24,13 +24,23 @@ class FrameBatch:
     pts_seconds: np.ndarray
 
     def __post_init__(self) -> None:
-        if self.data.dtype != np.uint8 or self.data.ndim != 4 or self.data.shape[-1] != 3:
-            raise ValueError(f"FrameBatch.data must be uint8 [N,H,W,3], got {self.data.dtype} {self.data.shape}")
+        for name, kind in (("data", "uint8 [N,H,W,3]"), ("frame_index", "int64 [N]"), ("pts_seconds", "float64 [N]")):
+            if not isinstance(getattr(self, name), np.ndarray):  # QA 58 #7: a list was "'list' object has no attribute 'dtype'"
+                raise ValueError(f"FrameBatch.{name} must be a numpy array ({kind}), got {type(getattr(self, name)).__name__}")
+        if self.data.dtype != np.uint8 or self.data.ndim != 4 or self.data.shape[-1] != 3 or 0 in self.data.shape[1:3]:
+            raise ValueError(f"FrameBatch.data must be uint8 [N,H,W,3] with H, W >= 1, got {self.data.dtype} {self.data.shape}")
         n = self.data.shape[0]
         if self.frame_index.shape != (n,) or self.pts_seconds.shape != (n,):
             raise ValueError(
                 f"FrameBatch: {n} frames but frame_index {self.frame_index.shape} and pts_seconds {self.pts_seconds.shape}"
             )
+        # QA 58 #8: fractional indices and NaN times went through to the scores, refused far away (in rank)
+        if not np.issubdtype(self.frame_index.dtype, np.integer):
+            raise ValueError(f"FrameBatch.frame_index must be whole numbers (int64), got {self.frame_index.dtype}")
+        if not np.issubdtype(self.pts_seconds.dtype, np.number) or np.issubdtype(self.pts_seconds.dtype, np.complexfloating) \
+                or not np.isfinite(self.pts_seconds).all():
+            raise ValueError(f"FrameBatch.pts_seconds must be finite seconds (float64), got {self.pts_seconds.dtype}"
+                             + (" with NaN or infinite values" if np.issubdtype(self.pts_seconds.dtype, np.floating) else ""))
 
     def __len__(self) -> int:
         return int(self.data.shape[0])

@@ -30,9 +30,10 @@ from .ranking import Ranking, rank
 from .report import DETAIL_DIR, REPORT_FILE, write_report
 from .field_of_view import NO_VIEW_KINDS, has_view, mostly_without_view
 from .frames_at import iter_frames_at
-from .reader import DEFAULT_FOLDER_FPS, ReadOptions, probe, read_frames
+from .read_options import DEFAULT_FOLDER_FPS, ReadOptions
+from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
-from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run
+from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 from .progress import progress_bar
@@ -69,9 +70,13 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     runs' ``--threshold``, if any: ``auto`` then takes only backends checked with these event settings.
     ``threads``: the backend's intra-op threads (default: as ``triage optimize`` tuned them); for a torch
     backend PyTorch's process-wide count (see :class:`~capsule_triage.classifier.Classifier`)."""
+    if not isinstance(pipeline, Pipeline):  # QA 58 #7: a preset's name gave "'str' object has no attribute 'weights'"
+        raise ValueError(f"load_classifier takes a Pipeline (load_pipeline(name)), got {type(pipeline).__name__}")
     location, note = resolve_weights(pipeline, weights)
-    return Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
-                           rank=lambda config: pipeline.rank_params(config, threshold=threshold))
+    classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
+                                 rank=lambda config: pipeline.rank_params(config, threshold=threshold))
+    classifier.loaded_threshold = threshold
+    return classifier
 
 
 def weights_location(pipeline: Pipeline, weights: str | Path | None = None) -> str:
@@ -107,8 +112,8 @@ def check_input(input_path: str | Path, pipeline: Pipeline, options: RunOptions 
         InputError: as the probe of :func:`triage_study`.
     """
     read = replace(pipeline.read, folder_fps=options.folder_fps or pipeline.read.folder_fps,
-                   timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv)
-    probe(Path(input_path), with_own_timestamps(read, Path(input_path), use=options.own_timestamps)[0])
+                   timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv, own_timestamps=options.own_timestamps)
+    probe(Path(input_path), read)
 
 
 def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:
@@ -163,7 +168,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         shape = (info.display_width or info.width, info.height)
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
-        notes = (events_unchecked(classifier.selection, asdict(params)), own_note, assumed, timing,
+        notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(classifier, options), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
                  other_streams_note(info), _multi_page_note(info.path, stats), *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
@@ -195,6 +200,7 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
         batch_size=read_batch_size(base.batch_size, classifier, options.batch_size),
         folder_fps=options.folder_fps or base.folder_fps,
         timestamps_csv=options.timestamps_csv or base.timestamps_csv,
+        own_timestamps=options.own_timestamps and base.own_timestamps,
     )
 
 

@@ -123,7 +123,10 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
 
     Raises:
         PresetError: missing file, bad TOML, unknown keys or bad values.
+        ValueError: ``name_or_path`` is neither a name nor a path.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):  # QA 58 #7: None was pathlib's TypeError
+        raise ValueError(f"load_pipeline takes a preset name or a path to a preset file, got {type(name_or_path).__name__}")
     path = find_preset(name_or_path)
     try:
         raw = path.read_bytes()  # hashed as read; decoded as read_text() did, a BOM and lone CRs accepted (rev45)

@@ -10,10 +10,8 @@ stores none, they are put in presentation order (:class:`~capsule_triage.present
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -27,6 +25,7 @@ from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed, plural,
                            probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
+from .read_options import ReadOptions, checked_options, timed
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
 from .video_colour import UnconvertibleColours, conversion_note, frame_rgb, needs_conversion, stream_colours
@@ -40,40 +39,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts", ".m2ts", ".mts",
                             ".m2t", ".mxf", ".vob", ".dv", ".3gp", ".flv", ".ogv", ".asf", ".m2v"})
 PROBE_IMAGES = 10  # images tried for a frame folder's size
-DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How to read a source.
-
-    Attributes:
-        batch_size: frames per :class:`FrameBatch`.
-        short_side: resize so the short side has this many pixels (None = source resolution).
-        square_crop: centre-crop to a square (side = short side) after resizing.
-        decoder_threads: threads the video decoder may use (set explicitly, never "all cores").
-        folder_fps: frame rate assumed for a frame folder without a timestamp CSV.
-        timestamps_csv: CSV with columns ``filename,pts_seconds`` giving each image's time.
-    """
-
-    batch_size: int = 32
-    short_side: int | None = None
-    square_crop: bool = True
-    decoder_threads: int = 1
-    folder_fps: float = DEFAULT_FOLDER_FPS
-    timestamps_csv: Path | None = None
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first field a preset or caller set to something unusable."""
-        for name in ("batch_size", "decoder_threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        fps = self.folder_fps
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-            raise ValueError(f"folder_fps must be a finite number > 0, got {fps!r}")
-
-
 def _fit(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """Output size (w, h) that keeps the aspect ratio with the short side = ``short_side``."""
     if short_side is None:
@@ -110,10 +75,10 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
     Raises:
         InputError: missing path, empty file, not a video, no video stream, folder without images.
     """
-    path = Path(path)
+    path, options = Path(path), checked_options(options)
     check_source(path)
     if path.is_dir():
-        return _probe_folder(path, options)
+        return _probe_folder(path, timed(path, options))
     size = path.stat().st_size
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -216,12 +181,19 @@ def read_frames(
     ``segment``: decode only this part of a video (see :mod:`capsule_triage.segments`); the checks
     for truncation and for no decodable frames are then left to the caller, who sees all parts.
 
+    A frame folder with a ``timestamps.csv`` of its own is timed by it, as in ``triage run`` (see
+    :class:`ReadOptions`' ``own_timestamps``).
+
     Raises:
+        ValueError: ``options`` is not a usable :class:`ReadOptions` (checked here, before reading).
         InputError: the source cannot be opened, is truncated, or yields no decodable frame.
     """
-    path = Path(path)
-    stats = stats if stats is not None else DecodeStats()
-    source = _read_folder(path, options, stats) if path.is_dir() else _read_video(path, options, stats, segment)
+    options = checked_options(options)
+    return _batches(Path(path), options, stats if stats is not None else DecodeStats(), segment)
+
+
+def _batches(path: Path, options: ReadOptions, stats: DecodeStats, segment: Segment | None) -> Iterator[FrameBatch]:
+    source = _read_folder(path, timed(path, options), stats) if path.is_dir() else _read_video(path, options, stats, segment)
     buffer: list[tuple[np.ndarray, int, float]] = []
     for item in source:
         buffer.append(item)

@@ -90,6 +90,12 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     """
     if not isinstance(options, RunOptions):  # QA 32: a dict gave "'dict' object has no attribute 'batch_size'"
         raise ValueError(f"options must be a RunOptions, got {type(options).__name__}")
+    from .classifier import Classifier
+    from .presets import Pipeline
+
+    for name, value, kind, how in (("pipeline", pipeline, Pipeline, "load_pipeline(name)"), ("classifier", classifier, Classifier, "load_classifier(pipeline)")):
+        if not isinstance(value, kind):  # QA 58 #7: arguments swapped gave "'Pipeline' object has no attribute 'config'"
+            raise ValueError(f"{name} must be a {kind.__name__} ({how}), got {type(value).__name__}")
     checks = [
         ("--batch-size", options.batch_size, _whole(options.batch_size, 1), "a whole number >= 1"),
         ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
@@ -117,6 +123,17 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
                            f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))"
                            + order_hint(classifier.config.class_names, pipeline.model.class_names))
     return _plain(options)
+
+
+def other_threshold_note(classifier: "Classifier", options: RunOptions) -> str | None:
+    """A warning when the classifier was loaded for another ``threshold`` than the run ranks at (QA 58 #9: the
+    classifier's threshold only chooses its backend; the run's comes from its RunOptions)."""
+    loaded = classifier.loaded_threshold
+    if loaded is None or (options.threshold is not None and math.isclose(loaded, options.threshold)):
+        return None
+    ranked = f"--threshold {options.threshold:g}" if options.threshold is not None else "the model's own threshold"
+    return (f"the classifier was loaded for threshold {loaded:g} (load_classifier(..., threshold=...)) but the run ranks at "
+            f"{ranked}: give RunOptions(threshold={loaded:g}) to rank at {loaded:g}")
 
 
 def _whole(value, low: int, *, optional: bool = True) -> bool:

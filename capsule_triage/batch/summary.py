@@ -22,7 +22,7 @@ from ..errors import OutputError, TriageError, one_line
 from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, write_json
 from ..pipeline import rate_assumed
-from ..reader import DEFAULT_FOLDER_FPS
+from ..read_options import DEFAULT_FOLDER_FPS
 from ..report_batch import INDEX_FILE, write_batch_index
 from .discovery import Study, excluded
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc

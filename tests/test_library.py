@@ -1,0 +1,167 @@
+"""capsule_triage as a Python library (QA 58: a research engineer scoring frames in a notebook): the loop a
+user writes from the public names gives what `triage run` gives, misuse is one specific error, and a
+classifier can be closed."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import capsule_triage as ct
+from capsule_triage.pipeline import model_read_options
+from conftest import DEMO_CLIP, REPO, encode_clip, write_frame_folder
+
+
+@pytest.fixture(scope="module")
+def default(shipped_weights):
+    pipeline = ct.load_pipeline("capsule-bleeding")
+    return pipeline, ct.load_classifier(pipeline, weights=shipped_weights)
+
+
+@pytest.fixture(scope="module")
+def clip_with_black_frames(tmp_path_factory):
+    """The demo clip with frames 8-15 black (the scope not yet in): a run gives them no score."""
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames[8:16] = [np.zeros_like(frames[0])] * 8
+    return encode_clip(frames, tmp_path_factory.mktemp("black") / "black.mp4")
+
+
+def test_scoring_frames_yourself_gives_the_events_of_a_run(default, clip_with_black_frames, tmp_path):
+    """QA 58 #1: a classifier scores a black frame as it scores any (0.80 with the shipped model, above its
+    threshold); `has_view` is public, and the README's loop with it gives triage_study's scores and events."""
+    pipeline, classifier = default
+    read = model_read_options(pipeline.read, classifier, ct.RunOptions())
+    batches = list(ct.read_frames(clip_with_black_frames, read))
+    scores = [classifier(batch) for batch in batches]
+    view = np.concatenate([ct.has_view(batch.data) for batch in batches])
+    probs = np.concatenate([s.probs for s in scores])
+    assert not view[8:16].any() and view[:8].all() and view[16:].all()
+    raw = probs[8:16, classifier.config.abnormal_indices].sum(axis=1)
+    assert (raw >= classifier.config.threshold).all()  # why has_view is needed: the model flags black frames
+
+    own = _readme_loop(pipeline, classifier, clip_with_black_frames)
+    assert np.array_equal(own.scores[view], probs[view][:, classifier.config.abnormal_indices].sum(axis=1))
+    result = ct.triage_study(clip_with_black_frames, pipeline, classifier, ct.RunOptions(out=tmp_path / "run"))
+    events = pq.read_table(result.out_dir / "events.parquet").to_pylist()
+    assert [(e.start_frame, e.end_frame, e.peak_frame) for e in own.events] == \
+        [(e["start_frame"], e["end_frame"], e["peak_frame"]) for e in events] and events
+    frames = pq.read_table(result.out_dir / "frames.parquet")
+    assert frames["has_view"].to_pylist() == view.tolist()
+    np.testing.assert_allclose(np.array(frames["score"].to_pylist(), dtype=float), own.scores, equal_nan=True)
+
+
+def _readme_loop(pipeline, classifier, video):
+    """README's "Scoring frames yourself" code, run as written on ``video``; its ``ranking``."""
+    readme = (REPO / "README.md").read_text()
+    code = readme.split("Scoring frames yourself", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"study.mp4"' in code
+    namespace = {"pipeline": pipeline, "classifier": classifier, "RunOptions": ct.RunOptions}
+    exec(code.replace('"study.mp4"', repr(str(video))), namespace)
+    return namespace["ranking"]
+
+
+def test_rank_refuses_frame_indices_given_where_times_go(default):
+    """QA 58 #2: FrameBatch takes (data, frame_index, pts_seconds), rank (pts_seconds, frame_index, ...): swapped,
+    rank found events 12 s long with a time as their peak frame, without a word."""
+    pipeline, classifier = default
+    config = classifier.config
+    pts, index = np.arange(40) / 4.0, np.arange(40)
+    probs = np.tile([0.1, 0.9], (40, 1)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"^frame_index must be whole numbers, got float64: rank takes \(pts_seconds, frame_index"):
+        ct.rank(index, pts, probs, config.class_names, config.abnormal_indices, pipeline.rank_params(config))
+    assert len(ct.rank(pts, index, probs, config.class_names, config.abnormal_indices, pipeline.rank_params(config)).events) == 1
+
+
+def test_read_frames_and_probe_time_a_folder_by_its_own_timestamps_as_a_run_does(default, tmp_path):
+    """QA 58 #3: read_frames and probe read a folder with its own timestamps.csv at 2 frames/s (0, 0.5, ...) while
+    triage_study took the CSV's times (100, 103, ...)."""
+    frames = [np.full((64, 64, 3), (150 + 10 * i, 60, 50), np.uint8) for i in range(6)]
+    folder = write_frame_folder(frames, tmp_path / "timed")
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"frame{i}.png,{100 + 3 * i}\n" for i in range(6)))
+    times = np.concatenate([b.pts_seconds for b in ct.read_frames(folder)])
+    assert times.tolist() == [100.0, 103.0, 106.0, 109.0, 112.0, 115.0]
+    assert ct.probe(folder).duration_seconds == 15.0 and ct.probe(folder).average_fps is None
+    at_rate = ct.ReadOptions(own_timestamps=False)  # what `--fps` does
+    assert np.concatenate([b.pts_seconds for b in ct.read_frames(folder, at_rate)]).tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+@pytest.mark.parametrize("options, message", [
+    (ct.ReadOptions(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (ct.ReadOptions(batch_size=2.5), "batch_size must be an integer >= 1, got 2.5"),
+    (ct.ReadOptions(short_side=0), "short_side must be an integer >= 1 or None, got 0"),
+    (ct.ReadOptions(short_side=-5), "short_side must be an integer >= 1 or None, got -5"),
+    (ct.ReadOptions(square_crop="yes"), "square_crop must be True or False, got 'yes'"),
+    ({"batch_size": 8}, "options must be a ReadOptions, got dict"),
+])
+def test_read_frames_and_probe_check_their_options_before_reading(options, message):
+    """QA 58 #4: batch_size 0 read the whole source as one batch; short_side 0 was 'no decodable frames' of the file."""
+    with pytest.raises(ValueError) as error:
+        ct.read_frames(DEMO_CLIP, options)  # at the call, not at the first batch
+    assert str(error.value) == message
+    with pytest.raises(ValueError, match=f"^{message[:12]}"):
+        ct.probe(DEMO_CLIP, options)
+
+
+def test_a_classifier_takes_batches_alike_on_every_backend_and_refuses_what_is_not_one(default):
+    """QA 58 #5, #7, #8: a reversed-channel view was PyTorch's negative-stride error on torch only; wrong types were
+    AttributeErrors; fractional indices and NaN times went through."""
+    pipeline, classifier = default
+    size = classifier.config.input_size
+    rgb = np.random.default_rng(0).integers(0, 255, (3, size, size, 3), dtype=np.uint8)
+    index, pts = np.arange(3), np.arange(3) / 4.0
+    torch_classifier = ct.load_classifier(pipeline, weights=classifier.weights_path, backend="torch-fp32", device="cpu")
+    for scorer in (classifier, torch_classifier):
+        bgr = scorer(ct.FrameBatch(rgb[..., ::-1], index, pts)).probs
+        np.testing.assert_allclose(bgr, scorer(ct.FrameBatch(rgb[..., ::-1].copy(), index, pts)).probs, atol=1e-6)
+    with pytest.raises(ValueError, match="^a Classifier scores a FrameBatch\\(data, frame_index, pts_seconds\\), got ndarray$"):
+        classifier(rgb)
+    cases = [((list(rgb), index, pts), "FrameBatch.data must be a numpy array (uint8 [N,H,W,3]), got list"),
+             ((rgb, list(index), pts), "FrameBatch.frame_index must be a numpy array (int64 [N]), got list"),
+             ((rgb, index + 0.5, pts), "FrameBatch.frame_index must be whole numbers (int64), got float64"),
+             ((rgb, index, np.full(3, np.nan)), "FrameBatch.pts_seconds must be finite seconds (float64), got float64 with NaN or infinite values"),
+             ((np.zeros((3, 0, 0, 3), np.uint8), index, pts), "FrameBatch.data must be uint8 [N,H,W,3] with H, W >= 1, got uint8 (3, 0, 0, 3)")]
+    for args, message in cases:
+        with pytest.raises(ValueError) as error:
+            ct.FrameBatch(*args)
+        assert str(error.value) == message
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch-fp32"])
+@pytest.mark.parametrize("threads", [-1, 0, 1.5, "2", True])
+def test_threads_is_checked_by_name_on_every_backend(shipped_weights, backend, threads):
+    """QA 58 #6: OpenVINO blamed the ONNX file ('run triage optimize again'), torch gave its own RuntimeError, and
+    1.5, '2' and 0 were taken silently by OpenVINO."""
+    with pytest.raises(ValueError, match=rf"^threads must be a whole number >= 1 or None \(as triage optimize tuned it\), got {threads!r}$"):
+        ct.load_classifier(ct.load_pipeline("capsule-bleeding"), weights=shipped_weights, backend=backend, device="cpu", threads=threads)
+
+
+def test_swapped_or_mistyped_arguments_are_named(default):
+    """QA 58 #7: each of these was an AttributeError naming an attribute of the wrong object."""
+    pipeline, classifier = default
+    for call, message in [(lambda: ct.load_classifier("capsule-bleeding"), "load_classifier takes a Pipeline (load_pipeline(name)), got str"),
+                          (lambda: ct.triage_study(DEMO_CLIP, classifier, pipeline), "pipeline must be a Pipeline (load_pipeline(name)), got Classifier"),
+                          (lambda: ct.triage_study(DEMO_CLIP, pipeline, "capsule-bleeding"),
+                           "classifier must be a Classifier (load_classifier(pipeline)), got str"),
+                          (lambda: ct.load_pipeline(None), "load_pipeline takes a preset name or a path to a preset file, got NoneType")]:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == message
+
+
+def test_a_classifier_loaded_for_another_threshold_says_so_and_closes(shipped_weights, tmp_path):
+    """QA 58 #9: load_classifier(threshold=0.9) and a run without it ranked at the model's threshold with no
+    warning; a classifier could not be closed or used as a context manager."""
+    pipeline = ct.load_pipeline("capsule-bleeding")
+    with ct.load_classifier(pipeline, weights=shipped_weights, threshold=0.9) as classifier:
+        other = ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "other", report=False))
+        same = ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "same", report=False, threshold=0.9))
+    said = [w for w in other.run["warnings"] if "loaded for threshold" in w]
+    assert said == ["the classifier was loaded for threshold 0.9 (load_classifier(..., threshold=...)) but the run ranks at the "
+                    "model's own threshold: give RunOptions(threshold=0.9) to rank at 0.9"]
+    assert not [w for w in same.run["warnings"] if "loaded for threshold" in w]
+    assert classifier.backend is None
+    with pytest.raises(ValueError, match=r"^this Classifier is closed \(close\(\) or the end of its with block\): load another$"):
+        classifier(ct.FrameBatch(np.zeros((1, 224, 224, 3), np.uint8), np.arange(1), np.zeros(1)))
