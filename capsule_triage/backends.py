@@ -170,7 +170,8 @@ class OnnxBackend:
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
         runs = split_runs(frames_nhwc, self.batch_size)
-        outputs = self._pool.map(self._run, runs) if self._pool is not None and len(runs) > 1 else map(self._run, runs)
+        pool = self._pool  # read once: close() from another thread sets it to None (rev53)
+        outputs = pool.map(self._run, runs) if pool is not None and len(runs) > 1 else map(self._run, runs)
         return np.concatenate(list(outputs))
 
     def submit(self, frames_nhwc: np.ndarray) -> Done:

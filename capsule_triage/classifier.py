@@ -10,6 +10,7 @@ OpenVINO backend neither torch nor timm is imported: the model runs from the ONN
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -75,7 +76,7 @@ class Classifier:
     def __init__(self, model: "nn.Module | None", config: ModelConfig, *, device: str = "auto", backend: str = "auto",
                  weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None,
                  selection: dict | None = None, weights_file: Path | None = None):
-        _check_threads(threads)
+        threads = _check_threads(threads)
         self.config = config
         self.loaded_threshold: float | None = None  # load_classifier's threshold (backend choice only; the run ranks at its own)
         self.device = device_name(device)
@@ -125,7 +126,7 @@ class Classifier:
         ``rank``: the run's event settings (a RankParams) for a model config, so that ``auto`` takes only
         what the agreement check covered (see :func:`~capsule_triage.backend_choice.choose_backend`).
         """
-        _check_threads(threads)  # before any loading (QA 58 #6: OpenVINO blamed the ONNX file, torch gave its own error)
+        threads = _check_threads(threads)  # before any loading (QA 58 #6: OpenVINO blamed the ONNX file, torch gave its own error)
         weights, fetched = fetch_weights(weights)  # an hf-hub: repository as its cached folder
         note = note or fetched  # a cached copy standing in for a Hub that could not be reached
         path = Path(str(weights))
@@ -211,9 +212,11 @@ class PendingScores:
         return FrameScores(probs=softmax(self.logits.result()), frame_index=self.frame_index, pts_seconds=self.pts_seconds)
 
 
-def _check_threads(threads) -> None:
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+def _check_threads(threads) -> int | None:
+    """``threads`` as an int (numpy's too), or ValueError naming it (QA 58 #6)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1 or None (as triage optimize tuned it), got {threads!r}")
+    return None if threads is None else int(threads)
 
 
 def _noted(selection: dict, warning: str | None) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .frames import FrameBatch
+
 FOV_LUMA_THRESHOLD = 0.08  # a pixel brighter than this (0-1 scale) is inside the endoscope's view
 VIEW_MIN_SIDE = 1 / 4  # the smallest view, as a fraction of the frame's short side (fov_boxes and has_view)
 VIEW_GRID = 48  # has_view looks at about this many pixels along the frame's short side
@@ -34,7 +36,7 @@ def mostly_without_view(without: int, frames: int) -> bool:
 
 
 def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
-    """bool [N]: which uint8 [N, H, W, 3] frames show a field of view at all.
+    """bool [N]: which uint8 [N, H, W, 3] frames (or a :class:`~capsule_triage.frames.FrameBatch`'s) show a field of view at all.
 
     A frame shows one when its largest connected part of bright pixels (:func:`bright_pixels`)
     covers at least the area of a square :data:`VIEW_MIN_SIDE` of the frame's short side across
@@ -54,6 +56,10 @@ def has_view(frames_nhwc: np.ndarray) -> np.ndarray:
     6-10 %); QA 27's black frames have none, its text-only frames 0.04 times the area. Counted on
     every ``step``-th pixel, about :data:`VIEW_GRID` along the short side: about 55 microseconds per
     336 px frame, 75 per 720p one, 40 % of it in OpenCV's connected components."""
+    frames_nhwc = frames_nhwc.data if isinstance(frames_nhwc, FrameBatch) else frames_nhwc  # (rev53: public, so checked)
+    if not isinstance(frames_nhwc, np.ndarray) or frames_nhwc.dtype != np.uint8 or frames_nhwc.ndim != 4 or frames_nhwc.shape[-1] != 3:
+        got = f"{frames_nhwc.dtype} {frames_nhwc.shape}" if isinstance(frames_nhwc, np.ndarray) else type(frames_nhwc).__name__
+        raise ValueError(f"has_view takes uint8 frames [N,H,W,3] or a FrameBatch, got {got}")
     n, h, w, _ = frames_nhwc.shape
     step = max(1, min(h, w) // VIEW_GRID)
     small = frames_nhwc[:, ::step, ::step]

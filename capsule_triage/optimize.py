@@ -44,7 +44,7 @@ def decode_all(path: Path, size: int, limit: int | None = None, *, fov: bool = F
     the field of view (``fov``), at twice that size with their shape kept, as ``triage run`` reads them."""
     data, index, pts = [], [], []
     short_side, square_crop = read_geometry(size, "fov" if fov else "circle")
-    for batch in read_frames(path, ReadOptions(batch_size=64, short_side=short_side, square_crop=square_crop), DecodeStats()):
+    for batch in read_frames(path, ReadOptions(batch_size=64, short_side=short_side, square_crop=square_crop, own_timestamps=False), DecodeStats()):
         data.append(batch.data)
         index.append(batch.frame_index)
         pts.append(batch.pts_seconds)

@@ -112,7 +112,8 @@ def check_input(input_path: str | Path, pipeline: Pipeline, options: RunOptions 
         InputError: as the probe of :func:`triage_study`.
     """
     read = replace(pipeline.read, folder_fps=options.folder_fps or pipeline.read.folder_fps,
-                   timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv, own_timestamps=options.own_timestamps)
+                   timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv,
+                   own_timestamps=options.own_timestamps and pipeline.read.own_timestamps)
     probe(Path(input_path), read)
 
 
@@ -126,9 +127,11 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     input_path = Path(input_path)
     options = check_run(pipeline, classifier, options)
     # The folder's own timestamps.csv is part of the input unless the run times the frames otherwise (QA 36 L7)
-    own_csv = options.own_timestamps and (options.timestamps_csv or pipeline.read.timestamps_csv) is None
+    own = options.own_timestamps and pipeline.read.own_timestamps  # (rev53: a library's pipeline may turn it off too)
+    own_csv = own and (options.timestamps_csv or pipeline.read.timestamps_csv) is None
     unchanged = source_state(input_path, own_csv=own_csv)  # first: a timestamps.csv added after it fails the run as a changed input
-    read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=options.own_timestamps)
+    read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=own)
+    read = replace(read, own_timestamps=False)  # resolved here: the probe and the readers need not look again (rev53)
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
     staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path, only=RUN_OUTPUTS)
@@ -162,13 +165,13 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options, stage_seconds, pts, view, own_note and ("--fps" if not options.own_timestamps else "columns"))
+                          options, stage_seconds, pts, view, own_note and ("--fps" if not own else "columns"))
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         shape = (info.display_width or info.width, info.height)
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
-        notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(classifier, options), own_note, assumed, timing,
+        notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
                  other_streams_note(info), _multi_page_note(info.path, stats), *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
@@ -358,7 +361,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
     n = stats.frames_decoded
     scoring = stage_seconds["decode_and_score"]
     read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
-                   if info.kind == "frames" or k not in ("folder_fps", "timestamps_csv")}  # a video's times are its own
+                   if k != "own_timestamps" and (info.kind == "frames" or k not in ("folder_fps", "timestamps_csv"))}  # a video's times are its own
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
         read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
     elif info.kind == "frames":

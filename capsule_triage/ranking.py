@@ -342,8 +342,9 @@ def rank(
         The :class:`Ranking`.
     """
     params.validate()
-    if not np.issubdtype(np.asarray(frame_index).dtype, np.integer):  # QA 58 #2: FrameBatch's order (frame_index first) passed
-        raise ValueError(f"frame_index must be whole numbers, got {np.asarray(frame_index).dtype}: rank takes "
+    index = np.asarray(frame_index)
+    if index.size and not np.issubdtype(index.dtype, np.integer):  # QA 58 #2: FrameBatch's order (frame_index first) passed
+        raise ValueError(f"frame_index must be an integer array (int64), got {index.dtype}: rank takes "
                          "(pts_seconds, frame_index, probs, ...), times first")
     pts, probs = _as_pts_probs(pts_seconds, probs)
     if pts.size > 1 and np.any(np.diff(pts) < 0):

@@ -4,6 +4,7 @@ timestamps.csv applied as :func:`~capsule_triage.pipeline.triage_study` applies 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,15 @@ class ReadOptions:
             value = getattr(self, name)
             if name == "short_side" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1{' or None' if name == 'short_side' else ''}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:  # numpy's too (rev53)
+                raise ValueError(f"{name} must be a whole number >= 1{' or None' if name == 'short_side' else ''}, got {value!r}")
         for name in ("square_crop", "own_timestamps"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.timestamps_csv is not None and not isinstance(self.timestamps_csv, (str, os.PathLike)):
             raise ValueError(f"timestamps_csv must be a path or None, got {self.timestamps_csv!r}")
         fps = self.folder_fps
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"folder_fps must be a finite number > 0, got {fps!r}")
 
 

@@ -125,15 +125,17 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     return _plain(options)
 
 
-def other_threshold_note(classifier: "Classifier", options: RunOptions) -> str | None:
-    """A warning when the classifier was loaded for another ``threshold`` than the run ranks at (QA 58 #9: the
-    classifier's threshold only chooses its backend; the run's comes from its RunOptions)."""
+def other_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params) -> str | None:
+    """A warning when the classifier was loaded for another ``threshold`` than the run ranks at (``params``, the run's
+    RankParams; QA 58 #9: the classifier's threshold only chooses its backend, the run's comes from its RunOptions)."""
     loaded = classifier.loaded_threshold
-    if loaded is None or (options.threshold is not None and math.isclose(loaded, options.threshold)):
+    if loaded is None:
         return None
-    ranked = f"--threshold {options.threshold:g}" if options.threshold is not None else "the model's own threshold"
+    meant = pipeline.rank_params(classifier.config, threshold=loaded).enter_threshold
+    if math.isclose(meant, params.enter_threshold, rel_tol=1e-6, abs_tol=1e-9):
+        return None
     return (f"the classifier was loaded for threshold {loaded:g} (load_classifier(..., threshold=...)) but the run ranks at "
-            f"{ranked}: give RunOptions(threshold={loaded:g}) to rank at {loaded:g}")
+            f"{params.enter_threshold:g}: give RunOptions(threshold={loaded:g}) to rank at {meant:g}")
 
 
 def _whole(value, low: int, *, optional: bool = True) -> bool:
