@@ -356,9 +356,9 @@ def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
     ("input_size = 224.7", "", "[model] input_size must be an integer, got 224.7"),
     ('threshold = "0.3"', "", "[model] threshold must be a number, got '0.3'"),
     ('border_radius = "0.89"', "", "[model] border_radius must be a number, got '0.89'"),
-    ("", 'batch_size = "32"', "[reader] batch_size must be an integer >= 1, got '32'"),
-    ("", "batch_size = 0", "[reader] batch_size must be an integer >= 1, got 0"),
-    ("", 'decoder_threads = "two"', "[reader] decoder_threads must be an integer >= 1, got 'two'"),
+    ("", 'batch_size = "32"', "[reader] batch_size must be a whole number >= 1, got '32'"),
+    ("", "batch_size = 0", "[reader] batch_size must be a whole number >= 1, got 0"),
+    ("", 'decoder_threads = "two"', "[reader] decoder_threads must be a whole number >= 1, got 'two'"),
     ("", "folder_fps = 0", "[reader] folder_fps must be a finite number > 0, got 0"),
     ("", "short_side = 100", "[reader] unknown key(s) ['short_side']; known: ['batch_size', 'decoder_threads', 'folder_fps']"),
 ])
