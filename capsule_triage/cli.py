@@ -77,7 +77,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU)
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp, natural order).", show_default=False, readable=False)],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp/ppm, natural order).", show_default=False, readable=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Output folder (default: <input>_triage beside the input).")] = None,
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
@@ -90,7 +90,7 @@ def run(
     timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders; default: the folder's own timestamps.csv).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
     decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,
-    decoders: Annotated[int, typer.Option(min=1, help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~900-1,100 frames/s per process at 336 px).")] = 1,
+    decoders: Annotated[int, typer.Option(min=1, help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~700-950 frames/s per process at 336 px on a 2-core EPYC, benchmarks/results/decoders.json).")] = 1,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -72,6 +72,13 @@ def mixed_clip_frames() -> list[np.ndarray]:
     return [load_rgb(WCE / by_orig[r["label"], r["source_file (WCEBleedGen TrainData)"]]) for r in rows]
 
 
+def demo_clip_frames() -> list[np.ndarray]:
+    """The 64 RGB frames (224 x 224) of the committed demo clip, tests/assets/demo_capsule_4fps.mp4: real
+    capsule frames (WCEBleedGen, CC BY 4.0, see tests/assets/make_assets.py) a fresh clone has without ../shared."""
+    with av.open(str(DEMO_CLIP)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
 def encode_clip(frames: list[np.ndarray], path: Path, *, codec: str = "libx264", fps: int = 4,
                 pts: list[int] | None = None, time_base: tuple[int, int] | None = None, options: dict | None = None,
                 container_options: dict | None = None) -> Path:

@@ -9,7 +9,7 @@ Two uses:
   ``python tests/malformed.py serve`` (a warm interpreter that runs jobs in forked children; see
   :func:`serve`).
 
-Every input is made from real capsule frames (``../shared/data``) with PyAV, so the decoders see
+Every input is made from real capsule frames (the committed demo clip's, from ``../shared/data``) with PyAV, so the decoders see
 real H.264 / MJPEG / PNG / JPEG data, broken in the specific ways capsule exports and half-copied
 files break.
 """
@@ -266,7 +266,7 @@ def make_cases(root: Path, frames: list[np.ndarray], *, non_utf8: bool = True) -
 
     Args:
         root: an empty folder; also usable as a ``triage batch`` tree (each case is one study).
-        frames: at least 24 real RGB frames of one size (224 x 224 from ../shared/data).
+        frames: at least 24 real RGB frames of one size (224 x 224: the demo clip's).
         non_utf8: include the cases whose file names are not valid UTF-8.
     """
     root.mkdir(parents=True, exist_ok=True)
@@ -610,9 +610,9 @@ def main(argv: list[str]) -> int:
         serve()
         return 0
     if argv[:1] == ["make"] and len(argv) == 2:
-        from conftest import mixed_clip_frames
+        from conftest import demo_clip_frames
 
-        for case in make_cases(Path(argv[1]), mixed_clip_frames()):
+        for case in make_cases(Path(argv[1]), demo_clip_frames()):
             result = "error: " + case.expect.error if case.expect.error else f"frames {case.expect.frames}, skipped {case.expect.skipped}"
             print(f"{case.name:28s} {result:60s} {case.what}")
         return 0
