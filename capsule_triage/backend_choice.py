@@ -137,6 +137,11 @@ def _other_events_warning(backends: str, other: str) -> str:
             "(run `triage optimize` with these settings to check the faster ones for them)")
 
 
+# QA 60 #1: ov-bf16 refuses such a CPU; PyTorch runs bf16 there in emulation (measured on an AVX2-only EPYC, demo clip:
+# 2.6 frames/s against ov-fp32's 87.7), and a user asks for bf16 to be faster
+EMULATED_BF16 = ("this CPU has no native bf16 (AVX-512-BF16 or AMX): PyTorch emulates bf16, many times slower than fp32 "
+                 "here; use an fp32 backend")
+
 NUMERICS = {"native_bf16": "native bf16 (AVX-512-BF16 or AMX)", "int8_dot_product": "int8 dot products (VNNI or AMX)"}
 
 
@@ -251,12 +256,16 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         choice["agreement"].update({k: report[k] for k in ("check_frames", "check_frames_uncertain", "tolerance") if k in report})
         if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
+            if on_cpu and (other := _other_numerics(report.get("machine"), [requested])):  # QA 60: its figure read as this CPU's
+                why += f", measured on {other}: not this CPU's figure"
             warnings.append(f"{requested} was rejected by the agreement check in {BACKENDS_FILE} ({why}); its scores may differ from fp32")
         elif explicit and on_cpu and (other := _other_numerics(report.get("machine"), [requested])):
             warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on {other}; "
                             "its scores may differ from fp32 here (run `triage optimize` on this machine)")
         if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
             choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
+            if explicit and (where := _measured_on(report)):  # QA 60 #4: the auto reason said it, --backend's did not
+                choice["reason"] = f"{reason}, with the run size and threads {BACKENDS_FILE} measured fastest{where}"
         if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict):  # what "identical events" held for
             choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
@@ -288,6 +297,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                             "is the file its check measured; run `triage optimize` again")
     if parsed[0] is not None:  # what vouched for the choice, by its bytes (QA 55: an edited report is not in weights_sha256)
         choice["backends_json_sha256"] = file_sha256(weights_dir / BACKENDS_FILE)
+    if requested == "torch-bf16" and not device.startswith("cuda") and not numerics()["native_bf16"]:
+        warnings.append(f"torch-bf16: {EMULATED_BF16}")
     if warnings:
         choice["warnings"] = warnings
     return choice

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
         bf16 = "native bf16" if machine["native_bf16"] else "no native bf16"  # QA 42: said only by a feature missing from the JSON's list
-        typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + f" ({bf16}); "
+        int8 = "int8 dot products" if machine["int8_dot_product"] else "no int8 dot products"  # QA 60 #6: bf16 only was said
+        typer.echo(printable(f"  {machine['cpus']} CPU(s) {machine['processor'] or ''}".rstrip() + f" ({bf16}, {int8}); "
                              + ", ".join(version_line() if name == "capsule-triage" else f"{name} {version}"
                                          for name, version in result["versions"].items() if version and name != "capsule-triage-commit")))
 

@@ -44,6 +44,14 @@ def numerics() -> dict[str, bool]:
     return {"native_bf16": any(f in flags for f in NATIVE_BF16), "int8_dot_product": any(f in flags for f in INT8_DOT)}
 
 
+def host_record() -> dict:
+    """What run.json and metrics.json record of the machine that computed the scores (QA 60: int8 and bf16 scores
+    depend on the CPU's instructions, and neither said which): architecture, system, cores, and the CPU as
+    :func:`machine` describes it, without the host name."""
+    cpu = {k: v for k, v in machine().items() if k != "host"}
+    return {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(), "cpu": cpu}
+
+
 def machine() -> dict:
     """The machine a measurement was taken on: host, CPU model, usable cores, the CPU features that decide which
     backends are fast (QA 35: "a Xeon with AMX" was recorded nowhere, only "Intel(R) Xeon(R) Processor") and, said

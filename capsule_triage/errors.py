@@ -52,7 +52,8 @@ class DeviceError(TriageError):
 
 class DataWarning(UserWarning):
     """Labelled data that is read only in part (mask folders, images outside the class folders, image
-    types not read): training and evaluation go on, and the CLI prints it as one ``Warning:`` line."""
+    types not read), or a setting that works but costs much on this machine (bf16 without native support):
+    training and evaluation go on, and the CLI prints it as one ``Warning:`` line."""
 
 
 def unexpanded_home(path: str | Path) -> str | None:

@@ -45,6 +45,7 @@ from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
 from .roc_plot import draw_roc
 from .stills import LabelledImages, load_for_model
+from .cpu_info import host_record
 from .versions import package_versions
 from .weights import load_model
 
@@ -213,7 +214,7 @@ def evaluate(
               "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}), "frames_without_view": int((~view).sum()),
               **summarize(images.labels.numpy(), as_run_scores(probs, view, config), config, groups=images.groups),
-              "versions": package_versions()}
+              "versions": package_versions(), "host": host_record()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else training_overlap(select(samples, split), config, split))

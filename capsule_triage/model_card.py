@@ -75,7 +75,8 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
     cm = numbers["confusion_matrix"]
     lines = [f"Data: `{os.path.relpath(result['data'])}` split `{numbers['split']}` ({numbers['n']} frames), border mode `{numbers['border']}`, "
              f"operating threshold {numbers['threshold']}, backend `{result.get('backend', 'torch-fp32')}`"
-             + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "") + ".", "",
+             + (f", frames after a `{numbers['codec']}` round trip (`--codec`)" if numbers.get("codec") else "")
+             + _computed_on(result) + ".", "",
              *_warning_lines(result),
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
@@ -87,6 +88,18 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
              "```json", json.dumps(numbers), "```"]
     return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+
+
+def _computed_on(result: dict) -> str:
+    """", computed on an AMD EPYC with avx2 (int8 dot products: no, native bf16: no)" for a lower precision: its
+    scores depend on the CPU's instructions (QA 60: the same int8 model scored the test split otherwise without VNNI)."""
+    cpu = (result.get("host") or {}).get("cpu") if isinstance(result.get("host"), dict) else None
+    if str(result.get("backend", "torch-fp32")).endswith("fp32") or not isinstance(cpu, dict):
+        return ""
+    said = lambda key: "yes" if cpu.get(key) else "no"
+    features = ", ".join(map(str, cpu.get("cpu_features") or [])) or "none of avx2, avx-512, vnni, amx"
+    return (f", computed on {cpu.get('processor') or 'a CPU'} with {features} (int8 dot products: {said('int8_dot_product')}, "
+            f"native bf16: {said('native_bf16')})")
 
 
 def _warning_lines(result: dict) -> list[str]:

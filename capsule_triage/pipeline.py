@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -19,6 +18,7 @@ from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, small_frames_note, wide_frames_note
 from .completeness import measured_rate, time_gaps
+from .cpu_info import host_record
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
 from .folder_times import TIMESTAMPS_FILE, timestamps_origin, with_own_timestamps
@@ -397,5 +397,5 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
         "scoring_fps": round(n / scoring, 2) if scoring > 0 else 0.0,
         "versions": package_versions(),
-        "host": {"machine": platform.machine(), "system": platform.system(), "cpu_count": __import__("os").cpu_count()},
+        "host": host_record(),
     }

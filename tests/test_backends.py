@@ -15,6 +15,7 @@ import torch
 
 from capsule_triage import FrameBatch, __version__, load_pipeline
 from capsule_triage.backends import runs_here
+from capsule_triage.backend_choice import EMULATED_BF16
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
@@ -184,15 +185,26 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     (copy / "backends.json").write_text(json.dumps(dict(report, machine={**here, "native_bf16": not here["native_bf16"]},
                                                         candidates={**report["candidates"], "torch-bf16": fastest_bf16})))
     asked = choose_backend("torch-bf16", "cpu", copy, report["weights_sha256"])
+    emulated = [] if here["native_bf16"] else [f"torch-bf16: {EMULATED_BF16}"]  # QA 60 #1: 35x slower than ov-fp32 without a word
     assert asked["backend"] == "torch-bf16" and asked["warnings"] == [
         f"torch-bf16 was checked against fp32 in backends.json on a CPU that computes it otherwise ({bf16}); its scores may differ "
-        "from fp32 here (run `triage optimize` on this machine)"]
+        "from fp32 here (run `triage optimize` on this machine)", *emulated]
+    # QA 60 #2: a rejected one's figure, measured where int8 computes otherwise, was quoted as if it held here
+    (copy / "backends.json").write_text(json.dumps(dict(report, machine={**here, "int8_dot_product": not here["int8_dot_product"]},
+                                                        candidates={**report["candidates"], "ort-int8": dict(fastest, accepted=False, reason="max score difference 0.2391 > tolerance 0.05")})))
+    assert choose_backend("ort-int8", "cpu", copy, report["weights_sha256"])["warnings"] == [
+        f"ort-int8 was rejected by the agreement check in backends.json (max score difference 0.2391 > tolerance 0.05, measured on a "
+        f"CPU that computes it otherwise ({int8}): not this CPU's figure); its scores may differ from fp32"]
     assert "warnings" not in choose(here, "ort-int8")
     elsewhere = choose({**here, "processor": "Some Other CPU 9000"})  # same numerics: the check holds, the speed is another's
     features = ", ".join(here["cpu_features"]) or "none of the listed features"
     assert elsewhere["backend"] == "ort-int8" and elsewhere["reason"].endswith(
         f"(1000000 frames/s, measured on Some Other CPU 9000 with {here['cpus']} CPU(s) and {features}, not this machine)")
     assert choose({**here, "cpus": 64})["reason"].endswith("with 64 CPU(s) and " + features + ", not this machine)")  # rev37: one name
+    assert "tuning" in fastest and choose({**here, "cpus": 64}, "ort-int8")["reason"] == (  # QA 60 #4: --backend's reason did not say
+        "requested with --backend, with the run size and threads backends.json measured fastest, measured on "
+        f"{here['processor']} with 64 CPU(s) and {features}, not this machine")
+    assert choose(here, "ort-int8")["reason"] == "requested with --backend"
     older = choose({"processor": "x86_64", "cpu_capability": "AVX512", "openvino_native_bf16": here["native_bf16"]})  # the shipped format
     assert older["backend"].endswith("fp32") and older["warnings"][0].startswith(
         "backends.json checked ort-int8 on a CPU whose arithmetic is not recorded (int8 dot products (VNNI or AMX): not recorded there")
@@ -276,8 +288,10 @@ def test_a_lower_precision_never_checked_says_so(random_weights):
     """QA 30: --backend torch-bf16 on weights without a backends.json ran without a word, while one the check
     rejected warned."""
     choice = choose_backend("torch-bf16", "cpu", random_weights, "")
+    from capsule_triage.cpu_info import numerics
+
     assert choice["warnings"] == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks it); "
-                                  "its scores may differ from fp32"]
+                                  "its scores may differ from fp32", *([] if numerics()["native_bf16"] else [f"torch-bf16: {EMULATED_BF16}"])]
     assert "warnings" not in choose_backend("torch-fp32", "cpu", random_weights, "")
 
 
@@ -351,8 +365,11 @@ def test_bench_json_schema(random_weights, tmp_path):
     one = json.loads(triage("bench", single, "--weights", random_weights, "--json", "--seconds", "0.1", "--backend", "torch-bf16").stdout)
     assert one["frames_per_pass"] == 1 and one["model_frames_per_call"] == one["run_batch_size"] > 1
     assert (one["decoder_peak_rss_mb"] is None) == (one["decoded_in"] == "thread")  # QA 42: 0.0 read as a measurement
-    assert one["backend_selection"]["warnings"] == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` "
-                                                    "checks it); its scores may differ from fp32"]  # QA 30: on stderr only, not in saved results
+    from capsule_triage.cpu_info import numerics
+
+    assert one["backend_selection"]["warnings"] == [  # QA 30: on stderr only, not in saved results
+        "torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks it); its scores may differ from fp32",
+        *([] if numerics()["native_bf16"] else [f"torch-bf16: {EMULATED_BF16}"])]
     console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named
     assert console.returncode == 0 and console.stdout.splitlines()[0] == (
         f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
@@ -360,6 +377,8 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert " (torch-fp32, fp32, read batch " in lines[1] and re.search(r"; decode \d+% of end to end$", lines[-2])
     assert re.search(rf"capsule-triage {re.escape(__version__)}( \([0-9a-f]{{12}}\))?, torch {re.escape(torch.__version__.split('+')[0])}",
                      lines[-1]) and "av " in lines[-1]
+    here = numerics()  # QA 60 #6: int8 went unsaid while int8 was benchmarked
+    assert f" ({'' if here['native_bf16'] else 'no '}native bf16, {'' if here['int8_dot_product'] else 'no '}int8 dot products); " in lines[-1]
 
 
 def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized):

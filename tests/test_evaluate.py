@@ -21,6 +21,7 @@ from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.evaluate import evaluate
 from capsule_triage.model_card import intended_use, read_card_section
 
+from capsule_triage.cpu_info import machine
 from capsule_triage.model_config import ModelConfig
 from conftest import REPO, WCE, manifest_rows, needs_shared
 
@@ -71,6 +72,7 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
     from capsule_triage.versions import package_versions  # which code computed the numbers (train/eval lacked the commit)
 
     assert saved["versions"] == package_versions() and saved["versions"]["capsule-triage"]
+    assert saved["host"]["cpu"]["processor"] == machine()["processor"]  # QA 60 #3: which CPU computed them
     roc = cv2.imread(str(tmp_path / "eval" / "roc.png"))
     assert roc is not None and roc.shape == (480, 480, 3)
 
@@ -197,6 +199,13 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
     section = (weights_copy / "MODEL_CARD.md").read_text().split("triage-eval:val-bf16:begin")[1].split("triage-eval:val-bf16:end")[0]
     assert bf16["warnings"] and all(f"- {w}" in section for w in bf16["warnings"])
     assert "torch-bf16 has not been checked against fp32" in section
+    # QA 60 #3: lower-precision scores depend on the CPU's instructions; the card and metrics.json say which computed them
+    cpu = machine()
+    said = lambda key: "yes" if cpu[key] else "no"
+    assert bf16["host"]["cpu"] == {k: v for k, v in cpu.items() if k != "host"} and result["host"]["cpu_count"] >= 1
+    assert (f", computed on {cpu['processor']} with {', '.join(cpu['cpu_features']) or 'none of avx2, avx-512, vnni, amx'} "
+            f"(int8 dot products: {said('int8_dot_product')}, native bf16: {said('native_bf16')}).") in section.split("\n")[1]
+    assert ", computed on" not in card  # fp32 sections: the same on every CPU
     assert read_card_section(weights_copy, "val-bf16")["auc"] == pytest.approx(bf16["auc"], abs=1e-4)
     # QA 31: after --target-sensitivity chose another threshold, the sections measured at the old one were unmarked
     assert "Sections measured at another threshold" not in (weights_copy / "MODEL_CARD.md").read_text()

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -803,7 +804,14 @@ def test_mixed_precision_trains_fp32_master_weights_and_is_part_of_the_recipe(ti
     of the same seed; a resumed run must keep the precision, but may change the device."""
     kwargs = dict(strategy="full", epochs=2, seed=1)
     fp32 = train(_options(tiny_manifest, tmp_path / "fp32", **kwargs))
-    bf16 = train(_options(tiny_manifest, tmp_path / "bf16", precision="bf16", **kwargs))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        bf16 = train(_options(tiny_manifest, tmp_path / "bf16", precision="bf16", **kwargs))
+    from capsule_triage.backend_choice import EMULATED_BF16
+    from capsule_triage.cpu_info import numerics
+
+    emulated = [str(w.message) for w in seen if "emulates bf16" in str(w.message)]  # QA 60 #1: 1.5 min against 0.2, unsaid
+    assert emulated == ([] if numerics()["native_bf16"] else [f"--precision bf16: {EMULATED_BF16}"])
     a, b = load_file(str(fp32 / "model.safetensors")), load_file(str(bf16 / "model.safetensors"))
     assert a.keys() == b.keys() and all(b[k].dtype == a[k].dtype for k in a)  # master weights in their own dtype
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # autocast ran
