@@ -252,9 +252,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     choice = {"backend": requested, "reason": reason}
     if report and requested in report["candidates"]:
         candidate = report["candidates"][requested]
-        choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted", "reason") if k in candidate}
+        choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted", "reason", "skipped") if k in candidate}
         choice["agreement"].update({k: report[k] for k in ("check_frames", "check_frames_uncertain", "tolerance") if k in report})
-        if not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
+        if candidate.get("skipped") and not candidate["accepted"]:  # QA 60 #7: not a candidate on the CPU it was measured on
+            warnings.append(f"{requested} was not checked in {BACKENDS_FILE}{_measured_on(report)} ({candidate['skipped']}); "
+                            "its scores may differ from fp32")
+        elif not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
             if on_cpu and (other := _other_numerics(report.get("machine"), [requested])):  # QA 60: its figure read as this CPU's
                 why += f", measured on {other}: not this CPU's figure"

@@ -87,30 +87,21 @@ def register(app: typer.Typer) -> None:
         pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
-        from .optimize import TUNE_BATCH_SIZES, calibration_warning, check_summary, parse_sizes
+        from .optimize import TUNE_BATCH_SIZES, calibration_warning, parse_sizes
         from .optimize import optimize as run_optimize
         from .presets import load_pipeline, preset_for_weights
 
         try:
             sizes = TUNE_BATCH_SIZES if tune_batch_sizes is None else parse_sizes(tune_batch_sizes)
             report = run_optimize(weights, check, calibration_clips=calibration, tolerance=tolerance, batch_size=batch_size,
-                                  tune_batch_sizes=sizes, pipeline=load_pipeline(pipeline or preset_for_weights(weights)))
+                                  tune_batch_sizes=sizes, pipeline=load_pipeline(pipeline or preset_for_weights(weights)),
+                                  progress=lambda line: typer.echo(printable(line)))
         except (TriageError, ValueError) as exc:
             fail(exc)
         except KeyboardInterrupt:
             typer.echo(f"Interrupted; {Path(weights) / 'backends.json'} is removed until `triage optimize` completes "
                        "(--backend auto uses torch-fp32 meanwhile).", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        for name, row in report["candidates"].items():
-            verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})" if "reason" in row else "rejected"
-            if "error" in row:
-                typer.echo(f"  {name:<11} failed: {row['error']}  -> {verdict}")
-                continue
-            tuning = row["tuning"]
-            typer.echo(f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
-                       f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
-                       f"events identical: {row['events_identical']}  -> {verdict}")
-        typer.echo(check_summary(report))
         if warning := calibration_warning(report):
             typer.echo(printable(f"Warning: {warning}"), err=True)
         typer.echo(printable(f"Wrote {Path(weights) / 'backends.json'}"))

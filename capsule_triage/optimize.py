@@ -1,6 +1,6 @@
 """``triage optimize``: make faster backends for a weights folder and prove they agree with fp32.
 
-For each candidate backend (torch bf16, ONNX Runtime fp32 and static int8 calibrated on real frames,
+For each candidate backend (torch bf16 where the CPU has native bf16, ONNX Runtime fp32 and static int8 calibrated on real frames,
 the same two ONNX files on OpenVINO in fp32, bf16 and int8; torch fp16 on a GPU when one is usable) this scores the same real clips as torch fp32 and records the largest score
 difference, whether the ranked events (start/end frames) are identical, and the measured
 frames/s at the chosen batch size. A candidate is *accepted* only if its max score difference is
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
+from .cpu_info import numerics
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
@@ -179,6 +181,33 @@ def _machine() -> dict:
     return machine
 
 
+NO_NATIVE_BF16 = ("the CPU has no native bf16 (AVX-512-BF16 or AMX): emulated, it runs many times slower than fp32, "
+                  "and its check would not hold on a CPU that has it")
+
+
+def skipped(name: str) -> str | None:
+    """Why ``name`` is not checked on this machine, or None (QA 60 #7: torch-bf16 ran emulated for minutes on an
+    AVX2-only CPU, ov-bf16 was recorded as a failure, where neither is a candidate at all)."""
+    if name in ("torch-bf16", "ov-bf16") and not numerics()["native_bf16"]:
+        return NO_NATIVE_BF16
+    if name == "ov-bf16" and runs_here("ov-fp32") and not openvino_native_bf16():  # OpenVINO's own view of the CPU
+        return NO_NATIVE_BF16.replace("the CPU has no", "OpenVINO finds no")
+    return None
+
+
+def candidate_line(name: str, row: dict) -> str:
+    """One candidate's line as ``triage optimize`` prints it when the candidate is done."""
+    verdict = "accepted" if row["accepted"] else f"rejected ({row['reason']})" if "reason" in row else "rejected"
+    if "skipped" in row:
+        return f"  {name:<11} skipped: {row['skipped']}"
+    if "error" in row:
+        return f"  {name:<11} failed: {row['error']}  -> {verdict}"
+    tuning = row["tuning"]
+    return (f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
+            f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
+            f"events identical: {row['events_identical']}  -> {verdict}")
+
+
 def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
     ranking = rank(pts, index, probs, config.class_names, config.abnormal_indices, params)
     return sorted((e.start_frame, e.end_frame) for e in ranking.events)
@@ -186,7 +215,8 @@ def _events(pts, index, probs, config, params) -> list[tuple[int, int]]:
 
 def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_clips: list[Path] | None = None,
              tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 32, threads: int | None = None,
-             tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES, pipeline: "Pipeline | None" = None) -> dict:
+             tune_batch_sizes: tuple[int, ...] = TUNE_BATCH_SIZES, pipeline: "Pipeline | None" = None,
+             progress: Callable[[str], None] | None = None) -> dict:
     """Export, quantize, check and tune every CPU backend (and torch fp16 on a usable GPU); write ``backends.json``.
 
     Each candidate is checked at ``batch_size`` and then timed over batch sizes and thread layouts
@@ -204,6 +234,9 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
         pipeline: the preset whose event settings (smoothing, merging, minimum length) the "events
             identical" check uses (default: the default preset's; QA 16: a gastroscope model was
             checked with the capsule preset's).
+        progress: called with a line once the check frames are scored by fp32, and with each candidate's
+            :func:`candidate_line` as soon as it is checked and timed (``triage optimize`` prints them as they
+            come: each takes a minute or more, and the command said nothing for minutes: QA 60 #7).
     """
     weights_dir = Path(weights_dir)
     parse_sizes(",".join(map(str, tune_batch_sizes)))  # the library's sizes checked as the command line's (review rev32)
@@ -246,13 +279,23 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),
               "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}
+    if progress:
+        progress(f"{check_summary(report)}; checking {len(candidates)} backends against it and timing each at run sizes "
+                 f"{','.join(map(str, tune_batch_sizes))} (a minute or more each):")
     for name, prepare in candidates.items():
+        if (why := skipped(name)) is not None:
+            report["candidates"][name] = {"accepted": False, "skipped": why}
+            if progress:
+                progress(candidate_line(name, report["candidates"][name]))
+            continue
         try:
             make = prepare()
             backend = make(threads=threads, streams=1, batch_size=None)
-        except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize, no native bf16: recorded, not fatal
+        except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize, OpenVINO missing: recorded, not fatal
             said = str(exc).splitlines()[0].removeprefix(f"--backend {name}: ")  # no --backend option here
             report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {said[:200]}"}
+            if progress:
+                progress(candidate_line(name, report["candidates"][name]))
             continue
         diffs, identical = [], True
         for (frames, index, pts), ref in zip(check, reference):
@@ -267,8 +310,10 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
             **tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes),
         }
+        if progress:
+            progress(candidate_line(name, report["candidates"][name]))
     # the bytes each ONNX candidate was checked on: a file swapped or re-exported later is refused, not trusted (QA 52)
-    checked = sorted({onnx_file(name) for name, row in report["candidates"].items() if onnx_file(name) and "error" not in row})
+    checked = sorted({onnx_file(name) for name, row in report["candidates"].items() if onnx_file(name) and "max_score_diff" in row})
     report["onnx_sha256"] = {name: file_sha256(weights_dir / name) for name in checked}
     (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report

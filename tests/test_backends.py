@@ -19,7 +19,8 @@ from capsule_triage.backend_choice import EMULATED_BF16
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
-from capsule_triage.optimize import MIN_UNCERTAIN
+from capsule_triage.cpu_info import numerics
+from capsule_triage.optimize import MIN_UNCERTAIN, candidate_line, check_summary, skipped
 from conftest import DEMO_CLIP, MIXED_CLIP, SHIPPED_WEIGHTS as REPO_WEIGHTS, needs_shared, triage
 
 pytestmark = needs_shared
@@ -39,11 +40,18 @@ def optimized(probe_weights, tmp_path_factory):
     shutil.copytree(probe_weights, folder)
     result = triage("optimize", folder, "--check", MIXED_CLIP, "--batch-size", "16", "--tune-batch-sizes", "16,1,4")  # CI time: 3 of 6 sizes
     assert result.returncode == 0, result.stderr
+    report = json.loads((folder / "backends.json").read_text())
+    # QA 60 #7: the console said nothing for minutes; now what the check is, then each candidate as it is done
+    # (printed as they come: test_an_interrupted_optimize_... sees the first before the run ends), then the file
+    assert result.stdout.splitlines() == [
+        f"{check_summary(report)}; checking {len(report['candidates'])} backends against it and timing each at run sizes 1,4,16 "
+        "(a minute or more each):", *(candidate_line(name, row) for name, row in report["candidates"].items()),
+        f"Wrote {folder / 'backends.json'}"]
     # QA 31: int8 calibrated (by default) on the frames its check scores was said nowhere
     assert result.stderr.strip().splitlines()[-1] == (f"Warning: int8 was calibrated on frames the agreement check scores ({MIXED_CLIP.name}), "
                                                       "so its check is optimistic; --calibration with frames apart from them (training "
                                                       "frames) is the honest choice")
-    return folder, json.loads((folder / "backends.json").read_text())
+    return folder, report
 
 
 def test_every_backend_is_checked_against_fp32_on_real_frames(optimized):
@@ -53,8 +61,13 @@ def test_every_backend_is_checked_against_fp32_on_real_frames(optimized):
         row = report["candidates"][name]
         assert row["max_score_diff"] <= limit, (name, row)
         assert row["events_identical"] and row["accepted"] and row["frames_per_second"] > 0
+    # QA 60 #7: bf16 without native bf16 is emulated (minutes, and not the arithmetic a bf16 CPU checks): not a candidate
+    assert ("skipped" in report["candidates"]["torch-bf16"]) is (not numerics()["native_bf16"])
     for name in LOWER:
         row = report["candidates"][name]
+        if "skipped" in row:
+            assert name.endswith("-bf16") and row == {"accepted": False, "skipped": skipped(name)}, (name, row)
+            continue
         if "error" in row:  # only OpenVINO where it cannot run: not installed, or ov-bf16 without native bf16
             assert name.startswith("ov-") and not runs_here(name) and not row["accepted"], (name, row["error"])
             assert "--backend" not in row["error"]  # optimize has no such option (the refusal names it for run/bench)
@@ -293,6 +306,31 @@ def test_a_lower_precision_never_checked_says_so(random_weights):
     assert choice["warnings"] == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks it); "
                                   "its scores may differ from fp32", *([] if numerics()["native_bf16"] else [f"torch-bf16: {EMULATED_BF16}"])]
     assert "warnings" not in choose_backend("torch-fp32", "cpu", random_weights, "")
+
+
+def test_bf16_is_no_candidate_on_a_cpu_without_native_bf16(optimized, tmp_path, monkeypatch):
+    """QA 60 #7: on an AVX2-only CPU optimize ran torch-bf16 emulated for minutes and recorded ov-bf16 as a failure."""
+    from capsule_triage import optimize as optimize_module
+
+    for native, openvino in ((False, False), (False, True), (True, False), (True, True)):
+        monkeypatch.setattr(optimize_module, "numerics", lambda: {"native_bf16": native, "int8_dot_product": True})
+        monkeypatch.setattr(optimize_module, "openvino_native_bf16", lambda: openvino)
+        assert skipped("torch-bf16") == (None if native else optimize_module.NO_NATIVE_BF16)
+        assert skipped("ov-bf16") == (optimize_module.NO_NATIVE_BF16 if not native else None if openvino or not runs_here("ov-fp32")
+                                      else "OpenVINO finds no native bf16 (AVX-512-BF16 or AMX): emulated, it runs many times slower "
+                                           "than fp32, and its check would not hold on a CPU that has it")
+        assert {skipped(name) for name in CANDIDATES - {"torch-bf16", "ov-bf16"}} == {None}
+    assert candidate_line("ov-bf16", {"accepted": False, "skipped": "why"}) == "  ov-bf16     skipped: why"
+    # a report that skipped it: --backend torch-bf16 says it was never checked (not "rejected by the agreement check")
+    folder, report = optimized
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    (copy / "backends.json").write_text(json.dumps(dict(report, candidates={
+        **report["candidates"], "torch-bf16": {"accepted": False, "skipped": optimize_module.NO_NATIVE_BF16}})))
+    choice = choose_backend("torch-bf16", "cpu", copy, report["weights_sha256"])
+    assert choice["warnings"][0] == (f"torch-bf16 was not checked in backends.json ({optimize_module.NO_NATIVE_BF16}); "
+                                     "its scores may differ from fp32")
+    assert choice["agreement"]["skipped"] == optimize_module.NO_NATIVE_BF16 and "tuning" not in choice
 
 
 def test_report_for_other_weights_is_ignored(optimized):
@@ -688,10 +726,14 @@ def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimiz
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(optimize_module, "export_onnx", interrupted)
+    monkeypatch.setattr(optimize_module, "export_onnx", interrupted)  # ort-fp32's export: after both torch candidates
+    said = []
     with pytest.raises(KeyboardInterrupt):
-        optimize_module.optimize(copy, [MIXED_CLIP], tune_batch_sizes=(1,))
+        optimize_module.optimize(copy, [MIXED_CLIP], tune_batch_sizes=(1,), progress=said.append)
     assert not (copy / "backends.json").exists() and not list(copy.glob("*.partial"))
+    # QA 60 #7: each candidate's line arrives when it is done, not with the report (here: never written)
+    assert said[0].startswith("Checked on 96 frames, ") and said[0].endswith("timing each at run sizes 1 (a minute or more each):")
+    assert [line.split()[0] for line in said[1:]] == ["torch-fp32", "torch-bf16"] and "frames/s (batch 1 x 1 streams" in said[1]
     assert Classifier.load(copy).backend.name == "torch-fp32"
 
 
