@@ -17,7 +17,7 @@ from pathlib import Path
 from .json_files import read_json
 from .backends import BACKENDS, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
-from .cpu_info import numerics
+from .cpu_info import flags_known, numerics
 from .device import gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
@@ -42,6 +42,9 @@ def report_problem(report) -> str | None:
             return f"unknown backend {name!r}"
         if not isinstance(row, dict) or not isinstance(row.get("accepted"), bool):
             return f"{name}: no accepted true/false"
+        for key in ("reason", "error", "skipped"):  # rev54: a number or an object there was a TypeError traceback in run
+            if key in row and not isinstance(row[key], str):
+                return f"{name}: {key} must be text, got {type(row[key]).__name__}"
         if not row["accepted"]:
             continue
         fps = row.get("frames_per_second")
@@ -255,7 +258,9 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         choice["agreement"] = {k: candidate[k] for k in ("max_score_diff", "events_identical", "accepted", "reason", "skipped") if k in candidate}
         choice["agreement"].update({k: report[k] for k in ("check_frames", "check_frames_uncertain", "tolerance") if k in report})
         if candidate.get("skipped") and not candidate["accepted"]:  # QA 60 #7: not a candidate on the CPU it was measured on
-            warnings.append(f"{requested} was not checked in {BACKENDS_FILE}{_measured_on(report)} ({candidate['skipped']}); "
+            here = ("; this CPU has native bf16: `triage optimize` on it checks it" if requested.endswith("bf16") and on_cpu
+                    and numerics()["native_bf16"] else "")
+            warnings.append(f"{requested} was not checked in {BACKENDS_FILE}{_measured_on(report)} ({candidate['skipped']}{here}); "
                             "its scores may differ from fp32")
         elif not candidate["accepted"] and requested != "torch-fp32":  # the reference itself is never rejected
             why = candidate.get("reason") or candidate.get("error") or _disagreement(candidate, report.get("tolerance"))
@@ -269,7 +274,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
             if explicit and (where := _measured_on(report)):  # QA 60 #4: the auto reason said it, --backend's did not
                 choice["reason"] = f"{reason}, with the run size and threads {BACKENDS_FILE} measured fastest{where}"
-        if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict):  # what "identical events" held for
+        if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict) and "skipped" not in candidate:  # what "identical events" held for
             choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
@@ -300,7 +305,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                             "is the file its check measured; run `triage optimize` again")
     if parsed[0] is not None:  # what vouched for the choice, by its bytes (QA 55: an edited report is not in weights_sha256)
         choice["backends_json_sha256"] = file_sha256(weights_dir / BACKENDS_FILE)
-    if requested == "torch-bf16" and not device.startswith("cuda") and not numerics()["native_bf16"]:
+    if requested == "torch-bf16" and not device.startswith("cuda") and flags_known() and not numerics()["native_bf16"]:
         warnings.append(f"torch-bf16: {EMULATED_BF16}")
     if warnings:
         choice["warnings"] = warnings

@@ -14,16 +14,16 @@ import platform
 from functools import cache
 
 CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
-NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
-INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # x86; Arm's "bf16" (its /proc/cpuinfo "Features" line)
+INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86; Arm's dot product
 
 
 @cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (/proc/cpuinfo on Linux; empty elsewhere)."""
+    """The CPU's feature flags (/proc/cpuinfo's "flags" on x86 Linux, "Features" on Arm; empty where unknown)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            return frozenset(next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []))
+            return frozenset(next((line.split(":", 1)[1].split() for line in fh if line.startswith(("flags", "Features"))), []))
     except OSError:
         return frozenset()
 
@@ -38,6 +38,12 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def flags_known() -> bool:
+    """Whether :func:`numerics` is read from the CPU's flags (False on macOS, Windows, or without /proc/cpuinfo:
+    nothing is then skipped or warned about for want of a feature, rev54)."""
+    return bool(cpu_flags())
+
+
 def numerics() -> dict[str, bool]:
     """How bf16 and int8 compute on this CPU: natively (AVX-512-BF16 or AMX; VNNI or AMX dot products) or not."""
     flags = cpu_flags()
@@ -47,9 +53,10 @@ def numerics() -> dict[str, bool]:
 def host_record() -> dict:
     """What run.json and metrics.json record of the machine that computed the scores (QA 60: int8 and bf16 scores
     depend on the CPU's instructions, and neither said which): architecture, system, cores, and the CPU as
-    :func:`machine` describes it, without the host name."""
+    :func:`machine` describes it, without the host name; ``cpu.cpus`` counts the CPUs this process may use (its
+    affinity), ``logical_cpus`` all of the machine's (rev54: two unnamed counts, 2 and 1 under ``taskset -c 0``)."""
     cpu = {k: v for k, v in machine().items() if k != "host"}
-    return {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(), "cpu": cpu}
+    return {"machine": platform.machine(), "system": platform.system(), "logical_cpus": os.cpu_count(), "cpu": cpu}
 
 
 def machine() -> dict:

@@ -96,6 +96,8 @@ def _computed_on(result: dict) -> str:
     cpu = (result.get("host") or {}).get("cpu") if isinstance(result.get("host"), dict) else None
     if str(result.get("backend", "torch-fp32")).endswith("fp32") or not isinstance(cpu, dict):
         return ""
+    if str(result.get("device", "cpu")).startswith("cuda"):  # rev54: a GPU computed them, not the CPU named
+        return f", computed on the CUDA GPU {result['device']}"
     said = lambda key: "yes" if cpu.get(key) else "no"
     features = ", ".join(map(str, cpu.get("cpu_features") or [])) or "none of avx2, avx-512, vnni, amx"
     return (f", computed on {cpu.get('processor') or 'a CPU'} with {features} (int8 dot products: {said('int8_dot_product')}, "

@@ -25,7 +25,7 @@ from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
-from .cpu_info import numerics
+from .cpu_info import flags_known, numerics
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
@@ -181,17 +181,20 @@ def _machine() -> dict:
     return machine
 
 
-NO_NATIVE_BF16 = ("the CPU has no native bf16 (AVX-512-BF16 or AMX): emulated, it runs many times slower than fp32, "
-                  "and its check would not hold on a CPU that has it")
+SKIPPED = {  # why a candidate is not checked on the CPU it was measured on (rev54: said of that CPU, read on others too)
+    "torch-bf16": ("no native bf16 (AVX-512-BF16 or AMX) on the CPU it was measured on: PyTorch would emulate it, many times "
+                   "slower than fp32, and the check would not hold for a CPU with native bf16"),
+    "ov-bf16": "OpenVINO found no native bf16 (AVX-512-BF16 or AMX) on the CPU it was measured on, and runs bf16 only natively",
+}
 
 
 def skipped(name: str) -> str | None:
     """Why ``name`` is not checked on this machine, or None (QA 60 #7: torch-bf16 ran emulated for minutes on an
     AVX2-only CPU, ov-bf16 was recorded as a failure, where neither is a candidate at all)."""
-    if name in ("torch-bf16", "ov-bf16") and not numerics()["native_bf16"]:
-        return NO_NATIVE_BF16
+    if name == "torch-bf16" and flags_known() and not numerics()["native_bf16"]:
+        return SKIPPED[name]
     if name == "ov-bf16" and runs_here("ov-fp32") and not openvino_native_bf16():  # OpenVINO's own view of the CPU
-        return NO_NATIVE_BF16.replace("the CPU has no", "OpenVINO finds no")
+        return SKIPPED[name]
     return None
 
 
@@ -280,7 +283,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
               "rank_params": asdict(params), "machine": _machine(),
               "candidates": {}}
     if progress:
-        progress(f"{check_summary(report)}; checking {len(candidates)} backends against it and timing each at run sizes "
+        checked = sum(skipped(name) is None for name in candidates)
+        progress(f"{check_summary(report)}; checking {checked} backends against it and timing each at run sizes "
                  f"{','.join(map(str, tune_batch_sizes))} (a minute or more each):")
     for name, prepare in candidates.items():
         if (why := skipped(name)) is not None:

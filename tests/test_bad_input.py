@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DEMO_CLIP, MIXED_CLIP, REPO, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, REPO, demo_clip_frames, encode_clip, triage, write_frame_folder
 
 
 def _expect_error(tmp_path, source, weights, message, *extra):
@@ -72,16 +72,14 @@ def test_an_unreadable_file_says_what_it_is_where_its_bytes_tell(tmp_path, rando
     assert unreadable_why(tmp_path / "noise.mp4") is None and unreadable_why(DEMO_CLIP) is None  # FFmpeg's words stand
 
 
-@needs_shared
 def test_truncated_video(tmp_path, random_weights):
-    data = MIXED_CLIP.read_bytes()
+    data = DEMO_CLIP.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     _expect_error(tmp_path, tmp_path / "cut.mp4", random_weights, "cut.mp4: ")
 
 
-@needs_shared
 def test_truncated_faststart_video_reports_missing_frames(tmp_path, random_weights):
-    clip = encode_clip(mixed_clip_frames()[:40], tmp_path / "fast.mp4", container_options={"movflags": "faststart"})
+    clip = encode_clip(demo_clip_frames()[:40], tmp_path / "fast.mp4", container_options={"movflags": "faststart"})
     data = clip.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.6)])
     _expect_error(tmp_path, tmp_path / "cut.mp4", random_weights, "truncated video: stream ended after")
@@ -101,10 +99,9 @@ def test_folder_of_undecodable_images_has_zero_decodable_frames(tmp_path, random
     _expect_error(tmp_path, folder, random_weights, "frames: no decodable frames")
 
 
-@needs_shared
 def test_one_undecodable_image_is_skipped_and_counted(tmp_path, random_weights):
     """Documented graceful result: a bad image among good ones is skipped, counted in run.json."""
-    folder = write_frame_folder(mixed_clip_frames()[:6], tmp_path / "frames")
+    folder = write_frame_folder(demo_clip_frames()[:6], tmp_path / "frames")
     (folder / "frame3.png").write_bytes(b"\x89PNG broken")
     import cv2
 
@@ -121,11 +118,10 @@ def test_one_undecodable_image_is_skipped_and_counted(tmp_path, random_weights):
     assert "frame3.png" in run["decode_errors"][0] and "frame4.png" in run["decode_errors"][1]
 
 
-@needs_shared
 def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights):
     """Found by QA: the bleeding half of a study in a subfolder was never scored, exit 0, no word."""
-    folder = write_frame_folder(mixed_clip_frames()[:4], tmp_path / "study")
-    write_frame_folder(mixed_clip_frames()[4:10], folder / "part2")
+    folder = write_frame_folder(demo_clip_frames()[:4], tmp_path / "study")
+    write_frame_folder(demo_clip_frames()[4:10], folder / "part2")
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
@@ -134,9 +130,8 @@ def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights)
     assert run["frames_decoded"] == 4 and run["source"]["unread"] == ["images in 1 subfolder: part2/ (6)"]
 
 
-@needs_shared
 def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):
-    folder = write_frame_folder(mixed_clip_frames()[:3], tmp_path / "frames")
+    folder = write_frame_folder(demo_clip_frames()[:3], tmp_path / "frames")
     (folder / "frame1.png").chmod(0)
     import os
 
@@ -145,34 +140,31 @@ def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):
     _expect_error(tmp_path, folder, random_weights, "frame1.png: permission denied")
 
 
-@needs_shared
 def test_weights_missing(tmp_path):
-    _expect_error(tmp_path, MIXED_CLIP, tmp_path / "no-weights", "no-weights: weights not found")
+    _expect_error(tmp_path, DEMO_CLIP, tmp_path / "no-weights", "no-weights: weights not found")
 
 
-@needs_shared
 def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
     other = tmp_path / "three-class"
     shutil.copytree(random_weights, other)
     config = json.loads((other / "config.json").read_text())
     config.update(class_names=["GC", "GU", "CG"], abnormal_classes=["GC"])
     (other / "config.json").write_text(json.dumps(config))
-    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; preset gastric-3class-resnet50 "
+    _expect_error(tmp_path, DEMO_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; preset gastric-3class-resnet50 "
                                               "has these classes: run with -p gastric-3class-resnet50")  # QA 44: named no preset
     config.update(class_names=["polyp", "normal"], abnormal_classes=["polyp"])
     (other / "config.json").write_text(json.dumps(config))
-    _expect_error(tmp_path, MIXED_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; no preset has these classes: "
+    _expect_error(tmp_path, DEMO_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; no preset has these classes: "
                                               "give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)")
     (tmp_path / "in").mkdir()  # QA 44: a batch refused them after it had made OUT_DIR and its batch.log
-    shutil.copy(MIXED_CLIP, tmp_path / "in")
+    shutil.copy(DEMO_CLIP, tmp_path / "in")
     result = triage("batch", tmp_path / "in", "--out", tmp_path / "bout", "--weights", other)
     assert result.returncode == 2 and "no preset has these classes" in result.stderr and not (tmp_path / "bout").exists()
 
 
-@needs_shared
 def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
     out = tmp_path / "out"
-    result = triage("run", MIXED_CLIP, "--pipeline", "gastric-ebc-bit-r101x3", "--out", out)
+    result = triage("run", DEMO_CLIP, "--pipeline", "gastric-ebc-bit-r101x3", "--out", out)
     assert result.returncode == 2 and not out.exists()
     assert "weights for pipeline 'gastric-ebc-bit-r101x3' are not installed" in result.stderr
     assert "triage train" in result.stderr and "--weights" in result.stderr
@@ -393,7 +385,7 @@ def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_re
         result = triage("run", DEMO_CLIP, option, value, "--out", tmp_path / "o")
         assert result.returncode == 2 and not (tmp_path / "o").exists()
         assert result.stderr.strip() == f"Error: {option}: applies to a frame folder; {DEMO_CLIP} is a file (a video's frame times come from its stream)"
-    folder = write_frame_folder(mixed_clip_frames()[:2] if MIXED_CLIP.exists() else [np.zeros((32, 32, 3), np.uint8)] * 2, tmp_path / "f")
+    folder = write_frame_folder(demo_clip_frames()[:2], tmp_path / "f")
     result = triage("run", folder, "--fps", "4", "--timestamps", str(tmp_path / "t.csv"), "--out", tmp_path / "o")
     assert result.returncode == 2 and not (tmp_path / "o").exists()
     assert result.stderr.strip() == "Error: --fps: give --fps or --timestamps, not both (the CSV's times are the frames' times)"
@@ -475,7 +467,7 @@ def test_an_input_changed_during_the_run_is_refused(tmp_path, random_weights, mo
     from capsule_triage.presets import load_pipeline
 
     if change == "folder":
-        source = write_frame_folder(mixed_clip_frames()[:4] if MIXED_CLIP.exists() else [np.zeros((64, 64, 3), np.uint8)] * 4,
+        source = write_frame_folder(demo_clip_frames()[:4],
                                     tmp_path / "frames")
     else:
         source = tmp_path / "study.mp4"

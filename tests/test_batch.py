@@ -28,9 +28,8 @@ from capsule_triage.batch import LOCK_FILE, BatchOptions, StudyWorker, WorkerCon
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
 from capsule_triage.errors import OutputError, TriageError
-from conftest import DEMO_CLIP, MIXED_CLIP, REPO, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, demo_clip_frames, encode_clip, triage, write_frame_folder
 
-pytestmark = needs_shared
 
 OK_STUDIES = {  # relative path -> frames
     "day1/capsule_a.mp4": 16, "day1/capsule_b.avi": 12, "day1/frames_png": 12, "day2/capsule_a.mp4": 16,
@@ -41,18 +40,35 @@ OUTPUT_TABLES = ("frames.parquet", "events.parquet", "top_frames.parquet")
 
 
 @pytest.fixture(scope="module")
+def random_weights(random_weights, tmp_path_factory) -> Path:
+    """conftest's random model with its threshold at the median of its scores on the demo clip's frames (0.49-0.50
+    there, under its 0.5): studies then have events, and event pages, as they had on the shared mixed clip's frames."""
+    from capsule_triage import Classifier, FrameBatch
+
+    frames = np.stack(demo_clip_frames())
+    with Classifier.load(random_weights, backend="torch-fp32") as classifier:
+        scores = classifier(FrameBatch(frames, np.arange(len(frames)), np.arange(len(frames)) / 4.0)).probs[:, 1]
+    folder = tmp_path_factory.mktemp("weights") / "random-median"
+    shutil.copytree(random_weights, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "threshold": round(float(np.median(scores)), 6)}))
+    return folder
+
+
+@pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
-    """Ten studies (8 good, 2 bad) plus things that are not studies."""
-    frames = mixed_clip_frames()
+    """Ten studies (8 good, 2 bad) plus things that are not studies, made of the committed demo clip's real frames
+    (a fresh clone without ../shared runs these tests too)."""
+    frames = demo_clip_frames()
     root = tmp_path_factory.mktemp("batch") / "studies"
     (root / "day1").mkdir(parents=True)
     encode_clip(frames[10:26], root / "day1" / "capsule_a.mp4")
     encode_clip(frames[40:52], root / "day1" / "capsule_b.avi", codec="mjpeg")
-    write_frame_folder(frames[60:72], root / "day1" / "frames_png")
+    write_frame_folder(frames[52:64], root / "day1" / "frames_png")
     (root / "day2" / "nested" / "deep").mkdir(parents=True)
     encode_clip(frames[12:28], root / "day2" / "capsule_a.mp4")  # same name, another study (a copy of the bytes is reused: below)
     write_frame_folder(frames[0:10], root / "day2" / "nested" / "deep" / "frames_jpg", ext=".jpg")
-    encode_clip(frames[70:90], root / "day2" / "patient_x.mp4")
+    encode_clip(frames[44:64], root / "day2" / "patient_x.mp4")
     (root / "a").mkdir()
     encode_clip(frames[30:38], root / "a" / "b.mp4")  # a/b.mp4 and a_b.mp4 must not share an id
     encode_clip(frames[50:58], root / "a_b.mp4")

@@ -16,14 +16,13 @@ from capsule_triage.frames_at import read_frames_at
 from capsule_triage.frame_folder import list_frame_images, read_image_rgb, scan_frame_folder
 from capsule_triage.reader import ReadOptions, probe, read_frames
 from capsule_triage.video_colour import RGB_CONVERSION
-from conftest import DEMO_CLIP, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, write_frame_folder
-
-pytestmark = needs_shared
+from conftest import DEMO_CLIP, VIDEOS, demo_clip_frames, encode_clip, needs_shared, write_frame_folder
 
 
 @pytest.fixture(scope="module")
 def frames24():
-    return mixed_clip_frames()[:24]
+    """24 real capsule frames from the committed demo clip (a fresh clone without ../shared runs these tests)."""
+    return demo_clip_frames()[:24]
 
 
 def _all(path, **kw):
@@ -54,6 +53,7 @@ def test_variable_frame_rate_is_preserved(tmp_path, frames24):
     np.testing.assert_allclose(np.concatenate([b.pts_seconds for b in batches]), np.array(ticks) / 8, atol=1e-3)
 
 
+@needs_shared
 def test_non_square_source_is_resized_in_the_decoder_and_centre_cropped():
     path = VIDEOS / "rvimlab_laparoscopic_endo_10s.mp4"  # 1280x720 with an audio track
     info = probe(path)

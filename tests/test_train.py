@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
+from capsule_triage.cpu_info import numerics
 from capsule_triage.datasets import Sample, assign_validation, check_training_splits, class_order, read_samples, select
 from capsule_triage.stills import load_images
 from capsule_triage.errors import DataWarning, InputError, TriageError, WeightsError
@@ -807,11 +808,11 @@ def test_mixed_precision_trains_fp32_master_weights_and_is_part_of_the_recipe(ti
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         bf16 = train(_options(tiny_manifest, tmp_path / "bf16", precision="bf16", **kwargs))
-    from capsule_triage.backend_choice import EMULATED_BF16
     from capsule_triage.cpu_info import numerics
+    from capsule_triage.train import EMULATED_TRAINING
 
     emulated = [str(w.message) for w in seen if "emulates bf16" in str(w.message)]  # QA 60 #1: 1.5 min against 0.2, unsaid
-    assert emulated == ([] if numerics()["native_bf16"] else [f"--precision bf16: {EMULATED_BF16}"])
+    assert emulated == ([] if numerics()["native_bf16"] else [f"--precision bf16: {EMULATED_TRAINING}"])  # rev54: not 'backend'
     a, b = load_file(str(fp32 / "model.safetensors")), load_file(str(bf16 / "model.safetensors"))
     assert a.keys() == b.keys() and all(b[k].dtype == a[k].dtype for k in a)  # master weights in their own dtype
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # autocast ran
@@ -838,7 +839,8 @@ def test_a_device_or_precision_this_machine_lacks_is_one_line_before_any_work(tm
     data = tmp_path / "no-data-needed.csv"  # the device is checked before the data is read
     for args, line in [(["--device", "cuda"], "Error: --device cuda: CUDA is not available on this machine (use cpu or auto)"),
                        (["--device", "gpu"], "Error: --device gpu: not a device (use auto, cpu, cuda or cuda:N)"),
-                       (["--precision", "fp16"], "Error: --precision fp16: mixed fp16 needs a CUDA device (this run is on cpu); use bf16 or fp32")]:
+                       (["--precision", "fp16"], "Error: --precision fp16: mixed fp16 needs a CUDA device (this run is on cpu); use "
+                        + ("bf16 or fp32" if numerics()["native_bf16"] else "fp32 (this CPU has no native bf16)"))]:  # rev54
         result = runner.invoke(app, ["train", str(data), "--output", str(tmp_path / "m"), *args])
         assert result.exit_code == 2 and result.output.strip() == line, result.output
         assert not (tmp_path / "m").exists()
