@@ -159,7 +159,7 @@ def _print_top_events(out_dir: Path, limit: int = 5) -> None:
         table = pq.read_table(fh, use_threads=False).to_pylist()  # no Arrow pool threads left at exit
     for row in table[:limit]:
         typer.echo(
-            f"  #{row['rank'] + 1}: {row['start_seconds']:.2f}-{row['end_seconds']:.2f} s, peak {score_text(row['peak_score'])} "
+            f"  #{row['rank'] + 1}: {row['start_seconds']:.2f} to {row['end_seconds']:.2f} s, peak {score_text(row['peak_score'])} "
             f"at {row['peak_seconds']:.2f} s, {row['frame_count']} frames, {row['dominant_class']}"
         )
 

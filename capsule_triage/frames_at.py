@@ -79,11 +79,15 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     back; only then does the next frame stand in for it (QA: the thumbnail showed another scene).
     """
     time_base = float(stream.time_base)
+    # QA 61: an MPEG-TS starting just before its 33-bit clock wraps has its first seconds at negative times; a floor
+    # of 0 re-read each of them as the frame at +0.28 s (a normal frame as a bleeding event's thumbnail)
+    first = min(0.0, stream.start_time * time_base) if stream.start_time is not None else 0.0
     standing_in = None
     for back in (*SEEK_BACK_SECONDS, None):
         if standing_in is not None and (back is None or back > EXACT_SEARCH_SECONDS):
             break
-        seconds = 0.0 if back is None else max(0.0, target - back)
+        # from the start: before a negative start (an MPEG-TS seek lands up to ~1.3 s after its target)
+        seconds = (first - max(SEEK_BACK_SECONDS) if first < 0 else 0.0) if back is None else max(first, target - back)
         frame, shown, whole_from = _first_whole_frame(container, stream, seconds, target, from_start=back is None)
         if frame is None and whole_from is not None:
             break

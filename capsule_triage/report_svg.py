@@ -54,6 +54,8 @@ def fmt_clock(seconds: float) -> str:
     it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
+    if math.floor(float(seconds) * 10 + 0.5) < 0:  # QA 61: a stream's own times may be negative (0:00.0 was said for each)
+        return "-" + fmt_clock(-float(seconds))
     hours, tenths = divmod(math.floor(max(0.0, float(seconds)) * 10 + 0.5), 36000)
     minutes, tenths = divmod(tenths, 600)
     long = hours or _HOURS.get()
@@ -272,7 +274,7 @@ def _axes(x, y, t0: float, t1: float) -> list[str]:
         out.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(score):.1f}" y2="{y(score):.1f}"/>'
                    f'<text class="tick" x="{LEFT - 5}" y="{y(score) + 4:.1f}" text-anchor="end">{score:.1f}</text>')
     step = nice_step(t1 - t0)
-    first = max(0.0, math.ceil(t0 / step) * step)
+    first = math.ceil(t0 / step) * step  # below 0 too: a stream's own times may be negative (QA 61)
     for k in range(int((t1 - first) / step + 1e-9) + 1):
         sec = first + k * step
         anchor = "end" if x(sec) > WIDTH - RIGHT - 12 else "middle"  # a label centred on the right edge is cut off
@@ -282,6 +284,8 @@ def _axes(x, y, t0: float, t1: float) -> list[str]:
 
 
 def _tick_label(seconds: float, step: float) -> str:
+    if seconds < 0 and round(seconds, 1) < 0:
+        return "-" + _tick_label(-seconds, step)
     if step < 1:
         return f"{seconds:.1f} s"
     whole = int(round(seconds))

@@ -225,6 +225,26 @@ def test_audio_only_file_is_rejected(tmp_path):
         probe(path)
 
 
+@pytest.mark.parametrize("keyframes", ["10", "250"])
+def test_a_recording_starting_before_its_clock_wraps_has_thumbnails_at_its_negative_times(tmp_path, frames24, keyframes):
+    """QA 61: an MPEG-TS started 4 s before its 33-bit clock wraps has FFmpeg's times from -3.97 s; every frame
+    before 0 was re-read as the one at +0.25 s (a normal frame shown for a bleeding event), and the report said 0:00.0."""
+    import av
+
+    from capsule_triage.report_svg import fmt_clock
+
+    wrap = [2**33 - 4 * 90000 + i * 22500 for i in range(24)]
+    path = encode_clip(frames24, tmp_path / "wrap.ts", pts=wrap, time_base=(1, 90000), options={"crf": "23", "g": keyframes})
+    with av.open(str(path)) as container:
+        full = [f.to_ndarray(format="rgb24", interpolation=RGB_CONVERSION) for f in container.decode(video=0)]
+    batches, _ = _all(path, batch_size=24)
+    times = list(batches[0].pts_seconds)
+    assert times[0] < -3.9 and sum(t < 0 for t in times) == 16 and len(full) == 24
+    got = read_frames_at(path, list(range(24)), times)
+    assert [index for index in range(24) if not np.array_equal(got[index], full[index])] == []
+    assert (fmt_clock(times[0]), fmt_clock(-0.04), fmt_clock(times[-1])) == ("-0:04.0", "0:00.0", "0:01.8")
+
+
 def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
     path = encode_clip(frames24, tmp_path / "a.mp4", options={"crf": "18", "g": "6"})
     got = read_frames_at(path, [3, 17], [0.75, 4.25])
