@@ -70,7 +70,7 @@ def _has_columns(path: Path) -> bool:
             header = fh.readline()
     except (OSError, UnicodeDecodeError):
         return True
-    return set(COLUMNS) <= {h.strip().strip('"') for h in re.split(r"[,;\t]", header)}
+    return set(COLUMNS) <= {h.strip().strip('"').casefold() for h in re.split(r"[,;\t]", header)}
 
 
 def timestamps_origin(read_csv: str | Path, source: Path, named: Path | None) -> str:
@@ -135,10 +135,10 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in reader.fieldnames or []]
-            if not set(COLUMNS) <= set(header):
+            if not set(COLUMNS) <= {h.casefold() for h in header}:
                 raise InputError(path, f"timestamp CSV needs a header row with columns filename,pts_seconds, separated by commas "
                                        f"(found {header or 'no header'})")
-            reader.fieldnames = header
+            reader.fieldnames = [h.casefold() for h in header]  # QA 61: an export's "Filename,PTS_Seconds" left the folder unused
             times: dict[str, tuple[float, int]] = {}
             for number, row in enumerate(reader, start=2):
                 name, text = (row.get("filename") or "").strip(), (row.get("pts_seconds") or "").strip()
@@ -162,4 +162,6 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
 def unreadable_csv(path: Path, exc: Exception) -> InputError:
     """The one error for a timestamp CSV that cannot be read, in ``triage run`` and in a batch's hashing alike
     (QA 36 L9: the batch said "Permission denied" alone)."""
+    if isinstance(exc, UnicodeDecodeError):  # QA 61: Python's codec message, for a CSV saved as UTF-16 ("Unicode text")
+        return InputError(path, f"the timestamp CSV is not UTF-8 text (byte {exc.start} is not UTF-8): save it as CSV UTF-8")
     return InputError(path, f"cannot read the timestamp CSV ({getattr(exc, 'strerror', None) or exc})")

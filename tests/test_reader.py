@@ -560,6 +560,26 @@ def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames
         probe(folder, ReadOptions(folder_fps=float("inf")))
 
 
+def test_a_timestamp_csv_s_header_is_read_in_any_case_and_utf16_is_named(tmp_path, frames24):
+    """QA 61: an export's "Filename,PTS_Seconds" made the folder's own CSV "a timing file of another format": the folder
+    was read at 2 frames/s, its 3 s gap lost (and --timestamps refused the same file); a UTF-16 CSV got Python's
+    codec message."""
+    from capsule_triage.folder_times import read_timestamp_csv, with_own_timestamps
+
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    text = "Filename,PTS_Seconds\nframe0.png,0\nframe1.png,0.25\nframe2.png,3.25\n"
+    (folder / "timestamps.csv").write_text(text)
+    read, note = with_own_timestamps(ReadOptions(), folder)
+    assert note is None and read.timestamps_csv == folder.absolute() / "timestamps.csv"
+    np.testing.assert_allclose(_all(folder, **vars(read))[0][0].pts_seconds, [0, 0.25, 3.25])
+    assert read_timestamp_csv(folder / "timestamps.csv") == {"frame0.png": (0.0, 2), "frame1.png": (0.25, 3), "frame2.png": (3.25, 4)}
+    (folder / "timestamps.csv").write_text(text, encoding="utf-16")  # Excel's "Unicode text"
+    with pytest.raises(InputError) as error:
+        read_timestamp_csv(folder / "timestamps.csv")
+    assert str(error.value) == (f"{folder / 'timestamps.csv'}: the timestamp CSV is not UTF-8 text (byte 0 is not UTF-8): "
+                                "save it as CSV UTF-8")
+
+
 def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_named(tmp_path, frames24):
     """QA 36: a broken link or a folder named timestamps.csv was passed over in silence (the folder read at the
     preset's rate); Timestamps.CSV was found on a case-insensitive file system only; a Mac's decomposed image
