@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 # An image of more pixels is not decoded (a decompression bomb: QA 48, a 1.2 MB PNG of 400 MP took 2.5 GB). OpenCV reads
 # this variable once, when cv2 is first imported (hence here, before any module imports it); a user's own setting wins.

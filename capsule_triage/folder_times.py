@@ -138,7 +138,7 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
             if not set(COLUMNS) <= {h.casefold() for h in header}:
                 raise InputError(path, f"timestamp CSV needs a header row with columns filename,pts_seconds, separated by commas "
                                        f"(found {header or 'no header'})")
-            reader.fieldnames = [h.casefold() for h in header]  # QA 61: an export's "Filename,PTS_Seconds" left the folder unused
+            reader.fieldnames = _column_names(path, header)
             times: dict[str, tuple[float, int]] = {}
             for number, row in enumerate(reader, start=2):
                 name, text = (row.get("filename") or "").strip(), (row.get("pts_seconds") or "").strip()
@@ -159,9 +159,25 @@ def read_timestamp_csv(path: Path) -> dict[str, tuple[float, int]]:
     return times
 
 
+def _column_names(path: Path, header: list[str]) -> list[str]:
+    """``header`` with our columns named as :data:`COLUMNS` whatever their case (QA 61: an export's "Filename,PTS_Seconds"
+    left the folder unused); where both cases are there, the lower-case one is ours as before, and two others refused
+    (rev55: the last of them won, silently)."""
+    names = list(header)
+    for column in COLUMNS:
+        if column in header:
+            continue
+        alike = [i for i, h in enumerate(header) if h.casefold() == column]
+        if len(alike) > 1:
+            raise InputError(path, f"timestamp CSV has {len(alike)} columns named {column} in other cases "
+                                   f"({', '.join(header[i] for i in alike)}): keep one")
+        names[alike[0]] = column
+    return names
+
+
 def unreadable_csv(path: Path, exc: Exception) -> InputError:
     """The one error for a timestamp CSV that cannot be read, in ``triage run`` and in a batch's hashing alike
     (QA 36 L9: the batch said "Permission denied" alone)."""
     if isinstance(exc, UnicodeDecodeError):  # QA 61: Python's codec message, for a CSV saved as UTF-16 ("Unicode text")
-        return InputError(path, f"the timestamp CSV is not UTF-8 text (byte {exc.start} is not UTF-8): save it as CSV UTF-8")
+        return InputError(path, "the timestamp CSV is not UTF-8 text: save it as CSV UTF-8")
     return InputError(path, f"cannot read the timestamp CSV ({getattr(exc, 'strerror', None) or exc})")

@@ -67,7 +67,8 @@ class FolderListing:
     """``images``: the frames in natural order (hidden files ignored), each name of an image type that is not a folder:
     one that is not a regular file (a link to a missing file, a FIFO, a device) is skipped when read, with why, and keeps
     its place in time (QA 55: left out in silence, it moved every later frame's time with ``--fps``); ``unread``: what
-    looks like frames but is not read, one short phrase per kind (subfolders holding images; images of each other type)."""
+    looks like frames but is not read, one short phrase per kind (subfolders holding images; images of each other type;
+    video files)."""
 
     images: list[Path]
     unread: list[str]
@@ -77,7 +78,10 @@ class FolderListing:
 def scan_frame_folder(folder: Path) -> FolderListing:
     """One pass over the folder (``os.scandir``: file or folder from the directory entry, no stat per
     name for regular files; a 100,000-image folder was stat-ed twice per name by ``Path`` checks)."""
+    from .reader import VIDEO_SUFFIXES  # (reader imports this module)
+
     folder = Path(folder)
+    videos = []
     try:
         with os.scandir(folder) as listing:
             entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
@@ -88,6 +92,8 @@ def scan_frame_folder(folder: Path) -> FolderListing:
             suffix = os.path.splitext(entry.name)[1].lower()
             if suffix in OTHER_IMAGE_SUFFIXES and _is(entry.is_file):
                 others.setdefault(suffix, []).append(entry.name)
+            elif suffix in VIDEO_SUFFIXES and _is(entry.is_file):  # QA 61: a recording beside the frames, unread and unsaid
+                videos.append(entry.name)
             elif suffix not in IMAGE_SUFFIXES and _is(entry.is_dir) and os.path.realpath(entry.path) != os.path.realpath(folder):
                 try:
                     count = _image_count(entry.path)
@@ -99,6 +105,8 @@ def scan_frame_folder(folder: Path) -> FolderListing:
         raise InputError(folder, f"cannot list the folder ({exc.strerror or exc})") from None
     unread = [f"images in {plural(len(subfolders), 'subfolder')}: {listed(subfolders)}"] if subfolders else []
     unread += other_types(others)
+    if videos:
+        unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
     return FolderListing(images, unread, irregular)
 
 

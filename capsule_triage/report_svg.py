@@ -54,13 +54,13 @@ def fmt_clock(seconds: float) -> str:
     it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
-    if math.floor(float(seconds) * 10 + 0.5) < 0:  # QA 61: a stream's own times may be negative (0:00.0 was said for each)
-        return "-" + fmt_clock(-float(seconds))
-    hours, tenths = divmod(math.floor(max(0.0, float(seconds)) * 10 + 0.5), 36000)
+    signed = math.floor(float(seconds) * 10 + 0.5)  # QA 61: a stream's own times may be negative (0:00.0 was said for each)
+    sign = "-" if signed < 0 else ""  # (rev55: the sign put on after rounding, half up: -0.25 s is -0:00.2)
+    hours, tenths = divmod(abs(signed), 36000)
     minutes, tenths = divmod(tenths, 600)
     long = hours or _HOURS.get()
     clock = f"{minutes:02d}:{tenths // 10:02d}.{tenths % 10}" if long else f"{minutes}:{tenths // 10:02d}.{tenths % 10}"
-    return f"{hours}:{clock}" if long else clock
+    return f"{sign}{hours}:{clock}" if long else sign + clock
 
 
 def fmt_duration(seconds: float) -> str:

@@ -119,15 +119,18 @@ def test_one_undecodable_image_is_skipped_and_counted(tmp_path, random_weights):
 
 
 def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights):
-    """Found by QA: the bleeding half of a study in a subfolder was never scored, exit 0, no word."""
+    """Found by QA: the bleeding half of a study in a subfolder was never scored, exit 0, no word; QA 61: nor a
+    recording beside the frames."""
     folder = write_frame_folder(demo_clip_frames()[:4], tmp_path / "study")
     write_frame_folder(demo_clip_frames()[4:10], folder / "part2")
+    shutil.copy(DEMO_CLIP, folder / "patient7.MP4")
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == f"Warning: {folder}: not read: images in 1 subfolder: part2/ (6); see source.unread in run.json"
+    unread = ["images in 1 subfolder: part2/ (6)", "1 video file: patient7.MP4 (a video is a study of its own, not frames of this one)"]
+    assert result.stderr.strip() == f"Warning: {folder}: not read: {'; '.join(unread)}; see source.unread in run.json"
     run = json.loads((out / "run.json").read_text())
-    assert run["frames_decoded"] == 4 and run["source"]["unread"] == ["images in 1 subfolder: part2/ (6)"]
+    assert run["frames_decoded"] == 4 and run["source"]["unread"] == unread
 
 
 def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):

@@ -243,6 +243,7 @@ def test_a_recording_starting_before_its_clock_wraps_has_thumbnails_at_its_negat
     got = read_frames_at(path, list(range(24)), times)
     assert [index for index in range(24) if not np.array_equal(got[index], full[index])] == []
     assert (fmt_clock(times[0]), fmt_clock(-0.04), fmt_clock(times[-1])) == ("-0:04.0", "0:00.0", "0:01.8")
+    assert (fmt_clock(-0.25), fmt_clock(-0.15), fmt_clock(-3725.25)) == ("-0:00.2", "-0:00.1", "-1:02:05.2")  # half up, as 0.25 -> 0:00.3
 
 
 def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
@@ -576,8 +577,16 @@ def test_a_timestamp_csv_s_header_is_read_in_any_case_and_utf16_is_named(tmp_pat
     (folder / "timestamps.csv").write_text(text, encoding="utf-16")  # Excel's "Unicode text"
     with pytest.raises(InputError) as error:
         read_timestamp_csv(folder / "timestamps.csv")
-    assert str(error.value) == (f"{folder / 'timestamps.csv'}: the timestamp CSV is not UTF-8 text (byte 0 is not UTF-8): "
-                                "save it as CSV UTF-8")
+    assert str(error.value) == f"{folder / 'timestamps.csv'}: the timestamp CSV is not UTF-8 text: save it as CSV UTF-8"
+    # rev55: where a column is there in two cases the last one won, silently: the lower-case one is ours, as before
+    for header, row in (("filename,pts_seconds,Filename", "frame0.png,1,/export/IMG_1.png"),
+                        ("Filename,PTS_Seconds,pts_seconds", "frame0.png,100,1")):
+        (folder / "timestamps.csv").write_text(f"{header}\n{row}\n")
+        assert read_timestamp_csv(folder / "timestamps.csv") == {"frame0.png": (1.0, 2)}, header
+    (folder / "timestamps.csv").write_text("FILENAME,Filename,pts_seconds\nframe0.png,frame1.png,1\n")
+    with pytest.raises(InputError, match=r"timestamps.csv: timestamp CSV has 2 columns named filename in other cases "
+                                         r"\(FILENAME, Filename\): keep one$"):
+        read_timestamp_csv(folder / "timestamps.csv")
 
 
 def test_a_folder_s_own_timestamp_csv_is_found_in_any_case_and_a_bad_one_is_named(tmp_path, frames24):
