@@ -86,9 +86,11 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     for back in (*SEEK_BACK_SECONDS, None):
         if standing_in is not None and (back is None or back > EXACT_SEARCH_SECONDS):
             break
-        # from the start: before a negative start (an MPEG-TS seek lands up to ~1.3 s after its target)
-        seconds = (first - max(SEEK_BACK_SECONDS) if first < 0 else 0.0) if back is None else max(first, target - back)
-        frame, shown, whole_from = _first_whole_frame(container, stream, seconds, target, from_start=back is None)
+        if back is None:  # the file's start, opened afresh: a seek to before a negative start lands after it (MPEG-TS,
+            with av.open(container.name, metadata_errors="ignore") as fresh:  # Matroska: on pts 0; rev55)
+                frame, shown, whole_from = _first_whole_frame(fresh, fresh.streams[stream.index], None, target, from_start=True)
+        else:
+            frame, shown, whole_from = _first_whole_frame(container, stream, max(first, target - back), target, from_start=False)
         if frame is None and whole_from is not None:
             break
         if frame is not None and whole_from <= target + 0.5 * time_base:
@@ -98,9 +100,9 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     return standing_in
 
 
-def _first_whole_frame(container, stream, seconds: float, target: float, *,
+def _first_whole_frame(container, stream, seconds: float | None, target: float, *,
                        from_start: bool) -> tuple[av.VideoFrame | None, float | None, float | None]:
-    """Seek to the keyframe at or before ``seconds`` and decode forward, among the frames shown from
+    """Seek to the keyframe at or before ``seconds`` (None: a container just opened, read from its start) and decode forward, among the frames shown from
     the first keyframe decoded on (all of them when decoding ``from_start``, as the whole-file pass
     does): the frame shown at ``target`` (within half a time base), else the first shown after it;
     its shown time; and that keyframe's shown time (None if none was decoded).
@@ -119,7 +121,8 @@ def _first_whole_frame(container, stream, seconds: float, target: float, *,
     reached, exact_until = target - 0.5 * time_base, target + 0.5 * time_base
     rate = float(stream.average_rate) if stream.average_rate else 0.0
     horizon = target + max(MAX_TIME_STEP_BACK, REORDER_FRAMES / rate if rate else 0.0)
-    container.seek(int(seconds / time_base), stream=stream, backward=True, any_frame=False)
+    if seconds is not None:
+        container.seek(int(seconds / time_base), stream=stream, backward=True, any_frame=False)
     whole_from = -math.inf if from_start else None
     reorder = PresentationTimes() if stores_no_times(container) else None
     after = None  # the first frame shown after the target: stands in if none is shown at it

@@ -246,6 +246,21 @@ def test_a_recording_starting_before_its_clock_wraps_has_thumbnails_at_its_negat
     assert (fmt_clock(-0.25), fmt_clock(-0.15), fmt_clock(-3725.25)) == ("-0:00.2", "-0:00.1", "-1:02:05.2")  # half up, as 0.25 -> 0:00.3
 
 
+def test_a_matroska_recording_with_a_negative_start_has_thumbnails_at_its_first_frames(tmp_path, frames24):
+    """rev55: after the tries that seek back, the last decodes from the file's start; it sought to before a negative
+    start, and Matroska lands such a seek on pts 0: frames 0-6 (-2.0 to -0.5 s) were re-read as others."""
+    import av
+
+    path = encode_clip([f[:64, :64] for f in frames24], tmp_path / "neg.mkv", codec="mjpeg", pts=[-2000 + 250 * i for i in range(24)],
+                       time_base=(1, 1000), container_options={"avoid_negative_ts": "disabled"})
+    with av.open(str(path)) as container:
+        full = [f.to_ndarray(format="rgb24", interpolation=RGB_CONVERSION) for f in container.decode(video=0)]
+    times = list(_all(path, batch_size=24)[0][0].pts_seconds)
+    assert times[0] == -2.0 and len(full) == 24
+    got = read_frames_at(path, list(range(24)), times)
+    assert [index for index in range(24) if not np.array_equal(got.get(index), full[index])] == []
+
+
 def test_thumbnails_are_reread_by_timestamp(tmp_path, frames24):
     path = encode_clip(frames24, tmp_path / "a.mp4", options={"crf": "18", "g": "6"})
     got = read_frames_at(path, [3, 17], [0.75, 4.25])
