@@ -299,8 +299,8 @@ def other_streams_note(info: SourceInfo) -> str | None:
     """A Warning: line for a file of several video streams (QA 40: a two-camera recording lost one camera in silence)."""
     if not info.video_streams or info.video_streams < 2:
         return None
-    return (f"{info.path}: {info.video_streams} video streams; only stream 0:{info.stream_index} ({info.width}x{info.height}, FFmpeg's "
-            "choice) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
+    return (f"{info.path}: {info.video_streams} video streams; only stream 0:{info.stream_index} ({info.width}x{info.height}, the "
+            "main one) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
             "(ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
 
 

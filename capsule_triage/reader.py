@@ -134,9 +134,26 @@ def moving_pictures(container: av.container.InputContainer) -> list:
 
 
 def video_stream(container: av.container.InputContainer) -> av.VideoStream:
-    """The video stream to triage: FFmpeg's own choice (``av_find_best_stream``, as ffmpeg and players
-    make it), not whichever comes first — a cover picture or a one-frame preview track may."""
-    return container.streams.best("video")
+    """The video stream to triage: FFmpeg's own choice (``av_find_best_stream``, as players make it), not
+    whichever comes first — a cover picture or a one-frame preview track may; but a stream of a larger picture
+    that runs at least 90 % as long, where the header says how long, is taken instead, as the ffmpeg command line
+    takes the largest picture (QA 61: a 64x64 proxy track first, as long as the 320x320 study, tied FFmpeg's
+    count of frames probed, and the first stream wins a tie: the proxy was scored)."""
+    best = container.streams.best("video")
+    area = lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0)
+    larger = [s for s in moving_pictures(container) if best is not None and area(s) > area(best)]
+    length = _stream_seconds(best) if larger else None
+    running = [s for s in larger if length is not None and (_stream_seconds(s) or 0.0) >= 0.9 * length]
+    return max(running, key=area) if running else best
+
+
+def _stream_seconds(stream: av.VideoStream) -> float | None:
+    """How long a stream runs by its header: its duration, Matroska's DURATION tag, or frames / rate; None if unsaid."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    if (tagged := tag_seconds(stream.metadata.get("DURATION"))) is not None:
+        return tagged
+    return float(stream.frames / stream.average_rate) if stream.frames and stream.average_rate else None
 
 
 def _folder_frames(folder: Path, options: ReadOptions) -> tuple[FolderListing, np.ndarray]:

@@ -407,6 +407,31 @@ def test_the_main_video_stream_is_read_when_a_preview_track_comes_first(tmp_path
     assert got[5].shape == (224, 224, 3) and np.abs(got[5].astype(int) - frames24[5][:224, :224].astype(int)).mean() < 6
 
 
+def test_a_low_resolution_proxy_track_that_comes_first_is_not_the_one_scored(tmp_path, frames24):
+    """QA 61: a 64x64 proxy of the study as stream 0, as long as the study in stream 1: FFmpeg's choice ties (frames
+    probed, bitrate) and takes the first, so the proxy was scored (enlarged 3.5x); the ffmpeg command line takes the
+    larger picture, and so do the reader and the thumbnails now (all take reader.video_stream)."""
+    import av
+
+    path = tmp_path / "proxy_first.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        proxy, study = out.add_stream("libx264", rate=4), out.add_stream("libx264", rate=4)
+        proxy.width = proxy.height = 64
+        study.width = study.height = 224
+        for frame in frames24:
+            out.mux(proxy.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[::3, ::3][:64, :64]), format="rgb24")))
+            out.mux(study.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:224, :224]), format="rgb24")))
+        out.mux([*proxy.encode(), *study.encode()])
+    with av.open(str(path)) as container:
+        assert container.streams.best("video").index == 0  # FFmpeg's own choice: the proxy
+    info = probe(path, ReadOptions())
+    assert (info.stream_index, info.video_streams, info.width, info.height) == (1, 2, 224, 224)
+    batches, stats = _all(path, batch_size=24, short_side=224)
+    assert stats.frames_decoded == 24 and np.abs(batches[0].data[5].astype(int) - frames24[5][:224, :224].astype(int)).mean() < 6
+    got = read_frames_at(path, [5], [1.25])
+    assert got[5].shape == (224, 224, 3) and np.abs(got[5].astype(int) - frames24[5][:224, :224].astype(int)).mean() < 6
+
+
 def test_two_recordings_joined_without_re_timing_are_refused(tmp_path, frames24):
     """MPEG-TS segments joined with `cat` restart their clock: sorting by time would interleave the
     two recordings (frame 0, 12, 1, 13, ...) and put events at the wrong time without a word."""
@@ -777,7 +802,7 @@ def test_the_triaged_stream_and_the_codec_are_named_as_ffmpeg_names_them(tmp_pat
     assert (info.codec, info.stream_index, info.video_streams, info.width) == ("av1", 1, 2, frames[0].shape[1])  # decoded by libdav1d
     from capsule_triage.pipeline import other_streams_note  # QA 40: a two-camera recording lost one camera in silence
 
-    assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 0:1 ({frames[0].shape[1]}x{frames[0].shape[0]}, FFmpeg's choice) "
+    assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 0:1 ({frames[0].shape[1]}x{frames[0].shape[0]}, the main one) "
                                         "is scored, not the others (a second camera's, a preview): put one in a file of its own to triage "
                                         "it (ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
     assert other_streams_note(probe(DEMO_CLIP)) is None
