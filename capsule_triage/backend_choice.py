@@ -17,7 +17,7 @@ from pathlib import Path
 from .json_files import read_json
 from .backends import BACKENDS, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
-from .cpu_info import flags_known, numerics
+from .cpu_info import bf16_emulated, numerics
 from .device import gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
@@ -305,7 +305,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                             "is the file its check measured; run `triage optimize` again")
     if parsed[0] is not None:  # what vouched for the choice, by its bytes (QA 55: an edited report is not in weights_sha256)
         choice["backends_json_sha256"] = file_sha256(weights_dir / BACKENDS_FILE)
-    if requested == "torch-bf16" and not device.startswith("cuda") and flags_known() and not numerics()["native_bf16"]:
+    if requested == "torch-bf16" and not device.startswith("cuda") and bf16_emulated():
         warnings.append(f"torch-bf16: {EMULATED_BF16}")
     if warnings:
         choice["warnings"] = warnings

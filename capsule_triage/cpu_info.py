@@ -38,10 +38,11 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def flags_known() -> bool:
-    """Whether :func:`numerics` is read from the CPU's flags (False on macOS, Windows, or without /proc/cpuinfo:
-    nothing is then skipped or warned about for want of a feature, rev54)."""
-    return bool(cpu_flags())
+def bf16_emulated() -> bool:
+    """Whether PyTorch would emulate bf16 on this CPU: its flags are known and show no native bf16 (on macOS, Windows,
+    or without /proc/cpuinfo nothing is skipped or warned about for want of a feature, rev54). The one rule behind
+    optimize's skip, the run's and training's warnings and fp16's advice."""
+    return bool(cpu_flags()) and not numerics()["native_bf16"]
 
 
 def numerics() -> dict[str, bool]:

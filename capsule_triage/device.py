@@ -130,9 +130,9 @@ def check_precision(precision: str, device: "torch.device") -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
-        from .cpu_info import flags_known, numerics
+        from .cpu_info import bf16_emulated
 
-        slow = flags_known() and not numerics()["native_bf16"]  # rev54: bf16 advised where PyTorch emulates it
+        slow = bf16_emulated()  # rev54: bf16 advised where PyTorch emulates it
         raise ValueError(f"--precision fp16: mixed fp16 needs a CUDA device (this run is on {device}); "
                          + ("use fp32 (this CPU has no native bf16)" if slow else "use bf16 or fp32"))
 

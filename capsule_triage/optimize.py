@@ -25,7 +25,7 @@ from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
-from .cpu_info import flags_known, numerics
+from .cpu_info import bf16_emulated
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
 from .model_config import WEIGHTS_NAME, read_geometry
@@ -191,7 +191,7 @@ SKIPPED = {  # why a candidate is not checked on the CPU it was measured on (rev
 def skipped(name: str) -> str | None:
     """Why ``name`` is not checked on this machine, or None (QA 60 #7: torch-bf16 ran emulated for minutes on an
     AVX2-only CPU, ov-bf16 was recorded as a failure, where neither is a candidate at all)."""
-    if name == "torch-bf16" and flags_known() and not numerics()["native_bf16"]:
+    if name == "torch-bf16" and bf16_emulated():
         return SKIPPED[name]
     if name == "ov-bf16" and runs_here("ov-fp32") and not openvino_native_bf16():  # OpenVINO's own view of the CPU
         return SKIPPED[name]

@@ -35,7 +35,7 @@ from torch import nn
 from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
-from .cpu_info import flags_known, numerics
+from .cpu_info import bf16_emulated
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
 from .errors import DataWarning, DeviceError, InputError
@@ -96,7 +96,7 @@ def train(options: TrainOptions) -> Path:
     started = time.perf_counter()
     check_options(options)
     device = training_device(options)
-    if options.precision == "bf16" and device.type == "cpu" and flags_known() and not numerics()["native_bf16"]:  # QA 60 #1
+    if options.precision == "bf16" and device.type == "cpu" and bf16_emulated():  # QA 60 #1
         warnings.warn(f"--precision bf16: {EMULATED_TRAINING}", DataWarning, stacklevel=2)
     torch.set_num_threads(options.threads)
     out = Path(options.output)

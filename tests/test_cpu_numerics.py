@@ -10,7 +10,7 @@ from itertools import product
 
 import pytest
 
-from capsule_triage import backend_choice, optimize as optimize_module
+from capsule_triage import backend_choice, cpu_info, optimize as optimize_module
 from capsule_triage.backend_choice import EMULATED_BF16, choose_backend, report_problem
 from capsule_triage.backends import runs_here
 from capsule_triage.cpu_info import host_record, machine
@@ -25,8 +25,9 @@ def test_bf16_is_no_candidate_where_the_cpu_has_no_native_bf16(monkeypatch):
     """QA 60 #7: on an AVX2-only CPU optimize ran torch-bf16 emulated for minutes and recorded ov-bf16 as a failure.
     rev54: a CPU whose flags cannot be read (macOS, Windows) is not taken for one without bf16; OpenVINO says for itself."""
     for known, native, openvino in product((True, False), repeat=3):
-        monkeypatch.setattr(optimize_module, "flags_known", lambda: known)
-        monkeypatch.setattr(optimize_module, "numerics", lambda: {"native_bf16": native, "int8_dot_product": True})
+        flags = frozenset({"avx2", "avx512_vnni", *(["avx512_bf16"] if native else [])}) if known else frozenset()
+        monkeypatch.setattr(cpu_info, "cpu_flags", lambda: flags)  # the one source of cpu_info.bf16_emulated's rule
+        assert cpu_info.bf16_emulated() is (known and not native)
         monkeypatch.setattr(optimize_module, "openvino_native_bf16", lambda: openvino)
         assert skipped("torch-bf16") == (SKIPPED["torch-bf16"] if known and not native else None)
         assert skipped("ov-bf16") == (SKIPPED["ov-bf16"] if runs_here("ov-fp32") and not openvino else None)
@@ -55,7 +56,7 @@ def test_an_explicit_backend_the_report_skipped_says_it_was_never_checked(weight
     folder, write = weights_with_report
     write({"torch-fp32": {"accepted": True, "frames_per_second": 10.0}, "torch-bf16": {"accepted": False, "skipped": SKIPPED["torch-bf16"]}})
     monkeypatch.setattr(backend_choice, "numerics", lambda: {"native_bf16": native, "int8_dot_product": False})
-    monkeypatch.setattr(backend_choice, "flags_known", lambda: True)
+    monkeypatch.setattr(backend_choice, "bf16_emulated", lambda: not native)
     choice = choose_backend("torch-bf16", "cpu", folder, WEIGHTS_ID)
     here = "; this CPU has native bf16: `triage optimize` on it checks it" if native else ""
     assert choice["warnings"] == [f"torch-bf16 was not checked in backends.json ({SKIPPED['torch-bf16']}{here}); its scores may differ from fp32",
@@ -65,8 +66,7 @@ def test_an_explicit_backend_the_report_skipped_says_it_was_never_checked(weight
 
 
 def test_emulated_bf16_is_not_claimed_where_the_cpu_flags_are_unknown(random_weights, monkeypatch):
-    monkeypatch.setattr(backend_choice, "numerics", lambda: {"native_bf16": False, "int8_dot_product": False})
-    monkeypatch.setattr(backend_choice, "flags_known", lambda: False)  # e.g. macOS: no /proc/cpuinfo
+    monkeypatch.setattr(cpu_info, "cpu_flags", lambda: frozenset())  # e.g. macOS: no /proc/cpuinfo
     assert not any(EMULATED_BF16 in w for w in choose_backend("torch-bf16", "cpu", random_weights, "")["warnings"])
 
 
