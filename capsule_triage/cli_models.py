@@ -15,6 +15,7 @@ import typer
 from .json_files import read_json
 from .cli_batch import EXIT_INTERRUPTED, output_folder
 from .errors import DataWarning, TriageError
+from .report_svg import score_text
 
 EXIT_BAD_INPUT = 2
 
@@ -127,7 +128,7 @@ def _print_training(folder: Path) -> None:
     best = next((row for row in state["log"] if row["epoch"] == state["best"]["epoch"]), {})
     config = read_json(folder / "config.json")  # said, so a landmark class flagged as abnormal is seen (--abnormal)
     named = "ROC AUC" if len(config["class_names"]) == 2 else "macro F1"  # QA 44: 'val metric' said neither (train.py's val_metric)
-    metric = f", validation {named} {best['val_metric']:.4f}" if best.get("val_metric") is not None else ""
+    metric = f", validation {named} {score_text(best['val_metric'], 4)}" if best.get("val_metric") is not None else ""
     typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
     _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
     # QA 44: a 3-class model at 0.5 flagged every frame of a study (two abnormal classes of an unsure model sum to 0.67)
@@ -180,14 +181,15 @@ def eval_command(
         _echo(f"Warning: {warning}", err=True)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
-        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {sel['val_sensitivity']:.4f}, specificity {sel['val_specificity']:.4f}); stored in {weights / 'config.json'}")
+        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {score_text(sel['val_sensitivity'], 4)}, specificity {score_text(sel['val_specificity'], 4)}); stored in {weights / 'config.json'}")
         _note_outdated_backends(weights)
     classes = len(result["class_names"])  # QA 25: one line mixed the 3-class accuracy with abnormal-vs-rest figures, unlabelled
+    ratio = lambda key: score_text(result[key], 4)  # noqa: E731  QA 63 #4: an AUC of 0.99997 read "1.0000"
     typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}{', codec ' + result['codec'] if result.get('codec') else ''}): "
                f"{'+'.join(result['abnormal_classes'])} vs {'the rest' if classes > 2 else next(c for c in result['class_names'] if c not in result['abnormal_classes'])} "
-               f"at threshold {result['threshold']:.4f}: AUC {result['auc']:.4f}, "
-               f"sensitivity {result['sensitivity']:.4f}, specificity {result['specificity']:.4f}, F1 {result['f1']:.4f}; "
-               f"{classes}-class accuracy {result['accuracy']:.4f}" + (f", macro F1 {result['macro']['f1']:.4f}" if classes > 2 else ""))
+               f"at threshold {result['threshold']:.4f}: AUC {ratio('auc')}, "
+               f"sensitivity {ratio('sensitivity')}, specificity {ratio('specificity')}, F1 {ratio('f1')}; "
+               f"{classes}-class accuracy {ratio('accuracy')}" + (f", macro F1 {score_text(result['macro']['f1'], 4)}" if classes > 2 else ""))
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:
         _echo(f"Wrote {out}")

@@ -43,6 +43,7 @@ from .model_card import check_card, check_section_name, json_ready, refresh_trai
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec, round_trip
+from .report_svg import score_text
 from .roc_plot import draw_roc
 from .stills import LabelledImages, load_for_model
 from .cpu_info import host_record
@@ -106,19 +107,22 @@ def frames_with_view(images: torch.Tensor) -> np.ndarray:
     return has_view(images.permute(0, 2, 3, 1).numpy())
 
 
-def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, groups: list[str] | None = None) -> dict:
-    """All metrics of one set of predictions (JSON-ready; NaN for undefined ratios)."""
+def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, groups: list[str] | None = None,
+              view: np.ndarray | None = None) -> dict:
+    """All metrics of one set of predictions (JSON-ready; NaN for undefined ratios). ``view``: which frames show a field
+    of view (None: all); the others are never flagged, at any threshold (as :func:`as_run_scores` and ``triage run``)."""
     names = config.class_names
     score = suspicion(probs, config)
+    flaggable = reachable(score, view)
     positive = np.isin(labels, config.abnormal_indices)
     if len(names) == 2:
         normal = next(i for i in range(2) if i not in config.abnormal_indices)
-        pred = np.where(score >= config.threshold, config.abnormal_indices[0], normal)
+        pred = np.where(flaggable >= config.threshold, config.abnormal_indices[0], normal)
     else:
         pred = probs.argmax(axis=1)
     cm = metrics.confusion_matrix(labels, pred, len(names))
     report = metrics.per_class_report(cm, names)
-    triage = metrics.binary_report(positive, score, config.threshold)
+    triage = metrics.binary_report(positive, flaggable, config.threshold)
     out = {
         "n": int(len(labels)), "class_names": names, "abnormal_classes": config.abnormal_classes, "threshold": config.threshold,
         "auc": metrics.roc_auc(positive, score), "accuracy": report["accuracy"],
@@ -127,8 +131,14 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
         "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names),
     }
     if groups is not None and len(set(groups)) < len(groups):
-        out["groups"] = metrics.group_summary(metrics.group_table(np.array(groups), positive, score, config.threshold), config.threshold)
+        out["groups"] = metrics.group_summary(metrics.group_table(np.array(groups), positive, score, config.threshold, view), config.threshold)
     return out
+
+
+def reachable(score: np.ndarray, view: np.ndarray | None) -> np.ndarray:
+    """``score`` with -inf for the frames without a field of view: no threshold flags them, not even 0.0 (rev51, QA 63 #3:
+    a threshold of 0.0 counted them flagged)."""
+    return score if view is None else np.where(view, score, -np.inf)
 
 
 def evaluate(
@@ -213,7 +223,7 @@ def evaluate(
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)
               "weights_sha256": None, "data": str(Path(data).absolute()), "split": split, "border": config.border,
               **({"codec": str(parsed)} if parsed else {}), "frames_without_view": int((~view).sum()),
-              **summarize(images.labels.numpy(), as_run_scores(probs, view, config), config, groups=images.groups),
+              **summarize(images.labels.numpy(), as_run_scores(probs, view, config), config, groups=images.groups, view=view),
               "versions": package_versions(), "host": host_record()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
@@ -308,12 +318,12 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     # as triage run and the evaluation count them (QA 53 #4): a still without a field of view is never flagged
     view = frames_with_view(images)
     score = suspicion(as_run_scores(predict_probs(model, Preprocessor(config), images, batch_size=batch_size), view, config), config)
-    reachable = np.where(view, score, -np.inf)  # no threshold flags these (rev51: a threshold of 0.0 counted them flagged)
+    flaggable = reachable(score, view)
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs
         raise InputError(data, "no normal frame in the validation split to choose a threshold on")
     try:  # -inf: no threshold flags it
-        threshold = metrics.threshold_for_sensitivity(positive, reachable, target)
+        threshold = metrics.threshold_for_sensitivity(positive, flaggable, target)
     except ValueError as exc:
         raise InputError(data, str(exc)) from None
     if not math.isfinite(threshold):
@@ -321,7 +331,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         raise InputError(data, f"sensitivity {target} is out of reach: {unseen} of the {positives} abnormal validation frames show "
                                f"no field of view, which triage run never flags; the highest reachable is "
                                f"{(positives - unseen) * 10_000 // positives / 10_000:g}")
-    report = metrics.binary_report(positive, reachable, threshold)
+    report = metrics.binary_report(positive, flaggable, threshold)
     where = "every frame of the validation data" if every else "the validation split"
     selection = {"method": f"highest threshold with sensitivity >= {target} on {where}", "target_sensitivity": target,
                  "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
@@ -339,19 +349,20 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
     (out / METRICS_FILE).write_text(json.dumps(json_ready(result), indent=2) + "\n")
     model_probs, probs = probs, as_run_scores(probs, view, config)
     score = suspicion(probs, config)
+    flaggable = reachable(score, view)  # the tables count a frame without a view as never flagged, at 0.0 too (QA 63 #3)
     positive = np.isin(images.labels.numpy(), config.abnormal_indices)
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
-               "abnormal": positive, "has_view": view, "score": score, "flagged": score >= config.threshold}
+               "abnormal": positive, "has_view": view, "score": score, "flagged": flaggable >= config.threshold}
     columns.update({f"prob_{name}": model_probs[:, i] for i, name in enumerate(config.class_names)})  # the model's own
     meta = {"model": config.name, "weights_sha256": result["weights_sha256"], "threshold": str(config.threshold),
             "split": result["split"], "border": config.border}  # on every table: each is read alone (QA 20)
     pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")
-    pq.write_table(pa.table(metrics.threshold_table(positive, score)).replace_schema_metadata(meta), out / "thresholds.parquet")
+    pq.write_table(pa.table(metrics.threshold_table(positive, flaggable)).replace_schema_metadata(meta), out / "thresholds.parquet")
     if "groups" in result:
-        groups = metrics.group_table(np.array(images.groups), positive, score, config.threshold)
+        groups = metrics.group_table(np.array(images.groups), positive, score, config.threshold, view)
         pq.write_table(pa.table(groups).replace_schema_metadata(meta), out / "groups.parquet")
     curves = {"abnormal": metrics.roc_curve(positive, score)[:2]}
     if len(config.class_names) > 2:
         curves.update({c: metrics.roc_curve(images.labels.numpy() == i, probs[:, i])[:2] for i, c in enumerate(config.class_names)})
     op = (1 - result["specificity"], result["sensitivity"])
-    cv2.imwrite(str(out / "roc.png"), draw_roc(curves, title=f"{config.name} {result['split']} AUC {result['auc']:.4f}", point=op))
+    cv2.imwrite(str(out / "roc.png"), draw_roc(curves, title=f"{config.name} {result['split']} AUC {score_text(result['auc'], 4)}", point=op))

@@ -165,29 +165,34 @@ def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: 
     return float(pos_scores[k - 1])
 
 
-def group_table(groups: np.ndarray, positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """One row per group: frame count, abnormal frames, max and mean score, flagged (max >= threshold).
+def group_table(groups: np.ndarray, positive: np.ndarray, scores: np.ndarray, threshold: float,
+                view: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One row per group: frame count, abnormal frames, frames with a field of view, max and mean score, flagged
+    (max >= threshold, and a frame with a view: ``view`` None counts every frame as seen).
 
     A group (patient, video, near-duplicate run) is abnormal when any of its frames is.
     """
     groups = np.asarray(groups).astype(str)
     positive = np.asarray(positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
+    seen = np.ones(scores.size, dtype=bool) if view is None else np.asarray(view, dtype=bool)
     names, inverse = np.unique(groups, return_inverse=True)
     count = np.bincount(inverse, minlength=names.size)
     n_abnormal = np.bincount(inverse, weights=positive, minlength=names.size).astype(np.int64)
+    n_with_view = np.bincount(inverse, weights=seen, minlength=names.size).astype(np.int64)
     score_max = np.full(names.size, -np.inf)
     np.maximum.at(score_max, inverse, scores)
     score_mean = np.bincount(inverse, weights=scores, minlength=names.size) / np.maximum(count, 1)
     return {
-        "group": names, "n_frames": count, "n_abnormal": n_abnormal, "abnormal": n_abnormal > 0,
-        "score_max": score_max, "score_mean": score_mean, "flagged": score_max >= threshold,
+        "group": names, "n_frames": count, "n_abnormal": n_abnormal, "abnormal": n_abnormal > 0, "n_with_view": n_with_view,
+        "score_max": score_max, "score_mean": score_mean, "flagged": (score_max >= threshold) & (n_with_view > 0),
     }
 
 
 def group_summary(table: dict[str, np.ndarray], threshold: float) -> dict:
-    """Group-level binary metrics on each group's maximum score."""
-    report = binary_report(table["abnormal"], table["score_max"], threshold)
+    """Group-level binary metrics on each group's maximum score (a group without a frame with a view: never flagged)."""
+    flaggable = np.where(table["n_with_view"] > 0, table["score_max"], -np.inf)
+    report = binary_report(table["abnormal"], flaggable, threshold)
     return {"n_groups": int(table["group"].size), "auc_max_score": roc_auc(table["abnormal"], table["score_max"]), **report}
 
 

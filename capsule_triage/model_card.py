@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError, WeightsError
 from .model_config import ModelConfig
+from .report_svg import score_text
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -52,10 +53,20 @@ def card_numbers(result: dict) -> dict:
     """The headline numbers a model card quotes (rounded to 4 decimals)."""
     keys = ("split", "border", "n", "threshold", "auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "confusion_matrix", "class_names",
             "abnormal_classes")
-    out = {k: (round(result[k], 4) if isinstance(result[k], float) else result[k]) for k in keys if k in result}
+    out = {k: (_rounded(result[k]) if isinstance(result[k], float) else result[k]) for k in keys if k in result}
     if result.get("codec"):
         out["codec"] = result["codec"]
     return json_ready(out)
+
+
+def _rounded(value: float, places: int = 4) -> float:
+    """``value`` to ``places`` decimals, or to more where that would put it on 0 or 1 it does not reach (QA 63 #4: an AUC
+    of 0.99997 was quoted 1.0, which a reader takes for a perfect separation)."""
+    out = round(value, places)
+    while out in (0.0, 1.0) and out != value and places < 9:
+        places += 1
+        out = round(value, places)
+    return out
 
 
 def check_section_name(section: str) -> None:
@@ -79,7 +90,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              + _computed_on(result) + ".", "",
              *_warning_lines(result),
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
-             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else f"{numbers[k]:.4f}" for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
+             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else score_text(numbers[k], 4) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
              "", f"ROC AUC, sensitivity, specificity, precision and F1 are those of triage: a frame is abnormal when its suspicion score "
              f"(the summed probability of {', '.join(numbers.get('abnormal_classes', []))}) reaches the threshold. Accuracy and the "
              + ("confusion matrix are those of the class with the highest probability." if len(numbers["class_names"]) > 2 else
@@ -269,7 +280,15 @@ def read_card_section(folder: Path, section: str) -> dict:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.2f}%"
+    """A ratio as a percentage to 2 places, never rounded onto 0 or 100 % it does not reach (as :func:`score_text`)."""
+    if value is None or value != value:
+        return "n/a"
+    percent = 100 * value
+    if 100 - 0.005 <= percent < 100:
+        return ">99.99%"
+    if 0 < percent < 0.005:
+        return "<0.01%"
+    return f"{percent:.2f}%"
 
 
 def intended_use(card: str | None) -> str | None:

@@ -236,10 +236,10 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
     # One tab stop per card: the thumbnail repeats the title's link; the title link's name says it all
     return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}" tabindex="-1" aria-hidden="true">{img}</a>'
             f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}<span class="vh">: peak '
-            f'{score_text(e.get("peak_score"))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
-            f'<span><span class="score">peak {score_text(e.get("peak_score"))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
+            f'{esc(score_text(e.get("peak_score")))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
+            f'<span><span class="score">peak {esc(score_text(e.get("peak_score")))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
             f'<small>{esc(span)} \u00b7 ' + (f'{esc(e["peak_file"])} \u00b7 ' if e.get("peak_file") else "") +
-            f'{e.get("frame_count", "?")} frames \u00b7 mean {score_text(e.get("mean_score"))}</small></li>')
+            f'{e.get("frame_count", "?")} frames \u00b7 mean {esc(score_text(e.get("mean_score")))}</small></li>')
 
 
 # --- event detail pages -----------------------------------------------------------------------

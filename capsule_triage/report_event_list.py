@@ -36,7 +36,7 @@ def _row(e: dict, rank: int, href: str) -> str:
     cells = [(_number(start), esc(fmt_clock(start))), (_number(end), esc(fmt_clock(end))),
              (_number(length), esc(fmt_duration(length)) if _number(length) != "" else "?"),
              (_number(e.get("peak_seconds")), esc(fmt_clock(e.get("peak_seconds")))),
-             (_number(e.get("peak_score")), score_text(e.get("peak_score"))),
+             (_number(e.get("peak_score")), esc(score_text(e.get("peak_score")))),
              (esc(e.get("dominant_class") or ""), esc(e.get("dominant_class") or "?")),
              (_number(e.get("frame_count")), esc(e["frame_count"]) if _number(e.get("frame_count")) != "" else "?"),
              (rank + 1, f'<a href="{esc(href)}">#{rank + 1}</a>')]

@@ -204,7 +204,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     for value, cls, name in ((enter, "enter", "enter"), (leave, "leave", "leave")):  # enter's label above its line, leave's below
         if value is not None:
             parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
-                         f'<title>{name} threshold {score_text(value)}</title></line>'
+                         f'<title>{name} threshold {esc(score_text(value))}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {value:.2f}</text>')
     parts.append("</svg></div>")

@@ -96,6 +96,14 @@ def test_stills_without_a_view_count_as_triage_run_treats_them(weights_copy, sma
         assert row["prob_bleeding"] + row["prob_non-bleeding"] == pytest.approx(1.0, abs=1e-5) and row["prob_bleeding"] > 0
     seen = evaluate(weights_copy, small_manifest, "test")  # the black bleeding still is a miss; the flat one a true negative
     assert np.array(result["confusion_matrix"]).tolist() == (np.array(seen["confusion_matrix"]) + [[1, 0], [1, 0]]).tolist()
+    # QA 63 #3: thresholds.parquet's 0.0 row counted both as flagged (tp 26, fp 36 of 26 + 24 frames: sensitivity 1.0)
+    table = pq.read_table(tmp_path / "eval" / "thresholds.parquet").to_pylist()
+    first = table[0]
+    positives = sum(r["abnormal"] for r in rows)
+    assert first["threshold"] == 0.0 and (first["tp"], first["fn"], first["fp"], first["tn"]) == (positives - 1, 1, 50 - positives - 1, 1)
+    assert first["flagged_fraction"] == pytest.approx(48 / 50) and first["sensitivity"] == pytest.approx((positives - 1) / positives)
+    at = next(r for r in table if r["threshold"] == round(result["threshold"], 2))  # rows with a view are as before
+    assert at["tp"] + at["fp"] == sum(r["flagged"] for r in rows if r["score"] >= at["threshold"])
 
 
 @needs_shared

@@ -132,6 +132,25 @@ def test_group_aggregation():
     assert table["score_max"].tolist() == [0.7, 0.6, 0.3] and table["score_mean"].tolist() == pytest.approx([0.45, 0.35, 0.3])
     summary = metrics.group_summary(table, 0.5)
     assert summary["n_groups"] == 3 and summary["sensitivity"] == 1.0 and summary["specificity"] == 0.5
+    # QA 63 #3: a group none of whose frames shows a field of view (scored 0.0 as triage run) is not flagged at 0.0 either
+    view = np.array([True, True, True, True, False])
+    scores[4] = 0.0
+    table = metrics.group_table(groups, positive, scores, 0.0, view)
+    assert table["n_with_view"].tolist() == [2, 2, 0] and table["flagged"].tolist() == [True, True, False]
+    summary = metrics.group_summary(table, 0.0)
+    assert (summary["tp"], summary["fp"], summary["tn"], summary["fn"]) == (1, 1, 1, 0)
+    assert metrics.group_summary(metrics.group_table(groups, positive, scores, 0.0), 0.0)["tn"] == 0  # no view given: all seen
+
+
+def test_ratios_near_the_ends_are_not_printed_onto_them():
+    """QA 63 #4: triage eval printed an AUC of 0.9999714 as "AUC 1.0000"; the model card's percentages could read 100.00%."""
+    from capsule_triage.model_card import _pct, card_numbers
+    from capsule_triage.report_svg import score_text
+
+    assert [score_text(v, 4) for v in (0.9999714, 0.99994, 1.0, 0.00003, 0.5)] == [">0.9999", "0.9999", "1.0000", "<0.0001", "0.5000"]
+    assert [_pct(v) for v in (0.99997, 0.9999, 1.0, 0.00003, 0.0, None)] == [">99.99%", "99.99%", "100.00%", "<0.01%", "0.00%", "n/a"]
+    numbers = card_numbers({"auc": 0.9999714, "accuracy": 0.98663, "sensitivity": 1.0, "specificity": 0.000012, "f1": 0.0})
+    assert numbers == {"auc": 0.99997, "accuracy": 0.9866, "sensitivity": 1.0, "specificity": 0.00001, "f1": 0.0}  # the card's JSON said 1.0
 
 
 def test_macro_precision_counts_a_class_never_predicted_as_zero():

@@ -1115,6 +1115,30 @@ def test_scores_near_the_ends_are_not_rounded_onto_them(tmp_path):
     assert "<dd>&gt;0.999 at " in detail, re.findall(r"<dt>Peak</dt><dd>[^<]*", detail)
 
 
+def test_a_score_below_the_first_step_is_escaped_on_every_page(tmp_path):
+    """QA 63 #6: the top-frames list wrote `<span class="score"><0.001</span>`, an unescaped `<` (an HTML parse error);
+    the cards, the events table, the batch index and the timeline's threshold titles wrote score_text unescaped too."""
+    study = make_study(tmp_path / "s", frames=40, events=2)
+    events = pq.read_table(study / "events.parquet")
+    means, peaks = events.column("mean_score").to_pylist(), events.column("peak_score").to_pylist()
+    means[0], peaks[1] = 0.0003, 0.0004
+    events = events.set_column(events.schema.get_field_index("mean_score"), "mean_score", pa.array(means))
+    pq.write_table(events.set_column(events.schema.get_field_index("peak_score"), "peak_score", pa.array(peaks)), study / "events.parquet")
+    top = pq.read_table(study / "top_frames.parquet")
+    row = {name: [None] for name in top.column_names} | {"frame_index": [3], "pts_seconds": [1.5], "score": [0.0002]}
+    pq.write_table(pa.Table.from_pydict(row, schema=top.schema), study / "top_frames.parquet")
+    run = json.loads((study / "run.json").read_text())
+    run["parameters"]["rank"] = {"enter_threshold": 0.0004, "leave_threshold": 0.0003}
+    (study / "run.json").write_text(json.dumps(run))
+    write_report(study)
+    pages = [study / "report.html", *sorted((study / "report").glob("*.html"))]
+    for page in pages:
+        html = re.sub(r"<script\b.*?</script>", "", page.read_text(), flags=re.S)  # a script's `<` is code, not text
+        assert not re.findall(r".{20}<(?![A-Za-z/!?]).{10}", html), page.name
+    html = (study / "report.html").read_text()
+    assert '<span class="score">&lt;0.001</span>' in html and "mean &lt;0.001" in html and "threshold &lt;0.001" in html
+
+
 def test_only_a_batch_s_study_links_to_the_batch_index(tmp_path):
     study = make_study(tmp_path / "s", frames=40, events=2)
     pages = lambda: [write_report(study).read_text(), *(p.read_text() for p in sorted((study / "report").glob("*.html")))]
