@@ -126,7 +126,7 @@ for batch in read_frames(clip, read):  # decode alone, as the pipeline reads (fi
     if decoded >= 5000:
         break
 decode_fps = decoded / (time.perf_counter() - t)
-decoder_rss = r.run["decoder_peak_rss_mb"]
+decoder_rss = r.run["decoder_peak_rss_mb"] or 0.0  # None: decoded in this process, counted in rss
 print(json.dumps(dict(frames=r.frames, wall_seconds=wall, fps=r.fps, events=r.events, backend=c.backend.name,
                       decoded_in=r.run["decoded_in"], stage_seconds=r.run["stage_seconds"], peak_rss_mb=rss, decoder_peak_rss_mb=decoder_rss,
                       peak_rss_mb_with_decoder=rss + decoder_rss, model_only_fps=model_fps, decode_only_fps=decode_fps,

@@ -6,7 +6,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from capsule_triage.report_svg import score_text  # noqa: E402  a ratio never printed onto 1 it does not reach
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -102,9 +107,20 @@ def ceiling_table(data: dict) -> str:
     return f"{table}\n\nModel-only frames/s of the shipped model's backends in the same run (the check accepts {data['accepted_backend']}): {speeds}."
 
 
+def compression_table(data: dict) -> str:
+    """Per encoding of the test frames: its bits per pixel and how the shipped model's scores moved; then the floors."""
+    columns = ["codec", "setting", "KB a frame", "bits per pixel", "max / p95 / mean score change", "frames crossing the threshold",
+               "flagged (PNG: %.1f%%)" % (100 * data["flagged_png"]), f"ROC AUC (PNG: {score_text(data['auc_png'], 4)})"]
+    table = _table(data, columns, [[r["family"], r["setting"], f"{r['kb_per_frame']:.2f}", f"{r['bits_per_pixel']:.3f}",
+                                    f"{r['max']:.3f} / {r['p95']:.3f} / {r['mean']:.4f}", f"{r['crossings']} of {data['frames']}",
+                                    f"{100 * r['flagged']:.1f}%", score_text(r["auc"], 4)] for r in data["rows"]])
+    floors = ", ".join(f"{family} {value:g}" for family, value in data["floors"].items())
+    return f"{table}\n\nFloors (bits per pixel where {data['crossing_limit']:.0%} of the frames cross the threshold): {floors}."
+
+
 def main() -> None:
     for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("decoders", decoders_table),
-                         ("skip", skip_table), ("ceiling", ceiling_table)):
+                         ("skip", skip_table), ("ceiling", ceiling_table), ("compression", compression_table)):
         data = load(name)
         if data:
             print(f"### {name}\n\n{render(data)}\n")

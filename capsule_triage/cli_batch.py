@@ -76,8 +76,6 @@ def batch_command(
         raise typer.Exit(EXIT_INTERRUPTED)
     for line in result.failures:
         typer.echo(printable(f"Error: {line}"), err=True)
-    if not result.rows:
-        typer.echo(printable(f"Warning: {input_dir}: no studies found (video files, or folders directly holding frame images)"), err=True)
     for line in result.warnings:
         typer.echo(printable(f"Warning: {line}"), err=True)
     counts = result.counts

@@ -202,6 +202,9 @@ class LeadingFrames:
 GAP_MIN_SECONDS = 1.0  # a gap is longer than this and than GAP_PERIODS frame periods around it
 GAP_PERIODS = 3.0  # (periods.local_periods: a capsule's adaptive 0.5-6 frames/s is judged at its rate there)
 GAPS_LISTED = 100
+SLOWEST_PERIOD = 2.0  # a capsule's slowest rate, 0.5 frames/s: steady steps up to this long are a rate, not gaps
+STEADY_STEPS = 3  # ... when at least this many in a row agree within STEADY_TOLERANCE (QA 63 #2)
+STEADY_TOLERANCE = 0.1
 
 
 def gap_starts(pts_seconds: np.ndarray) -> np.ndarray:
@@ -217,7 +220,26 @@ def _gaps(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(steps) < 2:
         return np.zeros(0, np.int64), steps, steps
     local = local_periods(pts)
-    return np.flatnonzero(steps > np.maximum(GAP_MIN_SECONDS, GAP_PERIODS * local) + TIME_EPS), steps, local
+    longer = steps > np.maximum(GAP_MIN_SECONDS, GAP_PERIODS * local) + TIME_EPS
+    return np.flatnonzero(longer & ~steady_rate(steps)), steps, local
+
+
+def steady_rate(steps: np.ndarray) -> np.ndarray:
+    """bool per step: part of a run of at least :data:`STEADY_STEPS` steps that agree within :data:`STEADY_TOLERANCE`,
+    none longer than :data:`SLOWEST_PERIOD`: a capsule at a slow rate, not a signal lost between frames (QA 63 #2: six
+    steps at 0.5 frames/s in a study at 2 were judged against the 2 frames/s around them, six "stretches without frames";
+    frames lost again and again give steps that differ, review rev27's 0.5 s then 2 s, which stay gaps)."""
+    steps = np.asarray(steps, np.float64)
+    if len(steps) < STEADY_STEPS:
+        return np.zeros(len(steps), bool)
+    close = np.abs(np.diff(steps)) <= STEADY_TOLERANCE * np.maximum(steps[:-1], steps[1:])  # pair j: steps j and j + 1
+    edges = np.flatnonzero(np.diff(np.r_[0, close.astype(np.int8), 0]))
+    starts, ends = edges[::2], edges[1::2]  # close[start:end] all True: steps start..end form one run
+    long_runs = ends - starts + 1 >= STEADY_STEPS
+    marks = np.zeros(len(steps) + 1, np.int64)
+    np.add.at(marks, starts[long_runs], 1)
+    np.add.at(marks, ends[long_runs] + 1, -1)
+    return (np.cumsum(marks)[:-1] > 0) & (steps <= SLOWEST_PERIOD + TIME_EPS)
 
 
 def time_gaps(pts_seconds: np.ndarray) -> dict:

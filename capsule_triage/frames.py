@@ -118,6 +118,7 @@ class DecodeStats:
         sample_bits: the depth a frame folder's 16-bit images were read at, at the end (0: none), for re-reads.
         colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
             frame0.png)").
+        video_bytes: bytes of the video packets read (0: a frame folder), for the bits per pixel (:mod:`~capsule_triage.bitrate`).
     """
 
     frames_decoded: int = 0
@@ -131,6 +132,7 @@ class DecodeStats:
     colour_notes: list[str] = field(default_factory=list)
     colour_profiles: list[str] = field(default_factory=list)
     sample_bits: int = 0
+    video_bytes: int = 0
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1

@@ -148,8 +148,7 @@ class StagedOutput:
             if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
                                               "--force replaces only those, choose another --out")
-            others = sorted(p.name for p in self.final.iterdir() if p.name not in self.only and not _system_file(p)
-                            and not _left_over(p.name, self.only)) if self.only is not None else []
+            others = foreign_files(self.final, self.only) if self.only is not None else []
             if others:
                 raise OutputError(self.final, f"folder holds files this command does not write ({', '.join(others[:3])}"
                                               f"{', ...' if len(others) > 3 else ''}); --force replaces only an earlier output, choose another --out")
@@ -223,6 +222,12 @@ class StagedOutput:
 
 
 SYSTEM_FILES = (".ds_store", "thumbs.db", "desktop.ini")  # what file browsers leave in folders they show
+
+
+def foreign_files(folder: Path, own: frozenset[str]) -> list[str]:
+    """Names in ``folder`` that are none of ``own``, a file browser's or an interrupted write's: someone's work, which
+    replacing the folder would delete (a reviewer's notes in a study's output: review QA 62 #1)."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in own and not _system_file(p) and not _left_over(p.name, own))
 
 
 def _left_over(name: str, own: frozenset[str]) -> bool:
@@ -371,6 +376,8 @@ def outputs_complete(folder: Path) -> bool:
     try:
         if not all((folder / name).is_file() for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
             return False
+        with open(folder / FRAMES_FILE, "rb") as fh:  # its footer (QA 62 #6: an empty or cut frames.parquet counted as complete)
+            pq.read_metadata(fh)
         named: set[str] = set()
         for table in (EVENTS_FILE, TOP_FRAMES_FILE):
             with open(folder / table, "rb") as fh:  # a file object: pyarrow wants UTF-8 paths

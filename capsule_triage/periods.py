@@ -55,3 +55,13 @@ def frame_periods(pts_seconds: np.ndarray, frame_period: float | None = None) ->
     (:func:`local_periods`; the last frame: the step before it). One frame: ``frame_period`` (None: 0)."""
     local = local_periods(pts_seconds)
     return np.append(local, local[-1]) if len(local) else np.full(len(pts_seconds), frame_period or 0.0)
+
+
+def timeline_seconds(pts_seconds: np.ndarray) -> float | None:
+    """How long an ascending timeline lasts: first frame to last, plus the period the last one shows (only the steps
+    before it decide it); None under two frames. The study's duration in run.json and on the review page (QA 63 #1: a
+    container's duration can be its end time, counted from 0 when the stream starts at 5 s, or fall short of the frames)."""
+    pts = np.asarray(pts_seconds, np.float64)
+    if len(pts) < 2:
+        return None
+    return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])

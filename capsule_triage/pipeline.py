@@ -14,6 +14,7 @@ import numpy as np
 
 from .backend_choice import events_unchecked
 from .background import prefetch
+from .bitrate import bits_per_pixel, low_bitrate_note
 from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, small_frames_note, wide_frames_note
@@ -36,6 +37,7 @@ from .reader_process import read_frames_in_process
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
+from .periods import timeline_seconds
 from .progress import progress_bar
 
 # everything a run's folder holds: --force replaces such a folder only when it holds nothing else (QA 55: a reviewer's
@@ -173,7 +175,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
-                 other_streams_note(info), _multi_page_note(info.path, stats), *(f"{info.path}: {note}" for note in stats.colour_notes))
+                 other_streams_note(info), _multi_page_note(info.path, stats), low_bitrate_note(info, stats, config.input_size),
+                 *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
@@ -377,6 +380,8 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
         "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
         "frames_decoded": n,
+        "duration_seconds": None if (span := timeline_seconds(pts)) is None else round(span, 3),  # source's is the container's
+        "bits_per_pixel": None if (bpp := bits_per_pixel(info, stats)) is None else round(bpp, 4),  # per frame, video packets
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,
@@ -385,7 +390,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frame_rate": measured_rate(pts),  # from the frames' times (source.average_fps is the header's, maybe nominal)
         "decoded_in": decoded_in,
         "decoder_processes": options.decoder_processes,
-        "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1),
+        "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1) if decoded_in == "process" else None,  # QA 63 #7: 0.0 unmeasured
         "decode_errors": stats.errors,
         "colour_profiles_converted": stats.colour_profiles,  # a frame folder's images' own, converted to sRGB
         "events": len(ranking.events),

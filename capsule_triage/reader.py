@@ -298,6 +298,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     packet = None  # flush: the frames still inside the decoder come out
             if packet is not None and packet.size and not packet.is_discard:
                 packets_read += 1
+                stats.video_bytes += packet.size
                 if leading:
                     leading.packet(packet.pts)
                 if packet.pts is not None:

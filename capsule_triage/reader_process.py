@@ -120,6 +120,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.frames_decoded += child_stats.frames_decoded
                 stats.frames_skipped += child_stats.frames_skipped
                 stats.frames_hidden_by_edit_list += child_stats.frames_hidden_by_edit_list
+                stats.video_bytes += child_stats.video_bytes
                 stats.multi_page += child_stats.multi_page  # a frame folder is one part
                 stats.smallest_image = child_stats.smallest_image or stats.smallest_image
                 stats.colour_notes += [note for note in child_stats.colour_notes if note not in stats.colour_notes]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .completeness import measured_rate
 from .model_card import operating_note
-from .periods import LOCAL_STEPS, frame_periods
+from .periods import timeline_seconds
 from .report_svg import facts, fmt_clock, fmt_duration, score_text
 from .study_folder import Study
 
@@ -31,10 +31,8 @@ def study_start(study: Study) -> float:
 def study_duration(study: Study) -> float:
     """The video's length: from its frames (container durations of streams that start late may be their
     end time), else as the container states it."""
-    pts = study.frames["pts_seconds"]
-    if len(pts) > 1:
-        # the last frame shows for the period around it, which only the steps before it decide
-        return float(pts[-1] - pts[0] + frame_periods(pts[-(LOCAL_STEPS + 2):])[-1])
+    if (seconds := timeline_seconds(study.frames["pts_seconds"])) is not None:
+        return seconds
     stated = study.run.get("source", {}).get("duration_seconds")
     return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
 

@@ -98,6 +98,15 @@ def _batch(tree: Path, out: Path, weights: Path, *extra: str, timeout: float = 1
     return triage("batch", tree, "--out", out, "--weights", weights, "--quiet", *extra, timeout=timeout)
 
 
+def _settled_demo_study(folder: Path) -> Path:
+    """``folder``/a.mp4, the demo clip, last written an hour ago (a file state within seconds of a write is not trusted)."""
+    folder.mkdir()
+    past = time.time_ns() - 3600 * 10**9
+    shutil.copy(DEMO_CLIP, folder / "a.mp4")
+    os.utime(folder / "a.mp4", ns=(past, past))
+    return folder / "a.mp4"
+
+
 def _cli(*args):
     """The CLI in-process (fast: for commands that stop before any study runs)."""
     from capsule_triage.cli import app
@@ -396,6 +405,13 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
     lock.write_text(json.dumps({**json.loads(lock.read_text()), "pid_start": "1"}))  # our pid, but "another process"
     acquire_lock(tmp_path, messages.append)
     assert len(messages) == 2 and messages[1].startswith(f"recovered stale lock of pid {os.getpid()}")
+    # QA 62 #5: a lock of another host (a container named anew each night) said neither its file nor how to clear it
+    lock.write_text(json.dumps({"pid": 10396, "host": "triage-container-2", "started": "2026-12-03T02:00:00+00:00"}))
+    with pytest.raises(OutputError) as refused:
+        acquire_lock(tmp_path, messages.append)
+    assert refused.value.message == ("another batch run (pid 10396 on triage-container-2, started 2026-12-03T02:00:00+00:00) may be writing here; "
+                                     f"this host ({socket.gethostname()}) cannot see that host's processes: if none runs there, "
+                                     f"remove {lock}")
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense", "ray-env",
@@ -441,6 +457,39 @@ def test_workers_2_equals_one_worker(local_run, tree, random_weights, tmp_path):
     _assert_clean(out)
 
 
+def test_a_worker_that_dies_fails_only_its_own_study(random_weights, tmp_path):
+    """QA 62 #2: one worker process killed (kill -9, the kernel's OOM killer) under --workers 2 broke the pool, and every
+    study in flight or queued failed "worker process died (BrokenProcessPool)", each error naming its own study. Now the
+    studies the broken pool lost are triaged again one at a time: only the one that kills its worker fails."""
+    frames = demo_clip_frames()
+    (tmp_path / "in").mkdir()
+    for name, first in (("a", 0), ("b", 8), ("crash", 16), ("d", 24), ("e", 32)):
+        encode_clip(frames[first:first + 12], tmp_path / "in" / f"{name}.mp4")
+    past = time.time_ns() - 3600 * 10**9
+    for path in (tmp_path / "in").iterdir():
+        os.utime(path, ns=(past, past))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(  # in the batch process and its spawned workers: crash.mp4 kills its worker
+        "import os\n"
+        "from capsule_triage.batch import local_engine\n"
+        "_real = local_engine._pool_run\n"
+        "def _pool_run(study):\n"
+        "    if os.path.basename(study.path) == 'crash.mp4':\n"
+        "        os._exit(9)\n"
+        "    return _real(study)\n"
+        "local_engine._pool_run = _pool_run\n")
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--workers", "2",
+                    timeout=600, env=env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"Error: {tmp_path / 'in' / 'crash.mp4'}: the worker process died while triaging it "
+                                          "(killed, out of memory, or a crash in a decoder); retried on the next run"]
+    assert "5 studies: 4 ok, 0 skipped, 1 failed" in result.stdout
+    assert sorted(r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()) == ["failed", "ok", "ok", "ok", "ok"]
+
+
 def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp_path):
     weights = tmp_path / "broken"
     shutil.copytree(random_weights, weights)
@@ -460,16 +509,68 @@ def test_a_study_whose_thumbnails_were_pruned_is_not_complete(random_weights, tm
     skipped night after night, its report showing broken images."""
     from capsule_triage.batch import run_batch
 
-    (tmp_path / "in").mkdir()
-    past = time.time_ns() - 3600 * 10**9
-    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
-    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
+    _settled_demo_study(tmp_path / "in")
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
     assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1
     (thumbnail,) = sorted((out / next(p.name for p in out.iterdir() if p.name.startswith("a.mp4"))).glob("thumbnails/*.jpg"))[:1]
     thumbnail.unlink()
     assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and thumbnail.is_file()  # triaged again, whole
+    # QA 62 #6: an empty or cut frames.parquet (its footer gone) counted as complete: skipped night after night
+    frames = thumbnail.parent.parent / "frames.parquet"
+    whole = frames.read_bytes()
+    for damaged in (b"", whole[:1000]):
+        frames.write_bytes(damaged)
+        assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and pq.read_table(frames).num_rows == 64
+
+
+def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, tmp_path, monkeypatch):
+    """QA 62 #3: a SIGTERM (or a second Ctrl-C) while studies.parquet was written left the night's new study unlisted
+    and the last night's summary in place, while the console said "studies.parquet lists what is done"."""
+    from capsule_triage.batch import engine, run_batch
+
+    _settled_demo_study(tmp_path / "in")
+    real = engine.write_summary
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the old code's KeyboardInterrupt arrives here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "write_summary", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in", out, BatchOptions(weights=str(random_weights)))
+    assert [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()] == ["ok"]
+    assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
+
+
+def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights, tmp_path):
+    """QA 62 #1: a reviewer's notes.txt in a study's folder was deleted without a word when the study was scored again
+    (other settings, --force, a changed input); a file in a study folder's place was replaced. `triage run --force`
+    refuses the same. Now the study fails with one line naming the files, its earlier results kept until they move."""
+    from capsule_triage.batch import run_batch
+
+    _settled_demo_study(tmp_path / "in")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
+    (folder,) = [p for p in out.iterdir() if p.name.startswith("a.mp4")]
+    (folder / "notes.txt").write_text("Dr X: event #1 confirmed\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for again in (replace(options, run=RunOptions(threshold=0.4)), replace(options, force=True)):
+        result = run_batch(tmp_path / "in", out, again)
+        assert result.counts["failed"] == 1 and result.failures == [
+            f"{folder}: holds files this batch does not write (notes.txt), which scoring the study again would delete; move them "
+            "out of the study's folder and the study is triaged on the next run (its earlier results are kept until then)"]
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    (folder / "notes.txt").unlink()
+    assert run_batch(tmp_path / "in", out, replace(options, run=RunOptions(threshold=0.4))).counts["ok"] == 1
+    assert json.loads((folder / "run.json").read_text())["parameters"]["rank"]["enter_threshold"] == 0.4
+    shutil.rmtree(folder)
+    folder.write_text("someone's file")
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts["failed"] == 1 and result.failures[0].startswith(f"{folder}: is not a study folder of this batch")
+    assert folder.read_text() == "someone's file"
 
 
 def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weights, tmp_path, monkeypatch):
@@ -479,10 +580,7 @@ def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weigh
     from capsule_triage.batch import worker as worker_module
     from capsule_triage.errors import InputError
 
-    (tmp_path / "in").mkdir()
-    past = time.time_ns() - 3600 * 10**9
-    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
-    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
+    _settled_demo_study(tmp_path / "in")
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
 
     def unreadable(folder, **_):
@@ -700,6 +798,25 @@ def test_a_tree_without_studies_says_so(random_weights, tmp_path):
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet")
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [f"Warning: {tmp_path / 'in'}: no studies found (video files, or folders directly holding frame images)"]
+    assert f"warning {tmp_path / 'in'}: no studies found (" in (tmp_path / "out" / "batch.log").read_text()  # QA 62 #4: stderr only
+
+
+def test_an_empty_input_folder_beside_earlier_results_changes_nothing(random_weights, tmp_path):
+    """QA 62 #4: a share not mounted on the night (an empty folder) exited 0, rewrote studies.parquet and index.html
+    empty and advised deleting every study's results."""
+    from capsule_triage.batch import run_batch
+
+    _settled_demo_study(tmp_path / "in")
+    out = tmp_path / "out"
+    assert run_batch(tmp_path / "in", out, BatchOptions(weights=str(random_weights))).counts["ok"] == 1
+    before = {name: (out / name).read_bytes() for name in ("studies.parquet", "batch.json", "index.html")}
+    (tmp_path / "in" / "a.mp4").unlink()
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    message = (f"Error: {tmp_path / 'in'}: no studies found, yet {out} holds the results of 1 study of earlier runs: is the share "
+               "mounted? Nothing was changed; if the studies were removed on purpose, move their folders out of the output folder")
+    assert result.exit_code == 2 and result.output.strip() == message, result.output
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert f"refused: {message[len('Error: '):]}" in (out / "batch.log").read_text()
 
 
 def _disk_full(*args, **kwargs):
@@ -1399,7 +1516,8 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
     run_batch(tmp_path / "in", out, options)
     assert (out / ".failed" / f"{nas}.json").is_file()
     (tmp_path / "empty").mkdir()
-    run_batch(tmp_path / "empty", out, options)
+    with pytest.raises(TriageError, match="no studies found, yet .* is the share mounted"):  # QA 62 #4: and nothing changed
+        run_batch(tmp_path / "empty", out, options)
     assert (out / ".failed" / f"{nas}.json").is_file() and (out / ".failed" / f"{kept}.json").is_file()
 
 

@@ -165,6 +165,8 @@ def test_triage_run_gives_the_promised_outcome(name, decode_in, run_cases, warm,
     assert f"Wrote {out}" in run.stdout
     run_record = assert_graceful(case, out, report="--no-report" not in case.run_args)
     assert run_record["decoded_in"] == "process" if decode_in == "process" else run_record["decoded_in"] in ("thread", "process")
+    # QA 63 #7: decoded in this process, run.json said "decoder_peak_rss_mb": 0.0, a measurement never made
+    assert (run_record["decoder_peak_rss_mb"] is None) == (run_record["decoded_in"] == "thread")
     if name == "name_script":  # the name is shown, escaped, never executed
         html = (out / "report.html").read_text()
         assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;" in html

@@ -1061,6 +1061,13 @@ def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
     pause, dropped = 415, 415 + 1 + 200 + 20
     assert [(g["from_seconds"], g["seconds"], g["frames_missing_estimate"]) for g in gaps["gaps"]] == [
         (pts[pause], pytest.approx(6.5 - 1 / 6, abs=1e-3), 38), (pts[dropped], 1.5, 3)]
+    # QA 63 #2: shorter slow stretches, judged against the faster steps around them, were gaps: 6 steps at 0.5 frames/s
+    # in a study at 2 ("6 stretches without frames, ~18 frames"), 9 at the end of a 6 frames/s stream (2 gaps, ~22 frames)
+    slow = np.concatenate([np.arange(40) * 0.5, 19.5 + np.arange(1, 7) * 2.0, 31.5 + np.arange(1, 41) * 0.5])
+    tail = np.concatenate([np.arange(60) / 6, 59 / 6 + np.arange(1, 10) * 2.0])
+    assert time_gaps(slow)["count"] == 0 and time_gaps(tail)["count"] == 0
+    lost = np.concatenate([np.arange(40) * 0.5, 19.5 + np.cumsum([2.0, 3.0, 2.0, 4.0]), 30.5 + np.arange(1, 41) * 0.5])
+    assert [g["to_seconds"] for g in time_gaps(lost)["gaps"]] == [21.5, 24.5, 26.5, 30.5]  # steps that differ: frames lost
 
 
 def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):

@@ -153,6 +153,24 @@ def test_run_json_gives_the_rate_the_frames_times_measure_not_a_headers_nominal_
     assert measured_rate(np.arange(5) / 25)["fastest_fps"] is None and measured_rate([3.0]) is None and measured_rate([1.0, 1.0]) is None
 
 
+def test_run_json_gives_the_studys_duration_from_its_frames(random_weights, tmp_path):
+    """QA 63 #1: run.json's only duration was the container's: for the same 40 frames at 5.0-31.3 s it said 31.58 (mkv,
+    its end time), 23.58 (mp4) and 26.5 (ts), while the review page said 28.3 s. Now `duration_seconds` is the frames'."""
+    import av
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(40), container.decode(video=0))]
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
+    for suffix in ("mkv", "mp4"):
+        clip = encode_clip(frames, tmp_path / f"late.{suffix}", fps=4, pts=[20 + i for i in range(40)], time_base=(1, 4))
+        result = triage_study(clip, pipeline, classifier, RunOptions(out=tmp_path / suffix))
+        assert result.run["source"]["start_seconds"] == 5.0 and result.run["duration_seconds"] == 10.0  # 40 frames at 4/s
+        assert "<dt>Duration</dt><dd>10.0 s</dd>" in (tmp_path / suffix / "report.html").read_text()
+
+
 def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
     """The same 48 frames as H.264 mp4, MJPEG avi and a PNG folder, scored by the shipped model:
     lossy codecs move scores a little; tolerance against the lossless PNG folder: mean |delta score|

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..interrupts import deferring_interrupts
 from ..json_files import read_json
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..model_config import folder_config
@@ -152,6 +153,12 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, note: str | None = None) -> BatchResult:
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
+    if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
+        problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
+                   "of earlier runs: is the share mounted? Nothing was changed; if the studies were removed on purpose, move "
+                   "their folders out of the output folder")
+        log(f"refused: {input_dir}: {problem}")
+        raise TriageError(input_dir, problem)
     engine = _make_engine(options)
     try:
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
@@ -168,18 +175,20 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
-        made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
-        progress = Progress(len(studies), log, show=options.progress, started=started)
+        progress, made = Progress(len(studies), log, show=options.progress, started=started), []
         try:
+            made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            done = _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
+            with deferring_interrupts():  # QA 62 #3: a second Ctrl-C cut the summary, the console said it was written
+                done = _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
             raise BatchInterrupted(done.failures) from None
         finally:
             progress.bar.close()
     finally:
         engine.close()
-    return _finish(studies, progress, ctx, info=info, interrupted=False, made=made)
+    with deferring_interrupts():  # a signal now (QA 62 #3: SIGTERM left the night's new study unlisted) waits for the summary
+        return _finish(studies, progress, ctx, info=info, interrupted=False, made=made)
 
 
 def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions, str | None]:
@@ -254,6 +263,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     orphans = batch["orphan_folders"]
     warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
     said = [*rates, *([blank] if blank else [])]  # the run's own lines, in batch.log too (QA 47: some reached stderr only)
+    if not studies:  # (QA 62 #4: this one reached stderr only)
+        said.insert(0, f"{info['input_dir']}: no studies found (video files, or folders directly holding frame images)")
     if stale := batch["stale_folders"]:
         said.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
                     f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
@@ -278,6 +289,14 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                     if failed_ids else ""))
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
+
+
+def _study_folders(out_dir: Path) -> list[Path]:
+    """Folders of OUT_DIR holding a study's results (a run.json)."""
+    try:
+        return [p for p in out_dir.iterdir() if not p.name.startswith(".") and (p / RUN_FILE).is_file()]
+    except OSError:
+        return []
 
 
 def _made_otherwise_line(study_ids: list[str]) -> str:

@@ -126,9 +126,24 @@ def _pool_run(study: Study) -> StudyOutcome:
 
 
 def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
-    """``workers`` spawned processes, each with its own model (one per GPU on CUDA)."""
+    """``workers`` spawned processes, each with its own model (one per GPU on CUDA).
+
+    A worker process that dies (killed for memory, a crash in a decoder) breaks the whole pool: every study in flight
+    or queued fails with it (QA 62 #2: one kill -9 failed all 6 studies of a night, each error naming its own study).
+    Those studies are then triaged again one at a time, each in a fresh one-worker pool, so only a study that kills its
+    worker by itself fails, and the rest of the night goes on."""
+    lost = _pool_round(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+    for study in lost:
+        if _pool_round([study], ctx, workers=1, devices=devices, on_outcome=on_outcome):
+            on_outcome(record_failure(ctx, study, f"{study.path}: the worker process died while triaging it (killed, out of "
+                                                  "memory, or a crash in a decoder); retried on the next run"))
+
+
+def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> list[Study]:
+    """Triage ``studies`` in a pool of ``workers`` processes; the studies lost to a worker that died (a broken pool)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue()
@@ -137,6 +152,7 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     threads = max(1, (ctx.threads or available_cpus()) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
                                initargs=(replace(ctx, threads=threads), queue, os.getpid()))
+    lost = []
     try:
         with starting_children():  # each submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
             futures = {pool.submit(_pool_run, study): study for study in studies}
@@ -145,8 +161,11 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
                 outcome = future.result()
             except WorkerSetupError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. a crash in a decoder)
-                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process died ({type(exc).__name__})")
+            except BrokenProcessPool:
+                lost.append(futures[future])
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. an outcome that cannot be sent back
+                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process failed ({type(exc).__name__})")
             on_outcome(outcome)
     except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
         _kill_workers(pool)
@@ -157,6 +176,7 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
         # CLI's os._exit, and multiprocessing's resource tracker would then warn of "leaked semaphores".
         del pool, queue
         gc.collect()  # the executor sits in reference cycles
+    return sorted(lost, key=studies.index)
 
 
 def _kill_workers(pool) -> None:

@@ -37,8 +37,12 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
                                            f"{_owner(lock)}'s): another batch run may be writing here; remove it if none is") from None
             if not is_stale(lock, holder):
                 pid = holder.get("pid", "?")
-                where = "" if holder.get("host") in (None, record["host"]) else f" on {holder['host']}"
-                raise OutputError(out_dir, f"another batch run (pid {pid}{where}) is writing here") from None
+                if holder.get("host") in (None, record["host"]):
+                    raise OutputError(out_dir, f"another batch run (pid {pid}) is writing here") from None
+                # QA 62 #5: a container named anew each night (docker run --rm) never saw its killed run's lock go
+                raise OutputError(out_dir, f"another batch run (pid {pid} on {holder['host']}, started {holder.get('started', '?')}) "
+                                           f"may be writing here; this host ({record['host']}) cannot see that host's processes: "
+                                           f"if none runs there, remove {lock}") from None
             log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
             try:
                 lock.unlink(missing_ok=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..json_files import read_json
-from ..errors import DeviceError, InputError, TriageError, describe_error
-from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
-from ..pipeline import RunOptions, load_classifier, triage_study
+from ..errors import DeviceError, InputError, OutputError, TriageError, describe_error
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, foreign_files
+from ..pipeline import RUN_OUTPUTS, RunOptions, load_classifier, triage_study
 from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
@@ -192,6 +192,7 @@ class StudyWorker:
                         warning = f"{final / REPORT_FILE}: not {'rewritten' if written else 'added'} ({why}); the results are complete"
                 _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
+            check_replaceable(final)  # before the scoring: the study waits for its folder to be cleared, its results kept
             earlier = None if ctx.force else self._earlier_output(sha, final)
             if earlier is not None and _reuse(ctx, study, sha, earlier, final):
                 return StudyOutcome(study, "skipped", note=f"outputs of {earlier.name} reused (same input bytes)",
@@ -362,7 +363,7 @@ def add_missing_report(final: Path, work_root: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(final, work, symlinks=True, copy_function=_link_or_copy)
     write_report(work, batch_index=True)  # replaces files by rename only: the linked originals are never modified
-    _install(work, final)
+    _install(work, final, whole_copy=True)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -372,8 +373,27 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _install(work: Path, final: Path) -> None:
-    """Rename the finished study folder into place (replacing an outdated one)."""
+def check_replaceable(final: Path) -> None:
+    """A study's folder in OUT_DIR holds only what the batch writes there (or is not there yet).
+
+    Raises:
+        OutputError: a file in the folder's place, or files in it the batch does not write (a reviewer's notes):
+            replacing it would delete them (QA 62 #1: they were deleted without a word; ``triage run --force`` refuses).
+    """
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise OutputError(final, "is not a study folder of this batch (a file or link in its place); move it away and the "
+                                 "study is triaged on the next run")
+    if final.is_dir() and (others := foreign_files(final, RUN_OUTPUTS)):
+        raise OutputError(final, f"holds files this batch does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}), "
+                                 "which scoring the study again would delete; move them out of the study's folder and the "
+                                 "study is triaged on the next run (its earlier results are kept until then)")
+
+
+def _install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
+    """Rename the finished study folder into place (replacing an outdated one, which must hold nothing else:
+    :func:`check_replaceable`, unless ``work`` is a copy of all of it, ``whole_copy``)."""
+    if not whole_copy:
+        check_replaceable(final)  # again: a reviewer may have saved a file there while the study was scored
     trash = None
     if final.exists():
         trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
