@@ -727,6 +727,28 @@ def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_
     assert row["status"] in ("ok", "skipped") and row["frames"] == 64  # skipped: the outputs of done.mp4 (same bytes) reused
 
 
+def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(random_weights, tmp_path):
+    """QA 62 #7: a study moved away while the batch ran failed the night (exit 1, "No such file or directory"), and a
+    dangling symbolic link said only that, where `triage run` says "broken symbolic link"."""
+    _settled_demo_study(tmp_path / "in")
+    (tmp_path / "in" / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    studies = {s.rel_path: s for s in discover_studies(tmp_path / "in")}
+    out = tmp_path / "out"
+    for name in (".work", ".failed"):
+        (out / name).mkdir(parents=True)
+    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu",
+                        backend="auto", run=RunOptions(), fingerprint="f" * 64)
+    worker = StudyWorker(ctx)
+    broken = worker.run(studies["dangling.mp4"])
+    assert broken.status == "failed" and broken.error == (f"{studies['dangling.mp4'].path}: broken symbolic link (its target is "
+                                                          "missing, or it is part of a symlink loop)")
+    (tmp_path / "in" / "a.mp4").rename(tmp_path / "moved.mp4")
+    gone = worker.run(studies["a.mp4"])
+    assert gone.status == "pending" and gone.warning == (f"{studies['a.mp4'].path}: no longer found (moved or deleted after the "
+                                                         "batch listed it); not triaged in this run")
+    assert not (out / ".failed" / f"{studies['a.mp4'].study_id}.json").exists()
+
+
 def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, random_weights, tmp_path):
     (tmp_path / "in").mkdir()
     shutil.copy(tree / "a_b.mp4", tmp_path / "in" / "clip.mp4")

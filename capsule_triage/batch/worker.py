@@ -27,7 +27,7 @@ from ..json_files import read_json
 from ..errors import DeviceError, InputError, OutputError, TriageError, describe_error
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, foreign_files
 from ..pipeline import RUN_OUTPUTS, RunOptions, load_classifier, triage_study
-from ..source_state import being_written, hashed_state, settled_state_digest, source_state, state_digest
+from ..source_state import being_written, check_source, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
@@ -163,7 +163,11 @@ class StudyWorker:
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         first_state = input_state  # the earliest look at the input: changed by the time it fails = still being written
+        if not os.path.lexists(study.path):  # QA 62 #7: moved or deleted after the batch listed it: a failure, exit 1
+            note = f"{study.path}: no longer found (moved or deleted after the batch listed it); not triaged in this run"
+            return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
         try:
+            check_source(study.path)  # a broken link, a FIFO, an unreadable file: in `triage run`'s words (QA 62 #7)
             state = source_state(study.path)  # once per study: a stat of every image of a frame folder
             first_state = first_state or state
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
