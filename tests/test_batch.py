@@ -107,6 +107,14 @@ def _settled_demo_study(folder: Path) -> Path:
     return folder / "a.mp4"
 
 
+def _worker_context(out: Path, weights: Path) -> WorkerContext:
+    """A worker's context on a new OUT_DIR (its .work and .failed made, as run_batch makes them)."""
+    for name in (".work", ".failed"):
+        (out / name).mkdir(parents=True)
+    return WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(weights), device="cpu", backend="auto", run=RunOptions(),
+                         fingerprint="f" * 64)
+
+
 def _cli(*args):
     """The CLI in-process (fast: for commands that stop before any study runs)."""
     from capsule_triage.cli import app
@@ -734,10 +742,7 @@ def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(rando
     (tmp_path / "in" / "dangling.mp4").symlink_to(tmp_path / "nowhere.mp4")
     studies = {s.rel_path: s for s in discover_studies(tmp_path / "in")}
     out = tmp_path / "out"
-    for name in (".work", ".failed"):
-        (out / name).mkdir(parents=True)
-    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu",
-                        backend="auto", run=RunOptions(), fingerprint="f" * 64)
+    ctx = _worker_context(out, random_weights)
     worker = StudyWorker(ctx)
     broken = worker.run(studies["dangling.mp4"])
     assert broken.status == "failed" and broken.error == (f"{studies['dangling.mp4'].path}: broken symbolic link (its target is "
@@ -754,10 +759,7 @@ def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, rand
     shutil.copy(tree / "a_b.mp4", tmp_path / "in" / "clip.mp4")
     (study,) = discover_studies(tmp_path / "in")
     out = tmp_path / "out"
-    for name in (".work", ".failed"):
-        (out / name).mkdir(parents=True)
-    ctx = WorkerContext(out_dir=out, pipeline=load_pipeline(), weights=str(random_weights), device="cpu",
-                        backend="auto", run=RunOptions(), fingerprint="f" * 64)
+    ctx = _worker_context(out, random_weights)
     worker = StudyWorker(ctx)
     outcome = worker.run(study, input_sha="0" * 64)  # as if the file was hashed before it grew
     assert outcome.status == "failed" and outcome.error == f"{study.path}: input changed while it was being triaged " \
