@@ -225,10 +225,11 @@ def _gaps(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def steady_rate(steps: np.ndarray) -> np.ndarray:
-    """bool per step: part of a run of at least :data:`STEADY_STEPS` steps that agree within :data:`STEADY_TOLERANCE`,
-    none longer than :data:`SLOWEST_PERIOD`: a capsule at a slow rate, not a signal lost between frames (QA 63 #2: six
-    steps at 0.5 frames/s in a study at 2 were judged against the 2 frames/s around them, six "stretches without frames";
-    frames lost again and again give steps that differ, review rev27's 0.5 s then 2 s, which stay gaps)."""
+    """bool per step: part of a run of at least :data:`STEADY_STEPS` steps, each within :data:`STEADY_TOLERANCE` of the
+    one before, none longer than :data:`SLOWEST_PERIOD`: a capsule at a slow rate, not a signal lost between frames (QA 63
+    #2: six steps at 0.5 frames/s in a study at 2 were judged against the 2 frames/s around them, six "stretches without
+    frames"; frames lost again and again give steps that differ, review rev27's 0.5 s then 2 s, which stay gaps). So three
+    equal losses of up to 2 s in a row read as a slower rate, as a capsule's would: no gap is said for them."""
     steps = np.asarray(steps, np.float64)
     if len(steps) < STEADY_STEPS:
         return np.zeros(len(steps), bool)

@@ -332,5 +332,5 @@ def operating_note(rank: dict, config: dict) -> str:
         return ""
     chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
     sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
-    validated = f", chosen for sensitivity {100 * sensitivity:.1f}% on validation" if isinstance(sensitivity, (int, float)) else ""
+    validated = f", chosen for sensitivity {_pct(sensitivity)} on validation" if isinstance(sensitivity, (int, float)) else ""
     return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"

@@ -14,7 +14,7 @@ import numpy as np
 
 from .backend_choice import events_unchecked
 from .background import prefetch
-from .bitrate import bits_per_pixel, low_bitrate_note
+from .bitrate import bits_per_model_pixel, bits_per_pixel, low_bitrate_note
 from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, small_frames_note, wide_frames_note
@@ -175,7 +175,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
-                 other_streams_note(info), _multi_page_note(info.path, stats), low_bitrate_note(info, stats, config.input_size),
+                 other_streams_note(info), _multi_page_note(info.path, stats),
+                 low_bitrate_note(info, stats, config.input_size, (run["frame_rate"] or {}).get("average_fps")),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
@@ -382,6 +383,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "frames_decoded": n,
         "duration_seconds": None if (span := timeline_seconds(pts)) is None else round(span, 3),  # source's is the container's
         "bits_per_pixel": None if (bpp := bits_per_pixel(info, stats)) is None else round(bpp, 4),  # per frame, video packets
+        "bits_per_model_pixel": None if (seen := bits_per_model_pixel(info, stats, classifier.config.input_size)) is None else round(seen, 4),
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_reused_as_duplicates": stats.frames_reused,

@@ -46,6 +46,7 @@ from .model_card import check_card, refresh_training_section
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .progress import progress_bar
+from .report_svg import score_text
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .splits import few_frames_note, split_leak
@@ -294,7 +295,7 @@ def validation_metrics(labels: np.ndarray, probs: np.ndarray, config: ModelConfi
 
 def _last_val(state: dict) -> dict:
     rows = [r for r in state["log"] if r.get("val_metric") is not None]
-    return {"val": f"{rows[-1]['val_metric']:.4f}"} if rows else {}
+    return {"val": score_text(rows[-1]["val_metric"], 4)} if rows else {}  # rev56: 0.99997 read "1.0000"
 
 
 def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:

@@ -532,24 +532,30 @@ def test_a_study_whose_thumbnails_were_pruned_is_not_complete(random_weights, tm
         assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and pq.read_table(frames).num_rows == 64
 
 
-def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, tmp_path, monkeypatch):
+def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, tmp_path):
     """QA 62 #3: a SIGTERM (or a second Ctrl-C) while studies.parquet was written left the night's new study unlisted
-    and the last night's summary in place, while the console said "studies.parquet lists what is done"."""
-    from capsule_triage.batch import engine, run_batch
-
+    and the last night's summary in place, while the console said "studies.parquet lists what is done". In a process of
+    its own: a signal sent to the pytest process itself has crashed it after tests/test_backends.py (700040a, CI144)."""
     _settled_demo_study(tmp_path / "in")
-    real = engine.write_summary
-
-    def interrupted(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)  # the old code's KeyboardInterrupt arrives here
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "write_summary", interrupted)
+    (tmp_path / "in" / "empty.mp4").write_bytes(b"")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(  # the batch process sends itself SIGTERM as the summary is being written
+        "import os, signal, time\n"
+        "from capsule_triage.batch import engine\n"
+        "_real = engine.write_summary\n"
+        "def write_summary(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.2)  # the old code's KeyboardInterrupt arrives here\n"
+        "    return _real(*args, **kwargs)\n"
+        "engine.write_summary = write_summary\n")
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        run_batch(tmp_path / "in", out, BatchOptions(weights=str(random_weights)))
-    assert [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()] == ["ok"]
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", timeout=300, env=env)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[0] == f"Error: {tmp_path / 'in' / 'empty.mp4'}: file is empty (0 bytes)"  # rev56: was lost
+    assert result.stderr.splitlines()[1].startswith("Interrupted; studies.parquet lists what is done.")
+    assert sorted(r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()) == ["failed", "ok"]
     assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
 
 
@@ -1130,6 +1136,7 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
     first = run_batch(tmp_path / "in", out, options)
     (old_id,) = [r["study_id"] for r in first.rows]
+    (out / old_id / "notes.txt").write_text("reviewed\n")  # rev56: came along, then refused the moved study's rescores
     (tmp_path / "in" / "2026" / "11").mkdir(parents=True)
     os.rename(tmp_path / "in" / "2026-11-01", tmp_path / "in" / "2026" / "11" / "01")
     result = run_batch(tmp_path / "in", out, options)
@@ -1141,6 +1148,7 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     assert run["input"]["path"] == new_path and run["source"]["path"] == new_path and run["batch"]["study_id"] == new_id
     assert run["input"]["state_sha256"] is not None  # review: without it the next interrupted night listed it pending
     assert new_path in (out / new_id / "report.html").read_text()
+    assert not (out / new_id / "notes.txt").exists() and (out / old_id / "notes.txt").is_file()
     assert json.loads((out / old_id / "run.json").read_text())["batch"]["study_id"] == old_id  # the old folder untouched
     assert json.loads((out / "batch.json").read_text())["orphan_folders"] == [old_id]
     assert len(result.warnings) == 1 and "1 study folder of inputs no longer found" in result.warnings[0]

@@ -1213,7 +1213,7 @@ def test_a_threshold_other_than_the_models_is_said_beside_it():
               "provenance": {"operating_threshold": {"threshold": 0.18828, "val_sensitivity": 0.9866}}}
     run = {"model": {"config": config}, "parameters": {"rank": {"enter_threshold": 0.99, "leave_threshold": 0.7425}}}
     assert ("enter 0.990, leave 0.743 (this run&#x27;s; the model&#x27;s operating threshold is 0.188, chosen for sensitivity "
-            "98.7% on validation)") in model_facts(run, None)
+            "98.66% on validation)") in model_facts(run, None)
     run["parameters"]["rank"]["enter_threshold"] = 0.18828
     assert "operating threshold" not in model_facts(run, None)
 

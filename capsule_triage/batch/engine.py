@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..interrupts import deferring_interrupts
+from ..interrupts import InterruptedAfterWriting, deferring_interrupts
 from ..json_files import read_json
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..model_config import folder_config
@@ -180,15 +180,26 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            with deferring_interrupts():  # QA 62 #3: a second Ctrl-C cut the summary, the console said it was written
-                done = _finish(studies, progress, ctx, info=info, interrupted=True, made=made)
-            raise BatchInterrupted(done.failures) from None
+            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made).failures) from None
         finally:
             progress.bar.close()
     finally:
         engine.close()
-    with deferring_interrupts():  # a signal now (QA 62 #3: SIGTERM left the night's new study unlisted) waits for the summary
-        return _finish(studies, progress, ctx, info=info, interrupted=False, made=made)
+    return _summarised(studies, progress, ctx, info=info, interrupted=False, made=made)
+
+
+def _summarised(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
+                made: list[str]) -> BatchResult:
+    """:func:`_finish` with Ctrl-C, SIGTERM and hangup held until the summary is written (QA 62 #3: a second Ctrl-C or a
+    SIGTERM then cut it, leaving the night's new study unlisted, while the console said it was written); one that came
+    meanwhile stops the run after it, with the failures said (review rev56: they were lost with the result)."""
+    done = None
+    try:
+        with deferring_interrupts():
+            done = _finish(studies, progress, ctx, info=info, interrupted=interrupted, made=made)
+    except InterruptedAfterWriting:
+        raise BatchInterrupted(done.failures if done is not None else []) from None
+    return done
 
 
 def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> tuple[Pipeline, BatchOptions, str | None]:

@@ -128,21 +128,25 @@ def _pool_run(study: Study) -> StudyOutcome:
 def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     """``workers`` spawned processes, each with its own model (one per GPU on CUDA).
 
-    A worker process that dies (killed for memory, a crash in a decoder) breaks the whole pool: every study in flight
-    or queued fails with it (QA 62 #2: one kill -9 failed all 6 studies of a night, each error naming its own study).
-    Those studies are then triaged again one at a time, each in a fresh one-worker pool, so only a study that kills its
-    worker by itself fails, and the rest of the night goes on."""
-    lost = _pool_round(studies, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
-    for study in lost:
-        if _pool_round([study], ctx, workers=1, devices=devices, on_outcome=on_outcome):
-            on_outcome(record_failure(ctx, study, f"{study.path}: the worker process died while triaging it (killed, out of "
-                                                  "memory, or a crash in a decoder); retried on the next run"))
+    A worker process that dies (killed for memory, a crash in a decoder) breaks the whole pool: every study in it fails
+    with it (QA 62 #2: one kill -9 failed all 6 studies of a night, each error naming its own study). So no more studies
+    are given to the pool than it has workers; those in flight when it broke are triaged again one at a time, each in a
+    fresh one-worker pool, so only a study that kills its worker by itself fails, and the rest of the night goes on in a
+    new pool of ``workers`` (review rev56: not one at a time)."""
+    rest = list(studies)
+    while rest:
+        lost, rest = _pool_round(rest, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
+        for study in lost:
+            if _pool_round([study], ctx, workers=1, devices=devices, on_outcome=on_outcome)[0]:
+                on_outcome(record_failure(ctx, study, f"{study.path}: the worker process died while triaging it (killed, "
+                                                      "out of memory, or a crash in a decoder); retried on the next run"))
 
 
-def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> list[Study]:
-    """Triage ``studies`` in a pool of ``workers`` processes; the studies lost to a worker that died (a broken pool)."""
+def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> tuple[list[Study], list[Study]]:
+    """Triage ``studies`` in a pool of ``workers`` processes, ``workers`` at a time, until done or a worker dies (a broken
+    pool): then (the studies in flight, the studies not yet given to it); else ([], [])."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     mp = multiprocessing.get_context("spawn")
@@ -152,21 +156,26 @@ def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> list[Study]:
     threads = max(1, (ctx.threads or available_cpus()) // workers)
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
                                initargs=(replace(ctx, threads=threads), queue, os.getpid()))
-    lost = []
+    waiting, running = list(studies), {}
     try:
-        with starting_children():  # each submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
-            futures = {pool.submit(_pool_run, study): study for study in studies}
-        for future in as_completed(futures):
-            try:
-                outcome = future.result()
-            except WorkerSetupError:
-                raise
-            except BrokenProcessPool:
-                lost.append(futures[future])
-                continue
-            except Exception as exc:  # noqa: BLE001 - e.g. an outcome that cannot be sent back
-                outcome = record_failure(ctx, futures[future], f"{futures[future].path}: worker process failed ({type(exc).__name__})")
-            on_outcome(outcome)
+        while waiting or running:
+            while waiting and len(running) < workers:
+                study = waiting.pop(0)
+                with starting_children():  # a submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
+                    running[pool.submit(_pool_run, study)] = study
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                study = running.pop(future)
+                try:
+                    outcome = future.result()
+                except WorkerSetupError:
+                    raise
+                except BrokenProcessPool:
+                    return [study, *running.values()], waiting
+                except Exception as exc:  # noqa: BLE001 - e.g. an outcome that cannot be sent back
+                    outcome = record_failure(ctx, study, f"{study.path}: worker process failed ({type(exc).__name__})")
+                on_outcome(outcome)
+        return [], []
     except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
         _kill_workers(pool)
         raise
@@ -176,7 +185,6 @@ def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> list[Study]:
         # CLI's os._exit, and multiprocessing's resource tracker would then warn of "leaked semaphores".
         del pool, queue
         gc.collect()  # the executor sits in reference cycles
-    return sorted(lost, key=studies.index)
 
 
 def _kill_workers(pool) -> None:

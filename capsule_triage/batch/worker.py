@@ -19,19 +19,19 @@ import errno
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..json_files import read_json
-from ..errors import DeviceError, InputError, OutputError, TriageError, describe_error
-from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE, foreign_files
-from ..pipeline import RUN_OUTPUTS, RunOptions, load_classifier, triage_study
+from ..errors import DeviceError, InputError, TriageError, describe_error
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import being_written, check_source, hashed_state, settled_state_digest, source_state, state_digest
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
 from .discovery import Study, input_sha256
+from .install import check_replaceable, install, link_or_copy, others_at
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
 
@@ -141,7 +141,7 @@ class StudyWorker:
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier
 
-    def may_install(self) -> bool:
+    def mayinstall(self) -> bool:
         """Whether a finished study may still be renamed into OUT_DIR (see the Ray engine's override)."""
         return True
 
@@ -213,10 +213,10 @@ class StudyWorker:
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
             page_note = _write_pages(work, final) if ctx.run.report else None
-            if not self.may_install():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
+            if not self.mayinstall():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
                 shutil.rmtree(work, ignore_errors=True)
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
-            _install(work, final)
+            install(work, final)
             _forget_failure(ctx, study)
             if self._outputs_by_input is not None:  # a copy later in this run reuses it (rev33: not setdefault, an entry may be stale)
                 self._outputs_by_input[sha] = final
@@ -270,7 +270,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     work = ctx.out_dir / WORK_DIR / study.study_id
     shutil.rmtree(work, ignore_errors=True)
     try:
-        shutil.copytree(earlier, work, symlinks=True, copy_function=_link_or_copy)
+        shutil.copytree(earlier, work, symlinks=True, copy_function=link_or_copy, ignore=others_at(earlier))
     except shutil.Error as exc:  # the errors of each file, in one exception without an errno
         shutil.rmtree(work, ignore_errors=True)
         full = "[Errno 28]" in str(exc) or "[Errno 122]" in str(exc)
@@ -290,7 +290,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     else:  # no pages naming the earlier path
         (work / REPORT_FILE).unlink(missing_ok=True)
         shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
-    _install(work, final)
+    install(work, final)
     (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
     return True
 
@@ -365,43 +365,6 @@ def add_missing_report(final: Path, work_root: Path) -> None:
     """
     work = work_root / final.name
     shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(final, work, symlinks=True, copy_function=_link_or_copy)
+    shutil.copytree(final, work, symlinks=True, copy_function=link_or_copy)
     write_report(work, batch_index=True)  # replaces files by rename only: the linked originals are never modified
-    _install(work, final, whole_copy=True)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # a file system without hard links
-        shutil.copy2(src, dst)
-
-
-def check_replaceable(final: Path) -> None:
-    """A study's folder in OUT_DIR holds only what the batch writes there (or is not there yet).
-
-    Raises:
-        OutputError: a file in the folder's place, or files in it the batch does not write (a reviewer's notes):
-            replacing it would delete them (QA 62 #1: they were deleted without a word; ``triage run --force`` refuses).
-    """
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
-        raise OutputError(final, "is not a study folder of this batch (a file or link in its place); move it away and the "
-                                 "study is triaged on the next run")
-    if final.is_dir() and (others := foreign_files(final, RUN_OUTPUTS)):
-        raise OutputError(final, f"holds files this batch does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}), "
-                                 "which scoring the study again would delete; move them out of the study's folder and the "
-                                 "study is triaged on the next run (its earlier results are kept until then)")
-
-
-def _install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
-    """Rename the finished study folder into place (replacing an outdated one, which must hold nothing else:
-    :func:`check_replaceable`, unless ``work`` is a copy of all of it, ``whole_copy``)."""
-    if not whole_copy:
-        check_replaceable(final)  # again: a reviewer may have saved a file there while the study was scored
-    trash = None
-    if final.exists():
-        trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.rename(final, trash)
-    os.rename(work, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    install(work, final, whole_copy=True)

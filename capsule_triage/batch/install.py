@@ -1,0 +1,56 @@
+"""Putting a study's finished folder into OUT_DIR: by rename, replacing an earlier one only when it holds nothing
+but what the batch writes (a reviewer's notes are never deleted), and hard-linked copies of a folder's files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ..errors import OutputError
+from ..outputs import foreign_files
+from ..pipeline import RUN_OUTPUTS
+
+
+def check_replaceable(final: Path) -> None:
+    """A study's folder in OUT_DIR holds only what the batch writes there (or is not there yet).
+
+    Raises:
+        OutputError: a file in the folder's place, or files in it the batch does not write (a reviewer's notes):
+            replacing it would delete them (QA 62 #1: they were deleted without a word; ``triage run --force`` refuses).
+    """
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise OutputError(final, "is not a study folder of this batch (a file or link in its place); move it away and the "
+                                 "study is triaged on the next run")
+    if final.is_dir() and (others := foreign_files(final, RUN_OUTPUTS)):
+        raise OutputError(final, f"holds files this batch does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}), "
+                                 "which scoring the study again would delete; move them out of the study's folder and the "
+                                 "study is triaged on the next run (its earlier results are kept until then)")
+
+
+def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
+    """Rename the finished study folder into place (replacing an outdated one, which must hold nothing else:
+    :func:`check_replaceable`, unless ``work`` is a copy of all of it, ``whole_copy``)."""
+    if not whole_copy:
+        check_replaceable(final)  # again: a reviewer may have saved a file there while the study was scored
+    trash = None
+    if final.exists():
+        trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+    os.rename(work, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def others_at(top: Path):
+    """A copytree ``ignore`` leaving out what the batch does not write in ``top`` (a reviewer's notes on the earlier
+    study's results are not the moved study's: review rev56, they then refused its every rescore)."""
+    return lambda folder, names: [n for n in names if n not in RUN_OUTPUTS] if Path(folder) == top else []
