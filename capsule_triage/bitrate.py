@@ -2,13 +2,20 @@
 
 A capsule recorder's export, or a copy re-encoded to save space, can carry so few bits per frame that
 blocking and smearing change what the model sees: on the shipped model's test frames the share of
-frames flagged rose from 51 % to 60-96 % as the bits fell (``benchmarks/compression.py``; QA 61 M3: the
-same 90 frames in low-bitrate AVIs of 1-4 KB a frame flagged 68-74 % against 37 %). ``triage run`` then
-says so in a ``Warning:`` line rather than let the flags stand as if the video were clean.
+frames flagged rose from 51 % to 60-99 % as the bits fell (``benchmarks/compression.py``; QA 61 M3: the
+same 90 frames in low-bitrate AVIs of 1-4 KB a frame flagged 68-74 % against 37 %). run.json records the
+bits of every video; for MJPEG, whose every frame is coded alone, ``triage run`` says in a ``Warning:``
+line when they are below the floor, rather than let the flags stand as if the video were clean.
 
 :data:`FLOORS` are measured (``benchmarks/results/compression.json``, which the tests compare with
 them): per codec family, the bits per pixel per frame below which more than :data:`CROSSING_LIMIT` of
-the 374 wcebleedgen/test frames crossed the shipped model's operating threshold.
+the 374 wcebleedgen/test frames crossed the shipped model's operating threshold. Only MJPEG's is applied:
+a codec that predicts frames from their neighbours spends bits on what changes, so its bits a frame follow
+the content as much as the quality (review rev56: the same scene at x264 CRF 28, a quality its floor
+passes, 0.071 bits per pixel at 25 frames/s, 0.368 at 4; CI145: a clip of a few frames of text on black,
+a stalled capsule's, costs almost nothing), and an average over a study cannot tell a coarse export from
+an easy one. Intra-coded frames of black or text only are small too: a study is judged only when
+:data:`VIEW_SHARE` of its frames show a field of view.
 """
 
 from __future__ import annotations
@@ -21,11 +28,8 @@ CROSSING_LIMIT = 0.05  # the share of frames crossing the threshold that a floor
 FLOORS = {"h264": 0.145, "mpeg4": 0.489, "mjpeg": 0.658}
 FAMILIES = {"h264": "h264", "hevc": "h264", "av1": "h264", "vp9": "h264", "vp8": "h264",
             "mpeg4": "mpeg4", "msmpeg4v2": "mpeg4", "msmpeg4v3": "mpeg4", "h263": "mpeg4", "mjpeg": "mjpeg"}
-INTRA_ONLY = frozenset({"mjpeg"})  # every frame coded alone: its bits per frame do not depend on the frame rate
-# The floors were measured at 4 frames/s. A codec that predicts frames from their neighbours spends far fewer bits on
-# each at a video rate (review rev56: the same scene at x264 CRF 28, a quality the floor passes, 0.071 bits per pixel
-# at 25 frames/s, 0.368 at 4), so its floor holds only up to this rate: a capsule's (2-6 frames/s), not a gastroscope's.
-MEASURED_MAX_FPS = 6.0
+JUDGED = frozenset({"mjpeg"})  # every frame coded alone: its size is its quality (the floor's family: FAMILIES)
+VIEW_SHARE = 0.95  # frames with a field of view a judged study needs (black and text-only frames cost few bits)
 
 
 def bits_per_pixel(info: SourceInfo, stats: DecodeStats) -> float | None:
@@ -47,15 +51,13 @@ def bits_per_model_pixel(info: SourceInfo, stats: DecodeStats, input_size: int) 
     return bpp * info.width * info.height / min(info.width * info.height, seen)
 
 
-def low_bitrate_note(info: SourceInfo, stats: DecodeStats, input_size: int, fps: float | None) -> str | None:
-    """A ``Warning:`` line for a video compressed below its codec family's floor, else None; ``fps``: the frames'
-    own average rate (a predicting codec is judged only up to :data:`MEASURED_MAX_FPS`)."""
-    bpp, family = bits_per_model_pixel(info, stats, input_size), FAMILIES.get(info.codec or "")
-    if bpp is None or family is None or bpp >= FLOORS[family]:
-        return None
-    if info.codec not in INTRA_ONLY and (fps is None or fps > MEASURED_MAX_FPS + 1e-6):
+def low_bitrate_note(info: SourceInfo, stats: DecodeStats, input_size: int, view_share: float) -> str | None:
+    """A ``Warning:`` line for an intra-coded video (:data:`JUDGED`) compressed below its floor, else None;
+    ``view_share``: the share of its frames that show a field of view."""
+    bpp = bits_per_model_pixel(info, stats, input_size)
+    if bpp is None or info.codec not in JUDGED or view_share < VIEW_SHARE or bpp >= FLOORS[FAMILIES[info.codec]]:
         return None
     return (f"{info.path}: heavily compressed video ({bpp:.3f} bits per pixel a frame at the model's {input_size} px, "
-            f"{info.codec}): below {FLOORS[family]:g}, more than {CROSSING_LIMIT:.0%} of the shipped model's test frames "
+            f"{info.codec}): below {FLOORS[FAMILIES[info.codec]]:g}, more than {CROSSING_LIMIT:.0%} of the shipped model's test frames "
             "changed sides of its threshold, most of them to flagged (benchmarks/README.md, compression); expect frames "
-            "flagged for the artefacts, and export the study at a higher bitrate if the recorder allows")
+            "flagged for the artefacts, and export the study at a higher quality if the recorder allows")

@@ -176,7 +176,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
                  other_streams_note(info), _multi_page_note(info.path, stats),
-                 low_bitrate_note(info, stats, config.input_size, (run["frame_rate"] or {}).get("average_fps")),
+                 low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
