@@ -141,7 +141,7 @@ class StudyWorker:
                 raise WorkerSetupError(getattr(exc, "path", "model"), getattr(exc, "message", str(exc))) from None
         return self._classifier
 
-    def mayinstall(self) -> bool:
+    def may_install(self) -> bool:
         """Whether a finished study may still be renamed into OUT_DIR (see the Ray engine's override)."""
         return True
 
@@ -213,7 +213,7 @@ class StudyWorker:
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
             page_note = _write_pages(work, final) if ctx.run.report else None
-            if not self.mayinstall():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
+            if not self.may_install():  # the batch is gone (a Ray actor outliving a kill -9): OUT_DIR is not ours
                 shutil.rmtree(work, ignore_errors=True)
                 return StudyOutcome(study, "pending", note="the batch ended before this study was installed")
             install(work, final)
