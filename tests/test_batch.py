@@ -115,6 +115,13 @@ def _worker_context(out: Path, weights: Path) -> WorkerContext:
                          fingerprint="f" * 64)
 
 
+def _hooked(folder: Path, code: str) -> dict:
+    """Environment for a CLI subprocess that runs ``code`` first, as ``sitecustomize`` (in its spawned workers too)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def _cli(*args):
     """The CLI in-process (fast: for commands that stop before any study runs)."""
     from capsule_triage.cli import app
@@ -476,9 +483,7 @@ def test_a_worker_that_dies_fails_only_its_own_study(random_weights, tmp_path):
     past = time.time_ns() - 3600 * 10**9
     for path in (tmp_path / "in").iterdir():
         os.utime(path, ns=(past, past))
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(  # in the batch process and its spawned workers: crash.mp4 kills its worker
+    env = _hooked(tmp_path / "hook", (  # in the batch process and its spawned workers: crash.mp4 kills its worker
         "import os\n"
         "from capsule_triage.batch import local_engine\n"
         "_real = local_engine._pool_run\n"
@@ -486,9 +491,8 @@ def test_a_worker_that_dies_fails_only_its_own_study(random_weights, tmp_path):
         "    if os.path.basename(study.path) == 'crash.mp4':\n"
         "        os._exit(9)\n"
         "    return _real(study)\n"
-        "local_engine._pool_run = _pool_run\n")
+        "local_engine._pool_run = _pool_run\n"))
     out = tmp_path / "out"
-    env = {"PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
     result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--workers", "2",
                     timeout=600, env=env)
     assert result.returncode == 1, result.stderr
@@ -538,9 +542,7 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, 
     its own: a signal sent to the pytest process itself has crashed it after tests/test_backends.py (700040a, CI144)."""
     _settled_demo_study(tmp_path / "in")
     (tmp_path / "in" / "empty.mp4").write_bytes(b"")
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(  # the batch process sends itself SIGTERM as the summary is being written
+    env = _hooked(tmp_path / "hook", (  # the batch process sends itself SIGTERM as the summary is being written
         "import os, signal, time\n"
         "from capsule_triage.batch import engine\n"
         "_real = engine.write_summary\n"
@@ -548,9 +550,8 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, 
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.2)  # the old code's KeyboardInterrupt arrives here\n"
         "    return _real(*args, **kwargs)\n"
-        "engine.write_summary = write_summary\n")
+        "engine.write_summary = write_summary\n"))
     out = tmp_path / "out"
-    env = {"PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
     result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", timeout=300, env=env)
     assert result.returncode == 130, result.stderr
     assert result.stderr.splitlines()[0] == f"Error: {tmp_path / 'in' / 'empty.mp4'}: file is empty (0 bytes)"  # rev56: was lost
