@@ -61,6 +61,36 @@ def cut_iso_box(path: Path) -> str | None:
     return None
 
 
+TRANSPORT_PACKETS = ((188, 0), (192, 4), (204, 0))  # MPEG-TS; Blu-ray/AVCHD M2TS (a 4-byte time before each); with Reed-Solomon bytes
+
+
+def cut_transport_stream(path: Path) -> str | None:
+    """How an MPEG transport stream is cut off: the packet the file ends inside, else None.
+
+    A transport stream has no index and its header counts no frames, so a capture or a copy cut short read as a
+    shorter recording, without a word (QA 62 #9). Recorders and muxers write whole packets (188 bytes; 192 in
+    M2TS, 204 with error-correction bytes), so a file that ends inside one was cut. Judged only when the file's
+    packets are found (a sync byte at the same place in each of its first 5 packets, as FFmpeg probes them) and
+    its last part begins as a packet does (not a tail of other bytes). A cut on a packet boundary cannot be told
+    from a whole file."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(6 * 204)
+        for packet, sync_at in TRANSPORT_PACKETS:
+            start = next((start for start in range(sync_at, packet + sync_at)
+                          if all(head[start + k * packet: start + k * packet + 1] == b"\x47" for k in range(5))), None)
+            if start is None:
+                continue
+            left = (size - (start - sync_at)) % packet
+            if not left:
+                return None
+            fh.seek(size - left + sync_at)
+            if left > sync_at and fh.read(1) == b"\x47":
+                return f"the file ends inside a transport packet ({left} of its {packet} bytes, at byte {size - left:,})"
+            return None
+    return None
+
+
 def unreadable_why(path: Path) -> str | None:
     """What a file FFmpeg cannot open is, where its first bytes or its boxes tell, else None (QA 47: a text file
     named .mp4, a truncated export and one still being copied all read "Invalid data found when processing input").

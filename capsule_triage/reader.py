@@ -19,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
-from .completeness import LeadingFrames, check_complete, cut_iso_box, tag_seconds, unreadable_why
+from .completeness import LeadingFrames, check_complete, cut_iso_box, cut_transport_stream, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed, plural,
@@ -100,6 +100,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                                        f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.mp4")
             if "mov" in container.format.name.split(",") and (cut := cut_iso_box(path)):
                 raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4's header counts no frames (QA 40)
+            if container.format.name == "mpegts" and (cut := cut_transport_stream(path)):
+                raise InputError(path, f"truncated video: {cut}")  # nor does a transport stream's (QA 62 #9)
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)

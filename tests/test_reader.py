@@ -978,6 +978,24 @@ def test_a_fragmented_mp4_cut_off_is_truncated_not_a_shorter_recording(tmp_path,
         probe(tmp_path / "cut2.mp4")
 
 
+def test_a_transport_stream_cut_inside_a_packet_is_truncated_not_a_shorter_recording(tmp_path, frames24):
+    """QA 62 #9: an MPEG-TS cut at 60 % of its bytes (a capture or a copy interrupted) was scored as a shorter
+    recording, `ok`; its header counts no frames. MPEG-TS (188-byte packets) and M2TS (192: a 4-byte time first)."""
+    for name, options, packet in (("a.ts", {}, 188), ("a.m2ts", {"mpegts_m2ts_mode": "1"}, 192)):
+        whole = encode_clip(frames24, tmp_path / name, options={"crf": "18", "g": "4"}, container_options=options)
+        data = whole.read_bytes()
+        assert len(data) % packet == 0 and probe(whole).num_frames_from_header is None  # the case: nothing to count against
+        cut = int(len(data) * 0.6) // packet * packet + 77
+        (tmp_path / f"cut_{name}").write_bytes(data[:cut])
+        with pytest.raises(InputError, match=rf"cut_{name}: truncated video: the file ends inside a transport packet "
+                                             rf"\(77 of its {packet} bytes, at byte {cut - 77:,}\)"):
+            probe(tmp_path / f"cut_{name}")
+        (tmp_path / f"even_{name}").write_bytes(data[: cut - 77])  # cut on a packet boundary: cannot be told, reads shorter
+        assert 0 < _all(tmp_path / f"even_{name}")[1].frames_decoded < 24
+        (tmp_path / f"tail_{name}").write_bytes(data + b"\0" * 77)  # bytes after the last packet that begin no packet
+        assert _all(tmp_path / f"tail_{name}")[1].frames_decoded == 24
+
+
 def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):
     """QA 40: a multi-page TIFF (and an animated WebP) in a frame folder gave its first page only, with nothing said."""
     from capsule_triage.pipeline import _multi_page_note
