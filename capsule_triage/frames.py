@@ -14,7 +14,9 @@ class FrameBatch:
     Attributes:
         data: uint8 [N, H, W, 3], RGB, C-contiguous (NHWC).
         frame_index: int64 [N], position of each frame in decode order of the source (gaps mark
-            frames that failed to decode).
+            frames the decoder failed on with an error; frames it dropped without one, at a recording's
+            start inside a group of pictures or a packet it swallowed, take no index and are counted in
+            ``DecodeStats.frames_skipped`` only).
         pts_seconds: float64 [N], presentation time of each frame in seconds from the stream
             (pts x time_base), so variable frame rate is preserved.
     """
