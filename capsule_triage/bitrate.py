@@ -4,8 +4,9 @@ A capsule recorder's export, or a copy re-encoded to save space, can carry so fe
 blocking and smearing change what the model sees: on the shipped model's test frames the share of
 frames flagged rose from 51 % to 60-99 % as the bits fell (``benchmarks/compression.py``; QA 61 M3: the
 same 90 frames in low-bitrate AVIs of 1-4 KB a frame flagged 68-74 % against 37 %). run.json records the
-bits of every video; for MJPEG, whose every frame is coded alone, ``triage run`` says in a ``Warning:``
-line when they are below the floor, rather than let the flags stand as if the video were clean.
+bits of every video (and of a frame folder of JPEG images); for MJPEG and JPEG images, whose every frame is coded
+alone, ``triage run`` says in a ``Warning:`` line when they are below the floor, rather than let the flags stand as if
+the study were clean (MJPEG's floor was measured on JPEG files).
 
 :data:`FLOORS` are measured (``benchmarks/results/compression.json``, which the tests compare with
 them): per codec family, the bits per pixel per frame below which more than :data:`CROSSING_LIMIT` of
@@ -32,8 +33,16 @@ JUDGED = frozenset({"mjpeg"})  # every frame coded alone: its size is its qualit
 VIEW_SHARE = 0.95  # frames with a field of view a judged study needs (black and text-only frames cost few bits)
 
 
+def _all_jpeg(info: SourceInfo, stats: DecodeStats) -> bool:
+    """A frame folder whose every image read is a JPEG (counted by the reader: ``DecodeStats.jpeg_images``)."""
+    return info.kind == "frames" and stats.frames_decoded > 0 and stats.jpeg_images == stats.frames_decoded and stats.jpeg_pixels > 0
+
+
 def bits_per_pixel(info: SourceInfo, stats: DecodeStats) -> float | None:
-    """Bits of video packets per stored pixel per decoded frame; None for a frame folder or nothing decoded."""
+    """Bits per stored pixel per decoded frame: of the video packets, or of a frame folder's files when all of its
+    images are JPEGs (each coded alone, as an MJPEG frame); None for other folders or nothing decoded."""
+    if _all_jpeg(info, stats):
+        return stats.jpeg_bytes * 8 / stats.jpeg_pixels
     if info.kind != "video" or not stats.frames_decoded or not stats.video_bytes or not info.width or not info.height:
         return None
     return stats.video_bytes * 8 / (stats.frames_decoded * info.width * info.height)
@@ -42,22 +51,26 @@ def bits_per_pixel(info: SourceInfo, stats: DecodeStats) -> float | None:
 def bits_per_model_pixel(info: SourceInfo, stats: DecodeStats, input_size: int) -> float | None:
     """Bits per frame over the pixels the model sees of it: a frame is resized to ``input_size`` on its short side, and
     a larger one loses its fine blocking in that (a 720p clip at 0.11 bits per stored pixel is 1.2 at 224 px; the
-    floors were measured on 224 px frames). A smaller frame is enlarged, its artefacts with it: its own pixels count."""
+    floors were measured on 224 px frames). A smaller frame is enlarged, its artefacts with it: its own pixels count.
+    A frame folder's frames are taken at their mean stored size, in the shape of its first image."""
     bpp = bits_per_pixel(info, stats)
     if bpp is None:
         return None
+    pixels = stats.jpeg_pixels / stats.jpeg_images if info.kind == "frames" else info.width * info.height
     short, long = sorted((info.width, info.height))
     seen = input_size * input_size * long / short
-    return bpp * info.width * info.height / min(info.width * info.height, seen)
+    return bpp * pixels / min(pixels, seen)
 
 
 def low_bitrate_note(info: SourceInfo, stats: DecodeStats, input_size: int, view_share: float) -> str | None:
-    """A ``Warning:`` line for an intra-coded video (:data:`JUDGED`) compressed below its floor, else None;
-    ``view_share``: the share of its frames that show a field of view."""
+    """A ``Warning:`` line for an intra-coded video (:data:`JUDGED`) or a frame folder of JPEG images compressed below
+    its floor, else None; ``view_share``: the share of its frames that show a field of view."""
     bpp = bits_per_model_pixel(info, stats, input_size)
-    if bpp is None or info.codec not in JUDGED or view_share < VIEW_SHARE or bpp >= FLOORS[FAMILIES[info.codec]]:
+    codec = "mjpeg" if _all_jpeg(info, stats) else info.codec
+    if bpp is None or codec not in JUDGED or view_share < VIEW_SHARE or bpp >= FLOORS[FAMILIES[codec]]:
         return None
-    return (f"{info.path}: heavily compressed video ({bpp:.3f} bits per pixel a frame at the model's {input_size} px, "
-            f"{info.codec}): below {FLOORS[FAMILIES[info.codec]]:g}, more than {CROSSING_LIMIT:.0%} of the shipped model's test frames "
+    what, of = ("JPEG images", "") if info.kind == "frames" else ("video", f", {codec}")
+    return (f"{info.path}: heavily compressed {what} ({bpp:.3f} bits per pixel a frame at the model's {input_size} px{of}): "
+            f"below {FLOORS[FAMILIES[codec]]:g}, more than {CROSSING_LIMIT:.0%} of the shipped model's test frames "
             "changed sides of its threshold, most of them to flagged (benchmarks/README.md, compression); expect frames "
             "flagged for the artefacts, and export the study at a higher quality if the recorder allows")

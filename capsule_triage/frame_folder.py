@@ -28,6 +28,7 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
                             ".ppm", ".pnm"})  # colour Netpbm: `ffmpeg -i study.mp4 %05d.ppm` (QA 53: dropped, later times shifted)
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 # Image types an export may hold that are not read as frames; named when found, never silently dropped. Grey Netpbm
 # (.pgm, .pbm) is what masks beside frames are written as, and a grey frame shows no view (rev45).
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm", ".pgm", ".pbm", ".pam"})

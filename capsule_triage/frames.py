@@ -121,6 +121,8 @@ class DecodeStats:
         colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
             frame0.png)").
         video_bytes: bytes of the video packets read (0: a frame folder), for the bits per pixel (:mod:`~capsule_triage.bitrate`).
+        jpeg_images, jpeg_bytes, jpeg_pixels: a frame folder's JPEG images read, their file bytes and stored pixels (each
+            coded alone, as MJPEG's frames are: their bits per pixel, :mod:`~capsule_triage.bitrate`).
     """
 
     frames_decoded: int = 0
@@ -135,11 +137,19 @@ class DecodeStats:
     colour_profiles: list[str] = field(default_factory=list)
     sample_bits: int = 0
     video_bytes: int = 0
+    jpeg_images: int = 0
+    jpeg_bytes: int = 0
+    jpeg_pixels: int = 0
 
     def skip(self, message: str) -> None:
         self.frames_skipped += 1
         if len(self.errors) < 10:
             self.errors.append(message)
+
+    def saw_jpeg(self, nbytes: int, width: int, height: int) -> None:
+        self.jpeg_images += 1
+        self.jpeg_bytes += nbytes
+        self.jpeg_pixels += width * height
 
     def saw_image(self, width: int, height: int, name: str) -> None:
         if self.smallest_image is None or min(width, height) < min(self.smallest_image[:2]):

@@ -22,8 +22,8 @@ import numpy as np
 from .completeness import LeadingFrames, check_complete, cut_iso_box, cut_transport_stream, tag_seconds, unreadable_why
 from .errors import InputError, short_error
 from .folder_times import folder_times, without_untimed_irregular
-from .frame_folder import (IMAGE_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed, plural,
-                           probe_image, read_image_rgb, scan_frame_folder)
+from .frame_folder import (IMAGE_SUFFIXES, JPEG_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed,
+                           plural, probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .read_options import ReadOptions, checked_options, timed
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
@@ -375,6 +375,11 @@ def _read_folder(folder: Path, options: ReadOptions, stats: DecodeStats) -> Iter
             stats.multi_page.append(f"{image_path.name} ({more + 1})")
         stats.frames_decoded += 1
         stats.saw_image(image.shape[1], image.shape[0], image_path.name)
+        if image_path.suffix.lower() in JPEG_SUFFIXES:  # coded alone, as an MJPEG frame: its bytes are its quality
+            try:
+                stats.saw_jpeg(image_path.stat().st_size, image.shape[1], image.shape[0])
+            except OSError:
+                pass  # gone since it was read: not counted, and the folder is not judged (bitrate.bits_per_pixel)
         yield fit_still(image, options.short_side, options.square_crop), index, float(times[index])
     stats.colour_notes, stats.colour_profiles, stats.sample_bits = colours.notes(), colours.profiles(), colours.depth.bits
 
