@@ -50,7 +50,7 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok or skipped, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written.
+    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written.
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk
@@ -80,8 +80,9 @@ def batch_command(
         typer.echo(printable(f"Warning: {line}"), err=True)
     counts = result.counts
     rate = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    reused = f", {counts['reused']} reused" if counts.get("reused") else ""
     pending = f", {counts['pending']} pending" if counts.get("pending") else ""
-    typer.echo(f"{len(result.rows)} {'study' if len(result.rows) == 1 else 'studies'}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed{pending}; "
+    typer.echo(f"{len(result.rows)} {'study' if len(result.rows) == 1 else 'studies'}: {counts['ok']} ok, {counts['skipped']} skipped{reused}, {counts['failed']} failed{pending}; "
                f"{result.frames} frames in {result.wall_seconds:.1f} s ({rate:.1f} frames/s)")
     if result.summary_error:
         typer.echo(printable(f"Error: {result.summary_error}"), err=True)

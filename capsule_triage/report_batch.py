@@ -18,6 +18,8 @@ from .report_page import html_page, page_header, write_atomic
 from .report_svg import esc, fmt_duration, score_text
 from .study_folder import read_parquet
 
+DONE_STATUSES = ("ok", "skipped", "reused")  # studies.parquet statuses of a study with complete results (batch/worker.py)
+
 STUDIES_FILE = "studies.parquet"
 
 
@@ -84,7 +86,7 @@ def _study_row(folder: Path, row: dict) -> str:
     inside = _inside(sid)
     # Only a current result is linked: a failed study's folder may still hold the report of an earlier
     # version of its input (the new one failed), and a folder deleted since has no page to open.
-    current = row.get("status") in ("ok", "skipped") or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
+    current = row.get("status") in DONE_STATUSES or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
     linked = inside and current and report.is_file() and (folder / sid / RUN_FILE).is_file()
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
@@ -138,7 +140,7 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
                 problems.append(exc)
             except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited run.json (QA 55: a traceback)
                 problems.append(InputError(folder / sid / RUN_FILE, f"cannot make the page from it ({type(exc).__name__}: {exc})"))
-        elif sid and row.get("status") in ("ok", "skipped"):  # listed as done, but its output is gone or incomplete
+        elif sid and row.get("status") in DONE_STATUSES:  # listed as done, but its output is gone or incomplete
             problems.append(InputError(folder / sid, f"{RUN_FILE} not found: the study's output is incomplete (not linked "
                                                      "from index.html; run triage batch again to triage it)"))
     try:

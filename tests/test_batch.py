@@ -213,7 +213,7 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     shutil.copytree(local_run[0], out, symlinks=True)
     result = run_batch(tree, out, BatchOptions(weights=str(random_weights), exclude=("corrupt.mp4", "empty.mp4", f"{tree}/day2", "typo.mp4",
                                                                                "day2/patient_x.mp4")))  # inside day2: no warning
-    assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "pending": 0} and not result.failures
+    assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "reused": 0, "pending": 0} and not result.failures
     batch = json.loads((out / "batch.json").read_text())
     assert batch["settings"] == {"backend": "auto", "device": "auto", "force": False, "report": True, "threshold": None, "top_k": None,
                                  "folder_fps": None, "batch_size": None, "skip_duplicates": None}  # QA 45: in the fingerprint only
@@ -269,7 +269,7 @@ def test_statuses_summary_and_outputs(local_run, tree):
     assert first["study_id"] != other["study_id"] and first["input_sha256"] != other["input_sha256"]
     assert json.loads((out / other["study_id"] / "run.json").read_text())["input"]["path"] == str(tree / "day2" / "capsule_a.mp4")
     batch = json.loads((out / "batch.json").read_text())
-    assert batch["counts"] == {"ok": 8, "failed": 2, "skipped": 0, "pending": 0} and batch["frames_scored"] == sum(OK_STUDIES.values())
+    assert batch["counts"] == {"ok": 8, "failed": 2, "skipped": 0, "reused": 0, "pending": 0} and batch["frames_scored"] == sum(OK_STUDIES.values())
     log = (out / "batch.log").read_text().splitlines()
     assert sum(" ok " in line for line in log) == 8 and sum(" failed " in line for line in log) == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
@@ -737,9 +737,9 @@ def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_
     assert result.exit_code == 1 and ", 1 failed;" in result.stdout and "pending" not in result.stdout, result.stdout
     copying.write_bytes(data)  # the copy finished
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
-    assert result.exit_code == 0 and ", 0 failed;" in result.stdout, result.stdout
+    assert result.exit_code == 0 and "2 studies: 0 ok, 1 skipped, 1 reused, 0 failed;" in result.stdout, result.stdout
     row = next(r for r in pq.read_table(out / "studies.parquet").to_pylist() if r["input_path"] == "copying.mp4")
-    assert row["status"] in ("ok", "skipped") and row["frames"] == 64  # skipped: the outputs of done.mp4 (same bytes) reused
+    assert row["status"] == "reused" and row["frames"] == 64  # the outputs of done.mp4 (same bytes)
 
 
 def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(random_weights, tmp_path):
@@ -867,7 +867,7 @@ def test_a_full_disk_is_reported_study_by_study_not_a_crash(local_run, tree, ran
     monkeypatch.setattr(worker, "add_missing_report", _disk_full)
     monkeypatch.setattr(worker, "write_json_atomic", _disk_full)  # the .failed records
     result = run_batch(tree, out, BatchOptions(weights=str(random_weights)))
-    assert result.counts == {"ok": 0, "failed": 2, "skipped": 8, "pending": 0} and result.summary_error is None
+    assert result.counts == {"ok": 0, "failed": 2, "skipped": 8, "reused": 0, "pending": 0} and result.summary_error is None
     pages = [w for w in result.warnings if "frame-folder" not in w]  # the tree's two frame folders are read at 2 fps
     assert len(pages) == 8 and all(w.endswith("report.html: not added (No space left on device); the results are complete")
                                    for w in pages), result.warnings
@@ -947,7 +947,7 @@ def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tm
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 2 and hashed == []
     with open(tmp_path / "in" / "b.mp4", "ab") as fh:  # new bytes: scored again
         fh.write(b"\0" * 100)
-    assert run_batch(tmp_path / "in", out, options).counts == {"ok": 1, "failed": 0, "skipped": 1, "pending": 0}
+    assert run_batch(tmp_path / "in", out, options).counts == {"ok": 1, "failed": 0, "skipped": 1, "reused": 0, "pending": 0}
 
 
 def test_a_study_replaced_after_it_was_hashed_is_not_recorded_as_unchanged(random_weights, tmp_path, monkeypatch):
@@ -1141,7 +1141,9 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     (tmp_path / "in" / "2026" / "11").mkdir(parents=True)
     os.rename(tmp_path / "in" / "2026-11-01", tmp_path / "in" / "2026" / "11" / "01")
     result = run_batch(tmp_path / "in", out, options)
-    assert result.counts == {"ok": 0, "failed": 0, "skipped": 1, "pending": 0} and result.frames == 0  # nothing scored
+    assert result.counts == {"ok": 0, "failed": 0, "skipped": 0, "reused": 1, "pending": 0} and result.frames == 0  # nothing scored
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()  # QA 62 #8: it was listed "skipped", as if done before
+    assert row["status"] == "reused" and row["frames"] == 64 and row["output_dir"] == row["study_id"] != old_id
     (new_id,) = [r["study_id"] for r in result.rows]
     assert pq.read_table(out / new_id / "frames.parquet").equals(pq.read_table(out / old_id / "frames.parquet"))
     run = json.loads((out / new_id / "run.json").read_text())
@@ -1170,7 +1172,7 @@ def test_two_copies_of_a_study_in_one_night_are_scored_once(random_weights, tmp_
         shutil.copy(DEMO_CLIP, tmp_path / "in" / folder / "study.mp4")
     out = tmp_path / "out"
     result = run_batch(tmp_path / "in", out, BatchOptions(weights=str(random_weights)))
-    assert result.counts == {"ok": 1, "failed": 0, "skipped": 1, "pending": 0} and result.frames == 64, result.counts
+    assert result.counts == {"ok": 1, "failed": 0, "skipped": 0, "reused": 1, "pending": 0} and result.frames == 64, result.counts
     first, second = sorted(result.rows, key=lambda r: r["input_path"])
     assert first["input_path"] == "ward-a/study.mp4" and second["input_path"] == "ward-b/study.mp4"
     assert pq.read_table(out / second["study_id"] / "frames.parquet").equals(pq.read_table(out / first["study_id"] / "frames.parquet"))
@@ -1426,7 +1428,7 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     study.write_bytes(DEMO_CLIP.read_bytes()[:20_000])
     os.utime(study, ns=(past + 10**9, past + 10**9))
     second = run_batch(tmp_path / "in", out, options)
-    assert second.counts == {"ok": 0, "failed": 1, "skipped": 1, "pending": 0}
+    assert second.counts == {"ok": 0, "failed": 1, "skipped": 1, "reused": 0, "pending": 0}
     stale = json.loads((out / "batch.json").read_text())["stale_folders"]
     assert stale == [study_id("a.mp4")] and (out / stale[0] / "run.json").is_file()  # kept, and said
     assert any(w.startswith(f"{out}: 1 failed study keeps the results of an earlier version of its input, e.g. {stale[0]}") for w in second.warnings)

@@ -211,7 +211,7 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
         os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
     rows = batch(timed=2)  # QA 36: the copy reused the outputs with the original's CSV path and warning
     (copied,) = (r for r in rows.values() if r["study_id"].startswith("copy"))
-    assert copied["status"] == "skipped" and rows[timed["study_id"]]["status"] == "skipped", rows
+    assert copied["status"] == "reused" and rows[timed["study_id"]]["status"] == "skipped", rows
     run = json.loads((tmp_path / "o" / copied["study_id"] / "run.json").read_text())
     assert run["parameters"]["read"]["timestamps_csv"] == str(tmp_path / "in" / "copy" / "timestamps.csv")
     assert run["warnings"] == [f"{tmp_path / 'in' / 'copy'}: --fps 4 not used: the folder's timestamps.csv gives its frames' times"]

@@ -34,7 +34,7 @@ from .records import completed_run, made_otherwise, pipeline_fingerprint, unchan
 from .worker import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
-STATUSES = ("ok", "failed", "skipped", "pending")  # pending = not reached (interrupted run)
+STATUSES = ("ok", "failed", "skipped", "reused", "pending")  # pending = not reached (interrupted run)
 
 
 @dataclass

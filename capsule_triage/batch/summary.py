@@ -23,7 +23,7 @@ from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, write_json
 from ..pipeline import rate_assumed
 from ..read_options import DEFAULT_FOLDER_FPS
-from ..report_batch import INDEX_FILE, write_batch_index
+from ..report_batch import DONE_STATUSES, INDEX_FILE, write_batch_index
 from .discovery import Study, excluded
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc
 from .worker import StudyOutcome
@@ -42,7 +42,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
     results of an earlier run, shown until it is scored again; ``error`` says so)."""
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
-    if status in ("ok", "skipped") or earlier:
+    if status in DONE_STATUSES or earlier:
         run = read_json(out_dir / study.study_id / RUN_FILE)
         frames = int(run["frames_decoded"])
         gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
@@ -73,7 +73,7 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
     assumed = own = 0
     unused = []  # folders whose timestamps.csv lacks the columns: read at the rate instead (review rev32: said in run.json only)
     for row in rows:
-        if row["kind"] != "frames" or row["status"] not in ("ok", "skipped"):
+        if row["kind"] != "frames" or row["status"] not in DONE_STATUSES:
             continue
         try:
             run = read_json(out_dir / row["study_id"] / RUN_FILE)
@@ -98,7 +98,7 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
 def without_view_warning(rows: list[dict]) -> str | None:
     """One line for the studies most of whose frames show no field of view (a recorder left running
     unplugged, a capsule in the dark: QA 28), naming up to three; each one's run.json says it too."""
-    blank = [row["input_path"] for row in rows if row["status"] in ("ok", "skipped") and row.get("frames_without_view")
+    blank = [row["input_path"] for row in rows if row["status"] in DONE_STATUSES and row.get("frames_without_view")
              and mostly_without_view(row["frames_without_view"], row["frames"] or 0)]
     if not blank:
         return None
@@ -174,9 +174,11 @@ class Progress:
         error = f" error={outcome.error}" if outcome.error else ""
         error += f" note={outcome.note}" if outcome.note else ""
         error += f" warning={outcome.warning}" if outcome.warning else ""
-        scored = "" if outcome.status == "skipped" else f"frames={outcome.frames} fps={fps:.1f} "  # QA 24: 'frames=0' read as empty
+        scored = "" if outcome.status in ("skipped", "reused") else f"frames={outcome.frames} fps={fps:.1f} "  # QA 24: 'frames=0' read as empty
         self.log(f"{outcome.status:<7} {outcome.study.study_id} {scored}wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
         counts = {s: sum(o.status == s for o in self.outcomes.values()) for s in ("ok", "skipped", "failed")}
+        if reused := sum(o.status == "reused" for o in self.outcomes.values()):
+            counts["reused"] = reused
         self.bar.set_postfix({"frames/s": f"{self.frames / max(time.perf_counter() - self.started, 1e-9):.1f}", **counts})
         self.bar.update(1)
 

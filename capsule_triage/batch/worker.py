@@ -93,7 +93,8 @@ class StudyOutcome:
 
     Attributes:
         study: the study.
-        status: "ok", "failed" or "skipped".
+        status: "ok" (scored), "failed", "skipped" (complete from an earlier run) or "reused" (the complete outputs of
+            the same input bytes under another study id copied: a study moved, renamed or copied in the archive).
         error: "<path>: <problem>" for a failed study.
         frames: frames scored (0 when skipped or failed).
         wall_seconds: time spent on the study in this run.
@@ -199,7 +200,7 @@ class StudyWorker:
             check_replaceable(final)  # before the scoring: the study waits for its folder to be cleared, its results kept
             earlier = None if ctx.force else self._earlier_output(sha, final)
             if earlier is not None and _reuse(ctx, study, sha, earlier, final):
-                return StudyOutcome(study, "skipped", note=f"outputs of {earlier.name} reused (same input bytes)",
+                return StudyOutcome(study, "reused", note=f"outputs of {earlier.name} reused (same input bytes)",
                                     wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
             work = ctx.out_dir / WORK_DIR / study.study_id
