@@ -475,7 +475,8 @@ def test_workers_2_equals_one_worker(local_run, tree, random_weights, tmp_path):
 def test_a_worker_that_dies_fails_only_its_own_study(random_weights, tmp_path):
     """QA 62 #2: one worker process killed (kill -9, the kernel's OOM killer) under --workers 2 broke the pool, and every
     study in flight or queued failed "worker process died (BrokenProcessPool)", each error naming its own study. Now the
-    studies the broken pool lost are triaged again one at a time: only the one that kills its worker fails."""
+    studies in flight when the pool broke are triaged again one at a time, the rest in a new pool: only the one that kills
+    its worker fails (how the pool is given its studies: test_a_pool_broken_while_an_outcome_is_reported_...)."""
     frames = demo_clip_frames()
     (tmp_path / "in").mkdir()
     for name, first in (("a", 0), ("b", 8), ("crash", 16), ("d", 24), ("e", 32)):
@@ -500,6 +501,40 @@ def test_a_worker_that_dies_fails_only_its_own_study(random_weights, tmp_path):
                                           "(killed, out of memory, or a crash in a decoder); retried on the next run"]
     assert "5 studies: 4 ok, 0 skipped, 1 failed" in result.stdout
     assert sorted(r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()) == ["failed", "ok", "ok", "ok", "ok"]
+
+
+def test_a_pool_broken_while_an_outcome_is_reported_goes_on_and_keeps_what_finished(tmp_path, monkeypatch):
+    """Review rev57: a worker that died while the batch reported another study's outcome made the next submit raise
+    BrokenProcessPool: a traceback, no summary (#1); and a study that finished beside the lost one was triaged again (#2).
+    Here 3 workers: x returns at once, `ok-0.3` finishes and `dies-0.6` kills its worker while x is being reported; `c`
+    is submitted to the broken pool. Each study runs once but the one that dies (twice: alone on its retry)."""
+    import pool_fakes
+
+    from capsule_triage.batch import local_engine
+    from capsule_triage.batch.discovery import Study
+    from capsule_triage.batch.worker import WorkerContext
+
+    monkeypatch.setattr(local_engine, "_pool_run", pool_fakes.run)
+    names = ["x-0", "ok-0.3", "dies-0.6", "c-0"]
+    studies = [Study(name, name, str(tmp_path / f"{name}.mp4"), "video") for name in names]
+    ctx = WorkerContext(out_dir=tmp_path / "out", pipeline=None, weights=None, device="cpu", backend="auto", run=None,
+                        fingerprint="f")
+    outcomes, errors = [], []
+
+    def on_outcome(outcome):
+        outcomes.append((outcome.study.study_id, outcome.status))
+        errors.append(outcome.error)
+        if len(outcomes) == 1:  # reporting x takes until the worker has died (and the pool has seen it)
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "died").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+
+    local_engine._run_pool(studies, ctx, workers=3, devices=["cpu"], on_outcome=on_outcome)
+    assert sorted(outcomes) == [("c-0", "ok"), ("dies-0.6", "failed"), ("ok-0.3", "ok"), ("x-0", "ok")], outcomes
+    assert sorted((tmp_path / "runs.log").read_text().split()) == sorted([*names, "dies-0.6"])
+    assert [e for e in errors if e] == [f"{tmp_path / 'dies-0.6.mp4'}: the worker process died while triaging it (killed, out of "
+                                        "memory, or a crash in a decoder); retried on the next run"]
 
 
 def test_unloadable_weights_stop_the_batch_with_exit_2(tree, random_weights, tmp_path):

@@ -144,9 +144,9 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
 
 def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> tuple[list[Study], list[Study]]:
     """Triage ``studies`` in a pool of ``workers`` processes, ``workers`` at a time, until done or a worker dies (a broken
-    pool): then (the studies in flight, the studies not yet given to it); else ([], [])."""
+    pool): then (the studies in flight that did not finish, the studies not yet given to it); else ([], [])."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     mp = multiprocessing.get_context("spawn")
@@ -157,24 +157,39 @@ def _pool_round(studies, ctx, *, workers, devices, on_outcome) -> tuple[list[Stu
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_pool_init,
                                initargs=(replace(ctx, threads=threads), queue, os.getpid()))
     waiting, running = list(studies), {}
+
+    def settle(done) -> list[Study]:
+        """Report each finished study's outcome; the studies the broken pool lost (every one of ``done`` is looked at:
+        review rev57 #2, a study finished beside the lost one was triaged again)."""
+        lost = []
+        for future in done:
+            study = running.pop(future)
+            try:
+                outcome = future.result()
+            except WorkerSetupError:
+                raise
+            except BrokenProcessPool:
+                lost.append(study)
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. an outcome that cannot be sent back
+                outcome = record_failure(ctx, study, f"{study.path}: worker process failed ({type(exc).__name__})")
+            on_outcome(outcome)
+        return lost
+
     try:
         while waiting or running:
-            while waiting and len(running) < workers:
+            broken = False
+            while waiting and len(running) < workers and not broken:
                 study = waiting.pop(0)
-                with starting_children():  # a submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
-                    running[pool.submit(_pool_run, study)] = study
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                study = running.pop(future)
                 try:
-                    outcome = future.result()
-                except WorkerSetupError:
-                    raise
-                except BrokenProcessPool:
-                    return [study, *running.values()], waiting
-                except Exception as exc:  # noqa: BLE001 - e.g. an outcome that cannot be sent back
-                    outcome = record_failure(ctx, study, f"{study.path}: worker process failed ({type(exc).__name__})")
-                on_outcome(outcome)
+                    with starting_children():  # a submit may spawn a worker (up to `workers`; none later: no max_tasks_per_child)
+                        running[pool.submit(_pool_run, study)] = study
+                except BrokenProcessPool:  # a worker died while an outcome was being reported (review rev57 #1: a traceback)
+                    waiting.insert(0, study)
+                    broken = True
+            lost = settle(wait(running, return_when=ALL_COMPLETED if broken else FIRST_COMPLETED)[0])
+            if lost or broken:  # every future of a broken pool ends, with its result or with the pool
+                return [*lost, *settle(wait(running, return_when=ALL_COMPLETED)[0])], waiting
         return [], []
     except BaseException:  # interrupted (or a setup error): stop now, not after the studies in flight
         _kill_workers(pool)
