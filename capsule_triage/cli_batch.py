@@ -69,10 +69,17 @@ def batch_command(
         rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
                 "those only); --force again redoes every study" if force else  # QA 37, rev33
                 "Re-run the same command to finish the rest")
+        done = getattr(exc, "result", None)  # a BatchInterrupted: what the run reports, as far as it got
         with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
-            for line in getattr(exc, "failures", ()):  # a BatchInterrupted: the studies that failed before it
+            for line in done.failures if done else ():  # the studies that failed before it
                 typer.echo(printable(f"Error: {line}"), err=True)
-            typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
+            for line in done.warnings if done else ():
+                typer.echo(printable(f"Warning: {line}"), err=True)
+            if done and done.summary_error:  # review rev57 #3: said "studies.parquet lists what is done" all the same
+                typer.echo(printable(f"Error: {done.summary_error}"), err=True)
+                typer.echo(f"Interrupted; the summary could not be written (above): each finished study's own results stand. {rest}.", err=True)
+            else:
+                typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
     for line in result.failures:
         typer.echo(printable(f"Error: {line}"), err=True)

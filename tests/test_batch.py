@@ -571,26 +571,38 @@ def test_a_study_whose_thumbnails_were_pruned_is_not_complete(random_weights, tm
         assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1 and pq.read_table(frames).num_rows == 64
 
 
-def test_an_interrupt_while_the_summary_is_written_waits_for_it(random_weights, tmp_path):
+@pytest.mark.parametrize("disk_full", [False, True])
+def test_an_interrupt_while_the_summary_is_written_waits_for_it(disk_full, random_weights, tmp_path):
     """QA 62 #3: a SIGTERM (or a second Ctrl-C) while studies.parquet was written left the night's new study unlisted
     and the last night's summary in place, while the console said "studies.parquet lists what is done". In a process of
-    its own: a signal sent to the pytest process itself has crashed it after tests/test_backends.py (700040a, CI144)."""
+    its own: a signal sent to the pytest process itself has crashed it after tests/test_backends.py (700040a, CI144).
+    Review rev57 #3: when the summary could not be written (a full disk), the console said the same, without the Error."""
     _settled_demo_study(tmp_path / "in")
     (tmp_path / "in" / "empty.mp4").write_bytes(b"")
     env = _hooked(tmp_path / "hook", (  # the batch process sends itself SIGTERM as the summary is being written
         "import os, signal, time\n"
         "from capsule_triage.batch import engine\n"
+        "from capsule_triage.errors import OutputError\n"
         "_real = engine.write_summary\n"
-        "def write_summary(*args, **kwargs):\n"
+        "def write_summary(out, *args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(0.2)  # the old code's KeyboardInterrupt arrives here\n"
-        "    return _real(*args, **kwargs)\n"
+        f"    if {disk_full}:\n"
+        "        raise OutputError(out / 'studies.parquet', 'cannot be written (No space left on device)')\n"
+        "    return _real(out, *args, **kwargs)\n"
         "engine.write_summary = write_summary\n"))
     out = tmp_path / "out"
     result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", timeout=300, env=env)
     assert result.returncode == 130, result.stderr
-    assert result.stderr.splitlines()[0] == f"Error: {tmp_path / 'in' / 'empty.mp4'}: file is empty (0 bytes)"  # rev56: was lost
-    assert result.stderr.splitlines()[1].startswith("Interrupted; studies.parquet lists what is done.")
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: {tmp_path / 'in' / 'empty.mp4'}: file is empty (0 bytes)"  # rev56: was lost
+    if disk_full:
+        assert lines[1:3] == [f"Error: {out / 'studies.parquet'}: cannot be written (No space left on device)",
+                              "Interrupted; the summary could not be written (above): each finished study's own results stand. "
+                              "Re-run the same command to finish the rest."], lines
+        assert not (out / "studies.parquet").exists() and len(list(out.glob("a.mp4*/frames.parquet"))) == 1
+        return
+    assert lines[1].startswith("Interrupted; studies.parquet lists what is done.")
     assert sorted(r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()) == ["failed", "ok"]
     assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
 

@@ -71,13 +71,18 @@ class BatchOptions:
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM in a batch, raised once its summary is written; ``failures``: a "<path>: <problem>" line per
-    study that failed before it (QA 43: the CLI printed none; rev39: not read back from a studies.parquet that another
-    run, or a file system's own clock, could have written)."""
+    """Ctrl-C or SIGTERM in a batch, raised once its summary is written (or failed to be: ``result.summary_error``);
+    ``result``: what the run reports, its failures ("<path>: <problem>" per study that failed before it; QA 43: the CLI
+    printed none; rev39: not read back from a studies.parquet that another run, or a file system's own clock, could have
+    written) and warnings with it (review rev57 #3: they, and a summary that could not be written, were lost)."""
 
-    def __init__(self, failures: list[str]):
+    def __init__(self, result: BatchResult | None):
         super().__init__()
-        self.failures = failures
+        self.result = result
+
+    @property
+    def failures(self) -> list[str]:
+        return self.result.failures if self.result is not None else []
 
 
 @dataclass
@@ -159,7 +164,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                    "their folders out of the output folder")
         log(f"refused: {input_dir}: {problem}")
         raise TriageError(input_dir, problem)
-    engine = _make_engine(options)
+    engine, result = _make_engine(options), None
     try:
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
                                            device_type=engine.device_type, run=options.run)
@@ -180,12 +185,17 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made).failures) from None
+            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made)) from None
         finally:
             progress.bar.close()
+        result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made)  # before Ray's slow shutdown
     finally:
-        engine.close()
-    return _summarised(studies, progress, ctx, info=info, interrupted=False, made=made)
+        try:
+            engine.close()
+        except KeyboardInterrupt:  # review rev57 #6: a Ctrl-C in ray.shutdown() came before the summary was written
+            if result is not None:
+                raise BatchInterrupted(result) from None  # else the exception in flight goes on (an interrupt, an error)
+    return result
 
 
 def _summarised(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
@@ -198,7 +208,7 @@ def _summarised(studies: list[Study], progress: Progress, ctx: WorkerContext, *,
         with deferring_interrupts():
             done = _finish(studies, progress, ctx, info=info, interrupted=interrupted, made=made)
     except InterruptedAfterWriting:
-        raise BatchInterrupted(done.failures if done is not None else []) from None
+        raise BatchInterrupted(done) from None
     return done
 
 
