@@ -61,15 +61,12 @@ class Expect:
         frames: inclusive range of frames decoded (graceful results).
         skipped: inclusive range of frames skipped and counted in run.json (graceful results).
         total: frames decoded + skipped, when only the split depends on the decoder.
-        batch_error: the fragment ``triage batch`` reports, when it differs (none since QA 62 #7: a batch checks each
-            study as ``triage run`` does before it hashes it, so the same words name the problem).
     """
 
     error: str | None = None
     frames: tuple[int, int] | None = None
     skipped: tuple[int, int] = (0, 0)
     total: int | None = None
-    batch_error: str | None = None
 
 
 @dataclass(frozen=True)

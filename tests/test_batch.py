@@ -1775,3 +1775,39 @@ def test_batch_log_is_made_as_the_umask_allows_and_a_lost_line_is_said(tmp_path,
     lost("ok a")
     assert capsys.readouterr().err.splitlines() == [
         f"Warning: {tmp_path / 'gone' / 'batch.log'}: cannot append (No such file or directory); this run's lines from here on are not in it"]
+
+
+def test_a_file_saved_in_a_study_folder_while_its_pages_are_rewritten_is_kept(tmp_path):
+    """Review rev57 #7: the pages of a complete study are rewritten in a copy of its folder that then replaces it
+    (``whole_copy``: the copy holds the reviewer's files of that moment); a file saved in the folder meanwhile was
+    deleted with it, without a word."""
+    from capsule_triage.batch.install import install, link_or_copy
+    from capsule_triage.errors import OutputError
+
+    final, work = tmp_path / "out" / "study", tmp_path / "out" / ".work" / "study"
+    final.mkdir(parents=True)
+    (final / "run.json").write_text("{}")
+    (final / "notes.txt").write_text("seen\n")
+    shutil.copytree(final, work, copy_function=link_or_copy)
+    (final / "notes-2.txt").write_text("event #2 confirmed\n")  # saved after the copy was taken
+    with pytest.raises(OutputError, match=r"study: files were saved in it while its pages were written \(notes-2\.txt\): "
+                                          r"left as it is, the pages are written on the next run"):
+        install(work, final, whole_copy=True)
+    assert sorted(p.name for p in final.iterdir()) == ["notes-2.txt", "notes.txt", "run.json"]
+    (final / "notes-2.txt").unlink()
+    install(work, final, whole_copy=True)  # what the copy holds (notes.txt) is no loss: installed
+    assert sorted(p.name for p in final.iterdir()) == ["notes.txt", "run.json"] and not work.exists()
+
+
+def test_the_ray_actor_s_install_check_is_the_one_the_worker_asks():
+    """CI146: a text replace renamed StudyWorker.may_install, so the Ray actor's override was never called and an actor
+    installed a study after its batch's kill -9; only a slow Ray test (test_interrupts.py) saw it. This one is quick."""
+    import inspect
+
+    from capsule_triage.batch import ray_engine, worker
+
+    assert "may_install" in vars(worker.StudyWorker) and "may_install" in vars(ray_engine.OwnedStudyWorker)
+    assert "self.may_install()" in inspect.getsource(worker.StudyWorker._run)
+    orphan = object.__new__(ray_engine.OwnedStudyWorker)  # an actor whose batch is gone
+    orphan._owner_gone = lambda: True
+    assert orphan.may_install() is False and worker.StudyWorker.may_install(orphan) is True

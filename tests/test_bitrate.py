@@ -45,8 +45,11 @@ def test_bits_are_counted_over_what_the_model_sees():
                            f"below {bitrate.FLOORS['mjpeg']:g}, more than 5% of the shipped model's test frames changed sides")
     # rev56, CI145: a predicting codec's bits a frame follow the content (a stall, black frames, a video rate) as much as
     # the quality, so only MJPEG is judged; and only a study whose frames show a view (black frames cost few bits)
-    assert bitrate.low_bitrate_note(_info("h264", 224, 224), low, 224, 1.0) is None
-    assert bitrate.low_bitrate_note(_info("mpeg4", 224, 224), low, 224, 1.0) is None
+    below_all = DecodeStats(frames_decoded=2, video_bytes=2 * 700)  # 0.112: below every family's floor (review rev57 #5)
+    assert bitrate.bits_per_model_pixel(_info("h264", 224, 224), below_all, 224) < min(bitrate.FLOORS.values())
+    assert bitrate.low_bitrate_note(_info("h264", 224, 224), below_all, 224, 1.0) is None
+    assert bitrate.low_bitrate_note(_info("mpeg4", 224, 224), below_all, 224, 1.0) is None
+    assert bitrate.low_bitrate_note(_info("mjpeg", 224, 224), below_all, 224, 1.0) is not None
     assert bitrate.low_bitrate_note(_info("mjpeg", 224, 224), low, 224, 0.9) is None
     assert bitrate.low_bitrate_note(_info("mjpeg", 224, 224), low, 224, 0.95) == note
     folder = SourceInfo(path="/data/f", kind="frames", codec="jpg", width=224, height=224, average_fps=None,

@@ -230,12 +230,12 @@ def test_batch_over_every_case_fails_only_the_bad_studies(batch_tree, warm, no_d
     assert len(errors) == len(bad), "\n".join(errors)
     for case in bad:
         mine = [line for line in errors if line.startswith(f"Error: {case.path}: ")]
-        assert len(mine) == 1 and (case.expect.batch_error or case.expect.error) in mine[0], (case.name, mine)
+        assert len(mine) == 1 and case.expect.error in mine[0], (case.name, mine)
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
     for case in cases:
         row = rows[case.path.relative_to(root).as_posix()]
         if case.expect.error:
-            assert row["status"] == "failed" and (case.expect.batch_error or case.expect.error) in row["error"], (case.name, row)
+            assert row["status"] == "failed" and case.expect.error in row["error"], (case.name, row)
             assert not (out / row["study_id"]).exists()
             continue
         assert row["status"] == "ok", (case.name, row)

@@ -31,9 +31,12 @@ def check_replaceable(final: Path) -> None:
 
 def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
     """Rename the finished study folder into place (replacing an outdated one, which must hold nothing else:
-    :func:`check_replaceable`, unless ``work`` is a copy of all of it, ``whole_copy``)."""
+    :func:`check_replaceable`, unless ``work`` is a copy of all of it, ``whole_copy``, and nothing was added since)."""
     if not whole_copy:
         check_replaceable(final)  # again: a reviewer may have saved a file there while the study was scored
+    elif final.is_dir() and (added := sorted(set(foreign_files(final, RUN_OUTPUTS)) - set(os.listdir(work)))):
+        raise OutputError(final, f"files were saved in it while its pages were written ({', '.join(added[:3])}"
+                                 f"{', ...' if len(added) > 3 else ''}): left as it is, the pages are written on the next run")
     trash = None
     if final.exists():
         trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
