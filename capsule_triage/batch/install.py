@@ -47,13 +47,15 @@ def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
 
 
 def link_or_copy(src: str, dst: str) -> None:
+    """A copytree ``copy_function``: a hard link (no bytes copied; the batch replaces files by rename, never in place,
+    so the original is never changed through it), else a copy."""
     try:
         os.link(src, dst)
     except OSError:  # a file system without hard links
         shutil.copy2(src, dst)
 
 
-def others_at(top: Path):
+def ignore_foreign_at(top: Path):
     """A copytree ``ignore`` leaving out what the batch does not write in ``top`` (a reviewer's notes on the earlier
     study's results are not the moved study's: review rev56, they then refused its every rescore)."""
     return lambda folder, names: [n for n in names if n not in RUN_OUTPUTS] if Path(folder) == top else []

@@ -31,7 +31,7 @@ from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
 from .discovery import Study, input_sha256
-from .install import check_replaceable, install, link_or_copy, others_at
+from .install import check_replaceable, install, link_or_copy, ignore_foreign_at
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
 
@@ -271,7 +271,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     work = ctx.out_dir / WORK_DIR / study.study_id
     shutil.rmtree(work, ignore_errors=True)
     try:
-        shutil.copytree(earlier, work, symlinks=True, copy_function=link_or_copy, ignore=others_at(earlier))
+        shutil.copytree(earlier, work, symlinks=True, copy_function=link_or_copy, ignore=ignore_foreign_at(earlier))
     except shutil.Error as exc:  # the errors of each file, in one exception without an errno
         shutil.rmtree(work, ignore_errors=True)
         full = "[Errno 28]" in str(exc) or "[Errno 122]" in str(exc)
