@@ -121,6 +121,8 @@ class DecodeStats:
         colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
             frame0.png)").
         video_bytes: bytes of the video packets read (0: a frame folder), for the bits per pixel (:mod:`~capsule_triage.bitrate`).
+        turned_degrees: the quarter turns clockwise (90, 180, 270) a video's display matrix asked for, each once, in the
+            order first seen: its frames were turned upright by them (the stored size is the source's ``width`` x ``height``).
         jpeg_images, jpeg_bytes, jpeg_pixels: a frame folder's JPEG images read, their file bytes and stored pixels (each
             coded alone, as MJPEG's frames are: their bits per pixel, :mod:`~capsule_triage.bitrate`).
     """
@@ -137,6 +139,7 @@ class DecodeStats:
     colour_profiles: list[str] = field(default_factory=list)
     sample_bits: int = 0
     video_bytes: int = 0
+    turned_degrees: list[int] = field(default_factory=list)
     jpeg_images: int = 0
     jpeg_bytes: int = 0
     jpeg_pixels: int = 0

@@ -386,6 +386,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "bits_per_model_pixel": None if (seen := bits_per_model_pixel(info, stats, classifier.config.input_size)) is None else round(seen, 4),
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
+        "frames_turned_clockwise_degrees": stats.turned_degrees,  # by the display matrix, upright as a player shows them
         "frames_reused_as_duplicates": stats.frames_reused,
         "frames_without_view": int((~view).sum()),  # NO_VIEW_KINDS: not scored
         "time_gaps": time_gaps(pts),

@@ -55,10 +55,12 @@ def square_pixel_width(stream: av.VideoStream, width: int) -> int:
     return max(1, round(width * sar)) if sar and sar > 0 and sar != 1 else width
 
 
-def upright(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+def upright(image: np.ndarray, frame: av.VideoFrame, stats: DecodeStats | None = None) -> np.ndarray:
     """``image`` (decoded from ``frame``) turned as a player shows it, by the display matrix a phone
-    or recorder writes (quarter turns, as FFmpeg's autorotate); a view, no copy."""
+    or recorder writes (quarter turns, as FFmpeg's autorotate); a view, no copy. The turn is noted in ``stats``."""
     turns = round((frame.rotation or 0) / 90) % 4
+    if turns and stats is not None and (clockwise := (4 - turns) * 90) not in stats.turned_degrees:
+        stats.turned_degrees.append(clockwise)  # np.rot90 turns counter-clockwise
     return np.rot90(image, turns) if turns else image
 
 
@@ -338,7 +340,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     stats.skip(f"frame {index}: {short_error(exc)}")
                     rgb = None
                 else:
-                    rgb = upright(rgb, frame)
+                    rgb = upright(rgb, frame, stats)
                     rgb = np.ascontiguousarray(_centre_square(rgb) if options.square_crop else rgb)
                     stats.frames_decoded += 1
                 if reorder is None:

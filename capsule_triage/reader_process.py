@@ -121,6 +121,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.frames_skipped += child_stats.frames_skipped
                 stats.frames_hidden_by_edit_list += child_stats.frames_hidden_by_edit_list
                 stats.video_bytes += child_stats.video_bytes
+                stats.turned_degrees += [turn for turn in child_stats.turned_degrees if turn not in stats.turned_degrees]
                 stats.jpeg_images += child_stats.jpeg_images
                 stats.jpeg_bytes += child_stats.jpeg_bytes
                 stats.jpeg_pixels += child_stats.jpeg_pixels

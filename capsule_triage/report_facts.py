@@ -41,6 +41,9 @@ def study_facts(study: Study) -> str:
     run, src = study.run, study.run.get("source", {})
     size = run.get("input", {}).get("size_bytes")
     res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
+    if res and (turned := run.get("frames_turned_clockwise_degrees")):  # QA 61 L3: the stored size, with nothing saying the frames were turned
+        turns = " and ".join(f"{t}\u00b0" for t in turned)
+        res += f" as stored, shown turned {turns} clockwise (its display matrix)"
     duration = study_duration(study)
     return facts("Study", [
         ("File", file_name(run)), ("Path", run.get("input", {}).get("path")),

@@ -554,15 +554,17 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
     rotated = tmp_path / "rotated.mp4"
     rotated.write_bytes(bytes(data))
-    batches, _ = _all(rotated, short_side=None, square_crop=False)
+    batches, stats = _all(rotated, short_side=None, square_crop=False)
     frame = batches[0].data[0]
-    assert frame.shape == (64, 32, 3)
+    assert frame.shape == (64, 32, 3) and stats.turned_degrees == [90]  # QA 61 L3: recorded (run.json, the report)
     assert frame[:28].mean() > 200 and frame[36:].mean() < 30
     thumb = read_frames_at(rotated, [2], [0.5])[2]
     assert thumb.shape == (64, 32, 3) and thumb[:28].mean() > 200 and thumb[36:].mean() < 30
     from capsule_triage.reader_process import read_frames_in_process
 
-    in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False)))
+    child_stats = DecodeStats()
+    in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False), child_stats))
+    assert child_stats.turned_degrees == [90] and _all(path)[1].turned_degrees == []
     np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
 
 

@@ -171,6 +171,27 @@ def test_run_json_gives_the_studys_duration_from_its_frames(random_weights, tmp_
         assert "<dt>Duration</dt><dd>10.0 s</dd>" in (tmp_path / suffix / "report.html").read_text()
 
 
+def test_a_turned_video_says_so_beside_its_stored_size(random_weights, tmp_path):
+    """QA 61 L3: run.json and the review page gave a rotated video's stored size (64 x 32 for frames shown 32 x 64)
+    and nothing recorded that its frames had been turned upright by its display matrix."""
+    import struct
+
+    from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
+
+    data = bytearray(encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "stored.mp4").read_bytes())
+    matrix = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 16  # a version 0 box (tests/test_reader.py: turn 90 degrees clockwise)
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    (tmp_path / "turned.mp4").write_bytes(bytes(data))
+    pipeline = load_pipeline("capsule-bleeding")
+    classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
+    for name, turned in (("turned.mp4", [90]), ("stored.mp4", [])):
+        run = triage_study(tmp_path / name, pipeline, classifier, RunOptions(out=tmp_path / f"out_{name}")).run
+        assert (run["source"]["width"], run["source"]["height"], run["frames_turned_clockwise_degrees"]) == (64, 32, turned)
+        page = (tmp_path / f"out_{name}" / "report.html").read_text()
+        said = "64 \u00d7 32 px as stored, shown turned 90\u00b0 clockwise (its display matrix)"
+        assert (said in page) is bool(turned) and "64 \u00d7 32 px" in page
+
+
 def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):
     """The same 48 frames as H.264 mp4, MJPEG avi and a PNG folder, scored by the shipped model:
     lossy codecs move scores a little; tolerance against the lossless PNG folder: mean |delta score|
