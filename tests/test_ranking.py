@@ -343,3 +343,24 @@ def test_smoothing_window_edges_do_not_depend_on_rounding():
     pts = np.array([15.333, 15.833, 16.333000000000002, 16.833])
     got = smooth_scores(np.array([0.0, 0.3, 0.9, 0.0]), pts, 1.0)
     assert got[1] == pytest.approx((0.0 + 0.3 + 0.9) / 3) and got[2] == pytest.approx((0.3 + 0.9 + 0.0) / 3)
+
+
+def test_an_event_holds_the_frame_that_raised_it():
+    """QA 64: a frame scored 0.491 between low ones smoothed to 0.183, under the enter threshold, while its neighbour
+    smoothed to 0.195: the event was the neighbour alone, 'peak 0.050 - bleeding' on its card, and the frame that raised
+    it in no event (43 of 347 events of a 5.5 h study). The event now takes in that frame: its peak and thumbnail."""
+    scores = np.array([0.03, 0.033, 0.007, 0.491, 0.05, 0.043, 0.023, 0.018, 0.02])
+    pts = np.arange(len(scores)) * 0.5  # 2 frames/s: the 1 s window averages each frame with its two neighbours
+    params = RankParams(smooth_seconds=1.0, enter_threshold=0.1883, leave_threshold=0.1412, merge_gap_seconds=2.0,
+                        min_event_seconds=0.5, top_k=5, nms_seconds=5.0)
+    result = rank(pts, np.arange(len(scores)), np.stack([1 - scores, scores], 1), ["normal", "bleeding"], [1], params)
+    assert np.flatnonzero(result.smoothed >= 0.1883).tolist() == [4]  # the case: only the neighbour is flagged
+    (event,) = result.events
+    assert (event.start_frame, event.end_frame, event.peak_frame, event.frame_count) == (3, 4, 3, 2)
+    assert event.peak_score == pytest.approx(0.491) and event.duration_seconds == pytest.approx(1.0)
+    assert result.event_id.tolist() == [-1, -1, -1, 0, 0, -1, -1, -1, -1]
+    level = scores.copy()
+    level[3] = 0.05  # the frame outside no higher than the run's own peak: the run is left as it is
+    level[4], level[5] = 0.6, 0.05
+    (event,) = rank(pts, np.arange(len(scores)), np.stack([1 - level, level], 1), ["normal", "bleeding"], [1], params).events
+    assert (event.start_frame, event.peak_frame) == (event.end_frame - event.frame_count + 1, 4) and event.peak_score == pytest.approx(0.6)
