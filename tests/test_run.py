@@ -444,3 +444,23 @@ def test_an_hdr_recording_scores_as_its_sdr_recording(tmp_path):
     assert out["pq"][2] == out["sdr"][2]
     assert (f"Warning: {tmp_path / 'pq.mp4'}: HDR video (PQ (SMPTE ST 2084), BT.2020 primaries): converted to SDR sRGB "
             "with BT.709 primaries") in out["pq"][0] and "Warning" not in out["sdr"][0]
+
+
+def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
+    """QA 64 #5: the console said "#2: 19949.50 to 19999.50 s, peak >0.999 at 19983.00 s" where the review page said
+    5:32:29.5-5:33:19.5: the reviewer could not match the two. Now the page's clock, with the seconds of events.parquet."""
+    import pyarrow as pa
+
+    from capsule_triage.cli import _print_top_events
+
+    for last, expected in ((20000.0, "  #1: 5:32:29.5 to 5:33:19.5 (19949.50-19999.50 s), peak >0.999 at 5:33:03.0, 101 frames, bleeding"),
+                           (120.0, "  #1: 0:10.0 to 0:20.5 (10.00-20.50 s), peak >0.999 at 0:13.0, 101 frames, bleeding")):
+        out = tmp_path / str(last)
+        out.mkdir()
+        start = 19949.5 if last > 3600 else 10.0
+        pq.write_table(pa.table({"pts_seconds": [0.0, last]}), out / "frames.parquet")
+        pq.write_table(pa.table({"rank": [0], "start_seconds": [start], "end_seconds": [start + (50.0 if last > 3600 else 10.5)],
+                                 "peak_score": [0.9995], "peak_seconds": [start + (33.5 if last > 3600 else 3.0)],
+                                 "frame_count": [101], "dominant_class": ["bleeding"]}), out / "events.parquet")
+        _print_top_events(out)
+        assert capsys.readouterr().out.splitlines() == [expected]
