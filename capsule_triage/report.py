@@ -188,7 +188,8 @@ def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
     tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
              ("Events", f"{events:,}", "ranked by peak score"),
              ("Flagged", f"{pct:.1f}%", f"{flagged:,} frames in events"),
-             (reading, fmt_duration(read_flagged), f"flagged frames only, vs {fmt_duration(read_all)} for the whole study ({saved})")
+             (reading, fmt_duration(read_flagged), f"flagged frames only, in {events:,} event{'s' if events != 1 else ''} to open, "
+                                                   f"vs {fmt_duration(read_all)} for the whole study ({saved})")  # QA 64: how many
              if flagged else (reading, fmt_duration(read_all), "the whole study: no flagged frames to look at first")]  # QA 41: "0.0 s, 100% less"
     cells = "".join(f'<div class="tile"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div><div class="s">{esc(s)}</div></div>'
                     for k, v, s in tiles)
