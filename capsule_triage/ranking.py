@@ -220,8 +220,8 @@ def find_events(
     Hysteresis on ``smoothed``, a run cut where the time no frame shows between two consecutive
     frames (their step less the frame period there) is ``merge_gap_seconds`` or more; runs whose
     unflagged time between them (start of next minus end of previous less the period of that last
-    frame) is shorter than ``merge_gap_seconds`` merge (gap frames join the event); events whose
-    duration (``end - start`` + the period of the last frame) is shorter than ``min_event_seconds``
+    frame) is shorter than ``merge_gap_seconds``, or is one frame in the frames' rhythm, merge (gap frames
+    join the event); events whose duration (``end - start`` + the period of the last frame) is shorter than ``min_event_seconds``
     are dropped; an event then takes in the frame of highest raw score its smoothed scores averaged, when that lies
     just outside it (:func:`_take_in_peaks`). Periods are local (:func:`frame_periods`), so an adaptive frame rate
     gives the same events at 2 and 6 frames/s. Events are ranked by peak raw score (ties: earlier first).
@@ -267,7 +267,10 @@ def find_events(
     # Merge runs separated by a short unflagged time (QA 29: measured with one period in, at 2 frames/s
     # 1.5 s apart split, at 6 merged): a new event begins where it is long enough.
     gaps = pts[starts[1:]] - pts[ends[:-1]] - period[ends[:-1]]
-    new_group = np.concatenate(([True], gaps >= params.merge_gap_seconds - TIME_EPS))
+    # One unflagged frame between two runs, in the frames' own rhythm, never splits them (QA 64 #4: at 0.5 frames/s a
+    # frame is 2 s, the preset's merge gap, so one frame missed split a 100-frame bleeding run into two events).
+    lone = (starts[1:] - ends[:-1] == 2) & (pts[starts[1:]] - pts[ends[:-1]] <= period[ends[:-1]] + period[ends[:-1] + 1] + TIME_EPS)
+    new_group = np.concatenate(([True], (gaps >= params.merge_gap_seconds - TIME_EPS) & ~lone))
     starts = starts[new_group]
     ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
     keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - TIME_EPS

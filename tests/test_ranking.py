@@ -364,3 +364,21 @@ def test_an_event_holds_the_frame_that_raised_it():
     level[4], level[5] = 0.6, 0.05
     (event,) = rank(pts, np.arange(len(scores)), np.stack([1 - level, level], 1), ["normal", "bleeding"], [1], params).events
     assert (event.start_frame, event.peak_frame) == (event.end_frame - event.frame_count + 1, 4) and event.peak_score == pytest.approx(0.6)
+
+
+def test_one_frame_missed_at_a_low_rate_does_not_split_an_event():
+    """QA 64 #4: at 0.5 frames/s a frame is 2 s, the preset's merge gap, so one unflagged frame inside a 100-frame
+    bleeding run split it into two events (#6 and #2 of a 12 h study). Across time without frames it still splits."""
+    params = RankParams(smooth_seconds=1.0, enter_threshold=0.5, leave_threshold=0.4, merge_gap_seconds=2.0,
+                        min_event_seconds=0.5, top_k=5, nms_seconds=5.0)
+    scores = np.array([0.0] * 3 + [0.9] * 5 + [0.1] + [0.9] * 5 + [0.0] * 3)
+    pts = np.arange(len(scores)) * 2.0  # 0.5 frames/s: the 1 s window is each frame alone
+    probs = np.stack([1 - scores, scores], 1)
+    (event,) = rank(pts, np.arange(len(scores)), probs, ["normal", "bleeding"], [1], params).events
+    assert (event.start_frame, event.end_frame, event.frame_count) == (3, 13, 11)
+    two = scores.copy()
+    two[8:10] = 0.1  # two frames missed (4 s unflagged): two events, as before
+    assert len(rank(pts, np.arange(len(scores)), np.stack([1 - two, two], 1), ["normal", "bleeding"], [1], params).events) == 2
+    apart = pts.copy()
+    apart[9:] += 6.0  # the lone frame followed by 6 s without frames: what was not seen splits it
+    assert len(rank(apart, np.arange(len(scores)), probs, ["normal", "bleeding"], [1], params).events) == 2
