@@ -1161,14 +1161,17 @@ def test_an_interrupted_batch_says_what_a_rerun_does(force, advice, monkeypatch,
     assert result.exit_code == 130 and result.stderr.strip() == f"Interrupted; studies.parquet lists what is done. {advice}", result.stderr
     # QA 43: the studies that failed before the interrupt had no Error line (only studies.parquet and batch.log named them);
     # rev39: they come with the interrupt, not from a studies.parquet that another run could have written
-    from capsule_triage.batch.engine import BatchInterrupted
+    from capsule_triage.batch.engine import BatchInterrupted, BatchResult
 
-    def interrupted_after_a_failure(input_dir, out, options):
-        raise BatchInterrupted(["/in/broken.mp4: not a video"])
+    def interrupted_after_a_failure(input_dir, out, options):  # review rev57 #3: its warnings come with it too
+        raise BatchInterrupted(BatchResult(out_dir=out, rows=[], counts={}, frames=0, wall_seconds=1.0,
+                                           failures=["/in/broken.mp4: not a video"], warnings=["1 study folder of inputs no longer found"]))
 
     monkeypatch.setattr(batch_module, "run_batch", interrupted_after_a_failure)
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", *(["--force"] if force else []), "--quiet")
-    assert result.exit_code == 130 and result.stderr.splitlines()[0] == "Error: /in/broken.mp4: not a video", result.stderr
+    assert result.exit_code == 130 and result.stderr.splitlines() == [
+        "Error: /in/broken.mp4: not a video", "Warning: 1 study folder of inputs no longer found",
+        f"Interrupted; studies.parquet lists what is done. {advice}"], result.stderr
 
 
 def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weights, tmp_path, monkeypatch):
