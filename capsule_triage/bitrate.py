@@ -54,7 +54,7 @@ def bits_per_model_pixel(info: SourceInfo, stats: DecodeStats, input_size: int) 
     floors were measured on 224 px frames). A smaller frame is enlarged, its artefacts with it: its own pixels count.
     A frame folder's frames are taken at their mean stored size, in the shape of its first image."""
     bpp = bits_per_pixel(info, stats)
-    if bpp is None:
+    if bpp is None or not info.width or not info.height:  # a folder whose first images did not decode has no shape (rev58)
         return None
     pixels = stats.jpeg_pixels / stats.jpeg_images if info.kind == "frames" else info.width * info.height
     short, long = sorted((info.width, info.height))

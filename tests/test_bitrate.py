@@ -125,3 +125,15 @@ def test_a_folder_of_coarse_jpeg_exports_is_said_as_an_mjpeg_video_is(shipped_we
     (mixed / "000.jpg").unlink()
     run = triage_study(mixed, pipeline, classifier, RunOptions(out=tmp_path / "mixed", report=False, folder_fps=4.0)).run
     assert run["bits_per_pixel"] is None and not any("heavily compressed" in w for w in run["warnings"])
+
+
+def test_a_folder_without_a_shape_from_its_first_images_is_not_judged():
+    """Review rev58 #1: a folder whose first images did not decode is probed without a shape (0 x 0); its later JPEGs
+    were counted, and the bits per model pixel divided by its zero side: the study failed after it was scored."""
+    folder = SourceInfo(path="/data/f", kind="frames", codec="jpg", width=0, height=0, average_fps=None,
+                        duration_seconds=None, num_frames_from_header=None, size_bytes=0)
+    stats = DecodeStats(frames_decoded=4)
+    for _ in range(4):
+        stats.saw_jpeg(2000, 224, 224)
+    assert bitrate.bits_per_pixel(folder, stats) == pytest.approx(2000 * 8 / (224 * 224))
+    assert bitrate.bits_per_model_pixel(folder, stats, 224) is None and bitrate.low_bitrate_note(folder, stats, 224, 1.0) is None
