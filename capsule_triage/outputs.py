@@ -27,8 +27,9 @@ from .ranking import Event, Ranking
 
 SCHEMA_VERSION = "1"
 # Raised when the same input, weights and options give other results, so a batch re-run redoes the studies
-# it made before: 2 = frames without a field of view are not scored, and runs end at time not seen (2026-12-02).
-RESULTS_VERSION = 2
+# it made before: 2 = frames without a field of view are not scored, and runs end at time not seen (2026-12-02);
+# 3 = an event takes in the frame that raised it, and one unflagged frame does not split an event (2026-12-04, QA 64).
+RESULTS_VERSION = 3
 FRAMES_FILE = "frames.parquet"
 EVENTS_FILE = "events.parquet"
 TOP_FRAMES_FILE = "top_frames.parquet"

@@ -1373,8 +1373,8 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     """A change to pipeline_fingerprint makes every nightly batch score its whole archive again: the prints
     of fixed settings are pinned (computed with the code of d3f97a8, before --skip-duplicates joined them
     only when set; review rev21). Change these values only when a re-score of every archive is meant: the
-    last was RESULTS_VERSION 2 (2026-12-02: frames without a view are not scored; the prints before were
-    855aeea1... and 83b69326...)."""
+    last was RESULTS_VERSION 3 (2026-12-04: an event takes in the frame that raised it, one unflagged frame does not
+    split one; the prints before were 45b60a6a... and f78b101f...; before RESULTS_VERSION 2, 855aeea1... and 83b69326...)."""
     import types
 
     from capsule_triage.batch import records
@@ -1389,8 +1389,8 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
         preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None, sha256=sha256)
         prints = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
                   for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
-        assert prints[:2] == ["45b60a6aa3e709f73f305fd11541dcf398aed76d12404767b11c0018059be56a",
-                              "f78b101f09668f6a42e1463ea03546a9cc5c6b9f5be39d5daa35a18ceb2be437"]
+        assert prints[:2] == ["5db19f17b6e44cffd89a7e11c2cbe517ddd7185eec79b02e76c84cb15d780cb4",
+                              "26c0d39e0ecf96bc3d0782a2dacdd8307454d86894fbe18ae2b1e4af41e98ace"]
         assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
 
 
