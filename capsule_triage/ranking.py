@@ -6,7 +6,6 @@ counts, so variable frame rates, decode gaps and different sampling rates are ha
 
 from __future__ import annotations
 
-import bisect
 import math
 import numbers
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .periods import TIME_EPS, frame_periods
+from .top_frames import top_k_frames
 
 
 
@@ -25,7 +25,8 @@ class RankParams:
     smooth_seconds: float = 1.0  # centred moving-average window, in seconds (0 = off)
     enter_threshold: float = 0.5  # smoothed score at/above which an event starts (hysteresis)
     leave_threshold: float = 0.35  # smoothed score below which an event ends (must be <= enter)
-    merge_gap_seconds: float = 2.0  # events with less unflagged time between them (next start - last end - its period) merge
+    merge_gap_seconds: float = 2.0  # events with less unflagged time between them (next start - last end - its period) merge;
+    # one unflagged frame in the frames' rhythm always merges, even at 0
     min_event_seconds: float = 0.5  # events shorter than this (incl. one frame period) are dropped
     top_k: int = 20  # number of single frames in the top-K list
     nms_seconds: float = 5.0  # no two top-K frames within this many seconds of each other
@@ -126,22 +127,25 @@ def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.nda
 def _take_in_peaks(pts: np.ndarray, scores: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                    half: float) -> tuple[np.ndarray, np.ndarray]:
     """Each run widened to the frame of highest raw score among the frames its smoothed scores averaged (within
-    ``half`` of the smoothing window of its ends), when that frame lies outside it; never into a neighbouring run.
+    ``half`` of the smoothing window of its ends), when that frame lies outside it; never into a neighbouring run, as
+    that run was found or (the one before it) as it was widened, so no two events share a frame.
 
     QA 64: a frame scored 0.491 between two low ones smoothed to 0.183, under the enter threshold, while its neighbour
     smoothed to 0.195: the event was that neighbour alone, its peak 0.050, and the frame that raised it in no event
     (43 of 347 events of a 5.5 h study). The peak and thumbnail are now the frame that raised the event."""
     if half <= 0 or not len(starts):
         return starts, ends
-    lo = np.maximum(np.searchsorted(pts, pts[starts] - half - TIME_EPS, side="left"), np.concatenate(([0], ends[:-1] + 1)))
+    lo = np.searchsorted(pts, pts[starts] - half - TIME_EPS, side="left")
     hi = np.minimum(np.searchsorted(pts, pts[ends] + half + TIME_EPS, side="right") - 1,
                     np.concatenate((starts[1:] - 1, [len(pts) - 1])))
     starts, ends = starts.copy(), ends.copy()
-    for i in np.flatnonzero((lo < starts) | (hi > ends)):  # runs with frames averaged in beyond their ends
-        inside = scores[starts[i] : ends[i] + 1].max()
-        window = scores[lo[i] : hi[i] + 1]
-        if window.max() > inside:  # strictly: a tie keeps the run as it is
-            peak = lo[i] + int(np.argmax(window))
+    for i in range(len(starts)):  # in time order: a run never reaches back past its predecessor's end as widened (rev58 #3)
+        low = max(int(lo[i]), int(ends[i - 1]) + 1 if i else 0)
+        if low >= starts[i] and hi[i] <= ends[i]:
+            continue  # no frame averaged in beyond its ends
+        window = scores[low : hi[i] + 1]
+        if window.max() > scores[starts[i] : ends[i] + 1].max():  # strictly: a tie keeps the run as it is
+            peak = low + int(np.argmax(window))
             starts[i], ends[i] = min(starts[i], peak), max(ends[i], peak)
     return starts, ends
 
@@ -299,46 +303,6 @@ def find_events(
         event_id[starts[i] : ends[i] + 1] = rank_i
         ranked.append(events[i])
     return ranked, event_id
-
-
-def top_k_frames(
-    pts_seconds: np.ndarray, frame_index: np.ndarray, scores: np.ndarray, k: int, nms_seconds: float
-) -> list[tuple[int, float, float]]:
-    """Greedy temporal non-maximum suppression over single frames.
-
-    Frames are taken by descending raw score (ties: earlier first); a frame closer than
-    ``nms_seconds`` (``|dt| < nms_seconds``) to an already chosen one is skipped.
-
-    Args:
-        pts_seconds: float [N] timestamps; frame_index: int [N]; scores: float [N] raw scores.
-        k: maximum number of frames to return.
-        nms_seconds: minimum spacing between returned frames.
-
-    Returns:
-        Up to ``k`` tuples ``(frame_index, pts_seconds, score)``, best first.
-    """
-    pts = np.asarray(pts_seconds, dtype=np.float64)
-    n = pts.shape[0] if pts.ndim == 1 else -1
-    fidx, scores = np.asarray(frame_index), np.asarray(scores)
-    _check_1d("frame_index", fidx, n)
-    _check_1d("scores", scores, n)
-    if k <= 0 or n == 0:
-        return []
-    order = np.argsort(-scores.astype(np.float64), kind="stable")
-    chosen_times: list[float] = []  # sorted pts of chosen frames
-    out: list[tuple[int, float, float]] = []
-    for i in order.tolist():
-        t = float(pts[i])
-        pos = bisect.bisect_left(chosen_times, t)
-        if pos > 0 and t - chosen_times[pos - 1] < nms_seconds:
-            continue
-        if pos < len(chosen_times) and chosen_times[pos] - t < nms_seconds:
-            continue
-        chosen_times.insert(pos, t)
-        out.append((int(fidx[i]), t, float(scores[i])))
-        if len(out) >= k:
-            break
-    return out
 
 
 def rank(

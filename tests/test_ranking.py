@@ -13,8 +13,8 @@ from capsule_triage.ranking import (
     hysteresis_mask,
     rank,
     smooth_scores,
-    top_k_frames,
 )
+from capsule_triage.top_frames import top_k_frames
 
 CLASSES = ["normal", "ulcer", "bleeding"]
 ABNORMAL = [1, 2]
@@ -382,3 +382,19 @@ def test_one_frame_missed_at_a_low_rate_does_not_split_an_event():
     apart = pts.copy()
     apart[9:] += 6.0  # the lone frame followed by 6 s without frames: what was not seen splits it
     assert len(rank(apart, np.arange(len(scores)), probs, ["normal", "bleeding"], [1], params).events) == 2
+
+
+def test_two_events_never_share_the_frame_that_raised_them():
+    """Review rev58 #3: with a smoothing window wider than the merge gap (not a shipped preset's), two runs each took in
+    the frame between them that raised both: events #0 (frames 0-1) and #1 (frames 1-3) both peaked at frame 1, and the
+    per-frame event_id said only one. Runs are widened in time order, the later never back past the earlier."""
+    scores = np.array([0.0, 0.9, 0.9, 0.0, 0.0, 0.9, 0.0, 0.0, 0.9, 0.9, 0.9, 0.0])
+    params = RankParams(smooth_seconds=4.0, enter_threshold=0.5, leave_threshold=0.5, merge_gap_seconds=0.0,
+                        min_event_seconds=0.0, top_k=0)
+    result = rank(np.arange(len(scores)) * 1.0, np.arange(len(scores)), np.stack([1 - scores, scores], 1),
+                  ["normal", "bleeding"], [1], params)
+    spans = sorted((e.start_frame, e.end_frame) for e in result.events)
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:])), spans
+    for e in result.events:  # each event's frames are the frames event_id gives it
+        assert np.flatnonzero(result.event_id == e.event_id).tolist() == list(range(e.start_frame, e.end_frame + 1))
+        assert e.start_frame <= e.peak_frame <= e.end_frame
