@@ -50,7 +50,7 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written.
+    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one while the engine shuts down after that leaves the night's own code).
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk
@@ -66,21 +66,11 @@ def batch_command(
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as exc:
-        rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
-                "those only); --force again redoes every study" if force else  # QA 37, rev33
-                "Re-run the same command to finish the rest")
-        done = getattr(exc, "result", None)  # a BatchInterrupted: what the run reports, as far as it got
-        with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
-            for line in done.failures if done else ():  # the studies that failed before it
-                typer.echo(printable(f"Error: {line}"), err=True)
-            for line in done.warnings if done else ():
-                typer.echo(printable(f"Warning: {line}"), err=True)
-            if done and done.summary_error:  # review rev57 #3: said "studies.parquet lists what is done" all the same
-                typer.echo(printable(f"Error: {done.summary_error}"), err=True)
-                typer.echo(f"Interrupted; the summary could not be written (above): each finished study's own results stand. {rest}.", err=True)
-            else:
-                typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        if getattr(exc, "finished", False):  # review rev58 #5: every study was reached; only the engine's shutdown was cut
+            typer.echo("Interrupted while the engine shut down, after every study was reached: the night is complete", err=True)
+            result = exc.result
+        else:
+            _interrupted(exc, force)
     for line in result.failures:
         typer.echo(printable(f"Error: {line}"), err=True)
     for line in result.warnings:
@@ -99,6 +89,27 @@ def batch_command(
         typer.echo(printable(f"Wrote {result.index}"))
     if counts["failed"]:
         raise typer.Exit(EXIT_STUDY_FAILED)
+
+
+def _interrupted(exc: KeyboardInterrupt, force: bool) -> None:
+    """What an interrupted batch says (its failures, warnings, a summary it could not write, what a re-run does); exits 130."""
+    from .cli import printable
+
+    rest = ("Studies not reached keep their earlier results and new ones stay pending (a run without --force scores "
+            "those only); --force again redoes every study" if force else  # QA 37, rev33
+            "Re-run the same command to finish the rest")
+    done = getattr(exc, "result", None)  # a BatchInterrupted: what the run reports, as far as it got
+    with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
+        for line in done.failures if done else ():  # the studies that failed before it
+            typer.echo(printable(f"Error: {line}"), err=True)
+        for line in done.warnings if done else ():
+            typer.echo(printable(f"Warning: {line}"), err=True)
+        if done and done.summary_error:  # review rev57 #3: said "studies.parquet lists what is done" all the same
+            typer.echo(printable(f"Error: {done.summary_error}"), err=True)
+            typer.echo(f"Interrupted; the summary could not be written (above): each finished study's own results stand. {rest}.", err=True)
+        else:
+            typer.echo(f"Interrupted; studies.parquet lists what is done. {rest}.", err=True)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def register(app: typer.Typer) -> None:

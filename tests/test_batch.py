@@ -607,6 +607,30 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(disk_full, rando
     assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
 
 
+def test_an_interrupt_as_the_engine_shuts_down_after_every_study_ends_the_night_as_it_would(random_weights, tmp_path, monkeypatch):
+    """Review rev58 #5: a Ctrl-C during the engine's shutdown (Ray's takes seconds) after every study was reached said
+    "Interrupted ... Re-run the same command to finish the rest" and exited 130, while batch.json said interrupted: false.
+    (A KeyboardInterrupt raised by the patched close, not a signal: the CLI runs in this process.)"""
+    from capsule_triage.batch import local_engine
+
+    _settled_demo_study(tmp_path / "in")
+    (tmp_path / "in" / "empty.mp4").write_bytes(b"")
+    close = local_engine.LocalEngine.close
+
+    def close_interrupted(self):
+        close(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_engine.LocalEngine, "close", close_interrupted)
+    out = tmp_path / "out"
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 1 and result.stderr.splitlines() == [  # the night's own code: a study failed
+        "Interrupted while the engine shut down, after every study was reached: the night is complete",
+        f"Error: {tmp_path / 'in' / 'empty.mp4'}: file is empty (0 bytes)"], result.stderr
+    assert result.stdout.startswith("2 studies: 1 ok, 0 skipped, 1 failed;") and f"Wrote {out / 'studies.parquet'}" in result.stdout
+    assert json.loads((out / "batch.json").read_text())["interrupted"] is False
+
+
 def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights, tmp_path):
     """QA 62 #1: a reviewer's notes.txt in a study's folder was deleted without a word when the study was scored again
     (other settings, --force, a changed input); a file in a study folder's place was replaced. `triage run --force`
@@ -1093,7 +1117,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     the index, scores rounded otherwise); a whole archive was rescored without a word; an upgrade night interrupted
     early listed every study as pending, with no data or link on index.html."""
     from capsule_triage.batch import run_batch, worker
-    from capsule_triage.batch.engine import EARLIER_RESULTS
+    from capsule_triage.batch.unreached import EARLIER_RESULTS
     from capsule_triage.report_page import PAGES_META, PAGES_VERSION
 
     _two_old_studies(tmp_path / "in")
@@ -1208,6 +1232,24 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     assert "outputs of" in (out / "batch.log").read_text()
     assert f" warning {result.warnings[0]}" in (out / "batch.log").read_text()  # QA 47: it reached stderr only
     assert run_batch(tmp_path / "in", out, options).counts["skipped"] == 1  # and it stays complete
+
+    # review rev58 #8: moved again, the copy installed but its outcome lost to a Ctrl-C (the worker killed between the
+    # two): listed "ok", as if scored that night
+    from capsule_triage.batch import worker
+
+    os.rename(tmp_path / "in" / "2026", tmp_path / "in" / "2027")
+    run = worker.StudyWorker.run
+
+    def installed_then_interrupted(self, study, *args, **kwargs):
+        run(self, study, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker.StudyWorker, "run", installed_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in", out, options)
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+    assert row["status"] == "reused" and row["frames"] == 64 and row["input_path"] == "2027/11/01/a.mp4"
+    assert json.loads((out / row["study_id"] / "run.json").read_text())["batch"]["reused_from"] in (old_id, new_id)
 
 
 def test_two_copies_of_a_study_in_one_night_are_scored_once(random_weights, tmp_path, monkeypatch):
@@ -1800,6 +1842,21 @@ def test_a_file_saved_in_a_study_folder_while_its_pages_are_rewritten_is_kept(tm
     (final / "notes-2.txt").unlink()
     install(work, final, whole_copy=True)  # what the copy holds (notes.txt) is no loss: installed
     assert sorted(p.name for p in final.iterdir()) == ["notes.txt", "run.json"] and not work.exists()
+    # review rev58 #4: only top-level names were compared: a note added in a reviewer's folder, or one saved again (an
+    # editor writes a new file and renames it over the old one), was lost with the folder
+    (final / "review").mkdir()
+    (final / "review" / "day1.txt").write_text("seen\n")
+    shutil.copytree(final, work, copy_function=link_or_copy)
+    (final / "review" / "day2.txt").write_text("event #2 confirmed\n")
+    (final / ".notes.txt.swp").write_text("event #1 confirmed\n")
+    os.replace(final / ".notes.txt.swp", final / "notes.txt")
+    with pytest.raises(OutputError, match=r"\(notes\.txt, review/day2\.txt\)"):
+        install(work, final, whole_copy=True)
+    assert (final / "notes.txt").read_text() == "event #1 confirmed\n" and (final / "review" / "day2.txt").is_file()
+    shutil.rmtree(work)
+    shutil.copytree(final, work, copy_function=shutil.copy2)  # a file system without hard links: copies, their times kept
+    install(work, final, whole_copy=True)
+    assert (final / "notes.txt").read_text() == "event #1 confirmed\n" and (final / "review" / "day2.txt").is_file()
 
 
 def test_the_ray_actor_s_install_check_is_the_one_the_worker_asks():

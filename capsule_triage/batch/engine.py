@@ -15,12 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..interrupts import InterruptedAfterWriting, deferring_interrupts
-from ..json_files import read_json
 from ..errors import OutputError, TriageError, unexpanded_note
 from ..model_config import folder_config
-from ..outputs import RUN_FILE, check_expanded, outputs_complete
+from ..outputs import RUN_FILE, check_expanded
 from ..pipeline import RunOptions, resolve_weights
-from ..source_state import source_state, state_digest
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE
 from ..weights import check_weights_file
@@ -28,9 +26,10 @@ from .discovery import Study, exclude_patterns, excluded, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import (Progress, file_logger, orphan_folders, prune_failure_records, rate_warnings, summary_row, without_view_warning,
-                      write_index, write_summary)
-from .records import completed_run, made_otherwise, pipeline_fingerprint, unchanged_input_sha
+from .summary import (Progress, file_logger, orphan_folders, prune_failure_records, rate_warnings, stale_folders, summary_row,
+                      without_view_warning, write_index, write_summary)
+from .records import made_otherwise, pipeline_fingerprint
+from .unreached import unreached_row
 from .worker import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
@@ -74,11 +73,14 @@ class BatchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM in a batch, raised once its summary is written (or failed to be: ``result.summary_error``);
     ``result``: what the run reports, its failures ("<path>: <problem>" per study that failed before it; QA 43: the CLI
     printed none; rev39: not read back from a studies.parquet that another run, or a file system's own clock, could have
-    written) and warnings with it (review rev57 #3: they, and a summary that could not be written, were lost)."""
+    written) and warnings with it (review rev57 #3: they, and a summary that could not be written, were lost).
+    ``finished``: it came while the engine shut down, after every study was reached (review rev58 #5: the CLI said
+    "Interrupted ... Re-run" and exited 130 for a complete night whose batch.json says ``interrupted: false``)."""
 
-    def __init__(self, result: BatchResult | None):
+    def __init__(self, result: BatchResult | None, *, finished: bool = False):
         super().__init__()
         self.result = result
+        self.finished = finished
 
     @property
     def failures(self) -> list[str]:
@@ -194,7 +196,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             engine.close()
         except KeyboardInterrupt:  # review rev57 #6: a Ctrl-C in ray.shutdown() came before the summary was written
             if result is not None:
-                raise BatchInterrupted(result) from None  # else the exception in flight goes on (an interrupt, an error)
+                raise BatchInterrupted(result, finished=True) from None  # else the exception in flight goes on
     return result
 
 
@@ -247,7 +249,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     outcomes = progress.outcomes
     since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
     rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error) if s.study_id in outcomes
-            else _unreached_row(ctx, s, since) for s in studies]
+            else unreached_row(ctx, s, since) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     scored = {r["study_id"] for r in rows if r["status"] == "ok"}  # rev38: a failure not decoded again, one not reached: not redone
     info = {**info, **({"made_otherwise": redone} if (redone := [m for m in made if m in scored]) else {})}
@@ -324,72 +326,6 @@ def _made_otherwise_line(study_ids: list[str]) -> str:
     n = len(study_ids)
     return (f"{n} stud{'ies' if n != 1 else 'y'} held results made by an earlier capsule_triage or with other settings (results "
             f"version, weights, preset or options), e.g. {study_ids[0]}: scored again in this run (batch.json made_otherwise names them)")
-
-
-def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list[str]:
-    """Failed studies whose folders hold an earlier night's results of other input bytes than the file that failed
-    now (QA 33: named nowhere). Results of these very bytes (a machine failure on a rerun) are not stale (review
-    rev30); a failure that could not hash its input says nothing either way."""
-    stale = []
-    for study, row in zip(studies, rows):
-        if row["status"] != "failed" or not row.get("input_sha256"):
-            continue
-        try:
-            recorded = read_json(out_dir / study.study_id / RUN_FILE)["input"]["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if recorded != row["input_sha256"]:
-            stale.append(study.study_id)
-    return stale
-
-
-def _unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
-    """The status of a study whose outcome this run never got (interrupted): "ok" if a killed worker
-    installed it, "skipped" if it is complete from an earlier run and its input unchanged by its
-    recorded file state (an early Ctrl-C listed a whole archive of complete studies as pending, with
-    no data or link on index.html; with ``--force`` too: its results stand until it is redone), else "pending"."""
-    if _installed_since(ctx, study, since):
-        return "ok"
-    final = ctx.out_dir / study.study_id
-    sha = unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
-    return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
-
-
-EARLIER_RESULTS = ("not reached in this run (interrupted); these are the results of an earlier version or other settings, "
-                   "of the same input: it is scored again on the next run")
-
-
-def _unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
-    """The studies.parquet row of a study this run never got to: with the earlier results its folder holds of the same
-    input, when another pipeline made them (QA 43: an upgrade night interrupted early listed a whole archive as pending,
-    with no data or link on index.html), as pending."""
-    status = _unreached_status(ctx, study, since)
-    if status == "pending":
-        final = ctx.out_dir / study.study_id
-        try:
-            same_input = read_json(final / RUN_FILE)["input"]["state_sha256"] == state_digest(source_state(study.path))
-        except (OSError, ValueError, KeyError, TypeError, TriageError):
-            same_input = False
-        if same_input and outputs_complete(final):
-            try:
-                return summary_row(study, status, ctx.out_dir, EARLIER_RESULTS, earlier=True)
-            except (OSError, ValueError, KeyError, TypeError):  # a run.json of a version that recorded less
-                pass
-    return summary_row(study, status, ctx.out_dir)
-
-
-def _installed_since(ctx: WorkerContext, study: Study, since: float) -> bool:
-    """True for a study that a worker installed in this run but whose outcome never reached this process
-    (the workers are killed on Ctrl-C, possibly between the two): its run.json is this pipeline's and
-    was written after the run started."""
-    run_file = ctx.out_dir / study.study_id / RUN_FILE
-    try:
-        if run_file.stat().st_mtime < since:
-            return False
-        run = read_json(run_file)
-    except (OSError, ValueError):
-        return False
-    return run.get("batch", {}).get("pipeline_fingerprint") == ctx.fingerprint
 
 
 def _make_engine(options: BatchOptions):

@@ -21,7 +21,7 @@ from ..json_files import read_json
 from ..errors import OutputError, TriageError, one_line
 from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, write_json
-from ..pipeline import rate_assumed
+from ..run_notes import rate_assumed
 from ..read_options import DEFAULT_FOLDER_FPS
 from ..report_batch import DONE_STATUSES, INDEX_FILE, write_batch_index
 from .discovery import Study, excluded
@@ -266,6 +266,23 @@ def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...]
         if not any(str(relative).startswith(prefix) for prefix in unlisted) and not (relative and excluded(str(relative), exclude)):
             orphans.append(folder.name)
     return sorted(orphans)
+
+
+def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list[str]:
+    """Failed studies whose folders hold an earlier night's results of other input bytes than the file that failed
+    now (QA 33: named nowhere). Results of these very bytes (a machine failure on a rerun) are not stale (review
+    rev30); a failure that could not hash its input says nothing either way."""
+    stale = []
+    for study, row in zip(studies, rows):
+        if row["status"] != "failed" or not row.get("input_sha256"):
+            continue
+        try:
+            recorded = read_json(out_dir / study.study_id / RUN_FILE)["input"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if recorded != row["input_sha256"]:
+            stale.append(study.study_id)
+    return stale
 
 
 def prune_failure_records(out_dir: Path, studies: list[Study], input_dir: Path, exclude: tuple[str, ...] = ()) -> int:

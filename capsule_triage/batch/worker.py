@@ -284,7 +284,7 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     run["input"] = {**run["input"], "path": path, "state_sha256": settled_state_digest(before)}
     run["source"] = {**run.get("source", {}), "path": path}
     _renamed(run, earlier_path, path)
-    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path}
+    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path, "reused_from": earlier.name}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
         write_report(work, batch_index=True)  # replaces the linked pages by rename; index.html follows this run
