@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shlex
 import signal
@@ -152,17 +151,13 @@ def run(
 
 
 def _print_top_events(out_dir: Path, limit: int = 5) -> None:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    from .report_facts import says_hours
     from .report_svg import clock_with_hours, fmt_clock, score_text
+    from .study_folder import load_study
 
-    with open(out_dir / "events.parquet", "rb") as fh:  # a file object: pyarrow wants UTF-8 paths
-        table = pq.read_table(fh, use_threads=False).to_pylist()  # no Arrow pool threads left at exit
-    with open(out_dir / "frames.parquet", "rb") as fh:
-        last = pc.max(pq.read_table(fh, columns=["pts_seconds"], use_threads=False).column(0)).as_py() or 0.0
-    with clock_with_hours(math.floor(last * 10 + 0.5) >= 36000):  # the page's clock (QA 64: "19949.50 s" here, 5:32:29.5 there)
-        for row in table[:limit]:
+    study = load_study(out_dir)
+    with clock_with_hours(says_hours(study)):  # the page's clock (QA 64: "19949.50 s" here, 5:32:29.5 there)
+        for row in study.events[:limit]:
             typer.echo(
                 f"  #{row['rank'] + 1}: {fmt_clock(row['start_seconds'])} to {fmt_clock(row['end_seconds'])} "
                 f"({row['start_seconds']:.2f}-{row['end_seconds']:.2f} s), peak {score_text(row['peak_score'])} "

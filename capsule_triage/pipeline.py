@@ -22,18 +22,19 @@ from .completeness import measured_rate, time_gaps
 from .cpu_info import host_record
 from .errors import InputError, WeightsError
 from .dedup import DuplicateSkipper
-from .folder_times import TIMESTAMPS_FILE, timestamps_origin, with_own_timestamps
+from .folder_times import timestamps_origin, with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, events_table,
                       frames_table, top_frames_table, write_json, write_table, write_thumbnails)
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import DETAIL_DIR, REPORT_FILE, write_report
-from .field_of_view import NO_VIEW_KINDS, has_view, mostly_without_view
+from .field_of_view import has_view
 from .frames_at import iter_frames_at
-from .read_options import DEFAULT_FOLDER_FPS, ReadOptions
+from .read_options import ReadOptions
 from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
+from .run_notes import ASSUMED_RATE_ADVICE, fps_not_used, multi_page_note, no_view_note, other_streams_note, rate_assumed
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
@@ -169,13 +170,13 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
                           options, stage_seconds, pts, view, own_note and ("--fps" if not own else "columns"))
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
-        timing = _fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
+        timing = fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         shape = (info.display_width or info.width, info.height)
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
-                 wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", _no_view_note(info.path, view),
-                 other_streams_note(info), _multi_page_note(info.path, stats),
+                 wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", no_view_note(info.path, view),
+                 other_streams_note(info), multi_page_note(info.path, stats),
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
@@ -209,18 +210,6 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
         timestamps_csv=options.timestamps_csv or base.timestamps_csv,
         own_timestamps=options.own_timestamps and base.own_timestamps,
     )
-
-
-ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
-                       f"images carry no times): give --fps F or --timestamps CSV, or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
-                       "in the folder, if that is not their rate")
-
-
-def rate_assumed(read_record: dict) -> bool:
-    """Whether run.json's ``parameters.read`` is a frame folder read at the default rate that nobody gave
-    (QA 22: times silently off by 2x for 4 fps exports); a preset that sets another rate for its recorder
-    is taken at its word. The run's warning and the batch's count both ask this."""
-    return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
 
 
 def read_batch_size(preset: int, classifier: Classifier, requested: int | None = None) -> int:
@@ -289,41 +278,6 @@ def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[
     indices.append(frame_index)
     times.append(pts_seconds)
     bar.update(len(frame_index))
-
-
-def _fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:
-    """A Warning: line when --fps was given for a folder that its own timestamps.csv times (a batch's --fps is
-    for its folders without one)."""
-    if fps is None or read_record.get("timestamps_from") != "folder":
-        return None
-    return f"{path}: --fps {fps:g} not used: the folder's {TIMESTAMPS_FILE} gives its frames' times"
-
-
-def other_streams_note(info: SourceInfo) -> str | None:
-    """A Warning: line for a file of several video streams (QA 40: a two-camera recording lost one camera in silence)."""
-    if not info.video_streams or info.video_streams < 2:
-        return None
-    return (f"{info.path}: {info.video_streams} video streams; only stream 0:{info.stream_index} ({info.width}x{info.height}, the "
-            "main one) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
-            "(ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
-
-
-def _multi_page_note(path: Path, stats: DecodeStats) -> str | None:
-    """A Warning: line for a frame folder's images of several pages or frames, of which only the first is read."""
-    if not stats.multi_page:
-        return None
-    many = len(stats.multi_page)
-    return (f"{path}: {many} image{'s hold' if many > 1 else ' holds'} several pages or frames (a multi-page TIFF, an animated WebP; "
-            f"e.g. {stats.multi_page[0]}): only the first of each is scored; export one image per frame to triage them all")
-
-
-def _no_view_note(path: Path, view: np.ndarray) -> str | None:
-    """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
-    without = int((~view).sum())
-    if not mostly_without_view(without, len(view)):
-        return None
-    what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
-    return f"{path}: {what} a field of view ({NO_VIEW_KINDS}): not scored, in no event"
 
 
 def decode_location(options: RunOptions, info: SourceInfo) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import math
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .model_card import intended_use
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
-from .report_facts import file_name, model_facts, study_duration, study_facts, study_start
+from .report_facts import file_name, model_facts, says_hours, study_duration, study_facts, study_start, time_range
 from .report_page import html_page, keys_hint, page_header, write_atomic
 from .report_svg import Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
@@ -70,7 +69,7 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
     linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())
-    with clock_with_hours(math.floor(_time_range(study)[1] * 10 + 0.5) >= 36000):  # as fmt_clock rounds (rev35: 3599.96 s)
+    with clock_with_hours(says_hours(study)):
         return _write_pages(study, card_use, gaps, linked, detail_dir)
 
 
@@ -119,7 +118,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
-                         t_range=_time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
+                         t_range=time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
             "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
             top_frames_section(study, href)]
@@ -128,12 +127,6 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main,
                      MAIN_JS + SORT_JS, data=data, skip=("#events", "Skip to events"))
-
-
-def _time_range(study: Study) -> tuple[float, float]:
-    pts = study.frames["pts_seconds"]
-    start = study_start(study)
-    return start, max(start + study_duration(study), float(pts[-1]) if len(pts) else start)
 
 
 def _start_note(study: Study) -> str:
@@ -265,7 +258,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
     t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
-    first, last = _time_range(study)
+    first, last = time_range(study)
     lo, hi = max(first, (e.get("start_seconds") or 0) - pad), min((e.get("end_seconds") or 0) + pad, last)
     win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
     spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]

@@ -37,6 +37,21 @@ def study_duration(study: Study) -> float:
     return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
 
 
+def time_range(study: Study) -> tuple[float, float]:
+    """Where the study's timeline starts and ends: its start, and start + duration (one frame period past the last frame)."""
+    pts = study.frames["pts_seconds"]
+    start = study_start(study)
+    return start, max(start + study_duration(study), float(pts[-1]) if len(pts) else start)
+
+
+def says_hours(study: Study) -> bool:
+    """Whether the study's times are said with hours (``h:mm:ss.s``), on its pages and the console alike: its timeline
+    reaches an hour as :func:`~capsule_triage.report_svg.fmt_clock` rounds (rev35: 3599.96 s; review rev58 #6: the console
+    judged by the last frame, the page by the timeline's end, one period later, so a study ending at 3599.5 s at 2 frames/s
+    had hours on its page only)."""
+    return math.floor(time_range(study)[1] * 10 + 0.5) >= 36000
+
+
 def study_facts(study: Study) -> str:
     run, src = study.run, study.run.get("source", {})
     size = run.get("input", {}).get("size_bytes")

@@ -107,6 +107,20 @@ def encode_clip(frames: list[np.ndarray], path: Path, *, codec: str = "libx264",
     return path
 
 
+def turned_clockwise(path: Path, out: Path) -> Path:
+    """A copy of an MP4 written by :func:`encode_clip` whose display matrix (its track header's) turns its frames 90
+    degrees clockwise, as a phone or recorder that stores them sideways writes it."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert data[at + 4] == 0  # version 0 box: the matrix follows 5 words of fields and 16 bytes of reserved/layer/volume
+    matrix = at + 4 + 4 + 4 * 5 + 16
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    out.write_bytes(bytes(data))
+    return out
+
+
 def write_frame_folder(frames: list[np.ndarray], folder: Path, *, ext: str = ".png", pattern: str = "frame{}") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, rgb in enumerate(frames):

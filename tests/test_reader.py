@@ -16,7 +16,7 @@ from capsule_triage.frames_at import read_frames_at
 from capsule_triage.frame_folder import list_frame_images, read_image_rgb, scan_frame_folder
 from capsule_triage.reader import ReadOptions, probe, read_frames
 from capsule_triage.video_colour import RGB_CONVERSION
-from conftest import DEMO_CLIP, VIDEOS, demo_clip_frames, encode_clip, needs_shared, write_frame_folder
+from conftest import DEMO_CLIP, VIDEOS, demo_clip_frames, encode_clip, needs_shared, turned_clockwise, write_frame_folder
 
 
 @pytest.fixture(scope="module")
@@ -542,18 +542,9 @@ def test_stream_start_is_recorded_and_times_stay_stream_times(tmp_path, frames24
 
 def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     """A phone or recorder may store frames sideways with a display matrix (here: turn 90 degrees clockwise)."""
-    import struct
-
     picture = np.zeros((32, 64, 3), np.uint8)
     picture[:, :32] = 220  # left half bright: after a clockwise quarter turn, the top half
-    path = encode_clip([picture] * 6, tmp_path / "stored.mp4")
-    data = bytearray(path.read_bytes())
-    at = data.find(b"tkhd")
-    assert data[at + 4] == 0  # version 0 box: the matrix follows 5 words of fields and 16 bytes of reserved/layer/volume
-    matrix = at + 4 + 4 + 4 * 5 + 16
-    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
-    rotated = tmp_path / "rotated.mp4"
-    rotated.write_bytes(bytes(data))
+    rotated = turned_clockwise(encode_clip([picture] * 6, tmp_path / "stored.mp4"), tmp_path / "rotated.mp4")
     batches, stats = _all(rotated, short_side=None, square_crop=False)
     frame = batches[0].data[0]
     assert frame.shape == (64, 32, 3) and stats.turned_degrees == [90]  # QA 61 L3: recorded (run.json, the report)
@@ -564,7 +555,7 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
 
     child_stats = DecodeStats()
     in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False), child_stats))
-    assert child_stats.turned_degrees == [90] and _all(path)[1].turned_degrees == []
+    assert child_stats.turned_degrees == [90] and _all(tmp_path / "stored.mp4")[1].turned_degrees == []
     np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
 
 
@@ -802,7 +793,7 @@ def test_the_triaged_stream_and_the_codec_are_named_as_ffmpeg_names_them(tmp_pat
             container.mux(stream.encode())
     info = probe(path)
     assert (info.codec, info.stream_index, info.video_streams, info.width) == ("av1", 1, 2, frames[0].shape[1])  # decoded by libdav1d
-    from capsule_triage.pipeline import other_streams_note  # QA 40: a two-camera recording lost one camera in silence
+    from capsule_triage.run_notes import other_streams_note  # QA 40: a two-camera recording lost one camera in silence
 
     assert other_streams_note(info) == (f"{path}: 2 video streams; only stream 0:1 ({frames[0].shape[1]}x{frames[0].shape[0]}, the main one) "
                                         "is scored, not the others (a second camera's, a preview): put one in a file of its own to triage "
@@ -1000,7 +991,7 @@ def test_a_transport_stream_cut_inside_a_packet_is_truncated_not_a_shorter_recor
 
 def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):
     """QA 40: a multi-page TIFF (and an animated WebP) in a frame folder gave its first page only, with nothing said."""
-    from capsule_triage.pipeline import _multi_page_note
+    from capsule_triage.run_notes import multi_page_note
     from capsule_triage.reader_process import read_frames_in_process
 
     folder = write_frame_folder(frames24[:3], tmp_path / "study")
@@ -1011,9 +1002,9 @@ def test_images_of_several_pages_are_named_not_read_whole(tmp_path, frames24):
     child = DecodeStats()
     assert sum(len(b.frame_index) for b in read_frames_in_process(folder, ReadOptions(), child)) == 5
     assert child.multi_page == ["frame4.tif (3)"]  # decoded in a child process, as triage run does for large folders
-    assert _multi_page_note(folder, stats) == (f"{folder}: 1 image holds several pages or frames (a multi-page TIFF, an animated WebP; "
+    assert multi_page_note(folder, stats) == (f"{folder}: 1 image holds several pages or frames (a multi-page TIFF, an animated WebP; "
                                                "e.g. frame4.tif (3)): only the first of each is scored; export one image per frame to triage them all")
-    assert _multi_page_note(folder, DecodeStats()) is None
+    assert multi_page_note(folder, DecodeStats()) is None
 
 
 def _png_header_only(path, width: int, height: int) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_CLIP, MIXED_CLIP, REPO, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, VIDEOS, encode_clip, mixed_clip_frames, needs_shared, triage, turned_clockwise, write_frame_folder
 
 pytestmark = needs_shared
 
@@ -174,14 +174,9 @@ def test_run_json_gives_the_studys_duration_from_its_frames(random_weights, tmp_
 def test_a_turned_video_says_so_beside_its_stored_size(random_weights, tmp_path):
     """QA 61 L3: run.json and the review page gave a rotated video's stored size (64 x 32 for frames shown 32 x 64)
     and nothing recorded that its frames had been turned upright by its display matrix."""
-    import struct
-
     from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
 
-    data = bytearray(encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "stored.mp4").read_bytes())
-    matrix = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 16  # a version 0 box (tests/test_reader.py: turn 90 degrees clockwise)
-    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
-    (tmp_path / "turned.mp4").write_bytes(bytes(data))
+    turned_clockwise(encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "stored.mp4"), tmp_path / "turned.mp4")
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
     for name, turned in (("turned.mp4", [90]), ("stored.mp4", [])):
@@ -453,12 +448,16 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
 
     from capsule_triage.cli import _print_top_events
 
-    for last, expected in ((20000.0, "  #1: 5:32:29.5 to 5:33:19.5 (19949.50-19999.50 s), peak >0.999 at 5:33:03.0, 101 frames, bleeding"),
-                           (120.0, "  #1: 0:10.0 to 0:20.5 (10.00-20.50 s), peak >0.999 at 0:13.0, 101 frames, bleeding")):
-        out = tmp_path / str(last)
+    for pts, expected in (([0.0, 20000.0], "  #1: 5:32:29.5 to 5:33:19.5 (19949.50-19999.50 s), peak >0.999 at 5:33:03.0, 101 frames, bleeding"),
+                          ([0.0, 120.0], "  #1: 0:10.0 to 0:20.5 (10.00-20.50 s), peak >0.999 at 0:13.0, 101 frames, bleeding"),
+                          # review rev58 #6: ends at 3599.5 s at 2 frames/s, its timeline (and page) at 1:00:00.0: hours here too
+                          (np.arange(7200) / 2, "  #1: 0:00:10.0 to 0:00:20.5 (10.00-20.50 s), peak >0.999 at 0:00:13.0, 101 frames, bleeding")):
+        last = float(pts[-1])
+        out = tmp_path / str(len(pts) + last)
         out.mkdir()
         start = 19949.5 if last > 3600 else 10.0
-        pq.write_table(pa.table({"pts_seconds": [0.0, last]}), out / "frames.parquet")
+        (out / "run.json").write_text("{}")
+        pq.write_table(pa.table({"pts_seconds": pts}), out / "frames.parquet")
         pq.write_table(pa.table({"rank": [0], "start_seconds": [start], "end_seconds": [start + (50.0 if last > 3600 else 10.5)],
                                  "peak_score": [0.9995], "peak_seconds": [start + (33.5 if last > 3600 else 3.0)],
                                  "frame_count": [101], "dominant_class": ["bleeding"]}), out / "events.parquet")

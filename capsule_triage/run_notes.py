@@ -1,0 +1,60 @@
+"""The `Warning:` lines a run says of its input and how it was read, beside its results (run.json ``warnings``): a frame
+folder read at an assumed rate or with an --fps its own timestamps.csv overrides, other video streams not scored, images
+of several pages, a study mostly without a field of view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .field_of_view import NO_VIEW_KINDS, mostly_without_view
+from .folder_times import TIMESTAMPS_FILE
+from .frames import DecodeStats, SourceInfo
+from .read_options import DEFAULT_FOLDER_FPS
+
+ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
+                       f"images carry no times): give --fps F or --timestamps CSV, or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
+                       "in the folder, if that is not their rate")
+
+
+def rate_assumed(read_record: dict) -> bool:
+    """Whether run.json's ``parameters.read`` is a frame folder read at the default rate that nobody gave
+    (QA 22: times silently off by 2x for 4 fps exports); a preset that sets another rate for its recorder
+    is taken at its word. The run's warning and the batch's count both ask this."""
+    return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
+
+
+def fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:
+    """A Warning: line when --fps was given for a folder that its own timestamps.csv times (a batch's --fps is
+    for its folders without one)."""
+    if fps is None or read_record.get("timestamps_from") != "folder":
+        return None
+    return f"{path}: --fps {fps:g} not used: the folder's {TIMESTAMPS_FILE} gives its frames' times"
+
+
+def other_streams_note(info: SourceInfo) -> str | None:
+    """A Warning: line for a file of several video streams (QA 40: a two-camera recording lost one camera in silence)."""
+    if not info.video_streams or info.video_streams < 2:
+        return None
+    return (f"{info.path}: {info.video_streams} video streams; only stream 0:{info.stream_index} ({info.width}x{info.height}, the "
+            "main one) is scored, not the others (a second camera's, a preview): put one in a file of its own to triage it "
+            "(ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
+
+
+def multi_page_note(path: Path, stats: DecodeStats) -> str | None:
+    """A Warning: line for a frame folder's images of several pages or frames, of which only the first is read."""
+    if not stats.multi_page:
+        return None
+    many = len(stats.multi_page)
+    return (f"{path}: {many} image{'s hold' if many > 1 else ' holds'} several pages or frames (a multi-page TIFF, an animated WebP; "
+            f"e.g. {stats.multi_page[0]}): only the first of each is scored; export one image per frame to triage them all")
+
+
+def no_view_note(path: Path, view: np.ndarray) -> str | None:
+    """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
+    without = int((~view).sum())
+    if not mostly_without_view(without, len(view)):
+        return None
+    what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
+    return f"{path}: {what} a field of view ({NO_VIEW_KINDS}): not scored, in no event"
