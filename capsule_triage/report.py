@@ -8,6 +8,7 @@ HTML-escaped; data embedded in ``<script>`` is JSON with ``<``, ``>`` and ``&`` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -22,7 +23,7 @@ from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
 from .report_facts import file_name, model_facts, says_hours, study_duration, study_facts, study_start, time_range
 from .report_page import html_page, keys_hint, page_header, write_atomic
-from .report_svg import Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
+from .report_svg import LEFT, RIGHT, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
 from .study_folder import Study, load_study
 
@@ -32,6 +33,8 @@ INDEX_FILE = "index.html"  # a batch's page of all its studies, in the folder ab
 READING_FPS = 15.0  # frames per second a reader reviews at
 PAGE_SIZE = 50  # events per gallery page
 MAX_DETAIL_ROWS = 5000  # frames listed on one event page
+HOUR_STRIPS_FROM = 2 * 3600.0  # seconds: a study longer than this has its timeline hour by hour too (_hour_strips)
+HOUR_STRIP_POINTS = 1000  # vertex budget of an hour's curve (one per pixel of its axis)
 
 
 def paginate(count: int, page_size: int = PAGE_SIZE) -> list[range]:
@@ -120,13 +123,35 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
-            "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
+            _hour_strips(study, gaps), "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
             top_frames_section(study, href)]
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main,
                      MAIN_JS + SORT_JS, data=data, skip=("#events", "Skip to events"))
+
+
+def _hour_strips(study: Study, gaps: list[tuple[float, float]]) -> str:
+    """The timeline of a study longer than :data:`HOUR_STRIPS_FROM` again, one hour to a strip, in a ``<details>``: on the
+    whole study's axis an hour is ~80 px of a 12 h study and a minute-long event is at the 2 px minimum, its label and
+    click lost among its neighbours' (QA 64: 343 of 347 spans of a 5.5 h study); on an hour's axis a minute is ~15 px.
+    Every event that fits a label gets one; spans cut at an hour's edge are drawn in both strips."""
+    first, last = time_range(study)
+    if last - first <= HOUR_STRIPS_FROM:
+        return ""
+    f, spans, strips = study.frames, _spans(study, "#event-{n}"), []
+    t = f["pts_seconds"]
+    for hour in range(math.ceil((last - first) / 3600 - 1e-9)):
+        lo, hi = first + 3600 * hour, min(first + 3600 * (hour + 1), last)
+        win = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
+        shown = [s for s in spans if s.end_seconds >= lo and s.start_seconds <= hi]
+        title = f"Hour {hour + 1}: {fmt_clock(lo)} to {fmt_clock(hi)}, {len(shown)} event{'s' if len(shown) != 1 else ''}"
+        strips.append(f'<h3>{esc(title)}</h3>' + timeline_svg(
+            t[win], f["smoothed_score"][win], **_thresholds(study.run), spans=shown, t_range=(lo, hi), gaps=gaps,
+            label=f"Smoothed score timeline, hour {hour + 1}", max_points=HOUR_STRIP_POINTS, label_limit=len(spans), hatch=False))
+    return (f'<details id="hours"><summary>The timeline hour by hour ({len(strips)} strips; a minute is '
+            f'{(WIDTH - LEFT - RIGHT) / 60:.0f} px or more)</summary>{"".join(strips)}</details>')
 
 
 def _start_note(study: Study) -> str:

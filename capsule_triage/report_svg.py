@@ -128,7 +128,8 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
                  gaps: Sequence[tuple[float, float]] = (), label: str = "Score timeline", max_points: int = MAX_POINTS,
-                 label_limit: int = 12, flagged_percent: float | None = None, current: int | None = None) -> str:
+                 label_limit: int = 12, flagged_percent: float | None = None, current: int | None = None,
+                 hatch: bool = True) -> str:
     """The smoothed score over time, threshold lines, and clickable event spans, in a box that scrolls sideways.
 
     The figure is a named group (it holds links, so not an image) with a ``<desc>`` saying in words what
@@ -152,6 +153,8 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         label_limit: spans of rank below this get a "#k" label.
         flagged_percent: share of the study's frames in events, said in the description (None: not said).
         current: rank of the event this page is about: its span is marked (class selected, aria-current).
+        hatch: define the hatch pattern of the gaps (``#hatch``); False for a page's further timelines, which use the
+            first one's (an id is once per page).
 
     Returns:
         A ``<div>`` holding the ``<svg>``, to inline in HTML.
@@ -175,9 +178,9 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     parts = ['<div class="timeline-scroll" tabindex="0" role="region" aria-label="Timeline (scrolls sideways on a narrow screen)">'
              f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="group" aria-label="{esc(label)}" '
              f'xmlns="http://www.w3.org/2000/svg"><desc>{esc(desc)}</desc>'
-             '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-             '<rect width="6" height="6" fill="#e4e6ea"/><line x1="0" y1="0" x2="0" y2="6" stroke="#8b93a0" stroke-width="2"/>'
-             '</pattern></defs>',
+             + ('<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+                '<rect width="6" height="6" fill="#e4e6ea"/><line x1="0" y1="0" x2="0" y2="6" stroke="#8b93a0" stroke-width="2"/>'
+                '</pattern></defs>' if hatch else ''),
              f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}"/>']
     parts += _axes(x, y, t0, t1)
     for start, end in gaps:

@@ -424,6 +424,36 @@ def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
     assert re.search(r"@media print\{[^@]*\.scroll\{max-height:none;overflow:visible\}[^@]*\.page\{display:block!important\}", html)
 
 
+def test_a_long_study_has_its_timeline_hour_by_hour(tmp_path):
+    """QA 64 #2 remainder: on the whole study's axis a minute-long event of a 5.5 h study is at the 2 px minimum (343 of
+    347 spans), unlabelled, and a click there takes a higher-ranked neighbour. A study of over 2 h has its timeline again,
+    one hour to a strip, where every event that fits a label has one; an event is in each strip its time reaches."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    folder = make_study(tmp_path / "long", frames=2 * 3600 * 5 + 1234, events=120, fps=2.0)  # 5 h 10 min 17 s at 2 frames/s
+    html = write_report(folder).read_text()
+    hours = html[html.index('<details id="hours">'):html.index("</details>", html.index('<details id="hours">'))]
+    assert "<summary>The timeline hour by hour (6 strips; a minute is 16 px or more)</summary>" in hours
+    titles = re.findall(r"<h3>(Hour [^<]*)</h3>", hours)
+    assert titles[0] == "Hour 1: 0:00:00.0 to 1:00:00.0, 24 events" and titles[5].startswith("Hour 6: 5:00:00.0 to 5:10:17.0, ")
+    events = pq.read_table(folder / "events.parquet").to_pylist()
+    strips = hours.split("<h3>")[1:]
+    for k, strip in enumerate(strips):
+        lo, hi = 3600.0 * k, min(3600.0 * (k + 1), 2 * 3600 * 5 + 1234 / 2)
+        expected = {e["rank"] for e in events if e["end_seconds"] >= lo and e["start_seconds"] <= hi}
+        drawn = {int(r) for r in re.findall(r'data-rank="(\d+)"', strip)}
+        labels = {int(r) - 1 for r in re.findall(r'<text class="span-label"[^>]*>#(\d+)</text>', strip)}
+        assert drawn == expected and labels == expected, (k, sorted(drawn ^ expected), sorted(labels ^ expected))
+        assert titles[k].endswith(f", {len(expected)} events")
+    assert set().union(*({int(r) for r in re.findall(r'data-rank="(\d+)"', strip)} for strip in strips)) == set(range(120))
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)) and ids.count("hatch") == 1  # one #hatch for every timeline's gaps
+    short = write_report(make_study(tmp_path / "short", frames=2 * 6600, events=10)).read_text()  # 1 h 50 min: one axis does
+    assert 'id="hours"' not in short and "hour by hour" not in short
+
+
 def test_timeline_is_a_group_described_in_words_from_the_study(tmp_path):
     """QA 23 (WCAG 1.1.1, 4.1.2): the SVG was role="img" though it holds links, named twice (aria-label and an
     equal <title>), and said nothing of its data."""
@@ -856,6 +886,14 @@ def test_large_study_paginates_in_chromium(tmp_path, browser):
     browser.eval("document.querySelector('svg a.span[data-rank=\"499\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
     assert browser.eval("location.hash") == "#event-500"
     assert browser.eval_until(visible, list(range(450, 500))) == list(range(450, 500))
+    # the hour-by-hour strips (a 13.9 h study): a span clicked there is the event's, and its card and spans are selected
+    clicked = browser.eval("""(() => { const d = document.getElementById('hours'); d.open = true;
+        const a = d.querySelectorAll('svg.timeline')[6].querySelector('a.span'); a.scrollIntoView({block: 'center'});
+        const r = a.querySelector('rect').getBoundingClientRect(), hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+        hit.closest('a.span').dispatchEvent(new MouseEvent('click', {bubbles: true})); return +a.dataset.rank; })()""")
+    assert browser.eval("location.hash") == f"#event-{clicked + 1}"
+    selected = f"Array.from(document.querySelectorAll('#hours a.span.selected')).map(a => +a.dataset.rank)"
+    assert set(browser.eval_until(selected, [clicked])) == {clicked} and browser.eval(visible) == list(range(clicked // 50 * 50, clicked // 50 * 50 + 50))
     assert browser.problems() == []
 
     browser.send("Emulation.setScriptExecutionDisabled", value=True)  # without JS: first page, then pages by link
