@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,7 +51,7 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one while the engine shuts down after that leaves the night's own code).
+    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one after that, while the summary is written or the engine shuts down, leaves the night's own code).
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk
@@ -66,29 +67,44 @@ def batch_command(
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as exc:
-        if getattr(exc, "finished", False):  # review rev58 #5: every study was reached; only the engine's shutdown was cut
-            typer.echo("Interrupted while the engine shut down, after every study was reached: the night is complete", err=True)
-            result = exc.result
-        else:
+        if not getattr(exc, "finished", False):
             _interrupted(exc, force)
-    for line in result.failures:
-        typer.echo(printable(f"Error: {line}"), err=True)
-    for line in result.warnings:
-        typer.echo(printable(f"Warning: {line}"), err=True)
-    counts = result.counts
-    rate = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
-    reused = f", {counts['reused']} reused" if counts.get("reused") else ""
-    pending = f", {counts['pending']} pending" if counts.get("pending") else ""
-    typer.echo(f"{len(result.rows)} {'study' if len(result.rows) == 1 else 'studies'}: {counts['ok']} ok, {counts['skipped']} skipped{reused}, {counts['failed']} failed{pending}; "
-               f"{result.frames} frames in {result.wall_seconds:.1f} s ({rate:.1f} frames/s)")
-    if result.summary_error:
-        typer.echo(printable(f"Error: {result.summary_error}"), err=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
-    typer.echo(printable(f"Wrote {result.out_dir / 'studies.parquet'}"))
-    if result.index is not None:
-        typer.echo(printable(f"Wrote {result.index}"))
-    if counts["failed"]:
-        raise typer.Exit(EXIT_STUDY_FAILED)
+        result = exc.result  # review rev58 #5, rev59 #1: after every study was reached (the summary, the engine's shutdown)
+        with contextlib.suppress(OSError):
+            typer.echo("Interrupted after every study was reached: the night is complete", err=True)
+    code = _said(result)
+    if code:
+        raise typer.Exit(code)
+
+
+def _said(result) -> int:
+    """Print a night's failures, warnings and totals; return its exit code (0; 1: a study failed; 2: no summary), which
+    stands whatever becomes of the printing (review rev59 #2: a pipe's reader killed by the same Ctrl-C, `| tee`, made
+    a complete night exit 1)."""
+    from .cli import printable
+
+    code = EXIT_BAD_INPUT if result.summary_error else EXIT_STUDY_FAILED if result.counts["failed"] else 0
+    try:
+        for line in result.failures:
+            typer.echo(printable(f"Error: {line}"), err=True)
+        for line in result.warnings:
+            typer.echo(printable(f"Warning: {line}"), err=True)
+        counts = result.counts
+        rate = result.frames / result.wall_seconds if result.wall_seconds > 0 else 0.0
+        reused = f", {counts['reused']} reused" if counts.get("reused") else ""
+        pending = f", {counts['pending']} pending" if counts.get("pending") else ""
+        typer.echo(f"{len(result.rows)} {'study' if len(result.rows) == 1 else 'studies'}: {counts['ok']} ok, {counts['skipped']} skipped{reused}, "
+                   f"{counts['failed']} failed{pending}; {result.frames} frames in {result.wall_seconds:.1f} s ({rate:.1f} frames/s)")
+        if result.summary_error:
+            typer.echo(printable(f"Error: {result.summary_error}"), err=True)
+            return code
+        typer.echo(printable(f"Wrote {result.out_dir / 'studies.parquet'}"))
+        if result.index is not None:
+            typer.echo(printable(f"Wrote {result.index}"))
+        sys.stdout.flush()  # a closed pipe is found here, not at exit (exit code 120)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
+    return code
 
 
 def _interrupted(exc: KeyboardInterrupt, force: bool) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,8 +75,9 @@ class BatchInterrupted(KeyboardInterrupt):
     ``result``: what the run reports, its failures ("<path>: <problem>" per study that failed before it; QA 43: the CLI
     printed none; rev39: not read back from a studies.parquet that another run, or a file system's own clock, could have
     written) and warnings with it (review rev57 #3: they, and a summary that could not be written, were lost).
-    ``finished``: it came while the engine shut down, after every study was reached (review rev58 #5: the CLI said
-    "Interrupted ... Re-run" and exited 130 for a complete night whose batch.json says ``interrupted: false``)."""
+    ``finished``: it came after every study was reached, while the summary was written or the engine shut down (review
+    rev58 #5, rev59 #1: the CLI said "Interrupted ... Re-run" and exited 130 for a complete night whose batch.json says
+    ``interrupted: false``)."""
 
     def __init__(self, result: BatchResult | None, *, finished: bool = False):
         super().__init__()
@@ -149,6 +151,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note)
         result.warnings[:0] = notes
         return result
+    except BatchInterrupted as exc:  # review rev59 #3: the run's own notes (hub weights from a cache, a link replaced) were lost
+        if exc.result is not None:
+            exc.result.warnings[:0] = notes
+        raise
     except WorkerSetupError as exc:
         log(f"aborted: {exc}")
         raise
@@ -171,13 +177,14 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
                                            device_type=engine.device_type, run=options.run)
         ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
-                            backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force)
+                            backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force,
+                            run_id=uuid.uuid4().hex)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         run = options.run  # QA 45: the options were in the fingerprint only (README: batch.json holds the run's settings)
         settings = {"backend": options.backend, "device": options.device, "force": options.force, "report": run.report,
                     **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
-        info = {"input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
+        info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, "settings": settings, **({"weights_warning": note} if note else {}),
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
@@ -209,8 +216,8 @@ def _summarised(studies: list[Study], progress: Progress, ctx: WorkerContext, *,
     try:
         with deferring_interrupts():
             done = _finish(studies, progress, ctx, info=info, interrupted=interrupted, made=made)
-    except InterruptedAfterWriting:
-        raise BatchInterrupted(done) from None
+    except InterruptedAfterWriting:  # review rev59 #1: after every study was reached, the night is complete all the same
+        raise BatchInterrupted(done, finished=not interrupted) from None
     return done
 
 

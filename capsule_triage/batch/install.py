@@ -35,7 +35,7 @@ def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
     if not whole_copy:
         check_replaceable(final)  # again: a reviewer may have saved a file there while the study was scored
     elif final.is_dir() and (added := saved_since_copied(final, work)):
-        raise OutputError(final, f"files were saved in it while its pages were written ({', '.join(added[:3])}"
+        raise OutputError(final, f"files were saved in it or removed while its pages were written ({', '.join(added[:3])}"
                                  f"{', ...' if len(added) > 3 else ''}): left as it is, the pages are written on the next run")
     trash = None
     if final.exists():
@@ -47,28 +47,33 @@ def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
 
 
 def saved_since_copied(final: Path, work: Path) -> list[str]:
-    """Paths (relative to ``final``) of what someone saved in ``final``, outside what the batch writes, after ``work`` was
-    copied from it: files and folders added, at any depth, and files written again (another size or modification time,
-    kept by a hard link and by ``copy2`` alike: an editor saves by writing a new file and renaming it over the old one).
-    Review rev58 #4: only top-level names were compared, so a note added in a reviewer's folder or saved again was lost."""
-    saved = []
-    for name in foreign_files(final, RUN_OUTPUTS):
-        top = final / name
+    """Paths (relative to ``final``) outside what the batch writes that changed in ``final`` after ``work`` was copied from
+    it: added, deleted, or written again (another size or modification time, kept by a hard link and by ``copy2`` alike:
+    an editor saves by writing a new file and renaming it over the old one), at any depth. Review rev58 #4: only top-level
+    names were compared, so a note added in a reviewer's folder or saved again was lost; rev59 #5: one deleted came back."""
+    now, then = _foreign_tree(final), _foreign_tree(work)
+    return sorted(rel for rel in now.keys() | then.keys() if now.get(rel) != then.get(rel))
+
+
+def _foreign_tree(folder: Path) -> dict[str, tuple]:
+    """What ``folder`` holds outside what the batch writes: relative path -> a link's target, "folder", or a file's size
+    and modification time."""
+    tree = {}
+    for name in foreign_files(folder, RUN_OUTPUTS):
+        top = folder / name
         for path in [top, *sorted(top.rglob("*"))] if top.is_dir() and not top.is_symlink() else [top]:
-            rel, copy = path.relative_to(final), work / path.relative_to(final)
             try:
                 if path.is_symlink():
-                    same = copy.is_symlink() and os.readlink(path) == os.readlink(copy)
+                    state = ("link", os.readlink(path))
                 elif path.is_dir():
-                    same = copy.is_dir() and not copy.is_symlink()
+                    state = ("folder",)
                 else:
-                    now, then = path.lstat(), copy.lstat()
-                    same = not copy.is_symlink() and (now.st_size, now.st_mtime_ns) == (then.st_size, then.st_mtime_ns)
-            except OSError:  # not in the copy (or gone meanwhile)
-                same = not os.path.lexists(path)
-            if not same:
-                saved.append(str(rel))
-    return saved
+                    info = path.lstat()
+                    state = ("file", info.st_size, info.st_mtime_ns)
+            except OSError:  # gone meanwhile
+                continue
+            tree[str(path.relative_to(folder))] = state
+    return tree
 
 
 def link_or_copy(src: str, dst: str) -> None:

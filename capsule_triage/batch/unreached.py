@@ -53,9 +53,9 @@ def unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
 
 def installed_since(ctx: WorkerContext, study: Study, since: float) -> str | None:
     """"ok" for a study that a worker installed in this run but whose outcome never reached this process (the workers
-    are killed on Ctrl-C, possibly between the two): its run.json is this pipeline's and was written after the run
-    started; "reused" when those were another study's outputs of the same bytes (run.json ``batch.reused_from``; review
-    rev58 #8: listed "ok", as if scored); else None."""
+    are killed on Ctrl-C, possibly between the two): its run.json, written after the run started, names this run
+    (``batch.run_id``) and pipeline; "reused" when those were another study's outputs of the same bytes (run.json
+    ``batch.reused_from``; review rev58 #8: listed "ok", as if scored); else None."""
     run_file = Path(ctx.out_dir) / study.study_id / RUN_FILE
     try:
         if run_file.stat().st_mtime < since:
@@ -63,6 +63,6 @@ def installed_since(ctx: WorkerContext, study: Study, since: float) -> str | Non
         batch = read_json(run_file).get("batch", {})
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(batch, dict) or batch.get("pipeline_fingerprint") != ctx.fingerprint:
+    if not isinstance(batch, dict) or batch.get("pipeline_fingerprint") != ctx.fingerprint or batch.get("run_id") != ctx.run_id:
         return None
     return "reused" if batch.get("reused_from") else "ok"

@@ -74,6 +74,9 @@ class WorkerContext:
         fingerprint: :func:`pipeline_fingerprint` of this run.
         force: redo complete studies.
         threads: inference threads for this worker (None = the backend's default).
+        run_id: this batch run's id (batch.json ``run_id``), recorded in the run.json of each study a worker installs
+            (``batch.run_id``), so that an interrupted run tells the studies it installed (review rev59 #4: by the
+            file's time, a run.json only given a touched input's new state was taken for one installed that night).
     """
 
     out_dir: Path
@@ -85,6 +88,7 @@ class WorkerContext:
     fingerprint: str
     force: bool = False
     threads: int | None = None
+    run_id: str = ""
 
 
 @dataclass
@@ -209,7 +213,7 @@ class StudyWorker:
             if result.input_sha256 != sha:
                 raise InputError(study.path, "input changed while it was being triaged (still being written?); "
                                              "it is retried on the next run")
-            run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path,
+            run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path, "run_id": ctx.run_id,
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
@@ -284,7 +288,8 @@ def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Pat
     run["input"] = {**run["input"], "path": path, "state_sha256": settled_state_digest(before)}
     run["source"] = {**run.get("source", {}), "path": path}
     _renamed(run, earlier_path, path)
-    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path, "reused_from": earlier.name}
+    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path, "reused_from": earlier.name,
+                    "run_id": ctx.run_id}
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
         write_report(work, batch_index=True)  # replaces the linked pages by rename; index.html follows this run
