@@ -79,6 +79,7 @@ class Classifier:
         threads = _check_threads(threads)
         self.config = config
         self.loaded_threshold: float | None = None  # load_classifier's threshold (backend choice only; the run ranks at its own)
+        self.loaded_for: list[str] | None = None  # load_classifier's preset's classes (weights of others run as trained)
         self.device = device_name(device)
         self.weights_id = weights_id
         # run.json's weights_path: the folder, or a weights file given as such (QA 44: recorded nowhere, the SHA-256 only)

@@ -219,7 +219,7 @@ def unfinished_training(config: ModelConfig) -> str | None:
             "continue it with the same `triage train` command and --resume")
 
 
-PRESET_CHECKED = ("border", "border_radius", "abnormal_classes")  # what a weights folder changes of its preset, said in a warning
+PRESET_CHECKED = ("class_names", "border", "border_radius", "abnormal_classes")  # what a weights folder changes of its preset, said in a warning
 
 
 def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str | None:
@@ -250,18 +250,22 @@ def order_hint(weights_classes: list[str], preset_classes: list[str]) -> str:
 
 
 def folder_config(folder: Path, base_config: ModelConfig | None = None) -> ModelConfig:
-    """The config of a weights folder, checked against the preset's classes (no tensors are read).
+    """The config of a weights folder, checked against the preset's classes (no tensors are read). Weights of classes no
+    shipped preset has (a group's own labels: QA 65 #1, `triage train` wrote them and `triage run --weights` refused them)
+    run as they were trained, their own classes and abnormal ones, under the preset's reading and event settings
+    (:func:`preset_differences` says so in a warning).
 
     Raises:
-        WeightsError: no valid config.json, no model.safetensors beside it, or classes that differ
-            from the preset's.
+        WeightsError: no valid config.json, no model.safetensors beside it, or classes that differ from the preset's
+            where a shipped preset has them (it is named), or that are the preset's in another order.
     """
     config = ModelConfig.load(folder / CONFIG_NAME)
     if base_config is not None and base_config.class_names != config.class_names:
-        from .presets import presets_hint  # presets reads model configs: imported here, not at the top
+        from .presets import presets_hint, presets_with  # presets reads model configs: imported here, not at the top
 
-        raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}"
-                                   + (order_hint(config.class_names, base_config.class_names) or presets_hint(config.class_names)))
+        if (hint := order_hint(config.class_names, base_config.class_names)) or presets_with(config.class_names):
+            raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}"
+                                       + (hint or presets_hint(config.class_names)))
     if not (folder / WEIGHTS_NAME).exists():
         raise WeightsError(folder, f"{WEIGHTS_NAME} not found beside config.json")
     return config

@@ -78,7 +78,7 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     location, note = resolve_weights(pipeline, weights)
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))
-    classifier.loaded_threshold = threshold
+    classifier.loaded_threshold, classifier.loaded_for = threshold, list(pipeline.model.class_names)
     return classifier
 
 

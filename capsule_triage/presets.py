@@ -223,10 +223,8 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     )
 
 
-def presets_hint(class_names: list[str]) -> str:
-    """What to run weights of ``class_names`` with: the presets of exactly these classes (QA 44: `--weights` of a
-    3-class model alone met the default preset's two classes, and nothing named `-p gastric-3class-resnet50`),
-    else a preset file of one's own."""
+def presets_with(class_names: list[str]) -> list[str]:
+    """The shipped presets whose model has exactly these classes, in this order."""
     named = []
     for path in sorted((project_home() / "pipelines").glob("*.toml")):
         try:
@@ -234,7 +232,14 @@ def presets_hint(class_names: list[str]) -> str:
                 named.append(path.stem)
         except TriageError:
             continue
-    if named:
+    return named
+
+
+def presets_hint(class_names: list[str]) -> str:
+    """What to run weights of ``class_names`` with: the presets of exactly these classes (QA 44: `--weights` of a
+    3-class model alone met the default preset's two classes, and nothing named `-p gastric-3class-resnet50`),
+    else a preset file of one's own."""
+    if named := presets_with(class_names):
         return f"; preset {' or '.join(named)} has these classes: run with -p {named[0]}"
     return "; no preset has these classes: give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)"
 

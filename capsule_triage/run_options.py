@@ -117,7 +117,7 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     if options.decoder_processes > 1 and options.decode_in == "thread":  # QA 19: decoded in processes without a word
         raise ValueError(f"--decoders {options.decoder_processes} decodes in {options.decoder_processes} processes: "
                          "--decode-in thread contradicts it (omit one)")
-    if classifier.config.class_names != pipeline.model.class_names:
+    if (classifier.loaded_for or classifier.config.class_names) != pipeline.model.class_names:  # loaded for another preset
         raise WeightsError(classifier.weights_path or classifier.config.name or "classifier",
                            f"weights classes {classifier.config.class_names} do not match the preset's {pipeline.model.class_names} "
                            f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))"

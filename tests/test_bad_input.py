@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import DEMO_CLIP, REPO, demo_clip_frames, encode_clip, triage, write_frame_folder
@@ -155,14 +156,23 @@ def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
     (other / "config.json").write_text(json.dumps(config))
     _expect_error(tmp_path, DEMO_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; preset gastric-3class-resnet50 "
                                               "has these classes: run with -p gastric-3class-resnet50")  # QA 44: named no preset
-    config.update(class_names=["polyp", "normal"], abnormal_classes=["polyp"])
-    (other / "config.json").write_text(json.dumps(config))
-    _expect_error(tmp_path, DEMO_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; no preset has these classes: "
-                                              "give -p FILE.toml, a preset of your own naming them (as pipelines/*.toml do)")
     (tmp_path / "in").mkdir()  # QA 44: a batch refused them after it had made OUT_DIR and its batch.log
     shutil.copy(DEMO_CLIP, tmp_path / "in")
     result = triage("batch", tmp_path / "in", "--out", tmp_path / "bout", "--weights", other)
-    assert result.returncode == 2 and "no preset has these classes" in result.stderr and not (tmp_path / "bout").exists()
+    assert result.returncode == 2 and "preset gastric-3class-resnet50 has these classes" in result.stderr and not (tmp_path / "bout").exists()
+    # QA 65 #1: weights of a group's own labels, which no preset has (`triage train` wrote them), were refused until one
+    # wrote a preset: they run as trained, their classes and abnormal ones, under the preset's reading and event settings
+    config.update(class_names=["normal", "polyp"], abnormal_classes=["polyp"])
+    (other / "config.json").write_text(json.dumps(config))
+    said = ("Warning: the weights were trained with class_names ['normal', 'polyp'], abnormal_classes ['polyp']; the preset says "
+            "class_names ['non-bleeding', 'bleeding'], abnormal_classes ['bleeding']: frames are read and scored as the weights were trained")
+    for command in (("run", DEMO_CLIP, "--out", tmp_path / "own"), ("batch", tmp_path / "in", "--out", tmp_path / "bown", "--quiet")):
+        result = triage(*command, "--weights", other)
+        assert result.returncode == 0 and said in result.stderr.splitlines(), result.stderr
+    events = pq.read_table(tmp_path / "own" / "events.parquet").to_pylist()
+    frames = pq.read_table(tmp_path / "own" / "frames.parquet")
+    assert {e["dominant_class"] for e in events} <= {"polyp"} and {"prob_normal", "prob_polyp"} <= set(frames.column_names)
+    assert json.loads((tmp_path / "own" / "run.json").read_text())["model"]["config"]["class_names"] == ["normal", "polyp"]
 
 
 def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
