@@ -42,7 +42,7 @@ from .interrupts import deferring_interrupts
 from .model_card import check_card, check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
-from .recompress import Codec, round_trip
+from .recompress import Codec
 from .report_svg import score_text
 from .roc_plot import draw_roc
 from .stills import LabelledImages, load_for_model
@@ -207,8 +207,7 @@ def evaluate(
         with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
             selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
                                                     codec=parsed, whole=val_data is not None, batch_size=batch_size)
-    images = load_for_model(select(samples, split), config, progress=progress, source=data)
-    images.images = _compressed(images.images, parsed)
+    images = load_for_model(select(samples, split), config, progress=progress, source=data, codec=parsed)  # at the stills' size
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
     backend_notes: list[str] = []  # QA 30: `triage run` warned of a rejected or unchecked backend, eval did not
     if selection is not None and backend != "torch-fp32":
@@ -286,10 +285,6 @@ def _parse_codec(codec: str | None) -> Codec | None:
         raise InputError("--codec", str(exc)) from None
 
 
-def _compressed(images: torch.Tensor, codec: Codec | None) -> torch.Tensor:
-    return round_trip(images, codec) if codec is not None else images
-
-
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
                      codec: Codec | None = None, whole: bool = False, batch_size: int = 64) -> tuple[dict, list[str]]:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
@@ -313,8 +308,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
         raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed
                          "no 'val' split and no training split record in the weights; pass validation data")
-    val = load_for_model(select(samples, "val"), config, source=data)
-    images = _compressed(val.images, codec)
+    val = load_for_model(select(samples, "val"), config, source=data, codec=codec)
+    images = val.images
     # as triage run and the evaluation count them (QA 53 #4): a still without a field of view is never flagged
     view = frames_with_view(images)
     score = suspicion(as_run_scores(predict_probs(model, Preprocessor(config), images, batch_size=batch_size), view, config), config)

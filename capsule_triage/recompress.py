@@ -12,6 +12,7 @@ borders).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import av
@@ -79,19 +80,24 @@ def jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def _h264_stream(container, width: int, height: int, crf: int):
+    stream = container.add_stream("libx264", rate=4)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    # Reproducible bytes: x264's macroblock-tree rate control gave 2-10 different encodes of the same
+    # 48 frames in 10 runs (in one process, one thread); without it 1 of 10. One thread, because
+    # x264's output depends on the thread count, which by default follows the machine's cores.
+    stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+    stream.codec_context.thread_count = 1
+    return stream
+
+
 def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
     n, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 at 4:2:0 needs even frame sides, got {w}x{h}")
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=4)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        # Reproducible bytes: x264's macroblock-tree rate control gave 2-10 different encodes of the same
-        # 48 frames in 10 runs (in one process, one thread); without it 1 of 10. One thread, because
-        # x264's output depends on the thread count, which by default follows the machine's cores.
-        stream.options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
-        stream.codec_context.thread_count = 1
+        stream = _h264_stream(container, w, h, crf)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
@@ -107,6 +113,41 @@ def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
     if len(out) != n:
         raise ValueError(f"H.264 round trip returned {len(out)} frames for {n}")
     return out
+
+
+def round_trip_stills(images: Iterable[np.ndarray], codec: Codec) -> Iterator[np.ndarray]:
+    """RGB uint8 [H,W,3] stills at their own size after ``codec``'s round trip, as a study's frames are compressed before
+    ``triage run`` resizes them for its model (QA 65 #2: ``triage eval --codec`` compressed the model-sized stills, so a
+    96 px model saw far coarser blocks than in a video of 224 px frames). JPEG: each alone, as it comes. H.264: all as
+    one 4 fps clip in order (:func:`round_trip`'s settings), streamed through its encoder, then decoded in order; the
+    clip takes the first still's size (cut to even sides: 4:2:0) and a still of another size is resized to it."""
+    if codec.kind == "jpeg":
+        for image in images:
+            yield jpeg(image, codec.level)
+        return
+    buffer, stream, count = io.BytesIO(), None, 0
+    with av.open(buffer, "w", format="mp4") as container:
+        for image in images:
+            if stream is None:
+                h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+                stream = _h264_stream(container, w, h, codec.level)
+            if image.shape[:2] != (h, w):
+                image = (image[:h, :w] if image.shape[0] in (h, h + 1) and image.shape[1] in (w, w + 1)
+                         else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+            count += 1
+        if stream is not None:
+            container.mux(stream.encode())
+    if not count:
+        return
+    buffer.seek(0)
+    reformatter, decoded = VideoReformatter(), 0
+    with av.open(buffer, "r") as container:
+        for frame in container.decode(video=0):
+            decoded += 1
+            yield reformatter.reformat(frame, format="rgb24", interpolation=RGB_CONVERSION).to_ndarray()
+    if decoded != count:
+        raise ValueError(f"H.264 round trip returned {decoded} frames for {count}")
 
 
 def recompress_augment(frames: torch.Tensor, probability: float, generator: torch.Generator, codec: str = "h264") -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from .model_config import ModelConfig, read_geometry
 from .preprocess import Preprocessor
 from .progress import progress_bar
 from .reader import fit_still
+
+if TYPE_CHECKING:
+    from .recompress import Codec
 
 
 @dataclass
@@ -48,12 +52,14 @@ class LabelledImages:
 
 
 def load_images(samples: list[Sample], *, size: int, class_names: list[str], progress: bool = False,
-                source: str | Path = "(data)", view: "Preprocessor | None" = None) -> LabelledImages:
+                source: str | Path = "(data)", view: "Preprocessor | None" = None, codec: "Codec | None" = None) -> LabelledImages:
     """Decode, resize (short side = ``size``) and centre-crop every sample to uint8 [N, 3, size, size].
 
     With ``view`` (the preprocessing of a model with a detected field of view, border "fov") each
     image is read as ``triage run`` reads a frame for it (short side twice the input size, its shape
     kept) and cropped to its view there (:meth:`Preprocessor.view`), instead of centre-cropped.
+    With ``codec``, each still goes through its round trip at its own size first, as a video's frames are
+    compressed before they are read (:func:`~capsule_triage.recompress.round_trip_stills`).
     ``source`` (the manifest or folder the samples came from) is what error messages name.
 
     Raises:
@@ -67,15 +73,26 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
     short_side, square_crop = read_geometry(size, "fov" if view is not None else "circle")
     digests, colours = [], FolderColours()  # one 16-bit depth for the split, as for a frame folder
-    for i, sample in enumerate(progress_bar(samples, show=progress, desc="loading images", leave=False)):
-        data = np.fromfile(str(sample.path), dtype=np.uint8)
-        digests.append(hashlib.sha256(data).hexdigest())
-        try:
-            image = decode_image_rgb(data, colours, sample.path.name)
-        except UnreadableImage as exc:
-            raise InputError(sample.path, str(exc)) from None
-        if image is None:
-            raise InputError(sample.path, "not a decodable image")
+
+    def decoded():
+        for sample in samples:
+            data = np.fromfile(str(sample.path), dtype=np.uint8)
+            digests.append(hashlib.sha256(data).hexdigest())
+            try:
+                image = decode_image_rgb(data, colours, sample.path.name)
+            except UnreadableImage as exc:
+                raise InputError(sample.path, str(exc)) from None
+            if image is None:
+                raise InputError(sample.path, "not a decodable image")
+            yield image
+
+    if codec is not None:
+        from .recompress import round_trip_stills
+
+        stills = round_trip_stills(decoded(), codec)
+    else:
+        stills = decoded()
+    for i, image in enumerate(progress_bar(stills, total=len(samples), show=progress, desc="loading images", leave=False)):
         still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)
         images[i] = still if view is None else view.view(still[None])[0]
     for note in colours.notes():
@@ -90,8 +107,9 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     )
 
 
-def load_for_model(samples: list[Sample], config: ModelConfig, *, progress: bool = False, source: str | Path = "(data)") -> LabelledImages:
+def load_for_model(samples: list[Sample], config: ModelConfig, *, progress: bool = False, source: str | Path = "(data)",
+                   codec: "Codec | None" = None) -> LabelledImages:
     """:func:`load_images` as the model of ``config`` reads frames: its input size and classes, and
-    cropped to the field of view when it detects one."""
+    cropped to the field of view when it detects one; after ``codec``'s round trip, if given."""
     return load_images(samples, size=config.input_size, class_names=config.class_names, progress=progress, source=source,
-                       view=Preprocessor(config) if config.border == "fov" else None)
+                       view=Preprocessor(config) if config.border == "fov" else None, codec=codec)

@@ -99,3 +99,35 @@ def test_recompress_augment_is_seeded_and_follows_its_probability(real_frames, c
 def test_recompress_augment_names_an_unknown_codec():
     with pytest.raises(ValueError, match="recompress codec must be one of .*got 'png'"):
         recompress_augment(torch.zeros((2, 3, 16, 16), dtype=torch.uint8), 0.5, torch.Generator(), "png")
+
+
+@pytest.mark.parametrize("spec", ["h264:35", "jpeg:30"])
+def test_stills_are_compressed_at_their_own_size_as_a_video_s_frames_are(tmp_path, spec):
+    """QA 65 #2: `triage eval --codec` compressed the stills after they were resized to the model's input, so a 96 px model
+    saw the blocks of a 96 px video (mean score 0.070 from `triage run` on the same frames as a 224 px video, 0.013 without
+    --codec). The round trip is now at the stills' own size, before the model's resize, as a video's frames are."""
+    import cv2
+
+    from capsule_triage.datasets import Sample
+    from capsule_triage.recompress import round_trip_stills
+    from capsule_triage.reader import fit_still
+    from capsule_triage.stills import load_images
+    from conftest import demo_clip_frames
+
+    frames = [np.ascontiguousarray(f[:224, :224]) for f in demo_clip_frames()[:12]]
+    samples = []
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        samples.append(Sample(tmp_path / f"f{i}.png", "bleeding" if i % 2 else "normal", f"g{i}", "test"))
+    codec = Codec.parse(spec)
+    loaded = load_images(samples, size=64, class_names=["normal", "bleeding"], codec=codec).images
+    own = round_trip(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous(), codec)  # the whole clip at 224 px
+    expected = np.stack([fit_still(f, 64, True) for f in own.permute(0, 2, 3, 1).numpy()])
+    assert torch.equal(loaded, torch.from_numpy(expected).permute(0, 3, 1, 2))
+    clean = load_images(samples, size=64, class_names=["normal", "bleeding"]).images
+    small = round_trip(clean, codec)  # the old order: resized to 64 px, then compressed
+    off = lambda a: (a.float() - clean.float()).abs().mean().item()  # noqa: E731
+    assert off(small) > 1.5 * off(loaded), (off(small), off(loaded))  # compression at 64 px costs far more
+    odd = [np.ascontiguousarray(f[:223, :221]) for f in frames[:3]] + [cv2.resize(frames[3], (100, 90))]
+    out = list(round_trip_stills(iter(odd), codec))  # H.264: the clip at the first still's size, cut to even sides
+    assert len(out) == 4 and all(o.shape == ((222, 220, 3) if codec.kind == "h264" else i.shape) for o, i in zip(out, odd))
