@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -180,6 +181,24 @@ def _register_optional() -> None:
 
 
 _register_optional()
+
+
+def _said_when_interrupted(command):
+    """A command whose Ctrl-C (or SIGTERM) it did not catch itself says "Interrupted." and exits 130 (QA 65 #5: one in
+    `triage eval`'s first seconds, its `import torch`, ended the process with no word: typer turns it into exit 130)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                typer.echo("Interrupted.", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    return run
+
+
+for _command in app.registered_commands:
+    _command.callback = _said_when_interrupted(_command.callback)
 
 
 def main() -> None:

@@ -99,7 +99,10 @@ def train_command(
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
+    from .train_options import FIRST_WRITES
+
     new_folder = not Path(output).exists()
+    there = {name for name in FIRST_WRITES if (Path(output) / name).exists()}  # the folder's own, before this run
     try:
         with _warning_lines():
             folder = train(options)
@@ -113,9 +116,11 @@ def train_command(
         elif new_folder:  # QA 44: pointed to a checkpoint never written; rev39: a folder of this run's first weights refused a rerun
             shutil.rmtree(output, ignore_errors=True)
             typer.echo("Interrupted before the first checkpoint; nothing was kept: run the same command again.", err=True)
-        else:
-            typer.echo(f"Interrupted before the first checkpoint; {output} holds none to resume: delete it and run the same command "
-                       "again.", err=True)
+        else:  # QA 65 #6: "delete it" put a folder's own files at risk; what this run wrote there is removed instead (a new
+            for name in set(FIRST_WRITES) - there:  # run refuses to find these), so the same command runs again
+                (Path(output) / name).unlink(missing_ok=True)
+            typer.echo(f"Interrupted before the first checkpoint; nothing of this run was kept in {output} (its own files are "
+                       "left as they were): run the same command again.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 

@@ -25,6 +25,7 @@ from .transfer import INIT_SOURCES, N_BLOCKS
 
 SCHEDULES = ("epochs", "bit")
 LOG_NAME = "train_log.csv"  # one row per epoch, beside the weights
+FIRST_WRITES = ("config.json", "model.safetensors", LOG_NAME, TRAINING_IMAGES)  # what a new run refuses to find in its folder
 RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "device", "progress", "command")
 
 
@@ -121,7 +122,7 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
         raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
-    written = [name for name in (LOG_NAME, "model.safetensors", TRAINING_IMAGES) if saved is None and (out / name).exists()]
+    written = [name for name in FIRST_WRITES[1:] if saved is None and (out / name).exists()]
     if written:  # QA 56 #5: a folder of the user's own files: their train_log.csv was overwritten (rev52: another run's image list kept)
         raise InputError(out, f"output folder already holds {' and '.join(written)}, which training writes; choose another folder")
     if saved is not None:

@@ -588,9 +588,13 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert f"Interrupted; to continue from the last checkpoint in {tmp_path / 'w'}, run the same command with --resume." in result.output
     (tmp_path / "old").mkdir()  # a folder that was there before: not ours to delete
+    (tmp_path / "old" / "notes.txt").write_text("mine\n")
     result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "old")])
-    assert result.exit_code == 130 and (tmp_path / "old" / "config.json").exists()
-    assert f"Interrupted before the first checkpoint; {tmp_path / 'old'} holds none to resume: delete it and run" in " ".join(result.output.split())
+    # QA 65 #6: the advice was to delete the folder, the user's notes with it; what this run wrote there is removed instead,
+    # so the same command runs again (config.json would have refused it)
+    assert result.exit_code == 130 and sorted(os.listdir(tmp_path / "old")) == ["notes.txt"]
+    assert (f"Interrupted before the first checkpoint; nothing of this run was kept in {tmp_path / 'old'} (its own files are left as "
+            "they were): run the same command again.") in " ".join(result.output.split())
 
 
 def test_a_manifest_listing_an_image_twice_is_refused_naming_both_rows(tmp_path):
@@ -987,3 +991,15 @@ def test_validation_counts_stills_without_a_view_as_triage_run_does(tiny_manifes
     assert len(labels) == 3 and sorted(view.tolist()) == [False, False, True]
     assert json.loads((out / "config.json").read_text())["provenance"]["training"]["split"]["n_val_without_view"] == 2
     assert "Validation: 3 frames (2 without a field of view, counted as never flagged as triage run does)" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_ctrl_c_no_command_catches_is_said_and_exits_130(tmp_path):
+    """QA 65 #5: Ctrl-C in the first seconds of `triage eval` (its `import torch`, before the command's own handler)
+    printed only an empty line. Here the interrupt comes from torch.set_num_threads, which eval calls before its try."""
+    from conftest import triage
+
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(
+        "import torch\ndef interrupted(n):\n    raise KeyboardInterrupt\ntorch.set_num_threads = interrupted\n")
+    result = triage("eval", tmp_path / "weights", tmp_path / "data.csv", env={"PYTHONPATH": str(tmp_path / "hook")})
+    assert result.returncode == 130 and result.stderr.strip() == "Interrupted.", result.stderr
