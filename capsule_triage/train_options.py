@@ -116,6 +116,10 @@ def check_options(o: TrainOptions) -> None:
 def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(out, "output path exists and is not a folder")
+    tree = Path(options.data).resolve()
+    if tree.is_dir() and (out.resolve() == tree or tree in out.resolve().parents):  # QA 65 #7: weights among the class folders
+        raise InputError(out, f"the output folder is {'the image tree' if out.resolve() == tree else 'inside the image tree'} "
+                              f"{tree}: its weights and checkpoint would mix with the class folders; choose a folder outside it")
     if not out.exists():
         check_creatable(out)
     if saved is None and (out / CHECKPOINT_DIR).exists():

@@ -31,7 +31,7 @@ from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, p
 from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
-from conftest import WCE, manifest_rows, needs_shared
+from conftest import WCE, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
 
 torch.set_num_threads(2)
 LITE0 = "tf_efficientnet_lite0"
@@ -1003,3 +1003,17 @@ def test_a_ctrl_c_no_command_catches_is_said_and_exits_130(tmp_path):
         "import torch\ndef interrupted(n):\n    raise KeyboardInterrupt\ntorch.set_num_threads = interrupted\n")
     result = triage("eval", tmp_path / "weights", tmp_path / "data.csv", env={"PYTHONPATH": str(tmp_path / "hook")})
     assert result.returncode == 130 and result.stderr.strip() == "Interrupted.", result.stderr
+
+
+def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
+    """QA 65 #7: `triage train tree --output tree` wrote config.json, model.safetensors and checkpoint/ among the class
+    folders (`triage eval --out` refuses a folder that is not an evaluation's)."""
+    frames = demo_clip_frames()
+    for label in ("normal", "bleeding"):
+        write_frame_folder(frames[:3], tmp_path / "tree" / label)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for out, where in ((tmp_path / "tree", "the image tree"), (tmp_path / "tree" / "normal" / "w", "inside the image tree")):
+        with pytest.raises(InputError, match=f"{re.escape(str(out))}: the output folder is {where} {re.escape(str(tmp_path / 'tree'))}: "
+                                             "its weights and checkpoint would mix with the class folders; choose a folder outside it"):
+            train(_options(tmp_path / "tree", out))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
