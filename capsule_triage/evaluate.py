@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .training_images import overlap_warning, read_training_images
+from .training_images import overlap_warning, read_threshold_images, read_training_images, write_threshold_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import weights_sha256
@@ -227,9 +227,11 @@ def evaluate(
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else training_overlap(select(samples, split), config, split))
-    chosen = set(chosen_on)
-    tuned = sum(d in chosen for d in images.sha256)  # QA 39: a threshold chosen on the frames scored (each frame counted)
-    tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on ({val_data or data}): "
+    # QA 39: a threshold chosen on the frames scored (each frame counted); QA 65 #3: also by an earlier command
+    chosen = set(chosen_on) if selection is not None else read_threshold_images(weights, config.threshold)
+    tuned = sum(d in chosen for d in images.sha256)
+    chosen_in = f" ({val_data or data})" if selection is not None else ""
+    tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on{chosen_in}: "
              "the figures at that threshold are optimistic" if tuned else None)
     learned = sum(known.get(d) == "train" for d in chosen_on) if known else 0  # review rev34: --val-data of training frames
     learned = (f"{learned} of the {len(chosen_on)} frames the threshold was chosen on ({val_data or data}) are this model's training "
@@ -248,6 +250,7 @@ def evaluate(
     with deferring_interrupts():  # QA 56 #10: an interrupt waits for the last file, so that all or none are written
         if selection is not None:
             result["threshold_selection"] = selection
+            write_threshold_images(Path(weights), chosen_on, config.threshold)
             config.save(Path(weights) / CONFIG_NAME)
             if model_card is None:
                 refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)

@@ -89,3 +89,27 @@ def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, dig
                          if (n := sum(1 for _, s in hits if s == side)))
     return (f"{len(hits)} of the {len(scored)} frames scored ({split}) have the bytes of this model's training data "
             f"({sides} frames; e.g. {hits[0][0].path}); these metrics are optimistic")
+
+
+THRESHOLD_IMAGES = "threshold_images.parquet"  # the frames `triage eval --target-sensitivity` chose the threshold on
+
+
+def write_threshold_images(folder: Path, digests: list[str], threshold: float) -> None:
+    """Write :data:`THRESHOLD_IMAGES` (the SHA-256 of each frame the operating ``threshold`` was chosen on) into the
+    weights ``folder`` atomically, so that a later evaluation of those frames says its figures there are optimistic."""
+    table = pa.table({"sha256": sorted(set(digests))}).replace_schema_metadata({"threshold": repr(float(threshold))})
+    partial = folder / f".{THRESHOLD_IMAGES}.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, folder / THRESHOLD_IMAGES)
+
+
+def read_threshold_images(folder: str | Path, threshold: float) -> set[str]:
+    """The frames a weights folder's operating ``threshold`` was chosen on (empty: none recorded, or recorded for another
+    threshold, e.g. one set by hand since)."""
+    try:
+        table = pq.read_table(Path(folder) / THRESHOLD_IMAGES, columns=["sha256"])
+    except (OSError, pa.ArrowException, KeyError):
+        return set()
+    if (table.schema.metadata or {}).get(b"threshold") != repr(float(threshold)).encode():
+        return set()
+    return set(table.column("sha256").to_pylist())

@@ -408,8 +408,14 @@ def test_val_data_without_splits_is_used_whole_and_a_threshold_chosen_on_the_sco
     assert result["threshold_selection"]["n_val"] == 48 and "val_sha256" not in result["threshold_selection"]
     assert result["threshold_selection"]["method"] == "highest threshold with sensitivity >= 0.9 on every frame of the validation data"
     assert f"48 of the 48 frames scored (test) are frames the threshold was chosen on ({unsplit}): the figures at that threshold are optimistic" in result["warnings"]
+    # QA 65 #3: a later evaluation of those frames, without --target-sensitivity, said nothing (sensitivity 1.0 unqualified)
+    later = evaluate(weights_copy, small_manifest, "test")
+    assert ("48 of the 48 frames scored (test) are frames the threshold was chosen on: the figures at that threshold are "
+            "optimistic") in later["warnings"]
     split = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=small_manifest)  # its val split only
     assert split["threshold_selection"]["n_val"] == 40 and not any("chosen on" in w for w in split.get("warnings", []))
+    assert not any("chosen on" in w for w in evaluate(weights_copy, small_manifest, "test").get("warnings", []))  # chosen on val now
+    assert any("40 of the 40 frames scored (val) are frames the threshold" in w for w in evaluate(weights_copy, small_manifest, "val")["warnings"])
     # review rev34: --val-data of the model's own training frames chose the threshold on them without a word
     from capsule_triage.datasets import read_samples
     from capsule_triage.training_images import image_digests, write_training_images
