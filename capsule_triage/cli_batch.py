@@ -104,6 +104,8 @@ def _said(result) -> int:
         sys.stdout.flush()  # a closed pipe is found here, not at exit (exit code 120)
     except OSError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
+    except KeyboardInterrupt:  # review rev60 #6: a second Ctrl-C while a complete night's lines print: still its own code
+        pass
     return code
 
 

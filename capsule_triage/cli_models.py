@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -99,10 +100,10 @@ def train_command(
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
     )
-    from .train_options import FIRST_WRITES
+    from .train_options import RUN_WRITES
 
     new_folder = not Path(output).exists()
-    there = {name for name in FIRST_WRITES if (Path(output) / name).exists()}  # the folder's own, before this run
+    there = {name for name in RUN_WRITES if os.path.lexists(Path(output) / name)} if Path(output).is_dir() else None  # its own
     try:
         with _warning_lines():
             folder = train(options)
@@ -116,11 +117,17 @@ def train_command(
         elif new_folder:  # QA 44: pointed to a checkpoint never written; rev39: a folder of this run's first weights refused a rerun
             shutil.rmtree(output, ignore_errors=True)
             typer.echo("Interrupted before the first checkpoint; nothing was kept: run the same command again.", err=True)
-        else:  # QA 65 #6: "delete it" put a folder's own files at risk; what this run wrote there is removed instead (a new
-            for name in set(FIRST_WRITES) - there:  # run refuses to find these), so the same command runs again
-                (Path(output) / name).unlink(missing_ok=True)
+        elif there is not None:  # QA 65 #6: "delete it" put a folder's own files at risk; what this run wrote there is
+            for name in set(RUN_WRITES) - there:  # removed instead (a new run refuses to find it), so the same command runs again
+                path = Path(output) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             typer.echo(f"Interrupted before the first checkpoint; nothing of this run was kept in {output} (its own files are "
                        "left as they were): run the same command again.", err=True)
+        else:  # not a folder (refused by the run, had it got that far)
+            typer.echo("Interrupted; nothing was written.", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 

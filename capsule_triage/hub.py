@@ -21,7 +21,8 @@ from .errors import WeightsError
 from .model_config import CONFIG_NAME, WEIGHTS_NAME
 
 PREFIX = "hf-hub:"
-FILES = [CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md", "training_images.parquet"]  # the last: eval's overlap check
+FILES = [CONFIG_NAME, WEIGHTS_NAME, "MODEL_CARD.md", "README.md",  # the last two: eval's overlap checks (rev60 #3)
+         "training_images.parquet", "threshold_images.parquet"]
 ETAG_TIMEOUT_SECONDS = 10
 
 

@@ -261,9 +261,15 @@ def folder_config(folder: Path, base_config: ModelConfig | None = None) -> Model
     """
     config = ModelConfig.load(folder / CONFIG_NAME)
     if base_config is not None and base_config.class_names != config.class_names:
-        from .presets import presets_hint, presets_with  # presets reads model configs: imported here, not at the top
+        from .presets import load_pipeline, presets_hint, presets_with  # presets reads model configs: imported here, not at the top
 
-        if (hint := order_hint(config.class_names, base_config.class_names)) or presets_with(config.class_names):
+        hint = order_hint(config.class_names, base_config.class_names)
+        if hint or presets_with(config.class_names, any_order=True):  # rev60 #4: a shipped preset's classes in another order too
+            if not hint and not presets_with(config.class_names):
+                named = presets_with(config.class_names, any_order=True)
+                theirs = load_pipeline(named[0]).model.class_names
+                hint = (f"; preset {named[0]} has these classes in the order {theirs}, and the head's order must be the preset's "
+                        f"(train with --classes {','.join(theirs)}, or give a preset file of your own in the weights' order)")
             raise WeightsError(folder, f"weights classes {config.class_names} do not match the preset's {base_config.class_names}"
                                        + (hint or presets_hint(config.class_names)))
     if not (folder / WEIGHTS_NAME).exists():

@@ -223,12 +223,13 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     )
 
 
-def presets_with(class_names: list[str]) -> list[str]:
-    """The shipped presets whose model has exactly these classes, in this order."""
+def presets_with(class_names: list[str], *, any_order: bool = False) -> list[str]:
+    """The shipped presets whose model has exactly these classes, in this order (``any_order``: in any order)."""
     named = []
     for path in sorted((project_home() / "pipelines").glob("*.toml")):
         try:
-            if load_pipeline(path.stem).model.class_names == list(class_names):
+            theirs = load_pipeline(path.stem).model.class_names
+            if theirs == list(class_names) or (any_order and sorted(theirs) == sorted(class_names)):
                 named.append(path.stem)
         except TriageError:
             continue

@@ -11,6 +11,7 @@ borders).
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -116,34 +117,48 @@ def _h264(frames: np.ndarray, crf: int) -> np.ndarray:
 
 
 def round_trip_stills(images: Iterable[np.ndarray], codec: Codec) -> Iterator[np.ndarray]:
-    """RGB uint8 [H,W,3] stills at their own size after ``codec``'s round trip, as a study's frames are compressed before
-    ``triage run`` resizes them for its model (QA 65 #2: ``triage eval --codec`` compressed the model-sized stills, so a
-    96 px model saw far coarser blocks than in a video of 224 px frames). JPEG: each alone, as it comes. H.264: all as
-    one 4 fps clip in order (:func:`round_trip`'s settings), streamed through its encoder, then decoded in order; the
-    clip takes the first still's size (cut to even sides: 4:2:0) and a still of another size is resized to it."""
+    """RGB uint8 [H,W,3] stills at their own size after ``codec``'s round trip, in order, as a study's frames are
+    compressed before ``triage run`` resizes them for its model (QA 65 #2: ``triage eval --codec`` compressed the
+    model-sized stills, so a 96 px model saw far coarser blocks than in a video of 224 px frames). JPEG: each alone, as
+    it comes. H.264: each run of stills of one size as one 4 fps clip (:func:`round_trip`'s settings), streamed through
+    the encoder, then decoded in order; a still of another size starts a new clip (review rev60 #1: resized to the first
+    one's size, a wide still was squashed); a still with an odd side loses its last row or column (4:2:0)."""
     if codec.kind == "jpeg":
         for image in images:
             yield jpeg(image, codec.level)
         return
-    buffer, stream, count = io.BytesIO(), None, 0
-    with av.open(buffer, "w", format="mp4") as container:
+    state, count = None, 0  # (container, stream, buffer, size) of the clip being encoded; its frames so far
+    try:
         for image in images:
-            if stream is None:
-                h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-                stream = _h264_stream(container, w, h, codec.level)
-            if image.shape[:2] != (h, w):
-                image = (image[:h, :w] if image.shape[0] in (h, h + 1) and image.shape[1] in (w, w + 1)
-                         else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA))
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+            size = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2)
+            if state is not None and state[3] != size:
+                finished, state = state, None
+                yield from _finish_clip(finished, count)
+            if state is None:
+                buffer = io.BytesIO()
+                container = av.open(buffer, "w", format="mp4")
+                state, count = (container, _h264_stream(container, size[1], size[0], codec.level), buffer, size), 0
+            frame = np.ascontiguousarray(image[: size[0], : size[1]])
+            state[0].mux(state[1].encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             count += 1
-        if stream is not None:
-            container.mux(stream.encode())
-    if not count:
-        return
+        if state is not None:
+            finished, state = state, None
+            yield from _finish_clip(finished, count)
+    finally:
+        if state is not None:  # stopped mid-clip (an unreadable still): the encoder is let go, the error goes on
+            with contextlib.suppress(Exception):
+                state[0].close()
+
+
+def _finish_clip(state, count: int) -> Iterator[np.ndarray]:
+    """The frames of a clip :func:`round_trip_stills` encoded, decoded in order."""
+    container, stream, buffer, _ = state
+    container.mux(stream.encode())
+    container.close()
     buffer.seek(0)
     reformatter, decoded = VideoReformatter(), 0
-    with av.open(buffer, "r") as container:
-        for frame in container.decode(video=0):
+    with av.open(buffer, "r") as clip:
+        for frame in clip.decode(video=0):
             decoded += 1
             yield reformatter.reformat(frame, format="rgb24", interpolation=RGB_CONVERSION).to_ndarray()
     if decoded != count:

@@ -35,6 +35,7 @@ PAGE_SIZE = 50  # events per gallery page
 MAX_DETAIL_ROWS = 5000  # frames listed on one event page
 HOUR_STRIPS_FROM = 2 * 3600.0  # seconds: a study longer than this has its timeline hour by hour too (_hour_strips)
 HOUR_STRIP_POINTS = 1000  # vertex budget of an hour's curve (one per pixel of its axis)
+HOUR_STRIP_TAIL = 300.0  # seconds: a remainder this short after the last whole hour is drawn in that hour's strip
 
 
 def paginate(count: int, page_size: int = PAGE_SIZE) -> list[range]:
@@ -142,8 +143,9 @@ def _hour_strips(study: Study, gaps: list[tuple[float, float]]) -> str:
         return ""
     f, spans, strips = study.frames, _spans(study, "#event-{n}"), []
     t = f["pts_seconds"]
-    for hour in range(math.ceil((last - first) / 3600 - 1e-9)):
-        lo, hi = first + 3600 * hour, min(first + 3600 * (hour + 1), last)
+    hours = max(1, math.ceil((last - first - HOUR_STRIP_TAIL) / 3600))  # rev60 #5: a last "hour" of 0.5 s filled a strip
+    for hour in range(hours):
+        lo, hi = first + 3600 * hour, (first + 3600 * (hour + 1) if hour + 1 < hours else last)  # the last takes a short tail
         win = slice(np.searchsorted(t, lo, "left"), np.searchsorted(t, hi, "right"))
         shown = [s for s in spans if s.end_seconds >= lo and s.start_seconds <= hi]
         title = f"Hour {hour + 1}: {fmt_clock(lo)} to {fmt_clock(hi)}, {len(shown)} event{'s' if len(shown) != 1 else ''}"

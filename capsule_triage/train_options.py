@@ -26,6 +26,9 @@ from .transfer import INIT_SOURCES, N_BLOCKS
 SCHEDULES = ("epochs", "bit")
 LOG_NAME = "train_log.csv"  # one row per epoch, beside the weights
 FIRST_WRITES = ("config.json", "model.safetensors", LOG_NAME, TRAINING_IMAGES)  # what a new run refuses to find in its folder
+# Everything a run writes in its folder, with the leftovers of a write cut short (what an interrupt before the first
+# checkpoint removes, of what was not there before it: review rev60 #2, a half-written checkpoint/ refused every rerun)
+RUN_WRITES = (*FIRST_WRITES, CHECKPOINT_DIR, "MODEL_CARD.md", Path(LOG_NAME).with_suffix(".tmp").name, f".{TRAINING_IMAGES}.partial")
 RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "device", "progress", "command")
 
 

@@ -156,6 +156,12 @@ def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
     (other / "config.json").write_text(json.dumps(config))
     _expect_error(tmp_path, DEMO_CLIP, other, "do not match the preset's ['non-bleeding', 'bleeding']; preset gastric-3class-resnet50 "
                                               "has these classes: run with -p gastric-3class-resnet50")  # QA 44: named no preset
+    config.update(class_names=["GU", "GC", "CG"], abnormal_classes=["GC"])  # review rev60 #4: in another order they ran as trained
+    (other / "config.json").write_text(json.dumps(config))
+    _expect_error(tmp_path, DEMO_CLIP, other, "preset gastric-3class-resnet50 has these classes in the order ['GC', 'GU', 'CG'], and the "
+                                              "head's order must be the preset's (train with --classes GC,GU,CG, or give a preset file")
+    config.update(class_names=["GC", "GU", "CG"])
+    (other / "config.json").write_text(json.dumps(config))
     (tmp_path / "in").mkdir()  # QA 44: a batch refused them after it had made OUT_DIR and its batch.log
     shutil.copy(DEMO_CLIP, tmp_path / "in")
     result = triage("batch", tmp_path / "in", "--out", tmp_path / "bout", "--weights", other)

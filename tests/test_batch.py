@@ -634,6 +634,8 @@ def test_an_interrupt_as_the_engine_shuts_down_after_every_study_ends_the_night_
         f"Warning: {out / '.work'} was a symbolic link (to {tmp_path}): replaced by a folder, nothing written through it"], result.stderr
     assert result.stdout.startswith("2 studies: 1 ok, 0 skipped, 1 failed;") and f"Wrote {out / 'studies.parquet'}" in result.stdout
     assert json.loads((out / "batch.json").read_text())["interrupted"] is False
+    (scored,) = out.glob("a.mp4*/run.json")  # rev60: the run's id is on what it scored too, as on what it reused
+    assert json.loads(scored.read_text())["batch"]["run_id"] == json.loads((out / "batch.json").read_text())["run_id"] != ""
     # review rev59 #2: `triage batch ... | tee night.log`, the tee killed by the same Ctrl-C: writing the summary to the
     # closed pipe made the complete night exit 1 ("a study failed"); here none failed, so 0
     (tmp_path / "in" / "empty.mp4").unlink()

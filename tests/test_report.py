@@ -452,6 +452,9 @@ def test_a_long_study_has_its_timeline_hour_by_hour(tmp_path):
     assert len(ids) == len(set(ids)) and ids.count("hatch") == 1  # one #hatch for every timeline's gaps
     short = write_report(make_study(tmp_path / "short", frames=2 * 6600, events=10)).read_text()  # 1 h 50 min: one axis does
     assert 'id="hours"' not in short and "hour by hour" not in short
+    tail = write_report(make_study(tmp_path / "tail", frames=2 * (7200 + 240), events=10)).read_text()  # 2 h 4 min
+    titles = re.findall(r"<h3>(Hour [^<]*)</h3>", tail)  # review rev60 #5: a short tail was a strip of its own (0.5 s wide)
+    assert len(titles) == 2 and titles[1].startswith("Hour 2: 1:00:00.0 to 2:04:00.0, ") and "(2 strips;" in tail
 
 
 def test_timeline_is_a_group_described_in_words_from_the_study(tmp_path):

@@ -571,8 +571,12 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     import capsule_triage.train as train_module
 
     def interrupted(options):  # after the first epoch's weights, before its checkpoint (rev39: the folder then refused a rerun)
+        if Path(options.output).is_file():  # before the run would have refused it
+            raise KeyboardInterrupt
         Path(options.output).mkdir(exist_ok=True)
         (Path(options.output) / "config.json").write_text("{}")
+        (Path(options.output) / "checkpoint").mkdir(exist_ok=True)  # review rev60 #2: cut inside the first checkpoint's write
+        (Path(options.output) / "checkpoint" / "state.safetensors.tmp").write_text("")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train", interrupted)
@@ -595,6 +599,9 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
     assert result.exit_code == 130 and sorted(os.listdir(tmp_path / "old")) == ["notes.txt"]
     assert (f"Interrupted before the first checkpoint; nothing of this run was kept in {tmp_path / 'old'} (its own files are left as "
             "they were): run the same command again.") in " ".join(result.output.split())
+    (tmp_path / "a_file").write_text("x")  # review rev60 #2: an output that is a file gave a traceback (NotADirectoryError)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "m.csv"), "-o", str(tmp_path / "a_file")])
+    assert result.exit_code == 130 and "Interrupted; nothing was written." in result.output and (tmp_path / "a_file").read_text() == "x"
 
 
 def test_a_manifest_listing_an_image_twice_is_refused_naming_both_rows(tmp_path):
