@@ -22,6 +22,9 @@ from .errors import OutputError
 from .frame_folder import natural_key, plural
 from .outputs import written_whole
 
+NO_GROUPS = ("no group column (group, patient, subject or near_dup_group, any case, with or without an id suffix): every image is "
+             "its own group")
+
 SPLITS = ("train", "val", "test")
 
 
@@ -89,8 +92,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
         warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
         warnings += not_drawn if kept < len(samples) else []
     if source.group_column is None:
-        warnings.append("no group column (group, patient, subject or near_dup_group, any case, with or without an id suffix): every image is its own group, so frames of "
-                        "one patient can fall on both sides of a split (the seeds split by patient and by subject)")
+        warnings.append(f"{NO_GROUPS}, so frames of one patient can fall on both sides of a split (the seeds split by patient and by subject)")
     leak = split_leak(samples, source.group_column)
     if leak:
         warnings.append(leak)

@@ -49,7 +49,7 @@ from .progress import progress_bar
 from .report_svg import score_text
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
-from .splits import few_frames_note, split_leak
+from .splits import NO_GROUPS, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config,
                             recipe, training_device)
@@ -125,7 +125,11 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    for note in (split_leak(samples, source.group_column), few_frames_note(samples, config.class_names)):
+    drawn_alone = (source.group_column is None and options.val_fraction > 0 and not any(s.split == "val" for s in source.samples)
+                   and f"{NO_GROUPS}, so validation was drawn image by image: near-identical frames of one video or patient can "
+                       "fall on both sides and the validation figures are optimistic; give a manifest CSV with a group column "
+                       "(path,label,group: each frame's video or patient)")  # QA 65 #9: said by `triage split TREE`, not here
+    for note in (split_leak(samples, source.group_column), drawn_alone, few_frames_note(samples, config.class_names)):
         if note:
             warn(note)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None

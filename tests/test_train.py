@@ -1024,3 +1024,10 @@ def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
                                              "its weights and checkpoint would mix with the class folders; choose a folder outside it"):
             train(_options(tmp_path / "tree", out))
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    # QA 65 #9: validation drawn from a tree (no groups) image by image, near-identical frames on both sides, unsaid by train
+    for label in ("normal", "bleeding"):
+        write_frame_folder(frames[3:9], tmp_path / "tree" / label, pattern="more{}")
+    with pytest.warns(DataWarning, match=r"tree: no group column .*: every image is its own group, so validation was drawn image by "
+                                         r"image: near-identical frames of one video or patient can fall on both sides"):
+        out = train(_options(tmp_path / "tree", tmp_path / "w", val_fraction=0.3, epochs=1, strategy="full"))
+    assert any("validation was drawn image by image" in n for n in ModelConfig.load(out / "config.json").provenance["training"]["data_warnings"])
