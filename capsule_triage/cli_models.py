@@ -141,7 +141,7 @@ def _print_training(folder: Path) -> None:
     config = read_json(folder / "config.json")  # said, so a landmark class flagged as abnormal is seen (--abnormal)
     named = "ROC AUC" if len(config["class_names"]) == 2 else "macro F1"  # QA 44: 'val metric' said neither (train.py's val_metric)
     metric = f", validation {named} {score_text(best['val_metric'], 4)}" if best.get("val_metric") is not None else ""
-    typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} steps, {state['elapsed_seconds'] / 60:.1f} min")
+    typer.echo(f"Best epoch {best.get('epoch')} ({best.get('phase')}){metric}; {state['global_step']} step{'s' if state['global_step'] != 1 else ''}, {state['elapsed_seconds'] / 60:.1f} min")
     _echo(f"Classes {', '.join(config['class_names'])}; abnormal (flagged by triage run): {', '.join(config['abnormal_classes'])}")
     # QA 44: a 3-class model at 0.5 flagged every frame of a study (two abnormal classes of an unsure model sum to 0.67)
     chosen = config.get("provenance", {}).get("operating_threshold")  # rev39: a finished run resumed after triage eval chose it
@@ -205,6 +205,8 @@ def eval_command(
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:
         _echo(f"Wrote {out}")
+    if model_card is not None:  # QA 65 #11: only the evaluation folder was named
+        _echo(f"Wrote section {model_card} of {weights / 'MODEL_CARD.md'}")
 
 
 def _note_outdated_backends(weights: Path) -> None:

@@ -278,6 +278,8 @@ def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
     assert result.exit_code == 0, result.output
     assert "AUC" in result.output and "Confusion matrix" in result.output and "bleeding vs non-bleeding at threshold " in result.output
     assert "; 2-class accuracy " in result.output and (tmp_path / "e" / "metrics.json").exists()  # QA 25: the figures were unlabelled
+    carded = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--split", "val", "--model-card", "val-check"])
+    assert carded.exit_code == 0 and f"Wrote section val-check of {weights_copy / 'MODEL_CARD.md'}" in carded.output  # QA 65 #11
     bad = runner.invoke(app, ["eval", str(weights_copy), str(tmp_path / "missing.csv")])
     assert bad.exit_code == 2 and "Error:" in bad.output
     bad = runner.invoke(app, ["eval", str(tmp_path / "nowhere"), str(small_manifest)])
