@@ -105,7 +105,8 @@ def _said(result) -> int:
     except OSError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
     except KeyboardInterrupt:  # review rev60 #6: a second Ctrl-C while a complete night's lines print: still its own code
-        pass
+        with contextlib.suppress(OSError):
+            typer.echo("Interrupted while the night's lines were printed; its summary is complete (studies.parquet)", err=True)
     return code
 
 

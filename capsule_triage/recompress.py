@@ -122,7 +122,7 @@ def round_trip_stills(images: Iterable[np.ndarray], codec: Codec) -> Iterator[np
     model-sized stills, so a 96 px model saw far coarser blocks than in a video of 224 px frames). JPEG: each alone, as
     it comes. H.264: each run of stills of one size as one 4 fps clip (:func:`round_trip`'s settings), streamed through
     the encoder, then decoded in order; a still of another size starts a new clip (review rev60 #1: resized to the first
-    one's size, a wide still was squashed); a still with an odd side loses its last row or column (4:2:0)."""
+    one's size, a wide still was squashed); a still with an odd side loses its last row or column (4:2:0), a side of one pixel is repeated to two."""
     if codec.kind == "jpeg":
         for image in images:
             yield jpeg(image, codec.level)
@@ -130,6 +130,8 @@ def round_trip_stills(images: Iterable[np.ndarray], codec: Codec) -> Iterator[np
     state, count = None, 0  # (container, stream, buffer, size) of the clip being encoded; its frames so far
     try:
         for image in images:
+            if min(image.shape[:2]) < 2:  # rev61: a 1-pixel side cut to even is none (an IndexError): repeated once instead
+                image = np.pad(image, ((0, image.shape[0] < 2), (0, image.shape[1] < 2), (0, 0)), mode="edge")
             size = (image.shape[0] // 2 * 2, image.shape[1] // 2 * 2)
             if state is not None and state[3] != size:
                 finished, state = state, None

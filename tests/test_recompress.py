@@ -134,3 +134,5 @@ def test_stills_are_compressed_at_their_own_size_as_a_video_s_frames_are(tmp_pat
     assert [o.shape for o in out] == [(222, 220, 3) if codec.kind == "h264" else (223, 221, 3)] * 2 + [(224, 400, 3), (90, 100, 3), (224, 224, 3)]
     for got, still in zip(out, mixed):  # review rev60 #1: a wide still after a square one was squashed to the first's size
         assert np.abs(got.astype(int) - still[: got.shape[0], : got.shape[1]]).mean() < 8, spec
+    thin = list(round_trip_stills(iter([frames[0][:64, :64], frames[1][:1, :64], frames[2][:64, :1]]), codec))  # rev61: IndexError
+    assert [t.shape for t in thin] == ([(64, 64, 3), (2, 64, 3), (64, 2, 3)] if codec.kind == "h264" else [(64, 64, 3), (1, 64, 3), (64, 1, 3)])
