@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from .datasets import Sample
 from .digests import file_sha256
 from .frame_folder import listed
+from .outputs import written_whole
 
 TRAINING_IMAGES = "training_images.parquet"
 
@@ -98,9 +99,8 @@ def write_threshold_images(folder: Path, digests: list[str], threshold: float) -
     """Write :data:`THRESHOLD_IMAGES` (the SHA-256 of each frame the operating ``threshold`` was chosen on) into the
     weights ``folder`` atomically, so that a later evaluation of those frames says its figures there are optimistic."""
     table = pa.table({"sha256": sorted(set(digests))}).replace_schema_metadata({"threshold": repr(float(threshold))})
-    partial = folder / f".{THRESHOLD_IMAGES}.partial"
-    pq.write_table(table, partial)
-    os.replace(partial, folder / THRESHOLD_IMAGES)
+    with written_whole(folder / THRESHOLD_IMAGES) as partial:
+        pq.write_table(table, partial)
 
 
 def read_threshold_images(folder: str | Path, threshold: float) -> set[str]:
