@@ -33,6 +33,15 @@ def _echo(text: str, *, err: bool = False) -> None:
     typer.echo(printable(text), err=err)
 
 
+def _nothing_written(paths: list) -> str:
+    """The line of a command interrupted before it wrote: which of its outputs were there and are as they were,
+    which it would have made (QA 65 #11: a file that never existed was said to be "unchanged")."""
+    kept = [str(p) for p in paths if Path(p).exists()]
+    new = [str(p) for p in paths if not Path(p).exists()]
+    said = "; ".join(part for part in (", ".join(kept) + " unchanged" if kept else "", ", ".join(new) + " not created" if new else "") if part)
+    return f"Interrupted; nothing was written{f' ({said})' if said else ''}."
+
+
 @contextmanager
 def _warning_lines():
     """The library's DataWarnings printed as one ``Warning: ...`` line each, when they happen (before a
@@ -187,7 +196,7 @@ def eval_command(
         if isinstance(exc, InterruptedAfterWriting):
             _echo(f"Interrupted after the results were written ({', '.join(written) or 'nothing to write'}).", err=True)
         else:
-            _echo(f"Interrupted; nothing was written{' (' + ', '.join(written) + ' unchanged)' if written else ''}.", err=True)
+            _echo(_nothing_written(written), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     for warning in result.get("warnings", []):
         _echo(f"Warning: {warning}", err=True)
@@ -260,7 +269,7 @@ def hard_cases_command(
     except TriageError as exc:
         _fail(exc)
     except KeyboardInterrupt:  # QA 57 #4: exit 130 without a word
-        _echo(f"Interrupted; nothing was written{f' ({out} unchanged)' if out is not None else ''}.", err=True)
+        _echo(_nothing_written([out] if out is not None else []), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     for warning in result.warnings:
         _echo(f"Warning: {warning}", err=True)

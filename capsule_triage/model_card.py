@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError, WeightsError
 from .model_config import ModelConfig
-from .report_svg import score_text
+from .report_svg import fmt_duration, score_text
 
 CARD_NAME = "MODEL_CARD.md"
 
@@ -136,6 +136,9 @@ def _per_class_rows(result: dict) -> list[str]:
         counted = result.get("macro_classes") or result["class_names"]
         rows.append(f"| macro average ({len(counted)} classes) | {sum(result['per_class'][n]['support'] for n in counted)} | "
                     + " | ".join(_pct(result["macro"][k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
+        undefined = [f"{n} ({k})" for n in counted for k in ("precision", "sensitivity") if _pct(result["per_class"][n][k]) == "n/a"]
+        if undefined:  # QA 65 #11: an n/a precision counted 0 in the macro average, unsaid (metrics.per_class_report)
+            rows += ["", f"n/a counts as 0 in the macro average (as scikit-learn's zero_division): {', '.join(undefined)}."]
     return rows
 
 
@@ -224,7 +227,7 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
     training = config.provenance.get("training", {})
     chosen = config.provenance.get("operating_threshold")
     lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
-             f"Wall time: {training.get('wall_seconds', float('nan')) / 60:.1f} min (torch {training.get('torch')}, timm {training.get('timm')}, "
+             f"Wall time: {fmt_duration(training.get('wall_seconds'))} (torch {training.get('torch')}, timm {training.get('timm')}, "
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              _data_line(training)]
     if isinstance(noted := training.get("data_warnings"), list) and noted:  # QA 56 #6: said on the console only before

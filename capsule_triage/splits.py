@@ -72,6 +72,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     check_label_twins(data, source.samples)
     kept = sum(bool(s.split) for s in source.samples)
     held = Counter(s.split for s in source.samples if s.split)
+    asked = [f"--{split}-fraction" for split, f in (("test", test_fraction), ("val", val_fraction)) if f]
     not_drawn = [f"{held[split]:,} frames are already in {split}: none drawn for it (--{split}-fraction draws more)"
                  for split, f in (("test", test_fraction), ("val", val_fraction)) if f is None and held[split]]
     test_fraction = (0.0 if held["test"] else DEFAULT_FRACTION) if test_fraction is None else test_fraction
@@ -89,14 +90,27 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     groups = {split: len({s.group for s in samples if s.split == split}) for split in SPLITS}
     warnings = list(source.messages())
     if kept:
-        warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
+        warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it"
+                        + (": nothing was drawn" + _unused(asked, held) if kept == len(samples) else ""))
         warnings += not_drawn if kept < len(samples) else []
     if source.group_column is None:
         warnings.append(f"{NO_GROUPS}, so frames of one patient can fall on both sides of a split (the seeds split by patient and by subject)")
     leak = split_leak(samples, source.group_column)
     if leak:
         warnings.append(leak)
+    labels = sorted({s.label for s in samples}, key=natural_key)
+    if len(labels) == 1:  # QA 65 #12: written without a word; `triage train` refuses it later
+        warnings.append(f"the data has one class ({labels[0]}): `triage train` needs frames of at least 2 classes")
     return SplitResult(out, frames, groups, source.group_column, warnings)
+
+
+def _unused(asked: list[str], held: Counter) -> str:
+    """What the fractions given did not do when every row already had a split (QA 65 #8: an explicit
+    --val-fraction drew nothing, unsaid)."""
+    if not asked:
+        return ""
+    hint = "; `triage train --val-fraction` draws validation from the train split" if "--val-fraction" in asked and not held["val"] else ""
+    return f" ({' and '.join(asked)} {'draws' if len(asked) == 1 else 'draw'} only from frames without a split{hint})"
 
 
 def _join_assigned_groups(samples: list[Sample]) -> list[Sample]:

@@ -889,5 +889,9 @@ def test_bench_and_hard_cases_say_so_when_interrupted(random_weights, monkeypatc
     monkeypatch.setattr(hard_cases, "hard_cases", interrupted)
     out = tmp_path / "hard.parquet"
     done = CliRunner().invoke(app, ["hard-cases", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
-    assert done.exit_code == 130 and done.output.strip() == f"Interrupted; nothing was written ({out} unchanged).", done.output
+    assert done.exit_code == 130 and done.output.strip() == f"Interrupted; nothing was written ({out} not created).", done.output
     assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"kept")  # QA 65 #11: a file that was not there was said to be "unchanged"
+    done = CliRunner().invoke(app, ["hard-cases", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--force"])
+    assert done.exit_code == 130 and done.output.strip() == f"Interrupted; nothing was written ({out} unchanged).", done.output
+    assert out.read_bytes() == b"kept"

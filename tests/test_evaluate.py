@@ -496,6 +496,12 @@ def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_giv
     assert "Accuracy and the confusion matrix are those of the class with the highest probability." in card
     assert "| GC | 2 | 50.00% | 50.00% | 83.33% | 50.00% |" in card and "| CG | 4 | 75.00% | 75.00% | 75.00% | 75.00% |" in card
     assert "| macro average (3 classes) | 8 | 58.33% | 58.33% | 80.56% | 58.33% |" in card  # rev24: the card lacked seed A's averages
+    assert "n/a counts as 0" not in card
+    probs[:, 1] = 0  # GU never predicted: its precision is 0/0 (QA 65 #11: counted 0 in the macro average, unsaid)
+    result = {**summarize(labels, probs, config), "model": "three", "data": "ds3", "split": "test", "border": "fov"}
+    card = write_card_section(tmp_path / "w", "test-results", result).read_text()
+    assert "| GU | 2 | n/a | 0.00% |" in card
+    assert "n/a counts as 0 in the macro average (as scikit-learn's zero_division): GU (precision)." in card
 
 
 @needs_shared
@@ -544,7 +550,8 @@ def test_an_interrupted_eval_says_whether_it_wrote_nothing_or_everything(weights
     before = (card.read_bytes() if card.exists() else None, config.read_bytes())
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_EVAL, "scoring", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == f"Interrupted; nothing was written ({config}, {card}, {out} unchanged).", done.stderr
+    said = f"{config}, {card} unchanged; {out} not created" if card.exists() else f"{config} unchanged; {card}, {out} not created"
+    assert done.stderr.strip().splitlines()[-1] == f"Interrupted; nothing was written ({said}).", done.stderr  # QA 65 #11
     assert (card.read_bytes() if card.exists() else None, config.read_bytes()) == before and not out.exists()
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_EVAL, "writing", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr

@@ -66,7 +66,7 @@ def test_splits_are_drawn_by_patient_stratified_by_label_and_read_back_by_traini
 
 
 def test_rows_with_a_split_keep_it_and_their_patients_unassigned_rows_join_them(tmp_path):
-    rows = manifest_rows("train")[:300]
+    rows = manifest_rows("train", "bleeding")[:150] + manifest_rows("train", "non-bleeding")[:150]
     first = rows[0]["near_dup_group"]
     for row in rows:
         row["new_split"] = "test" if row is rows[0] else ""
@@ -118,7 +118,8 @@ def test_refusals_are_one_line_and_leave_the_manifest_as_it_was(tmp_path):
 
 def test_a_dataset_s_own_test_set_is_kept_as_it_is_unless_a_test_fraction_is_given(tmp_path):
     """review rev28: with the manifest's test rows kept, the default 0.15 drew ~225 more test frames from training."""
-    train, test = manifest_rows("train")[:200], manifest_rows("test")[:60]
+    train = manifest_rows("train", "bleeding")[:100] + manifest_rows("train", "non-bleeding")[:100]
+    test = manifest_rows("test", "bleeding")[:30] + manifest_rows("test", "non-bleeding")[:30]
     for row in train + test:
         row["new_split"] = "test" if row in test else ""
     source = _manifest(tmp_path / "lab.csv", train + test, split=True)
@@ -154,3 +155,23 @@ def test_labels_differing_only_in_case_are_refused_before_a_manifest_is_written(
     assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: class names that differ only in case or Unicode form: "
                                                             f"{twins[0]!r} / {twins[1]!r}; give each class one name (rename the folders or the labels)"), done.stderr
     assert not (tmp_path / "split.csv").exists()
+
+
+def test_fractions_that_draw_nothing_and_data_of_one_class_are_said(tmp_path):
+    """QA 65 #8: with every row already split an explicit --val-fraction drew nothing, unsaid; #12: a manifest of
+    one class was written without a word (`triage train` refuses it later)."""
+    rows = manifest_rows("train", "bleeding")[:20] + manifest_rows("train", "non-bleeding")[:20]
+    for row in rows:
+        row["new_split"] = "train"
+    source = _manifest(tmp_path / "lab.csv", rows, split=True)
+    done = triage("split", source, "-o", tmp_path / "split.csv", "--val-fraction", "0.2")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["Warning: 40 of 40 frames already had a split and keep it: nothing was drawn (--val-fraction "
+                                        "draws only from frames without a split; `triage train --val-fraction` draws validation "
+                                        "from the train split)"]
+    done = triage("split", source, "-o", tmp_path / "same.csv")
+    assert done.returncode == 0 and done.stderr.splitlines() == ["Warning: 40 of 40 frames already had a split and keep it: nothing was drawn"]
+    one = manifest_rows("train", "bleeding")[:30]
+    done = triage("split", _manifest(tmp_path / "one.csv", one), "-o", tmp_path / "one_split.csv")
+    assert done.returncode == 0 and done.stderr.splitlines() == ["Warning: the data has one class (bleeding): `triage train` needs "
+                                                                 "frames of at least 2 classes"], done.stderr

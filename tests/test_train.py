@@ -94,7 +94,9 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
     assert versions["torch"].startswith("2.14.1") and versions.get("capsule-triage-commit") == code_commit()
     card = (out / "MODEL_CARD.md").read_text()  # written by training (rev24: "research use only" was nowhere until an eval)
     assert "**Research use only, not a diagnostic device.**" in card and f"capsule-triage {versions['capsule-triage']}" in card
-    assert "Wall time:" in card and "Command: `(library call)`" in card
+    wall = config.provenance["training"]["wall_seconds"]  # QA 65 #11: "0.0 min" for a run of seconds
+    assert f"Wall time: {wall:.1f} s (" in card if wall < 59.95 else "Wall time: " in card and " min " in card
+    assert "Command: `(library call)`" in card
     # QA 31: JSON dumps, and a validation fraction stated where none was drawn
     assert config.provenance["training"]["val_from"] == "none"
     assert ("Frames per split and class: train bleeding 12, non-bleeding 12. Validation: 0 frames, none (--val-fraction 0). "
@@ -140,7 +142,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     from capsule_triage.model_card import write_training_section
 
     write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
-    assert "Wall time: nan min" in (part / "MODEL_CARD.md").read_text()
+    assert "Wall time: unknown (" in (part / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2, and float sums on the CPU "
                                          r"\(so the weights\) depend on the thread count; rerun with --threads 2"):  # QA 56 #2
         train(_options(tiny_manifest, part, resume=True, threads=1, **kwargs))
@@ -153,7 +155,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     # QA 56 #3: the same data by another path was refused as "different options" (the path as typed was compared)
     elsewhere = tiny_manifest.parent / ".." / tiny_manifest.parent.name / tiny_manifest.name
     train(_options(elsewhere, part, resume=True, **kwargs))
-    assert "Wall time: nan min" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
+    assert "Wall time: unknown" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
     a = load_file(str(full / "checkpoint" / "state.safetensors"))
     b = load_file(str(part / "checkpoint" / "state.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
