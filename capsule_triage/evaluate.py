@@ -39,7 +39,8 @@ from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
 from .interrupts import deferring_interrupts
-from .model_card import check_card, check_section_name, json_ready, refresh_training_section, write_card_section, write_training_section
+from .model_card import (check_card, check_section_name, json_ready, refresh_training_section, unmarked_sections_note,
+                         write_card_section, write_training_section)
 from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec
@@ -241,7 +242,8 @@ def evaluate(
     unseen = (f"{result['frames_without_view']} of the {len(view)} frames scored show no field of view ({NO_VIEW_KINDS}): "
               "triage run gives such frames no score, so they count as not flagged here (predictions.parquet: has_view)"
               if not view.all() else None)
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, learned,
+    unmarked = unmarked_sections_note(Path(weights), config.threshold) if selection is not None and model_card is None else None
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, learned, unmarked,
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread)) if w]

@@ -252,6 +252,17 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
     _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
 
 
+def unmarked_sections_note(folder: Path, threshold: float) -> str | None:
+    """When a card has no training section (the place that marks them), one phrase naming its sections measured at
+    another threshold than ``threshold`` (QA 65 #4: after `eval --target-sensitivity` a card of one's own still
+    quoted its numbers "at operating threshold 0.5" with nothing saying the weights now flag at another), or None."""
+    card = Path(folder) / CARD_NAME
+    if not card.is_file() or _markers("training")[0] in card.read_text() or not (other := _at_other_thresholds(card, threshold)):
+        return None
+    return (f"{card}: {', '.join(f'section {name} was measured at threshold {measured:g}' for name, measured in other)}, not at "
+            f"the new {threshold:g}, and the card has no training section to say so: `triage eval --model-card NAME` measures one again")
+
+
 def _at_other_thresholds(card: Path, threshold: float) -> list[tuple[str, float]]:
     """The card's evaluation sections whose numbers were measured at another operating threshold (QA 31: after
     --target-sensitivity chose a new one, a section still quoted the metrics at 0.5 with nothing to mark it)."""

@@ -248,8 +248,13 @@ def test_a_section_whose_markers_were_edited_is_refused_not_overwritten(weights_
     # review rev34: --target-sensitivity alone rewrites the training section only where it begins: nothing else is refused
     text = card.read_text().replace("<!-- triage-eval:training:begin -->", "")
     card.write_text(text)
-    evaluate(weights_copy, small_manifest, "val", target_sensitivity=0.9)
-    assert card.read_text() == text
+    measured = read_card_section(weights_copy, "group")["threshold"]
+    chosen = evaluate(weights_copy, small_manifest, "val", target_sensitivity=0.9)
+    assert card.read_text() == text and round(chosen["threshold"], 4) != measured
+    # QA 65 #4: with no training section to mark it, the card's section at the old threshold went unsaid
+    assert chosen["warnings"][-1] == (f"{card}: section group was measured at threshold {measured:g}, not at the new "
+                                      f"{chosen['threshold']:g}, and the card has no training section to say so: "
+                                      "`triage eval --model-card NAME` measures one again")
 
 
 @needs_shared
