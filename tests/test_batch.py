@@ -1922,3 +1922,31 @@ def test_the_ray_actor_s_install_check_is_the_one_the_worker_asks():
     orphan = object.__new__(ray_engine.OwnedStudyWorker)  # an actor whose batch is gone
     orphan._owner_gone = lambda: True
     assert orphan.may_install() is False and worker.StudyWorker.may_install(orphan) is True
+
+
+@pytest.mark.parametrize("summary_error", [None, "/x/studies.parquet: cannot write (No space left on device)"])
+def test_a_second_interrupt_while_a_finished_night_prints_keeps_its_code_and_says_what_the_summary_is(summary_error, tmp_path, monkeypatch, capsys):
+    """review rev60 #6 kept the night's exit code; helper-127: it then said "its summary is complete" also when the
+    summary could not be written (exit 2), and its Error line was lost."""
+    from types import SimpleNamespace
+
+    import typer
+
+    from capsule_triage import cli_batch
+
+    night = SimpleNamespace(failures=[], warnings=[], counts={"ok": 1, "skipped": 0, "failed": 0}, frames=10, wall_seconds=1.0,
+                            rows=[{}], summary_error=summary_error, out_dir=tmp_path, index=None)
+    echo = typer.echo
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        echo(*args, **kwargs)
+
+    monkeypatch.setattr(typer, "echo", interrupted_once)
+    assert cli_batch._said(night) == (2 if summary_error else 0)
+    said = capsys.readouterr().err.strip()
+    assert said == ("Interrupted while the night's lines were printed; " + (f"its summary could not be written: {summary_error}"
+                    if summary_error else f"its summary is complete ({tmp_path / 'studies.parquet'})"))
