@@ -106,7 +106,7 @@ def _said(result) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
     except KeyboardInterrupt:  # review rev60 #6: a second Ctrl-C while a complete night's lines print: still its own code
         with contextlib.suppress(OSError):  # helper-127: said the summary was complete when it could not be written
-            typer.echo(printable(f"Interrupted while the night's lines were printed; " + (
+            typer.echo(printable("Interrupted while the night's lines were printed; " + (
                 f"its summary could not be written: {result.summary_error}" if result.summary_error else
                 f"its summary is complete ({result.out_dir / 'studies.parquet'})")), err=True)
     return code

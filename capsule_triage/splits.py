@@ -72,7 +72,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     check_label_twins(data, source.samples)
     kept = sum(bool(s.split) for s in source.samples)
     held = Counter(s.split for s in source.samples if s.split)
-    asked = [f"--{split}-fraction" for split, f in (("test", test_fraction), ("val", val_fraction)) if f]
+    given = {"test": test_fraction is not None, "val": val_fraction is not None}
     not_drawn = [f"{held[split]:,} frames are already in {split}: none drawn for it (--{split}-fraction draws more)"
                  for split, f in (("test", test_fraction), ("val", val_fraction)) if f is None and held[split]]
     test_fraction = (0.0 if held["test"] else DEFAULT_FRACTION) if test_fraction is None else test_fraction
@@ -81,8 +81,13 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
         raise ValueError(f"test and val fractions must be in [0, 1) and leave frames for training, got {test_fraction} and {val_fraction}")
     samples = _join_assigned_groups(source.samples)
     rng = np.random.default_rng(seed)
-    samples = draw_groups(samples, into="test", fraction=test_fraction, rng=rng, pool=("",))
-    samples = draw_groups(samples, into="val", fraction=val_fraction / (1 - test_fraction), rng=rng, pool=("",))
+    undrawn = []
+    for split, fraction in (("test", test_fraction), ("val", val_fraction / (1 - test_fraction))):
+        pool = sum(not s.split for s in samples)
+        samples = draw_groups(samples, into=split, fraction=fraction, rng=rng, pool=("",))
+        if fraction > 0 and pool == sum(not s.split for s in samples) and (pool or given[split] or kept < len(samples)):
+            # helper-127 #3: drew nothing, unsaid (a default with every row already split: "nothing was drawn" says it)
+            undrawn.append(_undrawn(split, test_fraction if split == "test" else val_fraction, pool, samples))
     samples = [replace(s, split=s.split or "train") for s in samples]
     rows, columns = _rows(data, samples, out.parent)
     _write_csv(out, rows, columns)
@@ -90,27 +95,35 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     groups = {split: len({s.group for s in samples if s.split == split}) for split in SPLITS}
     warnings = list(source.messages())
     if kept:
-        warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it"
-                        + (": nothing was drawn" + _unused(asked, held) if kept == len(samples) else ""))
+        warnings.append(f"{kept:,} of {len(samples):,} frames already had a split and keep it" + (": nothing was drawn" if kept == len(samples) else ""))
         warnings += not_drawn if kept < len(samples) else []
+    warnings += undrawn
     if source.group_column is None:
         warnings.append(f"{NO_GROUPS}, so frames of one patient can fall on both sides of a split (the seeds split by patient and by subject)")
     leak = split_leak(samples, source.group_column)
     if leak:
         warnings.append(leak)
-    labels = sorted({s.label for s in samples}, key=natural_key)
-    if len(labels) == 1:  # QA 65 #12: written without a word; `triage train` refuses it later
-        warnings.append(f"the data has one class ({labels[0]}): `triage train` needs frames of at least 2 classes")
+    if one := one_class_note({s.label for s in samples if s.split in ("train", "val")}, "the train and val frames have"):
+        warnings.append(one)  # QA 65 #12, helper-127 #4: written without a word; `triage train` refused it later
     return SplitResult(out, frames, groups, source.group_column, warnings)
 
 
-def _unused(asked: list[str], held: Counter) -> str:
-    """What the fractions given did not do when every row already had a split (QA 65 #8: an explicit
-    --val-fraction drew nothing, unsaid)."""
-    if not asked:
-        return ""
-    hint = "; `triage train --val-fraction` draws validation from the train split" if "--val-fraction" in asked and not held["val"] else ""
-    return f" ({' and '.join(asked)} {'draws' if len(asked) == 1 else 'draw'} only from frames without a split{hint})"
+def one_class_note(labels: set[str], holding: str = "the data has") -> str | None:
+    """The phrase for data of fewer than two classes (what `triage train` refuses, `triage split` warns of), or None."""
+    if len(labels) >= 2:
+        return None
+    return f"{holding} one class ({', '.join(sorted(labels)) or 'none'}); a classifier needs frames of at least 2 classes"
+
+
+def _undrawn(split: str, fraction: float, pool: int, samples: list[Sample]) -> str:
+    """Why a fraction drew no frames (QA 65 #8: an explicit --val-fraction with every row already split drew nothing,
+    unsaid; helper-127 #3: nor with unassigned rows that joined their groups, or too few groups to draw from)."""
+    why = ("no frame is left without a split (a frame of a group already in a split joins it)" if not pool else
+           f"it draws whole groups, keeping at least one of each label for training, and the {pool:,} frames without a split "
+           "have too few groups for that")
+    hint = ("; `triage train --val-fraction` draws validation from the train split"
+            if split == "val" and not any(s.split == "val" for s in samples) else "")
+    return f"--{split}-fraction {fraction:g} drew no frames: {why}{hint}"
 
 
 def _join_assigned_groups(samples: list[Sample]) -> list[Sample]:

@@ -20,6 +20,7 @@ from .checkpoint import CHECKPOINT_DIR
 from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
+from .splits import one_class_note
 from .training_images import TRAINING_IMAGES
 from .transfer import INIT_SOURCES, N_BLOCKS
 
@@ -28,7 +29,7 @@ LOG_NAME = "train_log.csv"  # one row per epoch, beside the weights
 FIRST_WRITES = ("config.json", "model.safetensors", LOG_NAME, TRAINING_IMAGES)  # what a new run refuses to find in its folder
 # Everything a run writes in its folder, with the leftovers of a write cut short (what an interrupt before the first
 # checkpoint removes, of what was not there before it: review rev60 #2, a half-written checkpoint/ refused every rerun)
-RUN_WRITES = (*FIRST_WRITES, CHECKPOINT_DIR, "MODEL_CARD.md", Path(LOG_NAME).with_suffix(".tmp").name, f".{TRAINING_IMAGES}.partial")
+RUN_WRITES = (*FIRST_WRITES, CHECKPOINT_DIR, "MODEL_CARD.md", Path(LOG_NAME).with_suffix(".tmp").name)  # training_images: written_whole
 RUNTIME_FIELDS = ("output", "resume", "stop_after_steps", "checkpoint_every", "threads", "device", "progress", "command")
 
 
@@ -171,9 +172,8 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
     class_names = list(options.class_names or class_order(labels))
     if labels - set(class_names):
         raise InputError(options.data, f"label(s) {sorted(labels - set(class_names))} missing from class_names {class_names}")
-    if len(class_names) < 2:
-        raise InputError(options.data, f"the data has one class ({', '.join(class_names) or 'none'}); a classifier needs "
-                                       "frames of at least 2 classes")
+    if one := one_class_note(set(class_names)):
+        raise InputError(options.data, one)
     tag = options.init[4:] if options.init.startswith("hub:") else options.arch
     cfg = timm.models.get_pretrained_cfg(tag) or timm.models.get_pretrained_cfg(options.arch)
     data = {"input_size": cfg.input_size[-1], "mean": cfg.mean, "std": cfg.std, "interpolation": cfg.interpolation} if cfg else {}
@@ -186,5 +186,10 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
                                  "data_counts": split_counts(samples), "torch": torch.__version__, "timm": timm.__version__, "threads": options.threads}},
     )
     config.validate("options")
+    size = config.input_size
+    if options.recompress > 0 and options.recompress_codec == "h264" and size % 2:  # helper-127 #5: refused after loading, unnamed
+        raise InputError("options", f"--recompress with --recompress-codec h264 encodes frames at the model's input size {size}, "
+                                    f"and H.264 at 4:2:0 needs even sides: give --input-size {size - 1} or {size + 1}, or "
+                                    "--recompress-codec jpeg")
     return config
 

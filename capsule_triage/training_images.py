@@ -11,7 +11,6 @@ both sides of the train/val split), and refuses to resume on images changed in p
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,11 +37,11 @@ def images_sha256(samples: list[Sample], digests: list[str]) -> str:
 
 
 def write_training_images(folder: Path, samples: list[Sample], digests: list[str]) -> None:
-    """Write :data:`TRAINING_IMAGES` into the weights ``folder`` atomically."""
+    """Write :data:`TRAINING_IMAGES` into the weights ``folder``, whole or not at all (helper-127: a full disk ended
+    ``triage train`` in a traceback and left the partial file)."""
     table = pa.table({"sha256": digests, "split": [s.split for s in samples]})
-    partial = folder / f".{TRAINING_IMAGES}.partial"
-    pq.write_table(table, partial)
-    os.replace(partial, folder / TRAINING_IMAGES)
+    with written_whole(folder / TRAINING_IMAGES) as partial:
+        pq.write_table(table, partial)
 
 
 def read_training_images(folder: str | Path) -> dict[str, str] | None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,19 @@ def test_stills_are_compressed_at_their_own_size_as_a_video_s_frames_are(tmp_pat
         assert np.abs(got.astype(int) - still[: got.shape[0], : got.shape[1]]).mean() < 8, spec
     thin = list(round_trip_stills(iter([frames[0][:64, :64], frames[1][:1, :64], frames[2][:64, :1]]), codec))  # rev61: IndexError
     assert [t.shape for t in thin] == ([(64, 64, 3), (2, 64, 3), (64, 2, 3)] if codec.kind == "h264" else [(64, 64, 3), (1, 64, 3), (64, 1, 3)])
+
+
+def test_h264_recompress_at_an_odd_input_size_is_refused_before_the_frames_are_loaded(tmp_path):
+    """helper-127 #5: `triage train --input-size 33 --recompress 1.0` loaded every image, then failed in the first batch
+    with "H.264 at 4:2:0 needs even frame sides, got 33x33", naming neither option."""
+    from capsule_triage.datasets import Sample
+    from capsule_triage.errors import InputError
+    from capsule_triage.train_options import TrainOptions, make_config
+
+    samples = [Sample(tmp_path / f"{i}.png", label, str(i), "train") for i, label in enumerate(["a", "b"])]
+    options = TrainOptions(data=tmp_path, output=tmp_path / "w", arch="resnet10t", init="none", input_size=33, recompress=1.0)
+    with pytest.raises(InputError, match=r"^options: --recompress with --recompress-codec h264 encodes frames at the model's input "
+                                         r"size 33, and H.264 at 4:2:0 needs even sides: give --input-size 32 or 34, or --recompress-codec jpeg$"):
+        make_config(options, samples)
+    for fine in ({"recompress_codec": "jpeg"}, {"recompress": 0.0}, {"input_size": 34}):
+        assert make_config(replace(options, **fine), samples).input_size == fine.get("input_size", 33)

@@ -166,12 +166,34 @@ def test_fractions_that_draw_nothing_and_data_of_one_class_are_said(tmp_path):
     source = _manifest(tmp_path / "lab.csv", rows, split=True)
     done = triage("split", source, "-o", tmp_path / "split.csv", "--val-fraction", "0.2")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == ["Warning: 40 of 40 frames already had a split and keep it: nothing was drawn (--val-fraction "
-                                        "draws only from frames without a split; `triage train --val-fraction` draws validation "
-                                        "from the train split)"]
+    assert done.stderr.splitlines() == ["Warning: 40 of 40 frames already had a split and keep it: nothing was drawn",
+                                        "Warning: --val-fraction 0.2 drew no frames: no frame is left without a split (a frame of a "
+                                        "group already in a split joins it); `triage train --val-fraction` draws validation from "
+                                        "the train split"]
     done = triage("split", source, "-o", tmp_path / "same.csv")
     assert done.returncode == 0 and done.stderr.splitlines() == ["Warning: 40 of 40 frames already had a split and keep it: nothing was drawn"]
     one = manifest_rows("train", "bleeding")[:30]
     done = triage("split", _manifest(tmp_path / "one.csv", one), "-o", tmp_path / "one_split.csv")
-    assert done.returncode == 0 and done.stderr.splitlines() == ["Warning: the data has one class (bleeding): `triage train` needs "
-                                                                 "frames of at least 2 classes"], done.stderr
+    assert done.returncode == 0 and done.stderr.splitlines() == ["Warning: the train and val frames have one class (bleeding); a "
+                                                                 "classifier needs frames of at least 2 classes"], done.stderr
+    for row in rows:  # helper-127 #4: one class left for train and val (the other all in test) went unsaid
+        row["new_split"] = "test" if row["label"] == "bleeding" else ""
+    done = triage("split", _manifest(tmp_path / "tested.csv", rows, split=True), "-o", tmp_path / "tested_split.csv")
+    assert done.returncode == 0 and done.stderr.splitlines()[-1] == ("Warning: the train and val frames have one class "
+                                                                     "(non-bleeding); a classifier needs frames of at least 2 classes")
+    # helper-127 #3: unassigned rows that all joined their patients' split, and too few patients, drew nothing unsaid
+    two = [{**r, "near_dup_group": f"{r['label']}-{i % 2}"} for i, r in enumerate(rows)]  # 2 patients of each label
+    done = triage("split", _manifest(tmp_path / "two.csv", two), "-o", tmp_path / "two_split.csv", "--test-fraction", "0.2")
+    assert done.returncode == 0 and done.stderr.splitlines() == [
+        "Warning: --val-fraction 0.15 drew no frames: it draws whole groups, keeping at least one of each label for training, "
+        "and the 20 frames without a split have too few groups for that; `triage train --val-fraction` draws validation from "
+        "the train split"], done.stderr
+    seen = set()
+    for row in two:  # one frame of each patient already in train: the others join it
+        row["new_split"] = "" if row["near_dup_group"] in seen else "train"
+        seen.add(row["near_dup_group"])
+    done = triage("split", _manifest(tmp_path / "joined.csv", two, split=True), "-o", tmp_path / "joined_split.csv")
+    assert done.returncode == 0 and done.stderr.splitlines()[1:] == [
+        "Warning: --test-fraction 0.15 drew no frames: no frame is left without a split (a frame of a group already in a split joins it)",
+        "Warning: --val-fraction 0.15 drew no frames: no frame is left without a split (a frame of a group already in a split "
+        "joins it); `triage train --val-fraction` draws validation from the train split"], done.stderr

@@ -139,3 +139,20 @@ def test_resume_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path)
     out = tmp_path / "m"
     assert _train(_tree(tmp_path / "data", 1), out, resume=True) == [f"{out}: --resume: no checkpoint there; training starts from the beginning"]
     assert (out / "model.safetensors").is_file()
+
+
+def test_the_images_list_is_written_whole_or_not_at_all(tmp_path):
+    """helper-127: a write that failed (a full disk; here the name taken by a folder) ended `triage train` in a raw
+    IsADirectoryError and left `.training_images.parquet.partial` behind."""
+    from capsule_triage.datasets import Sample
+    from capsule_triage.errors import OutputError
+    from capsule_triage.training_images import read_training_images, write_training_images
+
+    samples = [Sample(tmp_path / "a.png", "bleeding", "a", "train"), Sample(tmp_path / "b.png", "normal", "b", "val")]
+    (tmp_path / TRAINING_IMAGES / "taken").mkdir(parents=True)
+    with pytest.raises(OutputError, match=rf"{TRAINING_IMAGES}: cannot write \(Is a directory\)"):
+        write_training_images(tmp_path, samples, ["1" * 64, "2" * 64])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TRAINING_IMAGES]
+    shutil.rmtree(tmp_path / TRAINING_IMAGES)
+    write_training_images(tmp_path, samples, ["1" * 64, "2" * 64])
+    assert read_training_images(tmp_path) == {"1" * 64: "train", "2" * 64: "val"} and sorted(p.name for p in tmp_path.iterdir()) == [TRAINING_IMAGES]
