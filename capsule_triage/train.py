@@ -4,7 +4,8 @@
 holding the best epoch by validation metric: ROC AUC for two classes, macro-F1 otherwise) that
 ``load_model`` and ``triage run`` accept as it is, plus ``train_log.csv`` (one row per epoch) and
 ``checkpoint/`` (``state.safetensors`` + ``state.json``: model, SGD momentum, phase, step, RNG and
-log; no pickle) from which ``resume=True`` continues after an interruption.
+log; no pickle) from which ``resume=True`` continues after an interruption (a finished run keeps only
+``state.json``).
 
 Frames go uint8 -> augmentation -> the model's own Preprocessor -> model, exactly as in inference.
 Every random draw (batch order, augmentation, dropout) is derived from (seed, phase, step), so a
@@ -34,7 +35,7 @@ from torch import nn
 
 from .json_files import read_json
 from .augment import augment, pixel_noise
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, restore, save_checkpoint
+from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
 from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
@@ -370,3 +371,4 @@ def _finish(run: _Run, out: Path) -> None:
         write_training_images(out, *run.images)
     path = out / CHECKPOINT_DIR / "state.json"
     path.write_text(json.dumps({**read_json(path), "finished": True, "elapsed_seconds": wall}, indent=1))
+    drop_resume_tensors(out)

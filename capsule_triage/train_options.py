@@ -16,7 +16,7 @@ from .imagenet_init import LITE0_ARCH
 from .json_files import read_json
 from .outputs import check_creatable
 from .augment import POLICIES
-from .checkpoint import CHECKPOINT_DIR
+from .checkpoint import CHECKPOINT_DIR, is_finished
 from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
@@ -126,6 +126,9 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
                               f"{tree}: its weights and checkpoint would mix with the class folders; choose a folder outside it")
     if not out.exists():
         check_creatable(out)
+    if saved is None and is_finished(out):  # QA 65 #10: "use --resume to continue it" of a run with nothing left to do
+        raise InputError(out, "output folder holds a finished training run (its weights: config.json, model.safetensors); "
+                              "choose another folder to train again")
     if saved is None and (out / CHECKPOINT_DIR).exists():
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run

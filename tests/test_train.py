@@ -69,7 +69,10 @@ def _loss(model: torch.nn.Module, config: ModelConfig, data) -> float:
 
 
 @needs_shared
-def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_path):
+def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_path, monkeypatch):
+    import capsule_triage.train as training
+
+    monkeypatch.setattr(training, "drop_resume_tensors", lambda out: None)  # kept, to compare the folder's model with it
     out = train(_options(tiny_manifest, tmp_path / "m", strategy="full", epochs=4, lr=0.02))
     model, config = load_model(out)
     data = _train_images(tiny_manifest, config)
@@ -156,10 +159,14 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     elsewhere = tiny_manifest.parent / ".." / tiny_manifest.parent.name / tiny_manifest.name
     train(_options(elsewhere, part, resume=True, **kwargs))
     assert "Wall time: unknown" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
-    a = load_file(str(full / "checkpoint" / "state.safetensors"))
-    b = load_file(str(part / "checkpoint" / "state.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (full / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()  # the same weights file
+    # the same weights file: the resumed SGD steps had the momentum and RNG of the uninterrupted run's
+    assert (full / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
+    # QA 65 #10: a finished run kept the checkpoint's model, momentum and RNG (26 MB for Lite0), and a rerun without
+    # --resume said "use --resume to continue it"
+    assert sorted(p.name for p in (full / "checkpoint").iterdir()) == sorted(p.name for p in (part / "checkpoint").iterdir()) == ["state.json"]
+    with pytest.raises(InputError, match=r"/a: output folder holds a finished training run \(its weights: config.json, model.safetensors\); "
+                                         r"choose another folder to train again$"):
+        train(_options(tiny_manifest, full, **kwargs))
     log_a = list(csv.DictReader(open(full / "train_log.csv")))
     log_b = list(csv.DictReader(open(part / "train_log.csv")))
     assert [(r["lr"], r["train_loss"]) for r in log_a] == [(r["lr"], r["train_loss"]) for r in log_b]
