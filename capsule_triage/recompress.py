@@ -130,8 +130,10 @@ def round_trip_stills(images: Iterable[np.ndarray], codec: Codec) -> Iterator[np
 def _finish_clip(state, count: int) -> Iterator[np.ndarray]:
     """The frames of a clip :func:`round_trip_stills` encoded, decoded in order."""
     container, stream, buffer, _ = state
-    container.mux(stream.encode())
-    container.close()
+    try:
+        container.mux(stream.encode())
+    finally:  # rev61: a failed flush left the container open (to the garbage collector)
+        container.close()
     buffer.seek(0)
     # One reformatter (one swscale context) for the clip: frame.to_ndarray(format=...) builds one per
     # frame. Same pixels; 64 frames decoded and converted in 27-46 instead of 45-64 ms.

@@ -154,3 +154,28 @@ def test_h264_recompress_at_an_odd_input_size_is_refused_before_the_frames_are_l
         make_config(options, samples)
     for fine in ({"recompress_codec": "jpeg"}, {"recompress": 0.0}, {"input_size": 34}):
         assert make_config(replace(options, **fine), samples).input_size == fine.get("input_size", 33)
+
+
+def test_a_clip_whose_encoder_fails_to_flush_is_closed_all_the_same():
+    """rev61: a failed flush at the end of a clip left its container open (to the garbage collector)."""
+    import io
+
+    from capsule_triage.recompress import _finish_clip
+
+    class Stream:
+        def encode(self, frame=None):
+            raise OSError("encoder failed")
+
+    class Container:
+        closed = False
+
+        def mux(self, packets):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    container = Container()
+    with pytest.raises(OSError, match="encoder failed"):
+        list(_finish_clip((container, Stream(), io.BytesIO(), (2, 2)), 1))
+    assert container.closed
