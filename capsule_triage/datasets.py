@@ -15,7 +15,7 @@ A data source is one of:
   evaluation can say what they left out.
 
 Validation frames come from the manifest's ``val`` split when it has one; otherwise
-:func:`assign_validation` moves whole groups of the training pool (``train`` or unassigned rows) to
+:func:`capsule_triage.splits.assign_validation` moves whole groups of the training pool (``train`` or unassigned rows) to
 ``val``, stratified by the groups' majority label, deterministically from a seed. ``test`` rows are
 never used for training.
 
@@ -30,11 +30,10 @@ import os
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from .errors import InputError
@@ -303,46 +302,6 @@ def class_order(labels: list[str] | set[str]) -> list[str]:
     return sorted(set(labels), key=lambda c: (not is_normal(c), natural_key(c)))
 
 
-def assign_validation(samples: list[Sample], *, val_fraction: float, seed: int) -> list[Sample]:
-    """Move whole groups of the training pool to "val", stratified by each group's majority label.
-
-    Keeps an existing "val" split as it is. Pool = samples with split "train" or "". Each label stratum
-    gets about ``val_fraction`` of its pool frames (whole groups, drawn in a seeded random order).
-    """
-    if any(s.split == "val" for s in samples) or val_fraction <= 0:
-        return [replace(s, split=s.split or "train") for s in samples]
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    drawn = draw_groups(samples, into="val", fraction=val_fraction, rng=np.random.default_rng(seed), pool=("train", ""))
-    return [replace(s, split=s.split or "train") for s in drawn]
-
-
-def draw_groups(samples: list[Sample], *, into: str, fraction: float, rng: np.random.Generator,
-                pool: tuple[str, ...]) -> list[Sample]:
-    """Move whole groups of the pool (samples whose split is in ``pool``) to the split ``into``: about
-    ``fraction`` of each label stratum's pool frames, a stratum being the groups whose majority label it
-    is, groups drawn in ``rng``'s order; every stratum keeps at least one group in the pool."""
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        if s.split in pool:
-            members[s.group].append(i)
-    strata: dict[str, list[str]] = defaultdict(list)
-    for group in sorted(members, key=natural_key):
-        labels = Counter(samples[i].label for i in members[group])
-        strata[max(sorted(labels), key=labels.get)].append(group)
-    drawn: set[str] = set()
-    for label in sorted(strata):
-        groups = [strata[label][j] for j in rng.permutation(len(strata[label]))]
-        target = fraction * sum(len(members[g]) for g in groups)
-        taken = 0
-        for group in groups[:-1]:  # the stratum always keeps at least one group in the pool
-            if taken >= target:
-                break
-            drawn.add(group)
-            taken += len(members[group])
-    return [replace(s, split=into) if s.group in drawn and s.split in pool else s for s in samples]
-
-
 def check_label_twins(data: str | Path, samples: list[Sample]) -> None:
     """Refuse class names that differ only in case or Unicode form (QA 14: 'Ulcer'/'ulcer', or 'Läsion' written
     on a Mac (NFD) and elsewhere (NFC), trained as two classes; QA 31: `triage split` wrote them unsaid)."""
@@ -353,31 +312,6 @@ def check_label_twins(data: str | Path, samples: list[Sample]) -> None:
     if twins:
         raise InputError(data, f"class names that differ only in case or Unicode form: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
                                "give each class one name (rename the folders or the labels)")
-
-
-def check_training_splits(data: str | Path, samples: list[Sample], class_names: list[str], *, val_fraction: float) -> None:
-    """Refuse splits that would train something other than what was asked, before any image is loaded.
-
-    Raises:
-        InputError: class names equal but for case or Unicode form, no training frames, a class without
-            training frames, no validation frames although
-            ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
-    """
-    check_label_twins(data, samples)
-    train_labels = {s.label for s in samples if s.split == "train"}
-    if not train_labels:
-        raise InputError(data, "no training images (all rows are val/test)")
-    absent = [c for c in class_names if c not in train_labels]
-    if absent:
-        raise InputError(data, f"no training frames of class(es) {', '.join(absent)}; the head would learn nothing for "
-                               "them (label some training frames, or leave the class out of --classes and its frames out of the data)")
-    val_labels = {s.label for s in samples if s.split == "val"}
-    if val_fraction > 0 and not val_labels:
-        raise InputError(data, "no validation frames: validation takes whole groups and every class has only one group "
-                               "in the training pool (add 'val' rows, more groups, or --val-fraction 0 to train without validation)")
-    if len(val_labels) == 1:
-        raise InputError(data, f"the validation frames are all of class {next(iter(val_labels))}; choosing the best "
-                               "epoch needs frames of at least 2 classes (add 'val' rows or more groups of the other classes)")
 
 
 def select(samples: list[Sample], split: str) -> list[Sample]:

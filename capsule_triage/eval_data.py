@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .datasets import MANIFEST_NAME, assign_validation, read_samples, samples_digest
+from .datasets import MANIFEST_NAME, read_samples, samples_digest
 from .errors import InputError, TriageError
 from .model_config import ModelConfig
-from .splits import split_leak
+from .splits import assign_validation, split_leak
 
 
 def training_validation(samples: list, config: ModelConfig) -> list:

@@ -4,8 +4,9 @@ their data (seed B: 70/15/15 stratified; seed C: by subject). ``triage train`` a
 read the splits from it.
 
 Rows that already have a split keep it, and the unassigned rows of a group that has one join it (a
-group on one side); the other unassigned rows are drawn with
-:func:`capsule_triage.datasets.draw_groups`: test first, then validation, the rest is training.
+group on one side); the other unassigned rows are drawn with :func:`draw_groups`: test first, then
+validation, the rest is training. ``triage train`` draws its validation frames the same way when the data
+has none (:func:`assign_validation`) and refuses splits it could not train on (:func:`check_training_splits`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import MANIFEST_NAME, Sample, check_label_twins, draw_groups, read_samples
-from .errors import OutputError
+from .datasets import MANIFEST_NAME, Sample, check_label_twins, read_samples
+from .errors import InputError, OutputError
 from .frame_folder import natural_key, plural
 from .outputs import written_whole
 
@@ -175,6 +176,71 @@ def describe(result: SplitResult) -> list[str]:
         groups = result.groups[split]
         lines.append(f"{split:<5} {count:,} frames{share}, {groups:,} group{'s' if groups != 1 else ''}" + (f": {labels}" if labels else ""))
     return lines
+
+
+def assign_validation(samples: list[Sample], *, val_fraction: float, seed: int) -> list[Sample]:
+    """Move whole groups of the training pool to "val", stratified by each group's majority label.
+
+    Keeps an existing "val" split as it is. Pool = samples with split "train" or "". Each label stratum
+    gets about ``val_fraction`` of its pool frames (whole groups, drawn in a seeded random order).
+    """
+    if any(s.split == "val" for s in samples) or val_fraction <= 0:
+        return [replace(s, split=s.split or "train") for s in samples]
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    drawn = draw_groups(samples, into="val", fraction=val_fraction, rng=np.random.default_rng(seed), pool=("train", ""))
+    return [replace(s, split=s.split or "train") for s in drawn]
+
+
+def draw_groups(samples: list[Sample], *, into: str, fraction: float, rng: np.random.Generator,
+                pool: tuple[str, ...]) -> list[Sample]:
+    """Move whole groups of the pool (samples whose split is in ``pool``) to the split ``into``: about
+    ``fraction`` of each label stratum's pool frames, a stratum being the groups whose majority label it
+    is, groups drawn in ``rng``'s order; every stratum keeps at least one group in the pool."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        if s.split in pool:
+            members[s.group].append(i)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for group in sorted(members, key=natural_key):
+        labels = Counter(samples[i].label for i in members[group])
+        strata[max(sorted(labels), key=labels.get)].append(group)
+    drawn: set[str] = set()
+    for label in sorted(strata):
+        groups = [strata[label][j] for j in rng.permutation(len(strata[label]))]
+        target = fraction * sum(len(members[g]) for g in groups)
+        taken = 0
+        for group in groups[:-1]:  # the stratum always keeps at least one group in the pool
+            if taken >= target:
+                break
+            drawn.add(group)
+            taken += len(members[group])
+    return [replace(s, split=into) if s.group in drawn and s.split in pool else s for s in samples]
+
+
+def check_training_splits(data: str | Path, samples: list[Sample], class_names: list[str], *, val_fraction: float) -> None:
+    """Refuse splits that would train something other than what was asked, before any image is loaded.
+
+    Raises:
+        InputError: class names equal but for case or Unicode form, no training frames, a class without
+            training frames, no validation frames although
+            ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
+    """
+    check_label_twins(data, samples)
+    train_labels = {s.label for s in samples if s.split == "train"}
+    if not train_labels:
+        raise InputError(data, "no training images (all rows are val/test)")
+    absent = [c for c in class_names if c not in train_labels]
+    if absent:
+        raise InputError(data, f"no training frames of class(es) {', '.join(absent)}; the head would learn nothing for "
+                               "them (label some training frames, or leave the class out of --classes and its frames out of the data)")
+    val_labels = {s.label for s in samples if s.split == "val"}
+    if val_fraction > 0 and not val_labels:
+        raise InputError(data, "no validation frames: validation takes whole groups and every class has only one group "
+                               "in the training pool (add 'val' rows, more groups, or --val-fraction 0 to train without validation)")
+    if len(val_labels) == 1:
+        raise InputError(data, f"the validation frames are all of class {next(iter(val_labels))}; choosing the best "
+                               "epoch needs frames of at least 2 classes (add 'val' rows or more groups of the other classes)")
 
 
 MIN_TRAIN_FRAMES = 20  # of a class, below which `triage train` says so

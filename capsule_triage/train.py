@@ -37,7 +37,7 @@ from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
-from .datasets import assign_validation, check_training_splits, class_weights, read_samples, samples_digest, select
+from .datasets import class_weights, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
@@ -50,7 +50,7 @@ from .progress import progress_bar
 from .report_svg import score_text
 from .recompress import recompress_augment
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
-from .splits import NO_GROUPS, few_frames_note, split_leak
+from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config,
                             recipe, training_device)

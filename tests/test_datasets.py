@@ -139,7 +139,7 @@ def test_dataset_layouts_as_published_are_read_as_meant(tmp_path):
 def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
     import unicodedata
 
-    from capsule_triage.datasets import assign_validation, check_training_splits
+    from capsule_triage.splits import assign_validation, check_training_splits
     from capsule_triage.errors import InputError
 
     for a, b in (("Ulcer", "ulcer"), (unicodedata.normalize("NFC", "Blutung_ä"), unicodedata.normalize("NFD", "Blutung_ä"))):

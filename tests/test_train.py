@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from capsule_triage.augment import augment, pixel_noise
 from capsule_triage.cli_models import register
 from capsule_triage.cpu_info import numerics
-from capsule_triage.datasets import Sample, assign_validation, check_training_splits, class_order, read_samples, select
+from capsule_triage.datasets import Sample, class_order, read_samples, select
+from capsule_triage.splits import assign_validation, check_training_splits
 from capsule_triage.stills import load_images
 from capsule_triage.errors import DataWarning, InputError, TriageError, WeightsError
 from capsule_triage.model_config import ModelConfig

@@ -103,7 +103,8 @@ def test_the_shipped_models_training_list_is_its_training_and_validation_frames(
     recomputed here from the data, so it cannot drift from what the provenance says."""
     import json
 
-    from capsule_triage.datasets import assign_validation, read_samples, select
+    from capsule_triage.datasets import read_samples, select
+    from capsule_triage.splits import assign_validation
     from capsule_triage.training_images import image_digests, read_training_images
 
     training = json.loads((SHIPPED / "config.json").read_text())["provenance"]["training"]
