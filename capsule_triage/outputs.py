@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError, TriageError, unexpanded_home
+from .output_names import PARTIAL_MARK, THUMBNAILS_DIR, foreign_files, system_file
 from .ranking import Event, Ranking
 
 SCHEMA_VERSION = "1"
@@ -34,8 +35,6 @@ FRAMES_FILE = "frames.parquet"
 EVENTS_FILE = "events.parquet"
 TOP_FRAMES_FILE = "top_frames.parquet"
 RUN_FILE = "run.json"
-THUMBNAILS_DIR = "thumbnails"
-PARTIAL_MARK = ".partial-"
 REPLACED_MARK = ".replaced-"  # an old output being swapped out (``--force``); deleted right after
 
 
@@ -144,7 +143,7 @@ class StagedOutput:
             if is_mount_point(self.final):  # QA 49: Docker's `-v host:/out` then `--out /out` failed after all the scoring
                 raise OutputError(self.final, "is a mount point: the output is made beside its folder and moved into place, "
                                               "which a mount point cannot be; give a folder inside it")
-            if all(_system_file(p) for p in self.final.iterdir()):
+            if all(system_file(p) for p in self.final.iterdir()):
                 return check_creatable(self.final)  # an empty folder (made for the output) is filled, --force or not
             if not (self.final / self.marker).is_file():  # said before --force is suggested, which would not help (review rev29)
                 raise OutputError(self.final, f"folder is not an earlier triage output (no {self.marker}); "
@@ -220,28 +219,6 @@ class StagedOutput:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self._created_parent is not None:
             shutil.rmtree(self._created_parent, ignore_errors=True)
-
-
-SYSTEM_FILES = (".ds_store", "thumbs.db", "desktop.ini")  # what file browsers leave in folders they show
-
-
-def foreign_files(folder: Path, own: frozenset[str]) -> list[str]:
-    """Names in ``folder`` that are none of ``own``, a file browser's or an interrupted write's: someone's work, which
-    replacing the folder would delete (a reviewer's notes in a study's output: review QA 62 #1)."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in own and not _system_file(p) and not _left_over(p.name, own))
-
-
-def _left_over(name: str, own: frozenset[str]) -> bool:
-    """A hidden file an interrupted write of one of ``own`` leaves (``.report.html.<hex>.tmp``, ``.<name>.partial-...``) or
-    that NFS keeps for a file deleted while open (``.nfsXXXX``): not someone's work (review rev50)."""
-    return name.startswith(".nfs") or any(name.startswith(f".{o}.") and (name.endswith(".tmp") or PARTIAL_MARK in name) for o in own)
-
-
-def _system_file(path: Path) -> bool:
-    """A file a file browser leaves in folders it shows (macOS .DS_Store and ._ files, Windows Thumbs.db): not the
-    user's work, so it does not keep an earlier output from being replaced (review rev29). Only these, and only
-    files: a folder holding just a hidden .git is someone's repository, not an empty folder."""
-    return path.is_file() and not path.is_symlink() and (path.name.casefold() in SYSTEM_FILES or path.name.startswith("._"))
 
 
 @contextmanager

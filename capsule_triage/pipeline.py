@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -64,6 +65,10 @@ class StudyResult:
 
 
 def default_out_dir(input_path: Path) -> Path:
+    """``<input>_triage`` beside the input; for ``.`` or ``..`` beside the folder they name (QA 66 #1: ``triage run .``
+    wrote ``./_triage``, inside the input folder)."""
+    if input_path.name in ("", ".."):
+        input_path = Path(os.path.normpath(input_path.absolute()))
     return input_path.parent / f"{input_path.stem if input_path.is_file() else input_path.name}_triage"
 
 

@@ -17,6 +17,7 @@ from .completeness import gap_starts
 from .errors import OutputError
 from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use
+from .output_names import DETAIL_DIR
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
@@ -27,7 +28,6 @@ from .report_top import top_frames_section
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
-DETAIL_DIR = "report"
 INDEX_FILE = "index.html"  # a batch's page of all its studies, in the folder above each study's (report_batch)
 READING_FPS = 15.0  # frames per second a reader reviews at
 PAGE_SIZE = 50  # events per gallery page

@@ -288,6 +288,14 @@ def test_force_replaces_only_an_earlier_output(tmp_path, random_weights):
              "choose another --out")
     assert (made / "notes.txt").read_text() == "event 2 is a polyp, not blood" and (made / "run.json").is_file()
     (made / "notes.txt").unlink()
+    for mine in ("thumbnails/marked_by_dr_x.jpg", "report/notes.html"):  # QA 66 #2: deleted, only the top level was looked at
+        (made / mine).write_text("a reviewer's")
+        _refused(triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "--force"), made,
+                 f"folder holds files this command does not write ({mine}); --force replaces only an earlier output, "
+                 "choose another --out")
+        assert (made / mine).read_text() == "a reviewer's"
+        (made / mine).unlink()
+    (made / "report" / ".event-0001.html.1a2b3c4d.tmp").write_text("<html")  # a killed `triage report`'s, as below
     (made / ".report.html.1a2b3c4d.tmp").write_text("<html")  # what a killed `triage report` leaves is its own (rev50)
     result = triage("run", DEMO_CLIP, "--weights", random_weights, "--out", made, "--force", "-q")  # its own files only
     assert result.returncode == 0 and sorted(p.name for p in made.iterdir()) == [
@@ -565,3 +573,17 @@ def test_control_characters_in_names_keep_errors_on_one_line(tmp_path):
         result = triage(*args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "a\\nb\\x1b[31m.mp4" in lines[0], (args, result.stderr)
+
+
+def test_the_default_output_of_the_current_folder_is_beside_it(tmp_path, random_weights):
+    """QA 66 #1: `triage run .` in a frame folder wrote `./_triage`, inside the input folder (README: `<input>_triage/`
+    beside the input, never the input's own folder)."""
+    from conftest import demo_clip_frames, write_frame_folder
+
+    folder = write_frame_folder(demo_clip_frames()[:6], tmp_path / "study")
+    result = triage("run", ".", "--fps", "2", "--weights", random_weights, "-q", cwd=folder)
+    assert result.returncode == 0 and (tmp_path / "study_triage" / "run.json").is_file(), result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [f"frame{i}.png" for i in range(6)]
+    (folder / "inner").mkdir()
+    result = triage("run", "..", "--fps", "2", "--weights", random_weights, "-q", "--force", cwd=folder / "inner")
+    assert result.returncode == 0 and (tmp_path / "study_triage" / "run.json").is_file(), result.stderr

@@ -671,6 +671,12 @@ def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights
             "out of the study's folder and the study is triaged on the next run (its earlier results are kept until then)"]
         assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
     (folder / "notes.txt").unlink()
+    (folder / "thumbnails" / "marked.jpg").write_bytes(b"a reviewer's")  # QA 66 #2: inside the run's own folders too
+    result = run_batch(tmp_path / "in", out, replace(options, force=True))
+    assert result.counts["failed"] == 1 and result.failures[0].startswith(f"{folder}: holds files this batch does not write "
+                                                                          "(thumbnails/marked.jpg), which")
+    assert (folder / "thumbnails" / "marked.jpg").read_bytes() == b"a reviewer's"
+    (folder / "thumbnails" / "marked.jpg").unlink()
     assert run_batch(tmp_path / "in", out, replace(options, run=RunOptions(threshold=0.4))).counts["ok"] == 1
     assert json.loads((folder / "run.json").read_text())["parameters"]["rank"]["enter_threshold"] == 0.4
     shutil.rmtree(folder)
@@ -1233,6 +1239,7 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     first = run_batch(tmp_path / "in", out, options)
     (old_id,) = [r["study_id"] for r in first.rows]
     (out / old_id / "notes.txt").write_text("reviewed\n")  # rev56: came along, then refused the moved study's rescores
+    (out / old_id / "report" / "notes.html").write_text("reviewed\n")  # QA 66 #2: inside the run's own folders too
     (tmp_path / "in" / "2026" / "11").mkdir(parents=True)
     os.rename(tmp_path / "in" / "2026-11-01", tmp_path / "in" / "2026" / "11" / "01")
     result = run_batch(tmp_path / "in", out, options)
@@ -1247,6 +1254,7 @@ def test_a_moved_study_reuses_its_outputs_and_left_folders_are_named(random_weig
     assert run["input"]["state_sha256"] is not None  # review: without it the next interrupted night listed it pending
     assert new_path in (out / new_id / "report.html").read_text()
     assert not (out / new_id / "notes.txt").exists() and (out / old_id / "notes.txt").is_file()
+    assert not (out / new_id / "report" / "notes.html").exists() and (out / old_id / "report" / "notes.html").is_file()
     assert json.loads((out / old_id / "run.json").read_text())["batch"]["study_id"] == old_id  # the old folder untouched
     assert json.loads((out / "batch.json").read_text())["orphan_folders"] == [old_id]
     assert len(result.warnings) == 1 and "1 study folder of inputs no longer found" in result.warnings[0]

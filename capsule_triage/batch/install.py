@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import OutputError
-from ..outputs import foreign_files
+from ..output_names import OWN_INSIDE, foreign_files
 from ..pipeline import RUN_OUTPUTS
 
 
@@ -88,4 +88,11 @@ def link_or_copy(src: str, dst: str) -> None:
 def ignore_foreign_at(top: Path):
     """A copytree ``ignore`` leaving out what the batch does not write in ``top`` (a reviewer's notes on the earlier
     study's results are not the moved study's: review rev56, they then refused its every rescore)."""
-    return lambda folder, names: [n for n in names if n not in RUN_OUTPUTS] if Path(folder) == top else []
+    def ignored(folder, names):
+        folder = Path(folder)
+        if folder == top:
+            return [n for n in names if n not in RUN_OUTPUTS]
+        if folder.parent == top and folder.name in OWN_INSIDE:  # QA 66 #2: a reviewer's file in thumbnails/ or report/
+            return [n for n in names if not OWN_INSIDE[folder.name].fullmatch(n)]
+        return []
+    return ignored
