@@ -127,17 +127,18 @@ def run(
         with contextlib.suppress(OSError):  # stderr gone with the terminal or a pipe's reader (rev45): the exit code says it
             typer.echo(printable(f"Interrupted; nothing was written for {source}."), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    gaps = result.run["time_gaps"]
-    if gaps["count"]:
-        from .report_facts import gaps_phrase
+    try:
+        _said_of_run(result, source, classifier.selection.get("warnings", []), report=not no_report)
+    except OSError:  # QA 66 #6: `| head -1` made a complete run exit 1 without a word (as `triage batch` does: rev59 #2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
 
-        typer.echo(printable(f"Warning: {source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
-                             f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json"), err=True)
-    if result.run["source"].get("unread"):
-        typer.echo(printable(f"Warning: {source}: not read: {'; '.join(result.run['source']['unread'])}; see source.unread in run.json"), err=True)
-    for line in result.run.get("warnings", []):  # e.g. a frame folder read at the preset's rate; the model's were said
-        if line not in classifier.selection.get("warnings", []):
-            typer.echo(printable(f"Warning: {line}"), err=True)
+
+def _said_of_run(result, source: Path, model_warnings: list[str], *, report: bool) -> None:
+    """A finished run's lines: its warnings (but the model's, said when it loaded), totals, top events, what it wrote."""
+    from .run_notes import warning_lines
+
+    for line in warning_lines(result.run, source, leave_out=model_warnings):
+        typer.echo(printable(f"Warning: {line}"), err=True)
     events = result.run["events"]
     typer.echo(
         f"{result.frames:,} frames ({result.frames_skipped:,} skipped"
@@ -147,8 +148,9 @@ def run(
     )
     _print_top_events(result.out_dir)
     typer.echo(printable(f"Wrote {result.out_dir}"))
-    if not no_report:  # QA 22: a first run did not say what to open
+    if report:  # QA 22: a first run did not say what to open
         typer.echo(printable(f"Review page: {result.out_dir / 'report.html'}"))
+    sys.stdout.flush()  # a closed pipe is found here, not at exit (exit code 120)
 
 
 def _print_top_events(out_dir: Path, limit: int = 5) -> None:
@@ -162,7 +164,7 @@ def _print_top_events(out_dir: Path, limit: int = 5) -> None:
             typer.echo(
                 f"  #{row['rank'] + 1}: {fmt_clock(row['start_seconds'])} to {fmt_clock(row['end_seconds'])} "
                 f"({row['start_seconds']:.2f}-{row['end_seconds']:.2f} s), peak {score_text(row['peak_score'])} "
-                f"at {fmt_clock(row['peak_seconds'])}, {row['frame_count']} frames, {row['dominant_class']}"
+                f"at {fmt_clock(row['peak_seconds'])}, {row['frame_count']} frame{'s' if row['frame_count'] != 1 else ''}, {row['dominant_class']}"
             )
 
 

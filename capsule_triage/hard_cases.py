@@ -81,7 +81,7 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     columns = {"path": picked[0]["path"], "label": picked[0]["label"], "group": picked[0]["group"], "wrong": wrong, **per_model}
     table = pa.table(columns).take(pa.array(np.argsort(-wrong, kind="stable")))
     warnings = []
-    left_out = sum(t.num_rows for t in tables) - len(tables) * len(order)
+    left_out = len(set().union(*(t["path"].to_pylist() for t in tables)) - common)  # QA 66 #7: rows of every evaluation summed
     if left_out:
         warnings.append(f"{left_out:,} scored frames are not in every evaluation and are left out (the evaluations scored different data)")
     if len(splits) > 1:

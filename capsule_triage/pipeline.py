@@ -62,6 +62,7 @@ class StudyResult:
     model: str
     input_sha256: str
     run: dict = field(default_factory=dict)
+    summarised: list[str] = field(default_factory=list)  # its warnings a batch counts over its studies in lines of its own
 
 
 def default_out_dir(input_path: Path) -> Path:
@@ -180,7 +181,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
-                 wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", no_view_note(info.path, view),
+                 wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", (blank := no_view_note(info.path, view)),
                  other_streams_note(info), multi_page_note(info.path, stats),
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
@@ -194,7 +195,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         out_dir=staged.final, frames=n, frames_skipped=stats.frames_skipped, events=len(ranking.events),
         flagged_fraction=float((ranking.event_id >= 0).mean()) if n else 0.0,
         top_score=float(np.nanmax(ranking.scores)) if view.any() else None, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
-        model=provenance["model"], input_sha256=input_sha, run=run,
+        model=provenance["model"], input_sha256=input_sha, run=run, summarised=[n for n in (assumed, timing, blank) if n],
     )
 
 

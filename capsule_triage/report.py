@@ -259,7 +259,7 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
             f'{esc(score_text(e.get("peak_score")))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
             f'<span><span class="score">peak {esc(score_text(e.get("peak_score")))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
             f'<small>{esc(span)} \u00b7 ' + (f'{esc(e["peak_file"])} \u00b7 ' if e.get("peak_file") else "") +
-            f'{e.get("frame_count", "?")} frames \u00b7 mean {esc(score_text(e.get("mean_score")))}</small></li>')
+            f'{e.get("frame_count", "?")} frame{"" if e.get("frame_count") == 1 else "s"} \u00b7 mean {esc(score_text(e.get("mean_score")))}</small></li>')
 
 
 # --- event detail pages -----------------------------------------------------------------------

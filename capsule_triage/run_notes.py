@@ -56,5 +56,21 @@ def no_view_note(path: Path, view: np.ndarray) -> str | None:
     without = int((~view).sum())
     if not mostly_without_view(without, len(view)):
         return None
-    what = "no frame shows" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show"
-    return f"{path}: {what} a field of view ({NO_VIEW_KINDS}): not scored, in no event"
+    what = "no frame shows a" if without == len(view) else f"{without:,} of {len(view):,} frames ({without / len(view):.0%}) show no"
+    return f"{path}: {what} field of view ({NO_VIEW_KINDS}): not scored, in no event"  # QA 66 #4: "8 of 11 frames show a field"
+
+
+def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
+    """Every `Warning:` line of a finished run (its run.json): time gaps, what a folder left unread, and its notes
+    (``warnings``), but those in ``leave_out`` (the model's, said once; those a batch counts over its studies). Printed
+    by `triage run`, and by `triage batch` for each study it scored (QA 66 #3: a study's gaps, wide or enlarged frames,
+    several-page images reached only its run.json and page)."""
+    from .report_facts import gaps_phrase
+
+    lines = []
+    if (gaps := run["time_gaps"])["count"]:
+        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
+                     f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json")
+    if unread := run["source"].get("unread"):
+        lines.append(f"{source}: not read: {'; '.join(unread)}; see source.unread in run.json")
+    return lines + [line for line in run.get("warnings", []) if line not in leave_out]

@@ -1958,3 +1958,36 @@ def test_a_second_interrupt_while_a_finished_night_prints_keeps_its_code_and_say
     said = capsys.readouterr().err.strip()
     assert said == ("Interrupted while the night's lines were printed; " + (f"its summary could not be written: {summary_error}"
                     if summary_error else f"its summary is complete ({tmp_path / 'studies.parquet'})"))
+
+
+def test_a_study_s_own_warnings_are_said_by_the_night(random_weights, tmp_path):
+    """QA 66 #3: a study's time gaps (and wide or enlarged frames, several-page images) were `Warning:` lines of `triage
+    run` but reached only the study's run.json and page in a batch (README: batch.log holds every Warning: of the night)."""
+    from fractions import Fraction
+
+    import av
+
+    from capsule_triage.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    clip = tmp_path / "in" / "gap.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width = stream.height = 128
+        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 4)
+        for pts in [*range(12), *range(32, 44)]:  # 5 s missing after 2.75 s
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 4)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    past = time.time_ns() - 3600 * 10**9
+    os.utime(clip, ns=(past, past))
+    result = run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights)))
+    gap = f"{clip}: 1 stretch without frames (5.0 s in all, ~20 frames), not scored; see time_gaps in run.json"
+    assert result.counts["ok"] == 1 and gap in result.warnings, result.warnings
+    (folder,) = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("gap.mp4")]
+    run = json.loads((folder / "run.json").read_text())
+    assert result.warnings == [gap, *run["warnings"]]  # each of the run's own lines, once
+    assert all(f" warning={line}" in (tmp_path / "out" / "batch.log").read_text() for line in result.warnings)
+    assert run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights))).warnings == []  # said the night it was scored

@@ -217,3 +217,15 @@ def test_a_one_frame_stretch_without_a_view_is_named_by_its_frame():
     assert "no field of view at 0:12.5 (1 frame): not scored" in page
     assert "no field of view from 0:15.0 to 0:16.0 (30 frames): not scored" in page
     assert page.count('class="noview"') == 2
+
+
+def test_the_note_of_a_study_mostly_without_a_view_says_no():
+    """QA 66 #4: "8 of 11 frames (73%) show a field of view (...): not scored" said the opposite of what it meant."""
+    from pathlib import Path
+
+    from capsule_triage.field_of_view import NO_VIEW_KINDS
+    from capsule_triage.run_notes import no_view_note
+
+    assert no_view_note(Path("s"), np.array([True, False, False, False])) == (
+        f"s: 3 of 4 frames (75%) show no field of view ({NO_VIEW_KINDS}): not scored, in no event")
+    assert no_view_note(Path("s"), np.zeros(4, dtype=bool)).startswith("s: no frame shows a field of view (")

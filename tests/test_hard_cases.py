@@ -167,3 +167,8 @@ def test_the_evaluation_of_other_frames_is_the_one_named(tmp_path):
             assert str(exc) == f"{named}: none of its frames is among those {before} {everyone}scored (the evaluations scored different data)"
         else:
             raise AssertionError("no error")
+    # QA 66 #7: 24, 24 and 4 of the same frames: 40 "scored frames not in every evaluation" (rows summed), 20 of them
+    many = [f"{i}.png" for i in range(24)]
+    full, again, few = evaluation("full", many), evaluation("again", many), evaluation("few", many[:4])
+    assert hard_cases([full, again, few]).warnings[0] == ("20 scored frames are not in every evaluation and are left out (the "
+                                                          "evaluations scored different data)")

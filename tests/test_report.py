@@ -1355,3 +1355,14 @@ def test_markup_that_slipped_past_escaping_is_shown_not_run_in_chromium(tmp_path
         if page.name == REPORT_FILE:
             assert browser.eval("document.documentElement.className") == "js"  # its own script ran
             assert browser.eval("Array.from(document.querySelectorAll('.card img')).filter(i => i.naturalWidth > 0).length") == 3
+
+
+def test_an_event_of_one_frame_is_said_in_the_singular(tmp_path):
+    """QA 66 #9: "· 1 frames ·" on the event card (and "1 frames" on the console)."""
+    from capsule_triage.report import write_report
+
+    write_report(make_study(tmp_path / "one", frames=40, events=2, event_frames=1))
+    page = (tmp_path / "one" / "report.html").read_text()
+    assert page.count("1 frame \u00b7 mean") == 2 and "1 frames" not in page
+    write_report(make_study(tmp_path / "two", frames=40, events=1, event_frames=2))
+    assert "2 frames \u00b7 mean" in (tmp_path / "two" / "report.html").read_text()

@@ -463,3 +463,22 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
                                  "frame_count": [101], "dominant_class": ["bleeding"]}), out / "events.parquet")
         _print_top_events(out)
         assert capsys.readouterr().out.splitlines() == [expected]
+    events = pq.read_table(out / "events.parquet")  # QA 66 #9: "1 frames"
+    pq.write_table(events.set_column(events.schema.get_field_index("frame_count"), "frame_count", pa.array([1])), out / "events.parquet")
+    _print_top_events(out)
+    assert capsys.readouterr().out.endswith(" 1 frame, bleeding\n")
+
+
+def test_a_complete_run_whose_reader_stopped_reading_exits_0(tmp_path, random_weights):
+    """QA 66 #6: `triage run CLIP | head -1` exited 1 without a word, its output complete (`triage batch` exits 0)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        done = subprocess.run([sys.executable, "-m", "capsule_triage.cli", "run", str(DEMO_CLIP), "--out", str(tmp_path / "o"),
+                               "--weights", str(random_weights), "--quiet"], stdout=closed, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (tmp_path / "o" / "run.json").is_file() and (tmp_path / "o" / "report.html").is_file()

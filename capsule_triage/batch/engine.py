@@ -291,7 +291,8 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     blank = without_view_warning(rows)
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
     orphans = batch["orphan_folders"]
-    warnings = list(dict.fromkeys(o.warning for o in outcomes.values() if o.warning)) + ([warning] if warning else [])  # each line once
+    warnings = list(dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line))  # each line once
+    warnings += [warning] if warning else []
     said = [*rates, *([blank] if blank else [])]  # the run's own lines, in batch.log too (QA 47: some reached stderr only)
     if not studies:  # (QA 62 #4: this one reached stderr only)
         said.insert(0, f"{info['input_dir']}: no studies found (video files, or folders directly holding frame images)")

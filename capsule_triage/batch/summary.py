@@ -173,7 +173,7 @@ class Progress:
         fps = outcome.frames / outcome.wall_seconds if outcome.wall_seconds > 0 else 0.0
         error = f" error={outcome.error}" if outcome.error else ""
         error += f" note={outcome.note}" if outcome.note else ""
-        error += f" warning={outcome.warning}" if outcome.warning else ""
+        error += "".join(f" warning={line}" for line in (outcome.warning, *outcome.run_warnings) if line)
         scored = "" if outcome.status in ("skipped", "reused") else f"frames={outcome.frames} fps={fps:.1f} "  # QA 24: 'frames=0' read as empty
         self.log(f"{outcome.status:<7} {outcome.study.study_id} {scored}wall={outcome.wall_seconds:.2f}s {outcome.study.rel_path}{error}")
         counts = {s: sum(o.status == s for o in self.outcomes.values()) for s in ("ok", "skipped", "failed")}

@@ -30,6 +30,7 @@ from ..source_state import being_written, check_source, hashed_state, settled_st
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
+from ..run_notes import warning_lines
 from .discovery import Study, input_sha256
 from .install import check_replaceable, install, link_or_copy, ignore_foreign_at
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
@@ -104,6 +105,9 @@ class StudyOutcome:
         wall_seconds: time spent on the study in this run.
         note: what else was done, for the log (e.g. the report of a skipped study was added).
         warning: a problem that changed no result (e.g. its report.html could not be added).
+        run_warnings: a study scored in this run: its run's own `Warning:` lines (time gaps, wide or enlarged frames,
+            several-page images; :func:`~capsule_triage.run_notes.warning_lines`), but the model's and those the batch
+            counts over its studies.
     """
 
     study: Study
@@ -113,6 +117,7 @@ class StudyOutcome:
     wall_seconds: float = 0.0
     note: str | None = None
     warning: str | None = None
+    run_warnings: tuple[str, ...] = ()
 
 
 class WorkerSetupError(TriageError):
@@ -225,7 +230,9 @@ class StudyWorker:
             _forget_failure(ctx, study)
             if self._outputs_by_input is not None:  # a copy later in this run reuses it (rev33: not setdefault, an entry may be stale)
                 self._outputs_by_input[sha] = final
-            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note)
+            said = warning_lines(result.run, study.path, leave_out=[*classifier.selection.get("warnings", []), *result.summarised])
+            return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note,
+                                run_warnings=tuple(said))
         except WorkerSetupError:
             raise
         except DeviceError as exc:  # every later study would fail the same way
