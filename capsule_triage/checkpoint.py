@@ -53,9 +53,10 @@ def load_checkpoint(out: Path) -> dict | None:
 def is_finished(out: Path) -> bool:
     """Whether ``out`` holds a training run that finished (its checkpoint says so)."""
     try:
-        return bool(read_json(out / CHECKPOINT_DIR / "state.json").get("finished"))
+        state = read_json(out / CHECKPOINT_DIR / "state.json")
     except (OSError, ValueError):
         return False
+    return isinstance(state, dict) and bool(state.get("finished"))  # rev63 #4: a JSON list raised AttributeError
 
 
 def drop_resume_tensors(out: Path) -> None:

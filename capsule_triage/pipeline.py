@@ -186,6 +186,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]
+        columns = own_note if run["parameters"]["read"].get("own_timestamps_unused") == "columns" else None  # (a batch counts them)
         run["input"]["state_sha256"] = settled_state_digest(unchanged)  # lets a batch re-run skip it without reading it
         write_json(folder / RUN_FILE, run)
         if options.report:
@@ -195,7 +196,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         out_dir=staged.final, frames=n, frames_skipped=stats.frames_skipped, events=len(ranking.events),
         flagged_fraction=float((ranking.event_id >= 0).mean()) if n else 0.0,
         top_score=float(np.nanmax(ranking.scores)) if view.any() else None, wall_seconds=wall, fps=n / wall if wall > 0 else 0.0,
-        model=provenance["model"], input_sha256=input_sha, run=run, summarised=[n for n in (assumed, timing, blank) if n],
+        model=provenance["model"], input_sha256=input_sha, run=run, summarised=[note for note in (assumed, timing, blank, columns) if note],
     )
 
 

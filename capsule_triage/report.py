@@ -17,7 +17,7 @@ from .completeness import gap_starts
 from .errors import OutputError
 from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use
-from .output_names import DETAIL_DIR
+from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
@@ -82,8 +82,8 @@ def _write_pages(study: Study, card_use: str | None, gaps: list, linked: bool, d
             detail_dir.unlink()
         detail_dir.mkdir(exist_ok=True)
         wanted = {_detail_name(i) for i in range(len(study.events))}
-        for stale in detail_dir.glob("event-*.html"):
-            if stale.name not in wanted:
+        for stale in detail_dir.glob("event-*.html"):  # rev63 #1: only its own (a reviewer's event-0001-notes.html is kept)
+            if stale.name not in wanted and OWN_INSIDE[DETAIL_DIR].fullmatch(stale.name):
                 stale.unlink()
         rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
         for i in range(len(study.events)):

@@ -88,7 +88,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
         samples = draw_groups(samples, into=split, fraction=fraction, rng=rng, pool=("",))
         if fraction > 0 and pool == sum(not s.split for s in samples) and (pool or given[split] or kept < len(samples)):
             # helper-127 #3: drew nothing, unsaid (a default with every row already split: "nothing was drawn" says it)
-            undrawn.append(_undrawn(split, test_fraction if split == "test" else val_fraction, pool, samples))
+            undrawn.append(_undrawn(split, test_fraction if split == "test" else val_fraction, pool, samples, given=given[split]))
     samples = [replace(s, split=s.split or "train") for s in samples]
     rows, columns = _rows(data, samples, out.parent)
     _write_csv(out, rows, columns)
@@ -116,15 +116,15 @@ def one_class_note(labels: set[str], holding: str = "the data has") -> str | Non
     return f"{holding} one class ({', '.join(sorted(labels)) or 'none'}); a classifier needs frames of at least 2 classes"
 
 
-def _undrawn(split: str, fraction: float, pool: int, samples: list[Sample]) -> str:
+def _undrawn(split: str, fraction: float, pool: int, samples: list[Sample], *, given: bool) -> str:
     """Why a fraction drew no frames (QA 65 #8: an explicit --val-fraction with every row already split drew nothing,
     unsaid; helper-127 #3: nor with unassigned rows that joined their groups, or too few groups to draw from)."""
     why = ("no frame is left without a split (a frame of a group already in a split joins it)" if not pool else
            f"it draws whole groups, keeping at least one of each label for training, and the {pool:,} frames without a split "
            "have too few groups for that")
-    hint = ("; `triage train --val-fraction` draws validation from the train split"
-            if split == "val" and not any(s.split == "val" for s in samples) else "")
-    return f"--{split}-fraction {fraction:g} drew no frames: {why}{hint}"
+    hint = ("; `triage train --val-fraction` draws validation from the train split"  # rev63 #3: not from too few groups
+            if split == "val" and not pool and not any(s.split == "val" for s in samples) else "")
+    return f"--{split}-fraction {fraction:g}{'' if given else ' (the default)'} drew no frames: {why}{hint}"
 
 
 def _join_assigned_groups(samples: list[Sample]) -> list[Sample]:

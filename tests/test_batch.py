@@ -1978,3 +1978,20 @@ def test_a_study_s_own_warnings_are_said_by_the_night(random_weights, tmp_path):
     assert result.warnings == [gap, *run["warnings"]]  # each of the run's own lines, once
     assert all(f" warning={line}" in (tmp_path / "out" / "batch.log").read_text() for line in result.warnings)
     assert run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights))).warnings == []  # said the night it was scored
+
+
+def test_a_line_the_night_counts_over_its_studies_is_not_said_for_each_study_too(random_weights, tmp_path):
+    """rev63 #2: a folder whose timestamps.csv has no columns was counted by the batch's own line and (since 1f1c36e)
+    said again by the study's line."""
+    from capsule_triage.batch import run_batch
+
+    folder = write_frame_folder(demo_clip_frames()[:4], tmp_path / "in" / "study")
+    (folder / "timestamps.csv").write_text("x,y\n1,2\n")
+    past = time.time_ns() - 3600 * 10**9
+    for path in [folder, *folder.iterdir()]:
+        os.utime(path, ns=(past, past))
+    result = run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights)))
+    assert result.counts["ok"] == 1 and any("timestamps.csv without the columns filename,pts_seconds" in w for w in result.warnings)
+    run = json.loads(next((tmp_path / "out").glob("study*/run.json")).read_text())
+    assert any("not used as the frames' times" in w for w in run["warnings"])  # the study's own record keeps it
+    assert not any("not used as the frames' times" in w for w in result.warnings), result.warnings

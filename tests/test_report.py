@@ -1366,3 +1366,8 @@ def test_an_event_of_one_frame_is_said_in_the_singular(tmp_path):
     assert page.count("1 frame \u00b7 mean") == 2 and "1 frames" not in page
     write_report(make_study(tmp_path / "two", frames=40, events=1, event_frames=2))
     assert "2 frames \u00b7 mean" in (tmp_path / "two" / "report.html").read_text()
+    notes = tmp_path / "two" / "report" / "event-0001-notes.html"  # rev63 #1: a reviewer's page was taken for a stale one
+    notes.write_text("Dr X: confirmed")
+    (tmp_path / "two" / "report" / "event-0002.html").write_text("an earlier run's page")
+    write_report(tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two" / "report").iterdir()) == ["event-0001-notes.html", "event-0001.html"]

@@ -185,15 +185,15 @@ def test_fractions_that_draw_nothing_and_data_of_one_class_are_said(tmp_path):
     two = [{**r, "near_dup_group": f"{r['label']}-{i % 2}"} for i, r in enumerate(rows)]  # 2 patients of each label
     done = triage("split", _manifest(tmp_path / "two.csv", two), "-o", tmp_path / "two_split.csv", "--test-fraction", "0.2")
     assert done.returncode == 0 and done.stderr.splitlines() == [
-        "Warning: --val-fraction 0.15 drew no frames: it draws whole groups, keeping at least one of each label for training, "
-        "and the 20 frames without a split have too few groups for that; `triage train --val-fraction` draws validation from "
-        "the train split"], done.stderr
+        "Warning: --val-fraction 0.15 (the default) drew no frames: it draws whole groups, keeping at least one of each label "
+        "for training, and the 20 frames without a split have too few groups for that"], done.stderr  # rev63 #3: no hint (train refuses)
     seen = set()
     for row in two:  # one frame of each patient already in train: the others join it
         row["new_split"] = "" if row["near_dup_group"] in seen else "train"
         seen.add(row["near_dup_group"])
     done = triage("split", _manifest(tmp_path / "joined.csv", two, split=True), "-o", tmp_path / "joined_split.csv")
     assert done.returncode == 0 and done.stderr.splitlines()[1:] == [
-        "Warning: --test-fraction 0.15 drew no frames: no frame is left without a split (a frame of a group already in a split joins it)",
-        "Warning: --val-fraction 0.15 drew no frames: no frame is left without a split (a frame of a group already in a split "
+        "Warning: --test-fraction 0.15 (the default) drew no frames: no frame is left without a split (a frame of a group already "
+        "in a split joins it)",
+        "Warning: --val-fraction 0.15 (the default) drew no frames: no frame is left without a split (a frame of a group already in a split "
         "joins it); `triage train --val-fraction` draws validation from the train split"], done.stderr

@@ -165,6 +165,11 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     # QA 65 #10: a finished run kept the checkpoint's model, momentum and RNG (26 MB for Lite0), and a rerun without
     # --resume said "use --resume to continue it"
     assert sorted(p.name for p in (full / "checkpoint").iterdir()) == sorted(p.name for p in (part / "checkpoint").iterdir()) == ["state.json"]
+    from capsule_triage.checkpoint import is_finished
+
+    (tmp_path / "odd" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "odd" / "checkpoint" / "state.json").write_text("[1]")  # rev63 #4: an AttributeError traceback
+    assert is_finished(full) and not is_finished(tmp_path / "odd") and not is_finished(part / "missing")
     with pytest.raises(InputError, match=r"/a: output folder holds a finished training run \(its weights: config.json, model.safetensors\); "
                                          r"choose another folder to train again$"):
         train(_options(tiny_manifest, full, **kwargs))
