@@ -248,11 +248,12 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     size = config.input_size
     fov = config.border == "fov"  # frames read as triage run reads them; ONNX candidates crop them on the host (ViewCropped)
     check = [decode_all(Path(c), size, fov=fov) for c in check_clips]
-    # The ONNX files are about to be replaced: until the new report is written, no report vouches for them
-    # (an interrupted run must not leave the old report accepting new, unchecked files).
-    (weights_dir / BACKENDS_FILE).unlink(missing_ok=True)
     calibration = np.concatenate([_views(decode_all(Path(c), size, limit=CALIBRATION_FRAMES, fov=fov)[0], config)
                                   for c in (calibration_clips or check_clips)])
+    # The ONNX files are about to be replaced: until the new report is written, no report vouches for them (an
+    # interrupted run must not leave the old report accepting new, unchecked files). Only now: a bad --calibration
+    # input deleted it before (QA 67 #1), where a bad --check input leaves the folder as it was.
+    (weights_dir / BACKENDS_FILE).unlink(missing_ok=True)
     cpu = torch.device("cpu")
 
     def on_torch(precision: str, device: torch.device = cpu):

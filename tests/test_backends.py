@@ -895,3 +895,15 @@ def test_bench_and_hard_cases_say_so_when_interrupted(random_weights, monkeypatc
     done = CliRunner().invoke(app, ["hard-cases", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--force"])
     assert done.exit_code == 130 and done.output.strip() == f"Interrupted; nothing was written ({out} unchanged).", done.output
     assert out.read_bytes() == b"kept"
+
+
+def test_a_bad_calibration_input_leaves_the_report_as_it_was(optimized, tmp_path):
+    """QA 67 #1: `triage optimize W --calibration EMPTY` was refused after backends.json had been deleted: the weights then
+    ran in fp32 with no word of why (a bad --check input left the folder as it was)."""
+    folder = tmp_path / "w"
+    shutil.copytree(optimized[0], folder)
+    before = (folder / "backends.json").read_bytes()
+    (tmp_path / "empty").mkdir()
+    done = triage("optimize", folder, "--check", DEMO_CLIP, "--calibration", tmp_path / "empty")
+    assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / 'empty'}: folder contains no frame images"), done.stderr
+    assert (folder / "backends.json").read_bytes() == before
