@@ -53,7 +53,16 @@ def report_problem(report) -> str | None:
         tuning = row.get("tuning", {})
         if not isinstance(tuning, dict) or not all(_positive_int(tuning.get(k, 1)) for k in ("batch_size", "threads", "streams")):
             return f"{name}: tuning needs integers >= 1 (batch_size, threads, streams), got {tuning!r}"
+        diff, tolerance = row.get("max_score_diff"), report.get("tolerance")  # QA 67 #2: accepted against its own check, unsaid
+        if _number(diff) and _number(tolerance) and diff > tolerance:
+            return f"{name}: accepted, though its max_score_diff {diff:g} exceeds the report's tolerance {tolerance:g}"
+        if row.get("events_identical") is False:
+            return f"{name}: accepted, though its events differ from fp32's (events_identical false)"
     return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _parse_report(weights_dir: Path | None) -> tuple[dict | None, str | None]:

@@ -23,7 +23,7 @@ def report(
     The pages are self-contained HTML (no network access needed) and refer only to files inside
     OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
     """
-    from .errors import TriageError
+    from .errors import TriageError, unexpanded_note
     from .outputs import RUN_FILE
     from .report import write_report
     from .cli import printable
@@ -43,7 +43,7 @@ def report(
         elif out_dir.exists() and not out_dir.is_dir():
             raise TriageError(out_dir, "not a folder: give the output folder of `triage run` or `triage batch`")
         elif not out_dir.is_dir():
-            raise TriageError(out_dir, "no such folder")
+            raise TriageError(out_dir, "no such folder" + unexpanded_note(out_dir))  # QA 67 #6: as run and bench say it
         else:
             raise TriageError(out_dir, f"neither a study folder ({RUN_FILE}) nor a batch folder ({STUDIES_FILE})")
     except TriageError as exc:

@@ -28,7 +28,9 @@ from .cpu_info import machine as cpu_machine
 from .cpu_info import bf16_emulated
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
+from .errors import WeightsError
 from .model_config import WEIGHTS_NAME, read_geometry
+from .frame_folder import plural
 from .frames import DecodeStats
 from .preprocess import Preprocessor
 from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
@@ -169,7 +171,7 @@ def verdict(name: str, max_diff: float, events_identical: bool, *, tolerance: fl
     if not events_identical:
         return {"accepted": False, "reason": "events differ from fp32"}
     if not name.endswith("fp32") and uncertain < MIN_UNCERTAIN:
-        return {"accepted": False, "reason": f"lower precision on a weak check ({uncertain} uncertain frames, fewer than {MIN_UNCERTAIN})"}
+        return {"accepted": False, "reason": f"lower precision on a weak check ({plural(uncertain, 'uncertain frame')}, fewer than {MIN_UNCERTAIN})"}
     return {"accepted": True}
 
 
@@ -206,8 +208,8 @@ def candidate_line(name: str, row: dict) -> str:
     if "error" in row:
         return f"  {name:<11} failed: {row['error']}  -> {verdict}"
     tuning = row["tuning"]
-    return (f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {tuning['streams']} streams "
-            f"x {tuning['threads']} threads)  max |d score| {row['max_score_diff']:.4f}  "
+    return (f"  {name:<11} {row['frames_per_second']:8.1f} frames/s (batch {tuning['batch_size']} x {plural(tuning['streams'], 'stream')} "
+            f"x {plural(tuning['threads'], 'thread')})  max |d score| {row['max_score_diff']:.4f}  "
             f"events identical: {row['events_identical']}  -> {verdict}")
 
 
@@ -242,6 +244,9 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             come: each takes a minute or more, and the command said nothing for minutes: QA 60 #7).
     """
     weights_dir = Path(weights_dir)
+    if weights_dir.exists() and not weights_dir.is_dir():  # QA 67 #3: "a bare weights file needs ... (--pipeline)", --pipeline given
+        raise WeightsError(weights_dir, "is a file: triage optimize takes a weights folder (config.json + model.safetensors), "
+                                        "beside which it writes its ONNX files and backends.json")
     parse_sizes(",".join(map(str, tune_batch_sizes)))  # the library's sizes checked as the command line's (review rev32)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()

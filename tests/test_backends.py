@@ -99,6 +99,8 @@ def test_optimize_says_when_its_check_proves_little_and_accepts_no_lower_precisi
     assert verdict("ort-int8", 0.001, True, tolerance=0.05, uncertain=9) == {
         "accepted": False, "reason": "lower precision on a weak check (9 uncertain frames, fewer than 10)"}
     assert verdict("ort-int8", 0.001, True, tolerance=0.05, uncertain=10) == {"accepted": True}
+    assert verdict("ort-int8", 0.001, True, tolerance=0.05, uncertain=1)["reason"] == (  # QA 67 #8: "1 uncertain frames"
+        "lower precision on a weak check (1 uncertain frame, fewer than 10)")
     assert verdict("ov-fp32", 0.0, True, tolerance=0.05, uncertain=0) == {"accepted": True}  # the same precision: the diff is the check
     assert verdict("ov-bf16", 0.06, True, tolerance=0.05, uncertain=50) == {"accepted": False, "reason": "max score difference 0.0600 > tolerance 0.05"}
     assert verdict("torch-bf16", 0.01, False, tolerance=0.05, uncertain=50) == {"accepted": False, "reason": "events differ from fp32"}
@@ -573,6 +575,11 @@ def _with_report(folder, tmp_path, report_text: str):
     ('{"candidates": {"ort-fp32": {"accepted": true, "frames_per_second": "fast"}}}', "is malformed (ort-fp32: frames_per_second must be a positive number"),
     ('{"candidates": {"ov-fp32": {"accepted": true, "frames_per_second": 9, "tuning": {"threads": -1}}}}', "is malformed (ov-fp32: tuning needs integers >= 1"),
     ('{"candidates": {}, "onnx_sha256": {"model.fp32.onnx": 7}}', "is malformed (onnx_sha256 must map ONNX file names to SHA-256 digests)"),
+    # QA 67 #2: an entry hand-edited to accepted against its own check was used without a word
+    ('{"tolerance": 0.05, "candidates": {"ov-int8": {"accepted": true, "frames_per_second": 9, "max_score_diff": 0.243}}}',
+     "is malformed (ov-int8: accepted, though its max_score_diff 0.243 exceeds the report's tolerance 0.05)"),
+    ('{"candidates": {"ov-int8": {"accepted": true, "frames_per_second": 9, "events_identical": false}}}',
+     "is malformed (ov-int8: accepted, though its events differ from fp32's (events_identical false))"),
 ])
 def test_a_damaged_or_hand_edited_report_falls_back_to_fp32_with_a_warning(optimized, tmp_path, text, problem):
     folder, _ = optimized
@@ -907,3 +914,8 @@ def test_a_bad_calibration_input_leaves_the_report_as_it_was(optimized, tmp_path
     done = triage("optimize", folder, "--check", DEMO_CLIP, "--calibration", tmp_path / "empty")
     assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / 'empty'}: folder contains no frame images"), done.stderr
     assert (folder / "backends.json").read_bytes() == before
+    # QA 67 #3: "a bare weights file needs the model description of a pipeline preset (--pipeline)", --pipeline given
+    done = triage("optimize", folder / "model.safetensors", "--check", DEMO_CLIP, "--pipeline", "capsule-bleeding")
+    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {folder / 'model.safetensors'}: is a file: triage optimize takes "
+                                                            "a weights folder (config.json + model.safetensors), beside which it "
+                                                            "writes its ONNX files and backends.json"), done.stderr

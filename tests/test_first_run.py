@@ -116,7 +116,7 @@ def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weight
     folder = write_frame_folder(_demo_frames(), tmp_path / "export")
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
     line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps, a typical capsule rate; the images carry no times): "
-            "give --fps F or --timestamps CSV, or put a timestamps.csv (filename,pts_seconds) in the folder, if that is not their rate")
+            "give --fps F (or, to triage run, --timestamps CSV), or put a timestamps.csv (filename,pts_seconds) in the folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["warnings"] == [line] and run["parameters"]["read"]["folder_fps_from"] == "preset"
