@@ -716,7 +716,7 @@ def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimiz
     assert not (copy / "backends.json").exists() and not list(copy.glob("*.partial"))
     # QA 60 #7: each candidate's line arrives when it is done, not with the report (here: never written)
     assert said[0].startswith("Checked on 96 frames, ") and said[0].endswith("timing each at run sizes 1 (a minute or more each):")
-    assert [line.split()[0] for line in said[1:]] == ["torch-fp32", "torch-bf16"] and "frames/s (batch 1 x 1 streams" in said[1]
+    assert [line.split()[0] for line in said[1:]] == ["torch-fp32", "torch-bf16"] and "frames/s (batch 1 x 1 stream x " in said[1]  # QA 67 #8: "1 streams"
     assert Classifier.load(copy).backend.name == "torch-fp32"
 
 
