@@ -48,7 +48,7 @@ def report_problem(report) -> str | None:
         if not row["accepted"]:
             continue
         fps = row.get("frames_per_second")
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        if not _number(fps) or fps <= 0:
             return f"{name}: frames_per_second must be a positive number, got {fps!r}"
         tuning = row.get("tuning", {})
         if not isinstance(tuning, dict) or not all(_positive_int(tuning.get(k, 1)) for k in ("batch_size", "threads", "streams")):
