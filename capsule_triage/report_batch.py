@@ -57,18 +57,35 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
 
 def _run_line(folder: Path, batch: dict | None = None) -> str:
     """How the last run went, from batch.json (QA 19: the page did not say which engine ran): "" if unreadable."""
-    from .batch.layout import BATCH_FILE  # here: the batch package imports this module
-
+    if batch is None:
+        batch, _problem = last_run(folder)
     try:
-        batch = batch if batch is not None else read_json(folder / BATCH_FILE)
         engine, workers = str(batch["engine"]), int(batch["workers"])
         pipeline = str((batch.get("pipeline") or {}).get("name", "?"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return ""
     wall = batch.get("wall_seconds")
     return esc(f" Last run {batch.get('started', '?')}: engine {engine}, {workers} worker{'s' if workers != 1 else ''} on "
                f"{batch.get('device', '?')}, preset {pipeline}" + (f", {fmt_duration(wall)}" if isinstance(wall, (int, float)) else "")
                + (" (interrupted)" if batch.get("interrupted") else "") + ".")
+
+
+def last_run(folder: Path) -> tuple[dict | None, InputError | None]:
+    """The batch's batch.json, or None and why the index can say nothing of the last run (QA 67 #5: a corrupt one
+    dropped the index's "Last run" line without a word)."""
+    from .batch.layout import BATCH_FILE  # here: the batch package imports this module
+
+    path = folder / BATCH_FILE
+    try:
+        batch = read_json(path)
+        str(batch["engine"]), int(batch["workers"])
+    except FileNotFoundError:
+        return None, InputError(path, "not found: index.html says nothing of the last run")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        why = (f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else exc.strerror
+               if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}")
+        return None, InputError(path, f"cannot read it ({why}): index.html says nothing of the last run")
+    return batch, None
 
 
 def _study_id(row: dict) -> str:
@@ -143,7 +160,9 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
         elif sid and row.get("status") in DONE_STATUSES:  # listed as done, but its output is gone or incomplete
             problems.append(InputError(folder / sid, f"{RUN_FILE} not found: the study's output is incomplete (not linked "
                                                      "from index.html; run triage batch again to triage it)"))
+    batch, problem = last_run(folder)
+    problems += [problem] if problem else []
     try:
-        return write_batch_index(folder), problems
+        return write_batch_index(folder, batch=batch), problems
     except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited studies.parquet (rev50: a traceback)
         raise InputError(folder / STUDIES_FILE, f"cannot make the index from it ({type(exc).__name__}: {exc})") from None

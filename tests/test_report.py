@@ -589,6 +589,11 @@ def _studies_parquet(folder: Path) -> None:
     }), folder / "studies.parquet")
 
 
+def _batch_json(folder):
+    (folder / "batch.json").write_text(json.dumps({"started": "2026-12-01T18:00:00+00:00", "engine": "ray", "workers": 2,
+                                                   "device": "cpu", "pipeline": {"name": "capsule-bleeding"}, "wall_seconds": 75.0}))
+
+
 def test_batch_index_lists_studies_and_links_reports(tmp_path):
     make_study(tmp_path / "s1", frames=200, events=3)
     _studies_parquet(tmp_path)
@@ -602,8 +607,7 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
     (tmp_path / "s1" / "run.json").unlink()  # QA 17: a study whose output lost its run.json was linked as fine
     assert 'href="s1/' not in write_batch_index(tmp_path).read_text()
     assert "Last run" not in html  # no batch.json (or an unreadable one): nothing said about the run
-    (tmp_path / "batch.json").write_text(json.dumps({"started": "2026-12-01T18:00:00+00:00", "engine": "ray", "workers": 2,
-                                                     "device": "cpu", "pipeline": {"name": "capsule-bleeding"}, "wall_seconds": 75.0}))
+    _batch_json(tmp_path)
     assert ("Last run 2026-12-01T18:00:00+00:00: engine ray, 2 workers on cpu, preset capsule-bleeding, 1 min 15 s."
             in write_batch_index(tmp_path).read_text())  # QA 19: the page did not say which engine ran
     with pytest.raises(InputError, match="not a batch folder"):
@@ -613,6 +617,7 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
 def test_cli_report_rewrites_a_batch(tmp_path):
     make_study(tmp_path / "s1", frames=200, events=3)
     _studies_parquet(tmp_path)
+    _batch_json(tmp_path)
     done = triage("report", tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / INDEX_FILE).is_file() and (tmp_path / "s1" / REPORT_FILE).is_file()
@@ -623,6 +628,21 @@ def test_cli_report_rewrites_a_batch(tmp_path):
     (tmp_path / "s1" / "run.json").unlink()  # QA 17: its old page was linked as fine, without a word
     done = triage("report", tmp_path)
     assert done.returncode == 0 and done.stderr.splitlines() == [warning.format(tmp_path / "s1"), warning.format(tmp_path / "s3")]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "not found"), ("{", "cannot read it (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 "
+                              "column 2 (char 1))"), ('{"engine": "serial"}', "cannot read it (no 'workers' field)")])
+def test_cli_report_says_why_the_last_run_is_not_shown(tmp_path, content, problem):
+    """QA 67 #5: a corrupt batch.json dropped the index's "Last run" line without a word."""
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    if content is not None:
+        (tmp_path / "batch.json").write_text(content)
+    done = triage("report", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"Warning: {tmp_path / 'batch.json'}: {problem}: index.html says nothing of the last run" in done.stderr.splitlines()
+    assert "Last run" not in (tmp_path / INDEX_FILE).read_text()
 
 
 def test_report_of_a_batch_writes_only_inside_it(tmp_path):
@@ -644,6 +664,7 @@ def test_report_of_a_batch_writes_only_inside_it(tmp_path):
     os.symlink(outside, batch / "s3")
     rows = {"id": ["s1", "s2", str(outside), "../victim", "s3"], "status": ["ok", "ok", "ok", "ok", "ok"]}
     pq.write_table(pa.table(rows), batch / "studies.parquet")
+    _batch_json(batch)
     _, problems = write_batch_reports(batch)
     assert (batch / "s1" / REPORT_FILE).is_file() and (outside / REPORT_FILE).read_text() == "theirs"
     assert not (batch / "s1" / "report").is_symlink() and (outside / "report" / "event-0099.html").read_text() == "theirs"
