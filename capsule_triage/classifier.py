@@ -24,6 +24,7 @@ from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
 from .errors import WeightsError
 from .frames import FrameBatch
+from .model_card import use_beside
 from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, preset_differences, unfinished_training
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Classifier:
         self.weights_id = weights_id
         # run.json's weights_path: the folder, or a weights file given as such (QA 44: recorded nowhere, the SHA-256 only)
         self.weights_path = str(Path(weights_dir or weights_file).absolute()) if weights_dir or weights_file else None
+        self.intended_use = use_beside(weights_dir)  # kept in run.json: the page needs it after the folder moves
         self.threads = threads
         self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id), auto_device_note(device))
         name = self.selection["backend"]
@@ -192,6 +194,7 @@ class Classifier:
             "architecture": self.config.architecture,
             "weights_sha256": self.weights_id,
             "weights_path": self.weights_path,
+            "intended_use": self.intended_use,
             "device": self.device,
             "backend": self._open().name,
             "precision": self.precision,

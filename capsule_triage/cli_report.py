@@ -24,6 +24,7 @@ def report(
     OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
     """
     from .errors import TriageError, unexpanded_note
+    from .model_card import intended_use
     from .outputs import RUN_FILE
     from .report import write_report
     from .cli import printable
@@ -31,6 +32,9 @@ def report(
 
     try:
         card = _read_card(model_card)
+        if card is not None and intended_use(card) is None:  # QA 67 #7: any text file was taken without a word
+            typer.echo(printable(f"Warning: {model_card}: states no intended use (no 'Intended use:' line or '## Intended "
+                                 "use' section): is it a model card?"), err=True)
         if (out_dir / STUDIES_FILE).is_file():
             written, problems = write_batch_reports(out_dir, model_card=card)
             for problem in problems:

@@ -330,6 +330,13 @@ def intended_use(card: str | None) -> str | None:
     return None
 
 
+def use_beside(weights_dir: str | Path | None) -> str | None:
+    """The intended-use statement of the card beside the weights, if that is a folder with one (run.json records it:
+    QA 67 #7, a report rewritten after the weights folder moved said "no model card given")."""
+    card = Path(weights_dir) / CARD_NAME if weights_dir else None
+    return intended_use(str(card)) if card is not None and card.is_file() else None
+
+
 def _plain(markdown: str) -> str:
     """Markdown's inline marks taken out (the page shows text: QA 34, '**screening**' shown with its asterisks):
     code ticks, bold/italic markers, links as their text."""

@@ -16,7 +16,7 @@ import numpy as np
 from .completeness import gap_starts
 from .errors import OutputError
 from .field_of_view import NO_VIEW_KINDS
-from .model_card import intended_use
+from .model_card import intended_use, use_beside
 from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
@@ -63,12 +63,12 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
         OutputError: the pages cannot be written.
     """
     study = load_study(Path(out_dir))
-    if model_card is None:  # the card beside the weights the run used, if it is a weights folder
-        weights_path = study.run.get("model", {}).get("weights_path")
-        card = Path(weights_path) / "MODEL_CARD.md" if weights_path else None
-        model_card = str(card) if card is not None and card.is_file() else None
-    card_use = intended_use(model_card) or study.run.get("model", {}).get("config", {}).get("provenance", {}).get("intended_use")
-    card_use = card_use or ("not stated in the model card" if model_card else None)
+    model = study.run.get("model", {})
+    provenance = model.get("config", {}).get("provenance", {}).get("intended_use")
+    if model_card is None:  # the card beside the weights the run used (if still there), else what the run read in it
+        card_use = use_beside(model.get("weights_path")) or model.get("intended_use") or provenance
+    else:
+        card_use = intended_use(model_card) or provenance or "not stated in the model card"
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
     linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())

@@ -236,6 +236,27 @@ def test_intended_use_paragraph_is_read_whole_and_a_card_without_one_is_named(tm
     assert "not stated (no model card given)" in write_report(study).read_text()
 
 
+def test_a_moved_weights_folder_keeps_its_intended_use_on_the_page(tmp_path, random_weights):
+    """QA 67 #7: `triage report` after the weights folder moved (or on another machine) said "not stated (no model
+    card given)": the run records the card's statement in run.json."""
+    from capsule_triage import Classifier
+
+    weights = Path(shutil.copytree(random_weights, tmp_path / "weights"))
+    (weights / "MODEL_CARD.md").write_text(CARD)
+    recorded = Classifier.load(weights, device="cpu").describe()["intended_use"]
+    assert recorded == "Research triage of capsule-endoscopy video for bleeding; not for diagnosis."
+    assert Classifier.load(random_weights, device="cpu").describe()["intended_use"] is None  # no card beside them
+    study = make_study(tmp_path / "s", frames=50, events=1)
+    run = json.loads((study / "run.json").read_text())
+    run["model"].update(weights_path=str(weights), intended_use=recorded)
+    (study / "run.json").write_text(json.dumps(run))
+    (weights / "MODEL_CARD.md").write_text("# M\n\n## Intended use\n\nEdited since the run.\n")
+    assert "Edited since the run." in write_report(study).read_text()  # the card beside the weights, as it is now
+    shutil.rmtree(weights)
+    html = write_report(study).read_text()
+    assert recorded in html and "no model card given" not in html
+
+
 def test_shipped_model_card_states_its_intended_use():
     from conftest import SHIPPED_WEIGHTS
 
@@ -697,6 +718,11 @@ def test_cli_report_errors_are_one_line(tmp_path):
     study = make_study(tmp_path / "s", frames=10, events=0)
     result = CliRunner().invoke(app, ["report", str(study), "--model-card", str(tmp_path / "nope.md")])
     assert result.exit_code == 2 and result.stderr.startswith(f"Error: {tmp_path / 'nope.md'}: cannot read the model card")
+    (tmp_path / "notes.txt").write_text("Reviewer notes: event 2 is a bubble.\n")  # QA 67 #7: taken without a word
+    result = CliRunner().invoke(app, ["report", str(study), "--model-card", str(tmp_path / "notes.txt")])
+    assert result.exit_code == 0 and result.stderr == (f"Warning: {tmp_path / 'notes.txt'}: states no intended use (no "
+                                                       "'Intended use:' line or '## Intended use' section): is it a model card?\n")
+    assert "not stated in the model card" in (study / REPORT_FILE).read_text()
 
 
 # --- the browser ------------------------------------------------------------------------------
