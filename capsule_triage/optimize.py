@@ -36,6 +36,7 @@ from .preprocess import Preprocessor
 from .presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from .ranking import abnormal_score, rank
 from .reader import ReadOptions, letterboxed, read_frames
+from .report_svg import fmt_duration
 from .torch_backend import TorchBackend, export_onnx
 from .weights import load_model
 
@@ -90,6 +91,7 @@ def measure_fps(backend, frames: np.ndarray, batch_size: int, *, min_seconds: fl
 
 
 TUNE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+TUNE_SECONDS = 0.6  # timed per run size and layout
 
 
 MAX_TUNE_BATCH = 256  # a run of more frames holds GBs of input at 384 px and compiles OpenVINO for that batch (review rev31)
@@ -107,7 +109,7 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE_BATCH_SIZES, min_seconds: float = 0.6) -> dict:
+def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE_BATCH_SIZES, min_seconds: float = TUNE_SECONDS) -> dict:
     """Measure frames/s over batch sizes (and, for ONNX Runtime, one run using every thread vs
     ``threads`` concurrent 1-thread runs); return the fastest setting and every measurement.
 
@@ -241,7 +243,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             checked with the capsule preset's).
         progress: called with a line once the check frames are scored by fp32, and with each candidate's
             :func:`candidate_line` as soon as it is checked and timed (``triage optimize`` prints them as they
-            come: each takes a minute or more, and the command said nothing for minutes: QA 60 #7).
+            come: each can take a minute or more, and the command said nothing for minutes: QA 60 #7).
     """
     weights_dir = Path(weights_dir)
     if weights_dir.exists() and not weights_dir.is_dir():  # QA 67 #3: "a bare weights file needs ... (--pipeline)", --pipeline given
@@ -279,7 +281,9 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     }
     params = (pipeline or load_pipeline(DEFAULT_PIPELINE)).rank_params(config)
     reference_backend = TorchBackend(model, config, device=cpu, precision="fp32")
+    started = time.perf_counter()
     reference = [_scores(reference_backend, frames, batch_size) for frames, _, _ in check]
+    per_candidate = time.perf_counter() - started + TUNE_SECONDS * len(tune_batch_sizes) * (2 if threads > 1 else 1)
     digests = weights_digests(weights_dir)
     report = {"weights_sha256": weights_sha256(weights_dir, digests), "model_sha256": digests[WEIGHTS_NAME],
               "graph_sha256": graph_sha256(config), "tolerance": tolerance, "batch_size": batch_size, "threads": threads,
@@ -291,7 +295,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     if progress:
         checked = sum(skipped(name) is None for name in candidates)
         progress(f"{check_summary(report)}; checking {checked} backends against it and timing each at run sizes "
-                 f"{','.join(map(str, tune_batch_sizes))} (a minute or more each):")
+                 f"{','.join(map(str, tune_batch_sizes))} (about {fmt_duration(per_candidate)} each at fp32's speed):")
     for name, prepare in candidates.items():
         if (why := skipped(name)) is not None:
             report["candidates"][name] = {"accepted": False, "skipped": why}
