@@ -74,6 +74,7 @@ class FolderListing:
     images: list[Path]
     unread: list[str]
     irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
+    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.jpg": neighbours whose names number alike
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -85,9 +86,11 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     videos = []
     try:
         with os.scandir(folder) as listing:
-            entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
-        named = [e for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
-        images, irregular = [folder / e.name for e in named], [e.name for e in named if not _is(e.is_file)]
+            keyed = sorted(((natural_key(e.name), e) for e in listing if not e.name.startswith(".")), key=lambda pair: pair[0])
+        entries = [e for _, e in keyed]
+        named = [(key, e) for key, e in keyed if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
+        images, irregular = [folder / e.name for _, e in named], [e.name for _, e in named if not _is(e.is_file)]
+        twins = [f"{a.name} and {b.name}" for (key_a, a), (key_b, b) in zip(named, named[1:]) if key_a[0] == key_b[0]]
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -108,7 +111,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     unread += other_types(others)
     if videos:
         unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
-    return FolderListing(images, unread, irregular)
+    return FolderListing(images, unread, irregular, twins)
 
 
 def _is(test) -> bool:

@@ -188,6 +188,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
         num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular), unread=listing.unread,
+        name_twins=listing.twins if options.timestamps_csv is None else [],  # QA 61: ordered by name, without a word
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .field_of_view import NO_VIEW_KINDS, mostly_without_view
 from .folder_times import TIMESTAMPS_FILE
+from .frame_folder import listed, plural
 from .frames import DecodeStats, SourceInfo
 from .read_options import DEFAULT_FOLDER_FPS
 
@@ -23,6 +24,16 @@ def rate_assumed(read_record: dict) -> bool:
     (QA 22: times silently off by 2x for 4 fps exports); a preset that sets another rate for its recorder
     is taken at its word. The run's warning and the batch's count both ask this."""
     return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
+
+
+def name_twins_note(info: SourceInfo) -> str | None:
+    """A Warning: line when a frame folder timed by its order holds names that number alike (QA 61: "Image_01.jpg" and
+    "Image_1.jpg" were put in name order, their order in time a guess, without a word)."""
+    if not info.name_twins:
+        return None
+    return (f"{info.path}: {plural(len(info.name_twins), 'pair')} of frame names that number alike ({listed(info.name_twins)}): "
+            f"put in name order, so which of each pair came first is a guess; a {TIMESTAMPS_FILE} (filename,pts_seconds) in "
+            "the folder times them")
 
 
 def fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:

@@ -134,6 +134,26 @@ def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights)
     assert run["frames_decoded"] == 4 and run["source"]["unread"] == unread
 
 
+def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
+    """QA 61: a folder holding both Image_01.jpg and Image_1.jpg put them in name order (their order in time a guess
+    at --fps) without a word; a timestamps.csv in the folder times them, and then nothing is said."""
+    folder = write_frame_folder(demo_clip_frames()[:4], tmp_path / "study", pattern="Image_{}")
+    shutil.copy(folder / "Image_1.png", folder / "Image_01.png")
+    out = tmp_path / "out"
+    result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (f"Warning: {folder}: 1 pair of frame names that number alike (Image_01.png and "
+                                     "Image_1.png): put in name order, so which of each pair came first is a guess; a "
+                                     "timestamps.csv (filename,pts_seconds) in the folder times them")
+    run = json.loads((out / "run.json").read_text())
+    assert run["frames_decoded"] == 5 and run["source"]["name_twins"] == ["Image_01.png and Image_1.png"]
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(
+        f"{name},{t}\n" for t, name in enumerate(["Image_0.png", "Image_1.png", "Image_01.png", "Image_2.png", "Image_3.png"])))
+    result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--force")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert json.loads((out / "run.json").read_text())["source"]["name_twins"] == []
+
+
 def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):
     folder = write_frame_folder(demo_clip_frames()[:3], tmp_path / "frames")
     (folder / "frame1.png").chmod(0)
