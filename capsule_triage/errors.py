@@ -12,6 +12,14 @@ import traceback
 from pathlib import Path
 
 
+def path_argument(value, name: str) -> Path:
+    """A library function's path argument as a Path; ValueError naming it when it is no path (QA 68 #4: an int was a
+    TypeError from pathlib, after the input had been probed)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (str or pathlib.Path), got {type(value).__name__}")
+    return Path(value)
+
+
 class TriageError(Exception):
     """A problem with an input (video, frame folder, weights, preset) the user can fix.
 

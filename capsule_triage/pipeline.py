@@ -21,7 +21,7 @@ from .hub import fetch_weights
 from .model_config import read_geometry, small_frames_note, wide_frames_note
 from .completeness import measured_rate, time_gaps
 from .cpu_info import host_record
-from .errors import InputError, WeightsError
+from .errors import InputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
 from .folder_times import timestamps_origin, with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
@@ -37,7 +37,7 @@ from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, multi_page_note, name_twins_note, no_view_note, other_streams_note,
                         rate_assumed)
-from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, other_threshold_note
+from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_threshold, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 from .periods import timeline_seconds
@@ -82,6 +82,7 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     backend PyTorch's process-wide count (see :class:`~capsule_triage.classifier.Classifier`)."""
     if not isinstance(pipeline, Pipeline):  # QA 58 #7: a preset's name gave "'str' object has no attribute 'weights'"
         raise ValueError(f"load_classifier takes a Pipeline (load_pipeline(name)), got {type(pipeline).__name__}")
+    threshold = checked_threshold(threshold)  # QA 68 #1: a loose file's 5 failed the run after every frame was scored
     location, note = resolve_weights(pipeline, weights)
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))
@@ -134,7 +135,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         TriageError: bad input or output (nothing is left behind).
     """
     started = time.perf_counter()
-    input_path = Path(input_path)
+    input_path = path_argument(input_path, "input_path")
     options = check_run(pipeline, classifier, options)
     # The folder's own timestamps.csv is part of the input unless the run times the frames otherwise (QA 36 L7)
     own = options.own_timestamps and pipeline.read.own_timestamps  # (rev53: a library's pipeline may turn it off too)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .completeness import LeadingFrames, check_complete, cut_iso_box, cut_transport_stream, tag_seconds, unreadable_why
-from .errors import InputError, short_error
+from .errors import InputError, path_argument, short_error
 from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, JPEG_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed,
                            plural, probe_image, read_image_rgb, scan_frame_folder)
@@ -77,7 +77,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
     Raises:
         InputError: missing path, empty file, not a video, no video stream, folder without images.
     """
-    path, options = Path(path), checked_options(options)
+    path, options = path_argument(path, "path"), checked_options(options)
     check_source(path)
     if path.is_dir():
         return _probe_folder(path, timed(path, options))
@@ -211,7 +211,7 @@ def read_frames(
         InputError: the source cannot be opened, is truncated, or yields no decodable frame.
     """
     options = checked_options(options)
-    return _batches(Path(path), options, stats if stats is not None else DecodeStats(), segment)
+    return _batches(path_argument(path, "path"), options, stats if stats is not None else DecodeStats(), segment)
 
 
 def _batches(path: Path, options: ReadOptions, stats: DecodeStats, segment: Segment | None) -> Iterator[FrameBatch]:

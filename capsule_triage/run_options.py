@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,7 +108,11 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
         ("--decode-in", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
         ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
-        ("own_timestamps", options.own_timestamps, isinstance(options.own_timestamps, bool), "True or False"),
+        *((name, getattr(options, name), isinstance(getattr(options, name), bool), "True or False")  # QA 68 #5: force="no" forced
+          for name in ("own_timestamps", "force", "report", "progress")),
+        *((name, getattr(options, name), getattr(options, name) is None or isinstance(getattr(options, name), (str, os.PathLike)),
+           "a path (str or pathlib.Path) or None") for name in ("out", "timestamps_csv")),
+        ("command", options.command, options.command is None or isinstance(options.command, str), "a string or None"),
     ]
     for flag, value, ok, expected in checks:
         if not ok:
@@ -123,6 +128,13 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
                            f"({pipeline.name}); load the classifier for this pipeline (load_classifier(pipeline, weights=...))"
                            + order_hint(classifier.config.class_names, pipeline.model.class_names))
     return _plain(options)
+
+
+def checked_threshold(threshold) -> float | None:
+    """``load_classifier``'s threshold as a float (None stays None); ValueError naming it when it is not in [0, 1]."""
+    if not _real(threshold, 0.0, 1.0):
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return None if threshold is None else float(threshold)
 
 
 def other_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params) -> str | None:

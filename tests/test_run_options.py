@@ -4,6 +4,8 @@ they used to reach the decoder as numpy errors or run.json as the wrong value.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
@@ -33,6 +35,11 @@ def bleeding(random_weights):
     (dict(decoder_processes=2, decode_in="thread"), "--decoders 2 decodes in 2 processes: --decode-in thread contradicts it (omit one)"),
     (dict(queue_depth=True), "queue_depth must be a whole number >= 1, got True"),
     (dict(own_timestamps="no"), "own_timestamps must be True or False, got 'no'"),  # review rev32: any value was taken
+    (dict(force="no"), "force must be True or False, got 'no'"),  # QA 68 #5: replaced an earlier output
+    (dict(report="no"), "report must be True or False, got 'no'"),
+    (dict(progress=1), "progress must be True or False, got 1"),
+    (dict(timestamps_csv=5), "timestamps_csv must be a path (str or pathlib.Path) or None, got 5"),
+    (dict(command=5), "command must be a string or None, got 5"),  # was recorded in run.json as 5
 ])
 def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(bleeding, tmp_path, options, message):
     pipeline, classifier = bleeding
@@ -40,6 +47,25 @@ def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(b
     with pytest.raises(ValueError) as error:
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=out, **options))
     assert str(error.value) == message and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_paths_and_thresholds_of_the_wrong_kind_are_refused_before_any_work(bleeding, tmp_path, random_weights):
+    """QA 68 #1, #4: a path given as a number was pathlib's TypeError (RunOptions.out after the probe); load_classifier's
+    threshold=5 for a loose weights file failed the run after every frame had been scored."""
+    pipeline, classifier = bleeding
+    with pytest.raises(ValueError, match=r"^input_path must be a path \(str or pathlib.Path\), got int$"):
+        triage_study(5, pipeline, classifier, RunOptions(out=tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"^out must be a path \(str or pathlib.Path\) or None, got 5$"):
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=5))
+    from capsule_triage import probe, read_frames
+
+    for read in (probe, read_frames):
+        with pytest.raises(ValueError, match=r"^path must be a path \(str or pathlib.Path\), got int$"):
+            read(5)
+    for threshold in (5, -1, float("nan"), "abc", True):
+        with pytest.raises(ValueError, match=rf"^threshold must be a number in \[0, 1\], got {re.escape(repr(threshold))}$"):
+            load_classifier(pipeline, weights=random_weights / "model.safetensors", device="cpu", threshold=threshold)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_classifier_of_another_pipeline_is_refused_and_numpy_numbers_and_folder_options_on_a_video_are_taken(bleeding, tmp_path):
