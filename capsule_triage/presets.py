@@ -80,7 +80,10 @@ class Pipeline:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
         enter = threshold if threshold is not None else (self.rank.enter_threshold if "enter_threshold" in self.rank_overrides else model.threshold)
         leave = self.rank.leave_threshold if "leave_threshold" in self.rank_overrides and threshold is None else LEAVE_RATIO * enter
-        params = replace(self.rank, enter_threshold=float(enter), leave_threshold=float(min(leave, enter)))
+        if leave > enter:  # QA 68 #2: the preset's own leave_threshold above the model's threshold was lowered to it unsaid
+            raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g} (the model's "
+                                           "operating threshold): set enter_threshold too, or a lower leave_threshold")
+        params = replace(self.rank, enter_threshold=float(enter), leave_threshold=float(leave))
         if top_k is not None:
             params = replace(params, top_k=top_k)
         params.validate()
@@ -145,7 +148,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         raise PresetError(path, f"[model] {exc.message}") from None
     read = _section(ReadOptions, data.get("reader", {}), path, "reader", keys=PRESET_READER_KEYS)
     rank_data = data.get("rank", {})
-    rank = _section(RankParams, rank_data, path, "rank")
+    rank = _section(RankParams, _leave_from_enter(rank_data), path, "rank")
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
     if unknown:
         raise PresetError(path, f"unknown section(s) {unknown}")
@@ -154,6 +157,15 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
+
+
+def _leave_from_enter(rank_data):
+    """The [rank] table with leave_threshold at LEAVE_RATIO x an enter_threshold set alone, as it will run (QA 68 #2:
+    enter_threshold = 0.3 alone was refused against RankParams' default leave_threshold, 0.35)."""
+    enter = rank_data.get("enter_threshold") if isinstance(rank_data, dict) else None
+    if isinstance(enter, (int, float)) and not isinstance(enter, bool) and "leave_threshold" not in rank_data:
+        return {**rank_data, "leave_threshold": LEAVE_RATIO * enter}
+    return rank_data
 
 
 def _section(cls, values, path: Path, section: str, keys: tuple[str, ...] | None = None):

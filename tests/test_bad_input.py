@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 import shutil
 import subprocess
@@ -406,6 +407,30 @@ def test_preset_values_of_the_wrong_type_or_range_give_one_line(tmp_path, model_
     result = triage("run", DEMO_CLIP, "--pipeline", preset, "--out", tmp_path / "out")
     assert result.returncode == 2 and result.stderr.strip() == f"Error: {preset}: {message}", result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_preset_may_set_one_rank_threshold_and_a_contradiction_is_named(tmp_path):
+    """QA 68 #2: enter_threshold = 0.3 alone was refused against RankParams' default leave_threshold (0.35), though the
+    preset says leave defaults to 0.75 x enter; leave_threshold = 0.3 alone, above the model's threshold, was lowered to
+    it without a word."""
+    from dataclasses import replace
+
+    from capsule_triage import load_pipeline
+    from capsule_triage.errors import PresetError
+
+    path = Path(_preset(tmp_path))
+    base = path.read_text()
+    path.write_text(base + "[rank]\nenter_threshold = 0.3\n")
+    pipeline = load_pipeline(path)
+    params = pipeline.rank_params(replace(pipeline.model, threshold=0.1883))
+    assert (params.enter_threshold, params.leave_threshold) == (0.3, pytest.approx(0.225))
+    path.write_text(base + "[rank]\nleave_threshold = 0.3\n")
+    pipeline = load_pipeline(path)
+    assert pipeline.rank_params(replace(pipeline.model, threshold=0.5)).leave_threshold == 0.3
+    assert pipeline.rank_params(replace(pipeline.model, threshold=0.1883), threshold=0.6).leave_threshold == pytest.approx(0.45)
+    with pytest.raises(PresetError, match=rf"^{re.escape(str(path))}: \[rank\] leave_threshold 0.3 is above the enter threshold "
+                                          r"0.1883 \(the model's operating threshold\): set enter_threshold too, or a lower leave_threshold$"):
+        pipeline.rank_params(replace(pipeline.model, threshold=0.1883))
 
 
 def test_config_json_values_of_the_wrong_type_are_named(tmp_path, random_weights):
