@@ -187,20 +187,23 @@ def _section(cls, values, path: Path, section: str, keys: tuple[str, ...] | None
 def resolve_weights(weights: str, preset_path: Path) -> str:
     """``name`` -> weights/name of :func:`project_home`, or, when that has none, of the preset's own
     checkout (a preset in ``pipelines/`` with a weights folder beside it: QA 24, a checkout's preset given
-    by path to an installed wheel looked only in site-packages); relative paths are relative to the
-    preset; hub names pass through."""
+    by path to an installed wheel looked only in site-packages), or else beside the preset, if there; paths (``./x``,
+    ``../w/x``) are relative to the preset; hub names pass through."""
     if not weights or weights.startswith(("hub:", "hf-hub:")):
         return weights
     path = Path(weights)
     if path.is_absolute():
         return str(path)
-    if len(path.parts) == 1:
+    preset_dir = Path(preset_path).absolute().parent
+    if len(path.parts) == 1 and not weights.startswith("."):  # a name ("./x" is a path: QA 68 #3, it was read as the name x)
         home = project_home() / "weights" / path
-        preset_dir = Path(preset_path).absolute().parent
         beside = preset_dir.parent / "weights" / path  # only another checkout's own pipelines/ and weights/
-        use_beside = not home.exists() and preset_dir.name == "pipelines" and (beside / "config.json").is_file()
-        return str(beside if use_beside else home)
-    return str((preset_path.parent / path).resolve())
+        if not home.exists() and preset_dir.name == "pipelines" and (beside / "config.json").is_file():
+            return str(beside)
+        if not home.exists() and (preset_dir / path).exists():  # weights beside a preset of one's own
+            return str(preset_dir / path)
+        return str(home)
+    return str((preset_dir / path).resolve())
 
 
 def preset_for_weights(folder: str | Path) -> str:
@@ -227,10 +230,12 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
                                           "weights from the hub; offline: `--init FILE`, a .safetensors, .pth or BiT .npz checkpoint)")
     shape = (f" --classes {','.join(model.class_names)} --abnormal {','.join(model.abnormal_classes)} --input-size {model.input_size}"
              f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else ""))
-    command = f"`triage train DATA --arch {arch}{shape} -o {pipeline.weights}" + (init or "`")
+    command = f"`triage train DATA --arch {arch}{shape} -o {pipeline.weights or 'FOLDER'}" + (init or "`")
+    what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
+            f"pipeline '{pipeline.name}' names no weights ([model] weights)")
     return WeightsError(
-        pipeline.weights or pipeline.name,
-        f"weights for pipeline '{pipeline.name}' are not installed; train them with {command}, "
+        pipeline.weights or pipeline.source,
+        f"{what}; train them with {command}, "
         f"or pass --weights PATH (weights folder, .safetensors, .pth state dict or BiT .npz)",
     )
 

@@ -433,6 +433,28 @@ def test_a_preset_may_set_one_rank_threshold_and_a_contradiction_is_named(tmp_pa
         pipeline.rank_params(replace(pipeline.model, threshold=0.1883))
 
 
+def test_a_presets_weights_beside_it_are_found_and_none_named_is_said(tmp_path, random_weights):
+    """QA 68 #3: weights = "./mine" (or "mine", a folder beside the preset) was read as weights/mine of the checkout and
+    the error told the user to train into it; #6: weights = "" gave a training hint ending in "-o "."""
+    from capsule_triage import load_classifier, load_pipeline
+    from capsule_triage.errors import WeightsError
+
+    shutil.copytree(random_weights, tmp_path / "mine")
+    path = tmp_path / "p.toml"
+    body = Path(_preset(tmp_path)).read_text().replace("capsule-bleeding-lite0", "{}").replace('"tf_efficientnet_lite0"', '"test_efficientnet"')
+    for weights in ("./mine", "mine", "../" + tmp_path.name + "/mine"):
+        path.write_text(body.format(weights))
+        pipeline = load_pipeline(path)
+        assert pipeline.weights == str(tmp_path / "mine"), weights
+        assert load_classifier(pipeline, device="cpu").weights_path == str(tmp_path / "mine")
+    path.write_text(body.format("./gone"))
+    assert load_pipeline(path).weights == str(tmp_path / "gone")  # a path stays where it points (then "not installed")
+    path.write_text(body.format(""))
+    with pytest.raises(WeightsError, match=rf"^{re.escape(str(path))}: pipeline 'p' names no weights \(\[model\] weights\); "
+                                           r"train them with `triage train DATA .* -o FOLDER .*, or pass --weights PATH"):
+        load_classifier(load_pipeline(path), device="cpu")
+
+
 def test_config_json_values_of_the_wrong_type_are_named(tmp_path, random_weights):
     from capsule_triage.errors import WeightsError
     from capsule_triage.model_config import ModelConfig
