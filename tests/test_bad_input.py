@@ -447,6 +447,10 @@ def test_a_presets_weights_beside_it_are_found_and_none_named_is_said(tmp_path, 
         pipeline = load_pipeline(path)
         assert pipeline.weights == str(tmp_path / "mine"), weights
         assert load_classifier(pipeline, device="cpu").weights_path == str(tmp_path / "mine")
+    loose = shutil.copy(tmp_path / "mine" / "model.safetensors", tmp_path / "loose.safetensors")
+    path.write_text(body.format("./mine").replace("[reader]", "threshold = 0.4\n[reader]"))  # QA 68 #8: a loose file runs at it
+    assert load_classifier(load_pipeline(path), weights=loose, device="cpu").config.threshold == 0.4
+    assert load_classifier(load_pipeline(path), device="cpu").config.threshold == 0.5  # a folder: its own config.json's
     path.write_text(body.format("./gone"))
     assert load_pipeline(path).weights == str(tmp_path / "gone")  # a path stays where it points (then "not installed")
     path.write_text(body.format(""))
