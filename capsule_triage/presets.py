@@ -130,12 +130,17 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     """
     if not isinstance(name_or_path, (str, os.PathLike)):  # QA 58 #7: None was pathlib's TypeError
         raise ValueError(f"load_pipeline takes a preset name or a path to a preset file, got {type(name_or_path).__name__}")
+    if not str(name_or_path).strip():  # QA 68 #10: "" was the working folder ("." is a folder)
+        raise PresetError(repr(str(name_or_path)), "no preset named: give a preset name or a .toml file")
     path = find_preset(name_or_path)
     try:
         raw = path.read_bytes()  # hashed as read; decoded as read_text() did, a BOM and lone CRs accepted (rev45)
         data = tomllib.loads(raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PresetError(path, f"not valid TOML ({str(exc)[:160]})") from None
+    for key in ("name", "description"):  # QA 68 #10: name = 5 was "[model] name", a list description taken as its text
+        if not isinstance(data.get(key, ""), str):
+            raise PresetError(path, f"{key} must be a string, got {data[key]!r}")
     if not isinstance(data.get("model", {}), dict):
         raise PresetError(path, f"[model] must be a table of settings, got {data['model']!r}")
     model_data = dict(data.get("model", {}))
@@ -150,8 +155,10 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     rank_data = data.get("rank", {})
     rank = _section(RankParams, _leave_from_enter(rank_data), path, "rank")
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
-    if unknown:
-        raise PresetError(path, f"unknown section(s) {unknown}")
+    if unknown:  # a table is a section; a stray value (weights_dir = "y" above [model]) a key (QA 68 #10)
+        tables = [key for key in unknown if isinstance(data[key], dict)]
+        raise PresetError(path, f"unknown section(s) {tables}; known: [model], [reader], [rank]" if tables else
+                          f"unknown key(s) {unknown} before [model]; known there: name, description (did a key miss its section?)")
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),

@@ -459,6 +459,28 @@ def test_a_presets_weights_beside_it_are_found_and_none_named_is_said(tmp_path, 
         load_classifier(load_pipeline(path), device="cpu")
 
 
+@pytest.mark.parametrize("head, message", [
+    ("name = 5", "name must be a string, got 5"),  # was "[model] name must be a string"
+    ('description = ["x", 1]', "description must be a string, got ['x', 1]"),  # was stored as "['x', 1]"
+    ('weights_dir = "y"', "unknown key(s) ['weights_dir'] before [model]; known there: name, description (did a key miss "
+                          "its section?)"),  # was "unknown section(s) ['weights_dir']"
+    ("[extra]\nx = 1", "unknown section(s) ['extra']; known: [model], [reader], [rank]"),
+])
+def test_preset_top_level_mistakes_are_named_as_they_are(tmp_path, head, message):
+    """QA 68 #10."""
+    from capsule_triage import load_pipeline
+    from capsule_triage.errors import PresetError
+
+    path = tmp_path / "p.toml"
+    body = Path(_preset(tmp_path)).read_text().replace('name = "p"\n', "")
+    path.write_text(f"{head}\n{body}" if head.startswith(("name", "desc", "weights_dir")) else f"{body}{head}\n")
+    with pytest.raises(PresetError) as error:
+        load_pipeline(path)
+    assert str(error.value) == f"{path}: {message}"
+    with pytest.raises(PresetError, match=r"^'': no preset named: give a preset name or a .toml file$"):
+        load_pipeline("")  # was ".: is a folder"
+
+
 def test_config_json_values_of_the_wrong_type_are_named(tmp_path, random_weights):
     from capsule_triage.errors import WeightsError
     from capsule_triage.model_config import ModelConfig
