@@ -209,6 +209,8 @@ def model_read_options(base: ReadOptions, classifier: Classifier, options: RunOp
     With a detected field-of-view crop the frame keeps its shape at twice the input size, so the
     crop found by the preprocessor still has enough pixels.
     """
+    if not isinstance(base, ReadOptions):  # QA 68 #11: the Pipeline itself gave "'Pipeline' object has no attribute ..."
+        raise ValueError(f"base must be a ReadOptions (pipeline.read), got {type(base).__name__}")
     short_side, square_crop = read_geometry(classifier.config.input_size, classifier.config.border)
     return replace(
         base,

@@ -332,7 +332,12 @@ def rank(
     Returns:
         The :class:`Ranking`.
     """
+    if not isinstance(params, RankParams):  # QA 68 #11: None was "'NoneType' object has no attribute 'validate'"
+        raise ValueError(f"params must be a RankParams (pipeline.rank_params(config)), got {type(params).__name__}")
     params.validate()
+    if isinstance(abnormal_indices, (str, bytes)) or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in abnormal_indices):  # ['bleeding']: int()'s error
+        raise ValueError(f"abnormal_indices must be class positions (whole numbers: config.abnormal_indices), got {abnormal_indices!r}")
     index = np.asarray(frame_index)
     if index.size and not np.issubdtype(index.dtype, np.integer):  # QA 58 #2: FrameBatch's order (frame_index first) passed
         raise ValueError(f"frame_index must be an integer array (int64), got {index.dtype}: rank takes "

@@ -95,6 +95,17 @@ def test_rank_refuses_frame_indices_given_where_times_go(default):
     assert len(ct.rank(pts, index, probs, config.class_names, config.abnormal_indices, pipeline.rank_params(config)).events) == 1
     empty = ct.rank(np.zeros(0), [], np.zeros((0, 2), np.float32), config.class_names, config.abnormal_indices, pipeline.rank_params(config))
     assert empty.events == []  # an empty list is no float array (rev53)
+    for params, said in ((None, "NoneType"), ({"enter_threshold": 0.5}, "dict")):  # QA 68 #11: AttributeError
+        with pytest.raises(ValueError, match=rf"^params must be a RankParams \(pipeline.rank_params\(config\)\), got {said}$"):
+            ct.rank(pts, index, probs, config.class_names, config.abnormal_indices, params)
+    for indices in (["bleeding"], "1", [True]):  # ['bleeding']: int()'s "invalid literal"
+        with pytest.raises(ValueError, match=r"^abnormal_indices must be class positions \(whole numbers: config.abnormal_indices\), got "):
+            ct.rank(pts, index, probs, config.class_names, indices, pipeline.rank_params(config))
+    assert len(ct.rank(pts, index, probs, config.class_names, np.array([1]), pipeline.rank_params(config)).events) == 1
+    from capsule_triage.pipeline import model_read_options
+
+    with pytest.raises(ValueError, match=r"^base must be a ReadOptions \(pipeline.read\), got Pipeline$"):
+        model_read_options(pipeline, classifier, ct.RunOptions())
     with pytest.raises(ValueError, match=r"^has_view takes uint8 frames \[N,H,W,3\] or a FrameBatch, got float32 \(2, 8, 8, 3\)$"):
         ct.has_view(np.zeros((2, 8, 8, 3), np.float32))
     assert ct.has_view(ct.FrameBatch(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), np.zeros(2))).tolist() == [False, False]
