@@ -74,7 +74,7 @@ class FolderListing:
     images: list[Path]
     unread: list[str]
     irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
-    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.jpg": neighbours whose names number alike
+    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case or type
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -90,7 +90,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
         entries = [e for _, e in keyed]
         named = [(key, e) for key, e in keyed if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
         images, irregular = [folder / e.name for _, e in named], [e.name for _, e in named if not _is(e.is_file)]
-        twins = [f"{a.name} and {b.name}" for (key_a, a), (key_b, b) in zip(named, named[1:]) if key_a[0] == key_b[0]]
+        twins = _twins((key, e.name) for key, e in named if e.name not in irregular)
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -112,6 +112,17 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     if videos:
         unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
     return FolderListing(images, unread, irregular, twins)
+
+
+def _twins(keyed_names) -> list[str]:
+    """Groups of image names (in natural order) that differ only in leading zeros, case or image type ("img_01.png and
+    img_1.jpg"): their order is by name, not by time (QA 61). ``keyed_names``: (natural_key(name), name) pairs."""
+    groups: dict[tuple, list[str]] = {}
+    for (parts, _), name in keyed_names:
+        suffix = os.path.splitext(name)[1].casefold()
+        stem = (*parts[:-1], parts[-1][:-len(suffix)]) if suffix and isinstance(parts[-1], str) else tuple(parts)
+        groups.setdefault(stem, []).append(name)
+    return [" and ".join(names) for names in groups.values() if len(names) > 1]
 
 
 def _is(test) -> bool:

@@ -331,10 +331,13 @@ def intended_use(card: str | None) -> str | None:
 
 
 def use_beside(weights_dir: str | Path | None) -> str | None:
-    """The intended-use statement of the card beside the weights, if that is a folder with one (run.json records it:
-    QA 67 #7, a report rewritten after the weights folder moved said "no model card given")."""
-    card = Path(weights_dir) / CARD_NAME if weights_dir else None
-    return intended_use(str(card)) if card is not None and card.is_file() else None
+    """The intended-use statement of the card beside the weights: "" when the card states none, None when there is no
+    card there (or it cannot be read). run.json records it: QA 67 #7, a report rewritten after the weights folder moved
+    said "no model card given"."""
+    try:
+        return (intended_use((Path(weights_dir) / CARD_NAME).read_text(errors="replace")) or "") if weights_dir else None
+    except OSError:  # none there (or a loose weights file's path)
+        return None
 
 
 def _plain(markdown: str) -> str:

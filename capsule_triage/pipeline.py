@@ -125,7 +125,7 @@ def check_input(input_path: str | Path, pipeline: Pipeline, options: RunOptions 
     read = replace(pipeline.read, folder_fps=options.folder_fps or pipeline.read.folder_fps,
                    timestamps_csv=options.timestamps_csv or pipeline.read.timestamps_csv,
                    own_timestamps=options.own_timestamps and pipeline.read.own_timestamps)
-    probe(Path(input_path), read)
+    probe(input_path, read)  # (it checks that input_path is a path)
 
 
 def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classifier, options: RunOptions = RunOptions()) -> StudyResult:

@@ -78,11 +78,12 @@ class Pipeline:
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
-        enter = threshold if threshold is not None else (self.rank.enter_threshold if "enter_threshold" in self.rank_overrides else model.threshold)
-        leave = self.rank.leave_threshold if "leave_threshold" in self.rank_overrides and threshold is None else LEAVE_RATIO * enter
-        if leave > enter:  # QA 68 #2: the preset's own leave_threshold above the model's threshold was lowered to it unsaid
-            raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g} (the model's "
-                                           "operating threshold): set enter_threshold too, or a lower leave_threshold")
+        own = {key: getattr(self.rank, key) for key in self.rank_overrides & {"enter_threshold", "leave_threshold"}}
+        enter, leave = _thresholds(own, model.threshold, threshold)
+        if "leave_threshold" in own and threshold is None and leave > enter:  # QA 68 #2: lowered to enter without a word
+            raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g}, the "
+                                           "operating threshold of the model's config.json: set enter_threshold too, or a "
+                                           "lower leave_threshold")
         params = replace(self.rank, enter_threshold=float(enter), leave_threshold=float(leave))
         if top_k is not None:
             params = replace(params, top_k=top_k)
@@ -153,7 +154,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         raise PresetError(path, f"[model] {exc.message}") from None
     read = _section(ReadOptions, data.get("reader", {}), path, "reader", keys=PRESET_READER_KEYS)
     rank_data = data.get("rank", {})
-    rank = _section(RankParams, _leave_from_enter(rank_data), path, "rank")
+    rank = _section(RankParams, _as_it_runs(rank_data, model.threshold), path, "rank")
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
     if unknown:  # a table is a section; a stray value (weights_dir = "y" above [model]) a key (QA 68 #10)
         tables = [key for key in unknown if isinstance(data[key], dict)]
@@ -166,13 +167,21 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     )
 
 
-def _leave_from_enter(rank_data):
-    """The [rank] table with leave_threshold at LEAVE_RATIO x an enter_threshold set alone, as it will run (QA 68 #2:
-    enter_threshold = 0.3 alone was refused against RankParams' default leave_threshold, 0.35)."""
-    enter = rank_data.get("enter_threshold") if isinstance(rank_data, dict) else None
-    if isinstance(enter, (int, float)) and not isinstance(enter, bool) and "leave_threshold" not in rank_data:
-        return {**rank_data, "leave_threshold": LEAVE_RATIO * enter}
-    return rank_data
+def _thresholds(rank: dict, model_threshold: float, threshold: float | None = None) -> tuple[float, float]:
+    """(enter, leave) as a run ranks: ``threshold`` (--threshold) > the preset's enter_threshold > the model's operating
+    threshold; leave is the preset's leave_threshold unless --threshold is given, else LEAVE_RATIO x enter."""
+    enter = threshold if threshold is not None else rank.get("enter_threshold", model_threshold)
+    return enter, rank["leave_threshold"] if "leave_threshold" in rank and threshold is None else LEAVE_RATIO * enter
+
+
+def _as_it_runs(rank_data, model_threshold: float):
+    """The [rank] table with both thresholds as a run of the preset's own model ranks at, to be validated (QA 68 #2,
+    rev64: one set alone was checked against RankParams' defaults, enter 0.5 and leave 0.35, not against the other)."""
+    numbers_only = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not isinstance(rank_data, dict) or not all(numbers_only(rank_data.get(key, 0.0)) for key in ("enter_threshold", "leave_threshold")):
+        return rank_data  # a value of the wrong type: validate names it
+    enter, leave = _thresholds(rank_data, model_threshold)
+    return {**rank_data, "enter_threshold": enter, "leave_threshold": leave}
 
 
 def _section(cls, values, path: Path, section: str, keys: tuple[str, ...] | None = None):

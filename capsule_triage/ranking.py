@@ -305,6 +305,18 @@ def find_events(
     return ranked, event_id
 
 
+def _class_positions(abnormal_indices) -> list[int]:
+    """``abnormal_indices`` as a list (read once: a generator checked, then passed on, was empty by then — rev64), or
+    ValueError naming what it takes (QA 68 #11: ['bleeding'] was int()'s "invalid literal")."""
+    try:
+        positions = None if isinstance(abnormal_indices, (str, bytes)) else list(abnormal_indices)
+    except TypeError:  # a single number
+        positions = None
+    if positions is None or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in positions):
+        raise ValueError(f"abnormal_indices must be class positions (whole numbers: config.abnormal_indices), got {abnormal_indices!r}")
+    return [int(i) for i in positions]
+
+
 def rank(
     pts_seconds: np.ndarray,
     frame_index: np.ndarray,
@@ -335,9 +347,7 @@ def rank(
     if not isinstance(params, RankParams):  # QA 68 #11: None was "'NoneType' object has no attribute 'validate'"
         raise ValueError(f"params must be a RankParams (pipeline.rank_params(config)), got {type(params).__name__}")
     params.validate()
-    if isinstance(abnormal_indices, (str, bytes)) or not all(
-            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in abnormal_indices):  # ['bleeding']: int()'s error
-        raise ValueError(f"abnormal_indices must be class positions (whole numbers: config.abnormal_indices), got {abnormal_indices!r}")
+    abnormal_indices = _class_positions(abnormal_indices)
     index = np.asarray(frame_index)
     if index.size and not np.issubdtype(index.dtype, np.integer):  # QA 58 #2: FrameBatch's order (frame_index first) passed
         raise ValueError(f"frame_index must be an integer array (int64), got {index.dtype}: rank takes "

@@ -66,9 +66,11 @@ def write_report(out_dir: Path, *, model_card: str | None = None, batch_index: b
     model = study.run.get("model", {})
     provenance = model.get("config", {}).get("provenance", {}).get("intended_use")
     if model_card is None:  # the card beside the weights the run used (if still there), else what the run read in it
-        card_use = use_beside(model.get("weights_path")) or model.get("intended_use") or provenance
+        beside = use_beside(model.get("weights_path"))
+        card_use = beside if beside is not None else model.get("intended_use")  # "": a card that states none (rev64)
     else:
-        card_use = intended_use(model_card) or provenance or "not stated in the model card"
+        card_use = intended_use(model_card) or ""
+    card_use = card_use or provenance or ("not stated in the model card" if card_use == "" else None)
     detail_dir, gaps = study.out_dir / DETAIL_DIR, _gap_times(study)
     in_batch = isinstance(study.run.get("batch"), dict)  # triaged by `triage batch`
     linked = in_batch and (batch_index if batch_index is not None else (study.out_dir.parent / INDEX_FILE).is_file())

@@ -163,6 +163,6 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
     batch, problem = last_run(folder)
     problems += [problem] if problem else []
     try:
-        return write_batch_index(folder, batch=batch), problems
+        return write_batch_index(folder, batch=batch if batch is not None else {}), problems  # {}: read once, said once
     except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited studies.parquet (rev50: a traceback)
         raise InputError(folder / STUDIES_FILE, f"cannot make the index from it ({type(exc).__name__}: {exc})") from None

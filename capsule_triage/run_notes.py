@@ -27,13 +27,13 @@ def rate_assumed(read_record: dict) -> bool:
 
 
 def name_twins_note(info: SourceInfo) -> str | None:
-    """A Warning: line when a frame folder timed by its order holds names that number alike (QA 61: "Image_01.jpg" and
+    """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case or type (QA 61: "Image_01.jpg" and
     "Image_1.jpg" were put in name order, their order in time a guess, without a word)."""
     if not info.name_twins:
         return None
-    return (f"{info.path}: {plural(len(info.name_twins), 'pair')} of frame names that number alike ({listed(info.name_twins)}): "
-            f"put in name order, so which of each pair came first is a guess; a {TIMESTAMPS_FILE} (filename,pts_seconds) in "
-            "the folder times them")
+    return (f"{info.path}: {plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case or type "
+            f"({listed(info.name_twins)}): put in name order, so their order in time is a guess; a {TIMESTAMPS_FILE} "
+            "(filename,pts_seconds) in the folder times them")
 
 
 def fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:

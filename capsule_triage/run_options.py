@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .errors import WeightsError
 from .model_config import order_hint
 
@@ -108,7 +110,7 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
         ("--decode-in", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
         ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
-        *((name, getattr(options, name), isinstance(getattr(options, name), bool), "True or False")  # QA 68 #5: force="no" forced
+        *((name, getattr(options, name), _flag(getattr(options, name)), "True or False")  # QA 68 #5: force="no" forced
           for name in ("own_timestamps", "force", "report", "progress")),
         *((name, getattr(options, name), getattr(options, name) is None or isinstance(getattr(options, name), (str, os.PathLike)),
            "a path (str or pathlib.Path) or None") for name in ("out", "timestamps_csv")),
@@ -163,9 +165,15 @@ def _real(value, low: float, high: float) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
 
 
+def _flag(value) -> bool:
+    """True or False, numpy's too (``mask.any()``; rev64)."""
+    return isinstance(value, (bool, np.bool_))
+
+
 def _plain(options: RunOptions) -> RunOptions:
-    """``options`` with numpy scalars as Python numbers (run.json is JSON)."""
+    """``options`` with numpy scalars as Python numbers and flags (run.json is JSON)."""
     whole = {name: int(getattr(options, name)) for name in ("batch_size", "top_k", "decoder_processes", "queue_depth")
              if getattr(options, name) is not None}
     real = {name: float(getattr(options, name)) for name in ("threshold", "folder_fps", "skip_duplicates") if getattr(options, name) is not None}
-    return replace(options, **whole, **real)
+    flags = {name: bool(getattr(options, name)) for name in ("own_timestamps", "force", "report", "progress")}
+    return replace(options, **whole, **real, **flags)

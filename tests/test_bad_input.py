@@ -143,11 +143,20 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {folder}: 1 pair of frame names that number alike (Image_01.png and "
-                                     "Image_1.png): put in name order, so which of each pair came first is a guess; a "
+    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case or type "
+                                     "(Image_01.png and Image_1.png): put in name order, so their order in time is a guess; a "
                                      "timestamps.csv (filename,pts_seconds) in the folder times them")
     run = json.loads((out / "run.json").read_text())
     assert run["frames_decoded"] == 5 and run["source"]["name_twins"] == ["Image_01.png and Image_1.png"]
+    from capsule_triage.frame_folder import scan_frame_folder
+
+    for name in ("image_2.jpg", "Image_003.png"):  # rev64: case and type too; a FIFO (not read) is not named
+        shutil.copy(folder / "Image_0.png", folder / name)
+    os.mkfifo(folder / "Image_001.jpg")
+    assert scan_frame_folder(folder).twins == ["Image_01.png and Image_1.png", "image_2.jpg and Image_2.png",
+                                               "Image_003.png and Image_3.png"]
+    for name in ("image_2.jpg", "Image_003.png", "Image_001.jpg"):
+        (folder / name).unlink()
     (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(
         f"{name},{t}\n" for t, name in enumerate(["Image_0.png", "Image_1.png", "Image_01.png", "Image_2.png", "Image_3.png"])))
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--force")
@@ -429,8 +438,18 @@ def test_a_preset_may_set_one_rank_threshold_and_a_contradiction_is_named(tmp_pa
     assert pipeline.rank_params(replace(pipeline.model, threshold=0.5)).leave_threshold == 0.3
     assert pipeline.rank_params(replace(pipeline.model, threshold=0.1883), threshold=0.6).leave_threshold == pytest.approx(0.45)
     with pytest.raises(PresetError, match=rf"^{re.escape(str(path))}: \[rank\] leave_threshold 0.3 is above the enter threshold "
-                                          r"0.1883 \(the model's operating threshold\): set enter_threshold too, or a lower leave_threshold$"):
+                                          r"0.1883, the operating threshold of the model's config.json: set enter_threshold too, "
+                                          r"or a lower leave_threshold$"):
         pipeline.rank_params(replace(pipeline.model, threshold=0.1883))
+    with pytest.raises(ValueError, match=r"^RankParams.enter_threshold must be in \[0, 1\], got -0.5$"):
+        pipeline.rank_params(pipeline.model, threshold=-0.5)  # rev64: was blamed on the preset
+    # rev64: leave_threshold alone was checked against RankParams' default enter (0.5), not the preset's model threshold
+    path.write_text(base.replace("[reader]", "threshold = 0.8\n[reader]") + "[rank]\nleave_threshold = 0.6\n")
+    pipeline = load_pipeline(path)
+    assert (pipeline.rank_params(pipeline.model).enter_threshold, pipeline.rank_params(pipeline.model).leave_threshold) == (0.8, 0.6)
+    path.write_text(base.replace("[reader]", "threshold = 0.4\n[reader]") + "[rank]\nleave_threshold = 0.45\n")
+    with pytest.raises(PresetError, match=r"\[rank\] RankParams.leave_threshold \(0.45\) must be <= enter_threshold \(0.4\)$"):
+        load_pipeline(path)  # at load, not after the model (a batch of a loose file: every study failed alone)
 
 
 def test_a_presets_weights_beside_it_are_found_and_none_named_is_said(tmp_path, random_weights):

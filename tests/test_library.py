@@ -108,10 +108,12 @@ def test_rank_refuses_frame_indices_given_where_times_go(default):
     for params, said in ((None, "NoneType"), ({"enter_threshold": 0.5}, "dict")):  # QA 68 #11: AttributeError
         with pytest.raises(ValueError, match=rf"^params must be a RankParams \(pipeline.rank_params\(config\)\), got {said}$"):
             ct.rank(pts, index, probs, config.class_names, config.abnormal_indices, params)
-    for indices in (["bleeding"], "1", [True]):  # ['bleeding']: int()'s "invalid literal"
+    for indices in (["bleeding"], "1", [True], 1):  # ['bleeding']: int()'s "invalid literal"
         with pytest.raises(ValueError, match=r"^abnormal_indices must be class positions \(whole numbers: config.abnormal_indices\), got "):
             ct.rank(pts, index, probs, config.class_names, indices, pipeline.rank_params(config))
-    assert len(ct.rank(pts, index, probs, config.class_names, np.array([1]), pipeline.rank_params(config)).events) == 1
+    for indices in (np.array([1]), (i for i in [1])):  # rev64: a generator, read by the check, then scored nothing
+        ranked = ct.rank(pts, index, probs, config.class_names, indices, pipeline.rank_params(config))
+        assert len(ranked.events) == 1 and ranked.scores.max() == pytest.approx(0.9)
     from capsule_triage.pipeline import model_read_options
 
     with pytest.raises(ValueError, match=r"^base must be a ReadOptions \(pipeline.read\), got Pipeline$"):

@@ -255,6 +255,17 @@ def test_a_moved_weights_folder_keeps_its_intended_use_on_the_page(tmp_path, ran
     shutil.rmtree(weights)
     html = write_report(study).read_text()
     assert recorded in html and "no model card given" not in html
+    weights.mkdir()  # rev64: a card beside the weights that states no intended use is not "no model card given"
+    (weights / "MODEL_CARD.md").write_text("# M\n\nno such statement\n")
+    assert Classifier.load(random_weights, device="cpu").describe()["intended_use"] is None
+    assert "not stated in the model card" in write_report(study).read_text()
+    shutil.rmtree(weights)
+    run["model"].update(intended_use="")  # as the run recorded that card
+    (study / "run.json").write_text(json.dumps(run))
+    assert "not stated in the model card" in write_report(study).read_text()
+    run["model"].update(intended_use=None)  # no card beside the weights when it ran
+    (study / "run.json").write_text(json.dumps(run))
+    assert "not stated (no model card given)" in write_report(study).read_text()
 
 
 def test_shipped_model_card_states_its_intended_use():
