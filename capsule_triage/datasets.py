@@ -46,7 +46,6 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validatio
 SPLIT_FOLDERS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 NORMAL_NAMES = ("normal", "negative", "healthy", "benign", "background")
-NORMAL_PREFIXES = ("normal", "non-", "non_", "no-", "no_")
 # Folder names of masks and annotations, as a word of the name: "masks_bleeding", "Annotations", "Ground Truth", "gt".
 # An image named as a mask ("0_mask.png", "mask_12.jpg"); not "gt"/"annotation", words frame exports use too ("frame_gt_001").
 MASK_FILE = re.compile(r"(?:^|[^a-z0-9])masks?(?:[^a-z0-9]|$)")
@@ -228,13 +227,19 @@ class _Unread:
         return found + other_types(self.other)
 
 
+def _absolute(path: Path) -> Path:
+    """An image's path, absolute, by its own name: a symlink is not replaced by its target (QA 69 #1: a link beside its
+    target listed the target twice, which eval's predictions and split's manifests then refused as a frame listed twice)."""
+    return Path(os.path.abspath(path))
+
+
 def _on_disk(folder: Path, relative: str) -> Path:
     """The image a manifest row names, relative to the manifest's ``folder``: as written, else with
     Windows ``\\`` separators, else in the other Unicode normal form (a manifest written in NFC
     naming files a Mac stored decomposed, NFD, or the reverse). The row's own text is tried first,
     so a POSIX name holding a backslash is still found."""
     spellings = [relative] + ([relative.replace("\\", "/")] if "\\" in relative and os.sep == "/" else [])
-    candidates = [(folder / text).resolve() for name in spellings for text in (name, unicodedata.normalize("NFC", name),
+    candidates = [_absolute(folder / text) for name in spellings for text in (name, unicodedata.normalize("NFC", name),
                                                                                 unicodedata.normalize("NFD", name))]
     return next((c for c in candidates if c.exists()), candidates[0])
 
@@ -282,7 +287,7 @@ def _read_tree(root: Path) -> LabelledSource:
             parts = sorted({str(p.parent.relative_to(class_dir)) for p in images} - {"."}, key=natural_key)
             if len(parts) > 1:  # e.g. lower-gi-tract/ holding polyps/ and cecum/: one class, maybe not what was meant
                 merged.append(f"{unread.name(class_dir, folder=True)} ({listed([p + '/' for p in parts])})")
-            samples += [Sample(p.resolve(), class_dir.name, str(p.resolve()), split) for p in images]
+            samples += [Sample(_absolute(p), class_dir.name, str(_absolute(p)), split) for p in images]
     if split_dirs:
         unread.beside = [unread.name(e, folder=True) for e in top if e not in dict(split_dirs)]
         unread.loose += [unread.name(e) for e in sorted(root.iterdir(), key=lambda e: natural_key(e.name))  # QA 56 #11: unnamed
@@ -295,11 +300,16 @@ def _read_tree(root: Path) -> LabelledSource:
     return LabelledSource(samples, None, unread.phrases(), notes)
 
 
+def looks_normal(name: str) -> bool:
+    """A class name that says "normal": "normal", "negative", "healthy mucosa", "non-bleeding", "Non Bleeding", "nonbleeding",
+    "no lesion" (QA 69 #2: "Non Bleeding" was taken as abnormal and the model flagged normal frames)."""
+    words = re.sub(r"[\s_-]+", " ", name.casefold()).strip()
+    return (words.split(" ")[0] in NORMAL_NAMES if words else False) or words.startswith(("normal", "non", "no ", "not ", "without "))
+
+
 def class_order(labels: list[str] | set[str]) -> list[str]:
-    """Default head order: normal-looking names ("normal", "non-...", "negative", ...) first, then natural order."""
-    def is_normal(name: str) -> bool:
-        return name.lower() in NORMAL_NAMES or name.lower().startswith(NORMAL_PREFIXES)
-    return sorted(set(labels), key=lambda c: (not is_normal(c), natural_key(c)))
+    """Default head order: normal-looking names (:func:`looks_normal`) first, then natural order."""
+    return sorted(set(labels), key=lambda c: (not looks_normal(c), natural_key(c)))
 
 
 def check_label_twins(data: str | Path, samples: list[Sample]) -> None:

@@ -37,7 +37,7 @@ from .json_files import read_json
 from .augment import augment, pixel_noise
 from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
-from .datasets import class_weights, read_samples, samples_digest, select
+from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
@@ -130,7 +130,12 @@ def train(options: TrainOptions) -> Path:
                    and f"{NO_GROUPS}, so validation was drawn image by image: near-identical frames of one video or patient can "
                        "fall on both sides and the validation figures are optimistic; give a manifest CSV with a group column "
                        "(path,label,group: each frame's video or patient)")  # QA 65 #9: said by `triage split TREE`, not here
-    for note in (split_leak(samples, source.group_column), drawn_alone, few_frames_note(samples, config.class_names)):
+    guessed = (options.abnormal_classes is None and options.class_names is None  # QA 69 #2: which class is normal, a guess
+               and not any(map(looks_normal, config.class_names))
+               and f"no class name looks normal (normal, negative, healthy, non-..., no ...): {config.class_names[0]} is taken "
+                   f"as the normal class by name order and {', '.join(config.abnormal_classes)} as abnormal (flagged by "
+                   "triage run); give --abnormal to say which classes are")
+    for note in (split_leak(samples, source.group_column), drawn_alone, guessed, few_frames_note(samples, config.class_names)):
         if note:
             warn(note)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None

@@ -275,3 +275,20 @@ def test_an_image_name_that_is_not_utf8_is_named_before_any_work(tmp_path, rando
             b"Error: " + odd + b": its name is not UTF-8 text (written on a system with another encoding?), which the tables "
             b"written from it cannot hold: rename it, e.g. with convmv"), result.stderr
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_a_symlinked_image_is_its_own_frame_by_its_own_name(tmp_path):
+    """QA 69 #1: a link beside its target (or in another class) was read as the target: the target listed twice, so eval's
+    predictions and split's manifest held a frame twice (which hard-cases and eval then refused), and a link in another
+    class was named by its target's name."""
+    root = tmp_path / "data"
+    _image(root / "test" / "bleeding" / "img_1.png", 200)
+    _image(root / "test" / "non-bleeding" / "img_1.png", 20)
+    (root / "test" / "bleeding" / "link.png").symlink_to(root / "test" / "bleeding" / "img_1.png")
+    (root / "test" / "non-bleeding" / "zz.png").symlink_to(root / "test" / "bleeding" / "img_1.png")
+    paths = [(str(s.path.relative_to(root)), s.label) for s in read_samples(root).samples]
+    assert sorted(paths) == [("test/bleeding/img_1.png", "bleeding"), ("test/bleeding/link.png", "bleeding"),
+                             ("test/non-bleeding/img_1.png", "non-bleeding"), ("test/non-bleeding/zz.png", "non-bleeding")]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\ndata/test/bleeding/link.png,bleeding,test\n")
+    assert [s.path for s in read_samples(manifest).samples] == [root / "test" / "bleeding" / "link.png"]

@@ -1027,6 +1027,21 @@ def test_a_ctrl_c_no_command_catches_is_said_and_exits_130(tmp_path):
     assert result.returncode == 130 and result.stderr.strip() == "Interrupted.", result.stderr
 
 
+def test_normal_class_names_as_people_write_them_and_a_guess_is_said(tmp_path):
+    """QA 69 #2: folders "Bleeding" and "Non Bleeding" trained "Non Bleeding" as the abnormal class (the model flagged
+    normal frames), said only by the closing Classes line; with no normal-looking name the guess is a warning."""
+    for normal in ("Non Bleeding", "nonbleeding", "no lesion", "healthy mucosa", "Normal_Mucosa", "NEGATIVE"):
+        assert class_order(["Bleeding", normal]) == [normal, "Bleeding"], normal
+    assert class_order(["bleeding", "angiectasia"]) == ["angiectasia", "bleeding"]  # natural order, as before
+    frames = demo_clip_frames()
+    for label in ("angiectasia", "bleeding"):
+        write_frame_folder(frames[:4], tmp_path / "tree" / label)
+    with pytest.warns(DataWarning, match=r"tree: no class name looks normal \(normal, negative, healthy, non-\.\.\., no \.\.\.\): "
+                                         r"angiectasia is taken as the normal class by name order and bleeding as abnormal \(flagged "
+                                         r"by triage run\); give --abnormal to say which classes are"):
+        train(_options(tmp_path / "tree", tmp_path / "w", epochs=1, strategy="full"))
+
+
 def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
     """QA 65 #7: `triage train tree --output tree` wrote config.json, model.safetensors and checkpoint/ among the class
     folders (`triage eval --out` refuses a folder that is not an evaluation's)."""
