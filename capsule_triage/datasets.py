@@ -140,7 +140,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(fh)
-            reader.fieldnames = _named_as_we_read(reader.fieldnames or [])
+            reader.fieldnames = named_as_we_read(reader.fieldnames or [])
             rows = [{**row, _LINE: reader.line_num} for row in reader]  # the file's own line (blank lines are skipped)
             header = len(reader.fieldnames)  # as written: names may repeat ('path,label,,')
     except UnicodeDecodeError:  # QA 56 #12: the decoder's position is within its chunk: find the line
@@ -184,7 +184,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     return samples, group_col
 
 
-def _named_as_we_read(header: list[str]) -> list[str]:
+def named_as_we_read(header: list[str]) -> list[str]:
     """'Path', ' Label ', 'SPLIT' as path, label, split (QA 56 #12: refused) where the exact name is absent; other columns
     as written (a 'Group' beside 'patient' stays a column of its own: :func:`group_column`)."""
     for key in ("path", "label", "split"):

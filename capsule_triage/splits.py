@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import MANIFEST_NAME, Sample, check_label_twins, read_samples
+from .datasets import MANIFEST_NAME, Sample, check_label_twins, named_as_we_read, read_samples
 from .errors import InputError, OutputError
 from .frame_folder import natural_key, plural
 from .outputs import written_whole
@@ -150,11 +150,13 @@ def _rows(data: str | Path, samples: list[Sample], folder: Path) -> tuple[list[d
         reader = csv.DictReader(fh)
         rows, columns = list(reader), list(reader.fieldnames or [])
     same_folder = manifest.parent.absolute() == folder.absolute()
+    named = named_as_we_read(columns)  # QA 69 #4, #5: 'Path' and 'Split' as read ('path' added beside 'Path' failed the
+    own = {key: columns[named.index(key)] if key in named else key for key in ("path", "split")}  # writer; a 2nd split column)
     for row, sample in zip(rows, samples, strict=True):
-        row["split"] = sample.split
+        row[own["split"]] = sample.split
         if not same_folder:
-            row["path"] = where(sample)
-    return rows, columns + ([] if "split" in columns else ["split"])
+            row[own["path"]] = where(sample)
+    return rows, columns + ([] if own["split"] in columns else ["split"])
 
 
 def _write_csv(out: Path, rows: list[dict], columns: list[str]) -> None:

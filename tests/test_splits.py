@@ -197,3 +197,29 @@ def test_fractions_that_draw_nothing_and_data_of_one_class_are_said(tmp_path):
         "in a split joins it)",
         "Warning: --val-fraction 0.15 (the default) drew no frames: no frame is left without a split (a frame of a group already in a split "
         "joins it); `triage train --val-fraction` draws validation from the train split"], done.stderr
+
+
+def test_a_manifest_with_capitalised_columns_is_written_elsewhere_with_its_own_columns(tmp_path):
+    """QA 69 #4: 'Path' as the header and the output in another folder failed with "dict contains fields not in fieldnames:
+    'path'"; #5: a 'Split' column got a second 'split' column beside it, and stayed blank."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(16):
+        label = "bleeding" if i % 2 else "normal"
+        cv2.imwrite(str(tmp_path / f"img_{i}.png"), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        rows.append(f"img_{i}.png,{label},,p{i // 2}")
+    (tmp_path / "lab.csv").write_text("Path,Label,Split,Patient ID\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "sub" / "out dir.csv"
+    out.parent.mkdir()
+    done = triage("split", tmp_path / "lab.csv", "-o", out, "--test-fraction", "0.25", "--val-fraction", "0.25")
+    assert done.returncode == 0, done.stderr
+    with open(out, newline="") as fh:
+        reader = csv.DictReader(fh)
+        written = list(reader)
+    assert reader.fieldnames == ["Path", "Label", "Split", "Patient ID"]
+    assert [r["Path"] for r in written] == [str(tmp_path / f"img_{i}.png") for i in range(16)]  # not below the new folder
+    assert {r["Split"] for r in written} == {"train", "val", "test"}
+    assert [(s.path.name, s.split) for s in read_samples(out).samples] == [(f"img_{i}.png", r["Split"]) for i, r in enumerate(written)]
