@@ -41,8 +41,8 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
     arch = config.architecture
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]  # QA 68 #10: "similar: []" when none; where it came from unsaid
-        raise WeightsError(arch, "unknown architecture (not a timm model; the preset's [model] architecture or the weights' "
-                                 "config.json names it)" + (f"; similar: {', '.join(close)}" if close else ""))
+        raise WeightsError(arch, "unknown architecture (not a timm model), named by the preset's [model] architecture or the "
+                                 "weights' config.json" + (f"; similar: {', '.join(close)}" if close else ""))
     kwargs: dict = {"num_classes": len(config.class_names)}
     if pretrained_file is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
