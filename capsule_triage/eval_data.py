@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .datasets import MANIFEST_NAME, read_samples, samples_digest
+from dataclasses import replace
+
+from .datasets import MANIFEST_NAME, Sample, read_samples, samples_digest
 from .errors import InputError, TriageError
 from .model_config import ModelConfig
 from .splits import assign_validation, split_leak
+from .training_images import image_digests, read_training_images
+
+ADDED = "added"  # the split of training-pool images a weights folder's record does not hold (added or changed since training)
 
 
 def training_validation(samples: list, config: ModelConfig) -> list:
@@ -30,30 +35,71 @@ def training_data(config: ModelConfig) -> str | None:
     return training.get("data_path") or training.get("recipe", {}).get("data")
 
 
-def split_to_score(data: str | Path, config: ModelConfig, split: str) -> tuple[list, str, list[str]]:
+def _trained_on(data: str | Path, samples: list[Sample], config: ModelConfig) -> bool:
+    """Whether ``data`` is the model's training data: by the path or the data digest training recorded."""
+    trained_on, digest = training_data(config), config.provenance.get("training", {}).get("data_sha256")
+    return bool((trained_on and same_data(trained_on, data)) or (digest and digest == samples_digest(training_validation(samples, config))))
+
+
+def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
+               instead: str = "score its frames with --split test") -> tuple[list[Sample], list[str]]:
+    """``samples`` split as training split them, and a note when that is not the split redrawn from them now.
+
+    Rows of their own 'val' split keep it (training validated on them). Otherwise the validation share is redrawn
+    (:func:`training_validation`), which only makes sense on the model's own training data; and when the weights folder
+    records its images by content (training_images.parquet), each training-pool image takes the split recorded for its
+    bytes, so that images added, removed or changed since training never move training frames into 'val' (QA 69 #3);
+    pool images the record does not hold get the split :data:`ADDED` (in neither share). ``instead``: what to do when
+    the data is not the model's (the refusal's advice).
+
+    Raises:
+        InputError: no 'val' rows, and neither the path, the data digest nor the images' bytes are the model's training data's.
+    """
+    redrawn = training_validation(samples, config)
+    if any(s.split == "val" for s in samples):
+        return redrawn, []
+    trained_on, digest = training_data(config), config.provenance.get("training", {}).get("data_sha256")
+    if digest and digest == samples_digest(redrawn):  # the data as training read it: no file read twice to hash it
+        return redrawn, []
+    known = read_training_images(weights) or {}
+    pool = [i for i, s in enumerate(samples) if s.split in ("", "train")]
+    digests = dict(zip(pool, image_digests([samples[i] for i in pool]))) if known else {}
+    recorded = {i: known[d] for i, d in digests.items() if d in known}
+    if not ((trained_on and same_data(trained_on, data)) or recorded):  # QA 56 #7, rev52: a share redrawn from data the model never saw
+        raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path, "
+                               "the digest or the images' bytes training recorded), so there is no validation share of it "
+                               f"to redraw; {instead}")
+    if not known:
+        return redrawn, []
+    as_recorded = [replace(s, split=recorded.get(i, ADDED)) if i in digests else s for i, s in enumerate(redrawn)]
+    if all(a.split == b.split for a, b in zip(as_recorded, redrawn)):
+        return redrawn, []
+    n_val, n_recorded = sum(s.split == "val" for s in as_recorded), sum(side == "val" for side in known.values())
+    added = sum(s.split == ADDED for s in as_recorded)
+    return as_recorded, ["not the data the model was trained on as it was then, so no validation share is redrawn from it: "
+                         f"the validation frames are the {n_val} (of training's {n_recorded}) whose bytes training recorded as "
+                         f"validation frames" + (f"; {added} image(s) it did not record (added or changed since) are in neither "
+                                                 f"share (split {ADDED!r})" if added else "")]
+
+
+def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: str | Path) -> tuple[list, str, list[str]]:
     """The samples and the split to score, and the data's warnings (what is not read, how it was read): data without any
     split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
     source = read_samples(data)
     samples, unread = source.samples, source.messages()
-    unsplit = not any(s.split for s in samples)
-    drawn = split == "val" and not any(s.split == "val" for s in samples)  # a validation share redrawn as training drew it
-    if (split == "test" and unsplit) or drawn:
-        trained_on, digest = training_data(config), config.provenance.get("training", {}).get("data_sha256")
-        trained = (trained_on and same_data(trained_on, data)) or (digest and digest == samples_digest(training_validation(samples, config)))
-        if split == "test" and trained:
+    if split == "test" and not any(s.split for s in samples):
+        if _trained_on(data, samples, config):
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
-        if drawn and not trained:  # QA 56 #7, rev52: a validation share redrawn from data the model never saw, silently
-            raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path "
-                                   "or the digest training recorded), so there is no validation share of it to redraw; score "
-                                   "its frames with --split test")
-        if split == "test":
-            return samples, "all", unread
-    samples = training_validation(samples, config)
+        return samples, "all", unread
+    if split == "val":
+        samples, notes = as_trained(data, samples, config, weights)
+    else:
+        samples, notes = training_validation(samples, config), []
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
     leak = split_leak(samples, source.group_column, scored=split) if split != "all" else None
-    return samples, split, unread + ([leak] if leak else [])
+    return samples, split, unread + notes + ([leak] if leak else [])
 
 
 def training_overlap(scored: list, config: ModelConfig, split: str) -> str | None:

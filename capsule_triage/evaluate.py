@@ -33,7 +33,7 @@ from .training_images import overlap_warning, read_threshold_images, read_traini
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import weights_sha256
-from .eval_data import split_to_score, training_overlap, training_validation
+from .eval_data import as_trained, split_to_score, training_overlap
 from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
@@ -202,11 +202,11 @@ def evaluate(
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
-    samples, split, unread = split_to_score(data, config, split)
-    selection, chosen_on = None, []
+    samples, split, unread = split_to_score(data, config, split, weights)
+    selection, chosen_on, drawn_notes = None, [], []
     if target_sensitivity is not None:
         with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
-            selection, chosen_on = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
+            selection, chosen_on, drawn_notes = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
                                                     codec=parsed, whole=val_data is not None, batch_size=batch_size)
     images = load_for_model(select(samples, split), config, progress=progress, source=data, codec=parsed)  # at the stills' size
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
@@ -246,7 +246,9 @@ def evaluate(
     warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, learned, unmarked,
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
-                            *(f"{data}: {message}" for message in unread)) if w]
+                            *(f"{data}: {message}" for message in unread),
+                            *(f"{val_data or data}: {message}" for message in drawn_notes)) if w]
+    warnings = list(dict.fromkeys(warnings))  # --split val and the threshold's validation frames: one note
     if warnings:
         result["warnings"] = warnings
     with deferring_interrupts():  # QA 56 #10: an interrupt waits for the last file, so that all or none are written
@@ -296,11 +298,11 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
     ``whole``: ``data`` is validation data of its own (``--val-data``): without splits, every frame of it validates;
-    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it.
+    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it (:func:`as_trained`).
 
     Returns:
         (the selection as config.json records it, the validation files' SHA-256: the caller says when they are
-        frames it scores, or the model's training frames).
+        frames it scores, or the model's training frames; notes on how the validation frames were found).
     """
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
@@ -308,7 +310,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     given = read_samples(data)[0]
     every = whole and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
     # --val-data with splits: its own val rows (review rev35: training's fraction was drawn from its train rows, unsaid)
-    samples = [replace(s, split="val") for s in given] if every else given if whole else training_validation(given, config)
+    samples, notes = ([replace(s, split="val") for s in given], []) if every else (given, []) if whole else as_trained(
+        data, given, config, folder, instead="give validation data with --val-data")
     if not any(s.split == "val" for s in samples):
         raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed
@@ -339,7 +342,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                  "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
-    return selection, val.sha256  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
+    return selection, val.sha256, notes  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig,

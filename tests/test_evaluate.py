@@ -563,3 +563,53 @@ def test_an_interrupted_eval_says_whether_it_wrote_nothing_or_everything(weights
     assert done.stderr.strip().splitlines()[-1] == f"Interrupted after the results were written ({config}, {card}, {out}).", done.stderr
     assert (out / "metrics.json").is_file() and "<!-- triage-eval:test:begin -->" in card.read_text()
     assert json.loads(config.read_text())["provenance"]["operating_threshold"]["target_sensitivity"] == 0.9
+
+
+@needs_shared
+def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_changed(weights_copy, tmp_path):
+    """QA 69 #3: `--split val` and `--target-sensitivity` redrew the validation share from DATA as it is now: with images
+    added since training, training frames were scored (and the threshold chosen) as validation frames; and data that is
+    not the model's, with train rows but no val rows, had a share drawn from its train rows and the threshold stored."""
+    from capsule_triage.datasets import read_samples, select
+    from capsule_triage.eval_data import ADDED, training_validation
+    from capsule_triage.splits import assign_validation
+    from capsule_triage.training_images import image_digests, write_training_images
+
+    def write(path: Path, rows: list[dict]) -> Path:
+        path.write_text("path,label\n" + "".join(f"{WCE / r['path']},{r['label']}\n" for r in rows))
+        return path
+
+    first = [r for label in ("non-bleeding", "bleeding") for r in manifest_rows("train", label)[::40][:12]]
+    data = write(tmp_path / "pool.csv", first)  # no split column: training drew its validation share
+    trained = assign_validation(read_samples(data)[0], val_fraction=0.25, seed=0)
+    write_training_images(weights_copy, trained, image_digests(trained))  # what triage train records
+    config = ModelConfig.load(weights_copy / "config.json")
+    config.provenance = {**config.provenance, "training": {"data_path": str(data), "split": {"val_fraction": 0.25, "seed": 0}}}
+    config.save(weights_copy / "config.json")
+    recorded = {str(s.path) for s in trained if s.split == "val"}
+    scored = lambda out: set(pq.read_table(out / "predictions.parquet").column("path").to_pylist())  # noqa: E731
+    same = evaluate(weights_copy, data, "val", out_dir=tmp_path / "same")
+    assert scored(tmp_path / "same") == recorded and not any("validation share" in w for w in same.get("warnings", []))
+
+    added = [r for label in ("non-bleeding", "bleeding") for r in manifest_rows("train", label)[5::40][:3]]
+    write(data, added[:3] + first + added[3:])  # images added to the training data since
+    now = read_samples(data)[0]
+    assert {str(s.path) for s in select(training_validation(now, config), "val")} != recorded  # what was scored before
+    grown = evaluate(weights_copy, data, "val", out_dir=tmp_path / "grown")
+    assert scored(tmp_path / "grown") == recorded and grown["n"] == len(recorded)
+    assert (f"{data}: not the data the model was trained on as it was then, so no validation share is redrawn from it: the "
+            f"validation frames are the {len(recorded)} (of training's {len(recorded)}) whose bytes training recorded as validation "
+            f"frames; 6 image(s) it did not record (added or changed since) are in neither share (split {ADDED!r})") in grown["warnings"]
+    chosen = evaluate(weights_copy, data, "val", target_sensitivity=0.9)
+    assert chosen["threshold_selection"]["n_val"] == len(recorded)
+    assert sum("no validation share is redrawn" in w for w in chosen["warnings"]) == 1  # said once, for both
+
+    before = (weights_copy / "config.json").read_bytes()
+    other = tmp_path / "other.csv"  # held-out frames with train and test rows, no val rows
+    other.write_text("path,label,split\n" + "".join(f"{WCE / r['path']},{r['label']},{('train', 'test')[i % 2]}\n" for i, r in
+                                                    enumerate(r for label in ("non-bleeding", "bleeding") for r in manifest_rows("test", label)[:6])))
+    with pytest.raises(InputError, match=r"other.csv: the data has no 'val' rows and is not recognised as this model's training data "
+                                         r"\(by the path, the digest or the images' bytes training recorded\), so there is no validation "
+                                         r"share of it to redraw; give validation data with --val-data$"):
+        evaluate(weights_copy, other, "test", target_sensitivity=0.9)
+    assert (weights_copy / "config.json").read_bytes() == before

@@ -756,8 +756,8 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     result = evaluate(out, held_out)
     assert (result["split"], result["n"]) == ("all", 10)
     # QA 56 #7: --split val of held-out data without splits scored a validation share redrawn from it, silently
-    refusal = (r": the data has no 'val' rows and is not recognised as this model's training data \(by the path or the digest "
-               r"training recorded\), so there is no validation share of it to redraw; score its frames with --split test$")
+    refusal = (r": the data has no 'val' rows and is not recognised as this model's training data \(by the path, the digest or "
+               r"the images' bytes training recorded\), so there is no validation share of it to redraw; score its frames with --split test$")
     with pytest.raises(InputError, match="held_out.csv" + refusal):
         evaluate(out, held_out, split="val")
     with_splits = tmp_path / "held_out_split.csv"  # rev52: a split column without val rows was redrawn all the same
