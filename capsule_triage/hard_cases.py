@@ -28,7 +28,7 @@ class HardCases:
         models: one name per evaluation (its folder's name), in the order given.
         table: one row per frame every evaluation scored: path, label, group, ``wrong`` (how many models
             got it wrong), then ``score_<model>`` and ``wrong_<model>`` per model; most often wrong first.
-        warnings: one line each (frames not in every evaluation, evaluations of different splits).
+        warnings: one line each (frames not in every evaluation, evaluations of different splits or labels).
     """
 
     models: list[str]
@@ -86,8 +86,28 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
         warnings.append(f"{left_out:,} scored frames are not in every evaluation and are left out (the evaluations scored different data)")
     if len(splits) > 1:
         warnings.append(f"the evaluations scored different splits ({', '.join(sorted(splits))})")
+    disagree = _label_disagreement(names, picked)
+    if disagree:
+        warnings.append(disagree)
     warnings += [f"{name}: {line}" for name, path in zip(names, paths) for line in _evaluation_warnings(path)]
     return HardCases(names, table, warnings)
+
+
+def _label_disagreement(names: list[str], picked: list[pa.Table]) -> str | None:
+    """One line when the evaluations label a frame differently (QA 69 #6: two manifests of one frame, one saying
+    bleeding, the other normal: each model's ``wrong`` was counted against its own truth, and the table showed the first's
+    label, unsaid); None when every evaluation gives every frame the same label and abnormal-ness."""
+    labels = [rows["label"].to_pylist() for rows in picked]
+    truths = [rows["abnormal"].to_numpy(zero_copy_only=False) for rows in picked]
+    odd = [i for i in range(len(labels[0])) if len({t[i] for t in truths}) > 1 or len({lab[i] for lab in labels}) > 1]
+    if not odd:
+        return None
+    first = odd[0]
+    said = ", ".join(f"{labels[m][first]!r}{' (abnormal)' if truths[m][first] else ''} in {name}" for m, name in enumerate(names))
+    truth = sum(len({t[i] for t in truths}) > 1 for i in odd)
+    return (f"{len(odd):,} frame(s) are labelled differently by the evaluations ({truth:,} of them abnormal in one and not in "
+            f"another; e.g. {picked[0]['path'][first].as_py()}: {said}): each model's wrong_ column is against its own "
+            f"evaluation's label, the label column is {names[0]}'s")
 
 
 def _evaluation_warnings(predictions: Path) -> list[str]:

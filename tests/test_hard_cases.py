@@ -172,3 +172,29 @@ def test_the_evaluation_of_other_frames_is_the_one_named(tmp_path):
     full, again, few = evaluation("full", many), evaluation("again", many), evaluation("few", many[:4])
     assert hard_cases([full, again, few]).warnings[0] == ("20 scored frames are not in every evaluation and are left out (the "
                                                           "evaluations scored different data)")
+
+
+def test_evaluations_that_label_a_frame_differently_are_said(tmp_path):
+    """QA 69 #6: two evaluations of the same frames from manifests that disagree on a frame's label were joined without
+    a word: each model's wrong_ column counted against its own truth, the label column the first evaluation's."""
+    import pyarrow as pa
+
+    from capsule_triage.hard_cases import hard_cases
+
+    def evaluation(name, labels):
+        (tmp_path / name).mkdir()
+        abnormal = [label == "bleeding" for label in labels]
+        pq.write_table(pa.table({"path": ["1.png", "2.png", "3.png"], "label": labels, "group": ["1", "2", "3"], "score": [0.9, 0.1, 0.2],
+                                 "flagged": [True, False, False], "abnormal": abnormal}), tmp_path / name / "predictions.parquet")
+        return tmp_path / name
+
+    same = evaluation("a", ["bleeding", "normal", "normal"]), evaluation("b", ["bleeding", "normal", "normal"])
+    assert hard_cases(list(same)).warnings == []
+    other = evaluation("relabelled", ["bleeding", "bleeding", "Normal"])
+    found = hard_cases([same[0], other])
+    assert found.warnings == ["2 frame(s) are labelled differently by the evaluations (1 of them abnormal in one and not in another; "
+                              "e.g. 2.png: 'normal' in a, 'bleeding' (abnormal) in relabelled): each model's wrong_ column is against "
+                              "its own evaluation's label, the label column is a's"]
+    assert found.table.to_pydict()["wrong_relabelled"] == [True, False, False]  # 2.png, wrong against its own label
+    done = triage("hard-cases", same[0], other)
+    assert done.returncode == 0 and done.stderr.strip() == f"Warning: {found.warnings[0]}", done.stderr
