@@ -100,12 +100,25 @@ def read_samples(data: str | Path) -> LabelledSource:
     """
     data = Path(data)
     if data.is_dir() and (data / MANIFEST_NAME).is_file():
-        data = data / MANIFEST_NAME
+        samples, group = _read_manifest(data / MANIFEST_NAME)
+        return _named_in_utf8(LabelledSource(samples, group, [], _unlisted(data, samples)))
     if data.is_file():
         return _named_in_utf8(LabelledSource(*_read_manifest(data), []))
     if data.is_dir():
         return _named_in_utf8(_read_tree(data))
     raise InputError(data, "no such manifest CSV or image folder")
+
+
+def _unlisted(folder: Path, samples: list[Sample]) -> list[str]:
+    """A note when a folder read as the :data:`MANIFEST_NAME` in it holds images that manifest does not list (QA 69 #7:
+    frames added to the class folders later were never read, unsaid); masks and hidden files are not counted."""
+    listed_paths = {s.path for s in samples}
+    missing = [p for p in _images_below(folder, _Unread(folder)) if _absolute(p) not in listed_paths]
+    if not missing:
+        return []
+    return [f"read as {folder / MANIFEST_NAME}: {plural(len(missing), 'image')} below {folder} {'is' if len(missing) == 1 else 'are'} "
+            f"not listed in it and not read (e.g. {missing[0].relative_to(folder)}): list them there, or move it away to read "
+            "the folder tree"]
 
 
 def _named_in_utf8(source: LabelledSource) -> LabelledSource:

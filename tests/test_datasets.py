@@ -292,3 +292,25 @@ def test_a_symlinked_image_is_its_own_frame_by_its_own_name(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label,split\ndata/test/bleeding/link.png,bleeding,test\n")
     assert [s.path for s in read_samples(manifest).samples] == [root / "test" / "bleeding" / "link.png"]
+
+
+def test_a_folder_read_as_its_manifest_names_the_images_it_does_not_list(published_layout, tmp_path):
+    """QA 69 #7: a folder holding manifest.csv is read as that manifest; frames added to its class folders later were
+    never read, without a word."""
+    listed = ["train/non-bleeding/img_0.png", "train/bleeding/Images/img_0.png"]
+    (published_layout / "manifest.csv").write_text("path,label\n" + "".join(f"{p},{p.split('/')[1]}\n" for p in listed))
+    source = read_samples(published_layout)
+    assert [s.path for s in source.samples] == [published_layout / p for p in listed]
+    # 19 images below it (masks and annotations not counted), 2 listed
+    note = (f"read as {published_layout / 'manifest.csv'}: 17 images below {published_layout} are not listed in it and not read "
+            "(e.g. extra/x.png): list them there, or move it away to read the folder tree")
+    assert source.messages() == [note]
+    app = typer.Typer()
+    register(app)
+    done = CliRunner().invoke(app, ["split", str(published_layout), "-o", str(tmp_path / "split.csv"), "--val-fraction", "0",
+                                    "--test-fraction", "0.5"])
+    assert done.exit_code == 0 and f"Warning: {note}" in done.output.splitlines(), done.output
+    (published_layout / "manifest.csv").write_text("path,label\n" + "".join(f"{p.relative_to(published_layout)},x\n" for p in
+                                                                          sorted(published_layout.rglob("*.png")) if "mask" not in str(p)
+                                                                          and "Annotations" not in str(p)))
+    assert read_samples(published_layout).messages() == []
