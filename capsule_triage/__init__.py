@@ -20,7 +20,7 @@ MAX_FRAME_PIXELS = 100_000_000
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_FRAME_PIXELS))
 
 _PUBLIC = {  # name -> module that defines it
-    "Classifier": "classifier", "FrameScores": "classifier",
+    "Classifier": "classifier", "FrameScores": "classifier", "batch_table": "batch.tables",
     "DataWarning": "errors", "DeviceError": "errors", "InputError": "errors", "OutputError": "errors", "PresetError": "errors", "TriageError": "errors", "WeightsError": "errors",
     "DecodeStats": "frames", "FrameBatch": "frames", "SourceInfo": "frames",
     "ModelConfig": "model_config", "has_view": "field_of_view",

@@ -8,6 +8,7 @@ leaves a half-written Parquet behind. An existing ``OUT_DIR`` is replaced only w
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -259,6 +260,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict) -> dict:
+    """What every table of a run says of itself (schema key-value metadata), beside ``schema_version``: the model, weights
+    and input, the results version, the event thresholds and a digest of run.json's ``parameters`` (QA 70 #1: two runs of
+    one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same everything)."""
+    return {"model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
+            "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
+            "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),
+            "parameters_sha256": hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()}
 
 
 def _metadata(provenance: dict) -> dict[bytes, bytes]:

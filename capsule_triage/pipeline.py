@@ -26,7 +26,7 @@ from .dedup import DuplicateSkipper
 from .folder_times import timestamps_origin, with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, events_table,
-                      frames_table, top_frames_table, write_json, write_table, write_thumbnails)
+                      frames_table, table_provenance, top_frames_table, write_json, write_table, write_thumbnails)
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import DETAIL_DIR, REPORT_FILE, write_report
@@ -161,7 +161,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
                    frame_period=1.0 / info.average_fps if info.average_fps else None, has_view=view)
     input_sha = hash_unchanged(input_path, unchanged, own_csv=own_csv)
-    provenance = {"model": config.name or config.architecture, "weights_sha256": classifier.weights_id, "input_sha256": input_sha}
+    parameters = _parameters(input_path, info, read, params, options, own_note and ("--fps" if not own else "columns"))
+    provenance = table_provenance(config.name or config.architecture, classifier.weights_id, input_sha, parameters)
     with staged as folder:
         thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov", sample_bits=stats.sample_bits)
@@ -175,8 +176,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs, files=files), provenance)
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
-        run = _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, where,
-                          options, stage_seconds, pts, view, own_note and ("--fps" if not own else "columns"))
+        run = _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, where,
+                          options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
         shape = (info.display_width or info.width, info.height)
@@ -325,10 +326,9 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool,
     return write_thumbnails(folder, images)
 
 
-def _run_record(input_path, info, input_sha, pipeline, classifier, params, read, stats, ranking, wall, decoded_in,
-                options, stage_seconds, pts, view, own_unused) -> dict:
-    n = stats.frames_decoded
-    scoring = stage_seconds["decode_and_score"]
+def _parameters(input_path, info, read, params, options, own_unused) -> dict:
+    """run.json's ``parameters``: the ranking, how the frames were read and timed, duplicate skipping (the tables carry
+    their digest, :func:`~capsule_triage.outputs.table_provenance`)."""
     read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
                    if k != "own_timestamps" and (info.kind == "frames" or k not in ("folder_fps", "timestamps_csv"))}  # a video's times are its own
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
@@ -337,6 +337,13 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         read_record["timestamps_from"] = timestamps_origin(read.timestamps_csv, input_path, options.timestamps_csv)
     if info.kind == "frames" and own_unused:  # the folder's own CSV, found and passed over: why (the batch counts them)
         read_record["own_timestamps_unused"] = own_unused
+    return {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates}
+
+
+def _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, decoded_in,
+                options, stage_seconds, pts, view) -> dict:
+    n = stats.frames_decoded
+    scoring = stage_seconds["decode_and_score"]
     return {
         "schema_version": "1",
         "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
@@ -344,7 +351,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, params, read,
         "command": options.command,  # QA 52: with the preset's own bytes, what a re-run needs (the library: None)
         "pipeline": {"name": pipeline.name, "source": str(Path(pipeline.source).absolute()), "sha256": pipeline.sha256},
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
-        "parameters": {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates},
+        "parameters": parameters,
         "frames_decoded": n,
         "duration_seconds": None if (span := timeline_seconds(pts)) is None else round(span, 3),  # source's is the container's
         "bits_per_pixel": None if (bpp := bits_per_pixel(info, stats)) is None else round(bpp, 4),  # per frame, video packets

@@ -278,6 +278,36 @@ def test_statuses_summary_and_outputs(local_run, tree):
     print(f"local batch of 10 studies: {seconds:.1f} s")
 
 
+def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_path):
+    """QA 70 #2: pyarrow.dataset over a batch's frames.parquet files took the first file's schema (a frame folder's
+    source_file dropped, or a video's rows nulled) and no row named its study."""
+    import pyarrow.compute as pc
+
+    from capsule_triage import InputError, batch_table
+
+    out, _, _ = local_run
+    done = [s for s in pq.read_table(out / "studies.parquet").to_pylist() if s["status"] in ("ok", "skipped", "reused")]
+    assert {s["kind"] for s in done} == {"video", "frames"}
+    for name, extra in (("frames", "source_file"), ("events", "peak_file"), ("top_frames", "file")):
+        table = batch_table(out, name)
+        assert table.column_names[:2] == ["study_id", "input_path"] and extra in table.column_names, name
+        assert table.schema.metadata == pq.read_schema(out / "studies.parquet").metadata
+        counted = 0
+        for study in done:
+            own = pq.read_table(out / study["output_dir"] / f"{name}.parquet")
+            rows = table.filter(pc.equal(table["study_id"], study["study_id"]))
+            assert set(rows["input_path"].to_pylist()) <= {study["input_path"]}
+            assert rows.select(own.column_names).equals(own), (name, study["study_id"])  # each study's rows, unchanged
+            if extra not in own.column_names:  # a video: its rows have no image names
+                assert rows[extra].null_count == rows.num_rows
+            counted += own.num_rows
+        assert table.num_rows == counted and (name != "frames" or counted == sum(s["frames"] for s in done))
+    with pytest.raises(ValueError, match="table must be one of frames, events, top_frames, got 'thumbnails'"):
+        batch_table(out, "thumbnails")
+    with pytest.raises(InputError, match=f"^{tmp_path}: no studies.parquet: not the output folder of a finished `triage batch`$"):
+        batch_table(tmp_path)
+
+
 def test_batch_json_names_its_folders_and_weights_absolutely(tmp_path, random_weights):
     """QA 20: batch.json kept the paths as typed ("in", "out"), which say nothing once read from elsewhere."""
     (tmp_path / "in").mkdir()

@@ -40,6 +40,11 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     np.testing.assert_allclose(frames["score"].to_numpy(), probs[:, 1], atol=1e-6)
     meta = frames.schema.metadata
     assert meta[b"schema_version"] == b"1" and meta[b"model"] == b"test-probe-lite0" and len(meta[b"input_sha256"]) == 64
+    run = json.loads((out / "run.json").read_text())  # QA 70 #1: the results version, thresholds and options' digest too
+    rank = run["parameters"]["rank"]
+    assert (meta[b"results_version"], meta[b"enter_threshold"], meta[b"leave_threshold"]) == (
+        b"3", repr(float(rank["enter_threshold"])).encode(), repr(float(rank["leave_threshold"])).encode())
+    assert meta[b"parameters_sha256"] == hashlib.sha256(json.dumps(run["parameters"], sort_keys=True).encode()).hexdigest().encode()
 
 
 def test_events_are_well_formed_ranked_and_find_the_bleeding_segments(mixed_run):
@@ -98,12 +103,18 @@ def test_run_json_records_provenance(mixed_run):
 def test_existing_output_needs_force(mixed_run, probe_weights):
     out, _ = mixed_run
     before = (out / "frames.parquet").read_bytes()
+    described = [pq.read_schema(out / name).metadata for name in ("frames.parquet", "events.parquet", "top_frames.parquet")]
     refused = triage("run", MIXED_CLIP, "--weights", probe_weights, "--out", out)
     assert refused.returncode == 2 and refused.stderr.strip() == f"Error: {out}: output already exists; use --force to replace it"
     assert (out / "frames.parquet").read_bytes() == before
     forced = triage("run", MIXED_CLIP, "--weights", probe_weights, "--out", out, "--force", "--threshold", "0.99")
     assert forced.returncode == 0, forced.stderr
     assert json.loads((out / "run.json").read_text())["parameters"]["rank"]["enter_threshold"] == 0.99
+    for name, meta in zip(("frames.parquet", "events.parquet", "top_frames.parquet"), described):  # QA 70 #1: named alike before
+        now = pq.read_schema(out / name).metadata
+        assert now[b"enter_threshold"] == b"0.99" and now[b"parameters_sha256"] != meta[b"parameters_sha256"], name
+        assert {k: v for k, v in now.items() if k not in (b"enter_threshold", b"leave_threshold", b"parameters_sha256")} == {
+            k: v for k, v in meta.items() if k not in (b"enter_threshold", b"leave_threshold", b"parameters_sha256")}
     assert not list(out.parent.glob(".mixed*")), "no staging or replaced folders left behind"
 
 

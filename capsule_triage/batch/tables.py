@@ -1,0 +1,55 @@
+"""One table of every study of a batch as one Arrow table: ``batch_table(OUT_DIR, "events")``.
+
+A batch writes each study's tables into its own folder (``OUT_DIR/<study-id>/frames.parquet`` ...): no row names its
+study, and a frame folder's tables have one more column than a video's (``source_file``, ``peak_file``, ``file``), so
+``pyarrow.dataset`` over them takes the first file's schema and drops or nulls the other's (QA 70 #2). This reads the
+studies ``studies.parquet`` lists with complete results, puts ``study_id`` and ``input_path`` first and unifies the
+schemas (a video's rows get null file names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..outputs import EVENTS_FILE, FRAMES_FILE, TOP_FRAMES_FILE
+from ..report_batch import DONE_STATUSES
+from .layout import SUMMARY_FILE
+
+TABLES = {"frames": FRAMES_FILE, "events": EVENTS_FILE, "top_frames": TOP_FRAMES_FILE}
+
+
+def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
+    """``table`` ("frames", "events" or "top_frames") of every study of the batch in ``out_dir`` with complete results
+    (studies.parquet status ok, skipped or reused), in studies.parquet's order, with ``study_id`` and ``input_path``
+    (relative to the batch's input folder) as its first columns. The schema metadata is studies.parquet's.
+
+    Raises:
+        ValueError: another table name.
+        InputError: no studies.parquet in ``out_dir``, or a study's table cannot be read.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+    summary = Path(out_dir) / SUMMARY_FILE
+    if not summary.is_file():
+        raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
+    studies = pq.read_table(summary)
+    parts = []
+    for row in studies.select(["study_id", "input_path", "status", "output_dir"]).to_pylist():
+        if row["status"] not in DONE_STATUSES:
+            continue
+        path = Path(out_dir) / row["output_dir"] / TABLES[table]
+        try:
+            part = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(path, f"cannot read it ({str(exc).splitlines()[0][:160]})") from None
+        named = {"study_id": row["study_id"], "input_path": row["input_path"]}
+        for i, (name, value) in enumerate(named.items()):
+            part = part.add_column(i, name, pa.array([value] * part.num_rows, pa.string()))
+        parts.append(part.replace_schema_metadata(None))
+    if not parts:
+        return pa.table({"study_id": pa.array([], pa.string()), "input_path": pa.array([], pa.string())})
+    return pa.concat_tables(parts, promote_options="default").replace_schema_metadata(studies.schema.metadata)
