@@ -8,9 +8,8 @@ training frames of the model are named, since metrics on them are optimistic.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 from .datasets import MANIFEST_NAME, Sample, read_samples, samples_digest
 from .errors import InputError, TriageError
@@ -42,7 +41,7 @@ def _trained_on(data: str | Path, samples: list[Sample], config: ModelConfig) ->
 
 
 def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
-               instead: str = "score its frames with --split test") -> tuple[list[Sample], list[str]]:
+               instead: str = "score its frames with --split test", digests: dict | None = None) -> tuple[list[Sample], list[str]]:
     """``samples`` split as training split them, and a note when that is not the split redrawn from them now.
 
     Rows of their own 'val' split keep it (training validated on them). Otherwise the validation share is redrawn
@@ -50,7 +49,8 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     records its images by content (training_images.parquet), each training-pool image takes the split recorded for its
     bytes, so that images added, removed or changed since training never move training frames into 'val' (QA 69 #3);
     pool images the record does not hold get the split :data:`ADDED` (in neither share). ``instead``: what to do when
-    the data is not the model's (the refusal's advice).
+    the data is not the model's (the refusal's advice). ``digests``: {path: SHA-256} of files hashed already, filled in
+    (one evaluation asks twice: for ``--split val`` and for ``--target-sensitivity``).
 
     Raises:
         InputError: no 'val' rows, and neither the path, the data digest nor the images' bytes are the model's training data's.
@@ -63,7 +63,10 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
         return redrawn, []
     known = read_training_images(weights) or {}
     pool = [i for i, s in enumerate(samples) if s.split in ("", "train")]
-    digests = dict(zip(pool, image_digests([samples[i] for i in pool]))) if known else {}
+    hashed = {} if digests is None else digests
+    unhashed = [samples[i] for i in pool if samples[i].path not in hashed] if known else []
+    hashed.update(zip((s.path for s in unhashed), image_digests(unhashed)))
+    digests = {i: hashed[samples[i].path] for i in pool} if known else {}
     recorded = {i: known[d] for i, d in digests.items() if d in known}
     if not ((trained_on and same_data(trained_on, data)) or recorded):  # QA 56 #7, rev52: a share redrawn from data the model never saw
         raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path, "
@@ -82,9 +85,11 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
                                                  f"share (split {ADDED!r})" if added else "")]
 
 
-def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: str | Path) -> tuple[list, str, list[str]]:
+def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: str | Path,
+                   digests: dict | None = None) -> tuple[list, str, list[str]]:
     """The samples and the split to score, and the data's warnings (what is not read, how it was read): data without any
-    split information is held-out data, scored whole for ``test`` (unless the model was trained on it)."""
+    split information is held-out data, scored whole for ``test`` (unless the model was trained on it). ``digests``: as
+    :func:`as_trained`'s."""
     source = read_samples(data)
     samples, unread = source.samples, source.messages()
     if split == "test" and not any(s.split for s in samples):
@@ -93,12 +98,13 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
                                    "frames, or --split val for the frames training held out for validation")
         return samples, "all", unread
     if split == "val":
-        samples, notes = as_trained(data, samples, config, weights)
+        samples, notes = as_trained(data, samples, config, weights, digests=digests)
     else:
         samples, notes = training_validation(samples, config), []
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
-    leak = split_leak(samples, source.group_column, scored=split) if split != "all" else None
+    # review rev65: a patient's frames added since training are in no split, not in another one
+    leak = split_leak([s for s in samples if s.split != ADDED], source.group_column, scored=split) if split != "all" else None
     return samples, split, unread + notes + ([leak] if leak else [])
 
 

@@ -202,12 +202,13 @@ def evaluate(
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
-    samples, split, unread = split_to_score(data, config, split, weights)
+    hashed: dict = {}  # files hashed to find the validation frames training recorded: once for --split val and the threshold
+    samples, split, unread = split_to_score(data, config, split, weights, hashed)
     selection, chosen_on, drawn_notes = None, [], []
     if target_sensitivity is not None:
         with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
             selection, chosen_on, drawn_notes = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
-                                                    codec=parsed, whole=val_data is not None, batch_size=batch_size)
+                                                    codec=parsed, whole=val_data is not None, batch_size=batch_size, digests=hashed)
     images = load_for_model(select(samples, split), config, progress=progress, source=data, codec=parsed)  # at the stills' size
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
     backend_notes: list[str] = []  # QA 30: `triage run` warned of a rejected or unchecked backend, eval did not
@@ -293,12 +294,14 @@ def _parse_codec(codec: str | None) -> Codec | None:
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
-                     codec: Codec | None = None, whole: bool = False, batch_size: int = 64) -> tuple[dict, list[str]]:
+                     codec: Codec | None = None, whole: bool = False, batch_size: int = 64,
+                     digests: dict | None = None) -> tuple[dict, list[str], list[str]]:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
     ``whole``: ``data`` is validation data of its own (``--val-data``): without splits, every frame of it validates;
-    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it (:func:`as_trained`).
+    with splits, its ``val`` split. Otherwise the ``val`` split of ``data`` as training made it (:func:`as_trained`, with
+    ``digests``, the files it hashed already).
 
     Returns:
         (the selection as config.json records it, the validation files' SHA-256: the caller says when they are
@@ -311,7 +314,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     every = whole and not any(s.split for s in given)  # --val-data without splits: all of it (QA 39: 12 of 60 frames)
     # --val-data with splits: its own val rows (review rev35: training's fraction was drawn from its train rows, unsaid)
     samples, notes = ([replace(s, split="val") for s in given], []) if every else (given, []) if whole else as_trained(
-        data, given, config, folder, instead="give validation data with --val-data")
+        data, given, config, folder, instead="give validation data with --val-data", digests=digests)
     if not any(s.split == "val" for s in samples):
         raise InputError(data, f"no 'val' rows (splits: {', '.join(sorted({s.split for s in samples}))}); give validation data with a "
                                "'val' split, or without splits to choose on all of it" if whole else  # rev34: said none was passed

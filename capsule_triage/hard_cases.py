@@ -5,6 +5,7 @@ but not of an abnormal class, or the other way round)."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def hard_cases(evaluations: list[str | Path]) -> HardCases:
     paths = [predictions_path(f) for f in folders]
     for folder, path in zip(folders, paths):
         if not path.is_file():
-            raise InputError(folder, f"no {PREDICTIONS} (write one with `triage eval WEIGHTS DATA --out {folder}`)")
+            raise InputError(folder, f"no {PREDICTIONS} (write one with `triage eval WEIGHTS DATA --out {shlex.quote(str(folder))}`)")
     names = model_names(paths)
     tables, splits = [], set()
     for path in paths:
@@ -105,9 +106,9 @@ def _label_disagreement(names: list[str], picked: list[pa.Table]) -> str | None:
     first = odd[0]
     said = ", ".join(f"{labels[m][first]!r}{' (abnormal)' if truths[m][first] else ''} in {name}" for m, name in enumerate(names))
     truth = sum(len({t[i] for t in truths}) > 1 for i in odd)
-    return (f"{len(odd):,} frame(s) are labelled differently by the evaluations ({truth:,} of them abnormal in one and not in "
-            f"another; e.g. {picked[0]['path'][first].as_py()}: {said}): each model's wrong_ column is against its own "
-            f"evaluation's label, the label column is {names[0]}'s")
+    truth = f"{truth:,} of them abnormal in one and not in another; " if truth else ""  # review rev65: "0 of them ..."
+    return (f"{len(odd):,} frame(s) are labelled differently by the evaluations ({truth}e.g. {picked[0]['path'][first].as_py()}: "
+            f"{said}): each model's wrong_ column is against its own evaluation's label, the label column is {names[0]}'s")
 
 
 def _evaluation_warnings(predictions: Path) -> list[str]:

@@ -262,14 +262,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict) -> dict:
+def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict, backend: str) -> dict:
     """What every table of a run says of itself (schema key-value metadata), beside ``schema_version``: the model, weights
-    and input, the results version, the event thresholds and a digest of run.json's ``parameters`` (QA 70 #1: two runs of
-    one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same everything)."""
+    and input, the results version, the backend that scored, the event thresholds and a digest of run.json's ``parameters``
+    (QA 70 #1: two runs of one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same
+    everything; review rev65: another --backend too)."""
     return {"model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
+            "backend": backend,
             "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
             "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),
-            "parameters_sha256": hashlib.sha256(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()}
+            "parameters_sha256": hashlib.sha256(json.dumps(parameters, sort_keys=True, default=_json_default).encode()).hexdigest()}
 
 
 def _metadata(provenance: dict) -> dict[bytes, bytes]:

@@ -162,7 +162,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                    frame_period=1.0 / info.average_fps if info.average_fps else None, has_view=view)
     input_sha = hash_unchanged(input_path, unchanged, own_csv=own_csv)
     parameters = _parameters(input_path, info, read, params, options, own_note and ("--fps" if not own else "columns"))
-    provenance = table_provenance(config.name or config.architecture, classifier.weights_id, input_sha, parameters)
+    provenance = table_provenance(config.name or config.architecture, classifier.weights_id, input_sha, parameters,
+                                  classifier.describe()["backend"])
     with staged as folder:
         thumbnails_started = time.perf_counter()
         thumbs = _thumbnails(folder, input_path, ranking, view=config.border == "fov", sample_bits=stats.sample_bits)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import shlex
 import sysconfig
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -244,9 +245,10 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     bit = "_bit" in arch  # seed B's recipe: BiT-M (ImageNet-21k) weights, fine-tuned whole with BiT-HyperRule (QA 25)
     init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}{'.goog_in21k' if bit else ''}` ({'BiT-M ImageNet-21k' if bit else 'ImageNet'} "
                                           "weights from the hub; offline: `--init FILE`, a .safetensors, .pth or BiT .npz checkpoint)")
-    shape = (f" --classes {','.join(model.class_names)} --abnormal {','.join(model.abnormal_classes)} --input-size {model.input_size}"
+    shape = (f" --classes {shlex.quote(','.join(model.class_names))} --abnormal {shlex.quote(','.join(model.abnormal_classes))} "
+             f"--input-size {model.input_size}"
              f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else ""))
-    command = f"`triage train DATA --arch {arch}{shape} -o {pipeline.weights or 'FOLDER'}" + (init or "`")
+    command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
     what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
             f"pipeline '{pipeline.name}' names no weights ([model] weights)")
     return WeightsError(
@@ -300,6 +302,6 @@ def fitting_presets_hint(shapes: dict[str, tuple[int, ...]], classes: int | None
         return (f"; they fit the model of preset {' and '.join(n for n, _ in named)} ({model.architecture}, {len(model.class_names)} "
                 f"classes): run with -p {stem} if they were trained for its classes {', '.join(model.class_names)}, in that order")
     if classes is not None and classes >= PRETRAINED_HEAD:
-        return (f" (pretrained weights, e.g. ImageNet's): they start training (`triage train --init {path}`), they do not score")
+        return (f" (pretrained weights, e.g. ImageNet's): they start training (`triage train --init {shlex.quote(str(path))}`), they do not score")
     return ("; no preset's model fits them: give -p FILE.toml, a preset of your own naming their architecture and "
             + (f"{classes} classes" if classes else "classes") + " (as pipelines/*.toml do), or a weights folder (with its config.json)")

@@ -566,7 +566,7 @@ def test_an_interrupted_eval_says_whether_it_wrote_nothing_or_everything(weights
 
 
 @needs_shared
-def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_changed(weights_copy, tmp_path):
+def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_changed(weights_copy, tmp_path, monkeypatch):
     """QA 69 #3: `--split val` and `--target-sensitivity` redrew the validation share from DATA as it is now: with images
     added since training, training frames were scored (and the threshold chosen) as validation frames; and data that is
     not the model's, with train rows but no val rows, had a share drawn from its train rows and the threshold stored."""
@@ -575,8 +575,9 @@ def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_c
     from capsule_triage.splits import assign_validation
     from capsule_triage.training_images import image_digests, write_training_images
 
-    def write(path: Path, rows: list[dict]) -> Path:
-        path.write_text("path,label\n" + "".join(f"{WCE / r['path']},{r['label']}\n" for r in rows))
+    def write(path: Path, rows: list[dict], patient: dict | None = None) -> Path:  # each image its own patient but as given
+        path.write_text("path,label,patient\n" + "".join(f"{WCE / r['path']},{r['label']},{(patient or {}).get(r['path'], r['path'])}\n"
+                                                         for r in rows))
         return path
 
     first = [r for label in ("non-bleeding", "bleeding") for r in manifest_rows("train", label)[::40][:12]]
@@ -592,7 +593,8 @@ def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_c
     assert scored(tmp_path / "same") == recorded and not any("validation share" in w for w in same.get("warnings", []))
 
     added = [r for label in ("non-bleeding", "bleeding") for r in manifest_rows("train", label)[5::40][:3]]
-    write(data, added[:3] + first + added[3:])  # images added to the training data since
+    val_patient = next(r["path"] for r in first if str(WCE / r["path"]) in recorded)
+    write(data, added[:3] + first + added[3:], {added[0]["path"]: val_patient})  # images added since, one of a val patient
     now = read_samples(data)[0]
     assert {str(s.path) for s in select(training_validation(now, config), "val")} != recorded  # what was scored before
     grown = evaluate(weights_copy, data, "val", out_dir=tmp_path / "grown")
@@ -603,6 +605,16 @@ def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_c
     chosen = evaluate(weights_copy, data, "val", target_sensitivity=0.9)
     assert chosen["threshold_selection"]["n_val"] == len(recorded)
     assert sum("no validation share is redrawn" in w for w in chosen["warnings"]) == 1  # said once, for both
+    # review rev65: the val patient's added frame was 'another split' (metrics called optimistic); it is in none
+    assert not any("also has frames in another split" in w for w in grown["warnings"] + chosen["warnings"])
+    from capsule_triage import eval_data
+    from capsule_triage.digests import file_sha256
+
+    hashed = []  # review rev65: --split val and --target-sensitivity hashed every training-pool image twice
+    monkeypatch.setattr(eval_data, "image_digests", lambda samples: hashed.extend(s.path for s in samples) or
+                        [file_sha256(s.path) for s in samples])
+    evaluate(weights_copy, data, "val", target_sensitivity=0.9)
+    assert len(hashed) == len(set(hashed)) == 30
 
     before = (weights_copy / "config.json").read_bytes()
     other = tmp_path / "other.csv"  # held-out frames with train and test rows, no val rows

@@ -25,7 +25,8 @@ TABLES = {"frames": FRAMES_FILE, "events": EVENTS_FILE, "top_frames": TOP_FRAMES
 def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     """``table`` ("frames", "events" or "top_frames") of every study of the batch in ``out_dir`` with complete results
     (studies.parquet status ok, skipped or reused), in studies.parquet's order, with ``study_id`` and ``input_path``
-    (relative to the batch's input folder) as its first columns. The schema metadata is studies.parquet's.
+    (relative to the batch's input folder) as its first columns; with none, only those two columns. The schema metadata
+    is studies.parquet's.
 
     Raises:
         ValueError: another table name.
@@ -50,6 +51,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         for i, (name, value) in enumerate(named.items()):
             part = part.add_column(i, name, pa.array([value] * part.num_rows, pa.string()))
         parts.append(part.replace_schema_metadata(None))
-    if not parts:
-        return pa.table({"study_id": pa.array([], pa.string()), "input_path": pa.array([], pa.string())})
+    if not parts:  # no study with results: the names only (a study's columns depend on its model's classes)
+        return pa.table({"study_id": pa.array([], pa.string()), "input_path": pa.array([], pa.string())},
+                        metadata=studies.schema.metadata)
     return pa.concat_tables(parts, promote_options="default").replace_schema_metadata(studies.schema.metadata)
