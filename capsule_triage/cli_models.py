@@ -64,6 +64,19 @@ def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def _reproducing(argv: list[str]) -> str:
+    """The command line as the weights record it: without ``--resume`` and ``--stop-after-steps``, which say how a run was
+    split into sessions, not what it trains (QA 69 #9: a resumed run's model card kept ``--stop-after-steps 4``)."""
+    kept, value_next = [], False
+    for arg in argv:
+        if value_next or arg == "--stop-after-steps":
+            value_next = not value_next
+            continue
+        if arg != "--resume" and not arg.startswith("--stop-after-steps="):
+            kept.append(arg)
+    return "triage " + shlex.join(kept)
+
+
 def train_command(
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
@@ -107,7 +120,7 @@ def train_command(
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
         recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
-        stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command="triage " + shlex.join(sys.argv[1:]),
+        stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command=_reproducing(sys.argv[1:]),
     )
     from .train_options import RUN_WRITES
 
@@ -156,7 +169,7 @@ def _print_training(folder: Path) -> None:
     chosen = config.get("provenance", {}).get("operating_threshold")  # rev39: a finished run resumed after triage eval chose it
     _echo(f"Operating threshold {config.get('threshold', 0.5):g} on P({' + '.join(config['abnormal_classes'])}), " + (
           f"chosen by triage eval for sensitivity {chosen.get('target_sensitivity', '?')}" if isinstance(chosen, dict) else
-          f"not chosen on data: `triage eval {folder} DATA --target-sensitivity S` chooses it on validation frames"))
+          f"not chosen on data: `triage eval {shlex.quote(str(folder))} DATA --target-sensitivity S` chooses it on validation frames"))
     _echo(f"Wrote {folder}")
 
 

@@ -101,12 +101,21 @@ def read_samples(data: str | Path) -> LabelledSource:
     data = Path(data)
     if data.is_dir() and (data / MANIFEST_NAME).is_file():
         samples, group = _read_manifest(data / MANIFEST_NAME)
-        return _named_in_utf8(LabelledSource(samples, group, [], _unlisted(data, samples)))
+        return _named_in_utf8(LabelledSource(samples, group, [], _unlisted(data, samples) + _ungrouped(samples, group)))
     if data.is_file():
-        return _named_in_utf8(LabelledSource(*_read_manifest(data), []))
+        samples, group = _read_manifest(data)
+        return _named_in_utf8(LabelledSource(samples, group, [], _ungrouped(samples, group)))
     if data.is_dir():
         return _named_in_utf8(_read_tree(data))
     raise InputError(data, "no such manifest CSV or image folder")
+
+
+def _ungrouped(samples: list[Sample], group: str | None) -> list[str]:
+    """A note when rows of a manifest with a group column leave it blank (QA 69 #9: each such image was its own group,
+    so a patient's frames without the id could fall on both sides of a split, unsaid)."""
+    blank = [s for s in samples if s.group == str(s.path)] if group else []
+    return [f"{plural(len(blank), 'row')} with no {group} (e.g. {blank[0].path.name}): each such image is its own group, so "
+            f"frames of one {group} can fall on both sides of a split"] if blank else []
 
 
 def _unlisted(folder: Path, samples: list[Sample]) -> list[str]:
@@ -192,6 +201,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         group = (row.get(group_col) or "").strip() if group_col else ""
         samples.append(Sample(image, row["label"].strip(), group or str(image), SPLIT_ALIASES[split]))
     missing = [s.path for s in samples if not s.path.is_file()]
+    if missing and missing[0].exists():  # QA 69 #9: a row naming a folder was "not found"
+        raise InputError(missing[0], f"listed in {path.name} as an image, but it is {'a folder' if missing[0].is_dir() else 'not a regular file'}")
     if missing:
         raise InputError(missing[0], f"image listed in {path.name} not found ({len(missing)} missing)")
     return samples, group_col
@@ -224,7 +235,7 @@ class _Unread:
     """What a folder tree holds that is not read, named relative to its root."""
 
     def __init__(self, root: Path):
-        self.root, self.masks, self.mask_files, self.loose, self.beside, self.empty = root, [], [], [], [], []
+        self.root, self.masks, self.mask_files, self.loose, self.beside, self.empty, self.outputs = root, [], [], [], [], [], []
         self.other: dict[str, list[str]] = defaultdict(list)
 
     def name(self, path: str | Path, folder: bool = False) -> str:
@@ -234,10 +245,21 @@ class _Unread:
         found = [f"{plural(len(self.masks), 'mask or annotation folder')} (not a class, not frames): {listed(self.masks)}"] if self.masks else []
         found += [f"{plural(len(self.mask_files), 'mask image')} (by name, not frames): {listed(self.mask_files)}"] if self.mask_files else []
         found += [f"{plural(len(self.empty), 'class folder')} without images (not a class): {listed(self.empty)}"] if self.empty else []
+        found += [f"{plural(len(self.outputs), 'output folder')} of triage eval or run (not a class, not frames): "
+                  f"{listed(self.outputs)}"] if self.outputs else []
         found += [f"{plural(len(self.loose), 'image')} outside the class folders: {listed(self.loose)}"] if self.loose else []
         found += [f"{plural(len(self.beside), 'folder')} beside the split folders {', '.join(s + '/' for s in SPLIT_FOLDERS)}: "
                   f"{listed(self.beside)}"] if self.beside else []
         return found + other_types(self.other)
+
+
+def tool_output(folder: str | Path) -> bool:
+    """Whether ``folder`` is what ``triage eval --out`` (metrics.json, predictions.parquet) or ``triage run`` (run.json,
+    frames.parquet) wrote: its roc.png and thumbnails are not frames (QA 69 #8: an evaluation written into the data tree
+    became a class of one image, its ROC plot, at the next train or eval)."""
+    folder = Path(folder)
+    return any((folder / a).is_file() and (folder / b).is_file() for a, b in (("metrics.json", "predictions.parquet"),
+                                                                              ("run.json", "frames.parquet")))
 
 
 def _absolute(path: Path) -> Path:
@@ -264,7 +286,9 @@ def _images_below(folder: Path, unread: _Unread) -> list[Path]:
     for top, dirs, files in os.walk(folder):
         masks = [d for d in dirs if not d.startswith(".") and is_mask_folder(d)]
         unread.masks += [unread.name(os.path.join(top, d), folder=True) for d in masks]
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in masks]
+        outputs = [d for d in dirs if not d.startswith(".") and d not in masks and tool_output(os.path.join(top, d))]
+        unread.outputs += [unread.name(os.path.join(top, d), folder=True) for d in outputs]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in masks and d not in outputs]
         for name in files:
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith("."):
@@ -294,6 +318,9 @@ def _read_tree(root: Path) -> LabelledSource:
         for class_dir in (e for e in entries if e.is_dir()):
             if is_mask_folder(class_dir.name):
                 unread.masks.append(unread.name(class_dir, folder=True))
+                continue
+            if tool_output(class_dir):
+                unread.outputs.append(unread.name(class_dir, folder=True))
                 continue
             images = _images_below(class_dir, unread)
             unread.empty += [] if images else [unread.name(class_dir, folder=True)]

@@ -71,7 +71,7 @@ def _rounded(value: float, places: int = 4) -> float:
 
 def check_section_name(section: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", section):
-        raise InputError(section, "model card section names use letters, digits, '.', '_' and '-' only")
+        raise InputError(section, "model card section names use ASCII letters, digits, '.', '_' and '-' only")
     if section == "training":  # QA 56 #4: the evaluation was written, then overwritten by the training section, silently
         raise InputError(section, "the card's training section is written from config.json's provenance (and rewritten by "
                                   "this very command); name the evaluation's section otherwise, e.g. test")

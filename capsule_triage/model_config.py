@@ -198,14 +198,19 @@ def small_frames_note(config: ModelConfig, width: int, height: int, image: str |
     more than :data:`SMALL_FRAME_ENLARGEMENT` times (QA 48: a 16 x 16 video was enlarged 14x and scored
     without a word: a preview or thumbnail export, not the recording), or None. ``image``: the name of a
     frame folder's smallest image, whose size is given (its images may differ in size: rev43)."""
+    return enlarged_note(config.input_size, width, height, image)
+
+
+def enlarged_note(input_size: int, width: int, height: int, image: str | None = None, *,
+                  advice: str = "score the original recording, not a preview or thumbnail export") -> str | None:
+    """:func:`small_frames_note` for a model input of ``input_size`` (labelled stills: :func:`~capsule_triage.stills.load_images`)."""
     short = min(width, height)
-    if not short or config.input_size <= SMALL_FRAME_ENLARGEMENT * short:
+    if not short or input_size <= SMALL_FRAME_ENLARGEMENT * short:
         return None
     these = f"images as small as {width}x{height} ({image})" if image else f"frames of {width}x{height}"
     each = "such an image" if image else "each frame"
-    return (f"{these}: this model reads {config.input_size}x{config.input_size}, so {each} is enlarged "
-            f"{config.input_size / short:.3g}x and scored on detail it does not hold; score the original recording, not a "
-            "preview or thumbnail export")
+    return (f"{these}: this model reads {input_size}x{input_size}, so {each} is enlarged "
+            f"{input_size / short:.3g}x and scored on detail it does not hold; {advice}")
 
 
 def unfinished_training(config: ModelConfig) -> str | None:

@@ -20,8 +20,8 @@ import torch
 
 from .datasets import Sample
 from .errors import DataWarning, InputError
-from .frame_folder import FolderColours, UnreadableImage, decode_image_rgb
-from .model_config import ModelConfig, read_geometry
+from .frame_folder import FolderColours, UnreadableImage, decode_image_rgb, listed, plural
+from .model_config import ModelConfig, enlarged_note, read_geometry
 from .preprocess import Preprocessor
 from .progress import progress_bar
 from .reader import fit_still
@@ -69,22 +69,31 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
         raise InputError(source, "no images in the requested split")
     unknown = sorted({s.label for s in samples} - set(class_names))
     if unknown:
-        raise InputError(source, f"label(s) {unknown} are not model classes {class_names}")
+        by_case = {c.casefold(): c for c in class_names}  # QA 69 #9: "Bleeding" for the class "bleeding", without a hint
+        alike = [f"{u!r} is {by_case[u.casefold()]!r}?" for u in unknown if u.casefold() in by_case]
+        raise InputError(source, f"label(s) {unknown} are not model classes {class_names}" + (f" ({', '.join(alike)} labels "
+                                                                                               "are matched exactly)" if alike else ""))
     images = torch.empty((len(samples), 3, size, size), dtype=torch.uint8)
     short_side, square_crop = read_geometry(size, "fov" if view is not None else "circle")
     digests, colours = [], FolderColours()  # one 16-bit depth for the split, as for a frame folder
+    unreadable: list[tuple[Path, str]] = []  # QA 69 #9: only the first was named, one more run per bad image
+    smallest = (np.inf, 0, 0, "")  # short side, width, height, name (QA 69 #9: 1x1-4x4 stills were scored unsaid)
 
     def decoded():
+        nonlocal smallest
         for sample in samples:
             data = np.fromfile(str(sample.path), dtype=np.uint8)
             digests.append(hashlib.sha256(data).hexdigest())
             try:
                 image = decode_image_rgb(data, colours, sample.path.name)
+                reason = None if image is not None else "not a decodable image"
             except UnreadableImage as exc:
-                raise InputError(sample.path, str(exc)) from None
-            if image is None:
-                raise InputError(sample.path, "not a decodable image")
-            yield image
+                image, reason = None, str(exc)
+            if reason is not None:
+                unreadable.append((sample.path, reason))
+            elif min(image.shape[:2]) < smallest[0]:
+                smallest = (min(image.shape[:2]), image.shape[1], image.shape[0], sample.path.name)
+            yield image if image is not None else np.zeros((8, 8, 3), np.uint8)  # in place of it, refused below
 
     if codec is not None:
         from .recompress import round_trip_stills
@@ -95,7 +104,11 @@ def load_images(samples: list[Sample], *, size: int, class_names: list[str], pro
     for i, image in enumerate(progress_bar(stills, total=len(samples), show=progress, desc="loading images", leave=False)):
         still = torch.from_numpy(fit_still(image, short_side, square_crop)).permute(2, 0, 1)
         images[i] = still if view is None else view.view(still[None])[0]
-    for note in colours.notes():
+    if unreadable:
+        (first, reason), more = unreadable[0], [path.name for path, _ in unreadable[1:]]
+        raise InputError(first, reason + (f" (and {plural(len(more), 'other image')} that cannot be read: {listed(more)})" if more else ""))
+    small = enlarged_note(size, smallest[1], smallest[2], smallest[3], advice="use the original frames, not previews or thumbnails")
+    for note in [*colours.notes(), *([small] if small else [])]:
         warnings.warn(f"{source}: {note}", DataWarning, stacklevel=2)
     return LabelledImages(
         images=images,

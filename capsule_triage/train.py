@@ -212,7 +212,8 @@ def _loop(run: _Run, out: Path) -> None:
             state.update(step=step + 1, global_step=state["global_step"] + 1)
             steps_this_session += 1
             epoch_end = (step + 1) % run.steps_per_epoch == 0 or step + 1 == total
-            stop = o.stop_after_steps is not None and steps_this_session >= o.stop_after_steps and step + 1 < total
+            last = pi + 1 == len(run.phases) and step + 1 == total  # (QA 69 #9: at a phase's end it ran one step on)
+            stop = o.stop_after_steps is not None and steps_this_session >= o.stop_after_steps and not last
             shown = epoch_end or stop or (step + 1) % o.checkpoint_every == 0 or len(losses) == LOSS_SYNC_STEPS
             if shown:
                 _add_losses(state, losses)

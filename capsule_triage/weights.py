@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import tempfile
 import warnings
 from pathlib import Path
@@ -244,7 +245,7 @@ def load_bit_npz(model: torch.nn.Module, path: str | Path, *, fresh_head: bool =
         if not fresh_head and (head_shape is None or head_shape[-1] != n_classes):
             held = f"a head for {head_shape[-1]:,} classes" if head_shape is not None else "no classifier head"
             raise WeightsError(path, f"the checkpoint has {held}, not for this model's {n_classes} classes (a pretrained BiT "
-                                     f"checkpoint): it starts training (`triage train --init {path}`), it does not score")
+                                     f"checkpoint): it starts training (`triage train --init {shlex.quote(str(path))}`), it does not score")
         if head_shape is not None and head_shape[-1] != n_classes:
             # Pretrained BiT head (e.g. 21,843 classes): load the backbone, keep our fresh head.
             head = {k: v.clone() for k, v in model.get_classifier().state_dict().items()}

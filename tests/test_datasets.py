@@ -98,9 +98,19 @@ def test_train_and_eval_print_one_warning_line_naming_the_data(published_layout,
     assert "Classes non-bleeding, bleeding; abnormal (flagged by triage run): bleeding" in trained.output
     assert (f"Operating threshold 0.5 on P(bleeding), not chosen on data: `triage eval {tmp_path / 'm'} DATA --target-sensitivity S` "
             "chooses it on validation frames") in " ".join(trained.output.split())  # QA 44: a 3-class model at 0.5 flagged every frame
-    evaluated = runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout)])
+    evaluated = runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout), "--out", str(published_layout / "train" / "eval 1")])
     assert evaluated.exit_code == 0, evaluated.output
     assert "train/masks_bleeding/" in evaluated.output and "on test (8 frames" in evaluated.output
+    # QA 69 #8: an evaluation written into the data tree became a class (its roc.png) at the next train or eval; a run's
+    # output in a class folder added its thumbnails to that class
+    from conftest import DEMO_CLIP, triage
+
+    ran = triage("run", DEMO_CLIP, "--weights", tmp_path / "m", "--out", published_layout / "train" / "bleeding" / "run", "--quiet")
+    assert ran.returncode == 0 and list((published_layout / "train" / "bleeding" / "run").rglob("*.jpg")), ran.stderr
+    again = read_samples(published_layout)
+    assert {s.label for s in again.samples} == {"bleeding", "non-bleeding"} and len(again.samples) == 16
+    assert "2 output folders of triage eval or run (not a class, not frames): train/bleeding/run/, train/eval 1/" in again.unread
+    assert runner.invoke(app, ["eval", str(tmp_path / "m"), str(published_layout)]).exit_code == 0
 
 
 def test_dataset_layouts_as_published_are_read_as_meant(tmp_path):
@@ -314,3 +324,44 @@ def test_a_folder_read_as_its_manifest_names_the_images_it_does_not_list(publish
                                                                           sorted(published_layout.rglob("*.png")) if "mask" not in str(p)
                                                                           and "Annotations" not in str(p)))
     assert read_samples(published_layout).messages() == []
+
+
+def test_a_manifest_row_naming_a_folder_a_label_in_another_case_and_blank_groups_are_said_as_such(tmp_path):
+    """QA 69 #9: a row naming a folder was 'not found'; a label 'Bleeding' for the class 'bleeding' got no hint; blank
+    patient cells each made a group of their own, unsaid."""
+    from capsule_triage.errors import InputError
+
+    _image(tmp_path / "frames" / "a.png", 1)
+    (tmp_path / "frames" / "sub").mkdir()
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nframes/a.png,Bleeding\nframes/sub,normal\n")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'frames' / 'sub'}: listed in m.csv as an image, but it is a folder$"):
+        read_samples(manifest)
+    manifest.write_text("path,label\nframes/a.png,Bleeding\nframes/gone.png,normal\n")
+    with pytest.raises(InputError, match=r"gone.png: image listed in m.csv not found \(1 missing\)$"):
+        read_samples(manifest)
+    manifest.write_text("path,label\nframes/a.png,Bleeding\n")
+    with pytest.raises(InputError, match=r"^m.csv: label\(s\) \['Bleeding'\] are not model classes \['normal', 'bleeding'\] "
+                                         r"\('Bleeding' is 'bleeding'\? labels are matched exactly\)$"):
+        load_images(read_samples(manifest).samples, size=32, class_names=["normal", "bleeding"], source="m.csv")
+    assert cv2.imwrite(str(tmp_path / "frames" / "tiny.png"), np.full((4, 3, 3), 90, np.uint8))  # 1x1-4x4 stills were scored unsaid
+    manifest.write_text("path,label\nframes/a.png,bleeding\nframes/tiny.png,normal\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_images(read_samples(manifest).samples, size=32, class_names=["normal", "bleeding"], source="m.csv")
+        load_images(read_samples(manifest).samples[:1], size=32, class_names=["normal", "bleeding"], source="m.csv")  # 48 px: none
+    assert [str(w.message) for w in caught if issubclass(w.category, DataWarning)] == [
+        "m.csv: images as small as 3x4 (tiny.png): this model reads 32x32, so such an image is enlarged 10.7x and scored on detail "
+        "it does not hold; use the original frames, not previews or thumbnails"]
+    _image(tmp_path / "frames" / "b.png", 2)  # and rows with a blank patient: each its own group, said
+    manifest.write_text("path,label,patient\nframes/a.png,bleeding,P1\nframes/b.png,normal,\n")
+    assert read_samples(manifest).messages() == ["1 row with no patient (e.g. b.png): each such image is its own group, so frames "
+                                                 "of one patient can fall on both sides of a split"]
+    manifest.write_text("path,label,patient\nframes/a.png,bleeding,P1\nframes/b.png,normal,P2\n")
+    assert read_samples(manifest).messages() == []
+    for name in ("c.png", "d.png"):  # only the first image that cannot be read was named: one more run per image
+        (tmp_path / "frames" / name).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    manifest.write_text("path,label\nframes/c.png,bleeding\nframes/a.png,normal\nframes/d.png,normal\n")
+    with pytest.raises(InputError, match=f"^{tmp_path / 'frames' / 'c.png'}: not a decodable image \\(and 1 other image that cannot be "
+                                         "read: d.png\\)$"):
+        load_images(read_samples(manifest).samples, size=32, class_names=["normal", "bleeding"], source="m.csv")

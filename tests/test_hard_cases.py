@@ -198,3 +198,8 @@ def test_evaluations_that_label_a_frame_differently_are_said(tmp_path):
     assert found.table.to_pydict()["wrong_relabelled"] == [True, False, False]  # 2.png, wrong against its own label
     done = triage("hard-cases", same[0], other)
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {found.warnings[0]}", done.stderr
+    spaced = tmp_path / "eval two"  # QA 69 #9: the hint's command was not quoted for a path with a space
+    spaced.mkdir()
+    done = triage("hard-cases", same[0], spaced)
+    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {spaced}: no predictions.parquet (write one with `triage eval WEIGHTS "
+                                                            f"DATA --out '{spaced}'`)"), done.stderr
