@@ -193,6 +193,7 @@ def eval_command(
     import torch
 
     from .evaluate import evaluate
+    from .metrics import by_class_text
 
     torch.set_num_threads(threads)
     try:
@@ -215,7 +216,9 @@ def eval_command(
         _echo(f"Warning: {warning}", err=True)
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
-        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {score_text(sel['val_sensitivity'], 4)}, specificity {score_text(sel['val_specificity'], 4)}); stored in {weights / 'config.json'}")
+        by_class = f" ({by_class_text(sel['val_by_class'])} flagged)" if sel.get("val_by_class") else ""
+        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {score_text(sel['val_sensitivity'], 4)}"
+                   f"{by_class}, specificity {score_text(sel['val_specificity'], 4)}); stored in {weights / 'config.json'}")
         _note_outdated_backends(weights)
     classes = len(result["class_names"])  # QA 25: one line mixed the 3-class accuracy with abnormal-vs-rest figures, unlabelled
     ratio = lambda key: score_text(result[key], 4)  # noqa: E731  QA 63 #4: an AUC of 0.99997 read "1.0000"
@@ -224,6 +227,9 @@ def eval_command(
                f"at threshold {result['threshold']:.4f}: AUC {ratio('auc')}, "
                f"sensitivity {ratio('sensitivity')}, specificity {ratio('specificity')}, F1 {ratio('f1')}; "
                f"{classes}-class accuracy {ratio('accuracy')}" + (f", macro F1 {score_text(result['macro']['f1'], 4)}" if classes > 2 else ""))
+    if result.get("triage_by_class"):  # QA 71 #1: the pooled sensitivity hid a class missed
+        typer.echo(f"Flagged at the threshold, by abnormal class: {by_class_text(result['triage_by_class'])} (per-class "
+                   "sensitivity in metrics.json's per_class is of the most probable class)")
     typer.echo(f"Confusion matrix (rows true {', '.join(result['class_names'])}): {result['confusion_matrix']}")
     if out is not None:
         _echo(f"Wrote {out}")

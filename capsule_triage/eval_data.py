@@ -53,7 +53,8 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     (one evaluation asks twice: for ``--split val`` and for ``--target-sensitivity``).
 
     Raises:
-        InputError: no 'val' rows, and neither the path, the data digest nor the images' bytes are the model's training data's.
+        InputError: no 'val' rows, and neither the path nor the data digest are the model's training data's, nor does it
+            hold the bytes of at least half of the frames training validated on.
     """
     redrawn = training_validation(samples, config)
     if any(s.split == "val" for s in samples):
@@ -68,7 +69,10 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     hashed.update(zip((s.path for s in unhashed), image_digests(unhashed)))
     digests = {i: hashed[samples[i].path] for i in pool} if known else {}
     recorded = {i: known[d] for i, d in digests.items() if d in known}
-    if not ((trained_on and same_data(trained_on, data)) or recorded):  # QA 56 #7, rev52: a share redrawn from data the model never saw
+    n_recorded = sum(side == "val" for side in known.values())
+    # by bytes: at least half of the frames training validated on (review rev65: one shared image made other data the model's)
+    by_bytes = n_recorded > 0 and 2 * sum(side == "val" for side in recorded.values()) >= n_recorded
+    if not ((trained_on and same_data(trained_on, data)) or by_bytes):  # QA 56 #7, rev52: a share redrawn from data the model never saw
         raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path, "
                                "the digest or the images' bytes training recorded), so there is no validation share of it "
                                f"to redraw; {instead}")
@@ -77,7 +81,7 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     as_recorded = [replace(s, split=recorded.get(i, ADDED)) if i in digests else s for i, s in enumerate(redrawn)]
     if all(a.split == b.split for a, b in zip(as_recorded, redrawn)):
         return redrawn, []
-    n_val, n_recorded = sum(s.split == "val" for s in as_recorded), sum(side == "val" for side in known.values())
+    n_val = sum(s.split == "val" for s in as_recorded)
     added = sum(s.split == ADDED for s in as_recorded)
     return as_recorded, ["not the data the model was trained on as it was then, so no validation share is redrawn from it: "
                          f"the validation frames are the {n_val} (of training's {n_recorded}) whose bytes training recorded as "
@@ -97,7 +101,7 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
         return samples, "all", unread
-    if split == "val":
+    if split in ("val", "train"):  # review rev65: --split train scored frames training validated on, as 'train'
         samples, notes = as_trained(data, samples, config, weights, digests=digests)
     else:
         samples, notes = training_validation(samples, config), []

@@ -131,6 +131,8 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
         "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "macro_classes": report["macro_classes"], "triage": triage,
         "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names),
     }
+    if len(config.abnormal_indices) > 1:  # QA 71 #1: each abnormal class's share flagged at the threshold
+        out["triage_by_class"] = metrics.flagged_by_class(labels, flaggable, config.threshold, names, config.abnormal_indices)
     if groups is not None and len(set(groups)) < len(groups):
         out["groups"] = metrics.group_summary(metrics.group_table(np.array(groups), positive, score, config.threshold, view), config.threshold)
     return out
@@ -338,11 +340,18 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                                f"no field of view, which triage run never flags; the highest reachable is "
                                f"{(positives - unseen) * 10_000 // positives / 10_000:g}")
     report = metrics.binary_report(positive, flaggable, threshold)
+    by_class = (metrics.flagged_by_class(val.labels.numpy(), flaggable, threshold, config.class_names, config.abnormal_indices)
+                if len(config.abnormal_indices) > 1 else None)
+    unseen_classes = [name for name, counts in (by_class or {}).items() if not counts["n"]]
+    if unseen_classes:  # QA 71 #2: a threshold chosen without a frame of one abnormal class, unsaid
+        notes = notes + [f"no validation frame of {', '.join(unseen_classes)}: the threshold's sensitivity {target} was reached "
+                         f"without {'it' if len(unseen_classes) == 1 else 'them'}, and says nothing of how such frames score"]
     where = "every frame of the validation data" if every else "the validation split"
     selection = {"method": f"highest threshold with sensitivity >= {target} on {where}", "target_sensitivity": target,
                  "data": str(data), **({"codec": str(codec)} if codec else {}), "n_val": int(len(score)), "n_val_abnormal": int(positive.sum()),
                  "n_val_without_view": int((~view).sum()),
-                 "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score)}
+                 "val_sensitivity": report["sensitivity"], "val_specificity": report["specificity"], "val_auc": metrics.roc_auc(positive, score),
+                 **({"val_by_class": by_class} if by_class else {})}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
     return selection, val.sha256, notes  # config.json is rewritten by evaluate() once the evaluation itself has succeeded

@@ -140,6 +140,22 @@ def binary_report(positive: np.ndarray, scores: np.ndarray, threshold: float) ->
     }
 
 
+def flagged_by_class(labels: np.ndarray, scores: np.ndarray, threshold: float, class_names: list[str],
+                     abnormal_indices: list[int]) -> dict:
+    """Of each abnormal class's frames, how many ``score >= threshold`` flags: the triage sensitivity per abnormal class
+    (QA 71 #1: with two abnormal classes a pooled sensitivity of 0.75 was bleeding 2 of 4 and ulcer 4 of 4, said nowhere;
+    the per-class table's sensitivity is of the most probable class, another thing)."""
+    labels, flagged = np.asarray(labels), np.asarray(scores) >= threshold
+    return {class_names[i]: {"n": int((labels == i).sum()), "flagged": int(((labels == i) & flagged).sum()),
+                             "sensitivity": _ratio(int(((labels == i) & flagged).sum()), int((labels == i).sum()))}
+            for i in abnormal_indices}
+
+
+def by_class_text(counts: dict) -> str:
+    """``flagged_by_class`` as "bleeding 2/4, ulcer 4/4" (a class without frames: "polyp 0/0")."""
+    return ", ".join(f"{name} {c['flagged']}/{c['n']}" for name, c in counts.items())
+
+
 def threshold_table(positive: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Sensitivity, specificity, precision and flagged fraction per threshold (default 0.00..1.00 by 0.01)."""
     thresholds = np.round(np.linspace(0, 1, 101), 2) if thresholds is None else np.asarray(thresholds, dtype=np.float64)

@@ -128,7 +128,8 @@ def _per_class_rows(result: dict) -> list[str]:
     a 3-class card quoted only the triage numbers and an accuracy beside them)."""
     if len(result["class_names"]) <= 2 or "per_class" not in result:
         return []
-    rows = ["", "| class | frames | precision | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|"]
+    rows = ["", "Per class, by the class of highest probability:", "",  # QA 71 #1: read as triage's sensitivity
+            "| class | frames | precision | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|"]
     for name in result["class_names"]:
         c = result["per_class"][name]
         rows.append(f"| {name} | {c['support']} | " + " | ".join(_pct(c[k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
@@ -139,6 +140,9 @@ def _per_class_rows(result: dict) -> list[str]:
         undefined = [f"{n} ({k})" for n in counted for k in ("precision", "sensitivity") if _pct(result["per_class"][n][k]) == "n/a"]
         if undefined:  # QA 65 #11: an n/a precision counted 0 in the macro average, unsaid (metrics.per_class_report)
             rows += ["", f"n/a counts as 0 in the macro average (as scikit-learn's zero_division): {', '.join(undefined)}."]
+    if isinstance(result.get("triage_by_class"), dict):  # the triage sensitivity of each abnormal class
+        rows += ["", "Flagged at the operating threshold, by abnormal class: " + ", ".join(
+            f"{name} {c['flagged']} of {c['n']} ({_pct(c['sensitivity'])})" for name, c in result["triage_by_class"].items()) + "."]
     return rows
 
 

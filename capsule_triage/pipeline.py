@@ -341,6 +341,13 @@ def _parameters(input_path, info, read, params, options, own_unused) -> dict:
     return {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates}
 
 
+def _span(pts: np.ndarray, info: SourceInfo) -> float | None:
+    """The study's duration (:func:`timeline_seconds`); one frame lasts the period the ranking gives it (QA 70 #4: null,
+    beside an event of that one frame lasting 0.5 s)."""
+    span = timeline_seconds(pts)
+    return span if span is not None or len(pts) != 1 or not info.average_fps else 1.0 / info.average_fps
+
+
 def _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, decoded_in,
                 options, stage_seconds, pts, view) -> dict:
     n = stats.frames_decoded
@@ -354,7 +361,7 @@ def _run_record(input_path, info, input_sha, pipeline, classifier, parameters, s
         "model": {**classifier.describe(), "config": classifier.config.to_dict()},
         "parameters": parameters,
         "frames_decoded": n,
-        "duration_seconds": None if (span := timeline_seconds(pts)) is None else round(span, 3),  # source's is the container's
+        "duration_seconds": None if (span := _span(pts, info)) is None else round(span, 3),  # source's is the container's
         "bits_per_pixel": None if (bpp := bits_per_pixel(info, stats)) is None else round(bpp, 4),  # per frame, video packets
         "bits_per_model_pixel": None if (seen := bits_per_model_pixel(info, stats, classifier.config.input_size)) is None else round(seen, 4),
         "frames_skipped": stats.frames_skipped,

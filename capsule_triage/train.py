@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -135,7 +136,8 @@ def train(options: TrainOptions) -> Path:
                and f"no class name looks normal (normal, negative, healthy, non-..., no ...): {config.class_names[0]} is taken "
                    f"as the normal class by name order and {', '.join(config.abnormal_classes)} as abnormal (flagged by "
                    "triage run); give --abnormal to say which classes are")
-    for note in (split_leak(samples, source.group_column), drawn_alone, guessed, few_frames_note(samples, config.class_names)):
+    for note in (split_leak(samples, source.group_column), drawn_alone, guessed, _preset_order_note(config.class_names),
+                 few_frames_note(samples, config.class_names)):
         if note:
             warn(note)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None
@@ -191,6 +193,18 @@ def _seed(*parts: int) -> int:
     for part in parts:
         value = (value * 1_000_003 + int(part)) % (2**62)
     return value
+
+
+def _preset_order_note(class_names: list[str]) -> str | None:
+    """A note when the classes are a shipped preset's in another order (QA 71 #3: trained without --classes, or with them
+    reordered, `triage run -p PRESET` then refused the weights, said only at the run), or None."""
+    from .presets import load_pipeline, presets_with
+
+    if presets_with(class_names) or not (named := presets_with(class_names, any_order=True)):
+        return None
+    theirs = load_pipeline(named[0]).model.class_names
+    return (f"classes {', '.join(class_names)} are preset {named[0]}'s in another order ({', '.join(theirs)}): `triage run -p "
+            f"{named[0]}` refuses weights whose head has another order; give --classes {shlex.quote(','.join(theirs))} to train in its order")
 
 
 def _loop(run: _Run, out: Path) -> None:

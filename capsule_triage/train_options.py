@@ -174,7 +174,10 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
     labels = {s.label for s in samples if s.split in ("train", "val")}
     class_names = list(options.class_names or class_order(labels))
     if labels - set(class_names):
-        raise InputError(options.data, f"label(s) {sorted(labels - set(class_names))} missing from class_names {class_names}")
+        missing = sorted(labels - set(class_names))
+        commas = [m for m in missing if "," in m]  # QA 71 #4: --classes splits on commas, so such a name cannot be given there
+        raise InputError(options.data, f"label(s) {missing} missing from class_names {class_names}" + (
+            f" (--classes and --abnormal split on commas, so {commas[0]!r} cannot be named there: rename the class)" if commas else ""))
     if one := one_class_note(set(class_names)):
         raise InputError(options.data, one)
     tag = options.init[4:] if options.init.startswith("hub:") else options.arch

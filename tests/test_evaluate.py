@@ -20,6 +20,7 @@ from capsule_triage.cli_models import register
 from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.evaluate import evaluate
 from capsule_triage.model_card import intended_use, read_card_section
+from capsule_triage.report_svg import score_text
 
 from capsule_triage.cpu_info import machine
 from capsule_triage.model_config import ModelConfig
@@ -502,6 +503,15 @@ def test_the_model_card_of_a_three_class_model_says_what_its_numbers_are_and_giv
     assert "| GC | 2 | 50.00% | 50.00% | 83.33% | 50.00% |" in card and "| CG | 4 | 75.00% | 75.00% | 75.00% | 75.00% |" in card
     assert "| macro average (3 classes) | 8 | 58.33% | 58.33% | 80.56% | 58.33% |" in card  # rev24: the card lacked seed A's averages
     assert "n/a counts as 0" not in card
+    # QA 71 #1: the per-class sensitivity (of the class of highest probability) read as triage's; each abnormal class's
+    # share flagged at the threshold was said nowhere
+    assert "Per class, by the class of highest probability:" in card
+    assert "Flagged at the operating threshold, by abnormal class: GC 2 of 2 (100.00%), GU 2 of 2 (100.00%)." in card
+    picky = ModelConfig(architecture="resnet50", class_names=["GC", "GU", "CG"], abnormal_classes=["GC", "GU"], name="three", threshold=0.8)
+    assert summarize(labels, probs, picky)["triage_by_class"] == {"GC": {"n": 2, "flagged": 1, "sensitivity": 0.5},
+                                                                  "GU": {"n": 2, "flagged": 1, "sensitivity": 0.5}}
+    two = ModelConfig(architecture="resnet50", class_names=["CG", "GC"], abnormal_classes=["GC"], name="two")
+    assert "triage_by_class" not in summarize(labels % 2, probs[:, :2] / probs[:, :2].sum(1, keepdims=True), two)
     probs[:, 1] = 0  # GU never predicted: its precision is 0/0 (QA 65 #11: counted 0 in the macro average, unsaid)
     result = {**summarize(labels, probs, config), "model": "three", "data": "ds3", "split": "test", "border": "fov"}
     card = write_card_section(tmp_path / "w", "test-results", result).read_text()
@@ -615,13 +625,49 @@ def test_the_validation_frames_are_the_ones_training_recorded_however_the_data_c
                         [file_sha256(s.path) for s in samples])
     evaluate(weights_copy, data, "val", target_sensitivity=0.9)
     assert len(hashed) == len(set(hashed)) == 30
+    monkeypatch.undo()
+    trained_frames = {str(s.path) for s in trained if s.split == "train"}  # review rev65: --split train redrew as well
+    assert evaluate(weights_copy, data, "train", out_dir=tmp_path / "train")["n"] == len(trained_frames)
+    assert scored(tmp_path / "train") == trained_frames
 
     before = (weights_copy / "config.json").read_bytes()
-    other = tmp_path / "other.csv"  # held-out frames with train and test rows, no val rows
+    other = tmp_path / "other.csv"  # held-out frames with train and test rows, no val rows, and one of training's val frames
+    held_out = [r for label in ("non-bleeding", "bleeding") for r in manifest_rows("test", label)[:6]]
     other.write_text("path,label,split\n" + "".join(f"{WCE / r['path']},{r['label']},{('train', 'test')[i % 2]}\n" for i, r in
-                                                    enumerate(r for label in ("non-bleeding", "bleeding") for r in manifest_rows("test", label)[:6])))
+                                                    enumerate(held_out)) + f"{sorted(recorded)[0]},bleeding,train\n")
     with pytest.raises(InputError, match=r"other.csv: the data has no 'val' rows and is not recognised as this model's training data "
                                          r"\(by the path, the digest or the images' bytes training recorded\), so there is no validation "
                                          r"share of it to redraw; give validation data with --val-data$"):
         evaluate(weights_copy, other, "test", target_sensitivity=0.9)
     assert (weights_copy / "config.json").read_bytes() == before
+
+
+def test_a_threshold_chosen_for_two_abnormal_classes_says_each_ones_share_and_a_class_it_never_saw(tmp_path):
+    """QA 71 #1, #2: with two abnormal classes, `--target-sensitivity` printed a pooled validation sensitivity (bleeding 2 of 4
+    and ulcer 4 of 4 read 0.75), and chose it on validation frames without a single polyp frame, without a word."""
+    from conftest import demo_clip_frames
+    from capsule_triage.weights import create_model, save_weights
+
+    torch.manual_seed(0)
+    config = ModelConfig(architecture="test_efficientnet", class_names=["normal", "bleeding", "ulcer", "polyp"],
+                         abnormal_classes=["bleeding", "ulcer", "polyp"], input_size=32, name="four")
+    weights = save_weights(tmp_path / "four", create_model(config), config)
+    frames, rows = demo_clip_frames(), ["path,label,split"]
+    for i, (label, split) in enumerate([("normal", "val")] * 4 + [("bleeding", "val")] * 3 + [("ulcer", "val")] * 3
+                                       + [("normal", "test")] * 3 + [("polyp", "test")] * 3):
+        assert cv2.imwrite(str(tmp_path / f"f{i}.png"), cv2.cvtColor(frames[i * 3], cv2.COLOR_RGB2BGR))
+        rows.append(f"f{i}.png,{label},{split}")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    app = typer.Typer()
+    register(app)
+    done = CliRunner().invoke(app, ["eval", str(weights), str(tmp_path / "data.csv"), "--target-sensitivity", "0.5"])
+    assert done.exit_code == 0, done.output
+    selection = ModelConfig.load(weights / "config.json").provenance["operating_threshold"]
+    by_class = selection["val_by_class"]
+    assert {name: c["n"] for name, c in by_class.items()} == {"bleeding": 3, "ulcer": 3, "polyp": 0}
+    assert sum(c["flagged"] for c in by_class.values()) / 6 == selection["val_sensitivity"]
+    shown = ", ".join(f"{name} {c['flagged']}/{c['n']}" for name, c in by_class.items())
+    assert f"sensitivity {score_text(selection['val_sensitivity'], 4)} ({shown} flagged), specificity" in done.output
+    assert (f"Warning: {tmp_path / 'data.csv'}: no validation frame of polyp: the threshold's sensitivity 0.5 was reached without it, "
+            "and says nothing of how such frames score") in done.output
+    assert "Flagged at the threshold, by abnormal class: bleeding 0/0, ulcer 0/0, polyp " in done.output  # the test split: polyp only

@@ -183,6 +183,8 @@ def assert_graceful(case: Case, out: Path, *, report: bool = True) -> dict:
     assert case.expect.skipped[0] <= skipped <= case.expect.skipped[1], (skipped, run["decode_errors"])
     if case.expect.total is not None:
         assert decoded + skipped == case.expect.total, (decoded, skipped)
+    if decoded == 1 and run["source"].get("average_fps"):  # QA 70 #4: a one-frame study's duration was null
+        assert run["duration_seconds"] == round(1 / run["source"]["average_fps"], 3), run["duration_seconds"]
     assert (1 <= len(run["decode_errors"]) <= 10) if skipped else run["decode_errors"] == [], run["decode_errors"]
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []
     return run

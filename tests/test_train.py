@@ -1056,6 +1056,29 @@ def test_normal_class_names_as_people_write_them_and_a_guess_is_said(tmp_path):
         train(_options(tmp_path / "tree", tmp_path / "w", epochs=1, strategy="full"))
 
 
+def test_classes_of_a_shipped_preset_in_another_order_are_said_before_training(tmp_path):
+    """QA 71 #3: folders GC, GU, CG trained in name order (CG, GC, GU), which `triage run -p gastric-3class-resnet50` then
+    refused (the head's order must be the preset's), said only at the run."""
+    frames = demo_clip_frames()
+    for label in ("GC", "GU", "CG"):
+        write_frame_folder(frames[:4], tmp_path / "tree" / label)
+    with pytest.warns(DataWarning, match=r"tree: classes CG, GC, GU are preset gastric-3class-resnet50's in another order \(GC, GU, CG\): "
+                                         r"`triage run -p gastric-3class-resnet50` refuses weights whose head has another order; give "
+                                         r"--classes GC,GU,CG to train in its order"):
+        train(_options(tmp_path / "tree", tmp_path / "w", epochs=1, strategy="full", abnormal_classes=["GC", "GU"]))
+    with warnings.catch_warnings(record=True) as caught:  # in the preset's order: nothing to say of it
+        warnings.simplefilter("always")
+        train(_options(tmp_path / "tree", tmp_path / "w2", epochs=1, strategy="full", class_names=["GC", "GU", "CG"],
+                       abnormal_classes=["GC", "GU"]))
+    assert not [w for w in caught if "another order" in str(w.message)]
+    write_frame_folder(frames[:4], tmp_path / "commas" / "bleeding, active")  # QA 71 #4: --classes split such a name in two
+    write_frame_folder(frames[4:8], tmp_path / "commas" / "normal")
+    with pytest.raises(InputError, match=r"commas: label\(s\) \['bleeding, active'\] missing from class_names \['normal', 'bleeding', "
+                                         r"'active'\] \(--classes and --abnormal split on commas, so 'bleeding, active' cannot be named "
+                                         r"there: rename the class\)$"):
+        train(_options(tmp_path / "commas", tmp_path / "w3", class_names=["normal", "bleeding", "active"]))
+
+
 def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
     """QA 65 #7: `triage train tree --output tree` wrote config.json, model.safetensors and checkpoint/ among the class
     folders (`triage eval --out` refuses a folder that is not an evaluation's)."""
