@@ -287,10 +287,11 @@ def write_table(path: Path, columns: dict[str, pa.Array], provenance: dict) -> N
 
 
 def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking, has_view=None,
-                 files: list[str] | None = None) -> dict[str, pa.Array]:
+                 files: list[str] | None = None, reused=None) -> dict[str, pa.Array]:
     """Columns of frames.parquet: one row per decoded frame. A frame without a field of view
     (``has_view`` False) has null score, probabilities and smoothed score: it was not scored. ``files``: a
-    frame folder's image names by frame index, as the ``source_file`` column."""
+    frame folder's image names by frame index, as the ``source_file`` column. ``reused``: which frames took the score
+    of a near-duplicate before them (``--skip-duplicates``), the ``score_reused`` column."""
     score = lambda values: pa.array(values, pa.float32(), from_pandas=True)  # noqa: E731 - NaN (no view) -> null
     columns = {
         "frame_index": pa.array(frame_index, pa.int64()),
@@ -303,6 +304,7 @@ def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, rankin
     columns["flagged"] = pa.array(ranking.event_id >= 0, pa.bool_())
     columns["event_id"] = pa.array(ranking.event_id, pa.int32())
     columns["has_view"] = pa.array(np.ones(len(scores), bool) if has_view is None else has_view, pa.bool_())
+    columns["score_reused"] = pa.array(np.zeros(len(scores), bool) if reused is None else reused, pa.bool_())
     if files is not None:
         columns["source_file"] = pa.array([files[i] for i in frame_index], pa.string())
     return columns

@@ -150,10 +150,10 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     stats = DecodeStats()
     where = decode_location(options, info)
     scoring_started = time.perf_counter()
-    frame_index, pts, probs, view = _score_stream(input_path, read, classifier, stats, info, options, where)
+    frame_index, pts, probs, view, reused = _score_stream(input_path, read, classifier, stats, info, options, where)
     stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
-    frame_index, pts, probs, view = frame_index[order], pts[order], probs[order], view[order]
+    frame_index, pts, probs, view, reused = frame_index[order], pts[order], probs[order], view[order], reused[order]
     probs[~view] = np.nan  # frames without a view have no score (QA 27: black, or burned-in text only)
     if info.kind == "video" and info.start_seconds is None:  # a header without it (a one-frame MKV): the first frame's time
         info = replace(info, start_seconds=float(pts[0]))
@@ -172,7 +172,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         # confirmed: the listing the frames came from, without listing the folder again (~0.45 s per 50,000 images)
         files = folder_names(unchanged, info.num_frames_from_header) if info.kind == "frames" else None
         write_table(folder / FRAMES_FILE, frames_table(frame_index=frame_index, pts_seconds=pts, probs=probs,
-                    class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files), provenance)
+                    class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files, reused=reused),
+                    provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs, files=files), provenance)
         write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs, files=files), provenance)
         wall = time.perf_counter() - started
@@ -240,11 +241,11 @@ def read_batch_size(preset: int, classifier: Classifier, requested: int | None =
 
 
 def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, stats: DecodeStats, info: SourceInfo,
-                  options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(frame_index, pts_seconds, probs, has_view) of every frame. Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
+                  options: RunOptions, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(frame_index, pts_seconds, probs, has_view, reused: the score copied from a near-duplicate) of every frame. Every batch scored, one batch in flight: batch k+1 is read and submitted before the scores of
     batch k are waited for (on a GPU the device works on k meanwhile; on the CPU scores are ready
     when submitted, so nothing changes there)."""
-    indices, times, probs, views = [], [], [], []
+    indices, times, probs, views, reused = [], [], [], [], []
     total = info.num_frames_from_header or None
     skipper = DuplicateSkipper(options.skip_duplicates) if options.skip_duplicates else None
     in_flight = None  # (frame_index, pts_seconds, scores) of the batch submitted last
@@ -260,7 +261,9 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
                     in_flight[2]()  # a device that failed on the batch in flight is the error to report
                 raise
             views.append(has_view(batch.data))
-            submitted = (batch.frame_index, batch.pts_seconds, _submit(classifier, batch, skipper, views[-1]))
+            scores, copied = _submit(classifier, batch, skipper, views[-1])
+            reused.append(copied)
+            submitted = (batch.frame_index, batch.pts_seconds, scores)
             if in_flight is not None:
                 _collect(*in_flight, indices, times, probs, bar)
             in_flight = submitted
@@ -269,20 +272,21 @@ def _score_stream(input_path: Path, read: ReadOptions, classifier: Classifier, s
     stats.frames_reused = skipper.skipped if skipper else 0
     if not probs:
         raise InputError(input_path, "no decodable frames")
-    return np.concatenate(indices), np.concatenate(times), np.concatenate(probs), np.concatenate(views)
+    return np.concatenate(indices), np.concatenate(times), np.concatenate(probs), np.concatenate(views), np.concatenate(reused)
 
 
-def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None, view: np.ndarray) -> Callable[[], np.ndarray]:
-    """Start scoring ``batch`` (the frames the skipper does not reuse; ``view``: which show a field of
-    view); the returned function waits for the whole batch's probabilities."""
+def _submit(classifier: Classifier, batch: FrameBatch, skipper: DuplicateSkipper | None,
+            view: np.ndarray) -> tuple[Callable[[], np.ndarray], np.ndarray]:
+    """Start scoring ``batch`` (the frames the skipper does not reuse; ``view``: which show a field of view): a function
+    that waits for the whole batch's probabilities, and which frames take a near-duplicate's (QA 70 #3: frames.parquet)."""
     if skipper is None:
         pending = classifier.submit(batch)
-        return lambda: pending.result().probs
+        return (lambda: pending.result().probs), np.zeros(len(batch.data), bool)
     score, source = skipper.plan(batch.data, view)
     if not score.any():
-        return lambda: skipper.fill(np.empty((0, len(classifier.config.class_names)), np.float32), score, source)
+        return (lambda: skipper.fill(np.empty((0, len(classifier.config.class_names)), np.float32), score, source)), ~score
     pending = classifier.submit(FrameBatch(batch.data[score], batch.frame_index[score], batch.pts_seconds[score]))
-    return lambda: skipper.fill(pending.result().probs, score, source)
+    return (lambda: skipper.fill(pending.result().probs, score, source)), ~score
 
 
 def _collect(frame_index: np.ndarray, pts_seconds: np.ndarray, scores: Callable[[], np.ndarray], indices: list, times: list,

@@ -563,10 +563,17 @@ def test_no_arguments_prints_the_help(tmp_path):
 
 
 def test_run_json_records_skip_duplicates_and_no_frame_folder_settings_for_a_video(tmp_path):
-    result = triage("run", DEMO_CLIP, "--skip-duplicates", "2", "--out", tmp_path / "o", "--quiet")
+    result = triage("run", DEMO_CLIP, "--skip-duplicates", "8", "--out", tmp_path / "o", "--quiet")
     assert result.returncode == 0, result.stderr
-    parameters = json.loads((tmp_path / "o" / "run.json").read_text())["parameters"]
-    assert parameters["skip_duplicates"] == 2.0
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    parameters = run["parameters"]
+    assert parameters["skip_duplicates"] == 8.0
+    # QA 70 #3: which frames took a near-duplicate's score was said nowhere (run.json counted them)
+    frames = pq.read_table(tmp_path / "o" / "frames.parquet").to_pydict()
+    reused = np.array(frames["score_reused"])
+    assert 0 < reused.sum() == run["frames_reused_as_duplicates"] < len(reused) and not reused[0]
+    probs = np.array([frames["prob_non-bleeding"], frames["prob_bleeding"]]).T
+    assert all((probs[i] == probs[i - 1]).all() for i in np.flatnonzero(reused))  # the frame before's (or its source's)
     assert "folder_fps" not in parameters["read"] and "timestamps_csv" not in parameters["read"]
 
 

@@ -30,7 +30,8 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     frames = pq.read_table(out / "frames.parquet")
     assert frames.num_rows == 96
     assert frames.column_names == ["frame_index", "pts_seconds", "score", "prob_non-bleeding", "prob_bleeding",
-                                   "smoothed_score", "flagged", "event_id", "has_view"]
+                                   "smoothed_score", "flagged", "event_id", "has_view", "score_reused"]
+    assert not any(frames["score_reused"].to_pylist())  # every frame scored (no --skip-duplicates)
     pts = frames["pts_seconds"].to_numpy()
     np.testing.assert_allclose(np.diff(pts), 0.25, atol=1e-6)
     np.testing.assert_array_equal(frames["frame_index"].to_numpy(), np.arange(96))
