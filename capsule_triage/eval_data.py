@@ -102,7 +102,8 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
                                    "frames, or --split val for the frames training held out for validation")
         return samples, "all", unread
     if split in ("val", "train"):  # review rev65: --split train scored frames training validated on, as 'train'
-        samples, notes = as_trained(data, samples, config, weights, digests=digests)
+        samples, notes = as_trained(data, samples, config, weights, digests=digests, instead="score its frames with --split test"
+                                    if split == "val" else "its rows are all held-out frames for this model: score them with --split all")
     else:
         samples, notes = training_validation(samples, config), []
     if split != "all" and not any(s.split == split for s in samples):
