@@ -336,13 +336,15 @@ def events_table(events: list[Event], thumbnails: dict[int, str], *, files: list
 
 
 def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dict[int, str], *,
-                     files: list[str] | None = None) -> dict[str, pa.Array]:
-    """Columns of top_frames.parquet: the top-K single frames after temporal NMS (a frame folder's: with ``file``)."""
+                     files: list[str] | None = None, classes: list[str] | None = None) -> dict[str, pa.Array]:
+    """Columns of top_frames.parquet: the top-K single frames after temporal NMS, with each one's most probable
+    abnormal class (``Ranking.top_classes``; a frame folder's: with ``file``)."""
     return {
         "rank": pa.array(range(len(top_frames)), pa.int32()),
         "frame_index": pa.array([t[0] for t in top_frames], pa.int64()),
         "pts_seconds": pa.array([t[1] for t in top_frames], pa.float64()),
         "score": pa.array([t[2] for t in top_frames], pa.float32()),
+        "dominant_class": pa.array(classes if classes is not None else [None] * len(top_frames), pa.string()),
         "thumbnail": pa.array([thumbnails.get(t[0]) for t in top_frames], pa.string()),
         **({"file": pa.array([files[t[0]] for t in top_frames], pa.string())} if files is not None else {}),
     }

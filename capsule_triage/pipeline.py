@@ -175,7 +175,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                     class_names=config.class_names, scores=ranking.scores, ranking=ranking, has_view=view, files=files, reused=reused),
                     provenance)
         write_table(folder / EVENTS_FILE, events_table(ranking.events, thumbs, files=files), provenance)
-        write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs, files=files), provenance)
+        write_table(folder / TOP_FRAMES_FILE, top_frames_table(ranking.top_frames, thumbs, files=files,
+                    classes=ranking.top_classes), provenance)
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
         run = _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, where,

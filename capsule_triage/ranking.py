@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -80,6 +80,7 @@ class Ranking:
     event_id: np.ndarray  # int32 [N], event of each frame, -1 = none
     events: list[Event]  # events ordered by rank (events[i].event_id == i)
     top_frames: list[tuple[int, float, float]]  # (frame_index, pts_seconds, score), best first
+    top_classes: list[str] = field(default_factory=list)  # per top frame: its most probable abnormal class (as an event's)
 
 
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
@@ -365,7 +366,15 @@ def rank(
         pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period, periods
     )
     top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
-    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top)
+    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top,
+                   top_classes=_most_probable(top, pts, index, probs, class_names, abnormal_indices))
+
+
+def _most_probable(top, pts, frame_index, probs, class_names, abnormal_indices) -> list[str]:
+    """Each top frame's abnormal class of highest probability (QA 71 #5: a multi-class model's top frames had none)."""
+    idx = np.asarray(abnormal_indices, dtype=np.int64)
+    rows = [int(np.flatnonzero((frame_index == f) & (pts == t))[0]) for f, t, _ in top]
+    return [str(class_names[int(idx[int(np.argmax(probs[r, idx]))])]) if idx.size else "" for r in rows]
 
 
 def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view) -> Ranking:
@@ -378,4 +387,5 @@ def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indice
     scores, smoothed = np.full(view.shape, np.nan, np.float32), np.full(view.shape, np.nan, np.float32)
     event_id = np.full(view.shape, -1, np.int32)
     scores[view], smoothed[view], event_id[view] = part.scores, part.smoothed, part.event_id
-    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=part.events, top_frames=part.top_frames)
+    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=part.events, top_frames=part.top_frames,
+                   top_classes=part.top_classes)

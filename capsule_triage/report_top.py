@@ -29,8 +29,9 @@ def top_frames_section(study: Study, event_href) -> str:
         frame, clock = study.frame(row["frame_index"]), fmt_clock(row.get("pts_seconds"))
         thumb = study.thumbs.get(row["frame_index"])
         img = f'<img src="{esc(thumb)}" alt="{esc(f"{frame} at {clock}")}" loading=lazy>' if thumb else '<span class="nothumb">no thumbnail</span>'
+        label = f' <span class="cls">{esc(row["dominant_class"])}</span>' if row.get("dominant_class") else ""  # QA 71 #5
         cards.append(f'<li class="card top"><span class="thumb">{img}</span><span><b>{esc(clock)}</b> '
-                     f'<span class="score">{esc(score_text(row.get("score")))}</span></span><small>{esc(frame)} \u00b7 {where}</small></li>')
+                     f'<span class="score">{esc(score_text(row.get("score")))}</span>{label}</span><small>{esc(frame)} \u00b7 {where}</small></li>')
     apart = f", no two within {nms:g} s" if isinstance(nms, (int, float)) else ""
     return (f'<section id="top-frames" aria-labelledby="top-frames-title"><h2 id="top-frames-title">Highest-scoring frames</h2>'
             f'<details{" open" if not study.events else ""}><summary>{len(cards)} single frame{"s" if len(cards) != 1 else ""} '

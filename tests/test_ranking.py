@@ -175,6 +175,13 @@ def test_dominant_class_uses_summed_probability():
     assert by_start[5].dominant_class == "bleeding"
     assert by_start[5].peak_frame == 5
     assert by_start[14].dominant_class == "ulcer"
+    # QA 71 #5: a top frame names its own most probable abnormal class (frame 5: ulcer, in bleeding's event)
+    assert [(f, c) for (f, _, _), c in zip(r.top_frames, r.top_classes)] == [(5, "ulcer"), (15, "ulcer")]
+    view = np.ones(n, bool)
+    view[5] = False  # a frame without a view is never a top frame; the frames after it take their own classes
+    probs[5] = np.nan
+    r = rank(pts, np.arange(n), probs, CLASSES, ABNORMAL, RankParams(smooth_seconds=0), has_view=view)
+    assert [(f, c) for (f, _, _), c in zip(r.top_frames, r.top_classes)][0] == (6, "bleeding")
 
 
 def test_top_k_nms():

@@ -311,7 +311,7 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         for rel in thumbs.values():
             (study / rel).write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
         write_table(study / "top_frames.parquet", top_frames_table([(i, frames["pts_seconds"][i], frames["score"][i]) for i in top],
-                                                                   thumbs), {"model": "synthetic"})
+                                                                   thumbs, classes=["ulcer", "bleeding", "ulcer"]), {"model": "synthetic"})
         html = write_report(study).read_text()
         section = html[html.index('<section id="top-frames"'):]
         section = section[:section.index("</section>")]
@@ -319,7 +319,9 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         assert "3 single frames by score" in section
         assert section.count('<li class="card top">') == 3 and all(f'src="{rel}"' in section for rel in thumbs.values())
         first = top[0]
-        assert f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> <span class=\"score\">{score_text(frames['score'][first])}</span>" in section
+        assert (f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> <span class=\"score\">{score_text(frames['score'][first])}</span> "
+                '<span class="cls">ulcer</span>') in section  # QA 71 #5: its class (none before)
+        assert section.count('<span class="cls">ulcer</span>') == 2 and section.count('<span class="cls">bleeding</span>') == 1
         rank = frames["event_id"][first]
         assert (f'<a href="report/event-{rank + 1:04d}.html">in event #{rank + 1}</a>' if rank >= 0 else "in no event") in section
     assert "in event #" in section  # the study with events: its top frames lie in them

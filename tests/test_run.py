@@ -77,6 +77,7 @@ def test_thumbnails_exist_and_decode_at_source_resolution(mixed_run):
             image = cv2.imread(str(out / row["thumbnail"]))
             assert image is not None and image.shape == (224, 224, 3)
     top = pq.read_table(out / "top_frames.parquet").to_pylist()
+    assert {r["dominant_class"] for r in top} == {"bleeding"}  # QA 71 #5: no class before
     times = [r["pts_seconds"] for r in top]
     assert all(abs(a - b) >= 5.0 for i, a in enumerate(times) for b in times[i + 1 :])
 
