@@ -183,7 +183,9 @@ class Classifier:
         if not isinstance(batch, FrameBatch):  # QA 58 #7: an array gave "'numpy.ndarray' object has no attribute 'frame_index'"
             raise ValueError(f"a Classifier scores a FrameBatch(data, frame_index, pts_seconds), got {type(batch).__name__}")
         backend, size = self._open(), self.config.input_size
-        if isinstance(backend, ONNX_ENGINES) and batch.data.shape[1:3] != (size, size):
+        # every backend alike (QA 68 #7: torch scored 112 px frames, other scores, where ONNX refused them); a model that
+        # finds the field of view takes frames at twice its size, any shape, and crops them itself on torch
+        if batch.data.shape[1:3] != (size, size) and (isinstance(backend, ONNX_ENGINES) or self.config.border != "fov"):
             raise ValueError(f"{backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
         # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only)
         return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds)

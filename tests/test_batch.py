@@ -42,10 +42,12 @@ OUTPUT_TABLES = ("frames.parquet", "events.parquet", "top_frames.parquet")
 @pytest.fixture(scope="module")
 def random_weights(random_weights, tmp_path_factory) -> Path:
     """conftest's random model with its threshold at the median of its scores on the demo clip's frames (0.49-0.50
-    there, under its 0.5): studies then have events, and event pages, as they had on the shared mixed clip's frames."""
+    there, under its 0.5): studies then have events, and event pages, as they had on the shared mixed clip's frames.
+    The frames are read at the model's 64 px, as `triage run` reads them (QA 68 #7: every backend refuses another size)."""
     from capsule_triage import Classifier, FrameBatch
+    from capsule_triage.optimize import decode_all
 
-    frames = np.stack(demo_clip_frames())
+    frames = decode_all(DEMO_CLIP, 64)[0]
     with Classifier.load(random_weights, backend="torch-fp32") as classifier:
         scores = classifier(FrameBatch(frames, np.arange(len(frames)), np.arange(len(frames)) / 4.0)).probs[:, 1]
     folder = tmp_path_factory.mktemp("weights") / "random-median"

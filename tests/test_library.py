@@ -83,6 +83,16 @@ def test_the_readme_loop_ranks_a_folder_whose_timestamps_order_its_frames_otherw
         [(e["start_frame"], e["end_frame"], e["peak_frame"], e["start_seconds"]) for e in events]
 
 
+def test_every_backend_refuses_frames_of_another_size(random_weights):
+    """QA 68 #7: torch scored 32 px frames for a 64 px model (other scores) where the ONNX engines refused them: the same
+    notebook code worked or failed by what --backend auto chose."""
+    with ct.Classifier.load(random_weights, backend="torch-fp32", device="cpu") as classifier:
+        frames = np.zeros((2, 32, 32, 3), np.uint8)
+        with pytest.raises(ValueError, match=r"^torch-fp32 takes 64x64 frames \(read with short_side=64\), got \(32, 32\)$"):
+            classifier(ct.FrameBatch(frames, np.arange(2), np.arange(2) / 2.0))
+        assert classifier(ct.FrameBatch(np.zeros((2, 64, 64, 3), np.uint8), np.arange(2), np.arange(2) / 2.0)).probs.shape == (2, 2)
+
+
 def test_rank_refuses_frame_indices_given_where_times_go(default):
     """QA 58 #2: FrameBatch takes (data, frame_index, pts_seconds), rank (pts_seconds, frame_index, ...): swapped,
     rank found events 12 s long with a time as their peak frame, without a word."""
