@@ -1,4 +1,4 @@
-"""Where does bf16 move the shipped model's scores, and would an fp32 head let its bf16 pass? A probe, not part of the product.
+"""Where does bf16 move the shipped model's scores, and would an fp32 head keep them within the check? A probe, not part of the product.
 
     python benchmarks/bf16_probe.py [--study-frames 2000] [--seconds 4] [--repeats 2]
 
@@ -13,8 +13,9 @@ wcebleedgen/test) and on the first ``--study-frames`` frames of the simulated 33
    moves the scores, and how far with the first k convolutions kept exact.
 2. OpenVINO, measured: the fp32 ONNX file cut at a tensor into a head compiled in f32 and the rest
    compiled in bf16 (two compiled models, the head's output passed to the rest), against ov-fp32 and
-   ov-bf16 whole: max / mean |score - fp32| and model-only frames/s (runs of ``--run`` frames on two
-   one-thread streams, both cores; the variants timed in turn, ``--repeats`` rounds).
+   ov-bf16 whole: max / mean |score - ov-fp32| (scores only: events are not compared) and model-only
+   frames/s (runs of ``--run`` frames on two one-thread streams, both cores; the variants timed in
+   turn, ``--repeats`` rounds).
 
 Writes ``benchmarks/results/bf16_probe.json``.
 """

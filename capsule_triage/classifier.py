@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import ONNX_ENGINES, Done, inference_threads, onnx_backend, onnx_file
+from .backends import Done, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -184,8 +184,8 @@ class Classifier:
             raise ValueError(f"a Classifier scores a FrameBatch(data, frame_index, pts_seconds), got {type(batch).__name__}")
         backend, size = self._open(), self.config.input_size
         # every backend alike (QA 68 #7: torch scored 112 px frames, other scores, where ONNX refused them); a model that
-        # finds the field of view takes frames at twice its size, any shape, and crops them itself on torch
-        if batch.data.shape[1:3] != (size, size) and (isinstance(backend, ONNX_ENGINES) or self.config.border != "fov"):
+        # finds the field of view takes frames at twice its size, any shape, and crops them itself (on ONNX: ViewCropped)
+        if batch.data.shape[1:3] != (size, size) and self.config.border != "fov":
             raise ValueError(f"{backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
         # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only)
         return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds)

@@ -344,7 +344,7 @@ def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dic
         "frame_index": pa.array([t[0] for t in top_frames], pa.int64()),
         "pts_seconds": pa.array([t[1] for t in top_frames], pa.float64()),
         "score": pa.array([t[2] for t in top_frames], pa.float32()),
-        "dominant_class": pa.array(classes if classes is not None else [None] * len(top_frames), pa.string()),
+        "dominant_class": pa.array(classes or [None] * len(top_frames), pa.string()),  # None, []: not known
         "thumbnail": pa.array([thumbnails.get(t[0]) for t in top_frames], pa.string()),
         **({"file": pa.array([files[t[0]] for t in top_frames], pa.string())} if files is not None else {}),
     }

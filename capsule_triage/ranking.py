@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .periods import TIME_EPS, frame_periods
-from .top_frames import top_k_frames
+from .top_frames import top_k_rows
 
 
 
@@ -365,16 +365,11 @@ def rank(
     events, event_id = find_events(
         pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period, periods
     )
-    top = top_k_frames(pts, frame_index, scores, params.top_k, params.nms_seconds)
-    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events, top_frames=top,
-                   top_classes=_most_probable(top, pts, index, probs, class_names, abnormal_indices))
-
-
-def _most_probable(top, pts, frame_index, probs, class_names, abnormal_indices) -> list[str]:
-    """Each top frame's abnormal class of highest probability (QA 71 #5: a multi-class model's top frames had none)."""
-    idx = np.asarray(abnormal_indices, dtype=np.int64)
-    rows = [int(np.flatnonzero((frame_index == f) & (pts == t))[0]) for f, t, _ in top]
-    return [str(class_names[int(idx[int(np.argmax(probs[r, idx]))])]) if idx.size else "" for r in rows]
+    rows = top_k_rows(pts, index, scores, params.top_k, params.nms_seconds)
+    idx = np.asarray(abnormal_indices, dtype=np.int64)  # QA 71 #5: each top frame's own most probable abnormal class
+    return Ranking(scores=scores, smoothed=smoothed, event_id=event_id, events=events,
+                   top_frames=[(int(index[r]), float(pts[r]), float(scores[r])) for r in rows],
+                   top_classes=[str(class_names[int(idx[int(np.argmax(probs[r, idx]))])]) if idx.size else "" for r in rows])
 
 
 def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view) -> Ranking:

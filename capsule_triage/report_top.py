@@ -18,6 +18,8 @@ def top_frames_section(study: Study, event_href) -> str:
     rank_of = {e.get("event_id", i): i for i, e in enumerate(study.events)}
     frame_index, event_id = study.frames["frame_index"], study.frames["event_id"]
     nms = study.run.get("parameters", {}).get("rank", {}).get("nms_seconds")
+    # a class on each card only where there is a choice (review rev66: a one-class model's 0.03 frame read "bleeding")
+    classes = len((study.run.get("model") or {}).get("config", {}).get("abnormal_classes") or ()) > 1
     cards = []
     for row in rows:
         at = np.flatnonzero(frame_index == row["frame_index"])
@@ -29,7 +31,7 @@ def top_frames_section(study: Study, event_href) -> str:
         frame, clock = study.frame(row["frame_index"]), fmt_clock(row.get("pts_seconds"))
         thumb = study.thumbs.get(row["frame_index"])
         img = f'<img src="{esc(thumb)}" alt="{esc(f"{frame} at {clock}")}" loading=lazy>' if thumb else '<span class="nothumb">no thumbnail</span>'
-        label = f' <span class="cls">{esc(row["dominant_class"])}</span>' if row.get("dominant_class") else ""  # QA 71 #5
+        label = f' <span class="cls">{esc(row["dominant_class"])}</span>' if classes and row.get("dominant_class") else ""  # QA 71 #5
         cards.append(f'<li class="card top"><span class="thumb">{img}</span><span><b>{esc(clock)}</b> '
                      f'<span class="score">{esc(score_text(row.get("score")))}</span>{label}</span><small>{esc(frame)} \u00b7 {where}</small></li>')
     apart = f", no two within {nms:g} s" if isinstance(nms, (int, float)) else ""

@@ -24,6 +24,12 @@ def top_k_frames(
     Returns:
         Up to ``k`` tuples ``(frame_index, pts_seconds, score)``, best first.
     """
+    pts, fidx, scores = np.asarray(pts_seconds, dtype=np.float64), np.asarray(frame_index), np.asarray(scores)
+    return [(int(fidx[i]), float(pts[i]), float(scores[i])) for i in top_k_rows(pts, fidx, scores, k, nms_seconds)]
+
+
+def top_k_rows(pts_seconds: np.ndarray, frame_index: np.ndarray, scores: np.ndarray, k: int, nms_seconds: float) -> list[int]:
+    """:func:`top_k_frames` as positions in the arrays, best first (what else is known of each frame is at its row)."""
     pts = np.asarray(pts_seconds, dtype=np.float64)
     n = pts.shape[0] if pts.ndim == 1 else -1
     fidx, scores = np.asarray(frame_index), np.asarray(scores)
@@ -34,7 +40,7 @@ def top_k_frames(
         return []
     order = np.argsort(-scores.astype(np.float64), kind="stable")
     chosen_times: list[float] = []  # sorted pts of chosen frames
-    out: list[tuple[int, float, float]] = []
+    out: list[int] = []
     for i in order.tolist():
         t = float(pts[i])
         pos = bisect.bisect_left(chosen_times, t)
@@ -43,7 +49,7 @@ def top_k_frames(
         if pos < len(chosen_times) and chosen_times[pos] - t < nms_seconds:
             continue
         chosen_times.insert(pos, t)
-        out.append((int(fidx[i]), t, float(scores[i])))
+        out.append(i)
         if len(out) >= k:
             break
     return out

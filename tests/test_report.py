@@ -312,6 +312,9 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
             (study / rel).write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
         write_table(study / "top_frames.parquet", top_frames_table([(i, frames["pts_seconds"][i], frames["score"][i]) for i in top],
                                                                    thumbs, classes=["ulcer", "bleeding", "ulcer"]), {"model": "synthetic"})
+        run = json.loads((study / "run.json").read_text())
+        run["model"]["config"]["abnormal_classes"] = ["ulcer", "bleeding"]  # a class on the cards only where there is a choice
+        (study / "run.json").write_text(json.dumps(run))
         html = write_report(study).read_text()
         section = html[html.index('<section id="top-frames"'):]
         section = section[:section.index("</section>")]
@@ -325,6 +328,11 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         rank = frames["event_id"][first]
         assert (f'<a href="report/event-{rank + 1:04d}.html">in event #{rank + 1}</a>' if rank >= 0 else "in no event") in section
     assert "in event #" in section  # the study with events: its top frames lie in them
+    run["model"]["config"]["abnormal_classes"] = ["bleeding"]  # review rev66: every card of a one-class model said "bleeding"
+    (study / "run.json").write_text(json.dumps(run))
+    html = write_report(study).read_text()
+    section = html[html.index('<section id="top-frames"'):]
+    assert section.count('<li class="card top">') == 3 and 'class="cls"' not in section[:section.index("</section>")]
     study = make_study(tmp_path / "empty", frames=20, events=0)  # none listed: no section
     assert 'id="top-frames"' not in write_report(study).read_text()
     # review rev35: a listed frame missing from frames.parquet read "in no event"
