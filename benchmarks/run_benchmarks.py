@@ -1,6 +1,7 @@
 """Benchmarks of capsule_triage (see benchmarks/README.md). Ratios within one run are the result.
 
     python benchmarks/run_benchmarks.py compare      # naive loop vs defaults, 3 models x 2 clips
+    python benchmarks/run_benchmarks.py compare --weights DIR [DIR ...]   # the same for these weights folders
     python benchmarks/run_benchmarks.py study        # simulated 5,000 / 50,000-frame studies: wall, RSS
     python benchmarks/run_benchmarks.py overlap      # model on 1 thread, decode on the other
     python benchmarks/run_benchmarks.py skip         # redundant-frame skipping on real consecutive frames
@@ -71,7 +72,8 @@ def model_weights(name: str, spec: dict) -> Path:
 def compare(args) -> dict:
     pipeline = load_pipeline("capsule-bleeding")
     rows = []
-    for name, spec in MODELS.items():
+    models = {f"weights {w.name}": dict(weights=w) for w in args.weights} if args.weights else MODELS
+    for name, spec in models.items():
         weights = model_weights(name, spec)
         classifier = load_classifier(pipeline, weights=str(weights))
         cfg = classifier.config
@@ -311,13 +313,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1200, help="ceiling: frames of each clip")
     parser.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--weights", type=Path, nargs="+", help="compare: these weights folders (each run as the default model "
+                        "is: --backend auto after its triage optimize) instead of the three models; written to compare_weights.json")
     args = parser.parse_args()
     result = globals()[args.what](args)
     result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),
                   date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(), cpu=machine()["processor"],
                   machine=machine(), commit=package_versions().get("capsule-triage-commit"))  # QA 35: AMX or not, and which code
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.what}{'_weights' if args.what == 'compare' and args.weights else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

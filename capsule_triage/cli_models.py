@@ -96,6 +96,8 @@ def train_command(
     recompress_codec: Annotated[str, typer.Option(help="h264 (the batch's chosen frames as one clip, CRF 18-35) | jpeg (quality 30-95).")] = "h264",
     stability: Annotated[float, typer.Option(min=0.0, help="Weight of the stability loss (Zheng et al. 2016): KL divergence between each training frame's prediction and that of a copy with Gaussian pixel noise, so that scores do not hang on a grey level.")] = 0.0,
     stability_sigma: Annotated[float, typer.Option(min=0.01, help="Grey levels (0-255) of the noisy copy's Gaussian noise.")] = 2.0,
+    stability_copy: Annotated[str, typer.Option(help="noise (Gaussian pixel noise) | bf16 (the same frames with every layer's input rounded to bf16: fp32 and bf16 scores agree, so a bf16 backend can pass triage optimize's check).")] = "noise",
+    weights_precision: Annotated[str, typer.Option(help="fp32 | bf16: store the weights as a bf16 backend rounds them (each convolution folded into its batch norm), so that fp32 and bf16 backends compute with the same weights; validation scores the stored weights.")] = "fp32",
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
@@ -118,7 +120,7 @@ def train_command(
     options = TrainOptions(
         data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
-        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, stability_copy=stability_copy, weights_precision=weights_precision, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command=_reproducing(sys.argv[1:]),
     )

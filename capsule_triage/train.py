@@ -19,6 +19,7 @@ weights (``init``) and the logical blocks of each architecture family live in ``
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from torch import nn
 
 from .json_files import read_json
 from .augment import augment, pixel_noise
+from .bf16_weights import round_weights_to_bf16
 from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
 from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
@@ -50,6 +52,7 @@ from .preprocess import Preprocessor
 from .progress import progress_bar
 from .report_svg import score_text
 from .recompress import recompress_augment
+from .stability import bf16_copies, stability_loss
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
@@ -268,11 +271,12 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
         frames = recompress_augment(frames, run.options.recompress, generator, run.options.recompress_codec)
     for group in optimizer.param_groups:
         group["lr"] = run.phases[pi].schedule.lr_at(step)
-    if run.options.stability:  # the noisy copies go through the same forward pass, after the clean frames
-        frames = torch.cat([frames, pixel_noise(frames, run.options.stability_sigma, generator)])
+    bf16_copy = bool(run.options.stability) and run.options.stability_copy == "bf16"
+    if run.options.stability:  # the copies go through the same forward pass, after the clean frames
+        frames = torch.cat([frames, frames if bf16_copy else pixel_noise(frames, run.options.stability_sigma, generator)])
     labels = to_device(run.train_set.labels[batch], run.device)
     x = run.preprocess(to_device(frames, run.device)).contiguous(memory_format=torch.channels_last)
-    with autocast(run.device, run.options.precision):
+    with autocast(run.device, run.options.precision), bf16_copies(run.model, bf16_copy):
         if head_only:
             with torch.no_grad():
                 features = run.model.forward_features(x)
@@ -295,18 +299,6 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
     return loss.detach()
 
 
-def stability_loss(logits: torch.Tensor, noisy_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p(x) || p(x')) over the batch, x' a noisy copy of x: the stability term of Zheng et al.,
-    "Improving the robustness of deep neural networks via stability training" (CVPR 2016).
-
-    The shipped model, trained without it, moves its score by up to 0.08 under Gaussian pixel noise of
-    0.5 grey levels and by 0.26-0.30 under 1 level (wcebleedgen/test, benchmarks/fragility.py): as far
-    as bf16 or int8 inference moves it, so precision checks fail and small decoder differences move events.
-    """
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    return nn.functional.kl_div(torch.log_softmax(noisy_logits.float(), dim=1), log_p, log_target=True, reduction="batchmean")
-
-
 def validation_metrics(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, view: np.ndarray | None = None) -> dict:
     """Loss, accuracy, AUC of the suspicion score and macro-F1; ``metric`` = AUC (2 classes) or macro-F1.
 
@@ -327,8 +319,9 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
     state = run.state
     row = {"phase": phase.name, "epoch": len(state["log"]) + 1, "global_step": state["global_step"], "lr": lr,
            "train_loss": state["epoch_loss"][0] / max(state["epoch_loss"][1], 1)}
-    if run.val_set is not None:
-        probs = predict_probs(run.model, run.preprocess, run.val_set.images)
+    stored = _stored_model(run)
+    if run.val_set is not None:  # the figures of the weights as saved
+        probs = predict_probs(stored, run.preprocess, run.val_set.images)
         row.update(validation_metrics(run.val_set.labels.numpy(), probs, run.config, run.val_view))
         train_mode(run.model)
     key = [row.get("val_metric", 0.0), -row.get("val_loss", 0.0)] if run.val_set is not None else [row["epoch"], 0]
@@ -338,20 +331,30 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
     row["elapsed_seconds"] = time.perf_counter() - state["session_start"]
     if row["best"]:
         state["best"] = {"key": key, "epoch": row["epoch"], "phase": phase.name}
-        _save_best(run, out)
+        _save_best(run, out, stored)
     state["log"].append(row)
     state["epoch_loss"] = [0.0, 0]
     _write_log(out / LOG_NAME, state["log"])
 
 
-def _save_best(run: _Run, out: Path) -> None:
+def _stored_model(run: _Run) -> torch.nn.Module:
+    """The network as the weights file will hold it: with ``weights_precision`` bf16 a copy whose weights are
+    rounded as a bf16 backend rounds them (bf16_weights.py); training goes on with the unrounded ones."""
+    if run.options.weights_precision != "bf16":
+        return run.model
+    stored = copy.deepcopy(run.model)
+    round_weights_to_bf16(stored, run.config.input_size)
+    return stored
+
+
+def _save_best(run: _Run, out: Path, stored: torch.nn.Module) -> None:
     provenance = dict(run.config.provenance)
     provenance["training"] = {**provenance["training"], "finished": False, "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0,
         "n_val_without_view": int((~run.val_view).sum()) if run.val_view is not None else 0}}
     run.config.provenance = provenance
-    save_weights(out, run.model, run.config)
+    save_weights(out, stored, run.config)
     if not (out / TRAINING_IMAGES).exists():
         write_training_images(out, *run.images)
 

@@ -20,6 +20,7 @@ from .checkpoint import CHECKPOINT_DIR, is_finished
 from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
+from .stability import COPIES
 from .splits import one_class_note
 from .training_images import TRAINING_IMAGES
 from .transfer import INIT_SOURCES, N_BLOCKS
@@ -56,6 +57,8 @@ class TrainOptions:
     recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
     stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its noisy copy's
     stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
+    stability_copy: str = "noise"  # noise (Gaussian pixel noise) | bf16 (the same frames, every layer's input rounded to bf16)
+    weights_precision: str = "fp32"  # fp32 | bf16 (stored as a bf16 backend rounds them: bf16_weights.py)
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
@@ -102,6 +105,10 @@ def check_options(o: TrainOptions) -> None:
               (0.0 <= o.recompress <= 1.0, f"recompress is a probability in [0, 1], got {o.recompress}"),
               (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
               (o.stability >= 0 and o.stability_sigma > 0, f"stability must be >= 0 and stability_sigma > 0, got {o.stability}, {o.stability_sigma}"),
+              (o.stability_copy in COPIES, f"stability_copy must be one of {COPIES}, got {o.stability_copy!r}"),
+              (not (o.stability_copy == "bf16" and o.precision != "fp32"), f"--stability-copy bf16 compares fp32 arithmetic with bf16's: "
+               f"train with --precision fp32, not {o.precision}"),
+              (o.weights_precision in ("fp32", "bf16"), f"weights_precision must be 'fp32' or 'bf16', got {o.weights_precision!r}"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),

@@ -487,6 +487,52 @@ def test_stability_loss_is_the_kl_divergence_to_the_noisy_copy():
 
 
 @needs_shared
+def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute_with_its_own_weights(tiny_manifest, tmp_path, monkeypatch):
+    """--stability-copy bf16: each step's copies run with every layer's input rounded to bf16; --weights-precision bf16:
+    the saved weights are those a bf16 backend will use (folded into their norms), while training goes on with the
+    unrounded ones (the checkpoint's)."""
+    import capsule_triage.train as train_module
+    from capsule_triage.bf16_weights import conv_norm_pairs, to_bf16
+    from capsule_triage.train_options import check_options
+    from capsule_triage.weights import load_model
+
+    opened, real = [], train_module.bf16_copies
+    monkeypatch.setattr(train_module, "bf16_copies", lambda model, enabled=True: opened.append(enabled) or real(model, enabled))
+    app = typer.Typer()
+    register(app)
+    out = tmp_path / "m"
+    common = ["train", str(tiny_manifest), "--arch", "test_efficientnet", "--input-size", "64", "--init", "none", "--strategy", "full",
+              "--epochs", "2", "--batch-size", "8", "--val-fraction", "0", "--stability", "1", "-q", "-o", str(out)]
+    result = CliRunner().invoke(app, [*common, "--stability-copy", "bf16", "--weights-precision", "bf16", "--stop-after-steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert opened == [True, True, True]  # the epoch's 3 steps
+
+    def off_bf16(folded: torch.Tensor) -> bool:  # further than two fp32 steps from the nearest bf16 value
+        nearest = to_bf16(folded)
+        return bool((folded - nearest).abs().gt(2 * torch.from_numpy(np.spacing(nearest.abs().numpy()))).any())
+
+    def folded_weights(model):
+        return [conv.weight * (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(-1, 1, 1, 1)
+                for conv, norm in conv_norm_pairs(model.eval(), torch.zeros(1, 3, 64, 64))]
+
+    saved, config = load_model(out)
+    assert config.provenance["training"]["recipe"]["stability_copy"] == "bf16"
+    with torch.no_grad():
+        assert not any(off_bf16(w) for w in folded_weights(saved))
+        live, _ = load_model(out)  # the same network with the checkpoint's weights
+        live.load_state_dict({k[len("model."):]: v for k, v in load_file(str(out / "checkpoint" / "state.safetensors")).items() if k.startswith("model.")})
+        assert all(off_bf16(w) for w in folded_weights(live))
+    result = CliRunner().invoke(app, [*common, "--stability-copy", "noise", "--weights-precision", "bf16", "--resume"])
+    assert result.exit_code == 2 and "different options" in result.output and "'stability_copy'" in result.output, result.output
+    with pytest.raises(InputError, match=r"--stability-copy bf16 compares fp32 arithmetic with bf16's: train with --precision fp32, not bf16"):
+        check_options(_options(tiny_manifest, tmp_path / "x", stability=1.0, stability_copy="bf16", precision="bf16"))
+    with pytest.raises(InputError, match=r"stability_copy must be one of \('noise', 'bf16'\), got 'jpeg'"):
+        check_options(_options(tiny_manifest, tmp_path / "x", stability_copy="jpeg"))
+    with pytest.raises(InputError, match=r"weights_precision must be 'fp32' or 'bf16', got 'int8'"):
+        check_options(_options(tiny_manifest, tmp_path / "x", weights_precision="int8"))
+
+
+@needs_shared
 def test_resume_of_a_checkpoint_older_than_an_option_takes_its_default(tiny_manifest, tmp_path):
     """A checkpoint written before --stability existed has no such key: it resumes as stability 0."""
     kwargs = dict(strategy="full", epochs=1, seed=2)
