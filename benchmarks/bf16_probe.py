@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from capsule_triage.backends import import_openvino  # noqa: E402
+from capsule_triage.bf16_weights import to_bf16 as bf16  # noqa: E402
 from capsule_triage.cpu_info import machine  # noqa: E402
 from capsule_triage.digests import weights_sha256  # noqa: E402
 from capsule_triage.optimize import decode_all  # noqa: E402
@@ -55,10 +56,6 @@ CUTS = {"stem": "/model/bn1/act/Clip",
         "stage 0 (3 convolutions)": "/model/blocks/blocks.0/blocks.0.0/conv_pw/Conv",
         "stage 1 (9 convolutions)": "/model/blocks/blocks.1/blocks.1.1/Add",
         "stage 2 (15 convolutions)": "/model/blocks/blocks.2/blocks.2.1/Add"}
-
-
-def bf16(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.bfloat16).float()
 
 
 def emulated(folded: FoldedModel, frames: dict[str, np.ndarray], score, convs: list, what: dict[int, str]) -> dict[str, np.ndarray]:

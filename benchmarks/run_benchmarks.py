@@ -54,7 +54,8 @@ def clips(frames: int = 240) -> dict[str, Path]:
 
 
 def model_weights(name: str, spec: dict) -> Path:
-    """The shipped model, or a random-init 2-class model of the architecture (speed does not depend on weights)."""
+    """The given weights folder as it is (the shipped model, ``--weights``), or a random-init 2-class model of the
+    architecture (speed does not depend on weights), through ``triage optimize`` once."""
     if "weights" in spec:
         return spec["weights"]
     folder = CACHE / name.replace("@", "_")
@@ -72,7 +73,7 @@ def model_weights(name: str, spec: dict) -> Path:
 def compare(args) -> dict:
     pipeline = load_pipeline("capsule-bleeding")
     rows = []
-    models = {f"weights {w.name}": dict(weights=w) for w in args.weights} if args.weights else MODELS
+    models = {f"weights {w}": dict(weights=w) for w in args.weights} if args.weights else MODELS
     for name, spec in models.items():
         weights = model_weights(name, spec)
         classifier = load_classifier(pipeline, weights=str(weights))
@@ -314,7 +315,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--weights", type=Path, nargs="+", help="compare: these weights folders (each run as the default model "
-                        "is: --backend auto after its triage optimize) instead of the three models; written to compare_weights.json")
+                        "is, with --backend auto: run triage optimize on each first) instead of the three models; written to compare_weights.json")
     args = parser.parse_args()
     result = globals()[args.what](args)
     result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),

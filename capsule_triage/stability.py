@@ -7,9 +7,10 @@ Each training frame goes through the network twice in one forward pass (the batc
   level (a decoder's rounding, a re-encode);
 * ``bf16``: the same frame, but with the input of every convolution and linear layer rounded to bf16 in the copy's
   half of the batch (:func:`bf16_copies`; the rounding passes gradients straight through), so that the network's
-  fp32 and bf16 scores agree and a bf16 backend passes ``triage optimize``'s check. Together with weights stored
-  at bf16 precision (``--weights-precision bf16``, :mod:`capsule_triage.bf16_weights`) this is the arithmetic of a
-  bf16 backend: bf16 weights and activations, fp32 sums.
+  fp32 and bf16 scores agree and a bf16 backend can pass ``triage optimize``'s check. With weights stored at bf16
+  precision (``--weights-precision bf16``, :mod:`capsule_triage.bf16_weights`) this approximates a graph backend's
+  bf16 (OpenVINO's): bf16 weights and layer inputs, fp32 sums (other operations, e.g. additions, stay fp32 here).
+  ``--stability-sigma`` applies to the noise copy only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["COPIES", "bf16_copies", "stability_loss"]
 COPIES = ("noise", "bf16")
 
 
-def stability_loss(logits: torch.Tensor, noisy_logits: torch.Tensor) -> torch.Tensor:
+def stability_loss(logits: torch.Tensor, copy_logits: torch.Tensor) -> torch.Tensor:
     """KL(p(x) || p(x')) over the batch, x' a copy of x (noisy, or computed in bf16).
 
     The shipped model, trained without it, moves its score by up to 0.08 under Gaussian pixel noise of
@@ -35,7 +36,7 @@ def stability_loss(logits: torch.Tensor, noisy_logits: torch.Tensor) -> torch.Te
     as bf16 or int8 inference moves it, so precision checks fail and small decoder differences move events.
     """
     log_p = torch.log_softmax(logits.float(), dim=1)
-    return nn.functional.kl_div(torch.log_softmax(noisy_logits.float(), dim=1), log_p, log_target=True, reduction="batchmean")
+    return nn.functional.kl_div(torch.log_softmax(copy_logits.float(), dim=1), log_p, log_target=True, reduction="batchmean")
 
 
 def _round_second_half(module: nn.Module, args: tuple) -> tuple:
@@ -49,7 +50,7 @@ def _round_second_half(module: nn.Module, args: tuple) -> tuple:
 def bf16_copies(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     """While open, every convolution and linear layer of ``model`` rounds the inputs of the second half of each
     batch to bf16 (straight-through: gradients pass as if unrounded). The batch must hold the frames and then their
-    copies, as many of each."""
+    copies, as many of each (stability training's batches do; a batch of one frame would be rounded whole)."""
     hooks = [m.register_forward_pre_hook(_round_second_half) for m in model.modules()
              if enabled and isinstance(m, (nn.Conv2d, nn.Linear))]
     try:

@@ -19,7 +19,6 @@ weights (``init``) and the logical blocks of each architecture family live in ``
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from torch import nn
 
 from .json_files import read_json
 from .augment import augment, pixel_noise
-from .bf16_weights import round_weights_to_bf16
+from .bf16_weights import cannot_round, rounded_in_place
 from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
 from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
@@ -159,6 +158,8 @@ def train(options: TrainOptions) -> Path:
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
+    if options.weights_precision == "bf16" and (reason := cannot_round(model, config.input_size)):
+        raise InputError("options", f"--weights-precision bf16: {reason}; train with --weights-precision fp32")
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None
     run = _Run(options, config, model.to(device, memory_format=torch.channels_last), Preprocessor(config).to(device), sets[0], sets[1],
                frames_with_view(sets[1].images) if sets[1] is not None else None,
@@ -319,42 +320,33 @@ def _end_epoch(run: _Run, out: Path, phase: Phase, lr: float) -> None:
     state = run.state
     row = {"phase": phase.name, "epoch": len(state["log"]) + 1, "global_step": state["global_step"], "lr": lr,
            "train_loss": state["epoch_loss"][0] / max(state["epoch_loss"][1], 1)}
-    stored = _stored_model(run)
-    if run.val_set is not None:  # the figures of the weights as saved
-        probs = predict_probs(stored, run.preprocess, run.val_set.images)
-        row.update(validation_metrics(run.val_set.labels.numpy(), probs, run.config, run.val_view))
-        train_mode(run.model)
-    key = [row.get("val_metric", 0.0), -row.get("val_loss", 0.0)] if run.val_set is not None else [row["epoch"], 0]
-    if any(math.isnan(v) for v in key):
-        key = [-1.0, -1e9]
-    row["best"] = state["best"] is None or key > state["best"]["key"]
-    row["elapsed_seconds"] = time.perf_counter() - state["session_start"]
-    if row["best"]:
-        state["best"] = {"key": key, "epoch": row["epoch"], "phase": phase.name}
-        _save_best(run, out, stored)
+    # validated and saved as stored: with --weights-precision bf16 rounded (bf16_weights.py), then unrounded again to train on
+    with rounded_in_place(run.model, run.config.input_size, run.options.weights_precision == "bf16"):
+        if run.val_set is not None:
+            probs = predict_probs(run.model, run.preprocess, run.val_set.images)
+            row.update(validation_metrics(run.val_set.labels.numpy(), probs, run.config, run.val_view))
+        key = [row.get("val_metric", 0.0), -row.get("val_loss", 0.0)] if run.val_set is not None else [row["epoch"], 0]
+        if any(math.isnan(v) for v in key):
+            key = [-1.0, -1e9]
+        row["best"] = state["best"] is None or key > state["best"]["key"]
+        row["elapsed_seconds"] = time.perf_counter() - state["session_start"]
+        if row["best"]:
+            state["best"] = {"key": key, "epoch": row["epoch"], "phase": phase.name}
+            _save_best(run, out)
+    train_mode(run.model)
     state["log"].append(row)
     state["epoch_loss"] = [0.0, 0]
     _write_log(out / LOG_NAME, state["log"])
 
 
-def _stored_model(run: _Run) -> torch.nn.Module:
-    """The network as the weights file will hold it: with ``weights_precision`` bf16 a copy whose weights are
-    rounded as a bf16 backend rounds them (bf16_weights.py); training goes on with the unrounded ones."""
-    if run.options.weights_precision != "bf16":
-        return run.model
-    stored = copy.deepcopy(run.model)
-    round_weights_to_bf16(stored, run.config.input_size)
-    return stored
-
-
-def _save_best(run: _Run, out: Path, stored: torch.nn.Module) -> None:
+def _save_best(run: _Run, out: Path) -> None:
     provenance = dict(run.config.provenance)
     provenance["training"] = {**provenance["training"], "finished": False, "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0,
         "n_val_without_view": int((~run.val_view).sum()) if run.val_view is not None else 0}}
     run.config.provenance = provenance
-    save_weights(out, stored, run.config)
+    save_weights(out, run.model, run.config)
     if not (out / TRAINING_IMAGES).exists():
         write_training_images(out, *run.images)
 

@@ -16,6 +16,7 @@ from .imagenet_init import LITE0_ARCH
 from .json_files import read_json
 from .outputs import check_creatable
 from .augment import POLICIES
+from .bf16_weights import WEIGHT_PRECISIONS
 from .checkpoint import CHECKPOINT_DIR, is_finished
 from .model_config import ModelConfig
 from .recompress import CODECS
@@ -106,9 +107,11 @@ def check_options(o: TrainOptions) -> None:
               (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
               (o.stability >= 0 and o.stability_sigma > 0, f"stability must be >= 0 and stability_sigma > 0, got {o.stability}, {o.stability_sigma}"),
               (o.stability_copy in COPIES, f"stability_copy must be one of {COPIES}, got {o.stability_copy!r}"),
+              (not (o.stability_copy == "bf16" and not o.stability), "--stability-copy bf16 is the copy of stability training: "
+               "give its weight, --stability W > 0"),
               (not (o.stability_copy == "bf16" and o.precision != "fp32"), f"--stability-copy bf16 compares fp32 arithmetic with bf16's: "
                f"train with --precision fp32, not {o.precision}"),
-              (o.weights_precision in ("fp32", "bf16"), f"weights_precision must be 'fp32' or 'bf16', got {o.weights_precision!r}"),
+              (o.weights_precision in WEIGHT_PRECISIONS, f"weights_precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import timm
 import torch
 from onnx import numpy_helper
 from torch import nn
 
-from capsule_triage.bf16_weights import conv_norm_pairs, round_weights_to_bf16, to_bf16
+from capsule_triage.bf16_weights import cannot_round, conv_norm_pairs, round_weights_to_bf16, rounded_in_place, to_bf16
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.stability import bf16_copies
 from capsule_triage.torch_backend import export_onnx
@@ -82,7 +83,29 @@ def test_a_convolution_without_a_norm_a_linear_layer_and_a_silent_channel_are_ro
     assert not torch.equal(model[2].weight[0], to_bf16(raw[1][0]))  # folded, then rounded: not the raw weights rounded
 
 
-def test_a_convolution_feeding_two_norms_is_refused():
+def test_only_a_norm_reading_a_convolutions_own_unchanged_output_is_paired_with_it():
+    """rev67 #1: outputs were matched by id() alone, and a freed output's address reused by a later tensor paired a
+    norm with a convolution it never read (resnetv2_50: 16 false pairs of 48, then a false "feeds two norms")."""
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(4))
+    assert all(conv_norm_pairs(pooled, torch.rand(1, 3, 16, 16)) == [] for _ in range(20))
+    in_place = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.BatchNorm2d(4))  # changed after the convolution
+    assert conv_norm_pairs(in_place, torch.rand(1, 3, 8, 8)) == []
+    batch_statistics = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))  # nothing to fold
+    assert conv_norm_pairs(batch_statistics, torch.rand(1, 3, 8, 8)) == []
+    raw = batch_statistics[0].weight.clone()
+    assert round_weights_to_bf16(batch_statistics, 8) == 0 and torch.equal(batch_statistics[0].weight, to_bf16(raw))
+    preact = timm.create_model("resnetv2_50", num_classes=2)  # pre-activation: a block's first norm reads the sum, not a convolution
+    names = {id(m): name for name, m in preact.named_modules()}
+    pairs = [(names[id(c)], names[id(n)]) for c, n in conv_norm_pairs(preact, torch.zeros(1, 3, 32, 32))]
+    assert len(pairs) == 32 and all(n == c.replace("conv1", "norm2").replace("conv2", "norm3") for c, n in pairs), pairs[:4]
+    assert cannot_round(preact, 32) is None
+    frozen = _with_trained_norms(nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))).train()
+    frozen[1].eval()  # a locked block's norm keeps its statistics in training (transfer.train_mode)
+    conv_norm_pairs(frozen, torch.rand(1, 3, 4, 4))
+    assert frozen.training and frozen[0].training and not frozen[1].training
+
+
+def test_weights_that_cannot_be_stored_for_bf16_are_named():
     class Fork(nn.Module):
         def __init__(self):
             super().__init__()
@@ -92,8 +115,27 @@ def test_a_convolution_feeding_two_norms_is_refused():
             y = self.conv(x)
             return self.a(y) + self.b(y)
 
-    with pytest.raises(ValueError, match="a convolution feeds more than one batch norm"):
-        round_weights_to_bf16(_with_trained_norms(Fork()), 4)
+    said = "convolution conv feeds two batch norms (a, b): no single set of weights folds into both"
+    assert cannot_round(_with_trained_norms(Fork()), 4) == said
+    with pytest.raises(ValueError, match=r"convolution conv feeds two batch norms \(a, b\)"):
+        round_weights_to_bf16(Fork(), 4)
+    bit = timm.create_model("resnetv2_50x1_bit", num_classes=2)  # BiT: weight-standardised convolutions (rev67 #5)
+    assert cannot_round(bit, 32) == ("53 convolutions (stem.conv, ...) standardise their weights as they run (StdConv2d), "
+                                     "so the weights computed with are not the stored ones")
+
+
+def test_weights_rounded_in_place_come_back_exactly():
+    torch.manual_seed(3)
+    model = _with_trained_norms(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with rounded_in_place(model, 8) as rounded:
+        assert rounded is model and not torch.equal(model[3].weight, before["3.weight"]) and torch.equal(model[3].weight, to_bf16(before["3.weight"]))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training
+    with pytest.raises(RuntimeError, match="inside"), rounded_in_place(model, 8):
+        raise RuntimeError("inside")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with rounded_in_place(model, 8, enabled=False):
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_bf16_copies_round_every_layer_input_of_the_second_half_only_and_pass_gradients_straight_through():

@@ -492,9 +492,10 @@ def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute
     the saved weights are those a bf16 backend will use (folded into their norms), while training goes on with the
     unrounded ones (the checkpoint's)."""
     import capsule_triage.train as train_module
-    from capsule_triage.bf16_weights import conv_norm_pairs, to_bf16
+    from capsule_triage.bf16_weights import conv_norm_pairs
     from capsule_triage.train_options import check_options
     from capsule_triage.weights import load_model
+    from test_bf16_weights import _off_bf16
 
     opened, real = [], train_module.bf16_copies
     monkeypatch.setattr(train_module, "bf16_copies", lambda model, enabled=True: opened.append(enabled) or real(model, enabled))
@@ -507,13 +508,13 @@ def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute
     assert result.exit_code == 0, result.output
     assert opened == [True, True, True]  # the epoch's 3 steps
 
-    def off_bf16(folded: torch.Tensor) -> bool:  # further than two fp32 steps from the nearest bf16 value
-        nearest = to_bf16(folded)
-        return bool((folded - nearest).abs().gt(2 * torch.from_numpy(np.spacing(nearest.abs().numpy()))).any())
+    def off_bf16(folded: torch.Tensor) -> bool:
+        return bool(_off_bf16(folded.numpy()).any())
 
     def folded_weights(model):
-        return [conv.weight * (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(-1, 1, 1, 1)
-                for conv, norm in conv_norm_pairs(model.eval(), torch.zeros(1, 3, 64, 64))]
+        pairs = conv_norm_pairs(model, torch.zeros(1, 3, 64, 64))
+        assert len(pairs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # every norm follows a convolution here
+        return [conv.weight * (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(-1, 1, 1, 1) for conv, norm in pairs]
 
     saved, config = load_model(out)
     assert config.provenance["training"]["recipe"]["stability_copy"] == "bf16"
@@ -524,11 +525,23 @@ def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute
         assert all(off_bf16(w) for w in folded_weights(live))
     result = CliRunner().invoke(app, [*common, "--stability-copy", "noise", "--weights-precision", "bf16", "--resume"])
     assert result.exit_code == 2 and "different options" in result.output and "'stability_copy'" in result.output, result.output
+    validated = []  # with a validation share: the epoch is validated (and chosen) on the weights it saves
+    real_predict = train_module.predict_probs
+    monkeypatch.setattr(train_module, "predict_probs", lambda model, *a: validated.append(not any(off_bf16(w.detach()) for w in folded_weights(model)))
+                        or real_predict(model, *a))
+    checked = train(_options(tiny_manifest, tmp_path / "v", arch="test_efficientnet", init="none", strategy="full", epochs=1, val_fraction=0.3,
+                             weights_precision="bf16"))
+    assert validated == [True] and (checked / "model.safetensors").exists()
+    with pytest.raises(InputError, match=r"options: --weights-precision bf16: 53 convolutions \(stem.conv, ...\) standardise their weights as "
+                                         r"they run \(StdConv2d\), so the weights computed with are not the stored ones; train with --weights-precision fp32"):
+        train(_options(tiny_manifest, tmp_path / "bit", arch="resnetv2_50x1_bit", init="none", strategy="full", epochs=1, weights_precision="bf16"))
+    with pytest.raises(InputError, match=r"--stability-copy bf16 is the copy of stability training: give its weight, --stability W > 0"):
+        check_options(_options(tiny_manifest, tmp_path / "x", stability_copy="bf16"))
     with pytest.raises(InputError, match=r"--stability-copy bf16 compares fp32 arithmetic with bf16's: train with --precision fp32, not bf16"):
         check_options(_options(tiny_manifest, tmp_path / "x", stability=1.0, stability_copy="bf16", precision="bf16"))
     with pytest.raises(InputError, match=r"stability_copy must be one of \('noise', 'bf16'\), got 'jpeg'"):
         check_options(_options(tiny_manifest, tmp_path / "x", stability_copy="jpeg"))
-    with pytest.raises(InputError, match=r"weights_precision must be 'fp32' or 'bf16', got 'int8'"):
+    with pytest.raises(InputError, match=r"weights_precision must be one of \('fp32', 'bf16'\), got 'int8'"):
         check_options(_options(tiny_manifest, tmp_path / "x", weights_precision="int8"))
 
 
