@@ -56,10 +56,10 @@ class TrainOptions:
     augment: str = "bit"  # bit (seed B) | flip-rotate (seed C) | rotate-zoom (seed A) | none
     recompress: float = 0.0  # probability of a lossy round trip per frame after augmentation (recompress.py)
     recompress_codec: str = "h264"  # h264 (a clip per batch, CRF 18-35) | jpeg (quality 30-95)
-    stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its noisy copy's
+    stability: float = 0.0  # weight of the stability loss: KL between a frame's prediction and its copy's (stability_copy)
     stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
     stability_copy: str = "noise"  # noise (Gaussian pixel noise) | bf16 (the same frames, every layer's input rounded to bf16)
-    weights_precision: str = "fp32"  # fp32 | bf16 (stored as a bf16 backend rounds them: bf16_weights.py)
+    weights_precision: str = "fp32"  # fp32 | bf16 (stored as OpenVINO's bf16 rounds them: bf16_weights.py)
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
