@@ -98,6 +98,8 @@ def train_command(
     stability_sigma: Annotated[float, typer.Option(min=0.01, help="Grey levels (0-255) of the noisy copy's Gaussian noise.")] = 2.0,
     stability_copy: Annotated[str, typer.Option(help="The copy of --stability: noise (Gaussian pixel noise, --stability-sigma) | bf16 (the same frames with every convolution's and linear layer's input rounded to bf16, so that fp32 and bf16 scores agree and a bf16 backend can pass triage optimize's check).")] = "noise",
     weights_precision: Annotated[str, typer.Option(help="fp32 | bf16: store the weights as OpenVINO's bf16 rounds them (each convolution folded into its batch norm), so that ov-fp32 and ov-bf16 compute with the same weights; validation scores the stored weights. Not for weight-standardised convolutions (BiT).")] = "fp32",
+    distill: Annotated[str, typer.Option(help="Teacher weights (folder, file or hf-hub:) taking the same input: the loss on the labels becomes --distill-weight x KL(teacher's probabilities || the model's) on the same augmented frames (knowledge distillation); labels still choose the best epoch. With --init the same weights and --stability-copy bf16: the teacher's scores, kept in bf16.")] = "",
+    distill_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --distill loss (> 0).")] = 1.0,
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
@@ -120,7 +122,7 @@ def train_command(
     options = TrainOptions(
         data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
-        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, stability_copy=stability_copy, weights_precision=weights_precision, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, stability_copy=stability_copy, weights_precision=weights_precision, distill=distill, distill_weight=distill_weight, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command=_reproducing(sys.argv[1:]),
     )

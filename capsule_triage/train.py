@@ -41,6 +41,7 @@ from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, re
 from .cpu_info import bf16_emulated
 from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
+from .distill import Distillation, load_teacher
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
 from .field_of_view import NO_VIEW_KINDS
@@ -88,6 +89,7 @@ class _Run:
     state: dict = field(default_factory=dict)
     identity: dict = field(default_factory=dict)  # data_sha256 (datasets.samples_digest), images_sha256: a resumed run must see the same data
     images: tuple = ()  # (samples, SHA-256 of their files) of the training and validation images, for training_images.parquet
+    distillation: Distillation | None = None  # --distill: the loss on the labels becomes the teacher's (distill.py)
 
 
 def train(options: TrainOptions) -> Path:
@@ -129,6 +131,7 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
+    distillation, teacher = load_teacher(options.distill, config, device, options.distill_weight) if options.distill else (None, None)
     drawn_alone = (source.group_column is None and options.val_fraction > 0 and not any(s.split == "val" for s in source.samples)
                    and f"{NO_GROUPS}, so validation was drawn image by image: near-identical frames of one video or patient can "
                        "fall on both sides and the validation figures are optimistic; give a manifest CSV with a group column "
@@ -154,7 +157,7 @@ def train(options: TrainOptions) -> Path:
         warn(phrase)
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
-                                         data_warnings=data_warnings,
+                                         data_warnings=data_warnings, **({"distill": teacher} if teacher else {}),
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
@@ -165,7 +168,7 @@ def train(options: TrainOptions) -> Path:
                frames_with_view(sets[1].images) if sets[1] is not None else None,
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
-    run.identity, run.images = identity, (pool, digests)
+    run.identity, run.images, run.distillation = identity, (pool, digests), distillation
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
         warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
              "they count as never flagged in the validation metric, as triage run treats them")
@@ -284,11 +287,10 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
             logits = run.model.forward_head(features)
         else:
             logits = run.model(x)
-        if run.options.stability:
-            logits, noisy = logits.chunk(2)
-            loss = run.loss_fn(logits.float(), labels) + run.options.stability * stability_loss(logits, noisy)
-        else:
-            loss = run.loss_fn(logits.float(), labels)
+        logits, copies = logits.chunk(2) if run.options.stability else (logits, None)
+        loss = run.distillation(logits, x[: len(logits)]) if run.distillation is not None else run.loss_fn(logits.float(), labels)
+        if copies is not None:
+            loss = loss + run.options.stability * stability_loss(logits, copies)
     optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()

@@ -60,6 +60,8 @@ class TrainOptions:
     stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
     stability_copy: str = "noise"  # noise (Gaussian pixel noise) | bf16 (the same frames, every layer's input rounded to bf16)
     weights_precision: str = "fp32"  # fp32 | bf16 (stored as OpenVINO's bf16 rounds them: bf16_weights.py)
+    distill: str = ""  # teacher weights: the loss on the labels becomes distill_weight x KL(teacher || model) (distill.py)
+    distill_weight: float = 1.0
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
@@ -112,6 +114,7 @@ def check_options(o: TrainOptions) -> None:
               (not (o.stability_copy == "bf16" and o.precision != "fp32"), f"--stability-copy bf16 compares fp32 arithmetic with bf16's: "
                f"train with --precision fp32, not {o.precision}"),
               (o.weights_precision in WEIGHT_PRECISIONS, f"weights_precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
+              (o.distill_weight > 0, f"distill_weight must be > 0, got {o.distill_weight:g}"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),

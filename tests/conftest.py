@@ -61,6 +61,18 @@ def manifest_rows(split: str, label: str | None = None) -> list[dict]:
     return [r for r in rows if r["split"] == split and (label is None or r["label"] == label)]
 
 
+def write_train_manifest(path: Path, *, every: int, per_class: int) -> Path:
+    """A manifest of real wcebleedgen/train frames (every ``every``-th, ``per_class`` of each class; absolute paths,
+    their near-duplicate groups): the small training data of the training tests."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "near_dup_group", "split"])
+        for label in ("non-bleeding", "bleeding"):
+            for row in manifest_rows("train", label)[::every][:per_class]:
+                writer.writerow([WCE / row["path"], label, row["near_dup_group"], "train"])
+    return path
+
+
 def load_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 

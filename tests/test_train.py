@@ -34,7 +34,7 @@ from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, p
 from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
-from conftest import WCE, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
+from conftest import WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
 
 torch.set_num_threads(2)
 LITE0 = "tf_efficientnet_lite0"
@@ -50,14 +50,7 @@ def tiny_manifest(tmp_path_factory) -> Path:
     """12 real wcebleedgen/train frames per class (absolute paths, real near-duplicate groups)."""
     if not WCE.exists():
         pytest.skip(f"real data not found at {WCE}")
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "near_dup_group", "split"])
-        for label in ("non-bleeding", "bleeding"):
-            for row in manifest_rows("train", label)[::60][:12]:
-                writer.writerow([WCE / row["path"], label, row["near_dup_group"], "train"])
-    return path
+    return write_train_manifest(tmp_path_factory.mktemp("data") / "tiny.csv", every=60, per_class=12)
 
 
 def _train_images(manifest: Path, config: ModelConfig):

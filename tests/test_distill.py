@@ -1,0 +1,137 @@
+"""Knowledge distillation (`triage train --distill`): the loss, the teacher's input check, a real tiny run toward a
+teacher, and the refusal of a teacher that takes another input, as the CLI says it."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import typer
+from typer.testing import CliRunner
+
+from capsule_triage.cli_models import register
+from capsule_triage.datasets import read_samples, select
+from capsule_triage.stills import load_images
+from capsule_triage.distill import Distillation, load_teacher, mismatch
+from capsule_triage.errors import InputError
+from capsule_triage.model_card import write_training_section
+from capsule_triage.model_config import ModelConfig
+from capsule_triage.preprocess import Preprocessor
+from capsule_triage.train import TrainOptions, make_config, train
+from capsule_triage.weights import create_model, load_model, save_weights
+from conftest import WCE, needs_shared, write_train_manifest
+
+torch.set_num_threads(2)
+CLASSES = ["non-bleeding", "bleeding"]
+
+
+def _config(**kwargs) -> ModelConfig:
+    base = dict(architecture="test_efficientnet", class_names=CLASSES, abnormal_classes=["bleeding"], input_size=64, border="circle")
+    return ModelConfig(**{**base, **kwargs})
+
+
+def _teacher_folder(folder: Path, config: ModelConfig, p_bleeding: float) -> Path:
+    """A model that says P(bleeding) = p_bleeding of every frame (a zero classifier with that bias)."""
+    model = create_model(config)
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, math.log(p_bleeding / (1 - p_bleeding))]))
+    return save_weights(folder, model, config)
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """8 real wcebleedgen/train frames per class."""
+    if not WCE.exists():
+        pytest.skip(f"real data not found at {WCE}")
+    return write_train_manifest(tmp_path_factory.mktemp("data") / "tiny.csv", every=90, per_class=8)
+
+
+def test_the_loss_is_the_weighted_kl_divergence_to_the_teacher_which_gets_no_gradient():
+    torch.manual_seed(0)
+    teacher = timm.create_model("test_efficientnet", num_classes=2)
+    loss = Distillation(copy.deepcopy(teacher), weight=3.0).train()
+    assert not loss.teacher.training and not any(p.requires_grad for p in loss.teacher.parameters())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        own = loss.teacher(x)
+    assert float(loss(own, x)) == pytest.approx(0.0, abs=1e-7)  # the teacher's own scores: nothing to learn
+    logits = torch.randn(4, 2, requires_grad=True)
+    p, q = torch.softmax(own, 1), torch.softmax(logits.detach(), 1)
+    by_hand = 3.0 * float((p * (p.log() - q.log())).sum(1).mean())
+    value = loss(logits, x)
+    assert float(value.detach()) == pytest.approx(by_hand, rel=1e-5)
+    value.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.teacher.parameters())
+
+
+def test_a_teacher_must_take_the_models_input():
+    config = _config()
+    assert mismatch(_config(), config) is None
+    assert mismatch(_config(border="none", border_radius=0.5), _config(border="none")) is None  # no mask: radius unused
+    said = mismatch(_config(input_size=96, class_names=["bleeding", "non-bleeding"]), config)
+    assert "class_names ['bleeding', 'non-bleeding'] (the model's: ['non-bleeding', 'bleeding'])" in said
+    assert "input_size 96 (the model's: 64)" in said and "mean" not in said
+    assert "std" in mismatch(_config(std=(0.5, 0.5, 0.5)), config)
+
+
+def test_load_teacher_refuses_another_input_and_records_the_teachers_digest(tmp_path):
+    folder = _teacher_folder(tmp_path / "teacher", _config(), 0.9)
+    distillation, record = load_teacher(folder, _config(), torch.device("cpu"), 2.0)
+    assert distillation.weight == 2.0 and record["name"] == "test_efficientnet" and len(record["weights_sha256"]) == 64
+    with pytest.raises(InputError, match=r"teacher.*--distill: the teacher takes another input than the model: input_size 64 \(the model's: 32\)"):
+        load_teacher(folder, _config(input_size=32), torch.device("cpu"), 1.0)
+
+
+@needs_shared
+def test_distillation_trains_toward_the_teachers_scores_not_the_labels(tiny_manifest, tmp_path):
+    """Balanced labels keep P(bleeding) near 0.5 on average; a teacher saying 0.9 of every frame pulls it there (measured
+    with these options: 0.50 and 0.86; the teacher's pull grows with --distill-weight and the epochs)."""
+    base = dict(data=tiny_manifest, arch="test_efficientnet", init="none", strategy="full", epochs=6, lr=0.005, input_size=64,
+                batch_size=8, val_fraction=0.0, augment="none", class_weighting="none", progress=False, border="circle")
+    teacher = _teacher_folder(tmp_path / "teacher", _run_config(TrainOptions(output=tmp_path / "x", **base)), 0.9)
+    means = {}
+    for name, extra in (("labels", {}), ("teacher", {"distill": str(teacher), "distill_weight": 4.0})):
+        out = train(TrainOptions(output=tmp_path / f"student-{name}", **base, **extra))
+        model, config = load_model(out)
+        means[name] = _mean_p_bleeding(model, config, tiny_manifest)
+        if name == "teacher":
+            recorded = config.provenance["training"]["distill"]
+            assert recorded["weights"] == str(teacher) and recorded["name"] == "test_efficientnet"
+            assert config.provenance["training"]["recipe"]["distill_weight"] == 4.0
+            write_training_section(out, config)
+            assert f"Distilled from test_efficientnet (`{teacher}`, weights SHA-256 {recorded['weights_sha256']})" in (out / "MODEL_CARD.md").read_text()
+    assert abs(means["labels"] - 0.5) < 0.1 and means["teacher"] > means["labels"] + 0.2 and abs(means["teacher"] - 0.9) < 0.2, means
+
+
+def _run_config(options: TrainOptions) -> ModelConfig:
+    """The model description training makes of ``options`` (so a teacher built from it takes the same input)."""
+    return make_config(options, read_samples(options.data).samples)
+
+
+def _mean_p_bleeding(model, config, manifest: Path) -> float:
+    data = load_images(select(read_samples(manifest).samples, "train"), size=config.input_size, class_names=config.class_names)
+    with torch.no_grad():
+        return float(torch.softmax(model.eval()(Preprocessor(config)(data.images)), 1)[:, 1].mean())
+
+
+@needs_shared
+def test_cli_refuses_a_teacher_of_other_classes_in_one_line_before_training(tiny_manifest, tmp_path):
+    options = TrainOptions(data=tiny_manifest, output=tmp_path / "x", arch="test_efficientnet", input_size=64)
+    teacher = _teacher_folder(tmp_path / "teacher", replace(_run_config(options), class_names=["normal", "bleeding"]), 0.9)
+    app = typer.Typer()
+    register(app)
+    out = tmp_path / "student"
+    result = CliRunner().invoke(app, ["train", str(tiny_manifest), "-o", str(out), "--arch", "test_efficientnet", "--init", "none",
+                                      "--input-size", "64", "--distill", str(teacher), "-q"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(teacher) in lines[0] and "--distill: the teacher takes another input than the model: class_names" in lines[0], result.output
+    assert not out.exists()
