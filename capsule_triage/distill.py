@@ -1,15 +1,15 @@
 """Knowledge distillation (Hinton et al., 2015): training toward a teacher model's probabilities instead of the labels.
 
-``triage train --distill WEIGHTS`` replaces the classification loss on the labels by ``A x KL(p_teacher(x) || p(x))``
-(temperature 1, A = ``--distill-weight``) on the same augmented, recompressed frames ``x`` the model sees; the labels
-still choose the best epoch (validation). The teacher reads the model's own preprocessed input, so it must take the
-same input: classes in the same order, input size, normalisation, border and resize filter (:func:`mismatch`).
+``triage train --distill WEIGHTS`` replaces the classification loss on the labels by ``A x KL(p_teacher || p_model)``
+(temperature 1, A = ``--distill-weight``) on the same augmented, recompressed uint8 frames; each model reads them
+through its own preprocessing (input size, normalisation, border), so a BiT teacher at 384 px can teach a Lite0 at
+224 px. Only the classes must be the same, in the same order (:func:`mismatch`). The labels still choose the best epoch
+(validation); ``--class-weighting`` does not apply to the teacher's loss, and the log's ``train_loss`` is that loss.
+The teacher scores in fp32 whatever ``--precision`` the model trains in, in eval mode, without gradients.
 
-What it is for here: keeping a model's decisions while another loss changes its arithmetic. With the model starting
-from the teacher (``--init`` the same folder) and ``--stability W --stability-copy bf16``, the model learns to give
-the teacher's scores in fp32 and in bf16 alike, instead of re-learning the labels (which moved the operating point:
-benchmarks/README.md, "A bf16-consistent model"). A larger teacher distilled into a smaller model is the textbook
-use and works the same way when both take the same input.
+Uses: a large teacher distilled into a model fast enough for nightly batches; or a model kept near its own scores
+while another loss changes its arithmetic (``--init`` and ``--distill`` the same weights, with ``--stability-copy
+bf16``; measured in benchmarks/README.md, "A bf16-consistent model").
 """
 
 from __future__ import annotations
@@ -20,35 +20,30 @@ import torch
 from torch import nn
 
 from .digests import weights_sha256
-from .errors import InputError
+from .errors import InputError, WeightsError
 from .hub import local_weights
 from .model_config import ModelConfig
+from .preprocess import Preprocessor
 from .weights import load_model
 
-__all__ = ["SAME_INPUT", "Distillation", "load_teacher", "mismatch"]
-
-# What the teacher and the model must share: the teacher scores the model's own preprocessed frames.
-SAME_INPUT = ("class_names", "input_size", "mean", "std", "border", "border_radius", "interpolation")
+__all__ = ["Distillation", "load_teacher", "mismatch"]
 
 
 def mismatch(teacher: ModelConfig, config: ModelConfig) -> str | None:
-    """Why ``teacher`` cannot score the input of a model described by ``config`` (None: it can)."""
-    differ = [f"{k} {_value(teacher, k)} (the model's: {_value(config, k)})" for k in SAME_INPUT
-              if _value(teacher, k) != _value(config, k) and not (k == "border_radius" and teacher.border == config.border == "none")]
-    return "the teacher takes another input than the model: " + "; ".join(differ) if differ else None
-
-
-def _value(config: ModelConfig, key: str):
-    value = getattr(config, key)
-    return list(value) if isinstance(value, (list, tuple)) else value
+    """Why ``teacher``'s probabilities cannot be the targets of a model described by ``config`` (None: they can)."""
+    if list(teacher.class_names) != list(config.class_names):
+        return f"the teacher's classes {list(teacher.class_names)} are not the model's {list(config.class_names)} (in this order)"
+    return None
 
 
 class Distillation(nn.Module):
-    """``weight x KL(p_teacher(x) || p(x))`` over a batch: the teacher in eval mode, without gradients."""
+    """``weight x KL(p_teacher || p_model)`` over a batch of uint8 frames: the teacher reads them through its own
+    preprocessing, in fp32 and eval mode, without gradients."""
 
-    def __init__(self, teacher: nn.Module, weight: float = 1.0):
+    def __init__(self, teacher: nn.Module, preprocess: Preprocessor, weight: float = 1.0):
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
+        self.preprocess = preprocess
         self.weight = weight
 
     def train(self, mode: bool = True) -> "Distillation":  # the teacher always scores as inference does
@@ -56,24 +51,36 @@ class Distillation(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+    def forward(self, logits: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``logits``: the model's, of ``frames`` (uint8 [N, 3, H, W], on the teacher's device)."""
+        with torch.no_grad(), torch.autocast(frames.device.type, enabled=False):
+            x = self.preprocess(frames).contiguous(memory_format=torch.channels_last)
             target = torch.log_softmax(self.teacher(x).float(), dim=1)
         log_p = torch.log_softmax(logits.float(), dim=1)
         return self.weight * nn.functional.kl_div(log_p, target, log_target=True, reduction="batchmean")
 
 
-def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, weight: float) -> tuple[Distillation, dict]:
-    """The teacher of ``--distill`` and what the provenance records of it.
+def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, weight: float,
+                 saved: dict | None = None) -> tuple[Distillation, dict]:
+    """The teacher of ``--distill`` and what the provenance records of it; ``saved``: the checkpoint state of a
+    resumed run, whose teacher must be the same weights (by digest: a path may now hold others).
 
     Raises:
-        WeightsError: no such weights, or weights that do not load.
-        InputError: a teacher that takes another input than the model (:func:`mismatch`).
+        WeightsError: no such weights, or weights that do not load ("--distill:" said first).
+        InputError: a teacher of other classes, or not the teacher the resumed run started with.
     """
-    local = Path(local_weights(path))
-    # a folder brings its own description (checked below); a bare weights file is taken as the model's architecture
-    teacher, teacher_config = load_model(local, None if local.is_dir() else config)
+    try:
+        local = Path(local_weights(path))
+        # a folder brings its own description; a bare weights file is taken as the model's architecture
+        teacher, teacher_config = load_model(local, None if local.is_dir() else config)
+    except WeightsError as exc:
+        raise WeightsError(exc.path, f"--distill: {exc.message}") from None
     if reason := mismatch(teacher_config, config):
-        raise InputError(path, f"--distill: {reason}; distil from a model trained on the same input")
-    record = {"weights": str(path), "weights_sha256": weights_sha256(local), "name": teacher_config.name or teacher_config.architecture}
-    return Distillation(teacher.to(device, memory_format=torch.channels_last), weight), record
+        raise InputError(path, f"--distill: {reason}; distil from a model of the same classes")
+    digest = weights_sha256(local)
+    if saved is not None and saved.get("distill_sha256", digest) != digest:
+        raise InputError(path, f"--distill: the teacher's weights changed since the checkpoint (SHA-256 {digest[:12]}..., "
+                               f"was {saved['distill_sha256'][:12]}...); --resume continues a run only with the teacher it started with")
+    record = {"weights": str(path), "weights_sha256": digest, "name": (teacher_config.name or teacher_config.architecture) if local.is_dir() else local.name}
+    teacher = teacher.to(device, memory_format=torch.channels_last)
+    return Distillation(teacher, Preprocessor(teacher_config).to(device), weight), record

@@ -131,7 +131,7 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    distillation, teacher = load_teacher(options.distill, config, device, options.distill_weight) if options.distill else (None, None)
+    distillation, teacher = load_teacher(options.distill, config, device, options.distill_weight, saved) if options.distill else (None, None)
     drawn_alone = (source.group_column is None and options.val_fraction > 0 and not any(s.split == "val" for s in source.samples)
                    and f"{NO_GROUPS}, so validation was drawn image by image: near-identical frames of one video or patient can "
                        "fall on both sides and the validation figures are optimistic; give a manifest CSV with a group column "
@@ -168,7 +168,7 @@ def train(options: TrainOptions) -> Path:
                frames_with_view(sets[1].images) if sets[1] is not None else None,
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
-    run.identity, run.images, run.distillation = identity, (pool, digests), distillation
+    run.identity, run.images, run.distillation = {**identity, **({'distill_sha256': teacher['weights_sha256']} if teacher else {})}, (pool, digests), distillation
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
         warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
              "they count as never flagged in the validation metric, as triage run treats them")
@@ -279,7 +279,8 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
     if run.options.stability:  # the copies go through the same forward pass, after the clean frames
         frames = torch.cat([frames, frames if bf16_copy else pixel_noise(frames, run.options.stability_sigma, generator)])
     labels = to_device(run.train_set.labels[batch], run.device)
-    x = run.preprocess(to_device(frames, run.device)).contiguous(memory_format=torch.channels_last)
+    frames = to_device(frames, run.device)
+    x = run.preprocess(frames).contiguous(memory_format=torch.channels_last)
     with autocast(run.device, run.options.precision), bf16_copies(run.model, bf16_copy):
         if head_only:
             with torch.no_grad():
@@ -288,7 +289,7 @@ def _train_step(run: _Run, optimizer: torch.optim.Optimizer, pi: int, step: int,
         else:
             logits = run.model(x)
         logits, copies = logits.chunk(2) if run.options.stability else (logits, None)
-        loss = run.distillation(logits, x[: len(logits)]) if run.distillation is not None else run.loss_fn(logits.float(), labels)
+        loss = run.distillation(logits, frames[: len(logits)]) if run.distillation is not None else run.loss_fn(logits.float(), labels)
         if copies is not None:
             loss = loss + run.options.stability * stability_loss(logits, copies)
     optimizer.zero_grad(set_to_none=True)

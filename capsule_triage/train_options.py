@@ -115,6 +115,7 @@ def check_options(o: TrainOptions) -> None:
                f"train with --precision fp32, not {o.precision}"),
               (o.weights_precision in WEIGHT_PRECISIONS, f"weights_precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
               (o.distill_weight > 0, f"distill_weight must be > 0, got {o.distill_weight:g}"),
+              (bool(o.distill) or o.distill_weight == 1.0, "--distill-weight weighs the --distill loss: give the teacher, --distill WEIGHTS"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
@@ -162,6 +163,8 @@ def _same_source(key: str, before, now, saved: dict) -> bool:
     compared by what it holds (data_sha256, images_sha256: train) where the checkpoint recorded it; an init file resolved."""
     if key == "data":
         return "data_sha256" in saved
+    if key == "distill":  # the teacher: compared by its weights' digest (distill.load_teacher)
+        return "distill_sha256" in saved
     return key == "init" and isinstance(before, str) and Path(before).is_file() and Path(before).resolve() == Path(now).resolve()
 
 

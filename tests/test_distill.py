@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 import timm
 import torch
 import typer
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from capsule_triage.cli_models import register
 from capsule_triage.datasets import read_samples, select
 from capsule_triage.stills import load_images
 from capsule_triage.distill import Distillation, load_teacher, mismatch
-from capsule_triage.errors import InputError
+from capsule_triage.errors import InputError, WeightsError
 from capsule_triage.model_card import write_training_section
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
@@ -55,39 +57,44 @@ def tiny_manifest(tmp_path_factory) -> Path:
 
 def test_the_loss_is_the_weighted_kl_divergence_to_the_teacher_which_gets_no_gradient():
     torch.manual_seed(0)
+    config = _config()
     teacher = timm.create_model("test_efficientnet", num_classes=2)
-    loss = Distillation(copy.deepcopy(teacher), weight=3.0).train()
+    loss = Distillation(copy.deepcopy(teacher), Preprocessor(config), weight=3.0).train()
     assert not loss.teacher.training and not any(p.requires_grad for p in loss.teacher.parameters())
-    x = torch.randn(4, 3, 64, 64)
+    frames = torch.randint(0, 256, (4, 3, 80, 80), dtype=torch.uint8)
     with torch.no_grad():
-        own = loss.teacher(x)
-    assert float(loss(own, x)) == pytest.approx(0.0, abs=1e-7)  # the teacher's own scores: nothing to learn
+        own = loss.teacher(Preprocessor(config)(frames))
+    assert float(loss(own, frames)) == pytest.approx(0.0, abs=1e-7)  # the teacher's own scores: nothing to learn
     logits = torch.randn(4, 2, requires_grad=True)
     p, q = torch.softmax(own, 1), torch.softmax(logits.detach(), 1)
     by_hand = 3.0 * float((p * (p.log() - q.log())).sum(1).mean())
-    value = loss(logits, x)
+    value = loss(logits, frames)
     assert float(value.detach()) == pytest.approx(by_hand, rel=1e-5)
     value.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     assert all(p.grad is None for p in loss.teacher.parameters())
 
 
-def test_a_teacher_must_take_the_models_input():
+def test_a_teacher_must_have_the_models_classes_in_order_and_may_read_its_own_input():
     config = _config()
-    assert mismatch(_config(), config) is None
-    assert mismatch(_config(border="none", border_radius=0.5), _config(border="none")) is None  # no mask: radius unused
-    said = mismatch(_config(input_size=96, class_names=["bleeding", "non-bleeding"]), config)
-    assert "class_names ['bleeding', 'non-bleeding'] (the model's: ['non-bleeding', 'bleeding'])" in said
-    assert "input_size 96 (the model's: 64)" in said and "mean" not in said
-    assert "std" in mismatch(_config(std=(0.5, 0.5, 0.5)), config)
+    assert mismatch(_config(input_size=96, std=(0.5, 0.5, 0.5), border="none", interpolation="bicubic"), config) is None
+    said = mismatch(_config(class_names=["bleeding", "non-bleeding"]), config)
+    assert said == "the teacher's classes ['bleeding', 'non-bleeding'] are not the model's ['non-bleeding', 'bleeding'] (in this order)"
 
 
-def test_load_teacher_refuses_another_input_and_records_the_teachers_digest(tmp_path):
+def test_load_teacher_refuses_other_classes_other_weights_and_another_teacher_on_resume(tmp_path):
     folder = _teacher_folder(tmp_path / "teacher", _config(), 0.9)
     distillation, record = load_teacher(folder, _config(), torch.device("cpu"), 2.0)
     assert distillation.weight == 2.0 and record["name"] == "test_efficientnet" and len(record["weights_sha256"]) == 64
-    with pytest.raises(InputError, match=r"teacher.*--distill: the teacher takes another input than the model: input_size 64 \(the model's: 32\)"):
-        load_teacher(folder, _config(input_size=32), torch.device("cpu"), 1.0)
+    assert load_teacher(folder, _config(), torch.device("cpu"), 1.0, saved={"distill_sha256": record["weights_sha256"]})
+    with pytest.raises(InputError, match=r"teacher: --distill: the teacher's weights changed since the checkpoint .*--resume continues"):
+        load_teacher(folder, _config(), torch.device("cpu"), 1.0, saved={"distill_sha256": "0" * 64})
+    with pytest.raises(InputError, match=r"teacher: --distill: the teacher's classes \['non-bleeding', 'bleeding'\] are not the model's"):
+        load_teacher(folder, _config(class_names=["normal", "bleeding"]), torch.device("cpu"), 1.0)
+    bare = tmp_path / "resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=2).state_dict().items()}, str(bare))
+    with pytest.raises(WeightsError, match=r"resnet.safetensors: --distill: "):  # taken as the model's architecture, it does not fit
+        load_teacher(bare, _config(), torch.device("cpu"), 1.0)
 
 
 @needs_shared
@@ -123,15 +130,38 @@ def _mean_p_bleeding(model, config, manifest: Path) -> float:
 
 
 @needs_shared
-def test_cli_refuses_a_teacher_of_other_classes_in_one_line_before_training(tiny_manifest, tmp_path):
+def test_a_teacher_of_another_input_scores_the_clean_half_of_a_stability_batch_and_must_stay_on_resume(tiny_manifest, tmp_path, monkeypatch):
+    options = dict(data=tiny_manifest, arch="test_efficientnet", init="none", strategy="full", epochs=1, input_size=64, batch_size=8,
+                   val_fraction=0.0, augment="none", class_weighting="none", progress=False, stability=1.0)
+    teacher_config = replace(_run_config(TrainOptions(output=tmp_path / "x", **options)), input_size=32, std=(0.5, 0.5, 0.5), border="none")
+    teacher = _teacher_folder(tmp_path / "teacher", teacher_config, 0.9)
+    seen, original = [], Distillation.forward
+
+    def spy(self, logits, frames):
+        seen.append((len(logits), len(frames), frames.dtype, tuple(self.preprocess(frames).shape[-2:])))
+        return original(self, logits, frames)
+
+    monkeypatch.setattr(Distillation, "forward", spy)
+    out = tmp_path / "student"
+    train(TrainOptions(output=out, **options, distill=str(teacher), stop_after_steps=1))
+    assert seen == [(8, 8, torch.uint8, (32, 32))]  # the frames, not their copies; at the teacher's own size
+    shutil.rmtree(teacher)
+    _teacher_folder(teacher, teacher_config, 0.6)
+    with pytest.raises(InputError, match="the teacher's weights changed since the checkpoint"):
+        train(TrainOptions(output=out, **options, distill=str(teacher), resume=True))
+
+
+@needs_shared
+def test_cli_refuses_a_teacher_of_other_classes_in_one_line_before_training(tiny_manifest, tmp_path, monkeypatch):
     options = TrainOptions(data=tiny_manifest, output=tmp_path / "x", arch="test_efficientnet", input_size=64)
     teacher = _teacher_folder(tmp_path / "teacher", replace(_run_config(options), class_names=["normal", "bleeding"]), 0.9)
     app = typer.Typer()
     register(app)
     out = tmp_path / "student"
+    monkeypatch.setattr("capsule_triage.train.load_for_model", lambda *a, **k: pytest.fail("images loaded before the teacher was checked"))
     result = CliRunner().invoke(app, ["train", str(tiny_manifest), "-o", str(out), "--arch", "test_efficientnet", "--init", "none",
                                       "--input-size", "64", "--distill", str(teacher), "-q"])
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and str(teacher) in lines[0] and "--distill: the teacher takes another input than the model: class_names" in lines[0], result.output
+    assert len(lines) == 1 and str(teacher) in lines[0] and "--distill: the teacher's classes ['normal', 'bleeding'] are not the model's" in lines[0], result.output
     assert not out.exists()
