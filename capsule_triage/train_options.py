@@ -163,8 +163,8 @@ def _same_source(key: str, before, now, saved: dict) -> bool:
     compared by what it holds (data_sha256, images_sha256: train) where the checkpoint recorded it; an init file resolved."""
     if key == "data":
         return "data_sha256" in saved
-    if key == "distill":  # the teacher: compared by its weights' digest (distill.load_teacher)
-        return "distill_sha256" in saved
+    if key == "distill":  # the teacher given by another path: compared by its weights' digest (distill.load_teacher)
+        return "distill_sha256" in saved and bool(before) and bool(now)
     return key == "init" and isinstance(before, str) and Path(before).is_file() and Path(before).resolve() == Path(now).resolve()
 
 

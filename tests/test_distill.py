@@ -145,6 +145,8 @@ def test_a_teacher_of_another_input_scores_the_clean_half_of_a_stability_batch_a
     out = tmp_path / "student"
     train(TrainOptions(output=out, **options, distill=str(teacher), stop_after_steps=1))
     assert seen == [(8, 8, torch.uint8, (32, 32))]  # the frames, not their copies; at the teacher's own size
+    with pytest.raises(InputError, match=r"different options than the checkpoint: \['distill'\]"):  # not on the labels instead
+        train(TrainOptions(output=out, **options, resume=True))
     shutil.rmtree(teacher)
     _teacher_folder(teacher, teacher_config, 0.6)
     with pytest.raises(InputError, match="the teacher's weights changed since the checkpoint"):
