@@ -1,5 +1,5 @@
-"""Knowledge distillation (`triage train --distill`): the loss, the teacher's input check, a real tiny run toward a
-teacher, and the refusal of a teacher that takes another input, as the CLI says it."""
+"""Knowledge distillation (`triage train --distill`): the loss, the teacher's checks (classes, weights, the same
+teacher on resume), real tiny runs toward a teacher (one reading its own input size), and the CLI's one-line refusal."""
 
 from __future__ import annotations
 
