@@ -100,6 +100,7 @@ def train_command(
     weights_precision: Annotated[str, typer.Option(help="fp32 | bf16: store the weights as OpenVINO's bf16 rounds them (each convolution folded into its batch norm), so that ov-fp32 and ov-bf16 compute with the same weights; validation scores the stored weights. Not for weight-standardised convolutions (BiT).")] = "fp32",
     distill: Annotated[str, typer.Option(help="Teacher weights (folder, file or hf-hub:) of the same classes: the loss on the labels becomes --distill-weight x KL(teacher's probabilities || the model's) on the same augmented frames, each model reading them through its own preprocessing (knowledge distillation; --class-weighting does not apply to it); labels still choose the best epoch.")] = "",
     distill_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --distill loss (> 0).")] = 1.0,
+    distill_loss: Annotated[str, typer.Option(help="kl (KL divergence of the probabilities) | logits (squared error of the logits' pairwise differences, Ba & Caruana 2014: unlike the KL, it does not reward flatter scores).")] = "kl",
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
@@ -122,7 +123,7 @@ def train_command(
     options = TrainOptions(
         data=data, output=output, arch=arch, init=init, strategy=strategy, lock=lock, schedule=schedule, epochs=epochs,
         head_epochs=head_epochs, lr=lr, head_lr=head_lr, budget_scale=budget_scale, batch_size=batch_size, augment=augment,
-        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, stability_copy=stability_copy, weights_precision=weights_precision, distill=distill, distill_weight=distill_weight, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
+        recompress=recompress, recompress_codec=recompress_codec, stability=stability, stability_sigma=stability_sigma, stability_copy=stability_copy, weights_precision=weights_precision, distill=distill, distill_weight=distill_weight, distill_loss=distill_loss, class_weighting=class_weighting, class_names=_names(classes), abnormal_classes=_names(abnormal), input_size=input_size,
         border=border, border_radius=border_radius, val_fraction=val_fraction, seed=seed, name=name, resume=resume,
         stop_after_steps=stop_after_steps, threads=threads, device=device, precision=precision, progress=not quiet, command=_reproducing(sys.argv[1:]),
     )

@@ -1,15 +1,19 @@
-"""Knowledge distillation (Hinton et al., 2015): training toward a teacher model's probabilities instead of the labels.
+"""Knowledge distillation (Hinton et al., 2015): training toward a teacher model's outputs instead of the labels.
 
 ``triage train --distill WEIGHTS`` replaces the classification loss on the labels by ``A x KL(p_teacher || p_model)``
-(temperature 1, A = ``--distill-weight``) on the same augmented, recompressed uint8 frames; each model reads them
-through its own preprocessing (input size, normalisation, border), so a BiT teacher at 384 px can teach a Lite0 at
-224 px. Only the classes must be the same, in the same order (:func:`mismatch`). The labels still choose the best epoch
-(validation); ``--class-weighting`` does not apply to the teacher's loss, and the log's ``train_loss`` is that loss.
-The teacher scores in fp32 whatever ``--precision`` the model trains in, in eval mode, without gradients.
+(temperature 1, A = ``--distill-weight``), or with ``--distill-loss logits`` by A x the mean squared error of the
+logits' pairwise differences (Ba & Caruana, 2014; for two classes, of the logit margin whose sigmoid is the score), on
+the same augmented, recompressed uint8 frames; each model reads them through its own preprocessing (input size,
+normalisation, border), so a BiT teacher at 384 px can teach a Lite0 at 224 px. Only the classes must be the same, in
+the same order (:func:`mismatch`). The labels still choose the best epoch (validation); ``--class-weighting`` does not
+apply to the teacher's loss, and the log's ``train_loss`` is that loss. The teacher scores in fp32 whatever
+``--precision`` the model trains in, in eval mode, without gradients.
 
 Uses: a large teacher distilled into a model fast enough for nightly batches; or a model kept near its own scores
 while another loss changes its arithmetic (``--init`` and ``--distill`` the same weights, with ``--stability-copy
-bf16``; measured in benchmarks/README.md, "A bf16-consistent model").
+bf16``; measured in benchmarks/README.md, "A bf16-consistent model"). There the KL rewards flatter scores (a small
+logit's rounding moves its score least), the logits' loss does not: scaling the logits down costs as much as their
+size (:data:`LOSSES`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .weights import load_model
 
-__all__ = ["Distillation", "load_teacher", "mismatch"]
+__all__ = ["LOSSES", "Distillation", "load_teacher", "mismatch"]
+
+LOSSES = ("kl", "logits")
 
 
 def mismatch(teacher: ModelConfig, config: ModelConfig) -> str | None:
@@ -37,14 +43,17 @@ def mismatch(teacher: ModelConfig, config: ModelConfig) -> str | None:
 
 
 class Distillation(nn.Module):
-    """``weight x KL(p_teacher || p_model)`` over a batch of uint8 frames: the teacher reads them through its own
-    preprocessing, in fp32 and eval mode, without gradients."""
+    """``weight x`` the ``loss`` (:data:`LOSSES`) between the teacher's and the model's outputs over a batch of uint8
+    frames: the teacher reads them through its own preprocessing, in fp32 and eval mode, without gradients."""
 
-    def __init__(self, teacher: nn.Module, preprocess: Preprocessor, weight: float = 1.0):
+    def __init__(self, teacher: nn.Module, preprocess: Preprocessor, weight: float = 1.0, loss: str = "kl"):
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.preprocess = preprocess
         self.weight = weight
+        self.loss = loss
 
     def train(self, mode: bool = True) -> "Distillation":  # the teacher always scores as inference does
         super().train(mode)
@@ -55,13 +64,17 @@ class Distillation(nn.Module):
         """``logits``: the model's, of ``frames`` (uint8 [N, 3, H, W], on the teacher's device)."""
         with torch.no_grad(), torch.autocast(frames.device.type, enabled=False):
             x = self.preprocess(frames).contiguous(memory_format=torch.channels_last)
-            target = torch.log_softmax(self.teacher(x).float(), dim=1)
+            target = self.teacher(x).float()
+        if self.loss == "logits":  # mean over class pairs (i, j) of ((z_i - z_j) - (t_i - t_j))^2 = 2/(K-1) x the centred squared error
+            error = logits.float() - target
+            centred = error - error.mean(dim=1, keepdim=True)  # a softmax ignores a shift of all logits
+            return self.weight * 2.0 / max(error.shape[1] - 1, 1) * centred.pow(2).sum(dim=1).mean()
         log_p = torch.log_softmax(logits.float(), dim=1)
-        return self.weight * nn.functional.kl_div(log_p, target, log_target=True, reduction="batchmean")
+        return self.weight * nn.functional.kl_div(log_p, torch.log_softmax(target, dim=1), log_target=True, reduction="batchmean")
 
 
 def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, weight: float,
-                 saved: dict | None = None) -> tuple[Distillation, dict]:
+                 saved: dict | None = None, loss: str = "kl") -> tuple[Distillation, dict]:
     """The teacher of ``--distill`` and what the provenance records of it; ``saved``: the checkpoint state of a
     resumed run, whose teacher must be the same weights (by digest: a path may now hold others).
 
@@ -81,6 +94,7 @@ def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, we
     if saved is not None and saved.get("distill_sha256", digest) != digest:
         raise InputError(path, f"--distill: the teacher's weights changed since the checkpoint (SHA-256 {digest[:12]}..., "
                                f"was {saved['distill_sha256'][:12]}...); --resume continues a run only with the teacher it started with")
-    record = {"weights": str(path), "weights_sha256": digest, "name": (teacher_config.name or teacher_config.architecture) if local.is_dir() else local.name}
+    record = {"weights": str(path), "weights_sha256": digest, "name": (teacher_config.name or teacher_config.architecture) if local.is_dir() else local.name,
+              "loss": loss}
     teacher = teacher.to(device, memory_format=torch.channels_last)
-    return Distillation(teacher, Preprocessor(teacher_config).to(device), weight), record
+    return Distillation(teacher, Preprocessor(teacher_config).to(device), weight, loss), record

@@ -131,7 +131,7 @@ def train(options: TrainOptions) -> Path:
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
     config = make_config(options, samples)
     check_training_splits(options.data, samples, config.class_names, val_fraction=options.val_fraction)
-    distillation, teacher = load_teacher(options.distill, config, device, options.distill_weight, saved) if options.distill else (None, None)
+    distillation, teacher = load_teacher(options.distill, config, device, options.distill_weight, saved, options.distill_loss) if options.distill else (None, None)
     drawn_alone = (source.group_column is None and options.val_fraction > 0 and not any(s.split == "val" for s in source.samples)
                    and f"{NO_GROUPS}, so validation was drawn image by image: near-identical frames of one video or patient can "
                        "fall on both sides and the validation figures are optimistic; give a manifest CSV with a group column "

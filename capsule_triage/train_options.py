@@ -10,6 +10,7 @@ import timm
 import torch
 
 from .datasets import class_order, split_counts
+from .distill import LOSSES
 from .device import PRECISIONS, check_precision, exact_fp32, resolve_device
 from .errors import InputError, WeightsError
 from .imagenet_init import LITE0_ARCH
@@ -62,6 +63,7 @@ class TrainOptions:
     weights_precision: str = "fp32"  # fp32 | bf16 (stored as OpenVINO's bf16 rounds them: bf16_weights.py)
     distill: str = ""  # teacher weights: the loss on the labels becomes distill_weight x KL(teacher || model) (distill.py)
     distill_weight: float = 1.0
+    distill_loss: str = "kl"  # kl (the teacher's probabilities) | logits (its logits' pairwise differences, squared error)
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none
     class_names: list[str] | None = None  # head order; default normal-looking first, then natural order
     abnormal_classes: list[str] | None = None  # default: every class but the first
@@ -116,6 +118,8 @@ def check_options(o: TrainOptions) -> None:
               (o.weights_precision in WEIGHT_PRECISIONS, f"weights_precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
               (o.distill_weight > 0, f"distill_weight must be > 0, got {o.distill_weight:g}"),
               (bool(o.distill) or o.distill_weight == 1.0, "--distill-weight weighs the --distill loss: give the teacher, --distill WEIGHTS"),
+              (o.distill_loss in LOSSES, f"distill_loss must be one of {LOSSES}, got {o.distill_loss!r}"),
+              (bool(o.distill) or o.distill_loss == "kl", "--distill-loss chooses the --distill loss: give the teacher, --distill WEIGHTS"),
               (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
               (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
               (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),

@@ -75,6 +75,45 @@ def test_the_loss_is_the_weighted_kl_divergence_to_the_teacher_which_gets_no_gra
     assert all(p.grad is None for p in loss.teacher.parameters())
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_logits_loss_is_the_squared_error_of_the_logits_pairwise_differences(classes):
+    """``--distill-loss logits``: for two classes the squared error of the logit margin (the score is its sigmoid), for K
+    the mean over class pairs; a shift of all logits changes nothing (a softmax ignores it), halving the teacher's
+    logits costs a quarter of its margins squared (the KL's reward for flatter scores is not there)."""
+    torch.manual_seed(classes)
+    config = _config(class_names=[f"c{i}" for i in range(classes)], abnormal_classes=["c1"])
+    loss = Distillation(timm.create_model("test_efficientnet", num_classes=classes), Preprocessor(config), weight=3.0, loss="logits")
+    frames = torch.randint(0, 256, (5, 3, 80, 80), dtype=torch.uint8)
+    with torch.no_grad():
+        own = loss.teacher(Preprocessor(config)(frames))
+    logits = torch.randn(5, classes, requires_grad=True)
+    pairs = [(i, j) for i in range(classes) for j in range(i + 1, classes)]
+    by_hand = 3.0 * sum(float(((logits[:, i] - logits[:, j]) - (own[:, i] - own[:, j])).detach().pow(2).mean()) for i, j in pairs) / len(pairs)
+    value = loss(logits, frames)
+    assert float(value.detach()) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss(logits.detach() + 7.0, frames)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(loss(own, frames)) == pytest.approx(0.0, abs=1e-9)
+    margins = [float((own[:, i] - own[:, j]).pow(2).mean()) for i, j in pairs]
+    assert float(loss(own / 2, frames)) == pytest.approx(3.0 * 0.25 * sum(margins) / len(pairs), rel=1e-5)
+    value.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0 and all(p.grad is None for p in loss.teacher.parameters())
+    with pytest.raises(ValueError, match=r"loss must be one of \('kl', 'logits'\), got 'mse'"):
+        Distillation(loss.teacher, Preprocessor(config), loss="mse")
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ({"distill_weight": 2.0}, "--distill-weight weighs the --distill loss: give the teacher, --distill WEIGHTS"),
+    ({"distill_loss": "logits"}, "--distill-loss chooses the --distill loss: give the teacher, --distill WEIGHTS"),
+    ({"distill": "teacher", "distill_loss": "mse"}, "distill_loss must be one of ('kl', 'logits'), got 'mse'"),
+])
+def test_the_teachers_options_are_refused_without_a_teacher_or_with_an_unknown_loss(tmp_path, extra, said):
+    from capsule_triage.train_options import check_options
+
+    with pytest.raises(InputError) as caught:
+        check_options(TrainOptions(data=tmp_path / "data.csv", output=tmp_path / "out", **extra))
+    assert said in str(caught.value)
+
+
 def test_a_teacher_must_have_the_models_classes_in_order_and_may_read_its_own_input():
     config = _config()
     assert mismatch(_config(input_size=96, std=(0.5, 0.5, 0.5), border="none", interpolation="bicubic"), config) is None
@@ -99,23 +138,27 @@ def test_load_teacher_refuses_other_classes_other_weights_and_another_teacher_on
 
 @needs_shared
 def test_distillation_trains_toward_the_teachers_scores_not_the_labels(tiny_manifest, tmp_path):
-    """Balanced labels keep P(bleeding) near 0.5 on average; a teacher saying 0.9 of every frame pulls it there (measured
-    with these options: 0.50 and 0.86; the teacher's pull grows with --distill-weight and the epochs)."""
+    """Balanced labels keep P(bleeding) near 0.5 on average; a teacher saying 0.9 of every frame pulls it there, by its
+    probabilities or its logits (measured with these options: 0.50, 0.86 and 0.98; the teacher's pull grows with
+    --distill-weight and the epochs)."""
     base = dict(data=tiny_manifest, arch="test_efficientnet", init="none", strategy="full", epochs=6, lr=0.005, input_size=64,
                 batch_size=8, val_fraction=0.0, augment="none", class_weighting="none", progress=False, border="circle")
     teacher = _teacher_folder(tmp_path / "teacher", _run_config(TrainOptions(output=tmp_path / "x", **base)), 0.9)
     means = {}
-    for name, extra in (("labels", {}), ("teacher", {"distill": str(teacher), "distill_weight": 4.0})):
+    for name, extra in (("labels", {}), ("teacher", {"distill": str(teacher), "distill_weight": 4.0}),
+                        ("logits", {"distill": str(teacher), "distill_weight": 0.5, "distill_loss": "logits"})):
         out = train(TrainOptions(output=tmp_path / f"student-{name}", **base, **extra))
         model, config = load_model(out)
         means[name] = _mean_p_bleeding(model, config, tiny_manifest)
-        if name == "teacher":
+        if name != "labels":
             recorded = config.provenance["training"]["distill"]
-            assert recorded["weights"] == str(teacher) and recorded["name"] == "test_efficientnet"
-            assert config.provenance["training"]["recipe"]["distill_weight"] == 4.0
+            assert recorded["weights"] == str(teacher) and recorded["name"] == "test_efficientnet" and recorded["loss"] == ("kl" if name == "teacher" else "logits")
+            assert config.provenance["training"]["recipe"]["distill_weight"] == extra["distill_weight"]
             write_training_section(out, config)
-            assert f"Distilled from test_efficientnet (`{teacher}`, weights SHA-256 {recorded['weights_sha256']})" in (out / "MODEL_CARD.md").read_text()
-    assert abs(means["labels"] - 0.5) < 0.1 and means["teacher"] > means["labels"] + 0.2 and abs(means["teacher"] - 0.9) < 0.2, means
+            on = " (loss on its logits' pairwise differences)" if name == "logits" else ""
+            assert f"Distilled from test_efficientnet (`{teacher}`, weights SHA-256 {recorded['weights_sha256']}){on}." in (out / "MODEL_CARD.md").read_text()
+    assert abs(means["labels"] - 0.5) < 0.1, means
+    assert all(means[name] > means["labels"] + 0.2 and abs(means[name] - 0.9) < 0.2 for name in ("teacher", "logits")), means
 
 
 def _run_config(options: TrainOptions) -> ModelConfig:
