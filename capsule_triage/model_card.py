@@ -207,6 +207,7 @@ def _code(versions) -> str:
 
 
 VALIDATION_FROM = {"manifest": "the data's own val rows", "none": "none (--val-fraction 0)"}
+DISTILL_LOSSES = {"kl": "KL divergence of the probabilities", "logits": "squared error of the logits' pairwise differences"}
 
 
 def _data_line(training: dict) -> str:
@@ -235,8 +236,9 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              _data_line(training)]
     if isinstance(teacher := training.get("distill"), dict):  # --distill: the path in the command may hold other weights later
-        on = " (loss on its logits' pairwise differences)" if teacher.get("loss") == "logits" else ""
-        lines += ["", f"Distilled from {teacher.get('name')} (`{teacher.get('weights')}`, weights SHA-256 {teacher.get('weights_sha256')}){on}."]
+        loss = DISTILL_LOSSES.get(teacher.get("loss"))  # not recorded before --distill-loss
+        lines += ["", f"Distilled from {teacher.get('name')} (`{teacher.get('weights')}`, weights SHA-256 {teacher.get('weights_sha256')}"
+                      f"{f'; loss: {loss}' if loss else ''})."]
     if isinstance(noted := training.get("data_warnings"), list) and noted:  # QA 56 #6: said on the console only before
         lines += ["", "Warnings about the training data (as training printed them):", *(f"- {note}" for note in map(str, noted))]
     if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)

@@ -61,7 +61,7 @@ class TrainOptions:
     stability_sigma: float = 2.0  # grey levels of the copy's Gaussian pixel noise
     stability_copy: str = "noise"  # noise (Gaussian pixel noise) | bf16 (the same frames, every layer's input rounded to bf16)
     weights_precision: str = "fp32"  # fp32 | bf16 (stored as OpenVINO's bf16 rounds them: bf16_weights.py)
-    distill: str = ""  # teacher weights: the loss on the labels becomes distill_weight x KL(teacher || model) (distill.py)
+    distill: str = ""  # teacher weights: the loss on the labels becomes distill_weight x the distill_loss (distill.py)
     distill_weight: float = 1.0
     distill_loss: str = "kl"  # kl (the teacher's probabilities) | logits (its logits' pairwise differences, squared error)
     class_weighting: str = "balanced"  # balanced (loss weights n/(C*n_c)) | none

@@ -82,10 +82,15 @@ def test_the_logits_loss_is_the_squared_error_of_the_logits_pairwise_differences
     logits costs a quarter of its margins squared (the KL's reward for flatter scores is not there)."""
     torch.manual_seed(classes)
     config = _config(class_names=[f"c{i}" for i in range(classes)], abnormal_classes=["c1"])
-    loss = Distillation(timm.create_model("test_efficientnet", num_classes=classes), Preprocessor(config), weight=3.0, loss="logits")
+    teacher = timm.create_model("test_efficientnet", num_classes=classes)
+    with torch.no_grad():  # logits of order 1, varying with the frame (a random head's are ~1e-3: the checks below would compare noise)
+        teacher.get_classifier().weight.mul_(300.0)
+        teacher.get_classifier().bias.copy_(torch.tensor([0.0, 2.0, -1.0][:classes]))
+    loss = Distillation(teacher, Preprocessor(config), weight=3.0, loss="logits")
     frames = torch.randint(0, 256, (5, 3, 80, 80), dtype=torch.uint8)
     with torch.no_grad():
-        own = loss.teacher(Preprocessor(config)(frames))
+        own = loss.teacher(Preprocessor(config)(frames).contiguous(memory_format=torch.channels_last))
+    assert 0.5 < float(own.abs().max()) < 20 and float((own[:, 1] - own[:, 0]).std()) > 0.1
     logits = torch.randn(5, classes, requires_grad=True)
     pairs = [(i, j) for i in range(classes) for j in range(i + 1, classes)]
     by_hand = 3.0 * sum(float(((logits[:, i] - logits[:, j]) - (own[:, i] - own[:, j])).detach().pow(2).mean()) for i, j in pairs) / len(pairs)
@@ -155,8 +160,8 @@ def test_distillation_trains_toward_the_teachers_scores_not_the_labels(tiny_mani
             assert recorded["weights"] == str(teacher) and recorded["name"] == "test_efficientnet" and recorded["loss"] == ("kl" if name == "teacher" else "logits")
             assert config.provenance["training"]["recipe"]["distill_weight"] == extra["distill_weight"]
             write_training_section(out, config)
-            on = " (loss on its logits' pairwise differences)" if name == "logits" else ""
-            assert f"Distilled from test_efficientnet (`{teacher}`, weights SHA-256 {recorded['weights_sha256']}){on}." in (out / "MODEL_CARD.md").read_text()
+            said = "squared error of the logits' pairwise differences" if name == "logits" else "KL divergence of the probabilities"
+            assert f"Distilled from test_efficientnet (`{teacher}`, weights SHA-256 {recorded['weights_sha256']}; loss: {said})." in (out / "MODEL_CARD.md").read_text()
     assert abs(means["labels"] - 0.5) < 0.1, means
     assert all(means[name] > means["labels"] + 0.2 and abs(means[name] - 0.9) < 0.2 for name in ("teacher", "logits")), means
 
@@ -190,6 +195,8 @@ def test_a_teacher_of_another_input_scores_the_clean_half_of_a_stability_batch_a
     assert seen == [(8, 8, torch.uint8, (32, 32))]  # the frames, not their copies; at the teacher's own size
     with pytest.raises(InputError, match=r"different options than the checkpoint: \['distill'\]"):  # not on the labels instead
         train(TrainOptions(output=out, **options, resume=True))
+    with pytest.raises(InputError, match=r"different options than the checkpoint: \['distill_loss'\]"):  # nor with another loss
+        train(TrainOptions(output=out, **options, distill=str(teacher), distill_loss="logits", resume=True))
     shutil.rmtree(teacher)
     _teacher_folder(teacher, teacher_config, 0.6)
     with pytest.raises(InputError, match="the teacher's weights changed since the checkpoint"):
@@ -209,4 +216,8 @@ def test_cli_refuses_a_teacher_of_other_classes_in_one_line_before_training(tiny
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and str(teacher) in lines[0] and "--distill: the teacher's classes ['normal', 'bleeding'] are not the model's" in lines[0], result.output
+    assert not out.exists()
+    result = CliRunner().invoke(app, ["train", str(tiny_manifest), "-o", str(out), "--arch", "test_efficientnet", "--init", "none",
+                                      "--input-size", "64", "--distill-loss", "logits", "-q"])  # the option reaches the run's options
+    assert result.exit_code != 0 and "--distill-loss chooses the --distill loss: give the teacher, --distill WEIGHTS" in result.output, result.output
     assert not out.exists()
