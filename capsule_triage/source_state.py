@@ -86,8 +86,14 @@ def state_digest(state: tuple) -> str:
 SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
 
 
-RECENT_SECONDS = 60.0  # an input that failed and was modified this recently is watched for a copy still writing it
+RECENT_SECONDS = 60.0  # an input modified this recently may be a copy still being written: watched before it fails or is installed
 WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
+
+
+def recently_modified(state: tuple) -> bool:
+    """Whether a file of a :func:`source_state` was written (or its inode changed) in the last :data:`RECENT_SECONDS`."""
+    entries = (state,) if state and isinstance(state[0], str) else state
+    return any(max(entry[3:5]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)  # (name, inode, size, mtime, ctime)
 
 
 def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS) -> bool:
@@ -98,9 +104,7 @@ def being_written(path: str | Path, earlier_state: tuple | None, *, watch_second
     copied in were failed studies and a red night)."""
     if not earlier_state:
         return False
-    entries = (earlier_state,) if isinstance(earlier_state[0], str) else earlier_state
-    recent = any(max(entry[3:5]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)  # (name, inode, size, mtime, ctime)
-    deadline = time.monotonic() + (watch_seconds if recent else 0.0)
+    deadline = time.monotonic() + (watch_seconds if recently_modified(earlier_state) else 0.0)
     while True:
         try:
             now = source_state(path)

@@ -112,12 +112,14 @@ def test_one_undecodable_image_is_skipped_and_counted(tmp_path, random_weights):
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    # The skipped frames are reported in run.json, not by OpenCV's log or libpng on stderr (libpng printed
-    # "libpng error: ..." for a PNG cut short until the reader refused PNGs without their end itself).
-    assert result.stderr == "", result.stderr
+    # The skipped frames are reported in run.json and one Warning line (QA 72 #3: a batch said them nowhere), not by
+    # OpenCV's log or libpng on stderr (libpng printed "libpng error: ..." for a PNG cut short until the reader refused
+    # PNGs without their end itself).
     run = json.loads((out / "run.json").read_text())
     assert run["frames_decoded"] == 4 and run["frames_skipped"] == 2
     assert "frame3.png" in run["decode_errors"][0] and "frame4.png" in run["decode_errors"][1]
+    assert result.stderr == (f"Warning: {folder}: 2 frames could not be decoded and were not scored (first: {run['decode_errors'][0]}); "
+                             "see decode_errors in run.json\n"), result.stderr
 
 
 def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights):

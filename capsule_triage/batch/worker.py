@@ -26,7 +26,8 @@ from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
-from ..source_state import being_written, check_source, hashed_state, settled_state_digest, source_state, state_digest
+from ..source_state import (being_written, check_source, hashed_state, recently_modified, settled_state_digest, source_state,
+                            state_digest)
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
@@ -218,6 +219,11 @@ class StudyWorker:
             if result.input_sha256 != sha:
                 raise InputError(study.path, "input changed while it was being triaged (still being written?); "
                                              "it is retried on the next run")
+            if result.frames_skipped and recently_modified(state):  # QA 72 #1: a copy cut short mid-image read cleanly otherwise
+                shutil.rmtree(work, ignore_errors=True)
+                lost = f"{result.frames_skipped} frame{'s' if result.frames_skipped != 1 else ''}"
+                note = f"{study.path}: written in the last minute and {lost} could not be decoded (a copy still coming in?); triaged on the next run"
+                return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path, "run_id": ctx.run_id,
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
