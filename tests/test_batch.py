@@ -1565,6 +1565,22 @@ def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random
     assert len(one_line("a\u2028b\x85c\rd\u2029e").splitlines()) == 1  # review rev22: Python's other line breaks too
 
 
+def test_an_out_dir_whose_parent_is_missing_is_refused_as_a_share_not_mounted(random_weights, tmp_path):
+    """QA 72 #5: `--out /mnt/share/triage` with the share not mounted made every missing folder on the local disk and
+    scored the whole archive there, exit 0. The batch makes only OUT_DIR's last folder; the input side already refused
+    an empty folder beside earlier results (QA 62 #4)."""
+    _settled_demo_study(tmp_path / "in")
+    out = tmp_path / "mnt" / "share" / "triage"
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
+    assert result.stderr == (f"Error: {out}: its parent folder {out.parent} does not exist (a share not mounted?); the batch makes only the "
+                             "last folder of OUT_DIR: create the others first\n")
+    assert not (tmp_path / "mnt").exists()
+    (tmp_path / "mnt" / "share").mkdir(parents=True)
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0 and "1 study: 1 ok," in result.stdout, (result.stdout, result.stderr)
+
+
 def test_an_out_dir_that_cannot_be_written_is_one_error_line_not_a_traceback(tmp_path, monkeypatch):
     """QA 33: OUT_DIR made read-only (chmod, or a file system remounted read-only) before or during a batch gave a
     PermissionError traceback and exit 1: the lock's O_EXCL create caught only FileExistsError, its removal in the

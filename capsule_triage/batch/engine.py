@@ -128,8 +128,11 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         raise TriageError(Path(input_dir).absolute(), "input folder not found" + unexpanded_note(input_dir))
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
     pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
+    if not out_dir.is_dir() and not out_dir.parent.is_dir():  # QA 72 #5: a share not mounted rescored the archive onto the local disk
+        raise OutputError(out_dir, f"its parent folder {out_dir.parent} does not exist (a share not mounted?); the batch makes only "
+                                   "the last folder of OUT_DIR: create the others first")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log = file_logger(out_dir / LOG_FILE)
