@@ -11,14 +11,14 @@ from capsule_triage.batch.worker import StudyOutcome
 
 
 def run(study):
-    """``<kind>-<seconds>``: log the run, wait, then return ``ok`` or, for kind ``dies``, leave a marker and
-    ``os._exit`` the worker (a kill -9, the OOM killer)."""
+    """``<kind>-<seconds>``: log the run, wait, then return ``ok`` or, for kind ``dies`` (``diesonce``: unless the marker
+    is there), leave a marker and ``os._exit`` the worker (a kill -9, the OOM killer)."""
     folder = Path(study.path).parent
     with open(folder / "runs.log", "a") as fh:
         fh.write(f"{study.study_id}\n")
     kind, seconds = study.study_id.split("-")
     time.sleep(float(seconds))
-    if kind == "dies":
+    if kind == "dies" or (kind == "diesonce" and not (folder / "died").exists()):
         (folder / "died").touch()
         os._exit(9)
     return StudyOutcome(study, "ok")

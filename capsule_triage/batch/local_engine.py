@@ -133,11 +133,16 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     are given to the pool than it has workers; those in flight when it broke are triaged again one at a time, each in a
     fresh one-worker pool, so only a study that kills its worker by itself fails, and the rest of the night goes on in a
     new pool of ``workers`` (review rev56: not one at a time)."""
+    def said_retried(outcome: StudyOutcome) -> None:  # QA 72 #7: a worker killed for memory went unsaid when the retry passed
+        why = (f"{outcome.study.path}: triaged again on its own: a worker process died while it was in flight (killed, out of "
+               "memory, or a crash in a decoder; its own or another study's)")
+        on_outcome(replace(outcome, warning="; ".join(filter(None, (why, outcome.warning)))))
+
     rest = list(studies)
     while rest:
         lost, rest = _pool_round(rest, ctx, workers=workers, devices=devices, on_outcome=on_outcome)
         for study in lost:
-            if _pool_round([study], ctx, workers=1, devices=devices, on_outcome=on_outcome)[0]:
+            if _pool_round([study], ctx, workers=1, devices=devices, on_outcome=said_retried)[0]:
                 on_outcome(record_failure(ctx, study, f"{study.path}: the worker process died while triaging it (killed, "
                                                       "out of memory, or a crash in a decoder); retried on the next run"))
 
