@@ -96,6 +96,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
             if not cc.width or not cc.height:
                 raise InputError(path, "video stream has no frame size")
+            if container.format.name.endswith("_pipe"):  # QA 72 #6: a PNG named .mp4 was a one-frame study (FFmpeg's png_pipe)
+                raise InputError(path, f"a still image ({cc.name}), not a video: put it in a folder of frames to triage it")
             if container.format.name in RAW_STREAM_FORMATS:
                 raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
                                        f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "

@@ -45,6 +45,17 @@ def test_not_a_video(tmp_path, random_weights):
                                                                     "'this is a text file, not a video\\nthis is')")
 
 
+def test_a_still_image_named_as_a_video_is_refused(tmp_path, random_weights):
+    """QA 72 #6: a PNG saved as image.mp4 was triaged as a one-frame video (FFmpeg reads it with its png_pipe)."""
+    import cv2
+
+    frame = demo_clip_frames()[0]
+    for name, ext, codec in (("image.mp4", ".png", "png"), ("photo.avi", ".jpg", "mjpeg")):
+        (tmp_path / name).write_bytes(cv2.imencode(ext, frame)[1].tobytes())
+        _expect_error(tmp_path, tmp_path / name, random_weights,
+                      f"{name}: a still image ({codec}), not a video: put it in a folder of frames to triage it")
+
+
 def test_an_unreadable_file_says_what_it_is_where_its_bytes_tell(tmp_path, random_weights):
     """QA 47: a text file, a truncated export and one still being copied in all read "not a readable video (Invalid data
     found when processing input)": the morning reader took a copy cut short for a corrupt recording."""
