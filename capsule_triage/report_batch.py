@@ -46,8 +46,10 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
     head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
         ["study", "status", "events", "flagged", "top score", "frames", "gaps", "wall", "model", "input", "error"]))
     body = "".join(_study_row(folder, r) for r in rows)
-    main = [f'<section><h2>Summary</h2><p id="summary">{len(rows)} studies ({esc(counts or "none")}); '
-            f'{total("frames"):,} frames, {total("events"):,} events.{_run_line(folder, batch)}</p></section>',
+    counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
+    main = [f'<section><h2>Summary</h2><p id="summary">{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
+            f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}.{_run_line(folder, batch)}'
+            '</p></section>',
             '<section><h2>Studies</h2><p class="hint">Click a column title (or Tab to it and press Enter) to sort.</p>'
             '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]

@@ -654,6 +654,9 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
             in write_batch_index(tmp_path).read_text())  # QA 19: the page did not say which engine ran
     with pytest.raises(InputError, match="not a batch folder"):
         write_batch_index(tmp_path / "s1")
+    pq.write_table(pa.table({"study_id": ["s1"], "input_path": ["/data/a.mp4"], "status": ["ok"], "error": [None], "frames": [1],
+                             "events": [1], "flagged_percent": [100.0]}), tmp_path / "studies.parquet")
+    assert "1 study (1 ok); 1 frame, 1 event." in write_batch_index(tmp_path).read_text()  # QA 72 #8: "1 events"
 
 
 def test_cli_report_rewrites_a_batch(tmp_path):
