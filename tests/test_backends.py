@@ -345,7 +345,9 @@ def test_bench_says_when_its_stage_timings_cannot_all_be_true(random_weights, mo
     said = re.fullmatch(r"end to end measured (\d+\.\d)x faster than the model alone, which scores every frame of it: the machine's "
                         r"load changed between the stages' timings; measure again on an idle machine, or with more --seconds",
                         "".join(result["warnings"]))
-    assert ratio > 1.15 and len(result["warnings"]) == 1 and said and abs(float(said[1]) - ratio) <= 0.051, (ratio, result["warnings"])
+    fps = result["fps"]  # rounded to 0.01: with the model slowed to a few frames/s that moves the ratio by more than the warning's 0.05
+    slack = 0.051 + 2 * ratio * (0.005 / fps["model"] + 0.005 / fps["end_to_end"])  # twice the bound (CI176 under load: 18.71 vs 18.8)
+    assert ratio > 1.15 and len(result["warnings"]) == 1 and said and abs(float(said[1]) - ratio) <= slack, (ratio, fps, result["warnings"])
 
 
 def test_bench_json_schema(random_weights, tmp_path):
