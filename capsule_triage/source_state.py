@@ -90,10 +90,12 @@ RECENT_SECONDS = 60.0  # an input modified this recently may be a copy still bei
 WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
 
 
-def recently_modified(state: tuple) -> bool:
-    """Whether a file of a :func:`source_state` was written (or its inode changed) in the last :data:`RECENT_SECONDS`."""
+def recently_modified(state: tuple, *, inode_changes: bool = True) -> bool:
+    """Whether a file of a :func:`source_state` was written in the last :data:`RECENT_SECONDS`, or with ``inode_changes``
+    its inode changed then (its ctime: a copy that restores the modification time, ``cp -p``, also sets it)."""
     entries = (state,) if state and isinstance(state[0], str) else state
-    return any(max(entry[3:5]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)  # (name, inode, size, mtime, ctime)
+    last = slice(3, 5 if inode_changes else 4)  # (name, inode, size, mtime, ctime)
+    return any(max(entry[last]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)
 
 
 def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS) -> bool:

@@ -919,14 +919,11 @@ def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_
     assert row["status"] == "reused" and row["frames"] == 64  # the outputs of done.mp4 (same bytes)
 
 
-def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_triaged_with_a_warning(random_weights, tmp_path,
-                                                                                                      monkeypatch):
+def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_triaged_with_a_warning(random_weights, tmp_path):
     """QA 72 #1/#3: an export whose last image was still being copied (cut mid-file, the copy stalled) read cleanly but
     for that image: `ok` with 9 of 10 frames, said only in run.json and studies.parquet. Written in the last minute it now
     waits for the next run (pending, one Warning line, nothing installed); once it is older, it is triaged and the lost
     frame is said in a Warning line (as `triage run` says it) and in batch.log."""
-    from capsule_triage import source_state
-
     folder = write_frame_folder(demo_clip_frames()[:6], tmp_path / "in" / "export")
     (folder / "frame5.png").write_bytes((folder / "frame5.png").read_bytes()[:3000])
     out = tmp_path / "out"
@@ -936,7 +933,9 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
                              "triaged on the next run\n")
     (row,) = pq.read_table(out / "studies.parquet").to_pylist()
     assert row["status"] == "pending" and not any(p.is_dir() and not p.name.startswith(".") for p in out.iterdir())
-    monkeypatch.setattr(source_state, "RECENT_SECONDS", 0.0)  # the next night: the file is as old as the night
+    past = time.time_ns() - 12 * 3600 * 10**9  # the next night: the files are as old as the night
+    for image in folder.iterdir():
+        os.utime(image, ns=(past, past))
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--fps", "2")
     assert result.exit_code == 0 and "1 study: 1 ok, 0 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
     (row,) = pq.read_table(out / "studies.parquet").to_pylist()

@@ -204,6 +204,10 @@ def batch_tree(frames, tmp_path_factory):
     encode_clip(frames[30:50], root / "good" / "study_a.mp4")
     write_frame_folder(frames[50:62], root / "good" / "study_b_frames")
     os.symlink("..", root / "good" / "loop")  # a directory symlink loop
+    past = time.time_ns() - 24 * 3600 * 10**9  # recorded yesterday (a study written in the last minute that lost frames waits)
+    for path in root.rglob("*"):  # links and FIFOs among a folder's frames too (their own times)
+        if path.is_symlink() or not path.is_dir():
+            os.utime(path, ns=(past, past), follow_symlinks=False)
     yield root, cases
     restore_permissions(root)
 

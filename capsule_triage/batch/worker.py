@@ -219,7 +219,9 @@ class StudyWorker:
             if result.input_sha256 != sha:
                 raise InputError(study.path, "input changed while it was being triaged (still being written?); "
                                              "it is retried on the next run")
-            if result.frames_skipped and recently_modified(state):  # QA 72 #1: a copy cut short mid-image read cleanly otherwise
+            # QA 72 #1: a copy that stalled mid-image read cleanly otherwise (by the file's time only: a recording copied in
+            # with its own time, cp -p, is as old as it says, and its lost frames are damage, triaged with a Warning line)
+            if result.frames_skipped and recently_modified(state, inode_changes=False):
                 shutil.rmtree(work, ignore_errors=True)
                 lost = f"{result.frames_skipped} frame{'s' if result.frames_skipped != 1 else ''}"
                 note = f"{study.path}: written in the last minute and {lost} could not be decoded (a copy still coming in?); triaged on the next run"
