@@ -366,29 +366,6 @@ def test_no_report_writes_neither_and_a_later_run_adds_the_pages_without_rescori
     _assert_clean(out)
 
 
-def test_an_index_that_cannot_be_rewritten_is_kept_when_no_study_changed(random_weights, tmp_path, monkeypatch):
-    """QA 72 #2: a disk full at the summary of a night that changed nothing removed index.html, which still described every
-    study (their pages then linked a missing index). It is kept then; a night that changed a study still removes it."""
-    from capsule_triage.batch import summary
-
-    _settled_demo_study(tmp_path / "in")
-    out = tmp_path / "out"
-    assert _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet").exit_code == 0
-    page = (out / "index.html").read_text()
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(summary, "write_batch_index", full)
-    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
-    assert result.exit_code == 0 and "1 study: 0 ok, 1 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
-    assert (out / "index.html").read_text() == page
-    assert result.stderr.strip().endswith("; the earlier index.html is kept (no study changed in this run)"), result.stderr
-    shutil.copy(tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4")  # a new study (reused: same bytes): the page is out of date
-    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
-    assert result.exit_code == 0 and "reused" in result.stdout and not (out / "index.html").exists(), (result.stdout, result.stderr)
-
-
 def test_index_that_cannot_be_written_is_a_warning_not_a_failure(local_run, tree, random_weights, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(local_run[0], out, symlinks=True)

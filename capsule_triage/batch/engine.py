@@ -285,10 +285,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     # dead links to it); it links only the studies that have pages
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
-    unchanged = bool(studies) and all(s.study_id in outcomes and outcomes[s.study_id].status == "skipped" for s in studies)
-    if index is None and unchanged and (ctx.out_dir / INDEX_FILE).is_file():  # QA 72 #2: a full disk removed a page that still described every study
-        warning = f"{warning}; the earlier {INDEX_FILE} is kept (no study changed in this run)"
-    elif index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
+    if index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
         try:
             (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
         except OSError:
