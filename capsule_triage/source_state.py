@@ -94,8 +94,9 @@ def recently_modified(state: tuple, *, inode_changes: bool = True) -> bool:
     """Whether a file of a :func:`source_state` was written in the last :data:`RECENT_SECONDS`, or with ``inode_changes``
     its inode changed then (its ctime: a copy that restores the modification time, ``cp -p``, also sets it)."""
     entries = (state,) if state and isinstance(state[0], str) else state
-    last = slice(3, 5 if inode_changes else 4)  # (name, inode, size, mtime, ctime)
-    return any(max(entry[last]) > time.time_ns() - RECENT_SECONDS * 1e9 for entry in entries)
+    last, now = slice(3, 5 if inode_changes else 4), time.time_ns()  # (name, inode, size, mtime, ctime)
+    # a time in the future (a recorder's clock ahead, kept by cp -p) is no recent write: it would stay "recent" for hours (rev70 #2)
+    return any(now - RECENT_SECONDS * 1e9 < max(entry[last]) <= now + SETTLE_SECONDS * 1e9 for entry in entries)
 
 
 def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS) -> bool:

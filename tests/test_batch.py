@@ -554,11 +554,12 @@ def test_a_pool_broken_while_an_outcome_is_reported_goes_on_and_keeps_what_finis
     studies = [Study(name, name, str(tmp_path / f"{name}.mp4"), "video") for name in names]
     ctx = WorkerContext(out_dir=tmp_path / "out", pipeline=None, weights=None, device="cpu", backend="auto", run=None,
                         fingerprint="f")
-    outcomes, errors = [], []
+    outcomes, errors, warnings = [], [], []
 
     def on_outcome(outcome):
         outcomes.append((outcome.study.study_id, outcome.status))
         errors.append(outcome.error)
+        warnings.append(outcome.warning)
         if len(outcomes) == 1:  # reporting x takes until the worker has died (and the pool has seen it)
             deadline = time.monotonic() + 60
             while not (tmp_path / "died").exists() and time.monotonic() < deadline:
@@ -570,6 +571,7 @@ def test_a_pool_broken_while_an_outcome_is_reported_goes_on_and_keeps_what_finis
     assert sorted((tmp_path / "runs.log").read_text().split()) == sorted([*names, "dies-0.6"])
     assert [e for e in errors if e] == [f"{tmp_path / 'dies-0.6.mp4'}: the worker process died while triaging it (killed, out of "
                                         "memory, or a crash in a decoder); retried on the next run"]
+    assert warnings == [None] * 4  # the retry that failed is its Error line alone (rev70 #4)
 
 
 def test_a_study_triaged_again_after_its_worker_died_says_so(tmp_path, monkeypatch):
@@ -906,8 +908,8 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
     out = tmp_path / "out"
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--fps", "2")
     assert result.exit_code == 0 and "1 study: 0 ok, 0 skipped, 0 failed, 1 pending;" in result.stdout, (result.stdout, result.stderr)
-    assert result.stderr == (f"Warning: {folder}: written in the last minute and 1 frame could not be decoded (a copy still coming in?); "
-                             "triaged on the next run\n")
+    assert result.stderr == (f"Warning: {folder}: written less than a minute before this run read it and 1 frame could not be decoded "
+                             "(a copy still coming in?); triaged on the next run\n")
     (row,) = pq.read_table(out / "studies.parquet").to_pylist()
     assert row["status"] == "pending" and not any(p.is_dir() and not p.name.startswith(".") for p in out.iterdir())
     past = time.time_ns() - 12 * 3600 * 10**9  # the next night: the files are as old as the night
@@ -920,6 +922,33 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
     warning = f"{folder}: 1 frame could not be decoded and was not scored (first: frame5.png: not a decodable image); see decode_errors in run.json"
     assert result.stderr == f"Warning: {warning}\n", result.stderr
     assert f"warning={warning}" in (out / "batch.log").read_text()
+
+
+def test_a_half_written_study_is_judged_by_when_it_was_read_not_when_its_triage_ended(random_weights, tmp_path, monkeypatch):
+    """Review rev70 #1/#2: the last-minute test ran after the triage, which for a real study takes minutes, so a stalled copy
+    was always old by then; and a file dated in the future (a recorder's clock ahead, kept by cp -p) counted as written
+    in the last minute for as long as it stayed ahead. Here the minute is 1 s and the triage takes 1.5 s."""
+    from capsule_triage import source_state
+    from capsule_triage.batch import worker
+
+    monkeypatch.setattr(source_state, "RECENT_SECONDS", 1.0)
+    real = worker.triage_study
+
+    def slow(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "triage_study", slow)
+    folder = write_frame_folder(demo_clip_frames()[:6], tmp_path / "in" / "export")
+    (folder / "frame5.png").write_bytes((folder / "frame5.png").read_bytes()[:3000])
+    result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet", "--fps", "2")
+    assert result.exit_code == 0 and "1 study: 0 ok, 0 skipped, 0 failed, 1 pending;" in result.stdout, (result.stdout, result.stderr)
+    monkeypatch.undo()  # the real minute
+    assert source_state.recently_modified(source_state.source_state(folder), inode_changes=False)
+    ahead = time.time_ns() + 3600 * 10**9
+    for image in folder.iterdir():
+        os.utime(image, ns=(ahead, ahead))
+    assert not source_state.recently_modified(source_state.source_state(folder), inode_changes=False)
 
 
 def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(random_weights, tmp_path):

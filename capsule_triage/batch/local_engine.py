@@ -134,9 +134,11 @@ def _run_pool(studies, ctx, *, workers, devices, on_outcome) -> None:
     fresh one-worker pool, so only a study that kills its worker by itself fails, and the rest of the night goes on in a
     new pool of ``workers`` (review rev56: not one at a time)."""
     def said_retried(outcome: StudyOutcome) -> None:  # QA 72 #7: a worker killed for memory went unsaid when the retry passed
-        why = (f"{outcome.study.path}: triaged again on its own: a worker process died while it was in flight (killed, out of "
-               "memory, or a crash in a decoder; its own or another study's)")
-        on_outcome(replace(outcome, warning="; ".join(filter(None, (why, outcome.warning)))))
+        if outcome.status in ("ok", "reused"):  # (a failure is its own Error line; rev70 #4)
+            why = (f"{outcome.study.path}: triaged again on its own: a worker process died while it was in flight (killed, out "
+                   "of memory, or a crash in a decoder; its own or another study's)")
+            outcome = replace(outcome, warning="; ".join(filter(None, (why, outcome.warning))))
+        on_outcome(outcome)
 
     rest = list(studies)
     while rest:

@@ -180,6 +180,7 @@ class StudyWorker:
         try:
             check_source(study.path)  # a broken link, a FIFO, an unreadable file: in `triage run`'s words (QA 62 #7)
             state = source_state(study.path)  # once per study: a stat of every image of a frame folder
+            just_written = recently_modified(state, inode_changes=False)  # as the study is read, not minutes later (rev70 #1)
             first_state = first_state or state
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
                 input_sha = None
@@ -221,10 +222,11 @@ class StudyWorker:
                                              "it is retried on the next run")
             # QA 72 #1: a copy that stalled mid-image read cleanly otherwise (by the file's time only: a recording copied in
             # with its own time, cp -p, is as old as it says, and its lost frames are damage, triaged with a Warning line)
-            if result.frames_skipped and recently_modified(state, inode_changes=False):
+            if result.frames_skipped and just_written:
                 shutil.rmtree(work, ignore_errors=True)
                 lost = f"{result.frames_skipped} frame{'s' if result.frames_skipped != 1 else ''}"
-                note = f"{study.path}: written in the last minute and {lost} could not be decoded (a copy still coming in?); triaged on the next run"
+                note = (f"{study.path}: written less than a minute before this run read it and {lost} could not be decoded (a copy "
+                        "still coming in?); triaged on the next run")
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path, "run_id": ctx.run_id,
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
