@@ -5,6 +5,8 @@ from the input are HTML-escaped, and a study id that would lead outside the batc
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -40,21 +42,43 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
         if not (folder / STUDIES_FILE).is_file():
             raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
         rows = read_parquet(folder / STUDIES_FILE).to_pylist()
-    status = [str(r.get("status") or "unknown") for r in rows]
-    counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
-    total = lambda key: sum(r.get(key) or 0 for r in rows)
+    summary, body = _listing(folder, rows)
     head = "".join(f'<th><button type="button" data-col="{k}">{esc(h)}</button></th>' for k, h in enumerate(
         ["study", "status", "events", "flagged", "top score", "frames", "gaps", "wall", "model", "input", "error"]))
-    body = "".join(_study_row(folder, r) for r in rows)
-    counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
-    main = [f'<section><h2>Summary</h2><p id="summary">{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
-            f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}.{_run_line(folder, batch)}'
-            '</p></section>',
+    main = [f'<section><h2>Summary</h2><p id="summary">{summary}{_run_line(folder, batch)}</p></section>',
             '<section><h2>Studies</h2><p class="hint">Click a column title (or Tab to it and press Enter) to sort.</p>'
-            '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch"><table class="studies">'
+            '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch">'
+            f'<table class="studies" data-listing="{_digest(summary, body)}">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
         f"Triage batch \u2014 {folder.name}", nav=""), main, SORT_JS))
+
+
+def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
+    """The page's summary sentence (without the last run's line) and its table rows: what the page says of the studies."""
+    body = "".join(_study_row(folder, r) for r in rows)
+    status = [str(r.get("status") or "unknown") for r in rows]
+    counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
+    total = lambda key: sum(r.get(key) or 0 for r in rows)
+    counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
+    return (f'{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
+            f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}.', body)
+
+
+def _digest(summary: str, body: str) -> str:
+    return hashlib.sha256(f"{summary}\n{body}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def index_lists(batch_out_dir: Path, rows: list[dict]) -> bool:
+    """Whether the batch's index.html on disk says of the studies exactly what a page of ``rows`` would say (its
+    table and totals; the last run's line aside). QA 72 #2: a full disk at the summary of a night that changed
+    nothing removed a page that was still right; one listing a study removed or failed since must go (rev70 #3)."""
+    folder = Path(batch_out_dir)
+    try:
+        found = re.search(rb'<table class="studies" data-listing="([0-9a-f]{64})">', (folder / INDEX_FILE).read_bytes())
+        return bool(found) and found.group(1).decode() == _digest(*_listing(folder, rows))
+    except (OSError, AttributeError, TypeError, KeyError, ValueError):  # unreadable, or rows a hand edit broke
+        return False
 
 
 def _run_line(folder: Path, batch: dict | None = None) -> str:
@@ -111,7 +135,8 @@ def _study_row(folder: Path, row: dict) -> str:
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
-             (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))), (gap, _gap_cell(gap)),
+             (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
+              + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
              (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
@@ -125,6 +150,11 @@ def _without_view(count, frames) -> str:
     if mostly_without_view(count, frames or 0):
         return f' <span class="status failed">\u26a0 {count:,} without a view</span>'
     return f' <span class="hint">({count:,} without a view)</span>'
+
+
+def _lost(count) -> str:
+    """Frames that could not be decoded (not scored; QA 72 #3: said only in studies.parquet and the run's Warning: line)."""
+    return f' <span class="status failed">\u26a0 {count:,} not decoded</span>' if count else ""
 
 
 def _gap_cell(seconds) -> str:

@@ -380,6 +380,39 @@ def test_index_that_cannot_be_written_is_a_warning_not_a_failure(local_run, tree
     _assert_clean(out)
 
 
+def test_an_index_that_cannot_be_rewritten_is_kept_only_while_it_lists_the_same_results(random_weights, tmp_path, monkeypatch):
+    """QA 72 #2: a disk full at the summary of a night that changed nothing removed index.html, which still listed every
+    study right (their pages then linked a missing page). It is kept while it says of the studies what a new page would
+    say (its table and totals); once a study is added, or the page is of an older kind, it is removed (rev70 #3)."""
+    from capsule_triage import report_batch
+
+    _settled_demo_study(tmp_path / "in")
+    out = tmp_path / "out"
+    for _night in range(2):  # the second night skips the study: the page lists it as skipped
+        assert _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet").exit_code == 0
+    page = (out / "index.html").read_bytes()
+    assert b'data-listing="' in page
+
+    def full(path, text):
+        raise OutputError(path, "cannot write (No space left on device)")
+
+    monkeypatch.setattr(report_batch, "write_atomic", full)
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0 and "1 study: 0 ok, 1 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    assert (out / "index.html").read_bytes() == page
+    assert result.stderr.strip() == (f"Warning: {out / 'index.html'}: cannot write (No space left on device); the earlier "
+                                     "index.html lists the same results and is kept"), result.stderr
+    assert (out / "batch.log").read_text().splitlines()[-2].endswith(" kept the earlier index.html: it lists the same results")
+    (out / "index.html").write_bytes(page.replace(b'data-listing="', b'data-listing="0'))  # a page of an older kind
+    assert _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet").exit_code == 0
+    assert not (out / "index.html").exists()
+    (out / "index.html").write_bytes(page)
+    shutil.copy(tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4")  # a new study (reused: the same bytes)
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0 and "1 reused" in result.stdout and not (out / "index.html").exists(), (result.stdout, result.stderr)
+    assert "kept" not in result.stderr
+
+
 def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, random_weights, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(local_run[0], out, symlinks=True)
@@ -922,6 +955,7 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
     warning = f"{folder}: 1 frame could not be decoded and was not scored (first: frame5.png: not a decodable image); see decode_errors in run.json"
     assert result.stderr == f"Warning: {warning}\n", result.stderr
     assert f"warning={warning}" in (out / "batch.log").read_text()
+    assert '<span class="status failed">\u26a0 1 not decoded</span>' in (out / "index.html").read_text()  # QA 72 #3: said nowhere there
 
 
 def test_a_half_written_study_is_judged_by_when_it_was_read_not_when_its_triage_ended(random_weights, tmp_path, monkeypatch):
@@ -1628,6 +1662,10 @@ def test_an_out_dir_whose_parent_is_missing_is_refused_as_a_share_not_mounted(ra
     assert result.stderr == (f"Error: {out}: its parent folder {out.parent} does not exist (a share not mounted?); the batch makes only the "
                              "last folder of OUT_DIR: create the others first\n")
     assert not (tmp_path / "mnt").exists()
+    (tmp_path / "mnt").write_text("")  # rev70 #7: a parent that is a file was said as missing
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr == f"Error: {out}: cannot create the output folder (Not a directory)\n", result.stderr
+    (tmp_path / "mnt").unlink()
     (tmp_path / "mnt" / "share").mkdir(parents=True)
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
     assert result.exit_code == 0 and "1 study: 1 ok," in result.stdout, (result.stdout, result.stderr)

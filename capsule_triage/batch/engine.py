@@ -21,7 +21,7 @@ from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded
 from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
-from ..report_batch import INDEX_FILE
+from ..report_batch import INDEX_FILE, index_lists
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, excluded, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
@@ -128,12 +128,12 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         raise TriageError(Path(input_dir).absolute(), "input folder not found" + unexpanded_note(input_dir))
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
     pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
-    if not out_dir.is_dir() and not out_dir.parent.is_dir():  # QA 72 #5: a share not mounted rescored the archive onto the local disk
-        raise OutputError(out_dir, f"its parent folder {out_dir.parent} does not exist (a share not mounted?); the batch makes only "
-                                   "the last folder of OUT_DIR: create the others first")
     try:
         out_dir.mkdir(exist_ok=True)
-    except OSError as exc:
+    except FileNotFoundError:  # QA 72 #5: a share not mounted rescored the archive onto the local disk (only ENOENT: rev70 #7)
+        raise OutputError(out_dir, f"its parent folder {out_dir.parent} does not exist (a share not mounted?); the batch makes only "
+                                   "the last folder of OUT_DIR: create the others first") from None
+    except OSError as exc:  # a parent that is a file, or that this user cannot search: said as it is
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log = file_logger(out_dir / LOG_FILE)
     try:
@@ -285,7 +285,10 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     # dead links to it); it links only the studies that have pages
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
-    if index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
+    if index is None and warning and index_lists(ctx.out_dir, rows):  # QA 72 #2: a full disk removed a page still right
+        warning += f"; the earlier {INDEX_FILE} lists the same results and is kept"
+        progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
+    elif index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
         try:
             (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
         except OSError:
