@@ -78,6 +78,18 @@ def unexpanded_note(path: str | Path) -> str:
     return f" ({tilde!r} was not expanded by the shell: quoted?)" if tilde else ""
 
 
+def path_exists(path: Path, error: type[TriageError] = InputError) -> bool:
+    """``path.exists()``, but a path this user cannot reach is ``error`` naming it: Python 3.11's ``exists()`` raises
+    EACCES (a folder on the path without search permission), which was a traceback (rev71 #1: a service user's
+    ``triage run``/``triage batch`` of a folder it may not enter)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        why = ("permission denied (a folder on its path cannot be searched by this user)" if exc.errno == errno.EACCES
+               else f"cannot reach it ({exc.strerror or exc})")
+        raise error(path, why) from None
+
+
 # C0 and C1 controls and the Unicode line breaks Python's splitlines() also splits on (review rev22: U+2028)
 _CONTROL = ({i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7F, 0xA0))} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
             | {i: f"\\u{i:04x}" for i in (0x2028, 0x2029)})

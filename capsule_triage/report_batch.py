@@ -48,14 +48,14 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
     main = [f'<section><h2>Summary</h2><p id="summary">{summary}{_run_line(folder, batch)}</p></section>',
             '<section><h2>Studies</h2><p class="hint">Click a column title (or Tab to it and press Enter) to sort.</p>'
             '<div class="scroll" tabindex="0" role="region" aria-label="Studies of the batch">'
-            f'<table class="studies" data-listing="{_digest(summary, body)}">'
+            f'<table class="studies" data-listing="{_digest(folder, rows)}">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
         f"Triage batch \u2014 {folder.name}", nav=""), main, SORT_JS))
 
 
 def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
-    """The page's summary sentence (without the last run's line) and its table rows: what the page says of the studies."""
+    """The page's summary sentence (without the last run's line) and its table rows."""
     body = "".join(_study_row(folder, r) for r in rows)
     status = [str(r.get("status") or "unknown") for r in rows]
     counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
@@ -65,19 +65,24 @@ def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
             f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}.', body)
 
 
-def _digest(summary: str, body: str) -> str:
-    return hashlib.sha256(f"{summary}\n{body}".encode("utf-8", "surrogateescape")).hexdigest()
+def _digest(folder: Path, rows: list[dict]) -> str:
+    """SHA-256 of what a page of ``rows`` says of the studies: every row, ok, reused and skipped alike (what a run did
+    with results that stand: a page of the night that scored them still lists them right, rev71 #2), and whether its
+    report is linked (a report.html or run.json gone since unlinks it)."""
+    shown = [(sorted({**r, "status": "done" if r.get("status") in DONE_STATUSES else r.get("status")}.items()), _linked(folder, r))
+             for r in rows]
+    return hashlib.sha256(repr(shown).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def index_lists(batch_out_dir: Path, rows: list[dict]) -> bool:
-    """Whether the batch's index.html on disk says of the studies exactly what a page of ``rows`` would say (its
-    table and totals; the last run's line aside). QA 72 #2: a full disk at the summary of a night that changed
-    nothing removed a page that was still right; one listing a study removed or failed since must go (rev70 #3)."""
+    """Whether the batch's index.html on disk lists the studies as a page of ``rows`` would (its rows and links; its
+    "Last run" line aside). QA 72 #2: a full disk at the summary of a night that changed nothing removed a page that
+    was still right; one listing a study added, removed or failed since must go (rev70 #3). Never raises."""
     folder = Path(batch_out_dir)
     try:
         found = re.search(rb'<table class="studies" data-listing="([0-9a-f]{64})">', (folder / INDEX_FILE).read_bytes())
-        return bool(found) and found.group(1).decode() == _digest(*_listing(folder, rows))
-    except (OSError, AttributeError, TypeError, KeyError, ValueError):  # unreadable, or rows a hand edit broke
+        return bool(found) and found.group(1).decode() == _digest(folder, rows)
+    except Exception:  # noqa: BLE001 - unreadable, or rows a hand edit broke: not kept (rev71 #5: as write_index)
         return False
 
 
@@ -123,15 +128,17 @@ def _inside(sid: str) -> bool:
     return bool(sid) and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
 
 
+def _linked(folder: Path, row: dict) -> bool:
+    """Whether the page links the study's report. Only a current result is: a failed study's folder may still hold the
+    report of an earlier version of its input (the new one failed), and a folder deleted since has no page to open."""
+    sid = _study_id(row)
+    current = row.get("status") in DONE_STATUSES or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
+    return bool(_inside(sid) and current and (folder / sid / REPORT_FILE).is_file() and (folder / sid / RUN_FILE).is_file())
+
+
 def _study_row(folder: Path, row: dict) -> str:
     sid = _study_id(row)
-    report = folder / sid / REPORT_FILE
-    inside = _inside(sid)
-    # Only a current result is linked: a failed study's folder may still hold the report of an earlier
-    # version of its input (the new one failed), and a folder deleted since has no page to open.
-    current = row.get("status") in DONE_STATUSES or (row.get("status") == "pending" and row.get("output_dir"))  # earlier results (QA 43)
-    linked = inside and current and report.is_file() and (folder / sid / RUN_FILE).is_file()
-    name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if linked else esc(sid or "?")
+    name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if _linked(folder, row) else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),

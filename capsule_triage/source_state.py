@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .digests import file_sha256
-from .errors import InputError, TriageError, unexpanded_note
+from .errors import InputError, TriageError, path_exists, unexpanded_note
 
 
 def check_source(path: str | Path) -> None:
@@ -23,7 +23,7 @@ def check_source(path: str | Path) -> None:
         InputError: naming the path and the problem.
     """
     path = Path(path)
-    if not path.exists():
+    if not path_exists(path):
         if path.is_symlink():
             raise InputError(path, "broken symbolic link (its target is missing, or it is part of a symlink loop)")
         raise InputError(path, "no such file or directory" + unexpanded_note(path))

@@ -187,6 +187,35 @@ def test_unreadable_image_in_folder(tmp_path, random_weights, monkeypatch):
     _expect_error(tmp_path, folder, random_weights, "frame1.png: permission denied")
 
 
+def test_a_path_through_a_folder_this_user_cannot_search_is_one_line(tmp_path, random_weights):
+    """rev71 #1: Python 3.11's Path.exists() raises EACCES for a path inside a folder without search permission (a
+    service user reading another user's export): `triage run` of a file there, and `triage batch` of such an input or
+    into such an OUT_DIR, were tracebacks. As root, the child runs without root's permission bypass (setpriv)."""
+    from malformed import drop_dac_override_prefix
+
+    prefix = drop_dac_override_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: a folder's mode does not stop root")
+    shutil.copy(DEMO_CLIP, tmp_path / "a.mp4")
+    (tmp_path / "in").mkdir()
+    shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
+    closed = tmp_path / "closed"
+    (closed / "in").mkdir(parents=True)
+    shutil.copy(DEMO_CLIP, closed / "a.mp4")
+    closed.chmod(0o600)  # listed, not searched
+    why = "permission denied (a folder on its path cannot be searched by this user)"
+    try:
+        for args, path in ((["run", closed / "a.mp4", "--out", tmp_path / "out"], closed / "a.mp4"),
+                           (["batch", closed / "in", "--out", tmp_path / "out"], closed / "in"),
+                           (["batch", tmp_path / "in", "--out", closed / "out"], closed / "out")):
+            result = subprocess.run([*prefix, sys.executable, "-m", "capsule_triage.cli", *map(str, args), "--weights",
+                                     str(random_weights), "--quiet"], capture_output=True, text=True, timeout=300)
+            assert (result.returncode, result.stdout, result.stderr) == (2, "", f"Error: {path}: {why}\n"), args
+            assert not (tmp_path / "out").exists()
+    finally:
+        closed.chmod(0o755)
+
+
 def test_weights_missing(tmp_path):
     _expect_error(tmp_path, DEMO_CLIP, tmp_path / "no-weights", "no-weights: weights not found")
 

@@ -30,7 +30,7 @@ from capsule_triage.outputs import events_table, frames_table, top_frames_table,
 from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, write_report
-from capsule_triage.report_batch import INDEX_FILE, write_batch_index
+from capsule_triage.report_batch import INDEX_FILE, index_lists, write_batch_index
 from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, needs_shared, triage
@@ -657,6 +657,30 @@ def test_batch_index_lists_studies_and_links_reports(tmp_path):
     pq.write_table(pa.table({"study_id": ["s1"], "input_path": ["/data/a.mp4"], "status": ["ok"], "error": [None], "frames": [1],
                              "events": [1], "flagged_percent": [100.0]}), tmp_path / "studies.parquet")
     assert "1 study (1 ok); 1 frame, 1 event." in write_batch_index(tmp_path).read_text()  # QA 72 #8: "1 events"
+
+
+def test_index_lists_says_whether_the_page_on_disk_lists_these_rows(tmp_path):
+    """QA 72 #2, rev70 #3, rev71 #2: a batch keeps an index.html it cannot rewrite only while the page lists the
+    studies as a new one would: ok, reused and skipped alike (what each run did with results that stand); not after a
+    study's status, figures or link changed, with one more or one fewer, or for a page of an older kind."""
+    make_study(tmp_path / "s1", frames=200, events=3)
+    (tmp_path / "s1" / REPORT_FILE).write_text("<html></html>")
+    rows = [{"study_id": "s1", "input_path": "/data/a.mp4", "status": "ok", "error": None, "frames": 200, "events": 3},
+            {"study_id": "s2", "input_path": "/data/b.mp4", "status": "failed", "error": "/data/b.mp4: no decodable frames"}]
+    assert not index_lists(tmp_path, rows)  # no page
+    write_batch_index(tmp_path, rows, {})
+    assert index_lists(tmp_path, rows)
+    assert index_lists(tmp_path, [{**rows[0], "status": "skipped"}, rows[1]]) and index_lists(tmp_path, [{**rows[0], "status": "reused"}, rows[1]])
+    assert not index_lists(tmp_path, [{**rows[0], "status": "failed"}, rows[1]])
+    assert not index_lists(tmp_path, [{**rows[0], "events": 4}, rows[1]])
+    assert not index_lists(tmp_path, rows[:1]) and not index_lists(tmp_path, [*rows, {**rows[1], "study_id": "s3"}])
+    (tmp_path / "s1" / REPORT_FILE).unlink()  # linked on the page, gone since
+    assert not index_lists(tmp_path, rows)
+    write_batch_index(tmp_path, rows, {})
+    assert index_lists(tmp_path, rows)
+    page = (tmp_path / INDEX_FILE).read_text()
+    (tmp_path / INDEX_FILE).write_text(re.sub(r' data-listing="[0-9a-f]+"', "", page))  # a page written before the digest
+    assert not index_lists(tmp_path, rows)
 
 
 def test_cli_report_rewrites_a_batch(tmp_path):

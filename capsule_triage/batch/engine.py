@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..interrupts import InterruptedAfterWriting, deferring_interrupts
-from ..errors import OutputError, TriageError, unexpanded_note
+from ..errors import OutputError, TriageError, path_exists, unexpanded_note
 from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded
 from ..pipeline import RunOptions, resolve_weights
@@ -124,7 +124,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     """
     started, started_at = time.perf_counter(), now_utc()
     check_expanded(out_dir)  # as typed: a quoted '~/out' would be a folder named '~' here
-    if not Path(input_dir).exists():
+    if not path_exists(Path(input_dir).absolute(), TriageError):
         raise TriageError(Path(input_dir).absolute(), "input folder not found" + unexpanded_note(input_dir))
     input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
     pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
@@ -240,7 +240,7 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
         raise TriageError(input_dir, "not a folder (use `triage run` for a single video)")
     if os.path.realpath(input_dir) == os.path.realpath(out_dir):
         raise OutputError(out_dir, "the output folder must not be the input folder")
-    if out_dir.exists() and not out_dir.is_dir():
+    if path_exists(out_dir, OutputError) and not out_dir.is_dir():
         raise OutputError(out_dir, "output path exists and is not a folder")
     options = replace(options, exclude=exclude_patterns(options.exclude, input_dir))
     pipeline = load_pipeline(options.pipeline)
@@ -286,7 +286,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
     if index is None and warning and index_lists(ctx.out_dir, rows):  # QA 72 #2: a full disk removed a page still right
-        warning += f"; the earlier {INDEX_FILE} lists the same results and is kept"
+        warning += f"; the earlier {INDEX_FILE} lists the same results and is kept (its \"Last run\" line is of the run that wrote it)"
         progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
     elif index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
         try:
