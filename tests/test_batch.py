@@ -1668,7 +1668,13 @@ def test_an_out_dir_whose_parent_is_missing_is_refused_as_a_share_not_mounted(ra
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
     assert result.exit_code == 2 and result.stderr == f"Error: {out}: cannot create the output folder (Not a directory)\n", result.stderr
     (tmp_path / "mnt").unlink()
-    (tmp_path / "mnt" / "share").mkdir(parents=True)
+    (tmp_path / "mnt").mkdir()
+    os.symlink(tmp_path / "share", out.parent)  # rev71 #6: a link to a share not mounted was "File exists"
+    result = _cli("batch", tmp_path / "in", "--out", out.parent, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr == (f"Error: {out.parent}: a link to {tmp_path / 'share'}, which is not a folder "
+                                                       "that can be reached (a share not mounted?)\n"), result.stderr
+    out.parent.unlink()
+    (tmp_path / "mnt" / "share").mkdir()
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
     assert result.exit_code == 0 and "1 study: 1 ok," in result.stdout, (result.stdout, result.stderr)
 

@@ -134,6 +134,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         raise OutputError(out_dir, f"its parent folder {out_dir.parent} does not exist (a share not mounted?); the batch makes only "
                                    "the last folder of OUT_DIR: create the others first") from None
     except OSError as exc:  # a parent that is a file, or that this user cannot search: said as it is
+        if out_dir.is_symlink():  # rev71 #6: a link to a share not mounted was "File exists"
+            raise OutputError(out_dir, f"a link to {os.readlink(out_dir)}, which is not a folder that can be reached (a share not "
+                                       "mounted?)") from None
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log = file_logger(out_dir / LOG_FILE)
     try:
