@@ -249,6 +249,12 @@ def _run_app() -> int:
         return exit_code
     except typer.Abort:
         return 1
+    except PermissionError as exc:  # rev72 #2: a weights, preset, timestamps or data path this user may not read or reach
+        if exc.filename is None:  # (one not checked before it is read): one line, as for the paths that are; nothing else is
+            raise  # caught here: the outputs of a command are staged and cleaned up by the command itself
+        typer.echo(printable(f"Error: {os.fsdecode(exc.filename)}: permission denied (this user cannot read it, or cannot "
+                             "search a folder on its path)"), err=True)
+        return EXIT_BAD_INPUT
     return code if isinstance(code, int) else 0
 
 

@@ -79,15 +79,21 @@ def unexpanded_note(path: str | Path) -> str:
 
 
 def path_exists(path: Path, error: type[TriageError] = InputError) -> bool:
-    """``path.exists()``, but a path this user cannot reach is ``error`` naming it: Python 3.11's ``exists()`` raises
-    EACCES (a folder on the path without search permission), which was a traceback (rev71 #1: a service user's
-    ``triage run``/``triage batch`` of a folder it may not enter)."""
+    """Whether ``path`` exists (following links), but a path this user cannot reach is ``error`` naming it: EACCES from
+    a folder on the path without search permission was a traceback from Python 3.11's ``Path.exists()`` (rev71 #1: a
+    service user's ``triage run``/``triage batch`` of a folder it may not enter). Decided by errno, not by what a
+    Python version's ``exists()`` does with it (rev72 #3)."""
     try:
-        return path.exists()
+        os.stat(path)
+        return True
     except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # what pathlib counts as "not there"
+            return False
         why = ("permission denied (a folder on its path cannot be searched by this user)" if exc.errno == errno.EACCES
                else f"cannot reach it ({exc.strerror or exc})")
         raise error(path, why) from None
+    except ValueError:  # an embedded NUL byte: no such path
+        return False
 
 
 # C0 and C1 controls and the Unicode line breaks Python's splitlines() also splits on (review rev22: U+2028)

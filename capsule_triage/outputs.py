@@ -63,7 +63,9 @@ def check_creatable(path: Path) -> None:
         raise OutputError(ancestor, "is not a folder, so the output cannot be created under it")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         read_only = os.statvfs(ancestor).f_flag & os.ST_RDONLY  # QA 33: said "permission denied" for a read-only mount
-        raise OutputError(ancestor, f"cannot write here ({'read-only file system' if read_only else 'permission denied'})")
+        unsearchable = os.access(ancestor, os.W_OK) and not read_only  # rev72 #6: writable, but not searchable (mode 600)
+        raise OutputError(ancestor, f"cannot write here ({'read-only file system' if read_only else 'permission denied'}"
+                                    f"{': this user cannot search it' if unsearchable else ''})")
 
 
 def _check_name_lengths(final: Path) -> None:

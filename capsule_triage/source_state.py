@@ -37,6 +37,19 @@ def check_source(path: str | Path) -> None:
         raise InputError(path, "file is empty (0 bytes)")
 
 
+def gone(path: str | Path) -> bool:
+    """Whether nothing is at ``path`` now (not even a broken link): a study moved or deleted after a batch listed it.
+    One that cannot be reached (a folder on its path this user cannot search) is there: :func:`check_source` fails it
+    in its own words (rev72 #1: ``os.path.lexists`` said "no longer found" and the night ended as if nothing were wrong)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _folder_files(folder: Path, own_csv: bool = True) -> list[Path]:
     """A frame folder's images in natural order, then its own ``timestamps.csv`` if it has one and ``own_csv`` (its
     times are part of the study: an edited CSV moves events, so a batch scores the study again; a run that times the

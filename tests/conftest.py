@@ -48,10 +48,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def triage(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the ``triage`` CLI as a subprocess (the installed console script's module); ``env`` adds variables."""
+def triage(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    """Run the ``triage`` CLI as a subprocess (the installed console script's module); ``env`` adds variables; ``prefix``
+    runs it through a command (e.g. malformed.drop_dac_override_prefix: without root's permission bypass)."""
     return subprocess.run(
-        [sys.executable, "-m", "capsule_triage.cli", *map(str, args)],
+        [*prefix, sys.executable, "-m", "capsule_triage.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
     )
 

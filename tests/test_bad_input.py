@@ -19,9 +19,7 @@ from conftest import DEMO_CLIP, REPO, demo_clip_frames, encode_clip, triage, wri
 
 def _expect_error(tmp_path, source, weights, message, *extra, prefix=()):
     out = tmp_path / "out"
-    args = ["run", source, "--weights", weights, "--out", out, *extra]
-    result = (subprocess.run([*prefix, sys.executable, "-m", "capsule_triage.cli", *map(str, args)], capture_output=True, text=True,
-                             timeout=300) if prefix else triage(*args))
+    result = triage("run", source, "--weights", weights, "--out", out, *extra, prefix=prefix)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
@@ -191,32 +189,48 @@ def test_unreadable_image_in_folder(tmp_path, random_weights):
 
 
 def test_a_path_through_a_folder_this_user_cannot_search_is_one_line(tmp_path, random_weights):
-    """rev71 #1: Python 3.11's Path.exists() raises EACCES for a path inside a folder without search permission (a
-    service user reading another user's export): `triage run` of a file there, and `triage batch` of such an input or
-    into such an OUT_DIR, were tracebacks. As root, the child runs without root's permission bypass (setpriv)."""
+    """rev71 #1, rev72 #2: Python 3.11's Path.exists() raises EACCES for a path inside a folder without search
+    permission (a service user reading another user's export), and so does opening a file there: `triage run` of a
+    file there, `triage batch` of such an input or into such an OUT_DIR, and a weights folder, preset, timestamps CSV,
+    batch folder to report or data to evaluate there were tracebacks. As root, the child runs without root's
+    permission bypass (setpriv)."""
     from malformed import drop_dac_override_prefix
 
     prefix = drop_dac_override_prefix()
     if prefix is None:
         pytest.skip("running as root without setpriv: a folder's mode does not stop root")
-    shutil.copy(DEMO_CLIP, tmp_path / "a.mp4")
+    write_frame_folder(demo_clip_frames()[:3], tmp_path / "frames")
     (tmp_path / "in").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
     closed = tmp_path / "closed"
     (closed / "in").mkdir(parents=True)
     shutil.copy(DEMO_CLIP, closed / "a.mp4")
+    shutil.copytree(random_weights, closed / "weights") if random_weights.is_dir() else shutil.copy(random_weights, closed / "weights")
+    (closed / "preset.toml").write_text((REPO / "pipelines" / "capsule-bleeding.toml").read_text())
+    (closed / "times.csv").write_text("frame,seconds\n0,0\n1,1\n2,2\n")
+    out = tmp_path / "out"
+    searched = "permission denied (a folder on its path cannot be searched by this user)"
+    read = "permission denied (this user cannot read it, or cannot search a folder on its path)"
+    w = ["--weights", random_weights]
+    cases = [(["run", closed / "a.mp4", "--out", out, *w], closed / "a.mp4", searched),
+             (["batch", closed / "in", "--out", out, *w], closed / "in", searched),
+             (["batch", tmp_path / "in", "--out", closed / "out", *w], closed / "out", searched),
+             (["run", tmp_path / "in" / "a.mp4", "--out", out, "--weights", closed / "weights"], closed / "weights", read),
+             (["batch", tmp_path / "in", "--out", out, "--weights", closed / "weights"], closed / "weights", read),
+             (["run", tmp_path / "in" / "a.mp4", "--out", out, *w, "-p", closed / "preset.toml"], closed / "preset.toml", read),
+             (["run", tmp_path / "frames", "--out", out, *w, "--timestamps", closed / "times.csv"], closed / "times.csv", read),
+             (["report", closed / "in"], closed / "in" / "studies.parquet", read),
+             (["run", tmp_path / "in" / "a.mp4", "--out", closed / "o", *w], closed, "cannot write here (permission denied: this "
+                                                                               "user cannot search it)")]
     closed.chmod(0o600)  # listed, not searched
-    why = "permission denied (a folder on its path cannot be searched by this user)"
     try:
-        for args, path in ((["run", closed / "a.mp4", "--out", tmp_path / "out"], closed / "a.mp4"),
-                           (["batch", closed / "in", "--out", tmp_path / "out"], closed / "in"),
-                           (["batch", tmp_path / "in", "--out", closed / "out"], closed / "out")):
-            result = subprocess.run([*prefix, sys.executable, "-m", "capsule_triage.cli", *map(str, args), "--weights",
-                                     str(random_weights), "--quiet"], capture_output=True, text=True, timeout=300)
-            assert (result.returncode, result.stdout, result.stderr) == (2, "", f"Error: {path}: {why}\n"), args
-            assert not (tmp_path / "out").exists()
+        for args, path, why in cases:
+            result = triage(*args, *(["--quiet"] if args[0] != "report" else []), prefix=prefix)
+            assert (result.returncode, result.stdout, result.stderr) == (2, "", f"Error: {path}: {why}\n"), (args, result.stderr[-2000:])
+            assert not out.exists()
     finally:
         closed.chmod(0o755)
+    assert sorted(p.name for p in closed.iterdir()) == ["a.mp4", "in", "preset.toml", "times.csv", "weights"]  # no OUT_DIR made
 
 
 def test_weights_missing(tmp_path):

@@ -412,7 +412,7 @@ def test_an_index_that_cannot_be_rewritten_is_kept_only_while_it_lists_the_same_
     shutil.copy(tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4")  # a new study (reused: the same bytes)
     result = batch()
     assert result.exit_code == 0 and "1 reused" in result.stdout and not (out / "index.html").exists(), (result.stdout, result.stderr)
-    assert "kept" not in result.stderr
+    assert result.stderr.strip().endswith("; the earlier index.html no longer lists these results and was removed"), result.stderr
 
 
 def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, random_weights, tmp_path):
@@ -1004,6 +1004,30 @@ def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(rando
     assert gone.status == "pending" and gone.warning == (f"{studies['a.mp4'].path}: no longer found (moved or deleted after the "
                                                          "batch listed it); not triaged in this run")
     assert not (out / ".failed" / f"{studies['a.mp4'].study_id}.json").exists()
+
+
+def test_a_study_in_a_folder_the_batch_cannot_search_fails_in_its_own_words(random_weights, tmp_path):
+    """Review rev72 #1: a study in a folder this user can list but not search (mode 600: another user's export) was
+    "no longer found (moved or deleted ...)", pending, and the night ended 0 as if nothing were wrong
+    (os.path.lexists is False on EACCES). It fails with why (exit 1). As root, without root's permission bypass."""
+    from malformed import drop_dac_override_prefix
+
+    prefix = drop_dac_override_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: a folder's mode does not stop root")
+    _settled_demo_study(tmp_path / "in")
+    closed = tmp_path / "in" / "closed"
+    closed.mkdir()
+    shutil.copy(tmp_path / "in" / "a.mp4", closed / "b.mp4")
+    shutil.copystat(tmp_path / "in" / "a.mp4", closed / "b.mp4")
+    closed.chmod(0o600)
+    try:
+        result = triage("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet", prefix=prefix)
+    finally:
+        closed.chmod(0o755)
+    assert result.returncode == 1 and "2 studies: 1 ok, 0 skipped, 1 failed;" in result.stdout, (result.stdout, result.stderr)
+    assert f"Error: {closed / 'b.mp4'}: permission denied (a folder on its path cannot be searched by this user)" in result.stderr.splitlines()
+    assert "no longer found" not in result.stderr
 
 
 def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, random_weights, tmp_path):
@@ -1673,6 +1697,14 @@ def test_an_out_dir_whose_parent_is_missing_is_refused_as_a_share_not_mounted(ra
     result = _cli("batch", tmp_path / "in", "--out", out.parent, "--weights", random_weights, "--quiet")
     assert result.exit_code == 2 and result.stderr == (f"Error: {out.parent}: a link to {tmp_path / 'share'}, which is not a folder "
                                                        "that can be reached (a share not mounted?)\n"), result.stderr
+    out.parent.unlink()
+    os.symlink("../elsewhere/share", out.parent)  # rev72 #5: a relative target was said as stored
+    result = _cli("batch", tmp_path / "in", "--out", out.parent, "--weights", random_weights, "--quiet")
+    assert result.stderr == f"Error: {out.parent}: a link to {tmp_path / 'elsewhere' / 'share'}, which is not a folder that can be reached (a share not mounted?)\n"
+    out.parent.unlink()
+    os.symlink("share", out.parent)  # a link to itself: a loop, not a share
+    result = _cli("batch", tmp_path / "in", "--out", out.parent, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr == f"Error: {out.parent}: a symbolic link loop, not a folder\n", result.stderr
     out.parent.unlink()
     (tmp_path / "mnt" / "share").mkdir()
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")

@@ -6,6 +6,7 @@ The studies run on :class:`~.local_engine.LocalEngine` (in-process or a process 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -124,9 +125,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     """
     started, started_at = time.perf_counter(), now_utc()
     check_expanded(out_dir)  # as typed: a quoted '~/out' would be a folder named '~' here
-    if not path_exists(Path(input_dir).absolute(), TriageError):
-        raise TriageError(Path(input_dir).absolute(), "input folder not found" + unexpanded_note(input_dir))
-    input_dir, out_dir = Path(input_dir).absolute(), Path(out_dir).absolute()
+    given_input, input_dir, out_dir = input_dir, Path(input_dir).absolute(), Path(out_dir).absolute()
+    if not path_exists(input_dir, TriageError):
+        raise TriageError(input_dir, "input folder not found" + unexpanded_note(given_input))
     pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
     try:
         out_dir.mkdir(exist_ok=True)
@@ -135,8 +136,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
                                    "the last folder of OUT_DIR: create the others first") from None
     except OSError as exc:  # a parent that is a file, or that this user cannot search: said as it is
         if out_dir.is_symlink():  # rev71 #6: a link to a share not mounted was "File exists"
-            raise OutputError(out_dir, f"a link to {os.readlink(out_dir)}, which is not a folder that can be reached (a share not "
-                                       "mounted?)") from None
+            raise OutputError(out_dir, _broken_link(out_dir)) from None
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log = file_logger(out_dir / LOG_FILE)
     try:
@@ -293,8 +293,10 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
     elif index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
         try:
-            (ctx.out_dir / INDEX_FILE).unlink(missing_ok=True)
-        except OSError:
+            (ctx.out_dir / INDEX_FILE).unlink()
+            if warning:  # rev72 #7: a Warning that said only "cannot write" read as if the earlier page were still there
+                warning += f"; the earlier {INDEX_FILE} no longer lists these results and was removed"
+        except OSError:  # none (--no-report), or it cannot be removed either
             pass
     rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
     blank = without_view_warning(rows)
@@ -329,6 +331,18 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                     if failed_ids else ""))
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
+
+
+def _broken_link(link: Path) -> str:
+    """Why a symbolic link at OUT_DIR is no folder to write in: a loop, or a target that cannot be reached (rev72 #5: a
+    relative target was said as stored, a loop as a share not mounted)."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop, not a folder"
+    target = os.path.normpath(link.parent / os.readlink(link))
+    return f"a link to {target}, which is not a folder that can be reached (a share not mounted?)"
 
 
 def _study_folders(out_dir: Path) -> list[Path]:

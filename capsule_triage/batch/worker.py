@@ -26,7 +26,7 @@ from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
-from ..source_state import (being_written, check_source, hashed_state, recently_modified, settled_state_digest, source_state,
+from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, settled_state_digest, source_state,
                             state_digest)
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
@@ -174,7 +174,7 @@ class StudyWorker:
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         first_state = input_state  # the earliest look at the input: changed by the time it fails = still being written
-        if not os.path.lexists(study.path):  # QA 62 #7: moved or deleted after the batch listed it: a failure, exit 1
+        if gone(study.path):  # QA 62 #7: moved or deleted after the batch listed it: a failure, exit 1
             note = f"{study.path}: no longer found (moved or deleted after the batch listed it); not triaged in this run"
             return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
         try:
