@@ -44,7 +44,7 @@ th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n
 .events :is(td,th):nth-child(6){text-align:left}tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
 th button{all:unset;cursor:pointer}th button:focus-visible{outline:2px solid var(--sel);outline-offset:2px}
 th[aria-sort=ascending] button::after{content:" \u25b2";content:" \u25b2"/""}th[aria-sort=descending] button::after{content:" \u25bc";content:" \u25bc"/""}
-.status.ok{color:#1e7a34}.status.failed{color:var(--acc);font-weight:600}.status.skipped,.status.reused{color:var(--mut)}
+.status.ok{color:#1e7a34}.status.failed,.warn{color:var(--acc);font-weight:600}.status.skipped,.status.reused{color:var(--mut)}
 footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 .vh,.skip:not(:focus){position:absolute;width:1px;height:1px;margin:-1px;padding:0;border:0;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 .skip{position:absolute;left:8px;top:8px;z-index:1;background:#fff;padding:4px 10px;border:2px solid var(--sel);border-radius:4px}

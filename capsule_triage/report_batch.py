@@ -155,20 +155,20 @@ def _without_view(count, frames) -> str:
     if not count:
         return ""
     if mostly_without_view(count, frames or 0):
-        return f' <span class="status failed">\u26a0 {count:,} without a view</span>'
+        return f' <span class="warn">\u26a0 {count:,} without a view</span>'
     return f' <span class="hint">({count:,} without a view)</span>'
 
 
 def _lost(count) -> str:
     """Frames that could not be decoded (not scored; QA 72 #3: said only in studies.parquet and the run's Warning: line)."""
-    return f' <span class="status failed">\u26a0 {count:,} not decoded</span>' if count else ""
+    return f' <span class="warn">\u26a0 {count:,} not decoded</span>' if count else ""
 
 
 def _gap_cell(seconds) -> str:
     """Time without frames (never scored): empty when none, marked when some."""
     if not seconds:
         return "\u2014" if seconds is None else ""
-    return f'<span class="status failed">\u26a0 {esc(fmt_duration(seconds))}</span>'
+    return f'<span class="warn">\u26a0 {esc(fmt_duration(seconds))}</span>'
 
 
 def _int(value) -> str:

@@ -957,7 +957,7 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
     warning = f"{folder}: 1 frame could not be decoded and was not scored (first: frame5.png: not a decodable image); see decode_errors in run.json"
     assert result.stderr == f"Warning: {warning}\n", result.stderr
     assert f"warning={warning}" in (out / "batch.log").read_text()
-    assert '<span class="status failed">\u26a0 1 not decoded</span>' in (out / "index.html").read_text()  # QA 72 #3: said nowhere there
+    assert '<span class="warn">\u26a0 1 not decoded</span>' in (out / "index.html").read_text()  # QA 72 #3: said nowhere there
 
 
 def test_a_half_written_study_is_judged_by_when_it_was_read_not_when_its_triage_ended(random_weights, tmp_path, monkeypatch):
