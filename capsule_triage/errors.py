@@ -89,9 +89,12 @@ def path_exists(path: Path, error: type[TriageError] = InputError) -> bool:
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # what pathlib counts as "not there"
             return False
-        why = ("permission denied (a folder on its path cannot be searched by this user)" if exc.errno == errno.EACCES
-               else f"cannot reach it ({exc.strerror or exc})")
-        raise error(path, why) from None
+        if exc.errno != errno.EACCES:
+            raise error(path, f"cannot reach it ({exc.strerror or exc})") from None
+        if os.path.islink(path):  # rev72 #6: the folder that cannot be searched is on the link's target's path
+            target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+            raise error(path, f"permission denied (a link to {target}: a folder on its path cannot be searched by this user)") from None
+        raise error(path, "permission denied (a folder on its path cannot be searched by this user)") from None
     except ValueError:  # an embedded NUL byte: no such path
         return False
 

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .json_files import read_json
-from .errors import InputError, TriageError
+from .errors import InputError, OutputError, TriageError
 from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
 from .report import INDEX_FILE, REPORT_FILE, write_report
@@ -84,6 +84,23 @@ def index_lists(batch_out_dir: Path, rows: list[dict]) -> bool:
         return bool(found) and found.group(1).decode() == _digest(folder, rows)
     except Exception:  # noqa: BLE001 - unreadable, or rows a hand edit broke: not kept (rev71 #5: as write_index)
         return False
+
+
+def settle_unwritten_index(batch_out_dir: Path, rows: list[dict]) -> tuple[bool, str]:
+    """After index.html could not be rewritten: the earlier page is kept if it lists the same results (QA 72 #2: a full
+    disk removed a page still right), else removed (it would link studies deleted or failed since).
+
+    Returns:
+        (kept, what the Warning or Error adds: "" when there was no earlier page, or it cannot be removed either).
+    """
+    folder = Path(batch_out_dir)
+    if index_lists(folder, rows):
+        return True, f'; the earlier {INDEX_FILE} lists the same results and is kept (its "Last run" line is of the run that wrote it)'
+    try:
+        (folder / INDEX_FILE).unlink()
+    except OSError:
+        return False, ""
+    return False, f"; the earlier {INDEX_FILE} no longer lists these results and was removed"  # rev72 #7: it said nothing
 
 
 def _run_line(folder: Path, batch: dict | None = None) -> str:
@@ -184,7 +201,8 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
     folder, problems = Path(batch_out_dir), []
     if not (folder / STUDIES_FILE).is_file():
         raise InputError(folder, f"not a batch folder ({STUDIES_FILE} not found)")
-    for row in read_parquet(folder / STUDIES_FILE).to_pylist():
+    rows = read_parquet(folder / STUDIES_FILE).to_pylist()
+    for row in rows:
         sid = _study_id(row)
         if sid and not (_inside(sid) and (folder / sid).resolve().is_relative_to(folder.resolve())):  # QA 55, rev50: an absolute
             # or ../ id, or a study folder that is a link out of the batch, had the pages of a folder elsewhere rewritten
@@ -202,6 +220,8 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
     batch, problem = last_run(folder)
     problems += [problem] if problem else []
     try:
-        return write_batch_index(folder, batch=batch if batch is not None else {}), problems  # {}: read once, said once
+        return write_batch_index(folder, rows, batch=batch if batch is not None else {}), problems  # {}: read once, said once
+    except OutputError as exc:  # rev71 #7: left whatever page was there, matching or not, as the batch does not
+        raise OutputError(exc.path, exc.message + settle_unwritten_index(folder, rows)[1]) from None
     except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited studies.parquet (rev50: a traceback)
         raise InputError(folder / STUDIES_FILE, f"cannot make the index from it ({type(exc).__name__}: {exc})") from None

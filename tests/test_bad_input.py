@@ -221,7 +221,10 @@ def test_a_path_through_a_folder_this_user_cannot_search_is_one_line(tmp_path, r
              (["run", tmp_path / "frames", "--out", out, *w, "--timestamps", closed / "times.csv"], closed / "times.csv", read),
              (["report", closed / "in"], closed / "in" / "studies.parquet", read),
              (["run", tmp_path / "in" / "a.mp4", "--out", closed / "o", *w], closed, "cannot write here (permission denied: this "
-                                                                               "user cannot search it)")]
+                                                                               "user cannot search it)"),
+             (["batch", tmp_path / "in", "--out", tmp_path / "link", *w], tmp_path / "link",  # rev72 #6: the link's target's path
+              f"permission denied (a link to {closed / 'out'}: a folder on its path cannot be searched by this user)")]
+    (tmp_path / "link").symlink_to(closed / "out")
     closed.chmod(0o600)  # listed, not searched
     try:
         for args, path, why in cases:

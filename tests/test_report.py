@@ -683,6 +683,35 @@ def test_index_lists_says_whether_the_page_on_disk_lists_these_rows(tmp_path):
     assert not index_lists(tmp_path, rows)
 
 
+def test_report_of_a_batch_whose_index_cannot_be_written_keeps_or_removes_the_earlier_one_as_the_batch_does(tmp_path, monkeypatch):
+    """Review rev71 #7: `triage report` of a batch left whatever index.html was there when it could not write a new one,
+    matching or not, after rewriting every study page to link to it. As in the batch: kept while it lists the same
+    results, else removed; the Error says which."""
+    from capsule_triage import report_batch
+    from capsule_triage.errors import OutputError
+    from capsule_triage.report_batch import write_batch_reports
+
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    write_batch_reports(tmp_path)
+    page = (tmp_path / INDEX_FILE).read_bytes()
+
+    def full(path, text):
+        raise OutputError(path, "cannot write (No space left on device)")
+
+    monkeypatch.setattr(report_batch, "write_atomic", full)
+    with pytest.raises(OutputError, match=r"index.html: cannot write \(No space left on device\); the earlier index.html lists the "
+                                          r"same results and is kept \(its \"Last run\" line is of the run that wrote it\)$"):
+        write_batch_reports(tmp_path)
+    assert (tmp_path / INDEX_FILE).read_bytes() == page
+    (tmp_path / "s1" / "run.json").unlink()  # s1 can no longer be linked: the page is out of date
+    with pytest.raises(OutputError, match=r"; the earlier index.html no longer lists these results and was removed$"):
+        write_batch_reports(tmp_path)
+    assert not (tmp_path / INDEX_FILE).exists()
+    with pytest.raises(OutputError, match=r"index.html: cannot write \(No space left on device\)$"):  # nothing to keep or remove
+        write_batch_reports(tmp_path)
+
+
 def test_cli_report_rewrites_a_batch(tmp_path):
     make_study(tmp_path / "s1", frames=200, events=3)
     _studies_parquet(tmp_path)

@@ -22,7 +22,7 @@ from ..model_config import folder_config
 from ..outputs import RUN_FILE, check_expanded
 from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
-from ..report_batch import INDEX_FILE, index_lists
+from ..report_batch import INDEX_FILE, settle_unwritten_index
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, excluded, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
@@ -288,16 +288,11 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     # dead links to it); it links only the studies that have pages
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
-    if index is None and warning and index_lists(ctx.out_dir, rows):  # QA 72 #2: a full disk removed a page still right
-        warning += f"; the earlier {INDEX_FILE} lists the same results and is kept (its \"Last run\" line is of the run that wrote it)"
-        progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
-    elif index is None:  # an earlier run's page no longer matches the results (it linked deleted and failed studies)
-        try:
-            (ctx.out_dir / INDEX_FILE).unlink()
-            if warning:  # rev72 #7: a Warning that said only "cannot write" read as if the earlier page were still there
-                warning += f"; the earlier {INDEX_FILE} no longer lists these results and was removed"
-        except OSError:  # none (--no-report), or it cannot be removed either
-            pass
+    if index is None and warning:  # not rewritten: the earlier page kept if it lists the same results, else removed
+        kept, said = settle_unwritten_index(ctx.out_dir, rows)
+        warning += said
+        if kept:
+            progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
     rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
     blank = without_view_warning(rows)
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
