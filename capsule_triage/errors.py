@@ -92,7 +92,7 @@ def path_exists(path: Path, error: type[TriageError] = InputError) -> bool:
         if exc.errno != errno.EACCES:
             raise error(path, f"cannot reach it ({exc.strerror or exc})") from None
         if os.path.islink(path):  # rev72 #6: the folder that cannot be searched is on the link's target's path
-            target = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+            target = os.path.realpath(path)  # rev73 #1: not by the path's text (a linked parent's ".." is another folder)
             raise error(path, f"permission denied (a link to {target}: a folder on its path cannot be searched by this user)") from None
         raise error(path, "permission denied (a folder on its path cannot be searched by this user)") from None
     except ValueError:  # an embedded NUL byte: no such path

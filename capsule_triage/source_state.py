@@ -99,8 +99,9 @@ def state_digest(state: tuple) -> str:
 SETTLE_SECONDS = 3.0  # file times newer than this may not show a rewrite (1-2 s timestamps on FAT, HFS+, ext2)
 
 
-RECENT_SECONDS = 60.0  # an input modified this recently may be a copy still being written: watched before it fails, held
-# (pending) if it lost frames (batch worker)
+# An input modified this recently may be a copy still being written: watched for WATCH_SECONDS before it fails, and held
+# (pending) by the batch worker if it lost frames.
+RECENT_SECONDS = 60.0
 WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
 
 

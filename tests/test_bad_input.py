@@ -223,8 +223,13 @@ def test_a_path_through_a_folder_this_user_cannot_search_is_one_line(tmp_path, r
              (["run", tmp_path / "in" / "a.mp4", "--out", closed / "o", *w], closed, "cannot write here (permission denied: this "
                                                                                "user cannot search it)"),
              (["batch", tmp_path / "in", "--out", tmp_path / "link", *w], tmp_path / "link",  # rev72 #6: the link's target's path
-              f"permission denied (a link to {closed / 'out'}: a folder on its path cannot be searched by this user)")]
+              f"permission denied (a link to {closed / 'out'}: a folder on its path cannot be searched by this user)"),
+             (["batch", tmp_path / "in", "--out", tmp_path / "via" / "link", *w], tmp_path / "via" / "link",  # rev73 #1: relative,
+              f"permission denied (a link to {closed / 'out'}: a folder on its path cannot be searched by this user)")]  # linked parent
     (tmp_path / "link").symlink_to(closed / "out")
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "via").symlink_to(tmp_path / "deep" / "er")
+    (tmp_path / "deep" / "er" / "link").symlink_to(Path("..") / ".." / "closed" / "out")  # ../.. from deep/er, not from via
     closed.chmod(0o600)  # listed, not searched
     try:
         for args, path, why in cases:

@@ -404,7 +404,8 @@ def test_an_index_that_cannot_be_rewritten_is_kept_only_while_it_lists_the_same_
     assert result.stderr.strip() == (f"Warning: {out / 'index.html'}: cannot write (No space left on device); the earlier "
                                      'index.html lists the same results and is kept (its "Last run" line is of the run '
                                      "that wrote it)"), result.stderr
-    assert any(line.endswith(" kept the earlier index.html: it lists the same results") for line in (out / "batch.log").read_text().splitlines())
+    said = 'the earlier index.html lists the same results and is kept (its "Last run" line is of the run that wrote it)'
+    assert any(line.endswith(f" {said}") for line in (out / "batch.log").read_text().splitlines())
     (out / "index.html").write_bytes(page.replace(b' data-listing="', b' data-other="'))  # a page of an older kind
     assert batch().exit_code == 0 and not (out / "index.html").exists()
     (out / "index.html").write_bytes(page)
@@ -413,6 +414,8 @@ def test_an_index_that_cannot_be_rewritten_is_kept_only_while_it_lists_the_same_
     result = batch()
     assert result.exit_code == 0 and "1 reused" in result.stdout and not (out / "index.html").exists(), (result.stdout, result.stderr)
     assert result.stderr.strip().endswith("; the earlier index.html no longer lists these results and was removed"), result.stderr
+    assert any(line.endswith(" the earlier index.html no longer lists these results and was removed")  # rev73 #3: stderr only
+               for line in (out / "batch.log").read_text().splitlines())
 
 
 def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, random_weights, tmp_path):

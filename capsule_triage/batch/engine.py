@@ -289,10 +289,10 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
     if index is None and warning:  # not rewritten: the earlier page kept if it lists the same results, else removed
-        kept, said = settle_unwritten_index(ctx.out_dir, rows)
+        _kept, said = settle_unwritten_index(ctx.out_dir, rows)
         warning += said
-        if kept:
-            progress.log(f"kept the earlier {INDEX_FILE}: it lists the same results")
+        if said:  # kept or removed, in batch.log too (rev73 #3: only a kept page was)
+            progress.log(said.removeprefix("; "))
     rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
     blank = without_view_warning(rows)
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
@@ -336,7 +336,7 @@ def _broken_link(link: Path) -> str:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop, not a folder"
-    target = os.path.normpath(link.parent / os.readlink(link))
+    target = os.path.realpath(link)  # as far as it resolves (rev73 #1: the link's text joined to a linked parent misled)
     return f"a link to {target}, which is not a folder that can be reached (a share not mounted?)"
 
 
