@@ -416,6 +416,9 @@ def test_an_index_that_cannot_be_rewritten_is_kept_only_while_it_lists_the_same_
     assert result.stderr.strip().endswith("; the earlier index.html no longer lists these results and was removed"), result.stderr
     assert any(line.endswith(" the earlier index.html no longer lists these results and was removed")  # rev73 #3: stderr only
                for line in (out / "batch.log").read_text().splitlines())
+    os.symlink("elsewhere.html", out / "index.html")  # not a page of the batch's: a --no-report night, which writes none,
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--no-report")  # leaves it
+    assert result.exit_code == 0 and (out / "index.html").is_symlink() and "index.html" not in result.stderr, result.stderr  # (rev73 #2)
 
 
 def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, random_weights, tmp_path):

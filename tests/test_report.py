@@ -710,6 +710,10 @@ def test_report_of_a_batch_whose_index_cannot_be_written_keeps_or_removes_the_ea
     assert not (tmp_path / INDEX_FILE).exists()
     with pytest.raises(OutputError, match=r"index.html: cannot write \(No space left on device\)$"):  # nothing to keep or remove
         write_batch_reports(tmp_path)
+    (tmp_path / INDEX_FILE).mkdir()  # not a page: neither kept as one nor removed (rev73 #4)
+    with pytest.raises(OutputError, match=r"index.html: cannot write \(No space left on device\)$"):
+        write_batch_reports(tmp_path)
+    assert (tmp_path / INDEX_FILE).is_dir()
 
 
 def test_cli_report_rewrites_a_batch(tmp_path):
