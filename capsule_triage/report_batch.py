@@ -86,21 +86,22 @@ def index_lists(batch_out_dir: Path, rows: list[dict]) -> bool:
         return False
 
 
-def settle_unwritten_index(batch_out_dir: Path, rows: list[dict]) -> tuple[bool, str]:
+def settle_unwritten_index(batch_out_dir: Path, rows: list[dict]) -> str:
     """After index.html could not be rewritten: the earlier page is kept if it lists the same results (QA 72 #2: a full
     disk removed a page still right), else removed (it would link studies deleted or failed since).
 
     Returns:
-        (kept, what the Warning or Error adds: "" when there was no earlier page, or it cannot be removed either).
+        What the Warning or Error adds: which of the two it was; "" when there was no earlier page, or it cannot be
+        removed either.
     """
     folder = Path(batch_out_dir)
     if index_lists(folder, rows):
-        return True, f'; the earlier {INDEX_FILE} lists the same results and is kept (its "Last run" line is of the run that wrote it)'
+        return f'; the earlier {INDEX_FILE} lists the same results and is kept (its "Last run" line is of the run that wrote it)'
     try:
         (folder / INDEX_FILE).unlink()
     except OSError:
-        return False, ""
-    return False, f"; the earlier {INDEX_FILE} no longer lists these results and was removed"  # rev72 #7: it said nothing
+        return ""
+    return f"; the earlier {INDEX_FILE} no longer lists these results and was removed"  # rev72 #7: it said nothing
 
 
 def _run_line(folder: Path, batch: dict | None = None) -> str:
@@ -222,6 +223,6 @@ def write_batch_reports(batch_out_dir: Path, *, model_card: str | None = None) -
     try:
         return write_batch_index(folder, rows, batch=batch if batch is not None else {}), problems  # {}: read once, said once
     except OutputError as exc:  # rev71 #7: left whatever page was there, matching or not, as the batch does not
-        raise OutputError(exc.path, exc.message + settle_unwritten_index(folder, rows)[1]) from None
+        raise OutputError(exc.path, exc.message + settle_unwritten_index(folder, rows)) from None
     except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited studies.parquet (rev50: a traceback)
         raise InputError(folder / STUDIES_FILE, f"cannot make the index from it ({type(exc).__name__}: {exc})") from None

@@ -45,8 +45,8 @@ def gone(path: str | Path) -> bool:
         os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return True
-    except OSError:
-        return False
+    except OSError:  # there, but not reachable: not gone
+        pass
     return False
 
 

@@ -289,7 +289,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
     if index is None and warning:  # not rewritten: the earlier page kept if it lists the same results, else removed
-        _kept, said = settle_unwritten_index(ctx.out_dir, rows)
+        said = settle_unwritten_index(ctx.out_dir, rows)
         warning += said
         if said:  # kept or removed, in batch.log too (rev73 #3: only a kept page was)
             progress.log(said.removeprefix("; "))
