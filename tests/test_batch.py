@@ -763,12 +763,27 @@ def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights
     (folder,) = [p for p in out.iterdir() if p.name.startswith("a.mp4")]
     (folder / "notes.txt").write_text("Dr X: event #1 confirmed\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    done = pq.read_table(out / "studies.parquet").to_pylist()[0]
     for again in (replace(options, run=RunOptions(threshold=0.4)), replace(options, force=True)):
         result = run_batch(tmp_path / "in", out, again)
         assert result.counts["failed"] == 1 and result.failures == [
             f"{folder}: holds files this batch does not write (notes.txt), which scoring the study again would delete; move them "
             "out of the study's folder and the study is triaged on the next run (its earlier results are kept until then)"]
         assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+        # QA 72 #4: the results that stand (of these very bytes) stay listed beside the error, and linked
+        (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+        assert row == {**done, "status": "failed", "error": result.failures[0]}
+        assert _index_links(out) == {f"{folder.name}/report.html"}
+    earlier_input = (tmp_path / "in" / "a.mp4").read_bytes()
+    encode_clip(demo_clip_frames()[:8], tmp_path / "in" / "a.mp4")  # other bytes: the folder's results are not of the file now
+    past = time.time_ns() - 3600 * 10**9
+    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
+    result = run_batch(tmp_path / "in", out, options)
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+    assert result.counts["failed"] == 1 and row["output_dir"] is None and row["events"] is None
+    assert _index_links(out) == set()
+    (tmp_path / "in" / "a.mp4").write_bytes(earlier_input)
+    os.utime(tmp_path / "in" / "a.mp4", ns=(past, past))
     (folder / "notes.txt").unlink()
     (folder / "thumbnails" / "marked.jpg").write_bytes(b"a reviewer's")  # QA 66 #2: inside the run's own folders too
     result = run_batch(tmp_path / "in", out, replace(options, force=True))
@@ -960,7 +975,7 @@ def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_tr
     assert result.exit_code == 0 and "1 study: 1 ok, 0 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
     (row,) = pq.read_table(out / "studies.parquet").to_pylist()
     assert row["status"] == "ok" and row["frames"] == 5 and row["frames_skipped"] == 1
-    warning = f"{folder}: 1 frame could not be decoded and was not scored (first: frame5.png: not a decodable image); see decode_errors in run.json"
+    warning = f"{folder}: 1 frame could not be decoded and was not scored (frame5.png: not a decodable image); see decode_errors in run.json"
     assert result.stderr == f"Warning: {warning}\n", result.stderr
     assert f"warning={warning}" in (out / "batch.log").read_text()
     assert '<span class="warn">\u26a0 1 not decoded</span>' in (out / "index.html").read_text()  # QA 72 #3: said nowhere there

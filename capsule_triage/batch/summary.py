@@ -20,7 +20,7 @@ from pathlib import Path
 from ..json_files import read_json
 from ..errors import OutputError, TriageError, one_line
 from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
-from ..outputs import RUN_FILE, write_json
+from ..outputs import RUN_FILE, outputs_complete, write_json
 from ..run_notes import rate_assumed
 from ..read_options import DEFAULT_FOLDER_FPS
 from ..report_batch import DONE_STATUSES, INDEX_FILE, write_batch_index
@@ -39,22 +39,14 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
 
 def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False) -> dict:
     """A studies.parquet row, read back from the study's run.json or failure record (``earlier``: a pending study's
-    results of an earlier run, shown until it is scored again; ``error`` says so)."""
+    results of an earlier run, shown until it is scored again; ``error`` says so). A failed study whose folder holds
+    complete results of the very bytes that failed (``--force`` or another setting stopped by a reviewer's file in the
+    folder, a full disk on a rerun) carries them beside its error: they stand until it is scored again (QA 72 #4: the
+    index dropped them)."""
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
     if status in DONE_STATUSES or earlier:
-        run = read_json(out_dir / study.study_id / RUN_FILE)
-        frames = int(run["frames_decoded"])
-        gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
-        row.update(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
-                   gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
-                   frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
-                   flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
-                   top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored
-                   wall_seconds=float(run["wall_seconds"]),
-                   fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
-                   backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"],
-                   output_dir=study.study_id, error=error if earlier else None)
+        row.update(_results(study.study_id, read_json(out_dir / study.study_id / RUN_FILE)), error=error if earlier else None)
     elif status == "pending" and error:  # e.g. still being written: why it waits for the next run
         row.update(error=error)
     elif status == "failed":
@@ -63,7 +55,34 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
         except (OSError, ValueError):
             record = {}
         row.update(error=record.get("error", error), input_sha256=record.get("input_sha256"))
+        row.update(_results_of(out_dir, study.study_id, row["input_sha256"]) or {})
     return row
+
+
+def _results(study_id: str, run: dict) -> dict:
+    """A row's columns read from a study's run.json."""
+    frames = int(run["frames_decoded"])
+    gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
+    return dict(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
+                gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
+                frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
+                flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
+                top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored
+                wall_seconds=float(run["wall_seconds"]),
+                fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
+                backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"], output_dir=study_id)
+
+
+def _results_of(out_dir: Path, study_id: str, input_sha256: str | None) -> dict | None:
+    """A row's columns from the complete results the study's folder holds of these input bytes; None if it holds none
+    (or those of other bytes, or a run.json of a version that recorded less)."""
+    try:
+        run = read_json(out_dir / study_id / RUN_FILE)
+        if not input_sha256 or run["input"]["sha256"] != input_sha256 or not outputs_complete(out_dir / study_id):
+            return None
+        return _results(study_id, run)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[str]:
