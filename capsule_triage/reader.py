@@ -101,7 +101,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
             if container.format.name in RAW_STREAM_FORMATS:
                 raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
                                        f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "
-                                       f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.mp4")
+                                       f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.{'mkv' if path.suffix.lower() == '.mp4' else 'mp4'}")
             if "mov" in container.format.name.split(",") and (cut := cut_iso_box(path)):
                 raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4's header counts no frames (QA 40)
             if container.format.name == "mpegts" and (cut := cut_transport_stream(path)):

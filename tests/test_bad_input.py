@@ -447,6 +447,10 @@ def test_raw_h264_stream_is_refused_with_how_to_wrap_it(tmp_path, random_weights
         out.mux(stream.encode())
     _expect_error(tmp_path, raw, random_weights, "capsule.h264: raw h264 stream: it stores no frame rate or timestamps "
                   "(25 frames/s would be assumed)")
+    assert _expect_error(tmp_path, raw, random_weights, "").endswith(" -i capsule.h264 -c copy capsule.mp4")
+    # named as the file the advice would write: not the same name (ffmpeg would read and overwrite it)
+    assert _expect_error(tmp_path, raw.rename(tmp_path / "capsule.MP4"), random_weights, "raw h264 stream").endswith(
+        " -i capsule.MP4 -c copy capsule.mkv")
 
 
 def test_truncated_mkv_is_refused_against_the_duration_its_muxer_wrote(tmp_path, random_weights):
