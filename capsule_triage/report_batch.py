@@ -147,10 +147,10 @@ def _inside(sid: str) -> bool:
 
 
 def _linked(folder: Path, row: dict) -> bool:
-    """Whether the page links the study's report. Only a current result is: a failed study's folder may still hold the
-    report of an earlier version of its input (the new one failed), and a folder deleted since has no page to open.
-    A pending or failed row names its folder (``output_dir``) only when it holds results of the same input bytes
-    (QA 43, QA 72 #4: batch/summary.py)."""
+    """Whether the page links the study's report: only results that stand for the input as it is. A failed study's
+    folder may still hold the report of an earlier version of its input (the new one failed), and a folder deleted
+    since has no page to open; a pending or failed row names its folder (``output_dir``) only when it holds results of
+    the same input bytes that stand (QA 43, QA 72 #4: batch/summary.py)."""
     sid = _study_id(row)
     current = row.get("status") in DONE_STATUSES or (row.get("status") in ("pending", "failed") and row.get("output_dir"))
     return bool(_inside(sid) and current and (folder / sid / REPORT_FILE).is_file() and (folder / sid / RUN_FILE).is_file())

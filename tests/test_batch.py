@@ -800,6 +800,51 @@ def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights
     assert folder.read_text() == "someone's file"
 
 
+def test_a_failed_study_lists_earlier_results_only_while_they_stand(random_weights, tmp_path, monkeypatch):
+    """Review rev74 #1/#2 of QA 72 #4: a failed study lists its folder's results only when this run failed on those very
+    bytes for a reason not the input's. Its failure record may be an earlier failure's (a full disk kept this run from
+    writing its own): the row said that failure and listed results of bytes the input no longer has. And a newer
+    version or other settings that refuse the input itself do not vouch for what an older one made of it."""
+    from capsule_triage.batch import run_batch
+    from capsule_triage.batch import worker as worker_module
+    from capsule_triage.errors import InputError
+
+    source = _settled_demo_study(tmp_path / "in")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights), workers=1)
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
+    (folder,) = [p for p in out.iterdir() if p.name.startswith("a.mp4")]
+    (folder / "notes.txt").write_text("notes")
+    assert run_batch(tmp_path / "in", out, replace(options, force=True)).counts["failed"] == 1  # recorded: notes.txt
+    (folder / "notes.txt").unlink()
+    encode_clip(demo_clip_frames()[:8], source)  # other bytes, then a full disk: the record of the notes stays
+    past = time.time_ns() - 3600 * 10**9
+    os.utime(source, ns=(past, past))
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    written = worker_module.write_json_atomic
+    monkeypatch.setattr(worker_module, "triage_study", full)
+    monkeypatch.setattr(worker_module, "write_json_atomic", lambda path, *a, **k: full() if ".failed" in str(path) else written(path, *a, **k))
+    result = run_batch(tmp_path / "in", out, options)
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+    assert result.failures == [row["error"]] and "No space left on device" in row["error"] and "notes.txt" not in row["error"]
+    assert row["input_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest() and row["output_dir"] is None
+    assert _index_links(out) == set() and json.loads((out / "batch.json").read_text())["stale_folders"] == [folder.name]
+    monkeypatch.undo()
+    shutil.copy(DEMO_CLIP, source)  # the folder's bytes again, refused by the input check of other settings
+    os.utime(source, ns=(past, past))
+
+    def refuse(path, *_, **__):
+        raise InputError(path, "raw h264 stream")
+
+    monkeypatch.setattr(worker_module, "triage_study", refuse)
+    result = run_batch(tmp_path / "in", out, replace(options, run=RunOptions(threshold=0.4)))
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+    assert result.failures == [f"{source}: raw h264 stream"] and row["output_dir"] is None and row["events"] is None
+    assert _index_links(out) == set()
+
+
 def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weights, tmp_path, monkeypatch):
     """Review rev32: the pages of a study scored in the batch are written after triage_study now; a failure there
     failed the study, and an InputError (its outputs read back) was recorded as a bad input, never retried."""

@@ -37,12 +37,14 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
 }
 
 
-def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False) -> dict:
+def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False,
+                kept_results_of: str | None = None) -> dict:
     """A studies.parquet row, read back from the study's run.json or failure record (``earlier``: a pending study's
-    results of an earlier run, shown until it is scored again; ``error`` says so). A failed study whose folder holds
-    complete results of the very bytes that failed (``--force`` or another setting stopped by a reviewer's file in the
-    folder, a full disk on a rerun) carries them beside its error: they stand until it is scored again (QA 72 #4: the
-    index dropped them)."""
+    results of an earlier run, shown until it is scored again; ``error`` says so). A failed study carries this run's
+    ``error`` (its failure record is an earlier one's when it could not be written: a full disk); one that failed for
+    a reason not its input's (``kept_results_of``: --force or other settings stopped by a reviewer's file in its folder,
+    a full disk on a rerun) carries the complete results its folder holds of those very bytes beside the error: they
+    stand until it is scored again (QA 72 #4: the index dropped them)."""
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
     if status in DONE_STATUSES or earlier:
@@ -54,8 +56,13 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
             record = read_json(out_dir / FAILED_DIR / f"{study.study_id}.json")
         except (OSError, ValueError):
             record = {}
-        row.update(error=record.get("error", error), input_sha256=record.get("input_sha256"))
-        row.update(_results_of(out_dir, study.study_id, row["input_sha256"]) or {})
+        row.update(error=error or record.get("error"), input_sha256=kept_results_of or record.get("input_sha256"))
+        folder = out_dir / study.study_id
+        if kept_results_of and recorded_input_sha(folder) == kept_results_of and outputs_complete(folder):
+            try:
+                row.update(_results(study.study_id, read_json(folder / RUN_FILE)))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a run.json of a version that recorded less
+                pass
     return row
 
 
@@ -73,15 +80,11 @@ def _results(study_id: str, run: dict) -> dict:
                 backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"], output_dir=study_id)
 
 
-def _results_of(out_dir: Path, study_id: str, input_sha256: str | None) -> dict | None:
-    """A row's columns from the complete results the study's folder holds of these input bytes; None if it holds none
-    (or those of other bytes, or a run.json of a version that recorded less)."""
+def recorded_input_sha(folder: Path) -> str | None:
+    """The input SHA-256 a study folder's run.json records; None if it has none (or cannot be read)."""
     try:
-        run = read_json(out_dir / study_id / RUN_FILE)
-        if not input_sha256 or run["input"]["sha256"] != input_sha256 or not outputs_complete(out_dir / study_id):
-            return None
-        return _results(study_id, run)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return read_json(folder / RUN_FILE)["input"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -295,11 +298,7 @@ def stale_folders(out_dir: Path, studies: list[Study], rows: list[dict]) -> list
     for study, row in zip(studies, rows):
         if row["status"] != "failed" or not row.get("input_sha256"):
             continue
-        try:
-            recorded = read_json(out_dir / study.study_id / RUN_FILE)["input"]["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if recorded != row["input_sha256"]:
+        if (recorded := recorded_input_sha(out_dir / study.study_id)) is not None and recorded != row["input_sha256"]:
             stale.append(study.study_id)
     return stale
 

@@ -109,6 +109,8 @@ class StudyOutcome:
         run_warnings: a study scored in this run: its run's own `Warning:` lines (time gaps, wide or enlarged frames,
             several-page images; :func:`~capsule_triage.run_notes.warning_lines`), but the model's and those the batch
             counts over its studies.
+        kept_results_of: a study that failed for a reason not its input's (the machine, its output folder): the SHA-256
+            of the input it failed on; complete results of these bytes in its folder stand and stay listed (QA 72 #4).
     """
 
     study: Study
@@ -119,6 +121,7 @@ class StudyOutcome:
     note: str | None = None
     warning: str | None = None
     run_warnings: tuple[str, ...] = ()
+    kept_results_of: str | None = None
 
 
 class WorkerSetupError(TriageError):
@@ -377,7 +380,8 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
         write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
     except OSError:  # a full disk: the failure is still reported (summary row, Error line) and retried next run
         pass
-    return StudyOutcome(study, "failed", error=error, wall_seconds=time.perf_counter() - started if started else 0.0)
+    return StudyOutcome(study, "failed", error=error, wall_seconds=time.perf_counter() - started if started else 0.0,
+                        kept_results_of=None if input_fault else sha)
 
 
 def add_missing_report(final: Path, work_root: Path) -> None:
