@@ -99,9 +99,10 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
             if container.format.name.endswith("_pipe"):  # QA 72 #6: a PNG named .mp4 was a one-frame study (FFmpeg's png_pipe)
                 raise InputError(path, f"a still image ({cc.name}), not a video: put it in a folder of frames to triage it")
             if container.format.name in RAW_STREAM_FORMATS:
-                raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be "
-                                       f"assumed) and cannot be seeked for thumbnails; put it in a container at its real rate "
-                                       f"first, e.g. ffmpeg -framerate 4 -i {path.name} -c copy {path.stem}.{'mkv' if path.suffix.lower() == '.mp4' else 'mp4'}")
+                wrapped = f"{path.stem}.{'mkv' if path.suffix.lower() == '.mp4' else 'mp4'}"  # not its own name: ffmpeg reads it
+                raise InputError(path, f"raw {cc.name} stream: it stores no frame rate or timestamps (25 frames/s would be assumed) and "
+                                       f"cannot be seeked for thumbnails; put it in a container at its real rate first, e.g. ffmpeg "
+                                       f"-framerate 4 -i {path.name} -c copy {wrapped}, and move {path.name} out of a batch's input folder")
             if "mov" in container.format.name.split(",") and (cut := cut_iso_box(path)):
                 raise InputError(path, f"truncated video: {cut}")  # a fragmented MP4's header counts no frames (QA 40)
             if container.format.name == "mpegts" and (cut := cut_transport_stream(path)):

@@ -83,10 +83,10 @@ def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
         lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
                      f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json")
     if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
-        errors = run.get("decode_errors") or ["?"]  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
-        why = errors[0] if len(errors) == 1 else f"first: {errors[0]}"
+        errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
+        why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"
         lines.append(f"{source}: {skipped:,} frame{'s' if skipped != 1 else ''} could not be decoded and {'were' if skipped != 1 else 'was'} "
-                     f"not scored ({why}); see decode_errors in run.json")
+                     f"not scored{why}; see decode_errors in run.json")
     if unread := run["source"].get("unread"):
         lines.append(f"{source}: not read: {'; '.join(unread)}; see source.unread in run.json")
     return lines + [line for line in run.get("warnings", []) if line not in leave_out]

@@ -432,6 +432,19 @@ def _demo_frames(count):
         return [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0))]
 
 
+def test_the_lost_frames_line_names_its_first_entry_only_among_several():
+    """rev70 #8: '(first: ...)' of the only entry read circularly ('3 frames ... (first: 3 frame(s) at the start ...)');
+    rev74 #6: with no entry it said '(?)'."""
+    from capsule_triage.run_notes import warning_lines
+
+    run = {"time_gaps": {"count": 0}, "frames_skipped": 3, "decode_errors": [], "source": {}}
+    said = lambda *errors: warning_lines({**run, "decode_errors": list(errors)}, "x.mp4")  # noqa: E731
+    assert said() == ["x.mp4: 3 frames could not be decoded and were not scored; see decode_errors in run.json"]
+    assert said("3 frame(s) at the start") == ["x.mp4: 3 frames could not be decoded and were not scored (3 frame(s) at the "
+                                               "start); see decode_errors in run.json"]
+    assert said("a", "b") == ["x.mp4: 3 frames could not be decoded and were not scored (first: a); see decode_errors in run.json"]
+
+
 def test_raw_h264_stream_is_refused_with_how_to_wrap_it(tmp_path, random_weights):
     """A raw elementary stream stores no rate: FFmpeg would time it at 25 frames/s (a 4 fps capsule
     clip would last 6x too short) and it cannot be seeked for thumbnails."""
@@ -447,10 +460,11 @@ def test_raw_h264_stream_is_refused_with_how_to_wrap_it(tmp_path, random_weights
         out.mux(stream.encode())
     _expect_error(tmp_path, raw, random_weights, "capsule.h264: raw h264 stream: it stores no frame rate or timestamps "
                   "(25 frames/s would be assumed)")
-    assert _expect_error(tmp_path, raw, random_weights, "").endswith(" -i capsule.h264 -c copy capsule.mp4")
+    assert " -i capsule.h264 -c copy capsule.mp4, and move capsule.h264 out of a batch's input folder" in _expect_error(
+        tmp_path, raw, random_weights, "")
     # named as the file the advice would write: not the same name (ffmpeg would read and overwrite it)
     assert _expect_error(tmp_path, raw.rename(tmp_path / "capsule.MP4"), random_weights, "raw h264 stream").endswith(
-        " -i capsule.MP4 -c copy capsule.mkv")
+        " -i capsule.MP4 -c copy capsule.mkv, and move capsule.MP4 out of a batch's input folder")
 
 
 def test_truncated_mkv_is_refused_against_the_duration_its_muxer_wrote(tmp_path, random_weights):
