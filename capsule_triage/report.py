@@ -21,7 +21,7 @@ from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
-from .report_facts import file_name, model_facts, says_hours, study_duration, study_facts, study_start, time_range
+from .report_facts import file_name, model_facts, playing_rate, says_hours, study_duration, study_facts, study_start, time_range
 from .report_page import html_page, keys_hint, page_header, write_atomic
 from .report_svg import LEFT, RIGHT, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
@@ -118,7 +118,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     name = file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
     main = ['<div class="grid2">', study_facts(study), model_facts(run, card_use), "</div>", _warnings(run),
-            _summary(n, flagged, len(study.events), study_duration(study)),
+            _summary(n, flagged, len(study.events), study_duration(study), playing_rate(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
@@ -199,16 +199,17 @@ def _warnings(run: dict) -> str:
     return f'<section class="warnings" role="note"><h2>Warnings</h2><ul>{items}</ul></section>'
 
 
-def _summary(frames: int, flagged: int, events: int, duration: float) -> str:
+def _summary(frames: int, flagged: int, events: int, duration: float, playing: float | None) -> str:
     pct = 100 * flagged / frames if frames else 0.0
-    # A reader goes no slower than the video plays (QA 26: at 15 frames/s a 90 s 60 fps clip "read" in 6 min).
-    rate = max(READING_FPS, round(frames / duration) if frames > 1 and duration > 0 else 0.0)
+    # A reader goes no slower than the video plays (QA 26: at 15 frames/s a 90 s 60 fps clip "read" in 6 min), as it
+    # plays between any gaps (QA 73 #2: frames / duration read a 30 frames/s study with an 8 s gap at 15)
+    rate = max(READING_FPS, round(playing) if frames > 1 and playing else 0.0)
     read_flagged, read_all = reading_seconds(flagged, rate), reading_seconds(frames, rate)
     saved = f"{100 * (1 - read_flagged / read_all):.0f}% less" if read_all else ""
     reading = f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.0f} frames/s (as it plays)"
     tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
              ("Events", f"{events:,}", "ranked by peak score"),
-             ("Flagged", f"{pct:.1f}%", f"{flagged:,} frames in events"),
+             ("Flagged", f"{pct:.1f}%", f"{flagged:,} frame{'s' if flagged != 1 else ''} in events"),
              (reading, fmt_duration(read_flagged), f"flagged frames only, in {events:,} event{'s' if events != 1 else ''} to open, "
                                                    f"vs {fmt_duration(read_all)} for the whole study ({saved})")  # QA 64: how many
              if flagged else (reading, fmt_duration(read_all), "the whole study: no flagged frames to look at first")]  # QA 41: "0.0 s, 100% less"

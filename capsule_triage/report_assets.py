@@ -50,7 +50,7 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 .skip{position:absolute;left:8px;top:8px;z-index:1;background:#fff;padding:4px 10px;border:2px solid var(--sel);border-radius:4px}
 .keys label{white-space:nowrap;margin-left:.5rem}
 @media print{details:not([open]){display:none}.scroll{max-height:none;overflow:visible}.timeline-scroll{overflow:visible}.page{display:block!important}
- .pager,.keys,.skip{display:none}th{position:static}.card,.tile,figure,.facts,tr{break-inside:avoid}h2,h3{break-after:avoid}}
+ .pager,.keys,.skip{display:none}th{position:static}.card,.tile,figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 # The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of
@@ -103,8 +103,8 @@ document.addEventListener('keydown',function(e){
  e.preventDefault();});
 window.addEventListener('hashchange',sync);sync();
 window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});
- document.querySelectorAll('#event-list details:not([open])').forEach(function(d){d.open=true;d.dataset.printed='1';});});
-window.addEventListener('afterprint',function(){document.querySelectorAll('#event-list details[data-printed]').forEach(function(d){d.open=false;delete d.dataset.printed;});});
+ document.querySelectorAll('details:not([open])').forEach(function(d){d.open=true;d.dataset.printed='1';});});
+window.addEventListener('afterprint',function(){document.querySelectorAll('details[data-printed]').forEach(function(d){d.open=false;delete d.dataset.printed;});});
 })();"""
 
 DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){

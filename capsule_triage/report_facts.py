@@ -30,11 +30,23 @@ def study_start(study: Study) -> float:
 
 def study_duration(study: Study) -> float:
     """The video's length: from its frames (container durations of streams that start late may be their
-    end time), else as the container states it."""
+    end time), else as run.json states it (one frame: one period, QA 73 #3), else as the container does."""
     if (seconds := timeline_seconds(study.frames["pts_seconds"])) is not None:
         return seconds
-    stated = study.run.get("source", {}).get("duration_seconds")
-    return float(stated) if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated) else 0.0
+    for stated in (study.run.get("duration_seconds"), study.run.get("source", {}).get("duration_seconds")):
+        if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated):
+            return float(stated)
+    return 0.0
+
+
+def playing_rate(study: Study) -> float | None:
+    """Frames per second as the video plays: its frames over its length less the time its stretches without frames
+    add (run.json ``time_gaps``), so that a capsule's signal loss is not read as slower playing (QA 73 #2: a 30 frames/s
+    study with an 8 s gap read at 12.7); None for fewer than two frames."""
+    frames, gaps = len(study.frames["pts_seconds"]), study.run.get("time_gaps")
+    gap_seconds = gaps.get("seconds") if isinstance(gaps, dict) and isinstance(gaps.get("seconds"), (int, float)) else 0.0
+    playing = study_duration(study) - gap_seconds
+    return frames / playing if frames > 1 and playing > 0 else None
 
 
 def time_range(study: Study) -> tuple[float, float]:
@@ -67,7 +79,7 @@ def study_facts(study: Study) -> str:
                    + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
         ("Gaps", _gaps(run.get("time_gaps"))),
         ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
-                                             _rate(run, src, study.frames["pts_seconds"])) if v)),
+                                             _rate(run, src, study.frames["pts_seconds"], playing_rate(study))) if v)),
         ("Colours", src.get("colours")),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
 
@@ -75,7 +87,7 @@ def study_facts(study: Study) -> str:
 _CSV_ORIGIN = {"folder": "folder's timestamps.csv", "preset": "preset's timestamp CSV"}  # else --timestamps (older run.json too)
 
 
-def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
+def _rate(run: dict, src: dict, pts: np.ndarray, playing: float | None) -> str | None:
     """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
     where its times came from (the images carry none)."""
     read = run.get("parameters", {}).get("read", {})
@@ -87,9 +99,11 @@ def _rate(run: dict, src: dict, pts: np.ndarray) -> str | None:
               else f" (--fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)" if read.get("folder_fps_from") == "--fps"
               else f" (the preset's folder_fps {read.get('folder_fps', src['average_fps']):g}: the images carry no times)"
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
+    varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
+              if measured and measured["varies"] else "")
+    if measured and playing and isinstance(gaps := run.get("time_gaps"), dict) and gaps.get("count"):  # QA 73 #2: not the span's
+        return f"{playing:.2f} frames/s between its gaps{varies}; {measured['average_fps']:.2f} over its whole span{origin}"
     if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
-        varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
-                  if measured["varies"] else "")
         return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
     return f"{src['average_fps']:.2f} frames/s{origin}"
 

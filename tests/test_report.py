@@ -33,7 +33,7 @@ from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seco
 from capsule_triage.report_batch import INDEX_FILE, index_lists, write_batch_index
 from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, timeline_svg
 
-from conftest import ARTIFACTS, DEMO_CLIP, needs_shared, triage
+from conftest import ARTIFACTS, DEMO_CLIP, needs_shared, triage, write_frame_folder
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
@@ -1072,6 +1072,13 @@ def test_the_events_in_time_order_sort_by_any_column_in_chromium(tmp_path, brows
     browser.eval("document.querySelector('#event-list summary').click()")  # opened by the reader: stays open
     browser.eval("window.dispatchEvent(new Event('beforeprint')); window.dispatchEvent(new Event('afterprint'))")
     assert browser.eval(details) is True
+    # QA 73 #1/#5: every folded section prints (the top frames, folded beside events, printed as an empty heading)
+    folded = "Array.from(document.querySelectorAll('details')).filter(d => !d.open).length"
+    assert browser.eval("document.querySelectorAll('details').length") >= 2 and browser.eval(folded) >= 1
+    browser.eval("window.dispatchEvent(new Event('beforeprint'))")
+    assert browser.eval(folded) == 0
+    browser.eval("window.dispatchEvent(new Event('afterprint'))")
+    assert browser.eval(folded) >= 1 and browser.eval(details) is True
     browser.key("j")  # the gallery's keys still work beside the table
     assert browser.eval("location.hash") == "#event-1"
     browser.eval("Array.from(document.querySelectorAll('table.events th button')).find(b => b.textContent === 'start').click()")
@@ -1289,6 +1296,8 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
     page = (tmp_path / "o" / "report.html").read_text()
     assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in page
+    # QA 73 #2: the rate was the span's average, gaps included ("2.71 frames/s" for this 4 frames/s video)
+    assert "video, h264, 128 \u00d7 128 px, 4.00 frames/s between its gaps; 2.64 over its whole span<" in page
     assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")
@@ -1298,6 +1307,35 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     rows = {r["input_path"]: r["gap_seconds"] for r in pq.read_table(tmp_path / "b" / "studies.parquet").to_pylist()}
     assert rows == {"gap.mp4": 5.0, "demo.mp4": 0.0}
     assert "\u26a0 5.0 s" in (tmp_path / "b" / "index.html").read_text()
+
+
+def test_the_reading_time_and_duration_hold_through_a_gap_and_for_one_frame(tmp_path, random_weights):
+    """QA 73 #2: a 30 frames/s recording with an 8 s signal loss was read at 15 frames/s (frames over the whole span, gaps
+    included), not as it plays. #3: a one-frame study said "0.0 s of video" where run.json says one period (0.5 s).
+    #6: "1 frames in events"."""
+    import av
+
+    clip, rng = tmp_path / "gap30.mp4", np.random.default_rng(0)
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = 64
+        stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, 30)
+        for pts in [*range(60), *range(300, 360)]:  # 8 s without frames after 2 s
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    assert triage("run", clip, "--weights", random_weights, "--out", tmp_path / "o", "--quiet").returncode == 0
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "30.00 frames/s between its gaps; 9.94 over its whole span<" in page and "Reading at 30 frames/s (as it plays)" in page
+    assert ">12.0 s of video<" in page and "vs 4.0 s for the whole study" in page  # 120 frames at 30 frames/s
+    write_frame_folder([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)], tmp_path / "one")
+    result = triage("run", tmp_path / "one", "--weights", random_weights, "--out", tmp_path / "o1", "--quiet", "--fps", "2",
+                    "--threshold", "0.0001")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "o1" / "run.json").read_text())["duration_seconds"] == 0.5
+    page = (tmp_path / "o1" / "report.html").read_text()
+    assert ">0.5 s of video<" in page and "<dd>0.5 s</dd>" in page and ">1 frame in events<" in page
 
 
 def test_scores_near_the_ends_are_not_rounded_onto_them(tmp_path):
