@@ -73,7 +73,8 @@ function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||
 # j/k move to the next/previous card: its title link gets focus and aria-current, and #announce (a
 # polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
 # announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing, and
-# the events in time order are printed (opened for the printout, folded again after: rev36).
+# every folded section is printed (the events in time order, the top frames, the hour strips: opened for the
+# printout, folded again after; rev36, QA 73 #1). The print stylesheet alone would hide them.
 MAIN_JS = """(function(){""" + _KEYS_JS + """
 var live=document.getElementById('announce'),data=JSON.parse(document.getElementById('report-data').textContent),ev=data.events,size=data.page_size,cur=-1;
 var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.pager a');

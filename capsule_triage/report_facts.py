@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from .completeness import measured_rate
+from .completeness import measured_rate, time_gaps
 from .model_card import operating_note
 from .periods import timeline_seconds
 from .report_svg import facts, fmt_clock, fmt_duration, score_text
@@ -30,22 +30,36 @@ def study_start(study: Study) -> float:
 
 def study_duration(study: Study) -> float:
     """The video's length: from its frames (container durations of streams that start late may be their
-    end time), else as run.json states it (one frame: one period, QA 73 #3), else as the container does."""
+    end time), else as run.json states it (one frame: one period, QA 73 #3), else one period at the source's
+    rate, else as the container does."""
     if (seconds := timeline_seconds(study.frames["pts_seconds"])) is not None:
         return seconds
-    for stated in (study.run.get("duration_seconds"), study.run.get("source", {}).get("duration_seconds")):
-        if isinstance(stated, (int, float)) and not isinstance(stated, bool) and math.isfinite(stated):
+    src = study.run.get("source", {})
+    rate = src.get("average_fps")
+    one_period = 1 / rate if len(study.frames["pts_seconds"]) == 1 and _number(rate) and rate > 0 else None
+    for stated in (study.run.get("duration_seconds"), one_period, src.get("duration_seconds")):  # rev75 #3: a late start's end time
+        if _number(stated):
             return float(stated)
     return 0.0
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def study_gaps(study: Study) -> dict:
+    """The study's stretches without frames: run.json's ``time_gaps``, or found in its frames for a run.json written
+    before 2026-12-01 without them (rev75 #1: the timeline drew them, the facts and the rate did not)."""
+    gaps = study.run.get("time_gaps")
+    return gaps if isinstance(gaps, dict) and _number(gaps.get("seconds")) else time_gaps(study.frames["pts_seconds"])
+
+
 def playing_rate(study: Study) -> float | None:
     """Frames per second as the video plays: its frames over its length less the time its stretches without frames
-    add (run.json ``time_gaps``), so that a capsule's signal loss is not read as slower playing (QA 73 #2: a 30 frames/s
-    study with an 8 s gap read at 12.7); None for fewer than two frames."""
-    frames, gaps = len(study.frames["pts_seconds"]), study.run.get("time_gaps")
-    gap_seconds = gaps.get("seconds") if isinstance(gaps, dict) and isinstance(gaps.get("seconds"), (int, float)) else 0.0
-    playing = study_duration(study) - gap_seconds
+    add (:func:`study_gaps`), so that a capsule's signal loss is not read as slower playing (QA 73 #2: a 30 frames/s
+    study with an 8 s gap was read at 15, its frames over the whole span giving 10); None for fewer than two frames."""
+    frames = len(study.frames["pts_seconds"])
+    playing = study_duration(study) - study_gaps(study)["seconds"]
     return frames / playing if frames > 1 and playing > 0 else None
 
 
@@ -71,15 +85,16 @@ def study_facts(study: Study) -> str:
     if res and (turned := run.get("frames_turned_clockwise_degrees")):  # QA 61 L3: the stored size, with nothing saying the frames were turned
         turns = " and ".join(f"{t}\u00b0" for t in turned)
         res += f" as stored, shown turned {turns} clockwise (its display matrix)"
-    duration = study_duration(study)
+    duration, gaps, frames = study_duration(study), study_gaps(study), len(study.frames["pts_seconds"])
+    gapped = (playing_rate(study), frames / duration if duration else None) if gaps["count"] else None
     return facts("Study", [
         ("File", file_name(run)), ("Path", run.get("input", {}).get("path")),
         ("Duration", fmt_duration(duration) + (f" ({duration:,.0f} s)" if duration >= 60 else "")),
-        ("Frames", f"{len(study.frames['pts_seconds']):,} decoded, {run.get('frames_skipped', 0):,} skipped"
+        ("Frames", f"{frames:,} decoded, {run.get('frames_skipped', 0):,} skipped"
                    + (f", {run['frames_without_view']:,} without a field of view (not scored)" if run.get("frames_without_view") else "")),
-        ("Gaps", _gaps(run.get("time_gaps"))),
-        ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res,
-                                             _rate(run, src, study.frames["pts_seconds"], playing_rate(study))) if v)),
+        ("Gaps", _gaps(gaps)),
+        ("Source", ", ".join(str(v) for v in (src.get("kind"), src.get("codec"), res, _rate(run, src, study.frames["pts_seconds"], gapped))
+                             if v)),
         ("Colours", src.get("colours")),
         ("Size", f"{size / 1e6:.1f} MB" if size else None), ("SHA-256", run.get("input", {}).get("sha256"))])
 
@@ -87,9 +102,10 @@ def study_facts(study: Study) -> str:
 _CSV_ORIGIN = {"folder": "folder's timestamps.csv", "preset": "preset's timestamp CSV"}  # else --timestamps (older run.json too)
 
 
-def _rate(run: dict, src: dict, pts: np.ndarray, playing: float | None) -> str | None:
+def _rate(run: dict, src: dict, pts: np.ndarray, gapped: tuple[float | None, float | None] | None) -> str | None:
     """The frame rate, whether it varies (an adaptive-rate capsule's 2-6 frames/s), and for a frame folder
-    where its times came from (the images carry none)."""
+    where its times came from (the images carry none); for a study with stretches without frames, ``gapped``: its rate
+    as it plays between them and its frames over its whole length (QA 73 #2: the second alone read as a slower rate)."""
     read = run.get("parameters", {}).get("read", {})
     measured = measured_rate(pts)
     timed_by_csv = src.get("kind") == "frames" and read.get("timestamps_csv")
@@ -101,8 +117,8 @@ def _rate(run: dict, src: dict, pts: np.ndarray, playing: float | None) -> str |
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
     varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
               if measured and measured["varies"] else "")
-    if measured and playing and isinstance(gaps := run.get("time_gaps"), dict) and gaps.get("count"):  # QA 73 #2: not the span's
-        return f"{playing:.2f} frames/s between its gaps{varies}; {measured['average_fps']:.2f} over its whole span{origin}"
+    if gapped and gapped[0] and gapped[1]:
+        return f"{gapped[0]:.2f} frames/s between its gaps{varies}; {gapped[1]:.2f} over its whole length{origin}"
     if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
         return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
     return f"{src['average_fps']:.2f} frames/s{origin}"

@@ -86,7 +86,7 @@ def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
         errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
         why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"
         lines.append(f"{source}: {skipped:,} frame{'s' if skipped != 1 else ''} could not be decoded and {'were' if skipped != 1 else 'was'} "
-                     f"not scored{why}; see decode_errors in run.json")
+                     f"not scored{why}" + ("; see decode_errors in run.json" if errors else ""))
     if unread := run["source"].get("unread"):
         lines.append(f"{source}: not read: {'; '.join(unread)}; see source.unread in run.json")
     return lines + [line for line in run.get("warnings", []) if line not in leave_out]

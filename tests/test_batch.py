@@ -843,6 +843,14 @@ def test_a_failed_study_lists_earlier_results_only_while_they_stand(random_weigh
     (row,) = pq.read_table(out / "studies.parquet").to_pylist()
     assert result.failures == [f"{source}: raw h264 stream"] and row["output_dir"] is None and row["events"] is None
     assert _index_links(out) == set()
+    # rev75 #2: an input refused on a full disk names the bytes it failed on, not the earlier record's
+    encode_clip(demo_clip_frames()[8:16], source)
+    os.utime(source, ns=(past, past))
+    monkeypatch.setattr(worker_module, "write_json_atomic", lambda path, *a, **k: full() if ".failed" in str(path) else written(path, *a, **k))
+    result = run_batch(tmp_path / "in", out, replace(options, force=True))
+    (row,) = pq.read_table(out / "studies.parquet").to_pylist()
+    assert result.failures == [f"{source}: raw h264 stream"] and row["input_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert json.loads((out / "batch.json").read_text())["stale_folders"] == [folder.name]
 
 
 def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weights, tmp_path, monkeypatch):

@@ -1297,7 +1297,7 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     page = (tmp_path / "o" / "report.html").read_text()
     assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in page
     # QA 73 #2: the rate was the span's average, gaps included ("2.71 frames/s" for this 4 frames/s video)
-    assert "video, h264, 128 \u00d7 128 px, 4.00 frames/s between its gaps; 2.64 over its whole span<" in page
+    assert "video, h264, 128 \u00d7 128 px, 4.00 frames/s between its gaps; 2.67 over its whole length<" in page
     assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")
@@ -1327,8 +1327,14 @@ def test_the_reading_time_and_duration_hold_through_a_gap_and_for_one_frame(tmp_
         container.mux(stream.encode())
     assert triage("run", clip, "--weights", random_weights, "--out", tmp_path / "o", "--quiet").returncode == 0
     page = (tmp_path / "o" / "report.html").read_text()
-    assert "30.00 frames/s between its gaps; 9.94 over its whole span<" in page and "Reading at 30 frames/s (as it plays)" in page
+    assert "30.00 frames/s between its gaps; 10.00 over its whole length<" in page and "Reading at 30 frames/s (as it plays)" in page
     assert ">12.0 s of video<" in page and "vs 4.0 s for the whole study" in page  # 120 frames at 30 frames/s
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    del run["time_gaps"]  # rev75 #1: a run.json written before 2026-12-01: the gaps found in its frames, as the timeline does
+    (tmp_path / "o" / "run.json").write_text(json.dumps(run))
+    again = write_report(tmp_path / "o").read_text()
+    assert "30.00 frames/s between its gaps; 10.00 over its whole length<" in again and "Reading at 30 frames/s (as it plays)" in again
+    assert "1 stretch without frames, 8.0 s in all (~240 frames)" in again
     write_frame_folder([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)], tmp_path / "one")
     result = triage("run", tmp_path / "one", "--weights", random_weights, "--out", tmp_path / "o1", "--quiet", "--fps", "2",
                     "--threshold", "0.0001")

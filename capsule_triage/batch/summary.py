@@ -38,13 +38,13 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
 
 
 def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False,
-                kept_results_of: str | None = None) -> dict:
+                failed_on: str | None = None, input_fault: bool = True) -> dict:
     """A studies.parquet row, read back from the study's run.json or failure record (``earlier``: a pending study's
     results of an earlier run, shown until it is scored again; ``error`` says so). A failed study carries this run's
-    ``error`` (its failure record is an earlier one's when it could not be written: a full disk); one that failed for
-    a reason not its input's (``kept_results_of``: --force or other settings stopped by a reviewer's file in its folder,
-    a full disk on a rerun) carries the complete results its folder holds of those very bytes beside the error: they
-    stand until it is scored again (QA 72 #4: the index dropped them)."""
+    ``error`` and the input hash it ``failed_on`` (its failure record is an earlier one's when it could not be written:
+    a full disk); one that failed for a reason not its input's (not ``input_fault``: --force or other settings stopped
+    by a reviewer's file in its folder, a full disk on a rerun) carries the complete results its folder holds of those
+    very bytes beside the error: they stand until it is scored again (QA 72 #4: the index dropped them)."""
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
     if status in DONE_STATUSES or earlier:
@@ -56,9 +56,9 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
             record = read_json(out_dir / FAILED_DIR / f"{study.study_id}.json")
         except (OSError, ValueError):
             record = {}
-        row.update(error=error or record.get("error"), input_sha256=kept_results_of or record.get("input_sha256"))
+        row.update(error=error or record.get("error"), input_sha256=failed_on or record.get("input_sha256"))
         folder = out_dir / study.study_id
-        if kept_results_of and recorded_input_sha(folder) == kept_results_of and outputs_complete(folder):
+        if failed_on and not input_fault and recorded_input_sha(folder) == failed_on and outputs_complete(folder):
             try:
                 row.update(_results(study.study_id, read_json(folder / RUN_FILE)))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a run.json of a version that recorded less

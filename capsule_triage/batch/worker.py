@@ -109,8 +109,10 @@ class StudyOutcome:
         run_warnings: a study scored in this run: its run's own `Warning:` lines (time gaps, wide or enlarged frames,
             several-page images; :func:`~capsule_triage.run_notes.warning_lines`), but the model's and those the batch
             counts over its studies.
-        kept_results_of: a study that failed for a reason not its input's (the machine, its output folder): the SHA-256
-            of the input it failed on; complete results of these bytes in its folder stand and stay listed (QA 72 #4).
+        failed_on: a failed study: the SHA-256 of the input it failed on as this run hashed it (None: not hashed); its
+            failure record may be an earlier failure's (one this run could not write: a full disk, rev74 #1).
+        input_fault: the failure is the input's own (not the machine's or its output folder's); else the complete results
+            its folder holds of the bytes it failed on stand and stay listed (QA 72 #4).
     """
 
     study: Study
@@ -121,7 +123,8 @@ class StudyOutcome:
     note: str | None = None
     warning: str | None = None
     run_warnings: tuple[str, ...] = ()
-    kept_results_of: str | None = None
+    failed_on: str | None = None
+    input_fault: bool = False
 
 
 class WorkerSetupError(TriageError):
@@ -381,7 +384,7 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
     except OSError:  # a full disk: the failure is still reported (summary row, Error line) and retried next run
         pass
     return StudyOutcome(study, "failed", error=error, wall_seconds=time.perf_counter() - started if started else 0.0,
-                        kept_results_of=None if input_fault else sha)
+                        failed_on=sha, input_fault=input_fault)
 
 
 def add_missing_report(final: Path, work_root: Path) -> None:
