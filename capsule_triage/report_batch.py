@@ -59,10 +59,15 @@ def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
     body = "".join(_study_row(folder, r) for r in rows)
     status = [str(r.get("status") or "unknown") for r in rows]
     counts = ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status)))
-    total = lambda key: sum(r.get(key) or 0 for r in rows)
+    done = [r for r in rows if r.get("status") in DONE_STATUSES]  # QA 74 #2: not the earlier results shown beside others
+    total = lambda key: sum(r.get(key) or 0 for r in done)
     counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
+    earlier = sum(bool(r.get("output_dir")) for r in rows if r not in done)
     return (f'{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
-            f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}.', body)
+            f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}'
+            + (f' (not counting the earlier results shown beside {counted(earlier, "failed or pending study", "failed or pending studies")})'
+               if earlier else "")
+            + ".", body)
 
 
 def _digest(folder: Path, rows: list[dict]) -> str:
@@ -146,6 +151,12 @@ def _inside(sid: str) -> bool:
     return bool(sid) and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
 
 
+def _earlier(row: dict) -> str:
+    """What the error cell adds for a failed row that shows results: they are an earlier run's (QA 74 #1: the row read as
+    this night's results; a pending row's error says so itself)."""
+    return " (the results shown are an earlier run's, of the same input)" if row.get("status") == "failed" and row.get("output_dir") else ""
+
+
 def _linked(folder: Path, row: dict) -> bool:
     """Whether the page links the study's report: only results that stand for the input as it is. A failed study's
     folder may still hold the report of an earlier version of its input (the new one failed), and a folder deleted
@@ -165,7 +176,7 @@ def _study_row(folder: Path, row: dict) -> str:
              (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
               + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
-             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc(row.get("error") or ""))]
+             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc((row.get("error") or "") + _earlier(row)))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
 
 

@@ -768,12 +768,16 @@ def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights
         result = run_batch(tmp_path / "in", out, again)
         assert result.counts["failed"] == 1 and result.failures == [
             f"{folder}: holds files this batch does not write (notes.txt), which scoring the study again would delete; move them "
-            "out of the study's folder and the study is triaged on the next run (its earlier results are kept until then)"]
+            "out of the study's folder and the study is triaged by the next run of this command (its earlier results are kept until then)"]
         assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
         # QA 72 #4: the results that stand (of these very bytes) stay listed beside the error, and linked
         (row,) = pq.read_table(out / "studies.parquet").to_pylist()
         assert row == {**done, "status": "failed", "error": result.failures[0]}
         assert _index_links(out) == {f"{folder.name}/report.html"}
+        index = (out / "index.html").read_text()  # QA 74 #1/#2: said to be an earlier run's, and not in the night's totals
+        assert "(its earlier results are kept until then) (the results shown are an earlier run&#x27;s, of the same input)" in index
+        assert ("1 study (1 failed); 0 frames, 0 events (not counting the earlier results shown beside 1 failed or pending "
+                "study).") in index
     earlier_input = (tmp_path / "in" / "a.mp4").read_bytes()
     encode_clip(demo_clip_frames()[:8], tmp_path / "in" / "a.mp4")  # other bytes: the folder's results are not of the file now
     past = time.time_ns() - 3600 * 10**9
@@ -1389,7 +1393,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     the index, scores rounded otherwise); a whole archive was rescored without a word; an upgrade night interrupted
     early listed every study as pending, with no data or link on index.html."""
     from capsule_triage.batch import run_batch, worker
-    from capsule_triage.batch.unreached import EARLIER_RESULTS
+    from capsule_triage.batch.unreached import EARLIER_RESULTS, NOT_REACHED
     from capsule_triage.report_page import PAGES_META, PAGES_VERSION
 
     _two_old_studies(tmp_path / "in")
@@ -1416,6 +1420,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     rows = {r["input_path"]: r for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "pending", "b.mp4": "pending"}
     assert rows["a.mp4"]["frames"] == 64 and rows["a.mp4"]["error"] == EARLIER_RESULTS and rows["0new.mp4"]["frames"] is None
+    assert rows["0new.mp4"]["error"] == NOT_REACHED  # QA 74 #4: an empty error cell
     index = (out / "index.html").read_text()
     assert f'href="{ids["a.mp4"]}/report.html"' in index and f'href="{ids["b.mp4"]}/report.html"' in index
     assert "made_otherwise" not in json.loads((out / "batch.json").read_text())  # rev38: none of them was scored again yet

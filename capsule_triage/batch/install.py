@@ -26,7 +26,7 @@ def check_replaceable(final: Path) -> None:
     if final.is_dir() and (others := foreign_files(final, RUN_OUTPUTS)):
         raise OutputError(final, f"holds files this batch does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}), "
                                  "which scoring the study again would delete; move them out of the study's folder and the "
-                                 "study is triaged on the next run (its earlier results are kept until then)")
+                                 "study is triaged by the next run of this command (its earlier results are kept until then)")
 
 
 def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:

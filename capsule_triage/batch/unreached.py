@@ -16,6 +16,7 @@ from .records import completed_run, unchanged_input_sha
 from .summary import summary_row
 from .worker import WorkerContext
 
+NOT_REACHED = "not reached in this run (interrupted); it is triaged on the next run"  # QA 74 #4: an empty error cell
 EARLIER_RESULTS = ("not reached in this run (interrupted); these are the results of an earlier version or other settings, "
                    "of the same input: it is scored again on the next run")
 
@@ -48,7 +49,7 @@ def unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
                 return summary_row(study, status, ctx.out_dir, EARLIER_RESULTS, earlier=True)
             except (OSError, ValueError, KeyError, TypeError):  # a run.json of a version that recorded less
                 pass
-    return summary_row(study, status, ctx.out_dir)
+    return summary_row(study, status, ctx.out_dir, NOT_REACHED if status == "pending" else None)
 
 
 def installed_since(ctx: WorkerContext, study: Study, since: float) -> str | None:
