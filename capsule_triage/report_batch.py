@@ -62,7 +62,7 @@ def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
     done = [r for r in rows if r.get("status") in DONE_STATUSES]  # QA 74 #2: not the earlier results shown beside others
     total = lambda key: sum(r.get(key) or 0 for r in done)
     counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
-    earlier = sum(bool(r.get("output_dir")) for r in rows if r not in done)
+    earlier = sum(bool(r.get("output_dir")) for r in rows if r.get("status") not in DONE_STATUSES)  # by status: O(n)
     return (f'{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
             f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}'
             + (f' (not counting the earlier results shown beside {counted(earlier, "failed or pending study", "failed or pending studies")})'
