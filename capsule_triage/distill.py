@@ -6,7 +6,8 @@ logits' pairwise differences (Ba & Caruana, 2014, regress the logits; centred, a
 limit; for two classes, the error of the logit margin whose sigmoid is the score), on
 the same augmented, recompressed uint8 frames; each model reads them through its own preprocessing (input size,
 normalisation, border), so a BiT teacher at 384 px can teach a Lite0 at 224 px. Only the classes must be the same, in
-the same order (:func:`mismatch`). The labels still choose the best epoch (validation); ``--class-weighting`` does not
+the same order (:func:`mismatch`), so the teacher is a weights folder, whose config.json names them (a bare weights file
+does not). The labels still choose the best epoch (validation); ``--class-weighting`` does not
 apply to the teacher's loss, and the log's ``train_loss`` is that loss. The teacher scores in fp32 whatever
 ``--precision`` the model trains in, in eval mode, without gradients.
 
@@ -86,8 +87,12 @@ def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, we
     """
     try:
         local = Path(local_weights(path))
-        # a folder brings its own description; a bare weights file is taken as the model's architecture
-        teacher, teacher_config = load_model(local, None if local.is_dir() else config)
+        if local.exists() and not local.is_dir():  # QA 75 #1: taken as the student's own description, its classes always "agreed"
+            raise WeightsError(local, "a bare weights file states no classes, so whether they are the data's, in the same order, "
+                                      "cannot be checked (a teacher of the classes in another order teaches the opposite labels); "
+                                      "give the teacher's weights folder (config.json beside model.safetensors, as `triage train` "
+                                      "writes it)")
+        teacher, teacher_config = load_model(local)  # a folder brings its own description
     except WeightsError as exc:
         raise WeightsError(exc.path, f"--distill: {exc.message}") from None
     if reason := mismatch(teacher_config, config):
@@ -96,7 +101,7 @@ def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, we
     if saved is not None and saved.get("distill_sha256", digest) != digest:
         raise InputError(path, f"--distill: the teacher's weights changed since the checkpoint (SHA-256 {digest[:12]}..., "
                                f"was {saved['distill_sha256'][:12]}...); --resume continues a run only with the teacher it started with")
-    record = {"weights": str(path), "weights_sha256": digest, "name": (teacher_config.name or teacher_config.architecture) if local.is_dir() else local.name,
+    record = {"weights": str(path), "weights_sha256": digest, "name": teacher_config.name or teacher_config.architecture,
               "loss": loss}
     teacher = teacher.to(device, memory_format=torch.channels_last)
     return Distillation(teacher, Preprocessor(teacher_config).to(device), weight, loss), record

@@ -227,6 +227,34 @@ def _data_line(training: dict) -> str:
             f"Saved checkpoint: epoch {best.get('epoch', '?')} ({best.get('phase', '?')} phase).")
 
 
+def _recipe_line(training: dict) -> str | None:
+    """What training did, in words (QA 75 #3: the stability loss, bf16-rounded weights and round trips were only in the
+    quoted command, and a BiT-HyperRule's learning rate nowhere): each phase's steps and learning rate, then the options
+    that change the frames, the loss or the stored weights. None for a provenance without the phases (before 2026-12-06)."""
+    recipe, phases = training.get("recipe"), training.get("phases")
+    if not isinstance(recipe, dict) or not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
+        return None
+    stages = []
+    for phase in phases:
+        frozen = f", blocks 1-{phase['lock']} frozen" if phase.get("lock") else ""
+        decay = (f", /10 at steps {', '.join(f'{s:,}' for s in phase.get('decay_steps', []))} (BiT-HyperRule)" if phase.get("kind") == "bit"
+                 else f", {phase.get('kind')}")
+        stages.append(f"{phase.get('name')} stage{frozen}: {phase.get('total_steps', 0):,} steps from lr {phase.get('base_lr'):.6g}{decay}")
+    parts = ["; ".join(stages), f"augmentation {recipe.get('augment')}", f"class weighting {recipe.get('class_weighting')}"]
+    if recipe.get("recompress"):
+        parts.append(f"lossy {recipe.get('recompress_codec')} round trips of {recipe['recompress']:.0%} of the frames")
+    if recipe.get("stability"):
+        copy = ("the same frames with every layer's input rounded to bf16" if recipe.get("stability_copy") == "bf16"
+                else f"a copy with Gaussian noise of {recipe.get('stability_sigma'):g} grey levels")
+        parts.append(f"stability loss (weight {recipe['stability']:g}) toward {copy}")
+    if recipe.get("precision", "fp32") != "fp32":
+        parts.append(f"arithmetic {recipe['precision']} (autocast)")
+    if recipe.get("weights_precision") == "bf16":
+        parts.append("weights stored as a graph backend's bf16 rounds them (each convolution's, folded with its batch norm, "
+                     "and the linear layer's are bf16 values: a different model from the unrounded one, evaluated as such)")
+    return "Recipe: " + "; ".join(parts) + "."
+
+
 def write_training_section(folder: Path, config: ModelConfig) -> None:
     """(Re)write the card's "training" section from the provenance that training and eval stored."""
     training = config.provenance.get("training", {})
@@ -235,6 +263,8 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
              f"Wall time: {fmt_duration(training.get('wall_seconds'))} (torch {training.get('torch')}, timm {training.get('timm')}, "
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              _data_line(training)]
+    if recipe_line := _recipe_line(training):
+        lines += ["", recipe_line]
     if isinstance(teacher := training.get("distill"), dict):  # --distill: the path in the command may hold other weights later
         loss = DISTILL_LOSSES.get(teacher.get("loss"))  # not recorded before --distill-loss
         lines += ["", f"Distilled from {teacher.get('name')} (`{teacher.get('weights')}`, weights SHA-256 {teacher.get('weights_sha256')}"

@@ -347,7 +347,8 @@ def _save_best(run: _Run, out: Path) -> None:
     provenance["training"] = {**provenance["training"], "finished": False, "best": run.state["best"], "split": {
         "val_fraction": run.options.val_fraction, "seed": run.options.seed,
         "n_train": len(run.train_set.labels), "n_val": len(run.val_set.labels) if run.val_set else 0,
-        "n_val_without_view": int((~run.val_view).sum()) if run.val_view is not None else 0}}
+        "n_val_without_view": int((~run.val_view).sum()) if run.val_view is not None else 0},
+        "phases": [{"name": p.name, "lock": p.lock, **p.schedule.to_dict()} for p in run.phases]}  # the card's Recipe line (QA 75 #3)
     run.config.provenance = provenance
     save_weights(out, run.model, run.config)
     if not (out / TRAINING_IMAGES).exists():

@@ -133,6 +133,32 @@ def check_options(o: TrainOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError("options", message)
+    if not o.resume and (unused := unused_options(o)):  # a checkpoint of an earlier version may hold them: it resumes as it began
+        raise InputError("options", unused[0])
+
+
+def unused_options(o: TrainOptions) -> list[str]:
+    """QA 75 #2: options the chosen mode ignores, given anyway (set away from their defaults), each said as why: they were
+    recorded in the provenance as if they had been used (``--schedule bit --lr 0.1`` ran the BiT-HyperRule's lr)."""
+    default = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
+
+    def given(*names: str) -> str:
+        return " and ".join(f"--{name.replace('_', '-')}" for name in names if getattr(o, name) != default[name])
+
+    said = []
+    if o.schedule == "bit" and (flags := given("lr", "epochs")):
+        said.append(f"{flags} set the run of --schedule epochs; --schedule bit takes its learning rate and length from the "
+                    "BiT-HyperRule (--budget-scale shortens it): leave them out, or train with --schedule epochs")
+    if o.schedule == "epochs" and (flags := given("budget_scale")):
+        said.append(f"{flags} scales the BiT-HyperRule's image budget (--schedule bit); --schedule epochs runs --epochs")
+    if o.strategy != "two-stage" and (flags := given("head_epochs", "head_lr")):
+        said.append(f"{flags} set the head stage of --strategy two-stage; --strategy {o.strategy} has none")
+    if (not o.stability or o.stability_copy != "noise") and (flags := given("stability_sigma")):
+        said.append(f"{flags} is the noise of the stability loss's noisy copy: it applies with --stability W > 0 and "
+                    "--stability-copy noise")
+    if not o.recompress and (flags := given("recompress_codec")):
+        said.append(f"{flags} chooses the codec of the lossy round trips of --recompress P > 0")
+    return said
 
 
 def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:

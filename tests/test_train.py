@@ -116,6 +116,23 @@ def test_the_card_says_where_the_validation_frames_came_from():
         _data_line({"data_counts": counts, "split": split, "best": best})  # weights trained before it was recorded
 
 
+def test_the_card_says_the_recipe_as_it_ran():
+    """QA 75 #3: a BiT-HyperRule's learning rate (computed, not given) and a bf16 stability copy were said nowhere in words."""
+    from capsule_triage.model_card import _recipe_line
+    from capsule_triage.schedule import bit_hyperrule
+
+    bit = bit_hyperrule(1_000, 32, budget_scale=0.03)
+    recipe = {"augment": "flip-rotate", "class_weighting": "balanced", "recompress": 0.25, "recompress_codec": "jpeg", "stability": 30.0,
+              "stability_copy": "bf16", "stability_sigma": 2.0, "precision": "fp32", "weights_precision": "fp32"}
+    line = _recipe_line({"recipe": recipe, "phases": [{"name": "full", "lock": 2, **bit.to_dict()}]})
+    assert line == ("Recipe: full stage, blocks 1-2 frozen: 240 steps from lr 0.001875, /10 at steps 72, 144, 216 (BiT-HyperRule); "
+                    "augmentation flip-rotate; class weighting balanced; lossy jpeg round trips of 25% of the frames; stability loss "
+                    "(weight 30) toward the same frames with every layer's input rounded to bf16.")
+    amp = _recipe_line({"recipe": {**recipe, "stability": 0.0, "recompress": 0.0, "precision": "bf16"}, "phases": [{"name": "head", "lock": 0, **bit.to_dict()}]})
+    assert amp.endswith("(BiT-HyperRule); augmentation flip-rotate; class weighting balanced; arithmetic bf16 (autocast).")
+    assert _recipe_line({"recipe": recipe}) is None  # weights trained before the phases were recorded: no line rather than a guess
+
+
 @needs_shared
 def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     kwargs = dict(strategy="two-stage", head_epochs=1, epochs=2, augment="bit", recompress=0.5, stability=1.0, seed=3)
@@ -157,6 +174,12 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     assert "Wall time: unknown" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
     # the same weights file: the resumed SGD steps had the momentum and RNG of the uninterrupted run's
     assert (full / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
+    # QA 75 #3: the card says what training did in words, the learning rates and steps as they ran (the checkpoint's schedules)
+    assert ("\nRecipe: head stage: 3 steps from lr 0.01, cosine; full stage: 6 steps from lr 0.005, cosine; augmentation bit; class "
+            "weighting none; lossy h264 round trips of 50% of the frames; stability loss (weight 1) toward a copy with Gaussian noise "
+            "of 2 grey levels.\n") in (full / "MODEL_CARD.md").read_text()
+    assert [{k: v for k, v in phase.items() if k not in ("name", "lock")} for phase in ModelConfig.load(full / "config.json").provenance[
+        "training"]["phases"]] == schedules
     # QA 65 #10: a finished run kept the checkpoint's model, momentum and RNG (26 MB for Lite0), and a rerun without
     # --resume said "use --resume to continue it"
     assert sorted(p.name for p in (full / "checkpoint").iterdir()) == sorted(p.name for p in (part / "checkpoint").iterdir()) == ["state.json"]
@@ -236,6 +259,39 @@ def test_every_class_abnormal_and_learning_rates_of_0_are_refused_before_any_wor
     for option in ("--lr ", "--head-lr ", "--budget-scale "):  # no range of typer's (it said x>=0.0) but "(> 0" in the text
         row = next(r for r in rows if option in r)
         assert "<float> " in row and "(> 0" in row and "x>=" not in row, row
+
+
+def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_manifest, tmp_path):
+    """QA 75 #2: `--schedule bit --lr 0.1 --epochs 7` ran the BiT-HyperRule's lr and length, `--stability-sigma 9` without the
+    noisy copy and `--recompress-codec jpeg` without round trips did nothing, and the provenance recorded them all as used."""
+    app = typer.Typer()
+    register(app)
+    common = ["train", str(tiny_manifest), "--arch", "test_efficientnet", "--input-size", "64", "--init", "none",
+              "--stop-after-steps", "1"]  # accepted, a step is all it trains
+    out = tmp_path / "m"
+    refused = [
+        (["--schedule", "bit", "--lr", "0.1", "--epochs", "7"], "--lr and --epochs set the run of --schedule epochs; --schedule "
+         "bit takes its learning rate and length from the BiT-HyperRule (--budget-scale shortens it): leave them out, or train "
+         "with --schedule epochs"),
+        (["--schedule", "bit", "--epochs", "7"], "--epochs set the run of --schedule epochs; --schedule bit takes"),
+        (["--budget-scale", "0.03"], "--budget-scale scales the BiT-HyperRule's image budget (--schedule bit); --schedule epochs "
+         "runs --epochs"),
+        (["--strategy", "full", "--head-lr", "0.5", "--head-epochs", "4"], "--head-epochs and --head-lr set the head stage of "
+         "--strategy two-stage; --strategy full has none"),
+        (["--strategy", "head", "--head-epochs", "4"], "--head-epochs set the head stage of --strategy two-stage; --strategy head"),
+        (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy: it applies with "
+         "--stability W > 0 and --stability-copy noise"),
+        (["--stability", "1", "--stability-copy", "bf16", "--stability-sigma", "9"], "--stability-sigma is the noise of"),
+        (["--recompress-codec", "jpeg"], "--recompress-codec chooses the codec of the lossy round trips of --recompress P > 0")]
+    for options, said in refused:
+        result = CliRunner().invoke(app, [*common, *options, "-o", str(out)])
+        assert result.exit_code == 2 and result.output.strip().startswith(f"Error: options: {said}"), (options, result.output)
+        assert not out.exists()
+    from capsule_triage.train_options import check_options
+
+    for used in (dict(schedule="bit", budget_scale=0.03), dict(strategy="two-stage", head_lr=0.5), dict(stability=1.0, stability_sigma=9.0),
+                 dict(recompress=0.5, recompress_codec="jpeg"), dict(schedule="bit", lr=0.1, resume=True)):  # a checkpoint resumes as it began
+        check_options(_options(tiny_manifest, out, **used))
 
 
 def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_manifest, tmp_path):
@@ -525,6 +581,9 @@ def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute
     checked = train(_options(tiny_manifest, tmp_path / "v", arch="test_efficientnet", init="none", strategy="full", epochs=1, val_fraction=0.3,
                              weights_precision="bf16"))
     assert validated == [True] and (checked / "model.safetensors").exists()
+    assert re.search(r"\nRecipe: full stage: \d+ steps from lr 0.005, cosine; augmentation none; class weighting none; weights stored "
+                     r"as a graph backend's bf16 rounds them \(each convolution's, folded with its batch norm, and the linear layer's "
+                     r"are bf16 values: a different model from the unrounded one, evaluated as such\)\.\n", (checked / "MODEL_CARD.md").read_text())
     with pytest.raises(InputError, match=r"options: --weights-precision bf16: 53 convolutions \(stem.conv, ...\) standardise their weights as "
                                          r"they run \(StdConv2d\), so the weights computed with are not the stored ones; train with --weights-precision fp32"):
         train(_options(tiny_manifest, tmp_path / "bit", arch="resnetv2_50x1_bit", init="none", strategy="full", epochs=1, weights_precision="bf16"))
