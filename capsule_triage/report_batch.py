@@ -157,6 +157,13 @@ def _earlier(row: dict) -> str:
     return " (the results shown are an earlier run's, of the same input)" if row.get("status") == "failed" and row.get("output_dir") else ""
 
 
+def _scored_before(row: dict) -> str:
+    """What the wall cell adds for results an earlier run scored (skipped, reused, or shown beside a failure): their wall
+    time is that run's (QA 74 #5: read as this night's)."""
+    earlier = row.get("status") in ("skipped", "reused") or (row.get("status") in ("failed", "pending") and row.get("output_dir"))
+    return ' <span class="hint">(when scored)</span>' if earlier else ""
+
+
 def _linked(folder: Path, row: dict) -> bool:
     """Whether the page links the study's report: only results that stand for the input as it is. A failed study's
     folder may still hold the report of an earlier version of its input (the new one failed), and a folder deleted
@@ -175,7 +182,7 @@ def _study_row(folder: Path, row: dict) -> str:
              (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
              (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
               + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
-             (wall, "\u2014" if wall is None else esc(fmt_duration(wall))), (row.get("model"), esc(row.get("model") or "")),
+             (wall, "\u2014" if wall is None else esc(fmt_duration(wall)) + _scored_before(row)), (row.get("model"), esc(row.get("model") or "")),
              (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc((row.get("error") or "") + _earlier(row)))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
 

@@ -430,6 +430,11 @@ def test_rerun_skips_complete_studies_without_rewriting_them(local_run, tree, ra
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/run.json")} == before
     statuses = {r["input_path"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert statuses == {**dict.fromkeys(OK_STUDIES, "skipped"), **dict.fromkeys(FAILED_STUDIES, "failed")}
+    # QA 74 #5: a skipped study's wall time is that of the run that scored it, so its cell says so (a failure's is this run's)
+    cells = re.findall(r'<td data-v="(\w+)"><span class="status [^"]*">\w+</span></td>(?:<td[^>]*>.*?</td>){5}<td data-v="[^"]*">(.*?)</td>',
+                       (out / "index.html").read_text())
+    assert sorted(status for status, _ in cells) == sorted(statuses.values())
+    assert all(wall.endswith(' <span class="hint">(when scored)</span>') == (status == "skipped") for status, wall in cells), cells
     _assert_same_outputs(out, local_run[0])
     _assert_clean(out)
 
