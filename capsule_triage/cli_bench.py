@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, {result['precision']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference'] or 'engine-chosen'} thread(s), {threads['decoder']} decoder thread(s) "
                    f"decoding in {'a thread' if result['decoded_in'] == 'thread' else str(result['decoder_processes']) + ' process(es)'})")
+        if reason := (result.get("backend_selection") or {}).get("reason"):  # QA 76 #5: a tuning measured on another CPU was said in the JSON only
+            typer.echo(printable(f"  backend: {reason}"))
         for stage in ("decode", "preprocess", "model", "end_to_end"):
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())

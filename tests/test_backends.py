@@ -399,6 +399,7 @@ def test_bench_json_schema(random_weights, tmp_path):
         f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
     lines = console.stdout.splitlines()  # QA 21: precision, decode share and versions were in the JSON only
     assert " (torch-fp32, fp32, read batch " in lines[1] and re.search(r"; decode \d+% of end to end$", lines[-2])
+    assert lines[2] == "  backend: no backends.json from `triage optimize` for these weights", lines  # QA 76 #5: in the JSON only
     assert re.search(rf"capsule-triage {re.escape(__version__)}( \([0-9a-f]{{12}}\))?, torch {re.escape(torch.__version__.split('+')[0])}",
                      lines[-1]) and "av " in lines[-1]
     here = numerics()  # QA 60 #6: int8 went unsaid while int8 was benchmarked
