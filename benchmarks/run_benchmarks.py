@@ -45,7 +45,7 @@ MODELS = {
 
 
 def clips(frames: int = 240) -> dict[str, Path]:
-    CACHE.mkdir(exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
     real = real_frames(SHARED, 240)
     return {
         "336x336 capsule H.264": write_clip(CACHE / f"capsule336_{frames}.mp4", [capsule_336(f) for f in real], count=frames),
@@ -266,7 +266,7 @@ def ceiling(args) -> dict:
 
 def study_clip(frames: int) -> Path:
     """A simulated study of ``frames`` frames at 4 fps, 336 x 336, cycling through real frames."""
-    CACHE.mkdir(exist_ok=True)  # QA 21: study, overlap and decoders failed on a fresh clone (only compare made it)
+    CACHE.mkdir(parents=True, exist_ok=True)  # QA 21: study, overlap and decoders failed on a fresh clone (only compare made it)
     path = CACHE / f"study336_{frames}.mp4"
     return path if path.exists() else write_clip(path, (capsule_336(f) for f in real_frames(SHARED, 1869)), count=frames, fps=4)
 
@@ -306,6 +306,7 @@ def skip(args) -> dict:
 
 
 def main() -> None:
+    global CACHE  # --cache: the subcommands read it
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["compare", "study", "overlap", "skip", "decoders", "ceiling"])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3])
@@ -316,13 +317,18 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--weights", type=Path, nargs="+", help="compare: these weights folders (each run as the default model "
                         "is, with --backend auto: run triage optimize on each first) instead of the three models; written to compare_weights.json")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results JSON (default benchmarks/results; "
+                        "another for a run that must not touch the checkout, QA 76 #2)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="folder of the generated clips and random-weight folders "
+                        "(default benchmarks/.cache)")
     args = parser.parse_args()
+    CACHE = args.cache
     result = globals()[args.what](args)
     result.update(what=args.what, command=" ".join(["python", "benchmarks/run_benchmarks.py", *sys.argv[1:]]),
                   date=time.strftime("%Y-%m-%d %H:%M"), versions=package_versions(), cpu=machine()["processor"],
                   machine=machine(), commit=package_versions().get("capsule-triage-commit"))  # QA 35: AMX or not, and which code
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.what}{'_weights' if args.what == 'compare' and args.weights else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{args.what}{'_weights' if args.what == 'compare' and args.weights else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ def load_teacher(path: str | Path, config: ModelConfig, device: torch.device, we
             raise WeightsError(local, "a bare weights file states no classes, so whether they are the data's, in the same order, "
                                       "cannot be checked (a teacher of the classes in another order teaches the opposite labels); "
                                       "give the teacher's weights folder (config.json beside model.safetensors, as `triage train` "
-                                      "writes it)")
+                                      "writes it)" + ("; this run began from the file before such files were refused (its "
+                                                      "classes never checked): train it again from the beginning, with the "
+                                                      "folder" if saved is not None else ""))
         teacher, teacher_config = load_model(local)  # a folder brings its own description
     except WeightsError as exc:
         raise WeightsError(exc.path, f"--distill: {exc.message}") from None

@@ -228,30 +228,32 @@ def _data_line(training: dict) -> str:
 
 
 def _recipe_line(training: dict) -> str | None:
-    """What training did, in words (QA 75 #3: the stability loss, bf16-rounded weights and round trips were only in the
-    quoted command, and a BiT-HyperRule's learning rate nowhere): each phase's steps and learning rate, then the options
-    that change the frames, the loss or the stored weights. None for a provenance without the phases (before 2026-12-06)."""
+    """What training did, in words (QA 75 #3: said only in the quoted command; a BiT-HyperRule's lr nowhere). None without the
+    phases (provenance before 2026-12-06) or with values of another kind (hand-edited: no line rather than a traceback)."""
     recipe, phases = training.get("recipe"), training.get("phases")
     if not isinstance(recipe, dict) or not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
         return None
-    stages = []
-    for phase in phases:
-        frozen = f", blocks 1-{phase['lock']} frozen" if phase.get("lock") else ""
-        decay = (f", /10 at steps {', '.join(f'{s:,}' for s in phase.get('decay_steps', []))} (BiT-HyperRule)" if phase.get("kind") == "bit"
-                 else f", {phase.get('kind')}")
-        stages.append(f"{phase.get('name')} stage{frozen}: {phase.get('total_steps', 0):,} steps from lr {phase.get('base_lr'):.6g}{decay}")
-    parts = ["; ".join(stages), f"augmentation {recipe.get('augment')}", f"class weighting {recipe.get('class_weighting')}"]
-    if recipe.get("recompress"):
-        parts.append(f"lossy {recipe.get('recompress_codec')} round trips of {recipe['recompress']:.0%} of the frames")
-    if recipe.get("stability"):
-        copy = ("the same frames with every layer's input rounded to bf16" if recipe.get("stability_copy") == "bf16"
-                else f"a copy with Gaussian noise of {recipe.get('stability_sigma'):g} grey levels")
-        parts.append(f"stability loss (weight {recipe['stability']:g}) toward {copy}")
+    try:
+        stages = []
+        for phase in phases:
+            frozen = {0: "", 1: ", block 1 frozen"}.get(lock := int(phase.get("lock") or 0), f", blocks 1-{lock} frozen")
+            decay = (f", /10 at steps {', '.join(f'{int(s):,}' for s in phase['decay_steps'])} (BiT-HyperRule)"
+                     if phase.get("kind") == "bit" else f", {phase['kind']}")
+            stages.append(f"{phase['name']} stage{frozen}: {int(phase['total_steps']):,} steps from lr {float(phase['base_lr']):.6g}{decay}")
+        parts = ["; ".join(stages), f"augmentation {recipe.get('augment')}", f"class weighting {recipe.get('class_weighting')}"]
+        if recipe.get("recompress"):
+            parts.append(f"lossy {recipe.get('recompress_codec')} round trips of {100 * float(recipe['recompress']):g}% of the frames")
+        if recipe.get("stability"):
+            copy = ("the same frames with every layer's input rounded to bf16" if recipe.get("stability_copy") == "bf16"
+                    else f"a copy with Gaussian noise of {float(recipe['stability_sigma']):g} grey levels")
+            parts.append(f"stability loss (weight {float(recipe['stability']):g}) toward {copy}")
+    except (KeyError, TypeError, ValueError):
+        return None
     if recipe.get("precision", "fp32") != "fp32":
         parts.append(f"arithmetic {recipe['precision']} (autocast)")
     if recipe.get("weights_precision") == "bf16":
-        parts.append("weights stored as a graph backend's bf16 rounds them (each convolution's, folded with its batch norm, "
-                     "and the linear layer's are bf16 values: a different model from the unrounded one, evaluated as such)")
+        parts.append("weights stored as a graph backend's bf16 rounds them (each convolution's, folded with its batch norm, and the "
+                     "linear layer's are bf16 values: a different model from the unrounded one, evaluated as such)")
     return "Recipe: " + "; ".join(parts) + "."
 
 

@@ -25,7 +25,7 @@ import os
 import shlex
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +109,7 @@ def train(options: TrainOptions) -> Path:
     out = Path(options.output)
     saved = load_checkpoint(out) if options.resume else None
     if options.resume and saved is None:  # QA 44: trained from the beginning without a word
+        check_options(replace(options, resume=False))  # rev76 #1: refused as a new run is (--init none --lock K, ignored options)
         warnings.warn(f"{out}: --resume: no checkpoint there; training starts from the beginning", DataWarning, stacklevel=2)
     check_output(out, options, saved)
     source = read_samples(options.data) if saved is None or not saved.get("finished") or "data_sha256" in saved else None

@@ -134,30 +134,35 @@ def check_options(o: TrainOptions) -> None:
         if not ok:
             raise InputError("options", message)
     if not o.resume and (unused := unused_options(o)):  # a checkpoint of an earlier version may hold them: it resumes as it began
-        raise InputError("options", unused[0])
+        raise InputError("options", "; ".join(unused))
 
 
 def unused_options(o: TrainOptions) -> list[str]:
-    """QA 75 #2: options the chosen mode ignores, given anyway (set away from their defaults), each said as why: they were
-    recorded in the provenance as if they had been used (``--schedule bit --lr 0.1`` ran the BiT-HyperRule's lr)."""
+    """QA 75 #2: options the chosen mode ignores, given anyway (set away from their defaults), each said with its fix: they
+    were recorded in the provenance as if they had been used (``--schedule bit --lr 0.1`` ran the BiT-HyperRule's lr)."""
     default = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}
 
-    def given(*names: str) -> str:
-        return " and ".join(f"--{name.replace('_', '-')}" for name in names if getattr(o, name) != default[name])
+    def given(*names: str) -> tuple[str, str, str]:
+        """The flags given of ``names``, and the verb and pronoun that agree with them."""
+        flags = [f"--{name.replace('_', '-')}" for name in names if getattr(o, name) != default[name]]
+        return " and ".join(flags), "set" if len(flags) > 1 else "sets", "them" if len(flags) > 1 else "it"
 
     said = []
-    if o.schedule == "bit" and (flags := given("lr", "epochs")):
-        said.append(f"{flags} set the run of --schedule epochs; --schedule bit takes its learning rate and length from the "
-                    "BiT-HyperRule (--budget-scale shortens it): leave them out, or train with --schedule epochs")
-    if o.schedule == "epochs" and (flags := given("budget_scale")):
-        said.append(f"{flags} scales the BiT-HyperRule's image budget (--schedule bit); --schedule epochs runs --epochs")
-    if o.strategy != "two-stage" and (flags := given("head_epochs", "head_lr")):
-        said.append(f"{flags} set the head stage of --strategy two-stage; --strategy {o.strategy} has none")
-    if (not o.stability or o.stability_copy != "noise") and (flags := given("stability_sigma")):
-        said.append(f"{flags} is the noise of the stability loss's noisy copy: it applies with --stability W > 0 and "
-                    "--stability-copy noise")
-    if not o.recompress and (flags := given("recompress_codec")):
-        said.append(f"{flags} chooses the codec of the lossy round trips of --recompress P > 0")
+    if o.schedule == "bit" and (flags := given("lr", "epochs"))[0]:
+        said.append(f"{flags[0]} {flags[1]} the run of --schedule epochs; --schedule bit takes its learning rate and length from "
+                    f"the BiT-HyperRule (--budget-scale shortens it): leave {flags[2]} out, or train with --schedule epochs")
+    if o.schedule == "epochs" and (flags := given("budget_scale"))[0]:
+        said.append("--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave it out, or "
+                    "train with --schedule bit")
+    if o.strategy != "two-stage" and (flags := given("head_epochs", "head_lr"))[0]:
+        said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {o.strategy} runs --epochs at --lr: "
+                    f"leave {flags[2]} out, or train with --strategy two-stage")
+    if (not o.stability or o.stability_copy != "noise") and given("stability_sigma")[0]:
+        said.append("--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with --stability-copy "
+                    "noise): leave it out, or give those")
+    if not o.recompress and given("recompress_codec")[0]:
+        said.append("--recompress-codec chooses the codec of the lossy round trips of --recompress P > 0: leave it out, or give "
+                    "--recompress P")
     return said
 
 

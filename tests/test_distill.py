@@ -137,7 +137,7 @@ def test_load_teacher_refuses_other_classes_other_weights_and_another_teacher_on
         load_teacher(folder, _config(class_names=["normal", "bleeding"]), torch.device("cpu"), 1.0)
     bare = tmp_path / "resnet.safetensors"
     save_file({k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=2).state_dict().items()}, str(bare))
-    with pytest.raises(WeightsError, match=r"resnet.safetensors: --distill: "):  # taken as the model's architecture, it does not fit
+    with pytest.raises(WeightsError, match=r"resnet.safetensors: --distill: a bare weights file states no classes"):
         load_teacher(bare, _config(), torch.device("cpu"), 1.0)
     # QA 75 #1: the teacher folder's own weights as a bare file were read with the student's description, so a student of the
     # classes in the other order "agreed" with it and learnt the opposite labels without a word
@@ -146,6 +146,9 @@ def test_load_teacher_refuses_other_classes_other_weights_and_another_teacher_on
     with pytest.raises(WeightsError, match=r"loose.safetensors: --distill: a bare weights file states no classes, so whether they "
                                            r"are the data's, in the same order, cannot be checked .*give the teacher's weights folder"):
         load_teacher(loose, _config(class_names=["bleeding", "non-bleeding"]), torch.device("cpu"), 1.0)
+    with pytest.raises(WeightsError, match=r"writes it\); this run began from the file before such files were refused \(its classes "
+                                           r"never checked\): train it again from the beginning, with the folder$"):  # rev76 #3
+        load_teacher(loose, _config(), torch.device("cpu"), 1.0, saved={"distill_sha256": record["weights_sha256"]})
     assert load_teacher(folder / "model.safetensors", _config(), torch.device("cpu"), 1.0)[1]["weights_sha256"] == record["weights_sha256"]
 
 

@@ -131,6 +131,13 @@ def test_the_card_says_the_recipe_as_it_ran():
     amp = _recipe_line({"recipe": {**recipe, "stability": 0.0, "recompress": 0.0, "precision": "bf16"}, "phases": [{"name": "head", "lock": 0, **bit.to_dict()}]})
     assert amp.endswith("(BiT-HyperRule); augmentation flip-rotate; class weighting balanced; arithmetic bf16 (autocast).")
     assert _recipe_line({"recipe": recipe}) is None  # weights trained before the phases were recorded: no line rather than a guess
+    # rev76 #4-#6: one block frozen; a share of round trips in whole and fractional percents; odd values give no line, not a traceback
+    odd = _recipe_line({"recipe": {**recipe, "recompress": 0.005}, "phases": [{"name": "full", "lock": 1, **bit.to_dict()}]})
+    assert odd.startswith("Recipe: full stage, block 1 frozen: 240 steps") and "round trips of 0.5% of the frames" in odd
+    assert "round trips of 12.5% of" in _recipe_line({"recipe": {**recipe, "recompress": 0.125}, "phases": [bit.to_dict() | {"name": "full"}]})
+    for broken in ({"phases": [{"name": "full", "kind": "cosine", "total_steps": 3}]},  # no base_lr
+                   {"recipe": {**recipe, "stability_copy": "noise", "stability_sigma": None}}, {"phases": [{"name": "full", "kind": "bit"}]}):
+        assert _recipe_line({"recipe": recipe, "phases": [{"name": "full", **bit.to_dict()}], **broken}) is None, broken
 
 
 @needs_shared
@@ -273,16 +280,22 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
         (["--schedule", "bit", "--lr", "0.1", "--epochs", "7"], "--lr and --epochs set the run of --schedule epochs; --schedule "
          "bit takes its learning rate and length from the BiT-HyperRule (--budget-scale shortens it): leave them out, or train "
          "with --schedule epochs"),
-        (["--schedule", "bit", "--epochs", "7"], "--epochs set the run of --schedule epochs; --schedule bit takes"),
-        (["--budget-scale", "0.03"], "--budget-scale scales the BiT-HyperRule's image budget (--schedule bit); --schedule epochs "
-         "runs --epochs"),
+        (["--schedule", "bit", "--epochs", "7"], "--epochs sets the run of --schedule epochs; --schedule bit takes its learning rate "
+         "and length from the BiT-HyperRule (--budget-scale shortens it): leave it out, or train with --schedule epochs"),
+        (["--budget-scale", "0.03"], "--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave "
+         "it out, or train with --schedule bit"),
         (["--strategy", "full", "--head-lr", "0.5", "--head-epochs", "4"], "--head-epochs and --head-lr set the head stage of "
-         "--strategy two-stage; --strategy full has none"),
-        (["--strategy", "head", "--head-epochs", "4"], "--head-epochs set the head stage of --strategy two-stage; --strategy head"),
-        (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy: it applies with "
-         "--stability W > 0 and --stability-copy noise"),
+         "--strategy two-stage; --strategy full runs --epochs at --lr: leave them out, or train with --strategy two-stage"),
+        (["--strategy", "head", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy head"),
+        (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with "
+         "--stability-copy noise): leave it out, or give those"),
         (["--stability", "1", "--stability-copy", "bf16", "--stability-sigma", "9"], "--stability-sigma is the noise of"),
-        (["--recompress-codec", "jpeg"], "--recompress-codec chooses the codec of the lossy round trips of --recompress P > 0")]
+        (["--recompress-codec", "jpeg"], "--recompress-codec chooses the codec of the lossy round trips of --recompress P > 0: leave "
+         "it out, or give --recompress P"),
+        (["--budget-scale", "0.03", "--recompress-codec", "jpeg"], "--budget-scale scales the BiT-HyperRule's image budget; --schedule "
+         "epochs runs --epochs: leave it out, or train with --schedule bit; --recompress-codec chooses"),  # every one said at once
+        # rev76 #1: --resume without a checkpoint starts a new run, refused as one
+        (["--schedule", "bit", "--lr", "0.1", "--resume"], "--lr sets the run of --schedule epochs; --schedule bit takes")]
     for options, said in refused:
         result = CliRunner().invoke(app, [*common, *options, "-o", str(out)])
         assert result.exit_code == 2 and result.output.strip().startswith(f"Error: options: {said}"), (options, result.output)
