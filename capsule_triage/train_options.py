@@ -155,8 +155,8 @@ def unused_options(o: TrainOptions) -> list[str]:
         said.append("--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave it out, or "
                     "train with --schedule bit")
     if o.strategy != "two-stage" and (flags := given("head_epochs", "head_lr"))[0]:
-        said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {o.strategy} runs --epochs at --lr: "
-                    f"leave {flags[2]} out, or train with --strategy two-stage")
+        said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {o.strategy} has none: leave "
+                    f"{flags[2]} out, or train with --strategy two-stage")
     if (not o.stability or o.stability_copy != "noise") and given("stability_sigma")[0]:
         said.append("--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with --stability-copy "
                     "noise): leave it out, or give those")

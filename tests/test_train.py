@@ -285,7 +285,7 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
         (["--budget-scale", "0.03"], "--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave "
          "it out, or train with --schedule bit"),
         (["--strategy", "full", "--head-lr", "0.5", "--head-epochs", "4"], "--head-epochs and --head-lr set the head stage of "
-         "--strategy two-stage; --strategy full runs --epochs at --lr: leave them out, or train with --strategy two-stage"),
+         "--strategy two-stage; --strategy full has none: leave them out, or train with --strategy two-stage"),
         (["--strategy", "head", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy head"),
         (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with "
          "--stability-copy noise): leave it out, or give those"),
