@@ -62,7 +62,7 @@ def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:
     done = [r for r in rows if r.get("status") in DONE_STATUSES]  # QA 74 #2: not the earlier results shown beside others
     total = lambda key: sum(r.get(key) or 0 for r in done)
     counted = lambda n, one, many: f"{n:,} {one if n == 1 else many}"  # QA 72 #8: "1 events"
-    earlier = sum(bool(r.get("output_dir")) for r in rows if r.get("status") not in DONE_STATUSES)  # by status: O(n)
+    earlier = sum(map(_beside_earlier, rows))
     return (f'{counted(len(rows), "study", "studies")} ({esc(counts or "none")}); '
             f'{counted(total("frames"), "frame", "frames")}, {counted(total("events"), "event", "events")}'
             + (f' (not counting the earlier results shown beside {counted(earlier, "failed or pending study", "failed or pending studies")})'
@@ -151,17 +151,22 @@ def _inside(sid: str) -> bool:
     return bool(sid) and ".." not in PurePosixPath(sid).parts and not PurePosixPath(sid).is_absolute()
 
 
+def _beside_earlier(row: dict) -> bool:
+    """A failed or pending row that lists the results an earlier run left in its folder, of the same input (set by
+    batch/summary.py): the totals leave them out, the error and wall cells say whose they are, the study is linked."""
+    return row.get("status") in ("failed", "pending") and bool(row.get("output_dir"))
+
+
 def _earlier(row: dict) -> str:
     """What the error cell adds for a failed row that shows results: they are an earlier run's (QA 74 #1: the row read as
     this night's results; a pending row's error says so itself)."""
-    return " (the results shown are an earlier run's, of the same input)" if row.get("status") == "failed" and row.get("output_dir") else ""
+    return " (the results shown are an earlier run's, of the same input)" if row.get("status") == "failed" and _beside_earlier(row) else ""
 
 
 def _scored_before(row: dict) -> str:
     """What the wall cell adds for results an earlier run scored (skipped, reused, or shown beside a failure): their wall
     time is that run's (QA 74 #5: read as this night's)."""
-    earlier = row.get("status") in ("skipped", "reused") or (row.get("status") in ("failed", "pending") and row.get("output_dir"))
-    return ' <span class="hint">(when scored)</span>' if earlier else ""
+    return ' <span class="hint">(when scored)</span>' if row.get("status") in ("skipped", "reused") or _beside_earlier(row) else ""
 
 
 def _linked(folder: Path, row: dict) -> bool:
@@ -170,7 +175,7 @@ def _linked(folder: Path, row: dict) -> bool:
     since has no page to open; a pending or failed row names its folder (``output_dir``) only when it holds results of
     the same input bytes that stand (QA 43, QA 72 #4: batch/summary.py)."""
     sid = _study_id(row)
-    current = row.get("status") in DONE_STATUSES or (row.get("status") in ("pending", "failed") and row.get("output_dir"))
+    current = row.get("status") in DONE_STATUSES or _beside_earlier(row)
     return bool(_inside(sid) and current and (folder / sid / REPORT_FILE).is_file() and (folder / sid / RUN_FILE).is_file())
 
 
