@@ -6,6 +6,7 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -15,7 +16,7 @@ import numpy as np
 
 from .backends import inference_threads
 from .classifier import Classifier
-from .cpu_info import machine
+from .cpu_info import OtherLoad, machine
 from .frames import DecodeStats
 from .memory import peak_rss_mb
 from .pipeline import RunOptions, model_read_options, read_batch_size, triage_study
@@ -24,6 +25,7 @@ from .reader import read_frames
 from .versions import package_versions
 
 BENCH_SCHEMA_VERSION = 1
+LOADED_SHARE = 0.1  # other processes using more than this share of the machine's CPUs while bench measures: said
 
 
 def _sync(device: str) -> None:
@@ -58,6 +60,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     do not load) can add to it.
     """
     video = Path(video)
+    load = OtherLoad()
     batch_size = read_batch_size(pipeline.read.batch_size, classifier, batch_size)
     read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=batch_size)),  # as `triage run` reads
                    decoder_threads=decoder_threads or pipeline.read.decoder_threads)
@@ -81,9 +84,10 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     scoring_s = sum(run["stage_seconds"]["decode_and_score"] for run in runs[1:])
     rss = peak_rss_mb()
     frames = next(iter(read_frames(video, read, DecodeStats()))).data
-    run_size = getattr(classifier.backend, "batch_size", None) or batch_size
-    if len(frames) < run_size:  # an input shorter than one run (a single image): its frames repeated to a run (QA 21)
-        frames = np.concatenate([frames] * -(-run_size // len(frames)))[:run_size]
+    if len(frames) < batch_size:  # an input shorter than one read batch (a single image): its frames repeated to one, as
+        # every batch of a video is read (QA 21: one image was timed a frame per call; QA 76 #4: not to a run of the
+        # backend, which with --batch-size 3 and runs of 4 timed 4 frames a call where every run scores 3)
+        frames = np.concatenate([frames] * -(-batch_size // len(frames)))[:batch_size]
 
     def model() -> int:
         classifier.backend.logits(frames)
@@ -91,6 +95,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
 
     model_s, model_n = _timed(model, min_seconds, device)
     prep_s, prep_n = _time_preprocess(classifier, frames, min_seconds)  # QA 35: half the time --seconds promised
+    others = load.cores()
     fps = {"decode": decode_n / decode_s, "preprocess": prep_n / prep_s, "model": model_n / model_s, "end_to_end": e2e_n / e2e_s,
            "scoring": e2e_n / scoring_s}  # end to end without the per-study work (thumbnails, tables; run.json's stage_seconds)
     per_frame = {k: 1.0 / v for k, v in fps.items()}
@@ -101,6 +106,10 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     warnings = [f"end to end measured {fps['end_to_end'] / fps['model']:.1f}x faster than the model alone, which scores every "
                 "frame of it: the machine's load changed between the stages' timings; measure again on an idle machine, or "
                 "with more --seconds"] if fps["end_to_end"] > 1.15 * fps["model"] else []
+    cpus = os.cpu_count() or 1  # /proc/stat counts all of them
+    if others is not None and others > LOADED_SHARE * cpus:
+        warnings.append(f"other processes used {others:.1f} of this machine's {cpus} CPUs while bench measured (/proc/stat): every "
+                        "stage ran slower than on an idle machine, so these figures are low; measure again on an idle machine")
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
         "input": str(Path(video).absolute()),
@@ -108,6 +117,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "cost_ratio": round(cost, 3),
         "warnings": warnings,
+        "other_processes_cpus": None if others is None else round(others, 2),  # CPUs' worth others used meanwhile (None: not known)
         "decode_share": round(per_frame["decode"] / per_frame["end_to_end"], 3),
         "device": device,
         "backend": backend.name,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import time
 from functools import cache
 
 CPU_FEATURES = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")  # what decides the fast backends
@@ -67,3 +69,38 @@ def machine() -> dict:
     return {"host": platform.node(), "processor": cpu_model(),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "cpu_features": [f for f in CPU_FEATURES if f in cpu_flags()], **numerics()}
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU-seconds every process has run on this machine since boot: /proc/stat's states other than idle and iowait (a
+    virtual machine's steal counts: its host gave that time to a neighbour). None without /proc/stat."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU-seconds of this process's threads and of its children that have ended (the decoder processes)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+class OtherLoad:
+    """How many CPUs' worth other processes used while this one measured (QA 76 #3): a window of uniform load slows
+    every stage alike, so the stages' figures stay consistent with each other and nothing else shows it (under two
+    busy processes the torch backends ran at a third of their idle speed, unflagged). ``cores()`` is None without
+    /proc/stat, or over under a second, where its 10 ms ticks make the figure noise."""
+
+    MIN_SECONDS = 1.0
+
+    def __init__(self):
+        self._start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds())
+
+    def cores(self) -> float | None:
+        wall, busy, own = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
+        wall0, busy0, own0 = self._start
+        if busy is None or busy0 is None or wall - wall0 < self.MIN_SECONDS:
+            return None
+        return max(0.0, (busy - busy0) - (own - own0)) / (wall - wall0)
