@@ -1,0 +1,123 @@
+"""Where the decode share goes: H.264 decoding itself against the swscale pass to the model's input. A probe, not part of the product.
+
+    python benchmarks/decode_split.py [--frames 1500] [--repeats 3]
+
+Issue 6 asks decode + preprocess to stay within 25 % of end-to-end time; the study table measures 28-30 %
+(``run_benchmarks.py study``: decode-only ~1,065 frames/s against ~322 end to end). This probe splits decode-only
+on the simulated 336 px H.264 study (``run_benchmarks.py``'s 5,000-frame clip, made here if missing), one thread,
+as the reader decodes (``video_colour.frame_rgb``, ``SWSCALE_THREADS``), the variants timed in turn:
+
+* ``decode``: FFmpeg's H.264 decoder alone (frames decoded, never converted);
+* ``decode+rgb``: decoding and the reader's one swscale pass to 224 px RGB (area, full-width chroma, accurate rounding);
+* ``reader``: ``reader.read_frames`` at 224 px, batches of 32 (the study table's decode-only);
+* ``rgb pass``: the swscale pass alone, on ``--kept`` decoded frames held in memory (warm caches);
+* ``yuv444 pass``: swscale resizing to 224 px Y'CbCr 4:4:4 without converting to RGB: what would remain of the pass
+  if the model converted colours itself (a 3 x 3 matrix and a clip, before its normalisation);
+* ``yuv420 pass``: resizing the planes as they are (chroma at half size): what would remain if the model also
+  upsampled the chroma (two inputs, or one packed I420 tensor).
+
+For each it gives the decode share the study would have (``results/study.json``, 50,000 frames: its measured share
+scaled by the variant's time against the reader's in this run) and the speed decoding would need for 25 %. Writes ``benchmarks/results/decode_split.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import av
+
+from clips import HERE, REPO  # benchmarks/ is the script's folder, so on sys.path
+
+sys.path.insert(0, str(REPO))
+
+from capsule_triage.frames import DecodeStats  # noqa: E402
+from capsule_triage.read_options import ReadOptions  # noqa: E402
+from capsule_triage.reader import read_frames  # noqa: E402
+from capsule_triage.video_colour import RGB_CONVERSION, SWSCALE_THREADS, frame_rgb  # noqa: E402
+from capsule_triage.versions import package_versions  # noqa: E402
+from run_benchmarks import study_clip  # noqa: E402
+
+SIZE = 224  # the shipped model's input
+
+
+def _decoded(clip, limit: int, convert: bool) -> int:
+    reformatter = av.video.reformatter.VideoReformatter()
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "SLICE", 1  # as the reader (decoder_threads 1)
+        for count, frame in enumerate(container.decode(stream), 1):
+            if convert:
+                frame_rgb(reformatter, frame, SIZE, SIZE)
+            if count >= limit:
+                return count
+    return count
+
+
+def _read(clip, limit: int) -> int:
+    count = 0
+    for batch in read_frames(clip, ReadOptions(batch_size=32, short_side=SIZE), DecodeStats()):
+        count += len(batch)
+        if count >= limit:
+            break
+    return count
+
+
+def _pass(frames, fmt: str) -> int:
+    reformatter = av.video.reformatter.VideoReformatter()
+    for frame in frames:
+        reformatter.reformat(frame, width=SIZE, height=SIZE, format=fmt, interpolation=RGB_CONVERSION,
+                             threads=SWSCALE_THREADS).to_ndarray()
+    return len(frames)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1500, help="frames decoded per timing (default 1500)")
+    parser.add_argument("--kept", type=int, default=300, help="decoded frames held for the pass-alone timings (default 300)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all variants in turn (default 3)")
+    args = parser.parse_args()
+    clip = study_clip(5000)
+    with av.open(str(clip)) as container:
+        kept = [f for _, f in zip(range(args.kept), container.decode(video=0))]
+    variants = {"decode": lambda: _decoded(clip, args.frames, False), "decode+rgb": lambda: _decoded(clip, args.frames, True),
+                "reader": lambda: _read(clip, args.frames), "rgb pass": lambda: _pass(kept, "rgb24"),
+                "yuv444 pass": lambda: _pass(kept, "yuv444p"), "yuv420 pass": lambda: _pass(kept, "yuv420p")}
+    for fn in variants.values():
+        fn()  # warm-up
+    timings = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            frames = fn()
+            timings[name].append((time.perf_counter() - start) / frames * 1e6)
+    study = json.loads((HERE / "results" / "study.json").read_text())
+    row = next(row for row in study["rows"] if row["frames"] == 50000)
+    e2e, study_share = row["fps"], row["decode_share"]
+    best = {name: min(us) for name, us in timings.items()}  # other work on the machine only slows a round down
+    rows = [{"variant": name, "us_per_frame": [round(u, 1) for u in us], "best_us": round(best[name], 1),
+             "fps": round(1e6 / best[name], 1)} for name, us in timings.items()]
+    shares = {"decode alone": best["decode"], "decode + rgb pass": best["decode+rgb"], "reader": best["reader"],
+              "decode + yuv444 pass (colours in the model)": best["decode"] + best["yuv444 pass"],
+              "decode + yuv420 pass (chroma upsampling and colours in the model)": best["decode"] + best["yuv420 pass"]}
+    result = {"what": "decode_split", "command": "python benchmarks/decode_split.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "clip": clip.name, "size": SIZE, "rows": rows,
+              "study_end_to_end_fps": round(e2e, 1), "decode_fps_for_25_percent": round(e2e / 0.25, 1),
+              "study_decode_share": round(study_share, 3),
+              # the study's measured share scaled by each variant's time against the reader's in this run (ratios within
+              # one run: the machine's speed moves between runs, and the study's decode-only was timed in another)
+              "share_at_study_speed": {k: round(study_share * us / best["reader"], 3) for k, us in shares.items()},
+              "versions": package_versions()}
+    for row in rows:
+        print(f"{row['variant']:<12} {row['best_us']:7.1f} us/frame ({row['fps']:7.1f} frames/s)  rounds: {row['us_per_frame']}")
+    for name, share in result["share_at_study_speed"].items():
+        print(f"share at {e2e:.0f} frames/s end to end: {name} {share:.1%}")
+    out = HERE / "results" / "decode_split.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"Wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
