@@ -188,6 +188,9 @@ def evaluate(
     if val_data is not None and target_sensitivity is None:  # QA 56 #8: ignored, even a file that does not exist
         raise InputError("--val-data", "is the data --target-sensitivity chooses the threshold on; give both, or neither "
                                        "(the evaluation itself scores DATA's --split)")
+    if force and out_dir is None:  # QA 75: accepted and ignored (config.json and the card are rewritten without it)
+        raise InputError("--force", "replaces the --out folder of an earlier evaluation; give --out DIR with it, or leave it "
+                                    "out (config.json and --model-card's section are rewritten without it)")
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:  # QA 56 #9: refused in the data file's name
         raise InputError("--target-sensitivity", f"a sensitivity in (0, 1] (1: every abnormal validation frame flagged), got {target_sensitivity:g}")
     _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)

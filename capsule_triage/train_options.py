@@ -104,32 +104,34 @@ def device_label(device: torch.device) -> str:
 
 
 def check_options(o: TrainOptions) -> None:
-    checks = [(o.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {o.strategy!r}"),
-              (o.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {o.schedule!r}"),
-              (o.augment in POLICIES, f"augment must be one of {POLICIES}, got {o.augment!r}"),
-              (0.0 <= o.recompress <= 1.0, f"recompress is a probability in [0, 1], got {o.recompress}"),
-              (o.recompress_codec in CODECS, f"recompress_codec must be one of {CODECS}, got {o.recompress_codec!r}"),
-              (o.stability >= 0 and o.stability_sigma > 0, f"stability must be >= 0 and stability_sigma > 0, got {o.stability}, {o.stability_sigma}"),
-              (o.stability_copy in COPIES, f"stability_copy must be one of {COPIES}, got {o.stability_copy!r}"),
+    """Refuse options no run could use, each named by its `triage train` flag (the library's field: the same name in
+    snake_case)."""
+    checks = [(o.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {o.strategy!r}"),
+              (o.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {o.schedule!r}"),
+              (o.augment in POLICIES, f"--augment must be one of {POLICIES}, got {o.augment!r}"),
+              (0.0 <= o.recompress <= 1.0, f"--recompress is a probability in [0, 1], got {o.recompress}"),
+              (o.recompress_codec in CODECS, f"--recompress-codec must be one of {CODECS}, got {o.recompress_codec!r}"),
+              (o.stability >= 0 and o.stability_sigma > 0, f"--stability must be >= 0 and --stability-sigma > 0, got {o.stability:g}, {o.stability_sigma:g}"),
+              (o.stability_copy in COPIES, f"--stability-copy must be one of {COPIES}, got {o.stability_copy!r}"),
               (not (o.stability_copy == "bf16" and not o.stability), "--stability-copy bf16 is the copy of stability training: "
                "give its weight, --stability W > 0"),
               (not (o.stability_copy == "bf16" and o.precision != "fp32"), f"--stability-copy bf16 compares fp32 arithmetic with bf16's: "
                f"train with --precision fp32, not {o.precision}"),
-              (o.weights_precision in WEIGHT_PRECISIONS, f"weights_precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
-              (o.distill_weight > 0, f"distill_weight must be > 0, got {o.distill_weight:g}"),
+              (o.weights_precision in WEIGHT_PRECISIONS, f"--weights-precision must be one of {WEIGHT_PRECISIONS}, got {o.weights_precision!r}"),
+              (o.distill_weight > 0, f"--distill-weight must be > 0, got {o.distill_weight:g}"),
               (bool(o.distill) or o.distill_weight == 1.0, "--distill-weight weighs the --distill loss: give the teacher, --distill WEIGHTS"),
-              (o.distill_loss in LOSSES, f"distill_loss must be one of {LOSSES}, got {o.distill_loss!r}"),
+              (o.distill_loss in LOSSES, f"--distill-loss must be one of {LOSSES}, got {o.distill_loss!r}"),
               (bool(o.distill) or o.distill_loss == "kl", "--distill-loss chooses the --distill loss: give the teacher, --distill WEIGHTS"),
-              (o.class_weighting in ("balanced", "none"), f"class_weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
-              (o.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {o.precision!r}"),
-              (0 <= o.lock < N_BLOCKS, f"lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
-              (not (o.lock and o.strategy == "head"), "lock applies to the full stage (strategy full or two-stage), not to head"),
+              (o.class_weighting in ("balanced", "none"), f"--class-weighting must be 'balanced' or 'none', got {o.class_weighting!r}"),
+              (o.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}, got {o.precision!r}"),
+              (0 <= o.lock < N_BLOCKS, f"--lock must be in 0..{N_BLOCKS - 1}, got {o.lock}"),
+              (not (o.lock and o.strategy == "head"), "--lock applies to the full stage (--strategy full or two-stage), not to head"),
               (not (o.init == "none" and o.lock and not o.resume),  # rev24: random blocks were frozen without a word (a run
                # checkpointed before may still finish: rev25)
                f"--init none starts from random weights and --lock {o.lock} would freeze {'block 1' if o.lock == 1 else f'blocks 1-{o.lock}'} of them: train from "
                "scratch with --lock 0 (seed C's lock0), or lock blocks of pretrained weights (--init)"),
-              (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, "batch_size must be >= 2, epochs and head_epochs >= 1"),
-              *((v > 0, f"{k} must be > 0, got {v:g}") for k, v in (("lr", o.lr), ("head_lr", o.head_lr), ("budget_scale", o.budget_scale)))]
+              (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, f"--batch-size must be >= 2, --epochs and --head-epochs >= 1, got {o.batch_size}, {o.epochs}, {o.head_epochs}"),
+              *((v > 0, f"{k} must be > 0, got {v:g}") for k, v in (("--lr", o.lr), ("--head-lr", o.head_lr), ("--budget-scale", o.budget_scale)))]
     for ok, message in checks:
         if not ok:
             raise InputError("options", message)
@@ -189,8 +191,19 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
         defaults = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}  # options newer than the checkpoint
         differ = sorted(k for k, v in recipe(options).items()
                         if saved["recipe"].get(k, defaults.get(k)) != v and not _same_source(k, saved["recipe"].get(k), v, saved))
-        if differ:
-            raise InputError(out, f"--resume with different options than the checkpoint: {differ} (rerun the same command)")
+        if differ:  # QA 75: named by field (['distill_loss']), without the values
+            said = ", ".join(f"{option_flag(k)} {_shown(recipe(options)[k])} (the checkpoint's: {_shown(saved['recipe'].get(k, defaults.get(k)))})"
+                             for k in differ)
+            raise InputError(out, f"--resume with other options than the checkpoint's: {said}; rerun the same command")
+
+
+def option_flag(field: str) -> str:
+    """The `triage train` flag (or argument) that sets a :class:`TrainOptions` field."""
+    return {"data": "DATA", "class_names": "--classes", "abnormal_classes": "--abnormal"}.get(field, "--" + field.replace("_", "-"))
+
+
+def _shown(value) -> str:
+    return "(not given)" if value in ("", None, []) else ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _same_source(key: str, before, now, saved: dict) -> bool:

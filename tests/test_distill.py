@@ -109,7 +109,8 @@ def test_the_logits_loss_is_the_squared_error_of_the_logits_pairwise_differences
 @pytest.mark.parametrize(("extra", "said"), [
     ({"distill_weight": 2.0}, "--distill-weight weighs the --distill loss: give the teacher, --distill WEIGHTS"),
     ({"distill_loss": "logits"}, "--distill-loss chooses the --distill loss: give the teacher, --distill WEIGHTS"),
-    ({"distill": "teacher", "distill_loss": "mse"}, "distill_loss must be one of ('kl', 'logits'), got 'mse'"),
+    ({"distill": "teacher", "distill_loss": "mse"}, "--distill-loss must be one of ('kl', 'logits'), got 'mse'"),
+    ({"distill": "teacher", "distill_weight": 0.0}, "--distill-weight must be > 0, got 0"),  # QA 75: was distill_weight
 ])
 def test_the_teachers_options_are_refused_without_a_teacher_or_with_an_unknown_loss(tmp_path, extra, said):
     from capsule_triage.train_options import check_options
@@ -204,10 +205,14 @@ def test_a_teacher_of_another_input_scores_the_clean_half_of_a_stability_batch_a
     out = tmp_path / "student"
     train(TrainOptions(output=out, **options, distill=str(teacher), stop_after_steps=1))
     assert seen == [(8, 8, torch.uint8, (32, 32))]  # the frames, not their copies; at the teacher's own size
-    with pytest.raises(InputError, match=r"different options than the checkpoint: \['distill'\]"):  # not on the labels instead
+    with pytest.raises(InputError) as caught:  # not on the labels instead
         train(TrainOptions(output=out, **options, resume=True))
-    with pytest.raises(InputError, match=r"different options than the checkpoint: \['distill_loss'\]"):  # nor with another loss
+    assert str(caught.value) == (f"{out}: --resume with other options than the checkpoint's: --distill (not given) (the "  # QA 75: fields, no values
+                                 f"checkpoint's: {teacher}); rerun the same command")
+    with pytest.raises(InputError) as caught:  # nor with another loss
         train(TrainOptions(output=out, **options, distill=str(teacher), distill_loss="logits", resume=True))
+    assert str(caught.value).endswith("--resume with other options than the checkpoint's: --distill-loss logits (the checkpoint's: kl); "
+                                      "rerun the same command")
     shutil.rmtree(teacher)
     _teacher_folder(teacher, teacher_config, 0.6)
     with pytest.raises(InputError, match="the teacher's weights changed since the checkpoint"):

@@ -303,6 +303,10 @@ def test_cli_eval_summary_and_errors(weights_copy, small_manifest, tmp_path):
         assert bad.exit_code == 2 and bad.output.strip() == ("Error: --val-data: is the data --target-sensitivity chooses the "
                                                              "threshold on; give both, or neither (the evaluation itself scores "
                                                              "DATA's --split)"), bad.output
+    bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--force"])  # QA 75: accepted, did nothing
+    assert bad.exit_code == 2 and bad.output.strip() == ("Error: --force: replaces the --out folder of an earlier evaluation; "
+                                                         "give --out DIR with it, or leave it out (config.json and "
+                                                         "--model-card's section are rewritten without it)"), bad.output
     # QA 56 #4: the evaluation went into the training section, which the same command then rewrote: nothing, silently
     bad = runner.invoke(app, ["eval", str(weights_copy), str(small_manifest), "--model-card", "training"])
     assert bad.exit_code == 2 and bad.output.strip() == ("Error: training: the card's training section is written from config.json's "
