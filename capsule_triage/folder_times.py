@@ -1,6 +1,6 @@
 """Frame times of a frame folder: a constant rate (``--fps``), or a timestamp CSV (``--timestamps``, or
 the folder's own ``timestamps.csv``) with columns ``filename,pts_seconds``, one row per image, read strictly: a frame folder's times place
-its events, so a row that cannot be read, a name listed twice or times that are all equal is
+its events, so a row that cannot be read, a name listed twice or two images at one time (QA 77) is
 refused, naming the CSV and the row, before any frame is scored. The CSV's times are the authority
 on order: frames are ranked in time order whatever their names (a camera counter that wraps from
 IMG_9999 to IMG_0000 keeps its frames in place)."""
@@ -49,8 +49,10 @@ def with_own_timestamps(read, source: Path, *, use: bool = True):
     timestamps.csv when ``source`` is a frame folder that has one and no CSV was named (``--timestamps`` or the
     preset), and ``use``; else ``read`` as it is, with a ``Warning:`` line when the folder's CSV is left unused:
     not ``use``d (``--fps``), or without the columns (a timing file of another format, which a folder read at
-    ``--fps`` before this CSV was looked for may hold: review rev31)."""
-    own = own_timestamps(source) if read.timestamps_csv is None and Path(source).is_dir() else None
+    ``--fps`` before this CSV was looked for may hold: review rev31), or another CSV named (``--timestamps``)."""
+    if read.timestamps_csv is not None:  # QA 77 #7: another CSV times the folder; its own was left unused in silence
+        return read, _named_over_own(source, Path(read.timestamps_csv)) if use else None
+    own = own_timestamps(source) if Path(source).is_dir() else None
     if own is None:
         return read, None
     if not use:
@@ -59,6 +61,17 @@ def with_own_timestamps(read, source: Path, *, use: bool = True):
         return read, (f"{own}: not used as the frames' times (it has no header with columns {','.join(COLUMNS)}): "
                       f"read at {read.folder_fps:g} frames/s")
     return replace(read, timestamps_csv=own), None
+
+
+def _named_over_own(source: Path, named: Path) -> str | None:
+    """The Warning: line when a named CSV times a folder that holds a timestamps.csv of its own (of our columns)."""
+    try:
+        own = own_timestamps(source) if Path(source).is_dir() else None
+    except InputError:  # two of them in different case: neither is used, and reading the named one is what counts
+        return None
+    if own is None or not _has_columns(own) or own.resolve() == named.resolve():
+        return None
+    return f"{own}: not used: {named} times the frames"
 
 
 def _has_columns(path: Path) -> bool:
@@ -87,7 +100,7 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     Raises:
         InputError: a non-positive or non-finite ``fps``; a CSV that is missing, unreadable, lacks the
             columns, has a row without a name or a finite time, lists a name twice, misses an image,
-            or gives every image the same time.
+            or gives two images the same time.
     """
     if timestamps_csv is None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
@@ -98,11 +111,22 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
     keys = [_nfc(p.name) for p in images]  # QA 36: a Mac's decomposed "Läsion_0.png" against a CSV written elsewhere
     missing = [p.name for p, key in zip(images, keys) if key not in times]
     if missing:
-        hint = " (the CSV's names carry a folder: give the image names alone)" if any("/" in n or "\\" in n for n in times) else ""
+        cased = {name.casefold(): name for name in times}.get(_nfc(missing[0]).casefold())  # QA 77 #8
+        hint = (" (the CSV's names carry a folder: give the image names alone)" if any("/" in n or "\\" in n for n in times) else
+                f" (the CSV lists {cased!r}: names must match the files' exactly, case too)" if cased else "")
         raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}{hint}")
     seconds = np.array([times[key][0] for key in keys], dtype=np.float64)
     if len(seconds) > 1 and np.ptp(seconds) == 0:
         raise InputError(path, f"all {len(seconds)} images have the same time ({seconds[0]:g} s): the study has no duration")
+    values, counts = np.unique(seconds, return_counts=True)
+    if (counts > 1).any():  # QA 77 #1: a clock that restarted interleaved two halves; times in whole seconds merged frames
+        tied = int(counts[counts > 1].sum())
+        at = int(np.argmax(counts > 1))
+        pair = [images[i].name for i in np.flatnonzero(seconds == values[at])[:2]]
+        raise InputError(path, f"{tied} of the {len(seconds)} images share their time with another (e.g. {pair[0]} and {pair[1]} at "
+                               f"{values[at]:g} s), so their order in time is unknown and the frames at one time would be scored as "
+                               "one moment (a clock that restarted? times rounded to whole seconds?): give each image its own time, "
+                               "or read the frames at a fixed rate in name order with --fps F instead of the CSV")
     names = set(keys)
     return seconds, sorted((name for name in times if name not in names), key=lambda name: times[name][1])
 

@@ -74,7 +74,7 @@ class FolderListing:
     images: list[Path]
     unread: list[str]
     irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
-    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case or type
+    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case, type or a copy's ending
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -114,14 +114,29 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     return FolderListing(images, unread, irregular, twins)
 
 
+# A file manager's copy of a file, at the end of its stem (casefolded): Windows' "x - Copy", "x - Copy (2)", "x (1)";
+# macOS's "x copy", "x copy 2"
+COPY_ENDING = re.compile(r"(?: - copy(?: \(\d+\))?| copy(?: \d+)?| \(\d+\))$")
+
+
 def _twins(keyed_names) -> list[str]:
     """Groups of image names (in natural order) that differ only in leading zeros, case or image type ("img_01.png and
-    img_1.jpg"): their order is by name, not by time (QA 61). ``keyed_names``: (natural_key(name), name) pairs."""
+    img_1.jpg"), or by a copy's ending ("img_5.jpg and img_5 - Copy.jpg", QA 77 #5: a copy was scored as a frame of its
+    own, every later frame a period late): their order is by name, not by time (QA 61). ``keyed_names``:
+    (natural_key(name), name) pairs."""
     groups: dict[tuple, list[str]] = {}
+    copies = []
     for (parts, _), name in keyed_names:
         suffix = os.path.splitext(name)[1].casefold()
         stem = (*parts[:-1], parts[-1][:-len(suffix)]) if suffix and isinstance(parts[-1], str) else tuple(parts)
         groups.setdefault(stem, []).append(name)
+        base = COPY_ENDING.sub("", os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold())
+        if base != os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold():
+            copies.append((stem, tuple(natural_key(base)[0]), name))
+    for stem, base, name in copies:  # a copy's ending counts only beside the name without it ("IMG (1)" alone is a name)
+        if base in groups and base != stem and name in groups[stem]:
+            groups[stem].remove(name)
+            groups[base].append(name)
     return [" and ".join(names) for names in groups.values() if len(names) > 1]
 
 

@@ -71,7 +71,7 @@ class SourceInfo:
         unread: frame folders only: what looks like frames but is not read (images in subfolders,
             image types that are not frames), one phrase each; shown as a warning.
         name_twins: frame folders timed by their order (no timestamps CSV) only: groups of image names alike but for
-            leading zeros, case or type ("img_01.png and img_1.jpg"), whose order in time is a guess; shown as a warning.
+            leading zeros, case, type or a copy's ending ("img_01.png and img_1.jpg"), whose order in time is a guess; shown as a warning.
         container: FFmpeg's name of the container format ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm",
             "avi", ...); None for frame folders.
         stream_index: the container's stream that is triaged (FFmpeg's choice among

@@ -96,7 +96,8 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
             if not cc.width or not cc.height:
                 raise InputError(path, "video stream has no frame size")
-            if container.format.name.endswith("_pipe"):  # QA 72 #6: a PNG named .mp4 was a one-frame study (FFmpeg's png_pipe)
+            if container.format.name.endswith("_pipe") or container.format.name == "image2":  # one-frame studies: QA 72 #6, a PNG
+                # named .mp4 (FFmpeg's png_pipe); QA 77 #3, a .jpg (image2, chosen by its name)
                 raise InputError(path, f"a still image ({cc.name}), not a video: put it in a folder of frames to triage it")
             if container.format.name in RAW_STREAM_FORMATS:
                 wrapped = f"{path.stem}.{'mkv' if path.suffix.lower() == '.mp4' else 'mp4'}"  # not its own name: ffmpeg reads it

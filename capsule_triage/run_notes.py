@@ -26,12 +26,27 @@ def rate_assumed(read_record: dict) -> bool:
     return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
 
 
+SLOWEST_STEP = 10.0  # s between frames: slower than any capsule (0.5-6 frames/s) or endoscope records
+
+
+def sparse_times_note(read_record: dict, pts: np.ndarray) -> str | None:
+    """A Warning: line when a timestamp CSV puts a frame folder's frames a median of over :data:`SLOWEST_STEP` apart (QA 77
+    #2: a CSV in milliseconds read as seconds made a 20-frame study 10,000 s long and a lone frame a 500 s event)."""
+    if "timestamps_from" not in read_record or len(pts) < 3:
+        return None
+    step = float(np.median(np.diff(np.sort(pts))))
+    if step <= SLOWEST_STEP:
+        return None
+    return (f"{read_record['timestamps_csv']}: its frames are {step:g} s apart (the median), slower than any capsule or endoscope "
+            "records: if its pts_seconds are milliseconds, divide them by 1000 (events and durations follow these times)")
+
+
 def name_twins_note(info: SourceInfo) -> str | None:
-    """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case or type (QA 61: "Image_01.jpg" and
+    """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case, type or a copy's ending (QA 61: "Image_01.jpg" and
     "Image_1.jpg" were put in name order, their order in time a guess, without a word)."""
     if not info.name_twins:
         return None
-    return (f"{info.path}: {plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case or type "
+    return (f"{info.path}: {plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case, type or a copy's ending "
             f"({listed(info.name_twins)}): put in name order, so their order in time is a guess; a {TIMESTAMPS_FILE} "
             "(filename,pts_seconds) in the folder times them")
 

@@ -50,7 +50,8 @@ def test_a_still_image_named_as_a_video_is_refused(tmp_path, random_weights):
     import cv2
 
     frame = demo_clip_frames()[0]
-    for name, ext, codec in (("image.mp4", ".png", "png"), ("photo.avi", ".jpg", "mjpeg")):
+    for name, ext, codec in (("image.mp4", ".png", "png"), ("photo.avi", ".jpg", "mjpeg"),
+                             ("frame_0001.jpg", ".jpg", "mjpeg"), ("frame.JPEG", ".jpg", "mjpeg")):  # QA 77 #3: image2 read a .jpg
         (tmp_path / name).write_bytes(cv2.imencode(ext, frame)[1].tobytes())
         _expect_error(tmp_path, tmp_path / name, random_weights,
                       f"{name}: a still image ({codec}), not a video: put it in a folder of frames to triage it")
@@ -156,7 +157,7 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case or type "
+    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case, type or a copy's ending "
                                      "(Image_01.png and Image_1.png): put in name order, so their order in time is a guess; a "
                                      "timestamps.csv (filename,pts_seconds) in the folder times them")
     run = json.loads((out / "run.json").read_text())
@@ -169,6 +170,12 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     assert scan_frame_folder(folder).twins == ["Image_01.png and Image_1.png", "image_2.jpg and Image_2.png",
                                                "Image_003.png and Image_3.png"]
     for name in ("image_2.jpg", "Image_003.png", "Image_001.jpg"):
+        (folder / name).unlink()
+    for name in ("Image_2 - Copy.png", "Image_3 (1).png", "Image_0 copy 2.png", "Other (1).png"):  # QA 77 #5: a file manager's copies
+        shutil.copy(folder / "Image_0.png", folder / name)
+    assert scan_frame_folder(folder).twins == ["Image_0.png and Image_0 copy 2.png", "Image_01.png and Image_1.png",
+                                               "Image_2.png and Image_2 - Copy.png", "Image_3.png and Image_3 (1).png"]
+    for name in ("Image_2 - Copy.png", "Image_3 (1).png", "Image_0 copy 2.png", "Other (1).png"):  # ("Other (1)" alone: a name)
         (folder / name).unlink()
     (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(
         f"{name},{t}\n" for t, name in enumerate(["Image_0.png", "Image_1.png", "Image_01.png", "Image_2.png", "Image_3.png"])))

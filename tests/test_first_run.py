@@ -186,6 +186,9 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     other.write_text(other.read_text().replace(",3", ",1"))
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "c", "--quiet", "--timestamps", other)
     assert done.returncode == 0 and _times(tmp_path / "c")[0] == 1.0, done.stderr
+    line = f"{csv}: not used: {other} times the frames"  # QA 77 #7: said for --fps, not for --timestamps
+    assert f"Warning: {line}" in done.stderr.splitlines() and line in json.loads((tmp_path / "c" / "run.json").read_text())["warnings"]
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["parameters"]["read"]["own_timestamps_unused"] == "--timestamps"
     assert json.loads((tmp_path / "c" / "run.json").read_text())["parameters"]["read"]["timestamps_from"] == "--timestamps"
     # QA 36 L7: the input hash covered the folder's own CSV when --fps or --timestamps OTHER timed the frames instead
     from capsule_triage.source_state import source_sha256
@@ -228,6 +231,18 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report")  # review rev32: said
     assert done.returncode == 0 and ("Warning: 1 frame-folder study read at a fixed rate although it has a timestamps.csv without the "
                                      f"columns filename,pts_seconds, e.g. {folder}") in done.stderr.splitlines(), done.stderr
+
+
+def test_a_timestamp_csv_in_milliseconds_is_said(tmp_path, random_weights):
+    """QA 77 #2: times in milliseconds read as seconds made a 20-frame study 10,000 s long and a lone frame a 500 s event,
+    without a word (the same folder in seconds: no warning, the first run of the test above)."""
+    folder = write_frame_folder(_demo_frames(8), tmp_path / "export")
+    csv = _write_times(folder, 250)  # 4 frames/s, in ms
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "o", "--quiet")
+    line = (f"{csv}: its frames are 250 s apart (the median), slower than any capsule or endoscope records: if its pts_seconds "
+            "are milliseconds, divide them by 1000 (events and durations follow these times)")
+    assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["warnings"] == [line]
 
 
 def test_first_mistakes_with_presets_backends_and_devices_are_told_plainly(tmp_path, monkeypatch):

@@ -564,6 +564,12 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     ("filename,pts_seconds\nframe0.png,0\nframe1.png,nan\nframe2.png,1\n", "row 3: pts_seconds of frame1.png must be finite, got 'nan'"),
     ("filename,pts_seconds\nframe0.png,0\nframe1.png,0.5\nframe2.png,1\nframe1.png,50\n", "frame1.png is listed twice (rows 3 and 5)"),
     ("filename,pts_seconds\nframe0.png,5\nframe1.png,5\nframe2.png,5\n", "all 3 images have the same time (5 s): the study has no duration"),
+    ("filename,pts_seconds\nframe0.png,0\nframe1.png,1\nframe2.png,0\n",  # QA 77 #1: a clock that restarted, accepted in silence
+     "2 of the 3 images share their time with another (e.g. frame0.png and frame2.png at 0 s), so their order in time is unknown "
+     "and the frames at one time would be scored as one moment (a clock that restarted? times rounded to whole seconds?): give "
+     "each image its own time, or read the frames at a fixed rate in name order with --fps F instead of the CSV"),
+    ("filename,pts_seconds\nFRAME0.PNG,0\nFRAME1.PNG,1\nFRAME2.PNG,2\n",  # QA 77 #8: no hint
+     "no timestamp for 3 image(s), e.g. 'frame0.png' (the CSV lists 'FRAME0.PNG': names must match the files' exactly, case too)"),
     ("filename;pts_seconds\nframe0.png;0\n", "needs a header row with columns filename,pts_seconds, separated by commas (found ['filename;pts_seconds'])"),
     (",pts_seconds\n,0\n", "needs a header row with columns filename,pts_seconds"),
 ])
