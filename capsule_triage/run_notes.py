@@ -14,8 +14,8 @@ from .frame_folder import listed, plural
 from .frames import DecodeStats, SourceInfo
 from .read_options import DEFAULT_FOLDER_FPS
 
-ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; the "
-                       f"images carry no times): give --fps F (or, to triage run, --timestamps CSV), or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
+ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; no "
+                       f"timestamps.csv times the images, and names are not read as times): give --fps F (or, to triage run, --timestamps CSV), or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
                        "in the folder, if that is not their rate")
 
 

@@ -115,7 +115,7 @@ def test_a_frame_folder_read_at_the_presets_rate_says_so(tmp_path, random_weight
     """A 4 fps export read at the preset's 2 fps had every time off by 2x, and nothing said so."""
     folder = write_frame_folder(_demo_frames(), tmp_path / "export")
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "a", "--quiet")
-    line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps, a typical capsule rate; the images carry no times): "
+    line = (f"{folder}: frames read at 2 frames/s (the preset's folder_fps, a typical capsule rate; no timestamps.csv times the images, and names are not read as times): "
             "give --fps F (or, to triage run, --timestamps CSV), or put a timestamps.csv (filename,pts_seconds) in the folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     run = json.loads((tmp_path / "a" / "run.json").read_text())
@@ -132,7 +132,7 @@ def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
     write_frame_folder(_demo_frames(), tmp_path / "in" / "export")
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "clip.mp4")
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
-    line = ("1 frame-folder study read at 2 frames/s, the preset's rate (the images carry no times): give --fps F, or a timestamps.csv "
+    line = ("1 frame-folder study read at 2 frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give --fps F, or a timestamps.csv "
             "(filename,pts_seconds) in each folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     assert f"warning {line}" in (tmp_path / "o1" / "batch.log").read_text()
@@ -231,6 +231,20 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o", "--weights", random_weights, "--no-report")  # review rev32: said
     assert done.returncode == 0 and ("Warning: 1 frame-folder study read at a fixed rate although it has a timestamps.csv without the "
                                      f"columns filename,pts_seconds, e.g. {folder}") in done.stderr.splitlines(), done.stderr
+
+
+def test_fps_is_a_finite_rate_in_run_and_batch(tmp_path):
+    """QA 77 #10: --fps nan was refused as "Input should be greater than or equal to 0.001"."""
+    from typer.testing import CliRunner
+
+    from capsule_triage.cli import app
+
+    for command in (["run", str(tmp_path)], ["batch", str(tmp_path), "-o", str(tmp_path / "o")]):
+        for value in ("nan", "0", "inf", "-2"):
+            result = CliRunner().invoke(app, [*command, "--fps", value], env={"COLUMNS": "250"})
+            said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # typer's box, unwrapped
+            assert result.exit_code == 2 and f"a frame rate is a finite number of frames per second > 0, got {value}" in said, said
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_timestamp_csv_in_milliseconds_is_said(tmp_path, random_weights):

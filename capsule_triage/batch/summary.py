@@ -106,7 +106,7 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
         own += read.get("timestamps_from") == "folder"
         unused += [run.get("input", {}).get("path", row["input_path"])] if read.get("own_timestamps_unused") == "columns" else []
     studies = lambda n: f"{n} frame-folder {'study' if n == 1 else 'studies'}"
-    lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (the images carry no times): give "
+    lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give "
              "--fps F, or a timestamps.csv (filename,pts_seconds) in each folder, if that is not their rate"] if assumed else []
     if own and fps is not None:
         lines.append(f"{studies(own)} timed by {'its' if own == 1 else 'their'} own timestamps.csv: --fps {fps:g} is for the "
