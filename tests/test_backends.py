@@ -342,12 +342,13 @@ def test_bench_says_when_its_stage_timings_cannot_all_be_true(random_weights, mo
     pipeline = load_pipeline("capsule-bleeding")
     result = bench.bench(DEMO_CLIP, pipeline, load_classifier(pipeline, weights=random_weights, device="cpu"), min_seconds=0.2)
     ratio = result["fps"]["end_to_end"] / result["fps"]["model"]  # of the rounded figures: the warning's may differ in the last digit
+    timing = [w for w in result["warnings"] if w.startswith("end to end measured")]  # (a loaded machine adds its own, QA 76 #3)
     said = re.fullmatch(r"end to end measured (\d+\.\d)x faster than the model alone, which scores every frame of it: the machine's "
                         r"load changed between the stages' timings; measure again on an idle machine, or with more --seconds",
-                        "".join(result["warnings"]))
+                        "".join(timing))
     fps = result["fps"]  # rounded to 0.01: with the model slowed to a few frames/s that moves the ratio by more than the warning's 0.05
     slack = 0.051 + 2 * ratio * (0.005 / fps["model"] + 0.005 / fps["end_to_end"])  # twice the bound (CI176 under load: 18.71 vs 18.8)
-    assert ratio > 1.15 and len(result["warnings"]) == 1 and said and abs(float(said[1]) - ratio) <= slack, (ratio, fps, result["warnings"])
+    assert ratio > 1.15 and len(timing) == 1 and said and abs(float(said[1]) - ratio) <= slack, (ratio, fps, result["warnings"])
 
 
 def test_bench_says_when_other_processes_slowed_every_stage(random_weights):
