@@ -6,7 +6,6 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -25,7 +24,7 @@ from .reader import read_frames
 from .versions import package_versions
 
 BENCH_SCHEMA_VERSION = 1
-LOADED_SHARE = 0.1  # other processes using more than this share of the machine's CPUs while bench measures: said
+LOADED_SHARE = 0.1  # other processes using more than this share of the CPUs bench runs on while it measures: said
 
 
 def _sync(device: str) -> None:
@@ -84,9 +83,9 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     scoring_s = sum(run["stage_seconds"]["decode_and_score"] for run in runs[1:])
     rss = peak_rss_mb()
     frames = next(iter(read_frames(video, read, DecodeStats()))).data
-    if len(frames) < batch_size:  # an input shorter than one read batch (a single image): its frames repeated to one, as
-        # every batch of a video is read (QA 21: one image was timed a frame per call; QA 76 #4: not to a run of the
-        # backend, which with --batch-size 3 and runs of 4 timed 4 frames a call where every run scores 3)
+    if len(frames) < batch_size:  # an input shorter than one read batch (a single image): its frames repeated to a full
+        # one, the batch a long input is scored in (QA 21: one image was timed a frame per call; QA 76 #4: not to a run of
+        # the backend, which with --batch-size 3 and runs of 4 timed 4 frames a call where every run scores 3)
         frames = np.concatenate([frames] * -(-batch_size // len(frames)))[:batch_size]
 
     def model() -> int:
@@ -106,10 +105,10 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     warnings = [f"end to end measured {fps['end_to_end'] / fps['model']:.1f}x faster than the model alone, which scores every "
                 "frame of it: the machine's load changed between the stages' timings; measure again on an idle machine, or "
                 "with more --seconds"] if fps["end_to_end"] > 1.15 * fps["model"] else []
-    cpus = os.cpu_count() or 1  # /proc/stat counts all of them
-    if others is not None and others > LOADED_SHARE * cpus:
-        warnings.append(f"other processes used {others:.1f} of this machine's {cpus} CPUs while bench measured (/proc/stat): every "
-                        "stage ran slower than on an idle machine, so these figures are low; measure again on an idle machine")
+    if others is not None and others > LOADED_SHARE * load.cpus:
+        warnings.append(f"other processes (or the virtual machine's host) used {others:.2f} of the {load.cpus} CPUs bench ran on "
+                        "while it measured (/proc/stat): every stage shared them, so these figures are likely low; measure again "
+                        "on an idle machine")
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
         "input": str(Path(video).absolute()),
@@ -117,7 +116,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "cost_ratio": round(cost, 3),
         "warnings": warnings,
-        "other_processes_cpus": None if others is None else round(others, 2),  # CPUs' worth others used meanwhile (None: not known)
+        "other_processes_cpus": None if others is None else round(others, 2),  # CPUs' worth others used of ours (None: not known)
         "decode_share": round(per_frame["decode"] / per_frame["end_to_end"], 3),
         "device": device,
         "backend": backend.name,

@@ -87,7 +87,7 @@ def run(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
-    fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate of a frame folder (default: its own timestamps.csv if it has one, else 2.0, the preset's).")] = None,
+    fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of a frame folder (default: its own timestamps.csv if it has one, else 2.0, the preset's).")] = None,
     timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders; default: the folder's own timestamps.csv).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
     decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,

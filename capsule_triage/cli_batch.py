@@ -26,14 +26,18 @@ def output_folder(value: str | Path) -> Path:
     return Path(value)
 
 
+MIN_FPS = 0.001  # frames per second: one frame per 1,000 s (a rate near 0 made times overflow to infinity: rev77)
+
+
 def frame_rate(value: str | float) -> float:
-    """--fps's parser: a finite rate > 0 (QA 77 #10: "nan" was refused as "Input should be greater than or equal to 0.001")."""
+    """--fps's parser: a finite rate of at least :data:`MIN_FPS` (QA 77 #10: "nan" was refused as "Input should be
+    greater than or equal to 0.001")."""
     try:
         rate = float(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a number of frames per second") from None
-    if not math.isfinite(rate) or rate <= 0:
-        raise typer.BadParameter(f"a frame rate is a finite number of frames per second > 0, got {value}")
+    if not (math.isfinite(rate) and rate >= MIN_FPS):
+        raise typer.BadParameter(f"a frame rate is a finite number of frames per second, at least {MIN_FPS:g}, got {value}")
     return rate
 
 
@@ -49,7 +53,7 @@ def batch_command(
     backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,
-    fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
+    fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch: a path relative to INPUT_DIR ('day3/broken.mp4', 'scratch') or, with * or ?, a pattern ('*.avi'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,

@@ -71,36 +71,42 @@ def machine() -> dict:
             "cpu_features": [f for f in CPU_FEATURES if f in cpu_flags()], **numerics()}
 
 
-def _busy_cpu_seconds() -> float | None:
-    """CPU-seconds every process has run on this machine since boot: /proc/stat's states other than idle and iowait (a
-    virtual machine's steal counts: its host gave that time to a neighbour). None without /proc/stat."""
+def _busy_cpu_seconds(cpus: set[int]) -> float | None:
+    """CPU-seconds run on ``cpus`` since boot: their /proc/stat lines' states other than idle and iowait (a virtual
+    machine's steal counts: its host gave that time to another guest). None without /proc/stat."""
     try:
         with open("/proc/stat") as fh:
-            ticks = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+            rows = [line.split() for line in fh if line.startswith("cpu") and line[3:4].isdigit()]
+        ticks = [[int(v) for v in row[1:9]] for row in rows if int(row[0][3:]) in cpus]  # user nice system idle iowait irq softirq steal
     except (OSError, ValueError):
         return None
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return sum(sum(t) - t[3] - t[4] for t in ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_seconds() -> float:
-    """CPU-seconds of this process's threads and of its children that have ended (the decoder processes)."""
+    """CPU-seconds of this process's threads and of its children that have ended and been waited for (the decoder
+    processes). A child counts whole when it is waited for: one started before a window and reaped in it would hide
+    other load (``triage bench`` starts and waits for its decoders inside its window)."""
     return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 class OtherLoad:
-    """How many CPUs' worth other processes used while this one measured (QA 76 #3): a window of uniform load slows
-    every stage alike, so the stages' figures stay consistent with each other and nothing else shows it (under two
-    busy processes the torch backends ran at a third of their idle speed, unflagged). ``cores()`` is None without
-    /proc/stat, or over under a second, where its 10 ms ticks make the figure noise."""
+    """How many CPUs' worth other processes (or a virtual machine's host) used of the CPUs this process may run on
+    (its affinity, ``cpus``; ``machine()["cpus"]``) while it measured (QA 76 #3): a window of uniform load slows every
+    stage alike, so the stages' figures stay consistent with each other and nothing else shows it (under two busy
+    processes the torch backends ran at a third of their idle speed, unflagged). ``cores()`` is None without /proc/stat
+    or CPU affinity, or over under a second, where its 10 ms ticks make the figure noise."""
 
     MIN_SECONDS = 1.0
 
     def __init__(self):
-        self._start = (time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds())
+        self._cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        self.cpus = len(self._cpus)
+        self._start = (time.perf_counter(), _busy_cpu_seconds(self._cpus), _own_cpu_seconds())
 
     def cores(self) -> float | None:
-        wall, busy, own = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
+        wall, busy, own = time.perf_counter(), _busy_cpu_seconds(self._cpus), _own_cpu_seconds()
         wall0, busy0, own0 = self._start
-        if busy is None or busy0 is None or wall - wall0 < self.MIN_SECONDS:
+        if not self.cpus or busy is None or busy0 is None or wall - wall0 < self.MIN_SECONDS:
             return None
         return max(0.0, (busy - busy0) - (own - own0)) / (wall - wall0)

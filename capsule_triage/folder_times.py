@@ -117,18 +117,26 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
         raise InputError(path, f"no timestamp for {len(missing)} image(s), e.g. {missing[0]!r}{hint}")
     seconds = np.array([times[key][0] for key in keys], dtype=np.float64)
     if len(seconds) > 1 and np.ptp(seconds) == 0:
-        raise InputError(path, f"all {len(seconds)} images have the same time ({seconds[0]:g} s): the study has no duration")
+        raise InputError(path, f"all {len(seconds)} images have the same time ({_seconds(seconds[0])} s): the study has no duration")
     values, counts = np.unique(seconds, return_counts=True)
     if (counts > 1).any():  # QA 77 #1: a clock that restarted interleaved two halves; times in whole seconds merged frames
         tied = int(counts[counts > 1].sum())
         at = int(np.argmax(counts > 1))
         pair = [images[i].name for i in np.flatnonzero(seconds == values[at])[:2]]
+        if _nfc(pair[0]) == _nfc(pair[1]):  # one row times both (rev77: "Läsion.png and Läsion.png at 0 s", own times asked)
+            raise InputError(folder, f"holds two images named {pair[0]!r} but for Unicode normalisation (one copied from a "
+                                     f"Mac?), which one row of {path.name} times alike: keep one")
         raise InputError(path, f"{tied} of the {len(seconds)} images share their time with another (e.g. {pair[0]} and {pair[1]} at "
-                               f"{values[at]:g} s), so their order in time is unknown and the frames at one time would be scored as "
+                               f"{_seconds(values[at])} s), so their order in time is unknown and the frames at one time would be scored as "
                                "one moment (a clock that restarted? times rounded to whole seconds?): give each image its own time, "
                                "or read the frames at a fixed rate in name order with --fps F instead of the CSV")
     names = set(keys)
     return seconds, sorted((name for name in times if name not in names), key=lambda name: times[name][1])
+
+
+def _seconds(value: float) -> str:
+    """A CSV time as written, to the microsecond (``:g`` cut 28800.25 to 28800.2: rev77)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def without_untimed_irregular(listing, timestamps_csv: Path | None):

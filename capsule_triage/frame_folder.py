@@ -74,7 +74,8 @@ class FolderListing:
     images: list[Path]
     unread: list[str]
     irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
-    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case, type or a copy's ending
+    twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case or type
+    copies: list[str] = field(default_factory=list)  # "img_5 - Copy.jpg (of img_5.jpg)": named as a file manager's copy
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -90,7 +91,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
         entries = [e for _, e in keyed]
         named = [(key, e) for key, e in keyed if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
         images, irregular = [folder / e.name for _, e in named], [e.name for _, e in named if not _is(e.is_file)]
-        twins = _twins((key, e.name) for key, e in named if e.name not in irregular)
+        twins, copies = _twins((key, e.name) for key, e in named if e.name not in irregular)
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -111,33 +112,31 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     unread += other_types(others)
     if videos:
         unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
-    return FolderListing(images, unread, irregular, twins)
+    return FolderListing(images, unread, irregular, twins, copies)
 
 
-# A file manager's copy of a file, at the end of its stem (casefolded): Windows' "x - Copy", "x - Copy (2)", "x (1)";
-# macOS's "x copy", "x copy 2"
-COPY_ENDING = re.compile(r"(?: - copy(?: \(\d+\))?| copy(?: \d+)?| \(\d+\))$")
+# A file manager's copy of a file, ending its stem (casefolded; a copy of a copy ends twice): Windows' "x - Copy",
+# "x - Copy (2)", "x (1)"; macOS's "x copy", "x copy 2"; GNOME's "x (copy)", "x (another copy)", "x (3rd copy)"; "x - Kopie"
+COPY_ENDING = re.compile(r"(?: - (?:copy|kopie)(?: \(\d+\))?| copy(?: \d+)?| \(\d+\)| \((?:another |\d+(?:st|nd|rd|th) )?copy\))+$")
 
 
-def _twins(keyed_names) -> list[str]:
-    """Groups of image names (in natural order) that differ only in leading zeros, case or image type ("img_01.png and
-    img_1.jpg"), or by a copy's ending ("img_5.jpg and img_5 - Copy.jpg", QA 77 #5: a copy was scored as a frame of its
-    own, every later frame a period late): their order is by name, not by time (QA 61). ``keyed_names``:
-    (natural_key(name), name) pairs."""
+def _twins(keyed_names) -> tuple[list[str], list[str]]:
+    """(groups of image names, in natural order, that differ only in leading zeros, case or image type, "img_01.png and
+    img_1.jpg": their order is by name, not by time (QA 61); images named as a file manager's copy of another image,
+    "img_5 - Copy.jpg (of img_5.jpg)": scored as frames of their own, every later frame a period late (QA 77 #5)).
+    ``keyed_names``: (natural_key(name), name) pairs. A copy's ending counts only beside the name without it ("IMG
+    (1).jpg" alone is a name)."""
     groups: dict[tuple, list[str]] = {}
-    copies = []
+    endings = []
     for (parts, _), name in keyed_names:
         suffix = os.path.splitext(name)[1].casefold()
         stem = (*parts[:-1], parts[-1][:-len(suffix)]) if suffix and isinstance(parts[-1], str) else tuple(parts)
         groups.setdefault(stem, []).append(name)
-        base = COPY_ENDING.sub("", os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold())
-        if base != os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold():
-            copies.append((stem, tuple(natural_key(base)[0]), name))
-    for stem, base, name in copies:  # a copy's ending counts only beside the name without it ("IMG (1)" alone is a name)
-        if base in groups and base != stem and name in groups[stem]:
-            groups[stem].remove(name)
-            groups[base].append(name)
-    return [" and ".join(names) for names in groups.values() if len(names) > 1]
+        own = os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold()
+        if (base := COPY_ENDING.sub("", own)) != own:
+            endings.append((tuple(natural_key(base)[0]), name))
+    copies = [f"{name} (of {groups[base][0]})" for base, name in endings if base in groups]
+    return [" and ".join(names) for names in groups.values() if len(names) > 1], copies
 
 
 def _is(test) -> bool:

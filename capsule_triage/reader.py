@@ -96,8 +96,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 raise InputError(path, "not a readable video (no decoder for its video stream: unknown codec or damaged header)")
             if not cc.width or not cc.height:
                 raise InputError(path, "video stream has no frame size")
-            if container.format.name.endswith("_pipe") or container.format.name == "image2":  # one-frame studies: QA 72 #6, a PNG
-                # named .mp4 (FFmpeg's png_pipe); QA 77 #3, a .jpg (image2, chosen by its name)
+            if container.format.name.endswith("_pipe") or container.format.name == "image2":  # QA 72 #6, 77 #3: a PNG as .mp4, a .jpg
                 raise InputError(path, f"a still image ({cc.name}), not a video: put it in a folder of frames to triage it")
             if container.format.name in RAW_STREAM_FORMATS:
                 wrapped = f"{path.stem}.{'mkv' if path.suffix.lower() == '.mp4' else 'mp4'}"  # not its own name: ffmpeg reads it
@@ -192,7 +191,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
         num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular), unread=listing.unread,
-        name_twins=listing.twins if options.timestamps_csv is None else [],  # QA 61: ordered by name, without a word
+        **({"name_twins": listing.twins, "name_copies": listing.copies} if options.timestamps_csv is None else {}),  # QA 61, 77 #5
     )
 
 

@@ -15,8 +15,9 @@ from .frames import DecodeStats, SourceInfo
 from .read_options import DEFAULT_FOLDER_FPS
 
 ASSUMED_RATE_ADVICE = (f"frames read at {DEFAULT_FOLDER_FPS:g} frames/s (the preset's folder_fps, a typical capsule rate; no "
-                       f"timestamps.csv times the images, and names are not read as times): give --fps F (or, to triage run, --timestamps CSV), or put a {TIMESTAMPS_FILE} (filename,pts_seconds) "
-                       "in the folder, if that is not their rate")
+                       f"{TIMESTAMPS_FILE} times the images, and names are not read as times): give --fps F (or, to triage "
+                       f"run, --timestamps CSV), or put a {TIMESTAMPS_FILE} (filename,pts_seconds) in the folder, if that is "
+                       "not their rate")
 
 
 def rate_assumed(read_record: dict) -> bool:
@@ -26,7 +27,7 @@ def rate_assumed(read_record: dict) -> bool:
     return read_record.get("folder_fps_from") == "preset" and read_record.get("folder_fps") == DEFAULT_FOLDER_FPS
 
 
-SLOWEST_STEP = 10.0  # s between frames: slower than any capsule (0.5-6 frames/s) or endoscope records
+SLOWEST_STEP = 10.0  # s between frames: slower than any capsule (0.5-6 frames/s) or endoscope records (a subset export, or ms?)
 
 
 def sparse_times_note(read_record: dict, pts: np.ndarray) -> str | None:
@@ -37,18 +38,23 @@ def sparse_times_note(read_record: dict, pts: np.ndarray) -> str | None:
     step = float(np.median(np.diff(np.sort(pts))))
     if step <= SLOWEST_STEP:
         return None
-    return (f"{read_record['timestamps_csv']}: its frames are {step:g} s apart (the median), slower than any capsule or endoscope "
-            "records: if its pts_seconds are milliseconds, divide them by 1000 (events and durations follow these times)")
+    return (f"{read_record['timestamps_csv']}: its frames are a median {step:g} s apart: if its pts_seconds are milliseconds (a "
+            "capsule records 0.5-6 frames a second), divide them by 1000; events and durations follow these times")
 
 
 def name_twins_note(info: SourceInfo) -> str | None:
-    """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case, type or a copy's ending (QA 61: "Image_01.jpg" and
-    "Image_1.jpg" were put in name order, their order in time a guess, without a word)."""
-    if not info.name_twins:
-        return None
-    return (f"{info.path}: {plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case, type or a copy's ending "
-            f"({listed(info.name_twins)}): put in name order, so their order in time is a guess; a {TIMESTAMPS_FILE} "
-            "(filename,pts_seconds) in the folder times them")
+    """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case or type (QA 61: "Image_01.jpg" and
+    "Image_1.jpg" were put in name order, their order in time a guess, without a word), or named as a file manager's copy
+    of another image (QA 77 #5: "frame_5 - Copy.jpg" was scored as a frame of its own, every later one a period late)."""
+    said = []
+    if info.name_twins:
+        said.append(f"{plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case or type "
+                    f"({listed(info.name_twins)}): put in name order, so their order in time is a guess; a {TIMESTAMPS_FILE} "
+                    "(filename,pts_seconds) in the folder times them")
+    if copies := info.name_copies:
+        said.append(f"{plural(len(copies), 'image')} named as a file manager's copy of another ({listed(copies)}): each scored "
+                    f"as a frame of its own, every later frame a period later; delete {'it' if len(copies) == 1 else 'them'} if a copy")
+    return f"{info.path}: " + "; ".join(said) if said else None
 
 
 def fps_not_used(path: str, read_record: dict, fps: float | None) -> str | None:

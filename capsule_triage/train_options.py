@@ -199,7 +199,8 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
 
 def option_flag(field: str) -> str:
     """The `triage train` flag (or argument) that sets a :class:`TrainOptions` field."""
-    return {"data": "DATA", "class_names": "--classes", "abnormal_classes": "--abnormal"}.get(field, "--" + field.replace("_", "-"))
+    named = {"data": "DATA", "class_names": "--classes", "abnormal_classes": "--abnormal", "weight_decay": "weight_decay (TrainOptions)"}
+    return named.get(field, "--" + field.replace("_", "-"))  # (weight_decay: set through the library only, rev77)
 
 
 def _shown(value) -> str:

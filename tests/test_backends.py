@@ -362,18 +362,18 @@ def test_bench_says_when_other_processes_slowed_every_stage(random_weights):
 
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=random_weights, device="cpu")
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count())]
+    cpus = len(os.sched_getaffinity(0))  # the CPUs bench runs on (rev77: not the host's count)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
     try:
         result = bench.bench(DEMO_CLIP, pipeline, classifier, min_seconds=0.3)
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
-    cpus = os.cpu_count()
-    assert result["other_processes_cpus"] > 0.1 * cpus, result["other_processes_cpus"]
-    said = [w for w in result["warnings"] if w.startswith("other processes used ")]
-    assert said == [f"other processes used {result['other_processes_cpus']:.1f} of this machine's {cpus} CPUs while bench "
-                    "measured (/proc/stat): every stage ran slower than on an idle machine, so these figures are low; "
+    assert result["other_processes_cpus"] > 0.1 * cpus and result["machine"]["cpus"] == cpus, result["other_processes_cpus"]
+    said = [w for w in result["warnings"] if w.startswith("other processes ")]
+    assert said == [f"other processes (or the virtual machine's host) used {result['other_processes_cpus']:.2f} of the {cpus} CPUs "
+                    "bench ran on while it measured (/proc/stat): every stage shared them, so these figures are likely low; "
                     "measure again on an idle machine"], result["warnings"]
 
 
@@ -419,7 +419,8 @@ def test_bench_json_schema(random_weights, tmp_path):
     impossible = data["fps"]["end_to_end"] > 1.15 * data["fps"]["model"]  # QA 57 #1: said when the figures cannot all be true
     others = data["other_processes_cpus"]  # QA 76 #3: measured over the whole run (over a second even at --seconds 0.3)
     assert others is not None and others >= 0
-    loaded = others > 0.1 * os.cpu_count()
+    loaded = any(w.startswith("other processes ") for w in data["warnings"])
+    assert loaded is (others > 0.1 * data["machine"]["cpus"]) or abs(others - 0.1 * data["machine"]["cpus"]) <= 0.005  # (rounded)
     assert isinstance(data["warnings"], list) and len(data["warnings"]) == impossible + loaded
     assert ("Warning: " in result.stderr) is (impossible or loaded)
     import av

@@ -157,7 +157,7 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case, type or a copy's ending "
+    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case or type "
                                      "(Image_01.png and Image_1.png): put in name order, so their order in time is a guess; a "
                                      "timestamps.csv (filename,pts_seconds) in the folder times them")
     run = json.loads((out / "run.json").read_text())
@@ -171,11 +171,22 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
                                                "Image_003.png and Image_3.png"]
     for name in ("image_2.jpg", "Image_003.png", "Image_001.jpg"):
         (folder / name).unlink()
-    for name in ("Image_2 - Copy.png", "Image_3 (1).png", "Image_0 copy 2.png", "Other (1).png"):  # QA 77 #5: a file manager's copies
+    copies = ("Image_2 - Copy.png", "Image_3 (1).png", "Image_0 copy 2.png", "Image_1 - Copy - Copy.png", "Image_2 (another copy).png",
+              "image_3 (3rd copy).PNG", "Image_0 - Kopie.png", "Other (1).png")  # QA 77 #5 (rev77: copies of copies, GNOME's, German)
+    for name in copies:
         shutil.copy(folder / "Image_0.png", folder / name)
-    assert scan_frame_folder(folder).twins == ["Image_0.png and Image_0 copy 2.png", "Image_01.png and Image_1.png",
-                                               "Image_2.png and Image_2 - Copy.png", "Image_3.png and Image_3 (1).png"]
-    for name in ("Image_2 - Copy.png", "Image_3 (1).png", "Image_0 copy 2.png", "Other (1).png"):  # ("Other (1)" alone: a name)
+    listing = scan_frame_folder(folder)
+    assert listing.twins == ["Image_01.png and Image_1.png"] and listing.copies == [  # ("Other (1)" alone: a name)
+        "Image_0 - Kopie.png (of Image_0.png)", "Image_0 copy 2.png (of Image_0.png)", "Image_1 - Copy - Copy.png (of Image_01.png)",
+        "Image_2 (another copy).png (of Image_2.png)", "Image_2 - Copy.png (of Image_2.png)", "Image_3 (1).png (of Image_3.png)",
+        "image_3 (3rd copy).PNG (of Image_3.png)"]
+    result = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "copies", "--quiet", "--fps", "2")
+    assert result.returncode == 0 and result.stderr.strip().endswith(
+        "7 images named as a file manager's copy of another (Image_0 - Kopie.png (of Image_0.png), Image_0 copy 2.png (of "
+        "Image_0.png), Image_1 - Copy - Copy.png (of Image_01.png) and 4 more): each scored as a frame of its own, every later "
+        "frame a period later; delete them if a copy"), result.stderr
+    assert json.loads((tmp_path / "copies" / "run.json").read_text())["source"]["name_copies"] == listing.copies
+    for name in copies:
         (folder / name).unlink()
     (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(
         f"{name},{t}\n" for t, name in enumerate(["Image_0.png", "Image_1.png", "Image_01.png", "Image_2.png", "Image_3.png"])))

@@ -240,10 +240,12 @@ def test_fps_is_a_finite_rate_in_run_and_batch(tmp_path):
     from capsule_triage.cli import app
 
     for command in (["run", str(tmp_path)], ["batch", str(tmp_path), "-o", str(tmp_path / "o")]):
-        for value in ("nan", "0", "inf", "-2"):
+        for value in ("nan", "0", "inf", "-2", "1e-320", "abc"):  # (1e-320: times overflowed to infinity, rev77)
             result = CliRunner().invoke(app, [*command, "--fps", value], env={"COLUMNS": "250"})
             said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # typer's box, unwrapped
-            assert result.exit_code == 2 and f"a frame rate is a finite number of frames per second > 0, got {value}" in said, said
+            expected = ("'abc' is not a number of frames per second" if value == "abc" else
+                        f"a frame rate is a finite number of frames per second, at least 0.001, got {value}")
+            assert result.exit_code == 2 and expected in said, said
     assert not (tmp_path / "o").exists()
 
 
@@ -253,8 +255,8 @@ def test_a_timestamp_csv_in_milliseconds_is_said(tmp_path, random_weights):
     folder = write_frame_folder(_demo_frames(8), tmp_path / "export")
     csv = _write_times(folder, 250)  # 4 frames/s, in ms
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "o", "--quiet")
-    line = (f"{csv}: its frames are 250 s apart (the median), slower than any capsule or endoscope records: if its pts_seconds "
-            "are milliseconds, divide them by 1000 (events and durations follow these times)")
+    line = (f"{csv}: its frames are a median 250 s apart: if its pts_seconds are milliseconds (a capsule records 0.5-6 frames "
+            "a second), divide them by 1000; events and durations follow these times")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     assert json.loads((tmp_path / "o" / "run.json").read_text())["warnings"] == [line]
 

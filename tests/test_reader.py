@@ -582,6 +582,30 @@ def test_a_timestamp_csv_is_read_strictly_naming_the_row(tmp_path, frames24, tex
     assert str(error.value).startswith(f"{csv_path}: ") and message in str(error.value), str(error.value)
 
 
+def test_tied_csv_times_name_their_images_and_an_nfc_twin_is_told_apart(tmp_path, frames24):
+    """rev77: two files named alike but for Unicode normalisation, which one row times, were told to "give each image
+    its own time"; a tie at 28800.25 s was said as 28800.2."""
+    import unicodedata
+
+    import cv2
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    nfc, nfd = unicodedata.normalize("NFC", "Läsion.png"), unicodedata.normalize("NFD", "Läsion.png")
+    for name in (nfc, nfd, "x.png", "y.png"):
+        cv2.imwrite(str(folder / name), frames24[0])
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text(f"filename,pts_seconds\n{nfc},1\nx.png,28800.25\ny.png,28800.25\n", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        probe(folder, ReadOptions(timestamps_csv=csv_path))
+    assert str(error.value) in {f"{folder}: holds two images named {name!r} but for Unicode normalisation (one copied from a Mac?), "
+                                "which one row of t.csv times alike: keep one" for name in (nfc, nfd)}, str(error.value)
+    (folder / nfd).unlink()
+    with pytest.raises(InputError, match=r"^.*t.csv: 2 of the 3 images share their time with another \(e.g. x.png and y.png at "
+                                         r"28800.25 s\)"):
+        probe(folder, ReadOptions(timestamps_csv=csv_path))
+
+
 def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames24):
     folder = write_frame_folder(frames24[:3], tmp_path / "f")
     csv_path = tmp_path / "t.csv"

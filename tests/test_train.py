@@ -1225,3 +1225,19 @@ def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
                                          r"image: near-identical frames of one video or patient can fall on both sides"):
         out = train(_options(tmp_path / "tree", tmp_path / "w", val_fraction=0.3, epochs=1, strategy="full"))
     assert any("validation was drawn image by image" in n for n in ModelConfig.load(out / "config.json").provenance["training"]["data_warnings"])
+
+
+def test_every_option_a_message_names_is_a_flag_of_triage_train():
+    """QA 75 / rev77: error messages name options by their `triage train` flag (option_flag); a field without one
+    (weight_decay) is named as the library's."""
+    from dataclasses import fields
+
+    from capsule_triage.train_options import RUNTIME_FIELDS, TrainOptions, option_flag
+
+    app = typer.Typer()
+    register(app)
+    train_command = typer.main.get_command(app).commands["train"]
+    flags = {opt for param in train_command.params for opt in param.opts} | {"DATA"}
+    named = {f.name: option_flag(f.name) for f in fields(TrainOptions) if f.name not in RUNTIME_FIELDS}
+    assert {k: v for k, v in named.items() if v not in flags} == {"weight_decay": "weight_decay (TrainOptions)"}
+    assert named["class_names"] == "--classes" and named["distill_weight"] == "--distill-weight"
