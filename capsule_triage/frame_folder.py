@@ -76,6 +76,31 @@ class FolderListing:
     irregular: list[str] = field(default_factory=list)  # names in ``images`` that are not regular files
     twins: list[str] = field(default_factory=list)  # "img_01.jpg and img_1.png": names alike but for zeros, case or type
     copies: list[str] = field(default_factory=list)  # "img_5 - Copy.jpg (of img_5.jpg)": named as a file manager's copy
+    decimals: list[str] = field(default_factory=list)  # "frame_0.5s.jpg before frame_0.25s.jpg": decimals out of order
+
+    def name_order(self) -> dict[str, list[str]]:
+        """What a folder timed by its names' order says of them (:class:`~capsule_triage.frames.SourceInfo`'s fields)."""
+        return {"name_twins": self.twins, "name_copies": self.copies, "name_decimals": self.decimals}
+
+
+def _decimals_out_of_order(names: list[str]) -> list[str]:
+    """["a before b"]: the first pair of ``names`` (in natural order) that reading their decimal numbers as decimals
+    would swap (QA 77 #4: "frame_0.5s" goes before "frame_0.25s", 25 being more than 5; "frame_0s" after
+    "frame_0.75s"). Natural order stays (a name such as "study_1.10" may number, not measure); the run says so."""
+    if not any(DECIMAL.search(name) for name in names):
+        return []
+
+    def decimal_key(name: str) -> list:
+        return [float(p) if p[:1].isdigit() else p.casefold() for p in DECIMAL_SPLIT.split(unicodedata.normalize("NFC", name)) if p]
+
+    keys = [decimal_key(name) for name in names]
+    for i in range(len(names) - 1):
+        try:
+            if keys[i + 1] < keys[i]:
+                return [f"{names[i]} before {names[i + 1]}"]
+        except TypeError:  # a number against a word at the same place: not comparable as decimals
+            continue
+    return []
 
 
 def scan_frame_folder(folder: Path) -> FolderListing:
@@ -112,11 +137,14 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     unread += other_types(others)
     if videos:
         unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
-    return FolderListing(images, unread, irregular, twins, copies)
+    regular = [p.name for p in images if p.name not in irregular]
+    return FolderListing(images, unread, irregular, twins, copies, _decimals_out_of_order(regular))
 
 
 # A file manager's copy of a file, ending its stem (casefolded; a copy of a copy ends twice): Windows' "x - Copy",
 # "x - Copy (2)", "x (1)"; macOS's "x copy", "x copy 2"; GNOME's "x (copy)", "x (another copy)", "x (3rd copy)"; "x - Kopie"
+DECIMAL = re.compile(r"\d\.\d")
+DECIMAL_SPLIT = re.compile(r"(\d+\.\d+|\d+)")
 COPY_ENDING = re.compile(r"(?: - (?:copy|kopie)(?: \(\d+\))?| copy(?: \d+)?| \(\d+\)| \((?:another |\d+(?:st|nd|rd|th) )?copy\))+$")
 
 

@@ -73,7 +73,8 @@ class SourceInfo:
         name_twins: frame folders timed by their order (no timestamps CSV) only: groups of image names alike but for
             leading zeros, case or type ("img_01.png and img_1.jpg"), whose order in time is a guess; shown as a warning.
         name_copies: as ``name_twins``: images named as a file manager's copy of another ("img_5 - Copy.jpg (of
-            img_5.jpg)"), each scored as a frame of its own; shown as a warning.
+            img_5.jpg)"), each scored as a frame of its own; ``name_decimals``: the first pair of names whose decimal
+            numbers natural order puts out of order ("frame_0.5s.jpg before frame_0.25s.jpg"); both shown as warnings.
         container: FFmpeg's name of the container format ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm",
             "avi", ...); None for frame folders.
         stream_index: the container's stream that is triaged (FFmpeg's choice among
@@ -97,6 +98,7 @@ class SourceInfo:
     unread: list[str] = field(default_factory=list)
     name_twins: list[str] = field(default_factory=list)
     name_copies: list[str] = field(default_factory=list)
+    name_decimals: list[str] = field(default_factory=list)
     container: str | None = None
     stream_index: int | None = None
     video_streams: int | None = None

@@ -191,7 +191,7 @@ def _probe_folder(folder: Path, options: ReadOptions) -> SourceInfo:
         average_fps=None if options.timestamps_csv else options.folder_fps,
         duration_seconds=float(np.ptp(times)) if len(times) > 1 else 0.0,
         num_frames_from_header=len(images), size_bytes=sum(p.stat().st_size for p in images if p.name not in listing.irregular), unread=listing.unread,
-        **({"name_twins": listing.twins, "name_copies": listing.copies} if options.timestamps_csv is None else {}),  # QA 61, 77 #5
+        **(listing.name_order() if options.timestamps_csv is None else {}),  # QA 61, QA 77 #4 #5: ordered by name, unsaid
     )
 
 

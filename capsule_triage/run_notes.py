@@ -54,6 +54,9 @@ def name_twins_note(info: SourceInfo) -> str | None:
     if copies := info.name_copies:
         said.append(f"{plural(len(copies), 'image')} named as a file manager's copy of another ({listed(copies)}): each scored "
                     f"as a frame of its own, every later frame a period later; delete {'it' if len(copies) == 1 else 'them'} if a copy")
+    if info.name_decimals:  # QA 77 #4
+        said.append(f"names with decimal numbers put in natural order, which reads 0.25 as 25 ({info.name_decimals[0]}): if the "
+                    f"numbers are times, a {TIMESTAMPS_FILE} (filename,pts_seconds) in the folder puts the frames in time order")
     return f"{info.path}: " + "; ".join(said) if said else None
 
 

@@ -149,6 +149,25 @@ def test_images_a_frame_folder_does_not_read_are_named(tmp_path, random_weights)
     assert run["frames_decoded"] == 4 and run["source"]["unread"] == unread
 
 
+def test_frame_names_whose_decimals_natural_order_misreads_are_said(tmp_path, random_weights):
+    """QA 77 #4: frames named by decimal seconds ("frame_0.25s") were scored as 0.5, 0.25, 0.75, 0 ... (natural order
+    reads 0.25 as 25) without a word: the order stays (a name such as "study_1.10" may number), and the run says it."""
+    folder = tmp_path / "study"
+    times = ["0", "0.25", "0.5", "0.75", "1", "1.25"]
+    for name, frame in zip(times, demo_clip_frames()):
+        write_frame_folder([frame], folder, pattern=f"frame_{name}s")
+    out = tmp_path / "out"
+    result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "4")
+    said = (f"Warning: {folder}: names with decimal numbers put in natural order, which reads 0.25 as 25 (frame_0.5s.png "
+            "before frame_0.25s.png): if the numbers are times, a timestamps.csv (filename,pts_seconds) in the folder puts "
+            "the frames in time order")
+    assert result.returncode == 0 and result.stderr.strip() == said, result.stderr
+    assert json.loads((out / "run.json").read_text())["source"]["name_decimals"] == ["frame_0.5s.png before frame_0.25s.png"]
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"frame_{t}s.png,{t}\n" for t in times))
+    result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--force")
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # timed by its CSV: nothing to say
+
+
 def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     """QA 61: a folder holding both Image_01.jpg and Image_1.jpg put them in name order (their order in time a guess
     at --fps) without a word; a timestamps.csv in the folder times them, and then nothing is said."""
