@@ -14,7 +14,12 @@ as the reader decodes (``video_colour.frame_rgb``, ``SWSCALE_THREADS``), the var
 * ``yuv444 pass``: swscale resizing to 224 px Y'CbCr 4:4:4 without converting to RGB: what would remain of the pass
   if the model converted colours itself (a 3 x 3 matrix and a clip, before its normalisation);
 * ``yuv420 pass``: resizing the planes as they are (chroma at half size): what would remain if the model also
-  upsampled the chroma (two inputs, or one packed I420 tensor).
+  upsampled the chroma (two inputs, or one packed I420 tensor);
+* ``two passes``, ``swscale+opencv``: other ways to the same RGB (resize to Y'CbCr 4:4:4, then convert; resize the
+  planes, then OpenCV's I420 conversion), each with its largest difference from the reader's pass on the kept frames.
+
+A variant's share is the reader's time with the RGB pass swapped for the variant's pass (both timed on the frames held in
+memory), so the reader's batching and copies stay counted.
 
 For each it gives the decode share the study would have (``results/study.json``, 50,000 frames: its measured share
 scaled by the variant's time against the reader's in this run) and the speed decoding would need for 25 %. Writes ``benchmarks/results/decode_split.json``.
@@ -28,6 +33,8 @@ import sys
 import time
 
 import av
+import cv2
+import numpy as np
 
 from clips import HERE, REPO  # benchmarks/ is the script's folder, so on sys.path
 
@@ -73,6 +80,21 @@ def _pass(frames, fmt: str) -> int:
     return len(frames)
 
 
+def _other_rgb(frames, how: str) -> list[np.ndarray]:
+    """The kept frames as 224 px RGB another way than the reader's one pass."""
+    first, second = av.video.reformatter.VideoReformatter(), av.video.reformatter.VideoReformatter()
+    out = []
+    for frame in frames:
+        if how == "two passes":
+            planes = first.reformat(frame, width=SIZE, height=SIZE, format="yuv444p", interpolation=RGB_CONVERSION, threads=SWSCALE_THREADS)
+            out.append(second.reformat(planes, format="rgb24", interpolation=RGB_CONVERSION, threads=SWSCALE_THREADS).to_ndarray())
+        else:  # "swscale+opencv"
+            planes = first.reformat(frame, width=SIZE, height=SIZE, format="yuv420p", interpolation=RGB_CONVERSION,
+                                    threads=SWSCALE_THREADS).to_ndarray()
+            out.append(cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1500, help="frames decoded per timing (default 1500)")
@@ -84,7 +106,8 @@ def main() -> None:
         kept = [f for _, f in zip(range(args.kept), container.decode(video=0))]
     variants = {"decode": lambda: _decoded(clip, args.frames, False), "decode+rgb": lambda: _decoded(clip, args.frames, True),
                 "reader": lambda: _read(clip, args.frames), "rgb pass": lambda: _pass(kept, "rgb24"),
-                "yuv444 pass": lambda: _pass(kept, "yuv444p"), "yuv420 pass": lambda: _pass(kept, "yuv420p")}
+                "yuv444 pass": lambda: _pass(kept, "yuv444p"), "yuv420 pass": lambda: _pass(kept, "yuv420p"),
+                "two passes": lambda: len(_other_rgb(kept, "two passes")), "swscale+opencv": lambda: len(_other_rgb(kept, "swscale+opencv"))}
     for fn in variants.values():
         fn()  # warm-up
     timings = {name: [] for name in variants}
@@ -99,9 +122,17 @@ def main() -> None:
     best = {name: min(us) for name, us in timings.items()}  # other work on the machine only slows a round down
     rows = [{"variant": name, "us_per_frame": [round(u, 1) for u in us], "best_us": round(best[name], 1),
              "fps": round(1e6 / best[name], 1)} for name, us in timings.items()]
-    shares = {"decode alone": best["decode"], "decode + rgb pass": best["decode+rgb"], "reader": best["reader"],
-              "decode + yuv444 pass (colours in the model)": best["decode"] + best["yuv444 pass"],
-              "decode + yuv420 pass (chroma upsampling and colours in the model)": best["decode"] + best["yuv420 pass"]}
+
+    def swapped(name: str) -> float:  # the reader with another pass in place of its RGB pass
+        return best["reader"] - best["rgb pass"] + best[name]
+
+    shares = {"decode alone": best["decode"], "reader (as measured by the study)": best["reader"],
+              "reader, pass to yuv444 (colours in the model)": swapped("yuv444 pass"),
+              "reader, pass to yuv420 (chroma upsampling and colours in the model)": swapped("yuv420 pass"),
+              "reader, two passes": swapped("two passes"), "reader, swscale + OpenCV": swapped("swscale+opencv")}
+    reference = [frame_rgb(av.video.reformatter.VideoReformatter(), f, SIZE, SIZE) for f in kept]
+    differs = {how: int(max(np.abs(a.astype(int) - b).max() for a, b in zip(_other_rgb(kept, how), reference)))
+               for how in ("two passes", "swscale+opencv")}
     result = {"what": "decode_split", "command": "python benchmarks/decode_split.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "clip": clip.name, "size": SIZE, "rows": rows,
               "study_end_to_end_fps": round(e2e, 1), "decode_fps_for_25_percent": round(e2e / 0.25, 1),
@@ -109,11 +140,14 @@ def main() -> None:
               # the study's measured share scaled by each variant's time against the reader's in this run (ratios within
               # one run: the machine's speed moves between runs, and the study's decode-only was timed in another)
               "share_at_study_speed": {k: round(study_share * us / best["reader"], 3) for k, us in shares.items()},
+              "max_level_difference_from_the_readers_pass": differs,
               "versions": package_versions()}
     for row in rows:
         print(f"{row['variant']:<12} {row['best_us']:7.1f} us/frame ({row['fps']:7.1f} frames/s)  rounds: {row['us_per_frame']}")
     for name, share in result["share_at_study_speed"].items():
         print(f"share at {e2e:.0f} frames/s end to end: {name} {share:.1%}")
+    for how, levels in differs.items():
+        print(f"{how}: up to {levels} grey levels from the reader's pass")
     out = HERE / "results" / "decode_split.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"Wrote {out}")
