@@ -37,7 +37,7 @@ from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, multi_page_note, name_twins_note, no_view_note, other_streams_note,
                         rate_assumed, sparse_times_note)
-from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_threshold, other_threshold_note
+from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .versions import package_versions
 from .periods import timeline_seconds
@@ -65,6 +65,12 @@ class StudyResult:
     run: dict = field(default_factory=dict)
     summarised: list[str] = field(default_factory=list)  # its warnings a batch counts over its studies in lines of its own
 
+    def warning_lines(self) -> list[str]:
+        """Every `Warning:` line `triage run` prints of the study, unprefixed: time gaps, frames not decoded, what a folder
+        left unread, then ``run["warnings"]`` (QA 78 #2: that list alone misses the first three)."""
+        from .run_notes import warning_lines
+        return warning_lines(self.run, self.run["input"]["path"])
+
 
 def default_out_dir(input_path: Path) -> Path:
     """``<input>_triage`` beside the input; for ``.`` or ``..`` beside the folder they name (QA 66 #1: ``triage run .``
@@ -82,7 +88,7 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     backend PyTorch's process-wide count (see :class:`~capsule_triage.classifier.Classifier`)."""
     if not isinstance(pipeline, Pipeline):  # QA 58 #7: a preset's name gave "'str' object has no attribute 'weights'"
         raise ValueError(f"load_classifier takes a Pipeline (load_pipeline(name)), got {type(pipeline).__name__}")
-    threshold = checked_threshold(threshold)  # QA 68 #1: a loose file's 5 failed the run after every frame was scored
+    threshold = checked_load_arguments(weights, device, backend, threshold)  # QA 68 #1: a loose file's threshold 5 failed a run
     location, note = resolve_weights(pipeline, weights)
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))

@@ -83,6 +83,9 @@ class Ranking:
     top_classes: list[str] = field(default_factory=list)  # per top frame: its most probable abnormal class (as an event's)
 
 
+PROB_SLACK = 1e-6  # float32 rounding of a softmax
+
+
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must have shape [{n}] (like pts_seconds), got {arr.shape}")
@@ -356,6 +359,13 @@ def rank(
     pts, probs = _as_pts_probs(pts_seconds, probs)
     if pts.size > 1 and np.any(np.diff(pts) < 0):
         raise ValueError("pts_seconds must be ascending")
+    if has_view is not None:  # QA 78 #4: checked only where some frame had no view
+        _check_1d("has_view", np.asarray(has_view), pts.shape[0])
+    if probs.size and (np.nanmin(probs, initial=0.0) < -PROB_SLACK or np.nanmax(probs, initial=1.0) > 1 + PROB_SLACK):
+        raise ValueError(f"probs must be class probabilities in [0, 1] (a softmax of the logits), got values from "  # QA 78 #3
+                         f"{np.nanmin(probs):g} to {np.nanmax(probs):g}")
+    if frame_period is not None and not (np.isfinite(frame_period) and frame_period > 0):
+        raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {frame_period}")
     if has_view is not None and not np.all(has_view):
         return _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view)
     if not np.all(np.isfinite(probs)) or not np.all(np.isfinite(pts)):

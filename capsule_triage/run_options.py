@@ -139,6 +139,17 @@ def checked_threshold(threshold) -> float | None:
     return None if threshold is None else float(threshold)
 
 
+def checked_load_arguments(weights, device, backend, threshold) -> float | None:
+    """``load_classifier``'s arguments checked before any loading (QA 78 #6: device=None was an AttributeError, weights=""
+    or False loaded the preset's weights in silence); its threshold as :func:`checked_threshold` returns it."""
+    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and str(weights).strip()):
+        raise ValueError(f"weights must be a weights folder or file, or an hf-hub: name (None: the preset's), got {weights!r}")
+    for name, value in (("device", device), ("backend", backend)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string ('auto', or a name as --{name} takes), got {type(value).__name__}")
+    return checked_threshold(threshold)
+
+
 def other_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params) -> str | None:
     """A warning when the classifier was loaded for another ``threshold`` than the run ranks at (``params``, the run's
     RankParams; QA 58 #9: the classifier's threshold only chooses its backend, the run's comes from its RunOptions)."""

@@ -14,7 +14,7 @@ import pytest
 
 import capsule_triage as ct
 from capsule_triage.pipeline import model_read_options
-from conftest import DEMO_CLIP, REPO, encode_clip, write_frame_folder
+from conftest import DEMO_CLIP, REPO, WCE, encode_clip, needs_shared, write_frame_folder
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,39 @@ def test_the_readme_loop_ranks_a_folder_whose_timestamps_order_its_frames_otherw
         [(e["start_frame"], e["end_frame"], e["peak_frame"], e["start_seconds"]) for e in events]
 
 
+def test_a_results_warning_lines_are_those_the_cli_prints(default, tmp_path):
+    """QA 78 #2: run["warnings"] misses a study's time gaps, its frames not decoded and what a folder left unread, which
+    `triage run` prints from other run.json fields: StudyResult.warning_lines() gives them all."""
+    pipeline, classifier = default
+    with av.open(str(DEMO_CLIP)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)][:8]
+    folder = write_frame_folder(frames, tmp_path / "study")
+    (folder / "frame3.png").write_bytes(b"not a png")
+    times = [i / 2 + (10 if i > 4 else 0) for i in range(8)]  # 10 s without frames after the fifth
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"frame{i}.png,{t}\n" for i, t in enumerate(times)))
+    write_frame_folder(frames[:2], folder / "more")
+    result = ct.triage_study(folder, pipeline, classifier, ct.RunOptions(out=tmp_path / "run", report=False))
+    lines = result.warning_lines()
+    assert result.run["warnings"] == lines[3:] and [line.split(": ", 1)[1].split(" ")[0:2] for line in lines[:3]] == [
+        ["1", "stretch"], ["1", "frame"], ["not", "read:"]], lines
+    assert all(line.startswith(f"{folder.absolute()}: ") for line in lines[:3])
+
+
+@needs_shared
+def test_the_readme_loop_gives_a_one_frame_study_its_event(default, tmp_path):
+    """QA 78 #5: without the frame's period the loop gave a one-image folder no event (its one frame lasting 0 s, under
+    min_event_seconds), where triage_study, passing 1 / average_fps, gives it one."""
+    pipeline, classifier = default
+    bleeding = sorted((WCE / "test" / "bleeding").glob("*.png"))
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "frame_1.png").write_bytes(bleeding[0].read_bytes())
+    own = _readme_loop(pipeline, classifier, folder)
+    result = ct.triage_study(folder, pipeline, classifier, ct.RunOptions(out=tmp_path / "run", report=False))
+    events = pq.read_table(result.out_dir / "events.parquet").to_pylist()
+    assert events and [(e.start_frame, e.duration_seconds) for e in own.events] == [(e["start_frame"], e["duration_seconds"]) for e in events]
+
+
 def test_every_backend_refuses_frames_of_another_size(random_weights):
     """QA 68 #7: torch scored 32 px frames for a 64 px model (other scores) where the ONNX engines refused them: the same
     notebook code worked or failed by what --backend auto chose."""
@@ -121,6 +154,15 @@ def test_rank_refuses_frame_indices_given_where_times_go(default):
     with pytest.raises(ValueError, match=r"^has_view takes uint8 frames \[N,H,W,3\] or a FrameBatch, got float32 \(2, 8, 8, 3\)$"):
         ct.has_view(np.zeros((2, 8, 8, 3), np.float32))
     assert ct.has_view(ct.FrameBatch(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), np.zeros(2))).tolist() == [False, False]
+    args = (config.class_names, config.abnormal_indices, pipeline.rank_params(config))  # QA 78 #3, #4: accepted before
+    with pytest.raises(ValueError, match=r"^probs must be class probabilities in \[0, 1\] \(a softmax of the logits\), got values from -3 to 5$"):
+        ct.rank(pts, index, np.tile([-3.0, 5.0], (40, 1)), *args)  # logits: ranked against probability thresholds
+    for period in (-1.0, float("inf"), float("nan"), 0.0):  # an event dropped, or of infinite duration
+        with pytest.raises(ValueError, match=r"^frame_period must be a frame's duration in seconds, finite and > 0 \(or None\), got "):
+            ct.rank(pts, index, probs, *args, frame_period=period)
+    with pytest.raises(ValueError, match=r"^has_view must have shape \[40\] \(like pts_seconds\), got \(3,\)$"):
+        ct.rank(pts, index, probs, *args, has_view=np.ones(3, bool))  # (all True: not checked)
+    assert len(ct.rank(pts, index, probs, *args, frame_period=0.25, has_view=np.ones(40, bool)).events) == 1
 
 
 def test_read_frames_and_probe_time_a_folder_by_its_own_timestamps_as_a_run_does(default, tmp_path):
@@ -211,7 +253,13 @@ def test_swapped_or_mistyped_arguments_are_named(default):
                           (lambda: ct.triage_study(DEMO_CLIP, classifier, pipeline), "pipeline must be a Pipeline (load_pipeline(name)), got Classifier"),
                           (lambda: ct.triage_study(DEMO_CLIP, pipeline, "capsule-bleeding"),
                            "classifier must be a Classifier (load_classifier(pipeline)), got str"),
-                          (lambda: ct.load_pipeline(None), "load_pipeline takes a preset name or a path to a preset file, got NoneType")]:
+                          (lambda: ct.load_pipeline(None), "load_pipeline takes a preset name or a path to a preset file, got NoneType"),
+                          # QA 78 #6: an AttributeError, a silent load of the preset's weights, pathlib's TypeError
+                          (lambda: ct.load_classifier(pipeline, device=None), "device must be a string ('auto', or a name as --device takes), got NoneType"),
+                          (lambda: ct.load_classifier(pipeline, backend=5), "backend must be a string ('auto', or a name as --backend takes), got int"),
+                          (lambda: ct.load_classifier(pipeline, weights=""), "weights must be a weights folder or file, or an hf-hub: name (None: the preset's), got ''"),
+                          (lambda: ct.load_classifier(pipeline, weights=False), "weights must be a weights folder or file, or an hf-hub: name (None: the preset's), got False"),
+                          (lambda: ct.batch_table(5), "out_dir must be a path (str or pathlib.Path), got int")]:
         with pytest.raises(ValueError) as error:
             call()
         assert str(error.value) == message

@@ -124,3 +124,17 @@ def test_library_use_leaves_no_progress_thread_and_says_the_threads_torch_ran_on
     import capsule_triage
 
     assert capsule_triage.RunOptions is RunOptions and len(dir(capsule_triage)) == len(set(dir(capsule_triage)))  # QA 32: listed twice
+
+
+def test_reading_a_batchs_tables_or_a_star_import_loads_no_model_code():
+    """QA 78 #1: `from capsule_triage import *` and `capsule_triage.batch_table` loaded PyTorch and timm (+670 MB, 2.4 s)
+    through capsule_triage.batch's eager imports of its engine and worker."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, capsule_triage\ncapsule_triage.batch_table\nfrom capsule_triage import *\n"
+             "print(sorted(m for m in ('torch', 'timm', 'capsule_triage.batch.engine', 'capsule_triage.batch.worker') if m in sys.modules))\n"
+             "from capsule_triage.batch import run_batch, StudyWorker, study_id\nprint(run_batch.__module__, study_id.__module__)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "capsule_triage.batch.engine capsule_triage.batch.discovery"], done.stdout

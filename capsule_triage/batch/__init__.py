@@ -29,11 +29,22 @@ marker), :mod:`.summary` (studies.parquet, batch.json, batch.log, index.html), :
 local engine and :func:`run_batch`), :mod:`.ray_engine` (``--engine ray``; ``ray`` is optional).
 """
 
-from .discovery import discover_studies, study_id
-from .engine import BatchOptions, run_batch
-from .layout import LOCK_FILE
-from .lock import acquire_lock
-from .worker import StudyWorker, WorkerContext, WorkerSetupError
 
-__all__ = ["BatchOptions", "LOCK_FILE", "StudyWorker", "WorkerContext", "WorkerSetupError", "acquire_lock",
-           "discover_studies", "run_batch", "study_id"]
+from __future__ import annotations
+
+import importlib
+
+# Imported on first use (PEP 562), as the package's own names are: reading a batch's tables
+# (capsule_triage.batch_table, .tables) loaded the engine, the worker and with them PyTorch (QA 78 #1: +670 MB, 2.4 s)
+_PUBLIC = {"discover_studies": "discovery", "study_id": "discovery", "BatchOptions": "engine", "run_batch": "engine",
+           "LOCK_FILE": "layout", "acquire_lock": "lock", "StudyWorker": "worker", "WorkerContext": "worker",
+           "WorkerSetupError": "worker"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value

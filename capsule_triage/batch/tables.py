@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from ..errors import InputError, path_argument
 from ..outputs import EVENTS_FILE, FRAMES_FILE, TOP_FRAMES_FILE
 from ..report_batch import DONE_STATUSES
 from .layout import SUMMARY_FILE
@@ -34,7 +34,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
-    summary = Path(out_dir) / SUMMARY_FILE
+    summary = path_argument(out_dir, "out_dir") / SUMMARY_FILE  # (QA 78 #6: an int was pathlib's TypeError)
     if not summary.is_file():
         raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
     studies = pq.read_table(summary)
