@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 __version__ = "0.1.1"
 
@@ -32,12 +33,18 @@ _PUBLIC = {  # name -> module that defines it
 __all__ = list(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    globals()[name] = value
-    return value
+def _lazy_getattr(package: str, public: dict[str, str]):
+    """A package's ``__getattr__`` (PEP 562): each public name imported from its module on first use, then kept."""
+    def __getattr__(name: str):
+        if name not in public:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{public[name]}", package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+    return __getattr__
+
+
+__getattr__ = _lazy_getattr(__name__, _PUBLIC)
 
 
 def __dir__() -> list[str]:

@@ -32,7 +32,7 @@ local engine and :func:`run_batch`), :mod:`.ray_engine` (``--engine ray``; ``ray
 
 from __future__ import annotations
 
-import importlib
+from .. import _lazy_getattr
 
 # Imported on first use (PEP 562), as the package's own names are: reading a batch's tables
 # (capsule_triage.batch_table, .tables) loaded the engine, the worker and with them PyTorch (QA 78 #1: +670 MB, 2.4 s)
@@ -41,10 +41,4 @@ _PUBLIC = {"discover_studies": "discovery", "study_id": "discovery", "BatchOptio
            "WorkerSetupError": "worker"}
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_getattr(__name__, _PUBLIC)
