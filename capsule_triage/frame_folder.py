@@ -141,10 +141,10 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     return FolderListing(images, unread, irregular, twins, copies, _decimals_out_of_order(regular))
 
 
+DECIMAL = re.compile(r"\d\.\d")  # a name with a decimal number in it ("frame_0.25s"), which natural order reads as two
+DECIMAL_SPLIT = re.compile(r"(\d+\.\d+|\d+)")
 # A file manager's copy of a file, ending its stem (casefolded; a copy of a copy ends twice): Windows' "x - Copy",
 # "x - Copy (2)", "x (1)"; macOS's "x copy", "x copy 2"; GNOME's "x (copy)", "x (another copy)", "x (3rd copy)"; "x - Kopie"
-DECIMAL = re.compile(r"\d\.\d")
-DECIMAL_SPLIT = re.compile(r"(\d+\.\d+|\d+)")
 COPY_ENDING = re.compile(r"(?: - (?:copy|kopie)(?: \(\d+\))?| copy(?: \d+)?| \(\d+\)| \((?:another |\d+(?:st|nd|rd|th) )?copy\))+$")
 
 

@@ -29,7 +29,6 @@ marker), :mod:`.summary` (studies.parquet, batch.json, batch.log, index.html), :
 local engine and :func:`run_batch`), :mod:`.ray_engine` (``--engine ray``; ``ray`` is optional).
 """
 
-
 from __future__ import annotations
 
 from .. import _lazy_getattr
