@@ -73,9 +73,10 @@ def unexpanded_home(path: str | Path) -> str | None:
 
 
 def unexpanded_note(path: str | Path) -> str:
-    """" ('~' was not expanded by the shell: quoted?)" for a path not found because of it, else ""."""
+    """" ('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)" for a path not found because of it,
+    else "" (QA 78 #7: a library caller was asked about the shell only)."""
     tilde = unexpanded_home(path)
-    return f" ({tilde!r} was not expanded by the shell: quoted?)" if tilde else ""
+    return f" ({tilde!r} was not expanded by the shell: quoted? in Python, os.path.expanduser)" if tilde else ""
 
 
 def path_exists(path: Path, error: type[TriageError] = InputError) -> bool:

@@ -57,7 +57,7 @@ def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weigh
     assert done.returncode == 2 and done.stderr.startswith("Error: ~/nightly: begins with '~'"), done.stderr
     done = triage("batch", "~/studies", "--out", "nightly", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
-        f"Error: {tmp_path / '~/studies'}: input folder not found ('~' was not expanded by the shell: quoted?)"), done.stderr
+        f"Error: {tmp_path / '~/studies'}: input folder not found ('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)"), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.mp4"]
     # review rev21: names that merely begin with '~' are names (the first fix refused the default output '~clip_triage')
     shutil.copy(DEMO_CLIP, tmp_path / "~clip.mp4")
@@ -67,7 +67,7 @@ def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weigh
     assert (tmp_path / "~clip_triage" / "run.json").is_file() and (tmp_path / "~out" / "run.json").is_file()
     done = triage("run", "~/study.mp4", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
-        "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted?)")
+        "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)")
 
 
 def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, random_weights):

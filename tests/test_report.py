@@ -795,7 +795,7 @@ def test_cli_report_errors_are_one_line(tmp_path):
         assert result.exit_code == 2 and result.stderr == f"Error: {folder}: {problem}\n"
     result = CliRunner().invoke(app, ["report", "~/no_such_study_folder"])  # QA 67 #6: as run and bench say it
     assert result.exit_code == 2 and result.stderr == ("Error: ~/no_such_study_folder: no such folder ('~' was not expanded by "
-                                                       "the shell: quoted?)\n")
+                                                       "the shell: quoted? in Python, os.path.expanduser)\n")
     study = make_study(tmp_path / "s", frames=10, events=0)
     result = CliRunner().invoke(app, ["report", str(study), "--model-card", str(tmp_path / "nope.md")])
     assert result.exit_code == 2 and result.stderr.startswith(f"Error: {tmp_path / 'nope.md'}: cannot read the model card")
