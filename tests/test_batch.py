@@ -456,6 +456,10 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(local_run, tree, 
     result = _batch(tree, out, random_weights)
     assert result.returncode == 1, result.stderr
     assert f"recovered stale lock of pid {proc.pid}" in (out / "batch.log").read_text()
+    said = re.search(rf"^Warning: {re.escape(str(out))}: the batch run started (\S+) \(pid {proc.pid}\) ended without finishing "
+                     r"\(killed, or the machine restarted\?\); its lock was recovered, and what it left undone is triaged now$",
+                     result.stderr, re.M)  # QA 79 #2: said in batch.log only
+    assert said and said[1].startswith("20"), result.stderr
     rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert all(rows[p.name] == "skipped" for p in done), rows  # each study done before the kill is kept as it is
     # The rest are scored now, or skipped when an identical copy (the tree has one) was done before the kill
@@ -539,6 +543,22 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random
     result = _cli("batch", *args, "--out", out, "--weights", weights, "--quiet")
     assert result.exit_code == 2 and result.stderr.strip() == expected, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_night_refused_before_its_lock_leaves_its_line_in_an_earlier_batchs_log(tree, random_weights, tmp_path):
+    """QA 79 #1: a share not mounted or weights gone failed the night before it took the lock, and the log the morning
+    reads (and its page) showed the night before as the last."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "batch.log").write_text("2026-12-05T02:00:00+00:00 pid=1 done: 10 studies\n")  # an earlier night's
+    for args, problem in (([tmp_path / "nope", "--weights", random_weights], f"{tmp_path / 'nope'}: input folder not found"),
+                          ([tree, "--weights", tmp_path / "w"], f"{tmp_path / 'w'}: weights not found")):
+        result = _cli("batch", *args, "--out", out, "--quiet")
+        assert result.exit_code == 2 and result.stderr.strip() == f"Error: {problem}", result.stderr
+        assert (out / "batch.log").read_text().splitlines()[-1].endswith(f" refused: {problem}")
+    assert sorted(p.name for p in out.iterdir()) == ["batch.log"]  # nothing else written
+    result = _cli("batch", tmp_path / "nope", "--out", tmp_path / "new", "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()  # no earlier batch there: nothing made
 
 
 def test_workers_2_equals_one_worker(local_run, tree, random_weights, tmp_path):

@@ -126,9 +126,14 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     started, started_at = time.perf_counter(), now_utc()
     check_expanded(out_dir)  # as typed: a quoted '~/out' would be a folder named '~' here
     given_input, input_dir, out_dir = input_dir, Path(input_dir).absolute(), Path(out_dir).absolute()
-    if not path_exists(input_dir, TriageError):
-        raise TriageError(input_dir, "input folder not found" + unexpanded_note(given_input))
-    pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
+    try:
+        if not path_exists(input_dir, TriageError):
+            raise TriageError(input_dir, "input folder not found" + unexpanded_note(given_input))
+        pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
+    except TriageError as exc:  # QA 79 #1: a night refused here (a share not mounted, weights gone) left the log and the
+        if (out_dir / LOG_FILE).is_file():  # page of an earlier night as the last word: its line goes where the morning reads
+            file_logger(out_dir / LOG_FILE)(f"refused: {exc}")
+        raise
     try:
         out_dir.mkdir(exist_ok=True)
     except FileNotFoundError:  # QA 72 #5: a share not mounted rescored the archive onto the local disk (only ENOENT: rev70 #7)
@@ -138,15 +143,16 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         if out_dir.is_symlink():  # rev71 #6: a link to a share not mounted was "File exists"
             raise OutputError(out_dir, _broken_link(out_dir)) from None
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
-    log = file_logger(out_dir / LOG_FILE)
+    log, recovered = file_logger(out_dir / LOG_FILE), []
     try:
-        lock = acquire_lock(out_dir, log)
+        lock = acquire_lock(out_dir, log, recovered)
     except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
         log(f"refused: {exc.message}")
         raise
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
         notes = [weights_note] if weights_note else []  # a cached copy of hub weights stands in for a Hub that could not be asked
+        notes += recovered  # QA 79 #2: a killed night was said in batch.log only
         for name in (WORK_DIR, FAILED_DIR):
             try:
                 notes += [replaced] if (replaced := own_folder(out_dir / name)) else []

@@ -19,8 +19,10 @@ from ..errors import OutputError
 from .layout import LOCK_FILE, now_utc
 
 
-def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
-    """Create ``OUT_DIR/.batch.lock`` (O_EXCL); recover it if its process is dead on this host.
+def acquire_lock(out_dir: Path, log: Callable[[str], None], recovered: list[str] | None = None) -> Path:
+    """Create ``OUT_DIR/.batch.lock`` (O_EXCL); recover it if its process is dead on this host, saying so in
+    ``recovered`` (a `Warning:` line of the run: QA 79 #2, a night killed by the OOM killer or a reboot was said in
+    batch.log only).
 
     Raises:
         OutputError: a live process (or one on another host) holds the lock.
@@ -44,6 +46,10 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None]) -> Path:
                                            f"may be writing here; this host ({record['host']}) cannot see that host's processes: "
                                            f"if none runs there, remove {lock}") from None
             log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
+            if recovered is not None:
+                recovered.append(f"{out_dir}: the batch run started {holder.get('started', '?')} (pid {holder.get('pid', '?')}) "
+                                 "ended without finishing (killed, or the machine restarted?); its lock was recovered, and "
+                                 "what it left undone is triaged now")
             try:
                 lock.unlink(missing_ok=True)
             except OSError as exc:
