@@ -131,7 +131,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
             raise TriageError(input_dir, "input folder not found" + unexpanded_note(given_input))
         pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
     except TriageError as exc:  # QA 79 #1: a night refused here (a share not mounted, weights gone) left the log and the
-        if (out_dir / LOG_FILE).is_file():  # page of an earlier night as the last word: its line goes where the morning reads
+        if _is_file(out_dir / LOG_FILE):  # page of an earlier night as the last word: its line goes where the morning reads
             file_logger(out_dir / LOG_FILE)(f"refused: {exc}")
         raise
     try:
@@ -173,6 +173,15 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     finally:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
         release_lock(lock)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where it cannot be told (Python 3.11 raises PermissionError for a path through a folder
+    this user cannot search: the refusal it was to log became that error, CI195)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
