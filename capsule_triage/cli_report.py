@@ -23,6 +23,7 @@ def report(
     The pages are self-contained HTML (no network access needed) and refer only to files inside
     OUT_DIR. Exit code 2 when OUT_DIR is neither kind of folder or cannot be read or written.
     """
+    from .batch.lock import lock_for_pages
     from .errors import TriageError, unexpanded_note
     from .model_card import intended_use
     from .outputs import RUN_FILE
@@ -36,7 +37,8 @@ def report(
             typer.echo(printable(f"Warning: {model_card}: states no intended use (no 'Intended use:' line or '## Intended "
                                  "use' section): is it a model card?"), err=True)
         if (out_dir / STUDIES_FILE).is_file():
-            written, problems = write_batch_reports(out_dir, model_card=card)
+            with lock_for_pages(out_dir):  # QA 79 #9: not under a running night
+                written, problems = write_batch_reports(out_dir, model_card=card)
             for problem in problems:
                 typer.echo(printable(f"Warning: {problem}"), err=True)
         elif (out_dir / RUN_FILE).is_file():

@@ -1256,6 +1256,30 @@ def test_a_full_disk_is_reported_study_by_study_not_a_crash(local_run, tree, ran
     _assert_clean(out)
 
 
+def test_a_lock_with_no_record_says_so_and_a_report_holding_it_is_named(tmp_path):
+    """QA 79 #10: a lock with no record yet read 'another batch run (pid ?)' for 30 s, and one with a record of no pid was
+    refused for good; a batch refused while `triage report` rewrote the pages called it a batch run."""
+    from capsule_triage.batch.lock import lock_for_pages
+
+    lock = tmp_path / LOCK_FILE
+    for garbled in ("", '{"pid": "x", "host": "h"}', '{"pid": 12}'):
+        lock.write_text(garbled)
+        with pytest.raises(OutputError) as refused:
+            acquire_lock(tmp_path, lambda line: None)
+        assert refused.value.message == (f"the batch lock {LOCK_FILE} has no record yet (a run starting this moment, or one "
+                                         "killed as it started: taken over once 30 s old)")
+        old = time.time() - 31
+        os.utime(lock, (old, old))
+        assert json.loads(acquire_lock(tmp_path, lambda line: None).read_text())["pid"] == os.getpid()
+        lock.unlink()
+    with lock_for_pages(tmp_path):
+        assert json.loads(lock.read_text())["command"] == "triage report"
+        with pytest.raises(OutputError) as refused:
+            acquire_lock(tmp_path, lambda line: None)
+        assert refused.value.message == f"`triage report` (pid {os.getpid()}) is writing here"
+    assert not lock.exists()
+
+
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
     """An empty lock left by a full disk refused every run for 30 s ('another batch run (pid ?)')."""
     from capsule_triage.batch import lock as lock_module

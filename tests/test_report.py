@@ -732,6 +732,33 @@ def test_cli_report_rewrites_a_batch(tmp_path):
     assert done.returncode == 0 and done.stderr.splitlines() == [warning.format(tmp_path / "s1"), warning.format(tmp_path / "s3")]
 
 
+def test_cli_report_of_a_batch_folder_waits_for_the_night_writing_it(tmp_path):
+    """QA 79 #9: `triage report OUT_DIR` rewrote the pages under a running night (which then wrote them again from other
+    rows), and a night started meanwhile was not refused."""
+    from capsule_triage.batch import LOCK_FILE
+
+    make_study(tmp_path / "s1", frames=200, events=3)
+    _studies_parquet(tmp_path)
+    _batch_json(tmp_path)
+    night = subprocess.Popen(["sleep", "60"])
+    try:
+        held = {"pid": night.pid, "host": os.uname().nodename, "started": "2026-12-06T02:00:00+00:00", "command": "triage batch"}
+        (tmp_path / LOCK_FILE).write_text(json.dumps(held))
+        done = triage("report", tmp_path)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.strip() == (f"Error: {tmp_path}: another batch run (pid {night.pid}) is writing here: make the pages "
+                                       "once it has finished")
+        assert not (tmp_path / INDEX_FILE).exists() and json.loads((tmp_path / LOCK_FILE).read_text()) == held
+    finally:
+        night.kill()
+        night.wait()
+    done = triage("report", tmp_path)  # its process gone (killed): the pages, and the lock left for the next night to say
+    assert done.returncode == 0 and (tmp_path / INDEX_FILE).is_file()
+    assert json.loads((tmp_path / LOCK_FILE).read_text()) == held
+    (tmp_path / LOCK_FILE).unlink()
+    assert triage("report", tmp_path).returncode == 0 and not (tmp_path / LOCK_FILE).exists()  # its own lock released
+
+
 @pytest.mark.parametrize("content, problem", [
     (None, "not found"), ("{", "cannot read it (JSONDecodeError: Expecting property name enclosed in double quotes: line 1 "
                               "column 2 (char 1))"), ('{"engine": "serial"}', "cannot read it (no 'workers' field)")])

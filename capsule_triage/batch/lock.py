@@ -11,12 +11,17 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..json_files import read_json
 from ..errors import OutputError
 from .layout import LOCK_FILE, now_utc
+
+STALE_EMPTY_SECONDS = 30  # a lock with no record is taken over once this old (its writer killed between create and write)
+
+
+BATCH, REPORT = "triage batch", "triage report"  # what holds the lock, in its record's "command"
 
 
 def acquire_lock(out_dir: Path, log: Callable[[str], None], recovered: list[str] | None = None) -> Path:
@@ -28,47 +33,105 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None], recovered: list[str]
         OutputError: a live process (or one on another host) holds the lock.
     """
     lock = out_dir / LOCK_FILE
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_utc(), "pid_start": _process_start(os.getpid())}
+    record = _record(BATCH)
     for _ in range(3):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_lock(lock)
-            if "unreadable" in holder:  # QA 51: another user's lock under umask 077 read as garbled, and was removed live
-                raise OutputError(out_dir, f"the batch lock {LOCK_FILE} cannot be read ({holder['unreadable']}; it is "
-                                           f"{_owner(lock)}'s): another batch run may be writing here; remove it if none is") from None
-            if not is_stale(lock, holder):
-                pid = holder.get("pid", "?")
-                if holder.get("host") in (None, record["host"]):
-                    raise OutputError(out_dir, f"another batch run (pid {pid}) is writing here") from None
-                # QA 62 #5: a container named anew each night (docker run --rm) never saw its killed run's lock go
-                raise OutputError(out_dir, f"another batch run (pid {pid} on {holder['host']}, started {holder.get('started', '?')}) "
-                                           f"may be writing here; this host ({record['host']}) cannot see that host's processes: "
-                                           f"if none runs there, remove {lock}") from None
-            log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
-            if recovered is not None:
-                recovered.append(f"{out_dir}: the batch run started {holder.get('started', '?')} (pid {holder.get('pid', '?')}) "
-                                 "ended without finishing (killed, or the machine restarted?); its lock was recovered, and "
-                                 "what it left undone is triaged now")
-            try:
-                lock.unlink(missing_ok=True)
-            except OSError as exc:
-                raise OutputError(out_dir, f"cannot remove the stale batch lock ({exc.strerror or exc})") from None
-            continue
+            if _create(lock, record):
+                return lock
         except OSError as exc:  # QA 33: an OUT_DIR made read-only (or a read-only file system) was a traceback, exit 1
             raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
+        holder = read_lock(lock)
+        if _live(lock, holder):
+            raise OutputError(out_dir, _held(out_dir, lock, holder)) from None
+        what = f"{_what(holder)} started {holder.get('started', '?')} (pid {holder.get('pid', '?')})"
+        log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
+        if recovered is not None:
+            recovered.append(f"{out_dir}: {what} ended without finishing (killed, or the machine restarted?); its lock was "
+                             "recovered, and what it left undone is triaged now")
         try:
-            with contextlib.suppress(OSError):  # not on FAT/exFAT, which refuse it (rev45): the umask's mode then
-                os.fchmod(fd, 0o644)  # whatever the umask (rev44): another service user's run must read it to tell a dead holder
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(record) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # a full disk: an empty lock would refuse every run for 30 s
             lock.unlink(missing_ok=True)
-            raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
-        return lock
+        except OSError as exc:
+            raise OutputError(out_dir, f"cannot remove the stale batch lock ({exc.strerror or exc})") from None
     raise OutputError(lock, "cannot take the batch lock (it keeps reappearing)")
+
+
+@contextlib.contextmanager
+def lock_for_pages(out_dir: Path) -> Iterator[None]:
+    """Hold ``OUT_DIR/.batch.lock`` while ``triage report`` rewrites a batch folder's pages (QA 79 #9: it wrote them under
+    a running night, which then wrote them again from other rows, and a night started meanwhile was not refused).
+
+    A lock whose process is gone is left as it is, for the next batch to recover and say; a folder the lock cannot be
+    written in goes on without it (its pages cannot be written either, and say so themselves).
+
+    Raises:
+        OutputError: a batch run (or another ``triage report``) is writing the folder.
+    """
+    lock = out_dir / LOCK_FILE
+    try:
+        mine = _create(lock, _record(REPORT))
+    except OSError:
+        mine = False
+    else:
+        if not mine and _live(lock, holder := read_lock(lock)):
+            raise OutputError(out_dir, _held(out_dir, lock, holder) + ": make the pages once it has finished")
+    try:
+        yield
+    finally:
+        if mine:
+            release_lock(lock)
+
+
+def _record(command: str) -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": now_utc(), "pid_start": _process_start(os.getpid()),
+            "command": command}
+
+
+def _create(lock: Path, record: dict) -> bool:
+    """Write ``record`` to a new ``lock`` (O_EXCL): False if it exists.
+
+    Raises:
+        OSError: it cannot be written (none is left behind: an empty lock would refuse every run for 30 s).
+    """
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        with contextlib.suppress(OSError):  # not on FAT/exFAT, which refuse it (rev45): the umask's mode then
+            os.fchmod(fd, 0o644)  # whatever the umask (rev44): another service user's run must read it to tell a dead holder
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:  # a full disk
+        lock.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _live(lock: Path, holder: dict) -> bool:
+    return "unreadable" in holder or not is_stale(lock, holder)
+
+
+def _what(holder: dict) -> str:
+    return "a `triage report`" if holder.get("command") == REPORT else "the batch run"
+
+
+def _held(out_dir: Path, lock: Path, holder: dict) -> str:
+    """Who holds a live lock, for the refusal."""
+    if "unreadable" in holder:  # QA 51: another user's lock under umask 077 read as garbled, and was removed live
+        return (f"the batch lock {LOCK_FILE} cannot be read ({holder['unreadable']}; it is {_owner(lock)}'s): another "
+                "batch run may be writing here; remove it if none is")
+    if not holder:  # QA 79 #10: 'another batch run (pid ?)' for 30 s
+        return (f"the batch lock {LOCK_FILE} has no record yet (a run starting this moment, or one killed as it started: "
+                f"taken over once {STALE_EMPTY_SECONDS} s old)")
+    pid = holder["pid"]
+    who = "`triage report`" if holder.get("command") == REPORT else "another batch run"
+    if holder.get("host") == socket.gethostname():
+        return f"{who} (pid {pid}) is writing here"
+    # QA 62 #5: a container named anew each night (docker run --rm) never saw its killed run's lock go
+    return (f"{who} (pid {pid} on {holder.get('host')}, started {holder.get('started', '?')}) may be writing here; this host "
+            f"({socket.gethostname()}) cannot see that host's processes: if none runs there, remove {lock}")
 
 
 def release_lock(lock: Path) -> None:
@@ -83,10 +146,11 @@ def release_lock(lock: Path) -> None:
 
 
 def read_lock(lock: Path) -> dict:
-    """The lock's record; {} if gone or garbled; ``{"unreadable": why}`` if it cannot be read (another user's)."""
+    """The lock's record; {} if gone or garbled (no whole-number pid or no host: QA 79 #10, such a lock was refused for
+    good); ``{"unreadable": why}`` if it cannot be read (another user's)."""
     try:
         data = read_json(lock)
-        return data if isinstance(data, dict) else {}
+        return data if isinstance(data, dict) and type(data.get("pid")) is int and isinstance(data.get("host"), str) else {}
     except PermissionError as exc:
         return {"unreadable": exc.strerror or str(exc)}
     except (OSError, ValueError):
@@ -109,7 +173,7 @@ def _owner(path: Path) -> str:
 def is_stale(lock: Path, holder: dict) -> bool:
     if not holder:  # empty/garbled: killed between create and write, unless it is being written now
         try:
-            return time.time() - lock.stat().st_mtime > 30
+            return time.time() - lock.stat().st_mtime > STALE_EMPTY_SECONDS
         except FileNotFoundError:
             return True
     if holder.get("host") != socket.gethostname():
