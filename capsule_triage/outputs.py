@@ -1,4 +1,5 @@
-"""Write a study's outputs: Parquet tables, thumbnails and run.json, atomically.
+"""Write a study's outputs: Parquet tables (their columns: :mod:`capsule_triage.result_tables`), thumbnails and
+run.json, atomically.
 
 Everything is written into a hidden staging folder beside the destination and renamed into place
 only when complete, so ``OUT_DIR`` is either absent or whole: an interrupted or failed run never
@@ -8,7 +9,6 @@ leaves a half-written Parquet behind. An existing ``OUT_DIR`` is replaced only w
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -25,9 +25,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError, TriageError, unexpanded_home
 from .output_names import PARTIAL_MARK, THUMBNAILS_DIR, foreign_files, system_file
-from .ranking import Event, Ranking
 
-SCHEMA_VERSION = "1"
 # Raised when the same input, weights and options give other results, so a batch re-run redoes the studies
 # it made before: 2 = frames without a field of view are not scored, and runs end at time not seen (2026-12-02);
 # 3 = an event takes in the frame that raised it, and one unflagged frame does not split an event (2026-12-04, QA 64).
@@ -37,10 +35,6 @@ EVENTS_FILE = "events.parquet"
 TOP_FRAMES_FILE = "top_frames.parquet"
 RUN_FILE = "run.json"
 REPLACED_MARK = ".replaced-"  # an old output being swapped out (``--force``); deleted right after
-
-
-def prob_column(class_name: str) -> str:
-    return f"prob_{class_name}"
 
 
 def check_expanded(path: Path) -> None:
@@ -264,94 +258,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict, backend: str) -> dict:
-    """What every table of a run says of itself (schema key-value metadata), beside ``schema_version``: the model, weights
-    and input, the results version, the backend that scored, the event thresholds and a digest of run.json's ``parameters``
-    (QA 70 #1: two runs of one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same
-    everything; review rev65: another --backend too)."""
-    return {"model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
-            "backend": backend,
-            "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
-            "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),
-            "parameters_sha256": hashlib.sha256(json.dumps(parameters, sort_keys=True, default=_json_default).encode()).hexdigest()}
-
-
-def _metadata(provenance: dict) -> dict[bytes, bytes]:
-    meta = {"schema_version": SCHEMA_VERSION, **{k: str(v) for k, v in provenance.items()}}
-    return {k.encode(): v.encode() for k, v in meta.items()}
-
-
-def write_table(path: Path, columns: dict[str, pa.Array], provenance: dict) -> None:
-    table = pa.table(columns)
-    table = table.replace_schema_metadata(_metadata(provenance))
-    with open(path, "wb") as fh:  # a Python file: pyarrow's own path handling rejects non-UTF-8 names
-        pq.write_table(table, fh, compression="zstd")
-
-
-def frames_table(*, frame_index, pts_seconds, probs, class_names, scores, ranking: Ranking, has_view=None,
-                 files: list[str] | None = None, reused=None) -> dict[str, pa.Array]:
-    """Columns of frames.parquet: one row per decoded frame. A frame without a field of view
-    (``has_view`` False) has null score, probabilities and smoothed score: it was not scored. ``files``: a
-    frame folder's image names by frame index, as the ``source_file`` column. ``reused``: which frames took the score
-    of a near-duplicate before them (``--skip-duplicates``), the ``score_reused`` column."""
-    score = lambda values: pa.array(values, pa.float32(), from_pandas=True)  # noqa: E731 - NaN (no view) -> null
-    columns = {
-        "frame_index": pa.array(frame_index, pa.int64()),
-        "pts_seconds": pa.array(pts_seconds, pa.float64()),
-        "score": score(scores),
-    }
-    for i, name in enumerate(class_names):
-        columns[prob_column(name)] = score(probs[:, i])
-    columns["smoothed_score"] = score(ranking.smoothed)
-    columns["flagged"] = pa.array(ranking.event_id >= 0, pa.bool_())
-    columns["event_id"] = pa.array(ranking.event_id, pa.int32())
-    columns["has_view"] = pa.array(np.ones(len(scores), bool) if has_view is None else has_view, pa.bool_())
-    columns["score_reused"] = pa.array(np.zeros(len(scores), bool) if reused is None else reused, pa.bool_())
-    if files is not None:
-        columns["source_file"] = pa.array([files[i] for i in frame_index], pa.string())
-    return columns
-
-
-def events_table(events: list[Event], thumbnails: dict[int, str], *, files: list[str] | None = None) -> dict[str, pa.Array]:
-    """Columns of events.parquet: one row per event, in rank order (rank 0 = highest peak score); for a frame
-    folder (``files``) also the peak frame's image name, ``peak_file``."""
-    def col(name, typ):
-        return pa.array([getattr(e, name) for e in events], typ)
-
-    return {
-        "rank": pa.array(range(len(events)), pa.int32()),
-        "event_id": col("event_id", pa.int32()),
-        "start_frame": col("start_frame", pa.int64()),
-        "end_frame": col("end_frame", pa.int64()),
-        "start_seconds": col("start_seconds", pa.float64()),
-        "end_seconds": col("end_seconds", pa.float64()),
-        "duration_seconds": col("duration_seconds", pa.float64()),
-        "peak_frame": col("peak_frame", pa.int64()),
-        "peak_seconds": col("peak_seconds", pa.float64()),
-        "peak_score": col("peak_score", pa.float32()),
-        "mean_score": col("mean_score", pa.float32()),
-        "frame_count": col("frame_count", pa.int64()),
-        "dominant_class": col("dominant_class", pa.string()),
-        "thumbnail": pa.array([thumbnails.get(e.peak_frame) for e in events], pa.string()),
-        **({"peak_file": pa.array([files[e.peak_frame] for e in events], pa.string())} if files is not None else {}),
-    }
-
-
-def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dict[int, str], *,
-                     files: list[str] | None = None, classes: list[str] | None = None) -> dict[str, pa.Array]:
-    """Columns of top_frames.parquet: the top-K single frames after temporal NMS, with each one's most probable
-    abnormal class (``Ranking.top_classes``; a frame folder's: with ``file``)."""
-    return {
-        "rank": pa.array(range(len(top_frames)), pa.int32()),
-        "frame_index": pa.array([t[0] for t in top_frames], pa.int64()),
-        "pts_seconds": pa.array([t[1] for t in top_frames], pa.float64()),
-        "score": pa.array([t[2] for t in top_frames], pa.float32()),
-        "dominant_class": pa.array(classes or [None] * len(top_frames), pa.string()),  # None, []: not known
-        "thumbnail": pa.array([thumbnails.get(t[0]) for t in top_frames], pa.string()),
-        **({"file": pa.array([files[t[0]] for t in top_frames], pa.string())} if files is not None else {}),
-    }
-
-
 def write_thumbnails(folder: Path, images: Iterable[tuple[int, np.ndarray]], *, quality: int = 90) -> dict[int, str]:
     """JPEGs named by frame index, written one by one from (frame_index, RGB image) pairs; returns
     frame_index -> path relative to the output folder."""
@@ -385,10 +291,10 @@ def outputs_complete(folder: Path) -> bool:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):

@@ -25,8 +25,8 @@ from .errors import InputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
 from .folder_times import timestamps_origin, with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
-from .outputs import (EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, events_table,
-                      frames_table, table_provenance, top_frames_table, write_json, write_table, write_thumbnails)
+from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, write_json, write_thumbnails
+from .result_tables import events_table, frames_table, table_provenance, top_frames_table, write_table
 from .presets import Pipeline, weights_not_installed
 from .ranking import Ranking, rank
 from .report import DETAIL_DIR, REPORT_FILE, write_report
@@ -340,7 +340,7 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool,
 
 def _parameters(input_path, info, read, params, options, own_unused) -> dict:
     """run.json's ``parameters``: the ranking, how the frames were read and timed, duplicate skipping (the tables carry
-    their digest, :func:`~capsule_triage.outputs.table_provenance`)."""
+    their digest, :func:`~capsule_triage.result_tables.table_provenance`)."""
     read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
                    if k != "own_timestamps" and (info.kind == "frames" or k not in ("folder_fps", "timestamps_csv"))}  # a video's times are its own
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)

@@ -44,10 +44,11 @@ CASE_NAMES = (  # in the order make_cases writes them (tests are parametrised be
     "cut_faststart_in_moov", "cut_faststart_middle", "cut_faststart_last_packet", "flips_h264", "flips_mjpeg", "zeroed_h264",
     "audio_only", "one_frame", "huge_header_mp4", "huge_header_avi", "huge_frame_headers", "odd_size_h264",
     "odd_size_mjpeg", "size_change_h264", "size_change_mjpeg", "gray_png", "png16", "rgba_png", "one_bad_jpeg",
-    "mixed_sizes", "huge_png_in_folder", "name_spaces", "name_non_utf8", "name_non_utf8_no_report", "name_script",
+    "mixed_sizes", "huge_png_in_folder", "name_spaces", "name_non_utf8", "name_non_utf8_no_report",
+    "name_non_utf8_image", "name_script",
     "symlink_loop", "dangling_symlink", "fifo", "folder_with_fifo", "unreadable_file", "unreadable_folder",
 )
-NON_UTF8_CASES = ("name_non_utf8", "name_non_utf8_no_report")
+NON_UTF8_CASES = ("name_non_utf8", "name_non_utf8_no_report", "name_non_utf8_image")
 KNOWN_BUGS: dict[str, str] = {}  # case -> why `triage run` does not keep its promise yet (none known)
 
 
@@ -390,6 +391,9 @@ def make_cases(root: Path, frames: list[np.ndarray], *, non_utf8: bool = True) -
         os.rename(root / ".non_utf8_no_report.mp4", root / os.fsdecode(b"plain-\xff-no-report.mp4"))
         add("name_non_utf8_no_report", root / os.fsdecode(b"plain-\xff-no-report.mp4"), Expect(frames=(8, 8)),
             "a non-UTF-8 file name, --no-report and an ASCII --out", run_args=("--no-report",))
+        folder = write_frame_folder(f[:6], root / "non_utf8_image")  # QA 80 #1: failed the study after scoring it
+        os.rename(folder / "frame2.png", folder / os.fsdecode(b"frame2\xff.png"))
+        add("name_non_utf8_image", folder, Expect(frames=(6, 6)), "a frame folder with one image named b'frame2\\xff.png'")
     write_frame_folder(f[:6], root / SCRIPT_NAME)
     add("name_script", root / SCRIPT_NAME, Expect(frames=(6, 6)), "a frame folder named <script>alert(1)<", default_out=True)
 

@@ -167,6 +167,8 @@ def test_triage_run_gives_the_promised_outcome(name, decode_in, run_cases, warm,
     assert run_record["decoded_in"] == "process" if decode_in == "process" else run_record["decoded_in"] in ("thread", "process")
     # QA 63 #7: decoded in this process, run.json said "decoder_peak_rss_mb": 0.0, a measurement never made
     assert (run_record["decoder_peak_rss_mb"] is None) == (run_record["decoded_in"] == "thread")
+    if name == "name_non_utf8_image":  # QA 80 #1: Parquet strings are UTF-8; the byte that is not, as \\xff
+        assert "frame2\\xff.png" in pq.read_table(out / "frames.parquet").column("source_file").to_pylist()
     if name == "name_script":  # the name is shown, escaped, never executed
         html = (out / "report.html").read_text()
         assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;" in html
@@ -275,6 +277,8 @@ def test_batch_with_a_non_utf8_study_name_runs_the_others(frames, random_weights
     encode_clip(frames[8:16], root / NON_UTF8_NAME)
     result = _batch([], root, tmp_path / "out", random_weights)
     assert result.returncode == 0 and "2 studies: 2 ok" in result.stdout, result.stdout + result.stderr
+    # QA 79 #7: written as U+FFFD, the name could not be matched back to the file; now its bytes as \\xff
+    assert "clip-\\xff\\xfe-latin1.mp4" in pq.read_table(tmp_path / "out" / "studies.parquet").column("input_path").to_pylist()
 
 
 # ----------------------------------------------------------------------------- fuzz: the reader never hangs or dies

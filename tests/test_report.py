@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from capsule_triage.errors import InputError
-from capsule_triage.outputs import events_table, frames_table, top_frames_table, write_json, write_table
+from capsule_triage.outputs import write_json
+from capsule_triage.result_tables import events_table, frames_table, top_frames_table, write_table
 from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, write_report

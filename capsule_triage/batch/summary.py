@@ -19,10 +19,8 @@ from pathlib import Path
 
 from ..json_files import read_json
 from ..errors import OutputError, TriageError, one_line
-from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..outputs import RUN_FILE, outputs_complete, write_json
-from ..run_notes import rate_assumed
-from ..read_options import DEFAULT_FOLDER_FPS
+from ..result_tables import parquet_text
 from ..report_batch import DONE_STATUSES, INDEX_FILE, write_batch_index
 from .discovery import Study, excluded
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc
@@ -88,56 +86,14 @@ def recorded_input_sha(folder: Path) -> str | None:
         return None
 
 
-def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[str]:
-    """The lines on how the frame-folder studies were timed: those read at the default rate that nobody gave
-    (QA 22: a 4 fps export read at 2 fps without a word; each study's run.json and page say it too), and, when
-    ``--fps`` was given, those timed by their own timestamps.csv instead (review rev31: said in run.json only)."""
-    assumed = own = 0
-    unused = []  # folders whose timestamps.csv lacks the columns: read at the rate instead (review rev32: said in run.json only)
-    for row in rows:
-        if row["kind"] != "frames" or row["status"] not in DONE_STATUSES:
-            continue
-        try:
-            run = read_json(out_dir / row["study_id"] / RUN_FILE)
-            read = run["parameters"]["read"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        assumed += rate_assumed(read)
-        own += read.get("timestamps_from") == "folder"
-        unused += [run.get("input", {}).get("path", row["input_path"])] if read.get("own_timestamps_unused") == "columns" else []
-    studies = lambda n: f"{n} frame-folder {'study' if n == 1 else 'studies'}"
-    lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give "
-             "--fps F, or a timestamps.csv (filename,pts_seconds) in each folder, if that is not their rate"] if assumed else []
-    if own and fps is not None:
-        lines.append(f"{studies(own)} timed by {'its' if own == 1 else 'their'} own timestamps.csv: --fps {fps:g} is for the "
-                     "folders without one")
-    if unused:
-        lines.append(f"{studies(len(unused))} read at a fixed rate although {'it has' if len(unused) == 1 else 'they have'} a "
-                     f"timestamps.csv without the columns filename,pts_seconds, e.g. {unused[0]}")
-    return lines
-
-
-def without_view_warning(rows: list[dict]) -> str | None:
-    """One line for the studies most of whose frames show no field of view (a recorder left running
-    unplugged, a capsule in the dark: QA 28), naming up to three; each one's run.json says it too."""
-    blank = [row["input_path"] for row in rows if row["status"] in DONE_STATUSES and row.get("frames_without_view")
-             and mostly_without_view(row["frames_without_view"], row["frames"] or 0)]
-    if not blank:
-        return None
-    named = ", ".join(blank[:3]) + (f" and {len(blank) - 3} more" if len(blank) > 3 else "")
-    return (f"{len(blank)} {'study shows' if len(blank) == 1 else 'studies show'} no field of view in most frames ({NO_VIEW_KINDS}: "
-            f"not scored): {named}")
-
-
 def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
     """studies.parquet and batch.json, each written to a temp file and renamed into place."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([(name, getattr(pa, typ)()) for name, typ in SUMMARY_COLUMNS.items()])
-    # Parquet strings are UTF-8: undecodable bytes of file names (kept as surrogates) become U+FFFD;
-    # the exact name stays in each study's run.json.
-    rows = [{k: _utf8(v) for k, v in row.items()} for row in rows]
+    # Parquet strings are UTF-8: undecodable bytes of file names (kept as surrogates) are written as \xff (result_tables.parquet_text)
+    rows = [{k: parquet_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"]})
     work = out_dir / WORK_DIR
@@ -260,12 +216,6 @@ def append_whole_line(path: Path, data: bytes) -> str | None:
         return exc.strerror or str(exc)
     finally:
         os.close(fd)  # and the lock with it
-
-
-def _utf8(value):
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value
 
 
 def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> list[str]:
