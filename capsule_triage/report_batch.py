@@ -188,8 +188,17 @@ def _study_row(folder: Path, row: dict) -> str:
              (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
               + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall)) + _scored_before(row)), (row.get("model"), esc(row.get("model") or "")),
-             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc((row.get("error") or "") + _earlier(row)))]
+             (row.get("input_path"), esc(row.get("input_path") or "")), (row.get("error"), esc((row.get("error") or "") + _earlier(row) + _no_page(folder, row)))]
     return "<tr>" + "".join(f'<td data-v="{esc("" if v is None else v)}">{html}</td>' for v, html in cells) + "</tr>"
+
+
+def _no_page(folder: Path, row: dict) -> str:
+    """Why a study with results has no link (QA 79 #3: its name stood unlinked without a word)."""
+    sid = _study_id(row)
+    if row.get("status") not in DONE_STATUSES or not _inside(sid) or (folder / sid / REPORT_FILE).is_file():
+        return ""
+    return (f"no {REPORT_FILE}: the run was told --no-report, or the page could not be written (batch.log says why); "
+            "`triage report` or the next run adds it")
 
 
 def _without_view(count, frames) -> str:

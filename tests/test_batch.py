@@ -222,6 +222,7 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4"]
     assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
     assert [w for w in result.warnings if "exclude" in w] == [f"--exclude 'typo.mp4': nothing under {tree} matches it"]
+    assert batch["warnings"] == result.warnings and batch["failed"] == []
     assert all((out / study_id(rel) / "run.json").is_file() for rel in ("day2/patient_x.mp4", "day2/capsule_a.mp4"))  # kept
     assert set(pq.read_table(out / "studies.parquet").column("input_path").to_pylist()) == {
         rel for rel in OK_STUDIES if not rel.startswith("day2/")}
@@ -272,6 +273,10 @@ def test_statuses_summary_and_outputs(local_run, tree):
     assert json.loads((out / other["study_id"] / "run.json").read_text())["input"]["path"] == str(tree / "day2" / "capsule_a.mp4")
     batch = json.loads((out / "batch.json").read_text())
     assert batch["counts"] == {"ok": 8, "failed": 2, "skipped": 0, "reused": 0, "pending": 0} and batch["frames_scored"] == sum(OK_STUDIES.values())
+    # QA 79 #11: a monitor reading batch.json had the counts, not which studies failed or what was warned
+    assert batch["failed"] == [r["study_id"] for r in rows.values() if r["status"] == "failed"] and len(batch["failed"]) == 2
+    warned = [line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert batch["warnings"] == warned and any("frame-folder" in line for line in warned), result.stderr
     log = (out / "batch.log").read_text().splitlines()
     assert sum(" ok " in line for line in log) == 8 and sum(" failed " in line for line in log) == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
@@ -902,6 +907,8 @@ def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weigh
     assert result.counts["ok"] == 1 and not result.failures and (study / "run.json").is_file() and not (study / "report.html").exists()
     assert result.warnings == [f"{study / 'report.html'}: not written ({study / 'thumbs'}: unreadable); the results are complete, "
                                "a later run adds the pages"], result.warnings
+    assert ("no report.html: the run was told --no-report, or the page could not be written (batch.log says why); `triage "
+            "report` or the next run adds it") in (out / "index.html").read_text()  # QA 79 #3: the name unlinked, no word
     monkeypatch.undo()
     result = run_batch(tmp_path / "in", out, options)
     assert result.counts["skipped"] == 1 and (study / "report.html").is_file() and "all studies of the batch" in (study / "report.html").read_text()
@@ -1470,6 +1477,7 @@ def test_an_upgrade_night_rewrites_old_pages_says_why_it_rescores_and_keeps_earl
     assert {k: r["status"] for k, r in rows.items()} == {"0new.mp4": "pending", "a.mp4": "pending", "b.mp4": "pending"}
     assert rows["a.mp4"]["frames"] == 64 and rows["a.mp4"]["error"] == EARLIER_RESULTS and rows["0new.mp4"]["frames"] is None
     assert rows["0new.mp4"]["error"] == NOT_REACHED  # QA 74 #4: an empty error cell
+    assert NOT_REACHED.startswith("not finished in this run (interrupted before or while")  # QA 79 #8: "not reached"
     index = (out / "index.html").read_text()
     assert f'href="{ids["a.mp4"]}/report.html"' in index and f'href="{ids["b.mp4"]}/report.html"' in index
     assert "made_otherwise" not in json.loads((out / "batch.json").read_text())  # rev38: none of them was scored again yet

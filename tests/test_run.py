@@ -40,7 +40,7 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(frames["score"].to_numpy(), probs[:, 1], atol=1e-6)
     meta = frames.schema.metadata
-    assert meta[b"schema_version"] == b"1" and meta[b"model"] == b"test-probe-lite0" and len(meta[b"input_sha256"]) == 64
+    assert meta[b"schema_version"] == b"2" and meta[b"model"] == b"test-probe-lite0" and len(meta[b"input_sha256"]) == 64
     run = json.loads((out / "run.json").read_text())  # QA 70 #1: the results version, thresholds and options' digest too
     rank = run["parameters"]["rank"]
     assert (meta[b"results_version"], meta[b"backend"], meta[b"enter_threshold"], meta[b"leave_threshold"]) == (
@@ -495,3 +495,29 @@ def test_a_complete_run_whose_reader_stopped_reading_exits_0(tmp_path, random_we
                                "--weights", str(random_weights), "--quiet"], stdout=closed, stderr=subprocess.PIPE, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (tmp_path / "o" / "run.json").is_file() and (tmp_path / "o" / "report.html").is_file()
+
+
+def test_readme_lists_every_column(tmp_path, random_weights):
+    """QA 80 #2: README named the columns of frames.parquet only, in prose, without types or when they are null; a reader
+    of studies.parquet met `flagged_percent` (0-100) beside run.json's `flagged_fraction` (0-1) unexplained."""
+    import re
+
+    import pyarrow as pa
+
+    from capsule_triage.batch.summary import SUMMARY_COLUMNS
+
+    listed: dict[str, list[tuple[str, str]]] = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"`\w+\.parquet`", cells[0]):
+            names, types = re.findall(r"`([^`]+)`", cells[1]), [t.strip() for t in cells[2].split(",")]
+            assert len(types) in (1, len(names)), line
+            listed.setdefault(cells[0].strip("`"), []).extend(zip(names, types * len(names) if len(types) == 1 else types))
+    folder = write_frame_folder(mixed_clip_frames()[:12], tmp_path / "frames")  # a folder's tables have every column
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "out", "--quiet")
+    assert done.returncode == 0, done.stderr
+    for name in ("frames.parquet", "events.parquet", "top_frames.parquet"):
+        written = [(re.sub(r"^prob_.+", "prob_<class>", field.name), str(field.type)) for field in pq.read_schema(tmp_path / "out" / name)]
+        assert listed.pop(name) == list(dict.fromkeys(written)), name
+    assert listed.pop("studies.parquet") == [(column, str(getattr(pa, typ)())) for column, typ in SUMMARY_COLUMNS.items()]
+    assert not listed

@@ -24,12 +24,12 @@ from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
 from ..weights import check_weights_file
-from .discovery import Study, exclude_patterns, excluded, find_studies
+from .discovery import Study, exclude_patterns, find_studies
 from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
-from .summary import (Progress, file_logger, orphan_folders, prune_failure_records, rate_warnings, stale_folders, summary_row,
-                      without_view_warning, write_index, write_summary)
+from .run_lines import run_lines
+from .summary import Progress, file_logger, orphan_folders, prune_failure_records, stale_folders, summary_row, write_index, write_summary
 from .records import made_otherwise, pipeline_fingerprint
 from .unreached import unreached_row
 from .worker import WorkerContext, WorkerSetupError
@@ -292,6 +292,10 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
         "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
+    warnings = list(dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line))  # each line once
+    said = run_lines(ctx.out_dir, rows, batch, ctx.run.folder_fps)  # the run's own lines, in batch.log too (QA 47)
+    failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: on the line a morning reader reads, too
+    batch |= {"failed": failed_ids, "warnings": [*warnings, *said]}  # QA 79 #11: a monitor read counts, not which or why
     if pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ()))):
         progress.log(f"removed {pruned} failure record{'s' if pruned != 1 else ''} of inputs no longer found")
     try:
@@ -305,37 +309,15 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     wanted = ctx.run.report or (ctx.out_dir / INDEX_FILE).is_file()
     index, warning = write_index(ctx.out_dir, progress.log, rows, batch) if wanted else (None, None)
     if index is None and warning:  # not rewritten: the earlier page kept if it lists the same results, else removed
-        said = settle_unwritten_index(ctx.out_dir, rows)
-        warning += said
-        if said:  # kept or removed, in batch.log too (rev73 #3: only a kept page was)
-            progress.log(said.removeprefix("; "))
-    rates = rate_warnings(ctx.out_dir, rows, ctx.run.folder_fps)
-    blank = without_view_warning(rows)
+        settled = settle_unwritten_index(ctx.out_dir, rows)
+        warning += settled
+        if settled:  # kept or removed, in batch.log too (rev73 #3: only a kept page was)
+            progress.log(settled.removeprefix("; "))
     failures = [r["error"] or f"{r['input_path']}: failed" for r in rows if r["status"] == "failed"]
-    orphans = batch["orphan_folders"]
-    warnings = list(dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line))  # each line once
     warnings += [warning] if warning else []
-    said = [*rates, *([blank] if blank else [])]  # the run's own lines, in batch.log too (QA 47: some reached stderr only)
-    if not studies:  # (QA 62 #4: this one reached stderr only)
-        said.insert(0, f"{info['input_dir']}: no studies found (video files, or folders directly holding frame images)")
-    if stale := batch["stale_folders"]:
-        said.append(f"{ctx.out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
-                    f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "
-                    "stale_folders names them; kept, not linked from index.html)")
-    for pattern in info.get("exclude", ()):  # a typo would leave a broken study failing every night
-        inside = lambda path: excluded(pattern, (path,)) and pattern != path  # noqa: E731 - a value within a folder left out
-        if not any(excluded(path, (pattern,)) or inside(path) for path in info["excluded"]):
-            said.append(f"--exclude {pattern!r}: nothing under {info['input_dir']} matches it")
-    if redone:
-        said.append(_made_otherwise_line(redone))
-    if orphans:
-        said.append(f"{ctx.out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
-                    f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
-                    "orphan_folders names them); delete them to free the space")
     for line in said:
         progress.log(f"warning {line}")
     warnings += said
-    failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: which ones, on the line a morning reader reads
     progress.log(f"{'interrupted' if interrupted else 'done'} " + " ".join(f"{k}={v}" for k, v in counts.items())
                  + f" frames={progress.frames} wall={wall:.1f}s"
                  + (f"; failed: {', '.join(failed_ids[:10])}{f' and {len(failed_ids) - 10} more' if len(failed_ids) > 10 else ''}"
@@ -362,12 +344,6 @@ def _study_folders(out_dir: Path) -> list[Path]:
         return [p for p in out_dir.iterdir() if not p.name.startswith(".") and (p / RUN_FILE).is_file()]
     except OSError:
         return []
-
-
-def _made_otherwise_line(study_ids: list[str]) -> str:
-    n = len(study_ids)
-    return (f"{n} stud{'ies' if n != 1 else 'y'} held results made by an earlier capsule_triage or with other settings (results "
-            f"version, weights, preset or options), e.g. {study_ids[0]}: scored again in this run (batch.json made_otherwise names them)")
 
 
 def _make_engine(options: BatchOptions):

@@ -16,8 +16,9 @@ from .records import completed_run, unchanged_input_sha
 from .summary import summary_row
 from .worker import WorkerContext
 
-NOT_REACHED = "not reached in this run (interrupted); it is triaged on the next run"  # QA 74 #4: an empty error cell
-EARLIER_RESULTS = ("not reached in this run (interrupted); these are the results of an earlier version or other settings, "
+# QA 74 #4: an empty error cell; QA 79 #8: the study in progress at a SIGTERM was said "not reached"
+NOT_REACHED = "not finished in this run (interrupted before or while it was triaged); it is triaged on the next run"
+EARLIER_RESULTS = ("not finished in this run (interrupted before or while it was triaged); these are the results of an earlier version or other settings, "
                    "of the same input: it is scored again on the next run")
 
 
