@@ -28,7 +28,7 @@ from capsule_triage.batch import LOCK_FILE, BatchOptions, StudyWorker, WorkerCon
 from capsule_triage.pipeline import RunOptions
 from capsule_triage.presets import load_pipeline
 from capsule_triage.errors import OutputError, TriageError
-from conftest import DEMO_CLIP, MIXED_CLIP, REPO, demo_clip_frames, encode_clip, triage, write_frame_folder
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, demo_clip_frames, encode_clip, settled, triage, write_frame_folder
 
 
 OK_STUDIES = {  # relative path -> frames
@@ -1034,6 +1034,12 @@ def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_
     row = next(r for r in pq.read_table(out / "studies.parquet").to_pylist() if r["input_path"] == "copying.mp4")
     assert row["status"] == "pending" and "still being written" in row["error"] and not any((out / ".failed").iterdir())
     monkeypatch.undo()
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")  # stalled a moment ago
+    assert result.exit_code == 0 and "2 studies: 0 ok, 1 skipped, 0 failed, 1 pending;" in result.stdout, result.stdout
+    (line,) = result.stderr.strip().splitlines()  # QA 79 #4: it failed the night, where a frame folder's copy waited
+    assert line.startswith(f"Warning: {copying}: written less than a minute before this run read it, and cannot be read yet (")
+    assert line.endswith("a copy still coming in? triaged on the next run") and not any((out / ".failed").iterdir())
+    settled(copying, hours=0.1)  # the copy stalled six minutes ago: not coming in any more
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")  # cut, and no longer changing
     assert result.exit_code == 1 and ", 1 failed;" in result.stdout and "pending" not in result.stdout, result.stdout
     copying.write_bytes(data)  # the copy finished
@@ -1197,6 +1203,7 @@ def test_a_failed_rerun_does_not_link_the_report_of_the_earlier_input(random_wei
     (sid,) = [r["study_id"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
     assert _index_links(out) == {f"{sid}/report.html"}
     clip.write_bytes(np.random.default_rng(1).bytes(50_000))  # the study changed, and the new bytes cannot be read
+    settled(clip)
     assert _batch(tmp_path / "in", out, random_weights).returncode == 1
     assert [r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()] == ["failed"]
     assert _index_links(out) == set()
@@ -1768,6 +1775,7 @@ def test_the_models_warnings_reach_the_batchs_console_and_log(random_weights, tm
     assert "training run that was stopped" in (tmp_path / "out" / "batch.log").read_text()
     (tmp_path / "bad").mkdir()  # review rev20: a worker whose studies all failed never passed them on
     (tmp_path / "bad" / "broken.mp4").write_bytes(b"not a video" * 100)
+    settled(tmp_path / "bad")
     result = run_batch(tmp_path / "bad", tmp_path / "out2", BatchOptions(weights=str(weights)))
     assert result.counts["failed"] == 1 and sum("training run that was stopped" in w for w in result.warnings) == 1, result.warnings
 
@@ -1803,6 +1811,7 @@ def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random
     (tmp_path / "in").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "evil\nok 2026-12-01T00:00:00+00:00 pid=1 done ok=9.mp4")
     (tmp_path / "in" / "bad\nname.mp4").write_bytes(b"not a video" * 100)
+    settled(tmp_path / "in")
     result = _batch(tmp_path / "in", tmp_path / "out", random_weights, "--no-report")
     assert result.returncode == 1, result.stderr
     lines = (tmp_path / "out" / "batch.log").read_text().splitlines()
@@ -1976,7 +1985,7 @@ def test_a_summary_that_cannot_be_written_leaves_the_last_pair_as_it_was(tmp_pat
 def test_a_reused_run_names_the_study_s_own_folder_and_files():
     """QA 36: a study reusing another folder's outputs kept that folder's CSV path and warnings (review: also a
     warning that names a file in the folder, and not a folder whose name merely starts the same)."""
-    from capsule_triage.batch.worker import _renamed
+    from capsule_triage.batch.reuse import _renamed
 
     run = {"warnings": ["/a/s1: frames read at 2 frames/s", "/a/s1/timestamps.csv: not used as the frames' times", "/a/s10: other",
                         "a backend note"],
@@ -2016,6 +2025,7 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "good.mp4")
     (tmp_path / "in" / "bad.mp4").write_text("not a video")
     (tmp_path / "in" / "keep" / "bad.mp4").write_text("not a video either")
+    settled(tmp_path / "in")
     out, options = tmp_path / "out", BatchOptions(weights=str(random_weights))
     first = run_batch(tmp_path / "in", out, options)
     failed = sorted(r["study_id"] for r in first.rows if r["status"] == "failed")
@@ -2031,6 +2041,7 @@ def test_a_night_names_its_failures_in_the_log_and_forgets_those_of_deleted_inpu
     # rev41: an input out of reach (a share offline behind a symlink) or a night that finds no studies prunes nothing
     (tmp_path / "share").mkdir()
     (tmp_path / "share" / "bad.mp4").write_text("still not a video")
+    settled(tmp_path / "share")
     (tmp_path / "in" / "nas").symlink_to(tmp_path / "share")
     third = run_batch(tmp_path / "in", out, options)
     (nas,) = [r["study_id"] for r in third.rows if r["input_path"] == "nas/bad.mp4"]
@@ -2150,6 +2161,7 @@ def test_links_in_out_dir_are_not_written_through(tmp_path, random_weights):
     (tmp_path / "in").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "a;touch PWNED;#.mp4")
     (tmp_path / "in" / "bad.mp4").write_bytes(b"not a video" * 100)
+    settled(tmp_path / "in")
     out, victim = tmp_path / "out", tmp_path / "victim"
     out.mkdir()
     victim.mkdir()
@@ -2186,6 +2198,7 @@ def test_a_deeply_nested_json_file_in_out_dir_does_not_stop_the_night(tmp_path, 
     (tmp_path / "in").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "a.mp4")
     (tmp_path / "in" / "bad.mp4").write_bytes(b"not a video" * 100)
+    settled(tmp_path / "in")
     out = tmp_path / "out"
     assert _batch(tmp_path / "in", out, random_weights, "--no-report").returncode == 1
     deep = "[" * 100_000 + "]" * 100_000

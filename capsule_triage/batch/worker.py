@@ -1,4 +1,5 @@
-"""The per-study function: :class:`StudyWorker` (the fingerprint and completion records: :mod:`.records`).
+"""The per-study function: :class:`StudyWorker` (the fingerprint and completion records: :mod:`.records`; outputs of
+the same bytes reused: :mod:`.reuse`).
 
 The same worker runs in-process, in each ``--workers`` process and as a Ray actor. A study is
 complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
@@ -15,8 +16,6 @@ complete study without report.html, when reports are wanted, gets one written fr
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
-from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
+from ..outputs import RUN_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, settled_state_digest, source_state,
                             state_digest)
@@ -33,9 +32,10 @@ from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
 from ..run_notes import warning_lines
 from .discovery import Study, input_sha256
-from .install import check_replaceable, install, link_or_copy, ignore_foreign_at
+from .install import check_replaceable, install, link_or_copy
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
+from .reuse import reuse_outputs
 
 def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict, state: tuple, *, hashed_under_state: bool) -> None:
     """Record the input's file state with a complete study found by its hash (same bytes, new state:
@@ -180,6 +180,7 @@ class StudyWorker:
         ctx = self.ctx
         final = ctx.out_dir / study.study_id
         first_state = input_state  # the earliest look at the input: changed by the time it fails = still being written
+        just_written = False
         if gone(study.path):  # QA 62 #7: moved or deleted after the batch listed it: a failure, exit 1
             note = f"{study.path}: no longer found (moved or deleted after the batch listed it); not triaged in this run"
             return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
@@ -216,7 +217,7 @@ class StudyWorker:
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             check_replaceable(final)  # before the scoring: the study waits for its folder to be cleared, its results kept
             earlier = None if ctx.force else self._earlier_output(sha, final)
-            if earlier is not None and _reuse(ctx, study, sha, earlier, final):
+            if earlier is not None and reuse_outputs(ctx, study, sha, earlier, final):
                 return StudyOutcome(study, "reused", note=f"outputs of {earlier.name} reused (same input bytes)",
                                     wall_seconds=time.perf_counter() - started)
             classifier = self.classifier
@@ -257,9 +258,13 @@ class StudyWorker:
             if isinstance(exc, InputError) and being_written(study.path, first_state):  # an export still being copied in
                 note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
+            input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
+            if input_fault and just_written:  # QA 79 #4: a copy stalled before an MP4's index failed the night (exit 1)
+                note = (f"{study.path}: written less than a minute before this run read it, and cannot be read yet ({exc.message}): "
+                        "a copy still coming in? triaged on the next run")  # where a frame folder's was pending (QA 72 #1)
+                return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             error = describe_error(study.path, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
-            input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
             return record_failure(ctx, study, error, started=started, input_fault=input_fault)
 
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
@@ -285,45 +290,6 @@ class StudyWorker:
         return folder
 
 
-def _reuse(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Path) -> bool:
-    """Install a hard-linked copy of ``earlier`` as this study's output (reorganising an archive into
-    other folders rescored every study), with run.json naming this study and its review pages
-    rewritten for its path; ``earlier`` itself is not modified. False (nothing installed: score it)
-    when the input is not the bytes ``sha`` says (it may have been hashed a while ago) or the copy is
-    not a complete output of ``sha`` (another worker may be replacing ``earlier`` meanwhile)."""
-    hashed = hashed_state(study.path)
-    if hashed is None or hashed[0] != sha:
-        return False
-    before = hashed[1]
-    work = ctx.out_dir / WORK_DIR / study.study_id
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        shutil.copytree(earlier, work, symlinks=True, copy_function=link_or_copy, ignore=ignore_foreign_at(earlier))
-    except shutil.Error as exc:  # the errors of each file, in one exception without an errno
-        shutil.rmtree(work, ignore_errors=True)
-        full = "[Errno 28]" in str(exc) or "[Errno 122]" in str(exc)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else OSError(errno.EIO, f"cannot copy {earlier}") from None
-    run = completed_run(work, sha, ctx.fingerprint)
-    if run is None or any(_table_input_sha(work / name) != sha for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
-        shutil.rmtree(work, ignore_errors=True)
-        return False
-    earlier_path, path = run["input"]["path"], str(Path(study.path).absolute())
-    run["input"] = {**run["input"], "path": path, "state_sha256": settled_state_digest(before)}
-    run["source"] = {**run.get("source", {}), "path": path}
-    _renamed(run, earlier_path, path)
-    run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path, "reused_from": earlier.name,
-                    "run_id": ctx.run_id}
-    write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
-    if ctx.run.report:
-        write_report(work, batch_index=True)  # replaces the linked pages by rename; index.html follows this run
-    else:  # no pages naming the earlier path
-        (work / REPORT_FILE).unlink(missing_ok=True)
-        shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
-    install(work, final)
-    (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-    return True
-
-
 def _write_pages(work: Path, final: Path) -> str | None:
     """The review pages of a study scored in this run; a failure leaves its complete results to be installed without
     pages (a later run adds them) and is said in a warning (review rev32: it failed the study, and an InputError from
@@ -336,27 +302,6 @@ def _write_pages(work: Path, final: Path) -> str | None:
         shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
         reason = str(exc).replace(str(work), str(final)) if isinstance(exc, TriageError) else exc.strerror or str(exc)
         return f"{final / REPORT_FILE}: not written ({reason}); the results are complete, a later run adds the pages"
-
-
-def _renamed(run: dict, earlier_path: str, path: str) -> None:
-    """The rest of a reused run.json that names the study's folder (QA 36: its warnings and the folder's own
-    timestamps.csv named the study the outputs were made for)."""
-    named = lambda text: text.startswith(earlier_path) and text[len(earlier_path):][:1] in (":", os.sep)  # the folder or a file in it
-    run["warnings"] = [path + w[len(earlier_path):] if named(w) else w for w in run.get("warnings", [])]
-    read = run.get("parameters", {}).get("read", {})
-    if read.get("timestamps_from") == "folder" and named(str(read.get("timestamps_csv", ""))):
-        read["timestamps_csv"] = path + read["timestamps_csv"][len(earlier_path):]
-
-
-def _table_input_sha(path: Path) -> str | None:
-    """The input SHA-256 a table's metadata records (written with it by ``triage_study``)."""
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") as fh:  # a Python file: pyarrow's own path handling rejects non-UTF-8 names
-            return (pq.read_schema(fh).metadata or {}).get(b"input_sha256", b"").decode() or None
-    except (OSError, ValueError):
-        return None
 
 
 def _forget_failure(ctx: WorkerContext, study: Study) -> None:
