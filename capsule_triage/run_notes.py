@@ -30,16 +30,23 @@ def rate_assumed(read_record: dict) -> bool:
 SLOWEST_STEP = 10.0  # s between frames: slower than any capsule (0.5-6 frames/s) or endoscope records (a subset export, or ms?)
 
 
-def sparse_times_note(read_record: dict, pts: np.ndarray) -> str | None:
-    """A Warning: line when a timestamp CSV puts a frame folder's frames a median of over :data:`SLOWEST_STEP` apart (QA 77
-    #2: a CSV in milliseconds read as seconds made a 20-frame study 10,000 s long and a lone frame a 500 s event)."""
-    if "timestamps_from" not in read_record or len(pts) < 3:
+def frame_times_note(path: str | Path, read_record: dict, pts: np.ndarray) -> str | None:
+    """A Warning: line when the frames' times cannot be what they say: a timestamp CSV that puts a frame folder's frames a
+    median of over :data:`SLOWEST_STEP` apart (QA 77 #2: a CSV in milliseconds read as seconds made a 20-frame study 10,000 s
+    long and a lone frame a 500 s event), or a video whose frames mostly repeat a time (QA 81 #3: a muxer that wrote
+    every frame at 0: 'Duration 0.0 s', every frame smoothed with every other, and no word)."""
+    if len(pts) < 3:
         return None
-    step = float(np.median(np.diff(np.sort(pts))))
-    if step <= SLOWEST_STEP:
+    steps = np.diff(np.sort(pts))
+    if "timestamps_from" in read_record and (step := float(np.median(steps))) > SLOWEST_STEP:
+        return (f"{read_record['timestamps_csv']}: its frames are a median {step:g} s apart: if its pts_seconds are milliseconds "
+                "(a capsule records 0.5-6 frames a second), divide them by 1000; events and durations follow these times")
+    if 2 * (repeated := int(np.count_nonzero(steps == 0))) <= len(steps):
         return None
-    return (f"{read_record['timestamps_csv']}: its frames are a median {step:g} s apart: if its pts_seconds are milliseconds (a "
-            "capsule records 0.5-6 frames a second), divide them by 1000; events and durations follow these times")
+    every = (f"all {len(pts)} frames carry one time ({pts[0]:g} s)" if repeated == len(steps) else
+             f"{repeated} of its {len(steps)} frame steps repeat a time")
+    return (f"{path}: {every}: the file stores no usable frame times, so its duration, events and smoothing (over seconds) "
+            "are not the recording's; export it again, or triage its frames as a folder with --fps F")
 
 
 def name_twins_note(info: SourceInfo) -> str | None:

@@ -521,3 +521,30 @@ def test_readme_lists_every_column(tmp_path, random_weights):
         assert listed.pop(name) == list(dict.fromkeys(written)), name
     assert listed.pop("studies.parquet") == [(column, str(getattr(pa, typ)())) for column, typ in SUMMARY_COLUMNS.items()]
     assert not listed
+
+
+def test_a_video_whose_frames_repeat_one_time_is_said(tmp_path, random_weights):
+    """QA 81 #3: a file whose muxer wrote every frame at 0 ran as 'Duration 0.0 s' at 599 frames/s, every frame smoothed
+    with every other, with no word."""
+    import av
+
+    from capsule_triage.run_notes import frame_times_note
+
+    with av.open(str(tmp_path / "one_time.mkv"), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 96, 96, "yuv420p"
+        for i, rgb in enumerate(mixed_clip_frames()[:12]):
+            frame = av.VideoFrame.from_ndarray(cv2.resize(rgb, (96, 96)), format="rgb24")
+            frame.pts = i
+            for packet in [*stream.encode(frame), *(stream.encode() if i == 11 else [])]:
+                packet.pts = packet.dts = 0  # what the muxer was given
+                out.mux(packet)
+    done = triage("run", tmp_path / "one_time.mkv", "--weights", random_weights, "--out", tmp_path / "out", "--quiet")
+    said = (f"Warning: {tmp_path / 'one_time.mkv'}: all 12 frames carry one time (0 s): the file stores no usable frame times, "
+            "so its duration, events and smoothing (over seconds) are not the recording's; export it again, or triage its "
+            "frames as a folder with --fps F")
+    assert done.returncode == 0 and said in done.stderr.splitlines(), done.stderr
+    assert said.removeprefix("Warning: ") in json.loads((tmp_path / "out" / "run.json").read_text())["warnings"]
+    steps = np.arange(10) / 30
+    assert frame_times_note("v.mp4", {}, np.repeat(steps, 3)).startswith("v.mp4: 20 of its 29 frame steps repeat a time: ")
+    assert frame_times_note("v.mp4", {}, np.concatenate([steps, steps[:4]])) is None  # a few repeated: periods.py's business
