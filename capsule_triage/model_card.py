@@ -90,7 +90,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              + _computed_on(result) + ".", "",
              *_warning_lines(result),
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
-             "| " + " | ".join(_pct(numbers[k]) if k != "auc" else score_text(numbers[k], 4) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
+             "| " + " | ".join(percent_text(numbers[k]) if k != "auc" else score_text(numbers[k], 4) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
              "", f"ROC AUC, sensitivity, specificity, precision and F1 are those of triage: a frame is abnormal when its suspicion score "
              f"(the summed probability of {', '.join(numbers.get('abnormal_classes', []))}) reaches the threshold. Accuracy and the "
              + ("confusion matrix are those of the class with the highest probability." if len(numbers["class_names"]) > 2 else
@@ -132,17 +132,17 @@ def _per_class_rows(result: dict) -> list[str]:
             "| class | frames | precision | sensitivity | specificity | F1 |", "|---|---|---|---|---|---|"]
     for name in result["class_names"]:
         c = result["per_class"][name]
-        rows.append(f"| {name} | {c['support']} | " + " | ".join(_pct(c[k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
+        rows.append(f"| {name} | {c['support']} | " + " | ".join(percent_text(c[k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
     if isinstance(result.get("macro"), dict):  # rev24: seed A reports the averages too (metrics.json had them, the card not)
         counted = result.get("macro_classes") or result["class_names"]
         rows.append(f"| macro average ({len(counted)} classes) | {sum(result['per_class'][n]['support'] for n in counted)} | "
-                    + " | ".join(_pct(result["macro"][k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
-        undefined = [f"{n} ({k})" for n in counted for k in ("precision", "sensitivity") if _pct(result["per_class"][n][k]) == "n/a"]
+                    + " | ".join(percent_text(result["macro"][k]) for k in ("precision", "sensitivity", "specificity", "f1")) + " |")
+        undefined = [f"{n} ({k})" for n in counted for k in ("precision", "sensitivity") if percent_text(result["per_class"][n][k]) == "n/a"]
         if undefined:  # QA 65 #11: an n/a precision counted 0 in the macro average, unsaid (metrics.per_class_report)
             rows += ["", f"n/a counts as 0 in the macro average (as scikit-learn's zero_division): {', '.join(undefined)}."]
     if isinstance(result.get("triage_by_class"), dict):  # the triage sensitivity of each abnormal class
         rows += ["", "Flagged at the operating threshold, by abnormal class: " + ", ".join(
-            f"{name} {c['flagged']} of {c['n']} ({_pct(c['sensitivity'])})" for name, c in result["triage_by_class"].items()) + "."]
+            f"{name} {c['flagged']} of {c['n']} ({percent_text(c['sensitivity'])})" for name, c in result["triage_by_class"].items()) + "."]
     return rows
 
 
@@ -274,19 +274,19 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
     if isinstance(noted := training.get("data_warnings"), list) and noted:  # QA 56 #6: said on the console only before
         lines += ["", "Warnings about the training data (as training printed them):", *(f"- {note}" for note in map(str, noted))]
     if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)
-        lines += ["", f"Validation accuracy per epoch: best {_pct(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
+        lines += ["", f"Validation accuracy per epoch: best {percent_text(curve['best_accuracy'])} (epoch {curve['best_epoch']} of {curve['epochs']}); "
                   f"after convergence (epochs {curve['converged_from_epoch']}-{curve['epochs']}, the last third) mean "
-                  f"{_pct(curve['mean_after_convergence'])}, variance {curve['variance_after_convergence']:.6f}; first reached at epoch "
+                  f"{percent_text(curve['mean_after_convergence'])}, variance {curve['variance_after_convergence']:.6f}; first reached at epoch "
                   f"{curve['first_epoch_at_mean']}."
                   + (f" The saved weights are epoch {curve['saved_epoch']}'s (the best {curve['saved_by']}): validation accuracy "
-                     f"{_pct(curve['saved_accuracy'])}." if curve.get("saved_epoch") else "")]
+                     f"{percent_text(curve['saved_accuracy'])}." if curve.get("saved_epoch") else "")]
     if chosen:
         lines += ["", f"Operating threshold {chosen['threshold']}: {chosen['method']}"
                   + (f", frames after a `{chosen['codec']}` round trip" if chosen.get("codec") else "") + f" (target {chosen['target_sensitivity']}; "
                   f"validation: {chosen['n_val']} frames, {chosen['n_val_abnormal']} abnormal"
                   + (f", {chosen['n_val_without_view']} without a field of view (never flagged)" if chosen.get("n_val_without_view") else "")
-                  + f", sensitivity {_pct(chosen['val_sensitivity'])}, "
-                  f"specificity {_pct(chosen['val_specificity'])})."]
+                  + f", sensitivity {percent_text(chosen['val_sensitivity'])}, "
+                  f"specificity {percent_text(chosen['val_specificity'])})."]
     if other := _at_other_thresholds(folder / CARD_NAME, config.threshold):
         lines += ["", "Sections measured at another threshold than this one (before it was chosen; `triage eval --model-card NAME` "
                   "measures one again): " + ", ".join(f"{name} ({threshold:g})" for name, threshold in other) + "."]
@@ -334,7 +334,7 @@ def read_card_section(folder: Path, section: str) -> dict:
                                    f"({'nested too deeply' if isinstance(exc, RecursionError) else exc})") from None
 
 
-def _pct(value: float | None) -> str:
+def percent_text(value: float | None) -> str:
     """A ratio as a percentage to 2 places, never rounded onto 0 or 100 % it does not reach (as :func:`score_text`)."""
     if value is None or value != value:
         return "n/a"
@@ -387,15 +387,3 @@ def _plain(markdown: str) -> str:
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", markdown.replace("`", ""))
     text = re.sub(r"(\*\*|__)(.+?)\1", r"\2", text)
     return re.sub(r"(?<![\w*])[*_](?=\S)(.+?)(?<=\S)[*_](?![\w*])", r"\1", text).strip()
-
-
-def operating_note(rank: dict, config: dict) -> str:
-    """Said beside the thresholds when the run's enter threshold is not the model's operating one (QA 34: a run at
-    --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), else ""."""
-    enter, operating = rank.get("enter_threshold"), config.get("threshold")
-    if not isinstance(enter, (int, float)) or not isinstance(operating, (int, float)) or math.isclose(enter, operating, abs_tol=1e-9):
-        return ""
-    chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
-    sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
-    validated = f", chosen for sensitivity {_pct(sensitivity)} on validation" if isinstance(sensitivity, (int, float)) else ""
-    return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from .completeness import measured_rate, time_gaps
-from .model_card import operating_note
+from .model_card import percent_text
 from .periods import timeline_seconds
 from .report_svg import facts, fmt_clock, fmt_duration, score_text
 from .study_folder import Study
@@ -166,3 +166,19 @@ def _backend(model: dict) -> str | None:
     backend = model.get("backend")
     reason = (model.get("backend_selection") or {}).get("reason")
     return f"{backend} \u2014 {reason}" if backend and reason else backend
+
+
+def operating_note(rank: dict, config: dict) -> str:
+    """Said beside the thresholds: whether the run's enter threshold is the model's operating one (QA 34: a run at
+    --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), and whether that
+    one was chosen on data (QA 81 #1); "" when either is not known."""
+    enter, operating = rank.get("enter_threshold"), config.get("threshold")
+    if not isinstance(enter, (int, float)) or not isinstance(operating, (int, float)):
+        return ""
+    chosen = (config.get("provenance") or {}).get("operating_threshold") or {}
+    sensitivity = chosen.get("val_sensitivity") if chosen.get("threshold") == operating else None
+    validated = f", chosen for sensitivity {percent_text(sensitivity)} on validation" if isinstance(sensitivity, (int, float)) else ""
+    if math.isclose(enter, operating, abs_tol=1e-9):  # QA 81 #1: an untuned 0.5 (every frame of a 3-class model) read as chosen
+        return (f" (the model's operating threshold{validated})" if validated else
+                " (the weights' default, not chosen on data: `triage eval --target-sensitivity S` chooses one)")
+    return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"

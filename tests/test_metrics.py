@@ -144,11 +144,11 @@ def test_group_aggregation():
 
 def test_ratios_near_the_ends_are_not_printed_onto_them():
     """QA 63 #4: triage eval printed an AUC of 0.9999714 as "AUC 1.0000"; the model card's percentages could read 100.00%."""
-    from capsule_triage.model_card import _pct, card_numbers
+    from capsule_triage.model_card import card_numbers, percent_text
     from capsule_triage.report_svg import score_text
 
     assert [score_text(v, 4) for v in (0.9999714, 0.99994, 1.0, 0.00003, 0.5)] == [">0.9999", "0.9999", "1.0000", "<0.0001", "0.5000"]
-    assert [_pct(v) for v in (0.99997, 0.9999, 1.0, 0.00003, 0.0, None)] == [">99.99%", "99.99%", "100.00%", "<0.01%", "0.00%", "n/a"]
+    assert [percent_text(v) for v in (0.99997, 0.9999, 1.0, 0.00003, 0.0, None)] == [">99.99%", "99.99%", "100.00%", "<0.01%", "0.00%", "n/a"]
     numbers = card_numbers({"auc": 0.9999714, "accuracy": 0.98663, "sensitivity": 1.0, "specificity": 0.000012, "f1": 0.0})
     assert numbers == {"auc": 0.99997, "accuracy": 0.9866, "sensitivity": 1.0, "specificity": 0.00001, "f1": 0.0}  # the card's JSON said 1.0
 

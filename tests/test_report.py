@@ -1482,7 +1482,12 @@ def test_a_threshold_other_than_the_models_is_said_beside_it():
     assert ("enter 0.990, leave 0.743 (this run&#x27;s; the model&#x27;s operating threshold is 0.188, chosen for sensitivity "
             "98.66% on validation)") in model_facts(run, None)
     run["parameters"]["rank"]["enter_threshold"] = 0.18828
-    assert "operating threshold" not in model_facts(run, None)
+    assert ("enter 0.188, leave 0.743 (the model&#x27;s operating threshold, chosen for sensitivity 98.66% on validation)"
+            in model_facts(run, None))
+    # QA 81 #1: a 3-class model's untuned 0.5 flagged every frame, shown just as a threshold chosen on data
+    del config["provenance"]
+    assert ("enter 0.188, leave 0.743 (the weights&#x27; default, not chosen on data: `triage eval --target-sensitivity S` "
+            "chooses one)") in model_facts(run, None)
 
 
 @needs_shared
