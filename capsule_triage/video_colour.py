@@ -104,6 +104,18 @@ def conversion_note(frame: av.VideoFrame) -> str:
             "highlights above it clipped; the models learned SDR recordings, so check its events against the source")
 
 
+INTERLACED_NOTE = ("interlaced video (two fields in each frame): scored as stored, not deinterlaced; where there is motion "
+                   "its thumbnails show combing")
+
+
+def frame_note(frame: av.VideoFrame) -> str | None:
+    """What a run says once of a kind of frame: colours converted (:func:`conversion_note`), or fields interlaced (QA 81
+    #4: a 1080i capture's combed thumbnails, not a word in run.json)."""
+    if needs_conversion(frame):
+        return conversion_note(frame)
+    return INTERLACED_NOTE if frame.interlaced_frame else None
+
+
 def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     """``frame`` as uint8 RGB [height, width, 3] (see the module's docstring); an alpha channel laid on black.
 

@@ -548,3 +548,18 @@ def test_a_video_whose_frames_repeat_one_time_is_said(tmp_path, random_weights):
     steps = np.arange(10) / 30
     assert frame_times_note("v.mp4", {}, np.repeat(steps, 3)).startswith("v.mp4: 20 of its 29 frame steps repeat a time: ")
     assert frame_times_note("v.mp4", {}, np.concatenate([steps, steps[:4]])) is None  # a few repeated: periods.py's business
+
+
+def test_an_interlaced_video_is_said(tmp_path, random_weights):
+    """QA 81 #4: a 1080i capture (interlaced_frame set on every frame) was read as progressive: its thumbnails combed
+    wherever there was motion, and neither run.json nor a Warning: line said it."""
+    frames = [cv2.resize(rgb, (96, 96)) for rgb in mixed_clip_frames()[:8]]
+    encode_clip(frames, tmp_path / "interlaced.mp4", options={"flags": "+ildct+ilme"})
+    encode_clip(frames, tmp_path / "progressive.mp4")
+    said = (f"Warning: {tmp_path / 'interlaced.mp4'}: interlaced video (two fields in each frame): scored as stored, not "
+            "deinterlaced; where there is motion its thumbnails show combing")
+    for name, warned in (("interlaced.mp4", True), ("progressive.mp4", False)):
+        done = triage("run", tmp_path / name, "--weights", random_weights, "--out", tmp_path / name.replace(".", "_"), "--quiet")
+        assert done.returncode == 0 and (said in done.stderr.splitlines()) == warned, done.stderr
+        run = json.loads((tmp_path / name.replace(".", "_") / "run.json").read_text())
+        assert (said.removeprefix("Warning: ") in run["warnings"]) == warned
