@@ -247,7 +247,9 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
                                           "weights from the hub; offline: `--init FILE`, a .safetensors, .pth or BiT .npz checkpoint)")
     shape = (f" --classes {shlex.quote(','.join(model.class_names))} --abnormal {shlex.quote(','.join(model.abnormal_classes))} "
              f"--input-size {model.input_size}"
-             f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else ""))
+             f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else "")
+             # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights)
+             + (" --augment rotate-zoom --class-weighting none" if arch == "resnet50" else ""))
     command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
     what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
             f"pipeline '{pipeline.name}' names no weights ([model] weights)")

@@ -636,8 +636,9 @@ def test_config_json_values_of_the_wrong_type_are_named(tmp_path, random_weights
 def test_the_hint_for_preset_weights_not_installed_is_a_command_that_runs(tmp_path):
     result = triage("run", DEMO_CLIP, "--pipeline", "gastric-3class-resnet50", "--out", tmp_path / "o")
     assert result.returncode == 2
-    assert ("`triage train DATA --arch resnet50 --classes GC,GU,CG --abnormal GC,GU --input-size 224 --border fov --border-radius 1 -o "
-            in result.stderr and "--init hub:resnet50`" in result.stderr)  # QA 16: the preset's classes in order, its border
+    assert ("`triage train DATA --arch resnet50 --classes GC,GU,CG --abnormal GC,GU --input-size 224 --border fov --border-radius 1 "
+            "--augment rotate-zoom --class-weighting none -o " in result.stderr and "--init hub:resnet50`" in result.stderr)
+    # QA 16: the preset's classes in order, its border; QA 81 #6: seed A's augmentation and unweighted classes
     assert "--out" not in result.stderr
 
 
