@@ -284,7 +284,8 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("End", f"{fmt_clock(e.get('end_seconds'))} ({study.frame(e.get('end_frame'))})"),
         ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
         ("Peak", f"{score_text(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
-        ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")), ("Class", e.get("dominant_class"))])
+        ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")),
+        ("Abnormal class", e.get("dominant_class"))])  # QA 81 #5: a bare "GC" read as the verdict where CG was likelier
     t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
     first, last = time_range(study)

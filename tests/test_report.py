@@ -555,6 +555,7 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     assert page.index('<main id="main">') < page.index('id="shortcuts"') < page.index("</main>")
     last = (study / "report" / "event-0003.html").read_text()
     assert "<span>next event \u2192</span>" in last  # no next: not a link
+    assert re.search(r"<dt>Abnormal class</dt><dd>[^<]+</dd>", page)  # QA 81 #5: "Class", read as the frames' verdict
 
 
 def test_the_timeline_never_draws_a_score_across_a_gap_and_draws_a_single_frame():
