@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from .outputs import RESULTS_VERSION, json_default
 from .ranking import Event, Ranking
+from .versions import version_line
 
 SCHEMA_VERSION = "2"  # the tables' columns: 2 = top_frames.parquet has dominant_class (2026-12-05; QA 80 #3)
 
@@ -26,7 +27,8 @@ def table_provenance(model: str, weights_sha256: str, input_sha256: str, paramet
     and input, the results version, the backend that scored, the event thresholds and a digest of run.json's ``parameters``
     (QA 70 #1: two runs of one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same
     everything; review rev65: another --backend too)."""
-    return {"model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
+    return {"capsule_triage": version_line(),  # QA 80 #3: which code wrote a table taken out of its folder
+            "model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
             "backend": backend,
             "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
             "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),

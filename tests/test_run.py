@@ -505,6 +505,7 @@ def test_readme_lists_every_column(tmp_path, random_weights):
     import pyarrow as pa
 
     from capsule_triage.batch.summary import SUMMARY_COLUMNS
+    from capsule_triage.versions import version_line
 
     listed: dict[str, list[tuple[str, str]]] = {}
     for line in (REPO / "README.md").read_text().splitlines():
@@ -519,6 +520,7 @@ def test_readme_lists_every_column(tmp_path, random_weights):
     for name in ("frames.parquet", "events.parquet", "top_frames.parquet"):
         written = [(re.sub(r"^prob_.+", "prob_<class>", field.name), str(field.type)) for field in pq.read_schema(tmp_path / "out" / name)]
         assert listed.pop(name) == list(dict.fromkeys(written)), name
+        assert pq.read_schema(tmp_path / "out" / name).metadata[b"capsule_triage"] == version_line().encode()  # QA 80 #3
     assert listed.pop("studies.parquet") == [(column, str(getattr(pa, typ)())) for column, typ in SUMMARY_COLUMNS.items()]
     assert not listed
 
