@@ -124,7 +124,7 @@ class DecodeStats:
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
         colour_notes: Warning: lines on colours: what a frame folder's read guessed (a 16-bit depth, a colour profile not
             used: :meth:`~capsule_triage.frame_folder.FolderColours.notes`), or how a video's frames were converted (HDR,
-            BT.2020 primaries), or that they are interlaced (:func:`~capsule_triage.video_colour.frame_note`), each once.
+            BT.2020 primaries), or that they are interlaced (:func:`~capsule_triage.video_colour.frame_notes`), each once.
         sample_bits: the depth a frame folder's 16-bit images were read at, at the end (0: none), for re-reads.
         colour_profiles: the colour profiles a frame folder's images were converted to sRGB from ("ProPhoto RGB (from
             frame0.png)").

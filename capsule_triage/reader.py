@@ -28,7 +28,7 @@ from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
 from .read_options import ReadOptions, checked_options, timed
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
-from .video_colour import UnconvertibleColours, frame_note, frame_rgb, stream_colours
+from .video_colour import UnconvertibleColours, frame_notes, frame_rgb, stream_colours
 
 # OpenCV's decoders print a line per damaged image; the reader reports those frames itself (skipped, counted, named
 # in run.json): the lines would only break the one `Error:` line of a bad input (400 damaged PNGs printed 428 lines).
@@ -336,8 +336,8 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                 try:
                     w, h = _fit(square_pixel_width(stream, frame.width), frame.height, options.short_side)
                     rgb = frame_rgb(reformatter, frame, w, h)
-                    if (note := frame_note(frame)) and note not in stats.colour_notes:
-                        stats.colour_notes.append(note)  # each kind once: a stream may change (SDR, then HDR)
+                    if notes := [note for note in frame_notes(frame) if note not in stats.colour_notes]:
+                        stats.colour_notes += notes  # each kind once: a stream may change (SDR, then HDR)
                 except UnconvertibleColours as exc:
                     raise InputError(path, f"frame {index}: {exc}") from None
                 except (av.FFmpegError, ValueError) as exc:

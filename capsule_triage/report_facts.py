@@ -180,5 +180,5 @@ def operating_note(rank: dict, config: dict) -> str:
     validated = f", chosen for sensitivity {percent_text(sensitivity)} on validation" if isinstance(sensitivity, (int, float)) else ""
     if math.isclose(enter, operating, abs_tol=1e-9):  # QA 81 #1: an untuned 0.5 (every frame of a 3-class model) read as chosen
         return (f" (the model's operating threshold{validated})" if validated else
-                " (the weights' default, not chosen on data: `triage eval --target-sensitivity S` chooses one)")
+                " (the weights' default, not recorded as chosen on data: `triage eval --target-sensitivity S` chooses one)")
     return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"

@@ -108,12 +108,11 @@ INTERLACED_NOTE = ("interlaced video (two fields in each frame): scored as store
                    "its thumbnails show combing")
 
 
-def frame_note(frame: av.VideoFrame) -> str | None:
-    """What a run says once of a kind of frame: colours converted (:func:`conversion_note`), or fields interlaced (QA 81
-    #4: a 1080i capture's combed thumbnails, not a word in run.json)."""
-    if needs_conversion(frame):
-        return conversion_note(frame)
-    return INTERLACED_NOTE if frame.interlaced_frame else None
+def frame_notes(frame: av.VideoFrame) -> tuple[str, ...]:
+    """What a run says once of a kind of frame: colours converted (:func:`conversion_note`), fields interlaced (QA 81
+    #4: a 1080i capture's combed thumbnails, not a word in run.json), or both (rev78 #5: 1080i HLG)."""
+    converted = (conversion_note(frame),) if needs_conversion(frame) else ()
+    return (*converted, INTERLACED_NOTE) if frame.interlaced_frame else converted
 
 
 def frame_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, width: int, height: int) -> np.ndarray:

@@ -465,6 +465,7 @@ def test_sigkill_part_way_then_resume_equals_uninterrupted_run(local_run, tree, 
                      r"\(killed, or the machine restarted\?\); its lock was recovered, and what it left undone is triaged now$",
                      result.stderr, re.M)  # QA 79 #2: said in batch.log only
     assert said and said[1].startswith("20"), result.stderr
+    assert said[0].removeprefix("Warning: ") in json.loads((out / "batch.json").read_text())["warnings"]  # rev78 #1
     rows = {r["study_id"]: r["status"] for r in pq.read_table(out / "studies.parquet").to_pylist()}
     assert all(rows[p.name] == "skipped" for p in done), rows  # each study done before the kill is kept as it is
     # The rest are scored now, or skipped when an identical copy (the tree has one) was done before the kill
@@ -908,7 +909,7 @@ def test_a_page_that_cannot_be_written_leaves_the_results_installed(random_weigh
     assert result.warnings == [f"{study / 'report.html'}: not written ({study / 'thumbs'}: unreadable); the results are complete, "
                                "a later run adds the pages"], result.warnings
     assert ("no report.html: the run was told --no-report, or the page could not be written (batch.log says why); `triage "
-            "report` or the next run adds it") in (out / "index.html").read_text()  # QA 79 #3: the name unlinked, no word
+            "report OUT_DIR`, or a night without --no-report, adds it") in (out / "index.html").read_text()  # QA 79 #3: no word
     monkeypatch.undo()
     result = run_batch(tmp_path / "in", out, options)
     assert result.counts["skipped"] == 1 and (study / "report.html").is_file() and "all studies of the batch" in (study / "report.html").read_text()
@@ -1273,7 +1274,7 @@ def test_a_full_disk_is_reported_study_by_study_not_a_crash(local_run, tree, ran
 def test_a_lock_with_no_record_says_so_and_a_report_holding_it_is_named(tmp_path):
     """QA 79 #10: a lock with no record yet read 'another batch run (pid ?)' for 30 s, and one with a record of no pid was
     refused for good; a batch refused while `triage report` rewrote the pages called it a batch run."""
-    from capsule_triage.batch.lock import lock_for_pages
+    from capsule_triage.batch.lock import lock_for_pages, release_lock
 
     lock = tmp_path / LOCK_FILE
     for garbled in ("", '{"pid": "x", "host": "h"}', '{"pid": 12}'):
@@ -1292,6 +1293,47 @@ def test_a_lock_with_no_record_says_so_and_a_report_holding_it_is_named(tmp_path
             acquire_lock(tmp_path, lambda line: None)
         assert refused.value.message == f"`triage report` (pid {os.getpid()}) is writing here"
     assert not lock.exists()
+    # rev78 #3: a lock with no record, taken over, was said as "the batch run started ? (pid ?) ... what it left undone"
+    lock.write_text("")
+    os.utime(lock, (time.time() - 31, time.time() - 31))
+    recovered = []
+    release_lock(acquire_lock(tmp_path, lambda line: None, recovered))
+    assert recovered == [f"{tmp_path}: a batch lock with no record (a run killed as it started?) was taken over"]
+    # rev78 #4: a killed night's lock is held while the pages are written (it was not: a night could start meanwhile),
+    # then put back for the next night to say
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    night = {"pid": dead.pid, "host": socket.gethostname(), "started": "2026-12-06T02:00:00+00:00", "command": "triage batch"}
+    lock.write_text(json.dumps(night))
+    with lock_for_pages(tmp_path):
+        held = json.loads(lock.read_text())
+        assert (held["pid"], held["command"], held["replaces"]) == (os.getpid(), "triage report", night)
+        with pytest.raises(OutputError, match=r"`triage report` \(pid \d+\) is writing here"):
+            acquire_lock(tmp_path, lambda line: None)
+    assert json.loads(lock.read_text()) == night
+    lock.write_text(json.dumps({**night, "command": "triage report", "replaces": night}))  # a report killed meanwhile
+    release_lock(acquire_lock(tmp_path, lambda line: None, recovered := []))
+    assert recovered == [f"{tmp_path}: a `triage report` started 2026-12-06T02:00:00+00:00 (pid {dead.pid}) ended without finishing "
+                         "(killed, or the machine restarted?); its lock was recovered; it had taken over that of the batch run "
+                         f"started 2026-12-06T02:00:00+00:00 (pid {dead.pid}) ended without finishing (killed, or the machine "
+                         "restarted?); its lock was recovered, and what it left undone is triaged now"]
+
+
+def test_a_lock_released_as_it_is_read_is_no_killed_night(tmp_path, monkeypatch):
+    """rev78 #2: a lock released between a failed create and its read read as {} and stale: 'the batch run started ?
+    (pid ?) ended without finishing (killed ...)', a killed night that was not."""
+    from capsule_triage.batch import lock as locks
+
+    real, calls = locks._create, []
+
+    def released_meanwhile(lock, record):
+        calls.append(record)
+        return False if len(calls) == 1 else real(lock, record)  # the holder's lock was there, and is gone by the read
+
+    monkeypatch.setattr(locks, "_create", released_meanwhile)
+    recovered, logged = [], []
+    mine = locks.acquire_lock(tmp_path, logged.append, recovered)
+    assert len(calls) == 2 and recovered == [] and logged == [] and locks.read_lock(mine)["pid"] == os.getpid()
 
 
 def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):

@@ -1487,8 +1487,8 @@ def test_a_threshold_other_than_the_models_is_said_beside_it():
             in model_facts(run, None))
     # QA 81 #1: a 3-class model's untuned 0.5 flagged every frame, shown just as a threshold chosen on data
     del config["provenance"]
-    assert ("enter 0.188, leave 0.743 (the weights&#x27; default, not chosen on data: `triage eval --target-sensitivity S` "
-            "chooses one)") in model_facts(run, None)
+    assert ("enter 0.188, leave 0.743 (the weights&#x27; default, not recorded as chosen on data: `triage eval "
+            "--target-sensitivity S` chooses one)") in model_facts(run, None)
 
 
 @needs_shared

@@ -565,3 +565,21 @@ def test_an_interlaced_video_is_said(tmp_path, random_weights):
         assert done.returncode == 0 and (said in done.stderr.splitlines()) == warned, done.stderr
         run = json.loads((tmp_path / name.replace(".", "_") / "run.json").read_text())
         assert (said.removeprefix("Warning: ") in run["warnings"]) == warned
+    # rev78 #5: an interlaced HDR frame (1080i HLG, broadcast's) said only its conversion
+    import av
+
+    from capsule_triage.video_colour import INTERLACED_NOTE, frame_notes
+
+    with av.open(str(tmp_path / "hlg.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"flags": "+ildct+ilme"})
+        stream.width, stream.height, stream.pix_fmt = 96, 96, "yuv420p"
+        context = stream.codec_context
+        context.colorspace, context.color_range, context.color_primaries, context.color_trc = 9, 1, 9, 18  # BT.2020, HLG
+        for i, rgb in enumerate(frames[:2]):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc, frame.pts = 9, 1, 9, 18, i
+            for packet in [*stream.encode(frame), *(stream.encode() if i == 1 else [])]:
+                out.mux(packet)
+    with av.open(str(tmp_path / "hlg.mp4")) as container:
+        notes = frame_notes(next(container.decode(video=0)))
+    assert len(notes) == 2 and notes[0].startswith("HDR video (HLG") and notes[1] == INTERLACED_NOTE

@@ -24,9 +24,11 @@
   outputs, without rescoring (it stays "skipped"); with ``--no-report`` existing pages are left alone.
 
 Modules: :mod:`.discovery` (studies and their ids), :mod:`.layout` (names in OUT_DIR, atomic JSON),
-:mod:`.lock` (the OUT_DIR lock), :mod:`.worker` (the per-study function, fingerprint, completion
-marker), :mod:`.summary` (studies.parquet, batch.json, batch.log, index.html), :mod:`.engine` (the
-local engine and :func:`run_batch`), :mod:`.ray_engine` (``--engine ray``; ``ray`` is optional).
+:mod:`.lock` (the OUT_DIR lock, held by ``triage report`` too), :mod:`.worker` (the per-study function),
+:mod:`.records` (fingerprint, completion marker), :mod:`.reuse` (outputs of the same bytes reused),
+:mod:`.summary` (studies.parquet, batch.json, batch.log, index.html), :mod:`.run_lines` (the run's own
+`Warning:` lines), :mod:`.unreached` (studies an interrupted run never got to), :mod:`.engine` (:func:`run_batch`),
+:mod:`.local_engine`, :mod:`.ray_engine` (``--engine ray``; ``ray`` is optional).
 """
 
 from __future__ import annotations

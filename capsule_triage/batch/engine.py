@@ -160,13 +160,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
                 raise OutputError(out_dir / name, f"cannot create it ({exc.strerror or exc})") from None
         for note in notes:
             log(f"warning {note}")
-        result = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note)
-        result.warnings[:0] = notes
-        return result
-    except BatchInterrupted as exc:  # review rev59 #3: the run's own notes (hub weights from a cache, a link replaced) were lost
-        if exc.result is not None:
-            exc.result.warnings[:0] = notes
-        raise
+        # review rev59 #3: the run's own notes (hub weights from a cache, a link replaced) were lost when interrupted;
+        # rev78 #1: they were not in batch.json's warnings
+        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note,
+                           notes=notes)
     except WorkerSetupError as exc:
         log(f"aborted: {exc}")
         raise
@@ -185,7 +182,7 @@ def _is_file(path: Path) -> bool:
 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
-                started: float, started_at: str, note: str | None = None) -> BatchResult:
+                started: float, started_at: str, note: str | None = None, notes: list[str] = ()) -> BatchResult:
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
@@ -215,10 +212,10 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
-            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made)) from None
+            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None
         finally:
             progress.bar.close()
-        result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made)  # before Ray's slow shutdown
+        result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made, notes=notes)  # before Ray's slow shutdown
     finally:
         try:
             engine.close()
@@ -229,14 +226,14 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
 
 
 def _summarised(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
-                made: list[str]) -> BatchResult:
+                made: list[str], notes: list[str] = ()) -> BatchResult:
     """:func:`_finish` with Ctrl-C, SIGTERM and hangup held until the summary is written (QA 62 #3: a second Ctrl-C or a
     SIGTERM then cut it, leaving the night's new study unlisted, while the console said it was written); one that came
     meanwhile stops the run after it, with the failures said (review rev56: they were lost with the result)."""
     done = None
     try:
         with deferring_interrupts():
-            done = _finish(studies, progress, ctx, info=info, interrupted=interrupted, made=made)
+            done = _finish(studies, progress, ctx, info=info, interrupted=interrupted, made=made, notes=notes)
     except InterruptedAfterWriting:  # review rev59 #1: after every study was reached, the night is complete all the same
         raise BatchInterrupted(done, finished=not interrupted) from None
     return done
@@ -271,7 +268,7 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
 
 
 def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
-            made: list[str] = ()) -> BatchResult:
+            made: list[str] = (), notes: list[str] = ()) -> BatchResult:
     """Rebuild studies.parquet + batch.json from the per-study results on disk, then index.html
     (unless reports are off; a problem with it is only a warning), log the totals."""
     outcomes = progress.outcomes
@@ -292,7 +289,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
         "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
-    warnings = list(dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line))  # each line once
+    warnings = [*notes, *dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line)]  # each once
     said = run_lines(ctx.out_dir, rows, batch, ctx.run.folder_fps)  # the run's own lines, in batch.log too (QA 47)
     failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: on the line a morning reader reads, too
     batch |= {"failed": failed_ids, "warnings": [*warnings, *said]}  # QA 79 #11: a monitor read counts, not which or why

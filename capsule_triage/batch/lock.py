@@ -41,13 +41,13 @@ def acquire_lock(out_dir: Path, log: Callable[[str], None], recovered: list[str]
         except OSError as exc:  # QA 33: an OUT_DIR made read-only (or a read-only file system) was a traceback, exit 1
             raise OutputError(out_dir, f"cannot write the batch lock ({exc.strerror or exc})") from None
         holder = read_lock(lock)
+        if not holder and not os.path.lexists(lock):  # released between the create and the read (rev78 #2): no one's left
+            continue
         if _live(lock, holder):
             raise OutputError(out_dir, _held(out_dir, lock, holder)) from None
-        what = f"{_what(holder)} started {holder.get('started', '?')} (pid {holder.get('pid', '?')})"
         log(f"recovered stale lock of pid {holder.get('pid', '?')} (started {holder.get('started', '?')}, process gone)")
         if recovered is not None:
-            recovered.append(f"{out_dir}: {what} ended without finishing (killed, or the machine restarted?); its lock was "
-                             "recovered, and what it left undone is triaged now")
+            recovered.append(f"{out_dir}: {_ended(holder)}")
         try:
             lock.unlink(missing_ok=True)
         except OSError as exc:
@@ -60,25 +60,32 @@ def lock_for_pages(out_dir: Path) -> Iterator[None]:
     """Hold ``OUT_DIR/.batch.lock`` while ``triage report`` rewrites a batch folder's pages (QA 79 #9: it wrote them under
     a running night, which then wrote them again from other rows, and a night started meanwhile was not refused).
 
-    A lock whose process is gone is left as it is, for the next batch to recover and say; a folder the lock cannot be
+    The lock of a run whose process is gone is held too, its record kept in ours (``replaces``) and put back after, for
+    the next night to recover and say (rev78 #4: the pages were written without a lock). A folder the lock cannot be
     written in goes on without it (its pages cannot be written either, and say so themselves).
 
     Raises:
         OutputError: a batch run (or another ``triage report``) is writing the folder.
     """
-    lock = out_dir / LOCK_FILE
+    lock, record = out_dir / LOCK_FILE, _record(REPORT)
     try:
-        mine = _create(lock, _record(REPORT))
-    except OSError:
-        mine = False
-    else:
+        mine = _create(lock, record)
         if not mine and _live(lock, holder := read_lock(lock)):
             raise OutputError(out_dir, _held(out_dir, lock, holder) + ": make the pages once it has finished")
+        if not mine:  # a killed run's lock: taken over as the batch does, and given back
+            lock.unlink(missing_ok=True)
+            if not (mine := _create(lock, record := {**record, **({"replaces": holder} if holder else {})})):  # a night, just now
+                raise OutputError(out_dir, _held(out_dir, lock, read_lock(lock)) + ": make the pages once it has finished")
+    except OSError:
+        mine = False
     try:
         yield
     finally:
-        if mine:
-            release_lock(lock)
+        if mine and read_lock(lock).get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                if record.get("replaces"):
+                    _create(lock, record["replaces"])
 
 
 def _record(command: str) -> dict:
@@ -113,8 +120,18 @@ def _live(lock: Path, holder: dict) -> bool:
     return "unreadable" in holder or not is_stale(lock, holder)
 
 
-def _what(holder: dict) -> str:
-    return "a `triage report`" if holder.get("command") == REPORT else "the batch run"
+def _ended(holder: dict) -> str:
+    """What a recovered lock says of the run that held it (QA 79 #2; rev78 #3: 'pid ?' for a lock with no record, and a
+    killed `triage report` was said to have left studies undone)."""
+    if not holder:
+        return "a batch lock with no record (a run killed as it started?) was taken over"
+    started = f"started {holder.get('started', '?')} (pid {holder['pid']}) ended without finishing"
+    if holder.get("command") != REPORT:
+        return (f"the batch run {started} (killed, or the machine restarted?); its lock was recovered, and what it left "
+                "undone is triaged now")
+    night = holder.get("replaces")
+    return (f"a `triage report` {started} (killed, or the machine restarted?); its lock was recovered"
+            + (f"; it had taken over that of {_ended(night)}" if isinstance(night, dict) and night else ""))
 
 
 def _held(out_dir: Path, lock: Path, holder: dict) -> str:

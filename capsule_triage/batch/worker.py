@@ -271,7 +271,7 @@ class StudyWorker:
         """A complete output of the same input bytes and pipeline under another id: the study was
         moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
         once per worker, at its first study that needs scoring (with several workers it may include
-        outputs other workers installed in this run: harmless, :func:`_reuse` checks the copy); the studies it
+        outputs other workers installed in this run: harmless, :func:`~.reuse.reuse_outputs` checks the copy); the studies it
         scores join it when installed (two copies in one night: scored once; by two workers at once, twice)."""
         if self._outputs_by_input is None:
             self._outputs_by_input = {}
