@@ -80,6 +80,8 @@ def batch_command(
     try:
         result = run_batch(input_dir, out, options)
     except (TriageError, ValueError) as exc:
+        for line in getattr(exc, "warnings", ()):  # the night's own notes, when it was refused after taking its lock
+            typer.echo(printable(f"Warning: {line}"), err=True)
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as exc:

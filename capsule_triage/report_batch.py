@@ -194,9 +194,11 @@ def _study_row(folder: Path, row: dict) -> str:
 
 def _no_page(folder: Path, row: dict) -> str:
     """Why a study with results has no link (QA 79 #3: its name stood unlinked without a word)."""
-    sid = _study_id(row)  # rev78 #8: a study whose run.json is gone is said as an incomplete output (write_batch_reports)
-    if row.get("status") not in DONE_STATUSES or not _inside(sid) or not (folder / sid / RUN_FILE).is_file():
+    sid = _study_id(row)
+    if row.get("status") not in DONE_STATUSES or not _inside(sid):
         return ""
+    if not (folder / sid / RUN_FILE).is_file():  # rev78 #8, rev79 #5
+        return f"no {RUN_FILE}: the study's output is incomplete; the next `triage batch` triages it again"
     if (folder / sid / REPORT_FILE).is_file():
         return ""
     return (f"no {REPORT_FILE}: the run was told --no-report, or the page could not be written (batch.log says why); "

@@ -1235,6 +1235,14 @@ def test_an_empty_input_folder_beside_earlier_results_changes_nothing(random_wei
     assert result.exit_code == 2 and result.output.strip() == message, result.output
     assert {name: (out / name).read_bytes() for name in before} == before
     assert f"refused: {message[len('Error: '):]}" in (out / "batch.log").read_text()
+    # rev79 #1: after a reboot, the share not mounted yet: the killed night's lock recovered was said in batch.log only
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "2026-12-06T02:00:00+00:00"}))
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr.splitlines() == [
+        f"Warning: {out}: the batch run started 2026-12-06T02:00:00+00:00 (pid {dead.pid}) ended without finishing (killed, or "
+        "the machine restarted?); its lock was recovered, and what it left undone is triaged now", message], result.stderr
 
 
 def _disk_full(*args, **kwargs):

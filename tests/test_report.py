@@ -732,6 +732,8 @@ def test_cli_report_rewrites_a_batch(tmp_path):
     (tmp_path / "s1" / "run.json").unlink()  # QA 17: its old page was linked as fine, without a word
     done = triage("report", tmp_path)
     assert done.returncode == 0 and done.stderr.splitlines() == [warning.format(tmp_path / "s1"), warning.format(tmp_path / "s3")]
+    assert "no run.json: the study&#x27;s output is incomplete; the next `triage batch` triages it again" in (
+        tmp_path / INDEX_FILE).read_text()  # rev79 #5: its name stood unlinked without a word on the page
 
 
 def test_cli_report_of_a_batch_folder_waits_for_the_night_writing_it(tmp_path):

@@ -164,8 +164,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         # rev78 #1: they were not in batch.json's warnings
         return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note,
                            notes=notes)
-    except WorkerSetupError as exc:
-        log(f"aborted: {exc}")
+    except TriageError as exc:  # rev79 #1: a night refused after its lock was taken (no studies, a model that cannot load)
+        if isinstance(exc, WorkerSetupError):  # lost its notes, a killed night recovered among them: said beside the error
+            log(f"aborted: {exc}")
+        exc.warnings = notes
         raise
     finally:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)

@@ -83,9 +83,10 @@ def lock_for_pages(out_dir: Path) -> Iterator[None]:
     finally:
         if mine and read_lock(lock).get("pid") == os.getpid():
             with contextlib.suppress(OSError):
-                lock.unlink()
-                if record.get("replaces"):
-                    _create(lock, record["replaces"])
+                if record.get("replaces"):  # in one rename (rev79 #2: a night starting between an unlink and a create lost it)
+                    write_lock_record(lock, record["replaces"])
+                else:
+                    lock.unlink()
 
 
 def _record(command: str) -> dict:
@@ -116,6 +117,18 @@ def _create(lock: Path, record: dict) -> bool:
     return True
 
 
+def write_lock_record(lock: Path, record: dict) -> None:
+    """Replace our ``lock`` by ``record`` in one rename."""
+    tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record) + "\n")
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, lock)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _live(lock: Path, holder: dict) -> bool:
     return "unreadable" in holder or not is_stale(lock, holder)
 
@@ -125,7 +138,7 @@ def _ended(holder: dict) -> str:
     killed `triage report` was said to have left studies undone)."""
     if not holder:
         return "a batch lock with no record (a run killed as it started?) was taken over"
-    started = f"started {holder.get('started', '?')} (pid {holder['pid']}) ended without finishing"
+    started = f"started {holder.get('started', '?')} (pid {holder.get('pid', '?')}) ended without finishing"  # (rev79 #4)
     if holder.get("command") != REPORT:
         return (f"the batch run {started} (killed, or the machine restarted?); its lock was recovered, and what it left "
                 "undone is triaged now")
