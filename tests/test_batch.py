@@ -1325,6 +1325,19 @@ def test_a_lock_with_no_record_says_so_and_a_report_holding_it_is_named(tmp_path
                          "(killed, or the machine restarted?); its lock was recovered; it had taken over that of the batch run "
                          f"started 2026-12-06T02:00:00+00:00 (pid {dead.pid}) ended without finishing (killed, or the machine "
                          "restarted?); its lock was recovered, and what it left undone is triaged now"]
+    # rev79 #3: a lock with no record that `triage report` took over was not put back (nor said by the next night)
+    lock.write_text("")
+    os.utime(lock, (old := time.time() - 31, old))
+    with lock_for_pages(tmp_path):
+        assert json.loads(lock.read_text())["replaces"] == {"no_record_since": pytest.approx(old)}
+    assert lock.read_text() == "" and lock.stat().st_mtime == pytest.approx(old)  # as old as it was: no 30 s wait
+    release_lock(acquire_lock(tmp_path, lambda line: None, recovered := []))
+    assert recovered == [f"{tmp_path}: a batch lock with no record (a run killed as it started?) was taken over"]
+    lock.write_text(json.dumps({**night, "command": "triage report", "replaces": {"no_record_since": old}}))  # killed meanwhile
+    release_lock(acquire_lock(tmp_path, lambda line: None, recovered := []))
+    assert recovered == [f"{tmp_path}: a `triage report` started 2026-12-06T02:00:00+00:00 (pid {dead.pid}) ended without finishing "
+                         "(killed, or the machine restarted?); its lock was recovered; it had taken over a batch lock with no "
+                         "record (a run killed as it started?)"]
 
 
 def test_a_lock_released_as_it_is_read_is_no_killed_night(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import re
 import shutil
@@ -368,6 +369,13 @@ def test_hub_weights_fetched_online_serve_offline_follow_the_hub_and_a_repositor
         assert failing.returncode == 0, failing.stderr[-2000:]
         assert failing.stderr.startswith("Warning: hf-hub:lab/capsule-model: could not check the Hub for updates (") and \
             failing.stderr.endswith(f"using the cached commit {'b' * 12}\n"), failing.stderr
+        (studies := tmp_path / "studies").mkdir()  # rev79 #6: batch.json held the note twice (weights_warning and warnings)
+        os.symlink(DEMO_CLIP, studies / "s1.mp4")
+        night = triage("batch", studies, "--out", tmp_path / "night", "--weights", "hf-hub:lab/capsule-model", "--quiet", "--no-report",
+                       env=env)
+        assert night.returncode == 0 and night.stderr == failing.stderr, night.stderr[-2000:]
+        summary = json.loads((tmp_path / "night" / "batch.json").read_text())
+        assert "weights_warning" not in summary and summary["warnings"] == [failing.stderr.removeprefix("Warning: ").strip()]
         for status in (401, 404):  # the Hub answers 401 for a missing repository without a token
             state["answer"] = (status, "RepoNotFound")
             gone = run(f"gone{status}")

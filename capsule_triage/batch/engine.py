@@ -162,8 +162,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
             log(f"warning {note}")
         # review rev59 #3: the run's own notes (hub weights from a cache, a link replaced) were lost when interrupted;
         # rev78 #1: they were not in batch.json's warnings
-        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, note=weights_note,
-                           notes=notes)
+        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, notes=notes)
     except TriageError as exc:  # rev79 #1: a night refused after its lock was taken (no studies, a model that cannot load)
         if isinstance(exc, WorkerSetupError):  # lost its notes, a killed night recovered among them: said beside the error
             log(f"aborted: {exc}")
@@ -184,7 +183,7 @@ def _is_file(path: Path) -> bool:
 
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
-                started: float, started_at: str, note: str | None = None, notes: list[str] = ()) -> BatchResult:
+                started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
@@ -205,7 +204,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         settings = {"backend": options.backend, "device": options.device, "force": options.force, "report": run.report,
                     **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
         info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
-                "workers": engine.workers, "device": engine.device_type, "settings": settings, **({"weights_warning": note} if note else {}),
+                "workers": engine.workers, "device": engine.device_type, "settings": settings,
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))

@@ -22,6 +22,7 @@ STALE_EMPTY_SECONDS = 30  # a lock with no record is taken over once this old (i
 
 
 BATCH, REPORT = "triage batch", "triage report"  # what holds the lock, in its record's "command"
+NO_RECORD = "no_record_since"  # `triage report`'s "replaces" for a taken-over lock that had no record: its mtime
 
 
 def acquire_lock(out_dir: Path, log: Callable[[str], None], recovered: list[str] | None = None) -> Path:
@@ -73,8 +74,9 @@ def lock_for_pages(out_dir: Path) -> Iterator[None]:
         if not mine and _live(lock, holder := read_lock(lock)):
             raise OutputError(out_dir, _held(out_dir, lock, holder) + ": make the pages once it has finished")
         if not mine:  # a killed run's lock: taken over as the batch does, and given back
+            night = holder or {NO_RECORD: lock.stat().st_mtime}  # rev79 #3: one with no record was not put back
             lock.unlink(missing_ok=True)
-            if not (mine := _create(lock, record := {**record, **({"replaces": holder} if holder else {})})):  # a night, just now
+            if not (mine := _create(lock, record := {**record, "replaces": night})):  # a night, just now
                 raise OutputError(out_dir, _held(out_dir, lock, read_lock(lock)) + ": make the pages once it has finished")
     except OSError:
         mine = False
@@ -83,10 +85,12 @@ def lock_for_pages(out_dir: Path) -> Iterator[None]:
     finally:
         if mine and read_lock(lock).get("pid") == os.getpid():
             with contextlib.suppress(OSError):
-                if record.get("replaces"):  # in one rename (rev79 #2: a night starting between an unlink and a create lost it)
-                    write_lock_record(lock, record["replaces"])
-                else:
+                if not (night := record.get("replaces")):
                     lock.unlink()
+                elif NO_RECORD in night:  # empty again, and as old as it was: the next night takes it over at once, and says so
+                    write_lock_record(lock, None, mtime=night[NO_RECORD])
+                else:  # in one rename (rev79 #2: a night starting between an unlink and a create lost it)
+                    write_lock_record(lock, night)
 
 
 def _record(command: str) -> dict:
@@ -117,13 +121,15 @@ def _create(lock: Path, record: dict) -> bool:
     return True
 
 
-def write_lock_record(lock: Path, record: dict) -> None:
-    """Replace our ``lock`` by ``record`` in one rename."""
+def write_lock_record(lock: Path, record: dict | None, mtime: float | None = None) -> None:
+    """Replace our ``lock`` by ``record`` (None: an empty lock, dated ``mtime``) in one rename."""
     tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(record) + "\n")
+        tmp.write_text("" if record is None else json.dumps(record) + "\n")
         with contextlib.suppress(OSError):
             os.chmod(tmp, 0o644)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
         os.replace(tmp, lock)
     finally:
         tmp.unlink(missing_ok=True)
@@ -143,8 +149,10 @@ def _ended(holder: dict) -> str:
         return (f"the batch run {started} (killed, or the machine restarted?); its lock was recovered, and what it left "
                 "undone is triaged now")
     night = holder.get("replaces")
+    night = night if isinstance(night, dict) and night else None
     return (f"a `triage report` {started} (killed, or the machine restarted?); its lock was recovered"
-            + (f"; it had taken over that of {_ended(night)}" if isinstance(night, dict) and night else ""))
+            + ("" if not night else "; it had taken over a batch lock with no record (a run killed as it started?)"
+               if NO_RECORD in night else f"; it had taken over that of {_ended(night)}"))
 
 
 def _held(out_dir: Path, lock: Path, holder: dict) -> str:
