@@ -341,8 +341,9 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool,
 def _parameters(input_path, info, read, params, options, own_unused) -> dict:
     """run.json's ``parameters``: the ranking, how the frames were read and timed, duplicate skipping (the tables carry
     their digest, :func:`~capsule_triage.result_tables.table_provenance`)."""
-    read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()
-                   if k != "own_timestamps" and (info.kind == "frames" or k not in ("folder_fps", "timestamps_csv"))}  # a video's times are its own
+    unused = ("folder_fps", "timestamps_csv") if info.kind != "frames" else ("folder_fps",) if read.timestamps_csv else ()
+    read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()  # a video's times
+                   if k != "own_timestamps" and k not in unused}  # are its own; a CSV's are read at no rate (QA 80 #6)
     if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
         read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
     elif info.kind == "frames":

@@ -173,6 +173,7 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     read = run["parameters"]["read"]
     assert read["timestamps_csv"] == str(csv) and read["timestamps_from"] == "folder" and "folder_fps_from" not in read
+    assert "folder_fps" not in read  # QA 80 #6: it was there, 2.0, a rate these times were not read at
     assert html.escape("4.00 frames/s (times from the folder's timestamps.csv)") in (tmp_path / "a" / "report.html").read_text()
     # review rev31: --fps typed for one study is the way to read it at a fixed rate (the CSV won before, with no way out)
     done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "b", "--quiet", "--fps", "2.5")
