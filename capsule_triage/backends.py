@@ -244,9 +244,11 @@ class OpenVinoBackend:
                   np.concatenate([run, np.zeros((self.batch_size - len(run), *run.shape[1:]), run.dtype)]) for run in runs]
         with self._lock:  # one call at a time: the queue and its results are shared (QA: threads got each other's scores)
             self._outputs.clear()
-            for index, frames in enumerate(inputs):  # shared, not copied: `inputs` keeps them alive until wait_all
-                self._queue.start_async({0: frames}, index, share_inputs=True)
-            self._queue.wait_all()
+            try:
+                for index, frames in enumerate(inputs):  # shared, not copied: `inputs` keeps them alive until wait_all
+                    self._queue.start_async({0: frames}, index, share_inputs=True)
+            finally:  # QA 82 #1: a Ctrl-C between two starts left requests reading freed inputs (an abort at exit)
+                self._queue.wait_all()
             return np.concatenate([self._outputs.pop(i)[: len(run)] for i, run in enumerate(runs)])
 
     def submit(self, frames_nhwc: np.ndarray) -> Done:

@@ -535,6 +535,38 @@ def test_openvino_runs_pad_the_last_run_and_match_onnx_runtime(optimized):
         assert backend.precision == name.split("-")[1]
 
 
+@needs_openvino
+def test_an_interrupted_openvino_call_waits_for_the_requests_it_started(optimized):
+    """QA 82 #1: a Ctrl-C between two of a call's requests (a notebook's interrupt) left the started ones running on
+    inputs they share, not copy: the interpreter aborted as it exited ('FATAL: exception not rethrown', 3 runs in 8)."""
+    from capsule_triage.backends import OpenVinoBackend
+    from capsule_triage.optimize import decode_all
+
+    folder, _ = optimized
+    frames = decode_all(MIXED_CLIP, 224, limit=6)[0]
+    backend = OpenVinoBackend(folder / "model.fp32.onnx", name="ov-fp32", threads=1, batch_size=1, streams=2)
+    expected, real, calls = backend.logits(frames), backend._queue, []
+
+    class InterruptedQueue:
+        def start_async(self, *args, **kwargs):
+            calls.append("start")
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            real.start_async(*args, **kwargs)
+
+        def wait_all(self):
+            calls.append("wait")
+            real.wait_all()
+
+    backend._queue = InterruptedQueue()
+    with pytest.raises(KeyboardInterrupt):
+        backend.logits(frames)
+    assert calls == ["start", "start", "start", "wait"]
+    backend._queue = real
+    assert np.array_equal(backend.logits(frames), expected)  # and the next call has its own scores
+    backend.close()
+
+
 def test_torch_backend_splits_a_large_call_into_runs_of_its_tuned_size(optimized):
     from capsule_triage.optimize import decode_all
 
