@@ -25,6 +25,7 @@ from .colour_profile import UnusableProfile, to_srgb
 from .image_headers import (PNG_SIGNATURE, embedded_profile, jpeg_size, png_chunk_span, png_exif_orientation, png_intact,
                             png_transparent)
 from .errors import InputError
+from .opencv_quiet import opencv_silenced
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
                             ".ppm", ".pnm"})  # colour Netpbm: `ffmpeg -i study.mp4 %05d.ppm` (QA 53: dropped, later times shifted)
@@ -208,7 +209,8 @@ def extra_pages(path: Path) -> int:
     if path.suffix.lower() not in MULTI_PAGE_SUFFIXES:
         return 0
     try:
-        return max(0, int(cv2.imcount(str(path))) - 1)
+        with opencv_silenced():
+            return max(0, int(cv2.imcount(str(path))) - 1)
     except cv2.error:
         return 0
 
@@ -354,7 +356,8 @@ def decode_image_rgb(data: np.ndarray, colours: FolderColours | None = None, nam
     if profile is not None and profile.compressed and (span := png_chunk_span(whole, b"iCCP")):
         data = np.concatenate((data[: span[0]], data[span[1] :]))  # read below; libpng would warn per frame of some
     try:  # with alpha: as stored (OpenCV then applies no EXIF orientation: done below); else gray/palette to RGB
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED if transparent else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
+        with opencv_silenced():  # the reader names a damaged image itself
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED if transparent else cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" not in str(exc):
             raise

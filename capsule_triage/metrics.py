@@ -97,25 +97,32 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
         (fpr, tpr, thresholds), each float64 [K+1]; point i flags ``scores >= thresholds[i]``;
         the first point is (0, 0) at threshold +inf.
     """
+    tps, fps, thresholds = _roc_counts(positive, scores)
+    n_pos, n_neg = int(tps[-1]), int(fps[-1])
+    tpr = tps / n_pos if n_pos else np.full(tps.size, np.nan)
+    fpr = fps / n_neg if n_neg else np.full(fps.size, np.nan)
+    return fpr, tpr, thresholds
+
+
+def _roc_counts(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true positives, false positives, thresholds) at each point of :func:`roc_curve`, counts from (0, 0)."""
     positive = np.asarray(positive, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
     s, p = scores[order], positive[order]
     last_of_value = np.r_[np.nonzero(np.diff(s))[0], s.size - 1] if s.size else np.array([], dtype=np.int64)
-    tps = np.cumsum(p)[last_of_value]
-    fps = np.cumsum(~p)[last_of_value]
-    n_pos, n_neg = int(p.sum()), int((~p).sum())
-    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.full(tps.size + 1, np.nan)
-    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.full(fps.size + 1, np.nan)
-    return fpr, tpr, np.r_[np.inf, s[last_of_value]]
+    return np.r_[0, np.cumsum(p)[last_of_value]], np.r_[0, np.cumsum(~p)[last_of_value]], np.r_[np.inf, s[last_of_value]]
 
 
 def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half); NaN unless both classes are present."""
-    fpr, tpr, _ = roc_curve(positive, scores)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    """Area under the ROC curve (ties count one half); NaN unless both classes are present. Summed in whole counts and
+    divided once (QA 83 #4: in rates, 5 abnormal frames all above 15 normal ones gave 0.9999999999999999, said
+    '>0.9999' on the console and 1.0000 in the card)."""
+    tps, fps, _ = _roc_counts(positive, scores)
+    n_pos, n_neg = int(tps[-1]), int(fps[-1])
+    if not n_pos or not n_neg:
         return float("nan")
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    return int(np.sum(np.diff(fps) * (tps[1:] + tps[:-1]))) / (2 * n_pos * n_neg)
 
 
 def auc_one_vs_rest(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:

@@ -15,15 +15,13 @@ import numpy as np
 
 from .backend_choice import events_unchecked
 from .background import prefetch
-from .bitrate import bits_per_model_pixel, bits_per_pixel, low_bitrate_note
+from .bitrate import low_bitrate_note
 from .classifier import Classifier
 from .hub import fetch_weights
 from .model_config import read_geometry, small_frames_note, wide_frames_note
-from .completeness import measured_rate, time_gaps
-from .cpu_info import host_record
 from .errors import InputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
-from .folder_times import timestamps_origin, with_own_timestamps
+from .folder_times import with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
 from .outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, THUMBNAILS_DIR, TOP_FRAMES_FILE, StagedOutput, write_json, write_thumbnails
 from .result_tables import events_table, frames_table, table_provenance, top_frames_table, write_table
@@ -37,10 +35,9 @@ from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, frame_times_note, multi_page_note, name_twins_note, no_view_note,
                         other_streams_note, rate_assumed)
+from .run_record import run_parameters, run_record
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
-from .versions import package_versions
-from .periods import timeline_seconds
 from .progress import progress_bar
 
 # everything a run's folder holds: --force replaces such a folder only when it holds nothing else (QA 55: a reviewer's
@@ -139,6 +136,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
 
     Raises:
         TriageError: bad input or output (nothing is left behind).
+        ValueError: ``options`` not a usable :class:`RunOptions` (checked before anything is read or written).
     """
     started = time.perf_counter()
     input_path = path_argument(input_path, "input_path")
@@ -167,7 +165,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     ranking = rank(pts, frame_index, probs, config.class_names, config.abnormal_indices, params,
                    frame_period=1.0 / info.average_fps if info.average_fps else None, has_view=view)
     input_sha = hash_unchanged(input_path, unchanged, own_csv=own_csv)
-    parameters = _parameters(input_path, info, read, params, options, own_note and ("--fps" if not own else "columns" if own_csv else "--timestamps"))
+    parameters = run_parameters(input_path, info, read, params, options, own_note and ("--fps" if not own else "columns" if own_csv else "--timestamps"))
     provenance = table_provenance(config.name or config.architecture, classifier.weights_id, input_sha, parameters,
                                   classifier.describe()["backend"])
     with staged as folder:
@@ -185,7 +183,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                     classes=ranking.top_classes), provenance)
         wall = time.perf_counter() - started
         stage_seconds["other"] = wall - sum(stage_seconds.values())  # probe, ranking, hashing the input, tables
-        run = _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, where,
+        run = run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, where,
                           options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
@@ -336,66 +334,3 @@ def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool,
 
         images = ((i, crop_to_view(rgb)) for i, rgb in images)
     return write_thumbnails(folder, images)
-
-
-def _parameters(input_path, info, read, params, options, own_unused) -> dict:
-    """run.json's ``parameters``: the ranking, how the frames were read and timed, duplicate skipping (the tables carry
-    their digest, :func:`~capsule_triage.result_tables.table_provenance`)."""
-    unused = ("folder_fps", "timestamps_csv") if info.kind != "frames" else ("folder_fps",) if read.timestamps_csv else ()
-    read_record = {k: str(Path(v).absolute()) if isinstance(v, Path) else v for k, v in asdict(read).items()  # a video's times
-                   if k != "own_timestamps" and k not in unused}  # are its own; a CSV's are read at no rate (QA 80 #6)
-    if info.kind == "frames" and read.timestamps_csv is None:  # where the rate came from (the review page says it)
-        read_record["folder_fps_from"] = "--fps" if options.folder_fps is not None else "preset"
-    elif info.kind == "frames":
-        read_record["timestamps_from"] = timestamps_origin(read.timestamps_csv, input_path, options.timestamps_csv)
-    if info.kind == "frames" and own_unused:  # the folder's own CSV, found and passed over: why (the batch counts them)
-        read_record["own_timestamps_unused"] = own_unused
-    return {"rank": asdict(params), "read": read_record, "skip_duplicates": options.skip_duplicates}
-
-
-def _span(pts: np.ndarray, info: SourceInfo) -> float | None:
-    """The study's duration (:func:`timeline_seconds`); one frame lasts the period the ranking gives it (QA 70 #4: null,
-    beside an event of that one frame lasting 0.5 s)."""
-    span = timeline_seconds(pts)
-    return span if span is not None or len(pts) != 1 or not info.average_fps else 1.0 / info.average_fps
-
-
-def _run_record(input_path, info, input_sha, pipeline, classifier, parameters, stats, ranking, wall, decoded_in,
-                options, stage_seconds, pts, view) -> dict:
-    n = stats.frames_decoded
-    scoring = stage_seconds["decode_and_score"]
-    return {
-        "schema_version": "1",
-        "input": {"path": str(input_path.absolute()), "size_bytes": info.size_bytes, "sha256": input_sha},
-        "source": {**info.to_dict(), "path": str(input_path.absolute())},  # as input.path, not as typed
-        "command": options.command,  # QA 52: with the preset's own bytes, what a re-run needs (the library: None)
-        "pipeline": {"name": pipeline.name, "source": str(Path(pipeline.source).absolute()), "sha256": pipeline.sha256},
-        "model": {**classifier.describe(), "config": classifier.config.to_dict()},
-        "parameters": parameters,
-        "frames_decoded": n,
-        "duration_seconds": None if (span := _span(pts, info)) is None else round(span, 3),  # source's is the container's
-        "bits_per_pixel": None if (bpp := bits_per_pixel(info, stats)) is None else round(bpp, 4),  # per frame, video packets
-        "bits_per_model_pixel": None if (seen := bits_per_model_pixel(info, stats, classifier.config.input_size)) is None else round(seen, 4),
-        "frames_skipped": stats.frames_skipped,
-        "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
-        "frames_turned_clockwise_degrees": stats.turned_degrees,  # by the display matrix, upright as a player shows them
-        "frames_reused_as_duplicates": stats.frames_reused,
-        "frames_without_view": int((~view).sum()),  # NO_VIEW_KINDS: not scored
-        "time_gaps": time_gaps(pts),
-        "frame_rate": measured_rate(pts),  # from the frames' times (source.average_fps is the header's, maybe nominal)
-        "decoded_in": decoded_in,
-        "decoder_processes": options.decoder_processes,
-        "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1) if decoded_in == "process" else None,  # QA 63 #7: 0.0 unmeasured
-        "decode_errors": stats.errors,
-        "colour_profiles_converted": stats.colour_profiles,  # a frame folder's images' own, converted to sRGB
-        "events": len(ranking.events),
-        "flagged_frames": int((ranking.event_id >= 0).sum()),
-        "wall_seconds": round(wall, 3),
-        "fps": round(n / wall, 2) if wall > 0 else 0.0,
-        # Where the wall time went: the decode-and-score stream grows with the study; thumbnails (a seek and
-        # a decode from the keyframe before each event peak and top frame) and the rest are per study.
-        "stage_seconds": {k: round(v, 3) for k, v in stage_seconds.items()},
-        "scoring_fps": round(n / scoring, 2) if scoring > 0 else 0.0,
-        "versions": package_versions(),
-        "host": host_record(),
-    }

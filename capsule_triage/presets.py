@@ -62,7 +62,9 @@ class Pipeline:
         weights: resolved weights location (folder, file or ``hf-hub:`` repository).
         model: the preset's model description (used for bare weight files, checked against folders).
         read: reader settings.
-        rank: rank settings (``enter_threshold``/``leave_threshold`` None = from the model).
+        rank: rank settings as the preset gives them; thresholds it does not set (see ``rank_overrides``) are
+            :class:`~capsule_triage.ranking.RankParams`' defaults, not those a run ranks at: :meth:`rank_params` gives
+            those (the model's operating threshold; QA 82 #2: this said None).
         rank_overrides: the rank keys the preset set explicitly.
         sha256: SHA-256 of the TOML's bytes as they were read (None: made in code), for run.json (QA 52, rev44).
     """

@@ -30,10 +30,6 @@ from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_
 from .source_state import check_source
 from .video_colour import UnconvertibleColours, frame_notes, frame_rgb, stream_colours
 
-# OpenCV's decoders print a line per damaged image; the reader reports those frames itself (skipped, counted, named
-# in run.json): the lines would only break the one `Error:` line of a bad input (400 damaged PNGs printed 428 lines).
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
 # What `triage batch` takes for a video (any file `triage run` is given is read by its content): common
 # containers, and what recorders write: AVCHD (.m2ts/.mts), DVD (.vob), broadcast and capture (.mxf, .m2t, .dv).
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".ts", ".m2ts", ".mts",
@@ -211,10 +207,12 @@ def read_frames(
 
     Raises:
         ValueError: ``options`` is not a usable :class:`ReadOptions` (checked here, before reading).
-        InputError: the source cannot be opened, is truncated, or yields no decodable frame.
+        InputError: here, a source that is missing, empty or unreadable (QA 82 #4: at the first batch); as it is read,
+            one that cannot be opened, is truncated, or yields no decodable frame.
     """
-    options = checked_options(options)
-    return _batches(path_argument(path, "path"), options, stats if stats is not None else DecodeStats(), segment)
+    options, path = checked_options(options), path_argument(path, "path")
+    check_source(path)
+    return _batches(path, options, stats if stats is not None else DecodeStats(), segment)
 
 
 def _batches(path: Path, options: ReadOptions, stats: DecodeStats, segment: Segment | None) -> Iterator[FrameBatch]:

@@ -202,6 +202,16 @@ def test_read_frames_and_probe_check_their_options_before_reading(options, messa
     assert str(error.value) == message
 
 
+def test_read_frames_says_a_missing_or_empty_source_at_the_call(tmp_path):
+    """QA 82 #4: `read_frames(missing)` returned a generator and raised at the first batch, so a `try:` around the call
+    never caught it, where bad options raise at once."""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for name, problem in (("nope.mp4", "no such file or directory"), ("empty.mp4", "file is empty (0 bytes)")):
+        with pytest.raises(ct.InputError) as error:
+            ct.read_frames(tmp_path / name)  # no next(): at the call
+        assert str(error.value) == f"{tmp_path / name}: {problem}"
+
+
 def test_numpy_numbers_are_numbers_to_read_options_and_threads(default):
     """rev53: the checks refused np.int64(16) as 'not an integer', where RunOptions takes numpy's numbers."""
     pipeline, classifier = default

@@ -133,6 +133,22 @@ def test_a_png_cut_short_or_damaged_is_skipped_without_libpng_printing(tmp_path,
     assert done.stdout.strip() == "[False, True, True, False, False]" and done.stderr == "", done.stderr
 
 
+def test_opencv_is_silenced_while_an_image_decodes_and_only_then(tmp_path, frames24):
+    """QA 82 #3: importing the reader set OpenCV's log level to SILENT for the whole process, so a library caller's own
+    cv2 calls lost their warnings; a damaged BMP (OpenCV logs 'can't read data') still prints nothing in a folder's read."""
+    folder = write_frame_folder(frames24[:3], tmp_path / "f")
+    bmp = cv2.imencode(".bmp", frames24[0])[1].tobytes()
+    (folder / "frame1.bmp").write_bytes(bmp[: len(bmp) // 3])
+    (folder / "frame1.png").unlink()
+    code = ("import sys, cv2; from pathlib import Path; cv2.utils.logging.setLogLevel(3); "
+            "from capsule_triage.frame_folder import read_image_rgb; import capsule_triage.reader; "
+            "print([read_image_rgb(p) is None for p in sorted(Path(sys.argv[1]).iterdir())], cv2.utils.logging.getLogLevel()); "
+            "sys.stdout.flush(); import numpy; cv2.imdecode(numpy.fromfile(sys.argv[2], numpy.uint8), 1)")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(folder / "frame1.bmp")], capture_output=True, text=True)
+    assert done.stdout.strip() == "[False, True, False] 3", done.stderr
+    assert done.stderr.startswith("[ERROR") and done.stderr.count("can't read") == 1, done.stderr  # the caller's own decode
+
+
 def test_frame_folder_natural_order_fps_and_timestamp_csv(tmp_path, frames24):
     folder = write_frame_folder(frames24[:12], tmp_path / "f", pattern="frame{}")
     names = [p.name for p in list_frame_images(folder)]
