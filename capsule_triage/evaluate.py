@@ -116,6 +116,7 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
     score = suspicion(probs, config)
     flaggable = reachable(score, view)
     positive = np.isin(labels, config.abnormal_indices)
+    scored = view is None or bool(np.any(view))  # QA 83 #6: with none, the AUC (0.5) was of the ties of the 0s given instead
     if len(names) == 2:
         normal = next(i for i in range(2) if i not in config.abnormal_indices)
         pred = np.where(flaggable >= config.threshold, config.abnormal_indices[0], normal)
@@ -126,10 +127,11 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
     triage = metrics.binary_report(positive, flaggable, config.threshold)
     out = {
         "n": int(len(labels)), "class_names": names, "abnormal_classes": config.abnormal_classes, "threshold": config.threshold,
-        "auc": metrics.roc_auc(positive, score), "accuracy": report["accuracy"],
+        "auc": metrics.roc_auc(positive, score) if scored else float("nan"), "accuracy": report["accuracy"],
         "sensitivity": triage["sensitivity"], "specificity": triage["specificity"], "f1": triage["f1"], "precision": triage["precision"],
         "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "macro_classes": report["macro_classes"], "triage": triage,
-        "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names),
+        "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names) if scored else
+                           {"per_class": dict.fromkeys(names, float("nan")), "macro": float("nan")},
     }
     if len(config.abnormal_indices) > 1:  # QA 71 #1: each abnormal class's share flagged at the threshold
         out["triage_by_class"] = metrics.flagged_by_class(labels, flaggable, config.threshold, names, config.abnormal_indices)

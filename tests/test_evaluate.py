@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -76,6 +77,20 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
     assert saved["host"]["cpu"]["processor"] == machine()["processor"]  # QA 60 #3: which CPU computed them
     roc = cv2.imread(str(tmp_path / "eval" / "roc.png"))
     assert roc is not None and roc.shape == (480, 480, 3)
+
+
+def test_the_auc_of_frames_none_of_which_the_model_scored_is_undefined():
+    """QA 83 #6: six black stills (no field of view: given 0, as triage run gives them no score) had AUC 0.5000, the
+    ties of those 0s; one still with a view makes it defined again."""
+    from capsule_triage.evaluate import summarize
+
+    config = ModelConfig.load(SHIPPED / "config.json")
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.tile([1.0, 0.0], (6, 1)) if config.class_names[0] != "bleeding" else np.tile([0.0, 1.0], (6, 1))
+    result = summarize(labels, probs, config, view=np.zeros(6, bool))
+    assert math.isnan(result["auc"]) and math.isnan(result["auc_one_vs_rest"]["macro"])
+    assert all(math.isnan(v) for v in result["auc_one_vs_rest"]["per_class"].values())
+    assert summarize(labels, probs, config, view=np.r_[True, np.zeros(5, bool)])["auc"] == 0.5
 
 
 @needs_shared

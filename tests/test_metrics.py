@@ -78,6 +78,12 @@ def test_roc_auc_extremes_and_single_class():
     assert metrics.roc_auc(positive, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
     assert metrics.roc_auc(positive, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
     assert math.isnan(metrics.roc_auc(np.ones(3, bool), np.array([0.1, 0.2, 0.3])))
+    # QA 83 #4: summed in rates, a perfect separation of 5 abnormal over 15 (or 22) normal frames was 0.9999999999999999
+    for normal in (15, 22):
+        positive = np.r_[np.ones(5, bool), np.zeros(normal, bool)]
+        scores = np.r_[np.linspace(0.6, 0.9, 5), np.linspace(0.01, 0.5, normal)]
+        assert metrics.roc_auc(positive, scores) == 1.0 and metrics.roc_auc(positive, -scores) == 0.0
+    assert metrics.roc_auc(np.array([1, 1, 0, 0, 0], bool), np.array([0.9, 0.2, 0.5, 0.1, 0.05])) == 5 / 6
 
 
 def test_one_vs_rest_auc():
