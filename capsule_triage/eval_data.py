@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .datasets import MANIFEST_NAME, Sample, read_samples, samples_digest
 from .errors import InputError, TriageError
+from .frame_folder import natural_key
 from .model_config import ModelConfig
 from .splits import assign_validation, split_leak
 from .training_images import image_digests, read_training_images
@@ -136,3 +137,21 @@ def same_data(a: str | Path, b: str | Path) -> bool:
     def manifest(p: Path) -> Path:
         return p / MANIFEST_NAME if p.is_dir() and (p / MANIFEST_NAME).is_file() else p
     return manifest(Path(a).resolve()) == manifest(Path(b).resolve())
+
+
+def real_groups(samples: list[Sample]) -> set[str]:
+    """The groups (patients, subjects) of ``samples`` that a group column names (without one each image is its own)."""
+    return {s.group for s in samples if s.group != str(s.path)}
+
+
+def shared_groups_note(scored: list[Sample], chosen: set[str], split: str, val_data: str | Path) -> str | None:
+    """A warning when patients (groups) of the frames scored also have frames in ``--val-data``, on which the threshold
+    was chosen (QA 83 #1: alternate frames of 6 patients in each, sensitivity and specificity 1.0 at that threshold,
+    without a word: frames were compared by content only)."""
+    groups = real_groups(scored)
+    shared = sorted(groups & chosen, key=natural_key)
+    if not shared:
+        return None
+    named = ", ".join(map(repr, shared[:3])) + (", ..." if len(shared) > 3 else "")
+    return (f"{len(shared)} of the {len(groups)} groups (patients) of the frames scored ({split}) also have frames in {val_data}, "
+            f"on which the threshold was chosen ({named}): the figures at that threshold are optimistic (choose it on other patients)")

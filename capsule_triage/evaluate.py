@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from . import metrics
-from .training_images import overlap_warning, read_threshold_images, read_training_images, write_threshold_images
+from .training_images import overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import weights_sha256
-from .eval_data import as_trained, split_to_score, training_overlap
+from .eval_data import as_trained, real_groups, shared_groups_note, split_to_score, training_overlap
 from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
@@ -211,10 +211,10 @@ def evaluate(
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
     hashed: dict = {}  # files hashed to find the validation frames training recorded: once for --split val and the threshold
     samples, split, unread = split_to_score(data, config, split, weights, hashed)
-    selection, chosen_on, drawn_notes = None, [], []
+    selection, chosen_on, chosen_groups, drawn_notes = None, [], set(), []
     if target_sensitivity is not None:
         with _out_of_memory_in_one_line(where, config, batch_size):  # rev51: a traceback here, batch size not used
-            selection, chosen_on, drawn_notes = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
+            selection, chosen_on, chosen_groups, drawn_notes = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
                                                     codec=parsed, whole=val_data is not None, batch_size=batch_size, digests=hashed)
     images = load_for_model(select(samples, split), config, progress=progress, source=data, codec=parsed)  # at the stills' size
     result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
@@ -237,11 +237,12 @@ def evaluate(
     overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
                else training_overlap(select(samples, split), config, split))
     # QA 39: a threshold chosen on the frames scored (each frame counted); QA 65 #3: also by an earlier command
-    chosen = set(chosen_on) if selection is not None else read_threshold_images(weights, config.threshold)
+    chosen = set(chosen_on) if selection is not None else threshold_chosen_on(weights, config, known)  # (QA 83 #2: or by provenance)
     tuned = sum(d in chosen for d in images.sha256)
     chosen_in = f" ({val_data or data})" if selection is not None else ""
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on{chosen_in}: "
              "the figures at that threshold are optimistic" if tuned else None)
+    patients = shared_groups_note(select(samples, split), chosen_groups, split, val_data) if val_data is not None else None  # QA 83 #1
     learned = sum(known.get(d) == "train" for d in chosen_on) if known else 0  # review rev34: --val-data of training frames
     learned = (f"{learned} of the {len(chosen_on)} frames the threshold was chosen on ({val_data or data}) are this model's training "
                "frames: it fits frames the model learned, so its sensitivity on new frames may fall short of the target" if learned else None)
@@ -251,7 +252,8 @@ def evaluate(
               "triage run gives such frames no score, so they count as not flagged here (predictions.parquet: has_view)"
               if not view.all() else None)
     unmarked = unmarked_sections_note(Path(weights), config.threshold) if selection is not None and model_card is None else None
-    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, learned, unmarked,
+    warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, patients, learned,
+                            unmarked,
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread),
@@ -302,7 +304,7 @@ def _parse_codec(codec: str | None) -> Codec | None:
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
                      codec: Codec | None = None, whole: bool = False, batch_size: int = 64,
-                     digests: dict | None = None) -> tuple[dict, list[str], list[str]]:
+                     digests: dict | None = None) -> tuple[dict, list[str], set[str], list[str]]:
     """Pick the highest threshold with validation sensitivity >= ``target`` (on the validation frames
     after ``codec``'s round trip, if given) and set it in ``config`` (saved by :func:`evaluate`).
 
@@ -312,7 +314,8 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
 
     Returns:
         (the selection as config.json records it, the validation files' SHA-256: the caller says when they are
-        frames it scores, or the model's training frames; notes on how the validation frames were found).
+        frames it scores, or the model's training frames; their groups (:func:`~capsule_triage.eval_data.real_groups`);
+        notes on how the validation frames were found).
     """
     folder = Path(weights)
     if not (folder / CONFIG_NAME).is_file():
@@ -359,7 +362,7 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
                  **({"val_by_class": by_class} if by_class else {})}
     config.threshold = threshold  # exact: rounding up would drop the positive that sets it
     config.provenance = {**config.provenance, "operating_threshold": {**selection, "threshold": config.threshold}}
-    return selection, val.sha256, notes  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
+    return selection, val.sha256, real_groups(select(samples, "val")), notes  # config.json is rewritten by evaluate() once the evaluation itself has succeeded
 
 
 def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.ndarray, config: ModelConfig,

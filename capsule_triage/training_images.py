@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,9 @@ from .datasets import Sample
 from .digests import file_sha256
 from .frame_folder import listed
 from .outputs import written_whole
+
+if TYPE_CHECKING:
+    from .model_config import ModelConfig
 
 TRAINING_IMAGES = "training_images.parquet"
 
@@ -112,3 +116,18 @@ def read_threshold_images(folder: str | Path, threshold: float) -> set[str]:
     if (table.schema.metadata or {}).get(b"threshold") != repr(float(threshold)).encode():
         return set()
     return set(table.column("sha256").to_pylist())
+
+
+def threshold_chosen_on(folder: str | Path, config: ModelConfig, known: dict[str, str] | None) -> set[str]:
+    """The frames a weights folder's operating threshold was chosen on: :data:`THRESHOLD_IMAGES`, else, for weights from
+    before it was written (the shipped model's), the model's own validation frames (``known``: its training record) when
+    its config says the threshold was chosen on the validation split of its training data (QA 83 #2: `triage eval --split
+    val` of the shipped model gave the very figures its threshold was chosen to reach, without a word)."""
+    recorded = read_threshold_images(folder, config.threshold)
+    chosen = config.provenance.get("operating_threshold") if isinstance(config.provenance, dict) else None
+    training = (config.provenance.get("training") or {}).get("recipe") or {} if isinstance(config.provenance, dict) else {}
+    if recorded or not known or not isinstance(chosen, dict) or chosen.get("threshold") != config.threshold:
+        return recorded
+    if str(chosen.get("method", "")).endswith("on the validation split") and chosen.get("data") == training.get("data"):
+        return {digest for digest, side in known.items() if side == "val"}
+    return recorded

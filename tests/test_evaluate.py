@@ -425,6 +425,47 @@ def test_threshold_needs_normal_validation_frames_and_out_must_be_a_folder(weigh
 
 
 @needs_shared
+def test_a_threshold_chosen_on_other_frames_of_the_patients_scored_is_said(weights_copy, small_manifest, tmp_path):
+    """QA 83 #1: --val-data of other frames of the very patients scored (alternate frames of 6 patients each side: sensitivity
+    and specificity 1.0 at its threshold) gave no word: frames were compared by content only."""
+    scored = [r.split(",") for r in small_manifest.read_text().splitlines()[1:] if r.endswith(",test")]
+    val = tmp_path / "val.csv"  # the next frame after each scored one: other images, their patients (near-duplicate groups)
+    rows = [(WCE / row["path"], label, row["near_dup_group"]) for label in ("non-bleeding", "bleeding")
+            for row in manifest_rows("test", label)[1::7][:24]]
+    val.write_text("path,label,group\n" + "".join(f"{p},{label},{g}\n" for p, label, g in rows))
+    groups = {r[2] for r in scored}
+    shared = groups & {g for _, _, g in rows}
+    assert shared and not {str(p) for p, _, _ in rows} & {r[0] for r in scored}
+    result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=val)
+    said = [w for w in result["warnings"] if "groups (patients)" in w]
+    assert said and said[0].startswith(f"{len(shared)} of the {len(groups)} groups (patients) of the frames scored (test) also have "
+                                        f"frames in {val}, on which the threshold was chosen ("), said
+    assert said[0].endswith("): the figures at that threshold are optimistic (choose it on other patients)")
+    other = tmp_path / "other.csv"  # patients of the train split: no word
+    other.write_text("path,label,group\n" + "".join(f"{WCE / row['path']},{label},{row['near_dup_group']}\n"
+                                                     for label in ("non-bleeding", "bleeding") for row in manifest_rows("train", label)[::40][:12]))
+    assert not any("groups (patients)" in w for w in evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9,
+                                                               val_data=other).get("warnings", []))
+
+
+def test_the_shipped_model_s_threshold_was_chosen_on_its_validation_frames_as_its_config_says(tmp_path):
+    """QA 83 #2: `triage eval --split val` of the shipped model gave the very figures its threshold was chosen to reach
+    (sensitivity 0.9866, specificity 0.9276), without a word: it has no threshold_images.parquet (weights from before it
+    was written), and its config.json says where the threshold was chosen: the validation split of its training data."""
+    from capsule_triage.training_images import read_training_images, threshold_chosen_on
+
+    config = ModelConfig.load(SHIPPED / "config.json")
+    known = read_training_images(SHIPPED)
+    chosen = threshold_chosen_on(SHIPPED, config, known)
+    assert len(chosen) == config.provenance["operating_threshold"]["n_val"] == 301 and all(known[d] == "val" for d in chosen)
+    hand_set = replace(config, threshold=0.5)  # a threshold set by hand since: chosen on nothing recorded
+    assert threshold_chosen_on(SHIPPED, hand_set, known) == set()
+    elsewhere = replace(config, provenance={**config.provenance, "operating_threshold": {
+        **config.provenance["operating_threshold"], "data": "other.csv"}})  # chosen on another manifest's val split
+    assert threshold_chosen_on(SHIPPED, elsewhere, known) == set() and threshold_chosen_on(SHIPPED, config, None) == set()
+
+
+@needs_shared
 def test_val_data_without_splits_is_used_whole_and_a_threshold_chosen_on_the_scored_frames_is_said(weights_copy, small_manifest, tmp_path):
     """QA 39: --val-data without splits chose the threshold on 12 of its 60 frames (training's val fraction redrawn
     from it), and a threshold chosen on the very frames then scored was not said."""
