@@ -198,7 +198,7 @@ def eval_command(
     import torch
 
     from .evaluate import evaluate
-    from .metrics import by_class_text
+    from .metrics import by_class_text, intervals_text
 
     torch.set_num_threads(threads)
     try:
@@ -232,6 +232,8 @@ def eval_command(
                f"at threshold {result['threshold']:.4f}: AUC {ratio('auc')}, "
                f"sensitivity {ratio('sensitivity')}, specificity {ratio('specificity')}, F1 {ratio('f1')}; "
                f"{classes}-class accuracy {ratio('accuracy')}" + (f", macro F1 {score_text(result['macro']['f1'], 4)}" if classes > 2 else ""))
+    for line in intervals_text(result):  # QA 83 #3: points alone; 186/186 frames were 30/30 patients
+        typer.echo(line)
     if result.get("triage_by_class"):  # QA 71 #1: the pooled sensitivity hid a class missed
         typer.echo(f"Flagged at the threshold, by abnormal class: {by_class_text(result['triage_by_class'])} (per-class "
                    "sensitivity in metrics.json's per_class is of the most probable class)")

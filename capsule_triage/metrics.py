@@ -144,7 +144,36 @@ def binary_report(positive: np.ndarray, scores: np.ndarray, threshold: float) ->
         "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
         "precision": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn), "accuracy": _ratio(tp + tn, positive.size),
+        "sensitivity_ci95": wilson_interval(tp, tp + fn), "specificity_ci95": wilson_interval(tn, tn + fp),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """The 95% Wilson score interval of a proportion (Newcombe 1998, method 3): [low, high]; None for n = 0. It takes
+    the n as independent draws, which frames of one patient are not: the interval of the groups (patients) is the one to
+    read where a manifest names them (QA 83 #3: the figures were points alone; 186/186 frames are 30/30 patients)."""
+    if not n:
+        return None
+    p, z2 = successes / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == n else min(1.0, centre + half)]
+
+
+def intervals_text(result: dict) -> list[str]:
+    """``triage eval``'s sensitivity and specificity with their 95% intervals, by frame and, where the data names groups
+    (patients), by group (a group abnormal when any frame is, flagged by its highest score): one line each."""
+    def rates(report: dict) -> str:
+        def one(name: str, hits: str, total: str) -> str:
+            interval = report.get(f"{name}_ci95")
+            return (f"{name} {report[hits]}/{report[hits] + report[total]}"
+                    + (f" ({interval[0]:.4f}-{interval[1]:.4f})" if interval else " (undefined)"))
+        return f"{one('sensitivity', 'tp', 'fn')}, {one('specificity', 'tn', 'fp')}"
+
+    lines = [f"By frame, 95% Wilson intervals (frames taken as independent): {rates(result['triage'])}"] if "triage" in result else []
+    if isinstance(result.get("groups"), dict) and "tp" in result["groups"]:
+        lines.append(f"By group ({result['groups']['n_groups']} groups, e.g. patients: abnormal if any frame is, flagged by its highest "
+                     f"score), 95% Wilson intervals: {rates(result['groups'])}")
+    return lines
 
 
 def flagged_by_class(labels: np.ndarray, scores: np.ndarray, threshold: float, class_names: list[str],

@@ -201,3 +201,26 @@ def test_a_class_without_frames_is_named_with_how_the_averages_treat_it():
     assert metrics.per_class_report(never, ["a", "b", "c"])["macro_classes"] == ["a", "b"]  # as said
     assert absent_classes_note(np.array([[8, 2, 0], [1, 9, 0], [1, 0, 3]]), ["a", "b", "c"]) is None
     assert absent_classes_note(np.array([[8, 2], [0, 0]]), ["a", "b"]) is None  # two classes: triage eval's one-sided note
+
+
+def test_wilson_intervals_of_frames_and_of_groups():
+    """QA 83 #3: sensitivity and specificity were points alone (no interval claimed or computed anywhere), and the group
+    figures metrics.json held were printed nowhere: the shipped model's 186/186 frames are 30/30 patients. Values checked
+    against helper-162's own computation and Newcombe (1998) table I (81/263: 0.2553-0.3662)."""
+    assert metrics.wilson_interval(81, 263) == pytest.approx([0.2553, 0.3662], abs=5e-5)
+    assert metrics.wilson_interval(186, 186) == pytest.approx([0.9798, 1.0], abs=5e-5) and metrics.wilson_interval(186, 186)[1] == 1.0
+    assert metrics.wilson_interval(30, 30) == pytest.approx([0.8865, 1.0], abs=5e-5)
+    assert metrics.wilson_interval(86, 91) == pytest.approx([0.8778, 0.9763], abs=5e-5)
+    assert metrics.wilson_interval(0, 10)[0] == 0.0 and metrics.wilson_interval(0, 0) is None
+    positive = np.array([1, 1, 1, 0, 0, 0, 0], bool)
+    report = metrics.binary_report(positive, np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.1, 0.0]), 0.5)
+    assert report["sensitivity_ci95"] == metrics.wilson_interval(2, 3) and report["specificity_ci95"] == metrics.wilson_interval(3, 4)
+    groups = metrics.group_summary(metrics.group_table(np.array(["a", "a", "b", "c", "c", "d", "d"]), positive,
+                                                       np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.1, 0.0]), 0.5), 0.5)
+    lines = metrics.intervals_text({"triage": report, "groups": groups})
+    low, high = metrics.wilson_interval(2, 3)
+    assert lines[0] == (f"By frame, 95% Wilson intervals (frames taken as independent): sensitivity 2/3 ({low:.4f}-{high:.4f}), "
+                        f"specificity 3/4 ({metrics.wilson_interval(3, 4)[0]:.4f}-{metrics.wilson_interval(3, 4)[1]:.4f})")
+    assert lines[1].startswith("By group (4 groups, e.g. patients: abnormal if any frame is, flagged by its highest score), 95% "
+                               "Wilson intervals: sensitivity 1/2 (") and "specificity 1/2 (" in lines[1]
+    assert metrics.intervals_text({"triage": metrics.binary_report(positive[:3], np.ones(3), 0.5)})[0].endswith("specificity 0/0 (undefined)")
