@@ -122,6 +122,7 @@ class DecodeStats:
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
         multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
+        image_sizes: a frame folder's images by size as stored ("640x480": count; empty: a video).
         colour_notes: Warning: lines on colours: what a frame folder's read guessed (a 16-bit depth, a colour profile not
             used: :meth:`~capsule_triage.frame_folder.FolderColours.notes`), or how a video's frames were converted (HDR,
             BT.2020 primaries), or that they are interlaced (:func:`~capsule_triage.video_colour.frame_notes`), each once.
@@ -143,6 +144,7 @@ class DecodeStats:
     errors: list[str] = field(default_factory=list)
     multi_page: list[str] = field(default_factory=list)
     smallest_image: tuple[int, int, str] | None = None
+    image_sizes: dict[str, int] = field(default_factory=dict)
     colour_notes: list[str] = field(default_factory=list)
     colour_profiles: list[str] = field(default_factory=list)
     sample_bits: int = 0
@@ -165,6 +167,8 @@ class DecodeStats:
     def saw_image(self, width: int, height: int, name: str) -> None:
         if self.smallest_image is None or min(width, height) < min(self.smallest_image[:2]):
             self.smallest_image = (width, height, name)
+        size = f"{width}x{height}"
+        self.image_sizes[size] = self.image_sizes.get(size, 0) + 1
 
 
 @dataclass(frozen=True)

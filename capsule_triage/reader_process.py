@@ -127,6 +127,7 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.jpeg_pixels += child_stats.jpeg_pixels
                 stats.multi_page += child_stats.multi_page  # a frame folder is one part
                 stats.smallest_image = child_stats.smallest_image or stats.smallest_image
+                stats.image_sizes = child_stats.image_sizes or stats.image_sizes  # (one part, as multi_page)
                 stats.colour_notes += [note for note in child_stats.colour_notes if note not in stats.colour_notes]
                 stats.colour_profiles += child_stats.colour_profiles
                 stats.sample_bits = max(stats.sample_bits, child_stats.sample_bits)

@@ -67,6 +67,7 @@ def run_record(input_path, info, input_sha, pipeline, classifier, parameters, st
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1) if decoded_in == "process" else None,  # QA 63 #7: 0.0 unmeasured
         "decode_errors": stats.errors,
         "colour_profiles_converted": stats.colour_profiles,  # a frame folder's images' own, converted to sRGB
+        "image_sizes": stats.image_sizes or None,  # a frame folder's images by size as stored (QA 77 #11); null: a video
         "events": len(ranking.events),
         "flagged_frames": int((ranking.event_id >= 0).sum()),
         "wall_seconds": round(wall, 3),

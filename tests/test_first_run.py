@@ -398,3 +398,27 @@ def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path, monkeypatc
     assert (tmp_path / "repo" / "sub" / ".git").is_file() and checkout_commit(tmp_path / "repo" / "sub") == head
     (tmp_path / "repo" / ".git" / "HEAD").write_text("garbage\n")  # what is not a commit is not recorded as one
     assert checkout_commit(tmp_path / "repo") is None
+
+
+def test_a_frame_folder_of_images_of_several_sizes_is_said(tmp_path, random_weights):
+    """QA 77 #11: a folder mixing sizes (another device's frames, enlarged stills) was read without a word, run.json's source
+    giving the first image's size alone; in a decoder process as in the run's own (the stats come back from the child)."""
+    import cv2
+
+    frames = _demo_frames(6)
+    frames[3:] = [cv2.resize(frame, (frame.shape[1] * 2, frame.shape[0] * 3 // 2)) for frame in frames[3:5]] + [frames[5]]
+    folder = write_frame_folder(frames, tmp_path / "mixed")
+    first, other = (f"{frames[0].shape[1]}x{frames[0].shape[0]}", f"{frames[3].shape[1]}x{frames[3].shape[0]}")
+    for where in ("thread", "process"):
+        done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / where, "--quiet", "--fps", "2",
+                      "--decode-in", where)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == (f"Warning: {folder}: images of 2 sizes ({first} px: 4, {other} px: 2; run.json image_sizes): several "
+                               "devices, or enlarged stills, in one folder? Each is scaled to the model's input on its own (short "
+                               "side, centre square); the study's width and height are its first image's\n"), done.stderr
+        run = json.loads((tmp_path / where / "run.json").read_text())
+        assert run["image_sizes"] == {first: 4, other: 2} and run["decoded_in"] == where
+    uniform = write_frame_folder(frames[:3], tmp_path / "uniform")
+    assert triage("run", uniform, "--weights", random_weights, "--out", tmp_path / "u", "--quiet", "--fps", "2").stderr == ""
+    assert json.loads((tmp_path / "u" / "run.json").read_text())["image_sizes"] == {first: 3}
+    assert json.loads((tmp_path / "thread" / "run.json").read_text())["source"]["width"] == frames[0].shape[1]
