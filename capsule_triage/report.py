@@ -23,7 +23,7 @@ from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
 from .report_facts import file_name, model_facts, playing_rate, says_hours, study_duration, study_facts, study_start, time_range
 from .report_page import html_page, keys_hint, page_header, write_atomic
-from .report_svg import LEFT, RIGHT, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
+from .report_svg import LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
 from .study_folder import Study, load_study
 
@@ -161,6 +161,9 @@ def _start_note(study: Study) -> str:
     start = study_start(study)
     if abs(start) < 0.5:
         return ""
+    if start >= UNIX_TIME_FROM:  # QA 77 #12
+        return (f" Times are the clock times of the frames' timestamps (Unix times, shown in UTC): it starts at "
+                f"{esc(fmt_clock(start))}.")
     return (f" Times are the stream's own: it starts at {esc(fmt_clock(start))}; a player counting from zero shows each "
             f"time {esc(fmt_clock(abs(start)))} {'earlier' if start > 0 else 'later'}.")
 

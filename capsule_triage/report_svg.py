@@ -14,6 +14,7 @@ import contextvars
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from html import escape
 from typing import Sequence
 
@@ -24,6 +25,7 @@ MAX_POINTS = 2000
 RUO = "Research use only \u2014 not a diagnostic device"
 WIDTH, HEIGHT = 1000, 210
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 26
+UNIX_TIME_FROM = 1e9  # s: times from here on (2001-09-09) are Unix times, clock times a CSV gave; no study lasts 31 years
 _NICE_STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 
 
@@ -48,12 +50,15 @@ def clock_with_hours(on: bool):
 
 def fmt_clock(seconds: float) -> str:
     """Video position to the nearest tenth of a second: ``m:ss.s``, from an hour on (or within
-    :func:`clock_with_hours`) ``h:mm:ss.s``.
+    :func:`clock_with_hours`) ``h:mm:ss.s``; a Unix time (:data:`UNIX_TIME_FROM` on) as the UTC date and time it is.
 
     Rounded half up (4.25 s is ``0:04.3``; Python's round() gave ``0:04.2`` but ``0:03.8`` for 3.75 s) before
     it is split, so 59.96 s is ``1:00.0`` (not ``0:60.0``)."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
+    if seconds >= UNIX_TIME_FROM:  # QA 77 #12: a timestamps.csv of clock times read 499042:00:04.0
+        tenths = math.floor(float(seconds) * 10 + 0.5)
+        return f"{datetime.fromtimestamp(tenths // 10, timezone.utc):%Y-%m-%d %H:%M:%S}.{tenths % 10} UTC"
     signed = math.floor(float(seconds) * 10 + 0.5)  # QA 61: a stream's own times may be negative (0:00.0 was said for each)
     sign = "-" if signed < 0 else ""  # (rev55: the sign put on after rounding, half up: -0.25 s is -0:00.2)
     hours, tenths = divmod(abs(signed), 36000)
@@ -288,6 +293,10 @@ def _axes(x, y, t0: float, t1: float) -> list[str]:
 
 
 def _tick_label(seconds: float, step: float) -> str:
+    if seconds >= UNIX_TIME_FROM:  # the time of day (UTC): the hour strips' titles and the facts give the date
+        tenths = math.floor(seconds * 10 + 0.5)
+        day = f"{datetime.fromtimestamp(tenths // 10, timezone.utc):%H:%M:%S}"
+        return f"{day}.{tenths % 10}" if step < 1 else day
     if seconds < 0 and round(seconds, 1) < 0:
         return "-" + _tick_label(-seconds, step)
     if step < 1:

@@ -441,6 +441,24 @@ def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
     assert {k: fmt_clock(k) for k in cases} == cases
 
 
+def test_unix_times_of_a_timestamps_csv_are_said_as_the_clock_times_they_are(tmp_path, random_weights):
+    """QA 77 #12: a frame folder timed by a CSV of Unix times (an export's acquisition clock) read '499042:00:04.0' on the
+    console and the page, and its start note offered to count from zero 'a time 499042:00:04.0 earlier'."""
+    from capsule_triage.report_svg import _tick_label
+
+    assert fmt_clock(1796003595.25) == "2026-11-30 01:53:15.3 UTC" and fmt_clock(999_999_999.0) == "277777:46:39.0"
+    assert (_tick_label(1796003596.0, 2), _tick_label(1796003596.5, 0.5)) == ("01:53:16", "01:53:16.5")
+    rng = np.random.default_rng(7)
+    folder = write_frame_folder([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(6)], tmp_path / "f")
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"{p.name},{1796003595 + i / 2}\n" for i, p in
+                                                                          enumerate(sorted(folder.glob("*.png")))))
+    done = triage("run", folder, "--weights", random_weights, "--out", tmp_path / "o", "--threshold", "0")
+    assert done.returncode == 0 and "#1: 2026-11-30 01:53:15.0 UTC to 2026-11-30 01:53:17.5 UTC (" in done.stdout, done.stdout
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert ("Times are the clock times of the frames' timestamps (Unix times, shown in UTC): it starts at 2026-11-30 01:53:15.0 "
+            "UTC.") in page and ">01:53:16.0<" in page and not re.search(r"\d{5,}:\d\d:\d\d", page)
+
+
 def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
     """QA 23 (WCAG 2.4.1, 2.4.3, 1.3.1): no <main> and no skip link; Tab went through every timeline span (117 stops)
     before the gallery, and each card twice (thumbnail, title); the title link's name was '#1 0:22.8'; the pager was
