@@ -109,8 +109,10 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
         samples, notes = training_validation(samples, config), []
     if split != "all" and not any(s.split == split for s in samples):
         raise InputError(data, f"no {split!r} split in the data (splits: {sorted({s.split for s in samples})})")
-    # review rev65: a patient's frames added since training are in no split, not in another one
-    leak = split_leak([s for s in samples if s.split != ADDED], source.group_column, scored=split) if split != "all" else None
+    # review rev65: a patient's frames added since training are in no split, not in another one; QA 83 #7: for the test
+    # split, the data's own splits (a 'val' redrawn from its train rows was named, a split the data does not have)
+    checked = source.samples if split == "test" else [s for s in samples if s.split != ADDED]
+    leak = split_leak(checked, source.group_column, scored=split) if split != "all" else None
     return samples, split, unread + notes + ([leak] if leak else [])
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -835,6 +836,11 @@ def test_a_patient_in_two_splits_is_named_by_train_and_eval(tmp_path):
     result = evaluate(out, path, "test")
     assert f"{path}: 2 patient values of the 'test' frames also have frames in another split (2 in test + train: 'P0', 'P1'): " \
            "the model was chosen or trained on these patients, so these metrics are optimistic (keep each patient in one split)" in result["warnings"]
+    redrawn = Path(shutil.copytree(out, tmp_path / "m2"))  # QA 83 #7: a model that drew validation from its train rows said
+    config = json.loads((redrawn / "config.json").read_text())  # 'in test + val', a split this data does not have
+    config["provenance"]["training"]["split"] = {**config["provenance"]["training"].get("split", {}), "val_fraction": 0.5, "seed": 0}
+    (redrawn / "config.json").write_text(json.dumps(config))
+    assert any("(2 in test + train: 'P0', 'P1')" in w for w in evaluate(redrawn, path, "test")["warnings"])
     # No group column (a folder tree, or a manifest without one), or groups kept on one side: nothing to say.
     samples = read_samples(path).samples
     assert split_leak(samples, None) is None
