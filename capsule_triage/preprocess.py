@@ -21,7 +21,6 @@ from .model_config import ModelConfig
 FOV_MIN_FRACTION = 0.05  # a row/column is inside the view when this fraction of it is bright
 FOV_GAP_FRACTION = 1 / 32  # dark rows/columns (of the short side) one view may hold; a wider dark gap separates marks beside it
 FOV_PART_SHARE = 0.25  # a bright stretch with this share of the fullest one's bright pixels is part of the view
-TWIN_VIEW_RATIO = 1.4  # a box this many times as wide as tall (or tall as wide) over stretches apart holds two pictures
 
 
 def circle_mask(size: int, radius_fraction: float) -> torch.Tensor:
@@ -38,10 +37,7 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
     most bright pixels; the rows are found within those columns, and the columns again within those
     rows: burned-in text, a status line or a logo in the black border is a stretch of its own, and
     text above the view lies outside its columns (QA pass 16: white overlay text beside the view
-    moved the crop onto it). A box over stretches apart that is more than :data:`TWIN_VIEW_RATIO` times as
-    wide as tall holds two pictures (a twin view, a picture-in-picture inset of half the view's side or
-    more beside it: QA 81 #2, the crop took half of each): the fuller one is kept; one view, even crossed
-    by a dark band, is about as wide as tall. A view narrower than a quarter of the frame's short side counts as
+    moved the crop onto it). A view narrower than a quarter of the frame's short side counts as
     none found (a dark frame): the centre square. The batch's bright-pixel mask comes to the host in
     one copy (on a GPU: one synchronisation per batch, not two per frame).
     """
@@ -56,17 +52,7 @@ def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
     for mask in bright:
         left, right = _view_stretch(mask.sum(axis=0) / h, gap)
         top, bottom = _view_stretch(mask[:, left:right].sum(axis=1) / max(1, right - left), gap)
-        columns = mask[top:bottom].sum(axis=0) / max(1, bottom - top)
-        left, right = _view_stretch(columns, gap)
-        if right - left > TWIN_VIEW_RATIO * (bottom - top):  # QA 81 #2: a twin view, or an inset beside it: the fuller picture
-            if (found := _view_stretch(columns, gap, fullest=True)) != (left, right):
-                left, right = found
-                top, bottom = _view_stretch(mask[:, left:right].sum(axis=1) / max(1, right - left), gap)
-        elif bottom - top > TWIN_VIEW_RATIO * (right - left):  # the two one above the other
-            rows = mask[:, left:right].sum(axis=1) / max(1, right - left)
-            if (found := _view_stretch(rows, gap, fullest=True)) != (top, bottom):
-                top, bottom = found
-                left, right = _view_stretch(mask[top:bottom].sum(axis=0) / max(1, bottom - top), gap)
+        left, right = _view_stretch(mask[top:bottom].sum(axis=0) / max(1, bottom - top), gap)
         if bottom - top >= least and right - left >= least:
             top, bottom, left, right = _without_specks(mask, top, bottom, left, right, gap)
         if bottom - top < least or right - left < least:  # nothing found (dark frame): centre square
@@ -118,19 +104,19 @@ def _without_specks(mask: np.ndarray, top: int, bottom: int, left: int, right: i
     return moved(top, y0), moved(bottom, min(y1, bottom)), moved(left, x0), moved(right, min(x1, right))
 
 
-def _view_stretch(share: np.ndarray, gap: float, fullest: bool = False) -> tuple[int, int]:
+def _view_stretch(share: np.ndarray, gap: float) -> tuple[int, int]:
     """(first, one past the last) of the rows (or columns) inside the view, given each one's bright
     share: the stretches of rows more than :data:`FOV_MIN_FRACTION` bright, joined across dark runs
     up to ``gap`` long, that hold at least :data:`FOV_PART_SHARE` of the bright pixels of the
-    fullest one (a view crossed by a dark band is two such stretches; overlay text holds far less),
-    or that fullest one alone (``fullest``: two pictures side by side); (0, 0) if none is bright."""
+    fullest one (a view crossed by a dark band is two such stretches; overlay text holds far less);
+    (0, 0) if none is bright."""
     inside = np.flatnonzero(share > FOV_MIN_FRACTION)
     if not len(inside):
         return 0, 0
     breaks = np.flatnonzero(np.diff(inside) > gap + 1)  # a step of k + 1 skips k dark rows
     starts, ends = np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(inside) - 1]])
     mass = np.array([share[inside[a] : inside[b] + 1].sum() for a, b in zip(starts, ends)])
-    parts = np.flatnonzero(mass >= FOV_PART_SHARE * mass.max()) if not fullest else [int(np.argmax(mass))]
+    parts = np.flatnonzero(mass >= FOV_PART_SHARE * mass.max())
     return int(inside[starts[parts[0]]]), int(inside[ends[parts[-1]]]) + 1
 
 

@@ -107,28 +107,15 @@ def test_fov_boxes_pass_over_burned_in_text_and_find_a_small_view():
     assert fov_boxes(torch.from_numpy(banded).permute(0, 3, 1, 2)) == [(30, 100, 120)]
 
 
-def test_fov_boxes_of_two_pictures_side_by_side_take_the_fuller_one():
-    """QA 81 #2: a twin view (two scopes' pictures, or white light beside NBI) and a picture-in-picture inset of half the
-    view's side or more beside the view were one box: the crop took half of each picture (here (0, 73, 180), between
-    the two circles). The fuller picture is kept; one view crossed by a dark band stays whole (the test above)."""
-    def box(frame):
-        return fov_boxes(torch.from_numpy(np.ascontiguousarray(frame)[None]).permute(0, 3, 1, 2))[0]
-
-    twin = np.zeros((180, 320, 3), np.uint8)
-    cv2.circle(twin, (85, 90), 75, (150, 110, 90), -1)  # columns 10-160
-    cv2.circle(twin, (245, 90), 70, (60, 90, 120), -1)  # columns 175-315, the smaller picture
-    assert box(twin) == (16, 11, 149)
-    twin[:, 168:] = 0
-    assert box(twin) == (16, 11, 149)  # as the fuller picture's alone
-    inset = np.zeros((180, 320, 3), np.uint8)
-    cv2.circle(inset, (110, 90), 80, (150, 110, 90), -1)  # columns 30-190
-    inset[80:170, 215:305] = 120  # a 90 px inset: 40% of the view's bright pixels
-    assert box(inset) == (11, 31, 159)
-    assert box(inset.transpose(1, 0, 2)) == (31, 11, 159)  # the two one above the other
-    inset[80:170, 215:305] = 0  # without it, the same box
-    assert box(inset) == (11, 31, 159)
-    wide = np.full((180, 320, 3), 120, np.uint8)  # one wide picture, frame-filling: kept whole
-    assert box(wide) == (0, 70, 180)
+def test_fov_boxes_keep_a_dim_view_whose_lit_walls_a_dark_lumen_parts():
+    """rev80 #1: a rule taking the fuller of two side-by-side pictures (QA 81 #2, a twin view) cropped such a view to one
+    wall, (90, 15, 80): a lit region wider than tall, split by the dark lumen, is what one view looks like as often as two
+    pictures do, and boxes alone cannot tell them apart. The view's whole box is kept."""
+    frame = np.zeros((256, 256, 3), np.uint8)
+    cv2.circle(frame, (128, 128), 120, (15, 10, 8), -1)  # below the brightness threshold: only the walls count
+    frame[90:170, 15:95] = (150, 90, 70)
+    frame[90:170, 165:240] = (140, 85, 65)
+    assert fov_boxes(torch.from_numpy(frame[None]).permute(0, 3, 1, 2)) == [(18, 15, 225)]
 
 
 def test_fov_boxes_leave_out_text_close_beside_a_round_view():
