@@ -147,13 +147,15 @@ def real_groups(samples: list[Sample]) -> set[str]:
 
 
 def shared_groups_note(scored: list[Sample], chosen: set[str], split: str, val_data: str | Path) -> str | None:
-    """A warning when patients (groups) of the frames scored also have frames in ``--val-data``, on which the threshold
-    was chosen (QA 83 #1: alternate frames of 6 patients in each, sensitivity and specificity 1.0 at that threshold,
-    without a word: frames were compared by content only)."""
+    """A warning when group names (patients, subjects) of the frames scored also name frames in ``--val-data``, on which
+    the threshold was chosen (QA 83 #1: alternate frames of 6 patients in each, sensitivity and specificity 1.0 at that
+    threshold, without a word: frames were compared by content only). Names alone: two sources that number their
+    patients 1, 2, ... share names, not patients (rev80 #2), so it says what holds if they are the same."""
     groups = real_groups(scored)
     shared = sorted(groups & chosen, key=natural_key)
     if not shared:
         return None
     named = ", ".join(map(repr, shared[:3])) + (", ..." if len(shared) > 3 else "")
-    return (f"{len(shared)} of the {len(groups)} groups (patients) of the frames scored ({split}) also have frames in {val_data}, "
-            f"on which the threshold was chosen ({named}): the figures at that threshold are optimistic (choose it on other patients)")
+    return (f"{len(shared)} of the {len(groups)} group names (patients) of the frames scored ({split}) also name frames in "
+            f"{val_data}, on which the threshold was chosen ({named}): if they are the same patients, the figures at that "
+            "threshold are optimistic (choose it on other patients)")

@@ -245,7 +245,8 @@ def group_summary(table: dict[str, np.ndarray], threshold: float) -> dict:
     """Group-level binary metrics on each group's maximum score (a group without a frame with a view: never flagged)."""
     flaggable = np.where(table["n_with_view"] > 0, table["score_max"], -np.inf)
     report = binary_report(table["abnormal"], flaggable, threshold)
-    return {"n_groups": int(table["group"].size), "auc_max_score": roc_auc(table["abnormal"], table["score_max"]), **report}
+    auc = roc_auc(table["abnormal"], table["score_max"]) if table["n_with_view"].any() else float("nan")  # (rev80 #4, as summarize's)
+    return {"n_groups": int(table["group"].size), "auc_max_score": auc, **report}
 
 
 def accuracy_curve(accuracies: list[float], *, tail: float = 1 / 3) -> dict | None:

@@ -92,7 +92,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              *_warning_lines(result),
              "| ROC AUC | accuracy | sensitivity | specificity | precision | F1 |", "|---|---|---|---|---|---|",
              "| " + " | ".join(percent_text(numbers[k]) if k != "auc" else score_text(numbers[k], 4) for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1")) + " |",
-             *(["", *(f"- {line}." for line in intervals_text(result))] if intervals_text(result) else []),  # QA 83 #3
+             *(["", *(f"- {line}." for line in intervals)] if (intervals := intervals_text(result)) else []),  # QA 83 #3
              "", f"ROC AUC, sensitivity, specificity, precision and F1 are those of triage: a frame is abnormal when its suspicion score "
              f"(the summed probability of {', '.join(numbers.get('abnormal_classes', []))}) reaches the threshold. Accuracy and the "
              + ("confusion matrix are those of the class with the highest probability." if len(numbers["class_names"]) > 2 else

@@ -11,6 +11,7 @@ both sides of the train/val split), and refuses to resume on images changed in p
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,6 +129,17 @@ def threshold_chosen_on(folder: str | Path, config: ModelConfig, known: dict[str
     training = (config.provenance.get("training") or {}).get("recipe") or {} if isinstance(config.provenance, dict) else {}
     if recorded or not known or not isinstance(chosen, dict) or chosen.get("threshold") != config.threshold:
         return recorded
-    if str(chosen.get("method", "")).endswith("on the validation split") and chosen.get("data") == training.get("data"):
+    if str(chosen.get("method", "")).endswith("on the validation split") and _same_path(chosen.get("data"), training.get("data")):
         return {digest for digest, side in known.items() if side == "val"}
     return recorded
+
+
+def _same_path(a, b) -> bool:
+    """Whether two paths as typed name one file: the same text, or the same file seen from here (rev80 #5: one typed
+    relative, the other absolute)."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
+        return False
+    try:
+        return a == b or os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

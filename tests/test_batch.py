@@ -1340,6 +1340,27 @@ def test_a_lock_with_no_record_says_so_and_a_report_holding_it_is_named(tmp_path
                          "record (a run killed as it started?)"]
 
 
+def test_triage_report_holds_a_lock_released_as_it_is_read(tmp_path, monkeypatch):
+    """rev80 #3: a night's lock released between `triage report`'s failed create and its read made the report's stat of
+    it raise, and the pages were written without a lock (a night starting meanwhile was not refused)."""
+    from capsule_triage.batch import lock as locks
+
+    lock = tmp_path / LOCK_FILE
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "triage batch"}))
+    real = locks.read_lock
+
+    def released_meanwhile(path):
+        monkeypatch.setattr(locks, "read_lock", real)
+        path.unlink()  # the night ends now
+        return {}
+
+    monkeypatch.setattr(locks, "read_lock", released_meanwhile)
+    with locks.lock_for_pages(tmp_path):
+        held = json.loads(lock.read_text())
+        assert held["pid"] == os.getpid() and held["command"] == "triage report" and "replaces" not in held
+    assert not lock.exists()
+
+
 def test_a_lock_released_as_it_is_read_is_no_killed_night(tmp_path, monkeypatch):
     """rev78 #2: a lock released between a failed create and its read read as {} and stale: 'the batch run started ?
     (pid ?) ended without finishing (killed ...)', a killed night that was not."""

@@ -87,8 +87,9 @@ def test_the_auc_of_frames_none_of_which_the_model_scored_is_undefined():
     config = ModelConfig.load(SHIPPED / "config.json")
     labels = np.array([0, 0, 0, 1, 1, 1])
     probs = np.tile([1.0, 0.0], (6, 1)) if config.class_names[0] != "bleeding" else np.tile([0.0, 1.0], (6, 1))
-    result = summarize(labels, probs, config, view=np.zeros(6, bool))
+    result = summarize(labels, probs, config, view=np.zeros(6, bool), groups=["a", "a", "b", "b", "c", "c"])
     assert math.isnan(result["auc"]) and math.isnan(result["auc_one_vs_rest"]["macro"])
+    assert math.isnan(result["groups"]["auc_max_score"])  # rev80 #4: the groups' was still 0.5
     assert all(math.isnan(v) for v in result["auc_one_vs_rest"]["per_class"].values())
     assert summarize(labels, probs, config, view=np.r_[True, np.zeros(5, bool)])["auc"] == 0.5
 
@@ -440,18 +441,19 @@ def test_a_threshold_chosen_on_other_frames_of_the_patients_scored_is_said(weigh
     shared = groups & {g for _, _, g in rows}
     assert shared and not {str(p) for p, _, _ in rows} & {r[0] for r in scored}
     result = evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=val)
-    said = [w for w in result["warnings"] if "groups (patients)" in w]
-    assert said and said[0].startswith(f"{len(shared)} of the {len(groups)} groups (patients) of the frames scored (test) also have "
-                                        f"frames in {val}, on which the threshold was chosen ("), said
-    assert said[0].endswith("): the figures at that threshold are optimistic (choose it on other patients)")
+    said = [w for w in result["warnings"] if "group names (patients)" in w]
+    assert said and said[0].startswith(f"{len(shared)} of the {len(groups)} group names (patients) of the frames scored (test) also "
+                                        f"name frames in {val}, on which the threshold was chosen ("), said
+    assert said[0].endswith("): if they are the same patients, the figures at that threshold are optimistic (choose it on other "
+                            "patients)")  # rev80 #2: names alone (two sources numbering patients 1, 2, ... share names only)
     other = tmp_path / "other.csv"  # patients of the train split: no word
     other.write_text("path,label,group\n" + "".join(f"{WCE / row['path']},{label},{row['near_dup_group']}\n"
                                                      for label in ("non-bleeding", "bleeding") for row in manifest_rows("train", label)[::40][:12]))
-    assert not any("groups (patients)" in w for w in evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9,
+    assert not any("group names (patients)" in w for w in evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9,
                                                                val_data=other).get("warnings", []))
 
 
-def test_the_shipped_model_s_threshold_was_chosen_on_its_validation_frames_as_its_config_says(tmp_path):
+def test_the_shipped_model_s_threshold_was_chosen_on_its_validation_frames_as_its_config_says(tmp_path, monkeypatch):
     """QA 83 #2: `triage eval --split val` of the shipped model gave the very figures its threshold was chosen to reach
     (sensitivity 0.9866, specificity 0.9276), without a word: it has no threshold_images.parquet (weights from before it
     was written), and its config.json says where the threshold was chosen: the validation split of its training data."""
@@ -466,6 +468,12 @@ def test_the_shipped_model_s_threshold_was_chosen_on_its_validation_frames_as_it
     elsewhere = replace(config, provenance={**config.provenance, "operating_threshold": {
         **config.provenance["operating_threshold"], "data": "other.csv"}})  # chosen on another manifest's val split
     assert threshold_chosen_on(SHIPPED, elsewhere, known) == set() and threshold_chosen_on(SHIPPED, config, None) == set()
+    recipe = config.provenance["training"]["recipe"]  # rev80 #5: the same manifest typed otherwise (absolute, from elsewhere)
+    typed = replace(config, provenance={**config.provenance, "training": {**config.provenance["training"], "recipe": {
+        **recipe, "data": str(tmp_path / "m.csv")}}, "operating_threshold": {**config.provenance["operating_threshold"], "data": "m.csv"}})
+    (tmp_path / "m.csv").write_text("path,label\n")
+    monkeypatch.chdir(tmp_path)
+    assert threshold_chosen_on(SHIPPED, typed, known) == chosen
 
 
 @needs_shared

@@ -74,9 +74,12 @@ def lock_for_pages(out_dir: Path) -> Iterator[None]:
         if not mine and _live(lock, holder := read_lock(lock)):
             raise OutputError(out_dir, _held(out_dir, lock, holder) + ": make the pages once it has finished")
         if not mine:  # a killed run's lock: taken over as the batch does, and given back
-            night = holder or {NO_RECORD: lock.stat().st_mtime}  # rev79 #3: one with no record was not put back
+            try:
+                night = holder or {NO_RECORD: lock.stat().st_mtime}  # rev79 #3: one with no record was not put back
+            except FileNotFoundError:  # released between the create and the read (rev80 #3: the pages went unlocked)
+                night = None
             lock.unlink(missing_ok=True)
-            if not (mine := _create(lock, record := {**record, "replaces": night})):  # a night, just now
+            if not (mine := _create(lock, record := {**record, **({"replaces": night} if night else {})})):  # a night, just now
                 raise OutputError(out_dir, _held(out_dir, lock, read_lock(lock)) + ": make the pages once it has finished")
     except OSError:
         mine = False
