@@ -27,6 +27,9 @@ BENCH_SCHEMA_VERSION = 1
 LOADED_SHARE = 0.1  # other processes using more than this share of the CPUs bench runs on while it measures: said
 
 
+SIZING_MIN_FRAMES = 1000  # an input shorter than this is said to be too short to size a machine (per-study work weighs)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -105,6 +108,10 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     warnings = [f"end to end measured {fps['end_to_end'] / fps['model']:.1f}x faster than the model alone, which scores every "
                 "frame of it: the machine's load changed between the stages' timings; measure again on an idle machine, or "
                 "with more --seconds"] if fps["end_to_end"] > 1.15 * fps["model"] else []
+    if frames_per_pass < SIZING_MIN_FRAMES:  # QA 84 #2: one frame was benchmarked as any study, without a word
+        warnings.append(f"{frames_per_pass:,} frame{'s' if frames_per_pass != 1 else ''} a pass: the work done once per study "
+                        "(opening it, thumbnails, tables) weighs on end to end as it does not on a study of thousands of frames; "
+                        f"give a VIDEO of {SIZING_MIN_FRAMES:,} frames or more to size a machine")
     if others is not None and others > LOADED_SHARE * load.cpus:
         warnings.append(f"other processes (or the virtual machine's host) used {others:.2f} of the {load.cpus} CPUs bench ran on "
                         "while it measured (/proc/stat): every stage shared them, so these figures are likely low; measure again "

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
-        seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage.")] = 3.0,
+        seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage; each stage also runs the whole VIDEO once first (its warm-up), so a long VIDEO takes at least that many passes, whatever this says.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
         decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())
         typer.echo(f"  end to end without the per-study work {fps['scoring']:.1f} frames/s (last pass: {stages})")
         decoders = "" if result["decoder_peak_rss_mb"] is None else f" (decoder processes {result['decoder_peak_rss_mb']:.0f} MB)"
-        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB{decoders}; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB of decoding and end to end{decoders}; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
         bf16 = "native bf16" if machine["native_bf16"] else "no native bf16"  # QA 42: said only by a feature missing from the JSON's list
