@@ -421,7 +421,7 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert others is not None and others >= 0
     loaded = any(w.startswith("other processes ") for w in data["warnings"])
     assert loaded is (others > 0.1 * data["machine"]["cpus"]) or abs(others - 0.1 * data["machine"]["cpus"]) <= 0.005  # (rounded)
-    assert (f"64 frames a pass: the work done once per study (opening it, thumbnails, tables) weighs on end to end as it does not "
+    assert ("64 frames a pass: the work done once per study (opening it, thumbnails, tables) weighs on end to end as it does not "
             "on a study of thousands of frames; give a VIDEO of 1,000 frames or more to size a machine") in data["warnings"]  # QA 84 #2
     assert isinstance(data["warnings"], list) and len(data["warnings"]) == impossible + loaded + 1 and "Warning: " in result.stderr
     import av
