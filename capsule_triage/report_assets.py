@@ -30,7 +30,7 @@ svg.timeline :is(.area,.score,.raw,.point,.grid,.xtick,.tick,.span-label,.thr,.t
 .pager a[aria-current]{background:var(--sel);color:#fff}
 .cards{list-style:none;padding:0;margin:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(172px,1fr));gap:10px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:6px;display:flex;flex-direction:column;gap:2px;scroll-margin:80px}
-.card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
+html:not(.js) .card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
 .card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
 .card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
 .score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
@@ -70,8 +70,9 @@ function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||
  ||!!(e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """
 
-# j/k move to the next/previous card: its title link gets focus and aria-current, and #announce (a
-# polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
+# j/k move to the next/previous card (the address's #event-N replaced, not a new history entry: QA 85 #3, holding j
+# filled the history and Chromium throttled it, dropping presses; so :target outlines a card only without scripts):
+# its title link gets focus and aria-current, and #announce (a polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
 # announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing, and
 # every folded section is printed (the events in time order, the top frames, the hour strips: opened for the
 # printout, folded again after; rev36, QA 73 #1). The print stylesheet alone would hide them.
@@ -90,7 +91,7 @@ function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page
  else if(p){showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
  else{showPage(cur<0?0:Math.floor(cur/size));}}
 function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
- location.hash='#event-'+(i+1);sync();
+ var h='#event-'+(i+1);try{history.replaceState(history.state,'',h);}catch(x){location.hash=h;}sync();
  var a=document.querySelector('#event-'+(i+1)+' a.title');if(a)a.focus({preventScroll:true});
  if(live)live.textContent='Event '+(i+1)+' of '+ev.length+', peak '+ev[i].peak+', at '+ev[i].time
   +(ev.length>1&&i===ev.length-1?' (last event)':ev.length>1&&i===0?' (first event)':'');}

@@ -1058,6 +1058,14 @@ def test_large_study_paginates_in_chromium(tmp_path, browser):
     assert browser.eval_until(visible, list(range(100, 150))) == list(range(100, 150))
     browser.key("j")
     assert browser.eval("location.hash") == "#event-101" and browser.eval(visible) == list(range(100, 150))
+    # QA 85 #3: each j added a history entry (Back stepped through events; Chromium throttles over ~200 in 10 s, dropping
+    # presses): the address is replaced; one card outlined (:target kept the old one's with scripts on)
+    entries = browser.eval("history.length")
+    for _ in range(30):
+        browser.key("j")
+    assert browser.eval("location.hash") == "#event-131" and browser.eval("history.length") == entries
+    assert browser.eval("Array.from(document.querySelectorAll('.card')).filter(c => getComputedStyle(c).outlineStyle !== "
+                        "'none').map(c => c.id)") == ["event-131"]
     # QA 41: the score's area and line, drawn over the spans, took the clicks (30 of 122 spans, #1 among them, had no
     # clickable point); now a click anywhere in a top event's span is that span's, also where thin spans meet
     missed = browser.eval("""(() => { const svg = document.querySelector('svg.timeline'); svg.scrollIntoView();
