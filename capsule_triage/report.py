@@ -308,12 +308,14 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
 
 
 def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
-    f, shown = study.frames, rows[:MAX_DETAIL_ROWS]
+    f, peak = study.frames, event.get("peak_frame")
+    at = int(np.argmax(f["frame_index"][rows] == peak)) if len(rows) > MAX_DETAIL_ROWS else 0  # QA 85 #1: the first 5,000 rows
+    first = min(max(0, at - MAX_DETAIL_ROWS // 2), max(0, len(rows) - MAX_DETAIL_ROWS))  # left out a later peak's, bold said
+    shown = rows[first : first + MAX_DETAIL_ROWS]
     probs = study.prob_columns
     files = f.get("source_file")  # a frame folder's image names
     head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", *(["file"] if files is not None else []), "time", "seconds", "score",
                                                   "smoothed", *(p[5:] for p in probs)])
-    peak = event.get("peak_frame")
     body = []
     for r in shown:
         frame = int(f["frame_index"][r])
@@ -321,9 +323,11 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
                  score_text(float(f["smoothed_score"][r])), *(score_text(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-    more = f"<p>{len(rows) - len(shown):,} more frames are in {FRAMES_FILE}.</p>" if len(rows) > len(shown) else ""
-    caption = (f"Frames of event #{rank + 1}{f' (the first {len(shown):,})' if more else ''} in time order: time, score, smoothed "
-               "score and each class's probability; the peak frame's row is bold")
+    before, after = first, len(rows) - first - len(shown)
+    more = (f"<p>{before + after:,} more frames ({before:,} before these, {after:,} after) are in {FRAMES_FILE}.</p>"
+            if before + after else "")
+    caption = (f"Frames of event #{rank + 1}{f' ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)' if more else ''} "
+               "in time order: time, score, smoothed score and each class's probability; the peak frame's row is bold")
     # Focusable, so its rows scroll by keyboard (and the page's arrow keys leave it alone: DETAIL_JS)
     return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
             f'<table class="frames"><caption>{esc(caption)}</caption><thead><tr>{head}</tr></thead>'

@@ -1041,6 +1041,24 @@ def test_report_of_a_clip_named_like_a_script_in_chromium(malicious_run, browser
     assert browser.problems() == []
 
 
+def test_a_long_event_s_page_lists_the_frames_around_its_peak(tmp_path):
+    """QA 85 #1: an event of 8,221 frames listed its first 5,000, without the peak at its 7,877th, while the caption said the
+    peak's row was bold."""
+    study = make_study(tmp_path / "s", frames=14_000, events=1, event_frames=12_000)  # the peak: the event's 6,001st frame
+    write_report(study)
+    page = (study / "report" / "event-0001.html").read_text()
+    peak = pq.read_table(study / "events.parquet").to_pylist()[0]["peak_frame"]
+    rows = re.findall(r'<tr id="frame-(\d+)"( class="peak")?>', page)
+    assert len(rows) == 5000 and [int(f) for f, bold in rows if bold] == [peak]
+    assert int(rows[0][0]) == peak - 2500 and int(rows[-1][0]) == peak + 2499
+    assert "(3,501 to 8,500 of 12,000, around its peak) in time order" in page
+    assert "<p>7,000 more frames (3,500 before these, 3,500 after) are in frames.parquet.</p>" in page
+    short = make_study(tmp_path / "t", frames=400, events=1, event_frames=300)  # all of it, as before
+    write_report(short)
+    page = (short / "report" / "event-0001.html").read_text()
+    assert len(re.findall(r'<tr id="frame-', page)) == 300 and "more frames" not in page and "around its peak" not in page
+
+
 @needs_chromium
 def test_large_study_paginates_in_chromium(tmp_path, browser):
     study = make_study(tmp_path / "big", frames=100_000, events=500)
