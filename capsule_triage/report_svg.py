@@ -307,7 +307,7 @@ def _tick_label(seconds: float, step: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-LABEL_SPACING = 22.0  # px between the centres of two "#k" labels (10 px text: "#12" is ~18 px wide)
+LABEL_CHAR_WIDTH, LABEL_GAP = 7.0, 2.0  # px a "#k" label's character takes at most (10 px bold: DejaVu Sans digits 0.7 em)
 
 
 def _box(span: Span, x) -> tuple[float, float]:
@@ -318,14 +318,16 @@ def _box(span: Span, x) -> tuple[float, float]:
 
 
 def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
-    """Ranks of the spans that get their "#k" label: those of rank below ``label_limit``, highest first, each where no
-    higher one's label is within :data:`LABEL_SPACING` (QA 64: only spans 14 px wide were labelled, an event of ~5 min
-    in a 5.5 h study, so none of a long study's events was, #1 included)."""
-    centres, ranks = [], set()
+    """Ranks of the spans that get their "#k" label: those of rank below ``label_limit``, highest first, each where its
+    label clears every higher one's by :data:`LABEL_GAP` (QA 64: only spans 14 px wide were labelled, an event of ~5 min
+    in a 5.5 h study, so none of a long study's events was, #1 included; QA 85 #2: a fixed 22 px between centres let
+    "#168" and "#143" overlap)."""
+    placed, ranks = [], set()  # (centre, half width) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         x0, width = _box(span, x)
-        if all(abs(x0 + width / 2 - c) >= LABEL_SPACING for c in centres):
-            centres.append(x0 + width / 2)
+        centre, half = x0 + width / 2, len(span.label) * LABEL_CHAR_WIDTH / 2
+        if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed):
+            placed.append((centre, half))
             ranks.add(span.rank)
     return ranks
 
