@@ -120,7 +120,8 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     main = ['<div class="grid2">', study_facts(study), model_facts(run, card_use), "</div>", _warnings(run),
             _summary(n, flagged, len(study.events), study_duration(study), playing_rate(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
-            '(click one to jump to it), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
+            '(click one to jump to it; where they crowd, a higher-ranked one covers its neighbours: the hour strips (of a long study), '
+            'or j/k, reach each), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
             timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
@@ -234,7 +235,7 @@ def _gallery(study: Study) -> str:
         sections.append(f'<section class="page" id="page-{p + 1}"><h3>Events {items.start + 1}\u2013{items.stop} of {len(events)}'
                         f' \u00b7 page {p + 1} of {len(pages)}</h3><ol class="cards" start="{items.start + 1}">{cards}</ol></section>')
     keys = keys_hint("<kbd>j</kbd>/<kbd>\u2192</kbd> next event, <kbd>k</kbd>/<kbd>\u2190</kbd> previous, <kbd>Enter</kbd> open it.")
-    return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score. {keys}</p>'
+    return (f'<section id="events"><h2>Events ({len(events)})</h2><p class="hint">Ranked by peak score (equal peaks: the earlier first). {keys}</p>'
             f'<p id="announce" class="vh" aria-live="polite"></p>{pager("")}'
             f'<div class="pages">{"".join(sections)}</div>{pager(", below the events")}</section>')
 

@@ -133,8 +133,10 @@ def _gaps(gaps) -> str | None:
     if not isinstance(gaps, dict) or not gaps.get("count"):
         return None
     longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
-    where = f"; longest {longest['seconds']:.1f} s after {fmt_clock(longest['from_seconds'])}" if longest else ""
-    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {fmt_duration(gaps.get('seconds', 0))} in all (~{gaps.get('frames_missing_estimate', 0):,} "
+    where = (f"; longest {fmt_duration(longest['seconds'])} after {fmt_clock(longest['from_seconds'])}" if longest and gaps["count"] > 1
+             else f", after {fmt_clock(longest['from_seconds'])}" if longest else "")  # QA 85 #6: one gap said '3 min 00 s', '179.8 s'
+    total = fmt_duration(gaps.get("seconds", 0)) + (" in all" if gaps["count"] > 1 else "")
+    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {total} (~{gaps.get('frames_missing_estimate', 0):,} "
             f"frames){where}: not scored (a damaged file, or a lost signal)")
 
 

@@ -215,7 +215,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
             parts.append(f'<line class="thr {cls}" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}">'
                          f'<title>{name} threshold {esc(score_text(value))}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
-                         f'{name} {value:.2f}</text>')
+                         f'{name} {esc(score_text(value))}</text>')  # as the facts say it (QA 85 #5: 'leave 0.38' by 0.375)
     parts.append("</svg></div>")
     return "".join(parts)
 

@@ -123,7 +123,7 @@ def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
 
     lines = []
     if (gaps := run["time_gaps"])["count"]:
-        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s in all, "
+        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s{' in all' if gaps['count'] > 1 else ''}, "
                      f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json")
     if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
         errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry

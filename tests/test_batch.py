@@ -2409,7 +2409,7 @@ def test_a_study_s_own_warnings_are_said_by_the_night(random_weights, tmp_path):
     past = time.time_ns() - 3600 * 10**9
     os.utime(clip, ns=(past, past))
     result = run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights)))
-    gap = f"{clip}: 1 stretch without frames (5.0 s in all, ~20 frames), not scored; see time_gaps in run.json"
+    gap = f"{clip}: 1 stretch without frames (5.0 s, ~20 frames), not scored; see time_gaps in run.json"
     assert result.counts["ok"] == 1 and gap in result.warnings, result.warnings
     (folder,) = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("gap.mp4")]
     run = json.loads((folder / "run.json").read_text())

@@ -1373,12 +1373,16 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
         container.mux(stream.encode())
     result = triage("run", clip, "--out", tmp_path / "o", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {clip}: 1 stretch without frames (5.0 s in all, ~20 frames), not scored; "
+    assert result.stderr.strip() == (f"Warning: {clip}: 1 stretch without frames (5.0 s, ~20 frames), not scored; "
                                      "see time_gaps in run.json")
     gaps = json.loads((tmp_path / "o" / "run.json").read_text())["time_gaps"]
     assert (gaps["count"], gaps["gaps"][0]["from_seconds"], gaps["gaps"][0]["to_seconds"]) == (1, 4.75, 10.0)
     page = (tmp_path / "o" / "report.html").read_text()
-    assert "1 stretch without frames, 5.0 s in all (~20 frames); longest 5.0 s after 0:04.8" in page
+    assert "Ranked by peak score (equal peaks: the earlier first)." in page  # QA 85 #7: the tie rule said nowhere
+    assert "1 stretch without frames, 5.0 s (~20 frames), after 0:04.8: not scored" in page  # QA 85 #6: '3 min 00 s in all
+    # ...; longest 179.8 s' for one gap
+    leave = json.loads((tmp_path / "o" / "run.json").read_text())["parameters"]["rank"]["leave_threshold"]
+    assert f">leave {score_text(leave)}</text>" in page and f">leave {leave:.2f}</text>" not in page  # QA 85 #5: as the facts
     # QA 73 #2: the rate was the span's average, gaps included ("2.71 frames/s" for this 4 frames/s video)
     assert "video, h264, 128 \u00d7 128 px, 4.00 frames/s between its gaps; 2.67 over its whole length<" in page
     assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
@@ -1417,7 +1421,7 @@ def test_the_reading_time_and_duration_hold_through_a_gap_and_for_one_frame(tmp_
     (tmp_path / "o" / "run.json").write_text(json.dumps(run))
     again = write_report(tmp_path / "o").read_text()
     assert "30.00 frames/s between its gaps; 10.00 over its whole length<" in again and "Reading at 30 frames/s (as it plays)" in again
-    assert "1 stretch without frames, 8.0 s in all (~240 frames)" in again
+    assert "1 stretch without frames, 8.0 s (~240 frames)" in again
     write_frame_folder([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)], tmp_path / "one")
     result = triage("run", tmp_path / "one", "--weights", random_weights, "--out", tmp_path / "o1", "--quiet", "--fps", "2",
                     "--threshold", "0.0001")
