@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     do not load) can add to it.
     """
     video = Path(video)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = OtherLoad()
     batch_size = read_batch_size(pipeline.read.batch_size, classifier, batch_size)
     read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=batch_size)),  # as `triage run` reads
@@ -119,6 +121,9 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
         "input": str(Path(video).absolute()),
+        # QA 84 #6: JSON files of two machines could not be compared (decode speed follows the resolution and codec)
+        "source": {k: last_run["source"].get(k) for k in ("kind", "codec", "width", "height", "average_fps")},
+        "measured_at": started_at, "min_seconds": min_seconds,
         "frames_per_pass": frames_per_pass,
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "cost_ratio": round(cost, 3),

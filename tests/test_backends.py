@@ -395,6 +395,8 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1 and data["frames_per_pass"] == 64
+    assert data["source"] == {"kind": "video", "codec": "h264", "width": 224, "height": 224, "average_fps": 4.0}, data["source"]  # QA 84 #6
+    assert data["min_seconds"] == 0.3 and data["measured_at"].endswith("+00:00")
     assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end", "scoring"} and all(v > 0 for v in data["fps"].values())
     assert data["fps"]["scoring"] > data["fps"]["end_to_end"]  # the decode-and-score stream is a part of each end-to-end pass
     assert set(data["stage_seconds"]) == {"decode_and_score", "thumbnails", "other"} and data["stage_seconds"]["thumbnails"] > 0
