@@ -70,8 +70,10 @@ function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||
  ||!!(e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """
 
-# j/k move to the next/previous card (the address's #event-N replaced, not a new history entry: QA 85 #3, holding j
-# filled the history and Chromium throttled it, dropping presses; so :target outlines a card only without scripts):
+# j/k move to the next/previous card, the page keeping its place itself; the address's #event-N follows 250 ms after the
+# last press, replaced, not a new history entry (QA 85 #3, rev81 #1: every press set the address, and Chromium throttles
+# over ~200 in 10 s, replaceState too, so holding j stopped at #200; so :target outlines a card only without scripts;
+# a link the reader follows meanwhile, a span or a page, wins over the address still to be written):
 # its title link gets focus and aria-current, and #announce (a polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
 # announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing, and
 # every folded section is printed (the events in time order, the top frames, the hour strips: opened for the
@@ -82,27 +84,33 @@ var pages=document.querySelectorAll('.page'),links=document.querySelectorAll('.p
 document.documentElement.classList.add('js');
 function showPage(p){pages.forEach(function(s,i){s.classList.toggle('current',i===p);});
  links.forEach(function(a){if(a.getAttribute('href')==='#page-'+(p+1))a.setAttribute('aria-current','page');else a.removeAttribute('aria-current');});}
-function sync(){var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
- document.querySelectorAll('.selected').forEach(function(e){e.classList.remove('selected');});
- document.querySelectorAll('.card a[aria-current]').forEach(function(a){a.removeAttribute('aria-current');});
- if(m&&+m[1]>=1&&+m[1]<=ev.length){cur=+m[1]-1;showPage(Math.floor(cur/size));
-  document.querySelectorAll('[data-rank="'+cur+'"]').forEach(function(e){e.classList.add('selected');});
-  var c=document.getElementById(h);if(c){c.scrollIntoView({block:'center'});c.querySelector('a.title').setAttribute('aria-current','true');}}
- else if(p){showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
- else{showPage(cur<0?0:Math.floor(cur/size));}}
+function unselect(){document.querySelectorAll('.selected').forEach(function(e){e.classList.remove('selected');});
+ document.querySelectorAll('.card a[aria-current]').forEach(function(a){a.removeAttribute('aria-current');});}
+function select(i){cur=i;showPage(Math.floor(cur/size));unselect();
+ document.querySelectorAll('[data-rank="'+cur+'"]').forEach(function(e){e.classList.add('selected');});
+ var c=document.getElementById('event-'+(cur+1));if(c){c.scrollIntoView({block:'center'});c.querySelector('a.title').setAttribute('aria-current','true');}}
+var pending=null;
+function address(){if(pending===null)return;clearTimeout(pending);pending=null;var h='#event-'+(cur+1);
+ if(location.hash!==h)try{history.replaceState(history.state,'',h);}catch(x){location.hash=h;}}
+function sync(){if(pending!==null){clearTimeout(pending);pending=null;}
+ var h=location.hash.slice(1),m=/^event-(\d+)$/.exec(h),p=/^page-(\d+)$/.exec(h);
+ if(m&&+m[1]>=1&&+m[1]<=ev.length)select(+m[1]-1);
+ else{unselect();if(p)showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));else showPage(cur<0?0:Math.floor(cur/size));}}
 function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
- var h='#event-'+(i+1);try{history.replaceState(history.state,'',h);}catch(x){location.hash=h;}sync();
+ select(i);if(pending!==null)clearTimeout(pending);pending=setTimeout(address,250);
  var a=document.querySelector('#event-'+(i+1)+' a.title');if(a)a.focus({preventScroll:true});
  if(live)live.textContent='Event '+(i+1)+' of '+ev.length+', peak '+ev[i].peak+', at '+ev[i].time
   +(ev.length>1&&i===ev.length-1?' (last event)':ev.length>1&&i===0?' (first event)':'');}
 document.addEventListener('keydown',function(e){
  if(skipKey(e))return;
- var k=e.key,m=/^#event-(\\d+)$/.exec(location.hash),p=/^#page-(\\d+)$/.exec(location.hash);if(m&&+m[1]<=ev.length)cur=+m[1]-1;
+ var k=e.key,m=pending===null&&/^#event-(\d+)$/.exec(location.hash),p=pending===null&&/^#page-(\d+)$/.exec(location.hash);
+ if(m&&+m[1]>=1&&+m[1]<=ev.length)cur=+m[1]-1;
  var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
  if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);
  else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
- else if(k==='Enter'&&cur>=0&&e.target===document.body)location.href=ev[cur].href;else return;
+ else if(k==='Enter'&&cur>=0&&e.target===document.body){address();location.href=ev[cur].href;}else return;
  e.preventDefault();});
+window.addEventListener('pagehide',address);
 window.addEventListener('hashchange',sync);sync();
 window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});
  document.querySelectorAll('details:not([open])').forEach(function(d){d.open=true;d.dataset.printed='1';});});
