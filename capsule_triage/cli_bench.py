@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
         batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
-        seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage; each stage also runs the whole VIDEO once first (its warm-up), so a long VIDEO takes at least that many passes, whatever this says.")] = 3.0,
+        seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage. Decode-only and end to end also run the whole VIDEO once first (a warm-up) and at least once timed, so a long VIDEO takes at least four passes whatever this says.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
         decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
             return
         fps = result["fps"]
         threads = result["threads"]
-        typer.echo(printable(f"Input {result['input']}" + (" (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"
+        typer.echo(printable(f"Input {result['input']}" + (" (the 64-frame 224 px demo clip)"
                                                            if video is None else "")))
         typer.echo(f"{result['model']} on {result['device']} ({result['backend']}, {result['precision']}, read batch {result['batch_size']}, runs of {result['run_batch_size']}, "
                    f"{threads['streams']} stream(s) x {threads['inference'] or 'engine-chosen'} thread(s), {threads['decoder']} decoder thread(s) "
@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {stage:<11} {fps[stage]:9.1f} frames/s")
         stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result["stage_seconds"].items())
         typer.echo(f"  end to end without the per-study work {fps['scoring']:.1f} frames/s (last pass: {stages})")
-        decoders = "" if result["decoder_peak_rss_mb"] is None else f" (decoder processes {result['decoder_peak_rss_mb']:.0f} MB)"
-        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MB of decoding and end to end{decoders}; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
+        decoders = "" if result["decoder_peak_rss_mb"] is None else f" (decoder processes {result['decoder_peak_rss_mb']:.0f} MiB)"
+        typer.echo(f"  peak RSS {result['peak_rss_mb']:.0f} MiB of decoding and end to end{decoders}; end-to-end cost = {result['cost_ratio']:.2f} x (decode + model); "
                    f"decode {100 * result['decode_share']:.0f}% of end to end")
         machine = result["machine"]  # QA 21: the console did not say what was measured with (the JSON did)
         bf16 = "native bf16" if machine["native_bf16"] else "no native bf16"  # QA 42: said only by a feature missing from the JSON's list

@@ -310,9 +310,9 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
 
 def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     f, peak = study.frames, event.get("peak_frame")
-    at = int(np.argmax(f["frame_index"][rows] == peak)) if len(rows) > MAX_DETAIL_ROWS else 0  # QA 85 #1: the first 5,000 rows
-    first = min(max(0, at - MAX_DETAIL_ROWS // 2), max(0, len(rows) - MAX_DETAIL_ROWS))  # left out a later peak's, bold said
-    shown = rows[first : first + MAX_DETAIL_ROWS]
+    found = np.flatnonzero(f["frame_index"][rows] == peak) if len(rows) > MAX_DETAIL_ROWS else []  # QA 85 #1: the first 5,000
+    first = min(max(0, int(found[0]) - MAX_DETAIL_ROWS // 2), len(rows) - MAX_DETAIL_ROWS) if len(found) else 0  # rows left out
+    shown = rows[first : first + MAX_DETAIL_ROWS]  # a later peak's, whose row the caption said was bold
     probs = study.prob_columns
     files = f.get("source_file")  # a frame folder's image names
     head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", *(["file"] if files is not None else []), "time", "seconds", "score",
@@ -325,10 +325,13 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
         mark = ' class="peak"' if frame == peak else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     before, after = first, len(rows) - first - len(shown)
-    more = (f"<p>{before + after:,} more frames ({before:,} before these, {after:,} after) are in {FRAMES_FILE}.</p>"
+    sides = " and ".join(f"{n:,} {side}" for n, side in ((before, "before these"), (after, "after")) if n)
+    more = (f"<p>{before + after:,} more frame{'s are' if before + after > 1 else ' is'} in {FRAMES_FILE} ({sides}).</p>"
             if before + after else "")
-    caption = (f"Frames of event #{rank + 1}{f' ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)' if more else ''} "
-               "in time order: time, score, smoothed score and each class's probability; the peak frame's row is bold")
+    window = ("" if not more else f" ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)" if len(found)
+              else f" (the first {len(shown):,})")
+    caption = (f"Frames of event #{rank + 1}{window} in time order: time, score, smoothed score and each class's probability"
+               + ("; the peak frame's row is bold" if not more or len(found) else ""))
     # Focusable, so its rows scroll by keyboard (and the page's arrow keys leave it alone: DETAIL_JS)
     return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
             f'<table class="frames"><caption>{esc(caption)}</caption><thead><tr>{head}</tr></thead>'

@@ -93,7 +93,7 @@ var pending=null;
 function address(){if(pending===null)return;clearTimeout(pending);pending=null;var h='#event-'+(cur+1);
  if(location.hash!==h)try{history.replaceState(history.state,'',h);}catch(x){location.hash=h;}}
 function sync(){if(pending!==null){clearTimeout(pending);pending=null;}
- var h=location.hash.slice(1),m=/^event-(\d+)$/.exec(h),p=/^page-(\d+)$/.exec(h);
+ var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
  if(m&&+m[1]>=1&&+m[1]<=ev.length)select(+m[1]-1);
  else{unselect();if(p)showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));else showPage(cur<0?0:Math.floor(cur/size));}}
 function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
@@ -103,7 +103,7 @@ function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
   +(ev.length>1&&i===ev.length-1?' (last event)':ev.length>1&&i===0?' (first event)':'');}
 document.addEventListener('keydown',function(e){
  if(skipKey(e))return;
- var k=e.key,m=pending===null&&/^#event-(\d+)$/.exec(location.hash),p=pending===null&&/^#page-(\d+)$/.exec(location.hash);
+ var k=e.key,m=pending===null&&/^#event-(\\d+)$/.exec(location.hash),p=pending===null&&/^#page-(\\d+)$/.exec(location.hash);
  if(m&&+m[1]>=1&&+m[1]<=ev.length)cur=+m[1]-1;
  var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
  if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);

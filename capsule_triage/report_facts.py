@@ -124,6 +124,12 @@ def _rate(run: dict, src: dict, pts: np.ndarray, gapped: tuple[float | None, flo
     return f"{src['average_fps']:.2f} frames/s{origin}"
 
 
+def gaps_amount(gaps: dict) -> str:
+    """How long a study's stretches without frames last: '3 min 00 s' for one, '... in all' for several (the console's and
+    the page's words: rev81 #5, '179.8 s' on the one, '3 min 00 s' on the other)."""
+    return fmt_duration(gaps.get("seconds", 0)) + (" in all" if gaps["count"] > 1 else "")
+
+
 def gaps_phrase(count: int) -> str:
     return f"{count} stretch{'es' if count != 1 else ''}"
 
@@ -135,8 +141,7 @@ def _gaps(gaps) -> str | None:
     longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
     where = (f"; longest {fmt_duration(longest['seconds'])} after {fmt_clock(longest['from_seconds'])}" if longest and gaps["count"] > 1
              else f", after {fmt_clock(longest['from_seconds'])}" if longest else "")  # QA 85 #6: one gap said '3 min 00 s', '179.8 s'
-    total = fmt_duration(gaps.get("seconds", 0)) + (" in all" if gaps["count"] > 1 else "")
-    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {total} (~{gaps.get('frames_missing_estimate', 0):,} "
+    return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {gaps_amount(gaps)} (~{gaps.get('frames_missing_estimate', 0):,} "
             f"frames){where}: not scored (a damaged file, or a lost signal)")
 
 

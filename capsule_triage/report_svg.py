@@ -307,7 +307,8 @@ def _tick_label(seconds: float, step: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-LABEL_CHAR_WIDTH, LABEL_GAP = 7.0, 2.0  # px a "#k" label's character takes at most (10 px bold: DejaVu Sans digits 0.7 em)
+# px a "#k" label's '#' and each digit take at most (10 px bold: DejaVu Sans Bold's are 8.4 and 7.0), and px between two
+LABEL_HASH_WIDTH, LABEL_DIGIT_WIDTH, LABEL_GAP = 8.5, 7.0, 2.0
 
 
 def _box(span: Span, x) -> tuple[float, float]:
@@ -325,7 +326,7 @@ def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
     placed, ranks = [], set()  # (centre, half width) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         x0, width = _box(span, x)
-        centre, half = x0 + width / 2, len(span.label) * LABEL_CHAR_WIDTH / 2
+        centre, half = x0 + width / 2, (LABEL_HASH_WIDTH + (len(span.label) - 1) * LABEL_DIGIT_WIDTH) / 2
         if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed):
             placed.append((centre, half))
             ranks.add(span.rank)

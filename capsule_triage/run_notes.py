@@ -119,12 +119,12 @@ def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
     (``warnings``), but those in ``leave_out`` (the model's, said once; those a batch counts over its studies). Printed
     by `triage run`, and by `triage batch` for each study it scored (QA 66 #3: a study's gaps, wide or enlarged frames,
     several-page images reached only its run.json and page)."""
-    from .report_facts import gaps_phrase
+    from .report_facts import gaps_amount, gaps_phrase
 
     lines = []
     if (gaps := run["time_gaps"])["count"]:
-        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps['seconds']:.1f} s{' in all' if gaps['count'] > 1 else ''}, "
-                     f"~{gaps['frames_missing_estimate']} frames), not scored; see time_gaps in run.json")
+        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}, "
+                     f"~{gaps['frames_missing_estimate']:,} frames), not scored; see time_gaps in run.json")
     if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
         errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
         why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"

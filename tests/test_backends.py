@@ -445,7 +445,7 @@ def test_bench_json_schema(random_weights, tmp_path):
         *([] if numerics()["native_bf16"] else [f"torch-bf16: {EMULATED_BF16}"])]
     console = triage("bench", "--weights", random_weights, "--seconds", "0.1")  # QA 21: the measured input was not named
     assert console.returncode == 0 and console.stdout.splitlines()[0] == (
-        f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip: give your own VIDEO to size a machine)"), console.stdout
+        f"Input {DEMO_CLIP.absolute()} (the 64-frame 224 px demo clip)"), console.stdout  # rev81 #9: the Warning says the rest
     lines = console.stdout.splitlines()  # QA 21: precision, decode share and versions were in the JSON only
     assert " (torch-fp32, fp32, read batch " in lines[1] and re.search(r"; decode \d+% of end to end$", lines[-2])
     assert lines[2] == "  backend: no backends.json from `triage optimize` for these weights", lines  # QA 76 #5: in the JSON only

@@ -1052,7 +1052,17 @@ def test_a_long_event_s_page_lists_the_frames_around_its_peak(tmp_path):
     assert len(rows) == 5000 and [int(f) for f, bold in rows if bold] == [peak]
     assert int(rows[0][0]) == peak - 2500 and int(rows[-1][0]) == peak + 2499
     assert "(3,501 to 8,500 of 12,000, around its peak) in time order" in page
-    assert "<p>7,000 more frames (3,500 before these, 3,500 after) are in frames.parquet.</p>" in page
+    assert "<p>7,000 more frames are in frames.parquet (3,500 before these and 3,500 after).</p>" in page
+    one_more = make_study(tmp_path / "u", frames=5_200, events=1, event_frames=5_001)  # rev81 #4: '1 more frames (0 before...'
+    write_report(one_more)
+    assert "<p>1 more frame is in frames.parquet (1 after).</p>" in (one_more / "report" / "event-0001.html").read_text()
+    from capsule_triage.report import _frame_table
+    from capsule_triage.study_folder import load_study
+
+    loaded = load_study(study)  # rev81 #3: a peak not among the rows: the first 5,000, and no bold row promised
+    table = _frame_table(loaded, np.arange(12_000), {"peak_frame": None}, 0)
+    assert "(the first 5,000) in time order" in table and "bold" not in table and 'class="peak"' not in table
+
     short = make_study(tmp_path / "t", frames=400, events=1, event_frames=300)  # all of it, as before
     write_report(short)
     page = (short / "report" / "event-0001.html").read_text()
@@ -1640,3 +1650,18 @@ def test_an_event_of_one_frame_is_said_in_the_singular(tmp_path):
     (tmp_path / "two" / "report" / "event-0002.html").write_text("an earlier run's page")
     write_report(tmp_path / "two")
     assert sorted(p.name for p in (tmp_path / "two" / "report").iterdir()) == ["event-0001-notes.html", "event-0001.html"]
+
+
+def test_one_gap_is_said_alike_on_the_console_and_the_page():
+    """rev81 #5: one stretch without frames read '(179.8 s, ~719 frames)' on the console and '3 min 00 s (~719 frames)' on
+    the page; several are 'in all', with the longest said on the page."""
+    from capsule_triage.report_facts import _gaps
+    from capsule_triage.run_notes import warning_lines
+
+    one = {"count": 1, "seconds": 179.75, "frames_missing_estimate": 7190, "gaps": [{"from_seconds": 4.75, "seconds": 179.75}]}
+    assert warning_lines({"time_gaps": one, "source": {}}, "s.mp4") == [
+        "s.mp4: 1 stretch without frames (3 min 00 s, ~7,190 frames), not scored; see time_gaps in run.json"]
+    assert _gaps(one) == "\u26a0 1 stretch without frames, 3 min 00 s (~7,190 frames), after 0:04.8: not scored (a damaged file, or a lost signal)"
+    two = {**one, "count": 2, "seconds": 190.0, "gaps": [*one["gaps"], {"from_seconds": 300.0, "seconds": 10.25}]}
+    assert warning_lines({"time_gaps": two, "source": {}}, "s.mp4")[0].startswith("s.mp4: 2 stretches without frames (3 min 10 s in all, ~7,190")
+    assert "3 min 10 s in all (~7,190 frames); longest 3 min 00 s after 0:04.8: not scored" in _gaps(two)
