@@ -330,8 +330,9 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
             if before + after else "")
     window = ("" if not more else f" ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)" if len(found)
               else f" (the first {len(shown):,})")
+    bold = bool(np.any(f["frame_index"][shown] == peak)) if peak is not None else False  # (rev82 #3: said of no row)
     caption = (f"Frames of event #{rank + 1}{window} in time order: time, score, smoothed score and each class's probability"
-               + ("; the peak frame's row is bold" if not more or len(found) else ""))
+               + ("; the peak frame's row is bold" if bold else ""))
     # Focusable, so its rows scroll by keyboard (and the page's arrow keys leave it alone: DETAIL_JS)
     return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
             f'<table class="frames"><caption>{esc(caption)}</caption><thead><tr>{head}</tr></thead>'

@@ -73,7 +73,8 @@ function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||
 # j/k move to the next/previous card, the page keeping its place itself; the address's #event-N follows 250 ms after the
 # last press, replaced, not a new history entry (QA 85 #3, rev81 #1: every press set the address, and Chromium throttles
 # over ~200 in 10 s, replaceState too, so holding j stopped at #200; so :target outlines a card only without scripts;
-# a link the reader follows meanwhile, a span or a page, wins over the address still to be written):
+# a link the reader follows meanwhile, a span or a page, wins over the address still to be written, even one to the
+# address the bar still shows, which fires no hashchange: rev82 #1; a page link leaves no event current: rev82 #2):
 # its title link gets focus and aria-current, and #announce (a polite live region) says "Event 3 of 117, peak 0.998, at 1:02.5" (" (last event)" at the end: j there
 # announces it again, so a screen reader hears why nothing moved). Lazy thumbnails load before printing, and
 # every folded section is printed (the events in time order, the top frames, the hour strips: opened for the
@@ -95,7 +96,8 @@ function address(){if(pending===null)return;clearTimeout(pending);pending=null;v
 function sync(){if(pending!==null){clearTimeout(pending);pending=null;}
  var h=location.hash.slice(1),m=/^event-(\\d+)$/.exec(h),p=/^page-(\\d+)$/.exec(h);
  if(m&&+m[1]>=1&&+m[1]<=ev.length)select(+m[1]-1);
- else{unselect();if(p)showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));else showPage(cur<0?0:Math.floor(cur/size));}}
+ else if(p){unselect();cur=-1;showPage(Math.min(pages.length-1,Math.max(0,+p[1]-1)));}
+ else{unselect();showPage(cur<0?0:Math.floor(cur/size));}}
 function go(i){if(!ev.length)return;i=Math.max(0,Math.min(ev.length-1,i));
  select(i);if(pending!==null)clearTimeout(pending);pending=setTimeout(address,250);
  var a=document.querySelector('#event-'+(i+1)+' a.title');if(a)a.focus({preventScroll:true});
@@ -110,6 +112,8 @@ document.addEventListener('keydown',function(e){
  else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
  else if(k==='Enter'&&cur>=0&&e.target===document.body){address();location.href=ev[cur].href;}else return;
  e.preventDefault();});
+document.addEventListener('click',function(e){var a=e.target.closest&&e.target.closest('a[href^="#"]');if(!a||pending===null)return;
+ clearTimeout(pending);pending=null;if(a.getAttribute('href')===location.hash)sync();});
 window.addEventListener('pagehide',address);
 window.addEventListener('hashchange',sync);sync();
 window.addEventListener('beforeprint',function(){document.querySelectorAll('img[loading=lazy]').forEach(function(i){i.loading='eager';});

@@ -1062,11 +1062,47 @@ def test_a_long_event_s_page_lists_the_frames_around_its_peak(tmp_path):
     loaded = load_study(study)  # rev81 #3: a peak not among the rows: the first 5,000, and no bold row promised
     table = _frame_table(loaded, np.arange(12_000), {"peak_frame": None}, 0)
     assert "(the first 5,000) in time order" in table and "bold" not in table and 'class="peak"' not in table
+    short = _frame_table(loaded, np.arange(300), {"peak_frame": None}, 0)  # rev82 #3: nor on a short event's page
+    assert "bold" not in short and 'class="peak"' not in short
 
     short = make_study(tmp_path / "t", frames=400, events=1, event_frames=300)  # all of it, as before
     write_report(short)
     page = (short / "report" / "event-0001.html").read_text()
     assert len(re.findall(r'<tr id="frame-', page)) == 300 and "more frames" not in page and "around its peak" not in page
+
+
+@needs_chromium
+def test_a_link_followed_while_the_address_is_still_to_be_written_wins(tmp_path, browser):
+    """rev82 #1: j/k write the address 250 ms after the last press; a span or page link clicked meanwhile cancels that
+    write through hashchange, but a link to the address the bar still shows fires none: the click was lost (the address
+    then moved to the event j had reached). rev82 #2: after a page link, Enter opened an event of another page."""
+    study = make_study(tmp_path / "s", frames=200, events=60)
+    url = write_report(study).as_uri()
+    selected = "document.querySelector('.card.selected') && document.querySelector('.card.selected').id"
+    visible = "Array.from(document.querySelectorAll('.card')).filter(c => c.checkVisibility()).map(c => +c.dataset.rank)"
+    browser.load(url + "#event-3")
+    browser.key("j")
+    browser.key("j")
+    assert browser.eval(selected) == "event-5" and browser.eval("location.hash") == "#event-3"  # still to be written
+    browser.eval("document.querySelector('svg a.span[href=\"#event-3\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+    assert browser.eval_until(selected, "event-3") == "event-3"
+    time.sleep(0.4)
+    assert browser.eval("location.hash") == "#event-3" and browser.eval(selected) == "event-3"
+    browser.load("about:blank")  # (a new fragment alone is no load)
+    browser.load(url + "#page-2")
+    browser.key("j")  # the first event of the page shown
+    browser.key("k")  # back to page 1, the address still #page-2
+    assert browser.eval(visible) == list(range(50)) and browser.eval("location.hash") == "#page-2"
+    browser.eval("document.querySelector('.pager a[href=\"#page-2\"]').click()")
+    assert browser.eval_until(visible, list(range(50, 60))) == list(range(50, 60))
+    time.sleep(0.4)
+    assert browser.eval("location.hash") == "#page-2" and browser.eval(selected) is None
+    browser.eval("document.activeElement.blur()")
+    browser.key("Enter")  # no event is current on this page: Enter opens none
+    time.sleep(0.3)
+    assert browser.eval("location.pathname").endswith("/report.html")
+    browser.key("j")
+    assert browser.eval(selected) == "event-51"
 
 
 @needs_chromium
