@@ -26,7 +26,13 @@ class TriageError(Exception):
     Args:
         path: the file or folder the problem concerns.
         message: what is wrong, in one line, without the path.
+
+    Attributes:
+        warnings: the ``Warning:`` lines of the run it ended, said before its ``Error:`` line (a batch refused after
+            taking its lock: a killed night it recovered, hub weights from a cache; rev79 #1).
     """
+
+    warnings: tuple[str, ...] | list[str] = ()
 
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)
