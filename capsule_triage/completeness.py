@@ -173,6 +173,10 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
     reached_end = end is not None and packets_end is not None and packets_end >= end - 2 * period
     if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
         raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
+    if info.frames_in_index and reached_end and packets_read <= info.frames_in_index < announced:
+        # QA 87 #2: an AVI's header counts the empty chunks its muxer wrote for ticks without a frame (dropped by the
+        # capture, irregular timing: "show the last one again"); its index lists the chunks with data
+        announced = info.frames_in_index
     if edited and reached_end and packets_read < announced:
         stats.frames_hidden_by_edit_list += announced - packets_read
         announced = packets_read

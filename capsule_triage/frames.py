@@ -79,6 +79,8 @@ class SourceInfo:
             "avi", ...); None for frame folders.
         stream_index: the container's stream that is triaged (FFmpeg's choice among
             ``video_streams`` video streams); None for frame folders.
+        frames_in_index: an AVI's frames its index lists as it is opened (chunks with data: its header also counts the
+            empty chunks a muxer writes for a tick without a frame); None for other sources.
         colours: how the video stream's header describes its colours and how an untagged one is read
             (:func:`capsule_triage.video_colour.stream_colours`); None for frame folders.
     """
@@ -103,6 +105,7 @@ class SourceInfo:
     stream_index: int | None = None
     video_streams: int | None = None
     colours: str | None = None
+    frames_in_index: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -122,7 +125,8 @@ class DecodeStats:
         decoder_peak_rss_mb: peak resident memory of the decoder process (0: decoded in this process).
         multi_page: images of a frame folder holding several pages or frames ("name (pages)"): only the first is read.
         smallest_image: (width, height, name) of a frame folder's image with the shortest side, as stored (None: a video).
-        image_sizes: a frame folder's images by size as stored ("640x480": count; empty: a video).
+        image_sizes: a frame folder's images, or a video's frames, by size as stored ("640x480": count; a stream may
+            change its picture size part-way: QA 87 #4).
         colour_notes: Warning: lines on colours: what a frame folder's read guessed (a 16-bit depth, a colour profile not
             used: :meth:`~capsule_triage.frame_folder.FolderColours.notes`), or how a video's frames were converted (HDR,
             BT.2020 primaries), or that they are interlaced (:func:`~capsule_triage.video_colour.frame_notes`), each once.
@@ -132,6 +136,8 @@ class DecodeStats:
         video_bytes: bytes of the video packets read (0: a frame folder), for the bits per pixel (:mod:`~capsule_triage.bitrate`).
         turned_degrees: the quarter turns clockwise (90, 180, 270) a video's display matrix asked for, each once, in the
             order first seen: its frames were turned upright by them (the stored size is the source's ``width`` x ``height``).
+        mirrored: a video's display matrix mirrored its frames (left to right, after their turn;
+            :func:`~capsule_triage.orientation.display_turn`).
         jpeg_images, jpeg_bytes, jpeg_pixels: a frame folder's JPEG images read, their file bytes and stored pixels (each
             coded alone, as MJPEG's frames are: their bits per pixel, :mod:`~capsule_triage.bitrate`).
     """
@@ -150,6 +156,7 @@ class DecodeStats:
     sample_bits: int = 0
     video_bytes: int = 0
     turned_degrees: list[int] = field(default_factory=list)
+    mirrored: bool = False
     jpeg_images: int = 0
     jpeg_bytes: int = 0
     jpeg_pixels: int = 0
@@ -167,6 +174,9 @@ class DecodeStats:
     def saw_image(self, width: int, height: int, name: str) -> None:
         if self.smallest_image is None or min(width, height) < min(self.smallest_image[:2]):
             self.smallest_image = (width, height, name)
+        self.saw_frame(width, height)
+
+    def saw_frame(self, width: int, height: int) -> None:
         size = f"{width}x{height}"
         self.image_sizes[size] = self.image_sizes.get(size, 0) + 1
 

@@ -13,7 +13,8 @@ from av.video.reformatter import VideoReformatter
 
 from .presentation_times import REORDER_FRAMES, PresentationTimes, stores_no_times
 from .frame_folder import FolderColours, UnreadableImage, list_frame_images, read_image_rgb
-from .reader import MAX_TIME_STEP_BACK, square_pixel_width, upright, video_stream
+from .orientation import upright
+from .reader import MAX_TIME_STEP_BACK, square_pixel_width, video_stream
 from .video_colour import frame_rgb
 
 # How far before the target each try seeks (seconds); after the last, one more try decodes from the

@@ -187,12 +187,12 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
                           options, stage_seconds, pts, view)
         assumed = f"{info.path}: {ASSUMED_RATE_ADVICE}" if rate_assumed(run["parameters"]["read"]) else None
         timing = fps_not_used(info.path, run["parameters"]["read"], options.folder_fps)
-        shape = (info.display_width or info.width, info.height)
+        shape = (info.display_width or info.width, info.height)[::-1 if {90, 270} & set(stats.turned_degrees) else 1]  # as shown
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", (blank := no_view_note(info.path, view)),
-                 other_streams_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts),
+                 other_streams_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), frame_times_note(info.path, run["parameters"]["read"], pts),
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]

@@ -25,6 +25,7 @@ from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, JPEG_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed,
                            plural, probe_image, read_image_rgb, scan_frame_folder)
 from .frames import DecodeStats, FrameBatch, Segment, SourceInfo
+from .orientation import upright
 from .read_options import ReadOptions, checked_options, timed
 from .presentation_times import REORDER_FRAMES, PresentationTimes, kept, stores_no_times
 from .source_state import check_source
@@ -49,15 +50,6 @@ def square_pixel_width(stream: av.VideoStream, width: int) -> int:
     trained on square ones (scores moved by up to 0.37 on a 16:9 PAL clip read unstretched)."""
     sar = stream.sample_aspect_ratio
     return max(1, round(width * sar)) if sar and sar > 0 and sar != 1 else width
-
-
-def upright(image: np.ndarray, frame: av.VideoFrame, stats: DecodeStats | None = None) -> np.ndarray:
-    """``image`` (decoded from ``frame``) turned as a player shows it, by the display matrix a phone
-    or recorder writes (quarter turns, as FFmpeg's autorotate); a view, no copy. The turn is noted in ``stats``."""
-    turns = round((frame.rotation or 0) / 90) % 4
-    if turns and stats is not None and (clockwise := (4 - turns) * 90) not in stats.turned_degrees:
-        stats.turned_degrees.append(clockwise)  # np.rot90 turns counter-clockwise
-    return np.rot90(image, turns) if turns else image
 
 
 def _centre_square(image: np.ndarray) -> np.ndarray:
@@ -115,7 +107,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
                 average_fps=fps, duration_seconds=duration, num_frames_from_header=int(stream.frames) or None, size_bytes=size,
                 container=container.format.name, stream_index=stream.index, video_streams=len(moving_pictures(container)),
-                colours=stream_colours(cc))
+                colours=stream_colours(cc), frames_in_index=len(stream.index_entries) if container.format.name == "avi" else None)
     except InputError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -343,6 +335,7 @@ def _read_video(path: Path, options: ReadOptions, stats: DecodeStats, segment: S
                     rgb = None
                 else:
                     rgb = upright(rgb, frame, stats)
+                    stats.saw_frame(frame.width, frame.height)
                     rgb = np.ascontiguousarray(_centre_square(rgb) if options.square_crop else rgb)
                     stats.frames_decoded += 1
                 if reorder is None:

@@ -122,12 +122,14 @@ def read_frames_in_process(path: str | Path, options: ReadOptions = ReadOptions(
                 stats.frames_hidden_by_edit_list += child_stats.frames_hidden_by_edit_list
                 stats.video_bytes += child_stats.video_bytes
                 stats.turned_degrees += [turn for turn in child_stats.turned_degrees if turn not in stats.turned_degrees]
+                stats.mirrored = stats.mirrored or child_stats.mirrored
                 stats.jpeg_images += child_stats.jpeg_images
                 stats.jpeg_bytes += child_stats.jpeg_bytes
                 stats.jpeg_pixels += child_stats.jpeg_pixels
                 stats.multi_page += child_stats.multi_page  # a frame folder is one part
                 stats.smallest_image = child_stats.smallest_image or stats.smallest_image
-                stats.image_sizes = child_stats.image_sizes or stats.image_sizes  # (one part, as multi_page)
+                for size, count in child_stats.image_sizes.items():  # a video's parts (--decoders) add up
+                    stats.image_sizes[size] = stats.image_sizes.get(size, 0) + count
                 stats.colour_notes += [note for note in child_stats.colour_notes if note not in stats.colour_notes]
                 stats.colour_profiles += child_stats.colour_profiles
                 stats.sample_bits = max(stats.sample_bits, child_stats.sample_bits)

@@ -82,9 +82,11 @@ def study_facts(study: Study) -> str:
     run, src = study.run, study.run.get("source", {})
     size = run.get("input", {}).get("size_bytes")
     res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
-    if res and (turned := run.get("frames_turned_clockwise_degrees")):  # QA 61 L3: the stored size, with nothing saying the frames were turned
-        turns = " and ".join(f"{t}\u00b0" for t in turned)
-        res += f" as stored, shown turned {turns} clockwise (its display matrix)"
+    turned, mirrored = run.get("frames_turned_clockwise_degrees"), run.get("frames_mirrored")
+    if res and (turned or mirrored):  # QA 61 L3: the stored size, with nothing saying the frames were turned
+        turns = " and ".join(f"{t}\u00b0" for t in turned or ())
+        shown = [f"turned {turns} clockwise"] if turned else []
+        res += f" as stored, shown {' and '.join(shown + ['mirrored left to right'] * bool(mirrored))} (its display matrix)"
     duration, gaps, frames = study_duration(study), study_gaps(study), len(study.frames["pts_seconds"])
     gapped = (playing_rate(study), frames / duration if duration else None) if gaps["count"] else None
     return facts("Study", [

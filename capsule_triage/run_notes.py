@@ -93,13 +93,18 @@ def multi_page_note(path: Path, stats: DecodeStats) -> str | None:
             f"e.g. {stats.multi_page[0]}): only the first of each is scored; export one image per frame to triage them all")
 
 
-def image_sizes_note(path: Path, stats: DecodeStats) -> str | None:
+def image_sizes_note(path: Path, stats: DecodeStats, kind: str = "frames") -> str | None:
     """A Warning: line for a frame folder whose images are of several sizes (QA 77 #11: said nowhere; run.json's source
-    gives the first image's): frames of several devices, or enlarged stills, among the study's."""
+    gives the first image's): frames of several devices, or enlarged stills, among the study's; or for a video whose
+    stream changes its picture size part-way (QA 87 #4: a recorder restarted, recordings joined)."""
     if len(stats.image_sizes) < 2:
         return None
     sizes = sorted(stats.image_sizes.items(), key=lambda item: -item[1])
     shown = ", ".join(f"{size} px: {n}" for size, n in sizes[:4]) + (f", {len(sizes) - 4} more sizes" if len(sizes) > 4 else "")
+    if kind == "video":
+        return (f"{path}: frames of {len(sizes)} sizes ({shown}; run.json image_sizes): the stream changes its picture size "
+                "part-way (a recorder restarted, recordings joined?); each frame is scaled to the model's input on its own; "
+                "the study's width and height are its first frame's")
     return (f"{path}: images of {len(sizes)} sizes ({shown}; run.json image_sizes): several devices, or enlarged stills, in one "
             "folder? Each is scaled to the model's input on its own (short side, centre square); the study's width and height "
             "are its first image's")

@@ -58,6 +58,7 @@ def run_record(input_path, info, input_sha, pipeline, classifier, parameters, st
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_turned_clockwise_degrees": stats.turned_degrees,  # by the display matrix, upright as a player shows them
+        "frames_mirrored": stats.mirrored,  # by the display matrix too (left to right, after the turn)
         "frames_reused_as_duplicates": stats.frames_reused,
         "frames_without_view": int((~view).sum()),  # NO_VIEW_KINDS: not scored
         "time_gaps": time_gaps(pts),
@@ -67,7 +68,7 @@ def run_record(input_path, info, input_sha, pipeline, classifier, parameters, st
         "decoder_peak_rss_mb": round(stats.decoder_peak_rss_mb, 1) if decoded_in == "process" else None,  # QA 63 #7: 0.0 unmeasured
         "decode_errors": stats.errors,
         "colour_profiles_converted": stats.colour_profiles,  # a frame folder's images' own, converted to sRGB
-        "image_sizes": stats.image_sizes or None,  # a frame folder's images by size as stored (QA 77 #11); null: a video
+        "image_sizes": stats.image_sizes or None,  # images or frames by size as stored (QA 77 #11, 87 #4); null: none decoded
         "events": len(ranking.events),
         "flagged_frames": int((ranking.event_id >= 0).sum()),
         "wall_seconds": round(wall, 3),

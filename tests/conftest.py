@@ -95,8 +95,9 @@ def demo_clip_frames() -> list[np.ndarray]:
 
 def encode_clip(frames: list[np.ndarray], path: Path, *, codec: str = "libx264", fps: int = 4,
                 pts: list[int] | None = None, time_base: tuple[int, int] | None = None, options: dict | None = None,
-                container_options: dict | None = None) -> Path:
-    """Encode RGB frames into a real video file with PyAV (optionally with explicit, irregular pts)."""
+                container_options: dict | None = None, display: dict | None = None) -> Path:
+    """Encode RGB frames into a real video file with PyAV (optionally with explicit, irregular pts; ``display``: a display
+    matrix, ``VideoStream.set_display_rotation``'s arguments: degrees counter-clockwise, then hflip / vflip)."""
     from fractions import Fraction
 
     pix_fmt = {"mjpeg": "yuvj420p", "mpeg4": "yuv420p", "libx264": "yuv420p", "libx265": "yuv420p"}.get(codec, "yuv420p")
@@ -107,6 +108,8 @@ def encode_clip(frames: list[np.ndarray], path: Path, *, codec: str = "libx264",
         stream.options = options or ({"crf": "18"} if codec == "libx264" else {})
         if codec == "mjpeg":
             stream.codec_context.qmin = stream.codec_context.qmax = 2
+        if display:
+            stream.set_display_rotation(**display)
         if time_base:
             stream.codec_context.time_base = Fraction(*time_base)
         for i, rgb in enumerate(frames):

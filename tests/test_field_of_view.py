@@ -191,6 +191,8 @@ def test_a_nightly_batch_lists_a_blank_study_beside_a_readable_one(tmp_path, shi
         "blank.mp4": ("ok", 12, 12, False, True), "readable.mp4": ("ok", 25, 1, True, False)}  # nothing scored: no top score
     index = (tmp_path / "night" / "index.html").read_text()
     assert index.count("without a view") == 2 and "\u26a0 12 without a view" in index and '"hint">(1 without a view)' in index
+    again = triage("batch", studies, "--weights", shipped_weights, "--out", tmp_path / "night", "--backend", "torch-fp32", "-q")
+    assert again.returncode == 0 and again.stderr == "", again.stderr  # QA 88 #2: said the night it was scored, not every night
 
 
 def test_a_change_of_results_redoes_a_batch(monkeypatch):

@@ -14,7 +14,7 @@ import av
 import pyarrow.parquet as pq
 
 from capsule_triage import __version__
-from conftest import DEMO_CLIP, triage, write_frame_folder
+from conftest import DEMO_CLIP, encode_clip, triage, write_frame_folder
 
 
 def _demo_frames(count: int = 24) -> list:
@@ -132,11 +132,14 @@ def test_batch_takes_the_per_study_options_of_run(tmp_path, random_weights):
     write_frame_folder(_demo_frames(), tmp_path / "in" / "export")
     shutil.copy(DEMO_CLIP, tmp_path / "in" / "clip.mp4")
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
-    line = ("1 frame-folder study read at 2 frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give --fps F, or a timestamps.csv "
-            "(filename,pts_seconds) in each folder, if that is not their rate")
+    line = ("1 frame-folder study (export) read at 2 frames/s, the preset's rate (no timestamps.csv times "
+            "the images, and names are not read as times): give --fps F, or a timestamps.csv (filename,pts_seconds) in each "
+            "folder, if that is not their rate")
     assert done.returncode == 0 and done.stderr.strip() == f"Warning: {line}", done.stderr
     assert f"warning {line}" in (tmp_path / "o1" / "batch.log").read_text()
     assert "2 studies: 2 ok" in done.stdout
+    again = triage("batch", tmp_path / "in", "--out", tmp_path / "o1", "--weights", random_weights, "--no-report")
+    assert again.returncode == 0 and again.stderr == "" and "2 skipped" in again.stdout  # QA 88 #2: a cron mail every night
     done = triage("batch", tmp_path / "in", "--out", tmp_path / "o2", "--weights", random_weights, "--no-report",
                   "--fps", "4", "--threshold", "0.3", "--top-k", "2", "--batch-size", "8", "--skip-duplicates", "1.5")
     assert done.returncode == 0 and done.stderr == "", done.stderr  # no bar either: stderr is not a terminal
@@ -213,14 +216,14 @@ def test_a_frame_folder_s_own_timestamps_csv_times_it_in_run_and_batch(tmp_path,
     shutil.copytree(folder, tmp_path / "in" / "copy", copy_function=shutil.copy2)  # the same export under another name
     for path in (tmp_path / "in" / "copy").rglob("*"):
         os.utime(path, (path.stat().st_atime - 60, path.stat().st_mtime - 60))
-    rows = batch(timed=2)  # QA 36: the copy reused the outputs with the original's CSV path and warning
+    rows = batch()  # QA 36: the copy reused the outputs with the original's CSV path and warning (QA 88 #2: the original, skipped, not said again)
     (copied,) = (r for r in rows.values() if r["study_id"].startswith("copy"))
     assert copied["status"] == "reused" and rows[timed["study_id"]]["status"] == "skipped", rows
     run = json.loads((tmp_path / "o" / copied["study_id"] / "run.json").read_text())
     assert run["parameters"]["read"]["timestamps_csv"] == str(tmp_path / "in" / "copy" / "timestamps.csv")
     assert run["warnings"] == [f"{tmp_path / 'in' / 'copy'}: --fps 4 not used: the folder's timestamps.csv gives its frames' times"]
     _write_times(folder, 0.5)  # the export's times corrected: that study is scored again, the others kept
-    rows = batch(timed=2)
+    rows = batch()  # the export, scored again, is said; its copy, skipped, is not (QA 88 #2)
     assert rows[timed["study_id"]]["status"] == "ok" and rows[untimed["study_id"]]["status"] == "skipped"
     assert _times(tmp_path / "o" / timed["study_id"])[:2] == [3.0, 3.5]
     # review rev31: a timing file of another format, which such a folder may have held before the CSV was looked for
@@ -398,6 +401,30 @@ def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path, monkeypatc
     assert (tmp_path / "repo" / "sub" / ".git").is_file() and checkout_commit(tmp_path / "repo" / "sub") == head
     (tmp_path / "repo" / ".git" / "HEAD").write_text("garbage\n")  # what is not a commit is not recorded as one
     assert checkout_commit(tmp_path / "repo") is None
+
+
+def test_a_video_whose_picture_size_changes_part_way_is_said(tmp_path, random_weights):
+    """QA 87 #4: a stream that changes its picture size part-way (recordings joined, a recorder restarted) was triaged
+    without a word, run.json's source giving the first frames' size alone; said as a frame folder's sizes are, in a
+    decoder process as in the run's own. A video of one size records its frames' size and says nothing."""
+    import cv2
+
+    frames = _demo_frames(8)
+    small = [cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2)) for frame in frames[4:]]
+    parts = [encode_clip(frames[:4], tmp_path / "a.ts", pts=list(range(4)), time_base=(1, 4)),
+             encode_clip(small, tmp_path / "b.ts", pts=list(range(4, 8)), time_base=(1, 4))]
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    first, other = (f"{frames[0].shape[1]}x{frames[0].shape[0]}", f"{small[0].shape[1]}x{small[0].shape[0]}")
+    for where in ("thread", "process"):
+        done = triage("run", joined, "--weights", random_weights, "--out", tmp_path / where, "--quiet", "--decode-in", where)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == (f"Warning: {joined}: frames of 2 sizes ({first} px: 4, {other} px: 4; run.json image_sizes): the "
+                               "stream changes its picture size part-way (a recorder restarted, recordings joined?); each frame is "
+                               "scaled to the model's input on its own; the study's width and height are its first frame's\n")
+        assert json.loads((tmp_path / where / "run.json").read_text())["image_sizes"] == {first: 4, other: 4}
+    assert triage("run", parts[0], "--weights", random_weights, "--out", tmp_path / "one", "--quiet").stderr == ""
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["image_sizes"] == {first: 4}
 
 
 def test_a_frame_folder_of_images_of_several_sizes_is_said(tmp_path, random_weights):

@@ -215,6 +215,40 @@ def test_mid_stream_corrupt_frame_is_skipped_and_counted(tmp_path, frames24):
     assert len(set(range(24)) - set(indices.tolist())) == stats.frames_skipped
 
 
+def test_an_avi_s_empty_chunks_for_ticks_without_a_frame_are_no_lost_frames(tmp_path, frames24):
+    """QA 87 #2: an AVI muxer writes an empty chunk for a tick without a frame (a frame the capture dropped, irregular
+    timing: "show the last one again"); the header counts them, the index does not. 5 of 24 such ticks were reported
+    as frames lost to damaged data; a file cut short is still truncated, and a damaged frame still counted."""
+    from fractions import Fraction
+
+    import av
+
+    source = [bytes(p) for p in av.open(str(encode_clip(frames24, tmp_path / "a.avi", codec="mjpeg"))).demux(video=0) if p.size]
+    path = tmp_path / "dropped.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=4)
+        stream.width, stream.height, stream.pix_fmt = frames24[0].shape[1], frames24[0].shape[0], "yuvj420p"
+        for tick, data in enumerate(source):
+            packet = av.Packet(b"" if tick % 5 == 4 else data)  # ticks 4, 9, 14, 19: no frame
+            packet.pts = packet.dts = tick
+            packet.time_base, packet.stream, packet.is_keyframe = Fraction(1, 4), stream, True
+            container.mux(packet)
+    info = probe(path)
+    assert (info.num_frames_from_header, info.frames_in_index) == (24, 20)
+    batches, stats = _all(path)
+    assert (stats.frames_decoded, stats.frames_skipped, stats.errors) == (20, 0, [])
+    assert np.concatenate([b.pts_seconds for b in batches]).tolist() == [t / 4 for t in range(24) if t % 5 != 4]
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[starts[10] : starts[10] + 600] = bytes(600)  # one frame's JPEG data destroyed
+    (tmp_path / "damaged.avi").write_bytes(bytes(data))
+    batches, stats = _all(tmp_path / "damaged.avi")
+    assert stats.frames_skipped >= 1 and sum(map(len, batches)) + stats.frames_skipped == 20
+    (tmp_path / "cut.avi").write_bytes(path.read_bytes()[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated video"):
+        _all(tmp_path / "cut.avi")
+
+
 def test_memory_is_bounded_by_the_batch_not_the_video(tmp_path, frames24):
     """The reader is lazy: taking the first batch of a long clip decodes about one batch."""
     path = encode_clip(frames24 * 10, tmp_path / "long.mp4")
@@ -573,6 +607,36 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     in_child = list(read_frames_in_process(rotated, ReadOptions(short_side=None, square_crop=False), child_stats))
     assert child_stats.turned_degrees == [90] and _all(tmp_path / "stored.mp4")[1].turned_degrees == []
     np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
+
+
+@pytest.mark.parametrize("display,corner,turned", [
+    ({"degrees": 0, "hflip": True}, (0, 1), []),  # mirrored left to right
+    ({"degrees": 0, "vflip": True}, (1, 0), [180]),  # top to bottom: a half turn, then mirrored
+    ({"degrees": 90, "hflip": True}, (1, 1), [270]),  # a quarter turn counter-clockwise, then mirrored
+    ({"degrees": 90}, (1, 0), [270]),  # a turn alone, as before
+])
+def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, display, corner, turned):
+    """QA 87 #1: a display matrix that mirrors (a recorder's, a front camera's) was read by its angle alone: mirrored left
+    to right, the picture was turned upside down; top to bottom, left as stored. Where ffplay shows the mark stored at
+    the top left (row half, column half)."""
+    from capsule_triage.reader_process import read_frames_in_process
+
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:12, :12] = 230  # the mark, top left as stored
+    path = encode_clip([picture] * 6, tmp_path / "shown.mp4", display=display)
+
+    def mark(image):
+        rows, cols = np.nonzero(image.mean(axis=2) > 128)
+        return int(rows.mean() > image.shape[0] / 2), int(cols.mean() > image.shape[1] / 2)
+
+    mirrored = "hflip" in display or "vflip" in display
+    batches, stats = _all(path, short_side=None, square_crop=False)
+    assert mark(batches[0].data[0]) == corner and (stats.turned_degrees, stats.mirrored) == (turned, mirrored)
+    assert batches[0].data[0].shape[:2] == ((64, 32) if display["degrees"] else (32, 64))
+    assert mark(read_frames_at(path, [2], [0.5])[2]) == corner  # the thumbnails too
+    child_stats = DecodeStats()
+    in_child = list(read_frames_in_process(path, ReadOptions(short_side=None, square_crop=False), child_stats))
+    assert (child_stats.turned_degrees, child_stats.mirrored) == (turned, mirrored) and mark(in_child[0].data[0]) == corner
 
 
 @pytest.mark.parametrize("text,message", [

@@ -190,14 +190,21 @@ def test_a_turned_video_says_so_beside_its_stored_size(random_weights, tmp_path)
     from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
 
     turned_clockwise(encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "stored.mp4"), tmp_path / "turned.mp4")
+    encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "mirrored.mp4", display={"degrees": 90, "hflip": True})
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
-    for name, turned in (("turned.mp4", [90]), ("stored.mp4", [])):
+    for name, turned, mirrored, shown in (("turned.mp4", [90], False, " as stored, shown turned 90\u00b0 clockwise"),
+                                          ("stored.mp4", [], False, ""),
+                                          ("mirrored.mp4", [270], True, " as stored, shown turned 270\u00b0 clockwise and mirrored left to right")):
         run = triage_study(tmp_path / name, pipeline, classifier, RunOptions(out=tmp_path / f"out_{name}")).run
         assert (run["source"]["width"], run["source"]["height"], run["frames_turned_clockwise_degrees"]) == (64, 32, turned)
+        assert run["frames_mirrored"] is mirrored  # QA 87 #1
         page = (tmp_path / f"out_{name}" / "report.html").read_text()
-        said = "64 \u00d7 32 px as stored, shown turned 90\u00b0 clockwise (its display matrix)"
+        said = f"64 \u00d7 32 px{shown} (its display matrix)"
         assert (said in page) is bool(turned) and "64 \u00d7 32 px" in page
+        # QA 87 #3: the wide-frames Warning gave the stored size of frames scored turned
+        wide = [line for line in run["warnings"] if "border 'circle'" in line]
+        assert len(wide) == 1 and f"frames of {'32x64' if turned else '64x32'}:" in wide[0], wide
 
 
 def test_mp4_avi_and_png_folder_give_the_same_scores(tmp_path, shipped_weights):

@@ -10,9 +10,10 @@ from ..field_of_view import NO_VIEW_KINDS, mostly_without_view
 from ..json_files import read_json
 from ..outputs import RUN_FILE
 from ..read_options import DEFAULT_FOLDER_FPS
-from ..report_batch import DONE_STATUSES
 from ..run_notes import rate_assumed
 from .discovery import excluded
+
+INSTALLED_TONIGHT = ("ok", "reused")  # studies.parquet statuses of results installed by this run (a skipped one's are older)
 
 
 def run_lines(out_dir: Path, rows: list[dict], batch: dict, fps: float | None) -> list[str]:
@@ -38,25 +39,31 @@ def run_lines(out_dir: Path, rows: list[dict], batch: dict, fps: float | None) -
     return said
 
 
+def _named(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
 def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[str]:
-    """The lines on how the frame-folder studies were timed: those read at the default rate that nobody gave
-    (QA 22: a 4 fps export read at 2 fps without a word; each study's run.json and page say it too), and, when
-    ``--fps`` was given, those timed by their own timestamps.csv instead (review rev31: said in run.json only)."""
-    assumed = own = 0
+    """The lines on how the frame-folder studies scored in this run were timed: those read at the default rate that
+    nobody gave (QA 22: a 4 fps export read at 2 fps without a word; each study's run.json and page say it too), and,
+    when ``--fps`` was given, those timed by their own timestamps.csv instead (review rev31: said in run.json only).
+    Studies skipped were said on the night they were scored (QA 88 #2: a cron job mailed the line every
+    night, nothing scored)."""
+    assumed, own = [], 0
     unused = []  # folders whose timestamps.csv lacks the columns: read at the rate instead (review rev32: said in run.json only)
     for row in rows:
-        if row["kind"] != "frames" or row["status"] not in DONE_STATUSES:
+        if row["kind"] != "frames" or row["status"] not in INSTALLED_TONIGHT:
             continue
         try:
             run = read_json(out_dir / row["study_id"] / RUN_FILE)
             read = run["parameters"]["read"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        assumed += rate_assumed(read)
+        assumed += [row["input_path"]] if rate_assumed(read) else []
         own += read.get("timestamps_from") == "folder"
         unused += [run.get("input", {}).get("path", row["input_path"])] if read.get("own_timestamps_unused") == "columns" else []
     studies = lambda n: f"{n} frame-folder {'study' if n == 1 else 'studies'}"
-    lines = [f"{studies(assumed)} read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give "
+    lines = [f"{studies(len(assumed))} ({_named(assumed)}) read at {DEFAULT_FOLDER_FPS:g} frames/s, the preset's rate (no timestamps.csv times the images, and names are not read as times): give "
              "--fps F, or a timestamps.csv (filename,pts_seconds) in each folder, if that is not their rate"] if assumed else []
     if own and fps is not None:
         lines.append(f"{studies(own)} timed by {'its' if own == 1 else 'their'} own timestamps.csv: --fps {fps:g} is for the "
@@ -68,13 +75,14 @@ def rate_warnings(out_dir: Path, rows: list[dict], fps: float | None) -> list[st
 
 
 def without_view_warning(rows: list[dict]) -> str | None:
-    """One line for the studies most of whose frames show no field of view (a recorder left running
-    unplugged, a capsule in the dark: QA 28), naming up to three; each one's run.json says it too."""
-    blank = [row["input_path"] for row in rows if row["status"] in DONE_STATUSES and row.get("frames_without_view")
+    """One line for the studies scored in this run most of whose frames show no field of view (a recorder left running
+    unplugged, a capsule in the dark: QA 28), naming up to three; each one's run.json and index row say it too, and a
+    study skipped on later nights is not said again (QA 88 #2)."""
+    blank = [row["input_path"] for row in rows if row["status"] in INSTALLED_TONIGHT and row.get("frames_without_view")
              and mostly_without_view(row["frames_without_view"], row["frames"] or 0)]
     if not blank:
         return None
-    named = ", ".join(blank[:3]) + (f" and {len(blank) - 3} more" if len(blank) > 3 else "")
+    named = _named(blank)
     return (f"{len(blank)} {'study shows' if len(blank) == 1 else 'studies show'} no field of view in most frames ({NO_VIEW_KINDS}: "
             f"not scored): {named}")
 
