@@ -57,6 +57,7 @@ def batch_command(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch: a path relative to INPUT_DIR ('day3/broken.mp4', 'scratch') or, with * or ?, a pattern ('*.avi'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,
+    settle: Annotated[float, typer.Option("--settle", min=0.0, metavar="SECONDS", help="A study any of whose files was written less than SECONDS before the batch reads it is left for a later run (pending: a copy still coming in). For a night fed by copies into the archive, e.g. 600; 0 (default): only a study that fails while its files change is held back.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no study pages (report.html); an index.html of earlier runs is kept up to date. A later run without this flag adds the missing pages without rescoring.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -74,7 +75,7 @@ def batch_command(
     from .pipeline import RunOptions
 
     options = BatchOptions(pipeline=pipeline, weights=weights, device=device, backend=backend, engine=engine, workers=workers,
-                           ray_address=ray_address, force=force, exclude=tuple(exclude or ()), progress=not quiet and sys.stderr.isatty(),
+                           ray_address=ray_address, force=force, exclude=tuple(exclude or ()), settle_seconds=settle, progress=not quiet and sys.stderr.isatty(),
                            run=RunOptions(report=not no_report, threshold=threshold, top_k=top_k, folder_fps=fps,
                                           batch_size=batch_size, skip_duplicates=skip_duplicates))
     try:

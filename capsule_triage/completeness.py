@@ -26,6 +26,25 @@ def tag_seconds(value: str | None) -> float | None:
 FRAGMENT_BOXES = frozenset({b"moof", b"mdat"})  # what a fragmented MP4 adds fragment by fragment
 
 
+def avi_indexed_frames(path: Path, stream) -> int | None:
+    """The frames an AVI's index lists (chunks with data), when the file holds its whole index: a top-level ``idx1``
+    chunk that ends within the file (written last, so a cut file has none, and FFmpeg's count would only be of the
+    packets it read while probing: rev83 #3); else None. Its header also counts the empty chunks a muxer writes for a
+    tick without a frame, a frame the capture dropped (QA 87 #2), which FFmpeg's index leaves out."""
+    with open(path, "rb") as file:
+        head, size = file.read(12), path.stat().st_size
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"AVI ":
+            return None
+        at, end = 12, min(size, 8 + struct.unpack("<I", head[4:8])[0])
+        while at + 8 <= end:
+            file.seek(at)
+            name, length = struct.unpack("<4sI", file.read(8))
+            if name == b"idx1":
+                return len(stream.index_entries) if at + 8 + length <= size else None
+            at += 8 + length + (length & 1)
+    return None
+
+
 def cut_iso_box(path: Path) -> str | None:
     """How a fragmented MP4/MOV is cut off: the fragment box (``moof``/``mdat``) the file ends inside, else None.
 
@@ -167,16 +186,18 @@ def check_complete(path: Path, info: SourceInfo, stats: DecodeStats, *, packets_
     announced = info.num_frames_from_header
     if not announced:
         return
+    if info.frames_in_index and packets_read <= info.frames_in_index < announced:
+        # QA 87 #2: an AVI's header counts the empty chunks its muxer wrote for ticks without a frame (dropped by the
+        # capture, irregular timing: "show the last one again"); its whole index lists the chunks with data (rev83 #1:
+        # before the check for a cut file, which empty chunks at the end would fail)
+        stats.ticks_without_frame = announced - info.frames_in_index
+        announced = info.frames_in_index
     period = 1 / info.average_fps if info.average_fps else None
     edited = "mov" in (info.container or "").split(",") and info.duration_seconds and period
     end = info.duration_seconds if edited else (announced * period if period else None)
     reached_end = end is not None and packets_end is not None and packets_end >= end - 2 * period
     if stats.frames_decoded and packets_read < announced - 1 and not reached_end:
         raise InputError(path, f"truncated video: stream ended after {packets_read} of the {announced} frames its header announces")
-    if info.frames_in_index and reached_end and packets_read <= info.frames_in_index < announced:
-        # QA 87 #2: an AVI's header counts the empty chunks its muxer wrote for ticks without a frame (dropped by the
-        # capture, irregular timing: "show the last one again"); its index lists the chunks with data
-        announced = info.frames_in_index
     if edited and reached_end and packets_read < announced:
         stats.frames_hidden_by_edit_list += announced - packets_read
         announced = packets_read

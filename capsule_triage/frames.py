@@ -79,8 +79,9 @@ class SourceInfo:
             "avi", ...); None for frame folders.
         stream_index: the container's stream that is triaged (FFmpeg's choice among
             ``video_streams`` video streams); None for frame folders.
-        frames_in_index: an AVI's frames its index lists as it is opened (chunks with data: its header also counts the
-            empty chunks a muxer writes for a tick without a frame); None for other sources.
+        frames_in_index: the frames a complete AVI's index lists (chunks with data: its header also counts the empty
+            chunks a muxer writes for a tick without a frame; :func:`~capsule_triage.completeness.avi_indexed_frames`);
+            None for other sources, and an AVI without its whole index.
         colours: how the video stream's header describes its colours and how an untagged one is read
             (:func:`capsule_triage.video_colour.stream_colours`); None for frame folders.
     """
@@ -136,8 +137,10 @@ class DecodeStats:
         video_bytes: bytes of the video packets read (0: a frame folder), for the bits per pixel (:mod:`~capsule_triage.bitrate`).
         turned_degrees: the quarter turns clockwise (90, 180, 270) a video's display matrix asked for, each once, in the
             order first seen: its frames were turned upright by them (the stored size is the source's ``width`` x ``height``).
-        mirrored: a video's display matrix mirrored its frames (left to right, after their turn;
-            :func:`~capsule_triage.orientation.display_turn`).
+        mirrored: how a video's display matrix mirrored its frames after their turn ("left to right", "top to bottom"),
+            each once (:func:`~capsule_triage.orientation.display_turn`).
+        ticks_without_frame: an AVI's empty chunks, ticks its recorder wrote no frame for (a frame the capture dropped,
+            or a variable rate written at a fixed one): its header counts them as frames, none is lost (QA 87 #2).
         jpeg_images, jpeg_bytes, jpeg_pixels: a frame folder's JPEG images read, their file bytes and stored pixels (each
             coded alone, as MJPEG's frames are: their bits per pixel, :mod:`~capsule_triage.bitrate`).
     """
@@ -156,7 +159,8 @@ class DecodeStats:
     sample_bits: int = 0
     video_bytes: int = 0
     turned_degrees: list[int] = field(default_factory=list)
-    mirrored: bool = False
+    mirrored: list[str] = field(default_factory=list)
+    ticks_without_frame: int = 0
     jpeg_images: int = 0
     jpeg_bytes: int = 0
     jpeg_pixels: int = 0

@@ -19,7 +19,7 @@ from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
-from .completeness import LeadingFrames, check_complete, cut_iso_box, cut_transport_stream, tag_seconds, unreadable_why
+from .completeness import LeadingFrames, avi_indexed_frames, check_complete, cut_iso_box, cut_transport_stream, tag_seconds, unreadable_why
 from .errors import InputError, path_argument, short_error
 from .folder_times import folder_times, without_untimed_irregular
 from .frame_folder import (IMAGE_SUFFIXES, JPEG_SUFFIXES, FolderColours, FolderListing, UnreadableImage, extra_pages, listed,
@@ -107,7 +107,7 @@ def probe(path: str | Path, options: ReadOptions = ReadOptions()) -> SourceInfo:
                 start_seconds=float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else None,
                 average_fps=fps, duration_seconds=duration, num_frames_from_header=int(stream.frames) or None, size_bytes=size,
                 container=container.format.name, stream_index=stream.index, video_streams=len(moving_pictures(container)),
-                colours=stream_colours(cc), frames_in_index=len(stream.index_entries) if container.format.name == "avi" else None)
+                colours=stream_colours(cc), frames_in_index=avi_indexed_frames(path, stream) if container.format.name == "avi" else None)
     except InputError:
         raise
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:

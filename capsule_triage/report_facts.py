@@ -86,7 +86,7 @@ def study_facts(study: Study) -> str:
     if res and (turned or mirrored):  # QA 61 L3: the stored size, with nothing saying the frames were turned
         turns = " and ".join(f"{t}\u00b0" for t in turned or ())
         shown = [f"turned {turns} clockwise"] if turned else []
-        res += f" as stored, shown {' and '.join(shown + ['mirrored left to right'] * bool(mirrored))} (its display matrix)"
+        res += f" as stored, shown {' and '.join(shown + [f'mirrored {m}' for m in mirrored or ()])} (its display matrix)"
     duration, gaps, frames = study_duration(study), study_gaps(study), len(study.frames["pts_seconds"])
     gapped = (playing_rate(study), frames / duration if duration else None) if gaps["count"] else None
     return facts("Study", [

@@ -110,6 +110,17 @@ def image_sizes_note(path: Path, stats: DecodeStats, kind: str = "frames") -> st
             "are its first image's")
 
 
+def ticks_without_frame_note(path: Path, stats: DecodeStats) -> str | None:
+    """A Warning: line for an AVI with empty chunks (QA 87 #2, rev83 #2: once counted as frames lost to damage, then said
+    nowhere): ticks its recorder wrote no frame for, a frame the capture dropped, or a variable rate written at a fixed
+    one."""
+    if not (ticks := stats.ticks_without_frame):
+        return None
+    return (f"{path}: {ticks:,} tick{'s' if ticks != 1 else ''} of the recording hold no frame (the AVI's empty chunks, run.json "
+            "ticks_without_frame: frames the capture dropped, or a variable frame rate written at a fixed one); a player "
+            "shows the frame before for each, and no frame was lost")
+
+
 def no_view_note(path: Path, view: np.ndarray) -> str | None:
     """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
     without = int((~view).sum())

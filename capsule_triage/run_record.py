@@ -58,7 +58,8 @@ def run_record(input_path, info, input_sha, pipeline, classifier, parameters, st
         "frames_skipped": stats.frames_skipped,
         "frames_hidden_by_edit_list": stats.frames_hidden_by_edit_list,
         "frames_turned_clockwise_degrees": stats.turned_degrees,  # by the display matrix, upright as a player shows them
-        "frames_mirrored": stats.mirrored,  # by the display matrix too (left to right, after the turn)
+        "ticks_without_frame": stats.ticks_without_frame,  # an AVI's empty chunks: no frame was lost for them (QA 87 #2)
+        "frames_mirrored": stats.mirrored,  # by the display matrix too, after the turn ("left to right", "top to bottom")
         "frames_reused_as_duplicates": stats.frames_reused,
         "frames_without_view": int((~view).sum()),  # NO_VIEW_KINDS: not scored
         "time_gaps": time_gaps(pts),

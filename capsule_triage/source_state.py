@@ -105,6 +105,15 @@ RECENT_SECONDS = 60.0
 WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
 
 
+def seconds_since_written(state: tuple) -> float | None:
+    """Seconds since the last write to a file of a :func:`source_state` (its newest modification time; one in the
+    future, a recorder's clock ahead, counts as none: rev70 #2), or None for no file (a batch's ``--settle``)."""
+    entries = (state,) if state and isinstance(state[0], str) else state
+    now = time.time_ns()
+    written = [entry[3] for entry in entries if entry[3] <= now + SETTLE_SECONDS * 1e9]
+    return max(0.0, (now - max(written)) / 1e9) if written else None
+
+
 def recently_modified(state: tuple, *, inode_changes: bool = True) -> bool:
     """Whether a file of a :func:`source_state` was written in the last :data:`RECENT_SECONDS`, or with ``inode_changes``
     its inode changed then (its ctime: a copy that restores the modification time, ``cp -p``, also sets it)."""

@@ -217,7 +217,7 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
                                                                                "day2/patient_x.mp4")))  # inside day2: no warning
     assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "reused": 0, "pending": 0} and not result.failures
     batch = json.loads((out / "batch.json").read_text())
-    assert batch["settings"] == {"backend": "auto", "device": "auto", "force": False, "report": True, "threshold": None, "top_k": None,
+    assert batch["settings"] == {"backend": "auto", "device": "auto", "force": False, "report": True, "settle_seconds": 0.0, "threshold": None, "top_k": None,
                                  "folder_fps": None, "batch_size": None, "skip_duplicates": None}  # QA 45: in the fingerprint only
     assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4"]
     assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
@@ -2433,3 +2433,30 @@ def test_a_line_the_night_counts_over_its_studies_is_not_said_for_each_study_too
     run = json.loads(next((tmp_path / "out").glob("study*/run.json")).read_text())
     assert any("not used as the frames' times" in w for w in run["warnings"])  # the study's own record keeps it
     assert not any("not used as the frames' times" in w for w in result.warnings), result.warnings
+
+
+def test_settle_leaves_a_study_written_moments_ago_for_a_later_run(tmp_path, random_weights):
+    """QA 88 #1: a copy into the archive that stalled between images (or at a transport stream's packet boundary) reads
+    cleanly, and was installed "ok" on part of the study without a word; ``--settle S`` leaves a study written less than
+    S seconds before it is read pending, one Warning line, exit 0. Without it (the default) the same study is triaged."""
+    folder = tmp_path / "in"
+    _settled_demo_study(folder)  # a.mp4, written an hour ago
+    write_frame_folder(demo_clip_frames()[:4], folder / "copying")  # 4 images of an export still coming in
+    out = tmp_path / "out"
+    done = _batch(folder, out, random_weights, "--settle", "600")
+    said = [line for line in done.stderr.splitlines() if line.startswith(f"Warning: {folder / 'copying'}: written ")]
+    assert done.returncode == 0 and len(said) == 1, done.stderr
+    assert said[0].endswith(" s before this run read it, within --settle 600 (a copy still coming in?); triaged on a later run")
+    rows = {row["input_path"]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert rows == {"a.mp4": "ok", "copying": "pending"}
+    assert json.loads((out / "batch.json").read_text())["settings"]["settle_seconds"] == 600
+    assert not any(path.name.startswith("copying") for path in out.iterdir())  # nothing of it installed
+    done = _batch(folder, out, random_weights)
+    rows = {row["input_path"]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert done.returncode == 0 and rows == {"a.mp4": "skipped", "copying": "ok"}, done.stderr
+    refused = triage("batch", folder, "--out", out, "--settle", "-1")
+    assert refused.returncode == 2 and "--settle" in refused.stderr
+    from capsule_triage.batch import run_batch
+
+    with pytest.raises(TriageError, match="--settle: must be a number of seconds, 0 or more, got nan"):
+        run_batch(folder, out, BatchOptions(weights=str(random_weights), settle_seconds=float("nan")))

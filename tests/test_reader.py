@@ -215,29 +215,46 @@ def test_mid_stream_corrupt_frame_is_skipped_and_counted(tmp_path, frames24):
     assert len(set(range(24)) - set(indices.tolist())) == stats.frames_skipped
 
 
-def test_an_avi_s_empty_chunks_for_ticks_without_a_frame_are_no_lost_frames(tmp_path, frames24):
-    """QA 87 #2: an AVI muxer writes an empty chunk for a tick without a frame (a frame the capture dropped, irregular
-    timing: "show the last one again"); the header counts them, the index does not. 5 of 24 such ticks were reported
-    as frames lost to damaged data; a file cut short is still truncated, and a damaged frame still counted."""
+def _avi_with_empty_chunks(frames: list, path, empty):
+    """An MJPEG AVI of ``frames`` whose ticks in ``empty`` are empty chunks, as FFmpeg's muxer writes a tick without a frame."""
     from fractions import Fraction
 
     import av
 
-    source = [bytes(p) for p in av.open(str(encode_clip(frames24, tmp_path / "a.avi", codec="mjpeg"))).demux(video=0) if p.size]
-    path = tmp_path / "dropped.avi"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mjpeg", rate=4)
-        stream.width, stream.height, stream.pix_fmt = frames24[0].shape[1], frames24[0].shape[0], "yuvj420p"
-        for tick, data in enumerate(source):
-            packet = av.Packet(b"" if tick % 5 == 4 else data)  # ticks 4, 9, 14, 19: no frame
-            packet.pts = packet.dts = tick
-            packet.time_base, packet.stream, packet.is_keyframe = Fraction(1, 4), stream, True
-            container.mux(packet)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuvj420p"
+        stream.codec_context.qmin = stream.codec_context.qmax = 2
+        for tick, rgb in enumerate(frames):
+            if tick in empty:
+                packets = [av.Packet(b"")]
+            else:
+                packets = list(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+            for packet in packets:
+                packet.pts = packet.dts = tick
+                packet.time_base, packet.stream, packet.is_keyframe = Fraction(1, 4), stream, True
+                container.mux(packet)
+    return path
+
+
+def test_an_avi_s_empty_chunks_for_ticks_without_a_frame_are_no_lost_frames(tmp_path, frames24):
+    """QA 87 #2: an AVI muxer writes an empty chunk for a tick without a frame (a frame the capture dropped, irregular
+    timing: "show the last one again"); the header counts them, the index does not. 4 of 24 such ticks were reported
+    as frames lost to damaged data; 3 at the end failed the file as truncated (rev83 #1). They are counted as what they
+    are (a Warning line, run.json ticks_without_frame); a file cut short is still truncated, a damaged frame still
+    counted, and an AVI without its index (idx1) is read as before."""
+    path = _avi_with_empty_chunks(frames24, tmp_path / "dropped.avi", {4, 9, 14, 19})
     info = probe(path)
     assert (info.num_frames_from_header, info.frames_in_index) == (24, 20)
     batches, stats = _all(path)
-    assert (stats.frames_decoded, stats.frames_skipped, stats.errors) == (20, 0, [])
+    assert (stats.frames_decoded, stats.frames_skipped, stats.errors, stats.ticks_without_frame) == (20, 0, [], 4)
     assert np.concatenate([b.pts_seconds for b in batches]).tolist() == [t / 4 for t in range(24) if t % 5 != 4]
+    from capsule_triage.reader_process import read_frames_in_process
+
+    in_child = DecodeStats()
+    assert sum(map(len, read_frames_in_process(path, ReadOptions(), in_child))) == 20 and in_child.ticks_without_frame == 4
+    tail = _avi_with_empty_chunks(frames24, tmp_path / "tail.avi", {21, 22, 23})  # the receiver ticking on at the end
+    assert (_all(tail)[1].frames_decoded, _all(tail)[1].ticks_without_frame) == (21, 3)
     data = bytearray(path.read_bytes())
     starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
     data[starts[10] : starts[10] + 600] = bytes(600)  # one frame's JPEG data destroyed
@@ -245,8 +262,15 @@ def test_an_avi_s_empty_chunks_for_ticks_without_a_frame_are_no_lost_frames(tmp_
     batches, stats = _all(tmp_path / "damaged.avi")
     assert stats.frames_skipped >= 1 and sum(map(len, batches)) + stats.frames_skipped == 20
     (tmp_path / "cut.avi").write_bytes(path.read_bytes()[: len(data) // 2])
+    assert probe(tmp_path / "cut.avi").frames_in_index is None  # no idx1: FFmpeg's index holds what probing read
     with pytest.raises(InputError, match="truncated video"):
         _all(tmp_path / "cut.avi")
+    from capsule_triage.run_notes import ticks_without_frame_note
+
+    assert ticks_without_frame_note(path, _all(path)[1]) == (
+        f"{path}: 4 ticks of the recording hold no frame (the AVI's empty chunks, run.json ticks_without_frame: frames the "
+        "capture dropped, or a variable frame rate written at a fixed one); a player shows the frame before for each, and "
+        "no frame was lost")
 
 
 def test_memory_is_bounded_by_the_batch_not_the_video(tmp_path, frames24):
@@ -609,16 +633,17 @@ def test_rotated_video_is_read_upright_as_a_player_shows_it(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b.data for b in in_child]), np.concatenate([b.data for b in batches]))
 
 
-@pytest.mark.parametrize("display,corner,turned", [
-    ({"degrees": 0, "hflip": True}, (0, 1), []),  # mirrored left to right
-    ({"degrees": 0, "vflip": True}, (1, 0), [180]),  # top to bottom: a half turn, then mirrored
-    ({"degrees": 90, "hflip": True}, (1, 1), [270]),  # a quarter turn counter-clockwise, then mirrored
-    ({"degrees": 90}, (1, 0), [270]),  # a turn alone, as before
+@pytest.mark.parametrize("display,corner,turned,mirrored", [
+    ({"degrees": 0, "hflip": True}, (0, 1), [], ["left to right"]),
+    ({"degrees": 0, "vflip": True}, (1, 0), [], ["top to bottom"]),
+    ({"degrees": 90, "hflip": True}, (1, 1), [270], ["left to right"]),  # a quarter turn counter-clockwise, then mirrored
+    ({"degrees": 270, "hflip": True}, (0, 0), [90], ["left to right"]),  # the transpose
+    ({"degrees": 90}, (1, 0), [270], []),  # a turn alone, as before
 ])
-def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, display, corner, turned):
+def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, display, corner, turned, mirrored):
     """QA 87 #1: a display matrix that mirrors (a recorder's, a front camera's) was read by its angle alone: mirrored left
     to right, the picture was turned upside down; top to bottom, left as stored. Where ffplay shows the mark stored at
-    the top left (row half, column half)."""
+    the top left (row half, column half), and what run.json records."""
     from capsule_triage.reader_process import read_frames_in_process
 
     picture = np.zeros((32, 64, 3), np.uint8)
@@ -629,14 +654,42 @@ def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, display, corner
         rows, cols = np.nonzero(image.mean(axis=2) > 128)
         return int(rows.mean() > image.shape[0] / 2), int(cols.mean() > image.shape[1] / 2)
 
-    mirrored = "hflip" in display or "vflip" in display
     batches, stats = _all(path, short_side=None, square_crop=False)
     assert mark(batches[0].data[0]) == corner and (stats.turned_degrees, stats.mirrored) == (turned, mirrored)
-    assert batches[0].data[0].shape[:2] == ((64, 32) if display["degrees"] else (32, 64))
+    assert batches[0].data[0].shape[:2] == ((64, 32) if display["degrees"] % 180 else (32, 64))
     assert mark(read_frames_at(path, [2], [0.5])[2]) == corner  # the thumbnails too
     child_stats = DecodeStats()
     in_child = list(read_frames_in_process(path, ReadOptions(short_side=None, square_crop=False), child_stats))
     assert (child_stats.turned_degrees, child_stats.mirrored) == (turned, mirrored) and mark(in_child[0].data[0]) == corner
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_every_turn_and_mirror_of_a_display_matrix_shows_the_picture_as_its_definition_places_it(tmp_path, degrees, hflip):
+    """The eight axis-aligned display matrices (rev83 #4), against their definition (FFmpeg's libavutil/display.h: a stored
+    pixel (x, y) is shown at (a x + c y, b x + d y)): four quadrants of different colours land where it puts them."""
+    import av
+
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:16, :32], picture[:16, 32:], picture[16:, :32], picture[16:, 32:] = (230, 0, 0), (0, 230, 0), (0, 0, 230), 230
+    path = encode_clip([picture] * 4, tmp_path / "shown.mp4", display={"degrees": degrees, "hflip": hflip})
+    with av.open(str(path)) as container:
+        side = next(container.decode(video=0)).side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    a, b, _, c, d = (np.frombuffer(bytes(side), np.int32)[:5] / 65536).tolist() if side is not None else (1, 0, 0, 0, 1)
+    rows, cols = np.mgrid[0:32, 0:64]
+    x, y = 2 * cols - 63, 2 * rows - 31  # twice the offset from the centre: the translation only places the picture
+    shown_x, shown_y = np.rint(a * x + c * y).astype(int), np.rint(b * x + d * y).astype(int)
+    shown_x, shown_y = (shown_x - shown_x.min()) // 2, (shown_y - shown_y.min()) // 2
+    expected = np.zeros((shown_y.max() + 1, shown_x.max() + 1, 3), np.uint8)
+    expected[shown_y, shown_x] = picture[rows, cols]
+
+    def quadrants(image):  # the colour at the centre of each quadrant, nearest of the four
+        h, w = image.shape[:2]
+        return [int(np.argmax(image[y, x])) if image[y, x].min() < 128 else 3 for y in (h // 4, 3 * h // 4) for x in (w // 4, 3 * w // 4)]
+
+    shown = _all(path, short_side=None, square_crop=False)[0][0].data[0]
+    assert shown.shape == expected.shape and quadrants(shown) == quadrants(expected)
+    assert quadrants(read_frames_at(path, [1], [0.25])[1]) == quadrants(expected)
 
 
 @pytest.mark.parametrize("text,message", [

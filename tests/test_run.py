@@ -193,12 +193,12 @@ def test_a_turned_video_says_so_beside_its_stored_size(random_weights, tmp_path)
     encode_clip([np.full((32, 64, 3), 90, np.uint8)] * 6, tmp_path / "mirrored.mp4", display={"degrees": 90, "hflip": True})
     pipeline = load_pipeline("capsule-bleeding")
     classifier = load_classifier(pipeline, weights=random_weights, device="cpu", backend="torch-fp32")
-    for name, turned, mirrored, shown in (("turned.mp4", [90], False, " as stored, shown turned 90\u00b0 clockwise"),
-                                          ("stored.mp4", [], False, ""),
-                                          ("mirrored.mp4", [270], True, " as stored, shown turned 270\u00b0 clockwise and mirrored left to right")):
+    for name, turned, mirrored, shown in (("turned.mp4", [90], [], " as stored, shown turned 90\u00b0 clockwise"),
+                                          ("stored.mp4", [], [], ""),
+                                          ("mirrored.mp4", [270], ["left to right"], " as stored, shown turned 270\u00b0 clockwise and mirrored left to right")):
         run = triage_study(tmp_path / name, pipeline, classifier, RunOptions(out=tmp_path / f"out_{name}")).run
         assert (run["source"]["width"], run["source"]["height"], run["frames_turned_clockwise_degrees"]) == (64, 32, turned)
-        assert run["frames_mirrored"] is mirrored  # QA 87 #1
+        assert run["frames_mirrored"] == mirrored  # QA 87 #1
         page = (tmp_path / f"out_{name}" / "report.html").read_text()
         said = f"64 \u00d7 32 px{shown} (its display matrix)"
         assert (said in page) is bool(turned) and "64 \u00d7 32 px" in page

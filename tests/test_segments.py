@@ -38,6 +38,7 @@ def _assert_same(expected, got, single, parts):
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a, b)
     assert (parts.frames_decoded, parts.frames_skipped, parts.errors) == (single.frames_decoded, single.frames_skipped, single.errors)
+    assert parts.image_sizes == single.image_sizes and sum(single.image_sizes.values()) == single.frames_decoded  # summed (rev83 #4)
 
 
 def test_cuts_are_clean_keyframes_and_first_indices_count_the_frames_before():

@@ -54,6 +54,9 @@ class BatchOptions:
         exclude: paths or patterns relative to the input folder (``fnmatch``) of videos and folders that are no
             studies of this batch (:func:`~capsule_triage.batch.discovery.excluded`): e.g. an export known to be
             broken, which would fail (exit 1) every night until fixed. Not part of the pipeline's settings.
+        settle_seconds: a study any of whose files was written less than this many seconds before the batch reads it
+            is pending, left for a later run (``--settle``: a copy into the archive that stalled between images, or at a
+            transport stream's packet boundary, reads cleanly; 0: only a study that fails while it changes is held).
         progress: show a tqdm bar over studies.
         run: per-study options (batch_size, threshold, top_k, folder_fps; report=False: no review pages).
     """
@@ -67,6 +70,7 @@ class BatchOptions:
     ray_address: str | None = None
     force: bool = False
     exclude: tuple[str, ...] = ()
+    settle_seconds: float = 0.0
     progress: bool = False
     run: RunOptions = field(default_factory=RunOptions)
 
@@ -197,11 +201,12 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                                            device_type=engine.device_type, run=options.run)
         ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force,
-                            run_id=uuid.uuid4().hex)
+                            run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         run = options.run  # QA 45: the options were in the fingerprint only (README: batch.json holds the run's settings)
         settings = {"backend": options.backend, "device": options.device, "force": options.force, "report": run.report,
+                    "settle_seconds": options.settle_seconds,
                     **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
         info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, "settings": settings,
@@ -252,6 +257,8 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
 
         require_ray()
         check_ray_address(options.ray_address)  # before the lock is taken: a wrong address is one line
+    if not isinstance(options.settle_seconds, (int, float)) or not 0 <= options.settle_seconds < float("inf"):
+        raise TriageError("--settle", f"must be a number of seconds, 0 or more, got {options.settle_seconds!r}")
     if not input_dir.is_dir():
         raise TriageError(input_dir, "not a folder (use `triage run` for a single video)")
     if os.path.realpath(input_dir) == os.path.realpath(out_dir):

@@ -25,8 +25,8 @@ from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import RUN_FILE
 from ..pipeline import RunOptions, load_classifier, triage_study
-from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, settled_state_digest, source_state,
-                            state_digest)
+from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, seconds_since_written,
+                            settled_state_digest, source_state, state_digest)
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
@@ -76,6 +76,7 @@ class WorkerContext:
         fingerprint: :func:`pipeline_fingerprint` of this run.
         force: redo complete studies.
         threads: inference threads for this worker (None = the backend's default).
+        settle_seconds: a study written less than this before it is read is left for a later run (``--settle``).
         run_id: this batch run's id (batch.json ``run_id``), recorded in the run.json of each study a worker installs
             (``batch.run_id``), so that an interrupted run tells the studies it installed (review rev59 #4: by the
             file's time, a run.json only given a touched input's new state was taken for one installed that night).
@@ -91,6 +92,7 @@ class WorkerContext:
     force: bool = False
     threads: int | None = None
     run_id: str = ""
+    settle_seconds: float = 0.0
 
 
 @dataclass
@@ -189,6 +191,11 @@ class StudyWorker:
             state = source_state(study.path)  # once per study: a stat of every image of a frame folder
             just_written = recently_modified(state, inode_changes=False)  # as the study is read, not minutes later (rev70 #1)
             first_state = first_state or state
+            age = seconds_since_written(state) if ctx.settle_seconds else None
+            if age is not None and age < ctx.settle_seconds:  # QA 88 #1: a copy stalled between images read cleanly
+                note = (f"{study.path}: written {age:.0f} s before this run read it, within --settle {ctx.settle_seconds:g} "
+                        "(a copy still coming in?); triaged on a later run")
+                return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
                 input_sha = None
             hashed_under_state = input_sha is not None and input_state == state
