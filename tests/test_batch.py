@@ -2019,7 +2019,8 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
     inside = PermissionError(errno.EACCES, "Permission denied", str(study_record.path))
     assert describe_error(study_record.path, inside, out_dir=out) == f"{study_record.path}: Permission denied"
     written = OSError(errno.EROFS, "Read-only file system", str(out / ".work" / "a" / "frames.parquet"))  # review rev30: OUT_DIR first
-    assert describe_error(study_record.path, written, out_dir=out) == f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system"
+    assert describe_error(study_record.path, written, out_dir=out) == (  # QA 88 #4: and whose outputs they were
+        f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system (the outputs of {study_record.path} were not written)")
     assert describe_error(study_record.path, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
         f"{study_record.path}: No such file or directory"
     full = OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "a" / "frames.parquet"))
@@ -2460,3 +2461,26 @@ def test_settle_leaves_a_study_written_moments_ago_for_a_later_run(tmp_path, ran
 
     with pytest.raises(TriageError, match="--settle: must be a number of seconds, 0 or more, got nan"):
         run_batch(folder, out, BatchOptions(weights=str(random_weights), settle_seconds=float("nan")))
+
+
+def test_two_input_folders_sharing_one_output_folder_are_said_not_pruned(tmp_path, random_weights):
+    """QA 88 #3: two inputs written into one output folder (a cron line per ward) took each other's studies for deleted
+    ones every night: "delete them to free the space", and the other's failure records removed (its broken export then
+    decoded again). The line names both folders; the records stay."""
+    ward_a, ward_b, out = tmp_path / "ward_a", tmp_path / "ward_b", tmp_path / "out"
+    _settled_demo_study(ward_a)
+    (ward_a / "broken.mp4").write_bytes(b"not a video at all " * 100)
+    ward_b.mkdir()
+    shutil.copy(DEMO_CLIP, ward_b / "b.mp4")
+    settled(ward_a / "broken.mp4", ward_b / "b.mp4")
+    assert _batch(ward_a, out, random_weights).returncode == 1  # broken.mp4 failed
+    record = out / ".failed" / f"{study_id('broken.mp4')}.json"
+    assert record.is_file()
+    done = _batch(ward_b, out, random_weights)
+    said = [line for line in done.stderr.splitlines() if line.startswith(f"Warning: {out}: 1 study folder of inputs not under {ward_b}")]
+    assert done.returncode == 0 and len(said) == 1, done.stderr
+    assert f"the previous run into it read {ward_a}: give each input folder its own output folder" in said[0]
+    assert "delete them" not in done.stderr and record.is_file()
+    assert json.loads((out / "batch.json").read_text())["previous_input_dir"] == str(ward_a)
+    again = _batch(ward_b, out, random_weights)  # the same input again: said as before, the orphan line of one input
+    assert "previous run into it" not in again.stderr and "delete them to free the space" in again.stderr

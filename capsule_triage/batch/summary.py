@@ -218,6 +218,17 @@ def append_whole_line(path: Path, data: bytes) -> str | None:
         os.close(fd)  # and the lock with it
 
 
+def previous_input(out_dir: Path, input_dir: str) -> str | None:
+    """The input folder the previous run into ``out_dir`` read (its batch.json's), when it is another than ``input_dir``,
+    else None. Two inputs sharing one output folder (a cron line per ward) took each other's studies for deleted ones
+    every night, advised deleting their folders, and forgot their failure records (QA 88 #3)."""
+    try:
+        earlier = read_json(out_dir / BATCH_FILE).get("input_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return earlier if isinstance(earlier, str) and os.path.realpath(earlier) != os.path.realpath(input_dir) else None
+
+
 def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> list[str]:
     """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
     not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen.
