@@ -29,20 +29,25 @@ FRAGMENT_BOXES = frozenset({b"moof", b"mdat"})  # what a fragmented MP4 adds fra
 def avi_indexed_frames(path: Path, stream) -> int | None:
     """The frames an AVI's index lists (chunks with data), when the file holds its whole index: a top-level ``idx1``
     chunk that ends within the file (written last, so a cut file has none, and FFmpeg's count would only be of the
-    packets it read while probing: rev83 #3); else None. Its header also counts the empty chunks a muxer writes for a
-    tick without a frame, a frame the capture dropped (QA 87 #2), which FFmpeg's index leaves out."""
+    packets it read while probing: rev83 #3), in a file of one RIFF list (an OpenDML file over 1 GB adds ``AVIX`` lists
+    after the one ``idx1`` covers: cut in one of those, its index would pass for whole, rev84 #4); else None. Its header
+    also counts the empty chunks a muxer writes for a tick without a frame, a frame the capture dropped (QA 87 #2), which
+    FFmpeg's index leaves out."""
     with open(path, "rb") as file:
         head, size = file.read(12), path.stat().st_size
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"AVI ":
             return None
-        at, end = 12, min(size, 8 + struct.unpack("<I", head[4:8])[0])
+        riff_end = 8 + struct.unpack("<I", head[4:8])[0]
+        if riff_end + 8 <= size:  # another list follows the first (OpenDML's AVIX)
+            return None
+        at, end, indexed = 12, min(size, riff_end), None
         while at + 8 <= end:
             file.seek(at)
             name, length = struct.unpack("<4sI", file.read(8))
             if name == b"idx1":
-                return len(stream.index_entries) if at + 8 + length <= size else None
+                indexed = len(stream.index_entries) if at + 8 + length <= size else None
             at += 8 + length + (length & 1)
-    return None
+    return indexed
 
 
 def cut_iso_box(path: Path) -> str | None:

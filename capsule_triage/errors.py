@@ -137,10 +137,10 @@ def describe_error(source: Path, exc: BaseException, *, out_dir: Path | None = N
         full = name if where is not None and not where.is_relative_to(os.path.abspath(out_dir)) else out_dir
         return f"{full}: {exc.strerror} (the outputs of {source} were not written)"  # QA 49: a full /dev/shm read as OUT_DIR's
     if isinstance(exc, OSError) and exc.strerror:
-        if out_dir is not None and where is not None and where.is_relative_to(os.path.abspath(out_dir)):
-            return f"{name}: {exc.strerror} (the outputs of {source} were not written)"  # QA 88 #4: OUT_DIR's folder alone named
         if where is None or where.is_relative_to(os.path.abspath(source)):
-            return f"{name or source}: {exc.strerror}"  # the study, or one of its images
+            return f"{name or source}: {exc.strerror}"  # the study, or one of its images (first: an input inside OUT_DIR, rev84 #5)
+        if out_dir is not None and where.is_relative_to(os.path.abspath(out_dir)):
+            return f"{name}: {exc.strerror} (the outputs of {source} were not written)"  # QA 88 #4: OUT_DIR's folder alone named
         return f"{source}: {exc.strerror} ({name})"  # QA 33: named the Python interpreter the decoder process could not start
     if isinstance(exc, MemoryError) or "(-4:Insufficient memory)" in str(exc):  # QA 48: OpenCV's own words, a path into its source
         who = "OpenCV" if type(exc).__module__.startswith("cv2") else type(exc).__name__  # cv2's class is named `error`

@@ -105,12 +105,20 @@ RECENT_SECONDS = 60.0
 WATCH_SECONDS = 2.0  # for this long (a copy writes more often: cp, rsync and file managers write every few milliseconds)
 
 
-def seconds_since_written(state: tuple) -> float | None:
-    """Seconds since the last write to a file of a :func:`source_state` (its newest modification time; one in the
-    future, a recorder's clock ahead, counts as none: rev70 #2), or None for no file (a batch's ``--settle``)."""
+def seconds_since_written(path: str | Path, state: tuple) -> float | None:
+    """Seconds since the last write to the input at ``path``: the newest modification time of the files of its
+    :func:`source_state` and, for a frame folder, of the folder itself (an image added to it: a copy that keeps each
+    image's own time, ``rsync -a``, ``cp -p``, still changes the folder's; rev84 #1); a time in the future, a
+    recorder's clock ahead, counts as none (rev70 #2). None: no file (a batch's ``--settle``)."""
     entries = (state,) if state and isinstance(state[0], str) else state
+    times = [entry[3] for entry in entries]
+    if Path(path).is_dir():
+        try:
+            times.append(os.stat(path).st_mtime_ns)
+        except OSError:
+            pass
     now = time.time_ns()
-    written = [entry[3] for entry in entries if entry[3] <= now + SETTLE_SECONDS * 1e9]
+    written = [t for t in times if t <= now + SETTLE_SECONDS * 1e9]
     return max(0.0, (now - max(written)) / 1e9) if written else None
 
 

@@ -2023,6 +2023,9 @@ def test_a_study_that_fails_after_it_was_triaged_is_said_to_keep_stale_results(r
         f"{out / '.work' / 'a' / 'frames.parquet'}: Read-only file system (the outputs of {study_record.path} were not written)")
     assert describe_error(study_record.path, FileNotFoundError(errno.ENOENT, "No such file or directory", "")) == \
         f"{study_record.path}: No such file or directory"
+    kept_inside = out / "in" / "a.mp4"  # rev84 #5: an input inside OUT_DIR is named as an input
+    assert describe_error(kept_inside, PermissionError(errno.EACCES, "Permission denied", str(kept_inside)), out_dir=out) == \
+        f"{kept_inside}: Permission denied"
     full = OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "a" / "frames.parquet"))
     assert describe_error(study_record.path, full, out_dir=out) == f"{out}: No space left on device (the outputs of {study_record.path} were not written)"
     cache = tmp_path / "cache" / "hub" / "model.safetensors"  # QA 49: a disk full elsewhere (here a cache) is not OUT_DIR's
@@ -2455,6 +2458,18 @@ def test_settle_leaves_a_study_written_moments_ago_for_a_later_run(tmp_path, ran
     done = _batch(folder, out, random_weights)
     rows = {row["input_path"]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
     assert done.returncode == 0 and rows == {"a.mp4": "skipped", "copying": "ok"}, done.stderr
+    # rev84 #1: a copy that keeps each image's time (rsync -a, cp -p) still changes the folder's own; rev84 #2: a study
+    # as its results record it is not held (copying, written moments ago), and one held keeps its earlier results listed
+    write_frame_folder(demo_clip_frames()[:3], folder / "synced")
+    settled(folder / "synced")  # its images an hour old, the folder written now
+    os.utime(folder / "a.mp4")  # touched now: its earlier results stand until it is read again
+    done = _batch(folder, out, random_weights, "--settle", "600")
+    rows = {row["input_path"]: row for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert done.returncode == 0 and {k: r["status"] for k, r in rows.items()} == {"a.mp4": "pending", "copying": "skipped",
+                                                                                 "synced": "pending"}, done.stderr
+    assert rows["a.mp4"]["output_dir"] == study_id("a.mp4") and rows["a.mp4"]["frames"] > 0
+    assert rows["a.mp4"]["error"].endswith("triaged on a later run; the results listed are of its earlier version")
+    assert rows["synced"]["output_dir"] is None and study_id("a.mp4") in (out / "index.html").read_text()
     refused = triage("batch", folder, "--out", out, "--settle", "-1")
     assert refused.returncode == 2 and "--settle" in refused.stderr
     from capsule_triage.batch import run_batch

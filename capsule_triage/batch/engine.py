@@ -283,7 +283,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     outcomes = progress.outcomes
     since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
     rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error, failed_on=outcomes[s.study_id].failed_on,
-                        input_fault=outcomes[s.study_id].input_fault) if s.study_id in outcomes
+                        input_fault=outcomes[s.study_id].input_fault, earlier=outcomes[s.study_id].earlier) if s.study_id in outcomes
             else unreached_row(ctx, s, since) for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     scored = {r["study_id"] for r in rows if r["status"] == "ok"}  # rev38: a failure not decoded again, one not reached: not redone

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
-from ..outputs import RUN_FILE
+from ..outputs import RUN_FILE, outputs_complete
 from ..pipeline import RunOptions, load_classifier, triage_study
 from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, seconds_since_written,
                             settled_state_digest, source_state, state_digest)
@@ -113,6 +113,8 @@ class StudyOutcome:
             counts over its studies.
         failed_on: a failed study: the SHA-256 of the input it failed on as this run hashed it (None: not hashed); its
             failure record may be an earlier failure's (one this run could not write: a full disk, rev74 #1).
+        earlier: a pending study whose folder holds the complete results of an earlier version of its input: listed
+            until it is scored (``--settle``).
         input_fault: the failure is the input's own (not the machine's or its output folder's); else the complete results
             its folder holds of the bytes it failed on stand and stay listed (QA 72 #4).
     """
@@ -127,6 +129,7 @@ class StudyOutcome:
     run_warnings: tuple[str, ...] = ()
     failed_on: str | None = None
     input_fault: bool = False
+    earlier: bool = False
 
 
 class WorkerSetupError(TriageError):
@@ -191,11 +194,8 @@ class StudyWorker:
             state = source_state(study.path)  # once per study: a stat of every image of a frame folder
             just_written = recently_modified(state, inode_changes=False)  # as the study is read, not minutes later (rev70 #1)
             first_state = first_state or state
-            age = seconds_since_written(state) if ctx.settle_seconds else None
-            if age is not None and age < ctx.settle_seconds:  # QA 88 #1: a copy stalled between images read cleanly
-                note = (f"{study.path}: written {age:.0f} s before this run read it, within --settle {ctx.settle_seconds:g} "
-                        "(a copy still coming in?); triaged on a later run")
-                return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
+            if ctx.settle_seconds and (settling := self._settling(study, state, final, started)):
+                return settling
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
                 input_sha = None
             hashed_under_state = input_sha is not None and input_state == state
@@ -273,6 +273,22 @@ class StudyWorker:
             error = describe_error(study.path, exc, out_dir=ctx.out_dir)
             error = error.replace(str(ctx.out_dir / WORK_DIR / study.study_id), str(final))  # the staging folder is gone
             return record_failure(ctx, study, error, started=started, input_fault=input_fault)
+
+    def _settling(self, study: Study, state: tuple, final: Path, started: float) -> StudyOutcome | None:
+        """``pending`` for a study written less than ``--settle`` seconds before it is read (QA 88 #1: a copy into the
+        archive that stalled between images, or at a transport stream's packet boundary, reads cleanly), unless its
+        files are as its complete results record them (rev84 #2); such results of an earlier version stay listed."""
+        age = seconds_since_written(study.path, state)
+        if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.fingerprint, state):
+            return None
+        note = (f"{study.path}: written {age:.0f} s before this run read it, within --settle {self.ctx.settle_seconds:g} "
+                "(a copy still coming in?); triaged on a later run")
+        try:
+            earlier = outputs_complete(final) and isinstance(read_json(final / RUN_FILE).get("batch"), dict)
+        except (OSError, ValueError, AttributeError):
+            earlier = False
+        return StudyOutcome(study, "pending", error=note + ("; the results listed are of its earlier version" if earlier else ""),
+                            warning=note, earlier=earlier, wall_seconds=time.perf_counter() - started)
 
     def _earlier_output(self, sha: str, final: Path) -> Path | None:
         """A complete output of the same input bytes and pipeline under another id: the study was
