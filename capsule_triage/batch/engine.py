@@ -29,8 +29,8 @@ from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .run_lines import run_lines
-from .summary import (Progress, file_logger, orphan_folders, other_input_folders, prune_failure_records, stale_folders, summary_row,
-                      write_index, write_summary)
+from .summary import (Progress, file_logger, orphan_folders, previous_input, prune_failure_records, stale_folders, summary_row, write_index,
+                      write_summary)
 from .records import made_otherwise, pipeline_fingerprint
 from .unreached import unreached_row
 from .worker import WorkerContext, WorkerSetupError
@@ -202,7 +202,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                                            device_type=engine.device_type, run=options.run)
         ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force,
-                            run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds, input_dir=os.path.abspath(input_dir))
+                            run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         run = options.run  # QA 45: the options were in the fingerprint only (README: batch.json holds the run's settings)
@@ -289,21 +289,21 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
     scored = {r["study_id"] for r in rows if r["status"] == "ok"}  # rev38: a failure not decoded again, one not reached: not redone
     info = {**info, **({"made_otherwise": redone} if (redone := [m for m in made if m in scored]) else {})}
     wall = time.perf_counter() - progress.started
+    other = previous_input(ctx.out_dir, info["input_dir"])  # before batch.json is rewritten
     batch = {
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
         "pipeline": {"name": ctx.pipeline.name, "source": os.path.abspath(ctx.pipeline.source)},
         "weights": os.path.abspath(ctx.weights), "pipeline_fingerprint": ctx.fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
-        "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ())), ctx.input_dir),
-        "stale_folders": stale_folders(ctx.out_dir, studies, rows),
-        **({"other_input_folders": others} if (others := other_input_folders(ctx.out_dir, studies, ctx.input_dir)) else {}),
+        "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
+        "stale_folders": stale_folders(ctx.out_dir, studies, rows), **({"previous_input_dir": other} if other else {}),
     }
     warnings = [*notes, *dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line)]  # each once
     said = run_lines(ctx.out_dir, rows, batch, ctx.run.folder_fps)  # the run's own lines, in batch.log too (QA 47)
     failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: on the line a morning reader reads, too
     batch |= {"failed": failed_ids, "warnings": [*warnings, *said]}  # QA 79 #11: a monitor read counts, not which or why
-    if pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ()))):
+    if not other and (pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ())))):
         progress.log(f"removed {pruned} failure record{'s' if pruned != 1 else ''} of inputs no longer found")
     try:
         write_summary(ctx.out_dir, rows, batch)

@@ -218,37 +218,22 @@ def append_whole_line(path: Path, data: bytes) -> str | None:
         os.close(fd)  # and the lock with it
 
 
-def other_input(recorded: object, input_dir: str | None) -> bool:
-    """Whether a study's results or failure record (its ``input_dir``, ``recorded``) are of another input folder than
-    ``input_dir``: two inputs sharing one output folder (a cron line per ward) took each other's studies for deleted
-    ones every night, advised deleting their folders and removed their failure records (QA 88 #3). Records written
-    before 2026-12-06 name none: this input's."""
-    return bool(input_dir) and isinstance(recorded, str) and os.path.realpath(recorded) != os.path.realpath(input_dir)
-
-
-def other_input_folders(out_dir: Path, studies: list[Study], input_dir: str) -> dict[str, str]:
-    """The study folders in OUT_DIR of other input folders (:func:`other_input`): folder name -> its input folder."""
-    current, found = {s.study_id for s in studies}, {}
+def previous_input(out_dir: Path, input_dir: str) -> str | None:
+    """The input folder the previous run into ``out_dir`` read (its batch.json's), when it is another than ``input_dir``,
+    else None. Two inputs sharing one output folder (a cron line per ward) took each other's studies for deleted ones
+    every night, advised deleting their folders, and forgot their failure records (QA 88 #3)."""
     try:
-        candidates = [p for p in out_dir.iterdir() if not p.name.startswith(".") and p.name not in current and (p / RUN_FILE).is_file()]
-    except OSError:
-        return {}
-    for folder in candidates:
-        try:
-            recorded = read_json(folder / RUN_FILE)["batch"].get("input_dir")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if other_input(recorded, input_dir):
-            found[folder.name] = recorded
-    return dict(sorted(found.items()))
+        earlier = read_json(out_dir / BATCH_FILE).get("input_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return earlier if isinstance(earlier, str) and os.path.realpath(earlier) != os.path.realpath(input_dir) else None
 
 
-def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = (), input_dir: str | None = None) -> list[str]:
+def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> list[str]:
     """Study folders in OUT_DIR that belong to no current input (moved, renamed or deleted studies):
     not listed, never deleted by the batch; named in batch.json and a warning so disk use is seen.
     Folders of studies under a folder that could not be listed are not orphans: their inputs may be there;
-    nor are those of studies ``exclude`` leaves out (``--exclude``: kept as they are, not listed), nor those of another
-    ``input_dir`` (:func:`other_input_folders`)."""
+    nor are those of studies ``exclude`` leaves out (``--exclude``: kept as they are, not listed)."""
     current = {s.study_id for s in studies}
     unlisted = [s.rel_path.rstrip("/") + "/" for s in studies if s.kind == "frames" and not _listable(s.path)]
     try:
@@ -258,11 +243,8 @@ def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...]
     orphans = []
     for folder in candidates:
         try:
-            batch = read_json(folder / RUN_FILE)["batch"]
-            relative = batch["relative_path"]
-            if other_input(batch.get("input_dir"), input_dir):
-                continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            relative = read_json(folder / RUN_FILE)["batch"]["relative_path"]
+        except (OSError, ValueError, KeyError, TypeError):
             relative = ""
         if not any(str(relative).startswith(prefix) for prefix in unlisted) and not (relative and excluded(str(relative), exclude)):
             orphans.append(folder.name)
@@ -298,11 +280,8 @@ def prune_failure_records(out_dir: Path, studies: list[Study], input_dir: Path, 
         return 0
     for record in records:
         try:
-            failure = read_json(record)
-            relative = str(failure["relative_path"])
-            if other_input(failure.get("input_dir"), str(input_dir)):
-                continue  # another input's, sharing this output folder (QA 88 #3)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            relative = str(read_json(record)["relative_path"])
+        except (OSError, ValueError, KeyError, TypeError):
             continue  # not ours to judge
         if excluded(relative, exclude) or not _surely_gone(input_dir, relative):
             continue

@@ -77,8 +77,6 @@ class WorkerContext:
         force: redo complete studies.
         threads: inference threads for this worker (None = the backend's default).
         settle_seconds: a study written less than this before it is read is left for a later run (``--settle``).
-        input_dir: the batch's input folder (absolute), recorded with each study's results and failure (QA 88 #3: two
-            inputs sharing one output folder tell their studies apart by it).
         run_id: this batch run's id (batch.json ``run_id``), recorded in the run.json of each study a worker installs
             (``batch.run_id``), so that an interrupted run tells the studies it installed (review rev59 #4: by the
             file's time, a run.json only given a touched input's new state was taken for one installed that night).
@@ -95,7 +93,6 @@ class WorkerContext:
     threads: int | None = None
     run_id: str = ""
     settle_seconds: float = 0.0
-    input_dir: str = ""
 
 
 @dataclass
@@ -246,7 +243,6 @@ class StudyWorker:
                         "still coming in?); triaged on the next run")
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path, "run_id": ctx.run_id,
-                                           "input_dir": ctx.input_dir,
                                            "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
@@ -348,7 +344,7 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
     except Exception:  # noqa: BLE001 - unreadable input
         sha = state = None
     state = settled_state_digest(state) if input_fault and state else None
-    failed = {"study_id": study.study_id, "relative_path": study.rel_path, "input_dir": ctx.input_dir, "kind": study.kind, "error": error,
+    failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
               "input_sha256": sha, "input_state_sha256": state, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
     shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # first: it may be what filled the disk
     try:
