@@ -38,7 +38,8 @@ def avi_indexed_frames(path: Path, stream) -> int | None:
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"AVI ":
             return None
         riff_end = 8 + struct.unpack("<I", head[4:8])[0]
-        if riff_end + 8 <= size:  # another list follows the first (OpenDML's AVIX)
+        file.seek(riff_end + (riff_end & 1))
+        if (follows := file.read(12))[:4] == b"RIFF" and follows[8:] == b"AVIX":  # OpenDML: lists after the one idx1 covers
             return None
         at, end, indexed = 12, min(size, riff_end), None
         while at + 8 <= end:

@@ -2478,24 +2478,43 @@ def test_settle_leaves_a_study_written_moments_ago_for_a_later_run(tmp_path, ran
         run_batch(folder, out, BatchOptions(weights=str(random_weights), settle_seconds=float("nan")))
 
 
-def test_two_input_folders_sharing_one_output_folder_are_said_not_pruned(tmp_path, random_weights):
-    """QA 88 #3: two inputs written into one output folder (a cron line per ward) took each other's studies for deleted
-    ones every night: "delete them to free the space", and the other's failure records removed (its broken export then
-    decoded again). The line names both folders; the records stay."""
+def test_an_output_folder_of_another_input_folder_is_refused(tmp_path, random_weights):
+    """QA 88 #3 (rev84 #3, rev85 #1-#3): two inputs written into one output folder (a cron line per ward) took each
+    other's studies for deleted ones ("delete them to free the space"), removed each other's failure records (a broken
+    export decoded again), and a study path both held (one study id) was scored over every night. A batch into an output
+    folder whose last run read another input folder that still exists is refused, nothing changed; an archive moved to a
+    new path (its old one gone) goes on."""
     ward_a, ward_b, out = tmp_path / "ward_a", tmp_path / "ward_b", tmp_path / "out"
     _settled_demo_study(ward_a)
     (ward_a / "broken.mp4").write_bytes(b"not a video at all " * 100)
     ward_b.mkdir()
-    shutil.copy(DEMO_CLIP, ward_b / "b.mp4")
-    settled(ward_a / "broken.mp4", ward_b / "b.mp4")
+    shutil.copy(DEMO_CLIP, ward_b / "a.mp4")  # the same study path in both wards
+    settled(ward_a / "broken.mp4", ward_b / "a.mp4")
     assert _batch(ward_a, out, random_weights).returncode == 1  # broken.mp4 failed
-    record = out / ".failed" / f"{study_id('broken.mp4')}.json"
-    assert record.is_file()
-    done = _batch(ward_b, out, random_weights)
-    said = [line for line in done.stderr.splitlines() if line.startswith(f"Warning: {out}: 1 study folder of inputs not under {ward_b}")]
-    assert done.returncode == 0 and len(said) == 1, done.stderr
-    assert f"the previous run into it read {ward_a}: give each input folder its own output folder" in said[0]
-    assert "delete them" not in done.stderr and record.is_file()
-    assert json.loads((out / "batch.json").read_text())["previous_input_dir"] == str(ward_a)
-    again = _batch(ward_b, out, random_weights)  # the same input again: said as before, the orphan line of one input
-    assert "previous run into it" not in again.stderr and "delete them to free the space" in again.stderr
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "batch.log"}
+    refused = _batch(ward_b, out, random_weights)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"Error: {out}: holds the results of another input folder, {ward_a} (its batch.json): give each input folder its "
+        f"own output folder. Nothing was changed; if the studies of {ward_a} were moved to {ward_b}, move "
+        f"{out / 'batch.json'} aside first"), refused.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "batch.log"} == before
+    assert f"refused: {out}: holds the results of another input folder" in (out / "batch.log").read_text()
+    moved = tmp_path / "archive"
+    ward_a.rename(moved)  # the archive moved: its studies are the same ones
+    done = _batch(moved, out, random_weights)
+    assert done.returncode == 1 and "1 skipped" in done.stdout and "1 failed" in done.stdout, done.stdout + done.stderr
+
+
+def test_settle_leaves_a_study_that_failed_on_the_same_files_failed(tmp_path, random_weights):
+    """rev85 #5: a bad export written 5 minutes ago failed (older than the minute a copy is waited for); under --settle 600
+    the next night held it as pending instead of saying it failed on these very files and is not decoded again."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"not a video at all " * 100)
+    five_minutes_ago = time.time_ns() - 300 * 10**9
+    os.utime(folder / "broken.mp4", ns=(five_minutes_ago, five_minutes_ago))
+    assert _batch(folder, out, random_weights).returncode == 1
+    done = _batch(folder, out, random_weights, "--settle", "600")
+    rows = pq.read_table(out / "studies.parquet").to_pylist()
+    assert done.returncode == 1 and [row["status"] for row in rows] == ["failed"], done.stderr
+    assert "not decoded again" in (out / "batch.log").read_text().split(" start ")[-1]

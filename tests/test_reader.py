@@ -271,6 +271,8 @@ def test_an_avi_s_empty_chunks_for_ticks_without_a_frame_are_no_lost_frames(tmp_
     opendml = tmp_path / "opendml.avi"  # rev84 #4: a list after the first (over 1 GB): the idx1 covers the first only
     opendml.write_bytes(path.read_bytes() + b"RIFF" + struct.pack("<I", 4) + b"AVIX")
     assert avi_indexed_frames(path, Indexed) == 20 and avi_indexed_frames(opendml, Indexed) is None
+    (tmp_path / "padded.avi").write_bytes(path.read_bytes() + bytes(64))  # a recorder's padding is no AVIX list (rev85 #6)
+    assert avi_indexed_frames(tmp_path / "padded.avi", Indexed) == 20
     (tmp_path / "cut.avi").write_bytes(path.read_bytes()[: len(data) // 2])
     assert probe(tmp_path / "cut.avi").frames_in_index is None  # no idx1: FFmpeg's index holds what probing read
     with pytest.raises(InputError, match="truncated video"):

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from ..interrupts import InterruptedAfterWriting, deferring_interrupts
@@ -25,11 +26,11 @@ from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, find_studies
-from .layout import FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
+from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .run_lines import run_lines
-from .summary import (Progress, file_logger, orphan_folders, previous_input, prune_failure_records, stale_folders, summary_row, write_index,
+from .summary import (Progress, file_logger, orphan_folders, other_input, prune_failure_records, stale_folders, summary_row, write_index,
                       write_summary)
 from .records import made_otherwise, pipeline_fingerprint
 from .unreached import unreached_row
@@ -189,6 +190,12 @@ def _is_file(path: Path) -> bool:
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
+    if other := other_input(out_dir, input_dir):
+        problem = (f"holds the results of another input folder, {other} (its batch.json): give each input folder its own "
+                   f"output folder. Nothing was changed; if the studies of {other} were moved to {input_dir}, move "
+                   f"{out_dir / BATCH_FILE} aside first")
+        log(f"refused: {out_dir}: {problem}")
+        raise OutputError(out_dir, problem)
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
@@ -276,20 +283,28 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
     return pipeline, replace(options, weights=weights), note
 
 
+def _outcome_row(study: Study, outcome, out_dir: Path) -> dict:
+    """The studies.parquet row of a study a worker reported on: a pending one (``--settle``) with its earlier results
+    when their run.json holds what a row reads (rev85 #4: a short one failed the night's summary)."""
+    row = partial(summary_row, study, outcome.status, out_dir, outcome.error, failed_on=outcome.failed_on, input_fault=outcome.input_fault)
+    try:
+        return row(earlier=outcome.earlier)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return row()
+
+
 def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, info: dict, interrupted: bool,
             made: list[str] = (), notes: list[str] = ()) -> BatchResult:
     """Rebuild studies.parquet + batch.json from the per-study results on disk, then index.html
     (unless reports are off; a problem with it is only a warning), log the totals."""
     outcomes = progress.outcomes
     since = time.time() - (time.perf_counter() - progress.started)  # this run's start, on the files' clock
-    rows = [summary_row(s, outcomes[s.study_id].status, ctx.out_dir, outcomes[s.study_id].error, failed_on=outcomes[s.study_id].failed_on,
-                        input_fault=outcomes[s.study_id].input_fault, earlier=outcomes[s.study_id].earlier) if s.study_id in outcomes
-            else unreached_row(ctx, s, since) for s in studies]
+    rows = [_outcome_row(s, outcomes[s.study_id], ctx.out_dir) if s.study_id in outcomes else unreached_row(ctx, s, since)
+            for s in studies]
     counts = {status: sum(r["status"] == status for r in rows) for status in STATUSES}
     scored = {r["study_id"] for r in rows if r["status"] == "ok"}  # rev38: a failure not decoded again, one not reached: not redone
     info = {**info, **({"made_otherwise": redone} if (redone := [m for m in made if m in scored]) else {})}
     wall = time.perf_counter() - progress.started
-    other = previous_input(ctx.out_dir, info["input_dir"])  # before batch.json is rewritten
     batch = {
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
         "pipeline": {"name": ctx.pipeline.name, "source": os.path.abspath(ctx.pipeline.source)},
@@ -297,13 +312,13 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),
-        "stale_folders": stale_folders(ctx.out_dir, studies, rows), **({"previous_input_dir": other} if other else {}),
+        "stale_folders": stale_folders(ctx.out_dir, studies, rows),
     }
     warnings = [*notes, *dict.fromkeys(line for o in outcomes.values() for line in (o.warning, *o.run_warnings) if line)]  # each once
     said = run_lines(ctx.out_dir, rows, batch, ctx.run.folder_fps)  # the run's own lines, in batch.log too (QA 47)
     failed_ids = [r["study_id"] for r in rows if r["status"] == "failed"]  # QA 47: on the line a morning reader reads, too
     batch |= {"failed": failed_ids, "warnings": [*warnings, *said]}  # QA 79 #11: a monitor read counts, not which or why
-    if not other and (pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ())))):
+    if pruned := prune_failure_records(ctx.out_dir, studies, Path(info["input_dir"]), tuple(info.get("exclude", ()))):
         progress.log(f"removed {pruned} failure record{'s' if pruned != 1 else ''} of inputs no longer found")
     try:
         write_summary(ctx.out_dir, rows, batch)

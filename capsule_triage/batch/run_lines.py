@@ -32,11 +32,7 @@ def run_lines(out_dir: Path, rows: list[dict], batch: dict, fps: float | None) -
             said.append(f"--exclude {pattern!r}: nothing under {batch['input_dir']} matches it")
     if redone := batch.get("made_otherwise"):
         said.append(_made_otherwise_line(redone))
-    if (orphans := batch["orphan_folders"]) and (other := batch.get("previous_input_dir")):
-        said.append(f"{out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs not under {batch['input_dir']}, "
-                    f"e.g. {orphans[0]}, and the previous run into it read {other}: give each input folder its own output "
-                    "folder (they are not in studies.parquet; kept, with their failure records)")
-    elif orphans:
+    if orphans := batch["orphan_folders"]:
         said.append(f"{out_dir}: {len(orphans)} study folder{'s' if len(orphans) != 1 else ''} of inputs no longer found "
                     f"(moved, renamed or deleted), e.g. {orphans[0]}; they are not in studies.parquet (batch.json "
                     "orphan_folders names them); delete them to free the space")

@@ -218,15 +218,19 @@ def append_whole_line(path: Path, data: bytes) -> str | None:
         os.close(fd)  # and the lock with it
 
 
-def previous_input(out_dir: Path, input_dir: str) -> str | None:
-    """The input folder the previous run into ``out_dir`` read (its batch.json's), when it is another than ``input_dir``,
-    else None. Two inputs sharing one output folder (a cron line per ward) took each other's studies for deleted ones
-    every night, advised deleting their folders, and forgot their failure records (QA 88 #3)."""
+def other_input(out_dir: Path, input_dir: Path) -> str | None:
+    """The input folder the previous run into ``out_dir`` read (its batch.json's), when it is another folder than
+    ``input_dir`` that still exists (an archive moved to ``input_dir`` is no other), else None. Two inputs sharing one
+    output folder (a cron line per ward) took each other's studies for deleted ones, advised deleting their folders,
+    forgot their failure records, and a study path both hold (one id) was scored over each night (QA 88 #3, rev84 #3,
+    rev85 #1-#3): a batch into it is refused."""
     try:
         earlier = read_json(out_dir / BATCH_FILE).get("input_dir")
     except (OSError, ValueError, AttributeError):
         return None
-    return earlier if isinstance(earlier, str) and os.path.realpath(earlier) != os.path.realpath(input_dir) else None
+    if not isinstance(earlier, str) or os.path.realpath(earlier) == os.path.realpath(input_dir):
+        return None
+    return earlier if os.path.isdir(earlier) else None
 
 
 def orphan_folders(out_dir: Path, studies: list[Study], exclude: tuple[str, ...] = ()) -> list[str]:

@@ -281,6 +281,8 @@ class StudyWorker:
         age = seconds_since_written(study.path, state)
         if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.fingerprint, state):
             return None
+        if not self.ctx.force and unchanged_failure(self.ctx, study, state) is not None:
+            return None  # failed on these very files: "not decoded again", as without --settle (rev85 #5)
         note = (f"{study.path}: written {age:.0f} s before this run read it, within --settle {self.ctx.settle_seconds:g} "
                 "(a copy still coming in?); triaged on a later run")
         try:
