@@ -68,7 +68,7 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one after that, while the summary is written or the engine shuts down, leaves the night's own code).
+    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR, an OUT_DIR whose last run read another input folder, or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one after that, while the summary is written or the engine shuts down, leaves the night's own code).
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk

@@ -190,12 +190,6 @@ def _is_file(path: Path) -> bool:
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
-    if other := other_input(out_dir, input_dir):
-        problem = (f"holds the results of another input folder, {other} (its batch.json): give each input folder its own "
-                   f"output folder. Nothing was changed; if the studies of {other} were moved to {input_dir}, move "
-                   f"{out_dir / BATCH_FILE} aside first")
-        log(f"refused: {out_dir}: {problem}")
-        raise OutputError(out_dir, problem)
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
@@ -203,6 +197,12 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                    "their folders out of the output folder")
         log(f"refused: {input_dir}: {problem}")
         raise TriageError(input_dir, problem)
+    if other := other_input(out_dir, input_dir):
+        problem = (f"holds the results of another input folder, {other} (its batch.json): give each input folder its own "
+                   f"output folder. Nothing was changed; if the studies of {other} were moved to {input_dir}, move "
+                   f"{out_dir / BATCH_FILE} aside first")
+        log(f"refused: {out_dir}: {problem}")
+        raise OutputError(out_dir, problem)
     engine, result = _make_engine(options), None
     try:
         fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
