@@ -83,7 +83,6 @@ def study_facts(study: Study) -> str:
     size = run.get("input", {}).get("size_bytes")
     res = f"{src.get('width')} \u00d7 {src.get('height')} px" if src.get("width") else None
     turned, mirrored = run.get("frames_turned_clockwise_degrees"), run.get("frames_mirrored")
-    mirrored = mirrored if isinstance(mirrored, list) else ["left to right"] * bool(mirrored)  # c18d42c recorded a bool (rev84 #7)
     if res and (turned or mirrored):  # QA 61 L3: the stored size, with nothing saying the frames were turned
         turns = " and ".join(f"{t}\u00b0" for t in turned or ())
         shown = [f"turned {turns} clockwise"] if turned else []
