@@ -165,6 +165,8 @@ def _start_note(study: Study) -> str:
     if start >= UNIX_TIME_FROM:  # QA 77 #12
         return (f" Times are the clock times of the frames' timestamps (Unix times, shown in UTC): it starts at "
                 f"{esc(fmt_clock(start))}.")
+    if study.run.get("source", {}).get("kind") == "frames":  # QA 90 #3: no player shows a folder of images
+        return f" Times are the frames' timestamps: it starts at {esc(fmt_clock(start))}."
     return (f" Times are the stream's own: it starts at {esc(fmt_clock(start))}; a player counting from zero shows each "
             f"time {esc(fmt_clock(abs(start)))} {'earlier' if start > 0 else 'later'}.")
 

@@ -119,8 +119,9 @@ def _rate(run: dict, src: dict, pts: np.ndarray, gapped: tuple[float | None, flo
               if read.get("folder_fps_from") == "preset" else " (the images carry no times)")  # run.json before 2026-12-01: not said
     varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
               if measured and measured["varies"] else "")
-    if gapped and gapped[0] and gapped[1]:
-        return f"{gapped[0]:.2f} frames/s between its gaps{varies}; {gapped[1]:.2f} over its whole length{origin}"
+    if gapped and gapped[0] and gapped[1]:  # two significant digits below 0.1 (QA 90 #3: "0.00" over a 10-hour folder's length)
+        whole = f"{gapped[1]:.2f}" if gapped[1] >= 0.1 else f"{gapped[1]:.2g}"
+        return f"{gapped[0]:.2f} frames/s between its gaps{varies}; {whole} over its whole length{origin}"
     if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
         return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"
     return f"{src['average_fps']:.2f} frames/s{origin}"

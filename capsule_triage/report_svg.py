@@ -299,8 +299,8 @@ def _tick_label(seconds: float, step: float) -> str:
         return f"{day}.{tenths % 10}" if step < 1 else day
     if seconds < 0 and round(seconds, 1) < 0:
         return "-" + _tick_label(-seconds, step)
-    if step < 1:
-        return f"{seconds:.1f} s"
+    if step < 1:  # tenths, as the page's times (QA 90 #1: "33600.0 s" under "Start 9:20:00.0")
+        return fmt_clock(seconds)
     whole = int(round(seconds))
     if whole >= 3600 or _HOURS.get():
         return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

@@ -1887,6 +1887,35 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
         assert prints[:2] == ["5db19f17b6e44cffd89a7e11c2cbe517ddd7185eec79b02e76c84cb15d780cb4",
                               "26c0d39e0ecf96bc3d0782a2dacdd8307454d86894fbe18ae2b1e4af41e98ace"]
         assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
+        video = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run, kind="video")
+                 for run in (RunOptions(), RunOptions(folder_fps=4.0, own_timestamps=False), RunOptions(threshold=0.3))]
+        assert video[0] == video[1] == prints[0] and video[2] not in prints  # QA 88 #2: --fps reads no video
+
+
+def test_a_night_s_fps_rescores_the_frame_folders_and_leaves_the_videos(random_weights, tmp_path):
+    """QA 88 #2: ``--fps`` (the rate of frame folders without times) was in the one fingerprint of the batch, so a night
+    that gave it scored every video of the archive again, though it reads no video: a video's fingerprint leaves it out,
+    and a video's results made without it are its results with it (the print is the one earlier versions wrote)."""
+    _settled_demo_study(tmp_path / "in")
+    write_frame_folder(demo_clip_frames()[:4], tmp_path / "in" / "export")
+    settled(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _batch(tmp_path / "in", out, random_weights, "--no-report").returncode == 0
+    made = {p.parent.name: p.read_bytes() for p in out.glob("*/run.json")}
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
+    assert result.returncode == 0 and "2 studies: 1 ok, 1 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    rows = {row["kind"]: row for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert rows["video"]["status"] == "skipped" and rows["frames"]["status"] == "ok"
+    video = rows["video"]["study_id"]
+    assert (out / video / "run.json").read_bytes() == made[video]  # not rewritten
+    frames = json.loads((out / rows["frames"]["study_id"] / "run.json").read_text())
+    assert frames["parameters"]["read"]["folder_fps"] == 2.0 and frames["batch"]["pipeline_fingerprint"] != json.loads(
+        made[video])["batch"]["pipeline_fingerprint"]
+    metadata = pq.read_schema(out / "studies.parquet").metadata
+    assert metadata[b"video_pipeline_fingerprint"].decode() == json.loads(made[video])["batch"]["pipeline_fingerprint"]
+    assert metadata[b"pipeline_fingerprint"].decode() == frames["batch"]["pipeline_fingerprint"]
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
+    assert "2 studies: 0 ok, 2 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
 
 
 def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random_weights):

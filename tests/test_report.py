@@ -444,10 +444,13 @@ def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
 def test_unix_times_of_a_timestamps_csv_are_said_as_the_clock_times_they_are(tmp_path, random_weights):
     """QA 77 #12: a frame folder timed by a CSV of Unix times (an export's acquisition clock) read '499042:00:04.0' on the
     console and the page, and its start note offered to count from zero 'a time 499042:00:04.0 earlier'."""
-    from capsule_triage.report_svg import _tick_label
+    from capsule_triage.report_svg import _tick_label, clock_with_hours
 
     assert fmt_clock(1796003595.25) == "2026-11-30 01:53:15.3 UTC" and fmt_clock(999_999_999.0) == "277777:46:39.0"
     assert (_tick_label(1796003596.0, 2), _tick_label(1796003596.5, 0.5)) == ("01:53:16", "01:53:16.5")
+    with clock_with_hours(True):  # QA 90 #1: a short event's axis of a 10-hour study read "33600.0 s" beside "Start 9:20:00.0"
+        assert [_tick_label(t, 0.5) for t in (5.0, 33600.5)] == ["0:00:05.0", "9:20:00.5"]
+    assert [_tick_label(t, 0.5) for t in (5.0, 75.5, -1.5)] == ["0:05.0", "1:15.5", "-0:01.5"]
     rng = np.random.default_rng(7)
     folder = write_frame_folder([rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(6)], tmp_path / "f")
     (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"{p.name},{1796003595 + i / 2}\n" for i, p in
@@ -610,6 +613,11 @@ def test_a_stream_that_starts_late_is_drawn_over_its_own_time_and_length(tmp_pat
     assert xs[0] == pytest.approx(LEFT, abs=1) and xs[-1] > WIDTH - RIGHT - 20
     assert "1:00:00" in timeline and f"{fmt_duration(16.0)} of video" in html
     assert "Times are the stream's own: it starts at 1:00:00.0; a player counting from zero shows each time 1:00:00.0 earlier." in html
+    folder = make_study(tmp_path / "f", frames=64, events=2, fps=4.0, event_frames=8, start=3600.0)
+    run = json.loads((folder / "run.json").read_text())
+    run["source"]["kind"] = "frames"  # QA 90 #3: a folder of images timed by a CSV was offered a player counting from zero
+    (folder / "run.json").write_text(json.dumps(run))
+    assert "Times are the frames' timestamps: it starts at 1:00:00.0.</" in write_report(folder).read_text()
     plain = write_report(make_study(tmp_path / "p", frames=64, events=2, fps=4.0, event_frames=8)).read_text()
     assert "stream's own" not in plain
     assert "<dt>Duration</dt><dd>16.0 s</dd>" in plain  # QA 13: said "16.0 s (16.00 s)"
@@ -1433,6 +1441,11 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     assert f">leave {score_text(leave)}</text>" in page and f">leave {leave:.2f}</text>" not in page  # QA 85 #5: as the facts
     # QA 73 #2: the rate was the span's average, gaps included ("2.71 frames/s" for this 4 frames/s video)
     assert "video, h264, 128 \u00d7 128 px, 4.00 frames/s between its gaps; 2.67 over its whole length<" in page
+    from capsule_triage.report_facts import _rate
+
+    ten_hours = np.concatenate([np.arange(30) / 2.0, 36000 + np.arange(30) / 2.0])  # QA 90 #3: said "0.00 over its whole length"
+    said = _rate({}, {"kind": "video", "average_fps": 2.0}, ten_hours, (2.0, 60 / 36015.0))
+    assert said == "2.00 frames/s between its gaps; 0.0017 over its whole length", said
     assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")

@@ -205,11 +205,12 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         raise OutputError(out_dir, problem)
     engine, result = _make_engine(options), None
     try:
-        fingerprint = pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
-                                           device_type=engine.device_type, run=options.run)
+        fingerprint, video_fingerprint = (pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
+                                                               device_type=engine.device_type, run=options.run, kind=kind)
+                                          for kind in ("frames", "video"))
         ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force,
-                            run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds)
+                            run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds, video_fingerprint=video_fingerprint)
         log(f"start {len(studies)} studies from {input_dir} engine={options.engine} workers={engine.workers} "
             f"pipeline={pipeline.name} fingerprint={fingerprint[:12]}")
         run = options.run  # QA 45: the options were in the fingerprint only (README: batch.json holds the run's settings)
@@ -223,7 +224,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
         progress, made = Progress(len(studies), log, show=options.progress, started=started), []
         try:
-            made = [] if options.force else made_otherwise(out_dir, [s.study_id for s in studies], fingerprint)  # before they are redone
+            made = [] if options.force else made_otherwise(out_dir, {s.study_id: ctx.fingerprint_of(s) for s in studies})  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
             raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None
@@ -309,6 +310,7 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
         "schema_version": "1", **info, "finished": now_utc(), "wall_seconds": round(wall, 3), "interrupted": interrupted,
         "pipeline": {"name": ctx.pipeline.name, "source": os.path.abspath(ctx.pipeline.source)},
         "weights": os.path.abspath(ctx.weights), "pipeline_fingerprint": ctx.fingerprint,
+        "video_pipeline_fingerprint": ctx.video_fingerprint,
         "studies": len(studies), "counts": counts, "frames_scored": progress.frames,
         "fps": round(progress.frames / wall, 2) if wall > 0 else 0.0, "host": socket.gethostname(),
         "orphan_folders": orphan_folders(ctx.out_dir, studies, tuple(info.get("exclude", ()))),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from ..json_files import read_json
@@ -23,11 +24,15 @@ from ..source_state import state_digest
 FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the RunOptions that change results (not report)
 
 
-def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> str:
-    """Hash of everything that changes a study's results: preset file, weights (with the backend
-    report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version,
-    and :data:`~capsule_triage.outputs.RESULTS_VERSION`.
+def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions,
+                         kind: str = "frames") -> str:
+    """Hash of everything that changes the results of a study of ``kind`` ("frames" or "video"): preset file, weights
+    (with the backend report and ONNX files ``triage optimize`` put beside them), backend, device type, options,
+    version, and :data:`~capsule_triage.outputs.RESULTS_VERSION`. A video's leaves the frame folders' options at their
+    defaults: they read no video (QA 88 #2: a night's ``--fps`` scored every video of the archive again).
     """
+    if kind == "video":
+        run = replace(run, folder_fps=None, own_timestamps=True)
     location = weights or pipeline.weights
     path = Path(location)
     extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
@@ -78,12 +83,13 @@ def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None
     return run if same and outputs_complete(folder) else None
 
 
-def made_otherwise(out_dir: Path, study_ids: list[str], fingerprint: str) -> list[str]:
+def made_otherwise(out_dir: Path, fingerprints: dict[str, str]) -> list[str]:
     """The studies whose folders hold complete results of another pipeline fingerprint: made by an earlier
     capsule_triage (its results version) or with other settings (weights, preset, options), so scored again in
-    this run (QA 43: the first night after an upgrade rescored a whole archive without a word)."""
+    this run (QA 43: the first night after an upgrade rescored a whole archive without a word). ``fingerprints``: each
+    study id's, in this run."""
     made = []
-    for study_id in study_ids:
+    for study_id, fingerprint in fingerprints.items():
         try:
             run = read_json(out_dir / study_id / RUN_FILE)
             other = run["batch"]["pipeline_fingerprint"] != fingerprint

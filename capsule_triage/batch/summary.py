@@ -95,7 +95,8 @@ def write_summary(out_dir: Path, rows: list[dict], batch: dict) -> None:
     # Parquet strings are UTF-8: undecodable bytes of file names (kept as surrogates) are written as \xff (result_tables.parquet_text)
     rows = [{k: parquet_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     table = pa.Table.from_pylist(rows, schema=schema)
-    table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"]})
+    table = table.replace_schema_metadata({"schema_version": "1", "pipeline_fingerprint": batch["pipeline_fingerprint"], **(
+        {"video_pipeline_fingerprint": video} if (video := batch.get("video_pipeline_fingerprint")) else {})})
     work = out_dir / WORK_DIR
     tmp = work / f"{SUMMARY_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     tmp_batch = work / f"{BATCH_FILE}.{uuid.uuid4().hex[:8]}.tmp"

@@ -30,8 +30,8 @@ def unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     if installed := installed_since(ctx, study, since):
         return installed
     final = ctx.out_dir / study.study_id
-    sha = unchanged_input_sha(final, ctx.fingerprint, source_state(study.path))
-    return "skipped" if sha and completed_run(final, sha, ctx.fingerprint) is not None else "pending"
+    sha = unchanged_input_sha(final, ctx.fingerprint_of(study), source_state(study.path))
+    return "skipped" if sha and completed_run(final, sha, ctx.fingerprint_of(study)) is not None else "pending"
 
 
 def unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:

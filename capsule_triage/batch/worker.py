@@ -58,7 +58,7 @@ def unchanged_failure(ctx: WorkerContext, study: Study, state: tuple) -> dict | 
     frames, ...) when neither the input's file state nor the pipeline changed since: a corrupt
     50,000-frame study was decoded again every night to fail the same way. Failures of the machine
     (full disk, a crashed worker) record no state and are always retried."""
-    record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint, state)
+    record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint_of(study), state)
     return record if record is not None and isinstance(record.get("error"), str) else None
 
 
@@ -73,7 +73,8 @@ class WorkerContext:
         device: device for the model ("auto", "cpu", "cuda:N").
         backend: inference backend ("auto", "torch-fp32", "ort-int8", ...).
         run: per-study options (batch_size, threshold, top_k, folder_fps, report); out/force are set per study.
-        fingerprint: :func:`pipeline_fingerprint` of this run.
+        fingerprint: :func:`pipeline_fingerprint` of this run (its frame folders'; batch.json records it).
+        video_fingerprint: that of its videos (None: the same), which leaves out the frame folders' options.
         force: redo complete studies.
         threads: inference threads for this worker (None = the backend's default).
         settle_seconds: a study written less than this before it is read is left for a later run (``--settle``).
@@ -93,6 +94,11 @@ class WorkerContext:
     threads: int | None = None
     run_id: str = ""
     settle_seconds: float = 0.0
+    video_fingerprint: str | None = None
+
+    def fingerprint_of(self, study: Study) -> str:
+        """The pipeline fingerprint of ``study``'s results: a video's is :attr:`video_fingerprint`."""
+        return self.video_fingerprint or self.fingerprint if study.kind == "video" else self.fingerprint
 
 
 @dataclass
@@ -149,7 +155,7 @@ class StudyWorker:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
         self._classifier = None
-        self._outputs_by_input: dict[str, Path] | None = None  # complete outputs in OUT_DIR by input SHA-256
+        self._outputs_by_input: dict[tuple[str, str], Path] | None = None  # complete outputs in OUT_DIR by input SHA-256, print
         self._unsaid: list[str] = []  # the model's warnings (backend choice, stopped training), for the next study scored
 
     @property
@@ -203,12 +209,12 @@ class StudyWorker:
             if failed is not None:
                 return StudyOutcome(study, "failed", error=failed["error"],
                                     note=f"not decoded again: input unchanged since it failed at {failed.get('failed_at')} (--force retries)")
-            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.fingerprint, state))
+            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.fingerprint_of(study), state))
             if sha is None:
                 hashed = hashed_state(study.path)
                 hashed_under_state = hashed is not None and hashed[1] == state
                 sha = hashed[0] if hashed else input_sha256(study)  # a changing input: scoring it will say so
-            if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint)) is not None:
+            if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint_of(study))) is not None:
                 note = warning = None
                 _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
                 if ctx.run.report and not pages_current(final / REPORT_FILE):  # done with --no-report, or by an earlier version (QA 43)
@@ -223,7 +229,7 @@ class StudyWorker:
                 _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             check_replaceable(final)  # before the scoring: the study waits for its folder to be cleared, its results kept
-            earlier = None if ctx.force else self._earlier_output(sha, final)
+            earlier = None if ctx.force else self._earlier_output(sha, final, ctx.fingerprint_of(study))
             if earlier is not None and reuse_outputs(ctx, study, sha, earlier, final):
                 return StudyOutcome(study, "reused", note=f"outputs of {earlier.name} reused (same input bytes)",
                                     wall_seconds=time.perf_counter() - started)
@@ -243,7 +249,7 @@ class StudyWorker:
                         "still coming in?); triaged on the next run")
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             run = {**result.run, "batch": {"study_id": study.study_id, "relative_path": study.rel_path, "run_id": ctx.run_id,
-                                           "pipeline_fingerprint": ctx.fingerprint, "top_score": result.top_score,
+                                           "pipeline_fingerprint": ctx.fingerprint_of(study), "top_score": result.top_score,
                                            "flagged_fraction": result.flagged_fraction}}
             write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)
             page_note = _write_pages(work, final) if ctx.run.report else None
@@ -253,7 +259,7 @@ class StudyWorker:
             install(work, final)
             _forget_failure(ctx, study)
             if self._outputs_by_input is not None:  # a copy later in this run reuses it (rev33: not setdefault, an entry may be stale)
-                self._outputs_by_input[sha] = final
+                self._outputs_by_input[sha, ctx.fingerprint_of(study)] = final
             said = warning_lines(result.run, study.path, leave_out=[*classifier.selection.get("warnings", []), *result.summarised])
             return StudyOutcome(study, "ok", frames=result.frames, wall_seconds=time.perf_counter() - started, warning=page_note,
                                 run_warnings=tuple(said))
@@ -279,7 +285,7 @@ class StudyWorker:
         archive that stalled between images, or at a transport stream's packet boundary, reads cleanly), unless its
         files are as its complete results record them (rev84 #2); such results of an earlier version stay listed."""
         age = seconds_since_written(study.path, state)
-        if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.fingerprint, state):
+        if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.fingerprint_of(study), state):
             return None
         if not self.ctx.force and unchanged_failure(self.ctx, study, state) is not None:
             return None  # failed on these very files: "not decoded again", as without --settle (rev85 #5)
@@ -292,7 +298,7 @@ class StudyWorker:
         return StudyOutcome(study, "pending", error=note + ("; the results listed are of its earlier version" if earlier else ""),
                             warning=note, earlier=earlier, wall_seconds=time.perf_counter() - started)
 
-    def _earlier_output(self, sha: str, final: Path) -> Path | None:
+    def _earlier_output(self, sha: str, final: Path, fingerprint: str) -> Path | None:
         """A complete output of the same input bytes and pipeline under another id: the study was
         moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
         once per worker, at its first study that needs scoring (with several workers it may include
@@ -305,12 +311,13 @@ class StudyWorker:
                     continue
                 try:
                     run = read_json(run_file)
-                    if run["batch"]["pipeline_fingerprint"] == self.ctx.fingerprint:
-                        self._outputs_by_input.setdefault(run["input"]["sha256"], run_file.parent)
+                    made = run["batch"]["pipeline_fingerprint"]
+                    if made in (self.ctx.fingerprint, self.ctx.video_fingerprint):
+                        self._outputs_by_input.setdefault((run["input"]["sha256"], made), run_file.parent)
                 except (OSError, ValueError, KeyError, TypeError, AttributeError):
                     continue
-        folder = self._outputs_by_input.get(sha)
-        if folder is None or folder == final or completed_run(folder, sha, self.ctx.fingerprint) is None:
+        folder = self._outputs_by_input.get((sha, fingerprint))
+        if folder is None or folder == final or completed_run(folder, sha, fingerprint) is None:
             return None
         return folder
 
@@ -347,7 +354,7 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
         sha = state = None
     state = settled_state_digest(state) if input_fault and state else None
     failed = {"study_id": study.study_id, "relative_path": study.rel_path, "kind": study.kind, "error": error,
-              "input_sha256": sha, "input_state_sha256": state, "pipeline_fingerprint": ctx.fingerprint, "failed_at": now_utc()}
+              "input_sha256": sha, "input_state_sha256": state, "pipeline_fingerprint": ctx.fingerprint_of(study), "failed_at": now_utc()}
     shutil.rmtree(ctx.out_dir / WORK_DIR / study.study_id, ignore_errors=True)  # first: it may be what filled the disk
     try:
         write_json_atomic(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", failed, ctx.out_dir / WORK_DIR)
