@@ -166,6 +166,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
             rows = [{**row, _LINE: reader.line_num} for row in reader]  # the file's own line (blank lines are skipped)
             header = len(reader.fieldnames)  # as written: names may repeat ('path,label,,')
     except UnicodeDecodeError:  # QA 56 #12: the decoder's position is within its chunk: find the line
+        if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):  # QA 89 #5: Excel's "Unicode Text" was called Latin-1
+            raise InputError(path, "is UTF-16 text (Excel: Unicode Text), not UTF-8; save it as UTF-8 (Excel: CSV UTF-8)") from None
         line = next(n for n, raw in enumerate(path.read_bytes().splitlines(), 1) if not _is_utf8(raw))
         raise InputError(path, f"line {line} is not UTF-8 text (a Latin-1 or Windows-1252 file?); save it as UTF-8 "
                                "(Excel: CSV UTF-8)") from None
@@ -179,7 +181,7 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
         raise InputError(path, "manifest lists no images (a header only)")
     group_col = group_column(columns)
     samples = []
-    first_row: dict[Path, int] = {}
+    first_row: dict[Path, tuple[int, str]] = {}
     for row in rows:
         number = row.pop(_LINE)
         if None in row:  # csv.DictReader files the fields beyond the header under None (review rev28)
@@ -196,8 +198,10 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
             raise InputError(path, f"row {number}: {row['path'].strip()} is an absolute Windows path; list the images relative to the "
                                    "manifest's folder (as `triage split` writes them)")
         if image in first_row:  # a second label, group or split for one image: ambiguous, or a leak across the split
-            raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image]} and {number}); list each image once")
-        first_row[image] = number
+            labels = (first_row[image][1], row["label"].strip())  # QA 89 #6: two labels read as a copy to delete
+            differ = f" with different labels, {labels[0]} and {labels[1]}: which is it?" if labels[0] != labels[1] else ";"
+            raise InputError(path, f"{row['path']} is listed twice (rows {first_row[image][0]} and {number}){differ} list each image once")
+        first_row[image] = (number, row["label"].strip())
         group = (row.get(group_col) or "").strip() if group_col else ""
         samples.append(Sample(image, row["label"].strip(), group or str(image), SPLIT_ALIASES[split]))
     missing = [s.path for s in samples if not s.path.is_file()]

@@ -41,6 +41,21 @@ def _trained_on(data: str | Path, samples: list[Sample], config: ModelConfig) ->
     return bool((trained_on and same_data(trained_on, data)) or (digest and digest == samples_digest(training_validation(samples, config))))
 
 
+def _all_trained_on(samples: list[Sample], weights: str | Path, digests: dict | None) -> bool:
+    """Whether every one of ``samples`` has the bytes of a frame the weights were trained or validated on (QA 89 #3: a copy
+    of the training folder elsewhere was scored as held-out data, with a warning). ``digests``: as :func:`as_trained`'s."""
+    known = read_training_images(weights)
+    if not known or not samples:
+        return False
+    hashed = {} if digests is None else digests
+    unhashed = [s for s in samples if s.path not in hashed]
+    try:
+        hashed.update(zip((s.path for s in unhashed), image_digests(unhashed)))
+    except OSError:  # an unreadable image: loading the frames names it
+        return False
+    return all(known.get(hashed[s.path]) in ("train", "val") for s in samples)
+
+
 def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
                instead: str = "score its frames with --split test", digests: dict | None = None) -> tuple[list[Sample], list[str]]:
     """``samples`` split as training split them, and a note when that is not the split redrawn from them now.
@@ -98,7 +113,7 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
     source = read_samples(data)
     samples, unread = source.samples, source.messages()
     if split == "test" and not any(s.split for s in samples):
-        if _trained_on(data, samples, config):
+        if _trained_on(data, samples, config) or _all_trained_on(samples, weights, digests):
             raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
                                    "frames, or --split val for the frames training held out for validation")
         return samples, "all", unread

@@ -32,16 +32,16 @@ from . import metrics
 from .training_images import overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
-from .digests import weights_sha256
+from .digests import weights_digests, weights_sha256
 from .eval_data import as_trained, real_groups, shared_groups_note, split_to_score, training_overlap
 from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
 from .interrupts import deferring_interrupts
-from .model_card import (check_card, check_section_name, json_ready, refresh_training_section, unmarked_sections_note,
-                         write_card_section, write_training_section)
-from .model_config import CONFIG_NAME, ModelConfig, unfinished_training
+from .card_training import refresh_training_section, write_training_section
+from .model_card import check_card, check_section_name, json_ready, unmarked_sections_note, write_card_section
+from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec
 from .report_svg import score_text
@@ -268,7 +268,9 @@ def evaluate(
             config.save(Path(weights) / CONFIG_NAME)
             if model_card is None:
                 refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
-        result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
+        digests = weights_digests(weights)
+        result["weights_sha256"] = weights_sha256(weights, digests)  # after a new threshold: the id run.json will record (QA 20)
+        result["tensors_sha256"] = digests.get(WEIGHTS_NAME)  # the card's sections name what they measured (QA 89 #1)
         if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
             with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
                 write_outputs(staging, result, images, probs, config, view)

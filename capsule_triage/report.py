@@ -276,6 +276,8 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list, linked: bool) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
+    if len(rows):  # QA 90 #5: its frames without a field of view (not scored: no event id) are rows of it too, said so
+        rows = np.arange(rows.min(), rows.max() + 1)
     name = file_name(study.run)
     link = lambda k, text, rel: f'<a rel="{rel}" href="{_detail_name(k)}">{text}</a>' if 0 <= k < n else f"<span>{text}</span>"
     # They go by rank, not by time: the names say so
@@ -324,7 +326,7 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
         frame = int(f["frame_index"][r])
         cells = [f"{frame}", *([files[r]] if files is not None else []), fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", score_text(float(f["score"][r])),
                  score_text(float(f["smoothed_score"][r])), *(score_text(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
-        mark = ' class="peak"' if frame == peak else ""
+        mark = ' class="peak"' if frame == peak else ' class="noview"' if f["event_id"][r] < 0 else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     before, after = first, len(rows) - first - len(shown)
     sides = " and ".join(f"{n:,} {side}" for n, side in ((before, "before these"), (after, "after")) if n)
@@ -333,9 +335,11 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     window = ("" if not more else f" ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)" if len(found)
               else f" (the first {len(shown):,})")
     bold = bool(np.any(f["frame_index"][shown] == peak)) if peak is not None else False  # (rev82 #3: said of no row)
+    blank = int(np.sum(f["event_id"][rows] < 0))
     caption = (f"Frames of event #{rank + 1}{window} in time order: time, score, smoothed score and each class's probability"
-               + ("; the peak frame's row is bold" if bold else ""))
+               + ("; the peak frame's row is bold" if bold else "")
+               + (f"; {blank:,} frame{'s' if blank != 1 else ''} without a field of view, not scored (a dash, greyed)" if blank else ""))
     # Focusable, so its rows scroll by keyboard (and the page's arrow keys leave it alone: DETAIL_JS)
-    return (f'<section><h2>Frames ({len(rows):,})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
+    return (f'<section><h2>Frames ({len(rows):,}{f", {blank:,} not scored" if blank else ""})</h2><div class="scroll" tabindex="0" role="region" aria-label="Frames of this event">'
             f'<table class="frames"><caption>{esc(caption)}</caption><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{more}</section>')

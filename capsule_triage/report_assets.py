@@ -19,7 +19,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
 .timeline-scroll{overflow-x:auto}svg.timeline{width:100%;min-width:640px;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
 .plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:var(--faint)}.tick{font-size:11px;fill:var(--mut)}
-.area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}.noview{fill:#2b2f36;fill-opacity:.18;stroke:none}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:var(--faint)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:var(--faint);stroke-width:.8}
+.area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}.noview{fill:#2b2f36;fill-opacity:.18;stroke:none}tr.noview td{color:var(--faint)}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:var(--faint)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:var(--faint);stroke-width:.8}
 .thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
 .thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
 .span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}.span circle{fill:var(--acc)}

@@ -46,7 +46,8 @@ from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
 from .field_of_view import NO_VIEW_KINDS
 from .metrics import accuracy_curve
-from .model_card import check_card, refresh_training_section
+from .card_training import refresh_training_section
+from .model_card import check_card
 from .model_config import ModelConfig
 from .preprocess import Preprocessor
 from .progress import progress_bar
@@ -58,8 +59,8 @@ from .splits import NO_GROUPS, assign_validation, check_training_splits, few_fra
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config,
                             recipe, training_device)
-from .training_images import TRAINING_IMAGES, images_sha256, repeated_images, write_training_images
-from .transfer import initial_model, set_trainable, train_mode
+from .training_images import TRAINING_IMAGES, images_sha256, inherited_images, repeated_images, write_training_images
+from .transfer import init_record, initial_model, set_trainable, train_mode
 from .versions import package_versions
 from .weights import create_model, save_weights
 
@@ -156,9 +157,11 @@ def train(options: TrainOptions) -> Path:
         raise _changed_data(options, changed)
     for phrase in repeated_images(pool, digests):
         warn(phrase)
+    base = saved.get("init_weights") if saved else init_record(options.init)  # resumed: the weights the run began from
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
                                          data_warnings=data_warnings, **({"distill": teacher} if teacher else {}),
+                                         **({"init_weights": base} if base else {}),
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
@@ -169,7 +172,8 @@ def train(options: TrainOptions) -> Path:
                frames_with_view(sets[1].images) if sets[1] is not None else None,
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
-    run.identity, run.images, run.distillation = {**identity, **({'distill_sha256': teacher['weights_sha256']} if teacher else {})}, (pool, digests), distillation
+    run.identity = {**identity, **({'distill_sha256': teacher['weights_sha256']} if teacher else {}), **({'init_weights': base} if base else {})}
+    run.images, run.distillation = (pool, digests, inherited_images(options.init)), distillation
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
         warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
              "they count as never flagged in the validation metric, as triage run treats them")

@@ -41,10 +41,20 @@ def images_sha256(samples: list[Sample], digests: list[str]) -> str:
     return hashlib.sha256("".join(sorted(f"{d}\t{s.label}\t{s.split}\n" for s, d in zip(samples, digests))).encode()).hexdigest()
 
 
-def write_training_images(folder: Path, samples: list[Sample], digests: list[str]) -> None:
+INHERITED = "init"  # the split of the frames the --init weights were trained or validated on (QA 89 #2)
+
+
+def inherited_images(init: str) -> list[str]:
+    """The SHA-256 of every frame an ``--init`` weights folder lists as trained or validated on (its inherited ones too),
+    so that evaluating a fine-tune on its base model's training frames still says so; none for other ``--init``."""
+    known = read_training_images(init) if Path(init).is_dir() else None
+    return sorted(known) if known else []
+
+
+def write_training_images(folder: Path, samples: list[Sample], digests: list[str], inherited: list[str] = ()) -> None:
     """Write :data:`TRAINING_IMAGES` into the weights ``folder``, whole or not at all (helper-127: a full disk ended
-    ``triage train`` in a traceback and left the partial file)."""
-    table = pa.table({"sha256": digests, "split": [s.split for s in samples]})
+    ``triage train`` in a traceback and left the partial file); ``inherited``: :func:`inherited_images`."""
+    table = pa.table({"sha256": [*digests, *inherited], "split": [s.split for s in samples] + [INHERITED] * len(inherited)})
     with written_whole(folder / TRAINING_IMAGES) as partial:
         pq.write_table(table, partial)
 
@@ -57,8 +67,9 @@ def read_training_images(folder: str | Path) -> dict[str, str] | None:
     except (OSError, pa.ArrowException, KeyError):
         return None
     known: dict[str, str] = {}
-    for digest, split in zip(table["sha256"], table["split"]):  # bytes both trained on and validated on: training
-        known[digest] = "train" if "train" in (split, known.get(digest)) else split
+    first = {"train": 0, "val": 1}  # bytes both trained on and validated on: training; this model's before its base's
+    for digest, split in zip(table["sha256"], table["split"]):
+        known[digest] = min(split, known.get(digest, split), key=lambda side: first.get(side, 2))
     return known
 
 
@@ -86,12 +97,12 @@ def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, dig
     """A warning when frames being scored have the bytes of frames the model was trained on (for
     ``split`` "val": of its training frames only, its validation frames being what is asked for).
     ``digests``: the scored files' SHA-256 (``LabelledImages.sha256``, taken as they were decoded)."""
-    counted = ("train",) if split == "val" else ("train", "val")
+    counted = ("train", INHERITED) if split == "val" else ("train", "val", INHERITED)
     hits = [(sample, known[digest]) for sample, digest in zip(scored, digests) if known.get(digest) in counted]
     if not hits:
         return None
-    sides = " and ".join(f"{n} {'training' if side == 'train' else 'validation'}" for side in counted
-                         if (n := sum(1 for _, s in hits if s == side)))
+    words = {"train": "training", "val": "validation", INHERITED: "--init weights' training or validation"}
+    sides = " and ".join(f"{n} {words[side]}" for side in counted if (n := sum(1 for _, s in hits if s == side)))
     return (f"{len(hits)} of the {len(scored)} frames scored ({split}) have the bytes of this model's training data "
             f"({sides} frames; e.g. {hits[0][0].path}); these metrics are optimistic")
 

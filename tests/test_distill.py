@@ -21,7 +21,7 @@ from capsule_triage.datasets import read_samples, select
 from capsule_triage.stills import load_images
 from capsule_triage.distill import Distillation, load_teacher, mismatch
 from capsule_triage.errors import InputError, WeightsError
-from capsule_triage.model_card import write_training_section
+from capsule_triage.card_training import write_training_section
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.train import TrainOptions, make_config, train

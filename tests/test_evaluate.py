@@ -188,7 +188,7 @@ def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_
     assert again["threshold"] == config.threshold and again["confusion_matrix"] == result["confusion_matrix"]
     # QA 20: metrics.json named the weights as they were before the new threshold (not what run.json records)
     from capsule_triage.digests import weights_sha256
-    from capsule_triage.model_card import write_training_section
+    from capsule_triage.card_training import write_training_section
 
     assert result["weights_sha256"] == again["weights_sha256"] == weights_sha256(weights_copy)
     write_training_section(weights_copy, config)  # a card stating this threshold; a new one without --model-card updates it

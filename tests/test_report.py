@@ -577,6 +577,26 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     last = (study / "report" / "event-0003.html").read_text()
     assert "<span>next event \u2192</span>" in last  # no next: not a link
     assert re.search(r"<dt>Abnormal class</dt><dd>[^<]+</dd>", page)  # QA 81 #5: "Class", read as the frames' verdict
+    assert "Frames (10)</h2>" in page and "not scored" not in page
+
+
+def test_an_event_page_lists_its_frames_without_a_field_of_view(tmp_path):
+    """QA 90 #5: three black frames inside an event (not scored, so in no event) were left out of its frame table, which
+    jumped from one frame to the next 2 s later with nothing to say 1.5 s of the event was not read."""
+    study = make_study(tmp_path / "s", frames=60, events=1, event_frames=20)
+    table = pq.read_table(study / "frames.parquet")
+    event_id, score = table.column("event_id").to_numpy().copy(), table.column("score").to_numpy().copy()
+    inside = np.flatnonzero(event_id == 0)[[5, 6, 7]]
+    event_id[inside], score[inside] = -1, np.nan
+    for name, values in (("event_id", event_id), ("score", score)):
+        table = table.set_column(table.column_names.index(name), name, pa.array(values, type=table.schema.field(name).type))
+    pq.write_table(table, study / "frames.parquet")
+    write_report(study)
+    page = (study / "report" / "event-0001.html").read_text()
+    assert "Frames (20, 3 not scored)</h2>" in page and "; 3 frames without a field of view, not scored (a dash, greyed)" in page
+    frames = table.column("frame_index").to_numpy()
+    assert all(f'<tr id="frame-{frames[r]}" class="noview">' in page for r in inside)
+    assert page.count('class="noview"><td>') == 3
 
 
 def test_the_timeline_never_draws_a_score_across_a_gap_and_draws_a_single_frame():

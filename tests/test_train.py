@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -104,7 +105,7 @@ def test_training_lowers_loss_and_folder_reloads_identically(tiny_manifest, tmp_
 
 
 def test_the_card_says_where_the_validation_frames_came_from():
-    from capsule_triage.model_card import _data_line
+    from capsule_triage.card_training import _data_line
 
     counts = {"train": {"a": 10, "b": 1200}, "val": {"a": 2, "b": 300}}
     split, best = {"val_fraction": 0.2, "seed": 3, "n_train": 1210, "n_val": 302}, {"key": [0.9, -0.1], "epoch": 5, "phase": "full"}
@@ -119,7 +120,7 @@ def test_the_card_says_where_the_validation_frames_came_from():
 
 def test_the_card_says_the_recipe_as_it_ran():
     """QA 75 #3: a BiT-HyperRule's learning rate (computed, not given) and a bf16 stability copy were said nowhere in words."""
-    from capsule_triage.model_card import _recipe_line
+    from capsule_triage.card_training import _recipe_line
     from capsule_triage.schedule import bit_hyperrule
 
     bit = bit_hyperrule(1_000, 32, budget_scale=0.03)
@@ -164,7 +165,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     (model_only / "config.json").write_text("{}")
     with pytest.raises(InputError, match=r"model_only: output folder already holds a model \(config.json, no checkpoint to resume\)"):
         train(_options(tiny_manifest, model_only, **kwargs))
-    from capsule_triage.model_card import write_training_section
+    from capsule_triage.card_training import write_training_section
 
     write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
     assert "Wall time: unknown (" in (part / "MODEL_CARD.md").read_text()
@@ -659,6 +660,57 @@ def test_cli_train_stops_and_reports(tiny_manifest, tmp_path, monkeypatch):
 
 
 @needs_shared
+def test_a_card_section_of_a_stopped_run_s_weights_is_marked_once_the_run_is_resumed(tiny_manifest, tmp_path):
+    """QA 89 #1: a section `triage eval --model-card` measured on a stopped run's weights stayed on the card of the
+    weights the resumed run saved, with nothing to say it measured others: each section records the SHA-256 of the
+    tensors it measured, and the training section names those measured on other tensors. #4: its data path was
+    relative to wherever eval ran."""
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    args = ["train", str(tiny_manifest), "--output", str(tmp_path / "m"), "--input-size", "64", "--batch-size", "8",
+            "--strategy", "head", "--epochs", "2", "--val-fraction", "0", "--quiet"]
+    assert runner.invoke(app, args + ["--stop-after-steps", "3"]).exit_code == 0  # one epoch of 3 steps: weights saved
+    stopped = runner.invoke(app, ["eval", str(tmp_path / "m"), str(tiny_manifest), "--split", "train", "--model-card", "stopped"])
+    assert stopped.exit_code == 0, stopped.output
+    tensors = hashlib.sha256((tmp_path / "m" / "model.safetensors").read_bytes()).hexdigest()
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert f"Data: `{tiny_manifest.absolute()}` split `train`" in card and f"weights' tensors SHA-256 `{tensors}`" in card
+    assert "measured on other weights" not in card
+    assert runner.invoke(app, args + ["--resume"]).exit_code == 0
+    assert hashlib.sha256((tmp_path / "m" / "model.safetensors").read_bytes()).hexdigest() != tensors
+    assert ("Sections measured on other weights than these (a stopped run's before `--resume`, or weights since replaced; "
+            f"`triage eval --model-card NAME` measures one again): stopped (tensors SHA-256 {tensors[:12]}).") in (
+        tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+@needs_shared
+def test_a_fine_tune_names_the_weights_it_began_from_and_inherits_their_training_frames(tiny_manifest, tmp_path):
+    """QA 89 #2: a fine-tune of a weights folder recorded only the path it was read from (no SHA-256, no name on its card),
+    and evaluating it on the frames those weights were trained on said nothing: the frames are listed as inherited."""
+    from capsule_triage.digests import weights_sha256
+
+    base = train(_options(tiny_manifest, tmp_path / "base", strategy="head", epochs=1))
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="") as fh:  # other frames of the same classes
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "split"])
+        for label in ("non-bleeding", "bleeding"):
+            writer.writerows([WCE / row["path"], label, "train"] for row in manifest_rows("train", label)[30::60][:12])
+    tuned = train(_options(other, tmp_path / "tuned", strategy="head", epochs=1, init=str(base)))
+    name = ModelConfig.load(base / "config.json").name
+    record = ModelConfig.load(tuned / "config.json").provenance["training"]["init_weights"]
+    assert record == {"weights": str(base.resolve()), "weights_sha256": weights_sha256(base), "name": name}
+    assert f"Fine-tuned from {name} (`{base.resolve()}`, weights SHA-256 {weights_sha256(base)})" in (tuned / "MODEL_CARD.md").read_text()
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["eval", str(tuned), str(tiny_manifest), "--split", "all"])
+    assert result.exit_code == 0, result.output
+    assert ("24 of the 24 frames scored (all) have the bytes of this model's training data (24 --init weights' training or "
+            "validation frames; e.g.") in " ".join(result.output.split())
+
+
+@needs_shared
 def test_data_of_one_class_is_refused_naming_the_data(tiny_manifest, tmp_path):
     rows = [line for line in tiny_manifest.read_text().splitlines() if ",bleeding," not in line]
     one = tmp_path / "one_class.csv"
@@ -762,6 +814,10 @@ def test_cli_train_interrupted_says_how_to_continue(tmp_path, monkeypatch):
 def test_a_manifest_listing_an_image_twice_is_refused_naming_both_rows(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label,group\na.png,bleeding,g1\nb.png,normal,g2\n./a.png,normal,g3\n")
+    with pytest.raises(InputError, match=r"m.csv: ./a.png is listed twice \(rows 2 and 4\) with different labels, bleeding and "
+                                         r"normal: which is it\? list each image once"):  # QA 89 #6: said as a copy
+        read_samples(manifest)
+    manifest.write_text("path,label,group\na.png,bleeding,g1\nb.png,normal,g2\n./a.png,bleeding,g3\n")
     with pytest.raises(InputError, match=r"m.csv: ./a.png is listed twice \(rows 2 and 4\); list each image once"):
         read_samples(manifest)
 
@@ -932,7 +988,9 @@ def test_weights_of_a_stopped_training_run_say_so_and_training_frames_scored_els
     other = tmp_path / "same_frames.csv"  # the training frames, listed in another manifest (no split column)
     rows = list(csv.DictReader(open(tiny_manifest)))
     other.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in rows[:6]))
-    result = evaluate(part, other)
+    with pytest.raises(InputError, match="the model was trained on this data and it has no 'test' split"):
+        evaluate(part, other)  # QA 89 #3: every frame's bytes are training's: as the training data itself (scored with a warning)
+    result = evaluate(part, other, "all")  # asked for: scored, with the warning
     first = csv.DictReader(open(other)).__next__()["path"]
     assert result["warnings"][:2] == [warning, f"6 of the 6 frames scored (all) have the bytes of this model's training data (6 training "
                                                f"frames; e.g. {first}); these metrics are optimistic"]
