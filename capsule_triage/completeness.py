@@ -330,7 +330,7 @@ def measured_rate(pts_seconds: np.ndarray) -> dict | None:
     (2-6 frames/s), and a folder timed by a CSV has none (QA 29).
 
     Returns:
-        None for fewer than two distinct times, else {"average_fps" (frames over the span, gaps
+        None for fewer than two distinct times, else {"average_fps" (frame steps over the span, gaps
         included), "varies" (the 95th percentile of frame steps more than 10% and 2 ms above the 5th:
         not a timebase's rounding, as 120 frames/s in millisecond ticks), "slowest_fps", "fastest_fps"
         (the 95th and 5th percentiles of the steps; None under 10 steps)}.
