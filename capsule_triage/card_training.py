@@ -80,12 +80,19 @@ def _recipe_line(training: dict) -> str | None:
     return "Recipe: " + "; ".join(parts) + "."
 
 
+def _wall(training: dict) -> str:
+    """Training's wall time; a stopped run's is recorded when it finishes (QA 89 #7: said "unknown")."""
+    if training.get("wall_seconds") is None and not training.get("finished"):
+        return "not recorded yet (a stopped run: recorded when `--resume` finishes it)"
+    return fmt_duration(training.get("wall_seconds"))
+
+
 def write_training_section(folder: Path, config: ModelConfig) -> None:
     """(Re)write the card's "training" section from the provenance that training and eval stored."""
     training = config.provenance.get("training", {})
     chosen = config.provenance.get("operating_threshold")
     lines = [f"Command: `{training.get('command') or '(library call)'}`", "",
-             f"Wall time: {fmt_duration(training.get('wall_seconds'))} (torch {training.get('torch')}, timm {training.get('timm')}, "
+             f"Wall time: {_wall(training)} (torch {training.get('torch')}, timm {training.get('timm')}, "
              f"{training.get('threads')} threads{_code(training.get('versions'))}).", "",
              _data_line(training)]
     if recipe_line := _recipe_line(training):

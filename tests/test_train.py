@@ -168,7 +168,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     from capsule_triage.card_training import write_training_section
 
     write_training_section(part, ModelConfig.load(part / "config.json"))  # a card made of the unfinished run (eval --model-card)
-    assert "Wall time: unknown (" in (part / "MODEL_CARD.md").read_text()
+    assert "Wall time: not recorded yet (a stopped run: recorded when `--resume` finishes it) (" in (part / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match=r"--resume with --threads 1: the checkpoint was trained with --threads 2, and float sums on the CPU "
                                          r"\(so the weights\) depend on the thread count; rerun with --threads 2"):  # QA 56 #2
         train(_options(tiny_manifest, part, resume=True, threads=1, **kwargs))
@@ -181,7 +181,7 @@ def test_resume_continues_the_schedule_exactly(tiny_manifest, tmp_path):
     # QA 56 #3: the same data by another path was refused as "different options" (the path as typed was compared)
     elsewhere = tiny_manifest.parent / ".." / tiny_manifest.parent.name / tiny_manifest.name
     train(_options(elsewhere, part, resume=True, **kwargs))
-    assert "Wall time: unknown" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
+    assert "Wall time: not recorded" not in (part / "MODEL_CARD.md").read_text()  # rev25: the finished run's section replaces it
     # the same weights file: the resumed SGD steps had the momentum and RNG of the uninterrupted run's
     assert (full / "model.safetensors").read_bytes() == (part / "model.safetensors").read_bytes()
     # QA 75 #3: the card says what training did in words, the learning rates and steps as they ran (the checkpoint's schedules)
