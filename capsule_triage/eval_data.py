@@ -16,7 +16,7 @@ from .errors import InputError, TriageError
 from .frame_folder import natural_key
 from .model_config import ModelConfig
 from .splits import assign_validation, split_leak
-from .training_images import image_digests, read_training_images
+from .training_images import INHERITED, image_digests, read_training_images
 
 ADDED = "added"  # the split of training-pool images a weights folder's record does not hold (added or changed since training)
 
@@ -48,12 +48,15 @@ def _all_trained_on(samples: list[Sample], weights: str | Path, digests: dict | 
     if not known or not samples:
         return False
     hashed = {} if digests is None else digests
-    unhashed = [s for s in samples if s.path not in hashed]
-    try:
-        hashed.update(zip((s.path for s in unhashed), image_digests(unhashed)))
-    except OSError:  # an unreadable image: loading the frames names it
-        return False
-    return all(known.get(hashed[s.path]) in ("train", "val") for s in samples)
+    for sample in samples:  # held-out data: stops at its first frame (rev86 #2: every image was read twice)
+        try:
+            if sample.path not in hashed:
+                hashed[sample.path] = image_digests([sample])[0]
+        except OSError:  # an unreadable image: loading the frames names it
+            return False
+        if known.get(hashed[sample.path]) not in ("train", "val", INHERITED):  # its --init weights' frames too (rev86 #5)
+            return False
+    return True
 
 
 def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
@@ -84,7 +87,7 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     unhashed = [samples[i] for i in pool if samples[i].path not in hashed] if known else []
     hashed.update(zip((s.path for s in unhashed), image_digests(unhashed)))
     digests = {i: hashed[samples[i].path] for i in pool} if known else {}
-    recorded = {i: known[d] for i, d in digests.items() if d in known}
+    recorded = {i: known[d] for i, d in digests.items() if known.get(d) in ("train", "val")}  # not its --init weights' (rev86 #5)
     n_recorded = sum(side == "val" for side in known.values())
     # by bytes: at least half of the frames training validated on (review rev65: one shared image made other data the model's)
     by_bytes = n_recorded > 0 and 2 * sum(side == "val" for side in recorded.values()) >= n_recorded
@@ -114,8 +117,9 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
     samples, unread = source.samples, source.messages()
     if split == "test" and not any(s.split for s in samples):
         if _trained_on(data, samples, config) or _all_trained_on(samples, weights, digests):
-            raise InputError(data, "the model was trained on this data and it has no 'test' split; evaluate held-out "
-                                   "frames, or --split val for the frames training held out for validation")
+            raise InputError(data, "the model was trained on this data (by its path, digest or every frame's bytes) and it has "
+                                   "no 'test' split; evaluate held-out frames, --split val for the frames training held out for "
+                                   "validation, or --split all to score it anyway (its metrics optimistic)")
         return samples, "all", unread
     if split in ("val", "train"):  # review rev65: --split train scored frames training validated on, as 'train'
         samples, notes = as_trained(data, samples, config, weights, digests=digests, instead="score its frames with --split test"

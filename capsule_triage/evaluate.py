@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .training_images import overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
+from .training_images import INHERITED, overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import weights_digests, weights_sha256
@@ -204,6 +204,7 @@ def evaluate(
         raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
                                     "classes, preprocessing or threshold to evaluate with")
     model, config = load_model(weights)
+    tensors = weights_digests(weights).get(WEIGHTS_NAME)  # what was loaded (rev86 #7: hashed after scoring, a resumed run's)
     model = model.to(where, memory_format=torch.channels_last)
     if border is not None:
         if target_sensitivity is not None:
@@ -243,7 +244,7 @@ def evaluate(
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on{chosen_in}: "
              "the figures at that threshold are optimistic" if tuned else None)
     patients = shared_groups_note(select(samples, split), chosen_groups, split, val_data) if val_data is not None else None  # QA 83 #1
-    learned = sum(known.get(d) == "train" for d in chosen_on) if known else 0  # review rev34: --val-data of training frames
+    learned = sum(known.get(d) in ("train", INHERITED) for d in chosen_on) if known else 0  # rev34: --val-data of training frames
     learned = (f"{learned} of the {len(chosen_on)} frames the threshold was chosen on ({val_data or data}) are this model's training "
                "frames: it fits frames the model learned, so its sensitivity on new frames may fall short of the target" if learned else None)
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "
@@ -268,9 +269,8 @@ def evaluate(
             config.save(Path(weights) / CONFIG_NAME)
             if model_card is None:
                 refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
-        digests = weights_digests(weights)
-        result["weights_sha256"] = weights_sha256(weights, digests)  # after a new threshold: the id run.json will record (QA 20)
-        result["tensors_sha256"] = digests.get(WEIGHTS_NAME)  # the card's sections name what they measured (QA 89 #1)
+        result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
+        result["tensors_sha256"] = tensors  # the card's sections name what they measured (QA 89 #1)
         if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
             with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
                 write_outputs(staging, result, images, probs, config, view)

@@ -319,6 +319,7 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     shown = rows[first : first + MAX_DETAIL_ROWS]  # a later peak's, whose row the caption said was bold
     probs = study.prob_columns
     files = f.get("source_file")  # a frame folder's image names
+    blank = ~f["has_view"].astype(bool) if "has_view" in f else f["event_id"] < 0  # tables before has_view: no event id
     head = "".join(f"<th>{esc(h)}</th>" for h in ["frame", *(["file"] if files is not None else []), "time", "seconds", "score",
                                                   "smoothed", *(p[5:] for p in probs)])
     body = []
@@ -326,7 +327,7 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
         frame = int(f["frame_index"][r])
         cells = [f"{frame}", *([files[r]] if files is not None else []), fmt_clock(f["pts_seconds"][r]), f"{f['pts_seconds'][r]:.3f}", score_text(float(f["score"][r])),
                  score_text(float(f["smoothed_score"][r])), *(score_text(float(f[p][r])) for p in probs)]  # NaN (no view): a dash
-        mark = ' class="peak"' if frame == peak else ' class="noview"' if f["event_id"][r] < 0 else ""
+        mark = ' class="peak"' if frame == peak else ' class="noview"' if blank[r] else ""
         body.append(f'<tr id="frame-{frame}"{mark}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     before, after = first, len(rows) - first - len(shown)
     sides = " and ".join(f"{n:,} {side}" for n, side in ((before, "before these"), (after, "after")) if n)
@@ -335,7 +336,7 @@ def _frame_table(study: Study, rows: np.ndarray, event: dict, rank: int) -> str:
     window = ("" if not more else f" ({first + 1:,} to {first + len(shown):,} of {len(rows):,}, around its peak)" if len(found)
               else f" (the first {len(shown):,})")
     bold = bool(np.any(f["frame_index"][shown] == peak)) if peak is not None else False  # (rev82 #3: said of no row)
-    blank = int(np.sum(f["event_id"][rows] < 0))
+    blank = int(np.sum(blank[rows]))
     caption = (f"Frames of event #{rank + 1}{window} in time order: time, score, smoothed score and each class's probability"
                + ("; the peak frame's row is bold" if bold else "")
                + (f"; {blank:,} frame{'s' if blank != 1 else ''} without a field of view, not scored (a dash, greyed)" if blank else ""))

@@ -120,7 +120,7 @@ def _rate(run: dict, src: dict, pts: np.ndarray, gapped: tuple[float | None, flo
     varies = (f" on average, from {measured['slowest_fps']:.1f} to {measured['fastest_fps']:.1f} (5th-95th percentile of frame steps)"
               if measured and measured["varies"] else "")
     if gapped and gapped[0] and gapped[1]:  # two significant digits below 0.1 (QA 90 #3: "0.00" over a 10-hour folder's length)
-        whole = f"{gapped[1]:.2f}" if gapped[1] >= 0.1 else f"{gapped[1]:.2g}"
+        whole = f"{gapped[1]:.{max(2, 1 - math.floor(math.log10(gapped[1])))}f}"  # 0.0017, 0.000083 (rev86: not 8.3e-05)
         return f"{gapped[0]:.2f} frames/s between its gaps{varies}; {whole} over its whole length{origin}"
     if measured and (measured["varies"] or not src.get("average_fps")):  # the frames' own times, not a header's nominal rate
         return f"{measured['average_fps']:.2f} frames/s{varies}{origin}"

@@ -173,7 +173,7 @@ def train(options: TrainOptions) -> Path:
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
     run.identity = {**identity, **({'distill_sha256': teacher['weights_sha256']} if teacher else {}), **({'init_weights': base} if base else {})}
-    run.images, run.distillation = (pool, digests, inherited_images(options.init)), distillation
+    run.images, run.distillation = (pool, digests, inherited_images(options.init, base)), distillation
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
         warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
              "they count as never flagged in the validation metric, as triage run treats them")

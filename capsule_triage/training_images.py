@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .datasets import Sample
-from .digests import file_sha256
+from .digests import file_sha256, weights_sha256
 from .frame_folder import listed
 from .outputs import written_whole
 
@@ -44,10 +44,14 @@ def images_sha256(samples: list[Sample], digests: list[str]) -> str:
 INHERITED = "init"  # the split of the frames the --init weights were trained or validated on (QA 89 #2)
 
 
-def inherited_images(init: str) -> list[str]:
+def inherited_images(init: str, record: dict | None) -> list[str]:
     """The SHA-256 of every frame an ``--init`` weights folder lists as trained or validated on (its inherited ones too),
-    so that evaluating a fine-tune on its base model's training frames still says so; none for other ``--init``."""
-    known = read_training_images(init) if Path(init).is_dir() else None
+    so that evaluating a fine-tune on its base model's training frames still says so; none for other ``--init``, nor
+    when the folder no longer holds the weights ``record`` (provenance ``init_weights``) names: replaced since a stopped
+    run began (rev86 #6)."""
+    if not record or not Path(init).is_dir() or weights_sha256(init) != record.get("weights_sha256"):
+        return []
+    known = read_training_images(init)
     return sorted(known) if known else []
 
 

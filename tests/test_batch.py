@@ -1702,6 +1702,9 @@ def test_an_interrupted_run_tells_the_studies_it_installed_by_its_id_not_by_file
     (tmp_path / "s" / "run.json").write_text(json.dumps({"batch": {"pipeline_fingerprint": "f", "run_id": "tonight"}}))
     os.utime(tmp_path / "s" / "run.json", (since - 60, since - 60))
     assert installed_since(ctx, study, since) is None  # written before the run started
+    ctx.video_fingerprint = "v"  # rev86 #3: a night with --fps: a video installed tonight records its own print
+    (tmp_path / "s" / "run.json").write_text(json.dumps({"batch": {"pipeline_fingerprint": "v", "run_id": "tonight"}}))
+    assert installed_since(ctx, study, since) == "ok"
 
 
 def test_two_copies_of_a_study_in_one_night_are_scored_once(random_weights, tmp_path, monkeypatch):
@@ -1911,6 +1914,13 @@ def test_a_night_s_fps_rescores_the_frame_folders_and_leaves_the_videos(random_w
     frames = json.loads((out / rows["frames"]["study_id"] / "run.json").read_text())
     assert frames["parameters"]["read"]["folder_fps"] == 2.0 and frames["batch"]["pipeline_fingerprint"] != json.loads(
         made[video])["batch"]["pipeline_fingerprint"]
+    # rev86 #4: a video's results made before videos had their own print hold the night's one print (its --fps too):
+    # as this run's frame folders' print, they are this run's, not scored again
+    video_run = json.loads((out / video / "run.json").read_text())
+    video_run["batch"]["pipeline_fingerprint"] = frames["batch"]["pipeline_fingerprint"]
+    (out / video / "run.json").write_text(json.dumps(video_run))
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
+    assert "2 studies: 0 ok, 2 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
     metadata = pq.read_schema(out / "studies.parquet").metadata
     assert metadata[b"video_pipeline_fingerprint"].decode() == json.loads(made[video])["batch"]["pipeline_fingerprint"]
     assert metadata[b"pipeline_fingerprint"].decode() == frames["batch"]["pipeline_fingerprint"]

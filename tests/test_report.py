@@ -588,7 +588,9 @@ def test_an_event_page_lists_its_frames_without_a_field_of_view(tmp_path):
     event_id, score = table.column("event_id").to_numpy().copy(), table.column("score").to_numpy().copy()
     inside = np.flatnonzero(event_id == 0)[[5, 6, 7]]
     event_id[inside], score[inside] = -1, np.nan
-    for name, values in (("event_id", event_id), ("score", score)):
+    has_view = table.column("has_view").to_numpy(zero_copy_only=False).copy()
+    has_view[inside] = False
+    for name, values in (("event_id", event_id), ("score", score), ("has_view", has_view)):
         table = table.set_column(table.column_names.index(name), name, pa.array(values, type=table.schema.field(name).type))
     pq.write_table(table, study / "frames.parquet")
     write_report(study)
@@ -1466,6 +1468,7 @@ def test_a_video_with_a_stretch_without_frames_says_so(tmp_path):
     ten_hours = np.concatenate([np.arange(30) / 2.0, 36000 + np.arange(30) / 2.0])  # QA 90 #3: said "0.00 over its whole length"
     said = _rate({}, {"kind": "video", "average_fps": 2.0}, ten_hours, (2.0, 60 / 36015.0))
     assert said == "2.00 frames/s between its gaps; 0.0017 over its whole length", said
+    assert _rate({}, {"kind": "video", "average_fps": 2.0}, ten_hours, (2.0, 3 / 36015.0)).endswith(" 0.000083 over its whole length")
     assert page.count('<rect class="gap"') == 1 and page.count('<path class="score"') == 2  # the line stops at the gap
     (tmp_path / "studies").mkdir()
     shutil.copy(clip, tmp_path / "studies" / "gap.mp4")

@@ -702,6 +702,10 @@ def test_a_fine_tune_names_the_weights_it_began_from_and_inherits_their_training
     record = ModelConfig.load(tuned / "config.json").provenance["training"]["init_weights"]
     assert record == {"weights": str(base.resolve()), "weights_sha256": weights_sha256(base), "name": name}
     assert f"Fine-tuned from {name} (`{base.resolve()}`, weights SHA-256 {weights_sha256(base)})" in (tuned / "MODEL_CARD.md").read_text()
+    from capsule_triage.training_images import inherited_images
+
+    # rev86 #6: a resumed run inherits only while the folder holds the weights it began from
+    assert len(inherited_images(str(base), record)) == 24 and inherited_images(str(base), {**record, "weights_sha256": "0" * 64}) == []
     app = typer.Typer()
     register(app)
     result = CliRunner().invoke(app, ["eval", str(tuned), str(tiny_manifest), "--split", "all"])
@@ -938,7 +942,7 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
     saved = [r for r in logged if r["best"] == "true"][-1]
     assert (f"The saved weights are epoch {saved['epoch']}'s (the best validation ROC AUC): validation accuracy "
             f"{100 * float(saved['val_accuracy']):.2f}%.") in (out / "MODEL_CARD.md").read_text()
-    with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data and it has no 'test' split"):
+    with pytest.raises(InputError, match=r"no_split.csv: the model was trained on this data \(by its path, digest or every frame's bytes\) and it has no 'test' split"):
         evaluate(out, data)
     listed_again = tmp_path / "listed_again.csv"  # the same rows in another file: found by the data digest
     listed_again.write_text(data.read_text())
@@ -988,7 +992,7 @@ def test_weights_of_a_stopped_training_run_say_so_and_training_frames_scored_els
     other = tmp_path / "same_frames.csv"  # the training frames, listed in another manifest (no split column)
     rows = list(csv.DictReader(open(tiny_manifest)))
     other.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in rows[:6]))
-    with pytest.raises(InputError, match="the model was trained on this data and it has no 'test' split"):
+    with pytest.raises(InputError, match=r"the model was trained on this data \(by its path, digest or every frame's bytes\) and it has no 'test' split; .* or --split all to score it anyway"):
         evaluate(part, other)  # QA 89 #3: every frame's bytes are training's: as the training data itself (scored with a warning)
     result = evaluate(part, other, "all")  # asked for: scored, with the warning
     first = csv.DictReader(open(other)).__next__()["path"]

@@ -72,6 +72,25 @@ def test_an_evaluation_on_a_copy_of_the_training_data_is_named_and_held_out_data
     assert not any("training data" in w for w in val_only.get("warnings", []))
 
 
+def test_held_out_data_without_splits_is_checked_by_its_first_frame_and_a_copy_of_training_s_is_refused(tmp_path, monkeypatch):
+    """QA 89 #3: data without splits whose every frame has training's bytes (a copy of the training folder) was scored as
+    held-out data with a warning: refused, as the training data itself is. Review rev86 #2: the check hashed every image
+    of held-out data before scoring read them again; it stops at the first frame training did not record."""
+    from capsule_triage import eval_data
+
+    data = _tree(tmp_path / "data", seed=1)
+    assert _train(data, tmp_path / "m") == []
+    hashed, real = [], eval_data.image_digests
+    monkeypatch.setattr(eval_data, "image_digests", lambda samples: hashed.extend(samples) or real(samples))
+    evaluate(tmp_path / "m", _tree(tmp_path / "new", seed=2))  # held out: scored whole
+    assert len(hashed) == 1
+    hashed.clear()
+    shutil.copytree(data, tmp_path / "copy")
+    with pytest.raises(InputError, match=r"copy: the model was trained on this data \(by its path, digest or every frame's bytes\)"):
+        evaluate(tmp_path / "m", tmp_path / "copy")
+    assert len(hashed) == 12
+
+
 def test_images_given_twice_are_named_before_training(tmp_path):
     data = _tree(tmp_path / "data", seed=3)
     shutil.copy(data / "bleeding" / "img_1.bmp", data / "non-bleeding" / "same_as_bleeding_1.bmp")

@@ -32,7 +32,7 @@ from .lock import acquire_lock, release_lock
 from .run_lines import run_lines
 from .summary import (Progress, file_logger, orphan_folders, other_input, prune_failure_records, stale_folders, summary_row, write_index,
                       write_summary)
-from .records import made_otherwise, pipeline_fingerprint
+from .records import made_otherwise, pipeline_fingerprints
 from .unreached import unreached_row
 from .worker import WorkerContext, WorkerSetupError
 
@@ -205,9 +205,9 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         raise OutputError(out_dir, problem)
     engine, result = _make_engine(options), None
     try:
-        fingerprint, video_fingerprint = (pipeline_fingerprint(pipeline, weights=options.weights, backend=options.backend,
-                                                               device_type=engine.device_type, run=options.run, kind=kind)
-                                          for kind in ("frames", "video"))
+        prints = pipeline_fingerprints(pipeline, weights=options.weights, backend=options.backend, device_type=engine.device_type,
+                                       run=options.run)
+        fingerprint, video_fingerprint = prints["frames"], prints["video"]
         ctx = WorkerContext(out_dir=out_dir, pipeline=pipeline, weights=options.weights, device=options.device,
                             backend=options.backend, run=options.run, fingerprint=fingerprint, force=options.force,
                             run_id=uuid.uuid4().hex, settle_seconds=options.settle_seconds, video_fingerprint=video_fingerprint)
@@ -224,7 +224,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
         progress, made = Progress(len(studies), log, show=options.progress, started=started), []
         try:
-            made = [] if options.force else made_otherwise(out_dir, {s.study_id: ctx.fingerprint_of(s) for s in studies})  # before they are redone
+            made = [] if options.force else made_otherwise(out_dir, {s.study_id: ctx.accepts(s) for s in studies})  # before they are redone
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
             raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None

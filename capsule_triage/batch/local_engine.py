@@ -83,7 +83,7 @@ def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, t
     for study in studies:
         try:
             state = source_state(study.path)
-            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.fingerprint_of(study), state)
+            known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.accepts(study), state)
             yield study, ((known, state) if known else hashed_state(study.path))
         except Exception:  # noqa: BLE001 - the worker reports it
             yield study, None

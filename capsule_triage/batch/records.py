@@ -26,13 +26,17 @@ FINGERPRINT_OPTIONS = ("batch_size", "threshold", "top_k", "folder_fps")  # the 
 
 def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions,
                          kind: str = "frames") -> str:
-    """Hash of everything that changes the results of a study of ``kind`` ("frames" or "video"): preset file, weights
-    (with the backend report and ONNX files ``triage optimize`` put beside them), backend, device type, options,
-    version, and :data:`~capsule_triage.outputs.RESULTS_VERSION`. A video's leaves the frame folders' options at their
-    defaults: they read no video (QA 88 #2: a night's ``--fps`` scored every video of the archive again).
+    """:func:`pipeline_fingerprints`' print for a study of ``kind`` ("frames" or "video")."""
+    return pipeline_fingerprints(pipeline, weights=weights, backend=backend, device_type=device_type, run=run)[kind]
+
+
+def pipeline_fingerprints(pipeline: Pipeline, *, weights: str | None, backend: str, device_type: str, run: RunOptions) -> dict[str, str]:
+    """{kind: hash of everything that changes the results of a study of that kind}: preset file, weights (with the
+    backend report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version, and
+    :data:`~capsule_triage.outputs.RESULTS_VERSION`. A video's ("video") leaves the frame folders' options at their
+    defaults: they read no video (QA 88 #2: a night's ``--fps`` scored every video of the archive again); a frame
+    folder's is "frames".
     """
-    if kind == "video":
-        run = replace(run, folder_fps=None, own_timestamps=True)
     location = weights or pipeline.weights
     path = Path(location)
     extras = sorted([*path.glob("backends.json"), *path.glob("model.*.onnx")]) if path.is_dir() else []
@@ -42,16 +46,25 @@ def pipeline_fingerprint(pipeline: Pipeline, *, weights: str | None, backend: st
         "weights_extras": {p.name: file_sha256(p) for p in extras},
         "backend": backend,
         "device_type": device_type,
-        "options": {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
-            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}) | (
-            {"own_timestamps": False} if not run.own_timestamps else {}),  # a library's batch that turns the folder CSVs off
         "capsule_triage": __version__,
         "results": RESULTS_VERSION,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def options(run: RunOptions) -> dict:
+        return {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
+            {"skip_duplicates": run.skip_duplicates} if run.skip_duplicates is not None else {}) | (
+            {"own_timestamps": False} if not run.own_timestamps else {})  # a library's batch that turns the folder CSVs off
+
+    return {kind: hashlib.sha256(json.dumps({**parts, "options": options(of_kind)}, sort_keys=True).encode()).hexdigest()
+            for kind, of_kind in (("frames", run), ("video", replace(run, folder_fps=None, own_timestamps=True)))}
 
 
-def recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
+def _one_of(made, fingerprints: str | tuple[str, ...]) -> bool:
+    """Whether a record's print ``made`` is this run's (``fingerprints``: the print, or the prints it accepts)."""
+    return made == fingerprints if isinstance(fingerprints, str) else made in fingerprints
+
+
+def recorded(path: Path, fingerprint: str | tuple[str, ...], state: tuple) -> dict | None:
     """The record (run.json or a failure record) at ``path`` if this pipeline wrote it for an input
     whose file state was ``state``: the input is then known without reading it."""
     try:
@@ -60,10 +73,10 @@ def recorded(path: Path, fingerprint: str, state: tuple) -> dict | None:
         recorded = record["input"].get("state_sha256") if "input" in record else record.get("input_state_sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return record if recorded and pipeline == fingerprint and state_digest(state) == recorded else None
+    return record if recorded and _one_of(pipeline, fingerprint) and state_digest(state) == recorded else None
 
 
-def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | None:
+def unchanged_input_sha(folder: Path, fingerprint: str | tuple[str, ...], state: tuple) -> str | None:
     """The input hash a complete study of this pipeline recorded, if its input's file state (names,
     inodes, sizes, times; ``state``, from :func:`source_state`) is still the recorded one: a nightly
     re-run then skips it without reading the input's bytes (it re-read every study in the archive,
@@ -73,26 +86,26 @@ def unchanged_input_sha(folder: Path, fingerprint: str, state: tuple) -> str | N
     return sha if isinstance(sha, str) else None
 
 
-def completed_run(folder: Path, input_sha: str, fingerprint: str) -> dict | None:
+def completed_run(folder: Path, input_sha: str, fingerprint: str | tuple[str, ...]) -> dict | None:
     """run.json of a complete study made from the same input by the same pipeline, else None."""
     try:
         run = read_json(folder / RUN_FILE)
-        same = run["input"]["sha256"] == input_sha and run["batch"]["pipeline_fingerprint"] == fingerprint
+        same = run["input"]["sha256"] == input_sha and _one_of(run["batch"]["pipeline_fingerprint"], fingerprint)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return run if same and outputs_complete(folder) else None
 
 
-def made_otherwise(out_dir: Path, fingerprints: dict[str, str]) -> list[str]:
+def made_otherwise(out_dir: Path, fingerprints: dict[str, tuple[str, ...]]) -> list[str]:
     """The studies whose folders hold complete results of another pipeline fingerprint: made by an earlier
     capsule_triage (its results version) or with other settings (weights, preset, options), so scored again in
-    this run (QA 43: the first night after an upgrade rescored a whole archive without a word). ``fingerprints``: each
-    study id's, in this run."""
+    this run (QA 43: the first night after an upgrade rescored a whole archive without a word). ``fingerprints``: the
+    prints each study id's results may have in this run."""
     made = []
     for study_id, fingerprint in fingerprints.items():
         try:
             run = read_json(out_dir / study_id / RUN_FILE)
-            other = run["batch"]["pipeline_fingerprint"] != fingerprint
+            other = not _one_of(run["batch"]["pipeline_fingerprint"], fingerprint)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if other and outputs_complete(out_dir / study_id):

@@ -39,7 +39,7 @@ def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, fin
         shutil.rmtree(work, ignore_errors=True)
         full = "[Errno 28]" in str(exc) or "[Errno 122]" in str(exc)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else OSError(errno.EIO, f"cannot copy {earlier}") from None
-    run = completed_run(work, sha, ctx.fingerprint_of(study))
+    run = completed_run(work, sha, ctx.accepts(study))
     if run is None or any(_table_input_sha(work / name) != sha for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
         shutil.rmtree(work, ignore_errors=True)
         return False

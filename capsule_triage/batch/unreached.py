@@ -30,8 +30,8 @@ def unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     if installed := installed_since(ctx, study, since):
         return installed
     final = ctx.out_dir / study.study_id
-    sha = unchanged_input_sha(final, ctx.fingerprint_of(study), source_state(study.path))
-    return "skipped" if sha and completed_run(final, sha, ctx.fingerprint_of(study)) is not None else "pending"
+    sha = unchanged_input_sha(final, ctx.accepts(study), source_state(study.path))
+    return "skipped" if sha and completed_run(final, sha, ctx.accepts(study)) is not None else "pending"
 
 
 def unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
@@ -65,6 +65,6 @@ def installed_since(ctx: WorkerContext, study: Study, since: float) -> str | Non
         batch = read_json(run_file).get("batch", {})
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(batch, dict) or batch.get("pipeline_fingerprint") != ctx.fingerprint or batch.get("run_id") != ctx.run_id:
+    if not isinstance(batch, dict) or batch.get("pipeline_fingerprint") != ctx.fingerprint_of(study) or batch.get("run_id") != ctx.run_id:
         return None
     return "reused" if batch.get("reused_from") else "ok"

@@ -58,7 +58,7 @@ def unchanged_failure(ctx: WorkerContext, study: Study, state: tuple) -> dict | 
     frames, ...) when neither the input's file state nor the pipeline changed since: a corrupt
     50,000-frame study was decoded again every night to fail the same way. Failures of the machine
     (full disk, a crashed worker) record no state and are always retried."""
-    record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.fingerprint_of(study), state)
+    record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.accepts(study), state)
     return record if record is not None and isinstance(record.get("error"), str) else None
 
 
@@ -97,8 +97,14 @@ class WorkerContext:
     video_fingerprint: str | None = None
 
     def fingerprint_of(self, study: Study) -> str:
-        """The pipeline fingerprint of ``study``'s results: a video's is :attr:`video_fingerprint`."""
-        return self.video_fingerprint or self.fingerprint if study.kind == "video" else self.fingerprint
+        """The pipeline fingerprint ``study``'s results get in this run: a video's is :attr:`video_fingerprint`."""
+        return (self.video_fingerprint or self.fingerprint) if study.kind == "video" else self.fingerprint
+
+    def accepts(self, study: Study) -> tuple[str, ...]:
+        """The prints of ``study``'s earlier results and records that are this run's: a video's also this run's frame
+        folders' print, which a video's records held before videos had their own (so the same ``--fps`` as then
+        rescores none; rev86 #4)."""
+        return tuple(dict.fromkeys((self.fingerprint_of(study), self.fingerprint)))
 
 
 @dataclass
@@ -209,12 +215,12 @@ class StudyWorker:
             if failed is not None:
                 return StudyOutcome(study, "failed", error=failed["error"],
                                     note=f"not decoded again: input unchanged since it failed at {failed.get('failed_at')} (--force retries)")
-            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.fingerprint_of(study), state))
+            sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.accepts(study), state))
             if sha is None:
                 hashed = hashed_state(study.path)
                 hashed_under_state = hashed is not None and hashed[1] == state
                 sha = hashed[0] if hashed else input_sha256(study)  # a changing input: scoring it will say so
-            if not ctx.force and (run := completed_run(final, sha, ctx.fingerprint_of(study))) is not None:
+            if not ctx.force and (run := completed_run(final, sha, ctx.accepts(study))) is not None:
                 note = warning = None
                 _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
                 if ctx.run.report and not pages_current(final / REPORT_FILE):  # done with --no-report, or by an earlier version (QA 43)
@@ -229,7 +235,7 @@ class StudyWorker:
                 _forget_failure(ctx, study)  # QA 33: a record of a failure of the machine stayed after the study was complete
                 return StudyOutcome(study, "skipped", note=note, warning=warning, wall_seconds=time.perf_counter() - started)
             check_replaceable(final)  # before the scoring: the study waits for its folder to be cleared, its results kept
-            earlier = None if ctx.force else self._earlier_output(sha, final, ctx.fingerprint_of(study))
+            earlier = None if ctx.force else self._earlier_output(sha, final, ctx.accepts(study))
             if earlier is not None and reuse_outputs(ctx, study, sha, earlier, final):
                 return StudyOutcome(study, "reused", note=f"outputs of {earlier.name} reused (same input bytes)",
                                     wall_seconds=time.perf_counter() - started)
@@ -285,7 +291,7 @@ class StudyWorker:
         archive that stalled between images, or at a transport stream's packet boundary, reads cleanly), unless its
         files are as its complete results record them (rev84 #2); such results of an earlier version stay listed."""
         age = seconds_since_written(study.path, state)
-        if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.fingerprint_of(study), state):
+        if age is None or age >= self.ctx.settle_seconds or unchanged_input_sha(final, self.ctx.accepts(study), state):
             return None
         if not self.ctx.force and unchanged_failure(self.ctx, study, state) is not None:
             return None  # failed on these very files: "not decoded again", as without --settle (rev85 #5)
@@ -298,7 +304,7 @@ class StudyWorker:
         return StudyOutcome(study, "pending", error=note + ("; the results listed are of its earlier version" if earlier else ""),
                             warning=note, earlier=earlier, wall_seconds=time.perf_counter() - started)
 
-    def _earlier_output(self, sha: str, final: Path, fingerprint: str) -> Path | None:
+    def _earlier_output(self, sha: str, final: Path, fingerprints: tuple[str, ...]) -> Path | None:
         """A complete output of the same input bytes and pipeline under another id: the study was
         moved or renamed in the archive (its id comes from its path), or is a copy. The index is made
         once per worker, at its first study that needs scoring (with several workers it may include
@@ -316,8 +322,8 @@ class StudyWorker:
                         self._outputs_by_input.setdefault((run["input"]["sha256"], made), run_file.parent)
                 except (OSError, ValueError, KeyError, TypeError, AttributeError):
                     continue
-        folder = self._outputs_by_input.get((sha, fingerprint))
-        if folder is None or folder == final or completed_run(folder, sha, fingerprint) is None:
+        folder = next((found for print_ in fingerprints if (found := self._outputs_by_input.get((sha, print_)))), None)
+        if folder is None or folder == final or completed_run(folder, sha, fingerprints) is None:
             return None
         return folder
 
