@@ -179,6 +179,17 @@ def _other_numerics(machine, backends) -> str | None:
     return f"a CPU {lead} (" + "; ".join(f"{NUMERICS[k]}: {said(theirs[k])} there, {said(here[k])} here" for k in keys) + ")"
 
 
+def _within_cpus(tuning: dict) -> tuple[dict, str | None]:
+    """``tuning`` with its streams x threads within this machine's CPUs, and a warning when they were cut (QA 91 #1: a
+    report from a 64-core machine ran 64 threads on 2 cores, 57x slower, said only by run.json's reason)."""
+    cpus, streams, threads = max(1, cpu_machine()["cpus"] or 1), tuning.get("streams", 1), tuning.get("threads", 1)
+    if streams * threads <= cpus:
+        return tuning, None
+    fitted = {**tuning, "streams": min(streams, cpus), "threads": max(1, cpus // min(streams, cpus))}
+    return fitted, (f"{BACKENDS_FILE} runs {streams} stream(s) of {threads} thread(s), more than this machine's {cpus} CPU(s): "
+                    f"{fitted['streams']} of {fitted['threads']} run here (`triage optimize` on this machine measures its own)")
+
+
 def _measured_on(report: dict) -> str:
     """Where a report's speeds were measured, when that is not this machine: another CPU model, core count or
     features (rev37: two machines may share the generic name "Intel(R) Xeon(R) Processor"); "" when it is this one."""
@@ -280,7 +291,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on {other}; "
                             "its scores may differ from fp32 here (run `triage optimize` on this machine)")
         if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
-            choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
+            choice["tuning"], cut = _within_cpus(candidate["tuning"])  # (a rejected one asked for by name runs as measured: QA 21,
+            warnings += [cut] if cut else []  # 3x slower untuned)
             if explicit and (where := _measured_on(report)):  # QA 60 #4: the auto reason said it, --backend's did not
                 choice["reason"] = f"{reason}, with the run size and threads {BACKENDS_FILE} measured fastest{where}"
         if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict) and "skipped" not in candidate:  # what "identical events" held for

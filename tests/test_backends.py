@@ -227,6 +227,17 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
         "requested with --backend, with the run size and threads backends.json measured fastest, measured on "
         f"{here['processor']} with 64 CPU(s) and {features}, not this machine")
     assert choose(here, "ort-int8")["reason"] == "requested with --backend"
+    # QA 91 #1: a report of a 64-core machine ran its 64 threads on this one's cores (57x slower, said in run.json only)
+    fastest["tuning"] = {"batch_size": 4, "threads": 64, "streams": 1}
+    cut = choose({**here, "cpus": 64})
+    cpus = here["cpus"]
+    assert cut["tuning"] == {"batch_size": 4, "threads": cpus, "streams": 1} and cut["warnings"] == [
+        f"backends.json runs 1 stream(s) of 64 thread(s), more than this machine's {cpus} CPU(s): 1 of {cpus} run here "
+        "(`triage optimize` on this machine measures its own)"]
+    fastest["tuning"] = {"batch_size": 4, "threads": 2, "streams": 2 * cpus}
+    assert choose({**here, "cpus": 64}, "ort-int8")["tuning"] == {"batch_size": 4, "threads": 1, "streams": cpus}
+    fastest["tuning"] = {"batch_size": 4, "threads": 1, "streams": cpus}
+    assert "warnings" not in choose({**here, "cpus": 64})  # within this machine's CPUs: as measured
     older = choose({"processor": "x86_64", "cpu_capability": "AVX512", "openvino_native_bf16": here["native_bf16"]})  # the shipped format
     assert older["backend"].endswith("fp32") and older["warnings"][0].startswith(
         "backends.json checked ort-int8 on a CPU whose arithmetic is not recorded (int8 dot products (VNNI or AMX): not recorded there")
