@@ -22,10 +22,11 @@ def read_json(path: str | Path) -> Any:
             review rev50: a FIFO named run.json or .batch.lock hung the night).
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):  # before open(): a folder there said "[Errno 21] Is a directory: 3" (QA 91 #8)
+        os.close(fd)
+        raise ValueError("not a regular file")
     with open(fd, "rb") as fh:
-        found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            raise ValueError("not a regular file")
         if found.st_size > MAX_JSON_BYTES:
             raise ValueError(f"{found.st_size:,} bytes, more than any file of the tool's holds")
         data = fh.read(MAX_JSON_BYTES + 1)

@@ -662,6 +662,14 @@ def test_device_names():
             device_name("cuda:1")
 
 
+def test_a_folder_where_a_json_file_belongs_is_named_not_a_regular_file(tmp_path):
+    """QA 91 #8: a backends.json that is a folder was 'unreadable ([Errno 21] Is a directory: 3)', the 3 a file descriptor."""
+    from capsule_triage.json_files import read_json
+
+    with pytest.raises(ValueError, match="^not a regular file$"):
+        read_json(tmp_path)
+
+
 def _with_report(folder, tmp_path, report_text: str):
     copy = tmp_path / "w"
     shutil.copytree(folder, copy)
