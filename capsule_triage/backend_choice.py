@@ -268,8 +268,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
         requested, reason = runnable[0], (f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} "
                                           f"frames/s{_measured_on(report)})")  # QA 42: another machine's figure read as this one's
-        if runnable[0] != fastest_first[0]:
-            reason += " that runs here (faster ones need an engine or a CPU feature this machine lacks)"
+        if runnable[0] != fastest_first[0]:  # QA 91 #6: a faster one left out for its missing file was put down to the machine
+            faster = fastest_first[:fastest_first.index(runnable[0])]
+            lacking = sorted({onnx_file(k) for k in faster if k in missing})
+            why = [*(["an engine or a CPU feature this machine lacks"] if any(k not in missing for k in faster) else []),
+                   *([f"{', '.join(lacking)}, not in {weights_dir}"] if lacking else [])]
+            reason += f" that runs here (faster ones need {' or '.join(why)})"
     else:
         reason = "requested with --backend"
     choice = {"backend": requested, "reason": reason}

@@ -804,6 +804,8 @@ def test_rejected_fp32_onnx_backends_warn_and_a_changed_preprocessing_refuses_th
     line = next(w for w in choice["warnings"] if w.startswith("backends.json accepts ort-fp32"))  # and ov-fp32, if accepted: one file
     assert choice["backend"] != "ort-fp32" and line.endswith(f", but {bare} lacks model.fp32.onnx: left out (copy the .onnx files with "
                                                              "the weights, or run `triage optimize`)"), line
+    assert choice["reason"].endswith(f" that runs here (faster ones need model.fp32.onnx, not in {bare})"), choice  # QA 91 #6: not
+    # "an engine or a CPU feature this machine lacks"
     result = triage("run", DEMO_CLIP, "--weights", bare, "--out", tmp_path / "bare_run", "--quiet", "--no-report")
     assert result.returncode == 0 and f"Warning: {line}" in result.stderr, result.stderr
 
