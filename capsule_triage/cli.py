@@ -16,6 +16,7 @@ import typer
 
 from .cli_batch import EXIT_INTERRUPTED, frame_rate, output_folder  # Ctrl-C or SIGTERM, for every command
 from .errors import InputError, TriageError, one_line
+from .run_options import MAX_BATCH_SIZE
 
 app = typer.Typer(
     add_completion=False,
@@ -84,7 +85,7 @@ def run(
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
     backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: the fastest backend `triage optimize` accepted for these weights on this kind of device (fp16 on a GPU, once checked there), else torch-fp32.")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of a frame folder (default: its own timestamps.csv if it has one, else 2.0, the preset's).")] = None,

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import TriageError
+from .run_options import MAX_BATCH_SIZE
 
 EXIT_STUDY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -54,7 +55,7 @@ def batch_command(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
     skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch: a path relative to INPUT_DIR ('day3/broken.mp4', 'scratch') or, with * or ?, a pattern ('*.avi'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,
     settle: Annotated[float, typer.Option("--settle", min=0.0, metavar="SECONDS", help="A study any of whose files was written less than SECONDS before the batch reads it is left for a later run (pending: a copy still coming in). For a night fed by copies into the archive, e.g. 600; 0 (default): only a study that fails while its files change is held back.")] = 0.0,

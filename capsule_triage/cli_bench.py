@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import TriageError
+from .run_options import MAX_BATCH_SIZE
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
-        batch_size: Annotated[Optional[int], typer.Option(min=1, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage. Decode-only and end to end also run the whole VIDEO once first (a warm-up) and at least once timed, so a long VIDEO takes at least four passes whatever this says.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
         decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,

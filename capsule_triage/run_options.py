@@ -28,6 +28,8 @@ PROCESS_MIN_FRAMES = 1000  # "auto" decodes sources at least this long in a chil
 DECODE_IN = ("auto", "process", "thread")
 
 
+MAX_BATCH_SIZE = 1024  # frames in one decoded batch: at 384 px 450 MB of uint8 (QA 91 #2: bench tiled 100,000 frames, 15 GB)
+
 @dataclass
 class RunOptions:
     """Per-run settings (CLI flags); None = the preset's value.
@@ -100,7 +102,8 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         if not isinstance(value, kind):  # QA 58 #7: arguments swapped gave "'Pipeline' object has no attribute 'config'"
             raise ValueError(f"{name} must be a {kind.__name__} ({how}), got {type(value).__name__}")
     checks = [
-        ("--batch-size", options.batch_size, _whole(options.batch_size, 1), "a whole number >= 1"),
+        ("--batch-size", options.batch_size, _whole(options.batch_size, 1) and (options.batch_size or 1) <= MAX_BATCH_SIZE,
+         f"a whole number from 1 to {MAX_BATCH_SIZE}"),
         ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
         ("--top-k", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),
         ("--fps", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and 0 < options.folder_fps < math.inf),

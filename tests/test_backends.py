@@ -399,6 +399,10 @@ def test_bench_times_the_model_on_the_read_batches_a_run_scores(random_weights):
     classifier.backend.batch_size = 4
     result = bench.bench(DEMO_CLIP, pipeline, classifier, batch_size=3, min_seconds=0.1)
     assert (result["batch_size"], result["run_batch_size"], result["model_frames_per_call"]) == (3, 4, 3)
+    with pytest.raises(ValueError, match="^batch_size must be a whole number from 1 to 1024, got 100000$"):  # QA 91 #2: the clip's
+        bench.bench(DEMO_CLIP, pipeline, classifier, batch_size=100_000, min_seconds=0.1)  # 64 frames tiled to 100,000 (15 GB)
+    result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--batch-size", "100000")
+    assert result.returncode == 2 and "Invalid value for '--batch-size'" in result.stderr and "1024" in result.stderr
 
 
 def test_bench_json_schema(random_weights, tmp_path):

@@ -20,10 +20,11 @@ def bleeding(random_weights):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(batch_size=-4), "--batch-size must be a whole number >= 1, got -4"),
-    (dict(batch_size=2.5), "--batch-size must be a whole number >= 1, got 2.5"),
-    (dict(batch_size="8"), "--batch-size must be a whole number >= 1, got '8'"),
-    (dict(batch_size=0), "--batch-size must be a whole number >= 1, got 0"),
+    (dict(batch_size=-4), "--batch-size must be a whole number from 1 to 1024, got -4"),
+    (dict(batch_size=2.5), "--batch-size must be a whole number from 1 to 1024, got 2.5"),
+    (dict(batch_size="8"), "--batch-size must be a whole number from 1 to 1024, got '8'"),
+    (dict(batch_size=0), "--batch-size must be a whole number from 1 to 1024, got 0"),
+    (dict(batch_size=100_000), "--batch-size must be a whole number from 1 to 1024, got 100000"),  # QA 91 #2: every frame in memory
     (dict(threshold="0.3"), "--threshold must be a number in [0, 1], got '0.3'"),
     (dict(threshold=float("nan")), "--threshold must be a number in [0, 1], got nan"),
     (dict(top_k=-1), "--top-k must be a whole number >= 0, got -1"),
