@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import inference_threads
 from .classifier import Classifier
-from .cpu_info import OtherLoad, machine
+from .cpu_info import LOADED_SHARE, OtherLoad, machine
 from .frames import DecodeStats
 from .memory import peak_rss_mb
 from .pipeline import RunOptions, model_read_options, read_batch_size, triage_study
@@ -26,7 +26,6 @@ from .reader import read_frames
 from .versions import package_versions
 
 BENCH_SCHEMA_VERSION = 1
-LOADED_SHARE = 0.1  # other processes using more than this share of the CPUs bench runs on while it measures: said
 
 
 SIZING_MIN_FRAMES = 1000  # an input shorter than this is said to be too short to size a machine (per-study work weighs)

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
-        from .optimize import TUNE_BATCH_SIZES, calibration_warning, parse_sizes
+        from .optimize import TUNE_BATCH_SIZES, calibration_warning, load_warning, parse_sizes
         from .optimize import optimize as run_optimize
         from .presets import load_pipeline, preset_for_weights
 
@@ -105,6 +105,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Interrupted; {Path(weights) / 'backends.json'} is removed until `triage optimize` completes "
                        "(--backend auto uses torch-fp32 meanwhile).", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        if warning := calibration_warning(report):
-            typer.echo(printable(f"Warning: {warning}"), err=True)
+        for warning in (calibration_warning(report), load_warning(report)):
+            if warning:
+                typer.echo(printable(f"Warning: {warning}"), err=True)
         typer.echo(printable(f"Wrote {Path(weights) / 'backends.json'}"))

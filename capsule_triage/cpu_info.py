@@ -90,6 +90,9 @@ def _own_cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
+LOADED_SHARE = 0.1  # other processes using more than this share of the CPUs a measurement ran on: said (bench, optimize)
+
+
 class OtherLoad:
     """How many CPUs' worth other processes (or a virtual machine's host) used of the CPUs this process may run on
     (its affinity, ``cpus``; ``machine()["cpus"]``) while it measured (QA 76 #3): a window of uniform load slows every

@@ -25,7 +25,7 @@ from .backend_choice import graph_sha256
 from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
-from .cpu_info import bf16_emulated
+from .cpu_info import LOADED_SHARE, OtherLoad, bf16_emulated
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
 from .errors import WeightsError
@@ -153,6 +153,29 @@ def uncertain_frames(reference: list[np.ndarray], abnormal_indices) -> int:
 
 
 MIN_UNCERTAIN = 10  # fewer uncertain check frames than this: the check proves nothing about a lower precision
+
+
+def _timed_under_load(timing: Callable[[], dict]) -> dict:
+    """``timing()``'s row with ``other_processes_cpus``: the CPUs' worth other processes used while it ran (None: not known;
+    :class:`~capsule_triage.cpu_info.OtherLoad`)."""
+    load = OtherLoad()
+    row = timing()
+    others = load.cores()
+    return {**row, "other_processes_cpus": None if others is None else round(others, 2)}
+
+
+def load_warning(report: dict) -> str | None:
+    """A warning when other processes used more than :data:`~capsule_triage.cpu_info.LOADED_SHARE` of the CPUs while
+    candidates were timed (QA 91 #4: a loaded run timed ov-fp32 at a third of its speed, and ``--backend auto`` ranks
+    by these figures until the next optimize)."""
+    cpus = report.get("machine", {}).get("cpus") or 1
+    loaded = {name: row["other_processes_cpus"] for name, row in report["candidates"].items()
+              if isinstance(row.get("other_processes_cpus"), (int, float)) and row["other_processes_cpus"] > LOADED_SHARE * cpus}
+    if not loaded:
+        return None
+    return (f"other processes (or the virtual machine's host) used up to {max(loaded.values()):.2f} of the {cpus} CPUs while "
+            f"{', '.join(loaded)} {'were' if len(loaded) > 1 else 'was'} timed (/proc/stat): {'their' if len(loaded) > 1 else 'its'} "
+            f"frames/s, which --backend auto ranks by, are likely low; run `triage optimize` again on an idle machine")
 
 
 def calibration_warning(report: dict) -> str | None:
@@ -331,7 +354,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
             "events_identical": bool(identical),
             **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
-            **tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes),
+            **_timed_under_load(lambda: tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes)),
         }
         if progress:
             progress(candidate_line(name, report["candidates"][name]))

@@ -477,6 +477,17 @@ def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized
         assert done.returncode == 2 and done.stderr.strip() == ("Error: --tune-batch-sizes: give whole numbers from 1 to 256 separated "
                                                                 f"by commas (e.g. 1,4,16), got {sizes!r}"), done.stderr
     assert json.loads((folder / "backends.json").read_text()) == report  # refused before anything was touched
+    from capsule_triage.optimize import load_warning
+
+    # QA 91 #4: other processes' use of the CPUs while each candidate was timed is recorded, and said when it was high
+    assert all("other_processes_cpus" in row for row in report["candidates"].values() if "measured" in row)
+    cpus = report["machine"]["cpus"]
+    loaded = {**report, "candidates": {"ov-fp32": {"other_processes_cpus": 0.6 * cpus}, "ort-fp32": {"other_processes_cpus": 0.0},
+                                       "ov-int8": {"other_processes_cpus": None}}}
+    assert load_warning(loaded) == (f"other processes (or the virtual machine's host) used up to {0.6 * cpus:.2f} of the {cpus} CPUs "
+                                    "while ov-fp32 was timed (/proc/stat): its frames/s, which --backend auto ranks by, are likely "
+                                    "low; run `triage optimize` again on an idle machine")
+    assert load_warning({**loaded, "candidates": {"ov-fp32": {"other_processes_cpus": 0.0}}}) is None
     for name in TOLERANCE:
         row = report["candidates"][name]
         settings = {(m["batch_size"], m["threads"], m["streams"]) for m in row["measured"]}
