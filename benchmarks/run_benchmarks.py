@@ -31,7 +31,7 @@ from naive import naive_fps  # noqa: E402
 
 from capsule_triage import load_classifier, load_pipeline  # noqa: E402
 from capsule_triage.bench import bench  # noqa: E402
-from capsule_triage.cpu_info import machine  # noqa: E402
+from capsule_triage.cpu_info import LOADED_SHARE, OtherLoad, machine  # noqa: E402
 from capsule_triage.model_config import ModelConfig  # noqa: E402
 from capsule_triage.optimize import optimize  # noqa: E402
 from capsule_triage.versions import package_versions  # noqa: E402
@@ -87,9 +87,15 @@ def compare(args) -> dict:
 
             # The naive loop before and after capsule_triage's stages, so that a slow or fast spell of the
             # machine weighs on both sides of the ratio.
+            load = OtherLoad()  # QA 91 #3: the naive loop (PyTorch's threads on every core) collapses under load, ours less
             before = naive()
             row = bench(clip, pipeline, classifier, min_seconds=args.seconds)  # batch and threads as `triage optimize` tuned them
             after = naive()
+            others = load.cores()
+            row["other_processes_cpus_row"] = None if others is None else round(others, 2)
+            if others is not None and others > LOADED_SHARE * load.cpus:
+                row["warnings"] = [*row.get("warnings", []), f"other processes used {others:.2f} of the {load.cpus} CPUs over this row "
+                                   "(naive loop included): the ratio to the naive loop is not this machine's; run on an idle machine"]
             row["naive_fps_before_after"] = [round(before, 2), round(after, 2)]
             row["naive_fps"] = round((before + after) / 2, 2)
             row["speedup_vs_naive"] = round(row["fps"]["end_to_end"] / row["naive_fps"], 2)
@@ -97,6 +103,8 @@ def compare(args) -> dict:
             rows.append(row)
             print(f"{name:34s} {clip_name:26s} naive {row['naive_fps']:7.1f}  e2e {row['fps']['end_to_end']:7.1f} "
                   f"({row['backend']})  x{row['speedup_vs_naive']}", flush=True)
+            for warning in row.get("warnings", []):  # in the JSON only before (QA 91 #3)
+                print(f"  Warning: {warning}", flush=True)
     return {"rows": rows}
 
 
