@@ -205,7 +205,7 @@ def _measured_on(report: dict) -> str:
 
 
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
-                   rank_params: dict | None = None) -> dict:
+                   rank_params: dict | None = None, threads: int | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
 
     ``auto``: on CUDA, torch fp16 autocast if ``triage optimize`` on a GPU accepted it, else fp32; on
@@ -215,6 +215,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
     ``model_sha256``: the digest of the folder's model.safetensors if the caller computed it already.
     ``rank_params``: the run's event settings; where they differ from those of the check, ``auto``
     takes only fp32 backends (the check's "identical events" held for its settings), with a warning.
+    ``threads``: the caller's inference threads, which replace the measured layout (None: an ONNX backend's measured
+    streams x threads, cut to this machine's CPUs).
     """
     explicit = requested != "auto"
     if requested != "auto" and requested not in BACKENDS:
@@ -295,8 +297,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             warnings.append(f"{requested} was checked against fp32 in {BACKENDS_FILE} on {other}; "
                             "its scores may differ from fp32 here (run `triage optimize` on this machine)")
         if "tuning" in candidate and (candidate["accepted"] or explicit):  # run size and threads measured fastest by `triage optimize`
-            choice["tuning"], cut = _within_cpus(candidate["tuning"])  # (a rejected one asked for by name runs as measured: QA 21,
-            warnings += [cut] if cut else []  # 3x slower untuned)
+            choice["tuning"] = candidate["tuning"]  # (a rejected one asked for by name runs as measured: QA 21, 3x slower untuned)
+            if onnx_file(requested) and not threads:  # the layout that runs (torch's threads are the process's: rev87 #2)
+                choice["tuning"], cut = _within_cpus(candidate["tuning"])
+                warnings += [cut] if cut else []
             if explicit and (where := _measured_on(report)):  # QA 60 #4: the auto reason said it, --backend's did not
                 choice["reason"] = f"{reason}, with the run size and threads {BACKENDS_FILE} measured fastest{where}"
         if not requested.endswith("fp32") and isinstance(report.get("rank_params"), dict) and "skipped" not in candidate:  # what "identical events" held for

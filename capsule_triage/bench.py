@@ -6,6 +6,7 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
+import numbers
 import tempfile
 import time
 from dataclasses import replace
@@ -65,10 +66,11 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     video = Path(video)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = OtherLoad()
-    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:  # before its frames are tiled to it (QA 91 #2)
+    if batch_size is not None and not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+                                       and 1 <= batch_size <= MAX_BATCH_SIZE):  # before its frames are tiled to it (QA 91 #2)
         raise ValueError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}")
-    batch_size = read_batch_size(pipeline.read.batch_size, classifier, batch_size)
-    read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=batch_size)),  # as `triage run` reads
+    given, batch_size = batch_size, read_batch_size(pipeline.read.batch_size, classifier, batch_size)
+    read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=given)),  # as `triage run` reads
                    decoder_threads=decoder_threads or pipeline.read.decoder_threads)
     device = classifier.device
 
@@ -80,8 +82,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     runs: list[dict] = []  # run.json of every end-to-end pass, the first being _timed's warm-up
     with tempfile.TemporaryDirectory() as tmp:
         def end_to_end() -> int:
-            options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=batch_size, decode_in=decode_in,
-                                 decoder_processes=decoder_processes)
+            options = RunOptions(out=Path(tmp) / "out", force=True, batch_size=given, decode_in=decode_in,  # rev87 #1: not the
+                                 decoder_processes=decoder_processes)  # rounded size, which may pass --batch-size's bound
             runs.append(triage_study(video, pipeline, classifier, options).run)
             return runs[-1]["frames_decoded"]
 

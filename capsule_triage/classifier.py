@@ -87,7 +87,8 @@ class Classifier:
         self.weights_path = str(Path(weights_dir or weights_file).absolute()) if weights_dir or weights_file else None
         self.intended_use = use_beside(weights_dir)  # kept in run.json: the page needs it after the folder moves
         self.threads = threads
-        self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id), auto_device_note(device))
+        self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id, threads=threads),
+                                             auto_device_note(device))
         name = self.selection["backend"]
         tuning = self.selection.get("tuning", {})
         self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
@@ -139,7 +140,7 @@ class Classifier:
         device, device_note = device_name(device), auto_device_note(device)
         events = asdict(rank(folder_config(weights_dir, base_config))) if rank is not None and weights_dir is not None else None
         selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),
-                                          rank_params=events), device_note)
+                                          rank_params=events, threads=threads), device_note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
         else:

@@ -269,7 +269,8 @@ def evaluate(
             config.save(Path(weights) / CONFIG_NAME)
             if model_card is None:
                 refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
-        result["weights_sha256"] = weights_sha256(weights)  # after a new threshold: the id run.json will record (QA 20)
+        result["weights_sha256"] = weights_sha256(weights, {**weights_digests(weights), WEIGHTS_NAME: tensors})  # after a new
+        # threshold: the id run.json will record (QA 20), of the tensors measured (rev87 #5)
         result["tensors_sha256"] = tensors  # the card's sections name what they measured (QA 89 #1)
         if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
             with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:

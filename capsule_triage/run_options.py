@@ -28,7 +28,8 @@ PROCESS_MIN_FRAMES = 1000  # "auto" decodes sources at least this long in a chil
 DECODE_IN = ("auto", "process", "thread")
 
 
-MAX_BATCH_SIZE = 1024  # frames in one decoded batch: at 384 px 450 MB of uint8 (QA 91 #2: bench tiled 100,000 frames, 15 GB)
+MAX_BATCH_SIZE = 1024  # frames per decoded batch a user or preset may ask for: at 384 px 450 MB of uint8 (QA 91 #2: bench
+# tiled 100,000 frames, 15 GB); a preset's size rounded up to the backend's tuned call (streams x run size) may exceed it
 
 @dataclass
 class RunOptions:

@@ -20,7 +20,7 @@ from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
 from capsule_triage.cpu_info import numerics
-from capsule_triage.optimize import MIN_UNCERTAIN, candidate_line, check_summary, skipped
+from capsule_triage.optimize import MIN_UNCERTAIN, candidate_line, check_summary, load_warning, skipped
 from conftest import DEMO_CLIP, MIXED_CLIP, SHIPPED_WEIGHTS as REPO_WEIGHTS, needs_shared, triage
 
 pytestmark = needs_shared
@@ -55,9 +55,11 @@ def optimized(probe_weights, tmp_path_factory):
         f"(at least {said_each} each at fp32's speed):", *(candidate_line(name, row) for name, row in report["candidates"].items()),
         f"Wrote {folder / 'backends.json'}"]
     # QA 31: int8 calibrated (by default) on the frames its check scores was said nowhere
-    assert result.stderr.strip().splitlines()[-1] == (f"Warning: int8 was calibrated on frames the agreement check scores ({MIXED_CLIP.name}), "
-                                                      "so its check is optimistic; --calibration with frames apart from them (training "
-                                                      "frames) is the honest choice")
+    warnings = result.stderr.strip().splitlines()  # then, on a loaded machine, the load warning (rev87 #3: not last, then)
+    assert warnings[-1 - any(w.startswith("Warning: other processes") for w in warnings)] == (
+        f"Warning: int8 was calibrated on frames the agreement check scores ({MIXED_CLIP.name}), "
+        "so its check is optimistic; --calibration with frames apart from them (training frames) is the honest choice")
+    assert [w == f"Warning: {load_warning(report)}" for w in warnings if w.startswith("Warning: other processes")] in ([], [True])
     return folder, report
 
 
@@ -238,6 +240,11 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     assert choose({**here, "cpus": 64}, "ort-int8")["tuning"] == {"batch_size": 4, "threads": 1, "streams": cpus}
     fastest["tuning"] = {"batch_size": 4, "threads": 1, "streams": cpus}
     assert "warnings" not in choose({**here, "cpus": 64})  # within this machine's CPUs: as measured
+    fastest["tuning"] = {"batch_size": 4, "threads": 64, "streams": 1}  # rev87 #2: --threads (or a batch's workers) replaces the
+    (copy / "backends.json").write_text(json.dumps(dict(report, machine={**here, "cpus": 64}, candidates={  # layout; torch's threads
+        **report["candidates"], "ort-int8": fastest, "torch-fp32": dict(report["candidates"]["torch-fp32"], tuning=fastest["tuning"])})))
+    assert "warnings" not in choose_backend("ort-int8", "cpu", copy, report["weights_sha256"], threads=1)  # are the process's:
+    assert "warnings" not in choose_backend("torch-fp32", "cpu", copy, report["weights_sha256"])  # neither is cut
     older = choose({"processor": "x86_64", "cpu_capability": "AVX512", "openvino_native_bf16": here["native_bf16"]})  # the shipped format
     assert older["backend"].endswith("fp32") and older["warnings"][0].startswith(
         "backends.json checked ort-int8 on a CPU whose arithmetic is not recorded (int8 dot products (VNNI or AMX): not recorded there")
@@ -388,7 +395,7 @@ def test_bench_says_when_other_processes_slowed_every_stage(random_weights):
                     "measure again on an idle machine"], result["warnings"]
 
 
-def test_bench_times_the_model_on_the_read_batches_a_run_scores(random_weights):
+def test_bench_times_the_model_on_the_read_batches_a_run_scores(random_weights, monkeypatch):
     """QA 76 #4: with --batch-size 3 and a backend tuned to runs of 4, model-only repeated each read batch to a run and
     counted 4 frames a call, where every run of `triage run` scores 3 (OpenVINO pads the fourth)."""
     import capsule_triage.bench as bench
@@ -399,8 +406,15 @@ def test_bench_times_the_model_on_the_read_batches_a_run_scores(random_weights):
     classifier.backend.batch_size = 4
     result = bench.bench(DEMO_CLIP, pipeline, classifier, batch_size=3, min_seconds=0.1)
     assert (result["batch_size"], result["run_batch_size"], result["model_frames_per_call"]) == (3, 4, 3)
-    with pytest.raises(ValueError, match="^batch_size must be a whole number from 1 to 1024, got 100000$"):  # QA 91 #2: the clip's
-        bench.bench(DEMO_CLIP, pipeline, classifier, batch_size=100_000, min_seconds=0.1)  # 64 frames tiled to 100,000 (15 GB)
+    for wrong in (100_000, 2.5, "8"):  # QA 91 #2: the clip's 64 frames tiled to 100,000 (15 GB)
+        with pytest.raises(ValueError, match=f"^batch_size must be a whole number from 1 to 1024, got {re.escape(repr(wrong))}$"):
+            bench.bench(DEMO_CLIP, pipeline, classifier, batch_size=wrong, min_seconds=0.1)
+    from capsule_triage import run_options
+
+    monkeypatch.setattr(run_options, "MAX_BATCH_SIZE", 16)  # rev87 #1: a backend tuned to calls past the bound (64 streams x 32
+    classifier.batch_size = 32  # on a server): the preset's size, rounded up to a call, was refused as if given as --batch-size
+    result = bench.bench(DEMO_CLIP, pipeline, classifier, min_seconds=0.1)
+    assert result["batch_size"] == 32 and result["fps"]["end_to_end"] > 0
     result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--batch-size", "100000")
     assert result.returncode == 2 and "Invalid value for '--batch-size'" in result.stderr and "1024" in result.stderr
 
@@ -477,8 +491,6 @@ def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized
         assert done.returncode == 2 and done.stderr.strip() == ("Error: --tune-batch-sizes: give whole numbers from 1 to 256 separated "
                                                                 f"by commas (e.g. 1,4,16), got {sizes!r}"), done.stderr
     assert json.loads((folder / "backends.json").read_text()) == report  # refused before anything was touched
-    from capsule_triage.optimize import load_warning
-
     # QA 91 #4: other processes' use of the CPUs while each candidate was timed is recorded, and said when it was high
     assert all("other_processes_cpus" in row for row in report["candidates"].values() if "measured" in row)
     cpus = report["machine"]["cpus"]

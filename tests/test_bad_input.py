@@ -529,6 +529,7 @@ def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
     ('border_radius = "0.89"', "", "[model] border_radius must be a number, got '0.89'"),
     ("", 'batch_size = "32"', "[reader] batch_size must be a whole number >= 1, got '32'"),
     ("", "batch_size = 0", "[reader] batch_size must be a whole number >= 1, got 0"),
+    ("", "batch_size = 100000", "[reader] batch_size must be a whole number from 1 to 1024, got 100000"),  # rev87 #4
     ("", 'decoder_threads = "two"', "[reader] decoder_threads must be a whole number >= 1, got 'two'"),
     ("", "folder_fps = 0", "[reader] folder_fps must be a finite number > 0, got 0"),
     ("", "short_side = 100", "[reader] unknown key(s) ['short_side']; known: ['batch_size', 'decoder_threads', 'folder_fps']"),

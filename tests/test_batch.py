@@ -1921,6 +1921,12 @@ def test_a_night_s_fps_rescores_the_frame_folders_and_leaves_the_videos(random_w
     (out / video / "run.json").write_text(json.dumps(video_run))
     result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
     assert "2 studies: 0 ok, 2 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    # rev87 #6: and they are given the video's own print, so that a night of another --fps does not score them again then
+    assert json.loads((out / video / "run.json").read_text())["batch"]["pipeline_fingerprint"] == json.loads(made[video])["batch"][
+        "pipeline_fingerprint"]
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "3")
+    assert "2 studies: 1 ok, 1 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
     metadata = pq.read_schema(out / "studies.parquet").metadata
     assert metadata[b"video_pipeline_fingerprint"].decode() == json.loads(made[video])["batch"]["pipeline_fingerprint"]
     assert metadata[b"pipeline_fingerprint"].decode() == frames["batch"]["pipeline_fingerprint"]

@@ -42,13 +42,18 @@ def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict, stat
     a copied or touched archive), so that later runs skip it unread. Only a state that held while the
     bytes were hashed is recorded (a hash taken before the state changed would have a file replaced
     since skipped with stale results for good): ``hashed_under_state`` says the hash that found the
-    study was, else it is hashed again here; best effort."""
-    if state_digest(state) == run["input"].get("state_sha256") or settled_state_digest(state) is None:
-        return
-    if not hashed_under_state and hashed_state(study.path) != (run["input"]["sha256"], state):
+    study was, else it is hashed again here; and the study's own print where it was taken at another it accepts (a video's
+    results from before videos had their own); best effort."""
+    updated = dict(run)
+    if run.get("batch", {}).get("pipeline_fingerprint") != ctx.fingerprint_of(study):  # taken at a print it accepts (rev87 #6:
+        updated["batch"] = {**run["batch"], "pipeline_fingerprint": ctx.fingerprint_of(study)}  # kept, another --fps rescored it)
+    if state_digest(state) != run["input"].get("state_sha256") and settled_state_digest(state) is not None and (
+            hashed_under_state or hashed_state(study.path) == (run["input"]["sha256"], state)):
+        updated["input"] = {**run["input"], "state_sha256": state_digest(state)}
+    if updated == run:
         return
     try:
-        write_json_atomic(final / RUN_FILE, {**run, "input": {**run["input"], "state_sha256": state_digest(state)}}, ctx.out_dir / WORK_DIR)
+        write_json_atomic(final / RUN_FILE, updated, ctx.out_dir / WORK_DIR)
     except OSError:  # e.g. a full disk: the study stays complete, it is hashed again next run
         pass
 
