@@ -1919,8 +1919,14 @@ def test_a_night_s_fps_rescores_the_frame_folders_and_leaves_the_videos(random_w
     video_run = json.loads((out / video / "run.json").read_text())
     video_run["batch"]["pipeline_fingerprint"] = frames["batch"]["pipeline_fingerprint"]
     (out / video / "run.json").write_text(json.dumps(video_run))
+    shutil.copy(tmp_path / "in" / "a.mp4", tmp_path / "in" / "0.mp4")  # a copy, before it in name order: reused from it
+    settled(tmp_path / "in" / "0.mp4")
     result = _batch(tmp_path / "in", out, random_weights, "--no-report", "--fps", "2")
-    assert "2 studies: 0 ok, 2 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    assert "3 studies: 0 ok, 2 skipped, 1 reused, 0 failed;" in result.stdout, (result.stdout, result.stderr)
+    copy = next(p for p in out.glob("0.mp4-*/run.json"))
+    assert json.loads(copy.read_text())["batch"]["pipeline_fingerprint"] == json.loads(made[video])["batch"]["pipeline_fingerprint"]
+    shutil.rmtree(copy.parent)
+    (tmp_path / "in" / "0.mp4").unlink()
     # rev87 #6: and they are given the video's own print, so that a night of another --fps does not score them again then
     assert json.loads((out / video / "run.json").read_text())["batch"]["pipeline_fingerprint"] == json.loads(made[video])["batch"][
         "pipeline_fingerprint"]

@@ -48,7 +48,7 @@ def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, fin
     run["source"] = {**run.get("source", {}), "path": path}
     _renamed(run, earlier_path, path)
     run["batch"] = {**run["batch"], "study_id": study.study_id, "relative_path": study.rel_path, "reused_from": earlier.name,
-                    "run_id": ctx.run_id}
+                    "run_id": ctx.run_id, "pipeline_fingerprint": ctx.fingerprint_of(study)}  # its own, where taken at another
     write_json_atomic(work / RUN_FILE, run, ctx.out_dir / WORK_DIR)  # a new file in place of the link
     if ctx.run.report:
         write_report(work, batch_index=True)  # replaces the linked pages by rename; index.html follows this run
