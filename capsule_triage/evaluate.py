@@ -32,7 +32,7 @@ from . import metrics
 from .training_images import INHERITED, overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
-from .digests import weights_digests, weights_sha256
+from .digests import file_sha256, weights_sha256
 from .eval_data import as_trained, real_groups, shared_groups_note, split_to_score, training_overlap
 from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
@@ -204,7 +204,7 @@ def evaluate(
         raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
                                     "classes, preprocessing or threshold to evaluate with")
     model, config = load_model(weights)
-    tensors = weights_digests(weights).get(WEIGHTS_NAME)  # what was loaded (rev86 #7: hashed after scoring, a resumed run's)
+    tensors = file_sha256(Path(weights) / WEIGHTS_NAME)  # what was loaded (rev86 #7: hashed after scoring, a resumed run's)
     model = model.to(where, memory_format=torch.channels_last)
     if border is not None:
         if target_sensitivity is not None:
@@ -269,8 +269,8 @@ def evaluate(
             config.save(Path(weights) / CONFIG_NAME)
             if model_card is None:
                 refresh_training_section(Path(weights), config, create=False)  # the threshold it states is the new one (QA 20)
-        result["weights_sha256"] = weights_sha256(weights, {**weights_digests(weights), WEIGHTS_NAME: tensors})  # after a new
-        # threshold: the id run.json will record (QA 20), of the tensors measured (rev87 #5)
+        config_sha = file_sha256(Path(weights) / CONFIG_NAME)  # after a new threshold: the id run.json will record (QA 20), of
+        result["weights_sha256"] = weights_sha256(weights, {CONFIG_NAME: config_sha, WEIGHTS_NAME: tensors})  # the tensors measured
         result["tensors_sha256"] = tensors  # the card's sections name what they measured (QA 89 #1)
         if out_dir is not None:  # whole or not at all, and only over an earlier evaluation (QA 31: written into any folder)
             with StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES) as staging:
