@@ -187,7 +187,8 @@ def _within_cpus(tuning: dict) -> tuple[dict, str | None]:
         return tuning, None
     fitted = {**tuning, "streams": min(streams, cpus), "threads": max(1, cpus // min(streams, cpus))}
     return fitted, (f"{BACKENDS_FILE} runs {streams} stream(s) of {threads} thread(s), more than this machine's {cpus} CPU(s): "
-                    f"{fitted['streams']} of {fitted['threads']} run here (`triage optimize` on this machine measures its own)")
+                    f"{fitted['streams']} stream(s) of {fitted['threads']} thread(s) run here (`triage optimize` on this machine "
+                    "measures its own)")
 
 
 def _measured_on(report: dict) -> str:

@@ -103,7 +103,8 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
                       f"{f'; loss: {loss}' if loss else ''})."]
     if isinstance(base := training.get("init_weights"), dict):  # QA 89 #2: said only as a path in the command
         lines += ["", f"Fine-tuned from {base.get('name') or 'the weights'} (`{base.get('weights')}`, weights SHA-256 "
-                      f"{base.get('weights_sha256')}): their training data, its licence and their metrics are on their own model card."]
+                      f"{base.get('weights_sha256')}): their training data, its licence and their metrics are those their "
+                      "model card states, where they have one."]  # (rev88 #9: a loose file or BiT .npz has none)
     if isinstance(noted := training.get("data_warnings"), list) and noted:  # QA 56 #6: said on the console only before
         lines += ["", "Warnings about the training data (as training printed them):", *(f"- {note}" for note in map(str, noted))]
     if isinstance(curve := training.get("accuracy_curve"), dict):  # seed C's per-configuration figures (rev24)

@@ -91,7 +91,8 @@ class Classifier:
                                              auto_device_note(device))
         name = self.selection["backend"]
         tuning = self.selection.get("tuning", {})
-        self.batch_size = tuning.get("batch_size", 0) * tuning.get("streams", 1) or None  # frames per call to keep every stream busy
+        streams = 1 if threads else tuning.get("streams", 1)  # given threads run one stream (rev88 #2: batches for 64 were read)
+        self.batch_size = tuning.get("batch_size", 0) * streams or None  # frames per call to keep every stream busy
         if onnx_file(name):
             layout = {"threads": threads} if threads else {"threads": tuning.get("threads"), "streams": tuning.get("streams", 1)}
             try:

@@ -41,22 +41,24 @@ def _trained_on(data: str | Path, samples: list[Sample], config: ModelConfig) ->
     return bool((trained_on and same_data(trained_on, data)) or (digest and digest == samples_digest(training_validation(samples, config))))
 
 
-def _all_trained_on(samples: list[Sample], weights: str | Path, digests: dict | None) -> bool:
-    """Whether every one of ``samples`` has the bytes of a frame the weights were trained or validated on (QA 89 #3: a copy
-    of the training folder elsewhere was scored as held-out data, with a warning). ``digests``: as :func:`as_trained`'s."""
+def _all_trained_on(samples: list[Sample], weights: str | Path, digests: dict | None) -> set[str]:
+    """The recorded splits of ``samples`` when every one has the bytes of a frame the weights (or their ``--init``
+    weights: "init") were trained or validated on, else none (QA 89 #3: a copy of the training folder elsewhere was scored
+    as held-out data, with a warning). ``digests``: as :func:`as_trained`'s."""
     known = read_training_images(weights)
     if not known or not samples:
-        return False
-    hashed = {} if digests is None else digests
+        return set()
+    hashed, sides = ({} if digests is None else digests), set()
     for sample in samples:  # held-out data: stops at its first frame (rev86 #2: every image was read twice)
         try:
             if sample.path not in hashed:
                 hashed[sample.path] = image_digests([sample])[0]
         except OSError:  # an unreadable image: loading the frames names it
-            return False
-        if known.get(hashed[sample.path]) not in ("train", "val", INHERITED):  # its --init weights' frames too (rev86 #5)
-            return False
-    return True
+            return set()
+        if (side := known.get(hashed[sample.path])) not in ("train", "val", INHERITED):  # --init weights' too (rev86 #5)
+            return set()
+        sides.add(side)
+    return sides
 
 
 def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
@@ -116,7 +118,12 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
     source = read_samples(data)
     samples, unread = source.samples, source.messages()
     if split == "test" and not any(s.split for s in samples):
-        if _trained_on(data, samples, config) or _all_trained_on(samples, weights, digests):
+        trained = _trained_on(data, samples, config)
+        sides = set() if trained else _all_trained_on(samples, weights, digests)
+        if sides == {INHERITED}:
+            raise InputError(data, "its --init weights were trained on this data (every frame's bytes) and it has no 'test' split: "
+                                   "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic)")  # rev88 #5
+        if trained or sides:
             raise InputError(data, "the model was trained on this data (by its path, digest or every frame's bytes) and it has "
                                    "no 'test' split; evaluate held-out frames, --split val for the frames training held out for "
                                    "validation, or --split all to score it anyway (its metrics optimistic)")

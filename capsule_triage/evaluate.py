@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from . import metrics
-from .training_images import INHERITED, overlap_warning, read_training_images, threshold_chosen_on, write_threshold_images
+from .training_images import (INHERITED, inherited_digests, overlap_warning, read_training_images, threshold_chosen_on,
+                              write_threshold_images)
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
 from .digests import file_sha256, weights_sha256
@@ -235,7 +236,8 @@ def evaluate(
               **summarize(images.labels.numpy(), as_run_scores(probs, view, config), config, groups=images.groups, view=view),
               "versions": package_versions(), "host": host_record()}
     known = read_training_images(weights)  # by content; weights trained before the list existed: by path
-    overlap = (overlap_warning(known, select(samples, split), split, images.sha256) if known is not None
+    inherited = inherited_digests(weights)  # its --init weights' frames, whatever its own split of them (rev88 #1)
+    overlap = (overlap_warning(known, select(samples, split), split, images.sha256, inherited) if known is not None
                else training_overlap(select(samples, split), config, split))
     # QA 39: a threshold chosen on the frames scored (each frame counted); QA 65 #3: also by an earlier command
     chosen = set(chosen_on) if selection is not None else threshold_chosen_on(weights, config, known)  # (QA 83 #2: or by provenance)
@@ -244,7 +246,7 @@ def evaluate(
     tuned = (f"{tuned} of the {len(images.sha256)} frames scored ({split}) are frames the threshold was chosen on{chosen_in}: "
              "the figures at that threshold are optimistic" if tuned else None)
     patients = shared_groups_note(select(samples, split), chosen_groups, split, val_data) if val_data is not None else None  # QA 83 #1
-    learned = sum(known.get(d) in ("train", INHERITED) for d in chosen_on) if known else 0  # rev34: --val-data of training frames
+    learned = sum(known.get(d) in ("train", INHERITED) or d in inherited for d in chosen_on) if known else 0  # rev34: --val-data
     learned = (f"{learned} of the {len(chosen_on)} frames the threshold was chosen on ({val_data or data}) are this model's training "
                "frames: it fits frames the model learned, so its sensitivity on new frames may fall short of the target" if learned else None)
     elsewhere = (f"--device {where}: backend {backend} scores on the CPU (ONNX Runtime and OpenVINO); the GPU chose only the "

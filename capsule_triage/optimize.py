@@ -175,7 +175,7 @@ def load_warning(report: dict) -> str | None:
         return None
     return (f"other processes (or the virtual machine's host) used up to {max(loaded.values()):.2f} of the {cpus} CPUs while "
             f"{', '.join(loaded)} {'were' if len(loaded) > 1 else 'was'} timed (/proc/stat): {'their' if len(loaded) > 1 else 'its'} "
-            f"frames/s, which --backend auto ranks by, are likely low; run `triage optimize` again on an idle machine")
+            f"frames/s, by which --backend auto ranks the CPU backends, are likely low; run `triage optimize` again on an idle machine")
 
 
 def calibration_warning(report: dict) -> str | None:

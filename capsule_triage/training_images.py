@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .datasets import Sample
-from .digests import file_sha256, weights_sha256
+from .digests import file_sha256
 from .frame_folder import listed
+from .model_config import WEIGHTS_NAME
 from .outputs import written_whole
 
 if TYPE_CHECKING:
@@ -47,9 +48,10 @@ INHERITED = "init"  # the split of the frames the --init weights were trained or
 def inherited_images(init: str, record: dict | None) -> list[str]:
     """The SHA-256 of every frame an ``--init`` weights folder lists as trained or validated on (its inherited ones too),
     so that evaluating a fine-tune on its base model's training frames still says so; none for other ``--init``, nor
-    when the folder no longer holds the weights ``record`` (provenance ``init_weights``) names: replaced since a stopped
-    run began (rev86 #6)."""
-    if not record or not Path(init).is_dir() or weights_sha256(init) != record.get("weights_sha256"):
+    when the folder no longer holds the tensors ``record`` (provenance ``init_weights``) names: replaced since a stopped
+    run began (rev86 #6; its config.json may change: rev88 #3)."""
+    tensors = Path(init) / WEIGHTS_NAME
+    if not record or not tensors.is_file() or file_sha256(tensors) != record.get("tensors_sha256"):
         return []
     known = read_training_images(init)
     return sorted(known) if known else []
@@ -97,12 +99,25 @@ def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:
     return found
 
 
-def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, digests: list[str]) -> str | None:
+def inherited_digests(folder: str | Path) -> set[str]:
+    """The frames a weights folder's ``--init`` weights were trained or validated on (split "init"), whatever this
+    model's own split of them (rev88 #1: a fine-tune's validation frames its base trained on read as validation only)."""
+    try:
+        table = pq.read_table(Path(folder) / TRAINING_IMAGES, columns=["sha256", "split"]).to_pydict()
+    except (OSError, pa.ArrowException, KeyError):
+        return set()
+    return {digest for digest, split in zip(table["sha256"], table["split"]) if split == INHERITED}
+
+
+def overlap_warning(known: dict[str, str], scored: list[Sample], split: str, digests: list[str],
+                    inherited: set[str] = frozenset()) -> str | None:
     """A warning when frames being scored have the bytes of frames the model was trained on (for
-    ``split`` "val": of its training frames only, its validation frames being what is asked for).
-    ``digests``: the scored files' SHA-256 (``LabelledImages.sha256``, taken as they were decoded)."""
+    ``split`` "val": of its training frames only, its validation frames being what is asked for), or its ``--init``
+    weights were (``inherited``: :func:`inherited_digests`). ``digests``: the scored files' SHA-256
+    (``LabelledImages.sha256``, taken as they were decoded)."""
     counted = ("train", INHERITED) if split == "val" else ("train", "val", INHERITED)
-    hits = [(sample, known[digest]) for sample, digest in zip(scored, digests) if known.get(digest) in counted]
+    sides = [known.get(d) if known.get(d) in counted or d not in inherited else INHERITED for d in digests]
+    hits = [(sample, side) for sample, side in zip(scored, sides) if side in counted]
     if not hits:
         return None
     words = {"train": "training", "val": "validation", INHERITED: "--init weights' training or validation"}

@@ -36,7 +36,7 @@ from torch import nn
 from .errors import WeightsError
 from .hub import first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
-from .digests import weights_sha256
+from .digests import weights_digests, weights_sha256
 from .model_config import CONFIG_NAME, ModelConfig
 from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict
 
@@ -58,7 +58,9 @@ def init_record(init: str) -> dict | None:
             name = ModelConfig.load(path / CONFIG_NAME).name
         except (WeightsError, OSError, ValueError):
             pass  # initial_model says what is wrong with it
-    return {"weights": str(path.resolve()), "weights_sha256": weights_sha256(path), **({"name": name} if name else {})}
+    digests = weights_digests(path)  # the tensors' own digest too: a base's config.json rewritten (a new threshold) is the same
+    return {"weights": str(path.resolve()), "weights_sha256": weights_sha256(path, digests),  # network (rev88 #3)
+            **({"tensors_sha256": digests[WEIGHTS_NAME]} if WEIGHTS_NAME in digests else {}), **({"name": name} if name else {})}
 
 
 def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None = None) -> nn.Module:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from capsule_triage import FrameBatch, __version__, load_pipeline
-from capsule_triage.backends import runs_here
+from capsule_triage.backends import onnx_file, runs_here
 from capsule_triage.backend_choice import EMULATED_BF16
 from capsule_triage.classifier import Classifier, choose_backend
 from capsule_triage.digests import file_sha256
@@ -234,8 +234,8 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     cut = choose({**here, "cpus": 64})
     cpus = here["cpus"]
     assert cut["tuning"] == {"batch_size": 4, "threads": cpus, "streams": 1} and cut["warnings"] == [
-        f"backends.json runs 1 stream(s) of 64 thread(s), more than this machine's {cpus} CPU(s): 1 of {cpus} run here "
-        "(`triage optimize` on this machine measures its own)"]
+        f"backends.json runs 1 stream(s) of 64 thread(s), more than this machine's {cpus} CPU(s): 1 stream(s) of {cpus} thread(s) "
+        "run here (`triage optimize` on this machine measures its own)"]
     fastest["tuning"] = {"batch_size": 4, "threads": 2, "streams": 2 * cpus}
     assert choose({**here, "cpus": 64}, "ort-int8")["tuning"] == {"batch_size": 4, "threads": 1, "streams": cpus}
     fastest["tuning"] = {"batch_size": 4, "threads": 1, "streams": cpus}
@@ -497,8 +497,8 @@ def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized
     loaded = {**report, "candidates": {"ov-fp32": {"other_processes_cpus": 0.6 * cpus}, "ort-fp32": {"other_processes_cpus": 0.0},
                                        "ov-int8": {"other_processes_cpus": None}}}
     assert load_warning(loaded) == (f"other processes (or the virtual machine's host) used up to {0.6 * cpus:.2f} of the {cpus} CPUs "
-                                    "while ov-fp32 was timed (/proc/stat): its frames/s, which --backend auto ranks by, are likely "
-                                    "low; run `triage optimize` again on an idle machine")
+                                    "while ov-fp32 was timed (/proc/stat): its frames/s, by which --backend auto ranks the CPU "
+                                    "backends, are likely low; run `triage optimize` again on an idle machine")
     assert load_warning({**loaded, "candidates": {"ov-fp32": {"other_processes_cpus": 0.0}}}) is None
     for name in TOLERANCE:
         row = report["candidates"][name]
@@ -514,6 +514,8 @@ def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized
         assert classifier.backend.batch_size == tuning["batch_size"] and classifier.backend.streams == tuning["streams"]
         assert classifier.batch_size == tuning["batch_size"] * tuning["streams"]
         assert classifier.describe()["backend_selection"]["tuning"] == tuning
+        if onnx_file(name):  # rev88 #2: given threads (a batch's workers, Ray actors) run one stream: read for one
+            assert Classifier.load(folder, backend=name, threads=1).batch_size == tuning["batch_size"]
 
 
 def test_onnx_streams_and_batches_split_the_work_without_changing_scores(optimized):

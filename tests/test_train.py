@@ -700,18 +700,31 @@ def test_a_fine_tune_names_the_weights_it_began_from_and_inherits_their_training
     tuned = train(_options(other, tmp_path / "tuned", strategy="head", epochs=1, init=str(base)))
     name = ModelConfig.load(base / "config.json").name
     record = ModelConfig.load(tuned / "config.json").provenance["training"]["init_weights"]
-    assert record == {"weights": str(base.resolve()), "weights_sha256": weights_sha256(base), "name": name}
+    assert record == {"weights": str(base.resolve()), "weights_sha256": weights_sha256(base), "name": name,
+                      "tensors_sha256": hashlib.sha256((base / "model.safetensors").read_bytes()).hexdigest()}
     assert f"Fine-tuned from {name} (`{base.resolve()}`, weights SHA-256 {weights_sha256(base)})" in (tuned / "MODEL_CARD.md").read_text()
     from capsule_triage.training_images import inherited_images
 
     # rev86 #6: a resumed run inherits only while the folder holds the weights it began from
-    assert len(inherited_images(str(base), record)) == 24 and inherited_images(str(base), {**record, "weights_sha256": "0" * 64}) == []
+    assert len(inherited_images(str(base), record)) == 24 and inherited_images(str(base), {**record, "tensors_sha256": "0" * 64}) == []
     app = typer.Typer()
     register(app)
-    result = CliRunner().invoke(app, ["eval", str(tuned), str(tiny_manifest), "--split", "all"])
+    unsplit = tmp_path / "unsplit.csv"  # the base's training frames without a split column
+    unsplit.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in csv.DictReader(open(tiny_manifest))))
+    refused = CliRunner().invoke(app, ["eval", str(tuned), str(unsplit)])  # rev88 #5: not "--split val for the frames
+    assert refused.exit_code == 2 and ("its --init weights were trained on this data (every frame's bytes) and it has no 'test' "
+                                       "split: evaluate held-out frames, or --split all") in " ".join(refused.output.split())
+    result = CliRunner().invoke(app, ["eval", str(tuned), str(tiny_manifest), "--split", "all"])  # training held out", refused
     assert result.exit_code == 0, result.output
     assert ("24 of the 24 frames scored (all) have the bytes of this model's training data (24 --init weights' training or "
             "validation frames; e.g.") in " ".join(result.output.split())
+    # rev88 #1: the base's training frames as the fine-tune's own validation frames were read as validation frames alone
+    both = tmp_path / "both.csv"
+    both.write_text(other.read_text() + "".join(f"{r['path']},{r['label']},val\n" for r in csv.DictReader(open(tiny_manifest))))
+    tuned2 = train(_options(both, tmp_path / "tuned2", strategy="head", epochs=1, init=str(base)))
+    result = CliRunner().invoke(app, ["eval", str(tuned2), str(both), "--split", "val"])
+    assert result.exit_code == 0 and ("24 of the 24 frames scored (val) have the bytes of this model's training data (24 --init "
+                                      "weights' training or validation frames; e.g.") in " ".join(result.output.split()), result.output
 
 
 @needs_shared
