@@ -188,8 +188,15 @@ def _spans(study: Study, href: str) -> list[Span]:
                  f"peak {score_text(e.get('peak_score'))} ({e.get('dominant_class') or '?'})",
                  start_seconds=e.get("start_seconds") or 0.0, end_seconds=e.get("end_seconds") or 0.0,
                  peak_seconds=e.get("peak_seconds") or 0.0, peak_score=e.get("peak_score") or 0.0,
-                 href=href.format(n=i + 1, name=_detail_name(i)), rank=i)
+                 href=href.format(n=i + 1, name=_detail_name(i)), rank=i, shown_until=_shown_until(e))
             for i, e in enumerate(study.events)]
+
+
+def _shown_until(event: dict) -> float | None:
+    """Where an event's box ends: its start + duration (one frame period past its last frame), None without them."""
+    start, length = event.get("start_seconds"), event.get("duration_seconds")
+    ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (start, length))
+    return float(start) + float(length) if ok else None
 
 
 def _warnings(run: dict) -> str:

@@ -120,6 +120,9 @@ class Span:
     peak_score: float
     href: str  # link target (already a safe, relative URL)
     rank: int  # 0-based rank, for keyboard highlighting
+    # where the drawn box ends: start + the event's duration, one frame period past its last frame (the time its frames
+    # show, as the tables' Duration; QA 90 #4: the box stopped at the last frame, a period short); end_seconds if None
+    shown_until: float | None = None
 
 
 def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
@@ -313,7 +316,8 @@ LABEL_HASH_WIDTH, LABEL_DIGIT_WIDTH, LABEL_GAP = 8.5, 7.0, 2.0
 
 def _box(span: Span, x) -> tuple[float, float]:
     """Left edge and width of a span as drawn: at least 2 px, inside the plot."""
-    x0, x1 = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (span.start_seconds, span.end_seconds))
+    until = span.end_seconds if span.shown_until is None else span.shown_until
+    x0, x1 = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (span.start_seconds, until))
     width = max(x1 - x0, 2.0)
     return min(x0, WIDTH - RIGHT - width), width
 

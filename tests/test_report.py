@@ -580,6 +580,23 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     assert "Frames (10)</h2>" in page and "not scored" not in page
 
 
+def test_an_event_s_box_spans_the_time_its_frames_show(tmp_path):
+    """QA 90 #4: an event's box on the timeline ran from its first frame to its last, one frame period short of the
+    duration its tables give (an event of 4 frames at 2 frames/s: 1.5 s drawn, 2.0 s listed; one frame: a 2 px sliver)."""
+    study = make_study(tmp_path / "s", frames=40, events=2, event_frames=4)
+    page = write_report(study).read_text()
+    plot = re.search(r'<rect class="plot" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', page)
+    left, plot_w = float(plot.group(1)), float(plot.group(2))
+    events = pq.read_table(study / "events.parquet").to_pylist()
+    boxes = re.findall(r'<a class="span[^"]*"[^>]*data-rank="(\d+)">.*?<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', page)
+    assert len(boxes) == 2
+    for rank, x0, width in boxes:
+        e = events[int(rank)]
+        assert e["duration_seconds"] == pytest.approx(2.0)  # 4 frames of 0.5 s
+        assert float(x0) == pytest.approx(left + plot_w * e["start_seconds"] / 20.0, abs=0.06)  # 40 frames: 20 s shown
+        assert float(width) == pytest.approx(plot_w * 2.0 / 20.0, abs=0.11)
+
+
 def test_an_event_page_lists_its_frames_without_a_field_of_view(tmp_path):
     """QA 90 #5: three black frames inside an event (not scored, so in no event) were left out of its frame table, which
     jumped from one frame to the next 2 s later with nothing to say 1.5 s of the event was not read."""
