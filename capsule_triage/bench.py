@@ -130,6 +130,10 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "measured_at": started_at, "min_seconds": min_seconds,
         "frames_per_pass": frames_per_pass,
         "fps": {k: round(v, 2) for k, v in fps.items()},
+        # what each rate was computed from (QA 91 #9: a rate alone could not be weighed): frames over seconds of its window
+        "timed": {k: {"frames": n, "seconds": round(s, 4)} for k, (n, s) in
+                  {"decode": (decode_n, decode_s), "preprocess": (prep_n, prep_s), "model": (model_n, model_s),
+                   "end_to_end": (e2e_n, e2e_s), "scoring": (e2e_n, scoring_s)}.items()},
         "cost_ratio": round(cost, 3),
         "warnings": warnings,
         "other_processes_cpus": None if others is None else round(others, 2),  # CPUs' worth others used of ours (None: not known)

@@ -428,6 +428,12 @@ def test_bench_json_schema(random_weights, tmp_path):
     assert data["min_seconds"] == 0.3 and data["measured_at"].endswith("+00:00")
     assert set(data["fps"]) == {"decode", "preprocess", "model", "end_to_end", "scoring"} and all(v > 0 for v in data["fps"].values())
     assert data["fps"]["scoring"] > data["fps"]["end_to_end"]  # the decode-and-score stream is a part of each end-to-end pass
+    timed = data["timed"]  # QA 91 #9: the frames and seconds behind each rate
+    assert set(timed) == set(data["fps"]) and all(t["seconds"] > 0 for t in timed.values())
+    assert timed["decode"]["frames"] % 64 == 0 and timed["end_to_end"]["frames"] % 64 == 0 and timed["model"]["frames"] % data["model_frames_per_call"] == 0
+    assert timed["decode"]["seconds"] >= 0.3 and timed["end_to_end"]["seconds"] >= 0.3 and timed["model"]["seconds"] >= 0.3
+    assert timed["scoring"]["frames"] == timed["end_to_end"]["frames"] and timed["scoring"]["seconds"] < timed["end_to_end"]["seconds"]
+    assert all(data["fps"][k] == pytest.approx(t["frames"] / t["seconds"], rel=2e-3, abs=0.01) for k, t in timed.items())
     assert set(data["stage_seconds"]) == {"decode_and_score", "thumbnails", "other"} and data["stage_seconds"]["thumbnails"] > 0
     for key in ("device", "backend", "precision", "batch_size", "run_batch_size", "threads", "versions", "peak_rss_mb", "cost_ratio", "decode_share",
                 "decoded_in", "decoder_processes", "decoder_peak_rss_mb"):
