@@ -164,7 +164,7 @@ def _print_top_events(out_dir: Path, limit: int = 5) -> None:
         for row in study.events[:limit]:
             typer.echo(
                 f"  #{row['rank'] + 1}: {fmt_clock(row['start_seconds'])} to {fmt_clock(row['end_seconds'])} "
-                f"({row['start_seconds']:.2f}-{row['end_seconds']:.2f} s), peak {score_text(row['peak_score'])} "
+                f"({row['start_seconds']:.2f} to {row['end_seconds']:.2f} s), peak {score_text(row['peak_score'])} "
                 f"at {fmt_clock(row['peak_seconds'])}, {row['frame_count']} frame{'s' if row['frame_count'] != 1 else ''}, {row['dominant_class']}"
             )
 

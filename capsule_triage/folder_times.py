@@ -74,6 +74,12 @@ def _named_over_own(source: Path, named: Path) -> str | None:
     return f"{own}: not used: {named} times the frames"
 
 
+def times_frames(path: Path) -> bool:
+    """Whether a folder's own ``timestamps.csv`` at ``path`` times its frames (its header names our columns), so that
+    ``--fps`` does not read the folder (its batch print leaves ``--fps`` out: rev88 #6)."""
+    return _has_columns(path)
+
+
 def _has_columns(path: Path) -> bool:
     """Whether a CSV's first row names the columns, separated by commas, semicolons or tabs (a European Excel's
     "filename;pts_seconds" is ours, and reading it says what is wrong: review rev32); a file that cannot be read

@@ -131,7 +131,7 @@ def recently_modified(state: tuple, *, inode_changes: bool = True) -> bool:
     return any(now - RECENT_SECONDS * 1e9 < max(entry[last]) <= now + SETTLE_SECONDS * 1e9 for entry in entries)
 
 
-def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS) -> bool:
+def being_written(path: str | Path, earlier_state: tuple | None, *, watch_seconds: float = WATCH_SECONDS, own_csv: bool = True) -> bool:
     """Whether the input's files changed since ``earlier_state`` (:func:`source_state`): a file still
     being copied into an archive fails as truncated or changing, and is not a bad input yet. An input
     modified in the last :data:`RECENT_SECONDS` is watched up to ``watch_seconds`` for another write
@@ -142,7 +142,7 @@ def being_written(path: str | Path, earlier_state: tuple | None, *, watch_second
     deadline = time.monotonic() + (watch_seconds if recently_modified(earlier_state) else 0.0)
     while True:
         try:
-            now = source_state(path)
+            now = source_state(path, own_csv=own_csv)
         except (OSError, TriageError):
             return False
         if not now:  # deleted meanwhile (source_state says so by ()): a failure like any other
@@ -164,15 +164,16 @@ def settled_state_digest(state: tuple) -> str | None:
     return state_digest(state)
 
 
-def hashed_state(path: str | Path) -> tuple[str, tuple] | None:
+def hashed_state(path: str | Path, *, own_csv: bool = True) -> tuple[str, tuple] | None:
     """The input's hash with the file state that held while it was taken; None when the input
-    changed meanwhile or cannot be read (a hash is only worth recording with the state it belongs to)."""
-    before = source_state(path)
+    changed meanwhile or cannot be read (a hash is only worth recording with the state it belongs to).
+    ``own_csv``: a frame folder's timestamps.csv is part of it (:func:`source_sha256`)."""
+    before = source_state(path, own_csv=own_csv)
     try:
-        sha = source_sha256(path)
+        sha = source_sha256(path, own_csv=own_csv)
     except (OSError, InputError):
         return None
-    return (sha, before) if before and source_state(path) == before else None
+    return (sha, before) if before and source_state(path, own_csv=own_csv) == before else None
 
 
 def hash_unchanged(path: Path, before: tuple, *, own_csv: bool = True) -> str:

@@ -1940,6 +1940,35 @@ def test_a_night_s_fps_rescores_the_frame_folders_and_leaves_the_videos(random_w
     assert "2 studies: 0 ok, 2 skipped, 0 failed;" in result.stdout, (result.stdout, result.stderr)
 
 
+def test_a_night_s_fps_leaves_a_frame_folder_timed_by_its_own_csv(random_weights, tmp_path):
+    """rev88 #6: ``--fps`` does not read a frame folder timed by its own timestamps.csv, yet it was in that folder's print,
+    so a night that gave another ``--fps`` scored it again; a folder whose CSV does not time it (no columns of ours), or
+    a library's batch that turns the folders' CSVs off, is read at ``--fps`` and is scored again."""
+    from capsule_triage.batch import run_batch
+
+    timed = write_frame_folder(demo_clip_frames()[:4], tmp_path / "in" / "timed")
+    (timed / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"frame{i}.png,{0.3 * i}\n" for i in range(4)))
+    other = write_frame_folder(demo_clip_frames()[4:8], tmp_path / "in" / "other")
+    (other / "timestamps.csv").write_text("x,y\n1,2\n")  # another tool's file: not the frames' times
+    settled(tmp_path / "in")
+    assert [s.own_times for s in discover_studies(tmp_path / "in")] == [False, True]  # natural order: other, timed
+
+    def night(**run) -> dict:
+        result = run_batch(tmp_path / "in", tmp_path / "out", BatchOptions(weights=str(random_weights), run=RunOptions(report=False, **run)))
+        return {Path(row["input_path"]).name: row["status"] for row in pq.read_table(tmp_path / "out" / "studies.parquet").to_pylist()} | {
+            "_ok": result.counts["ok"]}
+
+    assert night() == {"timed": "ok", "other": "ok", "_ok": 2}
+    assert night(folder_fps=3.0) == {"timed": "skipped", "other": "ok", "_ok": 1}
+    times = pq.read_table(next((tmp_path / "out").glob("timed-*")) / "frames.parquet").column("pts_seconds").to_pylist()
+    assert times == pytest.approx([0.0, 0.3, 0.6, 0.9])  # its own times, whatever --fps said
+    # the CSVs turned off (a library's option): "timed" is read at --fps now; both are other inputs to the batch (their CSVs
+    # are not hashed), where before this night failed every folder that held one as an input changing while it was read
+    assert night(folder_fps=3.0, own_timestamps=False) == {"timed": "ok", "other": "ok", "_ok": 2}
+    times = pq.read_table(next((tmp_path / "out").glob("timed-*")) / "frames.parquet").column("pts_seconds").to_pylist()
+    assert times == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+
+
 def test_a_newline_in_a_study_name_cannot_forge_batch_log_lines(tmp_path, random_weights):
     """QA 24: stderr escaped a newline in a file name, batch.log wrote it raw: 'evil\\nok ... done ok=9.mp4'
     made a line of its own that a log parser would take for the batch's summary."""

@@ -468,10 +468,10 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
 
     from capsule_triage.cli import _print_top_events
 
-    for pts, expected in (([0.0, 20000.0], "  #1: 5:32:29.5 to 5:33:19.5 (19949.50-19999.50 s), peak >0.999 at 5:33:03.0, 101 frames, bleeding"),
-                          ([0.0, 120.0], "  #1: 0:10.0 to 0:20.5 (10.00-20.50 s), peak >0.999 at 0:13.0, 101 frames, bleeding"),
+    for pts, expected in (([0.0, 20000.0], "  #1: 5:32:29.5 to 5:33:19.5 (19949.50 to 19999.50 s), peak >0.999 at 5:33:03.0, 101 frames, bleeding"),
+                          ([0.0, 120.0], "  #1: 0:10.0 to 0:20.5 (10.00 to 20.50 s), peak >0.999 at 0:13.0, 101 frames, bleeding"),
                           # review rev58 #6: ends at 3599.5 s at 2 frames/s, its timeline (and page) at 1:00:00.0: hours here too
-                          (np.arange(7200) / 2, "  #1: 0:00:10.0 to 0:00:20.5 (10.00-20.50 s), peak >0.999 at 0:00:13.0, 101 frames, bleeding")):
+                          (np.arange(7200) / 2, "  #1: 0:00:10.0 to 0:00:20.5 (10.00 to 20.50 s), peak >0.999 at 0:00:13.0, 101 frames, bleeding")):
         last = float(pts[-1])
         out = tmp_path / str(len(pts) + last)
         out.mkdir()
@@ -483,6 +483,12 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
                                  "frame_count": [101], "dominant_class": ["bleeding"]}), out / "events.parquet")
         _print_top_events(out)
         assert capsys.readouterr().out.splitlines() == [expected]
+    # QA 92 #4: a transport stream timed across its clock's wrap starts before zero: "(-1.04-0.96 s)" read as a subtraction
+    pq.write_table(pa.table({"pts_seconds": [-2.04, 1.92]}), out / "frames.parquet")
+    pq.write_table(pa.table({"rank": [0], "start_seconds": [-1.04], "end_seconds": [0.96], "peak_score": [0.9], "peak_seconds": [-0.2],
+                             "frame_count": [51], "dominant_class": ["bleeding"]}), out / "events.parquet")
+    _print_top_events(out)
+    assert capsys.readouterr().out == "  #1: -0:01.0 to 0:01.0 (-1.04 to 0.96 s), peak 0.900 at -0:00.2, 51 frames, bleeding\n"
     events = pq.read_table(out / "events.parquet")  # QA 66 #9: "1 frames"
     pq.write_table(events.set_column(events.schema.get_field_index("frame_count"), "frame_count", pa.array([1])), out / "events.parquet")
     _print_top_events(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import TriageError
 from ..outputs import FRAMES_FILE, RUN_FILE
 from ..source_state import source_sha256
+from ..folder_times import TIMESTAMPS_FILE, times_frames
 from ..frame_folder import IMAGE_SUFFIXES, natural_key
 from ..reader import VIDEO_SUFFIXES
 from .layout import BATCH_FILE, SUMMARY_FILE
@@ -36,12 +37,14 @@ class Study:
         rel_path: path relative to the input folder, POSIX separators ("." for the folder itself).
         path: absolute path.
         kind: "video" or "frames".
+        own_times: a frame folder timed by its own timestamps.csv (one, with our columns): ``--fps`` does not read it.
     """
 
     study_id: str
     rel_path: str
     path: str
     kind: str
+    own_times: bool = False
 
 
 def study_id(rel_path: str) -> str:
@@ -84,7 +87,7 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
             continue
         if any(signature <= {e.name for e in entries} for signature in OUTPUT_SIGNATURES):
             continue
-        has_images, subfolders = False, []
+        has_images, subfolders, csvs = False, [], []
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
             if entry.name.startswith("."):
@@ -98,8 +101,10 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
                 studies.append(_study(root, Path(entry.path), "video"))
             elif suffix in IMAGE_SUFFIXES:
                 has_images = True
-        if has_images:
-            studies.append(_study(root, folder, "frames"))
+            elif entry.name.casefold() == TIMESTAMPS_FILE:
+                csvs.append(Path(entry.path))
+        if has_images:  # rev88 #6: one that times the folder keeps --fps out of its print (two are an error when it is read)
+            studies.append(_study(root, folder, "frames", own_times=len(csvs) == 1 and times_frames(csvs[0])))
         stack.extend(reversed(subfolders))
     return sorted(studies, key=lambda s: natural_key(s.rel_path)), sorted(left_out, key=natural_key)
 
@@ -163,9 +168,9 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else "."
 
 
-def _study(root: Path, path: Path, kind: str) -> Study:
+def _study(root: Path, path: Path, kind: str, *, own_times: bool = False) -> Study:
     rel = _relative(root, path)
-    return Study(study_id=study_id(rel), rel_path=rel, path=str(path), kind=kind)
+    return Study(study_id=study_id(rel), rel_path=rel, path=str(path), kind=kind, own_times=own_times)
 
 
 def input_sha256(study: Study) -> str:

@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..interrupts import ignore_group_signals, starting_children
-from ..source_state import hashed_state, source_state
 from .discovery import Study
 from .records import unchanged_input_sha
 from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
@@ -82,9 +81,9 @@ def _hashed(studies: list[Study], ctx: WorkerContext) -> Iterator[tuple[Study, t
     trusts the hash only if the state still holds when it gets to the study), or None."""
     for study in studies:
         try:
-            state = source_state(study.path)
+            state = ctx.state_of(study)
             known = None if ctx.force else unchanged_input_sha(ctx.out_dir / study.study_id, ctx.accepts(study), state)
-            yield study, ((known, state) if known else hashed_state(study.path))
+            yield study, ((known, state) if known else ctx.hashed(study))
         except Exception:  # noqa: BLE001 - the worker reports it
             yield study, None
 

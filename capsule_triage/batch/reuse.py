@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
-from ..source_state import hashed_state, settled_state_digest
+from ..source_state import settled_state_digest
 from .discovery import Study
 from .install import ignore_foreign_at, install, link_or_copy
 from .layout import FAILED_DIR, WORK_DIR, write_json_atomic
@@ -27,7 +27,7 @@ def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, fin
     rewritten for its path; ``earlier`` itself is not modified. False (nothing installed: score it)
     when the input is not the bytes ``sha`` says (it may have been hashed a while ago) or the copy is
     not a complete output of ``sha`` (another worker may be replacing ``earlier`` meanwhile)."""
-    hashed = hashed_state(study.path)
+    hashed = ctx.hashed(study)
     if hashed is None or hashed[0] != sha:
         return False
     before = hashed[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import TriageError
 from ..json_files import read_json
 from ..outputs import RUN_FILE, outputs_complete
-from ..source_state import source_state, state_digest
+from ..source_state import state_digest
 from .discovery import Study
 from .records import completed_run, unchanged_input_sha
 from .summary import summary_row
@@ -30,7 +30,7 @@ def unreached_status(ctx: WorkerContext, study: Study, since: float) -> str:
     if installed := installed_since(ctx, study, since):
         return installed
     final = ctx.out_dir / study.study_id
-    sha = unchanged_input_sha(final, ctx.accepts(study), source_state(study.path))
+    sha = unchanged_input_sha(final, ctx.accepts(study), ctx.state_of(study))
     return "skipped" if sha and completed_run(final, sha, ctx.accepts(study)) is not None else "pending"
 
 
@@ -42,7 +42,7 @@ def unreached_row(ctx: WorkerContext, study: Study, since: float) -> dict:
     if status == "pending":
         final = ctx.out_dir / study.study_id
         try:
-            same_input = read_json(final / RUN_FILE)["input"]["state_sha256"] == state_digest(source_state(study.path))
+            same_input = read_json(final / RUN_FILE)["input"]["state_sha256"] == state_digest(ctx.state_of(study))
         except (OSError, ValueError, KeyError, TypeError, TriageError):
             same_input = False
         if same_input and outputs_complete(final):

@@ -25,13 +25,13 @@ from ..json_files import read_json
 from ..errors import DeviceError, InputError, TriageError, describe_error
 from ..outputs import RUN_FILE, outputs_complete
 from ..pipeline import RunOptions, load_classifier, triage_study
-from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, seconds_since_written,
+from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, seconds_since_written, source_sha256,
                             settled_state_digest, source_state, state_digest)
 from ..presets import Pipeline
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
 from ..run_notes import warning_lines
-from .discovery import Study, input_sha256
+from .discovery import Study
 from .install import check_replaceable, install, link_or_copy
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
 from .records import completed_run, recorded, unchanged_input_sha
@@ -48,7 +48,7 @@ def _record_state(ctx: WorkerContext, final: Path, study: Study, run: dict, stat
     if run.get("batch", {}).get("pipeline_fingerprint") != ctx.fingerprint_of(study):  # taken at a print it accepts (rev87 #6:
         updated["batch"] = {**run["batch"], "pipeline_fingerprint": ctx.fingerprint_of(study)}  # kept, another --fps rescored it)
     if state_digest(state) != run["input"].get("state_sha256") and settled_state_digest(state) is not None and (
-            hashed_under_state or hashed_state(study.path) == (run["input"]["sha256"], state)):
+            hashed_under_state or ctx.hashed(study) == (run["input"]["sha256"], state)):
         updated["input"] = {**run["input"], "state_sha256": state_digest(state)}
     if updated == run:
         return
@@ -102,14 +102,25 @@ class WorkerContext:
     video_fingerprint: str | None = None
 
     def fingerprint_of(self, study: Study) -> str:
-        """The pipeline fingerprint ``study``'s results get in this run: a video's is :attr:`video_fingerprint`."""
-        return (self.video_fingerprint or self.fingerprint) if study.kind == "video" else self.fingerprint
+        """The pipeline fingerprint ``study``'s results get in this run: :attr:`video_fingerprint` (which leaves ``--fps``
+        out) for a study ``--fps`` does not time, a video or a frame folder timed by its own timestamps.csv (rev88 #6)."""
+        fps_free = study.kind == "video" or (study.own_times and self.run.own_timestamps)
+        return (self.video_fingerprint or self.fingerprint) if fps_free else self.fingerprint
 
     def accepts(self, study: Study) -> tuple[str, ...]:
         """The prints of ``study``'s earlier results and records that are this run's: a video's also this run's frame
         folders' print, which a video's records held before videos had their own (so the same ``--fps`` as then
         rescores none; rev86 #4)."""
         return tuple(dict.fromkeys((self.fingerprint_of(study), self.fingerprint)))
+
+    def state_of(self, study: Study) -> tuple:
+        """``study``'s file state as ``triage_study`` takes it under this run's options (a frame folder's timestamps.csv
+        only when it is read: a library's batch that turned the CSVs off failed every such folder as changing)."""
+        return source_state(study.path, own_csv=self.run.own_timestamps)
+
+    def hashed(self, study: Study) -> tuple[str, tuple] | None:
+        """:func:`~capsule_triage.source_state.hashed_state` of ``study`` as ``triage_study`` hashes it (see :meth:`state_of`)."""
+        return hashed_state(study.path, own_csv=self.run.own_timestamps)
 
 
 @dataclass
@@ -208,7 +219,7 @@ class StudyWorker:
             return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
         try:
             check_source(study.path)  # a broken link, a FIFO, an unreadable file: in `triage run`'s words (QA 62 #7)
-            state = source_state(study.path)  # once per study: a stat of every image of a frame folder
+            state = ctx.state_of(study)  # once per study: a stat of every image of a frame folder
             just_written = recently_modified(state, inode_changes=False)  # as the study is read, not minutes later (rev70 #1)
             first_state = first_state or state
             if ctx.settle_seconds and (settling := self._settling(study, state, final, started)):
@@ -222,9 +233,9 @@ class StudyWorker:
                                     note=f"not decoded again: input unchanged since it failed at {failed.get('failed_at')} (--force retries)")
             sha = input_sha or (None if ctx.force else unchanged_input_sha(final, ctx.accepts(study), state))
             if sha is None:
-                hashed = hashed_state(study.path)
+                hashed = ctx.hashed(study)
                 hashed_under_state = hashed is not None and hashed[1] == state
-                sha = hashed[0] if hashed else input_sha256(study)  # a changing input: scoring it will say so
+                sha = hashed[0] if hashed else source_sha256(study.path, own_csv=ctx.run.own_timestamps)  # changing: scoring says so
             if not ctx.force and (run := completed_run(final, sha, ctx.accepts(study))) is not None:
                 note = warning = None
                 _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
@@ -279,7 +290,7 @@ class StudyWorker:
         except DeviceError as exc:  # every later study would fail the same way
             raise WorkerSetupError(exc.path, exc.message) from None
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
-            if isinstance(exc, InputError) and being_written(study.path, first_state):  # an export still being copied in
+            if isinstance(exc, InputError) and being_written(study.path, first_state, own_csv=ctx.run.own_timestamps):  # an export still being copied in
                 note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
@@ -360,7 +371,7 @@ def record_failure(ctx: WorkerContext, study: Study, error: str, *, started: flo
     input itself is bad (not the machine: a full disk, a crashed worker); its file state is recorded,
     and the study is not decoded again while that state holds (:func:`unchanged_failure`)."""
     try:
-        sha, state = hashed_state(study.path) or (None, None)
+        sha, state = ctx.hashed(study) or (None, None)
     except Exception:  # noqa: BLE001 - unreadable input
         sha = state = None
     state = settled_state_digest(state) if input_fault and state else None
