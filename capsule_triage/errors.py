@@ -47,6 +47,10 @@ class InputError(TriageError):
     """The video or frame folder cannot be read."""
 
 
+class InputChanged(InputError):
+    """The input changed while it was triaged (still being written, replaced or deleted): not a bad input, it is retried."""
+
+
 class WeightsError(TriageError):
     """The weights or their config are missing, unsafe or inconsistent."""
 

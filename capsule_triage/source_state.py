@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .digests import file_sha256
-from .errors import InputError, TriageError, path_exists, unexpanded_note
+from .errors import InputChanged, InputError, TriageError, path_exists, unexpanded_note
 
 
 def check_source(path: str | Path) -> None:
@@ -181,7 +181,7 @@ def hash_unchanged(path: Path, before: tuple, *, own_csv: bool = True) -> str:
     appended to or deleted during the run was recorded with the new file's hash and the old file's
     size and scores (or ended in a traceback). A file of it that cannot be read while its state holds is
     said as such (review rev33: a folder's unreadable timestamps.csv, unused under --fps, read "input changed")."""
-    changed = InputError(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
+    changed = InputChanged(path, "input changed while it was being triaged (still being written, replaced or deleted?); "
                                "nothing was written")
     if not before:
         raise changed

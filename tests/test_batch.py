@@ -951,6 +951,77 @@ def test_a_failing_device_stops_the_batch_instead_of_failing_every_study(tree, r
     assert not any((out / ".failed").iterdir()) and "aborted: " in (out / "batch.log").read_text()
 
 
+def test_a_device_that_fails_after_a_study_was_installed_lists_it(tree, random_weights, tmp_path, monkeypatch):
+    """QA 94 #4: a device that failed at the second study stopped the batch with the first installed but listed nowhere:
+    no studies.parquet, batch.json or index.html. Now they are written (the rest pending), and the error said."""
+    from capsule_triage.batch import worker as worker_module
+    from capsule_triage.errors import DeviceError
+
+    studies = discover_studies(tree)
+    first, real_triage = studies[0], worker_module.triage_study
+    assert len(studies) >= 2
+
+    def device_fails_after_the_first(path, *args, **kwargs):
+        if str(path) != first.path:
+            raise DeviceError("cuda:0", "device error (CUDA error: an illegal memory access was encountered)")
+        return real_triage(path, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "triage_study", device_fails_after_the_first)
+    out = tmp_path / "out"
+    result = _cli("batch", tree, "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 2 and result.stderr.strip().startswith("Error: cuda:0: device error"), result.stderr
+    rows = {row["study_id"]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
+    assert rows[first.study_id] == "ok" and set(rows) == {s.study_id for s in studies}
+    assert all(status == "pending" for sid, status in rows.items() if sid != first.study_id)
+    assert (out / "batch.json").is_file() and (out / "index.html").is_file() and "aborted: " in (out / "batch.log").read_text()
+
+
+def test_a_run_json_edited_into_other_shapes_is_scored_again_and_fails_no_copy(random_weights, tmp_path):
+    """QA 94 #2: a complete study's run.json edited (or damaged) into valid JSON of other shapes stopped the night's
+    summary with a TypeError naming no file, every night; #1: a copy of its input was failed for good as a bad input
+    when the earlier study's pages could not be written from it, under the name of a folder never made."""
+    from capsule_triage.batch import run_batch
+
+    _settled_demo_study(tmp_path / "in")
+    out, options = tmp_path / "out", BatchOptions(weights=str(random_weights), run=RunOptions(report=True))
+    assert run_batch(tmp_path / "in", out, options).counts["ok"] == 1
+    (run_json,) = out.glob("a.mp4-*/run.json")
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "model": "edited"}))
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts["ok"] == 1 and json.loads(run_json.read_text())["model"]["name"]  # scored again, whole
+    run = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**run, "model": {**run["model"], "config": "edited"}}))  # its row reads, its pages do not
+    shutil.copy(tmp_path / "in" / "a.mp4", tmp_path / "in" / "b.mp4")
+    settled(tmp_path / "in" / "b.mp4")
+    result = run_batch(tmp_path / "in", out, options)
+    assert result.counts["failed"] == 0 and result.counts["ok"] == 1, result.counts  # b scored, not reused from a
+    assert not any((out / ".failed").iterdir()) and (next(out.glob("b.mp4-*")) / "report.html").is_file()
+
+
+def test_an_install_that_cannot_rename_puts_the_earlier_results_back(tmp_path, monkeypatch):
+    """QA 94 #3: when the finished folder could not be renamed into place, the earlier results, moved aside first, were
+    left in .work, which the batch deletes at its end."""
+    from capsule_triage.batch import install as install_module
+
+    final, work = tmp_path / "out" / "s", tmp_path / "out" / ".work" / "s"
+    final.mkdir(parents=True)
+    (final / "run.json").write_text("earlier")
+    work.mkdir(parents=True)
+    (work / "run.json").write_text("new")
+    rename = os.rename
+
+    def fails_into_place(src, dst):
+        if Path(src) == work:
+            raise OSError(errno.EXDEV, "cross-device link")
+        rename(src, dst)
+
+    monkeypatch.setattr(install_module.os, "rename", fails_into_place)
+    with pytest.raises(OSError):
+        install_module.install(work, final)
+    assert (final / "run.json").read_text() == "earlier" and sorted(p.name for p in work.parent.iterdir()) == ["s"]
+
+
 def test_a_recently_modified_input_is_watched_for_another_write():
     """rev41: the batch-level test below can pass without the watch (the prefetch's first look may be old enough to see a
     write): here a write 0.7 s after the look is seen only with the watch; a file deleted meanwhile is no copy."""
@@ -1158,6 +1229,8 @@ def test_changed_input_is_redone_and_one_changing_during_triage_fails(tree, rand
     assert outcome.status == "failed" and outcome.error == f"{study.path}: input changed while it was being triaged " \
         "(still being written?); it is retried on the next run"
     assert not (out / study.study_id).exists() and (out / ".failed" / f"{study.study_id}.json").exists()
+    assert outcome.input_fault is False  # QA 94 #5: told by its type (InputChanged), not by the words of the message
+    assert json.loads((out / ".failed" / f"{study.study_id}.json").read_text())["input_state_sha256"] is None  # retried
     assert worker.run(study).status == "ok" and not (out / ".failed" / f"{study.study_id}.json").exists()
     assert worker.run(study).status == "skipped"
     assert StudyWorker(replace(ctx, fingerprint="e" * 64)).run(study).status == "ok"  # another pipeline: redone
@@ -1885,12 +1958,12 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     monkeypatch.setattr(records, "__version__", "0.1.0")
     for sha256 in (None, hashlib.sha256(b"name = 'fixed'\n").hexdigest()):  # rev45: the preset's hash from its load, or none
         preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None, sha256=sha256)
-        prints = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)
+        prints = [records.pipeline_fingerprints(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)["frames"]
                   for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
         assert prints[:2] == ["5db19f17b6e44cffd89a7e11c2cbe517ddd7185eec79b02e76c84cb15d780cb4",
                               "26c0d39e0ecf96bc3d0782a2dacdd8307454d86894fbe18ae2b1e4af41e98ace"]
         assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
-        video = [records.pipeline_fingerprint(preset, weights=str(weights), backend="auto", device_type="cpu", run=run, kind="video")
+        video = [records.pipeline_fingerprints(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)["video"]
                  for run in (RunOptions(), RunOptions(folder_fps=4.0, own_timestamps=False), RunOptions(threshold=0.3))]
         assert video[0] == video[1] == prints[0] and video[2] not in prints  # QA 88 #2: --fps reads no video
 

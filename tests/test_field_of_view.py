@@ -203,9 +203,9 @@ def test_a_change_of_results_redoes_a_batch(monkeypatch):
     from capsule_triage.presets import load_pipeline
 
     pipeline = load_pipeline()
-    before = records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions())
+    before = records.pipeline_fingerprints(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions())["frames"]
     monkeypatch.setattr(records, "RESULTS_VERSION", records.RESULTS_VERSION + 1)
-    assert records.pipeline_fingerprint(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions()) != before
+    assert records.pipeline_fingerprints(pipeline, weights=None, backend="auto", device_type="cpu", run=RunOptions())["frames"] != before
 
 
 def test_a_one_frame_stretch_without_a_view_is_named_by_its_frame():

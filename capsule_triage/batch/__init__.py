@@ -38,8 +38,8 @@ from .. import _lazy_getattr
 # Imported on first use (PEP 562), as the package's own names are: reading a batch's tables
 # (capsule_triage.batch_table, .tables) loaded the engine, the worker and with them PyTorch (QA 78 #1: +670 MB, 2.4 s)
 _PUBLIC = {"discover_studies": "discovery", "study_id": "discovery", "BatchOptions": "engine", "run_batch": "engine",
-           "LOCK_FILE": "layout", "acquire_lock": "lock", "StudyWorker": "worker", "WorkerContext": "worker",
-           "WorkerSetupError": "worker"}
+           "LOCK_FILE": "layout", "acquire_lock": "lock", "StudyWorker": "worker", "WorkerContext": "context",
+           "WorkerSetupError": "context"}
 __all__ = sorted(_PUBLIC)
 
 __getattr__ = _lazy_getattr(__name__, _PUBLIC)

@@ -34,7 +34,7 @@ from .summary import (Progress, file_logger, orphan_folders, other_input, prune_
                       write_summary)
 from .records import made_otherwise, pipeline_fingerprints
 from .unreached import unreached_row
-from .worker import WorkerContext, WorkerSetupError
+from .context import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "reused", "pending")  # pending = not reached (interrupted run)
@@ -228,6 +228,10 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
             raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None
+        except WorkerSetupError:  # QA 94 #4: a device that failed after studies were installed left them unlisted (no
+            if progress.outcomes:  # studies.parquet, batch.json or index.html): listed, the rest pending, then the error
+                _summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)
+            raise
         finally:
             progress.bar.close()
         result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made, notes=notes)  # before Ray's slow shutdown

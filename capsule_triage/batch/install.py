@@ -41,7 +41,12 @@ def install(work: Path, final: Path, *, whole_copy: bool = False) -> None:
     if final.exists():
         trash = work.parent / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
         os.rename(final, trash)
-    os.rename(work, final)
+    try:
+        os.rename(work, final)
+    except OSError:  # QA 94 #3: the earlier results back in place, not left in .work (which the batch deletes at its end)
+        if trash is not None:
+            os.rename(trash, final)
+        raise
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
 

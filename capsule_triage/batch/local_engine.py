@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from ..interrupts import ignore_group_signals, starting_children
 from .discovery import Study
 from .records import unchanged_input_sha
-from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
+from .context import StudyOutcome, WorkerContext, WorkerSetupError
+from .worker import StudyWorker, record_failure
 
 if TYPE_CHECKING:
     from .engine import BatchOptions

@@ -24,7 +24,8 @@ from .engine import BatchOptions
 from .local_engine import available_cpus
 from .layout import LOCK_FILE
 from .lock import is_stale, read_lock
-from .worker import StudyOutcome, StudyWorker, WorkerContext, WorkerSetupError, record_failure
+from .context import StudyOutcome, WorkerContext, WorkerSetupError
+from .worker import StudyWorker, record_failure
 
 OBJECT_STORE_BYTES = 128 * 1024**2  # only study descriptors and outcomes travel through it
 REACH_SECONDS = 5.0  # a --ray-address that does not answer a TCP connection in this time is not a Ray cluster

@@ -3,12 +3,14 @@ folders, or a copy): those outputs hard-linked in as its own (:func:`reuse_outpu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import TriageError
 from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..source_state import settled_state_digest
@@ -18,7 +20,7 @@ from .layout import FAILED_DIR, WORK_DIR, write_json_atomic
 from .records import completed_run
 
 if TYPE_CHECKING:
-    from .worker import WorkerContext
+    from .context import WorkerContext
 
 
 def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, final: Path) -> bool:
@@ -43,6 +45,19 @@ def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, fin
     if run is None or any(_table_input_sha(work / name) != sha for name in (FRAMES_FILE, EVENTS_FILE, TOP_FRAMES_FILE)):
         shutil.rmtree(work, ignore_errors=True)
         return False
+    try:
+        _rewrite(ctx, study, run, work, earlier, before)
+    except (TriageError, KeyError, TypeError, ValueError, AttributeError):  # QA 94 #1: the earlier study's outputs do not
+        shutil.rmtree(work, ignore_errors=True)  # read as complete (a run.json edited into other shapes): this study is
+        return False  # scored, not failed for good as a bad input (and the error named a folder that was never made)
+    install(work, final)
+    with contextlib.suppress(OSError):  # installed: an old failure record that cannot be removed fails nothing
+        (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
+    return True
+
+
+def _rewrite(ctx: WorkerContext, study: Study, run: dict, work: Path, earlier: Path, before: tuple) -> None:
+    """The copy's run.json naming this study, and its pages written for its path (or removed without reports)."""
     earlier_path, path = run["input"]["path"], str(Path(study.path).absolute())
     run["input"] = {**run["input"], "path": path, "state_sha256": settled_state_digest(before)}
     run["source"] = {**run.get("source", {}), "path": path}
@@ -55,9 +70,6 @@ def reuse_outputs(ctx: WorkerContext, study: Study, sha: str, earlier: Path, fin
     else:  # no pages naming the earlier path
         (work / REPORT_FILE).unlink(missing_ok=True)
         shutil.rmtree(work / DETAIL_DIR, ignore_errors=True)
-    install(work, final)
-    (ctx.out_dir / FAILED_DIR / f"{study.study_id}.json").unlink(missing_ok=True)
-    return True
 
 
 def _renamed(run: dict, earlier_path: str, path: str) -> None:

@@ -24,7 +24,8 @@ from ..result_tables import parquet_text
 from ..report_batch import DONE_STATUSES, INDEX_FILE, write_batch_index
 from .discovery import Study, excluded
 from .layout import BATCH_FILE, FAILED_DIR, SUMMARY_FILE, WORK_DIR, now_utc
-from .worker import StudyOutcome
+from .context import StudyOutcome
+from .records import results_row
 
 SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.parquet)
     "study_id": "string", "input_path": "string", "kind": "string", "status": "string", "error": "string",
@@ -46,7 +47,7 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
     row = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(study_id=study.study_id, input_path=study.rel_path, kind=study.kind, status=status)
     if status in DONE_STATUSES or earlier:
-        row.update(_results(study.study_id, read_json(out_dir / study.study_id / RUN_FILE)), error=error if earlier else None)
+        row.update(results_row(study.study_id, read_json(out_dir / study.study_id / RUN_FILE)), error=error if earlier else None)
     elif status == "pending" and error:  # e.g. still being written: why it waits for the next run
         row.update(error=error)
     elif status == "failed":
@@ -58,24 +59,10 @@ def summary_row(study: Study, status: str, out_dir: Path, error: str | None = No
         folder = out_dir / study.study_id
         if failed_on and not input_fault and recorded_input_sha(folder) == failed_on and outputs_complete(folder):
             try:
-                row.update(_results(study.study_id, read_json(folder / RUN_FILE)))
+                row.update(results_row(study.study_id, read_json(folder / RUN_FILE)))
             except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a run.json of a version that recorded less
                 pass
     return row
-
-
-def _results(study_id: str, run: dict) -> dict:
-    """A row's columns read from a study's run.json."""
-    frames = int(run["frames_decoded"])
-    gaps = run.get("time_gaps")  # absent from the run.json of versions before 2026-12-01
-    return dict(frames=frames, frames_skipped=int(run["frames_skipped"]), events=int(run["events"]),
-                gap_seconds=float(gaps["seconds"]) if isinstance(gaps, dict) else None,
-                frames_without_view=run.get("frames_without_view"),  # absent before 2026-12-02
-                flagged_percent=100.0 * run["flagged_frames"] / frames if frames else 0.0,
-                top_score=None if run["batch"]["top_score"] is None else float(run["batch"]["top_score"]),  # None: nothing scored
-                wall_seconds=float(run["wall_seconds"]),
-                fps=float(run["fps"]), model=run["model"]["name"], weights_sha256=run["model"].get("weights_sha256"),
-                backend=run["model"].get("backend"), input_sha256=run["input"]["sha256"], output_dir=study_id)
 
 
 def recorded_input_sha(folder: Path) -> str | None:

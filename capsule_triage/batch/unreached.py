@@ -14,7 +14,7 @@ from ..source_state import state_digest
 from .discovery import Study
 from .records import completed_run, unchanged_input_sha
 from .summary import summary_row
-from .worker import WorkerContext
+from .context import WorkerContext
 
 # QA 74 #4: an empty error cell; QA 79 #8: the study in progress at a SIGTERM was said "not reached"
 NOT_REACHED = "not finished in this run (interrupted before or while it was triaged); it is triaged on the next run"

@@ -1,9 +1,9 @@
-"""The per-study function: :class:`StudyWorker` (the fingerprint and completion records: :mod:`.records`; outputs of
-the same bytes reused: :mod:`.reuse`).
+"""The per-study function: :class:`StudyWorker` (its context and outcome: :mod:`.context`; the fingerprint and completion
+records: :mod:`.records`; outputs of the same bytes reused: :mod:`.reuse`).
 
 The same worker runs in-process, in each ``--workers`` process and as a Ray actor. A study is
-complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and this run's
-:func:`pipeline_fingerprint`, and its tables are present; it is then skipped. The SHA-256 is not
+complete when ``OUT_DIR/<id>/run.json`` records the input's current SHA-256 and a print this run accepts for it
+(:meth:`~.context.WorkerContext.accepts`), and its tables are present; it is then skipped. The SHA-256 is not
 recomputed while the input's file state (names, inodes, sizes, modification times) is the one
 run.json records with it (:func:`unchanged_input_sha`). Finished studies are
 staged under ``OUT_DIR/.work/<id>`` and renamed into place; failures go to ``.failed/<id>.json``.
@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..json_files import read_json
-from ..errors import DeviceError, InputError, TriageError, describe_error
+from ..errors import DeviceError, InputChanged, InputError, TriageError, describe_error
 from ..outputs import RUN_FILE, outputs_complete
-from ..pipeline import RunOptions, load_classifier, triage_study
-from ..source_state import (being_written, check_source, gone, hashed_state, recently_modified, seconds_since_written, source_sha256,
-                            settled_state_digest, source_state, state_digest)
-from ..presets import Pipeline
+from ..pipeline import load_classifier, triage_study
+from ..source_state import (being_written, check_source, gone, recently_modified, seconds_since_written, settled_state_digest, source_sha256,
+                            state_digest)
 from ..report import DETAIL_DIR, REPORT_FILE, write_report
 from ..report_page import pages_current
 from ..run_notes import warning_lines
+from .context import StudyOutcome, WorkerContext, WorkerSetupError  # noqa: F401 - where callers found them
 from .discovery import Study
 from .install import check_replaceable, install, link_or_copy
 from .layout import FAILED_DIR, WORK_DIR, now_utc, write_json_atomic
@@ -65,107 +65,6 @@ def unchanged_failure(ctx: WorkerContext, study: Study, state: tuple) -> dict | 
     (full disk, a crashed worker) record no state and are always retried."""
     record = recorded(ctx.out_dir / FAILED_DIR / f"{study.study_id}.json", ctx.accepts(study), state)
     return record if record is not None and isinstance(record.get("error"), str) else None
-
-
-@dataclass
-class WorkerContext:
-    """What every worker (in-process, pool process or Ray actor) needs; picklable.
-
-    Attributes:
-        out_dir: the batch output folder (shared by all workers).
-        pipeline: the resolved preset.
-        weights: weights instead of the preset's (None = the preset's).
-        device: device for the model ("auto", "cpu", "cuda:N").
-        backend: inference backend ("auto", "torch-fp32", "ort-int8", ...).
-        run: per-study options (batch_size, threshold, top_k, folder_fps, report); out/force are set per study.
-        fingerprint: :func:`pipeline_fingerprint` of this run (its frame folders'; batch.json records it).
-        video_fingerprint: that of its videos (None: the same), which leaves out the frame folders' options.
-        force: redo complete studies.
-        threads: inference threads for this worker (None = the backend's default).
-        settle_seconds: a study written less than this before it is read is left for a later run (``--settle``).
-        run_id: this batch run's id (batch.json ``run_id``), recorded in the run.json of each study a worker installs
-            (``batch.run_id``), so that an interrupted run tells the studies it installed (review rev59 #4: by the
-            file's time, a run.json only given a touched input's new state was taken for one installed that night).
-    """
-
-    out_dir: Path
-    pipeline: Pipeline
-    weights: str | None
-    device: str
-    backend: str
-    run: RunOptions
-    fingerprint: str
-    force: bool = False
-    threads: int | None = None
-    run_id: str = ""
-    settle_seconds: float = 0.0
-    video_fingerprint: str | None = None
-
-    def fingerprint_of(self, study: Study) -> str:
-        """The pipeline fingerprint ``study``'s results get in this run: :attr:`video_fingerprint` (which leaves ``--fps``
-        out) for a study ``--fps`` does not time, a video or a frame folder timed by its own timestamps.csv (rev88 #6)."""
-        fps_free = study.kind == "video" or (study.own_times and self.run.own_timestamps)
-        return (self.video_fingerprint or self.fingerprint) if fps_free else self.fingerprint
-
-    def accepts(self, study: Study) -> tuple[str, ...]:
-        """The prints of ``study``'s earlier results and records that are this run's: a video's also this run's frame
-        folders' print, which a video's records held before videos had their own (so the same ``--fps`` as then
-        rescores none; rev86 #4)."""
-        return tuple(dict.fromkeys((self.fingerprint_of(study), self.fingerprint)))
-
-    def state_of(self, study: Study) -> tuple:
-        """``study``'s file state as ``triage_study`` takes it under this run's options (a frame folder's timestamps.csv
-        only when it is read: a library's batch that turned the CSVs off failed every such folder as changing)."""
-        return source_state(study.path, own_csv=self.run.own_timestamps)
-
-    def hashed(self, study: Study) -> tuple[str, tuple] | None:
-        """:func:`~capsule_triage.source_state.hashed_state` of ``study`` as ``triage_study`` hashes it (see :meth:`state_of`)."""
-        return hashed_state(study.path, own_csv=self.run.own_timestamps)
-
-
-@dataclass
-class StudyOutcome:
-    """What a worker reports for one study (the summary row itself is rebuilt from disk).
-
-    Attributes:
-        study: the study.
-        status: "ok" (scored), "failed", "skipped" (complete from an earlier run) or "reused" (the complete outputs of
-            the same input bytes under another study id copied: a study moved, renamed or copied in the archive).
-        error: "<path>: <problem>" for a failed study.
-        frames: frames scored (0 when skipped or failed).
-        wall_seconds: time spent on the study in this run.
-        note: what else was done, for the log (e.g. the report of a skipped study was added).
-        warning: a problem that changed no result (e.g. its report.html could not be added).
-        run_warnings: a study scored in this run: its run's own `Warning:` lines (time gaps, wide or enlarged frames,
-            several-page images; :func:`~capsule_triage.run_notes.warning_lines`), but the model's and those the batch
-            counts over its studies.
-        failed_on: a failed study: the SHA-256 of the input it failed on as this run hashed it (None: not hashed); its
-            failure record may be an earlier failure's (one this run could not write: a full disk, rev74 #1).
-        earlier: a pending study whose folder holds the complete results of an earlier version of its input: listed
-            until it is scored (``--settle``).
-        input_fault: the failure is the input's own (not the machine's or its output folder's); else the complete results
-            its folder holds of the bytes it failed on stand and stay listed (QA 72 #4).
-    """
-
-    study: Study
-    status: str
-    error: str | None = None
-    frames: int = 0
-    wall_seconds: float = 0.0
-    note: str | None = None
-    warning: str | None = None
-    run_warnings: tuple[str, ...] = ()
-    failed_on: str | None = None
-    input_fault: bool = False
-    earlier: bool = False
-
-
-class WorkerSetupError(TriageError):
-    """The model could not be loaded, or the device failed (:class:`DeviceError`): no study can run, so
-    the batch stops; the studies not done stay for the next run."""
-
-    def __reduce__(self):  # crosses process boundaries (pool workers, Ray actors)
-        return type(self), (self.path, self.message)
 
 
 class StudyWorker:
@@ -260,7 +159,7 @@ class StudyWorker:
             # The pages are written once run.json names the batch (they link back to its index.html)
             result = triage_study(study.path, ctx.pipeline, classifier, replace(ctx.run, out=work, force=True, progress=False, report=False))
             if result.input_sha256 != sha:
-                raise InputError(study.path, "input changed while it was being triaged (still being written?); "
+                raise InputChanged(study.path, "input changed while it was being triaged (still being written?); "
                                              "it is retried on the next run")
             # QA 72 #1: a copy that stalled mid-image read cleanly otherwise (by the file's time only: a recording copied in
             # with its own time, cp -p, is as old as it says, and its lost frames are damage, triaged with a Warning line)
@@ -293,7 +192,7 @@ class StudyWorker:
             if isinstance(exc, InputError) and being_written(study.path, first_state, own_csv=ctx.run.own_timestamps):  # an export still being copied in
                 note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
-            input_fault = isinstance(exc, InputError) and "input changed" not in exc.message
+            input_fault = isinstance(exc, InputError) and not isinstance(exc, InputChanged)  # QA 94 #5: by type, not words
             if input_fault and just_written:  # QA 79 #4: a copy stalled before an MP4's index failed the night (exit 1)
                 note = (f"{study.path}: written less than a minute before this run read it, and cannot be read yet ({exc.message}): "
                         "a copy still coming in? triaged on the next run")  # where a frame folder's was pending (QA 72 #1)
