@@ -6,7 +6,6 @@ noisy machine. Each stage is warmed up first; CUDA is synchronised before the cl
 
 from __future__ import annotations
 
-import numbers
 import tempfile
 import time
 from dataclasses import replace
@@ -21,7 +20,7 @@ from .cpu_info import LOADED_SHARE, OtherLoad, machine
 from .frames import DecodeStats
 from .memory import peak_rss_mb
 from .pipeline import RunOptions, model_read_options, read_batch_size, triage_study
-from .run_options import MAX_BATCH_SIZE
+from .run_options import batch_size_problem
 from .presets import Pipeline
 from .reader import read_frames
 from .versions import package_versions
@@ -66,9 +65,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     video = Path(video)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = OtherLoad()
-    if batch_size is not None and not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-                                       and 1 <= batch_size <= MAX_BATCH_SIZE):  # before its frames are tiled to it (QA 91 #2)
-        raise ValueError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}")
+    if batch_size is not None and (problem := batch_size_problem(batch_size)):  # before its frames are tiled to it (QA 91 #2)
+        raise ValueError(f"batch_size {problem}")
     given, batch_size = batch_size, read_batch_size(pipeline.read.batch_size, classifier, batch_size)
     read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=given)),  # as `triage run` reads
                    decoder_threads=decoder_threads or pipeline.read.decoder_threads)

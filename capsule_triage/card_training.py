@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .digests import file_sha256
-from .model_card import CARD_NAME, _at_other_thresholds, _markers, _on_other_weights, _replace_section, percent_text
+from .model_card import CARD_NAME, at_other_thresholds, markers, on_other_weights, replace_section, percent_text
 from .model_config import WEIGHTS_NAME, ModelConfig
 from .report_svg import fmt_duration
 
@@ -17,7 +17,7 @@ def refresh_training_section(folder: Path, config: ModelConfig, *, create: bool)
     make the card when there is none and ``create``; a card of one's own without the section stays as it
     is (review rev20)."""
     card = folder / CARD_NAME
-    if (create and not card.exists()) or (card.is_file() and _markers("training")[0] in card.read_text()):
+    if (create and not card.exists()) or (card.is_file() and markers("training")[0] in card.read_text()):
         write_training_section(folder, config)
 
 
@@ -122,10 +122,10 @@ def write_training_section(folder: Path, config: ModelConfig) -> None:
                   + f", sensitivity {percent_text(chosen['val_sensitivity'])}, "
                   f"specificity {percent_text(chosen['val_specificity'])})."]
     tensors = folder / WEIGHTS_NAME
-    if other := _on_other_weights(folder / CARD_NAME, file_sha256(tensors) if tensors.is_file() else None):
+    if other := on_other_weights(folder / CARD_NAME, file_sha256(tensors) if tensors.is_file() else None):
         lines += ["", "Sections measured on other weights than these (a stopped run's before `--resume`, or weights since replaced; "
                   "`triage eval --model-card NAME` measures one again): " + ", ".join(f"{name} (tensors SHA-256 {sha[:12]})" for name, sha in other) + "."]
-    if other := _at_other_thresholds(folder / CARD_NAME, config.threshold):
+    if other := at_other_thresholds(folder / CARD_NAME, config.threshold):
         lines += ["", "Sections measured at another threshold than this one (before it was chosen; `triage eval --model-card NAME` "
                   "measures one again): " + ", ".join(f"{name} ({threshold:g})" for name, threshold in other) + "."]
-    _replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)
+    replace_section(folder / CARD_NAME, "training", "\n".join(lines), title=config.name)

@@ -102,7 +102,7 @@ def write_card_section(folder: Path, section: str, result: dict) -> Path:
              *_per_class_rows(result),
              "", "Confusion matrix (rows true, columns predicted; " + ", ".join(numbers["class_names"]) + "): " + json.dumps(cm), "",
              "```json", json.dumps(numbers), "```"]
-    return _replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
+    return replace_section(folder / CARD_NAME, section, "\n".join(lines), title=result["model"])
 
 
 def _computed_on(result: dict) -> str:
@@ -150,7 +150,7 @@ def _per_class_rows(result: dict) -> list[str]:
     return rows
 
 
-def _markers(section: str) -> tuple[str, str]:
+def markers(section: str) -> tuple[str, str]:
     return f"<!-- triage-eval:{section}:begin -->", f"<!-- triage-eval:{section}:end -->"
 
 
@@ -163,7 +163,7 @@ def check_card(folder: Path, sections: tuple[str, ...], *, only_begun: bool = Fa
     if card.is_file():
         text = card.read_text()
         for section in sections:
-            if not only_begun or _markers(section)[0] in text:
+            if not only_begun or markers(section)[0] in text:
                 _section_span(card, text, section)
 
 
@@ -173,7 +173,7 @@ def _section_span(card: Path, text: str, section: str) -> tuple[int, int] | None
     Raises:
         WeightsError: its markers are not one begin followed by one end.
     """
-    begin, end = _markers(section)
+    begin, end = markers(section)
     starts, ends = [m.start() for m in re.finditer(re.escape(begin), text)], [m.end() for m in re.finditer(re.escape(end), text)]
     if not starts and not ends:
         return None
@@ -183,8 +183,8 @@ def _section_span(card: Path, text: str, section: str) -> tuple[int, int] | None
     return starts[0], ends[0]
 
 
-def _replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
-    begin, end = _markers(section)
+def replace_section(card: Path, section: str, body: str, *, title: str) -> Path:
+    begin, end = markers(section)
     block = f"{begin}\n{body}\n{end}"
     text = card.read_text() if card.exists() else NEW_CARD.format(title=title)
     span = _section_span(card, text, section)
@@ -198,7 +198,7 @@ def unmarked_sections_note(folder: Path, threshold: float) -> str | None:
     another threshold than ``threshold`` (QA 65 #4: after `eval --target-sensitivity` a card of one's own still
     quoted its numbers "at operating threshold 0.5" with nothing saying the weights now flag at another), or None."""
     card = Path(folder) / CARD_NAME
-    if not card.is_file() or _markers("training")[0] in card.read_text() or not (other := _at_other_thresholds(card, threshold)):
+    if not card.is_file() or markers("training")[0] in card.read_text() or not (other := at_other_thresholds(card, threshold)):
         return None
     return (f"{card}: {', '.join(f'section {name} was measured at threshold {measured:g}' for name, measured in other)}, not at "
             f"the new {threshold:g}, and the card has no training section to say so: `triage eval --model-card NAME` measures one again")
@@ -220,14 +220,14 @@ def _measured(card: Path, key: str) -> list[tuple[str, object]]:
     return found
 
 
-def _at_other_thresholds(card: Path, threshold: float) -> list[tuple[str, float]]:
+def at_other_thresholds(card: Path, threshold: float) -> list[tuple[str, float]]:
     """The card's evaluation sections whose numbers were measured at another operating threshold (QA 31: after
     --target-sensitivity chose a new one, a section still quoted the metrics at 0.5 with nothing to mark it)."""
     return [(name, measured) for name, measured in _measured(card, "threshold")
             if isinstance(measured, (int, float)) and not math.isclose(measured, round(threshold, 4), abs_tol=1e-4)]
 
 
-def _on_other_weights(card: Path, tensors_sha256: str | None) -> list[tuple[str, str]]:
+def on_other_weights(card: Path, tensors_sha256: str | None) -> list[tuple[str, str]]:
     """The card's evaluation sections measured on other tensors than ``tensors_sha256`` (QA 89 #1: a stopped run's
     section stayed on the card of the resumed run's weights); sections written before they recorded theirs are not judged."""
     return [(name, str(sha)) for name, sha in _measured(card, "tensors_sha256") if tensors_sha256 and sha != tensors_sha256]

@@ -121,8 +121,10 @@ def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE
     for run_threads, streams in layouts:
         for size in batch_sizes:
             backend = make(threads=run_threads, streams=streams, batch_size=size)
-            fps = measure_fps(backend, frames, size * streams, min_seconds=min_seconds)
-            getattr(backend, "close", lambda: None)()
+            try:
+                fps = measure_fps(backend, frames, size * streams, min_seconds=min_seconds)
+            finally:  # its threads and sessions, also when it fails (QA 94 #7)
+                getattr(backend, "close", lambda: None)()
             measured.append({"batch_size": size, "threads": run_threads, "streams": streams, "frames_per_second": round(fps, 1)})
     best = max(measured, key=lambda m: m["frames_per_second"])
     return {"tuning": {k: best[k] for k in ("batch_size", "threads", "streams")}, "frames_per_second": best["frames_per_second"],
@@ -334,32 +336,34 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             if progress:
                 progress(candidate_line(name, report["candidates"][name]))
             continue
-        try:
-            make = prepare()
+        backend = None
+        try:  # e.g. an op ONNX Runtime cannot quantize, OpenVINO missing, a backend failing on the check frames or while
+            make = prepare()  # timed: recorded, not fatal (QA 94 #7: one failing after it was made lost the whole report)
             backend = make(threads=threads, streams=1, batch_size=None)
-        except Exception as exc:  # noqa: BLE001 - e.g. an op ONNX Runtime cannot quantize, OpenVINO missing: recorded, not fatal
-            said = str(exc).splitlines()[0].removeprefix(f"--backend {name}: ")  # no --backend option here
+            diffs, identical = [], True
+            for (frames, index, pts), ref in zip(check, reference):
+                probs = _scores(backend, frames, batch_size)
+                diffs.append(np.abs(abnormal_score(probs, config.abnormal_indices) - abnormal_score(ref, config.abnormal_indices)))
+                identical &= _events(pts, index, probs, config, params) == _events(pts, index, ref, config, params)
+            diff = np.concatenate(diffs)
+            report["candidates"][name] = {
+                **({"gpu": gpu_name("cuda")} if name == "torch-fp16" else {}),  # checked and timed on this GPU (the rest on the CPU)
+                "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
+                "events_identical": bool(identical),
+                **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
+                **_timed_under_load(lambda: tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes)),
+            }
+        except Exception as exc:  # noqa: BLE001
+            said = str(exc).splitlines()[0].removeprefix(f"--backend {name}: ") if str(exc) else ""  # no --backend option here
             report["candidates"][name] = {"accepted": False, "error": f"{type(exc).__name__}: {said[:200]}"}
-            if progress:
-                progress(candidate_line(name, report["candidates"][name]))
-            continue
-        diffs, identical = [], True
-        for (frames, index, pts), ref in zip(check, reference):
-            probs = _scores(backend, frames, batch_size)
-            diffs.append(np.abs(abnormal_score(probs, config.abnormal_indices) - abnormal_score(ref, config.abnormal_indices)))
-            identical &= _events(pts, index, probs, config, params) == _events(pts, index, ref, config, params)
-        diff = np.concatenate(diffs)
-        report["candidates"][name] = {
-            **({"gpu": gpu_name("cuda")} if name == "torch-fp16" else {}),  # checked and timed on this GPU (the rest on the CPU)
-            "max_score_diff": round(float(diff.max()), 6), "mean_score_diff": round(float(diff.mean()), 6),
-            "events_identical": bool(identical),
-            **verdict(name, float(diff.max()), bool(identical), tolerance=tolerance, uncertain=report["check_frames_uncertain"]),
-            **_timed_under_load(lambda: tune(make, check[0][0], threads, onnx=onnx_file(name) is not None, batch_sizes=tune_batch_sizes)),
-        }
+        finally:
+            getattr(backend, "close", lambda: None)()
         if progress:
             progress(candidate_line(name, report["candidates"][name]))
     # the bytes each ONNX candidate was checked on: a file swapped or re-exported later is refused, not trusted (QA 52)
     checked = sorted({onnx_file(name) for name, row in report["candidates"].items() if onnx_file(name) and "max_score_diff" in row})
     report["onnx_sha256"] = {name: file_sha256(weights_dir / name) for name in checked}
-    (weights_dir / BACKENDS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    partial = weights_dir / f".{BACKENDS_FILE}.partial"  # whole or not at all: a full disk leaves no half report (QA 94 #7)
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(partial, weights_dir / BACKENDS_FILE)
     return report

@@ -21,7 +21,7 @@ from .errors import PresetError, TriageError, WeightsError
 from .model_config import LITE0_ARCH, ModelConfig
 from .ranking import RankParams
 from .reader import ReadOptions
-from .run_options import MAX_BATCH_SIZE
+from .run_options import batch_size_problem
 
 DEFAULT_PIPELINE = "capsule-bleeding"
 LEAVE_RATIO = 0.75  # leave_threshold = 0.75 x enter_threshold unless the preset sets it
@@ -156,9 +156,10 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         model = ModelConfig.from_dict({"name": data.get("name", path.stem), **model_data}, path)
     except WeightsError as exc:
         raise PresetError(path, f"[model] {exc.message}") from None
-    read = _section(ReadOptions, data.get("reader", {}), path, "reader", keys=PRESET_READER_KEYS)
-    if read.batch_size > MAX_BATCH_SIZE:  # as --batch-size (rev87 #4: a preset's 1,000,000 read a study as one batch)
-        raise PresetError(path, f"[reader] batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {read.batch_size}")
+    reader = data.get("reader", {})
+    if isinstance(reader, dict) and "batch_size" in reader and (problem := batch_size_problem(reader["batch_size"])):
+        raise PresetError(path, f"[reader] batch_size {problem}")  # as --batch-size (rev87 #4: 1,000,000 read a study as one batch)
+    read = _section(ReadOptions, reader, path, "reader", keys=PRESET_READER_KEYS)
     rank_data = data.get("rank", {})
     rank = _section(RankParams, _as_it_runs(rank_data, model.threshold), path, "rank")
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})

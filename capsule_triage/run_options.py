@@ -31,6 +31,15 @@ DECODE_IN = ("auto", "process", "thread")
 MAX_BATCH_SIZE = 1024  # frames per decoded batch a user or preset may ask for: at 384 px 450 MB of uint8 (QA 91 #2: bench
 # tiled 100,000 frames, 15 GB); a preset's size rounded up to the backend's tuned call (streams x run size) may exceed it
 
+
+def batch_size_problem(value) -> str | None:
+    """What is wrong with a batch size a user or preset asks for (``--batch-size``, a preset's ``[reader] batch_size``,
+    :func:`~capsule_triage.bench.bench`'s), in the words of every refusal; None for a whole number from 1 to
+    :data:`MAX_BATCH_SIZE`."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= MAX_BATCH_SIZE:
+        return None
+    return f"must be a whole number from 1 to {MAX_BATCH_SIZE}, got {value!r}"
+
 @dataclass
 class RunOptions:
     """Per-run settings (CLI flags); None = the preset's value.
@@ -103,7 +112,7 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         if not isinstance(value, kind):  # QA 58 #7: arguments swapped gave "'Pipeline' object has no attribute 'config'"
             raise ValueError(f"{name} must be a {kind.__name__} ({how}), got {type(value).__name__}")
     checks = [
-        ("--batch-size", options.batch_size, _whole(options.batch_size, 1) and (options.batch_size or 1) <= MAX_BATCH_SIZE,
+        ("--batch-size", options.batch_size, options.batch_size is None or batch_size_problem(options.batch_size) is None,
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),
         ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
         ("--top-k", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),

@@ -866,6 +866,30 @@ def test_an_interrupted_optimize_leaves_no_report_vouching_for_its_files(optimiz
     assert Classifier.load(copy).backend.name == "torch-fp32"
 
 
+def test_a_backend_failing_after_it_was_made_is_a_candidate_s_error_not_the_report_s(optimized, tmp_path, monkeypatch):
+    """QA 94 #7: only making a backend was guarded; one failing on the check frames or while timed (an OpenVINO int8 run,
+    say) stopped optimize after it had deleted backends.json: no report at all, where the docstring said recorded."""
+    from capsule_triage import optimize as optimize_module
+
+    folder, _ = optimized
+    copy = tmp_path / "w"
+    shutil.copytree(folder, copy)
+    for name in ("model.fp32.onnx", "model.int8.onnx"):
+        (copy / name).unlink(missing_ok=True)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("timing failed: device lost")
+
+    monkeypatch.setattr(optimize_module, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no export here")))
+    monkeypatch.setattr(optimize_module, "tune", fails)  # after each torch candidate was made and checked
+    report = optimize_module.optimize(copy, [MIXED_CLIP], tune_batch_sizes=(1,))
+    rows = json.loads((copy / "backends.json").read_text())["candidates"]
+    assert rows == report["candidates"] and not list(copy.glob(".*partial"))
+    assert rows["torch-fp32"] == {"accepted": False, "error": "RuntimeError: timing failed: device lost"}
+    assert rows["ort-fp32"] == {"accepted": False, "error": "RuntimeError: no export here"}
+    assert Classifier.load(copy).backend.name == "torch-fp32"  # nothing accepted: fp32 runs
+
+
 @pytest.mark.parametrize("error, advice", [(RuntimeError("std::bad_alloc"), "out of memory"), (MemoryError(), "out of memory"),
                                            (RuntimeError("Protobuf parsing failed"), "run `triage optimize` again")])
 def test_an_onnx_file_that_cannot_be_loaded_gets_the_right_advice(optimized, monkeypatch, error, advice):
