@@ -155,18 +155,23 @@ def _said_of_run(result, source: Path, model_warnings: list[str], *, report: boo
 
 
 def _print_top_events(out_dir: Path, limit: int = 5) -> None:
-    from .report_facts import says_hours
+    from .report_facts import names_classes, says_hours
     from .report_svg import clock_with_hours, fmt_clock, score_text
     from .study_folder import load_study
 
     study = load_study(out_dir)
+    classes = names_classes(study)  # as the page: a class only where the model has a choice of them (QA 96 #1)
     with clock_with_hours(says_hours(study)):  # the page's clock (QA 64: "19949.50 s" here, 5:32:29.5 there)
         for row in study.events[:limit]:
             typer.echo(
                 f"  #{row['rank'] + 1}: {fmt_clock(row['start_seconds'])} to {fmt_clock(row['end_seconds'])} "
                 f"({row['start_seconds']:.2f} to {row['end_seconds']:.2f} s), peak {score_text(row['peak_score'])} "
-                f"at {fmt_clock(row['peak_seconds'])}, {row['frame_count']} frame{'s' if row['frame_count'] != 1 else ''}, {row['dominant_class']}"
+                f"at {fmt_clock(row['peak_seconds'])}, {row['frame_count']} frame{'s' if row['frame_count'] != 1 else ''}"
+                + (f", {row['dominant_class']}" if classes else "")
             )
+    if len(study.events) > limit:  # QA 96 #8: "11 events" above five lines, without a word of the rest
+        more = len(study.events) - limit
+        typer.echo(f"  ... and {more} more event{'s' if more != 1 else ''}, ranked in the review page and events.parquet")
 
 
 def _register_optional() -> None:

@@ -21,7 +21,7 @@ from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
-from .report_facts import file_name, model_facts, playing_rate, says_hours, study_duration, study_facts, study_start, time_range
+from .report_facts import file_name, model_facts, names_classes, playing_rate, says_hours, study_duration, study_facts, study_start, time_range
 from .report_page import html_page, keys_hint, page_header, write_atomic
 from .report_svg import LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
@@ -117,7 +117,9 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     run, f = study.run, study.frames
     name = file_name(run)
     n, flagged = len(f["pts_seconds"]), int(np.count_nonzero(f["flagged"]))
-    main = ['<div class="grid2">', study_facts(study), model_facts(run, card_use), "</div>", _warnings(run),
+    # what to look at first, first (QA 96 #3: the gallery began 1,340 px down, below hashes, colours and backend); the
+    # study's and model's facts after the frames
+    main = [_warnings(run),
             _summary(n, flagged, len(study.events), study_duration(study), playing_rate(study)),
             '<section><h2>Timeline</h2><p class="hint">Smoothed suspicion score over the study. Shaded spans are events '
             '(click one to jump to it; where they crowd, a higher-ranked one covers its neighbours: the hour strips (of a long study), '
@@ -127,7 +129,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
                          t_range=time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
             _hour_strips(study, gaps), "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
-            top_frames_section(study, href)]
+            top_frames_section(study, href), '<div class="grid2">', study_facts(study), model_facts(run, card_use), "</div>"]
     # j/k announce "Event 3 of 117, peak 0.998, at 1:02.5" from these (screen readers are not told otherwise)
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
@@ -177,6 +179,16 @@ def _gap_times(study: Study) -> list[tuple[float, float]]:
     return [(float(pts[i]), float(pts[i + 1])) for i in gap_starts(pts)]
 
 
+def _cut_by(event: dict, gaps: list) -> str | None:
+    """Where an event begins or ends at a stretch without frames (QA 96 #5: an event "ending" where the frames stop for
+    20 s, and going on as another event after them, read as the end of the finding; said on the chart only)."""
+    start, end = event.get("start_seconds"), event.get("end_seconds")
+    said = [f"{where} a stretch of {fmt_duration(b - a)} without frames ({fmt_clock(a)}\u2013{fmt_clock(b)}): what the video "
+            f"showed there is not known" for a, b in gaps for where, at, edge in (("begins after", start, b), ("ends at", end, a))
+            if isinstance(at, (int, float)) and math.isclose(at, edge, abs_tol=1e-6)]
+    return "; ".join(said) or None
+
+
 def _thresholds(run: dict) -> dict:
     rank = run.get("parameters", {}).get("rank", {})
     enter = rank.get("enter_threshold", run.get("model", {}).get("config", {}).get("threshold"))
@@ -185,7 +197,7 @@ def _thresholds(run: dict) -> dict:
 
 def _spans(study: Study, href: str) -> list[Span]:
     return [Span(label=f"#{i + 1}", title=f"Event #{i + 1}: {fmt_clock(e.get('start_seconds'))}\u2013{fmt_clock(e.get('end_seconds'))}, "
-                 f"peak {score_text(e.get('peak_score'))} ({e.get('dominant_class') or '?'})",
+                 f"peak {score_text(e.get('peak_score'))}" + (f" ({e.get('dominant_class') or '?'})" if names_classes(study) else ""),
                  start_seconds=e.get("start_seconds") or 0.0, end_seconds=e.get("end_seconds") or 0.0,
                  peak_seconds=e.get("peak_seconds") or 0.0, peak_score=e.get("peak_score") or 0.0,
                  href=href.format(n=i + 1, name=_detail_name(i)), rank=i, shown_until=_shown_until(e))
@@ -256,7 +268,12 @@ def _why_no_events(study: Study) -> str:
     if len(study.frames["smoothed_score"]) and not len(smoothed):
         return f"no frame shows a field of view ({NO_VIEW_KINDS}): nothing was scored."
     if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
-        return "no stretch of the study reached the enter threshold."
+        raw = study.frames["score"][np.isfinite(study.frames["score"])]
+        over = (f" (single frames did, up to {score_text(float(np.max(raw)))}: the highest-scoring frames are listed below)"
+                if enter is not None and len(raw) and float(np.max(raw)) >= enter else "")  # QA 96 #4: said beside a frame above it
+        window = rank.get("smooth_seconds")
+        averaged = f"averaged over {window:g} s" if isinstance(window, (int, float)) and window > 0 else "smoothed"
+        return f"no stretch of the study reached the enter threshold: the score {averaged} (the timeline's line) stayed below it{over}."
     return (f"the smoothed score reached the enter threshold (highest {score_text(float(np.max(smoothed)))}) only in stretches shorter "
             f"than the shortest event ({fmt_duration(shortest) if shortest is not None else 'min_event_seconds'}, one frame period "
             f"counted); the per-frame scores are in {FRAMES_FILE}.")
@@ -269,11 +286,13 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
     img = (f'<img src="{esc(thumb)}" alt="{esc(alt)}"{" loading=lazy" if lazy else ""}>' if thumb
            else '<span class="nothumb">no thumbnail</span>')
     span = f'{fmt_clock(e.get("start_seconds"))}\u2013{fmt_clock(e.get("end_seconds"))}'
+    cls = (e.get("dominant_class") or "?") if names_classes(study) else None  # QA 96 #1: a one-class model's said "bleeding"
+    said, shown = (f", {esc(cls)}", f' <span class="cls">{esc(cls)}</span>') if cls else ("", "")
     # One tab stop per card: the thumbnail repeats the title's link; the title link's name says it all
     return (f'<li class="card" id="event-{i + 1}" data-rank="{i}"><a class="thumb" href="{href}" tabindex="-1" aria-hidden="true">{img}</a>'
             f'<a class="title" href="{href}"><b>#{i + 1}</b> {esc(fmt_clock(e.get("peak_seconds")))}<span class="vh">: peak '
-            f'{esc(score_text(e.get("peak_score")))}, {esc(e.get("dominant_class") or "?")}, event {esc(span)}</span></a>'
-            f'<span><span class="score">peak {esc(score_text(e.get("peak_score")))}</span> <span class="cls">{esc(e.get("dominant_class") or "?")}</span></span>'
+            f'{esc(score_text(e.get("peak_score")))}{said}, event {esc(span)}</span></a>'
+            f'<span><span class="score">peak {esc(score_text(e.get("peak_score")))}</span>{shown}</span>'
             f'<small>{esc(span)} \u00b7 ' + (f'{esc(e["peak_file"])} \u00b7 ' if e.get("peak_file") else "") +
             f'{e.get("frame_count", "?")} frame{"" if e.get("frame_count") == 1 else "s"} \u00b7 mean {esc(score_text(e.get("mean_score")))}</small></li>')
 
@@ -300,7 +319,9 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("Duration", fmt_duration(e.get("duration_seconds", (e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)))),
         ("Peak", f"{score_text(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
         ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")),
-        ("Abnormal class", e.get("dominant_class"))])  # QA 81 #5: a bare "GC" read as the verdict where CG was likelier
+        *([("Abnormal class", e.get("dominant_class"))] if names_classes(study) else []),
+        ("Cut by a gap", _cut_by(e, gaps))])  # QA 81 #5: "Class" read as the
+    # verdict (a bare "GC" where CG was likelier); QA 96 #1: a one-class model's every event read "Abnormal class: bleeding"
     t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)
     first, last = time_range(study)

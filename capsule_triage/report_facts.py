@@ -70,6 +70,13 @@ def time_range(study: Study) -> tuple[float, float]:
     return start, max(start + study_duration(study), float(pts[-1]) if len(pts) else start)
 
 
+def names_classes(study: Study) -> bool:
+    """Whether events and frames are shown with their abnormal class: only where the model has a choice of them (review
+    rev66, QA 96 #1: every event of a one-class model read "bleeding", a 0.437 one beside a frame the model scored
+    non-bleeding 0.563, as if it were a finding)."""
+    return len(((study.run.get("model") or {}).get("config") or {}).get("abnormal_classes") or ()) > 1
+
+
 def says_hours(study: Study) -> bool:
     """Whether the study's times are said with hours (``h:mm:ss.s``), on its pages and the console alike: its timeline
     reaches an hour as :func:`~capsule_triage.report_svg.fmt_clock` rounds (rev35: 3599.96 s; review rev58 #6: the console
@@ -155,9 +162,11 @@ def model_facts(run: dict, card_use: str | None) -> str:
         ("Model", model.get("name") or config.get("name")), ("Architecture", model.get("architecture") or config.get("architecture")),
         ("Intended use", card_use or "not stated (no model card given)"),
         ("Classes", ", ".join(config.get("class_names", [])) or None),
-        ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes" if config.get("abnormal_classes") else None),
+        ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes: the model's output, to rank frames by, "
+                  "not a calibrated chance of a finding" if config.get("abnormal_classes") else None),  # QA 96 #2: read as one
         ("Thresholds", f"enter {score_text(rank.get('enter_threshold'))}, leave {score_text(rank.get('leave_threshold'))}{operating_note(rank, config)}"
          if rank else None),
+        ("Events", _event_rule(rank)),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
         ("Pipeline", run.get("pipeline", {}).get("name")), ("Backend", _backend(model)),
         ("Run", f"{run.get('wall_seconds', 0):.1f} s, {run.get('fps', 0):.1f} frames/s on {model.get('device', '?')}" + _scored_by(run))])
@@ -176,6 +185,16 @@ def _backend(model: dict) -> str | None:
     backend = model.get("backend")
     reason = (model.get("backend_selection") or {}).get("reason")
     return f"{backend} \u2014 {reason}" if backend and reason else backend
+
+
+def _event_rule(rank: dict) -> str | None:
+    """The thresholds in plain words (QA 96 #2: "enter 0.188, leave 0.141" was explained nowhere on the page)."""
+    window = rank.get("smooth_seconds")
+    if not all(isinstance(rank.get(k), (int, float)) for k in ("enter_threshold", "leave_threshold")):
+        return None
+    averaged = f"the score averaged over {window:g} s" if isinstance(window, (int, float)) and window > 0 else "the score"
+    return (f"begin where {averaged} reaches {score_text(rank['enter_threshold'])} and end where it falls below "
+            f"{score_text(rank['leave_threshold'])}")
 
 
 def operating_note(rank: dict, config: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .report_facts import names_classes
 from .report_svg import esc, fmt_clock, score_text
 from .study_folder import Study
 
@@ -18,8 +19,7 @@ def top_frames_section(study: Study, event_href) -> str:
     rank_of = {e.get("event_id", i): i for i, e in enumerate(study.events)}
     frame_index, event_id = study.frames["frame_index"], study.frames["event_id"]
     nms = study.run.get("parameters", {}).get("rank", {}).get("nms_seconds")
-    # a class on each card only where there is a choice (review rev66: a one-class model's 0.03 frame read "bleeding")
-    classes = len((study.run.get("model") or {}).get("config", {}).get("abnormal_classes") or ()) > 1
+    classes = names_classes(study)  # review rev66: a one-class model's 0.03 frame read "bleeding"
     cards = []
     for row in rows:
         at = np.flatnonzero(frame_index == row["frame_index"])

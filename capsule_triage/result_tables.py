@@ -22,17 +22,23 @@ def prob_column(class_name: str) -> str:
     return f"prob_{class_name}"
 
 
-def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict, backend: str) -> dict:
+def table_provenance(model: str, weights_sha256: str, input_sha256: str, parameters: dict, backend: str, config: dict) -> dict:
     """What every table of a run says of itself (schema key-value metadata), beside ``schema_version``: the model, weights
     and input, the results version, the backend that scored, the event thresholds and a digest of run.json's ``parameters``
     (QA 70 #1: two runs of one study with another --threshold, --skip-duplicates or --fps wrote tables that named the same
-    everything; review rev65: another --backend too)."""
+    everything; review rev65: another --backend too) and of the model's config as it ran, run.json's ``model.config`` (QA 93 #5:
+    one loose weights file under two presets of other mean/std scored otherwise under the same metadata)."""
     return {"capsule_triage": version_line(),  # QA 80 #3: which code wrote a table taken out of its folder
             "model": model, "weights_sha256": weights_sha256, "input_sha256": input_sha256, "results_version": RESULTS_VERSION,
             "backend": backend,
             "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
             "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),
-            "parameters_sha256": hashlib.sha256(json.dumps(parameters, sort_keys=True, default=json_default).encode()).hexdigest()}
+            "parameters_sha256": _digest(parameters), "model_config_sha256": _digest(config)}
+
+
+def _digest(record: dict) -> str:
+    """SHA-256 of a run.json part as JSON with sorted keys."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=json_default).encode()).hexdigest()
 
 
 def _metadata(provenance: dict) -> dict[bytes, bytes]:

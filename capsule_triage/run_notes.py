@@ -84,6 +84,15 @@ def other_streams_note(info: SourceInfo) -> str | None:
             "(ffmpeg -i IN -map 0:N -c copy OUT.mkv for ffprobe's stream 0:N)")
 
 
+def unfinished_note(info: SourceInfo) -> str | None:
+    """A Warning: line for a Matroska file whose muxer wrote no duration, of the track or the file (QA 92 #2: a recorder
+    that crashed mid-recording leaves one; read whole, it was triaged as complete where a cut MP4 is refused)."""
+    if "matroska" not in (info.container or "").split(",") or info.muxer_duration_seconds is not None or info.duration_seconds is not None:
+        return None
+    return (f"{info.path}: a Matroska file without a duration, as a recording never finished leaves it (a recorder stopped or "
+            "crashed, a live capture): its frames are scored, but whether the recording went on beyond them cannot be told")
+
+
 def multi_page_note(path: Path, stats: DecodeStats) -> str | None:
     """A Warning: line for a frame folder's images of several pages or frames, of which only the first is read."""
     if not stats.multi_page:

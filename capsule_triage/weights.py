@@ -47,8 +47,14 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
     kwargs: dict = {"num_classes": len(config.class_names)}
     if pretrained_file is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
-    try:
-        return timm.create_model(arch, **kwargs)
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[-2:]) != (config.input_size,) * 2:
+        kwargs["img_size"] = config.input_size  # QA 93 #3: a ViT of 224 px at input_size 160 failed at its first frames
+    try:  # (a 269-line traceback); built for the config's size, its position embeddings are of that size (timm resamples
+        return timm.create_model(arch, **kwargs)  # pretrained ones on load)
+    except TypeError as exc:  # a model of a fixed size that cannot be built for another
+        raise WeightsError(arch, f"takes frames of {cfg.input_size[-1]} px only, not the input_size {config.input_size} of its "
+                                 f"config ({str(exc).splitlines()[0][:120]})") from None
     except (RuntimeError, OSError, ValueError) as exc:
         raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
 
@@ -62,8 +68,8 @@ def read_state_dict(path: str | Path, *, mapped: bool = False) -> dict[str, torc
     if not path.is_file():
         raise WeightsError(path, "weights file not found")
     if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
+        try:  # a DataParallel model's names as a .pth's are read (QA 93 #11: its "module." prefix was 122 missing tensors)
+            return {k.removeprefix("module."): v for k, v in load_file(str(path), device="cpu").items()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
     if path.suffix in STATE_DICT_SUFFIXES:
@@ -112,7 +118,7 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     if path.suffix == ".safetensors" and path.is_file():
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                return {k.removeprefix("module."): tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(path, f"not a valid safetensors file ({str(exc)[:160]})") from None
     return {k: tuple(v.shape) for k, v in read_state_dict(path, mapped=True).items()}

@@ -515,6 +515,34 @@ def test_truncated_mkv_is_refused_against_the_duration_its_muxer_wrote(tmp_path,
     assert whole.returncode == 0, whole.stderr
 
 
+def test_a_matroska_recording_never_finished_is_triaged_with_a_warning(tmp_path, random_weights):
+    """QA 92 #2: a recorder that crashed mid-recording leaves a Matroska file of unknown size without a duration: read
+    whole, it was triaged as a complete study without a word (a cut MP4 is refused, a cut finished MKV too)."""
+    clip = tmp_path / "crashed.mkv"
+    script = ("import os, sys, av, numpy as np\n"
+              "c = av.open(sys.argv[1], 'w', options={'flush_packets': '1'})  # on disk as muxed, as a recorder writes\n"
+              "s = c.add_stream('libx264', rate=4)\n"
+              "s.width = s.height = 64\n"
+              "s.pix_fmt = 'yuv420p'\n"
+              "s.options = {'tune': 'zerolatency'}  # each frame's packet muxed as it is encoded\n"
+              "for i in range(48):\n"
+              "    f = av.VideoFrame.from_ndarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8), format='rgb24')\n"
+              "    f.pts = i\n"
+              "    [c.mux(p) for p in s.encode(f)]\n"
+              "os._exit(0)  # the muxer never closed: no duration, no index\n")
+    subprocess.run([sys.executable, "-c", script, str(clip)], check=True, timeout=60)
+    result = triage("run", clip, "--weights", random_weights, "--out", tmp_path / "out", "--quiet", "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert (f"Warning: {clip}: a Matroska file without a duration, as a recording never finished leaves it (a recorder stopped "
+            "or crashed, a live capture): its frames are scored, but whether the recording went on beyond them cannot be told"
+            ) in result.stderr.splitlines(), result.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["frames_decoded"] > 0 and any("without a duration" in w for w in run["warnings"])
+    finished = encode_clip(_demo_frames(8), tmp_path / "finished.mkv")
+    whole = triage("run", finished, "--weights", random_weights, "--out", tmp_path / "whole", "--quiet", "--no-report")
+    assert whole.returncode == 0 and "without a duration" not in whole.stderr, whole.stderr
+
+
 def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
     path = tmp_path / "p.toml"
     path.write_text('name = "p"\n[model]\nweights = "capsule-bleeding-lite0"\narchitecture = "tf_efficientnet_lite0"\n'
@@ -527,8 +555,8 @@ def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
     ("input_size = 224.7", "", "[model] input_size must be an integer, got 224.7"),
     ('threshold = "0.3"', "", "[model] threshold must be a number, got '0.3'"),
     ('border_radius = "0.89"', "", "[model] border_radius must be a number, got '0.89'"),
-    ("", 'batch_size = "32"', "[reader] batch_size must be a whole number >= 1, got '32'"),
-    ("", "batch_size = 0", "[reader] batch_size must be a whole number >= 1, got 0"),
+    ("", 'batch_size = "32"', "[reader] batch_size must be a whole number from 1 to 1024, got '32'"),  # QA 94 #6: one rule, one
+    ("", "batch_size = 0", "[reader] batch_size must be a whole number from 1 to 1024, got 0"),  # message (was ">= 1" here)
     ("", "batch_size = 100000", "[reader] batch_size must be a whole number from 1 to 1024, got 100000"),  # rev87 #4
     ("", 'decoder_threads = "two"', "[reader] decoder_threads must be a whole number >= 1, got 'two'"),
     ("", "folder_fps = 0", "[reader] folder_fps must be a finite number > 0, got 0"),

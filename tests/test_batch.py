@@ -313,6 +313,20 @@ def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_pat
         batch_table(out, "thumbnails")
     with pytest.raises(InputError, match=f"^{tmp_path}: no studies.parquet: not the output folder of a finished `triage batch`$"):
         batch_table(tmp_path)
+    # QA 95 #1: a night killed (or still running) after it installed a study scored from new bytes: its tables joined to
+    # the summary's row of the old ones; said, as is a listed study whose folder is gone (QA 95 #2: install's two renames)
+    copy = shutil.copytree(out, tmp_path / "copy", symlinks=True)
+    first, second = done[0]["output_dir"], done[1]["output_dir"]
+    shutil.copy(copy / second / "events.parquet", copy / first / "events.parquet")
+    made_of = pq.read_schema(copy / first / "events.parquet").metadata[b"input_sha256"].decode()
+    with pytest.raises(InputError, match=re.escape(
+            f"{copy / first / 'events.parquet'}: made from input {made_of[:12]}, where studies.parquet lists {done[0]['input_sha256'][:12]} "
+            f"for {done[0]['study_id']}: a batch changed the folder after its studies.parquet was written (it is running, or was "
+            "stopped before its end); read it when a run of `triage batch` has ended")):
+        batch_table(copy, "events")
+    shutil.rmtree(copy / first)
+    with pytest.raises(InputError, match=r"events.parquet: cannot read it \(.*\): a batch changed the folder after"):
+        batch_table(copy, "events")
 
 
 def test_batch_json_names_its_folders_and_weights_absolutely(tmp_path, random_weights):

@@ -46,9 +46,11 @@ CARD = "# probe\n\n## Intended use\n\nResearch triage of capsule-endoscopy video
 # --- synthetic study folders ------------------------------------------------------------------
 
 def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, event_frames: int = 20, name: str = "study.mp4",
-               class_name: str = "bleeding", thumbnail: str | None = None, seed: int = 0, start: float = 0.0) -> Path:
+               class_name: str = "bleeding", thumbnail: str | None = None, seed: int = 0, start: float = 0.0,
+               abnormal: tuple[str, ...] = ()) -> Path:
     """A study folder as ``triage run`` writes it, with ``events`` evenly spaced events of ``event_frames`` frames
-    (``start``: the stream's clock at its first frame, with the container duration FFmpeg gives such a Matroska file)."""
+    (``start``: the stream's clock at its first frame, with the container duration FFmpeg gives such a Matroska file;
+    ``abnormal``: the config's abnormal classes, which name the events' class on the pages where there are two or more)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     pts = start + np.arange(frames) / fps
@@ -86,7 +88,8 @@ def make_study(folder: Path, *, frames: int, events: int, fps: float = 2.0, even
         "source": {"path": f"/data/{name}", "kind": "video", "codec": "h264", "width": 64, "height": 64,
                    "average_fps": fps, "duration_seconds": start + frames / fps, "start_seconds": start},
         "model": {"name": "synthetic-model", "architecture": "none", "device": "cpu",
-                  "config": {"class_names": ["non-bleeding", class_name], "threshold": 0.5}},
+                  "config": {"class_names": ["non-bleeding", class_name], "threshold": 0.5,
+                             **({"abnormal_classes": list(abnormal)} if abnormal else {})}},
         "parameters": {"rank": {"enter_threshold": 0.5, "leave_threshold": 0.375}},
         "frames_decoded": frames, "frames_skipped": 0, "wall_seconds": 1.0, "fps": 100.0})
     return folder
@@ -206,7 +209,7 @@ def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_
     run["model"]["config"]["abnormal_classes"] = ["GC", "GU"]  # QA 25: the page named the classes, not which make the score
     (study / "run.json").write_text(json.dumps(run))
     page = write_report(study).read_text()
-    assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page and "<dt>Score</dt><dd>P(GC + GU), the abnormal classes</dd>" in page
+    assert "<dt>Weights</dt><dd>/models/&lt;mine&gt;</dd>" in page and "<dt>Score</dt><dd>P(GC + GU), the abnormal classes: the model&#x27;s output, to rank frames by, not a calibrated chance of a finding</dd>" in page
     assert "<dt>Backend</dt><dd>ort-int8 \u2014 asked for (--backend)</dd>" in page
     box = page[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
     assert box.count("<li>") == 3 and rejected in box and "checked for other event settings" in box  # each line once
@@ -294,7 +297,21 @@ def test_large_study_is_small_and_paginated(tmp_path):
 
 def test_study_without_events(tmp_path):
     html = write_report(make_study(tmp_path / "s", frames=100, events=0)).read_text()
-    assert "No events: no stretch of the study reached the enter threshold." in html and 'class="card"' not in html and "0.0%" in html
+    assert ("No events: no stretch of the study reached the enter threshold: the score smoothed (the timeline&#x27;s line) stayed "
+            "below it.") in html and 'class="card"' not in html and "0.0%" in html
+    # QA 96 #4: "no stretch reached the enter threshold" above a frame shown at 0.194, over the 0.188 threshold
+    frames = pq.read_table(tmp_path / "s" / "frames.parquet")
+    score = frames.column("score").to_numpy().copy()
+    score[40] = 0.7  # one frame over 0.5, its 1 s average far below
+    frames = frames.set_column(frames.column_names.index("score"), "score", pa.array(score, type=frames.schema.field("score").type))
+    pq.write_table(frames, tmp_path / "s" / "frames.parquet")
+    run = json.loads((tmp_path / "s" / "run.json").read_text())
+    run["parameters"]["rank"]["smooth_seconds"] = 1.0
+    (tmp_path / "s" / "run.json").write_text(json.dumps(run))
+    html = write_report(tmp_path / "s").read_text()
+    assert ("the score averaged over 1 s (the timeline&#x27;s line) stayed below it (single frames did, up to 0.700: the "
+            "highest-scoring frames are listed below).") in html
+    assert "<dt>Events</dt><dd>begin where the score averaged over 1 s reaches 0.500 and end where it falls below 0.375</dd>" in html
     assert not list((tmp_path / "s" / "report").glob("*.html"))
 
 
@@ -344,7 +361,7 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
 def test_events_are_listed_in_time_order_with_links_to_their_pages(tmp_path):
     """Left for later since QA 41: with a hundred events the timeline's spans could not be told apart and the
     gallery is in rank order; a reviewer reading from mouth to colon had no list of the events by time."""
-    study = make_study(tmp_path / "s", frames=6000, events=40, seed=5)
+    study = make_study(tmp_path / "s", frames=6000, events=40, seed=5, abnormal=("bleeding", "ulcer"))
     events = pq.read_table(study / "events.parquet").to_pylist()
     html = write_report(study).read_text()
     section = html[html.index('<section id="event-list"'):]
@@ -466,11 +483,13 @@ def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
     """QA 23 (WCAG 2.4.1, 2.4.3, 1.3.1): no <main> and no skip link; Tab went through every timeline span (117 stops)
     before the gallery, and each card twice (thumbnail, title); the title link's name was '#1 0:22.8'; the pager was
     above the gallery only, its links named '2'; nothing printed past the first gallery page or the frames' scroll box."""
-    study = make_study(tmp_path / "s", frames=1400, events=60, event_frames=10)
+    study = make_study(tmp_path / "s", frames=1400, events=60, event_frames=10, abnormal=("bleeding", "ulcer"))
     html = write_report(study).read_text()
     body = html[html.index("<body>"):]
     assert body.index('<a class="skip" href="#events">Skip to events</a>') < body.index("<header>") < body.index('<main id="main">')
     assert body.index('<main id="main">') < body.index('id="events"') < body.index("</main>") < body.index("<footer>")
+    # QA 96 #3: the events first, the study's and model's facts (hashes, colours, backend) after them
+    assert body.index('id="summary"') < body.index("<h2>Timeline</h2>") < body.index('id="events"') < body.index("<h2>Model</h2>")
     spans = re.findall(r'<a class="span[^"]*"[^>]*>', html)
     assert len(spans) == 60 and all('tabindex="-1"' in a for a in spans)
     thumbs = re.findall(r'<a class="thumb"[^>]*>', html)
@@ -563,7 +582,7 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     """QA 23: an event page listed no keys (and they could not be turned off), its previous/next links did not say they
     go by rank, its own span was not marked on its timeline, and the frames table had no caption; its scroll box
     could not be reached by Tab."""
-    study = make_study(tmp_path / "s", frames=60, events=3, event_frames=10)
+    study = make_study(tmp_path / "s", frames=60, events=3, event_frames=10, abnormal=("bleeding", "ulcer"))
     write_report(study)
     page = (study / "report" / "event-0002.html").read_text()
     assert '<a rel="prev" href="event-0001.html">\u2190 previous event (#1, higher score)</a>' in page
@@ -578,6 +597,19 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     assert "<span>next event \u2192</span>" in last  # no next: not a link
     assert re.search(r"<dt>Abnormal class</dt><dd>[^<]+</dd>", page)  # QA 81 #5: "Class", read as the frames' verdict
     assert "Frames (10)</h2>" in page and "not scored" not in page
+
+
+def test_a_one_class_model_s_events_are_not_named_by_its_class(tmp_path):
+    """QA 96 #1: every event of a one-class model read "bleeding" (cards, the event list, "Abnormal class: bleeding" on its
+    page, the timeline's titles), a 0.437 one beside its peak frame's non-bleeding 0.563, as if it were a finding."""
+    one = make_study(tmp_path / "one", frames=60, events=3, event_frames=10, abnormal=("bleeding",))
+    two = make_study(tmp_path / "two", frames=60, events=3, event_frames=10, abnormal=("bleeding", "ulcer"))
+    for study, named in ((one, False), (two, True)):
+        html = write_report(study).read_text()
+        page = (study / "report" / "event-0001.html").read_text()
+        assert ('<span class="cls">bleeding</span>' in html) is named and ("<dt>Abnormal class</dt>" in page) is named
+        assert ('data-col="5">class</button>' in html) is named and (", bleeding, event " in html) is named
+        assert ("(bleeding)</title>" in html) is named and html.count('<li class="card"') == 3
 
 
 def test_an_event_s_box_spans_the_time_its_frames_show(tmp_path):
@@ -595,6 +627,23 @@ def test_an_event_s_box_spans_the_time_its_frames_show(tmp_path):
         assert e["duration_seconds"] == pytest.approx(2.0)  # 4 frames of 0.5 s
         assert float(x0) == pytest.approx(left + plot_w * e["start_seconds"] / 20.0, abs=0.06)  # 40 frames: 20 s shown
         assert float(width) == pytest.approx(plot_w * 2.0 / 20.0, abs=0.11)
+
+
+def test_an_event_page_says_it_ends_at_a_stretch_without_frames(tmp_path):
+    """QA 96 #5: an event that "ended" where the video's frames stop for 20 s (the bleeding going on as another event after
+    them) read as the end of the finding: only the chart's hatching said otherwise."""
+    study = make_study(tmp_path / "s", frames=40, events=1, event_frames=10)  # its frames 0-9, 0:00.0-0:04.5
+    table = pq.read_table(study / "frames.parquet")
+    pts = table.column("pts_seconds").to_numpy().copy()
+    pts[10:] += 20.0  # no frames from 4.5 s to 25.0 s
+    pq.write_table(table.set_column(table.column_names.index("pts_seconds"), "pts_seconds", pa.array(pts)), study / "frames.parquet")
+    write_report(study)
+    page = (study / "report" / "event-0001.html").read_text()
+    assert ("<dt>Cut by a gap</dt><dd>ends at a stretch of 20.5 s without frames (0:04.5\u20130:25.0): what the video showed "
+            "there is not known</dd>") in page
+    whole = make_study(tmp_path / "t", frames=40, events=1, event_frames=10)
+    write_report(whole)
+    assert "Cut by a gap" not in (whole / "report" / "event-0001.html").read_text()
 
 
 def test_an_event_page_lists_its_frames_without_a_field_of_view(tmp_path):
@@ -1218,7 +1267,7 @@ def test_large_study_paginates_in_chromium(tmp_path, browser):
 
 @needs_chromium
 def test_the_events_in_time_order_sort_by_any_column_in_chromium(tmp_path, browser):
-    study = make_study(tmp_path / "s", frames=20_000, events=120, seed=7)
+    study = make_study(tmp_path / "s", frames=20_000, events=120, seed=7, abnormal=("bleeding", "ulcer"))
     browser.load(write_report(study).as_uri())
     ranks = "Array.from(document.querySelectorAll('table.events tbody tr')).map(r => +r.cells[7].dataset.v)"
     starts = "Array.from(document.querySelectorAll('table.events tbody tr')).map(r => +r.cells[0].dataset.v)"

@@ -46,6 +46,8 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     assert (meta[b"results_version"], meta[b"backend"], meta[b"enter_threshold"], meta[b"leave_threshold"]) == (
         b"3", run["model"]["backend"].encode(), repr(float(rank["enter_threshold"])).encode(), repr(float(rank["leave_threshold"])).encode())
     assert meta[b"parameters_sha256"] == hashlib.sha256(json.dumps(run["parameters"], sort_keys=True).encode()).hexdigest().encode()
+    config = hashlib.sha256(json.dumps(run["model"]["config"], sort_keys=True).encode()).hexdigest().encode()
+    assert meta[b"model_config_sha256"] == config  # QA 93 #5: the preprocessing as it ran (a loose file's is its preset's)
 
 
 def test_events_are_well_formed_ranked_and_find_the_bleeding_segments(mixed_run):
@@ -476,7 +478,7 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
         out = tmp_path / str(len(pts) + last)
         out.mkdir()
         start = 19949.5 if last > 3600 else 10.0
-        (out / "run.json").write_text("{}")
+        (out / "run.json").write_text('{"model": {"config": {"abnormal_classes": ["bleeding", "ulcer"]}}}')  # a choice: named
         pq.write_table(pa.table({"pts_seconds": pts}), out / "frames.parquet")
         pq.write_table(pa.table({"rank": [0], "start_seconds": [start], "end_seconds": [start + (50.0 if last > 3600 else 10.5)],
                                  "peak_score": [0.9995], "peak_seconds": [start + (33.5 if last > 3600 else 3.0)],
@@ -489,6 +491,15 @@ def test_the_console_gives_event_times_on_the_page_s_clock(tmp_path, capsys):
                              "frame_count": [51], "dominant_class": ["bleeding"]}), out / "events.parquet")
     _print_top_events(out)
     assert capsys.readouterr().out == "  #1: -0:01.0 to 0:01.0 (-1.04 to 0.96 s), peak 0.900 at -0:00.2, 51 frames, bleeding\n"
+    (out / "run.json").write_text('{"model": {"config": {"abnormal_classes": ["bleeding"]}}}')  # QA 96 #1: no choice, no class
+    events = pq.read_table(out / "events.parquet").to_pylist()
+    pq.write_table(pa.Table.from_pylist([{**events[0], "rank": r} for r in range(7)]), out / "events.parquet")
+    _print_top_events(out)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "  #1: -0:01.0 to 0:01.0 (-1.04 to 0.96 s), peak 0.900 at -0:00.2, 51 frames" and len(lines) == 6
+    assert lines[-1] == "  ... and 2 more events, ranked in the review page and events.parquet"  # QA 96 #8
+    (out / "run.json").write_text('{"model": {"config": {"abnormal_classes": ["bleeding", "ulcer"]}}}')
+    pq.write_table(pa.Table.from_pylist(events), out / "events.parquet")
     events = pq.read_table(out / "events.parquet")  # QA 66 #9: "1 frames"
     pq.write_table(events.set_column(events.schema.get_field_index("frame_count"), "frame_count", pa.array([1])), out / "events.parquet")
     _print_top_events(out)

@@ -552,3 +552,35 @@ def test_a_bare_weights_file_of_another_model_names_the_preset_it_fits(tmp_path)
         assert str(err.value).endswith(f"weights do not match the model (tf_efficientnet_lite0, 2 classes: non-bleeding, bleeding): their "
                                        f"head has {classes:,} classes (2 mis-shaped tensor(s) e.g. classifier.weight ({classes}, 1280) vs "
                                        f"(2, 1280) expected){said}")
+
+
+def test_a_model_of_a_fixed_input_size_is_built_for_its_config_s_size(tmp_path):
+    """QA 93 #3: a ViT made for 224 px given input_size 160 in its config loaded, then failed at its first frames with a
+    269-line traceback (in a batch, every study failed with it): it is built for the config's size."""
+    config = ModelConfig(architecture="vit_tiny_patch16_224", class_names=["non-bleeding", "bleeding"], abnormal_classes=["bleeding"],
+                         input_size=160, name="vit160")
+    torch.manual_seed(0)
+    folder = save_weights(tmp_path / "vit160", create_model(config), config)
+    assert tuple(read_state_dict(folder / "model.safetensors")["pos_embed"].shape) == (1, 101, 192)  # 10 x 10 patches + class
+    frames = np.random.default_rng(0).integers(0, 255, (2, 160, 160, 3), dtype=np.uint8)
+    with Classifier.load(folder) as classifier:
+        probs = classifier(FrameBatch(frames, np.arange(2), np.arange(2) / 2.0)).probs
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    result = triage("run", DEMO_CLIP, "--weights", folder, "--out", tmp_path / "out", "--quiet", "--no-report")
+    assert result.returncode == 0, result.stderr  # the CLI end to end (the demo clip's 224 px frames read at 160)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_a_data_parallel_model_s_prefix_is_read_in_either_format(tmp_path, config, suffix):
+    """QA 93 #11: a .pth saved from a DataParallel model had its "module." names read, a .safetensors was refused as
+    missing every tensor."""
+    from capsule_triage.weights import read_shapes
+
+    model = create_model(config)
+    prefixed = {f"module.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / f"dp{suffix}"
+    save_file(prefixed, str(path)) if suffix == ".safetensors" else torch.save(prefixed, path)
+    assert read_state_dict(path).keys() == model.state_dict().keys() and read_shapes(path).keys() == model.state_dict().keys()
+    fresh = create_model(config)
+    fresh.load_state_dict(read_state_dict(path))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))

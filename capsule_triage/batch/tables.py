@@ -20,6 +20,8 @@ from ..report_batch import DONE_STATUSES
 from .layout import SUMMARY_FILE
 
 TABLES = {"frames": FRAMES_FILE, "events": EVENTS_FILE, "top_frames": TOP_FRAMES_FILE}
+MID_RUN = (f": a batch changed the folder after its {SUMMARY_FILE} was written (it is running, or was stopped before its end); "
+           "read it when a run of `triage batch` has ended")
 
 
 def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
@@ -30,7 +32,9 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
 
     Raises:
         ValueError: another table name.
-        InputError: no studies.parquet in ``out_dir``, or a study's table cannot be read.
+        InputError: no studies.parquet in ``out_dir``, or a study's table cannot be read or was made from other input bytes
+            than studies.parquet lists for it (QA 95 #1: a night running, or killed, installs each study as it is done and
+            writes the summary at its end: the tables of tonight's bytes were joined to last night's rows).
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
@@ -39,14 +43,18 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
     studies = pq.read_table(summary)
     parts = []
-    for row in studies.select(["study_id", "input_path", "status", "output_dir"]).to_pylist():
+    for row in studies.select(["study_id", "input_path", "status", "output_dir", "input_sha256"]).to_pylist():
         if row["status"] not in DONE_STATUSES:
             continue
         path = Path(out_dir) / row["output_dir"] / TABLES[table]
         try:
             part = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
-            raise InputError(path, f"cannot read it ({str(exc).splitlines()[0][:160]})") from None
+            raise InputError(path, f"cannot read it ({str(exc).splitlines()[0][:160]}){MID_RUN}") from None
+        made_of = (part.schema.metadata or {}).get(b"input_sha256", b"").decode()
+        if made_of != row["input_sha256"]:
+            raise InputError(path, f"made from input {made_of[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists "
+                                   f"{(row['input_sha256'] or '(none)')[:12]} for {row['study_id']}{MID_RUN}")
         named = {"study_id": row["study_id"], "input_path": row["input_path"]}
         for i, (name, value) in enumerate(named.items()):
             part = part.add_column(i, name, pa.array([value] * part.num_rows, pa.string()))
