@@ -82,8 +82,13 @@ def batch_command(
     try:
         result = run_batch(input_dir, out, options)
     except (TriageError, ValueError) as exc:
-        for line in getattr(exc, "warnings", ()):  # the night's own notes, when it was refused after taking its lock
-            typer.echo(printable(f"Warning: {line}"), err=True)
+        done = getattr(exc, "result", None)  # a device that failed after studies were done: what the night said of them
+        for line in done.failures if done else ():
+            typer.echo(printable(f"Error: {line}"), err=True)
+        for line in dict.fromkeys([*getattr(exc, "warnings", ()), *(done.warnings if done else ())]):  # the night's own notes
+            typer.echo(printable(f"Warning: {line}"), err=True)  # (when it was refused after taking its lock too)
+        if done and done.summary_error:
+            typer.echo(printable(f"Error: {done.summary_error}"), err=True)
         typer.echo(printable(f"Error: {exc}"), err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt as exc:

@@ -364,6 +364,10 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     checked = sorted({onnx_file(name) for name, row in report["candidates"].items() if onnx_file(name) and "max_score_diff" in row})
     report["onnx_sha256"] = {name: file_sha256(weights_dir / name) for name in checked}
     partial = weights_dir / f".{BACKENDS_FILE}.partial"  # whole or not at all: a full disk leaves no half report (QA 94 #7)
-    partial.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(partial, weights_dir / BACKENDS_FILE)
+    try:
+        partial.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(partial, weights_dir / BACKENDS_FILE)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     return report

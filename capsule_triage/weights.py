@@ -47,16 +47,27 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
     kwargs: dict = {"num_classes": len(config.class_names)}
     if pretrained_file is not None:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
-    cfg = timm.models.get_pretrained_cfg(arch)
-    if cfg is not None and cfg.fixed_input_size and tuple(cfg.input_size[-2:]) != (config.input_size,) * 2:
-        kwargs["img_size"] = config.input_size  # QA 93 #3: a ViT of 224 px at input_size 160 failed at its first frames
-    try:  # (a 269-line traceback); built for the config's size, its position embeddings are of that size (timm resamples
-        return timm.create_model(arch, **kwargs)  # pretrained ones on load)
-    except TypeError as exc:  # a model of a fixed size that cannot be built for another
-        raise WeightsError(arch, f"takes frames of {cfg.input_size[-1]} px only, not the input_size {config.input_size} of its "
-                                 f"config ({str(exc).splitlines()[0][:120]})") from None
+    kwargs.update(sized_for(config, arch))
+    try:
+        return timm.create_model(arch, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in kwargs:
+            raise
+        raise WeightsError(arch, f"takes frames of one size only, not the input_size {config.input_size} of its config "
+                                 f"({str(exc).splitlines()[0][:120]})") from None
     except (RuntimeError, OSError, ValueError) as exc:
         raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def sized_for(config: ModelConfig, name: str) -> dict:
+    """``timm.create_model`` arguments that build a model of a fixed input size (a ViT's, a Swin's) for ``config``'s:
+    ``img_size`` where the model's own differs, else none (QA 93 #3: a ViT of 224 px under input_size 160 loaded, then
+    failed at its first frames with a 269-line traceback; built for the config's size, its position embeddings are of
+    that size, and timm resamples pretrained ones as it loads them)."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.fixed_input_size or tuple(cfg.input_size[-2:]) == (config.input_size,) * 2:
+        return {}
+    return {"img_size": config.input_size}
 
 
 def read_state_dict(path: str | Path, *, mapped: bool = False) -> dict[str, torch.Tensor]:

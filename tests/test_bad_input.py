@@ -533,14 +533,14 @@ def test_a_matroska_recording_never_finished_is_triaged_with_a_warning(tmp_path,
     subprocess.run([sys.executable, "-c", script, str(clip)], check=True, timeout=60)
     result = triage("run", clip, "--weights", random_weights, "--out", tmp_path / "out", "--quiet", "--no-report")
     assert result.returncode == 0, result.stderr
-    assert (f"Warning: {clip}: a Matroska file without a duration, as a recording never finished leaves it (a recorder stopped "
-            "or crashed, a live capture): its frames are scored, but whether the recording went on beyond them cannot be told"
-            ) in result.stderr.splitlines(), result.stderr
+    assert (f"Warning: {clip}: a Matroska file with no duration recorded, as a recording never finished leaves it (a recorder "
+            "stopped or crashed, a live capture; a browser's WebM recording writes none either): its frames are scored, but "
+            "whether the recording went on beyond them cannot be told") in result.stderr.splitlines(), result.stderr
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["frames_decoded"] > 0 and any("without a duration" in w for w in run["warnings"])
+    assert run["frames_decoded"] > 0 and any("no duration recorded" in w for w in run["warnings"])
     finished = encode_clip(_demo_frames(8), tmp_path / "finished.mkv")
     whole = triage("run", finished, "--weights", random_weights, "--out", tmp_path / "whole", "--quiet", "--no-report")
-    assert whole.returncode == 0 and "without a duration" not in whole.stderr, whole.stderr
+    assert whole.returncode == 0 and "no duration recorded" not in whole.stderr, whole.stderr
 
 
 def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:

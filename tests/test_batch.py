@@ -969,24 +969,27 @@ def test_a_device_that_fails_after_a_study_was_installed_lists_it(tree, random_w
     """QA 94 #4: a device that failed at the second study stopped the batch with the first installed but listed nowhere:
     no studies.parquet, batch.json or index.html. Now they are written (the rest pending), and the error said."""
     from capsule_triage.batch import worker as worker_module
-    from capsule_triage.errors import DeviceError
+    from capsule_triage.errors import DeviceError, InputError
 
     studies = discover_studies(tree)
-    first, real_triage = studies[0], worker_module.triage_study
-    assert len(studies) >= 2
+    (bad, first), real_triage = studies[:2], worker_module.triage_study
+    assert len(studies) >= 3
 
-    def device_fails_after_the_first(path, *args, **kwargs):
+    def device_fails_after_the_second(path, *args, **kwargs):
+        if str(path) == bad.path:
+            raise InputError(path, "not a readable video (a test's)")
         if str(path) != first.path:
             raise DeviceError("cuda:0", "device error (CUDA error: an illegal memory access was encountered)")
         return real_triage(path, *args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "triage_study", device_fails_after_the_first)
+    monkeypatch.setattr(worker_module, "triage_study", device_fails_after_the_second)
     out = tmp_path / "out"
     result = _cli("batch", tree, "--out", out, "--weights", random_weights, "--quiet")
-    assert result.exit_code == 2 and result.stderr.strip().startswith("Error: cuda:0: device error"), result.stderr
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1].startswith("Error: cuda:0: device error"), result.stderr
+    assert f"Error: {bad.path}: not a readable video (a test's)" in result.stderr.splitlines()  # rev89 #1: said, not lost
     rows = {row["study_id"]: row["status"] for row in pq.read_table(out / "studies.parquet").to_pylist()}
-    assert rows[first.study_id] == "ok" and set(rows) == {s.study_id for s in studies}
-    assert all(status == "pending" for sid, status in rows.items() if sid != first.study_id)
+    assert (rows[bad.study_id], rows[first.study_id]) == ("failed", "ok") and set(rows) == {s.study_id for s in studies}
+    assert all(status == "pending" for sid, status in rows.items() if sid not in (bad.study_id, first.study_id))
     assert (out / "batch.json").is_file() and (out / "index.html").is_file() and "aborted: " in (out / "batch.log").read_text()
 
 
@@ -2052,6 +2055,8 @@ def test_a_night_s_fps_leaves_a_frame_folder_timed_by_its_own_csv(random_weights
     # the CSVs turned off (a library's option): "timed" is read at --fps now; both are other inputs to the batch (their CSVs
     # are not hashed), where before this night failed every folder that held one as an input changing while it was read
     assert night(folder_fps=3.0, own_timestamps=False) == {"timed": "ok", "other": "ok", "_ok": 2}
+    with pytest.raises(TriageError, match="^timestamps_csv: times one study"):  # rev89 #2: one CSV for every study failed each
+        night(timestamps_csv=str(timed / "timestamps.csv"))  # folder holding its own as an input changing while it was read
     times = pq.read_table(next((tmp_path / "out").glob("timed-*")) / "frames.parquet").column("pts_seconds").to_pylist()
     assert times == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
 

@@ -309,8 +309,9 @@ def test_study_without_events(tmp_path):
     run["parameters"]["rank"]["smooth_seconds"] = 1.0
     (tmp_path / "s" / "run.json").write_text(json.dumps(run))
     html = write_report(tmp_path / "s").read_text()
-    assert ("the score averaged over 1 s (the timeline&#x27;s line) stayed below it (single frames did, up to 0.700: the "
-            "highest-scoring frames are listed below).") in html
+    assert "the score averaged over 1 s (the timeline&#x27;s line) stayed below it (single frames did, up to 0.700)." in html
+    write_table(tmp_path / "s" / "top_frames.parquet", top_frames_table([(40, 20.0, 0.7)], {}), {"model": "synthetic"})
+    assert "(single frames did, up to 0.700: the highest-scoring frames are listed below)." in write_report(tmp_path / "s").read_text()
     assert "<dt>Events</dt><dd>begin where the score averaged over 1 s reaches 0.500 and end where it falls below 0.375</dd>" in html
     assert not list((tmp_path / "s" / "report").glob("*.html"))
 

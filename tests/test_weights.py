@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -568,6 +569,11 @@ def test_a_model_of_a_fixed_input_size_is_built_for_its_config_s_size(tmp_path):
     assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     result = triage("run", DEMO_CLIP, "--weights", folder, "--out", tmp_path / "out", "--quiet", "--no-report")
     assert result.returncode == 0, result.stderr  # the CLI end to end (the demo clip's 224 px frames read at 160)
+    from capsule_triage.weights import sized_for
+
+    # rev89 #3: training's hub init (hub:TAG) builds its model the same way; a model of any size is built as it is
+    assert sized_for(config, "vit_tiny_patch16_224.augreg_in21k") == {"img_size": 160} and sized_for(config, "resnet50.a1_in1k") == {}
+    assert sized_for(replace(config, input_size=224), "vit_tiny_patch16_224") == {}
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -24,8 +24,9 @@ class WorkerContext:
         device: device for the model ("auto", "cpu", "cuda:N").
         backend: inference backend ("auto", "torch-fp32", "ort-int8", ...).
         run: per-study options (batch_size, threshold, top_k, folder_fps, report); out/force are set per study.
-        fingerprint: :func:`pipeline_fingerprint` of this run (its frame folders'; batch.json records it).
-        video_fingerprint: that of its videos (None: the same), which leaves out the frame folders' options.
+        fingerprint: this run's print of its frame folders (:func:`~.records.pipeline_fingerprints`; batch.json records it).
+        video_fingerprint: its print of the studies ``--fps`` does not time, videos and frame folders timed by their own
+            timestamps.csv (None: the same), which leaves the frame folders' options out.
         force: redo complete studies.
         threads: inference threads for this worker (None = the backend's default).
         settle_seconds: a study written less than this before it is read is left for a later run (``--settle``).

@@ -228,9 +228,12 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
             engine.run(studies, ctx, progress)
         except KeyboardInterrupt:
             raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None
-        except WorkerSetupError:  # QA 94 #4: a device that failed after studies were installed left them unlisted (no
-            if progress.outcomes:  # studies.parquet, batch.json or index.html): listed, the rest pending, then the error
-                _summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)
+        except WorkerSetupError as exc:  # QA 94 #4: a device that failed after studies were installed left them unlisted (no
+            if progress.outcomes:  # studies.parquet, batch.json or index.html): listed, the rest pending (the run stopped),
+                try:  # then the error, with what the night said before it (rev89 #1: its failures and warnings were lost)
+                    exc.result = _summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)
+                except Exception as summary_exc:  # noqa: BLE001 - the device's error is the one to say
+                    log(f"warning summary not written after the device failed: {summary_exc}")
             raise
         finally:
             progress.bar.close()
@@ -270,6 +273,9 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
 
         require_ray()
         check_ray_address(options.ray_address)  # before the lock is taken: a wrong address is one line
+    if options.run.timestamps_csv is not None:  # rev89 #2: one CSV for every study failed each folder with a CSV of its own
+        raise TriageError("timestamps_csv", "times one study (`triage run --timestamps`); a batch's frame folders are timed by "
+                                            "their own timestamps.csv: leave it None")
     if not isinstance(options.settle_seconds, (int, float)) or not 0 <= options.settle_seconds < float("inf"):
         raise TriageError("--settle", f"must be a number of seconds, 0 or more, got {options.settle_seconds!r}")
     if not input_dir.is_dir():

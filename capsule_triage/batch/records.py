@@ -30,7 +30,7 @@ def pipeline_fingerprints(pipeline: Pipeline, *, weights: str | None, backend: s
     backend report and ONNX files ``triage optimize`` put beside them), backend, device type, options, version, and
     :data:`~capsule_triage.outputs.RESULTS_VERSION`. A video's ("video") leaves the frame folders' options at their
     defaults: they read no video (QA 88 #2: a night's ``--fps`` scored every video of the archive again), nor a frame
-    folder timed by its own timestamps.csv, which takes it too (:meth:`~capsule_triage.batch.worker.WorkerContext.fingerprint_of`);
+    folder timed by its own timestamps.csv, which takes it too (:meth:`~capsule_triage.batch.context.WorkerContext.fingerprint_of`);
     any other frame folder's is "frames".
     """
     location = weights or pipeline.weights

@@ -49,8 +49,9 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         path = Path(out_dir) / row["output_dir"] / TABLES[table]
         try:
             part = pq.read_table(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(path, f"cannot read it ({str(exc).splitlines()[0][:160]}){MID_RUN}") from None
+        except (OSError, pa.ArrowException) as exc:  # gone: moved aside by an install the night did not finish (QA 95 #2)
+            missing = MID_RUN if isinstance(exc, FileNotFoundError) else ""  # (rev89 #4: not a damaged file's or a permission's)
+            raise InputError(path, f"cannot read it ({str(exc).splitlines()[0][:160]}){missing}") from None
         made_of = (part.schema.metadata or {}).get(b"input_sha256", b"").decode()
         if made_of != row["input_sha256"]:
             raise InputError(path, f"made from input {made_of[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists "
