@@ -105,7 +105,8 @@ def find_preset(name_or_path: str | Path) -> Path:
     if bare_name and candidate.is_file():
         return candidate
     known = sorted(p.stem for p in (project_home() / "pipelines").glob("*.toml"))
-    if path.suffix == ".toml" or path.exists():
+    with_folder = "/" in str(name_or_path) or os.sep in str(name_or_path)  # QA 93 #8: "-p p/h2" read as a preset's name
+    if path.suffix == ".toml" or path.exists() or with_folder:
         if path.is_dir():
             raise PresetError(path, "is a folder, not a pipeline preset file (a .toml file or a preset name)")
         if not path.is_file():  # QA 22: 'capsule-bleeding.toml' typed from another folder

@@ -328,6 +328,11 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
 def test_unknown_preset(tmp_path):
     result = triage("run", DEMO_CLIP, "--pipeline", "no-such-preset", "--out", tmp_path / "o")
     assert result.returncode == 2 and "no such pipeline preset (known: capsule-bleeding, " in result.stderr
+    from capsule_triage.errors import PresetError
+    from capsule_triage.presets import load_pipeline
+
+    with pytest.raises(PresetError, match="^p/h2: pipeline preset file not found$"):  # QA 93 #8: a path, as the README says
+        load_pipeline("p/h2")
 
 
 def test_a_source_that_cannot_be_triaged_is_refused_before_the_model_loads(tmp_path):
