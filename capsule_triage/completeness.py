@@ -110,8 +110,9 @@ def cut_transport_stream(path: Path) -> str | None:
             if not left:
                 return None
             fh.seek(size - left + sync_at)
-            if left > sync_at and fh.read(1) == b"\x47":
-                return f"the file ends inside a transport packet ({left} of its {packet} bytes, at byte {size - left:,})"
+            if left > sync_at and fh.read(1) == b"\x47":  # QA 92 #3: what to do to triage the frames it holds, said
+                return (f"the file ends inside a transport packet ({left} of its {packet} bytes, at byte {size - left:,}); "
+                        f"to triage the frames before it, cut a copy there: truncate -s {size - left} COPY")
             return None
     return None
 

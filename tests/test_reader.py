@@ -1156,7 +1156,8 @@ def test_a_transport_stream_cut_inside_a_packet_is_truncated_not_a_shorter_recor
         cut = int(len(data) * 0.6) // packet * packet + 77
         (tmp_path / f"cut_{name}").write_bytes(data[:cut])
         with pytest.raises(InputError, match=rf"cut_{name}: truncated video: the file ends inside a transport packet "
-                                             rf"\(77 of its {packet} bytes, at byte {cut - 77:,}\)"):
+                                             rf"\(77 of its {packet} bytes, at byte {cut - 77:,}\); to triage the frames "
+                                             rf"before it, cut a copy there: truncate -s {cut - 77} COPY$"):
             probe(tmp_path / f"cut_{name}")
         (tmp_path / f"even_{name}").write_bytes(data[: cut - 77])  # cut on a packet boundary: cannot be told, reads shorter
         assert 0 < _all(tmp_path / f"even_{name}")[1].frames_decoded < 24
