@@ -57,7 +57,8 @@ class ModelConfig:
         input_size: square input side in pixels.
         mean: per-channel mean on the 0-1 pixel scale (RGB).
         std: per-channel std on the 0-1 pixel scale (RGB).
-        interpolation: resize filter ("bilinear" or "bicubic").
+        interpolation: resize filter ("bilinear" or "bicubic") of a field-of-view crop (border "fov"); other frames come
+            resized by the decoder (an area filter).
         border: how frames are made border-neutral: "circle" (fixed centred circular mask),
             "fov" (crop to the detected field of view, then the circular mask) or "none".
         border_radius: radius of the circular mask as a fraction of half the input side.
