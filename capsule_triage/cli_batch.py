@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import TriageError
-from .run_options import MAX_BATCH_SIZE
+from .run_options import MAX_BATCH_SIZE, MIN_FPS
 
 EXIT_STUDY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -25,9 +25,6 @@ def output_folder(value: str | Path) -> Path:
     if not str(value).strip():
         raise typer.BadParameter("is empty: give a folder (. for the current one)")
     return Path(value)
-
-
-MIN_FPS = 0.001  # frames per second: one frame per 1,000 s (a rate near 0 made times overflow to infinity: rev77)
 
 
 def frame_rate(value: str | float) -> float:

@@ -20,6 +20,8 @@ import numpy as np
 from .errors import InputError
 
 COLUMNS = ("filename", "pts_seconds")
+MIN_FPS = 0.001  # frames per second: one frame per 1,000 s (a rate near 0 made times overflow to infinity: rev77); the
+# least --fps, a preset's folder_fps and RunOptions/ReadOptions.folder_fps take alike (QA 97 #4: the library took 1e-6)
 TIMESTAMPS_FILE = "timestamps.csv"  # a frame folder's own times: used when no --timestamps names a CSV
 
 
@@ -109,8 +111,8 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
             or gives two images the same time.
     """
     if timestamps_csv is None:
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise InputError(folder, f"--fps must be a finite number > 0, got {fps}")
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps >= MIN_FPS):
+            raise InputError(folder, f"--fps must be a finite number >= {MIN_FPS:g}, got {fps}")
         return np.arange(len(images), dtype=np.float64) / fps, []
     times = read_timestamp_csv(Path(timestamps_csv))
     path = Path(timestamps_csv)

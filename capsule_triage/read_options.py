@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folder_times import with_own_timestamps
+from .folder_times import MIN_FPS, with_own_timestamps
 
 DEFAULT_FOLDER_FPS = 2.0  # capsule recorders take 2-6 frames/s; a frame folder without timestamps is read at 2 fps
 
@@ -51,8 +51,8 @@ class ReadOptions:
         if self.timestamps_csv is not None and not isinstance(self.timestamps_csv, (str, os.PathLike)):
             raise ValueError(f"timestamps_csv must be a path or None, got {self.timestamps_csv!r}")
         fps = self.folder_fps
-        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
-            raise ValueError(f"folder_fps must be a finite number > 0, got {fps!r}")
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps < MIN_FPS:
+            raise ValueError(f"folder_fps must be a finite number >= {MIN_FPS:g}, got {fps!r}")
 
 
 def checked_options(options: ReadOptions) -> ReadOptions:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import WeightsError
+from .folder_times import MIN_FPS
 from .model_config import order_hint
 
 if TYPE_CHECKING:
@@ -116,8 +117,8 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),
         ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
         ("--top-k", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),
-        ("--fps", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and 0 < options.folder_fps < math.inf),
-         "a finite number > 0"),
+        ("--fps", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and MIN_FPS <= options.folder_fps < math.inf),
+         f"a finite number >= {MIN_FPS:g}"),
         ("--skip-duplicates", options.skip_duplicates, _real(options.skip_duplicates, 0.0, 255.0),
          "a mean grey-level difference in [0, 255]"),
         ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),

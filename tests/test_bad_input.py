@@ -564,7 +564,7 @@ def _preset(tmp_path, model_extra: str = "", reader: str = "") -> str:
     ("", "batch_size = 0", "[reader] batch_size must be a whole number from 1 to 1024, got 0"),  # message (was ">= 1" here)
     ("", "batch_size = 100000", "[reader] batch_size must be a whole number from 1 to 1024, got 100000"),  # rev87 #4
     ("", 'decoder_threads = "two"', "[reader] decoder_threads must be a whole number >= 1, got 'two'"),
-    ("", "folder_fps = 0", "[reader] folder_fps must be a finite number > 0, got 0"),
+    ("", "folder_fps = 0", "[reader] folder_fps must be a finite number >= 0.001, got 0"),
     ("", "short_side = 100", "[reader] unknown key(s) ['short_side']; known: ['batch_size', 'decoder_threads', 'folder_fps']"),
 ])
 def test_preset_values_of_the_wrong_type_or_range_give_one_line(tmp_path, model_extra, reader, message):

@@ -765,7 +765,7 @@ def test_a_timestamp_csv_from_excel_with_a_bom_and_crlf_is_read(tmp_path, frames
     # QA 13: frames the export timed but did not write were not mentioned (an incomplete study, exit 0)
     csv_path.write_text("filename,pts_seconds\nframe0.png,0\nframe1.png,0.25\nlost9.png,0.3\nframe2.png,0.5\nlost10.png,0.75\n")
     assert probe(folder, ReadOptions(timestamps_csv=csv_path)).unread == ["2 frames listed in t.csv but not in the folder: lost9.png, lost10.png"]
-    with pytest.raises(ValueError, match=r"^folder_fps must be a finite number > 0, got inf$"):  # QA 58 #4: the options first
+    with pytest.raises(ValueError, match=r"^folder_fps must be a finite number >= 0.001, got inf$"):  # QA 58 #4: the options first
         probe(folder, ReadOptions(folder_fps=float("inf")))
 
 

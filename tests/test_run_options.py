@@ -28,8 +28,9 @@ def bleeding(random_weights):
     (dict(threshold="0.3"), "--threshold must be a number in [0, 1], got '0.3'"),
     (dict(threshold=float("nan")), "--threshold must be a number in [0, 1], got nan"),
     (dict(top_k=-1), "--top-k must be a whole number >= 0, got -1"),
-    (dict(folder_fps=0), "--fps must be a finite number > 0, got 0"),
-    (dict(folder_fps=float("inf")), "--fps must be a finite number > 0, got inf"),
+    (dict(folder_fps=0), "--fps must be a finite number >= 0.001, got 0"),
+    (dict(folder_fps=1e-6), "--fps must be a finite number >= 0.001, got 1e-06"),  # QA 97 #4: as the CLI's bound
+    (dict(folder_fps=float("inf")), "--fps must be a finite number >= 0.001, got inf"),
     (dict(skip_duplicates=300), "--skip-duplicates must be a mean grey-level difference in [0, 255], got 300"),
     (dict(decoder_processes=0), "--decoders must be a whole number >= 1, got 0"),
     (dict(decode_in="gpu"), "--decode-in must be one of auto, process, thread, got 'gpu'"),
