@@ -219,7 +219,8 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'<title>{name} threshold {esc(score_text(value))}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {esc(score_text(value))}</text>')  # as the facts say it (QA 85 #5: 'leave 0.38' by 0.375)
-    parts.append("</svg></div>")
+    # QA 96 #7: on a phone the timeline showed 0:00-1:30 of 2:49 in a box without a visible scrollbar, and nothing said more
+    parts.append('</svg></div><p class="scroll-cue" aria-hidden="true">\u2194 Scroll the timeline sideways to see all of it.</p>')
     return "".join(parts)
 
 

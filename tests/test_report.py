@@ -1470,6 +1470,11 @@ def test_pages_reflow_at_360_px(tmp_path, browser):
         assert got["page"] <= got["view"] <= 360, (page.name, got)
         if page.name != INDEX_FILE:
             assert got["svg"] >= 640 and got["box"], (page.name, got)
+            # QA 96 #7: a phone's timeline box scrolls without a visible scrollbar: a line says so there, not on a desktop
+            assert browser.eval("getComputedStyle(document.querySelector('.scroll-cue')).display") == "block", page.name
+    browser.send("Emulation.setDeviceMetricsOverride", width=1200, height=800, deviceScaleFactor=1, mobile=False)
+    browser.load((tmp_path / "s1" / REPORT_FILE).as_uri())
+    assert browser.eval("getComputedStyle(document.querySelector('.scroll-cue')).display") == "none"
     assert browser.problems() == []
 
 
