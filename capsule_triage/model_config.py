@@ -188,7 +188,8 @@ def wide_frames_note(config: ModelConfig, width: int, height: int) -> str | None
         return None
     return (f"frames of {width}x{height}: this model (border 'circle', made for capsule frames) scores only the centred "
             f"{short}x{short} square masked to a circle, so a view off centre is cut; for gastroscope video use a preset "
-            "with border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3)")
+            "with border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3: their weights are not shipped; each preset "
+            "names the `triage train` command that makes them, or give --weights)")  # QA 92 #5: advice that could not be followed
 
 
 SMALL_FRAME_ENLARGEMENT = 2  # frames enlarged more than this to the model's input are named (a capsule frame of 256 px to 336 px: 1.3x)

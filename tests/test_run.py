@@ -313,7 +313,8 @@ def test_wide_frames_under_a_capsule_model_are_named(tmp_path, random_weights):
     done = triage("run", wide, "--weights", random_weights, "--out", tmp_path / "w", "--quiet", "--no-report")
     line = (f"{wide}: frames of {side + side * 3 // 4}x{side}: this model (border 'circle', made for capsule frames) scores only the "
             f"centred {side}x{side} square masked to a circle, so a view off centre is cut; for gastroscope video use a preset with "
-            "border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3)")
+            "border 'fov' (gastric-3class-resnet50, gastric-ebc-bit-r101x3: their weights are not shipped; each preset names the "
+            "`triage train` command that makes them, or give --weights)")
     assert done.returncode == 0 and f"Warning: {line}" in done.stderr.splitlines(), done.stderr
     run = json.loads((tmp_path / "w" / "run.json").read_text())
     assert run["warnings"] == [line]
