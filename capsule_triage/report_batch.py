@@ -160,7 +160,8 @@ def _beside_earlier(row: dict) -> bool:
 def _earlier(row: dict) -> str:
     """What the error cell adds for a failed row that shows results: they are an earlier run's (QA 74 #1: the row read as
     this night's results; a pending row's error says so itself)."""
-    return " (the results shown are an earlier run's, of the same input)" if row.get("status") == "failed" and _beside_earlier(row) else ""
+    return (" (the results shown are an earlier run's, of the same input, made with that run's settings)"  # QA 95 #5: not said
+            if row.get("status") == "failed" and _beside_earlier(row) else "")  # that a night of other settings shows them
 
 
 def _scored_before(row: dict) -> str:

@@ -820,7 +820,8 @@ def test_a_study_folder_holding_a_reviewers_files_is_not_replaced(random_weights
         assert row == {**done, "status": "failed", "error": result.failures[0]}
         assert _index_links(out) == {f"{folder.name}/report.html"}
         index = (out / "index.html").read_text()  # QA 74 #1/#2: said to be an earlier run's, and not in the night's totals
-        assert "(its earlier results are kept until then) (the results shown are an earlier run&#x27;s, of the same input)" in index
+        assert ("(its earlier results are kept until then) (the results shown are an earlier run&#x27;s, of the same input, made "
+                "with that run&#x27;s settings)") in index  # QA 95 #5: this night's were other (--threshold 0.4)
         assert ("1 study (1 failed); 0 frames, 0 events (not counting the earlier results shown beside 1 failed or pending "
                 "study).") in index
     earlier_input = (tmp_path / "in" / "a.mp4").read_bytes()

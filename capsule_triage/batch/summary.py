@@ -37,7 +37,7 @@ SUMMARY_COLUMNS = {  # name -> pyarrow type name; one row per study (studies.par
 
 
 def summary_row(study: Study, status: str, out_dir: Path, error: str | None = None, *, earlier: bool = False,
-                failed_on: str | None = None, input_fault: bool = True) -> dict:
+                failed_on: str | None = None, input_fault: bool = False) -> dict:
     """A studies.parquet row, read back from the study's run.json or failure record (``earlier``: a pending study's
     results of an earlier run, shown until it is scored again; ``error`` says so). A failed study carries this run's
     ``error`` and the input hash it ``failed_on`` (its failure record is an earlier one's when it could not be written:
