@@ -13,6 +13,7 @@ Accepted weights:
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import shlex
@@ -41,7 +42,9 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
     """
     arch = config.architecture
     if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]  # QA 68 #10: "similar: []" when none; where it came from unsaid
+        # QA 68 #10: "similar: []" when none; QA 93 #6: a typo ("resnet181") matched no "*resnet181*": the closest names first
+        close = list(dict.fromkeys([*difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.8),
+                                    *timm.list_models(f"*{arch.split('_')[0]}*")]))[:8]
         raise WeightsError(arch, "unknown architecture (not a timm model), named by the preset's [model] architecture or the "
                                  "weights' config.json" + (f"; similar: {', '.join(close)}" if close else ""))
     kwargs: dict = {"num_classes": len(config.class_names)}

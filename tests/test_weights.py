@@ -129,6 +129,7 @@ def test_config_errors_are_specific(tmp_path, config):
     data = json.loads((folder / "config.json").read_text())
     cases = [
         ({"architecture": "resnet_9000"}, "resnet_9000: unknown architecture"),
+        ({"architecture": "resnet181"}, r"resnet181: unknown architecture .*; similar: resnet18, "),  # QA 93 #6: a typo's names
         ({"abnormal_classes": ["tumour"]}, r"abnormal_classes \['tumour'\] must be a non-empty subset"),
         ({"abnormal_classes": ["lesion", "normal"]}, r"abnormal_classes \['lesion', 'normal'\] name every class: the suspicion "
                                                     r"score, their summed probability, would be 1 for every frame"),
