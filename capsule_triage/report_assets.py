@@ -17,8 +17,8 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:10px}
 .tile{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px}.tile .k{color:var(--mut);font-size:.85rem}
 .tile .v{font-size:1.5rem;font-weight:600}.tile .s{color:var(--mut);font-size:.82rem}
-.timeline-scroll{overflow-x:auto}.scroll-cue{display:none;margin:2px 0 0;font-size:.85em;color:var(--mut)}
-@media (max-width:700px){.scroll-cue{display:block}}svg.timeline{width:100%;min-width:640px;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
+.timeline-scroll{overflow-x:auto}svg.timeline{width:100%;min-width:640px;height:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;display:block}
+.scroll-cue{display:none;margin:2px 0 0;font-size:.85em;color:var(--mut)}@media (max-width:700px){.scroll-cue{display:block}}
 .plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:var(--faint)}.tick{font-size:11px;fill:var(--mut)}
 .area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}.noview{fill:#2b2f36;fill-opacity:.18;stroke:none}tr.noview td{color:var(--faint)}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:var(--faint)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:var(--faint);stroke-width:.8}
 .thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
