@@ -52,7 +52,7 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": pretrained_file})
     kwargs.update(sized_for(config, arch))
     try:
-        return timm.create_model(arch, **kwargs)
+        model = timm.create_model(arch, **kwargs)
     except TypeError as exc:
         if "img_size" not in kwargs:
             raise
@@ -60,6 +60,26 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
                                  f"({str(exc).splitlines()[0][:120]})") from None
     except (RuntimeError, OSError, ValueError) as exc:
         raise WeightsError(pretrained_file or arch, f"cannot create {arch}: {str(exc).splitlines()[0][:200]}") from None
+    if "img_size" in kwargs:
+        _runs_at(arch, kwargs["num_classes"], config.input_size)
+    return model
+
+
+def _runs_at(arch: str, num_classes: int, size: int) -> None:
+    """That a fixed-size model built for another size runs a frame of it (rev89 #5: crossvit_tiny_240 takes timm's
+    ``img_size`` 160, then failed at its first frames in every study of a night): one forward on the meta device, shapes
+    only (~0.1 s, no memory), run only for the models :func:`sized_for` resizes."""
+    try:
+        with torch.device("meta"), torch.no_grad():
+            timm.create_model(arch, num_classes=num_classes, img_size=size).eval()(torch.empty(1, 3, size, size))
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+        raise WeightsError(arch, f"cannot run frames of the input_size {size} of its config, though built for it "
+                                 f"({first_line(exc, 160)}); its own size is {_own_size(arch)}") from None
+
+
+def _own_size(arch: str) -> str:
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return "x".join(map(str, cfg.input_size[-2:])) + " px" if cfg is not None else "unknown"
 
 
 def sized_for(config: ModelConfig, name: str) -> dict:

@@ -577,6 +577,23 @@ def test_a_model_of_a_fixed_input_size_is_built_for_its_config_s_size(tmp_path):
     assert sized_for(replace(config, input_size=224), "vit_tiny_patch16_224") == {}
 
 
+def test_a_fixed_size_model_that_cannot_run_at_its_config_s_size_is_refused_at_load(tmp_path):
+    """rev89 #5: crossvit_tiny_240 takes timm's img_size 160 but its two branches' tokens then disagree: it loaded, and
+    failed at its first frames (every study of a night). A forward on the meta device at load refuses it in one line."""
+    config = ModelConfig(architecture="crossvit_tiny_240", class_names=["non-bleeding", "bleeding"], abnormal_classes=["bleeding"],
+                         input_size=160, name="crossvit160")
+    with pytest.raises(WeightsError, match=r"crossvit_tiny_240: cannot run frames of the input_size 160 of its config, "
+                                           r"though built for it \(.+\); its own size is 240x240 px"):
+        create_model(config)
+    folder = tmp_path / "crossvit160"
+    folder.mkdir()
+    config.save(folder / "config.json")
+    save_file({"x": torch.zeros(1)}, str(folder / "model.safetensors"))
+    result = triage("run", DEMO_CLIP, "--weights", folder, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode != 0 and "cannot run frames of the input_size 160" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_a_data_parallel_model_s_prefix_is_read_in_either_format(tmp_path, config, suffix):
     """QA 93 #11: a .pth saved from a DataParallel model had its "module." names read, a .safetensors was refused as
