@@ -87,7 +87,7 @@ class Classifier:
         self.weights_path = str(Path(weights_dir or weights_file).absolute()) if weights_dir or weights_file else None
         self.intended_use = use_beside(weights_dir)  # kept in run.json: the page needs it after the folder moves
         self.threads = threads
-        self.selection = selection or _noted(choose_backend(backend, self.device, weights_dir, weights_id, threads=threads),
+        self.selection = selection or noted(choose_backend(backend, self.device, weights_dir, weights_id, threads=threads),
                                              auto_device_note(device))
         name = self.selection["backend"]
         tuning = self.selection.get("tuning", {})
@@ -140,7 +140,7 @@ class Classifier:
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
         device, device_note = device_name(device), auto_device_note(device)
         events = asdict(rank(folder_config(weights_dir, base_config))) if rank is not None and weights_dir is not None else None
-        selection = _noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),
+        selection = noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),
                                           rank_params=events, threads=threads), device_note)
         if weights_dir is not None and onnx_file(selection["backend"]):
             model, config = None, folder_config(weights_dir, base_config)
@@ -149,7 +149,7 @@ class Classifier:
 
             model, config = load_model(weights, base_config)
         for line in (note, unfinished_training(config), preset_differences(config, base_config)):
-            selection = _noted(selection, line)
+            selection = noted(selection, line)
         return cls(model, config, device=device, weights_id=weights_id, weights_dir=weights_dir, threads=threads,
                    selection=selection, weights_file=path if path.is_file() else None)
 
@@ -190,7 +190,7 @@ class Classifier:
         if batch.data.shape[1:3] != (size, size) and self.config.border != "fov":
             raise ValueError(f"{backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
         # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only)
-        return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds)
+        return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds, backend.name)
 
     def describe(self) -> dict:
         return {
@@ -215,9 +215,18 @@ class PendingScores:
     logits: "Done"
     frame_index: np.ndarray
     pts_seconds: np.ndarray
+    backend: str = ""
 
     def result(self) -> FrameScores:
-        return FrameScores(probs=softmax(self.logits.result()), frame_index=self.frame_index, pts_seconds=self.pts_seconds)
+        logits = self.logits.result()
+        finite = np.isfinite(logits).all(axis=1)
+        if not finite.all():  # rev90 #12: ranking's "probs must be finite" after the whole study, naming nothing
+            bad = self.frame_index[~finite]
+            why = ("fp32 too: weights holding NaN or infinity?" if self.backend.endswith("fp32") else
+                   "a lower precision's overflow: run with --backend auto or a *-fp32 backend")
+            raise WeightsError(self.backend or "backend", f"scored {len(bad)} frame(s) of a batch as NaN or infinity, the first frame "
+                                                          f"{int(bad[0])} ({why})")
+        return FrameScores(probs=softmax(logits), frame_index=self.frame_index, pts_seconds=self.pts_seconds)
 
 
 def _check_threads(threads) -> int | None:
@@ -227,6 +236,6 @@ def _check_threads(threads) -> int | None:
     return None if threads is None else int(threads)
 
 
-def _noted(selection: dict, warning: str | None) -> dict:
+def noted(selection: dict, warning: str | None) -> dict:
     """``selection`` with ``warning`` added to the warnings it carries into run.json and onto stderr."""
     return {**selection, "warnings": [*selection.get("warnings", []), warning]} if warning else selection

@@ -12,6 +12,7 @@ import math
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Iterable
 
 from .json_files import read_json
 from .errors import WeightsError
@@ -246,6 +247,35 @@ def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str |
         return None
     return ("the weights were trained with " + ", ".join(f"{name} {getattr(config, name)!r}" for name in changed) + "; the preset says "
             + ", ".join(f"{name} {getattr(preset, name)!r}" for name in changed) + ": frames are read and scored as the weights were trained")
+
+
+SCORING_SETTINGS = ("architecture", "input_size", "mean", "std", "interpolation", "threshold")  # a weights folder's own
+
+
+def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Iterable[str]) -> str | None:
+    """One line naming the ``[model]`` settings a preset set (``keys``) that its own weights folder's config.json
+    overrides, or None (QA 93 #1: a hospital's preset with ``threshold = 0.3`` beside its weights ran at their 0.42
+    without a word). The folder's config wins, as it describes how the weights were trained and chosen."""
+    def differs(name: str) -> bool:
+        mine, theirs = getattr(config, name), getattr(preset, name)
+        if isinstance(mine, float):
+            mine, theirs = (mine,), (theirs,)
+        if isinstance(mine, tuple):  # threshold, mean, std: as written in TOML and JSON, not to the last bit
+            return not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(mine, theirs, strict=True))
+        return mine != theirs
+
+    changed = [name for name in SCORING_SETTINGS if name in keys and differs(name)]
+    if not changed:
+        return None
+    told = ", ".join(f"{name} {_shown(getattr(preset, name))}" for name in changed)
+    used = ", ".join(f"{name} {_shown(getattr(config, name))}" for name in changed)
+    how = ("; [rank] enter_threshold or --threshold set the operating point" if "threshold" in changed else "")
+    return (f"the preset's [model] {told} {'is' if len(changed) == 1 else 'are'} not used: its weights folder's config.json says {used} (a weights folder is read "
+            f"and scored as its config.json says{how})")
+
+
+def _shown(value) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in value) + "]" if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def order_hint(weights_classes: list[str], preset_classes: list[str]) -> str:

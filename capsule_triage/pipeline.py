@@ -16,9 +16,9 @@ import numpy as np
 from .backend_choice import events_unchecked
 from .background import prefetch
 from .bitrate import low_bitrate_note
-from .classifier import Classifier
+from .classifier import Classifier, noted
 from .hub import fetch_weights
-from .model_config import read_geometry, small_frames_note, wide_frames_note
+from .model_config import read_geometry, small_frames_note, unused_preset_settings, wide_frames_note
 from .errors import InputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
 from .folder_times import with_own_timestamps
@@ -36,7 +36,7 @@ from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, frame_times_note, image_sizes_note, multi_page_note, name_twins_note, no_view_note,
                         other_streams_note, rate_assumed, ticks_without_frame_note, unfinished_note)
 from .run_record import run_parameters, run_record
-from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note
+from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note, reads_own_csv
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .progress import progress_bar
 
@@ -89,6 +89,8 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     location, note = resolve_weights(pipeline, weights)
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))
+    if weights is None and Path(str(location)).is_dir():  # the preset's own folder (QA 93 #1), not one given to it
+        classifier.selection = noted(classifier.selection, unused_preset_settings(classifier.config, pipeline.model, pipeline.model_keys))
     classifier.loaded_threshold, classifier.loaded_for = threshold, list(pipeline.model.class_names)
     return classifier
 
@@ -143,7 +145,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     options = check_run(pipeline, classifier, options)
     # The folder's own timestamps.csv is part of the input unless the run times the frames otherwise (QA 36 L7)
     own = options.own_timestamps and pipeline.read.own_timestamps  # (rev53: a library's pipeline may turn it off too)
-    own_csv = own and (options.timestamps_csv or pipeline.read.timestamps_csv) is None
+    own_csv = reads_own_csv(pipeline, options)  # as a batch's WorkerContext hashes the study
     unchanged = source_state(input_path, own_csv=own_csv)  # first: a timestamps.csv added after it fails the run as a changed input
     read, own_note = with_own_timestamps(model_read_options(pipeline.read, classifier, options), input_path, use=own)
     read = replace(read, own_timestamps=False)  # resolved here: the probe and the readers need not look again (rev53)

@@ -67,6 +67,8 @@ class Pipeline:
             :class:`~capsule_triage.ranking.RankParams`' defaults, not those a run ranks at: :meth:`rank_params` gives
             those (the model's operating threshold; QA 82 #2: this said None).
         rank_overrides: the rank keys the preset set explicitly.
+        model_keys: the ``[model]`` keys the preset set explicitly (besides ``weights``): those its own weights folder's
+            config.json overrides are named in a warning (:func:`~capsule_triage.model_config.unused_preset_settings`).
         sha256: SHA-256 of the TOML's bytes as they were read (None: made in code), for run.json (QA 52, rev44).
     """
 
@@ -79,6 +81,7 @@ class Pipeline:
     rank: RankParams
     rank_overrides: frozenset
     sha256: str | None = None
+    model_keys: frozenset = frozenset()
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
@@ -170,7 +173,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
                           f"unknown key(s) {unknown} before [model]; known there: name, description (did a key miss its section?)")
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
-        weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
+        weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data), model_keys=frozenset(model_data),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
 

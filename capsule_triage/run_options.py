@@ -146,6 +146,14 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     return _plain(options)
 
 
+def reads_own_csv(pipeline: "Pipeline", options: RunOptions) -> bool:
+    """Whether a frame folder's own timestamps.csv times it (and is part of its input) under ``pipeline`` and ``options``:
+    neither turns the own CSVs off and neither names another CSV. One rule for ``triage_study`` and a batch's
+    :class:`~capsule_triage.batch.context.WorkerContext`, which hashes and fingerprints a study as it will be read."""
+    own = options.own_timestamps and pipeline.read.own_timestamps  # (rev53: a library's pipeline may turn it off too)
+    return own and (options.timestamps_csv or pipeline.read.timestamps_csv) is None
+
+
 def checked_threshold(threshold) -> float | None:
     """``load_classifier``'s threshold as a float (None stays None); ValueError naming it when it is not in [0, 1]."""
     if not _real(threshold, 0.0, 1.0):

@@ -315,6 +315,29 @@ def test_weights_not_matching_the_preset_classes(tmp_path, random_weights):
     assert json.loads((tmp_path / "own" / "run.json").read_text())["model"]["config"]["class_names"] == ["normal", "polyp"]
 
 
+def test_a_preset_s_model_settings_its_own_weights_folder_overrides_are_named(tmp_path, random_weights):
+    """QA 93 #1: a hospital's preset set threshold = 0.3 beside its own weights folder, whose config.json says 0.5: the run
+    ranked at 0.5 without a word. The folder's config still wins (it says how the weights were trained and chosen); the
+    settings it overrides are named. Settings equal to the folder's, and a folder given with --weights, say nothing."""
+    config = json.loads((random_weights / "config.json").read_text())
+    preset = tmp_path / "hospital.toml"
+    preset.write_text(f'name = "hospital"\n[model]\nweights = "{random_weights}"\narchitecture = "{config["architecture"]}"\n'
+                      f'class_names = {json.dumps(config["class_names"])}\nabnormal_classes = ["bleeding"]\ninput_size = {config["input_size"]}\n'
+                      'mean = [0.5, 0.5, 0.5]\nthreshold = 0.3\n')
+    said = ("Warning: the preset's [model] mean [0.5, 0.5, 0.5], threshold 0.3 are not used: its weights folder's config.json says "
+            "mean [0.485, 0.456, 0.406], threshold 0.5 (a weights folder is read and scored as its config.json says; [rank] "
+            "enter_threshold or --threshold set the operating point)")
+    result = triage("run", DEMO_CLIP, "-p", preset, "--out", tmp_path / "out", "--no-report")
+    assert result.returncode == 0 and said in result.stderr.splitlines(), result.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert said.removeprefix("Warning: ") in run["warnings"] and run["parameters"]["rank"]["enter_threshold"] == 0.5
+    given = triage("run", DEMO_CLIP, "-p", preset, "--weights", random_weights, "--out", tmp_path / "given", "--no-report")
+    assert given.returncode == 0 and "not used" not in given.stderr, given.stderr
+    preset.write_text(preset.read_text().replace("mean = [0.5, 0.5, 0.5]\nthreshold = 0.3\n", "threshold = 0.5000000001\n"))
+    same = triage("run", DEMO_CLIP, "-p", preset, "--out", tmp_path / "same", "--no-report")
+    assert same.returncode == 0 and "not used" not in same.stderr, same.stderr
+
+
 def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
     out = tmp_path / "out"
     result = triage("run", DEMO_CLIP, "--pipeline", "gastric-ebc-bit-r101x3", "--out", out)

@@ -608,3 +608,22 @@ def test_a_data_parallel_model_s_prefix_is_read_in_either_format(tmp_path, confi
     fresh = create_model(config)
     fresh.load_state_dict(read_state_dict(path))
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_backend_scoring_frames_as_nan_is_named_with_the_frame(tmp_path):
+    """rev90 #12: weights holding NaN (or a lower precision's overflow) scored a whole study, then ranking failed with
+    "pts_seconds and probs must be finite (no NaN/inf)", naming neither the backend nor a frame."""
+    config = ModelConfig(architecture="test_efficientnet", class_names=["non-bleeding", "bleeding"], abnormal_classes=["bleeding"],
+                         input_size=64, name="nan")
+    torch.manual_seed(0)
+    model = create_model(config)
+    with torch.no_grad():
+        model.get_classifier().bias[1] = float("nan")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    with pytest.raises(WeightsError, match=r"^torch-fp32: scored 3 frame\(s\) of a batch as NaN or infinity, the first frame 7 "
+                                           r"\(fp32 too: weights holding NaN or infinity\?\)$"):
+        Classifier(model, config, device="cpu", backend="torch-fp32")(FrameBatch(frames, np.arange(7, 10), np.arange(3) / 2.0))
+    folder = save_weights(tmp_path / "nan", model, config)
+    result = triage("run", DEMO_CLIP, "--weights", folder, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode != 0 and "as NaN or infinity, the first frame 0" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import TriageError
 from ..pipeline import RunOptions
+from ..run_options import reads_own_csv
 from ..presets import Pipeline
 from ..source_state import hashed_state, source_state
 from .discovery import Study
@@ -51,7 +52,7 @@ class WorkerContext:
     def fingerprint_of(self, study: Study) -> str:
         """The pipeline fingerprint ``study``'s results get in this run: :attr:`video_fingerprint` (which leaves ``--fps``
         out) for a study ``--fps`` does not time, a video or a frame folder timed by its own timestamps.csv (rev88 #6)."""
-        fps_free = study.kind == "video" or (study.own_times and self.run.own_timestamps)
+        fps_free = study.kind == "video" or (study.own_times and reads_own_csv(self.pipeline, self.run))
         return (self.video_fingerprint or self.fingerprint) if fps_free else self.fingerprint
 
     def accepts(self, study: Study) -> tuple[str, ...]:
@@ -63,11 +64,11 @@ class WorkerContext:
     def state_of(self, study: Study) -> tuple:
         """``study``'s file state as ``triage_study`` takes it under this run's options (a frame folder's timestamps.csv
         only when it is read: a library's batch that turned the CSVs off failed every such folder as changing)."""
-        return source_state(study.path, own_csv=self.run.own_timestamps)
+        return source_state(study.path, own_csv=reads_own_csv(self.pipeline, self.run))
 
     def hashed(self, study: Study) -> tuple[str, tuple] | None:
         """:func:`~capsule_triage.source_state.hashed_state` of ``study`` as ``triage_study`` hashes it (see :meth:`state_of`)."""
-        return hashed_state(study.path, own_csv=self.run.own_timestamps)
+        return hashed_state(study.path, own_csv=reads_own_csv(self.pipeline, self.run))
 
 
 @dataclass
