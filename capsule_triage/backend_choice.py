@@ -18,7 +18,7 @@ from .json_files import read_json
 from .backends import BACKENDS, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
 from .cpu_info import bf16_emulated, numerics
-from .device import gpu_name
+from .device import bf16_unsupported, gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
@@ -308,9 +308,12 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             choice["events_checked"] = report["rank_params"]
     if requested == "torch-fp16" and not device.startswith("cuda"):
         raise ValueError("backend torch-fp16 needs a CUDA device; use torch-fp32, torch-bf16, ort-* or ov-* on CPU")
+    if requested == "torch-bf16" and (reason := bf16_unsupported(device)):
+        raise ValueError(f"backend torch-bf16: {reason}; use torch-fp16 or torch-fp32 on this GPU")
     if not requested.endswith("fp32") and "agreement" not in choice:  # QA 30: a rejected one warned, one never checked ran silently
-        warnings.append(f"{requested} has not been checked against fp32 for these weights (`triage optimize`"
-                        f"{' on this GPU' if requested == 'torch-fp16' else ''} checks it); its scores may differ from fp32")
+        how = ("`triage optimize` on this GPU checks it" if requested == "torch-fp16" else  # rev90 #5: it checks no other on a GPU
+               "`triage optimize` checks only torch-fp16 on a GPU" if device.startswith("cuda") else "`triage optimize` checks it")
+        warnings.append(f"{requested} has not been checked against fp32 for these weights ({how}); its scores may differ from fp32")
     if onnx_file(requested):
         path = weights_dir / onnx_file(requested) if weights_dir else None
         if path is None or not path.exists():

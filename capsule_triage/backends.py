@@ -151,7 +151,7 @@ class OnnxBackend:
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ValueError(f"--device {device}: ONNX Runtime cannot use the GPU here (the onnxruntime package has no CUDA "
                              f"provider: install onnxruntime-gpu; or onnxruntime-gpu could not load its CUDA/cuDNN libraries), "
-                             f"so {name} would run on the CPU; use a torch-* backend on the GPU")
+                             f"so {name} would run on the CPU; use a torch-* backend on the GPU, or --device cpu to run {name}")
         self.input_name = self.session.get_inputs()[0].name
         self.name = name
         self.precision = name.split("-")[-1]

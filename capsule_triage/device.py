@@ -60,7 +60,7 @@ def resolve_device(name: str = "auto") -> "torch.device":
         raise ValueError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+            raise ValueError(f"--device {name}: {cuda_unusable()} (use cpu or auto)")
         count = torch.cuda.device_count()
         if (device.index or 0) >= count:
             raise ValueError(f"--device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
@@ -92,6 +92,46 @@ def cuda_unsupported(index: int) -> str | None:
             f"(built for {', '.join(torch.cuda.get_arch_list())})")
 
 
+def cuda_unusable() -> str:
+    """Why ``torch.cuda.is_available()`` is False here (rev90 #3: "not available on this machine" was said of a machine with
+    a GPU and a CPU-only PyTorch, or a driver older than the build's CUDA)."""
+    import torch
+
+    if not cuda_possible():
+        return "CUDA is not available on this machine (no NVIDIA driver)"
+    if torch.version.cuda is None and not getattr(torch.version, "hip", None):
+        return "this PyTorch build has no CUDA (a CPU-only wheel): install torch from PyPI or PyTorch's CUDA index to use the GPU"
+    return (f"the NVIDIA driver is loaded but PyTorch (CUDA {torch.version.cuda or torch.version.hip}) cannot use a GPU: a "
+            "driver older than the build's CUDA, or none visible (CUDA_VISIBLE_DEVICES)")
+
+
+def usable_gpus() -> tuple[list[str], list[str]]:
+    """The CUDA devices this PyTorch build can run on (``cuda:N``), and a line for each it cannot (rev90 #1: a batch gave
+    every GPU a worker, and one on a GPU the build has no kernels for stopped the night at its setup)."""
+    import torch
+
+    usable, left = [], []
+    for index in range(torch.cuda.device_count()):
+        reason = cuda_unsupported(index)
+        usable += [] if reason else [f"cuda:{index}"]
+        left += [f"cuda:{index} is left out: {reason}"] if reason else []
+    return usable, left
+
+
+def bf16_unsupported(device: str) -> str | None:
+    """Why CUDA device ``device`` cannot compute in bf16 natively (compute capability below 8.0: a T4, a V100; rev90 #4:
+    ``torch.cuda.is_bf16_supported()`` says True there, as it counts emulation), or None (and None for the CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    major, minor = torch.cuda.get_device_capability(index)
+    if getattr(torch.version, "hip", None) or (major, minor) >= (8, 0):
+        return None
+    return f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor}) has no native bf16"
+
+
 def gpu_name(device: str) -> str:
     """The name of CUDA device ``device`` ("cuda" or "cuda:N"), as ``triage optimize`` records it."""
     import torch
@@ -106,7 +146,7 @@ def auto_device_note(requested: str) -> str | None:
         return None
     import torch
 
-    reason = cuda_unsupported(0) if torch.cuda.is_available() else None
+    reason = cuda_unsupported(0) if torch.cuda.is_available() else cuda_unusable()
     return f"{reason}: running on the CPU" if reason else None
 
 
@@ -135,6 +175,8 @@ def check_precision(precision: str, device: "torch.device") -> None:
         slow = bf16_emulated()  # rev54: bf16 advised where PyTorch emulates it
         raise ValueError(f"--precision fp16: mixed fp16 needs a CUDA device (this run is on {device}); "
                          + ("use fp32 (this CPU has no native bf16)" if slow else "use bf16 or fp32"))
+    if precision == "bf16" and (reason := bf16_unsupported(str(device))):
+        raise ValueError(f"--precision bf16: {reason}; use fp16 (mixed, with loss scaling) or fp32")
 
 
 def autocast(device: "torch.device", precision: str):

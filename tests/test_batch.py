@@ -532,7 +532,7 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "same", "engine", "ray-address", "weights", "no-ray", "ray-unreachable", "ray-nonsense", "ray-env",
-                                  "exclude"])
+                                  "ray-device", "exclude"])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random_weights, tmp_path, monkeypatch):
     out, weights = tmp_path / "out", random_weights
     args, expected = {
@@ -550,6 +550,10 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(case, tree, random
                          "Error: --ray-address: 'nonsense': expected HOST:PORT, ray://HOST:PORT, auto or local"),
         "ray-env": ([tree, "--engine", "ray"],  # review: RAY_ADDRESS (as `ray job submit` sets it) bypassed the check
                     "Error: RAY_ADDRESS: nothing answers at 127.0.0.1:1 (Connection refused); is the Ray cluster up?"),
+        # rev90 #2: each actor was given "cuda" whatever the index; a typo ("gpu") read as "use the GPUs"
+        "ray-device": ([tree, "--engine", "ray", "--device", "cuda:1"],
+                       "Error: --device: cuda:1 with --engine ray: use auto, cpu or cuda (Ray gives each actor a GPU of its own; to use "
+                       "only some, start the Ray nodes with CUDA_VISIBLE_DEVICES set)"),
         "exclude": ([tree, "--exclude", "day1", "--exclude", "/srv/x.mp4"], f"Error: --exclude: /srv/x.mp4 is not inside the input folder {tree}"),
     }[case]
     if case == "ray-env":

@@ -5,6 +5,8 @@ the GPU asked for, or refuses to run on the CPU in its place; a device failure s
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -156,6 +158,8 @@ def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its
     assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
     with pytest.raises(ValueError, match=r"^--device cuda:1: ONNX Runtime cannot use the GPU here \(the onnxruntime package has no CUDA provider"):
         OnnxBackend(path, name="ort-fp32", device="cuda:1")  # the CPU-only wheel, as installed here
+    with pytest.raises(ValueError, match=r"use a torch-\* backend on the GPU, or --device cpu to run ort-fp32$"):  # rev90 #6: under
+        OnnxBackend(path, name="ort-fp32", device="cuda")  # --device auto on a GPU host the user never asked for the GPU
 
 
 class _LikeCuda:
@@ -259,3 +263,48 @@ def test_a_device_failure_on_the_batch_in_flight_is_reported_before_a_decoder_er
     with pytest.raises(InputError, match="decoder failed"):  # a device that worked: the decoder's error
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gpu_pytorch_cannot_use_is_said_as_such_and_left_out_of_a_batch(fake_gpu, monkeypatch):
+    """rev90: #3 a GPU with a CPU-only PyTorch (or a driver older than its CUDA) was "CUDA is not available on this machine",
+    and auto fell back to the CPU without a word; #1 a batch gave every GPU a worker, and the one on a GPU this build has no
+    kernels for stopped the night at its setup; #4 bf16 on a GPU without it (compute capability < 8.0) ran emulated."""
+    from capsule_triage.backend_choice import choose_backend
+    from capsule_triage.batch.engine import BatchOptions
+    from capsule_triage.batch.local_engine import LocalEngine
+    from capsule_triage.device import bf16_unsupported, check_precision, usable_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "cuda_possible", lambda: False)
+    with pytest.raises(ValueError, match=r"^--device cuda: CUDA is not available on this machine \(no NVIDIA driver\) \(use cpu or auto\)$"):
+        resolve_device("cuda")
+    assert auto_device_note("auto") is None  # no driver: nothing to explain
+    monkeypatch.setattr(device_module, "cuda_possible", lambda: True)  # the driver is there
+    monkeypatch.setattr(torch.version, "cuda", None)
+    cpu_only = "this PyTorch build has no CUDA (a CPU-only wheel): install torch from PyPI or PyTorch's CUDA index to use the GPU"
+    with pytest.raises(ValueError, match=re.escape(f"--device cuda: {cpu_only} (use cpu or auto)")):
+        resolve_device("cuda")
+    assert auto_device_note("auto") == f"{cpu_only}: running on the CPU"
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert auto_device_note("auto") == ("the NVIDIA driver is loaded but PyTorch (CUDA 13.0) cannot use a GPU: a driver older than "
+                                        "the build's CUDA, or none visible (CUDA_VISIBLE_DEVICES): running on the CPU")
+
+    fake_gpu((8, 6), count=3)
+    capabilities = [(8, 6), (6, 0), (7, 5)]  # cuda:1 a P100 the cu130 wheel has no kernels for
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: capabilities[index])
+    usable, left = usable_gpus()
+    assert usable == ["cuda:0", "cuda:2"] and left == [
+        "cuda:1 is left out: GPU (compute capability 6.0) is not supported by this PyTorch build (built for sm_75, sm_80, sm_86, "
+        "sm_90, sm_100, sm_120)"]
+    engine = LocalEngine(BatchOptions(device="cuda"))
+    assert engine.devices == usable and engine.workers == 2 and engine.notes == left
+    assert bf16_unsupported("cuda:0") is None and bf16_unsupported("cpu") is None
+    assert bf16_unsupported("cuda:2") == "GPU (compute capability 7.5) has no native bf16"
+    check_precision("bf16", torch.device("cuda", 0))
+    with pytest.raises(ValueError, match=r"^--precision bf16: GPU \(compute capability 7.5\) has no native bf16; use fp16"):
+        check_precision("bf16", torch.device("cuda", 2))
+    with pytest.raises(ValueError, match=r"^backend torch-bf16: GPU \(compute capability 7.5\) has no native bf16; use torch-fp16"):
+        choose_backend("torch-bf16", "cuda:2", None, "id")
+    said = choose_backend("torch-bf16", "cuda:0", None, "id")["warnings"]  # #5: optimize checks no bf16 on a GPU
+    assert said == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks only torch-fp16 on "
+                    "a GPU); its scores may differ from fp32"]

@@ -204,6 +204,9 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         log(f"refused: {out_dir}: {problem}")
         raise OutputError(out_dir, problem)
     engine, result = _make_engine(options), None
+    for note in getattr(engine, "notes", ()):  # GPUs left out (rev90 #1)
+        log(f"warning {note}")
+    notes = [*notes, *getattr(engine, "notes", ())]
     try:
         prints = pipeline_fingerprints(pipeline, weights=options.weights, backend=options.backend, device_type=engine.device_type,
                                        run=options.run)
@@ -273,6 +276,9 @@ def _check_arguments(input_dir: Path, out_dir: Path, options: BatchOptions) -> t
 
         require_ray()
         check_ray_address(options.ray_address)  # before the lock is taken: a wrong address is one line
+        if options.device.lower() not in ("auto", "cpu", "cuda"):  # rev90 #2: cuda:1 ran on every GPU, "gpu" as "cuda"
+            raise TriageError("--device", f"{options.device} with --engine ray: use auto, cpu or cuda (Ray gives each actor a GPU "
+                                          "of its own; to use only some, start the Ray nodes with CUDA_VISIBLE_DEVICES set)")
     if options.run.timestamps_csv is not None:  # rev89 #2: one CSV for every study failed each folder with a CSV of its own
         raise TriageError("timestamps_csv", "times one study (`triage run --timestamps`); a batch's frame folders are timed by "
                                             "their own timestamps.csv: leave it None")

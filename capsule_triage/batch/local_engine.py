@@ -28,14 +28,13 @@ class LocalEngine:
     """In-process (one worker) or a process pool; one model per worker, one worker per GPU by default."""
 
     def __init__(self, options: BatchOptions):
-        from ..device import device_name
+        from ..device import device_name, usable_gpus
 
-        device = device_name(options.device)
+        device = device_name(options.device)  # cuda:0 checked (an error), or auto fell back to the CPU
         self.device_type = device.split(":")[0]
-        if device == "cuda":  # every GPU, one worker each
-            import torch
-
-            self.devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        self.notes: list[str] = []  # said as the night's warnings
+        if device == "cuda":  # every GPU this PyTorch can run on, one worker each
+            self.devices, self.notes = usable_gpus()
         else:
             self.devices = [device]
         self.workers = options.workers or (len(self.devices) if self.device_type == "cuda" else 1)
