@@ -149,20 +149,20 @@ def unused_options(o: TrainOptions) -> list[str]:
         flags = [f"--{name.replace('_', '-')}" for name in names if getattr(o, name) != default[name]]
         return " and ".join(flags), "set" if len(flags) > 1 else "sets", "them" if len(flags) > 1 else "it"
 
-    said = []
-    if o.schedule == "bit" and (flags := given("lr", "epochs"))[0]:
+    said, ignored = [], ignored_options(o)
+    if "lr" in ignored and (flags := given("lr", "epochs"))[0]:
         said.append(f"{flags[0]} {flags[1]} the run of --schedule epochs; --schedule bit takes its learning rate and length from "
                     f"the BiT-HyperRule (--budget-scale shortens it): leave {flags[2]} out, or train with --schedule epochs")
-    if o.schedule == "epochs" and (flags := given("budget_scale"))[0]:
+    if "budget_scale" in ignored and given("budget_scale")[0]:
         said.append("--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave it out, or "
                     "train with --schedule bit")
-    if o.strategy != "two-stage" and (flags := given("head_epochs", "head_lr"))[0]:
+    if "head_lr" in ignored and (flags := given("head_epochs", "head_lr"))[0]:
         said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {o.strategy} has none: leave "
                     f"{flags[2]} out, or train with --strategy two-stage")
-    if (not o.stability or o.stability_copy != "noise") and given("stability_sigma")[0]:
+    if "stability_sigma" in ignored and given("stability_sigma")[0]:
         said.append("--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with --stability-copy "
                     "noise): leave it out, or give those")
-    if not o.recompress and given("recompress_codec")[0]:
+    if "recompress_codec" in ignored and given("recompress_codec")[0]:
         said.append("--recompress-codec chooses the codec of the lossy round trips of --recompress P > 0: leave it out, or give "
                     "--recompress P")
     return said
@@ -232,6 +232,22 @@ def recipe(options: TrainOptions) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k not in RUNTIME_FIELDS}
 
 
+def used_recipe(options: TrainOptions) -> dict:
+    """:func:`recipe` without the options the chosen mode does not read (:func:`ignored_options`): the provenance's."""
+    ignored = ignored_options(options)
+    return {k: v for k, v in recipe(options).items() if k not in ignored}
+
+
+def ignored_options(o: TrainOptions) -> set[str]:
+    """The options the chosen mode does not read (:func:`unused_options` refuses them when given): left out of the
+    provenance's recipe (QA 98 #3: a BiT-HyperRule run's config.json recorded epochs 5 and lr 0.005 it never used)."""
+    return {name for applies, names in ((o.schedule == "bit", ("lr", "epochs")), (o.schedule == "epochs", ("budget_scale",)),
+                                        (o.strategy != "two-stage", ("head_epochs", "head_lr")),
+                                        (not o.stability or o.stability_copy != "noise", ("stability_sigma",)),
+                                        (not o.recompress, ("recompress_codec",)))
+            if applies for name in names}
+
+
 def make_config(options: TrainOptions, samples: list) -> ModelConfig:
     """The model description: classes from the data, preprocessing from timm's config for the arch."""
     if not timm.is_model(options.arch):
@@ -253,7 +269,7 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
         architecture=options.arch, class_names=class_names, abnormal_classes=list(options.abnormal_classes or class_names[1:]),
         **{**data, "input_size": options.input_size or data.get("input_size", 224)},
         border=options.border, border_radius=options.border_radius, name=options.name or options.arch,
-        provenance={"training": {"command": options.command, "recipe": recipe(options), "init": INIT_SOURCES.get(options.init, options.init),
+        provenance={"training": {"command": options.command, "recipe": used_recipe(options), "init": INIT_SOURCES.get(options.init, options.init),
                                  "data_counts": split_counts(samples), "torch": torch.__version__, "timm": timm.__version__, "threads": options.threads}},
     )
     config.validate("options")

@@ -307,6 +307,15 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
     for used in (dict(schedule="bit", budget_scale=0.03), dict(strategy="two-stage", head_lr=0.5), dict(stability=1.0, stability_sigma=9.0),
                  dict(recompress=0.5, recompress_codec="jpeg"), dict(schedule="bit", lr=0.1, resume=True)):  # a checkpoint resumes as it began
         check_options(_options(tiny_manifest, out, **used))
+    # QA 98 #3: nor are the defaults of what the mode does not read (a BiT run's config.json held epochs 5 and lr 0.005)
+    from capsule_triage.train_options import make_config
+
+    samples = read_samples(tiny_manifest).samples
+    for mode, absent, present in ((dict(schedule="bit", strategy="full"), {"lr", "epochs", "head_lr", "head_epochs"}, {"budget_scale"}),
+                                  (dict(), {"budget_scale", "stability_sigma", "recompress_codec"}, {"lr", "epochs", "head_lr", "head_epochs"}),
+                                  (dict(stability=1.0, recompress=0.5), {"budget_scale"}, {"stability_sigma", "recompress_codec"})):
+        kept = make_config(_options(tiny_manifest, out, **mode), samples).provenance["training"]["recipe"]
+        assert not absent & kept.keys() and present <= kept.keys(), (mode, sorted(kept))
 
 
 def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_manifest, tmp_path):
