@@ -162,9 +162,15 @@ def parameter_blocks(model: nn.Module) -> dict[str, int]:
 
 
 def set_trainable(model: nn.Module, *, lock: int, head_only: bool = False) -> list[str]:
-    """Freeze logical blocks 1..lock (or everything but the classifier); returns the trainable names."""
+    """Freeze logical blocks 1..lock (or everything but the head: the classifier and the fully connected layers before
+    it, VGG's fc6 and fc7, timm's ``pre_logits``); returns the trainable names.
+
+    QA 98 #1: seed A trains its new head on the frozen convolutional backbone with ImageNet's top fully connected layers
+    removed; VGG's stayed frozen, and a 4096-to-classes layer trained on ImageNet's fc7 features. They train with the
+    head now (from ImageNet's values: without them timm's VGG is another network), as lockK counts them in the head block.
+    """
     if head_only:
-        head = classifier_prefix(model) + "."
+        head = (classifier_prefix(model) + ".", "pre_logits.")
         trainable = {n for n, _ in model.named_parameters() if n.startswith(head)}
     elif lock:
         trainable = {n for n, block in parameter_blocks(model).items() if block > lock}

@@ -348,8 +348,10 @@ def test_six_logical_blocks_cover_every_parameter(arch):
     model = timm.create_model(arch, num_classes=3)
     blocks = parameter_blocks(model)  # raises if a parameter is in no block or in two
     assert len(logical_blocks(model)) == 6 and set(blocks.values()) == set(range(1, 7))
-    head = {n for n, _ in model.named_parameters() if n.startswith(("fc.", "classifier.", "head.fc."))}
-    assert head and all(blocks[n] == 6 for n in head)
+    # the classifier, and VGG's fc6 and fc7 before it (QA 98 #1: seed A removes ImageNet's top fully connected layers, so the
+    # head stage trains them too; they stayed frozen, and only a 4096-to-3 layer trained on ImageNet's fc7 features)
+    head = {n for n, _ in model.named_parameters() if n.startswith(("fc.", "classifier.", "head.fc.", "pre_logits."))}
+    assert head and all(blocks[n] == 6 for n in head) and any(n.startswith("pre_logits.fc2.") for n in head) == (arch == "vgg11_bn")
     assert set(set_trainable(model, lock=5)) == {n for n, b in blocks.items() if b == 6}
     assert set(set_trainable(model, lock=0, head_only=True)) == head
     assert set(set_trainable(model, lock=2)) == {n for n, b in blocks.items() if b > 2}
