@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, partial
 from pathlib import Path
 
@@ -138,10 +139,13 @@ class OnnxBackend:
             and releases the GIL). For small CNNs on a few cores, two 1-thread streams beat one
             2-thread run: no synchronisation between the threads inside each layer.
         device: "cpu" or "cuda[:N]" (TensorRT/CUDA providers when onnxruntime-gpu has them).
+        ahead: :meth:`submit` returns before the scores, run in a thread of their own (default: on a GPU, so that the
+            pipeline reads and copies the next batch while the device works, as the CUDA torch backend does; rev90 #7:
+            ``session.run`` copied, ran and copied back before it returned).
     """
 
     def __init__(self, path: str | Path, *, name: str, threads: int | None = None, batch_size: int | None = None,
-                 streams: int = 1, device: str = "cpu"):
+                 streams: int = 1, device: str = "cpu", ahead: bool | None = None):
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
@@ -159,11 +163,11 @@ class OnnxBackend:
         self.threads = threads
         self.batch_size = batch_size
         self.streams = max(1, streams)
-        self._pool = None
+        self._pool = self._ahead = None
         if self.streams > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="capsule-triage-ort")
+        if device.startswith("cuda") if ahead is None else ahead:
+            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="capsule-triage-ort-ahead")
 
     def _run(self, frames_nhwc: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(frames_nhwc)})[0].astype(np.float32)
@@ -174,13 +178,19 @@ class OnnxBackend:
         outputs = pool.map(self._run, runs) if pool is not None and len(runs) > 1 else map(self._run, runs)
         return np.concatenate(list(outputs))
 
-    def submit(self, frames_nhwc: np.ndarray) -> Done:
+    def submit(self, frames_nhwc: np.ndarray) -> Done | Future:
+        """The logits of ``frames_nhwc``: computed now, or (``ahead``) a future of them; the frames may be reused once this
+        returns (the future scores its own copy)."""
+        ahead = self._ahead
+        if ahead is not None:
+            return ahead.submit(self.logits, np.array(frames_nhwc))
         return Done(self.logits(frames_nhwc))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._ahead, self._pool):  # the one ahead first: it may still use the streams
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._ahead = None
 
 
 OPENVINO_RUN = 8  # frames per request when no measured run size is given

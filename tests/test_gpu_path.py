@@ -308,3 +308,66 @@ def test_a_gpu_pytorch_cannot_use_is_said_as_such_and_left_out_of_a_batch(fake_g
     said = choose_backend("torch-bf16", "cuda:0", None, "id")["warnings"]  # #5: optimize checks no bf16 on a GPU
     assert said == ["torch-bf16 has not been checked against fp32 for these weights (`triage optimize` checks only torch-fp16 on "
                     "a GPU); its scores may differ from fp32"]
+
+
+def test_on_cuda_halves_wait_for_the_device_first_and_a_failed_wait_is_a_device_error(model_and_config, monkeypatch):
+    """rev90 #11: the CUDA branch of running in halves (the runs queued earlier release their memory first) and the
+    translation of a kernel's failure seen at the wait for its logits, run on the CPU with the device calls recorded."""
+    from capsule_triage.torch_backend import OnDevice
+
+    model, config = model_and_config
+    backend = TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")
+    frames, forward, calls = _frames(7), backend._forward, []
+    expected = backend.logits(frames)
+    backend.device = torch.device("cuda", 1)  # _fitting's CUDA branch, with CPU tensors
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(f"synchronize {device}"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+
+    def small_memory(batch):
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(batch)
+
+    monkeypatch.setattr(backend, "_forward", small_memory)
+    np.testing.assert_allclose(np.concatenate(backend._fitting(frames)), expected, atol=1e-5)
+    assert calls == ["synchronize cuda:1", "empty_cache"] * 3  # at 7, 4 and 3 frames
+    failed = torch.AcceleratorError("CUDA error: an illegal memory access was encountered\nCompile with TORCH_USE_CUDA_DSA")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: (_ for _ in ()).throw(failed))
+    said = r"^cuda:1: device error \(CUDA error: an illegal memory access was encountered\); this process cannot use it again$"
+    with pytest.raises(DeviceError, match=said):
+        backend._fitting(frames)
+
+    class Event:
+        def __init__(self, error=None):
+            self.error = error
+
+        def synchronize(self):
+            if self.error:
+                raise self.error
+
+    assert OnDevice([(torch.ones(2, 2), Event()), (torch.zeros(1, 2), Event())], torch.device("cuda", 1)).result().tolist() == [
+        [1, 1], [1, 1], [0, 0]]
+    with pytest.raises(DeviceError, match=said):
+        OnDevice([(torch.ones(2, 2), Event()), (torch.zeros(1, 2), Event(failed))], torch.device("cuda", 1)).result()
+
+
+def test_onnx_runtime_on_a_gpu_scores_ahead_on_a_copy_of_the_frames(model_and_config, tmp_path):
+    """rev90 #7: on a GPU ``session.run`` copies, runs and copies back before it returns, so ``submit`` returned the scores
+    and the pipeline's next batch waited for the device: it scores ahead in a thread of its own (the default on CUDA,
+    ``ahead=True`` here), on its own copy of the frames, which the caller may reuse once ``submit`` returns."""
+    import threading
+
+    model, config = model_and_config
+    path = export_onnx(model.eval(), config, tmp_path / "model.fp32.onnx")
+    now, ahead = OnnxBackend(path, name="ort-fp32"), OnnxBackend(path, name="ort-fp32", ahead=True)
+    assert now._ahead is None  # on the CPU the scores are computed in submit, on the cores decoding shares
+    frames = _frames(5)
+    expected = now.logits(frames)
+    release = threading.Event()
+    ahead._ahead.submit(release.wait)  # the thread busy: the frames are scored only after the caller has reused them
+    pending = ahead.submit(frames)
+    frames[:] = 0
+    release.set()
+    np.testing.assert_allclose(pending.result(), expected, atol=1e-6)
+    ahead.close()
+    assert ahead._ahead is None and ahead._pool is None
