@@ -136,11 +136,12 @@ class Preprocessor(nn.Module):
         mask = circle_mask(config.input_size, config.border_radius) if config.border != "none" else torch.ones(1, 1, 1, 1)
         self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, boxes: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
+        """``boxes``: a field-of-view model's crops (:func:`fov_boxes`), found on the host before the frames went to a GPU."""
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"Preprocessor expects uint8 [N,3,H,W], got {frames.dtype} {tuple(frames.shape)}")
         if self.border == "fov":
-            x = self.view(frames).float()
+            x = self.view(frames, boxes).float()
         else:
             h, w = frames.shape[-2:]
             side = min(h, w)
@@ -149,7 +150,7 @@ class Preprocessor(nn.Module):
         x = x * self.scale + self.shift
         return x * self.mask
 
-    def view(self, frames: torch.Tensor) -> torch.Tensor:
+    def view(self, frames: torch.Tensor, boxes: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
         """uint8 [N, 3, S, S]: each uint8 [N, 3, H, W] frame's field of view, cropped square, resized
         and rounded back to uint8 — the pixels every backend and training see alike (an ONNX backend
         gets them from the host, see :class:`capsule_triage.backends.ViewCropped`).
@@ -159,10 +160,14 @@ class Preprocessor(nn.Module):
         they load them (:func:`capsule_triage.stills.load_images`; they are stored S x S), and
         frames of exactly S x S are taken as cropped: a run never reads frames that small for such a
         model. (Stills were centre-cropped square first: a 16:9 gastroscope still lost part of its
-        view and trained on black border where the run crops to the view; QA pass 16.)"""
+        view and trained on black border where the run crops to the view; QA pass 16.)
+
+        ``boxes``: the frames' :func:`fov_boxes`, when the caller found them (on the host, before the frames went to a GPU:
+        found here, they cost a wait for the device per batch; rev90 #9)."""
         if tuple(frames.shape[-2:]) == (self.input_size, self.input_size):
             return frames  # already cropped to the view (stills are when they are loaded)
-        views = torch.cat([self._resize(frames[i : i + 1, :, t : t + s, l : l + s].float()) for i, (t, l, s) in enumerate(fov_boxes(frames))])
+        boxes = fov_boxes(frames) if boxes is None else boxes
+        views = torch.cat([self._resize(frames[i : i + 1, :, t : t + s, l : l + s].float()) for i, (t, l, s) in enumerate(boxes)])
         return views.round_().clamp_(0, 255).to(torch.uint8)
 
     def views_nhwc(self, frames_nhwc: np.ndarray) -> np.ndarray:

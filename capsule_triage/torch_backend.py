@@ -21,7 +21,7 @@ from .backends import Done, split_runs
 from .device import exact_fp32, out_of_memory, to_device_nchw
 from .errors import DeviceError
 from .model_config import ModelConfig
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, fov_boxes
 
 
 class FoldedModel(nn.Module):
@@ -32,8 +32,8 @@ class FoldedModel(nn.Module):
         self.preprocess = Preprocessor(config)
         self.model = model
 
-    def forward(self, frames_nhwc: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(frames_nhwc.permute(0, 3, 1, 2))
+    def forward(self, frames_nhwc: torch.Tensor, boxes: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
+        x = self.preprocess(frames_nhwc.permute(0, 3, 1, 2), boxes)
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
@@ -110,17 +110,26 @@ class TorchBackend:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             if self.stream is None:
                 return [self.folded(torch.from_numpy(frames_nhwc)).float().numpy()]
+            boxes = self._host_boxes(frames_nhwc)  # before the copy: found on the device, they wait for it (rev90 #9)
             with torch.cuda.stream(self.stream):
                 frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(self.stream)
             frames.record_stream(current)  # allocated on the side stream, used on this one
-            logits = self.folded(frames).float()
+            logits = self.folded(frames, boxes).float()
             host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(logits, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record(current)
             return [(host, copied)]
+
+
+    def _host_boxes(self, frames_nhwc: np.ndarray) -> list[tuple[int, int, int]] | None:
+        """A field-of-view model's crops of frames still on the host (numpy's fast path), else None."""
+        preprocess, size = self.folded.preprocess, self.folded.preprocess.input_size
+        if preprocess.border != "fov" or frames_nhwc.shape[1:3] == (size, size):
+            return None
+        return fov_boxes(torch.from_numpy(frames_nhwc).permute(0, 3, 1, 2))
 
 
 class OnDevice:

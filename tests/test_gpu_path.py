@@ -371,3 +371,29 @@ def test_onnx_runtime_on_a_gpu_scores_ahead_on_a_copy_of_the_frames(model_and_co
     np.testing.assert_allclose(pending.result(), expected, atol=1e-6)
     ahead.close()
     assert ahead._ahead is None and ahead._pool is None
+
+
+def test_a_field_of_view_model_s_crops_found_on_the_host_are_those_the_graph_finds(model_and_config):
+    """rev90 #9: a field-of-view model found its crops inside the graph, on a GPU a copy of the bright-pixel mask to the host
+    that waited for every batch queued before it: the CUDA path finds them on the host before the copy and gives them to
+    the graph; they are the graph's own, and the graph crops where it is told."""
+    from dataclasses import replace
+
+    from capsule_triage.preprocess import fov_boxes
+
+    model, config = model_and_config
+    fov = replace(config, border="fov", border_radius=1.0)
+    backend = TorchBackend(model, fov, device=torch.device("cpu"), precision="fp32")
+    frames = np.zeros((3, 64, 112, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:64, :112]
+    for i, centre in enumerate((30, 56, 80)):  # a round view at three places in a 16:9 frame's black border
+        frames[i][(yy - 32) ** 2 + (xx - centre) ** 2 < 28 ** 2] = (180, 90, 60)
+    frames[:, 2:6, 100:110] = 255  # burned-in text
+    boxes = backend._host_boxes(frames)
+    assert boxes == fov_boxes(torch.from_numpy(frames).permute(0, 3, 1, 2)) and len({left for _, left, _ in boxes}) == 3
+    with torch.inference_mode():
+        found, given = backend.folded(torch.from_numpy(frames)), backend.folded(torch.from_numpy(frames), boxes)
+        elsewhere = backend.folded(torch.from_numpy(frames), [(0, 0, 64)] * 3)
+    assert torch.equal(found, given) and not torch.equal(found, elsewhere)
+    assert backend._host_boxes(frames[:, :32, :32]) is None  # already the model's size: taken as cropped
+    assert TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")._host_boxes(frames) is None  # no fov
