@@ -13,8 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
+from .event_runs import cut_after, hysteresis_mask, merged, runs, take_in_peaks
 from .periods import TIME_EPS, frame_periods
 from .top_frames import top_k_rows
+
+__all__ = ["Event", "RankParams", "Ranking", "abnormal_score", "find_events", "hysteresis_mask", "rank", "smooth_scores"]
 
 
 
@@ -128,32 +131,6 @@ def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.nda
     return probs[:, idx].sum(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def _take_in_peaks(pts: np.ndarray, scores: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                   half: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each run widened to the frame of highest raw score among the frames its smoothed scores averaged (within
-    ``half`` of the smoothing window of its ends), when that frame lies outside it; never into a neighbouring run, as
-    that run was found or (the one before it) as it was widened, so no two events share a frame.
-
-    QA 64: a frame scored 0.491 between two low ones smoothed to 0.183, under the enter threshold, while its neighbour
-    smoothed to 0.195: the event was that neighbour alone, its peak 0.050, and the frame that raised it in no event
-    (43 of 347 events of a 5.5 h study). The peak and thumbnail are now the frame that raised the event."""
-    if half <= 0 or not len(starts):
-        return starts, ends
-    lo = np.searchsorted(pts, pts[starts] - half - TIME_EPS, side="left")
-    hi = np.minimum(np.searchsorted(pts, pts[ends] + half + TIME_EPS, side="right") - 1,
-                    np.concatenate((starts[1:] - 1, [len(pts) - 1])))
-    starts, ends = starts.copy(), ends.copy()
-    for i in range(len(starts)):  # in time order: a run never reaches back past its predecessor's end as widened (rev58 #3)
-        low = max(int(lo[i]), int(ends[i - 1]) + 1 if i else 0)
-        if low >= starts[i] and hi[i] <= ends[i]:
-            continue  # no frame averaged in beyond its ends
-        window = scores[low : hi[i] + 1]
-        if window.max() > scores[starts[i] : ends[i] + 1].max():  # strictly: a tie keeps the run as it is
-            peak = low + int(np.argmax(window))
-            starts[i], ends[i] = min(starts[i], peak), max(ends[i], peak)
-    return starts, ends
-
-
 def smooth_scores(
     scores: np.ndarray, pts_seconds: np.ndarray, window_seconds: float
 ) -> np.ndarray:
@@ -183,34 +160,6 @@ def smooth_scores(
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
 
 
-def hysteresis_mask(smoothed: np.ndarray, enter: float, leave: float) -> np.ndarray:
-    """Two-threshold flagging.
-
-    A frame is flagged from the first frame ``>= enter`` until (excluding) the first later frame
-    ``< leave``; frames in between keep the previous state. Vectorised (forward fill).
-
-    Args:
-        smoothed: float [N] smoothed scores.
-        enter: threshold that switches the state on; leave: below it the state switches off.
-
-    Returns:
-        bool [N] mask of flagged frames.
-    """
-    if leave > enter:
-        raise ValueError(f"leave threshold ({leave!r}) must be <= enter threshold ({enter!r})")
-    s = np.asarray(smoothed)
-    on = s >= enter
-    # Index of the last frame at or before i whose state was decided (-1 = none yet -> off).
-    last = np.maximum.accumulate(np.where(on | (s < leave), np.arange(s.shape[0]), -1))
-    return np.concatenate(([False], on))[last + 1]
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and inclusive end positions of the runs of True in ``mask``."""
-    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
-
-
 def find_events(
     pts_seconds: np.ndarray,
     frame_index: np.ndarray,
@@ -231,7 +180,8 @@ def find_events(
     frame) is shorter than ``merge_gap_seconds``, or is one frame in the frames' rhythm, merge (gap frames
     join the event); events whose duration (``end - start`` + the period of the last frame) is shorter than ``min_event_seconds``
     are dropped; an event then takes in the frame of highest raw score its smoothed scores averaged, when that lies
-    just outside it (:func:`_take_in_peaks`). Periods are local (:func:`frame_periods`), so an adaptive frame rate
+    just outside it (:func:`~capsule_triage.event_runs.take_in_peaks`), and runs closer than the merge gap after that
+    merge. After a cut the hysteresis starts over. Periods are local (:func:`frame_periods`), so an adaptive frame rate
     gives the same events at 2 and 6 frames/s. Events are ranked by peak raw score (ties: earlier first).
 
     Args:
@@ -260,29 +210,23 @@ def find_events(
     idx = _check_indices(abnormal_indices, probs.shape[1])
 
     event_id = np.full(n, -1, dtype=np.int32)
-    flagged = hysteresis_mask(smoothed, params.enter_threshold, params.leave_threshold)
-    starts, ends = _runs(flagged)
-    if starts.size == 0:
-        return [], event_id
     period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
     _check_1d("periods", period, n)
-    # A run crossing time without frames (a decode gap, or frames without a view) of merge_gap_seconds
-    # or more (and at least half a frame period) ends before it and starts again after it: what was not
-    # seen is in no event (review rev26).
-    unseen = np.diff(pts) - period[:-1]
-    cut = np.flatnonzero((unseen >= np.maximum(params.merge_gap_seconds - TIME_EPS, period[:-1] / 2)) & flagged[:-1] & flagged[1:])
+    # A run crossing time without frames (a decode gap, or frames without a view) of merge_gap_seconds or more ends
+    # before it; after it the hysteresis starts over (QA 99 #1), so what was not seen is in no event (review rev26).
+    unseen = cut_after(pts, period, params.merge_gap_seconds)
+    restart = np.concatenate(([False], unseen))
+    flagged = hysteresis_mask(smoothed, params.enter_threshold, params.leave_threshold, restart=restart)
+    starts, ends = runs(flagged)
+    if starts.size == 0:
+        return [], event_id
+    cut = np.flatnonzero(unseen & flagged[:-1] & flagged[1:])
     starts, ends = np.sort(np.concatenate((starts, cut + 1))), np.sort(np.concatenate((ends, cut)))
-    # Merge runs separated by a short unflagged time (QA 29: measured with one period in, at 2 frames/s
-    # 1.5 s apart split, at 6 merged): a new event begins where it is long enough.
-    gaps = pts[starts[1:]] - pts[ends[:-1]] - period[ends[:-1]]
-    # One unflagged frame between two runs, in the frames' own rhythm, never splits them (QA 64 #4: at 0.5 frames/s a
-    # frame is 2 s, the preset's merge gap, so one frame missed split a 100-frame bleeding run into two events).
-    lone = (starts[1:] - ends[:-1] == 2) & (pts[starts[1:]] - pts[ends[:-1]] <= period[ends[:-1]] + period[ends[:-1] + 1] + TIME_EPS)
-    new_group = np.concatenate(([True], (gaps >= params.merge_gap_seconds - TIME_EPS) & ~lone))
-    starts = starts[new_group]
-    ends = ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
-    keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - TIME_EPS
-    starts, ends = _take_in_peaks(pts, scores, starts[keep], ends[keep], params.smooth_seconds / 2)  # which runs are events: as before
+    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds)
+    keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - TIME_EPS  # which runs are events: before
+    starts, ends = take_in_peaks(pts, scores, starts[keep], ends[keep], params.smooth_seconds / 2, np.cumsum(restart))
+    # QA 99 #2: a run that took in its peak may now lie closer to the next than the merge gap (even touching it)
+    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds)
 
     events: list[Event] = []
     for s, e in zip(starts.tolist(), ends.tolist()):

@@ -409,3 +409,42 @@ def test_two_events_never_share_the_frame_that_raised_them():
     for e in result.events:  # each event's frames are the frames event_id gives it
         assert np.flatnonzero(result.event_id == e.event_id).tolist() == list(range(e.start_frame, e.end_frame + 1))
         assert e.start_frame <= e.peak_frame <= e.end_frame
+
+
+def _spans(ranking) -> list[tuple[int, int, float]]:
+    return [(e.start_frame, e.end_frame, round(e.peak_score, 2)) for e in sorted(ranking.events, key=lambda e: e.start_frame)]
+
+
+def _rank_scores(pts, scores, params: RankParams, **kwargs):
+    s = np.asarray(scores, np.float64)
+    return rank(np.asarray(pts, np.float64), np.arange(len(s)), np.stack([1 - s, s], axis=1), ["n", "b"], [1], params, **kwargs)
+
+
+def test_after_unseen_time_an_event_starts_only_where_a_score_reaches_enter_again():
+    """QA 99 #1: the hysteresis ran on across 5 s without a view (or a decode gap): frames at 0.40 after it (enter 0.50,
+    leave 0.375) went on the event of 0.90 before it, and the cut made them an event of their own, peak 0.40."""
+    preset = RankParams(smooth_seconds=1.0, enter_threshold=0.5, leave_threshold=0.375, merge_gap_seconds=2.0, min_event_seconds=0.5)
+    scores = np.array([0.9] * 6 + [np.nan] * 10 + [0.4] * 6)
+    assert _spans(_rank_scores(np.arange(22) * 0.5, np.nan_to_num(scores), preset, has_view=~np.isnan(scores))) == [(0, 5, 0.9)]
+    gap = np.r_[np.arange(6), np.arange(16, 22)] * 0.5  # the same after a decode gap of 5 s
+    assert _spans(_rank_scores(gap, [0.9] * 6 + [0.4] * 6, preset)) == [(0, 5, 0.9)]
+    again = _rank_scores(gap, [0.9] * 6 + [0.4, 0.4, 0.7, 0.7, 0.7, 0.4], preset)  # reaching enter again: from there
+    assert _spans(again) == [(0, 5, 0.9), (7, 11, 0.7)] and again.event_id[6] == -1  # frame 7 smooths to 0.50
+    without_gap = _rank_scores(np.arange(12) * 0.5, [0.9] * 6 + [0.4] * 6, preset)  # seen throughout: one event, as before
+    assert _spans(without_gap) == [(0, 11, 0.9)]
+
+
+def test_runs_that_took_in_their_peaks_merge_when_closer_than_the_merge_gap_and_never_cross_a_cut():
+    """QA 99 #2: a run took in the frame that raised it after the merge, so two events lay 1.5 s apart under a 2 s merge
+    gap, or touched (one lesion of two frames scored 1.0 split in two events); #3: with a smoothing window wider than the
+    merge gap a run took in a frame after unseen time, and the event spanned time no frame showed."""
+    preset = RankParams(smooth_seconds=1.0, enter_threshold=0.5, leave_threshold=0.375, merge_gap_seconds=2.0, min_event_seconds=0.5)
+    assert _spans(_rank_scores(np.arange(17) * 0.5, [0, 0, .55, .55, .55, .5, .6, 0, 0, 0, .6, .5, .55, .55, .55, 0, 0], preset)) == [
+        (3, 13, 0.6)]  # were (3, 6) and (10, 13): 1.5 s of unflagged time between them
+    scores = np.zeros(30)
+    scores[[18, 20, 21, 22, 25]] = [0.1, 0.4, 1.0, 1.0, 0.5]
+    assert _spans(_rank_scores(np.arange(30) * 0.25, scores, RankParams(1.0, 0.5, 0.5, 0.5, 0.0))) == [(20, 23, 1.0)]  # were 20-21, 22-23
+    pts = np.r_[np.arange(8), np.arange(10, 16)] / 6  # 6 frames/s, 0.33 s unseen after frame 7
+    cut = _rank_scores(pts, [0, 0, .6, .6, .6, .6, .6, .6, .9, 0, 0, 0, 0, 0], RankParams(1.0, 0.5, 0.5, 0.25, 0.0))
+    assert _spans(cut) == [(4, 7, 0.6)] and cut.event_id[8] == -1  # was 4-8: frame 8 lies after the cut
+    assert cut.top_frames[0][0] == 8  # the reviewer still sees it: the top frame
