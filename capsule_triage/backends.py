@@ -334,7 +334,7 @@ class ViewCropped:
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
         return self.engine.logits(self.preprocess.views_nhwc(frames_nhwc))
 
-    def submit(self, frames_nhwc: np.ndarray) -> Done:
+    def submit(self, frames_nhwc: np.ndarray) -> Done | Future:
         return self.engine.submit(self.preprocess.views_nhwc(frames_nhwc))
 
     def close(self) -> None:

@@ -222,8 +222,9 @@ class PendingScores:
         finite = np.isfinite(logits).all(axis=1)
         if not finite.all():  # rev90 #12: ranking's "probs must be finite" after the whole study, naming nothing
             bad = self.frame_index[~finite]
-            why = ("fp32 too: weights holding NaN or infinity?" if self.backend.endswith("fp32") else
-                   "a lower precision's overflow: run with --backend auto or a *-fp32 backend")
+            why = ("fp32 too: weights holding NaN or infinity?" if self.backend.endswith("fp32") else  # rev91 #3: not auto,
+                   f"{self.backend.rpartition('-')[2]} arithmetic: run with --backend torch-fp32, or ort-fp32 beside its "
+                   "ONNX files")  # which may take this very backend again
             raise WeightsError(self.backend or "backend", f"scored {len(bad)} frame(s) of a batch as NaN or infinity, the first frame "
                                                           f"{int(bad[0])} ({why})")
         return FrameScores(probs=softmax(logits), frame_index=self.frame_index, pts_seconds=self.pts_seconds)

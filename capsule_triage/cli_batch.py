@@ -47,7 +47,7 @@ def batch_command(
     workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
     engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage\\[ray]\").")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda (every GPU this PyTorch can run on, a worker each) or cuda:N (local engine only).")] = "auto",
     backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,

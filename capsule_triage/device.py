@@ -146,7 +146,11 @@ def auto_device_note(requested: str) -> str | None:
         return None
     import torch
 
-    reason = cuda_unsupported(0) if torch.cuda.is_available() else cuda_unusable()
+    if torch.cuda.is_available():
+        reason = cuda_unsupported(0)
+    else:  # said only where the driver is known to be there, and not of GPUs hidden on purpose (rev91 #2)
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1")
+        reason = cuda_unusable() if sys.platform.startswith("linux") and not hidden else None
     return f"{reason}: running on the CPU" if reason else None
 
 

@@ -270,12 +270,15 @@ def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Itera
     told = ", ".join(f"{name} {_shown(getattr(preset, name))}" for name in changed)
     used = ", ".join(f"{name} {_shown(getattr(config, name))}" for name in changed)
     how = ("; [rank] enter_threshold or --threshold set the operating point" if "threshold" in changed else "")
-    return (f"the preset's [model] {told} {'is' if len(changed) == 1 else 'are'} not used: its weights folder's config.json says {used} (a weights folder is read "
-            f"and scored as its config.json says{how})")
+    verb = "is" if len(changed) == 1 else "are"
+    return (f"the preset's [model] {told} {verb} not used: its weights folder's config.json says {used} (a weights folder is "
+            f"read and scored as its config.json says{how})")
 
 
 def _shown(value) -> str:
-    return "[" + ", ".join(f"{v:g}" for v in value) + "]" if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def order_hint(weights_classes: list[str], preset_classes: list[str]) -> str:

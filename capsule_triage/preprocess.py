@@ -30,7 +30,7 @@ def circle_mask(size: int, radius_fraction: float) -> torch.Tensor:
     return (dist2 <= (radius_fraction * size / 2) ** 2).float()[None, None]
 
 
-def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int, int]]:
+def fov_boxes(frames: torch.Tensor) -> list[tuple[int, int, int]]:
     """Per-frame square box (top, left, side) around the bright field of view of uint8 [N,3,H,W] frames.
 
     The columns inside the view are the stretch of bright ones (:func:`_view_stretch`) holding the

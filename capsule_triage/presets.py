@@ -173,7 +173,8 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
                           f"unknown key(s) {unknown} before [model]; known there: name, description (did a key miss its section?)")
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
-        weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data), model_keys=frozenset(model_data),
+        weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
+        model_keys=frozenset(model_data),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
 

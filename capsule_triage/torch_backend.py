@@ -123,7 +123,6 @@ class TorchBackend:
             copied.record(current)
             return [(host, copied)]
 
-
     def _host_boxes(self, frames_nhwc: np.ndarray) -> list[tuple[int, int, int]] | None:
         """A field-of-view model's crops of frames still on the host (numpy's fast path), else None."""
         preprocess, size = self.folded.preprocess, self.folded.preprocess.input_size

@@ -68,7 +68,7 @@ def create_model(config: ModelConfig, *, pretrained_file: str | None = None) -> 
 def _runs_at(arch: str, num_classes: int, size: int) -> None:
     """That a fixed-size model built for another size runs a frame of it (rev89 #5: crossvit_tiny_240 takes timm's
     ``img_size`` 160, then failed at its first frames in every study of a night): one forward on the meta device, shapes
-    only (~0.1 s, no memory), run only for the models :func:`sized_for` resizes."""
+    only (no memory; ~0.1 s for a ViT, seconds for the largest), run only for the models :func:`sized_for` resizes."""
     try:
         with torch.device("meta"), torch.no_grad():
             timm.create_model(arch, num_classes=num_classes, img_size=size).eval()(torch.empty(1, 3, size, size))

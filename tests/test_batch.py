@@ -1197,6 +1197,25 @@ def test_a_half_written_study_is_judged_by_when_it_was_read_not_when_its_triage_
     assert not source_state.recently_modified(source_state.source_state(folder), inode_changes=False)
 
 
+def test_a_frame_folder_that_fails_is_failed_whatever_rule_leaves_its_csv_out(random_weights, tmp_path):
+    """rev91 #1: the worker took a study's state by ``reads_own_csv`` (a pipeline reading no folder CSVs leaves the folder's
+    timestamps.csv out) but asked whether it was being written with the run's option alone: a frame folder that failed
+    was "still being written" every night, never failed. Its state and the check are taken by one rule."""
+    folder = tmp_path / "in" / "broken"
+    folder.mkdir(parents=True)
+    for i in range(3):  # no frame can be read
+        (folder / f"frame{i}.png").write_bytes(b"not a png" * 50)
+    (folder / "timestamps.csv").write_text("filename,pts_seconds\n" + "".join(f"frame{i}.png,{0.5 * i}\n" for i in range(3)))
+    settled(tmp_path / "in")
+    study = discover_studies(tmp_path / "in")[0]
+    ctx = _worker_context(tmp_path / "out", random_weights)
+    pipeline = ctx.pipeline
+    ctx = replace(ctx, pipeline=replace(pipeline, read=replace(pipeline.read, own_timestamps=False)))
+    assert ctx.own_csv is False and _worker_context(tmp_path / "out2", random_weights).own_csv is True
+    outcome = StudyWorker(ctx).run(study)
+    assert outcome.status == "failed" and "still being written" not in outcome.error, (outcome.status, outcome.error)
+
+
 def test_a_study_gone_since_it_was_listed_waits_and_a_broken_link_is_named(random_weights, tmp_path):
     """QA 62 #7: a study moved away while the batch ran failed the night (exit 1, "No such file or directory"), and a
     dangling symbolic link said only that, where `triage run` says "broken symbolic link"."""

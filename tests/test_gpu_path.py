@@ -288,6 +288,12 @@ def test_a_gpu_pytorch_cannot_use_is_said_as_such_and_left_out_of_a_batch(fake_g
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     assert auto_device_note("auto") == ("the NVIDIA driver is loaded but PyTorch (CUDA 13.0) cannot use a GPU: a driver older than "
                                         "the build's CUDA, or none visible (CUDA_VISIBLE_DEVICES): running on the CPU")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # rev91 #2: GPUs hidden on purpose, or a system where the driver's
+    assert auto_device_note("auto") is None  # presence is not known (cuda_possible is True off Linux): nothing said
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(device_module.sys, "platform", "darwin")
+    assert auto_device_note("auto") is None
+    monkeypatch.setattr(device_module.sys, "platform", "linux")
 
     fake_gpu((8, 6), count=3)
     capabilities = [(8, 6), (6, 0), (7, 5)]  # cuda:1 a P100 the cu130 wheel has no kernels for

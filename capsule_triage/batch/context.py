@@ -49,10 +49,17 @@ class WorkerContext:
     settle_seconds: float = 0.0
     video_fingerprint: str | None = None
 
+    @property
+    def own_csv(self) -> bool:
+        """Whether a frame folder's own timestamps.csv times it and is part of its input in this run (one rule with
+        ``triage_study``: :func:`~capsule_triage.run_options.reads_own_csv`; rev91 #1: the worker's own checks read
+        ``run.own_timestamps`` alone)."""
+        return reads_own_csv(self.pipeline, self.run)
+
     def fingerprint_of(self, study: Study) -> str:
         """The pipeline fingerprint ``study``'s results get in this run: :attr:`video_fingerprint` (which leaves ``--fps``
         out) for a study ``--fps`` does not time, a video or a frame folder timed by its own timestamps.csv (rev88 #6)."""
-        fps_free = study.kind == "video" or (study.own_times and reads_own_csv(self.pipeline, self.run))
+        fps_free = study.kind == "video" or (study.own_times and self.own_csv)
         return (self.video_fingerprint or self.fingerprint) if fps_free else self.fingerprint
 
     def accepts(self, study: Study) -> tuple[str, ...]:
@@ -64,11 +71,11 @@ class WorkerContext:
     def state_of(self, study: Study) -> tuple:
         """``study``'s file state as ``triage_study`` takes it under this run's options (a frame folder's timestamps.csv
         only when it is read: a library's batch that turned the CSVs off failed every such folder as changing)."""
-        return source_state(study.path, own_csv=reads_own_csv(self.pipeline, self.run))
+        return source_state(study.path, own_csv=self.own_csv)
 
     def hashed(self, study: Study) -> tuple[str, tuple] | None:
         """:func:`~capsule_triage.source_state.hashed_state` of ``study`` as ``triage_study`` hashes it (see :meth:`state_of`)."""
-        return hashed_state(study.path, own_csv=reads_own_csv(self.pipeline, self.run))
+        return hashed_state(study.path, own_csv=self.own_csv)
 
 
 @dataclass

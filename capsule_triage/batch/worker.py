@@ -134,7 +134,7 @@ class StudyWorker:
             if sha is None:
                 hashed = ctx.hashed(study)
                 hashed_under_state = hashed is not None and hashed[1] == state
-                sha = hashed[0] if hashed else source_sha256(study.path, own_csv=ctx.run.own_timestamps)  # changing: scoring says so
+                sha = hashed[0] if hashed else source_sha256(study.path, own_csv=ctx.own_csv)  # changing: scoring says so
             if not ctx.force and (run := completed_run(final, sha, ctx.accepts(study))) is not None:
                 note = warning = None
                 _record_state(ctx, final, study, run, state, hashed_under_state=hashed_under_state)
@@ -189,7 +189,7 @@ class StudyWorker:
         except DeviceError as exc:  # every later study would fail the same way
             raise WorkerSetupError(exc.path, exc.message) from None
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the others
-            if isinstance(exc, InputError) and being_written(study.path, first_state, own_csv=ctx.run.own_timestamps):  # an export still being copied in
+            if isinstance(exc, InputError) and being_written(study.path, first_state, own_csv=ctx.own_csv):  # an export still being copied in
                 note = f"{study.path}: still being written (it changed while it was read: {exc.message}); triaged on the next run"
                 return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
             input_fault = isinstance(exc, InputError) and not isinstance(exc, InputChanged)  # QA 94 #5: by type, not words
