@@ -33,7 +33,17 @@ def table_provenance(model: str, weights_sha256: str, input_sha256: str, paramet
             "backend": backend,
             "enter_threshold": repr(float(parameters["rank"]["enter_threshold"])),
             "leave_threshold": repr(float(parameters["rank"]["leave_threshold"])),
-            "parameters_sha256": _digest(parameters), "model_config_sha256": _digest(config)}
+            "parameters_sha256": parameters_sha256(parameters), "model_config_sha256": _digest(config)}
+
+
+def parameters_sha256(parameters: dict) -> str:
+    """The tables' ``parameters_sha256`` of run.json's ``parameters``: their digest, with a frame folder's own
+    timestamps.csv named by its name in the folder (QA 100 #1: a study moved and reused by a batch has its run.json name
+    the CSV where it now is, and its tables, linked, kept the digest of the old path; one folder in two places differed)."""
+    read = parameters.get("read") or {}
+    if read.get("timestamps_from") == "folder" and isinstance(read.get("timestamps_csv"), str):
+        parameters = {**parameters, "read": {**read, "timestamps_csv": Path(read["timestamps_csv"]).name}}
+    return _digest(parameters)
 
 
 def _digest(record: dict) -> str:

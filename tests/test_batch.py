@@ -309,6 +309,15 @@ def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_pat
                 assert rows[extra].null_count == rows.num_rows
             counted += own.num_rows
         assert table.num_rows == counted and (name != "frames" or counted == sum(s["frames"] for s in done))
+    # QA 100 #2: a night of videos only had no file columns, a night without results the two names only: nights did not append
+    summary = pq.read_table(out / "studies.parquet")
+    for night, keep in (("videos", lambda row: row["kind"] != "frames"), ("failed", lambda row: row["status"] == "failed")):
+        folder = shutil.copytree(out, tmp_path / night, symlinks=True)
+        pq.write_table(summary.filter(pa.array([keep(row) for row in summary.to_pylist()])), folder / "studies.parquet")
+        for name in ("frames", "events", "top_frames") if night == "videos" else ("events", "top_frames"):
+            table = batch_table(folder, name)
+            assert table.schema.equals(batch_table(out, name).schema), (night, name, table.schema)
+            assert pa.concat_tables([batch_table(out, name), table]).num_rows == batch_table(out, name).num_rows + table.num_rows
     with pytest.raises(ValueError, match="table must be one of frames, events, top_frames, got 'thumbnails'"):
         batch_table(out, "thumbnails")
     with pytest.raises(InputError, match=f"^{tmp_path}: no studies.parquet: not the output folder of a finished `triage batch`$"):
@@ -2270,11 +2279,14 @@ def test_a_reused_run_names_the_study_s_own_folder_and_files():
     """QA 36: a study reusing another folder's outputs kept that folder's CSV path and warnings (review: also a
     warning that names a file in the folder, and not a folder whose name merely starts the same)."""
     from capsule_triage.batch.reuse import _renamed
+    from capsule_triage.result_tables import parameters_sha256
 
     run = {"warnings": ["/a/s1: frames read at 2 frames/s", "/a/s1/timestamps.csv: not used as the frames' times", "/a/s10: other",
                         "a backend note"],
            "parameters": {"read": {"timestamps_from": "folder", "timestamps_csv": "/a/s1/Timestamps.CSV"}}}
+    before = parameters_sha256(run["parameters"])
     _renamed(run, "/a/s1", "/b/copy")
+    assert parameters_sha256(run["parameters"]) == before  # QA 100 #1: the linked tables' digest still matches run.json
     assert run["warnings"] == ["/b/copy: frames read at 2 frames/s", "/b/copy/timestamps.csv: not used as the frames' times", "/a/s10: other",
                                "a backend note"]
     assert run["parameters"]["read"]["timestamps_csv"] == "/b/copy/Timestamps.CSV"

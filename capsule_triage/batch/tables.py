@@ -4,7 +4,8 @@ A batch writes each study's tables into its own folder (``OUT_DIR/<study-id>/fra
 study, and a frame folder's tables have one more column than a video's (``source_file``, ``peak_file``, ``file``), so
 ``pyarrow.dataset`` over them takes the first file's schema and drops or nulls the other's (QA 70 #2). This reads the
 studies ``studies.parquet`` lists with complete results, puts ``study_id`` and ``input_path`` first and unifies the
-schemas (a video's rows get null file names).
+schemas (a video's rows get null file names, and so does a night of videos only: the columns do not change from one
+night to the next).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pyarrow.parquet as pq
 from ..errors import InputError, path_argument
 from ..outputs import EVENTS_FILE, FRAMES_FILE, TOP_FRAMES_FILE
 from ..report_batch import DONE_STATUSES
+from ..result_tables import events_table, top_frames_table
 from .layout import SUMMARY_FILE
 
 TABLES = {"frames": FRAMES_FILE, "events": EVENTS_FILE, "top_frames": TOP_FRAMES_FILE}
+FILE_COLUMNS = {"frames": "source_file", "events": "peak_file", "top_frames": "file"}  # a frame folder's image names, last
 MID_RUN = (f": a batch changed the folder after its {SUMMARY_FILE} was written (it is running, or was stopped before its end); "
            "read it when a run of `triage batch` has ended")
 
@@ -27,7 +30,7 @@ MID_RUN = (f": a batch changed the folder after its {SUMMARY_FILE} was written (
 def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     """``table`` ("frames", "events" or "top_frames") of every study of the batch in ``out_dir`` with complete results
     (studies.parquet status ok, skipped or reused), in studies.parquet's order, with ``study_id`` and ``input_path``
-    (relative to the batch's input folder) as its first columns; with none, only those two columns. The schema metadata
+    (relative to the batch's input folder) as its first columns; with none, only those two and (events, top_frames) the table's own. The schema metadata
     is studies.parquet's.
 
     Raises:
@@ -60,7 +63,14 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         for i, (name, value) in enumerate(named.items()):
             part = part.add_column(i, name, pa.array([value] * part.num_rows, pa.string()))
         parts.append(part.replace_schema_metadata(None))
-    if not parts:  # no study with results: the names only (a study's columns depend on its model's classes)
-        return pa.table({"study_id": pa.array([], pa.string()), "input_path": pa.array([], pa.string())},
+    # QA 100 #2: the columns are the same every night, so that nights append: a night without a frame folder still has
+    # its file column (null), one without results the table's own columns (frames: the names only, as its columns
+    # depend on the model's classes)
+    if not parts:
+        own = {"events": events_table([], {}, files=[]), "top_frames": top_frames_table([], {}, files=[])}.get(table, {})
+        return pa.table({"study_id": pa.array([], pa.string()), "input_path": pa.array([], pa.string()), **own},
                         metadata=studies.schema.metadata)
-    return pa.concat_tables(parts, promote_options="default").replace_schema_metadata(studies.schema.metadata)
+    joined = pa.concat_tables(parts, promote_options="default")
+    if FILE_COLUMNS[table] not in joined.column_names:
+        joined = joined.append_column(FILE_COLUMNS[table], pa.nulls(joined.num_rows, pa.string()))
+    return joined.replace_schema_metadata(studies.schema.metadata)
