@@ -276,6 +276,14 @@ def gap_starts(pts_seconds: np.ndarray) -> np.ndarray:
     return _gaps(np.asarray(pts_seconds, np.float64))[0]
 
 
+def gap_seconds(pts_seconds: np.ndarray) -> dict[float, float]:
+    """The time no frame covers in each stretch without frames (its step less the one period a frame fills, as run.json's
+    ``time_gaps`` counts it), by the time of the last frame before it."""
+    pts = np.asarray(pts_seconds, np.float64)
+    at, steps, local = _gaps(pts)
+    return {float(pts[i]): float(steps[i] - local[i]) for i in at}
+
+
 def _gaps(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions of the gaps, every step, every step's local period)."""
     steps = np.diff(pts)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .completeness import gap_starts
+from .completeness import gap_seconds, gap_starts
 from .errors import OutputError
 from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use, use_beside
@@ -88,8 +88,9 @@ def _write_pages(study: Study, card_use: str | None, gaps: list, linked: bool, d
             if stale.name not in wanted and OWN_INSIDE[DETAIL_DIR].fullmatch(stale.name):
                 stale.unlink()
         rows_by_event, spans = _rows_by_event(study.frames["event_id"]), _spans(study, "{name}")  # once: per page, N events cost N^2
+        unseen = gap_seconds(study.frames["pts_seconds"]) if gaps else {}
         for i in range(len(study.events)):
-            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps, linked))
+            write_atomic(detail_dir / _detail_name(i), _event_page(study, i, rows_by_event, spans, gaps, linked, unseen))
     except OSError as exc:
         raise OutputError(detail_dir, f"cannot write ({exc.strerror or exc})") from None
     return write_atomic(study.out_dir / REPORT_FILE, _study_page(study, card_use, gaps, linked))
@@ -179,12 +180,14 @@ def _gap_times(study: Study) -> list[tuple[float, float]]:
     return [(float(pts[i]), float(pts[i + 1])) for i in gap_starts(pts)]
 
 
-def _cut_by(event: dict, gaps: list) -> str | None:
+def _cut_by(event: dict, gaps: list, unseen: dict[float, float]) -> str | None:
     """Where an event begins or ends at a stretch without frames (QA 96 #5: an event "ending" where the frames stop for
-    20 s, and going on as another event after them, read as the end of the finding; said on the chart only)."""
+    20 s, and going on as another event after them, read as the end of the finding; said on the chart only). ``unseen``:
+    each stretch's time without frames by its first time (QA 100 #4: the frames' step was said, a period more than
+    run.json's ``time_gaps``)."""
     start, end = event.get("start_seconds"), event.get("end_seconds")
-    said = [f"{where} a stretch of {fmt_duration(b - a)} without frames ({fmt_clock(a)}\u2013{fmt_clock(b)}): what the video "
-            f"showed there is not known" for a, b in gaps for where, at, edge in (("begins after", start, b), ("ends at", end, a))
+    said = [f"{where} a stretch of {fmt_duration(unseen.get(a, b - a))} without frames (between the frames at {fmt_clock(a)} and "
+            f"{fmt_clock(b)}): what the video showed there is not known" for a, b in gaps for where, at, edge in (("begins after", start, b), ("ends at", end, a))
             if isinstance(at, (int, float)) and math.isclose(at, edge, abs_tol=1e-6)]
     return "; ".join(said) or None
 
@@ -302,7 +305,8 @@ def _card(study: Study, i: int, *, lazy: bool) -> str:
 
 # --- event detail pages -----------------------------------------------------------------------
 
-def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list, linked: bool) -> str:
+def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_spans: list[Span], gaps: list, linked: bool,
+                unseen: dict[float, float]) -> str:
     e, f, n = study.events[i], study.frames, len(study.events)
     rows = rows_by_event.get(int(e.get("event_id", i)), np.array([], np.int64))
     if len(rows):  # QA 90 #5: its frames without a field of view (not scored: no event id) are rows of it too, said so
@@ -323,7 +327,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
         ("Peak", f"{score_text(e.get('peak_score'))} at {fmt_clock(e.get('peak_seconds'))} ({study.frame(e.get('peak_frame'))})"),
         ("Mean score", score_text(e.get("mean_score"))), ("Frames", e.get("frame_count")),
         *([("Abnormal class", e.get("dominant_class"))] if names_classes(study) else []),
-        ("Cut by a gap", _cut_by(e, gaps))])  # QA 81 #5: "Class" read as the
+        ("Cut by a gap", _cut_by(e, gaps, unseen))])  # QA 81 #5: "Class" read as the
     # verdict (a bare "GC" where CG was likelier); QA 96 #1: a one-class model's every event read "Abnormal class: bleeding"
     t = f["pts_seconds"]  # QA 34: 3 frame steps at least (at 0.2 frames/s a 2 s pad showed one lone frame), within the study
     pad = max(2.0, 0.5 * ((e.get("end_seconds") or 0) - (e.get("start_seconds") or 0)), 3 * float(np.median(np.diff(t))) if len(t) > 1 else 0.0)

@@ -640,8 +640,11 @@ def test_an_event_page_says_it_ends_at_a_stretch_without_frames(tmp_path):
     pq.write_table(table.set_column(table.column_names.index("pts_seconds"), "pts_seconds", pa.array(pts)), study / "frames.parquet")
     write_report(study)
     page = (study / "report" / "event-0001.html").read_text()
-    assert ("<dt>Cut by a gap</dt><dd>ends at a stretch of 20.5 s without frames (0:04.5\u20130:25.0): what the video showed "
-            "there is not known</dd>") in page
+    assert ("<dt>Cut by a gap</dt><dd>ends at a stretch of 20.0 s without frames (between the frames at 0:04.5 and 0:25.0): what "
+            "the video showed there is not known</dd>") in page  # QA 100 #4: the step (20.5 s) was said, a period more than
+    from capsule_triage.completeness import time_gaps
+
+    assert time_gaps(pts)["gaps"][0]["seconds"] == 20.0  # run.json's time_gaps count
     whole = make_study(tmp_path / "t", frames=40, events=1, event_frames=10)
     write_report(whole)
     assert "Cut by a gap" not in (whole / "report" / "event-0001.html").read_text()
