@@ -166,6 +166,8 @@ def test_run_json_gives_the_rate_the_frames_times_measure_not_a_headers_nominal_
     assert run["frame_rate"] == {"average_fps": round(39 / (ticks[-1] / 10), 4), "varies": True, "slowest_fps": 2.0, "fastest_fps": 5.0}
     assert measured_rate(np.arange(30) / 25) == {"average_fps": 25.0, "varies": False, "slowest_fps": 25.0, "fastest_fps": 25.0}
     assert measured_rate(np.arange(5) / 25)["fastest_fps"] is None and measured_rate([3.0]) is None and measured_rate([1.0, 1.0]) is None
+    gapped = np.r_[np.arange(10), np.arange(33, 43)] / 2  # QA 100 #3: 2 frames/s with one gap of 11.5 s read as 0.6 to 2.0
+    assert measured_rate(gapped) == {"average_fps": round(19 / 21, 4), "varies": False, "slowest_fps": 2.0, "fastest_fps": 2.0}
 
 
 def test_run_json_gives_the_studys_duration_from_its_frames(random_weights, tmp_path):
