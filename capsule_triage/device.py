@@ -98,7 +98,7 @@ def cuda_unusable() -> str:
     import torch
 
     if not cuda_possible():
-        return "CUDA is not available on this machine (no NVIDIA driver)"
+        return "CUDA is not available on this machine"  # no NVIDIA driver
     if torch.version.cuda is None and not getattr(torch.version, "hip", None):
         return "this PyTorch build has no CUDA (a CPU-only wheel): install torch from PyPI or PyTorch's CUDA index to use the GPU"
     return (f"the NVIDIA driver is loaded but PyTorch (CUDA {torch.version.cuda or torch.version.hip}) cannot use a GPU: a "
