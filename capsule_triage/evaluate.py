@@ -228,6 +228,9 @@ def evaluate(
             probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
         else:
             probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device, notes=backend_notes)
+    if not np.isfinite(probs).all():  # rev91 #9: NaN metrics, naming nothing (triage run stops at its first such batch)
+        bad = int((~np.isfinite(probs).all(axis=1)).sum())
+        raise WeightsError(weights, f"{backend} scored {bad} of the {len(probs)} stills as NaN or infinity")
     view = frames_with_view(images.images)  # QA 53 #4: what triage run leaves unscored counts as unflagged
     result = {"model": config.name, "architecture": config.architecture, "weights": str(Path(weights).absolute()), "backend": backend,
               "device": result_device,  # paths absolute: metrics.json is read later, from elsewhere (QA 20)

@@ -79,6 +79,20 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
     assert roc is not None and roc.shape == (480, 480, 3)
 
 
+@needs_shared
+def test_weights_that_score_nan_are_refused_not_evaluated(weights_copy, small_manifest, tmp_path):
+    """rev91 #9: weights holding NaN gave metrics of NaN in metrics.json, naming nothing."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights_copy / "model.safetensors"))
+    head = next(k for k in tensors if k.endswith("bias") and tensors[k].shape == (2,))
+    tensors[head][1] = float("nan")
+    save_file(tensors, str(weights_copy / "model.safetensors"))
+    with pytest.raises(WeightsError, match=r"probe: torch-fp32 scored 48 of the 48 stills as NaN or infinity$"):
+        evaluate(weights_copy, small_manifest, "test", out_dir=tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+
+
 def test_the_auc_of_frames_none_of_which_the_model_scored_is_undefined():
     """QA 83 #6: six black stills (no field of view: given 0, as triage run gives them no score) had AUC 0.5000, the
     ties of those 0s; one still with a view makes it defined again."""
