@@ -342,7 +342,7 @@ def measured_rate(pts_seconds: np.ndarray) -> dict | None:
         None for fewer than two distinct times, else {"average_fps" (frame steps over the span, gaps
         included), "varies" (the 95th percentile of frame steps more than 10% and 2 ms above the 5th:
         not a timebase's rounding, as 120 frames/s in millisecond ticks), "slowest_fps", "fastest_fps"
-        (the 95th and 5th percentiles of the steps; None under 10 steps)}; the steps of stretches without frames
+        (the 95th and 5th percentiles of the steps; None under 10 of them)}; the steps of stretches without frames
         (:func:`gap_starts`) are left out of the percentiles (QA 100 #3: one 11.5 s gap among 19 steps at 2 frames/s
         read as a rate varying from 0.6 to 2.0).
     """

@@ -49,17 +49,20 @@ def cut_after(pts: np.ndarray, period: np.ndarray, merge_gap: float) -> np.ndarr
     return np.diff(pts) - period[:-1] >= np.maximum(merge_gap - TIME_EPS, period[:-1] / 2)
 
 
-def merged(pts: np.ndarray, period: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-           merge_gap: float) -> tuple[np.ndarray, np.ndarray]:
+def merged(pts: np.ndarray, period: np.ndarray, starts: np.ndarray, ends: np.ndarray, merge_gap: float,
+           stretch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Runs (in time order) joined where the unflagged time between them (next start - last end - its period) is under
     ``merge_gap`` (QA 29: measured with one period in, at 2 frames/s 1.5 s apart split, at 6 merged), or is one frame in
     the frames' own rhythm (QA 64 #4: at 0.5 frames/s a frame is 2 s, the preset's merge gap, so one frame missed split a
-    100-frame bleeding run into two events). A run after a cut is never joined: its unseen time is the merge gap or more."""
+    100-frame bleeding run into two events), or where they touch (runs that took in their peaks, at a merge gap of 0: rev92
+    #3); never across a cut (``stretch`` as in :func:`take_in_peaks`; rev92 #2: the one-frame rule joined runs across one
+    where the local periods were uneven)."""
     if len(starts) < 2:
         return starts, ends
     gaps = pts[starts[1:]] - pts[ends[:-1]] - period[ends[:-1]]
     lone = (starts[1:] - ends[:-1] == 2) & (pts[starts[1:]] - pts[ends[:-1]] <= period[ends[:-1]] + period[ends[:-1] + 1] + TIME_EPS)
-    new_group = np.concatenate(([True], (gaps >= merge_gap - TIME_EPS) & ~lone))
+    joined = (gaps < merge_gap - TIME_EPS) | lone | (starts[1:] - ends[:-1] == 1)
+    new_group = np.concatenate(([True], ~joined | (stretch[starts[1:]] != stretch[ends[:-1]])))
     return starts[new_group], ends[np.concatenate((np.flatnonzero(new_group)[1:] - 1, [len(new_group) - 1]))]
 
 

@@ -222,11 +222,12 @@ def find_events(
         return [], event_id
     cut = np.flatnonzero(unseen & flagged[:-1] & flagged[1:])
     starts, ends = np.sort(np.concatenate((starts, cut + 1))), np.sort(np.concatenate((ends, cut)))
-    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds)
+    stretch = np.cumsum(restart)  # the stretch between cuts each frame is in
+    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds, stretch)
     keep = pts[ends] - pts[starts] + period[ends] >= params.min_event_seconds - TIME_EPS  # which runs are events: before
-    starts, ends = take_in_peaks(pts, scores, starts[keep], ends[keep], params.smooth_seconds / 2, np.cumsum(restart))
+    starts, ends = take_in_peaks(pts, scores, starts[keep], ends[keep], params.smooth_seconds / 2, stretch)
     # QA 99 #2: a run that took in its peak may now lie closer to the next than the merge gap (even touching it)
-    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds)
+    starts, ends = merged(pts, period, starts, ends, params.merge_gap_seconds, stretch)
 
     events: list[Event] = []
     for s, e in zip(starts.tolist(), ends.tolist()):

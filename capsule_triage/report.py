@@ -183,7 +183,7 @@ def _gap_times(study: Study) -> list[tuple[float, float]]:
 def _cut_by(event: dict, gaps: list, unseen: dict[float, float]) -> str | None:
     """Where an event begins or ends at a stretch without frames (QA 96 #5: an event "ending" where the frames stop for
     20 s, and going on as another event after them, read as the end of the finding; said on the chart only). ``unseen``:
-    each stretch's time without frames by its first time (QA 100 #4: the frames' step was said, a period more than
+    each stretch's time without frames by the time of the last frame before it (QA 100 #4: the frames' step was said, a period more than
     run.json's ``time_gaps``)."""
     start, end = event.get("start_seconds"), event.get("end_seconds")
     said = [f"{where} a stretch of {fmt_duration(unseen.get(a, b - a))} without frames (between the frames at {fmt_clock(a)} and "

@@ -1994,8 +1994,8 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
     """A change to pipeline_fingerprint makes every nightly batch score its whole archive again: the prints
     of fixed settings are pinned (computed with the code of d3f97a8, before --skip-duplicates joined them
     only when set; review rev21). Change these values only when a re-score of every archive is meant: the
-    last was RESULTS_VERSION 3 (2026-12-04: an event takes in the frame that raised it, one unflagged frame does not
-    split one; the prints before were 45b60a6a... and f78b101f...; before RESULTS_VERSION 2, 855aeea1... and 83b69326...)."""
+    last was RESULTS_VERSION 4 (2026-12-07, QA 99: the hysteresis starts over after time not seen; the prints before were
+    5db19f17... and 26c0d39e...; before RESULTS_VERSION 3, 45b60a6a... and f78b101f...; before 2, 855aeea1... and 83b69326...)."""
     import types
 
     from capsule_triage.batch import records
@@ -2010,8 +2010,8 @@ def test_the_batch_fingerprint_of_unchanged_settings_is_the_one_earlier_versions
         preset = types.SimpleNamespace(source=tmp_path / "preset.toml", weights=None, sha256=sha256)
         prints = [records.pipeline_fingerprints(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)["frames"]
                   for run in (RunOptions(), RunOptions(threshold=0.3, folder_fps=4.0), RunOptions(skip_duplicates=1.5))]
-        assert prints[:2] == ["5db19f17b6e44cffd89a7e11c2cbe517ddd7185eec79b02e76c84cb15d780cb4",
-                              "26c0d39e0ecf96bc3d0782a2dacdd8307454d86894fbe18ae2b1e4af41e98ace"]
+        assert prints[:2] == ["cac773d12331f8c2b8ba07f717e15b97bedc89f2076efe94de2806d8c7b30f21",
+                              "ce2d636711ca28685e857e4a60fd8be53c49c9af6dfa524f0d476373382c4eac"]
         assert prints[2] not in prints[:2]  # skipping duplicates changes scores: its studies are scored again
         video = [records.pipeline_fingerprints(preset, weights=str(weights), backend="auto", device_type="cpu", run=run)["video"]
                  for run in (RunOptions(), RunOptions(folder_fps=4.0, own_timestamps=False), RunOptions(threshold=0.3))]

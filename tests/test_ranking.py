@@ -448,3 +448,18 @@ def test_runs_that_took_in_their_peaks_merge_when_closer_than_the_merge_gap_and_
     cut = _rank_scores(pts, [0, 0, .6, .6, .6, .6, .6, .6, .9, 0, 0, 0, 0, 0], RankParams(1.0, 0.5, 0.5, 0.25, 0.0))
     assert _spans(cut) == [(4, 7, 0.6)] and cut.event_id[8] == -1  # was 4-8: frame 8 lies after the cut
     assert cut.top_frames[0][0] == 8  # the reviewer still sees it: the top frame
+
+
+def test_runs_never_merge_across_a_cut_and_touching_runs_are_one_event():
+    """Review rev92: #2 the one-frame rule joined two runs across a cut where the local periods were uneven (an event
+    spanning time no frame showed); #3 at a merge gap of 0 two runs that touched once they took in their peaks stayed two
+    events (one lesion, two events)."""
+    pts = np.r_[0, np.cumsum([1 / 6] * 5 + [0.5] * 6 + [1 / 6] * 4 + [0.5] * 2)]  # cuts after frames 5-10 at merge gap 0
+    scores = np.zeros(len(pts))
+    scores[[10, 13]] = [0.3, 1.0]
+    cut = _rank_scores(pts, scores, RankParams(0.5, 0.3, 0.0, 0.0, 0.0))
+    assert _spans(cut) == [(10, 10, 0.3), (12, 17, 1.0)]  # was one event 10-17, across the cut after frame 10
+    scores = np.zeros(30)
+    scores[[18, 20, 21, 22, 25]] = [0.1, 0.4, 1.0, 1.0, 0.5]
+    for gap in (0.0, 0.5):
+        assert _spans(_rank_scores(np.arange(30) * 0.25, scores, RankParams(1.0, 0.5, 0.5, gap, 0.0))) == [(20, 23, 1.0)], gap

@@ -44,7 +44,7 @@ def test_frames_parquet_has_one_row_per_frame_in_quarter_second_steps(mixed_run)
     run = json.loads((out / "run.json").read_text())  # QA 70 #1: the results version, thresholds and options' digest too
     rank = run["parameters"]["rank"]
     assert (meta[b"results_version"], meta[b"backend"], meta[b"enter_threshold"], meta[b"leave_threshold"]) == (
-        b"3", run["model"]["backend"].encode(), repr(float(rank["enter_threshold"])).encode(), repr(float(rank["leave_threshold"])).encode())
+        b"4", run["model"]["backend"].encode(), repr(float(rank["enter_threshold"])).encode(), repr(float(rank["leave_threshold"])).encode())
     assert meta[b"parameters_sha256"] == hashlib.sha256(json.dumps(run["parameters"], sort_keys=True).encode()).hexdigest().encode()
     config = hashlib.sha256(json.dumps(run["model"]["config"], sort_keys=True).encode()).hexdigest().encode()
     assert meta[b"model_config_sha256"] == config  # QA 93 #5: the preprocessing as it ran (a loose file's is its preset's)
