@@ -29,8 +29,8 @@ from .output_names import PARTIAL_MARK, THUMBNAILS_DIR, foreign_files, system_fi
 # Raised when the same input, weights and options give other results, so a batch re-run redoes the studies
 # it made before: 2 = frames without a field of view are not scored, and runs end at time not seen (2026-12-02);
 # 3 = an event takes in the frame that raised it, and one unflagged frame does not split an event (2026-12-04, QA 64);
-# 4 = the hysteresis starts over after time not seen, runs merge again after taking in their peaks, and neither crosses
-# time not seen (2026-12-07, QA 99; review rev92 #1).
+# 4 = the hysteresis starts over after time not seen, runs merge again after taking in their peaks, and neither they
+# nor the smoothing cross time not seen (2026-12-07, QA 99; review rev92).
 RESULTS_VERSION = 4
 FRAMES_FILE = "frames.parquet"
 EVENTS_FILE = "events.parquet"

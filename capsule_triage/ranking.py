@@ -132,7 +132,7 @@ def abnormal_score(probs: np.ndarray, abnormal_indices: Sequence[int]) -> np.nda
 
 
 def smooth_scores(
-    scores: np.ndarray, pts_seconds: np.ndarray, window_seconds: float
+    scores: np.ndarray, pts_seconds: np.ndarray, window_seconds: float, stretch: np.ndarray | None = None
 ) -> np.ndarray:
     """Centred moving average over a time window.
 
@@ -142,6 +142,9 @@ def smooth_scores(
     Args:
         scores: float [N] raw scores; pts_seconds: float [N] ascending timestamps.
         window_seconds: full window width; 0 returns a copy of ``scores``.
+        stretch: int [N], ascending: the stretch between cuts at unseen time each frame is in (as :func:`rank` finds
+            them); the average stays within it (review rev92 #4: a window wider than twice the merge gap averaged
+            frames before a cut into the first after it, an event whose raw scores were all 0).
 
     Returns:
         float32 [N] smoothed scores.
@@ -157,6 +160,9 @@ def smooth_scores(
     csum = np.concatenate(([0.0], np.cumsum(scores, dtype=np.float64)))
     lo = np.searchsorted(pts, pts - half - TIME_EPS, side="left")  # QA 29: at 2 frames/s a 1 s window ends on the
     hi = np.searchsorted(pts, pts + half + TIME_EPS, side="right")  # neighbours, and 16.333000000000002 fell out
+    if stretch is not None:
+        lo = np.maximum(lo, np.searchsorted(stretch, stretch, side="left"))
+        hi = np.minimum(hi, np.searchsorted(stretch, stretch, side="right"))
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
 
 
@@ -316,9 +322,12 @@ def rank(
     if not np.all(np.isfinite(probs)) or not np.all(np.isfinite(pts)):
         raise ValueError("pts_seconds and probs must be finite (no NaN/inf)")
     scores = abnormal_score(probs, abnormal_indices)
-    smoothed = smooth_scores(scores, pts, params.smooth_seconds)
+    period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
+    _check_1d("periods", period, pts.shape[0])
+    stretch = np.cumsum(np.concatenate(([False], cut_after(pts, period, params.merge_gap_seconds)))) if len(pts) > 1 else None
+    smoothed = smooth_scores(scores, pts, params.smooth_seconds, stretch)
     events, event_id = find_events(
-        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period, periods
+        pts, frame_index, scores, smoothed, probs, class_names, abnormal_indices, params, frame_period, period
     )
     rows = top_k_rows(pts, index, scores, params.top_k, params.nms_seconds)
     idx = np.asarray(abnormal_indices, dtype=np.int64)  # QA 71 #5: each top frame's own most probable abnormal class

@@ -463,3 +463,14 @@ def test_runs_never_merge_across_a_cut_and_touching_runs_are_one_event():
     scores[[18, 20, 21, 22, 25]] = [0.1, 0.4, 1.0, 1.0, 0.5]
     for gap in (0.0, 0.5):
         assert _spans(_rank_scores(np.arange(30) * 0.25, scores, RankParams(1.0, 0.5, 0.5, gap, 0.0))) == [(20, 23, 1.0)], gap
+
+
+def test_smoothing_stays_within_the_stretch_between_cuts():
+    """Review rev92 #4: a smoothing window wider than twice the merge gap averaged the frames before a cut into the first
+    after it, and made an event there whose raw scores were all 0 (the QA 64 symptom); it averages within its stretch."""
+    pts = np.r_[np.arange(12), np.arange(14, 26)] / 6  # 6 frames/s, 0.33 s unseen after frame 11: a cut at merge gap 0.25
+    scores = np.array([1.0] * 12 + [0.0] * 12)
+    ranked = _rank_scores(pts, scores, RankParams(3.0, 0.4, 0.4, 0.25, 0.0))
+    assert _spans(ranked) == [(0, 11, 1.0)] and ranked.smoothed[12] == 0.0  # was also (12, 12, 0.0), smoothed 0.41
+    assert ranked.smoothed[11] == 1.0
+    np.testing.assert_array_equal(smooth_scores(scores, pts, 3.0), _rank_scores(pts, scores, RankParams(3.0, 0.4, 0.4, 5.0, 0.0)).smoothed)
