@@ -45,8 +45,10 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def cut_after(pts: np.ndarray, period: np.ndarray, merge_gap: float) -> np.ndarray:
     """bool [N-1]: True after frame i when the time no frame shows before the next (their step less frame i's period) is
-    ``merge_gap`` or more, and at least half a period: what was not seen is in no event (review rev26)."""
-    return np.diff(pts) - period[:-1] >= np.maximum(merge_gap - TIME_EPS, period[:-1] / 2)
+    ``merge_gap`` or more, and at least half a period: what was not seen is in no event (review rev26). Never between
+    frames of one time (rev93 #1: at merge gap 0, eleven repeated timestamps have a period of 0, and each split an event)."""
+    steps = np.diff(pts)
+    return (steps - period[:-1] >= np.maximum(merge_gap - TIME_EPS, period[:-1] / 2)) & (steps > 0)
 
 
 def merged(pts: np.ndarray, period: np.ndarray, starts: np.ndarray, ends: np.ndarray, merge_gap: float,

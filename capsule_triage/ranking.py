@@ -20,7 +20,6 @@ from .top_frames import top_k_rows
 __all__ = ["Event", "RankParams", "Ranking", "abnormal_score", "find_events", "hysteresis_mask", "rank", "smooth_scores"]
 
 
-
 @dataclass(frozen=True)
 class RankParams:
     """Parameters of the event and top-K ranking."""
@@ -161,6 +160,10 @@ def smooth_scores(
     lo = np.searchsorted(pts, pts - half - TIME_EPS, side="left")  # QA 29: at 2 frames/s a 1 s window ends on the
     hi = np.searchsorted(pts, pts + half + TIME_EPS, side="right")  # neighbours, and 16.333000000000002 fell out
     if stretch is not None:
+        stretch = np.asarray(stretch)
+        _check_1d("stretch", stretch, pts.shape[0])
+        if np.any(np.diff(stretch) < 0):  # rev93 #2: numbered along the timeline, as rank numbers them
+            raise ValueError("stretch must be ascending (the number of the stretch between cuts each frame is in)")
         lo = np.maximum(lo, np.searchsorted(stretch, stretch, side="left"))
         hi = np.minimum(hi, np.searchsorted(stretch, stretch, side="right"))
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
@@ -193,7 +196,8 @@ def find_events(
     Args:
         pts_seconds: float [N] ascending timestamps.
         frame_index: int [N] decoder frame numbers (may have gaps); reported in events.
-        scores: float [N] raw abnormal scores; smoothed: float [N] smoothed scores.
+        scores: float [N] raw abnormal scores; smoothed: float [N] smoothed scores, within the stretches between cuts
+            (``smooth_scores(..., stretch)`` as :func:`rank` gives it; rev93 #5).
         probs: float [N, C] class probabilities; class_names: C names;
             abnormal_indices: columns of ``probs`` that count as abnormal.
         params: ranking parameters.

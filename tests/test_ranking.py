@@ -474,3 +474,17 @@ def test_smoothing_stays_within_the_stretch_between_cuts():
     assert _spans(ranked) == [(0, 11, 1.0)] and ranked.smoothed[12] == 0.0  # was also (12, 12, 0.0), smoothed 0.41
     assert ranked.smoothed[11] == 1.0
     np.testing.assert_array_equal(smooth_scores(scores, pts, 3.0), _rank_scores(pts, scores, RankParams(3.0, 0.4, 0.4, 5.0, 0.0)).smoothed)
+
+
+def test_repeated_timestamps_are_no_cut_and_stretches_are_checked():
+    """Review rev93: #1 at merge gap 0, eleven or more frames of one timestamp have a local period of 0, and each step of 0
+    counted as time not seen: one lesion became five events, four of 0 s; #2 a stretch array of the wrong length was
+    numpy's broadcast error, a descending one averaged wrongly."""
+    pts = np.r_[np.arange(10) * 0.5, np.full(25, 5.0), 5.5 + np.arange(10) * 0.5]
+    scores = np.r_[np.zeros(10), np.full(25, 0.9), np.zeros(10)]
+    ranked = _rank_scores(pts, scores, RankParams(1.0, 0.5, 0.375, 0.0, 0.0))
+    assert [(e.start_frame, e.end_frame) for e in ranked.events] == [(9, 35)]
+    with pytest.raises(ValueError, match=r"^stretch must have shape \[6\]"):
+        smooth_scores(np.ones(6), np.arange(6.0), 2.0, np.zeros(5, int))
+    with pytest.raises(ValueError, match="^stretch must be ascending"):
+        smooth_scores(np.ones(6), np.arange(6.0), 2.0, np.array([1, 1, 0, 0, 0, 0]))
