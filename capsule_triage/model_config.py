@@ -230,19 +230,25 @@ def unfinished_training(config: ModelConfig) -> str | None:
 PRESET_CHECKED = ("class_names", "border", "border_radius", "abnormal_classes")  # what a weights folder changes of its preset, said in a warning
 
 
+def _differs(config: ModelConfig, preset: ModelConfig, name: str) -> bool:
+    """Whether a weights folder's config and its preset's model differ in field ``name``, as the scores would."""
+    mine, theirs = getattr(config, name), getattr(preset, name)
+    if name == "abnormal_classes":
+        return set(mine) != set(theirs)  # the suspicion score sums them: order does not matter
+    if name == "border_radius" and config.border == preset.border == "none":
+        return False  # no mask: its radius is not used
+    if isinstance(mine, (int, float)) and not isinstance(mine, bool):  # an int where JSON wrote 1 for 1.0
+        mine, theirs = (mine,), (theirs,)
+    if isinstance(mine, tuple):  # border_radius, threshold, mean, std: as written in TOML and JSON, not to the last bit
+        return not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(mine, theirs, strict=True))
+    return mine != theirs
+
+
 def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str | None:
     """One line naming what a weights folder's config changes of the preset's model (QA 16: weights
     trained with the default circle border and abnormal classes ran under a field-of-view preset
     without a word, flagging every frame as chronic gastritis), or None."""
-    def differs(name: str) -> bool:
-        mine, theirs = getattr(config, name), getattr(preset, name)
-        if name == "abnormal_classes":
-            return set(mine) != set(theirs)  # the suspicion score sums them: order does not matter
-        if name == "border_radius":
-            return not (config.border == preset.border == "none" or math.isclose(mine, theirs, abs_tol=1e-6))
-        return mine != theirs
-
-    changed = [name for name in PRESET_CHECKED if preset is not None and differs(name)]
+    changed = [name for name in PRESET_CHECKED if preset is not None and _differs(config, preset, name)]
     if not changed:
         return None
     return ("the weights were trained with " + ", ".join(f"{name} {getattr(config, name)!r}" for name in changed) + "; the preset says "
@@ -256,15 +262,7 @@ def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Itera
     """One line naming the ``[model]`` settings a preset set (``keys``) that its own weights folder's config.json
     overrides, or None (QA 93 #1: a hospital's preset with ``threshold = 0.3`` beside its weights ran at their 0.42
     without a word). The folder's config wins, as it describes how the weights were trained and chosen."""
-    def differs(name: str) -> bool:
-        mine, theirs = getattr(config, name), getattr(preset, name)
-        if isinstance(mine, float):
-            mine, theirs = (mine,), (theirs,)
-        if isinstance(mine, tuple):  # threshold, mean, std: as written in TOML and JSON, not to the last bit
-            return not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(mine, theirs, strict=True))
-        return mine != theirs
-
-    changed = [name for name in SCORING_SETTINGS if name in keys and differs(name)]
+    changed = [name for name in SCORING_SETTINGS if name in keys and _differs(config, preset, name)]
     if not changed:
         return None
     told = ", ".join(f"{name} {_shown(getattr(preset, name))}" for name in changed)
