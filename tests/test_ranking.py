@@ -349,6 +349,24 @@ def test_frames_without_a_view_are_unseen_time_whatever_their_number():
         assert all(e.duration_seconds < 1 for e in got.events), [(e.start_seconds, e.end_seconds) for e in got.events]
 
 
+def test_given_periods_hold_when_some_frames_have_no_view():
+    """Review rev93 #3: ``rank(periods=...)`` was dropped when some frame had no view, and the periods made again from
+    the timeline alone: frames 1 s apart that each show 0.25 s (3/4 of every second unseen, merge gap 0.5 s) made one
+    event of 10 frames instead of ten."""
+    pts, i = np.arange(0.0, 30.0), np.arange(30)
+    scores = np.where((pts >= 10) & (pts < 20), 0.9, 0.05)
+    view = np.ones(30, bool)
+    view[25] = False
+    probs = _probs_from_scores(np.where(view, scores, np.nan))
+    params, periods = RankParams(smooth_seconds=0, min_event_seconds=0, merge_gap_seconds=0.5), np.full(30, 0.25)
+    got = rank(pts, i, probs, CLASSES, ABNORMAL, params, has_view=view, periods=periods)
+    alone = rank(pts[view], i[view], probs[view], CLASSES, ABNORMAL, params, periods=periods[view])
+    assert len(got.events) == len(alone.events) == 10
+    assert [(e.start_frame, e.end_frame) for e in got.events] == [(e.start_frame, e.end_frame) for e in alone.events]
+    with pytest.raises(ValueError, match="periods"):
+        rank(pts, i, probs, CLASSES, ABNORMAL, params, has_view=view, periods=periods[:-1])
+
+
 def test_smoothing_window_edges_do_not_depend_on_rounding():
     """QA 29: at 2 frames/s a 1 s window ends on the neighbours; 15.833 s held 16.333000000000002 out (2 frames, not 3)."""
     pts = np.array([15.333, 15.833, 16.333000000000002, 16.833])
