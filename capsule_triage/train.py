@@ -57,7 +57,7 @@ from .stability import bf16_copies, stability_loss
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
-from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config,
+from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config, with_strategy,
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, images_sha256, inherited_images, repeated_images, write_training_images
 from .transfer import init_record, initial_model, set_trainable, train_mode
@@ -103,6 +103,7 @@ def train(options: TrainOptions) -> Path:
     """
     started = time.perf_counter()
     check_options(options)
+    options = with_strategy(options)  # QA 98 #2: named after the check, which says when a default strategy was taken
     device = training_device(options)
     if options.precision == "bf16" and device.type == "cpu" and bf16_emulated():  # QA 60 #1
         warnings.warn(f"--precision bf16: {EMULATED_TRAINING}", DataWarning, stacklevel=2)

@@ -3,7 +3,7 @@ the model description (``ModelConfig``) made from them and the data, and the dev
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import timm
@@ -44,7 +44,7 @@ class TrainOptions:
     output: Path  # weights folder to write
     arch: str = LITE0_ARCH  # timm architecture
     init: str = "imagenet"  # "none" | "imagenet" (Lite0 only) | "hub:<timm tag>" | weights file/folder | BiT .npz
-    strategy: str = "two-stage"  # head | full | two-stage
+    strategy: str = ""  # head | full | two-stage; "": the schedule's own (default_strategy), or a resumed checkpoint's
     lock: int = 0  # freeze logical blocks 1..lock (0-5) in the full stage
     schedule: str = "epochs"  # "epochs" (cosine over `epochs`) | "bit" (BiT-HyperRule)
     epochs: int = 5  # full-stage (or head-strategy) epochs for the "epochs" schedule
@@ -83,6 +83,27 @@ class TrainOptions:
     command: str = ""  # the command line, recorded in provenance
 
 
+def default_strategy(schedule: str) -> str:
+    """The strategy of a run that names none: seed B's "global" fine-tuning (``full``, the better of its two) with its
+    BiT-HyperRule, seed A's head-then-full (``two-stage``) otherwise. QA 98 #2: ``--schedule bit`` alone, as the BiT
+    preset's training command gives it, added a head stage seed B never ran."""
+    return "full" if schedule == "bit" else "two-stage"
+
+
+def with_strategy(options: TrainOptions) -> TrainOptions:
+    """``options`` with its strategy named: as given; else, resuming, the checkpoint's (a run begun when every
+    schedule's default was two-stage goes on as it began); else :func:`default_strategy`."""
+    if options.strategy:
+        return options
+    begun = None
+    if options.resume:
+        try:
+            begun = read_json(Path(options.output) / CHECKPOINT_DIR / "state.json")["recipe"]["strategy"]
+        except (OSError, ValueError, KeyError, TypeError):  # no checkpoint, or not one: train() says so
+            begun = None
+    return replace(options, strategy=begun if begun in STRATEGIES else default_strategy(options.schedule))
+
+
 def training_device(options: TrainOptions) -> torch.device:
     """The device of ``options.device``; on CUDA with cuDNN's deterministic algorithms, so that a seeded
     run repeats (as far as the GPU's kernels allow: a few have no deterministic backward pass).
@@ -106,6 +127,7 @@ def device_label(device: torch.device) -> str:
 def check_options(o: TrainOptions) -> None:
     """Refuse options no run could use, each named by its `triage train` flag (the library's field: the same name in
     snake_case)."""
+    given, o = o, with_strategy(o)
     checks = [(o.strategy in STRATEGIES, f"--strategy must be one of {STRATEGIES}, got {o.strategy!r}"),
               (o.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}, got {o.schedule!r}"),
               (o.augment in POLICIES, f"--augment must be one of {POLICIES}, got {o.augment!r}"),
@@ -135,7 +157,7 @@ def check_options(o: TrainOptions) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError("options", message)
-    if not o.resume and (unused := unused_options(o)):  # a checkpoint of an earlier version may hold them: it resumes as it began
+    if not o.resume and (unused := unused_options(given)):  # a checkpoint of an earlier version may hold them: it resumes as it began
         raise InputError("options", "; ".join(unused))
 
 
@@ -157,7 +179,8 @@ def unused_options(o: TrainOptions) -> list[str]:
         said.append("--budget-scale scales the BiT-HyperRule's image budget; --schedule epochs runs --epochs: leave it out, or "
                     "train with --schedule bit")
     if "head_lr" in ignored and (flags := given("head_epochs", "head_lr"))[0]:
-        said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {o.strategy} has none: leave "
+        strategy = o.strategy or f"{default_strategy(o.schedule)} (--schedule {o.schedule}'s default)"
+        said.append(f"{flags[0]} {flags[1]} the head stage of --strategy two-stage; --strategy {strategy} has none: leave "
                     f"{flags[2]} out, or train with --strategy two-stage")
     if "stability_sigma" in ignored and given("stability_sigma")[0]:
         said.append("--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with --stability-copy "
@@ -235,14 +258,14 @@ def recipe(options: TrainOptions) -> dict:
 def used_recipe(options: TrainOptions) -> dict:
     """:func:`recipe` without the options the chosen mode does not read (:func:`ignored_options`): the provenance's."""
     ignored = ignored_options(options)
-    return {k: v for k, v in recipe(options).items() if k not in ignored}
+    return {k: v for k, v in recipe(with_strategy(options)).items() if k not in ignored}
 
 
 def ignored_options(o: TrainOptions) -> set[str]:
     """The options the chosen mode does not read (:func:`unused_options` refuses them when given): left out of the
     provenance's recipe (QA 98 #3: a BiT-HyperRule run's config.json recorded epochs 5 and lr 0.005 it never used)."""
     return {name for applies, names in ((o.schedule == "bit", ("lr", "epochs")), (o.schedule == "epochs", ("budget_scale",)),
-                                        (o.strategy != "two-stage", ("head_epochs", "head_lr")),
+                                        (with_strategy(o).strategy != "two-stage", ("head_epochs", "head_lr")),
                                         (not o.stability or o.stability_copy != "noise", ("stability_sigma",)),
                                         (not o.recompress, ("recompress_codec",)))
             if applies for name in names}

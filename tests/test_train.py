@@ -12,6 +12,7 @@ import shlex
 import shutil
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
 from capsule_triage.train import TrainOptions, stability_loss, train
+from capsule_triage.train_options import with_strategy
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
 from conftest import WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
@@ -64,6 +66,24 @@ def _loss(model: torch.nn.Module, config: ModelConfig, data) -> float:
     model.eval()
     with torch.no_grad():
         return float(F.cross_entropy(model(Preprocessor(config)(data.images)), data.labels))
+
+
+@needs_shared
+def test_the_bit_schedule_alone_trains_seed_b_s_global_fine_tuning(tiny_manifest, tmp_path):
+    """QA 98 #2: ``--schedule bit`` without ``--strategy`` (the BiT preset's own training command) trained seed A's head
+    stage first, which seed B never ran; a run named no strategy now takes its schedule's, and a resumed one its
+    checkpoint's."""
+    out = train(_options(tiny_manifest, tmp_path / "b", schedule="bit", budget_scale=0.0002, init="none"))
+    training = ModelConfig.load(out / "config.json").provenance["training"]
+    assert [p["name"] for p in training["phases"]] == ["full"] and training["recipe"]["strategy"] == "full"
+    assert "head_epochs" not in training["recipe"]
+    plain = TrainOptions(data=tiny_manifest, output=tmp_path / "e")
+    assert with_strategy(plain).strategy == "two-stage" and with_strategy(replace(plain, strategy="head")).strategy == "head"
+    begun = tmp_path / "old" / "checkpoint"  # a BiT run begun when every schedule's default was two-stage
+    begun.mkdir(parents=True)
+    (begun / "state.json").write_text(json.dumps({"recipe": {"strategy": "two-stage"}}))
+    old = TrainOptions(data=tiny_manifest, output=tmp_path / "old", schedule="bit", resume=True)
+    assert with_strategy(old).strategy == "two-stage" and with_strategy(replace(old, resume=False)).strategy == "full"
 
 
 @needs_shared
@@ -289,6 +309,8 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
         (["--strategy", "full", "--head-lr", "0.5", "--head-epochs", "4"], "--head-epochs and --head-lr set the head stage of "
          "--strategy two-stage; --strategy full has none: leave them out, or train with --strategy two-stage"),
         (["--strategy", "head", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy head"),
+        (["--schedule", "bit", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy full "
+         "(--schedule bit's default) has none: leave it out, or train with --strategy two-stage"),  # QA 98 #2
         (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with "
          "--stability-copy noise): leave it out, or give those"),
         (["--stability", "1", "--stability-copy", "bf16", "--stability-sigma", "9"], "--stability-sigma is the noise of"),
