@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_gpu import TENSORRT, TENSORRT_RUN, gpu_providers, make_session
+
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
 ENGINE_MODULES = {"torch": "torch", "ort": "onnxruntime", "ov": "openvino"}  # backend prefix -> the package that runs it
 
@@ -151,7 +153,7 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=gpu_providers(device, ort.get_available_providers(), path) + ["CPUExecutionProvider"])
+        self.session = make_session(ort, path, options, gpu_providers(device, ort.get_available_providers(), path, batch_size), batch_size)
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ValueError(f"--device {device}: ONNX Runtime cannot use the GPU here (the onnxruntime package has no CUDA "
                              f"provider: install onnxruntime-gpu; or onnxruntime-gpu could not load its CUDA/cuDNN libraries), "
@@ -162,6 +164,8 @@ class OnnxBackend:
         self.path = Path(path)
         self.threads = threads
         self.batch_size = batch_size
+        # rev90 #8: runs within TensorRT's profile (onnx_gpu.gpu_providers), whatever the batches submitted
+        self._runs = batch_size or (TENSORRT_RUN if TENSORRT in self.session.get_providers() else None)
         self.streams = max(1, streams)
         self._pool = self._ahead = None
         if self.streams > 1:
@@ -173,7 +177,7 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(frames_nhwc)})[0].astype(np.float32)
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        runs = split_runs(frames_nhwc, self.batch_size)
+        runs = split_runs(frames_nhwc, self._runs)
         pool = self._pool  # read once: close() from another thread sets it to None (rev53)
         outputs = pool.map(self._run, runs) if pool is not None and len(runs) > 1 else map(self._run, runs)
         return np.concatenate(list(outputs))
@@ -273,34 +277,6 @@ def _keep_output(outputs: dict[int, np.ndarray], request, index: int) -> None:
 
 
 ONNX_ENGINES = (OnnxBackend, OpenVinoBackend)
-
-
-def gpu_providers(device: str, available: list[str], onnx_path: str | Path) -> list:
-    """ONNX Runtime's GPU providers for ``device`` ("cuda" or "cuda:N"), with the device number (the
-    providers otherwise take GPU 0 whatever was asked) and, for TensorRT, an engine cache so each new
-    process does not build the engine again (minutes for a large network). [] for the CPU."""
-    if not device.startswith("cuda"):
-        return []
-    index = int(device.partition(":")[2] or 0)
-    options = {"TensorrtExecutionProvider": {"device_id": index, **_tensorrt_cache(onnx_path)} if "TensorrtExecutionProvider" in available else {},
-               "CUDAExecutionProvider": {"device_id": index}}
-    return [(name, provider_options) for name, provider_options in options.items() if name in available]
-
-
-def _tensorrt_cache(onnx_path: str | Path) -> dict:
-    """TensorRT's engine cache options for one ONNX file: a folder per file content, because ONNX
-    Runtime names an engine after the graph's node names, not its weights (a retrained model of the
-    same architecture would load the old engine: microsoft/onnxruntime#6455). {} (no cache) when the
-    cache folder cannot be made (a read-only home in a container)."""
-    from .digests import file_sha256
-
-    try:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "capsule_triage" / "tensorrt" / file_sha256(onnx_path)[:16]
-        cache.mkdir(parents=True, exist_ok=True)
-    except (OSError, RuntimeError):  # RuntimeError: Path.home() without a home
-        return {}
-    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(cache)}
 
 
 def onnx_backend(name: str, path: str | Path, *, view=None, **options) -> "OnnxBackend | OpenVinoBackend | ViewCropped":

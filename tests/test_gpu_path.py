@@ -6,6 +6,7 @@ the GPU asked for, or refuses to run on the CPU in its place; a device failure s
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from capsule_triage.backends import OnnxBackend, gpu_providers
 from capsule_triage.device import auto_device_note, cuda_unsupported, resolve_device
 from capsule_triage.errors import DeviceError
 from capsule_triage.model_config import ModelConfig
+from capsule_triage.onnx_gpu import LOCK_NAME, TENSORRT, engine_lock, tensorrt_profile
 from capsule_triage.torch_backend import TorchBackend, export_onnx
 from capsule_triage.weights import create_model
 
@@ -152,7 +154,7 @@ def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its
     # Review: TensorRT names an engine after the graph, not its weights: one cache folder per file content
     assert providers[0][1]["trt_engine_cache_path"] != gpu_providers("cuda:1", every, other)[0][1]["trt_engine_cache_path"]
     monkeypatch.setenv("XDG_CACHE_HOME", "/dev/null/cache")  # cannot be made: no cache, not an error
-    assert gpu_providers("cuda", every, path)[0] == ("TensorrtExecutionProvider", {"device_id": 0})
+    assert gpu_providers("cuda", every, path)[0] == ("TensorrtExecutionProvider", {"device_id": 0, **tensorrt_profile(path, 32)})
     assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], path) == [("CUDAExecutionProvider", {"device_id": 0})]
     assert gpu_providers("cpu", every, path) == []
     assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
@@ -403,3 +405,71 @@ def test_a_field_of_view_model_s_crops_found_on_the_host_are_those_the_graph_fin
     assert torch.equal(found, given) and not torch.equal(found, elsewhere)
     assert backend._host_boxes(frames[:, :32, :32]) is None  # already the model's size: taken as cropped
     assert TorchBackend(model, config, device=torch.device("cpu"), precision="fp32")._host_boxes(frames) is None  # no fov
+
+
+def test_tensorrt_gets_a_profile_of_the_run_and_builds_one_engine_at_a_time(model_and_config, tmp_path, monkeypatch):
+    """Review rev90 #8: TensorRT had no shape profile, so an engine was built for the first run's size and again for each
+    other (a study's last, shorter run); the workers of one host built it at once, each writing it where the others read
+    it. The profile covers runs of 1 to the run size, the runs never exceed it, and the session is made and first run
+    (the engine built) under an exclusive lock on the cache folder. ONNX Runtime here has no TensorRT: a fake session
+    stands in for it."""
+    import fcntl
+
+    import capsule_triage.backends as backends
+
+    model, config = model_and_config
+    path = export_onnx(model.eval(), config, tmp_path / "model.fp32.onnx")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    every = [TENSORRT, "CUDAExecutionProvider", "CPUExecutionProvider"]
+    tensorrt = dict(gpu_providers("cuda", every, path, 8))[TENSORRT]
+    assert [tensorrt[f"trt_profile_{end}_shapes"] for end in ("min", "opt", "max")] == ["frames:1x32x32x3", "frames:8x32x32x3",
+                                                                                       "frames:8x32x32x3"]
+    assert dict(gpu_providers("cuda", every, path))[TENSORRT]["trt_profile_max_shapes"] == "frames:32x32x32x3"
+
+    def held(cache: str) -> bool:
+        """Whether another open file of the cache's lock cannot take it now."""
+        with open(Path(cache) / LOCK_NAME, "a") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return False
+
+    cache = tensorrt["trt_engine_cache_path"]
+    with engine_lock([(TENSORRT, tensorrt)]):
+        assert held(cache)
+    assert not held(cache)
+    with engine_lock([("CUDAExecutionProvider", {"device_id": 0})]):  # no engine cache: nothing to hold
+        assert not held(cache)
+    calls = []
+
+    class FakeSession:
+        def __init__(self, path, options, providers):
+            self.providers = [name if isinstance(name, str) else name[0] for name in providers]
+            calls.append(("made", held(cache), dict(p for p in providers if not isinstance(p, str))[TENSORRT]))
+
+        def get_providers(self):
+            return self.providers
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "frames"})]
+
+        def run(self, outputs, feed):
+            frames = feed["frames"]
+            calls.append(("run", held(cache), frames.shape, frames.dtype))
+            return [np.zeros((len(frames), 2), np.float32)]
+
+    real = backends.import_onnxruntime()
+    fake = type("FakeOrt", (), {"SessionOptions": real.SessionOptions, "GraphOptimizationLevel": real.GraphOptimizationLevel,
+                                "InferenceSession": FakeSession, "get_available_providers": staticmethod(lambda: every)})
+    monkeypatch.setattr(backends, "import_onnxruntime", lambda: fake)
+    for batch_size, run in ((None, 32), (4, 4)):
+        calls.clear()
+        backend = OnnxBackend(path, name="ort-fp32", device="cuda", ahead=False, batch_size=batch_size)
+        assert calls[0][:2] == ("made", True) and calls[0][2]["trt_profile_max_shapes"] == f"frames:{run}x32x32x3"
+        assert calls[1] == ("run", True, (run, 32, 32, 3), np.uint8)  # the engine built under the lock
+        calls.clear()
+        assert backend.logits(_frames(40)).shape == (40, 2)
+        assert [c[2][0] for c in calls] == [run] * (40 // run) + ([40 % run] if 40 % run else [])  # never past the profile
+        assert not any(c[1] for c in calls)  # the lock was let go
