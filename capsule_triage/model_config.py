@@ -258,18 +258,24 @@ def preset_differences(config: ModelConfig, preset: ModelConfig | None) -> str |
 SCORING_SETTINGS = ("architecture", "input_size", "mean", "std", "interpolation", "threshold")  # a weights folder's own
 
 
-def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Iterable[str]) -> str | None:
+def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Iterable[str],
+                           written: Iterable[str] | None = None) -> str | None:
     """One line naming the ``[model]`` settings a preset set (``keys``) that its own weights folder's config.json
     overrides, or None (QA 93 #1: a hospital's preset with ``threshold = 0.3`` beside its weights ran at their 0.42
-    without a word). The folder's config wins, as it describes how the weights were trained and chosen."""
+    without a word). The folder's config wins, as it describes how the weights were trained and chosen. ``written``: the
+    keys config.json holds (rev91 #7: one it lacks was quoted as what it "says", the default taken in its place)."""
     changed = [name for name in SCORING_SETTINGS if name in keys and _differs(config, preset, name)]
     if not changed:
         return None
+    written = set(config.to_dict() if written is None else written)
     told = ", ".join(f"{name} {_shown(getattr(preset, name))}" for name in changed)
-    used = ", ".join(f"{name} {_shown(getattr(config, name))}" for name in changed)
+    says = ", ".join(f"{name} {_shown(getattr(config, name))}" for name in changed if name in written)
+    absent = [name for name in changed if name not in written]
+    lacks = " and ".join(f"no {name} (its default {_shown(getattr(config, name))} is taken)" for name in absent)
+    used = " and ".join(part for part in (f"says {says}" if says else "", f"names {lacks}" if lacks else "") if part)
     how = ("; [rank] enter_threshold or --threshold set the operating point" if "threshold" in changed else "")
     verb = "is" if len(changed) == 1 else "are"
-    return (f"the preset's [model] {told} {verb} not used: its weights folder's config.json says {used} (a weights folder is "
+    return (f"the preset's [model] {told} {verb} not used: its weights folder's config.json {used} (a weights folder is "
             f"read and scored as its config.json says{how})")
 
 

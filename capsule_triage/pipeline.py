@@ -18,7 +18,8 @@ from .background import prefetch
 from .bitrate import low_bitrate_note
 from .classifier import Classifier, noted
 from .hub import fetch_weights
-from .model_config import read_geometry, small_frames_note, unused_preset_settings, wide_frames_note
+from .json_files import read_json
+from .model_config import CONFIG_NAME, read_geometry, small_frames_note, unused_preset_settings, wide_frames_note
 from .errors import InputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
 from .folder_times import with_own_timestamps
@@ -90,7 +91,9 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))
     if weights is None and Path(str(location)).is_dir():  # the preset's own folder (QA 93 #1), not one given to it
-        classifier.selection = noted(classifier.selection, unused_preset_settings(classifier.config, pipeline.model, pipeline.model_keys))
+        written = read_json(Path(str(location)) / CONFIG_NAME)  # read whole moments ago, by the classifier
+        classifier.selection = noted(classifier.selection, unused_preset_settings(classifier.config, pipeline.model, pipeline.model_keys,
+                                                                                  written))
     classifier.loaded_threshold, classifier.loaded_for = threshold, list(pipeline.model.class_names)
     return classifier
 

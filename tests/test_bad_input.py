@@ -336,6 +336,23 @@ def test_a_preset_s_model_settings_its_own_weights_folder_overrides_are_named(tm
     preset.write_text(preset.read_text().replace("mean = [0.5, 0.5, 0.5]\nthreshold = 0.3\n", "threshold = 0.5000000001\n"))
     same = triage("run", DEMO_CLIP, "-p", preset, "--out", tmp_path / "same", "--no-report")
     assert same.returncode == 0 and "not used" not in same.stderr, same.stderr
+    # rev91 #7: a config.json without the key was quoted as saying the default taken in its place
+    from capsule_triage.model_config import ModelConfig, unused_preset_settings
+
+    folder, preset_model = ModelConfig.from_dict(config), ModelConfig.from_dict({**config, "threshold": 0.3, "mean": [0.5, 0.5, 0.5]})
+    written = set(config) - {"threshold"}
+    assert unused_preset_settings(folder, preset_model, ["threshold", "mean"], written) == (
+        "the preset's [model] mean [0.5, 0.5, 0.5], threshold 0.3 are not used: its weights folder's config.json says mean "
+        "[0.485, 0.456, 0.406] and names no threshold (its default 0.5 is taken) (a weights folder is read and scored as its "
+        "config.json says; [rank] enter_threshold or --threshold set the operating point)")
+    assert unused_preset_settings(folder, preset_model, ["threshold"], written).startswith(
+        "the preset's [model] threshold 0.3 is not used: its weights folder's config.json names no threshold (its default 0.5 is taken) (")
+    lacking = tmp_path / "lacking"
+    shutil.copytree(random_weights, lacking)
+    (lacking / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "threshold"}))
+    preset.write_text(preset.read_text().replace(str(random_weights), str(lacking)).replace("threshold = 0.5000000001", "threshold = 0.3"))
+    absent = triage("run", DEMO_CLIP, "-p", preset, "--out", tmp_path / "absent", "--no-report")
+    assert absent.returncode == 0 and "config.json names no threshold (its default 0.5 is taken)" in absent.stderr, absent.stderr
 
 
 def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
