@@ -153,7 +153,8 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per physical core
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = make_session(ort, path, options, gpu_providers(device, ort.get_available_providers(), path, batch_size), batch_size)
+        providers = gpu_providers(device, ort.get_available_providers(), path, batch_size, tensorrt=not name.endswith("int8"))
+        self.session = make_session(ort, path, options, providers, batch_size)
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
             raise ValueError(f"--device {device}: ONNX Runtime cannot use the GPU here (the onnxruntime package has no CUDA "
                              f"provider: install onnxruntime-gpu; or onnxruntime-gpu could not load its CUDA/cuDNN libraries), "
@@ -165,7 +166,7 @@ class OnnxBackend:
         self.threads = threads
         self.batch_size = batch_size
         # rev90 #8: runs within TensorRT's profile (onnx_gpu.gpu_providers), whatever the batches submitted
-        self._runs = batch_size or (TENSORRT_RUN if TENSORRT in self.session.get_providers() else None)
+        self.run_size = batch_size or (TENSORRT_RUN if TENSORRT in self.session.get_providers() else None)
         self.streams = max(1, streams)
         self._pool = self._ahead = None
         if self.streams > 1:
@@ -177,7 +178,7 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(frames_nhwc)})[0].astype(np.float32)
 
     def logits(self, frames_nhwc: np.ndarray) -> np.ndarray:
-        runs = split_runs(frames_nhwc, self._runs)
+        runs = split_runs(frames_nhwc, self.run_size)
         pool = self._pool  # read once: close() from another thread sets it to None (rev53)
         outputs = pool.map(self._run, runs) if pool is not None and len(runs) > 1 else map(self._run, runs)
         return np.concatenate(list(outputs))
@@ -303,6 +304,7 @@ class ViewCropped:
         self.engine = engine
         self.preprocess = Preprocessor(config)
         self.name, self.precision, self.batch_size = engine.name, engine.precision, engine.batch_size
+        self.run_size = getattr(engine, "run_size", engine.batch_size)
         self.path, self.threads, self.streams = engine.path, engine.threads, engine.streams  # what bench and run.json report
         if engine.threads:
             torch.set_num_threads(engine.threads * engine.streams)

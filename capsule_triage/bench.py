@@ -141,7 +141,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "precision": classifier.precision,
         "backend_selection": classifier.selection,  # why this backend, its agreement check, its warnings (QA 30: on stderr only)
         "batch_size": batch_size,  # frames per FrameBatch read
-        "run_batch_size": getattr(backend, "batch_size", None) or batch_size,  # frames per backend run
+        "run_batch_size": getattr(backend, "run_size", getattr(backend, "batch_size", None)) or batch_size,  # frames per backend run
         "model_frames_per_call": len(frames),  # model-only: one read batch, or a short input's frames repeated to a run
         "threads": {"inference": inference_threads(backend), "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},

@@ -15,36 +15,39 @@ TENSORRT_RUN = 32  # frames per run of a TensorRT engine when no run size was me
 LOCK_NAME = ".building.lock"
 
 
-def gpu_providers(device: str, available: list[str], onnx_path: str | Path, run: int | None = None) -> list:
+def gpu_providers(device: str, available: list[str], onnx_path: str | Path, run: int | None = None, *,
+                  tensorrt: bool = True) -> list:
     """ONNX Runtime's GPU providers for ``device`` ("cuda" or "cuda:N"), with the device number (the providers otherwise
     take GPU 0 whatever was asked) and, for TensorRT, an engine cache, so that each new process does not build the engine
     again (minutes for a large network), and a shape profile of runs of 1 to ``run`` frames (default
     :data:`TENSORRT_RUN`; rev90 #8: without one, an engine was built for the first run's size and again for each other,
-    a study's last, shorter run included). [] for the CPU."""
+    a study's last, shorter run included). ``tensorrt=False`` leaves TensorRT out: an ``ort-int8`` file's Q/DQ nodes are
+    unsigned and asymmetric, which TensorRT does not take (rev94 #3: the graph would be cut into engines whose inputs are
+    inner tensors, outside the profile). [] for the CPU."""
     if not device.startswith("cuda"):
         return []
     index = int(device.partition(":")[2] or 0)
-    tensorrt = {"device_id": index, **tensorrt_profile(onnx_path, run or TENSORRT_RUN), **_tensorrt_cache(onnx_path)}
-    options = {TENSORRT: tensorrt if TENSORRT in available else {}, "CUDAExecutionProvider": {"device_id": index}}
+    options = {"CUDAExecutionProvider": {"device_id": index}}
+    if tensorrt and TENSORRT in available:  # rev94 #2: the file read and digested only for TensorRT
+        options = {TENSORRT: {"device_id": index, **tensorrt_profile(onnx_path, run or TENSORRT_RUN), **_tensorrt_cache(onnx_path)},
+                   **options}
     return [(name, provider_options) for name, provider_options in options.items() if name in available]
 
 
-def frame_input(onnx_path: str | Path) -> tuple[str, list[int | None], np.dtype]:
-    """The name, shape and dtype of the model's (first) input, None for a dimension the file leaves free (the batch)."""
+def frame_input(onnx_path: str | Path) -> tuple[str, list[int | None]]:
+    """The name and shape of the model's (first) input, None for a dimension the file leaves free (the batch)."""
     import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
 
     graph_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0]
-    tensor = graph_input.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-    return graph_input.name, dims, tensor_dtype_to_np_dtype(tensor.elem_type)
+    return graph_input.name, [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
 
 
 def tensorrt_profile(onnx_path: str | Path, run: int) -> dict:
     """TensorRT's optimisation profile of the frame input: runs of 1 to ``run`` frames, tuned for ``run``, the other
-    dimensions as the file fixes them; {} when it leaves another free (TensorRT then profiles the shapes it sees)."""
-    name, dims, _ = frame_input(onnx_path)
-    if len(dims) < 2 or any(d is None for d in dims[1:]):
+    dimensions as the file fixes them; {} when it fixes the batch too, or leaves another dimension free (TensorRT then
+    profiles the shapes it sees)."""
+    name, dims = frame_input(onnx_path)
+    if len(dims) < 2 or dims[0] is not None or any(d is None for d in dims[1:]):
         return {}
     frame = "x".join(str(d) for d in dims[1:])
     return {f"trt_profile_{end}_shapes": f"{name}:{n}x{frame}" for end, n in (("min", 1), ("opt", run), ("max", run))}
@@ -80,11 +83,9 @@ def engine_lock(providers: list):
     with contextlib.ExitStack() as stack:
         if cache is not None and fcntl is not None:
             try:
-                lock = stack.enter_context(open(Path(cache) / LOCK_NAME, "a"))
-            except OSError:
-                lock = None
-            if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                fcntl.flock(stack.enter_context(open(Path(cache) / LOCK_NAME, "a")), fcntl.LOCK_EX)  # let go when it closes
+            except OSError:  # rev94 #1: a file system without flock (Lustre without -o flock: ENOSYS; some NFS: ENOLCK)
+                pass
         yield
 
 
@@ -95,7 +96,7 @@ def make_session(ort, path: str | Path, options, providers: list, run: int | Non
     with engine_lock(providers):
         session = ort.InferenceSession(str(path), options, providers=providers + ["CPUExecutionProvider"])
         if TENSORRT in session.get_providers():
-            name, dims, dtype = frame_input(path)
-            if all(d is not None for d in dims[1:]):
-                session.run(None, {name: np.zeros((run or TENSORRT_RUN, *dims[1:]), dtype)})
+            frames = session.get_inputs()[0]  # rev94 #2: the session's own, not the file read again
+            if frames.type == "tensor(uint8)" and len(frames.shape) == 4 and all(isinstance(d, int) for d in frames.shape[1:]):
+                session.run(None, {frames.name: np.zeros((run or TENSORRT_RUN, *frames.shape[1:]), np.uint8)})
     return session

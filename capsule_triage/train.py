@@ -102,8 +102,8 @@ def train(options: TrainOptions) -> Path:
         DeviceError: the device ran out of memory.
     """
     started = time.perf_counter()
-    check_options(options)
-    options = with_strategy(options)  # QA 98 #2: named after the check, which says when a default strategy was taken
+    given, options = options, with_strategy(options)  # QA 98 #2: checked as given, which says when a default was taken
+    check_options(given)
     device = training_device(options)
     if options.precision == "bf16" and device.type == "cpu" and bf16_emulated():  # QA 60 #1
         warnings.warn(f"--precision bf16: {EMULATED_TRAINING}", DataWarning, stacklevel=2)
@@ -111,7 +111,7 @@ def train(options: TrainOptions) -> Path:
     out = Path(options.output)
     saved = load_checkpoint(out) if options.resume else None
     if options.resume and saved is None:  # QA 44: trained from the beginning without a word
-        check_options(replace(options, resume=False))  # rev76 #1: refused as a new run is (--init none --lock K, ignored options)
+        check_options(replace(given, resume=False))  # rev76 #1: refused as a new run is (--init none --lock K, ignored options)
         warnings.warn(f"{out}: --resume: no checkpoint there; training starts from the beginning", DataWarning, stacklevel=2)
     check_output(out, options, saved)
     source = read_samples(options.data) if saved is None or not saved.get("finished") or "data_sha256" in saved else None

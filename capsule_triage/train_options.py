@@ -93,7 +93,7 @@ def default_strategy(schedule: str) -> str:
 def with_strategy(options: TrainOptions) -> TrainOptions:
     """``options`` with its strategy named: as given; else, resuming, the checkpoint's (a run begun when every
     schedule's default was two-stage goes on as it began); else :func:`default_strategy`."""
-    if options.strategy:
+    if options.strategy != "":  # rev94 #8: None from library code is refused by check_options, not taken as ""
         return options
     begun = None
     if options.resume:

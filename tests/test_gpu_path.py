@@ -453,7 +453,7 @@ def test_tensorrt_gets_a_profile_of_the_run_and_builds_one_engine_at_a_time(mode
             return self.providers
 
         def get_inputs(self):
-            return [type("Input", (), {"name": "frames"})]
+            return [type("Input", (), {"name": "frames", "type": "tensor(uint8)", "shape": ["batch", 32, 32, 3]})]
 
         def run(self, outputs, feed):
             frames = feed["frames"]
@@ -470,6 +470,18 @@ def test_tensorrt_gets_a_profile_of_the_run_and_builds_one_engine_at_a_time(mode
         assert calls[0][:2] == ("made", True) and calls[0][2]["trt_profile_max_shapes"] == f"frames:{run}x32x32x3"
         assert calls[1] == ("run", True, (run, 32, 32, 3), np.uint8)  # the engine built under the lock
         calls.clear()
-        assert backend.logits(_frames(40)).shape == (40, 2)
+        assert backend.logits(_frames(40)).shape == (40, 2) and backend.run_size == run
         assert [c[2][0] for c in calls] == [run] * (40 // run) + ([40 % run] if 40 % run else [])  # never past the profile
         assert not any(c[1] for c in calls)  # the lock was let go
+    # rev94 #3: an int8 file's unsigned, asymmetric Q/DQ nodes are not TensorRT's: the CUDA provider runs it
+    assert [name for name, _ in gpu_providers("cuda", every, path, tensorrt=False)] == ["CUDAExecutionProvider"]
+    with pytest.raises(KeyError):
+        OnnxBackend(path, name="ort-int8", device="cuda", ahead=False)  # the stand-in looks for TensorRT's options
+    # rev94 #2: without TensorRT the file is neither read nor digested, and no cache folder is made
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
+    assert gpu_providers("cuda", ["CUDAExecutionProvider"], tmp_path / "not-read.onnx") == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert not (tmp_path / "cache2").exists()
+    # rev94 #1: a file system without flock (ENOSYS on Lustre without -o flock) runs without the lock, not without the GPU
+    monkeypatch.setattr(fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(38, "Function not implemented")))
+    with engine_lock([(TENSORRT, tensorrt)]):
+        pass

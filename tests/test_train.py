@@ -35,7 +35,7 @@ from capsule_triage.model_config import ModelConfig
 from capsule_triage.preprocess import Preprocessor
 from capsule_triage.schedule import bit_epochs, bit_hyperrule, epoch_schedule, plan_phases
 from capsule_triage.train import TrainOptions, stability_loss, train
-from capsule_triage.train_options import with_strategy
+from capsule_triage.train_options import check_options, with_strategy
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
 from conftest import WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
@@ -84,6 +84,8 @@ def test_the_bit_schedule_alone_trains_seed_b_s_global_fine_tuning(tiny_manifest
     (begun / "state.json").write_text(json.dumps({"recipe": {"strategy": "two-stage"}}))
     old = TrainOptions(data=tiny_manifest, output=tmp_path / "old", schedule="bit", resume=True)
     assert with_strategy(old).strategy == "two-stage" and with_strategy(replace(old, resume=False)).strategy == "full"
+    with pytest.raises(InputError, match=r"--strategy must be one of \('head', 'full', 'two-stage'\), got None"):  # rev94 #8
+        check_options(replace(plain, strategy=None))
 
 
 @needs_shared
@@ -261,8 +263,6 @@ def test_lock_k_freezes_exactly_blocks_1_to_k(tiny_manifest, tmp_path):
                                          r"train from scratch with --lock 0 \(seed C's lock0\)"):
         train(_options(tiny_manifest, tmp_path / "r", init="none", strategy="full", lock=3, epochs=1))
     assert not (tmp_path / "r").exists()
-    from capsule_triage.train_options import check_options
-
     with pytest.raises(InputError, match=r"--lock 1 would freeze block 1 of them"):
         check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1))
     check_options(_options(tiny_manifest, tmp_path / "r", init="none", lock=1, resume=True))  # a run checkpointed before may finish (rev25)
@@ -311,6 +311,8 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
         (["--strategy", "head", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy head"),
         (["--schedule", "bit", "--head-epochs", "4"], "--head-epochs sets the head stage of --strategy two-stage; --strategy full "
          "(--schedule bit's default) has none: leave it out, or train with --strategy two-stage"),  # QA 98 #2
+        (["--schedule", "bit", "--head-epochs", "4", "--resume"], "--head-epochs sets the head stage of --strategy two-stage; "
+         "--strategy full (--schedule bit's default) has none"),  # rev94 #6: said alike without a checkpoint to resume
         (["--stability-sigma", "9"], "--stability-sigma is the noise of the stability loss's noisy copy (--stability W > 0 with "
          "--stability-copy noise): leave it out, or give those"),
         (["--stability", "1", "--stability-copy", "bf16", "--stability-sigma", "9"], "--stability-sigma is the noise of"),
@@ -324,8 +326,6 @@ def test_options_the_chosen_mode_ignores_are_refused_not_recorded_as_used(tiny_m
         result = CliRunner().invoke(app, [*common, *options, "-o", str(out)])
         assert result.exit_code == 2 and result.output.strip().startswith(f"Error: options: {said}"), (options, result.output)
         assert not out.exists()
-    from capsule_triage.train_options import check_options
-
     for used in (dict(schedule="bit", budget_scale=0.03), dict(strategy="two-stage", head_lr=0.5), dict(stability=1.0, stability_sigma=9.0),
                  dict(recompress=0.5, recompress_codec="jpeg"), dict(schedule="bit", lr=0.1, resume=True)):  # a checkpoint resumes as it began
         check_options(_options(tiny_manifest, out, **used))
@@ -590,7 +590,6 @@ def test_a_bf16_copy_and_bf16_weights_train_a_network_that_bf16_backends_compute
     unrounded ones (the checkpoint's)."""
     import capsule_triage.train as train_module
     from capsule_triage.bf16_weights import conv_norm_pairs
-    from capsule_triage.train_options import check_options
     from capsule_triage.weights import load_model
     from test_bf16_weights import _off_bf16
 
