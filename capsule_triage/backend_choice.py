@@ -17,7 +17,7 @@ from pathlib import Path
 from .json_files import read_json
 from .backends import BACKENDS, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
-from .cpu_info import bf16_emulated, numerics
+from .cpu_info import LOADED_SHARE, bf16_emulated, numerics
 from .device import bf16_unsupported, gpu_name
 from .digests import file_sha256
 from .errors import WeightsError
@@ -205,6 +205,19 @@ def _measured_on(report: dict) -> str:
     return f", measured on {machine['processor']} with {machine.get('cpus', '?')} CPU(s) and {features}, not this machine"
 
 
+def _timed(report: dict, name: str) -> str:
+    """When a report's figures were timed, and that other processes took CPUs while ``name``'s was (QA 102 #1, #3: on the
+    machine that timed it, a figure of another day, 185 frames/s where 210 ran, or one timed under load, was quoted as
+    this machine's now; a report's load was said by `triage optimize` only, once)."""
+    said = f", timed {report['measured_at']}" if isinstance(report.get("measured_at"), str) else ""
+    machine = report.get("machine") if isinstance(report.get("machine"), dict) else {}
+    cpus, others = machine.get("cpus") or 1, report["candidates"].get(name, {}).get("other_processes_cpus")
+    if isinstance(others, (int, float)) and others > LOADED_SHARE * cpus:
+        said += (f" while other processes used {others:.2f} of its {cpus} CPUs: likely low, and so the ranking; run `triage "
+                 "optimize` again on an idle machine")
+    return said
+
+
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
                    rank_params: dict | None = None, threads: int | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
@@ -270,7 +283,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
         requested, reason = runnable[0], (f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} "
-                                          f"frames/s{_measured_on(report)})")  # QA 42: another machine's figure read as this one's
+                                          f"frames/s{_measured_on(report)}{_timed(report, runnable[0])})")  # QA 42: another
+        # machine's figure read as this one's; QA 102: another day's, or one timed under load
         if runnable[0] != fastest_first[0]:  # QA 91 #6: a faster one left out for its missing file was put down to the machine
             faster = fastest_first[:fastest_first.index(runnable[0])]
             lacking = sorted({onnx_file(k) for k in faster if k in missing})
