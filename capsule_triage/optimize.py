@@ -134,7 +134,8 @@ def tune(make, frames: np.ndarray, threads: int, *, onnx: bool, batch_sizes=TUNE
 def _time_each(check_seconds: float, check_frames: int, sizes, threads: int) -> float:
     """About how long a candidate as fast as fp32 takes: the check's frames, then :func:`tune` per run size (and, on ONNX
     engines with several threads, per layout): a warm-up call and two windows of >= 2 calls or TUNE_SECONDS / 2 each.
-    A lower bound: exporting, compiling and calibrating are not counted (rev64: a big model's 1-32 took minutes each)."""
+    Exporting, compiling and calibrating are not counted (rev64: a big model's 1-32 took minutes each); a faster backend
+    takes less (QA 102 #6: "at least 1 min 20 s each" where ONNX backends took ~40 s)."""
     per_frame = check_seconds / max(check_frames, 1)
     timing = sum(size * per_frame + max(TUNE_SECONDS, 4 * size * per_frame) for size in sizes)
     return check_seconds + timing * (2 if threads > 1 else 1)
@@ -330,7 +331,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     if progress:
         checked = sum(skipped(name) is None for name in candidates)
         progress(f"{check_summary(report)}; checking {checked} backends against it and timing each at run sizes "
-                 f"{','.join(map(str, tune_batch_sizes))} (at least {fmt_duration(per_candidate)} each at fp32's speed):")
+                 f"{','.join(map(str, tune_batch_sizes))} (about {fmt_duration(per_candidate)} each at fp32's speed, less for faster ones):")
     for name, prepare in candidates.items():
         if (why := skipped(name)) is not None:
             report["candidates"][name] = {"accepted": False, "skipped": why}
