@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .errors import DataWarning
 
 TENSORRT = "TensorrtExecutionProvider"
 TENSORRT_RUN = 32  # frames per run of a TensorRT engine when no run size was measured (`triage optimize` on the GPU)
@@ -74,7 +77,8 @@ def engine_lock(providers: list):
     """Held while a session of these providers is made and first run: with TensorRT's engine cache, an exclusive lock on
     a file in the cache folder (rev90 #8: the workers of a batch on one host made their sessions at once, each building
     the same engine and writing it where the others read it). Nothing is held without that cache, where the lock file
-    cannot be opened, or without ``fcntl`` (Windows)."""
+    cannot be opened, or without ``fcntl`` (Windows). Waiting for another holder is said (rev94 #7: a process stopped
+    while it held the lock, e.g. by Ctrl-Z, held every worker without a word)."""
     cache = dict(providers).get(TENSORRT, {}).get("trt_engine_cache_path")
     try:
         import fcntl
@@ -83,7 +87,13 @@ def engine_lock(providers: list):
     with contextlib.ExitStack() as stack:
         if cache is not None and fcntl is not None:
             try:
-                fcntl.flock(stack.enter_context(open(Path(cache) / LOCK_NAME, "a")), fcntl.LOCK_EX)  # let go when it closes
+                lock = stack.enter_context(open(Path(cache) / LOCK_NAME, "a"))  # let go when it closes
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    warnings.warn(f"{cache}: waiting for another process that is building or loading this TensorRT engine "
+                                  f"(it holds {LOCK_NAME} there; a stopped one holds every worker)", DataWarning, stacklevel=3)
+                    fcntl.flock(lock, fcntl.LOCK_EX)
             except OSError:  # rev94 #1: a file system without flock (Lustre without -o flock: ENOSYS; some NFS: ENOLCK)
                 pass
         yield

@@ -15,7 +15,7 @@ import torch
 from capsule_triage import device as device_module
 from capsule_triage.backends import OnnxBackend, gpu_providers
 from capsule_triage.device import auto_device_note, cuda_unsupported, resolve_device
-from capsule_triage.errors import DeviceError
+from capsule_triage.errors import DataWarning, DeviceError
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.onnx_gpu import LOCK_NAME, TENSORRT, engine_lock, tensorrt_profile
 from capsule_triage.torch_backend import TorchBackend, export_onnx
@@ -481,6 +481,20 @@ def test_tensorrt_gets_a_profile_of_the_run_and_builds_one_engine_at_a_time(mode
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
     assert gpu_providers("cuda", ["CUDAExecutionProvider"], tmp_path / "not-read.onnx") == [("CUDAExecutionProvider", {"device_id": 0})]
     assert not (tmp_path / "cache2").exists()
+    # rev94 #7: a process stopped while it held the lock held every worker without a word: the wait is said
+    real_flock, tries = fcntl.flock, []
+
+    def held_elsewhere(file, how):
+        tries.append(how)
+        if how & fcntl.LOCK_NB and len(tries) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_flock(file, how)
+
+    monkeypatch.setattr(fcntl, "flock", held_elsewhere)
+    with pytest.warns(DataWarning, match=r": waiting for another process that is building or loading this TensorRT engine \(it "
+                                         r"holds \.building\.lock there; a stopped one holds every worker\)$"):
+        with engine_lock([(TENSORRT, tensorrt)]):
+            assert tries == [fcntl.LOCK_EX | fcntl.LOCK_NB, fcntl.LOCK_EX]
     # rev94 #1: a file system without flock (ENOSYS on Lustre without -o flock) runs without the lock, not without the GPU
     monkeypatch.setattr(fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(38, "Function not implemented")))
     with engine_lock([(TENSORRT, tensorrt)]):
