@@ -9,9 +9,11 @@ exported from other network weights is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .json_files import read_json
@@ -205,17 +207,30 @@ def _measured_on(report: dict) -> str:
     return f", measured on {machine['processor']} with {machine.get('cpus', '?')} CPU(s) and {features}, not this machine"
 
 
-def _timed(report: dict, name: str) -> str:
-    """When a report's figures were timed, and that other processes took CPUs while ``name``'s was (QA 102 #1, #3: on the
-    machine that timed it, a figure of another day, 185 frames/s where 210 ran, or one timed under load, was quoted as
-    this machine's now; a report's load was said by `triage optimize` only, once)."""
-    said = f", timed {report['measured_at']}" if isinstance(report.get("measured_at"), str) else ""
+def _timed(report: dict, chosen: str, rivals: list[str]) -> str:
+    """When a report's figures were timed, and which of the accepted backends that run here (``chosen``, then the slower
+    ``rivals``) were timed while other processes took CPUs (QA 102 #1, #3: on the machine that timed it, a figure of
+    another day, 185 frames/s where 210 ran, or one timed under load, was quoted as this machine's now; rev95 #2: a rival
+    timed under load may be the faster one). Fields out of shape (a hand-edited report) are left unsaid."""
+    said = ""
+    with contextlib.suppress(TypeError, ValueError):  # ISO 8601, as bench.json's measured_at
+        at = datetime.fromisoformat(report.get("measured_at"))
+        said = f", timed {(at if at.tzinfo is None else at.astimezone(timezone.utc)).strftime('%Y-%m-%d %H:%M UTC')}"
     machine = report.get("machine") if isinstance(report.get("machine"), dict) else {}
-    cpus, others = machine.get("cpus") or 1, report["candidates"].get(name, {}).get("other_processes_cpus")
-    if isinstance(others, (int, float)) and others > LOADED_SHARE * cpus:
-        said += (f" while other processes used {others:.2f} of its {cpus} CPUs: likely low, and so the ranking; run `triage "
-                 "optimize` again on an idle machine")
-    return said
+    cpus = machine.get("cpus")
+    if not (isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0):
+        return said
+    load = {}
+    for name in (chosen, *rivals):
+        others = report["candidates"].get(name, {}).get("other_processes_cpus")
+        if isinstance(others, (int, float)) and not isinstance(others, bool) and math.isfinite(others) and others > LOADED_SHARE * cpus:
+            load[name] = others
+    if chosen in load:
+        said += f"; other processes used {load[chosen]:.2f} of its {cpus} CPUs while it was timed: its figure is likely low"
+    if lost := [name for name in rivals if name in load]:
+        said += (f"; {', '.join(lost)}, timed while other processes used up to {max(load[n] for n in lost):.2f} of its {cpus} "
+                 f"CPUs, may be faster")
+    return said + ("; run `triage optimize` again on an idle machine" if load else "")
 
 
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
@@ -283,7 +298,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
         requested, reason = runnable[0], (f"fastest accepted in {BACKENDS_FILE} ({accepted[runnable[0]]['frames_per_second']:.0f} "
-                                          f"frames/s{_measured_on(report)}{_timed(report, runnable[0])})")  # QA 42: another
+                                          f"frames/s{_measured_on(report)}{_timed(report, runnable[0], runnable[1:])})")  # QA 42: another
         # machine's figure read as this one's; QA 102: another day's, or one timed under load
         if runnable[0] != fastest_first[0]:  # QA 91 #6: a faster one left out for its missing file was put down to the machine
             faster = fastest_first[:fastest_first.index(runnable[0])]

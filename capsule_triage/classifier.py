@@ -204,7 +204,7 @@ class Classifier:
             "precision": self.precision,
             "backend_selection": self.selection,
             "threads": inference_threads(self._open()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
-            "batch_size": self.batch_size,  # frames per call: runs x streams
+            "batch_size": self.batch_size,  # frames per call: run size x streams
             "streams": getattr(self._open(), "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
         }
 

@@ -271,12 +271,20 @@ def unused_preset_settings(config: ModelConfig, preset: ModelConfig, keys: Itera
     told = ", ".join(f"{name} {_shown(getattr(preset, name))}" for name in changed)
     says = ", ".join(f"{name} {_shown(getattr(config, name))}" for name in changed if name in written)
     absent = [name for name in changed if name not in written]
-    lacks = " and ".join(f"no {name} (its default {_shown(getattr(config, name))} is taken)" for name in absent)
-    used = " and ".join(part for part in (f"says {says}" if says else "", f"names {lacks}" if lacks else "") if part)
+    lacks = (f"names no {_listed(absent, 'or')} (its default{'s' if len(absent) > 1 else ''} "
+             f"{_listed([_shown(getattr(config, name)) for name in absent], 'and')} {'are' if len(absent) > 1 else 'is'} taken)"
+             if absent else "")
+    used = " and ".join(part for part in (f"says {says}" if says else "", lacks) if part)
     how = ("; [rank] enter_threshold or --threshold set the operating point" if "threshold" in changed else "")
     verb = "is" if len(changed) == 1 else "are"
+    silent = ", and by its defaults where it is silent" if absent else ""
     return (f"the preset's [model] {told} {verb} not used: its weights folder's config.json {used} (a weights folder is "
-            f"read and scored as its config.json says{how})")
+            f"read and scored as its config.json says{silent}{how})")
+
+
+def _listed(items: list[str], last: str) -> str:
+    """``a``, ``a or b``, ``a, b or c`` (rev95 #4: four absent keys read "no a (...) and no b (...) and no c ...")."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
 def _shown(value) -> str:

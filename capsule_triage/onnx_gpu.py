@@ -108,5 +108,6 @@ def make_session(ort, path: str | Path, options, providers: list, run: int | Non
         if TENSORRT in session.get_providers():
             frames = session.get_inputs()[0]  # rev94 #2: the session's own, not the file read again
             if frames.type == "tensor(uint8)" and len(frames.shape) == 4 and all(isinstance(d, int) for d in frames.shape[1:]):
-                session.run(None, {frames.name: np.zeros((run or TENSORRT_RUN, *frames.shape[1:]), np.uint8)})
+                batch = frames.shape[0] if isinstance(frames.shape[0], int) else run or TENSORRT_RUN  # rev95 #6: a fixed batch
+                session.run(None, {frames.name: np.zeros((batch, *frames.shape[1:]), np.uint8)})
     return session

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -326,7 +327,7 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
               "check_frames": int(sum(len(c[0]) for c in check)),
               "check_frames_uncertain": uncertain_frames(reference, config.abnormal_indices),
               "rank_params": asdict(params), "machine": _machine(),
-              "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),  # QA 102 #1: a figure's day, in the run's reason
+              "measured_at": datetime.now(timezone.utc).isoformat(timespec="minutes"),  # QA 102 #1: in the run's reason
               "candidates": {}}
     if progress:
         checked = sum(skipped(name) is None for name in candidates)

@@ -91,7 +91,10 @@ def load_classifier(pipeline: Pipeline, *, weights: str | Path | None = None, de
     classifier = Classifier.load(location, pipeline.model, device=device, backend=backend, threads=threads, note=note,
                                  rank=lambda config: pipeline.rank_params(config, threshold=threshold))
     if weights is None and Path(str(location)).is_dir():  # the preset's own folder (QA 93 #1), not one given to it
-        written = read_json(Path(str(location)) / CONFIG_NAME)  # read whole moments ago, by the classifier
+        try:  # read whole moments ago, by the classifier; rewritten since (eval's threshold), its keys are not known
+            written = read_json(Path(str(location)) / CONFIG_NAME)
+        except (OSError, ValueError):  # rev95 #5
+            written = None
         classifier.selection = noted(classifier.selection, unused_preset_settings(classifier.config, pipeline.model, pipeline.model_keys,
                                                                                   written))
     classifier.loaded_threshold, classifier.loaded_for = threshold, list(pipeline.model.class_names)

@@ -184,7 +184,7 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     folder, report = optimized
     here = report["machine"]
     assert here["processor"] == cpu_model() and {k: here[k] for k in ("native_bf16", "int8_dot_product")} == numerics()
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", report["measured_at"])  # said in the reason below (QA 102)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d\+00:00", report["measured_at"])  # said in the reason below (QA 102)
     report = {**{k: v for k, v in report.items() if k != "measured_at"},  # timed as if on an idle machine (QA 102 #3 below)
               "candidates": {name: dict(row, other_processes_cpus=0.0) for name, row in report["candidates"].items()}}
     fastest = dict(report["candidates"]["ort-fp32"], frames_per_second=1e6, accepted=True, other_processes_cpus=0.0)  # a lower
@@ -202,14 +202,23 @@ def test_a_report_from_a_cpu_computing_bf16_or_int8_otherwise_vouches_for_no_low
     same = choose(here)
     assert same["backend"] == "ort-int8" and "warnings" not in same and same["reason"] == "fastest accepted in backends.json (1000000 frames/s)"
     # QA 102 #1, #3: the same machine's figure of another day, or timed under load, was quoted as this machine's now
-    report["measured_at"] = "2026-12-03 10:00 UTC"
+    report["measured_at"] = "2026-12-03T11:00+01:00"
     assert choose(here)["reason"] == "fastest accepted in backends.json (1000000 frames/s, timed 2026-12-03 10:00 UTC)"
+    cpus = here["cpus"]
     fastest["other_processes_cpus"] = 1.01
-    assert choose(here)["reason"] == (f"fastest accepted in backends.json (1000000 frames/s, timed 2026-12-03 10:00 UTC while other "
-                                      f"processes used 1.01 of its {here['cpus']} CPUs: likely low, and so the ranking; run "
+    assert choose(here)["reason"] == (f"fastest accepted in backends.json (1000000 frames/s, timed 2026-12-03 10:00 UTC; other "
+                                      f"processes used 1.01 of its {cpus} CPUs while it was timed: its figure is likely low; run "
                                       "`triage optimize` again on an idle machine)")
+    fastest["other_processes_cpus"] = 0.0  # rev95 #2: a slower rival timed under load may be the faster one
+    report["candidates"] = {**report["candidates"], "ort-fp32": dict(report["candidates"]["ort-fp32"], other_processes_cpus=1.2)}
+    assert choose(here)["reason"].endswith(f", timed 2026-12-03 10:00 UTC; ort-fp32, timed while other processes used up to 1.20 of "
+                                           f"its {cpus} CPUs, may be faster; run `triage optimize` again on an idle machine)")
+    for odd in ({"measured_at": "yesterday"}, {"measured_at": 5}, {"machine": {**here, "cpus": "2"}}):  # rev95 #1, #3: hand-edited
+        (copy / "backends.json").write_text(json.dumps(dict(report, **odd, candidates={**report["candidates"], "ort-int8": fastest})))
+        reason = choose_backend("auto", "cpu", copy, report["weights_sha256"])["reason"]  # no TypeError, nothing odd quoted
+        assert "yesterday" not in reason and ", timed 5" not in reason and ("machine" not in odd or "may be faster" not in reason)
+    report["candidates"] = {**report["candidates"], "ort-fp32": dict(report["candidates"]["ort-fp32"], other_processes_cpus=0.0)}
     del report["measured_at"]
-    fastest["other_processes_cpus"] = 0.0
     said = lambda value: "yes" if value else "no"
     int8 = f"int8 dot products (VNNI or AMX): {said(not here['int8_dot_product'])} there, {said(here['int8_dot_product'])} here"
     other = choose({**here, "int8_dot_product": not here["int8_dot_product"]})

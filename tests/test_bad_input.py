@@ -344,9 +344,12 @@ def test_a_preset_s_model_settings_its_own_weights_folder_overrides_are_named(tm
     assert unused_preset_settings(folder, preset_model, ["threshold", "mean"], written) == (
         "the preset's [model] mean [0.5, 0.5, 0.5], threshold 0.3 are not used: its weights folder's config.json says mean "
         "[0.485, 0.456, 0.406] and names no threshold (its default 0.5 is taken) (a weights folder is read and scored as its "
-        "config.json says; [rank] enter_threshold or --threshold set the operating point)")
+        "config.json says, and by its defaults where it is silent; [rank] enter_threshold or --threshold set the operating point)")
     assert unused_preset_settings(folder, preset_model, ["threshold"], written).startswith(
         "the preset's [model] threshold 0.3 is not used: its weights folder's config.json names no threshold (its default 0.5 is taken) (")
+    assert unused_preset_settings(folder, preset_model, ["threshold", "mean"], written - {"mean"}).startswith(  # rev95 #4
+        "the preset's [model] mean [0.5, 0.5, 0.5], threshold 0.3 are not used: its weights folder's config.json names no mean or "
+        "threshold (its defaults [0.485, 0.456, 0.406] and 0.5 are taken) (")
     lacking = tmp_path / "lacking"
     shutil.copytree(random_weights, lacking)
     (lacking / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "threshold"}))
