@@ -206,6 +206,8 @@ class Classifier:
             "threads": inference_threads(self._open()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
             "batch_size": self.batch_size,  # frames per call: run size x streams
             "streams": getattr(self._open(), "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
+            # rev95 #7: frames per run (None: a call is one run), also where no tuning set it (TensorRT's 32)
+            "run_size": getattr(self._open(), "run_size", getattr(self._open(), "batch_size", None)),
         }
 
 

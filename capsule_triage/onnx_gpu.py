@@ -14,7 +14,7 @@ import numpy as np
 from .errors import DataWarning
 
 TENSORRT = "TensorrtExecutionProvider"
-TENSORRT_RUN = 32  # frames per run of a TensorRT engine when no run size was measured (`triage optimize` on the GPU)
+TENSORRT_RUN = 32  # frames per run of a TensorRT engine unless the caller gives its batch_size (optimize times no ort-* on a GPU)
 LOCK_NAME = ".building.lock"
 
 

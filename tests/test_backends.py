@@ -541,7 +541,9 @@ def test_optimize_tunes_batch_and_threads_and_the_classifier_uses_them(optimized
         classifier = Classifier.load(folder, backend=name)
         assert classifier.backend.batch_size == tuning["batch_size"] and classifier.backend.streams == tuning["streams"]
         assert classifier.batch_size == tuning["batch_size"] * tuning["streams"]
-        assert classifier.describe()["backend_selection"]["tuning"] == tuning and classifier.describe()["streams"] == tuning["streams"]
+        described = classifier.describe()
+        assert described["backend_selection"]["tuning"] == tuning and (described["streams"], described["run_size"]) == (
+            tuning["streams"], tuning["batch_size"])
         if onnx_file(name):  # rev88 #2: given threads (a batch's workers, Ray actors) run one stream: read for one
             assert Classifier.load(folder, backend=name, threads=1).batch_size == tuning["batch_size"]
 
