@@ -321,14 +321,14 @@ def rank(
                          f"{np.nanmin(probs):g} to {np.nanmax(probs):g}")
     if frame_period is not None and not (np.isfinite(frame_period) and frame_period > 0):
         raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {frame_period}")
+    period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
+    _check_1d("periods", period, pts.shape[0])  # every frame's, those without a view too (rev93 #3: given ones were dropped)
     if has_view is not None and not np.all(has_view):
         return _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view,
-                                      periods)
+                                      period)
     if not np.all(np.isfinite(probs)) or not np.all(np.isfinite(pts)):
         raise ValueError("pts_seconds and probs must be finite (no NaN/inf)")
     scores = abnormal_score(probs, abnormal_indices)
-    period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
-    _check_1d("periods", period, pts.shape[0])
     stretch = np.cumsum(np.concatenate(([False], cut_after(pts, period, params.merge_gap_seconds)))) if len(pts) > 1 else None
     smoothed = smooth_scores(scores, pts, params.smooth_seconds, stretch)
     events, event_id = find_events(
@@ -342,13 +342,11 @@ def rank(
 
 
 def _rank_frames_with_view(pts, frame_index, probs, class_names, abnormal_indices, params, frame_period, has_view,
-                           periods=None) -> Ranking:
-    """:func:`rank` of the frames with a view, spread back over every frame (see its ``has_view``); ``periods``, when
-    given, are every frame's (rev93 #3: they were dropped here, and the periods made again from these frames alone)."""
+                           period) -> Ranking:
+    """:func:`rank` of the frames with a view, spread back over every frame (see its ``has_view``); ``period``: every
+    frame's."""
     view, fidx = np.asarray(has_view, dtype=bool), np.asarray(frame_index)
     _check_1d("has_view", view, pts.shape[0])
-    period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
-    _check_1d("periods", period, pts.shape[0])
     part = rank(pts[view], fidx[view], probs[view], class_names, abnormal_indices, params, frame_period,
                 periods=period[view])  # review rev27: the periods of every frame decoded, so frames left out are
     # unseen time (from the frames with a view alone, one seen every 5 s at 6 frames/s made a 5 s period)
