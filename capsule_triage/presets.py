@@ -254,13 +254,15 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     model = pipeline.model
     arch = model.architecture
     bit = "_bit" in arch  # seed B's recipe: BiT-M (ImageNet-21k) weights, fine-tuned whole with BiT-HyperRule (QA 25)
-    init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}{'.goog_in21k' if bit else ''}` ({'BiT-M ImageNet-21k' if bit else 'ImageNet'} "
+    tag = ".goog_in21k" if bit else ".tv_in1k" if arch == "resnet50" else ""  # QA 104 #6: timm's resnet50 is a1_in1k, its own recipe
+    init = "" if arch == LITE0_ARCH else (f" --init hub:{arch}{tag}` ({'BiT-M ImageNet-21k' if bit else 'ImageNet'} "
                                           "weights from the hub; offline: `--init FILE`, a .safetensors, .pth or BiT .npz checkpoint)")
     shape = (f" --classes {shlex.quote(','.join(model.class_names))} --abnormal {shlex.quote(','.join(model.abnormal_classes))} "
              f"--input-size {model.input_size}"
-             f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit" if bit else "")
-             # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights)
-             + (" --augment rotate-zoom --class-weighting none" if arch == "resnet50" else ""))
+             f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit --class-weighting none" if bit else "")
+             # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights; QA 104 #6: and
+             # 2 + 5 epochs, not seed A's 100 + 100; #2: seed B's loss weighs its classes alike too)
+             + (" --augment rotate-zoom --class-weighting none --head-epochs 100 --epochs 100" if arch == "resnet50" else ""))
     command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
     what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
             f"pipeline '{pipeline.name}' names no weights ([model] weights)")

@@ -6,7 +6,8 @@ gives the learning rate of optimisation step ``step`` (0-based).
 BiT-HyperRule as adapted by seed B (Laser & Optoelectronics Progress 59(6), 2022): a fixed budget of
 training images (256,000 for fewer than 20k labelled images), ``steps = budget / batch``, SGD with
 momentum 0.9, initial lr ``0.03 * batch / 512`` (linear scaling rule) divided by 10 at 30%, 60% and
-90% of the steps; no warm-up, no MixUp, no resolution change. The larger-data tiers keep the step
+90% of the steps; no MixUp, no resolution change. No warm-up either: seed B names none, where the original BiT rule
+warms up linearly over its first 100 of 500 steps (QA 104 #3). The larger-data tiers keep the step
 counts of the original BiT rule at batch 512 (10k steps below 500k images, 20k above).
 """
 

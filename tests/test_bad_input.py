@@ -365,7 +365,8 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
     assert "weights for pipeline 'gastric-ebc-bit-r101x3' are not installed" in result.stderr
     assert "triage train" in result.stderr and "--weights" in result.stderr
     # QA 25: seed B's recipe (BiT-M, whole network, BiT-HyperRule), not the default two-stage cosine schedule on in1k weights
-    assert "--strategy full --schedule bit" in result.stderr and "--init hub:resnetv2_101x3_bit.goog_in21k" in result.stderr
+    assert "--strategy full --schedule bit --class-weighting none" in result.stderr  # QA 104 #2: seed B weighs classes alike
+    assert "--init hub:resnetv2_101x3_bit.goog_in21k" in result.stderr and "--input-size 384" in result.stderr  # QA 104 #1
 
 
 def test_unknown_preset(tmp_path):
@@ -714,7 +715,8 @@ def test_the_hint_for_preset_weights_not_installed_is_a_command_that_runs(tmp_pa
     result = triage("run", DEMO_CLIP, "--pipeline", "gastric-3class-resnet50", "--out", tmp_path / "o")
     assert result.returncode == 2
     assert ("`triage train DATA --arch resnet50 --classes GC,GU,CG --abnormal GC,GU --input-size 224 --border fov --border-radius 1 "
-            "--augment rotate-zoom --class-weighting none -o " in result.stderr and "--init hub:resnet50`" in result.stderr)
+            "--augment rotate-zoom --class-weighting none --head-epochs 100 --epochs 100 -o " in result.stderr
+            and "--init hub:resnet50.tv_in1k`" in result.stderr)  # QA 104 #6: seed A's 100 + 100 epochs, torchvision's weights
     # QA 16: the preset's classes in order, its border; QA 81 #6: seed A's augmentation and unweighted classes
     assert "--out" not in result.stderr
 

@@ -38,7 +38,7 @@ from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.train_options import check_options, with_strategy
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
-from conftest import WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
+from conftest import REPO, WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
 
 torch.set_num_threads(2)
 LITE0 = "tf_efficientnet_lite0"
@@ -71,7 +71,7 @@ def _loss(model: torch.nn.Module, config: ModelConfig, data) -> float:
 @needs_shared
 def test_the_bit_schedule_alone_trains_seed_b_s_global_fine_tuning(tiny_manifest, tmp_path):
     """QA 98 #2: ``--schedule bit`` without ``--strategy`` (the BiT preset's own training command) trained seed A's head
-    stage first, which seed B never ran; a run named no strategy now takes its schedule's, and a resumed one its
+    stage first, which seed B never ran; a run that names no strategy now takes its schedule's, and a resumed one its
     checkpoint's."""
     out = train(_options(tiny_manifest, tmp_path / "b", schedule="bit", budget_scale=0.0002, init="none"))
     training = ModelConfig.load(out / "config.json").provenance["training"]
@@ -1355,3 +1355,44 @@ def test_every_option_a_message_names_is_a_flag_of_triage_train():
     named = {f.name: option_flag(f.name) for f in fields(TrainOptions) if f.name not in RUNTIME_FIELDS}
     assert {k: v for k, v in named.items() if v not in flags} == {"weight_decay": "weight_decay (TrainOptions)"}
     assert named["class_names"] == "--classes" and named["distill_weight"] == "--distill-weight"
+
+
+def test_the_seeds_commands_in_the_readme_and_the_preset_hints_run_the_seeds_recipes(tmp_path, monkeypatch):
+    """QA 104 #1, #2, #6: the BiT preset's hint trained with balanced class weights and, read from the README, at timm's
+    224 or 448 px, not seed B's 384; seed A's hint took timm's a1_in1k ResNet-50 for 2 + 5 epochs, not 100 + 100. Each
+    command, parsed by `triage train`, passes its checks and names the seed's recipe."""
+    import capsule_triage.train as train_module
+    from capsule_triage.presets import load_pipeline, weights_not_installed
+    from capsule_triage.train_options import check_options, with_strategy
+
+    class Parsed(Exception):
+        """What the fake training raises once it has checked and kept the options (nothing trains)."""
+
+    def checked(options):
+        check_options(options)
+        taken.append(with_strategy(options))
+        raise Parsed
+
+    taken = []
+    monkeypatch.setattr(train_module, "train", checked)
+    app = typer.Typer()
+    register(app)
+    block = re.search(r"The seeds' recipes as commands.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    readme = [shlex.split(line) for line in block.group(1).replace("\\\n", " ").splitlines()]
+    hints = [shlex.split(re.search(r"`(triage train DATA .*?)`", str(weights_not_installed(load_pipeline(name)))).group(1))
+             for name in ("gastric-3class-resnet50", "gastric-ebc-bit-r101x3")]
+    seed = {"resnet50": dict(init="hub:resnet50.tv_in1k", strategy="two-stage", head_epochs=100, epochs=100, input_size=224,
+                             augment="rotate-zoom", class_weighting="none"),
+            "resnetv2_101x3_bit": dict(init="hub:resnetv2_101x3_bit.goog_in21k", schedule="bit", strategy="full", input_size=384,
+                                       class_weighting="none"),
+            "resnet18": dict(init="hub:resnet18.tv_in1k", strategy="full", lock=2, epochs=80, augment="flip-rotate", class_weighting="none")}
+    (tmp_path / "manifest.csv").write_text("path,label\n")
+    assert len(readme) == 3 and len(hints) == 2
+    for words in readme + hints:
+        assert words[:2] == ["triage", "train"], words
+        words = [str(tmp_path / "manifest.csv") if w in ("DATA", "manifest.csv") else w for w in words[2:]]
+        words[words.index("-o") + 1] = str(tmp_path / "w")
+        result = CliRunner().invoke(app, ["train", *words])
+        assert isinstance(result.exception, Parsed), (words, result.output)
+        options = taken.pop()
+        assert {k: getattr(options, k) for k in seed[options.arch]} == seed[options.arch], words
