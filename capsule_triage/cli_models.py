@@ -91,7 +91,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="SGD learning rate of --schedule epochs (> 0).")] = 0.005,
     head_lr: Annotated[float, typer.Option(help="SGD learning rate of the head stage of two-stage (> 0).")] = 0.01,
     budget_scale: Annotated[float, typer.Option(help="Fraction of the BiT image budget (> 0; e.g. 0.03 on a CPU).")] = 1.0,
-    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step (1 only for models without batch norm, such as BiT, or with --strategy head).")] = 32,
     augment: Annotated[str, typer.Option(help="bit (seed B: 0-2 of flips, rot90s, intensity, blur) | flip-rotate (seed C) | rotate-zoom (seed A) | none.")] = "bit",
     recompress: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of a lossy round trip per training frame, after --augment: the model learns compressed frames, as video delivers them, and compression carries no class information.")] = 0.0,
     recompress_codec: Annotated[str, typer.Option(help="h264 (the batch's chosen frames as one clip, CRF 18-35) | jpeg (quality 30-95).")] = "h264",

@@ -36,7 +36,7 @@ from torch import nn
 
 from .json_files import read_json
 from .augment import augment, pixel_noise
-from .bf16_weights import cannot_round, rounded_in_place
+from .bf16_weights import rounded_in_place
 from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
 from .cpu_info import bf16_emulated
 from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
@@ -57,7 +57,7 @@ from .stability import bf16_copies, stability_loss
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
-from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_options, check_output, check_threads, device_label, make_config, with_strategy,
+from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_model, check_options, check_output, check_threads, device_label, make_config, with_strategy,
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, images_sha256, inherited_images, repeated_images, write_training_images
 from .transfer import init_record, initial_model, set_trainable, train_mode
@@ -166,8 +166,7 @@ def train(options: TrainOptions) -> Path:
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
     model = create_model(config) if saved else initial_model(config, options.init)
-    if options.weights_precision == "bf16" and (reason := cannot_round(model, config.input_size)):
-        raise InputError("options", f"--weights-precision bf16: {reason}; train with --weights-precision fp32")
+    check_model(options, model, config.input_size)
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None
     run = _Run(options, config, model.to(device, memory_format=torch.channels_last), Preprocessor(config).to(device), sets[0], sets[1],
                frames_with_view(sets[1].images) if sets[1] is not None else None,

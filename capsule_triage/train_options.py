@@ -17,7 +17,7 @@ from .imagenet_init import LITE0_ARCH
 from .json_files import read_json
 from .outputs import check_creatable
 from .augment import POLICIES
-from .bf16_weights import WEIGHT_PRECISIONS
+from .bf16_weights import WEIGHT_PRECISIONS, cannot_round
 from .checkpoint import CHECKPOINT_DIR, is_finished
 from .model_config import ModelConfig
 from .recompress import CODECS
@@ -152,13 +152,25 @@ def check_options(o: TrainOptions) -> None:
                # checkpointed before may still finish: rev25)
                f"--init none starts from random weights and --lock {o.lock} would freeze {'block 1' if o.lock == 1 else f'blocks 1-{o.lock}'} of them: train from "
                "scratch with --lock 0 (seed C's lock0), or lock blocks of pretrained weights (--init)"),
-              (o.batch_size >= 2 and o.epochs >= 1 and o.head_epochs >= 1, f"--batch-size must be >= 2, --epochs and --head-epochs >= 1, got {o.batch_size}, {o.epochs}, {o.head_epochs}"),
+              (o.batch_size >= 1 and o.epochs >= 1 and o.head_epochs >= 1, f"--batch-size, --epochs and --head-epochs must be >= 1, got {o.batch_size}, {o.epochs}, {o.head_epochs}"),
               *((v > 0, f"{k} must be > 0, got {v:g}") for k, v in (("--lr", o.lr), ("--head-lr", o.head_lr), ("--budget-scale", o.budget_scale)))]
     for ok, message in checks:
         if not ok:
             raise InputError("options", message)
     if not o.resume and (unused := unused_options(given)):  # a checkpoint of an earlier version may hold them: it resumes as it began
         raise InputError("options", "; ".join(unused))
+
+
+def check_model(options: TrainOptions, model: torch.nn.Module, input_size: int) -> None:
+    """Refuse what the built model cannot train as asked. QA 104 #4: seed B's batch sizes reach 1, which BiT's group norm
+    takes; batch norm layers that train need two images per step (``train_mode`` keeps frozen ones' statistics)."""
+    if options.weights_precision == "bf16" and (reason := cannot_round(model, input_size)):
+        raise InputError("options", f"--weights-precision bf16: {reason}; train with --weights-precision fp32")
+    if options.batch_size == 1 and with_strategy(options).strategy != "head" and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise InputError("options", f"--batch-size 1: {options.arch} has batch norm layers, whose statistics need at least 2 images "
+                                    "per step when they train (BiT's group norm takes 1, and --strategy head keeps them frozen): "
+                                    "give --batch-size 2 or more")
 
 
 def unused_options(o: TrainOptions) -> list[str]:

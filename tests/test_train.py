@@ -1396,3 +1396,26 @@ def test_the_seeds_commands_in_the_readme_and_the_preset_hints_run_the_seeds_rec
         assert isinstance(result.exception, Parsed), (words, result.output)
         options = taken.pop()
         assert {k: getattr(options, k) for k in seed[options.arch]} == seed[options.arch], words
+
+
+@needs_shared
+def test_batches_of_one_train_models_without_batch_norm_and_are_refused_for_the_others(tiny_manifest, tmp_path):
+    """QA 104 #4: seed B swept batch sizes 1-32 (BiT's group norm takes one image a step) and `--batch-size` refused 1 for
+    every model; batch norm that trains still needs two, which a run says before it writes anything."""
+    app = typer.Typer()
+    register(app)
+    common = ["train", str(tiny_manifest), "--input-size", "64", "--init", "none", "--batch-size", "1", "--val-fraction", "0",
+              "--augment", "none", "--class-weighting", "none", "-q"]
+    bn = tmp_path / "bn"
+    result = CliRunner().invoke(app, [*common, "--arch", "test_efficientnet", "-o", str(bn)])
+    assert result.exit_code == 2 and not bn.exists(), result.output
+    assert result.output.strip().splitlines()[-1] == ("Error: options: --batch-size 1: test_efficientnet has batch norm layers, whose statistics need at "
+                                     "least 2 images per step when they train (BiT's group norm takes 1, and --strategy head keeps them "
+                                     "frozen): give --batch-size 2 or more")
+    result = CliRunner().invoke(app, [*common, "--arch", "test_efficientnet", "--strategy", "head", "--epochs", "1", "-o", str(bn)])
+    assert result.exit_code == 0, result.output  # a frozen backbone keeps its batch norm's statistics
+    bit = tmp_path / "bit"
+    result = CliRunner().invoke(app, [*common, "--arch", "resnetv2_50x1_bit", "--schedule", "bit", "--stop-after-steps", "2", "-o", str(bit)])
+    assert result.exit_code == 0, result.output
+    state = json.loads((bit / "checkpoint" / "state.json").read_text())
+    assert state["global_step"] == 2 and state["recipe"]["batch_size"] == 1
