@@ -14,10 +14,11 @@ from .digests import file_sha256
 from .errors import InputChanged, InputError, TriageError, path_exists, unexpanded_note
 
 
-def check_source(path: str | Path) -> None:
+def check_source(path: str | Path, *, empty_ok: bool = False) -> None:
     """Refuse a source that cannot be triaged before anything is loaded (``triage run`` checks it before the
     model, so a mistyped path is said at once, not after seconds of loading PyTorch): missing, a broken link,
-    not a regular file or folder, unreadable, empty.
+    not a regular file or folder, unreadable, empty (unless ``empty_ok``: a batch first takes an empty file's state,
+    as ``cp`` makes the file before it writes it; QA 103 #1).
 
     Raises:
         InputError: naming the path and the problem.
@@ -33,7 +34,7 @@ def check_source(path: str | Path) -> None:
         raise InputError(path, "not a regular file (a FIFO, socket or device cannot be triaged)")
     if not os.access(path, os.R_OK):
         raise InputError(path, "permission denied")
-    if path.stat().st_size == 0:
+    if not empty_ok and path.stat().st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
 
 

@@ -736,6 +736,7 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(disk_full, rando
     Review rev57 #3: when the summary could not be written (a full disk), the console said the same, without the Error."""
     _settled_demo_study(tmp_path / "in")
     (tmp_path / "in" / "empty.mp4").write_bytes(b"")
+    settled(tmp_path / "in" / "empty.mp4")  # empty for an hour: no copy coming in (QA 103 #1)
     env = _hooked(tmp_path / "hook", (  # the batch process sends itself SIGTERM as the summary is being written
         "import os, signal, time\n"
         "from capsule_triage.batch import engine\n"
@@ -774,6 +775,7 @@ def test_an_interrupt_as_the_engine_shuts_down_after_every_study_ends_the_night_
 
     _settled_demo_study(tmp_path / "in")
     (tmp_path / "in" / "empty.mp4").write_bytes(b"")
+    settled(tmp_path / "in" / "empty.mp4")  # empty for an hour: no copy coming in (QA 103 #1)
     close = local_engine.LocalEngine.close
 
     def close_interrupted(self):
@@ -1150,6 +1152,26 @@ def test_a_study_still_being_copied_waits_for_the_next_night_instead_of_failing_
     assert result.exit_code == 0 and "2 studies: 0 ok, 1 skipped, 1 reused, 0 failed;" in result.stdout, result.stdout
     row = next(r for r in pq.read_table(out / "studies.parquet").to_pylist() if r["input_path"] == "copying.mp4")
     assert row["status"] == "reused" and row["frames"] == 64  # the outputs of done.mp4 (same bytes)
+
+
+def test_an_empty_file_a_copy_has_just_made_waits_as_any_copy_coming_in(random_weights, tmp_path):
+    """QA 103 #1: `cp` and rsync make the file before they write it, and an empty file failed the night (exit 1, a failure
+    record) even under --settle 600, where a half-copied one was pending: an empty file is judged as any input fault."""
+    _settled_demo_study(tmp_path / "in")
+    incoming = tmp_path / "in" / "incoming.mp4"
+    incoming.write_bytes(b"")
+    out = tmp_path / "out"
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")
+    assert result.exit_code == 0 and "2 studies: 1 ok, 0 skipped, 0 failed, 1 pending;" in result.stdout, result.stdout
+    assert result.stderr.strip() == (f"Warning: {incoming}: written less than a minute before this run read it, and cannot be "
+                                     "read yet (file is empty (0 bytes)): a copy still coming in? triaged on the next run")
+    assert not (out / ".failed").exists() or not any((out / ".failed").iterdir())
+    settled(incoming, hours=0.05)  # three minutes ago, within --settle 600
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--settle", "600")
+    assert result.exit_code == 0 and ", 1 pending;" in result.stdout, result.stdout
+    assert result.stderr.strip().endswith("s before this run read it, within --settle 600 (a copy still coming in?); triaged on a later run")
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")  # empty and settled: failed
+    assert result.exit_code == 1 and ", 1 failed;" in result.stdout and f"{incoming}: file is empty (0 bytes)" in result.stderr
 
 
 def test_a_frame_folder_with_a_half_written_image_waits_while_new_and_is_then_triaged_with_a_warning(random_weights, tmp_path):

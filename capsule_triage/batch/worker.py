@@ -117,12 +117,13 @@ class StudyWorker:
             note = f"{study.path}: no longer found (moved or deleted after the batch listed it); not triaged in this run"
             return StudyOutcome(study, "pending", error=note, warning=note, wall_seconds=time.perf_counter() - started)
         try:
-            check_source(study.path)  # a broken link, a FIFO, an unreadable file: in `triage run`'s words (QA 62 #7)
+            check_source(study.path, empty_ok=True)  # a broken link, a FIFO, an unreadable file: in `triage run`'s words (QA 62 #7)
             state = ctx.state_of(study)  # once per study: a stat of every image of a frame folder
             just_written = recently_modified(state, inode_changes=False)  # as the study is read, not minutes later (rev70 #1)
             first_state = first_state or state
             if ctx.settle_seconds and (settling := self._settling(study, state, final, started)):
                 return settling
+            check_source(study.path)  # QA 103 #1: an empty file, as `cp` makes it before it writes, is judged as any input fault
             if input_state is not None and input_state != state:  # hashed ahead (prefetch), changed since
                 input_sha = None
             hashed_under_state = input_sha is not None and input_state == state
