@@ -336,6 +336,17 @@ def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_pat
     shutil.rmtree(copy / first)
     with pytest.raises(InputError, match=r"events.parquet: cannot read it \(.*\): a batch changed the folder after"):
         batch_table(copy, "events")
+    # QA 103 #2: a night that changed the preset, killed after it installed a study: tables of two pipelines joined under
+    # the summary's one fingerprint (the same bytes: the input check above passes)
+    copy = shutil.copytree(out, tmp_path / "other_preset", symlinks=True)
+    run = json.loads((copy / second / "run.json").read_text())
+    prints = pq.read_schema(copy / "studies.parquet").metadata
+    assert run["batch"]["pipeline_fingerprint"].encode() in (prints[b"pipeline_fingerprint"], prints.get(b"video_pipeline_fingerprint"))
+    (copy / second / "run.json").write_text(json.dumps({**run, "batch": {**run["batch"], "pipeline_fingerprint": "d32acfc2b348" * 5}}))
+    with pytest.raises(InputError, match=re.escape(
+            f"{copy / second / 'events.parquet'}: made with pipeline d32acfc2b348, where studies.parquet lists the studies of "
+            f"pipeline {prints[b'pipeline_fingerprint'].decode()[:12]}")):
+        batch_table(copy, "events")
 
 
 def test_batch_json_names_its_folders_and_weights_absolutely(tmp_path, random_weights):

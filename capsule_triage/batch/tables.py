@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError, path_argument
-from ..outputs import EVENTS_FILE, FRAMES_FILE, TOP_FRAMES_FILE
+from ..json_files import read_json
+from ..outputs import EVENTS_FILE, FRAMES_FILE, RUN_FILE, TOP_FRAMES_FILE
 from ..report_batch import DONE_STATUSES
 from ..result_tables import events_table, top_frames_table
 from .layout import SUMMARY_FILE
@@ -37,7 +38,8 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         ValueError: another table name.
         InputError: no studies.parquet in ``out_dir``, or a study's table cannot be read or was made from other input bytes
             than studies.parquet lists for it (QA 95 #1: a night running, or killed, installs each study as it is done and
-            writes the summary at its end: the tables of tonight's bytes were joined to last night's rows).
+            writes the summary at its end: the tables of tonight's bytes were joined to last night's rows), or with another
+            pipeline than studies.parquet's (QA 103 #2: a night that changed the preset, killed, left studies of both).
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
@@ -45,6 +47,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     if not summary.is_file():
         raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
     studies = pq.read_table(summary)
+    prints = [v.decode() for k, v in (studies.schema.metadata or {}).items() if k in (b"pipeline_fingerprint", b"video_pipeline_fingerprint")]
     parts = []
     for row in studies.select(["study_id", "input_path", "status", "output_dir", "input_sha256"]).to_pylist():
         if row["status"] not in DONE_STATUSES:
@@ -59,6 +62,9 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         if made_of != row["input_sha256"]:
             raise InputError(path, f"made from input {made_of[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists "
                                    f"{(row['input_sha256'] or '(none)')[:12]} for {row['study_id']}{MID_RUN}")
+        if prints and (made_with := _pipeline_print(Path(out_dir) / row["output_dir"] / RUN_FILE)) not in prints:
+            raise InputError(path, f"made with pipeline {made_with[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists the "
+                                   f"studies of pipeline {' or '.join(p[:12] for p in prints)}{MID_RUN}")
         named = {"study_id": row["study_id"], "input_path": row["input_path"]}
         for i, (name, value) in enumerate(named.items()):
             part = part.add_column(i, name, pa.array([value] * part.num_rows, pa.string()))
@@ -74,3 +80,12 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     if FILE_COLUMNS[table] not in joined.column_names:
         joined = joined.append_column(FILE_COLUMNS[table], pa.nulls(joined.num_rows, pa.string()))
     return joined.replace_schema_metadata(studies.schema.metadata)
+
+
+def _pipeline_print(run_file: Path) -> str:
+    """The pipeline fingerprint a study's run.json records it was made with; "" when it records none or cannot be read."""
+    try:
+        run = read_json(run_file)
+        return str(run["batch"]["pipeline_fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
