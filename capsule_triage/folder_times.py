@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import re
 import unicodedata
@@ -111,7 +112,7 @@ def folder_times(folder: Path, images: list[Path], *, fps: float, timestamps_csv
             or gives two images the same time.
     """
     if timestamps_csv is None:
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps >= MIN_FPS):
+        if not (isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps >= MIN_FPS):  # QA 105 #1: np.float32(4)
             raise InputError(folder, f"--fps must be a finite number >= {MIN_FPS:g}, got {fps}")
         return np.arange(len(images), dtype=np.float64) / fps, []
     times = read_timestamp_csv(Path(timestamps_csv))

@@ -14,7 +14,7 @@ import os
 import shlex
 import sysconfig
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import PresetError, TriageError, WeightsError
@@ -63,10 +63,12 @@ class Pipeline:
         weights: resolved weights location (folder, file or ``hf-hub:`` repository).
         model: the preset's model description (used for bare weight files, checked against folders).
         read: reader settings.
-        rank: rank settings as the preset gives them; thresholds it does not set (see ``rank_overrides``) are
-            :class:`~capsule_triage.ranking.RankParams`' defaults, not those a run ranks at: :meth:`rank_params` gives
-            those (the model's operating threshold; QA 82 #2: this said None).
+        rank: rank settings as the preset gives them; thresholds it does not set (see ``rank_overrides``) are those of
+            the preset's ``[model]`` threshold, not those a run ranks at: :meth:`rank_params` gives those (the weights'
+            operating threshold; QA 82 #2: this said None). Thresholds changed in code (``dataclasses.replace``) are taken.
         rank_overrides: the rank keys the preset set explicitly.
+        loaded_rank: ``rank`` as :func:`load_pipeline` made it (None: made in code), against which a threshold changed
+            since is found (QA 105 #2: one set with ``replace`` was ignored without a word, where ``top_k`` was taken).
         model_keys: the ``[model]`` keys the preset set explicitly (besides ``weights``): those its own weights folder's
             config.json overrides are named in a warning (:func:`~capsule_triage.model_config.unused_preset_settings`).
         sha256: SHA-256 of the TOML's bytes as they were read (None: made in code), for run.json (QA 52, rev44).
@@ -82,10 +84,13 @@ class Pipeline:
     rank_overrides: frozenset
     sha256: str | None = None
     model_keys: frozenset = frozenset()
+    loaded_rank: RankParams | None = field(default=None, repr=False)
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
-        own = {key: getattr(self.rank, key) for key in self.rank_overrides & {"enter_threshold", "leave_threshold"}}
+        keys = {"enter_threshold", "leave_threshold"}
+        changed = {key for key in keys if self.loaded_rank is not None and getattr(self.rank, key) != getattr(self.loaded_rank, key)}
+        own = {key: getattr(self.rank, key) for key in (self.rank_overrides & keys) | changed}
         enter, leave = _thresholds(own, model.threshold, threshold)
         if "leave_threshold" in own and threshold is None and leave > enter:  # QA 68 #2: lowered to enter without a word
             raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g}, the "
@@ -174,7 +179,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
-        model_keys=frozenset(model_data),
+        model_keys=frozenset(model_data), loaded_rank=rank,
         sha256=hashlib.sha256(raw).hexdigest(),
     )
 

@@ -93,10 +93,23 @@ def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
         raise ValueError(f"{name} must have shape [{n}] (like pts_seconds), got {arr.shape}")
 
 
+def as_seconds(name: str, values) -> np.ndarray:
+    """``values`` as float64 seconds, or ValueError naming ``name``: numpy's time types are refused (QA 105 #3: a
+    timedelta64[ms] array was read as a count of seconds, 1,000 times too long), as are values that are not numbers."""
+    array = np.asarray(values)
+    if array.dtype.kind in "mM":
+        raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} (a time type: divide by np.timedelta64(1, 's'))")
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
+    return array.astype(np.float64, copy=False)
+
+
 def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """pts as float64 [N] and probs as [N, C], or ValueError naming the mismatch."""
-    pts = np.asarray(pts_seconds, dtype=np.float64)
+    pts = as_seconds("pts_seconds", pts_seconds)
     probs = np.asarray(probs)
+    if probs.dtype.kind not in "iuf":  # QA 105 #5: an object array was numpy's "ufunc 'isfinite' not supported"
+        raise ValueError(f"probs must be class probabilities as numbers (float32), got {probs.dtype}")
     if pts.ndim != 1:
         raise ValueError(f"pts_seconds must have shape [N], got {pts.shape}")
     if probs.ndim != 2 or probs.shape[0] != pts.shape[0]:
@@ -149,7 +162,7 @@ def smooth_scores(
         float32 [N] smoothed scores.
     """
     scores = np.asarray(scores)
-    pts = np.asarray(pts_seconds, dtype=np.float64)
+    pts = as_seconds("pts_seconds", pts_seconds)
     _check_1d("scores", scores, pts.shape[0] if pts.ndim == 1 else -1)
     if window_seconds < 0:
         raise ValueError(f"window_seconds must be >= 0, got {window_seconds!r}")
@@ -215,6 +228,8 @@ def find_events(
     fidx, scores, smoothed = (np.asarray(a) for a in (frame_index, scores, smoothed))
     for name, arr in (("frame_index", fidx), ("scores", scores), ("smoothed", smoothed)):
         _check_1d(name, arr, n)
+    if isinstance(class_names, (str, bytes)) or not hasattr(class_names, "__len__"):  # QA 105 #5: a generator's len()
+        raise ValueError(f"class_names must be a list of the model's class names, got {type(class_names).__name__}")
     if len(class_names) != probs.shape[1]:
         raise ValueError(f"{len(class_names)} class_names but probs has {probs.shape[1]} columns")
     idx = _check_indices(abnormal_indices, probs.shape[1])
@@ -316,10 +331,13 @@ def rank(
         raise ValueError("pts_seconds must be ascending")
     if has_view is not None:  # QA 78 #4: checked only where some frame had no view
         _check_1d("has_view", np.asarray(has_view), pts.shape[0])
+        if np.asarray(has_view).dtype != bool and not np.isin(has_view, (0, 1)).all():  # QA 105 #6: NaN was True
+            raise ValueError(f"has_view must be True/False per frame, got {np.asarray(has_view).dtype} values other than 0 and 1")
     if probs.size and (np.nanmin(probs, initial=0.0) < -PROB_SLACK or np.nanmax(probs, initial=1.0) > 1 + PROB_SLACK):
         raise ValueError(f"probs must be class probabilities in [0, 1] (a softmax of the logits), got values from "  # QA 78 #3
                          f"{np.nanmin(probs):g} to {np.nanmax(probs):g}")
-    if frame_period is not None and not (np.isfinite(frame_period) and frame_period > 0):
+    if frame_period is not None and not (isinstance(frame_period, numbers.Real) and not isinstance(frame_period, bool)
+                                         and np.isfinite(frame_period) and frame_period > 0):  # QA 105 #5: "0.25"
         raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {frame_period}")
     period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
     _check_1d("periods", period, pts.shape[0])  # every frame's, those without a view too (rev93 #3: given ones were dropped)

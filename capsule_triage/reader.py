@@ -203,6 +203,8 @@ def read_frames(
             one that cannot be opened, is truncated, or yields no decodable frame.
     """
     options, path = checked_options(options), path_argument(path, "path")
+    if stats is not None and not isinstance(stats, DecodeStats):  # QA 105 #5: {} was "'dict' object has no attribute ..."
+        raise ValueError(f"stats must be a DecodeStats (or None), got {type(stats).__name__}")
     check_source(path)
     return _batches(path, options, stats if stats is not None else DecodeStats(), segment)
 

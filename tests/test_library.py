@@ -4,7 +4,9 @@ classifier can be closed."""
 
 from __future__ import annotations
 
+import json
 import threading
+import warnings
 from dataclasses import replace
 
 import av
@@ -212,13 +214,82 @@ def test_read_frames_says_a_missing_or_empty_source_at_the_call(tmp_path):
         assert str(error.value) == f"{tmp_path / name}: {problem}"
 
 
-def test_numpy_numbers_are_numbers_to_read_options_and_threads(default):
+def test_numpy_numbers_are_numbers_to_read_options_and_threads(default, tmp_path):
     """rev53: the checks refused np.int64(16) as 'not an integer', where RunOptions takes numpy's numbers."""
     pipeline, classifier = default
     read = ct.ReadOptions(batch_size=np.int64(16), short_side=np.int64(64), folder_fps=np.float32(4))
     assert [len(b) for b in ct.read_frames(DEMO_CLIP, read)] == [16, 16, 16, 16]
     threaded = ct.load_classifier(pipeline, weights=classifier.weights_path, threads=np.int64(1))
     assert threaded.threads == 1 and type(threaded.threads) is int
+    folder = write_frame_folder([b.data[0] for b in ct.read_frames(DEMO_CLIP, read)], tmp_path / "f")  # QA 105 #1: a folder's
+    for fps in (np.float32(4), np.int64(4)):  # rate as numpy's number passed ReadOptions, then "--fps must be ..., got 4.0"
+        assert [b.pts_seconds.tolist() for b in ct.read_frames(folder, replace(read, folder_fps=fps))] == [[0.0, 0.25, 0.5, 0.75]]
+
+
+def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_path):
+    """QA 105 #3, #5, #6: timedelta64 times were read as counts (milliseconds as seconds: events 1,000 times too long);
+    a text frame_period, object probs, a generator of class names and a dict as stats were numpy's or Python's own
+    errors; has_view of NaN counted as a view."""
+    pipeline, classifier = default
+    config, params = classifier.config, pipeline.rank_params(classifier.config)
+    pts, index = np.arange(40) / 4.0, np.arange(40)
+    probs = np.tile([0.1, 0.9], (40, 1)).astype(np.float32)
+    args = (config.class_names, config.abnormal_indices, params)
+    milliseconds = (np.arange(40) * 250).astype("timedelta64[ms]")
+    for call, message in [
+            (lambda: ct.rank(milliseconds, index, probs, *args),
+             "pts_seconds must be seconds as numbers, got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
+            (lambda: ct.FrameBatch(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), milliseconds[:2]),
+             "FrameBatch.pts_seconds must be seconds as numbers (float64), got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
+            (lambda: ct.rank(pts, index, probs, *args, frame_period="0.25"),
+             "frame_period must be a frame's duration in seconds, finite and > 0 (or None), got 0.25"),
+            (lambda: ct.rank(pts, index, probs.astype(object), *args),
+             "probs must be class probabilities as numbers (float32), got object"),
+            (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),
+             "class_names must be a list of the model's class names, got generator"),
+            (lambda: ct.rank(pts, index, probs, *args, has_view=np.full(40, np.nan)),
+             "has_view must be True/False per frame, got float64 values other than 0 and 1"),
+            (lambda: ct.read_frames(DEMO_CLIP, ct.ReadOptions(), stats={}), "stats must be a DecodeStats (or None), got dict")]:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert str(error.value) == message
+    seconds = milliseconds / np.timedelta64(1, "s")  # as the message says
+    assert [(e.start_seconds, e.end_seconds) for e in ct.rank(seconds, index, probs, *args).events] == [(0.0, 9.75)]
+    assert len(ct.rank(pts, index, probs, *args, has_view=np.ones(40)).events) == 1  # 0/1 numbers are True/False
+
+
+def test_thresholds_changed_on_a_loaded_pipeline_are_taken(default, tmp_path):
+    """QA 105 #2: `replace(pipeline, rank=replace(pipeline.rank, enter_threshold=0.9, ...))` ranked at the model's
+    threshold without a word (run.json said so), where min_event_seconds and top_k changed were taken."""
+    pipeline, classifier = default
+    changed = replace(pipeline, rank=replace(pipeline.rank, enter_threshold=0.9, leave_threshold=0.7))
+    params = changed.rank_params(classifier.config)
+    assert (params.enter_threshold, params.leave_threshold) == (0.9, 0.7)
+    assert pipeline.rank_params(classifier.config).enter_threshold == classifier.config.threshold  # the loaded one: as before
+    only_enter = replace(pipeline, rank=replace(pipeline.rank, enter_threshold=0.6)).rank_params(classifier.config)
+    assert only_enter.enter_threshold == 0.6 and only_enter.leave_threshold < 0.6
+    ct.triage_study(DEMO_CLIP, changed, classifier, ct.RunOptions(out=tmp_path / "o", report=False, progress=False))
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["parameters"]["rank"]["enter_threshold"] == 0.9 and run["parameters"]["rank"]["leave_threshold"] == 0.7
+    from capsule_triage.batch.records import pipeline_fingerprints  # a batch scores a study again under them
+
+    prints = [pipeline_fingerprints(p, weights=None, backend="ov-fp32", device_type="cpu", run=ct.RunOptions())
+              for p in (pipeline, changed, replace(pipeline, rank=replace(pipeline.rank)))]
+    assert prints[0] != prints[1] and prints[0] == prints[2]
+
+
+def test_read_only_frames_score_as_writable_ones_on_the_torch_backend_without_a_warning(default):
+    """QA 105 #4: frames of np.load(mmap_mode="r") or Arrow's buffers raised PyTorch's 'not writable' UserWarning."""
+    pipeline, classifier = default
+    size = classifier.config.input_size
+    rgb = np.random.default_rng(1).integers(0, 255, (2, size, size, 3), dtype=np.uint8)
+    frozen = rgb.copy()
+    frozen.flags.writeable = False
+    scorer = ct.load_classifier(pipeline, weights=classifier.weights_path, backend="torch-fp32", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = scorer(ct.FrameBatch(frozen, np.arange(2), np.arange(2) / 4.0)).probs
+    np.testing.assert_array_equal(probs, scorer(ct.FrameBatch(rgb, np.arange(2), np.arange(2) / 4.0)).probs)
 
 
 def test_a_classifier_takes_batches_alike_on_every_backend_and_refuses_what_is_not_one(default):
