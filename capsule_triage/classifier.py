@@ -189,8 +189,10 @@ class Classifier:
         # finds the field of view takes frames at twice its size, any shape, and crops them itself (on ONNX: ViewCropped)
         if batch.data.shape[1:3] != (size, size) and self.config.border != "fov":
             raise ValueError(f"{backend.name} takes {size}x{size} frames (read with short_side={size}), got {batch.data.shape[1:3]}")
-        # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only)
-        return PendingScores(backend.submit(np.ascontiguousarray(batch.data)), batch.frame_index, batch.pts_seconds, backend.name)
+        # one layout for every backend (QA 58 #5: a reversed-channel view was PyTorch's negative-stride error on torch only),
+        # writable (QA 105 #4, rev96 #8: a read-only array, np.load's mmap or Arrow's buffers, made torch.from_numpy warn)
+        frames = np.require(batch.data, requirements=("C", "W"))
+        return PendingScores(backend.submit(frames), batch.frame_index, batch.pts_seconds, backend.name)
 
     def describe(self) -> dict:
         return {

@@ -14,7 +14,7 @@ import os
 import shlex
 import sysconfig
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import PresetError, TriageError, WeightsError
@@ -25,6 +25,7 @@ from .run_options import batch_size_problem
 
 DEFAULT_PIPELINE = "capsule-bleeding"
 LEAVE_RATIO = 0.75  # leave_threshold = 0.75 x enter_threshold unless the preset sets it
+THRESHOLDS = ("enter_threshold", "leave_threshold")  # the rank settings a preset may leave to the weights
 # What a preset's [reader] may set: the frame size and crop come from the model's config, the
 # timestamps from the input (--timestamps).
 PRESET_READER_KEYS = ("batch_size", "decoder_threads", "folder_fps")
@@ -63,12 +64,10 @@ class Pipeline:
         weights: resolved weights location (folder, file or ``hf-hub:`` repository).
         model: the preset's model description (used for bare weight files, checked against folders).
         read: reader settings.
-        rank: rank settings as the preset gives them; thresholds it does not set (see ``rank_overrides``) are those of
-            the preset's ``[model]`` threshold, not those a run ranks at: :meth:`rank_params` gives those (the weights'
-            operating threshold; QA 82 #2: this said None). Thresholds changed in code (``dataclasses.replace``) are taken.
+        rank: rank settings as the preset gives them; thresholds it does not set are None: the weights' operating
+            threshold, which :meth:`rank_params` resolves (QA 82 #2). A threshold set in code (``dataclasses.replace``) is
+            taken, whatever its value (QA 105 #2, rev96 #1: one was ignored, and one equal to a placeholder 0.5 was).
         rank_overrides: the rank keys the preset set explicitly.
-        loaded_rank: ``rank`` as :func:`load_pipeline` made it (None: made in code), against which a threshold changed
-            since is found (QA 105 #2: one set with ``replace`` was ignored without a word, where ``top_k`` was taken).
         model_keys: the ``[model]`` keys the preset set explicitly (besides ``weights``): those its own weights folder's
             config.json overrides are named in a warning (:func:`~capsule_triage.model_config.unused_preset_settings`).
         sha256: SHA-256 of the TOML's bytes as they were read (None: made in code), for run.json (QA 52, rev44).
@@ -84,15 +83,15 @@ class Pipeline:
     rank_overrides: frozenset
     sha256: str | None = None
     model_keys: frozenset = frozenset()
-    loaded_rank: RankParams | None = field(default=None, repr=False)
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
-        keys = {"enter_threshold", "leave_threshold"}
-        changed = {key for key in keys if self.loaded_rank is not None and getattr(self.rank, key) != getattr(self.loaded_rank, key)}
-        own = {key: getattr(self.rank, key) for key in (self.rank_overrides & keys) | changed}
+        own = {key: getattr(self.rank, key) for key in THRESHOLDS if getattr(self.rank, key) is not None}
         enter, leave = _thresholds(own, model.threshold, threshold)
         if "leave_threshold" in own and threshold is None and leave > enter:  # QA 68 #2: lowered to enter without a word
+            if "leave_threshold" not in self.rank_overrides:  # rev96 #6: set in code, not in the file
+                raise ValueError(f"pipeline.rank.leave_threshold {leave:g} (set in code) is above the enter threshold {enter:g}, "
+                                 "the operating threshold of the model's config.json: set enter_threshold too, or a lower one")
             raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g}, the "
                                            "operating threshold of the model's config.json: set enter_threshold too, or a "
                                            "lower leave_threshold")
@@ -170,7 +169,8 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
         raise PresetError(path, f"[reader] batch_size {problem}")  # as --batch-size (rev87 #4: 1,000,000 read a study as one batch)
     read = _section(ReadOptions, reader, path, "reader", keys=PRESET_READER_KEYS)
     rank_data = data.get("rank", {})
-    rank = _section(RankParams, _as_it_runs(rank_data, model.threshold), path, "rank")
+    rank = _section(RankParams, _as_it_runs(rank_data, model.threshold), path, "rank")  # checked as a run of its own model ranks
+    rank = replace(rank, **{key: None for key in THRESHOLDS if key not in rank_data})  # then unset: the weights' (rank_params)
     unknown = sorted(set(data) - {"name", "description", "model", "reader", "rank"})
     if unknown:  # a table is a section; a stray value (weights_dir = "y" above [model]) a key (QA 68 #10)
         tables = [key for key in unknown if isinstance(data[key], dict)]
@@ -179,7 +179,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
-        model_keys=frozenset(model_data), loaded_rank=rank,
+        model_keys=frozenset(model_data),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
 

@@ -6,6 +6,7 @@ counts, so variable frame rates, decode gaps and different sampling rates are ha
 
 from __future__ import annotations
 
+import datetime
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Ranking:
 
 
 PROB_SLACK = 1e-6  # float32 rounding of a softmax
+TIME_TYPES = (datetime.timedelta, datetime.datetime, np.timedelta64, np.datetime64)  # not seconds: refused (QA 105 #3)
 
 
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
@@ -97,11 +99,15 @@ def as_seconds(name: str, values) -> np.ndarray:
     """``values`` as float64 seconds, or ValueError naming ``name``: numpy's time types are refused (QA 105 #3: a
     timedelta64[ms] array was read as a count of seconds, 1,000 times too long), as are values that are not numbers."""
     array = np.asarray(values)
-    if array.dtype.kind in "mM":
+    times = array.dtype.kind in "mM" or (array.dtype.kind == "O" and any(isinstance(v, TIME_TYPES) for v in array.flat))
+    if times:
         raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} (a time type: divide by np.timedelta64(1, 's'))")
-    if array.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
-    return array.astype(np.float64, copy=False)
+    try:  # rev96 #4: an object array of numbers (Decimal, from an SQL NUMERIC column) is taken
+        if array.dtype.kind in "iufO":
+            return array.astype(np.float64, copy=False)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
 
 
 def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +123,20 @@ def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
             f"probs must have shape [{pts.shape[0]}, C] (like pts_seconds), got {probs.shape}"
         )
     return pts, probs
+
+
+def _frame_period(value, *, given) -> float:
+    """A frame period as a float, or ValueError naming ``given``: any real number of one value (rev96 #3: a 0-d array, a
+    Decimal), not text, a bool or a time type (QA 105 #5: "0.25" was numpy's "ufunc 'isfinite' not supported")."""
+    seconds = math.nan
+    if not isinstance(value, (bool, str, bytes, *TIME_TYPES)) and np.ndim(value) == 0 and np.asarray(value).dtype.kind not in "mMbc":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            pass
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {given!r}")
+    return seconds
 
 
 def _check_indices(abnormal_indices: Sequence[int], num_classes: int) -> np.ndarray:
@@ -323,7 +343,7 @@ def rank(
     params.validate()
     abnormal_indices = _class_positions(abnormal_indices)
     index = np.asarray(frame_index)
-    if index.size and not np.issubdtype(index.dtype, np.integer):  # QA 58 #2: FrameBatch's order (frame_index first) passed
+    if index.size and (not np.issubdtype(index.dtype, np.integer) or index.dtype.kind == "m"):  # rev96 #5: timedelta64 too  # QA 58 #2: FrameBatch's order (frame_index first) passed
         raise ValueError(f"frame_index must be an integer array (int64), got {index.dtype}: rank takes "
                          "(pts_seconds, frame_index, probs, ...), times first")
     pts, probs = _as_pts_probs(pts_seconds, probs)
@@ -336,9 +356,8 @@ def rank(
     if probs.size and (np.nanmin(probs, initial=0.0) < -PROB_SLACK or np.nanmax(probs, initial=1.0) > 1 + PROB_SLACK):
         raise ValueError(f"probs must be class probabilities in [0, 1] (a softmax of the logits), got values from "  # QA 78 #3
                          f"{np.nanmin(probs):g} to {np.nanmax(probs):g}")
-    if frame_period is not None and not (isinstance(frame_period, numbers.Real) and not isinstance(frame_period, bool)
-                                         and np.isfinite(frame_period) and frame_period > 0):  # QA 105 #5: "0.25"
-        raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {frame_period}")
+    if frame_period is not None:
+        frame_period = _frame_period(frame_period, given=frame_period)
     period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
     _check_1d("periods", period, pts.shape[0])  # every frame's, those without a view too (rev93 #3: given ones were dropped)
     if has_view is not None and not np.all(has_view):

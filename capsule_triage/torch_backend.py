@@ -109,8 +109,7 @@ class TorchBackend:
         after the copy back to the host."""
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             if self.stream is None:
-                # QA 105 #4: a read-only array (np.load's mmap, Arrow's buffers) is copied, not shared (torch warned)
-                return [self.folded(torch.from_numpy(np.require(frames_nhwc, requirements="W"))).float().numpy()]
+                return [self.folded(torch.from_numpy(frames_nhwc)).float().numpy()]
             boxes = self._host_boxes(frames_nhwc)  # before the copy: found on the device, they wait for it (rev90 #9)
             with torch.cuda.stream(self.stream):
                 frames = to_device_nchw(frames_nhwc, self.device).permute(0, 2, 3, 1)

@@ -163,14 +163,15 @@ def check_options(o: TrainOptions) -> None:
 
 def check_model(options: TrainOptions, model: torch.nn.Module, input_size: int) -> None:
     """Refuse what the built model cannot train as asked. QA 104 #4: seed B's batch sizes reach 1, which BiT's group norm
-    takes; batch norm layers that train need two images per step (``train_mode`` keeps frozen ones' statistics)."""
+    takes; batch norm that trains on one image a step normalises each image by its own statistics, not those inference
+    uses (rev96 #7; ``train_mode`` keeps frozen layers' statistics)."""
     if options.weights_precision == "bf16" and (reason := cannot_round(model, input_size)):
         raise InputError("options", f"--weights-precision bf16: {reason}; train with --weights-precision fp32")
     if options.batch_size == 1 and with_strategy(options).strategy != "head" and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise InputError("options", f"--batch-size 1: {options.arch} has batch norm layers, whose statistics need at least 2 images "
-                                    "per step when they train (BiT's group norm takes 1, and --strategy head keeps them frozen): "
-                                    "give --batch-size 2 or more")
+        raise InputError("options", f"--batch-size 1: {options.arch} has batch norm layers, which trained on one image a step "
+                                    "normalise each image by its own statistics, not those inference uses (BiT's group norm "
+                                    "takes 1, and --strategy head keeps them frozen): give --batch-size 2 or more")
 
 
 def unused_options(o: TrainOptions) -> list[str]:

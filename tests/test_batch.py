@@ -1169,7 +1169,7 @@ def test_an_empty_file_a_copy_has_just_made_waits_as_any_copy_coming_in(random_w
     """QA 103 #1: `cp` and rsync make the file before they write it, and an empty file failed the night (exit 1, a failure
     record) even under --settle 600, where a half-copied one was pending: an empty file is judged as any input fault."""
     _settled_demo_study(tmp_path / "in")
-    incoming = tmp_path / "in" / "incoming.mp4"
+    incoming = tmp_path / "in" / "0-incoming.mp4"  # read first, well within its minute (rev96 #9)
     incoming.write_bytes(b"")
     out = tmp_path / "out"
     result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet")

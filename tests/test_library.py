@@ -4,6 +4,7 @@ classifier can be closed."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 import warnings
@@ -242,7 +243,15 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
             (lambda: ct.FrameBatch(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), milliseconds[:2]),
              "FrameBatch.pts_seconds must be seconds as numbers (float64), got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
             (lambda: ct.rank(pts, index, probs, *args, frame_period="0.25"),
-             "frame_period must be a frame's duration in seconds, finite and > 0 (or None), got 0.25"),
+             "frame_period must be a frame's duration in seconds, finite and > 0 (or None), got '0.25'"),
+            (lambda: ct.rank(milliseconds, index, probs, *args, frame_period=np.timedelta64(250, "ms")),
+             "pts_seconds must be seconds as numbers, got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
+            (lambda: ct.rank(pts, index, probs, *args, frame_period=np.timedelta64(250, "ms")),
+             "frame_period must be a frame's duration in seconds, finite and > 0 (or None), got np.timedelta64(250,'ms')"),
+            (lambda: ct.rank(index, milliseconds, probs, *args),  # rev96 #5: swapped, with times of a time type
+             "frame_index must be an integer array (int64), got timedelta64[ms]: rank takes (pts_seconds, frame_index, probs, ...), times first"),
+            (lambda: ct.rank(np.array([datetime.timedelta(seconds=s) for s in pts]), index, probs, *args),
+             "pts_seconds must be seconds as numbers, got object (a time type: divide by np.timedelta64(1, 's'))"),
             (lambda: ct.rank(pts, index, probs.astype(object), *args),
              "probs must be class probabilities as numbers (float32), got object"),
             (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),
@@ -255,6 +264,11 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
         assert str(error.value) == message
     seconds = milliseconds / np.timedelta64(1, "s")  # as the message says
     assert [(e.start_seconds, e.end_seconds) for e in ct.rank(seconds, index, probs, *args).events] == [(0.0, 9.75)]
+    # rev96 #3, #4: numbers of other kinds are seconds still (an SQL NUMERIC column's Decimals, a 0-d array)
+    from decimal import Decimal
+
+    for times, period in (([Decimal(str(t)) for t in pts], Decimal("0.25")), (pts, np.array(0.25)), (pts, np.float32(0.25))):
+        assert [(e.start_seconds, e.end_seconds) for e in ct.rank(times, index, probs, *args, frame_period=period).events] == [(0.0, 9.75)]
     assert len(ct.rank(pts, index, probs, *args, has_view=np.ones(40)).events) == 1  # 0/1 numbers are True/False
 
 
@@ -271,11 +285,12 @@ def test_thresholds_changed_on_a_loaded_pipeline_are_taken(default, tmp_path):
     ct.triage_study(DEMO_CLIP, changed, classifier, ct.RunOptions(out=tmp_path / "o", report=False, progress=False))
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["parameters"]["rank"]["enter_threshold"] == 0.9 and run["parameters"]["rank"]["leave_threshold"] == 0.7
-    from capsule_triage.batch.records import pipeline_fingerprints  # a batch scores a study again under them
-
-    prints = [pipeline_fingerprints(p, weights=None, backend="ov-fp32", device_type="cpu", run=ct.RunOptions())
-              for p in (pipeline, changed, replace(pipeline, rank=replace(pipeline.rank)))]
-    assert prints[0] != prints[1] and prints[0] == prints[2]
+    assert pipeline.rank.enter_threshold is None and pipeline.rank.leave_threshold is None  # the preset leaves them to the weights
+    for enter in (0.5, 0.35):  # rev96 #1: the values the loaded pipeline held for the preset's [model] threshold were ignored
+        swept = replace(pipeline, rank=replace(pipeline.rank, enter_threshold=enter)).rank_params(classifier.config)
+        assert swept.enter_threshold == enter and swept.leave_threshold == pytest.approx(0.75 * enter)
+    with pytest.raises(ValueError, match=r"^pipeline.rank.leave_threshold 0.3 \(set in code\) is above the enter threshold 0.188"):
+        replace(pipeline, rank=replace(pipeline.rank, leave_threshold=0.3)).rank_params(classifier.config)  # rev96 #6: not the file's
 
 
 def test_read_only_frames_score_as_writable_ones_on_the_torch_backend_without_a_warning(default):
@@ -286,9 +301,14 @@ def test_read_only_frames_score_as_writable_ones_on_the_torch_backend_without_a_
     frozen = rgb.copy()
     frozen.flags.writeable = False
     scorer = ct.load_classifier(pipeline, weights=classifier.weights_path, backend="torch-fp32", device="cpu")
-    with warnings.catch_warnings():
+    import torch
+
+    handed, from_numpy = [], torch.from_numpy  # PyTorch warns once a process: what it is handed, rather (rev96 #8)
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("error")
+        patch.setattr(torch, "from_numpy", lambda array: handed.append(array.flags.writeable) or from_numpy(array))
         probs = scorer(ct.FrameBatch(frozen, np.arange(2), np.arange(2) / 4.0)).probs
+    assert handed and all(handed)
     np.testing.assert_array_equal(probs, scorer(ct.FrameBatch(rgb, np.arange(2), np.arange(2) / 4.0)).probs)
 
 

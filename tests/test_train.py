@@ -1409,9 +1409,10 @@ def test_batches_of_one_train_models_without_batch_norm_and_are_refused_for_the_
     bn = tmp_path / "bn"
     result = CliRunner().invoke(app, [*common, "--arch", "test_efficientnet", "-o", str(bn)])
     assert result.exit_code == 2 and not bn.exists(), result.output
-    assert result.output.strip().splitlines()[-1] == ("Error: options: --batch-size 1: test_efficientnet has batch norm layers, whose statistics need at "
-                                     "least 2 images per step when they train (BiT's group norm takes 1, and --strategy head keeps them "
-                                     "frozen): give --batch-size 2 or more")
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: options: --batch-size 1: test_efficientnet has batch norm layers, which trained on one image a step normalise "
+        "each image by its own statistics, not those inference uses (BiT's group norm takes 1, and --strategy head keeps them "
+        "frozen): give --batch-size 2 or more")
     result = CliRunner().invoke(app, [*common, "--arch", "test_efficientnet", "--strategy", "head", "--epochs", "1", "-o", str(bn)])
     assert result.exit_code == 0, result.output  # a frozen backbone keeps its batch norm's statistics
     bit = tmp_path / "bit"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..json_files import read_json
@@ -45,8 +45,6 @@ def pipeline_fingerprints(pipeline: Pipeline, *, weights: str | None, backend: s
         "capsule_triage": __version__,
         "results": RESULTS_VERSION,
     }
-    if pipeline.loaded_rank is not None and pipeline.rank != pipeline.loaded_rank:  # changed in code, not in the file: its own
-        parts["rank_in_code"] = asdict(pipeline.rank)  # print (QA 105 #2: thresholds so changed are taken since)
 
     def options(run: RunOptions) -> dict:
         return {k: getattr(run, k) for k in FINGERPRINT_OPTIONS} | (  # only when set: earlier batches' prints stand
