@@ -133,7 +133,11 @@ def _first_whole_frame(container, stream, seconds: float | None, target: float, 
         for packet in container.demux(stream):
             early = reorder is None and packet.pts is not None and packet.pts * time_base < reached
             stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
-            for frame in packet.decode():
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:  # skipped, as the scoring read skips it (QA 106 #1: an AVI's reordering held the 16
+                continue  # frames before a bad packet, and every thumbnail among them was lost to its error)
+            for frame in decoded:
                 guessed = (frame.pts or 0) * time_base
                 if whole_from is None and frame.key_frame:
                     whole_from = guessed  # a keyframe opens its group in decode and presentation order alike

@@ -35,7 +35,7 @@ from .read_options import ReadOptions
 from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, frame_times_note, image_sizes_note, multi_page_note, name_twins_note, no_view_note,
-                        other_streams_note, rate_assumed, ticks_without_frame_note, unfinished_note)
+                        other_streams_note, rate_assumed, thumbnails_note, ticks_without_frame_note, unfinished_note)
 from .run_record import run_parameters, run_record
 from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note, reads_own_csv
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
@@ -200,7 +200,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", (blank := no_view_note(info.path, view)),
-                 other_streams_note(info), unfinished_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), ticks_without_frame_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts),
+                 thumbnails_note(info.path, ranking, thumbs), other_streams_note(info), unfinished_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), ticks_without_frame_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts),
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]

@@ -131,6 +131,18 @@ def ticks_without_frame_note(path: Path, stats: DecodeStats) -> str | None:
             "shows the frame before for each, and no frame was lost")
 
 
+def thumbnails_note(path: Path, ranking, thumbnails: dict) -> str | None:
+    """A Warning: line for frames of events or the top list whose thumbnail could not be re-read from the source (QA 106
+    #1: a physician's first picture was missing without a word; the tables' thumbnail is null)."""
+    wanted = {e.peak_frame for e in ranking.events} | {f for f, _, _ in ranking.top_frames}
+    if not (lost := sorted(wanted - set(thumbnails))):
+        return None
+    shown = ", ".join(map(str, lost[:5])) + (f" and {len(lost) - 5:,} more" if len(lost) > 5 else "")
+    return (f"{path}: {len(lost):,} of the {len(wanted):,} frames shown as event peaks or top frames could not be re-read for "
+            f"their thumbnails (frame{'s' if len(lost) > 1 else ''} {shown}): the page shows none for them, the tables' "
+            "thumbnail is null")
+
+
 def no_view_note(path: Path, view: np.ndarray) -> str | None:
     """A Warning: line when most frames show no field of view (a blank or unplugged study)."""
     without = int((~view).sum())

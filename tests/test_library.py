@@ -387,3 +387,22 @@ def test_a_classifier_loaded_for_another_threshold_says_so_and_closes(shipped_we
     assert not [w for w in quiet.run["warnings"] if "loaded for threshold" in w]
     with pytest.raises(ValueError, match=r"^this Classifier is closed \(close\(\) or the end of its with block\): load another$"):
         classifier(ct.FrameBatch(np.zeros((1, 224, 224, 3), np.uint8), np.arange(1), np.zeros(1)))
+
+
+def test_a_thumbnail_that_cannot_be_reread_is_said(default, tmp_path, monkeypatch):
+    """QA 106 #1: an event's thumbnail lost to a source that could not be re-read there left the page's first picture
+    missing without a word (the tables' thumbnail null): a Warning line names the frames."""
+    import capsule_triage.pipeline as pipeline_module
+
+    pipeline, classifier = default
+    real = pipeline_module.iter_frames_at
+    monkeypatch.setattr(pipeline_module, "iter_frames_at", lambda path, indices, times, **kw: (
+        (i, rgb) for i, rgb in real(path, indices, times, **kw) if i != indices[0]))
+    result = ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "o", report=False))
+    events = pq.read_table(tmp_path / "o" / "events.parquet").to_pylist()
+    lost = events[0]["peak_frame"]
+    assert events[0]["thumbnail"] is None and all(e["thumbnail"] for e in events[1:])
+    shown = {e["peak_frame"] for e in events} | set(pq.read_table(tmp_path / "o" / "top_frames.parquet")["frame_index"].to_pylist())
+    said = [line for line in result.warning_lines() if "re-read for their thumbnails" in line]
+    assert said == [f"{DEMO_CLIP}: 1 of the {len(shown)} frames shown as event peaks or top frames could not be re-read for their "
+                    f"thumbnails (frame {lost}): the page shows none for them, the tables' thumbnail is null"], result.warning_lines()

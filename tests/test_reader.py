@@ -213,6 +213,12 @@ def test_mid_stream_corrupt_frame_is_skipped_and_counted(tmp_path, frames24):
     assert stats.frames_skipped >= 1 and n + stats.frames_skipped == 24, (n, stats)
     indices = np.concatenate([b.frame_index for b in batches])
     assert len(set(range(24)) - set(indices.tolist())) == stats.frames_skipped
+    # QA 106 #1: the thumbnails' re-read stopped at the bad frame, and an AVI's reordering held the 16 frames before it:
+    # frames 0-9 (the #1 event's peak among them) had no thumbnail; each is re-read as the frame it is
+    times = np.concatenate([b.pts_seconds for b in batches])
+    again = read_frames_at(path, indices.tolist(), times.tolist())
+    assert sorted(again) == sorted(indices.tolist())
+    assert [i for i in indices.tolist() if np.abs(again[i].astype(int) - frames24[i].astype(int)).mean() > 4] == []
 
 
 def _avi_with_empty_chunks(frames: list, path, empty):
