@@ -22,7 +22,7 @@ from .backends import Done, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
-from .errors import WeightsError
+from .errors import DeviceError, WeightsError
 from .frames import FrameBatch
 from .model_card import use_beside
 from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, preset_differences, unfinished_training
@@ -100,6 +100,9 @@ class Classifier:
                                             device=self.device, **layout)
             except ValueError:
                 raise
+            except ImportError as exc:  # QA 107 #4: an engine installed but broken blamed the ONNX file ("optimize again")
+                raise DeviceError(name, f"cannot import its engine, {exc.name or name.split('-')[0]} ({str(exc).strip()[:160]}): "
+                                        "reinstall it, or give --backend torch-fp32") from None
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
                 detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
                 out_of_memory = isinstance(exc, MemoryError) or "bad_alloc" in detail or "Failed to allocate" in detail

@@ -255,6 +255,11 @@ def _run_app() -> int:
         return exit_code
     except typer.Abort:
         return 1
+    except ImportError as exc:  # QA 107 #3: a broken library (cv2's libGL.so.1, PyAV's FFmpeg) was a 60-line traceback
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        typer.echo(printable(f"Error: cannot import {exc.name or 'a library'} ({detail}): this installation is incomplete or "
+                             "broken; reinstall capsule-triage's dependencies"), err=True)
+        return EXIT_BAD_INPUT
     except PermissionError as exc:  # rev72 #2: a weights, preset, timestamps or data path this user may not read or reach
         if exc.filename is None:  # (one not checked before it is read): one line, as for the paths that are; nothing else is
             raise  # caught here: the outputs of a command are staged and cleaned up by the command itself

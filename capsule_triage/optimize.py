@@ -29,7 +29,8 @@ from .cpu_info import machine as cpu_machine
 from .cpu_info import LOADED_SHARE, OtherLoad, bf16_emulated
 from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
-from .errors import WeightsError
+from .errors import OutputError, WeightsError
+from .outputs import check_creatable
 from .model_config import WEIGHTS_NAME, read_geometry
 from .frame_folder import plural
 from .frames import DecodeStats
@@ -285,6 +286,12 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
     if weights_dir.exists() and not weights_dir.is_dir():  # QA 67 #3: "a bare weights file needs ... (--pipeline)", --pipeline given
         raise WeightsError(weights_dir, "is a file: triage optimize takes a weights folder (config.json + model.safetensors), "
                                         "beside which it writes its ONNX files and backends.json")
+    if weights_dir.is_dir():  # QA 107 #5: a read-only install said "backends.json: permission denied" after the checks ran
+        try:
+            check_creatable(weights_dir / BACKENDS_FILE)
+        except OutputError as exc:
+            raise OutputError(exc.path, f"{exc.message}: triage optimize writes its ONNX files and {BACKENDS_FILE} beside the "
+                                        "weights; copy the weights folder somewhere writable and optimize the copy") from None
     parse_sizes(",".join(map(str, tune_batch_sizes)))  # the library's sizes checked as the command line's (review rev32)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()

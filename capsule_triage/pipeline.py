@@ -20,7 +20,7 @@ from .classifier import Classifier, noted
 from .hub import fetch_weights
 from .json_files import read_json
 from .model_config import CONFIG_NAME, read_geometry, small_frames_note, unused_preset_settings, wide_frames_note
-from .errors import InputError, WeightsError, path_argument
+from .errors import InputError, OutputError, WeightsError, path_argument
 from .dedup import DuplicateSkipper
 from .folder_times import with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
@@ -158,7 +158,11 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     info = probe(input_path, read)  # fails fast, before any output exists
     params = pipeline.rank_params(classifier.config, threshold=options.threshold, top_k=options.top_k)
     staged = StagedOutput(options.out or default_out_dir(input_path), force=options.force, source=input_path, only=RUN_OUTPUTS)
-    staged.check()
+    try:
+        staged.check()
+    except OutputError as exc:  # QA 107 #8: a folder the user never typed was named without a word of why
+        raise (exc if options.out else OutputError(exc.path, f"{exc.message} (the default output, beside the input: give "
+                                                                  "--out DIR)")) from None
     stats = DecodeStats()
     where = decode_location(options, info)
     scoring_started = time.perf_counter()

@@ -38,7 +38,7 @@ def project_home() -> Path:
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pipelines").is_dir():
+    if any((checkout / "pipelines").glob("*.toml")):  # QA 107 #1: not another package's `pipelines` beside an installed one
         return checkout
     return next((home for home in installed_homes() if (home / "pipelines").is_dir()), checkout)
 
@@ -46,11 +46,13 @@ def project_home() -> Path:
 def installed_homes() -> list[Path]:
     """Where a wheel or a non-editable ``pip install .`` puts the presets and shipped weights
     (pyproject.toml's data-files: QA 24, such an install found no preset): ``<prefix>/share/capsule-triage``
-    of this environment, then of a ``pip install --user``."""
+    of this environment, then of a ``pip install --user``, then beside the package's folder (QA 107 #2: ``pip install
+    --target DIR`` puts them in ``DIR/share/capsule-triage``)."""
     homes = [Path(sysconfig.get_path("data")) / "share" / "capsule-triage"]
     if f"{os.name}_user" in sysconfig.get_scheme_names():
         homes.append(Path(sysconfig.get_path("data", f"{os.name}_user")) / "share" / "capsule-triage")
-    return homes
+    homes.append(Path(__file__).resolve().parent.parent / "share" / "capsule-triage")
+    return list(dict.fromkeys(homes))
 
 
 @dataclass
@@ -124,8 +126,8 @@ def find_preset(name_or_path: str | Path) -> Path:
         if not known:  # QA 24: an installed wheel said "no such pipeline preset (known: )"
             env = os.environ.get("CAPSULE_TRIAGE_HOME")
             fix = (f"CAPSULE_TRIAGE_HOME={env} should be a checkout holding pipelines/ and weights/" if env else
-                   f"nor does {installed_homes()[0]}, an installed wheel's): set CAPSULE_TRIAGE_HOME to a checkout "
-                   "holding pipelines/ and weights/")
+                   f"nor does {' or '.join(map(str, installed_homes()))}, where an installed wheel's go): set "
+                   "CAPSULE_TRIAGE_HOME to a checkout holding pipelines/ and weights/")
             raise PresetError(name_or_path, f"no such pipeline preset: {candidate.parent} holds no presets ({fix}"
                                             f"{')' if env else ''}, or give --pipeline FILE.toml")
         close = difflib.get_close_matches(str(name_or_path), known, n=1)
@@ -149,7 +151,9 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     try:
         raw = path.read_bytes()  # hashed as read; decoded as read_text() did, a BOM and lone CRs accepted (rev45)
         data = tomllib.loads(raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except OSError as exc:  # QA 107 #6: "not valid TOML ([Errno 13] Permission denied)"
+        raise PresetError(path, f"cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PresetError(path, f"not valid TOML ({str(exc)[:160]})") from None
     for key in ("name", "description"):  # QA 68 #10: name = 5 was "[model] name", a list description taken as its text
         if not isinstance(data.get(key, ""), str):

@@ -908,3 +908,44 @@ def test_the_default_output_of_the_current_folder_is_beside_it(tmp_path, random_
     (folder / "inner").mkdir()
     result = triage("run", "..", "--fps", "2", "--weights", random_weights, "-q", "--force", cwd=folder / "inner")
     assert result.returncode == 0 and (tmp_path / "study_triage" / "run.json").is_file(), result.stderr
+
+
+def test_a_locked_down_install_s_failures_are_one_line_each(tmp_path, random_weights):
+    """QA 107 (a hospital's read-only install, run by a service user): #3 a library that cannot be imported (cv2's
+    libGL.so.1) was a 60-line traceback; #5 `triage optimize` of a read-only weights folder said "backends.json:
+    permission denied" after its checks; #6 an unreadable preset was "not valid TOML"; #8 the default output beside the
+    input named a folder the user never typed, without saying why."""
+    shadow = tmp_path / "shadow" / "cv2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file: No such file or "
+                                        "directory', name='cv2')\n")
+    broken = triage("run", DEMO_CLIP, "--out", tmp_path / "o", env={"PYTHONPATH": str(shadow.parent)})
+    assert broken.returncode == 2 and not (tmp_path / "o").exists()
+    assert broken.stderr.strip() == ("Error: cannot import cv2 (libGL.so.1: cannot open shared object file: No such file or "
+                                     "directory): this installation is incomplete or broken; reinstall capsule-triage's "
+                                     "dependencies"), broken.stderr
+    from malformed import drop_dac_override_prefix
+
+    prefix = drop_dac_override_prefix()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: permissions do not stop root")
+    preset = tmp_path / "mine.toml"
+    shutil.copy(REPO / "pipelines" / "capsule-bleeding.toml", preset)
+    preset.chmod(0)
+    done = triage("run", DEMO_CLIP, "-p", preset, "--weights", random_weights, "--out", tmp_path / "o", prefix=prefix)
+    assert done.returncode == 2 and done.stderr.strip() == f"Error: {preset}: cannot read it (Permission denied)", done.stderr
+    weights = shutil.copytree(random_weights, tmp_path / "weights")
+    weights.chmod(0o555)
+    done = triage("optimize", weights, "--check", DEMO_CLIP, prefix=prefix)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"Error: {weights}: cannot write here (permission denied): triage optimize writes its ONNX files and backends.json "
+        "beside the weights; copy the weights folder somewhere writable and optimize the copy"), done.stderr
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(DEMO_CLIP, locked / "study.mp4")
+    locked.chmod(0o555)
+    done = triage("run", locked / "study.mp4", "--weights", random_weights, prefix=prefix)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"Error: {locked}: cannot write here (permission denied) (the default output, beside the input: give --out DIR)"), done.stderr
+    locked.chmod(0o755)
+    weights.chmod(0o755)

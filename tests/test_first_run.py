@@ -369,6 +369,27 @@ def test_an_installed_wheel_carries_the_presets_and_shipped_weights(tmp_path):
     located = subprocess.run([python, "-c", "import capsule_triage; print(capsule_triage.__file__)"], capture_output=True, text=True,
                              cwd=work, env=env).stdout
     assert located.startswith(str(env_dir)), located  # the wheel's package ran, not this checkout's
+    # QA 107 #1: another package's `pipelines` beside the installed one hid the wheel's presets ("holds no presets")
+    (Path(site) / "pipelines").mkdir()
+    (Path(site) / "pipelines" / "__init__.py").write_text("")
+    run = subprocess.run([python, "-m", "capsule_triage", "run", str(DEMO_CLIP), "--out", "o2", "--quiet"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)  # #9: `python -m capsule_triage` is the command
+    assert run.returncode == 0 and json.loads((work / "o2" / "run.json").read_text())["events"] == 2, run.stderr[-3000:]
+    # QA 107 #2: `pip install --target DIR` puts them in DIR/share/capsule-triage, where nothing looked
+    target = tmp_path / "target"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bare = tmp_path / "bare"  # an environment of its own, without the wheel's share/ (the first one has it)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    bare_site = subprocess.run([bare / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    (Path(bare_site) / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    run = subprocess.run([bare / "bin" / "python", "-m", "capsule_triage", "run", str(DEMO_CLIP), "--out", "o3", "--quiet"],
+                         cwd=work, env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((work / "o3" / "run.json").read_text())
+    assert record["pipeline"]["source"] == str(target / "share" / "capsule-triage" / "pipelines" / "capsule-bleeding.toml")
 
 
 def test_run_json_names_the_commit_of_the_checkout_that_ran(tmp_path, monkeypatch):

@@ -406,3 +406,18 @@ def test_a_thumbnail_that_cannot_be_reread_is_said(default, tmp_path, monkeypatc
     said = [line for line in result.warning_lines() if "re-read for their thumbnails" in line]
     assert said == [f"{DEMO_CLIP}: 1 of the {len(shown)} frames shown as event peaks or top frames could not be re-read for their "
                     f"thumbnails (frame {lost}): the page shows none for them, the tables' thumbnail is null"], result.warning_lines()
+
+
+def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_weights, monkeypatch):
+    """QA 107 #4: OpenVINO installed but broken (libopenvino.so.1 missing) said the ONNX file could not be loaded and to run
+    `triage optimize` again, which cannot help (and cannot run on a read-only install)."""
+    import capsule_triage.classifier as classifier_module
+
+    def broken(*args, **kwargs):
+        raise ImportError("libopenvino.so.1: cannot open shared object file: No such file or directory", name="openvino")
+
+    monkeypatch.setattr(classifier_module, "onnx_backend", broken)
+    with pytest.raises(ct.DeviceError) as error:
+        ct.load_classifier(ct.load_pipeline("capsule-bleeding"), weights=shipped_weights, device="cpu", backend="ov-fp32")
+    assert str(error.value) == ("ov-fp32: cannot import its engine, openvino (libopenvino.so.1: cannot open shared object file: No "
+                                "such file or directory): reinstall it, or give --backend torch-fp32")
