@@ -196,7 +196,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
             continue
         a, b = (min(max(float(x(sec)), LEFT), WIDTH - RIGHT) for sec in (start, end))
         parts.append(f'<rect class="gap" x="{a:.1f}" y="{TOP}" width="{max(b - a, 1.0):.1f}" height="{plot_h:.1f}">'
-                     f'<title>no frames from {esc(fmt_clock(start))} to {esc(fmt_clock(end))}: not scored</title></rect>')
+                     f'<title>no frames between {esc(fmt_clock(start))} and {esc(fmt_clock(end))} (the last before, the first after): not scored</title></rect>')
     cuts = np.flatnonzero(np.isin(t[:-1], [start for start, _ in gaps])) if len(t) > 1 and len(gaps) else np.zeros(0, np.int64)
     pieces = [piece for piece in np.split(np.arange(len(t)), cuts + 1) if len(piece)] if len(t) else []
     if unseen:  # under the spans: a stretch without a view bridged inside an event must not take its clicks (review rev35)

@@ -685,7 +685,7 @@ def test_the_timeline_never_draws_a_score_across_a_gap_and_draws_a_single_frame(
     for line in re.findall(r'class="score" d="M([^"]+)"', svg):
         xs = [float(p.split(",")[0]) for p in line.split(" L")]
         assert all(x <= left + 0.05 or x >= right - 0.05 for x in xs)  # no vertex inside the gap
-    assert "no frames from 0:11.8 to 1:12.0: not scored" in svg
+    assert "no frames between 0:11.8 and 1:12.0 (the last before, the first after): not scored" in svg  # QA 106 #3: "from" the last frame
     # An event page's window ends inside a gap (review: the gap was hatched only with frames on both sides in view)
     win = (t >= 5.25) & (t <= 14.0)
     edge = timeline_svg(t[win], y[win], enter=0.5, leave=0.4, spans=[], t_range=(5.25, 14.0), gaps=[(11.75, 72.0)])
