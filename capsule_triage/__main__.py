@@ -2,4 +2,5 @@
 
 from .cli import main
 
-main()
+if __name__ == "__main__":  # rev97 #3: an import (pydoc, a tool listing modules) must not run the command
+    main()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import Done, inference_threads, onnx_backend, onnx_file
+from .backends import ENGINE_MODULES, Done, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -101,7 +101,9 @@ class Classifier:
             except ValueError:
                 raise
             except ImportError as exc:  # QA 107 #4: an engine installed but broken blamed the ONNX file ("optimize again")
-                raise DeviceError(name, f"cannot import its engine, {exc.name or name.split('-')[0]} ({str(exc).strip()[:160]}): "
+                if (exc.name or "").split(".")[0] != ENGINE_MODULES[name.split("-")[0]]:  # rev97 #2: not torch (ViewCropped)
+                    raise
+                raise DeviceError(name, f"cannot import its engine, {exc.name} ({str(exc).strip()[:160]}): "
                                         "reinstall it, or give --backend torch-fp32") from None
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
                 detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__

@@ -256,9 +256,13 @@ def _run_app() -> int:
     except typer.Abort:
         return 1
     except ImportError as exc:  # QA 107 #3: a broken library (cv2's libGL.so.1, PyAV's FFmpeg) was a 60-line traceback
+        if (exc.name or "").split(".")[0] == "capsule_triage":  # rev97 #1: our own code's import is a bug: its traceback
+            raise
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        fix = ("a system library is missing: install it with the system's package manager (or opencv-python-headless in "
+               "place of opencv-python)" if "shared object" in detail else "reinstall capsule-triage's dependencies")
         typer.echo(printable(f"Error: cannot import {exc.name or 'a library'} ({detail}): this installation is incomplete or "
-                             "broken; reinstall capsule-triage's dependencies"), err=True)
+                             f"broken; {fix}"), err=True)
         return EXIT_BAD_INPUT
     except PermissionError as exc:  # rev72 #2: a weights, preset, timestamps or data path this user may not read or reach
         if exc.filename is None:  # (one not checked before it is read): one line, as for the paths that are; nothing else is

@@ -23,6 +23,8 @@ SEEK_BACK_SECONDS = (0.0, 1.0, 4.0, 16.0, 64.0)
 # A frame shown out of decode order (a capture clock stepping back across a keyframe, within the
 # reader's limit) is looked for this far back before the next frame shown stands in for it.
 EXACT_SEARCH_SECONDS = 16.0
+# Packets in a row that fail to decode before a try gives up (what the AVI reordering waits for, and more).
+MAX_FAILED_PACKETS = 4 * REORDER_FRAMES
 
 
 def read_frames_at(path: str | Path, frame_indices: list[int], pts_seconds: list[float],
@@ -130,13 +132,18 @@ def _first_whole_frame(container, stream, seconds: float | None, target: float, 
 
     def shown_frames():
         nonlocal whole_from
+        failed = 0  # packets in a row that did not decode: a damaged tail ends the try, not the file's end (rev97 #8)
         for packet in container.demux(stream):
             early = reorder is None and packet.pts is not None and packet.pts * time_base < reached
             stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
             try:
                 decoded = packet.decode()
             except av.FFmpegError:  # skipped, as the scoring read skips it (QA 106 #1: an AVI's reordering held the 16
-                continue  # frames before a bad packet, and every thumbnail among them was lost to its error)
+                failed += 1  # frames before a bad packet, and every thumbnail among them was lost to its error)
+                if failed > MAX_FAILED_PACKETS:
+                    break
+                continue
+            failed = 0
             for frame in decoded:
                 guessed = (frame.pts or 0) * time_base
                 if whole_from is None and frame.key_frame:

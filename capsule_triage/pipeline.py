@@ -161,8 +161,9 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     try:
         staged.check()
     except OutputError as exc:  # QA 107 #8: a folder the user never typed was named without a word of why
-        raise (exc if options.out else OutputError(exc.path, f"{exc.message} (the default output, beside the input: give "
-                                                                  "--out DIR)")) from None
+        beside = not options.out and exc.message.startswith(("cannot write here", "is not a folder"))  # rev97 #6: not "exists"
+        raise (OutputError(exc.path, f"{exc.message} (the default output, beside the input: give --out DIR)") if beside
+               else exc) from None
     stats = DecodeStats()
     where = decode_location(options, info)
     scoring_started = time.perf_counter()

@@ -45,13 +45,12 @@ def project_home() -> Path:
 
 def installed_homes() -> list[Path]:
     """Where a wheel or a non-editable ``pip install .`` puts the presets and shipped weights
-    (pyproject.toml's data-files: QA 24, such an install found no preset): ``<prefix>/share/capsule-triage``
-    of this environment, then of a ``pip install --user``, then beside the package's folder (QA 107 #2: ``pip install
-    --target DIR`` puts them in ``DIR/share/capsule-triage``)."""
-    homes = [Path(sysconfig.get_path("data")) / "share" / "capsule-triage"]
+    (pyproject.toml's data-files: QA 24, such an install found no preset): beside the package's folder (QA 107 #2: ``pip
+    install --target DIR`` puts them in ``DIR/share/capsule-triage``; first, as they came with the package imported: rev97
+    #9), then ``<prefix>/share/capsule-triage`` of this environment, then of a ``pip install --user``."""
+    homes = [Path(__file__).resolve().parent.parent / "share" / "capsule-triage", Path(sysconfig.get_path("data")) / "share" / "capsule-triage"]
     if f"{os.name}_user" in sysconfig.get_scheme_names():
         homes.append(Path(sysconfig.get_path("data", f"{os.name}_user")) / "share" / "capsule-triage")
-    homes.append(Path(__file__).resolve().parent.parent / "share" / "capsule-triage")
     return list(dict.fromkeys(homes))
 
 

@@ -7,6 +7,7 @@ counts, so variable frame rates, decode gaps and different sampling rates are ha
 from __future__ import annotations
 
 import datetime
+import decimal
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class RankParams:
                 raise ValueError(f"RankParams.{name} must be a finite number >= 0, got {value!r}")
         for name in ("enter_threshold", "leave_threshold"):
             value = getattr(self, name)
+            if value is None:  # rev97 #5: a preset's pipeline.rank, whose unset thresholds are the weights'
+                raise ValueError(f"RankParams.{name} is None: left to the model's operating threshold; rank with "
+                                 "pipeline.rank_params(classifier.config)")
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"RankParams.{name} must be in [0, 1], got {value!r}")
         if self.leave_threshold > self.enter_threshold:
@@ -102,11 +106,10 @@ def as_seconds(name: str, values) -> np.ndarray:
     times = array.dtype.kind in "mM" or (array.dtype.kind == "O" and any(isinstance(v, TIME_TYPES) for v in array.flat))
     if times:
         raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} (a time type: divide by np.timedelta64(1, 's'))")
-    try:  # rev96 #4: an object array of numbers (Decimal, from an SQL NUMERIC column) is taken
-        if array.dtype.kind in "iufO":
-            return array.astype(np.float64, copy=False)
-    except (TypeError, ValueError):
-        pass
+    numbers_only = array.dtype.kind in "iuf" or (array.dtype.kind == "O" and all(  # rev96 #4, rev97 #7: an SQL NUMERIC
+        isinstance(v, (numbers.Real, decimal.Decimal)) and not isinstance(v, bool) for v in array.flat))  # column's Decimals
+    if numbers_only:
+        return array.astype(np.float64, copy=False)
     raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
 
 

@@ -134,13 +134,16 @@ def ticks_without_frame_note(path: Path, stats: DecodeStats) -> str | None:
 def thumbnails_note(path: Path, ranking, thumbnails: dict) -> str | None:
     """A Warning: line for frames of events or the top list whose thumbnail could not be re-read from the source (QA 106
     #1: a physician's first picture was missing without a word; the tables' thumbnail is null)."""
-    wanted = {e.peak_frame for e in ranking.events} | {f for f, _, _ in ranking.top_frames}
-    if not (lost := sorted(wanted - set(thumbnails))):
+    from .report_svg import fmt_clock
+
+    wanted = {e.peak_frame: e.peak_seconds for e in ranking.events} | {f: t for f, t, _ in ranking.top_frames}
+    if not (lost := sorted(set(wanted) - set(thumbnails))):
         return None
-    shown = ", ".join(map(str, lost[:5])) + (f" and {len(lost) - 5:,} more" if len(lost) > 5 else "")
+    shown = ", ".join(f"{i} at {fmt_clock(wanted[i])}" for i in lost[:5]) + (f" and {len(lost) - 5:,} more" if len(lost) > 5 else "")
+    one = len(lost) == 1
     return (f"{path}: {len(lost):,} of the {len(wanted):,} frames shown as event peaks or top frames could not be re-read for "
-            f"their thumbnails (frame{'s' if len(lost) > 1 else ''} {shown}): the page shows none for them, the tables' "
-            "thumbnail is null")
+            f"{'its' if one else 'their'} thumbnail{'' if one else 's'} (frame{'' if one else 's'} {shown}): the page shows "
+            f"none for {'it' if one else 'them'}, the tables' thumbnail is null")
 
 
 def no_view_note(path: Path, view: np.ndarray) -> str | None:

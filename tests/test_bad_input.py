@@ -922,8 +922,9 @@ def test_a_locked_down_install_s_failures_are_one_line_each(tmp_path, random_wei
     broken = triage("run", DEMO_CLIP, "--out", tmp_path / "o", env={"PYTHONPATH": str(shadow.parent)})
     assert broken.returncode == 2 and not (tmp_path / "o").exists()
     assert broken.stderr.strip() == ("Error: cannot import cv2 (libGL.so.1: cannot open shared object file: No such file or "
-                                     "directory): this installation is incomplete or broken; reinstall capsule-triage's "
-                                     "dependencies"), broken.stderr
+                                     "directory): this installation is incomplete or broken; a system library is missing: "
+                                     "install it with the system's package manager (or opencv-python-headless in place of "
+                                     "opencv-python)"), broken.stderr
     from malformed import drop_dac_override_prefix
 
     prefix = drop_dac_override_prefix()
@@ -949,3 +950,25 @@ def test_a_locked_down_install_s_failures_are_one_line_each(tmp_path, random_wei
         f"Error: {locked}: cannot write here (permission denied) (the default output, beside the input: give --out DIR)"), done.stderr
     locked.chmod(0o755)
     weights.chmod(0o755)
+    done = triage("run", locked / "study.mp4", "--weights", random_weights, "--quiet")
+    again = triage("run", locked / "study.mp4", "--weights", random_weights)  # rev97 #6: not "--force" and "--out" at once
+    assert done.returncode == 0 and again.returncode == 2 and "(the default output" not in again.stderr, again.stderr
+
+
+def test_an_import_of_our_own_code_that_fails_keeps_its_traceback_and_the_module_runs_only_as_main(monkeypatch):
+    """rev97 #1: the one-line ImportError of a broken library also flattened an import bug of capsule_triage itself into
+    "reinstall the dependencies"; #3: `import capsule_triage.__main__` (pydoc, a tool listing modules) ran the command."""
+    import subprocess
+    import sys
+
+    from capsule_triage import cli
+
+    def broken(**kwargs):
+        raise ImportError("cannot import name 'no_such_helper' from 'capsule_triage.outputs'", name="capsule_triage.outputs")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(ImportError, match="no_such_helper"):
+        cli._run_app()
+    imported = subprocess.run([sys.executable, "-c", "import capsule_triage.__main__; print('after import')"],
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0 and imported.stdout == "after import\n", imported.stdout + imported.stderr

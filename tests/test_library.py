@@ -258,7 +258,12 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
              "class_names must be a list of the model's class names, got generator"),
             (lambda: ct.rank(pts, index, probs, *args, has_view=np.full(40, np.nan)),
              "has_view must be True/False per frame, got float64 values other than 0 and 1"),
-            (lambda: ct.read_frames(DEMO_CLIP, ct.ReadOptions(), stats={}), "stats must be a DecodeStats (or None), got dict")]:
+            (lambda: ct.read_frames(DEMO_CLIP, ct.ReadOptions(), stats={}), "stats must be a DecodeStats (or None), got dict"),
+            (lambda: ct.rank(np.array([str(t) for t in pts], dtype=object), index, probs, *args),  # rev97 #7: text is no number
+             "pts_seconds must be seconds as numbers (float64), got object"),
+            (lambda: ct.rank(pts, index, probs, *args[:2], pipeline.rank),  # rev97 #5: a preset's own, thresholds unset
+             "RankParams.enter_threshold is None: left to the model's operating threshold; rank with "
+             "pipeline.rank_params(classifier.config)")]:
         with pytest.raises(ValueError) as error:
             call()
         assert str(error.value) == message
@@ -403,9 +408,12 @@ def test_a_thumbnail_that_cannot_be_reread_is_said(default, tmp_path, monkeypatc
     lost = events[0]["peak_frame"]
     assert events[0]["thumbnail"] is None and all(e["thumbnail"] for e in events[1:])
     shown = {e["peak_frame"] for e in events} | set(pq.read_table(tmp_path / "o" / "top_frames.parquet")["frame_index"].to_pylist())
-    said = [line for line in result.warning_lines() if "re-read for their thumbnails" in line]
-    assert said == [f"{DEMO_CLIP}: 1 of the {len(shown)} frames shown as event peaks or top frames could not be re-read for their "
-                    f"thumbnails (frame {lost}): the page shows none for them, the tables' thumbnail is null"], result.warning_lines()
+    said = [line for line in result.warning_lines() if "could not be re-read for" in line]
+    from capsule_triage.report_svg import fmt_clock
+
+    assert said == [f"{DEMO_CLIP}: 1 of the {len(shown)} frames shown as event peaks or top frames could not be re-read for its "
+                    f"thumbnail (frame {lost} at {fmt_clock(events[0]['peak_seconds'])}): the page shows none for it, the tables' "
+                    "thumbnail is null"], result.warning_lines()
 
 
 def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_weights, monkeypatch):
