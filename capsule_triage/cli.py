@@ -259,8 +259,10 @@ def _run_app() -> int:
         if (exc.name or "").split(".")[0] == "capsule_triage":  # rev97 #1: our own code's import is a bug: its traceback
             raise
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        fix = ("a system library is missing: install it with the system's package manager (or opencv-python-headless in "
-               "place of opencv-python)" if "shared object" in detail else "reinstall capsule-triage's dependencies")
+        cv2 = (exc.name or "").startswith("cv2")  # rev98 #6: the headless build needs no libGL
+        fix = ("a system library is missing: install it with the system's package manager" + (
+            " (or opencv-python-headless in place of opencv-python)" if cv2 else "") if "shared object" in detail
+            else "reinstall capsule-triage's dependencies")
         typer.echo(printable(f"Error: cannot import {exc.name or 'a library'} ({detail}): this installation is incomplete or "
                              f"broken; {fix}"), err=True)
         return EXIT_BAD_INPUT

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .seconds import TIME_TYPE_FIX, is_time_type
+
 
 @dataclass
 class FrameBatch:
@@ -39,9 +41,8 @@ class FrameBatch:
         # QA 58 #8: fractional indices and NaN times went through to the scores, refused far away (in rank)
         if not np.issubdtype(self.frame_index.dtype, np.integer) or self.frame_index.dtype.kind == "m":
             raise ValueError(f"FrameBatch.frame_index must be whole numbers (int64), got {self.frame_index.dtype}")
-        if self.pts_seconds.dtype.kind == "m":  # QA 105 #3: numpy counts timedelta64 as an integer: read as seconds, it was
-            raise ValueError(f"FrameBatch.pts_seconds must be seconds as numbers (float64), got {self.pts_seconds.dtype} "  # 1,000 x
-                             "(a time type: divide by np.timedelta64(1, 's'))")
+        if is_time_type(self.pts_seconds):  # QA 105 #3: numpy counts timedelta64 as an integer: read as seconds, 1,000 x
+            raise ValueError(f"FrameBatch.pts_seconds must be seconds as numbers, got {self.pts_seconds.dtype} ({TIME_TYPE_FIX})")
         if not np.issubdtype(self.pts_seconds.dtype, np.number) or np.issubdtype(self.pts_seconds.dtype, np.complexfloating) \
                 or not np.isfinite(self.pts_seconds).all():
             raise ValueError(f"FrameBatch.pts_seconds must be finite seconds (float64), got {self.pts_seconds.dtype}"

@@ -35,9 +35,11 @@ from .read_options import ReadOptions
 from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, frame_times_note, image_sizes_note, multi_page_note, name_twins_note, no_view_note,
-                        other_streams_note, rate_assumed, thumbnails_note, ticks_without_frame_note, unfinished_note)
+                        other_streams_note, rate_assumed, thumbnail_frames, thumbnails_note, ticks_without_frame_note,
+                        unfinished_note)
 from .run_record import run_parameters, run_record
-from .run_options import PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, other_threshold_note, reads_own_csv
+from .run_options import (PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, code_threshold_note, other_threshold_note,
+                          reads_own_csv)
 from .source_state import folder_names, hash_unchanged, settled_state_digest, source_state
 from .progress import progress_bar
 
@@ -203,7 +205,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         shape = (info.display_width or info.width, info.height)[::-1 if {90, 270} & set(stats.turned_degrees) else 1]  # as shown
         wide = wide_frames_note(config, *shape)  # every Warning: line of the run (QA 25, 26, 48)
         small = small_frames_note(config, *stats.smallest_image) if stats.smallest_image else small_frames_note(config, *shape)
-        notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params), own_note, assumed, timing,
+        notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params),
+                 code_threshold_note(pipeline, classifier, params, options.threshold), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", (blank := no_view_note(info.path, view)),
                  thumbnails_note(info.path, ranking, thumbs), other_streams_note(info), unfinished_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), ticks_without_frame_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts),
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
@@ -337,8 +340,7 @@ def stream_frames(input_path: Path, read: ReadOptions, stats: DecodeStats, where
 def _thumbnails(folder: Path, input_path: Path, ranking: Ranking, *, view: bool, sample_bits: int = 0) -> dict[int, str]:
     """Thumbnails of the events' peaks and the top frames; with ``view`` (border "fov") cropped to the view; a frame
     folder's 16-bit images at the depth the scoring read ended at (``sample_bits``)."""
-    wanted = {e.peak_frame: e.peak_seconds for e in ranking.events}
-    wanted.update({f: t for f, t, _ in ranking.top_frames})
+    wanted = thumbnail_frames(ranking)
     if not wanted:
         return {}
     images = iter_frames_at(input_path, list(wanted), list(wanted.values()), sample_bits=sample_bits)

@@ -38,7 +38,8 @@ def project_home() -> Path:
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent
-    if any((checkout / "pipelines").glob("*.toml")):  # QA 107 #1: not another package's `pipelines` beside an installed one
+    if (checkout / "pyproject.toml").is_file() and (checkout / "pipelines").is_dir():  # QA 107 #1, rev98 #9: a source tree,
+        # not site-packages holding another package's `pipelines`
         return checkout
     return next((home for home in installed_homes() if (home / "pipelines").is_dir()), checkout)
 
@@ -85,14 +86,21 @@ class Pipeline:
     sha256: str | None = None
     model_keys: frozenset = frozenset()
 
+    def thresholds_in_code(self) -> dict[str, float]:
+        """The thresholds of ``rank`` set in code (``dataclasses.replace``), not in the preset file: {key: value}."""
+        return {key: getattr(self.rank, key) for key in THRESHOLDS
+                if getattr(self.rank, key) is not None and key not in self.rank_overrides}
+
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
         own = {key: getattr(self.rank, key) for key in THRESHOLDS if getattr(self.rank, key) is not None}
         enter, leave = _thresholds(own, model.threshold, threshold)
         if "leave_threshold" in own and threshold is None and leave > enter:  # QA 68 #2: lowered to enter without a word
-            if "leave_threshold" not in self.rank_overrides:  # rev96 #6: set in code, not in the file
-                raise ValueError(f"pipeline.rank.leave_threshold {leave:g} (set in code) is above the enter threshold {enter:g}, "
-                                 "the operating threshold of the model's config.json: set enter_threshold too, or a lower one")
+            if self.thresholds_in_code():  # rev96 #6, rev98 #2: set in code, not in the file
+                whence = "set in code" if "enter_threshold" in self.thresholds_in_code() else (
+                    "the preset's" if "enter_threshold" in own else "the operating threshold of the model's config.json")
+                raise ValueError(f"pipeline.rank.leave_threshold {leave:g} is above the enter threshold {enter:g} ({whence}): "
+                                 "give a leave_threshold at or below the enter threshold")
             raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g}, the "
                                            "operating threshold of the model's config.json: set enter_threshold too, or a "
                                            "lower leave_threshold")

@@ -6,8 +6,6 @@ counts, so variable frame rates, decode gaps and different sampling rates are ha
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ import numpy as np
 
 from .event_runs import cut_after, hysteresis_mask, merged, runs, take_in_peaks
 from .periods import TIME_EPS, frame_periods
+from .seconds import as_seconds, frame_period_seconds
 from .top_frames import top_k_rows
 
 __all__ = ["Event", "RankParams", "Ranking", "abnormal_score", "find_events", "hysteresis_mask", "rank", "smooth_scores"]
@@ -91,26 +90,11 @@ class Ranking:
 
 
 PROB_SLACK = 1e-6  # float32 rounding of a softmax
-TIME_TYPES = (datetime.timedelta, datetime.datetime, np.timedelta64, np.datetime64)  # not seconds: refused (QA 105 #3)
 
 
 def _check_1d(name: str, arr: np.ndarray, n: int) -> None:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must have shape [{n}] (like pts_seconds), got {arr.shape}")
-
-
-def as_seconds(name: str, values) -> np.ndarray:
-    """``values`` as float64 seconds, or ValueError naming ``name``: numpy's time types are refused (QA 105 #3: a
-    timedelta64[ms] array was read as a count of seconds, 1,000 times too long), as are values that are not numbers."""
-    array = np.asarray(values)
-    times = array.dtype.kind in "mM" or (array.dtype.kind == "O" and any(isinstance(v, TIME_TYPES) for v in array.flat))
-    if times:
-        raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} (a time type: divide by np.timedelta64(1, 's'))")
-    numbers_only = array.dtype.kind in "iuf" or (array.dtype.kind == "O" and all(  # rev96 #4, rev97 #7: an SQL NUMERIC
-        isinstance(v, (numbers.Real, decimal.Decimal)) and not isinstance(v, bool) for v in array.flat))  # column's Decimals
-    if numbers_only:
-        return array.astype(np.float64, copy=False)
-    raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
 
 
 def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,20 +110,6 @@ def _as_pts_probs(pts_seconds: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
             f"probs must have shape [{pts.shape[0]}, C] (like pts_seconds), got {probs.shape}"
         )
     return pts, probs
-
-
-def _frame_period(value, *, given) -> float:
-    """A frame period as a float, or ValueError naming ``given``: any real number of one value (rev96 #3: a 0-d array, a
-    Decimal), not text, a bool or a time type (QA 105 #5: "0.25" was numpy's "ufunc 'isfinite' not supported")."""
-    seconds = math.nan
-    if not isinstance(value, (bool, str, bytes, *TIME_TYPES)) and np.ndim(value) == 0 and np.asarray(value).dtype.kind not in "mMbc":
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            pass
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"frame_period must be a frame's duration in seconds, finite and > 0 (or None), got {given!r}")
-    return seconds
 
 
 def _check_indices(abnormal_indices: Sequence[int], num_classes: int) -> np.ndarray:
@@ -360,7 +330,7 @@ def rank(
         raise ValueError(f"probs must be class probabilities in [0, 1] (a softmax of the logits), got values from "  # QA 78 #3
                          f"{np.nanmin(probs):g} to {np.nanmax(probs):g}")
     if frame_period is not None:
-        frame_period = _frame_period(frame_period, given=frame_period)
+        frame_period = frame_period_seconds(frame_period)
     period = frame_periods(pts, frame_period) if periods is None else np.asarray(periods, np.float64)
     _check_1d("periods", period, pts.shape[0])  # every frame's, those without a view too (rev93 #3: given ones were dropped)
     if has_view is not None and not np.all(has_view):

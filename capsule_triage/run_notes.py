@@ -131,12 +131,17 @@ def ticks_without_frame_note(path: Path, stats: DecodeStats) -> str | None:
             "shows the frame before for each, and no frame was lost")
 
 
+def thumbnail_frames(ranking) -> dict[int, float]:
+    """{frame_index: pts_seconds} of the frames that get a thumbnail: the events' peaks, then the top frames."""
+    return {e.peak_frame: e.peak_seconds for e in ranking.events} | {f: t for f, t, _ in ranking.top_frames}
+
+
 def thumbnails_note(path: Path, ranking, thumbnails: dict) -> str | None:
     """A Warning: line for frames of events or the top list whose thumbnail could not be re-read from the source (QA 106
     #1: a physician's first picture was missing without a word; the tables' thumbnail is null)."""
     from .report_svg import fmt_clock
 
-    wanted = {e.peak_frame: e.peak_seconds for e in ranking.events} | {f: t for f, t, _ in ranking.top_frames}
+    wanted = thumbnail_frames(ranking)
     if not (lost := sorted(set(wanted) - set(thumbnails))):
         return None
     shown = ", ".join(f"{i} at {fmt_clock(wanted[i])}" for i in lost[:5]) + (f" and {len(lost) - 5:,} more" if len(lost) > 5 else "")

@@ -185,6 +185,17 @@ def other_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params)
             f"{params.enter_threshold:g}: give RunOptions(threshold={loaded:g}) to rank at {meant:g}")
 
 
+def code_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params, threshold: float | None) -> str | None:
+    """A warning when the run ranks at an enter threshold set in code on ``pipeline.rank``, not the weights' operating one
+    (rev98 #1: ``replace(pipeline, rank=RankParams(top_k=50))`` brings RankParams' own 0.5 and 0.35, taken since QA 105 #2)."""
+    code = pipeline.thresholds_in_code()
+    model = classifier.config.threshold
+    if threshold is not None or "enter_threshold" not in code or math.isclose(params.enter_threshold, model, rel_tol=1e-6):
+        return None
+    return (f"pipeline.rank sets enter_threshold {code['enter_threshold']:g} in code (not in {pipeline.source.name}): the run "
+            f"ranks at it, not at the weights' operating threshold {model:g}")
+
+
 def _whole(value, low: int, *, optional: bool = True) -> bool:
     if value is None:
         return optional

@@ -241,7 +241,7 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
             (lambda: ct.rank(milliseconds, index, probs, *args),
              "pts_seconds must be seconds as numbers, got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
             (lambda: ct.FrameBatch(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), milliseconds[:2]),
-             "FrameBatch.pts_seconds must be seconds as numbers (float64), got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
+             "FrameBatch.pts_seconds must be seconds as numbers, got timedelta64[ms] (a time type: divide by np.timedelta64(1, 's'))"),
             (lambda: ct.rank(pts, index, probs, *args, frame_period="0.25"),
              "frame_period must be a frame's duration in seconds, finite and > 0 (or None), got '0.25'"),
             (lambda: ct.rank(milliseconds, index, probs, *args, frame_period=np.timedelta64(250, "ms")),
@@ -294,8 +294,18 @@ def test_thresholds_changed_on_a_loaded_pipeline_are_taken(default, tmp_path):
     for enter in (0.5, 0.35):  # rev96 #1: the values the loaded pipeline held for the preset's [model] threshold were ignored
         swept = replace(pipeline, rank=replace(pipeline.rank, enter_threshold=enter)).rank_params(classifier.config)
         assert swept.enter_threshold == enter and swept.leave_threshold == pytest.approx(0.75 * enter)
-    with pytest.raises(ValueError, match=r"^pipeline.rank.leave_threshold 0.3 \(set in code\) is above the enter threshold 0.188"):
+    with pytest.raises(ValueError, match=r"^pipeline.rank.leave_threshold 0.3 is above the enter threshold 0.188\d* \(the operating "
+                                         r"threshold of the model's config.json\): give a leave_threshold at or below"):
         replace(pipeline, rank=replace(pipeline.rank, leave_threshold=0.3)).rank_params(classifier.config)  # rev96 #6: not the file's
+    with pytest.raises(ValueError, match=r"^pipeline.rank.leave_threshold 0.15 is above the enter threshold 0.1 \(set in code\)"):
+        replace(pipeline, rank=replace(pipeline.rank, enter_threshold=0.1, leave_threshold=0.15)).rank_params(classifier.config)
+    # rev98 #1: a whole new RankParams brings its own 0.5 and 0.35, which the run takes: said
+    fresh = replace(pipeline, rank=ct.RankParams(top_k=3))
+    done = ct.triage_study(DEMO_CLIP, fresh, classifier, ct.RunOptions(out=tmp_path / "fresh", report=False))
+    assert (f"pipeline.rank sets enter_threshold 0.5 in code (not in capsule-bleeding.toml): the run ranks at it, not at the "
+            f"weights' operating threshold {classifier.config.threshold:g}") in done.run["warnings"]
+    unchanged = ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "loaded", report=False))
+    assert not [w for w in unchanged.run["warnings"] if "in code" in w]
 
 
 def test_read_only_frames_score_as_writable_ones_on_the_torch_backend_without_a_warning(default):

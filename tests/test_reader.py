@@ -221,6 +221,23 @@ def test_mid_stream_corrupt_frame_is_skipped_and_counted(tmp_path, frames24):
     assert [i for i in indices.tolist() if np.abs(again[i].astype(int) - frames24[i].astype(int)).mean() > 4] == []
 
 
+def test_a_damaged_stretch_ends_a_thumbnail_s_try_but_gives_out_the_frames_it_held(tmp_path, frames24, monkeypatch):
+    """rev97 #8, rev98 #3: a try met undecodable packets to the end of the file (a damaged tail) before it gave up; it now
+    stops after MAX_FAILED_PACKETS in a row, and the frames an AVI's reordering held before them still come out."""
+    from capsule_triage import frames_at
+
+    path = encode_clip(frames24, tmp_path / "a.avi", codec="mjpeg")
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # JPEG SOI markers
+    for victim in starts[10:13]:  # three frames in a row, over the limit set below
+        data[victim : victim + 600] = bytes(600)
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(frames_at, "MAX_FAILED_PACKETS", 2)
+    got = read_frames_at(path, [8, 14], [2.0, 3.5])
+    assert sorted(got) == [8, 14]
+    assert all(np.abs(got[i].astype(int) - frames24[i].astype(int)).mean() < 4 for i in (8, 14))
+
+
 def _avi_with_empty_chunks(frames: list, path, empty):
     """An MJPEG AVI of ``frames`` whose ticks in ``empty`` are empty chunks, as FFmpeg's muxer writes a tick without a frame."""
     from fractions import Fraction

@@ -1378,7 +1378,7 @@ def test_the_seeds_commands_in_the_readme_and_the_preset_hints_run_the_seeds_rec
     app = typer.Typer()
     register(app)
     block = re.search(r"The seeds' recipes as commands.*?```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    readme = [shlex.split(line) for line in block.group(1).replace("\\\n", " ").splitlines()]
+    readme = [shlex.split(line, comments=True) for line in block.group(1).replace("\\\n", " ").splitlines()]
     hints = [shlex.split(re.search(r"`(triage train DATA .*?)`", str(weights_not_installed(load_pipeline(name)))).group(1))
              for name in ("gastric-3class-resnet50", "gastric-ebc-bit-r101x3")]
     seed = {"resnet50": dict(init="hub:resnet50.tv_in1k", strategy="two-stage", head_epochs=100, epochs=100, input_size=224,
