@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .seconds import TIME_TYPE_FIX, is_time_type
+from .seconds import is_time_type, time_type_fix
 
 
 @dataclass
@@ -42,7 +42,7 @@ class FrameBatch:
         if not np.issubdtype(self.frame_index.dtype, np.integer) or self.frame_index.dtype.kind == "m":
             raise ValueError(f"FrameBatch.frame_index must be whole numbers (int64), got {self.frame_index.dtype}")
         if is_time_type(self.pts_seconds):  # QA 105 #3: numpy counts timedelta64 as an integer: read as seconds, 1,000 x
-            raise ValueError(f"FrameBatch.pts_seconds must be seconds as numbers, got {self.pts_seconds.dtype} ({TIME_TYPE_FIX})")
+            raise ValueError(f"FrameBatch.pts_seconds must be seconds as numbers, got {self.pts_seconds.dtype} ({time_type_fix(self.pts_seconds)})")
         if not np.issubdtype(self.pts_seconds.dtype, np.number) or np.issubdtype(self.pts_seconds.dtype, np.complexfloating) \
                 or not np.isfinite(self.pts_seconds).all():
             raise ValueError(f"FrameBatch.pts_seconds must be finite seconds (float64), got {self.pts_seconds.dtype}"

@@ -77,7 +77,8 @@ def decode_at(container: av.container.InputContainer, stream: av.VideoStream, ta
     target is among them, the next try seeks further back (:data:`SEEK_BACK_SECONDS`), and the last
     decodes from the file's start. A try that decoded from a keyframe to the end of the stream
     without reaching the target ends the search: starting earlier cannot add frames after it; so does one that met
-    :data:`MAX_FAILED_PACKETS` undecodable packets in a row (a damaged stretch), after giving out the frames it held.
+    more than :data:`MAX_FAILED_PACKETS` undecodable packets in a row (a damaged stretch), after giving out the frames it
+    held.
     A frame shown at the target whose packet comes before the keyframe the seek landed on (a
     timestamp stepping back across it) is found by the tries up to :data:`EXACT_SEARCH_SECONDS`
     back; only then does the next frame stand in for it (QA: the thumbnail showed another scene).

@@ -9,12 +9,13 @@ absolute/relative path, or ``hf-hub:OWNER/REPO`` (trained weights on the Hugging
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import shlex
 import sysconfig
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import PresetError, TriageError, WeightsError
@@ -26,6 +27,8 @@ from .run_options import batch_size_problem
 DEFAULT_PIPELINE = "capsule-bleeding"
 LEAVE_RATIO = 0.75  # leave_threshold = 0.75 x enter_threshold unless the preset sets it
 THRESHOLDS = ("enter_threshold", "leave_threshold")  # the rank settings a preset may leave to the weights
+# Seed B's batch per backbone (the largest that fit its 11 GB GPU; with the linear rule, part of the recipe: ../shared/docs/SEEDS.md)
+SEED_B_BATCH = {"resnetv2_50x1_bit": 32, "resnetv2_101x1_bit": 16, "resnetv2_50x3_bit": 8, "resnetv2_101x3_bit": 4, "resnetv2_152x4_bit": 4}
 # What a preset's [reader] may set: the frame size and crop come from the model's config, the
 # timestamps from the input (--timestamps).
 PRESET_READER_KEYS = ("batch_size", "decoder_threads", "folder_fps")
@@ -38,10 +41,24 @@ def project_home() -> Path:
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "pipelines").is_dir():  # QA 107 #1, rev98 #9: a source tree,
-        # not site-packages holding another package's `pipelines`
+    if _is_checkout(checkout):
         return checkout
     return next((home for home in installed_homes() if (home / "pipelines").is_dir()), checkout)
+
+
+@functools.lru_cache(maxsize=4)
+def _is_checkout(folder: Path) -> bool:
+    """Whether ``folder`` is a source tree of this project holding presets: its pyproject.toml names capsule-triage, or
+    it has none (a copy of the tree's folders) and its pipelines/ holds presets; not site-packages with another package's
+    ``pipelines`` beside this one (QA 107 #1, rev98 #9, rev99 #6)."""
+    if not any((folder / "pipelines").glob("*.toml")):
+        return False
+    try:
+        return tomllib.loads((folder / "pyproject.toml").read_text())["project"]["name"] == "capsule-triage"
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def installed_homes() -> list[Path]:
@@ -85,22 +102,25 @@ class Pipeline:
     rank_overrides: frozenset
     sha256: str | None = None
     model_keys: frozenset = frozenset()
+    file_thresholds: dict = field(default_factory=dict)  # the thresholds the preset file sets, as it sets them
 
     def thresholds_in_code(self) -> dict[str, float]:
-        """The thresholds of ``rank`` set in code (``dataclasses.replace``), not in the preset file: {key: value}."""
-        return {key: getattr(self.rank, key) for key in THRESHOLDS
-                if getattr(self.rank, key) is not None and key not in self.rank_overrides}
+        """The thresholds of ``rank`` set in code (``dataclasses.replace``), not as the preset file sets them: {key: value}
+        (rev99 #1: by value, so that one the file sets and code changes counts as code's)."""
+        return {key: value for key in THRESHOLDS
+                if (value := getattr(self.rank, key)) is not None and self.file_thresholds.get(key) != value}
 
     def rank_params(self, model: ModelConfig, *, threshold: float | None = None, top_k: int | None = None) -> RankParams:
         """Rank parameters with thresholds resolved: CLI > preset > the model's operating threshold."""
         own = {key: getattr(self.rank, key) for key in THRESHOLDS if getattr(self.rank, key) is not None}
         enter, leave = _thresholds(own, model.threshold, threshold)
         if "leave_threshold" in own and threshold is None and leave > enter:  # QA 68 #2: lowered to enter without a word
-            if self.thresholds_in_code():  # rev96 #6, rev98 #2: set in code, not in the file
-                whence = "set in code" if "enter_threshold" in self.thresholds_in_code() else (
-                    "the preset's" if "enter_threshold" in own else "the operating threshold of the model's config.json")
-                raise ValueError(f"pipeline.rank.leave_threshold {leave:g} is above the enter threshold {enter:g} ({whence}): "
-                                 "give a leave_threshold at or below the enter threshold")
+            if code := self.thresholds_in_code():  # rev96 #6, rev98 #2: set in code, not in the file
+                whence = "set in code" if "enter_threshold" in code else (
+                    "the preset file's" if "enter_threshold" in own else "the operating threshold of the model's config.json")
+                leave_from = "" if "leave_threshold" in code else " (the preset file's)"
+                raise ValueError(f"pipeline.rank.leave_threshold {leave:g}{leave_from} is above the enter threshold {enter:g} "
+                                 f"({whence}): give a leave_threshold at or below it, or set pipeline.rank.enter_threshold")
             raise PresetError(self.source, f"[rank] leave_threshold {leave:g} is above the enter threshold {enter:g}, the "
                                            "operating threshold of the model's config.json: set enter_threshold too, or a "
                                            "lower leave_threshold")
@@ -190,6 +210,7 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_PIPELINE) -> Pipeline:
     return Pipeline(
         name=str(data.get("name", path.stem)), description=str(data.get("description", "")), source=path,
         weights=resolve_weights(weights, path), model=model, read=read, rank=rank, rank_overrides=frozenset(rank_data),
+        file_thresholds={key: rank_data[key] for key in THRESHOLDS if isinstance(rank_data, dict) and key in rank_data},
         model_keys=frozenset(model_data),
         sha256=hashlib.sha256(raw).hexdigest(),
     )
@@ -276,6 +297,7 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
     shape = (f" --classes {shlex.quote(','.join(model.class_names))} --abnormal {shlex.quote(','.join(model.abnormal_classes))} "
              f"--input-size {model.input_size}"
              f" --border {model.border} --border-radius {model.border_radius:g}" + (" --strategy full --schedule bit --class-weighting none" if bit else "")
+             + (f" --batch-size {SEED_B_BATCH[arch]}" if arch in SEED_B_BATCH else "")  # rev99 #2: part of the recipe (the lr scales)
              # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights; QA 104 #6: and
              # 2 + 5 epochs, not seed A's 100 + 100; #2: seed B's loss weighs its classes alike too)
              + (" --augment rotate-zoom --class-weighting none --head-epochs 100 --epochs 100" if arch == "resnet50" else ""))

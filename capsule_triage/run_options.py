@@ -192,8 +192,10 @@ def code_threshold_note(pipeline: "Pipeline", classifier: "Classifier", params, 
     model = classifier.config.threshold
     if threshold is not None or "enter_threshold" not in code or math.isclose(params.enter_threshold, model, rel_tol=1e-6):
         return None
-    return (f"pipeline.rank sets enter_threshold {code['enter_threshold']:g} in code (not in {pipeline.source.name}): the run "
-            f"ranks at it, not at the weights' operating threshold {model:g}")
+    where = f"not as {pipeline.source.name} sets it" if pipeline.sha256 else "a pipeline made in code"  # rev99 #7
+    return (f"pipeline.rank sets enter_threshold {code['enter_threshold']:g} in code ({where}): the run ranks at it, not at the "
+            f"weights' operating threshold {model:g} (a new RankParams() brings its own 0.5; replace(pipeline.rank, ...) keeps "
+            "the weights'; RunOptions(threshold=T) ranks at T without this line)")
 
 
 def _whole(value, low: int, *, optional: bool = True) -> bool:

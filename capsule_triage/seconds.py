@@ -12,7 +12,13 @@ import numbers
 import numpy as np
 
 TIME_TYPES = (datetime.timedelta, datetime.datetime, np.timedelta64, np.datetime64)
-TIME_TYPE_FIX = "a time type: divide by np.timedelta64(1, 's')"
+
+
+def time_type_fix(array: np.ndarray) -> str:
+    """How to turn such times into seconds (rev99 #9: a datetime64 cannot be divided by a timedelta)."""
+    dates = array.dtype.kind == "M" or (array.dtype.kind == "O" and any(isinstance(v, (datetime.datetime, np.datetime64))
+                                                                        for v in array.flat))
+    return "a time type: " + ("subtract the first time, then " if dates else "") + "divide by np.timedelta64(1, 's')"
 
 
 def is_time_type(array: np.ndarray) -> bool:
@@ -26,7 +32,7 @@ def as_seconds(name: str, values) -> np.ndarray:
     or None)."""
     array = np.asarray(values)
     if is_time_type(array):
-        raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} ({TIME_TYPE_FIX})")
+        raise ValueError(f"{name} must be seconds as numbers, got {array.dtype} ({time_type_fix(array)})")
     numbers_only = array.dtype.kind in "iuf" or (array.dtype.kind == "O" and all(
         isinstance(v, (numbers.Real, decimal.Decimal)) and not isinstance(v, bool) for v in array.flat))
     if numbers_only:

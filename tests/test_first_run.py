@@ -470,3 +470,21 @@ def test_a_frame_folder_of_images_of_several_sizes_is_said(tmp_path, random_weig
     assert triage("run", uniform, "--weights", random_weights, "--out", tmp_path / "u", "--quiet", "--fps", "2").stderr == ""
     assert json.loads((tmp_path / "u" / "run.json").read_text())["image_sizes"] == {first: 3}
     assert json.loads((tmp_path / "thread" / "run.json").read_text())["source"]["width"] == frames[0].shape[1]
+
+
+def test_a_checkout_is_a_source_tree_of_this_project_holding_presets(tmp_path):
+    """QA 107 #1, rev98 #9, rev99 #6: site-packages holding another package's `pipelines` hid an installed wheel's presets;
+    a folder counts as the checkout around the package only when its pipelines/ holds presets and its pyproject.toml, if
+    it has one, names capsule-triage (a copy of the tree's folders without it still counts)."""
+    from capsule_triage.presets import _is_checkout
+
+    for name, pyproject, presets, expected in (("stray", None, False, False), ("other", "other-project", True, False),
+                                               ("copy", None, True, True), ("ours", "capsule-triage", True, True)):
+        folder = tmp_path / name
+        (folder / "pipelines").mkdir(parents=True)
+        (folder / "pipelines" / "__init__.py").write_text("")
+        if presets:
+            (folder / "pipelines" / "p.toml").write_text("name = 'p'\n")
+        if pyproject:
+            (folder / "pyproject.toml").write_text(f"[project]\nname = '{pyproject}'\n")
+        assert _is_checkout(folder) is expected, name

@@ -252,6 +252,9 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
              "frame_index must be an integer array (int64), got timedelta64[ms]: rank takes (pts_seconds, frame_index, probs, ...), times first"),
             (lambda: ct.rank(np.array([datetime.timedelta(seconds=s) for s in pts]), index, probs, *args),
              "pts_seconds must be seconds as numbers, got object (a time type: divide by np.timedelta64(1, 's'))"),
+            (lambda: ct.rank(np.datetime64("2026-12-07T08:00") + milliseconds, index, probs, *args),  # rev99 #9: dates
+             "pts_seconds must be seconds as numbers, got datetime64[ms] (a time type: subtract the first time, then divide by "
+             "np.timedelta64(1, 's'))"),
             (lambda: ct.rank(pts, index, probs.astype(object), *args),
              "probs must be class probabilities as numbers (float32), got object"),
             (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),
@@ -302,8 +305,20 @@ def test_thresholds_changed_on_a_loaded_pipeline_are_taken(default, tmp_path):
     # rev98 #1: a whole new RankParams brings its own 0.5 and 0.35, which the run takes: said
     fresh = replace(pipeline, rank=ct.RankParams(top_k=3))
     done = ct.triage_study(DEMO_CLIP, fresh, classifier, ct.RunOptions(out=tmp_path / "fresh", report=False))
-    assert (f"pipeline.rank sets enter_threshold 0.5 in code (not in capsule-bleeding.toml): the run ranks at it, not at the "
-            f"weights' operating threshold {classifier.config.threshold:g}") in done.run["warnings"]
+    assert (f"pipeline.rank sets enter_threshold 0.5 in code (not as capsule-bleeding.toml sets it): the run ranks at it, not at "
+            f"the weights' operating threshold {classifier.config.threshold:g} (a new RankParams() brings its own 0.5; "
+            "replace(pipeline.rank, ...) keeps the weights'; RunOptions(threshold=T) ranks at T without this line)") in done.run["warnings"]
+    # rev99 #1: a threshold the preset file sets and code changes is code's, named so
+    own = tmp_path / "own.toml"
+    text = (REPO / "pipelines" / "capsule-bleeding.toml").read_text()
+    assert text.count("\n[rank]\n") == 1
+    own.write_text(text.replace('weights = "capsule-bleeding-lite0"', f'weights = "{REPO / "weights" / "capsule-bleeding-lite0"}"')
+                   .replace("\n[rank]\n", "\n[rank]\nenter_threshold = 0.6\nleave_threshold = 0.45\n"))
+    filed = ct.load_pipeline(own)
+    assert filed.thresholds_in_code() == {} and filed.rank_params(classifier.config).enter_threshold == 0.6
+    with pytest.raises(ValueError, match=r"^pipeline.rank.leave_threshold 0.45 \(the preset file's\) is above the enter threshold "
+                                         r"0.4 \(set in code\): give a leave_threshold at or below it, or set pipeline.rank.enter_threshold$"):
+        replace(filed, rank=replace(filed.rank, enter_threshold=0.4)).rank_params(classifier.config)
     unchanged = ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "loaded", report=False))
     assert not [w for w in unchanged.run["warnings"] if "in code" in w]
 

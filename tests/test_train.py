@@ -1384,7 +1384,7 @@ def test_the_seeds_commands_in_the_readme_and_the_preset_hints_run_the_seeds_rec
     seed = {"resnet50": dict(init="hub:resnet50.tv_in1k", strategy="two-stage", head_epochs=100, epochs=100, input_size=224,
                              augment="rotate-zoom", class_weighting="none"),
             "resnetv2_101x3_bit": dict(init="hub:resnetv2_101x3_bit.goog_in21k", schedule="bit", strategy="full", input_size=384,
-                                       class_weighting="none"),
+                                       class_weighting="none", batch_size=4),  # rev99 #2: seed B's batch (the lr scales with it)
             "resnet18": dict(init="hub:resnet18.tv_in1k", strategy="full", lock=2, epochs=80, augment="flip-rotate", class_weighting="none")}
     (tmp_path / "manifest.csv").write_text("path,label\n")
     assert len(readme) == 3 and len(hints) == 2
