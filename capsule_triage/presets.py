@@ -301,6 +301,10 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
              # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights; QA 104 #6: and
              # 2 + 5 epochs, not seed A's 100 + 100; #2: seed B's loss weighs its classes alike too)
              + (" --augment rotate-zoom --class-weighting none --head-epochs 100 --epochs 100" if arch == "resnet50" else ""))
+    if pipeline.weights and pipeline.source == project_home() / "pipelines" / f"{DEFAULT_PIPELINE}.toml":  # QA 107 #7
+        return WeightsError(pipeline.weights, f"the weights of pipeline '{pipeline.name}' ship with capsule-triage and this "
+                                              "installation lacks them: reinstall it, or set CAPSULE_TRIAGE_HOME to a checkout "
+                                              "holding weights/, or pass --weights PATH")
     command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
     what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
             f"pipeline '{pipeline.name}' names no weights ([model] weights)")

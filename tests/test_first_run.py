@@ -314,6 +314,15 @@ def test_an_install_without_presets_says_where_they_come_from(tmp_path):
                   env={"CAPSULE_TRIAGE_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "o2" / "run.json").read_text())["model"]["weights_path"] == str(home / "weights" / "capsule-bleeding-lite0")
+    # QA 107 #7: the default preset's shipped weights missing from an install were to be trained anew (`triage train ... -o`
+    # into the install); they ship with the package: reinstall
+    shutil.copytree(REPO / "pipelines", home / "pipelines")
+    shutil.rmtree(home / "weights")
+    done = triage("run", DEMO_CLIP, "--out", tmp_path / "o3", env={"CAPSULE_TRIAGE_HOME": str(home)})
+    assert done.returncode == 2 and not (tmp_path / "o3").exists() and done.stderr.strip() == (
+        f"Error: {home / 'weights' / 'capsule-bleeding-lite0'}: the weights of pipeline 'capsule-bleeding' ship with "
+        "capsule-triage and this installation lacks them: reinstall it, or set CAPSULE_TRIAGE_HOME to a checkout holding "
+        "weights/, or pass --weights PATH"), done.stderr
 
 
 def test_an_installed_wheel_carries_the_presets_and_shipped_weights(tmp_path):
