@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .json_files import read_json
-from .backends import BACKENDS, onnx_file, runs_here
+from .backends import BACKENDS, engine_error, onnx_file, runs_here
 from .cpu_info import machine as cpu_machine
 from .cpu_info import LOADED_SHARE, bf16_emulated, numerics
 from .device import bf16_unsupported, gpu_name
@@ -294,6 +294,11 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
                             f"{', '.join(sorted({onnx_file(k) for k in missing}))}: left out (copy the .onnx files with the weights, "
                             "or run `triage optimize`)")
             runnable = [k for k in runnable if k not in missing]
+        broken = []  # QA 107 #4: an engine installed but failing on import stopped the run; auto takes the next one
+        while runnable and (error := engine_error(runnable[0])):
+            broken.append(runnable.pop(0))
+            warnings.append(f"{broken[-1]} left out: cannot import its engine, {error}; reinstall it "
+                            f"({'the run takes ' + runnable[0] if runnable else 'torch-fp32 runs'})")
         if not runnable:
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}
@@ -303,7 +308,8 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         if runnable[0] != fastest_first[0]:  # QA 91 #6: a faster one left out for its missing file was put down to the machine
             faster = fastest_first[:fastest_first.index(runnable[0])]
             lacking = sorted({onnx_file(k) for k in faster if k in missing})
-            why = [*(["an engine or a CPU feature this machine lacks"] if any(k not in missing for k in faster) else []),
+            why = [*(["an engine or a CPU feature this machine lacks"] if any(k not in missing + broken for k in faster) else []),
+                   *(["an engine that imports"] if any(k in broken for k in faster) else []),
                    *([f"{', '.join(lacking)}, not in {weights_dir}"] if lacking else [])]
             reason += f" that runs here (faster ones need {' or '.join(why)})"
     else:
