@@ -41,7 +41,7 @@ def natural_key(name: str) -> tuple[list, str]:
     Names equal that way ("Frame1"/"frame1", NFC/NFD twins, "img_01"/"img_1") are ordered by the name
     itself: a total order, so frames, classes and splits never follow a folder's listing order or
     Python's string hashing (QA: the same frames trained different models)."""
-    parts = [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
+    parts = [int(part) if part.isdecimal() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
     return parts, name
 
 
@@ -92,7 +92,7 @@ def _decimals_out_of_order(names: list[str]) -> list[str]:
         return []
 
     def decimal_key(name: str) -> list:
-        return [float(p) if p[:1].isdigit() else p.casefold() for p in DECIMAL_SPLIT.split(unicodedata.normalize("NFC", name)) if p]
+        return [float(p) if p[:1].isdecimal() else p.casefold() for p in DECIMAL_SPLIT.split(unicodedata.normalize("NFC", name)) if p]
 
     keys = [decimal_key(name) for name in names]
     for i in range(len(names) - 1):
@@ -165,7 +165,12 @@ def _twins(keyed_names) -> tuple[list[str], list[str]]:
         if (base := COPY_ENDING.sub("", own)) != own:
             endings.append((tuple(natural_key(base)[0]), name))
     copies = [f"{name} (of {groups[base][0]})" for base, name in endings if base in groups]
-    return [" and ".join(names) for names in groups.values() if len(names) > 1], copies
+    return [_shown(names) for names in groups.values() if len(names) > 1], copies
+
+
+def _shown(names: list[str]) -> str:  # QA 109 #3: names printing alike (composed, decomposed as a Mac's) told apart
+    alike = [sum(unicodedata.normalize("NFC", m) == unicodedata.normalize("NFC", n) for m in names) > 1 for n in names]
+    return " and ".join(n + (f" ({'NFD' if unicodedata.is_normalized('NFD', n) else 'NFC'})" if a else "") for n, a in zip(names, alike))
 
 
 def _is(test) -> bool:

@@ -246,7 +246,7 @@ def remove_stale_partials(parent: Path, name: str) -> None:
             if not path.name.startswith(prefix):
                 continue
             pid_text = path.name[len(prefix):].split("-")[0]
-            if pid_text.isdigit() and not _alive(int(pid_text)):
+            if pid_text.isdecimal() and not _alive(int(pid_text)):
                 shutil.rmtree(path, ignore_errors=True)
 
 

@@ -89,6 +89,11 @@ def test_frame_folder_reads_webp_orders_unicode_names_alike_and_names_what_it_do
     write_frame_folder(frames24[:2], only_sub / "IMAGES")
     with pytest.raises(InputError, match=r"no frame images .*; not read: images in 1 subfolder: IMAGES/ \(2\)"):
         probe(only_sub, ReadOptions())
+    twins = tmp_path / "twins"  # QA 109 #3: the warning named "Läsion_5.png and Läsion_5.png", two names printed alike
+    twins.mkdir()
+    for name in (unicodedata.normalize("NFC", "L\u00e4sion_5.png"), unicodedata.normalize("NFD", "L\u00e4sion_5.png"), "b1.png", "b01.png"):
+        cv2.imwrite(str(twins / name), frames24[0])
+    assert scan_frame_folder(twins).twins == ["b01.png and b1.png", "La\u0308sion_5.png (NFD) and L\u00e4sion_5.png (NFC)"]
 
 
 def test_many_unread_files_are_summed_up_and_a_link_to_the_folder_itself_is_not_a_subfolder(tmp_path, frames24):
@@ -163,6 +168,23 @@ def test_frame_folder_natural_order_fps_and_timestamp_csv(tmp_path, frames24):
     csv_path.write_text("filename,pts_seconds\nframe0.png,0\n")
     with pytest.raises(InputError, match=r"no timestamp for 11 image\(s\), e.g. 'frame1.png'"):
         _all(folder, timestamps_csv=csv_path)
+
+
+def test_digits_that_are_not_decimal_sort_as_text(tmp_path, frames24):
+    """QA 109 #1/#2: a name with a circled or superscript digit ('①1.jpg', 'a_1.5²x.png': str.isdigit is true for them,
+    int() refuses them) stopped the run, and a whole night's batch, with "invalid literal for int() with base 10: '①'".
+    Decimal digits of other scripts ('٣', Arabic-Indic 3) still count as numbers."""
+    import cv2
+
+    names = ["frame_2.png", "frame_10.png", "①1.png", "a_1.5²x.png", "a_2.png", "frame_٣.png", "frame_1².png"]
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, rgb in zip(names, frames24):
+        (folder / name).write_bytes(cv2.imencode(".png", rgb[..., ::-1])[1].tobytes())
+    assert [p.name for p in list_frame_images(folder)] == ["a_1.5²x.png", "a_2.png", "frame_1².png", "frame_2.png",
+                                                           "frame_٣.png", "frame_10.png", "①1.png"]
+    batches, stats = _all(folder, short_side=64, folder_fps=1.0)
+    assert stats.frames_decoded == 7 and np.concatenate([b.pts_seconds for b in batches]).tolist() == list(range(7))
 
 
 def test_folder_with_mixed_sizes_and_image_kinds(tmp_path, frames24):
