@@ -142,7 +142,7 @@ def _said_of_run(result, source: Path, model_warnings: list[str], *, report: boo
         typer.echo(printable(f"Warning: {line}"), err=True)
     events = result.run["events"]
     typer.echo(
-        f"{result.frames:,} frames ({result.frames_skipped:,} skipped"
+        f"{result.frames:,} frame{'s' if result.frames != 1 else ''} ({result.frames_skipped:,} skipped"  # QA 110 #4: "1 frames"
         + (f", {result.run['frames_without_view']:,} without a field of view" if result.run.get("frames_without_view") else "")
         + f"), {events} event{'s' if events != 1 else ''}, "
         f"{100 * result.flagged_fraction:.1f}% of frames flagged, {result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"

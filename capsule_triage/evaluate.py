@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import metrics
-from .training_images import (INHERITED, inherited_digests, overlap_warning, read_training_images, threshold_chosen_on,
+from .training_images import (INHERITED, copies_note, inherited_digests, overlap_warning, read_training_images, threshold_chosen_on,
                               write_threshold_images)
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
 from .datasets import SPLIT_ALIASES, read_samples, select
@@ -259,7 +259,7 @@ def evaluate(
               if not view.all() else None)
     unmarked = unmarked_sections_note(Path(weights), config.threshold) if selection is not None and model_card is None else None
     warnings = [w for w in (hub_note, elsewhere, *backend_notes, unseen, unfinished_training(config), overlap, tuned, patients, learned,
-                            unmarked,
+                            unmarked, copies_note(select(samples, split), images.sha256, scored=split),  # QA 108 #2
                             metrics.one_sided_note(result["confusion_matrix"], config.class_names, config.abnormal_classes, split),
                             metrics.absent_classes_note(result["confusion_matrix"], config.class_names),
                             *(f"{data}: {message}" for message in unread),

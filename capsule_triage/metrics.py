@@ -84,10 +84,15 @@ def absent_classes_note(cm: np.ndarray, class_names: list[str]) -> str | None:
         return None
     names = ", ".join(class_names[i] for i in absent)
     predicted = [f"{class_names[i]} {int(cm[:, i].sum()):,}" for i in absent if cm[:, i].sum()]
+    never = [class_names[i] for i in absent if not cm[:, i].sum()]
+    both = bool(predicted and never)  # QA 108 #1: each class its own clause (one said "counted" of one left out)
+    counted = (f"{', '.join(p.rsplit(' ', 1)[0] for p in predicted) + ' ' if both else ''}yet predicted (frames: "
+               f"{', '.join(predicted)}), so counted in the macro averages with sensitivity 0 (as scikit-learn's zero_division)")
+    left_out = f"{', '.join(never) + ' ' if both else ''}never predicted, so left out of the macro averages"
     return (f"no frame of {names} among the {int(cm.sum()):,} scored: per-class sensitivity undefined (null); "
-            + (f"yet predicted (frames: {', '.join(predicted)}), so counted in the macro averages with sensitivity 0 "
-               "(as scikit-learn's zero_division)" if predicted else "never predicted, so left out of the macro averages")
-            + "; the one-vs-rest AUC's macro leaves it out. Score frames of every class for per-class figures")
+            + "; ".join([counted] * bool(predicted) + [left_out] * bool(never))
+            + f"; the one-vs-rest AUC's macro leaves {'them' if len(absent) > 1 else 'it'} out. Score frames of every class for "
+              "per-class figures")
 
 
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

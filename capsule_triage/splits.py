@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import MANIFEST_NAME, Sample, check_label_twins, named_as_we_read, read_samples
+from .digests import file_sha256
 from .errors import InputError, OutputError
 from .frame_folder import natural_key, plural
 from .outputs import written_whole
+from .training_images import copies_note
 
 NO_GROUPS = ("no group column (group, patient, subject or near_dup_group, any case, with or without an id suffix): every image is "
              "its own group")
@@ -90,6 +92,7 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
             # helper-127 #3: drew nothing, unsaid (a default with every row already split: "nothing was drawn" says it)
             undrawn.append(_undrawn(split, test_fraction if split == "test" else val_fraction, pool, samples, given=given[split]))
     samples = [replace(s, split=s.split or "train") for s in samples]
+    copies = copies_note(samples, _contents(samples))  # QA 108 #2: a copy in train and test went unsaid
     rows, columns = _rows(data, samples, out.parent)
     _write_csv(out, rows, columns)
     frames = {split: Counter(s.label for s in samples if s.split == split) for split in SPLITS}
@@ -102,11 +105,21 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
     if source.group_column is None:
         warnings.append(f"{NO_GROUPS}, so frames of one patient can fall on both sides of a split (the seeds split by patient and by subject)")
     leak = split_leak(samples, source.group_column)
-    if leak:
-        warnings.append(leak)
+    warnings += [note for note in (leak, copies) if note]
     if one := one_class_note({s.label for s in samples if s.split in ("train", "val")}, "the train and val frames have"):
         warnings.append(one)  # QA 65 #12, helper-127 #4: written without a word; `triage train` refused it later
     return SplitResult(out, frames, groups, source.group_column, warnings)
+
+
+def _contents(samples: list[Sample]) -> list[str]:
+    """Each image's SHA-256; a file that cannot be read stands for itself alone (its path: no copies)."""
+    digests = []
+    for sample in samples:
+        try:
+            digests.append(file_sha256(sample.path))
+        except OSError:
+            digests.append(f"unread {sample.path}")
+    return digests
 
 
 def one_class_note(labels: set[str], holding: str = "the data has") -> str | None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from .datasets import Sample
 from .digests import file_sha256
-from .frame_folder import listed
+from .frame_folder import listed, plural
 from .model_config import WEIGHTS_NAME
 from .outputs import written_whole
 
@@ -97,6 +97,34 @@ def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:
         found.append(f"{len(sides)} validation image(s) byte-identical to training images ({listed(examples)}): "
                      "the validation metric is optimistic")
     return found
+
+
+def copies_note(samples: list[Sample], digests: list[str], *, scored: str | None = None) -> str | None:
+    """One warning for images held twice by their bytes (QA 108 #2: `triage split` and `triage eval` said nothing where
+    `triage train` names them), or None. Drawn splits (``scored`` None): copies under two labels, or in two splits, where
+    a test or validation frame is one the model trains on. Scored frames (``scored``, the split's name): copies under two
+    labels, and copies counted more than once in the metrics."""
+    by_digest: dict[str, list[Sample]] = defaultdict(list)
+    for sample, digest in zip(samples, digests):
+        by_digest[digest].append(sample)
+    copies = [group for group in by_digest.values() if len(group) > 1]
+
+    def pairs(groups: list[list[Sample]], tag) -> str:
+        return listed([" = ".join(s.path.name + tag(s) for s in group[:2]) for group in groups])
+
+    said = []
+    if labels := [g for g in copies if len({s.label for s in g}) > 1]:
+        said.append(f"{plural(len(labels), 'image')} under two labels ({pairs(labels, lambda s: f' ({s.label})')})")
+    if scored is None and (sides := [g for g in copies if len({s.split for s in g}) > 1]):
+        said.append(f"{plural(len(sides), 'image')} in two splits ({pairs(sides, lambda s: f' ({s.split})')}): a validation or "
+                    "test frame the model trains on measures it on what it has seen")
+    elif scored is not None and (twice := [g for g in copies if len({s.label for s in g}) == 1]):
+        said.append(f"{plural(len(twice), 'image')} scored more than once under other names ({pairs(twice, lambda s: '')}): "
+                    "each copy counts in the metrics")
+    if not said:
+        return None
+    advice = "delete the copies" if scored else "delete the copies, or give an image and its copy one group (a group column)"
+    return f"images held twice, by their bytes{f' among the {scored!r} frames' if scored else ''}: {'; '.join(said)}; {advice}"
 
 
 def inherited_digests(folder: str | Path) -> set[str]:

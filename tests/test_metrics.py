@@ -199,6 +199,12 @@ def test_a_class_without_frames_is_named_with_how_the_averages_treat_it():
     never = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])
     assert "never predicted, so left out of the macro averages" in absent_classes_note(never, ["a", "b", "c"])
     assert metrics.per_class_report(never, ["a", "b", "c"])["macro_classes"] == ["a", "b"]  # as said
+    mixed = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 3, 7, 0], [0, 0, 0, 10]])  # QA 108 #1: b predicted, a never
+    assert absent_classes_note(mixed, ["a", "b", "c", "d"]) == (
+        "no frame of a, b among the 20 scored: per-class sensitivity undefined (null); b yet predicted (frames: b 3), so counted "
+        "in the macro averages with sensitivity 0 (as scikit-learn's zero_division); a never predicted, so left out of the "
+        "macro averages; the one-vs-rest AUC's macro leaves them out. Score frames of every class for per-class figures")
+    assert metrics.per_class_report(mixed, ["a", "b", "c", "d"])["macro_classes"] == ["b", "c", "d"]  # as said
     assert absent_classes_note(np.array([[8, 2, 0], [1, 9, 0], [1, 0, 3]]), ["a", "b", "c"]) is None
     assert absent_classes_note(np.array([[8, 2], [0, 0]]), ["a", "b"]) is None  # two classes: triage eval's one-sided note
 

@@ -130,6 +130,12 @@ def test_default_output_is_beside_the_input(tmp_path, random_weights):
     assert (tmp_path / "study one_triage" / "frames.parquet").exists()
     run = json.loads((tmp_path / "study one_triage" / "run.json").read_text())
     assert run["input"]["path"] == run["source"]["path"] == str(clip)  # both absolute: the run.json says where it was
+    import av
+
+    with av.open(str(MIXED_CLIP)) as container:  # QA 110 #4: a one-frame study said "1 frames (0 skipped)"
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    one = triage("run", encode_clip([first], tmp_path / "one.mp4"), "--weights", random_weights, "--no-report")
+    assert one.returncode == 0 and one.stdout.startswith("1 frame (0 skipped), "), one.stdout + one.stderr
 
 
 def test_a_header_without_the_streams_start_records_the_first_frames_time(tmp_path, random_weights):

@@ -91,6 +91,21 @@ def test_held_out_data_without_splits_is_checked_by_its_first_frame_and_a_copy_o
     assert len(hashed) == 12
 
 
+def test_frames_scored_twice_or_under_two_labels_are_said_by_the_evaluation(tmp_path):
+    """QA 108 #2: `triage eval` scored the same bytes under both labels, and renamed copies, each counted in the metrics,
+    without a word (`triage train` names such images)."""
+    data = _tree(tmp_path / "data", seed=1)
+    assert _train(data, tmp_path / "m") == []
+    held_out = _tree(tmp_path / "new", seed=2)
+    assert not any("held twice" in w for w in evaluate(tmp_path / "m", held_out, "all").get("warnings", []))
+    shutil.copy(held_out / "bleeding" / "img_1.bmp", held_out / "non-bleeding" / "relabelled.bmp")
+    shutil.copy(held_out / "bleeding" / "img_2.bmp", held_out / "bleeding" / "img_2 copy.bmp")
+    warned = [w for w in evaluate(tmp_path / "m", held_out, "all")["warnings"] if "held twice" in w]
+    assert warned == ["images held twice, by their bytes among the 'all' frames: 1 image under two labels (img_1.bmp (bleeding) = "
+                      "relabelled.bmp (non-bleeding)); 1 image scored more than once under other names (img_2 copy.bmp = img_2.bmp): "
+                      "each copy counts in the metrics; delete the copies"], warned
+
+
 def test_images_given_twice_are_named_before_training(tmp_path):
     data = _tree(tmp_path / "data", seed=3)
     shutil.copy(data / "bleeding" / "img_1.bmp", data / "non-bleeding" / "same_as_bleeding_1.bmp")
