@@ -273,13 +273,13 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         other = _other_events((report or {}).get("rank_params"), rank_params)
         if other and any(not k.endswith("fp32") for k in accepted):
             lower = sorted(k for k in accepted if not k.endswith("fp32"))
-            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k)), None)
+            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k) and not engine_error(k)), None)
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
             if would_win in lower:  # QA 30: said also when an fp32 backend was the fastest anyway (nothing given up)
                 warnings.append(_other_events_warning(", ".join(lower), other))
         blocked = sorted(k for k in accepted if on_cpu and _other_numerics(report.get("machine"), [k]))
         if blocked:
-            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k)), None)
+            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k) and not engine_error(k)), None)
             accepted = {k: v for k, v in accepted.items() if k not in blocked}
             if would_win in blocked:
                 warnings.append(f"{BACKENDS_FILE} checked {', '.join(blocked)} on {_other_numerics(report.get('machine'), blocked)}: "

@@ -89,18 +89,21 @@ def openvino_native_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-@cache
 def engine_error(backend: str) -> str | None:
     """Why ``backend``'s engine cannot be imported here ("openvino (libopenvino.so.1: ...)"), None when it can.
 
     Installed is not importable: a package whose shared library is missing or built for another CPU or
     Python fails on import (QA 107 #4), so ``auto`` tries the engine before it chooses the backend."""
-    module = ENGINE_MODULES[backend.split("-")[0]]
+    return _import_error(ENGINE_MODULES[backend.split("-")[0]])
+
+
+@cache
+def _import_error(module: str) -> str | None:  # rev100 #12: once per engine, whatever it raises
     importer = {"onnxruntime": import_onnxruntime, "openvino": import_openvino}.get(module)
     try:
         importer() if importer else importlib.import_module(module)
-    except ImportError as exc:
-        return f"{module} ({' '.join(str(exc).split())[:160]})"
+    except Exception as exc:  # noqa: BLE001 - an extension module's loader may raise more than ImportError
+        return f"{module} ({' '.join(str(exc).split())[:160] or type(exc).__name__})"
     return None
 
 
@@ -109,7 +112,7 @@ def runs_here(backend: str) -> bool:
     bf16 (a ``backends.json`` may have been measured on another machine)."""
     if importlib.util.find_spec(ENGINE_MODULES[backend.split("-")[0]]) is None:
         return False
-    return backend != "ov-bf16" or (not engine_error(backend) and openvino_native_bf16())
+    return backend != "ov-bf16" or engine_error(backend) is not None or openvino_native_bf16()  # broken: auto says so
 
 
 def inference_threads(backend) -> int | None:

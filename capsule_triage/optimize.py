@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .backend_choice import graph_sha256
-from .backends import onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
+from .backends import engine_error, onnx_backend, onnx_file, openvino_native_bf16, quantize_int8, runs_here
 from .classifier import BACKENDS_FILE, softmax
 from .cpu_info import machine as cpu_machine
 from .cpu_info import LOADED_SHARE, OtherLoad, bf16_emulated
@@ -217,7 +217,7 @@ def verdict(name: str, max_diff: float, events_identical: bool, *, tolerance: fl
 def _machine() -> dict:
     """The CPU the report's speeds and agreement checks were measured on (read back by backend_choice: QA 42)."""
     machine = {**cpu_machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # rev37: cores and features too
-    if runs_here("ov-fp32"):
+    if runs_here("ov-fp32") and not engine_error("ov-fp32"):  # rev100 #2: a broken OpenVINO fails its own candidates
         machine["openvino_native_bf16"] = openvino_native_bf16()
     return machine
 
@@ -234,7 +234,7 @@ def skipped(name: str) -> str | None:
     AVX2-only CPU, ov-bf16 was recorded as a failure, where neither is a candidate at all)."""
     if name == "torch-bf16" and bf16_emulated():
         return SKIPPED[name]
-    if name == "ov-bf16" and runs_here("ov-fp32") and not openvino_native_bf16():  # OpenVINO's own view of the CPU
+    if name == "ov-bf16" and runs_here("ov-fp32") and not engine_error(name) and not openvino_native_bf16():  # OpenVINO's own view of the CPU
         return SKIPPED[name]
     return None
 

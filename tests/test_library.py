@@ -449,10 +449,10 @@ def broken_openvino(monkeypatch):
     def broken():
         raise ImportError("libopenvino.so.1: cannot open shared object file: No such file or directory", name="openvino")
 
-    backends_module.engine_error.cache_clear()
+    backends_module._import_error.cache_clear()
     monkeypatch.setattr(backends_module, "import_openvino", broken)
     yield monkeypatch
-    backends_module.engine_error.cache_clear()
+    backends_module._import_error.cache_clear()
 
 
 def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, broken_openvino, tmp_path):
@@ -476,11 +476,33 @@ def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, bro
     import capsule_triage.backends as backends_module  # no engine of an ONNX file imports: torch runs the network
 
     broken_openvino.setattr(backends_module, "import_onnxruntime", backends_module.import_openvino)
-    backends_module.engine_error.cache_clear()
+    backends_module._import_error.cache_clear()
     with ct.load_classifier(pipeline, weights=shipped_weights, device="cpu", backend="auto") as classifier:
         choice = classifier.describe()["backend_selection"]
     assert choice["backend"] == "torch-fp32", choice
     assert choice["warnings"][-1].startswith("ort-fp32 left out: cannot import its engine, onnxruntime ("), choice["warnings"]
+
+
+def test_a_broken_openvino_s_bf16_is_said_and_optimize_still_describes_the_machine(shipped_weights, broken_openvino, tmp_path):
+    """rev100 #1: with OpenVINO broken, ov-bf16 (accepted, the fastest) was dropped as a CPU it lacks, with no Warning:
+    line; #2: `triage optimize` described the machine through OpenVINO's own view of it and stopped on the import."""
+    import shutil
+
+    import capsule_triage.backend_choice as choice_module
+    from capsule_triage import optimize
+
+    weights = tmp_path / "w"
+    shutil.copytree(shipped_weights, weights)
+    report = json.loads((weights / "backends.json").read_text())
+    report["candidates"]["ov-bf16"].update(accepted=True, frames_per_second=999.0, max_score_diff=0.01, events_identical=True)
+    del report["candidates"]["ov-bf16"]["reason"]  # as an accepted candidate's entry is written
+    (weights / "backends.json").write_text(json.dumps(report))
+    broken_openvino.setattr(choice_module, "_other_numerics", lambda machine, backends: None)  # on any CPU: as measured
+    choice = choice_module.choose_backend("auto", "cpu", weights, report["weights_sha256"])
+    assert choice["backend"] not in ("ov-bf16", "ov-fp32"), choice
+    assert [w.split(":")[0] for w in choice["warnings"] if "left out" in w] == ["ov-bf16 left out", "ov-fp32 left out"], choice
+    assert "faster ones need an engine that imports" in choice["reason"] and "CPU feature" not in choice["reason"], choice["reason"]
+    assert "openvino_native_bf16" not in optimize._machine() and optimize.skipped("ov-bf16") is None
 
 
 def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_weights, monkeypatch):
