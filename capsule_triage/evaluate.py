@@ -129,6 +129,7 @@ def summarize(labels: np.ndarray, probs: np.ndarray, config: ModelConfig, *, gro
     out = {
         "n": int(len(labels)), "class_names": names, "abnormal_classes": config.abnormal_classes, "threshold": config.threshold,
         "auc": metrics.roc_auc(positive, score) if scored else float("nan"), "accuracy": report["accuracy"],
+        "auc_ci95": metrics.delong_interval(positive, score) if scored else None, "accuracy_ci95": metrics.wilson_interval(int(np.trace(cm)), int(cm.sum())),
         "sensitivity": triage["sensitivity"], "specificity": triage["specificity"], "f1": triage["f1"], "precision": triage["precision"],
         "confusion_matrix": cm.tolist(), "per_class": report["per_class"], "macro": report["macro"], "macro_classes": report["macro_classes"], "triage": triage,
         "auc_one_vs_rest": metrics.auc_one_vs_rest(labels, probs, names) if scored else

@@ -1,5 +1,5 @@
-"""A frame folder's listing and images: which files are its frames, in which order, what it leaves
-unread, and one image decoded to RGB.
+"""A frame folder's listing and images: which files are its frames, in which order (their names' order:
+:mod:`~capsule_triage.frame_names`), what it leaves unread, and one image decoded to RGB.
 
 A frame folder is the images directly inside one folder, in natural name order ("frame2" before
 "frame10"). Images in its subfolders are not its frames (``triage batch`` treats such a subfolder as a
@@ -11,9 +11,7 @@ a study in silence (and, at a fixed frame rate, shifting every later frame's tim
 from __future__ import annotations
 
 import os
-import re
 import stat
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from .colour_profile import UnusableProfile, to_srgb
 from .image_headers import (PNG_SIGNATURE, embedded_profile, jpeg_size, png_chunk_span, png_exif_orientation, png_intact,
                             png_transparent)
 from .errors import InputError
+from .frame_names import decimals_out_of_order, listed, natural_key, plural, twins_and_copies  # noqa: F401 - re-exported
 from .opencv_quiet import opencv_silenced
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -35,27 +34,9 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".jxl", ".dcm", ".pgm", ".pbm", ".pam"})
 
 
-def natural_key(name: str) -> tuple[list, str]:
-    """Sort key so that ``frame2`` comes before ``frame10``; names are compared in Unicode NFC, so
-    "Läsion_07" copied from a Mac (decomposed, NFD) sorts with "Läsion_06" written elsewhere (NFC).
-    Names equal that way ("Frame1"/"frame1", NFC/NFD twins, "img_01"/"img_1") are ordered by the name
-    itself: a total order, so frames, classes and splits never follow a folder's listing order or
-    Python's string hashing (QA: the same frames trained different models)."""
-    parts = [int(part) if part.isdecimal() else part.casefold() for part in re.split(r"(\d+)", unicodedata.normalize("NFC", name))]
-    return parts, name
-
-
 def _image_count(folder: str) -> int:
     with os.scandir(folder) as listing:
         return sum(1 for e in listing if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
-
-
-def listed(names: list[str], limit: int = 3) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def other_types(names_by_suffix: dict[str, list[str]]) -> list[str]:
@@ -84,26 +65,6 @@ class FolderListing:
         return {"name_twins": self.twins, "name_copies": self.copies, "name_decimals": self.decimals}
 
 
-def _decimals_out_of_order(names: list[str]) -> list[str]:
-    """["a before b"]: the first pair of ``names`` (in natural order) that reading their decimal numbers as decimals
-    would swap (QA 77 #4: "frame_0.5s" goes before "frame_0.25s", 25 being more than 5; "frame_0s" after
-    "frame_0.75s"). Natural order stays (a name such as "study_1.10" may number, not measure); the run says so."""
-    if not any(DECIMAL.search(name) for name in names):
-        return []
-
-    def decimal_key(name: str) -> list:
-        return [float(p) if p[:1].isdecimal() else p.casefold() for p in DECIMAL_SPLIT.split(unicodedata.normalize("NFC", name)) if p]
-
-    keys = [decimal_key(name) for name in names]
-    for i in range(len(names) - 1):
-        try:
-            if keys[i + 1] < keys[i]:
-                return [f"{names[i]} before {names[i + 1]}"]
-        except TypeError:  # a number against a word at the same place: not comparable as decimals
-            continue
-    return []
-
-
 def scan_frame_folder(folder: Path) -> FolderListing:
     """One pass over the folder (``os.scandir``: file or folder from the directory entry, no stat per
     name for regular files; a 100,000-image folder was stat-ed twice per name by ``Path`` checks)."""
@@ -117,7 +78,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
         entries = [e for _, e in keyed]
         named = [(key, e) for key, e in keyed if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not _is(e.is_dir)]
         images, irregular = [folder / e.name for _, e in named], [e.name for _, e in named if not _is(e.is_file)]
-        twins, copies = _twins((key, e.name) for key, e in named if e.name not in irregular)
+        twins, copies = twins_and_copies((key, e.name) for key, e in named if e.name not in irregular)
         subfolders, others = [], {}
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
@@ -139,38 +100,7 @@ def scan_frame_folder(folder: Path) -> FolderListing:
     if videos:
         unread.append(f"{plural(len(videos), 'video file')}: {listed(videos)} (a video is a study of its own, not frames of this one)")
     regular = [p.name for p in images if p.name not in irregular]
-    return FolderListing(images, unread, irregular, twins, copies, _decimals_out_of_order(regular))
-
-
-DECIMAL = re.compile(r"\d\.\d")  # a name with a decimal number in it ("frame_0.25s"), which natural order reads as two
-DECIMAL_SPLIT = re.compile(r"(\d+\.\d+|\d+)")
-# A file manager's copy of a file, ending its stem (casefolded; a copy of a copy ends twice): Windows' "x - Copy",
-# "x - Copy (2)", "x (1)"; macOS's "x copy", "x copy 2"; GNOME's "x (copy)", "x (another copy)", "x (3rd copy)"; "x - Kopie"
-COPY_ENDING = re.compile(r"(?: - (?:copy|kopie)(?: \(\d+\))?| copy(?: \d+)?| \(\d+\)| \((?:another |\d+(?:st|nd|rd|th) )?copy\))+$")
-
-
-def _twins(keyed_names) -> tuple[list[str], list[str]]:
-    """(groups of image names, in natural order, that differ only in leading zeros, case or image type, "img_01.png and
-    img_1.jpg": their order is by name, not by time (QA 61); images named as a file manager's copy of another image,
-    "img_5 - Copy.jpg (of img_5.jpg)": scored as frames of their own, every later frame a period late (QA 77 #5)).
-    ``keyed_names``: (natural_key(name), name) pairs. A copy's ending counts only beside the name without it ("IMG
-    (1).jpg" alone is a name)."""
-    groups: dict[tuple, list[str]] = {}
-    endings = []
-    for (parts, _), name in keyed_names:
-        suffix = os.path.splitext(name)[1].casefold()
-        stem = (*parts[:-1], parts[-1][:-len(suffix)]) if suffix and isinstance(parts[-1], str) else tuple(parts)
-        groups.setdefault(stem, []).append(name)
-        own = os.path.splitext(unicodedata.normalize("NFC", name))[0].casefold()
-        if (base := COPY_ENDING.sub("", own)) != own:
-            endings.append((tuple(natural_key(base)[0]), name))
-    copies = [f"{name} (of {groups[base][0]})" for base, name in endings if base in groups]
-    return [_shown(names) for names in groups.values() if len(names) > 1], copies
-
-
-def _shown(names: list[str]) -> str:  # QA 109 #3: names printing alike (composed, decomposed as a Mac's) told apart
-    alike = [sum(unicodedata.normalize("NFC", m) == unicodedata.normalize("NFC", n) for m in names) > 1 for n in names]
-    return " and ".join(n + (f" ({'NFD' if unicodedata.is_normalized('NFD', n) else 'NFC'})" if a else "") for n, a in zip(names, alike))
+    return FolderListing(images, unread, irregular, twins, copies, decimals_out_of_order(regular))
 
 
 def _is(test) -> bool:

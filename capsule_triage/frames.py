@@ -75,7 +75,7 @@ class SourceInfo:
         unread: frame folders only: what looks like frames but is not read (images in subfolders,
             image types that are not frames), one phrase each; shown as a warning.
         name_twins: frame folders timed by their order (no timestamps CSV) only: groups of image names alike but for
-            leading zeros, case or type ("img_01.png and img_1.jpg"), whose order in time is a guess; shown as a warning.
+            leading zeros, case, type or Unicode form ("img_01.png and img_1.jpg"), whose order in time is a guess; shown as a warning.
         name_copies: as ``name_twins``: images named as a file manager's copy of another ("img_5 - Copy.jpg (of
             img_5.jpg)"), each scored as a frame of its own; ``name_decimals``: the first pair of names whose decimal
             numbers natural order puts out of order ("frame_0.5s.jpg before frame_0.25s.jpg"); both shown as warnings.

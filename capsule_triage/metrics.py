@@ -83,11 +83,11 @@ def absent_classes_note(cm: np.ndarray, class_names: list[str]) -> str | None:
     if len(class_names) <= 2 or not absent or len(absent) == len(class_names):
         return None
     names = ", ".join(class_names[i] for i in absent)
-    predicted = [f"{class_names[i]} {int(cm[:, i].sum()):,}" for i in absent if cm[:, i].sum()]
+    predicted = [i for i in absent if cm[:, i].sum()]
     never = [class_names[i] for i in absent if not cm[:, i].sum()]
     both = bool(predicted and never)  # QA 108 #1: each class its own clause (one said "counted" of one left out)
-    counted = (f"{', '.join(p.rsplit(' ', 1)[0] for p in predicted) + ' ' if both else ''}yet predicted (frames: "
-               f"{', '.join(predicted)}), so counted in the macro averages with sensitivity 0 (as scikit-learn's zero_division)")
+    counted = (f"yet predicted (frames: {', '.join(f'{class_names[i]} {int(cm[:, i].sum()):,}' for i in predicted)}), so counted "
+               "in the macro averages with sensitivity 0 (as scikit-learn's zero_division)")  # the classes named in the brackets
     left_out = f"{', '.join(never) + ' ' if both else ''}never predicted, so left out of the macro averages"
     return (f"no frame of {names} among the {int(cm.sum()):,} scored: per-class sensitivity undefined (null); "
             + "; ".join([counted] * bool(predicted) + [left_out] * bool(never))
@@ -164,6 +164,33 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> list[float] 
     return [0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == n else min(1.0, centre + half)]
 
 
+def delong_interval(positive: np.ndarray, scores: np.ndarray, z: float = 1.959964) -> list[float] | None:
+    """The 95% interval of the ROC AUC from DeLong, DeLong and Clarke-Pearson (1988)'s variance of its placement values
+    (ties count one half, as :func:`roc_auc`), AUC +- z SE clipped to [0, 1]; None with fewer than two frames of either
+    kind, or at a perfect separation, whose variance is 0 (an interval there would claim certainty). It takes the
+    frames as independent draws (QA 104 #6: the AUC was a point alone)."""
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m < 2 or n < 2:
+        return None
+    pos, neg = scores[positive], scores[~positive]
+    joint = _midranks(np.concatenate([pos, neg]))
+    below_pos = (joint[:m] - _midranks(pos)) / n  # per abnormal frame: the share of normal frames scored below it
+    above_neg = 1 - (joint[m:] - _midranks(neg)) / m  # per normal frame: the share of abnormal frames scored above it
+    auc, se = float(below_pos.mean()), math.sqrt(below_pos.var(ddof=1) / m + above_neg.var(ddof=1) / n)
+    return None if se == 0 else [max(0.0, auc - z * se), min(1.0, auc + z * se)]
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(values.size)
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)
+    return ranks
+
+
 def intervals_text(result: dict) -> list[str]:
     """``triage eval``'s sensitivity and specificity with their 95% intervals, by frame and, where the data names groups
     (patients), by group (a group abnormal when any frame is, flagged by its highest score): one line each."""
@@ -174,10 +201,22 @@ def intervals_text(result: dict) -> list[str]:
                     + (f" ({interval[0]:.4f}-{interval[1]:.4f})" if interval else " (undefined)"))
         return f"{one('sensitivity', 'tp', 'fn')}, {one('specificity', 'tn', 'fp')}"
 
+    def area(auc, interval) -> str:
+        if auc is None or math.isnan(auc):
+            return "undefined"
+        why = "a perfect separation, whose variance is 0" if auc in (0.0, 1.0) else "under two frames of a kind, or no spread"
+        return f"{auc:.5f} " + (f"({interval[0]:.4f}-{interval[1]:.4f})" if interval else f"(no interval: {why})")
+
     lines = [f"By frame, 95% Wilson intervals (frames taken as independent): {rates(result['triage'])}"] if "triage" in result else []
-    if isinstance(result.get("groups"), dict) and "tp" in result["groups"]:
-        lines.append(f"By group ({result['groups']['n_groups']} groups, e.g. patients: abnormal if any frame is, flagged by its highest "
-                     f"score), 95% Wilson intervals: {rates(result['groups'])}")
+    groups = result.get("groups") if isinstance(result.get("groups"), dict) and "tp" in result["groups"] else None
+    if groups:
+        lines.append(f"By group ({groups['n_groups']} groups, e.g. patients: abnormal if any frame is, flagged by its highest "
+                     f"score), 95% Wilson intervals: {rates(groups)}")
+    if "auc_ci95" in result:  # QA 104 #6: the AUC and accuracy were points alone (metrics.json before 2026-12-07: none)
+        accuracy, correct = result.get("accuracy_ci95"), int(np.trace(np.asarray(result["confusion_matrix"])))
+        lines.append(f"ROC AUC with 95% DeLong intervals: by frame {area(result['auc'], result['auc_ci95'])}"
+                     + (f", by group (highest score) {area(groups['auc_max_score'], groups.get('auc_max_score_ci95'))}" if groups else "")
+                     + f"; accuracy {correct}/{result['n']} " + (f"({accuracy[0]:.4f}-{accuracy[1]:.4f}, Wilson)" if accuracy else "(undefined)"))
     return lines
 
 
@@ -251,7 +290,8 @@ def group_summary(table: dict[str, np.ndarray], threshold: float) -> dict:
     flaggable = np.where(table["n_with_view"] > 0, table["score_max"], -np.inf)
     report = binary_report(table["abnormal"], flaggable, threshold)
     auc = roc_auc(table["abnormal"], table["score_max"]) if table["n_with_view"].any() else float("nan")  # (rev80 #4, as summarize's)
-    return {"n_groups": int(table["group"].size), "auc_max_score": auc, **report}
+    interval = delong_interval(table["abnormal"], table["score_max"]) if table["n_with_view"].any() else None
+    return {"n_groups": int(table["group"].size), "auc_max_score": auc, "auc_max_score_ci95": interval, **report}
 
 
 def accuracy_curve(accuracies: list[float], *, tail: float = 1 / 3) -> dict | None:

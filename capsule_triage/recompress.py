@@ -45,7 +45,7 @@ class Codec:
             ValueError: naming the spec and what is wrong with it.
         """
         kind, _, level = spec.partition(":")
-        if kind not in CODECS or not level.strip().isdecimal():
+        if kind not in CODECS or not (level.strip().isascii() and level.strip().isdecimal()):
             raise ValueError(f"codec {spec!r}: expected h264:CRF or jpeg:QUALITY, e.g. h264:23")
         codec = cls(kind, int(level))
         low, high = (0, 51) if kind == "h264" else (1, 100)

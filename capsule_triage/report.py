@@ -25,6 +25,7 @@ from .report_facts import file_name, model_facts, names_classes, playing_rate, s
 from .report_page import html_page, keys_hint, page_header, write_atomic
 from .report_svg import LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
+from .run_notes import frames_not_scored
 from .study_folder import Study, load_study
 
 REPORT_FILE = "report.html"
@@ -219,8 +220,8 @@ def _warnings(run: dict) -> str:
     settings, weights unlike their preset's, a cached copy of hub weights), which the console showed
     once and the reviewer would not see: "" when there are none."""
     unread = (run.get("source") or {}).get("unread") or []
-    lines = [*((run.get("model") or {}).get("backend_selection") or {}).get("warnings", []), *run.get("warnings", []),
-             *([f"not read: {'; '.join(map(str, unread))}"] if unread else [])]  # as the console's "not read:" line
+    lines = [*((run.get("model") or {}).get("backend_selection") or {}).get("warnings", []), *frames_not_scored(run),
+             *run.get("warnings", []), *([f"not read: {'; '.join(map(str, unread))}"] if unread else [])]  # as the console's
     if not lines:
         return ""
     items = "".join(f"<li>{esc(line)}</li>" for line in dict.fromkeys(map(str, lines)))

@@ -55,7 +55,7 @@ def name_twins_note(info: SourceInfo) -> str | None:
     of another image (QA 77 #5: "frame_5 - Copy.jpg" was scored as a frame of its own, every later one a period late)."""
     said = []
     if info.name_twins:
-        said.append(f"{plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case or type "
+        said.append(f"{plural(len(info.name_twins), 'group')} of frame names alike but for leading zeros, case, type or Unicode form "
                     f"({listed(info.name_twins)}): put in name order, so their order in time is a guess; a {TIMESTAMPS_FILE} "
                     "(filename,pts_seconds) in the folder times them")
     if copies := info.name_copies:
@@ -160,22 +160,30 @@ def no_view_note(path: Path, view: np.ndarray) -> str | None:
     return f"{path}: {what} field of view ({NO_VIEW_KINDS}): not scored, in no event"  # QA 66 #4: "8 of 11 frames show a field"
 
 
+def frames_not_scored(run: dict) -> list[str]:
+    """The Warning: lines of a run's stretches without frames and its frames that could not be decoded, without the
+    source's name: the console prefixes it, the review page shows them as they are (QA 111 #1/#2: its Warnings box
+    left both out, the page naming neither a gap's 8 minutes nor which frame was lost)."""
+    from .report_facts import gaps_amount, gaps_phrase
+
+    lines = []
+    if (gaps := run.get("time_gaps") or {}).get("count"):
+        lines.append(f"{gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}, "
+                     f"~{gaps['frames_missing_estimate']:,} frames), not scored; see time_gaps in run.json")
+    if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
+        errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
+        why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"
+        lines.append(f"{skipped:,} frame{'s' if skipped != 1 else ''} could not be decoded and {'were' if skipped != 1 else 'was'} "
+                     f"not scored{why}" + ("; see decode_errors in run.json" if errors else ""))
+    return lines
+
+
 def warning_lines(run: dict, source: str | Path, *, leave_out=()) -> list[str]:
     """Every `Warning:` line of a finished run (its run.json): time gaps, what a folder left unread, and its notes
     (``warnings``), but those in ``leave_out`` (the model's, said once; those a batch counts over its studies). Printed
     by `triage run`, and by `triage batch` for each study it scored (QA 66 #3: a study's gaps, wide or enlarged frames,
     several-page images reached only its run.json and page)."""
-    from .report_facts import gaps_amount, gaps_phrase
-
-    lines = []
-    if (gaps := run["time_gaps"])["count"]:
-        lines.append(f"{source}: {gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}, "
-                     f"~{gaps['frames_missing_estimate']:,} frames), not scored; see time_gaps in run.json")
-    if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
-        errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
-        why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"
-        lines.append(f"{source}: {skipped:,} frame{'s' if skipped != 1 else ''} could not be decoded and {'were' if skipped != 1 else 'was'} "
-                     f"not scored{why}" + ("; see decode_errors in run.json" if errors else ""))
+    lines = [f"{source}: {line}" for line in frames_not_scored(run)]
     if unread := run["source"].get("unread"):
         lines.append(f"{source}: not read: {'; '.join(unread)}; see source.unread in run.json")
     return lines + [line for line in run.get("warnings", []) if line not in leave_out]

@@ -112,11 +112,20 @@ def split_dataset(data: str | Path, out: str | Path, *, test_fraction: float | N
 
 
 def _contents(samples: list[Sample]) -> list[str]:
-    """Each image's SHA-256; a file that cannot be read stands for itself alone (its path: no copies)."""
-    digests = []
-    for sample in samples:
+    """What :func:`copies_note` compares: an image's SHA-256 where another file has its size (rev100 #5: only those can be
+    copies, so a dataset without any is not read), else its path; a file that cannot be read stands for itself alone."""
+    def size(path: Path) -> int | None:
         try:
-            digests.append(file_sha256(sample.path))
+            return path.stat().st_size
+        except OSError:
+            return None
+
+    sizes = [size(s.path) for s in samples]
+    shared = {n for n, count in Counter(sizes).items() if count > 1 and n is not None}
+    digests = []
+    for sample, n in zip(samples, sizes):
+        try:
+            digests.append(file_sha256(sample.path) if n in shared else f"alone {sample.path}")
         except OSError:
             digests.append(f"unread {sample.path}")
     return digests

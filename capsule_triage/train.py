@@ -59,7 +59,7 @@ from .splits import NO_GROUPS, assign_validation, check_training_splits, few_fra
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_model, check_options, check_output, check_threads, device_label, make_config, with_strategy,
                             recipe, training_device)
-from .training_images import TRAINING_IMAGES, images_sha256, inherited_images, repeated_images, write_training_images
+from .training_images import TRAINING_IMAGES, copies_note, images_sha256, inherited_images, write_training_images
 from .transfer import init_record, initial_model, set_trainable, train_mode
 from .versions import package_versions
 from .weights import create_model, save_weights
@@ -156,8 +156,8 @@ def train(options: TrainOptions) -> Path:
     changed = [key for key, value in identity.items() if saved is not None and saved.get(key, value) != value]
     if changed:
         raise _changed_data(options, changed)
-    for phrase in repeated_images(pool, digests):
-        warn(phrase)
+    if copies := copies_note(pool, digests):
+        warn(copies)
     base = saved.get("init_weights") if saved else init_record(options.init)  # resumed: the weights the run began from
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,

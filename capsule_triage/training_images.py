@@ -79,52 +79,34 @@ def read_training_images(folder: str | Path) -> dict[str, str] | None:
     return known
 
 
-def repeated_images(samples: list[Sample], digests: list[str]) -> list[str]:
-    """What the training data holds twice, one phrase per kind: the same bytes under two labels (one of
-    them is wrong, or the image says nothing of either class) and validation images that are training
-    images (the validation metric, and the epoch it picks, are then optimistic)."""
-    by_digest: dict[str, list[Sample]] = defaultdict(list)
-    for sample, digest in zip(samples, digests):
-        by_digest[digest].append(sample)
-    labels = [group for group in by_digest.values() if len({s.label for s in group}) > 1]
-    sides = [group for group in by_digest.values() if {"train", "val"} <= {s.split for s in group}]
-    found = []
-    if labels:
-        examples = [" and ".join(f"{s.path.name} ({s.label})" for s in group[:2]) for group in labels]
-        found.append(f"{len(labels)} image(s) with the same bytes under two labels: {listed(examples)}")
-    if sides:
-        examples = [f"{next(s for s in g if s.split == 'val').path.name} = {next(s for s in g if s.split == 'train').path.name}" for g in sides]
-        found.append(f"{len(sides)} validation image(s) byte-identical to training images ({listed(examples)}): "
-                     "the validation metric is optimistic")
-    return found
-
-
 def copies_note(samples: list[Sample], digests: list[str], *, scored: str | None = None) -> str | None:
-    """One warning for images held twice by their bytes (QA 108 #2: `triage split` and `triage eval` said nothing where
-    `triage train` names them), or None. Drawn splits (``scored`` None): copies under two labels, or in two splits, where
-    a test or validation frame is one the model trains on. Scored frames (``scored``, the split's name): copies under two
-    labels, and copies counted more than once in the metrics."""
+    """One warning for images held twice by their bytes, or None: under two labels (one of them is wrong, or the image
+    says nothing of either class); for ``triage train`` and ``triage split`` (``scored`` None), in two splits (a frame
+    validated or tested on is one the model trains or is tuned on: optimistic figures); for ``triage eval`` (``scored``,
+    the split's name), scored more than once, each copy counted in the metrics (QA 108 #2: split and eval said nothing)."""
     by_digest: dict[str, list[Sample]] = defaultdict(list)
     for sample, digest in zip(samples, digests):
         by_digest[digest].append(sample)
     copies = [group for group in by_digest.values() if len(group) > 1]
 
-    def pairs(groups: list[list[Sample]], tag) -> str:
-        return listed([" = ".join(s.path.name + tag(s) for s in group[:2]) for group in groups])
+    def pairs(groups: list[list[Sample]], tag) -> str:  # rev100 #10: by name, or with its folder where the names are alike
+        def shown(s: Sample, group: list[Sample]) -> str:
+            alike = sum(t.path.name == s.path.name for t in group[:2]) > 1
+            return (f"{s.path.parent.name}/{s.path.name}" if alike else s.path.name) + tag(s)
+        return listed([" = ".join(shown(s, group) for s in group[:2]) for group in groups])
 
     said = []
     if labels := [g for g in copies if len({s.label for s in g}) > 1]:
-        said.append(f"{plural(len(labels), 'image')} under two labels ({pairs(labels, lambda s: f' ({s.label})')})")
+        said.append(f"{plural(len(labels), 'image')} under two labels ({pairs(labels, lambda s: f' ({s.label})')}): correct "
+                    f"the wrong label, or delete the copy")
     if scored is None and (sides := [g for g in copies if len({s.split for s in g}) > 1]):
-        said.append(f"{plural(len(sides), 'image')} in two splits ({pairs(sides, lambda s: f' ({s.split})')}): a validation or "
-                    "test frame the model trains on measures it on what it has seen")
+        said.append(f"{plural(len(sides), 'image')} in two splits ({pairs(sides, lambda s: f' ({s.split})')}): the model is "
+                    "measured on frames it trained or was tuned on, so its figures are optimistic; delete the copy, or give "
+                    "both one group (a group column)")
     elif scored is not None and (twice := [g for g in copies if len({s.label for s in g}) == 1]):
         said.append(f"{plural(len(twice), 'image')} scored more than once under other names ({pairs(twice, lambda s: '')}): "
-                    "each copy counts in the metrics")
-    if not said:
-        return None
-    advice = "delete the copies" if scored else "delete the copies, or give an image and its copy one group (a group column)"
-    return f"images held twice, by their bytes{f' among the {scored!r} frames' if scored else ''}: {'; '.join(said)}; {advice}"
+                    "each copy counts in the metrics; delete the copy")
+    return f"images held twice, by their bytes{f', among the {scored!r} frames' if scored else ''}: {'; '.join(said)}" if said else None
 
 
 def inherited_digests(folder: str | Path) -> set[str]:

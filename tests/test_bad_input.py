@@ -176,7 +176,7 @@ def test_frame_names_that_number_alike_are_named(tmp_path, random_weights):
     out = tmp_path / "out"
     result = triage("run", folder, "--weights", random_weights, "--out", out, "--quiet", "--fps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case or type "
+    assert result.stderr.strip() == (f"Warning: {folder}: 1 group of frame names alike but for leading zeros, case, type or Unicode form "
                                      "(Image_01.png and Image_1.png): put in name order, so their order in time is a guess; a "
                                      "timestamps.csv (filename,pts_seconds) in the folder times them")
     run = json.loads((out / "run.json").read_text())

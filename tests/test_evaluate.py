@@ -232,7 +232,7 @@ def test_model_card_section_round_trip_and_border_override(weights_copy, small_m
     assert read_card_section(weights_copy, "test-border-none")["auc"] == pytest.approx(none["auc"], abs=1e-4)
     from capsule_triage.metrics import intervals_text  # QA 83 #3: points alone
 
-    assert len(intervals_text(result)) == 2 and all(f"\n- {line}.\n" in card for line in intervals_text(result))
+    assert len(intervals_text(result)) == 3 and all(f"\n- {line}.\n" in card for line in intervals_text(result))
     evaluate(weights_copy, small_manifest, "test", model_card="test")  # rewriting keeps one section
     assert (weights_copy / "MODEL_CARD.md").read_text().count("triage-eval:test:begin") == 1
     assert "Measured with these warnings" not in (weights_copy / "MODEL_CARD.md").read_text()

@@ -201,7 +201,7 @@ def test_a_class_without_frames_is_named_with_how_the_averages_treat_it():
     assert metrics.per_class_report(never, ["a", "b", "c"])["macro_classes"] == ["a", "b"]  # as said
     mixed = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 3, 7, 0], [0, 0, 0, 10]])  # QA 108 #1: b predicted, a never
     assert absent_classes_note(mixed, ["a", "b", "c", "d"]) == (
-        "no frame of a, b among the 20 scored: per-class sensitivity undefined (null); b yet predicted (frames: b 3), so counted "
+        "no frame of a, b among the 20 scored: per-class sensitivity undefined (null); yet predicted (frames: b 3), so counted "
         "in the macro averages with sensitivity 0 (as scikit-learn's zero_division); a never predicted, so left out of the "
         "macro averages; the one-vs-rest AUC's macro leaves them out. Score frames of every class for per-class figures")
     assert metrics.per_class_report(mixed, ["a", "b", "c", "d"])["macro_classes"] == ["b", "c", "d"]  # as said
@@ -230,3 +230,34 @@ def test_wilson_intervals_of_frames_and_of_groups():
     assert lines[1].startswith("By group (4 groups, e.g. patients: abnormal if any frame is, flagged by its highest score), 95% "
                                "Wilson intervals: sensitivity 1/2 (") and "specificity 1/2 (" in lines[1]
     assert metrics.intervals_text({"triage": metrics.binary_report(positive[:3], np.ones(3), 0.5)})[0].endswith("specificity 0/0 (undefined)")
+
+
+def test_the_auc_and_accuracy_have_95_percent_intervals():
+    """QA 104 #6: `triage eval` gave sensitivity and specificity Wilson intervals, but the AUC and the accuracy were points
+    alone. DeLong's interval from its definition (placement values by pairs, ties one half) and against a bootstrap."""
+    rng = np.random.default_rng(3)
+    positive = np.r_[np.ones(60, bool), np.zeros(90, bool)]
+    scores = np.round(np.r_[rng.normal(1.0, 1.0, 60), rng.normal(0.0, 1.0, 90)], 1)  # rounded: ties across the classes
+    pos, neg = scores[positive], scores[~positive]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    auc = psi.mean()
+    se = np.sqrt(psi.mean(axis=1).var(ddof=1) / 60 + psi.mean(axis=0).var(ddof=1) / 90)
+    assert metrics.roc_auc(positive, scores) == pytest.approx(auc, abs=1e-12)
+    assert metrics.delong_interval(positive, scores) == pytest.approx([auc - 1.959964 * se, auc + 1.959964 * se], abs=1e-12)
+    draws = []  # a stratified bootstrap's spread agrees with DeLong's standard error
+    for _ in range(2000):
+        p, n = rng.choice(pos, pos.size), rng.choice(neg, neg.size)
+        draws.append(((p[:, None] > n[None, :]) + 0.5 * (p[:, None] == n[None, :])).mean())
+    assert np.std(draws) == pytest.approx(se, rel=0.1)
+    assert metrics.delong_interval(positive, np.where(positive, 1.0, 0.0)) is None  # a perfect separation: variance 0
+    assert metrics.delong_interval(positive[59:], scores[59:]) is None  # one abnormal frame
+    assert metrics.delong_interval(np.r_[positive, True, False], np.r_[scores, 9.0, -9.0])[1] <= 1.0
+    cm = np.array([[80, 10], [5, 55]])
+    result = {"auc": auc, "auc_ci95": metrics.delong_interval(positive, scores), "accuracy_ci95": metrics.wilson_interval(135, 150),
+              "confusion_matrix": cm.tolist(), "n": 150}
+    low, high = result["auc_ci95"]
+    acc = metrics.wilson_interval(135, 150)
+    assert metrics.intervals_text(result) == [f"ROC AUC with 95% DeLong intervals: by frame {auc:.5f} ({low:.4f}-{high:.4f}); "
+                                              f"accuracy 135/150 ({acc[0]:.4f}-{acc[1]:.4f}, Wilson)"]
+    result.update(auc=1.0, auc_ci95=None)
+    assert "by frame 1.00000 (no interval: a perfect separation, whose variance is 0)" in metrics.intervals_text(result)[0]

@@ -94,6 +94,9 @@ def test_frame_folder_reads_webp_orders_unicode_names_alike_and_names_what_it_do
     for name in (unicodedata.normalize("NFC", "L\u00e4sion_5.png"), unicodedata.normalize("NFD", "L\u00e4sion_5.png"), "b1.png", "b01.png"):
         cv2.imwrite(str(twins / name), frames24[0])
     assert scan_frame_folder(twins).twins == ["b01.png and b1.png", "La\u0308sion_5.png (NFD) and L\u00e4sion_5.png (NFC)"]
+    cv2.imwrite(str(twins / "\u212b.png"), frames24[0])  # rev100 #7: the Angstrom sign, in neither form, beside "Å.png"
+    cv2.imwrite(str(twins / "\u00c5.png"), frames24[0])
+    assert scan_frame_folder(twins).twins[-1] == "\u00c5.png (NFC) and \u212b.png ('\\u212b.png')"
 
 
 def test_many_unread_files_are_summed_up_and_a_link_to_the_folder_itself_is_not_a_subfolder(tmp_path, frames24):

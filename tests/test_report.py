@@ -214,6 +214,15 @@ def test_the_page_names_the_backend_and_weights_and_shows_the_runs_warnings(tmp_
     box = page[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
     assert box.count("<li>") == 3 and rejected in box and "checked for other event settings" in box  # each line once
     assert "<li>not read: images in 1 subfolder: part2/ (6)</li>" in box
+    from capsule_triage.completeness import time_gaps  # QA 111 #1/#2: a gap of 8 minutes and a frame lost: the console's lines
+
+    run.update(time_gaps=time_gaps(np.r_[np.arange(20) / 2, 489.5 + np.arange(20) / 2]), frames_skipped=1,
+               decode_errors=["frame_00040.png: not a decodable image"])
+    (study / "run.json").write_text(json.dumps(run))
+    box = (page := write_report(study).read_text())[page.index("<h2>Warnings</h2>"):page.index("</section>", page.index("<h2>Warnings</h2>"))]
+    assert "<li>1 stretch without frames (8 min 00 s, ~959 frames), not scored; see time_gaps in run.json</li>" in box, box
+    assert ("<li>1 frame could not be decoded and was not scored (frame_00040.png: not a decodable image); see decode_errors in "
+            "run.json</li>") in box and box.count("<li>") == 5
 
 
 @pytest.mark.parametrize("card, expected", [

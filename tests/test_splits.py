@@ -249,10 +249,10 @@ def test_images_held_twice_are_said_under_two_labels_and_in_two_splits(tmp_path)
     assert 0 < len(apart) < 10, written  # the draw (seed 0) separates some copies: the case to say
     line = next(line for line in done.stderr.splitlines() if "held twice" in line)
     assert line.startswith(f"Warning: images held twice, by their bytes: 1 image under two labels ({bleeding[0].name} (bleeding) = "
-                           "relabelled.png (non-bleeding)); "), line
-    assert f"{len(apart) + relabelled_apart} images in two splits (" in line, line
-    assert line.endswith(": a validation or test frame the model trains on measures it on what it has seen; delete the copies, or "
-                         "give an image and its copy one group (a group column)"), line
+                           "relabelled.png (non-bleeding)): correct the wrong label, or delete the copy; "), line
+    assert f"; {len(apart) + relabelled_apart} images in two splits (" in line, line
+    assert line.endswith(": the model is measured on frames it trained or was tuned on, so its figures are optimistic; delete the "
+                         "copy, or give both one group (a group column)"), line
     assert re.search(rf"copy_{apart[0]}\.png \((train|val|test)\)", line), line
     shutil.rmtree(tree / "bleeding")  # one class, no copies: nothing said of them
     (tree / "non-bleeding" / "relabelled.png").unlink()

@@ -101,16 +101,19 @@ def test_frames_scored_twice_or_under_two_labels_are_said_by_the_evaluation(tmp_
     shutil.copy(held_out / "bleeding" / "img_1.bmp", held_out / "non-bleeding" / "relabelled.bmp")
     shutil.copy(held_out / "bleeding" / "img_2.bmp", held_out / "bleeding" / "img_2 copy.bmp")
     warned = [w for w in evaluate(tmp_path / "m", held_out, "all")["warnings"] if "held twice" in w]
-    assert warned == ["images held twice, by their bytes among the 'all' frames: 1 image under two labels (img_1.bmp (bleeding) = "
-                      "relabelled.bmp (non-bleeding)); 1 image scored more than once under other names (img_2 copy.bmp = img_2.bmp): "
-                      "each copy counts in the metrics; delete the copies"], warned
+    assert warned == ["images held twice, by their bytes, among the 'all' frames: 1 image under two labels (img_1.bmp (bleeding) = "
+                      "relabelled.bmp (non-bleeding)): correct the wrong label, or delete the copy; 1 image scored more than once "
+                      "under other names (img_2 copy.bmp = img_2.bmp): each copy counts in the metrics; delete the copy"], warned
+    shutil.copy(held_out / "bleeding" / "img_3.bmp", held_out / "non-bleeding" / "img_3.bmp")  # rev100 #10: alike by name too
+    warned = [w for w in evaluate(tmp_path / "m", held_out, "all")["warnings"] if "held twice" in w]
+    assert " bleeding/img_3.bmp (bleeding)" in warned[0] and "non-bleeding/img_3.bmp (non-bleeding)" in warned[0], warned
 
 
 def test_images_given_twice_are_named_before_training(tmp_path):
     data = _tree(tmp_path / "data", seed=3)
     shutil.copy(data / "bleeding" / "img_1.bmp", data / "non-bleeding" / "same_as_bleeding_1.bmp")
     messages = _train(data, tmp_path / "m")
-    assert len(messages) == 1 and messages[0].startswith(f"{data}: 1 image(s) with the same bytes under two labels: ")
+    assert len(messages) == 1 and messages[0].startswith(f"{data}: images held twice, by their bytes: 1 image under two labels ("), messages
     assert "img_1.bmp (bleeding)" in messages[0] and "same_as_bleeding_1.bmp (non-bleeding)" in messages[0]
 
 

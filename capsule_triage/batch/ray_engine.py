@@ -56,7 +56,7 @@ def check_ray_address(address: str | None) -> None:
         raise TriageError(source, f"{address} is a dashboard address (for `ray job submit`); give the cluster's HOST:PORT "
                                   "(its GCS, port 6379 by default) or ray://HOST:10001")
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdecimal():
+    if not sep or not host or not (port.isascii() and port.isdecimal()):
         raise TriageError(source, f"{address!r}: expected HOST:PORT, ray://HOST:PORT, auto or local")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
