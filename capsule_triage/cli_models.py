@@ -16,7 +16,7 @@ import typer
 from .json_files import read_json
 from .cli_batch import EXIT_INTERRUPTED, output_folder
 from .errors import DataWarning, TriageError
-from .report_svg import score_text
+from .report_svg import score_text, threshold_text
 
 EXIT_BAD_INPUT = 2
 
@@ -223,14 +223,14 @@ def eval_command(
     if "threshold_selection" in result:
         sel = result["threshold_selection"]
         by_class = f" ({by_class_text(sel['val_by_class'])} flagged)" if sel.get("val_by_class") else ""
-        typer.echo(f"Operating threshold {result['threshold']:.4f} (validation: {sel['n_val']} frames, sensitivity {score_text(sel['val_sensitivity'], 4)}"
+        typer.echo(f"Operating threshold {threshold_text(result['threshold'])} (validation: {sel['n_val']} frames, sensitivity {score_text(sel['val_sensitivity'], 4)}"
                    f"{by_class}, specificity {score_text(sel['val_specificity'], 4)}); stored in {weights / 'config.json'}")
         _note_outdated_backends(weights)
     classes = len(result["class_names"])  # QA 25: one line mixed the 3-class accuracy with abnormal-vs-rest figures, unlabelled
     ratio = lambda key: score_text(result[key], 4)  # noqa: E731  QA 63 #4: an AUC of 0.99997 read "1.0000"
     typer.echo(f"{result['model']} ({result['backend']}) on {result['split']} ({result['n']} frames, border {result['border']}{', codec ' + result['codec'] if result.get('codec') else ''}): "
                f"{'+'.join(result['abnormal_classes'])} vs {'the rest' if classes > 2 else next(c for c in result['class_names'] if c not in result['abnormal_classes'])} "
-               f"at threshold {result['threshold']:.4f}: AUC {ratio('auc')}, "
+               f"at threshold {threshold_text(result['threshold'])}: AUC {ratio('auc')}, "
                f"sensitivity {ratio('sensitivity')}, specificity {ratio('specificity')}, F1 {ratio('f1')}; "
                f"{classes}-class accuracy {ratio('accuracy')}" + (f", macro F1 {score_text(result['macro']['f1'], 4)}" if classes > 2 else ""))
     for line in intervals_text(result):  # QA 83 #3: points alone; 186/186 frames were 30/30 patients

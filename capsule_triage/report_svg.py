@@ -378,6 +378,13 @@ def score_text(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def threshold_text(value: float, digits: int = 4) -> str:
+    """A threshold to ``digits`` places, or in full where those would round it onto 0 or 1 (QA 108 #3: "threshold 1.0000"
+    beside scores of 1.000 one flagged and one not): a threshold is compared, not read as a score."""
+    text = f"{value:.{digits}f}"
+    return text if value in (0.0, 1.0) or 0.0 < float(text) < 1.0 else repr(float(value))
+
+
 def facts(title: str, items: list[tuple[str, object]]) -> str:
     rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v not in (None, ""))
     return f'<section class="facts"><h2>{esc(title)}</h2><dl>{rows}</dl></section>'

@@ -261,3 +261,14 @@ def test_the_auc_and_accuracy_have_95_percent_intervals():
                                               f"accuracy 135/150 ({acc[0]:.4f}-{acc[1]:.4f}, Wilson)"]
     result.update(auc=1.0, auc_ci95=None)
     assert "by frame 1.00000 (no interval: a perfect separation, whose variance is 0)" in metrics.intervals_text(result)[0]
+
+
+def test_a_threshold_near_an_end_is_printed_in_full():
+    """QA 108 #3: a threshold chosen at 0.99999994 (float32, just under 1) read "threshold 1.0000" beside hard cases whose
+    scores of 1.000 were flagged by one model and not by the other."""
+    from capsule_triage.report_svg import threshold_text
+
+    near_one = float(np.float32(0.99999994))
+    assert threshold_text(near_one) == repr(near_one) and float(threshold_text(near_one)) == near_one
+    assert threshold_text(0.00001) == "1e-05" and threshold_text(0.18828243) == "0.1883"
+    assert threshold_text(1.0) == "1.0000" and threshold_text(0.0) == "0.0000"
