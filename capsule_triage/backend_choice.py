@@ -233,6 +233,11 @@ def _timed(report: dict, chosen: str, rivals: list[str]) -> str:
     return said + ("; run `triage optimize` again on an idle machine" if load else "")
 
 
+def _fastest_usable(accepted: dict) -> str | None:
+    """The fastest of ``accepted`` backends that runs here, its engine importing (the one a warning says was given up)."""
+    return next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k) and not engine_error(k)), None)
+
+
 def choose_backend(requested: str, device: str, weights_dir: Path | None, weights_id: str, *, model_sha256: str | None = None,
                    rank_params: dict | None = None, threads: int | None = None) -> dict:
     """Pick the backend and say why (recorded in run.json; ``warnings`` are printed too).
@@ -273,13 +278,13 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         other = _other_events((report or {}).get("rank_params"), rank_params)
         if other and any(not k.endswith("fp32") for k in accepted):
             lower = sorted(k for k in accepted if not k.endswith("fp32"))
-            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k) and not engine_error(k)), None)
+            would_win = _fastest_usable(accepted)
             accepted = {k: v for k, v in accepted.items() if k.endswith("fp32")}
             if would_win in lower:  # QA 30: said also when an fp32 backend was the fastest anyway (nothing given up)
                 warnings.append(_other_events_warning(", ".join(lower), other))
         blocked = sorted(k for k in accepted if on_cpu and _other_numerics(report.get("machine"), [k]))
         if blocked:
-            would_win = next((k for k in sorted(accepted, key=lambda k: -accepted[k]["frames_per_second"]) if runs_here(k) and not engine_error(k)), None)
+            would_win = _fastest_usable(accepted)
             accepted = {k: v for k, v in accepted.items() if k not in blocked}
             if would_win in blocked:
                 warnings.append(f"{BACKENDS_FILE} checked {', '.join(blocked)} on {_other_numerics(report.get('machine'), blocked)}: "
@@ -297,7 +302,7 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
         broken = []  # QA 107 #4: an engine installed but failing on import stopped the run; auto takes the next one
         while runnable and (error := engine_error(runnable[0])):
             broken.append(runnable.pop(0))
-            warnings.append(f"{broken[-1]} left out: cannot import its engine, {error}; reinstall it "
+            warnings.append(f"{broken[-1]} left out: its engine fails to load, {error}; reinstall it "
                             f"({'the run takes ' + runnable[0] if runnable else 'torch-fp32 runs'})")
         if not runnable:
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"

@@ -99,7 +99,8 @@ def engine_error(backend: str) -> str | None:
 
 @cache
 def _import_error(module: str) -> str | None:  # rev100 #12: once per engine, whatever it raises
-    importer = {"onnxruntime": import_onnxruntime, "openvino": import_openvino}.get(module)
+    # rev101 #4: OpenVINO imported may still lack its CPU plugin (Core fails): asking the plugin its bf16 loads it
+    importer = {"onnxruntime": import_onnxruntime, "openvino": openvino_native_bf16}.get(module)
     try:
         importer() if importer else importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - an extension module's loader may raise more than ImportError
@@ -109,7 +110,8 @@ def _import_error(module: str) -> str | None:  # rev100 #12: once per engine, wh
 
 def runs_here(backend: str) -> bool:
     """Whether ``backend`` can run on this machine: its engine is installed, and ``ov-bf16`` has native
-    bf16 (a ``backends.json`` may have been measured on another machine)."""
+    bf16 (a ``backends.json`` may have been measured on another machine). An engine installed but failing on import counts
+    as one that runs, so that ``auto`` names it when it leaves it out (:func:`engine_error`)."""
     if importlib.util.find_spec(ENGINE_MODULES[backend.split("-")[0]]) is None:
         return False
     return backend != "ov-bf16" or engine_error(backend) is not None or openvino_native_bf16()  # broken: auto says so

@@ -192,8 +192,11 @@ def _midranks(values: np.ndarray) -> np.ndarray:
 
 
 def intervals_text(result: dict) -> list[str]:
-    """``triage eval``'s sensitivity and specificity with their 95% intervals, by frame and, where the data names groups
-    (patients), by group (a group abnormal when any frame is, flagged by its highest score): one line each."""
+    """``triage eval``'s sensitivity and specificity with their 95% Wilson intervals, by frame and, where the data names
+    groups (patients), by group (a group abnormal when any frame is, flagged by its highest score): one line each; then one
+    line of the ROC AUC's 95% DeLong intervals (by frame, by group) and the accuracy's Wilson interval."""
+    from .report_svg import score_text
+
     def rates(report: dict) -> str:
         def one(name: str, hits: str, total: str) -> str:
             interval = report.get(f"{name}_ci95")
@@ -201,11 +204,12 @@ def intervals_text(result: dict) -> list[str]:
                     + (f" ({interval[0]:.4f}-{interval[1]:.4f})" if interval else " (undefined)"))
         return f"{one('sensitivity', 'tp', 'fn')}, {one('specificity', 'tn', 'fp')}"
 
-    def area(auc, interval) -> str:
+    def area(auc, interval, counts: dict, unit: str) -> str:  # rev101 #3/#5: why there is none, never rounded onto 1
         if auc is None or math.isnan(auc):
             return "undefined"
-        why = "a perfect separation, whose variance is 0" if auc in (0.0, 1.0) else "under two frames of a kind, or no spread"
-        return f"{auc:.5f} " + (f"({interval[0]:.4f}-{interval[1]:.4f})" if interval else f"(no interval: {why})")
+        few = [kind for kind, keys in (("abnormal", ("tp", "fn")), ("normal", ("tn", "fp"))) if sum(counts.get(k, 0) for k in keys) < 2]
+        why = f"fewer than two {' or '.join(few)} {unit}" if few else "a perfect separation, whose variance is 0"
+        return score_text(auc, 5) + (f" ({score_text(interval[0], 4)}-{score_text(interval[1], 4)})" if interval else f" (no interval: {why})")
 
     lines = [f"By frame, 95% Wilson intervals (frames taken as independent): {rates(result['triage'])}"] if "triage" in result else []
     groups = result.get("groups") if isinstance(result.get("groups"), dict) and "tp" in result["groups"] else None
@@ -214,9 +218,12 @@ def intervals_text(result: dict) -> list[str]:
                      f"score), 95% Wilson intervals: {rates(groups)}")
     if "auc_ci95" in result:  # QA 104 #6: the AUC and accuracy were points alone (metrics.json before 2026-12-07: none)
         accuracy, correct = result.get("accuracy_ci95"), int(np.trace(np.asarray(result["confusion_matrix"])))
-        lines.append(f"ROC AUC with 95% DeLong intervals: by frame {area(result['auc'], result['auc_ci95'])}"
-                     + (f", by group (highest score) {area(groups['auc_max_score'], groups.get('auc_max_score_ci95'))}" if groups else "")
-                     + f"; accuracy {correct}/{result['n']} " + (f"({accuracy[0]:.4f}-{accuracy[1]:.4f}, Wilson)" if accuracy else "(undefined)"))
+        classes = len(result.get("class_names") or ()) if len(result.get("class_names") or ()) > 2 else None
+        lines.append(f"ROC AUC with 95% DeLong intervals: by frame {area(result['auc'], result['auc_ci95'], result.get('triage', {}), 'frames')}"
+                     + (f", by group (highest score) {area(groups['auc_max_score'], groups.get('auc_max_score_ci95'), groups, 'groups')}"
+                        if groups else "")
+                     + f"; {f'{classes}-class ' if classes else ''}accuracy {correct}/{result['n']} "
+                     + (f"({accuracy[0]:.4f}-{accuracy[1]:.4f}, Wilson)" if accuracy else "(undefined)"))
     return lines
 
 

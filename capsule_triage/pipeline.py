@@ -36,7 +36,7 @@ from .reader import probe, read_frames
 from .reader_process import read_frames_in_process
 from .run_notes import (ASSUMED_RATE_ADVICE, fps_not_used, frame_times_note, image_sizes_note, multi_page_note, name_twins_note, no_view_note,
                         other_streams_note, rate_assumed, thumbnail_frames, thumbnails_note, ticks_without_frame_note,
-                        unfinished_note)
+                        out_of_order_note, unfinished_note)
 from .run_record import run_parameters, run_record
 from .run_options import (PROCESS_MIN_FRAMES, RunOptions, check_run, checked_load_arguments, code_threshold_note, other_threshold_note,
                           reads_own_csv)
@@ -171,6 +171,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     scoring_started = time.perf_counter()
     frame_index, pts, probs, view, reused = _score_stream(input_path, read, classifier, stats, info, options, where)
     stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
+    disorder = out_of_order_note(info.path, frame_index, pts) if info.kind == "video" else None  # before the sort
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs, view, reused = frame_index[order], pts[order], probs[order], view[order], reused[order]
     probs[~view] = np.nan  # frames without a view have no score (QA 27: black, or burned-in text only)
@@ -208,7 +209,7 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
         notes = (events_unchecked(classifier.selection, asdict(params)), other_threshold_note(pipeline, classifier, params),
                  code_threshold_note(pipeline, classifier, params, options.threshold), own_note, assumed, timing,
                  wide and f"{info.path}: {wide}", small and f"{info.path}: {small}", (blank := no_view_note(info.path, view)),
-                 thumbnails_note(info.path, ranking, thumbs), other_streams_note(info), unfinished_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), ticks_without_frame_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts),
+                 thumbnails_note(info.path, ranking, thumbs), other_streams_note(info), unfinished_note(info), name_twins_note(info), multi_page_note(info.path, stats), image_sizes_note(info.path, stats, info.kind), ticks_without_frame_note(info.path, stats), frame_times_note(info.path, run["parameters"]["read"], pts), disorder,
                  low_bitrate_note(info, stats, config.input_size, float(view.mean()) if len(view) else 0.0),
                  *(f"{info.path}: {note}" for note in stats.colour_notes))
         run["warnings"] = [*classifier.selection.get("warnings", []), *(note for note in notes if note)]

@@ -49,6 +49,21 @@ def frame_times_note(path: str | Path, read_record: dict, pts: np.ndarray) -> st
             "are not the recording's; export it again, or triage its frames as a folder with --fps F")
 
 
+def out_of_order_note(path: str | Path, frame_index: np.ndarray, pts: np.ndarray) -> str | None:
+    """A Warning: line when a video's frames, in the order decoded, step back in time or repeat the time of the frame before
+    (QA 110 #2: a Matroska file whose times went back 0.5 s scored two frames at 7.0 s, interleaved, without a word); both
+    are placed by their times. ``pts`` in the order decoded. Most frames at one time: :func:`frame_times_note` says it."""
+    steps = np.diff(np.asarray(pts, np.float64))
+    back, same = np.flatnonzero(steps < 0), np.flatnonzero(steps == 0)
+    if not (len(back) or len(same)) or 2 * len(same) > len(steps):
+        return None
+    said = [f"{plural(len(found), 'frame')} {what} (first: frame {frame_index[i + 1]} at {pts[i + 1]:.3f} s{after(i)})"
+            for found, what, after in ((back, "timed before the frame decoded ahead of it", lambda i: f", after {pts[i]:.3f} s"),
+                                       (same, "at the time of the frame before it", lambda i: "")) if len(found) for i in found[:1]]
+    return (f"{path}: {'; '.join(said)}: each placed by its time, as the file gives it; its timestamps are damaged, or two "
+            "recordings were joined (re-mux it with fresh timestamps if the frames' order matters)")
+
+
 def name_twins_note(info: SourceInfo) -> str | None:
     """A Warning: line when a frame folder timed by its order holds names alike but for zeros, case or type (QA 61: "Image_01.jpg" and
     "Image_1.jpg" were put in name order, their order in time a guess, without a word), or named as a file manager's copy

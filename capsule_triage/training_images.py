@@ -89,22 +89,24 @@ def copies_note(samples: list[Sample], digests: list[str], *, scored: str | None
         by_digest[digest].append(sample)
     copies = [group for group in by_digest.values() if len(group) > 1]
 
-    def pairs(groups: list[list[Sample]], tag) -> str:  # rev100 #10: by name, or with its folder where the names are alike
-        def shown(s: Sample, group: list[Sample]) -> str:
-            alike = sum(t.path.name == s.path.name for t in group[:2]) > 1
-            return (f"{s.path.parent.name}/{s.path.name}" if alike else s.path.name) + tag(s)
-        return listed([" = ".join(shown(s, group) for s in group[:2]) for group in groups])
+    def pairs(groups: list[list[Sample]], key, tag) -> str:  # rev101 #2: the first copy and one that differs in ``key``
+        def shown(pair: tuple[Sample, Sample]) -> str:  # rev100 #10: by name, or by path where the names are alike
+            alike = pair[0].path.name == pair[1].path.name
+            root = Path(os.path.commonpath([str(s.path) for s in pair])) if alike else None
+            return " = ".join((str(s.path.relative_to(root)) if root else s.path.name) + tag(s) for s in pair)
+        return listed([shown((g[0], next(s for s in g[1:] if key(s) != key(g[0])))) for g in groups])
 
     said = []
     if labels := [g for g in copies if len({s.label for s in g}) > 1]:
-        said.append(f"{plural(len(labels), 'image')} under two labels ({pairs(labels, lambda s: f' ({s.label})')}): correct "
-                    f"the wrong label, or delete the copy")
+        said.append(f"{plural(len(labels), 'image')} under two labels ({pairs(labels, lambda s: s.label, lambda s: f' ({s.label})')}): "
+                    "correct the wrong label, or delete the copy")
     if scored is None and (sides := [g for g in copies if len({s.split for s in g}) > 1]):
-        said.append(f"{plural(len(sides), 'image')} in two splits ({pairs(sides, lambda s: f' ({s.split})')}): the model is "
-                    "measured on frames it trained or was tuned on, so its figures are optimistic; delete the copy, or give "
-                    "both one group (a group column)")
-    elif scored is not None and (twice := [g for g in copies if len({s.label for s in g}) == 1]):
-        said.append(f"{plural(len(twice), 'image')} scored more than once under other names ({pairs(twice, lambda s: '')}): "
+        said.append(f"{plural(len(sides), 'image')} in two splits ({pairs(sides, lambda s: s.split, lambda s: f' ({s.split})')}): "
+                    "the model is measured on frames it trained or was tuned on, so its figures are optimistic; delete the copy, "
+                    "or give both one group (a group column)")
+    elif scored is not None and (twice := [[s for s in g if s.label == label] for g in copies for label in sorted({s.label for s in g})
+                                           if sum(s.label == label for s in g) > 1]):  # within a label, mixed groups too
+        said.append(f"{plural(len(twice), 'image')} scored more than once under other names ({pairs(twice, lambda s: s.path, lambda s: '')}): "
                     "each copy counts in the metrics; delete the copy")
     return f"images held twice, by their bytes{f', among the {scored!r} frames' if scored else ''}: {'; '.join(said)}" if said else None
 

@@ -450,9 +450,11 @@ def broken_openvino(monkeypatch):
         raise ImportError("libopenvino.so.1: cannot open shared object file: No such file or directory", name="openvino")
 
     backends_module._import_error.cache_clear()
+    backends_module.openvino_native_bf16.cache_clear()  # (it imports OpenVINO: a value cached earlier would not)
     monkeypatch.setattr(backends_module, "import_openvino", broken)
     yield monkeypatch
     backends_module._import_error.cache_clear()
+    backends_module.openvino_native_bf16.cache_clear()
 
 
 def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, broken_openvino, tmp_path):
@@ -469,7 +471,7 @@ def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, bro
         frames = np.full((2, 224, 224, 3), 90, np.uint8)
         assert classifier(ct.FrameBatch(frames, np.array([0, 1]), np.array([0.0, 0.5]))).probs.shape == (2, 2)
     lines = [w for w in selection.get("warnings", []) if "left out" in w]
-    assert lines[0] == (f"{accepted[0]} left out: cannot import its engine, openvino (libopenvino.so.1: cannot open shared object "
+    assert lines[0] == (f"{accepted[0]} left out: its engine fails to load, openvino (libopenvino.so.1: cannot open shared object "
                         f"file: No such file or directory); reinstall it (the run takes {expected})"), selection
     assert "faster ones need an engine that imports" in selection["reason"], selection["reason"]
 
@@ -480,7 +482,7 @@ def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, bro
     with ct.load_classifier(pipeline, weights=shipped_weights, device="cpu", backend="auto") as classifier:
         choice = classifier.describe()["backend_selection"]
     assert choice["backend"] == "torch-fp32", choice
-    assert choice["warnings"][-1].startswith("ort-fp32 left out: cannot import its engine, onnxruntime ("), choice["warnings"]
+    assert choice["warnings"][-1].startswith("ort-fp32 left out: its engine fails to load, onnxruntime ("), choice["warnings"]
 
 
 def test_a_broken_openvino_s_bf16_is_said_and_optimize_still_describes_the_machine(shipped_weights, broken_openvino, tmp_path):
@@ -503,6 +505,30 @@ def test_a_broken_openvino_s_bf16_is_said_and_optimize_still_describes_the_machi
     assert [w.split(":")[0] for w in choice["warnings"] if "left out" in w] == ["ov-bf16 left out", "ov-fp32 left out"], choice
     assert "faster ones need an engine that imports" in choice["reason"] and "CPU feature" not in choice["reason"], choice["reason"]
     assert "openvino_native_bf16" not in optimize._machine() and optimize.skipped("ov-bf16") is None
+
+
+def test_an_openvino_whose_cpu_plugin_fails_is_left_out_by_auto(shipped_weights, monkeypatch):
+    """rev101 #4: OpenVINO that imports but whose CPU plugin cannot be created (a library of the plugin missing) passed
+    the import check, and the first look at the CPU plugin stopped auto and `triage optimize`."""
+    import capsule_triage.backends as backends_module
+    from capsule_triage import optimize
+    from capsule_triage.backend_choice import choose_backend
+
+    def no_plugin():
+        raise RuntimeError("Exception from src/inference/src/core.cpp:110: Failed to create plugin libopenvino_intel_cpu_plugin.so")
+
+    backends_module._import_error.cache_clear()
+    monkeypatch.setattr(backends_module, "openvino_native_bf16", no_plugin)
+    monkeypatch.setattr(optimize, "openvino_native_bf16", no_plugin)
+    try:
+        weights_id = json.loads((shipped_weights / "backends.json").read_text())["weights_sha256"]
+        choice = choose_backend("auto", "cpu", shipped_weights, weights_id)
+        assert "openvino_native_bf16" not in optimize._machine() and optimize.skipped("ov-bf16") is None
+    finally:
+        backends_module._import_error.cache_clear()
+    assert not choice["backend"].startswith("ov-"), choice
+    assert any(w.startswith("ov-fp32 left out: its engine fails to load, openvino (Exception from src/inference/src/core.cpp:110: "
+                            "Failed to create plugin") for w in choice["warnings"]), choice["warnings"]
 
 
 def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_weights, monkeypatch):

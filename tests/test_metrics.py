@@ -251,7 +251,10 @@ def test_the_auc_and_accuracy_have_95_percent_intervals():
     assert np.std(draws) == pytest.approx(se, rel=0.1)
     assert metrics.delong_interval(positive, np.where(positive, 1.0, 0.0)) is None  # a perfect separation: variance 0
     assert metrics.delong_interval(positive[59:], scores[59:]) is None  # one abnormal frame
-    assert metrics.delong_interval(np.r_[positive, True, False], np.r_[scores, 9.0, -9.0])[1] <= 1.0
+    few, spread = np.r_[np.ones(5, bool), np.zeros(5, bool)], np.array([5, 6, 7, 8, 0.5, 0, 1, 2, 3, 4])  # rev101 #1: AUC 0.84
+    low, high = metrics.delong_interval(few, spread)  # SE 0.165: AUC + 1.96 SE passes 1, clipped there
+    assert high == 1.0 and low == pytest.approx(0.84 - 1.959964 * 0.1650, abs=5e-4)
+    assert metrics.delong_interval(few, -spread) == pytest.approx([0.0, 1 - low], abs=1e-12)  # mirrored: the lower end at 0
     cm = np.array([[80, 10], [5, 55]])
     result = {"auc": auc, "auc_ci95": metrics.delong_interval(positive, scores), "accuracy_ci95": metrics.wilson_interval(135, 150),
               "confusion_matrix": cm.tolist(), "n": 150}
@@ -259,8 +262,12 @@ def test_the_auc_and_accuracy_have_95_percent_intervals():
     acc = metrics.wilson_interval(135, 150)
     assert metrics.intervals_text(result) == [f"ROC AUC with 95% DeLong intervals: by frame {auc:.5f} ({low:.4f}-{high:.4f}); "
                                               f"accuracy 135/150 ({acc[0]:.4f}-{acc[1]:.4f}, Wilson)"]
-    result.update(auc=1.0, auc_ci95=None)
-    assert "by frame 1.00000 (no interval: a perfect separation, whose variance is 0)" in metrics.intervals_text(result)[0]
+    result.update(auc=1.0, auc_ci95=None, triage={"tp": 60, "fn": 0, "tn": 90, "fp": 0})
+    assert "by frame 1.00000 (no interval: a perfect separation, whose variance is 0)" in metrics.intervals_text(result)[-1]
+    result.update(triage={"tp": 1, "fn": 0, "tn": 90, "fp": 0})  # rev101 #3: one abnormal frame, not a zero variance
+    assert "by frame 1.00000 (no interval: fewer than two abnormal frames)" in metrics.intervals_text(result)[-1]
+    result.update(auc=0.999996, auc_ci95=[0.99996, 1.0], class_names=["a", "b", "c"])  # rev101 #5: never rounded onto 1
+    assert "by frame >0.99999 (>0.9999-1.0000); 3-class accuracy 135/150" in metrics.intervals_text(result)[-1]
 
 
 def test_a_threshold_near_an_end_is_printed_in_full():

@@ -122,6 +122,33 @@ def test_existing_output_needs_force(mixed_run, probe_weights):
     assert not list(out.parent.glob(".mixed*")), "no staging or replaced folders left behind"
 
 
+def test_frames_that_step_back_or_repeat_a_time_are_said(tmp_path, random_weights):
+    """QA 110 #2: a video whose times went back 0.5 s part-way (within the 1 s a decoder may reorder), or repeated one,
+    was scored without a word, two frames at 7.0 s interleaved in frames.parquet: each is placed by its time, and said."""
+    from fractions import Fraction
+
+    import av
+
+    stored = encode_clip([np.full((32, 32, 3), 10 * i, np.uint8) for i in range(12)], tmp_path / "stored.mkv", codec="mjpeg")
+    times = [0, 250, 500, 750, 1000, 1250, 1500, 1000, 1750, 2000, 2000, 2250]  # frame 7 back to 1.0 s; frame 10 at 2.0 s again
+    with av.open(str(stored)) as source, av.open(str(tmp_path / "retimed.mkv"), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        stream.time_base = Fraction(1, 1000)
+        for k, packet in enumerate(p for p in source.demux(video=0) if p.size):
+            copy = av.Packet(bytes(packet))
+            copy.stream, copy.time_base, copy.pts, copy.dts, copy.is_keyframe = stream, Fraction(1, 1000), times[k], k, True
+            out.mux(copy)
+    done = triage("run", tmp_path / "retimed.mkv", "--weights", random_weights, "--no-report", "-o", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert (f"Warning: {tmp_path / 'retimed.mkv'}: 1 frame timed before the frame decoded ahead of it (first: frame 7 at 1.000 s, "
+            "after 1.500 s); 1 frame at the time of the frame before it (first: frame 10 at 2.000 s): each placed by its time, as "
+            "the file gives it; its timestamps are damaged, or two recordings were joined (re-mux it with fresh timestamps if the "
+            "frames' order matters)") in done.stderr.splitlines(), done.stderr
+    frames = pq.read_table(tmp_path / "out" / "frames.parquet").to_pydict()
+    assert frames["pts_seconds"] == sorted(t / 1000 for t in times) and frames["frame_index"][:6] == [0, 1, 2, 3, 4, 7]
+    assert "timed before" not in triage("run", stored, "--weights", random_weights, "--no-report", "-o", tmp_path / "o2").stderr
+
+
 def test_default_output_is_beside_the_input(tmp_path, random_weights):
     clip = tmp_path / "study one.mp4"
     clip.write_bytes(MIXED_CLIP.read_bytes())

@@ -107,6 +107,10 @@ def test_frames_scored_twice_or_under_two_labels_are_said_by_the_evaluation(tmp_
     shutil.copy(held_out / "bleeding" / "img_3.bmp", held_out / "non-bleeding" / "img_3.bmp")  # rev100 #10: alike by name too
     warned = [w for w in evaluate(tmp_path / "m", held_out, "all")["warnings"] if "held twice" in w]
     assert " bleeding/img_3.bmp (bleeding)" in warned[0] and "non-bleeding/img_3.bmp (non-bleeding)" in warned[0], warned
+    shutil.copy(held_out / "bleeding" / "img_4.bmp", held_out / "bleeding" / "img_4 copy.bmp")  # rev101 #2: three copies,
+    shutil.copy(held_out / "bleeding" / "img_4.bmp", held_out / "non-bleeding" / "img_4 other.bmp")  # two labels among them
+    warned = [w for w in evaluate(tmp_path / "m", held_out, "all")["warnings"] if "held twice" in w][0]
+    assert "img_4 copy.bmp (bleeding) = img_4 other.bmp (non-bleeding)" in warned and "img_4 copy.bmp = img_4.bmp" in warned, warned
 
 
 def test_images_given_twice_are_named_before_training(tmp_path):
