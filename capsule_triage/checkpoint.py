@@ -4,19 +4,23 @@ which ``triage train --resume`` continues exactly where the run stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .json_files import read_json
-from .errors import WeightsError
+from .errors import OutputError, WeightsError
 from .weights import shareable
 
 CHECKPOINT_DIR = "checkpoint"
+SAVE_ID = "save_id"
 
 
 def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], state: dict) -> None:
@@ -30,9 +34,18 @@ def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimize
         if buffer is not None:
             tensors[f"optim.{name}"] = buffer.cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(folder / "state.safetensors.tmp"))
-    shareable(folder / "state.safetensors.tmp")
-    (folder / "state.json.tmp").write_text(json.dumps(state, indent=1))
+    save_id = uuid.uuid4().hex  # QA 112 #3: the two files of one save name it, so a pair of two saves (a kill between the
+    try:  # renames) is refused, not resumed into another model
+        save_file(tensors, str(folder / "state.safetensors.tmp"), metadata={SAVE_ID: save_id})
+        shareable(folder / "state.safetensors.tmp")
+        (folder / "state.json.tmp").write_text(json.dumps({**state, SAVE_ID: save_id}, indent=1))
+    except (OSError, SafetensorError) as exc:  # QA 112 #1/#2: a full disk was a traceback, and left an empty checkpoint/
+        for name in ("state.safetensors.tmp", "state.json.tmp"):
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: no checkpoint was there before
+        raise OutputError(folder, f"cannot write the checkpoint ({str(exc).strip()[:160]}); free space and run the command "
+                                  "again (with --resume if an earlier checkpoint is there)") from None
     os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
     os.replace(folder / "state.json.tmp", folder / "state.json")
 
@@ -44,9 +57,15 @@ def load_checkpoint(out: Path) -> dict | None:
         return None
     try:
         state = read_json(folder / "state.json")
+        if not state.get("finished"):
+            with safe_open(str(folder / "state.safetensors"), "pt") as handle:
+                saved_as = (handle.metadata() or {}).get(SAVE_ID)
+            if state.get(SAVE_ID) != saved_as:  # (checkpoints before 2026-12-07 name none: both None)
+                raise WeightsError(folder, "its state.json and state.safetensors are of two different saves (the run was "
+                                           "killed between them): delete the checkpoint folder and train again")
         state["resume_tensors"] = None if state.get("finished") else load_file(str(folder / "state.safetensors"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(folder, f"unreadable checkpoint ({exc})") from None
+    except (OSError, ValueError, SafetensorError) as exc:  # QA 112 #4: a truncated state.safetensors was a traceback
+        raise WeightsError(folder, f"unreadable checkpoint ({str(exc).strip()[:200]})") from None
     return state
 
 

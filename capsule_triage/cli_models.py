@@ -15,7 +15,7 @@ import typer
 
 from .json_files import read_json
 from .cli_batch import EXIT_INTERRUPTED, output_folder
-from .errors import DataWarning, TriageError
+from .errors import DataWarning, OutputError, TriageError
 from .report_svg import score_text, threshold_text
 
 EXIT_BAD_INPUT = 2
@@ -132,30 +132,39 @@ def train_command(
 
     new_folder = not Path(output).exists()
     there = {name for name in RUN_WRITES if os.path.lexists(Path(output) / name)} if Path(output).is_dir() else None  # its own
+    from .checkpoint import CHECKPOINT_DIR
+
+    def unkept() -> str | None:  # what a run stopped before its first checkpoint leaves: nothing of its own
+        if (Path(output) / CHECKPOINT_DIR / "state.json").is_file():
+            return None
+        if new_folder:  # QA 44: pointed to a checkpoint never written; rev39: a folder of this run's first weights refused a rerun
+            shutil.rmtree(output, ignore_errors=True)
+            return "nothing was kept: run the same command again"
+        if there is None:  # not a folder (refused by the run, had it got that far)
+            return "nothing was written"
+        for name in set(RUN_WRITES) - there:  # QA 65 #6: "delete it" put a folder's own files at risk; what this run wrote
+            path = Path(output) / name  # there is removed instead (a new run refuses to find it), so the same command runs again
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return f"nothing of this run was kept in {output} (its own files are left as they were): run the same command again"
+
     try:
         with _warning_lines():
             folder = train(options)
+    except OutputError as exc:  # QA 112 #1: a full disk at the first checkpoint left a folder neither resumed nor trained again
+        wrote = Path(output).is_dir() and (new_folder or any(os.path.lexists(Path(output) / n) for n in set(RUN_WRITES) - (there or set())))
+        if wrote and (said := unkept()):  # (a refusal before any write, e.g. a folder that cannot be made, leaves nothing)
+            exc = OutputError(exc.path, f"{exc.message}; {said.split(': ')[0]}")
+        _fail(exc)
     except (TriageError, ValueError) as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        from .checkpoint import CHECKPOINT_DIR
-
-        if (Path(output) / CHECKPOINT_DIR / "state.json").is_file():
-            typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume.", err=True)
-        elif new_folder:  # QA 44: pointed to a checkpoint never written; rev39: a folder of this run's first weights refused a rerun
-            shutil.rmtree(output, ignore_errors=True)
-            typer.echo("Interrupted before the first checkpoint; nothing was kept: run the same command again.", err=True)
-        elif there is not None:  # QA 65 #6: "delete it" put a folder's own files at risk; what this run wrote there is
-            for name in set(RUN_WRITES) - there:  # removed instead (a new run refuses to find it), so the same command runs again
-                path = Path(output) / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            typer.echo(f"Interrupted before the first checkpoint; nothing of this run was kept in {output} (its own files are "
-                       "left as they were): run the same command again.", err=True)
-        else:  # not a folder (refused by the run, had it got that far)
-            typer.echo("Interrupted; nothing was written.", err=True)
+        said = unkept()
+        typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume." if said is None
+                   else f"Interrupted; {said}." if said == "nothing was written" else f"Interrupted before the first checkpoint; {said}.",
+                   err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_training(folder)
 

@@ -17,6 +17,7 @@ import difflib
 import os
 import pickle
 import shlex
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import WeightsError
+from .errors import OutputError, WeightsError
 from .hub import first_line, local_weights
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
 from .presets import fitting_presets_hint
@@ -314,12 +315,19 @@ def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp makes 0700; a weights folder is meant to be shared
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # One metadata key: safetensors keeps the metadata in a hash map whose order changes from one save
-    # to the next, so two keys gave two different files for the same tensors (and weights_sha256 with
-    # them). The architecture is in config.json.
-    save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-    shareable(tmp / WEIGHTS_NAME)
-    config.save(tmp / CONFIG_NAME)
+    try:
+        # One metadata key: safetensors keeps the metadata in a hash map whose order changes from one save
+        # to the next, so two keys gave two different files for the same tensors (and weights_sha256 with
+        # them). The architecture is in config.json.
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        shareable(tmp / WEIGHTS_NAME)
+        config.save(tmp / CONFIG_NAME)
+    except BaseException as exc:  # QA 112 #2/#6: a full disk was a traceback, an interrupt left the staging folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise OutputError(folder, f"cannot write the weights ({str(exc).strip()[:160]}); free space and run the command "
+                                      "again") from None
+        raise
     if folder.exists():
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             os.replace(tmp / name, folder / name)

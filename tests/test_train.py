@@ -1420,3 +1420,53 @@ def test_batches_of_one_train_models_without_batch_norm_and_are_refused_for_the_
     assert result.exit_code == 0, result.output
     state = json.loads((bit / "checkpoint" / "state.json").read_text())
     assert state["global_step"] == 2 and state["recipe"]["batch_size"] == 1
+
+
+@needs_shared
+def test_a_checkpoint_that_cannot_be_written_or_read_back_is_one_line(tiny_manifest, tmp_path, monkeypatch):
+    """QA 112: a full disk while writing the checkpoint or the weights was a traceback (safetensors' own error is not an
+    OSError), left an empty checkpoint/ that neither --resume nor a new run accepted, and a hidden staging folder; a
+    truncated state.safetensors was a traceback on --resume; a tensors file of another save resumed into another model."""
+    import subprocess
+    import sys
+
+    from safetensors import SafetensorError
+
+    from capsule_triage import checkpoint, weights
+    from capsule_triage.errors import OutputError, WeightsError
+
+    kwargs = dict(strategy="head", epochs=2, seed=3)
+    part = train(_options(tiny_manifest, tmp_path / "part", stop_after_steps=2, **kwargs))
+    other = train(_options(tiny_manifest, tmp_path / "other", stop_after_steps=1, **kwargs))
+    tensors = part / "checkpoint" / "state.safetensors"
+    kept = tensors.read_bytes()
+    tensors.write_bytes(kept[: len(kept) // 2])  # cut short: one line, not safetensors' traceback
+    with pytest.raises(WeightsError, match=r"checkpoint: unreadable checkpoint \("):
+        train(_options(tiny_manifest, part, resume=True, **kwargs))
+    tensors.write_bytes((other / "checkpoint" / "state.safetensors").read_bytes())  # another save's tensors beside this state
+    with pytest.raises(WeightsError, match=r"its state.json and state.safetensors are of two different saves"):
+        train(_options(tiny_manifest, part, resume=True, **kwargs))
+    tensors.write_bytes(kept)
+    train(_options(tiny_manifest, part, resume=True, **kwargs))  # the pair of one save resumes
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(OutputError, match=r"checkpoint: cannot write the checkpoint \(Error while serializing: .*No space left on device"):
+        train(_options(tiny_manifest, tmp_path / "full", **kwargs))
+    assert not (tmp_path / "full" / "checkpoint").exists()  # no empty folder that --resume and a new run refuse
+    monkeypatch.setattr(weights, "save_file", full)
+    with pytest.raises(OutputError, match=r"full2: cannot write the weights \("):
+        train(_options(tiny_manifest, tmp_path / "full2", **kwargs))
+    assert not list(tmp_path.glob(".full2.*")), "the staging folder is removed"
+    code = ("import sys; from safetensors import SafetensorError; import capsule_triage.checkpoint as c\n"
+            "def full(*a, **k): raise SafetensorError('No space left on device (os error 28)')\n"
+            "c.save_file = full; from capsule_triage.cli import main; sys.argv[0] = 'triage'; main()")
+    done = subprocess.run([sys.executable, "-c", code, "train", str(tiny_manifest), "-o", str(tmp_path / "cli"), "--strategy", "head",
+                           "--epochs", "1", "--input-size", "64", "--val-fraction", "0", "--augment", "none", "-q"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'cli' / 'checkpoint'}: cannot write the checkpoint (No space left on device (os error 28)); free space "
+        "and run the command again (with --resume if an earlier checkpoint is there); nothing was kept"), done.stderr
+    assert not (tmp_path / "cli").exists() and "Traceback" not in done.stderr  # the same command runs again
