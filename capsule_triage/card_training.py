@@ -4,9 +4,11 @@ config.json, with the evaluation sections it marks as measured at another thresh
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .digests import file_sha256
+from .errors import DataWarning
 from .model_card import CARD_NAME, at_other_thresholds, markers, on_other_weights, replace_section, percent_text
 from .model_config import WEIGHTS_NAME, ModelConfig
 from .report_svg import fmt_duration
@@ -19,6 +21,11 @@ def refresh_training_section(folder: Path, config: ModelConfig, *, create: bool)
     card = folder / CARD_NAME
     if (create and not card.exists()) or (card.is_file() and markers("training")[0] in card.read_text()):
         write_training_section(folder, config)
+    elif create and card.is_file():  # QA 112 #5: the card stayed without its data, figures and intended use, unsaid
+        begin, end = markers("training")
+        warnings.warn(f"{card}: a card of your own, left as it is: the training section (data, recipe, validation figures, "
+                      f"research use only) goes only between the lines {begin} and {end}, which it lacks; add them where "
+                      "it should go (a threshold chosen by `triage eval --target-sensitivity` fills them)", DataWarning, stacklevel=2)
 
 
 def _code(versions) -> str:

@@ -198,3 +198,17 @@ def test_the_images_list_is_written_whole_or_not_at_all(tmp_path):
     shutil.rmtree(tmp_path / TRAINING_IMAGES)
     write_training_images(tmp_path, samples, ["1" * 64, "2" * 64])
     assert read_training_images(tmp_path) == {"1" * 64: "train", "2" * 64: "val"} and sorted(p.name for p in tmp_path.iterdir()) == [TRAINING_IMAGES]
+
+
+def test_a_card_of_ones_own_is_left_as_it_is_and_said(tmp_path):
+    """QA 112 #5: training into a folder whose MODEL_CARD.md was the group's own left the card without its training
+    section (data, figures, research use only), without a word."""
+    data = _tree(tmp_path / "data", seed=5)
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "MODEL_CARD.md").write_text("# Our model\n")
+    assert _train(data, out) == [
+        f"{out / 'MODEL_CARD.md'}: a card of your own, left as it is: the training section (data, recipe, validation figures, "
+        "research use only) goes only between the lines <!-- triage-eval:training:begin --> and <!-- triage-eval:training:end -->, "
+        "which it lacks; add them where it should go (a threshold chosen by `triage eval --target-sensitivity` fills them)"]
+    assert (out / "MODEL_CARD.md").read_text() == "# Our model\n"
