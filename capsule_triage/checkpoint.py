@@ -26,7 +26,6 @@ SAVE_ID = "save_id"
 def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], state: dict) -> None:
     """Write the model, the momentum of the trainable parameters ``names``, the RNG and ``state``."""
     folder = out / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # from any device
     params = dict(model.named_parameters())
     for name in names:
@@ -36,6 +35,7 @@ def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimize
     tensors["rng.torch"] = torch.get_rng_state()
     save_id = uuid.uuid4().hex  # QA 112 #3: the two files of one save name it, so a pair of two saves (a kill between the
     try:  # renames) is refused, not resumed into another model
+        folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "state.safetensors.tmp"), metadata={SAVE_ID: save_id})
         shareable(folder / "state.safetensors.tmp")
         (folder / "state.json.tmp").write_text(json.dumps({**state, SAVE_ID: save_id}, indent=1))
@@ -62,7 +62,7 @@ def load_checkpoint(out: Path) -> dict | None:
                 saved_as = (handle.metadata() or {}).get(SAVE_ID)
             if state.get(SAVE_ID) != saved_as:  # (checkpoints before 2026-12-07 name none: both None)
                 raise WeightsError(folder, "its state.json and state.safetensors are of two different saves (the run was "
-                                           "killed between them): delete the checkpoint folder and train again")
+                                           "killed between them): train again into another folder")
         state["resume_tensors"] = None if state.get("finished") else load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError, SafetensorError) as exc:  # QA 112 #4: a truncated state.safetensors was a traceback
         raise WeightsError(folder, f"unreadable checkpoint ({str(exc).strip()[:200]})") from None

@@ -153,7 +153,9 @@ def train_command(
     try:
         with _warning_lines():
             folder = train(options)
-    except OutputError as exc:  # QA 112 #1: a full disk at the first checkpoint left a folder neither resumed nor trained again
+    except (OutputError, OSError) as exc:  # QA 112 #1: a full disk at the first checkpoint left a folder neither resumed nor
+        if not isinstance(exc, OutputError):  # trained again; rev102 #3: a write outside the guarded ones (the log) too
+            exc = OutputError(exc.filename or output, (exc.strerror or str(exc)).strip())
         wrote = Path(output).is_dir() and (new_folder or any(os.path.lexists(Path(output) / n) for n in set(RUN_WRITES) - (there or set())))
         if wrote and (said := unkept()):  # (a refusal before any write, e.g. a folder that cannot be made, leaves nothing)
             exc = OutputError(exc.path, f"{exc.message}; {said.split(': ')[0]}")

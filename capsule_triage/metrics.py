@@ -208,7 +208,8 @@ def intervals_text(result: dict) -> list[str]:
         if auc is None or math.isnan(auc):
             return "undefined"
         few = [kind for kind, keys in (("abnormal", ("tp", "fn")), ("normal", ("tn", "fp"))) if sum(counts.get(k, 0) for k in keys) < 2]
-        why = f"fewer than two {' or '.join(few)} {unit}" if few else "a perfect separation, whose variance is 0"
+        why = (f"fewer than two {' or '.join(few)} {unit}" if few else "a perfect separation, whose variance is 0" if auc in (0.0, 1.0)
+               else "scores without spread (all tied)")  # rev102 #5
         return score_text(auc, 5) + (f" ({score_text(interval[0], 4)}-{score_text(interval[1], 4)})" if interval else f" (no interval: {why})")
 
     lines = [f"By frame, 95% Wilson intervals (frames taken as independent): {rates(result['triage'])}"] if "triage" in result else []

@@ -171,7 +171,8 @@ def triage_study(input_path: str | Path, pipeline: Pipeline, classifier: Classif
     scoring_started = time.perf_counter()
     frame_index, pts, probs, view, reused = _score_stream(input_path, read, classifier, stats, info, options, where)
     stage_seconds = {"decode_and_score": time.perf_counter() - scoring_started}
-    disorder = out_of_order_note(info.path, frame_index, pts) if info.kind == "video" else None  # before the sort
+    decoded = np.argsort(frame_index, kind="stable")  # rev102 #1: --decoders N parts arrive interleaved; the frame index is
+    disorder = out_of_order_note(info.path, frame_index[decoded], pts[decoded]) if info.kind == "video" else None  # decode order
     order = np.argsort(pts, kind="stable")  # presentation order (broken files may decode out of order)
     frame_index, pts, probs, view, reused = frame_index[order], pts[order], probs[order], view[order], reused[order]
     probs[~view] = np.nan  # frames without a view have no score (QA 27: black, or burned-in text only)

@@ -11,7 +11,7 @@ import numpy as np
 from .completeness import measured_rate, time_gaps
 from .model_card import percent_text
 from .periods import timeline_seconds
-from .report_svg import facts, fmt_clock, fmt_duration, score_text
+from .report_svg import facts, fmt_clock, fmt_duration, score_text, threshold_text
 from .study_folder import Study
 
 
@@ -164,7 +164,7 @@ def model_facts(run: dict, card_use: str | None) -> str:
         ("Classes", ", ".join(config.get("class_names", [])) or None),
         ("Score", f"P({' + '.join(config['abnormal_classes'])}), the abnormal classes: the model's output, to rank frames by, "
                   "not a calibrated chance of a finding" if config.get("abnormal_classes") else None),  # QA 96 #2: read as one
-        ("Thresholds", f"enter {score_text(rank.get('enter_threshold'))}, leave {score_text(rank.get('leave_threshold'))}{operating_note(rank, config)}"
+        ("Thresholds", f"enter {_threshold(rank.get('enter_threshold'))}, leave {_threshold(rank.get('leave_threshold'))}{operating_note(rank, config)}"
          if rank else None),
         ("Events", _event_rule(rank)),
         ("Weights", model.get("weights_path")), ("Weights SHA-256", model.get("weights_sha256")),
@@ -197,6 +197,10 @@ def _event_rule(rank: dict) -> str | None:
             f"{score_text(rank['leave_threshold'])}")
 
 
+def _threshold(value) -> str:  # rev102 #6: a threshold near 1 read ">0.999" (a score's rounding), 0.99999994 "1.000"
+    return threshold_text(value, 3) if isinstance(value, (int, float)) and math.isfinite(value) else score_text(value)
+
+
 def operating_note(rank: dict, config: dict) -> str:
     """Said beside the thresholds: whether the run's enter threshold is the model's operating one (QA 34: a run at
     --threshold 0.99 read as the validated setting, 14 fewer event frames than at the model's 0.188), and whether that
@@ -210,4 +214,4 @@ def operating_note(rank: dict, config: dict) -> str:
     if math.isclose(enter, operating, abs_tol=1e-9):  # QA 81 #1: an untuned 0.5 (every frame of a 3-class model) read as chosen
         return (f" (the model's operating threshold{validated})" if validated else
                 " (the weights' default, not recorded as chosen on data: `triage eval --target-sensitivity S` chooses one)")
-    return f" (this run's; the model's operating threshold is {operating:.3f}{validated})"
+    return f" (this run's; the model's operating threshold is {threshold_text(operating, 3)}{validated})"

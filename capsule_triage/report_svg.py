@@ -381,8 +381,9 @@ def score_text(value, digits: int = 3) -> str:
 def threshold_text(value: float, digits: int = 4) -> str:
     """A threshold to ``digits`` places, or in full where those would round it onto 0 or 1 (QA 108 #3: "threshold 1.0000"
     beside scores of 1.000 one flagged and one not): a threshold is compared, not read as a score."""
+    value = float(value) + 0.0 if value else 0.0  # -0.0 reads 0.0000 (rev102 #7)
     text = f"{value:.{digits}f}"
-    return text if value in (0.0, 1.0) or 0.0 < float(text) < 1.0 else repr(float(value))
+    return text if value in (0.0, 1.0) or 0.0 < float(text) < 1.0 else repr(value)
 
 
 def facts(title: str, items: list[tuple[str, object]]) -> str:

@@ -311,11 +311,12 @@ def shareable(path: Path) -> None:
 def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig) -> Path:
     """Write ``config.json`` + ``model.safetensors`` atomically (a temp folder renamed into place)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; a weights folder is meant to be shared
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = None
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a weights folder is meant to be shared
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # One metadata key: safetensors keeps the metadata in a hash map whose order changes from one save
         # to the next, so two keys gave two different files for the same tensors (and weights_sha256 with
         # them). The architecture is in config.json.
@@ -323,10 +324,11 @@ def save_weights(folder: str | Path, model: torch.nn.Module, config: ModelConfig
         shareable(tmp / WEIGHTS_NAME)
         config.save(tmp / CONFIG_NAME)
     except BaseException as exc:  # QA 112 #2/#6: a full disk was a traceback, an interrupt left the staging folder
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, (OSError, SafetensorError)):
             raise OutputError(folder, f"cannot write the weights ({str(exc).strip()[:160]}); free space and run the command "
-                                      "again") from None
+                                      "again (with --resume if a checkpoint is there)") from None
         raise
     if folder.exists():
         for name in (CONFIG_NAME, WEIGHTS_NAME):

@@ -266,6 +266,9 @@ def test_the_auc_and_accuracy_have_95_percent_intervals():
     assert "by frame 1.00000 (no interval: a perfect separation, whose variance is 0)" in metrics.intervals_text(result)[-1]
     result.update(triage={"tp": 1, "fn": 0, "tn": 90, "fp": 0})  # rev101 #3: one abnormal frame, not a zero variance
     assert "by frame 1.00000 (no interval: fewer than two abnormal frames)" in metrics.intervals_text(result)[-1]
+    result.update(auc=0.5, triage={"tp": 60, "fn": 0, "tn": 90, "fp": 0})  # rev102 #5: every score tied
+    assert metrics.delong_interval(positive, np.zeros(150)) is None
+    assert "by frame 0.50000 (no interval: scores without spread (all tied))" in metrics.intervals_text(result)[-1]
     result.update(auc=0.999996, auc_ci95=[0.99996, 1.0], class_names=["a", "b", "c"])  # rev101 #5: never rounded onto 1
     assert "by frame >0.99999 (>0.9999-1.0000); 3-class accuracy 135/150" in metrics.intervals_text(result)[-1]
 
@@ -278,4 +281,7 @@ def test_a_threshold_near_an_end_is_printed_in_full():
     near_one = float(np.float32(0.99999994))
     assert threshold_text(near_one) == repr(near_one) and float(threshold_text(near_one)) == near_one
     assert threshold_text(0.00001) == "1e-05" and threshold_text(0.18828243) == "0.1883"
-    assert threshold_text(1.0) == "1.0000" and threshold_text(0.0) == "0.0000"
+    assert threshold_text(1.0) == "1.0000" and threshold_text(0.0) == "0.0000" and threshold_text(-0.0) == "0.0000"  # rev102 #7
+    from capsule_triage.report_facts import _threshold  # rev102 #6: the page's Thresholds line, a score's rounding before
+
+    assert _threshold(near_one) == repr(near_one) and _threshold(0.18828) == "0.188" and _threshold(None) == "\u2014"

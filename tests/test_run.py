@@ -147,6 +147,12 @@ def test_frames_that_step_back_or_repeat_a_time_are_said(tmp_path, random_weight
     frames = pq.read_table(tmp_path / "out" / "frames.parquet").to_pydict()
     assert frames["pts_seconds"] == sorted(t / 1000 for t in times) and frames["frame_index"][:6] == [0, 1, 2, 3, 4, 7]
     assert "timed before" not in triage("run", stored, "--weights", random_weights, "--no-report", "-o", tmp_path / "o2").stderr
+    rng = np.random.default_rng(0)  # rev102 #1: two decoders' parts arrive interleaved; a well-formed file says nothing
+    moving = [np.roll(rng.integers(0, 255, (48, 48, 3), np.uint8), i, axis=1) for i in range(240)]
+    parts = encode_clip(moving, tmp_path / "parts.mp4", options={"g": "24", "bf": "2", "crf": "30"})
+    done = triage("run", parts, "--weights", random_weights, "--no-report", "--decoders", "2", "-o", tmp_path / "o3")
+    assert done.returncode == 0 and "timed before" not in done.stderr and "at the time of" not in done.stderr, done.stderr
+    assert json.loads((tmp_path / "o3" / "run.json").read_text())["decoder_processes"] == 2
 
 
 def test_default_output_is_beside_the_input(tmp_path, random_weights):

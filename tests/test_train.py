@@ -1470,3 +1470,9 @@ def test_a_checkpoint_that_cannot_be_written_or_read_back_is_one_line(tiny_manif
         f"Error: {tmp_path / 'cli' / 'checkpoint'}: cannot write the checkpoint (No space left on device (os error 28)); free space "
         "and run the command again (with --resume if an earlier checkpoint is there); nothing was kept"), done.stderr
     assert not (tmp_path / "cli").exists() and "Traceback" not in done.stderr  # the same command runs again
+    code = ("import sys, errno; import capsule_triage.train as t\n"  # rev102 #3: a write outside the guarded ones (the log)
+            "def full(path, *a, **k): raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+            "t._write_log = full; from capsule_triage.cli import main; sys.argv[0] = 'triage'; main()")
+    done = subprocess.run([sys.executable, "-c", code, *done.args[3:6], str(tmp_path / "cli2"), *done.args[7:]], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(": No space left on device; nothing was kept"), done.stderr
+    assert not (tmp_path / "cli2").exists() and "Traceback" not in done.stderr
