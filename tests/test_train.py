@@ -38,7 +38,7 @@ from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.train_options import check_options, with_strategy
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
-from conftest import REPO, WCE, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, write_frame_folder
+from conftest import REPO, WCE, hub_cache, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, triage, write_frame_folder
 
 torch.set_num_threads(2)
 LITE0 = "tf_efficientnet_lite0"
@@ -757,6 +757,29 @@ def test_a_fine_tune_names_the_weights_it_began_from_and_inherits_their_training
     result = CliRunner().invoke(app, ["eval", str(tuned2), str(both), "--split", "val"])
     assert result.exit_code == 0 and ("24 of the 24 frames scored (val) have the bytes of this model's training data (24 --init "
                                       "weights' training or validation frames; e.g.") in " ".join(result.output.split()), result.output
+
+
+@needs_shared
+def test_training_starts_from_weights_on_the_hugging_face_hub(tiny_manifest, random_weights, tmp_path):
+    """QA 112 #8: `--init hf-hub:OWNER/REPO` (the weights folders `--weights`, `--distill` and `triage eval` read from the
+    Hub) was refused as "no such file or folder": it starts from the cached snapshot and records the commit it read."""
+    from capsule_triage.digests import weights_sha256
+
+    commit = hub_cache(tmp_path / "hf", "lab/base", random_weights)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    args = (tiny_manifest, "--arch", "test_efficientnet", "--strategy", "head", "--epochs", "1", "--input-size", "64",
+            "--batch-size", "8", "--val-fraction", "0", "--augment", "none", "--class-weighting", "none", "--quiet")
+    done = triage("train", *args, "--init", "hf-hub:lab/base", "--output", tmp_path / "tuned", env=env)
+    assert done.returncode == 0, done.stderr
+    training = ModelConfig.load(tmp_path / "tuned" / "config.json").provenance["training"]
+    assert training["init"] == "hf-hub:lab/base"
+    assert training["init_weights"]["weights"] == f"hf-hub:lab/base@{commit}"
+    assert training["init_weights"]["weights_sha256"] == weights_sha256(random_weights)
+    assert f"Fine-tuned from test-random (`hf-hub:lab/base@{commit}`" in (tmp_path / "tuned" / "MODEL_CARD.md").read_text()
+    missing = triage("train", *args, "--init", "hf-hub:lab/other", "--output", tmp_path / "other", env=env)
+    assert (missing.returncode, missing.stderr.strip()) == (2, "Error: hf-hub:lab/other: not in the local Hugging Face cache and "
+                                                               "HF_HUB_OFFLINE is set"), missing.stderr
+    assert not (tmp_path / "other").exists()
 
 
 @needs_shared

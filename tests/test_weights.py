@@ -22,7 +22,7 @@ from capsule_triage.errors import WeightsError
 from capsule_triage.frames import FrameBatch
 from capsule_triage.model_config import ModelConfig
 from capsule_triage.weights import create_model, load_model, read_state_dict, save_weights
-from conftest import DEMO_CLIP, REPO, triage
+from conftest import DEMO_CLIP, REPO, hub_cache, triage
 
 
 @pytest.fixture()
@@ -218,21 +218,10 @@ def test_static_same_padding_exports_constant_pads_with_identical_outputs(tmp_pa
     assert sum(node.op_type == "Ceil" for node in graph.node) == 0  # Conv2dSame's ceil(size / stride) is gone
 
 
-def _hub_cache(cache: Path, repo: str, folder: Path) -> str:
-    """A Hugging Face cache holding ``folder`` as the ``main`` revision of model repository ``repo``
-    (the layout huggingface_hub writes: refs/main -> snapshots/<commit>/<files>)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    root = cache / f"models--{repo.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(commit)
-    shutil.copytree(folder, root / "snapshots" / commit)
-    return commit
-
-
 def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(random_weights, tmp_path):
     """`--weights hf-hub:OWNER/REPO` reads a weights folder from the Hugging Face cache, offline."""
     cache = tmp_path / "hf"
-    _hub_cache(cache, "lab/capsule-model", random_weights)
+    hub_cache(cache, "lab/capsule-model", random_weights)
     clip = DEMO_CLIP
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     hub = triage("run", clip, "--weights", "hf-hub:lab/capsule-model", "--out", tmp_path / "hub", "--quiet", env=env)
@@ -244,7 +233,7 @@ def test_trained_weights_from_the_hugging_face_hub_cache_score_like_the_folder(r
     missing = triage("run", clip, "--weights", "hf-hub:lab/other", "--out", tmp_path / "o", env=env)
     assert missing.returncode == 2 and not (tmp_path / "o").exists()
     assert missing.stderr.strip() == "Error: hf-hub:lab/other: not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-    commit = _hub_cache(cache, "lab/partial", random_weights)  # QA 44: an incomplete snapshot was called the repository's fault
+    commit = hub_cache(cache, "lab/partial", random_weights)  # QA 44: an incomplete snapshot was called the repository's fault
     snapshot = cache / "models--lab--partial" / "snapshots" / commit
     (snapshot / "model.safetensors").unlink()
     partial = triage("run", clip, "--weights", "hf-hub:lab/partial", "--out", tmp_path / "p", env=env)
@@ -326,7 +315,7 @@ def test_hub_weights_behind_a_refusing_proxy_come_from_the_cache_and_a_cached_co
         _reply(handler, 404)
 
     cache = tmp_path / "hf"
-    commit = _hub_cache(cache, "lab/capsule-model", random_weights)
+    commit = hub_cache(cache, "lab/capsule-model", random_weights)
     with _local_server(refuse) as url:
         env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url,
                "http_proxy": url, "NO_PROXY": "", "no_proxy": ""}
@@ -436,7 +425,7 @@ def test_the_model_safetensors_of_a_weights_folder_is_read_with_its_own_config(r
 
 def test_hub_weights_serve_batch_and_eval_but_are_not_rewritten(random_weights, tmp_path):
     cache = tmp_path / "hf"
-    _hub_cache(cache, "lab/capsule-model", random_weights)
+    hub_cache(cache, "lab/capsule-model", random_weights)
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     (tmp_path / "studies").mkdir()
     shutil.copy(DEMO_CLIP, tmp_path / "studies" / "demo.mp4")
