@@ -69,6 +69,18 @@ def load_checkpoint(out: Path) -> dict | None:
     return state
 
 
+def mark_finished(out: Path, elapsed_seconds: float) -> None:
+    """Record in the checkpoint's state.json that the run finished, atomically (QA 112 #9: a kill while it was
+    rewritten in place left a truncated state.json, an "unreadable checkpoint" beside finished weights)."""
+    path = out / CHECKPOINT_DIR / "state.json"
+    partial = path.with_name("state.json.tmp")
+    try:
+        partial.write_text(json.dumps({**read_json(path), "finished": True, "elapsed_seconds": elapsed_seconds}, indent=1))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def is_finished(out: Path) -> bool:
     """Whether ``out`` holds a training run that finished (its checkpoint says so)."""
     try:

@@ -16,6 +16,7 @@ import typer
 from .json_files import read_json
 from .cli_batch import EXIT_INTERRUPTED, output_folder
 from .errors import DataWarning, OutputError, TriageError
+from .interrupts import InterruptedAfterWriting
 from .report_svg import score_text, threshold_text
 
 EXIT_BAD_INPUT = 2
@@ -162,6 +163,9 @@ def train_command(
         _fail(exc)
     except (TriageError, ValueError) as exc:
         _fail(exc)
+    except InterruptedAfterWriting:  # QA 112 #9: while the finished run was recorded, which it then was
+        _echo(f"Interrupted after the run finished; its weights are in {output}.", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:
         said = unkept()
         typer.echo(f"Interrupted; to continue from the last checkpoint in {output}, run the same command with --resume." if said is None
@@ -220,8 +224,6 @@ def eval_command(
     except (TriageError, ValueError) as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # QA 56 #10: exit 1 without a word (click's Abort)
-        from .interrupts import InterruptedAfterWriting
-
         written = [str(p) for p, wrote in ((weights / "config.json", target_sensitivity is not None),
                                            (weights / "MODEL_CARD.md", model_card is not None), (out, out is not None)) if wrote]
         if isinstance(exc, InterruptedAfterWriting):

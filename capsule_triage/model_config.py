@@ -7,9 +7,9 @@ never hard-coded elsewhere.
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
@@ -166,7 +166,14 @@ class ModelConfig:
         return cls.from_dict(data, path)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write config.json whole or not at all (QA 112 #9: a kill while a finished run or a new threshold rewrote it in
+        place left a weights folder whose config.json no longer parsed)."""
+        partial = Path(path).with_name(f".{Path(path).name}.partial-{os.getpid()}")
+        try:
+            partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def read_geometry(input_size: int, border: str) -> tuple[int, bool]:

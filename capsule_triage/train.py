@@ -19,7 +19,6 @@ weights (``init``) and the logical blocks of each architecture family live in ``
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
@@ -34,10 +33,9 @@ import pyarrow.csv as pa_csv
 import torch
 from torch import nn
 
-from .json_files import read_json
 from .augment import augment, pixel_noise
 from .bf16_weights import rounded_in_place
-from .checkpoint import CHECKPOINT_DIR, drop_resume_tensors, load_checkpoint, restore, save_checkpoint
+from .checkpoint import drop_resume_tensors, load_checkpoint, mark_finished, restore, save_checkpoint
 from .cpu_info import bf16_emulated
 from .datasets import class_weights, looks_normal, read_samples, samples_digest, select
 from .device import autocast, out_of_memory_raises, to_device
@@ -45,6 +43,7 @@ from .distill import Distillation, load_teacher
 from .errors import DataWarning, DeviceError, InputError
 from .evaluate import as_run_scores, frames_with_view, predict_probs, summarize
 from .field_of_view import NO_VIEW_KINDS
+from .interrupts import deferring_interrupts
 from .metrics import accuracy_curve
 from .card_training import refresh_training_section
 from .model_card import check_card
@@ -383,7 +382,13 @@ def _save_checkpoint(run: _Run, out: Path, optimizer: torch.optim.Optimizer, nam
 
 
 def _finish(run: _Run, out: Path) -> None:
-    """Record the total wall time in the best model's config and in the checkpoint."""
+    """Record the total wall time in the best model's config and in the checkpoint; an interrupt waits for the end
+    (QA 112 #9: one in between left the run said finished in config.json and not in the checkpoint)."""
+    with deferring_interrupts():  # then raises InterruptedAfterWriting
+        _record_finish(run, out)
+
+
+def _record_finish(run: _Run, out: Path) -> None:
     wall = round(time.perf_counter() - run.state["session_start"], 1)
     config = ModelConfig.load(out / "config.json")
     curve = accuracy_curve([row.get("val_accuracy") for row in run.state["log"]]) if run.val_set is not None else None
@@ -396,6 +401,5 @@ def _finish(run: _Run, out: Path) -> None:
     refresh_training_section(out, config, create=True)  # rev24: a trained folder said "research use only" nowhere until an eval
     if not (out / TRAINING_IMAGES).exists():  # killed between the best weights and their list, or resumed from before the list
         write_training_images(out, *run.images)
-    path = out / CHECKPOINT_DIR / "state.json"
-    path.write_text(json.dumps({**read_json(path), "finished": True, "elapsed_seconds": wall}, indent=1))
+    mark_finished(out, wall)
     drop_resume_tensors(out)

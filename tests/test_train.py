@@ -692,6 +692,48 @@ def test_cli_train_stops_and_reports(tiny_manifest, tmp_path, monkeypatch):
 
 
 @needs_shared
+def test_an_interrupt_while_a_finished_run_is_recorded_waits_for_the_record(tiny_manifest, tmp_path, monkeypatch):
+    """QA 112 #9: Ctrl-C while `_finish` wrote left config.json saying finished and the checkpoint not (the CLI said
+    "continue with --resume"); its state.json and config.json were rewritten in place, so a kill in between left a
+    file that no longer parsed. The record is completed first, then the interrupt is said as such."""
+    import signal
+
+    import capsule_triage.train as training
+
+    refresh = training.refresh_training_section
+
+    def interrupted(*args, **kwargs):  # Ctrl-C arrives half-way through the record
+        os.kill(os.getpid(), signal.SIGINT)
+        return refresh(*args, **kwargs)
+
+    monkeypatch.setattr(training, "refresh_training_section", interrupted)
+    app = typer.Typer()
+    register(app)
+    done = CliRunner().invoke(app, ["train", str(tiny_manifest), "--output", str(tmp_path / "m"), "--input-size", "64",
+                                    "--batch-size", "8", "--strategy", "head", "--epochs", "1", "--val-fraction", "0", "--quiet"])
+    assert done.exit_code == 130 and f"Interrupted after the run finished; its weights are in {tmp_path / 'm'}." in done.output, done.output
+    state = json.loads((tmp_path / "m" / "checkpoint" / "state.json").read_text())
+    assert state["finished"] and not (tmp_path / "m" / "checkpoint" / "state.safetensors").exists()
+    assert ModelConfig.load(tmp_path / "m" / "config.json").provenance["training"]["finished"]
+    config = ModelConfig.load(tmp_path / "m" / "config.json")
+
+    def cut(path, text, *args, **kwargs):  # a kill half-way through writing a file
+        with open(path, "w") as fh:
+            fh.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut)
+    for write in (lambda: config.save(tmp_path / "m" / "config.json"), lambda: training.mark_finished(tmp_path / "m", 1.0)):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    monkeypatch.undo()
+    assert ModelConfig.load(tmp_path / "m" / "config.json").to_dict() == config.to_dict()
+    assert json.loads((tmp_path / "m" / "checkpoint" / "state.json").read_text()) == state
+    assert [p.name for p in (tmp_path / "m").iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in (tmp_path / "m" / "checkpoint").iterdir()] == ["state.json"]
+
+
+@needs_shared
 def test_a_card_section_of_a_stopped_run_s_weights_is_marked_once_the_run_is_resumed(tiny_manifest, tmp_path):
     """QA 89 #1: a section `triage eval --model-card` measured on a stopped run's weights stayed on the card of the
     weights the resumed run saved, with nothing to say it measured others: each section records the SHA-256 of the
