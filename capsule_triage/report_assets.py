@@ -34,7 +34,7 @@ svg.timeline :is(.area,.score,.raw,.point,.grid,.xtick,.tick,.span-label,.thr,.t
 html:not(.js) .card:target,.card.selected{outline:3px solid var(--sel);outline-offset:1px}
 .card .thumb{display:flex;align-items:center;justify-content:center;aspect-ratio:1;background:#111;border-radius:4px;overflow:hidden}
 .card img{width:100%;height:100%;object-fit:contain}.nothumb{color:#aaa;font-size:.8rem}.card .title{text-decoration:none}
-.score{font-weight:600;color:var(--acc)}.cls{color:var(--mut)}.card small{color:var(--mut)}
+.score{font-weight:600;color:var(--acc)}.score.low{font-weight:400;color:var(--mut)}.cls{color:var(--mut)}.card small{color:var(--mut)}
 details summary{cursor:pointer;color:var(--mut);margin-bottom:.4rem}.card.top{font-size:.9rem}
 .page{display:none}.page:first-child{display:block}.js .page{display:none}.js .page.current{display:block}
 html:not(.js) .pages:has(:target)>.page{display:none}html:not(.js) .pages:has(:target)>.page:is(:target,:has(:target)){display:block}

@@ -331,19 +331,29 @@ def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
     placed, ranks = [], set()  # (centre, half width) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         x0, width = _box(span, x)
-        centre, half = x0 + width / 2, (LABEL_HASH_WIDTH + (len(span.label) - 1) * LABEL_DIGIT_WIDTH) / 2
+        centre, half = x0 + width / 2, _label_half_width(span.label)
         if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed):
             placed.append((centre, half))
             ranks.add(span.rank)
     return ranks
 
 
+def _label_half_width(label: str) -> float:
+    return (LABEL_HASH_WIDTH + (len(label) - 1) * LABEL_DIGIT_WIDTH) / 2
+
+
+PEAK_R, LABEL_BASELINE = 3, 11  # an event's peak dot; its label's baseline under the top of the plot
+
+
 def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> str:
     x0, width = _box(span, x)
-    text = (f'<text class="span-label" x="{x0 + width / 2:.1f}" y="{TOP + 11}" text-anchor="middle">{esc(span.label)}</text>'
-            if labelled else "")
-    peak = (f'<circle cx="{float(x(span.peak_seconds)):.1f}" cy="{float(y(span.peak_score)):.1f}" r="3"/>'
-            if LEFT <= float(x(span.peak_seconds)) <= WIDTH - RIGHT else "")
+    px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
+    shown = LEFT <= px <= WIDTH - RIGHT
+    # QA 111 #4: a peak near 1 put its dot over the label at the top of the span: the label goes under the dot then
+    under = shown and py - PEAK_R < TOP + LABEL_BASELINE + 1 and abs(px - (x0 + width / 2)) < _label_half_width(span.label) + PEAK_R
+    text = (f'<text class="span-label" x="{x0 + width / 2:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else TOP + LABEL_BASELINE:.1f}" '
+            f'text-anchor="middle">{esc(span.label)}</text>' if labelled else "")
+    peak = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{PEAK_R}"/>' if shown else ""
     mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
     return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
             f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .report_facts import names_classes
-from .report_svg import esc, fmt_clock, score_text
+from .report_svg import esc, fmt_clock, score_text, threshold_text
 from .study_folder import Study
 
 
@@ -20,6 +20,7 @@ def top_frames_section(study: Study, event_href) -> str:
     frame_index, event_id = study.frames["frame_index"], study.frames["event_id"]
     nms = study.run.get("parameters", {}).get("rank", {}).get("nms_seconds")
     classes = names_classes(study)  # review rev66: a one-class model's 0.03 frame read "bleeding"
+    threshold = study.run.get("model", {}).get("config", {}).get("threshold")
     cards = []
     for row in rows:
         at = np.flatnonzero(frame_index == row["frame_index"])
@@ -33,8 +34,17 @@ def top_frames_section(study: Study, event_href) -> str:
         img = f'<img src="{esc(thumb)}" alt="{esc(f"{frame} at {clock}")}" loading=lazy>' if thumb else '<span class="nothumb">no thumbnail</span>'
         label = f' <span class="cls">{esc(row["dominant_class"])}</span>' if classes and row.get("dominant_class") else ""  # QA 71 #5
         cards.append(f'<li class="card top"><span class="thumb">{img}</span><span><b>{esc(clock)}</b> '
-                     f'<span class="score">{esc(score_text(row.get("score")))}</span>{label}</span><small>{esc(frame)} \u00b7 {where}</small></li>')
+                     f'{_score(row.get("score"), threshold)}{label}</span><small>{esc(frame)} \u00b7 {where}</small></li>')
     apart = f", no two within {nms:g} s" if isinstance(nms, (int, float)) else ""
     return (f'<section id="top-frames" aria-labelledby="top-frames-title"><h2 id="top-frames-title">Highest-scoring frames</h2>'
             f'<details{" open" if not study.events else ""}><summary>{len(cards)} single frame{"s" if len(cards) != 1 else ""} '
             f'by score{esc(apart)}, in an event or not</summary><ol class="cards">{"".join(cards)}</ol></details></section>')
+
+
+def _score(score, threshold) -> str:
+    """A card's score, styled as a finding only at or over the model's threshold (QA 111 #5: a frame at 0.03 of a
+    study without events was shown in the red of the flagged ones)."""
+    if isinstance(score, (int, float)) and isinstance(threshold, (int, float)) and score < threshold:
+        return (f'<span class="score low" title="below the model&#x27;s threshold {esc(threshold_text(threshold))}">'
+                f'{esc(score_text(score))}</span>')
+    return f'<span class="score">{esc(score_text(score))}</span>'

@@ -32,7 +32,7 @@ from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, write_report
 from capsule_triage.report_batch import INDEX_FILE, index_lists, write_batch_index
-from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, timeline_svg
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, threshold_text, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, needs_shared, triage, write_frame_folder
 
@@ -131,6 +131,24 @@ def test_a_long_study_s_top_events_are_labelled_on_its_timeline_without_overlap(
     xs = sorted(labels.values())
     assert all(b - a >= 22.0 for a, b in zip(xs, xs[1:])), xs  # none drawn over another
     assert "#2" not in labels  # a lower rank next to #1 gives way to it
+
+
+def test_an_event_s_label_is_not_drawn_over_its_peak_dot():
+    """QA 111 #4: the label "#k" sat at the top of its span, where the dot of a peak near 1 (most findings) was drawn:
+    under the label, "#1" unreadable. A label over its dot goes under it; others stay at the top."""
+    import re
+
+    t = np.arange(0.0, 600.0, 0.5)
+    spans = [Span("#1", "", 100.0, 110.0, 105.0, 1.0, "#event-1", 0),  # peak at its middle, at 1: under the label
+             Span("#2", "", 300.0, 400.0, 398.0, 0.99, "#event-2", 1),  # near 1, at the far end of a wide span
+             Span("#3", "", 500.0, 510.0, 505.0, 0.6, "#event-3", 2)]  # low in the plot
+    svg = timeline_svg(t, np.zeros(len(t)), enter=0.5, leave=0.4, spans=spans)
+    drawn = {label: (float(y), float(cy)) for cy, y, label in
+             re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)" r="3"/><text class="span-label" x="[\d.]+" y="([\d.]+)"[^>]*>(#\d)</text>', svg)}
+    assert set(drawn) == {"#1", "#2", "#3"}, svg
+    label_y, dot_y = drawn["#1"]
+    assert label_y - 10 >= dot_y + 3  # the glyphs (10 px) below the dot
+    assert drawn["#2"][0] == drawn["#3"][0] == 21.0  # at the top of the plot, as before
 
 
 def test_malicious_strings_render_as_text(tmp_path):
@@ -349,9 +367,12 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         assert ("<details open>" in section) == (events == 0) and "Highest-scoring frames</h2>" in section
         assert "3 single frames by score" in section
         assert section.count('<li class="card top">') == 3 and all(f'src="{rel}"' in section for rel in thumbs.values())
-        first = top[0]
-        assert (f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> <span class=\"score\">{score_text(frames['score'][first])}</span> "
+        first, threshold = top[0], run["model"]["config"]["threshold"]
+        styled = ('<span class="score">' if frames["score"][first] >= threshold else  # QA 111 #5: below it, not in the red
+                  f'<span class="score low" title="below the model&#x27;s threshold {threshold_text(threshold)}">')
+        assert (f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> {styled}{score_text(frames['score'][first])}</span> "
                 '<span class="cls">ulcer</span>') in section  # QA 71 #5: its class (none before)
+        assert (styled == '<span class="score">') == (events > 0)  # the study without events: a frame under the threshold
         assert section.count('<span class="cls">ulcer</span>') == 2 and section.count('<span class="cls">bleeding</span>') == 1
         rank = frames["event_id"][first]
         assert (f'<a href="report/event-{rank + 1:04d}.html">in event #{rank + 1}</a>' if rank >= 0 else "in no event") in section
@@ -1637,7 +1658,8 @@ def test_a_score_below_the_first_step_is_escaped_on_every_page(tmp_path):
         html = re.sub(r"<script\b.*?</script>", "", page.read_text(), flags=re.S)  # a script's `<` is code, not text
         assert not re.findall(r".{20}<(?![A-Za-z/!?]).{10}", html), page.name
     html = (study / "report.html").read_text()
-    assert '<span class="score">&lt;0.001</span>' in html and "mean &lt;0.001" in html and "threshold &lt;0.001" in html
+    assert (f'<span class="score low" title="below the model&#x27;s threshold {threshold_text(run["model"]["config"]["threshold"])}">'
+            '&lt;0.001</span>') in html and "mean &lt;0.001" in html and "threshold &lt;0.001" in html
 
 
 def test_only_a_batch_s_study_links_to_the_batch_index(tmp_path):
