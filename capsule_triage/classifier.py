@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import ENGINE_MODULES, Done, inference_threads, onnx_backend, onnx_file
+from .backends import BACKENDS, ENGINE_MODULES, Done, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -143,6 +143,9 @@ class Classifier:
         weights_dir = path if path.is_dir() else None
         digests = weights_digests(path) if path.exists() else {}
         weights_id = weights_sha256(path, digests) if path.exists() else str(weights)
+        if weights_dir is None and backend in BACKENDS and onnx_file(backend):  # QA 113 #1: "weights: ... run `triage optimize` on this weights folder"
+            raise WeightsError(path, f"backend {backend} runs {onnx_file(backend)}, which `triage optimize` exports into a weights "
+                                     "folder (config.json + model.safetensors); a single weights file runs on torch-fp32 or torch-bf16")
         device, device_note = device_name(device), auto_device_note(device)
         events = asdict(rank(folder_config(weights_dir, base_config))) if rank is not None and weights_dir is not None else None
         selection = noted(choose_backend(backend, device, weights_dir, weights_id, model_sha256=digests.get(WEIGHTS_NAME),

@@ -31,7 +31,7 @@ from .device import cuda_unsupported, gpu_name, resolve_device
 from .digests import file_sha256, weights_digests, weights_sha256
 from .errors import OutputError, WeightsError
 from .outputs import check_creatable
-from .model_config import WEIGHTS_NAME, read_geometry
+from .model_config import WEIGHTS_NAME, folder_config, read_geometry
 from .frame_folder import plural
 from .frames import DecodeStats
 from .preprocess import Preprocessor
@@ -293,6 +293,8 @@ def optimize(weights_dir: str | Path, check_clips: list[Path], *, calibration_cl
             raise OutputError(exc.path, f"{exc.message}: triage optimize writes its ONNX files and {BACKENDS_FILE} beside the "
                                         "weights; copy the weights folder somewhere writable and optimize the copy") from None
     parse_sizes(",".join(map(str, tune_batch_sizes)))  # the library's sizes checked as the command line's (review rev32)
+    if pipeline is not None and weights_dir.is_dir():  # QA 113 #2: checked events of a preset that refuses these weights
+        folder_config(weights_dir, pipeline.model)
     model, config = load_model(weights_dir)
     threads = threads or torch.get_num_threads()
     size = config.input_size

@@ -1108,6 +1108,11 @@ def test_a_bad_calibration_input_leaves_the_report_as_it_was(optimized, tmp_path
     done = triage("optimize", folder, "--check", DEMO_CLIP, "--calibration", tmp_path / "empty")
     assert done.returncode == 2 and done.stderr.startswith(f"Error: {tmp_path / 'empty'}: folder contains no frame images"), done.stderr
     assert (folder / "backends.json").read_bytes() == before
+    # QA 113 #2: a preset that refuses these weights in `triage run` had its event settings checked, over 3 minutes
+    done = triage("optimize", folder, "--check", DEMO_CLIP, "--pipeline", "gastric-3class-resnet50")
+    assert done.returncode == 2 and done.stderr.startswith(f"Error: {folder}: weights classes ['non-bleeding', 'bleeding'] do "
+                                                           "not match the preset's ['GC', 'GU', 'CG']"), done.stderr
+    assert (folder / "backends.json").read_bytes() == before
     # QA 67 #3: "a bare weights file needs the model description of a pipeline preset (--pipeline)", --pipeline given
     done = triage("optimize", folder / "model.safetensors", "--check", DEMO_CLIP, "--pipeline", "capsule-bleeding")
     assert done.returncode == 2 and done.stderr.strip() == (f"Error: {folder / 'model.safetensors'}: is a file: triage optimize takes "

@@ -423,6 +423,19 @@ def test_the_model_safetensors_of_a_weights_folder_is_read_with_its_own_config(r
     assert model["weights_path"] == str(random_weights.absolute())
 
 
+def test_an_onnx_backend_asked_for_a_single_weights_file_names_the_file_and_the_way(tmp_path):
+    """QA 113 #1: a loose weights file with --backend ort-fp32 said "Error: weights: backend ort-fp32 needs model.fp32.onnx;
+    run `triage optimize` on this weights folder": no such path as 'weights', and optimize refuses a file."""
+    loose = tmp_path / "loose.safetensors"
+    loose.write_bytes((REPO / "weights" / "capsule-bleeding-lite0" / "model.safetensors").read_bytes())
+    for backend, onnx in (("ort-fp32", "model.fp32.onnx"), ("ov-int8", "model.int8.onnx")):
+        result = triage("run", DEMO_CLIP, "--weights", loose, "--backend", backend, "--out", tmp_path / "o", "--quiet")
+        assert (result.returncode, result.stderr.strip()) == (2, (
+            f"Error: {loose}: backend {backend} runs {onnx}, which `triage optimize` exports into a weights folder (config.json + "
+            "model.safetensors); a single weights file runs on torch-fp32 or torch-bf16")), result.stderr
+        assert not (tmp_path / "o").exists()
+
+
 def test_hub_weights_serve_batch_and_eval_but_are_not_rewritten(random_weights, tmp_path):
     cache = tmp_path / "hf"
     hub_cache(cache, "lab/capsule-model", random_weights)
