@@ -301,9 +301,10 @@ def choose_backend(requested: str, device: str, weights_dir: Path | None, weight
             runnable = [k for k in runnable if k not in missing]
         broken = []  # QA 107 #4: an engine installed but failing on import stopped the run; auto takes the next one
         while runnable and (error := engine_error(runnable[0])):
-            broken.append(runnable.pop(0))
-            warnings.append(f"{broken[-1]} left out: its engine fails to load, {error}; reinstall it "
-                            f"({'the run takes ' + runnable[0] if runnable else 'torch-fp32 runs'})")
+            broken.append((runnable.pop(0), error))
+        takes = f"the run takes {runnable[0]}" if runnable else "torch-fp32 runs"  # QA 113 #6: not one left out next
+        warnings += [f"{name} left out: its engine fails to load, {error}; reinstall it ({takes})" for name, error in broken]
+        broken = [name for name, _ in broken]
         if not runnable:
             reason = why_not or f"no accepted backend in {BACKENDS_FILE} runs here"
             return {"backend": "torch-fp32", "reason": reason, **({"warnings": warnings} if warnings else {})}

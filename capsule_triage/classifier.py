@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .backend_choice import BACKENDS_FILE, choose_backend, read_backend_report  # noqa: F401 - re-exported
-from .backends import BACKENDS, ENGINE_MODULES, Done, inference_threads, onnx_backend, onnx_file
+from .backends import BACKENDS, ENGINE_MODULES, Done, engine_error, inference_threads, onnx_backend, onnx_file
 from .device import auto_device_note, device_name
 from .digests import weights_digests, weights_sha256
 from .hub import fetch_weights
@@ -101,10 +101,11 @@ class Classifier:
             except ValueError:
                 raise
             except ImportError as exc:  # QA 107 #4: an engine installed but broken blamed the ONNX file ("optimize again")
-                if (exc.name or "").split(".")[0] != ENGINE_MODULES[name.split("-")[0]]:  # rev97 #2: not torch (ViewCropped)
+                own = (exc.name or "").split(".")[0] == ENGINE_MODULES[name.split("-")[0]]
+                error = f"{exc.name} ({str(exc).strip()[:160]})" if own else engine_error(name)  # QA 113 #7: a library the
+                if error is None:  # engine imports failed to import (not named); rev97 #2: torch's own (ViewCropped) is raised
                     raise
-                raise DeviceError(name, f"cannot import its engine, {exc.name} ({str(exc).strip()[:160]}): "
-                                        "reinstall it, or give --backend torch-fp32") from None
+                raise DeviceError(name, f"cannot import its engine, {error}: reinstall it, or give --backend torch-fp32") from None
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime / OpenVINO errors on a damaged file have no common base
                 detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
                 out_of_memory = isinstance(exc, MemoryError) or "bad_alloc" in detail or "Failed to allocate" in detail

@@ -20,7 +20,7 @@ from .classifier import Classifier, noted
 from .hub import fetch_weights
 from .json_files import read_json
 from .model_config import CONFIG_NAME, read_geometry, small_frames_note, unused_preset_settings, wide_frames_note
-from .errors import InputError, OutputError, WeightsError, path_argument
+from .errors import InputError, OutputError, WeightsError, path_argument, unexpanded_note
 from .dedup import DuplicateSkipper
 from .folder_times import with_own_timestamps
 from .frames import DecodeStats, FrameBatch, SourceInfo
@@ -121,7 +121,7 @@ def resolve_weights(pipeline: Pipeline, weights: str | Path | None = None) -> tu
         raise weights_not_installed(pipeline)
     if not location.startswith(("hub:", "hf-hub:")) and not Path(location).exists():
         if weights:
-            raise WeightsError(location, "weights not found")
+            raise WeightsError(location, f"weights not found{unexpanded_note(location)}")  # QA 113 #3
         raise weights_not_installed(pipeline)
     local, note = fetch_weights(location)
     return str(local), note

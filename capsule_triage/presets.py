@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .errors import PresetError, TriageError, WeightsError
+from .errors import PresetError, TriageError, WeightsError, unexpanded_note
 from .model_config import LITE0_ARCH, ModelConfig
 from .ranking import RankParams
 from .reader import ReadOptions
@@ -147,7 +147,7 @@ def find_preset(name_or_path: str | Path) -> Path:
             raise PresetError(path, "is a folder, not a pipeline preset file (a .toml file or a preset name)")
         if not path.is_file():  # QA 22: 'capsule-bleeding.toml' typed from another folder
             hint = f" (the preset {path.stem} is given by its name: --pipeline {path.stem})" if path.stem in known else ""
-            raise PresetError(path, f"pipeline preset file not found{hint}")
+            raise PresetError(path, f"pipeline preset file not found{hint}{unexpanded_note(path)}")  # QA 113 #3
         return path
     if not candidate.is_file():
         if not known:  # QA 24: an installed wheel said "no such pipeline preset (known: )"

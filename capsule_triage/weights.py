@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import OutputError, WeightsError
+from .errors import OutputError, WeightsError, unexpanded_note
 from .hub import first_line, local_weights
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, folder_config
 from .presets import fitting_presets_hint
@@ -246,7 +246,7 @@ def load_model(weights: str | Path, base_config: ModelConfig | None = None) -> t
         load_into(model, read_state_dict(path / WEIGHTS_NAME), path / WEIGHTS_NAME)
         return model.eval(), config
     if not path.exists():
-        raise WeightsError(path, "weights not found")
+        raise WeightsError(path, f"weights not found{unexpanded_note(path)}")
     if base_config is None:
         raise WeightsError(path, "a bare weights file needs the model description of a pipeline preset (--pipeline)")
     if path.suffix != ".npz":

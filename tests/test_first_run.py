@@ -68,6 +68,11 @@ def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weigh
     done = triage("run", "~/study.mp4", "--weights", random_weights, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == (
         "Error: ~/study.mp4: no such file or directory ('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)")
+    # QA 113 #3: a quoted '~' in --pipeline or --weights was said only for the input
+    for option, what in (("--pipeline", "pipeline preset file not found"), ("--weights", "weights not found")):
+        done = triage("run", "study.mp4", option, "~/mine/p.toml" if option == "--pipeline" else "~/mine/w", "--out", "o", cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.strip().endswith(
+            f"{what} ('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)"), done.stderr
 
 
 def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, random_weights):

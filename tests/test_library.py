@@ -483,6 +483,8 @@ def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, bro
         choice = classifier.describe()["backend_selection"]
     assert choice["backend"] == "torch-fp32", choice
     assert choice["warnings"][-1].startswith("ort-fp32 left out: its engine fails to load, onnxruntime ("), choice["warnings"]
+    said = [w for w in choice["warnings"] if " left out: its engine fails to load" in w]  # QA 113 #6: the first said "(the run
+    assert len(said) > 1 and all(w.endswith("; reinstall it (the run takes torch-fp32)") for w in said), said  # takes ort-fp32)"
 
 
 def test_a_broken_openvino_s_bf16_is_said_and_optimize_still_describes_the_machine(shipped_weights, broken_openvino, tmp_path):
@@ -544,3 +546,21 @@ def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_we
         ct.load_classifier(ct.load_pipeline("capsule-bleeding"), weights=shipped_weights, device="cpu", backend="ov-fp32")
     assert str(error.value) == ("ov-fp32: cannot import its engine, openvino (libopenvino.so.1: cannot open shared object file: No "
                                 "such file or directory): reinstall it, or give --backend torch-fp32")
+    # QA 113 #7: a library OpenVINO imports, missing: the error named that library alone, and the installation as broken
+    import capsule_triage.backends as backends_module
+
+    def lacking(*args, **kwargs):
+        raise ImportError("No module named '_its_dependency'", name="_its_dependency")
+
+    monkeypatch.setattr(classifier_module, "onnx_backend", lacking)
+    monkeypatch.setattr(backends_module, "import_openvino", lacking)
+    backends_module._import_error.cache_clear()
+    backends_module.openvino_native_bf16.cache_clear()
+    try:
+        with pytest.raises(ct.DeviceError) as error:
+            ct.load_classifier(ct.load_pipeline("capsule-bleeding"), weights=shipped_weights, device="cpu", backend="ov-fp32")
+        assert str(error.value) == ("ov-fp32: cannot import its engine, openvino (No module named '_its_dependency'): reinstall "
+                                    "it, or give --backend torch-fp32")
+    finally:
+        backends_module._import_error.cache_clear()
+        backends_module.openvino_native_bf16.cache_clear()
