@@ -191,11 +191,15 @@ def _register_optional() -> None:
 _register_optional()
 
 
+_STARTED: list[str] = []  # the command once it began: an interrupt before it is said by _run_app
+
+
 def _said_when_interrupted(command):
     """A command whose Ctrl-C (or SIGTERM) it did not catch itself says "Interrupted." and exits 130 (QA 65 #5: one in
     `triage eval`'s first seconds, its `import torch`, ended the process with no word: typer turns it into exit 130)."""
     @functools.wraps(command)
     def run(*args, **kwargs):
+        _STARTED.append(command.__name__)
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
@@ -228,6 +232,10 @@ def main() -> None:
             setattr(sys, name, open(os.devnull, "w"))
     try:
         code = _run_app()
+    except KeyboardInterrupt:  # QA 114 #3: one before a command began (typer building it) was a 50-line traceback
+        with contextlib.suppress(OSError):
+            print("Interrupted.", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -272,6 +280,8 @@ def _run_app() -> int:
         typer.echo(printable(f"Error: {os.fsdecode(exc.filename)}: permission denied (this user cannot read it, or cannot "
                              "search a folder on its path)"), err=True)
         return EXIT_BAD_INPUT
+    if code == EXIT_INTERRUPTED and not _STARTED:  # typer's exit for one while it read the arguments, without a word
+        raise KeyboardInterrupt
     return code if isinstance(code, int) else 0
 
 

@@ -778,6 +778,33 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(disk_full, rando
     assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
 
 
+@pytest.mark.parametrize("moment", ["before the summary", "as the lock is released"])
+def test_an_interrupt_after_the_last_study_ends_the_night_as_it_would(moment, random_weights, tmp_path):
+    """QA 114 #1: a SIGTERM after the last study and before the summary began left no studies.parquet, batch.json or
+    index.html (yesterday's stayed), while the console said studies.parquet listed what was done; #2: one as the lock was
+    released left it behind (the next night warned of a crash) and said "Interrupted ... Re-run" with exit 130."""
+    _settled_demo_study(tmp_path / "in")
+    hooked = "_summarised" if moment == "before the summary" else "release_lock"
+    env = _hooked(tmp_path / "hook", (  # the batch process sends itself SIGTERM once, at that moment
+        "import os, signal, time\n"
+        "from capsule_triage.batch import engine\n"
+        f"_real, _sent = engine.{hooked}, []\n"
+        "def hooked(*args, **kwargs):\n"
+        "    if not _sent:\n"
+        "        _sent.append(1)\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.2)  # the KeyboardInterrupt arrives here, unless it is held\n"
+        "    return _real(*args, **kwargs)\n"
+        f"engine.{hooked} = hooked\n"))
+    out = tmp_path / "out"
+    result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", timeout=300, env=env)
+    assert (result.returncode, result.stderr) == (0, "Interrupted after every study was reached: the night is complete\n"), result.stderr
+    assert result.stdout.startswith("1 study: 1 ok, 0 skipped, 0 failed;") and f"Wrote {out / 'studies.parquet'}" in result.stdout
+    assert pq.read_table(out / "studies.parquet")["status"].to_pylist() == ["ok"] and (out / "index.html").is_file()
+    assert json.loads((out / "batch.json").read_text())["interrupted"] is False
+    assert not (out / LOCK_FILE).exists()
+
+
 def test_an_interrupt_as_the_engine_shuts_down_after_every_study_ends_the_night_as_it_would(random_weights, tmp_path, monkeypatch):
     """Review rev58 #5: a Ctrl-C during the engine's shutdown (Ray's takes seconds) after every study was reached said
     "Interrupted ... Re-run the same command to finish the rest" and exited 130, while batch.json said interrupted: false.
@@ -1560,6 +1587,10 @@ def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_
     with open(out / "studies.parquet", "rb") as fh:  # pyarrow takes UTF-8 paths only
         assert pq.read_table(fh).num_rows == 1
     assert (out / "batch.json").is_file() and (out / "index.html").is_file()
+    from capsule_triage.batch.summary import file_logger  # QA 114 #6: batch.log wrote Python's \udcff, studies.parquet \xff
+
+    file_logger(tmp_path / "batch.log")("ok " + os.fsdecode(b"a\xff.mp4"))
+    assert (tmp_path / "batch.log").read_bytes().endswith(b" ok a\\xff.mp4\n")
 
 
 def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tmp_path, monkeypatch):

@@ -149,7 +149,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         if out_dir.is_symlink():  # rev71 #6: a link to a share not mounted was "File exists"
             raise OutputError(out_dir, _broken_link(out_dir)) from None
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
-    log, recovered = file_logger(out_dir / LOG_FILE), []
+    log, recovered, done = file_logger(out_dir / LOG_FILE), [], None
     try:
         lock = acquire_lock(out_dir, log, recovered)
     except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
@@ -168,15 +168,21 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
             log(f"warning {note}")
         # review rev59 #3: the run's own notes (hub weights from a cache, a link replaced) were lost when interrupted;
         # rev78 #1: they were not in batch.json's warnings
-        return _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, notes=notes)
+        done = _run_locked(input_dir, out_dir, pipeline, options, log, started=started, started_at=started_at, notes=notes)
+        return done
     except TriageError as exc:  # rev79 #1: a night refused after its lock was taken (no studies, a model that cannot load)
         if isinstance(exc, WorkerSetupError):  # lost its notes, a killed night recovered among them: said beside the error
             log(f"aborted: {exc}")
         exc.warnings = notes
         raise
-    finally:
-        shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
-        release_lock(lock)
+    finally:  # QA 114 #2: an interrupt here left the lock (the next night warned of a crash) and made a finished night 130
+        try:
+            with deferring_interrupts():
+                shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+                release_lock(lock)
+        except InterruptedAfterWriting:
+            if done is not None:  # else the exception in flight goes on
+                raise BatchInterrupted(done, finished=True) from None
 
 
 def _is_file(path: Path) -> bool:
@@ -225,22 +231,27 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
-        progress, made = Progress(len(studies), log, show=options.progress, started=started), []
+        progress, made, reached = Progress(len(studies), log, show=options.progress, started=started), [], False
         try:
-            made = [] if options.force else made_otherwise(out_dir, {s.study_id: ctx.accepts(s) for s in studies})  # before they are redone
-            engine.run(studies, ctx, progress)
-        except KeyboardInterrupt:
-            raise BatchInterrupted(_summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)) from None
-        except WorkerSetupError as exc:  # QA 94 #4: a device that failed after studies were installed left them unlisted (no
-            if progress.outcomes:  # studies.parquet, batch.json or index.html): listed, the rest pending (the run stopped),
-                try:  # then the error, with what the night said before it (rev89 #1: its failures and warnings were lost)
-                    exc.result = _summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)
-                except Exception as summary_exc:  # noqa: BLE001 - the device's error is the one to say
-                    log(f"warning summary not written after the device failed: {summary_exc}")
-            raise
-        finally:
-            progress.bar.close()
-        result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made, notes=notes)  # before Ray's slow shutdown
+            try:
+                made = [] if options.force else made_otherwise(out_dir, {s.study_id: ctx.accepts(s) for s in studies})  # before they are redone
+                engine.run(studies, ctx, progress)
+                reached = True
+            except WorkerSetupError as exc:  # QA 94 #4: a device that failed after studies were installed left them unlisted (no
+                if progress.outcomes:  # studies.parquet, batch.json or index.html): listed, the rest pending (the run stopped),
+                    try:  # then the error, with what the night said before it (rev89 #1: its failures and warnings were lost)
+                        exc.result = _summarised(studies, progress, ctx, info=info, interrupted=True, made=made, notes=notes)
+                    except Exception as summary_exc:  # noqa: BLE001 - the device's error is the one to say
+                        log(f"warning summary not written after the device failed: {summary_exc}")
+                raise
+            finally:
+                progress.bar.close()
+            result = _summarised(studies, progress, ctx, info=info, interrupted=False, made=made, notes=notes)  # before Ray's slow shutdown
+        except KeyboardInterrupt as exc:  # QA 114 #1: one after the last study, before the summary began, left none
+            if isinstance(exc, BatchInterrupted):
+                raise
+            done = _summarised(studies, progress, ctx, info=info, interrupted=not reached, made=made, notes=notes)
+            raise BatchInterrupted(done, finished=reached) from None
     finally:
         try:
             engine.close()

@@ -155,7 +155,8 @@ def file_logger(path: Path) -> Callable[[str], None]:
     said = []
 
     def log(line: str) -> None:  # a newline in a study's name stays in its line; names may not be UTF-8
-        why = append_whole_line(path, f"{now_utc()} pid={os.getpid()} {one_line(line)}\n".encode("utf-8", "backslashreplace"))
+        text = parquet_text(f"{now_utc()} pid={os.getpid()} {one_line(line)}\n")  # QA 114 #6: a name's byte \xff as studies.parquet
+        why = append_whole_line(path, text.encode("utf-8", "backslashreplace"))  # has it, not Python's \udcff
         if why and not said:
             said.append(why)
             from tqdm import tqdm  # above a progress bar, not glued to it (rev44)
