@@ -160,14 +160,14 @@ def train(options: TrainOptions) -> Path:
         raise _changed_data(options, changed)
     if copies := copies_note(pool, digests):
         warn(copies)
+    torch.manual_seed(options.seed)
+    model = create_model(config) if saved else initial_model(config, init)  # (then a hub:TAG checkpoint is in the cache)
     base = saved.get("init_weights") if saved else init_record(init, options.init if init != options.init else None)  # resumed: the weights the run began from
     val_from = "manifest" if any(s.split == "val" for s in source.samples) else "drawn" if options.val_fraction > 0 else "none"
     config.provenance["training"].update(**identity, data_path=str(Path(options.data).resolve()), unread=source.unread, val_from=val_from,
                                          data_warnings=data_warnings, **({"distill": teacher} if teacher else {}),
                                          **({"init_weights": base} if base else {}),
                                          device=device_label(device), versions=package_versions())  # the code that trained (rev23)
-    torch.manual_seed(options.seed)
-    model = create_model(config) if saved else initial_model(config, init)
     check_model(options, model, config.input_size)
     weight = class_weights(sets[0].labels, len(config.class_names)) if options.class_weighting == "balanced" else None
     run = _Run(options, config, model.to(device, memory_format=torch.channels_last), Preprocessor(config).to(device), sets[0], sets[1],

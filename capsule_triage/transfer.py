@@ -37,7 +37,7 @@ from torch import nn
 from .errors import WeightsError
 from .hub import PREFIX as HF_PREFIX, fetch_weights, first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
-from .digests import weights_digests, weights_sha256
+from .digests import file_sha256, weights_digests, weights_sha256
 from .model_config import CONFIG_NAME, ModelConfig
 from .weights import WEIGHTS_NAME, classifier_prefix, create_model, load_bit_npz, read_state_dict, sized_for
 
@@ -59,10 +59,12 @@ def local_init(init: str) -> tuple[str, str | None]:
 def init_record(init: str, given: str | None = None) -> dict | None:
     """The ``--init`` weights a run starts from, for its provenance and card: path, SHA-256 and name of a weights folder
     or file (QA 89 #2: a fine-tune of the shipped model recorded only the path it read, which may hold other weights
-    later); None for imagenet, none and hub:TAG, which name what they are. ``given``: the ``hf-hub:`` name ``init`` (its
+    later); a ``hub:TAG``'s checkpoint in the Hugging Face cache (:func:`_hub_record`); None for imagenet and none. ``given``: the ``hf-hub:`` name ``init`` (its
     cached snapshot, :func:`local_init`) was fetched by, recorded with the snapshot's commit (the revision trained from)."""
     path = Path(init)
-    if init in INIT_SOURCES or init.startswith("hub:") or not path.exists():
+    if init.startswith("hub:"):
+        return _hub_record(init[4:])
+    if init in INIT_SOURCES or not path.exists():
         return None
     name = None
     if path.is_dir() and (path / CONFIG_NAME).is_file():
@@ -74,6 +76,21 @@ def init_record(init: str, given: str | None = None) -> dict | None:
     where = f"{given.partition('@')[0]}@{path.name}" if given else str(path.resolve())  # snapshots/<commit>
     return {"weights": where, "weights_sha256": weights_sha256(path, digests),  # network (rev88 #3)
             **({"tensors_sha256": digests[WEIGHTS_NAME]} if WEIGHTS_NAME in digests else {}), **({"name": name} if name else {})}
+
+
+def _hub_record(tag: str) -> dict | None:
+    """The checkpoint a ``hub:TAG`` run started from, as the Hugging Face cache holds it once timm has loaded it (QA 112
+    #11: the tag alone was recorded, and a tag may name other weights later): ``hf-hub:REPO@COMMIT``, the file and its
+    SHA-256; None where timm took the weights from elsewhere (a URL)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(tag)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    for name in ("model.safetensors", "pytorch_model.bin") if repo else ():  # timm's order
+        if isinstance(found := try_to_load_from_cache(repo, name), str):
+            return {"weights": f"hf-hub:{repo}@{Path(found).parent.name}", "file": name, "weights_sha256": file_sha256(found),
+                    "name": tag}
+    return None
 
 
 def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None = None) -> nn.Module:

@@ -825,6 +825,32 @@ def test_training_starts_from_weights_on_the_hugging_face_hub(tiny_manifest, ran
 
 
 @needs_shared
+def test_training_from_a_timm_hub_tag_records_the_checkpoint_it_read(tiny_manifest, tmp_path):
+    """QA 112 #11: `--init hub:TAG` recorded the tag alone, and timm may point a tag at other weights later: the commit and
+    SHA-256 of the checkpoint read are recorded too (here timm reads it from a local Hugging Face cache, offline)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    imagenet = timm.create_model("test_efficientnet", num_classes=1000)  # a stand-in for timm/test_efficientnet.r160_in1k
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "model.safetensors").rename(tmp_path / "repo" / "model.safetensors")
+    commit = hub_cache(tmp_path / "hf", "timm/test_efficientnet.r160_in1k", tmp_path / "repo")
+    done = triage("train", tiny_manifest, "--arch", "test_efficientnet", "--init", "hub:test_efficientnet.r160_in1k", "--strategy",
+                  "head", "--epochs", "1", "--input-size", "64", "--batch-size", "8", "--val-fraction", "0", "--augment", "none",
+                  "--class-weighting", "none", "--quiet", "--output", tmp_path / "tuned",
+                  env={"HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    training = ModelConfig.load(tmp_path / "tuned" / "config.json").provenance["training"]
+    assert training["init"] == "hub:test_efficientnet.r160_in1k"
+    assert training["init_weights"] == {"weights": f"hf-hub:timm/test_efficientnet.r160_in1k@{commit}", "file": "model.safetensors",
+                                        "weights_sha256": hashlib.sha256((tmp_path / "repo" / "model.safetensors").read_bytes()).hexdigest(),
+                                        "name": "test_efficientnet.r160_in1k"}
+    tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))  # the backbone is the checkpoint's (head-only training)
+    assert torch.equal(tuned["conv_stem.weight"], imagenet.state_dict()["conv_stem.weight"])
+
+
+@needs_shared
 def test_data_of_one_class_is_refused_naming_the_data(tiny_manifest, tmp_path):
     rows = [line for line in tiny_manifest.read_text().splitlines() if ",bleeding," not in line]
     one = tmp_path / "one_class.csv"
@@ -1345,6 +1371,15 @@ def test_a_ctrl_c_no_command_catches_is_said_and_exits_130(tmp_path):
         "import torch\ndef interrupted(n):\n    raise KeyboardInterrupt\ntorch.set_num_threads = interrupted\n")
     result = triage("eval", tmp_path / "weights", tmp_path / "data.csv", env={"PYTHONPATH": str(tmp_path / "hook")})
     assert result.returncode == 130 and result.stderr.strip() == "Interrupted.", result.stderr
+    # QA 114 #3: a SIGTERM while typer built the command (before any command ran: cron's stop in the first 0.3 s) was a
+    # 50-line traceback; one while click read the arguments, exit 1 without a word (click's Abort)
+    for owner, name in (("import typer.main as owner", "get_command"), ("from typer.core import TyperCommand as owner", "parse_args")):
+        (tmp_path / "hook" / "sitecustomize.py").write_text(
+            f"import os, signal, time\n{owner}\n_real = owner.{name}\n"
+            "def hooked(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.2)\n    return _real(*args, **kwargs)\n"
+            f"owner.{name} = hooked\n")
+        result = triage("batch", tmp_path / "in", "--out", tmp_path / "out", env={"PYTHONPATH": str(tmp_path / "hook")})
+        assert (result.returncode, result.stderr.strip()) == (130, "Interrupted."), (name, result.stderr)
 
 
 def test_normal_class_names_as_people_write_them_and_a_guess_is_said(tmp_path):
