@@ -306,8 +306,10 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
                                               "installation lacks them: reinstall it, or set CAPSULE_TRIAGE_HOME to a checkout "
                                               "holding weights/, or pass --weights PATH")
     command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
-    what = (f"weights for pipeline '{pipeline.name}' are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
-            f"pipeline '{pipeline.name}' names no weights ([model] weights)")
+    shipped = Path(pipeline.source).absolute().parent == project_home() / "pipelines"  # QA 113 #4: one's own copy of a
+    named = f"pipeline '{pipeline.name}'" + ("" if shipped else f" ({pipeline.source})")  # preset read as the shipped one
+    what = (f"weights for {named} are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
+            f"{named} names no weights ([model] weights)")
     return WeightsError(
         pipeline.weights or pipeline.source,
         f"{what}; train them with {command}, "

@@ -367,6 +367,13 @@ def test_preset_whose_weights_are_not_installed_says_how_to_get_them(tmp_path):
     # QA 25: seed B's recipe (BiT-M, whole network, BiT-HyperRule), not the default two-stage cosine schedule on in1k weights
     assert "--strategy full --schedule bit --class-weighting none" in result.stderr  # QA 104 #2: seed B weighs classes alike
     assert "--init hub:resnetv2_101x3_bit.goog_in21k" in result.stderr and "--input-size 384" in result.stderr  # QA 104 #1
+    # QA 113 #4: a copy of a shipped preset (its name kept) naming weights not there read as the shipped preset's
+    mine = tmp_path / "mine.toml"
+    mine.write_text((REPO / "pipelines" / "capsule-bleeding.toml").read_text().replace('weights = "capsule-bleeding-lite0"',
+                                                                                      'weights = "my-weights"'))
+    result = triage("run", DEMO_CLIP, "--pipeline", mine, "--out", out)
+    assert result.returncode == 2 and not out.exists()
+    assert f"Error: {REPO / 'weights' / 'my-weights'}: weights for pipeline 'capsule-bleeding' ({mine}) are not installed" in result.stderr
 
 
 def test_unknown_preset(tmp_path):
@@ -673,7 +680,7 @@ def test_a_presets_weights_beside_it_are_found_and_none_named_is_said(tmp_path, 
     path.write_text(body.format("./gone"))
     assert load_pipeline(path).weights == str(tmp_path / "gone")  # a path stays where it points (then "not installed")
     path.write_text(body.format(""))
-    with pytest.raises(WeightsError, match=rf"^{re.escape(str(path))}: pipeline 'p' names no weights \(\[model\] weights\); "
+    with pytest.raises(WeightsError, match=rf"^{re.escape(str(path))}: pipeline 'p' \({re.escape(str(path))}\) names no weights \(\[model\] weights\); "
                                            r"train them with `triage train DATA .* -o FOLDER .*, or pass --weights PATH"):
         load_classifier(load_pipeline(path), device="cpu")
 
