@@ -146,6 +146,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
         "threads": {"inference": inference_threads(backend), "streams": getattr(backend, "streams", 1),
                     "decoder": read.decoder_threads},
         "model": classifier.config.name or classifier.config.architecture,
+        "pipeline": last_run["pipeline"],  # QA 113: which preset's reading and events (two differing in [rank] alone were alike)
         "weights_sha256": classifier.weights_id,  # which weights were measured (QA 13: figures of two machines could not be matched)
         "machine": machine(),
         "input_size": classifier.config.input_size,

@@ -21,7 +21,7 @@ from capsule_triage.digests import file_sha256
 from capsule_triage.errors import WeightsError
 from capsule_triage.cpu_info import numerics
 from capsule_triage.optimize import MIN_UNCERTAIN, candidate_line, check_summary, load_warning, skipped
-from conftest import DEMO_CLIP, MIXED_CLIP, SHIPPED_WEIGHTS as REPO_WEIGHTS, needs_shared, triage
+from conftest import DEMO_CLIP, MIXED_CLIP, REPO, SHIPPED_WEIGHTS as REPO_WEIGHTS, needs_shared, triage
 
 pytestmark = needs_shared
 
@@ -465,6 +465,8 @@ def test_bench_json_schema(random_weights, tmp_path):
     from capsule_triage.digests import weights_sha256
 
     assert data["weights_sha256"] == weights_sha256(random_weights)  # QA 13: which weights, on which machine
+    preset = REPO / "pipelines" / "capsule-bleeding.toml"  # QA 113: and under which preset
+    assert data["pipeline"] == {"name": "capsule-bleeding", "source": str(preset), "sha256": hashlib.sha256(preset.read_bytes()).hexdigest()}
     assert set(data["machine"]) == {"host", "processor", "cpus", "cpu_features", "native_bf16", "int8_dot_product"}
     assert data["machine"]["cpus"] >= 1 and data["machine"]["processor"]
     flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split())
