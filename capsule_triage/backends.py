@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .interrupts import InterruptedAfterWriting, deferring_interrupts
 from .onnx_gpu import TENSORRT, TENSORRT_RUN, gpu_providers, make_session
 
 BACKENDS = ("torch-fp32", "torch-bf16", "torch-fp16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
@@ -101,11 +102,16 @@ def engine_error(backend: str) -> str | None:
 def _import_error(module: str) -> str | None:  # rev100 #12: once per engine, whatever it raises
     # rev101 #4: OpenVINO imported may still lack its CPU plugin (Core fails): asking the plugin its bf16 loads it
     importer = {"onnxruntime": import_onnxruntime, "openvino": openvino_native_bf16}.get(module)
-    try:
-        importer() if importer else importlib.import_module(module)
-    except Exception as exc:  # noqa: BLE001 - an extension module's loader may raise more than ImportError
-        return f"{module} ({' '.join(str(exc).split())[:160] or type(exc).__name__})"
-    return None
+    error = None
+    try:  # QA 115 #1: a Ctrl-C or SIGTERM inside OpenVINO's native start came back as its own error ("initialization
+        with deferring_interrupts():  # failed"): the engine was called broken and the run went on, exit 0; held till after
+            try:
+                importer() if importer else importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001 - an extension module's loader may raise more than ImportError
+                error = f"{module} ({' '.join(str(exc).split())[:160] or type(exc).__name__})"
+    except InterruptedAfterWriting:  # (nothing was written: an interrupt as any other, and nothing cached)
+        raise KeyboardInterrupt from None
+    return error
 
 
 def runs_here(backend: str) -> bool:

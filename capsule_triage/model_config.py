@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
@@ -168,10 +169,13 @@ class ModelConfig:
     def save(self, path: str | Path) -> None:
         """Write config.json whole or not at all (QA 112 #9: a kill while a finished run or a new threshold rewrote it in
         place left a weights folder whose config.json no longer parsed)."""
-        partial = Path(path).with_name(f".{Path(path).name}.partial-{os.getpid()}")
+        target = Path(os.path.realpath(path))  # rev103 #11: a linked config.json stays a link, and keeps its mode
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         try:
             partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            os.replace(partial, path)
+            if target.exists():
+                shutil.copymode(target, partial)
+            os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
 

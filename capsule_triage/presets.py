@@ -301,13 +301,14 @@ def weights_not_installed(pipeline: Pipeline) -> WeightsError:
              # seed A's ResNet-50 (QA 81 #6: the hint trained with the default augmentation and class weights; QA 104 #6: and
              # 2 + 5 epochs, not seed A's 100 + 100; #2: seed B's loss weighs its classes alike too)
              + (" --augment rotate-zoom --class-weighting none --head-epochs 100 --epochs 100" if arch == "resnet50" else ""))
-    if pipeline.weights and pipeline.source == project_home() / "pipelines" / f"{DEFAULT_PIPELINE}.toml":  # QA 107 #7
+    shipped = Path(pipeline.source).resolve().parent == (project_home() / "pipelines").resolve()  # rev103 #5: one comparison
+    if pipeline.weights and shipped and Path(pipeline.source).stem == DEFAULT_PIPELINE:  # QA 107 #7
         return WeightsError(pipeline.weights, f"the weights of pipeline '{pipeline.name}' ship with capsule-triage and this "
                                               "installation lacks them: reinstall it, or set CAPSULE_TRIAGE_HOME to a checkout "
                                               "holding weights/, or pass --weights PATH")
     command = f"`triage train DATA --arch {arch}{shape} -o {shlex.quote(pipeline.weights) if pipeline.weights else 'FOLDER'}" + (init or "`")
-    shipped = Path(pipeline.source).absolute().parent == project_home() / "pipelines"  # QA 113 #4: one's own copy of a
-    named = f"pipeline '{pipeline.name}'" + ("" if shipped else f" ({pipeline.source})")  # preset read as the shipped one
+    named = f"pipeline '{pipeline.name}'" + ("" if shipped or not pipeline.weights else f" ({pipeline.source})")  # QA 113 #4:
+    # one's own copy of a preset was read as the shipped one (the file is the error's path when it names no weights)
     what = (f"weights for {named} are not installed" if pipeline.weights else  # QA 68 #6: "-o " and no more
             f"{named} names no weights ([model] weights)")
     return WeightsError(
@@ -364,3 +365,13 @@ def fitting_presets_hint(shapes: dict[str, tuple[int, ...]], classes: int | None
         return (f" (pretrained weights, e.g. ImageNet's): they start training (`triage train --init {shlex.quote(str(path))}`), they do not score")
     return ("; no preset's model fits them: give -p FILE.toml, a preset of your own naming their architecture and "
             + (f"{classes} classes" if classes else "classes") + " (as pipelines/*.toml do), or a weights folder (with its config.json)")
+
+
+def preset_order_note(class_names: list[str]) -> str | None:
+    """A note when the classes are a shipped preset's in another order (QA 71 #3: trained without --classes, or with them
+    reordered, `triage run -p PRESET` then refused the weights, said only at the run), or None."""
+    if presets_with(class_names) or not (named := presets_with(class_names, any_order=True)):
+        return None
+    theirs = load_pipeline(named[0]).model.class_names
+    return (f"classes {', '.join(class_names)} are preset {named[0]}'s in another order ({', '.join(theirs)}): `triage run -p "
+            f"{named[0]}` refuses weights whose head has another order; give --classes {shlex.quote(','.join(theirs))} to train in its order")

@@ -21,7 +21,8 @@ from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
-from .report_facts import file_name, model_facts, names_classes, playing_rate, says_hours, study_duration, study_facts, study_start, time_range
+from .report_facts import (file_name, model_facts, names_classes, playing_rate, run_thresholds, says_hours, study_duration, study_facts,
+                           study_start, time_range)
 from .report_page import html_page, keys_hint, page_header, write_atomic
 from .report_svg import LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
 from .report_top import top_frames_section
@@ -127,7 +128,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
             '(click one to jump to it; where they crowd, a higher-ranked one covers its neighbours: the hour strips (of a long study), '
             'or j/k, reach each), each dot its peak frame\'s own score; dashed line: enter threshold, dotted: leave '
             f'threshold; hatched: no frames, grey: no field of view (neither scored).{_start_note(study)}</p>',
-            timeline_svg(f["pts_seconds"], f["smoothed_score"], **_thresholds(run), spans=_spans(study, "#event-{n}"),
+            timeline_svg(f["pts_seconds"], f["smoothed_score"], **run_thresholds(run), spans=_spans(study, "#event-{n}"),
                          t_range=time_range(study), gaps=gaps, label=f"Smoothed score timeline of {name}",
                          flagged_percent=100 * flagged / n if n else None),
             _hour_strips(study, gaps), "</section>", event_list_section(study, href := lambda rank: f"{DETAIL_DIR}/{_detail_name(rank)}"), _gallery(study),
@@ -156,7 +157,7 @@ def _hour_strips(study: Study, gaps: list[tuple[float, float]]) -> str:
         shown = [s for s in spans if s.end_seconds >= lo and s.start_seconds <= hi]
         title = f"Hour {hour + 1}: {fmt_clock(lo)} to {fmt_clock(hi)}, {len(shown)} event{'s' if len(shown) != 1 else ''}"
         strips.append(f'<h3>{esc(title)}</h3>' + timeline_svg(
-            t[win], f["smoothed_score"][win], **_thresholds(study.run), spans=shown, t_range=(lo, hi), gaps=gaps,
+            t[win], f["smoothed_score"][win], **run_thresholds(study.run), spans=shown, t_range=(lo, hi), gaps=gaps,
             label=f"Smoothed score timeline, hour {hour + 1}", max_points=HOUR_STRIP_POINTS, label_limit=len(spans), hatch=False))
     return (f'<details id="hours"><summary>The timeline hour by hour ({len(strips)} strips; a minute is '
             f'{(WIDTH - LEFT - RIGHT) / 60:.0f} px or more)</summary>{"".join(strips)}</details>')
@@ -191,12 +192,6 @@ def _cut_by(event: dict, gaps: list, unseen: dict[float, float]) -> str | None:
             f"{fmt_clock(b)}): what the video showed there is not known" for a, b in gaps for where, at, edge in (("begins after", start, b), ("ends at", end, a))
             if isinstance(at, (int, float)) and math.isclose(at, edge, abs_tol=1e-6)]
     return "; ".join(said) or None
-
-
-def _thresholds(run: dict) -> dict:
-    rank = run.get("parameters", {}).get("rank", {})
-    enter = rank.get("enter_threshold", run.get("model", {}).get("config", {}).get("threshold"))
-    return {"enter": enter, "leave": rank.get("leave_threshold")}
 
 
 def _spans(study: Study, href: str) -> list[Span]:
@@ -267,7 +262,7 @@ def _gallery(study: Study) -> str:
 
 def _why_no_events(study: Study) -> str:
     rank, smoothed = study.run.get("parameters", {}).get("rank", {}), study.frames["smoothed_score"]
-    enter, shortest = _thresholds(study.run)["enter"], rank.get("min_event_seconds")
+    enter, shortest = run_thresholds(study.run)["enter"], rank.get("min_event_seconds")
     smoothed = smoothed[np.isfinite(smoothed)]  # NaN: frames without a field of view
     if len(study.frames["smoothed_score"]) and not len(smoothed):
         return f"no frame shows a field of view ({NO_VIEW_KINDS}): nothing was scored."
@@ -336,7 +331,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
     lo, hi = max(first, (e.get("start_seconds") or 0) - pad), min((e.get("end_seconds") or 0) + pad, last)
     win = slice(np.searchsorted(f["pts_seconds"], lo, "left"), np.searchsorted(f["pts_seconds"], hi, "right"))
     spans = [s for s in all_spans if s.end_seconds >= lo and s.start_seconds <= hi]
-    svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **_thresholds(study.run), spans=spans, t_range=(lo, hi),
+    svg = timeline_svg(f["pts_seconds"][win], f["smoothed_score"][win], **run_thresholds(study.run), spans=spans, t_range=(lo, hi),
                        raw=f["score"][win], gaps=gaps,
                        label=f"Score around event {i + 1}", label_limit=n, current=i)
     keys = keys_hint("<kbd>j</kbd>/<kbd>\u2192</kbd> next event (lower score), <kbd>k</kbd>/<kbd>\u2190</kbd> previous "

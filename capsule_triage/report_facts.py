@@ -215,3 +215,10 @@ def operating_note(rank: dict, config: dict) -> str:
         return (f" (the model's operating threshold{validated})" if validated else
                 " (the weights' default, not recorded as chosen on data: `triage eval --target-sensitivity S` chooses one)")
     return f" (this run's; the model's operating threshold is {threshold_text(operating, 3)}{validated})"
+
+
+def run_thresholds(run: dict) -> dict:
+    """The thresholds the run ranked at (run.json): ``enter`` (the model's own where the run names none) and ``leave``."""
+    rank = run.get("parameters", {}).get("rank", {})
+    enter = rank.get("enter_threshold", run.get("model", {}).get("config", {}).get("threshold"))
+    return {"enter": enter, "leave": rank.get("leave_threshold")}

@@ -313,6 +313,7 @@ def _tick_label(seconds: float, step: float) -> str:
 
 # px a "#k" label's '#' and each digit take at most (10 px bold: DejaVu Sans Bold's are 8.4 and 7.0), and px between two
 LABEL_HASH_WIDTH, LABEL_DIGIT_WIDTH, LABEL_GAP = 8.5, 7.0, 2.0
+PEAK_R, LABEL_BASELINE = 3, 11  # an event's peak dot; its label's baseline under the top of the plot
 
 
 def _box(span: Span, x) -> tuple[float, float]:
@@ -340,9 +341,6 @@ def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
 
 def _label_half_width(label: str) -> float:
     return (LABEL_HASH_WIDTH + (len(label) - 1) * LABEL_DIGIT_WIDTH) / 2
-
-
-PEAK_R, LABEL_BASELINE = 3, 11  # an event's peak dot; its label's baseline under the top of the plot
 
 
 def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .report_facts import names_classes
+from .report_facts import names_classes, run_thresholds
 from .report_svg import esc, fmt_clock, score_text, threshold_text
 from .study_folder import Study
 
@@ -20,7 +20,7 @@ def top_frames_section(study: Study, event_href) -> str:
     frame_index, event_id = study.frames["frame_index"], study.frames["event_id"]
     nms = study.run.get("parameters", {}).get("rank", {}).get("nms_seconds")
     classes = names_classes(study)  # review rev66: a one-class model's 0.03 frame read "bleeding"
-    threshold = study.run.get("model", {}).get("config", {}).get("threshold")
+    threshold = run_thresholds(study.run)["enter"]  # rev103 #3: the run's (--threshold), not the model's own
     cards = []
     for row in rows:
         at = np.flatnonzero(frame_index == row["frame_index"])
@@ -42,9 +42,9 @@ def top_frames_section(study: Study, event_href) -> str:
 
 
 def _score(score, threshold) -> str:
-    """A card's score, styled as a finding only at or over the model's threshold (QA 111 #5: a frame at 0.03 of a
+    """A card's score, styled as a finding only at or over the run's enter threshold (QA 111 #5: a frame at 0.03 of a
     study without events was shown in the red of the flagged ones)."""
     if isinstance(score, (int, float)) and isinstance(threshold, (int, float)) and score < threshold:
-        return (f'<span class="score low" title="below the model&#x27;s threshold {esc(threshold_text(threshold))}">'
+        return (f'<span class="score low" title="below the enter threshold {esc(threshold_text(threshold))}">'
                 f'{esc(score_text(score))}</span>')
     return f'<span class="score">{esc(score_text(score))}</span>'

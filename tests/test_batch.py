@@ -778,24 +778,26 @@ def test_an_interrupt_while_the_summary_is_written_waits_for_it(disk_full, rando
     assert json.loads((out / "batch.json").read_text())["counts"]["ok"] == 1
 
 
-@pytest.mark.parametrize("moment", ["before the summary", "as the lock is released"])
-def test_an_interrupt_after_the_last_study_ends_the_night_as_it_would(moment, random_weights, tmp_path):
+@pytest.mark.parametrize("hooked", ["local_engine.LocalEngine.run", "engine._summarised", "engine.release_lock"])
+def test_an_interrupt_after_the_last_study_ends_the_night_as_it_would(hooked, random_weights, tmp_path):
     """QA 114 #1: a SIGTERM after the last study and before the summary began left no studies.parquet, batch.json or
     index.html (yesterday's stayed), while the console said studies.parquet listed what was done; #2: one as the lock was
-    released left it behind (the next night warned of a crash) and said "Interrupted ... Re-run" with exit 130."""
+    released left it behind (the next night warned of a crash) and said "Interrupted ... Re-run" with exit 130; rev103 #1:
+    one as the engine ended after the last study (a pool's shutdown) said the same."""
     _settled_demo_study(tmp_path / "in")
-    hooked = "_summarised" if moment == "before the summary" else "release_lock"
+    owner, name = hooked.rsplit(".", 1)
     env = _hooked(tmp_path / "hook", (  # the batch process sends itself SIGTERM once, at that moment
         "import os, signal, time\n"
-        "from capsule_triage.batch import engine\n"
-        f"_real, _sent = engine.{hooked}, []\n"
+        "from capsule_triage.batch import engine, local_engine\n"
+        f"_real, _sent = {owner}.{name}, []\n"
         "def hooked(*args, **kwargs):\n"
+        f"    done = _real(*args, **kwargs) if {name == 'run'} else None  # the engine's end: after its studies\n"
         "    if not _sent:\n"
         "        _sent.append(1)\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "        time.sleep(0.2)  # the KeyboardInterrupt arrives here, unless it is held\n"
-        "    return _real(*args, **kwargs)\n"
-        f"engine.{hooked} = hooked\n"))
+        f"    return done if {name == 'run'} else _real(*args, **kwargs)\n"
+        f"{owner}.{name} = hooked\n"))
     out = tmp_path / "out"
     result = triage("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", timeout=300, env=env)
     assert (result.returncode, result.stderr) == (0, "Interrupted after every study was reached: the night is complete\n"), result.stderr
@@ -1591,6 +1593,8 @@ def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_
 
     file_logger(tmp_path / "batch.log")("ok " + os.fsdecode(b"a\xff.mp4"))
     assert (tmp_path / "batch.log").read_bytes().endswith(b" ok a\\xff.mp4\n")
+    file_logger(tmp_path / "batch.log")("started \ud800")  # rev103 #4: a lone surrogate read from JSON raised
+    assert (tmp_path / "batch.log").read_bytes().endswith(b" started \\ud800\n")
 
 
 def test_a_rerun_skips_unchanged_studies_without_reading_them(random_weights, tmp_path, monkeypatch):

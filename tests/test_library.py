@@ -487,6 +487,29 @@ def test_auto_passes_over_an_engine_that_cannot_be_imported(shipped_weights, bro
     assert len(said) > 1 and all(w.endswith("; reinstall it (the run takes torch-fp32)") for w in said), said  # takes ort-fp32)"
 
 
+def test_an_interrupt_while_an_engine_starts_is_an_interrupt_not_a_broken_engine(tmp_path):
+    """QA 115 #1: a SIGTERM (or Ctrl-C) while `auto` asked OpenVINO's CPU plugin came back as OpenVINO's own error
+    ("initialization failed"): the engine was called broken ("reinstall it"), and the run went on and exited 0. In a
+    process of its own (the CLI's signal handling; a signal to pytest itself has crashed it)."""
+    from conftest import triage
+
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(
+        "import os, signal, time\n"
+        "from capsule_triage import backends\n"
+        "def import_openvino():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.2)\n"
+        "    except KeyboardInterrupt:  # as OpenVINO's native code gives it back\n"
+        "        pass\n"
+        "    raise RuntimeError('initialization failed')\n"
+        "backends.import_openvino = import_openvino\n")
+    done = triage("run", DEMO_CLIP, "--out", tmp_path / "o", env={"PYTHONPATH": str(tmp_path / "hook")})
+    assert (done.returncode, done.stderr.strip()) == (130, f"Interrupted; nothing was written for {DEMO_CLIP}."), done.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_broken_openvino_s_bf16_is_said_and_optimize_still_describes_the_machine(shipped_weights, broken_openvino, tmp_path):
     """rev100 #1: with OpenVINO broken, ov-bf16 (accepted, the fastest) was dropped as a CPU it lacks, with no Warning:
     line; #2: `triage optimize` described the machine through OpenVINO's own view of it and stopped on the import."""

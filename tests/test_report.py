@@ -367,12 +367,16 @@ def test_the_top_frames_are_shown_open_when_there_is_no_event(tmp_path):
         assert ("<details open>" in section) == (events == 0) and "Highest-scoring frames</h2>" in section
         assert "3 single frames by score" in section
         assert section.count('<li class="card top">') == 3 and all(f'src="{rel}"' in section for rel in thumbs.values())
-        first, threshold = top[0], run["model"]["config"]["threshold"]
+        first, threshold = top[0], run["parameters"]["rank"]["enter_threshold"]
         styled = ('<span class="score">' if frames["score"][first] >= threshold else  # QA 111 #5: below it, not in the red
-                  f'<span class="score low" title="below the model&#x27;s threshold {threshold_text(threshold)}">')
+                  f'<span class="score low" title="below the enter threshold {threshold_text(threshold)}">')
         assert (f"<b>{fmt_clock(frames['pts_seconds'][first])}</b> {styled}{score_text(frames['score'][first])}</span> "
                 '<span class="cls">ulcer</span>') in section  # QA 71 #5: its class (none before)
         assert (styled == '<span class="score">') == (events > 0)  # the study without events: a frame under the threshold
+        if not events:  # rev103 #3: ranked at --threshold 0.1, the run's threshold, not the model's 0.5, makes it a finding
+            (study / "run.json").write_text(json.dumps({**run, "parameters": {"rank": {"enter_threshold": 0.1, "leave_threshold": 0.075}}}))
+            assert f'<span class="score">{score_text(frames["score"][first])}</span>' in write_report(study).read_text()
+            (study / "run.json").write_text(json.dumps(run))
         assert section.count('<span class="cls">ulcer</span>') == 2 and section.count('<span class="cls">bleeding</span>') == 1
         rank = frames["event_id"][first]
         assert (f'<a href="report/event-{rank + 1:04d}.html">in event #{rank + 1}</a>' if rank >= 0 else "in no event") in section
@@ -1658,7 +1662,7 @@ def test_a_score_below_the_first_step_is_escaped_on_every_page(tmp_path):
         html = re.sub(r"<script\b.*?</script>", "", page.read_text(), flags=re.S)  # a script's `<` is code, not text
         assert not re.findall(r".{20}<(?![A-Za-z/!?]).{10}", html), page.name
     html = (study / "report.html").read_text()
-    assert (f'<span class="score low" title="below the model&#x27;s threshold {threshold_text(run["model"]["config"]["threshold"])}">'
+    assert ('<span class="score low" title="below the enter threshold 0.0004">'
             '&lt;0.001</span>') in html and "mean &lt;0.001" in html and "threshold &lt;0.001" in html
 
 

@@ -731,6 +731,11 @@ def test_an_interrupt_while_a_finished_run_is_recorded_waits_for_the_record(tiny
     assert json.loads((tmp_path / "m" / "checkpoint" / "state.json").read_text()) == state
     assert [p.name for p in (tmp_path / "m").iterdir() if p.name.startswith(".")] == []
     assert [p.name for p in (tmp_path / "m" / "checkpoint").iterdir()] == ["state.json"]
+    (tmp_path / "m" / "config.json").rename(tmp_path / "kept.json")  # rev103 #11: the rename made a linked config.json a file
+    (tmp_path / "m" / "config.json").symlink_to(tmp_path / "kept.json")  # of the default mode
+    os.chmod(tmp_path / "kept.json", 0o640)
+    config.save(tmp_path / "m" / "config.json")
+    assert (tmp_path / "m" / "config.json").is_symlink() and os.stat(tmp_path / "kept.json").st_mode & 0o777 == 0o640
 
 
 @needs_shared
@@ -811,8 +816,13 @@ def test_training_starts_from_weights_on_the_hugging_face_hub(tiny_manifest, ran
     env = {"HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     args = (tiny_manifest, "--arch", "test_efficientnet", "--strategy", "head", "--epochs", "1", "--input-size", "64",
             "--batch-size", "8", "--val-fraction", "0", "--augment", "none", "--class-weighting", "none", "--quiet")
-    done = triage("train", *args, "--init", "hf-hub:lab/base", "--output", tmp_path / "tuned", env=env)
-    assert done.returncode == 0, done.stderr
+    stopped = triage("train", *args, "--init", "hf-hub:lab/base", "--output", tmp_path / "tuned", "--stop-after-steps", "1", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    shutil.rmtree(tmp_path / "hf")  # rev103 #2: a resume needs the checkpoint, not the Hub (offline, the cache cleared)
+    done = triage("train", *args, "--init", "hf-hub:lab/base", "--output", tmp_path / "tuned", "--resume", env=env)
+    assert done.returncode == 0 and "Warning" not in done.stderr.replace("Warning: " + str(tiny_manifest), ""), done.stderr
+    tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))  # the backbone is the Hub's (head-only training)
+    assert torch.equal(tuned["conv_stem.weight"], load_file(str(random_weights / "model.safetensors"))["conv_stem.weight"])
     training = ModelConfig.load(tmp_path / "tuned" / "config.json").provenance["training"]
     assert training["init"] == "hf-hub:lab/base"
     assert training["init_weights"]["weights"] == f"hf-hub:lab/base@{commit}"
@@ -822,6 +832,9 @@ def test_training_starts_from_weights_on_the_hugging_face_hub(tiny_manifest, ran
     assert (missing.returncode, missing.stderr.strip()) == (2, "Error: hf-hub:lab/other: not in the local Hugging Face cache and "
                                                                "HF_HUB_OFFLINE is set"), missing.stderr
     assert not (tmp_path / "other").exists()
+    tilde = triage("train", *args, "--init", "~/mine/base", "--output", tmp_path / "other")  # rev103 #10
+    assert tilde.returncode == 2 and tilde.stderr.strip().endswith(
+        "('~' was not expanded by the shell: quoted? in Python, os.path.expanduser)"), tilde.stderr
 
 
 @needs_shared
@@ -848,6 +861,23 @@ def test_training_from_a_timm_hub_tag_records_the_checkpoint_it_read(tiny_manife
                                         "name": "test_efficientnet.r160_in1k"}
     tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))  # the backbone is the checkpoint's (head-only training)
     assert torch.equal(tuned["conv_stem.weight"], imagenet.state_dict()["conv_stem.weight"])
+
+
+@needs_shared
+def test_eval_of_training_frames_alone_points_somewhere_that_works(tiny_manifest, tmp_path):
+    """QA 115 #2: `triage eval` of a model's training frames (none it validated on) without a split column pointed to
+    --split val, which did not know them and pointed back to --split test; --split train said they were all held out."""
+    base = train(_options(tiny_manifest, tmp_path / "base", strategy="head", epochs=1))  # no validation frames
+    unsplit = tmp_path / "unsplit.csv"
+    unsplit.write_text("path,label\n" + "".join(f"{r['path']},{r['label']}\n" for r in csv.DictReader(open(tiny_manifest))))
+    app = typer.Typer()
+    register(app)
+    said = lambda *args: " ".join(CliRunner().invoke(app, ["eval", str(base), str(unsplit), *args]).output.split())
+    assert ("every frame has the bytes of one this model was trained on (none it validated on) and it has no 'test' split; "
+            "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic)") in said()
+    assert "no 'val' split in the data (splits: ['train'])" in said("--split", "val")
+    scored = CliRunner().invoke(app, ["eval", str(base), str(unsplit), "--split", "train"])
+    assert scored.exit_code == 0 and "on train (24 frames" in " ".join(scored.output.split()), scored.output
 
 
 @needs_shared

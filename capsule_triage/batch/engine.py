@@ -6,7 +6,6 @@ The studies run on :class:`~.local_engine.LocalEngine` (in-process or a process 
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import socket
@@ -20,13 +19,13 @@ from pathlib import Path
 from ..interrupts import InterruptedAfterWriting, deferring_interrupts
 from ..errors import OutputError, TriageError, path_exists, unexpanded_note
 from ..model_config import folder_config
-from ..outputs import RUN_FILE, check_expanded
+from ..outputs import check_expanded
 from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, find_studies
-from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, now_utc, own_folder
+from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, broken_link, now_utc, own_folder, study_folders
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .run_lines import run_lines
@@ -147,7 +146,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
                                    "the last folder of OUT_DIR: create the others first") from None
     except OSError as exc:  # a parent that is a file, or that this user cannot search: said as it is
         if out_dir.is_symlink():  # rev71 #6: a link to a share not mounted was "File exists"
-            raise OutputError(out_dir, _broken_link(out_dir)) from None
+            raise OutputError(out_dir, broken_link(out_dir)) from None
         raise OutputError(out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
     log, recovered, done = file_logger(out_dir / LOG_FILE), [], None
     try:
@@ -178,11 +177,16 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     finally:  # QA 114 #2: an interrupt here left the lock (the next night warned of a crash) and made a finished night 130
         try:
             with deferring_interrupts():
-                shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
-                release_lock(lock)
-        except InterruptedAfterWriting:
+                _clean_up(out_dir, lock)
+        except KeyboardInterrupt:  # held until the cleanup ended, or (rev103 #6) come before it was held: done again
+            _clean_up(out_dir, lock)
             if done is not None:  # else the exception in flight goes on
                 raise BatchInterrupted(done, finished=True) from None
+
+
+def _clean_up(out_dir: Path, lock: Path) -> None:
+    shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+    release_lock(lock)
 
 
 def _is_file(path: Path) -> bool:
@@ -197,7 +201,7 @@ def _is_file(path: Path) -> bool:
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
-    if not studies and not left_out and (earlier := _study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
+    if not studies and not left_out and (earlier := study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
                    "of earlier runs: is the share mounted? Nothing was changed; if the studies were removed on purpose, move "
                    "their folders out of the output folder")
@@ -250,6 +254,7 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         except KeyboardInterrupt as exc:  # QA 114 #1: one after the last study, before the summary began, left none
             if isinstance(exc, BatchInterrupted):
                 raise
+            reached = reached or all(s.study_id in progress.outcomes for s in studies)  # rev103 #1: in the pool's shutdown
             done = _summarised(studies, progress, ctx, info=info, interrupted=not reached, made=made, notes=notes)
             raise BatchInterrupted(done, finished=reached) from None
     finally:
@@ -375,26 +380,6 @@ def _finish(studies: list[Study], progress: Progress, ctx: WorkerContext, *, inf
                     if failed_ids else ""))
     return BatchResult(out_dir=ctx.out_dir, rows=rows, counts=counts, frames=progress.frames, wall_seconds=wall, failures=failures,
                        index=index, warnings=warnings, summary_error=summary_error)
-
-
-def _broken_link(link: Path) -> str:
-    """Why a symbolic link at OUT_DIR is no folder to write in: a loop, or a target that cannot be reached (rev72 #5: a
-    relative target was said as stored, a loop as a share not mounted)."""
-    try:
-        os.stat(link)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link loop, not a folder"
-    target = os.path.realpath(link)  # as far as it resolves (rev73 #1: the link's text joined to a linked parent misled)
-    return f"a link to {target}, which is not a folder that can be reached (a share not mounted?)"
-
-
-def _study_folders(out_dir: Path) -> list[Path]:
-    """Folders of OUT_DIR holding a study's results (a run.json)."""
-    try:
-        return [p for p in out_dir.iterdir() if not p.name.startswith(".") and (p / RUN_FILE).is_file()]
-    except OSError:
-        return []
 
 
 def _make_engine(options: BatchOptions):

@@ -18,12 +18,13 @@ dead run's lock) finishes the rest.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..outputs import write_json
+from ..outputs import RUN_FILE, write_json
 
 SUMMARY_FILE = "studies.parquet"
 BATCH_FILE = "batch.json"
@@ -59,3 +60,23 @@ def own_folder(path: Path) -> str | None:
 def now_utc() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def broken_link(link: Path) -> str:
+    """Why a symbolic link at OUT_DIR is no folder to write in: a loop, or a target that cannot be reached (rev72 #5: a
+    relative target was said as stored, a loop as a share not mounted)."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop, not a folder"
+    target = os.path.realpath(link)  # as far as it resolves (rev73 #1: the link's text joined to a linked parent misled)
+    return f"a link to {target}, which is not a folder that can be reached (a share not mounted?)"
+
+
+def study_folders(out_dir: Path) -> list[Path]:
+    """Folders of OUT_DIR holding a study's results (a run.json)."""
+    try:
+        return [p for p in out_dir.iterdir() if not p.name.startswith(".") and (p / RUN_FILE).is_file()]
+    except OSError:
+        return []
