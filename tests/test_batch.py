@@ -1563,7 +1563,7 @@ def test_a_lock_released_as_it_is_read_is_no_killed_night(tmp_path, monkeypatch)
     assert len(calls) == 2 and recovered == [] and logged == [] and locks.read_lock(mine)["pid"] == os.getpid()
 
 
-def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch, capsys):
     """An empty lock left by a full disk refused every run for 30 s ('another batch run (pid ?)')."""
     from capsule_triage.batch import lock as lock_module
 
@@ -1575,6 +1575,16 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch)
     with pytest.raises(OutputError, match=r"cannot write the batch lock \(No space left on device\)"):
         acquire_lock(tmp_path, lambda line: None)
     assert not (tmp_path / LOCK_FILE).exists()
+    # QA 114 #4: on a full disk a batch said a Warning (batch.log cannot be appended) before its Error, and left the output
+    # folder it had made with an empty batch.log; the Error alone now, and nothing of the run
+    from capsule_triage.batch import run_batch, summary
+
+    monkeypatch.setattr(summary, "append_whole_line", lambda path, data: "No space left on device")
+    (tmp_path / "in").mkdir()
+    capsys.readouterr()
+    with pytest.raises(OutputError, match="cannot write the batch lock"):
+        run_batch(tmp_path / "in", tmp_path / "out", BatchOptions())
+    assert not (tmp_path / "out").exists() and capsys.readouterr().err == ""
 
 
 def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_path):

@@ -137,8 +137,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         pipeline, options, weights_note = _check_arguments(input_dir, out_dir, options)
     except TriageError as exc:  # QA 79 #1: a night refused here (a share not mounted, weights gone) left the log and the
         if _is_file(out_dir / LOG_FILE):  # page of an earlier night as the last word: its line goes where the morning reads
-            file_logger(out_dir / LOG_FILE)(f"refused: {exc}")
+            file_logger(out_dir / LOG_FILE)(f"refused: {exc}", lost_said=False)
         raise
+    made = not out_dir.exists()
     try:
         out_dir.mkdir(exist_ok=True)
     except FileNotFoundError:  # QA 72 #5: a share not mounted rescored the archive onto the local disk (only ENOENT: rev70 #7)
@@ -152,7 +153,10 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     try:
         lock = acquire_lock(out_dir, log, recovered)
     except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
-        log(f"refused: {exc.message}")
+        if made:  # QA 114 #4: a full disk left the folder this run made, an empty batch.log in it: nothing of it is kept
+            shutil.rmtree(out_dir, ignore_errors=True)
+        else:
+            log(f"refused: {exc.message}", lost_said=False)
         raise
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)
@@ -198,20 +202,20 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[[str], None], *,
+def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[..., None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
     studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
                    "of earlier runs: is the share mounted? Nothing was changed; if the studies were removed on purpose, move "
                    "their folders out of the output folder")
-        log(f"refused: {input_dir}: {problem}")
+        log(f"refused: {input_dir}: {problem}", lost_said=False)
         raise TriageError(input_dir, problem)
     if other := other_input(out_dir, input_dir):
         problem = (f"holds the results of another input folder, {other} (its batch.json): give each input folder its own "
                    f"output folder. Nothing was changed; if the studies of {other} were moved to {input_dir}, move "
                    f"{out_dir / BATCH_FILE} aside first")
-        log(f"refused: {out_dir}: {problem}")
+        log(f"refused: {out_dir}: {problem}", lost_said=False)
         raise OutputError(out_dir, problem)
     engine, result = _make_engine(options), None
     for note in getattr(engine, "notes", ()):  # GPUs left out (rev90 #1)

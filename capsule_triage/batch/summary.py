@@ -149,15 +149,15 @@ class Progress:
         self.bar.update(1)
 
 
-def file_logger(path: Path) -> Callable[[str], None]:
+def file_logger(path: Path) -> Callable[..., None]:
     """A function that appends one time-stamped line to ``path`` (batch.log); the first line it cannot append is
     said once on stderr (QA 51: another user's batch.log, or a full disk, lost a whole night's lines without a word)."""
     said = []
 
-    def log(line: str) -> None:  # a newline in a study's name stays in its line; names may not be UTF-8
+    def log(line: str, *, lost_said: bool = True) -> None:  # a newline in a study's name stays in its line; names may not be UTF-8
         text = parquet_text(f"{now_utc()} pid={os.getpid()} {one_line(line)}\n")  # QA 114 #6: a name's byte \xff as studies.parquet
         why = append_whole_line(path, text.encode("utf-8", "backslashreplace"))  # has it, not Python's \udcff
-        if why and not said:
+        if why and not said and lost_said:  # (not for a refusal's line: its Error: line is the one to say, QA 114 #4)
             said.append(why)
             from tqdm import tqdm  # above a progress bar, not glued to it (rev44)
 
