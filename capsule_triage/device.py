@@ -58,6 +58,8 @@ def resolve_device(name: str = "auto") -> "torch.device":
         device = torch.device(name.lower())  # 'CPU', 'CUDA:0' as typed
     except RuntimeError:
         raise ValueError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):  # rev-GPU #4: mps, xpu, meta ... were taken, then failed in a traceback
+        raise ValueError(f"--device {name}: {device.type} devices are not supported (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: {cuda_unusable()} (use cpu or auto)")

@@ -16,6 +16,10 @@ from .errors import DataWarning
 TENSORRT = "TensorrtExecutionProvider"
 TENSORRT_RUN = 32  # frames per run of a TensorRT engine unless the caller gives its batch_size (optimize times no ort-* on a GPU)
 LOCK_NAME = ".building.lock"
+# rev-GPU #1/#2: the CUDA provider computes "fp32" in TF32 on Ampere and later unless told (torch's fp32 here is exact:
+# device.exact_fp32), and searches every cuDNN algorithm for each new batch shape (seconds each; a study's last, shorter
+# batch, or one thinned by --skip-duplicates, could get another algorithm and so other scores): cuDNN's heuristic choice
+CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"}
 
 
 def gpu_providers(device: str, available: list[str], onnx_path: str | Path, run: int | None = None, *,
@@ -30,7 +34,7 @@ def gpu_providers(device: str, available: list[str], onnx_path: str | Path, run:
     if not device.startswith("cuda"):
         return []
     index = int(device.partition(":")[2] or 0)
-    options = {"CUDAExecutionProvider": {"device_id": index}}
+    options = {"CUDAExecutionProvider": {"device_id": index, **CUDA_OPTIONS}}
     if tensorrt and TENSORRT in available:  # rev94 #2: the file read and digested only for TensorRT
         options = {TENSORRT: {"device_id": index, **tensorrt_profile(onnx_path, run or TENSORRT_RUN), **_tensorrt_cache(onnx_path)},
                    **options}

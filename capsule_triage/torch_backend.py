@@ -119,7 +119,7 @@ class TorchBackend:
             logits = self.folded(frames, boxes).float()
             host = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(logits, non_blocking=True)
-            copied = torch.cuda.Event()
+            copied = torch.cuda.Event(blocking=True)  # rev-GPU #5: its wait sleeps, leaving the core to the decoders
             copied.record(current)
             return [(host, copied)]
 

@@ -9,7 +9,7 @@ log; no pickle) from which ``resume=True`` continues after an interruption (a fi
 
 Frames go uint8 -> augmentation -> the model's own Preprocessor -> model, exactly as in inference.
 Every random draw (batch order, augmentation, dropout) is derived from (seed, phase, step), so a
-resumed run repeats the uninterrupted one.
+resumed run repeats the uninterrupted one (on the CPU; on a GPU up to its kernels' non-deterministic backward passes).
 
 Strategies: ``head`` (seed B "local": only the new classifier trains), ``full`` (seed B "global"),
 ``two-stage`` (seed A: head first, then everything). ``lock`` K freezes logical blocks 1..K of 6

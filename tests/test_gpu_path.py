@@ -155,7 +155,9 @@ def test_onnx_runtime_gets_the_gpu_asked_for_or_refuses_to_run_on_the_cpu_in_its
     assert providers[0][1]["trt_engine_cache_path"] != gpu_providers("cuda:1", every, other)[0][1]["trt_engine_cache_path"]
     monkeypatch.setenv("XDG_CACHE_HOME", "/dev/null/cache")  # cannot be made: no cache, not an error
     assert gpu_providers("cuda", every, path)[0] == ("TensorrtExecutionProvider", {"device_id": 0, **tensorrt_profile(path, 32)})
-    assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], path) == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert gpu_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], path) == [  # rev-GPU #1/#2: strict fp32
+        ("CUDAExecutionProvider", {"device_id": 0, "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"})]  # (no TF32), no
+    # exhaustive cuDNN search per batch shape
     assert gpu_providers("cpu", every, path) == []
     assert OnnxBackend(path, name="ort-fp32").logits(_frames(2)).shape == (2, 2)
     with pytest.raises(ValueError, match=r"^--device cuda:1: ONNX Runtime cannot use the GPU here \(the onnxruntime package has no CUDA provider"):

@@ -1241,6 +1241,7 @@ def test_a_device_or_precision_this_machine_lacks_is_one_line_before_any_work(tm
     data = tmp_path / "no-data-needed.csv"  # the device is checked before the data is read
     for args, line in [(["--device", "cuda"], "Error: --device cuda: CUDA is not available on this machine (use cpu or auto)"),
                        (["--device", "gpu"], "Error: --device gpu: not a device (use auto, cpu, cuda or cuda:N)"),
+                       (["--device", "mps"], "Error: --device mps: mps devices are not supported (use auto, cpu, cuda or cuda:N)"),
                        (["--precision", "fp16"], "Error: --precision fp16: mixed fp16 needs a CUDA device (this run is on cpu); use "
                         + ("bf16 or fp32" if numerics()["native_bf16"] else "fp32 (this CPU has no native bf16)"))]:  # rev54
         result = runner.invoke(app, ["train", str(data), "--output", str(tmp_path / "m"), *args])
