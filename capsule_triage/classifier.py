@@ -193,6 +193,7 @@ class Classifier:
         scores are computed before it returns. ``batch.data`` may be reused once it returns."""
         if not isinstance(batch, FrameBatch):  # QA 58 #7: an array gave "'numpy.ndarray' object has no attribute 'frame_index'"
             raise ValueError(f"a Classifier scores a FrameBatch(data, frame_index, pts_seconds), got {type(batch).__name__}")
+        batch.check()  # as built, or changed since (QA 116 #1)
         backend, size = self._open(), self.config.input_size
         # every backend alike (QA 68 #7: torch scored 112 px frames, other scores, where ONNX refused them); a model that
         # finds the field of view takes frames at twice its size, any shape, and crops them itself (on ONNX: ViewCropped)

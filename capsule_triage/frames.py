@@ -28,6 +28,11 @@ class FrameBatch:
     pts_seconds: np.ndarray
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError unless the fields are as documented (again where they may have been changed since: QA 116 #1,
+        a batch normalised to float after it was built scored every frame 0.8 on OpenVINO)."""
         for name, kind in (("data", "uint8 [N,H,W,3]"), ("frame_index", "int64 [N]"), ("pts_seconds", "float64 [N]")):
             if not isinstance(getattr(self, name), np.ndarray):  # QA 58 #7: a list was "'list' object has no attribute 'dtype'"
                 raise ValueError(f"FrameBatch.{name} must be a numpy array ({kind}), got {type(getattr(self, name)).__name__}")

@@ -126,8 +126,11 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
         *((name, getattr(options, name), _flag(getattr(options, name)), "True or False")  # QA 68 #5: force="no" forced
           for name in ("own_timestamps", "force", "report", "progress")),
-        *((name, getattr(options, name), getattr(options, name) is None or isinstance(getattr(options, name), (str, os.PathLike)),
-           "a path (str or pathlib.Path) or None") for name in ("out", "timestamps_csv")),
+        *((name, getattr(options, name), getattr(options, name) is None or (isinstance(getattr(options, name), (str, os.PathLike))
+                                                                              and os.fspath(getattr(options, name)) != ""),
+           "a path (str or pathlib.Path) or None") for name in ("out", "timestamps_csv")),  # QA 116 #2: "" was taken as None
+        ("the preset's [reader] batch_size", pipeline.read.batch_size, batch_size_problem(pipeline.read.batch_size) is None,
+         f"a whole number from 1 to {MAX_BATCH_SIZE}"),  # QA 116 #3: set in code, 0 and -5 ran as 2, 5000 as 5000
         ("command", options.command, options.command is None or isinstance(options.command, str), "a string or None"),
     ]
     for flag, value, ok, expected in checks:

@@ -366,6 +366,13 @@ def test_a_classifier_takes_batches_alike_on_every_backend_and_refuses_what_is_n
         with pytest.raises(ValueError) as error:
             ct.FrameBatch(*args)
         assert str(error.value) == message
+    batch = ct.FrameBatch(rgb, index, pts)  # QA 116 #1: changed after it was built, it scored every frame 0.8 on OpenVINO
+    batch.data = rgb.astype(np.float32) / 255
+    with pytest.raises(ValueError, match=r"^FrameBatch.data must be uint8 \[N,H,W,3\] with H, W >= 1, got float32 "):
+        classifier(batch)
+    batch.data, batch.frame_index = rgb, index[:1]
+    with pytest.raises(ValueError, match=r"^FrameBatch: 3 frames but frame_index \(1,\)"):
+        classifier(batch)
 
 
 @pytest.mark.parametrize("threads", [-1, 0, 1.5, "2", True])

@@ -41,6 +41,7 @@ def bleeding(random_weights):
     (dict(report="no"), "report must be True or False, got 'no'"),
     (dict(progress=1), "progress must be True or False, got 1"),
     (dict(timestamps_csv=5), "timestamps_csv must be a path (str or pathlib.Path) or None, got 5"),
+    (dict(timestamps_csv=""), "timestamps_csv must be a path (str or pathlib.Path) or None, got ''"),  # QA 116 #2: as None
     (dict(command=5), "command must be a string or None, got 5"),  # was recorded in run.json as 5
 ])
 def test_options_out_of_range_or_of_the_wrong_type_are_refused_before_any_work(bleeding, tmp_path, options, message):
@@ -59,6 +60,14 @@ def test_paths_and_thresholds_of_the_wrong_kind_are_refused_before_any_work(blee
         triage_study(5, pipeline, classifier, RunOptions(out=tmp_path / "out"))
     with pytest.raises(ValueError, match=r"^out must be a path \(str or pathlib.Path\) or None, got 5$"):
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=5))
+    with pytest.raises(ValueError, match=r"^out must be a path \(str or pathlib.Path\) or None, got ''$"):  # QA 116 #2: the
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out="", force=True))  # default beside the input, replaced
+    from dataclasses import replace
+
+    for size in (0, -5, 5000, 2.5):  # QA 116 #3: a preset's read batch set in code ran 0 and -5 as 2, 5000 as 5000
+        with pytest.raises(ValueError, match=rf"^the preset's \[reader\] batch_size must be a whole number from 1 to 1024, got {size}$"):
+            triage_study(DEMO_CLIP, replace(pipeline, read=replace(pipeline.read, batch_size=size)), classifier,
+                         RunOptions(out=tmp_path / "out"))
     from capsule_triage import probe, read_frames
 
     for read in (probe, read_frames):
