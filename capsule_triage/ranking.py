@@ -116,6 +116,8 @@ def _check_indices(abnormal_indices: Sequence[int], num_classes: int) -> np.ndar
     idx = np.asarray(list(abnormal_indices), dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
         raise ValueError(f"abnormal_indices {idx.tolist()} out of range for {num_classes} classes")
+    if len(set(idx.tolist())) < idx.size:  # QA 116 #5: [1, 1] summed a class twice, scores up to 1.8
+        raise ValueError(f"abnormal_indices {idx.tolist()} name a class twice")
     return idx
 
 

@@ -147,6 +147,8 @@ def test_rank_refuses_frame_indices_given_where_times_go(default):
     for indices in (["bleeding"], "1", [True], 1):  # ['bleeding']: int()'s "invalid literal"
         with pytest.raises(ValueError, match=r"^abnormal_indices must be class positions \(whole numbers: config.abnormal_indices\), got "):
             ct.rank(pts, index, probs, config.class_names, indices, pipeline.rank_params(config))
+    with pytest.raises(ValueError, match=r"^abnormal_indices \[1, 1\] name a class twice$"):  # QA 116 #5: scores up to 1.8
+        ct.rank(pts, index, probs, config.class_names, [1, 1], pipeline.rank_params(config))
     for indices in (np.array([1]), (i for i in [1])):  # rev64: a generator, read by the check, then scored nothing
         ranked = ct.rank(pts, index, probs, config.class_names, indices, pipeline.rank_params(config))
         assert len(ranked.events) == 1 and ranked.scores.max() == pytest.approx(0.9)
