@@ -67,6 +67,8 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     load = OtherLoad()
     if batch_size is not None and (problem := batch_size_problem(batch_size)):  # before its frames are tiled to it (QA 91 #2)
         raise ValueError(f"batch_size {problem}")
+    if batch_size is None and (problem := batch_size_problem(pipeline.read.batch_size)):  # rev104 #7: a preset's set in code,
+        raise ValueError(f"the preset's [reader] batch_size {problem}")  # before the decode stages read batches of it
     given, batch_size = batch_size, read_batch_size(pipeline.read.batch_size, classifier, batch_size)
     read = replace(model_read_options(pipeline.read, classifier, RunOptions(batch_size=given)),  # as `triage run` reads
                    decoder_threads=decoder_threads or pipeline.read.decoder_threads)

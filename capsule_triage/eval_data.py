@@ -62,7 +62,8 @@ def _all_trained_on(samples: list[Sample], weights: str | Path, digests: dict | 
 
 
 def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, weights: str | Path, *,
-               instead: str = "score its frames with --split test", digests: dict | None = None) -> tuple[list[Sample], list[str]]:
+               instead: str = "score its frames with --split test", digests: dict | None = None,
+               trained_frames_suffice: bool = False) -> tuple[list[Sample], list[str]]:
     """``samples`` split as training split them, and a note when that is not the split redrawn from them now.
 
     Rows of their own 'val' split keep it (training validated on them). Otherwise the validation share is redrawn
@@ -71,11 +72,14 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     bytes, so that images added, removed or changed since training never move training frames into 'val' (QA 69 #3);
     pool images the record does not hold get the split :data:`ADDED` (in neither share). ``instead``: what to do when
     the data is not the model's (the refusal's advice). ``digests``: {path: SHA-256} of files hashed already, filled in
-    (one evaluation asks twice: for ``--split val`` and for ``--target-sensitivity``).
+    (one evaluation asks twice: for ``--split val`` and for ``--target-sensitivity``). ``trained_frames_suffice``: most of
+    the data's frames having the bytes of frames training saw makes it the model's (``--split train``: QA 115 #2, its
+    training frames alone were called held out; never for a validation share: rev104 #1).
 
     Raises:
         InputError: no 'val' rows, and neither the path nor the data digest are the model's training data's, nor does it
-            hold the bytes of at least half of the frames training validated on, nor are most of its frames training's.
+            hold the bytes of at least half of the frames training validated on (nor, ``trained_frames_suffice``, are most
+            of its frames training's).
     """
     redrawn = training_validation(samples, config)
     if any(s.split == "val" for s in samples):
@@ -93,7 +97,7 @@ def as_trained(data: str | Path, samples: list[Sample], config: ModelConfig, wei
     n_recorded = sum(side == "val" for side in known.values())
     # by bytes: at least half of the frames training validated on (review rev65: one shared image made other data the model's)
     by_bytes = n_recorded > 0 and 2 * sum(side == "val" for side in recorded.values()) >= n_recorded
-    by_bytes = by_bytes or (pool and 2 * len(recorded) >= len(pool))  # QA 115 #2: or of most of its pool: training frames
+    by_bytes = by_bytes or bool(trained_frames_suffice and pool and 2 * len(recorded) >= len(pool))
     if not ((trained_on and same_data(trained_on, data)) or by_bytes):  # QA 56 #7, rev52: a share redrawn from data the model never saw
         raise InputError(data, "the data has no 'val' rows and is not recognised as this model's training data (by the path, "
                                "the digest or the images' bytes training recorded), so there is no validation share of it "
@@ -124,18 +128,17 @@ def split_to_score(data: str | Path, config: ModelConfig, split: str, weights: s
         if sides == {INHERITED}:
             raise InputError(data, "its --init weights were trained on this data (every frame's bytes) and it has no 'test' split: "
                                    "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic)")  # rev88 #5
-        if sides == {"train"}:  # QA 115 #2: pointed to --split val, which found none of them and pointed back here
-            raise InputError(data, "every frame has the bytes of one this model was trained on (none it validated on) and it has "
-                                   "no 'test' split; evaluate held-out frames, or --split all to score it anyway (its metrics "
-                                   "optimistic)")
-        if trained or sides:
+        validated = config.provenance.get("training", {}).get("val_from") != "none" if trained else "val" in sides
+        if trained or sides:  # QA 115 #2, rev104 #4: --split val only where the data holds frames training validated on
             raise InputError(data, "the model was trained on this data (by its path, digest or every frame's bytes) and it has "
-                                   "no 'test' split; evaluate held-out frames, --split val for the frames training held out for "
-                                   "validation, or --split all to score it anyway (its metrics optimistic)")
+                                   "no 'test' split; evaluate held-out frames, " + ("--split val for the frames training held "
+                                   "out for validation, " if validated else "") + "or --split all to score it anyway (its metrics "
+                                   "optimistic)" + ("" if validated else "; none of its frames is one training validated on"))
         return samples, "all", unread
     if split in ("val", "train"):  # review rev65: --split train scored frames training validated on, as 'train'
         samples, notes = as_trained(data, samples, config, weights, digests=digests, instead="score its frames with --split test"
-                                    if split == "val" else "its rows are all held-out frames for this model: score them with --split all")
+                                    if split == "val" else "most of its rows are not frames this model was trained on: score them "
+                                    "with --split all", trained_frames_suffice=split == "train")
     else:
         samples, notes = training_validation(samples, config), []
     if split != "all" and not any(s.split == split for s in samples):

@@ -67,13 +67,14 @@ def deferring_interrupts() -> Iterator[None]:
         return
     caught: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in DEFERRED_SIGNALS}
-    held = [sig for sig, handler in previous.items() if callable(handler)]
-    for sig in held:
-        signal.signal(sig, lambda signum, frame: caught.append(signum))
-    try:
+    swapped: list[int] = []
+    try:  # (rev104 #6: a signal while they were swapped left those swapped before it held for good)
+        for sig in (sig for sig, handler in previous.items() if callable(handler)):
+            signal.signal(sig, lambda signum, frame: caught.append(signum))
+            swapped.append(sig)
         yield
     finally:
-        for sig in held:
+        for sig in swapped:
             signal.signal(sig, previous[sig])
     if caught:
         raise InterruptedAfterWriting(f"signal {caught[0]} while results were written")

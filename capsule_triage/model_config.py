@@ -169,12 +169,12 @@ class ModelConfig:
     def save(self, path: str | Path) -> None:
         """Write config.json whole or not at all (QA 112 #9: a kill while a finished run or a new threshold rewrote it in
         place left a weights folder whose config.json no longer parsed)."""
-        target = Path(os.path.realpath(path))  # rev103 #11: a linked config.json stays a link, and keeps its mode
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        target = Path(path)  # a link is replaced by the file, never written through (rev104 #10: a Hugging Face cache's
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")  # config.json links to a blob other revisions share)
         try:
             partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
             if target.exists():
-                shutil.copymode(target, partial)
+                shutil.copymode(target, partial)  # rev103 #11: its mode kept
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)

@@ -17,8 +17,9 @@ TENSORRT = "TensorrtExecutionProvider"
 TENSORRT_RUN = 32  # frames per run of a TensorRT engine unless the caller gives its batch_size (optimize times no ort-* on a GPU)
 LOCK_NAME = ".building.lock"
 # rev-GPU #1/#2: the CUDA provider computes "fp32" in TF32 on Ampere and later unless told (torch's fp32 here is exact:
-# device.exact_fp32), and searches every cuDNN algorithm for each new batch shape (seconds each; a study's last, shorter
-# batch, or one thinned by --skip-duplicates, could get another algorithm and so other scores): cuDNN's heuristic choice
+# device.exact_fp32; TensorRT's provider has no such switch: its engines may use TF32), and benchmarks every cuDNN
+# algorithm for each new batch shape (seconds each: a study's last, shorter batch, one thinned by --skip-duplicates):
+# cuDNN's heuristic choice instead, still per shape (rev104 #3)
 CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"}
 
 

@@ -129,7 +129,8 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
         *((name, getattr(options, name), getattr(options, name) is None or (isinstance(getattr(options, name), (str, os.PathLike))
                                                                               and os.fspath(getattr(options, name)) != ""),
            "a path (str or pathlib.Path) or None") for name in ("out", "timestamps_csv")),  # QA 116 #2: "" was taken as None
-        ("the preset's [reader] batch_size", pipeline.read.batch_size, batch_size_problem(pipeline.read.batch_size) is None,
+        ("the preset's [reader] batch_size", pipeline.read.batch_size, options.batch_size is not None  # (rev104 #7: unless
+         or batch_size_problem(pipeline.read.batch_size) is None,  # --batch-size replaces it)
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),  # QA 116 #3: set in code, 0 and -5 ran as 2, 5000 as 5000
         ("command", options.command, options.command is None or isinstance(options.command, str), "a string or None"),
     ]

@@ -51,15 +51,16 @@ def local_init(init: str, *, resumed: bool = False) -> tuple[str, str | None]:
     (QA 112 #8: refused as "no such file"), with the note of :func:`capsule_triage.hub.fetch_weights` (the Hub could
     not be reached and the cached copy stands in); any other ``--init`` unchanged. ``resumed``: the model is the
     checkpoint's, and the snapshot only lists the frames the weights were trained on: one that cannot be had is no
-    error (rev103 #2: a resume offline, the cache cleared, was refused), and no note is said."""
+    error (rev103 #2: a resume offline, the cache cleared, was refused), but a note (those frames go unlisted)."""
     if not init.startswith(HF_PREFIX):
         return init, None
     try:
         folder, note = fetch_weights(init)
-    except WeightsError:
+    except WeightsError as exc:
         if not resumed:
             raise
-        return init, None
+        return init, (f"{exc.path}: {exc.message}: the frames the --init weights were trained on are not listed in this "  # rev104 #5
+                      "run's training_images.parquet, so triage eval cannot name them as training data")
     return str(folder), None if resumed else note
 
 

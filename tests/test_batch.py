@@ -1585,6 +1585,17 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch,
     with pytest.raises(OutputError, match="cannot write the batch lock"):
         run_batch(tmp_path / "in", tmp_path / "out", BatchOptions())
     assert not (tmp_path / "out").exists() and capsys.readouterr().err == ""
+    monkeypatch.undo()  # rev104 #2: a run that made OUT_DIR and lost the lock to another removed the other's files with it
+    from capsule_triage.batch import engine
+
+    def taken_meanwhile(out_dir, log, recovered):
+        (out_dir / LOCK_FILE).write_text("{}")  # the other night's
+        raise OutputError(out_dir / LOCK_FILE, "held by another batch run")
+
+    monkeypatch.setattr(engine, "acquire_lock", taken_meanwhile)
+    with pytest.raises(OutputError, match="held by another batch run"):
+        run_batch(tmp_path / "in", tmp_path / "new", BatchOptions())
+    assert (tmp_path / "new" / LOCK_FILE).is_file() and "refused: held by another batch run" in (tmp_path / "new" / "batch.log").read_text()
 
 
 def test_an_out_dir_whose_name_is_not_utf8_gets_its_summary(random_weights, tmp_path):

@@ -5,6 +5,7 @@ they used to reach the decoder as numpy errors or run.json as the wrong value.""
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -68,6 +69,11 @@ def test_paths_and_thresholds_of_the_wrong_kind_are_refused_before_any_work(blee
         with pytest.raises(ValueError, match=rf"^the preset's \[reader\] batch_size must be a whole number from 1 to 1024, got {size}$"):
             triage_study(DEMO_CLIP, replace(pipeline, read=replace(pipeline.read, batch_size=size)), classifier,
                          RunOptions(out=tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []  # rev104 #7: unless --batch-size replaces it
+    triage_study(DEMO_CLIP, replace(pipeline, read=replace(pipeline.read, batch_size=0)), classifier,
+                 RunOptions(out=tmp_path / "override", batch_size=8, report=False))
+    assert (tmp_path / "override" / "frames.parquet").is_file()
+    shutil.rmtree(tmp_path / "override")
     from capsule_triage import probe, read_frames
 
     for read in (probe, read_frames):

@@ -731,11 +731,14 @@ def test_an_interrupt_while_a_finished_run_is_recorded_waits_for_the_record(tiny
     assert json.loads((tmp_path / "m" / "checkpoint" / "state.json").read_text()) == state
     assert [p.name for p in (tmp_path / "m").iterdir() if p.name.startswith(".")] == []
     assert [p.name for p in (tmp_path / "m" / "checkpoint").iterdir()] == ["state.json"]
-    (tmp_path / "m" / "config.json").rename(tmp_path / "kept.json")  # rev103 #11: the rename made a linked config.json a file
-    (tmp_path / "m" / "config.json").symlink_to(tmp_path / "kept.json")  # of the default mode
-    os.chmod(tmp_path / "kept.json", 0o640)
+    (tmp_path / "m" / "config.json").rename(tmp_path / "kept.json")  # rev103 #11: the rename gave config.json the default
+    (tmp_path / "m" / "config.json").symlink_to(tmp_path / "kept.json")  # mode; rev104 #10: a link (a Hugging Face cache's,
+    os.chmod(tmp_path / "kept.json", 0o640)  # to a blob other revisions share) is replaced, not written through
+    before = (tmp_path / "kept.json").read_bytes()
+    config.threshold = 0.25
     config.save(tmp_path / "m" / "config.json")
-    assert (tmp_path / "m" / "config.json").is_symlink() and os.stat(tmp_path / "kept.json").st_mode & 0o777 == 0o640
+    assert not (tmp_path / "m" / "config.json").is_symlink() and os.stat(tmp_path / "m" / "config.json").st_mode & 0o777 == 0o640
+    assert (tmp_path / "kept.json").read_bytes() == before and ModelConfig.load(tmp_path / "m" / "config.json").threshold == 0.25
 
 
 @needs_shared
@@ -820,7 +823,8 @@ def test_training_starts_from_weights_on_the_hugging_face_hub(tiny_manifest, ran
     assert stopped.returncode == 0, stopped.stderr
     shutil.rmtree(tmp_path / "hf")  # rev103 #2: a resume needs the checkpoint, not the Hub (offline, the cache cleared)
     done = triage("train", *args, "--init", "hf-hub:lab/base", "--output", tmp_path / "tuned", "--resume", env=env)
-    assert done.returncode == 0 and "Warning" not in done.stderr.replace("Warning: " + str(tiny_manifest), ""), done.stderr
+    assert done.returncode == 0 and ("Warning: hf-hub:lab/base: not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+                                     "the frames the --init weights were trained on are not listed") in done.stderr, done.stderr
     tuned = load_file(str(tmp_path / "tuned" / "model.safetensors"))  # the backbone is the Hub's (head-only training)
     assert torch.equal(tuned["conv_stem.weight"], load_file(str(random_weights / "model.safetensors"))["conv_stem.weight"])
     training = ModelConfig.load(tmp_path / "tuned" / "config.json").provenance["training"]
@@ -873,9 +877,10 @@ def test_eval_of_training_frames_alone_points_somewhere_that_works(tiny_manifest
     app = typer.Typer()
     register(app)
     said = lambda *args: " ".join(CliRunner().invoke(app, ["eval", str(base), str(unsplit), *args]).output.split())
-    assert ("every frame has the bytes of one this model was trained on (none it validated on) and it has no 'test' split; "
-            "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic)") in said()
-    assert "no 'val' split in the data (splits: ['train'])" in said("--split", "val")
+    assert ("the model was trained on this data (by its path, digest or every frame's bytes) and it has no 'test' split; "
+            "evaluate held-out frames, or --split all to score it anyway (its metrics optimistic); none of its frames is one "
+            "training validated on") in said()
+    assert said("--split", "val").endswith("so there is no validation share of it to redraw; score its frames with --split test")
     scored = CliRunner().invoke(app, ["eval", str(base), str(unsplit), "--split", "train"])
     assert scored.exit_code == 0 and "on train (24 frames" in " ".join(scored.output.split()), scored.output
 

@@ -25,7 +25,7 @@ from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, find_studies
-from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, broken_link, now_utc, own_folder, study_folders
+from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, broken_link, now_utc, own_folder, remove_if_empty, study_folders
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
 from .run_lines import run_lines
@@ -153,10 +153,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
     try:
         lock = acquire_lock(out_dir, log, recovered)
     except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
-        if made:  # QA 114 #4: a full disk left the folder this run made, an empty batch.log in it: nothing of it is kept
-            shutil.rmtree(out_dir, ignore_errors=True)
-        else:
-            log(f"refused: {exc.message}", lost_said=False)
+        log(f"refused: {exc.message}", lost_said=False)
+        if made:  # QA 114 #4: a full disk left the folder this run made, an empty batch.log in it (rev104 #2: only so: a run
+            remove_if_empty(out_dir)  # that made it and lost the lock to another leaves the other's files)
         raise
     try:
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)  # staging of killed runs (we hold the lock)

@@ -18,6 +18,7 @@ dead run's lock) finishes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -80,3 +81,12 @@ def study_folders(out_dir: Path) -> list[Path]:
         return [p for p in out_dir.iterdir() if not p.name.startswith(".") and (p / RUN_FILE).is_file()]
     except OSError:
         return []
+
+
+def remove_if_empty(out_dir: Path) -> None:
+    """Remove ``out_dir`` if it holds nothing but an empty batch.log (a line that could not be written)."""
+    with contextlib.suppress(OSError):
+        if (out_dir / LOG_FILE).stat().st_size == 0:
+            (out_dir / LOG_FILE).unlink()
+    with contextlib.suppress(OSError):
+        out_dir.rmdir()
