@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -435,7 +436,8 @@ def test_bench_times_the_model_on_the_read_batches_a_run_scores(random_weights, 
 
     monkeypatch.setattr(run_options, "MAX_BATCH_SIZE", 16)  # rev87 #1: a backend tuned to calls past the bound (64 streams x 32
     classifier.batch_size = 32  # on a server): the preset's size, rounded up to a call, was refused as if given as --batch-size
-    result = bench.bench(DEMO_CLIP, pipeline, classifier, min_seconds=0.1)
+    within = replace(pipeline, read=replace(pipeline.read, batch_size=8))  # (a preset's own size within the bound: rev104 #7)
+    result = bench.bench(DEMO_CLIP, within, classifier, min_seconds=0.1)
     assert result["batch_size"] == 32 and result["fps"]["end_to_end"] > 0
     result = triage("bench", DEMO_CLIP, "--weights", random_weights, "--batch-size", "100000")
     assert result.returncode == 2 and "Invalid value for '--batch-size'" in result.stderr and "1024" in result.stderr
