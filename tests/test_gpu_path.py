@@ -17,7 +17,7 @@ from capsule_triage.backends import OnnxBackend, gpu_providers
 from capsule_triage.device import auto_device_note, cuda_unsupported, resolve_device
 from capsule_triage.errors import DataWarning, DeviceError
 from capsule_triage.model_config import ModelConfig
-from capsule_triage.onnx_gpu import LOCK_NAME, TENSORRT, engine_lock, tensorrt_profile
+from capsule_triage.onnx_gpu import CUDA_OPTIONS, LOCK_NAME, TENSORRT, engine_lock, tensorrt_profile
 from capsule_triage.torch_backend import TorchBackend, export_onnx
 from capsule_triage.weights import create_model
 
@@ -481,7 +481,8 @@ def test_tensorrt_gets_a_profile_of_the_run_and_builds_one_engine_at_a_time(mode
         OnnxBackend(path, name="ort-int8", device="cuda", ahead=False)  # the stand-in looks for TensorRT's options
     # rev94 #2: without TensorRT the file is neither read nor digested, and no cache folder is made
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache2"))
-    assert gpu_providers("cuda", ["CUDAExecutionProvider"], tmp_path / "not-read.onnx") == [("CUDAExecutionProvider", {"device_id": 0})]
+    assert gpu_providers("cuda", ["CUDAExecutionProvider"], tmp_path / "not-read.onnx") == [("CUDAExecutionProvider", {"device_id": 0,
+                                                                                                        **CUDA_OPTIONS})]
     assert not (tmp_path / "cache2").exists()
     # rev94 #7: a process stopped while it held the lock held every worker without a word: the wait is said
     real_flock, tries = fcntl.flock, []
