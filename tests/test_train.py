@@ -1141,8 +1141,8 @@ def test_eval_of_data_without_splits_scores_held_out_data_whole_and_refuses_the_
                                                           for i, line in enumerate(held_out.read_text().splitlines()[1:])))
     with pytest.raises(InputError, match="held_out_split.csv" + refusal):
         evaluate(out, with_splits, split="val")
-    with pytest.raises(InputError, match=r"held_out_split.csv: the data has no 'val' rows .* to redraw; its rows are all held-out "
-                                         r"frames for this model: score them with --split all$"):  # review rev65 #5: train too
+    with pytest.raises(InputError, match=r"held_out_split.csv: the data has no 'val' rows .* to redraw; most of its rows are not "
+                                         r"frames this model was trained on: score them with --split all$"):  # review rev65 #5: train
         evaluate(out, with_splits, split="train")
     with pytest.raises(InputError, match=r"held_out.csv: label\(s\) \['ulcer'\] are not model classes"):
         held_out.write_text(held_out.read_text() + f"{WCE / rows[0]['path']},ulcer\n")
