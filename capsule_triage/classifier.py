@@ -30,6 +30,8 @@ from .model_config import WEIGHTS_NAME, ModelConfig, folder_config, preset_diffe
 if TYPE_CHECKING:
     from torch import nn
 
+CLOSED = "this Classifier is closed (close() or the end of its with block): load another"
+
 @dataclass
 class FrameScores:
     """Class probabilities for a batch of frames.
@@ -179,9 +181,13 @@ class Classifier:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        return self.backend is None
+
     def _open(self):
-        if self.backend is None:
-            raise ValueError("this Classifier is closed (close() or the end of its with block): load another")
+        if self.closed:
+            raise ValueError(CLOSED)
         return self.backend
 
     def __call__(self, batch: FrameBatch) -> FrameScores:

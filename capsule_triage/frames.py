@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .seconds import is_time_type, time_type_fix
+from .seconds import fine_enough, is_time_type, time_type_fix
 
 
 @dataclass
@@ -52,6 +52,7 @@ class FrameBatch:
                 or not np.isfinite(self.pts_seconds).all():
             raise ValueError(f"FrameBatch.pts_seconds must be finite seconds (float64), got {self.pts_seconds.dtype}"
                              + (" with NaN or infinite values" if np.issubdtype(self.pts_seconds.dtype, np.floating) else ""))
+        fine_enough("FrameBatch.pts_seconds", self.pts_seconds)
 
     def __len__(self) -> int:
         return int(self.data.shape[0])

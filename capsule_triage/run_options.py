@@ -106,23 +106,25 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     """
     if not isinstance(options, RunOptions):  # QA 32: a dict gave "'dict' object has no attribute 'batch_size'"
         raise ValueError(f"options must be a RunOptions, got {type(options).__name__}")
-    from .classifier import Classifier
+    from .classifier import CLOSED, Classifier
     from .presets import Pipeline
 
     for name, value, kind, how in (("pipeline", pipeline, Pipeline, "load_pipeline(name)"), ("classifier", classifier, Classifier, "load_classifier(pipeline)")):
         if not isinstance(value, kind):  # QA 58 #7: arguments swapped gave "'Pipeline' object has no attribute 'config'"
             raise ValueError(f"{name} must be a {kind.__name__} ({how}), got {type(value).__name__}")
+    if classifier.closed:  # QA 116 #6: refused when the first batch came, the decoder started and the output folder made
+        raise ValueError(CLOSED)
     checks = [
-        ("--batch-size", options.batch_size, options.batch_size is None or batch_size_problem(options.batch_size) is None,
+        ("batch_size (--batch-size)", options.batch_size, options.batch_size is None or batch_size_problem(options.batch_size) is None,
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),
-        ("--threshold", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
-        ("--top-k", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),
-        ("--fps", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and MIN_FPS <= options.folder_fps < math.inf),
+        ("threshold (--threshold)", options.threshold, _real(options.threshold, 0.0, 1.0), "a number in [0, 1]"),
+        ("top_k (--top-k)", options.top_k, _whole(options.top_k, 0), "a whole number >= 0"),
+        ("folder_fps (--fps)", options.folder_fps, options.folder_fps is None or (_real(options.folder_fps, 0.0, math.inf) and MIN_FPS <= options.folder_fps < math.inf),
          f"a finite number >= {MIN_FPS:g}"),
-        ("--skip-duplicates", options.skip_duplicates, _real(options.skip_duplicates, 0.0, 255.0),
+        ("skip_duplicates (--skip-duplicates)", options.skip_duplicates, _real(options.skip_duplicates, 0.0, 255.0),
          "a mean grey-level difference in [0, 255]"),
-        ("--decoders", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
-        ("--decode-in", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
+        ("decoder_processes (--decoders)", options.decoder_processes, _whole(options.decoder_processes, 1, optional=False), "a whole number >= 1"),
+        ("decode_in (--decode-in)", options.decode_in, options.decode_in in DECODE_IN, f"one of {', '.join(DECODE_IN)}"),
         ("queue_depth", options.queue_depth, _whole(options.queue_depth, 1, optional=False), "a whole number >= 1"),
         *((name, getattr(options, name), _flag(getattr(options, name)), "True or False")  # QA 68 #5: force="no" forced
           for name in ("own_timestamps", "force", "report", "progress")),
@@ -134,9 +136,9 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),  # QA 116 #3: set in code, 0 and -5 ran as 2, 5000 as 5000
         ("command", options.command, options.command is None or isinstance(options.command, str), "a string or None"),
     ]
-    for flag, value, ok, expected in checks:
+    for name, value, ok, expected in checks:  # QA 116 #7: a field's name, and its flag where it has one
         if not ok:
-            raise ValueError(f"{flag} must be {expected}, got {value!r}")
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
     if options.decoder_processes > 1 and options.skip_duplicates:
         raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
     if options.decoder_processes > 1 and options.decode_in == "thread":  # QA 19: decoded in processes without a word

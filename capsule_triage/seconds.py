@@ -1,6 +1,7 @@
 """Times given by a library caller, checked to be seconds as numbers: numpy's and Python's time types are refused, not
 read as counts (QA 105 #3: a timedelta64[ms] array was taken as seconds, 1,000 times too long). Used by
-:func:`capsule_triage.ranking.rank` and :class:`capsule_triage.frames.FrameBatch`."""
+:func:`capsule_triage.ranking.rank` and :class:`capsule_triage.frames.FrameBatch`; so are times in float32 too coarse
+to tell frames apart."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numbers
 import numpy as np
 
 TIME_TYPES = (datetime.timedelta, datetime.datetime, np.timedelta64, np.datetime64)
+STEP_LIMIT = 0.01  # seconds: the coarsest step times in a float narrower than float64 may have (float32: to 1.3e5 s, 36 h)
 
 
 def time_type_fix(array: np.ndarray) -> str:
@@ -36,8 +38,19 @@ def as_seconds(name: str, values) -> np.ndarray:
     numbers_only = array.dtype.kind in "iuf" or (array.dtype.kind == "O" and all(
         isinstance(v, (numbers.Real, decimal.Decimal)) and not isinstance(v, bool) for v in array.flat))
     if numbers_only:
-        return array.astype(np.float64, copy=False)
+        return fine_enough(name, array).astype(np.float64, copy=False)
     raise ValueError(f"{name} must be seconds as numbers (float64), got {array.dtype}")
+
+
+def fine_enough(name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` of seconds, or ValueError naming ``name`` where a float narrower than float64 cannot tell its times apart
+    to :data:`STEP_LIMIT` (QA 116 #4: Unix times in float32 are 128 s apart, so a study's frames fell onto a few times)."""
+    if array.size and array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        latest = np.abs(array).max()
+        if (step := float(np.spacing(latest))) > STEP_LIMIT:
+            raise ValueError(f"{name} in {array.dtype} cannot tell times apart by less than {step:g} s at {float(latest):g} s: "
+                             "give them as float64")
+    return array
 
 
 def frame_period_seconds(value) -> float:

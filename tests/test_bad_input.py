@@ -743,7 +743,7 @@ def test_frame_folder_options_on_a_video_and_skip_duplicates_out_of_range_are_re
     from capsule_triage import RunOptions, load_classifier, load_pipeline, triage_study
 
     pipeline = load_pipeline()
-    with pytest.raises(ValueError, match=r"--skip-duplicates must be a mean grey-level difference in \[0, 255\], got nan"):
+    with pytest.raises(ValueError, match=r"^skip_duplicates \(--skip-duplicates\) must be a mean grey-level difference in \[0, 255\], got nan"):
         triage_study(DEMO_CLIP, pipeline, load_classifier(pipeline), RunOptions(out=tmp_path / "o", skip_duplicates=float("nan")))
     assert not (tmp_path / "o").exists()
 

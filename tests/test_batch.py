@@ -192,8 +192,9 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     from capsule_triage.batch import run_batch
     from capsule_triage.batch.discovery import exclude_patterns, find_studies
 
-    studies, left_out = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
+    studies, left_out, not_read = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
     assert {s.rel_path for s in studies} == {"a/b.mp4", "a_b.mp4", "day1/capsule_a.mp4", "empty.mp4"}
+    assert not_read == ["day1/notes.txt"] and find_studies(tree, patterns=("*.txt",)).not_read == []  # QA 114 #5
     assert left_out == ["corrupt.mp4", "day1/capsule_b.avi", "day1/frames_png", "day2"]  # what matched, not what lies under it
     assert exclude_patterns([f"{tree}/day2/", "a/*", "./day1//capsule_b.avi"], tree) == ("day2", "a/*", "day1/capsule_b.avi")
     assert exclude_patterns("a.mp4", tree) == ("a.mp4",)
@@ -204,6 +205,11 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     assert find_studies(tmp_path, patterns=exclude_patterns(["study?.mp4"], tmp_path))[1] == ["study1.mp4"]  # * or ?: a pattern
     (tmp_path / "study[1].mp4").unlink()  # review rev35: the same value, the night the broken file is gone, left out study1.mp4
     assert find_studies(tmp_path, patterns=exclude_patterns(["study[1].mp4"], tmp_path))[1] == []
+    for name in ("raw.h264", "study7", "frames/00001.png", "frames/export.json"):  # QA 114 #5: a raw stream, no suffix
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = find_studies(tmp_path)
+    assert [s.rel_path for s in found.studies] == ["frames", "study1.mp4"] and found.not_read == ["frames/export.json", "raw.h264", "study7"]
     link = tmp_path / "link"
     link.symlink_to(tree)
     assert exclude_patterns([f"{tree}/day2"], link) == ("day2",)  # the input folder given through a symbolic link
@@ -279,6 +285,10 @@ def test_statuses_summary_and_outputs(local_run, tree):
     assert batch["warnings"] == warned and any("frame-folder" in line for line in warned), result.stderr
     log = (out / "batch.log").read_text().splitlines()
     assert sum(" ok " in line for line in log) == 8 and sum(" failed " in line for line in log) == 2
+    # QA 114 #5: a file that is no study (a raw .h264 stream, a note) was passed over without a word
+    assert batch["not_read"] == ["day1/notes.txt"] and batch["not_read_count"] == 1
+    assert any(line.endswith(" not read 1 (neither a video by its suffix nor a frame image; --exclude one to leave it unsaid): "
+                             "day1/notes.txt") for line in log), log
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
         [r["study_id"] for r in rows.values() if r["status"] == "ok"] + ["batch.json", "batch.log", "index.html", "studies.parquet"])
     _assert_clean(out)
@@ -309,6 +319,7 @@ def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_pat
                 assert rows[extra].null_count == rows.num_rows
             counted += own.num_rows
         assert table.num_rows == counted and (name != "frames" or counted == sum(s["frames"] for s in done))
+        assert batch_table(str(out / "studies.parquet"), name).equals(table)  # QA 116 #8: was "no studies.parquet"
     # QA 100 #2: a night of videos only had no file columns, a night without results the two names only: nights did not append
     summary = pq.read_table(out / "studies.parquet")
     for night, keep in (("videos", lambda row: row["kind"] != "frames"), ("failed", lambda row: row["status"] == "failed")):

@@ -258,6 +258,8 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
             (lambda: ct.rank(np.datetime64("2026-12-07T08:00") + milliseconds, index, probs, *args),  # rev99 #9: dates
              "pts_seconds must be seconds as numbers, got datetime64[ms] (a time type: subtract the first time, then divide by "
              "np.timedelta64(1, 's'))"),
+            (lambda: ct.rank((1.7e9 + pts).astype(np.float32), index, probs, *args),  # QA 116 #4: Unix times in float32
+             "pts_seconds in float32 cannot tell times apart by less than 128 s at 1.7e+09 s: give them as float64"),
             (lambda: ct.rank(pts, index, probs.astype(object), *args),
              "probs must be class probabilities as numbers (float32), got object"),
             (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),
@@ -364,11 +366,17 @@ def test_a_classifier_takes_batches_alike_on_every_backend_and_refuses_what_is_n
              ((rgb, index, np.full(3, np.nan)), "FrameBatch.pts_seconds must be finite seconds (float64), got float64 with NaN or infinite values"),
              ((rgb, index, np.array([0, 1, np.inf])), "FrameBatch.pts_seconds must be finite seconds (float64), got float64 with NaN or infinite values"),
              ((rgb, index, pts.astype(str)), "FrameBatch.pts_seconds must be finite seconds (float64), got <U32"),
-             ((np.zeros((3, 0, 0, 3), np.uint8), index, pts), "FrameBatch.data must be uint8 [N,H,W,3] with H, W >= 1, got uint8 (3, 0, 0, 3)")]
+             ((np.zeros((3, 0, 0, 3), np.uint8), index, pts), "FrameBatch.data must be uint8 [N,H,W,3] with H, W >= 1, got uint8 (3, 0, 0, 3)"),
+             # QA 116 #4: Unix times in float32 are 128 s apart: a study's frames collapsed onto a few times
+             ((rgb, index, (1.7e9 + pts).astype(np.float32)), "FrameBatch.pts_seconds in float32 cannot tell times apart by less "
+                                                              "than 128 s at 1.7e+09 s: give them as float64"),
+             ((rgb, index, (pts + 2100).astype(np.float16)), "FrameBatch.pts_seconds in float16 cannot tell times apart by less "
+                                                             "than 2 s at 2100 s: give them as float64")]
     for args, message in cases:
         with pytest.raises(ValueError) as error:
             ct.FrameBatch(*args)
         assert str(error.value) == message
+    assert ct.FrameBatch(rgb, index, (pts + 36 * 3600).astype(np.float32)).pts_seconds.dtype == np.float32  # 36 h: steps of 8 ms
     batch = ct.FrameBatch(rgb, index, pts)  # QA 116 #1: changed after it was built, it scored every frame 0.8 on OpenVINO
     batch.data = rgb.astype(np.float32) / 255
     with pytest.raises(ValueError, match=r"^FrameBatch.data must be uint8 \[N,H,W,3\] with H, W >= 1, got float32 "):
@@ -406,7 +414,7 @@ def test_swapped_or_mistyped_arguments_are_named(default):
         assert str(error.value) == message
 
 
-def test_a_classifier_loaded_for_another_threshold_says_so_and_closes(shipped_weights, tmp_path):
+def test_a_classifier_loaded_for_another_threshold_says_so_and_closes(shipped_weights, tmp_path, monkeypatch):
     """QA 58 #9: load_classifier(threshold=0.9) and a run without it ranked at the model's threshold with no
     warning; a classifier could not be closed or used as a context manager."""
     pipeline = ct.load_pipeline("capsule-bleeding")
@@ -427,6 +435,12 @@ def test_a_classifier_loaded_for_another_threshold_says_so_and_closes(shipped_we
     assert not [w for w in quiet.run["warnings"] if "loaded for threshold" in w]
     with pytest.raises(ValueError, match=r"^this Classifier is closed \(close\(\) or the end of its with block\): load another$"):
         classifier(ct.FrameBatch(np.zeros((1, 224, 224, 3), np.uint8), np.arange(1), np.zeros(1)))
+    import capsule_triage.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "source_state", lambda *args, **kwargs: pytest.fail("the input was read"))
+    with pytest.raises(ValueError, match=r"^this Classifier is closed \(close\(\) or the end of its with block\): load another$"):
+        ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "closed"))  # QA 116 #6: refused after
+    assert not (tmp_path / "closed").exists()  # the input was read (hashed: seconds for a long study)
 
 
 def test_a_thumbnail_that_cannot_be_reread_is_said(default, tmp_path, monkeypatch):

@@ -21,20 +21,20 @@ def bleeding(random_weights):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(batch_size=-4), "--batch-size must be a whole number from 1 to 1024, got -4"),
-    (dict(batch_size=2.5), "--batch-size must be a whole number from 1 to 1024, got 2.5"),
-    (dict(batch_size="8"), "--batch-size must be a whole number from 1 to 1024, got '8'"),
-    (dict(batch_size=0), "--batch-size must be a whole number from 1 to 1024, got 0"),
-    (dict(batch_size=100_000), "--batch-size must be a whole number from 1 to 1024, got 100000"),  # QA 91 #2: every frame in memory
-    (dict(threshold="0.3"), "--threshold must be a number in [0, 1], got '0.3'"),
-    (dict(threshold=float("nan")), "--threshold must be a number in [0, 1], got nan"),
-    (dict(top_k=-1), "--top-k must be a whole number >= 0, got -1"),
-    (dict(folder_fps=0), "--fps must be a finite number >= 0.001, got 0"),
-    (dict(folder_fps=1e-6), "--fps must be a finite number >= 0.001, got 1e-06"),  # QA 97 #4: as the CLI's bound
-    (dict(folder_fps=float("inf")), "--fps must be a finite number >= 0.001, got inf"),
-    (dict(skip_duplicates=300), "--skip-duplicates must be a mean grey-level difference in [0, 255], got 300"),
-    (dict(decoder_processes=0), "--decoders must be a whole number >= 1, got 0"),
-    (dict(decode_in="gpu"), "--decode-in must be one of auto, process, thread, got 'gpu'"),
+    (dict(batch_size=-4), "batch_size (--batch-size) must be a whole number from 1 to 1024, got -4"),
+    (dict(batch_size=2.5), "batch_size (--batch-size) must be a whole number from 1 to 1024, got 2.5"),
+    (dict(batch_size="8"), "batch_size (--batch-size) must be a whole number from 1 to 1024, got '8'"),
+    (dict(batch_size=0), "batch_size (--batch-size) must be a whole number from 1 to 1024, got 0"),
+    (dict(batch_size=100_000), "batch_size (--batch-size) must be a whole number from 1 to 1024, got 100000"),  # QA 91 #2: every frame in memory
+    (dict(threshold="0.3"), "threshold (--threshold) must be a number in [0, 1], got '0.3'"),
+    (dict(threshold=float("nan")), "threshold (--threshold) must be a number in [0, 1], got nan"),
+    (dict(top_k=-1), "top_k (--top-k) must be a whole number >= 0, got -1"),
+    (dict(folder_fps=0), "folder_fps (--fps) must be a finite number >= 0.001, got 0"),
+    (dict(folder_fps=1e-6), "folder_fps (--fps) must be a finite number >= 0.001, got 1e-06"),  # QA 97 #4: as the CLI's bound
+    (dict(folder_fps=float("inf")), "folder_fps (--fps) must be a finite number >= 0.001, got inf"),
+    (dict(skip_duplicates=300), "skip_duplicates (--skip-duplicates) must be a mean grey-level difference in [0, 255], got 300"),
+    (dict(decoder_processes=0), "decoder_processes (--decoders) must be a whole number >= 1, got 0"),
+    (dict(decode_in="gpu"), "decode_in (--decode-in) must be one of auto, process, thread, got 'gpu'"),
     (dict(decoder_processes=2, decode_in="thread"), "--decoders 2 decodes in 2 processes: --decode-in thread contradicts it (omit one)"),
     (dict(queue_depth=True), "queue_depth must be a whole number >= 1, got True"),
     (dict(own_timestamps="no"), "own_timestamps must be True or False, got 'no'"),  # review rev32: any value was taken

@@ -13,6 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import TriageError
 from ..outputs import FRAMES_FILE, RUN_FILE
@@ -47,6 +48,14 @@ class Study:
     own_times: bool = False
 
 
+class Found(NamedTuple):
+    """What :func:`find_studies` found: the studies, what ``--exclude`` left out, and the files it did not read."""
+
+    studies: list[Study]
+    left_out: list[str]
+    not_read: list[str]  # files neither a video (by suffix), a frame image nor a timestamps.csv (QA 114 #5: raw.h264)
+
+
 def study_id(rel_path: str) -> str:
     """``<slug>-<10 hex of sha256(rel_path)>``: readable, and ``a/b.mp4`` != ``a_b.mp4``."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", rel_path).strip("._-")[:80] or "study"
@@ -58,8 +67,9 @@ def discover_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (),
     return find_studies(input_dir, skip_dirs=skip_dirs, patterns=patterns)[0]
 
 
-def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> tuple[list[Study], list[str]]:
-    """Studies under ``input_dir`` in natural path order, and the relative paths that ``patterns`` left out.
+def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> Found:
+    """Studies under ``input_dir`` in natural path order, the relative paths that ``patterns`` left out, and the files
+    that are no part of a study (relative paths; one ``patterns`` matches is neither left out nor listed).
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
     (no loops), folders in ``skip_dirs`` (e.g. the output folder) and earlier outputs of capsule_triage
@@ -72,6 +82,7 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
     visited: set[str] = set()
     studies: list[Study] = []
     left_out: list[str] = []
+    not_read: list[str] = []
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -103,10 +114,13 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
                 has_images = True
             elif entry.name.casefold() == TIMESTAMPS_FILE:
                 csvs.append(Path(entry.path))
+            elif not (patterns and excluded(_relative(root, Path(entry.path)), patterns)):
+                not_read.append(_relative(root, Path(entry.path)))
         if has_images:  # rev88 #6: one that times the folder keeps --fps out of its print (two are an error when it is read)
             studies.append(_study(root, folder, "frames", own_times=len(csvs) == 1 and times_frames(csvs[0])))
         stack.extend(reversed(subfolders))
-    return sorted(studies, key=lambda s: natural_key(s.rel_path)), sorted(left_out, key=natural_key)
+    return Found(sorted(studies, key=lambda s: natural_key(s.rel_path)), sorted(left_out, key=natural_key),
+                 sorted(not_read, key=natural_key))
 
 
 def excluded(rel_path: str, patterns: tuple[str, ...]) -> bool:

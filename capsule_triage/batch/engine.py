@@ -37,6 +37,7 @@ from .context import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "reused", "pending")  # pending = not reached (interrupted run)
+NOT_READ_LISTED = 100  # batch.json lists the first files not read (their count is whole)
 
 
 @dataclass
@@ -203,7 +204,7 @@ def _is_file(path: Path) -> bool:
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[..., None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
-    studies, left_out = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
+    studies, left_out, not_read = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
     if not studies and not left_out and (earlier := study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
                    "of earlier runs: is the share mounted? Nothing was changed; if the studies were removed on purpose, move "
@@ -235,9 +236,13 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                     **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
         info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, "settings": settings,
-                **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {})}
+                **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {}),
+                "not_read": not_read[:NOT_READ_LISTED], "not_read_count": len(not_read)}  # QA 114 #5: raw.h264 went unsaid
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
+        if not_read:
+            log(f"not read {len(not_read)} (neither a video by its suffix nor a frame image; --exclude one to leave it unsaid): "
+                + ", ".join(not_read[:20]) + (" ..." if len(not_read) > 20 else ""))
         progress, made, reached = Progress(len(studies), log, show=options.progress, started=started), [], False
         try:
             try:

@@ -29,10 +29,10 @@ MID_RUN = (f": a batch changed the folder after its {SUMMARY_FILE} was written (
 
 
 def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
-    """``table`` ("frames", "events" or "top_frames") of every study of the batch in ``out_dir`` with complete results
-    (studies.parquet status ok, skipped or reused), in studies.parquet's order, with ``study_id`` and ``input_path``
-    (relative to the batch's input folder) as its first columns; with none, only those two and (events, top_frames) the table's own. The schema metadata
-    is studies.parquet's.
+    """``table`` ("frames", "events" or "top_frames") of every study of the batch in ``out_dir`` (or the path of its
+    studies.parquet) with complete results (studies.parquet status ok, skipped or reused), in studies.parquet's order,
+    with ``study_id`` and ``input_path`` (relative to the batch's input folder) as its first columns; with none, only
+    those two and (events, top_frames) the table's own. The schema metadata is studies.parquet's.
 
     Raises:
         ValueError: another table name.
@@ -43,7 +43,10 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
-    summary = path_argument(out_dir, "out_dir") / SUMMARY_FILE  # (QA 78 #6: an int was pathlib's TypeError)
+    out_dir = path_argument(out_dir, "out_dir")  # (QA 78 #6: an int was pathlib's TypeError)
+    if out_dir.name == SUMMARY_FILE and out_dir.is_file():  # QA 116 #8: studies.parquet itself was "no studies.parquet"
+        out_dir = out_dir.parent
+    summary = out_dir / SUMMARY_FILE
     if not summary.is_file():
         raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
     studies = pq.read_table(summary)
@@ -52,7 +55,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
     for row in studies.select(["study_id", "input_path", "status", "output_dir", "input_sha256"]).to_pylist():
         if row["status"] not in DONE_STATUSES:
             continue
-        path = Path(out_dir) / row["output_dir"] / TABLES[table]
+        path = out_dir / row["output_dir"] / TABLES[table]
         try:
             part = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:  # gone: moved aside by an install the night did not finish (QA 95 #2)
@@ -62,7 +65,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         if made_of != row["input_sha256"]:
             raise InputError(path, f"made from input {made_of[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists "
                                    f"{(row['input_sha256'] or '(none)')[:12]} for {row['study_id']}{MID_RUN}")
-        if prints and (made_with := _pipeline_print(Path(out_dir) / row["output_dir"] / RUN_FILE)) not in prints:
+        if prints and (made_with := _pipeline_print(out_dir / row["output_dir"] / RUN_FILE)) not in prints:
             raise InputError(path, f"made with pipeline {made_with[:12] or '(not recorded)'}, where {SUMMARY_FILE} lists the "
                                    f"studies of pipeline {' or '.join(p[:12] for p in prints)}{MID_RUN}")
         named = {"study_id": row["study_id"], "input_path": row["input_path"]}
