@@ -191,7 +191,7 @@ def _register_optional() -> None:
 _register_optional()
 
 
-_STARTED: list[str] = []  # the command once it began: an interrupt before it is said by _run_app
+_started = False  # a command began (an interrupt before it is said by _run_app); reset by each _run_app
 
 
 def _said_when_interrupted(command):
@@ -199,7 +199,8 @@ def _said_when_interrupted(command):
     `triage eval`'s first seconds, its `import torch`, ended the process with no word: typer turns it into exit 130)."""
     @functools.wraps(command)
     def run(*args, **kwargs):
-        _STARTED.append(command.__name__)
+        global _started
+        _started = True
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
@@ -249,6 +250,8 @@ def _run_app() -> int:
     """Run the command; a usage error (unknown option, value out of range, missing argument) is one
     ``Error:`` line, exit 2, like every other bad input (typer's framed panel spans five lines of a
     nightly log)."""
+    global _started
+    _started = False
     try:
         code = app(prog_name="triage", standalone_mode=False)
     except typer.TyperException as exc:  # typer's click exceptions: usage errors and their kin
@@ -280,7 +283,7 @@ def _run_app() -> int:
         typer.echo(printable(f"Error: {os.fsdecode(exc.filename)}: permission denied (this user cannot read it, or cannot "
                              "search a folder on its path)"), err=True)
         return EXIT_BAD_INPUT
-    if code == EXIT_INTERRUPTED and not _STARTED:  # typer's exit for one while it read the arguments, without a word
+    if code == EXIT_INTERRUPTED and not _started:  # typer's exit for one while it read the arguments, without a word
         raise KeyboardInterrupt
     return code if isinstance(code, int) else 0
 

@@ -140,7 +140,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         if _is_file(out_dir / LOG_FILE):  # page of an earlier night as the last word: its line goes where the morning reads
             file_logger(out_dir / LOG_FILE)(f"refused: {exc}", lost_said=False)
         raise
-    made = not out_dir.exists()
+    created_out_dir = not out_dir.exists()
     try:
         out_dir.mkdir(exist_ok=True)
     except FileNotFoundError:  # QA 72 #5: a share not mounted rescored the archive onto the local disk (only ENOENT: rev70 #7)
@@ -155,7 +155,7 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, options: BatchOptions 
         lock = acquire_lock(out_dir, log, recovered)
     except OutputError as exc:  # QA 47: an overlapping night left no trace in the log the morning reader reads
         log(f"refused: {exc.message}", lost_said=False)
-        if made:  # QA 114 #4: a full disk left the folder this run made, an empty batch.log in it (rev104 #2: only so: a run
+        if created_out_dir:  # QA 114 #4: a full disk left the folder this run made, an empty batch.log in it (rev104 #2: only so: a run
             remove_if_empty(out_dir)  # that made it and lost the lock to another leaves the other's files)
         raise
     try:
