@@ -185,12 +185,12 @@ def frames_not_scored(run: dict) -> list[str]:
     """The Warning: lines of a run's stretches without frames and its frames that could not be decoded, without the
     source's name: the console prefixes it, the review page shows them as they are (QA 111 #1/#2: its Warnings box
     left both out, the page naming neither a gap's 8 minutes nor which frame was lost)."""
-    from .report_facts import gaps_amount, gaps_phrase
+    from .report_facts import gaps_amount, gaps_frames, gaps_phrase
 
     lines = []
     if (gaps := run.get("time_gaps") or {}).get("count"):
-        lines.append(f"{gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}, "
-                     f"~{gaps['frames_missing_estimate']:,} frames), not scored; see time_gaps in run.json")
+        lines.append(f"{gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}{gaps_frames(gaps)}), not scored; "
+                     "see time_gaps in run.json")
     if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
         errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry
         why = "" if not errors else f" ({errors[0]})" if len(errors) == 1 else f" (first: {errors[0]})"

@@ -1521,6 +1521,13 @@ def test_time_gaps_are_found_at_their_places_and_not_in_a_variable_rate():
     pts = np.concatenate([np.arange(20) / 4, 10 + np.arange(20) / 4])  # 4.75 s -> 10.0 s: ~20 frames at 4 fps missing
     assert time_gaps(pts) == {"count": 1, "seconds": 5.0, "frames_missing_estimate": 20,
                               "gaps": [{"from_seconds": 4.75, "to_seconds": 10.0, "seconds": 5.0, "frames_missing_estimate": 20}]}
+    from capsule_triage.report_facts import _gaps
+    from capsule_triage.run_notes import frames_not_scored
+
+    repeated = time_gaps(np.array([0.0] * 11 + [3.0]))  # QA 117 #2: no frame period there: the count was "~0 frames"
+    assert repeated["count"] == 1 and repeated["frames_missing_estimate"] == 0
+    assert frames_not_scored({"time_gaps": repeated}) == ["1 stretch without frames (3.0 s), not scored; see time_gaps in run.json"]
+    assert _gaps(repeated) == "\u26a0 1 stretch without frames, 3.0 s, after 0:00.0: not scored (a damaged file, or a lost signal)"
     adaptive = np.cumsum(np.random.default_rng(0).choice([1 / 6, 1 / 2], 400))  # a capsule switching between 6 and 2 frames/s
     assert time_gaps(adaptive)["count"] == 0 and time_gaps(np.array([0.0, 9.0]))["count"] == 0
     # QA 29: a 0.5 frames/s stretch in a study mostly at 6 was 15 "stretches without frames", and frames
