@@ -141,9 +141,9 @@ def gaps_amount(gaps: dict) -> str:
 
 
 def gaps_frames(gaps: dict) -> str:
-    """", ~N frames" missing in the stretches; nothing where no frame period is known there (QA 117 #2: frames that all
-    repeat one time said "~0 frames" of a 3 s stretch)."""
-    return f", ~{missing:,} frames" if (missing := gaps.get("frames_missing_estimate", 0)) else ""
+    """"~N frames" missing in the stretches; "" where no frame period is known there (QA 117 #2: frames that all repeat
+    one time said "~0 frames" of a 3 s stretch)."""
+    return f"~{missing:,} frames" if (missing := gaps.get("frames_missing_estimate", 0)) else ""
 
 
 def gaps_phrase(count: int) -> str:
@@ -157,7 +157,7 @@ def _gaps(gaps) -> str | None:
     longest = max(gaps.get("gaps") or [{}], key=lambda g: g.get("seconds", 0))
     where = (f"; longest {fmt_duration(longest['seconds'])} after {fmt_clock(longest['from_seconds'])}" if longest and gaps["count"] > 1
              else f", after {fmt_clock(longest['from_seconds'])}" if longest else "")  # QA 85 #6: one gap said '3 min 00 s', '179.8 s'
-    missing = f" ({gaps_frames(gaps)[2:]})" if gaps_frames(gaps) else ""
+    missing = f" ({frames})" if (frames := gaps_frames(gaps)) else ""
     return (f"\u26a0 {gaps_phrase(gaps['count'])} without frames, {gaps_amount(gaps)}{missing}{where}: not scored (a damaged "
             "file, or a lost signal)")
 

@@ -189,7 +189,8 @@ def frames_not_scored(run: dict) -> list[str]:
 
     lines = []
     if (gaps := run.get("time_gaps") or {}).get("count"):
-        lines.append(f"{gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}{gaps_frames(gaps)}), not scored; "
+        frames = f", {frames}" if (frames := gaps_frames(gaps)) else ""
+        lines.append(f"{gaps_phrase(gaps['count'])} without frames ({gaps_amount(gaps)}{frames}), not scored; "
                      "see time_gaps in run.json")
     if skipped := run.get("frames_skipped"):  # QA 72 #3: a batch said it nowhere but studies.parquet
         errors = run.get("decode_errors") or []  # rev70 #8: "(first: 3 frame(s) at the start ...)" for the only entry

@@ -46,7 +46,7 @@ def fine_enough(name: str, array: np.ndarray) -> np.ndarray:
     """``array`` of seconds, or ValueError naming ``name`` where a float narrower than float64 cannot tell its times apart
     to :data:`STEP_LIMIT` (QA 116 #4: Unix times in float32 are 128 s apart, so a study's frames fell onto a few times)."""
     if array.size and array.dtype.kind == "f" and array.dtype.itemsize < 8:
-        latest = np.abs(array).max()
+        latest = np.abs(array[np.isfinite(array)]).max(initial=0)  # (rev105 #7: a NaN among them hid the step)
         if (step := float(np.spacing(latest))) > STEP_LIMIT:
             raise ValueError(f"{name} in {array.dtype} cannot tell times apart by less than {step:g} s at {float(latest):g} s: "
                              "give them as float64")

@@ -194,7 +194,8 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
 
     studies, left_out, not_read = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
     assert {s.rel_path for s in studies} == {"a/b.mp4", "a_b.mp4", "day1/capsule_a.mp4", "empty.mp4"}
-    assert not_read == ["day1/notes.txt"] and find_studies(tree, patterns=("*.txt",)).not_read == []  # QA 114 #5
+    assert not_read == ["day1/notes.txt"]  # QA 114 #5; left out by a pattern, it is no more "not read" (rev105 #1)
+    assert find_studies(tree, patterns=("*.txt",))[1:] == (["day1/notes.txt"], [])
     assert left_out == ["corrupt.mp4", "day1/capsule_b.avi", "day1/frames_png", "day2"]  # what matched, not what lies under it
     assert exclude_patterns([f"{tree}/day2/", "a/*", "./day1//capsule_b.avi"], tree) == ("day2", "a/*", "day1/capsule_b.avi")
     assert exclude_patterns("a.mp4", tree) == ("a.mp4",)
@@ -205,11 +206,13 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     assert find_studies(tmp_path, patterns=exclude_patterns(["study?.mp4"], tmp_path))[1] == ["study1.mp4"]  # * or ?: a pattern
     (tmp_path / "study[1].mp4").unlink()  # review rev35: the same value, the night the broken file is gone, left out study1.mp4
     assert find_studies(tmp_path, patterns=exclude_patterns(["study[1].mp4"], tmp_path))[1] == []
-    for name in ("raw.h264", "study7", "frames/00001.png", "frames/export.json"):  # QA 114 #5: a raw stream, no suffix
+    for name in ("raw.h264", "study7", "frames/00001.png", "frames/export.json", "frames/Thumbs.db", "times/timestamps.csv",
+                 "frames/timestamps.csv"):  # QA 114 #5: a raw stream, no suffix; rev105 #5: a CSV beside no images times nothing
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     found = find_studies(tmp_path)
-    assert [s.rel_path for s in found.studies] == ["frames", "study1.mp4"] and found.not_read == ["frames/export.json", "raw.h264", "study7"]
+    assert [s.rel_path for s in found.studies] == ["frames", "study1.mp4"]
+    assert found.not_read == ["frames/export.json", "raw.h264", "study7", "times/timestamps.csv"]
     link = tmp_path / "link"
     link.symlink_to(tree)
     assert exclude_patterns([f"{tree}/day2"], link) == ("day2",)  # the input folder given through a symbolic link
@@ -220,13 +223,15 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     out = tmp_path / "out"
     shutil.copytree(local_run[0], out, symlinks=True)
     result = run_batch(tree, out, BatchOptions(weights=str(random_weights), exclude=("corrupt.mp4", "empty.mp4", f"{tree}/day2", "typo.mp4",
-                                                                               "day2/patient_x.mp4")))  # inside day2: no warning
+                                                                               "day2/patient_x.mp4",  # inside day2: no warning
+                                                                               "*.txt")))  # rev105 #1: a file not read, no warning
     assert result.counts == {"ok": 0, "failed": 0, "skipped": 5, "reused": 0, "pending": 0} and not result.failures
     batch = json.loads((out / "batch.json").read_text())
     assert batch["settings"] == {"backend": "auto", "device": "auto", "force": False, "report": True, "settle_seconds": 0.0, "threshold": None, "top_k": None,
                                  "folder_fps": None, "batch_size": None, "skip_duplicates": None}  # QA 45: in the fingerprint only
-    assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4"]
-    assert batch["excluded"] == ["corrupt.mp4", "day2", "empty.mp4"] and batch["orphan_folders"] == []
+    assert batch["exclude"] == ["corrupt.mp4", "empty.mp4", "day2", "typo.mp4", "day2/patient_x.mp4", "*.txt"]
+    assert batch["excluded"] == ["corrupt.mp4", "day1/notes.txt", "day2", "empty.mp4"] and batch["orphan_folders"] == []
+    assert batch["not_read"] == [] and batch["not_read_count"] == 0
     assert [w for w in result.warnings if "exclude" in w] == [f"--exclude 'typo.mp4': nothing under {tree} matches it"]
     assert batch["warnings"] == result.warnings and batch["failed"] == []
     assert all((out / study_id(rel) / "run.json").is_file() for rel in ("day2/patient_x.mp4", "day2/capsule_a.mp4"))  # kept
@@ -320,6 +325,11 @@ def test_one_table_of_every_study_reads_as_one_with_its_study(local_run, tmp_pat
             counted += own.num_rows
         assert table.num_rows == counted and (name != "frames" or counted == sum(s["frames"] for s in done))
         assert batch_table(str(out / "studies.parquet"), name).equals(table)  # QA 116 #8: was "no studies.parquet"
+        link = tmp_path / "elsewhere" / "studies.parquet"  # rev105 #8: a link kept elsewhere: the batch's folder, not the link's
+        link.parent.mkdir(exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(out / "studies.parquet")
+        assert batch_table(link, name).equals(table)
     # QA 100 #2: a night of videos only had no file columns, a night without results the two names only: nights did not append
     summary = pq.read_table(out / "studies.parquet")
     for night, keep in (("videos", lambda row: row["kind"] != "frames"), ("failed", lambda row: row["status"] == "failed")):
@@ -1409,9 +1419,14 @@ def test_a_failed_rerun_does_not_link_the_report_of_the_earlier_input(random_wei
 def test_a_tree_without_studies_says_so(random_weights, tmp_path):
     (tmp_path / "in" / "empty_day").mkdir(parents=True)
     (tmp_path / "in" / "notes.txt").write_text("no video here")
+    (tmp_path / "in" / "empty_day" / "capsule.h264").write_bytes(b"\0\0\0\1")  # rev105 #3: an archive of raw streams said no more
+    (tmp_path / "in" / "empty_day" / "Thumbs.db").write_bytes(b"\0")  # passed over as a hidden name (rev105 #2)
     result = _cli("batch", tmp_path / "in", "--out", tmp_path / "out", "--weights", random_weights, "--quiet")
     assert result.exit_code == 0, result.output
-    assert result.stderr.splitlines() == [f"Warning: {tmp_path / 'in'}: no studies found (video files, or folders directly holding frame images)"]
+    assert result.stderr.splitlines() == [f"Warning: {tmp_path / 'in'}: no studies found (video files, or folders directly holding frame "
+                                          "images); 2 files not read, e.g. empty_day/capsule.h264 (batch.json not_read)"]
+    batch = json.loads((tmp_path / "out" / "batch.json").read_text())
+    assert batch["not_read"] == ["empty_day/capsule.h264", "notes.txt"] and batch["not_read_count"] == 2
     assert f"warning {tmp_path / 'in'}: no studies found (" in (tmp_path / "out" / "batch.log").read_text()  # QA 62 #4: stderr only
 
 

@@ -260,6 +260,8 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
              "np.timedelta64(1, 's'))"),
             (lambda: ct.rank((1.7e9 + pts).astype(np.float32), index, probs, *args),  # QA 116 #4: Unix times in float32
              "pts_seconds in float32 cannot tell times apart by less than 128 s at 1.7e+09 s: give them as float64"),
+            (lambda: ct.rank(np.r_[np.nan, 1.7e9 + pts[1:]].astype(np.float32), index, probs, *args),  # rev105 #7: a NaN hid it
+             "pts_seconds in float32 cannot tell times apart by less than 128 s at 1.7e+09 s: give them as float64"),
             (lambda: ct.rank(pts, index, probs.astype(object), *args),
              "probs must be class probabilities as numbers (float32), got object"),
             (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),

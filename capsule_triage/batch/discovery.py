@@ -27,6 +27,8 @@ from .layout import BATCH_FILE, SUMMARY_FILE
 # `triage run` beside its input (<name>_triage/, whose thumbnails/ would look like a frame folder) or
 # an earlier batch's OUT_DIR inside the input tree.
 OUTPUT_SIGNATURES = ({RUN_FILE, FRAMES_FILE}, {BATCH_FILE, SUMMARY_FILE})
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # Windows puts them in image folders: passed over as
+# hidden names are (rev105 #2: each frame folder on an SMB share was a file "not read" every night)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Found(NamedTuple):
 
     studies: list[Study]
     left_out: list[str]
-    not_read: list[str]  # files neither a video (by suffix), a frame image nor a timestamps.csv (QA 114 #5: raw.h264)
+    not_read: list[str]  # files neither a video (by suffix), a frame image nor a frame folder's timestamps.csv (QA 114 #5: raw.h264)
 
 
 def study_id(rel_path: str) -> str:
@@ -69,7 +71,7 @@ def discover_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (),
 
 def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> Found:
     """Studies under ``input_dir`` in natural path order, the relative paths that ``patterns`` left out, and the files
-    that are no part of a study (relative paths; one ``patterns`` matches is neither left out nor listed).
+    that are no part of a study (relative paths; one ``patterns`` matches is left out, not listed).
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
     (no loops), folders in ``skip_dirs`` (e.g. the output folder) and earlier outputs of capsule_triage
@@ -101,11 +103,12 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
         has_images, subfolders, csvs = False, [], []
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.name.casefold() in SYSTEM_FILES:
                 continue
             is_dir = _is_dir(entry)
-            if (is_dir or suffix in VIDEO_SUFFIXES) and patterns and excluded(rel := _relative(root, Path(entry.path)), patterns):
-                left_out.append(rel)
+            if patterns and excluded(rel := _relative(root, Path(entry.path)), patterns) and (
+                    is_dir or suffix in VIDEO_SUFFIXES or suffix not in IMAGE_SUFFIXES and entry.name.casefold() != TIMESTAMPS_FILE):
+                left_out.append(rel)  # (rev105 #1: a file that is no study too: else "--exclude 'raw.h264': nothing matches it")
             elif is_dir:
                 subfolders.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
@@ -114,8 +117,10 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
                 has_images = True
             elif entry.name.casefold() == TIMESTAMPS_FILE:
                 csvs.append(Path(entry.path))
-            elif not (patterns and excluded(_relative(root, Path(entry.path)), patterns)):
+            else:
                 not_read.append(_relative(root, Path(entry.path)))
+        if not has_images:  # a timestamps.csv beside no images times nothing (rev105 #5)
+            not_read += [_relative(root, csv) for csv in csvs]
         if has_images:  # rev88 #6: one that times the folder keeps --fps out of its print (two are an error when it is read)
             studies.append(_study(root, folder, "frames", own_times=len(csvs) == 1 and times_frames(csvs[0])))
         stack.extend(reversed(subfolders))

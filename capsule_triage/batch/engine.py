@@ -23,6 +23,7 @@ from ..outputs import check_expanded
 from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
+from ..result_tables import parquet_text
 from ..weights import check_weights_file
 from .discovery import Study, exclude_patterns, find_studies
 from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, broken_link, now_utc, own_folder, remove_if_empty, study_folders
@@ -237,7 +238,8 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
         info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, "settings": settings,
                 **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {}),
-                "not_read": not_read[:NOT_READ_LISTED], "not_read_count": len(not_read)}  # QA 114 #5: raw.h264 went unsaid
+                "not_read": [parquet_text(p) for p in not_read[:NOT_READ_LISTED]], "not_read_count": len(not_read)}  # QA 114 #5:
+        # raw.h264 went unsaid (its name's byte \xff as batch.log and studies.parquet write it, rev105 #4)
         if left_out:
             log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
         if not_read:

@@ -21,7 +21,10 @@ def run_lines(out_dir: Path, rows: list[dict], batch: dict, fps: float | None) -
     said = rate_warnings(out_dir, rows, fps)
     said += [blank] if (blank := without_view_warning(rows)) else []
     if not rows:  # (QA 62 #4: this one reached stderr only)
-        said.insert(0, f"{batch['input_dir']}: no studies found (video files, or folders directly holding frame images)")
+        unread = batch.get("not_read_count", 0)  # rev105 #3: an archive of raw .h264 streams alone said no more
+        said.insert(0, f"{batch['input_dir']}: no studies found (video files, or folders directly holding frame images)"
+                       + (f"; {unread} file{'s' if unread != 1 else ''} not read, e.g. {batch['not_read'][0]} (batch.json not_read)"
+                          if unread else ""))
     if stale := batch["stale_folders"]:
         said.append(f"{out_dir}: {len(stale)} failed stud{'ies keep' if len(stale) != 1 else 'y keeps'} the results of an earlier "
                     f"version of {'their' if len(stale) != 1 else 'its'} input, e.g. {stale[0]}: not of the file now (batch.json "

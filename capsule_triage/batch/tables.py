@@ -10,6 +10,7 @@ night to the next).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,7 +46,7 @@ def batch_table(out_dir: str | Path, table: str = "events") -> pa.Table:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
     out_dir = path_argument(out_dir, "out_dir")  # (QA 78 #6: an int was pathlib's TypeError)
     if out_dir.name == SUMMARY_FILE and out_dir.is_file():  # QA 116 #8: studies.parquet itself was "no studies.parquet"
-        out_dir = out_dir.parent
+        out_dir = Path(os.path.realpath(out_dir)).parent  # (rev105 #8: a link to it kept elsewhere: the batch's folder)
     summary = out_dir / SUMMARY_FILE
     if not summary.is_file():
         raise InputError(out_dir, f"no {SUMMARY_FILE}: not the output folder of a finished `triage batch`")
