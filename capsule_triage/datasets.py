@@ -38,11 +38,8 @@ import torch
 
 from .errors import InputError
 from .frame_folder import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, listed, natural_key, other_types, plural
+from .manifest_columns import SPLIT_ALIASES, group_column, named_as_we_read, unread_split_column  # noqa: F401 - re-exported
 
-GROUP_COLUMNS = ("group", "patient", "subject", "near_dup_group")  # in this order of preference
-GROUP_SUFFIXES = ("", "_id", "id")  # "Patient", "patient_id", "Patient ID", "PatientID" name the same column (QA 31)
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "validation": "val", "valid": "val",
-                 "dev": "val", "test": "test", "testing": "test", "": ""}
 SPLIT_FOLDERS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.csv"
 NORMAL_NAMES = ("normal", "negative", "healthy", "benign", "background")
@@ -144,20 +141,6 @@ def _named_in_utf8(source: LabelledSource) -> LabelledSource:
 _LINE = "\0line"  # key of a manifest row's line number while it is read (no CSV header holds a NUL)
 
 
-def group_column(columns) -> str | None:
-    """The manifest column that names each image's group (patient, subject, near-duplicate run): the first of
-    :data:`GROUP_COLUMNS` named exactly, else the first named in another case or with an id suffix ("Patient ID",
-    "patient_id"), else None."""
-    def plain(name: str) -> str:
-        return re.sub(r"[\s_-]+", "_", name.strip().casefold())
-
-    exact = next((g for g in GROUP_COLUMNS if g in columns), None)  # as before 2026-12-02: a 'Group' beside 'patient' stays a
-    if exact is not None:                                            # label of its own (review rev29: a study arm took over)
-        return exact
-    named = {plain(c): c for c in sorted(c for c in columns if c)}
-    return next((named[g + suffix] for g in GROUP_COLUMNS for suffix in GROUP_SUFFIXES if g + suffix in named), None)
-
-
 def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
@@ -180,6 +163,8 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     if not rows:
         raise InputError(path, "manifest lists no images (a header only)")
     group_col = group_column(columns)
+    if problem := unread_split_column(columns, rows, group_col):  # QA 118 #1: 'splt' ignored: the test frames were trained on
+        raise InputError(path, problem)
     samples = []
     first_row: dict[Path, tuple[int, str]] = {}
     for row in rows:
@@ -210,15 +195,6 @@ def _read_manifest(path: Path) -> tuple[list[Sample], str | None]:
     if missing:
         raise InputError(missing[0], f"image listed in {path.name} not found ({len(missing)} missing)")
     return samples, group_col
-
-
-def named_as_we_read(header: list[str]) -> list[str]:
-    """'Path', ' Label ', 'SPLIT' as path, label, split (QA 56 #12: refused) where the exact name is absent; other columns
-    as written (a 'Group' beside 'patient' stays a column of its own: :func:`group_column`)."""
-    for key in ("path", "label", "split"):
-        if key not in header:
-            header = [key if (name or "").strip().casefold() == key else name for name in header]
-    return header
 
 
 def _is_utf8(raw: bytes) -> bool:

@@ -191,6 +191,8 @@ def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_n
     assert [(s.path.name, s.label, s.group, s.split) for s in source.samples] == [("a.png", "normal", "P1", "train"),
                                                                                    ("b.png", "bleeding", "P2", "test")]
     assert source.group_column == "Patient"
+    (tmp_path / "set.csv").write_text("path,label,set\nimgs/a.png,normal,train\nimgs/b.png,bleeding,train\n")  # training rows only:
+    assert [s.split for s in read_samples(tmp_path / "set.csv").samples] == ["", ""]  # as without the column (QA 118 #1)
     cases = {
         "latin1.csv": ("path,label\nimgs/a.png,normal\nimgs/b.png,l\xe9sion\n".encode("latin-1"),
                        "line 3 is not UTF-8 text (a Latin-1 or Windows-1252 file?); save it as UTF-8 (Excel: CSV UTF-8)"),
@@ -203,6 +205,9 @@ def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_n
         "windows.csv": (b"path,label\nimgs/a.png,normal\nC:\\lab\\b.png,bleeding\n",  # QA 56 #13: 'not found', joined to the folder
                         "row 3: C:\\lab\\b.png is an absolute Windows path; list the images relative to the manifest's folder "
                         "(as `triage split` writes them)"),
+        "splt.csv": (b"path,label,patient_id,splt\nimgs/a.png,normal,P1,train\nimgs/b.png,bleeding,P2,Test\n",  # QA 118 #1: the test
+                     "column 'splt' holds split names (test, train), but only a column named 'split' is read (without one every "
+                     "row is training data, test rows too): rename it to split, or drop it"),  # rows were trained on
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)

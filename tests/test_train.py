@@ -1456,6 +1456,31 @@ def test_classes_of_a_shipped_preset_in_another_order_are_said_before_training(t
         train(_options(tmp_path / "commas", tmp_path / "w3", class_names=["normal", "bleeding", "active"]))
 
 
+def test_a_rare_label_spelt_nearly_as_a_class_is_refused_as_a_typo(tmp_path):
+    """QA 118 #2: one row labelled 'bleding' made a third class beside 'bleeding' (flagged with it), said only among the
+    classes with few frames; opposites ('bleeding' beside 'non-bleeding') and classes given by --classes are as they are."""
+    from capsule_triage.train_options import make_config
+
+    frames = demo_clip_frames()
+    write_frame_folder(frames[:20], tmp_path / "tree" / "bleeding")
+    write_frame_folder(frames[20:40], tmp_path / "tree" / "normal")
+    write_frame_folder(frames[40:41], tmp_path / "tree" / "bleding")
+    message = f"label 'bleding' (1 frame, e.g. {tmp_path / 'tree' / 'bleding'}/"
+    with pytest.raises(InputError) as error:
+        train(_options(tmp_path / "tree", tmp_path / "w"))
+    assert str(error.value).startswith(f"{tmp_path / 'tree'}: {message}") and str(error.value).endswith(
+        ") looks like a misspelling of 'bleeding' (20 frames): correct it, or give --classes normal,bleding,bleeding to train "
+        "these classes as they are"), error.value
+    assert not (tmp_path / "w").exists()
+    samples = assign_validation(read_samples(tmp_path / "tree").samples, val_fraction=0.0, seed=0)  # as train takes them
+    given = make_config(_options(tmp_path / "tree", tmp_path / "w", class_names=["normal", "bleding", "bleeding"]), samples)
+    assert given.class_names == ["normal", "bleding", "bleeding"]
+    shutil.rmtree(tmp_path / "tree" / "normal")
+    (tmp_path / "tree" / "bleding").rename(tmp_path / "tree" / "non-bleeding")  # opposites, however rare: no typo
+    samples = assign_validation(read_samples(tmp_path / "tree").samples, val_fraction=0.0, seed=0)
+    assert make_config(_options(tmp_path / "tree", tmp_path / "w"), samples).class_names == ["non-bleeding", "bleeding"]
+
+
 def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
     """QA 65 #7: `triage train tree --output tree` wrote config.json, model.safetensors and checkpoint/ among the class
     folders (`triage eval --out` refuses a folder that is not an evaluation's)."""
