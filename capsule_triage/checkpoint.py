@@ -17,9 +17,9 @@ from torch import nn
 
 from .json_files import read_json
 from .errors import OutputError, WeightsError
+from .model_config import CHECKPOINT_DIR  # noqa: F401 - re-exported (named where torch is not imported)
 from .weights import shareable
 
-CHECKPOINT_DIR = "checkpoint"
 SAVE_ID = "save_id"
 
 

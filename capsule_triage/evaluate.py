@@ -347,10 +347,10 @@ def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *,
     positive = np.isin(val.labels.numpy(), config.abnormal_indices)
     if positive.all():  # no specificity, no AUC: nothing would say what the threshold costs
         raise InputError(data, "no normal frame in the validation split to choose a threshold on")
-    try:  # -inf: no threshold flags it
-        threshold = metrics.threshold_for_sensitivity(positive, flaggable, target)
-    except ValueError as exc:
-        raise InputError(data, str(exc)) from None
+    if not positive.any():  # QA 118 #5: said without naming the split or the classes
+        raise InputError(data, f"no abnormal frame ({', '.join(config.abnormal_classes)}) in the validation split to choose a "
+                               "threshold on")
+    threshold = metrics.threshold_for_sensitivity(positive, flaggable, target)  # -inf: no threshold flags it
     if not math.isfinite(threshold):
         unseen, positives = int((positive & ~view).sum()), int(positive.sum())
         raise InputError(data, f"sensitivity {target} is out of reach: {unseen} of the {positives} abnormal validation frames show "

@@ -22,6 +22,7 @@ BORDER_MODES = ("circle", "fov", "none")
 CONFIG_VERSION = 1
 CONFIG_NAME = "config.json"  # a weights folder = CONFIG_NAME + WEIGHTS_NAME (+ what `triage optimize` adds)
 WEIGHTS_NAME = "model.safetensors"
+CHECKPOINT_DIR = "checkpoint"  # a training run's state for --resume, inside its weights folder
 LITE0_ARCH = "tf_efficientnet_lite0"  # the default model's architecture, the one `--init imagenet` serves
 
 
@@ -159,6 +160,9 @@ class ModelConfig:
         try:
             data = read_json(path)
         except FileNotFoundError:
+            if (path.parent / CHECKPOINT_DIR).is_dir():  # QA 118 #3: a run stopped before its first epoch: "not found"
+                raise WeightsError(path.parent, "a training run stopped before its first epoch ended: no weights yet (only its "
+                                                f"{CHECKPOINT_DIR}/); continue it with the same `triage train` command and --resume") from None
             raise WeightsError(path, "config.json not found") from None
         except (OSError, ValueError) as exc:
             raise WeightsError(path, f"not valid JSON ({exc})") from None

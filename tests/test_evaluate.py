@@ -434,6 +434,11 @@ def test_threshold_needs_normal_validation_frames_and_out_must_be_a_folder(weigh
     before = (weights_copy / "config.json").read_text()
     with pytest.raises(InputError, match="bleeding_only.csv: no normal frame in the validation split"):
         evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=only_abnormal)
+    only_normal = tmp_path / "normal_only.csv"  # QA 118 #5: "no positive (abnormal) frame to choose a threshold on"
+    only_normal.write_text("\n".join([rows[0]] + [r for r in rows[1:] if ",non-bleeding," in r]) + "\n")
+    with pytest.raises(InputError, match=r"^\S*normal_only.csv: no abnormal frame \(bleeding\) in the validation split to choose a "
+                                         "threshold on$"):
+        evaluate(weights_copy, small_manifest, "test", target_sensitivity=0.9, val_data=only_normal)
     assert (weights_copy / "config.json").read_text() == before  # no NaN specificity stored
     (tmp_path / "a_file").write_text("x")
     app = typer.Typer()

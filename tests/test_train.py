@@ -38,7 +38,7 @@ from capsule_triage.train import TrainOptions, stability_loss, train
 from capsule_triage.train_options import check_options, with_strategy
 from capsule_triage.transfer import initial_model, logical_blocks, parameter_blocks, set_trainable
 from capsule_triage.weights import create_model, load_model, save_weights
-from conftest import REPO, WCE, hub_cache, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, triage, write_frame_folder
+from conftest import DEMO_CLIP, REPO, WCE, hub_cache, write_train_manifest, demo_clip_frames, manifest_rows, needs_shared, triage, write_frame_folder
 
 torch.set_num_threads(2)
 LITE0 = "tf_efficientnet_lite0"
@@ -1084,6 +1084,11 @@ def test_resume_on_changed_data_is_refused(tiny_manifest, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text(tiny_manifest.read_text())
     part = train(_options(data, tmp_path / "m", strategy="full", epochs=2, stop_after_steps=1))
+    for command in (("run", DEMO_CLIP, "--weights", part, "--out", tmp_path / "o"), ("eval", part, data)):  # QA 118 #3: stopped
+        result = triage(*command)  # before its first epoch ended, the folder was "config.json not found"
+        assert result.returncode == 2 and result.stderr.strip() == (
+            f"Error: {part}: a training run stopped before its first epoch ended: no weights yet (only its checkpoint/); continue "
+            "it with the same `triage train` command and --resume"), result.stderr
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines[:-1]) + "\n")  # one frame fewer
     with pytest.raises(InputError, match=r"data.csv: the data changed since the checkpoint .* --resume continues a run only on the data it started with"):
