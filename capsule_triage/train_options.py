@@ -9,7 +9,7 @@ from pathlib import Path
 import timm
 import torch
 
-from .datasets import class_order, split_counts
+from .datasets import class_order, split_counts, tool_output
 from .splits import label_typo
 from .distill import LOSSES
 from .device import PRECISIONS, check_precision, exact_fp32, resolve_device
@@ -221,6 +221,9 @@ def check_output(out: Path, options: TrainOptions, saved: dict | None) -> None:
         raise InputError(out, "output folder already holds a training run; use --resume to continue it or choose another folder")
     if saved is None and (out / "config.json").exists():  # e.g. shipped weights: never overwritten by a new run
         raise InputError(out, "output folder already holds a model (config.json, no checkpoint to resume); choose another folder")
+    if saved is None and tool_output(out):  # QA 118 #4: new weights beside the metrics of another model (hard-cases reads them)
+        raise InputError(out, "output folder holds the outputs of `triage eval --out` or `triage run` (metrics.json and "
+                              "predictions.parquet, or run.json and frames.parquet): choose another folder")
     written = [name for name in FIRST_WRITES[1:] if saved is None and (out / name).exists()]
     if written:  # QA 56 #5: a folder of the user's own files: their train_log.csv was overwritten (rev52: another run's image list kept)
         raise InputError(out, f"output folder already holds {' and '.join(written)}, which training writes; choose another folder")

@@ -351,6 +351,16 @@ def test_a_folder_holding_files_training_writes_is_refused_and_left_alone(tiny_m
                                              "choose another folder$"):
             train(_options(tiny_manifest, out, init="none", epochs=1))
         assert sorted(p.name for p in out.iterdir()) == sorted([name, "notes.txt"]) and (out / name).read_text() == "mine\n"
+    for pair in (("metrics.json", "predictions.parquet"), ("run.json", "frames.parquet")):  # QA 118 #4: new weights beside an
+        out = tmp_path / pair[0].split(".")[0]  # evaluation's metrics of another model, which hard-cases reads as theirs
+        out.mkdir()
+        for name in pair:
+            (out / name).write_text("{}")
+        with pytest.raises(InputError, match=rf"^{re.escape(str(out))}: output folder holds the outputs of `triage eval --out` or "
+                                             r"`triage run` \(metrics.json and predictions.parquet, or run.json and frames.parquet\): "
+                                             "choose another folder$"):
+            train(_options(tiny_manifest, out, init="none", epochs=1))
+        assert sorted(p.name for p in out.iterdir()) == sorted(pair)
     from capsule_triage.train_options import _same_source  # QA 56 #3 / rev52: what --resume compares by what it names
 
     init = tmp_path / "init.pth"
