@@ -376,8 +376,8 @@ def test_bench_says_when_its_stage_timings_cannot_all_be_true(random_weights, mo
     timed = bench._timed
 
     def model_slowed(fn, min_seconds, device, **kwargs):  # the model's window measured under another job's load
-        seconds, frames = timed(fn, min_seconds, device, **kwargs)
-        return (seconds * 20, frames) if fn.__name__ == "model" else (seconds, frames)
+        seconds, frames = timed(fn, min_seconds, device, **kwargs)  # 200x: CI243's 20x left the model at 204 frames/s, over
+        return (seconds * 200, frames) if fn.__name__ == "model" else (seconds, frames)  # end to end slowed to 72 by other jobs
 
     monkeypatch.setattr(bench, "_timed", model_slowed)
     pipeline = load_pipeline("capsule-bleeding")
