@@ -24,7 +24,8 @@ from .report_event_list import event_list_section
 from .report_facts import (file_name, model_facts, names_classes, playing_rate, run_thresholds, says_hours, study_duration, study_facts,
                            study_start, time_range)
 from .report_page import html_page, keys_hint, page_header, write_atomic
-from .report_svg import LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, score_text, timeline_svg
+from .report_svg import (LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, fmt_percent,
+                         score_text, timeline_svg)
 from .report_top import top_frames_section
 from .run_notes import frames_not_scored
 from .study_folder import Study, load_study
@@ -233,7 +234,7 @@ def _summary(frames: int, flagged: int, events: int, duration: float, playing: f
     reading = f"Reading at {READING_FPS:g} frames/s" if rate == READING_FPS else f"Reading at {rate:.0f} frames/s (as it plays)"
     tiles = [("Frames", f"{frames:,}", f"{fmt_duration(duration)} of video"),
              ("Events", f"{events:,}", "ranked by peak score"),
-             ("Flagged", f"{pct:.1f}%", f"{flagged:,} frame{'s' if flagged != 1 else ''} in events"),
+             ("Flagged", fmt_percent(pct), f"{flagged:,} frame{'s' if flagged != 1 else ''} in events"),
              (reading, fmt_duration(read_flagged), f"flagged frames only, in {events:,} event{'s' if events != 1 else ''} to open, "
                                                    f"vs {fmt_duration(read_all)} for the whole study ({saved})")  # QA 64: how many
              if flagged else (reading, fmt_duration(read_all), "the whole study: no flagged frames to look at first")]  # QA 41: "0.0 s, 100% less"

@@ -42,7 +42,7 @@ figure{margin:1rem 0 0}figure img{max-width:100%;width:360px;border-radius:6px;b
 .scroll{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px;background:#fff}
 table{border-collapse:collapse;width:100%;font-size:.88rem}th,td{padding:3px 8px;border-bottom:1px solid #eceef1;text-align:right;white-space:nowrap}
 th{position:sticky;top:0;background:#eef0f3}.studies :is(td,th):is(:nth-child(-n+2),:nth-child(n+8)){text-align:left}.studies td:is(:first-child,:nth-child(n+8)){white-space:normal;overflow-wrap:anywhere}
-.events :is(td,th):nth-child(6){text-align:left}tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
+.events .text{text-align:left}tr.peak{background:#fde8e6;font-weight:600}caption{caption-side:top;text-align:left;padding:4px 8px;color:var(--mut);font-size:.82rem}
 th button{all:unset;cursor:pointer}th button:focus-visible{outline:2px solid var(--sel);outline-offset:2px}
 th[aria-sort=ascending] button::after{content:" \u25b2";content:" \u25b2"/""}th[aria-sort=descending] button::after{content:" \u25bc";content:" \u25bc"/""}
 .status.ok{color:#1e7a34}.status.failed,.warn{color:var(--acc);font-weight:600}.status.skipped,.status.reused{color:var(--mut)}
@@ -62,13 +62,14 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # can also be announced after this page's own later change (a full test run under load), and the
 # store already holds the later one.
 # skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held, focus in a
-# form field or button, or in a scroll box (.scroll, .timeline-scroll: its arrow keys scroll it).
+# form field or button, or an arrow key in a scroll box (.scroll, .timeline-scroll: they scroll it; QA 119 #2: j/k there
+# did nothing, and the timeline's box is the study page's second Tab stop).
 _KEYS_JS = """var box=document.getElementById('shortcuts');
 try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}
 if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
 window.addEventListener('storage',function(e){if(box&&(e.key==='capsule-triage-shortcuts'||e.key===null))try{box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}});
 function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
- ||!!(e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
+ ||!!(/^Arrow/.test(e.key)&&e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """
 
 # j/k move to the next/previous card, the page keeping its place itself; the address's #event-N follows 250 ms after the

@@ -17,7 +17,7 @@ from .outputs import RUN_FILE
 from .report import INDEX_FILE, REPORT_FILE, write_report
 from .report_assets import SORT_JS
 from .report_page import html_page, page_header, write_atomic
-from .report_svg import esc, fmt_duration, score_text
+from .report_svg import esc, fmt_duration, fmt_percent, score_text
 from .study_folder import read_parquet
 
 DONE_STATUSES = ("ok", "skipped", "reused")  # studies.parquet statuses of a study with complete results (batch/worker.py)
@@ -185,7 +185,7 @@ def _study_row(folder: Path, row: dict) -> str:
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if _linked(folder, row) else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
-             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else f"{pct:.1f}%"),
+             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else fmt_percent(pct)),
              (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
               + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall)) + _scored_before(row)), (row.get("model"), esc(row.get("model") or "")),

@@ -12,6 +12,8 @@ from .report_svg import esc, fmt_clock, fmt_duration, score_text
 from .study_folder import Study
 
 COLUMNS = ("start", "end", "length", "peak at", "peak", "class", "frames", "event")
+TEXT = ' class="text"'  # the class column, left-aligned among numbers (QA 119 #1: by position, it was the frames' column
+# when a one-class model has none)
 
 
 def event_list_section(study: Study, event_href) -> str:
@@ -23,8 +25,8 @@ def event_list_section(study: Study, event_href) -> str:
     order = sorted(range(len(study.events)), key=lambda i: (start[i] == "", start[i] or 0.0, i))  # none last
     sorted_by = ' aria-sort="ascending"'
     classes = names_classes(study)  # a class column only where the model has a choice of them (QA 96 #1)
-    head = "".join(f'<th{sorted_by if k == 0 else ""}><button type="button" data-col="{k}">{esc(name)}</button></th>'
-                   for k, name in enumerate(c for c in COLUMNS if classes or c != "class"))
+    head = "".join(f'<th{sorted_by if k == 0 else ""}{TEXT if name == "class" else ""}><button type="button" data-col="{k}">'
+                   f'{esc(name)}</button></th>' for k, name in enumerate(c for c in COLUMNS if classes or c != "class"))
     rows = "".join(_row(study.events[i], i, event_href(i), classes=classes) for i in order)
     n = len(study.events)
     return (f'<section id="event-list" aria-labelledby="event-list-title"><h2 id="event-list-title">Events in time order</h2>'
@@ -39,10 +41,10 @@ def _row(e: dict, rank: int, href: str, *, classes: bool) -> str:
              (_number(length), esc(fmt_duration(length)) if _number(length) != "" else "?"),
              (_number(e.get("peak_seconds")), esc(fmt_clock(e.get("peak_seconds")))),
              (_number(e.get("peak_score")), esc(score_text(e.get("peak_score")))),
-             *([(esc(e.get("dominant_class") or ""), esc(e.get("dominant_class") or "?"))] if classes else []),
+             *([(esc(e.get("dominant_class") or ""), esc(e.get("dominant_class") or "?"), TEXT)] if classes else []),
              (_number(e.get("frame_count")), esc(e["frame_count"]) if _number(e.get("frame_count")) != "" else "?"),
              (rank + 1, f'<a href="{esc(href)}">#{rank + 1}</a>')]
-    return "<tr>" + "".join(f'<td data-v="{v}">{text}</td>' for v, text in cells) + "</tr>"
+    return "<tr>" + "".join(f'<td data-v="{v}"{extra[0] if extra else ""}>{text}</td>' for v, text, *extra in cells) + "</tr>"
 
 
 def _number(value) -> float | str:

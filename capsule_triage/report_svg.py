@@ -14,6 +14,7 @@ import contextvars
 import json
 import math
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from datetime import datetime, timezone
 from html import escape
 from typing import Sequence
@@ -68,6 +69,12 @@ def fmt_clock(seconds: float) -> str:
     return f"{sign}{hours}:{clock}" if long else sign + clock
 
 
+def fmt_percent(percent: float) -> str:
+    """A share in percent to one place, rounded half up as it reads (QA 119 #4: 26,025 of 50,000 frames, 52.05%, was
+    "52.0%": the float is 52.0499...)."""
+    return f"{Decimal(repr(float(percent))).quantize(Decimal('0.1'), ROUND_HALF_UP)}%"
+
+
 def fmt_duration(seconds: float) -> str:
     """A span of time for people: ``4.4 s``, ``12 min 05 s``, ``2 h 03 min``."""
     if seconds is None or not math.isfinite(seconds):
@@ -83,19 +90,9 @@ def fmt_duration(seconds: float) -> str:
 
 
 def downsample_max(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_points`` points of a series, keeping each bin's maximum (and its time).
-
-    Consecutive samples are grouped into ``ceil(len / max_points)``-sample bins; each bin becomes
-    the sample with its largest ``y``, so every peak of the full series is still drawn.
-
-    Args:
-        t: float [N], sample times in increasing order.
-        y: float [N], values (NaN counts as missing).
-        max_points: upper bound on the number of points returned.
-
-    Returns:
-        (t, y) of the kept samples, in time order.
-    """
+    """At most ``max_points`` of a series' samples (times ``t`` increasing, values ``y``, NaN as missing), in time order:
+    consecutive samples are grouped into ``ceil(len / max_points)``-sample bins, each kept as its sample of the largest
+    ``y``, so every peak of the full series is still drawn."""
     t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
     n = len(y)
     if n <= max_points:
@@ -240,7 +237,7 @@ def timeline_desc(spans: list[Span], t0: float, t1: float, *, enter: float | Non
     else:
         out.append("No events shown.")
     if flagged_percent is not None:
-        out.append(f"{flagged_percent:.1f}% of frames flagged (in events).")
+        out.append(f"{fmt_percent(flagged_percent)} of frames flagged (in events).")
     if gaps:
         out.append(f"{len(gaps)} stretch{'es' if len(gaps) != 1 else ''} without frames (not scored).")
     if no_view:

@@ -404,7 +404,9 @@ def test_events_are_listed_in_time_order_with_links_to_their_pages(tmp_path):
     assert "<details><summary>40 events by start time" in section  # closed: the gallery stays the first thing below
     assert html.index('id="event-list"') < html.index('id="events"')
     rows = re.findall(r"<tr>(.*?)</tr>", section)[1:]
-    cells = [re.findall(r'<td data-v="([^"]*)">(.*?)</td>', row) for row in rows]
+    cells = [re.findall(r'<td data-v="([^"]*)"(?: class="text")?>(.*?)</td>', row) for row in rows]
+    assert all('<td data-v="bleeding" class="text">bleeding</td>' in row for row in rows)  # QA 119 #1: aligned by its class,
+    assert '<th class="text"><button type="button" data-col="5">class</button></th>' in section  # not its place
     by_time = sorted(events, key=lambda e: e["start_seconds"])
     assert [float(c[0][0]) for c in cells] == [e["start_seconds"] for e in by_time]
     for c, e in zip(cells, by_time):
@@ -417,13 +419,15 @@ def test_events_are_listed_in_time_order_with_links_to_their_pages(tmp_path):
     assert [int(c[7][0]) for c in cells] != sorted(int(c[7][0]) for c in cells)  # time order is not rank order here
     assert '<th aria-sort="ascending"><button type="button" data-col="0">start</button></th>' in section
     assert 'id="event-list"' not in write_report(make_study(tmp_path / "none", frames=100, events=0)).read_text()
+    one = write_report(make_study(tmp_path / "one", frames=600, events=3, seed=5)).read_text()  # one abnormal class: no class
+    assert 'id="event-list"' in one and 'class="text"' not in one  # column, and the frames' column is not left-aligned (QA 119 #1)
     # rev36: a value that is not there reads "?" (a frame count read "None", a length "unknown")
     table = pq.read_table(study / "events.parquet").to_pylist()
     table[0].update(frame_count=None, duration_seconds=None, start_seconds=None)
     pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(study / "events.parquet")), study / "events.parquet")
     html = write_report(study).read_text()
     last = re.findall(r"<tr>(.*?)</tr>", html[html.index('<section id="event-list"'):].split("</table>")[0])[-1]
-    cells = re.findall(r'<td data-v="([^"]*)">(.*?)</td>', last)  # no start: last
+    cells = re.findall(r'<td data-v="([^"]*)"(?: class="text")?>(.*?)</td>', last)  # no start: last
     assert [cells[k] for k in (0, 2, 6)] == [("", "?")] * 3 and cells[7][0] == str(table[0]["rank"] + 1)
 
 
@@ -491,6 +495,10 @@ def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
     cases = {0.0: "0:00.0", 4.75: "0:04.8", 4.25: "0:04.3", 3.75: "0:03.8", 0.05: "0:00.1", 3600.25: "1:00:00.3", 59.96: "1:00.0", 119.97: "2:00.0", 3599.97: "1:00:00.0", 3623.75: "1:00:23.8",
              8715.3: "2:25:15.3", 36000.0: "10:00:00.0"}
     assert {k: fmt_clock(k) for k in cases} == cases
+    from capsule_triage.report_svg import fmt_percent  # QA 119 #4: 26,025 of 50,000 frames (52.05%) read "52.0%"
+
+    assert [fmt_percent(100 * a / b) for a, b in ((26025, 50000), (1, 3), (0, 7), (7, 7), (1, 2000))] == [
+        "52.1%", "33.3%", "0.0%", "100.0%", "0.1%"]
 
 
 def test_unix_times_of_a_timestamps_csv_are_said_as_the_clock_times_they_are(tmp_path, random_weights):
@@ -1445,7 +1453,7 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
 
     for box in (".scroll", ".timeline-scroll"):  # arrows scroll the table (or the timeline: rev21), not the study
         browser.eval(f"document.querySelector('{box}').focus()")
-        for key in ("ArrowRight", "ArrowLeft", "j"):
+        for key in ("ArrowRight", "ArrowLeft"):
             browser.key(key)
         time.sleep(0.3)
         assert browser.eval("location.pathname").endswith("/report/event-0001.html")
@@ -1456,6 +1464,12 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
     browser.key("ArrowRight")
     browser.wait_for("Page.loadEventFired", since)
     assert browser.eval("location.pathname").endswith("/report/event-0002.html")
+    for box, key, page in ((".timeline-scroll", "k", 1), (".scroll", "j", 2)):  # QA 119 #2: j/k did nothing in a box (the
+        browser.eval(f"document.querySelector('{box}').focus()")  # study page's second Tab stop): only its arrows scroll it
+        since = len(browser.events)
+        browser.key(key)
+        browser.wait_for("Page.loadEventFired", since)
+        assert browser.eval("location.pathname").endswith(f"/report/event-{page:04d}.html")
 
     browser.eval("document.getElementById('shortcuts').click()")  # off: remembered, here and on the study page
     browser.eval("document.activeElement.blur()")
