@@ -35,15 +35,22 @@ def named_as_we_read(header: list[str]) -> list[str]:
 
 
 def unread_split_column(columns: set[str], rows: list[dict], group: str | None) -> str | None:
-    """Why a manifest without a ``split`` column is refused: another column holds nothing but split names, among them
-    test or val frames (QA 118 #1: 'splt', 'set' or 'fold' was passed over, every row became the training pool and the
-    test frames were trained on); None when there is a split column or no such column."""
+    """Why a manifest without a ``split`` column is refused: other columns hold nothing but split names, at least two of
+    them (train, val, test) with val or test among them (QA 118 #1: 'splt', 'set' or 'fold' was passed over, every row was
+    one unsplit pool, the test rows trained on); None when there is a split column or no such column. One value alone is
+    no split (rev106 #2/#3: held-out data marked 'test' throughout, a QC column 'valid', a device column 'dev')."""
     if "split" in columns:
         return None
+    found = {}
     for column in sorted(columns - {"path", "label", group}):
-        values = {(row.get(column) or "").strip().casefold() for row in rows}
-        if values <= SPLIT_ALIASES.keys() and {SPLIT_ALIASES[v] for v in values} & {"val", "test"}:
-            named = ", ".join(sorted(values - {""}))
-            return (f"column {column!r} holds split names ({named}), but only a column named 'split' is read (without one every "
-                    f"row is training data, test rows too): rename it to split, or drop it")
-    return None
+        values = {(row.get(column) or "").strip().casefold() for row in rows} - {""}
+        splits = {SPLIT_ALIASES[v] for v in values} if values <= SPLIT_ALIASES.keys() else set()
+        if len(splits) > 1 and splits & {"val", "test"}:
+            found[column] = ", ".join(sorted(values))
+    if not found:
+        return None
+    named = "; ".join(f"{column!r} ({values})" for column, values in found.items())
+    return (f"column{'s' if len(found) > 1 else ''} {named} hold{'s' if len(found) == 1 else ''} split names, but only a column "
+            "named split (in any case) is read: without it every row is unsplit (`triage train` trains on the test rows too, "
+            f"`triage eval` scores the training rows): rename {'it' if len(found) == 1 else 'the one to use'} to split, or drop "
+            f"{'it' if len(found) == 1 else 'them'}")

@@ -161,8 +161,9 @@ class ModelConfig:
             data = read_json(path)
         except FileNotFoundError:
             if (path.parent / CHECKPOINT_DIR).is_dir():  # QA 118 #3: a run stopped before its first epoch: "not found"
-                raise WeightsError(path.parent, "a training run stopped before its first epoch ended: no weights yet (only its "
-                                                f"{CHECKPOINT_DIR}/); continue it with the same `triage train` command and --resume") from None
+                raise WeightsError(path.parent, f"a training run stopped (or still running) before its first epoch ended: no "
+                                                f"weights yet (only its {CHECKPOINT_DIR}/); continue it with the same `triage train` "
+                                                "command and --resume") from None
             raise WeightsError(path, "config.json not found") from None
         except (OSError, ValueError) as exc:
             raise WeightsError(path, f"not valid JSON ({exc})") from None

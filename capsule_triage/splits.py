@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import difflib
+import re
+import shlex
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -271,25 +273,35 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
 
 MIN_TRAIN_FRAMES = 20  # of a class, below which `triage train` says so
 MIN_VAL_FRAMES = 5
-TYPO_SIMILARITY = 0.85  # difflib ratio from which two class names read as one misspelt ('bleding' / 'bleeding': 0.93)
+TYPO_SIMILARITY = 0.75  # difflib ratio from which two words of class names read as one misspelt ('bleding'/'bleeding': 0.93)
 
 
 def label_typo(samples: list[Sample], class_names: list[str]) -> str | None:
     """Why classes taken from the labels are refused: a rare label (fewer than :data:`MIN_TRAIN_FRAMES` frames and at most
-    a tenth of the other's) spelt nearly as another class, and neither name within the other ('bleeding' beside
-    'non-bleeding', 'normal' beside 'abnormal' are opposites) (QA 118 #2: one row labelled 'bleding' made a third class
-    beside 'bleeding', flagged with it, said only among the classes with few frames); None when none is."""
+    a tenth of the other's) spelt as another class but for one misspelt word (QA 118 #2: one row labelled 'bleding' made a
+    third class beside 'bleeding', flagged with it, said only among the classes with few frames); None when none is.
+    Grades and numbers are classes of their own (rev106 #1: 'grade-1-2' beside 'grade-2', 'esophagitis-d' beside
+    'esophagitis-a', 'forrest_ia' beside 'forrest_ib'), as are opposites ('non-bleeding', 'abnormal')."""
     counts = Counter(s.label for s in samples)
     for rare in sorted(counts, key=lambda c: (counts[c], natural_key(c))):
         for other in sorted(counts, key=lambda c: (-counts[c], natural_key(c))):
-            a, b = (unicodedata.normalize("NFC", name).casefold() for name in (rare, other))  # twins: check_label_twins
-            if (a not in b and b not in a and counts[rare] < MIN_TRAIN_FRAMES and counts[rare] * 10 <= counts[other]
-                    and difflib.SequenceMatcher(None, a, b).ratio() >= TYPO_SIMILARITY):
+            if counts[rare] < MIN_TRAIN_FRAMES and counts[rare] * 10 <= counts[other] and _misspelt(rare, other):
                 example = next(s.path for s in samples if s.label == rare)
                 return (f"label {rare!r} ({plural(counts[rare], 'frame')}, e.g. {example}) looks like a misspelling of {other!r} "
-                        f"({plural(counts[other], 'frame')}): correct it, or give --classes {','.join(class_names)} to train these "
-                        "classes as they are")
+                        f"({plural(counts[other], 'frame')}): correct it, or give --classes {shlex.quote(','.join(class_names))} to "
+                        "train these classes as they are")
     return None
+
+
+def _misspelt(a: str, b: str) -> bool:
+    """Whether two class names are one but for a word of 4 letters or more spelt otherwise (neither within the other)."""
+    words = [re.findall(r"[^\W\d_]+|\d+", unicodedata.normalize("NFC", name).casefold()) for name in (a, b)]
+    differ = [(x, y) for x, y in zip(*words) if x != y] if len(words[0]) == len(words[1]) else []
+    if len(differ) != 1:
+        return False
+    x, y = differ[0]
+    return (x.isalpha() and y.isalpha() and min(len(x), len(y)) >= 4 and x not in y and y not in x
+            and difflib.SequenceMatcher(None, x, y).ratio() >= TYPO_SIMILARITY)
 
 
 def split_leak(samples: list[Sample], group_column: str | None, scored: str | None = None) -> str | None:

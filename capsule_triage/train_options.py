@@ -10,7 +10,6 @@ import timm
 import torch
 
 from .datasets import class_order, split_counts, tool_output
-from .splits import label_typo
 from .distill import LOSSES
 from .device import PRECISIONS, check_precision, exact_fp32, resolve_device
 from .errors import InputError, WeightsError
@@ -24,7 +23,7 @@ from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
 from .stability import COPIES
-from .splits import one_class_note
+from .splits import label_typo, one_class_note
 from .training_images import TRAINING_IMAGES
 from .transfer import INIT_SOURCES, N_BLOCKS
 

@@ -192,10 +192,10 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     from capsule_triage.batch import run_batch
     from capsule_triage.batch.discovery import exclude_patterns, find_studies
 
-    studies, left_out, not_read = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
+    studies, left_out, not_read, _ = find_studies(tree, patterns=("corrupt.mp4", "day2", "*.avi", "*/frames_png"))
     assert {s.rel_path for s in studies} == {"a/b.mp4", "a_b.mp4", "day1/capsule_a.mp4", "empty.mp4"}
     assert not_read == ["day1/notes.txt"]  # QA 114 #5; left out by a pattern, it is no more "not read" (rev105 #1)
-    assert find_studies(tree, patterns=("*.txt",))[1:] == (["day1/notes.txt"], [])
+    assert find_studies(tree, patterns=("*.txt",))[1:] == ([], [], ["day1/notes.txt"])
     assert left_out == ["corrupt.mp4", "day1/capsule_b.avi", "day1/frames_png", "day2"]  # what matched, not what lies under it
     assert exclude_patterns([f"{tree}/day2/", "a/*", "./day1//capsule_b.avi"], tree) == ("day2", "a/*", "day1/capsule_b.avi")
     assert exclude_patterns("a.mp4", tree) == ("a.mp4",)
@@ -213,6 +213,9 @@ def test_excluded_studies_are_left_out_without_a_failure_or_an_orphan(local_run,
     found = find_studies(tmp_path)
     assert [s.rel_path for s in found.studies] == ["frames", "study1.mp4"]
     assert found.not_read == ["frames/export.json", "raw.h264", "study7", "times/timestamps.csv"]
+    found = find_studies(tmp_path, patterns=("*.csv", "frames/00001.png"))  # rev106 #4: a CSV beside no images can be left out;
+    assert found.files_left_out == ["times/timestamps.csv"] and "times/timestamps.csv" not in found.not_read  # a frame
+    assert [s.rel_path for s in found.studies] == ["frames", "study1.mp4"]  # folder's own images and CSV are read with it
     link = tmp_path / "link"
     link.symlink_to(tree)
     assert exclude_patterns([f"{tree}/day2"], link) == ("day2",)  # the input folder given through a symbolic link
@@ -1446,6 +1449,10 @@ def test_an_empty_input_folder_beside_earlier_results_changes_nothing(random_wei
     assert result.exit_code == 2 and result.output.strip() == message, result.output
     assert {name: (out / name).read_bytes() for name in before} == before
     assert f"refused: {message[len('Error: '):]}" in (out / "batch.log").read_text()
+    (tmp_path / "in" / "notes.txt").write_text("local, beside the share's studies")  # rev106 #5: a file left out is no study
+    result = _cli("batch", tmp_path / "in", "--out", out, "--weights", random_weights, "--quiet", "--exclude", "notes.txt")
+    assert result.exit_code == 2 and result.output.strip() == message, result.output
+    (tmp_path / "in" / "notes.txt").unlink()
     # rev79 #1: after a reboot, the share not mounted yet: the killed night's lock recovered was said in batch.log only
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -191,7 +191,9 @@ def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_n
     assert [(s.path.name, s.label, s.group, s.split) for s in source.samples] == [("a.png", "normal", "P1", "train"),
                                                                                    ("b.png", "bleeding", "P2", "test")]
     assert source.group_column == "Patient"
-    (tmp_path / "set.csv").write_text("path,label,set\nimgs/a.png,normal,train\nimgs/b.png,bleeding,train\n")  # training rows only:
+    # one split value alone is no split (rev106 #2/#3): training rows only, held-out data marked test, a QC or device column
+    (tmp_path / "set.csv").write_text("path,label,set,held,qc,source\nimgs/a.png,normal,train,test,valid,dev\n"
+                                      "imgs/b.png,bleeding,train,test,,dev\n")
     assert [s.split for s in read_samples(tmp_path / "set.csv").samples] == ["", ""]  # as without the column (QA 118 #1)
     cases = {
         "latin1.csv": ("path,label\nimgs/a.png,normal\nimgs/b.png,l\xe9sion\n".encode("latin-1"),
@@ -206,8 +208,9 @@ def test_manifest_headers_and_encodings_as_spreadsheets_write_them_are_read_or_n
                         "row 3: C:\\lab\\b.png is an absolute Windows path; list the images relative to the manifest's folder "
                         "(as `triage split` writes them)"),
         "splt.csv": (b"path,label,patient_id,splt\nimgs/a.png,normal,P1,train\nimgs/b.png,bleeding,P2,Test\n",  # QA 118 #1: the test
-                     "column 'splt' holds split names (test, train), but only a column named 'split' is read (without one every "
-                     "row is training data, test rows too): rename it to split, or drop it"),  # rows were trained on
+                     "column 'splt' (test, train) holds split names, but only a column named split (in any case) is read: without "
+                     "it every row is unsplit (`triage train` trains on the test rows too, `triage eval` scores the training rows): "
+                     "rename it to split, or drop it"),  # rows were trained on
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)

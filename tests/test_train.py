@@ -1090,15 +1090,23 @@ def test_a_patient_in_two_splits_is_named_by_train_and_eval(tmp_path):
 
 
 @needs_shared
+def test_a_run_stopped_before_its_first_epoch_is_named_to_run_and_eval(tiny_manifest, tmp_path):
+    """QA 118 #3: the folder of a run stopped before its first epoch ended (its checkpoint/ only) was "config.json not
+    found" to `triage run` and `triage eval`."""
+    part = train(_options(tiny_manifest, tmp_path / "m", strategy="full", epochs=2, stop_after_steps=1))
+    assert sorted(p.name for p in part.iterdir()) == ["checkpoint"]
+    for command in (("run", DEMO_CLIP, "--weights", part, "--out", tmp_path / "o"), ("eval", part, tiny_manifest)):
+        result = triage(*command)
+        assert result.returncode == 2 and result.stderr.strip() == (
+            f"Error: {part}: a training run stopped (or still running) before its first epoch ended: no weights yet (only its "
+            "checkpoint/); continue it with the same `triage train` command and --resume"), result.stderr
+
+
+@needs_shared
 def test_resume_on_changed_data_is_refused(tiny_manifest, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text(tiny_manifest.read_text())
     part = train(_options(data, tmp_path / "m", strategy="full", epochs=2, stop_after_steps=1))
-    for command in (("run", DEMO_CLIP, "--weights", part, "--out", tmp_path / "o"), ("eval", part, data)):  # QA 118 #3: stopped
-        result = triage(*command)  # before its first epoch ended, the folder was "config.json not found"
-        assert result.returncode == 2 and result.stderr.strip() == (
-            f"Error: {part}: a training run stopped before its first epoch ended: no weights yet (only its checkpoint/); continue "
-            "it with the same `triage train` command and --resume"), result.stderr
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines[:-1]) + "\n")  # one frame fewer
     with pytest.raises(InputError, match=r"data.csv: the data changed since the checkpoint .* --resume continues a run only on the data it started with"):
@@ -1494,6 +1502,21 @@ def test_a_rare_label_spelt_nearly_as_a_class_is_refused_as_a_typo(tmp_path):
     (tmp_path / "tree" / "bleding").rename(tmp_path / "tree" / "non-bleeding")  # opposites, however rare: no typo
     samples = assign_validation(read_samples(tmp_path / "tree").samples, val_fraction=0.0, seed=0)
     assert make_config(_options(tmp_path / "tree", tmp_path / "w"), samples).class_names == ["non-bleeding", "bleeding"]
+    from capsule_triage.splits import label_typo
+
+    def typo(labels: dict[str, int]) -> str | None:
+        return label_typo([Sample(tmp_path / f"{label}{i}.png", label, f"{label}{i}", "train") for label, n in labels.items()
+                           for i in range(n)], list(labels))
+
+    assert typo({"bleeding": 40, "bleding": 3}) and typo({"Blood - fresh": 40, "Blood - frseh": 1})
+    assert typo({"bleeding": 40, "bleding": 4}) and typo({"bleeding": 40, "bleding": 5}) is None  # a tenth, not over it;
+    assert typo({"bleeding": 400, "bleding": 20}) is None  # under 20 frames
+    # rev106 #1: grades, letters and numbers are classes of their own (HyperKvasir, LA esophagitis, Forrest), not typos
+    assert typo({"ulcerative-colitis-grade-2": 443, "ulcerative-colitis-grade-1-2": 11}) is None
+    assert typo({"esophagitis-a": 300, "esophagitis-d": 5}) is None and typo({"forrest_ib": 80, "forrest_ia": 8}) is None
+    assert typo({"grade_0": 400, "grade_3": 12}) is None and typo({"normal": 400, "abnormal": 12}) is None
+    assert "--classes 'Normal clean mucosa,Blood - frseh,Blood - fresh' to train" in typo(
+        {"Normal clean mucosa": 400, "Blood - frseh": 1, "Blood - fresh": 40})  # quoted for the shell
 
 
 def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from ..errors import TriageError
 from ..outputs import FRAMES_FILE, RUN_FILE
+from ..result_tables import parquet_text
 from ..source_state import source_sha256
 from ..folder_times import TIMESTAMPS_FILE, times_frames
 from ..frame_folder import IMAGE_SUFFIXES, natural_key
@@ -27,6 +28,7 @@ from .layout import BATCH_FILE, SUMMARY_FILE
 # `triage run` beside its input (<name>_triage/, whose thumbnails/ would look like a frame folder) or
 # an earlier batch's OUT_DIR inside the input tree.
 OUTPUT_SIGNATURES = ({RUN_FILE, FRAMES_FILE}, {BATCH_FILE, SUMMARY_FILE})
+NOT_READ_LISTED = 100  # batch.json lists the first files not read (their count is whole)
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # Windows puts them in image folders: passed over as
 # hidden names are (rev105 #2: each frame folder on an SMB share was a file "not read" every night)
 
@@ -51,11 +53,12 @@ class Study:
 
 
 class Found(NamedTuple):
-    """What :func:`find_studies` found: the studies, what ``--exclude`` left out, and the files it did not read."""
+    """What :func:`find_studies` found: the studies, what ``--exclude`` left out, and the files that are no study."""
 
     studies: list[Study]
-    left_out: list[str]
+    left_out: list[str]  # videos and folders ``patterns`` matched
     not_read: list[str]  # files neither a video (by suffix), a frame image nor a frame folder's timestamps.csv (QA 114 #5: raw.h264)
+    files_left_out: list[str]  # such files ``patterns`` matched (no studies: rev106 #5, the unmounted-share guard counts none)
 
 
 def study_id(rel_path: str) -> str:
@@ -71,7 +74,8 @@ def discover_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (),
 
 def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), patterns: tuple[str, ...] = ()) -> Found:
     """Studies under ``input_dir`` in natural path order, the relative paths that ``patterns`` left out, and the files
-    that are no part of a study (relative paths; one ``patterns`` matches is left out, not listed).
+    that are no part of a study, not read or left out by ``patterns`` (relative paths; a frame folder's own images and
+    timestamps.csv are read with it, never left out alone).
 
     Hidden files and folders are skipped, symlinks are followed but each real folder is visited once
     (no loops), folders in ``skip_dirs`` (e.g. the output folder) and earlier outputs of capsule_triage
@@ -85,6 +89,7 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
     studies: list[Study] = []
     left_out: list[str] = []
     not_read: list[str] = []
+    files_left_out: list[str] = []
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -100,15 +105,14 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
             continue
         if any(signature <= {e.name for e in entries} for signature in OUTPUT_SIGNATURES):
             continue
-        has_images, subfolders, csvs = False, [], []
+        has_images, subfolders, csvs, others = False, [], [], []
         for entry in entries:
             suffix = os.path.splitext(entry.name)[1].lower()
             if entry.name.startswith(".") or entry.name.casefold() in SYSTEM_FILES:
                 continue
             is_dir = _is_dir(entry)
-            if patterns and excluded(rel := _relative(root, Path(entry.path)), patterns) and (
-                    is_dir or suffix in VIDEO_SUFFIXES or suffix not in IMAGE_SUFFIXES and entry.name.casefold() != TIMESTAMPS_FILE):
-                left_out.append(rel)  # (rev105 #1: a file that is no study too: else "--exclude 'raw.h264': nothing matches it")
+            if (is_dir or suffix in VIDEO_SUFFIXES) and patterns and excluded(rel := _relative(root, Path(entry.path)), patterns):
+                left_out.append(rel)
             elif is_dir:
                 subfolders.append(Path(entry.path))
             elif suffix in VIDEO_SUFFIXES:
@@ -118,14 +122,34 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
             elif entry.name.casefold() == TIMESTAMPS_FILE:
                 csvs.append(Path(entry.path))
             else:
-                not_read.append(_relative(root, Path(entry.path)))
-        if not has_images:  # a timestamps.csv beside no images times nothing (rev105 #5)
-            not_read += [_relative(root, csv) for csv in csvs]
+                others.append(_relative(root, Path(entry.path)))
+        others += [] if has_images else [_relative(root, csv) for csv in csvs]  # a CSV beside no images times nothing (rev105 #5)
+        for rel in others:  # rev105 #1: one --exclude matches is left out, not "not read" (else "nothing matches it")
+            (files_left_out if patterns and excluded(rel, patterns) else not_read).append(rel)
         if has_images:  # rev88 #6: one that times the folder keeps --fps out of its print (two are an error when it is read)
             studies.append(_study(root, folder, "frames", own_times=len(csvs) == 1 and times_frames(csvs[0])))
         stack.extend(reversed(subfolders))
     return Found(sorted(studies, key=lambda s: natural_key(s.rel_path)), sorted(left_out, key=natural_key),
-                 sorted(not_read, key=natural_key))
+                 sorted(not_read, key=natural_key), sorted(files_left_out, key=natural_key))
+
+
+def found_record(found: Found, exclude: tuple[str, ...]) -> dict:
+    """batch.json's record of what is no study: ``exclude`` and what it matched, and the files not read (QA 114 #5: a raw
+    .h264 went unsaid), the first :data:`NOT_READ_LISTED` named as batch.log and studies.parquet write names (rev105 #4)."""
+    matched = sorted([*found.left_out, *found.files_left_out], key=natural_key)
+    return {**({"exclude": list(exclude), "excluded": matched} if exclude else {}),
+            "not_read": [parquet_text(p) for p in found.not_read[:NOT_READ_LISTED]], "not_read_count": len(found.not_read)}
+
+
+def found_lines(found: Found) -> list[str]:
+    """batch.log's lines of what was left out and not read."""
+    def listed(paths: list[str]) -> str:
+        return ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else "")
+
+    matched = sorted([*found.left_out, *found.files_left_out], key=natural_key)
+    return ([f"excluded {len(matched)}: {listed(matched)}"] if matched else []) + (
+        [f"not read {len(found.not_read)} (neither a video by its suffix nor a frame image; --exclude one to leave it unsaid): "
+         f"{listed(found.not_read)}"] if found.not_read else [])
 
 
 def excluded(rel_path: str, patterns: tuple[str, ...]) -> bool:

@@ -23,9 +23,8 @@ from ..outputs import check_expanded
 from ..pipeline import RunOptions, resolve_weights
 from ..presets import DEFAULT_PIPELINE, Pipeline, load_pipeline
 from ..report_batch import INDEX_FILE, settle_unwritten_index
-from ..result_tables import parquet_text
 from ..weights import check_weights_file
-from .discovery import Study, exclude_patterns, find_studies
+from .discovery import Study, exclude_patterns, find_studies, found_lines, found_record
 from .layout import BATCH_FILE, FAILED_DIR, LOG_FILE, WORK_DIR, broken_link, now_utc, own_folder, remove_if_empty, study_folders
 from .local_engine import LocalEngine
 from .lock import acquire_lock, release_lock
@@ -38,7 +37,6 @@ from .context import WorkerContext, WorkerSetupError
 
 ENGINES = ("local", "ray")
 STATUSES = ("ok", "failed", "skipped", "reused", "pending")  # pending = not reached (interrupted run)
-NOT_READ_LISTED = 100  # batch.json lists the first files not read (their count is whole)
 
 
 @dataclass
@@ -205,8 +203,9 @@ def _is_file(path: Path) -> bool:
 
 def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: BatchOptions, log: Callable[..., None], *,
                 started: float, started_at: str, notes: list[str] = ()) -> BatchResult:
-    studies, left_out, not_read = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
-    if not studies and not left_out and (earlier := study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
+    found = find_studies(input_dir, skip_dirs=(out_dir,), patterns=options.exclude)
+    studies = found.studies
+    if not studies and not found.left_out and (earlier := study_folders(out_dir)):  # QA 62 #4: an unmounted share emptied the summary and the index
         problem = (f"no studies found, yet {out_dir} holds the results of {len(earlier)} stud{'ies' if len(earlier) != 1 else 'y'} "
                    "of earlier runs: is the share mounted? Nothing was changed; if the studies were removed on purpose, move "
                    "their folders out of the output folder")
@@ -237,14 +236,9 @@ def _run_locked(input_dir: Path, out_dir: Path, pipeline: Pipeline, options: Bat
                     **{k: getattr(run, k) for k in ("threshold", "top_k", "folder_fps", "batch_size", "skip_duplicates")}}
         info = {"run_id": ctx.run_id, "input_dir": str(input_dir), "out_dir": str(out_dir), "started": started_at, "engine": options.engine,
                 "workers": engine.workers, "device": engine.device_type, "settings": settings,
-                **({"exclude": list(options.exclude), "excluded": left_out} if options.exclude else {}),
-                "not_read": [parquet_text(p) for p in not_read[:NOT_READ_LISTED]], "not_read_count": len(not_read)}  # QA 114 #5:
-        # raw.h264 went unsaid (its name's byte \xff as batch.log and studies.parquet write it, rev105 #4)
-        if left_out:
-            log(f"excluded {len(left_out)}: " + ", ".join(left_out[:20]) + (" ..." if len(left_out) > 20 else ""))
-        if not_read:
-            log(f"not read {len(not_read)} (neither a video by its suffix nor a frame image; --exclude one to leave it unsaid): "
-                + ", ".join(not_read[:20]) + (" ..." if len(not_read) > 20 else ""))
+                **found_record(found, options.exclude)}
+        for line in found_lines(found):
+            log(line)
         progress, made, reached = Progress(len(studies), log, show=options.progress, started=started), [], False
         try:
             try:
