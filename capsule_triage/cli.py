@@ -136,6 +136,7 @@ def run(
 
 def _said_of_run(result, source: Path, model_warnings: list[str], *, report: bool) -> None:
     """A finished run's lines: its warnings (but the model's, said when it loaded), totals, top events, what it wrote."""
+    from .report_svg import fmt_percent
     from .run_notes import warning_lines
 
     for line in warning_lines(result.run, source, leave_out=model_warnings):
@@ -145,7 +146,8 @@ def _said_of_run(result, source: Path, model_warnings: list[str], *, report: boo
         f"{result.frames:,} frame{'s' if result.frames != 1 else ''} ({result.frames_skipped:,} skipped"  # QA 110 #4: "1 frames"
         + (f", {result.run['frames_without_view']:,} without a field of view" if result.run.get("frames_without_view") else "")
         + f"), {events} event{'s' if events != 1 else ''}, "
-        f"{100 * result.flagged_fraction:.1f}% of frames flagged, {result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"
+        f"{fmt_percent(100 * result.run['flagged_frames'] / result.frames if result.frames else 0.0)} of frames flagged, "
+        f"{result.wall_seconds:.1f} s, {result.fps:.1f} frames/s"  # as the page and the batch's index say it (rev107 #5)
     )
     _print_top_events(result.out_dir)
     typer.echo(printable(f"Wrote {result.out_dir}"))

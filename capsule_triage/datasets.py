@@ -333,14 +333,15 @@ def class_order(labels: list[str] | set[str]) -> list[str]:
 
 
 def check_label_twins(data: str | Path, samples: list[Sample]) -> None:
-    """Refuse class names that differ only in case or Unicode form (QA 14: 'Ulcer'/'ulcer', or 'Läsion' written
-    on a Mac (NFD) and elsewhere (NFC), trained as two classes; QA 31: `triage split` wrote them unsaid)."""
+    """Refuse class names that differ only in case, Unicode form or separators (QA 14: 'Ulcer'/'ulcer', or 'Läsion'
+    written on a Mac (NFD) and elsewhere (NFC), trained as two classes; QA 31: `triage split` wrote them unsaid; rev107
+    #2: 'Blood-fresh'/'blood_fresh', 'grade 1'/'grade1')."""
     same: dict[str, set[str]] = defaultdict(set)
     for label in {s.label for s in samples}:
-        same[unicodedata.normalize("NFC", label).casefold()].add(label)
+        same[re.sub(r"[\s_-]+", "", unicodedata.normalize("NFC", label).casefold())].add(label)
     twins = [sorted(names) for names in same.values() if len(names) > 1]
     if twins:
-        raise InputError(data, f"class names that differ only in case or Unicode form: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
+        raise InputError(data, f"class names that differ only in case, Unicode form or separators: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "
                                "give each class one name (rename the folders or the labels)")
 
 

@@ -26,7 +26,7 @@ from .report_assets import CSS
 from .report_svg import RUO, esc, script_json
 from .versions import version_line
 
-PAGES_VERSION = "8"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
+PAGES_VERSION = "9"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
 PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
 
 

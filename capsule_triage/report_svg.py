@@ -71,7 +71,11 @@ def fmt_clock(seconds: float) -> str:
 
 def fmt_percent(percent: float) -> str:
     """A share in percent to one place, rounded half up as it reads (QA 119 #4: 26,025 of 50,000 frames, 52.05%, was
-    "52.0%": the float is 52.0499...)."""
+    "52.0%": the float is 52.0499...), never onto 0 or 100 it does not reach (rev107 #7: 1 of 2,000 frames, as cards say)."""
+    if percent is None or not math.isfinite(percent):
+        return "n/a"
+    if 0 < percent < 0.05 or 99.95 <= percent < 100:
+        return "<0.1%" if percent < 50 else ">99.9%"
     return f"{Decimal(repr(float(percent))).quantize(Decimal('0.1'), ROUND_HALF_UP)}%"
 
 

@@ -250,7 +250,7 @@ def check_training_splits(data: str | Path, samples: list[Sample], class_names: 
     """Refuse splits that would train something other than what was asked, before any image is loaded.
 
     Raises:
-        InputError: class names equal but for case or Unicode form, no training frames, a class without
+        InputError: class names equal but for case, Unicode form or separators, no training frames, a class without
             training frames, no validation frames although
             ``val_fraction`` asks for them, or validation frames of one class only (no AUC to pick an epoch by).
     """
@@ -277,31 +277,43 @@ TYPO_SIMILARITY = 0.75  # difflib ratio from which two words of class names read
 
 
 def label_typo(samples: list[Sample], class_names: list[str]) -> str | None:
-    """Why classes taken from the labels are refused: a rare label (fewer than :data:`MIN_TRAIN_FRAMES` frames and at most
-    a tenth of the other's) spelt as another class but for one misspelt word (QA 118 #2: one row labelled 'bleding' made a
-    third class beside 'bleeding', flagged with it, said only among the classes with few frames); None when none is.
-    Grades and numbers are classes of their own (rev106 #1: 'grade-1-2' beside 'grade-2', 'esophagitis-d' beside
-    'esophagitis-a', 'forrest_ia' beside 'forrest_ib'), as are opposites ('non-bleeding', 'abnormal')."""
+    """A warning when a rare label (fewer than :data:`MIN_TRAIN_FRAMES` frames and at most a tenth of the other's) is
+    spelt as another class but for one misspelt word (QA 118 #2: one row labelled 'bleding' made a third class beside
+    'bleeding', flagged with it, said only among the classes with few frames); None when none is. A warning, not a
+    refusal (rev107 #1: 'ascending-colon' beside 'descending-colon', 'hyperplastic' beside 'hypoplastic' are classes):
+    grades, numbers and a changed first letter or two are taken as classes of their own."""
     counts = Counter(s.label for s in samples)
     for rare in sorted(counts, key=lambda c: (counts[c], natural_key(c))):
-        for other in sorted(counts, key=lambda c: (-counts[c], natural_key(c))):
-            if counts[rare] < MIN_TRAIN_FRAMES and counts[rare] * 10 <= counts[other] and _misspelt(rare, other):
-                example = next(s.path for s in samples if s.label == rare)
-                return (f"label {rare!r} ({plural(counts[rare], 'frame')}, e.g. {example}) looks like a misspelling of {other!r} "
-                        f"({plural(counts[other], 'frame')}): correct it, or give --classes {shlex.quote(','.join(class_names))} to "
-                        "train these classes as they are")
+        near = [(ratio, other) for other in counts if counts[rare] < MIN_TRAIN_FRAMES and counts[rare] * 10 <= counts[other]
+                and (ratio := _misspelt(rare, other))]
+        if near:  # the closest name, not the largest class (rev107 #3: 'bleding' named beside 'nonbleeding')
+            other = max(near, key=lambda n: (n[0], counts[n[1]]))[1]
+            example = next(s.path for s in samples if s.label == rare)
+            return (f"label {rare!r} ({plural(counts[rare], 'frame')}, e.g. {example}) is spelt nearly as class {other!r} "
+                    f"({plural(counts[other], 'frame')}): if it is a misspelling, correct it (it trains as a class of its own); "
+                    f"--classes {shlex.quote(','.join(class_names))} says these classes are meant")
     return None
 
 
-def _misspelt(a: str, b: str) -> bool:
-    """Whether two class names are one but for a word of 4 letters or more spelt otherwise (neither within the other)."""
-    words = [re.findall(r"[^\W\d_]+|\d+", unicodedata.normalize("NFC", name).casefold()) for name in (a, b)]
+def _misspelt(a: str, b: str) -> float:
+    """How alike two class names are where they are one but for a word of 4 letters or more spelt otherwise from its third
+    letter on (neither within the other): the difflib ratio of the two words; else 0."""
+    words = [_words(name) for name in (a, b)]
     differ = [(x, y) for x, y in zip(*words) if x != y] if len(words[0]) == len(words[1]) else []
     if len(differ) != 1:
-        return False
+        return 0.0
     x, y = differ[0]
-    return (x.isalpha() and y.isalpha() and min(len(x), len(y)) >= 4 and x not in y and y not in x
-            and difflib.SequenceMatcher(None, x, y).ratio() >= TYPO_SIMILARITY)
+    ratio = difflib.SequenceMatcher(None, x, y).ratio()
+    return ratio if (x.isalpha() and y.isalpha() and min(len(x), len(y)) >= 4 and x[:2] == y[:2] and x not in y and y not in x
+                     and ratio >= TYPO_SIMILARITY) else 0.0
+
+
+def _words(name: str) -> list[str]:
+    """A class name's words, casefolded: split at separators, between letters and digits and where a capital follows a
+    small letter ('esophagitisA': esophagitis, a)."""
+    spaced = re.sub(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])", " ", unicodedata.normalize("NFC", name))
+    spaced = "".join(f" {c}" if c.isupper() and i and spaced[i - 1].islower() else c for i, c in enumerate(spaced))
+    return re.findall(r"[^\W_]+", spaced.casefold())
 
 
 def split_leak(samples: list[Sample], group_column: str | None, scored: str | None = None) -> str | None:

@@ -54,7 +54,7 @@ from .recompress import recompress_augment
 from .stability import bf16_copies, stability_loss
 from .schedule import SGD_MOMENTUM, Phase, bit_hyperrule, epoch_schedule, plan_phases
 from .presets import preset_order_note
-from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, split_leak
+from .splits import NO_GROUPS, assign_validation, check_training_splits, few_frames_note, label_typo, split_leak
 from .stills import LabelledImages, load_for_model
 from .train_options import (LOG_NAME, RUNTIME_FIELDS, SCHEDULES, TrainOptions, check_model, check_options, check_output, check_threads, device_label, make_config, with_strategy,
                             recipe, training_device)
@@ -146,8 +146,9 @@ def train(options: TrainOptions) -> Path:
                and f"no class name looks normal (normal, negative, healthy, non-..., no ...): {config.class_names[0]} is taken "
                    f"as the normal class by name order and {', '.join(config.abnormal_classes)} as abnormal (flagged by "
                    "triage run); give --abnormal to say which classes are")
+    typo = options.class_names is None and label_typo(select(samples, "train") + select(samples, "val"), config.class_names)
     for note in (split_leak(samples, source.group_column), drawn_alone, guessed, preset_order_note(config.class_names),
-                 few_frames_note(samples, config.class_names)):
+                 few_frames_note(samples, config.class_names), typo):
         if note:
             warn(note)
     sets = [load_for_model(select(samples, s), config, progress=options.progress, source=options.data) if select(samples, s) else None

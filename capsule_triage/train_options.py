@@ -23,7 +23,7 @@ from .model_config import ModelConfig
 from .recompress import CODECS
 from .schedule import STRATEGIES
 from .stability import COPIES
-from .splits import label_typo, one_class_note
+from .splits import one_class_note
 from .training_images import TRAINING_IMAGES
 from .transfer import INIT_SOURCES, N_BLOCKS
 
@@ -300,8 +300,6 @@ def make_config(options: TrainOptions, samples: list) -> ModelConfig:
             f" (--classes and --abnormal split on commas, so {commas[0]!r} cannot be named there: rename the class)" if commas else ""))
     if one := one_class_note(set(class_names)):
         raise InputError(options.data, one)
-    if options.class_names is None and (typo := label_typo([s for s in samples if s.split in ("train", "val")], class_names)):
-        raise InputError(options.data, typo)
     tag = options.init[4:] if options.init.startswith("hub:") else options.arch
     cfg = timm.models.get_pretrained_cfg(tag) or timm.models.get_pretrained_cfg(options.arch)
     data = {"input_size": cfg.input_size[-1], "mean": cfg.mean, "std": cfg.std, "interpolation": cfg.interpolation} if cfg else {}

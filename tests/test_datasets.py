@@ -152,13 +152,14 @@ def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
     from capsule_triage.splits import assign_validation, check_training_splits
     from capsule_triage.errors import InputError
 
-    for a, b in (("Ulcer", "ulcer"), (unicodedata.normalize("NFC", "Blutung_ä"), unicodedata.normalize("NFD", "Blutung_ä"))):
+    for a, b in (("Ulcer", "ulcer"), (unicodedata.normalize("NFC", "Blutung_ä"), unicodedata.normalize("NFD", "Blutung_ä")),
+                 ("Blood-fresh", "blood_fresh"), ("grade 1", "grade1")):  # rev107 #2: separators
         root = tmp_path / a
         for label in ("normal", a, b):
             for i in range(3):
                 _image(root / label / f"{i}.png", i)
         samples = assign_validation(read_samples(root).samples, val_fraction=0.0, seed=0)
-        with pytest.raises(InputError, match="class names that differ only in case or Unicode form: "):
+        with pytest.raises(InputError, match="class names that differ only in case, Unicode form or separators: "):
             check_training_splits(root, samples, sorted({s.label for s in samples}), val_fraction=0.0)
 
 

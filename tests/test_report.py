@@ -497,8 +497,9 @@ def test_clock_times_are_rounded_to_a_tenth_before_they_are_split():
     assert {k: fmt_clock(k) for k in cases} == cases
     from capsule_triage.report_svg import fmt_percent  # QA 119 #4: 26,025 of 50,000 frames (52.05%) read "52.0%"
 
-    assert [fmt_percent(100 * a / b) for a, b in ((26025, 50000), (1, 3), (0, 7), (7, 7), (1, 2000))] == [
-        "52.1%", "33.3%", "0.0%", "100.0%", "0.1%"]
+    assert [fmt_percent(100 * a / b) for a, b in ((26025, 50000), (1, 3), (0, 7), (7, 7), (1, 2000), (1, 3000), (2999, 3000))] == [
+        "52.1%", "33.3%", "0.0%", "100.0%", "0.1%", "<0.1%", ">99.9%"]  # rev107 #7: never rounded onto 0 or 100
+    assert fmt_percent(float("nan")) == fmt_percent(float("inf")) == fmt_percent(None) == "n/a"
 
 
 def test_unix_times_of_a_timestamps_csv_are_said_as_the_clock_times_they_are(tmp_path, random_weights):

@@ -102,6 +102,10 @@ def test_run_json_records_provenance(mixed_run):
     assert run["scoring_fps"] == pytest.approx(96 / stages["decode_and_score"], rel=0.01) and run["scoring_fps"] > run["fps"]
     assert len(list((out / "thumbnails").glob("*.jpg"))) > 0 and stages["thumbnails"] > 0
     assert "96 frames" in result.stdout and "events" in result.stdout and "% of frames flagged" in result.stdout
+    from capsule_triage.report_svg import fmt_percent  # rev107 #5: as the page's Flagged tile says it (it said 52.0% to
+
+    flagged = fmt_percent(100 * run["flagged_frames"] / 96)  # the page's 52.1% of 26,025 of 50,000 frames)
+    assert f", {flagged} of frames flagged, " in result.stdout and f'<div class="v">{flagged}</div>' in (out / "report.html").read_text()
 
 
 def test_existing_output_needs_force(mixed_run, probe_weights):

@@ -152,7 +152,7 @@ def test_labels_differing_only_in_case_are_refused_before_a_manifest_is_written(
     source = _manifest(tmp_path / "lab.csv", rows)
     done = triage("split", source, "-o", tmp_path / "split.csv")
     twins = sorted({rows[0]["label"], rows[0]["label"].lower()})
-    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: class names that differ only in case or Unicode form: "
+    assert done.returncode == 2 and done.stderr.strip() == (f"Error: {source}: class names that differ only in case, Unicode form or separators: "
                                                             f"{twins[0]!r} / {twins[1]!r}; give each class one name (rename the folders or the labels)"), done.stderr
     assert not (tmp_path / "split.csv").exists()
 
