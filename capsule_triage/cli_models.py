@@ -202,7 +202,7 @@ def eval_command(
     border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
     target_sensitivity: Annotated[Optional[float], typer.Option(help="Choose the operating threshold on validation data for this sensitivity (0 < S <= 1); store it in config.json.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,
-    model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md.")] = None,
+    model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md (the data named by its absolute path, the weights' tensors by SHA-256); the card's training section is rewritten too. Run it on a copy of weights you did not make.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (fixed, as for `triage train`: float sums depend on the thread count).")] = 2,
     backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
