@@ -279,9 +279,10 @@ TYPO_SIMILARITY = 0.75  # difflib ratio from which two words of class names read
 def label_typo(samples: list[Sample], class_names: list[str]) -> str | None:
     """A warning when a rare label (fewer than :data:`MIN_TRAIN_FRAMES` frames and at most a tenth of the other's) is
     spelt as another class but for one misspelt word (QA 118 #2: one row labelled 'bleding' made a third class beside
-    'bleeding', flagged with it, said only among the classes with few frames); None when none is. A warning, not a
-    refusal (rev107 #1: 'ascending-colon' beside 'descending-colon', 'hyperplastic' beside 'hypoplastic' are classes):
-    grades, numbers and a changed first letter or two are taken as classes of their own."""
+    'bleeding', flagged with it, said only among the classes with few frames); None when none is. Grades, numbers and a
+    changed first letter or two are taken as classes of their own ('esophagitis-a'/'-d', 'ascending-'/'descending-colon');
+    a warning, not a refusal (rev107 #1: such classes were refused), since some opposites still read as one misspelt
+    ('hyperplastic'/'hypoplastic')."""
     counts = Counter(s.label for s in samples)
     for rare in sorted(counts, key=lambda c: (counts[c], natural_key(c))):
         near = [(ratio, other) for other in counts if counts[rare] < MIN_TRAIN_FRAMES and counts[rare] * 10 <= counts[other]
