@@ -2,12 +2,13 @@
 
 A manifest's ``near_dup_group`` keeps each run of near-identical frames on one side of the split, but a video cut into
 several such runs can put neighbouring runs on both sides: then a test frame has a near copy among the training frames
-and the test figures are optimistic for new videos. This measures it: each frame as a 32 x 32 centre crop (the middle
-half of the frame, its grey levels 0-255), the distance of two frames the root mean square of their difference; for
+and the test figures are optimistic for new videos. This measures it: each frame as a 32 x 32 crop of its middle half
+(levels 0-255 in each of the three colour channels), the distance of two frames the root mean square of their
+difference over the crop's values; for
 each test frame its nearest training frame (train and val rows), beside the distances of frames within one group (what
 the grouping calls near-identical).
 
-    python benchmarks/split_neighbours.py ../shared/data/wcebleedgen/manifest.csv [--within 10] [--json out.json]
+    python benchmarks/split_neighbours.py ../shared/data/wcebleedgen/manifest.csv [--json out.json]
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import cv2
 import numpy as np
 
 CROP = 32
+CUTS = (10.0, 12.0, 15.0, 20.0)  # distances at which the test frames nearer a training frame are counted
 
 
 def crops(paths: list[Path]) -> np.ndarray:
@@ -47,7 +52,6 @@ def nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("manifest", type=Path)
-    parser.add_argument("--within", type=float, default=10.0, help="count test frames this near a training frame")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with open(args.manifest, newline="") as fh:
@@ -67,13 +71,16 @@ def main() -> None:
             squared = (x ** 2).sum(1)[:, None] + (x ** 2).sum(1)[None, :] - 2 * x @ x.T
             np.fill_diagonal(squared, np.inf)
             within += list(np.sqrt(np.maximum(squared.min(1), 0) / x.shape[1]))
-    near = distance <= args.within
     same_label = np.array([test[i]["label"] == train[j]["label"] for i, j in enumerate(index)])
+    near = {cut: distance <= cut for cut in CUTS}
     result = {
+        "command": "python " + " ".join(map(shlex.quote, sys.argv)), "date": time.strftime("%Y-%m-%d %H:%M"),
         "manifest": str(args.manifest), "test_frames": len(test), "training_frames": len(train), "test_groups": len(groups),
-        "within": args.within, "test_frames_near_a_training_frame": int(near.sum()),
-        "of_them_same_label": int((near & same_label).sum()),
-        "test_groups_with_such_a_frame": len({test[i]["near_dup_group"] for i in np.flatnonzero(near)}),
+        "test_frames_within": {f"{cut:g}": int(n.sum()) for cut, n in near.items()},
+        "of_them_same_label": {f"{cut:g}": int((n & same_label).sum()) for cut, n in near.items()},
+        "test_groups_with_such_a_frame": {f"{cut:g}": len({test[i]["near_dup_group"] for i in np.flatnonzero(n)})
+                                          for cut, n in near.items()},
+        "nearest_distances": [round(float(d), 2) for d in np.sort(distance)[:20]],
         "median_distance_to_nearest_training_frame": round(float(np.median(distance)), 2),
         "median_distance_within_a_test_group": round(float(np.median(within)), 2) if within else None,
         "examples": [(test[i]["path"], train[index[i]]["path"], round(float(distance[i]), 2))

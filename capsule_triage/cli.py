@@ -99,8 +99,7 @@ def run(
 ) -> None:
     """Score every frame of SOURCE and write a ranked timeline of suspicious events.
 
-    Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML
-    review page report.html into the output folder, atomically. Exit code 2 on bad input (nothing is written).
+    Writes frames.parquet, events.parquet, top_frames.parquet, thumbnails/, run.json and the HTML review page (report.html and report/event-NNNN.html) into the output folder, atomically. Exit code 2 on bad input (nothing is written).
     """
     from .pipeline import RunOptions, check_input, load_classifier, triage_study
     from .presets import load_pipeline

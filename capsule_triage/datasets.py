@@ -338,7 +338,8 @@ def check_label_twins(data: str | Path, samples: list[Sample]) -> None:
     #2: 'Blood-fresh'/'blood_fresh', 'grade 1'/'grade1')."""
     same: dict[str, set[str]] = defaultdict(set)
     for label in {s.label for s in samples}:
-        same[re.sub(r"[\s_-]+", "", unicodedata.normalize("NFC", label).casefold())].add(label)
+        plain = unicodedata.normalize("NFC", label).casefold()  # separators beside a letter dropped, between digits kept
+        same[re.sub(r"[\s_-]+", " ", re.sub(r"(?<=[^\W\d_])[\s_-]+|[\s_-]+(?=[^\W\d_])", "", plain)).strip()].add(label)
     twins = [sorted(names) for names in same.values() if len(names) > 1]
     if twins:
         raise InputError(data, f"class names that differ only in case, Unicode form or separators: {', '.join(' / '.join(map(repr, t)) for t in twins)}; "

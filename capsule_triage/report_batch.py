@@ -185,7 +185,7 @@ def _study_row(folder: Path, row: dict) -> str:
     name = f'<a href="{esc(quote(f"{sid}/{REPORT_FILE}"))}">{esc(sid)}</a>' if _linked(folder, row) else esc(sid or "?")
     pct, top, wall, gap = row.get("flagged_percent"), row.get("top_score"), row.get("wall_seconds"), row.get("gap_seconds")
     cells = [(sid, name), (row.get("status"), f'<span class="status {esc(row.get("status") or "")}">{esc(row.get("status") or "?")}</span>'),
-             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else fmt_percent(pct)),
+             (row.get("events"), esc(_int(row.get("events")))), (pct, "\u2014" if pct is None else esc(fmt_percent(pct))),
              (top, esc(score_text(top))), (row.get("frames"), esc(_int(row.get("frames"))) + _without_view(row.get("frames_without_view"), row.get("frames"))
               + _lost(row.get("frames_skipped"))), (gap, _gap_cell(gap)),
              (wall, "\u2014" if wall is None else esc(fmt_duration(wall)) + _scored_before(row)), (row.get("model"), esc(row.get("model") or "")),

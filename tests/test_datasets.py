@@ -161,6 +161,10 @@ def test_class_names_equal_but_for_case_or_unicode_form_are_refused(tmp_path):
         samples = assign_validation(read_samples(root).samples, val_fraction=0.0, seed=0)
         with pytest.raises(InputError, match="class names that differ only in case, Unicode form or separators: "):
             check_training_splits(root, samples, sorted({s.label for s in samples}), val_fraction=0.0)
+    from capsule_triage.datasets import Sample, check_label_twins
+
+    for pair in (("grade-1-2", "grade-12"), ("bbps-0-1", "bbps-01")):  # rev108 #3: a separator between digits tells them apart
+        check_label_twins(tmp_path, [Sample(tmp_path / f"{label}.png", label, label, "") for label in pair])
 
 
 def test_manifests_from_excel_windows_and_macs_are_read(tmp_path):

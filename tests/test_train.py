@@ -1519,8 +1519,8 @@ def test_a_rare_label_spelt_nearly_as_a_class_is_said(tmp_path):
     assert typo({"internal-hemorrhoids": 300, "external-hemorrhoids": 12}) is None
     assert "--classes 'Normal clean mucosa,Blood - frseh,Blood - fresh' says" in typo(
         {"Normal clean mucosa": 400, "Blood - frseh": 1, "Blood - fresh": 40})  # quoted for the shell
-    assert "as class 'bleeding' (60 frames)" in typo({"nonbleeding": 400, "bleeding": 60, "bleding": 3})  # rev107 #3: the
-    # closest name, not the largest class (the opposite one)
+    assert "as class 'bleeding' (60 frames)" in typo({"bleaching": 400, "bleeding": 60, "bleding": 3})  # rev107 #3, rev108
+    # #6: the closest name (0.93), not the largest class (0.75)
 
 
 def test_training_into_its_own_image_tree_is_refused_before_training(tmp_path):
