@@ -60,14 +60,18 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # whose write can land after this page has read the setting) reaches this one as a 'storage' event,
 # which sets the box from the stored value as it is now, not from the event's: the page before's write
 # can also be announced after this page's own later change (a full test run under load), and the
-# store already holds the later one.
+# store already holds the later one. A page shown again by the browser's Back (kept whole in its back-forward cache, or
+# its form state restored: autocomplete="off" on the box) reads the store again at 'pageshow': the page after may
+# have turned the keys off (rev109: after Back they were on, the box ticked, the store saying off).
 # skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held, focus in a
 # form field or button, or an arrow key in a scroll box (.scroll, .timeline-scroll: they scroll it; QA 119 #2: j/k there
 # did nothing, and the timeline's box is the study page's second Tab stop).
 _KEYS_JS = """var box=document.getElementById('shortcuts');
-try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}
+function readKeys(){try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}}
+readKeys();
 if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
-window.addEventListener('storage',function(e){if(box&&(e.key==='capsule-triage-shortcuts'||e.key===null))try{box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}});
+window.addEventListener('storage',function(e){if(e.key==='capsule-triage-shortcuts'||e.key===null)readKeys();});
+window.addEventListener('pageshow',readKeys);
 function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
  ||!!(/^Arrow/.test(e.key)&&e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
 """

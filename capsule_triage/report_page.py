@@ -26,7 +26,7 @@ from .report_assets import CSS
 from .report_svg import RUO, esc, script_json
 from .versions import version_line
 
-PAGES_VERSION = "9"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
+PAGES_VERSION = "10"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
 PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
 
 
@@ -38,7 +38,7 @@ def page_header(title: str, *, nav: str) -> str:
 def keys_hint(keys: str) -> str:
     """The keys of a page (``keys``: markup) and the checkbox that turns them off (WCAG 2.1.4: single-key
     shortcuts can be turned off); the page's script reads and remembers it."""
-    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" checked> '
+    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" autocomplete="off" checked> '
             'Single-key shortcuts</label></span>')
 
 
