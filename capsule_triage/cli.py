@@ -21,6 +21,7 @@ from .run_options import MAX_BATCH_SIZE
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # click's help: wraps at any width (Rich's tables cut long tokens with '...' at 80 columns: QA 121 #1)
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Triage capsule-endoscopy video: score every frame, rank suspicious events for review. "
     "Research use only, not a diagnostic device. Presets (pipelines/) and shipped weights (weights/) are read from "
@@ -73,7 +74,7 @@ class DecodeIn(str, Enum):
 
 
 PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO\\[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
+WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
@@ -257,7 +258,8 @@ def _run_app() -> int:
         code = app(prog_name="triage", standalone_mode=False)
     except typer.TyperException as exc:  # typer's click exceptions: usage errors and their kin
         exit_code = getattr(exc, "exit_code", EXIT_BAD_INPUT)
-        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `triage` alone: the help (click's, on stderr), exit 2
+            exc.show()
             return exit_code
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

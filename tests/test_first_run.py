@@ -39,11 +39,32 @@ def test_two_sources_point_to_batch():
 
 def test_help_shows_the_hub_revision_syntax():
     """Rich read ``[@REVISION]`` as markup and dropped it: the help said ``hf-hub:OWNER/REPO`` only."""
+    def said(*command: str) -> str:  # the help unwrapped (click breaks lines after a hyphen too)
+        done = triage(*command, "--help", env={"COLUMNS": "400"})
+        assert done.returncode == 0, done.stderr
+        return " ".join(re.sub(r"-\n\s+", "-", done.stdout).split())
+
     for command in ("run", "batch"):
-        done = triage(command, "--help", env={"COLUMNS": "400"})
-        assert done.returncode == 0 and "hf-hub:OWNER/REPO[@REVISION]" in done.stdout, done.stdout
-    done = triage("split", "--help", env={"COLUMNS": "400"})  # QA 45: "[default: 0.15, ...]" was dropped the same way
-    assert "whole groups (default: 0.15, or 0 when rows already hold test)." in done.stdout, done.stdout
+        assert "hf-hub:OWNER/REPO[@REVISION]" in said(command)
+    # QA 45: "[default: 0.15, ...]" was dropped the same way
+    assert "whole groups (default: 0.15, or 0 when rows already hold test)." in said("split")
+
+
+def test_every_help_reads_whole_at_80_columns():
+    """QA 121 #1/#3: at 80 columns (a terminal's default, a cron mail) Rich's option tables cut ten descriptions with
+    an ellipsis (``hf-hub:OWNER/REPO[@REVI…``, ``[default: tf_efficientnet_lite0]``) and put ``<bool>`` after every
+    flag; click's help wraps every word and names no type for a flag."""
+    import typer
+    from typer.testing import CliRunner
+
+    from capsule_triage.cli import app
+
+    for name in ["", *typer.main.get_command(app).commands]:
+        result = CliRunner().invoke(app, [*([name] if name else []), "--help"], env={"COLUMNS": "80"})
+        lines = result.output.splitlines()
+        assert result.exit_code == 0 and lines[0].startswith("Usage: ") and f" {name} [OPTIONS]".replace("  ", " ") in lines[0], result.output
+        assert "\u2026" not in result.output and "<bool>" not in result.output and "\\[" not in result.output, result.output
+        assert max(map(len, lines)) <= 80, result.output
 
 
 def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weights):
