@@ -311,7 +311,9 @@ def _misspelt(a: str, b: str) -> float:
 
 def _words(name: str) -> list[str]:
     """A class name's words, casefolded: split at separators, between letters and digits and where a capital follows a
-    small letter ('esophagitisA': esophagitis, a)."""
+    small letter ('esophagitisA': esophagitis, a). Not :func:`~capsule_triage.datasets.check_label_twins`'s key, on
+    purpose: that one joins names across separators to find one class written two ways, this one splits them to compare
+    two classes word for word."""
     spaced = re.sub(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])", " ", unicodedata.normalize("NFC", name))
     spaced = "".join(f" {c}" if c.isupper() and i and spaced[i - 1].islower() else c for i, c in enumerate(spaced))
     return re.findall(r"[^\W_]+", spaced.casefold())

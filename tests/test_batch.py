@@ -2848,3 +2848,21 @@ def test_settle_leaves_a_study_that_failed_on_the_same_files_failed(tmp_path, ra
     rows = pq.read_table(out / "studies.parquet").to_pylist()
     assert done.returncode == 1 and [row["status"] for row in rows] == ["failed"], done.stderr
     assert "not decoded again" in (out / "batch.log").read_text().split(" start ")[-1]
+
+
+def test_files_that_are_no_study_are_named_up_to_a_cap_and_counted_whole(tmp_path):
+    """rev105 #11: batch.log names the first 20 files --exclude left out and the first 20 not read, batch.json the first
+    100 not read (and every one left out); their counts are whole, in natural order (raw2 before raw10)."""
+    from capsule_triage.batch.discovery import NOT_READ_LISTED, find_studies, found_lines, found_record
+
+    for i in range(1, 106):
+        (tmp_path / f"raw{i}.h264").write_bytes(b"\0")
+    for i in range(1, 23):
+        (tmp_path / f"note{i}.txt").write_bytes(b"\0")
+    found = find_studies(tmp_path, patterns=("note*.txt",))
+    excluded, not_read = found_lines(found)
+    assert excluded == "excluded 22: " + ", ".join(f"note{i}.txt" for i in range(1, 21)) + " ..."
+    assert not_read.startswith("not read 105 (") and not_read.endswith("): " + ", ".join(f"raw{i}.h264" for i in range(1, 21)) + " ...")
+    record = found_record(found, ("note*.txt",))
+    assert record == {"exclude": ["note*.txt"], "excluded": [f"note{i}.txt" for i in range(1, 23)],
+                      "not_read": [f"raw{i}.h264" for i in range(1, NOT_READ_LISTED + 1)], "not_read_count": 105}

@@ -60,6 +60,11 @@ class Found(NamedTuple):
     not_read: list[str]  # files neither a video (by suffix), a frame image nor a frame folder's timestamps.csv (QA 114 #5: raw.h264)
     files_left_out: list[str]  # such files ``patterns`` matched (no studies: rev106 #5, the unmounted-share guard counts none)
 
+    @property
+    def excluded_paths(self) -> list[str]:
+        """Everything ``--exclude`` matched, studies and files, in natural order."""
+        return sorted([*self.left_out, *self.files_left_out], key=natural_key)
+
 
 def study_id(rel_path: str) -> str:
     """``<slug>-<10 hex of sha256(rel_path)>``: readable, and ``a/b.mp4`` != ``a_b.mp4``."""
@@ -136,8 +141,7 @@ def find_studies(input_dir: str | Path, *, skip_dirs: tuple[Path, ...] = (), pat
 def found_record(found: Found, exclude: tuple[str, ...]) -> dict:
     """batch.json's record of what is no study: ``exclude`` and what it matched, and the files not read (QA 114 #5: a raw
     .h264 went unsaid), the first :data:`NOT_READ_LISTED` named as batch.log and studies.parquet write names (rev105 #4)."""
-    matched = sorted([*found.left_out, *found.files_left_out], key=natural_key)
-    return {**({"exclude": list(exclude), "excluded": matched} if exclude else {}),
+    return {**({"exclude": list(exclude), "excluded": found.excluded_paths} if exclude else {}),
             "not_read": [parquet_text(p) for p in found.not_read[:NOT_READ_LISTED]], "not_read_count": len(found.not_read)}
 
 
@@ -146,7 +150,7 @@ def found_lines(found: Found) -> list[str]:
     def listed(paths: list[str]) -> str:
         return ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else "")
 
-    matched = sorted([*found.left_out, *found.files_left_out], key=natural_key)
+    matched = found.excluded_paths
     return ([f"excluded {len(matched)}: {listed(matched)}"] if matched else []) + (
         [f"not read {len(found.not_read)} (neither a video by its suffix nor a frame image; --exclude one to leave it unsaid): "
          f"{listed(found.not_read)}"] if found.not_read else [])
