@@ -19,7 +19,7 @@ from .field_of_view import NO_VIEW_KINDS
 from .model_card import intended_use, use_beside
 from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
-from .report_assets import DETAIL_JS, MAIN_JS, SORT_JS
+from .report_assets import DETAIL_JS, KEEP_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
 from .report_facts import (file_name, model_facts, names_classes, playing_rate, run_thresholds, says_hours, study_duration, study_facts,
                            study_start, time_range)
@@ -138,7 +138,7 @@ def _study_page(study: Study, card_use: str | None, gaps: list[tuple[float, floa
     data = {"page_size": PAGE_SIZE, "events": [{"href": f"{DETAIL_DIR}/{_detail_name(i)}", "peak": score_text(e.get("peak_score")),
                                                 "time": fmt_clock(e.get("peak_seconds"))} for i, e in enumerate(study.events)]}
     return html_page(f"Triage report \u2014 {name}", page_header(f"Triage report \u2014 {name}", nav=_batch_link(linked, "../")), main,
-                     MAIN_JS + SORT_JS, data=data, skip=("#events", "Skip to events"))
+                     MAIN_JS + SORT_JS + KEEP_JS, data=data, skip=("#events", "Skip to events"))
 
 
 def _hour_strips(study: Study, gaps: list[tuple[float, float]]) -> str:

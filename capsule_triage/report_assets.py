@@ -1,6 +1,6 @@
 """What the review pages inline: the stylesheet, and the plain scripts of the study page (MAIN_JS), an
 event page (DETAIL_JS), and the column sorting of the tables of a batch's index and of a study's events
-in time order (SORT_JS). No fonts, images or scripts from elsewhere: each page stays one self-contained file.
+in time order (SORT_JS), with what Back finds again on those two pages (KEEP_JS). No fonts, images or scripts from elsewhere: each page stays one self-contained file.
 """
 
 CSS = """
@@ -51,7 +51,7 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 .skip{position:absolute;left:8px;top:8px;z-index:1;background:#fff;padding:4px 10px;border:2px solid var(--sel);border-radius:4px}
 .keys label{white-space:nowrap;margin-left:.5rem}
 @media print{details:not([open]){display:none}.scroll{max-height:none;overflow:visible}.timeline-scroll{overflow:visible}.page{display:block!important}
- .pager,.keys,.skip{display:none}th{position:static}.card,.tile,figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
+ .pager,.keys,.skip{display:none}.card.selected{outline:none}th{position:static}.card,.tile,figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 # The single-key shortcuts (WCAG 2.1.4: they can be turned off). keysOn() reads the checkbox of
@@ -63,17 +63,18 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # store already holds the later one. A page shown again by the browser's Back (kept whole in its back-forward cache, or
 # its form state restored: autocomplete="off" on the box) reads the store again at 'pageshow': the page after may
 # have turned the keys off (rev109: after Back they were on, the box ticked, the store saying off).
-# skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held, focus in a
-# form field or button, or an arrow key in a scroll box (.scroll, .timeline-scroll: they scroll it; QA 119 #2: j/k there
-# did nothing, and the timeline's box is the study page's second Tab stop).
+# skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held (Shift too: Shift+arrow extends a
+# selection in caret browsing, QA 122 #8), focus in a form field that types (not a checkbox or button: QA 122 #2, j did
+# nothing after a click on the box itself or on a column's sort button), or an arrow key in a scroll box (.scroll,
+# .timeline-scroll: they scroll it; QA 119 #2: j/k there did nothing, and the timeline's box is the study page's second Tab stop).
 _KEYS_JS = """var box=document.getElementById('shortcuts');
 function readKeys(){try{if(box)box.checked=localStorage.getItem('capsule-triage-shortcuts')!=='off';}catch(x){}}
 readKeys();
 if(box)box.addEventListener('change',function(){try{localStorage.setItem('capsule-triage-shortcuts',box.checked?'on':'off');}catch(x){}});
 window.addEventListener('storage',function(e){if(e.key==='capsule-triage-shortcuts'||e.key===null)readKeys();});
 window.addEventListener('pageshow',readKeys);
-function skipKey(e){return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||/^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(e.target.tagName)
- ||!!(/^Arrow/.test(e.key)&&e.target.closest&&e.target.closest('.scroll,.timeline-scroll'));}
+function skipKey(e){var t=e.target;return (box&&!box.checked)||e.altKey||e.ctrlKey||e.metaKey||e.shiftKey||/^(TEXTAREA|SELECT)$/.test(t.tagName)
+ ||(t.tagName==='INPUT'&&t.type!=='checkbox')||!!(/^Arrow/.test(e.key)&&t.closest&&t.closest('.scroll,.timeline-scroll'));}
 """
 
 # j/k move to the next/previous card, the page keeping its place itself; the address's #event-N follows 250 ms after the
@@ -113,6 +114,7 @@ document.addEventListener('keydown',function(e){
  if(skipKey(e))return;
  var k=e.key,m=pending===null&&/^#event-(\\d+)$/.exec(location.hash),p=pending===null&&/^#page-(\\d+)$/.exec(location.hash);
  if(m&&+m[1]>=1&&+m[1]<=ev.length)cur=+m[1]-1;
+ var card=e.target.closest&&e.target.closest('.card[data-rank]');if(card)cur=+card.dataset.rank;
  var first=p?Math.min(pages.length-1,Math.max(0,+p[1]-1))*size:-1;
  if(first>=0&&Math.floor(cur/size)!==first/size&&/^(j|k|ArrowRight|ArrowLeft)$/.test(k))go(first);
  else if(k==='j'||k==='ArrowRight')go(cur+1);else if(k==='k'||k==='ArrowLeft')go(cur<0?0:cur-1);
@@ -130,6 +132,23 @@ window.addEventListener('afterprint',function(){document.querySelectorAll('detai
 DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){
 if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
 var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});})();"""
+
+# Back to a page the browser did not keep whole (file:// pages never are: it loads them again) finds what the reader
+# left (QA 122 #1: the events in time order came back folded, sorted by start, scrolled to the top): the open folded
+# sections, each table's sort and each scroll box's place, kept in the history entry's state at 'pagehide' (after
+# MAIN_JS's address(), which writes the #event-N and keeps the state) and put back at load (the browser then restores
+# the page's own scroll position over the sections opened).
+KEEP_JS = """(function(){var ds=document.querySelectorAll('details'),bs=document.querySelectorAll('.scroll'),ts=document.querySelectorAll('table'),
+k=history.state&&history.state.kept;
+if(k){ds.forEach(function(d,i){if(k.open.indexOf(i)>=0)d.open=true;});
+ k.sort.forEach(function(s){var b=ts[s[0]]&&ts[s[0]].querySelector('th button[data-col="'+s[1]+'"]');
+  for(var n=0;b&&n<2&&b.parentNode.getAttribute('aria-sort')!==s[2];n++)b.click();});
+ bs.forEach(function(b,i){if(k.scroll[i])b.scrollTop=k.scroll[i];});}
+window.addEventListener('pagehide',function(){var s=Object.assign({},history.state||{}),kept={open:[],sort:[],scroll:[]};
+ ds.forEach(function(d,i){if(d.open&&!d.dataset.printed)kept.open.push(i);});
+ ts.forEach(function(t,i){var h=t.querySelector('th[aria-sort]'),b=h&&h.querySelector('button');if(b)kept.sort.push([i,b.dataset.col,h.getAttribute('aria-sort')]);});
+ bs.forEach(function(b){kept.scroll.push(b.scrollTop);});s.kept=kept;
+ try{history.replaceState(s,'');}catch(x){}});})();"""
 
 # A column of a table (the batch's studies, a study's events in time order) sorts ascending, again
 # descending; its th says which (aria-sort, and an arrow from the CSS); numbers as numbers, text in natural order,

@@ -15,7 +15,7 @@ from .errors import InputError, OutputError, TriageError
 from .field_of_view import mostly_without_view
 from .outputs import RUN_FILE
 from .report import INDEX_FILE, REPORT_FILE, write_report
-from .report_assets import SORT_JS
+from .report_assets import KEEP_JS, SORT_JS
 from .report_page import html_page, page_header, write_atomic
 from .report_svg import esc, fmt_duration, fmt_percent, score_text
 from .study_folder import read_parquet
@@ -51,7 +51,7 @@ def write_batch_index(batch_out_dir: Path, rows: list[dict] | None = None, batch
             f'<table class="studies" data-listing="{_digest(folder, rows)}">'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"]
     return write_atomic(folder / INDEX_FILE, html_page(f"Triage batch \u2014 {folder.name}", page_header(
-        f"Triage batch \u2014 {folder.name}", nav=""), main, SORT_JS))
+        f"Triage batch \u2014 {folder.name}", nav=""), main, SORT_JS + KEEP_JS))
 
 
 def _listing(folder: Path, rows: list[dict]) -> tuple[str, str]:

@@ -1074,11 +1074,12 @@ class Chromium:
             time.sleep(0.05)
         return value
 
-    def key(self, key: str) -> None:
+    def key(self, key: str, modifiers: int = 0) -> None:
+        """Press and release ``key`` (``modifiers``: CDP's bit field, 8 = Shift)."""
         code, vk = self.KEYS[key]
         text = {"j": "j", "k": "k", "Enter": "\r"}.get(key, "")
-        self.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, windowsVirtualKeyCode=vk, text=text)
-        self.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=vk)
+        self.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, windowsVirtualKeyCode=vk, text=text, modifiers=modifiers)
+        self.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=vk, modifiers=modifiers)
 
     def problems(self) -> list[str]:
         """Console errors, uncaught exceptions, failed loads and dialogs seen so far."""
@@ -1509,6 +1510,49 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
     browser.eval("document.activeElement.blur()")
     browser.key("j")
     assert browser.eval_until("location.hash", "#event-1") == "#event-1"
+    assert browser.problems() == []
+
+
+@needs_chromium
+def test_back_finds_the_events_in_time_order_as_left_and_keys_start_from_the_focus(tmp_path, browser):
+    """QA 122 #1: Back from an event opened in "Events in time order" (file:// pages are loaded again, not kept) found the
+    list folded, sorted by start and scrolled to its top; #2: j did nothing after a click on the shortcuts box or a sort
+    button (focus on an INPUT or BUTTON); #3: j after Tab to a card went on from the address's event, not that card's;
+    #6: the last selected card printed outlined; #8: Shift+arrow (caret browsing's selection) moved to another event."""
+    study = make_study(tmp_path / "s", frames=1400, events=60)
+    browser.load(write_report(study).as_uri())
+    focused = "document.activeElement.closest('.card') && document.activeElement.closest('.card').id"
+    browser.eval("document.querySelector('#event-12 a.title').focus()")  # as Tab leaves it
+    browser.key("j")
+    assert browser.eval(focused) == "event-13"
+    for target in ("#shortcuts", "#event-list th button"):  # focus there, as a click leaves it
+        browser.eval("document.querySelector('#event-list details').open = true")
+        browser.eval(f"document.querySelector('{target}').focus()")
+        browser.key("j")
+    assert browser.eval(focused) == "event-15" and browser.eval("document.getElementById('shortcuts').checked") is True
+    browser.key("ArrowRight", modifiers=8)
+    assert browser.eval(focused) == "event-15"
+    browser.send("Emulation.setEmulatedMedia", media="print")
+    assert browser.eval("getComputedStyle(document.querySelector('.card.selected')).outlineStyle") == "none"
+    browser.send("Emulation.setEmulatedMedia", media="")
+    assert browser.eval("getComputedStyle(document.querySelector('.card.selected')).outlineStyle") == "solid"
+
+    browser.eval("document.querySelector('#event-list th button[data-col=\"4\"]').click()")  # by peak, then descending
+    browser.eval("document.querySelector('#event-list th button[data-col=\"4\"]').click()")
+    browser.eval("document.querySelector('#event-list .scroll').scrollTop = 300")
+    state = """[document.querySelector('#event-list details').open, document.querySelector('#event-list th[aria-sort]').textContent,
+        document.querySelector('#event-list th[aria-sort]').getAttribute('aria-sort'), document.querySelector('#event-list .scroll').scrollTop,
+        document.querySelector('#event-list tbody tr a').textContent]"""
+    left = browser.eval(state)
+    assert left[:3] == [True, "peak", "descending"] and left[3] > 0, left
+    since = len(browser.events)
+    browser.eval("document.querySelector('#event-list tbody tr:nth-child(20) a').click()")
+    browser.wait_for("Page.loadEventFired", since)
+    assert "/report/event-" in browser.eval("location.pathname")
+    since = len(browser.events)
+    browser.eval("history.back()")
+    browser.wait_for("Page.loadEventFired", since)
+    assert browser.eval(state) == left
     assert browser.problems() == []
 
 
