@@ -18,6 +18,20 @@ from .cli_batch import EXIT_INTERRUPTED, frame_rate, output_folder  # Ctrl-C or 
 from .errors import InputError, TriageError, one_line
 from .run_options import MAX_BATCH_SIZE
 
+
+def _help_wraps_at_spaces_only() -> None:
+    """The help wraps after a hyphen too ('capsule-' / 'bleeding', '--no-' / 'report'): a name copied from an 80-column
+    terminal would not work (QA 123 #2). The wrapper of typer's own copy of click (a subclass of textwrap's, used for
+    help alone) then splits at spaces only, as textwrap does with break_on_hyphens=False; a typer without that class
+    wraps as it does (test_first_run's 80-column test says so)."""
+    try:
+        from typer._click._textwrap import TextWrapper
+    except ImportError:
+        return
+    TextWrapper.wordsep_re = TextWrapper.wordsep_simple_re
+
+
+_help_wraps_at_spaces_only()
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -73,27 +87,27 @@ class DecodeIn(str, Enum):
     thread = "thread"
 
 
-PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
-WeightsOpt = Annotated[Optional[str], typer.Option(help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
+PipelineOpt = Annotated[str, typer.Option("--pipeline", "-p", metavar="NAME|TOML", help="Preset name from pipelines/ (e.g. capsule-bleeding) or a path to a preset TOML.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(metavar="WEIGHTS", help="Weights instead of the preset's: a weights folder (config.json + model.safetensors), a .safetensors/.pth state dict, a BiT .npz, or hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub, cached for offline use).")]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
 
 
-@app.command()
+@app.command(short_help="Triage one video or frame folder: scores, events, pages.")
 def run(
     source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video file (mp4, avi, mkv, mov, ...) or folder of frame images (png/jpg/bmp/tif/webp/ppm, natural order).", show_default=False, readable=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Output folder (default: <input>_triage beside the input).")] = None,
     pipeline: PipelineOpt = "capsule-bleeding",
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
-    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: the fastest backend `triage optimize` accepted for these weights on this kind of device (fp16 on a GPU, once checked there), else torch-fp32.")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(min=0, help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
+    backend: Annotated[str, typer.Option(metavar="BACKEND", help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8. auto: the fastest backend `triage optimize` accepted for these weights on this kind of device (fp16 on a GPU, once checked there), else torch-fp32.")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, metavar="N", help="Frames decoded per batch handed to the model (default: the preset's, rounded to a multiple of the backend's run size); the backend scores them in runs of the size `triage optimize` measured fastest.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, metavar="S", help="Score at which an event starts (default: the model's operating threshold); it ends below 0.75 x this.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, metavar="K", help="Number of single top frames to list (temporal NMS) (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of a frame folder (default: its own timestamps.csv if it has one, else 2.0, the preset's).")] = None,
-    timestamps: Annotated[Optional[Path], typer.Option(help="CSV with columns filename,pts_seconds giving each image's time (frame folders; default: the folder's own timestamps.csv).")] = None,
-    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
+    timestamps: Annotated[Optional[Path], typer.Option(metavar="CSV", help="CSV with columns filename,pts_seconds giving each image's time (frame folders; default: the folder's own timestamps.csv).")] = None,
+    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, metavar="D", help="Reuse the last score for near-identical frames (mean abs difference of 16x16 grey thumbnails below this, 0-255 scale; e.g. 2.0). Off by default.")] = None,
     decode_in: Annotated[DecodeIn, typer.Option(help="Where frames are decoded while the model runs: a child process (own GIL; a crashing decoder cannot take the run down), a thread, or auto (a process for sources of 1,000 frames or more).")] = DecodeIn.auto,
-    decoders: Annotated[int, typer.Option(min=1, help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~700-950 frames/s per process at 336 px on a 2-core EPYC, benchmarks/results/decoders.json).")] = 1,
+    decoders: Annotated[int, typer.Option(min=1, metavar="N", help="Decoder processes for one video, each decoding a keyframe-aligned part (to feed a GPU faster than one core decodes; ~700-950 frames/s per process at 336 px on a 2-core EPYC, benchmarks/results/decoders.json).")] = 1,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write the HTML review page (report.html).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

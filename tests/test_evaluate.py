@@ -218,6 +218,15 @@ def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_
 
 
 @needs_shared
+def test_backend_auto_records_the_backend_that_scored(weights_copy, small_manifest):
+    """QA 123 #9: `eval --backend auto` recorded "auto" in metrics.json (and on a card section), not the backend that scored
+    (here torch-fp32: these weights have no backends.json, as `triage run --backend auto` takes it)."""
+    auto, fp32 = (evaluate(weights_copy, small_manifest, "test", backend=b) for b in ("auto", "torch-fp32"))
+    assert auto["backend"] == "torch-fp32" and auto["device"] == "cpu", auto
+    assert auto["confusion_matrix"] == fp32["confusion_matrix"] and auto["auc"] == pytest.approx(fp32["auc"], abs=1e-6)
+
+
+@needs_shared
 def test_model_card_section_round_trip_and_border_override(weights_copy, small_manifest):
     result = evaluate(weights_copy, small_manifest, "test", model_card="test")
     none = evaluate(weights_copy, small_manifest, "test", border="none", model_card="test-border-none")

@@ -53,7 +53,9 @@ def test_help_shows_the_hub_revision_syntax():
 def test_every_help_reads_whole_at_80_columns():
     """QA 121 #1/#3: at 80 columns (a terminal's default, a cron mail) Rich's option tables cut ten descriptions with
     an ellipsis (``hf-hub:OWNER/REPO[@REVI…``, ``[default: tf_efficientnet_lite0]``) and put ``<bool>`` after every
-    flag; click's help wraps every word and names no type for a flag."""
+    flag; click's help wraps every word and names no type for a flag. QA 123 #2: it wrapped after hyphens too, so a
+    preset or option name copied from the terminal ('capsule- bleeding', '--no- report') did not work; #3: `triage --help`
+    cut every command's summary with '...'; #4: `--check <list[Path]>` (repeated, not a list)."""
     import typer
     from typer.testing import CliRunner
 
@@ -65,6 +67,9 @@ def test_every_help_reads_whole_at_80_columns():
         assert result.exit_code == 0 and lines[0].startswith("Usage: ") and f" {name} [OPTIONS]".replace("  ", " ") in lines[0], result.output
         assert "\u2026" not in result.output and "<bool>" not in result.output and "\\[" not in result.output, result.output
         assert max(map(len, lines)) <= 80, result.output
+        assert not [line for line in lines if re.search(r"\w-$", line)], result.output  # QA 123 #2: 'capsule-' / 'bleeding'
+        assert not [line for line in lines[1:] if line.endswith("...")], result.output  # QA 123 #3: the command list cut short
+        assert not [line for line in lines if re.match(r"\s+-.*<list\[", line)], result.output  # QA 123 #4: `--check <list[Path]>`
 
 
 def test_a_quoted_tilde_is_refused_not_made_into_a_folder(tmp_path, random_weights):
