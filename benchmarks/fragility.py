@@ -55,7 +55,7 @@ def changes(weights: Path, backends: list[str]) -> dict:
 
     variants["torch-bf16 autocast"] = bf16
     for backend in backends:
-        variants[backend] = lambda b=backend: suspicion(backend_probs(weights, b, config, images), config)
+        variants[backend] = lambda b=backend: suspicion(backend_probs(weights, b, config, images)[0], config)
     rows = {}
     for name, run in variants.items():
         changed = run()

@@ -77,13 +77,10 @@ def backend_probs(weights: str | Path, backend: str, config: ModelConfig, images
     scored (``auto`` chosen as ``triage run`` chooses it: QA 123 #9, metrics.json and the card said "auto"); ``notes``
     gets what ``triage run`` would warn of it (rejected by the agreement check, never checked).
 
-    Raises:
-        InputError: ``--border`` changed the config (backends run the graph exported with the model's own).
+    ``config`` is the weights folder's (:func:`evaluate` refuses another border mode for these backends).
     """
     from .classifier import Classifier, softmax
 
-    if config.border != ModelConfig.load(Path(weights) / CONFIG_NAME).border:
-        raise InputError("--backend", "an exported backend runs with the model's own border mode (omit --border)")
     classifier = Classifier.load(weights, backend=backend, device=device)
     if notes is not None:
         notes += classifier.selection.get("warnings", [])
@@ -175,7 +172,8 @@ def evaluate(
             ``val`` split of ``data`` as training made it) and store it in the weights' config.json.
         model_card: name of the MODEL_CARD.md section to (re)write with these results.
         backend: score with this inference backend (e.g. ``ort-int8``, as ``triage optimize`` made
-            it) instead of the PyTorch fp32 model, to state the metrics of what ``triage run`` runs.
+            it) instead of the PyTorch fp32 model, to state the metrics of what ``triage run`` runs; ``auto``:
+            the one ``triage run --backend auto`` takes, recorded by its name (not with ``target_sensitivity``).
         codec: score the frames after a lossy round trip (``"h264:23"``, ``"jpeg:75"``; see
             :mod:`~capsule_triage.recompress`), as video reaches the model; with
             ``target_sensitivity`` the validation frames go through it too.
@@ -199,6 +197,9 @@ def evaluate(
                                     "out (config.json and --model-card's section are rewritten without it)")
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:  # QA 56 #9: refused in the data file's name
         raise InputError("--target-sensitivity", f"a sensitivity in (0, 1] (1: every abnormal validation frame flagged), got {target_sensitivity:g}")
+    if target_sensitivity is not None and backend == "auto":  # rev109 #2: auto named a backend the new threshold made stale
+        raise InputError("--backend", "auto with --target-sensitivity: the new threshold makes `triage optimize`'s choice stale "
+                                      "(`triage run --backend auto` takes torch-fp32 until it runs again); give the backend by name")
     _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
@@ -213,6 +214,9 @@ def evaluate(
     if border is not None:
         if target_sensitivity is not None:
             raise InputError("--border", "choose the threshold with the model's own border mode (omit --border)")
+        if backend != "torch-fp32" and border != config.border:  # rev109 #3: refused after the stills were loaded
+            raise InputError("--backend", f"{backend} scores with the model's own border mode, {config.border} (its exported "
+                                          "graph, or the weights folder's config.json): omit --border, or give it with --backend torch-fp32")
         config = ModelConfig.from_dict({**config.to_dict(), "border": border})
     hashed: dict = {}  # files hashed to find the validation frames training recorded: once for --split val and the threshold
     samples, split, unread = split_to_score(data, config, split, weights, hashed)

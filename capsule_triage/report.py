@@ -337,7 +337,7 @@ def _event_page(study: Study, i: int, rows_by_event: dict[int, np.ndarray], all_
                        label=f"Score around event {i + 1}", label_limit=n, current=i)
     keys = keys_hint("<kbd>j</kbd>/<kbd>\u2192</kbd> next event (lower score), <kbd>k</kbd>/<kbd>\u2190</kbd> previous "
                      "(higher score), <kbd>u</kbd>/<kbd>Esc</kbd> all events.")
-    main = [f'<p class="hint">{keys}</p>', '<div class="grid2">', figure, info, "</div>",
+    main = [f'<p class="hint">{keys}</p><p id="announce" class="vh" aria-live="polite"></p>', '<div class="grid2">', figure, info, "</div>",
             f'<section><h2>Scores around the event</h2><p class="hint">Thin line: per-frame score; thick: smoothed; hatched: no '
             f'frames; grey: no field of view (neither scored).{_start_note(study)}</p>', svg,
             "</section>", _frame_table(study, rows, e, i)]

@@ -61,8 +61,8 @@ footer{margin-top:1.5rem;color:var(--mut);font-size:.8rem}
 # which sets the box from the stored value as it is now, not from the event's: the page before's write
 # can also be announced after this page's own later change (a full test run under load), and the
 # store already holds the later one. A page shown again by the browser's Back (kept whole in its back-forward cache, or
-# its form state restored: autocomplete="off" on the box) reads the store again at 'pageshow': the page after may
-# have turned the keys off (rev109: after Back they were on, the box ticked, the store saying off).
+# loaded again with its form state restored) reads the store again at 'pageshow': the page after may have turned the
+# keys off (after Back they were on, the box ticked, the store saying off).
 # skipKey(e) is true for keys the page must leave alone: shortcuts off, a modifier held (Shift too: Shift+arrow extends a
 # selection in caret browsing, QA 122 #8), focus in a form field that types (not a checkbox or button: QA 122 #2, j did
 # nothing after a click on the box itself or on a column's sort button), or an arrow key in a scroll box (.scroll,
@@ -129,25 +129,31 @@ window.addEventListener('beforeprint',function(){document.querySelectorAll('img[
 window.addEventListener('afterprint',function(){document.querySelectorAll('details[data-printed]').forEach(function(d){d.open=false;delete d.dataset.printed;});});
 })();"""
 
-DETAIL_JS = """(function(){""" + _KEYS_JS + """document.addEventListener('keydown',function(e){
+# An event page: j/k (arrows) open the next/previous event's page, u/Esc the study page; at the last (first) event j (k)
+# says so in #announce (QA 122 #5: nothing happened, nothing was said), changed by a space each press so it is said again.
+DETAIL_JS = """(function(){""" + _KEYS_JS + """var live=document.getElementById('announce');
+document.addEventListener('keydown',function(e){
 if(skipKey(e))return;var rel={j:'next',ArrowRight:'next',k:'prev',ArrowLeft:'prev',u:'up',Escape:'up'}[e.key];
-var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}});})();"""
+var a=rel&&document.querySelector('a[rel="'+rel+'"]');if(a){e.preventDefault();location.href=a.href;}
+else if(rel&&live){e.preventDefault();var t=rel==='next'?'Last event: there is no next one':'First event: there is no previous one';
+ live.textContent=live.textContent===t?t+'\\u00a0':t;}});})();"""
 
 # Back to a page the browser did not keep whole (file:// pages never are: it loads them again) finds what the reader
-# left (QA 122 #1: the events in time order came back folded, sorted by start, scrolled to the top): the open folded
-# sections, each table's sort and each scroll box's place, kept in the history entry's state at 'pagehide' (after
+# left (QA 122 #1: the events in time order came back folded, sorted by start, scrolled to the top): which folded
+# sections are open (rev109 #6: one the reader folded stays folded), each table's sort and each scroll box's place, down
+# and across (rev109 #5: the timeline's box scrolls sideways on a narrow screen), kept in the history entry's state at 'pagehide' (after
 # MAIN_JS's address(), which writes the #event-N and keeps the state) and put back at load (the browser then restores
 # the page's own scroll position over the sections opened).
-KEEP_JS = """(function(){var ds=document.querySelectorAll('details'),bs=document.querySelectorAll('.scroll'),ts=document.querySelectorAll('table'),
+KEEP_JS = """(function(){var ds=document.querySelectorAll('details'),bs=document.querySelectorAll('.scroll,.timeline-scroll'),ts=document.querySelectorAll('table'),
 k=history.state&&history.state.kept;
-if(k){ds.forEach(function(d,i){if(k.open.indexOf(i)>=0)d.open=true;});
+if(k){ds.forEach(function(d,i){d.open=k.open.indexOf(i)>=0;});
  k.sort.forEach(function(s){var b=ts[s[0]]&&ts[s[0]].querySelector('th button[data-col="'+s[1]+'"]');
   for(var n=0;b&&n<2&&b.parentNode.getAttribute('aria-sort')!==s[2];n++)b.click();});
- bs.forEach(function(b,i){if(k.scroll[i])b.scrollTop=k.scroll[i];});}
+ bs.forEach(function(b,i){var at=k.scroll[i];if(at){b.scrollTop=at[0];b.scrollLeft=at[1];}});}
 window.addEventListener('pagehide',function(){var s=Object.assign({},history.state||{}),kept={open:[],sort:[],scroll:[]};
  ds.forEach(function(d,i){if(d.open&&!d.dataset.printed)kept.open.push(i);});
  ts.forEach(function(t,i){var h=t.querySelector('th[aria-sort]'),b=h&&h.querySelector('button');if(b)kept.sort.push([i,b.dataset.col,h.getAttribute('aria-sort')]);});
- bs.forEach(function(b){kept.scroll.push(b.scrollTop);});s.kept=kept;
+ bs.forEach(function(b){kept.scroll.push([b.scrollTop,b.scrollLeft]);});s.kept=kept;
  try{history.replaceState(s,'');}catch(x){}});})();"""
 
 # A column of a table (the batch's studies, a study's events in time order) sorts ascending, again

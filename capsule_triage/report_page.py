@@ -38,7 +38,7 @@ def page_header(title: str, *, nav: str) -> str:
 def keys_hint(keys: str) -> str:
     """The keys of a page (``keys``: markup) and the checkbox that turns them off (WCAG 2.1.4: single-key
     shortcuts can be turned off); the page's script reads and remembers it."""
-    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" autocomplete="off" checked> '
+    return (f'<span class="keys">Keys: {keys} <label><input type="checkbox" id="shortcuts" checked> '
             'Single-key shortcuts</label></span>')
 
 

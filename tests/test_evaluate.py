@@ -221,9 +221,18 @@ def test_target_sensitivity_picks_threshold_on_validation_and_stores_it(weights_
 def test_backend_auto_records_the_backend_that_scored(weights_copy, small_manifest):
     """QA 123 #9: `eval --backend auto` recorded "auto" in metrics.json (and on a card section), not the backend that scored
     (here torch-fp32: these weights have no backends.json, as `triage run --backend auto` takes it)."""
-    auto, fp32 = (evaluate(weights_copy, small_manifest, "test", backend=b) for b in ("auto", "torch-fp32"))
+    from capsule_triage.classifier import Classifier
+
+    auto, fp32 = (evaluate(weights_copy, small_manifest, "test", backend=b, device="cpu") for b in ("auto", "torch-fp32"))
     assert auto["backend"] == "torch-fp32" and auto["device"] == "cpu", auto
     assert auto["confusion_matrix"] == fp32["confusion_matrix"] and auto["auc"] == pytest.approx(fp32["auc"], abs=1e-6)
+    shipped = evaluate(SHIPPED, small_manifest, "test", backend="auto", device="cpu")  # optimized: an ONNX or OpenVINO backend
+    assert shipped["backend"] == Classifier.load(SHIPPED, device="cpu").backend.name != "torch-fp32", shipped["backend"]
+    # rev109 #2: the threshold chosen makes optimize's choice stale (run then takes torch-fp32); #3: refused before the stills load
+    for refused, match in (({"target_sensitivity": 0.9}, r"^--backend: auto with --target-sensitivity: the new threshold makes"),
+                           ({"border": "none"}, r"^--backend: auto scores with the model's own border mode, circle .*--backend torch-fp32$")):
+        with pytest.raises(InputError, match=match):
+            evaluate(weights_copy, small_manifest, "test", backend="auto", device="cpu", **refused)
 
 
 @needs_shared

@@ -547,7 +547,7 @@ def test_study_page_has_a_main_a_skip_link_and_one_tab_stop_per_event(tmp_path):
     assert html.index("</nav>", html.index('class="pages"')) > html.rindex('class="card"')  # the second is below the cards
     assert all('<a href="#page-2" aria-label="Page 2 (events 51\u201360)">2</a>' in links for _, links in pagers)
     assert '<p id="announce" class="vh" aria-live="polite"></p>' in html
-    assert 'id="shortcuts" autocomplete="off" checked> Single-key shortcuts</label>' in html
+    assert 'id="shortcuts" checked> Single-key shortcuts</label>' in html
     assert re.search(r"@media print\{[^@]*\.scroll\{max-height:none;overflow:visible\}[^@]*\.page\{display:block!important\}", html)
 
 
@@ -631,7 +631,7 @@ def test_event_page_names_its_keys_neighbours_span_and_table(tmp_path):
     page = (study / "report" / "event-0002.html").read_text()
     assert '<a rel="prev" href="event-0001.html">\u2190 previous event (#1, higher score)</a>' in page
     assert '<a rel="next" href="event-0003.html">next event (#3, lower score) \u2192</a>' in page
-    assert "<kbd>u</kbd>/<kbd>Esc</kbd> all events." in page and 'id="shortcuts" autocomplete="off" checked> Single-key shortcuts' in page
+    assert "<kbd>u</kbd>/<kbd>Esc</kbd> all events." in page and 'id="shortcuts" checked> Single-key shortcuts' in page
     spans = re.findall(r'<a class="span([^"]*)"([^>]*)>', page)
     assert [attrs for cls, attrs in spans if cls] == [' aria-current="true" href="event-0002.html" tabindex="-1" data-rank="1"']
     assert [cls for cls, _ in spans if cls] == [" selected"]
@@ -1067,6 +1067,13 @@ class Chromium:
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
+    def navigate_by(self, script: str) -> None:
+        """Run ``script``, a navigation (a link's click, ``history.back()``), once this call has returned, and wait for the
+        page it loads (evaluated at once, it can fail: 'Inspected target navigated or closed')."""
+        since = len(self.events)
+        self.eval(f"setTimeout(function(){{{script};}}, 0)")
+        self.wait_for("Page.loadEventFired", since)
+
     def eval_until(self, expression: str, expected, timeout: float = 10):
         """Evaluate until the value is ``expected`` (events such as hashchange run asynchronously)."""
         deadline = time.monotonic() + timeout
@@ -1479,8 +1486,8 @@ def test_keys_move_focus_announce_and_can_be_turned_off(tmp_path, browser):
     time.sleep(0.3)
     assert browser.eval("location.pathname").endswith("/report/event-0002.html")
     assert browser.eval("localStorage.getItem('capsule-triage-shortcuts')") == "off"  # this page stored it
-    browser.eval("history.back()")  # rev109: the page before, shown again by Back, kept its keys on (box ticked)
-    assert browser.eval_until("location.pathname.endsWith('/report/event-0001.html')", True) is True
+    browser.navigate_by("history.back()")  # the page before, shown again by Back, kept its keys on (box ticked)
+    assert browser.eval("location.pathname").endswith("/report/event-0001.html")
     assert browser.eval_until("document.getElementById('shortcuts').checked", False) is False
     browser.key("j")
     time.sleep(0.3)
@@ -1518,7 +1525,8 @@ def test_back_finds_the_events_in_time_order_as_left_and_keys_start_from_the_foc
     """QA 122 #1: Back from an event opened in "Events in time order" (file:// pages are loaded again, not kept) found the
     list folded, sorted by start and scrolled to its top; #2: j did nothing after a click on the shortcuts box or a sort
     button (focus on an INPUT or BUTTON); #3: j after Tab to a card went on from the address's event, not that card's;
-    #6: the last selected card printed outlined; #8: Shift+arrow (caret browsing's selection) moved to another event."""
+    #6: the last selected card printed outlined; #8: Shift+arrow (caret browsing's selection) moved to another event.
+    #5: j on the last event's page (k on the first's) did nothing and said nothing."""
     study = make_study(tmp_path / "s", frames=1400, events=60)
     browser.load(write_report(study).as_uri())
     focused = "document.activeElement.closest('.card') && document.activeElement.closest('.card').id"
@@ -1540,19 +1548,24 @@ def test_back_finds_the_events_in_time_order_as_left_and_keys_start_from_the_foc
     browser.eval("document.querySelector('#event-list th button[data-col=\"4\"]').click()")  # by peak, then descending
     browser.eval("document.querySelector('#event-list th button[data-col=\"4\"]').click()")
     browser.eval("document.querySelector('#event-list .scroll').scrollTop = 300")
+    browser.send("Emulation.setDeviceMetricsOverride", width=360, height=740, deviceScaleFactor=1, mobile=False)
+    browser.eval("document.querySelector('.timeline-scroll').scrollLeft = 150")  # rev109 #5: the timeline's box, sideways
     state = """[document.querySelector('#event-list details').open, document.querySelector('#event-list th[aria-sort]').textContent,
         document.querySelector('#event-list th[aria-sort]').getAttribute('aria-sort'), document.querySelector('#event-list .scroll').scrollTop,
-        document.querySelector('#event-list tbody tr a').textContent]"""
+        document.querySelector('#event-list tbody tr a').textContent, document.querySelector('.timeline-scroll').scrollLeft]"""
     left = browser.eval(state)
-    assert left[:3] == [True, "peak", "descending"] and left[3] > 0, left
-    since = len(browser.events)
-    browser.eval("document.querySelector('#event-list tbody tr:nth-child(20) a').click()")
-    browser.wait_for("Page.loadEventFired", since)
+    assert left[:3] == [True, "peak", "descending"] and left[3] > 0 and left[5] > 0, left
+    browser.navigate_by("document.querySelector('#event-list tbody tr:nth-child(20) a').click()")
     assert "/report/event-" in browser.eval("location.pathname")
-    since = len(browser.events)
-    browser.eval("history.back()")
-    browser.wait_for("Page.loadEventFired", since)
+    browser.navigate_by("history.back()")
     assert browser.eval(state) == left
+    said = "document.getElementById('announce').textContent"  # QA 122 #5: j on the last event page did nothing, said nothing
+    for page, key, text in (("event-0060.html", "j", "Last event: there is no next one"), ("event-0001.html", "k", "First event: there is no previous one")):
+        browser.load((study / "report" / page).as_uri())
+        browser.key(key)
+        assert browser.eval(said) == text
+        browser.key(key)  # said again: the live region's text changes
+        assert browser.eval(said) == text + "\u00a0" and browser.eval("location.pathname").endswith(page)
     assert browser.problems() == []
 
 
