@@ -11,6 +11,7 @@ OpenVINO backend neither torch nor timm is imported: the model runs from the ONN
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 CLOSED = "this Classifier is closed (close() or the end of its with block): load another"
+# QA 124 #1: a Classifier used in a child made by fork (multiprocessing's default on Linux) hung in its engine's thread
+# pool (OpenVINO, ONNX Runtime, PyTorch's OpenMP) for good; #2: pickling the default one said "cannot pickle 'CompiledModel'"
+IN_EACH_PROCESS = ("load one in each worker process, started with multiprocessing's 'spawn' or 'forkserver' method "
+                   "(as `triage batch` does): a fork of a process that has scored can hang in any engine")
 
 @dataclass
 class FrameScores:
@@ -80,6 +85,7 @@ class Classifier:
                  weights_id: str = "", weights_dir: Path | None = None, threads: int | None = None,
                  selection: dict | None = None, weights_file: Path | None = None):
         threads = _check_threads(threads)
+        self.pid = os.getpid()  # the process whose engine this is (see usable)
         self.config = config
         self.loaded_threshold: float | None = None  # load_classifier's threshold (backend choice only; the run ranks at its own)
         self.loaded_for: list[str] | None = None  # load_classifier's preset's classes (weights of others run as trained)
@@ -166,7 +172,7 @@ class Classifier:
 
     @property
     def precision(self) -> str:
-        return self._open().precision
+        return self.usable().precision
 
     def close(self) -> None:
         """Free the backend (its threads and memory) now; a dropped classifier is freed too, when collected. Scoring
@@ -185,10 +191,21 @@ class Classifier:
     def closed(self) -> bool:
         return self.backend is None
 
-    def _open(self):
+    def usable(self):
+        """The backend, for scoring here.
+
+        Raises:
+            ValueError: the classifier is closed, or was loaded in another process of which this one is a fork.
+        """
         if self.closed:
             raise ValueError(CLOSED)
+        if os.getpid() != self.pid:
+            raise ValueError(f"this Classifier was loaded in process {self.pid} and cannot score in process {os.getpid()}, "
+                             f"a fork of it (its engine's threads are not there: it would hang); {IN_EACH_PROCESS}")
         return self.backend
+
+    def __reduce__(self):
+        raise TypeError(f"a Classifier is not pickled (its engine is native code, its threads this process's); {IN_EACH_PROCESS}")
 
     def __call__(self, batch: FrameBatch) -> FrameScores:
         return self.submit(batch).result()
@@ -200,7 +217,7 @@ class Classifier:
         if not isinstance(batch, FrameBatch):  # QA 58 #7: an array gave "'numpy.ndarray' object has no attribute 'frame_index'"
             raise ValueError(f"a Classifier scores a FrameBatch(data, frame_index, pts_seconds), got {type(batch).__name__}")
         batch.check()  # as built, or changed since (QA 116 #1)
-        backend, size = self._open(), self.config.input_size
+        backend, size = self.usable(), self.config.input_size
         # every backend alike (QA 68 #7: torch scored 112 px frames, other scores, where ONNX refused them); a model that
         # finds the field of view takes frames at twice its size, any shape, and crops them itself (on ONNX: ViewCropped)
         if batch.data.shape[1:3] != (size, size) and self.config.border != "fov":
@@ -218,14 +235,14 @@ class Classifier:
             "weights_path": self.weights_path,
             "intended_use": self.intended_use,
             "device": self.device,
-            "backend": self._open().name,
+            "backend": self.usable().name,
             "precision": self.precision,
             "backend_selection": self.selection,
-            "threads": inference_threads(self._open()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
+            "threads": inference_threads(self.usable()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
             "batch_size": self.batch_size,  # frames per call: run size x streams
-            "streams": getattr(self._open(), "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
+            "streams": getattr(self.usable(), "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
             # rev95 #7: frames per run (None: a call is one run), also where no tuning set it (TensorRT's 32)
-            "run_size": getattr(self._open(), "run_size", getattr(self._open(), "batch_size", None)),
+            "run_size": getattr(self.usable(), "run_size", getattr(self.usable(), "batch_size", None)),
         }
 
 

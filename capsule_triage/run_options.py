@@ -106,14 +106,14 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
     """
     if not isinstance(options, RunOptions):  # QA 32: a dict gave "'dict' object has no attribute 'batch_size'"
         raise ValueError(f"options must be a RunOptions, got {type(options).__name__}")
-    from .classifier import CLOSED, Classifier
+    from .classifier import Classifier
     from .presets import Pipeline
 
     for name, value, kind, how in (("pipeline", pipeline, Pipeline, "load_pipeline(name)"), ("classifier", classifier, Classifier, "load_classifier(pipeline)")):
         if not isinstance(value, kind):  # QA 58 #7: arguments swapped gave "'Pipeline' object has no attribute 'config'"
             raise ValueError(f"{name} must be a {kind.__name__} ({how}), got {type(value).__name__}")
-    if classifier.closed:  # QA 116 #6: refused when the first batch came, the decoder started and the output folder made
-        raise ValueError(CLOSED)
+    classifier.usable()  # closed (QA 116 #6: refused when the first batch came, the decoder started and the output folder
+    # made) or loaded before a fork (QA 124 #1: it hung)
     checks = [
         ("batch_size (--batch-size)", options.batch_size, options.batch_size is None or batch_size_problem(options.batch_size) is None,
          f"a whole number from 1 to {MAX_BATCH_SIZE}"),

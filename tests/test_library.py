@@ -7,7 +7,10 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import os
+import signal
 import threading
+import time
 import warnings
 from dataclasses import replace
 
@@ -614,3 +617,47 @@ def test_an_engine_that_cannot_be_imported_is_named_not_the_onnx_file(shipped_we
     finally:
         backends_module._import_error.cache_clear()
         backends_module.openvino_native_bf16.cache_clear()
+
+
+def test_a_classifier_used_in_a_fork_or_pickled_is_refused_not_hung(shipped_weights, tmp_path):
+    """QA 124 #1: a classifier loaded, then used in a child made by fork (multiprocessing's default on Linux: load once,
+    then Pool.map over studies) hung in its engine's thread pool for good (ov-fp32 in start_async, torch-fp32 in its
+    forward); #2: pickling it for a 'spawn' pool said "cannot pickle 'CompiledModel' object"."""
+    import pickle
+
+    pipeline = ct.load_pipeline("capsule-bleeding")
+    batch = ct.FrameBatch(np.zeros((2, 224, 224, 3), np.uint8), np.arange(2), np.arange(2) / 4.0)
+    with ct.load_classifier(pipeline, weights=shipped_weights) as classifier:
+        classifier(batch)  # the engine's threads are running
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: one line back, then out without running the parent's cleanup
+            try:
+                classifier(batch)
+                said = "scored"
+            except ValueError as exc:
+                said = str(exc)
+            try:
+                ct.triage_study(DEMO_CLIP, pipeline, classifier, ct.RunOptions(out=tmp_path / "child"))
+            except ValueError as exc:
+                said += "\n" + str(exc)
+            os.write(write, said.encode())
+            os._exit(0)
+        os.close(write)
+        deadline = time.monotonic() + 120
+        while os.waitpid(child, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                pytest.fail("the forked child hung scoring")
+            time.sleep(0.1)
+        with os.fdopen(read, "rb") as fh:
+            said = fh.read().decode().splitlines()
+        refused = (f"this Classifier was loaded in process {os.getpid()} and cannot score in process {child}, a fork of it (its "
+                   "engine's threads are not there: it would hang); load one in each worker process, started with "
+                   "multiprocessing's 'spawn' or 'forkserver' method (as `triage batch` does): a fork of a process that has "
+                   "scored can hang in any engine")
+        assert said == [refused, refused] and not (tmp_path / "child").exists()
+        with pytest.raises(TypeError, match=r"^a Classifier is not pickled \(its engine is native code, its threads this process's\); load one"):
+            pickle.dumps(classifier)
+        assert classifier(batch).probs.shape == (2, 2)  # the parent's is as it was
