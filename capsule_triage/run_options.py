@@ -141,6 +141,9 @@ def check_run(pipeline: "Pipeline", classifier: "Classifier", options: RunOption
             raise ValueError(f"{name} must be {expected}, got {value!r}")
     if options.decoder_processes > 1 and options.skip_duplicates:
         raise ValueError("skipping duplicates compares frames in time order: use one decoder process with it")
+    if options.folder_fps is not None and options.timestamps_csv is not None:  # QA 124 #4: the CSV won without a word
+        raise ValueError("folder_fps (--fps) and timestamps_csv (--timestamps): give one, not both (the CSV's times are the "
+                         "frames' times)")
     if options.decoder_processes > 1 and options.decode_in == "thread":  # QA 19: decoded in processes without a word
         raise ValueError(f"--decoders {options.decoder_processes} decodes in {options.decoder_processes} processes: "
                          "--decode-in thread contradicts it (omit one)")

@@ -97,10 +97,12 @@ def test_a_classifier_of_another_pipeline_is_refused_and_numpy_numbers_and_folde
         triage_study(DEMO_CLIP, load_pipeline("gastric-3class-resnet50"), classifier, RunOptions(out=tmp_path / "out"))
     with pytest.raises(ValueError, match="^skipping duplicates compares frames in time order: use one decoder process with it$"):
         triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", skip_duplicates=2.0, decoder_processes=2))
+    with pytest.raises(ValueError, match=r"^folder_fps \(--fps\) and timestamps_csv \(--timestamps\): give one, not both"):  # QA 124 #4
+        triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", folder_fps=7.0, timestamps_csv=tmp_path / "t.csv"))
     assert list(tmp_path.iterdir()) == []
     result = triage_study(DEMO_CLIP, pipeline, classifier, RunOptions(out=tmp_path / "out", batch_size=np.int64(8), top_k=np.int64(0),
                                                                       report=np.False_,  # rev64: a numpy bool is a flag
-                                                                      threshold=np.float32(0.4), folder_fps=7.0, timestamps_csv=tmp_path / "t.csv"))
+                                                                      threshold=np.float32(0.4), folder_fps=7.0))
     read, rank = result.run["parameters"]["read"], result.run["parameters"]["rank"]
     assert read["batch_size"] == 8 and type(read["batch_size"]) is int and result.frames == 64
     assert rank["enter_threshold"] == pytest.approx(0.4) and type(rank["enter_threshold"]) is float
