@@ -63,6 +63,7 @@ def bench(video: str | Path, pipeline: Pipeline, classifier: Classifier, *, batc
     do not load) can add to it.
     """
     video = Path(video)
+    classifier.usable()  # closed, or loaded before a fork: refused before seconds of decoding (rev110 #7)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = OtherLoad()
     if batch_size is not None and (problem := batch_size_problem(batch_size)):  # before its frames are tiled to it (QA 91 #2)

@@ -1,7 +1,8 @@
 """The classifier: a model loaded once, scoring batches of frames.
 
 ``Classifier.__call__(FrameBatch) -> FrameScores`` is pure (no state changes between calls), so the
-same object runs in-process, in a batch worker, or inside a Ray actor. Which engine runs the model
+same class runs in-process, in a batch worker, or inside a Ray actor, each process loading its own (one is not copied,
+pickled or used in a fork of the process that loaded it). Which engine runs the model
 (PyTorch fp32/bf16/fp16, ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8) is a
 :mod:`capsule_triage.backends` backend, chosen by :func:`choose_backend`. On an ONNX Runtime or
 OpenVINO backend neither torch nor timm is imported: the model runs from the ONNX file that
@@ -10,8 +11,10 @@ OpenVINO backend neither torch nor timm is imported: the model runs from the ONN
 
 from __future__ import annotations
 
+import ctypes
 import numbers
 import os
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -32,10 +35,24 @@ if TYPE_CHECKING:
     from torch import nn
 
 CLOSED = "this Classifier is closed (close() or the end of its with block): load another"
-# QA 124 #1: a Classifier used in a child made by fork (multiprocessing's default on Linux) hung in its engine's thread
-# pool (OpenVINO, ONNX Runtime, PyTorch's OpenMP) for good; #2: pickling the default one said "cannot pickle 'CompiledModel'"
-IN_EACH_PROCESS = ("load one in each worker process, started with multiprocessing's 'spawn' or 'forkserver' method "
-                   "(as `triage batch` does): a fork of a process that has scored can hang in any engine")
+# QA 124 #1: a Classifier used in a child made by fork (multiprocessing's default on Linux before Python 3.14) hung in its
+# engine's thread pool (OpenVINO, ONNX Runtime, PyTorch's OpenMP) for good; #2: pickling the default one said "cannot pickle
+# 'CompiledModel'". rev110 #2: a fork child that loads its own can hang too (PyTorch's OpenMP), so the start method leads.
+IN_EACH_PROCESS = ("start worker processes with multiprocessing's 'spawn' or 'forkserver' method and load one in each "
+                   "(as `triage batch` does): in a fork of a process that has loaded one, any engine can hang")
+_LOADED: "weakref.WeakSet[Classifier]" = weakref.WeakSet()
+
+
+def _keep_engines_in_fork_children() -> None:
+    """In a child made by fork, the parent's classifiers keep their engines for good (rev110 #1): an engine's cleanup
+    (close(), the end of a with block, the object dropped, the child's own exit) waits there on threads that stayed in
+    the parent, and hung (OpenVINO's request queue). Their Python objects are never freed in the child."""
+    for classifier in list(_LOADED):
+        if getattr(classifier, "backend", None) is not None:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(classifier.backend))
+
+
+os.register_at_fork(after_in_child=_keep_engines_in_fork_children)
 
 @dataclass
 class FrameScores:
@@ -86,6 +103,7 @@ class Classifier:
                  selection: dict | None = None, weights_file: Path | None = None):
         threads = _check_threads(threads)
         self.pid = os.getpid()  # the process whose engine this is (see usable)
+        _LOADED.add(self)
         self.config = config
         self.loaded_threshold: float | None = None  # load_classifier's threshold (backend choice only; the run ranks at its own)
         self.loaded_for: list[str] | None = None  # load_classifier's preset's classes (weights of others run as trained)
@@ -178,7 +196,7 @@ class Classifier:
         """Free the backend (its threads and memory) now; a dropped classifier is freed too, when collected. Scoring
         after it raises ValueError. ``with load_classifier(pipeline) as classifier:`` closes it at the block's end."""
         backend, self.backend = getattr(self, "backend", None), None
-        if backend is not None and hasattr(backend, "close"):
+        if backend is not None and hasattr(backend, "close") and os.getpid() == self.pid:  # (a fork's is kept: see above)
             backend.close()
 
     def __enter__(self) -> "Classifier":
@@ -205,7 +223,7 @@ class Classifier:
         return self.backend
 
     def __reduce__(self):
-        raise TypeError(f"a Classifier is not pickled (its engine is native code, its threads this process's); {IN_EACH_PROCESS}")
+        raise TypeError(f"a Classifier is not copied or pickled (its engine is native code, its threads this process's); {IN_EACH_PROCESS}")
 
     def __call__(self, batch: FrameBatch) -> FrameScores:
         return self.submit(batch).result()

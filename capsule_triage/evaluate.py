@@ -40,6 +40,7 @@ from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
 from .interrupts import deferring_interrupts
+from .backends import BACKENDS
 from .card_training import refresh_training_section, write_training_section
 from .model_card import check_card, check_section_name, json_ready, unmarked_sections_note, write_card_section
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, unfinished_training
@@ -197,9 +198,12 @@ def evaluate(
                                     "out (config.json and --model-card's section are rewritten without it)")
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:  # QA 56 #9: refused in the data file's name
         raise InputError("--target-sensitivity", f"a sensitivity in (0, 1] (1: every abnormal validation frame flagged), got {target_sensitivity:g}")
+    if backend not in ("auto", *BACKENDS):  # rev110 #8: named as a backend by the --border refusal; refused after the stills
+        raise InputError("--backend", f"auto or one of {', '.join(BACKENDS)}, got {backend!r}")
     if target_sensitivity is not None and backend == "auto":  # rev109 #2: auto named a backend the new threshold made stale
         raise InputError("--backend", "auto with --target-sensitivity: the new threshold makes `triage optimize`'s choice stale "
-                                      "(`triage run --backend auto` takes torch-fp32 until it runs again); give the backend by name")
+                                      "(`triage run --backend auto` takes torch-fp32 until `triage optimize` runs again); give "
+                                      "the backend by name")
     _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)
     if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
         raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "

@@ -141,16 +141,18 @@ else if(rel&&live){e.preventDefault();var t=rel==='next'?'Last event: there is n
 # Back to a page the browser did not keep whole (file:// pages never are: it loads them again) finds what the reader
 # left (QA 122 #1: the events in time order came back folded, sorted by start, scrolled to the top): which folded
 # sections are open (rev109 #6: one the reader folded stays folded), each table's sort and each scroll box's place, down
-# and across (rev109 #5: the timeline's box scrolls sideways on a narrow screen), kept in the history entry's state at 'pagehide' (after
-# MAIN_JS's address(), which writes the #event-N and keeps the state) and put back at load (the browser then restores
-# the page's own scroll position over the sections opened).
+# and across (rev109 #5: the timeline's box scrolls sideways on a narrow screen), kept in the history entry's state at
+# 'pagehide' (after MAIN_JS's address(), which writes the #event-N and keeps the state) and put back at load on a page of
+# the same layout (rev110 #9: a report written again between visits, other sections or rows, is not given the old one's
+# state); the browser then restores the page's own scroll position over the sections opened.
 KEEP_JS = """(function(){var ds=document.querySelectorAll('details'),bs=document.querySelectorAll('.scroll,.timeline-scroll'),ts=document.querySelectorAll('table'),
+sig=[ds.length,bs.length,Array.prototype.map.call(ts,function(t){return t.rows.length;}).join(',')].join('/'),
 k=history.state&&history.state.kept;
-if(k){ds.forEach(function(d,i){d.open=k.open.indexOf(i)>=0;});
+if(k&&k.sig===sig){ds.forEach(function(d,i){d.open=k.open.indexOf(i)>=0;});
  k.sort.forEach(function(s){var b=ts[s[0]]&&ts[s[0]].querySelector('th button[data-col="'+s[1]+'"]');
   for(var n=0;b&&n<2&&b.parentNode.getAttribute('aria-sort')!==s[2];n++)b.click();});
  bs.forEach(function(b,i){var at=k.scroll[i];if(at){b.scrollTop=at[0];b.scrollLeft=at[1];}});}
-window.addEventListener('pagehide',function(){var s=Object.assign({},history.state||{}),kept={open:[],sort:[],scroll:[]};
+window.addEventListener('pagehide',function(){var s=Object.assign({},history.state||{}),kept={sig:sig,open:[],sort:[],scroll:[]};
  ds.forEach(function(d,i){if(d.open&&!d.dataset.printed)kept.open.push(i);});
  ts.forEach(function(t,i){var h=t.querySelector('th[aria-sort]'),b=h&&h.querySelector('button');if(b)kept.sort.push([i,b.dataset.col,h.getAttribute('aria-sort')]);});
  bs.forEach(function(b){kept.scroll.push([b.scrollTop,b.scrollLeft]);});s.kept=kept;

@@ -233,6 +233,8 @@ def test_backend_auto_records_the_backend_that_scored(weights_copy, small_manife
                            ({"border": "none"}, r"^--backend: auto scores with the model's own border mode, circle .*--backend torch-fp32$")):
         with pytest.raises(InputError, match=match):
             evaluate(weights_copy, small_manifest, "test", backend="auto", device="cpu", **refused)
+    with pytest.raises(InputError, match=r"^--backend: auto or one of torch-fp32, .*, got 'ort-fp33'$"):  # rev110 #8: named as one
+        evaluate(weights_copy, small_manifest, "test", backend="ort-fp33", device="cpu", border="none")
 
 
 @needs_shared

@@ -1559,6 +1559,13 @@ def test_back_finds_the_events_in_time_order_as_left_and_keys_start_from_the_foc
     assert "/report/event-" in browser.eval("location.pathname")
     browser.navigate_by("history.back()")
     assert browser.eval(state) == left
+    browser.navigate_by("document.querySelector('#event-list tbody tr:nth-child(20) a').click()")
+    other = write_report(make_study(tmp_path / "s59", frames=1400, events=59))  # rev110 #9: written again meanwhile
+    shutil.copyfile(other, study / REPORT_FILE)
+    shutil.copytree(other.parent / "thumbnails", study / "thumbnails", dirs_exist_ok=True)
+    browser.navigate_by("history.back()")
+    assert browser.eval("document.querySelectorAll('#event-list tbody tr').length") == 59
+    assert browser.eval(state)[:4] == [False, "start", "ascending", 0]  # not the other page's state
     said = "document.getElementById('announce').textContent"  # QA 122 #5: j on the last event page did nothing, said nothing
     for page, key, text in (("event-0060.html", "j", "Last event: there is no next one"), ("event-0001.html", "k", "First event: there is no previous one")):
         browser.load((study / "report" / page).as_uri())
