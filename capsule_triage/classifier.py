@@ -54,6 +54,7 @@ def _keep_engines_in_fork_children() -> None:
 
 os.register_at_fork(after_in_child=_keep_engines_in_fork_children)
 
+
 @dataclass
 class FrameScores:
     """Class probabilities for a batch of frames.
@@ -246,6 +247,7 @@ class Classifier:
         return PendingScores(backend.submit(frames), batch.frame_index, batch.pts_seconds, backend.name)
 
     def describe(self) -> dict:
+        backend = self.usable()
         return {
             "name": self.config.name or self.config.architecture,
             "architecture": self.config.architecture,
@@ -253,14 +255,14 @@ class Classifier:
             "weights_path": self.weights_path,
             "intended_use": self.intended_use,
             "device": self.device,
-            "backend": self.usable().name,
-            "precision": self.precision,
+            "backend": backend.name,
+            "precision": backend.precision,
             "backend_selection": self.selection,
-            "threads": inference_threads(self.usable()) or "default (one per core)",  # QA 32: "default" while torch ran on 1
+            "threads": inference_threads(backend) or "default (one per core)",  # QA 32: "default" while torch ran on 1
             "batch_size": self.batch_size,  # frames per call: run size x streams
-            "streams": getattr(self.usable(), "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
+            "streams": getattr(backend, "streams", 1),  # QA 102 #7: threads 1, batch_size 2 hid two streams of runs of 1
             # rev95 #7: frames per run (None: a call is one run), also where no tuning set it (TensorRT's 32)
-            "run_size": getattr(self.usable(), "run_size", getattr(self.usable(), "batch_size", None)),
+            "run_size": getattr(backend, "run_size", getattr(backend, "batch_size", None)),
         }
 
 
