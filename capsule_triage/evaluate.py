@@ -32,17 +32,17 @@ from . import metrics
 from .training_images import (INHERITED, copies_note, inherited_digests, overlap_warning, read_training_images, threshold_chosen_on,
                               write_threshold_images)
 from .device import exact_fp32, out_of_memory_raises, resolve_device, to_device
-from .datasets import SPLIT_ALIASES, read_samples, select
+from .datasets import read_samples, select
 from .digests import file_sha256, weights_sha256
+from .eval_arguments import METRICS_FILE, OUTPUT_FILES, check_arguments
 from .eval_data import as_trained, real_groups, shared_groups_note, split_to_score, training_overlap
 from .errors import DeviceError, InputError, WeightsError
 from .field_of_view import NO_VIEW_KINDS, has_view
 from .hub import fetch_weights
 from .outputs import StagedOutput
 from .interrupts import deferring_interrupts
-from .backends import BACKENDS
 from .card_training import refresh_training_section, write_training_section
-from .model_card import check_card, check_section_name, json_ready, unmarked_sections_note, write_card_section
+from .model_card import json_ready, unmarked_sections_note, write_card_section
 from .model_config import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, unfinished_training
 from .preprocess import Preprocessor
 from .recompress import Codec
@@ -53,8 +53,6 @@ from .cpu_info import host_record
 from .versions import package_versions
 from .weights import load_model
 
-METRICS_FILE = "metrics.json"  # makes a folder an earlier evaluation's (`--out` replaces only those, with --force)
-OUTPUT_FILES = frozenset({METRICS_FILE, "predictions.parquet", "thresholds.parquet", "groups.parquet", "roc.png"})  # all --out holds
 
 
 def predict_probs(model: nn.Module, preprocess: Preprocessor, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
@@ -188,26 +186,8 @@ def evaluate(
         DeviceError: the device ran out of memory.
     """
     where = resolve_device(device)  # ValueError, as triage run's: "--device cuda: CUDA is not available ..."
-    split = SPLIT_ALIASES.get(split.strip().lower(), split) if split.strip().lower() != "all" else "all"  # QA 31: 'validation' refused
-    parsed = _parse_codec(codec)
-    if val_data is not None and target_sensitivity is None:  # QA 56 #8: ignored, even a file that does not exist
-        raise InputError("--val-data", "is the data --target-sensitivity chooses the threshold on; give both, or neither "
-                                       "(the evaluation itself scores DATA's --split)")
-    if force and out_dir is None:  # QA 75: accepted and ignored (config.json and the card are rewritten without it)
-        raise InputError("--force", "replaces the --out folder of an earlier evaluation; give --out DIR with it, or leave it "
-                                    "out (config.json and --model-card's section are rewritten without it)")
-    if target_sensitivity is not None and not 0 < target_sensitivity <= 1:  # QA 56 #9: refused in the data file's name
-        raise InputError("--target-sensitivity", f"a sensitivity in (0, 1] (1: every abnormal validation frame flagged), got {target_sensitivity:g}")
-    if backend not in ("auto", *BACKENDS):  # rev110 #8: named as a backend by the --border refusal; refused after the stills
-        raise InputError("--backend", f"auto or one of {', '.join(BACKENDS)}, got {backend!r}")
-    if target_sensitivity is not None and backend == "auto":  # rev109 #2: auto named a backend the new threshold made stale
-        raise InputError("--backend", "auto with --target-sensitivity: the new threshold makes `triage optimize`'s choice stale "
-                                      "(`triage run --backend auto` takes torch-fp32 until `triage optimize` runs again); give "
-                                      "the backend by name")
-    _check_outputs(weights, out_dir, model_card, force, card=model_card is not None or target_sensitivity is not None)
-    if str(weights).startswith("hf-hub:") and (target_sensitivity is not None or model_card is not None):
-        raise WeightsError(weights, "--target-sensitivity and --model-card write into a weights folder of your own; copy "
-                                    "this one out of the Hugging Face cache first")
+    split, parsed = check_arguments(weights, split, out_dir=out_dir, target_sensitivity=target_sensitivity, val_data=val_data,
+                                    model_card=model_card, backend=backend, codec=codec, force=force)
     weights, hub_note = fetch_weights(weights)  # an hf-hub: repository as its cached folder
     if Path(weights).is_file():
         raise WeightsError(weights, "give a weights folder (config.json + model.safetensors): a bare weights file carries no "
@@ -301,25 +281,6 @@ def evaluate(
 def _out_of_memory_in_one_line(where, config: ModelConfig, batch_size: int):
     return out_of_memory_raises(lambda: DeviceError(str(where), f"out of memory scoring {config.input_size} px frames in batches "
                                                                 f"of {batch_size}: use a smaller --batch-size"))
-
-
-def _check_outputs(weights: str | Path, out_dir: str | Path | None, model_card: str | None, force: bool, *, card: bool) -> None:
-    """Refuse an unusable --out or --model-card (or a card whose sections this run would rewrite that has broken
-    markers, ``card``) before anything is scored or config.json is changed."""
-    if model_card is not None:
-        check_section_name(model_card)
-    if card:  # --model-card writes both sections; --target-sensitivity alone rewrites the training section where there is one
-        check_card(Path(weights), ("training",) if model_card is None else (model_card, "training"), only_begun=model_card is None)
-    if out_dir is not None:
-        StagedOutput(out_dir, force=force, marker=METRICS_FILE, only=OUTPUT_FILES).check()
-
-
-def _parse_codec(codec: str | None) -> Codec | None:
-    """``--codec`` parsed before any work (None: no round trip)."""
-    try:
-        return Codec.parse(codec) if codec is not None else None
-    except ValueError as exc:
-        raise InputError("--codec", str(exc)) from None
 
 
 def choose_threshold(model: nn.Module, config: ModelConfig, data: str | Path, *, target: float, weights: str | Path,
