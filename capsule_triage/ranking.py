@@ -321,6 +321,11 @@ def rank(
     if index.size and (not np.issubdtype(index.dtype, np.integer) or index.dtype.kind == "m"):  # rev96 #5: timedelta64 too  # QA 58 #2: FrameBatch's order (frame_index first) passed
         raise ValueError(f"frame_index must be an integer array (int64), got {index.dtype}: rank takes "
                          "(pts_seconds, frame_index, probs, ...), times first")
+    if index.size > 1:  # QA 124 #6: a frame named twice made two frames.parquet rows of one frame_index
+        values, counts = np.unique(index, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"frame_index must name each frame once, got {int(values[counts > 1][0])} {int(counts[counts > 1][0])} "
+                             f"times ({int((counts > 1).sum())} repeated): frames.parquet and the events name frames by it")
     pts, probs = _as_pts_probs(pts_seconds, probs)
     if pts.size > 1 and np.any(np.diff(pts) < 0):
         raise ValueError("pts_seconds must be ascending")

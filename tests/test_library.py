@@ -269,6 +269,8 @@ def test_time_types_and_other_odd_arguments_are_named_not_taken(default, tmp_pat
              "probs must be class probabilities as numbers (float32), got object"),
             (lambda: ct.rank(pts, index, probs, (name for name in config.class_names), *args[1:]),
              "class_names must be a list of the model's class names, got generator"),
+            (lambda: ct.rank(pts, np.r_[index[:20], index[:20]], probs, *args),  # QA 124 #6: accepted, two rows per frame
+             "frame_index must name each frame once, got 0 2 times (20 repeated): frames.parquet and the events name frames by it"),
             (lambda: ct.rank(pts, index, probs, *args, has_view=np.full(40, np.nan)),
              "has_view must be True/False per frame, got float64 values other than 0 and 1"),
             (lambda: ct.read_frames(DEMO_CLIP, ct.ReadOptions(), stats={}), "stats must be a DecodeStats (or None), got dict"),

@@ -182,10 +182,11 @@ def test_dominant_class_uses_summed_probability():
     probs[5] = np.nan
     r = rank(pts, np.arange(n), probs, CLASSES, ABNORMAL, RankParams(smooth_seconds=0), has_view=view)
     assert [(f, c) for (f, _, _), c in zip(r.top_frames, r.top_classes)][0] == (6, "bleeding")
-    # review rev66: two rows with one frame index and time (a library caller's) each keep their own class
-    twins = rank(np.zeros(2), np.array([7, 7]), np.array([[0.1, 0.8, 0.1], [0.1, 0.05, 0.85]]), CLASSES, ABNORMAL,
-                 RankParams(smooth_seconds=0, nms_seconds=0))
-    assert twins.top_classes == ["ulcer", "bleeding"]
+    # review rev66: two rows of one time (a library caller's) each keep their own class; QA 124 #6: of one frame index
+    twins = np.array([[0.1, 0.8, 0.1], [0.1, 0.05, 0.85]])  # too they were taken, as two frames.parquet rows of one frame
+    assert rank(np.zeros(2), np.array([7, 8]), twins, CLASSES, ABNORMAL, RankParams(smooth_seconds=0, nms_seconds=0)).top_classes == ["ulcer", "bleeding"]
+    with pytest.raises(ValueError, match=r"^frame_index must name each frame once, got 7 2 times \(1 repeated\)"):
+        rank(np.zeros(2), np.array([7, 7]), twins, CLASSES, ABNORMAL, RankParams(smooth_seconds=0, nms_seconds=0))
 
 
 def test_top_k_nms():
