@@ -228,13 +228,14 @@ def test_backend_auto_records_the_backend_that_scored(weights_copy, small_manife
     assert auto["confusion_matrix"] == fp32["confusion_matrix"] and auto["auc"] == pytest.approx(fp32["auc"], abs=1e-6)
     shipped = evaluate(SHIPPED, small_manifest, "test", backend="auto", device="cpu")  # optimized: an ONNX or OpenVINO backend
     assert shipped["backend"] == Classifier.load(SHIPPED, device="cpu").backend.name != "torch-fp32", shipped["backend"]
-    # rev109 #2: the threshold chosen makes optimize's choice stale (run then takes torch-fp32); #3: refused before the stills load
+    # rev109 #2: the threshold chosen makes optimize's choice stale (run then takes torch-fp32); #3: refused before the stills
+    # load (rev110 #10: data that is not there is never read)
     for refused, match in (({"target_sensitivity": 0.9}, r"^--backend: auto with --target-sensitivity: the new threshold makes"),
                            ({"border": "none"}, r"^--backend: auto scores with the model's own border mode, circle .*--backend torch-fp32$")):
         with pytest.raises(InputError, match=match):
-            evaluate(weights_copy, small_manifest, "test", backend="auto", device="cpu", **refused)
+            evaluate(weights_copy, small_manifest.parent / "not-there.csv", "test", backend="auto", device="cpu", **refused)
     with pytest.raises(InputError, match=r"^--backend: auto or one of torch-fp32, .*, got 'ort-fp33'$"):  # rev110 #8: named as one
-        evaluate(weights_copy, small_manifest, "test", backend="ort-fp33", device="cpu", border="none")
+        evaluate(weights_copy, small_manifest.parent / "not-there.csv", "test", backend="ort-fp33", device="cpu", border="none")
 
 
 @needs_shared
