@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         video: Annotated[Optional[Path], typer.Argument(metavar="VIDEO", readable=False, help="Video or frame folder to measure (default: the demo clip in tests/assets).")] = None,
         pipeline: Annotated[str, typer.Option("--pipeline", "-p", metavar="NAME|TOML", help="Preset name or TOML path.")] = "capsule-bleeding",
         weights: Annotated[Optional[str], typer.Option(metavar="WEIGHTS", help="Weights instead of the preset's.")] = None,
-        device: Annotated[str, typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N.")] = "auto",
+        device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")] = "auto",
         backend: Annotated[str, typer.Option(metavar="BACKEND", help="auto or a backend name (see triage run --help).")] = "auto",
         batch_size: Annotated[Optional[int], typer.Option(min=1, max=MAX_BATCH_SIZE, metavar="N", help="Frames decoded per batch (default: the preset's, rounded to a multiple of the run size `triage optimize` measured fastest, which the backend scores them in).")] = None,
         seconds: Annotated[float, typer.Option(min=0.1, help="Minimum measured time per stage. Decode-only and end to end also run the whole VIDEO once first (a warm-up) and at least once timed, so a long VIDEO takes at least four passes whatever this says.")] = 3.0,

@@ -107,7 +107,7 @@ def train_command(
     classes: Annotated[Optional[str], typer.Option(metavar="NAMES", help="Comma-separated class order of the head (default: normal-looking names first).")] = None,
     abnormal: Annotated[Optional[str], typer.Option(metavar="NAMES", help="Comma-separated abnormal classes (default: all but the first).")] = None,
     input_size: Annotated[Optional[int], typer.Option(min=16, metavar="PIXELS", help="Input side in pixels (default: the size timm gives the architecture, or the --init hub: tag; e.g. 224 for resnetv2_101x3_bit.goog_in21k).")] = None,
-    border: Annotated[str, typer.Option(metavar="BORDER", help="circle | fov | none: how frames are made border-neutral.")] = "circle",
+    border: Annotated[str, typer.Option(metavar="BORDER", help="circle | fov | none: how frames are made border-neutral (circle: a fixed centred circular mask; fov: crop to the field of view detected in each frame, then the mask; none).")] = "circle",
     border_radius: Annotated[float, typer.Option(metavar="R", help="Circle radius as a fraction of half the input side.")] = 0.89,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, metavar="F", help="Validation share of the training pool, by whole groups, when the data has no val split.")] = 0.2,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the split, batch order, augmentation and head init.")] = 0,
@@ -115,7 +115,7 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output (same options).")] = False,
     stop_after_steps: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Stop after N steps, leaving a checkpoint for --resume.")] = None,
     threads: Annotated[int, typer.Option(min=1, metavar="N", help="CPU threads for torch; fixed, not one per core, because the same command writes the same weights byte for byte only with the same thread count (recorded in the weights' provenance).")] = 2,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present) | cpu | cuda | cuda:N. A resumed run may continue on another device.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N. A resumed run may continue on another device.")] = "auto",
     precision: Annotated[str, typer.Option(metavar="PRECISION", help="fp32 | bf16 | fp16: mixed precision (autocast; fp16 with loss scaling, CUDA only). Validation scores in fp32.")] = "fp32",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -203,7 +203,7 @@ def eval_command(
     data: Annotated[Path, typer.Argument(metavar="DATA", readable=False, help="Manifest CSV or image-folder tree with labels.", show_default=False)],
     split: Annotated[str, typer.Option(metavar="SPLIT", help="test | val | train | all (data without splits: all).")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=output_folder, metavar="DIR", help="Folder for metrics.json, predictions/thresholds/groups Parquet and roc.png.")] = None,
-    border: Annotated[Optional[str], typer.Option(metavar="BORDER", help="Evaluate with this border mode instead of the model's (circle | fov | none).")] = None,
+    border: Annotated[Optional[str], typer.Option(metavar="BORDER", help="Evaluate with this border mode instead of the model's (circle | fov | none: see triage train --help).")] = None,
     target_sensitivity: Annotated[Optional[float], typer.Option(metavar="S", help="Choose the operating threshold on validation data for this sensitivity (0 < S <= 1); store it in config.json.")] = None,
     val_data: Annotated[Optional[Path], typer.Option(metavar="DATA", help="Validation data for --target-sensitivity (default: DATA's val split as training made it).")] = None,
     model_card: Annotated[Optional[str], typer.Option(metavar="SECTION", help="Write the results into the section SECTION (ASCII letters, digits, '.', '_' and '-', e.g. test or test-h264; not training, the card's own) of the weights' MODEL_CARD.md (the data named by its absolute path, the weights' tensors by SHA-256); the card's training section is rewritten too. Run it on a copy of weights you did not make.")] = None,
@@ -211,7 +211,7 @@ def eval_command(
     threads: Annotated[int, typer.Option(min=1, metavar="N", help="CPU threads for torch (fixed, as for `triage train`: float sums depend on the thread count).")] = 2,
     backend: Annotated[str, typer.Option(metavar="BACKEND", help="Score with this backend (torch-fp32, torch-bf16, torch-fp16 (CUDA), ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8; the ONNX ones as `triage optimize` made them), or auto: the one `triage run --backend auto` takes (recorded by name).")] = "torch-fp32",
     codec: Annotated[Optional[str], typer.Option(metavar="CODEC", help="Score the frames after a lossy round trip, as video reaches the model: h264:CRF (one clip, 4:2:0, e.g. h264:23) or jpeg:QUALITY. Also applies to the frames --target-sensitivity chooses on.")] = None,
-    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present) | cpu | cuda | cuda:N, for the torch backends (ONNX Runtime and OpenVINO score on the CPU).")] = "auto",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N: for the torch backends (ONNX Runtime and OpenVINO score on the CPU).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it is an earlier evaluation's folder (or empty).")] = False,
 ) -> None:
     """Evaluate a weights folder on labelled frames: AUC, accuracy, per-class metrics, confusion matrix."""
