@@ -21,10 +21,10 @@ from .output_names import DETAIL_DIR, OWN_INSIDE
 from .outputs import FRAMES_FILE
 from .report_assets import DETAIL_JS, KEEP_JS, MAIN_JS, SORT_JS
 from .report_event_list import event_list_section
-from .report_facts import (file_name, model_facts, names_classes, playing_rate, run_thresholds, says_hours, study_duration, study_facts,
+from .report_facts import (facts, file_name, model_facts, names_classes, playing_rate, run_thresholds, says_hours, study_duration, study_facts,
                            study_start, time_range)
 from .report_page import html_page, keys_hint, page_header, write_atomic
-from .report_svg import (LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, facts, fmt_clock, fmt_duration, fmt_percent,
+from .report_svg import (LEFT, RIGHT, UNIX_TIME_FROM, WIDTH, Span, clock_with_hours, esc, fmt_clock, fmt_duration, fmt_percent,
                          score_text, timeline_svg)
 from .report_top import top_frames_section
 from .run_notes import frames_not_scored

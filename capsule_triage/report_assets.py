@@ -25,7 +25,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
 .span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}.span circle{fill:var(--acc)}
 .span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30);stroke:var(--sel)}
-.span-label{font-size:10px;fill:var(--acc);font-weight:600}
+.span-label{font-size:10px;fill:var(--acc);font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 svg.timeline :is(.area,.score,.raw,.point,.grid,.xtick,.tick,.span-label,.thr,.thr-label){pointer-events:none}
 .pager{margin:.4rem 0;display:flex;flex-wrap:wrap;gap:4px;align-items:center}.pager a{padding:1px 8px;border:1px solid var(--line);border-radius:4px;background:#fff;text-decoration:none}
 .pager a[aria-current]{background:var(--sel);color:#fff}

@@ -11,7 +11,7 @@ import numpy as np
 from .completeness import measured_rate, time_gaps
 from .model_card import percent_text
 from .periods import timeline_seconds
-from .report_svg import facts, fmt_clock, fmt_duration, score_text, threshold_text
+from .report_svg import esc, fmt_clock, fmt_duration, score_text, threshold_text
 from .study_folder import Study
 
 
@@ -229,3 +229,8 @@ def run_thresholds(run: dict) -> dict:
     rank = run.get("parameters", {}).get("rank", {})
     enter = rank.get("enter_threshold", run.get("model", {}).get("config", {}).get("threshold"))
     return {"enter": enter, "leave": rank.get("leave_threshold")}
+
+
+def facts(title: str, items: list[tuple[str, object]]) -> str:
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v not in (None, ""))
+    return f'<section class="facts"><h2>{esc(title)}</h2><dl>{rows}</dl></section>'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -23,10 +24,10 @@ from pathlib import Path
 
 from .errors import OutputError
 from .report_assets import CSS
-from .report_svg import RUO, esc, script_json
+from .report_svg import RUO, esc
 from .versions import version_line
 
-PAGES_VERSION = "10"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
+PAGES_VERSION = "11"  # in every page's head; raise it when the pages change so that a batch rewrites those of skipped studies
 PAGES_META = '<meta name="capsule-triage-pages" content="{}">'
 
 
@@ -103,3 +104,11 @@ def write_atomic(path: Path, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise OutputError(path, f"cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def script_json(data: object) -> str:
+    """JSON safe to embed in ``<script>``: ``<``, ``>``, ``&`` and line separators as \\u escapes."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text

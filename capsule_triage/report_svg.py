@@ -1,5 +1,5 @@
-"""The report's building blocks: escaping, number formats, the score timeline SVG, facts lists (the page
-shell and writing a page are in :mod:`capsule_triage.report_page`).
+"""The report's building blocks: escaping, number formats and the score timeline SVG (a facts list is
+:func:`capsule_triage.report_facts.facts`; the page shell and writing a page are in :mod:`capsule_triage.report_page`).
 
 Pure numpy and string building, no plotting library or web assets: pages stay self-contained and
 small. A long study is downsampled by per-bin maximum before drawing, so a 100,000-frame timeline
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -203,9 +202,11 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     if unseen:  # under the spans: a stretch without a view bridged inside an event must not take its clicks (review rev35)
         parts += [_no_view(start, end, t[run], x, plot_h) for start, end, run in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
-    labelled = _labelled(spans, x, label_limit)
+    labelled, labels = _labelled(spans, x, label_limit), []
     for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
-        parts.append(_span(span, x, y, plot_h, labelled=span.rank in labelled, current=span.rank == current))
+        link, label = _span(span, x, y, plot_h, labelled=span.rank in labelled, current=span.rank == current)
+        parts.append(link)
+        labels.append(label)
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
         if raw is not None:
@@ -220,6 +221,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'<title>{name} threshold {esc(score_text(value))}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {esc(score_text(value))}</text>')  # as the facts say it (QA 85 #5: 'leave 0.38' by 0.375)
+    parts += labels  # QA 126 #1: over the curves and lines, each with a white halo (CSS), readable where spans fill the plot
     # QA 96 #7: on a phone the timeline showed 0:00-1:30 of 2:49 in a box without a visible scrollbar, and nothing said more
     parts.append('</svg></div><p class="scroll-cue" aria-hidden="true">\u2194 Scroll the timeline sideways to see all of it.</p>')
     return "".join(parts)
@@ -332,8 +334,7 @@ def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
     "#168" and "#143" overlap)."""
     placed, ranks = [], set()  # (centre, half width) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
-        x0, width = _box(span, x)
-        centre, half = x0 + width / 2, _label_half_width(span.label)
+        centre, half = _label_centre(span, x), _label_half_width(span.label)
         if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed):
             placed.append((centre, half))
             ranks.add(span.rank)
@@ -344,34 +345,32 @@ def _label_half_width(label: str) -> float:
     return (LABEL_HASH_WIDTH + (len(label) - 1) * LABEL_DIGIT_WIDTH) / 2
 
 
-def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> str:
+def _label_centre(span: Span, x) -> float:
+    """The centre of a span's "#k" label: the span's, moved inside the plot (QA 126 #2: an event at the start of an hour
+    strip put "#120" over the axis's "1.0")."""
+    x0, width = _box(span, x)
+    half = _label_half_width(span.label)
+    return min(max(x0 + width / 2, LEFT + half), WIDTH - RIGHT - half)
+
+
+def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> tuple[str, str]:
+    """A span's link (its box and peak dot) and its "#k" label ("" if not ``labelled``), drawn later, over the curves."""
     x0, width = _box(span, x)
     px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
     shown = LEFT <= px <= WIDTH - RIGHT
     # QA 111 #4: a peak near 1 put its dot over the label at the top of the span: the label goes under the dot then
-    under = shown and py - PEAK_R < TOP + LABEL_BASELINE + 1 and abs(px - (x0 + width / 2)) < _label_half_width(span.label) + PEAK_R
-    text = (f'<text class="span-label" x="{x0 + width / 2:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else TOP + LABEL_BASELINE:.1f}" '
-            f'text-anchor="middle">{esc(span.label)}</text>' if labelled else "")
+    centre = _label_centre(span, x)
+    under = shown and py - PEAK_R < TOP + LABEL_BASELINE + 1 and abs(px - centre) < _label_half_width(span.label) + PEAK_R
+    text = (f'<text class="span-label" x="{centre:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else TOP + LABEL_BASELINE:.1f}" '
+            f'text-anchor="middle" data-rank="{span.rank}">{esc(span.label)}</text>' if labelled else "")
     peak = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{PEAK_R}"/>' if shown else ""
     mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
     return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
             f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'
-            f'{peak}{text}</a>')
+            f'{peak}</a>', text)
 
 
 # --- page building blocks -------------------------------------------------------------------
-
-def script_json(data: object) -> str:
-    """JSON safe to embed in ``<script>``: ``<``, ``>``, ``&`` and line separators as \\u escapes."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
-    for char in "<>&\u2028\u2029":
-        text = text.replace(char, f"\\u{ord(char):04x}")
-    return text
-
-
-def num(value, digits: int = 3) -> str:
-    return "\u2014" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
 
 def score_text(value, digits: int = 3) -> str:
     """A score (0-1) to ``digits`` places, never rounded onto an end it does not reach: 0.99962 reads
@@ -393,8 +392,3 @@ def threshold_text(value: float, digits: int = 4) -> str:
     value = float(value) + 0.0 if value else 0.0  # -0.0 reads 0.0000 (rev102 #7)
     text = f"{value:.{digits}f}"
     return text if value in (0.0, 1.0) or 0.0 < float(text) < 1.0 else repr(value)
-
-
-def facts(title: str, items: list[tuple[str, object]]) -> str:
-    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items if v not in (None, ""))
-    return f'<section class="facts"><h2>{esc(title)}</h2><dl>{rows}</dl></section>'

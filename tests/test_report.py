@@ -32,7 +32,8 @@ from capsule_triage.ranking import Event, Ranking
 from capsule_triage.model_card import intended_use
 from capsule_triage.report import PAGE_SIZE, REPORT_FILE, paginate, reading_seconds, write_report
 from capsule_triage.report_batch import INDEX_FILE, index_lists, write_batch_index
-from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, script_json, threshold_text, timeline_svg
+from capsule_triage.report_page import script_json
+from capsule_triage.report_svg import LEFT, MAX_POINTS, RIGHT, WIDTH, Span, downsample_max, esc, fmt_clock, fmt_duration, score_text, threshold_text, timeline_svg
 
 from conftest import ARTIFACTS, DEMO_CLIP, needs_shared, triage, write_frame_folder
 
@@ -133,6 +134,29 @@ def test_a_long_study_s_top_events_are_labelled_on_its_timeline_without_overlap(
     assert "#2" not in labels  # a lower rank next to #1 gives way to it
 
 
+def test_event_labels_are_drawn_over_the_curves_inside_the_plot():
+    """QA 126: with 300 events in 12 h the spans filled the plot, and their "#k" labels, drawn with them under the score's
+    curve and fill, were red on red (#1 too); an event at the start of an hour strip put "#120" over the axis's "1.0".
+    The labels come last, each with a white halo, and each wholly inside the plot."""
+    import re
+
+    from capsule_triage.report_assets import CSS
+    from capsule_triage.report_svg import _label_half_width
+
+    t = np.arange(0.0, 3600.0, 1.0)
+    spans = [Span(f"#{r + 1}", "", start, start + 2.0, start + 1.0, 0.6, f"#event-{r + 1}", r)
+             for r, start in enumerate((0.0, 3597.0, 1800.0))]
+    svg = timeline_svg(t, np.full(len(t), 0.6), enter=0.5, leave=0.4, spans=spans, label_limit=200)
+    labels = [(m.start(), float(m.group(1)), m.group(2)) for m in re.finditer(r'<text class="span-label" x="([\d.]+)"[^>]*>(#\d+)</text>', svg)]
+    assert {label for *_, label in labels} == {"#1", "#2", "#3"}, svg
+    last_drawn = max(svg.rfind('class="score"'), svg.rfind('class="area"'), svg.rfind('class="thr-label'))
+    assert all(at > last_drawn for at, *_ in labels)  # over the curves and the threshold lines
+    for _, centre, label in labels:
+        half = _label_half_width(label)
+        assert LEFT <= centre - half and centre + half <= WIDTH - RIGHT, (label, centre)
+    assert re.search(r"\.span-label\{[^}]*paint-order:stroke;stroke:#fff", CSS)
+
+
 def test_an_event_s_label_is_not_drawn_over_its_peak_dot():
     """QA 111 #4: the label "#k" sat at the top of its span, where the dot of a peak near 1 (most findings) was drawn:
     under the label, "#1" unreadable. A label over its dot goes under it; others stay at the top."""
@@ -143,8 +167,8 @@ def test_an_event_s_label_is_not_drawn_over_its_peak_dot():
              Span("#2", "", 300.0, 400.0, 398.0, 0.99, "#event-2", 1),  # near 1, at the far end of a wide span
              Span("#3", "", 500.0, 510.0, 505.0, 0.6, "#event-3", 2)]  # low in the plot
     svg = timeline_svg(t, np.zeros(len(t)), enter=0.5, leave=0.4, spans=spans)
-    drawn = {label: (float(y), float(cy)) for cy, y, label in
-             re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)" r="3"/><text class="span-label" x="[\d.]+" y="([\d.]+)"[^>]*>(#\d)</text>', svg)}
+    dots = {f"#{int(rank) + 1}": float(cy) for rank, cy in re.findall(r'data-rank="(\d)">.*?<circle cx="[\d.]+" cy="([\d.]+)" r="3"/>', svg)}
+    drawn = {label: (float(y), dots[label]) for y, label in re.findall(r'<text class="span-label" x="[\d.]+" y="([\d.]+)"[^>]*>(#\d)</text>', svg)}
     assert set(drawn) == {"#1", "#2", "#3"}, svg
     label_y, dot_y = drawn["#1"]
     assert label_y - 10 >= dot_y + 3  # the glyphs (10 px) below the dot
