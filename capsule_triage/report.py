@@ -159,7 +159,8 @@ def _hour_strips(study: Study, gaps: list[tuple[float, float]]) -> str:
         title = f"Hour {hour + 1}: {fmt_clock(lo)} to {fmt_clock(hi)}, {len(shown)} event{'s' if len(shown) != 1 else ''}"
         strips.append(f'<h3>{esc(title)}</h3>' + timeline_svg(
             t[win], f["smoothed_score"][win], **run_thresholds(study.run), spans=shown, t_range=(lo, hi), gaps=gaps,
-            label=f"Smoothed score timeline, hour {hour + 1}", max_points=HOUR_STRIP_POINTS, label_limit=len(spans), hatch=False))
+            label=f"Smoothed score timeline, hour {hour + 1}", max_points=HOUR_STRIP_POINTS, label_limit=len(spans), label_rows=2,
+            hatch=False))
     return (f'<details id="hours"><summary>The timeline hour by hour ({len(strips)} strips; a minute is '
             f'{(WIDTH - LEFT - RIGHT) / 60:.0f} px or more)</summary>{"".join(strips)}</details>')
 

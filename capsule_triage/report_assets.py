@@ -22,7 +22,7 @@ a{color:var(--sel)}.hint{color:var(--mut);font-size:.88rem;margin:.2rem 0 .5rem}
 .plot{fill:#fff}.grid{stroke:#eceef1}.xtick{stroke:var(--faint)}.tick{font-size:11px;fill:var(--mut)}
 .area{fill:rgba(31,95,191,.07)}.gap{fill:url(#hatch);stroke:none}.noview{fill:#2b2f36;fill-opacity:.18;stroke:none}tr.noview td{color:var(--faint)}circle.point{stroke:none}circle.score.point{fill:var(--sel)}circle.raw.point{fill:var(--faint)}.score{fill:none;stroke:var(--sel);stroke-width:1.4}.raw{fill:none;stroke:var(--faint);stroke-width:.8}
 .thr{stroke-width:1.2}.thr.enter{stroke:var(--acc);stroke-dasharray:6 4}.thr.leave{stroke:var(--acc2);stroke-dasharray:2 3}
-.thr-label{font-size:11px}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
+.thr-label{font-size:11px;paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}.thr-label.enter{fill:var(--acc)}.thr-label.leave{fill:var(--acc2)}
 .span rect{fill:rgba(179,38,30,.13);stroke:var(--acc);stroke-width:1}.span circle{fill:var(--acc)}
 .span:hover rect,.span.selected rect{fill:rgba(31,95,191,.30);stroke:var(--sel)}
 .span-label{font-size:10px;fill:var(--acc);font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}

@@ -136,7 +136,7 @@ def nice_step(span_seconds: float, target_ticks: int = 8) -> float:
 def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, leave: float | None,
                  spans: list[Span], t_range: tuple[float, float] | None = None, raw: np.ndarray | None = None,
                  gaps: Sequence[tuple[float, float]] = (), label: str = "Score timeline", max_points: int = MAX_POINTS,
-                 label_limit: int = 12, flagged_percent: float | None = None, current: int | None = None,
+                 label_limit: int = 12, label_rows: int = 1, flagged_percent: float | None = None, current: int | None = None,
                  hatch: bool = True) -> str:
     """The smoothed score over time, threshold lines, and clickable event spans, in a box that scrolls sideways.
 
@@ -159,6 +159,9 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
         label: accessible name of the figure.
         max_points: vertex budget per curve (see :func:`downsample_max`).
         label_limit: spans of rank below this get a "#k" label.
+        label_rows: rows of labels under the top of the plot: a label that would cover a higher rank's in the first goes
+            to the next; one that fits in none is left out (1: a lower rank gives way; an hour strip has 2, every event
+            labelled).
         flagged_percent: share of the study's frames in events, said in the description (None: not said).
         current: rank of the event this page is about: its span is marked (class selected, aria-current).
         hatch: define the hatch pattern of the gaps (``#hatch``); False for a page's further timelines, which use the
@@ -202,9 +205,9 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     if unseen:  # under the spans: a stretch without a view bridged inside an event must not take its clicks (review rev35)
         parts += [_no_view(start, end, t[run], x, plot_h) for start, end, run in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
-    labelled, labels = _labelled(spans, x, label_limit), []
+    rows, labels = _labelled(spans, x, label_limit, label_rows), []
     for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
-        link, label = _span(span, x, y, plot_h, labelled=span.rank in labelled, current=span.rank == current)
+        link, label = _span(span, x, y, plot_h, row=rows.get(span.rank), current=span.rank == current)
         parts.append(link)
         labels.append(label)
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
@@ -327,18 +330,20 @@ def _box(span: Span, x) -> tuple[float, float]:
     return min(x0, WIDTH - RIGHT - width), width
 
 
-def _labelled(spans: list[Span], x, label_limit: int) -> set[int]:
-    """Ranks of the spans that get their "#k" label: those of rank below ``label_limit``, highest first, each where its
-    label clears every higher one's by :data:`LABEL_GAP` (QA 64: only spans 14 px wide were labelled, an event of ~5 min
-    in a 5.5 h study, so none of a long study's events was, #1 included; QA 85 #2: a fixed 22 px between centres let
-    "#168" and "#143" overlap)."""
-    placed, ranks = [], set()  # (centre, half width) of each label drawn
+def _labelled(spans: list[Span], x, label_limit: int, rows: int = 1) -> dict[int, int]:
+    """The row (0: the top) of each span that gets its "#k" label, by rank: those of rank below ``label_limit``, highest
+    first, each in the first of ``rows`` rows where its label clears every higher one's there by :data:`LABEL_GAP` (QA 64:
+    only spans 14 px wide were labelled, an event of ~5 min in a 5.5 h study, so none of a long study's events was, #1
+    included; QA 85 #2: a fixed 22 px between centres let "#168" and "#143" overlap; rev111 #1: an hour strip's label
+    kept inside the plot pushed its neighbour's out of the one row)."""
+    placed, chosen = [[] for _ in range(rows)], {}  # per row, (centre, half width) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         centre, half = _label_centre(span, x), _label_half_width(span.label)
-        if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed):
-            placed.append((centre, half))
-            ranks.add(span.rank)
-    return ranks
+        row = next((r for r in range(rows) if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed[r])), None)
+        if row is not None:
+            placed[row].append((centre, half))
+            chosen[span.rank] = row
+    return chosen
 
 
 def _label_half_width(label: str) -> float:
@@ -353,16 +358,17 @@ def _label_centre(span: Span, x) -> float:
     return min(max(x0 + width / 2, LEFT + half), WIDTH - RIGHT - half)
 
 
-def _span(span: Span, x, y, plot_h: float, *, labelled: bool, current: bool) -> tuple[str, str]:
-    """A span's link (its box and peak dot) and its "#k" label ("" if not ``labelled``), drawn later, over the curves."""
+def _span(span: Span, x, y, plot_h: float, *, row: int | None, current: bool) -> tuple[str, str]:
+    """A span's link (its box and peak dot) and its "#k" label in label row ``row`` ("" if None), drawn later, over the
+    curves."""
     x0, width = _box(span, x)
     px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
     shown = LEFT <= px <= WIDTH - RIGHT
     # QA 111 #4: a peak near 1 put its dot over the label at the top of the span: the label goes under the dot then
-    centre = _label_centre(span, x)
-    under = shown and py - PEAK_R < TOP + LABEL_BASELINE + 1 and abs(px - centre) < _label_half_width(span.label) + PEAK_R
-    text = (f'<text class="span-label" x="{centre:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else TOP + LABEL_BASELINE:.1f}" '
-            f'text-anchor="middle" data-rank="{span.rank}">{esc(span.label)}</text>' if labelled else "")
+    centre, baseline = _label_centre(span, x), TOP + LABEL_BASELINE * (1 + (row or 0))
+    under = shown and py - PEAK_R < baseline + 1 and abs(px - centre) < _label_half_width(span.label) + PEAK_R
+    text = (f'<text class="span-label" x="{centre:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else baseline:.1f}" '
+            f'text-anchor="middle">{esc(span.label)}</text>' if row is not None else "")
     peak = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{PEAK_R}"/>' if shown else ""
     mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
     return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'

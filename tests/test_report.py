@@ -137,24 +137,30 @@ def test_a_long_study_s_top_events_are_labelled_on_its_timeline_without_overlap(
 def test_event_labels_are_drawn_over_the_curves_inside_the_plot():
     """QA 126: with 300 events in 12 h the spans filled the plot, and their "#k" labels, drawn with them under the score's
     curve and fill, were red on red (#1 too); an event at the start of an hour strip put "#120" over the axis's "1.0".
-    The labels come last, each with a white halo, and each wholly inside the plot."""
+    The labels come last, each with a white halo, and each wholly inside the plot; rev111 #1: an hour strip's label moved
+    in from its end took its neighbour's place (#243 and #235 of 300 events went unlabelled): a strip has a second row."""
     import re
 
     from capsule_triage.report_assets import CSS
-    from capsule_triage.report_svg import _label_half_width
+    from capsule_triage.report_svg import LABEL_GAP, _label_half_width
 
     t = np.arange(0.0, 3600.0, 1.0)
-    spans = [Span(f"#{r + 1}", "", start, start + 2.0, start + 1.0, 0.6, f"#event-{r + 1}", r)
-             for r, start in enumerate((0.0, 3597.0, 1800.0))]
-    svg = timeline_svg(t, np.full(len(t), 0.6), enter=0.5, leave=0.4, spans=spans, label_limit=200)
-    labels = [(m.start(), float(m.group(1)), m.group(2)) for m in re.finditer(r'<text class="span-label" x="([\d.]+)"[^>]*>(#\d+)</text>', svg)]
-    assert {label for *_, label in labels} == {"#1", "#2", "#3"}, svg
-    last_drawn = max(svg.rfind('class="score"'), svg.rfind('class="area"'), svg.rfind('class="thr-label'))
-    assert all(at > last_drawn for at, *_ in labels)  # over the curves and the threshold lines
-    for _, centre, label in labels:
-        half = _label_half_width(label)
-        assert LEFT <= centre - half and centre + half <= WIDTH - RIGHT, (label, centre)
+    starts = {120: 0.0, 243: 150.0, 235: 3420.0, 213: 3597.0, 30: 1800.0}  # rank + 1: start (s) in an hour strip
+    spans = [Span(f"#{n}", "", start, start + 2.0, start + 1.0, 0.6, f"#event-{n}", n - 1) for n, start in starts.items()]
+    for rows in (1, 2):
+        svg = timeline_svg(t, np.full(len(t), 0.6), enter=0.5, leave=0.4, spans=spans, label_limit=300, label_rows=rows)
+        labels = [(m.start(), float(m.group(1)), float(m.group(2)), m.group(3))
+                  for m in re.finditer(r'<text class="span-label" x="([\d.]+)" y="([\d.]+)"[^>]*>(#\d+)</text>', svg)]
+        assert {label for *_, label in labels} == ({"#30", "#120", "#213"} if rows == 1 else {f"#{n}" for n in starts}), svg
+        last_drawn = max(svg.rfind('class="score"'), svg.rfind('class="area"'), svg.rfind('class="thr-label'))
+        assert all(at > last_drawn for at, *_ in labels)  # over the curves and the threshold lines
+        for _, centre, _, label in labels:
+            half = _label_half_width(label)
+            assert LEFT <= centre - half and centre + half <= WIDTH - RIGHT, (label, centre)
+        for (_, c1, y1, a), (_, c2, y2, b) in itertools.combinations(labels, 2):  # none over another in its row
+            assert y1 != y2 or abs(c1 - c2) >= _label_half_width(a) + _label_half_width(b) + LABEL_GAP, (a, b)
     assert re.search(r"\.span-label\{[^}]*paint-order:stroke;stroke:#fff", CSS)
+    assert re.search(r"\.thr-label\{[^}]*paint-order:stroke;stroke:#fff", CSS)
 
 
 def test_an_event_s_label_is_not_drawn_over_its_peak_dot():
