@@ -205,11 +205,8 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
     if unseen:  # under the spans: a stretch without a view bridged inside an event must not take its clicks (review rev35)
         parts += [_no_view(start, end, t[run], x, plot_h) for start, end, run in unseen]
         pieces = [run for piece in pieces for run in _runs(piece[scored[piece]])]
-    rows, labels = _labelled(spans, x, label_limit, label_rows), []
     for span in sorted(spans, key=lambda s: -s.rank):  # the highest-ranked drawn last, on top where thin spans meet (QA 41)
-        link, label = _span(span, x, y, plot_h, row=rows.get(span.rank), current=span.rank == current)
-        parts.append(link)
-        labels.append(label)
+        parts.append(_span(span, x, y, plot_h, current=span.rank == current))
     for piece in pieces:  # each stretch with frames on its own: a line never bridges a gap
         budget = max(2, round(max_points * len(piece) / len(t)))
         if raw is not None:
@@ -224,7 +221,7 @@ def timeline_svg(t: np.ndarray, smoothed: np.ndarray, *, enter: float | None, le
                          f'<title>{name} threshold {esc(score_text(value))}</title></line>'
                          f'<text class="thr-label {cls}" x="{WIDTH - RIGHT - 4}" y="{y(value) + (-3 if cls == "enter" else 11):.1f}" text-anchor="end">'
                          f'{name} {esc(score_text(value))}</text>')  # as the facts say it (QA 85 #5: 'leave 0.38' by 0.375)
-    parts += labels  # QA 126 #1: over the curves and lines, each with a white halo (CSS), readable where spans fill the plot
+    parts += _labels(spans, x, y, label_limit, label_rows)  # QA 126 #1: over the curves and lines, each with a white halo
     # QA 96 #7: on a phone the timeline showed 0:00-1:30 of 2:49 in a box without a visible scrollbar, and nothing said more
     parts.append('</svg></div><p class="scroll-cue" aria-hidden="true">\u2194 Scroll the timeline sideways to see all of it.</p>')
     return "".join(parts)
@@ -319,7 +316,8 @@ def _tick_label(seconds: float, step: float) -> str:
 
 # px a "#k" label's '#' and each digit take at most (10 px bold: DejaVu Sans Bold's are 8.4 and 7.0), and px between two
 LABEL_HASH_WIDTH, LABEL_DIGIT_WIDTH, LABEL_GAP = 8.5, 7.0, 2.0
-PEAK_R, LABEL_BASELINE = 3, 11  # an event's peak dot; its label's baseline under the top of the plot
+PEAK_R, LABEL_BASELINE, LABEL_LINE = 3, 11, 14  # an event's peak dot; its label's baseline under the top of the plot, a row's
+# under the one above (more than the font's box, 10 px glyphs: rows never touch)
 
 
 def _box(span: Span, x) -> tuple[float, float]:
@@ -330,20 +328,26 @@ def _box(span: Span, x) -> tuple[float, float]:
     return min(x0, WIDTH - RIGHT - width), width
 
 
-def _labelled(spans: list[Span], x, label_limit: int, rows: int = 1) -> dict[int, int]:
-    """The row (0: the top) of each span that gets its "#k" label, by rank: those of rank below ``label_limit``, highest
-    first, each in the first of ``rows`` rows where its label clears every higher one's there by :data:`LABEL_GAP` (QA 64:
-    only spans 14 px wide were labelled, an event of ~5 min in a 5.5 h study, so none of a long study's events was, #1
-    included; QA 85 #2: a fixed 22 px between centres let "#168" and "#143" overlap; rev111 #1: an hour strip's label
-    kept inside the plot pushed its neighbour's out of the one row)."""
-    placed, chosen = [[] for _ in range(rows)], {}  # per row, (centre, half width) of each label drawn
+def _labels(spans: list[Span], x, y, label_limit: int, rows: int = 1) -> list[str]:
+    """The "#k" labels, drawn over the curves: of the spans of rank below ``label_limit``, highest first, each in the first
+    of ``rows`` rows where it clears every label placed by :data:`LABEL_GAP` (QA 64: only spans 14 px wide were labelled,
+    an event of ~5 min in a 5.5 h study, so none of a long study's events was, #1 included; QA 85 #2: a fixed 22 px
+    between centres let "#168" and "#143" overlap; rev111 #1: an hour strip's label kept inside the plot pushed its
+    neighbour's out of the one row), a label that would cover its span's peak dot under the dot (QA 111 #4)."""
+    placed, out = [], []  # (centre, half width, baseline) of each label drawn
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         centre, half = _label_centre(span, x), _label_half_width(span.label)
-        row = next((r for r in range(rows) if all(abs(centre - c) >= half + h + LABEL_GAP for c, h in placed[r])), None)
-        if row is not None:
-            placed[row].append((centre, half))
-            chosen[span.rank] = row
-    return chosen
+        px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
+        for row in range(rows):
+            baseline = TOP + LABEL_BASELINE + LABEL_LINE * row
+            covers = baseline - LABEL_LINE < py + PEAK_R and py - PEAK_R < baseline + 1 and abs(px - centre) < half + PEAK_R
+            if covers and LEFT <= px <= WIDTH - RIGHT:
+                baseline = py + PEAK_R + LABEL_BASELINE  # the dot over the label: the label under it
+            if all(abs(centre - c) >= half + h + LABEL_GAP or abs(baseline - b) >= LABEL_LINE for c, h, b in placed):
+                placed.append((centre, half, baseline))
+                out.append(f'<text class="span-label" x="{centre:.1f}" y="{baseline:.1f}" text-anchor="middle">{esc(span.label)}</text>')
+                break
+    return out
 
 
 def _label_half_width(label: str) -> float:
@@ -358,22 +362,15 @@ def _label_centre(span: Span, x) -> float:
     return min(max(x0 + width / 2, LEFT + half), WIDTH - RIGHT - half)
 
 
-def _span(span: Span, x, y, plot_h: float, *, row: int | None, current: bool) -> tuple[str, str]:
-    """A span's link (its box and peak dot) and its "#k" label in label row ``row`` ("" if None), drawn later, over the
-    curves."""
+def _span(span: Span, x, y, plot_h: float, *, current: bool) -> str:
+    """A span's link: its box and peak dot (its label is drawn later, over the curves: :func:`_labels`)."""
     x0, width = _box(span, x)
     px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
-    shown = LEFT <= px <= WIDTH - RIGHT
-    # QA 111 #4: a peak near 1 put its dot over the label at the top of the span: the label goes under the dot then
-    centre, baseline = _label_centre(span, x), TOP + LABEL_BASELINE * (1 + (row or 0))
-    under = shown and py - PEAK_R < baseline + 1 and abs(px - centre) < _label_half_width(span.label) + PEAK_R
-    text = (f'<text class="span-label" x="{centre:.1f}" y="{py + PEAK_R + LABEL_BASELINE if under else baseline:.1f}" '
-            f'text-anchor="middle">{esc(span.label)}</text>' if row is not None else "")
-    peak = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{PEAK_R}"/>' if shown else ""
+    peak = f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{PEAK_R}"/>' if LEFT <= px <= WIDTH - RIGHT else ""
     mark = ' class="span selected" aria-current="true"' if current else ' class="span"'
     return (f'<a{mark} href="{esc(span.href)}" tabindex="-1" data-rank="{span.rank}"><title>{esc(span.title)}</title>'
             f'<rect x="{x0:.1f}" y="{TOP}" width="{width:.1f}" height="{plot_h:.1f}"/>'
-            f'{peak}</a>', text)
+            f'{peak}</a>')
 
 
 # --- page building blocks -------------------------------------------------------------------
