@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from bf16_probe import CHECK, openvino_scorers  # benchmarks/ is the script's folder, so on sys.path
-from clips import HERE, REPO, SHARED, WEIGHTS
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file
 
 sys.path.insert(0, str(REPO))
 
@@ -68,7 +68,9 @@ def one_model_scorer(key: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study-frames", type=int, default=2000)
+    output_options(parser)
     args = parser.parse_args()
+    out = results_file(args, "bf16_cuts.json")
     torch.set_num_threads(2)
     from run_benchmarks import study_clip  # noqa: E402 (makes the study clip if missing)
 
@@ -99,7 +101,6 @@ def main() -> None:
               "machine": machine(), "versions": package_versions(), "weights": str(WEIGHTS), "weights_sha256": weights_sha256(WEIGHTS),
               "frames": {name: len(frames) for name, (frames, _, _) in inputs.items()}, "run": RUN,
               "against ov-fp32: max |score diff| and events identical": rows}
-    out = HERE / "results" / "bf16_cuts.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

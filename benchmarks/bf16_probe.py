@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file  # benchmarks/ is the script's folder, so on sys.path
 
 sys.path.insert(0, str(REPO))
 
@@ -124,7 +124,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="timing window per variant and round")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--run", type=int, default=4, help="frames per OpenVINO request")
+    output_options(parser)
     args = parser.parse_args()
+    out = results_file(args, "bf16_probe.json")
     torch.set_num_threads(2)
     from run_benchmarks import study_clip  # noqa: E402 (makes the study clip if missing)
 
@@ -200,7 +202,6 @@ def main() -> None:
               "emulated in PyTorch (vs PyTorch fp32)": emulation,
               "first depthwise convolution: high-pass kernels (sum of weights under a tenth of the largest)": kernels,
               f"OpenVINO (runs of {args.run} frames, two one-thread streams)": openvino}
-    out = HERE / "results" / "bf16_probe.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

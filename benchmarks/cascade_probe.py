@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file  # benchmarks/ is the script's folder, so on sys.path
 
 sys.path.insert(0, str(REPO))
 
@@ -42,16 +42,13 @@ from capsule_triage.classifier import BACKENDS_FILE  # noqa: E402
 from capsule_triage.optimize import _scores, decode_all  # noqa: E402
 from capsule_triage.ranking import abnormal_score  # noqa: E402
 
-CACHE = HERE / ".cache"
-
-
-def inputs() -> dict[str, Path]:
+def inputs(cache: Path) -> dict[str, Path]:
     found = {
         "mixed clip": SHARED / "videos/wcebleedgen_mixed_triage_4fps.mp4",
         "bleeding-run clip": SHARED / "videos/wcebleedgen_bleeding_run_0419-0510_4fps.mp4",
         "test bleeding": SHARED / "wcebleedgen/test/bleeding",
         "test non-bleeding": SHARED / "wcebleedgen/test/non-bleeding",
-        "study336_5000": CACHE / "study336_5000.mp4",
+        "study336_5000": cache / "study336_5000.mp4",  # if run_benchmarks.py study (or another probe) made it
     }
     return {name: path for name, path in found.items() if path.exists()}
 
@@ -61,9 +58,11 @@ def main() -> None:
     parser.add_argument("--backends", default="ov-int8,ov-bf16,ort-int8")
     parser.add_argument("--gates", default="0.005,0.01,0.02,0.05")
     parser.add_argument("--uppers", default="1", help="upper gates: fast scores above one keep the fast score (1: none)")
+    output_options(parser)
     args = parser.parse_args()
+    out = results_file(args, "cascade_probe.json")
     config = folder_config(WEIGHTS)
-    frames = {name: decode_all(path, config.input_size)[0] for name, path in inputs().items()}
+    frames = {name: decode_all(path, config.input_size)[0] for name, path in inputs(args.cache).items()}
 
     measured = json.loads((WEIGHTS / BACKENDS_FILE).read_text())["candidates"]
 
@@ -91,7 +90,6 @@ def main() -> None:
             print(f"{name} band [{gate}, {upper}]: max |d| {cascade_diff:.4f}; re-scored "
                   + ", ".join(f"{k} {100 * share[k]:.0f}% ({cost[k]:.2f}x fp32 time)" for k in frames))
         result["backends"][name] = {"frames_per_second (backends.json)": fast_fps, "gates": rows}
-    out = HERE / "results" / "cascade_probe.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 from pathlib import Path
 
@@ -14,6 +15,24 @@ REPO = HERE.parent
 # ../shared/data next to the clone (the development machines also have it at /work/shared/data)
 SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.exists()), REPO.parent / "shared" / "data")
 WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"  # the shipped default model
+
+
+def output_options(parser: argparse.ArgumentParser) -> None:
+    """A probe's ``--results`` and ``--cache``, as ``run_benchmarks.py``'s (QA 127 #1: the probes wrote into the checkout
+    only, so a trial run could not stay out of it)."""
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of the results JSON (default benchmarks/results)")
+    parser.add_argument("--cache", type=Path, default=HERE / ".cache",
+                        help="folder of the generated clips (default benchmarks/.cache, git-ignored)")
+
+
+def results_file(args: argparse.Namespace, name: str) -> Path:
+    """Where a probe writes ``name`` (``--results``, made if missing); the study clips it asks
+    ``run_benchmarks.study_clip`` for are then made in, or taken from, ``--cache``."""
+    import run_benchmarks  # (it imports this module)
+
+    run_benchmarks.CACHE = args.cache
+    args.results.mkdir(parents=True, exist_ok=True)
+    return args.results / name
 
 def real_frames(shared_data: Path, count: int) -> list[np.ndarray]:
     """``count`` real capsule frames (RGB 224x224) in manifest order, cycling if needed."""

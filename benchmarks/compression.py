@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file  # benchmarks/ is the script's folder, so on sys.path
 
 sys.path.insert(0, str(REPO))
 
@@ -97,7 +97,9 @@ def floor(rows: list[dict], frames: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="?", type=Path, default=WEIGHTS)
+    output_options(parser)
     args = parser.parse_args()
+    written = results_file(args, "compression.json")
     torch.set_num_threads(2)
     model, config = load_model(args.weights)
     samples = select(read_samples(SHARED / "wcebleedgen" / "manifest.csv").samples, "test")
@@ -131,7 +133,7 @@ def main() -> None:
            "weights": str(args.weights.resolve().relative_to(REPO) if args.weights.resolve().is_relative_to(REPO) else args.weights),
            "frames": n, "size": [w, h], "threshold": config.threshold, "flagged_png": round(float((base >= config.threshold).mean()), 3),
            "auc_png": round(roc_auc(positive, base), 6), "crossing_limit": CROSSING_LIMIT, "floors": floors, "rows": rows}
-    (HERE / "results" / "compression.json").write_text(json.dumps(out, indent=1) + "\n")
+    written.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file  # benchmarks/ is the script's folder, so on sys.path
 
 sys.path.insert(0, str(REPO))
 
@@ -72,7 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="*", type=Path, default=[WEIGHTS])
     parser.add_argument("--backends", default="", help="comma-separated backends to compare too (e.g. ov-bf16,ov-int8)")
+    output_options(parser)
     args = parser.parse_args()
+    written = results_file(args, "fragility.json")
     torch.set_num_threads(2)
     results = []
     for weights in args.weights:
@@ -81,7 +83,7 @@ def main() -> None:
     out = {"what": "fragility", "command": "python benchmarks/fragility.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": package_versions(),  # left for later (QA 35)
            "torch": torch.__version__, "results": results}
-    (HERE / "results" / "fragility.json").write_text(json.dumps(out, indent=1) + "\n")
+    written.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

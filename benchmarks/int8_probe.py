@@ -21,6 +21,7 @@ Writes ``benchmarks/results/int8_probe.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clips import HERE, REPO, SHARED, WEIGHTS  # benchmarks/ is the script's folder, so on sys.path
+from clips import REPO, SHARED, WEIGHTS, output_options, results_file  # benchmarks/ is the script's folder, so on sys.path
 
 sys.path.insert(0, str(REPO))
 CHECK = ["videos/wcebleedgen_mixed_triage_4fps.mp4", "videos/wcebleedgen_bleeding_run_0419-0510_4fps.mp4",
@@ -101,7 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--lr", type=float, default=2e-5)
+    output_options(parser)
     args = parser.parse_args()
+    out = results_file(args, "int8_probe.json")
+    missing = [name for name in ("nncf", "torchao") if importlib.util.find_spec(name) is None]  # QA 127 #3: a traceback
+    if missing:  # named nncf alone
+        raise SystemExit(f"int8_probe.py needs {' and '.join(missing)}: pip install nncf torchao (not project dependencies)")
     import nncf
     import onnx
 
@@ -156,7 +162,6 @@ def main() -> None:
                               dynamic_axes={"frames": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
         record("nncf-qat", tmp / "nncf-qat.onnx", history=history, train_minutes=round((time.perf_counter() - started) / 60, 1))
 
-    out = HERE / "results" / "int8_probe.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print("wrote", out)
 

@@ -247,6 +247,9 @@ def ceiling(args) -> dict:
                 start, frames = time.perf_counter(), 0
                 for batch in stream:
                     frames += len(batch)
+                if not frames:  # QA 127 #2: recorded 0 frames/s and rendered "none reaches 10x"
+                    raise SystemExit(f"ceiling: --frames {args.frames} is one read batch ({len(first)} frames) or less: nothing is "
+                                     "left to time after the first; give at least twice that")
                 decode[name].append(round(frames / (time.perf_counter() - start), 1))
         after = naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, min_seconds=args.seconds)
         naive = (before + after) / 2

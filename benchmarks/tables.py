@@ -1,10 +1,12 @@
 """Render benchmarks/results/*.json as the markdown tables in benchmarks/README.md.
 
     python benchmarks/tables.py > /tmp/tables.md
+    python benchmarks/tables.py --results /tmp/res   # a run_benchmarks.py --results folder
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,8 +18,8 @@ from capsule_triage.report_svg import score_text  # noqa: E402  a ratio never pr
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
+def load(name: str, results: Path = RESULTS) -> dict | None:
+    path = results / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -119,9 +121,12 @@ def compression_table(data: dict) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])  # QA 127 #5: --help printed the tables
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results JSON (default benchmarks/results)")
+    args = parser.parse_args()
     for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("decoders", decoders_table),
                          ("skip", skip_table), ("ceiling", ceiling_table), ("compression", compression_table)):
-        data = load(name)
+        data = load(name, args.results)
         if data:
             print(f"### {name}\n\n{render(data)}\n")
 
