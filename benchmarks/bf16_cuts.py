@@ -13,7 +13,7 @@ graph up to the first 15 convolutions before compiling with the bf16 hint (OpenV
 ``disable_fp16_compression``; the keys are its runtime-info names and others tried). Same scores as ov-bf16 whole
 means the CPU plugin ignored them.
 
-Writes ``benchmarks/results/bf16_cuts.json``.
+Writes ``benchmarks/results/bf16_cuts.json`` (``--results DIR``: DIR/bf16_cuts.json).
 """
 
 from __future__ import annotations

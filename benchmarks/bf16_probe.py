@@ -17,7 +17,7 @@ wcebleedgen/test) and on the first ``--study-frames`` frames of the simulated 33
    frames/s (runs of ``--run`` frames on two one-thread streams, both cores; the variants timed in
    turn, ``--repeats`` rounds).
 
-Writes ``benchmarks/results/bf16_probe.json``.
+Writes ``benchmarks/results/bf16_probe.json`` (``--results DIR``: DIR/bf16_probe.json).
 """
 
 from __future__ import annotations

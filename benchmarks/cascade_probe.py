@@ -16,7 +16,7 @@ the share of frames re-scored, the max |cascade score - fp32 score| and the mode
 the cascade would cost relative to fp32 alone (fast + share x fp32), from the model-only frames/s
 that ``triage optimize`` measured and wrote to backends.json (not timed here: the shares and score
 differences do not depend on the machine's load, timings would).
-Writes ``benchmarks/results/cascade_probe.json``.
+Writes ``benchmarks/results/cascade_probe.json`` (``--results DIR``: DIR/cascade_probe.json).
 """
 
 from __future__ import annotations

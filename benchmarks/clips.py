@@ -17,12 +17,13 @@ SHARED = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/d
 WEIGHTS = REPO / "weights" / "capsule-bleeding-lite0"  # the shipped default model
 
 
-def output_options(parser: argparse.ArgumentParser) -> None:
-    """A probe's ``--results`` and ``--cache``, as ``run_benchmarks.py``'s (QA 127 #1: the probes wrote into the checkout
-    only, so a trial run could not stay out of it)."""
+def output_options(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    """A probe's ``--results`` and (``cache``: one that makes or reads the generated study clips) ``--cache``, as
+    ``run_benchmarks.py``'s (QA 127 #1: the probes wrote into the checkout only, so a trial run could not stay out of it)."""
     parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of the results JSON (default benchmarks/results)")
-    parser.add_argument("--cache", type=Path, default=HERE / ".cache",
-                        help="folder of the generated clips (default benchmarks/.cache, git-ignored)")
+    if cache:
+        parser.add_argument("--cache", type=Path, default=HERE / ".cache",
+                            help="folder of the generated clips (default benchmarks/.cache, git-ignored)")
 
 
 def results_file(args: argparse.Namespace, name: str) -> Path:
@@ -30,7 +31,7 @@ def results_file(args: argparse.Namespace, name: str) -> Path:
     ``run_benchmarks.study_clip`` for are then made in, or taken from, ``--cache``."""
     import run_benchmarks  # (it imports this module)
 
-    run_benchmarks.CACHE = args.cache
+    run_benchmarks.CACHE = getattr(args, "cache", run_benchmarks.CACHE)
     args.results.mkdir(parents=True, exist_ok=True)
     return args.results / name
 

@@ -10,7 +10,7 @@ scores move (max, 95th percentile, mean), how many frames cross the model's oper
 share flagged and the ROC AUC against the labels. Per codec family, the floor is the bits per pixel at
 which the frames crossing the threshold reach ``CROSSING_LIMIT`` of all (interpolated on log bits per
 pixel between the two encodings around it): ``triage run`` warns about a video below its family's floor.
-Writes ``benchmarks/results/compression.json``.
+Writes ``benchmarks/results/compression.json`` (``--results DIR``: DIR/compression.json).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def floor(rows: list[dict], frames: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="?", type=Path, default=WEIGHTS)
-    output_options(parser)
+    output_options(parser, cache=False)
     args = parser.parse_args()
     written = results_file(args, "compression.json")
     torch.set_num_threads(2)

@@ -25,7 +25,8 @@ A variant's share is the reader's time with the RGB pass swapped for the variant
 memory), so the reader's batching and copies stay counted.
 
 For each it gives the decode share the study would have (``results/study.json``, 50,000 frames: its measured share
-scaled by the variant's time against the reader's in this run) and the speed decoding would need for 25 %. Writes ``benchmarks/results/decode_split.json``.
+scaled by the variant's time against the reader's in this run) and the speed decoding would need for 25 %.
+Writes ``benchmarks/results/decode_split.json`` (``--results DIR``: DIR/decode_split.json).
 """
 
 from __future__ import annotations
@@ -154,9 +155,9 @@ def main() -> None:
             start = time.perf_counter()
             frames = fn()
             timings[name].append((time.perf_counter() - start) / frames * 1e6)
-    study = json.loads((HERE / "results" / "study.json").read_text())  # the committed study table's (QA 127 #6: the 50,000-
-    row = max(study["rows"], key=lambda row: row["frames"])  # frame row, or a StopIteration without it): its longest study
-    e2e, study_share = row["fps"], row["decode_share"]
+    study_file = HERE / "results" / "study.json"  # the committed study table's (QA 127 #6: the 50,000-frame row, or a
+    row = max(json.loads(study_file.read_text())["rows"], key=lambda row: row["frames"])  # StopIteration): its longest study
+    e2e, study_share, study_frames = row["fps"], row["decode_share"], row["frames"]
     best = {name: min(us) for name, us in timings.items()}  # other work on the machine only slows a round down
     rows = [{"variant": name, "us_per_frame": [round(u, 1) for u in us], "best_us": round(best[name], 1),
              "fps": round(1e6 / best[name], 1)} for name, us in timings.items()]
@@ -180,7 +181,7 @@ def main() -> None:
     result = {"what": "decode_split", "command": "python benchmarks/decode_split.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "clip": clip.name, "size": SIZE, "rows": rows,
               "study_end_to_end_fps": round(e2e, 1), "decode_fps_for_25_percent": round(e2e / 0.25, 1),
-              "study_decode_share": round(study_share, 3),
+              "study_decode_share": round(study_share, 3), "study_row": {"file": str(study_file.relative_to(HERE.parent)), "frames": study_frames},
               # the study's measured share scaled by each variant's time against the reader's in this run (ratios within
               # one run: the machine's speed moves between runs, and the study's decode-only was timed in another)
               "share_at_study_speed": {k: round(study_share * us / best["reader"], 3) for k, us in shares.items()},

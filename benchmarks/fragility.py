@@ -10,7 +10,7 @@ autocast in PyTorch and, with ``--backends``, the named inference backends (they
 how many frames cross the model's operating threshold. ``triage optimize`` accepts a backend within
 0.05 of fp32 with identical events: a model whose scores move that far under one grey level of noise
 will not pass it in bf16 or int8 either (benchmarks/README.md, "Design notes").
-Writes ``benchmarks/results/fragility.json``.
+Writes ``benchmarks/results/fragility.json`` (``--results DIR``: DIR/fragility.json).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights", nargs="*", type=Path, default=[WEIGHTS])
     parser.add_argument("--backends", default="", help="comma-separated backends to compare too (e.g. ov-bf16,ov-int8)")
-    output_options(parser)
+    output_options(parser, cache=False)
     args = parser.parse_args()
     written = results_file(args, "fragility.json")
     torch.set_num_threads(2)

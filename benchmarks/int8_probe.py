@@ -15,7 +15,7 @@ score| and model-only frames/s. ``triage optimize`` accepts a backend within 0.0
   model's logits (distillation, MSE) on the 1,494 wcebleedgen/train frames, then exported as QDQ.
 
 Calibration and distillation use training frames only; the check frames are never trained on.
-Writes ``benchmarks/results/int8_probe.json``.
+Writes ``benchmarks/results/int8_probe.json`` (``--results DIR``: DIR/int8_probe.json).
 """
 
 from __future__ import annotations
@@ -102,12 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--lr", type=float, default=2e-5)
-    output_options(parser)
+    output_options(parser, cache=False)
     args = parser.parse_args()
-    out = results_file(args, "int8_probe.json")
     missing = [name for name in ("nncf", "torchao") if importlib.util.find_spec(name) is None]  # QA 127 #3: a traceback
     if missing:  # named nncf alone
         raise SystemExit(f"int8_probe.py needs {' and '.join(missing)}: pip install nncf torchao (not project dependencies)")
+    out = results_file(args, "int8_probe.json")
     import nncf
     import onnx
 

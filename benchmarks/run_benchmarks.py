@@ -230,6 +230,9 @@ def ceiling(args) -> dict:
     model = create_model(cfg)
     model.load_state_dict(classifier_state(WEIGHTS))
     read = model_read_options(pipeline.read, classifier, RunOptions())
+    if args.frames <= read.batch_size:  # QA 127 #2: recorded 0 frames/s and rendered "none reaches 10x"; rev112 #4: said early
+        raise SystemExit(f"ceiling: --frames {args.frames} is one read batch ({read.batch_size} frames) or less: the first batch "
+                         f"is not timed, so nothing would be; give more than {read.batch_size}")
     rows, frames_for_model = [], None
     for clip_name, clip in clips(args.frames).items():
         before = naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, min_seconds=args.seconds)
@@ -247,9 +250,6 @@ def ceiling(args) -> dict:
                 start, frames = time.perf_counter(), 0
                 for batch in stream:
                     frames += len(batch)
-                if not frames:  # QA 127 #2: recorded 0 frames/s and rendered "none reaches 10x"
-                    raise SystemExit(f"ceiling: --frames {args.frames} is one read batch ({len(first)} frames) or less: nothing is "
-                                     "left to time after the first; give at least twice that")
                 decode[name].append(round(frames / (time.perf_counter() - start), 1))
         after = naive_fps(clip, model, size=cfg.input_size, mean=cfg.mean, std=cfg.std, min_seconds=args.seconds)
         naive = (before + after) / 2

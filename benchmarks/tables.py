@@ -124,11 +124,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])  # QA 127 #5: --help printed the tables
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the results JSON (default benchmarks/results)")
     args = parser.parse_args()
+    found = 0
     for name, render in (("compare", compare_table), ("study", study_table), ("overlap", overlap_table), ("decoders", decoders_table),
                          ("skip", skip_table), ("ceiling", ceiling_table), ("compression", compression_table)):
         data = load(name, args.results)
         if data:
+            found += 1
             print(f"### {name}\n\n{render(data)}\n")
+    if not found:  # rev112 #7: an empty or mistyped folder printed nothing, exit 0
+        raise SystemExit(f"tables.py: no results JSON (compare.json, study.json, ...) in {args.results}")
 
 
 if __name__ == "__main__":

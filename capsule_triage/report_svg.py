@@ -330,21 +330,24 @@ def _box(span: Span, x) -> tuple[float, float]:
 
 def _labels(spans: list[Span], x, y, label_limit: int, rows: int = 1) -> list[str]:
     """The "#k" labels, drawn over the curves: of the spans of rank below ``label_limit``, highest first, each in the first
-    of ``rows`` rows where it clears every label placed by :data:`LABEL_GAP` (QA 64: only spans 14 px wide were labelled,
-    an event of ~5 min in a 5.5 h study, so none of a long study's events was, #1 included; QA 85 #2: a fixed 22 px
-    between centres let "#168" and "#143" overlap; rev111 #1: an hour strip's label kept inside the plot pushed its
-    neighbour's out of the one row), a label that would cover its span's peak dot under the dot (QA 111 #4)."""
-    placed, out = [], []  # (centre, half width, baseline) of each label drawn
+    of ``rows`` rows where it clears every label placed by :data:`LABEL_GAP` (QA 64, QA 85 #2; rev111 #1: an hour strip's
+    label kept inside the plot pushed its neighbour's out of the one row) and no dot of theirs (rev112 #1: "#2" took the
+    place "#1" left over its dot); a label that would cover its own span's peak dot goes under the dot (QA 111 #4)."""
+    def covers(baseline: float, centre: float, half: float, px: float, py: float) -> bool:
+        return baseline - LABEL_LINE < py + PEAK_R and py - PEAK_R < baseline + 1 and abs(px - centre) < half + PEAK_R
+    placed, dots, out = [], [], []  # (centre, half width, baseline) of each label drawn; the drawn dots of their spans
     for span in sorted((s for s in spans if s.rank < label_limit), key=lambda s: s.rank):
         centre, half = _label_centre(span, x), _label_half_width(span.label)
         px, py = float(x(span.peak_seconds)), float(y(span.peak_score))
+        shown = LEFT <= px <= WIDTH - RIGHT
         for row in range(rows):
             baseline = TOP + LABEL_BASELINE + LABEL_LINE * row
-            covers = baseline - LABEL_LINE < py + PEAK_R and py - PEAK_R < baseline + 1 and abs(px - centre) < half + PEAK_R
-            if covers and LEFT <= px <= WIDTH - RIGHT:
+            if shown and covers(baseline, centre, half, px, py):
                 baseline = py + PEAK_R + LABEL_BASELINE  # the dot over the label: the label under it
-            if all(abs(centre - c) >= half + h + LABEL_GAP or abs(baseline - b) >= LABEL_LINE for c, h, b in placed):
+            if (all(abs(centre - c) >= half + h + LABEL_GAP or abs(baseline - b) >= LABEL_LINE for c, h, b in placed)
+                    and not any(covers(baseline, centre, half, *dot) for dot in dots)):
                 placed.append((centre, half, baseline))
+                dots += [(px, py)] if shown else []
                 out.append(f'<text class="span-label" x="{centre:.1f}" y="{baseline:.1f}" text-anchor="middle">{esc(span.label)}</text>')
                 break
     return out

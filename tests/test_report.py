@@ -142,10 +142,10 @@ def test_event_labels_are_drawn_over_the_curves_inside_the_plot():
     import re
 
     from capsule_triage.report_assets import CSS
-    from capsule_triage.report_svg import LABEL_GAP, _label_half_width
+    from capsule_triage.report_svg import LABEL_GAP, LABEL_LINE, _label_half_width
 
     t = np.arange(0.0, 3600.0, 1.0)
-    starts = {120: 0.0, 243: 150.0, 235: 3420.0, 213: 3597.0, 30: 1800.0}  # rank + 1: start (s) in an hour strip
+    starts = {120: 0.0, 243: 150.0, 235: 3450.0, 213: 3597.0, 30: 1800.0}  # rank + 1: start (s) in an hour strip
     spans = [Span(f"#{n}", "", start, start + 2.0, start + 1.0, 0.6, f"#event-{n}", n - 1) for n, start in starts.items()]
     for rows in (1, 2):
         svg = timeline_svg(t, np.full(len(t), 0.6), enter=0.5, leave=0.4, spans=spans, label_limit=300, label_rows=rows)
@@ -157,8 +157,8 @@ def test_event_labels_are_drawn_over_the_curves_inside_the_plot():
         for _, centre, _, label in labels:
             half = _label_half_width(label)
             assert LEFT <= centre - half and centre + half <= WIDTH - RIGHT, (label, centre)
-        for (_, c1, y1, a), (_, c2, y2, b) in itertools.combinations(labels, 2):  # none over another in its row
-            assert y1 != y2 or abs(c1 - c2) >= _label_half_width(a) + _label_half_width(b) + LABEL_GAP, (a, b)
+        for (_, c1, y1, a), (_, c2, y2, b) in itertools.combinations(labels, 2):  # none over another (rev112 #2: in any row)
+            assert abs(y1 - y2) >= LABEL_LINE or abs(c1 - c2) >= _label_half_width(a) + _label_half_width(b) + LABEL_GAP, (a, b)
     assert re.search(r"\.span-label\{[^}]*paint-order:stroke;stroke:#fff", CSS)
     assert re.search(r"\.thr-label\{[^}]*paint-order:stroke;stroke:#fff", CSS)
 
@@ -179,6 +179,10 @@ def test_an_event_s_label_is_not_drawn_over_its_peak_dot():
     label_y, dot_y = drawn["#1"]
     assert label_y - 10 >= dot_y + 3  # the glyphs (10 px) below the dot
     assert drawn["#2"][0] == drawn["#3"][0] == 21.0  # at the top of the plot, as before
+    # rev112 #1: a lower rank took the place a higher one's label left over its dot, and covered the dot
+    near = [Span("#1", "", 100.0, 104.0, 102.0, 0.93, "#event-1", 0), Span("#2", "", 104.0, 108.0, 106.0, 0.5, "#event-2", 1)]
+    svg = timeline_svg(t, np.zeros(len(t)), enter=0.5, leave=0.4, spans=near)
+    assert re.findall(r'<text class="span-label"[^>]*>(#\d)</text>', svg) == ["#1"]
 
 
 def test_malicious_strings_render_as_text(tmp_path):
