@@ -358,10 +358,13 @@ def write_outputs(out: Path, result: dict, images: LabelledImages, probs: np.nda
     columns = {"path": images.paths, "group": images.groups, "label": [config.class_names[i] for i in images.labels.tolist()],
                "abnormal": positive, "has_view": view, "score": score, "flagged": flaggable >= config.threshold}
     columns.update({f"prob_{name}": model_probs[:, i] for i, name in enumerate(config.class_names)})  # the model's own
-    meta = {"model": config.name, "weights_sha256": result["weights_sha256"], "threshold": str(config.threshold),
-            "split": result["split"], "border": config.border}  # on every table: each is read alone (QA 20)
-    pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")
-    pq.write_table(pa.table(metrics.threshold_table(positive, flaggable)).replace_schema_metadata(meta), out / "thresholds.parquet")
+    meta = {"model": config.name, "weights_sha256": result["weights_sha256"], "tensors_sha256": result["tensors_sha256"],
+            "threshold": str(config.threshold), "split": result["split"], "border": config.border, "backend": result["backend"],
+            "codec": result.get("codec", "none")}  # on every table: each is read alone (QA 20; QA 128 #2/#3: which backend
+    pq.write_table(pa.table(columns).replace_schema_metadata(meta), out / "predictions.parquet")  # and codec, the card's tensors)
+    at = np.union1d(np.round(np.linspace(0, 1, 101), 2), [float(config.threshold)])  # QA 128 #1: the operating point's row too
+    thresholds = {**metrics.threshold_table(positive, flaggable, at), "operating": at == float(config.threshold)}
+    pq.write_table(pa.table(thresholds).replace_schema_metadata(meta), out / "thresholds.parquet")
     if "groups" in result:
         groups = metrics.group_table(np.array(images.groups), positive, score, config.threshold, view)
         pq.write_table(pa.table(groups).replace_schema_metadata(meta), out / "groups.parquet")

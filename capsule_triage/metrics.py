@@ -271,8 +271,9 @@ def threshold_for_sensitivity(positive: np.ndarray, scores: np.ndarray, target: 
 
 def group_table(groups: np.ndarray, positive: np.ndarray, scores: np.ndarray, threshold: float,
                 view: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """One row per group: frame count, abnormal frames, frames with a field of view, max and mean score, flagged
-    (max >= threshold, and a frame with a view: ``view`` None counts every frame as seen).
+    """One row per group: frame count, abnormal frames, frames with a field of view, max score, mean score of its frames
+    with a view (NaN: none; QA 128 #5: the 0.0 of those without one was averaged in), flagged (max >= threshold, and a
+    frame with a view: ``view`` None counts every frame as seen).
 
     A group (patient, video, near-duplicate run) is abnormal when any of its frames is.
     """
@@ -286,7 +287,8 @@ def group_table(groups: np.ndarray, positive: np.ndarray, scores: np.ndarray, th
     n_with_view = np.bincount(inverse, weights=seen, minlength=names.size).astype(np.int64)
     score_max = np.full(names.size, -np.inf)
     np.maximum.at(score_max, inverse, scores)
-    score_mean = np.bincount(inverse, weights=scores, minlength=names.size) / np.maximum(count, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score_mean = np.bincount(inverse, weights=np.where(seen, scores, 0.0), minlength=names.size) / n_with_view
     return {
         "group": names, "n_frames": count, "n_abnormal": n_abnormal, "abnormal": n_abnormal > 0, "n_with_view": n_with_view,
         "score_max": score_max, "score_mean": score_mean, "flagged": (score_max >= threshold) & (n_with_view > 0),

@@ -65,11 +65,15 @@ def test_evaluate_writes_metrics_tables_and_roc(weights_copy, small_manifest, tm
     predictions = pq.read_table(tmp_path / "eval" / "predictions.parquet")
     assert predictions.num_rows == 48 and {"path", "label", "score", "prob_bleeding", "group"} <= set(predictions.column_names)
     assert predictions.schema.metadata[b"split"] == b"test"
-    assert pq.read_table(tmp_path / "eval" / "thresholds.parquet").num_rows == 101
+    thresholds = pq.read_table(tmp_path / "eval" / "thresholds.parquet").to_pylist()  # QA 128 #1: the operating point's
+    assert len(thresholds) in (101, 102) and [r["threshold"] for r in thresholds if r["operating"]] == [result["threshold"]]  # row
+    operating = next(r for r in thresholds if r["operating"])
+    assert (operating["sensitivity"], operating["specificity"]) == (result["sensitivity"], result["specificity"])
     assert pq.read_table(tmp_path / "eval" / "groups.parquet").num_rows == result["groups"]["n_groups"]
     for table in ("predictions", "thresholds", "groups"):  # QA 20: thresholds and groups said nothing of what made them
         meta = pq.read_schema(tmp_path / "eval" / f"{table}.parquet").metadata
         assert meta[b"weights_sha256"].decode() == result["weights_sha256"] and meta[b"split"] == b"test"
+        assert (meta[b"backend"], meta[b"codec"], meta[b"tensors_sha256"].decode()) == (b"torch-fp32", b"none", result["tensors_sha256"])
     assert (saved["weights"], saved["data"]) == (str(weights_copy.absolute()), str(small_manifest.absolute()))
     from capsule_triage.versions import package_versions  # which code computed the numbers (train/eval lacked the commit)
 

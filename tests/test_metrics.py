@@ -136,6 +136,9 @@ def test_group_aggregation():
     assert table["group"].tolist() == ["p1", "p2", "p3"]
     assert table["n_frames"].tolist() == [2, 2, 1] and table["abnormal"].tolist() == [True, False, False]
     assert table["score_max"].tolist() == [0.7, 0.6, 0.3] and table["score_mean"].tolist() == pytest.approx([0.45, 0.35, 0.3])
+    seen = metrics.group_table(groups, positive, np.where([True, True, False, True, False], scores, 0.0), 0.5,
+                               view=np.array([True, True, False, True, False]))  # QA 128 #5: the unseen frames' 0.0 averaged in
+    assert seen["score_mean"][:2].tolist() == pytest.approx([0.45, 0.1]) and np.isnan(seen["score_mean"][2])
     summary = metrics.group_summary(table, 0.5)
     assert summary["n_groups"] == 3 and summary["sensitivity"] == 1.0 and summary["specificity"] == 0.5
     # QA 63 #3: a group none of whose frames shows a field of view (scored 0.0 as triage run) is not flagged at 0.0 either
